@@ -1,0 +1,63 @@
+# twin: set-up, tests, demo and benchmarks. Every target installs what it needs first (idempotent, fast the second
+# time). On Debian/Ubuntu as root the system stack (PETSc, MPI, parallel HDF5, netCDF) comes from the distribution;
+# elsewhere point PYTHON at an interpreter that already has petsc4py, mpi4py and h5py (see README, "On a cluster").
+
+VENV      ?= .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.twin-installed
+NP        ?= 2
+MPIEXEC   ?= mpiexec
+CAMPAIGN  ?= configs/quickstart.yaml
+DEB_PKGS  := python3-petsc4py python3-mpi4py python3-h5py-mpi python3-netcdf4 python3-venv openmpi-bin
+# Open MPI refuses root without these; harmless for other users and for MPICH.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export OMPI_MCA_rmaps_base_oversubscribe := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup system test test-serial test-mpi demo bench clean
+
+setup: $(STAMP)
+
+# System packages: only when something is missing. Fails with what to do when not possible here.
+system:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "twin setup: this is not a Debian/Ubuntu machine (no apt-get). Install PETSc+petsc4py, an MPI with mpi4py," \
+	       "h5py and netCDF4 yourself, then run: make setup PYTHON=/path/to/that/python (README: 'On a cluster')." >&2; exit 2; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "twin setup: missing system packages:$$missing. Run as root: apt-get install -y$$missing" >&2; exit 2; fi; \
+	echo "twin setup: installing$$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
+$(STAMP): pyproject.toml constraints.txt
+	@if [ -z "$(PYTHON)" ]; then $(MAKE) --no-print-directory system; fi
+	@set -e; base="$(PYTHON)"; [ -n "$$base" ] || base=/usr/bin/python3; \
+	if [ ! -x $(PY) ]; then echo "twin setup: creating $(VENV) from $$base"; $$base -m venv --system-site-packages $(VENV); fi; \
+	site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	petsc=$$(ls -d /usr/lib/petscdir/petsc*/*-real/lib/python3/dist-packages 2>/dev/null | sort -V | tail -n 1); \
+	if [ -n "$$petsc" ]; then echo "$$petsc" > "$$site/twin-debian-petsc.pth"; fi; \
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true; \
+	$(PY) -c 'import petsc4py, mpi4py, h5py, netCDF4, xarray, parsl, pydantic, twin' || \
+	  { echo "twin setup: the environment in $(VENV) cannot import the stack (see the error above)" >&2; exit 2; }
+	@touch $(STAMP)
+
+test: setup
+	$(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider tests/mpi
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration
+
+test-serial: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration
+
+test-mpi: setup
+	$(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider tests/mpi
+
+demo: setup
+	$(MPIEXEC) -n $(NP) $(VENV)/bin/twin run $(CAMPAIGN)
+
+bench: setup
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

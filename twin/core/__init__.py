@@ -1,0 +1,1 @@
+"""Grids on PETSc DMDA, MPI communicators, units, errors, logging and progress display."""

@@ -1,0 +1,102 @@
+"""The typed error hierarchy of twin.
+
+Every error that twin raises on purpose derives from :class:`TwinError`. A message says what went wrong, where (file,
+line, component, time) and what to change; the CLI prints it as one line per problem, without a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TwinError(Exception):
+    """Root of all errors raised deliberately by twin."""
+
+    def lines(self) -> list[str]:
+        """The message as a list of one-line problems (for the CLI)."""
+        return [str(self)]
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem found in a configuration file.
+
+    Parameters
+    ----------
+    file : str
+        Path of the YAML file.
+    line, column : int or None
+        1-based position of the offending key or value, where known.
+    path : str
+        Dotted key path, e.g. ``models.tumour.parameters.k``.
+    message : str
+        What was expected and, where useful, what to write instead.
+    """
+
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.path + ': ' if self.path else ''}{self.message}"
+
+
+class ConfigError(TwinError):
+    """A configuration file (or a value derived from it) is invalid; carries every problem found."""
+
+    def __init__(self, problems: list[ConfigProblem] | str):
+        if isinstance(problems, str):
+            problems = [ConfigProblem("<config>", None, None, "", problems)]
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]
+
+
+class ModelError(TwinError):
+    """A model was given inputs it cannot run with (refused before any solve)."""
+
+    def __init__(self, component: str, message: str):
+        self.component = component
+        super().__init__(f"model '{component}': {message}")
+
+
+class SolverError(TwinError):
+    """A PETSc solve failed: names the component, the simulated time and PETSc's converged reason."""
+
+    def __init__(self, component: str, time: float, reason: str, hint: str = ""):
+        self.component = component
+        self.time = time
+        self.reason = reason
+        msg = f"model '{component}': solver failed at t={time:.6g}: {reason}"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+
+
+class CouplingError(TwinError):
+    """A coupling scheme failed (e.g. no convergence within a window, growing interface residual)."""
+
+
+class AssimilationError(TwinError):
+    """Data assimilation could not proceed (bad observation set, degenerate ensemble, optimiser failure)."""
+
+
+class ObservationError(TwinError):
+    """Observations are invalid (outside the domain, non-positive errors, unreadable file)."""
+
+
+class OutputError(TwinError):
+    """An output or checkpoint file could not be written, or a file read back is incomplete or corrupted."""
+
+
+class WorkflowError(TwinError):
+    """A campaign workflow failed (task failures beyond the retry policy, bad resources)."""

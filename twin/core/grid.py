@@ -1,0 +1,262 @@
+"""Structured grids on a PETSc DMDA: physical extent, spacing, coordinates, owned ranges and gathering for output.
+
+Conventions
+-----------
+* ``shape`` and ``extent`` follow PETSc's axis order ``(x, y[, z])``.
+* NumPy views of vectors follow C order, the reverse: a 2-D field is an array ``a[j, i]`` of shape ``(ny, nx)``
+  (``a[k, j, i]`` in 3-D), with a trailing axis of length ``dof`` when ``dof > 1``. This is the memory layout of a
+  DMDA vector, so the views are free and kernels can be vectorised NumPy over them.
+* ``centering="cell"``: ``n`` cells of width ``h = L / n`` with centres ``lo + (i + 1/2) h`` (finite volumes).
+  ``centering="node"``: ``n`` nodes with spacing ``h = L / (n - 1)`` including both ends (finite elements); on a
+  periodic axis nodes are ``lo + i h`` with ``h = L / n``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from petsc4py import PETSc
+
+from twin.core.errors import ModelError
+
+
+class Grid:
+    """A box ``prod [lo_a, hi_a]`` discretised by a PETSc DMDA.
+
+    Parameters
+    ----------
+    comm : mpi4py or petsc4py communicator
+        The communicator the grid (and every vector on it) lives on.
+    shape : sequence of int
+        Number of cells (``centering="cell"``) or nodes (``"node"``) along each axis, PETSc order ``(nx, ny[, nz])``.
+    extent : sequence of (float, float)
+        ``(lo, hi)`` of each axis, in metres unless the owner says otherwise.
+    dof : int
+        Unknowns per grid point (e.g. 3 for shallow water ``h, u, v``).
+    stencil_width : int
+        Ghost-layer width for local (ghosted) vectors.
+    periodic : bool or sequence of bool
+        Periodicity per axis.
+    stencil : {"star", "box"}
+        DMDA stencil type; ``box`` is needed for Q1 elements and corner-coupled stencils.
+    centering : {"cell", "node"}
+        Where the unknowns sit.
+    name : str
+        Used in error messages.
+    """
+
+    def __init__(
+        self,
+        comm,
+        shape: Sequence[int],
+        extent: Sequence[Sequence[float]],
+        *,
+        dof: int = 1,
+        stencil_width: int = 1,
+        periodic: bool | Sequence[bool] = False,
+        stencil: str = "star",
+        centering: str = "cell",
+        proc_sizes: Sequence[int] | None = None,
+        name: str = "grid",
+    ):
+        shape = tuple(int(n) for n in shape)
+        extent = tuple((float(lo), float(hi)) for lo, hi in extent)
+        if not 1 <= len(shape) <= 3:
+            raise ModelError(name, f"grid must be 1-, 2- or 3-dimensional, got shape {shape}")
+        if len(extent) != len(shape):
+            raise ModelError(name, f"grid shape {shape} has {len(shape)} axes but extent has {len(extent)}")
+        if isinstance(periodic, bool):
+            periodic = (periodic,) * len(shape)
+        periodic = tuple(bool(p) for p in periodic)
+        if len(periodic) != len(shape):
+            raise ModelError(name, f"periodic has {len(periodic)} entries for a {len(shape)}-D grid")
+        minimum = 2 if centering == "node" else 1
+        for axis, (n, (lo, hi)) in enumerate(zip(shape, extent)):
+            if n < minimum:
+                raise ModelError(name, f"axis {'xyz'[axis]} needs at least {minimum} points, got {n}")
+            if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+                raise ModelError(name, f"axis {'xyz'[axis]} extent ({lo}, {hi}) must be finite with hi > lo")
+        if centering not in ("cell", "node"):
+            raise ModelError(name, f"centering must be 'cell' or 'node', got {centering!r}")
+        if stencil not in ("star", "box"):
+            raise ModelError(name, f"stencil must be 'star' or 'box', got {stencil!r}")
+
+        self.name = name
+        self.comm = comm
+        self.shape = shape
+        self.extent = extent
+        self.dof = int(dof)
+        self.periodic = periodic
+        self.centering = centering
+        self.stencil_width = int(stencil_width)
+        btype = [PETSc.DM.BoundaryType.PERIODIC if p else PETSc.DM.BoundaryType.NONE for p in periodic]
+        stype = PETSc.DMDA.StencilType.STAR if stencil == "star" else PETSc.DMDA.StencilType.BOX
+        self.da = PETSc.DMDA().create(
+            dim=len(shape),
+            dof=self.dof,
+            sizes=shape,
+            proc_sizes=tuple(proc_sizes) if proc_sizes else None,
+            boundary_type=tuple(btype),
+            stencil_type=stype,
+            stencil_width=self.stencil_width,
+            comm=comm,
+        )
+        self.da.setUp()
+        self._natural = None
+        self._to_zero = None
+
+    # -- geometry --------------------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """Number of grid points (not unknowns)."""
+        return int(np.prod(self.shape))
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        h = []
+        for n, (lo, hi), p in zip(self.shape, self.extent, self.periodic):
+            h.append((hi - lo) / (n if (self.centering == "cell" or p) else n - 1))
+        return tuple(h)
+
+    @property
+    def cell_volume(self) -> float:
+        return float(np.prod(self.spacing))
+
+    def axis_coordinates(self, axis: int) -> np.ndarray:
+        """All coordinates along ``axis`` (PETSc order: 0 is x)."""
+        n, (lo, _), h = self.shape[axis], self.extent[axis], self.spacing[axis]
+        offset = 0.5 if self.centering == "cell" else 0.0
+        return lo + (np.arange(n) + offset) * h
+
+    @property
+    def owned(self) -> tuple[tuple[int, int], ...]:
+        """Owned index ranges ``((xs, xe), (ys, ye)[, (zs, ze)])`` of this rank, PETSc order."""
+        return tuple(tuple(r) for r in self.da.getRanges())
+
+    @property
+    def owned_slices(self) -> tuple[slice, ...]:
+        """Slices into a global C-ordered array (``a[j, i]``) selecting this rank's owned block."""
+        return tuple(slice(s, e) for s, e in reversed(self.owned))
+
+    @property
+    def local_shape(self) -> tuple[int, ...]:
+        """Shape of this rank's owned block in C order, without the dof axis."""
+        return tuple(e - s for s, e in reversed(self.owned))
+
+    def owned_mesh(self) -> tuple[np.ndarray, ...]:
+        """Coordinates of the owned points as arrays of ``local_shape``, returned in PETSc order ``(X, Y[, Z])``."""
+        axes = [self.axis_coordinates(a)[s:e] for a, (s, e) in enumerate(self.owned)]
+        grids = np.meshgrid(*reversed(axes), indexing="ij")
+        return tuple(reversed(grids))
+
+    def mesh(self) -> tuple[np.ndarray, ...]:
+        """Coordinates of every point (all ranks), arrays of the global C-order shape, PETSc order ``(X, Y[, Z])``."""
+        axes = [self.axis_coordinates(a) for a in range(self.dim)]
+        return tuple(reversed(np.meshgrid(*reversed(axes), indexing="ij")))
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of the points (shape ``(m, dim)``) lie inside the box (boundaries included)."""
+        points = np.atleast_2d(np.asarray(points, dtype=float))
+        inside = np.ones(points.shape[0], dtype=bool)
+        for a, (lo, hi) in enumerate(self.extent):
+            inside &= (points[:, a] >= lo) & (points[:, a] <= hi)
+        return inside
+
+    # -- vectors and views -----------------------------------------------------------------------------------------
+    def create_global(self) -> PETSc.Vec:
+        return self.da.createGlobalVec()
+
+    def create_local(self) -> PETSc.Vec:
+        return self.da.createLocalVec()
+
+    def _view_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape + ((self.dof,) if self.dof > 1 else ())
+
+    def owned_array(self, vec: PETSc.Vec, readonly: bool = False) -> np.ndarray:
+        """A NumPy view of the owned block of a global vector, shape ``local_shape`` (+ ``(dof,)``)."""
+        arr = vec.getArray(readonly=readonly)
+        return arr.reshape(self._view_shape(self.local_shape))
+
+    def ghosted_shape(self) -> tuple[int, ...]:
+        return tuple(e - s for s, e in reversed(self.da.getGhostRanges()))
+
+    def ghosted_array(self, local_vec: PETSc.Vec, readonly: bool = True) -> np.ndarray:
+        """A NumPy view of a local (ghosted) vector, C order, ghost layers included."""
+        return local_vec.getArray(readonly=readonly).reshape(self._view_shape(self.ghosted_shape()))
+
+    def ghost_offsets(self) -> tuple[int, ...]:
+        """Offset of the owned block inside the ghosted block, C order (for slicing ghosted arrays)."""
+        return tuple(o - g for (o, _), (g, _) in zip(reversed(self.owned), reversed(self.da.getGhostRanges())))
+
+    def global_to_local(self, gvec: PETSc.Vec, lvec: PETSc.Vec) -> None:
+        self.da.globalToLocal(gvec, lvec, addv=PETSc.InsertMode.INSERT_VALUES)
+
+    def from_function(self, f: Callable[..., np.ndarray], vec: PETSc.Vec | None = None) -> PETSc.Vec:
+        """Fill a global vector with ``f(X, Y[, Z])`` evaluated at the owned points (vectorised)."""
+        vec = vec if vec is not None else self.create_global()
+        values = np.asarray(f(*self.owned_mesh()), dtype=PETSc.ScalarType)
+        self.owned_array(vec)[...] = values.reshape(self._view_shape(self.local_shape))
+        return vec
+
+    def integrate(self, vec: PETSc.Vec) -> float | np.ndarray:
+        """Midpoint-rule integral over the box (per dof when ``dof > 1``); collective."""
+        a = self.owned_array(vec, readonly=True)
+        local = a.reshape(-1, self.dof).sum(axis=0) * self.cell_volume
+        total = self.comm_mpi().allreduce(local)
+        return float(total[0]) if self.dof == 1 else np.asarray(total)
+
+    def comm_mpi(self):
+        """The grid's communicator as an mpi4py communicator."""
+        return self.da.getComm().tompi4py()
+
+    # -- gathering ------------------------------------------------------------------------------------------------
+    def _zero_scatter(self):
+        if self._to_zero is None:
+            self._natural = self.da.createNaturalVec()
+            self._to_zero = PETSc.Scatter.toZero(self._natural)
+        return self._natural, self._to_zero
+
+    def gather(self, vec: PETSc.Vec) -> np.ndarray | None:
+        """The whole field on rank 0 in natural C order (shape ``shape[::-1]`` + dof); ``None`` on other ranks."""
+        natural, (scatter, zero) = self._zero_scatter()
+        self.da.globalToNatural(vec, natural)
+        scatter.scatter(natural, zero, addv=PETSc.InsertMode.INSERT_VALUES, mode=PETSc.ScatterMode.FORWARD)
+        if self.da.getComm().getRank() != 0:
+            return None
+        return zero.getArray(readonly=True).copy().reshape(self._view_shape(self.shape[::-1]))
+
+    def allgather(self, vec: PETSc.Vec) -> np.ndarray:
+        """The whole field on every rank, natural C order."""
+        full = self.gather(vec)
+        return self.comm_mpi().bcast(full, root=0)
+
+    def scatter(self, array: np.ndarray | None, vec: PETSc.Vec) -> PETSc.Vec:
+        """Distribute a whole field given on rank 0 (natural C order) into the global vector ``vec``."""
+        natural, (scatter, zero) = self._zero_scatter()
+        if self.da.getComm().getRank() == 0:
+            zero.getArray()[...] = np.asarray(array, dtype=PETSc.ScalarType).ravel()
+        scatter.scatter(zero, natural, addv=PETSc.InsertMode.INSERT_VALUES, mode=PETSc.ScatterMode.REVERSE)
+        self.da.naturalToGlobal(natural, vec)
+        return vec
+
+    def set_global(self, array: np.ndarray, vec: PETSc.Vec) -> PETSc.Vec:
+        """Fill ``vec`` from a whole field known on every rank (natural C order): each rank copies its block."""
+        full = np.asarray(array).reshape(self._view_shape(self.shape[::-1]))
+        self.owned_array(vec)[...] = full[self.owned_slices]
+        return vec
+
+    def destroy(self) -> None:
+        for obj in (self._natural, self._to_zero[0] if self._to_zero else None,
+                    self._to_zero[1] if self._to_zero else None, self.da):
+            if obj is not None:
+                obj.destroy()
+        self._natural = self._to_zero = None
+
+    def __repr__(self) -> str:
+        return (f"Grid(shape={self.shape}, extent={self.extent}, dof={self.dof}, periodic={self.periodic}, "
+                f"centering={self.centering!r})")

@@ -1,0 +1,47 @@
+"""Initialising PETSc once, with command-line options, before any module imports ``petsc4py.PETSc``.
+
+The CLI calls :func:`init_petsc` with the options the user typed after the campaign file (``-tumour_ts_type bdf``)
+before it imports any science module, so PETSc options work the PETSc way. Library code simply imports
+``petsc4py.PETSc`` (which initialises PETSc without options when nothing did so before).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Mapping
+
+
+def init_petsc(options: list[str] | None = None) -> Any:
+    """Initialise petsc4py with ``options`` (PETSc-style ``-key value`` tokens) and return the ``PETSc`` module."""
+    import petsc4py
+
+    if "petsc4py.PETSc" not in sys.modules:
+        petsc4py.init([sys.argv[0] if sys.argv else "twin", *(options or [])])
+    from petsc4py import PETSc
+
+    return PETSc
+
+
+def set_options(prefix: str, options: Mapping[str, Any]) -> None:
+    """Put ``options`` into the PETSc options database under ``prefix`` unless the user already set them.
+
+    Command-line options win over YAML ones, as in PETSc itself. Booleans become ``true``/``false``.
+    """
+    from petsc4py import PETSc
+
+    opts = PETSc.Options()
+    for key, value in options.items():
+        name = f"{prefix}{key.lstrip('-')}"
+        if opts.hasName(name):
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        opts.setValue(name, "" if value is None else str(value))
+
+
+def reason_name(cls: Any, code: int) -> str:
+    """The symbolic name of a PETSc converged/diverged reason code (e.g. ``DIVERGED_NONLINEAR_SOLVE``)."""
+    for name in dir(cls):
+        if not name.startswith("_") and getattr(cls, name) == code and name.isupper():
+            return name
+    return str(code)

@@ -1,0 +1,37 @@
+"""Physical units: parse the unit strings of YAML files and convert to a model's internal units (pint)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pint
+
+
+@lru_cache(maxsize=1)
+def registry() -> pint.UnitRegistry:
+    return pint.UnitRegistry()
+
+
+def parse_units(text: str) -> pint.Unit:
+    """Parse a unit string (``"mm^2/day"``, ``"Gy"``, ``"1"``); raises ``ValueError`` with a readable message."""
+    try:
+        return registry().Unit(text.replace("^", "**"))
+    except Exception as exc:  # pint raises several unrelated types for bad input
+        raise ValueError(f"unknown units {text!r} ({type(exc).__name__})") from None
+
+
+def convert(value, from_units: str, to_units: str):
+    """``value`` in ``from_units`` expressed in ``to_units``; ``ValueError`` if the dimensions differ."""
+    ureg = registry()
+    src, dst = parse_units(from_units), parse_units(to_units)
+    if src.dimensionality != dst.dimensionality:
+        raise ValueError(f"units {from_units!r} are not convertible to {to_units!r} "
+                         f"({src.dimensionality} vs {dst.dimensionality})")
+    return ureg.Quantity(value, src).to(dst).magnitude
+
+
+def compatible(units: str, reference: str) -> bool:
+    try:
+        return parse_units(units).dimensionality == parse_units(reference).dimensionality
+    except ValueError:
+        return False

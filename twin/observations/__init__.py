@@ -1,0 +1,1 @@
+"""Observation operators, observation sets and files, quality control."""

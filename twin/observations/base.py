@@ -1,0 +1,180 @@
+"""Observation operators: the map H from a model state to what an instrument records, with its adjoint.
+
+An operator returns the whole observation vector on every rank of the model's communicator (observation counts are
+small next to state sizes), and applies the transpose of its linearisation for adjoint methods (4D-Var). Errors are
+Gaussian with a diagonal covariance ``R = diag(error_std**2)`` unless an operator says otherwise.
+
+Linear operators (point interpolation, gridded subsets, averages over a region) are stored as a parallel PETSc AIJ
+matrix with one row per observation, so apply and transpose are a MatMult / MatMultTranspose.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from petsc4py import PETSc
+
+from twin.core.errors import ObservationError
+from twin.core.grid import Grid
+
+
+class ObservationOperator(ABC):
+    """Maps a state vector to ``n_obs`` observations.
+
+    Attributes
+    ----------
+    name : str
+        Used in diagnostics and errors (e.g. ``stations``).
+    error_std : ndarray, shape (n_obs,)
+        Observation error standard deviations (must be positive).
+    locations : ndarray, shape (n_obs, dim), optional
+        Physical positions (used by localisation); ``None`` when observations are not local.
+    """
+
+    name: str = "obs"
+
+    def __init__(self, error_std: Sequence[float] | float, n_obs: int, locations: np.ndarray | None = None,
+                 name: str | None = None):
+        if name is not None:
+            self.name = name
+        err = np.broadcast_to(np.asarray(error_std, dtype=float), (n_obs,)).copy()
+        if n_obs < 1:
+            raise ObservationError(f"observation operator '{self.name}': no observations")
+        if not np.all(np.isfinite(err)) or np.any(err <= 0):
+            raise ObservationError(f"observation operator '{self.name}': observation errors must be positive and "
+                                   f"finite (min given {err.min():g})")
+        self.error_std = err
+        self.n_obs = int(n_obs)
+        self.locations = None if locations is None else np.asarray(locations, dtype=float)
+
+    @abstractmethod
+    def apply(self, state: PETSc.Vec) -> np.ndarray:
+        """``H(x)``: the observation vector, on every rank. Collective."""
+
+    @abstractmethod
+    def apply_adjoint(self, state: PETSc.Vec, dy: np.ndarray, out: PETSc.Vec) -> None:
+        """Add ``H'(x)^T dy`` to ``out`` (a state-shaped vector). Collective."""
+
+    def destroy(self) -> None:
+        """Free PETSc objects."""
+
+
+class LinearObservationOperator(ObservationOperator):
+    """``H x`` with ``H`` a sparse matrix given in the grid's *natural* ordering (C order, dof fastest).
+
+    Parameters
+    ----------
+    grid : Grid
+        The state's grid.
+    matrix : scipy.sparse matrix, shape (n_obs, grid.size * grid.dof)
+        Same on every rank.
+    error_std, locations, name :
+        See :class:`ObservationOperator`.
+    """
+
+    def __init__(self, grid: Grid, matrix: sp.spmatrix, error_std, locations=None, name: str | None = None):
+        matrix = sp.csr_matrix(matrix)
+        super().__init__(error_std, matrix.shape[0], locations, name)
+        n_state = grid.size * grid.dof
+        if matrix.shape[1] != n_state:
+            raise ObservationError(f"observation operator '{self.name}': matrix has {matrix.shape[1]} columns, "
+                                   f"state has {n_state}")
+        self.grid = grid
+        self.matrix = matrix
+        comm = grid.da.getComm()
+        # Columns: natural (C-order, dof-fastest) index -> PETSc global index via the DMDA's application ordering.
+        ao = grid.da.getAO()
+        cols = ao.app2petsc(np.asarray(matrix.indices, dtype=PETSc.IntType).copy())
+        probe = grid.create_global()
+        H = PETSc.Mat().createAIJ(size=((PETSc.DECIDE, self.n_obs), (probe.getLocalSize(), n_state)), comm=comm)
+        H.setPreallocationNNZ(int(max(1, np.diff(matrix.indptr).max(initial=1))))
+        H.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)
+        r0, r1 = H.getOwnershipRange()
+        for r in range(r0, r1):
+            lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
+            if hi > lo:
+                H.setValues([r], cols[lo:hi], matrix.data[lo:hi], addv=PETSc.InsertMode.INSERT_VALUES)
+        H.assemble()
+        self.H = H
+        self._y = H.createVecLeft()
+        self._to_all, self._y_all = PETSc.Scatter.toAll(self._y)
+        probe.destroy()
+
+    def apply(self, state: PETSc.Vec) -> np.ndarray:
+        self.H.mult(state, self._y)
+        self._to_all.scatter(self._y, self._y_all, addv=PETSc.InsertMode.INSERT_VALUES,
+                             mode=PETSc.ScatterMode.FORWARD)
+        return self._y_all.getArray(readonly=True).copy()
+
+    def apply_adjoint(self, state: PETSc.Vec, dy: np.ndarray, out: PETSc.Vec) -> None:
+        r0, r1 = self._y.getOwnershipRange()
+        self._y.getArray()[...] = np.asarray(dy, dtype=float)[r0:r1]
+        self.H.multTransposeAdd(self._y, out, out)
+
+    def destroy(self) -> None:
+        for obj in (self.H, self._y, self._to_all, self._y_all):
+            obj.destroy()
+
+
+def natural_index(grid: Grid, index: Sequence[np.ndarray], component: int = 0) -> np.ndarray:
+    """Natural (C-order, dof-fastest) global index of grid points given per-axis indices in PETSc order (i, j, k)."""
+    flat = np.zeros_like(np.asarray(index[0]), dtype=np.int64)
+    for axis in reversed(range(grid.dim)):
+        flat = flat * grid.shape[axis] + np.asarray(index[axis], dtype=np.int64)
+    return flat * grid.dof + component
+
+
+def interpolation_matrix(grid: Grid, points: np.ndarray, component: int = 0) -> sp.csr_matrix:
+    """Multilinear interpolation of one state component at physical points, as a sparse matrix (natural ordering).
+
+    Points must lie inside the grid's box; periodic axes wrap. Near a non-periodic boundary of a cell-centred grid the
+    value is extrapolated as a constant from the nearest cell centre.
+
+    Raises
+    ------
+    ObservationError
+        If a point lies outside the box (names the first such point).
+    """
+    points = np.atleast_2d(np.asarray(points, dtype=float))
+    if points.shape[1] != grid.dim:
+        raise ObservationError(f"points have {points.shape[1]} coordinates, grid is {grid.dim}-D")
+    inside = grid.contains(points)
+    if not inside.all():
+        bad = int(np.flatnonzero(~inside)[0])
+        raise ObservationError(f"observation point {points[bad].tolist()} lies outside the model domain "
+                               f"{[list(e) for e in grid.extent]}")
+    m = points.shape[0]
+    offset = 0.5 if grid.centering == "cell" else 0.0
+    lower, weight = [], []
+    for a in range(grid.dim):
+        n, (lo, _), h = grid.shape[a], grid.extent[a], grid.spacing[a]
+        s = (points[:, a] - lo) / h - offset
+        if grid.periodic[a]:
+            i0 = np.floor(s).astype(np.int64)
+            w = s - i0
+            lower.append(i0)
+        else:
+            i0 = np.clip(np.floor(s).astype(np.int64), 0, max(n - 2, 0))
+            w = np.clip(s - i0, 0.0, 1.0) if n > 1 else np.zeros_like(s)
+            lower.append(i0)
+        weight.append(w)
+    rows, cols, vals = [], [], []
+    for corner in range(2 ** grid.dim):
+        idx, wt = [], np.ones(m)
+        for a in range(grid.dim):
+            up = (corner >> a) & 1
+            i = lower[a] + up
+            i = np.mod(i, grid.shape[a]) if grid.periodic[a] else np.minimum(i, grid.shape[a] - 1)
+            idx.append(i)
+            wt = wt * (weight[a] if up else 1.0 - weight[a])
+        rows.append(np.arange(m))
+        cols.append(natural_index(grid, idx, component))
+        vals.append(wt)
+    H = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(m, grid.size * grid.dof))
+    H.sum_duplicates()
+    H.eliminate_zeros()
+    return H
