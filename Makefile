@@ -44,14 +44,14 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 test: setup
-	$(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider tests/mpi
+	$(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration
 
 test-serial: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration
 
 test-mpi: setup
-	$(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider tests/mpi
+	$(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi
 
 demo: setup
 	$(MPIEXEC) -n $(NP) $(VENV)/bin/twin run $(CAMPAIGN)

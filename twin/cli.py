@@ -1,5 +1,107 @@
-"""The ``twin`` command (placeholder until the CLI lands)."""
+"""The ``twin`` command: ``validate``, ``run``, ``info``.
+
+PETSc options may follow the campaign file (``twin run c.yaml -heat_ts_type cn -log_view``); they are handed to
+PETSc before any solver exists, and win over the options in the YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="twin", description="Model-centric digital twins on PETSc.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check campaign files; one line per problem")
+    v.add_argument("files", nargs="+", metavar="FILE")
+
+    r = sub.add_parser("run", help="run a campaign here (serially, or under mpiexec)",
+                       description="Run a campaign in this process (use mpiexec -n N twin run ... for N ranks). "
+                                   "Extra -options are PETSc options.")
+    r.add_argument("file", metavar="FILE")
+    r.add_argument("-o", "--output", metavar="DIR", help="run directory (default: outputs.directory of the file)")
+    r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    i = sub.add_parser("info", help="versions of twin, PETSc, MPI, HDF5 (parallel?), netCDF, Parsl; cores")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _errors(exc) -> int:
+    for line in exc.lines():
+        print(f"error: {line}", file=sys.stderr)
+    return 2
+
+
+def cmd_validate(args) -> int:
+    from twin.config import load_campaign
+    from twin.core.errors import ConfigError
+
+    status = 0
+    for f in args.files:
+        try:
+            c = load_campaign(f)
+        except ConfigError as exc:
+            status = _errors(exc)
+            continue
+        print(f"{f}: ok (campaign '{c.config.campaign.name}', models: {', '.join(c.config.models)})")
+    return status
+
+
+def cmd_run(args, petsc_options: list[str]) -> int:
+    from twin.core.petsc import init_petsc
+
+    init_petsc(petsc_options)
+    from mpi4py import MPI
+
+    from twin.config import load_campaign
+    from twin.core.errors import TwinError
+    from twin.driver import run_campaign
+
+    comm = MPI.COMM_WORLD
+    try:
+        loaded = load_campaign(args.file)
+        result = run_campaign(loaded, comm, run_dir=args.output, verbose=args.verbose)
+    except TwinError as exc:
+        if comm.Get_rank() == 0:
+            _errors(exc)
+        return 2
+    if comm.Get_rank() == 0:
+        print(f"done: outputs in {result.run_dir}")
+        for f in result.files:
+            print(f"  {f}")
     return 0
+
+
+def cmd_info(args) -> int:
+    from twin.info import format_info, stack_info
+
+    from mpi4py import MPI
+
+    info = stack_info()
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(json.dumps(info, indent=1) if args.json else format_info(info))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    bad = [a for a in extra if a.startswith("--")]
+    if bad:
+        parser.error(f"unrecognised arguments: {' '.join(bad)} (PETSc options start with a single '-')")
+    if args.command == "validate":
+        return cmd_validate(args)
+    if args.command == "run":
+        return cmd_run(args, extra)
+    return cmd_info(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Configuration sections of the model types. Each module defines one ``<Name>Config(ModelConfigBase)`` with
+``type: Literal["<name>"]``; :data:`MODEL_CONFIGS` lists them and a test checks it matches the model registry."""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import Field
+
+MODEL_CONFIGS: list[type] = []
+
+
+def model_section_type():
+    """The discriminated union (on ``type``) of every model configuration class."""
+    if not MODEL_CONFIGS:
+        raise RuntimeError("no model configuration classes are registered")
+    if len(MODEL_CONFIGS) == 1:
+        return MODEL_CONFIGS[0]
+    return Annotated[Union[tuple(MODEL_CONFIGS)], Field(discriminator="type")]
+
+
+def config_for(type_name: str) -> type:
+    for cls in MODEL_CONFIGS:
+        if cls.model_fields["type"].annotation.__args__[0] == type_name:
+            return cls
+    raise KeyError(type_name)

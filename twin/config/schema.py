@@ -1,0 +1,202 @@
+"""The typed schema of a campaign YAML file (``schema_version: 1``).
+
+A campaign file has these top-level sections::
+
+    schema_version: 1
+    campaign:     name, description, seed, sensitive
+    models:       {component name: model section (``type:`` picks the model; see twin/config/models/)}
+    coupling:     how components exchange fields (optional; twin/config/coupling.py)
+    observations: list of observation sets (optional)
+    assimilation: method and its settings (optional; ensemble methods or 4D-Var)
+    timeline:     start, end, time units, output interval, assimilation cycle length
+    ensemble:     number of members, ranks per member
+    resources:    where it runs: ``local`` or ``slurm``
+    outputs:      run directory and what is written
+
+Every section forbids unknown keys. Cross-section rules (e.g. an observation set naming a model that does not exist)
+are checked by :func:`check_references` after the sections themselves validated.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from twin.config.common import Strict, Units, _check_units
+from twin.config.models import model_section_type
+from twin.config.sections import assimilation_section_type, coupling_section_type, observation_section_type
+from twin.core.units import compatible
+
+SCHEMA_VERSION = 1
+
+NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+# Values that end up in batch scripts or shell commands: letters, digits and a few harmless punctuation marks only.
+SAFE_TOKEN = r"^[A-Za-z0-9_.,:/=+@%-]+$"
+WALLTIME = r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$"
+
+
+def _safe(value: str, what: str) -> str:
+    if not re.match(SAFE_TOKEN, value):
+        bad = sorted(set(c for c in value if not re.match(r"[A-Za-z0-9_.,:/=+@%-]", c)))
+        raise ValueError(f"{what} {value!r} contains characters not allowed here ({' '.join(map(repr, bad))}): "
+                         f"only letters, digits and _ . , : / = + @ % - (this value goes into batch scripts)")
+    return value
+
+
+class CampaignInfo(Strict):
+    """``name`` (used for the run directory), free ``description``, RNG ``seed``; ``sensitive: true`` for patient
+    data: owner-only files, no user or host names in provenance."""
+
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    seed: int = Field(default=0, ge=0)
+    sensitive: bool = False
+
+
+class Timeline(Strict):
+    """Simulated time span ``[start, end]`` in ``units``; outputs every ``output_every``; assimilation cycles every
+    ``cycle_length`` (both in the same units)."""
+
+    start: float = 0.0
+    end: float
+    units: Units = "s"
+    output_every: float | None = Field(default=None, gt=0)
+    cycle_length: float | None = Field(default=None, gt=0)
+
+    _check = field_validator("units")(classmethod(lambda cls, v: _check_units(v)))
+
+    @field_validator("units")
+    @classmethod
+    def _is_time(cls, v: str) -> str:
+        if not compatible(v, "s"):
+            raise ValueError(f"timeline units {v!r} are not a unit of time (e.g. s, h, day)")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not self.end > self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        span = self.end - self.start
+        for key in ("output_every", "cycle_length"):
+            v = getattr(self, key)
+            if v is not None and v > span:
+                raise ValueError(f"{key} ({v}) is longer than the run ({span})")
+        return self
+
+
+class EnsembleSpec(Strict):
+    """``size`` members, each run on ``ranks_per_member`` MPI ranks."""
+
+    size: int = Field(default=1, ge=1, le=100_000)
+    ranks_per_member: int = Field(default=1, ge=1)
+
+
+class LocalResources(Strict):
+    """Run on this machine: ``ranks`` MPI ranks per model run, ``workers`` parallel tasks (Parsl)."""
+
+    type: Literal["local"]
+    ranks: int = Field(default=1, ge=1, le=4096)
+    workers: int = Field(default=1, ge=1, le=4096)
+    launcher: Literal["mpiexec", "srun", "none"] = "mpiexec"
+
+
+class SlurmResources(Strict):
+    """Run on a Slurm cluster. Every string goes into a batch script and is checked for shell metacharacters."""
+
+    type: Literal["slurm"]
+    partition: str
+    account: str | None = None
+    qos: str | None = None
+    walltime: str = Field(default="01:00:00", pattern=WALLTIME)
+    nodes: int = Field(default=1, ge=1, le=100_000)
+    ranks_per_node: int = Field(default=1, ge=1, le=1024)
+    ranks: int = Field(default=1, ge=1, le=1_000_000)
+    workers: int = Field(default=1, ge=1)
+    max_blocks: int = Field(default=1, ge=1, le=10_000)
+    modules: list[str] = Field(default_factory=list)
+    worker_init: list[str] = Field(default_factory=list)
+    launcher: Literal["srun", "mpiexec"] = "srun"
+
+    @field_validator("partition", "account", "qos")
+    @classmethod
+    def _token(cls, v: str | None, info) -> str | None:
+        return None if v is None else _safe(v, info.field_name)
+
+    @field_validator("modules")
+    @classmethod
+    def _modules(cls, v: list[str]) -> list[str]:
+        return [_safe(m, "module name") for m in v]
+
+    @field_validator("worker_init")
+    @classmethod
+    def _init(cls, v: list[str]) -> list[str]:
+        # Each entry is a command of space-separated safe tokens (e.g. "source /opt/site/env.sh").
+        for line in v:
+            for tok in line.split():
+                _safe(tok, "worker_init word")
+        return v
+
+
+Resources = Annotated[Union[LocalResources, SlurmResources], Field(discriminator="type")]
+
+
+class Outputs(Strict):
+    """``directory`` of the run (relative paths are relative to where twin is run; ``{name}`` is the campaign name);
+    ``fields``: write model fields; ``every``: output interval (defaults to ``timeline.output_every``)."""
+
+    directory: str = "runs/{name}"
+    fields: bool = True
+    checkpoints: bool = True
+    compression: int = Field(default=4, ge=0, le=9)
+
+    @field_validator("directory")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        if "\x00" in v or not v.strip():
+            raise ValueError("directory must be a non-empty path")
+        return v
+
+
+def campaign_type():
+    """The campaign schema class, with the model, coupling, observation and assimilation sections of this build."""
+    ModelSection = model_section_type()
+    Coupling = coupling_section_type()
+    Observation = observation_section_type()
+    Assimilation = assimilation_section_type()
+
+    class Campaign(Strict):
+        schema_version: Literal[1]
+        campaign: CampaignInfo
+        models: dict[Annotated[str, Field(pattern=NAME)], ModelSection] = Field(min_length=1)
+        coupling: Coupling | None = None
+        observations: list[Observation] = Field(default_factory=list)
+        assimilation: Assimilation | None = None
+        timeline: Timeline
+        ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+        resources: Resources = Field(default_factory=lambda: LocalResources(type="local"))
+        outputs: Outputs = Field(default_factory=Outputs)
+
+    Campaign.__name__ = Campaign.__qualname__ = "Campaign"
+    return Campaign
+
+
+def check_references(cfg: Any) -> list[tuple[tuple, str]]:
+    """Cross-section consistency; returns ``(key path, message)`` pairs (empty when consistent)."""
+    problems: list[tuple[tuple, str]] = []
+    names = set(cfg.models)
+    for i, obs in enumerate(cfg.observations):
+        model = getattr(obs, "model", None)
+        if model is not None and model not in names:
+            problems.append((("observations", i, "model"),
+                             f"observation set names model {model!r}, but the campaign's models are {sorted(names)}"))
+    if cfg.coupling is not None and hasattr(cfg.coupling, "component_names"):
+        for path, comp in cfg.coupling.component_names():
+            if comp not in names:
+                problems.append((("coupling", *path), f"unknown component {comp!r}; models are {sorted(names)}"))
+    if cfg.assimilation is not None and hasattr(cfg.assimilation, "check_campaign"):
+        problems += cfg.assimilation.check_campaign(cfg)
+    if cfg.ensemble.size > 1 and cfg.assimilation is None:
+        pass  # a free ensemble forecast is allowed
+    return problems

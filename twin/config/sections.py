@@ -1,0 +1,88 @@
+"""Observation, coupling and assimilation sections of the campaign schema.
+
+The sections of the methods themselves live next to them (``twin/config/coupling.py``,
+``twin/config/assimilation_*.py``); this module joins them into the types the campaign schema uses.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from twin.config.common import Strict
+
+OBSERVATION_TYPES = ("points", "gridded", "file")
+
+
+class ObservationSet(Strict):
+    """One observation set.
+
+    ``type: points``: values of state component ``variable`` of ``model`` interpolated at ``locations`` (a list of
+    coordinates in the model's length units); ``type: gridded``: every ``stride``-th grid point; ``type: file``: read
+    from a NetCDF observation file (``file``, relative to the campaign file). Observed every ``every`` time units (or
+    at ``times``), with Gaussian errors of standard deviation ``error_std``.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+    type: Literal["points", "gridded", "file"]
+    model: str
+    variable: str | None = None
+    locations: list[list[float]] | None = None
+    stride: int | None = Field(default=None, ge=1)
+    every: float | None = Field(default=None, gt=0)
+    times: list[float] | None = None
+    error_std: float | None = Field(default=None, gt=0)
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.type == "points" and not self.locations:
+            raise ValueError("type 'points' needs 'locations'")
+        if self.type == "file" and not self.file:
+            raise ValueError("type 'file' needs 'file'")
+        if self.type != "file":
+            if self.error_std is None:
+                raise ValueError(f"type {self.type!r} needs 'error_std' (> 0)")
+            if (self.every is None) == (self.times is None):
+                raise ValueError("give exactly one of 'every' and 'times'")
+        if self.locations:
+            dims = {len(p) for p in self.locations}
+            if len(dims) != 1 or dims.pop() not in (1, 2, 3):
+                raise ValueError("every location needs the same number (1, 2 or 3) of coordinates")
+        return self
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        if v is not None and ("\x00" in v or not v.strip()):
+            raise ValueError("file must be a path")
+        return v
+
+
+def observation_section_type():
+    return ObservationSet
+
+
+def coupling_section_type():
+    try:
+        from twin.config.coupling import CouplingConfig
+    except ImportError:
+        return _NoSection
+    return CouplingConfig
+
+
+ASSIMILATION_CONFIGS: list[type] = []
+
+
+def assimilation_section_type():
+    classes = list(ASSIMILATION_CONFIGS)
+    if not classes:
+        return _NoSection
+    if len(classes) == 1:
+        return classes[0]
+    return Annotated[Union[tuple(classes)], Field(discriminator="method")]
+
+
+class _NoSection(Strict):
+    """Placeholder for a section whose implementation is not part of this build: any key is refused."""
