@@ -7,7 +7,7 @@ Every class forbids unknown keys (``extra="forbid"``) so a misspelled key is an 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,6 +18,27 @@ class Strict(BaseModel):
     """Base of every configuration class: unknown keys are errors, values are not coerced across types."""
 
     model_config = ConfigDict(extra="forbid", frozen=False, validate_default=True)
+
+
+_AT = re.compile(r"^\[\[at:([^\]]*)\]\] ")
+
+
+def at(*keys: str | int) -> str:
+    """Prefix for a validator's message that points the error at a key below the validated section.
+
+    ``raise ValueError(at("kappa", "units") + "...")`` in a model validator of a section reports the problem at
+    ``<section>.kappa.units`` (with that key's line) instead of at the section.
+    """
+    return "[[at:" + ".".join(str(k) for k in keys) + "]] "
+
+
+def split_at(message: str) -> tuple[tuple, str]:
+    """Inverse of :func:`at`: the key path (ints for list indices) and the message without the prefix."""
+    m = _AT.match(message)
+    if not m:
+        return (), message
+    keys = tuple(int(k) if k.isdigit() else k for k in m.group(1).split(".") if k)
+    return keys, message[m.end():]
 
 
 def _check_units(text: str) -> str:
@@ -129,12 +150,12 @@ class GridSpec(Strict):
     @model_validator(mode="after")
     def _consistent(self):
         if len(self.extent) != len(self.shape):
-            raise ValueError(f"extent has {len(self.extent)} axes but shape has {len(self.shape)}")
+            raise ValueError(at("extent") + f"extent has {len(self.extent)} axes but shape has {len(self.shape)}")
         for a, (lo, hi) in enumerate(self.extent):
             if not hi > lo:
-                raise ValueError(f"extent of axis {'xyz'[a]} must have hi > lo, got [{lo}, {hi}]")
+                raise ValueError(at("extent", a) + f"extent of axis {'xyz'[a]} must have hi > lo, got [{lo}, {hi}]")
         if isinstance(self.periodic, list) and len(self.periodic) != len(self.shape):
-            raise ValueError(f"periodic has {len(self.periodic)} entries for {len(self.shape)} axes")
+            raise ValueError(at("periodic") + f"periodic has {len(self.periodic)} entries for {len(self.shape)} axes")
         return self
 
     def extent_in(self, units: str) -> list[tuple[float, float]]:
@@ -164,7 +185,21 @@ class ModelConfigBase(Strict):
     (``-<component>_ts_type bdf``), where command-line options still override them.
     """
 
+    #: units each named parameter must be convertible to (checked when the section has ``parameters``)
+    parameter_units: ClassVar[dict[str, str]] = {}
+
     type: str
     solver: SolverOptions
 
     _check_solver = field_validator("solver")(classmethod(lambda cls, v: _check_solver(v)))
+
+    @model_validator(mode="after")
+    def _parameter_units(self):
+        params = getattr(self, "parameters", None)
+        if isinstance(params, dict):
+            for name, spec in params.items():
+                want = self.parameter_units.get(name)
+                if want and isinstance(spec, ParameterSpec) and not compatible(spec.units, want):
+                    raise ValueError(at("parameters", name, "units") + f"parameter '{name}' has units "
+                                     f"{spec.units!r}, which do not convert to {want!r}")
+        return self

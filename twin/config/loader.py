@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from twin.config.common import split_at
 from twin.core.errors import ConfigError, ConfigProblem
 
 MAX_BYTES = 4 * 2**20
@@ -220,8 +222,9 @@ def _message(err: dict, root: type, data: Any, path: tuple) -> str | None:
     if kind == "too_short" and isinstance(value, (dict, list)):
         return f"needs at least {err.get('ctx', {}).get('min_length', 1)} entry"
     if kind == "literal_error":
-        exp = err.get("ctx", {}).get("expected", "")
-        return f"got {value!r}; expected one of: {exp}"
+        exp = str(err.get("ctx", {}).get("expected", ""))
+        options = re.findall(r"'([^']*)'", exp)
+        return f"{value!r} is not allowed here; {_suggest(str(value), options)}expected one of: {exp}"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
@@ -239,6 +242,16 @@ def validate_data(data: Any, filename: str, idx: _Node | None = None):
     idx = idx or _Node()
 
     def pos(path: tuple, key: bool = False) -> tuple[int | None, int | None]:
+        # Errors about a whole mapping or list point at its key; errors about a scalar at the value.
+        node = data
+        for p in path:
+            try:
+                node = node[p]
+            except (KeyError, IndexError, TypeError):
+                node = None
+                break
+        if isinstance(node, (dict, list)) and path in idx.key_pos:
+            return idx.key_pos[path]
         table = idx.key_pos if key else idx.value_pos
         for n in range(len(path), -1, -1):
             if path[:n] in table:
@@ -275,6 +288,10 @@ def validate_data(data: Any, filename: str, idx: _Node | None = None):
             if e["type"] == "missing" and p in covered:
                 continue
             msg = _message(e, root, data, p)
+            sub, msg = split_at(msg or "")
+            p = p + sub
+            if e["type"] == "union_tag_invalid":
+                p = p + (str(e.get("ctx", {}).get("discriminator", "type")).strip("'"),)
             line, col = pos(p, key=e["type"] == "extra_forbidden") if e["type"] != "missing" else pos(p[:-1])
             key = (line, _dotted(p), msg)
             if msg and key not in seen:

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from twin.config.common import Strict, Units, _check_units
+from twin.config.common import Strict, Units, _check_units, at
 from twin.config.models import model_section_type
 from twin.config.sections import assimilation_section_type, coupling_section_type, observation_section_type
 from twin.core.units import compatible
@@ -77,12 +77,12 @@ class Timeline(Strict):
     @model_validator(mode="after")
     def _order(self):
         if not self.end > self.start:
-            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+            raise ValueError(at("end") + f"end ({self.end}) must be after start ({self.start})")
         span = self.end - self.start
         for key in ("output_every", "cycle_length"):
             v = getattr(self, key)
             if v is not None and v > span:
-                raise ValueError(f"{key} ({v}) is longer than the run ({span})")
+                raise ValueError(at(key) + f"{key} ({v}) is longer than the run ({span})")
         return self
 
 

@@ -88,15 +88,20 @@ class LinearObservationOperator(ObservationOperator):
         # Columns: natural (C-order, dof-fastest) index -> PETSc global index via the DMDA's application ordering.
         ao = grid.da.getAO()
         cols = ao.app2petsc(np.asarray(matrix.indices, dtype=PETSc.IntType).copy())
+        # CSR input to PETSc wants each row's columns sorted; the PETSc ordering scrambles the natural order.
+        row_of = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+        order = np.lexsort((cols, row_of))
+        cols, data = cols[order], matrix.data[order]
         probe = grid.create_global()
-        H = PETSc.Mat().createAIJ(size=((PETSc.DECIDE, self.n_obs), (probe.getLocalSize(), n_state)), comm=comm)
-        H.setPreallocationNNZ(int(max(1, np.diff(matrix.indptr).max(initial=1))))
-        H.setOption(PETSc.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, False)
-        r0, r1 = H.getOwnershipRange()
-        for r in range(r0, r1):
-            lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
-            if hi > lo:
-                H.setValues([r], cols[lo:hi], matrix.data[lo:hi], addv=PETSc.InsertMode.INSERT_VALUES)
+        # Rows split as PETSc would (PETSC_DECIDE); each rank hands its block of rows over as CSR in one call.
+        size, rank = comm.getSize(), comm.getRank()
+        counts = [self.n_obs // size + (1 if r < self.n_obs % size else 0) for r in range(size)]
+        r0 = sum(counts[:rank])
+        r1 = r0 + counts[rank]
+        indptr = (matrix.indptr[r0:r1 + 1] - matrix.indptr[r0]).astype(PETSc.IntType)
+        lo, hi = matrix.indptr[r0], matrix.indptr[r1]
+        H = PETSc.Mat().createAIJ(size=((counts[rank], self.n_obs), (probe.getLocalSize(), n_state)),
+                                  csr=(indptr, cols[lo:hi], data[lo:hi]), comm=comm)
         H.assemble()
         self.H = H
         self._y = H.createVecLeft()

@@ -10,8 +10,18 @@ from pydantic import Field
 MODEL_CONFIGS: list[type] = []
 
 
+def _register_builtin() -> None:
+    from twin.config.models.heat import HeatConfig
+    from twin.config.models.tumour import TumourConfig
+
+    for cls in (HeatConfig, TumourConfig):
+        if cls not in MODEL_CONFIGS:
+            MODEL_CONFIGS.append(cls)
+
+
 def model_section_type():
     """The discriminated union (on ``type``) of every model configuration class."""
+    _register_builtin()
     if not MODEL_CONFIGS:
         raise RuntimeError("no model configuration classes are registered")
     if len(MODEL_CONFIGS) == 1:
