@@ -1,0 +1,58 @@
+"""The twin command as a user runs it: info (serial and under mpiexec), validate, run of the quickstart."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MPIEXEC = shutil.which("mpiexec")
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1")
+TWIN = [sys.executable, "-m", "twin.cli"]
+
+
+def _run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=kw.pop("cwd", ROOT), timeout=300, **kw)
+
+
+def _h5py_mpi(prefix):
+    out = _run(prefix + [sys.executable, "-c", "import h5py; print(h5py.get_config().mpi)"])
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[0] == "True"
+
+
+def test_info_reports_parallel_hdf5_as_loaded_serially():
+    out = _run(TWIN + ["info", "--json"])
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["ranks"] == 1 and info["petsc"].count(".") == 2 and info["cores"] >= 1
+    assert info["hdf5_parallel"] is _h5py_mpi([])
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec on PATH")
+def test_info_reports_parallel_hdf5_under_mpiexec():
+    out = _run([MPIEXEC, "-n", "2"] + TWIN + ["info", "--json"])
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)  # rank 0 prints, the other rank stays quiet
+    assert info["ranks"] == 2
+    assert info["hdf5_parallel"] is _h5py_mpi([MPIEXEC, "-n", "1"])
+    debian_mpi_h5py = Path("/usr/lib/python3/dist-packages/h5py._debian_h5py_mpi-3.7.0.dist-info").exists()
+    if debian_mpi_h5py:
+        # Debian's MPI build of h5py is what loads under mpiexec: twin must say so.
+        assert info["hdf5_parallel"] is True
+
+
+def test_validate_all_configs():
+    out = _run(TWIN + ["validate", *sorted(str(p) for p in (ROOT / "configs").glob("*.yaml"))])
+    assert out.returncode == 0, out.stderr
+    assert "ok" in out.stdout
+
+
+def test_unknown_double_dash_option_is_refused():
+    out = _run(TWIN + ["run", "configs/quickstart.yaml", "--bogus"])
+    assert out.returncode == 2 and "PETSc options start with a single '-'" in out.stderr

@@ -1,0 +1,546 @@
+"""Heat equation on a box, cell-centred finite volumes, implicit PETSc TS with an assembled Jacobian.
+
+Equation
+--------
+    dT/dt = div(kappa grad T) + f          on  prod_a [lo_a, hi_a]  (1-, 2- or 3-D)
+
+* ``T``: temperature (K); ``kappa``: diffusivity (m^2/s, uniform scalar parameter); ``f``: uniform heat source
+  (K/s, scalar parameter ``source``, default 0); lengths in m, time in s.
+* Boundary conditions per side (``x_lo``, ``x_hi``, ...): Dirichlet ``T = g`` on the face (K), or Neumann with the
+  inward flux ``q = kappa dT/dn`` (K m/s, ``n`` the outward normal). Data are constants from the configuration or
+  fields on the face imported from a coupler (Dirichlet-Neumann partitioned coupling).
+
+Discretisation
+--------------
+Cell averages ``T_c`` on ``n_a`` cells of width ``h_a``; the flux between neighbours is ``kappa (T_R - T_L) / h``;
+a Dirichlet face sits half a cell from the boundary cell centre, so its flux is ``2 kappa (g - T_b) / h``; a Neumann
+face contributes ``q / h``. This gives ``dT/dt = A T + b(t)`` with the constant, symmetric negative-definite matrix
+``A`` (assembled once per ``kappa``) and ``b`` holding boundary data and sources. The method of lines is integrated by
+a PETSc TS (default backward Euler, options prefix ``<name>_``), as a LINEAR problem so SNES reduces to one KSP solve
+per stage. Second order in space; the time order is the TS's.
+
+For coupling, each side with an ``import`` also exports ``temperature_<side>`` (the face temperature) and
+``heat_flux_<side>`` (the inward flux ``q``), both on a face grid of dimension ``dim - 1``. For a Dirichlet side they
+are ``g`` and ``2 kappa (g - T_b) / h``; for a Neumann side ``T_b + q h / (2 kappa)`` and ``q``. Feeding one side's
+flux (sign-reversed) into the other's Neumann data and the face temperature back as Dirichlet data reproduces, at
+convergence, the monolithic scheme on the union grid exactly (the face temperature is the mean of the two cell
+values).
+
+The discrete adjoint (:meth:`HeatModel.adjoint`) uses TSAdjoint with ``setRHSJacobianP`` for ``kappa`` and ``source``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from petsc4py import PETSc
+
+from twin.core.errors import ModelError, SolverError
+from twin.core.grid import Grid
+from twin.core.log import get_logger
+from twin.core.petsc import reason_name, set_options
+from twin.core.units import convert
+from twin.models.base import Model, Parameter, QoI
+from twin.models.registry import register_model
+
+log = get_logger("twin.models.heat")
+
+SIDES = ("x_lo", "x_hi", "y_lo", "y_hi", "z_lo", "z_hi")
+#: defaults under the component prefix; YAML ``solver:`` and the command line override them
+DEFAULT_SOLVER = {"ts_type": "beuler", "ts_adapt_type": "none", "ksp_type": "cg", "pc_type": "jacobi",
+                  "ksp_rtol": 1e-12, "ksp_atol": 1e-14,
+                  # TSAdjoint's checkpoints in memory, not TS-data-* directories in the working directory
+                  "ts_trajectory_type": "memory"}
+
+
+@dataclass
+class Boundary:
+    """A boundary condition on one side: ``kind`` is ``dirichlet`` (K) or ``neumann`` (inward flux, K m/s)."""
+
+    kind: str = "dirichlet"
+    value: float = 0.0
+    import_name: str | None = None
+
+
+def _side_axis(side: str) -> tuple[int, bool]:
+    return "xyz".index(side[0]), side.endswith("_hi")
+
+
+@register_model("heat")
+class HeatModel(Model):
+    """The heat equation (module docstring) on a :class:`Grid` with ``centering="cell"``.
+
+    Parameters
+    ----------
+    name : str
+        Component name and PETSc options prefix ``name_``.
+    comm : mpi4py communicator
+    grid : Grid
+        Cell-centred, ``dof=1``, lengths in m. The model takes ownership (destroys it).
+    kappa : float
+        Diffusivity (m^2/s), > 0.
+    source : float
+        Uniform heat source ``f`` (K/s).
+    boundary : dict side -> Boundary
+        Sides not given are Dirichlet ``T = 0``. Periodic axes take no boundary conditions.
+    initial : callable
+        ``initial(X, Y[, Z])`` (m) -> T0 (K), vectorised.
+    dt : float
+        The model's time step (s); a window ``[t0, t1]`` is split into ``ceil((t1 - t0) / dt)`` equal steps.
+    solver : dict
+        PETSc options (without prefix) added on top of :data:`DEFAULT_SOLVER`.
+    exact : callable, optional
+        ``exact(X, Y[, Z], t)``, the analytic solution when the initial condition is manufactured.
+    t_start, t_end : float
+        The configured time span (s); ``t_end`` may be ``None``.
+    """
+
+    state_names = ("T",)
+    state_units = ("K",)
+    time_units = "s"
+
+    def __init__(self, name: str, comm, grid: Grid, *, kappa: float, source: float = 0.0,
+                 boundary: dict[str, Boundary] | None = None, initial: Callable[..., np.ndarray] | None = None,
+                 dt: float, solver: dict[str, Any] | None = None, exact: Callable[..., np.ndarray] | None = None,
+                 t_start: float = 0.0, t_end: float | None = None, priors: dict[str, Any] | None = None,
+                 estimable: Sequence[str] = ()):
+        super().__init__(name, comm)
+        if grid.centering != "cell" or grid.dof != 1:
+            raise ModelError(name, f"the heat model needs a cell-centred grid with dof=1, got {grid!r}")
+        if not (np.isfinite(dt) and dt > 0):
+            raise ModelError(name, f"time step dt must be positive, got {dt}")
+        boundary = dict(boundary or {})
+        allowed = SIDES[: 2 * grid.dim]
+        bad = sorted(set(boundary) - set(allowed))
+        if bad:
+            raise ModelError(name, f"unknown boundary sides {bad} for a {grid.dim}-D grid; use {list(allowed)}")
+        for side in allowed:
+            boundary.setdefault(side, Boundary())
+        for side, bc in boundary.items():
+            axis, _ = _side_axis(side)
+            if bc.kind not in ("dirichlet", "neumann"):
+                raise ModelError(name, f"boundary {side}: type must be 'dirichlet' or 'neumann', got {bc.kind!r}")
+            if grid.periodic[axis] and bc.import_name is not None:
+                raise ModelError(name, f"boundary {side}: axis {'xyz'[axis]} is periodic and has no boundary")
+        imports = [bc.import_name for bc in boundary.values() if bc.import_name]
+        if len(imports) != len(set(imports)):
+            raise ModelError(name, f"two boundary sides import the same field: {imports}")
+        self.grid = grid
+        self.boundary = boundary
+        self.dt = float(dt)
+        self.t_start, self.t_end = float(t_start), (None if t_end is None else float(t_end))
+        self._initial = initial or (lambda *x: np.zeros_like(x[0]))
+        self._exact = exact
+        priors = priors or {}
+        self.parameters = {
+            "kappa": Parameter("kappa", float(kappa), "m^2/s", "kappa" in estimable, "log", priors.get("kappa")),
+            "source": Parameter("source", float(source), "K/s", "source" in estimable, "none", priors.get("source")),
+        }
+        self._check_parameters()
+        self._faces: dict[str, _Face] = {}
+        for side, bc in boundary.items():
+            if bc.import_name is not None:
+                self._faces[side] = _Face(self, side)
+        self._A = self._assemble()
+        self._J = self._A.duplicate(copy=True)
+        self._F = grid.create_global()
+        self._b = grid.create_global()
+        self._work = grid.create_global()
+        self._ts = self._make_ts(dict(DEFAULT_SOLVER, **(solver or {})))
+        self._Jp: PETSc.Mat | None = None
+
+    # -- construction from YAML ------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, name: str, cfg, comm) -> "HeatModel":
+        """Build from a :class:`twin.config.models.heat.HeatConfig` (units converted to m, s, K)."""
+        from twin.config.models.heat import GaussianIC, ManufacturedIC
+
+        try:
+            extent = cfg.grid.extent_in("m")
+            length = float(convert(1.0, cfg.grid.units, "m"))
+            kappa = cfg.parameters["kappa"].to("m^2/s")
+            source = cfg.parameters["source"].to("K/s") if "source" in cfg.parameters else 0.0
+            to_s = float(convert(1.0, cfg.time.units, "s"))
+        except ValueError as exc:
+            raise ModelError(name, str(exc)) from None
+        grid = Grid(comm, cfg.grid.shape, extent, periodic=cfg.grid.periodic, name=name)
+        ic = cfg.initial_condition
+        exact = None
+        if isinstance(ic, GaussianIC):
+            center = [c * length for c in ic.center]
+            width = ic.width * length
+
+            def initial(*x):
+                r2 = sum((xa - ca) ** 2 for xa, ca in zip(x, center))
+                return ic.background + ic.amplitude * np.exp(-r2 / (2 * width ** 2))
+        elif isinstance(ic, ManufacturedIC):
+            exact = manufactured_solution(ic.amplitude, [k / length for k in ic.wavenumber],
+                                          ic.phase or [0.0] * grid.dim, lambda: model.get_parameter("kappa"))
+            t0 = cfg.time.start * to_s
+
+            def initial(*x):
+                return exact(*x, t0)
+        else:
+            def initial(*x):
+                return np.full_like(x[0], ic.value)
+        boundary = {side: Boundary(b.type, b.value, b.import_) for side, b in cfg.boundary.items()}
+        model = cls(name, comm, grid, kappa=kappa, source=source, boundary=boundary, initial=initial,
+                    dt=cfg.time.dt * to_s, solver=cfg.solver, exact=exact, t_start=cfg.time.start * to_s,
+                    t_end=None if cfg.time.end is None else cfg.time.end * to_s,
+                    priors={k: p.prior for k, p in cfg.parameters.items()},
+                    estimable=[k for k, p in cfg.parameters.items() if p.estimable])
+        return model
+
+    # -- operators ---------------------------------------------------------------------------------------------------
+    def _check_parameters(self) -> None:
+        kappa = self.parameters["kappa"].value
+        if not (np.isfinite(kappa) and kappa > 0):
+            raise ModelError(self.name, f"diffusivity kappa must be positive and finite, got {kappa}")
+        if not np.isfinite(self.parameters["source"].value):
+            raise ModelError(self.name, f"source must be finite, got {self.parameters['source'].value}")
+
+    def _assemble(self) -> PETSc.Mat:
+        """``A`` for the current kappa as a parallel AIJ matrix, built from vectorised COO arrays of the owned rows."""
+        g, kappa = self.grid, self.parameters["kappa"].value
+        owned, shape = g.owned, g.shape
+        local_idx = [np.arange(s, e) for s, e in owned]
+        # PETSc-order index arrays of the owned points, each of C-order local_shape
+        idx = list(reversed(np.meshgrid(*reversed(local_idx), indexing="ij")))
+        n_local = int(np.prod(g.local_shape))
+        r0 = self._row_start()
+        rows_local = np.arange(n_local).reshape(g.local_shape)
+        ao = g.da.getAO()
+        rows, cols, vals = [r0 + rows_local.ravel()], [r0 + rows_local.ravel()], [np.zeros(n_local)]
+        diag = np.zeros(g.local_shape)
+        for a in range(g.dim):
+            c = kappa / g.spacing[a] ** 2
+            for step in (-1, 1):
+                nb = idx[a] + step
+                inside = (nb >= 0) & (nb < shape[a])
+                if g.periodic[a]:
+                    nb = np.mod(nb, shape[a])
+                    inside = np.ones_like(inside)
+                nat = np.zeros(g.local_shape, dtype=np.int64)
+                for b in reversed(range(g.dim)):
+                    nat = nat * shape[b] + (np.where(inside, nb, 0) if b == a else idx[b])
+                sel = inside.ravel()
+                rows.append(r0 + rows_local.ravel()[sel])
+                cols.append(ao.app2petsc(nat.ravel()[sel].astype(PETSc.IntType)))
+                vals.append(np.full(int(sel.sum()), c))
+                diag -= c * inside
+                side = SIDES[2 * a + (step > 0)]
+                if not g.periodic[a] and self.boundary[side].kind == "dirichlet":
+                    diag -= 2.0 * c * ~inside
+        vals[0] = diag.ravel()
+        return _aij(g, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals))
+
+    def _row_start(self) -> int:
+        v = self.grid.create_global()
+        r0 = v.getOwnershipRange()[0]
+        v.destroy()
+        return r0
+
+    def _boundary_slab(self, side: str) -> tuple[tuple, float] | None:
+        """Index into the owned C-order block selecting the cells next to ``side`` (None if this rank has none)."""
+        g = self.grid
+        axis, hi = _side_axis(side)
+        s, e = g.owned[axis]
+        if (hi and e != g.shape[axis]) or (not hi and s != 0):
+            return None
+        index = [slice(None)] * g.dim
+        index[g.dim - 1 - axis] = -1 if hi else 0
+        return tuple(index), g.spacing[axis]
+
+    def _boundary_data(self, side: str) -> np.ndarray | float:
+        face = self._faces.get(side)
+        return face.owned_values() if face is not None else self.boundary[side].value
+
+    def _fill_b(self) -> None:
+        """``b = kappa * (Dirichlet terms) + Neumann terms + f``."""
+        kappa = self.parameters["kappa"].value
+        b = self.grid.owned_array(self._b)
+        b[...] = self.parameters["source"].value
+        for side, bc in self.boundary.items():
+            slab = self._boundary_slab(side)
+            if slab is None or self.grid.periodic[_side_axis(side)[0]]:
+                continue
+            index, h = slab
+            data = self._boundary_data(side)
+            b[index] += (2.0 * kappa / h ** 2) * data if bc.kind == "dirichlet" else data / h
+
+    def _rhs(self, ts, t, x, f):
+        self._A.mult(x, f)
+        self._fill_b()
+        f.axpy(1.0, self._b)
+
+    def _jac(self, ts, t, x, J, P):
+        # TS shifts/scales the matrix it is given for implicit stages, so hand it a fresh copy of A each time.
+        self._A.copy(J, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
+
+    def _jacp(self, ts, t, x, Jp):
+        """Columns dF/dkappa = (A x) / kappa + (Dirichlet terms) and dF/dsource = 1."""
+        kappa = self.parameters["kappa"].value
+        self._A.mult(x, self._work)
+        col = (self._work.getArray(readonly=True) + self._dirichlet_part()) / kappa
+        arr = Jp.getDenseArray()
+        arr[:, 0] = col
+        arr[:, 1] = 1.0
+        Jp.assemble()
+
+    def _dirichlet_part(self) -> np.ndarray:
+        kappa = self.parameters["kappa"].value
+        out = np.zeros(self.grid.local_shape)
+        for side, bc in self.boundary.items():
+            slab = self._boundary_slab(side)
+            if slab is None or bc.kind != "dirichlet" or self.grid.periodic[_side_axis(side)[0]]:
+                continue
+            index, h = slab
+            out[index] += (2.0 * kappa / h ** 2) * self._boundary_data(side)
+        return out.ravel()
+
+    def _make_ts(self, options: dict[str, Any], save_trajectory: bool = False) -> PETSc.TS:
+        ts = PETSc.TS().create(comm=self.comm)
+        ts.setOptionsPrefix(self.options_prefix)
+        ts.setProblemType(PETSc.TS.ProblemType.LINEAR)
+        ts.setType(PETSc.TS.Type.BEULER)
+        ts.setRHSFunction(self._rhs, self._F)
+        ts.setRHSJacobian(self._jac, self._J, self._J)
+        ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
+        # report failures as SolverError with the reason, not as a bare PETSc error
+        ts.setErrorIfStepFails(False)
+        ts.setTimeStep(self.dt)
+        if save_trajectory:
+            # before setFromOptions, so the trajectory type option applies
+            ts.setSaveTrajectory()
+        set_options(self.options_prefix, options)
+        ts.setFromOptions()
+        return ts
+
+    # -- the model contract ------------------------------------------------------------------------------------------
+    def parameters_changed(self, names: Sequence[str]) -> None:
+        self._check_parameters()
+        if "kappa" in names:
+            self._A.destroy()
+            self._A = self._assemble()
+
+    def initial_state(self) -> PETSc.Vec:
+        return self.grid.from_function(self._initial)
+
+    def exact_solution(self, t: float) -> PETSc.Vec:
+        """The manufactured solution at ``t`` (only for ``initial_condition.kind: manufactured``)."""
+        if self._exact is None:
+            raise ModelError(self.name, "exact_solution needs a manufactured initial condition")
+        return self.grid.from_function(lambda *x: self._exact(*x, t))
+
+    def _steps(self, t0: float, t1: float) -> tuple[int, float]:
+        if not (np.isfinite(t0) and np.isfinite(t1)) or t1 < t0:
+            raise ModelError(self.name, f"cannot advance from t={t0} to t={t1}")
+        n = max(1, int(np.ceil((t1 - t0) / self.dt * (1 - 1e-12))))
+        return n, (t1 - t0) / n
+
+    def _run(self, ts: PETSc.TS, state: PETSc.Vec, t0: float, t1: float) -> None:
+        n, dt = self._steps(t0, t1)
+        ts.setTime(t0)
+        ts.setStepNumber(0)
+        ts.setTimeStep(dt)
+        ts.setMaxSteps(n)
+        ts.setMaxTime(t1)
+        ts.solve(state)
+        reason = ts.getConvergedReason()
+        if reason < 0:
+            raise SolverError(self.name, ts.getTime(), reason_name(PETSc.TS.ConvergedReason, reason),
+                              f"try a smaller dt or -{self.options_prefix}ksp_type preonly -{self.options_prefix}"
+                              f"pc_type lu")
+        if not np.isfinite(state.norm()):
+            raise SolverError(self.name, t1, "non-finite temperature")
+
+    def advance(self, state: PETSc.Vec, t0: float, t1: float) -> None:
+        if t1 == t0:
+            return
+        self._run(self._ts, state, t0, t1)
+
+    def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
+                parameters: Sequence[str] = ()) -> dict[str, Any]:
+        """Discrete adjoint by TSAdjoint: recompute the forward run with a saved trajectory, then solve backwards.
+
+        Boundary data and imports are held at their current values (as in :meth:`advance`).
+        """
+        unknown = sorted(set(parameters) - set(self.parameters))
+        if unknown:
+            raise ModelError(self.name, f"no adjoint for unknown parameters {unknown}; known {sorted(self.parameters)}")
+        ts = self._make_ts(DEFAULT_SOLVER, save_trajectory=True)
+        x = state0.copy()
+        if self._Jp is None:
+            n_local, n = x.getLocalSize(), x.getSize()
+            self._Jp = PETSc.Mat().createDense(((n_local, n), (None, 2)), comm=self.comm)
+            self._Jp.setUp()
+        mu = self._Jp.createVecRight()
+        mu.set(0.0)
+        try:
+            ts.setRHSJacobianP(self._jacp, self._Jp)
+            self._run(ts, x, t0, t1)
+            ts.setCostGradients([lam], [mu])
+            ts.adjointSolve()
+            grads = np.concatenate(self.grid.comm_mpi().allgather(mu.getArray(readonly=True).copy()))
+        finally:
+            for obj in (ts, x, mu):
+                obj.destroy()
+        return {p: float(grads[["kappa", "source"].index(p)]) for p in parameters}
+
+    def field_grid(self, name: str) -> Grid:
+        """The grid a coupling field (export or import) lives on: the model grid or a face grid."""
+        if name == "temperature":
+            return self.grid
+        for side, face in self._faces.items():
+            if name in (f"temperature_{side}", f"heat_flux_{side}", self.boundary[side].import_name):
+                return face.grid
+        raise ModelError(self.name, f"no coupling field '{name}'; known: {sorted(self.field_names())}")
+
+    def field_names(self) -> list[str]:
+        names = ["temperature"]
+        for side in self._faces:
+            names += [f"temperature_{side}", f"heat_flux_{side}", self.boundary[side].import_name]
+        return names
+
+    def exports(self, state: PETSc.Vec) -> dict[str, PETSc.Vec]:
+        """``temperature`` (a copy of the state) and, for each coupled side, the face temperature and inward flux."""
+        out = {"temperature": state.copy()}
+        kappa = self.parameters["kappa"].value
+        T = self.grid.owned_array(state, readonly=True)
+        for side, face in self._faces.items():
+            slab = self._boundary_slab(side)
+            if slab is None:
+                tf, q = np.zeros(0), np.zeros(0)
+            else:
+                index, h = slab
+                tb, data = T[index], face.owned_values()
+                if self.boundary[side].kind == "dirichlet":
+                    tf, q = data, 2.0 * kappa * (data - tb) / h
+                else:
+                    tf, q = tb + data * h / (2.0 * kappa), data
+            out[f"temperature_{side}"] = face.to_face(np.ravel(tf))
+            out[f"heat_flux_{side}"] = face.to_face(np.ravel(q))
+        return out
+
+    def set_import(self, name: str, value: PETSc.Vec) -> None:
+        for side, face in self._faces.items():
+            if self.boundary[side].import_name == name:
+                if value.getSize() != face.vec.getSize() or value.getLocalSize() != face.vec.getLocalSize():
+                    raise ModelError(self.name, f"import '{name}' has {value.getSize()} values laid out as "
+                                                f"{value.getLocalSize()} on this rank; the face grid of {side} "
+                                                f"needs {face.vec.getSize()} ({face.vec.getLocalSize()})")
+                value.copy(face.vec)
+                face.dirty = True
+                return
+        known = [bc.import_name for bc in self.boundary.values() if bc.import_name]
+        raise ModelError(self.name, f"unknown import '{name}'; this model imports {known}")
+
+    def qoi(self, state: PETSc.Vec, t: float) -> dict[str, QoI]:
+        total = self.grid.integrate(state)
+        volume = float(np.prod([hi - lo for lo, hi in self.grid.extent]))
+        return {
+            "mean_temperature": QoI(total / volume, "K", "domain-mean temperature"),
+            "heat_content": QoI(total, f"K*m^{self.grid.dim}", "integral of temperature over the domain"),
+            "max_temperature": QoI(float(state.max()[1]), "K", "maximum cell temperature"),
+        }
+
+    def destroy(self) -> None:
+        for face in self._faces.values():
+            face.destroy()
+        for obj in (self._ts, self._A, self._J, self._F, self._b, self._work, self._Jp):
+            if obj is not None:
+                obj.destroy()
+        super().destroy()
+
+
+class _Face:
+    """Coupling data on one side: a face grid (dimension ``dim - 1``) and the scatter to the owned boundary cells."""
+
+    def __init__(self, model: HeatModel, side: str):
+        g = model.grid
+        axis, _ = _side_axis(side)
+        other = [a for a in range(g.dim) if a != axis]
+        if g.dim == 1:
+            if g.comm_mpi().Get_size() > 1:
+                raise ModelError(model.name, f"boundary {side}: a coupled side of a 1-D grid needs a single rank "
+                                             f"(its face is one point); use a 2-D grid with one row of cells")
+            shape, extent = (1,), ((0.0, 1.0),)
+        else:
+            shape, extent = tuple(g.shape[a] for a in other), tuple(g.extent[a] for a in other)
+        self.grid = Grid(model.comm, shape, extent, name=f"{model.name}.{side}")
+        self.vec = self.grid.create_global()
+        self.vec.set(model.boundary[side].value)
+        slab = model._boundary_slab(side)
+        if slab is None or g.dim == 1:
+            nat = np.zeros(0 if slab is None else 1, dtype=np.int64)
+        else:
+            ranges = [np.arange(*g.owned[a]) for a in other]
+            mesh = list(reversed(np.meshgrid(*reversed(ranges), indexing="ij")))
+            nat = np.zeros(mesh[0].shape, dtype=np.int64)
+            for k in reversed(range(len(other))):
+                nat = nat * shape[k] + mesh[k]
+            nat = nat.ravel()
+        petsc_idx = self.grid.da.getAO().app2petsc(nat.astype(PETSc.IntType))
+        self.local = PETSc.Vec().createMPI((len(nat), PETSc.DECIDE), comm=model.comm)
+        start = self.local.getOwnershipRange()[0]
+        is_face = PETSc.IS().createGeneral(petsc_idx, comm=model.comm)
+        is_local = PETSc.IS().createStride(len(nat), start, 1, comm=model.comm)
+        self.scatter = PETSc.Scatter().create(self.vec, is_face, self.local, is_local)
+        is_face.destroy()
+        is_local.destroy()
+        self.dirty = True
+
+    def owned_values(self) -> np.ndarray:
+        """The face data at this rank's boundary cells (flat, face C order)."""
+        if self.dirty:
+            self.scatter.scatter(self.vec, self.local, addv=PETSc.InsertMode.INSERT_VALUES,
+                                 mode=PETSc.ScatterMode.FORWARD)
+            self.dirty = False
+        return self.local.getArray(readonly=True)
+
+    def to_face(self, values: np.ndarray) -> PETSc.Vec:
+        """A new face vector from values at this rank's boundary cells."""
+        out = self.grid.create_global()
+        self.local.getArray()[...] = values
+        self.scatter.scatter(self.local, out, addv=PETSc.InsertMode.INSERT_VALUES, mode=PETSc.ScatterMode.REVERSE)
+        # self.local now holds exported values, not the imported data: rescatter before the next use
+        self.dirty = True
+        return out
+
+    def destroy(self) -> None:
+        for obj in (self.scatter, self.local, self.vec):
+            obj.destroy()
+        self.grid.destroy()
+
+
+def manufactured_solution(amplitude: float, wavenumber: Sequence[float], phase: Sequence[float],
+                          kappa: Callable[[], float]) -> Callable[..., np.ndarray]:
+    """``T(x, t) = amplitude exp(-kappa |k|^2 t) prod_a sin(k_a x_a + phase_a)``, exact for ``f = 0``.
+
+    ``kappa`` is called at evaluation time, so the solution follows parameter changes.
+    """
+    k2 = float(np.sum(np.square(wavenumber)))
+
+    def exact(*args):
+        *x, t = args
+        out = amplitude * np.exp(-kappa() * k2 * t)
+        for xa, ka, pa in zip(x, wavenumber, phase):
+            out = out * np.sin(ka * xa + pa)
+        return out
+
+    return exact
+
+
+def _aij(grid: Grid, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> PETSc.Mat:
+    """Square AIJ matrix on ``grid``'s vector layout from COO triplets of owned rows (global PETSc indices)."""
+    v = grid.create_global()
+    n_local, n = v.getLocalSize(), v.getSize()
+    r0 = v.getOwnershipRange()[0]
+    v.destroy()
+    order = np.lexsort((cols, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    indptr = np.searchsorted(rows, np.arange(r0, r0 + n_local + 1)).astype(PETSc.IntType)
+    return PETSc.Mat().createAIJ(size=((n_local, n), (n_local, n)),
+                                 csr=(indptr, cols.astype(PETSc.IntType), vals), comm=grid.comm)
