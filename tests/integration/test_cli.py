@@ -56,3 +56,33 @@ def test_validate_all_configs():
 def test_unknown_double_dash_option_is_refused():
     out = _run(TWIN + ["run", "configs/quickstart.yaml", "--bogus"])
     assert out.returncode == 2 and "PETSc options start with a single '-'" in out.stderr
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec on PATH")
+def test_quickstart_runs_on_two_ranks_and_matches_one_rank(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    two = _run([MPIEXEC, "-n", "2"] + TWIN + ["run", "configs/quickstart.yaml", "-o", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr
+    assert f"done: outputs in {tmp_path / 'two'}" in two.stdout
+    one = _run(TWIN + ["run", "configs/quickstart.yaml", "-o", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr
+    with xr.open_dataset(tmp_path / "two" / "forecast.nc") as f2, xr.open_dataset(tmp_path / "one" / "forecast.nc") as f1:
+        assert f2["T"].shape == (1, 6, 64, 64) and f2["T"].attrs["units"] == "K"
+        assert f2.attrs["Conventions"] == "CF-1.10" and "schema_version: 1" in f2.attrs["twin_config"]
+        assert int(f2.attrs["twin_ranks"]) == 2
+        # 1 and 2 ranks agree to the solver tolerance (ksp_rtol 1e-10 in the file).
+        assert np.max(np.abs(f2["T"].values - f1["T"].values)) < 1e-7
+    with xr.open_dataset(tmp_path / "two" / "qoi.nc", decode_times=False) as q:
+        heat = q["heat_content"].values
+        # Heat leaves through the Dirichlet sides: the content falls monotonically.
+        assert np.all(np.diff(heat) < 0) and heat[-1] > 0.1 * heat[0]
+
+
+def test_run_reports_config_errors_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "configs" / "quickstart.yaml").read_text().replace("shape: [64, 64]", "shape: [64, -1]"))
+    out = _run(TWIN + ["run", str(bad)])
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{bad}:" in out.stderr and "greater than or equal to 1" in out.stderr

@@ -85,6 +85,8 @@ class Model(ABC):
     state_units: tuple[str, ...] = ("1",)
     #: units of time for t0/t1 passed to advance
     time_units: str = "s"
+    #: units of the grid's coordinates
+    length_units: str = "m"
 
     def __init__(self, name: str, comm):
         self.name = name

@@ -96,6 +96,7 @@ class TumourModel(Model):
     state_names = ("N",)
     state_units = ("1/mm^3",)
     time_units = "day"
+    length_units = "mm"
 
     def __init__(self, name: str, comm, grid: Grid, tissue: Tissue, values: Mapping[str, Any], *,
                  initial: np.ndarray | Callable | None = None, plan: TreatmentPlan | None = None, dt: float = 0.5,

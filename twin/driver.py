@@ -1,0 +1,148 @@
+"""The online campaign driver: runs a validated campaign inside one MPI job (``twin run``).
+
+It turns typed configuration into models on the job's communicator, advances them over the timeline with a progress
+display, and leaves the outputs in the run directory:
+
+* ``forecast.nc`` — the state fields at every output time (CF NetCDF, dims ``time, [member,] z, y, x``) and the
+  quantities of interest as time series,
+* ``twin.log`` — the log of rank 0,
+
+each with provenance (configuration verbatim and its hash, versions, host, ranks, times).
+
+Science code below this layer receives communicators and typed objects; only this driver (and the CLI above it)
+knows about the job as a whole.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from twin.config.loader import LoadedCampaign
+from twin.core.errors import ConfigError
+from twin.core.log import get_logger, setup_logging
+from twin.core.petsc import set_options
+from twin.core.progress import progress
+from twin.core.units import convert
+
+log = get_logger("twin.driver")
+
+
+@dataclass
+class RunResult:
+    """What a run left behind."""
+
+    run_dir: Path
+    files: list[Path] = field(default_factory=list)
+    qoi: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def run_directory(loaded: LoadedCampaign, override: str | None = None) -> Path:
+    """The run directory: ``override`` or ``outputs.directory`` with ``{name}`` replaced by the campaign name."""
+    cfg = loaded.config
+    text = override or cfg.outputs.directory.replace("{name}", cfg.campaign.name)
+    return Path(text)
+
+
+def output_times(timeline, model_time_units: str) -> np.ndarray:
+    """Output times in the model's time units: start, every ``output_every``, and end."""
+    start, end = timeline.start, timeline.end
+    if timeline.output_every:
+        n = int(np.floor((end - start) / timeline.output_every + 1e-9))
+        times = start + timeline.output_every * np.arange(n + 1)
+        if end - times[-1] > 1e-9 * (end - start):
+            times = np.append(times, end)
+    else:
+        times = np.array([start, end])
+    return np.asarray(convert(times, timeline.units, model_time_units), dtype=float)
+
+
+def build_model(loaded: LoadedCampaign, comm):
+    """The campaign's model on ``comm``: its single component (coupled models come with the coupling section)."""
+    from twin.models.registry import create_model
+
+    cfg = loaded.config
+    if len(cfg.models) > 1 and cfg.coupling is None:
+        raise ConfigError(f"{loaded.path}: models: {len(cfg.models)} components ({', '.join(cfg.models)}) need a "
+                          f"'coupling' section saying how they exchange fields")
+    name, mcfg = next(iter(cfg.models.items()))
+    set_options(f"{name}_", mcfg.solver)
+    return create_model(name, mcfg, comm)
+
+
+def run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None = None, verbose: bool = False) -> RunResult:
+    """Run ``loaded`` on ``comm``; returns the run directory and the files written. Collective."""
+    from twin.io.provenance import collect, prepare_run_directory
+
+    cfg = loaded.config
+    rank, size = comm.Get_rank(), comm.Get_size()
+    out = prepare_run_directory(run_directory(loaded, run_dir), sensitive=cfg.campaign.sensitive, comm=comm)
+    setup_logging(rank, size, verbose, logfile=str(out / "twin.log"))
+    prov = collect(comm, config_text=loaded.text, sensitive=cfg.campaign.sensitive)
+    log.info("campaign '%s' on %d rank(s); run directory %s", cfg.campaign.name, size, out)
+    if cfg.assimilation is not None:
+        raise ConfigError(f"{loaded.path}: assimilation: this build of twin runs forecasts only; the assimilation "
+                          f"cycle driver is not part of it yet")
+    return _forecast(loaded, comm, out, prov)
+
+
+def cf_time_units(units: str) -> tuple[str, float]:
+    """CF time units for model time in ``units`` and the factor to apply (e.g. ``("days since ...", 1.0)``)."""
+    names = {"s": "seconds", "second": "seconds", "min": "minutes", "minute": "minutes", "h": "hours",
+             "hour": "hours", "day": "days", "d": "days"}
+    if units in names:
+        return f"{names[units]} since 1970-01-01 00:00:00", 1.0
+    return "seconds since 1970-01-01 00:00:00", float(convert(1.0, units, "s"))
+
+
+def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
+    from twin.io.netcdf import DiagnosticsFile, VariableMeta, write_ensemble
+
+    cfg = loaded.config
+    model = build_model(loaded, comm)
+    sensitive = cfg.campaign.sensitive
+    try:
+        times = output_times(cfg.timeline, model.time_units)
+        time_units, factor = cf_time_units(model.time_units)
+        state = model.initial_state()
+        snapshots = [model.grid.gather(state)]
+        qoi_file = DiagnosticsFile(out / "qoi.nc", comm, provenance=prov, time_units=time_units, sensitive=sensitive,
+                                   title=f"twin quantities of interest: {cfg.campaign.name}")
+        series: dict[str, list[float]] = {}
+
+        def record(t: float) -> None:
+            q = model.qoi(state, t)
+            qoi_file.meta.update({k: VariableMeta(v.long_name or k, v.units) for k, v in q.items()})
+            qoi_file.append(t * factor, {k: v.value for k, v in q.items()})
+            for k, v in q.items():
+                series.setdefault(k, []).append(v.value)
+
+        record(times[0])
+        t_wall = time.perf_counter()
+        with progress(f"{model.name}: forecast", len(times) - 1, rank=comm.Get_rank()) as bar:
+            for t0, t1 in zip(times[:-1], times[1:]):
+                model.advance(state, t0, t1)
+                snapshots.append(model.grid.gather(state))
+                record(t1)
+                bar.advance(status=f"t={t1:g} {model.time_units}")
+        log.info("forecast of %d output intervals took %.2f s", len(times) - 1, time.perf_counter() - t_wall)
+        fields = None
+        if comm.Get_rank() == 0:
+            stacked = np.stack(snapshots)[None]  # (member=1, time, ...)
+            if model.grid.dof == 1:
+                stacked = stacked[..., None]
+            fields = {name: stacked[..., i] for i, name in enumerate(model.state_names)}
+        variables = {name: VariableMeta(f"{model.name} {name}", units)
+                     for name, units in zip(model.state_names, model.state_units)}
+        path = write_ensemble(out / "forecast.nc", model.grid, fields, times * factor, comm=comm,
+                              variables=variables, kind="forecast", time_units=time_units,
+                              space_units=model.length_units, provenance=prov.finished(),
+                              sensitive=sensitive, title=f"twin forecast: {cfg.campaign.name}")
+        state.destroy()
+    finally:
+        model.destroy()
+    return RunResult(out, [Path(path), out / "qoi.nc", out / "twin.log"],
+                     {k: np.asarray(v) for k, v in series.items()})
