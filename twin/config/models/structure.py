@@ -1,0 +1,168 @@
+"""YAML schema of the structure model (``type: structure``): 2-D linear elasticity with a damage field.
+
+Example::
+
+    models:
+      bridge:
+        type: structure
+        mode: static                      # or dynamic
+        plane: stress                     # or strain
+        grid: {shape: [160, 8], extent: [[0, 10], [0, 0.5]], units: m}   # shape = ELEMENTS per axis
+        thickness: {value: 0.1, units: m}
+        E0: {value: 210, units: GPa}
+        nu: 0.3
+        rho: {value: 7850, units: kg/m^3}
+        damping: {alpha: {value: 0.1, units: 1/s}, beta: {value: 1.0e-4, units: s}}
+        damage:
+          value: 0.0
+          regions: [{shape: circle, centre: [5.0, 0.25], radius: 0.3, value: 0.4}]
+          prior: {dist: gaussian_field, mean: 0.0, std: 0.1, length_scale: 1.0, log: false}
+          estimable: true
+        boundary: {left: clamped}
+        loads:
+          - {name: tip, kind: traction, boundary: right, value: [0, -1.0e5], units: Pa}
+          - {name: gravity, kind: body_force, value: [0, -77000], units: N/m^3}
+          - {name: wind, kind: traction, boundary: top, value: [0, -2000], units: Pa,
+             history: {kind: harmonic, frequency: {value: 1.5, units: Hz}}}
+        eigenstrain: 0.0
+        time: {dt: {value: 1.0e-3, units: s}, initial: rest}
+        solver: {ksp_rtol: 1.0e-10}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from twin.config.common import GaussianFieldPrior, GridSpec, ModelConfigBase, ParameterSpec, Quantity, Strict, Units
+
+Edge = Literal["left", "right", "bottom", "top"]
+BoundaryKind = Literal["clamped", "pinned", "roller", "free"]
+
+
+class CircleRegion(Strict):
+    """Damage ``value`` inside a disc (grid length units)."""
+
+    shape: Literal["circle"]
+    centre: list[float] = Field(min_length=2, max_length=2)
+    radius: float = Field(gt=0)
+    value: float = Field(ge=0, lt=1)
+
+
+class RectangleRegion(Strict):
+    """Damage ``value`` inside ``[x0, x1] x [y0, y1]`` (grid length units)."""
+
+    shape: Literal["rectangle"]
+    lower: list[float] = Field(min_length=2, max_length=2)
+    upper: list[float] = Field(min_length=2, max_length=2)
+    value: float = Field(ge=0, lt=1)
+
+
+Region = Annotated[Union[CircleRegion, RectangleRegion], Field(discriminator="shape")]
+
+
+class DamageSpec(Strict):
+    """The damage field ``d(x)`` in [0, 1): a background ``value`` with ``regions`` overriding it (last wins)."""
+
+    value: float = Field(default=0.0, ge=0, lt=1)
+    regions: list[Region] = Field(default_factory=list)
+    prior: GaussianFieldPrior | None = None
+    estimable: bool = False
+
+    @model_validator(mode="after")
+    def _prior_if_estimable(self):
+        if self.estimable and self.prior is None:
+            raise ValueError("an estimable damage field needs a 'prior'")
+        return self
+
+
+class HistorySpec(Strict):
+    """Time function of a load: constant, harmonic ``sin(2 pi f t + phase)`` or a piecewise-linear table."""
+
+    kind: Literal["constant", "harmonic", "table"] = "constant"
+    frequency: Quantity | None = None
+    phase: float = 0.0
+    times: list[float] = Field(default_factory=list)
+    factors: list[float] = Field(default_factory=list)
+    time_units: Units = "s"
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.kind == "harmonic" and self.frequency is None:
+            raise ValueError("a harmonic history needs a 'frequency' (e.g. {value: 2, units: Hz})")
+        if self.kind == "table":
+            if len(self.times) < 1 or len(self.times) != len(self.factors):
+                raise ValueError("a table history needs 'times' and as many 'factors'")
+            if any(b <= a for a, b in zip(self.times, self.times[1:])):
+                raise ValueError("table 'times' must be strictly increasing")
+        return self
+
+
+class LoadSpec(Strict):
+    """One named load: a uniform body force [force/volume] or a uniform traction [pressure] on a named edge."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    kind: Literal["body_force", "traction"]
+    value: list[float] = Field(min_length=2, max_length=2)
+    units: Units = "Pa"
+    boundary: Edge | None = None
+    history: HistorySpec = Field(default_factory=HistorySpec)
+    scale: ParameterSpec | None = None
+
+    @model_validator(mode="after")
+    def _boundary(self):
+        if self.kind == "traction" and self.boundary is None:
+            raise ValueError(f"traction '{self.name}' needs a 'boundary' (left, right, bottom or top)")
+        if self.kind == "body_force" and self.boundary is not None:
+            raise ValueError(f"body force '{self.name}' acts on the whole body: remove 'boundary'")
+        return self
+
+
+class DampingSpec(Strict):
+    """Rayleigh damping ``C = alpha M + beta K``."""
+
+    alpha: Quantity = Field(default_factory=lambda: Quantity(value=0.0, units="1/s"))
+    beta: Quantity = Field(default_factory=lambda: Quantity(value=0.0, units="s"))
+
+
+class TimeSpec(Strict):
+    """Dynamic mode: fixed time step, and the initial state (at rest, or static equilibrium under the loads)."""
+
+    dt: Quantity
+    initial: Literal["rest", "static"] = "rest"
+
+
+class StructureConfig(ModelConfigBase):
+    """The ``structure`` model section. ``grid.shape`` counts elements (nodes are one more per axis)."""
+
+    type: Literal["structure"]
+    mode: Literal["static", "dynamic"] = "static"
+    plane: Literal["stress", "strain"] = "stress"
+    grid: GridSpec
+    thickness: Quantity = Field(default_factory=lambda: Quantity(value=1.0, units="m"))
+    E0: ParameterSpec
+    nu: float = Field(ge=0.0, lt=0.5)
+    rho: Quantity = Field(default_factory=lambda: Quantity(value=1000.0, units="kg/m^3"))
+    damping: DampingSpec = Field(default_factory=DampingSpec)
+    damage: DamageSpec = Field(default_factory=DamageSpec)
+    boundary: dict[Edge, BoundaryKind] = Field(default_factory=dict)
+    loads: list[LoadSpec] = Field(default_factory=list)
+    eigenstrain: float = 0.0
+    time: TimeSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if len(self.grid.shape) != 2:
+            raise ValueError(f"the structure model is 2-D: grid.shape needs 2 entries, got {self.grid.shape}")
+        if self.grid.periodic not in (False, [False, False]):
+            raise ValueError("the structure model has no periodic axes")
+        if not any(kind != "free" for kind in self.boundary.values()):
+            raise ValueError("no boundary is constrained: the body is free to move and the problem is singular; "
+                             "clamp, pin or put a roller on at least one boundary, e.g. boundary: {left: clamped}")
+        if self.mode == "dynamic" and self.time is None:
+            raise ValueError("mode: dynamic needs 'time: {dt: {value: ..., units: s}}'")
+        names = [ld.name for ld in self.loads]
+        if len(set(names)) != len(names):
+            raise ValueError(f"load names must be unique, got {names}")
+        return self
