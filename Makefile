@@ -41,6 +41,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true; \
 	$(PY) -c 'import petsc4py, mpi4py, h5py, netCDF4, xarray, parsl, pydantic, twin' || \
 	  { echo "twin setup: the environment in $(VENV) cannot import the stack (see the error above)" >&2; exit 2; }
+	@# compliance-checker (CF tests) wants a newer netCDF4 than Debian's: it lives in its own environment.
+	@[ -x $(VENV)/cf-tools/bin/python ] || { $(or $(PYTHON),/usr/bin/python3) -m venv $(VENV)/cf-tools && \
+	  $(VENV)/cf-tools/bin/pip install -q --disable-pip-version-check 'compliance-checker==6.1.0' 2>&1 | \
+	  grep -v '^WARNING: Location' || true; }
+	@$(VENV)/cf-tools/bin/python -c 'import compliance_checker' || \
+	  { echo "twin setup: could not install compliance-checker into $(VENV)/cf-tools" >&2; exit 2; }
 	@touch $(STAMP)
 
 test: setup

@@ -1,4 +1,4 @@
-"""The ``twin`` command: ``validate``, ``run``, ``info``.
+"""The ``twin`` command: ``validate``, ``run``, ``inspect``, ``info``.
 
 PETSc options may follow the campaign file (``twin run c.yaml -heat_ts_type cn -log_view``); they are handed to
 PETSc before any solver exists, and win over the options in the YAML.
@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("file", metavar="FILE")
     r.add_argument("-o", "--output", metavar="DIR", help="run directory (default: outputs.directory of the file)")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    n = sub.add_parser("inspect", help="summarise an output file or run directory (kind, cycles, provenance, checksums)")
+    n.add_argument("path", metavar="FILE_OR_RUN_DIR")
 
     i = sub.add_parser("info", help="versions of twin, PETSc, MPI, HDF5 (parallel?), netCDF, Parsl; cores")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -76,6 +79,17 @@ def cmd_run(args, petsc_options: list[str]) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    from twin.core.errors import TwinError
+    from twin.io.inspect import inspect
+
+    try:
+        print(inspect(args.path))
+    except TwinError as exc:
+        return _errors(exc)
+    return 0
+
+
 def cmd_info(args) -> int:
     from twin.info import format_info, stack_info
 
@@ -100,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_validate(args)
     if args.command == "run":
         return cmd_run(args, extra)
+    if args.command == "inspect":
+        return cmd_inspect(args)
     return cmd_info(args)
 
 

@@ -78,6 +78,15 @@ def test_quickstart_runs_on_two_ranks_and_matches_one_rank(tmp_path):
         heat = q["heat_content"].values
         # Heat leaves through the Dirichlet sides: the content falls monotonically.
         assert np.all(np.diff(heat) < 0) and heat[-1] > 0.1 * heat[0]
+    summary = _run(TWIN + ["inspect", str(tmp_path / "two")])
+    assert summary.returncode == 0, summary.stderr
+    assert "forecast (CF-1.10)" in summary.stdout and summary.stdout.count("checksum: ok") == 2
+    # A corrupted output is reported, not silently summarised.
+    data = bytearray((tmp_path / "two" / "forecast.nc").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "two" / "forecast.nc").write_bytes(bytes(data))
+    broken = _run(TWIN + ["inspect", str(tmp_path / "two" / "forecast.nc")])
+    assert "checksum: ok" not in broken.stdout
 
 
 def test_run_reports_config_errors_without_traceback(tmp_path):

@@ -10,6 +10,9 @@ from __future__ import annotations
 import sys
 from typing import Any, Mapping
 
+#: PETSc option names given on the command line (without the leading dash); these win over YAML options.
+_COMMAND_LINE: set[str] = set()
+
 
 def init_petsc(options: list[str] | None = None) -> Any:
     """Initialise petsc4py with ``options`` (PETSc-style ``-key value`` tokens) and return the ``PETSc`` module."""
@@ -17,22 +20,33 @@ def init_petsc(options: list[str] | None = None) -> Any:
 
     if "petsc4py.PETSc" not in sys.modules:
         petsc4py.init([sys.argv[0] if sys.argv else "twin", *(options or [])])
+        _COMMAND_LINE.update(tok.lstrip("-") for tok in options or [] if tok.startswith("-") and len(tok) > 1
+                             and not _is_number(tok))
     from petsc4py import PETSc
 
     return PETSc
 
 
-def set_options(prefix: str, options: Mapping[str, Any]) -> None:
-    """Put ``options`` into the PETSc options database under ``prefix`` unless the user already set them.
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
-    Command-line options win over YAML ones, as in PETSc itself. Booleans become ``true``/``false``.
+
+def set_options(prefix: str, options: Mapping[str, Any]) -> None:
+    """Put ``options`` into the PETSc options database under ``prefix`` unless given on the command line.
+
+    Command-line options win over YAML ones, as in PETSc itself; an option set by an earlier YAML section (e.g. a
+    component of the same name in an earlier experiment) is overwritten. Booleans become ``true``/``false``.
     """
     from petsc4py import PETSc
 
     opts = PETSc.Options()
     for key, value in options.items():
         name = f"{prefix}{key.lstrip('-')}"
-        if opts.hasName(name):
+        if name in _COMMAND_LINE:
             continue
         if isinstance(value, bool):
             value = "true" if value else "false"

@@ -164,6 +164,10 @@ class Model(ABC):
         """Named fields this model offers to a coupler (vectors on its grid). Default: none."""
         return {}
 
+    def field_grid(self, name: str) -> Grid:
+        """The grid an exported or imported field lives on (default: the state grid; face data may differ)."""
+        return self.grid
+
     def set_import(self, name: str, value: PETSc.Vec) -> None:
         """Receive a field from the coupler (already mapped to this grid)."""
         self.imports[name] = value

@@ -1,0 +1,160 @@
+"""CF NetCDF outputs: ensemble, diagnostics and observation files round-trip values, attributes and dtypes."""
+
+import os
+import shutil
+import stat
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+
+from twin.core.errors import ObservationError, OutputError
+from twin.core.grid import Grid
+from twin.io.netcdf import (DiagnosticsFile, ObservationTable, VariableMeta, gather_members, read_ensemble,
+                            read_observations, verify_netcdf, write_ensemble, write_observations)
+from twin.io.provenance import collect
+
+H = VariableMeta("water layer thickness", "m", "sea_floor_depth_below_sea_surface")
+
+
+@pytest.fixture
+def grid(comm_self):
+    g = Grid(comm_self, (6, 4), ((0.0, 3.0), (0.0, 2.0)), name="basin")
+    yield g
+    g.destroy()
+
+
+def _ensemble(grid, n_members=3, n_times=2):
+    snaps = []
+    for t in range(n_times):
+        vecs = [grid.from_function(lambda X, Y, m=m, t=t: X + 10 * Y + 100 * m + 1000 * t) for m in range(n_members)]
+        snaps.append(gather_members(grid, vecs))
+        for v in vecs:
+            v.destroy()
+    return np.stack(snaps, axis=1)
+
+
+def test_ensemble_round_trip(tmp_path, grid, comm_self):
+    values = _ensemble(grid)
+    prov = collect(comm_self, config_text="x: 1\n")
+    path = write_ensemble(tmp_path / "posterior.nc", grid, {"h": values}, [0.0, 3600.0], comm=comm_self,
+                          variables={"h": H}, provenance=prov)
+    ds = read_ensemble(path)
+    assert ds["h"].dims == ("member", "time", "y", "x") and ds["h"].dtype == np.float64
+    assert np.array_equal(ds["h"].values, values)
+    assert ds["h"].values[2, 1, 3, 5] == pytest.approx(grid.axis_coordinates(0)[5] + 10 * grid.axis_coordinates(1)[3]
+                                                       + 1200)
+    assert np.allclose(ds["x"].values, [0.25, 0.75, 1.25, 1.75, 2.25, 2.75]) and ds["x"].attrs["axis"] == "X"
+    assert ds["y"].attrs["units"] == "m" and ds["member"].attrs["standard_name"] == "realization"
+    assert ds["member"].dtype == np.int32 and list(ds["time"].values) == [0.0, 3600.0]
+    assert ds["time"].attrs["units"].startswith("seconds since")
+    assert ds["h"].attrs == {"long_name": H.long_name, "units": "m", "standard_name": H.standard_name}
+    assert ds.attrs["Conventions"] == "CF-1.10" and ds.attrs["twin_kind"] == "posterior"
+    assert ds.attrs["twin_config"] == "x: 1\n" and ds.attrs["twin_config_sha256"] == prov.config_sha256
+    with netCDF4.Dataset(path) as nc:
+        filters = nc["h"].filters()
+        assert filters["zlib"] and filters["complevel"] == 4
+        assert nc["h"].chunking() == [1, 1, 4, 6]
+    assert verify_netcdf(path) == (True, "ok")
+
+
+def test_ensemble_bad_inputs(tmp_path, grid, comm_self):
+    values = _ensemble(grid)
+    with pytest.raises(OutputError, match="'h' has no metadata"):
+        write_ensemble(tmp_path / "a.nc", grid, {"h": values}, [0.0, 1.0], comm=comm_self, variables={})
+    with pytest.raises(OutputError, match=r"'h' has shape \(3, 2, 4, 6\), expected \(member, 3\)"):
+        write_ensemble(tmp_path / "a.nc", grid, {"h": values}, [0.0, 1.0, 2.0], comm=comm_self, variables={"h": H})
+    assert os.listdir(tmp_path) == []
+
+
+def test_verify_detects_modified_data(tmp_path, grid, comm_self):
+    path = write_ensemble(tmp_path / "f.nc", grid, {"h": _ensemble(grid)}, [0.0, 1.0], comm=comm_self,
+                          variables={"h": H}, kind="forecast")
+    with netCDF4.Dataset(path, "a") as nc:
+        nc["h"][0, 0, 0, 0] = -1.0
+    ok, why = verify_netcdf(path)
+    assert ok is False and "do not match" in why
+
+
+def test_diagnostics_append_with_record_dimension(tmp_path, comm_self):
+    path = tmp_path / "diagnostics.nc"
+    d = DiagnosticsFile(path, comm_self, state_units="m", provenance=collect(comm_self),
+                        variables={"q_peak": VariableMeta("peak tumour burden", "mm3")})
+    for cycle in range(4):
+        values = {"rmse": 1.0 / (cycle + 1), "spread": 0.5, "coupling_iterations": 3 + cycle, "rmse_tumour": 0.1}
+        if cycle >= 2:
+            values["q_peak"] = 7.5 * cycle
+        assert d.append(600.0 * cycle, values, cycle=cycle) == cycle + 1
+        assert verify_netcdf(path) == (True, "ok")
+    with netCDF4.Dataset(path) as nc:
+        assert nc.dimensions["time"].isunlimited() and len(nc.dimensions["time"]) == 4
+        assert nc["coupling_iterations"].dtype == np.int32 and list(nc["coupling_iterations"][:]) == [3, 4, 5, 6]
+        assert nc["cycle"].dtype == np.int32
+    ds = d.read()
+    assert list(ds["time"].values) == [0.0, 600.0, 1200.0, 1800.0]
+    assert np.allclose(ds["rmse"].values, [1, 1 / 2, 1 / 3, 1 / 4]) and ds["rmse"].attrs["units"] == "m"
+    assert np.isnan(ds["q_peak"].values[:2]).all() and list(ds["q_peak"].values[2:]) == [15.0, 22.5]
+    assert ds["rmse_tumour"].attrs["long_name"].endswith("(tumour)")
+    with pytest.raises(OutputError, match="'mystery' has no metadata"):
+        d.append(9.0, {"mystery": 1.0})
+    assert len(d.read()["time"]) == 4
+
+
+def _table(n=5, dim=2):
+    rng = np.random.default_rng(0)
+    return ObservationTable(time=np.linspace(0, 3600, n), points=rng.uniform(0, 1, (n, dim)), value=rng.normal(size=n),
+                            error_std=np.full(n, 0.2), variable=["h", "u", "h", "v", "h"][:n],
+                            obs_type="in_situ", units="m", attrs={"instrument": "gauge array"})
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_observations_round_trip(tmp_path, comm_self, dim):
+    table = _table(dim=dim)
+    path = write_observations(tmp_path / "obs.nc", table, comm=comm_self)
+    back = read_observations(path)
+    for name in ("time", "points", "value", "error_std"):
+        assert np.array_equal(getattr(back, name), getattr(table, name)), name
+    assert list(back.variable) == ["h", "u", "h", "v", "h"] and set(back.obs_type) == {"in_situ"}
+    assert back.units == "m" and back.attrs == {"instrument": "gauge array"}
+    with netCDF4.Dataset(path) as nc:
+        assert nc.featureType == "point" and nc["value"].coordinates == " ".join(["time", "x", "y", "z"][:dim + 1])
+        assert nc["variable"].dtype is str and nc["x"].axis == "X"
+
+
+def test_observation_time_units_are_converted(tmp_path, comm_self):
+    path = write_observations(tmp_path / "obs.nc", _table(), comm=comm_self)
+    with netCDF4.Dataset(path, "a") as nc:
+        nc["time"][:] = nc["time"][:] / 3600.0
+        nc["time"].units = "hours since 1970-01-01 00:00:00"
+    assert np.allclose(read_observations(path).time, _table().time)
+
+
+def test_bad_observations_are_refused(tmp_path, comm_self):
+    bad = _table()
+    bad.error_std[3] = 0.0
+    with pytest.raises(ObservationError, match="observation 3 has error_std 0.0"):
+        write_observations(tmp_path / "a.nc", bad, comm=comm_self)
+    path = write_observations(tmp_path / "b.nc", _table(), comm=comm_self)
+    broken = tmp_path / "c.nc"
+    shutil.copyfile(path, broken)
+    with netCDF4.Dataset(broken, "a") as nc:
+        nc["value"][1] = np.inf
+    with pytest.raises(ObservationError, match=r"c.nc: observation 1 has a non-finite value"):
+        read_observations(broken)
+    (tmp_path / "d.nc").write_bytes(b"not netcdf")
+    with pytest.raises(ObservationError, match="d.nc: cannot be read"):
+        read_observations(tmp_path / "d.nc")
+
+
+def test_sensitive_netcdf_is_owner_only(tmp_path, grid, comm_self):
+    prov = collect(comm_self, sensitive=True)
+    path = write_ensemble(tmp_path / "p.nc", grid, {"h": _ensemble(grid)}, [0.0, 1.0], comm=comm_self,
+                          variables={"h": H}, provenance=prov, sensitive=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    d = DiagnosticsFile(tmp_path / "d.nc", comm_self, provenance=prov, sensitive=True)
+    d.append(0.0, {"cost": 1.0})
+    d.append(1.0, {"cost": 0.5})
+    assert stat.S_IMODE((tmp_path / "d.nc").stat().st_mode) == 0o600
+    with xr.open_dataset(path) as ds:
+        assert ds.attrs["twin_host"] == ds.attrs["twin_user"] == "redacted"

@@ -1,0 +1,47 @@
+"""Provenance records: configuration hash, versions, git revision (never failing), sensitive redaction."""
+
+import hashlib
+import os
+import stat
+
+from twin.io.provenance import FIELDS, Provenance, collect, describe, git_revision, prepare_run_directory
+
+CONFIG = "campaign:\n  name: demo\n  seed: 3\n"
+
+
+def test_collect_records_config_versions_and_git(comm_self):
+    p = collect(comm_self, config_text=CONFIG)
+    assert p.config == CONFIG
+    assert p.config_sha256 == hashlib.sha256(CONFIG.encode()).hexdigest()
+    assert p.petsc_version.count(".") == 2 and p.hdf5_version[0].isdigit() and p.netcdf_version[0].isdigit()
+    assert p.mpi_library != "unknown" and p.ranks == 1 and p.sensitive == 0
+    assert p.host not in ("", "redacted") and p.start_time.endswith("Z")
+    rev = git_revision()
+    assert rev == "unknown" or len(rev.split("+")[0]) == 40
+    attrs = p.finished().attrs()
+    assert set(attrs) == set(FIELDS) and attrs["end_time"] >= attrs["start_time"]
+    assert Provenance.from_attrs(attrs) == p.finished(attrs["end_time"])
+
+
+def test_git_revision_never_fails(tmp_path, monkeypatch):
+    assert git_revision(tmp_path) == "unknown"  # not a checkout
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git executable at all
+    assert git_revision() == "unknown"
+
+
+def test_sensitive_records_no_user_or_host_and_relative_parent(tmp_path, comm_self):
+    import getpass
+    import socket
+
+    run = prepare_run_directory(tmp_path / "patient-run", sensitive=True)
+    assert stat.S_IMODE(run.stat().st_mode) == 0o700
+    assert stat.S_IMODE((run / "checkpoint").stat().st_mode) == 0o700
+    parent = run / "checkpoint" / "cycle_0002.h5"
+    p = collect(comm_self, config_text=CONFIG, sensitive=True, parent=parent, parent_checksum="sha256:ab",
+                relative_to=run)
+    text = "\n".join(f"{k}={v}" for k, v in p.attrs().items())
+    assert p.host == p.user == "redacted" and p.sensitive == 1
+    assert p.parent_checkpoint == os.path.join("checkpoint", "cycle_0002.h5")
+    assert socket.gethostname() not in text.replace("redacted", "")
+    assert str(tmp_path) not in text and getpass.getuser() not in p.host + p.user
+    assert "sensitive: yes" in "\n".join(describe(p.attrs()))

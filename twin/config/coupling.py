@@ -1,0 +1,171 @@
+"""The ``coupling`` section: which components are coupled, which field goes where, scheme and acceleration.
+
+Example (partitioned heat conduction, Dirichlet-Neumann, implicit with IQN-ILS)::
+
+    coupling:
+      components: [left, right]
+      window: {value: 0.01, units: s}
+      routes:
+        - {from: left.heat_flux_x_hi, to: right.flux_in, mapping: consistent, scale: -1.0}
+        - {from: right.temperature_x_lo, to: left.T_in, mapping: consistent}
+      scheme:
+        kind: implicit_serial            # explicit_serial | explicit_parallel | implicit_serial | implicit_parallel
+        order: [left, right]             # who goes first in a serial scheme
+        max_iterations: 30
+        allow_nonconvergence: false      # true: log and go on with the last iterate instead of raising
+        convergence:
+          - {field: left.T_in, kind: relative, limit: 1.0e-8}
+        acceleration: {kind: iqn_ils, relaxation: 0.5, reuse: 2, filter: 1.0e-10}
+      substeps: {left: 1, right: 4}      # multirate: steps of each component per window
+      time_interpolation: linear         # of interface data inside a window (linear | constant)
+
+A field is written ``component.name``; ``from`` names an export of the sending component, ``to`` an import of the
+receiving one. ``scale`` multiplies the mapped values (e.g. ``-1`` turns an outward flux into an inward one).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from twin.config.common import Quantity, Strict, at
+
+FIELD = r"^[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*$"
+
+
+class RouteSpec(Strict):
+    """One field sent from one component to another through a grid map."""
+
+    model_config = {"populate_by_name": True}
+
+    from_: str = Field(alias="from", pattern=FIELD)
+    to: str = Field(pattern=FIELD)
+    mapping: Literal["consistent", "conservative", "nearest"] = "consistent"
+    scale: float = 1.0
+
+    @property
+    def source(self) -> tuple[str, str]:
+        comp, name = self.from_.split(".", 1)
+        return comp, name
+
+    @property
+    def target(self) -> tuple[str, str]:
+        comp, name = self.to.split(".", 1)
+        return comp, name
+
+
+class ConvergenceSpec(Strict):
+    """``||x~ - x|| < limit`` (absolute) or ``||x~ - x|| / ||x~|| < limit`` (relative) for one received field."""
+
+    field: str = Field(pattern=FIELD)
+    kind: Literal["absolute", "relative"] = "relative"
+    limit: float = Field(gt=0)
+
+
+class AccelerationSpec(Strict):
+    """Fixed-point acceleration of an implicit scheme.
+
+    ``constant``: ``x <- x + relaxation (x~ - x)``; ``aitken``: dynamic relaxation starting each window at
+    ``relaxation``; ``iqn_ils``: interface quasi-Newton with least-squares Jacobian, columns from the current window
+    and the last ``reuse`` windows (at most ``max_columns``), columns whose QR diagonal falls below ``filter`` times
+    their norm are dropped.
+    """
+
+    kind: Literal["constant", "aitken", "iqn_ils"] = "iqn_ils"
+    relaxation: float = Field(default=0.5, gt=0, le=1)
+    reuse: int = Field(default=0, ge=0, le=100)
+    filter: float = Field(default=1e-10, ge=0, lt=1)
+    max_columns: int = Field(default=50, ge=1, le=1000)
+
+
+class DivergenceSpec(Strict):
+    """An explicit scheme is declared unstable when the interface residual grows by at least ``factor`` in each of
+    ``windows`` consecutive windows while being at least ``relative`` times the size of the data."""
+
+    factor: float = Field(default=1.05, gt=1)
+    windows: int = Field(default=5, ge=2)
+    relative: float = Field(default=0.5, gt=0)
+
+
+class SchemeSpec(Strict):
+    """The coupling scheme over one window."""
+
+    kind: Literal["explicit_serial", "explicit_parallel", "implicit_serial", "implicit_parallel"]
+    order: list[str] | None = None
+    max_iterations: int = Field(default=50, ge=1, le=10_000)
+    allow_nonconvergence: bool = False
+    convergence: list[ConvergenceSpec] = Field(default_factory=list)
+    acceleration: AccelerationSpec = Field(default_factory=AccelerationSpec)
+    accelerated: list[str] | None = Field(default=None, description="received fields accelerated (default: those "
+                                                                    "received by the first component in a serial "
+                                                                    "scheme, all in a parallel one)")
+    divergence: DivergenceSpec = Field(default_factory=DivergenceSpec)
+
+    @property
+    def implicit(self) -> bool:
+        return self.kind.startswith("implicit")
+
+    @property
+    def serial(self) -> bool:
+        return self.kind.endswith("serial")
+
+
+class CouplingConfig(Strict):
+    """The ``coupling`` section (see the module docstring for an example)."""
+
+    components: list[str] = Field(min_length=2)
+    window: Quantity
+    routes: list[RouteSpec] = Field(min_length=1)
+    scheme: SchemeSpec
+    substeps: dict[str, int] = Field(default_factory=dict)
+    time_interpolation: Literal["linear", "constant"] = "linear"
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        comps = self.components
+        if len(set(comps)) != len(comps):
+            raise ValueError(at("components") + f"components are listed twice: {comps}")
+        if self.window.value <= 0:
+            raise ValueError(at("window", "value") + f"window must be positive, got {self.window.value}")
+        targets = []
+        for i, r in enumerate(self.routes):
+            for key, (comp, _) in (("from", r.source), ("to", r.target)):
+                if comp not in comps:
+                    raise ValueError(at("routes", i, key) + f"component {comp!r} is not in components {comps}")
+            if r.source[0] == r.target[0]:
+                raise ValueError(at("routes", i) + f"route {r.from_} -> {r.to} stays inside one component")
+            if r.to in targets:
+                raise ValueError(at("routes", i, "to") + f"field {r.to} receives from two routes")
+            targets.append(r.to)
+        s = self.scheme
+        if s.order is not None and sorted(s.order) != sorted(comps):
+            raise ValueError(at("scheme", "order") + f"order {s.order} must list each component {comps} once")
+        if s.serial and len(comps) != 2:
+            raise ValueError(at("scheme", "kind") + f"a serial scheme couples two components, got {len(comps)}; "
+                                                    f"use a parallel scheme")
+        for i, m in enumerate(s.convergence):
+            if m.field not in targets:
+                raise ValueError(at("scheme", "convergence", i, "field") + f"{m.field} is not received by any "
+                                                                            f"route; received fields: {targets}")
+        for f in s.accelerated or []:
+            if f not in targets:
+                raise ValueError(at("scheme", "accelerated") + f"{f} is not received by any route: {targets}")
+        if s.implicit and not s.convergence:
+            raise ValueError(at("scheme", "convergence") + "an implicit scheme needs at least one convergence "
+                                                           "measure, e.g. {field: " + targets[0] +
+                                                           ", kind: relative, limit: 1.0e-6}")
+        for name, n in self.substeps.items():
+            if name not in comps:
+                raise ValueError(at("substeps", name) + f"unknown component {name!r}; components are {comps}")
+            if n < 1:
+                raise ValueError(at("substeps", name) + f"substeps must be at least 1, got {n}")
+        return self
+
+    def component_names(self) -> list[tuple[tuple, str]]:
+        """``(key path, component name)`` pairs, for the campaign's check that every component is a model."""
+        return [(("components", i), c) for i, c in enumerate(self.components)]
+
+    @property
+    def first(self) -> str:
+        return (self.scheme.order or self.components)[0]

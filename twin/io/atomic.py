@@ -1,0 +1,222 @@
+"""Atomic file output: write under a temporary name in the target directory, fsync, then ``os.replace``.
+
+Every writer in :mod:`twin.io` goes through :func:`atomic_output`, so a crash (or a failed rank) at any point leaves
+either the previous complete file or no file at the final name, never a partial file that looks complete. Temporary
+files are named ``.<final name>.tmp-<token>`` (hidden, and never matching ``cycle_*.h5``), in the *same* directory so
+that the rename is atomic on POSIX file systems.
+
+On several MPI ranks, rank 0 chooses the temporary name and broadcasts it; every rank writes (for parallel HDF5) or
+only rank 0 writes (gathered output); then all ranks agree on success (``allreduce``) and, after that barrier, rank 0
+alone fsyncs, renames and fsyncs the directory. A failure on any rank removes the temporary file and raises
+:class:`~twin.core.errors.OutputError` on every rank, so no rank is left waiting in a collective call.
+
+Owner-only output (``private=True``, used by sensitive campaigns) creates the temporary file with mode ``0o600``
+*before* any library opens it (HDF5 and netCDF truncate an existing file and keep its mode), so the data are never
+readable by others, not even during the write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+from twin.core.errors import ObservationError, OutputError, TwinError
+from twin.core.log import get_logger
+
+log = get_logger("twin.io.atomic")
+
+T = TypeVar("T")
+
+#: Mode of a private (sensitive) file and directory.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+def _rank_size(comm) -> tuple[int, int]:
+    if comm is None:
+        return 0, 1
+    return comm.Get_rank(), comm.Get_size()
+
+
+def as_mpi_comm(comm):
+    """An mpi4py communicator for ``comm`` (mpi4py, petsc4py or ``None`` for a serial call)."""
+    if comm is None:
+        return None
+    if hasattr(comm, "tompi4py"):
+        return comm.tompi4py()
+    return comm
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a temporary file of :func:`atomic_output` (to be ignored by readers)."""
+    name = Path(path).name
+    return name.startswith(".") and ".tmp-" in name
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a closed file's data to stable storage."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Flush a directory entry (makes a rename durable); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def make_directory(path: str | os.PathLike, private: bool = False) -> Path:
+    """Create ``path`` (and parents); with ``private`` the leaf directory is owner-only (``0o700``)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE if private else 0o777)
+        if private:
+            os.chmod(path, PRIVATE_DIR_MODE)
+    except OSError as exc:
+        raise OutputError(f"cannot create directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _create_temporary(final: Path, token: str, private: bool) -> Path:
+    tmp = final.with_name(f".{final.name}.tmp-{token}")
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE_MODE if private else 0o666)
+    os.close(fd)
+    if private:
+        os.chmod(tmp, PRIVATE_FILE_MODE)  # the umask cannot widen it, but a pre-existing ACL default might
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
+                  overwrite: bool = True) -> Iterator[Path]:
+    """Context manager yielding a temporary path to write; renamed to ``path`` when the block succeeds on all ranks.
+
+    Parameters
+    ----------
+    path : path-like
+        Final file name. Its directory must exist (see :func:`make_directory`).
+    comm : mpi4py or petsc4py communicator, optional
+        Collective over ``comm`` when given: every rank must enter and leave the block.
+    private : bool
+        Create the file owner-only (``0o600``).
+    overwrite : bool
+        If false, refuse (before writing anything) when ``path`` exists.
+
+    Raises
+    ------
+    OutputError
+        If the directory is missing, the file exists and ``overwrite`` is false, the rename fails, or writing failed
+        on another rank. An exception raised inside the block propagates unchanged on its rank (after the temporary
+        file is removed).
+    """
+    comm = as_mpi_comm(comm)
+    rank, size = _rank_size(comm)
+    final = Path(path)
+    problem = None
+    tmp = None
+    if rank == 0:
+        if not final.parent.is_dir():
+            problem = f"cannot write {final}: directory {final.parent} does not exist"
+        elif not overwrite and final.exists():
+            problem = f"refusing to overwrite existing file {final}"
+        else:
+            try:
+                tmp = _create_temporary(final, secrets.token_hex(6), private)
+            except OSError as exc:
+                problem = f"cannot create a temporary file next to {final}: {exc.strerror or exc}"
+    if size > 1:
+        problem, tmp = comm.bcast((problem, tmp), root=0)
+    if problem:
+        raise OutputError(problem)
+
+    error: BaseException | None = None
+    try:
+        yield tmp
+    except BaseException as exc:  # noqa: BLE001 - re-raised below after the ranks agree
+        error = exc
+    ok = error is None
+    if size > 1:
+        ok = bool(comm.allreduce(int(ok), op=_min_op()))
+    if ok and rank == 0:
+        try:
+            fsync_file(tmp)
+            os.replace(tmp, final)
+            fsync_directory(final.parent)
+        except OSError as exc:
+            error = OutputError(f"cannot move {tmp.name} to {final}: {exc.strerror or exc}")
+            ok = False
+    if size > 1:
+        ok = bool(comm.bcast(ok, root=0))
+    if not ok:
+        if rank == 0:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        if error is None:
+            raise OutputError(f"writing {final} failed on another rank; nothing was written")
+        raise error
+    log.debug("wrote %s", final)
+
+
+def _min_op():
+    from mpi4py import MPI
+
+    return MPI.MIN
+
+
+def root_call(comm, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 only and broadcast its result; an exception there is raised on every rank.
+
+    A :class:`~twin.core.errors.TwinError` is re-raised as itself on rank 0 (as an ``ObservationError`` or
+    ``OutputError`` with the same message on the other ranks); any other exception becomes an ``OutputError``.
+
+    Used for output gathered to one rank (NetCDF files), so that a failure on rank 0 does not leave the other ranks
+    waiting in the next collective call.
+    """
+    comm = as_mpi_comm(comm)
+    rank, size = _rank_size(comm)
+    result, error = None, None
+    if rank == 0:
+        try:
+            result = fn()
+        except Exception as exc:  # noqa: BLE001 - re-raised (as itself on rank 0) below
+            error = exc
+    if size > 1:
+        message = None if error is None else (type(error).__name__, str(error))
+        result, message = comm.bcast((result, message), root=0)
+        if message is not None and rank != 0:
+            cls = ObservationError if message[0] == "ObservationError" else OutputError
+            raise cls(message[1])
+    if error is not None:
+        if isinstance(error, TwinError):
+            raise error
+        raise OutputError(f"{type(error).__name__}: {error}") from error
+    return result
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, comm=None, *, private: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (rank 0 writes; collective over ``comm``)."""
+    rank, _ = _rank_size(as_mpi_comm(comm))
+    with atomic_output(path, comm, private=private) as tmp:
+        if rank == 0:
+            with open(tmp, "wb") as f:
+                f.write(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str, comm=None, *, private: bool = False) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (rank 0 writes; collective over ``comm``)."""
+    return write_bytes(path, text.encode("utf-8"), comm, private=private)

@@ -1,0 +1,472 @@
+"""CF-1.10 NetCDF outputs: ensembles (posterior / forecast), per-cycle diagnostics and point observations.
+
+All three are written by rank 0 (fields are gathered first: :func:`gather_members`), atomically
+(:mod:`twin.io.atomic`), with long_name and units on every variable, standard_name where the CF table has one, the
+provenance record as global attributes prefixed ``twin_`` (:mod:`twin.io.provenance`), and a digest of the stored
+values ``twin_data_sha256`` (SHA-256 over every variable's raw bytes, in sorted name order) that
+:func:`verify_netcdf` and ``twin inspect`` check. They are plain NetCDF-4 files: ``xarray.open_dataset`` and ``ncdump``
+read them.
+
+Ensemble file (``posterior.nc``, ``forecast.nc``; global ``twin_kind`` = ``posterior`` | ``forecast``)::
+
+    dimensions: member, time, [z,] y, x
+    member(member)  int    standard_name=realization        ensemble member index (0-based)
+    time(time)      double standard_name=time, axis=T       units "seconds since <epoch>"
+    x(x), y(y), z(z) double axis=X/Y/Z, units of the grid    cell centres (or nodes) of the twin Grid
+    <var>(member, time, [z,] y, x)  zlib-compressed, chunked one member and one time per chunk
+
+Diagnostics file (``diagnostics.nc``; ``twin_kind`` = ``diagnostics``): ``time`` is the unlimited record dimension and
+:class:`DiagnosticsFile` appends one record per cycle (``cycle(time)``, RMSE, spread, innovation statistics, coupling
+iterations, cost, gradient norm, ...); a variable first seen at a later cycle is filled with missing values before.
+
+Observation file (``twin_kind`` = ``observations``; CF discrete sampling geometry, ``featureType = "point"``)::
+
+    dimension: obs
+    time(obs)                       seconds since <epoch>
+    x(obs), y(obs)[, z(obs)]        position, in ``coordinate_units`` (metres by default)
+    value(obs)                      observed value, in ``units`` (one unit per file), coordinates="time x y"
+    error_std(obs)                  observation error standard deviation (same units), > 0
+    variable(obs)  string           name of the observed model variable/component (e.g. "h", "tumour.density")
+    obs_type(obs)  string           kind of observation (e.g. "in_situ", "mri", "satellite")
+
+:func:`read_observations` returns an :class:`ObservationTable` and refuses (``ObservationError``) a file whose
+errors are not positive, whose values or positions are not finite, or that misses a variable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import netCDF4
+import numpy as np
+import xarray as xr
+
+from twin.core.errors import ObservationError, OutputError
+from twin.core.grid import Grid
+from twin.core.log import get_logger
+from twin.core.units import convert
+from twin.io.atomic import as_mpi_comm, atomic_output, root_call
+from twin.io.provenance import Provenance, utc_now
+
+log = get_logger("twin.io.netcdf")
+
+CONVENTIONS = "CF-1.10"
+DEFAULT_TIME_UNITS = "seconds since 1970-01-01 00:00:00"
+CHECKSUM_ATTR = "twin_data_sha256"
+_AXES = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class VariableMeta:
+    """CF metadata of one variable: ``long_name`` and ``units`` always, ``standard_name`` where one exists."""
+
+    long_name: str
+    units: str
+    standard_name: str | None = None
+
+    def attrs(self) -> dict[str, str]:
+        out = {"long_name": self.long_name, "units": self.units}
+        if self.standard_name:
+            out["standard_name"] = self.standard_name
+        return out
+
+
+#: Metadata of the usual diagnostics; ``{state}`` is replaced by the state units given to :class:`DiagnosticsFile`.
+DIAGNOSTICS = {
+    "rmse": VariableMeta("root-mean-square error of the analysis mean against the truth", "{state}"),
+    "rmse_forecast": VariableMeta("root-mean-square error of the forecast mean against the truth", "{state}"),
+    "spread": VariableMeta("ensemble spread (root-mean ensemble variance)", "{state}"),
+    "spread_forecast": VariableMeta("forecast ensemble spread", "{state}"),
+    "innovation_mean": VariableMeta("mean of the innovations y - H(x_f)", "{state}"),
+    "innovation_std": VariableMeta("standard deviation of the innovations", "{state}"),
+    "innovation_chi2": VariableMeta("normalised innovation statistic d^T (HPH^T + R)^-1 d / p", "1"),
+    "n_obs": VariableMeta("number of observations assimilated", "1"),
+    "inflation": VariableMeta("multiplicative covariance inflation factor", "1"),
+    "coupling_iterations": VariableMeta("coupling iterations in the window", "1"),
+    "cost": VariableMeta("value of the cost function at the analysis", "1"),
+    "cost_initial": VariableMeta("value of the cost function at the background", "1"),
+    "gradient_norm": VariableMeta("norm of the cost-function gradient at the analysis", "1"),
+    "wall_time": VariableMeta("wall-clock time of the cycle", "s"),
+}
+
+
+def _time_attrs(time_units: str) -> dict[str, str]:
+    return {"standard_name": "time", "long_name": "time", "axis": "T", "units": time_units, "calendar": "standard"}
+
+
+def _position_attrs(axis: str) -> dict[str, str]:
+    """CF attributes of a Cartesian model coordinate: x and y are projection coordinates (not longitude/latitude,
+    which a checker would otherwise infer from ``axis``); z is a height, positive up."""
+    if axis == "z":
+        return {"axis": "Z", "positive": "up"}
+    return {"axis": axis.upper(), "standard_name": f"projection_{axis}_coordinate"}
+
+
+def _global_attrs(kind: str, title: str, provenance: Provenance | None) -> dict[str, Any]:
+    import twin
+
+    attrs = {"Conventions": CONVENTIONS, "title": title, "source": f"twin {twin.__version__}",
+             "history": f"{utc_now()}: written by twin.io.netcdf", "twin_kind": kind}
+    if provenance is not None:
+        for key, value in provenance.finished().attrs().items():
+            attrs[key if key.startswith("twin_") else f"twin_{key}"] = value
+    return attrs
+
+
+def _finish(tmp: Path) -> None:
+    """Record the data digest in a just-written temporary file."""
+    with netCDF4.Dataset(tmp, "a") as nc:
+        nc.setncattr(CHECKSUM_ATTR, _data_digest(nc))
+
+
+def _data_digest(nc: netCDF4.Dataset) -> str:
+    h = hashlib.sha256()
+    for name in sorted(nc.variables):
+        var = nc.variables[name]
+        var.set_auto_maskandscale(False)
+        var.set_auto_chartostring(False)
+        data = var[...]
+        h.update(f"{name}:{var.dtype}:{var.shape};".encode())
+        if var.dtype is str or np.asarray(data).dtype.kind == "O":
+            h.update("\x00".join(str(s) for s in np.asarray(data).ravel()).encode("utf-8"))
+        else:
+            a = np.ascontiguousarray(np.asarray(data), dtype=np.asarray(data).dtype.newbyteorder("<"))
+            h.update(memoryview(a).cast("B") if a.size else b"")
+    return "sha256:" + h.hexdigest()
+
+
+def verify_netcdf(path) -> tuple[bool | None, str]:
+    """Check a twin NetCDF file's data digest: ``(True, "ok")``, ``(False, why)``, or ``(None, "no checksum")``."""
+    try:
+        with netCDF4.Dataset(path, "r") as nc:
+            recorded = getattr(nc, CHECKSUM_ATTR, None)
+            if recorded is None:
+                return None, "no checksum recorded"
+            actual = _data_digest(nc)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return False, f"unreadable ({exc})"
+    if actual != recorded:
+        return False, "data do not match the recorded checksum (modified or corrupted)"
+    return True, "ok"
+
+
+def _write_dataset(path, ds: xr.Dataset, encoding: dict, comm, sensitive: bool, unlimited=()) -> Path:
+    """Rank 0 writes ``ds`` atomically; collective over ``comm``."""
+    comm = as_mpi_comm(comm)
+    rank = comm.Get_rank() if comm is not None else 0
+    with atomic_output(path, comm, private=sensitive) as tmp:
+        if rank == 0:
+            ds.to_netcdf(tmp, mode="w", format="NETCDF4", engine="netcdf4", encoding=encoding,
+                         unlimited_dims=list(unlimited))
+            _finish(tmp)
+    log.info("wrote %s", path)
+    return Path(path)
+
+
+# -- ensembles ---------------------------------------------------------------------------------------------------------
+def gather_members(grid: Grid, vecs: Sequence) -> np.ndarray | None:
+    """Stack the gathered fields of ``vecs`` (one per member) on rank 0: shape ``(member,) + grid.shape[::-1]``."""
+    parts = [grid.gather(v) for v in vecs]
+    return np.stack(parts) if parts and parts[0] is not None else None
+
+
+def ensemble_dataset(grid: Grid, fields: Mapping[str, np.ndarray], times: Sequence[float], *,
+                     variables: Mapping[str, VariableMeta], kind: str = "posterior",
+                     time_units: str = DEFAULT_TIME_UNITS, space_units: str = "m", title: str | None = None,
+                     provenance: Provenance | None = None) -> xr.Dataset:
+    """The CF ensemble dataset (not written); ``fields[name]`` has shape ``(member, time) + grid.shape[::-1]``.
+
+    Raises
+    ------
+    OutputError
+        If a field has the wrong shape, the members differ between fields, or a variable has no metadata.
+    """
+    times = np.atleast_1d(np.asarray(times, dtype=float))
+    spatial = tuple(grid.shape[::-1])
+    dims = ("member", "time") + tuple(reversed(_AXES[:grid.dim]))
+    n_members = None
+    data_vars = {}
+    for name, values in fields.items():
+        values = np.asarray(values)
+        if name not in variables:
+            raise OutputError(f"ensemble variable '{name}' has no metadata: give variables={{'{name}': "
+                              "VariableMeta(long_name, units[, standard_name])}")
+        if values.ndim != 2 + grid.dim or values.shape[1:] != (len(times),) + spatial:
+            raise OutputError(f"ensemble variable '{name}' has shape {values.shape}, expected (member, "
+                              f"{len(times)}) + {spatial} for {len(times)} times on grid {grid.shape}")
+        if n_members is not None and values.shape[0] != n_members:
+            raise OutputError(f"ensemble variable '{name}' has {values.shape[0]} members, others {n_members}")
+        n_members = values.shape[0]
+        data_vars[name] = (dims, values, variables[name].attrs())
+    coords = {"member": ("member", np.arange(n_members or 0, dtype=np.int32),
+                         {"standard_name": "realization", "long_name": "ensemble member index", "units": "1"}),
+              "time": ("time", times, _time_attrs(time_units))}
+    where = "cell centre" if grid.centering == "cell" else "node"
+    for axis in range(grid.dim):
+        name = _AXES[axis]
+        coords[name] = (name, grid.axis_coordinates(axis),
+                        {"long_name": f"{name} coordinate of {where}", "units": space_units,
+                         **_position_attrs(name)})
+    title = title or f"twin {kind} ensemble"
+    return xr.Dataset(data_vars, coords=coords, attrs=_global_attrs(kind, title, provenance))
+
+
+def write_ensemble(path, grid: Grid, fields: Mapping[str, np.ndarray] | None, times: Sequence[float], *,
+                   comm=None, variables: Mapping[str, VariableMeta], kind: str = "posterior",
+                   time_units: str = DEFAULT_TIME_UNITS, space_units: str = "m", title: str | None = None,
+                   provenance: Provenance | None = None, sensitive: bool = False, complevel: int = 4,
+                   dtype: str = "f8") -> Path:
+    """Write an ensemble file (collective over ``comm``; ``fields`` is needed on rank 0 only).
+
+    ``fields[name]``: ``(member, time) + grid.shape[::-1]`` arrays, e.g. ``np.stack([gather_members(...) ...],
+    axis=1)``. ``dtype="f4"`` halves the file size. See the module docstring for the layout.
+    """
+    built: dict[str, xr.Dataset] = {}
+
+    def build() -> None:
+        built["ds"] = ensemble_dataset(grid, fields or {}, times, variables=variables, kind=kind,
+                                       time_units=time_units, space_units=space_units, title=title,
+                                       provenance=provenance)
+
+    root_call(comm, build)  # a bad input on rank 0 raises on every rank, before any file is created
+    ds = built.get("ds")
+    encoding = {}
+    if ds is not None:
+        for name, var in ds.data_vars.items():
+            encoding[name] = {"zlib": True, "complevel": int(complevel), "dtype": dtype, "_FillValue": np.nan,
+                              "chunksizes": (1, 1) + var.shape[2:]}
+        for name in ds.coords:
+            encoding[name] = {"_FillValue": None}
+    return _write_dataset(path, ds, encoding, comm, sensitive)
+
+
+def read_ensemble(path) -> xr.Dataset:
+    """Open an ensemble file with xarray (times kept as numbers in ``time_units``); loads it into memory."""
+    with xr.open_dataset(path, decode_times=False) as ds:
+        return ds.load()
+
+
+# -- diagnostics -------------------------------------------------------------------------------------------------------
+class DiagnosticsFile:
+    """A diagnostics file with ``time`` as the unlimited record dimension, one record appended per cycle.
+
+    Each :meth:`append` copies the (small) file to a temporary name, appends the record there and renames it into
+    place, so the file on disk is always complete.
+
+    Parameters
+    ----------
+    path : path-like
+    comm : communicator, optional
+        Rank 0 writes; :meth:`append` is collective.
+    provenance : Provenance, optional
+    variables : mapping, optional
+        Metadata of diagnostics not in :data:`DIAGNOSTICS` (or overriding them).
+    state_units : str
+        Units of state-like diagnostics (RMSE, spread, innovations).
+    time_units : str
+    sensitive : bool
+        Owner-only file.
+    """
+
+    def __init__(self, path, comm=None, *, provenance: Provenance | None = None,
+                 variables: Mapping[str, VariableMeta] | None = None, state_units: str = "1",
+                 time_units: str = DEFAULT_TIME_UNITS, title: str = "twin diagnostics", sensitive: bool = False):
+        self.path = Path(path)
+        self.comm = as_mpi_comm(comm)
+        self.rank = self.comm.Get_rank() if self.comm is not None else 0
+        self.provenance = provenance
+        self.time_units = time_units
+        self.title = title
+        self.sensitive = sensitive
+        self.meta = {k: VariableMeta(v.long_name, v.units.replace("{state}", state_units), v.standard_name)
+                     for k, v in DIAGNOSTICS.items()}
+        self.meta.update(variables or {})
+
+    def _meta(self, name: str) -> VariableMeta:
+        if name in self.meta:
+            return self.meta[name]
+        base = max((k for k in self.meta if name.startswith(k + "_")), key=len, default=None)
+        if base is None:
+            raise OutputError(f"diagnostics {self.path}: variable '{name}' has no metadata; pass variables="
+                              f"{{'{name}': VariableMeta(long_name, units)}} (known: {', '.join(sorted(self.meta))})")
+        m = self.meta[base]
+        return VariableMeta(f"{m.long_name} ({name[len(base) + 1:]})", m.units, m.standard_name)
+
+    def append(self, time: float, values: Mapping[str, float], *, cycle: int | None = None) -> int:
+        """Append one record (collective); returns the number of records now in the file."""
+        for name in values:
+            self._meta(name)
+        return root_call(self.comm, lambda: self._append(float(time), dict(values), cycle))
+
+    def _append(self, time: float, values: dict, cycle: int | None) -> int:
+        with atomic_output(self.path, None, private=self.sensitive) as tmp:
+            fresh = not self.path.exists()
+            if not fresh:
+                shutil.copyfile(self.path, tmp)
+            with netCDF4.Dataset(tmp, "w" if fresh else "a", format="NETCDF4") as nc:
+                if fresh:
+                    nc.createDimension("time", None)
+                    t = nc.createVariable("time", "f8", ("time",))
+                    t.setncatts(_time_attrs(self.time_units))
+                    c = nc.createVariable("cycle", "i4", ("time",), fill_value=False)
+                    c.setncatts({"long_name": "assimilation cycle index", "units": "1"})
+                nc.setncatts(_global_attrs("diagnostics", self.title, self.provenance))
+                n = len(nc.dimensions["time"])
+                nc.variables["time"][n] = time
+                nc.variables["cycle"][n] = -1 if cycle is None else int(cycle)
+                for name, value in values.items():
+                    if name not in nc.variables:
+                        integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                        var = nc.createVariable(name, "i4" if integer else "f8", ("time",),
+                                                fill_value=-2147483647 if integer else np.nan, zlib=True)
+                        var.setncatts(self._meta(name).attrs())
+                    nc.variables[name][n] = value
+            _finish(tmp)
+        return n + 1
+
+    def read(self) -> xr.Dataset:
+        """The whole file, loaded (times as numbers)."""
+        with xr.open_dataset(self.path, decode_times=False) as ds:
+            return ds.load()
+
+
+# -- observations ------------------------------------------------------------------------------------------------------
+@dataclass
+class ObservationTable:
+    """Point observations in the twin observation-file layout (see the module docstring).
+
+    ``time`` is in seconds since ``epoch``; ``points`` has shape ``(n, dim)`` in PETSc axis order ``(x, y[, z])``.
+    """
+
+    time: np.ndarray
+    points: np.ndarray
+    value: np.ndarray
+    error_std: np.ndarray
+    variable: np.ndarray
+    obs_type: np.ndarray
+    units: str
+    coordinate_units: str = "m"
+    epoch: str = "1970-01-01 00:00:00"
+    attrs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.time = np.atleast_1d(np.asarray(self.time, dtype=float))
+        n = self.time.size
+        self.points = np.asarray(self.points, dtype=float).reshape(n, -1) if n else np.zeros((0, 1))
+        self.value = np.asarray(self.value, dtype=float).reshape(-1)
+        self.error_std = np.broadcast_to(np.asarray(self.error_std, dtype=float), (n,)).copy()
+        self.variable = np.broadcast_to(np.asarray(self.variable, dtype=str), (n,)).astype(object)
+        self.obs_type = np.broadcast_to(np.asarray(self.obs_type, dtype=str), (n,)).astype(object)
+
+    def __len__(self) -> int:
+        return self.time.size
+
+    def validate(self, where: str = "observations") -> None:
+        """Raise :class:`ObservationError` naming ``where`` if the table is inconsistent or unusable."""
+        n = len(self)
+        if n == 0:
+            raise ObservationError(f"{where}: no observations")
+        if not 1 <= self.points.shape[1] <= 3:
+            raise ObservationError(f"{where}: positions must have 1 to 3 coordinates, got {self.points.shape[1]}")
+        if self.value.size != n:
+            raise ObservationError(f"{where}: {self.value.size} values for {n} times")
+        for label, arr in (("time", self.time), ("position", self.points), ("value", self.value)):
+            if not np.all(np.isfinite(arr)):
+                bad = int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0])
+                raise ObservationError(f"{where}: observation {bad} has a non-finite {label}")
+        if not np.all(np.isfinite(self.error_std) & (self.error_std > 0)):
+            bad = int(np.flatnonzero(~(np.isfinite(self.error_std) & (self.error_std > 0)))[0])
+            raise ObservationError(f"{where}: observation {bad} has error_std {self.error_std[bad]!r}; errors must "
+                                   "be positive and finite")
+
+
+def observation_dataset(table: ObservationTable, *, title: str = "twin observations",
+                        provenance: Provenance | None = None) -> xr.Dataset:
+    """The CF point-DSG dataset of ``table`` (validated first)."""
+    table.validate()
+    dim = table.points.shape[1]
+    names = list(_AXES[:dim])
+    coord_list = " ".join(["time"] + names)
+    data = {
+        "value": ("obs", table.value, {"long_name": "observed value", "units": table.units,
+                                       "coordinates": coord_list, "ancillary_variables": "error_std"}),
+        "error_std": ("obs", table.error_std, {"long_name": "observation error standard deviation",
+                                               "units": table.units, "coordinates": coord_list}),
+        "variable": ("obs", table.variable, {"long_name": "observed model variable"}),
+        "obs_type": ("obs", table.obs_type, {"long_name": "observation type"}),
+        "time": ("obs", table.time, _time_attrs(f"seconds since {table.epoch}")),
+    }
+    for a, name in enumerate(names):
+        data[name] = ("obs", table.points[:, a], {"long_name": f"{name} position of the observation",
+                                                  "units": table.coordinate_units, **_position_attrs(name)})
+    attrs = _global_attrs("observations", title, provenance)
+    attrs.update({"featureType": "point"}, **{f"source_{k}": v for k, v in table.attrs.items()})
+    return xr.Dataset(data, attrs=attrs)
+
+
+def write_observations(path, table: ObservationTable | None, *, comm=None, title: str = "twin observations",
+                       provenance: Provenance | None = None, sensitive: bool = False) -> Path:
+    """Write an observation file (collective over ``comm``; ``table`` needed on rank 0 only)."""
+    built: dict[str, xr.Dataset] = {}
+
+    def build() -> None:
+        built["ds"] = observation_dataset(table, title=title, provenance=provenance)
+
+    root_call(comm, build)
+    ds = built.get("ds")
+    encoding = {}
+    if ds is not None:
+        encoding = {k: {"zlib": True, "_FillValue": None} for k in ("value", "error_std", "time", *_AXES[:3])
+                    if k in ds.variables}
+    return _write_dataset(path, ds, encoding, comm, sensitive)
+
+
+_SINCE = re.compile(r"^\s*(\w+)\s+since\s+(.+?)\s*$")
+
+
+def read_observations(path) -> ObservationTable:
+    """Read an observation file into an :class:`ObservationTable` (times converted to seconds).
+
+    Raises
+    ------
+    ObservationError
+        If the file cannot be read, misses a variable of the layout, or holds unusable observations.
+    """
+    path = Path(path)
+    try:
+        with xr.open_dataset(path, decode_times=False, mask_and_scale=False) as ds:
+            ds = ds.load()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ObservationError(f"observation file {path}: cannot be read ({exc})") from None
+    missing = [v for v in ("time", "value", "error_std", "variable", "obs_type", "x") if v not in ds.variables]
+    if missing:
+        raise ObservationError(f"observation file {path}: missing variable(s) {', '.join(missing)} of the twin "
+                               "observation layout (see twin.io.netcdf)")
+    if ds.attrs.get("featureType") != "point":
+        raise ObservationError(f"observation file {path}: featureType is {ds.attrs.get('featureType')!r}, "
+                               "expected 'point'")
+    m = _SINCE.match(str(ds["time"].attrs.get("units", "")))
+    if not m:
+        raise ObservationError(f"observation file {path}: time units {ds['time'].attrs.get('units')!r} are not "
+                               "'<unit> since <epoch>'")
+    try:
+        seconds = convert(ds["time"].values.astype(float), m.group(1), "s")
+    except ValueError as exc:
+        raise ObservationError(f"observation file {path}: time units: {exc}") from None
+    names = [a for a in _AXES if a in ds.variables]
+    units = str(ds["value"].attrs.get("units", ""))
+    if not units:
+        raise ObservationError(f"observation file {path}: 'value' has no units attribute")
+    table = ObservationTable(
+        time=np.asarray(seconds, dtype=float), points=np.stack([ds[a].values for a in names], axis=1),
+        value=ds["value"].values, error_std=ds["error_std"].values, variable=ds["variable"].values.astype(str),
+        obs_type=ds["obs_type"].values.astype(str), units=units,
+        coordinate_units=str(ds["x"].attrs.get("units", "m")), epoch=m.group(2),
+        attrs={k[len("source_"):]: v for k, v in ds.attrs.items() if k.startswith("source_")})
+    table.validate(f"observation file {path}")
+    return table

@@ -1,0 +1,270 @@
+"""Provenance: the attributes every twin output carries, so the chain of updates can be followed back from any file.
+
+Each file written by :mod:`twin.io` records, as flat string/integer attributes (HDF5 attributes of ``/provenance``;
+NetCDF global attributes with the prefix ``twin_``):
+
+========================== ==============================================================================
+``config``                  the campaign configuration, verbatim (the YAML text as read)
+``config_sha256``           SHA-256 of those bytes (UTF-8), hex
+``twin_version``            ``twin.__version__``
+``git_revision``            ``git rev-parse HEAD`` of the source checkout (``+dirty`` if modified), or ``unknown``
+``petsc_version``           PETSc version (petsc4py), e.g. ``3.18.5``
+``mpi_library``             first line of ``MPI.Get_library_version()``
+``hdf5_version``            HDF5 library version seen by h5py
+``netcdf_version``          netCDF-C library version seen by netCDF4-python
+``python_version``          Python version
+``host``                    host name (``redacted`` when sensitive)
+``user``                    login name (``redacted`` when sensitive)
+``ranks``                   number of MPI ranks of the writing communicator
+``start_time``/``end_time`` UTC, ISO 8601; ``end_time`` is set when the file is written
+``parent_checkpoint``       path of the checkpoint this output continues from (relative when sensitive), or ``""``
+``parent_checksum``         that checkpoint's checksum (``sha256:<hex>``), or ``""``
+``sensitive``               ``1`` for campaigns marked sensitive (patient data), else ``0``
+========================== ==============================================================================
+
+Sensitive campaigns (``sensitive=True``) record no user or host name, record parent paths relative to the output, and
+their run directories and files are created owner-only (``0o700`` / ``0o600``, see :mod:`twin.io.atomic`).
+
+The git revision is looked up once per :func:`collect` call on rank 0 and broadcast; a missing ``git`` executable, a
+tree that is not a checkout or a slow file system all give ``unknown``, never an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import getpass
+import hashlib
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+from twin.core.errors import OutputError
+from twin.io.atomic import as_mpi_comm, make_directory
+
+#: Attributes every provenance record has (the order used when printing).
+FIELDS = ("config_sha256", "twin_version", "git_revision", "petsc_version", "mpi_library", "hdf5_version",
+          "netcdf_version", "python_version", "host", "user", "ranks", "start_time", "end_time", "parent_checkpoint",
+          "parent_checksum", "sensitive", "config")
+
+REDACTED = "redacted"
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 with seconds (``2026-01-31T12:00:00Z``)."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def git_revision(path: str | os.PathLike | None = None, timeout: float = 5.0) -> str:
+    """The git commit of the checkout containing ``path`` (default: the twin sources), ``unknown`` if there is none."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
+    try:
+        head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+        if head.returncode:
+            return "unknown"
+        rev = head.stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=timeout, env=env)
+        if dirty.returncode == 0 and dirty.stdout.strip():
+            rev += "+dirty"
+        return rev or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of PETSc, MPI, HDF5 (h5py's) and netCDF-C; ``unknown`` for a library that cannot be imported."""
+    out = {"petsc_version": "unknown", "mpi_library": "unknown", "hdf5_version": "unknown",
+           "netcdf_version": "unknown", "python_version": platform.python_version()}
+    try:
+        from petsc4py import PETSc
+
+        out["petsc_version"] = ".".join(str(v) for v in PETSc.Sys.getVersion())
+    except ImportError:
+        pass
+    try:
+        from mpi4py import MPI
+
+        out["mpi_library"] = MPI.Get_library_version().strip().splitlines()[0].split(",")[0]
+    except ImportError:
+        pass
+    try:
+        import h5py
+
+        out["hdf5_version"] = h5py.version.hdf5_version
+    except ImportError:
+        pass
+    try:
+        import netCDF4
+
+        out["netcdf_version"] = netCDF4.__netcdf4libversion__
+    except ImportError:
+        pass
+    return out
+
+
+def _twin_version() -> str:
+    import twin
+
+    return str(getattr(twin, "__version__", "unknown"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """The provenance record of one output (see the module docstring for the meaning of each field).
+
+    Build it with :func:`collect` at the start of a run (or cycle), and call :meth:`finished` when writing a file.
+    """
+
+    config: str = ""
+    config_sha256: str = ""
+    twin_version: str = "unknown"
+    git_revision: str = "unknown"
+    petsc_version: str = "unknown"
+    mpi_library: str = "unknown"
+    hdf5_version: str = "unknown"
+    netcdf_version: str = "unknown"
+    python_version: str = "unknown"
+    host: str = REDACTED
+    user: str = REDACTED
+    ranks: int = 1
+    start_time: str = ""
+    end_time: str = ""
+    parent_checkpoint: str = ""
+    parent_checksum: str = ""
+    sensitive: int = 0
+
+    def finished(self, end_time: str | None = None) -> "Provenance":
+        """A copy with ``end_time`` set (now, unless given)."""
+        return dataclasses.replace(self, end_time=end_time or utc_now())
+
+    def with_parent(self, path: str | os.PathLike | None, checksum: str = "", *,
+                    relative_to: str | os.PathLike | None = None) -> "Provenance":
+        """A copy naming ``path`` (with its ``checksum``) as the parent checkpoint.
+
+        When the record is sensitive the path is stored relative to ``relative_to`` (the output's directory), or as a
+        bare file name if it lies elsewhere, so that no home directory or user name leaks through a path.
+        """
+        if path is None:
+            return dataclasses.replace(self, parent_checkpoint="", parent_checksum="")
+        text = os.fspath(path)
+        if self.sensitive:
+            rel = os.path.relpath(os.path.abspath(text), os.path.abspath(relative_to or os.getcwd()))
+            text = rel if not rel.startswith("..") else os.path.basename(text)
+        return dataclasses.replace(self, parent_checkpoint=text, parent_checksum=checksum)
+
+    def attrs(self) -> dict[str, Any]:
+        """The record as a flat mapping of ``str`` and ``int`` values (HDF5 / NetCDF attributes)."""
+        return {name: getattr(self, name) for name in FIELDS}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> "Provenance":
+        """Rebuild a record from attributes (unknown keys ignored, missing ones left at their defaults)."""
+        known = {f.name: f.type for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in attrs.items():
+            if key not in known:
+                continue
+            if hasattr(value, "item"):
+                value = value.item()
+            if isinstance(value, bytes):
+                value = value.decode("utf-8")
+            values[key] = int(value) if key in ("ranks", "sensitive") else str(value)
+        return cls(**values)
+
+
+def collect(comm=None, *, config_text: str = "", sensitive: bool = False, start_time: str | None = None,
+            parent: str | os.PathLike | None = None, parent_checksum: str = "",
+            relative_to: str | os.PathLike | None = None) -> Provenance:
+    """Gather the provenance of the current run (collective over ``comm`` when given).
+
+    Parameters
+    ----------
+    comm : mpi4py or petsc4py communicator, optional
+        The writing communicator (its size is recorded; rank 0 looks up git and broadcasts).
+    config_text : str
+        The configuration file's text, verbatim.
+    sensitive : bool
+        Record no user or host names (see the module docstring).
+    start_time : str, optional
+        ISO 8601 start of the run; now if not given.
+    parent, parent_checksum : optional
+        The checkpoint this output continues from (see :meth:`Provenance.with_parent`).
+    relative_to : path-like, optional
+        Directory parent paths are made relative to when sensitive.
+    """
+    comm = as_mpi_comm(comm)
+    rank = comm.Get_rank() if comm is not None else 0
+    ranks = comm.Get_size() if comm is not None else 1
+    base = None
+    if rank == 0:
+        base = dict(library_versions(), twin_version=_twin_version(), git_revision=git_revision())
+        if not sensitive:
+            base["host"] = socket.gethostname()
+            try:
+                base["user"] = getpass.getuser()
+            except (KeyError, OSError):
+                base["user"] = "unknown"
+    if comm is not None and ranks > 1:
+        base = comm.bcast(base, root=0)
+    record = Provenance(config=config_text, config_sha256=sha256_text(config_text) if config_text else "",
+                        ranks=ranks, start_time=start_time or utc_now(), sensitive=int(bool(sensitive)), **base)
+    if parent is not None:
+        record = record.with_parent(parent, parent_checksum, relative_to=relative_to)
+    return record
+
+
+def prepare_run_directory(path: str | os.PathLike, *, sensitive: bool = False, comm=None) -> Path:
+    """Create a run directory (and its ``checkpoint/`` folder), owner-only when ``sensitive``; rank 0 creates.
+
+    Raises
+    ------
+    OutputError
+        If a directory cannot be created.
+    """
+    comm = as_mpi_comm(comm)
+    rank = comm.Get_rank() if comm is not None else 0
+    path = Path(path)
+    error = None
+    if rank == 0:
+        try:
+            make_directory(path, private=sensitive)
+            make_directory(path / "checkpoint", private=sensitive)
+        except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
+            error = exc
+    if comm is not None and comm.Get_size() > 1:
+        message = comm.bcast(None if error is None else str(error), root=0)
+        if message is not None and error is None:
+            raise OutputError(message)
+    if error is not None:
+        raise error
+    return path
+
+
+def describe(attrs: Mapping[str, Any], indent: str = "  ") -> list[str]:
+    """Readable lines for a provenance mapping (the configuration shown by its hash and size, not verbatim)."""
+    rec = Provenance.from_attrs(attrs)
+    lines = []
+    for name in FIELDS:
+        value = getattr(rec, name)
+        if name == "config":
+            value = f"{len(value.splitlines())} lines" if value else "(none)"
+        elif name == "sensitive":
+            value = "yes" if value else "no"
+        if value in ("", None):
+            continue
+        lines.append(f"{indent}{name}: {value}")
+    return lines
+
+
+__all__ = ["Provenance", "collect", "git_revision", "library_versions", "prepare_run_directory", "describe",
+           "utc_now", "sha256_text", "FIELDS", "REDACTED"]
