@@ -6,6 +6,8 @@ VENV      ?= .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.twin-installed
 NP        ?= 2
+# A rank stuck in a collective call cannot be interrupted from Python: bound the whole MPI test run instead.
+MPI_TIMEOUT ?= 900
 MPIEXEC   ?= mpiexec
 CAMPAIGN  ?= configs/quickstart.yaml
 DEB_PKGS  := python3-petsc4py python3-mpi4py python3-h5py-mpi python3-netcdf4 python3-venv openmpi-bin
@@ -50,14 +52,14 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 test: setup
-	$(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi
+	timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration
 
 test-serial: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration
 
 test-mpi: setup
-	$(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi
+	timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi
 
 demo: setup
 	$(MPIEXEC) -n $(NP) $(VENV)/bin/twin run $(CAMPAIGN)

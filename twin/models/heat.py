@@ -432,7 +432,7 @@ class HeatModel(Model):
                                                 f"{value.getLocalSize()} on this rank; the face grid of {side} "
                                                 f"needs {face.vec.getSize()} ({face.vec.getLocalSize()})")
                 value.copy(face.vec)
-                face.dirty = True
+                face.refresh()
                 return
         known = [bc.import_name for bc in self.boundary.values() if bc.import_name]
         raise ModelError(self.name, f"unknown import '{name}'; this model imports {known}")
@@ -490,27 +490,28 @@ class _Face:
         self.scatter = PETSc.Scatter().create(self.vec, is_face, self.local, is_local)
         is_face.destroy()
         is_local.destroy()
-        self.dirty = True
+        self.out_local = self.local.duplicate()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Scatter the face data to the boundary cells (collective: call on every rank after changing ``vec``)."""
+        self.scatter.scatter(self.vec, self.local, addv=PETSc.InsertMode.INSERT_VALUES,
+                             mode=PETSc.ScatterMode.FORWARD)
 
     def owned_values(self) -> np.ndarray:
-        """The face data at this rank's boundary cells (flat, face C order)."""
-        if self.dirty:
-            self.scatter.scatter(self.vec, self.local, addv=PETSc.InsertMode.INSERT_VALUES,
-                                 mode=PETSc.ScatterMode.FORWARD)
-            self.dirty = False
+        """The face data at this rank's boundary cells (flat, face C order); not collective."""
         return self.local.getArray(readonly=True)
 
     def to_face(self, values: np.ndarray) -> PETSc.Vec:
-        """A new face vector from values at this rank's boundary cells."""
+        """A new face vector from values at this rank's boundary cells. Collective."""
         out = self.grid.create_global()
-        self.local.getArray()[...] = values
-        self.scatter.scatter(self.local, out, addv=PETSc.InsertMode.INSERT_VALUES, mode=PETSc.ScatterMode.REVERSE)
-        # self.local now holds exported values, not the imported data: rescatter before the next use
-        self.dirty = True
+        self.out_local.getArray()[...] = values
+        self.scatter.scatter(self.out_local, out, addv=PETSc.InsertMode.INSERT_VALUES,
+                             mode=PETSc.ScatterMode.REVERSE)
         return out
 
     def destroy(self) -> None:
-        for obj in (self.scatter, self.local, self.vec):
+        for obj in (self.scatter, self.local, self.out_local, self.vec):
             obj.destroy()
         self.grid.destroy()
 
