@@ -1,4 +1,4 @@
-"""The ``twin`` command: ``validate``, ``run``, ``inspect``, ``info``.
+"""The ``twin`` command: ``validate``, ``run``, ``submit``, ``status``, ``inspect``, ``info``.
 
 PETSc options may follow the campaign file (``twin run c.yaml -heat_ts_type cn -log_view``); they are handed to
 PETSc before any solver exists, and win over the options in the YAML.
@@ -24,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("file", metavar="FILE")
     r.add_argument("-o", "--output", metavar="DIR", help="run directory (default: outputs.directory of the file)")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    r.add_argument("--workflow", action="store_true",
+                   help="run an assimilation campaign as a Parsl workflow (default when resources.workers > 1)")
+
+    from twin.cli_campaign import add_status_parser, add_submit_parser
+
+    add_submit_parser(sub)
+    add_status_parser(sub)
 
     n = sub.add_parser("inspect", help="summarise an output file or run directory (kind, cycles, provenance, checksums)")
     n.add_argument("path", metavar="FILE_OR_RUN_DIR")
@@ -55,18 +62,34 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args, petsc_options: list[str]) -> int:
+    from twin.config import load_campaign
+    from twin.core.errors import TwinError
+
+    # Load before PETSc and MPI: a campaign run as a Parsl workflow must not initialise MPI in the driver process.
+    try:
+        loaded = load_campaign(args.file)
+    except TwinError as exc:
+        return _errors(exc) if _rank() == 0 else 2
+    if loaded.config.assimilation is not None:
+        from twin.cli_campaign import run_workflow, wants_workflow
+
+        if wants_workflow(loaded, args.workflow):
+            try:
+                result = run_workflow(loaded, args.output)
+            except TwinError as exc:
+                return _errors(exc)
+            print(f"done: outputs in {result}")
+            return 0
+
     from twin.core.petsc import init_petsc
 
     init_petsc(petsc_options)
     from mpi4py import MPI
 
-    from twin.config import load_campaign
-    from twin.core.errors import TwinError
     from twin.driver import run_campaign
 
     comm = MPI.COMM_WORLD
     try:
-        loaded = load_campaign(args.file)
         result = run_campaign(loaded, comm, run_dir=args.output, verbose=args.verbose)
     except TwinError as exc:
         if comm.Get_rank() == 0:
@@ -76,6 +99,16 @@ def cmd_run(args, petsc_options: list[str]) -> int:
         print(f"done: outputs in {result.run_dir}")
         for f in result.files:
             print(f"  {f}")
+    return 0
+
+
+def _rank() -> int:
+    """This process's rank as the launcher sees it, without initialising MPI (0 outside mpiexec/srun)."""
+    import os
+
+    for var in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
     return 0
 
 
@@ -116,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(args, extra)
     if args.command == "inspect":
         return cmd_inspect(args)
+    if args.command in ("submit", "status"):
+        from twin.cli_campaign import cmd_status, cmd_submit
+
+        return cmd_submit(args) if args.command == "submit" else cmd_status(args)
     return cmd_info(args)
 
 

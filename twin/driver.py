@@ -61,10 +61,15 @@ def output_times(timeline, model_time_units: str) -> np.ndarray:
 
 
 def build_model(loaded: LoadedCampaign, comm):
-    """The campaign's model on ``comm``: its single component (coupled models come with the coupling section)."""
+    """The campaign's model on ``comm``: its single component, or with a ``coupling`` section the coupled model of
+    its components (:func:`twin.coupling.build.build_coupled`)."""
     from twin.models.registry import create_model
 
     cfg = loaded.config
+    if cfg.coupling is not None:
+        from twin.coupling.build import build_coupled
+
+        return build_coupled(loaded, comm)
     if len(cfg.models) > 1 and cfg.coupling is None:
         raise ConfigError(f"{loaded.path}: models: {len(cfg.models)} components ({', '.join(cfg.models)}) need a "
                           f"'coupling' section saying how they exchange fields")
@@ -84,8 +89,10 @@ def run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None = None, verbo
     prov = collect(comm, config_text=loaded.text, sensitive=cfg.campaign.sensitive)
     log.info("campaign '%s' on %d rank(s); run directory %s", cfg.campaign.name, size, out)
     if cfg.assimilation is not None:
-        raise ConfigError(f"{loaded.path}: assimilation: this build of twin runs forecasts only; the assimilation "
-                          f"cycle driver is not part of it yet")
+        from twin.campaign.online import run_online
+
+        run_online(loaded, comm, out)
+        return RunResult(out, sorted(p for p in out.rglob("*.nc")) + [out / "twin.log"])
     return _forecast(loaded, comm, out, prov)
 
 
@@ -99,16 +106,21 @@ def cf_time_units(units: str) -> tuple[str, float]:
 
 
 def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
+    from twin.coupling.build import gather_outputs, output_models, write_coupling_diagnostics
+    from twin.coupling.coupled import CoupledModel
     from twin.io.netcdf import DiagnosticsFile, VariableMeta, write_ensemble
 
     cfg = loaded.config
     model = build_model(loaded, comm)
     sensitive = cfg.campaign.sensitive
+    files: list[Path] = []
     try:
         times = output_times(cfg.timeline, model.time_units)
         time_units, factor = cf_time_units(model.time_units)
         state = model.initial_state()
-        snapshots = [model.grid.gather(state)]
+        # one forecast file per component of a coupled model, each on its own grid
+        parts = output_models(model)
+        snapshots = {stem: [f] for stem, f in gather_outputs(model, state).items()}
         qoi_file = DiagnosticsFile(out / "qoi.nc", comm, provenance=prov, time_units=time_units, sensitive=sensitive,
                                    title=f"twin quantities of interest: {cfg.campaign.name}")
         series: dict[str, list[float]] = {}
@@ -125,24 +137,30 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
         with progress(f"{model.name}: forecast", len(times) - 1, rank=comm.Get_rank()) as bar:
             for t0, t1 in zip(times[:-1], times[1:]):
                 model.advance(state, t0, t1)
-                snapshots.append(model.grid.gather(state))
+                for stem, f in gather_outputs(model, state).items():
+                    snapshots[stem].append(f)
                 record(t1)
                 bar.advance(status=f"t={t1:g} {model.time_units}")
         log.info("forecast of %d output intervals took %.2f s", len(times) - 1, time.perf_counter() - t_wall)
-        fields = None
-        if comm.Get_rank() == 0:
-            stacked = np.stack(snapshots)[None]  # (member=1, time, ...)
-            if model.grid.dof == 1:
-                stacked = stacked[..., None]
-            fields = {name: stacked[..., i] for i, name in enumerate(model.state_names)}
-        variables = {name: VariableMeta(f"{model.name} {name}", units)
-                     for name, units in zip(model.state_names, model.state_units)}
-        path = write_ensemble(out / "forecast.nc", model.grid, fields, times * factor, comm=comm,
-                              variables=variables, kind="forecast", time_units=time_units,
-                              space_units=model.length_units, provenance=prov.finished(),
-                              sensitive=sensitive, title=f"twin forecast: {cfg.campaign.name}")
+        for stem, part in parts.items():
+            fields = None
+            if comm.Get_rank() == 0:
+                stacked = np.stack(snapshots[stem])[None]  # (member=1, time, ...)
+                if part.grid.dof == 1:
+                    stacked = stacked[..., None]
+                fields = {name: stacked[..., i] for i, name in enumerate(part.state_names)}
+            variables = {name: VariableMeta(f"{part.name} {name}", units)
+                         for name, units in zip(part.state_names, part.state_units)}
+            files.append(Path(write_ensemble(out / f"{stem}.nc", part.grid, fields, times * factor, comm=comm,
+                                             variables=variables, kind="forecast", time_units=time_units,
+                                             space_units=part.length_units, provenance=prov.finished(),
+                                             sensitive=sensitive, title=f"twin forecast: {cfg.campaign.name}")))
+        if isinstance(model, CoupledModel):
+            files.append(write_coupling_diagnostics(model, out / "coupling.nc", comm, provenance=prov.finished(),
+                                                    time_units=time_units, time_factor=factor, sensitive=sensitive,
+                                                    title=f"twin coupling diagnostics: {cfg.campaign.name}"))
         state.destroy()
     finally:
         model.destroy()
-    return RunResult(out, [Path(path), out / "qoi.nc", out / "twin.log"],
+    return RunResult(out, files + [out / "qoi.nc", out / "twin.log"],
                      {k: np.asarray(v) for k, v in series.items()})

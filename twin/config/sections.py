@@ -65,24 +65,16 @@ def observation_section_type():
 
 
 def coupling_section_type():
-    try:
-        from twin.config.coupling import CouplingConfig
-    except ImportError:
-        return _NoSection
+    from twin.config.coupling import CouplingConfig
+
     return CouplingConfig
 
 
-ASSIMILATION_CONFIGS: list[type] = []
-
-
 def assimilation_section_type():
-    classes = list(ASSIMILATION_CONFIGS)
-    if not classes:
-        return _NoSection
+    """The union (on ``method``) of the assimilation sections: ensemble methods and 4D-Var."""
+    from twin.config.assimilation_ensemble import EnsembleAssimilationConfig
+
+    classes = [EnsembleAssimilationConfig]
     if len(classes) == 1:
         return classes[0]
     return Annotated[Union[tuple(classes)], Field(discriminator="method")]
-
-
-class _NoSection(Strict):
-    """Placeholder for a section whose implementation is not part of this build: any key is refused."""

@@ -1,0 +1,222 @@
+"""Ensemble DA on Lorenz-96 side by side with DAPPER, the Lorenz-96 ensemble forecast (PETSc TS vs NumPy RK4), and
+LETKF analysis time vs state size on 1 and 2 ranks.
+
+Experiment (Sakov & Oke 2008; DAPPER ``mods/Lorenz96/sakov2008.py``): 40 variables, F = 8, RK4 dt = 0.05, all
+variables observed every step with R = I. DAPPER simulates the truth and observations once; both codes assimilate
+*the same* observations, truth and initial members drawn from N(x_a, I) around a point x_a on the attractor: ETKF
+N = 24 (inflation 1.013, rotation) and LETKF N = 7 (inflation 1.04, DAPPER ``loc_rad = 4`` = Gaspari-Cohn
+half-width 7.28, rotation). Reported: time-averaged analysis RMSE after the burn-in and
+wall time per cycle (forecast + analysis + per-cycle statistics in both codes; DAPPER's progress bar off).
+
+DAPPER pins matplotlib/dill versions that clash with the project's environment, so it runs in its own virtual
+environment through a subprocess: ``TWIN_DAPPER_PYTHON`` (a python with dapper), else this python if it imports
+dapper, else ``/tmp/dapper-venv/bin/python`` (``python3 -m venv /tmp/dapper-venv &&
+/tmp/dapper-venv/bin/pip install -c constraints.txt dapper``). Without DAPPER only twin's numbers are recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.harness import emit, mpirun
+
+CYCLES, BURN_IN, SEED = 2000, 200, 3000
+
+_DAPPER_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+import dapper as dpr
+import dapper.da_methods as da
+import dapper.mods as modelling
+import dapper.tools.progressbar as pb
+from dapper.mods.Lorenz96.sakov2008 import HMM
+pb.disable_progbar = True
+cycles, burn_in, seed, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+HMM.tseq.Ko = cycles - 1
+HMM.tseq.BurnIn = burn_in * HMM.tseq.dto
+dpr.set_seed(seed)
+# Start on the attractor: 2000 steps from DAPPER's x0, then truth and members ~ N(x_spun, I) (as in twin's tests).
+x = np.asarray(HMM.X0.mu, dtype=float) * np.ones(40)
+for _ in range(2000):
+    x = HMM.Dyn(x, 0.0, HMM.tseq.dt)
+HMM.X0 = modelling.GaussRV(mu=x, C=1.0)
+xx, yy = HMM.simulate()
+np.savez(out, xx=np.asarray(xx, dtype=float), yy=np.stack([np.asarray(v, dtype=float).ravel() for v in yy]),
+         mu=np.asarray(HMM.X0.mu, dtype=float))
+res = {"version": dpr.__version__}
+for name, xp in (("etkf", da.EnKF("Sqrt", N=24, infl=1.013, rot=True)),
+                 ("letkf", da.LETKF(N=7, rot=True, infl=1.04, loc_rad=4))):
+    t = time.perf_counter()
+    xp.assimilate(HMM, xx, yy, liveplots=False)
+    wall = time.perf_counter() - t
+    xp.stats.average_in_time()
+    res[name] = {"rmse": float(xp.avrgs.err.rms.a.val), "seconds_per_cycle": wall / cycles}
+print("DAPPER " + json.dumps(res))
+"""
+
+
+def _dapper_python() -> str | None:
+    env = os.environ.get("TWIN_DAPPER_PYTHON")
+    if env:
+        return env
+    try:
+        import dapper  # noqa: F401
+
+        return sys.executable
+    except ImportError:
+        pass
+    fallback = Path("/tmp/dapper-venv/bin/python")
+    return str(fallback) if fallback.exists() else None
+
+
+def _run_dapper(python: str, workdir: str) -> tuple[dict, dict]:
+    out = os.path.join(workdir, "l96.npz")
+    proc = subprocess.run([python, "-c", _DAPPER_SCRIPT, str(CYCLES), str(BURN_IN), str(SEED), out],
+                          capture_output=True, text=True, timeout=3600, cwd=workdir)
+    if proc.returncode:
+        raise RuntimeError(f"DAPPER run failed:\n{proc.stderr[-3000:]}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("DAPPER ")][-1]
+    data = np.load(out)
+    return json.loads(line[len("DAPPER "):]), {k: data[k] for k in data.files}
+
+
+def _own_truth() -> dict:
+    from twin.assimilation.cycle import LinearObservations, ObservationSchedule, twin_truth
+    from twin.models.lorenz96 import BatchedForecast
+
+    import scipy.sparse as sp
+
+    sch = ObservationSchedule(0.05, 1, CYCLES)
+    obs = LinearObservations(sp.identity(40), 1.0)
+    x0 = np.full(40, 8.0)
+    x0[0] += 0.01
+    xx, yy = twin_truth(BatchedForecast(0.05, 8.0), x0, {}, sch, obs, SEED, spinup_cycles=2000)
+    return {"xx": xx, "yy": yy, "mu": xx[0]}
+
+
+def _run_twin(method, data: dict) -> tuple[float, float]:
+    import scipy.sparse as sp
+    from mpi4py import MPI
+
+    from twin.assimilation.cycle import EnsembleCycle, LinearObservations, ObservationSchedule
+    from twin.assimilation.letkf import Geometry
+    from twin.models.lorenz96 import BatchedForecast
+
+    xx, yy, mu = data["xx"], data["yy"], data["mu"]
+    sch = ObservationSchedule(0.05, 1, CYCLES, burn_in=BURN_IN)
+    obs = LinearObservations(sp.identity(40), 1.0, np.arange(40, dtype=float)[:, None])
+    geo = Geometry(np.arange(40, dtype=float)[:, None], 1, np.array([40.0]))
+    cyc = EnsembleCycle(method, BatchedForecast(0.05, 8.0), obs, sch, MPI.COMM_SELF, 40, geometry=geo, seed=1)
+    t = time.perf_counter()
+    res = cyc.run(lambda j, rng: (mu + rng.standard_normal(40), {}), yy[-CYCLES:], xx[-CYCLES - 1:])
+    wall = time.perf_counter() - t
+    cyc.free()
+    return res.averages["rmse_a"], wall / CYCLES
+
+
+def _forecast_benchmark() -> None:
+    """Issue 4: forecast of 24 members of L96 for one analysis cycle (one RK4 step of 0.05), TS vs NumPy."""
+    from mpi4py import MPI
+
+    from twin.assimilation.cycle import ModelForecast
+    from twin.models.lorenz96 import BatchedForecast, Lorenz96
+
+    model = Lorenz96("l96bench", MPI.COMM_SELF, n=40, dt=0.05)
+    E = 8.0 + np.random.default_rng(0).standard_normal((40, 24))
+    ts, batched = ModelForecast(model), BatchedForecast(0.05, 8.0)
+    reps = 50
+    timings = {}
+    for name, fc in (("petsc_ts_member_by_member", ts), ("numpy_rk4_batched", batched)):
+        fc(E, {}, 0.0, 0.05)
+        t = time.perf_counter()
+        for k in range(reps):
+            fc(E, {}, 0.05 * k, 0.05 * (k + 1))
+        timings[name] = (time.perf_counter() - t) / reps
+        emit("da", f"L96 forecast of 24 members per cycle, {name}", timings[name] * 1e3, "ms", n=40, members=24)
+    diff = np.max(np.abs(ts(E, {}, 0.0, 0.5) - batched(E, {}, 0.0, 0.5)))
+    emit("da", "L96 forecast TS vs NumPy max difference (10 steps)", diff, "1", n=40, members=24)
+    emit("da", "L96 forecast speed-up of the batched NumPy RK4 over PETSc TS",
+         timings["petsc_ts_member_by_member"] / timings["numpy_rk4_batched"], "x")
+    ts.destroy()
+    model.destroy()
+
+
+def _letkf_scaling_child() -> None:
+    """LETKF analysis time of one cycle vs state size on a shallow-water-like grid (h, u, v at n^2 points), with the
+    state split in contiguous blocks over the ranks as in the cycle driver. Synthetic ensemble and observations
+    (analysis cost does not depend on their values): N = 20, one station of h per 16 grid points (fixed density, so
+    each point sees ~7 observations and the cost per point is constant), Gaspari-Cohn half-width 3 cells."""
+    from mpi4py import MPI
+
+    from twin.assimilation.letkf import Geometry, letkf_analysis
+
+    comm = MPI.COMM_WORLD
+    size, rank = comm.Get_size(), comm.Get_rank()
+    N = 20
+    for n in (128, 256, 512, 1024):
+        m = n * n // 16
+        x = np.arange(n, dtype=float)
+        X, Y = np.meshgrid(x, x)
+        geo = Geometry(np.column_stack([X.ravel(), Y.ravel()]), 3, np.array([float(n), float(n)]))
+        bounds = np.linspace(0, geo.n_entries, size + 1).round().astype(int)
+        start, stop = bounds[rank], bounds[rank + 1]
+        rng = np.random.default_rng(rank)
+        E = rng.standard_normal((stop - start, N))
+        obs_rng = np.random.default_rng(0)
+        loc = obs_rng.uniform(0, n, (m, 2))
+        Yobs, yv, r = obs_rng.standard_normal((m, N)), obs_rng.standard_normal(m), np.ones(m)
+        comm.Barrier()
+        t = time.perf_counter()
+        letkf_analysis(E, Yobs, yv, r, geo.entry_points(start, stop), geo, loc, 3.0)
+        comm.Barrier()
+        wall = time.perf_counter() - t
+        if rank == 0:
+            emit("da", f"LETKF analysis time, {n}^2 x 3 state, {size} rank(s)", wall, "s", ranks=size, n=n,
+                 entries=geo.n_entries, members=N, observations=m)
+        del E
+
+
+def main() -> None:
+    from twin.assimilation.ensemble import ETKF
+    from twin.assimilation.inflation import Inflation
+    from twin.assimilation.letkf import LETKF
+
+    python = _dapper_python()
+    dapper, data = None, None
+    if python:
+        with tempfile.TemporaryDirectory() as tmp:
+            dapper, data = _run_dapper(python, tmp)
+    if data is None:
+        data = _own_truth()
+    ctx = {"cycles": CYCLES, "burn_in": BURN_IN, "dapper": dapper["version"] if dapper else "not available"}
+    methods = {"etkf": ETKF(24, Inflation(1.013), rotate=True),
+               "letkf": LETKF(7, 1.82 * 4, Inflation(1.04), rotate=True)}
+    for name, method in methods.items():
+        rmse, per_cycle = _run_twin(method, data)
+        N = method.N
+        emit("da", f"L96 {name.upper()} N={N} analysis RMSE, twin", rmse, "1", **ctx)
+        emit("da", f"L96 {name.upper()} N={N} time per cycle, twin", per_cycle * 1e3, "ms", **ctx)
+        if dapper:
+            emit("da", f"L96 {name.upper()} N={N} analysis RMSE, DAPPER", dapper[name]["rmse"], "1", **ctx)
+            emit("da", f"L96 {name.upper()} N={N} time per cycle, DAPPER", dapper[name]["seconds_per_cycle"] * 1e3,
+                 "ms", **ctx)
+            emit("da", f"L96 {name.upper()} N={N} speed-up of twin over DAPPER",
+                 dapper[name]["seconds_per_cycle"] / per_cycle, "x", **ctx)
+    _forecast_benchmark()
+    from benchmarks.harness import PREFIX
+
+    for ranks in (1, 2):
+        for rec in mpirun("benchmarks.bench_da", ranks, "--letkf-scaling"):
+            print(PREFIX + json.dumps(rec), flush=True)
+
+
+if __name__ == "__main__":
+    _letkf_scaling_child() if "--letkf-scaling" in sys.argv else main()

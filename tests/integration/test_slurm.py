@@ -1,0 +1,215 @@
+"""``twin submit`` against a real Slurm (slurmctld + slurmd + munge from the distribution, one node, started here).
+
+The session fixture installs the Debian packages when they are missing and the tests run as root, writes a private
+slurm.conf (``SLURM_CONF`` points the client commands at it), starts the daemons, waits for ``sinfo`` to show the node
+idle and stops them by their PID files at the end. When Slurm cannot be started the tests are skipped with the
+reason; nothing is faked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from twin.campaign import layout
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
+
+PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+
+SLURM_CONF = """\
+ClusterName=twintest
+SlurmctldHost=localhost
+SlurmUser=root
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MailProg=/bin/true
+SlurmdParameters=config_overrides
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
+SlurmctldPidFile={d}/slurmctld.pid
+SlurmdPidFile={d}/slurmd.pid
+SlurmdSpoolDir={d}/spool-slurmd
+StateSaveLocation={d}/state
+SlurmctldLogFile={d}/slurmctld.log
+SlurmdLogFile={d}/slurmd.log
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=4 RealMemory=4000 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def _run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=kw.pop("timeout", 120), **kw)
+
+
+def _install() -> str | None:
+    missing = [p for p in ("slurmctld", "slurmd", "sbatch", "munged") if shutil.which(p) is None
+               and not Path(f"/usr/sbin/{p}").exists()]
+    if not missing:
+        return None
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return f"Slurm is not installed ({', '.join(missing)} missing) and cannot be installed (not root on Debian)"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    r = _run(["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES], env=env, timeout=600)
+    if r.returncode != 0:
+        _run(["apt-get", "update"], env=env, timeout=600)
+        r = _run(["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES], env=env, timeout=600)
+    return None if r.returncode == 0 else f"apt-get install {' '.join(PACKAGES)} failed: {r.stderr[-500:]}"
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _stop(pidfile: Path) -> None:
+    pid = _pid(pidfile)
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A running single-node Slurm; yields the environment that points the client commands at it."""
+    if os.geteuid() != 0:
+        pytest.skip("a test Slurm needs root (slurmd runs jobs as their users)")
+    reason = _install()
+    if reason:
+        print(f"\nSKIP Slurm: {reason}")
+        pytest.skip(reason)
+    d = Path(tmp_path_factory.mktemp("slurm"))
+    for sub in ("spool-slurmd", "state"):
+        (d / sub).mkdir()
+    conf = d / "slurm.conf"
+    conf.write_text(SLURM_CONF.format(d=d, ctld_port=16817, d_port=16818))
+    env = dict(os.environ, SLURM_CONF=str(conf))
+    started: list[Path] = []
+    munge_pid = Path("/run/munge/munged.pid")
+    try:
+        for p in ("/run/munge", "/var/log/munge", "/var/lib/munge"):
+            Path(p).mkdir(parents=True, exist_ok=True)
+            shutil.chown(p, "munge", "munge")
+        if not Path("/etc/munge/munge.key").is_file() or Path("/etc/munge/munge.key").stat().st_size == 0:
+            _run(["mungekey", "-c", "-f"])
+            shutil.chown("/etc/munge/munge.key", "munge", "munge")
+        if _run(["munge", "-n"]).returncode != 0:  # no munged running yet: start ours
+            r = _run(["runuser", "-u", "munge", "--", "/usr/sbin/munged", "--pid-file", str(munge_pid)])
+            if r.returncode != 0:
+                pytest.skip(f"munged did not start: {r.stderr.strip()}")
+            started.append(munge_pid)
+        for cmd, pidfile in ((["/usr/sbin/slurmctld", "-f", str(conf)], d / "slurmctld.pid"),
+                             (["/usr/sbin/slurmd", "-f", str(conf), "-N", "localhost"], d / "slurmd.pid")):
+            r = _run(cmd, env=env)
+            if r.returncode != 0:
+                pytest.skip(f"{cmd[0]} did not start: {r.stderr.strip()[-300:]}")
+            started.append(pidfile)
+        for _ in range(300):
+            r = _run(["sinfo", "-h", "-o", "%T"], env=env)
+            if r.returncode == 0 and r.stdout.strip() == "idle":
+                break
+            time.sleep(0.1)
+        else:
+            log = (d / "slurmctld.log").read_text()[-800:] if (d / "slurmctld.log").exists() else ""
+            pytest.skip(f"Slurm started but the node never became idle: {r.stdout} {r.stderr} {log}")
+        yield env
+    finally:
+        for pidfile in reversed(started):
+            _stop(pidfile)
+
+
+CAMPAIGN = textwrap.dedent("""\
+    schema_version: 1
+    campaign: {name: slurmcamp, seed: 2}
+    models:
+      l96:
+        type: lorenz96
+        n: 20
+        dt: 0.05
+        forcing: {value: 8.0, prior: {dist: normal, mean: 8.0, std: 0.5}, estimable: true}
+        initial_condition: random
+        perturbation: 1.0
+    timeline: {start: 0.0, end: 1.0, units: s}
+    assimilation:
+      method: etkf
+      N: 3
+      schedule: {every: 2, cycles: 2}
+      observations: {component: 0, all_points: true, error_std: 1.0}
+    ensemble: {size: 3, ranks_per_member: 2}
+    resources:
+      type: slurm
+      partition: debug
+      walltime: "00:15:00"
+      nodes: 1
+      ranks_per_node: 2
+      ranks: 1
+      workers: 1
+      launcher: mpiexec
+    """)
+
+SUBMIT = ("import argparse, sys; from twin.cli_campaign import add_submit_parser, add_status_parser, cmd_submit, "
+          "cmd_status; p = argparse.ArgumentParser(); s = p.add_subparsers(dest='c'); add_submit_parser(s); "
+          "add_status_parser(s); a = p.parse_args(sys.argv[1:]); "
+          "sys.exit(cmd_submit(a) if a.c == 'submit' else cmd_status(a))")
+
+
+def test_submit_runs_a_campaign_through_sbatch(slurm, tmp_path):
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text(CAMPAIGN)
+    run = tmp_path / "run"
+    r = _run([sys.executable, "-c", SUBMIT, "submit", str(campaign), "-o", str(run)], env=slurm, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "submitted batch job" in r.stdout
+    job = (run / "slurm" / "jobs.txt").read_text().split()[0]
+    exp = layout.experiment_dir(run, "slurmcamp")
+    deadline = time.time() + 420
+    while time.time() < deadline:
+        if all((exp / n).is_file() for n in layout.OUTPUTS):
+            break
+        q = _run(["squeue", "-h", "-j", job, "-o", "%T"], env=slurm)
+        if q.returncode == 0 and not q.stdout.strip() and not all((exp / n).is_file() for n in layout.OUTPUTS):
+            time.sleep(2)  # the job left the queue: give the last files a moment, then report its log
+            if all((exp / n).is_file() for n in layout.OUTPUTS):
+                break
+            logs = "\n".join(p.read_text()[-3000:] for p in sorted((run / "slurm").glob("*.err")))
+            pytest.fail(f"driver job {job} ended without outputs:\n{logs}")
+        time.sleep(2)
+    else:
+        pytest.fail("the campaign did not finish within 7 minutes")
+    st = _run([sys.executable, "-c", SUBMIT, "status", str(run)], env=slurm)
+    assert st.returncode == 0, st.stderr
+    assert "slurmcamp: done, 2/2 cycles" in st.stdout, st.stdout
+    forecasts = [rec for rec in layout.read_task_log(exp) if rec["task"] == "forecast" and rec["outcome"] == "done"]
+    assert len(forecasts) == 2 * 3 and {rec["ranks"] for rec in forecasts} == {2}
+    for _ in range(60):  # the driver job and Parsl's block leave the queue
+        if not _run(["squeue", "-h"], env=slurm).stdout.strip():
+            break
+        time.sleep(1)
+    else:
+        _run(["scancel", "-u", "root"], env=slurm)

@@ -1,0 +1,200 @@
+"""Analysis functions on tiny arrays, checked against the explicit Kalman formulas; localisation, inflation,
+transforms, diagnostics and ES-MDA."""
+
+import numpy as np
+import pytest
+
+from twin.assimilation import diagnostics as diag
+from twin.assimilation.ensemble import ETKF, EnKF, enkf_analysis, enkf_transform, etkf_transform, random_rotation
+from twin.assimilation.esmda import ESMDA, check_alphas
+from twin.assimilation.inflation import Inflation, inflate, rtpp, rtps
+from twin.assimilation.letkf import Geometry, distances, gaspari_cohn, letkf_analysis
+from twin.assimilation.transforms import ControlParameter, ControlVector, forward, inverse
+from twin.core.errors import AssimilationError
+
+
+def _problem(n=6, N=5, m=4, seed=0):
+    rng = np.random.default_rng(seed)
+    E = rng.standard_normal((n, N)) + np.arange(n)[:, None]
+    H = rng.standard_normal((m, n))
+    y = rng.standard_normal(m)
+    r = 0.5 + rng.random(m)
+    return E, H, y, r
+
+
+def _kalman(E, H, y, r):
+    """Kalman mean and covariance with the ensemble's sample covariance as prior."""
+    N = E.shape[1]
+    x, X = E.mean(axis=1), E - E.mean(axis=1, keepdims=True)
+    P = X @ X.T / (N - 1)
+    K = P @ H.T @ np.linalg.inv(H @ P @ H.T + np.diag(r ** 2))
+    return x + K @ (y - H @ x), (np.eye(len(x)) - K @ H) @ P
+
+
+def test_etkf_is_the_kalman_update_of_mean_and_covariance():
+    E, H, y, r = _problem()
+    Ea = E @ etkf_transform(H @ E, y, r)
+    xa, Pa = _kalman(E, H, y, r)
+    Xa = Ea - Ea.mean(axis=1, keepdims=True)
+    assert np.allclose(Ea.mean(axis=1), xa, atol=1e-12)
+    assert np.allclose(Xa @ Xa.T / (E.shape[1] - 1), Pa, atol=1e-12)
+    # symmetric square root: the analysis anomalies are the closest to the forecast ones (no rotation)
+    rot = random_rotation(E.shape[1], np.random.default_rng(1))
+    assert np.allclose(rot @ np.ones(5), 1.0) and np.allclose(rot.T @ rot, np.eye(5), atol=1e-12)
+    Er = E @ etkf_transform(H @ E, y, r, rot)
+    Xr = Er - Er.mean(axis=1, keepdims=True)
+    assert np.allclose(Er.mean(axis=1), xa, atol=1e-12) and np.allclose(Xr @ Xr.T / 4, Pa, atol=1e-12)
+    assert np.linalg.norm(Xa - (E - E.mean(axis=1, keepdims=True))) < np.linalg.norm(
+        Xr - (E - E.mean(axis=1, keepdims=True)))
+
+
+def test_enkf_mean_is_kalman_and_blocks_are_independent():
+    E, H, y, r = _problem()
+    Z = np.random.default_rng(5).standard_normal((4, 5))
+    T = enkf_transform(H @ E, y, r, Z)
+    Ea = E @ T
+    assert np.allclose(Ea.mean(axis=1), _kalman(E, H, y, r)[0], atol=1e-12)
+    # the perturbed-observation update equals the textbook gain form with D = y + R^1/2 (Z - mean Z)
+    Zc = Z - Z.mean(axis=1, keepdims=True)
+    X, Y = E - E.mean(axis=1, keepdims=True), H @ (E - E.mean(axis=1, keepdims=True))
+    K = X @ Y.T @ np.linalg.inv(Y @ Y.T + 4 * np.diag(r ** 2))
+    assert np.allclose(Ea, E + K @ (y[:, None] + r[:, None] * Zc - H @ E), atol=1e-12)
+    # few observations (m < N): the observation-space path gives the same analysis
+    Zb = np.random.default_rng(6).standard_normal((2, 5))
+    few = enkf_analysis(E, (H @ E)[:2], y[:2], r[:2], Zb)
+    assert np.allclose(few, E @ enkf_transform((H @ E)[:2], y[:2], r[:2], Zb), atol=1e-12)
+    # a rank's block is analysed with the same T: splitting the state changes nothing
+    assert np.allclose(np.vstack([E[:2] @ T, E[2:] @ T]), Ea, atol=1e-14)
+
+
+def test_method_classes_refuse_small_ensembles_and_zero_radius():
+    for make in (lambda: ETKF(1), lambda: EnKF(0), lambda: ESMDA(1)):
+        with pytest.raises(AssimilationError, match="at least 2"):
+            make()
+    from twin.assimilation.letkf import LETKF
+
+    with pytest.raises(AssimilationError, match="localisation radius must be positive"):
+        LETKF(10, 0.0)
+    with pytest.raises(AssimilationError, match="sum\\(1/alpha\\) = 1"):
+        check_alphas([2.0, 3.0])
+
+
+def test_gaspari_cohn_values():
+    c = 2.0
+    z = np.array([0.0, c, 2 * c, 3 * c])
+    assert np.allclose(gaspari_cohn(z, c), [1.0, 5.0 / 24.0, 0.0, 0.0])
+    # continuous at c and smooth (C^2 overall): left and right values meet
+    eps = 1e-9
+    assert abs(gaspari_cohn(c - eps, c) - gaspari_cohn(c + eps, c)) < 1e-8
+    d = distances(np.array([[0.5], [9.5]]), np.array([[9.5]]), np.array([10.0]))
+    assert np.allclose(d.ravel(), [1.0, 0.0])
+
+
+def _ring(n=12, N=5, seed=2):
+    rng = np.random.default_rng(seed)
+    E = rng.standard_normal((n, N))
+    obs_pts = np.arange(0, n, 2, dtype=float)
+    H = np.zeros((obs_pts.size, n))
+    H[np.arange(obs_pts.size), obs_pts.astype(int)] = 1.0
+    geo = Geometry(np.arange(n, dtype=float)[:, None], 1, np.array([float(n)]))
+    y = rng.standard_normal(obs_pts.size)
+    r = np.full(obs_pts.size, 0.7)
+    return E, H, y, r, geo, obs_pts[:, None]
+
+
+def test_letkf_equals_pointwise_etkf_with_tapered_errors():
+    E, H, y, r, geo, loc = _ring()
+    c = 2.5
+    Ea = letkf_analysis(E, H @ E, y, r, np.arange(12), geo, loc, c, batch=5)
+    for p in range(12):
+        rho = gaspari_cohn(distances(geo.points[[p]], loc, geo.periods)[0], c)
+        use = rho > 0
+        T = etkf_transform((H @ E)[use], y[use], r[use] / np.sqrt(rho[use]))
+        assert np.allclose(Ea[p], E[p] @ T, atol=1e-12)
+    # a huge radius is the global ETKF; entries marked -1 (parameters) get the global transform
+    big = letkf_analysis(E, H @ E, y, r, np.arange(12), geo, loc, 1e6)
+    glob = E @ etkf_transform(H @ E, y, r)
+    assert np.allclose(big, glob, atol=1e-6)
+    mixed = letkf_analysis(E, H @ E, y, r, np.r_[np.arange(11), -1], geo, loc, c)
+    assert np.allclose(mixed[-1], glob[-1], atol=1e-12) and np.allclose(mixed[:11], Ea[:11], atol=1e-12)
+    # far from every observation the background is kept
+    far = letkf_analysis(E, H @ E, y, r, np.arange(12), geo, loc[:1], 0.2)
+    assert np.allclose(far[1:], E[1:]) and not np.allclose(far[0], E[0])
+
+
+def test_inflation_and_relaxation():
+    E, *_ = _problem(N=8)
+    Ei = inflate(E, 1.5)
+    assert np.allclose(Ei.mean(1), E.mean(1)) and np.allclose(Ei.std(1), 1.5 * E.std(1))
+    Ea = inflate(E, 0.5) + 0.3
+    assert np.allclose(rtpp(Ea, E, 1.0) - Ea.mean(1, keepdims=True), E - E.mean(1, keepdims=True))
+    relaxed = rtps(Ea, E, 0.5)
+    assert np.allclose(relaxed.mean(1), Ea.mean(1))
+    assert np.allclose(relaxed.std(1), 0.5 * E.std(1) + 0.5 * Ea.std(1))
+    with pytest.raises(AssimilationError, match="positive"):
+        Inflation(multiplicative=0.0)
+    with pytest.raises(AssimilationError, match="not both"):
+        Inflation(rtps=0.5, rtpp=0.5)
+    # adaptive: innovations twice as large as the spread explains -> the factor grows
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal((200, 10)) * 0.5
+    infl = Inflation(1.0, adaptive=True, smoothing=1.0, bounds=(1.0, 5.0))
+    y = Y.mean(1) + rng.standard_normal(200) * np.sqrt(1.0 + 4 * 0.25)
+    assert infl.updated_factor(1.0, Y, y, np.ones(200)) == pytest.approx(2.0, rel=0.15)
+
+
+def test_transforms_and_control_vector():
+    p = np.array([0.1, 1.0, 30.0])
+    assert np.allclose(inverse(forward(p, "log"), "log"), p)
+    q = np.array([1e-9, 0.5, 1 - 1e-9])
+    assert np.allclose(inverse(forward(q, "logit"), "logit"), q, rtol=1e-6)
+    assert np.all(inverse(np.array([-800.0, 800.0]), "logit") >= 0) and np.all(inverse([800.0], "logit") <= 1)
+    with pytest.raises(AssimilationError, match="positive"):
+        forward([-1.0], "log", "D")
+    with pytest.raises(AssimilationError, match=r"\(0, 1\)"):
+        forward([1.0], "logit", "fraction")
+    with pytest.raises(AssimilationError, match="unknown transform"):
+        ControlParameter("k", 1, "sqrt")
+    cv = ControlVector(4, [ControlParameter("F", 1, "log"), ControlParameter("k", 2, "logit")])
+    states = np.arange(8.0).reshape(4, 2)
+    packed = cv.pack(states, {"F": np.array([8.0, 9.0]), "k": np.array([[0.2, 0.3], [0.4, 0.5]])})
+    assert packed.shape == (7, 2) and np.allclose(packed[4], np.log([8.0, 9.0]))
+    s, prm = cv.unpack(packed)
+    assert np.allclose(s, states) and np.allclose(prm["F"], [8.0, 9.0]) and np.allclose(prm["k"][1], [0.4, 0.5])
+
+
+def test_diagnostics_against_brute_force():
+    rng = np.random.default_rng(4)
+    E, truth = rng.standard_normal((30, 6)), rng.standard_normal(30)
+    brute = np.mean([np.mean(np.abs(E[i] - truth[i])) - np.mean(np.abs(E[i][:, None] - E[i][None, :])) / 2
+                     for i in range(30)])
+    assert diag.crps(E, truth) == pytest.approx(brute, rel=1e-12)
+    assert diag.rmse(E, truth) == pytest.approx(np.sqrt(np.mean((E.mean(1) - truth) ** 2)))
+    assert diag.spread(E) == pytest.approx(np.sqrt(np.mean(E.var(1, ddof=1))))
+    h = diag.rank_histogram(E, truth)
+    assert h.sum() == 30 and h.size == 7
+    s = diag.block_sums(E, truth)
+    assert s[3] / s[0] == pytest.approx(brute) and np.sqrt(s[2] / s[0]) == pytest.approx(diag.rmse(E, truth))
+    # a reliable ensemble (truth drawn like the members) has spread/skill near 1 and a flat rank histogram
+    big = rng.standard_normal((20000, 10))
+    t = rng.standard_normal(20000)
+    assert diag.spread(big) / diag.rmse(big, t) == pytest.approx(np.sqrt(10 / 11), rel=0.05)
+    hist = diag.rank_histogram(big, t)
+    assert hist.min() > 0.85 * hist.mean() and hist.max() < 1.15 * hist.mean()
+
+
+def test_esmda_linear_gaussian_posterior():
+    """ES-MDA on a linear-Gaussian problem reproduces the exact Gaussian posterior (large ensemble)."""
+    rng = np.random.default_rng(9)
+    G = rng.standard_normal((5, 3))
+    m_true = np.array([1.0, -0.5, 0.3])
+    r = np.full(5, 0.3)
+    y = G @ m_true + r * rng.standard_normal(5)
+    prior_std = 1.0
+    P = np.linalg.inv(np.eye(3) / prior_std ** 2 + G.T @ np.diag(r ** -2) @ G)
+    mean = P @ (G.T @ (y / r ** 2))
+    M0 = prior_std * rng.standard_normal((3, 4000))
+    res = ESMDA(4000, (4.0, 4.0, 4.0, 4.0)).run(M0, lambda M: G @ M, y, r, np.random.default_rng(1))
+    assert np.allclose(res.ensemble.mean(1), mean, atol=0.03)
+    assert np.allclose(np.cov(res.ensemble), P, atol=0.02)
+    assert res.misfit[-1] < res.misfit[0]

@@ -1,0 +1,185 @@
+"""What every campaign step rebuilds from an experiment's configuration: the model on a communicator, the cycle
+clock, the observation network, the analysis method, the control vector and the random streams.
+
+Nothing here is a new analysis or model: the pieces come from :mod:`twin.assimilation` (ETKF/EnKF/LETKF, inflation,
+control vectors, the observation schedule and synthetic observations of twin experiments) and :mod:`twin.models`.
+This module only maps the typed configuration onto them, the same way in every step and in both modes (online and
+workflow), which is what makes the two modes give the same analysis.
+
+Random streams
+--------------
+Every random number of a campaign comes from ``numpy.random.default_rng([campaign.seed, assimilation.seed, purpose,
+index])``: the initial ensemble of member ``m`` (purpose 1, index ``m``), the analysis of cycle ``k`` (purpose 2,
+index ``k``: perturbed observations, random rotations) and the synthetic observations of the truth (purpose 3).
+No stream depends on which process or how many ranks draw it, or on how often a step was run before, so a resumed
+campaign draws exactly what an uninterrupted one would.
+
+Cycle clock
+-----------
+Cycle ``k`` runs from ``t_k = t0 + k * every * dt`` to ``t_{k+1}`` in the model's time units (``dt`` the model's
+own step, ``every`` and the number of cycles from ``assimilation.schedule``), as in
+:class:`twin.assimilation.cycle.ObservationSchedule`; ``t0`` is ``timeline.start`` (in the model's time units;
+for dimensionless models such as Lorenz-96 the timeline's numbers are model time).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from twin.core.errors import ConfigError, ModelError
+
+INITIAL, ANALYSIS, TRUTH = 1, 2, 3
+
+
+def seeds(cfg) -> tuple[int, int]:
+    """The campaign's two seeds: ``campaign.seed`` and ``assimilation.seed``."""
+    return int(cfg.campaign.seed), int(getattr(cfg.assimilation, "seed", 0))
+
+
+def rng(cfg, purpose: int, index: int) -> np.random.Generator:
+    """The random stream of ``purpose`` (INITIAL, ANALYSIS, TRUTH) and ``index`` (member or cycle)."""
+    return np.random.default_rng([*seeds(cfg), int(purpose), int(index)])
+
+
+def assimilation_section(cfg):
+    """The ensemble ``assimilation`` section, refused with a clear message when absent or not a cycling filter."""
+    acfg = cfg.assimilation
+    if acfg is None:
+        raise ConfigError("assimilation: a cycled campaign needs an 'assimilation' section (method, N, schedule, "
+                          "observations)")
+    method = getattr(acfg, "method", None)
+    if method not in ("etkf", "enkf", "letkf"):
+        raise ConfigError(f"assimilation.method: campaigns cycle the filters etkf, enkf and letkf; {method!r} is "
+                          "not one (run smoothers and 4D-Var with 'twin run' outside a campaign)")
+    return acfg
+
+
+def ensemble_size(cfg) -> int:
+    """``assimilation.N``; ``ensemble.size``, when given as more than 1, must agree."""
+    acfg = assimilation_section(cfg)
+    if cfg.ensemble.size not in (1, acfg.N):
+        raise ConfigError(f"ensemble.size ({cfg.ensemble.size}) and assimilation.N ({acfg.N}) disagree: give the "
+                          "ensemble size once")
+    return int(acfg.N)
+
+
+def ranks_per_member(cfg) -> int:
+    """MPI ranks of one member run (``ensemble.ranks_per_member`` or ``assimilation.ranks_per_member``)."""
+    return max(int(cfg.ensemble.ranks_per_member), int(getattr(cfg.assimilation, "ranks_per_member", 1)))
+
+
+def component(cfg) -> tuple[str, Any]:
+    """The campaign's single model component (name, section)."""
+    if len(cfg.models) != 1:
+        raise ConfigError(f"models: campaigns assimilate into one component; got {len(cfg.models)} "
+                          f"({', '.join(cfg.models)}); a coupled model is one component of type 'coupled'")
+    return next(iter(cfg.models.items()))
+
+
+def build_model(cfg, comm):
+    """The component's model on ``comm`` (its solver options go under its prefix first)."""
+    from twin.core.petsc import set_options
+    from twin.models.registry import create_model
+
+    name, mcfg = component(cfg)
+    set_options(f"{name}_", mcfg.solver)
+    return create_model(name, mcfg, comm)
+
+
+def schedule(cfg, model):
+    """The observation schedule (:func:`twin.assimilation.factory.schedule_from_config`) in the model's time."""
+    from twin.assimilation.factory import schedule_from_config
+    from twin.core.units import compatible, convert
+
+    acfg = assimilation_section(cfg)
+    dt = getattr(model, "dt", None)
+    if dt is None:
+        raise ModelError(model.name, f"model type '{model.type_name}' has no fixed time step 'dt', which the cycle "
+                                     "clock (assimilation.schedule.every steps) counts in")
+    if compatible(model.time_units, "1"):
+        t0 = float(cfg.timeline.start)
+    else:
+        t0 = float(convert(cfg.timeline.start, cfg.timeline.units, model.time_units))
+    return schedule_from_config(acfg, float(dt), t0)
+
+
+def observations(cfg, model):
+    """The observation network of ``assimilation.observations`` on the model's grid
+    (:func:`twin.assimilation.factory.observations_from_config`)."""
+    from twin.assimilation.factory import observations_from_config
+
+    return observations_from_config(assimilation_section(cfg), model.grid)
+
+
+def method(cfg, n_members: int):
+    """The analysis (:func:`twin.assimilation.factory.method_from_config`) for ``n_members`` live members."""
+    from twin.assimilation.factory import method_from_config
+
+    acfg = assimilation_section(cfg)
+    return method_from_config(acfg.model_copy(update={"N": int(n_members)}))
+
+
+def local_context(cfg, model, obs, n_control: int):
+    """LETKF's localisation context for the whole control vector (``None`` for global filters)."""
+    from twin.assimilation.letkf import Geometry, LocalContext
+
+    if assimilation_section(cfg).method != "letkf":
+        return None
+    geometry = Geometry.from_grid(model.grid)
+    return LocalContext(geometry.entry_points(0, n_control), geometry, obs.locations)
+
+
+def control_vector(model):
+    """State entries (natural order) then every estimable parameter in its transform's space."""
+    from twin.assimilation.transforms import ControlParameter, ControlVector
+
+    params = []
+    for p in model.estimable():
+        size = model.grid.size if p.is_field else 1
+        params.append(ControlParameter(p.name, size, p.transform))
+    return ControlVector(model.grid.size * model.grid.dof, params)
+
+
+def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Member ``member`` of the prior ensemble: estimable parameters drawn from their priors
+    (:func:`twin.models.priors.sample_prior`), and the configured initial state plus Gaussian noise of standard
+    deviation ``assimilation.observations.error_std`` (the background error of a twin experiment).
+
+    Returns the full state (natural order) and the physical parameter values (floats, or whole fields in natural
+    order). Deterministic in ``(seeds, member)`` on any number of ranks.
+    """
+    from twin.models.priors import sample_prior
+
+    gen = rng(cfg, INITIAL, member)
+    params: dict[str, Any] = {}
+    for p in model.estimable():
+        params[p.name] = sample_prior(p.prior, gen, grid=model.grid if p.is_field else None)
+    x0 = model.initial_state()
+    try:
+        state = model.grid.allgather(x0).ravel()
+    finally:
+        x0.destroy()
+    sigma = np.mean(np.atleast_1d(assimilation_section(cfg).observations.error_std))
+    state = state + sigma * gen.standard_normal(state.size)
+    return state, params
+
+
+def set_member_parameters(model, params: dict[str, Any]) -> None:
+    """Give the model a member's physical parameter values (scalars or whole fields in natural order)."""
+    for name, value in params.items():
+        p = model.parameters[name]
+        if p.is_field:
+            model.grid.set_global(np.asarray(value, dtype=float), p.value)
+            model.parameters_changed([name])
+        else:
+            model.set_parameter(name, float(np.asarray(value).reshape(())))
+
+
+def truth_parameters(model) -> dict[str, Any]:
+    """The configured (true) values of the estimable parameters, for the nature run of a twin experiment."""
+    out = {}
+    for p in model.estimable():
+        out[p.name] = model.grid.allgather(p.value).ravel() if p.is_field else float(p.value)
+    return out

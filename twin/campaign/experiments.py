@@ -1,0 +1,216 @@
+"""Experiments: one campaign expanded by a matrix of settings into several complete, validated campaigns.
+
+A matrix maps dotted key paths of the campaign file to lists of values, e.g.
+``{"assimilation.inflation": [1.0, 1.05], "campaign.seed": [1, 2]}``; the experiments are the Cartesian product of
+the lists in the order given (the last key varies fastest). Each expanded configuration is validated exactly like a
+campaign file (:func:`twin.config.loader.validate_data`), so a misspelled path or a bad value is reported with the
+experiment's name and the key.
+
+Names are deterministic and readable: the last component of each varied key and its value, joined by ``_``
+(``inflation-1.05_seed-2``); where two keys share a last component the whole path is used. Characters outside
+``[A-Za-z0-9.-]`` become ``-``. A campaign without a matrix is one experiment named after the campaign.
+
+This module imports no MPI and no PETSc: the workflow process uses it.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from twin.campaign import layout
+from twin.core.errors import ConfigError, ConfigProblem
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+@dataclass
+class Experiment:
+    """One expanded experiment.
+
+    Attributes
+    ----------
+    name : str
+        Directory name of the experiment (unique within the campaign).
+    overrides : dict
+        The matrix values of this experiment, ``{dotted.path: value}``.
+    data : dict
+        The complete campaign as plain data (what ``experiment.yaml`` holds).
+    config : Any
+        The validated, typed campaign.
+    """
+
+    name: str
+    overrides: dict[str, Any]
+    data: dict[str, Any]
+    config: Any = field(repr=False)
+
+    @property
+    def text(self) -> str:
+        """The experiment as YAML text (written to ``<experiment>/experiment.yaml``)."""
+        return yaml.safe_dump(self.data, sort_keys=False, default_flow_style=None, width=120)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format(value, "g")
+    return _UNSAFE.sub("-", str(value)).strip("-") or "x"
+
+
+def experiment_names(matrix: Mapping[str, Sequence[Any]], combos: Sequence[tuple]) -> list[str]:
+    """Deterministic, unique directory names for the value combinations ``combos`` of ``matrix``."""
+    keys = list(matrix)
+    last = [k.split(".")[-1] for k in keys]
+    labels = [k.replace(".", "-") if last.count(s) > 1 else s for k, s in zip(keys, last)]
+    names = []
+    for combo in combos:
+        name = "_".join(f"{_UNSAFE.sub('-', lab)}-{_format(v)}" for lab, v in zip(labels, combo))
+        names.append(name[:120])
+    if len(set(names)) != len(names):
+        width = len(str(len(names) - 1))
+        names = [f"x{i:0{width}d}_{n}"[:120] for i, n in enumerate(names)]
+    return names
+
+
+def set_path(data: dict, path: str, value: Any) -> None:
+    """Set ``data[a][b][...] = value`` for ``path = "a.b..."``, creating missing mappings; integers index lists.
+
+    Raises
+    ------
+    KeyError
+        With a message naming the part of the path that does not exist or is not a mapping/list.
+    """
+    keys = path.split(".")
+    node: Any = data
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        where = ".".join(keys[:i + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise KeyError(f"'{where}': index {key} is not in a list of {len(node)} entries")
+            idx: Any = int(key)
+        elif isinstance(node, dict):
+            idx = key
+            if not last and idx not in node:
+                node[idx] = {}
+        else:
+            raise KeyError(f"'{'.'.join(keys[:i])}' is a value ({node!r}), not a section")
+        if last:
+            node[idx] = copy.deepcopy(value)
+        else:
+            node = node[idx]
+
+
+def base_data(config: Any) -> dict[str, Any]:
+    """The campaign as plain data without its ``experiments`` section (the keys the file set, not defaults)."""
+    data = config.model_dump(mode="json", exclude_unset=True)
+    data.pop("experiments", None)
+    return data
+
+
+def expand(config: Any, matrix: Mapping[str, Sequence[Any]] | None, *,
+           filename: str = "<campaign>") -> list[Experiment]:
+    """Expand a typed campaign by ``matrix`` into validated experiments.
+
+    Parameters
+    ----------
+    config : Campaign
+        The validated campaign (``LoadedCampaign.config``).
+    matrix : mapping of str to list, optional
+        ``{dotted.path: [values]}`` (``ExperimentsConfig.matrix``); empty or ``None`` gives one experiment named
+        after the campaign.
+    filename : str
+        Used in error messages.
+
+    Returns
+    -------
+    list of Experiment
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem of every experiment (bad paths, invalid values), each prefixed with the experiment.
+    """
+    from twin.config.loader import validate_data
+
+    base = base_data(config)
+    matrix = dict(matrix or {})
+    if not matrix:
+        cfg = validate_data(copy.deepcopy(base), filename)
+        return [Experiment(config.campaign.name, {}, base, cfg)]
+    keys = list(matrix)
+    combos = list(itertools.product(*(matrix[k] for k in keys)))
+    names = experiment_names(matrix, combos)
+    out, problems = [], []
+    for name, combo in zip(names, combos):
+        data = copy.deepcopy(base)
+        overrides = dict(zip(keys, combo))
+        bad = False
+        for key, value in overrides.items():
+            try:
+                set_path(data, key, value)
+            except KeyError as exc:
+                problems.append(ConfigProblem(filename, None, None, f"experiments.matrix.{key}",
+                                              f"experiment {name}: {exc.args[0]}"))
+                bad = True
+        if bad:
+            continue
+        try:
+            cfg = validate_data(data, f"{filename} (experiment {name})")
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        out.append(Experiment(name, overrides, data, cfg))
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def experiments_section(config):
+    """The campaign's ``experiments`` section, or the defaults when the schema or the file has none."""
+    from twin.config.experiments import ExperimentsConfig
+
+    section = config.experiments if "experiments" in type(config).model_fields else None
+    return section if section is not None else ExperimentsConfig()
+
+
+def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Path]:
+    """Expand the campaign, create ``<run_dir>/experiments/<name>/experiment.yaml`` (rank 0) and return the
+    experiment directories. An existing directory must hold the same experiment (resume), else ConfigError."""
+    from twin.io.atomic import write_text
+    from twin.io.provenance import prepare_run_directory
+
+    experiments = experiments or experiments_section(loaded.config)
+    exps = expand(loaded.config, experiments.matrix, filename=str(loaded.path))
+    sensitive = loaded.config.campaign.sensitive
+    run_dir = Path(run_dir)
+    prepare_run_directory(run_dir, sensitive=sensitive, comm=comm)
+    rank = comm.Get_rank() if comm is not None else 0
+    problem = None
+    if rank == 0:
+        if not (run_dir / "campaign.yaml").exists():
+            write_text(run_dir / "campaign.yaml", loaded.text, private=sensitive)
+        for e in exps:
+            d = layout.experiment_dir(run_dir, e.name)
+            f = layout.config_file(d)
+            if f.exists():
+                if f.read_text() != e.text:
+                    problem = (f"{f} holds a different experiment than {loaded.path} expands to: continue a run "
+                               "with the campaign file that started it, or use another run directory")
+                    break
+                continue
+            prepare_run_directory(d, sensitive=sensitive)
+            write_text(f, e.text, private=sensitive)
+    if comm is not None and comm.Get_size() > 1:
+        problem = comm.bcast(problem, root=0)
+    if problem:
+        raise ConfigError(problem)
+    return [layout.experiment_dir(run_dir, e.name) for e in exps]

@@ -1,0 +1,107 @@
+"""The last step of an experiment: the posterior and forecast ensembles as CF NetCDF (:mod:`twin.io.netcdf`).
+
+``posterior.nc`` holds the analysis ensemble at ``t_0 .. t_K`` (``t_0``: the prior ensemble), read from the
+checkpoints; ``forecast.nc`` the forecast ensemble at ``t_1 .. t_K``, read from the member forecast files. A member
+dropped by the failure policy is missing (NaN) from the cycle it failed in onwards. ``diagnostics.nc`` is written
+cycle by cycle by the analysis and rebuilt here if it is incomplete.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from twin.campaign import layout
+from twin.campaign.steps import (Setup, _rank, _record, append_diagnostics, is_valid_checkpoint, reader, setup,
+                                  time_encoding)
+from twin.core.errors import WorkflowError
+from twin.core.log import get_logger
+
+log = get_logger("twin.campaign")
+
+
+def outputs_complete(exp_dir) -> bool:
+    """Whether the NetCDF outputs of an experiment exist (not verified)."""
+    return all((Path(exp_dir) / name).is_file() for name in layout.OUTPUTS)
+
+
+def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
+    """Write ``posterior.nc`` and ``forecast.nc`` (and complete ``diagnostics.nc``). Collective.
+
+    Returns ``False`` when the outputs already existed.
+
+    Raises
+    ------
+    WorkflowError
+        If the last checkpoint of the campaign is missing or does not verify.
+    """
+    from twin.io.netcdf import VariableMeta, verify_netcdf, write_ensemble
+
+    own = s is None
+    s = s or setup(exp_dir, comm)
+    t_start = time.time()
+    try:
+        if outputs_complete(s.exp_dir) and all(verify_netcdf(s.exp_dir / n)[0] for n in layout.OUTPUTS):
+            _record(s, "finalize", "skipped", t_start)
+            return False
+        model, sch = s.get_model(), s.schedule
+        K = sch.n_cycles
+        last = layout.checkpoint_file(s.exp_dir, K)
+        if not is_valid_checkpoint(last, comm):
+            raise WorkflowError(f"experiment {s.name}: cannot finalize before the last cycle's analysis ({last})")
+        grid = model.grid
+        spatial = tuple(grid.shape[::-1]) + ((grid.dof,) if grid.dof > 1 else ())
+        posterior = np.full((s.n_members, K + 1) + spatial, np.nan)
+        forecast = np.full((s.n_members, K) + spatial, np.nan)
+        history = []
+        for k in range(K + 1):
+            with reader(layout.checkpoint_file(s.exp_dir, k), comm) as r:
+                alive = r.read_array("alive").astype(bool)
+                posterior[alive, k] = r.read_field(model.name)[alive]
+                if k == K:
+                    history = r.meta.get("history", [])
+            if k < K:
+                done, _ = layout.member_files(s.exp_dir, k)
+                for m in done:
+                    with reader(layout.forecast_file(s.exp_dir, k, m), comm) as r:
+                        forecast[m, k] = r.read_field(model.name)
+        time_units, scale = time_encoding(model)
+        times = np.array([sch.window(k)[1] for k in range(K)]) * scale
+        times0 = np.concatenate([[sch.window(0)[0] * scale], times])
+        space = getattr(grid, "units", None) or "m"
+        variables, post, fore = {}, {}, {}
+        for c, state_name in enumerate(model.state_names):
+            units = model.state_units[c] if c < len(model.state_units) else "1"
+            # a state named like a coordinate (Lorenz-96's x) is prefixed with the component
+            name = f"{model.name}_{state_name}" if state_name in ("x", "y", "z", "time", "member") else state_name
+            variables[name] = VariableMeta(f"{name} of {model.name}", units)
+            post[name] = posterior[..., c] if grid.dof > 1 else posterior
+            fore[name] = forecast[..., c] if grid.dof > 1 else forecast
+        prov = s.provenance(last)
+        common = dict(comm=comm, variables=variables, time_units=time_units, space_units=space, provenance=prov,
+                      sensitive=s.cfg.campaign.sensitive)
+        write_ensemble(s.exp_dir / "posterior.nc", grid, post if _rank(comm) == 0 else None, times0,
+                       kind="posterior", title=f"twin posterior ensemble of experiment {s.name}", **common)
+        write_ensemble(s.exp_dir / "forecast.nc", grid, fore if _rank(comm) == 0 else None, times,
+                       kind="forecast", title=f"twin forecast ensemble of experiment {s.name}", **common)
+        ok = verify_netcdf(s.exp_dir / "diagnostics.nc")[0] if (s.exp_dir / "diagnostics.nc").exists() else False
+        if comm is not None and comm.Get_size() > 1:
+            ok = comm.bcast(ok, root=0)
+        if not ok or _diag_records(s) != len(history):
+            if _rank(comm) == 0 and (s.exp_dir / "diagnostics.nc").exists():
+                (s.exp_dir / "diagnostics.nc").unlink()
+            append_diagnostics(s, history)
+        _record(s, "finalize", "done", t_start)
+        log.info("experiment %s: outputs in %s", s.name, s.exp_dir)
+        return True
+    finally:
+        if own:
+            s.destroy()
+
+
+def _diag_records(s: Setup) -> int:
+    from twin.campaign.steps import _diagnostics_count
+
+    return _diagnostics_count(s.exp_dir / "diagnostics.nc", s.comm)

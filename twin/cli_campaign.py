@@ -1,0 +1,140 @@
+"""The campaign commands of ``twin``: ``submit`` and ``status``, and the workflow path of ``run``.
+
+``twin submit FILE``
+    Renders a batch script from ``jobscripts/`` for a campaign with ``resources.type: slurm`` and submits it with
+    ``sbatch``. ``--mode driver`` (default): a small job runs the Parsl workflow, and Parsl submits the member runs as
+    blocks of their own (SlurmProvider). ``--mode single``: one MPI job of ``resources.ranks`` ranks holds the whole
+    campaign (online mode). ``--mode array``: one job-array task per experiment, each online. ``--dry-run`` prints
+    the script. Submitting again on the same run directory resumes the campaign.
+
+    Pilot jobs instead of a driver job: where compute nodes may not submit jobs, run the driver on the login node,
+    ``nohup twin run FILE --workflow &`` (or ``python -m workflows run FILE``); Parsl's SlurmProvider then submits
+    pilot jobs (blocks of ``resources.nodes`` nodes, at most ``resources.max_blocks`` at once) whose workers pull the
+    member tasks. The driver itself uses little CPU; ``twin status RUN_DIR`` shows progress from anywhere.
+
+``twin status RUN_DIR``
+    Per experiment: done, running, interrupted, failed or pending; cycles done; member forecasts of the current
+    cycle; dropped members and why (:mod:`twin.campaign.status`).
+
+``twin run FILE``
+    For a campaign with an ``assimilation`` section: the Parsl workflow when ``resources.workers > 1`` or with
+    ``--workflow`` (:func:`run_workflow`), otherwise online in the current MPI job (:func:`twin.campaign.online
+    .run_online`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def print_errors(exc) -> int:
+    """Print a twin error one problem per line (no traceback); returns exit status 2."""
+    for line in exc.lines():
+        print(f"error: {line}", file=sys.stderr)
+    return 2
+
+
+def default_run_dir(loaded) -> Path:
+    """``outputs.directory`` with ``{name}`` replaced, relative to the current directory."""
+    cfg = loaded.config
+    return Path(cfg.outputs.directory.replace("{name}", cfg.campaign.name))
+
+
+def wants_workflow(loaded, workflow_flag: bool = False) -> bool:
+    """Whether ``twin run`` should go through Parsl: ``--workflow`` or ``resources.workers > 1``."""
+    return bool(workflow_flag) or int(loaded.config.resources.workers) > 1
+
+
+def run_workflow(loaded, run_dir, **kwargs):
+    """The campaign as a Parsl workflow (:func:`workflows.campaign.run_workflow`); imports no MPI or PETSc."""
+    from workflows.campaign import run_workflow as _run
+
+    return _run(loaded, run_dir, **kwargs)
+
+
+# -- parsers ---------------------------------------------------------------------------------------------------------
+def add_submit_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("submit", help="submit a campaign to Slurm (batch script from jobscripts/ + sbatch)",
+                       description="Render a batch script for a campaign with resources.type slurm and submit it "
+                                   "with sbatch. Submitting again on the same run directory resumes.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", metavar="DIR", help="run directory (default: outputs.directory of the file)")
+    p.add_argument("--mode", choices=("driver", "single", "array"), default="driver",
+                   help="driver: a job runs the Parsl workflow (default); single: one MPI job, online; "
+                        "array: one online job per experiment")
+    p.add_argument("--dry-run", action="store_true", help="print the batch script and the sbatch command only")
+    return p
+
+
+def add_status_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("status", help="progress of a campaign: experiments, cycles, failures",
+                       description="Which experiments and cycles of a campaign are done, running or failed, "
+                                   "read from the run directory's files.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+# -- commands --------------------------------------------------------------------------------------------------------
+def cmd_status(args) -> int:
+    from twin.campaign.status import status, summary
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "experiments").is_dir():
+        print(f"error: {run_dir} is not a campaign run directory (no experiments/ in it)", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary(run_dir), indent=1))
+        return 0
+    st = status(run_dir)
+    print("\n".join(st.lines()))
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from twin.campaign.experiments import prepare_experiments
+    from twin.config.loader import load_campaign
+    from twin.core.errors import ConfigError, TwinError
+    from workflows.jobscripts import render
+
+    try:
+        loaded = load_campaign(args.file)
+        cfg = loaded.config
+        if cfg.resources.type != "slurm":
+            raise ConfigError(f"{loaded.path}: resources.type is {cfg.resources.type!r}; twin submit needs "
+                              "'resources: {type: slurm, partition: ...}' (use 'twin run' on this machine)")
+        run_dir = Path(args.output or default_run_dir(loaded)).resolve()
+        dirs = prepare_experiments(loaded, run_dir)
+        log_dir = run_dir / "slurm"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        script = render(args.mode.replace("driver", "campaign_driver").replace("single", "single_run").replace(
+                            "array", "experiment_array"), cfg.resources, job_name=f"twin-{cfg.campaign.name}",
+                        campaign_file=loaded.path, run_dir=run_dir, workdir=Path.cwd().resolve(), log_dir=log_dir,
+                        experiment_names=[d.name for d in dirs])
+    except TwinError as exc:
+        return print_errors(exc)
+    path = log_dir / f"{args.mode}.sbatch"
+    path.write_text(script.text)
+    command = ["sbatch", "--parsable", *script.sbatch_args, str(path)]
+    if args.dry_run:
+        print(script.text)
+        print("# " + " ".join(command))
+        return 0
+    if shutil.which("sbatch") is None:
+        print("error: sbatch is not on PATH: run twin submit on a Slurm login node (or use twin run here)",
+              file=sys.stderr)
+        return 2
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        print(f"error: sbatch failed ({proc.returncode}): {proc.stderr.strip()}", file=sys.stderr)
+        return 2
+    job = proc.stdout.strip().split(";")[0]
+    (log_dir / "jobs.txt").open("a").write(f"{job} {args.mode}\n")
+    print(f"submitted batch job {job} ({args.mode}); run directory {run_dir}")
+    print(f"  follow it with: twin status {run_dir}")
+    return 0

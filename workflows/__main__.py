@@ -1,0 +1,42 @@
+"""``python -m workflows run FILE [-o DIR]``: run or resume a campaign as a Parsl workflow in this process.
+
+This is what the campaign-driver batch script (``jobscripts/campaign_driver.sbatch``) runs, and what ``twin run
+--workflow`` calls; the process imports neither mpi4py nor petsc4py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m workflows", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run or resume a campaign as a Parsl workflow")
+    r.add_argument("file")
+    r.add_argument("-o", "--output", metavar="DIR", help="run directory (default: outputs.directory of the file)")
+    r.add_argument("--address", help="address Slurm workers connect back to (default: this host's name)")
+    r.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+
+    from twin.cli_campaign import default_run_dir, print_errors
+    from twin.config.loader import load_campaign
+    from twin.core.errors import TwinError
+    from workflows.campaign import run_workflow
+
+    try:
+        loaded = load_campaign(args.file)
+        result = run_workflow(loaded, args.output or default_run_dir(loaded), address=args.address,
+                              verbose=args.verbose)
+    except TwinError as exc:
+        return print_errors(exc)
+    print(f"{'done' if result.ok else 'finished with failures'}: {result.tasks_run} task(s) in "
+          f"{result.seconds:.1f} s; outputs in {result.run_dir}")
+    for name, state in result.states.items():
+        print(f"  {name}: {state}")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

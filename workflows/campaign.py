@@ -1,0 +1,331 @@
+"""The campaign DAG on Parsl: experiments x cycles x members, with retries, a failure policy, resume and progress.
+
+For every experiment (:func:`twin.campaign.experiments.expand`)::
+
+    init -> forecast(k=0, m=0..N-1) -> analyse(0) -> forecast(1, ...) -> ... -> analyse(K-1) -> finalize
+
+Each box is a Parsl bash app running ``python -m twin.campaign.task STEP EXP_DIR ...`` under an MPI launcher
+(:mod:`workflows.executors`): member forecasts on ``ranks_per_member`` ranks, the other steps on ``resources.ranks``.
+State passes between tasks only through the experiment's files (HDF5 checkpoints and forecast files), so this
+process never imports mpi4py, petsc4py or h5py, and experiments advance independently (one experiment's analysis
+does not wait for another's forecasts).
+
+Resume: before anything runs, ``task scan`` verifies each experiment's files (latest good checkpoint, verified member
+forecasts of the next cycle); the DAG starts from there, so finished work is never submitted again, and every step
+is idempotent as well (a step whose output verifies does nothing). Random streams depend only on the seeds and the
+cycle/member indices, so a resumed campaign's outputs equal an uninterrupted run's.
+
+Failures: Parsl retries a failed task ``experiments.retries`` times, except for twin's configuration and workflow
+errors (exit status 2), which would fail again. A member forecast that still fails is named in the log and, by
+``experiments.on_member_failure``, dropped (a ``.failed`` marker; the analysis leaves it out) or the experiment is
+stopped (``stopped.json``) while the others go on. An analysis that fails stops its experiment. Nothing waits on a
+task that cannot come: every future is resolved by success, failure or ``task_timeout``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from twin.campaign import layout
+from twin.campaign.experiments import experiments_section, prepare_experiments
+from twin.campaign.status import status, write_heartbeat
+from twin.core.errors import WorkflowError
+from twin.core.log import get_logger, setup_logging
+from twin.core.progress import Progress
+from workflows.executors import Launcher, build_config, launcher_for, scrubbed_environ
+
+log = get_logger("twin.workflows")
+
+#: Exit status of ``twin.campaign.task`` for twin errors that a retry cannot fix (bad configuration, missing input).
+EXIT_NO_RETRY = 2
+
+
+@dataclass
+class WorkflowResult:
+    """What a workflow run did: per-experiment final states, task counts and wall time."""
+
+    run_dir: Path
+    states: dict[str, str]
+    tasks_run: int
+    tasks_failed: int
+    seconds: float
+    dropped: dict[str, dict[int, str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(s == "done" for s in self.states.values())
+
+
+@dataclass
+class _Experiment:
+    """The driver's view of one experiment: where it is in its DAG."""
+
+    name: str
+    dir: Path
+    n_cycles: int
+    n_members: int
+    ranks_per_member: int
+    cycle: int = 0
+    stage: str = "init"  # init -> forecast -> analyse -> finalize -> done | failed
+    alive: set = field(default_factory=set)
+    pending: dict = field(default_factory=dict)  # future -> (step, member)
+    failures: dict = field(default_factory=dict)  # member -> reason, this cycle
+    skip_members: set = field(default_factory=set)
+
+
+def _sizes(exp_dir: Path) -> tuple[int, int, int]:
+    """Cycles, members and ranks per member from ``experiment.yaml`` (validated by the expansion already)."""
+    import yaml
+
+    data = yaml.safe_load(layout.config_file(exp_dir).read_text())
+    a = data["assimilation"]
+    rpm = max(int((data.get("ensemble") or {}).get("ranks_per_member", 1)), int(a.get("ranks_per_member", 1)))
+    return int(a["schedule"]["cycles"]), int(a["N"]), rpm
+
+
+def scan_experiments(dirs: list[Path], python: str = sys.executable) -> dict[Path, dict]:
+    """Run ``task scan`` for every experiment (in parallel subprocesses, serial HDF5): what is complete."""
+    env = {**scrubbed_environ(), "PYTHONDONTWRITEBYTECODE": "1"}
+    procs = {d: subprocess.Popen([python, "-m", "twin.campaign.task", "scan", str(d)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env) for d in dirs}
+    out = {}
+    for d, p in procs.items():
+        stdout, stderr = p.communicate()
+        if p.returncode != 0:
+            raise WorkflowError(f"cannot scan experiment {d}: {stderr.strip().splitlines()[-1:] or p.returncode}")
+        out[d] = json.loads(stdout.strip().splitlines()[-1])
+    return out
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    # Parsl writes the command between these markers at the top of the bash app's stderr
+    if "--> end executable <--" in lines:
+        lines = lines[len(lines) - lines[::-1].index("--> end executable <--"):]
+    for ln in reversed(lines):
+        if ln.startswith(("model failed:", "error:")):
+            return ln
+    return lines[-1] if lines else ""
+
+
+def _retry_handler(exc, task_record) -> float:
+    """Parsl retry cost: twin errors with exit status 2 would fail again, so they use up every retry at once."""
+    if getattr(exc, "exitcode", None) == EXIT_NO_RETRY:
+        return 1e9
+    return 1.0
+
+
+class CampaignWorkflow:
+    """Drives the DAGs of all experiments of a campaign on a loaded Parsl configuration."""
+
+    def __init__(self, run_dir: Path, dirs: list[Path], policy, resources, launcher: Launcher,
+                 scans: dict[Path, dict]):
+        import parsl
+
+        self.run_dir = run_dir
+        self.policy = policy
+        self.resources = resources
+        self.launcher = launcher
+        self.logs = run_dir / "runinfo" / "tasks"
+        self.app = parsl.bash_app(_task)
+        self.exps: list[_Experiment] = []
+        self.tasks_run = self.tasks_failed = 0
+        for d in dirs:
+            K, N, rpm = _sizes(d)
+            e = _Experiment(d.name, d, K, N, rpm, alive=set(range(N)))
+            self._resume(e, scans[d])
+            self.exps.append(e)
+
+    # -- resume ------------------------------------------------------------------------------------------------------
+    def _resume(self, e: _Experiment, scan: dict) -> None:
+        if layout.stopped_marker(e.dir).exists():
+            e.stage = "failed"
+            return
+        k = int(scan["checkpoint"])
+        for j in range(max(k, 0) + 1):
+            e.alive -= set(layout.member_files(e.dir, j)[1])
+        if k < 0:
+            e.stage, e.cycle = "init", 0
+        elif k >= e.n_cycles:
+            e.stage, e.cycle = ("done" if scan["outputs"] else "finalize"), e.n_cycles
+        else:
+            e.stage, e.cycle = "forecast", k
+            e.skip_members = set(scan["members_done"])
+        if k >= 0:
+            log.info("experiment %s: resuming at %s (cycle %d of %d; %d member forecasts of it already done)", e.name,
+                     e.stage, e.cycle, e.n_cycles, len(e.skip_members))
+
+    @property
+    def total_tasks(self) -> int:
+        total = 0
+        for e in self.exps:
+            if e.stage in ("done", "failed"):
+                continue
+            cycles = e.n_cycles - e.cycle
+            total += (e.stage == "init") + cycles * (len(e.alive) + 1) - len(e.skip_members) + 1
+        return total
+
+    # -- submission --------------------------------------------------------------------------------------------------
+    def _submit(self, e: _Experiment, step: str, ranks: int, args: list, member: int | None = None) -> None:
+        tag = f"{step}" + (f"_c{e.cycle:04d}" if step in ("forecast", "analyse") else "") + (
+            f"_m{member:04d}" if member is not None else "")
+        base = self.logs / e.name / tag
+        base.parent.mkdir(parents=True, exist_ok=True)
+        cmd = self.launcher.command(ranks, [step, e.dir, *args])
+        fut = self.app(cmd, stdout=str(base) + ".out", stderr=str(base) + ".err",
+                       walltime=self.policy.task_timeout)
+        e.pending[fut] = (step, member, base)
+        self.tasks_run += 1
+
+    def _start_stage(self, e: _Experiment) -> None:
+        """Submit the tasks of ``e``'s current stage."""
+        if e.stage == "init":
+            self._submit(e, "init", 1, [])
+        elif e.stage == "forecast":
+            e.failures = {}
+            todo = sorted(e.alive - e.skip_members)
+            e.skip_members = set()
+            for m in todo:
+                self._submit(e, "forecast", e.ranks_per_member, ["--cycle", e.cycle, "--member", m], m)
+            if not todo:
+                e.stage = "analyse"
+                self._start_stage(e)
+        elif e.stage == "analyse":
+            self._submit(e, "analyse", self.resources.ranks,
+                         ["--cycle", e.cycle, "--min-members", self.policy.min_members])
+        elif e.stage == "finalize":
+            self._submit(e, "finalize", self.resources.ranks, [])
+
+    def _stop(self, e: _Experiment, reason: str) -> None:
+        layout.write_json(layout.stopped_marker(e.dir), {"cycle": e.cycle, "stage": e.stage, "reason": reason})
+        log.error("experiment %s stopped in cycle %d: %s", e.name, e.cycle, reason)
+        e.stage = "failed"
+
+    # -- completion --------------------------------------------------------------------------------------------------
+    def _finished(self, e: _Experiment, fut) -> str:
+        """Handle one finished task of ``e``; returns a short progress note."""
+        step, member, base = e.pending.pop(fut)
+        try:
+            fut.result()
+            error = None
+        except Exception as exc:  # noqa: BLE001 - a Parsl app failure of any kind (exit status, timeout, lost worker)
+            error = _last_line(Path(str(base) + ".err")) or f"{type(exc).__name__}: {exc}"
+            log.debug("task %s failed: %r", base.name, exc)
+            self.tasks_failed += 1
+        if step == "forecast":
+            if error is not None:
+                e.failures[member] = error
+                log.warning("experiment %s: member %d failed in cycle %d after %d attempt(s): %s", e.name, member,
+                            e.cycle, self.policy.retries + 1, error)
+            if e.pending:
+                return f"{e.name} c{e.cycle} m{member}"
+            if e.failures and self.policy.on_member_failure == "stop":
+                self._stop(e, "member(s) " + ", ".join(f"{m} ({r})" for m, r in sorted(e.failures.items()))
+                           + " failed (policy: stop)")
+                return f"{e.name} stopped"
+            for m, reason in e.failures.items():
+                layout.write_json(layout.failed_marker(e.dir, e.cycle, m), {"cycle": e.cycle, "member": m,
+                                                                             "reason": reason})
+                e.alive.discard(m)
+                log.warning("experiment %s: member %d dropped in cycle %d", e.name, m, e.cycle)
+            e.stage = "analyse"
+        elif error is not None:
+            self._stop(e, f"{step} failed: {error}")
+            return f"{e.name} failed"
+        elif step == "init":
+            e.stage, e.cycle = "forecast", 0
+        elif step == "analyse":
+            e.cycle += 1
+            e.stage = "forecast" if e.cycle < e.n_cycles else "finalize"
+        elif step == "finalize":
+            e.stage = "done"
+            return f"{e.name} done"
+        if e.stage not in ("done", "failed"):
+            self._start_stage(e)
+        return f"{e.name} {step} c{e.cycle}"
+
+    def run(self, interactive: bool | None = None) -> None:
+        for e in self.exps:
+            if e.stage not in ("done", "failed"):
+                self._start_stage(e)
+        bar = Progress("campaign tasks", self.total_tasks, interactive=interactive, log_every=5.0)
+        last_beat = 0.0
+        try:
+            while True:
+                owner = {f: e for e in self.exps for f in e.pending}
+                if not owner:
+                    break
+                done, _ = cf.wait(list(owner), timeout=2.0, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    bar.advance(status=self._finished(owner[fut], fut))
+                if time.time() - last_beat > 5.0:
+                    write_heartbeat(self.run_dir)
+                    last_beat = time.time()
+        finally:
+            bar.close()
+
+
+def _task(command: str, stdout=None, stderr=None, walltime=None) -> str:
+    """The bash app of every campaign task: the command line built by :class:`workflows.executors.Launcher`."""
+    return command
+
+
+def run_workflow(loaded, run_dir, *, experiments=None, address: str | None = None, verbose: bool = False,
+                 interactive: bool | None = None) -> WorkflowResult:
+    """Run (or resume) the campaign ``loaded`` as a Parsl workflow in ``run_dir``.
+
+    Parameters
+    ----------
+    loaded : LoadedCampaign
+    run_dir : path-like
+        Created if needed; an existing run directory of the same campaign is resumed.
+    experiments : ExperimentsConfig, optional
+        Matrix and failure policy (default: the campaign's ``experiments`` section).
+    address : str, optional
+        Address Slurm workers connect back to (default: this host's name).
+    verbose : bool
+        Debug logging.
+
+    Returns
+    -------
+    WorkflowResult
+        ``ok`` when every experiment is done; failed and dropped members and stopped experiments are reported by
+        name in it, in ``twin.log`` and by ``twin status``.
+    """
+    import parsl
+
+    t0 = time.perf_counter()
+    cfg = loaded.config
+    policy = experiments or experiments_section(cfg)
+    run_dir = Path(run_dir).resolve()
+    dirs = prepare_experiments(loaded, run_dir, policy)
+    setup_logging(0, 1, verbose, logfile=str(run_dir / "twin.log"))
+    write_heartbeat(run_dir)
+    log.info("campaign '%s': %d experiment(s) as a Parsl workflow (%s resources) in %s", cfg.campaign.name,
+             len(dirs), cfg.resources.type, run_dir)
+    scans = scan_experiments(dirs)
+    pconfig = build_config(cfg.resources, run_dir, retries=policy.retries, address=address)
+    pconfig.retry_handler = _retry_handler
+    dfk = parsl.load(pconfig)
+    try:
+        wf = CampaignWorkflow(run_dir, dirs, policy, cfg.resources, launcher_for(cfg.resources), scans)
+        wf.run(interactive)
+    finally:
+        dfk.cleanup()
+        parsl.clear()
+        write_heartbeat(run_dir, "finished")
+    st = status(run_dir)
+    result = WorkflowResult(run_dir, {e.name: e.state for e in st.experiments}, wf.tasks_run, wf.tasks_failed,
+                            time.perf_counter() - t0, {e.name: e.dropped for e in st.experiments if e.dropped})
+    for line in st.lines():
+        log.info("%s", line)
+    return result

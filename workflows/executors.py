@@ -1,0 +1,175 @@
+"""Parsl executors and MPI launch commands built from the typed ``resources`` section.
+
+``LocalResources`` -> a HighThroughputExecutor with a LocalProvider: ``workers`` tasks at once on this machine, each a
+bash app that starts its own MPI job with ``mpiexec -n R`` (``launcher: mpiexec``), ``srun`` or no launcher.
+
+``SlurmResources`` -> a HighThroughputExecutor with a SlurmProvider (partition, account, qos, walltime, nodes per
+block, at most ``max_blocks`` blocks, ``modules`` loaded and ``worker_init`` run before the workers start); member
+runs are launched with ``srun --ntasks R`` (or ``mpiexec -n R``) from inside the block's allocation.
+
+Pitfalls handled, and why this is not Parsl's ``MPIExecutor``:
+
+* Parsl's MPI mode composes ``mpiexec -n R -ppn P -hosts H`` (MPICH/Hydra syntax, refused by Open MPI) and finds its
+  nodes only from Slurm or PBS variables, so it cannot run on a laptop; twin composes the launch command itself
+  (:class:`Launcher`) and gives every task its own MPI job. The workflow process never imports mpi4py or petsc4py.
+* The worker pool of a Slurm block runs in the batch script itself (``SimpleLauncher``), not in an ``srun`` step:
+  member runs are ``srun`` steps of their own, and a step cannot be started from inside another step that holds all
+  the allocation's CPUs.
+* ``cores_per_node`` makes Parsl add ``--cpus-per-task``; it is set to the CPUs the block's workers need
+  (``workers * ranks``) with ``exclusive=False`` so a shared node is not requested whole, and never together with a
+  ``#SBATCH -n`` line (which clashes with Parsl's own ``--ntasks-per-node``).
+* Open MPI counts one slot per Slurm task, or per core on a laptop; more ranks than that needs oversubscription,
+  which the launch command enables through the environment (``OMPI_MCA_rmaps_base_oversubscribe=1``, ignored by
+  other MPI libraries).
+* HTEX workers are capped by ``max_workers_per_node``, not by cores (``cores_per_worker`` tiny): a worker only waits
+  for its MPI job, which owns the cores.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Environment every MPI task gets: oversubscription allowed (Open MPI), no Python bytecode files in the tree.
+TASK_ENV = {"OMPI_MCA_rmaps_base_oversubscribe": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+#: Variables passed through from the driver's environment when set (Open MPI refuses root without the first two).
+PASS_ENV = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "PETSC_DIR", "PETSC_ARCH", "PYTHONPATH")
+#: Shell prelude of every task: drop MPI runtime variables inherited from a process that had initialised MPI (an
+#: MPI singleton exports PMIX_*/OMPI_* into its environment, and every mpiexec started below it then fails silently
+#: with status 1). The root-permission switches stay.
+SCRUB_MPI_ENV = ("for v in $(compgen -e); do case $v in OMPI_ALLOW_RUN_AS_ROOT*) ;; "
+                 "OMPI_*|PMIX_*|ORTE_*|OPAL_*|PMI_*|HYDRA_*|I_MPI_*) unset \"$v\";; esac; done; ")
+
+
+def scrubbed_environ(environ=None) -> dict:
+    """A copy of ``environ`` without MPI runtime variables (see :data:`SCRUB_MPI_ENV`), for subprocesses."""
+    env = dict(os.environ if environ is None else environ)
+    prefixes = ("OMPI_", "PMIX_", "ORTE_", "OPAL_", "PMI_", "HYDRA_", "I_MPI_")
+    return {k: v for k, v in env.items() if not k.startswith(prefixes) or k.startswith("OMPI_ALLOW_RUN_AS_ROOT")}
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """How a task's MPI job is started.
+
+    Attributes
+    ----------
+    kind : {"mpiexec", "srun", "none"}
+    python : str
+        The interpreter that runs ``twin.campaign.task`` (the driver's, so the same environment).
+    env : dict
+        Extra environment of the task.
+    """
+
+    kind: str = "mpiexec"
+    python: str = field(default_factory=lambda: sys.executable)
+    env: tuple[tuple[str, str], ...] = ()
+
+    def prefix(self, ranks: int) -> list[str]:
+        ranks = int(ranks)
+        if ranks < 1:
+            raise ValueError(f"a task needs at least one rank, got {ranks}")
+        if self.kind == "mpiexec":
+            return ["mpiexec", "-n", str(ranks)]
+        if self.kind == "srun":
+            return ["srun", f"--ntasks={ranks}", "--nodes=1", "--cpus-per-task=1", "--exact", "--kill-on-bad-exit=1"]
+        if self.kind == "none":
+            if ranks != 1:
+                raise ValueError(f"launcher 'none' runs one process; {ranks} ranks need mpiexec or srun")
+            return []
+        raise ValueError(f"unknown launcher {self.kind!r}")
+
+    def command(self, ranks: int, args: list[str]) -> str:
+        """The shell command of a task: environment, launcher, ``python -m twin.campaign.task ARGS`` (quoted)."""
+        env = dict(TASK_ENV)
+        env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
+        env.update(dict(self.env))
+        words = ["env"] + [f"{k}={v}" for k, v in sorted(env.items())]
+        words += self.prefix(ranks) + [self.python, "-m", "twin.campaign.task"] + [str(a) for a in args]
+        return SCRUB_MPI_ENV + " ".join(shlex.quote(w) for w in words)
+
+
+def launcher_for(resources) -> Launcher:
+    return Launcher(kind=resources.launcher)
+
+
+def parsl_commands(python: str | None = None) -> dict:
+    """HTEX's interchange and worker-pool commands run by this interpreter as modules: Parsl's defaults are the
+    scripts ``interchange.py`` and ``process_worker_pool.py``, found only when the environment's ``bin/`` is on
+    ``PATH`` (not so for ``.venv/bin/python -m ...`` without activation, nor on a batch node)."""
+    from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
+
+    python = python or sys.executable
+    pool = f"{shlex.quote(python)} -m parsl.executors.high_throughput.process_worker_pool"
+    return {"interchange_launch_cmd": [python, "-m", "parsl.executors.high_throughput.interchange"],
+            "launch_cmd": DEFAULT_LAUNCH_CMD.replace("process_worker_pool.py", pool, 1)}
+
+
+def _local_executor(resources, run_dir: Path, label: str):
+    from parsl.executors import HighThroughputExecutor
+    from parsl.launchers import SimpleLauncher
+    from parsl.providers import LocalProvider
+
+    provider = LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, launcher=SimpleLauncher(), cmd_timeout=60)
+    return HighThroughputExecutor(label=label, address="127.0.0.1", max_workers_per_node=resources.workers,
+                                  cores_per_worker=1e-6, provider=provider, encrypted=False,
+                                  worker_logdir_root=str(run_dir), heartbeat_period=5, heartbeat_threshold=60,
+                                  poll_period=10, **parsl_commands())
+
+
+def slurm_worker_init(resources, python: str | None = None) -> str:
+    """Lines run in a Slurm block before the workers start: module loads, the YAML's ``worker_init`` commands, and
+    the driver's interpreter directory on ``PATH`` (so ``process_worker_pool.py`` of the same Parsl is found).
+    ``module`` names and ``worker_init`` words were validated by the schema (no shell metacharacters)."""
+    lines = [f"module load {shlex.quote(m)}" for m in resources.modules]
+    lines += [" ".join(shlex.quote(w) for w in cmd.split()) for cmd in resources.worker_init]
+    bindir = str(Path(python or sys.executable).parent)
+    lines.append(f"export PATH={shlex.quote(bindir)}:\"$PATH\"")
+    return "\n".join(lines)
+
+
+def _slurm_executor(resources, run_dir: Path, label: str, address: str | None):
+    from parsl.addresses import address_by_hostname
+    from parsl.executors import HighThroughputExecutor
+    from parsl.launchers import SimpleLauncher
+    from parsl.providers import SlurmProvider
+
+    cores = resources.workers * resources.ranks_per_node
+    provider = SlurmProvider(partition=resources.partition, account=resources.account, qos=resources.qos,
+                             nodes_per_block=resources.nodes, cores_per_node=cores, init_blocks=1, min_blocks=0,
+                             max_blocks=resources.max_blocks, walltime=resources.walltime, exclusive=False,
+                             worker_init=slurm_worker_init(resources), launcher=SimpleLauncher(), cmd_timeout=60)
+    return HighThroughputExecutor(label=label, address=address or address_by_hostname(),
+                                  max_workers_per_node=resources.workers, cores_per_worker=1e-6, provider=provider,
+                                  worker_logdir_root=str(run_dir), heartbeat_period=10, heartbeat_threshold=120,
+                                  **parsl_commands())
+
+
+def build_config(resources, run_dir, *, retries: int = 0, address: str | None = None):
+    """The Parsl configuration for ``resources``; Parsl's run directory is ``<run_dir>/runinfo``.
+
+    Parameters
+    ----------
+    resources : LocalResources or SlurmResources
+    run_dir : path-like
+        The campaign's run directory.
+    retries : int
+        Parsl retries of a failed task.
+    address : str, optional
+        Address workers connect back to (Slurm); default: this host's name. Local runs use 127.0.0.1.
+    """
+    from parsl.config import Config
+
+    runinfo = Path(run_dir) / "runinfo"
+    runinfo.mkdir(parents=True, exist_ok=True)
+    if resources.type == "local":
+        executor = _local_executor(resources, runinfo, "twin_local")
+    elif resources.type == "slurm":
+        executor = _slurm_executor(resources, runinfo, "twin_slurm", address)
+    else:
+        raise ValueError(f"unknown resources type {resources.type!r}")
+    return Config(executors=[executor], run_dir=str(runinfo), retries=int(retries), strategy="simple",
+                  strategy_period=2, max_idletime=30.0, initialize_logging=True, usage_tracking=0)
