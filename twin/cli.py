@@ -1,4 +1,4 @@
-"""The ``twin`` command: ``validate``, ``run``, ``submit``, ``status``, ``inspect``, ``info``.
+"""The ``twin`` command: ``validate``, ``run``, ``submit``, ``status``, ``report``, ``inspect``, ``info``.
 
 PETSc options may follow the campaign file (``twin run c.yaml -heat_ts_type cn -log_view``); they are handed to
 PETSc before any solver exists, and win over the options in the YAML.
@@ -31,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_submit_parser(sub)
     add_status_parser(sub)
+
+    from twin.cli_report import add_report_parser
+
+    add_report_parser(sub)
 
     n = sub.add_parser("inspect", help="summarise an output file or run directory (kind, cycles, provenance, checksums)")
     n.add_argument("path", metavar="FILE_OR_RUN_DIR")
@@ -149,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(args, extra)
     if args.command == "inspect":
         return cmd_inspect(args)
+    if args.command == "report":
+        from twin.cli_report import cmd_report
+
+        return cmd_report(args)
     if args.command in ("submit", "status"):
         from twin.cli_campaign import cmd_status, cmd_submit
 

@@ -13,6 +13,7 @@ A campaign file has these top-level sections::
     resources:    where it runs: ``local`` or ``slurm``
     outputs:      run directory and what is written
     experiments:  a matrix of settings expanding the campaign into experiments; failure policy of workflows
+    decision:     quantities of interest, horizon, controls and constraints, risk measure, guardrails
 
 Every section forbids unknown keys. Cross-section rules (e.g. an observation set naming a model that does not exist)
 are checked by :func:`check_references` after the sections themselves validated.
@@ -26,6 +27,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from twin.config.common import Strict, Units, _check_units, at
+from twin.config.decision import DecisionConfig
 from twin.config.experiments import ExperimentsConfig
 from twin.config.models import model_section_type
 from twin.config.sections import assimilation_section_type, coupling_section_type, observation_section_type
@@ -180,6 +182,7 @@ def campaign_type():
         resources: Resources = Field(default_factory=lambda: LocalResources(type="local"))
         outputs: Outputs = Field(default_factory=Outputs)
         experiments: ExperimentsConfig | None = None
+        decision: DecisionConfig | None = None
 
     Campaign.__name__ = Campaign.__qualname__ = "Campaign"
     return Campaign

@@ -8,10 +8,15 @@ before it imports any science module, so PETSc options work the PETSc way. Libra
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from typing import Any, Mapping
 
 #: PETSc option names given on the command line (without the leading dash); these win over YAML options.
 _COMMAND_LINE: set[str] = set()
+#: Option names put into the database by :func:`set_options`, per prefix, oldest prefix first.
+_INSERTED: "OrderedDict[str, set[str]]" = OrderedDict()
+#: PETSc 3.18 holds at most 512 options; beyond this many inserted ones, the oldest prefixes' options are removed.
+_KEEP = 256
 
 
 def init_petsc(options: list[str] | None = None) -> Any:
@@ -40,17 +45,35 @@ def set_options(prefix: str, options: Mapping[str, Any]) -> None:
 
     Command-line options win over YAML ones, as in PETSc itself; an option set by an earlier YAML section (e.g. a
     component of the same name in an earlier experiment) is overwritten. Booleans become ``true``/``false``.
+
+    The options are read when the component's solvers call ``setFromOptions``; the database is bounded (512 entries
+    in PETSc 3.18), so options of prefixes that were set long ago (objects configured since) are removed once more
+    than a few hundred are held, and :func:`clear_options` removes a prefix's options when its model is destroyed.
     """
     from petsc4py import PETSc
 
     opts = PETSc.Options()
+    names = _INSERTED.setdefault(prefix, set())
+    _INSERTED.move_to_end(prefix)
     for key, value in options.items():
         name = f"{prefix}{key.lstrip('-')}"
         if name in _COMMAND_LINE:
             continue
+        names.add(name)
         if isinstance(value, bool):
             value = "true" if value else "false"
         opts.setValue(name, "" if value is None else str(value))
+    while sum(len(v) for v in _INSERTED.values()) > _KEEP and next(iter(_INSERTED)) != prefix:
+        clear_options(next(iter(_INSERTED)))
+
+
+def clear_options(prefix: str) -> None:
+    """Remove the options :func:`set_options` put under ``prefix`` (command-line options stay)."""
+    from petsc4py import PETSc
+
+    opts = PETSc.Options()
+    for name in _INSERTED.pop(prefix, ()):
+        opts.delValue(name)
 
 
 def reason_name(cls: Any, code: int) -> str:

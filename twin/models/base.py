@@ -178,7 +178,10 @@ class Model(ABC):
         return {}
 
     def destroy(self) -> None:
-        """Destroy the PETSc objects this model owns."""
+        """Destroy the PETSc objects this model owns (and forget its YAML solver options)."""
+        from twin.core.petsc import clear_options
+
+        clear_options(self.options_prefix)
         for p in self.parameters.values():
             if p.is_field:
                 p.value.destroy()

@@ -1,0 +1,114 @@
+"""``twin report`` (through the CLI functions) on finished runs: a Lorenz-96 assimilation campaign with a decision
+and guardrail flags, and the forecast-only quickstart; the HTML exists and embeds its figures, every PNG exists and
+is non-empty, and panels without data are skipped with a note."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from twin.cli_report import add_report_parser, cmd_report
+
+pytestmark = pytest.mark.timeout(120)
+ROOT = Path(__file__).resolve().parents[2]
+
+CAMPAIGN = textwrap.dedent("""\
+    schema_version: 1
+    campaign: {name: l96report, seed: 1}
+    models:
+      l96:
+        type: lorenz96
+        n: 40
+        dt: 0.05
+        forcing: {value: 8.0, prior: {dist: normal, mean: 8.0, std: 0.5}, estimable: true}
+        initial_condition: random
+        perturbation: 1.0
+    timeline: {start: 0.0, end: 1.0, units: s}
+    assimilation:
+      method: etkf
+      N: 6
+      seed: 3
+      inflation: {multiplicative: 1.02}
+      schedule: {every: 2, cycles: 3}
+      observations: {component: 0, all_points: true, error_std: 1.0}
+    ensemble: {size: 6, ranks_per_member: 1}
+    resources: {type: local, ranks: 1}
+    """)
+
+
+def _report(run_dir) -> int:
+    parser = argparse.ArgumentParser(prog="twin")
+    add_report_parser(parser.add_subparsers(dest="command"))
+    return cmd_report(parser.parse_args(["report", str(run_dir)]))
+
+
+def _check_pngs(report_dir: Path, expected: set[str]) -> None:
+    pngs = {p.name: p for p in report_dir.rglob("*.png")}
+    assert expected <= set(pngs), sorted(pngs)
+    for p in pngs.values():
+        data = p.read_bytes()
+        assert len(data) > 2000 and data[:8] == b"\x89PNG\r\n\x1a\n", p
+
+
+def test_report_of_an_assimilation_campaign(tmp_path, capsys):
+    from twin.campaign.online import run_online
+    from twin.config.loader import load_campaign
+    from twin.decision.guardrails import Guardrails, GuardrailSettings
+    from twin.decision.records import write_decision
+    from twin.decision.structures import MaintenanceDecision
+
+    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    run_dir = tmp_path / "run"
+    (exp,) = run_online(load_campaign(tmp_path / "c.yaml"), MPI.COMM_SELF, run_dir)
+    # a decision and guardrail flags next to the experiment's outputs
+    write_decision(exp, MaintenanceDecision(2.5e8, 0.1, 0.15, 0.05, np.linspace(1.5e8, 3e8, 20), 1.0).as_dict())
+    g = Guardrails(4, GuardrailSettings(policy="exclude"))
+    rng = np.random.default_rng(0)
+    for k in range(15):
+        g.check(k, 0.1 * k, rng.standard_normal((4, 8)), np.array([0.0, 0.0, 0.0, 8.0]), np.ones(4))
+    g.write_flags(exp / "flags.jsonl")
+
+    # the last analysis ensemble as posterior samples for decisions
+    from twin.decision.prediction import PosteriorEnsemble
+
+    post = PosteriorEnsemble.from_checkpoint(exp / "checkpoint" / "cycle_0003.h5", "l96")
+    assert post.states.shape == (6, 40) and post.parameters["F"].shape == (6,)
+    assert post.time == pytest.approx(0.3)
+
+    assert _report(run_dir) == 0
+    out = capsys.readouterr().out
+    index = run_dir / "report" / "index.html"
+    assert str(index) in out and index.is_file()
+    _check_pngs(run_dir / "report", {"fields.png", "rmse_spread.png", "rank_histogram.png", "qoi_fans.png",
+                                     "decision.png", "changes.png"})
+    text = index.read_text()
+    assert text.count("data:image/png;base64,") == 6
+    assert "sensor 3" in text and "excluded" in text  # the flags table
+    assert "P(max von Mises" in text  # the decision's summary
+    assert "parameter F" in text  # what changed since the last update
+
+
+def test_report_of_the_quickstart_forecast(tmp_path):
+    from twin.config.loader import load_campaign
+    from twin.driver import run_campaign
+
+    result = run_campaign(load_campaign(ROOT / "configs" / "quickstart.yaml"), MPI.COMM_SELF,
+                          run_dir=str(tmp_path / "qs"))
+    assert _report(result.run_dir) == 0
+    index = result.run_dir / "report" / "index.html"
+    _check_pngs(result.run_dir / "report", {"fields.png", "qoi_fans.png"})
+    text = index.read_text()
+    assert "Skipped: no diagnostics.nc" in text and "Skipped: needs posterior.nc" in text
+    assert "Skipped: no decision recorded" in text
+
+
+def test_report_refuses_a_directory_without_outputs(tmp_path, capsys):
+    assert _report(tmp_path / "missing") == 2
+    (tmp_path / "empty").mkdir()
+    assert _report(tmp_path / "empty") == 2
+    assert "holds no twin outputs" in capsys.readouterr().err

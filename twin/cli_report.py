@@ -1,0 +1,34 @@
+"""The ``twin report RUN_DIR`` command: an HTML report of a finished (or running) campaign.
+
+Wired into :mod:`twin.cli` with ``add_report_parser(sub)`` in the parser and ``cmd_report(args)`` for
+``args.command == "report"``. Imports neither MPI nor PETSc until the run directory's checkpoints are read (through
+h5py), so it runs on a login node next to a campaign in progress.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_report_parser(subparsers) -> None:
+    """Add ``report`` to the ``twin`` sub-commands."""
+    p = subparsers.add_parser("report", help="write an HTML report (fields, RMSE/spread, rank histograms, QoI fans, "
+                                             "decision, flags, what changed) of a run directory",
+                              description="Write RUN_DIR/report/index.html with its PNG figures, from the files the "
+                                          "run left behind; panels whose data are absent are skipped with a note.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+
+
+def cmd_report(args) -> int:
+    """Run ``twin report``; prints the path of the HTML report. Returns the exit status (2 on a twin error)."""
+    from twin.core.errors import TwinError
+    from twin.report import write_report
+
+    try:
+        path = write_report(args.run_dir)
+    except TwinError as exc:
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0

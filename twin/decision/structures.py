@@ -1,0 +1,156 @@
+"""Maintenance decisions for a structural twin: probability that the peak stress exceeds a limit within a horizon
+under a load scenario, an inspection recommendation, and strain-gauge placement for that decision.
+
+Symbols: ``sigma_vm`` the element von Mises stress (Pa) of the structure model
+(:mod:`twin.models.structure.model`), ``M(t) = max_x sigma_vm(x, t)`` its maximum over the structure, ``T`` the
+horizon (s), ``L`` the stress limit (Pa, e.g. a fatigue or yield limit divided by a safety factor). Over the posterior
+members ``j`` (damage field, stiffness, load scales)::
+
+    p_exceed = P( max_{t <= T} M(t) > L ) ~ (1/N) #{ j : max_t M_j(t) > L }
+
+and inspection is recommended when ``p_exceed >= threshold`` (a probability set by the operator's risk appetite).
+The load scenario multiplies the model's named load cases (``load_<name>`` parameters) by given factors, e.g. a
+design storm or an overload test: the posterior samples of a load scale when it is estimated, its nominal value
+otherwise. The Monte Carlo standard error of ``p_exceed``, ``sqrt(p (1 - p) / N)``, is
+reported so that a decision close to the threshold can ask for more members.
+
+Sensor placement: the decision QoI is ``q = max_t M(t)``; the candidate gauges (points and directions) give
+predicted strains ``Y_j = H u_j`` for each member, and :class:`twin.decision.sensors.PlacementProblem.from_ensemble`
+builds the linearised-Gaussian criterion from the ensemble covariances of ``(Y, q)`` (ensemble sensitivity: the
+regression of ``q`` on the strains replaces the gradient of the nonsmooth maximum).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from mpi4py import MPI
+
+from twin.core.errors import ModelError
+from twin.core.log import get_logger
+from twin.decision.prediction import PosteriorEnsemble, QoIForecast, forecast_members, summarise
+from twin.decision.sensors import Placement, PlacementProblem, greedy_placement
+
+log = get_logger("twin.decision.structures")
+
+
+def max_von_mises(model, state, t: float) -> float:
+    """``max_x sigma_vm`` (Pa) over all ranks of the model's communicator (collective)."""
+    vm = model.von_mises(state)
+    local = float(vm.max()) if vm.size else -np.inf
+    return float(model.mesh.disp.comm_mpi().allreduce(local, op=MPI.MAX))
+
+
+def load_scenario(scales: Mapping[str, float]):
+    """A control that sets the scale factors of named load cases (``load_<name>``) of a structure model."""
+    scales = dict(scales)
+
+    def control(model) -> None:
+        for name, factor in scales.items():
+            key = name if name.startswith("load_") else f"load_{name}"
+            if key not in model.parameters:
+                known = sorted(k[5:] for k in model.parameters if k.startswith("load_"))
+                raise ModelError(model.name, f"load scenario names load case '{name}', the model has {known}")
+            model.set_parameter(key, float(factor))
+
+    return control
+
+
+@dataclass
+class MaintenanceDecision:
+    """Outcome of the exceedance analysis (stresses in Pa, times in the model's time units)."""
+
+    limit: float
+    threshold: float
+    probability: float
+    standard_error: float
+    peak_stress: np.ndarray
+    horizon: float
+    scenario: dict[str, float] = field(default_factory=dict)
+    forecast: QoIForecast | None = field(default=None, repr=False)
+
+    @property
+    def inspect(self) -> bool:
+        """Whether inspection is recommended (``probability >= threshold``)."""
+        return self.probability >= self.threshold
+
+    def as_dict(self) -> dict[str, Any]:
+        s = summarise(self.peak_stress, "peak_von_mises", "Pa", limits=[self.limit])
+        return {"kind": "structure", "limit_Pa": self.limit, "threshold": self.threshold,
+                "exceedance_probability": self.probability, "standard_error": self.standard_error,
+                "recommend_inspection": self.inspect, "horizon": self.horizon, "scenario": self.scenario,
+                "peak_stress": s.as_dict(), "peak_stress_samples": self.peak_stress.tolist(),
+                "summary": (f"P(max von Mises > {self.limit:.4g} Pa within {self.horizon:g}) = {self.probability:.3f}"
+                            f" +- {self.standard_error:.3f}: "
+                            f"{'inspection recommended' if self.inspect else 'no inspection needed'} "
+                            f"(threshold {self.threshold:g})")}
+
+
+def stress_exceedance(model, ensemble: PosteriorEnsemble, times: Sequence[float], limit: float,
+                      threshold: float = 0.1, scenario: Mapping[str, float] | None = None) -> MaintenanceDecision:
+    """Probability that the peak von Mises stress exceeds ``limit`` at some output time up to the horizon, under
+    ``scenario`` (load-case scale factors), and the inspection recommendation. Collective.
+
+    Raises
+    ------
+    ModelError
+        For a non-positive limit or a threshold outside (0, 1].
+    """
+    if not (np.isfinite(limit) and limit > 0):
+        raise ModelError(model.name, f"stress limit must be positive, got {limit}")
+    if not 0 < threshold <= 1:
+        raise ModelError(model.name, f"inspection threshold must be a probability in (0, 1], got {threshold}")
+    # The scenario scales the loads: a posterior load scale (estimated parameter) member by member, otherwise the
+    # model's nominal scale.
+    params = dict(ensemble.parameters)
+    nominal = {}
+    for name, factor in (scenario or {}).items():
+        key = name if name.startswith("load_") else f"load_{name}"
+        if key in params:
+            params[key] = params[key] * float(factor)
+        elif key in model.parameters:
+            nominal[key] = float(model.parameters[key].value) * float(factor)
+        else:
+            known = sorted(k[5:] for k in model.parameters if k.startswith("load_"))
+            raise ModelError(model.name, f"load scenario names load case '{name}', the model has {known}")
+    scaled = PosteriorEnsemble(ensemble.states, params, ensemble.time)
+    fc = forecast_members(model, scaled, times, control=load_scenario(nominal), qois=[],
+                          extra={"max_von_mises": max_von_mises})
+    fc.units["max_von_mises"] = "Pa"
+    peak = fc.running_max("max_von_mises")[:, -1]
+    p = float(np.mean(peak > limit))
+    se = math.sqrt(max(p * (1 - p), 1.0 / ensemble.size) / ensemble.size)
+    dec = MaintenanceDecision(float(limit), float(threshold), p, se, peak, float(times[-1]), dict(scenario or {}), fc)
+    log.info("%s: %s", model.name, dec.as_dict()["summary"])
+    return dec
+
+
+def gauge_placement(model, ensemble: PosteriorEnsemble, points, angles, error_std, K: int, t: float,
+                    scenario: Mapping[str, float] | None = None) -> tuple[Placement, PlacementProblem]:
+    """Choose ``K`` strain gauges among candidate ``points`` (m) and ``angles`` (rad) that are most informative about
+    the peak stress at time ``t`` under ``scenario`` (static or dynamic structure model). Collective.
+
+    Returns the greedy placement and the placement problem (to compare other placements with).
+    """
+    from twin.observations.structure import strain_gauge_matrix
+
+    H = strain_gauge_matrix(model.grid, points, angles)
+    if scenario:
+        load_scenario(scenario)(model)
+    vec = model.create_state()
+    Y, q = [], []
+    try:
+        for j in range(ensemble.size):
+            for name, v in ensemble.parameters.items():
+                model.set_parameter(name, v[j] if v.ndim > 1 else float(v[j]))
+            model.grid.set_global(ensemble.states[j], vec)
+            model.advance(vec, ensemble.time, t)
+            Y.append(H @ model.grid.allgather(vec).ravel())
+            q.append(max_von_mises(model, vec, t))
+    finally:
+        vec.destroy()
+    problem = PlacementProblem.from_ensemble(np.array(Y).T, np.array(q), error_std)
+    return greedy_placement(problem, K), problem

@@ -1,0 +1,181 @@
+"""What a run directory holds, read with :mod:`twin.io` for the report.
+
+Two layouts are recognised:
+
+* a forecast run of ``twin run`` (no assimilation): ``forecast.nc`` (fields, one member) and ``qoi.nc`` (QoI time
+  series) in the run directory;
+* an assimilation campaign: ``experiments/<name>/`` with ``posterior.nc``, ``forecast.nc``, ``diagnostics.nc``,
+  ``observations.h5`` (truth of twin experiments) and ``checkpoint/cycle_NNNN.h5`` (parameter ensembles), see
+  :mod:`twin.campaign.layout`.
+
+Either may also hold ``decision.json`` and ``flags.jsonl`` (:mod:`twin.decision.records`). Every file is optional:
+what is missing or unreadable is recorded in :attr:`RunData.missing` (with the reason), and the report skips the
+panels that need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twin.core.log import get_logger
+
+log = get_logger("twin.report")
+
+
+@dataclass
+class RunData:
+    """The data of one experiment (or of a forecast run) that the report plots.
+
+    Attributes
+    ----------
+    name : str
+    directory : Path
+    posterior, forecast, diagnostics, qoi : xarray.Dataset or None
+    truth : ndarray (time, ...) or None
+        True states at the posterior times (twin experiments), shaped like one member of the posterior variable.
+    parameters : dict
+        ``cycle -> {name: samples}`` of scalar parameters from the checkpoints.
+    decision : dict or None
+    flags : list of dict
+    missing : dict
+        ``what -> why`` for every input that was not found or could not be read.
+    """
+
+    name: str
+    directory: Path
+    posterior: Any = None
+    forecast: Any = None
+    diagnostics: Any = None
+    qoi: Any = None
+    truth: np.ndarray | None = None
+    parameters: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    parameter_times: dict[int, float] = field(default_factory=dict)
+    decision: dict | None = None
+    flags: list[dict] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "assimilation experiment" if self.posterior is not None or self.diagnostics is not None else "forecast"
+
+    def state_variables(self) -> list[str]:
+        """Data variables with a member and a time dimension (model fields)."""
+        ds = self.posterior if self.posterior is not None else self.forecast
+        if ds is None:
+            return []
+        return [v for v in ds.data_vars if {"member", "time"} <= set(ds[v].dims)]
+
+
+def _open(path: Path, what: str, data: RunData):
+    import xarray as xr
+
+    if not path.is_file():
+        data.missing[what] = f"{path.name} not found"
+        return None
+    try:
+        with xr.open_dataset(path, decode_times=False) as ds:
+            return ds.load()
+    except (OSError, ValueError, RuntimeError) as exc:
+        data.missing[what] = f"{path.name} unreadable ({exc})"
+        log.warning("report: cannot read %s: %s", path, exc)
+        return None
+
+
+def _truth(directory: Path, data: RunData) -> None:
+    from twin.core.errors import OutputError
+    from twin.io.checkpoint import CheckpointReader
+
+    path = directory / "observations.h5"
+    if not path.is_file():
+        data.missing["truth"] = "observations.h5 not found (not a twin experiment)"
+        return
+    try:
+        with CheckpointReader(path) as r:
+            if "truth" not in r.array_names:
+                data.missing["truth"] = "observations.h5 holds no truth"
+                return
+            truth = r.read_array("truth")
+    except (OutputError, OSError) as exc:
+        data.missing["truth"] = f"observations.h5 unreadable ({exc})"
+        return
+    var = data.state_variables()
+    if data.posterior is not None and var:
+        shape = data.posterior[var[0]].shape[2:]
+        if truth.shape[0] == data.posterior.sizes["time"] and int(np.prod(shape)) * len(var) == truth[0].size:
+            data.truth = truth.reshape((truth.shape[0],) + tuple(shape) + ((len(var),) if len(var) > 1 else ()))
+            return
+    data.missing["truth"] = "the truth in observations.h5 does not match the posterior's shape"
+
+
+def _parameters(directory: Path, data: RunData) -> None:
+    from twin.core.errors import OutputError
+    from twin.io.checkpoint import CheckpointReader
+
+    ck = directory / "checkpoint"
+    files = sorted(ck.glob("cycle_*.h5")) if ck.is_dir() else []
+    if not files:
+        data.missing["parameters"] = "no checkpoints with parameter ensembles"
+        return
+    for path in files:
+        try:
+            with CheckpointReader(path, verify=False) as r:
+                alive = (r.read_array("alive").astype(bool) if "alive" in r.array_names else None)
+                params = {}
+                for name, value in r.scalar_parameters.items():
+                    v = np.atleast_1d(np.asarray(value, dtype=float))
+                    params[name] = v[alive] if alive is not None and alive.size == v.size else v
+                data.parameters[r.cycle] = params
+                data.parameter_times[r.cycle] = r.time
+        except (OutputError, OSError, KeyError) as exc:
+            log.warning("report: skipping checkpoint %s: %s", path, exc)
+    if not any(data.parameters.values()):
+        data.missing["parameters"] = "the checkpoints hold no scalar parameters"
+
+
+def load_run(directory, name: str | None = None) -> RunData:
+    """Read everything the report uses from one experiment directory (or a forecast run directory)."""
+    from twin.decision.guardrails import read_flags
+    from twin.decision.records import FLAGS_FILE, read_decision
+
+    directory = Path(directory)
+    data = RunData(name or directory.name, directory)
+    data.posterior = _open(directory / "posterior.nc", "posterior", data)
+    data.forecast = _open(directory / "forecast.nc", "forecast", data)
+    data.diagnostics = _open(directory / "diagnostics.nc", "diagnostics", data)
+    data.qoi = _open(directory / "qoi.nc", "qoi", data)
+    _truth(directory, data)
+    _parameters(directory, data)
+    data.decision = read_decision(directory)
+    if data.decision is None:
+        data.missing["decision"] = "no decision.json"
+    try:
+        data.flags = [vars(f) for f in read_flags(directory / FLAGS_FILE)]
+    except (OSError, ValueError, TypeError) as exc:
+        data.missing["flags"] = f"{FLAGS_FILE} unreadable ({exc})"
+    return data
+
+
+def discover(run_dir) -> list[RunData]:
+    """The experiments of a campaign run directory, or the run directory itself for a forecast run."""
+    from twin.campaign.layout import experiment_dirs
+
+    run_dir = Path(run_dir)
+    dirs = experiment_dirs(run_dir)
+    if not dirs:
+        exp_root = run_dir / "experiments"
+        dirs = sorted(p for p in exp_root.iterdir() if p.is_dir()) if exp_root.is_dir() else []
+    runs = [load_run(d) for d in dirs] if dirs else [load_run(run_dir, run_dir.name)]
+    if dirs:
+        # decisions and flags written next to the experiments apply to the whole run
+        from twin.decision.records import read_decision
+
+        top = read_decision(run_dir)
+        for r in runs:
+            if r.decision is None and top is not None:
+                r.decision = top
+                r.missing.pop("decision", None)
+    return runs

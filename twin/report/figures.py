@@ -1,0 +1,318 @@
+"""The panels of the report, drawn with matplotlib (Agg backend, no display needed).
+
+Each panel function takes a :class:`~twin.report.data.RunData` and the image directory and returns a :class:`Panel`:
+a PNG file, or ``None`` with the reason the panel was skipped (its data are absent), plus an optional HTML table.
+
+* fields: truth, analysis mean (with spread for 1-D states) and forecast mean at the last time;
+* RMSE and spread over cycles (``diagnostics.nc``);
+* rank histogram of the truth among the posterior members (cycles after the first, all entries);
+* QoI fan charts: 5/50/95 % of the domain mean of each state variable and of each parameter across members, over
+  time (with the truth); the QoI series of a forecast run (``qoi.nc``); the decision's forecast fans;
+* the decision and its comparison (``decision.json``);
+* guardrail flags (``flags.jsonl`` and the ``flag_*`` diagnostics);
+* what changed since the last update: parameters and QoIs, mean and spread, between the last two cycles.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from twin.report.data import RunData  # noqa: E402
+
+LEVELS = (0.05, 0.5, 0.95)
+
+
+@dataclass
+class Panel:
+    """One section of the report: ``image`` (a PNG) or the ``note`` saying why it is absent; ``table`` is HTML."""
+
+    title: str
+    image: Path | None = None
+    note: str = ""
+    table: str = ""
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _units(ds, var: str) -> str:
+    return str(ds[var].attrs.get("units", "")) if ds is not None and var in ds else ""
+
+
+def _spatial_mean(values: np.ndarray) -> np.ndarray:
+    """Mean over the spatial axes (everything after member and time), ignoring missing members."""
+    return np.nanmean(values.reshape(values.shape[0], values.shape[1], -1), axis=2)
+
+
+def fields_panel(data: RunData, out: Path) -> Panel:
+    title = "Fields at the last time"
+    variables = data.state_variables()
+    if not variables:
+        return Panel(title, note="no posterior.nc or forecast.nc with fields in this run")
+    var = variables[0]
+    frames: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+    if data.truth is not None:
+        truth = data.truth[-1] if len(variables) == 1 else data.truth[-1][..., 0]
+        frames.append(("truth", np.asarray(truth), None))
+    if data.posterior is not None:
+        a = data.posterior[var].values[:, -1]
+        frames.append(("analysis mean", np.nanmean(a, axis=0), np.nanstd(a, axis=0, ddof=1) if a.shape[0] > 1
+                       else None))
+    if data.forecast is not None and var in data.forecast:
+        f = data.forecast[var].values
+        if data.posterior is None and f.shape[1] > 1:
+            frames.append((f"forecast t={float(data.forecast['time'][0]):g}", np.nanmean(f[:, 0], axis=0), None))
+        frames.append((f"forecast mean t={float(data.forecast['time'][-1]):g}", np.nanmean(f[:, -1], axis=0), None))
+    units = _units(data.posterior if data.posterior is not None else data.forecast, var)
+    ndim = frames[0][1].ndim
+    if ndim == 1:
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        for label, v, s in frames:
+            ax.plot(v, label=label, lw=1.5 if label == "truth" else 1.2)
+            if s is not None:
+                ax.fill_between(np.arange(v.size), v - s, v + s, alpha=0.25, label="analysis +- spread")
+        ax.set_xlabel("grid index")
+        ax.set_ylabel(f"{var} [{units}]")
+        ax.legend(fontsize=8)
+    else:
+        fig, axes = plt.subplots(1, len(frames), figsize=(3.6 * len(frames), 3.3), squeeze=False)
+        lo = min(float(np.nanmin(v)) for _, v, _ in frames)
+        hi = max(float(np.nanmax(v)) for _, v, _ in frames)
+        for ax, (label, v, _) in zip(axes[0], frames):
+            img = v if v.ndim == 2 else v[v.shape[0] // 2]  # 3-D: the middle z slice
+            im = ax.imshow(img, origin="lower", vmin=lo, vmax=hi, cmap="viridis")
+            ax.set_title(label, fontsize=9)
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label=f"{var} [{units}]")
+        fig.savefig(out / "fields.png", dpi=90)
+        plt.close(fig)
+        return Panel(title, out / "fields.png")
+    ax.set_title(f"{var}: " + ", ".join(label for label, _, _ in frames), fontsize=9)
+    return Panel(title, _save(fig, out / "fields.png"))
+
+
+def rmse_panel(data: RunData, out: Path) -> Panel:
+    title = "RMSE and spread over cycles"
+    ds = data.diagnostics
+    if ds is None:
+        return Panel(title, note="no diagnostics.nc (a forecast run has no assimilation cycles)")
+    keys = [k for k in ("rmse_forecast", "rmse", "spread_forecast", "spread") if k in ds]
+    if not keys:
+        return Panel(title, note="diagnostics.nc has no RMSE or spread")
+    cycle = ds["cycle"].values if "cycle" in ds else np.arange(ds.sizes["time"])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    styles = {"rmse_forecast": ("C0", "--"), "rmse": ("C0", "-"), "spread_forecast": ("C1", "--"),
+              "spread": ("C1", "-")}
+    for k in keys:
+        c, ls = styles[k]
+        ax.plot(cycle, ds[k].values, color=c, ls=ls, marker="o", ms=3, label=k.replace("_", " "))
+    ax.set_xlabel("cycle")
+    ax.set_ylabel(f"[{_units(ds, keys[0])}]")
+    ax.legend(fontsize=8)
+    rows = [[int(c)] + [float(ds[k].values[i]) for k in keys] for i, c in enumerate(cycle)]
+    return Panel(title, _save(fig, out / "rmse_spread.png"), table=_table(["cycle"] + keys, rows))
+
+
+def rank_histogram_panel(data: RunData, out: Path) -> Panel:
+    title = "Rank histogram (truth among the analysis members)"
+    if data.posterior is None or data.truth is None:
+        return Panel(title, note="needs posterior.nc and the truth of a twin experiment: "
+                                 + data.missing.get("truth", data.missing.get("posterior", "absent")))
+    var = data.state_variables()[0]
+    E = data.posterior[var].values[:, 1:]  # cycles after the prior
+    truth = data.truth[1:] if len(data.state_variables()) == 1 else data.truth[1:, ..., 0]
+    alive = ~np.any(np.isnan(E.reshape(E.shape[0], -1)), axis=1)
+    E = E[alive]
+    ranks = np.sum(E < truth[None], axis=0).ravel()
+    counts = np.bincount(ranks, minlength=E.shape[0] + 1)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(np.arange(counts.size), counts, color="C2")
+    ax.axhline(counts.sum() / counts.size, color="k", lw=1, ls="--", label="flat")
+    ax.set_xlabel("rank of the truth")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=8)
+    return Panel(title, _save(fig, out / "rank_histogram.png"))
+
+
+def _fan(ax, t, samples, label, color):
+    q = np.nanquantile(samples, LEVELS, axis=0)
+    ax.fill_between(t, q[0], q[2], color=color, alpha=0.25, label=f"{label} 5-95 %")
+    ax.plot(t, q[1], color=color, label=f"{label} median")
+
+
+def fan_panel(data: RunData, out: Path) -> Panel:
+    title = "QoI fan charts (5 / 50 / 95 %)"
+    series = []
+    if data.posterior is not None:
+        t = data.posterior["time"].values
+        for i, var in enumerate(data.state_variables()):
+            m = _spatial_mean(data.posterior[var].values)
+            truth = None
+            if data.truth is not None:
+                tr = data.truth if len(data.state_variables()) == 1 else data.truth[..., i]
+                truth = tr.reshape(tr.shape[0], -1).mean(axis=1)
+            series.append((f"domain mean of {var}", t, m, truth, _units(data.posterior, var)))
+    if data.parameters:
+        cycles = sorted(data.parameters)
+        for name in sorted({n for c in cycles for n in data.parameters[c]}):
+            vals = [data.parameters[c].get(name) for c in cycles]
+            if all(v is not None and v.size == vals[0].size for v in vals) and vals[0].size > 1:
+                series.append((f"parameter {name}", np.array([data.parameter_times[c] for c in cycles]),
+                               np.array(vals).T, None, ""))
+    if data.qoi is not None:
+        t = data.qoi["time"].values
+        for var in data.qoi.data_vars:
+            if var != "cycle" and data.qoi[var].dims == ("time",):
+                series.append((var, t, data.qoi[var].values[None, :], None, _units(data.qoi, var)))
+    fans = (data.decision or {}).get("fans", {})
+    for key, f in fans.items():
+        q = np.asarray(f["quantiles"], dtype=float)
+        series.append((f"decision: {f.get('qoi', 'qoi')} ({key})", np.asarray(f["times"], float), q, None,
+                       f.get("units", "")))
+    if not series:
+        return Panel(title, note="no ensemble, parameter, QoI or decision forecast data in this run")
+    n = len(series)
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (label, t, samples, truth, units) in zip(axes.ravel(), series):
+        if label.startswith("decision:"):
+            ax.fill_between(t, samples[0], samples[2], color="C3", alpha=0.25, label="5-95 %")
+            ax.plot(t, samples[1], color="C3", label="median")
+        elif samples.shape[0] > 1:
+            _fan(ax, t, samples, "posterior", "C0")
+        else:
+            ax.plot(t, samples[0], color="C0", marker="o", ms=3, label="forecast")
+        if truth is not None:
+            ax.plot(t, truth, "k--", lw=1, label="truth")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("time")
+        if units:
+            ax.set_ylabel(f"[{units}]")
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return Panel(title, _save(fig, out / "qoi_fans.png"))
+
+
+def decision_panel(data: RunData, out: Path) -> Panel:
+    title = "Decision and its comparison"
+    d = data.decision
+    if d is None:
+        return Panel(title, note="no decision recorded in this run (decision.json absent)")
+    summary = html.escape(str(d.get("summary", "")))
+    kind = d.get("kind", "")
+    if kind == "oncology" and "burden_samples" in d:
+        s = d["burden_samples"]
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.boxplot([s["chosen"], s["standard"]])
+        ax.set_xticks([1, 2], ["chosen plan", "standard regimen"])
+        ax.set_ylabel("tumour burden at the horizon [cells]")
+        comp = d.get("comparison", {})
+        rows = [[k, v] for k, v in comp.items() if not isinstance(v, dict)]
+        rows += [["chosen", d["chosen"]["label"]], ["standard", d["standard"]["label"]],
+                 ["chosen normal-tissue BED [Gy]", float(d["chosen"]["bed_normal"])],
+                 ["standard normal-tissue BED [Gy]", float(d["standard"]["bed_normal"])]]
+        return Panel(title, _save(fig, out / "decision.png"), note=summary, table=_table(["quantity", "value"], rows))
+    if kind == "structure" and "peak_stress_samples" in d:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.hist(np.asarray(d["peak_stress_samples"], float), bins=15, color="C4")
+        ax.axvline(float(d["limit_Pa"]), color="r", label="limit")
+        ax.set_xlabel("peak von Mises stress within the horizon [Pa]")
+        ax.legend(fontsize=8)
+        return Panel(title, _save(fig, out / "decision.png"), note=summary)
+    rows = [[k, v] for k, v in d.items() if not isinstance(v, (dict, list))]
+    return Panel(title, note=summary or "decision recorded without plot data", table=_table(["key", "value"], rows))
+
+
+def flags_panel(data: RunData, out: Path) -> Panel:
+    title = "Guardrail flags"
+    ds = data.diagnostics
+    chart = [k for k in ("innovation_chi2", "spread_skill_ratio", "cusum_max") if ds is not None and k in ds]
+    table = ""
+    if data.flags:
+        rows = [[f.get("cycle"), f.get("kind"), f.get("sensor") if f.get("sensor", -1) >= 0 else "",
+                 f.get("action"), f.get("message")] for f in data.flags[:200]]
+        table = _table(["cycle", "check", "sensor", "action", "message"], rows)
+    if not chart:
+        note = ("no guardrail statistics in diagnostics.nc" if data.flags else
+                "no guardrails ran in this run (no flags.jsonl and no guardrail diagnostics)")
+        if data.flags:
+            note += f"; {len(data.flags)} flag(s) recorded"
+        return Panel(title, note=note, table=table)
+    cycle = ds["cycle"].values if "cycle" in ds else np.arange(ds.sizes["time"])
+    fig, axes = plt.subplots(1, len(chart), figsize=(4 * len(chart), 3), squeeze=False)
+    for ax, k in zip(axes[0], chart):
+        ax.plot(cycle, ds[k].values, marker="o", ms=2)
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("cycle")
+    return Panel(title, _save(fig, out / "guardrails.png"), note=f"{len(data.flags)} flag(s) recorded",
+                 table=table)
+
+
+def changes_panel(data: RunData, out: Path) -> Panel:
+    title = "What changed since the last update"
+    rows = []
+    cycles = sorted(data.parameters)
+    if len(cycles) >= 2:
+        a, b = cycles[-2], cycles[-1]
+        for name in sorted(set(data.parameters[a]) & set(data.parameters[b])):
+            va, vb = data.parameters[a][name], data.parameters[b][name]
+            rows.append([f"parameter {name}", float(np.mean(va)), float(np.mean(vb)), float(np.std(va, ddof=1))
+                         if va.size > 1 else 0.0, float(np.std(vb, ddof=1)) if vb.size > 1 else 0.0])
+    if data.posterior is not None and data.posterior.sizes["time"] >= 2:
+        for var in data.state_variables():
+            m = _spatial_mean(data.posterior[var].values)
+            rows.append([f"domain mean of {var}", float(np.nanmean(m[:, -2])), float(np.nanmean(m[:, -1])),
+                         float(np.nanstd(m[:, -2], ddof=1)), float(np.nanstd(m[:, -1], ddof=1))])
+    if data.diagnostics is not None and data.diagnostics.sizes.get("time", 0) >= 2:
+        for k in ("rmse", "spread"):
+            if k in data.diagnostics:
+                v = data.diagnostics[k].values
+                rows.append([k, float(v[-2]), float(v[-1]), "", ""])
+    if data.qoi is not None and data.qoi.sizes.get("time", 0) >= 2:
+        for var in data.qoi.data_vars:
+            if var != "cycle":
+                v = data.qoi[var].values
+                rows.append([var, float(v[-2]), float(v[-1]), "", ""])
+    if not rows:
+        return Panel(title, note="fewer than two cycles or output times: nothing to compare")
+    header = ["quantity", "mean before", "mean now", "spread before", "spread now"]
+    labels = [r[0] for r in rows if r[3] != "" and r[4] != ""]
+    if labels:
+        before = np.array([r[3] for r in rows if r[3] != "" and r[4] != ""], float)
+        now = np.array([r[4] for r in rows if r[3] != "" and r[4] != ""], float)
+        fig, ax = plt.subplots(figsize=(6, 1.4 + 0.45 * len(labels)))
+        y = np.arange(len(labels))
+        ax.barh(y - 0.2, before, 0.4, label="previous cycle")
+        ax.barh(y + 0.2, now, 0.4, label="latest cycle")
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_xlabel("posterior spread (std)")
+        ax.legend(fontsize=8)
+        return Panel(title, _save(fig, out / "changes.png"), table=_table(header, rows))
+    return Panel(title, note="no ensemble: only the values are compared", table=_table(header, rows))
+
+
+PANELS = (fields_panel, rmse_panel, rank_histogram_panel, fan_panel, decision_panel, flags_panel, changes_panel)

@@ -1,0 +1,92 @@
+"""Assembling the HTML report: one section per experiment, one subsection per panel, images inlined as base64."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+from twin.core.errors import OutputError
+from twin.core.log import get_logger
+from twin.io.provenance import utc_now
+from twin.report.data import RunData, discover
+from twin.report.figures import PANELS, Panel
+
+log = get_logger("twin.report")
+
+_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;margin-top:2em}h3{font-size:1.05em;margin-bottom:.3em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
+.note{color:#666;font-style:italic}img{max-width:100%}"""
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _panel_html(p: Panel) -> str:
+    parts = [f"<h3>{html.escape(p.title)}</h3>"]
+    if p.image is not None:
+        parts.append(_image(p.image))
+    if p.note:
+        parts.append(f'<p class="note">{p.note if p.image is not None or p.table else "Skipped: " + p.note}</p>')
+    if p.table:
+        parts.append(p.table)
+    return "\n".join(parts)
+
+
+def _experiment(run: RunData, images: Path) -> tuple[str, list[Path]]:
+    out = images / run.name if run.directory != images.parent else images
+    out.mkdir(parents=True, exist_ok=True)
+    panels = []
+    for make in PANELS:
+        try:
+            panels.append(make(run, out))
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            # a malformed input must not cost the whole report: say which panel failed and why
+            log.warning("report: panel %s of %s failed: %s", make.__name__, run.name, exc)
+            panels.append(Panel(make.__name__.replace("_panel", ""), note=f"could not be drawn ({exc})"))
+    missing = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in sorted(run.missing.items()))
+    body = [f"<h2>{html.escape(run.name)} ({run.kind})</h2>",
+            f"<p>Directory: <code>{html.escape(str(run.directory))}</code></p>"]
+    body += [_panel_html(p) for p in panels]
+    if missing:
+        body.append(f"<details><summary>Inputs not found</summary><ul>{missing}</ul></details>")
+    return "\n".join(body), [p.image for p in panels if p.image is not None]
+
+
+def write_report(run_dir) -> Path:
+    """Write ``<run_dir>/report/index.html`` and its PNG images; returns the HTML path.
+
+    Raises
+    ------
+    OutputError
+        If ``run_dir`` is not a directory or holds no twin output at all.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise OutputError(f"report: {run_dir} is not a directory (give the run directory of a campaign)")
+    runs = discover(run_dir)
+    if all(r.posterior is None and r.forecast is None and r.diagnostics is None and r.qoi is None
+           and r.decision is None for r in runs):
+        raise OutputError(f"report: {run_dir} holds no twin outputs (posterior.nc, forecast.nc, diagnostics.nc, "
+                          "qoi.nc or decision.json); run the campaign first")
+    images = run_dir / "report"
+    images.mkdir(parents=True, exist_ok=True)
+    sections, files = [], []
+    for run in runs:
+        text, imgs = _experiment(run, images)
+        sections.append(text)
+        files += imgs
+    doc = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>twin report: {html.escape(run_dir.name)}"
+           f"</title><style>{_STYLE}</style></head><body>\n<h1>twin report: {html.escape(run_dir.name)}</h1>\n"
+           f"<p>Written {utc_now()} from <code>{html.escape(str(run_dir.resolve()))}</code>; "
+           f"{len(runs)} experiment(s), {len(files)} figure(s).</p>\n" + "\n".join(sections) + "\n</body></html>\n")
+    path = images / "index.html"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(doc)
+    os.replace(tmp, path)
+    log.info("report: wrote %s (%d figures)", path, len(files))
+    return path
