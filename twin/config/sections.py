@@ -73,8 +73,9 @@ def coupling_section_type():
 def assimilation_section_type():
     """The union (on ``method``) of the assimilation sections: ensemble methods and 4D-Var."""
     from twin.config.assimilation_ensemble import EnsembleAssimilationConfig
+    from twin.config.assimilation_var import VarAssimilationConfig
 
-    classes = [EnsembleAssimilationConfig]
+    classes = [EnsembleAssimilationConfig, VarAssimilationConfig]
     if len(classes) == 1:
         return classes[0]
     return Annotated[Union[tuple(classes)], Field(discriminator="method")]

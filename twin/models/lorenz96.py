@@ -167,7 +167,8 @@ class Lorenz96(Model):
         self._J = self._create_jacobian()
         self._Jp = self._create_jacobian_p()
         self._ts: PETSc.TS | None = None
-        set_options(self.options_prefix, {"ts_adapt_type": "none"})
+        # Fixed RK4 steps (no adaptivity) and the adjoint's trajectory kept in memory, not in TS-data-* folders.
+        set_options(self.options_prefix, {"ts_adapt_type": "none", "ts_trajectory_type": "memory"})
 
     @classmethod
     def from_config(cls, name: str, cfg, comm) -> "Lorenz96":
@@ -238,9 +239,10 @@ class Lorenz96(Model):
         ts.setRHSJacobianP(self._jacobian_p, self._Jp)
         ts.setTimeStep(self.dt)
         ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
+        # The prefix first: setSaveTrajectory creates the trajectory object, which takes its options from it.
+        ts.setOptionsPrefix(self.options_prefix)
         if save_trajectory:
             ts.setSaveTrajectory()
-        ts.setOptionsPrefix(self.options_prefix)
         ts.setFromOptions()
         return ts
 

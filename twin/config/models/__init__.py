@@ -12,12 +12,14 @@ MODEL_CONFIGS: list[type] = []
 
 def _register_builtin() -> None:
     from twin.config.models.heat import HeatConfig
+    from twin.config.models.linear import LinearAdvectionDiffusionConfig
     from twin.config.models.lorenz96 import Lorenz96Config
     from twin.config.models.shallow_water import ShallowWaterConfig
     from twin.config.models.structure import StructureConfig
     from twin.config.models.tumour import TumourConfig
 
-    for cls in (HeatConfig, Lorenz96Config, ShallowWaterConfig, StructureConfig, TumourConfig):
+    for cls in (HeatConfig, LinearAdvectionDiffusionConfig, Lorenz96Config, ShallowWaterConfig, StructureConfig,
+                TumourConfig):
         if cls not in MODEL_CONFIGS:
             MODEL_CONFIGS.append(cls)
 

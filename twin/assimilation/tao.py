@@ -1,0 +1,197 @@
+"""Minimisation of a 4D-Var reduced functional with PETSc TAO.
+
+Methods: ``lmvm`` (limited-memory quasi-Newton, L-BFGS; the default for unbounded controls) and ``blmvm`` (its
+bound-constrained variant, chosen automatically when a parameter control has bounds); any TAO type can be given. The
+solver reads PETSc options under its prefix (``-fourdvar_tao_type``, ``-fourdvar_tao_gatol``, ``-fourdvar_tao_monitor``)
+after the defaults are set, so options typed by the user win.
+
+A trial point at which the model diverges (:class:`~twin.core.errors.SolverError`, e.g. a chaotic model pushed far
+off its attractor) is given ``J = +inf``: the default More-Thuente line search (fewest function evaluations on smooth
+problems) then stops with a line-search failure that is reported with the model's error, while Armijo backtracking
+(``-fourdvar_tao_ls_type armijo`` or ``options={"tao_ls_type": "armijo"}``) shortens the step and carries on.
+
+TAO's converged reason is always checked: a negative reason (maximum iterations, line-search failure, NaN) raises
+:class:`~twin.core.errors.AssimilationError` naming the reason, the iteration count and the gradient norm, or, with
+``on_failure="warn"``, is logged and returned in :class:`MinimisationResult` (``converged=False``). An error raised by
+the model inside an objective evaluation (e.g. a diverging time step) stops TAO and is re-raised after it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from petsc4py import PETSc
+
+from twin.core.errors import AssimilationError, SolverError
+from twin.core.log import get_logger
+from twin.core.petsc import reason_name, set_options
+
+log = get_logger(__name__)
+
+
+@dataclass
+class TaoSettings:
+    """Settings of the minimiser (defaults; PETSc options under ``prefix`` override them).
+
+    Attributes
+    ----------
+    method : str
+        ``"auto"`` (``lmvm``, or ``blmvm`` when bounds exist), or a TAO type.
+    gatol, grtol : float
+        Absolute and relative tolerances on the gradient norm (in control space, where the background term is
+        ``|c|^2 / 2``, so ``gatol`` is relative to the prior spread).
+    max_iterations, max_function_evaluations : int
+    prefix : str
+        PETSc options prefix, e.g. ``fourdvar_`` (``-fourdvar_tao_monitor``).
+    on_failure : {"raise", "warn"}
+    options : dict
+        Further PETSc options without the prefix (``{"tao_ls_type": "armijo"}``), as from YAML; command-line
+        options win.
+    """
+
+    method: str = "auto"
+    gatol: float = 1e-6
+    grtol: float = 1e-10
+    max_iterations: int = 200
+    max_function_evaluations: int = 1000
+    prefix: str = "fourdvar_"
+    on_failure: str = "raise"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class MinimisationResult:
+    """What TAO returned.
+
+    Attributes
+    ----------
+    control : PETSc.Vec
+        The minimiser (owned by the caller).
+    value, gradient_norm : float
+        ``J`` and ``|grad J|`` at the minimiser.
+    initial_value, initial_gradient_norm : float
+    iterations, function_evaluations : int
+    reason : str
+        TAO's converged reason (``CONVERGED_GATOL``, ``DIVERGED_MAXITS`` ...).
+    converged : bool
+    history : list of (float, float)
+        ``(J, |grad J|)`` at each objective-gradient evaluation.
+    """
+
+    control: PETSc.Vec
+    value: float
+    gradient_norm: float
+    initial_value: float
+    initial_gradient_norm: float
+    iterations: int
+    function_evaluations: int
+    reason: str
+    converged: bool
+    history: list = field(default_factory=list)
+
+
+def minimise(functional, c0: PETSc.Vec | None = None, settings: TaoSettings | None = None) -> MinimisationResult:
+    """Minimise ``functional`` (with ``value``/``gradient``/``create_control``/``space``) from ``c0`` with TAO.
+
+    Parameters
+    ----------
+    functional : FourDVar
+    c0 : PETSc.Vec, optional
+        Starting control (copied); default zero, i.e. the background.
+    settings : TaoSettings, optional
+
+    Returns
+    -------
+    MinimisationResult
+
+    Raises
+    ------
+    AssimilationError
+        If TAO does not converge and ``settings.on_failure == "raise"``, or the settings are invalid.
+    """
+    s = settings or TaoSettings()
+    if s.on_failure not in ("raise", "warn"):
+        raise AssimilationError(f"TAO on_failure must be 'raise' or 'warn', got {s.on_failure!r}")
+    for label, v in (("gatol", s.gatol), ("grtol", s.grtol)):
+        if not (np.isfinite(v) and v >= 0):
+            raise AssimilationError(f"TAO {label} must be non-negative, got {v}")
+    if s.max_iterations < 1 or s.max_function_evaluations < 1:
+        raise AssimilationError("TAO max_iterations and max_function_evaluations must be >= 1")
+    bounds = functional.space.bounds()
+    method = s.method
+    if method == "auto":
+        method = "blmvm" if bounds is not None else "lmvm"
+    elif bounds is not None and method == "lmvm":
+        raise AssimilationError("parameter bounds need a bound-constrained TAO method (blmvm), not lmvm")
+
+    x = functional.create_control()
+    if c0 is not None:
+        c0.copy(x)
+    g = x.duplicate()
+    history: list[tuple[float, float]] = []
+    failure: list[BaseException] = []
+
+    diverged: list[SolverError] = []
+
+    def objgrad(tao, X, G):
+        try:
+            f = functional.gradient(X, G)
+        except SolverError as exc:
+            # A trial point where the model diverges is rejected: +inf makes a backtracking line search shorten
+            # the step (More-Thuente gives up instead; see the module docstring).
+            diverged.append(exc)
+            G.set(0.0)
+            return np.inf
+        except Exception as exc:  # noqa: BLE001 - petsc4py would swallow it; re-raised after solve
+            failure.append(exc)
+            G.set(np.nan)
+            return np.nan
+        history.append((f, G.norm()))
+        return f
+
+    tao = PETSc.TAO().create(comm=functional.comm)
+    tao.setOptionsPrefix(s.prefix)
+    tao.setType(method)
+    tao.setObjectiveGradient(objgrad, g)
+    tao.setSolution(x)
+    tao.setTolerances(gatol=s.gatol, grtol=s.grtol, gttol=0.0)
+    tao.setMaximumIterations(s.max_iterations)
+    tao.setMaximumFunctionEvaluations(s.max_function_evaluations)
+    if bounds is not None:
+        tao.setVariableBounds(bounds)
+    set_options(s.prefix, s.options)
+    tao.setFromOptions()
+    try:
+        tao.solve()
+        iterations, value, gnorm = tao.getSolutionStatus()[:3]
+        reason_code = tao.getConvergedReason()
+        out = tao.getSolution().copy()
+    finally:
+        tao.destroy()
+        g.destroy()
+        x.destroy()
+        if bounds is not None:
+            for b in bounds:
+                b.destroy()
+    if failure:
+        out.destroy()
+        raise failure[0]
+    reason = reason_name(PETSc.TAO.Reason, reason_code)
+    result = MinimisationResult(out, value, gnorm, history[0][0] if history else value,
+                                history[0][1] if history else gnorm, iterations, len(history) + len(diverged), reason,
+                                reason_code > 0, history)
+    if reason_code <= 0:
+        msg = (f"{functional.name}: TAO {method} did not converge: {reason} after {iterations} iterations, "
+               f"J = {value:.6g}, |grad J| = {gnorm:.3g} (initial {result.initial_gradient_norm:.3g}); raise "
+               f"-{s.prefix}tao_max_it or loosen -{s.prefix}tao_gatol")
+        if diverged:
+            msg += f"; the model diverged at {len(diverged)} trial point(s), last: {diverged[-1]}"
+        if s.on_failure == "raise":
+            out.destroy()
+            raise AssimilationError(msg)
+        log.warning(msg)
+    else:
+        log.debug("%s: TAO %s %s in %d iterations, J %.6g -> %.6g, |g| %.3g -> %.3g", functional.name, method,
+                  reason, iterations, result.initial_value, value, result.initial_gradient_norm, gnorm)
+    return result
