@@ -64,8 +64,14 @@ test-mpi: setup
 demo: setup
 	$(MPIEXEC) -n $(NP) $(VENV)/bin/twin run $(CAMPAIGN)
 
-bench: setup
-	$(PY) -m benchmarks
+# DAPPER (the reference Python DA testbed, compared side by side in bench_da) would downgrade packages twin uses:
+# it gets an environment of its own.
+$(VENV)/dapper/bin/python:
+	$(or $(PYTHON),/usr/bin/python3) -m venv $(VENV)/dapper
+	$(VENV)/dapper/bin/pip install -q --disable-pip-version-check -c constraints.txt dapper
+
+bench: setup $(VENV)/dapper/bin/python
+	TWIN_DAPPER_PYTHON=$(VENV)/dapper/bin/python $(PY) -m benchmarks $(BENCH)
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -8,6 +8,8 @@ Example (partitioned heat conduction, Dirichlet-Neumann, implicit with IQN-ILS):
       routes:
         - {from: left.heat_flux_x_hi, to: right.flux_in, mapping: consistent, scale: -1.0}
         - {from: right.temperature_x_lo, to: left.T_in, mapping: consistent}
+        # a field sampled at one point and given to every receiving point (wind at a structure's site):
+        # - {from: atmosphere.velocity, to: tower.wind, site: {point: [600, 400], units: km}}
       scheme:
         kind: implicit_serial            # explicit_serial | explicit_parallel | implicit_serial | implicit_parallel
         order: [left, right]             # who goes first in a serial scheme
@@ -27,15 +29,36 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from twin.config.common import Quantity, Strict, at
+from twin.config.common import Quantity, Strict, Units, _check_units, at
+from twin.core.units import compatible
 
 FIELD = r"^[A-Za-z][A-Za-z0-9_]*\.[A-Za-z][A-Za-z0-9_]*$"
 
 
+class SiteSpec(Strict):
+    """A point of the sending component's domain, ``point`` in length ``units``."""
+
+    point: list[float] = Field(min_length=1, max_length=3)
+    units: Units = "m"
+
+    _check = field_validator("units")(classmethod(lambda cls, v: _check_units(v)))
+
+    @field_validator("units")
+    @classmethod
+    def _length(cls, v: str) -> str:
+        if not compatible(v, "m"):
+            raise ValueError(f"site units {v!r} are not a length")
+        return v
+
+
 class RouteSpec(Strict):
-    """One field sent from one component to another through a grid map."""
+    """One field sent from one component to another through a grid map.
+
+    With ``site``, the source field is sampled at that one point (by ``mapping``: consistent or nearest) and every
+    point of the receiver gets that value (e.g. the wind at a structure's location).
+    """
 
     model_config = {"populate_by_name": True}
 
@@ -43,6 +66,13 @@ class RouteSpec(Strict):
     to: str = Field(pattern=FIELD)
     mapping: Literal["consistent", "conservative", "nearest"] = "consistent"
     scale: float = 1.0
+    site: SiteSpec | None = None
+
+    @model_validator(mode="after")
+    def _site(self):
+        if self.site is not None and self.mapping == "conservative":
+            raise ValueError(at("mapping") + "a site is sampled by consistent or nearest mapping, not conservative")
+        return self
 
     @property
     def source(self) -> tuple[str, str]:

@@ -19,8 +19,17 @@ conservative
 nearest
     Value of the nearest source point (for point sets; on a grid source the per-axis nearest index is the Euclidean
     nearest point).
+site (:func:`site_map`)
+    The source sampled at one point (consistent or nearest) and given to every target point: a *uniform* field,
+    e.g. the wind at a structure's site from an atmosphere whose coordinates have nothing to do with the structure's.
 
 Fields with ``dof > 1`` are mapped component by component (both layouts must have the same ``dof``).
+
+Length units
+------------
+Coordinates are compared as numbers, so both layouts must use the same length unit. Components with different
+``length_units`` (a tumour grid in mm, a structure in m) are reconciled by :func:`rescaled`, which gives a copy of the
+target layout with its coordinates in the source's unit and the same parallel layout, to build the map on.
 """
 
 from __future__ import annotations
@@ -308,6 +317,48 @@ def nearest_map(source: Layout, target: Layout, *, name: str = "nearest") -> Gri
     m = pts.shape[0]
     M = _assemble(source, target, np.arange(m), cols, np.ones(m), m)
     return GridMap(source, target, M, "nearest", name)
+
+
+def rescaled(layout: Layout, factor: float) -> Layout:
+    """A copy of ``layout`` with every coordinate multiplied by ``factor`` and the same parallel layout. Collective.
+
+    Used to build a map between components whose coordinates are in different length units: ``factor`` converts the
+    target's unit into the source's. The caller destroys a returned :class:`Grid` once the map is built.
+    """
+    if isinstance(layout, PointSet):
+        return PointSet(layout.comm, layout.points * factor, layout.dof, layout.name)
+    copy = Grid(layout.comm_mpi(), layout.shape, [(lo * factor, hi * factor) for lo, hi in layout.extent],
+                dof=layout.dof, stencil_width=layout.stencil_width, periodic=layout.periodic,
+                centering=layout.centering, proc_sizes=layout.da.getProcSizes(), name=layout.name)
+    if copy.owned != layout.owned:
+        copy.destroy()
+        raise CouplingError(f"grid '{layout.name}': cannot rebuild its parallel layout in other length units")
+    return copy
+
+
+def site_map(kind: str, source: Layout, target: Layout, point, *, name: str = "site") -> GridMap:
+    """``y_t = (M_kind x)(point)`` for every target point ``t``: the source sampled at ``point`` (source coordinates),
+    broadcast. Built as the product of a ``kind`` map onto a one-point set (owned by rank 0) and the nearest map from
+    that set to the target, so its rows hold the few interpolation weights of the site. Collective."""
+    if kind not in ("consistent", "nearest"):
+        raise CouplingError(f"mapping '{name}': a site is sampled by consistent or nearest mapping, not {kind!r}")
+    comm = _comm(source)
+    point = np.asarray(point, dtype=float).reshape(1, -1)
+    if point.shape[1] != source.dim:
+        raise CouplingError(f"mapping '{name}': site {point[0].tolist()} has {point.shape[1]} coordinates, the "
+                            f"source is {source.dim}-D")
+    site = PointSet(comm, point if comm.Get_rank() == 0 else np.zeros((0, source.dim)), dof=source.dof,
+                    name=f"{name} site")
+    sample = build_map(kind, source, site, f"{name} (at the site)")
+    try:
+        spread = nearest_map(site, target, name=f"{name} (to every target point)")
+        try:
+            M = spread.matrix.matMult(sample.matrix)
+        finally:
+            spread.destroy()
+    finally:
+        sample.destroy()
+    return GridMap(source, target, M, f"site/{kind}", name)
 
 
 #: mapping kinds by name (the ``mapping:`` key of a coupling route)

@@ -3,8 +3,9 @@
 Data flow
 ---------
 A *route* sends an export of one component, mapped to the receiver's grid (:mod:`twin.coupling.mapping`) and scaled,
-to an import of another. Each route holds ``value`` (the data the receiver uses at the end of the window), ``start``
-(the data at the start of the window) and ``received`` (what the sender just produced).
+to an import of another; coordinates of components with different ``length_units`` are converted for the map. Each
+route holds ``value`` (the data the receiver uses at the end of the window), ``start`` (the data at the start of the
+window) and ``received`` (what the sender just produced).
 
 Schemes (components A, B; ``order`` gives A)
 --------------------------------------------
@@ -45,8 +46,9 @@ from petsc4py import PETSc
 from twin.core.errors import CouplingError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
+from twin.core.units import convert
 from twin.coupling.acceleration import make_acceleration
-from twin.coupling.mapping import GridMap, PointSet, build_map
+from twin.coupling.mapping import GridMap, PointSet, build_map, rescaled, site_map
 from twin.models.base import Model
 
 log = get_logger("twin.coupling")
@@ -98,11 +100,36 @@ class Route:
         self.scale = float(spec.scale)
         src_layout = field_grid(source.model, self.source_field)
         self.layout = field_grid(target.model, self.target_field)
-        self.map: GridMap = build_map(spec.mapping, src_layout, self.layout, f"{spec.from_} -> {spec.to}")
+        self.map: GridMap = self._build_map(src_layout)
         self.value = self.map.matrix.createVecLeft()
         self.start, self.received, self.work = self.value.duplicate(), self.value.duplicate(), self.value.duplicate()
         for v in (self.value, self.start, self.received):
             v.set(0.0)
+
+    def _build_map(self, src_layout: Grid | PointSet) -> GridMap:
+        """The map source -> target, with the target's coordinates in the source's length units if they differ."""
+        name = f"{self.spec.from_} -> {self.spec.to}"
+        src_units, dst_units = self.source.model.length_units, self.target.model.length_units
+        try:
+            factor = float(convert(1.0, dst_units, src_units))
+        except ValueError as exc:
+            raise CouplingError(f"route {name}: length units of the components do not convert: {exc}") from None
+        if self.spec.site is not None:
+            try:
+                point = [float(convert(c, self.spec.site.units, src_units)) for c in self.spec.site.point]
+            except ValueError as exc:
+                raise CouplingError(f"route {name}: site: {exc}") from None
+            return site_map(self.spec.mapping, src_layout, self.layout, point, name=name)
+        if factor == 1.0:
+            return build_map(self.spec.mapping, src_layout, self.layout, name)
+        proxy = rescaled(self.layout, factor)
+        try:
+            gmap = build_map(self.spec.mapping, src_layout, proxy, name)
+        finally:
+            if isinstance(proxy, Grid):
+                proxy.destroy()
+        gmap.target = self.layout
+        return gmap
 
     def receive(self, exports: dict[str, PETSc.Vec]) -> None:
         vec = exports.get(self.source_field)

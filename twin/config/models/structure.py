@@ -25,6 +25,7 @@ Example::
           - {name: wind, kind: traction, boundary: top, value: [0, -2000], units: Pa,
              history: {kind: harmonic, frequency: {value: 1.5, units: Hz}}}
         eigenstrain: 0.0
+        wind: {boundary: left, air_density: {value: 1.225, units: kg/m^3}, drag_coefficient: 1.2}  # coupled wind
         time: {dt: {value: 1.0e-3, units: s}, initial: rest}
         solver: {ksp_rtol: 1.0e-10}
 """
@@ -36,6 +37,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from twin.config.common import GaussianFieldPrior, GridSpec, ModelConfigBase, ParameterSpec, Quantity, Strict, Units
+from twin.core.units import compatible
 
 Edge = Literal["left", "right", "bottom", "top"]
 BoundaryKind = Literal["clamped", "pinned", "roller", "free"]
@@ -133,6 +135,23 @@ class TimeSpec(Strict):
     initial: Literal["rest", "static"] = "rest"
 
 
+class WindSpec(Strict):
+    """Drag of an imported wind (coupling field ``wind``, m/s) on the windward ``boundary``:
+    ``tau = 1/2 air_density drag_coefficient |U| (u, 0)``."""
+
+    boundary: Edge = "left"
+    air_density: Quantity = Field(default_factory=lambda: Quantity(value=1.225, units="kg/m^3"))
+    drag_coefficient: float = Field(default=1.2, ge=0)
+
+    @model_validator(mode="after")
+    def _units(self):
+        if not compatible(self.air_density.units, "kg/m^3"):
+            raise ValueError(f"air_density has units {self.air_density.units!r}, which are not a density")
+        if not self.air_density.value > 0:
+            raise ValueError(f"air_density must be positive, got {self.air_density.value}")
+        return self
+
+
 class StructureConfig(ModelConfigBase):
     """The ``structure`` model section. ``grid.shape`` counts elements (nodes are one more per axis)."""
 
@@ -149,6 +168,7 @@ class StructureConfig(ModelConfigBase):
     boundary: dict[Edge, BoundaryKind] = Field(default_factory=dict)
     loads: list[LoadSpec] = Field(default_factory=list)
     eigenstrain: float = 0.0
+    wind: WindSpec | None = None
     time: TimeSpec | None = None
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ Example::
         alpha_beta: {value: 10, units: Gy}
         kappa: {value: 0.1, units: 1/day}
         half_life: {value: 1.0, units: day}
+        gamma: {value: 0.0, units: 1/kPa}     # mechanical coupling: D = D0 exp(-gamma sigma_vm), sigma_vm imported
       seed: {center: [80, 110], radius: 5, amplitude: 0.5}
       phantom: {kind: brain}
       treatment:
@@ -48,6 +49,7 @@ PARAMETER_UNITS = {
     "alpha_beta": "Gy",
     "kappa": "1/day",
     "half_life": "day",
+    "gamma": "1/Pa",
 }
 #: parameters that must be strictly positive (the others may be zero)
 STRICTLY_POSITIVE = {"theta", "alpha_beta", "half_life"}
@@ -68,6 +70,8 @@ class TumourParameters(Strict):
     alpha_beta: ParameterSpec = Field(default_factory=lambda: _spec(10.0, "Gy"))
     kappa: ParameterSpec = Field(default_factory=lambda: _spec(0.0, "1/day"))
     half_life: ParameterSpec = Field(default_factory=lambda: _spec(1.0, "day"))
+    gamma: ParameterSpec = Field(default_factory=lambda: _spec(0.0, "1/kPa"),
+                                 description="stress sensitivity of the diffusivity, D = D0 exp(-gamma sigma_vm)")
 
     @model_validator(mode="after")
     def _physical(self):

@@ -10,6 +10,11 @@ fixed step larger than the stable limit of the chosen method (:mod:`.stability`)
 The RHS Jacobian (assembled exactly, :mod:`.jacobian`) and the parameter Jacobian ``dF/dp`` make PETSc's TSAdjoint
 give the discrete adjoint with respect to the initial state and to ``gravity, f0, beta, drag, forcing_amplitude``.
 
+Coupling: exports ``velocity``, the wind ``(u, v)`` [m/s] averaged from the C-grid faces to the cell centres
+(``u_c[j, i] = (u[j, i] + u[j, i+1]) / 2``, ``v_c[j, i] = (v[j, i] + v[j+1, i]) / 2``, second order), on a dof-2
+grid with the model's decomposition (:meth:`ShallowWater.field_grid`); a coupler samples it where it is needed,
+e.g. at a structure's site.
+
 On a doubly periodic domain a beta-plane ``f = f0 + beta (y - y_mid)`` jumps at the southern edge; keep ``beta``
 small or zero there (a walled beta-channel is not implemented).
 """
@@ -143,6 +148,7 @@ class ShallowWater(Model):
         self._failure: str | None = None
         self._tlm: TangentLinear | None = None
         self._limits: dict[tuple, float] = {}
+        self._velocity_grid: Grid | None = None
         set_options(self.options_prefix, {"ts_type": "rk", "ts_rk_type": "4", "ts_adapt_type": "none",
                                           "ts_trajectory_type": "memory"})
         self.ts = self._create_ts()
@@ -394,12 +400,36 @@ class ShallowWater(Model):
                              f"reduce the time step or the forcing")
             ts.setConvergedReason(PETSc.TS.ConvergedReason.DIVERGED_STEP_REJECTED)
 
+    # -- coupling --------------------------------------------------------------------------------------------------
+    def field_grid(self, name: str) -> Grid:
+        """The grid of the coupling field ``velocity``: cell centres, dof 2 (created on first use; collective)."""
+        if name != "velocity":
+            raise ModelError(self.name, f"unknown coupling field '{name}'; the shallow-water model exports "
+                                        f"['velocity'] and imports nothing")
+        if self._velocity_grid is None:
+            g = self.grid
+            self._velocity_grid = Grid(g.comm_mpi(), g.shape, g.extent, dof=2, stencil_width=1, periodic=True,
+                                       proc_sizes=g.da.getProcSizes(), name=f"{self.name} velocity")
+        return self._velocity_grid
+
+    def exports(self, state: PETSc.Vec) -> dict[str, PETSc.Vec]:
+        """``velocity``: the wind at the cell centres (module docstring), a new vector on :meth:`field_grid`."""
+        grid = self.field_grid("velocity")
+        fields = self.ghosted_fields(state)
+        u, v = fields[1], fields[2]
+        out = grid.create_global()
+        a = grid.owned_array(out)
+        a[..., 0] = 0.5 * (u[1:-1, 1:-1] + u[1:-1, 2:])
+        a[..., 1] = 0.5 * (v[1:-1, 1:-1] + v[2:, 1:-1])
+        return {"velocity": out}
+
     # -- outputs ---------------------------------------------------------------------------------------------------
     def qoi(self, state: PETSc.Vec, t: float) -> dict[str, QoI]:
         return qoi_mod.quantities(self, state)
 
     def destroy(self) -> None:
-        for obj in (self.ts, self._xloc, self._sol, self._J, self._Jp, self._initial, self.topography):
+        for obj in (self.ts, self._xloc, self._sol, self._J, self._Jp, self._initial, self.topography,
+                    self._velocity_grid):
             if obj is not None:
                 obj.destroy()
         if self._tlm is not None:

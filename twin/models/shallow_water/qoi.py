@@ -6,7 +6,8 @@
 * ``enstrophy`` = ``sum h_corner q^2 / 2 dx dy`` [m/s^2]: potential enstrophy.
 * ``area_above_threshold`` [m^2]: area where the free surface ``eta = h + b`` exceeds the configured threshold.
 * ``eta_at_<site>`` [m] and ``tracer_at_<site>`` [1]: bilinear interpolation at named sites (the tracer as a
-  concentration ``phi / h``).
+  concentration ``phi / h``); ``u_at_<site>`` and ``v_at_<site>`` [m/s]: the wind there, interpolated from the
+  C-grid faces where ``u`` and ``v`` live.
 """
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ def quantities(model: "ShallowWater", state: PETSc.Vec) -> dict[str, QoI]:
         eta_s = bilinear_at_centres(grid, eta, pts)
         for n, v in zip(names, eta_s):
             out[f"eta_at_{n}"] = QoI(float(v), "m", f"free-surface height at {n}")
+        # u sits half a cell west of the centre, v half a cell south: shift the points onto the centre lattice
+        dx, dy = grid.spacing
+        u_s = bilinear_at_centres(grid, a[..., 1], pts + [0.5 * dx, 0.0])
+        v_s = bilinear_at_centres(grid, a[..., 2], pts + [0.0, 0.5 * dy])
+        for n, uv, vv in zip(names, u_s, v_s):
+            out[f"u_at_{n}"] = QoI(float(uv), "m/s", f"eastward wind at {n}")
+            out[f"v_at_{n}"] = QoI(float(vv), "m/s", f"northward wind at {n}")
         if grid.dof > 3:
             h_s = bilinear_at_centres(grid, a[..., 0], pts)
             phi_s = bilinear_at_centres(grid, a[..., 3], pts)

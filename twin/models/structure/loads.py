@@ -8,6 +8,14 @@ With Q1 shape functions ``N_a`` and thickness ``t`` [m], the consistent nodal fo
     traction tau(x) [Pa] on an edge: f_a = t int_edge  N_a tau ds        (tau linear between edge nodes)
     eigenstrain eps*(x) [1]:         f_e = E_e eps*_e t int B^T D (1, 1, 0) dA   (element mean of nodal eps*)
 
+Wind from a coupled atmosphere (import ``wind``, the horizontal velocity ``U = (u, v)`` [m/s] at the structure's
+site) becomes a drag traction on the windward edge (Morison/quasi-steady drag of a bluff section)::
+
+    tau = 1/2 rho_air C_d |U| (u, 0)           [Pa]
+
+the component of the drag force ``1/2 rho_air C_d |U| U`` in the plane of the model, whose x axis is the
+atmosphere's x axis (``v`` is out of plane and only adds to the speed).
+
 A *load case* is one named body force or traction with a time function ``phi(t)`` and a scale parameter ``s``
 (``load_<name>``, default 1): it contributes ``s phi(t) f``. Scale parameters are estimable, so loads can be identified
 by assimilation (the gradient is ``dJ/ds = -lambda^T dR/ds``, computed with the adjoint).
@@ -86,6 +94,40 @@ class LoadCase:
     history: TimeFunction = field(default_factory=TimeFunction)
 
 
+@dataclass(frozen=True)
+class WindLoad:
+    """Quasi-steady drag of the imported wind on one edge (module docstring).
+
+    Attributes
+    ----------
+    boundary : str
+        The windward edge that carries the traction.
+    air_density : float
+        ``rho_air`` [kg/m^3].
+    drag_coefficient : float
+        ``C_d`` [1] of the section.
+    """
+
+    boundary: str = "left"
+    air_density: float = 1.225
+    drag_coefficient: float = 1.2
+
+    def check(self, component: str) -> None:
+        if self.boundary not in EDGES:
+            raise ModelError(component, f"wind load: unknown boundary '{self.boundary}'; use one of {list(EDGES)}")
+        if not (np.isfinite(self.air_density) and self.air_density > 0):
+            raise ModelError(component, f"wind load: air density must be positive, got {self.air_density}")
+        if not (np.isfinite(self.drag_coefficient) and self.drag_coefficient >= 0):
+            raise ModelError(component, f"wind load: drag coefficient must be >= 0, got {self.drag_coefficient}")
+
+    def traction(self, wind: np.ndarray) -> np.ndarray:
+        """Traction ``(..., 2)`` [Pa] from wind velocities ``(..., 2)`` [m/s] (vectorised over nodes)."""
+        speed = np.sqrt(wind[..., 0] ** 2 + wind[..., 1] ** 2)
+        out = np.zeros_like(wind)
+        out[..., 0] = 0.5 * self.air_density * self.drag_coefficient * speed * wind[..., 0]
+        return out
+
+
 def body_force_array(mesh: ElementMesh, ref: ReferenceElement, b_ghosted: np.ndarray) -> np.ndarray:
     """Ghosted nodal forces ``(gny, gnx, 2)`` of a nodal body-force field given as a ghosted ``(gny, gnx, 2)`` array."""
     out = mesh.zeros(2)
@@ -153,5 +195,5 @@ def check_vector(name: str, component: str, value: Sequence[float]) -> tuple[flo
     return v  # type: ignore[return-value]
 
 
-__all__ = ["TimeFunction", "LoadCase", "body_force_array", "traction_array", "eigenstrain_element_forces",
+__all__ = ["TimeFunction", "LoadCase", "WindLoad", "body_force_array", "traction_array", "eigenstrain_element_forces",
            "load_case_array", "zero_constrained", "check_vector"]

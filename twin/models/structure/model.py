@@ -23,7 +23,10 @@ the thickness, element aspect ratio near 1); the cantilever verification test sh
 State: static mode ``(u_x, u_y)`` [m] on ``mesh.disp``; dynamic mode ``(u_x, u_y, v_x, v_y)`` [m, m/s] on
 ``mesh.state``. Parameters: ``damage`` (field on ``mesh.scalar``), ``E0`` and ``load_<name>`` (scalars). Imports (on
 the grids named): ``body_force`` [N/m^3] and ``traction_<edge>`` [Pa] on ``mesh.disp``, ``eigenstrain`` [1] on
-``mesh.scalar``. Exports: ``displacement``, ``von_mises`` and ``mean_stress`` (nodal averages of element values, Pa).
+``mesh.scalar`` (e.g. a growth strain ``beta_g N / theta`` from a tumour model), and, with a configured wind load,
+``wind`` [m/s] on ``mesh.disp`` (turned into a drag traction on the windward edge, see :class:`.loads.WindLoad`).
+Exports: ``displacement`` on ``mesh.disp``, ``von_mises`` and ``mean_stress`` (nodal averages of element values, Pa) on
+``mesh.scalar``; :meth:`StructureModel.field_grid` names the grid of each field.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from twin.models.registry import register_model
 from twin.models.structure.dynamic import DynamicSolver
 from twin.models.structure.elements import ReferenceElement, von_mises
 from twin.models.structure.forcing import Forcing, ParameterLayout
-from twin.models.structure.loads import LoadCase, TimeFunction, check_vector
+from twin.models.structure.loads import EDGES, LoadCase, TimeFunction, WindLoad, check_vector
 from twin.models.structure.mesh import ElementMesh
 from twin.models.structure.operators import Operators
 from twin.models.structure.qoi import element_stress, natural_frequencies, nodal_average
@@ -103,14 +106,26 @@ class StructureModel(Model):
         Initial damage: uniform value, whole nodal field in natural C order ``(ny + 1, nx + 1)``, or ``f(X, Y)``.
     estimable : sequence of str
         Parameters assimilation may update.
+    wind : WindLoad, optional
+        How an imported ``wind`` becomes a traction (without it, importing ``wind`` is refused).
     """
+
+    #: coupling fields on the scalar nodal grid (the others live on the displacement grid)
+    SCALAR_FIELDS = ("von_mises", "mean_stress", "eigenstrain")
+    #: fields the model imports
+    IMPORTS = ("body_force", "eigenstrain", "wind") + tuple(f"traction_{e}" for e in EDGES)
 
     def __init__(self, name: str, comm, n_elements: Sequence[int], extent, material: Material,
                  boundary: Mapping[str, str], loads: Sequence[LoadCase] = (), *, plane: str = "stress",
                  thickness: float = 1.0, mode: str = "static", dt: float | None = None, initial: str = "rest",
-                 damage: float | np.ndarray | Callable = 0.0, estimable: Sequence[str] = ()):
+                 damage: float | np.ndarray | Callable = 0.0, estimable: Sequence[str] = (),
+                 wind: WindLoad | None = None):
         super().__init__(name, comm)
         material.check(name)
+        if wind is not None:
+            wind.check(name)
+        self.wind = wind
+        self._wind_traction: PETSc.Vec | None = None
         if mode not in ("static", "dynamic"):
             raise ModelError(name, f"mode must be 'static' or 'dynamic', got {mode!r}")
         if plane not in ("stress", "strain"):
@@ -206,7 +221,9 @@ class StructureModel(Model):
         model = cls(name, comm, cfg.grid.shape, extent, material, dict(cfg.boundary), loads, plane=cfg.plane,
                     thickness=cfg.thickness.to("m"), mode=cfg.mode,
                     dt=cfg.time.dt.to("s") if cfg.time else None,
-                    initial=cfg.time.initial if cfg.time else "rest", damage=damage, estimable=estimable)
+                    initial=cfg.time.initial if cfg.time else "rest", damage=damage, estimable=estimable,
+                    wind=None if cfg.wind is None else WindLoad(cfg.wind.boundary, cfg.wind.air_density.to("kg/m^3"),
+                                                                cfg.wind.drag_coefficient))
         model.parameters["damage"].prior = dmg.prior
         model.parameters["E0"].prior = cfg.E0.prior
         for ld in cfg.loads:
@@ -270,10 +287,46 @@ class StructureModel(Model):
         self._version += 1
 
     def set_import(self, name: str, value: PETSc.Vec) -> None:
-        known = ("body_force", "eigenstrain", "traction_left", "traction_right", "traction_bottom", "traction_top")
-        if name not in known:
-            raise ModelError(self.name, f"unknown import '{name}'; the structure model imports {list(known)}")
+        if name not in self.IMPORTS:
+            raise ModelError(self.name, f"unknown import '{name}'; the structure model imports {list(self.IMPORTS)}")
+        grid = self.field_grid(name)
+        probe = grid.create_global()
+        sizes = (probe.getSize(), probe.getLocalSize())
+        probe.destroy()
+        if (value.getSize(), value.getLocalSize()) != sizes:
+            raise ModelError(self.name, f"import '{name}' has {value.getSize()} values ({value.getLocalSize()} on this "
+                                        f"rank); its grid needs {sizes[0]} ({sizes[1]})")
+        if name == "wind":
+            self._set_wind(value)
+            return
+        if self.wind is not None and name == f"traction_{self.wind.boundary}":
+            raise ModelError(self.name, f"import '{name}' and the wind load both act on the {self.wind.boundary} "
+                                        f"edge; move the wind load (wind.boundary) or the traction")
         super().set_import(name, value)
+
+    def _set_wind(self, value: PETSc.Vec) -> None:
+        """Turn the imported wind velocity [m/s] into the drag traction on the windward edge (module docstring)."""
+        if self.wind is None:
+            raise ModelError(self.name, "import 'wind' needs a wind load in the configuration, e.g. "
+                                        "wind: {boundary: left, drag_coefficient: 1.2}")
+        disp = self.mesh.disp
+        if self._wind_traction is None:
+            self._wind_traction = disp.create_global()
+        u = disp.owned_array(value, readonly=True)
+        if not bool(disp.comm_mpi().allreduce(bool(np.all(np.isfinite(u))), op=MPI.LAND)):
+            raise ModelError(self.name, "import 'wind' has non-finite values")
+        disp.owned_array(self._wind_traction)[...] = self.wind.traction(u)
+        self.imports[f"traction_{self.wind.boundary}"] = self._wind_traction
+
+    def field_grid(self, name: str):
+        """The grid of a coupling field: ``mesh.scalar`` for von Mises, mean stress and eigenstrain, ``mesh.disp``
+        for displacement, body force, tractions and wind."""
+        if name in self.SCALAR_FIELDS:
+            return self.mesh.scalar
+        if name in ("displacement",) + self.IMPORTS:
+            return self.mesh.disp
+        raise ModelError(self.name, f"unknown coupling field '{name}'; the structure model exports "
+                                    f"['displacement', 'von_mises', 'mean_stress'] and imports {list(self.IMPORTS)}")
 
     def stiffness(self) -> PETSc.Mat:
         """The stiffness ``K(d)`` on ``mesh.disp`` (re-assembled when parameters changed), constrained rows
@@ -448,7 +501,7 @@ class StructureModel(Model):
         if self.dynamic is not None:
             self.dynamic.destroy()
         self.forcing.destroy()
-        for obj in (self.K, self._M, self._f):
+        for obj in (self.K, self._M, self._f, self._wind_traction):
             if obj is not None:
                 obj.destroy()
         for p in self.parameters.values():

@@ -9,7 +9,10 @@ Equation (lengths mm, time days)::
 
 with
     N      tumour cell density (cells/mm^3); N/theta is the cellularity imaged by MRI,
-    D(x)   diffusivity (mm^2/day): D_white in white matter, D_grey in grey matter (see ``phantom``),
+    D(x)   diffusivity (mm^2/day): D_white in white matter, D_grey in grey matter (see ``phantom``), times
+           exp(-gamma sigma_vm(x)) when a mechanics model sends the von Mises stress sigma_vm (Pa; import
+           ``stress``) and gamma (1/Pa) > 0: compressed tissue slows the invasion (mechanically coupled model of
+           Hormuth et al. / Weis et al.),
     k(x)   proliferation rate (1/day), a scalar or a field,
     theta  carrying capacity (cells/mm^3),
     alpha  LQ radiosensitivity (1/Gy), beta = alpha / (alpha/beta), d_f the fraction dose (Gy),
@@ -21,6 +24,11 @@ Crank-Nicolson; any implicit TS with adjoint support via ``-<name>_ts_type``, e.
 Jacobian ``A + diag(m (k (1 - 2N/theta) - kappa C))`` and Newton (SNES). Treatments are exact: the integration is
 split at every treatment time (TS segments), the LQ jump is applied between segments, and ``C(t)`` never jumps
 inside a segment.
+
+Coupling: imports ``stress`` (von Mises stress, Pa, on the model grid); exports ``density`` (N, cells/mm^3) and
+``cellularity`` (N / theta, 1; what a growth eigenstrain ``eps_g = beta_g N / theta`` is proportional to). The
+imported stress is held fixed during :meth:`TumourModel.advance` and the adjoint (a partial derivative for the
+component alone).
 
 Adjoint: :meth:`TumourModel.adjoint` recomputes the forward segments with a saved trajectory (in memory; for long
 windows on big grids bound it with PETSc's checkpointing options, e.g. ``-<name>_ts_trajectory_max_cps_ram``), runs
@@ -56,6 +64,8 @@ log = get_logger("twin.models.tumour")
 
 #: parameters whose gradient :meth:`TumourModel.adjoint` provides
 GRADIENT_PARAMETERS = ("k", "D_white", "D_grey", "theta", "kappa", "alpha")
+#: parameters that may be left out of ``values`` (their default switches the feature off)
+OPTIONAL_PARAMETERS = {"gamma": 0.0}
 #: scalar parameters entering F (columns of RHSJacobianP)
 _RHS_SCALARS = ("k", "D_white", "D_grey", "theta", "kappa")
 
@@ -74,7 +84,8 @@ class TumourModel(Model):
     tissue : Tissue
         Tissue mask and white-matter fraction, whole-grid arrays in natural C order.
     values : mapping
-        Parameter values in internal units (``PARAMETER_UNITS``); ``k`` may be a whole field (natural C order).
+        Parameter values in internal units (``PARAMETER_UNITS``); ``k`` may be a whole field (natural C order);
+        ``gamma`` may be left out (no stress coupling).
     initial : ndarray or callable, optional
         Initial density: a whole field (natural C order) or ``f(X, Y[, Z])`` at cell centres (cells/mm^3). Zero
         outside the tissue.
@@ -111,6 +122,7 @@ class TumourModel(Model):
         self.progression_factor = float(progression_factor)
         self.source = source
         self._mpi = grid.comm_mpi()
+        values = {**OPTIONAL_PARAMETERS, **dict(values)}
         self._check_inputs(grid, tissue, values, run)
         self.tissue = tissue
         self.run = run
@@ -127,6 +139,7 @@ class TumourModel(Model):
                                                prior_transform(prior), prior)
         self._mask = tissue.mask[grid.owned_slices].ravel().astype(float)
         self._initial = self._initial_vec(initial)
+        self._stress: np.ndarray | None = None  # imported von Mises stress (Pa), whole grid, natural C order
         self.op = DiffusionOperator(grid, tissue)
         self._J = self.op.A.duplicate(copy=True)
         self._f = grid.create_global()
@@ -278,12 +291,23 @@ class TumourModel(Model):
 
     def _rebuild(self, names: Sequence[str]) -> None:
         v = {n: p.value for n, p in self.parameters.items()}
-        if {"D_white", "D_grey"} & set(names):
-            self.op.update(v["D_white"], v["D_grey"])
+        if {"D_white", "D_grey", "gamma"} & set(names):
+            self.op.update(v["D_white"], v["D_grey"], self.diffusivity_factor())
         k = v["k"].getArray(readonly=True) if isinstance(v["k"], PETSc.Vec) else v["k"]
         self._kk = self._mask * k
         self._kt = self._kk / v["theta"]
         self._km = self._mask * v["kappa"]
+
+    def diffusivity_factor(self) -> np.ndarray | None:
+        """``exp(-gamma sigma_vm)`` on the whole grid (natural C order), or ``None`` without stress coupling.
+
+        The von Mises stress is non-negative; an accelerated coupling iterate may undershoot zero slightly, which is
+        clipped so that the stress never raises the diffusivity above ``D0``.
+        """
+        gamma = float(self.parameters["gamma"].value)
+        if self._stress is None or gamma == 0.0:
+            return None
+        return np.exp(-gamma * np.maximum(self._stress, 0.0))
 
     def k_field(self) -> np.ndarray:
         """This rank's block of ``k`` (1/day) as a flat array (the scalar broadcast when k is a scalar)."""
@@ -302,7 +326,25 @@ class TumourModel(Model):
                               f"tumour volume with cellularity above {self.threshold:g}")}
 
     def exports(self, state: PETSc.Vec) -> dict[str, PETSc.Vec]:
-        return {"density": state}
+        """``density`` (the state itself, cells/mm^3) and ``cellularity`` ``N / theta`` (a new vector, 1)."""
+        cellularity = state.copy()
+        cellularity.scale(1.0 / self.parameters["theta"].value)
+        return {"density": state, "cellularity": cellularity}
+
+    def set_import(self, name: str, value: PETSc.Vec) -> None:
+        """Receive the von Mises stress ``stress`` (Pa, a vector laid out like the state) from a mechanics model;
+        the diffusivity becomes ``D0 exp(-gamma sigma_vm)`` (see the module docstring). Collective."""
+        if name != "stress":
+            self._fail(f"unknown import '{name}'; the tumour model imports ['stress'] (von Mises stress in Pa)")
+        if value.getSize() != self.grid.size or value.getLocalSize() != self._mask.size:
+            self._fail(f"import 'stress' has {value.getSize()} values ({value.getLocalSize()} on this rank); the "
+                       f"grid needs {self.grid.size} ({self._mask.size})")
+        # whole field on every rank: the face conductances need the neighbours' diffusivities (as the tissue does)
+        stress = np.asarray(self.grid.allgather(value), dtype=float).reshape(self.grid.shape[::-1])
+        if not np.all(np.isfinite(stress)):
+            self._fail("import 'stress' has non-finite values")
+        self._stress = stress
+        self._rebuild(["gamma"])
 
     # -- right-hand side and Jacobians --------------------------------------------------------------------------------
     def concentration(self, t: float) -> float:

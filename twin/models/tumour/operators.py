@@ -10,9 +10,10 @@ grid boundary). Then ``(A N)_i = sum over faces f of i of T_f (N_neighbour - N_i
 and column sums, so total mass ``sum_i N_i h^d`` is conserved exactly by the discrete diffusion. The harmonic mean is
 the conductance of two half-cells in series (second order for smooth D, flux-continuous across jumps of D).
 
-With ``D = D_white w + D_grey (1 - w)`` in tissue cells, the conductances are homogeneous of degree one in
-``(D_white, D_grey)``; the derivative matrices ``dA/dD_white`` and ``dA/dD_grey`` (same sparsity) give the parameter
-Jacobian columns ``(dA/dD) N`` that TSAdjoint needs.
+With ``D = f (D_white w + D_grey (1 - w))`` in tissue cells (``f`` a positive factor field, 1 unless a coupled
+model lowers the diffusivity, e.g. ``f = exp(-gamma sigma_vm)`` under mechanical stress), the conductances are
+homogeneous of degree one in ``(D_white, D_grey)``; the derivative matrices ``dA/dD_white`` and ``dA/dD_grey``
+(same sparsity) give the parameter Jacobian columns ``(dA/dD) N`` that TSAdjoint needs.
 
 Assembly is vectorised: the sparsity (diagonal plus the 2*dim face neighbours inside the box) is computed once as a
 CSR block of this rank's rows with PETSc global column numbers (natural indices mapped through the DMDA's AO); values
@@ -84,12 +85,19 @@ class DiffusionOperator:
         """Slot-ordered values ``(nloc, slots)`` to the CSR data order."""
         return np.take_along_axis(slot_values, self._order, axis=1)[self._valid_sorted]
 
-    def update(self, D_white: float, D_grey: float) -> None:
-        """Recompute the values of ``A`` and of its derivatives for new diffusivities (mm^2/day)."""
+    def update(self, D_white: float, D_grey: float, factor: np.ndarray | None = None) -> None:
+        """Recompute the values of ``A`` and of its derivatives for new diffusivities (mm^2/day).
+
+        ``factor`` (whole grid, natural C order, positive) multiplies the diffusivity cell by cell; ``None`` is 1.
+        """
         grid, tissue = self.grid, self.tissue
         dim = grid.dim
-        mask, w = tissue.mask, tissue.white
-        D = np.where(mask, D_white * w + D_grey * (1.0 - w), 0.0)
+        mask = tissue.mask
+        f = np.ones(mask.shape) if factor is None else np.asarray(factor, dtype=float).reshape(mask.shape)
+        # the white/grey weights of D, scaled by the factor: D = D_white w + D_grey g
+        w = f * tissue.white
+        g = f * (1.0 - tissue.white)
+        D = np.where(mask, D_white * w + D_grey * g, 0.0)
         owned = grid.owned_slices
         self.diffusivity = D[owned].ravel().copy()
         slots = [np.zeros((self.nloc, self._slots)) for _ in range(3)]
@@ -99,6 +107,7 @@ class DiffusionOperator:
             right = tuple(slice(1, None) if a == ca else slice(None) for a in range(dim))
             DL, DR = D[left], D[right]
             wL, wR = w[left], w[right]
+            gL, gR = g[left], g[right]
             both = mask[left] & mask[right]
             s = DL + DR
             ok = both & (s > 0)
@@ -106,7 +115,7 @@ class DiffusionOperator:
             scale = 1.0 / (h_c[ca] * h_c[ca])
             T = 2.0 * DL * DR * inv * scale
             dT_white = 2.0 * (DR * DR * wL + DL * DL * wR) * inv * inv * scale
-            dT_grey = 2.0 * (DR * DR * (1.0 - wL) + DL * DL * (1.0 - wR)) * inv * inv * scale
+            dT_grey = 2.0 * (DR * DR * gL + DL * DL * gR) * inv * inv * scale
             for out, face in zip(slots, (T, dT_white, dT_grey)):
                 # padded[g] is the face on the minus side of cell g (zero beyond the box)
                 pad = [(1, 1) if a == ca else (0, 0) for a in range(dim)]
