@@ -3,7 +3,8 @@
 ``posterior.nc`` holds the analysis ensemble at ``t_0 .. t_K`` (``t_0``: the prior ensemble), read from the
 checkpoints; ``forecast.nc`` the forecast ensemble at ``t_1 .. t_K``, read from the member forecast files. A member
 dropped by the failure policy is missing (NaN) from the cycle it failed in onwards. ``diagnostics.nc`` is written
-cycle by cycle by the analysis and rebuilt here if it is incomplete.
+cycle by cycle by the analysis and rebuilt here if it is incomplete. With guardrails, ``flags.jsonl`` is rewritten from
+the last checkpoint; with a ``decision`` section, ``decision.json`` (:mod:`twin.campaign.decide`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from twin.campaign import layout
+from twin.campaign.decide import decide
+from twin.campaign.guarded import write_flags
 from twin.campaign.steps import (Setup, _rank, _record, append_diagnostics, is_valid_checkpoint, reader, setup,
                                   time_encoding)
 from twin.core.errors import WorkflowError
@@ -43,7 +46,12 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
     s = s or setup(exp_dir, comm)
     t_start = time.time()
     try:
-        if outputs_complete(s.exp_dir) and all(verify_netcdf(s.exp_dir / n)[0] for n in layout.OUTPUTS):
+        from twin.campaign.decide import wants_decision
+
+        decided = not wants_decision(s.cfg) or (s.exp_dir / "decision.json").is_file()
+        if comm is not None and comm.Get_size() > 1:
+            decided = comm.bcast(decided, root=0)
+        if decided and outputs_complete(s.exp_dir) and all(verify_netcdf(s.exp_dir / n)[0] for n in layout.OUTPUTS):
             _record(s, "finalize", "skipped", t_start)
             return False
         model, sch = s.get_model(), s.schedule
@@ -55,13 +63,14 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
         spatial = tuple(grid.shape[::-1]) + ((grid.dof,) if grid.dof > 1 else ())
         posterior = np.full((s.n_members, K + 1) + spatial, np.nan)
         forecast = np.full((s.n_members, K) + spatial, np.nan)
-        history = []
+        history, guard_state = [], None
         for k in range(K + 1):
             with reader(layout.checkpoint_file(s.exp_dir, k), comm) as r:
                 alive = r.read_array("alive").astype(bool)
                 posterior[alive, k] = r.read_field(model.name)[alive]
                 if k == K:
                     history = r.meta.get("history", [])
+                    guard_state = r.meta.get("guardrails")
             if k < K:
                 done, _ = layout.member_files(s.exp_dir, k)
                 for m in done:
@@ -93,6 +102,10 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
             if _rank(comm) == 0 and (s.exp_dir / "diagnostics.nc").exists():
                 (s.exp_dir / "diagnostics.nc").unlink()
             append_diagnostics(s, history)
+        if _rank(comm) == 0:
+            # flags.jsonl from the last checkpoint (a crash may have come between a checkpoint and its flags)
+            write_flags(s.exp_dir, guard_state)
+        decide(s, comm)
         _record(s, "finalize", "done", t_start)
         log.info("experiment %s: outputs in %s", s.name, s.exp_dir)
         return True

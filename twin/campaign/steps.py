@@ -26,13 +26,14 @@ and are never forecast or analysed again.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from twin.campaign import context as ctx
+from twin.campaign import guarded
 from twin.campaign import layout
 from twin.core.errors import AssimilationError, OutputError, WorkflowError
 from twin.core.log import get_logger
@@ -412,7 +413,9 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
         E = control.pack(np.array(states).T, {k: np.array([p[k] for p in params]).T for k in params[0]}
                          if params[0] else {})
         factor = float(meta.get("inflation", 1.0))
-        Ea, record, factor = analysis_step(s.cfg, model, obs, control, E, y, err, truth, cycle, factor)
+        guard = guarded.restore(s.cfg, int(np.size(y)), meta.get("guardrails"), cycle)
+        Ea, record, factor = analysis_step(s.cfg, model, obs, control, E, y, err, truth, cycle, factor, guard=guard,
+                                           time=float(sch.window(cycle)[1]))
         record.update(cycle=cycle, time=float(sch.window(cycle)[1]))
         new_states, new_params = control.unpack(Ea)
         for j, m in enumerate(live):
@@ -421,8 +424,12 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
                 prior_params[m][name] = values[..., j] if np.ndim(values) > 1 else float(np.asarray(values)[j])
         history = list(meta.get("history", [])) + [record]
         new_meta = {"inflation": factor, "dropped": dropped, "history": history}
+        if guard is not None:
+            new_meta["guardrails"] = guarded.snapshot(guard)
         _write_ensemble_checkpoint(s, out, cycle + 1, float(sch.window(cycle)[1]), prior_states, prior_params,
                                    alive, new_meta, s.provenance(parent, checksum))
+        if _rank(comm) == 0:
+            guarded.write_flags(s.exp_dir, new_meta.get("guardrails"))
         append_diagnostics(s, history)
         _record(s, "analyse", "done", t_start, cycle=cycle)
         log.info("experiment %s cycle %d: rmse %.4g -> %.4g, spread %.4g -> %.4g (%d members)", s.name, cycle,
@@ -445,10 +452,15 @@ def _read_members_single(s: Setup, reader):
 
 
 def analysis_step(cfg, model, obs, control, E: np.ndarray, y: np.ndarray, err: np.ndarray, truth: np.ndarray,
-                  cycle: int, factor: float) -> tuple[np.ndarray, dict[str, float], float]:
+                  cycle: int, factor: float, *, guard=None,
+                  time: float = 0.0) -> tuple[np.ndarray, dict[str, float], float]:
     """One analysis of whole control vectors ``E`` (n_control x N) with the configured method, exactly as in
     :meth:`twin.assimilation.cycle.EnsembleCycle.run`: prior inflation, analysis, posterior relaxation, adaptive
-    factor. Returns the analysis, the diagnostics record and the next inflation factor."""
+    factor. Returns the analysis, the diagnostics record and the next inflation factor.
+
+    With ``guard`` (:func:`twin.campaign.guarded.restore`) the guardrails check the inflated forecast first, their
+    statistics join the record, and only the sensors they leave active are assimilated (``time``: the cycle's
+    analysis time, for the flags)."""
     from twin.assimilation import diagnostics as diag
 
     N = E.shape[1]
@@ -463,9 +475,19 @@ def analysis_step(cfg, model, obs, control, E: np.ndarray, y: np.ndarray, err: n
     infl = meth.inflation
     Ef, Yf = infl.prior(E, Y, factor)
     local = ctx.local_context(cfg, model, obs, control.size)
-    Ea = meth.analysis(Ef, Yf, y, err, ctx.rng(cfg, ctx.ANALYSIS, cycle), local)
-    Ea = infl.posterior(Ea, Ef)
-    factor = infl.updated_factor(factor, Y, y, err)
+    if guard is None:
+        Ea = meth.analysis(Ef, Yf, y, err, ctx.rng(cfg, ctx.ANALYSIS, cycle), local)
+        Ea = infl.posterior(Ea, Ef)
+        factor = infl.updated_factor(factor, Y, y, err)
+    else:
+        rows = guarded.check(guard, cycle, time, Yf, y, err, Ef[:n], truth)
+        rec.update(guard.diagnostics())
+        if local is not None and local.obs_locations is not None:
+            local = replace(local, obs_locations=np.atleast_2d(local.obs_locations)[rows])
+        r = np.broadcast_to(np.asarray(err, dtype=float), np.shape(y))
+        Ea = meth.analysis(Ef, Yf[rows], y[rows], r[rows], ctx.rng(cfg, ctx.ANALYSIS, cycle), local)
+        Ea = infl.posterior(Ea, Ef)
+        factor = infl.updated_factor(factor, Y[rows], y[rows], r[rows])
     if not np.all(np.isfinite(Ea)):
         raise AssimilationError(f"analysis of cycle {cycle} produced non-finite values; check inflation and "
                                 "observation errors")
@@ -502,6 +524,10 @@ def diagnostics_file(s: Setup, path):
     extra = {k: VariableMeta(ln, u.replace("{state}", units)) for k, (ln, u) in EXTRA_DIAGNOSTICS.items()}
     for p in model.estimable():
         extra[f"parameter_{p.name}"] = VariableMeta(f"ensemble mean of parameter {p.name}", p.units)
+    if guarded.settings(s.cfg) is not None:
+        from twin.decision.guardrails import diagnostics_variables
+
+        extra.update(diagnostics_variables())
     time_units, _ = time_encoding(model)
     return DiagnosticsFile(path, s.comm, provenance=s.provenance(), variables=extra, state_units=units,
                            time_units=time_units, title=f"twin diagnostics of experiment {s.name}",

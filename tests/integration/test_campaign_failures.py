@@ -1,0 +1,123 @@
+"""The failure policy of a campaign, exercised by a real divergence (no faked failure).
+
+Lorenz-96 with its forcing ``F`` estimable under a wide prior (lognormal, median 8, sigma 1.2): with
+``campaign.seed: 8675`` the prior draws F = 8.9, 6.2, 244.1, 9.8, 4.5 for members 0..4, and RK4 at ``dt = 0.05``
+blows up within the first cycle (8 steps) for F = 244 (from states near 8, F >= 150 diverged in 20 of 20 trials and
+F <= 80 in none), so member 2's forecast raises SolverError (non-finite state). The matrix adds an experiment with a
+narrow prior (sigma 0.05: the same draws, F within 7.5..8.6) that never fails.
+
+* ``on_member_failure: drop``: member 2 is dropped by name (``twin status`` shows it), the campaign completes with
+  four members; the dropped member is NaN in ``posterior.nc`` from cycle 1 on.
+* ``on_member_failure: stop``: the wide-prior experiment stops at cycle 0 (``stopped.json``, state ``failed``) and the
+  narrow-prior experiment completes.
+* ``min_members`` larger than the survivors: the experiment stops with a message naming the dropped member (2).
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+from twin.campaign import layout
+from twin.config.experiments import ExperimentsConfig
+from twin.config.loader import load_campaign
+
+pytestmark = pytest.mark.timeout(300)
+
+CAMPAIGN = textwrap.dedent("""\
+    schema_version: 1
+    campaign: {name: l96fail, seed: 8675}
+    models:
+      l96:
+        type: lorenz96
+        n: 40
+        dt: 0.05
+        forcing: {value: 8.0, prior: {dist: lognormal, median: 8.0, sigma: 1.2}, estimable: true}
+        initial_condition: random
+        perturbation: 1.0
+    timeline: {start: 0.0, end: 1.0, units: s}
+    assimilation:
+      method: etkf
+      N: 5
+      seed: 3
+      schedule: {every: 8, cycles: 2}
+      observations: {component: 0, all_points: true, error_std: 1.0}
+    """)
+
+WIDE, NARROW = "sigma-1.2", "sigma-0.05"
+MATRIX = {"models.l96.forcing.prior.sigma": [1.2, 0.05]}
+
+
+@pytest.fixture
+def loaded(tmp_path):
+    path = tmp_path / "fail.yaml"
+    path.write_text(CAMPAIGN)
+    return load_campaign(path)
+
+
+def _prior_forcing(exp_dir) -> np.ndarray:
+    from twin.io.checkpoint import CheckpointReader
+
+    with CheckpointReader(layout.checkpoint_file(exp_dir, 0)) as r:
+        return np.asarray(r.scalar_parameters["F"])
+
+
+def test_drop_diverging_member_online(loaded, tmp_path):
+    from mpi4py import MPI
+    import xarray as xr
+
+    from twin.campaign.online import run_online
+    from twin.campaign.status import status
+
+    run = tmp_path / "drop"
+    run_online(loaded, MPI.COMM_SELF, run, experiments=ExperimentsConfig(matrix=MATRIX, retries=1,
+                                                                         on_member_failure="drop"))
+    wide = layout.experiment_dir(run, WIDE)
+    F0 = _prior_forcing(wide)
+    assert np.argmax(F0) == 2 and F0[2] > 200 and np.all(np.delete(F0, 2) < 12)  # the seed does what we claim
+    done, failed = layout.member_files(wide, 0)
+    assert done == [0, 1, 3, 4] and list(failed) == [2]
+    assert "non-finite" in failed[2] and "l96" in failed[2]
+    st = {e.name: e for e in status(run).experiments}
+    assert st[WIDE].state == "done" and st[WIDE].cycles_done == 2
+    assert list(st[WIDE].dropped) == [2] and "member" not in st[NARROW].line() and "2 (" in st[WIDE].line()
+    assert st[NARROW].state == "done" and not st[NARROW].dropped
+    with xr.open_dataset(wide / "posterior.nc", decode_times=False) as ds:
+        x = ds["l96_x"].values
+    assert np.all(np.isnan(x[2, 1:])) and np.all(np.isfinite(x[2, 0]))
+    assert np.all(np.isfinite(np.delete(x, 2, axis=0)))
+
+
+def test_stop_policy_stops_only_that_experiment(loaded, tmp_path):
+    from mpi4py import MPI
+
+    from twin.campaign.online import run_online
+    from twin.campaign.status import status
+
+    run = tmp_path / "stop"
+    run_online(loaded, MPI.COMM_SELF, run, experiments=ExperimentsConfig(matrix=MATRIX, retries=0,
+                                                                         on_member_failure="stop"))
+    st = {e.name: e for e in status(run).experiments}
+    assert st[WIDE].state == "failed" and st[WIDE].cycles_done == 0
+    assert layout.read_json(layout.stopped_marker(layout.experiment_dir(run, WIDE)))["cycle"] == 0
+    assert st[NARROW].state == "done" and st[NARROW].cycles_done == 2
+    # resuming a stopped experiment does not run it again (and does not hang)
+    run_online(loaded, MPI.COMM_SELF, run, experiments=ExperimentsConfig(matrix=MATRIX, on_member_failure="stop"))
+    assert layout.checkpoint_cycles(layout.experiment_dir(run, WIDE)) == [0]
+
+
+def test_min_members_stops_with_the_dropped_member_named(loaded, tmp_path):
+    from mpi4py import MPI
+
+    from twin.campaign.online import run_online
+    from twin.campaign.status import status
+
+    run = tmp_path / "min"
+    run_online(loaded, MPI.COMM_SELF, run, experiments=ExperimentsConfig(matrix={"models.l96.forcing.prior.sigma": [1.2]},
+                                                                         min_members=5))
+    (e,) = status(run).experiments
+    assert e.state == "failed"
+    reason = layout.read_json(layout.stopped_marker(layout.experiment_dir(run, WIDE)))["reason"]
+    assert "only 4 live member(s)" in reason and "dropped: [2]" in reason

@@ -1,0 +1,99 @@
+"""Guardrails in a file-based campaign: the per-cycle checks of :mod:`twin.decision.guardrails` around the analysis
+of :func:`twin.campaign.steps.analyse`, with their state carried from checkpoint to checkpoint.
+
+When the campaign has ``decision.guardrails``, every analysis
+
+1. rebuilds the :class:`~twin.decision.guardrails.Guardrails` of the experiment from the checkpoint it starts from
+   (``meta["guardrails"]``: per-sensor CUSUM sums ``S+``/``S-``, alarmed and active sensors, the sliding windows of
+   the spread/skill and rank-histogram checks, every flag so far);
+2. runs the checks on the observed forecast ensemble ``Y`` (after prior inflation) against ``y`` and ``r``, with the
+   truth of the twin experiment for the state-space spread/skill;
+3. assimilates the *active* sensors only (policy ``exclude`` removes an alarmed sensor from this and every later
+   analysis; ``flag`` only records);
+4. stores the new state in the next checkpoint's meta, adds the statistics to the cycle's diagnostics record (the
+   variables of :data:`~twin.decision.guardrails.GUARDRAIL_DIAGNOSTICS` in ``diagnostics.nc``) and rewrites
+   ``<experiment>/flags.jsonl`` from the flags in the checkpoint (read by ``twin report``).
+
+Because the state lives in the checkpoint, and the rank-histogram perturbations come from the campaign's random stream
+of purpose :data:`GUARDRAILS` and the cycle index, a resumed campaign raises exactly the flags of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Purpose index of the guardrails' random stream (:func:`twin.campaign.context.rng`).
+GUARDRAILS = 4
+
+
+def settings(cfg):
+    """The :class:`~twin.decision.guardrails.GuardrailSettings` of ``decision.guardrails``, or ``None``."""
+    from twin.decision.guardrails import GuardrailSettings
+
+    decision = getattr(cfg, "decision", None)
+    if decision is None or decision.guardrails is None:
+        return None
+    return GuardrailSettings.from_config(decision.guardrails)
+
+
+def restore(cfg, n_obs: int, state: dict[str, Any] | None, cycle: int):
+    """The experiment's guardrails at the start of ``cycle`` from the checkpoint meta ``state`` (``None``: fresh),
+    or ``None`` when the campaign has no guardrails."""
+    from twin.campaign import context as ctx
+    from twin.decision.guardrails import Flag, Guardrails
+
+    st = settings(cfg)
+    if st is None:
+        return None
+    g = Guardrails(n_obs, st)
+    g._rng = ctx.rng(cfg, GUARDRAILS, cycle)
+    if state:
+        g.active = np.asarray(state["active"], dtype=bool)
+        g.alarmed = np.asarray(state["alarmed"], dtype=bool)
+        g.cusum_pos = np.asarray(state["cusum_pos"], dtype=float)
+        g.cusum_neg = np.asarray(state["cusum_neg"], dtype=float)
+        g._skill = deque([tuple(p) for p in state["skill"]], maxlen=st.window)
+        g._ranks = deque([np.asarray(c, dtype=int) for c in state["ranks"]], maxlen=st.window)
+        g.flags = [Flag(**f) for f in state["flags"]]
+        if g.active.size != n_obs:
+            from twin.core.errors import WorkflowError
+
+            raise WorkflowError(f"guardrails: the checkpoint tracks {g.active.size} sensors, the network has {n_obs}")
+    return g
+
+
+def snapshot(g) -> dict[str, Any]:
+    """The guardrails' state as JSON-ready data for the checkpoint meta (restored by :func:`restore`)."""
+    return {"active": g.active.astype(int).tolist(), "alarmed": g.alarmed.astype(int).tolist(),
+            "cusum_pos": g.cusum_pos.tolist(), "cusum_neg": g.cusum_neg.tolist(),
+            "skill": [list(p) for p in g._skill], "ranks": [np.asarray(c).tolist() for c in g._ranks],
+            "flags": [asdict(f) for f in g.flags]}
+
+
+def write_flags(exp_dir, state: dict[str, Any] | None) -> Path | None:
+    """Rewrite ``<exp_dir>/flags.jsonl`` from a checkpoint's guardrail state (one process)."""
+    import json
+    import os
+
+    from twin.decision.records import FLAGS_FILE
+
+    if state is None:
+        return None
+    path = Path(exp_dir) / FLAGS_FILE
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(json.dumps(f, sort_keys=True) + "\n" for f in state["flags"]))
+    os.replace(tmp, path)
+    return path
+
+
+def check(g, cycle: int, time: float, Y: np.ndarray, y: np.ndarray, r: np.ndarray, forecast: np.ndarray,
+          truth: np.ndarray | None) -> np.ndarray:
+    """Run the checks of one cycle; returns the rows (sensors) to assimilate."""
+    r = np.broadcast_to(np.asarray(r, dtype=float), np.shape(y)).copy()
+    g.check(cycle, time, Y, y, r, forecast=forecast, truth=truth)
+    return np.flatnonzero(g.active)
