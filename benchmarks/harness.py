@@ -55,7 +55,12 @@ def machine() -> str:
         mem = f", {kb / 2**20:.0f} GiB"
     except (OSError, ValueError, IndexError):
         pass
-    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}){mem}, Python {platform.python_version()}"
+    load = ""
+    try:
+        load = f", load average {os.getloadavg()[0]:.1f} at the end"
+    except OSError:
+        pass
+    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}){mem}, Python {platform.python_version()}{load}"
 
 
 def append_results(records: list[dict], path: Path = ROOT / "RESULTS.md") -> None:
