@@ -77,11 +77,12 @@ def cmd_run(args, petsc_options: list[str]) -> int:
     if loaded.config.assimilation is not None:
         from twin.cli_campaign import run_workflow, wants_workflow
 
-        if wants_workflow(loaded, args.workflow):
-            try:
-                result = run_workflow(loaded, args.output)
-            except TwinError as exc:
-                return _errors(exc)
+        try:
+            workflow = wants_workflow(loaded, args.workflow)
+            result = run_workflow(loaded, args.output) if workflow else None
+        except TwinError as exc:
+            return _errors(exc)
+        if workflow:
             print(f"done: outputs in {result}")
             return 0
 

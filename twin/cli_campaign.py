@@ -46,8 +46,21 @@ def default_run_dir(loaded) -> Path:
 
 
 def wants_workflow(loaded, workflow_flag: bool = False) -> bool:
-    """Whether ``twin run`` should go through Parsl: ``--workflow`` or ``resources.workers > 1``."""
-    return bool(workflow_flag) or int(loaded.config.resources.workers) > 1
+    """Whether ``twin run`` should go through Parsl: ``--workflow`` or ``resources.workers > 1``.
+
+    Raises
+    ------
+    ConfigError
+        For methods that run online only (4D-Var, ES-MDA) when a workflow is asked for.
+    """
+    wanted = bool(workflow_flag) or int(loaded.config.resources.workers) > 1
+    method = getattr(loaded.config.assimilation, "method", None)
+    if wanted and method in ("4dvar", "esmda"):
+        from twin.core.errors import ConfigError
+
+        raise ConfigError(f"{loaded.path}: assimilation.method {method!r} runs online only in this version of twin: "
+                          "run it without --workflow and with resources.workers: 1 (under mpiexec for more ranks)")
+    return wanted
 
 
 def run_workflow(loaded, run_dir, **kwargs):

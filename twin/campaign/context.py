@@ -32,6 +32,10 @@ from twin.core.errors import ConfigError, ModelError
 
 INITIAL, ANALYSIS, TRUTH = 1, 2, 3
 
+#: Cycled ensemble filters; the other campaign methods (online only) have their own drivers.
+FILTERS = ("etkf", "enkf", "letkf")
+OTHER_METHODS = ("esmda", "4dvar")
+
 
 def seeds(cfg) -> tuple[int, int]:
     """The campaign's two seeds: ``campaign.seed`` and ``assimilation.seed``."""
@@ -50,10 +54,16 @@ def assimilation_section(cfg):
         raise ConfigError("assimilation: a cycled campaign needs an 'assimilation' section (method, N, schedule, "
                           "observations)")
     method = getattr(acfg, "method", None)
-    if method not in ("etkf", "enkf", "letkf"):
-        raise ConfigError(f"assimilation.method: campaigns cycle the filters etkf, enkf and letkf; {method!r} is "
-                          "not one (run smoothers and 4D-Var with 'twin run' outside a campaign)")
+    if method not in FILTERS + OTHER_METHODS:
+        raise ConfigError(f"assimilation.method: campaigns run the filters etkf, enkf and letkf, the smoother esmda "
+                          f"and cycled 4dvar; {method!r} is not one")
     return acfg
+
+
+def is_filter(cfg) -> bool:
+    """Whether the campaign cycles an ensemble filter (the forecast/analyse steps of :mod:`twin.campaign.steps`);
+    ``esmda`` and ``4dvar`` run in :mod:`twin.campaign.smoother` and :mod:`twin.campaign.variational`."""
+    return assimilation_section(cfg).method in FILTERS
 
 
 def ensemble_size(cfg) -> int:

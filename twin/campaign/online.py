@@ -80,6 +80,12 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                     layout.read_json(layout.stopped_marker(exp_dir)).get("reason"))
         return
     s = steps.setup(exp_dir, comm)
+    if not ctx.is_filter(s.cfg):
+        try:
+            _run_other_method(exp_dir, comm, s, policy)
+        finally:
+            s.destroy()
+        return
     rpm = ctx.ranks_per_member(s.cfg)
     if comm.Get_size() < rpm:
         log.info("experiment %s: %d rank(s) for members of %d ranks: each member runs on all %d", exp_dir.name,
@@ -122,6 +128,20 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
             g.destroy()
         s.destroy()
         ens.free()
+
+
+def _run_other_method(exp_dir: Path, comm, s, policy) -> None:
+    """ES-MDA (:mod:`twin.campaign.smoother`) or cycled 4D-Var (:mod:`twin.campaign.variational`); a run that
+    cannot continue leaves ``stopped.json`` like a filter campaign."""
+    from twin.campaign import smoother, variational
+
+    run = variational.run_experiment if s.cfg.assimilation.method == "4dvar" else smoother.run_experiment
+    try:
+        run(exp_dir, comm, s, policy)
+    except WorkflowError as exc:
+        if comm.Get_rank() == 0:
+            layout.write_json(layout.stopped_marker(exp_dir), {"reason": str(exc)})
+        log.error("experiment %s stopped: %s", exp_dir.name, exc)
 
 
 def _forecast_with_retries(exp_dir: Path, cycle: int, member: int, s, policy) -> bool:

@@ -373,6 +373,9 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
     s = s or setup(exp_dir, comm)
     t_start = time.time()
     try:
+        if not ctx.is_filter(s.cfg):
+            raise WorkflowError(f"experiment {s.name}: method {s.cfg.assimilation.method!r} has no per-cycle ensemble "
+                                "analysis; it runs online ('twin run' with resources.workers: 1)")
         out = layout.checkpoint_file(s.exp_dir, cycle + 1)
         if is_valid_checkpoint(out, comm):
             _record(s, "analyse", "skipped", t_start, cycle=cycle)

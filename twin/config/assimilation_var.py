@@ -16,6 +16,13 @@ Example::
       tao: {method: auto, gatol: 1.0e-5, max_iterations: 100, on_failure: raise, options: {tao_ls_type: armijo}}
       laplace: {rank: 20, oversampling: 10, samples: 200, level: 0.9}
 
+In a campaign (``twin run``, :mod:`twin.campaign.variational`) the windows are the campaign's cycles and a twin
+experiment observes the nature run with the network of ``observations`` (as in the ensemble section; ``seed`` seeds
+the synthetic observations and the background perturbation)::
+
+      observations: {component: 0, all_points: true, error_std: 1.0}
+      seed: 3
+
 Settings that would make the problem ill-posed are refused here, before anything runs: a covariance that is not
 positive definite (non-positive standard deviation or length scale, a diffusion covariance without length scale), no
 controls, a shift longer than the window. :meth:`VarAssimilationConfig.check_observation_times` refuses observation
@@ -30,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from twin.config.assimilation_ensemble import ObservationsSpec
 from twin.config.common import SolverOptions, Strict, _check_solver
 from twin.core.errors import AssimilationError
 
@@ -123,6 +131,8 @@ class VarAssimilationConfig(Strict):
     parameters: list[ParameterControlSpec] = Field(default_factory=list)
     tao: TaoSpec = Field(default_factory=TaoSpec)
     laplace: LaplaceSpec | None = None
+    seed: int = Field(0, ge=0)
+    observations: ObservationsSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -178,7 +188,7 @@ class VarAssimilationConfig(Strict):
             problems.append((("assimilation", "model"), f"4D-Var model {self.model!r} is not one of the campaign's "
                              f"models {sorted(models)}"))
         observed = [o for o in getattr(cfg, "observations", []) if getattr(o, "model", None) == self.model]
-        if not observed:
+        if not observed and self.observations is None:
             problems.append((("assimilation", "model"), f"no observation set observes model {self.model!r}: every "
                              "4D-Var window would be without observations"))
         timeline = getattr(cfg, "timeline", None)

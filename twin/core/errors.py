@@ -40,6 +40,8 @@ class ConfigProblem:
     message: str
 
     def __str__(self) -> str:
+        if not self.file:
+            return f"{self.path + ': ' if self.path else ''}{self.message}"
         where = self.file
         if self.line is not None:
             where += f":{self.line}"
@@ -53,7 +55,7 @@ class ConfigError(TwinError):
 
     def __init__(self, problems: list[ConfigProblem] | str):
         if isinstance(problems, str):
-            problems = [ConfigProblem("<config>", None, None, "", problems)]
+            problems = [ConfigProblem("", None, None, "", problems)]
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 

@@ -1,0 +1,236 @@
+"""ES-MDA calibration as a campaign (``assimilation.method: esmda``), online: parameters and initial state from all the
+observations of one window (Emerick & Reynolds 2013; the update is :func:`twin.assimilation.esmda.esmda_update`).
+
+The window is the schedule's span ``[t_0, t_K]`` (``K = schedule.cycles`` observation times ``t_k = t_0 + k every
+dt``). The control of member ``j`` is ``m_j = [x_j(t_0); T(p_j)]`` (:mod:`twin.assimilation.transforms`). With
+coefficients ``alpha_1 .. alpha_I`` (``esmda_alphas``, ``sum 1/alpha_i = 1``), iteration ``i``:
+
+    Y = g(M)            every member run over the window, H x(t_k) stacked for k = 1 .. K     (member forecasts)
+    M <- M + C_MY (C_YY + alpha_i R)^-1 (y + sqrt(alpha_i) R^1/2 z_j - Y)                     (update)
+
+then the posterior ensemble is run once more over the window. Files (:mod:`twin.campaign.layout`; the "cycle" of a
+file is the iteration):
+
+* ``observations.h5`` and ``checkpoint/cycle_0000.h5`` — the nature run, its observations and the prior ensemble,
+  exactly as for the filters (:func:`twin.campaign.steps.init_experiment`);
+* ``forecast/cycle_i/member_m.h5`` — member ``m`` of checkpoint ``i`` run over the window: its states at
+  ``t_0 .. t_K`` (field ``<component>``, one row per time) and its parameters;
+* ``checkpoint/cycle_{i+1}.h5`` — the ensemble after update ``i`` (states at ``t_0``, parameters, diagnostics
+  history); the random numbers of update ``i`` come from stream ANALYSIS, index ``i``, so a resumed run is identical;
+* ``diagnostics.nc`` — per iteration (and once for the posterior, ``alpha = 0``): ``misfit``, ``rmse_forecast`` and
+  ``spread_forecast`` of the trajectories against the truth, ``rmse``/``spread`` of the updated initial state,
+  ``parameter_<p>`` and ``parameter_spread_<p>`` after the update;
+* ``posterior.nc`` / ``forecast.nc`` — the posterior / prior ensemble trajectories at ``t_0 .. t_K``.
+
+A member forecast that fails is retried ``experiments.retries`` times; then the experiment stops (an ES-MDA update
+needs the same members in every iteration).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from twin.campaign import context as ctx
+from twin.campaign import layout
+from twin.campaign.outputs import outputs_valid, vec_from, write_diagnostics, write_ensembles
+from twin.campaign.steps import (Setup, _read_members, _read_members_single, _record, _write_ensemble_checkpoint,
+                                  init_experiment, is_valid_checkpoint, reader)
+from twin.core.errors import AssimilationError, ModelError, SolverError, WorkflowError
+from twin.core.log import get_logger
+
+log = get_logger("twin.campaign.smoother")
+
+
+def alphas(cfg) -> np.ndarray:
+    """The configured ES-MDA coefficients (default: four of 4)."""
+    from twin.assimilation.esmda import check_alphas, default_alphas
+
+    a = cfg.assimilation.esmda_alphas
+    return check_alphas(a if a else default_alphas(4))
+
+
+def run_experiment(exp_dir, comm, s: Setup, policy) -> None:
+    """Run (or resume) the ES-MDA campaign of ``exp_dir`` on ``comm``, members over sub-communicators. Collective."""
+    from mpi4py import MPI
+
+    from twin.campaign.steps import setup
+    from twin.core.comm import split_ensemble
+    from twin.core.progress import progress
+    from twin.io.checkpoint import latest_good_checkpoint, list_checkpoints
+
+    n_iter = len(alphas(s.cfg))
+    rpm = min(ctx.ranks_per_member(s.cfg), comm.Get_size())
+    ens = split_ensemble(comm, s.n_members, rpm)
+    g = setup(exp_dir, ens.member_comm) if ens.member_comm != MPI.COMM_NULL else None
+    try:
+        init_experiment(exp_dir, comm, s)
+        good = latest_good_checkpoint(s.exp_dir / "checkpoint", comm)
+        start = dict((p, k) for k, p in list_checkpoints(s.exp_dir / "checkpoint"))[good] if good else 0
+        with progress(f"{s.name}: ES-MDA iterations", n_iter + 1, rank=comm.Get_rank()) as bar:
+            bar.advance(start, status="resumed" if start else "")
+            for i in range(start, n_iter + 1):
+                failed = 0
+                for m in (ens.members if g is not None else []):
+                    failed |= not _forecast_with_retries(exp_dir, i, m, g, policy)
+                if comm.allreduce(failed, op=MPI.MAX):
+                    raise WorkflowError(f"experiment {s.name}: a member forecast failed in ES-MDA iteration {i}")
+                comm.Barrier()
+                update(s, i)
+                bar.advance(status=f"iteration {i}")
+        finalize(s, force=start <= n_iter)
+    finally:
+        if g is not None:
+            g.destroy()
+        ens.free()
+
+
+def _forecast_with_retries(exp_dir, i: int, m: int, g: Setup, policy) -> bool:
+    for attempt in range(policy.retries + 1):
+        try:
+            forecast_window(exp_dir, i, m, g.comm, g)
+            return True
+        except (SolverError, ModelError) as exc:
+            log.warning("experiment %s: member %d failed in ES-MDA iteration %d (attempt %d of %d): %s",
+                        g.name, m, i, attempt + 1, policy.retries + 1, exc)
+    return False
+
+
+def forecast_window(exp_dir, iteration: int, member: int, comm, s: Setup) -> bool:
+    """Member ``member`` of checkpoint ``iteration`` run over the whole window; its states at ``t_0 .. t_K`` go to
+    ``forecast/cycle_<iteration>/member_<member>.h5``. ``False`` when that file already verified. Collective."""
+    from twin.io.checkpoint import write_checkpoint
+
+    t_start = time.time()
+    out = layout.forecast_file(s.exp_dir, iteration, member)
+    if is_valid_checkpoint(out, comm):
+        _record(s, "forecast", "skipped", t_start, cycle=iteration, member=member)
+        return False
+    if comm.Get_rank() == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    model, sch = s.get_model(), s.schedule
+    with reader(layout.checkpoint_file(s.exp_dir, iteration), comm) as r:
+        (state,), (params,) = _read_members(s, r, [member])
+        parent, checksum = r.path, r.checksum
+    ctx.set_member_parameters(model, params)
+    x = vec_from(model.grid, state)
+    vecs = [x.copy()]
+    try:
+        for k in range(sch.n_cycles):
+            model.advance(x, *sch.window(k))
+            vecs.append(x.copy())
+        parameters: dict[str, Any] = {}
+        for p in model.estimable():
+            if p.is_field:
+                fv = vec_from(model.grid, params[p.name])
+                vecs.append(fv)
+                parameters[p.name] = (model.grid, fv)
+            else:
+                parameters[p.name] = params[p.name]
+        write_checkpoint(out, comm, cycle=iteration, time=sch.window(sch.n_cycles - 1)[1],
+                         fields={model.name: (model.grid, vecs[:sch.n_cycles + 1])}, parameters=parameters,
+                         meta={"member": member}, provenance=s.provenance(parent, checksum), parallel=False,
+                         sensitive=s.cfg.campaign.sensitive)
+    finally:
+        x.destroy()
+        for v in vecs:
+            v.destroy()
+    _record(s, "forecast", "done", t_start, cycle=iteration, member=member)
+    return True
+
+
+def _trajectories(s: Setup, iteration: int):
+    """Every member's trajectory (N, K + 1, n_state) and physical parameters from the forecasts of ``iteration``."""
+    traj, params = [], []
+    for m in range(s.n_members):
+        with reader(layout.forecast_file(s.exp_dir, iteration, m), s.comm) as r:
+            traj.append(r.read_field(s.get_model().name).reshape(s.schedule.n_cycles + 1, -1))
+            _, (p,) = _read_members_single(s, r)
+            params.append(p)
+    return np.array(traj), params
+
+
+def update(s: Setup, iteration: int) -> None:
+    """ES-MDA iteration ``iteration``: the member trajectories and all the observations in; checkpoint
+    ``iteration + 1`` out (the last call, ``iteration == len(alphas)``, records the posterior only). Collective."""
+    from twin.assimilation import diagnostics as diag
+    from twin.assimilation.esmda import esmda_update
+
+    t_start = time.time()
+    a = alphas(s.cfg)
+    out = layout.checkpoint_file(s.exp_dir, iteration + 1)
+    if iteration < a.size and is_valid_checkpoint(out, s.comm):
+        _record(s, "analyse", "skipped", t_start, cycle=iteration)
+        return
+    model, obs, sch = s.get_model(), s.observations, s.schedule
+    with reader(layout.checkpoint_file(s.exp_dir, iteration), s.comm) as r:
+        meta, parent, checksum = r.meta, r.path, r.checksum
+        alive = r.read_array("alive")
+    with reader(layout.observations_file(s.exp_dir), s.comm) as r:
+        truth, y = r.read_array("truth"), r.read_array("observations")
+        err = r.read_array("error_std")
+    traj, params = _trajectories(s, iteration)
+    N = traj.shape[0]
+    Y = np.concatenate([np.asarray(obs.matrix @ traj[:, k].T) for k in range(1, sch.n_cycles + 1)])
+    yv = np.asarray(y, dtype=float).ravel()
+    r = np.broadcast_to(np.asarray(err, dtype=float), np.shape(y)).ravel()
+    misfit = float(np.mean(np.sum(((yv[:, None] - Y) / r[:, None]) ** 2, axis=0)) / yv.size)
+    mean_traj = traj.mean(axis=0)
+    rec = {"cycle": iteration, "time": float(sch.window(sch.n_cycles - 1)[1]), "iteration": iteration,
+           "misfit": misfit, "members": N, "n_obs": int(yv.size),
+           "rmse_forecast": float(np.sqrt(np.mean((mean_traj - truth) ** 2))),
+           "spread_forecast": float(np.sqrt(np.mean(traj.var(axis=0, ddof=1))))}
+    history = list(meta.get("history", []))
+    if iteration == a.size:
+        rec.update(alpha=0.0, **_parameter_stats(params))
+        history.append(rec)
+        write_diagnostics(s, history)
+        _record(s, "analyse", "done", t_start, cycle=iteration)
+        log.info("experiment %s posterior: misfit %.4g, trajectory rmse %.4g", s.name, misfit, rec["rmse_forecast"])
+        return
+    control = ctx.control_vector(model)
+    E = control.pack(traj[:, 0].T, {k: np.array([p[k] for p in params]).T for k in params[0]} if params[0] else {})
+    gen = ctx.rng(s.cfg, ctx.ANALYSIS, iteration)
+    Ea = esmda_update(E, Y, yv, r, float(a[iteration]), gen.standard_normal(Y.shape))
+    if not np.all(np.isfinite(Ea)):
+        raise AssimilationError(f"experiment {s.name}: ES-MDA iteration {iteration} produced non-finite values")
+    states, new = control.unpack(Ea)
+    new_params = [{n: (v[..., j] if np.ndim(v) > 1 else float(np.asarray(v)[j])) for n, v in new.items()}
+                  for j in range(N)]
+    n = control.n_state
+    rec.update(alpha=float(a[iteration]), rmse=diag.rmse(Ea[:n], truth[0]), spread=diag.spread(Ea[:n]),
+               **_parameter_stats(new_params))
+    history.append(rec)
+    _write_ensemble_checkpoint(s, out, iteration + 1, float(sch.window(0)[0]), list(states.T), new_params, alive,
+                               {"history": history, "alphas": a.tolist()}, s.provenance(parent, checksum))
+    write_diagnostics(s, history)
+    _record(s, "analyse", "done", t_start, cycle=iteration)
+    log.info("experiment %s ES-MDA iteration %d (alpha %g): misfit %.4g, %s", s.name, iteration, a[iteration],
+             misfit, ", ".join(f"{k} {v:.4g}" for k, v in rec.items() if k.startswith("parameter_")))
+
+
+def _parameter_stats(params: list[dict[str, Any]]) -> dict[str, float]:
+    out = {}
+    for name in (params[0] if params else {}):
+        v = np.array([np.mean(p[name]) for p in params])
+        out[f"parameter_{name}"] = float(v.mean())
+        out[f"parameter_spread_{name}"] = float(v.std(ddof=1))
+    return out
+
+
+def finalize(s: Setup, force: bool = False) -> bool:
+    """``posterior.nc`` (trajectories of the posterior ensemble) and ``forecast.nc`` (of the prior). Collective."""
+    t_start = time.time()
+    if not force and outputs_valid(s):
+        _record(s, "finalize", "skipped", t_start)
+        return False
+    n_iter, sch = len(alphas(s.cfg)), s.schedule
+    prior, _ = _trajectories(s, 0)
+    post, _ = _trajectories(s, n_iter)
+    times = [sch.window(0)[0]] + [sch.window(k)[1] for k in range(sch.n_cycles)]
+    write_ensembles(s, post, times, prior, times, layout.checkpoint_file(s.exp_dir, n_iter))
+    _record(s, "finalize", "done", t_start)
+    log.info("experiment %s: outputs in %s", s.name, s.exp_dir)
+    return True
