@@ -71,7 +71,7 @@ $(VENV)/dapper/bin/python:
 	$(VENV)/dapper/bin/pip install -q --disable-pip-version-check -c constraints.txt dapper
 
 bench: setup $(VENV)/dapper/bin/python
-	TWIN_DAPPER_PYTHON=$(VENV)/dapper/bin/python $(PY) -m benchmarks $(BENCH)
+	TWIN_DAPPER_PYTHON=$(abspath $(VENV))/dapper/bin/python $(PY) -m benchmarks $(BENCH)
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
