@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from twin.campaign import layout
-from twin.campaign.steps import Setup, _diagnostics_count, _rank, diagnostics_file, time_encoding
+from twin.campaign.steps import Setup, _rank, append_diagnostics, time_encoding
 
 #: Diagnostics of ES-MDA and 4D-Var campaigns that are neither in twin.io.netcdf.DIAGNOSTICS nor in
 #: twin.campaign.steps.EXTRA_DIAGNOSTICS: name -> (long name, units; "{state}" = the state's units).
@@ -26,30 +26,18 @@ METHOD_DIAGNOSTICS = {
 
 
 def write_diagnostics(s: Setup, history: list[dict[str, Any]]) -> None:
-    """Make ``diagnostics.nc`` hold exactly the records of ``history``: append the last one when the file holds
-    the earlier ones, else rewrite it. Collective. Records carry ``cycle``, ``time`` (model time) and values."""
+    """:func:`~twin.campaign.steps.append_diagnostics` with the metadata of the 4D-Var and ES-MDA diagnostics.
+    Collective. Records carry ``cycle``, ``time`` (model time) and values."""
     from twin.io.netcdf import VariableMeta
 
-    path = s.exp_dir / "diagnostics.nc"
-    count = _diagnostics_count(path, s.comm)
-    if count == len(history):
-        return
-    if count == len(history) - 1:
-        todo = history[-1:]
-    else:
-        if _rank(s.comm) == 0 and path.exists():
-            path.unlink()
-        todo = history
-    f = diagnostics_file(s, path)
-    units = s.get_model().state_units[0]
-    f.meta.update({k: VariableMeta(ln, u.replace("{state}", units)) for k, (ln, u) in METHOD_DIAGNOSTICS.items()})
-    for p in s.get_model().parameters.values():
-        f.meta.setdefault(f"parameter_{p.name}", VariableMeta(f"estimate of parameter {p.name}", p.units))
-        f.meta[f"parameter_spread_{p.name}"] = VariableMeta(f"ensemble spread of parameter {p.name}", p.units)
-    _, scale = time_encoding(s.get_model())
-    for rec in todo:
-        values = {k: v for k, v in rec.items() if k not in ("cycle", "time")}
-        f.append(rec["time"] * scale, values, cycle=rec["cycle"])
+    model = s.get_model()
+    units = model.state_units[0]
+    meta = {k: VariableMeta(ln, u.replace("{state}", units)) for k, (ln, u) in METHOD_DIAGNOSTICS.items()}
+    for p in model.parameters.values():
+        if not p.estimable:  # estimable ones already have theirs (diagnostics_file)
+            meta[f"parameter_{p.name}"] = VariableMeta(f"estimate of parameter {p.name}", p.units)
+        meta[f"parameter_spread_{p.name}"] = VariableMeta(f"ensemble spread of parameter {p.name}", p.units)
+    append_diagnostics(s, history, meta)
 
 
 def write_ensembles(s: Setup, posterior: np.ndarray, posterior_times, forecast: np.ndarray, forecast_times,

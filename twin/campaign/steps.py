@@ -501,11 +501,14 @@ def analysis_step(cfg, model, obs, control, E: np.ndarray, y: np.ndarray, err: n
     return Ea, rec, factor
 
 
-def append_diagnostics(s: Setup, history: list[dict[str, Any]]) -> None:
-    """Append the last record of ``history`` to ``diagnostics.nc``; rebuild the file from ``history`` when it does
-    not hold exactly the earlier records (after a crash between the checkpoint and the append). Collective."""
+def append_diagnostics(s: Setup, history: list[dict[str, Any]], meta: dict | None = None) -> None:
+    """Make ``diagnostics.nc`` hold exactly the records of ``history``: nothing to do when it does, append the last
+    record when it holds the earlier ones, else rebuild it (after a crash between the checkpoint and the append).
+    ``meta``: variable metadata beyond the usual diagnostics. Collective."""
     path = s.exp_dir / "diagnostics.nc"
     records = _diagnostics_count(path, s.comm)
+    if records == len(history):
+        return
     if records == len(history) - 1:
         todo = history[-1:]
     else:
@@ -513,6 +516,7 @@ def append_diagnostics(s: Setup, history: list[dict[str, Any]]) -> None:
             path.unlink()
         todo = history
     f = diagnostics_file(s, path)
+    f.meta.update(meta or {})
     _, scale = time_encoding(s.get_model())
     for rec in todo:
         values = {k: v for k, v in rec.items() if k not in ("cycle", "time")}
