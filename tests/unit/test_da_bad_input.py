@@ -47,11 +47,11 @@ def test_observation_outside_domain_refused_before_any_forecast():
     cfg = _cfg(observations={"points": [[3.0], [45.0]], "error_std": 1.0})
     with pytest.raises(ObservationError,
                        match=r"points\[1\] = \[45.0\] lies outside the model domain \[\[0.0, 40.0\]\]"):
-        observations_from_config(cfg, model.grid)
+        observations_from_config(cfg, model)
     with pytest.raises(ObservationError, match="outside the model domain"):
         LinearObservations.at_points(model.grid, [[41.0]], 1.0)
     with pytest.raises(ObservationError, match="1 state component"):
-        observations_from_config(_cfg(observations={"all_points": True, "component": 1}), model.grid)
+        observations_from_config(_cfg(observations={"all_points": True, "component": 1}), model)
     model.destroy()
 
 
@@ -60,11 +60,11 @@ def test_factory_builds_a_working_setup():
     cfg = _cfg()
     method = method_from_config(cfg)
     assert isinstance(method, LETKF) and method.radius == 7.3 and method.inflation.multiplicative == 1.04
-    obs = observations_from_config(cfg, model.grid)
+    obs = observations_from_config(cfg, model)
     assert obs.n_obs == 40 and np.allclose(obs.matrix.toarray(), np.eye(40))
     assert np.allclose(obs.locations[:, 0], np.arange(40))
     pts = observations_from_config(_cfg(observations={"points": [[2.5], [39.5]], "error_std": [0.5, 1.0]}),
-                                   model.grid)
+                                   model)
     assert np.allclose(pts.matrix.toarray()[0, 2:4], 0.5) and np.allclose(pts.matrix.toarray()[1, [39, 0]], 0.5)
     sch = schedule_from_config(cfg, model.dt)
     assert sch.window(3) == pytest.approx((0.15, 0.2))

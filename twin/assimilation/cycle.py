@@ -78,6 +78,8 @@ class LinearObservations:
     error_std: np.ndarray
     locations: np.ndarray | None = None
     name: str = "obs"
+    #: rows of each named network when several are stacked (:func:`twin.observations.networks.build`)
+    network_slices: dict | None = None
 
     def __post_init__(self):
         self.matrix = sp.csr_matrix(self.matrix)

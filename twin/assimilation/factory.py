@@ -7,16 +7,12 @@ component against the model grid.
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.sparse as sp
-
 from twin.assimilation.cycle import LinearObservations, ObservationSchedule
 from twin.assimilation.ensemble import ETKF, EnKF
 from twin.assimilation.esmda import ESMDA, default_alphas
 from twin.assimilation.inflation import Inflation
-from twin.assimilation.letkf import LETKF, Geometry
-from twin.config.assimilation_ensemble import EnsembleAssimilationConfig, check_against_grid
-from twin.observations.base import natural_index
+from twin.assimilation.letkf import LETKF
+from twin.config.assimilation_ensemble import EnsembleAssimilationConfig
 
 
 def method_from_config(cfg: EnsembleAssimilationConfig):
@@ -32,18 +28,13 @@ def method_from_config(cfg: EnsembleAssimilationConfig):
     return ESMDA(cfg.N, tuple(cfg.esmda_alphas) if cfg.esmda_alphas else tuple(default_alphas(4)))
 
 
-def observations_from_config(cfg: EnsembleAssimilationConfig, grid) -> LinearObservations:
-    """The observation network on ``grid``; refuses points outside the domain or a missing component."""
-    check_against_grid(cfg, grid.extent, grid.dof)
-    spec = cfg.observations
-    if spec.points is not None:
-        return LinearObservations.at_points(grid, np.asarray(spec.points, dtype=float), spec.error_std,
-                                            spec.component)
-    index = [c.ravel() for c in np.meshgrid(*[np.arange(n) for n in reversed(grid.shape)], indexing="ij")][::-1]
-    cols = natural_index(grid, index, spec.component)
-    m = cols.size
-    H = sp.csr_matrix((np.ones(m), (np.arange(m), cols)), shape=(m, grid.size * grid.dof))
-    return LinearObservations(H, spec.error_std, Geometry.from_grid(grid).points, "all_points")
+def observations_from_config(cfg, model) -> LinearObservations:
+    """The stacked observation networks of ``cfg.observations`` on ``model``
+    (:func:`twin.observations.networks.build`): refuses points outside the domain, components or variables the model
+    does not have. Collective."""
+    from twin.observations.networks import build
+
+    return build(cfg.observations, model)
 
 
 def schedule_from_config(cfg: EnsembleAssimilationConfig, dt: float, t0: float = 0.0) -> ObservationSchedule:

@@ -120,7 +120,7 @@ def observations(cfg, model):
     (:func:`twin.assimilation.factory.observations_from_config`)."""
     from twin.assimilation.factory import observations_from_config
 
-    return observations_from_config(assimilation_section(cfg), model.grid)
+    return observations_from_config(assimilation_section(cfg), model)
 
 
 def method(cfg, n_members: int):
@@ -155,11 +155,13 @@ def control_vector(model):
 def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]:
     """Member ``member`` of the prior ensemble: estimable parameters drawn from their priors
     (:func:`twin.models.priors.sample_prior`), and the configured initial state plus Gaussian noise of standard
-    deviation ``assimilation.observations.error_std`` (the background error of a twin experiment).
+    deviation ``assimilation.background_std`` (default: the networks' mean ``error_std``; the background error of a
+    twin experiment).
 
     Returns the full state (natural order) and the physical parameter values (floats, or whole fields in natural
     order). Deterministic in ``(seeds, member)`` on any number of ranks.
     """
+    from twin.config.observation_networks import representative_error
     from twin.models.priors import sample_prior
 
     gen = rng(cfg, INITIAL, member)
@@ -171,7 +173,8 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
         state = model.grid.allgather(x0).ravel()
     finally:
         x0.destroy()
-    sigma = np.mean(np.atleast_1d(assimilation_section(cfg).observations.error_std))
+    acfg = assimilation_section(cfg)
+    sigma = acfg.background_std if acfg.background_std is not None else representative_error(acfg.observations)
     state = state + sigma * gen.standard_normal(state.size)
     return state, params
 

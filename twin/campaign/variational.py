@@ -71,7 +71,7 @@ class _Plan:
             float(convert(s.cfg.timeline.start, s.cfg.timeline.units, model.time_units))
         self.n_cycles = int(acfg.cycles)
         self.cycle = cycle_from_config(model, acfg, name=f"{model.name}_fourdvar")
-        self.obs = observations_from_config(acfg, model.grid)
+        self.obs = observations_from_config(acfg, model)
         self.n_times = self.n_cycles * self.cycle.S
 
     def time(self, j: int) -> float:

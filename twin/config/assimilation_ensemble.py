@@ -9,14 +9,12 @@ Example::
       inflation: {multiplicative: 1.04}        # or rtps: 0.7, rtpp: 0.5, adaptive: true
       localisation: {radius: 7.3}              # Gaspari-Cohn half-width, in the grid's length units
       schedule: {every: 1, cycles: 2000, burn_in: 200}
-      observations:
-        component: 0
-        points: [[0.0], [1.0], [2.0]]          # physical positions (interpolated); or
-        # all_points: true                     # every grid point of the component
-        error_std: 1.0
+      observations:                            # networks: see twin/config/observation_networks.py
+        - {type: points, component: 0, points: [[0.0], [1.0], [2.0]], error_std: 1.0}
+      background_std: 1.0                      # spread of the initial states (default: the mean error_std)
 
-Everything that can be checked without the model is checked here; :func:`check_against_grid` checks the observation
-positions against the model's domain. Both run before any forecast.
+Everything that can be checked without the model is checked here; :func:`twin.observations.networks.build`
+checks the networks against the model (positions inside the domain, variables it has). Both run before any forecast.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from twin.config.common import Strict
-from twin.core.errors import ObservationError
+from twin.config.observation_networks import Networks
 
 
 class InflationSpec(Strict):
@@ -81,38 +79,6 @@ class ScheduleSpec(Strict):
         return self
 
 
-class ObservationsSpec(Strict):
-    """Point observations of one state component: at ``points`` (physical positions) or at every grid point."""
-
-    component: int = Field(0, ge=0)
-    points: list[list[float]] | None = None
-    all_points: bool = False
-    error_std: float | list[float] = 1.0
-
-    @field_validator("error_std")
-    @classmethod
-    def _positive(cls, v):
-        values = v if isinstance(v, list) else [v]
-        bad = [e for e in values if not e > 0]
-        if bad or not values:
-            raise ValueError(f"observation error standard deviations must be positive, got {bad or values}")
-        return v
-
-    @model_validator(mode="after")
-    def _where(self):
-        if (self.points is None) == (not self.all_points):
-            raise ValueError("give either 'points' or 'all_points: true'")
-        if self.points is not None:
-            if not self.points:
-                raise ValueError("'points' is empty")
-            dims = {len(p) for p in self.points}
-            if len(dims) != 1:
-                raise ValueError(f"all points need the same number of coordinates, got {sorted(dims)}")
-            if isinstance(self.error_std, list) and len(self.error_std) != len(self.points):
-                raise ValueError(f"{len(self.error_std)} error_std values for {len(self.points)} points")
-        return self
-
-
 class EnsembleAssimilationConfig(Strict):
     """Ensemble data assimilation: method, ensemble size, inflation, localisation, seed, schedule, observations."""
 
@@ -123,7 +89,8 @@ class EnsembleAssimilationConfig(Strict):
     rotate: bool = False
     seed: int = Field(0, ge=0)
     schedule: ScheduleSpec
-    observations: ObservationsSpec
+    observations: Networks
+    background_std: float | None = Field(default=None, gt=0)
     esmda_alphas: list[float] | None = None
     ranks_per_member: int = Field(1, ge=1)
 
@@ -147,32 +114,3 @@ class EnsembleAssimilationConfig(Strict):
             if abs(total - 1.0) > 1e-8:
                 raise ValueError(f"ES-MDA coefficients must satisfy sum(1/alpha) = 1, got {total:.6g}")
         return self
-
-
-def check_against_grid(cfg: EnsembleAssimilationConfig, extent, dof: int) -> None:
-    """Refuse observations outside the model domain or of a component the model does not have.
-
-    Parameters
-    ----------
-    extent : sequence of (lo, hi)
-        The model grid's box, PETSc axis order.
-    dof : int
-        State components per grid point.
-
-    Raises
-    ------
-    ObservationError
-    """
-    obs = cfg.observations
-    if obs.component >= dof:
-        raise ObservationError(f"assimilation.observations.component: the model has {dof} state component(s), "
-                               f"got component {obs.component}")
-    if obs.points is None:
-        return
-    for i, p in enumerate(obs.points):
-        if len(p) != len(extent):
-            raise ObservationError(f"assimilation.observations.points[{i}]: {len(p)} coordinates for a "
-                                   f"{len(extent)}-D domain")
-        if any(not lo <= x <= hi for x, (lo, hi) in zip(p, extent)):
-            raise ObservationError(f"assimilation.observations.points[{i}] = {p} lies outside the model domain "
-                                   f"{[list(e) for e in extent]}")

@@ -37,8 +37,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from twin.config.assimilation_ensemble import ObservationsSpec
 from twin.config.common import SolverOptions, Strict, _check_solver
+from twin.config.observation_networks import Networks
 from twin.core.errors import AssimilationError
 
 
@@ -132,7 +132,7 @@ class VarAssimilationConfig(Strict):
     tao: TaoSpec = Field(default_factory=TaoSpec)
     laplace: LaplaceSpec | None = None
     seed: int = Field(0, ge=0)
-    observations: ObservationsSpec | None = None
+    observations: Networks | None = None
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -1,0 +1,164 @@
+"""Building the observation networks of ``assimilation.observations`` on a model: one stacked linear operator.
+
+Each network (:mod:`twin.config.observation_networks`) becomes a sparse matrix in the model grid's natural ordering
+with its error standard deviations and positions; the campaign assimilates the networks together as one
+:class:`~twin.assimilation.cycle.LinearObservations` whose rows are the networks' rows in the order given.
+``network_slices`` of the result says which rows belong to which network (diagnostics, guardrails).
+
+Every check runs here, before any forecast: positions inside the model domain (after unit conversion), components
+and variables the model has, network types that fit the model (imaging needs a carrying capacity, shallow-water
+variables need the staggered grid), and unique network names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from twin.assimilation.cycle import LinearObservations
+from twin.core.errors import ObservationError
+from twin.core.units import convert
+from twin.observations.base import interpolation_matrix, natural_index
+
+
+def _where(i: int) -> str:
+    return f"assimilation.observations[{i}]"
+
+
+def _positions(values, spec, model, i: int, what: str = "points") -> np.ndarray:
+    """Positions of a network in the model's length units; refuses wrong dimensions and points outside."""
+    p = np.atleast_2d(np.asarray(values, dtype=float))
+    grid = model.grid
+    if p.shape[1] != grid.dim:
+        raise ObservationError(f"{_where(i)}.{what}: {p.shape[1]} coordinates for a {grid.dim}-D domain")
+    if spec.units:
+        try:
+            p = p * float(convert(1.0, spec.units, model.length_units))
+        except ValueError as exc:
+            raise ObservationError(f"{_where(i)}.units: {exc}") from None
+    if not np.all(np.isfinite(p)):
+        raise ObservationError(f"{_where(i)}.{what}: positions must be finite")
+    inside = grid.contains(p)
+    if not inside.all():
+        j = int(np.flatnonzero(~inside)[0])
+        given = f" (in {spec.units})" if spec.units else ""
+        raise ObservationError(f"{_where(i)}.{what}[{j}] = {np.asarray(values)[j].tolist()}{given} lies outside "
+                               f"the model domain {[list(e) for e in grid.extent]} (in {model.length_units})")
+    return p
+
+
+def _scale(spec, model) -> float:
+    return float(convert(1.0, spec.units, model.length_units)) if spec.units else 1.0
+
+
+def _component(spec, model, i: int) -> int:
+    dof = model.grid.dof
+    if spec.variable is not None:
+        names = list(getattr(model, "state_names", ()))
+        if spec.variable not in names:
+            raise ObservationError(f"{_where(i)}.variable: '{spec.variable}' is not a state variable of model "
+                                   f"'{model.name}'; it has {names}")
+        return names.index(spec.variable)
+    c = 0 if spec.component is None else int(spec.component)
+    if c >= dof:
+        raise ObservationError(f"{_where(i)}.component: the model has {dof} state component(s), got component {c}")
+    return c
+
+
+def _from_operator(op, name: str) -> LinearObservations:
+    try:
+        return LinearObservations(op.matrix, op.error_std, op.locations, name)
+    finally:
+        op.destroy()
+
+
+def _build_one(spec, model, i: int, name: str) -> LinearObservations:
+    grid = model.grid
+    kind = spec.type
+    if kind == "points":
+        pts = _positions(spec.points, spec, model, i)
+        return LinearObservations(interpolation_matrix(grid, pts, _component(spec, model, i)), spec.error_std, pts,
+                                  name)
+    if kind == "all_points":
+        comp = _component(spec, model, i)
+        index = [c.ravel() for c in np.meshgrid(*[np.arange(n) for n in reversed(grid.shape)], indexing="ij")][::-1]
+        cols = natural_index(grid, index, comp)
+        m = cols.size
+        H = sp.csr_matrix((np.ones(m), (np.arange(m), cols)), shape=(m, grid.size * grid.dof))
+        from twin.assimilation.letkf import Geometry
+
+        return LinearObservations(H, spec.error_std, Geometry.from_grid(grid).points, name)
+    if kind in ("stations", "swath", "gridded"):
+        from twin.observations import atmosphere
+
+        err = spec.error_std
+        if kind == "stations":
+            pts = _positions(spec.points, spec, model, i)
+            op = atmosphere.StationOperator(grid, pts, spec.variables, err, name=name)
+        elif kind == "swath":
+            s = _scale(spec, model)
+            op = atmosphere.SwathOperator(grid, np.asarray(spec.start) * s, spec.heading, spec.length * s,
+                                          spec.spacing * s, spec.width * s, spec.n_across, spec.variables,
+                                          float(err), spec.edge_error_factor, name=name)
+        else:
+            s = _scale(spec, model)
+            region = None if spec.region is None else (np.asarray(spec.region) * s).tolist()
+            op = atmosphere.GriddedSubsetOperator(grid, spec.variables, spec.stride, region, err, name=name)
+        return _from_operator(op, name)
+    if kind == "imaging":
+        from twin.observations.imaging import CellularityOperator
+
+        theta = spec.theta
+        if theta is None:
+            if "theta" not in model.parameters:
+                raise ObservationError(f"{_where(i)}: imaging needs 'theta' (carrying capacity); model "
+                                       f"'{model.name}' has no parameter 'theta'")
+            theta = float(model.get_parameter("theta"))
+        s = _scale(spec, model)
+        res = None if spec.resolution is None else [r * s for r in spec.resolution]
+        roi = None if spec.roi is None else (np.asarray(spec.roi) * s).tolist()
+        tissue = getattr(model, "tissue", None)
+        mask = getattr(tissue, "mask", None)
+        op = CellularityOperator(grid, theta, float(spec.error_std), res, roi, mask, name=name)
+        return _from_operator(op, name)
+    if kind == "strain_gauges":
+        from twin.observations.structure import StrainGauges
+
+        pts = _positions(spec.points, spec, model, i)
+        angles = np.deg2rad(np.broadcast_to(np.asarray(spec.angles, dtype=float), (len(pts),)))
+        op = StrainGauges(grid, pts, angles, spec.error_std, name=name)
+        return _from_operator(op, name)
+    raise ObservationError(f"{_where(i)}.type: unknown network type {kind!r}")
+
+
+def build(networks: Sequence[Any], model) -> LinearObservations:
+    """The stacked observation operator of ``networks`` on ``model`` (collective: operators may build PETSc
+    matrices). The result has ``network_slices``: ``{name: slice of rows}``."""
+    if not networks:
+        raise ObservationError("assimilation.observations: no observation networks given")
+    parts, names = [], []
+    for i, spec in enumerate(networks):
+        name = spec.name or (spec.type if len(networks) == 1 else f"{spec.type}_{i}")
+        if name in names:
+            raise ObservationError(f"{_where(i)}.name: network name '{name}' is used twice; names must be unique")
+        names.append(name)
+        try:
+            parts.append(_build_one(spec, model, i, name))
+        except ObservationError as exc:
+            msg = str(exc)
+            raise ObservationError(msg if msg.startswith("assimilation.") else f"{_where(i)} ({spec.type}): {msg}") \
+                from None
+    if len(parts) == 1:
+        out = parts[0]
+    else:
+        locs = [p.locations for p in parts]
+        have = [loc is not None for loc in locs]
+        locations = np.concatenate(locs) if all(have) else None
+        out = LinearObservations(sp.vstack([p.matrix for p in parts]).tocsr(),
+                                 np.concatenate([p.error_std for p in parts]), locations,
+                                 "+".join(names))
+    bounds = np.cumsum([0] + [p.n_obs for p in parts])
+    out.network_slices = {n: slice(int(a), int(b)) for n, a, b in zip(names, bounds[:-1], bounds[1:])}
+    return out
