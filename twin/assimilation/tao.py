@@ -7,8 +7,9 @@ after the defaults are set, so options typed by the user win.
 
 A trial point at which the model diverges (:class:`~twin.core.errors.SolverError`, e.g. a chaotic model pushed far
 off its attractor) is given ``J = +inf``: the default More-Thuente line search (fewest function evaluations on smooth
-problems) then stops with a line-search failure that is reported with the model's error, while Armijo backtracking
-(``-fourdvar_tao_ls_type armijo`` or ``options={"tao_ls_type": "armijo"}``) shortens the step and carries on.
+problems) then stops with a line-search failure; :func:`minimise` then continues from the last accepted point with
+Armijo backtracking, which shortens the step and carries on (unless a line search was chosen explicitly,
+``-fourdvar_tao_ls_type`` or ``options={"tao_ls_type": ...}``: then the failure is reported with the model's error).
 
 TAO's converged reason is always checked: a negative reason (maximum iterations, line-search failure, NaN) raises
 :class:`~twin.core.errors.AssimilationError` naming the reason, the iteration count and the gradient norm, or, with
@@ -150,25 +151,46 @@ def minimise(functional, c0: PETSc.Vec | None = None, settings: TaoSettings | No
         history.append((f, G.norm()))
         return f
 
-    tao = PETSc.TAO().create(comm=functional.comm)
-    tao.setOptionsPrefix(s.prefix)
-    tao.setType(method)
-    tao.setObjectiveGradient(objgrad, g)
-    tao.setSolution(x)
-    tao.setTolerances(gatol=s.gatol, grtol=s.grtol, gttol=0.0)
-    tao.setMaximumIterations(s.max_iterations)
-    tao.setMaximumFunctionEvaluations(s.max_function_evaluations)
-    if bounds is not None:
-        tao.setVariableBounds(bounds)
-    set_options(s.prefix, s.options)
-    tao.setFromOptions()
+    def solve(start: PETSc.Vec, line_search: str | None) -> tuple:
+        tao = PETSc.TAO().create(comm=functional.comm)
+        tao.setOptionsPrefix(s.prefix)
+        tao.setType(method)
+        tao.setObjectiveGradient(objgrad, g)
+        tao.setSolution(start)
+        tao.setTolerances(gatol=s.gatol, grtol=s.grtol, gttol=0.0)
+        tao.setMaximumIterations(s.max_iterations)
+        tao.setMaximumFunctionEvaluations(s.max_function_evaluations)
+        if bounds is not None:
+            tao.setVariableBounds(bounds)
+        set_options(s.prefix, s.options)
+        opts = PETSc.Options()
+        if line_search is not None:  # petsc4py 3.18 has no TaoLineSearch object: through the database, then gone
+            opts.setValue(f"{s.prefix}tao_ls_type", line_search)
+        try:
+            tao.setFromOptions()
+            tao.solve()
+            iterations, value, gnorm = tao.getSolutionStatus()[:3]
+            return iterations, value, gnorm, tao.getConvergedReason(), tao.getSolution().copy()
+        finally:
+            if line_search is not None:
+                opts.delValue(f"{s.prefix}tao_ls_type")
+            tao.destroy()
+
     try:
-        tao.solve()
-        iterations, value, gnorm = tao.getSolutionStatus()[:3]
-        reason_code = tao.getConvergedReason()
-        out = tao.getSolution().copy()
+        iterations, value, gnorm, reason_code, out = solve(x, None)
+        ls_failure = reason_code == PETSc.TAO.Reason.DIVERGED_LS_FAILURE
+        user_ls = "tao_ls_type" in s.options or PETSc.Options().hasName(f"{s.prefix}tao_ls_type")
+        if ls_failure and diverged and not failure and not user_ls:
+            # More-Thuente gives up at the first trial point where the model diverges (J = inf); Armijo
+            # backtracking shortens the step instead. Carry on from where the first attempt stopped.
+            log.info("%s: the model diverged at a trial point of the line search (%s); continuing with Armijo "
+                     "backtracking", functional.name, diverged[-1])
+            first = iterations
+            iterations, value, gnorm, reason_code, again = solve(out, "armijo")
+            out.destroy()
+            out = again
+            iterations += first
     finally:
-        tao.destroy()
         g.destroy()
         x.destroy()
         if bounds is not None:
