@@ -19,8 +19,11 @@ Either part may be absent: no ``B`` means the initial state is not a control; no
 Gradient, by the adjoint (no finite differences, no hand-written adjoint integrator): one forward pass stores the
 states at the observation times; then, backwards over the observation times, ``lambda += H_k'^T R_k^-1 (H_k x_k -
 y_k)`` is injected at ``t_k`` and :meth:`Model.adjoint` (PETSc TSAdjoint in the models) carries ``lambda`` to the
-previous observation time and accumulates ``dJ/dp``. Finally ``dJ/dv = v + B^{T/2} lambda(t0)`` and ``dJ/dw = w +
-Bp^{T/2} (dT^-1/deta * dJ/dp)``.
+previous observation time and accumulates ``dJ/dp``. The forward pass of a gradient *records*
+(:meth:`Model.record`: TS-based models keep the TS that ran each interval, with its trajectory) and the backward pass
+consumes the records (:meth:`Model.adjoint_recorded`), so the forward is not run again: a gradient costs one forward
+and one adjoint pass. Value-only evaluations (:meth:`FourDVar.value`) do not record. Finally
+``dJ/dv = v + B^{T/2} lambda(t0)`` and ``dJ/dw = w + Bp^{T/2} (dT^-1/deta * dJ/dp)``.
 
 Hessian-vector products are central finite differences of gradients (:meth:`FourDVar.hessian_mult`), exact up to
 round-off for a linear model with linear observations (quadratic ``J``) and second-order accurate otherwise; a
@@ -120,8 +123,9 @@ class FourDVar:
     Notes
     -----
     Evaluating ``J`` sets the model's parameters to the evaluated control; :meth:`apply` sets the model to a given
-    control (the analysis) explicitly. The last forward pass is cached, so a gradient at the point of the last value
-    costs only the backward pass.
+    control (the analysis) explicitly. The last forward pass is cached: a gradient records its forward pass and
+    consumes the records, a value at the point of the last gradient costs nothing, and a gradient at the point of the
+    last value-only pass runs the forward again, recording.
     """
 
     def __init__(self, model: Model, window: tuple[float, float], observations: Sequence[Observation],
@@ -190,15 +194,20 @@ class FourDVar:
         return x
 
     # -- cost and gradient -------------------------------------------------------------------------------------------
-    def _forward(self, c: PETSc.Vec) -> dict:
+    def _forward(self, c: PETSc.Vec, record: bool = False) -> dict:
+        """The forward pass at ``c`` (cached). With ``record`` the model keeps, per observation interval, a tape
+        (:meth:`Model.record`) for the adjoint; a cached pass without live tapes is then run again, recording."""
         key = c.getArray(readonly=True).copy()
         if self._cache is not None:
             same = self._cache[0].shape == key.shape and np.array_equal(self._cache[0], key)
             if self.model.grid.comm_mpi().allreduce(bool(same), op=_land()):
-                return self._cache[1]
+                cached = self._cache[1]
+                if not record or cached["tapes"] is not None:
+                    return cached
             self._drop_cache()
         self.apply(c)
         states = [self.initial_state(c)]
+        tapes: list | None = [] if record else None
         self.n_forward += 1
         jo = 0.0
         weighted: list[list[np.ndarray]] = []
@@ -207,10 +216,12 @@ class FourDVar:
                 x = states[-1].copy()
                 states.append(x)
                 try:
-                    self.model.advance(x, self.times[k - 1], t)
+                    if tapes is not None:
+                        tapes.append(self.model.record(x, self.times[k - 1], t, self.space.parameter_names))
+                    else:
+                        self.model.advance(x, self.times[k - 1], t)
                 except Exception:
-                    for s in states:
-                        s.destroy()
+                    _free(states, tapes)
                     raise
             wk = []
             for ob in group:
@@ -220,14 +231,14 @@ class FourDVar:
                 wk.append(w)
             weighted.append(wk)
         jb = 0.5 * c.dot(c)
-        result = {"J": jb + jo, "Jb": jb, "Jo": jo, "states": states, "weighted": weighted}
+        result = {"J": jb + jo, "Jb": jb, "Jo": jo, "states": states, "weighted": weighted, "tapes": tapes}
         self._cache = (key, result)
         return result
 
     def _drop_cache(self) -> None:
+        """Forget the cached forward pass: its states and any tapes (trajectories) not yet used."""
         if self._cache is not None:
-            for x in self._cache[1]["states"]:
-                x.destroy()
+            _free(self._cache[1]["states"], self._cache[1]["tapes"])
         self._cache = None
 
     def value(self, c: PETSc.Vec) -> float:
@@ -240,22 +251,34 @@ class FourDVar:
         return {"J": r["J"], "Jb": r["Jb"], "Jo": r["Jo"]}
 
     def gradient(self, c: PETSc.Vec, g: PETSc.Vec) -> float:
-        """Fill ``g`` with ``dJ/dc`` by the adjoint and return ``J(c)``. Collective."""
-        r = self._forward(c)
-        states, weighted = r["states"], r["weighted"]
+        """Fill ``g`` with ``dJ/dc`` by the adjoint and return ``J(c)``. Collective.
+
+        The forward pass records (unless a recorded pass at ``c`` is cached) and the adjoint consumes the tapes, so a
+        gradient costs one forward and one backward pass; a second gradient at the same ``c`` records again.
+        """
+        r = self._forward(c, record=True)
+        states, weighted, tapes = r["states"], r["weighted"], r["tapes"]
+        # The tapes are consumed below (also on error): the cache keeps the states and J, not the tapes.
+        r["tapes"] = None
         names = self.space.parameter_names
         lam = self.model.create_state()
         lam.set(0.0)
         dp: dict[str, Any] = {}
-        for k in reversed(range(len(self.times))):
-            for ob, w in zip(self.groups[k], weighted[k]):
-                ob.operator.apply_adjoint(states[k], w, lam)
-            if k > 0:
-                seg = self.model.adjoint(states[k - 1], self.times[k - 1], self.times[k], lam, names)
-                for p in names:
-                    if p not in seg:
-                        raise AssimilationError(f"model '{self.model.name}' returned no gradient for parameter '{p}'")
-                    _accumulate(dp, p, seg[p])
+        try:
+            for k in reversed(range(len(self.times))):
+                for ob, w in zip(self.groups[k], weighted[k]):
+                    ob.operator.apply_adjoint(states[k], w, lam)
+                if k > 0:
+                    seg = self.model.adjoint_recorded(tapes[k - 1], lam, names)
+                    for p in names:
+                        if p not in seg:
+                            raise AssimilationError(f"model '{self.model.name}' returned no gradient for parameter "
+                                                    f"'{p}'")
+                        _accumulate(dp, p, seg[p])
+        except BaseException:
+            lam.destroy()
+            _free([], tapes)
+            raise
         self.n_backward += 1
         for p in names:
             dp.setdefault(p, 0.0)
@@ -301,6 +324,13 @@ class FourDVar:
         self.space.destroy()
         for v in (self.xb, self._vs):
             v.destroy()
+
+
+def _free(states: list, tapes: list | None) -> None:
+    for x in states:
+        x.destroy()
+    for tape in tapes or ():
+        tape.free()
 
 
 def _land():

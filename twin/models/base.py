@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from petsc4py import PETSc
@@ -55,6 +55,130 @@ class Parameter:
 
 
 @dataclass
+class Tape:
+    """What :meth:`Model.adjoint_recorded` needs to run the adjoint of one recorded :meth:`Model.record` window.
+
+    The default recording (models without their own) keeps a copy of the state at ``t0`` and lets the adjoint
+    recompute the forward; TS-based models keep instead the TS that ran the window with its trajectory (``data``)
+    and give a ``release`` callback that returns it to their pool. A tape is used once: :meth:`free` (called by
+    :meth:`Model.adjoint_recorded`, or by whoever drops an unused tape) destroys what it holds; calling it again
+    does nothing.
+
+    Attributes
+    ----------
+    t0, t1 : float
+        The recorded window, model time units.
+    state0 : PETSc.Vec or None
+        Copy of the state at ``t0`` (owned by the tape) when the model needs it.
+    data : Any
+        Model-specific record (TS objects, segment start states, step counts ...).
+    release : callable or None
+        ``release(tape)`` frees ``data``.
+    """
+
+    t0: float
+    t1: float
+    state0: PETSc.Vec | None = None
+    data: Any = None
+    release: Callable[["Tape"], None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the tape still holds its record (not yet used or freed)."""
+        return self.state0 is not None or self.data is not None
+
+    def free(self) -> None:
+        """Destroy what the tape holds (idempotent)."""
+        release, self.release = self.release, None
+        try:
+            if release is not None:
+                release(self)
+        finally:
+            if self.state0 is not None:
+                self.state0.destroy()
+            self.state0 = None
+            self.data = None
+
+
+class TSPool:
+    """TS objects with trajectory saving, created once per model and reused by successive recordings.
+
+    A recording takes a TS (:meth:`acquire`: from the pool, or new from ``factory`` when all are in use, e.g. one per
+    observation interval of a 4D-Var window), saves the trajectory of one solve in it, and gives it back after the
+    adjoint (:meth:`release`); building a TS (``setFromOptions``, work vectors) costs as much as a short forward run
+    of a small model. A trajectory that the adjoint traversed to its start (:meth:`mark_traversed`) is empty and the
+    TS's next solve refills it; a TS whose trajectory was not traversed (a tape dropped unused, a failed solve or
+    adjoint) is destroyed on release.
+
+    Parameters
+    ----------
+    factory : callable
+        ``factory() -> PETSc.TS``, configured (callbacks, options prefix, trajectory saving, ``setFromOptions``).
+        Pooled TS objects may hold trajectories at the same time: they must not share matrices that an implicit
+        method modifies in place (``shift I - J``).
+    discard : callable, optional
+        ``discard(ts)``, called before a TS is destroyed, frees what the factory made for it alone.
+    """
+
+    def __init__(self, factory: Callable[[], PETSc.TS], discard: Callable[[PETSc.TS], None] | None = None):
+        self._factory = factory
+        self._discard = discard
+        self._free: list[PETSc.TS] = []
+        self._busy: list[PETSc.TS] = []
+        self._traversed: list[PETSc.TS] = []
+        self._capacity: dict[int, int] = {}
+        #: number of TS objects created so far (a test counts these)
+        self.created = 0
+
+    def acquire(self, max_steps: int) -> PETSc.TS:
+        """A TS whose trajectory is empty and holds up to ``max_steps`` steps.
+
+        PETSc sizes a memory trajectory once, from the TS's maximum number of steps at its first solve (a longer
+        solve later overruns it), so a TS is reused only for solves of at most as many steps as its first one; the
+        caller must set ``max_steps`` as the TS's maximum number of steps before solving.
+        """
+        fits = [ts for ts in self._free if self._capacity[ts.handle] >= max_steps]
+        if fits:
+            ts = min(fits, key=lambda t: self._capacity[t.handle])
+            self._free = [t for t in self._free if t is not ts]
+        else:
+            ts = self._factory()
+            self._capacity[ts.handle] = int(max_steps)
+            self.created += 1
+        # a no-op when the factory saved the trajectory already
+        ts.setSaveTrajectory()
+        self._busy.append(ts)
+        return ts
+
+    def mark_traversed(self, ts: PETSc.TS) -> None:
+        """Note that the adjoint of ``ts`` ran back over its whole trajectory."""
+        self._traversed.append(ts)
+
+    def release(self, ts: PETSc.TS) -> None:
+        """Return ``ts`` to the pool; one whose trajectory the adjoint did not traverse is destroyed instead."""
+        traversed = any(t is ts for t in self._traversed)
+        self._traversed = [t for t in self._traversed if t is not ts]
+        self._busy = [b for b in self._busy if b is not ts]
+        if traversed:
+            self._free.append(ts)
+        else:
+            # A dropped tape or a failed solve leaves a partial trajectory and possibly a diverged TS; reusing such a
+            # TS crashed in PETSc 3.18 (segmentation fault in the next solve), so it is replaced.
+            self._destroy(ts)
+
+    def _destroy(self, ts: PETSc.TS) -> None:
+        self._capacity.pop(ts.handle, None)
+        if self._discard is not None:
+            self._discard(ts)
+        ts.destroy()
+
+    def destroy(self) -> None:
+        for ts in self._free + self._busy:
+            self._destroy(ts)
+        self._free, self._busy, self._traversed = [], [], []
+
+
+@dataclass
 class QoI:
     """A scalar quantity of interest with its units and a human-readable name."""
 
@@ -67,7 +191,10 @@ class Model(ABC):
     """Base class of all models.
 
     Subclasses set ``self.grid``, ``self.parameters`` and implement :meth:`initial_state` and :meth:`advance`.
-    Models with adjoints implement :meth:`adjoint`.
+    Models with adjoints implement :meth:`adjoint`; those whose adjoint needs the forward trajectory also implement
+    :meth:`record` (advance and keep the trajectory, e.g. the TS that ran the window, from a :class:`TSPool`) and
+    :meth:`adjoint_recorded` (the adjoint over a recorded window), so that 4D-Var gradients cost one forward and one
+    backward pass. The defaults of these two fall back on :meth:`advance` and :meth:`adjoint` (forward run twice).
 
     Parameters
     ----------
@@ -129,8 +256,54 @@ class Model(ABC):
         modified; the forward trajectory is recomputed as needed). Returns dJ/dp over the window for each requested
         parameter: a float for scalars, a global vector for fields (derivative with respect to the parameter's value,
         not its transform).
+
+        ``parameters`` may also contain ``"import:<field>"`` for an imported coupling field: the entry is dJ/dg, a new
+        vector on ``field_grid(field)``, for the data held constant over ``[t0, t1]`` (what a coupled model's adjoint
+        needs from its components, :mod:`twin.coupling.adjoint`).
         """
         raise ModelError(self.name, f"model type '{self.type_name}' has no adjoint")
+
+    def export_adjoint(self, state: PETSc.Vec, cotangents: dict[str, PETSc.Vec], lam: PETSc.Vec,
+                       parameters: Sequence[str] = ()) -> dict[str, Any]:
+        """Transpose of the derivative of :meth:`exports` at ``state`` (and the current imports).
+
+        Adds ``sum_e (de/dx)^T cotangents[e]`` to ``lam`` in place and returns ``sum_e (de/dp)^T cotangents[e]`` for
+        each requested name (parameters and ``"import:<field>"``). Needed of a component whose exports feed another
+        component in a coupled model that is differentiated (4D-Var through coupling).
+        """
+        raise ModelError(self.name, f"model type '{self.type_name}' has no export adjoint (needed to differentiate "
+                                    "a coupled model through its exports)")
+
+    def record(self, state: PETSc.Vec, t0: float, t1: float, parameters: Sequence[str] = ()) -> Tape:
+        """Advance ``state`` in place from ``t0`` to ``t1`` like :meth:`advance`, keeping what the adjoint needs.
+
+        ``parameters`` names the parameter gradients the adjoint will be asked for (a hint: a model may set up its
+        adjoint for them; asked for others, it must still answer, e.g. by recording again).
+        The returned tape goes to :meth:`adjoint_recorded` (once) or is dropped with :meth:`Tape.free`. This default
+        keeps a copy of the state at ``t0``, so its adjoint recomputes the forward (:meth:`adjoint`); TS-based models
+        override it to keep the trajectory of this very run, so that a gradient costs one forward and one backward
+        pass.
+        """
+        tape = Tape(float(t0), float(t1), state0=state.copy())
+        try:
+            self.advance(state, t0, t1)
+        except BaseException:
+            tape.free()
+            raise
+        return tape
+
+    def adjoint_recorded(self, tape: Tape, lam: PETSc.Vec, parameters: Sequence[str] = ()) -> dict[str, Any]:
+        """Discrete adjoint of the window recorded in ``tape`` (see :meth:`adjoint` for ``lam`` and the result).
+
+        Consumes the tape (frees it, also on error). This default calls :meth:`adjoint` on the recorded start state.
+        """
+        if not tape.alive:
+            raise ModelError(self.name, f"the tape of [{tape.t0:g}, {tape.t1:g}] was already used or freed; record "
+                                        "the window again")
+        try:
+            return self.adjoint(tape.state0, tape.t0, tape.t1, lam, parameters)
+        finally:
+            tape.free()
 
     # -- parameters ------------------------------------------------------------------------------------------------
     def estimable(self) -> list[Parameter]:

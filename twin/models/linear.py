@@ -13,7 +13,9 @@ fixed matrix and "4D-Var equals the Kalman smoother" can be checked to optimisat
 The model exists for verification and fast tests of the assimilation machinery: it is linear in the state (Gaussian
 problems stay Gaussian), cheap, and has two scalar parameters (``velocity``, ``diffusivity``) with the parameter
 Jacobian ``df/dc = -D1 u``, ``df/dnu = D2 u`` given to TSAdjoint (``setRHSJacobianP``), so parameter gradients come
-from PETSc's adjoint like the state gradient does.
+from PETSc's adjoint like the state gradient does. :meth:`LinearAdvectionDiffusion.record` runs a window on a pooled
+TS that keeps its trajectory in memory and :meth:`LinearAdvectionDiffusion.adjoint_recorded` integrates back over it,
+so 4D-Var does not repeat the forward run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from petsc4py import PETSc
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.petsc import reason_name, set_options
-from twin.models.base import Model, Parameter, QoI
+from twin.models.base import Model, Parameter, QoI, Tape, TSPool
 from twin.models.registry import register_model
 
 #: parameter names in the order of the columns of the parameter Jacobian
@@ -113,7 +115,10 @@ class LinearAdvectionDiffusion(Model):
         set_options(self.options_prefix, {"ts_type": "cn", "ksp_rtol": 1e-12, "ksp_atol": 1e-14, "ts_trajectory_type": "memory",
                                           **(solver or {})})
         self._ts = self._make_ts(trajectory=False)
-        self._ts_adj = self._make_ts(trajectory=True)
+        # TS objects that save their trajectory, for record/adjoint_recorded; reused across windows and gradients.
+        self._pool_mats: dict[int, PETSc.Mat] = {}
+        self._adjoint_ts = TSPool(lambda: self._make_ts(trajectory=True),
+                                  lambda ts: self._pool_mats.pop(ts.handle).destroy())
 
     @classmethod
     def from_config(cls, name: str, cfg, comm) -> "LinearAdvectionDiffusion":
@@ -171,12 +176,13 @@ class LinearAdvectionDiffusion(Model):
         self._A.copy(J, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
 
     def _rhs_jacobian_p(self, ts, t, u, Jp) -> None:
+        # Called twice per step by the Crank-Nicolson adjoint: the columns are written into the dense storage of
+        # the owned rows directly (no per-call index arrays or temporaries).
+        dense = Jp.getDenseArray()
         self._D1.mult(u, self._tmp)
-        col_c = -self._tmp.getArray(readonly=True)
+        np.negative(self._tmp.getArray(readonly=True), out=dense[:, 0])
         self._D2.mult(u, self._tmp)
-        col_nu = self._tmp.getArray(readonly=True)
-        Jp.setValues(self._rows, np.arange(len(PARAMETERS), dtype=PETSc.IntType),
-                     np.column_stack([col_c, col_nu]), addv=PETSc.InsertMode.INSERT_VALUES)
+        dense[:, 1] = self._tmp.getArray(readonly=True)
         Jp.assemble()
 
     def _make_ts(self, trajectory: bool) -> PETSc.TS:
@@ -185,7 +191,13 @@ class LinearAdvectionDiffusion(Model):
         ts.setProblemType(PETSc.TS.ProblemType.LINEAR)
         ts.setType(PETSc.TS.Type.CN)
         ts.setRHSFunction(self._rhs, self._f)
-        ts.setRHSJacobian(self._rhs_jacobian, self._J, self._J)
+        J = self._J
+        if trajectory:
+            # Its own matrix: an implicit TS turns it into shift*I - A in place and remembers having done so, which
+            # is wrong for a second TS (several pooled TS hold trajectories at the same time).
+            J = self._D2.duplicate(copy=True)
+            self._pool_mats[ts.handle] = J
+        ts.setRHSJacobian(self._rhs_jacobian, J, J)
         ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
         ts.setTimeStep(self.dt)
         if trajectory:
@@ -230,40 +242,74 @@ class LinearAdvectionDiffusion(Model):
             return
         self._solve(self._ts, state, t0, t1)
 
+    def _check_gradient_names(self, parameters: Sequence[str]) -> None:
+        unknown = [p for p in parameters if p not in PARAMETERS]
+        if unknown:
+            raise ModelError(self.name, f"no adjoint for parameter(s) {unknown}; known: {list(PARAMETERS)}")
+
+    def record(self, state: PETSc.Vec, t0: float, t1: float, parameters: Sequence[str] = ()) -> Tape:
+        """:meth:`advance` on a pooled TS that saves its trajectory (in memory); the tape holds that TS."""
+        if t1 == t0:
+            return Tape(float(t0), float(t1), data=(None, 0))
+        ts = self._adjoint_ts.acquire(self._steps(t0, t1)[0])
+        try:
+            self._solve(ts, state, t0, t1)
+        except BaseException:
+            self._adjoint_ts.release(ts)
+            raise
+        return Tape(float(t0), float(t1), data=(ts, ts.getStepNumber()),
+                    release=lambda tape: self._adjoint_ts.release(ts))
+
+    def adjoint_recorded(self, tape: Tape, lam: PETSc.Vec, parameters: Sequence[str] = ()) -> dict[str, Any]:
+        """TSAdjoint over the recorded window: ``lam`` goes from dJ/du(t1) to dJ/du(t0) and
+        dJ/dp = sum over steps of lam^T df/dp is accumulated (see :meth:`Model.adjoint`)."""
+        try:
+            self._check_gradient_names(parameters)
+            if not tape.alive:
+                raise ModelError(self.name, f"the tape of [{tape.t0:g}, {tape.t1:g}] was already used or freed")
+            ts, steps = tape.data
+            if ts is None:
+                return {p: 0.0 for p in parameters}
+            mu = self._Jp.createVecRight() if parameters else None
+            try:
+                if mu is not None:
+                    mu.set(0.0)
+                # The adjoint work vectors depend on whether parameter gradients are asked for: set them up again.
+                ts.adjointReset()
+                ts.setCostGradients([lam], [mu] if mu is not None else None)
+                ts.adjointSetSteps(steps)
+                try:
+                    ts.adjointSolve()
+                except PETSc.Error as exc:
+                    raise SolverError(self.name, ts.getTime(), "adjoint solve failed",
+                                      f"PETSc error {exc.ierr}") from None
+                self._adjoint_ts.mark_traversed(ts)
+                grads: dict[str, Any] = {}
+                if mu is not None:
+                    comm = self.grid.comm_mpi()
+                    values = comm.bcast(mu.getArray(readonly=True).copy() if comm.Get_rank() == 0 else None, root=0)
+                    grads = {p: float(values[PARAMETERS.index(p)]) for p in parameters}
+            finally:
+                if mu is not None:
+                    mu.destroy()
+        finally:
+            tape.free()
+        return grads
+
     def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
                 parameters: Sequence[str] = ()) -> dict[str, Any]:
         """Discrete adjoint of :meth:`advance` by PETSc TSAdjoint (see :meth:`Model.adjoint`).
 
-        The forward run over ``[t0, t1]`` is repeated with the trajectory saved in memory, then ``adjointSolve``
-        takes ``lam`` from dJ/du(t1) to dJ/du(t0) and accumulates dJ/dp = sum over steps of lam^T df/dp.
+        The forward run over ``[t0, t1]`` is repeated from ``state0`` with the trajectory saved in memory
+        (:meth:`record`), then :meth:`adjoint_recorded` integrates back; 4D-Var records its own forward instead.
         """
-        unknown = [p for p in parameters if p not in PARAMETERS]
-        if unknown:
-            raise ModelError(self.name, f"no adjoint for parameter(s) {unknown}; known: {list(PARAMETERS)}")
-        if t1 == t0:
-            return {p: 0.0 for p in parameters}
-        ts = self._ts_adj
+        self._check_gradient_names(parameters)
         state0.copy(self._work)
-        ts.setSaveTrajectory()
-        mu = self._Jp.createVecRight() if parameters else None
-        if mu is not None:
-            mu.set(0.0)
-        try:
-            self._solve(ts, self._work, t0, t1)
-            ts.setCostGradients([lam], [mu] if mu is not None else None)
-            try:
-                ts.adjointSolve()
-            except PETSc.Error as exc:
-                raise SolverError(self.name, ts.getTime(), "adjoint solve failed", f"PETSc error {exc.ierr}") from None
-        finally:
-            ts.removeTrajectory()
-        grads: dict[str, Any] = {}
-        if mu is not None:
-            comm = self.grid.comm_mpi()
-            values = comm.bcast(mu.getArray(readonly=True).copy() if comm.Get_rank() == 0 else None, root=0)
-            mu.destroy()
-            grads = {p: float(values[PARAMETERS.index(p)]) for p in parameters}
-        return grads
+        return self._adjoint_tape(self._record(self._work, t0, t1), lam, parameters)
+
+    # the recording path under names of its own, so that adjoint() keeps it whatever an instance does to record()
+    _record = record
+    _adjoint_tape = adjoint_recorded
 
     def qoi(self, state: PETSc.Vec, t: float) -> dict[str, QoI]:
         return {"mass": QoI(self.grid.integrate(state), "m", "integral of u over the domain"),
@@ -274,7 +320,8 @@ class LinearAdvectionDiffusion(Model):
         return self._A
 
     def destroy(self) -> None:
-        for obj in (self._ts, self._ts_adj, self._A, self._J, self._D1, self._D2, self._Jp, self._tmp, self._work,
+        self._adjoint_ts.destroy()
+        for obj in (self._ts, self._A, self._J, self._D1, self._D2, self._Jp, self._tmp, self._work,
                     self._f):
             obj.destroy()
         super().destroy()

@@ -11,7 +11,9 @@ Discretisation: the classical four-stage Runge-Kutta scheme with a fixed step ``
 type ``4``, no adaptivity). A window ``[t0, t1]`` must be a whole number of steps (time is counted in steps, so no
 float drift decides the step sequence); ``TS_EXACTFINALTIME_MATCHSTEP`` only absorbs round-off in ``t1``.
 The RHS Jacobian is assembled (4 entries per row) and ``dF/dF = 1`` is given as ``RHSJacobianP`` so TSAdjoint yields
-the discrete adjoint with respect to the initial state and the forcing. The variables live on a 1-D periodic
+the discrete adjoint with respect to the initial state and the forcing. :meth:`Lorenz96.record` runs a window on a
+pooled TS that saves its trajectory (in memory) and :meth:`Lorenz96.adjoint_recorded` integrates back over it, so a
+4D-Var gradient does not run the forward twice nor build a TS per window. The variables live on a 1-D periodic
 :class:`~twin.core.grid.Grid` (node centred, ``x_i`` at coordinate ``i``) with stencil width 2.
 
 Two hand-written pieces, and why:
@@ -35,7 +37,7 @@ from petsc4py import PETSc
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.petsc import reason_name, set_options
-from twin.models.base import Model, Parameter, QoI
+from twin.models.base import Model, Parameter, QoI, Tape, TSPool
 from twin.models.registry import register_model
 
 # Relative tolerance under which (t1 - t0) / dt counts as a whole number of steps (round-off in the times).
@@ -164,9 +166,19 @@ class Lorenz96(Model):
         transform = "log" if getattr(prior, "dist", None) == "lognormal" else "none"
         self.parameters = {"F": Parameter("F", float(forcing), "1", bool(estimable), transform, prior)}
         self._local = self.grid.create_local()
+        self._offset, self._m = self.grid.ghost_offsets()[0], self.grid.local_shape[0]
         self._J = self._create_jacobian()
+        r0, r1 = self._J.getOwnershipRange()
+        rows = np.arange(r0, r1)
+        cols = np.stack([(rows - 2) % self.n, (rows - 1) % self.n, rows, (rows + 1) % self.n], axis=1)
+        self._jac_indptr = np.arange(0, 4 * (r1 - r0) + 1, 4, dtype=PETSc.IntType)
+        self._jac_cols = cols.astype(PETSc.IntType).ravel()
+        self._jac_values = np.zeros((r1 - r0, 4))
+        self._jac_values[:, 2] = -1.0
         self._Jp = self._create_jacobian_p()
         self._ts: PETSc.TS | None = None
+        # TS objects with trajectory saving for record/adjoint_recorded, reused across windows and gradients.
+        self._adjoint_ts = TSPool(lambda: self._make_ts(save_trajectory=True))
         # Fixed RK4 steps (no adaptivity) and the adjoint's trajectory kept in memory, not in TS-data-* folders.
         set_options(self.options_prefix, {"ts_adapt_type": "none", "ts_trajectory_type": "memory"})
 
@@ -204,9 +216,8 @@ class Lorenz96(Model):
     def _neighbours(self, x: PETSc.Vec) -> tuple[np.ndarray, ...]:
         """Views ``x_{i-2}, x_{i-1}, x_i, x_{i+1}`` over the owned points (from the ghosted local vector)."""
         self.grid.global_to_local(x, self._local)
-        g = self.grid.ghosted_array(self._local)
-        o = self.grid.ghost_offsets()[0]
-        m = self.grid.local_shape[0]
+        g = self._local.getArray(readonly=True)
+        o, m = self._offset, self._m
         return g[o - 2:o - 2 + m], g[o - 1:o - 1 + m], g[o:o + m], g[o + 1:o + 1 + m]
 
     def _rhs(self, ts, t, x: PETSc.Vec, f: PETSc.Vec) -> None:
@@ -214,14 +225,13 @@ class Lorenz96(Model):
         f.getArray()[...] = (xp1 - xm2) * xm1 - x0 + self.forcing
 
     def _jacobian(self, ts, t, x: PETSc.Vec, J: PETSc.Mat, P: PETSc.Mat) -> None:
+        # Called at every stage of every step by the adjoint: the CSR structure is built once (in __init__).
         xm2, xm1, _, xp1 = self._neighbours(x)
-        r0, r1 = J.getOwnershipRange()
-        rows = np.arange(r0, r1)
-        m = r1 - r0
-        cols = np.stack([(rows - 2) % self.n, (rows - 1) % self.n, rows, (rows + 1) % self.n], axis=1)
-        vals = np.stack([-xm1, xp1 - xm2, -np.ones(m), xm1], axis=1)
-        P.setValuesCSR(np.arange(0, 4 * m + 1, 4, dtype=PETSc.IntType), cols.astype(PETSc.IntType).ravel(),
-                       vals.ravel(), addv=PETSc.InsertMode.INSERT_VALUES)
+        vals = self._jac_values
+        vals[:, 0] = -xm1
+        vals[:, 1] = xp1 - xm2
+        vals[:, 3] = xm1
+        P.setValuesCSR(self._jac_indptr, self._jac_cols, vals.ravel(), addv=PETSc.InsertMode.INSERT_VALUES)
         P.assemble()
         if J != P:
             J.assemble()
@@ -287,28 +297,59 @@ class Lorenz96(Model):
             self._ts = self._make_ts(save_trajectory=False)
         self._run(self._ts, state, t0, t1, steps)
 
-    def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
-                parameters: Sequence[str] = ()) -> dict[str, Any]:
-        """TSAdjoint of the RK4 window: ``lam`` goes from dJ/dx(t1) to dJ/dx(t0); returns ``{"F": dJ/dF}``."""
-        steps = self._check_window(t0, t1)
+    def _check_gradient_names(self, parameters: Sequence[str]) -> None:
         unknown = [p for p in parameters if p not in self.parameters]
         if unknown:
             raise ModelError(self.name, f"no adjoint for unknown parameters {unknown}; "
                              f"known: {sorted(self.parameters)}")
-        ts = self._make_ts(save_trajectory=True)
-        x = state0.copy()
-        mu = self._Jp.createVecRight()
+
+    def record(self, state: PETSc.Vec, t0: float, t1: float, parameters: Sequence[str] = ()) -> Tape:
+        """:meth:`advance` on a pooled TS that saves its trajectory; the tape holds that TS for the adjoint."""
+        steps = self._check_window(t0, t1)
+        ts = self._adjoint_ts.acquire(steps)
         try:
-            self._run(ts, x, t0, t1, steps)
-            mu.set(0.0)
-            ts.setCostGradients(lam, mu)
-            ts.adjointSolve()
-            dF = float(mu.sum())
+            self._run(ts, state, t0, t1, steps)
+        except BaseException:
+            self._adjoint_ts.release(ts)
+            raise
+        return Tape(float(t0), float(t1), data=(ts, steps), release=lambda tape: self._adjoint_ts.release(ts))
+
+    def adjoint_recorded(self, tape: Tape, lam: PETSc.Vec, parameters: Sequence[str] = ()) -> dict[str, Any]:
+        """TSAdjoint over the recorded RK4 window: ``lam`` goes from dJ/dx(t1) to dJ/dx(t0); returns
+        ``{"F": dJ/dF}`` when asked."""
+        try:
+            self._check_gradient_names(parameters)
+            if not tape.alive:
+                raise ModelError(self.name, f"the tape of [{tape.t0:g}, {tape.t1:g}] was already used or freed")
+            ts, steps = tape.data
+            mu = self._Jp.createVecRight()
+            try:
+                mu.set(0.0)
+                ts.setCostGradients(lam, mu)
+                ts.adjointSetSteps(steps)
+                ts.adjointSolve()
+                self._adjoint_ts.mark_traversed(ts)
+                dF = float(mu.sum())
+            finally:
+                mu.destroy()
         finally:
-            ts.destroy()
-            x.destroy()
-            mu.destroy()
+            tape.free()
         return {"F": dF} if "F" in parameters else {}
+
+    def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
+                parameters: Sequence[str] = ()) -> dict[str, Any]:
+        """TSAdjoint of the RK4 window from ``state0`` (the forward is recomputed; :meth:`record` avoids that)."""
+        self._check_gradient_names(parameters)
+        x = state0.copy()
+        try:
+            tape = self._record(x, t0, t1)
+        finally:
+            x.destroy()
+        return self._adjoint_tape(tape, lam, parameters)
+
+    # the recording path under names of its own, so that adjoint() keeps it whatever an instance does to record()
+    _record = record
+    _adjoint_tape = adjoint_recorded
 
     def tangent_linear(self, state0: PETSc.Vec, t0: float, t1: float, dx: PETSc.Vec, dF: float = 0.0) -> None:
         """Tangent-linear model of the RK4 window: ``dx`` goes from dx(t0) to dx(t1) in place, for a forcing change
@@ -358,6 +399,7 @@ class Lorenz96(Model):
         if self._ts is not None:
             self._ts.destroy()
             self._ts = None
+        self._adjoint_ts.destroy()
         for obj in (self._local, self._J, self._Jp):
             obj.destroy()
         super().destroy()

@@ -7,8 +7,11 @@ column amount ``phi = h c`` [m] (``c`` the dimensionless concentration); time in
 Time stepping is a PETSc TS under the options prefix ``<name>_``: explicit classical RK4 with a fixed step by
 default (``-<name>_ts_type``, ``-<name>_ts_rk_type``, ``-<name>_ts_dt``, ``-<name>_ts_adapt_type`` change it). A
 fixed step larger than the stable limit of the chosen method (:mod:`.stability`) is refused with the limit named.
-The RHS Jacobian (assembled exactly, :mod:`.jacobian`) and the parameter Jacobian ``dF/dp`` make PETSc's TSAdjoint
-give the discrete adjoint with respect to the initial state and to ``gravity, f0, beta, drag, forcing_amplitude``.
+The RHS Jacobian and the parameter Jacobian ``dF/dp`` make PETSc's TSAdjoint give the discrete adjoint with respect to
+the initial state and to ``gravity, f0, beta, drag, forcing_amplitude``: the adjoint TS uses shell matrices whose
+transposed products are the reverse-mode sweep of the kernel (:mod:`.reverse`, ~2 RHS evaluations per stage); the
+assembled Jacobians (:mod:`.jacobian`, exact by forward mode) check it. :meth:`ShallowWater.record` runs a window on
+a pooled TS that keeps its trajectory, which :meth:`ShallowWater.adjoint_recorded` integrates back over.
 
 Coupling: exports ``velocity``, the wind ``(u, v)`` [m/s] averaged from the C-grid faces to the cell centres
 (``u_c[j, i] = (u[j, i] + u[j, i+1]) / 2``, ``v_c[j, i] = (v[j, i] + v[j+1, i]) / 2``, second order), on a dof-2
@@ -33,12 +36,13 @@ from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.core.petsc import reason_name, set_options
-from twin.models.base import Model, Parameter, QoI
+from twin.models.base import Model, Parameter, QoI, Tape, TSPool
 from twin.models.registry import register_model
 from twin.models.shallow_water import qoi as qoi_mod
 from twin.models.shallow_water.initial import Physics, gaussian_blob, make_initial
 from twin.models.shallow_water.jacobian import PARAMETER_NAMES, JacobianAssembler
 from twin.models.shallow_water.kernel import Geometry, tendency
+from twin.models.shallow_water.reverse import ShellJacobians
 from twin.models.shallow_water.stability import imaginary_stability_limit, max_frequency, stable_dt
 from twin.models.shallow_water.staggering import COMPONENTS, UNITS, coordinates
 from twin.models.shallow_water.tangent import TangentLinear, fixed_step_options
@@ -143,6 +147,7 @@ class ShallowWater(Model):
         self._xloc = self.grid.create_local()
         self._sol = self.grid.create_global()
         self._assembler: JacobianAssembler | None = None
+        self._shell: ShellJacobians | None = None
         self._J: PETSc.Mat | None = None
         self._Jp: PETSc.Mat | None = None
         self._failure: str | None = None
@@ -153,6 +158,8 @@ class ShallowWater(Model):
                                           "ts_trajectory_type": "memory"})
         self.ts = self._create_ts()
         self.dt = self.ts.getTimeStep()
+        # TS objects that save their trajectory, for record/adjoint_recorded; reused across windows and gradients.
+        self._adjoint_ts = TSPool(lambda: self._create_ts(save_trajectory=True))
         self._initial = self._make_initial_state()
         self.check_time_step(self._initial, self.dt)
 
@@ -203,9 +210,12 @@ class ShallowWater(Model):
         ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
         ts.setPostStep(self._post_step)
         if save_trajectory:
-            J, Jp = self._jacobians()
-            ts.setRHSJacobian(self._rhs_jacobian, J, J)
-            ts.setRHSJacobianP(self._rhs_jacobian_p, Jp)
+            # TSAdjoint of explicit RK only multiplies the Jacobians transposed: shell matrices by reverse mode
+            # (.reverse) instead of assembling them at every stage
+            if self._shell is None:
+                self._shell = ShellJacobians(self)
+            ts.setRHSJacobian(self._shell.rhs_jacobian, self._shell.J, self._shell.J)
+            ts.setRHSJacobianP(self._shell.rhs_jacobian_p, self._shell.Jp)
             ts.setSaveTrajectory()
             with fixed_step_options(self.options_prefix):
                 ts.setFromOptions()
@@ -327,37 +337,72 @@ class ShallowWater(Model):
         self._run(self.ts, self._sol, t0, t1, fixed=False)
         self._sol.copy(state)
 
-    def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
-                parameters: Sequence[str] = ()) -> dict[str, float]:
-        """Discrete adjoint of :meth:`advance` (fixed steps, PETSc TSAdjoint with the exact Jacobians).
-
-        ``lam`` holds dJ/dx(t1) on entry and dJ/dx(t0) on exit; returns dJ/dp for the named scalar parameters.
-        """
+    def _check_gradient_names(self, parameters: Sequence[str]) -> None:
         unknown = [p for p in parameters if p not in PARAMETER_NAMES]
         if unknown:
             raise ModelError(self.name, f"no gradient for parameter(s) {unknown}; available: {list(PARAMETER_NAMES)}")
+
+    def record(self, state: PETSc.Vec, t0: float, t1: float, parameters: Sequence[str] = ()) -> Tape:
+        """:meth:`advance` with fixed steps on a pooled TS that saves its trajectory; the tape holds that TS."""
         if not t1 > t0:
             raise ModelError(self.name, f"adjoint needs t1 > t0, got t0={t0}, t1={t1}")
-        self.check_state(state0)
-        self.check_time_step(state0, self._steps(t0, t1)[1])
-        ts = self._create_ts(save_trajectory=True)
-        x = state0.copy()
-        mu = self._Jp.createVecRight()
+        self.check_state(state)
+        self.check_time_step(state, self._steps(t0, t1)[1])
+        ts = self._adjoint_ts.acquire(self._steps(t0, t1)[0])
         try:
-            self._run(ts, x, t0, t1, fixed=True)
-            mu.set(0.0)
-            ts.setCostGradients([lam], [mu])
-            ts.adjointSolve()
-            reason = ts.getConvergedReason()
-            if reason < 0:
-                raise SolverError(self.name, ts.getTime(), reason_name(PETSc.TS.ConvergedReason, reason),
-                                  "adjoint solve")
-            grads = np.concatenate(self.grid.comm_mpi().allgather(mu.getArray(readonly=True).copy()))
+            state.copy(self._sol)
+            self._run(ts, self._sol, t0, t1, fixed=True)
+            self._sol.copy(state)
+        except BaseException:
+            self._adjoint_ts.release(ts)
+            raise
+        return Tape(float(t0), float(t1), data=(ts, ts.getStepNumber()),
+                    release=lambda tape: self._adjoint_ts.release(ts))
+
+    def adjoint_recorded(self, tape: Tape, lam: PETSc.Vec, parameters: Sequence[str] = ()) -> dict[str, float]:
+        """TSAdjoint over the recorded window with the exact Jacobians: ``lam`` goes from dJ/dx(t1) to dJ/dx(t0);
+        returns dJ/dp for the named scalar parameters."""
+        try:
+            self._check_gradient_names(parameters)
+            if not tape.alive:
+                raise ModelError(self.name, f"the tape of [{tape.t0:g}, {tape.t1:g}] was already used or freed")
+            ts, steps = tape.data
+            mu = self._shell.Jp.createVecRight()
+            try:
+                mu.set(0.0)
+                ts.setCostGradients([lam], [mu])
+                ts.adjointSetSteps(steps)
+                ts.adjointSolve()
+                reason = ts.getConvergedReason()
+                if reason < 0:
+                    raise SolverError(self.name, ts.getTime(), reason_name(PETSc.TS.ConvergedReason, reason),
+                                      "adjoint solve")
+                self._adjoint_ts.mark_traversed(ts)
+                grads = np.concatenate(self.grid.comm_mpi().allgather(mu.getArray(readonly=True).copy()))
+            finally:
+                mu.destroy()
         finally:
-            ts.destroy()
-            x.destroy()
-            mu.destroy()
+            tape.free()
         return {p: float(grads[PARAMETER_NAMES.index(p)]) for p in parameters}
+
+    def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
+                parameters: Sequence[str] = ()) -> dict[str, float]:
+        """Discrete adjoint of :meth:`advance` (fixed steps, PETSc TSAdjoint with the exact Jacobians), recomputing
+        the forward from ``state0`` (:meth:`record` keeps it instead).
+
+        ``lam`` holds dJ/dx(t1) on entry and dJ/dx(t0) on exit; returns dJ/dp for the named scalar parameters.
+        """
+        self._check_gradient_names(parameters)
+        x = state0.copy()
+        try:
+            tape = self._record(x, t0, t1)
+        finally:
+            x.destroy()
+        return self._adjoint_tape(tape, lam, parameters)
+
+    # the recording path under names of its own, so that adjoint() keeps it whatever an instance does to record()
+    _record = record
+    _adjoint_tape = adjoint_recorded
 
     def tangent_linear(self, state0: PETSc.Vec, dx: PETSc.Vec, t0: float, t1: float) -> None:
         """Replace ``dx`` by ``M dx``, the tangent-linear model of :meth:`advance` over ``[t0, t1]`` along the
@@ -428,6 +473,10 @@ class ShallowWater(Model):
         return qoi_mod.quantities(self, state)
 
     def destroy(self) -> None:
+        self._adjoint_ts.destroy()
+        if self._shell is not None:
+            self._shell.destroy()
+            self._shell = None
         for obj in (self.ts, self._xloc, self._sol, self._J, self._Jp, self._initial, self.topography,
                     self._velocity_grid):
             if obj is not None:

@@ -30,11 +30,12 @@ Coupling: imports ``stress`` (von Mises stress, Pa, on the model grid); exports 
 imported stress is held fixed during :meth:`TumourModel.advance` and the adjoint (a partial derivative for the
 component alone).
 
-Adjoint: :meth:`TumourModel.adjoint` recomputes the forward segments with a saved trajectory (in memory; for long
-windows on big grids bound it with PETSc's checkpointing options, e.g. ``-<name>_ts_trajectory_max_cps_ram``), runs
-TSAdjoint backwards segment by segment with the parameter Jacobian ``dF/dp`` (RHSJacobianP: a diagonal block for the
-field k, one column for each scalar parameter; see ``sensitivity``), and at each fraction multiplies lambda by the survival fraction and accumulates
-``dJ/dalpha``. The gradients are those of the discrete model (checked by Taylor tests).
+Adjoint (:mod:`twin.models.tumour.adjoint`): :meth:`TumourModel.record` runs the forward segments on pooled TS objects
+that keep their trajectories, :meth:`TumourModel.adjoint_recorded` runs TSAdjoint backwards segment by segment with the
+parameter Jacobian ``dF/dp`` (RHSJacobianP: a diagonal block for the field k, one column for each scalar parameter; see
+``sensitivity``), and at each fraction multiplies lambda by the survival fraction and accumulates ``dJ/dalpha``;
+:meth:`TumourModel.adjoint` records from a given start state first. The gradients are those of the discrete model
+(checked by Taylor tests).
 """
 
 from __future__ import annotations
@@ -54,24 +55,22 @@ from twin.core.units import convert
 from twin.models.base import Model, Parameter, QoI
 from twin.models.priors import prior_center, prior_transform
 from twin.models.registry import register_model
+from twin.models.tumour.adjoint import GRADIENT_PARAMETERS, TumourAdjoint
 from twin.models.tumour.operators import DiffusionOperator
 from twin.models.tumour.phantom import Tissue, box_tissue, brain_phantom
 from twin.models.tumour.qoi import detected_volume, total_cells
 from twin.models.tumour.sensitivity import ParameterJacobian
-from twin.models.tumour.treatment import TreatmentPlan, lq_exponent, survival_fraction
+from twin.models.tumour.treatment import TreatmentPlan, survival_fraction
 
 log = get_logger("twin.models.tumour")
 
-#: parameters whose gradient :meth:`TumourModel.adjoint` provides
-GRADIENT_PARAMETERS = ("k", "D_white", "D_grey", "theta", "kappa", "alpha")
+
 #: parameters that may be left out of ``values`` (their default switches the feature off)
 OPTIONAL_PARAMETERS = {"gamma": 0.0}
-#: scalar parameters entering F (columns of RHSJacobianP)
-_RHS_SCALARS = ("k", "D_white", "D_grey", "theta", "kappa")
 
 
 @register_model("tumour")
-class TumourModel(Model):
+class TumourModel(TumourAdjoint, Model):
     """Reaction-diffusion tumour growth with radiotherapy and chemotherapy (see the module docstring).
 
     Parameters
@@ -145,6 +144,7 @@ class TumourModel(Model):
         self._f = grid.create_global()
         self._tmp = grid.create_global()
         self._ts: PETSc.TS | None = None
+        self._init_adjoint()
         self._segment_start = 0.0
         self._rebuild(list(PARAMETER_UNITS))
 
@@ -377,7 +377,7 @@ class TumourModel(Model):
             J.copy(P, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
 
     # -- time stepping -------------------------------------------------------------------------------------------------
-    def _create_ts(self, jacobian: PETSc.Mat, trajectory: bool) -> PETSc.TS:
+    def _create_ts(self, jacobian: PETSc.Mat, trajectory: bool, signature: tuple | None = None) -> PETSc.TS:
         ts = PETSc.TS().create(comm=self.grid.da.getComm())
         ts.setOptionsPrefix(self.options_prefix)
         ts.setProblemType(PETSc.TS.ProblemType.NONLINEAR)
@@ -391,6 +391,11 @@ class TumourModel(Model):
         ksp = snes.getKSP()
         ksp.setType(PETSc.KSP.Type.GMRES)
         ksp.setTolerances(rtol=1e-12)
+        if signature is not None and (signature[0] or signature[1]):
+            # TSAdjoint sets up its parameter work space from this Jacobian with the TS: it must be given first
+            jp = ParameterJacobian(self, signature[0], list(signature[1]))
+            self._pool_jp[ts.handle] = jp
+            ts.setRHSJacobianP(jp.evaluate, jp.matrix)
         if trajectory:
             # in memory: the default "basic" trajectory writes TS-data-* files into the working directory
             set_options(self.options_prefix, {"ts_trajectory_type": "memory"})
@@ -401,6 +406,10 @@ class TumourModel(Model):
     def _steps(self, ta: float, tb: float) -> int:
         return max(1, int(np.ceil((tb - ta) / self.dt - 1e-9)))
 
+    def _max_steps(self, ta: float, tb: float) -> int:
+        """The TS's step limit over a segment (room for rejected and retried steps)."""
+        return 100 * self._steps(ta, tb) + 10
+
     def _integrate(self, ts: PETSc.TS, x: PETSc.Vec, ta: float, tb: float) -> None:
         n = self._steps(ta, tb)
         self._segment_start = ta
@@ -408,7 +417,7 @@ class TumourModel(Model):
         ts.setStepNumber(0)
         ts.setTimeStep((tb - ta) / n)
         ts.setMaxTime(tb)
-        ts.setMaxSteps(100 * n + 10)
+        ts.setMaxSteps(self._max_steps(ta, tb))
         try:
             ts.solve(x)
         except PETSc.Error as exc:
@@ -452,91 +461,8 @@ class TumourModel(Model):
             self._integrate(self._ts, state, ta, tb)
         log.debug("%s: advanced %g -> %g day in %d segment(s)", self.name, t0, t1, len(points) - 1)
 
-    # -- adjoint -------------------------------------------------------------------------------------------------------
-    def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
-                parameters: Sequence[str] = ()) -> dict[str, Any]:
-        """Discrete adjoint of :meth:`advance` (see :meth:`twin.models.base.Model.adjoint`).
-
-        ``parameters`` may name ``k`` (a field gradient when k is a field), ``D_white``, ``D_grey``, ``theta``,
-        ``kappa`` and ``alpha``; the gradient with respect to ``alpha`` holds ``alpha/beta`` fixed.
-        """
-        self._check_window(t0, t1)
-        unknown = [p for p in parameters if p not in GRADIENT_PARAMETERS]
-        if unknown:
-            self._fail(f"no gradient for parameter(s) {unknown}; available: {list(GRADIENT_PARAMETERS)}")
-        names = list(dict.fromkeys(parameters))
-        k_is_field = self.parameters["k"].is_field and "k" in names
-        scalars = [p for p in _RHS_SCALARS if p in names and not (p == "k" and k_is_field)]
-        grads: dict[str, Any] = {p: 0.0 for p in names}
-        if t1 == t0:
-            if k_is_field:
-                grads["k"] = self.grid.create_global()
-                grads["k"].set(0.0)
-            return grads
-        # forward sweep: the state after the jumps at the start of each segment
-        points = self.plan.breakpoints(t0, t1)
-        segments = list(zip(points[:-1], points[1:]))
-        starts = []
-        x = state0.copy()
-        if self._ts is None:
-            self._ts = self._create_ts(self._J, trajectory=False)
-        for ta, tb in segments:
-            self._apply_fractions(x, ta)
-            starts.append(x.copy())
-            self._integrate(self._ts, x, ta, tb)
-        x.destroy()
-        jp = ParameterJacobian(self, k_is_field, scalars) if (k_is_field or scalars) else None
-        J = self._J.duplicate(copy=True)
-        alpha_grad = 0.0
-        p = self.parameters
-        try:
-            for (ta, tb), start in zip(reversed(segments), reversed(starts)):
-                self._adjoint_segment(J, jp, start, lam, ta, tb)
-                fracs = self.plan.fractions_in(ta, np.nextafter(ta, np.inf))
-                if fracs:
-                    # N+ = S N-:  lam- = S lam+,  dJ/dalpha += lam+ . (dS/dalpha) N- = -lam+ . lq N+
-                    lq = sum(lq_exponent(f.dose, p["alpha_beta"].value) for f in fracs)
-                    la = lam.getArray()
-                    alpha_grad -= float(np.sum(la * lq * start.getArray(readonly=True)))
-                    la *= np.exp(-p["alpha"].value * lq)
-            if "alpha" in names:
-                grads["alpha"] = float(self._mpi.allreduce(alpha_grad))
-            if jp is not None:
-                grads.update(jp.result())
-        finally:
-            J.destroy()
-            for s in starts:
-                s.destroy()
-            if jp is not None:
-                jp.destroy()
-        return grads
-
-    def _adjoint_segment(self, J: PETSc.Mat, jp: ParameterJacobian | None, start: PETSc.Vec, lam: PETSc.Vec,
-                         ta: float, tb: float) -> None:
-        """Recompute one segment with a saved trajectory, then run TSAdjoint back over it (``lam`` in place)."""
-        ts = self._create_ts(J, trajectory=True)
-        u = start.copy()
-        try:
-            if jp is not None:
-                ts.setRHSJacobianP(jp.evaluate, jp.matrix)
-            self._integrate(ts, u, ta, tb)
-            if jp is not None:
-                jp.mu.set(0.0)
-                ts.setCostGradients(lam, jp.mu)
-            else:
-                ts.setCostGradients(lam)
-            self._segment_start = ta
-            try:
-                ts.adjointSolve()
-            except PETSc.Error as exc:
-                raise SolverError(self.name, ta, "adjoint solve failed", f"PETSc error {exc.ierr}") from None
-            if jp is not None:
-                jp.accumulate()
-        finally:
-            ts.destroy()
-            u.destroy()
-
     def destroy(self) -> None:
+        self._destroy_adjoint()
         for obj in (self._ts, self._J, self._f, self._tmp, self._initial):
             if obj is not None:
                 obj.destroy()
