@@ -17,6 +17,17 @@ Names
 -----
 Parameters, exports and QoIs of component ``c`` appear as ``c.<name>``.
 
+Adjoint
+-------
+:meth:`CoupledModel.adjoint` is the discrete adjoint of explicit windows (serial or parallel staggering, sub-steps,
+linear or constant time interpolation) built from the components' adjoints and export derivatives
+(:mod:`twin.coupling.adjoint`, which also states the optional methods a component needs); implicit schemes refuse
+with a :class:`~twin.core.errors.ModelError`. A :meth:`CoupledModel.record` call (what 4D-Var uses for the forward
+pass of a gradient) keeps the state and the route data at its start on a bounded tape; plain :meth:`advance` calls
+(forecasts, ensemble members) keep nothing, so long runs of large models do not fill memory with copies. An
+``advance`` that starts *earlier* than the time the route data belong to (a re-run, as 4D-Var evaluations do) first
+restores the route data recorded at that time, so re-runs from a time see the same coupling data there.
+
 Checkpoints
 -----------
 :meth:`CoupledModel.coupling_state` returns the part of the coupled state that is not in the state vector (route
@@ -35,6 +46,7 @@ from petsc4py import PETSc
 from twin.core.errors import CouplingError, ModelError
 from twin.core.log import get_logger
 from twin.core.units import convert
+from twin.coupling.adjoint import CoupledAdjoint, CouplingTape
 from twin.coupling.schemes import Component, CouplingScheme, WindowDiagnostics
 from twin.models.base import Model, QoI
 
@@ -92,6 +104,11 @@ class CoupledModel(Model):
         self._is = {c: PETSc.IS().createStride(n, start + int(o), 1, comm=comm)
                     for c, n, o in zip(comps, local, offsets[:-1])}
         self.scheme = CouplingScheme(config, comps, comm)
+        self.tape = CouplingTape(1e-9 * self.window_length)
+        self._taping = False
+        #: the time the routes' data belong to (None: unknown, e.g. after a restore)
+        self.data_time: float | None = None
+        self._pending: dict[str, Any] | None = None
 
     @classmethod
     def from_config(cls, name: str, cfg, comm, components: dict[str, Model] | None = None) -> "CoupledModel":
@@ -168,17 +185,70 @@ class CoupledModel(Model):
         return list(zip(edges[:-1], edges[1:]))
 
     def advance(self, state: PETSc.Vec, t0: float, t1: float) -> None:
+        windows = self.windows(t0, t1)
         self._scatter_in(state)
         try:
-            for a, b in self.windows(t0, t1):
+            if not self.scheme.initialized:
+                self.scheme.initialize()
+            self._rewind(t0)
+            self.tape.remember_routes(t0, self.scheme.routes)
+            if self._taping:
+                self.tape.record(t0, state, self.scheme.routes)
+            for a, b in windows:
                 diag = self.scheme.run_window(a, b)
                 self.diagnostics.append(diag)
                 log.debug("%s window %d [%g, %g]: %d iteration(s)", self.name, diag.window, a, b, diag.iterations)
+            self.data_time = float(t1)
         finally:
             self._gather_out(state)
 
+    def _rewind(self, t0: float) -> None:
+        """Before a run from ``t0`` earlier than the routes' data: restore the data remembered at ``t0``, if any,
+        and start a new divergence watch (the residuals of the old trajectory are not comparable)."""
+        if self.data_time is None or t0 >= self.data_time - self.tape.tolerance:
+            return
+        self.scheme.history.clear()
+        self.scheme.history_rel.clear()
+        routes = self.tape.routes_at(t0)
+        if routes is None:
+            log.debug("%s: re-run from t=%g without remembered coupling data; using the current data", self.name, t0)
+            return
+        for r in self.scheme.routes:
+            routes[r.name].copy(r.value)
+            routes[r.name].copy(r.start)
+
+    def record(self, state, t0: float, t1: float, parameters: Sequence[str] = ()):
+        """:meth:`Model.record`, keeping the coupling data at ``t0`` on the tape for :meth:`adjoint`."""
+        self._taping = True
+        try:
+            return super().record(state, t0, t1, parameters)
+        finally:
+            self._taping = False
+
     def adjoint(self, state0, t0, t1, lam, parameters: Sequence[str] = ()):
-        raise ModelError(self.name, "a coupled model has no adjoint yet (use ensemble methods)")
+        """Discrete adjoint of :meth:`advance` over ``[t0, t1]`` (explicit schemes; :mod:`twin.coupling.adjoint`).
+
+        ``state0`` must be a state this model was advanced from at ``t0`` by :meth:`record` (the route data recorded
+        then are part of the trajectory). Parameters are named ``<component>.<name>``. The cotangent of the route data at ``t0`` is
+        kept for the adjoint of the previous interval (matched by time and state), as the forward keeps the data.
+        """
+        adj = CoupledAdjoint(self, parameters)
+        entry = self.tape.find(t0, state0)
+        if entry is None:
+            raise ModelError(self.name, f"adjoint over [{t0:g}, {t1:g}]: this state was not advanced from t={t0:g} "
+                                        f"by record() (or the record was dropped); the coupling data at t0 are part of the "
+                                        f"trajectory, so advance from state0 at t0 first")
+        grads, droutes = adj.run(entry, t0, t1, lam, self._pending)
+        self._drop_pending()
+        self._pending = {"time": float(t0), "state": state0.copy(), "routes": droutes}
+        return grads
+
+    def _drop_pending(self) -> None:
+        if self._pending is not None:
+            self._pending["state"].destroy()
+            for v in self._pending["routes"].values():
+                v.destroy()
+        self._pending = None
 
     # -- parameters, coupling fields, QoIs ----------------------------------------------------------------------------
     def _split_name(self, name: str) -> tuple[Model, str]:
@@ -226,6 +296,7 @@ class CoupledModel(Model):
     def restore_coupling_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Inverse of :meth:`coupling_state`; the state vector is restored separately (it is the model state)."""
         self.scheme.restore(arrays, meta)
+        self.data_time = None
         self.origin = None if meta.get("origin") is None else float(meta["origin"])
 
     def mean_iterations(self, since: int = 0) -> float:
@@ -236,6 +307,8 @@ class CoupledModel(Model):
         return float(np.mean(its))
 
     def destroy(self) -> None:
+        self._drop_pending()
+        self.tape.destroy()
         self.scheme.destroy()
         for c, comp in self.components.items():
             comp.state.destroy()

@@ -26,7 +26,15 @@ flux (sign-reversed) into the other's Neumann data and the face temperature back
 convergence, the monolithic scheme on the union grid exactly (the face temperature is the mean of the two cell
 values).
 
-The discrete adjoint (:meth:`HeatModel.adjoint`) uses TSAdjoint with ``setRHSJacobianP`` for ``kappa`` and ``source``.
+Adjoint
+-------
+The discrete adjoint (:meth:`HeatModel.adjoint`) uses TSAdjoint with ``setRHSJacobianP``: the parameter Jacobian
+``dF/dp`` is a sparse matrix whose columns are ``kappa``, ``source`` and, for every coupled side, the face data
+(``dF/dg = 2 kappa / h^2`` on the boundary cells of a Dirichlet side, ``1 / h`` on a Neumann side), so TSAdjoint's
+``mu`` holds ``dJ/dkappa``, ``dJ/dsource`` and ``dJ/dg`` (requested as ``"import:<field>"``, the coupled adjoint's
+sensitivity to imported data, held constant over the adjoint's interval as in :meth:`HeatModel.advance`).
+:meth:`HeatModel.export_adjoint` is the transpose of the derivative of :meth:`HeatModel.exports` (with respect to
+the state, the imported face data and ``kappa``).
 """
 
 from __future__ import annotations
@@ -43,10 +51,13 @@ from twin.core.log import get_logger
 from twin.core.petsc import reason_name, set_options
 from twin.core.units import convert
 from twin.models.base import Model, Parameter, QoI
+from twin.models.heat_parts import Face, aij_matrix, manufactured_solution, side_axis
 from twin.models.registry import register_model
 
 log = get_logger("twin.models.heat")
 
+#: key prefix asking an adjoint for the sensitivity to imported data (``"import:<field>"``)
+IMPORT_PREFIX = "import:"
 SIDES = ("x_lo", "x_hi", "y_lo", "y_hi", "z_lo", "z_hi")
 #: defaults under the component prefix; YAML ``solver:`` and the command line override them
 DEFAULT_SOLVER = {"ts_type": "beuler", "ts_adapt_type": "none", "ksp_type": "cg", "pc_type": "jacobi",
@@ -62,10 +73,6 @@ class Boundary:
     kind: str = "dirichlet"
     value: float = 0.0
     import_name: str | None = None
-
-
-def _side_axis(side: str) -> tuple[int, bool]:
-    return "xyz".index(side[0]), side.endswith("_hi")
 
 
 @register_model("heat")
@@ -119,7 +126,7 @@ class HeatModel(Model):
         for side in allowed:
             boundary.setdefault(side, Boundary())
         for side, bc in boundary.items():
-            axis, _ = _side_axis(side)
+            axis, _ = side_axis(side)
             if bc.kind not in ("dirichlet", "neumann"):
                 raise ModelError(name, f"boundary {side}: type must be 'dirichlet' or 'neumann', got {bc.kind!r}")
             if grid.periodic[axis] and bc.import_name is not None:
@@ -139,10 +146,10 @@ class HeatModel(Model):
             "source": Parameter("source", float(source), "K/s", "source" in estimable, "none", priors.get("source")),
         }
         self._check_parameters()
-        self._faces: dict[str, _Face] = {}
+        self._faces: dict[str, Face] = {}
         for side, bc in boundary.items():
             if bc.import_name is not None:
-                self._faces[side] = _Face(self, side)
+                self._faces[side] = Face(self, side)
         self._A = self._assemble()
         self._J = self._A.duplicate(copy=True)
         self._F = grid.create_global()
@@ -150,6 +157,7 @@ class HeatModel(Model):
         self._work = grid.create_global()
         self._ts = self._make_ts(dict(DEFAULT_SOLVER, **(solver or {})))
         self._Jp: PETSc.Mat | None = None
+        self._jp_layout: dict[str, Any] = {}
 
     # -- construction from YAML ------------------------------------------------------------------------------------
     @classmethod
@@ -234,7 +242,7 @@ class HeatModel(Model):
                 if not g.periodic[a] and self.boundary[side].kind == "dirichlet":
                     diag -= 2.0 * c * ~inside
         vals[0] = diag.ravel()
-        return _aij(g, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals))
+        return aij_matrix(g, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals))
 
     def _row_start(self) -> int:
         v = self.grid.create_global()
@@ -245,7 +253,7 @@ class HeatModel(Model):
     def _boundary_slab(self, side: str) -> tuple[tuple, float] | None:
         """Index into the owned C-order block selecting the cells next to ``side`` (None if this rank has none)."""
         g = self.grid
-        axis, hi = _side_axis(side)
+        axis, hi = side_axis(side)
         s, e = g.owned[axis]
         if (hi and e != g.shape[axis]) or (not hi and s != 0):
             return None
@@ -264,7 +272,7 @@ class HeatModel(Model):
         b[...] = self.parameters["source"].value
         for side, bc in self.boundary.items():
             slab = self._boundary_slab(side)
-            if slab is None or self.grid.periodic[_side_axis(side)[0]]:
+            if slab is None or self.grid.periodic[side_axis(side)[0]]:
                 continue
             index, h = slab
             data = self._boundary_data(side)
@@ -279,14 +287,63 @@ class HeatModel(Model):
         # TS shifts/scales the matrix it is given for implicit stages, so hand it a fresh copy of A each time.
         self._A.copy(J, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
 
+    def _face_coefficient(self, side: str) -> float:
+        """``dF/dg`` on the boundary cells of ``side``: ``2 kappa / h^2`` (Dirichlet) or ``1 / h`` (Neumann)."""
+        h = self.grid.spacing[side_axis(side)[0]]
+        if self.boundary[side].kind == "dirichlet":
+            return 2.0 * self.parameters["kappa"].value / h ** 2
+        return 1.0 / h
+
+    def _parameter_jacobian(self) -> PETSc.Mat:
+        """The sparse ``dF/dp`` for TSAdjoint, built once: columns ``kappa`` and ``source`` (owned by rank 0), then the
+        entries of each coupled side's face data, laid out like the face vectors (so ``mu`` splits into faces without
+        communication)."""
+        if self._Jp is not None:
+            return self._Jp
+        comm = self.grid.comm_mpi()
+        size, rank = comm.Get_size(), comm.Get_rank()
+        ranges = {side: np.asarray(face.vec.getOwnershipRanges(), dtype=np.int64) for side, face in self._faces.items()}
+        ncol = np.array([2 if q == 0 else 0 for q in range(size)], dtype=np.int64)
+        base: dict[str, np.ndarray] = {}
+        for side, rng in ranges.items():
+            base[side] = ncol.copy()
+            ncol = ncol + np.diff(rng)
+        col_start = np.concatenate([[0], np.cumsum(ncol)])
+        n_local = int(np.prod(self.grid.local_shape))
+        cells = np.arange(n_local)
+        rows, cols = [cells, cells], [np.zeros(n_local, np.int64), np.ones(n_local, np.int64)]
+        face_slices: dict[str, slice] = {}
+        for side, face in self._faces.items():
+            slab = self._boundary_slab(side)
+            if slab is None:
+                r = np.zeros(0, np.int64)
+            else:
+                r = cells.reshape(self.grid.local_shape)[slab[0]].ravel()
+            p = face.petsc_idx.astype(np.int64)
+            q = np.searchsorted(ranges[side], p, side="right") - 1
+            rows.append(r)
+            cols.append(col_start[q] + base[side][q] + (p - ranges[side][q]))
+            lo = int(base[side][rank])
+            face_slices[side] = slice(lo, lo + int(np.diff(ranges[side])[rank]))
+        rows_all, cols_all = np.concatenate(rows), np.concatenate(cols)
+        perm = np.lexsort((cols_all, rows_all))
+        indptr = np.searchsorted(rows_all[perm], np.arange(n_local + 1)).astype(PETSc.IntType)
+        indices = cols_all[perm].astype(PETSc.IntType)
+        self._Jp = PETSc.Mat().createAIJ(size=((n_local, self.grid.size), (int(ncol[rank]), int(col_start[-1]))),
+                                         csr=(indptr, indices, np.zeros(len(indices))), comm=self.comm)
+        self._jp_layout = {"indptr": indptr, "indices": indices, "perm": perm, "faces": face_slices,
+                           "counts": [len(r) for r in rows[2:]]}
+        return self._Jp
+
     def _jacp(self, ts, t, x, Jp):
-        """Columns dF/dkappa = (A x) / kappa + (Dirichlet terms) and dF/dsource = 1."""
+        """Columns dF/dkappa = (A x) / kappa + (Dirichlet terms), dF/dsource = 1 and dF/dg of each coupled side."""
         kappa = self.parameters["kappa"].value
         self._A.mult(x, self._work)
         col = (self._work.getArray(readonly=True) + self._dirichlet_part()) / kappa
-        arr = Jp.getDenseArray()
-        arr[:, 0] = col
-        arr[:, 1] = 1.0
+        lay = self._jp_layout
+        parts = [col, np.ones(col.size)]
+        parts += [np.full(n, self._face_coefficient(side)) for side, n in zip(self._faces, lay["counts"])]
+        Jp.setValuesCSR(lay["indptr"], lay["indices"], np.concatenate(parts)[lay["perm"]])
         Jp.assemble()
 
     def _dirichlet_part(self) -> np.ndarray:
@@ -294,7 +351,7 @@ class HeatModel(Model):
         out = np.zeros(self.grid.local_shape)
         for side, bc in self.boundary.items():
             slab = self._boundary_slab(side)
-            if slab is None or bc.kind != "dirichlet" or self.grid.periodic[_side_axis(side)[0]]:
+            if slab is None or bc.kind != "dirichlet" or self.grid.periodic[side_axis(side)[0]]:
                 continue
             index, h = slab
             out[index] += (2.0 * kappa / h ** 2) * self._boundary_data(side)
@@ -361,33 +418,116 @@ class HeatModel(Model):
             return
         self._run(self._ts, state, t0, t1)
 
+    def _import_side(self, name: str) -> str:
+        for side in self._faces:
+            if self.boundary[side].import_name == name:
+                return side
+        known = [bc.import_name for bc in self.boundary.values() if bc.import_name]
+        raise ModelError(self.name, f"unknown import '{name}'; this model imports {known}")
+
+    def _check_gradient_names(self, parameters: Sequence[str]) -> None:
+        bad = [p for p in parameters if p not in self.parameters and not p.startswith(IMPORT_PREFIX)]
+        if bad:
+            raise ModelError(self.name, f"no adjoint for unknown parameters {sorted(bad)}; known "
+                                        f"{sorted(self.parameters)} and '{IMPORT_PREFIX}<import>'")
+        for p in parameters:
+            if p.startswith(IMPORT_PREFIX):
+                self._import_side(p[len(IMPORT_PREFIX):])
+
     def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
                 parameters: Sequence[str] = ()) -> dict[str, Any]:
         """Discrete adjoint by TSAdjoint: recompute the forward run with a saved trajectory, then solve backwards.
 
-        Boundary data and imports are held at their current values (as in :meth:`advance`).
+        Boundary data and imports are held at their current values (as in :meth:`advance`). Besides ``kappa`` and
+        ``source``, ``parameters`` may name ``"import:<field>"`` for an imported field: its entry is ``dJ/dg``, a new
+        vector on the field's face grid (the data held constant over ``[t0, t1]``).
         """
-        unknown = sorted(set(parameters) - set(self.parameters))
-        if unknown:
-            raise ModelError(self.name, f"no adjoint for unknown parameters {unknown}; known {sorted(self.parameters)}")
+        self._check_gradient_names(parameters)
+        if not parameters and t1 == t0:
+            return {}
+        Jp = self._parameter_jacobian()
         ts = self._make_ts(DEFAULT_SOLVER, save_trajectory=True)
         x = state0.copy()
-        if self._Jp is None:
-            n_local, n = x.getLocalSize(), x.getSize()
-            self._Jp = PETSc.Mat().createDense(((n_local, n), (None, 2)), comm=self.comm)
-            self._Jp.setUp()
-        mu = self._Jp.createVecRight()
+        mu = Jp.createVecRight()
         mu.set(0.0)
+        out: dict[str, Any] = {}
         try:
-            ts.setRHSJacobianP(self._jacp, self._Jp)
-            self._run(ts, x, t0, t1)
-            ts.setCostGradients([lam], [mu])
-            ts.adjointSolve()
-            grads = np.concatenate(self.grid.comm_mpi().allgather(mu.getArray(readonly=True).copy()))
+            if t1 > t0:
+                ts.setRHSJacobianP(self._jacp, Jp)
+                self._run(ts, x, t0, t1)
+                ts.setCostGradients([lam], [mu])
+                ts.adjointSolve()
+            arr = mu.getArray(readonly=True)
+            comm = self.grid.comm_mpi()
+            scalars = comm.bcast(arr[:2].copy() if comm.Get_rank() == 0 else None, root=0)
+            for p in parameters:
+                if p.startswith(IMPORT_PREFIX):
+                    side = self._import_side(p[len(IMPORT_PREFIX):])
+                    g = self._faces[side].grid.create_global()
+                    g.getArray()[...] = arr[self._jp_layout["faces"][side]]
+                    out[p] = g
+                else:
+                    out[p] = float(scalars[["kappa", "source"].index(p)])
         finally:
             for obj in (ts, x, mu):
                 obj.destroy()
-        return {p: float(grads[["kappa", "source"].index(p)]) for p in parameters}
+        return out
+
+    def export_adjoint(self, state: PETSc.Vec, cotangents: dict[str, PETSc.Vec], lam: PETSc.Vec,
+                       parameters: Sequence[str] = ()) -> dict[str, Any]:
+        """Transpose of the derivative of :meth:`exports` at ``state`` (with the current imports).
+
+        Adds ``sum_e (d e / d x)^T cotangents[e]`` to ``lam`` and returns ``sum_e (d e / d p)^T cotangents[e]`` for
+        each requested name (``kappa``, ``source``, ``"import:<field>"``). Written by hand because the exports are
+        closed-form pointwise expressions of the boundary cells, the face data and ``kappa`` (module docstring):
+        Dirichlet side ``(g, 2 kappa (g - T_b) / h)``, Neumann side ``(T_b + g h / (2 kappa), g)``.
+        """
+        self._check_gradient_names(parameters)
+        kappa = self.parameters["kappa"].value
+        dkappa = 0.0
+        dg: dict[str, np.ndarray] = {}
+        for name, cot in cotangents.items():
+            if name == "temperature":
+                lam.axpy(1.0, cot)
+                continue
+            side = next((s for s in self._faces if name in (f"temperature_{s}", f"heat_flux_{s}")), None)
+            if side is None:
+                raise ModelError(self.name, f"no export '{name}' to differentiate; exports are "
+                                            f"{sorted(self.exports_names())}")
+            face, slab = self._faces[side], self._boundary_slab(side)
+            c = face.cells(cot)
+            if slab is None:
+                continue
+            index, h = slab
+            g = face.owned_values()
+            L = self.grid.owned_array(lam)
+            tb = self.grid.owned_array(state, readonly=True)[index].ravel()
+            acc = dg.setdefault(side, np.zeros(c.size))
+            dirichlet = self.boundary[side].kind == "dirichlet"
+            if name.startswith("temperature_"):
+                if dirichlet:
+                    acc += c
+                else:
+                    L[index] += c.reshape(L[index].shape)
+                    acc += c * h / (2.0 * kappa)
+                    dkappa -= float(np.sum(c * g)) * h / (2.0 * kappa ** 2)
+            else:
+                if dirichlet:
+                    acc += 2.0 * kappa / h * c
+                    L[index] -= (2.0 * kappa / h * c).reshape(L[index].shape)
+                    dkappa += float(np.sum(2.0 * (g - tb) / h * c))
+                else:
+                    acc += c
+        out: dict[str, Any] = {}
+        for p in parameters:
+            if p == "kappa":
+                out[p] = float(self.grid.comm_mpi().allreduce(dkappa))
+            elif p == "source":
+                out[p] = 0.0
+            else:
+                side = self._import_side(p[len(IMPORT_PREFIX):])
+                out[p] = self._faces[side].to_face(dg.get(side, np.zeros(len(self._faces[side].petsc_idx))))
+        return out
 
     def field_grid(self, name: str) -> Grid:
         """The grid a coupling field (export or import) lives on: the model grid or a face grid."""
@@ -397,6 +537,10 @@ class HeatModel(Model):
             if name in (f"temperature_{side}", f"heat_flux_{side}", self.boundary[side].import_name):
                 return face.grid
         raise ModelError(self.name, f"no coupling field '{name}'; known: {sorted(self.field_names())}")
+
+    def exports_names(self) -> list[str]:
+        """Names of the fields :meth:`exports` returns."""
+        return ["temperature"] + [f"{k}_{side}" for side in self._faces for k in ("temperature", "heat_flux")]
 
     def field_names(self) -> list[str]:
         names = ["temperature"]
@@ -453,95 +597,3 @@ class HeatModel(Model):
             if obj is not None:
                 obj.destroy()
         super().destroy()
-
-
-class _Face:
-    """Coupling data on one side: a face grid (dimension ``dim - 1``) and the scatter to the owned boundary cells."""
-
-    def __init__(self, model: HeatModel, side: str):
-        g = model.grid
-        axis, _ = _side_axis(side)
-        other = [a for a in range(g.dim) if a != axis]
-        if g.dim == 1:
-            if g.comm_mpi().Get_size() > 1:
-                raise ModelError(model.name, f"boundary {side}: a coupled side of a 1-D grid needs a single rank "
-                                             f"(its face is one point); use a 2-D grid with one row of cells")
-            shape, extent = (1,), ((0.0, 1.0),)
-        else:
-            shape, extent = tuple(g.shape[a] for a in other), tuple(g.extent[a] for a in other)
-        self.grid = Grid(model.comm, shape, extent, name=f"{model.name}.{side}")
-        self.vec = self.grid.create_global()
-        self.vec.set(model.boundary[side].value)
-        slab = model._boundary_slab(side)
-        if slab is None or g.dim == 1:
-            nat = np.zeros(0 if slab is None else 1, dtype=np.int64)
-        else:
-            ranges = [np.arange(*g.owned[a]) for a in other]
-            mesh = list(reversed(np.meshgrid(*reversed(ranges), indexing="ij")))
-            nat = np.zeros(mesh[0].shape, dtype=np.int64)
-            for k in reversed(range(len(other))):
-                nat = nat * shape[k] + mesh[k]
-            nat = nat.ravel()
-        petsc_idx = self.grid.da.getAO().app2petsc(nat.astype(PETSc.IntType))
-        self.local = PETSc.Vec().createMPI((len(nat), PETSc.DECIDE), comm=model.comm)
-        start = self.local.getOwnershipRange()[0]
-        is_face = PETSc.IS().createGeneral(petsc_idx, comm=model.comm)
-        is_local = PETSc.IS().createStride(len(nat), start, 1, comm=model.comm)
-        self.scatter = PETSc.Scatter().create(self.vec, is_face, self.local, is_local)
-        is_face.destroy()
-        is_local.destroy()
-        self.out_local = self.local.duplicate()
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Scatter the face data to the boundary cells (collective: call on every rank after changing ``vec``)."""
-        self.scatter.scatter(self.vec, self.local, addv=PETSc.InsertMode.INSERT_VALUES,
-                             mode=PETSc.ScatterMode.FORWARD)
-
-    def owned_values(self) -> np.ndarray:
-        """The face data at this rank's boundary cells (flat, face C order); not collective."""
-        return self.local.getArray(readonly=True)
-
-    def to_face(self, values: np.ndarray) -> PETSc.Vec:
-        """A new face vector from values at this rank's boundary cells. Collective."""
-        out = self.grid.create_global()
-        self.out_local.getArray()[...] = values
-        self.scatter.scatter(self.out_local, out, addv=PETSc.InsertMode.INSERT_VALUES,
-                             mode=PETSc.ScatterMode.REVERSE)
-        return out
-
-    def destroy(self) -> None:
-        for obj in (self.scatter, self.local, self.out_local, self.vec):
-            obj.destroy()
-        self.grid.destroy()
-
-
-def manufactured_solution(amplitude: float, wavenumber: Sequence[float], phase: Sequence[float],
-                          kappa: Callable[[], float]) -> Callable[..., np.ndarray]:
-    """``T(x, t) = amplitude exp(-kappa |k|^2 t) prod_a sin(k_a x_a + phase_a)``, exact for ``f = 0``.
-
-    ``kappa`` is called at evaluation time, so the solution follows parameter changes.
-    """
-    k2 = float(np.sum(np.square(wavenumber)))
-
-    def exact(*args):
-        *x, t = args
-        out = amplitude * np.exp(-kappa() * k2 * t)
-        for xa, ka, pa in zip(x, wavenumber, phase):
-            out = out * np.sin(ka * xa + pa)
-        return out
-
-    return exact
-
-
-def _aij(grid: Grid, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> PETSc.Mat:
-    """Square AIJ matrix on ``grid``'s vector layout from COO triplets of owned rows (global PETSc indices)."""
-    v = grid.create_global()
-    n_local, n = v.getLocalSize(), v.getSize()
-    r0 = v.getOwnershipRange()[0]
-    v.destroy()
-    order = np.lexsort((cols, rows))
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    indptr = np.searchsorted(rows, np.arange(r0, r0 + n_local + 1)).astype(PETSc.IntType)
-    return PETSc.Mat().createAIJ(size=((n_local, n), (n_local, n)),
-                                 csr=(indptr, cols.astype(PETSc.IntType), vals), comm=grid.comm)

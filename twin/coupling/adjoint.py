@@ -1,0 +1,439 @@
+"""The discrete adjoint of a coupled model's explicit windows, and the coupling tape it needs.
+
+Forward window (explicit schemes, :mod:`twin.coupling.schemes`)
+---------------------------------------------------------------
+The route data ``v_r`` (mapped exports, one vector per route ``r``) at a window start are ``start_r = cur_r = v_r``.
+The components advance in *stages*: ``[[A], [B]]`` for ``explicit_serial`` (order ``A, B``), one stage with every
+component for ``explicit_parallel``. In a stage, component ``c`` takes ``m_c`` sub-steps ``x_c <- Phi_c(x_c, g^k)``
+with imports ``g^k_r = start_r + theta_k (cur_r - start_r)``, ``theta_k = k / m_c`` (``time_interpolation: linear``,
+``k < m_c``) or ``g^k_r = cur_r``; then each component of the stage exports ``e_c(x_c, g_c, p_c)`` (``g_c`` its
+imports, ``cur`` of the routes into ``c``) and the routes it sends get ``cur_r <- s_r M_r e_c[f_r]`` (``M_r`` the
+grid map, ``s_r`` the route's scale). The window ends with ``v_r = cur_r``.
+
+Backward window
+---------------
+With ``lam_c = dJ/dx_c`` and ``dcur_r = dJ/dv_r`` at the window end, the stages are reversed: ``drecv_r = dcur_r``,
+``dcur_r = 0`` for the routes the stage sends; the component's ``export_adjoint`` takes the cotangents
+``s_r M_r^T drecv_r`` of its exports into ``lam_c``, its parameters and its imports (``dcur`` of its incoming
+routes); then the sub-steps are reversed, each by the component's own ``adjoint`` (PETSc TSAdjoint in the models),
+which also returns ``dJ/dg^k`` (parameter key ``"import:<field>"``), split by the transposed time interpolation into
+``dcur_r += theta_k dg`` and ``dstart_r += (1 - theta_k) dg``. Finally ``dJ/dv_r = dcur_r + dstart_r``. The
+transposes of the glue (maps: ``MatMultTranspose``; the interpolation weights) are written here by hand: they are
+the exact transposes of the few linear operations the scheme does, and the Taylor tests check them.
+
+Hidden coupling state
+---------------------
+The route data are carried from one ``advance`` call to the next, so they are part of the trajectory without being
+in the state vector. :class:`CouplingTape` keeps, for the start of each ``advance`` call, the state and the route
+data; the adjoint recomputes a call's forward run from there (keeping every sub-step's component state in memory,
+``O(steps x state)``). The cotangent of the route data at a call's start is handed to the adjoint of the previous
+call (matched by time and state), as the forward hands the data on. At the start of a re-run from an earlier time
+(4D-Var evaluations, Taylor tests) :class:`~twin.coupling.coupled.CoupledModel` restores the route data recorded
+at that time, so every evaluation sees the same coupling data there: they are fixed inputs of the 4D-Var window,
+like boundary data, and not controls (their cotangent at the window start is dropped).
+
+Contract used of the components (see twin/models/base.py)
+---------------------------------------------------------------
+* ``adjoint(state0, t0, t1, lam, parameters)`` accepts ``"import:<field>"`` in ``parameters`` and returns
+  ``dJ/dg`` for that import (a vector on ``field_grid(field)``), the data being held constant over ``[t0, t1]``;
+* ``export_adjoint(state, cotangents, lam, parameters)`` adds ``sum_e (de/dx)^T cotangents[e]`` to ``lam`` and
+  returns ``sum_e (de/dp)^T cotangents[e]`` for each requested name (parameters and ``"import:<field>"``), with the
+  exports ``e`` of :meth:`~twin.models.base.Model.exports` at ``state`` and the component's current imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from petsc4py import PETSc
+
+from twin.core.errors import ModelError
+from twin.coupling.schemes import Component, CouplingScheme, Route
+from twin.models.base import Model
+from twin.observations.base import ObservationOperator
+
+#: parameter-key prefix for the sensitivity of a component's adjoint or export to an imported field
+IMPORT_PREFIX = "import:"
+
+
+# -- the tape ------------------------------------------------------------------------------------------------------
+@dataclass
+class TapeEntry:
+    """The coupled state and every route's data at the start of one ``advance`` call."""
+
+    time: float
+    state: PETSc.Vec
+    routes: dict[str, PETSc.Vec]
+
+    def destroy(self) -> None:
+        self.state.destroy()
+        for v in self.routes.values():
+            v.destroy()
+
+
+class CouplingTape:
+    """Bounded record of the coupling data at the starts of ``advance`` calls (module docstring).
+
+    Parameters
+    ----------
+    tolerance : float
+        Times closer than this are the same time (coupled time units).
+    per_time, max_times : int
+        At most ``per_time`` states are kept per time (the most recent) and ``max_times`` times (the oldest go).
+    """
+
+    def __init__(self, tolerance: float, per_time: int = 4, max_times: int = 256):
+        self.tolerance = float(tolerance)
+        self.per_time, self.max_times = int(per_time), int(max_times)
+        self._entries: dict[float, list[TapeEntry]] = {}
+        #: the route data at the start of the latest ``advance`` from each time (interface fields: small)
+        self._routes: dict[float, dict[str, PETSc.Vec]] = {}
+
+    def remember_routes(self, t: float, routes: Sequence[Route]) -> None:
+        """Keep a copy of the routes' data at ``t`` (replacing an older copy at that time)."""
+        key = next((k for k in self._routes if abs(k - t) <= self.tolerance), None)
+        if key is not None:
+            for v in self._routes.pop(key).values():
+                v.destroy()
+        self._routes[float(t)] = {r.name: r.value.copy() for r in routes}
+        while len(self._routes) > self.max_times:
+            for v in self._routes.pop(next(iter(self._routes))).values():
+                v.destroy()
+
+    def routes_at(self, t: float) -> dict[str, PETSc.Vec] | None:
+        """The route data remembered at ``t`` (the latest run from ``t``), or ``None``."""
+        key = next((k for k in self._routes if abs(k - t) <= self.tolerance), None)
+        return None if key is None else self._routes[key]
+
+    def _key(self, t: float) -> float | None:
+        return next((k for k in self._entries if abs(k - t) <= self.tolerance), None)
+
+    def record(self, t: float, state: PETSc.Vec, routes: Sequence[Route]) -> None:
+        """Keep copies of ``state`` and the routes' ``value`` at time ``t``. Collective."""
+        key = self._key(t)
+        if key is None:
+            key = float(t)
+            self._entries[key] = []
+            while len(self._entries) > self.max_times:
+                for e in self._entries.pop(next(iter(self._entries))):
+                    e.destroy()
+        entries = self._entries[key]
+        same = self.find(t, state)
+        if same is not None:
+            entries.remove(same)
+            same.destroy()
+        entries.append(TapeEntry(float(t), state.copy(), {r.name: r.value.copy() for r in routes}))
+        while len(entries) > self.per_time:
+            entries.pop(0).destroy()
+
+    def latest(self, t: float) -> TapeEntry | None:
+        """The most recent entry at time ``t``, or ``None``."""
+        key = self._key(t)
+        return self._entries[key][-1] if key is not None and self._entries[key] else None
+
+    def find(self, t: float, state: PETSc.Vec) -> TapeEntry | None:
+        """The most recent entry at ``t`` whose state equals ``state`` (to round-off), or ``None``. Collective."""
+        key = self._key(t)
+        for e in reversed(self._entries.get(key, []) if key is not None else []):
+            if same_state(e.state, state):
+                return e
+        return None
+
+    def destroy(self) -> None:
+        for entries in self._entries.values():
+            for e in entries:
+                e.destroy()
+        self._entries = {}
+        for routes in self._routes.values():
+            for v in routes.values():
+                v.destroy()
+        self._routes = {}
+
+
+def same_state(a: PETSc.Vec, b: PETSc.Vec, rtol: float = 1e-12) -> bool:
+    """``|a - b| <= rtol (|b| + tiny)`` in the max norm. Collective."""
+    d = a.copy()
+    d.axpy(-1.0, b)
+    diff = d.norm(PETSc.NormType.NORM_INFINITY)
+    d.destroy()
+    return bool(diff <= rtol * (b.norm(PETSc.NormType.NORM_INFINITY) + 1e-300))
+
+
+# -- observations of one component ----------------------------------------------------------------------------
+class ComponentObservation(ObservationOperator):
+    """An observation operator of one component applied to the coupled state (through the component's block).
+
+    Parameters
+    ----------
+    model : CoupledModel
+    component : str
+    operator : ObservationOperator
+        On the component's state (e.g. a :class:`~twin.observations.base.LinearObservationOperator` on its grid);
+        not owned.
+    """
+
+    def __init__(self, model, component: str, operator: ObservationOperator, name: str | None = None):
+        if component not in model.models:
+            raise ModelError(model.name, f"observations of unknown component '{component}'; components are "
+                                         f"{sorted(model.models)}")
+        super().__init__(operator.error_std, operator.n_obs, operator.locations, name or f"{component}.{operator.name}")
+        self.model, self.component, self.operator = model, component, operator
+
+    def apply(self, state: PETSc.Vec) -> np.ndarray:
+        view = self.model.component_view(state, self.component)
+        try:
+            return self.operator.apply(view)
+        finally:
+            self.model.restore_view(state, self.component, view)
+
+    def apply_adjoint(self, state: PETSc.Vec, dy: np.ndarray, out: PETSc.Vec) -> None:
+        view = self.model.component_view(state, self.component)
+        target = self.model.component_view(out, self.component)
+        try:
+            self.operator.apply_adjoint(view, dy, target)
+        finally:
+            self.model.restore_view(out, self.component, target)
+            self.model.restore_view(state, self.component, view)
+
+
+# -- the adjoint ------------------------------------------------------------------------------------------------------
+@dataclass
+class _WindowRecord:
+    """What the backward pass of one window needs from its forward recomputation."""
+
+    t0: float
+    t1: float
+    start: dict[str, PETSc.Vec]
+    stage_data: list[dict[str, PETSc.Vec]] = field(default_factory=list)   # cur at each stage's start
+    substates: dict[str, list[PETSc.Vec]] = field(default_factory=dict)   # component state before each sub-step
+    final: dict[str, PETSc.Vec] = field(default_factory=dict)             # component state after its sub-steps
+
+    def destroy(self) -> None:
+        vecs = list(self.start.values()) + [v for d in self.stage_data for v in d.values()]
+        vecs += [v for lst in self.substates.values() for v in lst] + list(self.final.values())
+        for v in vecs:
+            v.destroy()
+
+
+def stages(scheme: CouplingScheme) -> list[list[Component]]:
+    """The components of an explicit window in the groups that advance before exchanging (module docstring)."""
+    return [[c] for c in scheme.order] if scheme.spec.serial else [list(scheme.order)]
+
+
+class CoupledAdjoint:
+    """Backward pass of :class:`~twin.coupling.coupled.CoupledModel` over one ``advance`` call (module docstring).
+
+    Parameters
+    ----------
+    model : CoupledModel
+    parameters : sequence of str
+        Requested coupled parameter names ``<component>.<name>``.
+    """
+
+    def __init__(self, model, parameters: Sequence[str]):
+        self.model = model
+        self.scheme: CouplingScheme = model.scheme
+        if self.scheme.spec.implicit:
+            raise ModelError(model.name, f"no adjoint for the implicit coupling scheme '{self.scheme.spec.kind}' "
+                                         f"(the adjoint of the converged fixed point is not implemented); use "
+                                         f"explicit_serial or explicit_parallel for 4D-Var through the coupling")
+        self.requested: dict[str, list[str]] = {c: [] for c in model.models}
+        for name in parameters:
+            comp, pname = self._split(name)
+            self.requested[comp].append(pname)
+        self.incoming = {c: [r for r in self.scheme.routes if r.target.name == c] for c in model.models}
+        self.outgoing = {c: [r for r in self.scheme.routes if r.source.name == c] for c in model.models}
+        for c, routes in self.outgoing.items():
+            if routes and type(model.models[c]).export_adjoint is Model.export_adjoint:
+                raise ModelError(model.name, f"component '{c}' (type '{model.models[c].type_name}') sends "
+                                             f"{[r.spec.from_ for r in routes]} but has no export_adjoint, so its "
+                                             f"exports cannot be differentiated")
+        self.linear = self.scheme.config.time_interpolation == "linear"
+        #: component states after their sub-steps in the window being reversed (for the export adjoints)
+        self._final: dict[str, PETSc.Vec] = {}
+
+    def _split(self, name: str) -> tuple[str, str]:
+        comp, _, rest = name.partition(".")
+        if comp not in self.model.models or not rest:
+            raise ModelError(self.model.name, f"adjoint parameter '{name}' must be <component>.<name> with a "
+                                              f"component in {sorted(self.model.models)}")
+        if rest not in self.model.models[comp].parameters:
+            raise ModelError(self.model.name, f"component '{comp}' has no parameter '{rest}'; known: "
+                                              f"{sorted(self.model.models[comp].parameters)}")
+        return comp, rest
+
+    # -- forward recomputation ---------------------------------------------------------------------------------------
+    def _imports(self, comp: Component, start: dict[str, PETSc.Vec], cur: dict[str, PETSc.Vec], k: int) -> list:
+        """Set ``comp``'s imports for sub-step ``k`` exactly as the scheme does; returns ``(route, theta)`` pairs."""
+        m = comp.substeps
+        out = []
+        for r in self.incoming[comp.name]:
+            data, theta = cur[r.name], 1.0
+            if self.linear and k < m:
+                theta = k / m
+                r.work.waxpy(-1.0, start[r.name], cur[r.name])
+                r.work.aypx(theta, start[r.name])
+                data = r.work
+            comp.model.set_import(r.target_field, data)
+            out.append((r, theta))
+        return out
+
+    def _window_forward(self, x: dict[str, PETSc.Vec], data: dict[str, PETSc.Vec], t0: float,
+                        t1: float) -> _WindowRecord:
+        rec = _WindowRecord(t0, t1, {n: v.copy() for n, v in data.items()})
+        for stage in stages(self.scheme):
+            rec.stage_data.append({n: v.copy() for n, v in data.items()})
+            for comp in stage:
+                m, states = comp.substeps, rec.substates.setdefault(comp.name, [])
+                for k in range(1, m + 1):
+                    self._imports(comp, rec.start, data, k)
+                    states.append(x[comp.name].copy())
+                    ta, tb = t0 + (t1 - t0) * (k - 1) / m, t0 + (t1 - t0) * k / m
+                    comp.model.advance(x[comp.name], ta * comp.time_factor, tb * comp.time_factor)
+                rec.final[comp.name] = x[comp.name].copy()
+            received = {}
+            for comp in stage:
+                if self.outgoing[comp.name]:
+                    exports = comp.model.exports(x[comp.name])
+                    for r in self.outgoing[comp.name]:
+                        r.receive(exports)
+                        received[r.name] = r.received.copy()
+                    for v in exports.values():
+                        v.destroy()
+            for name, v in received.items():
+                v.copy(data[name])
+                v.destroy()
+        return rec
+
+    # -- backward ----------------------------------------------------------------------------------------------------
+    def _window_backward(self, rec: _WindowRecord, lam: dict[str, PETSc.Vec], dcur: dict[str, PETSc.Vec],
+                         grads: dict[str, dict[str, Any]]) -> None:
+        dstart = {n: v.duplicate() for n, v in dcur.items()}
+        for v in dstart.values():
+            v.set(0.0)
+        for s, stage in reversed(list(enumerate(stages(self.scheme)))):
+            cur = rec.stage_data[s]
+            drecv = {}
+            for comp in stage:
+                for r in self.outgoing[comp.name]:
+                    drecv[r.name] = dcur[r.name].copy()
+                    dcur[r.name].set(0.0)
+            for comp in stage:
+                if self.outgoing[comp.name]:
+                    self._export_backward(comp, cur, drecv, lam, dcur, grads)
+            for comp in stage:
+                for k in range(comp.substeps, 0, -1):
+                    pairs = self._imports(comp, rec.start, cur, k)
+                    m = comp.substeps
+                    ta, tb = rec.t0 + (rec.t1 - rec.t0) * (k - 1) / m, rec.t0 + (rec.t1 - rec.t0) * k / m
+                    names = self.requested[comp.name] + [IMPORT_PREFIX + r.target_field for r, _ in pairs]
+                    res = comp.model.adjoint(rec.substates[comp.name][k - 1], ta * comp.time_factor,
+                                             tb * comp.time_factor, lam[comp.name], names)
+                    for r, theta in pairs:
+                        dg = _take(res, IMPORT_PREFIX + r.target_field, comp.name)
+                        dcur[r.name].axpy(theta, dg)
+                        if theta != 1.0:
+                            dstart[r.name].axpy(1.0 - theta, dg)
+                        dg.destroy()
+                    _accumulate(grads[comp.name], res, self.requested[comp.name], comp.name)
+            for v in drecv.values():
+                v.destroy()
+        for n, v in dstart.items():
+            dcur[n].axpy(1.0, v)
+            v.destroy()
+
+    def _export_backward(self, comp: Component, cur, drecv, lam, dcur, grads) -> None:
+        """Reverse of ``cur_r <- s_r M_r e_c[f_r]`` for the routes ``comp`` sends, at the export-time imports."""
+        for r in self.incoming[comp.name]:
+            comp.model.set_import(r.target_field, cur[r.name])
+        cot: dict[str, PETSc.Vec] = {}
+        for r in self.outgoing[comp.name]:
+            back = r.map.apply_transpose(drecv[r.name])
+            if r.scale != 1.0:
+                back.scale(r.scale)
+            if r.source_field in cot:
+                cot[r.source_field].axpy(1.0, back)
+                back.destroy()
+            else:
+                cot[r.source_field] = back
+        names = self.requested[comp.name] + [IMPORT_PREFIX + r.target_field for r in self.incoming[comp.name]]
+        final = self._final[comp.name]
+        res = comp.model.export_adjoint(final, cot, lam[comp.name], names)
+        for r in self.incoming[comp.name]:
+            dg = _take(res, IMPORT_PREFIX + r.target_field, comp.name)
+            dcur[r.name].axpy(1.0, dg)
+            dg.destroy()
+        _accumulate(grads[comp.name], res, self.requested[comp.name], comp.name)
+        for v in cot.values():
+            v.destroy()
+
+    # -- one advance call -----------------------------------------------------------------------------------------------
+    def run(self, entry: TapeEntry, t0: float, t1: float, lam: PETSc.Vec, pending) -> tuple[dict[str, Any], dict]:
+        """Recompute the call's forward run from ``entry``, then take ``lam`` (coupled layout) from dJ/dx(t1) to
+        dJ/dx(t0) in place. ``pending`` is the route cotangent handed down by the adjoint of the next call (or
+        ``None``). Returns the coupled parameter gradients and the route cotangents at ``t0``."""
+        model = self.model
+        x = model.split(entry.state)
+        data = {n: v.copy() for n, v in entry.routes.items()}
+        records: list[_WindowRecord] = []
+        lam_c = model.split(lam)
+        grads: dict[str, dict[str, Any]] = {c: {} for c in model.models}
+        dcur: dict[str, PETSc.Vec] = {}
+        try:
+            for a, b in model.windows(t0, t1):
+                records.append(self._window_forward(x, data, a, b))
+            end = model.create_state()
+            for c, v in x.items():
+                view = model.component_view(end, c)
+                v.copy(view)
+                model.restore_view(end, c, view)
+            use = pending is not None and abs(pending["time"] - t1) <= model.tape.tolerance and \
+                same_state(pending["state"], end, rtol=1e-10)
+            end.destroy()
+            for r in self.scheme.routes:
+                dcur[r.name] = pending["routes"][r.name].copy() if use else r.value.duplicate()
+                if not use:
+                    dcur[r.name].set(0.0)
+            for rec in reversed(records):
+                self._final = rec.final
+                self._window_backward(rec, lam_c, dcur, grads)
+            for c, v in lam_c.items():
+                view = model.component_view(lam, c)
+                v.copy(view)
+                model.restore_view(lam, c, view)
+        finally:
+            for v in list(x.values()) + list(data.values()) + list(lam_c.values()):
+                v.destroy()
+            for rec in records:
+                rec.destroy()
+            self._final = {}
+        out = {}
+        for c, names in self.requested.items():
+            for p in names:
+                out[f"{c}.{p}"] = grads[c].get(p, 0.0)
+        return out, dcur
+
+
+def _take(result: dict[str, Any], key: str, component: str) -> PETSc.Vec:
+    value = result.get(key)
+    if not isinstance(value, PETSc.Vec):
+        raise ModelError(component, f"the adjoint returned no import sensitivity '{key}' (a vector); a coupled "
+                                    f"component's adjoint must accept '{IMPORT_PREFIX}<field>' requests")
+    return value
+
+
+def _accumulate(acc: dict[str, Any], result: dict[str, Any], names: Sequence[str], component: str) -> None:
+    for p in names:
+        if p not in result:
+            raise ModelError(component, f"the adjoint returned no gradient for parameter '{p}'")
+        v = result[p]
+        if isinstance(v, PETSc.Vec):
+            if p in acc:
+                acc[p].axpy(1.0, v)
+                v.destroy()
+            else:
+                acc[p] = v
+        else:
+            acc[p] = acc.get(p, 0.0) + float(v)
