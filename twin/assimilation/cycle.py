@@ -122,7 +122,7 @@ class ModelForecast:
 
     Every rank of the model's communicator holds the full member states (natural order); each rank copies in its
     owned block, and the advanced state is gathered back. Parameters go through :meth:`Model.set_parameter`: scalars
-    on any communicator, fields (given whole, natural order) only on single-rank members.
+    on any communicator, fields given whole (natural order) on any communicator.
     """
 
     def __init__(self, model):
@@ -134,7 +134,7 @@ class ModelForecast:
         grid = self.model.grid
         for j in range(states.shape[1]):
             for name, values in params.items():
-                self.model.set_parameter(name, values[..., j])
+                set_parameter_natural(self.model, name, values[..., j])
             grid.set_global(states[:, j], self._vec)
             self.model.advance(self._vec, t0, t1)
             out[:, j] = grid.allgather(self._vec).ravel()
@@ -142,6 +142,16 @@ class ModelForecast:
 
     def destroy(self) -> None:
         self._vec.destroy()
+
+
+def set_parameter_natural(model, name: str, value) -> None:
+    """Give ``model`` a parameter value: a scalar, or a whole field in natural order (each rank takes its block)."""
+    p = model.parameters.get(name)
+    if p is not None and p.is_field:
+        model.grid.set_global(np.asarray(value, dtype=float).ravel(), p.value)
+        model.parameters_changed([name])
+    else:
+        model.set_parameter(name, float(np.asarray(value).reshape(())) if np.ndim(value) else value)
 
 
 @dataclass

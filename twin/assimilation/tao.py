@@ -6,10 +6,11 @@ solver reads PETSc options under its prefix (``-fourdvar_tao_type``, ``-fourdvar
 after the defaults are set, so options typed by the user win.
 
 A trial point at which the model diverges (:class:`~twin.core.errors.SolverError`, e.g. a chaotic model pushed far
-off its attractor) is given ``J = +inf``: the default More-Thuente line search (fewest function evaluations on smooth
-problems) then stops with a line-search failure; :func:`minimise` then continues from the last accepted point with
-Armijo backtracking, which shortens the step and carries on (unless a line search was chosen explicitly,
-``-fourdvar_tao_ls_type`` or ``options={"tao_ls_type": ...}``: then the failure is reported with the model's error).
+off its attractor, or :class:`~twin.core.errors.CouplingError`, an explicit coupling growing unstable) is given
+``J = +inf``: the default More-Thuente line search (fewest function evaluations on smooth problems) then stops with a
+line-search failure; :func:`minimise` then continues from the last accepted point with Armijo backtracking, which
+shortens the step and carries on (unless a line search was chosen explicitly, ``-fourdvar_tao_ls_type`` or
+``options={"tao_ls_type": ...}``: then the failure is reported with the model's error).
 
 TAO's converged reason is always checked: a negative reason (maximum iterations, line-search failure, NaN) raises
 :class:`~twin.core.errors.AssimilationError` naming the reason, the iteration count and the gradient norm, or, with
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from petsc4py import PETSc
 
-from twin.core.errors import AssimilationError, SolverError
+from twin.core.errors import AssimilationError, CouplingError, SolverError
 from twin.core.log import get_logger
 from twin.core.petsc import reason_name, set_options
 
@@ -133,13 +134,13 @@ def minimise(functional, c0: PETSc.Vec | None = None, settings: TaoSettings | No
     history: list[tuple[float, float]] = []
     failure: list[BaseException] = []
 
-    diverged: list[SolverError] = []
+    diverged: list[Exception] = []
 
     def objgrad(tao, X, G):
         try:
             f = functional.gradient(X, G)
-        except SolverError as exc:
-            # A trial point where the model diverges is rejected: +inf makes a backtracking line search shorten
+        except (SolverError, CouplingError) as exc:
+            # A trial point where the model (or an explicit coupling) diverges is rejected: +inf makes a backtracking line search shorten
             # the step (More-Thuente gives up instead; see the module docstring).
             diverged.append(exc)
             G.set(0.0)

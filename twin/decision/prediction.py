@@ -233,6 +233,8 @@ def forecast_members(model, ensemble: PosteriorEnsemble, times: Sequence[float],
     if times.ndim != 1 or times.size == 0 or np.any(np.diff(times) < 0) or times[0] < ensemble.time:
         raise ModelError(model.name, f"forecast times must be increasing and start at or after the posterior time "
                                      f"{ensemble.time:g}, got {times.tolist()}")
+    from twin.assimilation.cycle import set_parameter_natural
+
     if control is not None:
         control(model)
     extra = dict(extra or {})
@@ -242,7 +244,7 @@ def forecast_members(model, ensemble: PosteriorEnsemble, times: Sequence[float],
     try:
         for j in range(ensemble.size):
             for name, v in ensemble.parameters.items():
-                model.set_parameter(name, v[j] if v.ndim > 1 else float(v[j]))
+                set_parameter_natural(model, name, v[j] if v.ndim > 1 else float(v[j]))
             model.grid.set_global(ensemble.states[j], vec)
             t = ensemble.time
             for i, t_out in enumerate(times):
