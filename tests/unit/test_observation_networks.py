@@ -112,3 +112,29 @@ def test_strain_gauges_take_degrees():
         build(NETWORKS.validate_python([{"type": "strain_gauges", "points": [[0, 0.5], [0.7, 0.5]],
                                          "angles": [0, 90]}]), m)
     m.destroy()
+
+
+def test_component_network_embedded_at_its_block_and_fault_offsets():
+    """``model:`` networks act on their component's block of a whole (coupled) state; faults add a drift."""
+    whole, a, b = (Lorenz96(n, COMM, n=k) for n, k in (("whole_net", 50), ("a_net", 20), ("b_net", 30)))
+    try:
+        nets = NETWORKS.validate_python([
+            {"type": "points", "model": "a", "points": [[3.0]], "error_std": 0.5},
+            {"type": "points", "model": "b", "points": [[4.0], [7.0]], "error_std": 1.0,
+             "fault": {"sensor": 1, "drift_per_cycle": 0.25, "start": 2}}])
+        obs = build(nets, whole, {"a": (a, 0), "b": (b, 20)})
+        x = np.arange(50, dtype=float)
+        assert obs.matrix.shape == (3, 50)
+        np.testing.assert_allclose(obs.matrix @ x, [3.0, 24.0, 27.0])
+        from twin.observations.networks import fault_offsets
+
+        off = fault_offsets(nets, obs, 4)
+        np.testing.assert_allclose(off[:, 2], [0.0, 0.0, 0.25, 0.5])
+        assert not off[:, :2].any()
+        with pytest.raises(ObservationError, match="name the component"):
+            build([nets[0].model_copy(update={"model": None})], whole, {"a": (a, 0), "b": (b, 20)})
+        with pytest.raises(ObservationError, match="not a component"):
+            build([nets[0].model_copy(update={"model": "c"})], whole, {"a": (a, 0)})
+    finally:
+        for m in (whole, a, b):
+            m.destroy()

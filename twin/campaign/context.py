@@ -6,6 +6,14 @@ control vectors, the observation schedule and synthetic observations of twin exp
 This module only maps the typed configuration onto them, the same way in every step and in both modes (online and
 workflow), which is what makes the two modes give the same analysis.
 
+Coupled campaigns
+-----------------
+A campaign with a ``coupling`` section assimilates into the coupled model itself: :func:`build_model` wraps it in
+:class:`twin.campaign.state.CoupledState` (one natural-order state: the components' states one after the other),
+every observation network names the component it observes (``model:``), and its field parameters
+(``<component>.<name>``) are gathered and set through their own grids (:func:`twin.campaign.state.field_grid`).
+LETKF localises on one grid and is refused for coupled campaigns.
+
 Random streams
 --------------
 Every random number of a campaign comes from ``numpy.random.default_rng([campaign.seed, assimilation.seed, purpose,
@@ -81,18 +89,45 @@ def ranks_per_member(cfg) -> int:
 
 
 def component(cfg) -> tuple[str, Any]:
-    """The campaign's single model component (name, section)."""
+    """The campaign's single model component (name, section); a coupled campaign has none (see
+    :func:`is_coupled`)."""
+    if is_coupled(cfg):
+        raise ConfigError(f"models: the campaign couples {', '.join(cfg.coupling.components)}; it has no single "
+                          "component")
     if len(cfg.models) != 1:
         raise ConfigError(f"models: campaigns assimilate into one component; got {len(cfg.models)} "
-                          f"({', '.join(cfg.models)}); a coupled model is one component of type 'coupled'")
+                          f"({', '.join(cfg.models)}); couple them with a 'coupling' section")
     return next(iter(cfg.models.items()))
 
 
+def is_coupled(cfg) -> bool:
+    """Whether the campaign runs a coupled model (a ``coupling`` section)."""
+    return getattr(cfg, "coupling", None) is not None
+
+
+#: name of the coupled model of a coupled campaign (checkpoint field, diagnostics, PETSc logs)
+COUPLED_NAME = "coupled"
+
+
 def build_model(cfg, comm):
-    """The component's model on ``comm`` (its solver options go under its prefix first)."""
+    """The component's model on ``comm`` (its solver options go under its prefix first); for a campaign with a
+    ``coupling`` section the coupled model (:func:`twin.coupling.build.build_coupled`) seen through
+    :class:`twin.campaign.state.CoupledState` (one natural-order state)."""
+    from types import SimpleNamespace
+
     from twin.core.petsc import set_options
     from twin.models.registry import create_model
 
+    if is_coupled(cfg):
+        from twin.campaign.state import CoupledState
+        from twin.coupling.build import build_coupled
+
+        coupled = build_coupled(SimpleNamespace(config=cfg, path="campaign"), comm, COUPLED_NAME)
+        try:
+            return CoupledState(coupled)
+        except BaseException:
+            coupled.destroy()
+            raise
     name, mcfg = component(cfg)
     set_options(f"{name}_", mcfg.solver)
     return create_model(name, mcfg, comm)
@@ -116,11 +151,15 @@ def schedule(cfg, model):
 
 
 def observations(cfg, model):
-    """The observation network of ``assimilation.observations`` on the model's grid
-    (:func:`twin.assimilation.factory.observations_from_config`)."""
-    from twin.assimilation.factory import observations_from_config
+    """The observation networks of ``assimilation.observations`` on the model (:func:`twin.observations.networks
+    .build`); on a coupled model each network observes the component it names."""
+    from twin.campaign.state import CoupledState
+    from twin.observations.networks import build
 
-    return observations_from_config(assimilation_section(cfg), model)
+    components = None
+    if isinstance(model, CoupledState):
+        components = {c: (model.models[c], model.block(c).start) for c in model.blocks}
+    return build(assimilation_section(cfg).observations, model, components)
 
 
 def method(cfg, n_members: int):
@@ -137,6 +176,8 @@ def local_context(cfg, model, obs, n_control: int):
 
     if assimilation_section(cfg).method != "letkf":
         return None
+    if is_coupled(cfg):
+        raise ConfigError("assimilation.method: letkf localises on one grid; a coupled campaign uses etkf or enkf")
     geometry = Geometry.from_grid(model.grid)
     return LocalContext(geometry.entry_points(0, n_control), geometry, obs.locations)
 
@@ -144,12 +185,13 @@ def local_context(cfg, model, obs, n_control: int):
 def control_vector(model):
     """State entries (natural order) then every estimable parameter in its transform's space."""
     from twin.assimilation.transforms import ControlParameter, ControlVector
+    from twin.campaign.state import field_size, state_size
 
     params = []
     for p in model.estimable():
-        size = model.grid.size if p.is_field else 1
+        size = field_size(model, p.name) if p.is_field else 1
         params.append(ControlParameter(p.name, size, p.transform))
-    return ControlVector(model.grid.size * model.grid.dof, params)
+    return ControlVector(state_size(model), params)
 
 
 def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -158,16 +200,28 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
     deviation ``assimilation.background_std`` (default: the networks' mean ``error_std``; the background error of a
     twin experiment).
 
+    A field parameter updated in logit space (``transform: logit``, e.g. the structure's damage in [0, 1)) with a
+    ``gaussian_field`` prior with ``log: false`` reads that prior as one of ``logit(d)``: the member is the
+    logistic of the draw, inside (0, 1) as the transform needs.
+
     Returns the full state (natural order) and the physical parameter values (floats, or whole fields in natural
     order). Deterministic in ``(seeds, member)`` on any number of ranks.
     """
+    from twin.campaign.state import field_grid
     from twin.config.observation_networks import representative_error
     from twin.models.priors import sample_prior
 
     gen = rng(cfg, INITIAL, member)
     params: dict[str, Any] = {}
     for p in model.estimable():
-        params[p.name] = sample_prior(p.prior, gen, grid=model.grid if p.is_field else None)
+        if p.is_field:
+            with field_grid(model, p.name) as g:
+                value = np.asarray(sample_prior(p.prior, gen, grid=g), dtype=float).ravel()
+            if p.transform == "logit" and not getattr(p.prior, "log", False):
+                value = 1.0 / (1.0 + np.exp(-value))
+            params[p.name] = value
+        else:
+            params[p.name] = sample_prior(p.prior, gen)
     x0 = model.initial_state()
     try:
         state = model.grid.allgather(x0).ravel()
@@ -181,18 +235,21 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
 
 def set_member_parameters(model, params: dict[str, Any]) -> None:
     """Give the model a member's physical parameter values (scalars or whole fields in natural order)."""
+    from twin.campaign.state import set_field
+
     for name, value in params.items():
         p = model.parameters[name]
         if p.is_field:
-            model.grid.set_global(np.asarray(value, dtype=float), p.value)
-            model.parameters_changed([name])
+            set_field(model, name, value)
         else:
             model.set_parameter(name, float(np.asarray(value).reshape(())))
 
 
 def truth_parameters(model) -> dict[str, Any]:
     """The configured (true) values of the estimable parameters, for the nature run of a twin experiment."""
+    from twin.campaign.state import gather_field
+
     out = {}
     for p in model.estimable():
-        out[p.name] = model.grid.allgather(p.value).ravel() if p.is_field else float(p.value)
+        out[p.name] = gather_field(model, p.name) if p.is_field else float(p.value)
     return out

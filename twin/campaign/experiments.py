@@ -7,8 +7,16 @@ campaign file (:func:`twin.config.loader.validate_data`), so a misspelled path o
 experiment's name and the key.
 
 Names are deterministic and readable: the last component of each varied key and its value, joined by ``_``
-(``inflation-1.05_seed-2``); where two keys share a last component the whole path is used. Characters outside
-``[A-Za-z0-9.-]`` become ``-``. A campaign without a matrix is one experiment named after the campaign.
+(``inflation-1.05_seed-2``); where two keys share a last component the whole path is used. A value that is a whole
+section (a mapping) is named by its ``method``, ``type``, ``kind`` or ``name`` entry when it has one
+(``assimilation-esmda``). Characters outside ``[A-Za-z0-9.-]`` become ``-``. A campaign without a matrix is one
+experiment named after the campaign.
+
+Twin-experiment truths: with ``experiments.truth.draw`` the listed parameters of the nature run are drawn from their
+priors (:func:`draw_truth`) from the stream ``numpy.random.default_rng([campaign.seed, TRUTH_PARAMETERS])``, which
+depends on nothing else: a matrix over ``campaign.seed`` is a cohort of synthetic patients, and the experiments of one
+seed that differ in the method calibrate the same patient. ``experiments.truth`` is kept in every
+``experiment.yaml`` (the rest of the ``experiments`` section describes the whole campaign and is dropped).
 
 This module imports no MPI and no PETSc: the workflow process uses it.
 """
@@ -28,6 +36,12 @@ from twin.campaign import layout
 from twin.core.errors import ConfigError, ConfigProblem
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+#: Purpose index of the random stream of drawn true parameters (after INITIAL, ANALYSIS, TRUTH of
+#: :mod:`twin.campaign.context`).
+TRUTH_PARAMETERS = 4
+#: Entries that name a section given whole as a matrix value.
+_SECTION_LABELS = ("method", "type", "kind", "name")
 
 
 @dataclass
@@ -62,6 +76,10 @@ def _format(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return format(value, "g")
+    if isinstance(value, dict):
+        for key in _SECTION_LABELS:
+            if isinstance(value.get(key), (str, int)) and not isinstance(value.get(key), bool):
+                return _format(value[key])
     return _UNSAFE.sub("-", str(value)).strip("-") or "x"
 
 
@@ -112,8 +130,51 @@ def set_path(data: dict, path: str, value: Any) -> None:
 def base_data(config: Any) -> dict[str, Any]:
     """The campaign as plain data without its ``experiments`` section (the keys the file set, not defaults)."""
     data = config.model_dump(mode="json", exclude_unset=True)
-    data.pop("experiments", None)
+    section = data.pop("experiments", None) or {}
+    if section.get("truth"):
+        # how the truth of a twin experiment is made belongs to each experiment (its nature run reads it)
+        data["experiments"] = {"truth": section["truth"]}
     return data
+
+
+def truth_spec(config):
+    """``experiments.truth`` of a campaign or experiment (``None`` when absent)."""
+    section = config.experiments if "experiments" in type(config).model_fields else None
+    return getattr(section, "truth", None) if section is not None else None
+
+
+def draw_truth(config, model) -> dict[str, Any]:
+    """Draw the true values of ``experiments.truth.draw`` from their priors and give them to ``model``.
+
+    Deterministic in ``campaign.seed`` alone (see the module docstring) and identical on every rank; the draws are
+    made in the order listed. Returns ``{name: value}`` (floats, or whole fields in natural C order); empty when the
+    campaign draws nothing. Collective over the model's communicator (field parameters are scattered).
+
+    Raises
+    ------
+    ConfigError
+        For a name that is not a parameter of the model or has no prior.
+    """
+    import numpy as np
+
+    from twin.models.priors import sample_prior
+
+    spec = truth_spec(config)
+    if spec is None or not spec.draw:
+        return {}
+    gen = np.random.default_rng([int(config.campaign.seed), TRUTH_PARAMETERS])
+    out: dict[str, Any] = {}
+    for name in spec.draw:
+        p = model.parameters.get(name)
+        if p is None or p.prior is None:
+            what = "is not a parameter" if p is None else "has no prior"
+            raise ConfigError(f"experiments.truth.draw: {name!r} {what} of model {model.name!r}; parameters with "
+                              f"priors: {sorted(k for k, v in model.parameters.items() if v.prior is not None)}")
+        out[name] = sample_prior(p.prior, gen, grid=model.grid if p.is_field else None)
+    from twin.campaign.context import set_member_parameters
+
+    set_member_parameters(model, out)
+    return out
 
 
 def expand(config: Any, matrix: Mapping[str, Sequence[Any]] | None, *,

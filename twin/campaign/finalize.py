@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from twin.campaign import layout
+from twin.campaign.free_run import write_free_run
 from twin.campaign.decide import decide
 from twin.campaign.guarded import write_flags
 from twin.campaign.steps import (Setup, _rank, _record, append_diagnostics, is_valid_checkpoint, reader, setup,
@@ -106,6 +107,7 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
             # flags.jsonl from the last checkpoint (a crash may have come between a checkpoint and its flags)
             write_flags(s.exp_dir, guard_state)
         decide(s, comm)
+        write_free_run(s.exp_dir, comm)
         _record(s, "finalize", "done", t_start)
         log.info("experiment %s: outputs in %s", s.name, s.exp_dir)
         return True

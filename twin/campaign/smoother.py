@@ -38,7 +38,7 @@ from twin.campaign import layout
 from twin.campaign.outputs import outputs_valid, vec_from, write_diagnostics, write_ensembles
 from twin.campaign.steps import (Setup, _read_members, _read_members_single, _record, _write_ensemble_checkpoint,
                                   init_experiment, is_valid_checkpoint, reader)
-from twin.core.errors import AssimilationError, ModelError, SolverError, WorkflowError
+from twin.core.errors import AssimilationError, ConfigError, ModelError, SolverError, WorkflowError
 from twin.core.log import get_logger
 
 log = get_logger("twin.campaign.smoother")
@@ -66,7 +66,7 @@ def run_experiment(exp_dir, comm, s: Setup, policy) -> None:
     ens = split_ensemble(comm, s.n_members, rpm)
     g = setup(exp_dir, ens.member_comm) if ens.member_comm != MPI.COMM_NULL else None
     try:
-        init_experiment(exp_dir, comm, s)
+        _init(exp_dir, comm, s, g, ens)
         good = latest_good_checkpoint(s.exp_dir / "checkpoint", comm)
         start = dict((p, k) for k, p in list_checkpoints(s.exp_dir / "checkpoint"))[good] if good else 0
         with progress(f"{s.name}: ES-MDA iterations", n_iter + 1, rank=comm.Get_rank()) as bar:
@@ -81,10 +81,58 @@ def run_experiment(exp_dir, comm, s: Setup, policy) -> None:
                 update(s, i)
                 bar.advance(status=f"iteration {i}")
         finalize(s, force=start <= n_iter)
+        decide_window(s)
     finally:
         if g is not None:
             g.destroy()
         ens.free()
+
+
+def _init(exp_dir, comm, s: Setup, g: Setup | None, ens) -> None:
+    """The nature run (its parameters drawn from their priors when ``experiments.truth`` says so), observations and
+    prior ensemble (:func:`twin.campaign.steps.init_experiment`). Collective.
+
+    With field parameters on more than one rank the nature run is made by the single-rank group of rank 0 (the
+    others wait): the nature run of :func:`~twin.campaign.steps.init_experiment` hands the model whole fields,
+    which a model distributed over several ranks does not take.
+    """
+    from twin.campaign.experiments import draw_truth
+
+    fields = any(p.is_field for p in s.get_model().estimable())
+    if comm.Get_size() == 1 or not fields:
+        draw_truth(s.cfg, s.get_model())
+        init_experiment(exp_dir, comm, s)
+        return
+    if g is None or g.comm.Get_size() > 1:
+        raise ConfigError(f"experiment {s.name}: ES-MDA with field parameters needs single-rank members on "
+                          f"{comm.Get_size()} ranks (set assimilation.ranks_per_member: 1)")
+    if ens.group == 0:
+        draw_truth(g.cfg, g.get_model())
+        init_experiment(exp_dir, g.comm, g)
+    comm.Barrier()
+
+
+def window_posterior(s: Setup, iteration: int | None = None):
+    """The ensemble of checkpoint ``iteration`` (default: the posterior) as samples at the window start."""
+    from twin.decision.prediction import PosteriorEnsemble
+
+    it = len(alphas(s.cfg)) if iteration is None else iteration
+    with reader(layout.checkpoint_file(s.exp_dir, it), s.comm) as r:
+        states, params = _read_members(s, r, range(s.n_members))
+    names = params[0].keys() if params else []
+    return PosteriorEnsemble(np.array(states), {n: np.array([p[n] for p in params]) for n in names},
+                             float(s.schedule.window(0)[0]))
+
+
+def decide_window(s: Setup) -> None:
+    """The decision step (:func:`twin.campaign.decide.decide`) from the posterior samples at the window start,
+    run through the observation times. Collective; nothing without a ``decision`` section."""
+    from twin.campaign.decide import decide, wants_decision
+
+    if not wants_decision(s.cfg):
+        return
+    sch = s.schedule
+    decide(s, s.comm, window=window_posterior(s), observation_times=[sch.window(k)[1] for k in range(sch.n_cycles)])
 
 
 def _forecast_with_retries(exp_dir, i: int, m: int, g: Setup, policy) -> bool:

@@ -26,6 +26,7 @@ and are never forecast or analysed again.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import numpy as np
 from twin.campaign import context as ctx
 from twin.campaign import guarded
 from twin.campaign import layout
+from twin.campaign.state import field_grid
 from twin.core.errors import AssimilationError, OutputError, WorkflowError
 from twin.core.log import get_logger
 
@@ -203,9 +205,9 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
             x = grid.allgather(x0).reshape(-1, 1)
             x0.destroy()
             true_params = ctx.truth_parameters(model)
-            # ModelForecast takes one column per member: (1,) for a scalar, (size, 1) for a field
-            p = {k: (np.asarray(v, dtype=float).reshape(-1, 1) if np.ndim(v) else np.array([float(v)]))
-                 for k, v in true_params.items()}
+            # ModelForecast takes one column per member: (1,) for a scalar; the true fields are the model's own
+            # configured values already (and are set whole, on any number of ranks, only by ctx)
+            p = {k: np.array([float(v)]) for k, v in true_params.items() if not np.ndim(v)}
             gen = ctx.rng(s.cfg, ctx.TRUTH, 0)
             truth, ys, times = [x[:, 0].copy()], [], [sch.window(0)[0]]
             for k in range(sch.n_cycles):
@@ -216,6 +218,10 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
                 times.append(t1)
         finally:
             forecast.destroy()
+        # Sensor faults declared for the twin experiment (observations[i].fault): added to the synthetic data only
+        from twin.observations.networks import fault_offsets
+
+        ys = list(np.asarray(ys) + fault_offsets(s.cfg.assimilation.observations, obs, sch.n_cycles))
         prov = s.provenance()
         write_checkpoint(obs_path, comm, cycle=0, time=times[0], provenance=prov, parallel=False,
                          arrays={"truth": np.array(truth), "observations": np.array(ys),
@@ -246,19 +252,22 @@ def _write_ensemble_checkpoint(s: Setup, path, cycle: int, t: float, states, par
     parameters: dict[str, Any] = {}
     field_vecs: list = []
     try:
-        for p in model.estimable():
-            values = [pm[p.name] for pm in params]
-            if p.is_field:
-                fv = _vecs(grid, values)
-                field_vecs += fv
-                parameters[p.name] = (grid, fv)
-            else:
-                parameters[p.name] = np.array([float(np.asarray(v).reshape(())) for v in values])
-        nbytes = 8 * len(states) * grid.size * grid.dof
-        return write_checkpoint(path, s.comm, cycle=cycle, time=t, fields={model.name: (grid, vecs)},
-                                parallel=parallel_io(nbytes),
-                                parameters=parameters, arrays={"alive": np.asarray(alive, dtype=bool)}, meta=meta,
-                                provenance=prov, sensitive=s.cfg.campaign.sensitive)
+        # field parameters live on their own (dof-1) grids, kept alive until the checkpoint is written
+        with ExitStack() as grids:
+            for p in model.estimable():
+                values = [pm[p.name] for pm in params]
+                if p.is_field:
+                    pgrid = grids.enter_context(field_grid(model, p.name))
+                    fv = _vecs(pgrid, values)
+                    field_vecs += fv
+                    parameters[p.name] = (pgrid, fv)
+                else:
+                    parameters[p.name] = np.array([float(np.asarray(v).reshape(())) for v in values])
+            nbytes = 8 * len(states) * grid.size * grid.dof
+            return write_checkpoint(path, s.comm, cycle=cycle, time=t, fields={model.name: (grid, vecs)},
+                                    parallel=parallel_io(nbytes),
+                                    parameters=parameters, arrays={"alive": np.asarray(alive, dtype=bool)},
+                                    meta=meta, provenance=prov, sensitive=s.cfg.campaign.sensitive)
     finally:
         _destroy(vecs)
         _destroy(field_vecs)
@@ -323,25 +332,28 @@ def forecast_member(exp_dir, cycle: int, member: int, comm, s: Setup | None = No
         ctx.set_member_parameters(model, params)
         vec = model.create_state()
         field_vecs = []
-        try:
-            model.grid.set_global(state, vec)
-            t0, t1 = sch.window(cycle)
-            model.advance(vec, t0, t1)
-            parameters: dict[str, Any] = {}
-            for p in model.estimable():
-                if p.is_field:
-                    fv = _vecs(model.grid, [params[p.name]])
-                    field_vecs += fv
-                    parameters[p.name] = (model.grid, fv[0])
-                else:
-                    parameters[p.name] = params[p.name]
-            write_checkpoint(out, comm, cycle=cycle, time=t1, fields={model.name: (model.grid, vec)},
-                             parallel=parallel_io(8 * model.grid.size * model.grid.dof),
-                             parameters=parameters, meta={"member": member},
-                             provenance=s.provenance(parent, checksum), sensitive=s.cfg.campaign.sensitive)
-        finally:
-            vec.destroy()
-            _destroy(field_vecs)
+        # field parameters live on their own (dof-1) grids, kept alive until the file is written
+        with ExitStack() as grids:
+            try:
+                model.grid.set_global(state, vec)
+                t0, t1 = sch.window(cycle)
+                model.advance(vec, t0, t1)
+                parameters: dict[str, Any] = {}
+                for p in model.estimable():
+                    if p.is_field:
+                        pgrid = grids.enter_context(field_grid(model, p.name))
+                        fv = _vecs(pgrid, [params[p.name]])
+                        field_vecs += fv
+                        parameters[p.name] = (pgrid, fv[0])
+                    else:
+                        parameters[p.name] = params[p.name]
+                write_checkpoint(out, comm, cycle=cycle, time=t1, fields={model.name: (model.grid, vec)},
+                                 parallel=parallel_io(8 * model.grid.size * model.grid.dof),
+                                 parameters=parameters, meta={"member": member},
+                                 provenance=s.provenance(parent, checksum), sensitive=s.cfg.campaign.sensitive)
+            finally:
+                vec.destroy()
+                _destroy(field_vecs)
         _record(s, "forecast", "done", t_start, cycle=cycle, member=member)
         return True
     finally:

@@ -18,16 +18,23 @@ Files (:mod:`twin.campaign.layout`):
   background standard deviation, random stream INITIAL; parameters at their prior centres). ``k > 0``: after window
   ``k - 1``: the analysed initial state at ``s_{k-1}`` (field ``initial``), the analysis at ``e_{k-1}`` (field
   ``<component>``), the background forecast to ``e_{k-1}`` (field ``forecast``), the analysed parameters (the next
-  window's parameter background), Laplace posterior samples at ``e_{k-1}`` when ``assimilation.laplace`` is set
-  (field ``samples``, arrays ``samples_<parameter>``) and the diagnostics history. A window reads only its checkpoint
+  window's parameter background; fields such as the tumour's ``k(x)`` as parameter fields), Laplace posterior
+  samples when ``assimilation.laplace`` is set (field ``samples`` at ``e_{k-1}``, field ``sample_initial`` at
+  ``s_{k-1}``, arrays ``samples_<parameter>``: one value or one whole field per sample) and the diagnostics history. A window reads only its checkpoint
   and ``observations.h5``, so a resumed campaign computes exactly what an uninterrupted one would;
 * ``diagnostics.nc`` — per window: ``cost``, ``cost_initial``, ``gradient_norm``, ``iterations``, ``converged``,
   ``n_obs``, ``rmse`` (analysis at ``e_k`` against the truth), ``rmse_forecast`` (background forecast),
   ``parameter_<name>``;
 * ``posterior.nc`` — the analysis at ``e_0 .. e_{K-1}`` (one member), or the Laplace samples as members;
-  ``forecast.nc`` — the background forecasts at the same times.
+  ``forecast.nc`` — the background forecasts at the same times;
+* ``decision.json`` (and ``patient.nc`` for the tumour model) when the campaign has a ``decision`` section: the
+  posterior samples of the last window (Laplace samples, else the MAP point) are run from ``s_{K-1}`` through the
+  window's observation times and forecast from ``e_{K-1}`` (:func:`twin.campaign.decide.decide`).
 
-Only scalar parameters are controls here; field parameters are refused before anything runs.
+Parameters are scalars or fields; a field control takes its prior covariance and background from its
+``gaussian_field`` prior (:class:`twin.assimilation.var_control.ControlSpace`) and cannot have bounds. With
+``experiments.truth`` the nature run's parameters are drawn from their priors
+(:func:`twin.campaign.experiments.draw_truth`).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import numpy as np
 
 from twin.campaign import context as ctx
 from twin.campaign import layout
+from twin.campaign.free_run import write_free_run
 from twin.campaign.outputs import outputs_valid, vec_from, write_diagnostics, write_ensembles
 from twin.campaign.steps import Setup, _rank, _record, is_valid_checkpoint, reader
 from twin.core.errors import ConfigError
@@ -64,9 +72,12 @@ class _Plan:
             raise ConfigError(f"assimilation.model: {acfg.model!r} is not the campaign's component {model.name!r}")
         for p in acfg.parameters:
             par = model.parameters.get(p.name)
-            if par is None or par.is_field:
-                raise ConfigError(f"assimilation.parameters: {p.name!r} is not a scalar parameter of model "
-                                  f"{model.name!r} (scalars: {sorted(k for k, v in model.parameters.items() if not v.is_field)})")
+            if par is None:
+                raise ConfigError(f"assimilation.parameters: {p.name!r} is not a parameter of model {model.name!r} "
+                                  f"(parameters: {sorted(model.parameters)})")
+            if par.is_field and p.bounds is not None:
+                raise ConfigError(f"assimilation.parameters: bounds on the field parameter {p.name!r} are not "
+                                  "supported; its transform (log for a log-Gaussian-field prior) keeps it in range")
         self.t0 = float(s.cfg.timeline.start) if compatible(model.time_units, "1") else \
             float(convert(s.cfg.timeline.start, s.cfg.timeline.units, model.time_units))
         self.n_cycles = int(acfg.cycles)
@@ -98,6 +109,7 @@ def run_experiment(exp_dir, comm, s: Setup, policy=None) -> None:
                 window(s, plan, k)
                 bar.advance(status=f"window {k}")
         finalize(s, plan, force=start < plan.n_cycles)
+        decide_window(s, plan)
     finally:
         plan.destroy()
 
@@ -116,8 +128,11 @@ def init(s: Setup, plan: _Plan) -> bool:
     if is_valid_checkpoint(obs_path, comm) and is_valid_checkpoint(ck0, comm):
         _record(s, "init", "skipped", t_start)
         return False
+    from twin.campaign.experiments import draw_truth
+
     grid, acfg = model.grid, s.cfg.assimilation
-    true_params = {p.name: float(model.parameters[p.name].value) for p in acfg.parameters}
+    draw_truth(s.cfg, model)
+    true_params = {p.name: _value(model, p.name) for p in acfg.parameters}
     gen = ctx.rng(s.cfg, ctx.TRUTH, 0)
     x = model.initial_state()
     try:
@@ -132,7 +147,8 @@ def init(s: Setup, plan: _Plan) -> bool:
     write_checkpoint(obs_path, comm, cycle=0, time=plan.t0, provenance=prov, parallel=False,
                      arrays={"truth": np.array(truth), "observations": np.array(ys), "error_std": plan.obs.error_std,
                              "times": np.array([plan.time(j) for j in range(plan.n_times + 1)])},
-                     meta={"kind": "observations", "truth_parameters": true_params},
+                     meta={"kind": "observations",
+                           "truth_parameters": {k: np.asarray(v).tolist() for k, v in true_params.items()}},
                      sensitive=s.cfg.campaign.sensitive)
     sigma = 0.0
     if acfg.initial_state:
@@ -140,15 +156,30 @@ def init(s: Setup, plan: _Plan) -> bool:
     background = truth[0] + sigma * ctx.rng(s.cfg, ctx.INITIAL, 0).standard_normal(truth[0].size)
     params = {}
     for p in acfg.parameters:
-        prior = model.parameters[p.name].prior
-        params[p.name] = prior_center(prior) if prior is not None else true_params[p.name]
+        par = model.parameters[p.name]
+        value = prior_center(par.prior) if par.prior is not None else true_params[p.name]
+        params[p.name] = np.full(grid.size, float(value)) if par.is_field and np.ndim(value) == 0 else value
     _write(s, 0, plan.t0, {model.name: background, "initial": background}, params, {}, plan.t0, [], prov)
     _record(s, "init", "done", t_start)
     log.info("experiment %s: 4D-Var over %d windows initialised", s.name, plan.n_cycles)
     return True
 
 
-def _write(s: Setup, cycle: int, t: float, states: dict[str, Any], params: dict[str, float],
+def _value(model, name: str):
+    """A parameter's value: a float, or the whole field in natural order (every rank)."""
+    p = model.parameters[name]
+    return model.grid.allgather(p.value).ravel() if p.is_field else float(p.value)
+
+
+def _read_parameters(r, model) -> dict[str, Any]:
+    """Scalar and field parameters of a 4D-Var checkpoint (floats, whole fields in natural order)."""
+    params: dict[str, Any] = {n: float(np.asarray(v)) for n, v in r.scalar_parameters.items()}
+    for name in r.parameter_fields:
+        params[name] = r.read_field(name, "parameters").ravel()
+    return params
+
+
+def _write(s: Setup, cycle: int, t: float, states: dict[str, Any], params: dict[str, Any],
            arrays: dict[str, np.ndarray], initial_time: float, history: list, prov) -> None:
     from twin.io.checkpoint import write_checkpoint
 
@@ -164,8 +195,15 @@ def _write(s: Setup, cycle: int, t: float, states: dict[str, Any], params: dict[
             else:
                 vecs.append(vec_from(grid, value))
                 fields[name] = (grid, vecs[-1])
+        parameters: dict[str, Any] = {}
+        for k, v in params.items():
+            if np.ndim(v):
+                vecs.append(vec_from(grid, v))
+                parameters[k] = (grid, vecs[-1])
+            else:
+                parameters[k] = float(v)
         write_checkpoint(layout.checkpoint_file(s.exp_dir, cycle), s.comm, cycle=cycle, time=t, fields=fields,
-                         parameters={k: float(v) for k, v in params.items()}, arrays=arrays or None, parallel=False,
+                         parameters=parameters, arrays=arrays or None, parallel=False,
                          meta={"kind": "4dvar", "initial_time": float(initial_time), "history": history},
                          provenance=prov, sensitive=s.cfg.campaign.sensitive)
     finally:
@@ -186,7 +224,7 @@ def window(s: Setup, plan: _Plan, k: int) -> None:
     grid = model.grid
     with reader(layout.checkpoint_file(s.exp_dir, k), s.comm) as r:
         x_init = r.read_field("initial").ravel()
-        params = {n: float(np.asarray(v)) for n, v in r.scalar_parameters.items()}
+        params = _read_parameters(r, model)
         meta = r.meta
         parent, checksum = r.path, r.checksum
     with reader(layout.observations_file(s.exp_dir), s.comm) as r:
@@ -196,35 +234,37 @@ def window(s: Setup, plan: _Plan, k: int) -> None:
     op = LinearObservationOperator(grid, plan.obs.matrix, plan.obs.error_std, name="observations")
     obs = [Observation(plan.time(j), op, ys[j - 1]) for j in range(j_end - cyc.S + 1, j_end + 1)]
     # the background: the previous analysed initial state carried to s_k with the analysed parameters
-    for name, value in params.items():
-        model.set_parameter(name, value)
+    ctx.set_member_parameters(model, params)
     xb = vec_from(grid, x_init)
     xf = None
     fn = None
+    backgrounds = {n: (vec_from(grid, v) if np.ndim(v) else v) for n, v in params.items()}
     try:
         if ts > meta["initial_time"]:
             model.advance(xb, meta["initial_time"], ts)
         xf = xb.copy()
         model.advance(xf, ts, te)
         fn = FourDVar(model, (ts, te), obs, xb, cyc.B,
-                      [replace(p, background=params[p.name]) for p in cyc.parameters], name=cyc.name)
+                      [replace(p, background=backgrounds[p.name]) for p in cyc.parameters], name=cyc.name)
         res = minimise(fn, settings=cyc.settings)
         xa0 = fn.initial_state(res.control)
         xa = fn.forecast(res.control, te)
-        values = {n: float(v) for n, v in fn.parameter_values(res.control).items()}
+        values = _physical(grid, fn.parameter_values(res.control))
         states = {model.name: grid.allgather(xa).ravel(), "initial": grid.allgather(xa0).ravel(),
                   "forecast": grid.allgather(xf).ravel()}
         xa.destroy()
         xa0.destroy()
         arrays = {}
         if acfg.laplace is not None:
-            states["samples"], arrays = _laplace_samples(fn, res.control, acfg.laplace, k, te)
+            states["samples"], states["sample_initial"], arrays = _laplace_samples(fn, res.control, acfg.laplace,
+                                                                                   k, te)
         rec = {"cycle": k, "time": te, "cost": res.value, "cost_initial": res.initial_value,
                "gradient_norm": res.gradient_norm, "iterations": int(res.iterations),
                "converged": int(bool(res.converged)), "n_obs": int(sum(o.operator.n_obs for o in obs)),
                "rmse": diag.rmse(states[model.name][:, None], truth[j_end]),
                "rmse_forecast": diag.rmse(states["forecast"][:, None], truth[j_end])}
-        rec.update({f"parameter_{n}": v for n, v in values.items()})
+        # diagnostics are scalars: a field parameter is summarised by its domain mean
+        rec.update({f"parameter_{n}": float(np.mean(v)) for n, v in values.items()})
         res.control.destroy()
     finally:
         if fn is not None:
@@ -232,6 +272,9 @@ def window(s: Setup, plan: _Plan, k: int) -> None:
         xb.destroy()
         if xf is not None:
             xf.destroy()
+        for v in backgrounds.values():
+            if hasattr(v, "destroy"):
+                v.destroy()
     history = list(meta.get("history", [])) + [rec]
     _write(s, k + 1, te, states, values, arrays, ts, history, s.provenance(parent, checksum))
     write_diagnostics(s, history)
@@ -241,25 +284,41 @@ def window(s: Setup, plan: _Plan, k: int) -> None:
              rec["rmse_forecast"])
 
 
+def _physical(grid, values: dict[str, Any]) -> dict[str, Any]:
+    """:meth:`FourDVar.parameter_values` as floats and whole fields (natural order); the field vectors are freed."""
+    out: dict[str, Any] = {}
+    for n, v in values.items():
+        if hasattr(v, "destroy"):
+            out[n] = grid.allgather(v).ravel()
+            v.destroy()
+        else:
+            out[n] = float(v)
+    return out
+
+
 def _laplace_samples(fn, c_map, spec, k: int, te: float):
-    """Laplace posterior samples at the MAP point, carried to the window end: states and scalar parameters."""
+    """Laplace posterior samples at the MAP point: states at the window end and start, and parameters (one value
+    or one whole field per sample)."""
     from twin.assimilation.laplace import LaplacePosterior, low_rank_hessian
 
     grid = fn.model.grid
     H = low_rank_hessian(fn, c_map, spec.rank, spec.oversampling, seed=spec.seed + k)
     post = LaplacePosterior(fn, c_map, H)
-    states, params = [], {}
+    states, initial, params = [], [], {}
     try:
         for c in post.samples(spec.samples, seed=spec.seed + k):
+            x0 = fn.initial_state(c)
+            initial.append(grid.allgather(x0).ravel())
+            x0.destroy()
             x = fn.forecast(c, te)
             states.append(grid.allgather(x).ravel())
-            for n, v in fn.parameter_values(c).items():
-                params.setdefault(f"samples_{n}", []).append(float(v))
+            for n, v in _physical(grid, fn.parameter_values(c)).items():
+                params.setdefault(f"samples_{n}", []).append(v)
             x.destroy()
             c.destroy()
     finally:
         post.destroy()
-    return states, {n: np.array(v) for n, v in params.items()}
+    return states, initial, {n: np.array(v) for n, v in params.items()}
 
 
 def finalize(s: Setup, plan: _Plan, force: bool = False) -> bool:
@@ -282,6 +341,38 @@ def finalize(s: Setup, plan: _Plan, force: bool = False) -> bool:
     F = np.stack(fore, axis=1)
     write_ensembles(s, P, times, F, times, last)
     write_diagnostics(s, history)
+    write_free_run(s.exp_dir, s.comm)
     _record(s, "finalize", "done", t_start)
     log.info("experiment %s: outputs in %s", s.name, s.exp_dir)
     return True
+
+
+def window_posterior(s: Setup, plan: _Plan):
+    """Posterior samples at the start ``s_{K-1}`` of the last window (Laplace samples, else the MAP point) and the
+    observation times of that window."""
+    from twin.decision.prediction import PosteriorEnsemble
+
+    K = plan.n_cycles
+    with reader(layout.checkpoint_file(s.exp_dir, K), s.comm) as r:
+        ts = float(r.meta["initial_time"])
+        te = float(r.time)
+        if "sample_initial" in r.fields:
+            states = r.read_field("sample_initial")
+            states = states.reshape(states.shape[0], -1)
+            params = {n[len("samples_"):]: r.read_array(n) for n in r.array_names if n.startswith("samples_")}
+        else:
+            states = r.read_field("initial").reshape(1, -1)
+            params = {n: np.asarray(v)[None, ...] for n, v in _read_parameters(r, s.get_model()).items()}
+    tol = 1e-9 * plan.cycle.dt_obs
+    times = [plan.time(j) for j in range(1, plan.n_times + 1) if ts + tol < plan.time(j) <= te + tol]
+    return PosteriorEnsemble(states, params, ts), times
+
+
+def decide_window(s: Setup, plan: _Plan) -> None:
+    """The decision step from the last window's posterior (:func:`twin.campaign.decide.decide`). Collective."""
+    from twin.campaign.decide import decide, wants_decision
+
+    if not wants_decision(s.cfg):
+        return
+    window_ens, times = window_posterior(s, plan)
+    decide(s, s.comm, window=window_ens, observation_times=times)

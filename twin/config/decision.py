@@ -128,11 +128,16 @@ class OncologyConfig(Strict):
 
 class StructureDecisionSpec(Strict):
     """Stress ``limit`` (a pressure), the exceedance probability ``threshold`` above which inspection is
-    recommended, and the load ``scenario`` (scale factor per load case)."""
+    recommended, the load ``scenario`` (scale factor per load case), the structure ``component`` of a coupled
+    campaign and the number of ``random_placements`` the sensor-placement study compares the greedy choice with."""
 
     limit: Quantity
     threshold: float = Field(default=0.05, gt=0, le=1)
     scenario: dict[str, float] = Field(default_factory=dict)
+    #: the structure component of a coupled campaign (``None``: the campaign's single model)
+    component: str | None = None
+    #: random gauge layouts per sensor count in the placement study (``decision.sensors``), the greedy baseline
+    random_placements: int = Field(default=200, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _units(self):

@@ -11,6 +11,9 @@ Example::
       on_member_failure: drop                  # drop the member and continue, or stop the experiment
       min_members: 2                           # an experiment with fewer live members stops
       task_timeout: 600                        # seconds; a task running longer fails (never hangs)
+      truth: {draw: [k, D_white]}              # twin experiments: each experiment draws these true parameter
+                                               # values from their priors with its campaign.seed (one synthetic
+                                               # patient per seed); kept in every experiment's experiment.yaml
 
 Each expanded experiment is a complete campaign, validated like a campaign file (a misspelled path in the matrix is an
 error naming the experiment and the key). Experiment names are made from the varied keys and values
@@ -36,6 +39,21 @@ FORBIDDEN_ROOTS = ("schema_version", "experiments")
 MatrixValue = Union[bool, int, float, str, list, dict]
 
 
+class TruthSpec(Strict):
+    """The truth of a twin experiment: ``draw`` lists estimable parameters whose true values are drawn from their
+    priors (fields such as ``k(x)`` from their Gaussian-field prior) instead of taken from ``value``; the draw
+    depends only on ``campaign.seed``, so experiments that differ only in the method see the same truth."""
+
+    draw: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+
+    @field_validator("draw")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"truth.draw lists a parameter twice: {v}")
+        return v
+
+
 class ExperimentsConfig(Strict):
     """Matrix of settings and the failure policy of a campaign workflow.
 
@@ -52,6 +70,9 @@ class ExperimentsConfig(Strict):
         An experiment whose live members fall below this number stops (an ensemble analysis needs at least 2).
     task_timeout : float, optional
         Wall-clock limit of one task in seconds; a task that exceeds it fails (and is retried).
+    truth : TruthSpec, optional
+        Parameters whose true values each experiment draws from their priors (twin experiments, e.g. a cohort of
+        synthetic patients over ``campaign.seed``); see :func:`twin.campaign.experiments.draw_truth`.
     """
 
     matrix: dict[str, Annotated[list[MatrixValue], Field(min_length=1, max_length=1000)]] = Field(
@@ -60,6 +81,7 @@ class ExperimentsConfig(Strict):
     on_member_failure: Literal["drop", "stop"] = "drop"
     min_members: int = Field(default=2, ge=2)
     task_timeout: float | None = Field(default=None, gt=0)
+    truth: TruthSpec | None = None
 
     @field_validator("matrix")
     @classmethod

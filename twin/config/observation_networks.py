@@ -23,6 +23,11 @@ Types:
 * ``strain_gauges``: normal strain along ``angles`` (degrees from the x axis) at ``points``
   (:class:`twin.observations.structure.StrainGauges`).
 
+Common keys: ``name``, ``error_std``, ``units``; ``model``: in a coupled campaign, the component observed (its
+positions, variables and units; the rows act on that component's block of the coupled state); ``fault``: a sensor
+fault injected into the synthetic observations of the twin experiment, e.g. a drifting strain gauge
+``fault: {sensor: 3, drift_per_cycle: 2.0e-7}`` (:class:`SensorFault`), to exercise the guardrails.
+
 The legacy single mapping without ``type`` (``{component: 0, points: [...], error_std: 1.0}`` or ``{all_points:
 true}``) is read as one ``points``/``all_points`` network.
 """
@@ -39,10 +44,24 @@ from twin.config.common import Strict
 ErrorStd = Union[float, list[float], dict[str, float]]
 
 
+class SensorFault(Strict):
+    """A fault of one sensor of a network in the *synthetic* observations of a twin experiment (never applied to
+    real data): ``sensor`` (row of the network) reads ``bias + drift_per_cycle * (k - start + 1)`` too much at the
+    observation of cycle ``k >= start`` (observation units)."""
+
+    sensor: int = Field(ge=0)
+    drift_per_cycle: float = 0.0
+    bias: float = 0.0
+    start: int = Field(default=0, ge=0)
+
+
 class _Network(Strict):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
     error_std: ErrorStd = 1.0
     units: str | None = None
+    model: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
+                              description="component of a coupled campaign the network observes")
+    fault: SensorFault | None = None
 
     @field_validator("error_std")
     @classmethod

@@ -17,14 +17,18 @@ reported so that a decision close to the threshold can ask for more members.
 Sensor placement: the decision QoI is ``q = max_t M(t)``; the candidate gauges (points and directions) give
 predicted strains ``Y_j = H u_j`` for each member, and :class:`twin.decision.sensors.PlacementProblem.from_ensemble`
 builds the linearised-Gaussian criterion from the ensemble covariances of ``(Y, q)`` (ensemble sensitivity: the
-regression of ``q`` on the strains replaces the gradient of the nonsmooth maximum).
+regression of ``q`` on the strains replaces the gradient of the nonsmooth maximum). :func:`placement_study` compares
+the greedy choice of ``1..K`` gauges with random layouts of as many (the sensor-placement curve of a report).
+
+Campaigns (:mod:`twin.campaign.decide_structure`): :func:`maintenance_decision` is the exceedance analysis for a
+campaign's model, which may be a coupled model whose structure component is named (:func:`peak_stress`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from mpi4py import MPI
@@ -32,7 +36,7 @@ from mpi4py import MPI
 from twin.core.errors import ModelError
 from twin.core.log import get_logger
 from twin.decision.prediction import PosteriorEnsemble, QoIForecast, forecast_members, summarise
-from twin.decision.sensors import Placement, PlacementProblem, greedy_placement
+from twin.decision.sensors import Placement, PlacementProblem, greedy_placement, random_placement_variances
 
 log = get_logger("twin.decision.structures")
 
@@ -154,3 +158,92 @@ def gauge_placement(model, ensemble: PosteriorEnsemble, points, angles, error_st
         vec.destroy()
     problem = PlacementProblem.from_ensemble(np.array(Y).T, np.array(q), error_std)
     return greedy_placement(problem, K), problem
+
+
+# -- campaign decisions (single structure model, or the structure component of a coupled model) ------------------
+def peak_stress(component: str | None = None):
+    """The extra QoI ``f(model, state, t) = max_x sigma_vm`` for :func:`~twin.decision.prediction.forecast_members`:
+    of the model itself (``component=None``), or of component ``component`` of a coupled campaign model
+    (:class:`twin.campaign.state.CoupledState`, whose ``component_state`` extracts it). Collective."""
+
+    def f(model, state, t: float) -> float:
+        if component is None:
+            return max_von_mises(model, state, t)
+        x = model.component_state(state, component)
+        try:
+            return max_von_mises(model.models[component], x, t)
+        finally:
+            x.destroy()
+
+    return f
+
+
+def _set_each(model, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        model.set_parameter(name, value)
+
+
+def maintenance_decision(model, ensemble: PosteriorEnsemble, times: Sequence[float], limit: float,
+                         threshold: float = 0.05, component: str | None = None,
+                         set_parameters: Callable[[Any, dict[str, Any]], None] | None = None) -> MaintenanceDecision:
+    """:func:`stress_exceedance` without a load scenario for a campaign model: the posterior members forecast
+    through ``times`` (with every coupled component, e.g. the wind that keeps loading the structure) and the peak
+    stress of the structure ``component`` (see :func:`peak_stress`). Collective.
+
+    ``set_parameters(model, {name: value})`` gives the model one member's parameters (whole fields in natural
+    order); the default, :meth:`Model.set_parameter`, takes whole fields on one rank only. The members are run here
+    rather than by :func:`~twin.decision.prediction.forecast_members` because the structure's field parameters do
+    not live on its state grid (and a coupled model's not on its grid at all).
+    """
+    if not (np.isfinite(limit) and limit > 0):
+        raise ModelError(model.name, f"stress limit must be positive, got {limit}")
+    if not 0 < threshold <= 1:
+        raise ModelError(model.name, f"inspection threshold must be a probability in (0, 1], got {threshold}")
+    times = np.asarray(times, dtype=float)
+    if times.ndim != 1 or times.size == 0 or np.any(np.diff(times) < 0) or times[0] < ensemble.time:
+        raise ModelError(model.name, f"forecast times must be increasing and start at or after the posterior time "
+                                     f"{ensemble.time:g}, got {times.tolist()}")
+    setter = set_parameters or _set_each
+    peak_of = peak_stress(component)
+    values = np.full((ensemble.size, times.size), np.nan)
+    vec = model.create_state()
+    try:
+        for j in range(ensemble.size):
+            setter(model, {k: (v[j] if v.ndim > 1 else float(v[j])) for k, v in ensemble.parameters.items()})
+            model.grid.set_global(ensemble.states[j], vec)
+            t = ensemble.time
+            for i, t_out in enumerate(times):
+                model.advance(vec, t, float(t_out))
+                t = float(t_out)
+                values[j, i] = peak_of(model, vec, t)
+    finally:
+        vec.destroy()
+    fc = QoIForecast(times, {"max_von_mises": values}, {"max_von_mises": "Pa"})
+    peak = fc.running_max("max_von_mises")[:, -1]
+    p = float(np.mean(peak > limit))
+    se = math.sqrt(max(p * (1 - p), 1.0 / ensemble.size) / ensemble.size)
+    dec = MaintenanceDecision(float(limit), float(threshold), p, se, peak, float(times[-1]), {}, fc)
+    log.info("%s: %s", model.name, dec.as_dict()["summary"])
+    return dec
+
+
+def placement_study(problem: PlacementProblem, K: int, n_random: int, rng: np.random.Generator,
+                    deployed: Sequence[int] = ()) -> dict[str, Any]:
+    """Greedy against random placements of ``1..K`` sensors (``n_random`` random layouts per count), by the
+    posterior standard deviation of the QoI they leave (QoI units); ``deployed``: candidate indices of the layout in
+    service, for comparison. JSON-ready."""
+    greedy = greedy_placement(problem, K)
+    counts = list(range(0, K + 1))
+    rand = [np.full(n_random, problem.var_qoi)] + [random_placement_variances(problem, k, n_random, rng)
+                                                   for k in counts[1:]]
+    sd = [np.sqrt(np.maximum(v, 0.0)) for v in rand]
+    out = {"counts": counts, "prior_sd": math.sqrt(problem.var_qoi),
+           "greedy_sd": np.sqrt(np.maximum(greedy.variance, 0.0)).tolist(),
+           "greedy_indices": greedy.indices.tolist(), "greedy_information": greedy.information,
+           "random_sd_median": [float(np.median(v)) for v in sd],
+           "random_sd_q10": [float(np.quantile(v, 0.1)) for v in sd],
+           "random_sd_q90": [float(np.quantile(v, 0.9)) for v in sd], "n_random": int(n_random)}
+    if len(deployed):
+        out["deployed_indices"] = [int(i) for i in deployed]
+        out["deployed_sd"] = math.sqrt(max(problem.posterior_variance(list(deployed)), 0.0))
+    return out

@@ -12,7 +12,7 @@ variables need the staggered grid), and unique network names.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -133,9 +133,54 @@ def _build_one(spec, model, i: int, name: str) -> LinearObservations:
     raise ObservationError(f"{_where(i)}.type: unknown network type {kind!r}")
 
 
-def build(networks: Sequence[Any], model) -> LinearObservations:
+def _embed(part: LinearObservations, offset: int, n: int) -> LinearObservations:
+    """``part`` acting on a block at ``offset`` of a whole state of ``n`` entries (coupled models)."""
+    H = part.matrix.tocoo()
+    matrix = sp.csr_matrix((H.data, (H.row, H.col + offset)), shape=(H.shape[0], n))
+    return LinearObservations(matrix, part.error_std, part.locations, part.name)
+
+
+def _build_on(spec, model, i: int, name: str, components) -> LinearObservations:
+    """One network on ``model``, or with ``spec.model`` on that component of a coupled model (embedded at the
+    component's block of the whole natural-order state; ``components``: see :func:`build`)."""
+    known = list(components or {})
+    if spec.model is None:
+        if components:
+            raise ObservationError(f"{_where(i)}.model: the campaign is coupled; name the component observed "
+                                   f"(one of {known})")
+        return _build_one(spec, model, i, name)
+    if spec.model not in known:
+        raise ObservationError(f"{_where(i)}.model: '{spec.model}' is not a component of the campaign's model"
+                               + (f"; components are {known}" if known else " (the campaign is not coupled)"))
+    comp, offset = components[spec.model]
+    return _embed(_build_one(spec, comp, i, name), offset, model.grid.size * model.grid.dof)
+
+
+def fault_offsets(networks: Sequence[Any], obs: LinearObservations, n_cycles: int) -> np.ndarray:
+    """What the declared sensor faults (``fault:`` of a network) add to the synthetic observations: an array
+    ``(n_cycles, n_obs)``, zero where no fault acts. ``obs`` is the stacked operator of :func:`build`."""
+    out = np.zeros((int(n_cycles), obs.n_obs))
+    for i, (spec, rows) in enumerate(zip(networks, obs.network_slices.values())):
+        f = spec.fault
+        if f is None:
+            continue
+        n_rows = rows.stop - rows.start
+        if f.sensor >= n_rows:
+            raise ObservationError(f"{_where(i)}.fault.sensor: the network has {n_rows} observations, no sensor "
+                                   f"{f.sensor}")
+        k = np.arange(n_cycles)
+        out[:, rows.start + f.sensor] = np.where(k >= f.start, f.bias + f.drift_per_cycle * (k - f.start + 1), 0.0)
+    return out
+
+
+def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, int]] | None = None) \
+        -> LinearObservations:
     """The stacked observation operator of ``networks`` on ``model`` (collective: operators may build PETSc
-    matrices). The result has ``network_slices``: ``{name: slice of rows}``."""
+    matrices). The result has ``network_slices``: ``{name: slice of rows}``.
+
+    ``components``: for a coupled model whose whole state (``model.grid``, natural order) concatenates its
+    components' states, ``{component name: (component model, offset of its block)}``; every network then names the
+    component it observes (``model:``) and its rows act on that block."""
     if not networks:
         raise ObservationError("assimilation.observations: no observation networks given")
     parts, names = [], []
@@ -145,7 +190,7 @@ def build(networks: Sequence[Any], model) -> LinearObservations:
             raise ObservationError(f"{_where(i)}.name: network name '{name}' is used twice; names must be unique")
         names.append(name)
         try:
-            parts.append(_build_one(spec, model, i, name))
+            parts.append(_build_on(spec, model, i, name, components))
         except ObservationError as exc:
             msg = str(exc)
             raise ObservationError(msg if msg.startswith("assimilation.") else f"{_where(i)} ({spec.type}): {msg}") \

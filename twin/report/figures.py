@@ -10,7 +10,11 @@ a PNG file, or ``None`` with the reason the panel was skipped (its data are abse
   time (with the truth); the QoI series of a forecast run (``qoi.nc``); the decision's forecast fans;
 * the decision and its comparison (``decision.json``);
 * guardrail flags (``flags.jsonl`` and the ``flag_*`` diagnostics);
-* what changed since the last update: parameters and QoIs, mean and spread, between the last two cycles.
+* what changed since the last update: parameters and QoIs, mean and spread, between the last two cycles;
+* tumour calibration experiments: the panels of :mod:`twin.report.oncology` (after the decision);
+* structural twins: the panels of :mod:`twin.report.structure` (damage field, gauge flags, maintenance, placement);
+* shallow-water atmosphere twins: the panels of :mod:`twin.report.atmosphere` (observing network, analysis vs
+  free-run RMSE with spread, site forecast fan with threshold).
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ LEVELS = (0.05, 0.5, 0.95)
 
 @dataclass
 class Panel:
-    """One section of the report: ``image`` (a PNG) or the ``note`` saying why it is absent; ``table`` is HTML."""
+    """One section of the report: ``image`` (a PNG) or the ``note`` saying why it is absent; ``table`` is HTML.
+    An ``optional`` panel without image or table is left out of the report (e.g. tumour panels of other models)."""
 
     title: str
     image: Path | None = None
     note: str = ""
     table: str = ""
+    optional: bool = False
 
 
 def _save(fig, path: Path) -> Path:
@@ -315,4 +321,11 @@ def changes_panel(data: RunData, out: Path) -> Panel:
     return Panel(title, note="no ensemble: only the values are compared", table=_table(header, rows))
 
 
-PANELS = (fields_panel, rmse_panel, rank_histogram_panel, fan_panel, decision_panel, flags_panel, changes_panel)
+def _panels():
+    from twin.report import atmosphere, oncology, structure
+
+    return (fields_panel, rmse_panel, rank_histogram_panel, fan_panel, decision_panel, *oncology.PANELS,
+            *structure.PANELS, *atmosphere.PANELS, flags_panel, changes_panel)
+
+
+PANELS = _panels()

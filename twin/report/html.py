@@ -51,7 +51,7 @@ def _experiment(run: RunData, images: Path) -> tuple[str, list[Path]]:
     missing = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in sorted(run.missing.items()))
     body = [f"<h2>{html.escape(run.name)} ({run.kind})</h2>",
             f"<p>Directory: <code>{html.escape(str(run.directory))}</code></p>"]
-    body += [_panel_html(p) for p in panels]
+    body += [_panel_html(p) for p in panels if not (p.optional and p.image is None and not p.table)]
     if missing:
         body.append(f"<details><summary>Inputs not found</summary><ul>{missing}</ul></details>")
     return "\n".join(body), [p.image for p in panels if p.image is not None]

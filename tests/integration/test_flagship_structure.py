@@ -1,0 +1,141 @@
+"""The structure flagship campaign (configs/structure.yaml) in a reduced size: a coupled atmosphere -> mast ensemble
+whose damage field is identified from strain gauges, a drifting gauge caught and excluded by the guardrails, the
+maintenance decision and the sensor-placement study, NetCDF outputs and the report; and the cluster variant differs
+only in resources and sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from twin.campaign import layout
+
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG, CLUSTER = ROOT / "configs" / "structure.yaml", ROOT / "configs" / "structure_cluster.yaml"
+#: the keys the cluster variant may change (besides resources)
+SIZE_KEYS = [("models", "atmosphere", "grid", "shape"), ("models", "mast", "grid", "shape"), ("assimilation", "N"),
+             ("assimilation", "schedule", "cycles"), ("timeline", "end")]
+DRIFTING = 3
+
+
+def _drop(d: dict, path: tuple) -> None:
+    for key in path[:-1]:
+        d = d[key]
+    d.pop(path[-1])
+
+
+def test_cluster_variant_changes_only_resources_and_sizes():
+    from twin.config.loader import load_campaign
+
+    local, cluster = (yaml.safe_load(p.read_text()) for p in (CONFIG, CLUSTER))
+    for d in (local, cluster):
+        d.pop("resources")
+        for path in SIZE_KEYS:
+            _drop(d, path)
+    assert local == cluster
+    assert load_campaign(CLUSTER).config.resources.type == "slurm"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The campaign with 12 members and 6 cycles, run through the CLI on one rank, then its report."""
+    from twin.cli import main
+
+    tmp = tmp_path_factory.mktemp("structure")
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["assimilation"]["N"] = 12
+    cfg["assimilation"]["schedule"]["cycles"] = 6
+    cfg["timeline"]["end"] = 12.0
+    cfg["decision"]["structure"]["random_placements"] = 50
+    cfg["resources"] = {"type": "local", "ranks": 1}
+    cfg["outputs"]["directory"] = str(tmp / "run")
+    path = tmp / "structure.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path)]) == 0
+    assert main(["report", str(tmp / "run")]) == 0
+    return tmp / "run", cfg
+
+
+def _exp(run_dir: Path) -> Path:
+    (exp,) = [p for p in (run_dir / "experiments").iterdir() if p.is_dir()]
+    return exp
+
+
+def test_outputs_and_report(run):
+    import xarray as xr
+
+    run_dir, cfg = run
+    exp = _exp(run_dir)
+    for name in layout.OUTPUTS:
+        assert (exp / name).is_file(), name
+    with xr.open_dataset(exp / "posterior.nc", decode_times=False) as ds:
+        # the coupled state: atmosphere (16 x 16 x 3) then mast (5 x 33 nodes x 4)
+        assert ds["state"].shape == (12, 7, 16 * 16 * 3 + 5 * 33 * 4)
+    with xr.open_dataset(exp / "diagnostics.nc", decode_times=False) as ds:
+        for v in ("rmse", "spread", "cusum_max", "n_obs_active", "parameter_mast.damage"):
+            assert v in ds and ds[v].size == 6, v
+    index = run_dir / "report" / "index.html"
+    assert index.is_file()
+    text = index.read_text()
+    for title in ("Damage field", "Guardrail flags of the gauges", "Maintenance decision", "Sensor placement"):
+        assert title in text
+    assert "could not be drawn" not in text
+
+
+def test_damage_patch_found_with_calibrated_spread(run):
+    from twin.report.structure import damage_fields
+
+    fields = damage_fields(_exp(run[0]), "mast")
+    truth, mean, sd = fields["truth"], fields["posterior_mean"], fields["posterior_sd"]
+    err = {k: float(np.sqrt(np.mean((fields[f"{k}_mean"] - truth) ** 2))) for k in ("prior", "posterior")}
+    patch = truth > 0.3                          # the damaged patch (truth 0.45) on the windward face at 1.5 m
+    print("damage RMS error:", err, "patch mean prior/posterior:", fields["prior_mean"][patch].mean(),
+          mean[patch].mean(), "coverage:", np.mean(np.abs(mean - truth) <= 2 * sd))
+    assert err["posterior"] < err["prior"]
+    assert mean[patch].mean() > fields["prior_mean"][patch].mean() + 0.05
+    # the most damaged node of the posterior mean lies within 0.75 m of the patch centre (0, 1.5) (nodes 5 x 33)
+    j, i = divmod(int(np.argmax(mean)), 5)
+    assert np.hypot(i * 0.0625, j * 0.25 - 1.5) <= 0.75
+    # sharper than the prior, and still covering the truth (mean +- 2 sd) at most nodes
+    assert sd.mean() < fields["prior_sd"].mean()
+    assert np.mean(np.abs(mean - truth) <= 2 * sd) >= 0.8
+
+
+def test_drifting_gauge_flagged_and_excluded(run):
+    import xarray as xr
+
+    exp = _exp(run[0])
+    flags = [json.loads(line) for line in (exp / "flags.jsonl").read_text().splitlines()]
+    drift = {f["sensor"]: f for f in flags if f["kind"] == "sensor_drift"}
+    assert DRIFTING in drift and drift[DRIFTING]["action"] == "excluded"
+    assert len(drift) <= 2                       # at most one healthy gauge dragged along by the absorbed drift
+    k = drift[DRIFTING]["cycle"]
+    assert 2 <= k <= 5                           # the drift starts at cycle 2
+    with xr.open_dataset(exp / "diagnostics.nc", decode_times=False) as ds:
+        active = ds["n_obs_active"].values
+    # the gauge leaves the analysis of the cycle it alarms in (n_obs_active counts the gauges assimilated)
+    assert active[0] == 8 and active[k] < active[k - 1] and active[-1] <= 7
+
+
+def test_decision_record_consistent(run):
+    run_dir, cfg = run
+    d = json.loads((_exp(run_dir) / "decision.json").read_text())
+    st = d["structure"]
+    m = st["maintenance"]
+    samples = np.asarray(m["peak_stress_samples"])
+    assert samples.size == d["members"] == 12 and np.all(samples > 0)
+    assert m["exceedance_probability"] == pytest.approx(np.mean(samples > m["limit_Pa"]))
+    assert m["recommend_inspection"] == (m["exceedance_probability"] >= m["threshold"])
+    assert m["limit_Pa"] == pytest.approx(cfg["decision"]["structure"]["limit"]["value"] * 1e6)
+    p = st["sensor_placement"]
+    greedy, median = np.asarray(p["greedy_sd"]), np.asarray(p["random_sd_median"])
+    assert greedy[0] == pytest.approx(p["prior_sd"]) and np.all(np.diff(greedy) <= 1e-12 * greedy[0])
+    # greedy is at least as good as the median random layout at every count, and strictly better somewhere
+    assert np.all(greedy[1:] <= median[1:] * (1 + 1e-9)) and np.any(greedy[1:] < 0.95 * median[1:])
+    assert len(st["gauges"]["points"]) == p["n_deployed"] == 8

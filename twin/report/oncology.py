@@ -1,0 +1,156 @@
+"""Report panels of tumour calibration experiments (``patient.nc``, written by :func:`twin.campaign.decide.write_patient`).
+
+* cellularity: per imaging visit, the observed cellularity (noisy image), the posterior mean and the truth (twin
+  experiments), on the model grid (mm);
+* proliferation: the true ``k(x)``, the posterior mean and standard deviation, and where the truth lies outside the
+  90 % band; the posterior samples of each scalar parameter (e.g. ``D``) against its truth;
+* burden: the posterior burden through the visit window (5-95 % band and median), the true burden at the visits, and
+  the decision's forecast fans beyond the last visit (no treatment, chosen plan, standard regimen), with the true
+  patient's outcome under both plans when known.
+
+Experiments without ``patient.nc`` get none of these panels (they are optional).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from twin.report.data import RunData  # noqa: E402
+from twin.report.figures import Panel, _save, _table  # noqa: E402
+
+PATIENT_FILE = "patient.nc"
+
+
+def _patient(data: RunData):
+    import xarray as xr
+
+    path = Path(data.directory) / PATIENT_FILE
+    if not path.is_file():
+        return None
+    with xr.open_dataset(path, decode_times=False) as ds:
+        return ds.load()
+
+
+def _extent(ds) -> list[float]:
+    x, y = ds["x"].values, ds["y"].values
+    hx = x[1] - x[0] if x.size > 1 else 1.0
+    hy = y[1] - y[0] if y.size > 1 else 1.0
+    return [x[0] - hx / 2, x[-1] + hx / 2, y[0] - hy / 2, y[-1] + hy / 2]
+
+
+def cellularity_panel(data: RunData, out: Path) -> Panel:
+    title = "Patient: observed vs posterior cellularity at the imaging visits"
+    ds = _patient(data)
+    if ds is None:
+        return Panel(title, note="no patient.nc", optional=True)
+    cols = [("observed_cellularity", "observed"), ("posterior_cellularity_mean", "posterior mean"),
+            ("posterior_cellularity_sd", "posterior sd"), ("true_cellularity", "truth")]
+    cols = [c for c in cols if c[0] in ds]
+    visits = ds["visit"].values
+    fig, axes = plt.subplots(visits.size, len(cols), figsize=(2.6 * len(cols), 2.4 * visits.size), squeeze=False)
+    ext = _extent(ds)
+    for i, day in enumerate(visits):
+        for j, (var, label) in enumerate(cols):
+            ax = axes[i, j]
+            vmax = 0.5 if var.endswith("_sd") else 1.0
+            im = ax.imshow(ds[var].values[i], origin="lower", extent=ext, vmin=0.0, vmax=vmax, cmap="viridis")
+            ax.set_title(f"day {day:g}: {label}", fontsize=8)
+            ax.tick_params(labelsize=6)
+        fig.colorbar(im, ax=axes[i, -1], fraction=0.046)
+    rmse = [float(np.sqrt(np.nanmean((ds["posterior_cellularity_mean"].values[i] - ds["true_cellularity"].values[i])
+                                     ** 2))) for i in range(visits.size)] if "true_cellularity" in ds else []
+    rows = [[f"{d:g}", r] for d, r in zip(visits, rmse)]
+    return Panel(title, _save(fig, out / "oncology_cellularity.png"),
+                 note="cellularity N/theta (1); lengths in mm",
+                 table=_table(["visit day", "RMSE posterior mean vs truth"], rows) if rows else "")
+
+
+def proliferation_panel(data: RunData, out: Path) -> Panel:
+    title = "Patient: proliferation rate k(x) and scalar parameters, posterior vs truth"
+    ds = _patient(data)
+    if ds is None or "k_mean" not in ds:
+        return Panel(title, note="no k(x) posterior in patient.nc", optional=True)
+    scalars = [v[:-len("_samples")] for v in ds.data_vars if v.endswith("_samples")]
+    n = 4 + len(scalars)
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 2.9), squeeze=False)
+    ext = _extent(ds)
+    truth, mean, sd = ds["k_true"].values, ds["k_mean"].values, ds["k_sd"].values
+    lo, hi = np.nanmin([truth.min(), mean.min()]), np.nanmax([truth.max(), mean.max()])
+    for ax, arr, label, lim in ((axes[0, 0], truth, "k truth [1/day]", (lo, hi)),
+                                (axes[0, 1], mean, "k posterior mean [1/day]", (lo, hi)),
+                                (axes[0, 2], sd, "k posterior sd [1/day]", (0, None))):
+        im = ax.imshow(arr, origin="lower", extent=ext, vmin=lim[0], vmax=lim[1], cmap="magma")
+        ax.set_title(label, fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    outside = ((truth < ds["k_q05"].values) | (truth > ds["k_q95"].values)).astype(float)
+    ax = axes[0, 3]
+    ax.imshow(outside, origin="lower", extent=ext, vmin=0, vmax=1, cmap="Reds")
+    if "tumour_region" in ds:
+        ax.contour(ds["x"].values, ds["y"].values, ds["tumour_region"].values, levels=[0.5], colors="b",
+                   linewidths=0.8)
+    ax.set_title("truth outside 90 % band (red);\ntumour region (blue)", fontsize=8)
+    rows = []
+    for ax, name in zip(axes[0, 4:], scalars):
+        s = ds[f"{name}_samples"].values
+        t = float(ds[f"{name}_samples"].attrs.get("truth", np.nan))
+        ax.hist(s, bins=12, color="C0", alpha=0.7)
+        if np.isfinite(t):
+            ax.axvline(t, color="k", ls="--", label="truth")
+            ax.legend(fontsize=7)
+        ax.set_title(f"posterior of {name}", fontsize=8)
+        rows.append([name, float(np.mean(s)), float(np.quantile(s, 0.05)), float(np.quantile(s, 0.95)), t])
+    cal = ((data.decision or {}).get("calibration") or {}).get("k", {})
+    rows.append(["k (tumour region)", "", "", "", ""])
+    note = ""
+    if cal:
+        note = (f"k: truth inside the 90 % band at {100 * cal['coverage_90']:.0f} % of the tumour region; RMS error "
+                f"of log k there {cal['rmse_log_posterior']:.3f} (prior centre {cal['rmse_log_prior']:.3f})")
+    return Panel(title, _save(fig, out / "oncology_k.png"), note=note,
+                 table=_table(["parameter", "posterior mean", "5 %", "95 %", "truth"], rows[:-1]))
+
+
+def burden_panel(data: RunData, out: Path) -> Panel:
+    title = "Patient: tumour burden through the visits and forecast (5 / 50 / 95 %)"
+    ds = _patient(data)
+    if ds is None or "burden" not in ds:
+        return Panel(title, note="no burden trajectories in patient.nc", optional=True)
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    t = ds["time"].values
+    b = ds["burden"].values
+    q = np.nanquantile(b, (0.05, 0.5, 0.95), axis=0)
+    ax.fill_between(t, q[0], q[2], color="C0", alpha=0.25, label="posterior 5-95 % (visit window)")
+    ax.plot(t, q[1], color="C0")
+    for day in ds["visit"].values:
+        ax.axvline(day, color="grey", lw=0.6, ls=":")
+    if "burden_true" in ds:
+        ax.plot(ds["visit"].values, ds["burden_true"].values, "ks", ms=5, label="truth at the visits")
+    d = data.decision or {}
+    colours = {"burden": "C2", "chosen": "C3", "standard": "C1"}
+    names = {"burden": "no treatment", "chosen": "chosen plan", "standard": "standard regimen"}
+    for key, f in (d.get("fans") or {}).items():
+        if f.get("qoi") != "burden" or key not in colours:
+            continue
+        qq = np.asarray(f["quantiles"], dtype=float)
+        tt = np.asarray(f["times"], dtype=float)
+        ax.fill_between(tt, qq[0], qq[2], color=colours[key], alpha=0.2)
+        ax.plot(tt, qq[1], color=colours[key], label=f"forecast: {names[key]}")
+    ax.set_xlabel("day")
+    ax.set_ylabel("tumour cells")
+    ax.legend(fontsize=7, loc="upper left")
+    rows = []
+    truth = d.get("truth") or {}
+    if truth:
+        rows = [["true burden at the horizon, chosen plan", truth["burden_chosen"]],
+                ["true burden at the horizon, standard regimen", truth["burden_standard"]],
+                ["true ratio chosen / standard", truth["burden_ratio"]]]
+    return Panel(title, _save(fig, out / "oncology_burden.png"), note="dotted lines: imaging visits",
+                 table=_table(["quantity", "value"], rows) if rows else "")
+
+
+PANELS = (cellularity_panel, proliferation_panel, burden_panel)
