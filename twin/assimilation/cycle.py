@@ -145,10 +145,11 @@ class ModelForecast:
 
 
 def set_parameter_natural(model, name: str, value) -> None:
-    """Give ``model`` a parameter value: a scalar, or a whole field in natural order (each rank takes its block)."""
+    """Give ``model`` a parameter value: a scalar, or a whole field in natural order on
+    :meth:`~twin.models.base.Model.parameter_grid` (each rank takes its block)."""
     p = model.parameters.get(name)
     if p is not None and p.is_field:
-        model.grid.set_global(np.asarray(value, dtype=float).ravel(), p.value)
+        model.parameter_grid(name).set_global(np.asarray(value, dtype=float).ravel(), p.value)
         model.parameters_changed([name])
     else:
         model.set_parameter(name, float(np.asarray(value).reshape(())) if np.ndim(value) else value)

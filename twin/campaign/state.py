@@ -215,11 +215,9 @@ class CoupledState(Model):
 def field_grid(model: Model, name: str) -> Iterator[Grid]:
     """The dof-1 grid field parameter ``name`` of ``model`` lives on (module docstring); a companion grid made for
     the purpose is destroyed on exit. Collective (may create a DMDA)."""
-    if isinstance(model, CoupledState):
-        yield model.parameter_grid(name)
-        return
-    if model.grid.dof == 1:
-        yield model.grid
+    own = model.parameter_grid(name)
+    if own.dof == 1:
+        yield own
         return
     g = companion_grid(model.grid, f"{model.name}.{name}")
     try:

@@ -258,6 +258,10 @@ class CoupledModel(Model):
                                         f"{sorted(self.models)}")
         return self.models[comp], rest
 
+    def parameter_grid(self, name: str):
+        """The grid of field parameter ``<component>.<name>`` (the component's)."""
+        model, local = self._split_name(name)
+        return model.parameter_grid(local)
     def set_parameter(self, name: str, value: Any) -> None:
         model, pname = self._split_name(name)
         model.set_parameter(pname, value)

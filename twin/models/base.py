@@ -337,6 +337,11 @@ class Model(ABC):
         """Named fields this model offers to a coupler (vectors on its grid). Default: none."""
         return {}
 
+    def parameter_grid(self, name: str) -> Grid:
+        """The grid field parameter ``name`` lives on, one value per point (default: the state grid; a model whose
+        state grid has several components per point and field parameters overrides this)."""
+        return self.grid
+
     def field_grid(self, name: str) -> Grid:
         """The grid an exported or imported field lives on (default: the state grid; face data may differ)."""
         return self.grid

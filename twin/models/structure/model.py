@@ -239,6 +239,12 @@ class StructureModel(Model):
         return model
 
     # -- parameters -----------------------------------------------------------------------------------------------
+    def parameter_grid(self, name: str):
+        """The damage field lives on the nodes' scalar grid (the state grid carries 2 or 4 components per node)."""
+        if name == "damage":
+            return self.mesh.scalar
+        return super().parameter_grid(name)
+
     def _fill_damage(self, damage, vec: PETSc.Vec) -> None:
         grid = self.mesh.scalar
         if callable(damage):
