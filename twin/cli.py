@@ -79,7 +79,10 @@ def cmd_run(args, petsc_options: list[str]) -> int:
 
         try:
             workflow = wants_workflow(loaded, args.workflow)
-            result = run_workflow(loaded, args.output) if workflow else None
+            if workflow:
+                from twin.driver import run_directory  # imports neither MPI nor PETSc
+
+                result = run_workflow(loaded, run_directory(loaded, args.output))
         except TwinError as exc:
             return _errors(exc)
         if workflow:

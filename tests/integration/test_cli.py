@@ -95,3 +95,17 @@ def test_run_reports_config_errors_without_traceback(tmp_path):
     out = _run(TWIN + ["run", str(bad)])
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"{bad}:" in out.stderr and "greater than or equal to 1" in out.stderr
+
+
+def test_run_as_workflow_defaults_to_the_outputs_directory(tmp_path):
+    """`twin run FILE` with resources.workers > 1 runs the Parsl workflow in outputs.directory when no -o is given
+    (it used to fail on Path(None))."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from campaign_case import write_campaign
+
+    f = write_campaign(tmp_path / "c.yaml", cycles=1)
+    f.write_text(f.read_text().replace("ranks_per_member: 2", "ranks_per_member: 1"))
+    r = _run(TWIN + ["run", str(f)], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    exp = tmp_path / "runs" / "l96camp" / "experiments" / "l96camp"
+    assert (exp / "posterior.nc").is_file(), sorted(p.name for p in (tmp_path / "runs").rglob("*"))[:20]
