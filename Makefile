@@ -9,7 +9,7 @@ NP        ?= 2
 # A rank stuck in a collective call cannot be interrupted from Python: bound the whole MPI test run instead.
 MPI_TIMEOUT ?= 900
 MPIEXEC   ?= mpiexec
-CAMPAIGN  ?= configs/quickstart.yaml
+DEMO      ?= oncology
 DEB_PKGS  := python3-petsc4py python3-mpi4py python3-h5py-mpi python3-netcdf4 python3-venv openmpi-bin
 # Open MPI refuses root without these; harmless for other users and for MPICH.
 export OMPI_ALLOW_RUN_AS_ROOT := 1
@@ -61,8 +61,11 @@ test-serial: setup
 test-mpi: setup
 	timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi
 
+# The oncology twin by default; `make demo DEMO=atmosphere` (or structure, quickstart, ...) runs configs/$(DEMO).yaml.
+# A second run resumes the run directory (nothing left to do: it only writes the report again).
 demo: setup
-	$(MPIEXEC) -n $(NP) $(VENV)/bin/twin run $(CAMPAIGN)
+	$(MPIEXEC) -n $(NP) $(VENV)/bin/twin run configs/$(DEMO).yaml -o runs/$(DEMO)
+	$(VENV)/bin/twin report runs/$(DEMO)
 
 # DAPPER (the reference Python DA testbed, compared side by side in bench_da) would downgrade packages twin uses:
 # it gets an environment of its own.
