@@ -19,6 +19,7 @@ from twin.assimilation.fourdvar import FourDVar, Observation
 from twin.assimilation.laplace import LaplacePosterior, low_rank_hessian
 from twin.assimilation.tao import TaoSettings, minimise
 from twin.assimilation.var_control import ParameterControl
+from twin.assimilation.verify import taylor_rates
 from twin.config.common import LogNormalPrior, NormalPrior
 from twin.models.linear import LinearAdvectionDiffusion
 from twin.observations.base import LinearObservationOperator, interpolation_matrix
@@ -26,21 +27,6 @@ from twin.observations.base import LinearObservationOperator, interpolation_matr
 N = 24
 OBS_TIMES = (0.1, 0.2, 0.3, 0.4)
 ERR = 0.05
-
-
-def taylor_rates(fn, c, dc, hs=(0.1, 0.05, 0.025, 0.0125)):
-    g = c.duplicate()
-    j0 = fn.gradient(c, g)
-    slope = g.dot(dc)
-    res = []
-    for h in hs:
-        cp = c.copy()
-        cp.axpy(h, dc)
-        res.append(abs(fn.value(cp) - j0 - h * slope))
-        cp.destroy()
-    g.destroy()
-    res = np.array(res)
-    return np.log2(res[:-1] / res[1:]), res
 
 
 def make_problem(comm, seed=0, params=False):

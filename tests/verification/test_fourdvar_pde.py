@@ -10,22 +10,8 @@ from mpi4py import MPI
 from twin.assimilation.covariance import DiffusionCovariance
 from twin.assimilation.fourdvar import FourDVar, Observation
 from twin.assimilation.var_control import ParameterControl
+from twin.assimilation.verify import taylor_rates
 from twin.observations.base import LinearObservationOperator, interpolation_matrix
-
-
-def taylor_rates(fn, c, dc, hs):
-    g = c.duplicate()
-    j0 = fn.gradient(c, g)
-    slope = g.dot(dc)
-    res = []
-    for h in hs:
-        cp = c.copy()
-        cp.axpy(h, dc)
-        res.append(abs(fn.value(cp) - j0 - h * slope))
-        cp.destroy()
-    g.destroy()
-    res = np.array(res)
-    return np.log2(res[:-1] / res[1:]), res
 
 
 def synthetic_observations(model, H, times, std, rng, perturb):
