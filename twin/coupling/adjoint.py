@@ -1,4 +1,4 @@
-"""The discrete adjoint of a coupled model's explicit windows, and the coupling tape it needs.
+"""The discrete adjoint of a coupled model's explicit and (converged) implicit windows, and the coupling tape it needs.
 
 Forward window (explicit schemes, :mod:`twin.coupling.schemes`)
 ---------------------------------------------------------------
@@ -20,6 +20,33 @@ which also returns ``dJ/dg^k`` (parameter key ``"import:<field>"``), split by th
 ``dcur_r += theta_k dg`` and ``dstart_r += (1 - theta_k) dg``. Finally ``dJ/dv_r = dcur_r + dstart_r``. The
 transposes of the glue (maps: ``MatMultTranspose``; the interpolation weights) are written here by hand: they are
 the exact transposes of the few linear operations the scheme does, and the Taylor tests check them.
+
+Implicit windows
+----------------
+An implicit window (``implicit_serial`` / ``implicit_parallel``) repeats one *pass* of the stages above from the
+window-start states ``x0`` until the interface data converge. Let ``g`` be the data of the routes a pass reads before
+it writes them (routes into the first component for serial staggering, every route for parallel) and
+``(x1, G, N) = Phi(x0, s, g, p)`` one pass: end states, the new data of those routes and of the others, with ``s``
+the route data at the window start (time interpolation) and ``p`` the parameters. The window returns
+``(x1, v_g = g*, v_N)`` at the converged ``g* = G(x0, s, g*, p)``; the forward's acceleration (constant, Aitken,
+IQN-ILS) only decides how ``g*`` is reached, so it does not enter the derivative of the converged fixed point. By the
+implicit-function theorem, with ``omega = (lam, dv_g, dv_N)`` the cotangents of the window's outputs and ``mu`` the
+total cotangent of the ``g`` outputs,
+
+    mu = dv_g + (dPhi/dg)^T (lam, mu, dv_N),        dJ/d(x0, s, p) = (dPhi/d(x0, s, p))^T (lam, mu, dv_N),
+
+i.e. the adjoint fixed point ``mu = (dG/dg)^T mu + dJ/dg``. Each product with ``(dPhi/dg)^T`` is one backward pass
+of the explicit machinery above run at ``g*`` (component adjoints, export adjoints, transposed maps and
+interpolation), so the adjoint iteration has the spectrum of the forward's (``(dG/dg)^T`` has the eigenvalues of
+``dG/dg``) and converges at the rate of the forward iteration. It is solved by a fresh instance of the scheme's
+acceleration (its own history: the forward's belongs to the forward iteration) to the scheme's smallest relative
+convergence limit (1e-10 without one), within ``max_iterations``; otherwise :class:`CouplingError` names the window.
+The last backward pass (at the converged ``mu``) gives the state, parameter and start-data cotangents, so a window
+costs as many backward passes as adjoint iterations. The pass is re-run at the converged data ``g*`` that
+:meth:`~twin.coupling.coupled.CoupledModel.record` keeps per window (:attr:`TapeEntry.windows`: the route data at
+each window end, interface fields only); a window that did not converge in the forward (``allow_nonconvergence``)
+has no fixed point to differentiate and the adjoint refuses it with :class:`CouplingError`. The converged data
+satisfy the fixed point to the forward's tolerance, so the gradient is that of the converged map to that accuracy.
 
 Hidden coupling state
 ---------------------
@@ -47,12 +74,17 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+from mpi4py import MPI
 from petsc4py import PETSc
 
-from twin.core.errors import ModelError
+from twin.core.errors import CouplingError, ModelError
+from twin.core.log import get_logger
+from twin.coupling.acceleration import make_acceleration
 from twin.coupling.schemes import Component, CouplingScheme, Route
 from twin.models.base import Model
 from twin.observations.base import ObservationOperator
+
+log = get_logger("twin.coupling.adjoint")
 
 #: parameter-key prefix for the sensitivity of a component's adjoint or export to an imported field
 IMPORT_PREFIX = "import:"
@@ -66,11 +98,24 @@ class TapeEntry:
     time: float
     state: PETSc.Vec
     routes: dict[str, PETSc.Vec]
+    #: implicit schemes: every route's converged data at the end of each window of the call
+    windows: list[dict[str, PETSc.Vec]] = field(default_factory=list)
+    #: implicit schemes: whether each window's fixed point converged
+    converged: list[bool] = field(default_factory=list)
+
+    def add_window(self, routes: Sequence[Route], converged: bool) -> None:
+        """Keep copies of the routes' data at the end of a window (interface fields: small)."""
+        self.windows.append({r.name: r.value.copy() for r in routes})
+        self.converged.append(bool(converged))
 
     def destroy(self) -> None:
         self.state.destroy()
         for v in self.routes.values():
             v.destroy()
+        for d in self.windows:
+            for v in d.values():
+                v.destroy()
+        self.windows = []
 
 
 class CouplingTape:
@@ -110,8 +155,8 @@ class CouplingTape:
     def _key(self, t: float) -> float | None:
         return next((k for k in self._entries if abs(k - t) <= self.tolerance), None)
 
-    def record(self, t: float, state: PETSc.Vec, routes: Sequence[Route]) -> None:
-        """Keep copies of ``state`` and the routes' ``value`` at time ``t``. Collective."""
+    def record(self, t: float, state: PETSc.Vec, routes: Sequence[Route]) -> TapeEntry:
+        """Keep copies of ``state`` and the routes' ``value`` at time ``t``; returns the new entry. Collective."""
         key = self._key(t)
         if key is None:
             key = float(t)
@@ -124,9 +169,11 @@ class CouplingTape:
         if same is not None:
             entries.remove(same)
             same.destroy()
-        entries.append(TapeEntry(float(t), state.copy(), {r.name: r.value.copy() for r in routes}))
+        entry = TapeEntry(float(t), state.copy(), {r.name: r.value.copy() for r in routes})
+        entries.append(entry)
         while len(entries) > self.per_time:
             entries.pop(0).destroy()
+        return entry
 
     def latest(self, t: float) -> TapeEntry | None:
         """The most recent entry at time ``t``, or ``None``."""
@@ -235,10 +282,6 @@ class CoupledAdjoint:
     def __init__(self, model, parameters: Sequence[str]):
         self.model = model
         self.scheme: CouplingScheme = model.scheme
-        if self.scheme.spec.implicit:
-            raise ModelError(model.name, f"no adjoint for the implicit coupling scheme '{self.scheme.spec.kind}' "
-                                         f"(the adjoint of the converged fixed point is not implemented); use "
-                                         f"explicit_serial or explicit_parallel for 4D-Var through the coupling")
         self.requested: dict[str, list[str]] = {c: [] for c in model.models}
         for name in parameters:
             comp, pname = self._split(name)
@@ -251,6 +294,13 @@ class CoupledAdjoint:
                                              f"{[r.spec.from_ for r in routes]} but has no export_adjoint, so its "
                                              f"exports cannot be differentiated")
         self.linear = self.scheme.config.time_interpolation == "linear"
+        # the unknowns g of an implicit window: routes read in a pass before their sender has written them
+        stage_of = {c.name: i for i, stage in enumerate(stages(self.scheme)) for c in stage}
+        self.unknowns = [r for r in self.scheme.routes if stage_of[r.source.name] >= stage_of[r.target.name]]
+        # a fresh instance of the scheme's acceleration solves the adjoint fixed points (never the forward's: its
+        # history belongs to the forward iteration)
+        self.acceleration = make_acceleration(self.scheme.spec.acceleration, model.comm) \
+            if self.scheme.spec.implicit else None
         #: component states after their sub-steps in the window being reversed (for the export adjoints)
         self._final: dict[str, PETSc.Vec] = {}
 
@@ -280,9 +330,11 @@ class CoupledAdjoint:
             out.append((r, theta))
         return out
 
-    def _window_forward(self, x: dict[str, PETSc.Vec], data: dict[str, PETSc.Vec], t0: float,
-                        t1: float) -> _WindowRecord:
-        rec = _WindowRecord(t0, t1, {n: v.copy() for n, v in data.items()})
+    def _window_forward(self, x: dict[str, PETSc.Vec], start: dict[str, PETSc.Vec], data: dict[str, PETSc.Vec],
+                        t0: float, t1: float) -> _WindowRecord:
+        """One pass over the window from the route data ``start`` (window start) and ``data`` (``cur``, updated in
+        place as the stages send), keeping what :meth:`_window_backward` needs."""
+        rec = _WindowRecord(t0, t1, {n: v.copy() for n, v in start.items()})
         for stage in stages(self.scheme):
             rec.stage_data.append({n: v.copy() for n, v in data.items()})
             for comp in stage:
@@ -309,7 +361,10 @@ class CoupledAdjoint:
 
     # -- backward ----------------------------------------------------------------------------------------------------
     def _window_backward(self, rec: _WindowRecord, lam: dict[str, PETSc.Vec], dcur: dict[str, PETSc.Vec],
-                         grads: dict[str, dict[str, Any]]) -> None:
+                         grads: dict[str, dict[str, Any]], merge: bool = True) -> dict[str, PETSc.Vec] | None:
+        """Reverse one pass. With ``merge`` the cotangent of the start data is added to ``dcur`` (explicit windows:
+        start and cur are the same data); otherwise ``dcur`` ends as ``dJ/dcur`` at the pass start and the
+        cotangent of the start data is returned (new vectors, owned by the caller)."""
         dstart = {n: v.duplicate() for n, v in dcur.items()}
         for v in dstart.values():
             v.set(0.0)
@@ -340,9 +395,69 @@ class CoupledAdjoint:
                     _accumulate(grads[comp.name], res, self.requested[comp.name], comp.name)
             for v in drecv.values():
                 v.destroy()
+        if not merge:
+            return dstart
         for n, v in dstart.items():
             dcur[n].axpy(1.0, v)
             v.destroy()
+        return None
+
+    def _implicit_backward(self, rec: _WindowRecord, lam: dict[str, PETSc.Vec], dv: dict[str, PETSc.Vec],
+                           grads: dict[str, dict[str, Any]], index: int) -> int:
+        """Adjoint of a converged implicit window (module docstring, "Implicit windows"); ``lam`` and ``dv`` go
+        from the window end to its start in place. Returns the number of adjoint iterations."""
+        spec, comm = self.scheme.spec, self.model.comm
+        names = [r.name for r in self.unknowns]
+        rtol = max(min([m.limit for m in spec.convergence if m.kind == "relative"], default=1e-10), 1e-13)
+        acc = self.acceleration
+        b = _pack(dv, names)
+        mu = b.copy()
+        history: list[float] = []
+
+        def dot(u: np.ndarray, w: np.ndarray) -> float:
+            return float(comm.allreduce(float(np.dot(u, w))))
+
+        acc.start_window()
+        for k in range(1, spec.max_iterations + 1):
+            lam_k = {c: v.copy() for c, v in lam.items()}
+            dcur = {n: v.copy() for n, v in dv.items()}
+            _unpack(mu, names, dcur)
+            grads_k: dict[str, dict[str, Any]] = {c: {} for c in grads}
+            dstart = self._window_backward(rec, lam_k, dcur, grads_k, merge=False)
+            # dcur now holds (dPhi/dg)^T (lam, mu, dv_N): the image of mu is dv_g + that
+            res = b + _pack(dcur, names) - mu
+            rn, size = np.sqrt(dot(res, res)), np.sqrt(dot(mu + res, mu + res))
+            history.append(rn / size if size > 0 else rn)
+            done = rn <= rtol * size or rn == 0.0
+            if done:
+                for c, v in lam_k.items():
+                    v.copy(lam[c])
+                for n, v in dv.items():
+                    dstart[n].copy(v)
+                    if n not in names:
+                        v.axpy(1.0, dcur[n])
+                for c, got in grads_k.items():
+                    _accumulate(grads[c], got, list(got), c)
+            else:
+                for got in grads_k.values():
+                    for v in got.values():
+                        if isinstance(v, PETSc.Vec):
+                            v.destroy()
+            for v in (*lam_k.values(), *dcur.values(), *dstart.values()):
+                v.destroy()
+            if done:
+                acc.end_window()
+                return k
+            mu = acc.step(mu, mu + res)
+            if not bool(comm.allreduce(bool(np.all(np.isfinite(mu))), op=MPI.LAND)):
+                raise CouplingError(f"adjoint of coupling window {index} [{rec.t0:g}, {rec.t1:g}] of "
+                                    f"'{self.model.name}': the {spec.acceleration.kind} update is not finite at "
+                                    f"iteration {k}")
+        raise CouplingError(
+            f"adjoint of coupling window {index} [{rec.t0:g}, {rec.t1:g}] of '{self.model.name}' ({spec.kind}): the "
+            f"adjoint fixed point mu = (dG/dg)^T mu + dJ/dg did not converge in {spec.max_iterations} iterations to "
+            f"relative tolerance {rtol:g} (fields {names}); relative residual history "
+            f"{[float(f'{v:.3e}') for v in history[-8:]]}; raise scheme.max_iterations")
 
     def _export_backward(self, comp: Component, cur, drecv, lam, dcur, grads) -> None:
         """Reverse of ``cur_r <- s_r M_r e_c[f_r]`` for the routes ``comp`` sends, at the export-time imports."""
@@ -369,6 +484,19 @@ class CoupledAdjoint:
         for v in cot.values():
             v.destroy()
 
+    def _check_implicit_record(self, entry: TapeEntry, windows: list[tuple[float, float]]) -> None:
+        """Before any solve: the forward kept the converged data of every window, and every window converged."""
+        name = self.model.name
+        if len(entry.windows) != len(windows):
+            raise ModelError(name, f"adjoint from t={entry.time:g}: the recorded run kept the converged interface "
+                                   f"data of {len(entry.windows)} window(s), {len(windows)} needed; run the forward "
+                                   f"over the same interval with record()")
+        bad = [f"[{a:g}, {b:g}]" for (a, b), ok in zip(windows, entry.converged) if not ok]
+        if bad:
+            raise CouplingError(f"adjoint of '{name}': coupling window(s) {bad} did not converge in the forward run "
+                                f"(allow_nonconvergence), so the adjoint of the converged fixed point does not apply; "
+                                f"raise scheme.max_iterations or improve the acceleration until every window converges")
+
     # -- one advance call -----------------------------------------------------------------------------------------------
     def run(self, entry: TapeEntry, t0: float, t1: float, lam: PETSc.Vec, pending) -> tuple[dict[str, Any], dict]:
         """Recompute the call's forward run from ``entry``, then take ``lam`` (coupled layout) from dJ/dx(t1) to
@@ -381,9 +509,21 @@ class CoupledAdjoint:
         lam_c = model.split(lam)
         grads: dict[str, dict[str, Any]] = {c: {} for c in model.models}
         dcur: dict[str, PETSc.Vec] = {}
+        windows = model.windows(t0, t1)
+        implicit = self.scheme.spec.implicit
+        if implicit:
+            self._check_implicit_record(entry, windows)
+        unknowns = {r.name for r in self.unknowns}
         try:
-            for a, b in model.windows(t0, t1):
-                records.append(self._window_forward(x, data, a, b))
+            for i, (a, b) in enumerate(windows):
+                if implicit:
+                    # one pass with the converged data g* of the window (the forward's last pass)
+                    start = entry.routes if i == 0 else entry.windows[i - 1]
+                    for n, v in data.items():
+                        (entry.windows[i] if n in unknowns else start)[n].copy(v)
+                    records.append(self._window_forward(x, start, data, a, b))
+                else:
+                    records.append(self._window_forward(x, data, data, a, b))
             end = model.create_state()
             for c, v in x.items():
                 view = model.component_view(end, c)
@@ -396,9 +536,14 @@ class CoupledAdjoint:
                 dcur[r.name] = pending["routes"][r.name].copy() if use else r.value.duplicate()
                 if not use:
                     dcur[r.name].set(0.0)
-            for rec in reversed(records):
+            for i in reversed(range(len(records))):
+                rec = records[i]
                 self._final = rec.final
-                self._window_backward(rec, lam_c, dcur, grads)
+                if implicit:
+                    its = self._implicit_backward(rec, lam_c, dcur, grads, i)
+                    log.debug("%s adjoint window %d [%g, %g]: %d iteration(s)", model.name, i, rec.t0, rec.t1, its)
+                else:
+                    self._window_backward(rec, lam_c, dcur, grads)
             for c, v in lam_c.items():
                 view = model.component_view(lam, c)
                 v.copy(view)
@@ -414,6 +559,21 @@ class CoupledAdjoint:
             for p in names:
                 out[f"{c}.{p}"] = grads[c].get(p, 0.0)
         return out, dcur
+
+
+def _pack(vecs: dict[str, PETSc.Vec], names: Sequence[str]) -> np.ndarray:
+    """The owned parts of ``vecs[n]`` for ``n`` in ``names``, concatenated (a copy)."""
+    parts = [vecs[n].getArray(readonly=True) for n in names]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _unpack(array: np.ndarray, names: Sequence[str], vecs: dict[str, PETSc.Vec]) -> None:
+    """Inverse of :func:`_pack` into existing vectors."""
+    pos = 0
+    for n in names:
+        a = vecs[n].getArray()
+        a[...] = array[pos:pos + a.size]
+        pos += a.size
 
 
 def _take(result: dict[str, Any], key: str, component: str) -> PETSc.Vec:

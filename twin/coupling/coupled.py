@@ -20,10 +20,11 @@ Parameters, exports and QoIs of component ``c`` appear as ``c.<name>``.
 Adjoint
 -------
 :meth:`CoupledModel.adjoint` is the discrete adjoint of explicit windows (serial or parallel staggering, sub-steps,
-linear or constant time interpolation) built from the components' adjoints and export derivatives
-(:mod:`twin.coupling.adjoint`, which also states the optional methods a component needs); implicit schemes refuse
-with a :class:`~twin.core.errors.ModelError`. A :meth:`CoupledModel.record` call (what 4D-Var uses for the forward
-pass of a gradient) keeps the state and the route data at its start on a bounded tape; plain :meth:`advance` calls
+linear or constant time interpolation) and of converged implicit windows (implicit-function theorem: an adjoint fixed
+point per window) built from the components' adjoints and export derivatives (:mod:`twin.coupling.adjoint`, which
+also states the optional methods a component needs). A :meth:`CoupledModel.record` call (what 4D-Var uses for the
+forward pass of a gradient) keeps the state and the route data at its start on a bounded tape, and for implicit
+schemes the converged route data at each window end (interface fields); plain :meth:`advance` calls
 (forecasts, ensemble members) keep nothing, so long runs of large models do not fill memory with copies. An
 ``advance`` that starts *earlier* than the time the route data belong to (a re-run, as 4D-Var evaluations do) first
 restores the route data recorded at that time, so re-runs from a time see the same coupling data there.
@@ -192,11 +193,13 @@ class CoupledModel(Model):
                 self.scheme.initialize()
             self._rewind(t0)
             self.tape.remember_routes(t0, self.scheme.routes)
-            if self._taping:
-                self.tape.record(t0, state, self.scheme.routes)
+            entry = self.tape.record(t0, state, self.scheme.routes) if self._taping else None
             for a, b in windows:
                 diag = self.scheme.run_window(a, b)
                 self.diagnostics.append(diag)
+                if entry is not None and self.scheme.spec.implicit:
+                    # the converged interface data of the window: what the adjoint's implicit-function term needs
+                    entry.add_window(self.scheme.routes, diag.converged)
                 log.debug("%s window %d [%g, %g]: %d iteration(s)", self.name, diag.window, a, b, diag.iterations)
             self.data_time = float(t1)
         finally:
@@ -226,7 +229,9 @@ class CoupledModel(Model):
             self._taping = False
 
     def adjoint(self, state0, t0, t1, lam, parameters: Sequence[str] = ()):
-        """Discrete adjoint of :meth:`advance` over ``[t0, t1]`` (explicit schemes; :mod:`twin.coupling.adjoint`).
+        """Discrete adjoint of :meth:`advance` over ``[t0, t1]`` (:mod:`twin.coupling.adjoint`; implicit windows by
+        the adjoint of their converged fixed point, raising :class:`~twin.core.errors.CouplingError` if that adjoint
+        fixed point does not converge or a forward window did not).
 
         ``state0`` must be a state this model was advanced from at ``t0`` by :meth:`record` (the route data recorded
         then are part of the trajectory). Parameters are named ``<component>.<name>``. The cotangent of the route data at ``t0`` is
@@ -235,7 +240,7 @@ class CoupledModel(Model):
         adj = CoupledAdjoint(self, parameters)
         entry = self.tape.find(t0, state0)
         if entry is None:
-            raise ModelError(self.name, f"adjoint over [{t0:g}, {t1:g}]: this state was not advanced from t={t0:g} "
+            raise ModelError(self.name, f"no adjoint over [{t0:g}, {t1:g}]: this state was not advanced from t={t0:g} "
                                         f"by record() (or the record was dropped); the coupling data at t0 are part of the "
                                         f"trajectory, so advance from state0 at t0 first")
         grads, droutes = adj.run(entry, t0, t1, lam, self._pending)
