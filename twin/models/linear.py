@@ -27,7 +27,7 @@ from petsc4py import PETSc
 
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
-from twin.core.petsc import reason_name, set_options
+from twin.core.petsc import reason_name, set_options, trajectory_in_memory
 from twin.models.base import Model, Parameter, QoI, Tape, TSPool
 from twin.models.registry import register_model
 
@@ -203,7 +203,8 @@ class LinearAdvectionDiffusion(Model):
         if trajectory:
             ts.setRHSJacobianP(self._rhs_jacobian_p, self._Jp)
             ts.setSaveTrajectory()
-        ts.setFromOptions()
+        with trajectory_in_memory():
+            ts.setFromOptions()
         return ts
 
     # -- contract ---------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from petsc4py import PETSc
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
-from twin.core.petsc import reason_name, set_options
+from twin.core.petsc import reason_name, set_options, trajectory_in_memory
 from twin.models.base import Model, Parameter, QoI, Tape, TSPool
 from twin.models.registry import register_model
 from twin.models.shallow_water import qoi as qoi_mod
@@ -217,7 +217,7 @@ class ShallowWater(Model):
             ts.setRHSJacobian(self._shell.rhs_jacobian, self._shell.J, self._shell.J)
             ts.setRHSJacobianP(self._shell.rhs_jacobian_p, self._shell.Jp)
             ts.setSaveTrajectory()
-            with fixed_step_options(self.options_prefix):
+            with fixed_step_options(self.options_prefix), trajectory_in_memory():
                 ts.setFromOptions()
         else:
             ts.setFromOptions()
