@@ -292,6 +292,18 @@ class Model(ABC):
             raise
         return tape
 
+    def adjoint_by_recording(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
+                             parameters: Sequence[str] = ()) -> dict[str, Any]:
+        """:meth:`adjoint` for a model with a recording of its own: records a run from a copy of ``state0`` with
+        this class's :meth:`record` and runs its :meth:`adjoint_recorded` (the class's methods, whatever an instance
+        does to them, so that the two paths cannot drift apart). Call it after validating the arguments."""
+        x = state0.copy()
+        try:
+            tape = type(self).record(self, x, t0, t1, parameters)
+        finally:
+            x.destroy()
+        return type(self).adjoint_recorded(self, tape, lam, parameters)
+
     def adjoint_recorded(self, tape: Tape, lam: PETSc.Vec, parameters: Sequence[str] = ()) -> dict[str, Any]:
         """Discrete adjoint of the window recorded in ``tape`` (see :meth:`adjoint` for ``lam`` and the result).
 

@@ -110,7 +110,6 @@ class LinearAdvectionDiffusion(Model):
         self._Jp.setUp()
         self._rows = np.arange(xs, xe, dtype=PETSc.IntType)
         self._tmp = self.grid.create_global()
-        self._work = self.grid.create_global()
         self._f = self.grid.create_global()
         set_options(self.options_prefix, {"ts_type": "cn", "ksp_rtol": 1e-12, "ksp_atol": 1e-14, "ts_trajectory_type": "memory",
                                           **(solver or {})})
@@ -305,12 +304,7 @@ class LinearAdvectionDiffusion(Model):
         (:meth:`record`), then :meth:`adjoint_recorded` integrates back; 4D-Var records its own forward instead.
         """
         self._check_gradient_names(parameters)
-        state0.copy(self._work)
-        return self._adjoint_tape(self._record(self._work, t0, t1), lam, parameters)
-
-    # the recording path under names of its own, so that adjoint() keeps it whatever an instance does to record()
-    _record = record
-    _adjoint_tape = adjoint_recorded
+        return self.adjoint_by_recording(state0, t0, t1, lam, parameters)
 
     def qoi(self, state: PETSc.Vec, t: float) -> dict[str, QoI]:
         return {"mass": QoI(self.grid.integrate(state), "m", "integral of u over the domain"),
@@ -322,7 +316,6 @@ class LinearAdvectionDiffusion(Model):
 
     def destroy(self) -> None:
         self._adjoint_ts.destroy()
-        for obj in (self._ts, self._A, self._J, self._D1, self._D2, self._Jp, self._tmp, self._work,
-                    self._f):
+        for obj in (self._ts, self._A, self._J, self._D1, self._D2, self._Jp, self._tmp, self._f):
             obj.destroy()
         super().destroy()

@@ -341,16 +341,7 @@ class Lorenz96(Model):
                 parameters: Sequence[str] = ()) -> dict[str, Any]:
         """TSAdjoint of the RK4 window from ``state0`` (the forward is recomputed; :meth:`record` avoids that)."""
         self._check_gradient_names(parameters)
-        x = state0.copy()
-        try:
-            tape = self._record(x, t0, t1)
-        finally:
-            x.destroy()
-        return self._adjoint_tape(tape, lam, parameters)
-
-    # the recording path under names of its own, so that adjoint() keeps it whatever an instance does to record()
-    _record = record
-    _adjoint_tape = adjoint_recorded
+        return self.adjoint_by_recording(state0, t0, t1, lam, parameters)
 
     def tangent_linear(self, state0: PETSc.Vec, t0: float, t1: float, dx: PETSc.Vec, dF: float = 0.0) -> None:
         """Tangent-linear model of the RK4 window: ``dx`` goes from dx(t0) to dx(t1) in place, for a forcing change

@@ -393,16 +393,7 @@ class ShallowWater(Model):
         ``lam`` holds dJ/dx(t1) on entry and dJ/dx(t0) on exit; returns dJ/dp for the named scalar parameters.
         """
         self._check_gradient_names(parameters)
-        x = state0.copy()
-        try:
-            tape = self._record(x, t0, t1)
-        finally:
-            x.destroy()
-        return self._adjoint_tape(tape, lam, parameters)
-
-    # the recording path under names of its own, so that adjoint() keeps it whatever an instance does to record()
-    _record = record
-    _adjoint_tape = adjoint_recorded
+        return self.adjoint_by_recording(state0, t0, t1, lam, parameters)
 
     def tangent_linear(self, state0: PETSc.Vec, dx: PETSc.Vec, t0: float, t1: float) -> None:
         """Replace ``dx`` by ``M dx``, the tangent-linear model of :meth:`advance` over ``[t0, t1]`` along the

@@ -170,16 +170,7 @@ class TumourAdjoint:
         """
         self._check_window(t0, t1)
         self._gradient_names(parameters)
-        x = state0.copy()
-        try:
-            tape = self._record(x, t0, t1, parameters)
-        finally:
-            x.destroy()
-        return self._adjoint_tape(tape, lam, parameters)
-
-    # the recording path under names of its own, so that adjoint() keeps it whatever an instance does to record()
-    _record = record
-    _adjoint_tape = adjoint_recorded
+        return self.adjoint_by_recording(state0, t0, t1, lam, parameters)
 
     def _adjoint_segment(self, ts: PETSc.TS, steps: int, jp: ParameterJacobian | None, lam: PETSc.Vec,
                          ta: float) -> None:
