@@ -6,28 +6,44 @@ import textwrap
 
 import numpy as np
 
-CAMPAIGN = textwrap.dedent("""\
-    schema_version: 1
-    campaign: {name: l96camp, seed: 1}
-    models:
-      l96:
-        type: lorenz96
-        n: 40
-        dt: 0.05
-        forcing: {value: 8.0, prior: {dist: normal, mean: 8.0, std: 0.5}, estimable: true}
-        initial_condition: random
-        perturbation: 1.0
-    timeline: {start: 0.0, end: 1.0, units: s}
-    assimilation:
-      method: etkf
-      N: 4
-      seed: 3
-      inflation: {multiplicative: 1.02}
-      schedule: {every: 2, cycles: CYCLES}
-      observations: {component: 0, all_points: true, error_std: 1.0}
+NORMAL_F = "{value: 8.0, prior: {dist: normal, mean: 8.0, std: 0.5}, estimable: true}"
+
+
+def l96_campaign(name: str, *, seed: int = 1, n: int = 40, forcing: str = NORMAL_F, N: int = 4,
+                 da_seed: int | None = 3, inflation: float | None = 1.02, every: int = 2, cycles="3",
+                 extra: str = "") -> str:
+    """A small ETKF twin experiment on Lorenz-96 (every variable observed, unit errors), with ``extra`` sections
+    (YAML text, e.g. ensemble, resources, decision) appended: the campaign the integration tests vary."""
+    lines = [
+        "schema_version: 1",
+        f"campaign: {{name: {name}, seed: {seed}}}",
+        "models:",
+        "  l96:",
+        "    type: lorenz96",
+        f"    n: {n}",
+        "    dt: 0.05",
+        f"    forcing: {forcing}",
+        "    initial_condition: random",
+        "    perturbation: 1.0",
+        "timeline: {start: 0.0, end: 1.0, units: s}",
+        "assimilation:",
+        "  method: etkf",
+        f"  N: {N}",
+    ]
+    if da_seed is not None:
+        lines.append(f"  seed: {da_seed}")
+    if inflation is not None:
+        lines.append(f"  inflation: {{multiplicative: {inflation}}}")
+    lines += [f"  schedule: {{every: {every}, cycles: {cycles}}}",
+              "  observations: {component: 0, all_points: true, error_std: 1.0}"]
+    return "\n".join(lines) + "\n" + textwrap.dedent(extra)
+
+
+CAMPAIGN = l96_campaign("l96camp", cycles="CYCLES", extra="""\
     ensemble: {size: 4, ranks_per_member: 2}
     resources: {type: local, ranks: 1, workers: 2}
     """)
+
 
 MATRIX = {"assimilation.inflation.multiplicative": [1.0, 1.05]}
 EXPERIMENTS = ("multiplicative-1", "multiplicative-1.05")

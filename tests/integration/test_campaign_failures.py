@@ -15,36 +15,19 @@ narrow prior (sigma 0.05: the same draws, F within 7.5..8.6) that never fails.
 
 from __future__ import annotations
 
-import textwrap
 
 import numpy as np
 import pytest
 
+from campaign_case import l96_campaign
 from twin.campaign import layout
 from twin.config.experiments import ExperimentsConfig
 from twin.config.loader import load_campaign
 
 pytestmark = pytest.mark.timeout(300)
 
-CAMPAIGN = textwrap.dedent("""\
-    schema_version: 1
-    campaign: {name: l96fail, seed: 8675}
-    models:
-      l96:
-        type: lorenz96
-        n: 40
-        dt: 0.05
-        forcing: {value: 8.0, prior: {dist: lognormal, median: 8.0, sigma: 1.2}, estimable: true}
-        initial_condition: random
-        perturbation: 1.0
-    timeline: {start: 0.0, end: 1.0, units: s}
-    assimilation:
-      method: etkf
-      N: 5
-      seed: 3
-      schedule: {every: 8, cycles: 2}
-      observations: {component: 0, all_points: true, error_std: 1.0}
-    """)
+CAMPAIGN = l96_campaign("l96fail", seed=8675, forcing="{value: 8.0, prior: {dist: lognormal, median: 8.0, sigma: 1.2}, "
+                        "estimable: true}", N=5, inflation=None, every=8, cycles=2)
 
 WIDE, NARROW = "sigma-1.2", "sigma-0.05"
 MATRIX = {"models.l96.forcing.prior.sigma": [1.2, 0.05]}

@@ -10,36 +10,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 
 import numpy as np
 import pytest
 
+from campaign_case import l96_campaign
 from twin.campaign import layout
 from twin.config.experiments import ExperimentsConfig
 from twin.config.loader import load_campaign
 
 pytestmark = pytest.mark.timeout(300)
 
-CAMPAIGN = textwrap.dedent("""\
-    schema_version: 1
-    campaign: {name: l96guard, seed: 4}
-    models:
-      l96:
-        type: lorenz96
-        n: 12
-        dt: 0.05
-        forcing: {value: 8.0}
-        initial_condition: random
-        perturbation: 1.0
-    timeline: {start: 0.0, end: 1.0, units: s}
-    assimilation:
-      method: etkf
-      N: 8
-      seed: 5
-      inflation: {multiplicative: 1.1}
-      schedule: {every: 2, cycles: 9}
-      observations: {component: 0, all_points: true, error_std: 1.0}
+CAMPAIGN = l96_campaign("l96guard", seed=4, n=12, forcing="{value: 8.0}", N=8, da_seed=5, inflation=1.1, cycles=9,
+                        extra="""\
     decision:
       qois: [energy]
       horizon: 0.5

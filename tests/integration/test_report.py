@@ -5,37 +5,19 @@ is non-empty, and panels without data are skipped with a note."""
 from __future__ import annotations
 
 import argparse
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mpi4py import MPI
 
+from campaign_case import l96_campaign
 from twin.cli_report import add_report_parser, cmd_report
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
 
-CAMPAIGN = textwrap.dedent("""\
-    schema_version: 1
-    campaign: {name: l96report, seed: 1}
-    models:
-      l96:
-        type: lorenz96
-        n: 40
-        dt: 0.05
-        forcing: {value: 8.0, prior: {dist: normal, mean: 8.0, std: 0.5}, estimable: true}
-        initial_condition: random
-        perturbation: 1.0
-    timeline: {start: 0.0, end: 1.0, units: s}
-    assimilation:
-      method: etkf
-      N: 6
-      seed: 3
-      inflation: {multiplicative: 1.02}
-      schedule: {every: 2, cycles: 3}
-      observations: {component: 0, all_points: true, error_std: 1.0}
+CAMPAIGN = l96_campaign("l96report", N=6, extra="""\
     ensemble: {size: 6, ranks_per_member: 1}
     resources: {type: local, ranks: 1}
     """)

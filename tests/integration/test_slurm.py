@@ -13,12 +13,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from campaign_case import l96_campaign
 from twin.campaign import layout
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
@@ -144,23 +144,7 @@ def slurm(tmp_path_factory):
             _stop(pidfile)
 
 
-CAMPAIGN = textwrap.dedent("""\
-    schema_version: 1
-    campaign: {name: slurmcamp, seed: 2}
-    models:
-      l96:
-        type: lorenz96
-        n: 20
-        dt: 0.05
-        forcing: {value: 8.0, prior: {dist: normal, mean: 8.0, std: 0.5}, estimable: true}
-        initial_condition: random
-        perturbation: 1.0
-    timeline: {start: 0.0, end: 1.0, units: s}
-    assimilation:
-      method: etkf
-      N: 3
-      schedule: {every: 2, cycles: 2}
-      observations: {component: 0, all_points: true, error_std: 1.0}
+CAMPAIGN = l96_campaign("slurmcamp", seed=2, n=20, N=3, da_seed=None, inflation=None, cycles=2, extra="""\
     ensemble: {size: 3, ranks_per_member: 2}
     resources:
       type: slurm
