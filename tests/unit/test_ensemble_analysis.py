@@ -8,7 +8,8 @@ from twin.assimilation import diagnostics as diag
 from twin.assimilation.ensemble import ETKF, EnKF, enkf_analysis, enkf_transform, etkf_transform, random_rotation
 from twin.assimilation.esmda import ESMDA, check_alphas
 from twin.assimilation.inflation import Inflation, inflate, rtpp, rtps
-from twin.assimilation.letkf import Geometry, distances, gaspari_cohn, letkf_analysis
+from twin.assimilation.letkf import (LETKF, ComponentContext, CoupledContext, Geometry, LocalContext, distances,
+                                    gaspari_cohn, letkf_analysis)
 from twin.assimilation.transforms import ControlParameter, ControlVector, forward, inverse
 from twin.core.errors import AssimilationError
 
@@ -120,6 +121,44 @@ def test_letkf_equals_pointwise_etkf_with_tapered_errors():
     # far from every observation the background is kept
     far = letkf_analysis(E, H @ E, y, r, np.arange(12), geo, loc[:1], 0.2)
     assert np.allclose(far[1:], E[1:]) and not np.allclose(far[0], E[0])
+
+
+def test_coupled_letkf_analyses_each_component_with_its_own_observations():
+    """Weakly coupled LETKF: component A (a ring in km) sees only its observations with its radius, component B
+    (a line in m) is not observed and keeps its forecast, the scalar row gets the global transform from all
+    observations; dropping observations (guardrails) renumbers them consistently."""
+    E, H, y, r, geo, loc = _ring()                   # 12 points of component A, observations of A
+    rng = np.random.default_rng(7)
+    N = E.shape[1]
+    EB = rng.standard_normal((5, N))                 # component B: 5 points on a line, unobserved
+    geoB = Geometry(np.linspace(0.0, 4.0, 5)[:, None])
+    scalar = rng.standard_normal((1, N))
+    # rows: B first, then A, then the scalar; observations of A at rows 0..m-1
+    Ebig = np.vstack([EB, E, scalar])
+    Y = H @ E
+    m = y.size
+    a_rows, b_rows = np.arange(5, 17), np.arange(5)
+    ctx = CoupledContext([
+        ComponentContext("b", b_rows, LocalContext(np.arange(5), geoB, np.zeros((0, 1))), np.zeros(0, dtype=int), 0.3),
+        ComponentContext("a", a_rows, LocalContext(np.arange(12), geo, loc), np.arange(m), 2.5)])
+    Ea = LETKF(N, radius=99.0).analysis(Ebig, Y, y, r, np.random.default_rng(0), ctx)
+    assert np.array_equal(Ea[b_rows], EB)
+    assert np.allclose(Ea[a_rows], letkf_analysis(E, Y, y, r, np.arange(12), geo, loc, 2.5), atol=1e-12)
+    assert np.allclose(Ea[-1], scalar[0] @ etkf_transform(Y, y, r), atol=1e-12)
+    # the component's own radius wins over the filter's; without one, the filter's applies
+    ctx_default = CoupledContext([ComponentContext("a", np.arange(12), LocalContext(np.arange(12), geo, loc),
+                                                   np.arange(m))])
+    assert np.allclose(LETKF(N, radius=2.5).analysis(E, Y, y, r, None, ctx_default), Ea[a_rows], atol=1e-12)
+    # guardrails keep observations 1 and 3 only: same as a context built with just those
+    keep = np.zeros(m, dtype=bool)
+    keep[[1, 3]] = True
+    sub = ctx.observed(keep)
+    direct = CoupledContext([ctx.components[0],
+                             ComponentContext("a", a_rows, LocalContext(np.arange(12), geo, loc[keep]), np.arange(2),
+                                              2.5)])
+    got = sub.analyse(Ebig, Y[keep], y[keep], r[keep], 99.0)
+    assert np.allclose(got, direct.analyse(Ebig, Y[keep], y[keep], r[keep], 99.0), atol=1e-14)
+    assert not np.allclose(got[a_rows], Ea[a_rows])
 
 
 def test_inflation_and_relaxation():

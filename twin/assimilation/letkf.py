@@ -14,14 +14,22 @@ Parallelism: a rank computes the local analyses of the entries it owns only; obs
 every rank. The local problems are solved in batches of points: nearby observations from k-d trees, the local
 matrices as one sparse-times-dense product, batched ``numpy.linalg.eigh`` (no per-point Python loop), which is what
 makes LETKF on PDE grids affordable in Python. Entries that are not attached to a grid point
-(e.g. estimable scalar parameters in a joint control vector) are updated with the global (unlocalised) transform.
+(e.g. estimable scalar parameters in a joint control vector) are updated with the global (unlocalised) transform;
+a field parameter's entries are attached to the grid points they belong to and localised like the state.
 
 Distances are Euclidean in the grid's coordinates, with the minimum image on periodic axes.
+
+Coupled models (:class:`CoupledContext`): the components live on different grids, often in different length units
+(an atmosphere in km, a mast in m), so there is no one distance between a mast gauge and an atmosphere cell. Each
+component is analysed with its own observations, grid and radius; observations of one component do not update
+another (weakly coupled assimilation: information crosses components through the coupled forecast, not through
+ensemble cross-covariances, which small ensembles estimate badly). Entries of no component (scalar parameters) get
+the global transform from all observations.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -241,11 +249,17 @@ class LETKF:
     def analysis(self, E: np.ndarray, Y: np.ndarray, y: np.ndarray, r: np.ndarray, rng: np.random.Generator,
                  local=None) -> np.ndarray:
         """Local analyses of the owned block; ``local`` is a :class:`LocalContext` (entry points, geometry,
-        observation locations)."""
-        if local is None or local.obs_locations is None:
+        observation locations) or, for a coupled model, a :class:`CoupledContext`."""
+        if local is None:
             raise AssimilationError(f"{self.name}: localisation needs observation locations and the state geometry")
         rot = random_rotation(self.N, rng) if self.rotate else None
-        return letkf_analysis(E, Y, y, r, local.point_index, local.geometry, local.obs_locations, self.radius, rot)
+        return local.analyse(E, Y, y, r, self.radius, rot, self.name)
+
+
+def _kept(rows) -> np.ndarray:
+    """Observation rows as indices (``rows``: indices or a boolean mask)."""
+    rows = np.asarray(rows)
+    return np.flatnonzero(rows) if rows.dtype == bool else rows.astype(int)
 
 
 @dataclass
@@ -255,3 +269,75 @@ class LocalContext:
     point_index: np.ndarray
     geometry: Geometry
     obs_locations: np.ndarray | None
+
+    def observed(self, rows) -> "LocalContext":
+        """This context for the observations ``rows`` only (indices or mask; e.g. the sensors guardrails keep)."""
+        if self.obs_locations is None:
+            return self
+        return replace(self, obs_locations=np.atleast_2d(self.obs_locations)[_kept(rows)])
+
+    def analyse(self, E: np.ndarray, Y: np.ndarray, y: np.ndarray, r: np.ndarray, radius: float,
+                rotation: np.ndarray | None = None, name: str = "letkf") -> np.ndarray:
+        """:func:`letkf_analysis` of ``E`` with this context."""
+        if self.obs_locations is None:
+            raise AssimilationError(f"{name}: localisation needs observation locations (a network without positions "
+                                    "cannot be localised)")
+        return letkf_analysis(E, Y, y, r, self.point_index, self.geometry, self.obs_locations, radius, rotation)
+
+
+@dataclass
+class ComponentContext:
+    """One component of a coupled model in a :class:`CoupledContext`.
+
+    Attributes
+    ----------
+    name : str
+    rows : ndarray of int
+        The component's rows of the analysed block (its state entries and field-parameter entries).
+    local : LocalContext
+        Grid points of those rows, the component's geometry and the positions of its observations.
+    obs : ndarray of int
+        The component's observation rows (in the order of ``local.obs_locations``).
+    radius : float or None
+        Gaspari-Cohn half-width in the component's length units (``None``: the filter's radius).
+    """
+
+    name: str
+    rows: np.ndarray
+    local: LocalContext
+    obs: np.ndarray
+    radius: float | None = None
+
+
+@dataclass
+class CoupledContext:
+    """Localisation for a coupled model: each component analysed on its own grid with its own observations
+    (module docstring); rows of no component get the global transform."""
+
+    components: list[ComponentContext]
+
+    def observed(self, rows) -> "CoupledContext":
+        """This context for the observations ``rows`` only (indices or mask), renumbered as ``Y[rows]`` is."""
+        rows = _kept(rows)
+        new_index = {int(o): k for k, o in enumerate(rows)}
+        comps = []
+        for c in self.components:
+            keep = np.array([o in new_index for o in c.obs], dtype=bool)
+            obs = np.array([new_index[int(o)] for o in c.obs[keep]], dtype=int)
+            comps.append(replace(c, obs=obs, local=c.local.observed(keep)))
+        return CoupledContext(comps)
+
+    def analyse(self, E: np.ndarray, Y: np.ndarray, y: np.ndarray, r: np.ndarray, radius: float,
+                rotation: np.ndarray | None = None, name: str = "letkf") -> np.ndarray:
+        Ea = E.copy()
+        covered = np.zeros(E.shape[0], dtype=bool)
+        for c in self.components:
+            covered[c.rows] = True
+            if c.obs.size == 0:
+                continue  # nothing observes this component: it keeps its forecast
+            Ea[c.rows] = c.local.analyse(E[c.rows], Y[c.obs], y[c.obs], r[c.obs],
+                                         radius if c.radius is None else c.radius, rotation, f"{name} ({c.name})")
+        rest = np.flatnonzero(~covered)
+        if rest.size:
+            Ea[rest] = E[rest] @ etkf_transform(Y, y, r, rotation)
+        return Ea

@@ -12,7 +12,8 @@ A campaign with a ``coupling`` section assimilates into the coupled model itself
 :class:`twin.campaign.state.CoupledState` (one natural-order state: the components' states one after the other),
 every observation network names the component it observes (``model:``), and its field parameters
 (``<component>.<name>``) are gathered and set through their own grids (:func:`twin.campaign.state.field_grid`).
-LETKF localises on one grid and is refused for coupled campaigns.
+LETKF localises every component on its own grid with the observations of that component (weakly coupled
+assimilation, :class:`twin.assimilation.letkf.CoupledContext`).
 
 Random streams
 --------------
@@ -170,16 +171,56 @@ def method(cfg, n_members: int):
     return method_from_config(acfg.model_copy(update={"N": int(n_members)}))
 
 
-def local_context(cfg, model, obs, n_control: int):
-    """LETKF's localisation context for the whole control vector (``None`` for global filters)."""
-    from twin.assimilation.letkf import Geometry, LocalContext
+def local_context(cfg, model, obs, control):
+    """LETKF's localisation context for the whole control vector ``control`` (``None`` for global filters).
 
-    if assimilation_section(cfg).method != "letkf":
+    State entries sit at their grid points, field-parameter entries at the points of their field, scalar parameters
+    nowhere (global transform). A coupled campaign gets one context per component
+    (:class:`twin.assimilation.letkf.CoupledContext`): its state block and field parameters on its own grid, the
+    observations of the networks that name it, radius ``localisation.component_radius[c]`` or
+    ``localisation.radius``."""
+    from twin.assimilation.letkf import ComponentContext, CoupledContext, Geometry, LocalContext
+    from twin.campaign.state import CoupledState
+
+    acfg = assimilation_section(cfg)
+    if acfg.method != "letkf":
         return None
-    if is_coupled(cfg):
-        raise ConfigError("assimilation.method: letkf localises on one grid; a coupled campaign uses etkf or enkf")
-    geometry = Geometry.from_grid(model.grid)
-    return LocalContext(geometry.entry_points(0, n_control), geometry, obs.locations)
+    spec = acfg.localisation
+    if not isinstance(model, CoupledState):
+        if spec.component_radius:
+            raise ConfigError("assimilation.localisation.component_radius: only for coupled campaigns (the model "
+                              "has one grid; use localisation.radius)")
+        geometry = Geometry.from_grid(model.grid)
+        point_index = geometry.entry_points(0, control.size)
+        for name, (lo, hi) in _field_rows(model, control):
+            point_index[lo:hi] = np.arange(hi - lo)
+        return LocalContext(point_index, geometry, obs.locations)
+    unknown = sorted(set(spec.component_radius) - set(model.blocks))
+    if unknown:
+        raise ConfigError(f"assimilation.localisation.component_radius: {unknown} are not components of the coupled "
+                          f"model; components are {list(model.blocks)}")
+    observed_by = getattr(obs, "network_models", {})
+    comps = []
+    for comp, block in model.blocks.items():
+        grid = model.models[comp].grid
+        rows = [np.arange(block.start, block.stop)]
+        points = [np.arange(block.stop - block.start) // grid.dof]
+        for name, (lo, hi) in _field_rows(model, control):
+            if name.partition(".")[0] == comp:
+                rows.append(np.arange(lo, hi))
+                points.append(np.arange(hi - lo))
+        obs_rows = [np.arange(sl.start, sl.stop) for net, sl in obs.network_slices.items()
+                    if observed_by.get(net) == comp]
+        obs_rows = np.concatenate(obs_rows).astype(int) if obs_rows else np.zeros(0, dtype=int)
+        locations = None if obs.locations is None else np.atleast_2d(obs.locations)[obs_rows]
+        local = LocalContext(np.concatenate(points), Geometry.from_grid(grid), locations)
+        comps.append(ComponentContext(comp, np.concatenate(rows), local, obs_rows, spec.component_radius.get(comp)))
+    return CoupledContext(comps)
+
+
+def _field_rows(model, control) -> list[tuple[str, tuple[int, int]]]:
+    """The control-vector rows of every field parameter: ``(name, (lo, hi))``."""
+    return [(p.name, control.offsets[p.name]) for p in control.parameters if model.parameters[p.name].is_field]
 
 
 def control_vector(model):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -489,7 +489,7 @@ def analysis_step(cfg, model, obs, control, E: np.ndarray, y: np.ndarray, err: n
            "n_obs": int(y.size), "members": int(N)}
     infl = meth.inflation
     Ef, Yf = infl.prior(E, Y, factor)
-    local = ctx.local_context(cfg, model, obs, control.size)
+    local = ctx.local_context(cfg, model, obs, control)
     if guard is None:
         Ea = meth.analysis(Ef, Yf, y, err, ctx.rng(cfg, ctx.ANALYSIS, cycle), local)
         Ea = infl.posterior(Ea, Ef)
@@ -497,8 +497,8 @@ def analysis_step(cfg, model, obs, control, E: np.ndarray, y: np.ndarray, err: n
     else:
         rows = guarded.check(guard, cycle, time, Yf, y, err, Ef[:n], truth)
         rec.update(guard.diagnostics())
-        if local is not None and local.obs_locations is not None:
-            local = replace(local, obs_locations=np.atleast_2d(local.obs_locations)[rows])
+        if local is not None:
+            local = local.observed(rows)
         r = np.broadcast_to(np.asarray(err, dtype=float), np.shape(y))
         Ea = meth.analysis(Ef, Yf[rows], y[rows], r[rows], ctx.rng(cfg, ctx.ANALYSIS, cycle), local)
         Ea = infl.posterior(Ea, Ef)

@@ -50,10 +50,21 @@ class InflationSpec(Strict):
 
 
 class LocalisationSpec(Strict):
-    """Gaspari-Cohn observation localisation with half-width ``radius`` (influence vanishes beyond 2 * radius)."""
+    """Gaspari-Cohn observation localisation with half-width ``radius`` (influence vanishes beyond 2 * radius), in
+    the model grid's length units. In a coupled campaign every component is localised on its own grid, in its own
+    length units: ``radius`` applies to each, ``component_radius`` sets it per component (``{mast: 1.5}``)."""
 
     radius: float
+    component_radius: dict[str, float] = Field(default_factory=dict)
     taper: Literal["gaspari_cohn"] = "gaspari_cohn"
+
+    @field_validator("component_radius")
+    @classmethod
+    def _positive_each(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, r in v.items():
+            if not r > 0:
+                raise ValueError(f"component_radius.{name}: the localisation radius must be positive, got {r}")
+        return v
 
     @field_validator("radius")
     @classmethod

@@ -306,10 +306,8 @@ class GuardedAnalysis:
                  forecast: np.ndarray | None = None) -> np.ndarray:
         self.guardrails.check(cycle, time, Y, y, r, forecast=forecast, truth=truth)
         act = self.guardrails.active
-        if local is not None and getattr(local, "obs_locations", None) is not None and not act.all():
-            from dataclasses import replace
-
-            local = replace(local, obs_locations=np.atleast_2d(local.obs_locations)[act])
+        if local is not None and not act.all():
+            local = local.observed(act)
         self.records.append(self.guardrails.diagnostics())
         return self.method.analysis(E, Y[act], y[act], r[act], rng, local)
 

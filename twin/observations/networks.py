@@ -176,7 +176,8 @@ def fault_offsets(networks: Sequence[Any], obs: LinearObservations, n_cycles: in
 def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, int]] | None = None) \
         -> LinearObservations:
     """The stacked observation operator of ``networks`` on ``model`` (collective: operators may build PETSc
-    matrices). The result has ``network_slices``: ``{name: slice of rows}``.
+    matrices). The result has ``network_slices``: ``{name: slice of rows}``, and ``network_models``: ``{name:
+    component observed}`` (``None`` on a single model).
 
     ``components``: for a coupled model whose whole state (``model.grid``, natural order) concatenates its
     components' states, ``{component name: (component model, offset of its block)}``; every network then names the
@@ -206,4 +207,5 @@ def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, in
                                  "+".join(names))
     bounds = np.cumsum([0] + [p.n_obs for p in parts])
     out.network_slices = {n: slice(int(a), int(b)) for n, a, b in zip(names, bounds[:-1], bounds[1:])}
+    out.network_models = {n: spec.model for n, spec in zip(names, networks)}
     return out

@@ -1,0 +1,105 @@
+"""LETKF on a coupled campaign (configs/structure.yaml, reduced, with ``method: letkf``): each component is analysed
+with its own observations on its own grid (weakly coupled assimilation). The unobserved atmosphere keeps its
+forecast exactly; the mast's state and its damage field change only within the localisation reach of the gauges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parents[2]
+RADIUS = 0.4                       # m: Gaspari-Cohn half-width, no influence beyond 0.8 m
+ATMOSPHERE = 16 * 16 * 3           # the atmosphere's block of the coupled state comes first
+NODES = (33, 5)                    # mast nodes (rows, columns): 0.25 m vertically, 0.0625 m across
+
+
+def test_coupled_letkf_updates_each_component_from_its_own_observations(tmp_path):
+    import xarray as xr
+
+    from twin.cli import main
+    from twin.report.structure import damage_fields
+
+    cfg = yaml.safe_load((ROOT / "configs" / "structure.yaml").read_text())
+    acfg = cfg["assimilation"]
+    acfg.update(method="letkf", N=6, localisation={"radius": RADIUS, "component_radius": {"mast": RADIUS}},
+                inflation={"multiplicative": 1.0, "rtps": 0.0})
+    acfg["schedule"]["cycles"] = 2
+    cfg["timeline"]["end"] = 4.0
+    cfg["decision"]["structure"]["random_placements"] = 10
+    cfg["resources"] = {"type": "local", "ranks": 1}
+    cfg["outputs"]["directory"] = str(tmp_path / "run")
+    path = tmp_path / "structure_letkf.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path)]) == 0
+    (exp,) = [p for p in (tmp_path / "run" / "experiments").iterdir() if p.is_dir()]
+
+    with xr.open_dataset(exp / "posterior.nc", decode_times=False) as post, \
+            xr.open_dataset(exp / "forecast.nc", decode_times=False) as fc:
+        analysis, forecast = post["state"].values[:, 1:], fc["state"].values   # (member, cycle, entry)
+    # the atmosphere is not observed: its analysis is its forecast, bit for bit
+    assert np.array_equal(analysis[..., :ATMOSPHERE], forecast[..., :ATMOSPHERE])
+    # mast nodes farther than 2 * radius from every gauge keep their forecast; nodes at a gauge do not
+    gauges = np.asarray(acfg["observations"][0]["points"], dtype=float)
+    yy, xx = np.meshgrid(np.arange(NODES[0]) * 0.25, np.arange(NODES[1]) * 0.0625, indexing="ij")
+    nodes = np.column_stack([xx.ravel(), yy.ravel()])
+    dist = np.min(np.hypot(*(nodes[:, None, :] - gauges[None, :, :]).transpose(2, 0, 1)), axis=1)
+    far, near = dist > 2 * RADIUS, dist < 0.1
+    assert far.sum() >= 45 and near.sum() >= 8          # far: 4 m and from 6 m up
+    mast = (analysis - forecast)[..., ATMOSPHERE:].reshape(*analysis.shape[:2], -1, 4)   # 4 unknowns per node
+    assert np.array_equal(mast[:, :, far], np.zeros_like(mast[:, :, far]))
+    assert np.all(np.abs(mast[:, :, near]).max(axis=(0, 1, 3)) > 0)
+    # the damage field (a field parameter of the mast) is localised the same way
+    fields = damage_fields(exp, "mast")
+    change = np.abs(fields["posterior_mean"] - fields["prior_mean"])
+    print(f"damage mean change: far {change[far].max():.1e}, near {change[near].min():.1e}")
+    assert change[far].max() < 1e-12
+    assert change[near].min() > 1e-4
+
+
+def test_single_model_letkf_localises_field_parameters(tmp_path):
+    """On one model (the oncology tumour, k(x) a field parameter, D a scalar) the entries of k sit at their grid
+    points: an analysis from images of one corner changes k near that corner only, and D globally."""
+    from mpi4py import MPI
+
+    from twin.campaign import context as ctx
+    from twin.config import load_campaign
+
+    data = yaml.safe_load((ROOT / "configs" / "oncology.yaml").read_text())
+    data.pop("experiments")
+    data["assimilation"] = {"method": "letkf", "N": 8, "localisation": {"radius": 3.0},
+                            "schedule": {"every": 10, "cycles": 1},
+                            "observations": [{"type": "imaging", "error_std": 0.05}]}
+    path = tmp_path / "tumour_letkf.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_campaign(path).config
+    model = ctx.build_model(cfg, MPI.COMM_SELF)
+    try:
+        obs = ctx.observations(cfg, model)
+        control = ctx.control_vector(model)
+        local = ctx.local_context(cfg, model, obs, control)
+        n = model.grid.size
+        (lo, hi), (dlo, dhi) = control.offsets["k"], control.offsets["D_white"]
+        assert np.array_equal(local.point_index[lo:hi], np.arange(n))
+        assert np.all(local.point_index[dlo:dhi] == -1)
+        assert np.array_equal(local.point_index[:control.n_state], np.arange(control.n_state) // model.grid.dof)
+        # one analysis from the images of the lower-left corner only
+        rng = np.random.default_rng(3)
+        E = rng.standard_normal((control.size, 8))
+        Y = np.asarray(obs.matrix @ E[:control.n_state])
+        y = Y.mean(axis=1) + 0.1
+        locs = np.atleast_2d(obs.locations)
+        corner = np.all(locs < 10.0, axis=1)
+        letkf = ctx.method(cfg, 8)
+        Ea = letkf.analysis(E, Y[corner], y[corner], np.full(corner.sum(), 0.05), rng, local.observed(corner))
+        points = np.column_stack([c.ravel() for c in model.grid.mesh()])
+        dist = np.min(np.hypot(*(points[:, None, :] - locs[corner][None]).transpose(2, 0, 1)), axis=1)
+        k_change = np.abs(Ea[lo:hi] - E[lo:hi]).max(axis=1)
+        assert np.all(k_change[dist > 6.0] == 0) and np.all(k_change[dist < 1.0] > 0)
+        assert np.abs(Ea[dlo:dhi] - E[dlo:dhi]).max() > 0
+    finally:
+        model.destroy()
