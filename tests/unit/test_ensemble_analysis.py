@@ -161,6 +161,15 @@ def test_coupled_letkf_analyses_each_component_with_its_own_observations():
     assert not np.allclose(got[a_rows], Ea[a_rows])
 
 
+def test_entry_points_of_state_fields_and_scalars():
+    """Control vector [state (3 points x 2 dof), scalar, field on the 3 points]: points 0 0 1 1 2 2, -1, 0 1 2."""
+    geo = Geometry(np.arange(3.0)[:, None], dof=2)
+    assert geo.entry_points(0, 10, fields=[(7, 10)]).tolist() == [0, 0, 1, 1, 2, 2, -1, 0, 1, 2]
+    assert geo.entry_points(5, 9, fields=[(7, 10)]).tolist() == [2, -1, 0, 1]   # an owned block of rows
+    with pytest.raises(AssimilationError, match="field parameter has 2 values, the grid 3 points"):
+        geo.entry_points(0, 9, fields=[(7, 9)])
+
+
 def test_inflation_and_relaxation():
     E, *_ = _problem(N=8)
     Ei = inflate(E, 1.5)

@@ -190,7 +190,9 @@ class EnsembleCycle:
     geometry : Geometry, optional
         Needed by LETKF.
     control : ControlVector, optional
-        Estimable parameters joining the control vector (default: state only).
+        Estimable parameters joining the control vector (default: state only). With LETKF, a parameter with one
+        value per grid point (natural order) is a field and localised at its points; the others get the global
+        transform.
     seed : int
     ranks_per_member : int
     """
@@ -224,7 +226,10 @@ class EnsembleCycle:
         self._H = self.obs.matrix[:, start:min(stop, self.n_state)] if start < self.n_state else None
         self._local = None
         if geometry is not None:
-            self._local = LocalContext(geometry.entry_points(start, stop), geometry, observations.locations)
+            # a parameter with one value per grid point is a field there, localised like the state
+            fields = [self.control.offsets[p.name] for p in self.control.parameters
+                      if p.size > 1 and p.size == geometry.points.shape[0]]
+            self._local = LocalContext(geometry.entry_points(start, stop, fields), geometry, observations.locations)
 
     def _reduce(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Sum several arrays over the job's ranks in one reduction (each cycle needs a few small sums)."""

@@ -100,10 +100,19 @@ class Geometry:
     def n_entries(self) -> int:
         return self.points.shape[0] * self.dof
 
-    def entry_points(self, start: int, stop: int) -> np.ndarray:
-        """Point index of the state entries ``start .. stop-1``; ``-1`` for entries beyond the grid (parameters)."""
+    def entry_points(self, start: int, stop: int, fields=()) -> np.ndarray:
+        """Point index of the control-vector entries ``start .. stop-1``: state entries at their grid point, the
+        entries of each field parameter (``fields``: its rows ``(lo, hi)`` in the whole control vector, one value per
+        grid point in natural order) at theirs, ``-1`` for the rest (scalar parameters)."""
         e = np.arange(start, stop)
-        return np.where(e < self.n_entries, e // self.dof, -1)
+        out = np.where(e < self.n_entries, e // self.dof, -1)
+        for lo, hi in fields:
+            if hi - lo != self.points.shape[0]:
+                raise AssimilationError(f"a field parameter has {hi - lo} values, the grid {self.points.shape[0]} "
+                                        "points")
+            inside = (e >= lo) & (e < hi)
+            out[inside] = e[inside] - lo
+        return out
 
 
 def _transforms(C: np.ndarray, b: np.ndarray, rotation: np.ndarray | None) -> np.ndarray:

@@ -191,10 +191,8 @@ def local_context(cfg, model, obs, control):
             raise ConfigError("assimilation.localisation.component_radius: only for coupled campaigns (the model "
                               "has one grid; use localisation.radius)")
         geometry = Geometry.from_grid(model.grid)
-        point_index = geometry.entry_points(0, control.size)
-        for name, (lo, hi) in _field_rows(model, control):
-            point_index[lo:hi] = np.arange(hi - lo)
-        return LocalContext(point_index, geometry, obs.locations)
+        fields = [rows for _, rows in _field_rows(model, control)]
+        return LocalContext(geometry.entry_points(0, control.size, fields), geometry, obs.locations)
     unknown = sorted(set(spec.component_radius) - set(model.blocks))
     if unknown:
         raise ConfigError(f"assimilation.localisation.component_radius: {unknown} are not components of the coupled "
