@@ -36,7 +36,11 @@ def _cfg(**change):
     ({"method": "esmda", "esmda_alphas": [2.0, 3.0]}, "sum\\(1/alpha\\) = 1"),
     ({"method": "3dvar"}, "method"),
     ({"N": 10, "ensemble": 3}, "Extra inputs are not permitted"),
-], ids=["N<2", "radius0", "error0", "error<0", "no-loc", "burn-in", "inflation0", "alphas", "method", "extra"])
+    ({"method": "etkf"}, "'localisation' applies to methods letkf and esmda; etkf is a global filter"),
+    ({"localisation": {"radius": 1.0, "component_radius": {"mast": -1.0}}}, "component_radius.mast: the localisation "
+                                                                           "radius must be positive"),
+], ids=["N<2", "radius0", "error0", "error<0", "no-loc", "burn-in", "inflation0", "alphas", "method", "extra",
+        "loc-global", "component-radius"])
 def test_config_refuses_bad_input(change, message):
     with pytest.raises(ValidationError, match=message):
         _cfg(**change)

@@ -246,3 +246,28 @@ def test_esmda_linear_gaussian_posterior():
     assert np.allclose(res.ensemble.mean(1), mean, atol=0.03)
     assert np.allclose(np.cov(res.ensemble), P, atol=0.02)
     assert res.misfit[-1] < res.misfit[0]
+
+
+def test_localised_esmda_update():
+    """Square-root ES-MDA updates (esmda_local_update): with an unbounded radius four updates with alpha = 4 give the
+    Kalman posterior of the prior ensemble's own mean and covariance, to round-off (linear-Gaussian, no sampling
+    error); with a small radius entries out of reach of every datum keep their prior and a scalar row (-1) is
+    updated globally."""
+    from twin.assimilation.esmda import esmda_local_update
+
+    E, H, y, r, geo, loc = _ring(n=12, N=20, seed=4)
+    x, X = E.mean(axis=1), E - E.mean(axis=1, keepdims=True)
+    P = X @ X.T / (E.shape[1] - 1)
+    K = P @ H.T @ np.linalg.inv(H @ P @ H.T + np.diag(r ** 2))
+    wide = LocalContext(np.arange(12), geo, loc)
+    M = E.copy()
+    for _ in range(4):
+        M = esmda_local_update(M, H @ M, y, r, 4.0, wide, 1e6)
+    assert np.allclose(M.mean(axis=1), x + K @ (y - H @ x), atol=1e-10)
+    assert np.allclose(np.cov(M), P - K @ H @ P, atol=1e-10)
+    # one datum at point 0, radius 1 (no influence beyond 2): points 3..9 keep their prior; the last row is a scalar
+    E2 = np.vstack([E, np.random.default_rng(5).standard_normal((1, 20))])
+    near = LocalContext(np.r_[np.arange(12), -1], geo, loc[:1])
+    M2 = esmda_local_update(E2, (H @ E)[:1], y[:1], r[:1], 4.0, near, 1.0)
+    assert np.array_equal(M2[3:10], E2[3:10])
+    assert not np.allclose(M2[0], E2[0]) and not np.allclose(M2[-1], E2[-1])

@@ -172,7 +172,8 @@ def method(cfg, n_members: int):
 
 
 def local_context(cfg, model, obs, control):
-    """LETKF's localisation context for the whole control vector ``control`` (``None`` for global filters).
+    """The localisation context of LETKF and localised ES-MDA for the whole control vector ``control`` (``None``
+    for global methods).
 
     State entries sit at their grid points, field-parameter entries at the points of their field, scalar parameters
     nowhere (global transform). A coupled campaign gets one context per component
@@ -183,9 +184,9 @@ def local_context(cfg, model, obs, control):
     from twin.campaign.state import CoupledState
 
     acfg = assimilation_section(cfg)
-    if acfg.method != "letkf":
+    spec = getattr(acfg, "localisation", None)
+    if acfg.method not in ("letkf", "esmda") or spec is None:
         return None
-    spec = acfg.localisation
     if not isinstance(model, CoupledState):
         if spec.component_radius:
             raise ConfigError("assimilation.localisation.component_radius: only for coupled campaigns (the model "

@@ -8,6 +8,10 @@ coefficients ``alpha_1 .. alpha_I`` (``esmda_alphas``, ``sum 1/alpha_i = 1``), i
     Y = g(M)            every member run over the window, H x(t_k) stacked for k = 1 .. K     (member forecasts)
     M <- M + C_MY (C_YY + alpha_i R)^-1 (y + sqrt(alpha_i) R^1/2 z_j - Y)                     (update)
 
+With ``assimilation.localisation`` the update is local instead (:func:`twin.assimilation.esmda.esmda_local_update`:
+each grid point's state and field-parameter entries from the data within the Gaspari-Cohn reach, deterministic
+square-root transform with ``alpha_i R``).
+
 then the posterior ensemble is run once more over the window. Files (:mod:`twin.campaign.layout`; the "cycle" of a
 file is the iteration):
 
@@ -204,7 +208,7 @@ def update(s: Setup, iteration: int) -> None:
     """ES-MDA iteration ``iteration``: the member trajectories and all the observations in; checkpoint
     ``iteration + 1`` out (the last call, ``iteration == len(alphas)``, records the posterior only). Collective."""
     from twin.assimilation import diagnostics as diag
-    from twin.assimilation.esmda import esmda_update
+    from twin.assimilation.esmda import esmda_local_update, esmda_update
 
     t_start = time.time()
     a = alphas(s.cfg)
@@ -240,8 +244,14 @@ def update(s: Setup, iteration: int) -> None:
         return
     control = ctx.control_vector(model)
     E = control.pack(traj[:, 0].T, {k: np.array([p[k] for p in params]).T for k in params[0]} if params[0] else {})
-    gen = ctx.rng(s.cfg, ctx.ANALYSIS, iteration)
-    Ea = esmda_update(E, Y, yv, r, float(a[iteration]), gen.standard_normal(Y.shape))
+    local = ctx.local_context(s.cfg, model, obs, control)
+    if local is None:
+        gen = ctx.rng(s.cfg, ctx.ANALYSIS, iteration)
+        Ea = esmda_update(E, Y, yv, r, float(a[iteration]), gen.standard_normal(Y.shape))
+    else:
+        # the data are the networks' rows stacked over the observation times: their locations repeat
+        stacked = local.observed(np.tile(np.arange(obs.n_obs), sch.n_cycles))
+        Ea = esmda_local_update(E, Y, yv, r, float(a[iteration]), stacked, s.cfg.assimilation.localisation.radius)
     if not np.all(np.isfinite(Ea)):
         raise AssimilationError(f"experiment {s.name}: ES-MDA iteration {iteration} produced non-finite values")
     states, new = control.unpack(Ea)

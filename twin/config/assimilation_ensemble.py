@@ -116,6 +116,9 @@ class EnsembleAssimilationConfig(Strict):
     def _method_needs(self):
         if self.method == "letkf" and self.localisation is None:
             raise ValueError("method 'letkf' needs 'localisation: {radius: ...}'")
+        if self.localisation is not None and self.method not in ("letkf", "esmda"):
+            raise ValueError(f"'localisation' applies to methods letkf and esmda; {self.method} is a global filter "
+                             "(use letkf to localise)")
         if self.esmda_alphas is not None:
             if self.method != "esmda":
                 raise ValueError("'esmda_alphas' only applies to method 'esmda'")
