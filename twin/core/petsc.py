@@ -76,8 +76,9 @@ def trajectory_in_memory() -> Iterator[None]:
 
     PETSc 3.18's trajectory object reads only the unprefixed option (not ``-<prefix>ts_trajectory_type``), hence a
     scoped global option. File trajectories cost 5x a forward run for small models (the shallow-water gradient was 9
-    forward runs with them, 2.8 in memory). Not used by the tumour model: with memory trajectories its Taylor rates
-    drop to 1 in PETSc 3.18 (cause not found; the default file trajectory is exact).
+    forward runs with them, 2.8 in memory). A memory trajectory starts the adjoint from the TS's current solution
+    instead of restoring the last step: a TS must keep its own solution vector until its adjoint has run
+    (:mod:`twin.models.tumour.adjoint` says what went wrong when it did not).
     """
     from petsc4py import PETSc
 

@@ -2,12 +2,19 @@
 
 :meth:`TumourAdjoint.record` runs the forward segments between treatment times on pooled PETSc TS objects that keep
 their trajectories (in memory; for long windows on big grids bound it with PETSc's checkpointing options, e.g.
-``-<name>_ts_trajectory_max_cps_ram``); :meth:`TumourAdjoint.adjoint_recorded` runs TSAdjoint backwards segment by
+``-ts_trajectory_max_cps_ram``); :meth:`TumourAdjoint.adjoint_recorded` runs TSAdjoint backwards segment by
 segment with the parameter Jacobian ``dF/dp`` (RHSJacobianP, see ``sensitivity``), and at each radiotherapy fraction
 multiplies lambda by the survival fraction and accumulates ``dJ/dalpha``. TSAdjoint sets up its parameter work space
 from the parameter Jacobian together with the TS, so there is one TS pool per set of requested gradients, each TS
 with its own parameter Jacobian and its own copy of the state Jacobian (an implicit TS turns it into
 ``shift I - J`` in place). :meth:`TumourAdjoint.adjoint` records from a given start state and runs the same adjoint.
+
+Each segment is solved on its own vector, which the tape keeps: PETSc's memory trajectory does not restore the last
+step's state before the adjoint, it takes the TS's current solution. Solved one after another on the caller's state
+vector, every segment but the last found a later segment's end state there; the implicit (Crank-Nicolson) adjoint
+evaluates its Jacobian at that state, and the gradients were wrong (relative error 3e-2 over a window with two
+fractions; explicit RK adjoints do not use the end state, and the file trajectory reads it back). The caller's state
+is also left alone by the adjoint, which restores the trajectory into each segment's vector.
 """
 
 from __future__ import annotations
@@ -86,11 +93,14 @@ class TumourAdjoint:
         signature = self._signature(self._gradient_names(parameters))
         self._last_signature = signature
         pool = self._pool(signature)
-        segments: list[tuple[float, float, PETSc.Vec, PETSc.TS, int]] = []
+        # (ta, tb, state after the fractions at ta, TS, steps, the segment's solution vector: its state at tb)
+        segments: list[tuple[float, float, PETSc.Vec, PETSc.TS, int, PETSc.Vec | None]] = []
 
         def release(tape: Tape) -> None:
-            for *_, start, ts, _steps in tape.data["segments"]:
+            for _ta, _tb, start, ts, _steps, end in tape.data["segments"]:
                 start.destroy()
+                if end is not None:
+                    end.destroy()
                 pool.release(ts)
 
         tape = Tape(float(t0), float(t1), state0=state.copy(), data={"segments": segments, "signature": signature},
@@ -102,9 +112,11 @@ class TumourAdjoint:
             for ta, tb in zip(points[:-1], points[1:]):
                 self._apply_fractions(state, ta)
                 ts = pool.acquire(self._max_steps(ta, tb))
-                segments.append((ta, tb, state.copy(), ts, 0))
-                self._integrate(ts, state, ta, tb)
-                segments[-1] = segments[-1][:4] + (ts.getStepNumber(),)
+                x = state.copy()
+                segments.append((ta, tb, state.copy(), ts, 0, x))
+                self._integrate(ts, x, ta, tb)
+                x.copy(state)
+                segments[-1] = segments[-1][:4] + (ts.getStepNumber(), x)
         except BaseException:
             tape.free()
             raise
@@ -139,7 +151,7 @@ class TumourAdjoint:
                 acc.total.set(0.0)
             alpha_grad = 0.0
             p = self.parameters
-            for ta, tb, start, ts, steps in reversed(segments):
+            for ta, tb, start, ts, steps, _x in reversed(segments):
                 jp = self._pool_jp.get(ts.handle)
                 self._adjoint_segment(ts, steps, jp, lam, ta)
                 pool.mark_traversed(ts)

@@ -50,7 +50,7 @@ from twin.config.models.tumour import PARAMETER_UNITS, STRICTLY_POSITIVE
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
-from twin.core.petsc import reason_name, set_options
+from twin.core.petsc import reason_name, set_options, trajectory_in_memory
 from twin.core.units import convert
 from twin.models.base import Model, Parameter, QoI
 from twin.models.priors import prior_center, prior_transform
@@ -398,9 +398,11 @@ class TumourModel(TumourAdjoint, Model):
             ts.setRHSJacobianP(jp.evaluate, jp.matrix)
         if trajectory:
             # in memory: the default "basic" trajectory writes TS-data-* files into the working directory
-            set_options(self.options_prefix, {"ts_trajectory_type": "memory"})
-            ts.setSaveTrajectory()
-        ts.setFromOptions()
+            with trajectory_in_memory():
+                ts.setSaveTrajectory()
+                ts.setFromOptions()
+        else:
+            ts.setFromOptions()
         return ts
 
     def _steps(self, ta: float, tb: float) -> int:
