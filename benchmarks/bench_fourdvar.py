@@ -64,7 +64,6 @@ def _ratio(name: str, functional, **context) -> None:
 def _ratios() -> None:
     import scipy.sparse as sp
     from mpi4py import MPI
-    from petsc4py import PETSc
 
     from twin.assimilation.covariance import DiagonalCovariance, DiffusionCovariance
     from twin.assimilation.fourdvar import FourDVar, Observation
@@ -73,7 +72,6 @@ def _ratios() -> None:
     from twin.observations.base import LinearObservationOperator, interpolation_matrix
 
     comm = MPI.COMM_SELF
-    PETSc.Options().setValue("ts_trajectory_type", "memory")
     lin = LinearAdvectionDiffusion("benchlin", comm, n=512, dt=0.005, velocity=0.5, diffusivity=0.005)
     H = LinearObservationOperator(lin.grid, interpolation_matrix(lin.grid, np.linspace(0.01, 0.99, 50)[:, None]),
                                   0.05)
@@ -187,7 +185,6 @@ def _lorenz96_rmse() -> None:
     """Cycled 4D-Var on Lorenz-96 over 400 cycles, the settings of tests/verification/test_fourdvar_lorenz96.py."""
     import scipy.sparse as sp
     from mpi4py import MPI
-    from petsc4py import PETSc
 
     from twin.assimilation.covariance import DenseCovariance
     from twin.assimilation.fourdvar import Observation
@@ -196,7 +193,6 @@ def _lorenz96_rmse() -> None:
     from twin.models.lorenz96 import Lorenz96, rk4_ensemble
     from twin.observations.base import LinearObservationOperator
 
-    PETSc.Options().setValue("ts_trajectory_type", "memory")
     cycles, burn, dto = 400, 50, 0.2
     rng = np.random.default_rng(11)
     xs = [rk4_ensemble(8.0 + rng.standard_normal(40), 8.0, 0.05, 0.0, 20.0)]

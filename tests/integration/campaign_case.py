@@ -1,10 +1,15 @@
-"""The small Lorenz-96 campaign shared by the campaign integration tests (2 experiments x 3 cycles x 4 members)."""
+"""The small Lorenz-96 campaign shared by the campaign integration tests (2 experiments x 3 cycles x 4 members), and
+the reduced structure flagship."""
 
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
 
 NORMAL_F = "{value: 8.0, prior: {dist: normal, mean: 8.0, std: 0.5}, estimable: true}"
 
@@ -79,3 +84,20 @@ def assert_same(a: dict, b: dict) -> None:
         x, y = np.asarray(a[key]), np.asarray(b[key])
         assert x.shape == y.shape and x.dtype == y.dtype, key
         assert x.tobytes() == y.tobytes(), f"{key} differs (max |diff| {np.nanmax(np.abs(x - y))})"
+
+
+def structure_campaign(directory: Path, *, members: int, cycles: int, placements: int,
+                       **assimilation) -> tuple[Path, dict]:
+    """configs/structure.yaml reduced to ``members`` and ``cycles`` coupling windows of 2 s on one rank, outputs in
+    ``directory/run``, ``placements`` random gauge layouts; ``assimilation``: keys replacing those of its
+    assimilation section. Returns the written file and its data."""
+    cfg = yaml.safe_load((ROOT / "configs" / "structure.yaml").read_text())
+    cfg["assimilation"].update(N=members, **assimilation)
+    cfg["assimilation"]["schedule"]["cycles"] = cycles
+    cfg["timeline"]["end"] = 2.0 * cycles
+    cfg["decision"]["structure"]["random_placements"] = placements
+    cfg["resources"] = {"type": "local", "ranks": 1}
+    cfg["outputs"]["directory"] = str(directory / "run")
+    path = directory / "structure.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, cfg

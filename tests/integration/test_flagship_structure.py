@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from campaign_case import structure_campaign
 from twin.campaign import layout
 
 pytestmark = pytest.mark.timeout(300)
@@ -48,15 +49,7 @@ def run(tmp_path_factory):
     from twin.cli import main
 
     tmp = tmp_path_factory.mktemp("structure")
-    cfg = yaml.safe_load(CONFIG.read_text())
-    cfg["assimilation"]["N"] = 12
-    cfg["assimilation"]["schedule"]["cycles"] = 6
-    cfg["timeline"]["end"] = 12.0
-    cfg["decision"]["structure"]["random_placements"] = 50
-    cfg["resources"] = {"type": "local", "ranks": 1}
-    cfg["outputs"]["directory"] = str(tmp / "run")
-    path = tmp / "structure.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path, cfg = structure_campaign(tmp, members=12, cycles=6, placements=50)
     assert main(["run", str(path)]) == 0
     assert main(["report", str(tmp / "run")]) == 0
     return tmp / "run", cfg

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
+from campaign_case import structure_campaign
+
 pytestmark = pytest.mark.timeout(300)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,17 +28,10 @@ def test_coupled_letkf_updates_each_component_from_its_own_observations(tmp_path
     from twin.cli import main
     from twin.report.structure import damage_fields
 
-    cfg = yaml.safe_load((ROOT / "configs" / "structure.yaml").read_text())
+    path, cfg = structure_campaign(tmp_path, members=6, cycles=2, placements=10, method="letkf",
+                                   localisation={"radius": RADIUS, "component_radius": {"mast": RADIUS}},
+                                   inflation={"multiplicative": 1.0, "rtps": 0.0})
     acfg = cfg["assimilation"]
-    acfg.update(method="letkf", N=6, localisation={"radius": RADIUS, "component_radius": {"mast": RADIUS}},
-                inflation={"multiplicative": 1.0, "rtps": 0.0})
-    acfg["schedule"]["cycles"] = 2
-    cfg["timeline"]["end"] = 4.0
-    cfg["decision"]["structure"]["random_placements"] = 10
-    cfg["resources"] = {"type": "local", "ranks": 1}
-    cfg["outputs"]["directory"] = str(tmp_path / "run")
-    path = tmp_path / "structure_letkf.yaml"
-    path.write_text(yaml.safe_dump(cfg))
     assert main(["run", str(path)]) == 0
     (exp,) = [p for p in (tmp_path / "run" / "experiments").iterdir() if p.is_dir()]
 

@@ -76,19 +76,6 @@ def _tumour():
                                         ParameterControl("alpha", std=0.3)], 0.1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def memory_trajectories():
-    """TSAdjoint trajectories in memory, as in the other adjoint tests (PETSc 3.18 reads the unprefixed option): the
-    memory trajectory is the one PETSc sizes at a TS's first solve, which the pooled TS objects must respect."""
-    opts = PETSc.Options()
-    had = opts.hasName("ts_trajectory_type")
-    if not had:
-        opts.setValue("ts_trajectory_type", "memory")
-    yield
-    if not had:
-        opts.delValue("ts_trajectory_type")
-
-
 MODELS = {"linear": _linear, "lorenz96": _lorenz96, "shallow_water": _shallow_water, "tumour": _tumour}
 
 

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from mpi4py import MPI
-from petsc4py import PETSc
 
 from twin.assimilation.covariance import DenseCovariance, DiagonalCovariance
 from twin.assimilation.fourdvar import FourDVar, Observation
@@ -36,19 +35,6 @@ PUBLISHED = {1: 0.46, 2: 0.39, 4: 0.37}
 XB = {1: 0.02, 2: 0.005, 4: 0.002}
 DT_OBS = 0.2
 CYCLES, BURN_IN = 150, 30
-
-
-@pytest.fixture(scope="module", autouse=True)
-def memory_trajectories():
-    """TSAdjoint trajectories in memory (the default 'basic' type writes files; the Lorenz-96 model's own prefixed
-    option is not honoured because it sets the prefix after creating the trajectory)."""
-    opts = PETSc.Options()
-    had = opts.hasName("ts_trajectory_type")
-    if not had:
-        opts.setValue("ts_trajectory_type", "memory")
-    yield
-    if not had:
-        opts.delValue("ts_trajectory_type")
 
 
 def test_taylor_lorenz96_state_and_forcing():
