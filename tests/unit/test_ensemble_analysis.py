@@ -159,6 +159,15 @@ def test_coupled_letkf_analyses_each_component_with_its_own_observations():
     got = sub.analyse(Ebig, Y[keep], y[keep], r[keep], 99.0)
     assert np.allclose(got, direct.analyse(Ebig, Y[keep], y[keep], r[keep], 99.0), atol=1e-14)
     assert not np.allclose(got[a_rows], Ea[a_rows])
+    # stacked data (ES-MDA over two visits: every observation twice) = one context listing them twice
+    twice = np.tile(np.arange(m), 2)
+    stacked = ctx.observed(twice)
+    assert stacked.components[1].obs.tolist() == list(range(2 * m)) and stacked.components[0].obs.size == 0
+    both = CoupledContext([ctx.components[0],
+                           ComponentContext("a", a_rows, LocalContext(np.arange(12), geo, np.vstack([loc, loc])),
+                                            np.arange(2 * m), 2.5)])
+    Y2, y2, r2 = Y[twice], y[twice], r[twice]
+    assert np.allclose(stacked.analyse(Ebig, Y2, y2, r2, 99.0), both.analyse(Ebig, Y2, y2, r2, 99.0), atol=1e-14)
 
 
 def test_entry_points_of_state_fields_and_scalars():

@@ -326,14 +326,16 @@ class CoupledContext:
     components: list[ComponentContext]
 
     def observed(self, rows) -> "CoupledContext":
-        """This context for the observations ``rows`` only (indices or mask), renumbered as ``Y[rows]`` is."""
+        """This context for the observations ``rows`` (indices, possibly repeated, or a mask), renumbered as
+        ``Y[rows]`` is."""
         rows = _kept(rows)
-        new_index = {int(o): k for k, o in enumerate(rows)}
         comps = []
         for c in self.components:
-            keep = np.array([o in new_index for o in c.obs], dtype=bool)
-            obs = np.array([new_index[int(o)] for o in c.obs[keep]], dtype=int)
-            comps.append(replace(c, obs=obs, local=c.local.observed(keep)))
+            mine = {int(o): i for i, o in enumerate(c.obs)}
+            # the new rows of this component and where each was in its old list (rows may repeat: stacked data)
+            pairs = [(k, mine[int(o)]) for k, o in enumerate(rows) if int(o) in mine]
+            obs = np.array([k for k, _ in pairs], dtype=int)
+            comps.append(replace(c, obs=obs, local=c.local.observed(np.array([i for _, i in pairs], dtype=int))))
         return CoupledContext(comps)
 
     def analyse(self, E: np.ndarray, Y: np.ndarray, y: np.ndarray, r: np.ndarray, radius: float,

@@ -8,10 +8,6 @@ coefficients ``alpha_1 .. alpha_I`` (``esmda_alphas``, ``sum 1/alpha_i = 1``), i
     Y = g(M)            every member run over the window, H x(t_k) stacked for k = 1 .. K     (member forecasts)
     M <- M + C_MY (C_YY + alpha_i R)^-1 (y + sqrt(alpha_i) R^1/2 z_j - Y)                     (update)
 
-With ``assimilation.localisation`` the update is local instead (:func:`twin.assimilation.esmda.esmda_local_update`:
-each grid point's state and field-parameter entries from the data within the Gaspari-Cohn reach, deterministic
-square-root transform with ``alpha_i R``).
-
 then the posterior ensemble is run once more over the window. Files (:mod:`twin.campaign.layout`; the "cycle" of a
 file is the iteration):
 
@@ -25,6 +21,10 @@ file is the iteration):
   ``spread_forecast`` of the trajectories against the truth, ``rmse``/``spread`` of the updated initial state,
   ``parameter_<p>`` and ``parameter_spread_<p>`` after the update;
 * ``posterior.nc`` / ``forecast.nc`` — the posterior / prior ensemble trajectories at ``t_0 .. t_K``.
+
+With ``assimilation.localisation`` the update is local instead (:func:`twin.assimilation.esmda.esmda_local_update`:
+each grid point's state and field-parameter entries from the data within the Gaspari-Cohn reach, deterministic
+square-root transform with ``alpha_i R``).
 
 A member forecast that fails is retried ``experiments.retries`` times; then the experiment stops (an ES-MDA update
 needs the same members in every iteration).
