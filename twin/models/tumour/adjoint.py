@@ -94,13 +94,12 @@ class TumourAdjoint:
         self._last_signature = signature
         pool = self._pool(signature)
         # (ta, tb, state after the fractions at ta, TS, steps, the segment's solution vector: its state at tb)
-        segments: list[tuple[float, float, PETSc.Vec, PETSc.TS, int, PETSc.Vec | None]] = []
+        segments: list[tuple[float, float, PETSc.Vec, PETSc.TS, int, PETSc.Vec]] = []
 
         def release(tape: Tape) -> None:
-            for _ta, _tb, start, ts, _steps, end in tape.data["segments"]:
+            for _ta, _tb, start, ts, _steps, x in tape.data["segments"]:
                 start.destroy()
-                if end is not None:
-                    end.destroy()
+                x.destroy()
                 pool.release(ts)
 
         tape = Tape(float(t0), float(t1), state0=state.copy(), data={"segments": segments, "signature": signature},
