@@ -143,3 +143,26 @@ def test_localised_esmda_campaign_updates_k_near_the_probes_only(tmp_path):
     assert np.all(change[dist > 2 * radius] < 1e-12)
     assert np.all(change[dist < 2.0] > 1e-3)
     assert np.abs(D2 - D0).max() > 1e-3
+
+
+def test_component_radius_names_are_checked_when_the_file_is_read(tmp_path):
+    """A component_radius for a component the coupling does not have, or in a campaign without coupling, is refused
+    by ``load_campaign`` with the file and line, before anything runs."""
+    from twin.config import load_campaign
+    from twin.core.errors import ConfigError
+
+    path, _ = structure_campaign(tmp_path, members=6, cycles=2, placements=10, method="letkf",
+                                 localisation={"radius": RADIUS, "component_radius": {"mass": RADIUS}})
+    with pytest.raises(ConfigError, match=r"structure.yaml:\d+:\d+: assimilation.localisation.component_radius: "
+                                          r"\['mass'\] are not coupled components; components are \['atmosphere', "
+                                          r"'mast'\]"):
+        load_campaign(path)
+    data = yaml.safe_load((ROOT / "configs" / "oncology.yaml").read_text())
+    data.pop("experiments")
+    data["assimilation"] = {"method": "letkf", "N": 8, "localisation": {"radius": 3.0, "component_radius": {"x": 1}},
+                            "schedule": {"every": 10, "cycles": 1},
+                            "observations": [{"type": "imaging", "error_std": 0.05}]}
+    single = tmp_path / "single.yaml"
+    single.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="component_radius: only for coupled campaigns"):
+        load_campaign(single)

@@ -179,7 +179,8 @@ def local_context(cfg, model, obs, control):
     nowhere (global transform). A coupled campaign gets one context per component
     (:class:`twin.assimilation.letkf.CoupledContext`): its state block and field parameters on its own grid, the
     observations of the networks that name it, radius ``localisation.component_radius[c]`` or
-    ``localisation.radius``."""
+    ``localisation.radius`` (the names are checked when the file is read:
+    :meth:`twin.config.assimilation_ensemble.EnsembleAssimilationConfig.check_campaign`)."""
     from twin.assimilation.letkf import ComponentContext, CoupledContext, Geometry, LocalContext
     from twin.campaign.state import CoupledState
 
@@ -188,16 +189,9 @@ def local_context(cfg, model, obs, control):
     if acfg.method not in ("letkf", "esmda") or spec is None:
         return None
     if not isinstance(model, CoupledState):
-        if spec.component_radius:
-            raise ConfigError("assimilation.localisation.component_radius: only for coupled campaigns (the model "
-                              "has one grid; use localisation.radius)")
         geometry = Geometry.from_grid(model.grid)
         fields = [rows for _, rows in _field_rows(model, control)]
         return LocalContext(geometry.entry_points(0, control.size, fields), geometry, obs.locations)
-    unknown = sorted(set(spec.component_radius) - set(model.blocks))
-    if unknown:
-        raise ConfigError(f"assimilation.localisation.component_radius: {unknown} are not components of the coupled "
-                          f"model; components are {list(model.blocks)}")
     observed_by = getattr(obs, "network_models", {})
     comps = []
     for comp, block in model.blocks.items():

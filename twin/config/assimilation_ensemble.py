@@ -19,7 +19,7 @@ checks the networks against the model (positions inside the domain, variables it
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -111,6 +111,21 @@ class EnsembleAssimilationConfig(Strict):
         if v < 2:
             raise ValueError(f"the ensemble size N must be at least 2 (anomalies need two members), got {v}")
         return v
+
+    def check_campaign(self, cfg: Any) -> list[tuple[tuple, str]]:
+        """Cross-section checks against a campaign: ``localisation.component_radius`` names coupled components."""
+        if self.localisation is None or not self.localisation.component_radius:
+            return []
+        coupling = getattr(cfg, "coupling", None)
+        components = list(getattr(coupling, "components", None) or [])
+        if not components:
+            return [(("assimilation", "localisation", "component_radius"), "only for coupled campaigns (the model has "
+                     "one grid; use localisation.radius)")]
+        unknown = sorted(set(self.localisation.component_radius) - set(components))
+        if unknown:
+            return [(("assimilation", "localisation", "component_radius"), f"{unknown} are not coupled components; "
+                     f"components are {components}")]
+        return []
 
     @model_validator(mode="after")
     def _method_needs(self):
