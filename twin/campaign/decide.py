@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from twin.campaign import context as ctx
 from twin.campaign import layout
 from twin.core.log import get_logger
 
@@ -158,10 +159,11 @@ def _truth_outcome(model, patient: dict[str, Any], decision, dcfg) -> dict[str, 
 
 
 def _whole_fields(model, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Field samples shaped ``(N, *grid.shape[::-1])``: whole fields in natural C order, which the model takes on
-    any number of ranks (a flat row would be read as this rank's owned block)."""
-    shape = tuple(model.grid.shape[::-1])
-    return {k: (v.reshape(v.shape[0], *shape) if v.ndim > 1 else v) for k, v in params.items()}
+    """Field samples shaped ``(N, *grid.shape[::-1])`` on each field's own grid (``model.parameter_grid``: a coupled
+    model's fields are not on its state grid): whole fields in natural C order, which the model takes on any number
+    of ranks (a flat row would be read as this rank's owned block)."""
+    return {k: (v.reshape(v.shape[0], *model.parameter_grid(k).shape[::-1]) if v.ndim > 1 else v)
+            for k, v in params.items()}
 
 
 def reanalysis(model, window, times):
@@ -191,8 +193,7 @@ def reanalysis(model, window, times):
     vec = model.create_state()
     try:
         for j in range(N):
-            for name, v in window.parameters.items():
-                model.set_parameter(name, v[j].reshape(model.grid.shape[::-1]) if v.ndim > 1 else float(v[j]))
+            ctx.set_member_parameters(model, {name: v[j] for name, v in window.parameters.items()})
             model.grid.set_global(window.states[j], vec)
             t, iv = window.time, 0
             for i, t_out in enumerate(grid_times):

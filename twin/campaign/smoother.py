@@ -33,6 +33,7 @@ needs the same members in every iteration).
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ import numpy as np
 from twin.campaign import context as ctx
 from twin.campaign import layout
 from twin.campaign.outputs import outputs_valid, vec_from, write_diagnostics, write_ensembles
+from twin.campaign.state import field_grid
 from twin.campaign.steps import (Setup, _read_members, _read_members_single, _record, _write_ensemble_checkpoint,
                                   init_experiment, is_valid_checkpoint, reader)
 from twin.core.errors import AssimilationError, ConfigError, ModelError, SolverError, WorkflowError
@@ -169,26 +171,30 @@ def forecast_window(exp_dir, iteration: int, member: int, comm, s: Setup) -> boo
     ctx.set_member_parameters(model, params)
     x = vec_from(model.grid, state)
     vecs = [x.copy()]
-    try:
-        for k in range(sch.n_cycles):
-            model.advance(x, *sch.window(k))
-            vecs.append(x.copy())
-        parameters: dict[str, Any] = {}
-        for p in model.estimable():
-            if p.is_field:
-                fv = vec_from(model.grid, params[p.name])
-                vecs.append(fv)
-                parameters[p.name] = (model.grid, fv)
-            else:
-                parameters[p.name] = params[p.name]
-        write_checkpoint(out, comm, cycle=iteration, time=sch.window(sch.n_cycles - 1)[1],
-                         fields={model.name: (model.grid, vecs[:sch.n_cycles + 1])}, parameters=parameters,
-                         meta={"member": member}, provenance=s.provenance(parent, checksum), parallel=False,
-                         sensitive=s.cfg.campaign.sensitive)
-    finally:
-        x.destroy()
-        for v in vecs:
-            v.destroy()
+    # field parameters live on their own (dof-1) grids (a coupled model's state grid is not theirs), kept alive
+    # until the file is written
+    with ExitStack() as grids:
+        try:
+            for k in range(sch.n_cycles):
+                model.advance(x, *sch.window(k))
+                vecs.append(x.copy())
+            parameters: dict[str, Any] = {}
+            for p in model.estimable():
+                if p.is_field:
+                    pgrid = grids.enter_context(field_grid(model, p.name))
+                    fv = vec_from(pgrid, params[p.name])
+                    vecs.append(fv)
+                    parameters[p.name] = (pgrid, fv)
+                else:
+                    parameters[p.name] = params[p.name]
+            write_checkpoint(out, comm, cycle=iteration, time=sch.window(sch.n_cycles - 1)[1],
+                             fields={model.name: (model.grid, vecs[:sch.n_cycles + 1])}, parameters=parameters,
+                             meta={"member": member}, provenance=s.provenance(parent, checksum), parallel=False,
+                             sensitive=s.cfg.campaign.sensitive)
+        finally:
+            x.destroy()
+            for v in vecs:
+                v.destroy()
     _record(s, "forecast", "done", t_start, cycle=iteration, member=member)
     return True
 
