@@ -10,6 +10,9 @@ import argparse
 import json
 import sys
 
+#: exit code of ``twin run`` when the campaign ran but some experiment failed or was stopped (2: bad input)
+EXIT_UNFINISHED = 1
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="twin", description="Model-centric digital twins on PETSc.")
@@ -107,7 +110,12 @@ def cmd_run(args, petsc_options: list[str]) -> int:
         print(f"done: outputs in {result.run_dir}")
         for f in result.files:
             print(f"  {f}")
-    return 0
+        for name, reason in result.unfinished:
+            print(f"error: experiment {name} {reason}", file=sys.stderr)
+        if result.unfinished:
+            print(f"error: {len(result.unfinished)} experiment(s) did not finish (twin status {result.run_dir}); "
+                  "the others are complete", file=sys.stderr)
+    return EXIT_UNFINISHED if result.unfinished else 0
 
 
 def _rank() -> int:

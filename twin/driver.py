@@ -38,6 +38,8 @@ class RunResult:
     run_dir: Path
     files: list[Path] = field(default_factory=list)
     qoi: dict[str, np.ndarray] = field(default_factory=dict)
+    #: ``(experiment, reason)`` of every experiment that failed or was stopped: the command then exits non-zero
+    unfinished: list[tuple[str, str]] = field(default_factory=list)
 
 
 def run_directory(loaded: LoadedCampaign, override: str | None = None) -> Path:
@@ -89,10 +91,11 @@ def run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None = None, verbo
     prov = collect(comm, config_text=loaded.text, sensitive=cfg.campaign.sensitive)
     log.info("campaign '%s' on %d rank(s); run directory %s", cfg.campaign.name, size, out)
     if cfg.assimilation is not None:
-        from twin.campaign.online import run_online
+        from twin.campaign.online import run_online, unfinished
 
-        run_online(loaded, comm, out)
-        return RunResult(out, sorted(p for p in out.rglob("*.nc")) + [out / "twin.log"])
+        dirs = run_online(loaded, comm, out)
+        return RunResult(out, sorted(p for p in out.rglob("*.nc")) + [out / "twin.log"],
+                         unfinished=unfinished(dirs))
     return _forecast(loaded, comm, out, prov)
 
 

@@ -293,3 +293,43 @@ def test_adjoints_leave_no_trajectory_files_in_the_working_directory(tmp_path, m
     assert list(tmp_path.iterdir()) == []
     for v in (x, lam):
         v.destroy()
+
+
+def test_a_failed_adjoint_step_raises_and_does_not_poison_the_pool():
+    """The oncology demo crash (patient 2's 4D-Var): at a line-search trial point the transposed Crank-Nicolson
+    solve stagnated (GMRES DIVERGED_ITS), ``adjointSolve`` returned silently with a partial gradient, and the TS went
+    back to its pool with its trajectory not traversed; the next forward solve on it failed in PETSc ("Illegal
+    modification of a non-top stack element") and TAO stopped on a non-finite J. Here the adjoint's linear solve is
+    made to fail (one GMRES iteration) after a good forward run: it must raise SolverError, and the next gradient,
+    on the same model and pool, must equal the gradient of a fresh model."""
+    from twin.core.errors import SolverError
+
+    def gradient(model, starve: bool = False):
+        x = model.initial_state()
+        lam = x.duplicate()
+        try:
+            tape = model.record(x, 0.0, 4.0, ["k", "D_white"])
+            if starve:
+                for _ta, _tb, _start, ts, _steps, _x in tape.data["segments"]:
+                    ts.getSNES().getKSP().setTolerances(rtol=1e-30, atol=1e-300, max_it=1)
+            lam.set(1.0)
+            g = model.adjoint_recorded(tape, lam, ["k", "D_white"])
+            return np.array([g["k"], g["D_white"]]), lam.getArray().copy()
+        finally:
+            x.destroy()
+            lam.destroy()
+
+    reference_model = _tumour()[0]
+    reference = gradient(reference_model)
+    reference_model.destroy()
+
+    model = _tumour()[0]
+    with pytest.raises(SolverError, match="adjoint solve failed: linear solve DIVERGED_MAX_IT after 1 iterations"):
+        gradient(model, starve=True)
+    created = model._adjoint_ts.created
+    again = gradient(model)
+    # the starved TS objects were destroyed, not pooled: the pool had to build new ones
+    assert model._adjoint_ts.created > created
+    np.testing.assert_allclose(again[0], reference[0], rtol=1e-12)
+    np.testing.assert_allclose(again[1], reference[1], rtol=1e-12, atol=1e-14)
+    model.destroy()

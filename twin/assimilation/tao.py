@@ -5,12 +5,13 @@ bound-constrained variant, chosen automatically when a parameter control has bou
 solver reads PETSc options under its prefix (``-fourdvar_tao_type``, ``-fourdvar_tao_gatol``, ``-fourdvar_tao_monitor``)
 after the defaults are set, so options typed by the user win.
 
-A trial point at which the model diverges (:class:`~twin.core.errors.SolverError`, e.g. a chaotic model pushed far
-off its attractor, or :class:`~twin.core.errors.CouplingError`, an explicit coupling growing unstable) is given
-``J = +inf``: the default More-Thuente line search (fewest function evaluations on smooth problems) then stops with a
-line-search failure; :func:`minimise` then continues from the last accepted point with Armijo backtracking, which
-shortens the step and carries on (unless a line search was chosen explicitly, ``-fourdvar_tao_ls_type`` or
-``options={"tao_ls_type": ...}``: then the failure is reported with the model's error).
+A trial point at which the model diverges (:class:`~twin.core.errors.SolverError`, e.g. a chaotic model pushed far off
+its attractor, a forward or adjoint step that fails, or :class:`~twin.core.errors.CouplingError`, an explicit coupling
+growing unstable), or where ``J`` or its gradient is not finite, is given ``J = +inf``: the default More-Thuente line
+search (fewest function evaluations on smooth problems) then stops with a line-search failure; :func:`minimise` then
+continues from the best point evaluated so far with Armijo backtracking, which shortens the step and carries on
+(unless a line search was chosen explicitly, ``-fourdvar_tao_ls_type`` or ``options={"tao_ls_type": ...}``: then the
+failure is reported with the model's error).
 
 TAO's converged reason is always checked: a negative reason (maximum iterations, line-search failure, NaN) raises
 :class:`~twin.core.errors.AssimilationError` naming the reason, the iteration count and the gradient norm, or, with
@@ -93,6 +94,12 @@ class MinimisationResult:
     history: list = field(default_factory=list)
 
 
+def _petsc_message(exc: PETSc.Error) -> str:
+    """The last line of PETSc's error stack (what went wrong), or the error code."""
+    stack = getattr(PETSc.Error, "_traceback_", None) or []
+    return str(stack[-1]) if stack else f"error code {exc.ierr}"
+
+
 def minimise(functional, c0: PETSc.Vec | None = None, settings: TaoSettings | None = None) -> MinimisationResult:
     """Minimise ``functional`` (with ``value``/``gradient``/``create_control``/``space``) from ``c0`` with TAO.
 
@@ -135,13 +142,23 @@ def minimise(functional, c0: PETSc.Vec | None = None, settings: TaoSettings | No
     failure: list[BaseException] = []
 
     diverged: list[Exception] = []
+    # the evaluated point with the least finite J: where the Armijo restart starts, so that it never starts where J
+    # is not finite (TAO stops with "User provided compute function generated Inf or NaN" there)
+    best = x.duplicate()
+    x.copy(best)
+    best_value = [np.inf]
 
     def objgrad(tao, X, G):
         try:
             f = functional.gradient(X, G)
+            gnorm = G.norm()
+            if not (np.isfinite(f) and np.isfinite(gnorm)):
+                raise SolverError(functional.name, float("nan"),
+                                  f"J = {f:.6g}, |grad J| = {gnorm:.6g} at a trial point (not finite)")
         except (SolverError, CouplingError) as exc:
-            # A trial point where the model (or an explicit coupling) diverges is rejected: +inf makes a backtracking line search shorten
-            # the step (More-Thuente gives up instead; see the module docstring).
+            # A trial point where the model (or an explicit coupling) diverges, or J or its gradient is not finite,
+            # is rejected: +inf makes a backtracking line search shorten the step (More-Thuente gives up instead;
+            # see the module docstring).
             diverged.append(exc)
             G.set(0.0)
             return np.inf
@@ -149,7 +166,10 @@ def minimise(functional, c0: PETSc.Vec | None = None, settings: TaoSettings | No
             failure.append(exc)
             G.set(np.nan)
             return np.nan
-        history.append((f, G.norm()))
+        history.append((f, gnorm))
+        if f < best_value[0]:
+            best_value[0] = f
+            X.copy(best)
         return f
 
     def solve(start: PETSc.Vec, line_search: str | None) -> tuple:
@@ -169,7 +189,14 @@ def minimise(functional, c0: PETSc.Vec | None = None, settings: TaoSettings | No
             opts.setValue(f"{s.prefix}tao_ls_type", line_search)
         try:
             tao.setFromOptions()
-            tao.solve()
+            try:
+                tao.solve()
+            except PETSc.Error as exc:
+                if failure:
+                    raise failure[0] from None
+                last = f"; the model diverged at {len(diverged)} trial point(s), last: {diverged[-1]}" if diverged else ""
+                raise AssimilationError(f"{functional.name}: TAO {method} stopped with PETSc error {exc.ierr} "
+                                        f"({_petsc_message(exc)}){last}") from None
             iterations, value, gnorm = tao.getSolutionStatus()[:3]
             return iterations, value, gnorm, tao.getConvergedReason(), tao.getSolution().copy()
         finally:
@@ -187,13 +214,17 @@ def minimise(functional, c0: PETSc.Vec | None = None, settings: TaoSettings | No
             log.info("%s: the model diverged at a trial point of the line search (%s); continuing with Armijo "
                      "backtracking", functional.name, diverged[-1])
             first = iterations
-            iterations, value, gnorm, reason_code, again = solve(out, "armijo")
+            if not np.isfinite(best_value[0]):
+                raise AssimilationError(f"{functional.name}: the model diverged at the starting point of the "
+                                        f"minimisation ({diverged[-1]}); check the background and its parameters")
+            iterations, value, gnorm, reason_code, again = solve(best, "armijo")
             out.destroy()
             out = again
             iterations += first
     finally:
         g.destroy()
         x.destroy()
+        best.destroy()
         if bounds is not None:
             for b in bounds:
                 b.destroy()

@@ -75,6 +75,17 @@ def stopped_marker(exp_dir: str | os.PathLike) -> Path:
     return Path(exp_dir) / "stopped.json"
 
 
+def done_marker(exp_dir: str | os.PathLike) -> Path:
+    """Written last, when every step of the experiment (outputs and decision) is complete: a resume skips it."""
+    return Path(exp_dir) / "done.json"
+
+
+def error_marker(exp_dir: str | os.PathLike) -> Path:
+    """Written when the experiment raised (a PETSc error, a diverged solver, a non-finite value ...): the campaign
+    went on with the others; a resume tries this one again."""
+    return Path(exp_dir) / "failed.json"
+
+
 def task_log(exp_dir: str | os.PathLike) -> Path:
     return Path(exp_dir) / "tasks.jsonl"
 

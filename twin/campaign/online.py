@@ -6,7 +6,16 @@ ranks run the analysis (:func:`twin.campaign.steps.analyse`). The steps and file
 two modes give the same analysis for the same seed, and either can resume a run directory the other started.
 
 Failure policy (``experiments`` section): a member forecast that fails (SolverError, ModelError) is tried again
-``retries`` times; then it is dropped (``drop``) or the experiment stops (``stop``) and the next one runs.
+``retries`` times; then it is dropped (``drop``) or the experiment stops (``stop``, ``stopped.json``) and the next one
+runs. Any other error inside an experiment (a PETSc error, a diverged minimisation, a non-finite value, a bug) fails
+that experiment alone: ``failed.json`` holds the reason, twin.log says ``FAILED`` and the campaign goes on with the
+next experiment; :func:`unfinished` lists both kinds so that the command exits non-zero. A completed experiment
+(outputs and decision) gets ``done.json`` last, and a resume skips it; a failed one is tried again on resume, a
+stopped one is not (its policy decided).
+
+An error is contained only when every rank of the job sees it (errors in collective steps, which is where model,
+solver and assimilation errors arise); an error on one rank while the others wait in a collective call still ends
+the MPI job, as MPI has no other way out.
 """
 
 from __future__ import annotations
@@ -49,19 +58,103 @@ def run_online(loaded, comm, run_dir, *, experiments=None, only: str | None = No
         dirs = chosen
     rank, size = comm.Get_rank(), comm.Get_size()
     setup_logging(rank, size, verbose, logfile=str(run_dir / "twin.log"))
-    if rank == 0:
-        write_heartbeat(run_dir)
+    beat = _Heartbeat(run_dir) if rank == 0 else None
     log.info("campaign '%s' online on %d rank(s): %d experiment(s) in %s", loaded.config.campaign.name, size,
              len(dirs), run_dir)
     t0 = time.perf_counter()
+    state = "crashed"
     try:
         for d in dirs:
-            _run_experiment(d, comm, experiments)
+            _contained(d, comm, experiments)
+        state = "finished"
     finally:
-        if rank == 0:
-            write_heartbeat(run_dir, "finished")
-    log.info("campaign done in %.1f s", time.perf_counter() - t0)
+        if beat is not None:
+            beat.stop(state)
+    failed = unfinished(dirs)
+    log.info("campaign done in %.1f s%s", time.perf_counter() - t0,
+             f"; {len(failed)} of {len(dirs)} experiment(s) did not finish" if failed else "")
     return dirs
+
+
+class _Heartbeat:
+    """``driver.json`` rewritten every ``period`` seconds while the campaign runs, so that ``twin status`` on another
+    host sees a live driver (:data:`twin.campaign.status.HEARTBEAT_TIMEOUT`), and its final state at the end."""
+
+    def __init__(self, run_dir, period: float = 30.0):
+        import threading
+
+        self.run_dir, self._done = run_dir, threading.Event()
+        write_heartbeat(run_dir)
+        self._thread = threading.Thread(target=self._beat, args=(period,), name="twin-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self, period: float) -> None:
+        while not self._done.wait(period):
+            try:
+                write_heartbeat(self.run_dir)
+            except OSError as exc:  # a full disk must not kill the driver from a side thread
+                log.warning("could not write the driver heartbeat: %s", exc)
+
+    def stop(self, state: str) -> None:
+        self._done.set()
+        self._thread.join()
+        write_heartbeat(self.run_dir, state)
+
+
+def unfinished(dirs) -> list[tuple[str, str]]:
+    """``(experiment, reason)`` for every experiment that failed or was stopped (from their markers)."""
+    out = []
+    for d in map(Path, dirs):
+        for marker, word in ((layout.error_marker(d), "FAILED"), (layout.stopped_marker(d), "stopped")):
+            info = layout.read_json(marker)
+            if info:
+                out.append((d.name, f"{word}: {info.get('reason', 'unknown')}"))
+                break
+    return out
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line naming the error: twin's own message, or the type and PETSc's last stack line for anything else."""
+    from twin.core.errors import TwinError
+
+    if isinstance(exc, TwinError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+        stack = getattr(type(exc), "_traceback_", None)
+        if stack:  # petsc4py keeps the PETSc error stack on the class
+            text += f" ({stack[-1]})"
+    text = " ".join(text.split())
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _contained(exp_dir: Path, comm, policy) -> None:
+    """Run one experiment; any error in it fails this experiment alone (``failed.json``). Collective."""
+    rank = comm.Get_rank()
+    if comm.bcast(layout.done_marker(exp_dir).exists() if rank == 0 else None):
+        log.info("experiment %s finished earlier; skipping it", exp_dir.name)
+        return
+    earlier = layout.read_json(layout.error_marker(exp_dir))
+    if earlier:
+        log.info("experiment %s failed earlier (%s); trying it again", exp_dir.name, earlier.get("reason"))
+    comm.Barrier()
+    if rank == 0:
+        layout.error_marker(exp_dir).unlink(missing_ok=True)
+    reason = ""
+    try:
+        _run_experiment(exp_dir, comm, policy)
+    except Exception as exc:  # noqa: BLE001 - contained: reported in failed.json, twin.log and the exit code
+        reason = failure_reason(exc)
+        log.debug("experiment %s failed", exp_dir.name, exc_info=True)
+    # a rank that failed alone (e.g. writing a file) fails the experiment on every rank
+    reasons = [r for r in comm.allgather(reason) if r]
+    if reasons:
+        if rank == 0:
+            layout.write_json(layout.error_marker(exp_dir), {"reason": reasons[0], "time": time.time()})
+        log.error("experiment %s FAILED: %s", exp_dir.name, reasons[0])
+    elif rank == 0 and not layout.stopped_marker(exp_dir).exists():
+        layout.write_json(layout.done_marker(exp_dir), {"time": time.time()})
+    comm.Barrier()
 
 
 def _run_experiment(exp_dir: Path, comm, policy) -> None:

@@ -6,11 +6,16 @@ atomically), the failure markers, and the driver's heartbeat file ``driver.json`
 
 States of an experiment
 -----------------------
-``done``         the last checkpoint and the NetCDF outputs exist;
+``done``         every step finished (``done.json``; for run directories of older versions: the last checkpoint and
+                 the NetCDF outputs exist);
 ``running``      not done, and the driver is alive (its process on this host, or a heartbeat younger than 2 minutes);
 ``interrupted``  not done, some progress, no live driver (resume it with ``twin run``/``twin submit`` again);
-``failed``       the experiment was stopped by the failure policy (``stopped.json`` says why);
+``failed``       the experiment raised (``failed.json``: a resume tries it again) or was stopped by the failure policy
+                 (``stopped.json``); the message says why;
 ``pending``      nothing written yet.
+
+The driver's state is ``running``, ``finished``, ``crashed`` (an error escaped the driver), ``stopped`` (its process
+is gone without saying so) or ``none``.
 """
 
 from __future__ import annotations
@@ -99,7 +104,8 @@ def _sizes(exp_dir: Path) -> tuple[int | None, int | None]:
     try:
         data = yaml.safe_load(layout.config_file(exp_dir).read_text()) or {}
         a = data.get("assimilation") or {}
-        return int(a["schedule"]["cycles"]), int(a["N"])
+        cycles = (a.get("schedule") or {}).get("cycles", a.get("cycles"))  # filters and ES-MDA; 4D-Var windows
+        return (None if cycles is None else int(cycles)), (None if a.get("N") is None else int(a["N"]))
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
         return None, None
 
@@ -115,12 +121,17 @@ def experiment_status(exp_dir, driver_alive: bool = False) -> ExperimentStatus:
             dropped.setdefault(m, f"cycle {k}: {reason}")
     members_done = len(layout.member_files(exp_dir, done_cycles)[0])
     stopped = layout.read_json(layout.stopped_marker(exp_dir))
-    complete = n_cycles is not None and done_cycles >= n_cycles and all(
-        (exp_dir / n).is_file() for n in layout.OUTPUTS)
+    failed = layout.read_json(layout.error_marker(exp_dir))
+    complete = layout.done_marker(exp_dir).is_file() or (
+        n_cycles is not None and done_cycles >= n_cycles and all((exp_dir / n).is_file() for n in layout.OUTPUTS))
     if complete:
         state, message = "done", ""
+        if n_cycles is not None:
+            done_cycles = n_cycles
+    elif failed:
+        state, message = "failed", str(failed.get("reason", ""))
     elif stopped:
-        state, message = "failed", str(stopped.get("reason", ""))
+        state, message = "failed", f"stopped: {stopped.get('reason', '')}"
     elif not cks and members_done == 0 and not layout.observations_file(exp_dir).exists():
         state, message = ("running" if driver_alive else "pending"), ""
     else:

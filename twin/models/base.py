@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from petsc4py import PETSc
 
-from twin.core.errors import ModelError
+from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 
 
@@ -98,6 +98,33 @@ class Tape:
                 self.state0.destroy()
             self.state0 = None
             self.data = None
+
+
+def solve_adjoint(ts: PETSc.TS, component: str) -> None:
+    """Run ``ts.adjointSolve()`` and raise :class:`SolverError` unless the adjoint reached the window's start.
+
+    A TS created with ``setErrorIfStepFails(False)`` (as the implicit models do, so that a failed forward step is
+    reported with the model's words) also lets a failed *adjoint* step pass silently: ``adjointSolve`` returns after
+    the failed step with a negative converged reason, a partial gradient and a trajectory that was not traversed. At
+    a 4D-Var trial point with extreme parameters the transposed linear solve can fail where the forward succeeded
+    (GMRES stagnating on a stiff ``shift I - J``): that gradient must count as a failed trial point, and the TS must
+    not go back to its pool (its trajectory stack is not empty; PETSc 3.18 then refuses the next forward solve with
+    "Illegal modification of a non-top stack element").
+    """
+    from twin.core.petsc import reason_name
+
+    try:
+        ts.adjointSolve()
+    except PETSc.Error as exc:
+        raise SolverError(component, ts.getTime(), "adjoint solve failed", f"PETSc error {exc.ierr}") from None
+    reason = ts.getConvergedReason()
+    if reason < 0:
+        ksp = ts.getSNES().getKSP()
+        detail = (f"linear solve {reason_name(PETSc.KSP.ConvergedReason, ksp.getConvergedReason())} after "
+                  f"{ksp.getIterationNumber()} iterations (TS reason {reason})")
+        prefix = ts.getOptionsPrefix() or ""
+        raise SolverError(component, ts.getTime(), f"adjoint solve failed: {detail}",
+                          f"if the parameters are reasonable, tune -{prefix}ksp_max_it or -{prefix}pc_type")
 
 
 class TSPool:

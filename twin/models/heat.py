@@ -50,7 +50,7 @@ from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.core.petsc import reason_name, set_options
 from twin.core.units import convert
-from twin.models.base import Model, Parameter, QoI
+from twin.models.base import Model, Parameter, QoI, solve_adjoint
 from twin.models.heat_parts import Face, aij_matrix, manufactured_solution, side_axis
 from twin.models.registry import register_model
 
@@ -456,7 +456,7 @@ class HeatModel(Model):
                 ts.setRHSJacobianP(self._jacp, Jp)
                 self._run(ts, x, t0, t1)
                 ts.setCostGradients([lam], [mu])
-                ts.adjointSolve()
+                solve_adjoint(ts, self.name)
             arr = mu.getArray(readonly=True)
             comm = self.grid.comm_mpi()
             scalars = comm.bcast(arr[:2].copy() if comm.Get_rank() == 0 else None, root=0)

@@ -28,7 +28,7 @@ from petsc4py import PETSc
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.petsc import reason_name, set_options, trajectory_in_memory
-from twin.models.base import Model, Parameter, QoI, Tape, TSPool
+from twin.models.base import Model, Parameter, QoI, Tape, TSPool, solve_adjoint
 from twin.models.registry import register_model
 
 #: parameter names in the order of the columns of the parameter Jacobian
@@ -278,11 +278,7 @@ class LinearAdvectionDiffusion(Model):
                 ts.adjointReset()
                 ts.setCostGradients([lam], [mu] if mu is not None else None)
                 ts.adjointSetSteps(steps)
-                try:
-                    ts.adjointSolve()
-                except PETSc.Error as exc:
-                    raise SolverError(self.name, ts.getTime(), "adjoint solve failed",
-                                      f"PETSc error {exc.ierr}") from None
+                solve_adjoint(ts, self.name)
                 self._adjoint_ts.mark_traversed(ts)
                 grads: dict[str, Any] = {}
                 if mu is not None:

@@ -37,7 +37,7 @@ from petsc4py import PETSc
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.petsc import reason_name, set_options, trajectory_in_memory
-from twin.models.base import Model, Parameter, QoI, Tape, TSPool
+from twin.models.base import Model, Parameter, QoI, Tape, TSPool, solve_adjoint
 from twin.models.registry import register_model
 
 # Relative tolerance under which (t1 - t0) / dt counts as a whole number of steps (round-off in the times).
@@ -328,7 +328,7 @@ class Lorenz96(Model):
                 mu.set(0.0)
                 ts.setCostGradients(lam, mu)
                 ts.adjointSetSteps(steps)
-                ts.adjointSolve()
+                solve_adjoint(ts, self.name)
                 self._adjoint_ts.mark_traversed(ts)
                 dF = float(mu.sum())
             finally:

@@ -36,7 +36,7 @@ from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.core.petsc import reason_name, set_options, trajectory_in_memory
-from twin.models.base import Model, Parameter, QoI, Tape, TSPool
+from twin.models.base import Model, Parameter, QoI, Tape, TSPool, solve_adjoint
 from twin.models.registry import register_model
 from twin.models.shallow_water import qoi as qoi_mod
 from twin.models.shallow_water.initial import Physics, gaussian_blob, make_initial
@@ -372,11 +372,7 @@ class ShallowWater(Model):
                 mu.set(0.0)
                 ts.setCostGradients([lam], [mu])
                 ts.adjointSetSteps(steps)
-                ts.adjointSolve()
-                reason = ts.getConvergedReason()
-                if reason < 0:
-                    raise SolverError(self.name, ts.getTime(), reason_name(PETSc.TS.ConvergedReason, reason),
-                                      "adjoint solve")
+                solve_adjoint(ts, self.name)
                 self._adjoint_ts.mark_traversed(ts)
                 grads = np.concatenate(self.grid.comm_mpi().allgather(mu.getArray(readonly=True).copy()))
             finally:

@@ -24,8 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 from petsc4py import PETSc
 
-from twin.core.errors import SolverError
-from twin.models.base import Tape, TSPool
+from twin.models.base import Tape, TSPool, solve_adjoint
 from twin.models.tumour.sensitivity import ParameterJacobian
 from twin.models.tumour.treatment import lq_exponent
 
@@ -193,8 +192,5 @@ class TumourAdjoint:
             ts.setCostGradients(lam)
         ts.adjointSetSteps(steps)
         self._segment_start = ta
-        try:
-            ts.adjointSolve()
-        except PETSc.Error as exc:
-            raise SolverError(self.name, ta, "adjoint solve failed", f"PETSc error {exc.ierr}") from None
+        solve_adjoint(ts, self.name)
 
