@@ -131,7 +131,7 @@ def failure_reason(exc: BaseException) -> str:
 def _contained(exp_dir: Path, comm, policy) -> None:
     """Run one experiment; any error in it fails this experiment alone (``failed.json``). Collective."""
     rank = comm.Get_rank()
-    if comm.bcast(layout.done_marker(exp_dir).exists() if rank == 0 else None):
+    if comm.bcast(_finished(exp_dir) if rank == 0 else None):
         log.info("experiment %s finished earlier; skipping it", exp_dir.name)
         return
     earlier = layout.read_json(layout.error_marker(exp_dir))
@@ -140,6 +140,7 @@ def _contained(exp_dir: Path, comm, policy) -> None:
     comm.Barrier()
     if rank == 0:
         layout.error_marker(exp_dir).unlink(missing_ok=True)
+        layout.done_marker(exp_dir).unlink(missing_ok=True)
     reason = ""
     try:
         _run_experiment(exp_dir, comm, policy)
@@ -153,8 +154,16 @@ def _contained(exp_dir: Path, comm, policy) -> None:
             layout.write_json(layout.error_marker(exp_dir), {"reason": reasons[0], "time": time.time()})
         log.error("experiment %s FAILED: %s", exp_dir.name, reasons[0])
     elif rank == 0 and not layout.stopped_marker(exp_dir).exists():
-        layout.write_json(layout.done_marker(exp_dir), {"time": time.time()})
+        outputs = sorted(p.name for p in exp_dir.iterdir() if p.suffix in (".nc", ".json", ".jsonl")
+                         and p.is_file() and p.name != layout.done_marker(exp_dir).name)
+        layout.write_json(layout.done_marker(exp_dir), {"time": time.time(), "outputs": outputs})
     comm.Barrier()
+
+
+def _finished(exp_dir: Path) -> bool:
+    """``done.json`` exists and every output it lists is still there (outputs deleted by hand are made again)."""
+    done = layout.read_json(layout.done_marker(exp_dir))
+    return bool(done) and all((exp_dir / name).is_file() for name in done.get("outputs", []))
 
 
 def _run_experiment(exp_dir: Path, comm, policy) -> None:

@@ -16,6 +16,12 @@ observations. The checks and their null distributions:
   error, so the observation is exchangeable with them when the system is reliable; Hamill 2001), pooled into at most
   ``rank_bins`` bins over the window, tested for flatness with Pearson's chi-square. Ranks of neighbouring sensors and
   successive cycles are correlated, which makes the test anticonservative: keep ``rank_significance`` small.
+  When the ensemble size changes inside the window (a member dropped by the failure policy), the histograms of
+  ``N + 1`` and ``N' + 1`` ranks cannot be added bin by bin; each cycle's ranks are then spread over ``B`` equal
+  intervals of the probability integral transform ``[r / (N + 1), (r + 1) / (N + 1))`` in proportion to their overlap
+  (``B = min(rank_bins, smallest N + 1)``, so that no interval is narrower than a rank) and tested against ``B``
+  equal expected counts (:func:`window_rank_flatness`). Fractional counts vary less than multinomial ones, so over
+  such a window the test is conservative (a membership change makes false alarms rarer, not more frequent).
 * **sensor drift (control chart)**: per sensor the standardised innovation ``z_i = d_i / s_i`` feeds a two-sided
   CUSUM (Page 1954): ``S+ <- max(0, S+ + z - k)``, ``S- <- max(0, S- - z - k)``; an alarm when either exceeds ``h``.
   With the defaults ``k = 1, h = 6`` the in-control average run length of one sensor is about 4 10^5 cycles
@@ -145,6 +151,43 @@ def rank_flatness(counts: np.ndarray, bins: int) -> float:
     return float(chi2_dist.sf(stat, pooled.size - 1))
 
 
+def rank_pit_counts(counts: np.ndarray, bins: int) -> np.ndarray:
+    """A histogram of ``L`` equally likely ranks as fractional counts in ``bins`` equal intervals of [0, 1].
+
+    Rank ``r`` stands for the probability integral transform interval ``[r / L, (r + 1) / L)``; its count is shared
+    among the intervals ``[b / bins, (b + 1) / bins)`` in proportion to the overlap, so the result sums to the
+    input and is uniform in expectation whenever the ranks are.
+    """
+    counts = np.asarray(counts, dtype=float)
+    L = counts.size
+    r_lo, r_hi = np.arange(L)[:, None] / L, np.arange(1, L + 1)[:, None] / L
+    b_lo, b_hi = np.arange(bins)[None, :] / bins, np.arange(1, bins + 1)[None, :] / bins
+    share = np.clip(np.minimum(r_hi, b_hi) - np.maximum(r_lo, b_lo), 0.0, None) * L
+    return counts @ share
+
+
+def window_rank_flatness(histograms: Sequence[np.ndarray], bins: int) -> float:
+    """p-value of the flatness test of the rank histograms of a window of cycles (one histogram per cycle).
+
+    Histograms of one ensemble size are added and tested by :func:`rank_flatness`; histograms of several sizes
+    (members dropped inside the window) are mapped onto common probability-integral-transform intervals by
+    :func:`rank_pit_counts` first (see the module docstring).
+    """
+    sizes = {int(np.size(h)) for h in histograms}
+    if not sizes:
+        return 1.0
+    if len(sizes) == 1:
+        return rank_flatness(np.sum([np.asarray(h, dtype=float) for h in histograms], axis=0), bins)
+    common = min(bins, min(sizes))
+    pooled = np.sum([rank_pit_counts(h, common) for h in histograms], axis=0)
+    total = pooled.sum()
+    if total <= 0:
+        return 1.0
+    expected = total / common
+    stat = float(np.sum((pooled - expected) ** 2 / expected))
+    return float(chi2_dist.sf(stat, common - 1))
+
+
 def observation_ranks(Y: np.ndarray, y: np.ndarray, r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Rank (0..N) of each observation among its members perturbed by the observation error."""
     perturbed = Y + r[:, None] * rng.standard_normal(Y.shape)
@@ -226,7 +269,7 @@ class Guardrails:
 
         N = Y.shape[1]
         self._ranks.append(np.bincount(observation_ranks(Y[act], y[act], r[act], self._rng), minlength=N + 1))
-        p_rank = rank_flatness(np.sum(self._ranks, axis=0), st.rank_bins)
+        p_rank = window_rank_flatness(self._ranks, st.rank_bins)
         bad_rank = len(self._ranks) == st.window and p_rank < st.rank_significance
         rec.update(rank_histogram_pvalue=p_rank, flag_rank_histogram=float(bad_rank))
         if bad_rank:
