@@ -129,14 +129,18 @@ def _rank() -> int:
 
 
 def cmd_inspect(args) -> int:
+    """Print the summary; exit 1 when a check failed (one ``error:`` line per failed file), 2 for a bad path."""
     from twin.core.errors import TwinError
-    from twin.io.inspect import inspect
+    from twin.io.inspect import examine
 
     try:
-        print(inspect(args.path))
+        result = examine(args.path)
     except TwinError as exc:
         return _errors(exc)
-    return 0
+    print(result.text)
+    for line in result.failures:
+        print(f"error: {line}", file=sys.stderr)
+    return 0 if result.ok else 1
 
 
 def cmd_info(args) -> int:

@@ -137,6 +137,17 @@ def test_outputs_open_with_expected_variables(campaign):
     for png in ("oncology_cellularity.png", "oncology_k.png", "oncology_burden.png", "decision.png"):
         assert (run / "report" / exp.name / png).is_file(), png
     assert "Patient: proliferation rate" in html
+    # the verdict block on top of the experiment: the chosen plan, the horizon day, the burden with its interval
+    d = json.loads((exp / "decision.json").read_text())
+    day = d["time"] + d["horizon_days"]
+    top = html.index('<div class="verdict">')
+    assert top < html.index("Patient: proliferation rate")
+    block = html[top:html.index("</div>", top)]
+    assert f"least tumour at day {day:g}?" in block
+    assert d["chosen"]["label"].removeprefix("standard: ") in block
+    assert "cells (90 % interval" in block and "true k(x) inside the 90 % band at" in block
+    # the two methods of each patient are compared in the campaign verdict
+    assert "Campaign verdict" in html and "The methods" in html
 
 
 def test_calibration_improves_on_the_prior(campaign):

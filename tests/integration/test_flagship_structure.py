@@ -79,6 +79,12 @@ def test_outputs_and_report(run):
     for title in ("Damage field", "Guardrail flags of the gauges", "Maintenance decision", "Sensor placement"):
         assert title in text
     assert "could not be drawn" not in text
+    # the verdict: inspect or not, with the exceedance probability and the stress in MPa
+    d = json.loads((exp / "decision.json").read_text())["structure"]["maintenance"]
+    block = text[text.index('<div class="verdict">'):]
+    block = block[:block.index("</div>")]
+    assert ("Inspect the mast" if d["recommend_inspection"] else "No inspection needed") in block
+    assert f"{100 * d['exceedance_probability']:.0f}" in block and "MPa (90 % interval" in block
 
 
 def test_damage_patch_found_with_calibrated_spread(run):

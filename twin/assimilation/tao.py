@@ -194,7 +194,8 @@ def minimise(functional, c0: PETSc.Vec | None = None, settings: TaoSettings | No
             except PETSc.Error as exc:
                 if failure:
                     raise failure[0] from None
-                last = f"; the model diverged at {len(diverged)} trial point(s), last: {diverged[-1]}" if diverged else ""
+                last = (f"; the model diverged at {len(diverged)} trial point(s), last: {diverged[-1]}"
+                        if diverged else "")
                 raise AssimilationError(f"{functional.name}: TAO {method} stopped with PETSc error {exc.ierr} "
                                         f"({_petsc_message(exc)}){last}") from None
             iterations, value, gnorm = tao.getSolutionStatus()[:3]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,6 +260,9 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
     if rank == 0:
         if not (run_dir / "campaign.yaml").exists():
             write_text(run_dir / "campaign.yaml", loaded.text, private=sensitive)
+        # which matrix values each experiment has (the report groups experiments that differ only in their method)
+        matrix = {e.name: {k: _format(v) for k, v in e.overrides.items()} for e in exps}
+        write_text(run_dir / "matrix.json", json.dumps(matrix, indent=1, sort_keys=True) + "\n", private=sensitive)
         for e in exps:
             d = layout.experiment_dir(run_dir, e.name)
             f = layout.config_file(d)

@@ -160,10 +160,11 @@ def rank_pit_counts(counts: np.ndarray, bins: int) -> np.ndarray:
     """
     counts = np.asarray(counts, dtype=float)
     L = counts.size
-    r_lo, r_hi = np.arange(L)[:, None] / L, np.arange(1, L + 1)[:, None] / L
-    b_lo, b_hi = np.arange(bins)[None, :] / bins, np.arange(1, bins + 1)[None, :] / bins
-    share = np.clip(np.minimum(r_hi, b_hi) - np.maximum(r_lo, b_lo), 0.0, None) * L
-    return counts @ share
+    # integer interval ends in units of 1 / (L * bins): whole ranks map to whole intervals without rounding
+    r = np.arange(L + 1)[:, None] * bins
+    b = np.arange(bins + 1)[None, :] * L
+    overlap = np.clip(np.minimum(r[1:], b[:, 1:]) - np.maximum(r[:-1], b[:, :-1]), 0, None)
+    return counts @ (overlap / bins)
 
 
 def window_rank_flatness(histograms: Sequence[np.ndarray], bins: int) -> float:

@@ -3,13 +3,19 @@
 For a checkpoint (``.h5``): cycle, model time, fields (shape, members, grid), parameters, arrays, RNG streams, metadata
 keys, provenance, and the checksum status after full verification. For a NetCDF file: its kind (posterior, forecast,
 diagnostics, observations), dimensions, variables with units, time range, provenance, and the data-digest status. For
-a run directory: every checkpoint with its status (the newest good one marked), then every NetCDF file.
+a run directory: the checkpoints of every ``checkpoint/`` directory in it (the run's own and each experiment's,
+``experiments/<name>/checkpoint``) with their status, the newest good one of each marked, then every NetCDF file.
+
+:func:`examine` also says which checks failed (a checkpoint that does not verify, a NetCDF file whose data do not
+match its checksum or that cannot be read), so that ``twin inspect`` can exit non-zero; a NetCDF file without a
+checksum is reported as such and is not a failure.
 
 Everything here is serial and read-only: a corrupted file is reported, never modified.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -24,8 +30,31 @@ from twin.io.provenance import describe
 _MAX_META = 12
 
 
+@dataclass
+class Inspection:
+    """What :func:`examine` found: the summary text and one line per failed check (``"<file>: <problem>"``)."""
+
+    text: str
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
 def inspect(path) -> str:
-    """A multi-line summary of a checkpoint, a NetCDF file or a run directory.
+    """A multi-line summary of a checkpoint, a NetCDF file or a run directory (see :func:`examine`).
+
+    Raises
+    ------
+    OutputError
+        If ``path`` does not exist.
+    """
+    return examine(path).text
+
+
+def examine(path) -> Inspection:
+    """The summary of a checkpoint, a NetCDF file or a run directory, and the checks that failed in it.
 
     Raises
     ------
@@ -43,7 +72,7 @@ def inspect(path) -> str:
         return _netcdf(path)
     if h5py.is_hdf5(path):
         return _checkpoint(path) if _is_checkpoint(path) else _netcdf(path)
-    return f"{path}: not a twin output (unknown file type)"
+    return Inspection(f"{path}: not a twin output (unknown file type)")
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -54,16 +83,17 @@ def _is_checkpoint(path: Path) -> bool:
         return False
 
 
-def _checkpoint_status(path: Path) -> tuple[bool, str]:
+def _checkpoint_status(path: Path) -> tuple[str, str]:
+    """``(status line, "")`` for a checkpoint that verifies, ``(status line, the reader's error)`` otherwise."""
     try:
         with CheckpointReader(path, None, verify=True) as r:
-            return True, f"ok ({r.checksum}, digest {r.digest})"
+            return f"ok ({r.checksum}, digest {r.digest})", ""
     except OutputError as exc:
-        return False, f"FAILED: {exc}"
+        return f"FAILED: {exc}", str(exc)
 
 
-def _checkpoint(path: Path) -> str:
-    ok, status = _checkpoint_status(path)
+def _checkpoint(path: Path) -> Inspection:
+    status, error = _checkpoint_status(path)
     lines = [f"{path}: twin checkpoint", f"  checksum: {status}"]
     try:
         with h5py.File(path, "r") as f:
@@ -92,15 +122,16 @@ def _checkpoint(path: Path) -> str:
                 lines += describe(dict(f["provenance"].attrs), indent="    ")
     except OSError as exc:
         lines.append(f"  (contents unreadable: {exc})")
-    return "\n".join(lines)
+    return Inspection("\n".join(lines), [error] if error else [])
 
 
-def _netcdf(path: Path) -> str:
+def _netcdf(path: Path) -> Inspection:
     ok, status = verify_netcdf(path)
+    failures = [f"NetCDF file {path}: {status}"] if ok is False else []
     try:
         ds = xr.open_dataset(path, decode_times=False)
     except (OSError, ValueError, RuntimeError) as exc:
-        return f"{path}: unreadable NetCDF ({exc})"
+        return Inspection(f"{path}: unreadable NetCDF ({exc})", failures or [f"NetCDF file {path}: unreadable ({exc})"])
     with ds:
         kind = ds.attrs.get("twin_kind", "NetCDF (not written by twin)")
         lines = [f"{path}: {kind} ({ds.attrs.get('Conventions', 'no Conventions attribute')})",
@@ -123,27 +154,44 @@ def _netcdf(path: Path) -> str:
         if prov:
             lines.append("  provenance:")
             lines += describe(prov, indent="    ")
-    return "\n".join(lines)
+    return Inspection("\n".join(lines), failures)
 
 
-def _directory(path: Path) -> str:
+def _checkpoint_directories(path: Path) -> list[Path]:
+    """Every directory below ``path`` (``path`` included) that holds checkpoints at their final names: the run's
+    own ``checkpoint/`` and each experiment's, found by walking rather than by a campaign layout, so that single
+    runs, campaigns and copied experiment directories are all inspected."""
+    candidates = [path, *sorted(p for p in path.rglob("checkpoint") if p.is_dir())]
+    out: list[Path] = []
+    for d in candidates:
+        files = list_checkpoints(d)
+        if files and files[0][1].parent not in out:
+            out.append(files[0][1].parent)
+    return out
+
+
+def _directory(path: Path) -> Inspection:
     lines = [f"{path}: run directory"]
-    checkpoints = list_checkpoints(path)
-    good = None
-    rows = []
-    for cycle, file in checkpoints:
-        ok, status = _checkpoint_status(file)
-        if ok:
-            good = file
-        rows.append((file, status))
-    if rows:
-        lines.append(f"  checkpoints: {len(rows)}")
+    failures: list[str] = []
+    directories = _checkpoint_directories(path)
+    for d in directories:
+        good, rows = None, []
+        for _, file in list_checkpoints(d):
+            status, error = _checkpoint_status(file)
+            if error:
+                failures.append(error)
+            else:
+                good = file
+            rows.append((file, status))
+        where = d.relative_to(path).as_posix() if d != path else "."
+        lines.append(f"  checkpoints in {where}: {len(rows)}")
         for file, status in rows:
             mark = "  <- latest good" if file == good else ""
             lines.append(f"    {file.name}: {status}{mark}")
-    else:
+    if not directories:
         lines.append("  checkpoints: none")
     for nc in sorted(path.rglob("*.nc")):
-        lines.append("")
-        lines.append(_netcdf(nc))
-    return "\n".join(lines)
+        part = _netcdf(nc)
+        lines += ["", part.text]
+        failures += part.failures
+    return Inspection("\n".join(lines), failures)

@@ -38,7 +38,9 @@ class RunData:
     truth : ndarray (time, ...) or None
         True states at the posterior times (twin experiments), shaped like one member of the posterior variable.
     parameters : dict
-        ``cycle -> {name: samples}`` of scalar parameters from the checkpoints.
+        ``cycle -> {name: samples}`` of scalar parameters from the checkpoints, one value per member of the
+        ensemble (NaN for a member dropped by the failure policy, so that the member axis means the same in every
+        cycle).
     decision : dict or None
     flags : list of dict
     missing : dict
@@ -127,7 +129,10 @@ def _parameters(directory: Path, data: RunData) -> None:
                 params = {}
                 for name, value in r.scalar_parameters.items():
                     v = np.atleast_1d(np.asarray(value, dtype=float))
-                    params[name] = v[alive] if alive is not None and alive.size == v.size else v
+                    if alive is not None and alive.size == v.size:
+                        # keep the member axis: a drop must not shorten one cycle's samples (fans need equal sizes)
+                        v = np.where(alive, v, np.nan)
+                    params[name] = v
                 data.parameters[r.cycle] = params
                 data.parameter_times[r.cycle] = r.time
         except (OutputError, OSError, KeyError) as exc:

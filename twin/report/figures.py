@@ -128,6 +128,10 @@ def rmse_panel(data: RunData, out: Path) -> Panel:
     if not keys:
         return Panel(title, note="diagnostics.nc has no RMSE or spread")
     cycle = ds["cycle"].values if "cycle" in ds else np.arange(ds.sizes["time"])
+    rows = [[int(c)] + [float(ds[k].values[i]) for k in keys] for i, c in enumerate(cycle)]
+    if cycle.size < 2:
+        # one window (a calibration): a plot of one point says nothing a table does not
+        return Panel(title, note="one cycle only: the numbers are in the table", table=_table(["cycle"] + keys, rows))
     fig, ax = plt.subplots(figsize=(7, 3.2))
     styles = {"rmse_forecast": ("C0", "--"), "rmse": ("C0", "-"), "spread_forecast": ("C1", "--"),
               "spread": ("C1", "-")}
@@ -137,7 +141,6 @@ def rmse_panel(data: RunData, out: Path) -> Panel:
     ax.set_xlabel("cycle")
     ax.set_ylabel(f"[{_units(ds, keys[0])}]")
     ax.legend(fontsize=8)
-    rows = [[int(c)] + [float(ds[k].values[i]) for k in keys] for i, c in enumerate(cycle)]
     return Panel(title, _save(fig, out / "rmse_spread.png"), table=_table(["cycle"] + keys, rows))
 
 
@@ -286,6 +289,10 @@ def changes_panel(data: RunData, out: Path) -> Panel:
         a, b = cycles[-2], cycles[-1]
         for name in sorted(set(data.parameters[a]) & set(data.parameters[b])):
             va, vb = data.parameters[a][name], data.parameters[b][name]
+            # NaN marks dropped members (see RunData.parameters)
+            va, vb = va[np.isfinite(va)], vb[np.isfinite(vb)]
+            if not va.size or not vb.size:
+                continue
             rows.append([f"parameter {name}", float(np.mean(va)), float(np.mean(vb)), float(np.std(va, ddof=1))
                          if va.size > 1 else 0.0, float(np.std(vb, ddof=1)) if vb.size > 1 else 0.0])
     if data.posterior is not None and data.posterior.sizes["time"] >= 2:

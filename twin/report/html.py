@@ -12,13 +12,17 @@ from twin.core.log import get_logger
 from twin.io.provenance import utc_now
 from twin.report.data import RunData, discover
 from twin.report.figures import PANELS, Panel
+from twin.report.verdict import Verdict, campaign_html, verdict_for, verdict_html
 
 log = get_logger("twin.report")
 
 _STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;margin-top:2em}h3{font-size:1.05em;margin-bottom:.3em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}
-.note{color:#666;font-style:italic}img{max-width:100%}"""
+.note{color:#666;font-style:italic}img{max-width:100%}
+.verdict{border:2px solid #2a6;border-radius:6px;padding:.3em 1em;margin:1em 0;background:#f4fbf6}
+.verdict.failed{border-color:#c33;background:#fdf3f3}.verdict table{border:none;font-size:.95em}
+.verdict th{text-align:left;vertical-align:top;border:none;width:11em}.verdict td{border:none}"""
 
 
 def _image(path: Path) -> str:
@@ -37,9 +41,12 @@ def _panel_html(p: Panel) -> str:
     return "\n".join(parts)
 
 
-def _experiment(run: RunData, images: Path) -> tuple[str, list[Path]]:
+def _experiment(run: RunData, images: Path, verdict: Verdict) -> tuple[str, list[Path]]:
     out = images / run.name if run.directory != images.parent else images
     out.mkdir(parents=True, exist_ok=True)
+    if verdict.failed:
+        # the reason first; the panels of what the experiment left behind are not worth reading
+        return "\n".join([f"<h2>{html.escape(run.name)} (FAILED)</h2>", verdict_html(verdict)]), []
     panels = []
     for make in PANELS:
         try:
@@ -49,7 +56,7 @@ def _experiment(run: RunData, images: Path) -> tuple[str, list[Path]]:
             log.warning("report: panel %s of %s failed: %s", make.__name__, run.name, exc)
             panels.append(Panel(make.__name__.replace("_panel", ""), note=f"could not be drawn ({exc})"))
     missing = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in sorted(run.missing.items()))
-    body = [f"<h2>{html.escape(run.name)} ({run.kind})</h2>",
+    body = [f"<h2>{html.escape(run.name)} ({run.kind})</h2>", verdict_html(verdict),
             f"<p>Directory: <code>{html.escape(str(run.directory))}</code></p>"]
     body += [_panel_html(p) for p in panels if not (p.optional and p.image is None and not p.table)]
     if missing:
@@ -76,10 +83,12 @@ def write_report(run_dir) -> Path:
     images = run_dir / "report"
     images.mkdir(parents=True, exist_ok=True)
     sections, files = [], []
+    verdicts = {run.name: verdict_for(run) for run in runs}
     for run in runs:
-        text, imgs = _experiment(run, images)
+        text, imgs = _experiment(run, images, verdicts[run.name])
         sections.append(text)
         files += imgs
+    sections.insert(0, campaign_html(run_dir, runs, verdicts))
     doc = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>twin report: {html.escape(run_dir.name)}"
            f"</title><style>{_STYLE}</style></head><body>\n<h1>twin report: {html.escape(run_dir.name)}</h1>\n"
            f"<p>Written {utc_now()} from <code>{html.escape(str(run_dir.resolve()))}</code>; "

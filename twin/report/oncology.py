@@ -4,6 +4,8 @@
   experiments), on the model grid (mm);
 * proliferation: the true ``k(x)``, the posterior mean and standard deviation, and where the truth lies outside the
   90 % band; the posterior samples of each scalar parameter (e.g. ``D``) against its truth;
+* the verdict (:func:`treatment_verdict`): which plan, the burden it leaves at the horizon with its 90 % interval,
+  and how well the calibration covered the true patient;
 * burden: the posterior burden through the visit window (5-95 % band and median), the true burden at the visits, and
   the decision's forecast fans beyond the last visit (no treatment, chosen plan, standard regimen), with the true
   patient's outcome under both plans when known.
@@ -23,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from twin.report.data import RunData  # noqa: E402
 from twin.report.figures import Panel, _save, _table  # noqa: E402
+from twin.report.verdict import Verdict, format_interval, format_number, register  # noqa: E402
 
 PATIENT_FILE = "patient.nc"
 
@@ -154,3 +157,60 @@ def burden_panel(data: RunData, out: Path) -> Panel:
 
 
 PANELS = (cellularity_panel, proliferation_panel, burden_panel)
+
+
+def _plan(label: str) -> str:
+    return label.removeprefix("standard: ")
+
+
+@register
+def treatment_verdict(data: RunData) -> Verdict | None:
+    """The radiotherapy decision of a tumour calibration experiment (``decision.json`` of kind ``oncology``)."""
+    rec = data.decision
+    if not rec or rec.get("kind") != "oncology":
+        return None
+    chosen, standard = _plan(rec["chosen"]["label"]), _plan(rec["standard"]["label"])
+    comp = rec["comparison"]
+    day = float(rec.get("time", 0.0)) + float(rec.get("horizon_days", rec.get("horizon", 0.0)))
+    objective = rec.get("objective", {})
+    risk = f"CVaR{100 * objective.get('level', 0.9):.0f}" if objective.get("measure") == "cvar" else "mean"
+    if chosen == standard:
+        others = sorted((c["objective"], _plan(c["label"])) for c in rec.get("candidates", [])
+                        if _plan(c["label"]) != standard)
+        closest = ""
+        if others:
+            rel = 100.0 * (others[0][0] / comp["standard"]["objective"] - 1.0)
+            closest = f" (the closest alternative, {others[0][1]}, leaves {format_number(rel, 1.0)} % more)"
+        answer = (f"Keep the standard {standard}: no admissible plan lowers the {risk} tumour burden at day "
+                  f"{day:g}{closest}.")
+    else:
+        gain = 100.0 * (1.0 - comp["cvar_burden_ratio"])
+        answer = (f"Switch to {chosen}: its {risk} tumour burden at day {day:g} is {format_number(gain, 1.0)} % "
+                  f"lower than with the standard {standard} (probability that it does better for this patient: "
+                  f"{100 * comp['probability_better']:.0f} %).")
+    q = {float(k): v for k, v in comp["chosen"]["burden"]["quantiles"].items()}
+    level = max(q) - min(q)
+    number = (f"tumour burden at day {day:g} with {chosen}: "
+              f"{format_interval(q.get(0.5, comp['chosen']['burden']['mean']), q[min(q)], q[max(q)], 'cells', level)}")
+    cal = rec.get("calibration") or {}
+    confidence, err = ("no true patient to compare with: judge the fit by observed vs posterior cellularity below",
+                       None)
+    if cal.get("k"):
+        cov = cal["k"]["coverage_90"]
+        parts = [f"true k(x) inside the 90 % band at {100 * cov:.0f} % of the {cal.get('tumour_cells', '')} "
+                 "tumour cells"]
+        err = abs(cov - 0.9)
+        for name, c in cal.items():
+            if isinstance(c, dict) and "truth" in c:
+                inside = c["q05"] <= c["truth"] <= c["q95"]
+                parts.append(f"true {name} {format_number(c['truth'], c['q95'] - c['q05'])} "
+                             f"{'inside' if inside else 'OUTSIDE'} its 90 % band "
+                             f"({format_number(c['q05'], c['q95'] - c['q05'])} to "
+                             f"{format_number(c['q95'], c['q95'] - c['q05'])})")
+                err += 0.0 if inside else 0.5
+        confidence = "twin experiment: " + "; ".join(parts)
+    return Verdict(question=f"Which radiotherapy plan leaves this patient the least tumour at day {day:g}?",
+                   answer=answer, number=number, confidence=confidence,
+                   changes=("faster repopulation (a higher proliferation rate k) or a lower tumour alpha/beta would "
+                            "favour shorter schedules; another imaging visit narrows k and D"),
+                   decision=chosen, calibration_error=err)

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from twin.report.data import RunData  # noqa: E402
 from twin.report.figures import Panel, _save, _table  # noqa: E402
+from twin.report.verdict import Verdict, format_interval, format_probability, register  # noqa: E402
 
 
 def _structure(data: RunData) -> dict | None:
@@ -170,3 +171,39 @@ def placement_panel(data: RunData, out: Path) -> Panel:
 
 #: the structure panels, in report order (optional panels: left out of reports of other twins)
 PANELS = (damage_panel, gauge_flags_panel, maintenance_panel, placement_panel)
+
+
+@register
+def inspection_verdict(data: RunData) -> Verdict | None:
+    """The inspection decision of a structural twin: the exceedance probability of the stress limit against the
+    threshold, the peak stress in MPa with its 90 % interval, and the damage field's coverage of the truth."""
+    st = _structure(data)
+    if st is None or "maintenance" not in st:
+        return None
+    m = st["maintenance"]
+    mpa = 1e-6
+    limit = m["limit_Pa"] * mpa
+    horizon = float(data.decision.get("horizon", m.get("horizon", 0.0)))
+    p, se = float(m["exceedance_probability"]), float(m.get("standard_error") or 0.0)
+    inspect = bool(m["recommend_inspection"])
+    answer = (f"{'Inspect the mast' if inspect else 'No inspection needed'}: the probability that its peak von Mises "
+              f"stress exceeds the {limit:g} MPa limit within the next {horizon:g} s is {format_probability(p, se)}, "
+              f"{'at or above' if inspect else 'below'} the {100 * m['threshold']:g} % threshold.")
+    q = {float(k): v * mpa for k, v in m["peak_stress"]["quantiles"].items()}
+    centre = q.get(0.5, m["peak_stress"]["mean"] * mpa)
+    number = f"peak von Mises stress: {format_interval(centre, q[min(q)], q[max(q)], 'MPa', max(q) - min(q))}"
+    confidence, err = "no truth to compare the damage field with", None
+    fields = damage_fields(data.directory, st.get("component", ""))
+    if fields is not None:
+        z = np.abs(fields["truth"] - fields["posterior_mean"]) / np.maximum(fields["posterior_sd"], 1e-300)
+        coverage = float(np.mean(z <= 1.645))
+        sharper = float(np.mean(fields["posterior_sd"] < fields["prior_sd"]))
+        confidence = (f"twin experiment: true damage inside the posterior 90 % band (Gaussian) at "
+                      f"{100 * coverage:.0f} % of the nodes; posterior sd below prior sd at {100 * sharper:.0f} % "
+                      "of the nodes")
+        err = abs(coverage - 0.9)
+    changes = (f"a threshold above {format_probability(p, se)}, or more gauges: the placement study below shows how "
+               "much each would narrow the stress forecast")
+    return Verdict(question=f"Should the mast be inspected before the next {horizon:g} s of loading?", answer=answer,
+                   number=number, confidence=confidence, changes=changes,
+                   decision="inspect" if inspect else "no inspection", calibration_error=err)

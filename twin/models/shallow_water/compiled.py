@@ -35,69 +35,51 @@ from twin.models.shallow_water.kernel import Geometry
 _RDX, _RDY, _G, _F0, _BETA, _DRAG, _AMP = range(7)
 
 
-@numba.njit(cache=True, nogil=True)
-def _load_row(ring, r, x, south, north, west, east):
-    """Ghosted row ``r`` (``-1 .. ny``) of ``h, u, v`` (and ``c = phi / h``) into ``ring[(r + 3) % 3]``."""
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _load_row(ring, r, x, south, north, west, east, i0, i1):
+    """Ghosted row ``r`` (``-1 .. ny``), owned columns ``i0 - 1 .. i1``, of ``h, u, v`` (and ``c = phi / h``) into
+    ``ring[(r + 3) % 3, :, :i1 - i0 + 2]``."""
     ny, nx, dof = x.shape
+    w = i1 - i0
     k = (r + 3) % 3
     if r < 0 or r >= ny:
         src = south if r < 0 else north
         for c in range(dof):
-            for I in range(nx + 2):
-                ring[k, c, I] = src[I, c]
+            for I in range(w + 2):
+                ring[k, c, I] = src[i0 + I, c]
     else:
         for c in range(dof):
-            ring[k, c, 0] = west[r, c]
-            for i in range(nx):
-                ring[k, c, i + 1] = x[r, i, c]
-            ring[k, c, nx + 1] = east[r, c]
+            ring[k, c, 0] = x[r, i0 - 1, c] if i0 > 0 else west[r, c]
+            ring[k, c, w + 1] = x[r, i1, c] if i1 < nx else east[r, c]
+            for I in range(1, w + 1):
+                ring[k, c, I] = x[r, i0 + I - 1, c]
     if dof > 3:
         # the tracer enters only through its concentration: keep c = phi / h instead of phi
-        for I in range(nx + 2):
+        for I in range(w + 2):
             ring[k, 3, I] /= ring[k, 0, I]
 
 
-@numba.njit(cache=True, nogil=True)
-def tendency_owned(x, south, north, west, east, topo, y_corner, forcing, k, out):
-    """Tendencies of the owned block into ``out`` (shape ``(ny, nx, dof)``, interleaved like the state).
-
-    Parameters
-    ----------
-    x : ndarray, shape (ny, nx, dof)
-        The owned block of the state, interleaved ``h, u, v(, phi)`` per point (a view of the global vector).
-    south, north : ndarray, shape (nx + 2, dof)
-        Ghost rows below and above the block (corners included).
-    west, east : ndarray, shape (ny, dof)
-        Ghost columns left and right of the block.
-    topo : ndarray, shape (ny + 2, nx + 2) or (0, 0)
-        ``b`` on the ghosted block [m]; empty when there is no topography.
-    y_corner : ndarray, shape (ny + 1,)
-        ``y - y_mid`` at the corner rows [m].
-    forcing : ndarray, shape (ny,)
-        ``F(y)`` at the u-point rows [1].
-    k : ndarray, shape (7,)
-        ``1/dx, 1/dy, g, f0, beta, drag, A``.
-    out : ndarray, shape (ny, nx, dof)
-        Tendencies, interleaved like ``x``.
-    """
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _tile(x, south, north, west, east, topo, y_corner, forcing, k, out, i0, i1, work):
+    """The tendencies of owned columns ``i0 .. i1 - 1``, all rows (see :func:`tendency_owned`)."""
     ny, nx, dof = x.shape
-    M = nx + 2
+    M = i1 - i0 + 2
     rdx, rdy, g, f0, beta = k[_RDX], k[_RDY], k[_G], k[_F0], k[_BETA]
     drag, amp = k[_DRAG], k[_AMP]
     has_topo = topo.shape[0] > 0
     tracer = dof > 3
-    ring = np.empty((3, dof, M))
+    ring = work[:3 * dof].reshape(3, dof, work.shape[1])
     # one-row buffers, two slots each (slot r & 1 holds row r): U, B on rows r; V, q, qv, cv between rows r-1, r
-    U = np.zeros((2, M))
-    B = np.zeros((2, M))
-    V = np.zeros((2, M))
-    q = np.zeros((2, M))
-    qv = np.zeros((2, M))
-    cv = np.zeros((2, M))
-    qu = np.zeros(M)
-    cu = np.zeros(M)
-    _load_row(ring, -1, x, south, north, west, east)
-    _load_row(ring, 0, x, south, north, west, east)
+    U = work[3 * dof:3 * dof + 2]
+    B = work[3 * dof + 2:3 * dof + 4]
+    V = work[3 * dof + 4:3 * dof + 6]
+    q = work[3 * dof + 6:3 * dof + 8]
+    qv = work[3 * dof + 8:3 * dof + 10]
+    cv = work[3 * dof + 10:3 * dof + 12]
+    qu = work[3 * dof + 12]
+    cu = work[3 * dof + 13]
+    _load_row(ring, -1, x, south, north, west, east, i0, i1)
+    _load_row(ring, 0, x, south, north, west, east, i0, i1)
     for r in range(-1, ny):
         # rows r and r + 1 are in the ring: quantities of row r (U, B) and between rows r, r + 1 (V, q, qv, cv)
         a = ring[(r + 3) % 3]
@@ -111,7 +93,7 @@ def tendency_owned(x, south, north, west, east, topo, y_corner, forcing, k, out)
         for I in range(1, M):
             Ur[I] = 0.5 * (h0[I - 1] + h0[I]) * u0[I]
         if has_topo:
-            b = topo[r + 1]
+            b = topo[r + 1, i0:i0 + M]
             for I in range(M - 1):
                 Br[I] = g * (h0[I] + b[I]) + 0.25 * (u0[I] * u0[I] + u0[I + 1] * u0[I + 1] + v0[I] * v0[I]
                                                      + v1[I] * v1[I])
@@ -132,7 +114,7 @@ def tendency_owned(x, south, north, west, east, topo, y_corner, forcing, k, out)
             for I in range(M):
                 cvn[I] = 0.5 * (c0[I] + c1[I]) * Vn[I]
         if r < 0:
-            _load_row(ring, 1, x, south, north, west, east)
+            _load_row(ring, 1, x, south, north, west, east, i0, i1)
             continue
         # tendencies of row j = r; then row r + 2 replaces row r - 1 in the ring
         j = r
@@ -140,7 +122,7 @@ def tendency_owned(x, south, north, west, east, topo, y_corner, forcing, k, out)
         Vj, qj, qvj = V[s], q[s], qv[s]
         for I in range(1, M):
             qu[I] = qj[I] * (0.5 * (Up[I] + Ur[I]))
-        o = out[j]
+        o = out[j, i0:i1]
         fj = amp * forcing[j]
         for I in range(1, M - 1):
             i = I - 1
@@ -153,9 +135,45 @@ def tendency_owned(x, south, north, west, east, topo, y_corner, forcing, k, out)
             for I in range(1, M):
                 cu[I] = 0.5 * (c0[I - 1] + c0[I]) * Ur[I]
             for I in range(1, M - 1):
-                out[j, I - 1, 3] = -((cu[I + 1] - cu[I]) * rdx + (cvn[I] - cvj[I]) * rdy)
+                o[I - 1, 3] = -((cu[I + 1] - cu[I]) * rdx + (cvn[I] - cvj[I]) * rdy)
         if r + 2 <= ny:
-            _load_row(ring, r + 2, x, south, north, west, east)
+            _load_row(ring, r + 2, x, south, north, west, east, i0, i1)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def tendency_owned(x, south, north, west, east, topo, y_corner, forcing, k, out, tile=128):
+    """Tendencies of the owned block into ``out`` (shape ``(ny, nx, dof)``, interleaved like the state).
+
+    Parameters
+    ----------
+    x : ndarray, shape (ny, nx, dof)
+        The owned block of the state, interleaved ``h, u, v(, phi)`` per point (a view of the global vector).
+    south, north : ndarray, shape (nx + 2, dof)
+        Ghost rows below and above the block (corners included).
+    west, east : ndarray, shape (ny, dof)
+        Ghost columns left and right of the block.
+    topo : ndarray, shape (ny + 2, nx + 2) or (0, 0)
+        ``b`` on the ghosted block [m]; empty when there is no topography.
+    y_corner : ndarray, shape (ny + 1,)
+        ``y - y_mid`` at the corner rows [m].
+    forcing : ndarray, shape (ny,)
+        ``F(y)`` at the u-point rows [1].
+    k : ndarray, shape (7,)
+        ``1/dx, 1/dy, g, f0, beta, drag, A``.
+    out : ndarray, shape (ny, nx, dof)
+        Tendencies, interleaved like ``x``.
+    tile : int
+        Columns per tile.
+    """
+    ny, nx, dof = x.shape
+    # All row buffers in one array whose row stride is an odd number of cache lines: with a stride near a multiple
+    # of 4 KiB the ~25 streams of a row would share L1 sets and evict each other.
+    stride = 8 * ((min(tile, nx) + 2 + 7) // 8)
+    if (stride // 8) % 2 == 0:
+        stride += 8
+    work = np.empty((3 * dof + 14, stride))
+    for i0 in range(0, nx, tile):
+        _tile(x, south, north, west, east, topo, y_corner, forcing, k, out, i0, min(nx, i0 + tile), work)
 
 
 class Halo:

@@ -1,0 +1,45 @@
+"""Numbers in the verdict carry the digits their spread supports, and the verdict of an experiment is its failure
+when it failed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from twin.report.data import RunData
+from twin.report.verdict import format_interval, format_number, format_probability, spread_skill, verdict_for
+
+
+@pytest.mark.parametrize("value, width, units, expected", [
+    (1004.0123, 0.37, "m", "1004.01 m"),        # two significant digits of the width: 0.01
+    (1004.0123, 37.0, "m", "1004 m"),
+    (0.15234, 0.1, "", "0.15"),
+    (134297625.4, 4.0e7, "cells", "1.34×10^8 cells"),
+    (2.1679, 2.3, "MPa", "2.2 MPa"),
+    (81.25, 19.5, "", "81"),
+])
+def test_digits_follow_the_spread(value, width, units, expected):
+    assert format_number(value, width, units) == expected
+
+
+def test_interval_and_probability():
+    assert format_interval(2.1679, 1.5245, 3.8367, "MPa") == "2.2 MPa (90 % interval 1.5 to 3.8 MPa)"
+    assert format_probability(0.8125, 0.0976) == "81 % (± 9.8 %)"
+    assert format_number(float("nan")) == "n/a"
+
+
+def test_spread_skill_after_the_burn_in():
+    import xarray as xr
+
+    rmse = np.r_[5.0, 5.0, np.full(8, 1.0)]  # a burn-in of 2 of 10 cycles is left out
+    ds = xr.Dataset({"rmse": ("time", rmse), "spread": ("time", np.full(10, 0.5))})
+    ratio, n = spread_skill(RunData("x", ".", diagnostics=ds))
+    assert ratio == pytest.approx(0.5) and n == 8
+
+
+def test_a_failed_experiment_says_so_first(tmp_path):
+    (tmp_path / "failed.json").write_text(json.dumps({"reason": "model 'l96': solver failed at t=0.3"}))
+    v = verdict_for(RunData("x", tmp_path))
+    assert v.failed and v.answer == "FAILED: model 'l96': solver failed at t=0.3"

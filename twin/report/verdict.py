@@ -1,0 +1,301 @@
+"""The verdict block at the top of every experiment and of the campaign: the answer before the panels.
+
+A :class:`Verdict` states the twin's question, the answer in one sentence, the headline number with its credible
+interval and units, how sure the answer is (calibration evidence: coverage of the truth in twin experiments,
+spread/skill of the ensemble) and what would change it. Each decision record (``decision.json``) brings its own
+verdict through :func:`verdict_for`: the report modules of particular decisions register a function that recognises
+their record; the generic posterior-prediction verdict (QoIs with exceedance probabilities) and the
+analysis-quality verdict (no decision: RMSE and spread against the free run) come last.
+
+The campaign verdict groups experiments that differ only in their ``assimilation`` section (``matrix.json`` of the
+run directory, written when the experiments are expanded): they answer one question with different methods. Where
+their answers differ, it says so, shows both, and names the one whose calibration evidence is better (coverage
+closest to its nominal level, else spread/skill closest to 1), saying why.
+
+Numbers are printed with as many digits as their spread supports (two significant digits of the interval width),
+never with a fixed format.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from twin.report.data import RunData
+
+
+@dataclass
+class Verdict:
+    """The answer of one experiment.
+
+    Attributes
+    ----------
+    question, answer : str
+        The question the twin answers, and the answer in one sentence.
+    number : str
+        The headline number with its credible interval and units.
+    confidence : str
+        How sure: calibration evidence (coverage, spread/skill), or why none is available.
+    changes : str
+        What would change the answer.
+    decision : str
+        A short label of the decision itself (compared across methods: equal labels agree).
+    calibration_error : float or None
+        Distance of the calibration evidence from ideal (``|coverage - nominal|`` or ``|log spread/skill|``), to
+        choose between methods; ``None`` when unknown.
+    failed : bool
+    """
+
+    question: str
+    answer: str
+    number: str = ""
+    confidence: str = ""
+    changes: str = ""
+    decision: str = ""
+    calibration_error: float | None = None
+    failed: bool = False
+
+
+#: verdict functions of particular decision records, tried in order (see :func:`register`)
+_VERDICTS: list[Callable[[RunData], "Verdict | None"]] = []
+
+
+def register(fn: Callable[[RunData], "Verdict | None"]) -> Callable[[RunData], "Verdict | None"]:
+    """Register a verdict function: it returns a :class:`Verdict` for the records it recognises, else ``None``."""
+    _VERDICTS.append(fn)
+    return fn
+
+
+# -- numbers ------------------------------------------------------------------------------------------------------
+
+
+def _decimals(step: float) -> int:
+    return max(0, -int(math.floor(math.log10(step)))) if step > 0 and math.isfinite(step) else 0
+
+
+def format_number(value: float, width: float | None = None, units: str = "") -> str:
+    """``value`` with the digits its uncertainty ``width`` supports (two significant digits of the width; three
+    significant digits of the value when no width is known), in scientific notation beyond 1e5 or below 1e-3."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    scale = abs(width) if width and math.isfinite(width) and width > 0 else abs(value) * 0.01 or 1.0
+    step = 10.0 ** (math.floor(math.log10(scale)) - 1)
+    unit = f" {units}" if units and units != "1" else ""
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        exp = int(math.floor(math.log10(abs(value))))
+        mant = value / 10.0 ** exp
+        return f"{mant:.{_decimals(step / 10.0 ** exp)}f}×10^{exp}{unit}"
+    return f"{round(value / step) * step:.{_decimals(step)}f}{unit}"
+
+
+def format_interval(centre: float, lo: float, hi: float, units: str = "", level: float = 0.9) -> str:
+    """``"centre units (90 %: lo to hi)"`` with digits from the interval width."""
+    width = abs(hi - lo) if all(math.isfinite(x) for x in (lo, hi)) else None
+    return (f"{format_number(centre, width, units)} ({level * 100:.0f} % interval "
+            f"{format_number(lo, width)} to {format_number(hi, width, units)})")
+
+
+def format_probability(p: float, standard_error: float | None = None) -> str:
+    """A probability as a percentage with digits from its standard error (Monte Carlo) when given."""
+    if standard_error is not None and standard_error > 0:
+        pct, se = 100 * p, 100 * standard_error
+        return f"{format_number(pct, 2 * se)} % (± {format_number(se, se)} %)"
+    return f"{100 * p:.0f} %"
+
+
+# -- generic verdicts ------------------------------------------------------------------------------------------------
+
+
+def spread_skill(data: RunData) -> tuple[float, int] | None:
+    """Mean ensemble spread over mean analysis RMSE against the truth, after the first fifth of the cycles (the
+    burn-in), and the number of cycles used; ``None`` without a twin experiment's diagnostics."""
+    d = data.diagnostics
+    if d is None or "rmse" not in d or "spread" not in d:
+        return None
+    rmse, spread = np.asarray(d["rmse"].values, float), np.asarray(d["spread"].values, float)
+    start = max(1, rmse.size // 5) if rmse.size > 2 else 0
+    r, s = rmse[start:], spread[start:]
+    ok = np.isfinite(r) & np.isfinite(s)
+    if not ok.any() or np.mean(r[ok]) <= 0:
+        return None
+    return float(np.mean(s[ok]) / np.mean(r[ok])), int(ok.sum())
+
+
+def time_unit(data: RunData) -> str:
+    """The model's time unit (``seconds``, ``days`` ...) from the CF ``time`` units of the experiment's NetCDF."""
+    for ds in (data.posterior, data.forecast, data.diagnostics, data.qoi):
+        if ds is not None and "time" in ds.variables:
+            units = str(ds["time"].attrs.get("units", ""))
+            if " since " in units:
+                return units.split(" since ")[0].strip()
+    return ""
+
+
+def duration(value: float, unit: str) -> str:
+    """A time span in the unit its readers use: seconds beyond two hours as hours, beyond two days as days."""
+    seconds = {"seconds": 1.0, "second": 1.0, "s": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
+    if unit not in seconds:
+        return f"{value:g} {unit or 'model time units'}"
+    s = value * seconds[unit]
+    if unit == "days" or s >= 2 * 86400:
+        return f"{s / 86400:g} days"
+    if s >= 2 * 3600:
+        return f"{s / 3600:g} h"
+    if s >= 120:
+        return f"{s / 60:g} min"
+    return f"{s:g} s"
+
+
+def _ensemble_confidence(data: RunData) -> tuple[str, float | None]:
+    ss = spread_skill(data)
+    d = data.diagnostics
+    if ss is None and d is not None and "rmse" in d:
+        rmse = np.asarray(d["rmse"].values, float)
+        return (f"analysis RMSE against the truth {format_number(float(np.nanmean(rmse)))} on average; no ensemble "
+                "spread per cycle, so how well the probabilities are calibrated is not measured here"), None
+    if ss is None:
+        return ("no truth to measure calibration against (a campaign of real observations): judge the fit by the "
+                "innovation statistics"), None
+    ratio, n = ss
+    word = ("well calibrated" if 0.8 <= ratio <= 1.25 else
+            "over-confident (the spread is smaller than the error)" if ratio < 0.8 else
+            "under-confident (the spread is larger than the error)")
+    return f"ensemble spread/skill {ratio:.2f} over {n} cycles after the burn-in: {word}", abs(math.log(ratio))
+
+
+def _prediction_verdict(data: RunData) -> Verdict | None:
+    rec = data.decision
+    if not rec or not rec.get("qois"):
+        return None
+    horizon, time = rec.get("horizon"), rec.get("time")
+    parts, numbers, decision = [], [], []
+    for name, q in rec["qois"].items():
+        qs = {float(k): v for k, v in q.get("quantiles", {}).items()}
+        if not qs:
+            continue
+        lo, hi = qs[min(qs)], qs[max(qs)]
+        level = max(qs) - min(qs)
+        centre = qs.get(0.5, q.get("mean"))
+        numbers.append(f"{name}: {format_interval(centre, lo, hi, q.get('units', ''), level)}")
+        for limit, p in (q.get("exceedance") or {}).items():
+            parts.append(f"P({name} > {format_number(float(limit), None, q.get('units', ''))}) = "
+                         f"{format_probability(float(p))}")
+            decision.append(f"{name}>{limit}:{'likely' if p >= 0.5 else 'unlikely'}")
+    if not numbers:
+        return None
+    when = (f"{duration(horizon, time_unit(data))} after the last analysis" if horizon is not None
+            else "at the horizon")
+    answer = (f"{'; '.join(parts)} {when}." if parts else f"The posterior prediction {when} is given below.")
+    confidence, err = _ensemble_confidence(data)
+    return Verdict(question="What will the quantities of interest be, with what probability of exceeding their "
+                            "limits?", answer=answer, number="; ".join(numbers), confidence=confidence,
+                   changes="new observations before the horizon; a different limit", decision=";".join(decision),
+                   calibration_error=err)
+
+
+def _analysis_verdict(data: RunData) -> Verdict | None:
+    d = data.diagnostics
+    if d is None or "rmse" not in d:
+        return None
+    rmse = np.asarray(d["rmse"].values, float)
+    if not np.isfinite(rmse).any():
+        return None
+    confidence, err = _ensemble_confidence(data)
+    return Verdict(question="How close is the twin's analysis to the true state?",
+                   answer=f"Analysis RMSE {format_number(float(np.nanmean(rmse)))} averaged over {rmse.size} "
+                          f"cycle(s), {format_number(float(rmse[-1]))} at the last.",
+                   number=f"last-cycle RMSE {format_number(float(rmse[-1]))}", confidence=confidence,
+                   changes="more or better observations, a larger ensemble", calibration_error=err)
+
+
+def verdict_for(data: RunData) -> Verdict:
+    """The verdict of one experiment: FAILED with its reason, the verdict of its decision record, or the analysis
+    quality; a note when there is nothing to judge."""
+    failure = experiment_failure(data.directory)
+    if failure:
+        return Verdict(question="Did this experiment finish?", answer=f"FAILED: {failure}", failed=True,
+                       changes="see twin.log; rerun with `twin run` after fixing the cause (a failed experiment is "
+                               "tried again, finished ones are kept)")
+    for fn in (*_VERDICTS, _prediction_verdict, _analysis_verdict):
+        v = fn(data)
+        if v is not None:
+            return v
+    return Verdict(question="What did this run produce?", answer="No decision and no diagnostics against a truth: "
+                   "the panels below show the fields.")
+
+
+def experiment_failure(directory: Path) -> str:
+    """The reason an experiment failed or was stopped (``failed.json``, ``stopped.json``), or ``""``."""
+    from twin.campaign.layout import error_marker, read_json, stopped_marker
+
+    for marker, word in ((error_marker(directory), ""), (stopped_marker(directory), "stopped by the failure "
+                                                                                      "policy: ")):
+        info = read_json(marker)
+        if info:
+            return word + str(info.get("reason", "unknown reason"))
+    return ""
+
+
+# -- HTML --------------------------------------------------------------------------------------------------------
+
+
+def verdict_html(v: Verdict, title: str = "Verdict") -> str:
+    """The verdict block (a ``div.verdict``)."""
+    rows = [("Question", v.question), ("Answer", v.answer)]
+    rows += [(k, t) for k, t in (("Number", v.number), ("How sure", v.confidence), ("What would change it",
+                                                                                        v.changes)) if t]
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(t)}</td></tr>" for k, t in rows)
+    cls = "verdict failed" if v.failed else "verdict"
+    return f'<div class="{cls}"><h3>{html.escape(title)}</h3><table>{body}</table></div>'
+
+
+def _groups(run_dir: Path, runs: list[RunData]) -> list[list[RunData]]:
+    """Experiments that differ only in their ``assimilation`` matrix values, in order of appearance."""
+    try:
+        matrix = json.loads((run_dir / "matrix.json").read_text())
+    except (OSError, ValueError):
+        matrix = {}
+    keyed: dict[str, list[RunData]] = {}
+    for r in runs:
+        values = matrix.get(r.name, {})
+        key = json.dumps({k: v for k, v in values.items() if k.split(".")[0] != "assimilation"}, sort_keys=True)
+        keyed.setdefault(key if values else r.name, []).append(r)
+    return list(keyed.values())
+
+
+def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdict]) -> str:
+    """The campaign verdict: one line per experiment, and where methods disagree, which to trust and why."""
+    if len(runs) < 2:
+        return ""
+    items = []
+    for group in _groups(run_dir, runs):
+        vs = [(r.name, verdicts[r.name]) for r in group]
+        lines = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(v.answer)}"
+                        + (f" <i>({html.escape(v.confidence)})</i>" if v.confidence else "") + "</li>" for n, v in vs)
+        ok = [(n, v) for n, v in vs if not v.failed]
+        note = ""
+        if len(ok) >= 2:
+            labels = {v.decision for _, v in ok}
+            if len(labels) > 1:
+                rated = [(v.calibration_error, n) for n, v in ok if v.calibration_error is not None]
+                if rated:
+                    best = min(rated)[1]
+                    unrated = [n for n, v in ok if v.calibration_error is None]
+                    note = (f"The methods disagree. Trust <b>{html.escape(best)}</b>: its calibration evidence is "
+                            f"the closest to ideal ({html.escape(verdicts[best].confidence)})"
+                            + (f"; {html.escape(', '.join(unrated))} has none" if unrated else "") + ".")
+                else:
+                    note = "The methods disagree and no calibration evidence is available to choose between them."
+            else:
+                note = "The methods agree on the decision."
+        items.append(f"<ul>{lines}</ul>" + (f"<p>{note}</p>" if note else ""))
+    failed = [r.name for r in runs if verdicts[r.name].failed]
+    head = (f"<p><b>{len(failed)} of {len(runs)} experiment(s) FAILED</b>: {html.escape(', '.join(failed))}</p>"
+            if failed else "")
+    return f'<div class="verdict campaign"><h2>Campaign verdict</h2>{head}{"".join(items)}</div>'
