@@ -242,7 +242,6 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
     order). Deterministic in ``(seeds, member)`` on any number of ranks.
     """
     from twin.campaign.state import field_grid
-    from twin.config.observation_networks import representative_error
     from twin.models.priors import sample_prior
 
     gen = rng(cfg, INITIAL, member)
@@ -261,10 +260,30 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
         state = model.grid.allgather(x0).ravel()
     finally:
         x0.destroy()
-    acfg = assimilation_section(cfg)
-    sigma = acfg.background_std if acfg.background_std is not None else representative_error(acfg.observations)
-    state = state + sigma * gen.standard_normal(state.size)
+    state = state + background_std(cfg) * gen.standard_normal(state.size)
     return state, params
+
+
+def background_std(cfg) -> float:
+    """The background error's standard deviation of a twin experiment's initial state (``assimilation
+    .background_std``, default the networks' mean ``error_std``)."""
+    from twin.config.observation_networks import representative_error
+
+    acfg = assimilation_section(cfg)
+    return acfg.background_std if acfg.background_std is not None else representative_error(acfg.observations)
+
+
+def true_initial_state(cfg, model) -> np.ndarray:
+    """The nature run's initial state: the configured initial state plus Gaussian noise of the background standard
+    deviation (random stream TRUTH, index 1; index 0 draws the observation noise), i.e. a draw from the distribution
+    the prior members are drawn from. Natural order, whole state; deterministic on any number of ranks."""
+    x0 = model.initial_state()
+    try:
+        state = model.grid.allgather(x0).ravel()
+    finally:
+        x0.destroy()
+    gen = rng(cfg, TRUTH, 1)
+    return state + background_std(cfg) * gen.standard_normal(state.size)
 
 
 def set_member_parameters(model, params: dict[str, Any]) -> None:

@@ -198,12 +198,13 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
             return False
         model, sch, obs = s.get_model(), s.schedule, s.observations
         grid, N = model.grid, s.n_members
-        # Nature run from the configured initial state and parameter values, observed with noise (twin experiment).
+        # Nature run observed with noise (twin experiment). Its initial state is an independent draw from the prior
+        # ensemble's distribution (configured state plus background noise, from the TRUTH stream), not the prior's
+        # centre: a truth at the centre of the prior flatters every score (the members are drawn around the
+        # configured state too, :func:`twin.campaign.context.initial_member`).
         forecast = ModelForecast(model)
         try:
-            x0 = model.initial_state()
-            x = grid.allgather(x0).reshape(-1, 1)
-            x0.destroy()
+            x = ctx.true_initial_state(s.cfg, model).reshape(-1, 1)
             true_params = ctx.truth_parameters(model)
             # ModelForecast takes one column per member: (1,) for a scalar; the true fields are the model's own
             # configured values already (and are set whole, on any number of ranks, only by ctx)

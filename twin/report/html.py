@@ -22,7 +22,8 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px so
 .note{color:#666;font-style:italic}img{max-width:100%}
 .verdict{border:2px solid #2a6;border-radius:6px;padding:.3em 1em;margin:1em 0;background:#f4fbf6}
 .verdict.failed{border-color:#c33;background:#fdf3f3}.verdict table{border:none;font-size:.95em}
-.verdict th{text-align:left;vertical-align:top;border:none;width:11em}.verdict td{border:none}"""
+.verdict th{text-align:left;vertical-align:top;border:none;width:11em}.verdict td{border:none}
+.verdict h2{margin-top:.4em}.verdict h4{margin:.8em 0 .2em}"""
 
 
 def _image(path: Path) -> str:

@@ -269,6 +269,15 @@ def _groups(run_dir: Path, runs: list[RunData]) -> list[list[RunData]]:
     return list(keyed.values())
 
 
+def _group_label(run_dir: Path, group: list[RunData]) -> str:
+    """What the experiments of a group share (their matrix values other than ``assimilation``)."""
+    try:
+        values = json.loads((run_dir / "matrix.json").read_text()).get(group[0].name, {})
+    except (OSError, ValueError):
+        return ""
+    return ", ".join(f"{k} = {v}" for k, v in sorted(values.items()) if k.split(".")[0] != "assimilation")
+
+
 def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdict]) -> str:
     """The campaign verdict: one line per experiment, and where methods disagree, which to trust and why."""
     if len(runs) < 2:
@@ -293,8 +302,15 @@ def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdic
                 else:
                     note = "The methods disagree and no calibration evidence is available to choose between them."
             else:
+                rated = [(v.calibration_error, n) for n, v in ok if v.calibration_error is not None]
                 note = "The methods agree on the decision."
-        items.append(f"<ul>{lines}</ul>" + (f"<p>{note}</p>" if note else ""))
+                if len(rated) >= 2:
+                    best = min(rated)[1]
+                    note += (f" For its numbers trust <b>{html.escape(best)}</b>: its calibration evidence is the "
+                             "closest to ideal.")
+        label = _group_label(run_dir, group)
+        items.append((f"<h4>{html.escape(label)}</h4>" if label else "") + f"<ul>{lines}</ul>"
+                     + (f"<p>{note}</p>" if note else ""))
     failed = [r.name for r in runs if verdicts[r.name].failed]
     head = (f"<p><b>{len(failed)} of {len(runs)} experiment(s) FAILED</b>: {html.escape(', '.join(failed))}</p>"
             if failed else "")
