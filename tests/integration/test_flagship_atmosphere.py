@@ -165,6 +165,14 @@ def test_atmosphere_campaign_runs_and_reports(tmp_path):
         assert title in text
     for png in ("atmosphere_network.png", "atmosphere_rmse.png", "atmosphere_site_fan.png"):
         assert (run / "report" / letkf.name / png).is_file()
+    # the verdicts: each experiment's exceedance probability at the harbour, 1 h ahead; the campaign verdict
+    # compares the two methods and, where they disagree, trusts the one with calibration evidence (the LETKF's
+    # spread/skill; the 4D-Var analysis has no ensemble spread per cycle)
+    p_letkf = dec["qois"]["eta_at_harbour"]["exceedance"]
+    campaign = text[text.index("Campaign verdict"):text.index("</div>", text.index("Campaign verdict"))]
+    assert f"P(eta_at_harbour &gt; {float(next(iter(p_letkf))):g} m) = {100 * next(iter(p_letkf.values())):.0f} % " \
+           "1 h after the last analysis" in campaign
+    assert ("The methods agree" in campaign) or (f"Trust <b>{letkf.name}</b>" in campaign)
     assert (run / "report" / var.name / "atmosphere_rmse.png").is_file()
 
     # the free run the report computed: starts at the background mean, drifts with the prior drag; after the burn-in

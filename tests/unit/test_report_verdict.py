@@ -43,3 +43,12 @@ def test_a_failed_experiment_says_so_first(tmp_path):
     (tmp_path / "failed.json").write_text(json.dumps({"reason": "model 'l96': solver failed at t=0.3"}))
     v = verdict_for(RunData("x", tmp_path))
     assert v.failed and v.answer == "FAILED: model 'l96': solver failed at t=0.3"
+
+
+@pytest.mark.parametrize("value, unit, expected", [(21600.0, "seconds", "6 h"), (3600.0, "seconds", "1 h"),
+                                                   (600.0, "seconds", "10 min"), (60.0, "days", "60 days"),
+                                                   (4.0, "seconds", "4 s"), (3.0, "years", "3 years")])
+def test_durations_in_the_units_readers_use(value, unit, expected):
+    from twin.report.verdict import duration
+
+    assert duration(value, unit) == expected

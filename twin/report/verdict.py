@@ -143,9 +143,9 @@ def duration(value: float, unit: str) -> str:
     if unit not in seconds:
         return f"{value:g} {unit or 'model time units'}"
     s = value * seconds[unit]
-    if unit == "days" or s >= 2 * 86400:
+    if unit == "days" or s >= 2 * 86400 or (s >= 86400 and s % 86400 == 0):
         return f"{s / 86400:g} days"
-    if s >= 2 * 3600:
+    if s >= 2 * 3600 or (s >= 3600 and s % 3600 == 0):
         return f"{s / 3600:g} h"
     if s >= 120:
         return f"{s / 60:g} min"
