@@ -24,8 +24,10 @@ The kernel reads ghosted arrays (one ghost layer on every side: the domain is do
 tendencies on the owned block. Every output point depends only on inputs in the 3 x 3 box around it, which fixes
 the sparsity of the Jacobian (a DMDA box stencil of width 1).
 
-The same code runs on plain NumPy arrays (the forward model) and on :class:`Dual` numbers (exact forward-mode
-derivatives, used for the tangent-linear model and to assemble the Jacobian). Hand-written forward-mode
+The same code runs on plain NumPy arrays and on :class:`Dual` numbers (exact forward-mode derivatives, used for the
+tangent-linear model and to assemble the Jacobian). The forward model runs a compiled float64 transcription of it
+(:mod:`.compiled` says why and how much faster), tested equal to this reference to round-off; the reverse sweep
+(:mod:`.reverse`) is checked against the Jacobian assembled from this code. Hand-written forward-mode
 differentiation was chosen over finite differences because the adjoint must be exact to round-off (Taylor tests show
 rate 2 only with an exact Jacobian), and over a second hand-linearised kernel because one kernel cannot drift from
 its own derivative.
@@ -129,11 +131,6 @@ class Geometry:
     y_corner: np.ndarray
     forcing_shape: np.ndarray
     topography: np.ndarray
-
-    def rows(self, r0: int, r1: int) -> "Geometry":
-        """The data of owned rows ``r0 .. r1-1`` (for strip-wise evaluation that keeps temporaries in cache)."""
-        return Geometry(self.dx, self.dy, self.y_corner[r0:r1 + 1], self.forcing_shape[r0:r1],
-                        self.topography[r0:r1 + 2])
 
 
 def _w(a, j0: int, j1: int, i0: int, i1: int):

@@ -4,6 +4,8 @@ Equations, symbols and units: see :mod:`twin.models.shallow_water.kernel` (Sadou
 flux-form continuity and tracer). State per cell: ``h`` [m], ``u`` [m/s], ``v`` [m/s] and, with a tracer, the tracer
 column amount ``phi = h c`` [m] (``c`` the dimensionless concentration); time in seconds.
 
+The right-hand side is the compiled kernel of :mod:`.compiled` (one pass over the owned block, the ghost layer by
+a scatter of its strips), tested equal to the NumPy reference :func:`~twin.models.shallow_water.kernel.tendency`.
 Time stepping is a PETSc TS under the options prefix ``<name>_``: explicit classical RK4 with a fixed step by
 default (``-<name>_ts_type``, ``-<name>_ts_rk_type``, ``-<name>_ts_dt``, ``-<name>_ts_adapt_type`` change it). A
 fixed step larger than the stable limit of the chosen method (:mod:`.stability`) is refused with the limit named.
@@ -39,9 +41,10 @@ from twin.core.petsc import reason_name, set_options, trajectory_in_memory
 from twin.models.base import Model, Parameter, QoI, Tape, TSPool, solve_adjoint
 from twin.models.registry import register_model
 from twin.models.shallow_water import qoi as qoi_mod
+from twin.models.shallow_water.compiled import CompiledTendency
 from twin.models.shallow_water.initial import Physics, gaussian_blob, make_initial
 from twin.models.shallow_water.jacobian import PARAMETER_NAMES, JacobianAssembler
-from twin.models.shallow_water.kernel import Geometry, tendency
+from twin.models.shallow_water.kernel import Geometry
 from twin.models.shallow_water.reverse import ShellJacobians
 from twin.models.shallow_water.stability import imaginary_stability_limit, max_frequency, stable_dt
 from twin.models.shallow_water.staggering import COMPONENTS, UNITS, coordinates
@@ -52,9 +55,6 @@ log = get_logger("twin.models.shallow_water")
 #: units of the scalar parameters, and the space assimilation updates them in when estimable
 PARAMETER_UNITS = {"gravity": "m/s^2", "f0": "1/s", "beta": "1/(m*s)", "drag": "1/s", "forcing_amplitude": "m/s^2"}
 PARAMETER_TRANSFORMS = {"gravity": "log", "f0": "none", "beta": "none", "drag": "log", "forcing_amplitude": "none"}
-#: points per strip of the RHS evaluation
-_STRIP_POINTS = 32768
-
 DEFAULT_PARAMETERS = {"gravity": 9.81, "f0": 1.0e-4, "beta": 0.0, "drag": 0.0, "forcing_amplitude": 0.0}
 
 
@@ -144,6 +144,7 @@ class ShallowWater(Model):
         self._tracer = tracer
         self._sources: Callable[[float], list[np.ndarray]] | None = None
         self.geometry = self._geometry(topography, int(forcing_wavenumber))
+        self._tendency = CompiledTendency(self.grid, self.geometry)
         self._xloc = self.grid.create_local()
         self._sol = self.grid.create_global()
         self._assembler: JacobianAssembler | None = None
@@ -404,19 +405,12 @@ class ShallowWater(Model):
 
     # -- TS callbacks ------------------------------------------------------------------------------------------------
     def _rhs(self, ts, t, X, F) -> None:
-        fields = self.ghosted_fields(X)
-        sources = None if self._sources is None else self._sources(t)
-        params = self.parameter_values()
-        a = self.grid.owned_array(F)
-        ny = a.shape[0]
-        # Strips of rows keep the kernel's temporaries in cache (2-3x faster on large grids than whole blocks).
-        rows = max(1, _STRIP_POINTS // max(1, a.shape[1]))
-        for r0 in range(0, ny, rows):
-            r1 = min(ny, r0 + rows)
-            out = tendency([f[r0:r1 + 2] for f in fields], self.geometry.rows(r0, r1), params,
-                           None if sources is None else [s[r0:r1] for s in sources])
-            for c, o in enumerate(out):
-                a[r0:r1, :, c] = o
+        # the compiled float64 kernel (.compiled); kernel.tendency is its reference and the Dual-number path
+        self._tendency(X, F, self.parameter_values())
+        if self._sources is not None:
+            a = self.grid.owned_array(F)
+            for c, s in enumerate(self._sources(t)):
+                a[..., c] += s
 
     def _rhs_jacobian(self, ts, t, X, J, P) -> None:
         self._assembler.assemble(J, self.ghosted_fields(X), self.geometry, self.parameter_values())
@@ -464,8 +458,8 @@ class ShallowWater(Model):
         if self._shell is not None:
             self._shell.destroy()
             self._shell = None
-        for obj in (self.ts, self._xloc, self._sol, self._J, self._Jp, self._initial, self.topography,
-                    self._velocity_grid):
+        for obj in (self.ts, self._tendency, self._xloc, self._sol, self._J, self._Jp, self._initial,
+                    self.topography, self._velocity_grid):
             if obj is not None:
                 obj.destroy()
         if self._tlm is not None:
