@@ -1,38 +1,72 @@
 """The ``twin`` command: ``validate``, ``run``, ``submit``, ``status``, ``report``, ``inspect``, ``info``.
 
-PETSc options may follow the campaign file (``twin run c.yaml -heat_ts_type cn -log_view``); they are handed to
+PETSc options follow the campaign file (``twin run c.yaml -heat_ts_type cn -log_view``); they are handed to
 PETSc before any solver exists, and win over the options in the YAML.
+
+How ``twin run`` tells its own options from PETSc's (PETSc options begin with one ``-`` and are words, so argparse's
+short-option rules would read ``-options_left`` as ``-o ptions_left`` and refuse ``-vec_type`` as a bad ``-v``):
+
+* before the campaign file only twin's options may appear, each a whole word (``-o DIR``, ``-v``, ``--output=DIR``);
+  anything else beginning with ``-`` is an error that says PETSc options go after the file;
+* after the campaign file twin's options are recognised only as the exact words ``-o DIR``, ``--output DIR``
+  (``--output=DIR``), ``-v``, ``--verbose``, ``--workflow``, ``--allow-outside DIR``, ``-h``; every other word is
+  PETSc's, in order (an option and its value: ``-ts_dt -0.1``);
+* ``--`` after the campaign file ends twin's options: every word after it is PETSc's;
+* long options are never abbreviated (``--out`` is not ``--output``) by any command.
+
+Run directories stay below the working directory (:mod:`twin.config.confinement`); ``--allow-outside DIR`` (of
+``validate``, ``run`` and ``submit``) allows another root for this command and the processes it starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
+import os
 import sys
 
 #: exit code of ``twin run`` when the campaign ran but some experiment failed or was stopped (2: bad input)
 EXIT_UNFINISHED = 1
 
 
+#: ``twin run``'s own options, and whether each takes a value: after the campaign file only these exact words are
+#: twin's (see the module docstring)
+RUN_OPTIONS = {"-o": True, "--output": True, "-v": False, "--verbose": False, "--workflow": False,
+               "--allow-outside": True, "-h": False, "--help": False}
+
+_ALLOW_HELP = ("allow run directories below DIR besides the working directory (repeatable; also "
+               "$TWIN_OUTPUT_ROOT)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="twin", description="Model-centric digital twins on PETSc.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # No abbreviations anywhere: '--out' must not silently become '--output' (nor a PETSc word a twin option).
+    Parser = functools.partial(argparse.ArgumentParser, allow_abbrev=False)
+    p = Parser(prog="twin", description="Model-centric digital twins on PETSc.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     v = sub.add_parser("validate", help="check campaign files; one line per problem")
     v.add_argument("files", nargs="+", metavar="FILE")
+    v.add_argument("--allow-outside", action="append", metavar="DIR", default=[], help=_ALLOW_HELP)
 
     r = sub.add_parser("run", help="run a campaign here (serially, or under mpiexec)",
+                       usage="twin run [-o DIR] [-v] [--workflow] [--allow-outside DIR] FILE [PETSc options]",
                        description="Run a campaign in this process (use mpiexec -n N twin run ... for N ranks). "
-                                   "Extra -options are PETSc options.")
+                                   "Words after FILE beginning with '-' are PETSc options, except exactly -o DIR, "
+                                   "--output DIR, -v, --verbose, --workflow, --allow-outside DIR; everything after "
+                                   "'--' is PETSc's.")
     r.add_argument("file", metavar="FILE")
     r.add_argument("-o", "--output", metavar="DIR", help="run directory (default: outputs.directory of the file)")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     r.add_argument("--workflow", action="store_true",
                    help="run an assimilation campaign as a Parsl workflow (default when resources.workers > 1)")
+    r.add_argument("--allow-outside", action="append", metavar="DIR", default=[], help=_ALLOW_HELP)
 
     from twin.cli_campaign import add_status_parser, add_submit_parser
 
-    add_submit_parser(sub)
+    s = add_submit_parser(sub)
+    s.add_argument("--allow-outside", action="append", metavar="DIR", default=[], help=_ALLOW_HELP)
     add_status_parser(sub)
 
     from twin.cli_report import add_report_parser
@@ -55,12 +89,16 @@ def _errors(exc) -> int:
 
 def cmd_validate(args) -> int:
     from twin.config import load_campaign
+    from twin.config.confinement import output_problems
     from twin.core.errors import ConfigError
 
     status = 0
     for f in args.files:
         try:
             c = load_campaign(f)
+            outside = output_problems(c)
+            if outside:
+                raise ConfigError(outside)
         except ConfigError as exc:
             status = _errors(exc)
             continue
@@ -154,30 +192,101 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _split_run(words: list[str]) -> tuple[list[str], list[str]]:
+    """twin's words and PETSc's among the words after ``twin run`` (rules in the module docstring).
+
+    Raises
+    ------
+    ValueError
+        For a word beginning with ``-`` before the campaign file that is not one of twin's options.
+    """
+    ours: list[str] = []
+    petsc: list[str] = []
+    seen_file = False
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--" and seen_file:
+            petsc += words[i + 1:]
+            break
+        name = word.split("=", 1)[0] if word.startswith("--") else word
+        if name in RUN_OPTIONS:
+            ours.append(word)
+            if RUN_OPTIONS[name] and "=" not in word and i + 1 < len(words):
+                ours.append(words[i + 1])
+                i += 1
+        elif word.startswith("-") and len(word) > 1 and word != "--":
+            if not seen_file:
+                if word.startswith("--"):
+                    ours.append(word)  # argparse names the unknown long option
+                else:
+                    raise ValueError(f"unrecognised option {word}: PETSc options go after the campaign file, and "
+                                     "twin's own short options are whole words (-o DIR, -v)")
+            else:
+                petsc.append(word)
+        elif not seen_file:
+            ours.append(word)
+            seen_file = word != "--"
+        elif petsc:
+            petsc.append(word)  # the value of the PETSc option before it
+        else:
+            ours.append(word)  # a second file: argparse reports it
+        i += 1
+    return ours, petsc
+
+
+@contextlib.contextmanager
+def _allow_outside(roots: list[str]):
+    """Add ``roots`` to the allowed roots of run directories for this command and the processes it starts."""
+    from pathlib import Path
+
+    from twin.config.confinement import OUTPUT_ROOT_ENV
+
+    if not roots:
+        yield
+        return
+    before = os.environ.get(OUTPUT_ROOT_ENV)
+    added = [str(Path(r).expanduser().resolve()) for r in roots]
+    os.environ[OUTPUT_ROOT_ENV] = os.pathsep.join(([before] if before else []) + added)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(OUTPUT_ROOT_ENV, None)
+        else:
+            os.environ[OUTPUT_ROOT_ENV] = before
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "run":
-        parser.error(f"unrecognised arguments: {' '.join(extra)}")
-    bad = [a for a in extra if a.startswith("--")]
+    petsc: list[str] = []
+    if argv[:1] == ["run"]:
+        try:
+            ours, petsc = _split_run(argv[1:])
+        except ValueError as exc:
+            parser.error(str(exc))
+        argv = ["run", *ours]
+    args = parser.parse_args(argv)
+    bad = [a for a in petsc if a.startswith("--")]
     if bad:
         parser.error(f"unrecognised arguments: {' '.join(bad)} (PETSc options start with a single '-')")
-    if args.command == "validate":
-        return cmd_validate(args)
-    if args.command == "run":
-        return cmd_run(args, extra)
-    if args.command == "inspect":
-        return cmd_inspect(args)
-    if args.command == "report":
-        from twin.cli_report import cmd_report
+    with _allow_outside(getattr(args, "allow_outside", None) or []):
+        if args.command == "validate":
+            return cmd_validate(args)
+        if args.command == "run":
+            return cmd_run(args, petsc)
+        if args.command == "inspect":
+            return cmd_inspect(args)
+        if args.command == "report":
+            from twin.cli_report import cmd_report
 
-        return cmd_report(args)
-    if args.command in ("submit", "status"):
-        from twin.cli_campaign import cmd_status, cmd_submit
+            return cmd_report(args)
+        if args.command in ("submit", "status"):
+            from twin.cli_campaign import cmd_status, cmd_submit
 
-        return cmd_submit(args) if args.command == "submit" else cmd_status(args)
-    return cmd_info(args)
+            return cmd_submit(args) if args.command == "submit" else cmd_status(args)
+        return cmd_info(args)
 
 
 if __name__ == "__main__":

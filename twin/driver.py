@@ -43,10 +43,24 @@ class RunResult:
 
 
 def run_directory(loaded: LoadedCampaign, override: str | None = None) -> Path:
-    """The run directory: ``override`` or ``outputs.directory`` with ``{name}`` replaced by the campaign name."""
+    """The run directory, resolved: ``override`` (``-o``) or ``outputs.directory`` with ``{name}`` replaced by the
+    campaign name. It must lie below the working directory or an allowed root (:mod:`twin.config.confinement`).
+
+    Raises
+    ------
+    ConfigError
+        If it lies elsewhere (the problem points at ``outputs.directory`` in the file when that named it).
+    """
+    from twin.config.confinement import allowed_roots, confine, outside_message
+
     cfg = loaded.config
-    text = override or cfg.outputs.directory.replace("{name}", cfg.campaign.name)
-    return Path(text)
+    if override:
+        return confine(override)
+    text = cfg.outputs.directory.replace("{name}", cfg.campaign.name)
+    message = outside_message(text, allowed_roots(), "outputs.directory")
+    if message is not None:
+        raise ConfigError([loaded.problem(("outputs", "directory"), message)])
+    return Path(text).resolve()
 
 
 def output_times(timeline, model_time_units: str) -> np.ndarray:

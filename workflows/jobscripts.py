@@ -12,11 +12,12 @@ Safety, in two layers:
 1. Values that go into ``#SBATCH`` directives (partition, account, qos, walltime, job name) are checked against
    :data:`SAFE_TOKEN` / :data:`WALLTIME` here again (the schema already refused them), because sbatch reads directives
    itself and shell quoting does not apply there: :class:`~twin.core.errors.ConfigError` names the key and the bad
-   characters.
+   characters. The whole value must match (``fullmatch``: ``$`` alone would let a trailing newline through).
 2. Everything in a shell command (paths from ``outputs.directory`` and the command line, module names, ``worker_init``
-   words, the interpreter) is passed through :func:`shlex.quote`; paths with control characters (a newline would end
-   a quoted word's line in a directive) are refused. Output and working-directory options are given to ``sbatch`` as
-   arguments, never written into directives.
+   words, the interpreter) is passed through :func:`shlex.quote`. Every Slurm-facing value, paths included, is
+   refused if it holds a control character: a newline or carriage return would start a new line of the script (and
+   ``str.split`` would silently join a ``worker_init`` entry's two lines into one command), a NUL would cut it.
+   Output and working-directory options are given to ``sbatch`` as arguments, never written into directives.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from pathlib import Path
 
 from twin.core.errors import ConfigError, ConfigProblem
 
-SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.,:/=+@%-]+$")
-WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")
+SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.,:/=+@%-]+")
+#: [days-]hours:minutes[:seconds], ASCII digits only (``\d`` would take any script's digits)
+WALLTIME = re.compile(r"([0-9]+-)?[0-9]{1,3}:[0-9]{2}(:[0-9]{2})?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 TEMPLATES = ("campaign_driver", "single_run", "experiment_array")
 
 
@@ -44,21 +47,35 @@ def template_dir() -> Path:
     raise ConfigError("the sbatch templates are missing from this installation (workflows/templates)")
 
 
+def _no_control(value: str, key: str) -> str:
+    if _CONTROL.search(value):
+        bad = sorted({repr(c) for c in _CONTROL.findall(value)})
+        raise ConfigError([ConfigProblem("<campaign>", None, None, key,
+                                         f"{_short(value)} contains control characters ({' '.join(bad)}): a newline "
+                                         "or carriage return would start a new line of the batch script")])
+    return value
+
+
+def _short(value: str) -> str:
+    return repr(value) if len(value) <= 60 else repr(value[:40]) + f"... ({len(value)} characters)"
+
+
 def _token(value: str, key: str) -> str:
-    if not SAFE_TOKEN.match(value):
-        bad = sorted({c for c in value if not SAFE_TOKEN.match(c)})
+    _no_control(value, key)
+    if not SAFE_TOKEN.fullmatch(value):
+        bad = sorted({c for c in value if not SAFE_TOKEN.fullmatch(c)})
         allowed = "only letters, digits and _ . , : / = + @ % -"
         raise ConfigError([ConfigProblem("<campaign>", None, None, key,
-                                         f"{value!r} contains characters not allowed in a batch script "
+                                         f"{_short(value)} contains characters not allowed in a batch script "
                                          f"({' '.join(map(repr, bad))}): {allowed}")])
     return value
 
 
 def _path(value: str | Path, key: str) -> str:
     text = str(value)
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if _CONTROL.search(text):
         raise ConfigError([ConfigProblem("<campaign>", None, None, key,
-                                         f"path {text!r} contains control characters (e.g. a newline)")])
+                                         f"path {_short(text)} contains control characters (e.g. a newline)")])
     return shlex.quote(text)
 
 
@@ -86,11 +103,13 @@ def render(kind: str, resources, *, job_name: str, campaign_file: Path, run_dir:
     part = _token(resources.partition, "resources.partition")
     account = _token(resources.account, "resources.account") if resources.account else None
     qos = _token(resources.qos, "resources.qos") if resources.qos else None
-    if not WALLTIME.match(resources.walltime):
+    if _CONTROL.search(resources.walltime) or not WALLTIME.fullmatch(resources.walltime):
         raise ConfigError([ConfigProblem("<campaign>", None, None, "resources.walltime",
-                                         f"{resources.walltime!r} is not a Slurm time such as 01:00:00 or 1-12:00")])
+                                         f"{_short(resources.walltime)} is not a Slurm time such as 01:00:00 or "
+                                         "1-12:00")])
     env_lines = [f"module load {shlex.quote(_token(m, 'resources.modules'))}" for m in resources.modules]
     for cmd in resources.worker_init:
+        _no_control(cmd, "resources.worker_init")
         env_lines.append(" ".join(shlex.quote(_token(w, "resources.worker_init")) for w in cmd.split()))
     env_lines.append("export OMPI_MCA_rmaps_base_oversubscribe=1 PYTHONDONTWRITEBYTECODE=1")
     ranks = max(1, int(resources.ranks))

@@ -79,7 +79,7 @@ def test_field_prior_makes_k_a_field():
 @pytest.mark.parametrize("section,value,match", [
     ("parameters", {"k": {"value": -0.1, "units": "1/day"}}, "k: value must be >= 0"),
     ("parameters", {"theta": {"value": 0.0, "units": "1/mm^3"}}, "theta: value must be > 0"),
-    ("parameters", {"D_white": {"value": float("nan"), "units": "mm^2/day"}}, "D_white: value must be finite"),
+    ("parameters", {"D_white": {"value": float("nan"), "units": "mm^2/day"}}, "parameters.D_white.value\n  Input should be a finite number"),
     ("parameters", {"D_white": {"value": 1.0, "units": "1/day"}}, "cannot be converted"),
     ("treatment", {"radiotherapy": {"times": [3, 2], "doses": [2]}}, "strictly increasing"),
     ("treatment", {"radiotherapy": {"times": [1, 2], "doses": [-2]}}, "positive and finite"),

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
 
 from twin.campaign import layout
 from twin.core.errors import ConfigError, ConfigProblem
@@ -69,7 +68,10 @@ class Experiment:
     @property
     def text(self) -> str:
         """The experiment as YAML text (written to ``<experiment>/experiment.yaml``)."""
-        return yaml.safe_dump(self.data, sort_keys=False, default_flow_style=None, width=120)
+        from twin.config.reader import dump_yaml
+
+        # YAML 1.2 (the campaign reader's rules): yaml.safe_dump's YAML 1.1 would write "1e3" or "08" unquoted
+        return dump_yaml(self.data, default_flow_style=None, width=120)
 
 
 def _format(value: Any) -> str:

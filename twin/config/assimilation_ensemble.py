@@ -28,7 +28,8 @@ from twin.config.observation_networks import Networks
 
 
 class InflationSpec(Strict):
-    """Prior multiplicative inflation (1 = none), posterior relaxation (RTPS or RTPP, in [0, 1]), adaptive."""
+    """Prior multiplicative inflation (1 = none, never below: a factor below 1 shrinks the spread every cycle until
+    the filter ignores the observations), posterior relaxation (RTPS or RTPP, in [0, 1]), adaptive."""
 
     multiplicative: float = 1.0
     rtps: float = Field(0.0, ge=0.0, le=1.0)
@@ -38,8 +39,10 @@ class InflationSpec(Strict):
     @field_validator("multiplicative")
     @classmethod
     def _positive(cls, v: float) -> float:
-        if not v > 0:
-            raise ValueError(f"the multiplicative inflation factor must be positive (1 = none), got {v}")
+        if not v >= 1:
+            raise ValueError(f"the multiplicative inflation factor must be positive and at least 1 (1 = none), got "
+                             f"{v}: a factor below 1 deflates the ensemble every cycle until its spread collapses and "
+                             "the filter ignores the observations")
         return v
 
     @model_validator(mode="after")
@@ -103,7 +106,7 @@ class EnsembleAssimilationConfig(Strict):
     observations: Networks
     background_std: float | None = Field(default=None, gt=0)
     esmda_alphas: list[float] | None = None
-    ranks_per_member: int = Field(1, ge=1)
+    ranks_per_member: int = Field(1, ge=1, le=4096)
 
     @field_validator("N")
     @classmethod

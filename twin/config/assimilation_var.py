@@ -98,8 +98,8 @@ class TaoSpec(Strict):
     method: Literal["auto", "lmvm", "blmvm", "cg", "bqnls", "nls"] = "auto"
     gatol: float = Field(1e-6, ge=0)
     grtol: float = Field(1e-10, ge=0)
-    max_iterations: int = Field(200, ge=1)
-    max_function_evaluations: int = Field(1000, ge=1)
+    max_iterations: int = Field(200, ge=1, le=1_000_000)
+    max_function_evaluations: int = Field(1000, ge=1, le=10_000_000)
     on_failure: Literal["raise", "warn"] = "raise"
     options: SolverOptions
 
@@ -110,9 +110,9 @@ class LaplaceSpec(Strict):
     """Laplace posterior at the MAP point: low-rank Hessian of ``rank`` (+ ``oversampling``) directions, ``samples``
     posterior samples, credible ``level``."""
 
-    rank: int = Field(20, ge=1)
-    oversampling: int = Field(10, ge=0)
-    samples: int = Field(200, ge=1)
+    rank: int = Field(20, ge=1, le=10_000)
+    oversampling: int = Field(10, ge=0, le=10_000)
+    samples: int = Field(200, ge=1, le=100_000)
     level: float = Field(0.9, gt=0, lt=1)
     seed: int = Field(0, ge=0)
 
@@ -123,8 +123,8 @@ class VarAssimilationConfig(Strict):
     method: Literal["4dvar"]
     model: str = Field(min_length=1)
     obs_interval: float = Field(gt=0)
-    window: int = Field(ge=1)
-    shift: int | None = Field(default=None, ge=1)
+    window: int = Field(ge=1, le=1_000_000)
+    shift: int | None = Field(default=None, ge=1, le=1_000_000)
     cycles: int = Field(1, ge=1)
     initial_state: bool = True
     background_covariance: BackgroundCovarianceSpec | None = None

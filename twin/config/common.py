@@ -6,18 +6,23 @@ Every class forbids unknown keys (``extra="forbid"``) so a misspelled key is an 
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from twin.config.messages import short
 from twin.core.units import compatible, convert, parse_units
 
 
 class Strict(BaseModel):
-    """Base of every configuration class: unknown keys are errors, values are not coerced across types."""
+    """Base of every configuration class: unknown keys are errors, values are not coerced across types (the loader
+    validates in pydantic's strict mode), and no number is NaN or infinite: no field of schema version 1 means them
+    (sizes, times, standard deviations, inflation factors...). A field that means infinity would say so with
+    ``Field(allow_inf_nan=True)``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_default=True, allow_inf_nan=False)
 
 
 _AT = re.compile(r"^\[\[at:([^\]]*)\]\] ")
@@ -46,7 +51,63 @@ def _check_units(text: str) -> str:
     return text
 
 
-Units = Annotated[str, Field(min_length=1, description="a unit string understood by pint, e.g. 'mm^2/day'")]
+_UNIT_TOKEN = re.compile(r"\s+|\*\*|[*/()^-]|[A-Za-z_\u00b0\u00b5\u03a9%][A-Za-z0-9_\u00b0\u00b5\u03a9%]*"
+                         r"|[0-9]{1,6}(?:\.[0-9]{1,6})?(?:[eE][-+]?[0-9]{1,2})?")
+_EXPONENT = re.compile(r"-?[0-9]{1,2}(?:\.[0-9]{1,3})?")
+
+
+def _plain_units(text: str) -> str:
+    """Refuse unit strings that are not a product of names and numbers with small exponents.
+
+    pint evaluates what it parses: ``9^9^9^9`` would compute a number with billions of digits. A unit string here is
+    names (``mm``, ``kg``, ``degC``), numbers, ``*``, ``/``, parentheses, and exponents of at most two digits on unit
+    names (``m^2``, ``m**-3``, ``s^(-1)``), never on numbers or groups, never an exponent of an exponent.
+    """
+    tokens, pos = [], 0
+    while pos < len(text):
+        m = _UNIT_TOKEN.match(text, pos)
+        if m is None:
+            raise ValueError(f"units {short(text)}: character {text[pos]!r} is not part of a unit (write units such "
+                             "as m, mm^2/day, kg/m^3, 1/s)")
+        if not m.group().isspace():
+            tokens.append(m.group())
+        pos = m.end()
+    depth = 0
+    for i, tok in enumerate(tokens):
+        depth += (tok == "(") - (tok == ")")
+        if depth > 4 or depth < 0:
+            raise ValueError(f"units {short(text)}: unbalanced or too deeply nested parentheses")
+        if tok == "-" and not (tokens[i - 1:i] in (["^"], ["**"]) or tokens[max(i - 2, 0):i] in (["^", "("],
+                                                                                           ["**", "("])):
+            raise ValueError(f"units {short(text)}: a minus sign belongs only to an exponent (s^-1)")
+        if tok in ("^", "**"):
+            if i == 0 or not (tokens[i - 1][0].isalpha() or tokens[i - 1][0] in "_\u00b0\u00b5\u03a9%"):
+                # powers of numbers or of groups can nest into numbers with billions of digits
+                raise ValueError(f"units {short(text)}: only a unit name takes an exponent (m^2/s^2, not (m/s)^2 "
+                                 "or 10^3)")
+            j = i + 1
+            paren = tokens[j:j + 1] == ["("]
+            j += paren
+            sign = tokens[j:j + 1] == ["-"]
+            j += sign
+            value = tokens[j] if j < len(tokens) else ""
+            j += 1
+            if paren:
+                paren = tokens[j:j + 1] == [")"]
+                j += 1
+            if not _EXPONENT.fullmatch(value) or tokens[j:j + 1] in (["^"], ["**"]) or (tokens[i + 1:i + 2] == ["("]
+                                                                                       and not paren):
+                raise ValueError(f"units {short(text)}: an exponent is a number of at most two digits (m^2, s^-1), "
+                                 "never another power")
+    if depth != 0:
+        raise ValueError(f"units {short(text)}: unbalanced parentheses")
+    return text
+
+
+#: a unit string: at most 100 characters of names, numbers, products, quotients and small powers
+Units = Annotated[str, Field(min_length=1, max_length=100,
+                             description="a unit string understood by pint, e.g. 'mm^2/day'"),
+                  AfterValidator(_plain_units)]
 
 
 class Quantity(Strict):
@@ -161,6 +222,11 @@ class GridSpec(Strict):
     def extent_in(self, units: str) -> list[tuple[float, float]]:
         return [(convert(lo, self.units, units), convert(hi, self.units, units)) for lo, hi in self.extent]
 
+    @property
+    def cells(self) -> int:
+        """Number of cells (elements), the product of ``shape``."""
+        return math.prod(self.shape)
+
 
 _OPTION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 SolverValue = Union[bool, int, float, str, None]
@@ -169,13 +235,22 @@ SolverValue = Union[bool, int, float, str, None]
 def _check_solver(options: dict[str, Any]) -> dict[str, Any]:
     for key, value in options.items():
         if not _OPTION_KEY.match(key.lstrip("-")):
-            raise ValueError(f"PETSc option name {key!r} must be letters, digits and underscores (e.g. ts_type)")
+            raise ValueError(f"PETSc option name {short(key)} must be letters, digits and underscores (e.g. ts_type)")
         if isinstance(value, str) and not re.fullmatch(r"[A-Za-z0-9_.,:+\-]*", value):
-            raise ValueError(f"PETSc option {key}: value {value!r} has characters PETSc options never use")
+            raise ValueError(f"PETSc option {key}: value {short(value)} has characters PETSc options never use")
     return options
 
 
 SolverOptions = Annotated[dict[str, SolverValue], Field(default_factory=dict)]
+
+
+class GridSize(NamedTuple):
+    """How big a model's state is: ``cells`` of its grid, ``unknowns`` (values of the state vector, ``cells`` times
+    the values per cell or node) and ``key``, the key path of the model section that sets the size."""
+
+    cells: int
+    unknowns: int
+    key: tuple
 
 
 class ModelConfigBase(Strict):
@@ -183,10 +258,18 @@ class ModelConfigBase(Strict):
 
     ``solver`` holds PETSc options without the prefix (``ts_type: bdf``); twin puts them under the component's prefix
     (``-<component>_ts_type bdf``), where command-line options still override them.
+
+    Each model type also says, without building anything, how large its state is (:meth:`grid_size`), in which units
+    it counts time (:attr:`time_units`, as its model class) and its fixed time step (:meth:`fixed_step`): the resource
+    limits and the cycle clock are checked with them when the file is validated (:mod:`twin.config.limits`).
     """
 
     #: units each named parameter must be convertible to (checked when the section has ``parameters``)
     parameter_units: ClassVar[dict[str, str]] = {}
+    #: the model's time units (``"1"``: dimensionless, the timeline's numbers are model time)
+    time_units: ClassVar[str] = "s"
+    #: key path of the section's time step (where a problem with the number of steps points)
+    step_key: ClassVar[tuple] = ()
 
     type: str
     solver: SolverOptions
@@ -203,3 +286,11 @@ class ModelConfigBase(Strict):
                     raise ValueError(at("parameters", name, "units") + f"parameter '{name}' has units "
                                      f"{spec.units!r}, which do not convert to {want!r}")
         return self
+
+    def grid_size(self) -> GridSize:
+        """Cells and unknowns of the model's state (see :class:`GridSize`)."""
+        raise NotImplementedError(f"model type {self.type!r} does not say how large its state is")
+
+    def fixed_step(self) -> float | None:
+        """The model's fixed time step in :attr:`time_units` (``None``: it has none, e.g. a static model)."""
+        raise NotImplementedError(f"model type {self.type!r} does not say what its time step is")

@@ -188,8 +188,8 @@ class CouplingConfig(Strict):
         for name, n in self.substeps.items():
             if name not in comps:
                 raise ValueError(at("substeps", name) + f"unknown component {name!r}; components are {comps}")
-            if n < 1:
-                raise ValueError(at("substeps", name) + f"substeps must be at least 1, got {n}")
+            if not 1 <= n <= 100_000:
+                raise ValueError(at("substeps", name) + f"substeps must lie in 1..100000, got {n}")
         return self
 
     def component_names(self) -> list[tuple[tuple, str]]:

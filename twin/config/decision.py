@@ -82,7 +82,7 @@ class ChemoSpec(Strict):
 class StandardRegimenSpec(Strict):
     """The standard of care used as the virtual control."""
 
-    fractions: int = Field(default=30, ge=1)
+    fractions: int = Field(default=30, ge=1, le=1000)
     dose: float = Field(default=2.0, gt=0)
     per_week: int = Field(default=5, ge=1, le=7)
 
@@ -93,8 +93,8 @@ class OncologyConfig(Strict):
     objective: Literal["burden", "time_to_progression"] = "burden"
     alpha_beta_normal: float = Field(default=3.0, gt=0)
     max_bed_normal: float = Field(default=100.0, gt=0)
-    min_fractions: int = Field(default=1, ge=1)
-    max_fractions: int = Field(default=40, ge=1)
+    min_fractions: int = Field(default=1, ge=1, le=1000)
+    max_fractions: int = Field(default=40, ge=1, le=1000)
     dose: DoseRange = Field(default_factory=DoseRange)
     fraction_options: list[int] = Field(default_factory=lambda: [10, 15, 20, 25, 30, 35, 40], min_length=1)
     per_week_options: list[int] = Field(default_factory=lambda: [5], min_length=1)
@@ -151,7 +151,7 @@ class StructureDecisionSpec(Strict):
 class SensorDesignSpec(Strict):
     """Sensor placement: ``count`` sensors from the candidates, each with error ``error_std`` (observation units)."""
 
-    count: int = Field(ge=1)
+    count: int = Field(ge=1, le=10_000)
     error_std: float = Field(gt=0)
     candidates: list[list[float]] | None = None
 
@@ -169,11 +169,11 @@ class GuardrailsConfig(Strict):
 
     significance: float = Field(default=0.001, gt=0, lt=1)
     spread_skill: list[float] = Field(default_factory=lambda: [0.5, 2.0], min_length=2, max_length=2)
-    window: int = Field(default=10, ge=1)
+    window: int = Field(default=10, ge=1, le=100_000)
     rank_significance: float = Field(default=0.001, gt=0, lt=1)
-    rank_bins: int = Field(default=10, ge=2)
+    rank_bins: int = Field(default=10, ge=2, le=10_000)
     cusum: CusumSpec = Field(default_factory=CusumSpec)
-    warmup: int = Field(default=0, ge=0)
+    warmup: int = Field(default=0, ge=0, le=1_000_000)
     policy: Literal["flag", "exclude"] = "flag"
 
     @model_validator(mode="after")

@@ -38,8 +38,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from twin.config.common import Strict
+from twin.config.common import Strict, Units
 
+#: most observation points one network may generate (a swath's track)
+MAX_POINTS = 1_000_000
 #: error standard deviations: one value, one per observation, or one per variable (``{h: 0.5, u: 0.3}``)
 ErrorStd = Union[float, list[float], dict[str, float]]
 
@@ -58,7 +60,7 @@ class SensorFault(Strict):
 class _Network(Strict):
     name: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
     error_std: ErrorStd = 1.0
-    units: str | None = None
+    units: Units | None = None
     model: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
                               description="component of a coupled campaign the network observes")
     fault: SensorFault | None = None
@@ -125,7 +127,7 @@ class SwathNetwork(_Network):
     length: float = Field(ge=0)
     spacing: float = Field(gt=0)
     width: float = Field(0.0, ge=0)
-    n_across: int = Field(1, ge=1)
+    n_across: int = Field(1, ge=1, le=10_000)
     variables: list[str] = Field(default_factory=lambda: ["h"], min_length=1)
     edge_error_factor: float = Field(1.0, ge=1)
 
@@ -135,6 +137,14 @@ class SwathNetwork(_Network):
         if not isinstance(v, (int, float)):
             raise ValueError("a swath takes one error_std (scaled across the track by edge_error_factor)")
         return v
+
+    @model_validator(mode="after")
+    def _points(self):
+        along = self.length / self.spacing
+        if along * self.n_across > MAX_POINTS:
+            raise ValueError(f"the swath has {along:.3g} x {self.n_across} points (length / spacing x n_across), "
+                             f"more than {MAX_POINTS}: take a larger spacing")
+        return self
 
 
 class GriddedNetwork(_Network):

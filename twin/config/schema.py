@@ -14,9 +14,12 @@ A campaign file has these top-level sections::
     outputs:      run directory and what is written
     experiments:  a matrix of settings expanding the campaign into experiments; failure policy of workflows
     decision:     quantities of interest, horizon, controls and constraints, risk measure, guardrails
+    limits:       raised upper bounds (ensemble members, grid cells) for those who mean them (twin/config/limits.py)
 
 Every section forbids unknown keys. Cross-section rules (e.g. an observation set naming a model that does not exist)
-are checked by :func:`check_references` after the sections themselves validated.
+and the resource limits (:func:`twin.config.limits.check_limits`) are checked by :func:`check_references` after the
+sections themselves validated. Every value that goes into a batch script (``resources``, ``campaign.name``,
+``outputs.directory``) is free of control characters: a newline would start a new command.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from pydantic import Field, field_validator, model_validator
 from twin.config.common import Strict, Units, _check_units, at
 from twin.config.decision import DecisionConfig
 from twin.config.experiments import ExperimentsConfig
+from twin.config.limits import LimitsConfig, check_limits
+from twin.config.messages import short
 from twin.config.models import model_section_type
 from twin.config.sections import assimilation_section_type, coupling_section_type, observation_section_type
 from twin.core.units import compatible
@@ -38,14 +43,27 @@ SCHEMA_VERSION = 1
 NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 # Values that end up in batch scripts or shell commands: letters, digits and a few harmless punctuation marks only.
 SAFE_TOKEN = r"^[A-Za-z0-9_.,:/=+@%-]+$"
-WALLTIME = r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$"
+#: a Slurm time limit: [days-]hours:minutes[:seconds] (ASCII digits: Python's and Rust's \d take any script's digits)
+WALLTIME = r"^([0-9]+-)?[0-9]{1,3}:[0-9]{2}(:[0-9]{2})?$"
+_SAFE_CHAR = re.compile(r"[A-Za-z0-9_.,:/=+@%-]")
+
+
+def _no_control(value: str, what: str) -> str:
+    """Refuse control characters: a newline, carriage return or NUL in a batch-script value ends its line there."""
+    bad = sorted({c for c in value if ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise ValueError(f"{what} {short(value)} contains control characters ({' '.join(map(repr, bad))}): a newline "
+                         "or carriage return would start a new command in the batch script; write one line")
+    return value
 
 
 def _safe(value: str, what: str) -> str:
-    if not re.match(SAFE_TOKEN, value):
-        bad = sorted(set(c for c in value if not re.match(r"[A-Za-z0-9_.,:/=+@%-]", c)))
-        raise ValueError(f"{what} {value!r} contains characters not allowed here ({' '.join(map(repr, bad))}): "
-                         f"only letters, digits and _ . , : / = + @ % - (this value goes into batch scripts)")
+    _no_control(value, what)
+    if not re.fullmatch(SAFE_TOKEN, value):
+        bad = sorted(set(c for c in value if not _SAFE_CHAR.fullmatch(c)))
+        raise ValueError(f"{what} {short(value)} contains characters not allowed here "
+                         f"({' '.join(map(repr, bad[:10]))}): only letters, digits and _ . , : / = + @ % - (this "
+                         "value goes into batch scripts)")
     return value
 
 
@@ -93,8 +111,8 @@ class Timeline(Strict):
 class EnsembleSpec(Strict):
     """``size`` members, each run on ``ranks_per_member`` MPI ranks."""
 
-    size: int = Field(default=1, ge=1, le=100_000)
-    ranks_per_member: int = Field(default=1, ge=1)
+    size: int = Field(default=1, ge=1)
+    ranks_per_member: int = Field(default=1, ge=1, le=4096)
 
 
 class LocalResources(Strict):
@@ -113,11 +131,11 @@ class SlurmResources(Strict):
     partition: str
     account: str | None = None
     qos: str | None = None
-    walltime: str = Field(default="01:00:00", pattern=WALLTIME)
+    walltime: str = "01:00:00"
     nodes: int = Field(default=1, ge=1, le=100_000)
     ranks_per_node: int = Field(default=1, ge=1, le=1024)
     ranks: int = Field(default=1, ge=1, le=1_000_000)
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=1, ge=1, le=4096)
     max_blocks: int = Field(default=1, ge=1, le=10_000)
     modules: list[str] = Field(default_factory=list)
     worker_init: list[str] = Field(default_factory=list)
@@ -128,6 +146,15 @@ class SlurmResources(Strict):
     def _token(cls, v: str | None, info) -> str | None:
         return None if v is None else _safe(v, info.field_name)
 
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, v: str) -> str:
+        _no_control(v, "walltime")
+        if not re.fullmatch(WALLTIME, v):
+            raise ValueError(f"walltime {short(v)} does not match the Slurm time pattern [days-]hours:minutes[:seconds]"
+                             " (e.g. \"01:00:00\" or \"1-12:00:00\", quoted)")
+        return v
+
     @field_validator("modules")
     @classmethod
     def _modules(cls, v: list[str]) -> list[str]:
@@ -136,8 +163,10 @@ class SlurmResources(Strict):
     @field_validator("worker_init")
     @classmethod
     def _init(cls, v: list[str]) -> list[str]:
-        # Each entry is a command of space-separated safe tokens (e.g. "source /opt/site/env.sh").
+        # Each entry is a command of space-separated safe tokens (e.g. "source /opt/site/env.sh"). A newline would
+        # split one entry into two commands (str.split() would even hide it by joining them on one line).
         for line in v:
+            _no_control(line, "worker_init entry")
             for tok in line.split():
                 _safe(tok, "worker_init word")
         return v
@@ -158,9 +187,9 @@ class Outputs(Strict):
     @field_validator("directory")
     @classmethod
     def _dir(cls, v: str) -> str:
-        if "\x00" in v or not v.strip():
+        if not v.strip():
             raise ValueError("directory must be a non-empty path")
-        return v
+        return _no_control(v, "directory")
 
 
 def campaign_type():
@@ -183,14 +212,21 @@ def campaign_type():
         outputs: Outputs = Field(default_factory=Outputs)
         experiments: ExperimentsConfig | None = None
         decision: DecisionConfig | None = None
+        limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     Campaign.__name__ = Campaign.__qualname__ = "Campaign"
     return Campaign
 
 
 def check_references(cfg: Any) -> list[tuple[tuple, str]]:
-    """Cross-section consistency; returns ``(key path, message)`` pairs (empty when consistent)."""
-    problems: list[tuple[tuple, str]] = []
+    """Cross-section consistency and resource limits; returns ``(key path, message)`` pairs (empty when consistent).
+
+    The limits come first: a campaign beyond them is refused before checks whose cost grows with its sizes (e.g.
+    4D-Var's observation times per cycle) run.
+    """
+    problems = check_limits(cfg)
+    if problems:
+        return problems
     names = set(cfg.models)
     for i, obs in enumerate(cfg.observations):
         model = getattr(obs, "model", None)
@@ -203,6 +239,9 @@ def check_references(cfg: Any) -> list[tuple[tuple, str]]:
                 problems.append((("coupling", *path), f"unknown component {comp!r}; models are {sorted(names)}"))
     if cfg.assimilation is not None and hasattr(cfg.assimilation, "check_campaign"):
         problems += cfg.assimilation.check_campaign(cfg)
-    if cfg.ensemble.size > 1 and cfg.assimilation is None:
-        pass  # a free ensemble forecast is allowed
+    members = getattr(cfg.assimilation, "N", None)
+    if cfg.experiments is not None and isinstance(members, int) and cfg.experiments.min_members > members:
+        problems.append((("experiments", "min_members"), f"min_members ({cfg.experiments.min_members}) exceeds the "
+                                                         f"ensemble size assimilation.N ({members}): every experiment "
+                                                         "would stop at once"))
     return problems

@@ -226,18 +226,34 @@ def collect(comm=None, *, config_text: str = "", sensitive: bool = False, start_
 def prepare_run_directory(path: str | os.PathLike, *, sensitive: bool = False, comm=None) -> Path:
     """Create a run directory (and its ``checkpoint/`` folder), owner-only when ``sensitive``; rank 0 creates.
 
+    A run directory or ``checkpoint/`` folder that is a symbolic link leading out of the directory that holds it is
+    refused, before anything is written through it: where a campaign may write is decided once, by
+    :func:`twin.driver.run_directory` (which follows every link), and a link planted later (``checkpoint -> /etc``,
+    an experiment folder pointing elsewhere) must not move the outputs.
+
     Raises
     ------
     OutputError
-        If a directory cannot be created.
+        If a directory cannot be created, or is such a symbolic link.
     """
     comm = as_mpi_comm(comm)
     rank = comm.Get_rank() if comm is not None else 0
     path = Path(path)
     error = None
+
+    def refuse_escape(link: Path, holder: Path) -> None:
+        if link.is_symlink():
+            target, base = link.resolve(), holder.resolve()
+            if not (target == base or base in target.parents):
+                raise OutputError(f"{link} is a symbolic link to {target}, outside {base}: twin does not write "
+                                  "through links that leave the run directory; remove the link or give the real "
+                                  "directory (allowed with --allow-outside)")
+
     if rank == 0:
         try:
+            refuse_escape(path, path.parent)
             make_directory(path, private=sensitive)
+            refuse_escape(path / "checkpoint", path)
             make_directory(path / "checkpoint", private=sensitive)
         except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
             error = exc

@@ -23,7 +23,8 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from twin.config.common import GridSpec, ModelConfigBase, ParameterSpec, Strict, Units, _check_units
+from twin.config.common import GridSize, GridSpec, ModelConfigBase, ParameterSpec, Strict, Units, _check_units, at
+from twin.core.units import compatible, convert
 
 SIDES = ("x_lo", "x_hi", "y_lo", "y_hi", "z_lo", "z_hi")
 
@@ -88,6 +89,8 @@ class TimeSpec(Strict):
     def _order(self):
         if self.end is not None and not self.end > self.start:
             raise ValueError(f"time.end ({self.end}) must be after time.start ({self.start})")
+        if not compatible(self.units, "s"):
+            raise ValueError(at("units") + f"time units {self.units!r} are not a unit of time (e.g. s, h, day)")
         return self
 
 
@@ -116,6 +119,8 @@ class HeatConfig(ModelConfigBase):
 
     parameter_units: ClassVar[dict[str, str]] = {"kappa": "m^2/s", "source": "K/s"}
 
+    step_key: ClassVar[tuple] = ("time", "dt")
+
     type: Literal["heat"]
     grid: GridSpec
     parameters: dict[str, ParameterSpec]
@@ -142,3 +147,10 @@ class HeatConfig(ModelConfigBase):
             if len(ic.wavenumber) != dim or (ic.phase is not None and len(ic.phase) != dim):
                 raise ValueError(f"initial_condition.wavenumber/phase need {dim} entries for a {dim}-D grid")
         return self
+
+    def grid_size(self) -> GridSize:
+        """One temperature per cell."""
+        return GridSize(self.grid.cells, self.grid.cells, ("grid", "shape"))
+
+    def fixed_step(self) -> float:
+        return float(convert(self.time.dt, self.time.units, self.time_units))

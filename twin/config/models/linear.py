@@ -17,11 +17,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from twin.config.common import ModelConfigBase, ParameterSpec, Quantity, Strict
+from twin.config.common import GridSize, ModelConfigBase, ParameterSpec, Quantity, Strict
 from twin.core.units import compatible
 
 
@@ -56,6 +56,8 @@ class LinearAdvectionDiffusionConfig(ModelConfigBase):
     initial_condition : InitialConditionSpec
     """
 
+    step_key: ClassVar[tuple] = ("dt",)
+
     type: Literal["linear_advection_diffusion"]
     n: int = Field(64, ge=3, le=10_000_000)
     length: Quantity = Field(default_factory=lambda: Quantity(value=1.0, units="m"))
@@ -78,3 +80,10 @@ class LinearAdvectionDiffusionConfig(ModelConfigBase):
         if self.initial_condition.width.value <= 0:
             raise ValueError("initial_condition.width must be positive")
         return self
+
+    def grid_size(self) -> GridSize:
+        """One value per cell."""
+        return GridSize(self.n, self.n, ("n",))
+
+    def fixed_step(self) -> float:
+        return self.dt.to(self.time_units)

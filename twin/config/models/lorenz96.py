@@ -13,11 +13,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from twin.config.common import ModelConfigBase, ParameterSpec
+from twin.config.common import GridSize, ModelConfigBase, ParameterSpec
 
 
 class Lorenz96Config(ModelConfigBase):
@@ -36,6 +36,10 @@ class Lorenz96Config(ModelConfigBase):
         ``random``: ``x = F + perturbation * N(0, 1)`` drawn from ``seed``.
     """
 
+    #: Lorenz-96 time is dimensionless: the timeline's numbers are model time
+    time_units: ClassVar[str] = "1"
+    step_key: ClassVar[tuple] = ("dt",)
+
     type: Literal["lorenz96"]
     n: int = Field(40, ge=4, le=10_000_000)
     dt: float = Field(0.05, gt=0, le=1.0)
@@ -50,3 +54,10 @@ class Lorenz96Config(ModelConfigBase):
         if v.units != "1":
             raise ValueError(f"the Lorenz-96 forcing is dimensionless (units: '1'), got units {v.units!r}")
         return v
+
+    def grid_size(self) -> GridSize:
+        """``n`` variables on the ring."""
+        return GridSize(self.n, self.n, ("n",))
+
+    def fixed_step(self) -> float:
+        return self.dt

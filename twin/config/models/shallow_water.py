@@ -21,11 +21,11 @@ Example (an unstable double jet on a 4000 km doubly periodic f-plane, with a pas
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from twin.config.common import GridSpec, ModelConfigBase, ParameterSpec, Quantity, Strict
+from twin.config.common import GridSize, GridSpec, ModelConfigBase, ParameterSpec, Quantity, Strict
 from twin.core.units import compatible
 
 
@@ -142,6 +142,8 @@ class ShallowWaterConfig(ModelConfigBase):
         Refuse unstable time steps (default true).
     """
 
+    step_key: ClassVar[tuple] = ("time_step",)
+
     type: Literal["shallow_water"]
     grid: GridSpec
     mean_depth: Quantity
@@ -172,3 +174,10 @@ class ShallowWaterConfig(ModelConfigBase):
         if self.mean_depth.value <= 0 or self.time_step.value <= 0:
             raise ValueError("mean_depth and time_step must be positive")
         return self
+
+    def grid_size(self) -> GridSize:
+        """``h, u, v`` per cell, and the tracer when there is one."""
+        return GridSize(self.grid.cells, self.grid.cells * (4 if self.tracer is not None else 3), ("grid", "shape"))
+
+    def fixed_step(self) -> float:
+        return self.time_step.to(self.time_units)

@@ -32,11 +32,12 @@ Example::
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, model_validator
 
-from twin.config.common import GaussianFieldPrior, GridSpec, ModelConfigBase, ParameterSpec, Quantity, Strict, Units
+from twin.config.common import (GaussianFieldPrior, GridSize, GridSpec, ModelConfigBase, ParameterSpec, Quantity,
+                                Strict, Units, at)
 from twin.core.units import compatible
 
 Edge = Literal["left", "right", "bottom", "top"]
@@ -134,6 +135,14 @@ class TimeSpec(Strict):
     dt: Quantity
     initial: Literal["rest", "static"] = "rest"
 
+    @model_validator(mode="after")
+    def _step(self):
+        if not compatible(self.dt.units, "s"):
+            raise ValueError(at("dt", "units") + f"the time step's units {self.dt.units!r} are not a time (e.g. s, ms)")
+        if not self.dt.value > 0:
+            raise ValueError(at("dt", "value") + f"the time step must be positive, got {self.dt.value}")
+        return self
+
 
 class WindSpec(Strict):
     """Drag of an imported wind (coupling field ``wind``, m/s) on the windward ``boundary``:
@@ -154,6 +163,8 @@ class WindSpec(Strict):
 
 class StructureConfig(ModelConfigBase):
     """The ``structure`` model section. ``grid.shape`` counts elements (nodes are one more per axis)."""
+
+    step_key: ClassVar[tuple] = ("time", "dt")
 
     type: Literal["structure"]
     mode: Literal["static", "dynamic"] = "static"
@@ -186,3 +197,14 @@ class StructureConfig(ModelConfigBase):
         if len(set(names)) != len(names):
             raise ValueError(f"load names must be unique, got {names}")
         return self
+
+    def grid_size(self) -> GridSize:
+        """Displacements (and, dynamic, velocities) at the nodes: one more node than elements per axis."""
+        nodes = 1
+        for n in self.grid.shape:
+            nodes *= n + 1
+        return GridSize(self.grid.cells, nodes * (4 if self.mode == "dynamic" else 2), ("grid", "shape"))
+
+    def fixed_step(self) -> float | None:
+        """The dynamic mode's step; a static model has none."""
+        return self.time.dt.to(self.time_units) if self.mode == "dynamic" and self.time is not None else None

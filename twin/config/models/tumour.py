@@ -32,11 +32,11 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from twin.config.common import GridSpec, ModelConfigBase, ParameterSpec, Strict
+from twin.config.common import GridSize, GridSpec, ModelConfigBase, ParameterSpec, Strict
 from twin.core.units import compatible
 
 #: internal units of every tumour parameter
@@ -191,6 +191,9 @@ class RunSpec(Strict):
 class TumourConfig(ModelConfigBase):
     """The ``tumour`` model section (lengths mm, time days)."""
 
+    time_units: ClassVar[str] = "day"
+    step_key: ClassVar[tuple] = ("dt",)
+
     type: Literal["tumour"]
     grid: GridSpec
     dt: float = Field(default=0.5, gt=0, description="time step in days")
@@ -224,6 +227,13 @@ class TumourConfig(ModelConfigBase):
         if im.roi is not None and len(im.roi) != dim:
             raise ValueError(f"imaging.roi has {len(im.roi)} axes for a {dim}-D grid")
         return self
+
+    def grid_size(self) -> GridSize:
+        """One cell density per cell."""
+        return GridSize(self.grid.cells, self.grid.cells, ("grid", "shape"))
+
+    def fixed_step(self) -> float:
+        return self.dt
 
 
 __all__ = ["TumourConfig", "TumourParameters", "SeedSpec", "PhantomSpec", "TreatmentSpec", "RadiotherapySpec",
