@@ -89,7 +89,8 @@ def _run_dapper(python: str, workdir: str) -> tuple[dict, dict]:
 
 
 def _own_truth() -> dict:
-    from twin.assimilation.cycle import LinearObservations, ObservationSchedule, twin_truth
+    from twin.assimilation.cycle import ObservationSchedule, twin_truth
+    from twin.observations.base import LinearObservations
     from twin.models.lorenz96 import BatchedForecast
 
     import scipy.sparse as sp
@@ -106,7 +107,8 @@ def _run_twin(method, data: dict) -> tuple[float, float]:
     import scipy.sparse as sp
     from mpi4py import MPI
 
-    from twin.assimilation.cycle import EnsembleCycle, LinearObservations, ObservationSchedule
+    from twin.assimilation.cycle import EnsembleCycle, ObservationSchedule
+    from twin.observations.base import LinearObservations
     from twin.assimilation.letkf import Geometry
     from twin.models.lorenz96 import BatchedForecast
 

@@ -39,12 +39,6 @@ def print_errors(exc) -> int:
     return 2
 
 
-def default_run_dir(loaded) -> Path:
-    """``outputs.directory`` with ``{name}`` replaced, relative to the current directory."""
-    cfg = loaded.config
-    return Path(cfg.outputs.directory.replace("{name}", cfg.campaign.name))
-
-
 def wants_workflow(loaded, workflow_flag: bool = False) -> bool:
     """Whether ``twin run`` should go through Parsl: ``--workflow`` or ``resources.workers > 1``.
 
@@ -121,7 +115,9 @@ def cmd_submit(args) -> int:
         if cfg.resources.type != "slurm":
             raise ConfigError(f"{loaded.path}: resources.type is {cfg.resources.type!r}; twin submit needs "
                               "'resources: {type: slurm, partition: ...}' (use 'twin run' on this machine)")
-        run_dir = Path(args.output or default_run_dir(loaded)).resolve()
+        from twin.driver import run_directory
+
+        run_dir = run_directory(loaded, args.output)
         dirs = prepare_experiments(loaded, run_dir)
         log_dir = run_dir / "slurm"
         log_dir.mkdir(parents=True, exist_ok=True)

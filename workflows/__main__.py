@@ -20,17 +20,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
 
-    from twin.cli_campaign import default_run_dir, print_errors
     from twin.config.loader import load_campaign
     from twin.core.errors import TwinError
+    from twin.driver import run_directory
     from workflows.campaign import run_workflow
 
     try:
         loaded = load_campaign(args.file)
-        result = run_workflow(loaded, args.output or default_run_dir(loaded), address=args.address,
+        result = run_workflow(loaded, run_directory(loaded, args.output), address=args.address,
                               verbose=args.verbose)
     except TwinError as exc:
-        return print_errors(exc)
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     print(f"{'done' if result.ok else 'finished with failures'}: {result.tasks_run} task(s) in "
           f"{result.seconds:.1f} s; outputs in {result.run_dir}")
     for name, state in result.states.items():

@@ -10,7 +10,8 @@ import pytest
 import scipy.sparse as sp
 from mpi4py import MPI
 
-from twin.assimilation.cycle import EnsembleCycle, LinearObservations, ModelForecast, ObservationSchedule, twin_truth
+from twin.assimilation.cycle import EnsembleCycle, ModelForecast, ObservationSchedule, twin_truth
+from twin.observations.base import LinearObservations
 from twin.assimilation.ensemble import ETKF, EnKF
 from twin.assimilation.inflation import Inflation
 from twin.assimilation.letkf import LETKF, Geometry

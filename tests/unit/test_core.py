@@ -93,11 +93,28 @@ def test_logging_levels_by_rank(capsys):
     setup_logging(rank=1, size=2)
     log = get_logger("models.test")
     log.info("hidden on rank 1")
-    log.warning("shown")
+    log.warning("collective: rank 0 says it")
+    log.warning("member 3 failed: only this rank knows", extra={"rank_local": True})
+    log.error("broken")
     err = capsys.readouterr().err
-    assert "hidden" not in err and "[1/2]" in err and "shown" in err
+    assert "hidden" not in err and "collective" not in err
+    assert "[1/2] WARNING twin.models.test: member 3 failed" in err and "broken" in err
     setup_logging(rank=0, size=1)
     assert logging.getLogger("twin").level == logging.INFO
+
+
+def test_repeated_warnings_are_counted_not_repeated(capsys):
+    from twin.core.log import REPEATS_SHOWN, log_repeated_warnings
+
+    setup_logging(rank=0, size=1)
+    log = get_logger("assimilation.test")
+    for k in range(5):
+        log.warning("window %d: TAO did not converge", k)
+    log_repeated_warnings()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "TAO" in line]
+    assert len(lines) == REPEATS_SHOWN + 1
+    assert lines[-1].endswith(f"{5 - REPEATS_SHOWN} more warning(s) like this were not printed, the last: window 4: "
+                              "TAO did not converge")
 
 
 def test_progress_logs_when_not_interactive(caplog):

@@ -6,7 +6,8 @@ import scipy.sparse as sp
 from mpi4py import MPI
 from pydantic import ValidationError
 
-from twin.assimilation.cycle import EnsembleCycle, LinearObservations, ObservationSchedule
+from twin.assimilation.cycle import EnsembleCycle, ObservationSchedule
+from twin.observations.base import LinearObservations
 from twin.assimilation.ensemble import ETKF
 from twin.assimilation.factory import method_from_config, observations_from_config, schedule_from_config
 from twin.assimilation.letkf import LETKF

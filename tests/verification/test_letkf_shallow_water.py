@@ -64,7 +64,8 @@ loaded the 2 cores (load average ~9; 42-63 s wall clock then), against 3.8 s wal
 import numpy as np
 from mpi4py import MPI
 
-from twin.assimilation.cycle import EnsembleCycle, LinearObservations, ModelForecast, ObservationSchedule
+from twin.assimilation.cycle import EnsembleCycle, ModelForecast, ObservationSchedule
+from twin.observations.base import LinearObservations
 from twin.assimilation.inflation import Inflation
 from twin.assimilation.letkf import LETKF, Geometry
 from twin.models.shallow_water import ShallowWater

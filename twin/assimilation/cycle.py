@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import scipy.sparse as sp
 
 from twin.assimilation import diagnostics as diag
 from twin.assimilation.layout import EnsembleDistribution
@@ -30,7 +29,7 @@ from twin.assimilation.transforms import ControlVector, inverse
 from twin.core.comm import split_ensemble
 from twin.core.errors import AssimilationError, ObservationError
 from twin.core.log import get_logger
-from twin.observations.base import interpolation_matrix
+from twin.observations.base import LinearObservations
 
 log = get_logger("twin.assimilation.cycle")
 
@@ -60,61 +59,6 @@ class ObservationSchedule:
     def window(self, k: int) -> tuple[float, float]:
         """Start and end (observation) time of cycle ``k``."""
         return self.t0 + k * self.every * self.dt, self.t0 + (k + 1) * self.every * self.dt
-
-
-@dataclass
-class LinearObservations:
-    """A linear observation network: ``y = H x + e``, ``e ~ N(0, diag(error_std^2))``, ``H`` in natural ordering.
-
-    Attributes
-    ----------
-    matrix : scipy sparse (m, n_state)
-    error_std : ndarray (m,)
-    locations : ndarray (m, dim) or None
-        Positions (needed by localisation).
-    """
-
-    matrix: sp.csr_matrix
-    error_std: np.ndarray
-    locations: np.ndarray | None = None
-    name: str = "obs"
-    #: rows of each named network when several are stacked (:func:`twin.observations.networks.build`)
-    network_slices: dict | None = None
-
-    def __post_init__(self):
-        self.matrix = sp.csr_matrix(self.matrix)
-        m = self.matrix.shape[0]
-        err = np.broadcast_to(np.asarray(self.error_std, dtype=float), (m,)).copy()
-        if m < 1:
-            raise ObservationError(f"observations '{self.name}': no observations")
-        if not np.all(np.isfinite(err)) or np.any(err <= 0):
-            raise ObservationError(f"observations '{self.name}': observation errors must be positive and finite "
-                                   f"(min given {err.min():g})")
-        self.error_std = err
-        if self.locations is not None:
-            self.locations = np.atleast_2d(np.asarray(self.locations, dtype=float))
-            if self.locations.shape[0] != m:
-                raise ObservationError(f"observations '{self.name}': {self.locations.shape[0]} locations for "
-                                       f"{m} observations")
-
-    @property
-    def n_obs(self) -> int:
-        return self.matrix.shape[0]
-
-    @classmethod
-    def at_points(cls, grid, points, error_std, component: int = 0, name: str = "stations") -> "LinearObservations":
-        """Point observations of one state component interpolated on ``grid``; refuses points outside the domain."""
-        points = np.atleast_2d(np.asarray(points, dtype=float))
-        return cls(interpolation_matrix(grid, points, component), error_std, points, name)
-
-    @classmethod
-    def from_operator(cls, op) -> "LinearObservations":
-        """From a :class:`~twin.observations.base.LinearObservationOperator`."""
-        return cls(op.matrix, op.error_std, op.locations, op.name)
-
-    def perturbed(self, truth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Synthetic observations ``H x_t + e`` of a true state (twin experiments)."""
-        return self.matrix @ truth + self.error_std * rng.standard_normal(self.n_obs)
 
 
 class ModelForecast:

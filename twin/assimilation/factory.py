@@ -7,7 +7,8 @@ component against the model grid.
 
 from __future__ import annotations
 
-from twin.assimilation.cycle import LinearObservations, ObservationSchedule
+from twin.assimilation.cycle import ObservationSchedule
+from twin.observations.base import LinearObservations
 from twin.assimilation.ensemble import ETKF, EnKF
 from twin.assimilation.esmda import ESMDA, default_alphas
 from twin.assimilation.inflation import Inflation

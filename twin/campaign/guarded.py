@@ -5,7 +5,9 @@ When the campaign has ``decision.guardrails``, every analysis
 
 1. rebuilds the :class:`~twin.decision.guardrails.Guardrails` of the experiment from the checkpoint it starts from
    (``meta["guardrails"]``: per-sensor CUSUM sums ``S+``/``S-``, alarmed and active sensors, the sliding windows of
-   the spread/skill and rank-histogram checks, every flag so far);
+   the spread/skill and rank-histogram checks, every flag so far). Each cycle's rank histogram has as many bins as
+   that cycle had live members plus one, so after a member is dropped the window holds histograms of two sizes;
+   :func:`~twin.decision.guardrails.window_rank_flatness` tests them together;
 2. runs the checks on the observed forecast ensemble ``Y`` (after prior inflation) against ``y`` and ``r``, with the
    truth of the twin experiment for the state-space spread/skill;
 3. assimilates the *active* sensors only (policy ``exclude`` removes an alarmed sensor from this and every later
@@ -76,19 +78,18 @@ def snapshot(g) -> dict[str, Any]:
 
 
 def write_flags(exp_dir, state: dict[str, Any] | None) -> Path | None:
-    """Rewrite ``<exp_dir>/flags.jsonl`` from a checkpoint's guardrail state (one process)."""
+    """Rewrite ``<exp_dir>/flags.jsonl`` from a checkpoint's guardrail state (one process); owner-only in the
+    owner-only directory of a sensitive run."""
     import json
-    import os
 
     from twin.decision.records import FLAGS_FILE
+    from twin.io.atomic import is_private_directory, write_text
 
     if state is None:
         return None
     path = Path(exp_dir) / FLAGS_FILE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(f, sort_keys=True) + "\n" for f in state["flags"]))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "".join(json.dumps(f, sort_keys=True) + "\n" for f in state["flags"]),
+                      private=is_private_directory(exp_dir))
 
 
 def check(g, cycle: int, time: float, Y: np.ndarray, y: np.ndarray, r: np.ndarray, forecast: np.ndarray,

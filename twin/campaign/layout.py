@@ -13,7 +13,8 @@
             forecast/cycle_NNNN/member_MMMM.h5       member MMMM advanced over cycle NNNN
             forecast/cycle_NNNN/member_MMMM.failed   JSON: why the member was dropped in that cycle
             stopped.json                 JSON: why the experiment stopped (policy "stop", too few members)
-            tasks.jsonl                  one JSON line per task run or skipped (what, when, where, outcome)
+            tasks.jsonl                  one JSON line per task run or skipped (what, when, where: the host,
+                                         except in a sensitive run; outcome)
             posterior.nc  forecast.nc  diagnostics.nc     written by ``finalize``
 
 Cycle ``k`` forecasts from ``t_k`` to ``t_{k+1}`` (``t_k = start + k * cycle_length``) and assimilates the
@@ -126,11 +127,19 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Write a small JSON file atomically (rename), for markers written by one process."""
+    """Write a small JSON file atomically (rename), for markers written by one process; owner-only (``0o600``) in
+    an owner-only directory (a sensitive run, :func:`twin.io.atomic.is_private_directory`)."""
+    from twin.core.private import PRIVATE_FILE_MODE, is_private_directory
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    private = is_private_directory(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, sort_keys=True))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE if private else 0o666)
+    if private:
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # a leftover temporary file keeps its old mode through O_TRUNC
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, sort_keys=True))
     os.replace(tmp, path)
 
 
@@ -138,11 +147,15 @@ def log_task(exp_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one line to the experiment's task log.
 
     One ``write`` of one short line on a file opened with ``O_APPEND``: concurrent tasks on a POSIX file system do
-    not interleave their lines.
+    not interleave their lines. In an owner-only experiment directory (a sensitive run) the file is owner-only and
+    the line names no host.
     """
-    rec = {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), **record}
+    from twin.core.private import PRIVATE_FILE_MODE, is_private_directory
+
+    private = is_private_directory(exp_dir)
+    rec = {"time": time.time(), "pid": os.getpid(), **({} if private else {"host": socket.gethostname()}), **record}
     line = (json.dumps(rec, sort_keys=True) + "\n").encode()
-    fd = os.open(task_log(exp_dir), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(task_log(exp_dir), os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE if private else 0o644)
     try:
         os.write(fd, line)
     finally:

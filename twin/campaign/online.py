@@ -27,7 +27,7 @@ from twin.campaign import layout
 from twin.campaign.experiments import experiments_section, prepare_experiments
 from twin.campaign.status import write_heartbeat
 from twin.core.errors import ModelError, SolverError, WorkflowError
-from twin.core.log import get_logger, setup_logging
+from twin.core.log import get_logger, log_repeated_warnings, setup_logging
 
 log = get_logger("twin.campaign.online")
 
@@ -64,12 +64,14 @@ def run_online(loaded, comm, run_dir, *, experiments=None, only: str | None = No
     t0 = time.perf_counter()
     state = "crashed"
     try:
-        for d in dirs:
+        for i, d in enumerate(dirs):
+            log.info("experiment %d/%d: %s", i + 1, len(dirs), d.name)
             _contained(d, comm, experiments)
         state = "finished"
     finally:
         if beat is not None:
             beat.stop(state)
+    log_repeated_warnings()
     failed = unfinished(dirs)
     log.info("campaign done in %.1f s%s", time.perf_counter() - t0,
              f"; {len(failed)} of {len(dirs)} experiment(s) did not finish" if failed else "")
@@ -256,7 +258,7 @@ def _forecast_with_retries(exp_dir: Path, cycle: int, member: int, s, policy) ->
             return True
         except (SolverError, ModelError) as exc:
             log.warning("experiment %s: member %d failed in cycle %d (attempt %d of %d): %s", exp_dir.name, member,
-                        cycle, attempt + 1, policy.retries + 1, exc)
+                        cycle, attempt + 1, policy.retries + 1, exc, extra={"rank_local": True})
             reason = str(exc)
     if policy.on_member_failure == "stop":
         return False

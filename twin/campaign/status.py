@@ -78,9 +78,22 @@ class CampaignStatus:
 
 
 def write_heartbeat(run_dir, state: str = "running") -> None:
-    """Record the driver's process, host and time (called by the drivers every few seconds and at the end)."""
-    layout.write_json(Path(run_dir) / HEARTBEAT_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
-                                                        "time": time.time(), "state": state})
+    """Record the driver's process, host and time (called by the drivers every few seconds and at the end).
+
+    A sensitive run (an owner-only run directory, :func:`twin.io.atomic.is_private_directory`) records no host
+    name: :func:`driver_state` then judges the driver by the age of its heartbeat alone. The final heartbeat (any
+    state but ``running``) also makes every file and directory of a sensitive run owner-only
+    (:func:`twin.io.atomic.seal_private`), for the files that libraries created with the process umask.
+    """
+    from twin.io.atomic import is_private_directory, seal_private
+
+    private = is_private_directory(run_dir)
+    beat = {"pid": os.getpid(), "time": time.time(), "state": state}
+    if not private:
+        beat["host"] = socket.gethostname()
+    layout.write_json(Path(run_dir) / HEARTBEAT_FILE, beat)
+    if private and state != "running":
+        seal_private(run_dir)
 
 
 def driver_state(run_dir) -> str:

@@ -316,13 +316,14 @@ class Guardrails:
         return None
 
     def write_flags(self, path) -> Path:
-        """Write every flag as one JSON line (``flags.jsonl`` in a run directory; read by ``twin report``)."""
+        """Write every flag as one JSON line (``flags.jsonl`` in a run directory; read by ``twin report``), atomically;
+        owner-only in an owner-only directory (a sensitive run)."""
+        from twin.io.atomic import is_private_directory, write_text
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(asdict(f), sort_keys=True) + "\n" for f in self.flags))
-        tmp.replace(path)
-        return path
+        return write_text(path, "".join(json.dumps(asdict(f), sort_keys=True) + "\n" for f in self.flags),
+                          private=is_private_directory(path.parent))
 
 
 def read_flags(path) -> list[Flag]:

@@ -263,7 +263,7 @@ def forecast_members(model, ensemble: PosteriorEnsemble, times: Sequence[float],
                     values.setdefault(n, np.full((ensemble.size, times.size), np.nan))[j, i] = float(f(model, vec, t))
     finally:
         vec.destroy()
-    log.info("%s: forecast %d posterior members to t=%g", model.name, ensemble.size, float(times[-1]))
+    log.debug("%s: forecast %d posterior members to t=%g", model.name, ensemble.size, float(times[-1]))
     return QoIForecast(times, values, units)
 
 

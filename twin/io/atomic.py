@@ -13,6 +13,17 @@ alone fsyncs, renames and fsyncs the directory. A failure on any rank removes th
 Owner-only output (``private=True``, used by sensitive campaigns) creates the temporary file with mode ``0o600``
 *before* any library opens it (HDF5 and netCDF truncate an existing file and keep its mode), so the data are never
 readable by others, not even during the write.
+
+Private run directories
+-----------------------
+A sensitive campaign's run directory is created owner-only (``0o700``, :func:`make_directory` with
+``private=True``, which makes every directory it creates on the way owner-only too). Writers that are not handed the
+campaign's ``sensitive`` flag (the log, markers, the driver's heartbeat, the task log) tell from
+:func:`is_private_directory` that their output must be private and must name no host or user: the property lives in
+the file system, so it holds in every process that touches the run (Parsl workers, ``twin status`` on another host).
+A run directory that is owner-only for another reason (a umask of ``077``) is treated the same way, which only
+withholds more. Files that other libraries create with the process umask (Parsl's run information, side files)
+are made owner-only by :func:`seal_private` when the driver finishes.
 """
 
 from __future__ import annotations
@@ -20,19 +31,19 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 from twin.core.errors import ObservationError, OutputError, TwinError
 from twin.core.log import get_logger
+from twin.core.private import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, is_private_directory
 
 log = get_logger("twin.io.atomic")
 
 T = TypeVar("T")
 
 #: Mode of a private (sensitive) file and directory.
-PRIVATE_FILE_MODE = 0o600
-PRIVATE_DIR_MODE = 0o700
 
 
 def _rank_size(comm) -> tuple[int, int]:
@@ -80,15 +91,50 @@ def fsync_directory(path: str | os.PathLike) -> None:
 
 
 def make_directory(path: str | os.PathLike, private: bool = False) -> Path:
-    """Create ``path`` (and parents); with ``private`` the leaf directory is owner-only (``0o700``)."""
+    """Create ``path`` (and parents); with ``private`` the leaf directory and every parent created on the way are
+    owner-only (``0o700``; existing parents are left as they are)."""
     path = Path(path)
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE if private else 0o777)
         if private:
+            missing = [p for p in (path, *path.parents) if not p.exists()]
+            for p in reversed(missing):
+                p.mkdir(exist_ok=True, mode=PRIVATE_DIR_MODE)
+                os.chmod(p, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask and ACL defaults
             os.chmod(path, PRIVATE_DIR_MODE)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create directory {path}: {exc.strerror or exc}") from None
     return path
+
+
+def seal_private(root: str | os.PathLike) -> int:
+    """Make every directory (``0o700``) and file (group and other bits cleared) below the private directory ``root``
+    owner-only; returns the number of entries changed (``0`` and nothing done when ``root`` is not private).
+
+    For files created with the process umask by code that does not know the run is sensitive (Parsl's run
+    information, libraries' side files). Entries owned by someone else and symbolic links are left alone; an entry
+    that vanishes or cannot be changed while the walk runs is skipped (the directory above it is owner-only anyway).
+    """
+    root = Path(root)
+    if not is_private_directory(root):
+        return 0
+    uid, changed = os.geteuid(), 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(p)
+                if st.st_uid != uid or stat.S_ISLNK(st.st_mode):
+                    continue
+                mode = stat.S_IMODE(st.st_mode)
+                want = PRIVATE_DIR_MODE if stat.S_ISDIR(st.st_mode) else mode & ~0o077
+                if mode != want:
+                    os.chmod(p, want)
+                    changed += 1
+            except OSError:
+                continue
+    return changed
 
 
 def _create_temporary(final: Path, token: str, private: bool) -> Path:

@@ -24,6 +24,7 @@ import xarray as xr
 
 from twin.core.errors import OutputError
 from twin.io.checkpoint import CheckpointReader, list_checkpoints
+from twin.io.checkpoint.reader import oversized_objects
 from twin.io.netcdf import CHECKSUM_ATTR, verify_netcdf
 from twin.io.provenance import describe
 
@@ -97,6 +98,10 @@ def _checkpoint(path: Path) -> Inspection:
     lines = [f"{path}: twin checkpoint", f"  checksum: {status}"]
     try:
         with h5py.File(path, "r") as f:
+            if oversized_objects(f, path.stat().st_size):
+                # listing would read the objects whose declared sizes the check refused
+                lines.append("  (contents not listed: the file declares objects larger than itself)")
+                return Inspection("\n".join(lines), [error])
             lines.insert(1, f"  cycle {f.attrs.get('cycle', '?')}, time {f.attrs.get('time', '?')}")
             for group in ("fields", "parameters", "arrays"):
                 items = []

@@ -11,6 +11,7 @@ matrix with one row per observation, so apply and transpose are a MatMult / MatM
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -183,3 +184,64 @@ def interpolation_matrix(grid: Grid, points: np.ndarray, component: int = 0) -> 
     H.sum_duplicates()
     H.eliminate_zeros()
     return H
+
+
+@dataclass
+class LinearObservations:
+    """A linear observation network: ``y = H x + e``, ``e ~ N(0, diag(error_std^2))``, ``H`` in natural ordering.
+
+    Attributes
+    ----------
+    matrix : scipy sparse (m, n_state)
+    error_std : ndarray (m,)
+    locations : ndarray (m, dim) or None
+        Positions (needed by localisation).
+    """
+
+    matrix: sp.csr_matrix
+    error_std: np.ndarray
+    locations: np.ndarray | None = None
+    name: str = "obs"
+    #: rows of each named network when several are stacked (:func:`twin.observations.networks.build`)
+    network_slices: dict | None = None
+
+    def __post_init__(self):
+        self.matrix = sp.csr_matrix(self.matrix)
+        m = self.matrix.shape[0]
+        err = np.broadcast_to(np.asarray(self.error_std, dtype=float), (m,)).copy()
+        if m < 1:
+            raise ObservationError(f"observations '{self.name}': no observations")
+        if not np.all(np.isfinite(err)) or np.any(err <= 0):
+            raise ObservationError(f"observations '{self.name}': observation errors must be positive and finite "
+                                   f"(min given {err.min():g})")
+        self.error_std = err
+        if self.locations is not None:
+            self.locations = np.atleast_2d(np.asarray(self.locations, dtype=float))
+            if self.locations.shape[0] != m:
+                raise ObservationError(f"observations '{self.name}': {self.locations.shape[0]} locations for "
+                                       f"{m} observations")
+
+    @property
+    def n_obs(self) -> int:
+        return self.matrix.shape[0]
+
+    @classmethod
+    def at_points(cls, grid, points, error_std, component: int = 0, name: str = "stations") -> "LinearObservations":
+        """Point observations of one state component interpolated on ``grid``; refuses points outside the domain."""
+        points = np.atleast_2d(np.asarray(points, dtype=float))
+        return cls(interpolation_matrix(grid, points, component), error_std, points, name)
+
+    @classmethod
+    def from_operator(cls, op) -> "LinearObservations":
+        """From a :class:`~twin.observations.base.LinearObservationOperator`."""
+        return cls(op.matrix, op.error_std, op.locations, op.name)
+
+    def perturbed(self, truth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Synthetic observations ``H x_t + e`` of a true state (twin experiments)."""
+        return self.matrix @ truth + self.error_std * rng.standard_normal(self.n_obs)
+
+
+def grid_points(grid: Grid) -> np.ndarray:
+    """Coordinates of the points of ``grid`` in natural (C) order, shape ``(n_points, dim)`` (where a network's
+    observations of whole fields sit, for localisation)."""
+    return np.stack([c.ravel() for c in grid.mesh()], axis=1)

@@ -17,10 +17,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from twin.assimilation.cycle import LinearObservations
 from twin.core.errors import ObservationError
 from twin.core.units import convert
-from twin.observations.base import interpolation_matrix, natural_index
+from twin.observations.base import LinearObservations, grid_points, interpolation_matrix, natural_index
 
 
 def _where(i: int) -> str:
@@ -87,9 +86,7 @@ def _build_one(spec, model, i: int, name: str) -> LinearObservations:
         cols = natural_index(grid, index, comp)
         m = cols.size
         H = sp.csr_matrix((np.ones(m), (np.arange(m), cols)), shape=(m, grid.size * grid.dof))
-        from twin.assimilation.letkf import Geometry
-
-        return LinearObservations(H, spec.error_std, Geometry.from_grid(grid).points, name)
+        return LinearObservations(H, spec.error_std, grid_points(grid), name)
     if kind in ("stations", "swath", "gridded"):
         from twin.observations import atmosphere
 

@@ -79,6 +79,15 @@ def fields_panel(data: RunData, out: Path) -> Panel:
     if not variables:
         return Panel(title, note="no posterior.nc or forecast.nc with fields in this run")
     var = variables[0]
+    source = data.posterior if data.posterior is not None else data.forecast
+    spatial = [d for d in source[var].dims if d not in ("member", "time")]
+    if not all(d in source.coords for d in spatial):
+        # a coupled model's state: components on different grids, concatenated; an index axis would mean nothing
+        return Panel(title, note=f"'{var}' concatenates the components of a coupled model on different grids: it is "
+                                 "not drawn as one field (see the component panels)")
+    from twin.report.verdict import duration, time_unit
+
+    unit = time_unit(data)
     frames: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     if data.truth is not None:
         truth = data.truth[-1] if len(variables) == 1 else data.truth[-1][..., 0]
@@ -89,9 +98,10 @@ def fields_panel(data: RunData, out: Path) -> Panel:
                        else None))
     if data.forecast is not None and var in data.forecast:
         f = data.forecast[var].values
+        times = data.forecast["time"].values
         if data.posterior is None and f.shape[1] > 1:
-            frames.append((f"forecast t={float(data.forecast['time'][0]):g}", np.nanmean(f[:, 0], axis=0), None))
-        frames.append((f"forecast mean t={float(data.forecast['time'][-1]):g}", np.nanmean(f[:, -1], axis=0), None))
+            frames.append((f"forecast at {duration(float(times[0]), unit)}", np.nanmean(f[:, 0], axis=0), None))
+        frames.append((f"forecast mean at {duration(float(times[-1]), unit)}", np.nanmean(f[:, -1], axis=0), None))
     units = _units(data.posterior if data.posterior is not None else data.forecast, var)
     ndim = frames[0][1].ndim
     if ndim == 1:
@@ -200,8 +210,10 @@ def fan_panel(data: RunData, out: Path) -> Panel:
         q = np.asarray(f["quantiles"], dtype=float)
         series.append((f"decision: {f.get('qoi', 'qoi')} ({key})", np.asarray(f["times"], float), q, None,
                        f.get("units", "")))
+    # a series of one time (the one window of a calibration) would be drawn as a vertical line: left out
+    series = [sr for sr in series if np.asarray(sr[1]).size >= 2]
     if not series:
-        return Panel(title, note="no ensemble, parameter, QoI or decision forecast data in this run")
+        return Panel(title, note="no ensemble, parameter, QoI or decision forecast data over more than one time")
     n = len(series)
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))

@@ -38,6 +38,23 @@ checkpoint. On read, a file that HDF5 cannot open (truncated), a manifest or att
 dataset or a block whose bytes changed each raise :class:`~twin.core.errors.OutputError` naming the file and the
 object; :func:`latest_good_checkpoint` then falls back to the previous good cycle.
 
+What the checksum guarantees
+----------------------------
+It detects *accidents*: a truncated or partly written file, flipped bits on disk or in transfer, a block or an
+attribute overwritten, an object added or removed. It does not detect *tampering*: the digests are not keyed, so
+whoever can write the file can change the data, recompute the block digests, the manifest and the checksum, and the
+file verifies again. Protection against that needs a keyed digest (an HMAC with a secret kept outside the run
+directory), which this format does not have; until then, keep the checksums that matter elsewhere (the provenance of
+each output records its parent checkpoint's checksum) and the run directory writable by its owner only.
+
+Bounded reads
+-------------
+Sizes come from the file, so a reader checks them before it allocates: before anything is read, every dataset and
+attribute must declare at most as many bytes as the file holds (a checkpoint's datasets are contiguous, uncompressed
+and written in full, so a genuine file always passes). A corrupted or crafted header declaring more (a 64 KB file
+declaring a 1.5 GiB manifest) is refused with :class:`~twin.core.errors.OutputError`, having read nothing; so is a
+manifest whose checksum matches but whose JSON is not a twin manifest.
+
 Parallel I/O
 ------------
 With an MPI build of h5py (``h5py.get_config().mpi``) and more than one rank, the file is opened with the ``mpio``

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,8 +19,9 @@ from twin.core.errors import OutputError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.io.atomic import as_mpi_comm
-from twin.io.checkpoint.layout import (FORMAT, FORMAT_VERSION, FieldInfo, attrs_digest, block_digest, from_plain,
-                                       hyperslab, list_checkpoints, make_generator, parallel_hdf5_available)
+from twin.io.checkpoint.layout import (DIGESTS, FORMAT, FORMAT_VERSION, FieldInfo, attrs_digest, block_digest,
+                                       from_plain, hyperslab, list_checkpoints, make_generator,
+                                       parallel_hdf5_available)
 from twin.io.provenance import Provenance
 
 log = get_logger("twin.io.checkpoint")
@@ -66,6 +68,8 @@ class CheckpointReader:
         except OSError as exc:
             problems.append(f"cannot be opened as HDF5, truncated or not a checkpoint ({exc})")
         if not problems:
+            problems += self._check_declared_sizes()
+        if not problems:
             problems += self._read_header()
         if not problems:
             problems += self._check_objects()
@@ -82,6 +86,13 @@ class CheckpointReader:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise OutputError(f"checkpoint {self.path} is not usable: {shown}")
 
+    def _check_declared_sizes(self) -> list[str]:
+        try:
+            limit = self.path.stat().st_size
+        except OSError as exc:
+            return [f"cannot be read ({exc.strerror or exc})"]
+        return oversized_objects(self._file, limit)
+
     def _read_header(self) -> list[str]:
         f = self._file
         try:
@@ -94,15 +105,24 @@ class CheckpointReader:
                 return ["no checksum attribute (incomplete file)"]
             if "manifest" not in f:
                 return ["the manifest dataset is missing"]
-            raw = f["manifest"][...].tobytes()
+            dset = f["manifest"]
+            if not isinstance(dset, h5py.Dataset) or dset.dtype != np.uint8 or dset.ndim != 1:
+                return ["the manifest is not a one-dimensional byte dataset"]
+            raw = dset[...].tobytes()
         except Exception as exc:  # noqa: BLE001 - corrupted metadata surfaces as many HDF5 error types
             return [f"unreadable header ({type(exc).__name__}: {exc})"]
         if "sha256:" + hashlib.sha256(raw).hexdigest() != self.checksum:
             return ["checksum mismatch: the manifest does not match the recorded checksum (corrupted)"]
-        self.manifest = json.loads(raw)
-        self.cycle = int(self.manifest["cycle"])
-        self.time = float(self.manifest["time"])
-        self.digest = self.manifest.get("digest", "sha256")
+        try:
+            self.manifest = json.loads(raw)
+            self.cycle = int(self.manifest["cycle"])
+            self.time = float(self.manifest["time"])
+            self.digest = self.manifest.get("digest", "sha256")
+            if not isinstance(self.manifest["objects"], dict) or self.digest not in DIGESTS:
+                raise ValueError("objects or digest malformed")
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            # the checksum matched, so the manifest was written like this: not by twin's writer
+            return [f"the manifest is not a twin checkpoint manifest ({type(exc).__name__}: {exc})"]
         return []
 
     def _check_objects(self) -> list[str]:
@@ -137,8 +157,11 @@ class CheckpointReader:
             done = set().union(*self.comm.allgather(self._verified))
         problems, k = [], 0
         for name in sorted(self.manifest["objects"]):
-            entry = self.manifest["objects"][name]
-            for index, (start, stop, expected) in enumerate(entry.get("blocks", [])):
+            blocks = self.manifest["objects"][name].get("blocks", [])
+            if not all(isinstance(b, list) and len(b) == 3 for b in blocks):
+                problems.append(f"the manifest's block list of {name} is malformed")
+                continue
+            for index, (start, stop, expected) in enumerate(blocks):
                 if (name, index) in done:
                     continue
                 mine = k % self.size == self.rank
@@ -287,6 +310,42 @@ class CheckpointReader:
         """The whole field (all members) in natural C order, on every rank."""
         self.field_info(name, group)
         return np.asarray(self._file[group][name][()])
+
+
+def oversized_objects(file: h5py.File, limit: int) -> list[str]:
+    """Datasets and attributes of an open HDF5 file that declare more than ``limit`` bytes (the file's size), found
+    from the metadata alone; one problem per object.
+
+    Every dataset a checkpoint writer creates is contiguous and uncompressed and is written in full, and HDF5 stores
+    attribute values whole, so nothing in a genuine file is larger than the file. A corrupted or crafted header can
+    declare any size (a 64 KB file declaring a 1.5 GiB manifest), and h5py allocates the declared size before it
+    reads: readers check this first and read nothing from a file that fails it.
+    """
+    problems: list[str] = []
+
+    def declared(shape, dtype) -> int:
+        return math.prod(shape or ()) * np.dtype(dtype).itemsize
+
+    def check(name, obj):
+        where = "/" + name if name else "/"
+        for key in obj.attrs:
+            attr = obj.attrs.get_id(key)
+            size = declared(attr.shape, attr.dtype)
+            if size > limit:
+                problems.append(f"attribute {key!r} of {where} declares {size} bytes in a file of {limit} bytes "
+                                "(corrupted or crafted; nothing was read)")
+        if isinstance(obj, h5py.Dataset):
+            size = declared(obj.shape, obj.dtype)
+            if size > limit:
+                problems.append(f"dataset {where} declares {size} bytes in a file of {limit} bytes (corrupted or "
+                                "crafted; nothing was read)")
+
+    try:
+        check("", file)
+        file.visititems(check)
+    except Exception as exc:  # noqa: BLE001 - corrupted metadata surfaces as many HDF5 error types
+        problems.append(f"unreadable metadata ({type(exc).__name__}: {exc})")
+    return problems
 
 
 @dataclass

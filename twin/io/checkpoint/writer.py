@@ -251,7 +251,7 @@ class CheckpointWriter:
             self._abort(type(exc), exc, exc.__traceback__)
             raise
         self._stack.__exit__(None, None, None)
-        log.info("checkpoint %s written (cycle %d, t=%g, %s)", self.path, self.cycle, self.time, self.checksum)
+        log.debug("checkpoint %s written (cycle %d, t=%g, %s)", self.path, self.cycle, self.time, self.checksum)
         return self.checksum
 
 
