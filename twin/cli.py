@@ -33,8 +33,8 @@ EXIT_UNFINISHED = 1
 
 #: ``twin run``'s own options, and whether each takes a value: after the campaign file only these exact words are
 #: twin's (see the module docstring)
-RUN_OPTIONS = {"-o": True, "--output": True, "-v": False, "--verbose": False, "--workflow": False,
-               "--allow-outside": True, "-h": False, "--help": False}
+RUN_OPTIONS = {"-o": True, "--output": True, "-v": False, "--verbose": False, "-q": False, "--quiet": False,
+               "--workflow": False, "--allow-outside": True, "-h": False, "--help": False}
 
 _ALLOW_HELP = ("allow run directories below DIR besides the working directory (repeatable; also "
                "$TWIN_OUTPUT_ROOT)")
@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     # No abbreviations anywhere: '--out' must not silently become '--output' (nor a PETSc word a twin option).
     Parser = functools.partial(argparse.ArgumentParser, allow_abbrev=False)
     p = Parser(prog="twin", description="Model-centric digital twins on PETSc.")
+    from twin import __version__
+
+    p.add_argument("--version", action="version", version=f"twin {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
     v = sub.add_parser("validate", help="check campaign files; one line per problem")
@@ -51,14 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--allow-outside", action="append", metavar="DIR", default=[], help=_ALLOW_HELP)
 
     r = sub.add_parser("run", help="run a campaign here (serially, or under mpiexec)",
-                       usage="twin run [-o DIR] [-v] [--workflow] [--allow-outside DIR] FILE [PETSc options]",
+                       usage="twin run [-o DIR] [-v | -q] [--workflow] [--allow-outside DIR] FILE [PETSc options]",
                        description="Run a campaign in this process (use mpiexec -n N twin run ... for N ranks). "
                                    "Words after FILE beginning with '-' are PETSc options, except exactly -o DIR, "
-                                   "--output DIR, -v, --verbose, --workflow, --allow-outside DIR; everything after "
+                                   "--output DIR, -v, --verbose, -q, --quiet, --workflow, --allow-outside DIR; "
+                                   "everything after "
                                    "'--' is PETSc's.")
     r.add_argument("file", metavar="FILE")
     r.add_argument("-o", "--output", metavar="DIR", help="run directory (default: outputs.directory of the file)")
-    r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    loud = r.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    loud.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, and the final lines")
     r.add_argument("--workflow", action="store_true",
                    help="run an assimilation campaign as a Parsl workflow (default when resources.workers > 1)")
     r.add_argument("--allow-outside", action="append", metavar="DIR", default=[], help=_ALLOW_HELP)
@@ -127,8 +133,12 @@ def cmd_run(args, petsc_options: list[str]) -> int:
         except TwinError as exc:
             return _errors(exc)
         if workflow:
-            print(f"done: outputs in {result}")
-            return 0
+            print(f"{'done' if result.ok else 'finished with failures'}: {result.tasks_run} task(s) in "
+                  f"{result.seconds:.1f} s; outputs in {result.run_dir}")
+            bad = {name: state for name, state in result.states.items() if state != "done"}
+            for name, state in bad.items():
+                print(f"error: experiment {name} {state} (twin status {result.run_dir} says why)", file=sys.stderr)
+            return EXIT_UNFINISHED if bad else 0
 
     from twin.core.petsc import init_petsc
 
@@ -139,7 +149,7 @@ def cmd_run(args, petsc_options: list[str]) -> int:
 
     comm = MPI.COMM_WORLD
     try:
-        result = run_campaign(loaded, comm, run_dir=args.output, verbose=args.verbose)
+        result = run_campaign(loaded, comm, run_dir=args.output, verbose=args.verbose, quiet=args.quiet)
     except TwinError as exc:
         if comm.Get_rank() == 0:
             _errors(exc)

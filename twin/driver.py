@@ -94,20 +94,21 @@ def build_model(loaded: LoadedCampaign, comm):
     return create_model(name, mcfg, comm)
 
 
-def run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None = None, verbose: bool = False) -> RunResult:
+def run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None = None, verbose: bool = False,
+                 quiet: bool = False) -> RunResult:
     """Run ``loaded`` on ``comm``; returns the run directory and the files written. Collective."""
     from twin.io.provenance import collect, prepare_run_directory
 
     cfg = loaded.config
     rank, size = comm.Get_rank(), comm.Get_size()
     out = prepare_run_directory(run_directory(loaded, run_dir), sensitive=cfg.campaign.sensitive, comm=comm)
-    setup_logging(rank, size, verbose, logfile=str(out / "twin.log"))
+    setup_logging(rank, size, verbose, logfile=str(out / "twin.log"), quiet=quiet)
     prov = collect(comm, config_text=loaded.text, sensitive=cfg.campaign.sensitive)
     log.info("campaign '%s' on %d rank(s); run directory %s", cfg.campaign.name, size, out)
     if cfg.assimilation is not None:
         from twin.campaign.online import run_online, unfinished
 
-        dirs = run_online(loaded, comm, out)
+        dirs = run_online(loaded, comm, out, verbose=verbose, quiet=quiet)
         return RunResult(out, sorted(p for p in out.rglob("*.nc")) + [out / "twin.log"],
                          unfinished=unfinished(dirs))
     return _forecast(loaded, comm, out, prov)

@@ -134,3 +134,16 @@ def test_split_serial_gives_one_group_with_all_members():
     with pytest.raises(TwinError, match="multiple of 2"):
         split_ensemble(MPI.COMM_SELF, n_members=4, ranks_per_member=2)
     lay.free()
+
+
+def test_quiet_terminal_keeps_the_log_file_whole(tmp_path, capsys):
+    log_file = tmp_path / "twin.log"
+    setup_logging(rank=0, size=1, logfile=str(log_file), quiet=True)
+    log = get_logger("campaign.test")
+    log.info("cycle 3 done")
+    log.warning("member 2 dropped")
+    err = capsys.readouterr().err
+    assert "cycle 3 done" not in err and "member 2 dropped" in err
+    text = log_file.read_text()
+    assert "cycle 3 done" in text and "member 2 dropped" in text
+    setup_logging(rank=0, size=1)

@@ -33,7 +33,7 @@ log = get_logger("twin.campaign.online")
 
 
 def run_online(loaded, comm, run_dir, *, experiments=None, only: str | None = None,
-               verbose: bool = False) -> list[Path]:
+               verbose: bool = False, quiet: bool = False) -> list[Path]:
     """Run (or resume) every experiment of ``loaded`` on ``comm``; returns the experiment directories. Collective.
 
     Parameters
@@ -57,7 +57,7 @@ def run_online(loaded, comm, run_dir, *, experiments=None, only: str | None = No
                                 f"{', '.join(d.name for d in dirs)}")
         dirs = chosen
     rank, size = comm.Get_rank(), comm.Get_size()
-    setup_logging(rank, size, verbose, logfile=str(run_dir / "twin.log"))
+    setup_logging(rank, size, verbose, logfile=str(run_dir / "twin.log"), quiet=quiet)
     beat = _Heartbeat(run_dir) if rank == 0 else None
     log.info("campaign '%s' online on %d rank(s): %d experiment(s) in %s", loaded.config.campaign.name, size,
              len(dirs), run_dir)

@@ -122,7 +122,8 @@ def log_repeated_warnings() -> None:
             f.last.clear()
 
 
-def setup_logging(rank: int = 0, size: int = 1, verbose: bool = False, logfile: str | None = None) -> None:
+def setup_logging(rank: int = 0, size: int = 1, verbose: bool = False, logfile: str | None = None,
+                  quiet: bool = False) -> None:
     """Configure the ``twin`` logger for one MPI rank (idempotent).
 
     Parameters
@@ -134,6 +135,8 @@ def setup_logging(rank: int = 0, size: int = 1, verbose: bool = False, logfile: 
     logfile : str, optional
         Also write this rank's records to a file (rank 0 only, to keep one log per run). In an owner-only directory
         (a sensitive run) the file is owner-only and every handler redacts (:class:`RedactingFormatter`).
+    quiet : bool
+        Only warnings and errors on the terminal (the log file still gets everything at INFO).
     """
     from twin.core.private import PRIVATE_FILE_MODE, is_private_directory
 
@@ -149,6 +152,8 @@ def setup_logging(rank: int = 0, size: int = 1, verbose: bool = False, logfile: 
     fmt = RedactingFormatter(pattern, datefmt, directory) if private else logging.Formatter(pattern, datefmt)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(fmt)
+    if quiet:  # the terminal only: the log file keeps the whole story
+        handler.setLevel(logging.WARNING)
     logger.addHandler(handler)
     if logfile and rank == 0:
         if private:
