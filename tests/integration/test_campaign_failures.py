@@ -104,3 +104,22 @@ def test_min_members_stops_with_the_dropped_member_named(loaded, tmp_path):
     assert e.state == "failed"
     reason = layout.read_json(layout.stopped_marker(layout.experiment_dir(run, WIDE)))["reason"]
     assert "only 4 live member(s)" in reason and "dropped: [2]" in reason
+
+
+def test_workflow_run_with_a_stopped_experiment_exits_non_zero(tmp_path):
+    """``twin run --workflow`` (Parsl, local): the wide-prior experiment stops at its diverging member (policy stop),
+    the narrow one completes; the command says which did not finish and exits 1 (it printed a WorkflowResult repr
+    and exited 0)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "fail.yaml"
+    path.write_text(CAMPAIGN + "experiments:\n  matrix: {models.l96.forcing.prior.sigma: [1.2, 0.05]}\n"
+                    "  on_member_failure: stop\n  retries: 0\n")
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "run", str(path), "--workflow", "-o",
+                          str(tmp_path / "wf")], capture_output=True, text=True, timeout=280, cwd=tmp_path)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "WorkflowResult" not in out.stdout and out.stdout.startswith("finished with failures:")
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: experiment {WIDE} failed"), errors
+    assert (layout.experiment_dir(tmp_path / "wf", NARROW) / "posterior.nc").is_file()
