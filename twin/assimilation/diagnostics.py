@@ -63,6 +63,15 @@ def crps(E: np.ndarray, truth: np.ndarray, comm=None) -> float:
     return float(total / count)
 
 
+def coverage(E: np.ndarray, truth: np.ndarray, level: float = 0.9, comm=None) -> float:
+    """Fraction of entries whose truth lies inside the ensemble's central ``level`` interval (its empirical
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles): ``level`` for a calibrated ensemble, less for an
+    over-confident one."""
+    lo, hi = np.quantile(E, [(1 - level) / 2, (1 + level) / 2], axis=1)
+    inside = float(np.count_nonzero((truth >= lo) & (truth <= hi)))
+    return _sum(inside, comm) / _sum(truth.size, comm)
+
+
 def block_sums(E: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
     """Sums over this block that the diagnostics above are made of, for one reduction of many diagnostics:
     ``[count, sum var, sum squared error of the mean, sum CRPS]`` (the last two 0 without a truth)."""

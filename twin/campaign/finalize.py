@@ -103,6 +103,7 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
             if _rank(comm) == 0 and (s.exp_dir / "diagnostics.nc").exists():
                 (s.exp_dir / "diagnostics.nc").unlink()
             append_diagnostics(s, history)
+        write_scores(s, history)
         if _rank(comm) == 0:
             # flags.jsonl from the last checkpoint (a crash may have come between a checkpoint and its flags)
             write_flags(s.exp_dir, guard_state)
@@ -114,6 +115,33 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
     finally:
         if own:
             s.destroy()
+
+
+#: per-cycle diagnostics averaged after the burn-in into ``<name>_a`` (DAPPER's ``.a`` suffix: analysis averages)
+SCORES = ("rmse", "spread", "crps", "coverage_90")
+
+
+def write_scores(s: Setup, history: list[dict]) -> dict[str, float]:
+    """Time averages of :data:`SCORES` over the cycles after ``schedule.burn_in``, as scalar variables
+    ``rmse_a``, ``spread_a``, ``crps_a``, ``coverage_90_a`` of ``diagnostics.nc``. Collective."""
+    from twin.campaign.steps import diagnostics_file
+    from twin.io.netcdf import VariableMeta
+
+    burn_in = int(s.schedule.burn_in)
+    kept = [rec for rec in history if int(rec["cycle"]) >= burn_in]
+    f = diagnostics_file(s, s.exp_dir / "diagnostics.nc")
+    values, meta = {}, {}
+    for name in SCORES:
+        series = [float(rec[name]) for rec in kept if name in rec and np.isfinite(rec[name])]
+        if not series:
+            continue
+        values[f"{name}_a"] = float(np.mean(series))
+        base = f._meta(name)
+        meta[f"{name}_a"] = VariableMeta(f"{base.long_name}, averaged over the {len(series)} cycles after the "
+                                         f"burn-in of {burn_in}", base.units)
+    if values:
+        f.write_summary(values, meta)
+    return values
 
 
 def _diag_records(s: Setup) -> int:

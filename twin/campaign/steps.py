@@ -45,6 +45,8 @@ log = get_logger("twin.campaign")
 #: Diagnostics written by the analysis that are not in twin.io.netcdf.DIAGNOSTICS.
 EXTRA_DIAGNOSTICS = {
     "crps": ("continuous ranked probability score of the analysis ensemble", "{state}"),
+    "coverage_90": ("fraction of state entries whose truth lies inside the analysis ensemble's 5-95 % interval",
+                    "1"),
     "innovation_expected_std": ("innovation standard deviation expected from R and the forecast spread", "{state}"),
     "members": ("live ensemble members", "1"),
 }
@@ -507,7 +509,8 @@ def analysis_step(cfg, model, obs, control, E: np.ndarray, y: np.ndarray, err: n
     if not np.all(np.isfinite(Ea)):
         raise AssimilationError(f"analysis of cycle {cycle} produced non-finite values; check inflation and "
                                 "observation errors")
-    rec.update(rmse=diag.rmse(Ea[:n], truth), spread=diag.spread(Ea[:n]), crps=diag.crps(Ea[:n], truth))
+    rec.update(rmse=diag.rmse(Ea[:n], truth), spread=diag.spread(Ea[:n]), crps=diag.crps(Ea[:n], truth),
+               coverage_90=diag.coverage(Ea[:n], truth, 0.9))
     _, pars = control.unpack(Ea)
     for name, values in pars.items():
         rec[f"parameter_{name}"] = float(np.mean(values))

@@ -329,6 +329,21 @@ class DiagnosticsFile:
             _finish(tmp)
         return n + 1
 
+    def write_summary(self, values: Mapping[str, float], meta: Mapping[str, VariableMeta]) -> None:
+        """Scalar variables without a dimension (e.g. time averages after the burn-in), replacing earlier values;
+        the file must exist. Collective."""
+        root_call(self.comm, lambda: self._write_summary(dict(values), dict(meta)))
+
+    def _write_summary(self, values: dict, meta: dict) -> None:
+        with atomic_output(self.path, None, private=self.sensitive) as tmp:
+            shutil.copyfile(self.path, tmp)
+            with netCDF4.Dataset(tmp, "a", format="NETCDF4") as nc:
+                for name, value in values.items():
+                    var = nc.variables[name] if name in nc.variables else nc.createVariable(name, "f8", ())
+                    var.setncatts(meta[name].attrs())
+                    var.assignValue(float(value))
+            _finish(tmp)
+
     def read(self) -> xr.Dataset:
         """The whole file, loaded (times as numbers)."""
         with xr.open_dataset(self.path, decode_times=False) as ds:

@@ -112,12 +112,16 @@ def format_probability(p: float, standard_error: float | None = None) -> str:
 # -- generic verdicts ------------------------------------------------------------------------------------------------
 
 
-def spread_skill(data: RunData) -> tuple[float, int] | None:
-    """Mean ensemble spread over mean analysis RMSE against the truth, after the first fifth of the cycles (the
-    burn-in), and the number of cycles used; ``None`` without a twin experiment's diagnostics."""
+def spread_skill(data: RunData) -> tuple[float, int | None] | None:
+    """Mean ensemble spread over mean analysis RMSE against the truth after the burn-in (the campaign's
+    ``spread_a`` / ``rmse_a``, or, for files without them, after the first fifth of the cycles) and the number of
+    cycles used when known; ``None`` without a twin experiment's diagnostics."""
     d = data.diagnostics
     if d is None or "rmse" not in d or "spread" not in d:
         return None
+    if "rmse_a" in d and "spread_a" in d and float(d["rmse_a"].values) > 0:
+        # the campaign's own averages after schedule.burn_in (diagnostics.nc)
+        return float(d["spread_a"].values) / float(d["rmse_a"].values), None
     rmse, spread = np.asarray(d["rmse"].values, float), np.asarray(d["spread"].values, float)
     start = max(1, rmse.size // 5) if rmse.size > 2 else 0
     r, s = rmse[start:], spread[start:]
@@ -157,7 +161,8 @@ def _ensemble_confidence(data: RunData) -> tuple[str, float | None]:
     d = data.diagnostics
     if ss is None and d is not None and "rmse" in d:
         rmse = np.asarray(d["rmse"].values, float)
-        return (f"analysis RMSE against the truth {format_number(float(np.nanmean(rmse)))} on average; no ensemble "
+        mean = float(np.nanmean(rmse))
+        return (f"analysis RMSE against the truth {format_number(mean, 0.1 * mean)} on average; no ensemble "
                 "spread per cycle, so how well the probabilities are calibrated is not measured here"), None
     if ss is None:
         return ("no truth to measure calibration against (a campaign of real observations): judge the fit by the "
@@ -166,14 +171,20 @@ def _ensemble_confidence(data: RunData) -> tuple[str, float | None]:
     word = ("well calibrated" if 0.8 <= ratio <= 1.25 else
             "over-confident (the spread is smaller than the error)" if ratio < 0.8 else
             "under-confident (the spread is larger than the error)")
-    return f"ensemble spread/skill {ratio:.2f} over {n} cycles after the burn-in: {word}", abs(math.log(ratio))
+    cycles = f" over {n} cycles" if n is not None else ""
+    text = f"ensemble spread/skill {ratio:.2f}{cycles} after the burn-in: {word}"
+    if d is not None and "coverage_90_a" in d:
+        cov = float(d["coverage_90_a"].values)
+        return (f"truth inside the 90 % ensemble interval at {100 * cov:.0f} % of the state entries after the "
+                f"burn-in; {text}"), abs(cov - 0.9)
+    return text, abs(math.log(ratio))
 
 
 def _prediction_verdict(data: RunData) -> Verdict | None:
     rec = data.decision
     if not rec or not rec.get("qois"):
         return None
-    horizon, time = rec.get("horizon"), rec.get("time")
+    horizon = rec.get("horizon")
     parts, numbers, decision = [], [], []
     for name, q in rec["qois"].items():
         qs = {float(k): v for k, v in q.get("quantiles", {}).items()}
@@ -184,7 +195,8 @@ def _prediction_verdict(data: RunData) -> Verdict | None:
         centre = qs.get(0.5, q.get("mean"))
         numbers.append(f"{name}: {format_interval(centre, lo, hi, q.get('units', ''), level)}")
         for limit, p in (q.get("exceedance") or {}).items():
-            parts.append(f"P({name} > {format_number(float(limit), None, q.get('units', ''))}) = "
+            unit = f" {q['units']}" if q.get("units") not in (None, "", "1") else ""
+            parts.append(f"P({name} > {float(limit):g}{unit}) = "
                          f"{format_probability(float(p))}")
             decision.append(f"{name}>{limit}:{'likely' if p >= 0.5 else 'unlikely'}")
     if not numbers:
@@ -208,9 +220,11 @@ def _analysis_verdict(data: RunData) -> Verdict | None:
         return None
     confidence, err = _ensemble_confidence(data)
     return Verdict(question="How close is the twin's analysis to the true state?",
-                   answer=f"Analysis RMSE {format_number(float(np.nanmean(rmse)))} averaged over {rmse.size} "
-                          f"cycle(s), {format_number(float(rmse[-1]))} at the last.",
-                   number=f"last-cycle RMSE {format_number(float(rmse[-1]))}", confidence=confidence,
+                   answer=f"Analysis RMSE {format_number(float(np.nanmean(rmse)), 0.1 * float(np.nanmean(rmse)))} "
+                          f"averaged over {rmse.size} cycle(s), "
+                          f"{format_number(float(rmse[-1]), 0.1 * float(rmse[-1]))} at the last.",
+                   number=f"last-cycle RMSE {format_number(float(rmse[-1]), 0.1 * float(rmse[-1]))}",
+                   confidence=confidence,
                    changes="more or better observations, a larger ensemble", calibration_error=err)
 
 
