@@ -24,7 +24,6 @@ import numpy as np
 from twin.config.loader import LoadedCampaign
 from twin.core.errors import ConfigError
 from twin.core.log import get_logger, setup_logging
-from twin.core.petsc import set_options
 from twin.core.progress import progress
 from twin.core.units import convert
 
@@ -90,7 +89,6 @@ def build_model(loaded: LoadedCampaign, comm):
         raise ConfigError(f"{loaded.path}: models: {len(cfg.models)} components ({', '.join(cfg.models)}) need a "
                           f"'coupling' section saying how they exchange fields")
     name, mcfg = next(iter(cfg.models.items()))
-    set_options(f"{name}_", mcfg.solver)
     return create_model(name, mcfg, comm)
 
 

@@ -116,7 +116,6 @@ def build_model(cfg, comm):
     :class:`twin.campaign.state.CoupledState` (one natural-order state)."""
     from types import SimpleNamespace
 
-    from twin.core.petsc import set_options
     from twin.models.registry import create_model
 
     if is_coupled(cfg):
@@ -130,7 +129,6 @@ def build_model(cfg, comm):
             coupled.destroy()
             raise
     name, mcfg = component(cfg)
-    set_options(f"{name}_", mcfg.solver)
     return create_model(name, mcfg, comm)
 
 

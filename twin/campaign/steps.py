@@ -199,7 +199,7 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
             _record(s, "init", "skipped", t_start)
             return False
         model, sch, obs = s.get_model(), s.schedule, s.observations
-        grid, N = model.grid, s.n_members
+        N = s.n_members
         # Nature run observed with noise (twin experiment). Its initial state is an independent draw from the prior
         # ensemble's distribution (configured state plus background noise, from the TRUTH stream), not the prior's
         # centre: a truth at the centre of the prior flatters every score (the members are drawn around the

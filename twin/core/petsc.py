@@ -1,4 +1,5 @@
-"""Initialising PETSc once, with command-line options, before any module imports ``petsc4py.PETSc``.
+"""Initialising PETSc once, with command-line options, before any module imports ``petsc4py.PETSc``; the one
+path of solver options.
 
 The CLI calls :func:`init_petsc` with the options the user typed after the campaign file (``-tumour_ts_type bdf``)
 before it imports any science module, so PETSc options work the PETSc way. Library code simply imports
@@ -16,6 +17,8 @@ from typing import Any, Iterator, Mapping
 _COMMAND_LINE: set[str] = set()
 #: Option names put into the database by :func:`set_options`, per prefix, oldest prefix first.
 _INSERTED: "OrderedDict[str, set[str]]" = OrderedDict()
+#: Of those, the ones that hold a model's default (:func:`set_default_options`), which a user's option replaces.
+_DEFAULTED: set[str] = set()
 #: PETSc 3.18 holds at most 512 options; beyond this many inserted ones, the oldest prefixes' options are removed.
 _KEEP = 256
 
@@ -61,9 +64,40 @@ def set_options(prefix: str, options: Mapping[str, Any]) -> None:
         if name in _COMMAND_LINE:
             continue
         names.add(name)
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        opts.setValue(name, "" if value is None else str(value))
+        _DEFAULTED.discard(name)
+        opts.setValue(name, _text(value))
+    _bound(prefix)
+
+
+def set_default_options(prefix: str, defaults: Mapping[str, Any]) -> None:
+    """A model's defaults under ``prefix``: set only where neither the command line nor the user's options
+    (:func:`set_options`, from the YAML ``solver:`` section or a constructor's ``solver=``) gave the option.
+
+    With :func:`set_options` this is the one path of solver options, in either order: command line > YAML > model
+    default. Models call this for their defaults, never :func:`set_options` (which would overwrite the YAML).
+    """
+    from petsc4py import PETSc
+
+    opts = PETSc.Options()
+    names = _INSERTED.setdefault(prefix, set())
+    _INSERTED.move_to_end(prefix)
+    for key, value in defaults.items():
+        name = f"{prefix}{key.lstrip('-')}"
+        if name in _COMMAND_LINE or (name in names and name not in _DEFAULTED):
+            continue
+        names.add(name)
+        _DEFAULTED.add(name)
+        opts.setValue(name, _text(value))
+    _bound(prefix)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _bound(prefix: str) -> None:
     while sum(len(v) for v in _INSERTED.values()) > _KEEP and next(iter(_INSERTED)) != prefix:
         clear_options(next(iter(_INSERTED)))
 
@@ -100,6 +134,7 @@ def clear_options(prefix: str) -> None:
     opts = PETSc.Options()
     for name in _INSERTED.pop(prefix, ()):
         opts.delValue(name)
+        _DEFAULTED.discard(name)
 
 
 def reason_name(cls: Any, code: int) -> str:

@@ -22,7 +22,6 @@ import numpy as np
 
 from twin.core.errors import ConfigError
 from twin.core.log import get_logger
-from twin.core.petsc import set_options
 from twin.coupling.coupled import CoupledModel
 from twin.models.base import Model
 
@@ -51,7 +50,6 @@ def build_coupled(loaded, comm, name: str = "coupled") -> CoupledModel:
     try:
         for c in coupling.components:
             mcfg = cfg.models[c]
-            set_options(f"{c}_", mcfg.solver)
             built[c] = create_model(c, mcfg, comm)
         return CoupledModel(name, comm, built, coupling)
     except BaseException:

@@ -13,7 +13,7 @@ space given by its ``transform`` (``"log"`` for positive quantities, ``"logit"``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np

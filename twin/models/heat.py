@@ -48,7 +48,7 @@ from petsc4py import PETSc
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
-from twin.core.petsc import reason_name, set_options
+from twin.core.petsc import reason_name, set_default_options, set_options
 from twin.core.units import convert
 from twin.models.base import Model, Parameter, QoI, solve_adjoint
 from twin.models.heat_parts import Face, aij_matrix, manufactured_solution, side_axis
@@ -155,7 +155,9 @@ class HeatModel(Model):
         self._F = grid.create_global()
         self._b = grid.create_global()
         self._work = grid.create_global()
-        self._ts = self._make_ts(dict(DEFAULT_SOLVER, **(solver or {})))
+        set_options(self.options_prefix, solver or {})
+        set_default_options(self.options_prefix, DEFAULT_SOLVER)
+        self._ts = self._make_ts()
         self._Jp: PETSc.Mat | None = None
         self._jp_layout: dict[str, Any] = {}
 
@@ -357,7 +359,7 @@ class HeatModel(Model):
             out[index] += (2.0 * kappa / h ** 2) * self._boundary_data(side)
         return out.ravel()
 
-    def _make_ts(self, options: dict[str, Any], save_trajectory: bool = False) -> PETSc.TS:
+    def _make_ts(self, save_trajectory: bool = False) -> PETSc.TS:
         ts = PETSc.TS().create(comm=self.comm)
         ts.setOptionsPrefix(self.options_prefix)
         ts.setProblemType(PETSc.TS.ProblemType.LINEAR)
@@ -371,7 +373,6 @@ class HeatModel(Model):
         if save_trajectory:
             # before setFromOptions, so the trajectory type option applies
             ts.setSaveTrajectory()
-        set_options(self.options_prefix, options)
         ts.setFromOptions()
         return ts
 
@@ -446,7 +447,7 @@ class HeatModel(Model):
         if not parameters and t1 == t0:
             return {}
         Jp = self._parameter_jacobian()
-        ts = self._make_ts(DEFAULT_SOLVER, save_trajectory=True)
+        ts = self._make_ts(save_trajectory=True)
         x = state0.copy()
         mu = Jp.createVecRight()
         mu.set(0.0)

@@ -27,7 +27,7 @@ from petsc4py import PETSc
 
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
-from twin.core.petsc import reason_name, set_options, trajectory_in_memory
+from twin.core.petsc import reason_name, set_default_options, set_options, trajectory_in_memory
 from twin.models.base import Model, Parameter, QoI, Tape, TSPool, solve_adjoint
 from twin.models.registry import register_model
 
@@ -111,8 +111,9 @@ class LinearAdvectionDiffusion(Model):
         self._rows = np.arange(xs, xe, dtype=PETSc.IntType)
         self._tmp = self.grid.create_global()
         self._f = self.grid.create_global()
-        set_options(self.options_prefix, {"ts_type": "cn", "ksp_rtol": 1e-12, "ksp_atol": 1e-14, "ts_trajectory_type": "memory",
-                                          **(solver or {})})
+        set_options(self.options_prefix, solver or {})
+        set_default_options(self.options_prefix, {"ts_type": "cn", "ksp_rtol": 1e-12, "ksp_atol": 1e-14,
+                                                  "ts_trajectory_type": "memory"})
         self._ts = self._make_ts(trajectory=False)
         # TS objects that save their trajectory, for record/adjoint_recorded; reused across windows and gradients.
         self._pool_mats: dict[int, PETSc.Mat] = {}

@@ -36,7 +36,7 @@ from petsc4py import PETSc
 
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
-from twin.core.petsc import reason_name, set_options, trajectory_in_memory
+from twin.core.petsc import reason_name, set_default_options, set_options, trajectory_in_memory
 from twin.models.base import Model, Parameter, QoI, Tape, TSPool, solve_adjoint
 from twin.models.registry import register_model
 
@@ -180,12 +180,12 @@ class Lorenz96(Model):
         # TS objects with trajectory saving for record/adjoint_recorded, reused across windows and gradients.
         self._adjoint_ts = TSPool(lambda: self._make_ts(save_trajectory=True))
         # Fixed RK4 steps (no adaptivity) and the adjoint's trajectory kept in memory, not in TS-data-* folders.
-        set_options(self.options_prefix, {"ts_adapt_type": "none", "ts_trajectory_type": "memory"})
+        set_default_options(self.options_prefix, {"ts_adapt_type": "none", "ts_trajectory_type": "memory"})
 
     @classmethod
     def from_config(cls, name: str, cfg, comm) -> "Lorenz96":
         """Build from a :class:`~twin.config.models.lorenz96.Lorenz96Config`."""
-        set_options(f"{name}_", cfg.solver)
+        set_options(f"{name}_", cfg.solver)  # the user's options; the defaults never overwrite them
         return cls(name, comm, n=cfg.n, forcing=cfg.forcing.to("1"), dt=cfg.dt, estimable=cfg.forcing.estimable,
                    prior=cfg.forcing.prior, initial_condition=cfg.initial_condition,
                    perturbation=cfg.perturbation, seed=cfg.seed)

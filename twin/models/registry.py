@@ -30,7 +30,12 @@ def model_types() -> dict[str, type]:
 
 
 def create_model(name: str, config, comm):
-    """Build the model named ``name`` from its typed configuration section on ``comm``."""
+    """Build the model named ``name`` from its typed configuration section on ``comm``.
+
+    The model's ``from_config`` puts the section's ``solver:`` options into the PETSc options database under the
+    prefix ``<name>_`` before it builds its solvers; its own defaults then fill only what neither the user nor the
+    command line set (:func:`twin.core.petsc.set_default_options`), so the order never matters.
+    """
     types = model_types()
     cls = types.get(config.type)
     if cls is None:

@@ -37,7 +37,7 @@ from petsc4py import PETSc
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
-from twin.core.petsc import reason_name, set_options, trajectory_in_memory
+from twin.core.petsc import reason_name, set_default_options, set_options, trajectory_in_memory
 from twin.models.base import Model, Parameter, QoI, Tape, TSPool, solve_adjoint
 from twin.models.registry import register_model
 from twin.models.shallow_water import qoi as qoi_mod
@@ -155,8 +155,8 @@ class ShallowWater(Model):
         self._tlm: TangentLinear | None = None
         self._limits: dict[tuple, float] = {}
         self._velocity_grid: Grid | None = None
-        set_options(self.options_prefix, {"ts_type": "rk", "ts_rk_type": "4", "ts_adapt_type": "none",
-                                          "ts_trajectory_type": "memory"})
+        set_default_options(self.options_prefix, {"ts_type": "rk", "ts_rk_type": "4", "ts_adapt_type": "none",
+                                                  "ts_trajectory_type": "memory"})
         self.ts = self._create_ts()
         self.dt = self.ts.getTimeStep()
         # TS objects that save their trajectory, for record/adjoint_recorded; reused across windows and gradients.
@@ -473,7 +473,7 @@ class ShallowWater(Model):
         """Build from a :class:`twin.config.models.shallow_water.ShallowWaterConfig` (converted to m, s)."""
         from twin.models.shallow_water.configure import model_arguments
 
-        set_options(f"{name}_", cfg.solver)
+        set_options(f"{name}_", cfg.solver)  # the user's options; the defaults never overwrite them
         return cls(name, comm, **model_arguments(name, cfg))
 
 

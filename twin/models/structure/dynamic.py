@@ -27,7 +27,7 @@ from petsc4py import PETSc
 
 from twin.core.errors import SolverError
 from twin.core.log import get_logger
-from twin.core.petsc import reason_name, set_options
+from twin.core.petsc import reason_name, set_default_options
 from twin.models.structure.forcing import Forcing, ParameterLayout
 from twin.models.structure.mesh import ElementMesh
 from twin.models.structure.operators import Operators
@@ -81,7 +81,7 @@ class DynamicSolver:
         self._jkey = None
         self._g_cache: tuple[float, object] | None = None
         self.Jp = self._create_jp()
-        set_options(prefix, SPLIT_DEFAULTS)
+        set_default_options(prefix, SPLIT_DEFAULTS)
 
     # -- operators ------------------------------------------------------------------------------------------------
     def update(self, version: int) -> None:

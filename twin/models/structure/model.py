@@ -183,7 +183,7 @@ class StructureModel(Model):
     @classmethod
     def from_config(cls, name: str, cfg, comm) -> "StructureModel":
         """Build from a validated :class:`twin.config.models.structure.StructureConfig`."""
-        set_options(f"{name}_", cfg.solver)
+        set_options(f"{name}_", cfg.solver)  # the user's options; the defaults never overwrite them
         extent = cfg.grid.extent_in("m")
         material = Material(E0=cfg.E0.to("Pa"), nu=cfg.nu, rho=cfg.rho.to("kg/m^3"),
                             alpha=cfg.damping.alpha.to("1/s"), beta=cfg.damping.beta.to("s"))

@@ -55,7 +55,7 @@ from twin.core.units import convert
 from twin.models.base import Model, Parameter, QoI
 from twin.models.priors import prior_center, prior_transform
 from twin.models.registry import register_model
-from twin.models.tumour.adjoint import GRADIENT_PARAMETERS, TumourAdjoint
+from twin.models.tumour.adjoint import TumourAdjoint
 from twin.models.tumour.operators import DiffusionOperator
 from twin.models.tumour.phantom import Tissue, box_tissue, brain_phantom
 from twin.models.tumour.qoi import detected_volume, total_cells
@@ -152,7 +152,7 @@ class TumourModel(TumourAdjoint, Model):
     @classmethod
     def from_config(cls, name: str, cfg, comm) -> "TumourModel":
         """Build from a :class:`~twin.config.models.tumour.TumourConfig` section."""
-        set_options(f"{name}_", cfg.solver)
+        set_options(f"{name}_", cfg.solver)  # the user's options; the defaults never overwrite them
         extent = cfg.grid.extent_in("mm")
         grid = Grid(comm, cfg.grid.shape, extent, stencil_width=1, centering="cell", name=name)
         ph = cfg.phantom
