@@ -17,7 +17,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup system test test-serial test-mpi demo bench clean
+.PHONY: setup system browser test test-serial test-mpi demo bench clean
 
 setup: $(STAMP)
 
@@ -51,11 +51,20 @@ $(STAMP): pyproject.toml constraints.txt
 	  { echo "twin setup: could not install compliance-checker into $(VENV)/cf-tools" >&2; exit 2; }
 	@touch $(STAMP)
 
-test: setup
+# Debian's Chromium for the tests that render the reports as a reader sees them (tests/integration/browser.py);
+# without root or apt they skip that check (CI fails instead).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "twin setup: installing chromium (report tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "twin setup: no chromium: the report tests will not check the reports in a browser (apt-get install chromium)"; fi; }
+
+test: setup browser
 	timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration
 
-test-serial: setup
+test-serial: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration
 
 test-mpi: setup

@@ -173,6 +173,11 @@ def test_atmosphere_campaign_runs_and_reports(tmp_path):
     assert f"P(eta_at_harbour &gt; {float(next(iter(p_letkf))):g} m) = {100 * next(iter(p_letkf.values())):.0f} % " \
            "1 h after the last analysis" in campaign
     assert ("The methods agree" in campaign) or (f"Trust <b>{letkf.name}</b>" in campaign)
+    from browser import check_report
+
+    seen = check_report(index, "atmosphere_report")
+    # two experiments' verdicts and the campaign's; every figure decodes
+    assert seen["images"] >= 6 and seen["loaded"] == seen["images"] and seen["verdicts"] == 3
     assert (run / "report" / var.name / "atmosphere_rmse.png").is_file()
 
     # the free run the report computed: starts at the background mean, drifts with the prior drag; after the burn-in

@@ -146,6 +146,11 @@ def test_outputs_open_with_expected_variables(campaign):
     assert f"least tumour at day {day:g}?" in block
     assert d["chosen"]["label"].removeprefix("standard: ") in block
     assert "cells (90 % interval" in block and "true k(x) inside the 90 % band at" in block
+    # in a real browser: every figure decodes, and the verdict is there
+    from browser import check_report
+
+    seen = check_report(run / "report" / "index.html", "oncology_report")
+    assert seen["images"] >= 4 and seen["loaded"] == seen["images"] and seen["verdicts"] >= 1
 
 
 def test_calibration_improves_on_the_prior(campaign):

@@ -85,6 +85,10 @@ def test_outputs_and_report(run):
     block = block[:block.index("</div>")]
     assert ("Inspect the mast" if d["recommend_inspection"] else "No inspection needed") in block
     assert f"{100 * d['exceedance_probability']:.0f}" in block and "MPa (90 % interval" in block
+    from browser import check_report
+
+    seen = check_report(index, "structure_report")
+    assert seen["images"] >= 4 and seen["loaded"] == seen["images"] and seen["verdicts"] >= 1
 
 
 def test_damage_patch_found_with_calibrated_spread(run):

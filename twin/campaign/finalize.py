@@ -26,6 +26,11 @@ from twin.core.log import get_logger
 log = get_logger("twin.campaign")
 
 
+#: long_name prefix of the state of a coupled model: its components' states one after another, each on its own grid
+#: (the coordinate is an index, not a position; the report does not draw it as a field)
+CONCATENATED = "concatenated states of the coupled components"
+
+
 def outputs_complete(exp_dir) -> bool:
     """Whether the NetCDF outputs of an experiment exist (not verified)."""
     return all((Path(exp_dir) / name).is_file() for name in layout.OUTPUTS)
@@ -86,7 +91,10 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
             units = model.state_units[c] if c < len(model.state_units) else "1"
             # a state named like a coordinate (Lorenz-96's x) is prefixed with the component
             name = f"{model.name}_{state_name}" if state_name in ("x", "y", "z", "time", "member") else state_name
-            variables[name] = VariableMeta(f"{name} of {model.name}", units)
+            blocks = getattr(model, "blocks", None)  # a coupled model's components, concatenated in one state
+            long_name = (f"{CONCATENATED} ({', '.join(blocks)})" if isinstance(blocks, dict) else
+                         f"{name} of {model.name}")
+            variables[name] = VariableMeta(long_name, units)
             post[name] = posterior[..., c] if grid.dof > 1 else posterior
             fore[name] = forecast[..., c] if grid.dof > 1 else forecast
         prov = s.provenance(last)

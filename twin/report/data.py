@@ -64,6 +64,14 @@ class RunData:
     def kind(self) -> str:
         return "assimilation experiment" if self.posterior is not None or self.diagnostics is not None else "forecast"
 
+    def concatenated(self, var: str) -> bool:
+        """Whether ``var`` is a coupled model's state (its components one after another on different grids): no
+        field to draw and no domain mean with a meaning."""
+        from twin.campaign.finalize import CONCATENATED
+
+        ds = self.posterior if self.posterior is not None else self.forecast
+        return ds is not None and var in ds and str(ds[var].attrs.get("long_name", "")).startswith(CONCATENATED)
+
     def state_variables(self) -> list[str]:
         """Data variables with a member and a time dimension (model fields)."""
         ds = self.posterior if self.posterior is not None else self.forecast

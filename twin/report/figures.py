@@ -81,7 +81,7 @@ def fields_panel(data: RunData, out: Path) -> Panel:
     var = variables[0]
     source = data.posterior if data.posterior is not None else data.forecast
     spatial = [d for d in source[var].dims if d not in ("member", "time")]
-    if not all(d in source.coords for d in spatial):
+    if not all(d in source.coords for d in spatial) or data.concatenated(var):
         # a coupled model's state: components on different grids, concatenated; an index axis would mean nothing
         return Panel(title, note=f"'{var}' concatenates the components of a coupled model on different grids: it is "
                                  "not drawn as one field (see the component panels)")
@@ -187,6 +187,8 @@ def fan_panel(data: RunData, out: Path) -> Panel:
     if data.posterior is not None:
         t = data.posterior["time"].values
         for i, var in enumerate(data.state_variables()):
+            if data.concatenated(var):
+                continue
             m = _spatial_mean(data.posterior[var].values)
             truth = None
             if data.truth is not None:
@@ -309,6 +311,8 @@ def changes_panel(data: RunData, out: Path) -> Panel:
                          if va.size > 1 else 0.0, float(np.std(vb, ddof=1)) if vb.size > 1 else 0.0])
     if data.posterior is not None and data.posterior.sizes["time"] >= 2:
         for var in data.state_variables():
+            if data.concatenated(var):
+                continue
             m = _spatial_mean(data.posterior[var].values)
             rows.append([f"domain mean of {var}", float(np.nanmean(m[:, -2])), float(np.nanmean(m[:, -1])),
                          float(np.nanstd(m[:, -2], ddof=1)), float(np.nanstd(m[:, -1], ddof=1))])
