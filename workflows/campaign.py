@@ -75,7 +75,8 @@ class _Experiment:
     stage: str = "init"  # init -> forecast -> analyse -> finalize -> done | failed
     alive: set = field(default_factory=set)
     pending: dict = field(default_factory=dict)  # future -> (step, member)
-    failures: dict = field(default_factory=dict)  # member -> reason, this cycle
+    failures: dict = field(default_factory=dict)  # member -> reason, this cycle: the model failed
+    infrastructure: dict = field(default_factory=dict)  # member -> reason, this cycle: killed, lost, no disk ...
     skip_members: set = field(default_factory=set)
 
 
@@ -104,8 +105,11 @@ def scan_experiments(dirs: list[Path], python: str = sys.executable) -> dict[Pat
 
 
 def _last_line(path: Path) -> str:
+    """The line of a failed task's stderr that says why: twin's own ``model failed:`` / ``error:`` line, else the
+    last line of a Python traceback, else the headline of a launcher's banner (Open MPI frames its messages in lines
+    of dashes, whose last line says nothing), else the last line."""
     try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
     # Parsl writes the command between these markers at the top of the bash app's stderr
@@ -114,7 +118,22 @@ def _last_line(path: Path) -> str:
     for ln in reversed(lines):
         if ln.startswith(("model failed:", "error:")):
             return ln
+    if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
+        return lines[-1]
+    text = [ln for ln in lines if not set(ln) <= set("-=*_ ")]
+    if len(text) < len(lines) and text:
+        return text[0]
     return lines[-1] if lines else ""
+
+
+def model_failure(exc: BaseException) -> bool:
+    """Whether a failed member task failed because of its model (``twin.campaign.task`` exits with
+    ``EXIT_MODEL_FAILED``: divergence, a non-finite state), which the failure policy may drop the member for; any
+    other failure (a signal such as the OOM killer's, a launcher error, a full disk, a lost worker or node) is the
+    infrastructure's: retried, then the experiment stops with the real reason and no member is dropped for it."""
+    from twin.campaign.task import EXIT_MODEL_FAILED
+
+    return getattr(exc, "exitcode", None) == EXIT_MODEL_FAILED
 
 
 def _retry_handler(exc, task_record) -> float:
@@ -191,7 +210,7 @@ class CampaignWorkflow:
         if e.stage == "init":
             self._submit(e, "init", 1, [])
         elif e.stage == "forecast":
-            e.failures = {}
+            e.failures, e.infrastructure = {}, {}
             todo = sorted(e.alive - e.skip_members)
             e.skip_members = set()
             for m in todo:
@@ -214,20 +233,27 @@ class CampaignWorkflow:
     def _finished(self, e: _Experiment, fut) -> str:
         """Handle one finished task of ``e``; returns a short progress note."""
         step, member, base = e.pending.pop(fut)
+        by_model = False
         try:
             fut.result()
             error = None
         except Exception as exc:  # noqa: BLE001 - a Parsl app failure of any kind (exit status, timeout, lost worker)
             error = _last_line(Path(str(base) + ".err")) or f"{type(exc).__name__}: {exc}"
+            by_model = model_failure(exc)
             log.debug("task %s failed: %r", base.name, exc)
             self.tasks_failed += 1
         if step == "forecast":
             if error is not None:
-                e.failures[member] = error
-                log.warning("experiment %s: member %d failed in cycle %d after %d attempt(s): %s", e.name, member,
-                            e.cycle, self.policy.retries + 1, error)
+                (e.failures if by_model else e.infrastructure)[member] = error
+                log.warning("experiment %s: member %d failed in cycle %d after %d attempt(s)%s: %s", e.name, member,
+                            e.cycle, self.policy.retries + 1, "" if by_model else " (not the model's failure)", error)
             if e.pending:
                 return f"{e.name} c{e.cycle} m{member}"
+            if e.infrastructure:
+                self._stop(e, "member(s) " + ", ".join(f"{m} ({r})" for m, r in sorted(e.infrastructure.items()))
+                           + " failed for a reason other than the model (killed, out of memory or disk, lost "
+                           "worker): no member is dropped for that; rerun to resume from the last cycle")
+                return f"{e.name} stopped"
             if e.failures and self.policy.on_member_failure == "stop":
                 self._stop(e, "member(s) " + ", ".join(f"{m} ({r})" for m, r in sorted(e.failures.items()))
                            + " failed (policy: stop)")

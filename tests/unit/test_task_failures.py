@@ -1,0 +1,48 @@
+"""Which failures of a member task are the model's (the failure policy may drop the member) and which are the
+infrastructure's (retried, then the experiment stops with the real reason), and which line of a task's stderr says
+why it failed."""
+
+from __future__ import annotations
+
+from parsl.app.errors import BashExitFailure
+
+from twin.campaign.task import EXIT_MODEL_FAILED
+from workflows.campaign import _last_line, model_failure
+
+MARKERS = "--> executable follows <--\nmpiexec -n 1 python -m twin.campaign.task forecast ...\n--> end executable <--\n"
+
+OPEN_MPI_BANNER = """--------------------------------------------------------------------------
+mpiexec has detected an attempt to run as root.
+
+Running as root is *strongly* discouraged as any mistake (e.g., in
+defining TMPDIR) or bug can result in catastrophic damage to the OS
+--------------------------------------------------------------------------
+"""
+
+TRACEBACK = """Traceback (most recent call last):
+  File "twin/io/atomic.py", line 120, in write
+    os.write(fd, data)
+OSError: [Errno 28] No space left on device
+"""
+
+
+def test_only_the_model_exit_status_is_a_model_failure():
+    assert model_failure(BashExitFailure("forecast", EXIT_MODEL_FAILED))
+    for code in (-9, 137, 1, 2, 255):  # SIGKILL (the OOM killer), a launcher error, twin errors, lost processes
+        assert not model_failure(BashExitFailure("forecast", code))
+    assert not model_failure(RuntimeError("worker lost"))
+
+
+def test_the_line_that_says_why(tmp_path):
+    err = tmp_path / "task.err"
+    cases = {
+        MARKERS + OPEN_MPI_BANNER: "mpiexec has detected an attempt to run as root.",
+        MARKERS + TRACEBACK: "OSError: [Errno 28] No space left on device",
+        MARKERS + "some warning\nmodel failed: model 'l96': solver failed at t=0.4\n": "model failed: model 'l96': "
+                                                                                       "solver failed at t=0.4",
+        MARKERS + "Killed\n": "Killed",
+    }
+    for text, expected in cases.items():
+        err.write_text(text)
+        assert _last_line(err) == expected
+    assert _last_line(tmp_path / "missing.err") == ""
