@@ -104,7 +104,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from twin.campaign.experiments import prepare_experiments
+    from twin.campaign.experiments import expand, experiments_section, prepare_experiments
     from twin.config.loader import load_campaign
     from twin.core.errors import ConfigError, TwinError
     from workflows.jobscripts import render
@@ -118,22 +118,25 @@ def cmd_submit(args) -> int:
         from twin.driver import run_directory
 
         run_dir = run_directory(loaded, args.output)
-        dirs = prepare_experiments(loaded, run_dir)
         log_dir = run_dir / "slurm"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        if args.dry_run:  # writes nothing: the experiments' names from the expansion alone
+            names = [e.name for e in expand(cfg, experiments_section(cfg).matrix, filename=str(loaded.path))]
+        else:
+            names = [d.name for d in prepare_experiments(loaded, run_dir)]
+            log_dir.mkdir(parents=True, exist_ok=True)
         script = render(args.mode.replace("driver", "campaign_driver").replace("single", "single_run").replace(
                             "array", "experiment_array"), cfg.resources, job_name=f"twin-{cfg.campaign.name}",
                         campaign_file=loaded.path, run_dir=run_dir, workdir=Path.cwd().resolve(), log_dir=log_dir,
-                        experiment_names=[d.name for d in dirs])
+                        experiment_names=names)
     except TwinError as exc:
         return print_errors(exc)
     path = log_dir / f"{args.mode}.sbatch"
-    path.write_text(script.text)
     command = ["sbatch", "--parsable", *script.sbatch_args, str(path)]
     if args.dry_run:
         print(script.text)
-        print("# " + " ".join(command))
+        print("# " + " ".join(command) + "   (dry run: nothing was written)")
         return 0
+    path.write_text(script.text)
     if shutil.which("sbatch") is None:
         print("error: sbatch is not on PATH: run twin submit on a Slurm login node (or use twin run here)",
               file=sys.stderr)

@@ -536,6 +536,18 @@ def test_submit_output_outside_is_refused_before_anything_is_written(workdir, tm
     assert not (tmp_path / "elsewhere").exists()
 
 
+def test_submit_dry_run_writes_nothing(workdir, capsys):
+    """``twin submit --dry-run`` prints the script of every experiment and creates no run directory (it created the
+    run directory and one folder per experiment)."""
+    path = workdir / "c.yaml"
+    path.write_text(HEAT.replace("resources: {type: local, ranks: 1}", SLURM))
+    before = sorted(p.name for p in workdir.iterdir())
+    assert main(["submit", str(path), "-o", "run", "--mode", "array", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH" in out and out.rstrip().endswith("(dry run: nothing was written)")
+    assert sorted(p.name for p in workdir.iterdir()) == before
+
+
 # -- positions through aliases, and files twin writes itself -----------------------------------------------------------
 def test_a_problem_inside_an_aliased_node_points_at_the_anchor(tmp_path, capsys):
     text = HEAT.replace("    time: {dt: 0.5, units: s}", "    time: &t {dt: 0.5, units: s}").replace(
