@@ -123,12 +123,17 @@ def test_outputs_open_with_expected_variables(campaign):
     exp, run = campaign
     with xr.open_dataset(exp / "posterior.nc", decode_times=False) as ds:
         assert "N" in ds and ds["N"].dims[:2] == ("member", "time") and ds.sizes["member"] == 16
+        # the tumour grid is in mm (it was labelled m)
+        assert ds["x"].attrs["units"] == "mm" and ds["y"].attrs["units"] == "mm"
     with xr.open_dataset(exp / "forecast.nc", decode_times=False) as ds:
         assert "N" in ds
     with xr.open_dataset(exp / "patient.nc", decode_times=False) as ds:
         for v in ("observed_cellularity", "posterior_cellularity_mean", "true_cellularity", "k_true", "k_mean",
                   "k_sd", "burden", "burden_true", "D_white_samples"):
             assert v in ds, v
+        # units on every parameter variable, and the provenance every twin file carries
+        assert ds["k_mean"].attrs["units"] == "1/day" and ds["D_white_samples"].attrs["units"] == "mm^2/day"
+        assert ds.attrs["twin_kind"] == "patient" and "twin_config_sha256" in ds.attrs
         assert ds.sizes["visit"] == 3 and np.allclose(ds["visit"].values, [10, 20, 30])
         # the observed image is the truth plus noise of 0.05: its misfit to the truth is about that
         noise = np.nanstd(ds["observed_cellularity"].values - ds["true_cellularity"].values)

@@ -270,12 +270,15 @@ def write_patient(s, comm, window, through: dict[str, Any]) -> dict[str, Any]:
         if samples.ndim > 1:
             lo, hi = np.quantile(samples, (0.05, 0.95), axis=0)
             logs = np.log(np.maximum(samples, 1e-300))
-            ds[f"{name}_true"] = (("y", "x"), t.reshape(shape))
-            ds[f"{name}_mean"] = (("y", "x"), samples.mean(axis=0).reshape(shape))
+            unit = {"units": p.units}
+            ds[f"{name}_true"] = (("y", "x"), t.reshape(shape), {**unit, "long_name": f"true {name}"})
+            ds[f"{name}_mean"] = (("y", "x"), samples.mean(axis=0).reshape(shape),
+                                  {**unit, "long_name": f"posterior mean of {name}"})
             ds[f"{name}_sd"] = (("y", "x"), samples.std(axis=0, ddof=1).reshape(shape) if window.size > 1
-                                else np.zeros(shape))
-            ds[f"{name}_q05"] = (("y", "x"), lo.reshape(shape))
-            ds[f"{name}_q95"] = (("y", "x"), hi.reshape(shape))
+                                else np.zeros(shape), {**unit, "long_name": f"posterior standard deviation of {name}"})
+            for q, values in (("05", lo), ("95", hi)):
+                ds[f"{name}_q{q}"] = (("y", "x"), values.reshape(shape),
+                                      {**unit, "long_name": f"posterior {int(q)} % quantile of {name}"})
             centre = prior_center(p.prior) if p.prior is not None else float(np.mean(t))
             if t.size == grid.size and region.any():
                 inside = (t >= lo) & (t <= hi)
@@ -285,7 +288,8 @@ def write_patient(s, comm, window, through: dict[str, Any]) -> dict[str, Any]:
                     "rmse_log_posterior": float(np.sqrt(np.mean((np.log(t) - logs.mean(axis=0))[region] ** 2))),
                     "sd_log_posterior": float(np.mean(logs.std(axis=0)[region]))}
         else:
-            ds[f"{name}_samples"] = ("member", samples, {"truth": float(t) if t.size == 1 else np.nan})
+            ds[f"{name}_samples"] = ("member", samples, {"truth": float(t) if t.size == 1 else np.nan, "units": p.units,
+                                                          "long_name": f"posterior samples of {name}"})
             lo, hi = np.quantile(samples, (0.05, 0.95))
             calibration[name] = {"truth": float(t) if t.size == 1 else None, "mean": float(samples.mean()),
                                  "q05": float(lo), "q95": float(hi)}
@@ -293,12 +297,15 @@ def write_patient(s, comm, window, through: dict[str, Any]) -> dict[str, Any]:
     for name, values in through["qois"].items():
         ds[name] = (("member", "time"), values, {"units": units.get(name, "1")})
     for name, values in _true_qois(model, true_states).items():
-        ds[f"{name}_true"] = ("visit", values)
-    ds.attrs.update({"title": f"tumour calibration of experiment {s.name}", "theta": theta,
-                     "Conventions": "CF-1.8"})
+        ds[f"{name}_true"] = ("visit", values, {"units": units.get(name, "1"), "long_name": f"true {name}"})
+    from twin.io.netcdf import global_attributes, record_checksum
+
+    ds.attrs.update(global_attributes("patient", f"tumour calibration of experiment {s.name}", s.provenance()))
+    ds.attrs["theta"] = theta
     if comm is None or comm.Get_rank() == 0:
         with atomic_output(s.exp_dir / PATIENT_FILE, private=s.cfg.campaign.sensitive) as tmp:
             ds.to_netcdf(tmp)
+            record_checksum(tmp)
     truth_p = {n: np.asarray(v, dtype=float).ravel() if np.ndim(v) else float(v) for n, v in true_params.items()
                if n in window.parameters}
     return {"calibration": calibration, "true_state": np.asarray(truth[rows[-1]], dtype=float),

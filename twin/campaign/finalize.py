@@ -85,7 +85,7 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
         time_units, scale = time_encoding(model)
         times = np.array([sch.window(k)[1] for k in range(K)]) * scale
         times0 = np.concatenate([[sch.window(0)[0] * scale], times])
-        space = getattr(grid, "units", None) or "m"
+        space = getattr(model, "length_units", "m")
         variables, post, fore = {}, {}, {}
         for c, state_name in enumerate(model.state_names):
             units = model.state_units[c] if c < len(model.state_units) else "1"

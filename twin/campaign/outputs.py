@@ -61,7 +61,7 @@ def write_ensembles(s: Setup, posterior: np.ndarray, posterior_times, forecast: 
         post[name] = P[..., c] if grid.dof > 1 else P
         fore[name] = F[..., c] if grid.dof > 1 else F
     common = dict(comm=s.comm, variables=variables, time_units=time_units,
-                  space_units=getattr(grid, "units", None) or "m", provenance=s.provenance(parent),
+                  space_units=getattr(model, "length_units", "m"), provenance=s.provenance(parent),
                   sensitive=s.cfg.campaign.sensitive)
     write_ensemble(s.exp_dir / "posterior.nc", grid, post if _rank(s.comm) == 0 else None,
                    np.asarray(posterior_times) * scale, kind="posterior",

@@ -118,6 +118,18 @@ def _global_attrs(kind: str, title: str, provenance: Provenance | None) -> dict[
     return attrs
 
 
+def global_attributes(kind: str, title: str, provenance: Provenance | None) -> dict[str, Any]:
+    """The global attributes every twin NetCDF file carries (Conventions, title, source, history, provenance), for
+    writers of their own (e.g. an xarray Dataset's ``attrs``)."""
+    return _global_attrs(kind, title, provenance)
+
+
+def record_checksum(tmp: str | Path) -> None:
+    """Record the data digest in a just-written file (before it is renamed into place), as every twin writer does,
+    so that ``twin inspect`` verifies it."""
+    _finish(Path(tmp))
+
+
 def _finish(tmp: Path) -> None:
     """Record the data digest in a just-written temporary file."""
     with netCDF4.Dataset(tmp, "a") as nc:
