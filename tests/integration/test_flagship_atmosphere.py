@@ -153,6 +153,14 @@ def test_atmosphere_campaign_runs_and_reports(tmp_path):
         assert p >= 0.95 - 1e-12
     fan = dec["fans"]["eta_at_harbour"]
     assert fan["times"][-1] == pytest.approx(dec["time"] + 3600.0)
+    # the forecast itself, member by member over the horizon, in prediction.nc: the decision's numbers come from it
+    pred = _open(letkf / "prediction.nc")
+    assert pred["eta_at_harbour"].dims == ("member", "time") and pred.sizes["member"] == N_MEMBERS
+    assert pred["eta_at_harbour"].attrs["units"] == "m" and pred.attrs["twin_kind"] == "prediction"
+    assert pred["time"].values[-1] == pytest.approx(dec["time"] + 3600.0)
+    at_horizon = pred["eta_at_harbour"].values[:, -1]
+    assert np.quantile(at_horizon, 0.95) == pytest.approx(float(q["0.95"]), rel=1e-12)
+    assert np.mean(at_horizon > limit) == pytest.approx(p)
     vdec = json.loads((var / "decision.json").read_text())  # from the Laplace samples of the last window
     assert vdec["members"] == 4 and set(vdec["qois"]) == {"eta_at_harbour", "u_at_airport"}
 

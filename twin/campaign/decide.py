@@ -109,6 +109,7 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
             lines.append(f"{name} at t={times[-1]:g}: mean {summ.mean:.4g}, [{lo:.4g}, {hi:.4g}] "
                          f"({dcfg.credible_levels[0]:g}-{dcfg.credible_levels[-1]:g} quantiles)")
         record.update(qois=qois, fans=fans, summary="; ".join(lines))
+        write_prediction(s, comm, fc)
     if dcfg.structure is not None:
         from twin.campaign.decide_structure import structure_record
 
@@ -125,6 +126,36 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
         write_decision(s.exp_dir, record)
     log.info("experiment %s: decision written (%s)", s.name, record.get("summary", record["kind"]))
     return record
+
+
+PREDICTION_FILE = "prediction.nc"
+
+
+def write_prediction(s, comm, fc) -> None:
+    """``prediction.nc``: every posterior member's QoIs over the decision's horizon (``member``, ``time``), the
+    forecast users came for (``forecast.nc`` ends with the assimilation), CF time in the model's encoding, units and
+    provenance; rank 0 writes, atomically."""
+    import xarray as xr
+
+    from twin.campaign.steps import time_encoding
+    from twin.io.atomic import atomic_output
+    from twin.io.netcdf import global_attributes, record_checksum
+
+    if comm is not None and comm.Get_rank() != 0:
+        return
+    time_units, scale = time_encoding(s.get_model())
+    ds = xr.Dataset(coords={"member": ("member", np.arange(next(iter(fc.values.values())).shape[0])),
+                            "time": ("time", np.asarray(fc.times, dtype=float) * scale,
+                                     {"standard_name": "time", "units": time_units, "axis": "T",
+                                      **({"calendar": "standard"} if " since " in time_units else {})})})
+    for name, values in fc.values.items():
+        ds[name] = (("member", "time"), np.asarray(values, dtype=float),
+                    {"units": fc.units.get(name, "1"), "long_name": f"posterior forecast of {name}"})
+    ds.attrs.update(global_attributes("prediction", f"posterior QoI forecast of experiment {s.name}",
+                                      s.provenance()))
+    with atomic_output(s.exp_dir / PREDICTION_FILE, private=s.cfg.campaign.sensitive) as tmp:
+        ds.to_netcdf(tmp)
+        record_checksum(tmp)
 
 
 def _treatment(model, ensemble, dcfg):
