@@ -120,7 +120,8 @@ def cmd_submit(args) -> int:
         run_dir = run_directory(loaded, args.output)
         log_dir = run_dir / "slurm"
         if args.dry_run:  # writes nothing: the experiments' names from the expansion alone
-            names = [e.name for e in expand(cfg, experiments_section(cfg).matrix, filename=str(loaded.path))]
+            matrix = experiments_section(cfg).full_matrix(cfg.campaign.seed)
+            names = [e.name for e in expand(cfg, matrix, filename=str(loaded.path))]
         else:
             names = [d.name for d in prepare_experiments(loaded, run_dir)]
             log_dir.mkdir(parents=True, exist_ok=True)

@@ -134,9 +134,12 @@ def base_data(config: Any) -> dict[str, Any]:
     """The campaign as plain data without its ``experiments`` section (the keys the file set, not defaults)."""
     data = config.model_dump(mode="json", exclude_unset=True)
     section = data.pop("experiments", None) or {}
-    if section.get("truth"):
+    truth = section.get("truth")
+    if not truth and int(section.get("replicates", 1)) > 1:
+        truth = {"estimable": True}  # replicates are independent truths: every estimable parameter drawn
+    if truth:
         # how the truth of a twin experiment is made belongs to each experiment (its nature run reads it)
-        data["experiments"] = {"truth": section["truth"]}
+        data["experiments"] = {"truth": truth}
     return data
 
 
@@ -163,11 +166,12 @@ def draw_truth(config, model) -> dict[str, Any]:
     from twin.models.priors import sample_prior
 
     spec = truth_spec(config)
-    if spec is None or not spec.draw:
+    if spec is None or not (spec.draw or spec.estimable):
         return {}
+    names = list(spec.draw) or [p.name for p in model.estimable() if p.prior is not None]
     gen = np.random.default_rng([int(config.campaign.seed), TRUTH_PARAMETERS])
     out: dict[str, Any] = {}
-    for name in spec.draw:
+    for name in names:
         p = model.parameters.get(name)
         if p is None or p.prior is None:
             what = "is not a parameter" if p is None else "has no prior"
@@ -253,7 +257,7 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
     from twin.io.provenance import prepare_run_directory
 
     experiments = experiments or experiments_section(loaded.config)
-    exps = expand(loaded.config, experiments.matrix, filename=str(loaded.path))
+    exps = expand(loaded.config, experiments.full_matrix(loaded.config.campaign.seed), filename=str(loaded.path))
     sensitive = loaded.config.campaign.sensitive
     run_dir = Path(run_dir)
     prepare_run_directory(run_dir, sensitive=sensitive, comm=comm)

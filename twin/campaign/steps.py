@@ -207,6 +207,11 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
         forecast = ModelForecast(model)
         try:
             x = ctx.true_initial_state(s.cfg, model).reshape(-1, 1)
+            from twin.campaign.experiments import draw_truth
+
+            # experiments.truth (or replicates): the true parameters drawn from their priors; without it the
+            # configured values are the truth
+            draw_truth(s.cfg, model)
             true_params = ctx.truth_parameters(model)
             # ModelForecast takes one column per member: (1,) for a scalar; the true fields are the model's own
             # configured values already (and are set whole, on any number of ranks, only by ctx)

@@ -14,6 +14,9 @@ Example::
       truth: {draw: [k, D_white]}              # twin experiments: each experiment draws these true parameter
                                                # values from their priors with its campaign.seed (one synthetic
                                                # patient per seed); kept in every experiment's experiment.yaml
+      replicates: 20                           # repeat every experiment over 20 independent truths (campaign.seed,
+                                               # seed+1, ...; every estimable parameter drawn from its prior unless
+                                               # truth.draw says which): the report measures calibration over them
 
 Each expanded experiment is a complete campaign, validated like a campaign file (a misspelled path in the matrix is an
 error naming the experiment and the key). Experiment names are made from the varied keys and values
@@ -25,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from twin.config.common import Strict
 
@@ -45,6 +48,8 @@ class TruthSpec(Strict):
     depends only on ``campaign.seed``, so experiments that differ only in the method see the same truth."""
 
     draw: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    #: draw every estimable parameter that has a prior (what ``replicates`` sets when ``draw`` is not given)
+    estimable: bool = False
 
     @field_validator("draw")
     @classmethod
@@ -73,6 +78,11 @@ class ExperimentsConfig(Strict):
     truth : TruthSpec, optional
         Parameters whose true values each experiment draws from their priors (twin experiments, e.g. a cohort of
         synthetic patients over ``campaign.seed``); see :func:`twin.campaign.experiments.draw_truth`.
+    replicates : int
+        Repeat every experiment of the matrix over this many independent truths: the matrix gains
+        ``campaign.seed: [seed, seed + 1, ...]`` (so it must not vary ``campaign.seed`` itself) and, unless ``truth``
+        says otherwise, every estimable parameter's truth is drawn from its prior. ``twin report`` then summarises
+        calibration over the replicates (coverage of the truth, rank histograms, CRPS, spread/skill).
     """
 
     matrix: dict[str, Annotated[list[MatrixValue], Field(min_length=1, max_length=1000)]] = Field(
@@ -82,6 +92,7 @@ class ExperimentsConfig(Strict):
     min_members: int = Field(default=2, ge=2)
     task_timeout: float | None = Field(default=None, gt=0)
     truth: TruthSpec | None = None
+    replicates: int = Field(default=1, ge=1, le=1000)
 
     @field_validator("matrix")
     @classmethod
@@ -104,3 +115,21 @@ class ExperimentsConfig(Strict):
         if total > 10_000:
             raise ValueError(f"the matrix expands to {total} experiments; at most 10000 are allowed")
         return v
+
+    @model_validator(mode="after")
+    def _replicates(self):
+        if self.replicates > 1 and "campaign.seed" in self.matrix:
+            raise ValueError("replicates: the matrix varies campaign.seed already; the replicates are seeds: give "
+                             "one or the other")
+        total = self.replicates
+        for values in self.matrix.values():
+            total *= len(values)
+        if total > 10_000:
+            raise ValueError(f"replicates x matrix expand to {total} experiments; at most 10000 are allowed")
+        return self
+
+    def full_matrix(self, seed: int) -> dict[str, list]:
+        """The matrix with the replicates as its first axis, ``campaign.seed: [seed, seed + 1, ...]``."""
+        if self.replicates == 1:
+            return dict(self.matrix)
+        return {"campaign.seed": [int(seed) + r for r in range(self.replicates)], **self.matrix}

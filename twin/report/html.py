@@ -11,6 +11,7 @@ from twin.core.errors import OutputError
 from twin.core.log import get_logger
 from twin.io.provenance import utc_now
 from twin.report.data import RunData, discover
+from twin.report.calibration import calibration_html, summarise
 from twin.report.figures import PANELS, Panel
 from twin.report.verdict import Verdict, campaign_html, verdict_for, verdict_html
 
@@ -89,7 +90,13 @@ def write_report(run_dir) -> Path:
         text, imgs = _experiment(run, images, verdicts[run.name])
         sections.append(text)
         files += imgs
-    sections.insert(0, campaign_html(run_dir, runs, verdicts))
+    failed = {name for name, v in verdicts.items() if v.failed}
+    calibration = summarise(run_dir, runs, failed)
+    sections.insert(0, campaign_html(run_dir, runs, verdicts) + calibration_html(calibration, images, _image))
+    if calibration:
+        import json
+
+        (images / "calibration.json").write_text(json.dumps([c.as_dict() for c in calibration], indent=1))
     doc = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>twin report: {html.escape(run_dir.name)}"
            f"</title><style>{_STYLE}</style></head><body>\n<h1>twin report: {html.escape(run_dir.name)}</h1>\n"
            f"<p>Written {utc_now()} from <code>{html.escape(str(run_dir.resolve()))}</code>; "

@@ -1,0 +1,70 @@
+"""``experiments.replicates``: one set-up repeated over independent truths (campaign.seed, seed+1, ...; the estimable
+forcing drawn from its prior in each), and the report's calibration over them, checked against the files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from campaign_case import l96_campaign
+from twin.campaign import layout
+from twin.core.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(300)
+
+K = 6
+CAMPAIGN = l96_campaign("reps", n=12, N=14, every=1, inflation=1.05, cycles="10, burn_in: 3",
+                        extra=f"experiments: {{replicates: {K}}}\n")
+
+
+def _twin(*args, cwd):
+    out = subprocess.run([sys.executable, "-m", "twin.cli", *map(str, args)], capture_output=True, text=True,
+                         timeout=280, cwd=cwd)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return out
+
+
+def test_replicates_draw_independent_truths_and_the_report_measures_calibration(tmp_path):
+    import xarray as xr
+
+    from twin.io.checkpoint import CheckpointReader
+
+    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    _twin("run", "c.yaml", "-o", "run", cwd=tmp_path)
+    _twin("report", "run", cwd=tmp_path)
+    run = tmp_path / "run"
+    dirs = layout.experiment_dirs(run)
+    assert [d.name for d in dirs] == [f"seed-{s}" for s in range(1, K + 1)]
+    inside, truths, coverage = 0, [], []
+    for d in dirs:
+        with CheckpointReader(d / "observations.h5") as r:
+            truth = float(r.meta["truth_parameters"]["F"])
+        with CheckpointReader(layout.checkpoint_file(d, max(layout.checkpoint_cycles(d)))) as r:
+            samples = np.asarray(r.scalar_parameters["F"], dtype=float)
+        lo, hi = np.quantile(samples, [0.05, 0.95])
+        inside += int(lo <= truth <= hi)
+        truths.append(truth)
+        with xr.open_dataset(d / "diagnostics.nc", decode_times=False) as ds:
+            coverage.append(float(ds["coverage_90_a"].values))
+    # the truths are drawn from the prior N(8, 0.5), one per replicate, none the configured value
+    assert len(set(truths)) == K and 8.0 not in truths and np.std(truths) > 0.1
+    (cal,) = json.loads((run / "report" / "calibration.json").read_text())
+    assert cal["replicates"] == [d.name for d in dirs]
+    assert cal["coverage"]["parameter F"]["inside"] == inside and cal["coverage"]["parameter F"]["total"] == K
+    assert cal["scores"]["coverage_90_a"] == pytest.approx(np.mean(coverage))
+    assert len(cal["ranks"]["F"]) == K
+    html = (run / "report" / "index.html").read_text()
+    assert "Calibration over the replicates" in html and f"{K} truths" in html
+
+
+def test_replicates_and_a_seed_matrix_are_refused_together(tmp_path):
+    from twin.config.loader import load_campaign
+
+    path = tmp_path / "c.yaml"
+    path.write_text(CAMPAIGN.replace(f"replicates: {K}", f"replicates: {K}, matrix: {{campaign.seed: [1, 2]}}"))
+    with pytest.raises(ConfigError, match="the matrix varies campaign.seed already"):
+        load_campaign(path)
