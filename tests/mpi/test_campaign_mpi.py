@@ -32,8 +32,11 @@ def test_online_two_ranks_equals_one_rank(shared_dir, ranks_per_member):
     text_path = shared_dir / f"c{ranks_per_member}.yaml"
     if comm.Get_rank() == 0:
         write_campaign(text_path, cycles=2)
+        # with a decision: its posterior prediction (decision.json, prediction.nc) runs on both ranks too, and
+        # every collective step of it must be taken by every rank
         text_path.write_text(text_path.read_text().replace("ranks_per_member: 2",
-                                                           f"ranks_per_member: {ranks_per_member}"))
+                                                           f"ranks_per_member: {ranks_per_member}")
+                             + "decision: {qois: [energy], horizon: 0.2, exceedance_limits: {energy: 20.0}}\n")
     comm.Barrier()
     loaded = load_campaign(text_path)
     policy = ExperimentsConfig()
@@ -45,6 +48,11 @@ def test_online_two_ranks_equals_one_rank(shared_dir, ranks_per_member):
         run_online(loaded, MPI.COMM_SELF, one, experiments=policy)
         try:
             assert_same(arrays(layout.experiment_dir(two, "l96camp")), arrays(layout.experiment_dir(one, "l96camp")))
+            import xarray as xr
+
+            with xr.open_dataset(layout.experiment_dir(two, "l96camp") / "prediction.nc", decode_times=False) as a, \
+                    xr.open_dataset(layout.experiment_dir(one, "l96camp") / "prediction.nc", decode_times=False) as b:
+                assert a["energy"].shape == b["energy"].shape and float(abs(a["energy"] - b["energy"]).max()) < 1e-12
         except AssertionError as exc:
             ok, message = False, str(exc)
         records = [r for r in layout.read_task_log(layout.experiment_dir(two, "l96camp")) if r["task"] == "forecast"]

@@ -134,13 +134,14 @@ PREDICTION_FILE = "prediction.nc"
 def write_prediction(s, comm, fc) -> None:
     """``prediction.nc``: every posterior member's QoIs over the decision's horizon (``member``, ``time``), the
     forecast users came for (``forecast.nc`` ends with the assimilation), CF time in the model's encoding, units and
-    provenance; rank 0 writes, atomically."""
+    provenance; rank 0 writes, atomically. Collective (the provenance)."""
     import xarray as xr
 
     from twin.campaign.steps import time_encoding
     from twin.io.atomic import atomic_output
     from twin.io.netcdf import global_attributes, record_checksum
 
+    prov = s.provenance()  # collective: every rank, before rank 0 alone writes
     if comm is not None and comm.Get_rank() != 0:
         return
     time_units, scale = time_encoding(s.get_model())
@@ -151,8 +152,7 @@ def write_prediction(s, comm, fc) -> None:
     for name, values in fc.values.items():
         ds[name] = (("member", "time"), np.asarray(values, dtype=float),
                     {"units": fc.units.get(name, "1"), "long_name": f"posterior forecast of {name}"})
-    ds.attrs.update(global_attributes("prediction", f"posterior QoI forecast of experiment {s.name}",
-                                      s.provenance()))
+    ds.attrs.update(global_attributes("prediction", f"posterior QoI forecast of experiment {s.name}", prov))
     with atomic_output(s.exp_dir / PREDICTION_FILE, private=s.cfg.campaign.sensitive) as tmp:
         ds.to_netcdf(tmp)
         record_checksum(tmp)
