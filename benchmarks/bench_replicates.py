@@ -46,7 +46,9 @@ def replicated(name: str, k: int, directory: Path) -> Path:
 
 def run(name: str, k: int) -> None:
     twin = str(Path(sys.executable).with_name("twin"))
-    with tempfile.TemporaryDirectory(prefix=f"twin-replicates-{name}-", dir=ROOT.parent) as tmp:
+    scratch = ROOT.parent / "runs"  # below the working directory (run directories are confined there), ignored by git
+    scratch.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"replicates-{name}-", dir=scratch) as tmp:
         tmp = Path(tmp)
         campaign = replicated(name, k, tmp)
         t0 = time.perf_counter()
