@@ -68,3 +68,24 @@ def test_replicates_and_a_seed_matrix_are_refused_together(tmp_path):
     path.write_text(CAMPAIGN.replace(f"replicates: {K}", f"replicates: {K}, matrix: {{campaign.seed: [1, 2]}}"))
     with pytest.raises(ConfigError, match="the matrix varies campaign.seed already"):
         load_campaign(path)
+
+
+def test_replicates_of_a_coupled_twin_draw_field_truths_on_the_field_grid(tmp_path):
+    """The structure twin's damage field (logit-transformed, on the mast's node grid, not the coupled state's):
+    each replicate's true damage is a draw of its prior inside (0, 1), different per replicate."""
+    import yaml
+
+    from campaign_case import structure_campaign
+    from twin.io.checkpoint import CheckpointReader
+
+    path, data = structure_campaign(tmp_path, members=6, cycles=2, placements=4)
+    data["experiments"] = {"replicates": 2}
+    data.pop("decision", None)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    _twin("run", path, cwd=tmp_path)
+    fields = []
+    for d in layout.experiment_dirs(tmp_path / "run"):
+        with CheckpointReader(d / "observations.h5") as r:
+            fields.append(np.asarray(r.meta["truth_parameters"]["mast.damage"], dtype=float))
+    assert len(fields) == 2 and fields[0].size == 33 * 5
+    assert all(np.all((f > 0) & (f < 1)) for f in fields) and np.abs(fields[0] - fields[1]).max() > 0.05

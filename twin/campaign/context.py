@@ -239,20 +239,8 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
     Returns the full state (natural order) and the physical parameter values (floats, or whole fields in natural
     order). Deterministic in ``(seeds, member)`` on any number of ranks.
     """
-    from twin.campaign.state import field_grid
-    from twin.models.priors import sample_prior
-
     gen = rng(cfg, INITIAL, member)
-    params: dict[str, Any] = {}
-    for p in model.estimable():
-        if p.is_field:
-            with field_grid(model, p.name) as g:
-                value = np.asarray(sample_prior(p.prior, gen, grid=g), dtype=float).ravel()
-            if p.transform == "logit" and not getattr(p.prior, "log", False):
-                value = 1.0 / (1.0 + np.exp(-value))
-            params[p.name] = value
-        else:
-            params[p.name] = sample_prior(p.prior, gen)
+    params = {p.name: sample_parameter(model, p, gen) for p in model.estimable()}
     x0 = model.initial_state()
     try:
         state = model.grid.allgather(x0).ravel()
@@ -260,6 +248,23 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
         x0.destroy()
     state = state + background_std(cfg) * gen.standard_normal(state.size)
     return state, params
+
+
+def sample_parameter(model, p, gen: np.random.Generator) -> Any:
+    """A draw of parameter ``p`` of ``model`` from its prior: a float, or a whole field in natural order on the
+    field's own grid (:func:`twin.campaign.state.field_grid`: a coupled model's fields are not on its state grid). A
+    field updated in logit space (``transform: logit``) with a ``gaussian_field`` prior with ``log: false`` reads
+    the prior as one of ``logit(d)``: the draw is its logistic, inside (0, 1)."""
+    from twin.campaign.state import field_grid
+    from twin.models.priors import sample_prior
+
+    if not p.is_field:
+        return sample_prior(p.prior, gen)
+    with field_grid(model, p.name) as g:
+        value = np.asarray(sample_prior(p.prior, gen, grid=g), dtype=float).ravel()
+    if p.transform == "logit" and not getattr(p.prior, "log", False):
+        value = 1.0 / (1.0 + np.exp(-value))
+    return value
 
 
 def background_std(cfg) -> float:

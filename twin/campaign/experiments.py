@@ -163,7 +163,7 @@ def draw_truth(config, model) -> dict[str, Any]:
     """
     import numpy as np
 
-    from twin.models.priors import sample_prior
+    from twin.campaign.context import sample_parameter
 
     spec = truth_spec(config)
     if spec is None or not (spec.draw or spec.estimable):
@@ -177,7 +177,7 @@ def draw_truth(config, model) -> dict[str, Any]:
             what = "is not a parameter" if p is None else "has no prior"
             raise ConfigError(f"experiments.truth.draw: {name!r} {what} of model {model.name!r}; parameters with "
                               f"priors: {sorted(k for k, v in model.parameters.items() if v.prior is not None)}")
-        out[name] = sample_prior(p.prior, gen, grid=model.grid if p.is_field else None)
+        out[name] = sample_parameter(model, p, gen)
     from twin.campaign.context import set_member_parameters
 
     set_member_parameters(model, out)
