@@ -87,3 +87,16 @@ def test_a_failing_experiment_is_contained_reported_and_retried(tmp_path):
     assert "experiment on-failure-warn finished earlier; skipping it" in log
     assert "experiment on-failure-raise failed earlier" in log and "trying it again" in log
     assert Path(failed / "failed.json").is_file()
+
+
+def test_an_overflowing_inflation_fails_its_experiment_with_what_to_change(tmp_path):
+    """Multiplicative inflation 1e200 (accepted by the schema: it is >= 1) makes the ETKF's eigendecomposition fail;
+    the experiment fails with the cycle, the factor and what to change, not a bare LinAlgError."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from campaign_case import l96_campaign
+
+    (tmp_path / "c.yaml").write_text(l96_campaign("infl", inflation=1e200, cycles="2"))
+    run = _twin("run", "c.yaml", "-o", "run", cwd=tmp_path)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    reason = json.loads((tmp_path / "run" / "experiments" / "infl" / "failed.json").read_text())["reason"]
+    assert reason.startswith("cycle 0: the analysis' linear algebra failed") and "lower the inflation" in reason

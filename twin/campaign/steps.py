@@ -497,20 +497,31 @@ def analysis_step(cfg, model, obs, control, E: np.ndarray, y: np.ndarray, err: n
            "n_obs": int(y.size), "members": int(N)}
     infl = meth.inflation
     Ef, Yf = infl.prior(E, Y, factor)
+    bad = [m for m in range(N) if not (np.all(np.isfinite(Ef[:, m])) and np.all(np.isfinite(Yf[:, m])))]
+    if bad:
+        # an overflowing inflation or a member whose forecast "succeeded" with non-finite numbers: the linear
+        # algebra of the analysis would fail with a bare LinAlgError
+        raise AssimilationError(f"cycle {cycle}: the inflated forecast of member(s) {bad[:10]} holds non-finite "
+                                f"values (inflation factor {factor:g}); lower the inflation or check the model")
     local = ctx.local_context(cfg, model, obs, control)
-    if guard is None:
-        Ea = meth.analysis(Ef, Yf, y, err, ctx.rng(cfg, ctx.ANALYSIS, cycle), local)
-        Ea = infl.posterior(Ea, Ef)
-        factor = infl.updated_factor(factor, Y, y, err)
-    else:
-        rows = guarded.check(guard, cycle, time, Yf, y, err, Ef[:n], truth)
-        rec.update(guard.diagnostics())
-        if local is not None:
-            local = local.observed(rows)
-        r = np.broadcast_to(np.asarray(err, dtype=float), np.shape(y))
-        Ea = meth.analysis(Ef, Yf[rows], y[rows], r[rows], ctx.rng(cfg, ctx.ANALYSIS, cycle), local)
-        Ea = infl.posterior(Ea, Ef)
-        factor = infl.updated_factor(factor, Y[rows], y[rows], r[rows])
+    try:
+        if guard is None:
+            Ea = meth.analysis(Ef, Yf, y, err, ctx.rng(cfg, ctx.ANALYSIS, cycle), local)
+            Ea = infl.posterior(Ea, Ef)
+            factor = infl.updated_factor(factor, Y, y, err)
+        else:
+            rows = guarded.check(guard, cycle, time, Yf, y, err, Ef[:n], truth)
+            rec.update(guard.diagnostics())
+            if local is not None:
+                local = local.observed(rows)
+            r = np.broadcast_to(np.asarray(err, dtype=float), np.shape(y))
+            Ea = meth.analysis(Ef, Yf[rows], y[rows], r[rows], ctx.rng(cfg, ctx.ANALYSIS, cycle), local)
+            Ea = infl.posterior(Ea, Ef)
+            factor = infl.updated_factor(factor, Y[rows], y[rows], r[rows])
+    except np.linalg.LinAlgError as exc:
+        raise AssimilationError(f"cycle {cycle}: the analysis' linear algebra failed ({exc}) with inflation factor "
+                                f"{factor:g} and {N} members; lower the inflation or check the observation "
+                                "errors") from None
     if not np.all(np.isfinite(Ea)):
         raise AssimilationError(f"analysis of cycle {cycle} produced non-finite values; check inflation and "
                                 "observation errors")
