@@ -89,3 +89,14 @@ def test_replicates_of_a_coupled_twin_draw_field_truths_on_the_field_grid(tmp_pa
             fields.append(np.asarray(r.meta["truth_parameters"]["mast.damage"], dtype=float))
     assert len(fields) == 2 and fields[0].size == 33 * 5
     assert all(np.all((f > 0) & (f < 1)) for f in fields) and np.abs(fields[0] - fields[1]).max() > 0.05
+    # the report's calibration covers the field: the mean fraction of nodes inside the members' 90 % band
+    _twin("report", tmp_path / "run", cwd=tmp_path)
+    (cal,) = json.loads((tmp_path / "run" / "report" / "calibration.json").read_text())
+    expected = []
+    for d, truth in zip(layout.experiment_dirs(tmp_path / "run"), fields):
+        with CheckpointReader(layout.checkpoint_file(d, max(layout.checkpoint_cycles(d)))) as r:
+            alive = r.read_array("alive").astype(bool)
+            samples = np.asarray(r.read_field("mast.damage", "parameters"))[alive].reshape(int(alive.sum()), -1)
+        lo, hi = np.quantile(samples, [0.05, 0.95], axis=0)
+        expected.append(np.mean((truth >= lo) & (truth <= hi)))
+    assert cal["scores"]["mast.damage(x) coverage"] == pytest.approx(np.mean(expected))

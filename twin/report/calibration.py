@@ -96,9 +96,38 @@ def _free_run_truth(directory: Path) -> dict[str, float]:
         return {v[len("truth_"):]: float(ds[v].values[-1]) for v in ds.data_vars if v.startswith("truth_")}
 
 
+def _field_coverage(directory: Path, name: str, truth: np.ndarray) -> float | None:
+    """Fraction of the entries of field parameter ``name`` whose truth lies inside the 90 % band of the final
+    posterior members (the last checkpoint); ``None`` when the checkpoint holds no such ensemble."""
+    from twin.campaign import layout
+    from twin.core.errors import OutputError
+    from twin.io.checkpoint import CheckpointReader
+
+    cycles = layout.checkpoint_cycles(directory)
+    if not cycles:
+        return None
+    try:
+        with CheckpointReader(layout.checkpoint_file(directory, cycles[-1]), verify=False) as r:
+            alive = r.read_array("alive").astype(bool)
+            samples = np.asarray(r.read_field(name, "parameters"), dtype=float)[alive].reshape(int(alive.sum()), -1)
+    except (OutputError, OSError, KeyError, ValueError):
+        return None
+    if samples.shape[0] < 2 or samples.shape[1] != truth.size:
+        return None
+    lo, hi = np.quantile(samples, [(1 - NOMINAL) / 2, (1 + NOMINAL) / 2], axis=0)
+    return float(np.mean((truth >= lo) & (truth <= hi)))
+
+
 def _add(cal: Calibration, run: RunData) -> None:
     truth = _truth_parameters(run.directory)
     counted: set[str] = set()
+    for name, value in truth.items():
+        t = np.asarray(value, dtype=float).ravel()
+        if t.size > 1:
+            frac = _field_coverage(run.directory, name, t)
+            if frac is not None:
+                cal.scores[f"{name}(x) coverage"] = cal.scores.get(f"{name}(x) coverage", 0.0) + frac
+                counted.add(name)
     if run.parameters:
         last = run.parameters[max(run.parameters)]
         for name, samples in last.items():
@@ -118,7 +147,7 @@ def _add(cal: Calibration, run: RunData) -> None:
         if name in qtruth and len(qs) >= 2 and math.isfinite(qtruth[name]):
             _count(cal, f"QoI {name} at the horizon", qs[min(qs)] <= qtruth[name] <= qs[max(qs)])
     for name, c in (rec.get("calibration") or {}).items():
-        if isinstance(c, dict) and "coverage_90" in c:
+        if isinstance(c, dict) and "coverage_90" in c and name not in counted:
             cal.scores.setdefault(f"{name}(x) coverage", 0.0)
             cal.scores[f"{name}(x) coverage"] += float(c["coverage_90"])
         elif isinstance(c, dict) and c.get("truth") is not None and name not in counted:
