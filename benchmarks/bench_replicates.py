@@ -59,6 +59,13 @@ def run(name: str, k: int) -> None:
             raise RuntimeError(f"{name}: twin run failed:\n{out.stderr[-3000:]}")
         subprocess.run([twin, "report", str(tmp / "run")], check=True, capture_output=True, cwd=ROOT.parent)
         emit("replicates", f"{name} run time, {k} truths", seconds, "s")
+        from twin.campaign import layout
+
+        for d in layout.experiment_dirs(tmp / "run"):
+            reason = layout.read_json(layout.error_marker(d)).get("reason") or \
+                layout.read_json(layout.stopped_marker(d)).get("reason")
+            if reason:  # a replicate that did not finish is not in the coverage counts: say which and why
+                emit("replicates", f"{name} experiment {d.name} did not finish", 1, "1", reason=reason[:300])
         path = tmp / "run" / "report" / "calibration.json"
         for cal in json.loads(path.read_text()) if path.is_file() else []:
             for quantity, c in cal["coverage"].items():
