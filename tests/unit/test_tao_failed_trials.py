@@ -78,3 +78,29 @@ def test_a_start_point_where_the_model_fails_is_a_clear_error():
         minimise(wrapped, settings=TaoSettings())
     fn.destroy()
     model.destroy()
+
+
+def test_a_trial_point_whose_parameter_transform_overflows_is_rejected():
+    """A log-transformed parameter control far out (exp overflows to inf) is a failed trial point (SolverError,
+    which the minimiser rejects), not an error that ends the experiment (it ended 5 of 20 oncology 4D-Var
+    replicates with "parameter k must be finite")."""
+    from twin.assimilation.var_control import ParameterControl
+    from twin.core.errors import SolverError
+    from twin.models.linear import LinearAdvectionDiffusion
+
+    m = LinearAdvectionDiffusion("tao_ovf", MPI.COMM_SELF, n=16, dt=0.01, velocity=0.5, diffusivity=0.01)
+    H = LinearObservationOperator(m.grid, sp.identity(16, format="csr"), 0.05)
+    x = m.initial_state()
+    sd = x.duplicate()
+    sd.set(0.5)
+    fn = FourDVar(m, (0.0, 0.02), [Observation(0.02, H, H.apply(x))], x, DiagonalCovariance(sd),
+                  [ParameterControl("diffusivity", std=0.5)], name="tao_ovf")
+    c = fn.create_control()
+    c.getArray()[-1] = 1e4  # log(diffusivity) = background + 0.5 * 1e4: exp overflows
+    g = fn.create_control()
+    with pytest.raises(SolverError, match="non-finite parameter value"):
+        fn.gradient(c, g)
+    for v in (x, sd, c, g):
+        v.destroy()
+    fn.destroy()
+    m.destroy()

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from mpi4py import MPI
 from petsc4py import PETSc
 
 from twin.assimilation.covariance import CovarianceOperator, DiffusionCovariance
 from twin.assimilation.transforms import TRANSFORMS, forward, inverse
-from twin.core.errors import AssimilationError
+from twin.core.errors import AssimilationError, SolverError
 from twin.models.base import Model
 
 
@@ -229,6 +230,17 @@ class ControlSpace:
         ws = self.scalar_controls(c)
         for (name, transform, std, eta_b, _), wi in zip(self.scalars, ws):
             out[name] = float(inverse(eta_b + std * wi, transform, name))
+        for name, v in out.items():
+            finite = np.all(np.isfinite(v.getArray(readonly=True))) if isinstance(v, PETSc.Vec) else np.isfinite(v)
+            # every rank decides alike (a field is finite on some ranks' blocks and not on others')
+            if not self.comm.tompi4py().allreduce(bool(finite), op=MPI.LAND):
+                # exp() of a far trial point overflows: a point where the model cannot run, which the minimiser
+                # must reject like a diverging one (twin.assimilation.tao), not an error of the campaign
+                for w in out.values():
+                    if isinstance(w, PETSc.Vec):
+                        w.destroy()
+                raise SolverError(name, float("nan"), "the control gives a non-finite parameter value (its "
+                                  "transform overflows at this trial point)")
         return out
 
     def assemble_gradient(self, c: PETSc.Vec, lam: PETSc.Vec | None, dp: dict[str, Any], g: PETSc.Vec) -> None:
