@@ -47,7 +47,8 @@ def inverse(z, transform: str, name: str = "parameter") -> np.ndarray:
     if transform == "none":
         return z.copy()
     if transform == "log":
-        return np.exp(z)
+        with np.errstate(over="ignore"):  # an overflow gives inf, which the callers refuse (a failed trial point)
+            return np.exp(z)
     if transform == "logit":
         # Written with exp(-|z|) so large |z| neither overflows nor rounds to exactly 0 or 1 too early.
         e = np.exp(-np.abs(z))
