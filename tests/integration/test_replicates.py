@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(300)
 
 K = 6
 CAMPAIGN = l96_campaign("reps", n=12, N=14, every=1, inflation=1.05, cycles="10, burn_in: 3",
-                        extra=f"experiments: {{replicates: {K}}}\n")
+                        extra=f"experiments: {{replicates: {K}}}\ndecision: {{qois: [energy], horizon: 0.2}}\n")
 
 
 def _twin(*args, cwd):
@@ -59,6 +59,30 @@ def test_replicates_draw_independent_truths_and_the_report_measures_calibration(
     assert len(cal["ranks"]["F"]) == K
     html = (run / "report" / "index.html").read_text()
     assert "Calibration over the replicates" in html and f"{K} truths" in html
+    assert cal["coverage"]["QoI energy at the horizon"]["total"] == K
+    # the truth at the horizon is the nature run continued with ITS drawn forcing, not the configured one
+    from mpi4py import MPI
+
+    from twin.config.loader import load_campaign
+    from twin.models.registry import create_model
+
+    d = dirs[0]
+    with CheckpointReader(d / "observations.h5") as r:
+        last = r.read_array("truth")[-1]
+        t_end = float(r.read_array("times")[-1])
+    with xr.open_dataset(d / "free_run.nc", decode_times=False) as ds:
+        recorded = float(ds["truth_energy"].values[-1])
+    cfg = load_campaign(d / "experiment.yaml").config
+    model = create_model("l96", cfg.models["l96"], MPI.COMM_SELF)
+    try:
+        model.set_parameter("F", truths[0])
+        x = model.create_state()
+        model.grid.set_global(last, x)
+        model.advance(x, t_end, t_end + 0.2)
+        assert recorded == pytest.approx(model.qoi(x, t_end + 0.2)["energy"].value, rel=1e-10)
+        x.destroy()
+    finally:
+        model.destroy()
 
 
 def test_replicates_and_a_seed_matrix_are_refused_together(tmp_path):

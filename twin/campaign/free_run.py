@@ -73,6 +73,7 @@ def write_free_run(exp_dir, comm) -> Path:
         grid = model.grid
         with reader(obs_path, comm) as r:
             truth, times = r.read_array("truth"), np.asarray(r.read_array("times"), dtype=float)
+            drawn = r.meta.get("truth_parameters", {})
         x0 = _initial_mean(ck0, model.name, truth.shape[1], comm)
         if x0.size != truth.shape[1]:
             raise OutputError(f"free run of {exp_dir.name}: checkpoint 0 holds {x0.size} state entries, the nature "
@@ -81,7 +82,11 @@ def write_free_run(exp_dir, comm) -> Path:
         qois = list(decision.qois) if decision is not None else []
         later = (output_times(times[-1], decision.horizon, getattr(model, "dt", None))
                  if decision is not None else np.array([]))
-        true_values = {p.name: p.value for p in model.estimable() if not p.is_field}
+        # the nature run's parameters as it ran (observations.h5): drawn from the priors for a cohort or replicates
+        # (experiments.truth), the configured values otherwise
+        true_values = {p.name: float(drawn.get(p.name, p.value)) for p in model.estimable() if not p.is_field}
+        fields = {p.name: np.asarray(drawn[p.name], dtype=float) for p in model.estimable()
+                  if p.is_field and p.name in drawn}
         units: dict[str, str] = {}
         centres = {p.name: prior_center(p.prior) for p in model.estimable() if not p.is_field and p.prior is not None}
 
@@ -102,8 +107,13 @@ def write_free_run(exp_dir, comm) -> Path:
                 x.destroy()
             return states, series
 
-        # the nature run continued beyond t_K with the true parameters (the model as configured)
+        # the nature run continued beyond t_K with its true parameters
+        from twin.campaign.context import set_member_parameters, truth_parameters
+
+        configured_fields = {k: v for k, v in truth_parameters(model).items() if np.ndim(v)} if fields else {}
+        set_member_parameters(model, {**true_values, **fields})
         _, truth_late = run(truth[-1], np.concatenate([[times[-1]], later])) if qois else (None, {})
+        set_member_parameters(model, configured_fields)  # the free run keeps the configured fields
         truth_early = {q: [] for q in qois}
         for j in range(len(times)) if qois else []:
             xv = _vec(grid, truth[j])
