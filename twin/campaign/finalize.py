@@ -144,7 +144,7 @@ def write_scores(s: Setup, history: list[dict]) -> dict[str, float]:
         if not series:
             continue
         values[f"{name}_a"] = float(np.mean(series))
-        base = f._meta(name)
+        base = f.meta_of(name)
         meta[f"{name}_a"] = VariableMeta(f"{base.long_name}, averaged over the {len(series)} cycles after the "
                                          f"burn-in of {burn_in}", base.units)
     if values:

@@ -87,6 +87,16 @@ def error_marker(exp_dir: str | os.PathLike) -> Path:
     return Path(exp_dir) / "failed.json"
 
 
+def failure(exp_dir: str | os.PathLike) -> tuple[str, str] | None:
+    """``("failed", reason)`` (``failed.json``: the experiment raised) or ``("stopped", reason)`` (``stopped.json``:
+    its failure policy stopped it), or ``None`` for an experiment that did neither."""
+    for marker, kind in ((error_marker(exp_dir), "failed"), (stopped_marker(exp_dir), "stopped")):
+        info = read_json(marker)
+        if info:
+            return kind, str(info.get("reason", "unknown reason"))
+    return None
+
+
 def task_log(exp_dir: str | os.PathLike) -> Path:
     return Path(exp_dir) / "tasks.jsonl"
 

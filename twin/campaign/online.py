@@ -107,11 +107,9 @@ def unfinished(dirs) -> list[tuple[str, str]]:
     """``(experiment, reason)`` for every experiment that failed or was stopped (from their markers)."""
     out = []
     for d in map(Path, dirs):
-        for marker, word in ((layout.error_marker(d), "FAILED"), (layout.stopped_marker(d), "stopped")):
-            info = layout.read_json(marker)
-            if info:
-                out.append((d.name, f"{word}: {info.get('reason', 'unknown')}"))
-                break
+        found = layout.failure(d)
+        if found:
+            out.append((d.name, f"{'FAILED' if found[0] == 'failed' else 'stopped'}: {found[1]}"))
     return out
 
 

@@ -133,18 +133,15 @@ def experiment_status(exp_dir, driver_alive: bool = False) -> ExperimentStatus:
         for m, reason in layout.member_files(exp_dir, k)[1].items():
             dropped.setdefault(m, f"cycle {k}: {reason}")
     members_done = len(layout.member_files(exp_dir, done_cycles)[0])
-    stopped = layout.read_json(layout.stopped_marker(exp_dir))
-    failed = layout.read_json(layout.error_marker(exp_dir))
+    found = layout.failure(exp_dir)
     complete = layout.done_marker(exp_dir).is_file() or (
         n_cycles is not None and done_cycles >= n_cycles and all((exp_dir / n).is_file() for n in layout.OUTPUTS))
     if complete:
         state, message = "done", ""
         if n_cycles is not None:
             done_cycles = n_cycles
-    elif failed:
-        state, message = "failed", str(failed.get("reason", ""))
-    elif stopped:
-        state, message = "failed", f"stopped: {stopped.get('reason', '')}"
+    elif found:
+        state, message = "failed", found[1] if found[0] == "failed" else f"stopped: {found[1]}"
     elif not cks and members_done == 0 and not layout.observations_file(exp_dir).exists():
         state, message = ("running" if driver_alive else "pending"), ""
     else:

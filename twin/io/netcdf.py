@@ -299,6 +299,10 @@ class DiagnosticsFile:
                      for k, v in DIAGNOSTICS.items()}
         self.meta.update(variables or {})
 
+    def meta_of(self, name: str) -> VariableMeta:
+        """The metadata of diagnostic ``name`` (a known one, or ``<known>_<suffix>``); OutputError otherwise."""
+        return self._meta(name)
+
     def _meta(self, name: str) -> VariableMeta:
         if name in self.meta:
             return self.meta[name]

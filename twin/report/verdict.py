@@ -246,14 +246,12 @@ def verdict_for(data: RunData) -> Verdict:
 
 def experiment_failure(directory: Path) -> str:
     """The reason an experiment failed or was stopped (``failed.json``, ``stopped.json``), or ``""``."""
-    from twin.campaign.layout import error_marker, read_json, stopped_marker
+    from twin.campaign.layout import failure
 
-    for marker, word in ((error_marker(directory), ""), (stopped_marker(directory), "stopped by the failure "
-                                                                                      "policy: ")):
-        info = read_json(marker)
-        if info:
-            return word + str(info.get("reason", "unknown reason"))
-    return ""
+    found = failure(directory)
+    if found is None:
+        return ""
+    return found[1] if found[0] == "failed" else f"stopped by the failure policy: {found[1]}"
 
 
 # -- HTML --------------------------------------------------------------------------------------------------------
