@@ -21,7 +21,7 @@ MEMBERS = 64
 
 
 def _config():
-    from twin.config.models.tumour import TumourConfig
+    from twin.kinds.tumour.config import TumourConfig
 
     return TumourConfig.model_validate({
         "type": "tumour",
@@ -52,9 +52,9 @@ def _child() -> None:
     from twin.assimilation.laplace import LaplacePosterior, low_rank_hessian
     from twin.assimilation.tao import TaoSettings, minimise
     from twin.assimilation.var_control import ParameterControl
-    from twin.models.tumour.model import TumourModel
-    from twin.observations.imaging import CellularityOperator
-    from twin.observations.synthetic_patient import generate_patient
+    from twin.kinds.tumour.model import TumourModel
+    from twin.kinds.tumour.imaging import CellularityOperator
+    from twin.kinds.tumour.synthetic_patient import generate_patient
 
     comm = MPI.COMM_WORLD
     ranks = comm.Get_size()

@@ -70,7 +70,7 @@ def _mapping_child() -> None:
 def _iterations() -> None:
     from mpi4py import MPI
 
-    from twin.coupling.examples import partitioned_heat
+    from twin.kinds.heat.examples import partitioned_heat
 
     gaussian = {"kind": "gaussian", "center": [0.4, 0.3], "width": 0.08}
     for nx, ny in ((16, 8), (64, 32)):

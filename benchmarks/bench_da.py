@@ -91,7 +91,7 @@ def _run_dapper(python: str, workdir: str) -> tuple[dict, dict]:
 def _own_truth() -> dict:
     from twin.assimilation.cycle import ObservationSchedule, twin_truth
     from twin.observations.base import LinearObservations
-    from twin.models.lorenz96 import BatchedForecast
+    from twin.kinds.lorenz96.model import BatchedForecast
 
     import scipy.sparse as sp
 
@@ -110,7 +110,7 @@ def _run_twin(method, data: dict) -> tuple[float, float]:
     from twin.assimilation.cycle import EnsembleCycle, ObservationSchedule
     from twin.observations.base import LinearObservations
     from twin.assimilation.letkf import Geometry
-    from twin.models.lorenz96 import BatchedForecast
+    from twin.kinds.lorenz96.model import BatchedForecast
 
     xx, yy, mu = data["xx"], data["yy"], data["mu"]
     sch = ObservationSchedule(0.05, 1, CYCLES, burn_in=BURN_IN)
@@ -129,7 +129,7 @@ def _forecast_benchmark() -> None:
     from mpi4py import MPI
 
     from twin.assimilation.cycle import ModelForecast
-    from twin.models.lorenz96 import BatchedForecast, Lorenz96
+    from twin.kinds.lorenz96.model import BatchedForecast, Lorenz96
 
     model = Lorenz96("l96bench", MPI.COMM_SELF, n=40, dt=0.05)
     E = 8.0 + np.random.default_rng(0).standard_normal((40, 24))

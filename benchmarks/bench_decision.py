@@ -14,10 +14,10 @@ from benchmarks.harness import emit
 def _cohort() -> None:
     from mpi4py import MPI
 
-    from twin.config.models.tumour import TumourConfig
-    from twin.decision.oncology import TreatmentConstraints, TreatmentObjective, cohort_comparison, optimise_treatment
+    from twin.kinds.tumour.config import TumourConfig
+    from twin.kinds.tumour.decision import TreatmentConstraints, TreatmentObjective, cohort_comparison, optimise_treatment
     from twin.decision.prediction import PosteriorEnsemble
-    from twin.models.tumour import TumourModel
+    from twin.kinds.tumour import TumourModel
 
     rng = np.random.default_rng(2024)
     decisions, t0 = [], time.perf_counter()
@@ -57,7 +57,7 @@ def _drift_run(fault: bool, rate: float, seed: int, onset: int = 100, cycles: in
     from twin.assimilation.ensemble import ETKF
     from twin.assimilation.inflation import Inflation
     from twin.decision.guardrails import GuardedAnalysis, Guardrails, GuardrailSettings
-    from twin.models.lorenz96 import rk4_ensemble
+    from twin.kinds.lorenz96.model import rk4_ensemble
 
     n, N, dt = 40, 20, 0.05
     rng = np.random.default_rng(seed)

@@ -82,7 +82,7 @@ def shallow_water_functional():
     from twin.assimilation.covariance import DiffusionCovariance
     from twin.assimilation.fourdvar import FourDVar, Observation
     from twin.assimilation.var_control import ParameterControl
-    from twin.models.shallow_water import ShallowWater
+    from twin.kinds.shallow_water import ShallowWater
     from twin.observations.base import LinearObservationOperator, interpolation_matrix
 
     L = 2.0e6
@@ -108,7 +108,7 @@ def _ratios() -> None:
     from twin.assimilation.covariance import DiagonalCovariance, DiffusionCovariance
     from twin.assimilation.fourdvar import FourDVar, Observation
     from twin.assimilation.var_control import ParameterControl
-    from twin.models.linear import LinearAdvectionDiffusion
+    from twin.kinds.linear.model import LinearAdvectionDiffusion
     from twin.observations.base import LinearObservationOperator, interpolation_matrix
 
     comm = MPI.COMM_SELF
@@ -122,7 +122,7 @@ def _ratios() -> None:
                                                  ParameterControl("diffusivity", std=0.5)])
     gradient_forward_ratio("linear advection-diffusion", fn, n=512, steps=80, ts="cn")
 
-    from twin.models.lorenz96 import Lorenz96
+    from twin.kinds.lorenz96.model import Lorenz96
 
     l96 = Lorenz96("benchl96", comm, n=40, dt=0.05, initial_condition="random", perturbation=1.0)
     x = l96.initial_state()
@@ -141,7 +141,7 @@ def _ratios() -> None:
     gradient_forward_ratio("shallow water", shallow_water_functional(), shape="48x36", steps=20)
 
     from twin.core.grid import Grid
-    from twin.models.tumour import TreatmentPlan, TumourModel, brain_phantom
+    from twin.kinds.tumour import TreatmentPlan, TumourModel, brain_phantom
 
     grid = Grid(comm, (48, 48), ((0.0, 48.0), (0.0, 48.0)), name="benchtum")
     tissue = brain_phantom(grid.mesh(), grid.extent, smoothing=3.0)
@@ -173,7 +173,7 @@ def _calibration_child() -> None:
     from twin.assimilation.tao import TaoSettings, minimise
     from twin.assimilation.var_control import ParameterControl
     from twin.config.common import LogNormalPrior, NormalPrior
-    from twin.models.linear import LinearAdvectionDiffusion
+    from twin.kinds.linear.model import LinearAdvectionDiffusion
     from twin.observations.base import LinearObservationOperator, interpolation_matrix
 
     comm = MPI.COMM_WORLD
@@ -214,7 +214,7 @@ def _lorenz96_rmse() -> None:
     from twin.assimilation.fourdvar import Observation
     from twin.assimilation.fourdvar_cycle import FourDVarCycle
     from twin.assimilation.tao import TaoSettings
-    from twin.models.lorenz96 import Lorenz96, rk4_ensemble
+    from twin.kinds.lorenz96.model import Lorenz96, rk4_ensemble
     from twin.observations.base import LinearObservationOperator
 
     cycles, burn, dto = 400, 50, 0.2

@@ -37,7 +37,7 @@ def _child() -> None:
     from petsc4py import PETSc
 
     from benchmarks.stream import triad_bandwidth
-    from twin.models.shallow_water import ShallowWater
+    from twin.kinds.shallow_water import ShallowWater
 
     comm = PETSc.COMM_WORLD
     ranks = comm.getSize()

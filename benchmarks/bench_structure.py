@@ -26,8 +26,8 @@ def _child(n: int) -> None:
     from petsc4py import PETSc
 
     from twin.core.petsc import set_options
-    from twin.models.structure import Material, StructureModel
-    from twin.models.structure.loads import LoadCase
+    from twin.kinds.structure import Material, StructureModel
+    from twin.kinds.structure.loads import LoadCase
 
     comm = MPI.COMM_WORLD
     set_options("plate_", {"ksp_rtol": 1e-8})

@@ -27,7 +27,7 @@ def _child(dim: int, n: int, steps: int) -> None:
     from benchmarks.stream import triad_bandwidth
     from twin.core.grid import Grid
     from twin.core.petsc import set_options
-    from twin.models.tumour import TumourModel, brain_phantom
+    from twin.kinds.tumour import TumourModel, brain_phantom
 
     comm = PETSc.COMM_WORLD.tompi4py()
     ranks = comm.Get_size()

@@ -34,7 +34,7 @@ CAMPAIGN = textwrap.dedent("""\
       method: etkf
       N: 8
       schedule: {every: 2, cycles: 6}
-      observations: {component: 0, all_points: true, error_std: 1.0}
+      observations: [{type: all_points, component: 0, error_std: 1.0}]
     resources: {type: local, ranks: 1, workers: 2, launcher: none}
     """)
 

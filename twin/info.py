@@ -47,7 +47,21 @@ def stack_info() -> dict[str, object]:
         "parsl": parsl_version,
         "cores": cores,
         "host": platform.node(),
+        "kinds": _kinds(),
     }
+
+
+def _kinds() -> str:
+    """The installed twin kinds (entry points ``twin.kinds``) with their model types, or why they cannot load."""
+    from twin.core.errors import ConfigError
+    from twin.core.kinds import kinds
+
+    try:
+        found = kinds()
+    except ConfigError as exc:
+        return f"cannot load: {exc}"
+    return ", ".join(f"{k.name} ({' '.join(m.name for m in k.model_types()) or 'no models'})"
+                     for k in found.values())
 
 
 def format_info(info: dict[str, object]) -> str:

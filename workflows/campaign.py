@@ -81,13 +81,12 @@ class _Experiment:
 
 
 def _sizes(exp_dir: Path) -> tuple[int, int, int]:
-    """Cycles, members and ranks per member from ``experiment.yaml`` (validated by the expansion already)."""
-    import yaml
+    """Cycles, members and ranks per member from ``experiment.yaml``, read through the campaign schema."""
+    from twin.campaign import context as ctx
+    from twin.config.loader import load_campaign
 
-    data = yaml.safe_load(layout.config_file(exp_dir).read_text())
-    a = data["assimilation"]
-    rpm = max(int((data.get("ensemble") or {}).get("ranks_per_member", 1)), int(a.get("ranks_per_member", 1)))
-    return int(a["schedule"]["cycles"]), int(a["N"]), rpm
+    cfg = load_campaign(layout.config_file(exp_dir)).config
+    return int(cfg.assimilation.schedule.cycles), ctx.ensemble_size(cfg), ctx.ranks_per_member(cfg)
 
 
 def scan_experiments(dirs: list[Path], python: str = sys.executable) -> dict[Path, dict]:

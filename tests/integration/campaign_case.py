@@ -40,7 +40,7 @@ def l96_campaign(name: str, *, seed: int = 1, n: int = 40, forcing: str = NORMAL
     if inflation is not None:
         lines.append(f"  inflation: {{multiplicative: {inflation}}}")
     lines += [f"  schedule: {{every: {every}, cycles: {cycles}}}",
-              "  observations: {component: 0, all_points: true, error_std: 1.0}"]
+              "  observations: [{type: all_points, component: 0, error_std: 1.0}]"]
     return "\n".join(lines) + "\n" + textwrap.dedent(extra)
 
 

@@ -37,7 +37,7 @@ FOURDVAR = MODEL.replace("NAME", "var") + textwrap.dedent("""\
       seed: 3
       background_covariance: {kind: diagonal, std: 1.0}
       parameters: [{name: F, std: 1.0}]
-      observations: {component: 0, all_points: true, error_std: 1.0}
+      observations: [{type: all_points, component: 0, error_std: 1.0}]
       tao: {gatol: 1.0e-4, max_iterations: 60, on_failure: warn}
     """)
 
@@ -48,7 +48,7 @@ ESMDA = MODEL.replace("NAME", "smoother") + textwrap.dedent("""\
       seed: 2
       esmda_alphas: [4.0, 4.0, 4.0, 4.0]
       schedule: {every: 2, cycles: 5}
-      observations: {component: 0, all_points: true, error_std: 0.1}
+      observations: [{type: all_points, component: 0, error_std: 0.1}]
     """)
 
 

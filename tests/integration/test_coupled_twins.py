@@ -128,8 +128,8 @@ def test_iqn_ils_needs_fewer_iterations_than_aitken(tmp_path):
 
 # -- atmosphere -> mast --------------------------------------------------------------------------------------------
 def test_wind_structure_two_ranks_tip_settles_at_quasi_static_deflection(wind_run):
-    from twin.config.models.structure import StructureConfig
-    from twin.models.structure import StructureModel
+    from twin.kinds.structure.config import StructureConfig
+    from twin.kinds.structure import StructureModel
 
     with xr.open_dataset(wind_run / "coupling.nc", decode_times=False) as c:
         assert np.all(c["iterations"].values == 1) and len(c["iterations"]) == 3   # explicit, 2 s windows

@@ -39,7 +39,7 @@ assimilation:
   seed: 3
   background_covariance: {kind: diagonal, std: 1.0}
   parameters: [{name: F, std: 1.0}]
-  observations: {component: 0, all_points: true, error_std: 1.0}
+  observations: [{type: all_points, component: 0, error_std: 1.0}]
   tao: {gatol: 1.0e-4, max_iterations: 2, on_failure: warn}
 experiments:
   matrix:

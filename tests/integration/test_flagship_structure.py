@@ -92,7 +92,7 @@ def test_outputs_and_report(run):
 
 
 def test_damage_patch_found_with_calibrated_spread(run):
-    from twin.report.structure import damage_fields
+    from twin.kinds.structure.report import damage_fields
 
     fields = damage_fields(_exp(run[0]), "mast")
     truth, mean, sd = fields["truth"], fields["posterior_mean"], fields["posterior_sd"]

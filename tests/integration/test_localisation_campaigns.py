@@ -26,7 +26,7 @@ def test_coupled_letkf_updates_each_component_from_its_own_observations(tmp_path
     import xarray as xr
 
     from twin.cli import main
-    from twin.report.structure import damage_fields
+    from twin.kinds.structure.report import damage_fields
 
     path, cfg = structure_campaign(tmp_path, members=6, cycles=2, placements=10, method="letkf",
                                    localisation={"radius": RADIUS, "component_radius": {"mast": RADIUS}},

@@ -42,7 +42,7 @@ def test_report_of_an_assimilation_campaign(tmp_path, capsys):
     from twin.config.loader import load_campaign
     from twin.decision.guardrails import Guardrails, GuardrailSettings
     from twin.decision.records import write_decision
-    from twin.decision.structures import MaintenanceDecision
+    from twin.kinds.structure.decision import MaintenanceDecision
 
     (tmp_path / "c.yaml").write_text(CAMPAIGN)
     run_dir = tmp_path / "run"

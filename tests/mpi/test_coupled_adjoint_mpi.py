@@ -5,7 +5,7 @@ import pytest
 from mpi4py import MPI
 
 from twin.coupling.adjoint import ComponentObservation
-from twin.coupling.examples import partitioned_heat
+from twin.kinds.heat.examples import partitioned_heat
 from twin.observations.base import LinearObservationOperator, interpolation_matrix
 
 GAUSSIAN = {"kind": "gaussian", "center": [0.4, 0.3], "width": 0.15}

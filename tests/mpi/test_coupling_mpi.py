@@ -5,7 +5,7 @@ import json
 import numpy as np
 from mpi4py import MPI
 
-from twin.coupling.examples import gather_partitioned, partitioned_heat
+from twin.kinds.heat.examples import gather_partitioned, partitioned_heat
 
 WORLD = MPI.COMM_WORLD
 GAUSSIAN = {"kind": "gaussian", "center": [0.4, 0.3], "width": 0.08}

@@ -16,7 +16,7 @@ from twin.assimilation.ensemble import ETKF, EnKF
 from twin.assimilation.inflation import Inflation
 from twin.assimilation.letkf import LETKF, Geometry
 from twin.assimilation.transforms import ControlParameter, ControlVector
-from twin.models.lorenz96 import BatchedForecast, Lorenz96
+from twin.kinds.lorenz96.model import BatchedForecast, Lorenz96
 
 NX, DT = 40, 0.05
 

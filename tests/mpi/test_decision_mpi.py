@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from twin.config.models.tumour import TumourConfig
-from twin.decision.oncology import Regimen, evaluate_regimen
+from twin.kinds.tumour.config import TumourConfig
+from twin.kinds.tumour.decision import Regimen, evaluate_regimen
 from twin.decision.prediction import PosteriorEnsemble
-from twin.models.tumour import TumourModel
+from twin.kinds.tumour import TumourModel
 
 
 def _outcome(comm, name):

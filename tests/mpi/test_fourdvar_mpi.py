@@ -12,7 +12,7 @@ from twin.assimilation.fourdvar import FourDVar, Observation
 from twin.assimilation.tao import TaoSettings, minimise
 from twin.assimilation.var_control import ParameterControl
 from twin.config.common import LogNormalPrior, NormalPrior
-from twin.models.linear import LinearAdvectionDiffusion
+from twin.kinds.linear.model import LinearAdvectionDiffusion
 from twin.observations.base import LinearObservationOperator, interpolation_matrix
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from twin.models.shallow_water import Bump, ShallowWater
-from twin.observations.atmosphere import GriddedSubsetOperator, StationOperator, SwathOperator
+from twin.kinds.shallow_water import Bump, ShallowWater
+from twin.kinds.shallow_water.observations import GriddedSubsetOperator, StationOperator, SwathOperator
 
 L = 2.0e6
 SHAPE = (14, 10)

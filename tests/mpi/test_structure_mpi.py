@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from twin.models.structure import Material, StructureModel
-from twin.models.structure.loads import LoadCase, TimeFunction
-from twin.observations.structure import StrainGauges
+from twin.kinds.structure import Material, StructureModel
+from twin.kinds.structure.loads import LoadCase, TimeFunction
+from twin.kinds.structure.gauges import StrainGauges
 
 WORLD = MPI.COMM_WORLD
 GAUGES = np.array([[0.4, 0.1], [1.3, 0.7], [2.6, 0.5]])

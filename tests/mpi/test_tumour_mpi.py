@@ -11,8 +11,8 @@ from twin.config.common import GaussianFieldPrior
 from twin.core.grid import Grid
 from twin.core.petsc import set_options
 from twin.models.priors import sample_prior
-from twin.models.tumour import TreatmentPlan, TumourModel, brain_phantom
-from twin.observations.imaging import CellularityOperator, TumourVolumeOperator
+from twin.kinds.tumour import TreatmentPlan, TumourModel, brain_phantom
+from twin.kinds.tumour.imaging import CellularityOperator, TumourVolumeOperator
 
 WORLD = MPI.COMM_WORLD
 TOL = {"snes_rtol": 1e-12, "snes_atol": 1e-14, "ksp_rtol": 1e-13}

@@ -32,7 +32,7 @@ COMM = MPI.COMM_SELF
 
 
 def _linear():
-    from twin.models.linear import LinearAdvectionDiffusion
+    from twin.kinds.linear.model import LinearAdvectionDiffusion
 
     m = LinearAdvectionDiffusion("rec_lin", COMM, n=48, dt=0.01, velocity=0.5, diffusivity=0.01)
     H = LinearObservationOperator(m.grid, interpolation_matrix(m.grid, np.linspace(0.05, 0.95, 9)[:, None]), 0.05)
@@ -41,7 +41,7 @@ def _linear():
 
 
 def _lorenz96():
-    from twin.models.lorenz96 import Lorenz96
+    from twin.kinds.lorenz96.model import Lorenz96
 
     m = Lorenz96("rec_l96", COMM, n=12, dt=0.05, initial_condition="random", perturbation=1.0)
     H = LinearObservationOperator(m.grid, sp.identity(12, format="csr"), 1.0)
@@ -49,7 +49,7 @@ def _lorenz96():
 
 
 def _shallow_water():
-    from twin.models.shallow_water import ShallowWater
+    from twin.kinds.shallow_water import ShallowWater
 
     L = 2.0e6
     m = ShallowWater("rec_sw", COMM, (8, 6), ((0, L), (0, 0.75 * L)), dt=240.0, mean_depth=1000.0,
@@ -62,7 +62,7 @@ def _shallow_water():
 
 
 def _tumour():
-    from twin.models.tumour import TreatmentPlan, TumourModel, brain_phantom
+    from twin.kinds.tumour import TreatmentPlan, TumourModel, brain_phantom
 
     grid = Grid(COMM, (10, 9), ((0.0, 40.0), (0.0, 36.0)), name="rec_tumour")
     tissue = brain_phantom(grid.mesh(), grid.extent, smoothing=3.0)
@@ -196,8 +196,8 @@ def test_a_used_tape_is_refused_and_value_only_passes_do_not_record():
 def test_shallow_water_reverse_mode_equals_assembled_jacobians_transposed():
     """The shell Jacobians of the adjoint TS (reverse-mode sweep) against the assembled exact Jacobians, with a
     tracer, topography, beta, drag and forcing switched on: equal to round-off."""
-    from twin.models.shallow_water import Bump, ShallowWater
-    from twin.models.shallow_water.reverse import ShellJacobians
+    from twin.kinds.shallow_water import Bump, ShallowWater
+    from twin.kinds.shallow_water.reverse import ShellJacobians
 
     L = 2.0e6
     m = ShallowWater("rec_sw_vjp", COMM, (7, 5), ((0, L), (0, 0.75 * L)), dt=240.0, mean_depth=1000.0,
@@ -281,7 +281,7 @@ def test_tumour_adjoint_across_treatment_segments_matches_finite_differences():
 def test_adjoints_leave_no_trajectory_files_in_the_working_directory(tmp_path, monkeypatch):
     """PETSc's "basic" trajectory (the default) keeps its checkpoints in TS-data-* folders of the working directory
     while the model lives; destroying the model removes them (every model here keeps them in memory)."""
-    from twin.models.lorenz96 import Lorenz96
+    from twin.kinds.lorenz96.model import Lorenz96
 
     monkeypatch.chdir(tmp_path)
     m = Lorenz96("l96_nofiles", MPI.COMM_SELF, n=40)

@@ -25,7 +25,7 @@ from twin.cli import RUN_OPTIONS, _parser, _split_run, main
 from twin.config.limits import LimitsConfig, check_limits
 from twin.config.loader import MAX_BYTES, load_campaign
 from twin.config.messages import MESSAGE_CHARS
-from twin.config.models import MODEL_CONFIGS, model_section_type
+from twin.config.sections import model_configs
 from twin.core.errors import ConfigError, OutputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ L96 = textwrap.dedent("""\
       N: 20
       inflation: {multiplicative: 1.02}
       schedule: {every: 2, cycles: 50}
-      observations: {component: 0, all_points: true, error_std: 1.0}
+      observations: [{type: all_points, component: 0, error_std: 1.0}]
     """)
 
 FOURDVAR = textwrap.dedent("""\
@@ -90,7 +90,7 @@ FOURDVAR = textwrap.dedent("""\
       shift: 2
       cycles: 8
       background_covariance: {kind: diagonal, std: 1.0}
-      observations: {component: 0, all_points: true, error_std: 1.0}
+      observations: [{type: all_points, component: 0, error_std: 1.0}]
     """)
 
 SLURM = "resources: {type: slurm, partition: debug, walltime: \"00:20:00\"}"
@@ -296,7 +296,7 @@ LIMITS = [
     ("output-volume", HEAT.replace("shape: [8, 8]", "shape: [4096, 4096]"), "  end: 2.0",
      "  end: 2.0\n  output_every: 0.001", 28, ["timeline.output_every", "GB of fields", "limits.output_gigabytes"]),
     ("observation-times", HEAT, "every: 1.0", "every: 1.0e-9", 24, ["observation times", "more than 1000000"]),
-    ("swath-points", L96, "observations: {component: 0, all_points: true, error_std: 1.0}",
+    ("swath-points", L96, "observations: [{type: all_points, component: 0, error_std: 1.0}]",
      "observations: [{type: swath, start: [0, 0], heading: 0, length: 1.0e12, spacing: 1, variables: [x]}]", 11,
      ["swath has 1e+12 x 1 points", "larger spacing"]),
     ("min-members", L96 + "experiments: {min_members: 50}\n", "N: 20", "N: 20", 12,
@@ -327,10 +327,9 @@ def test_limits_can_be_raised_by_those_who_mean_it(tmp_path):
 
 
 def test_every_model_section_says_its_size_and_time_step():
-    model_section_type()
     from twin.models.registry import model_types
 
-    classes = {cls.model_fields["type"].annotation.__args__[0]: cls for cls in MODEL_CONFIGS}
+    classes = {cls.model_fields["type"].annotation.__args__[0]: cls for cls in model_configs()}
     for name, model in model_types().items():
         cfg = classes[name]
         assert cfg.time_units == model.time_units, name

@@ -20,10 +20,10 @@ from twin.core.errors import ModelError
 from twin.core.grid import Grid
 from twin.coupling.mapping import site_map
 from twin.coupling.schemes import Component, Route
-from twin.models.structure import Material, StructureModel
-from twin.models.structure.loads import WindLoad
-from twin.models.tumour import TumourModel, box_tissue
-from twin.models.tumour.operators import DiffusionOperator
+from twin.kinds.structure import Material, StructureModel
+from twin.kinds.structure.loads import WindLoad
+from twin.kinds.tumour import TumourModel, box_tissue
+from twin.kinds.tumour.operators import DiffusionOperator
 
 COMM = MPI.COMM_SELF
 VALUES = dict(D_white=0.5, D_grey=0.1, k=0.1, theta=2.0, alpha=0.05, alpha_beta=10.0, kappa=0.0, half_life=1.0)
@@ -114,8 +114,8 @@ def test_structure_wind_drag_and_field_grids():
 
 
 def test_shallow_water_velocity_export_and_site_wind():
-    from twin.config.models.shallow_water import ShallowWaterConfig
-    from twin.models.shallow_water import ShallowWater
+    from twin.kinds.shallow_water.config import ShallowWaterConfig
+    from twin.kinds.shallow_water import ShallowWater
 
     cfg = ShallowWaterConfig.model_validate({
         "type": "shallow_water", "grid": {"shape": [8, 16], "extent": [[0, 32], [0, 64]], "units": "km",

@@ -5,7 +5,7 @@ import json
 import numpy as np
 from mpi4py import MPI
 
-from twin.coupling.examples import partitioned_heat
+from twin.kinds.heat.examples import partitioned_heat
 
 COMM = MPI.COMM_SELF
 GAUSSIAN = {"kind": "gaussian", "center": [0.4, 0.3], "width": 0.08}

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from twin.config.coupling import CouplingConfig
 from twin.core.errors import CouplingError, ModelError
 from twin.coupling.acceleration import IQNILS, Aitken, ConstantRelaxation
-from twin.coupling.examples import partitioned_heat
+from twin.kinds.heat.examples import partitioned_heat
 
 COMM = MPI.COMM_SELF
 

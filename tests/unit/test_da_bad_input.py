@@ -13,11 +13,11 @@ from twin.assimilation.factory import method_from_config, observations_from_conf
 from twin.assimilation.letkf import LETKF
 from twin.config.assimilation_ensemble import EnsembleAssimilationConfig
 from twin.core.errors import AssimilationError, ObservationError
-from twin.models.lorenz96 import Lorenz96
+from twin.kinds.lorenz96.model import Lorenz96
 
 GOOD = {"method": "letkf", "N": 10, "seed": 1, "inflation": {"multiplicative": 1.04},
         "localisation": {"radius": 7.3}, "schedule": {"every": 1, "cycles": 50, "burn_in": 10},
-        "observations": {"all_points": True, "error_std": 1.0}}
+        "observations": [{"type": "all_points", "error_std": 1.0}]}
 
 
 def _cfg(**change):
@@ -28,9 +28,9 @@ def _cfg(**change):
 @pytest.mark.parametrize("change, message", [
     ({"N": 1}, "ensemble size N must be at least 2"),
     ({"localisation": {"radius": 0.0}}, "localisation radius must be positive"),
-    ({"observations": {"all_points": True, "error_std": 0.0}}, "observation error standard deviations must be "
+    ({"observations": [{"type": "all_points", "error_std": 0.0}]}, "observation error standard deviations must be "
                                                                "positive"),
-    ({"observations": {"points": [[1.0], [2.0]], "error_std": [1.0, -2.0]}}, "must be positive"),
+    ({"observations": [{"type": "points", "points": [[1.0], [2.0]], "error_std": [1.0, -2.0]}]}, "must be positive"),
     ({"localisation": None}, "method 'letkf' needs 'localisation"),
     ({"schedule": {"cycles": 5, "burn_in": 5}}, "burn_in"),
     ({"inflation": {"multiplicative": 0.0}}, "inflation factor must be positive"),
@@ -49,14 +49,14 @@ def test_config_refuses_bad_input(change, message):
 
 def test_observation_outside_domain_refused_before_any_forecast():
     model = Lorenz96("l96bad", MPI.COMM_SELF, n=40)
-    cfg = _cfg(observations={"points": [[3.0], [45.0]], "error_std": 1.0})
+    cfg = _cfg(observations=[{"type": "points", "points": [[3.0], [45.0]], "error_std": 1.0}])
     with pytest.raises(ObservationError,
                        match=r"points\[1\] = \[45.0\] lies outside the model domain \[\[0.0, 40.0\]\]"):
         observations_from_config(cfg, model)
     with pytest.raises(ObservationError, match="outside the model domain"):
         LinearObservations.at_points(model.grid, [[41.0]], 1.0)
     with pytest.raises(ObservationError, match="1 state component"):
-        observations_from_config(_cfg(observations={"all_points": True, "component": 1}), model)
+        observations_from_config(_cfg(observations=[{"type": "all_points", "component": 1}]), model)
     model.destroy()
 
 
@@ -68,7 +68,7 @@ def test_factory_builds_a_working_setup():
     obs = observations_from_config(cfg, model)
     assert obs.n_obs == 40 and np.allclose(obs.matrix.toarray(), np.eye(40))
     assert np.allclose(obs.locations[:, 0], np.arange(40))
-    pts = observations_from_config(_cfg(observations={"points": [[2.5], [39.5]], "error_std": [0.5, 1.0]}),
+    pts = observations_from_config(_cfg(observations=[{"type": "points", "points": [[2.5], [39.5]], "error_std": [0.5, 1.0]}]),
                                    model)
     assert np.allclose(pts.matrix.toarray()[0, 2:4], 0.5) and np.allclose(pts.matrix.toarray()[1, [39, 0]], 0.5)
     sch = schedule_from_config(cfg, model.dt)

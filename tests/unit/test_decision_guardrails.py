@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from twin.config.decision import DecisionConfig
+from twin.config.decision import decision_section_type
 from twin.core.errors import AssimilationError
 from twin.decision.guardrails import (Guardrails, GuardrailSettings, innovation_chi2, rank_flatness, read_flags)
 
@@ -102,7 +102,7 @@ def test_statistics_and_round_trip(tmp_path):
 
 
 def test_decision_schema():
-    cfg = DecisionConfig.model_validate({
+    cfg = decision_section_type().model_validate({
         "qois": ["burden"], "horizon": 70, "risk": {"measure": "cvar", "level": 0.9},
         "oncology": {"max_bed_normal": 100, "fraction_options": [20, 30, 40], "dose": {"min": 1.5, "max": 5},
                      "chemotherapy": {"start_options": [0, 14], "doses": 2}},
@@ -111,7 +111,7 @@ def test_decision_schema():
     assert cfg.oncology.max_dose == 5 and cfg.structure.limit.to("Pa") == pytest.approx(2.5e8)
     s = GuardrailSettings.from_config(cfg.guardrails)
     assert s.policy == "exclude" and s.cusum_h == 8
-    from twin.decision.oncology import TreatmentConstraints
+    from twin.kinds.tumour.decision import TreatmentConstraints
 
     tc = TreatmentConstraints.from_config(cfg.oncology)
     assert tc.chemo_start_options == (0.0, 14.0) and tc.chemo_doses == 2
@@ -124,4 +124,4 @@ def test_decision_schema():
            {"horizon": 1, "unknown": 1}]
     for b in bad:
         with pytest.raises(ValidationError):
-            DecisionConfig.model_validate(b)
+            decision_section_type().model_validate(b)

@@ -11,7 +11,7 @@ from twin.core.errors import ModelError
 from twin.decision.prediction import (PosteriorEnsemble, credible_interval, exceedance_probability,
                                       forecast_members, gaussian_superquantile, interval_coverage, risk, summarise,
                                       superquantile)
-from twin.models.linear import LinearAdvectionDiffusion
+from twin.kinds.linear.model import LinearAdvectionDiffusion
 
 COMM = MPI.COMM_SELF
 

@@ -10,9 +10,9 @@ from mpi4py import MPI
 from twin.core.errors import ModelError
 from twin.decision.prediction import PosteriorEnsemble
 from twin.decision.sensors import random_placement_variances
-from twin.decision.structures import gauge_placement, stress_exceedance
-from twin.models.structure import Material, StructureModel
-from twin.models.structure.loads import LoadCase
+from twin.kinds.structure.decision import gauge_placement, stress_exceedance
+from twin.kinds.structure import Material, StructureModel
+from twin.kinds.structure.loads import LoadCase
 
 COMM = MPI.COMM_SELF
 

@@ -29,7 +29,7 @@ CAMPAIGN = textwrap.dedent("""\
       N: 4
       inflation: {multiplicative: 1.02}
       schedule: {every: 1, cycles: 2}
-      observations: {component: 0, all_points: true, error_std: 1.0}
+      observations: [{type: all_points, component: 0, error_std: 1.0}]
     """)
 
 

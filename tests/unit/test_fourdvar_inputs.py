@@ -13,9 +13,9 @@ from twin.assimilation.fourdvar import FourDVar, Observation
 from twin.assimilation.tao import TaoSettings, minimise
 from twin.assimilation.var_control import ParameterControl
 from twin.config.assimilation_var import VarAssimilationConfig
-from twin.config.models.linear import LinearAdvectionDiffusionConfig
+from twin.kinds.linear.config import LinearAdvectionDiffusionConfig
 from twin.core.errors import AssimilationError, ModelError, ObservationError
-from twin.models.linear import LinearAdvectionDiffusion
+from twin.kinds.linear.model import LinearAdvectionDiffusion
 from twin.observations.base import LinearObservationOperator
 
 

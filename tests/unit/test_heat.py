@@ -9,10 +9,10 @@ import pytest
 from mpi4py import MPI
 from pydantic import ValidationError
 
-from twin.config.models.heat import HeatConfig
+from twin.kinds.heat.config import HeatConfig
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
-from twin.models.heat import Boundary, HeatModel
+from twin.kinds.heat.model import Boundary, HeatModel
 
 COMM = MPI.COMM_SELF
 

@@ -25,7 +25,7 @@ BASE = textwrap.dedent("""\
       method: etkf
       N: 4
       schedule: {every: 1, cycles: 2}
-      observations: {component: 0, all_points: true, error_std: 1.0}
+      observations: [{type: all_points, component: 0, error_std: 1.0}]
     resources:
       type: slurm
       partition: PARTITION

@@ -6,9 +6,9 @@ import pytest
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from twin.config.models.lorenz96 import Lorenz96Config
+from twin.kinds.lorenz96.config import Lorenz96Config
 from twin.core.errors import ModelError
-from twin.models.lorenz96 import BatchedForecast, Lorenz96, rk4_ensemble
+from twin.kinds.lorenz96.model import BatchedForecast, Lorenz96, rk4_ensemble
 from twin.models.registry import model_types
 
 N, DT, T1 = 40, 0.05, 0.5  # 10 RK4 steps

@@ -6,20 +6,20 @@ import pytest
 from mpi4py import MPI
 from pydantic import TypeAdapter, ValidationError
 
-from twin.config.observation_networks import Networks
+from twin.config.observation_networks import networks_type
 from twin.core.errors import ObservationError
-from twin.models.lorenz96 import Lorenz96
-from twin.models.shallow_water import ShallowWater
-from twin.models.structure import Material, StructureModel
-from twin.models.tumour import TumourModel, box_tissue
+from twin.kinds.lorenz96.model import Lorenz96
+from twin.kinds.shallow_water import ShallowWater
+from twin.kinds.structure import Material, StructureModel
+from twin.kinds.tumour import TumourModel, box_tissue
 from twin.core.grid import Grid
-from twin.observations.atmosphere import StationOperator, SwathOperator
-from twin.observations.imaging import CellularityOperator
+from twin.kinds.shallow_water.observations import StationOperator, SwathOperator
+from twin.kinds.tumour.imaging import CellularityOperator
 from twin.observations.networks import build
-from twin.observations.structure import strain_gauge_matrix
+from twin.kinds.structure.gauges import strain_gauge_matrix
 
 COMM = MPI.COMM_SELF
-NETWORKS = TypeAdapter(Networks)
+NETWORKS = TypeAdapter(networks_type())
 L = 1.2e6
 
 
@@ -31,12 +31,12 @@ def sw():
     m.destroy()
 
 
-def test_legacy_mapping_is_one_network():
-    nets = NETWORKS.validate_python({"points": [[1.0], [2.0]], "error_std": 0.5})
+def test_networks_are_typed():
+    nets = NETWORKS.validate_python({"type": "points", "points": [[1.0], [2.0]], "error_std": 0.5})
     assert len(nets) == 1 and nets[0].type == "points"
-    assert NETWORKS.validate_python({"all_points": True})[0].type == "all_points"
-    with pytest.raises(ValidationError, match="either 'points' or 'all_points"):
-        NETWORKS.validate_python({"component": 0})
+    with pytest.raises(ValidationError, match=r"observation networks are typed: write a list such as \[\{type: "
+                                              "all_points"):
+        NETWORKS.validate_python({"all_points": True, "component": 0})
     with pytest.raises(ValidationError, match="must be positive"):
         NETWORKS.validate_python([{"type": "stations", "points": [[0, 0]], "error_std": {"h": -1.0}}])
     with pytest.raises(ValidationError, match="one error_std"):
@@ -80,7 +80,7 @@ def test_bad_networks_are_named(sw):
     refuse([{"type": "imaging"}], "has no parameter 'theta'")
 
 
-def test_imaging_and_legacy_points():
+def test_imaging_and_points():
     grid = Grid(COMM, (12, 10), ((0, 12), (0, 10)), name="tum_net")
     values = dict(D_white=0.5, D_grey=0.1, k=0.1, theta=2.0, alpha=0.05, alpha_beta=10.0, kappa=0.0, half_life=1.0)
     model = TumourModel("tum_net", COMM, grid, box_tissue(grid.shape[::-1]), values, dt=0.5,
@@ -95,7 +95,7 @@ def test_imaging_and_legacy_points():
     x.destroy()
     model.destroy()
     l96 = Lorenz96("l96_net", COMM, n=40)
-    pts = build(NETWORKS.validate_python({"points": [[2.5], [39.5]], "error_std": [0.5, 1.0]}), l96)
+    pts = build(NETWORKS.validate_python([{"type": "points", "points": [[2.5], [39.5]], "error_std": [0.5, 1.0]}]), l96)
     assert np.allclose(pts.matrix.toarray()[1, [39, 0]], 0.5) and pts.error_std.tolist() == [0.5, 1.0]
     l96.destroy()
 

@@ -1,17 +1,17 @@
 """The compiled shallow-water kernels against the reference NumPy kernel: the forward tendencies the model runs
-(:mod:`twin.models.shallow_water.compiled`) equal :func:`~twin.models.shallow_water.kernel.tendency` to round-off, its
-ghost layer equals the DMDA's, and the compiled reverse sweep (:func:`~twin.models.shallow_water.reverse.tendency_vjp`)
+(:mod:`twin.kinds.shallow_water.compiled`) equal :func:`~twin.kinds.shallow_water.kernel.tendency` to round-off, its
+ghost layer equals the DMDA's, and the compiled reverse sweep (:func:`~twin.kinds.shallow_water.reverse.tendency_vjp`)
 is the transpose of the forward-mode (Dual) derivative of the reference kernel."""
 
 import numpy as np
 import pytest
 from mpi4py import MPI
 
-from twin.models.shallow_water import Bump, ShallowWater
-from twin.models.shallow_water.compiled import Halo
-from twin.models.shallow_water.jacobian import PARAMETER_NAMES
-from twin.models.shallow_water.kernel import Dual, tangent, tendency
-from twin.models.shallow_water.reverse import FlatGeometry, tendency_vjp
+from twin.kinds.shallow_water import Bump, ShallowWater
+from twin.kinds.shallow_water.compiled import Halo
+from twin.kinds.shallow_water.jacobian import PARAMETER_NAMES
+from twin.kinds.shallow_water.kernel import Dual, tangent, tendency
+from twin.kinds.shallow_water.reverse import FlatGeometry, tendency_vjp
 
 L = 2.0e6
 FULL = dict(tracer=Bump((L / 2, L / 3), L / 6, 1.0), topography=Bump((L / 3, L / 3), L / 8, 100.0),

@@ -7,12 +7,12 @@ import pytest
 from mpi4py import MPI
 from pydantic import ValidationError
 
-from twin.config.models.shallow_water import InitialConditionSpec, ShallowWaterConfig
+from twin.kinds.shallow_water.config import InitialConditionSpec, ShallowWaterConfig
 from twin.core.errors import ModelError, SolverError
-from twin.models.shallow_water import Bump, ShallowWater
-from twin.models.shallow_water.initial import INITIAL_CONDITIONS
-from twin.models.shallow_water.kernel import Dual, tangent, tendency
-from twin.models.shallow_water.stability import imaginary_stability_limit
+from twin.kinds.shallow_water import Bump, ShallowWater
+from twin.kinds.shallow_water.initial import INITIAL_CONDITIONS
+from twin.kinds.shallow_water.kernel import Dual, tangent, tendency
+from twin.kinds.shallow_water.stability import imaginary_stability_limit
 
 L = 2.0e6
 

@@ -6,9 +6,9 @@ import pytest
 from mpi4py import MPI
 
 from twin.core.errors import ObservationError
-from twin.models.shallow_water import Bump, ShallowWater
-from twin.models.shallow_water.staggering import coordinates
-from twin.observations.atmosphere import GriddedSubsetOperator, StationOperator, SwathOperator, swath_points
+from twin.kinds.shallow_water import Bump, ShallowWater
+from twin.kinds.shallow_water.staggering import coordinates
+from twin.kinds.shallow_water.observations import GriddedSubsetOperator, StationOperator, SwathOperator, swath_points
 
 L = 1.2e6
 

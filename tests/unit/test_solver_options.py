@@ -37,7 +37,7 @@ CASES = {
 def _section(kind: str, solver: dict):
     path, name, _, _ = CASES[kind]
     if path is None:
-        from twin.config.models.linear import LinearAdvectionDiffusionConfig
+        from twin.kinds.linear.config import LinearAdvectionDiffusionConfig
 
         return name, LinearAdvectionDiffusionConfig(type="linear_advection_diffusion", n=16, solver=solver)
     cfg = load_campaign(ROOT / "configs" / path).config.models[name]

@@ -7,11 +7,11 @@ import pytest
 from mpi4py import MPI
 from pydantic import ValidationError
 
-from twin.config.models.structure import StructureConfig
+from twin.kinds.structure.config import StructureConfig
 from twin.core.errors import ModelError, ObservationError
-from twin.models.structure import Material, StructureModel
-from twin.models.structure.elements import ReferenceElement, constitutive_matrix, strain_matrix
-from twin.models.structure.loads import LoadCase, TimeFunction
+from twin.kinds.structure import Material, StructureModel
+from twin.kinds.structure.elements import ReferenceElement, constitutive_matrix, strain_matrix
+from twin.kinds.structure.loads import LoadCase, TimeFunction
 
 COMM = MPI.COMM_SELF
 STEEL = Material(E0=200e9, nu=0.3, rho=7800.0)
@@ -106,7 +106,7 @@ def test_bad_inputs_are_refused_before_any_solve():
 
 
 def test_observation_points_outside_are_refused():
-    from twin.observations.structure import StrainGauges
+    from twin.kinds.structure.gauges import StrainGauges
 
     m = StructureModel("s", COMM, (4, 2), ((0, 2), (0, 1)), STEEL, {"left": "clamped"})
     with pytest.raises(ObservationError, match="outside"):
@@ -210,7 +210,7 @@ def test_dynamic_config_with_wind_history_runs_and_reports_qois():
 
 
 def test_exceedance_probability():
-    from twin.models.structure.qoi import exceedance_probability
+    from twin.kinds.structure.qoi import exceedance_probability
 
     assert exceedance_probability([1.0, 2.0, 3.0, 4.0], 2.5) == 0.5
     with pytest.raises(ValueError):

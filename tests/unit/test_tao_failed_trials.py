@@ -16,7 +16,7 @@ from twin.observations.base import LinearObservationOperator
 
 
 def _functional():
-    from twin.models.linear import LinearAdvectionDiffusion
+    from twin.kinds.linear.model import LinearAdvectionDiffusion
 
     m = LinearAdvectionDiffusion("tao_nf", MPI.COMM_SELF, n=24, dt=0.01, velocity=0.5, diffusivity=0.01)
     H = LinearObservationOperator(m.grid, sp.identity(24, format="csr"), 0.05)
@@ -86,7 +86,7 @@ def test_a_trial_point_whose_parameter_transform_overflows_is_rejected():
     replicates with "parameter k must be finite")."""
     from twin.assimilation.var_control import ParameterControl
     from twin.core.errors import SolverError
-    from twin.models.linear import LinearAdvectionDiffusion
+    from twin.kinds.linear.model import LinearAdvectionDiffusion
 
     m = LinearAdvectionDiffusion("tao_ovf", MPI.COMM_SELF, n=16, dt=0.01, velocity=0.5, diffusivity=0.01)
     H = LinearObservationOperator(m.grid, sp.identity(16, format="csr"), 0.05)

@@ -10,11 +10,11 @@ import pytest
 import xarray as xr
 from mpi4py import MPI
 
-from twin.config.models.tumour import TumourConfig
+from twin.kinds.tumour.config import TumourConfig
 from twin.core.errors import ModelError, ObservationError
 from twin.core.grid import Grid
-from twin.observations.synthetic_patient import generate_patient
-from twin.observations.imaging import (CellularityOperator, TumourVolumeOperator, read_nifti, read_visits,
+from twin.kinds.tumour.synthetic_patient import generate_patient
+from twin.kinds.tumour.imaging import (CellularityOperator, TumourVolumeOperator, read_nifti, read_visits,
                                        write_visits)
 
 COMM = MPI.COMM_SELF

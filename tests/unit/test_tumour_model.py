@@ -7,15 +7,15 @@ import pytest
 from mpi4py import MPI
 from pydantic import ValidationError
 
-from twin.config.models.tumour import TumourConfig
+from twin.kinds.tumour.config import TumourConfig
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.petsc import set_options
 from twin.models.registry import model_types
-from twin.models.tumour import TreatmentPlan, TumourModel, box_tissue, survival_fraction
-from twin.models.tumour.phantom import Tissue
-from twin.models.tumour.qoi import time_to_progression
-from twin.models.tumour.treatment import lq_exponent
+from twin.kinds.tumour import TreatmentPlan, TumourModel, box_tissue, survival_fraction
+from twin.kinds.tumour.phantom import Tissue
+from twin.kinds.tumour.qoi import time_to_progression
+from twin.kinds.tumour.treatment import lq_exponent
 
 COMM = MPI.COMM_SELF
 

@@ -26,7 +26,7 @@ from twin.assimilation.ensemble import ETKF, EnKF
 from twin.assimilation.inflation import Inflation
 from twin.assimilation.letkf import LETKF, Geometry
 from twin.assimilation.transforms import ControlParameter, ControlVector
-from twin.models.lorenz96 import BatchedForecast
+from twin.kinds.lorenz96.model import BatchedForecast
 
 NX, F, DT = 40, 8.0, 0.05
 

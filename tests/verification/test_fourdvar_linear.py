@@ -21,7 +21,7 @@ from twin.assimilation.tao import TaoSettings, minimise
 from twin.assimilation.var_control import ParameterControl
 from twin.assimilation.verify import taylor_rates
 from twin.config.common import LogNormalPrior, NormalPrior
-from twin.models.linear import LinearAdvectionDiffusion
+from twin.kinds.linear.model import LinearAdvectionDiffusion
 from twin.observations.base import LinearObservationOperator, interpolation_matrix
 
 N = 24

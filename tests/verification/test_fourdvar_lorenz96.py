@@ -28,7 +28,7 @@ from twin.assimilation.fourdvar import FourDVar, Observation
 from twin.assimilation.fourdvar_cycle import FourDVarCycle
 from twin.assimilation.tao import TaoSettings
 from twin.assimilation.var_control import ParameterControl
-from twin.models.lorenz96 import Lorenz96, rk4_ensemble
+from twin.kinds.lorenz96.model import Lorenz96, rk4_ensemble
 from twin.observations.base import LinearObservationOperator
 
 PUBLISHED = {1: 0.46, 2: 0.39, 4: 0.37}

@@ -27,7 +27,7 @@ def synthetic_observations(model, H, times, std, rng, perturb):
 
 
 def test_taylor_shallow_water_state_and_drag():
-    sw = pytest.importorskip("twin.models.shallow_water")
+    sw = pytest.importorskip("twin.kinds.shallow_water")
     L = 2.0e6
     model = sw.ShallowWater("sw4dvar", MPI.COMM_SELF, (12, 9), ((0, L), (0, 0.75 * L)), dt=120.0, mean_depth=1000.0,
                             parameters={"drag": 1e-5, "forcing_amplitude": 1e-5, "beta": 1e-11},
@@ -52,7 +52,7 @@ def test_taylor_shallow_water_state_and_drag():
 
 
 def test_taylor_tumour_state_k_field_and_diffusivity():
-    tm = pytest.importorskip("twin.models.tumour")
+    tm = pytest.importorskip("twin.kinds.tumour")
     from twin.core.grid import Grid
     from twin.core.petsc import set_options
 

@@ -14,7 +14,7 @@ import numpy as np
 from twin.assimilation.ensemble import ETKF
 from twin.assimilation.inflation import Inflation
 from twin.decision.guardrails import GuardedAnalysis, Guardrails, GuardrailSettings
-from twin.models.lorenz96 import rk4_ensemble
+from twin.kinds.lorenz96.model import rk4_ensemble
 
 ONSET, RATE, FAULTY, CYCLES = 100, 0.1, 13, 300
 DETECT_WITHIN = 25

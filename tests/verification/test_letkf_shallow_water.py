@@ -68,8 +68,8 @@ from twin.assimilation.cycle import EnsembleCycle, ModelForecast, ObservationSch
 from twin.observations.base import LinearObservations
 from twin.assimilation.inflation import Inflation
 from twin.assimilation.letkf import LETKF, Geometry
-from twin.models.shallow_water import ShallowWater
-from twin.observations.atmosphere import StationOperator
+from twin.kinds.shallow_water import ShallowWater
+from twin.kinds.shallow_water.observations import StationOperator
 
 L, NC = 1.6e6, 16
 VARIABLES = ("h", "u", "v")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from twin.coupling.examples import gather_partitioned, heat_model, partitioned_heat
+from twin.kinds.heat.examples import gather_partitioned, heat_model, partitioned_heat
 
 COMM = MPI.COMM_SELF
 GAUSSIAN = {"kind": "gaussian", "center": [0.4, 0.3], "width": 0.08}

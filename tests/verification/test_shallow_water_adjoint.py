@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from twin.models.shallow_water import Bump, ShallowWater
+from twin.kinds.shallow_water import Bump, ShallowWater
 
 L = 2.0e6
 

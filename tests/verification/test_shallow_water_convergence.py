@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from twin.models.shallow_water import Bump, ShallowWater
-from twin.models.shallow_water.staggering import coordinates
+from twin.kinds.shallow_water import Bump, ShallowWater
+from twin.kinds.shallow_water.staggering import coordinates
 
 L, H, G, F0, DRAG, AMP = 1.0e6, 1000.0, 9.81, 1.0e-4, 1.0e-5, 1.0e-5
 K = 2 * np.pi / L

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from twin.models.structure import Material, StructureModel
-from twin.models.structure.loads import LoadCase, TimeFunction
-from twin.observations.structure import Accelerometers, DisplacementSensors, StrainGauges
+from twin.kinds.structure import Material, StructureModel
+from twin.kinds.structure.loads import LoadCase, TimeFunction
+from twin.kinds.structure.gauges import Accelerometers, DisplacementSensors, StrainGauges
 
 COMM = MPI.COMM_SELF
 GAUGES = np.array([[0.5, 0.2], [1.7, 0.8], [3.1, 0.5], [2.2, 0.05]])

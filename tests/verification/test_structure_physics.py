@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from twin.models.structure import Material, StructureModel
-from twin.models.structure.loads import LoadCase, TimeFunction
+from twin.kinds.structure import Material, StructureModel
+from twin.kinds.structure.loads import LoadCase, TimeFunction
 
 COMM = MPI.COMM_SELF
 

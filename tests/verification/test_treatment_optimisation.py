@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from twin.config.models.tumour import TumourConfig
+from twin.kinds.tumour.config import TumourConfig
 from twin.core.errors import ModelError
-from twin.decision.oncology import (Regimen, TreatmentConstraints, TreatmentObjective, bed, cohort_comparison,
+from twin.kinds.tumour.decision import (Regimen, TreatmentConstraints, TreatmentObjective, bed, cohort_comparison,
                                     max_dose_for_bed, optimise_treatment)
 from twin.decision.prediction import PosteriorEnsemble
 from twin.decision.records import read_decision, write_decision
-from twin.models.tumour import TumourModel
+from twin.kinds.tumour import TumourModel
 
 COMM = MPI.COMM_SELF
 HORIZON = 70.0

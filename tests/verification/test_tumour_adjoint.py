@@ -13,7 +13,7 @@ from mpi4py import MPI
 
 from twin.core.grid import Grid
 from twin.core.petsc import set_options
-from twin.models.tumour import TreatmentPlan, TumourModel, brain_phantom
+from twin.kinds.tumour import TreatmentPlan, TumourModel, brain_phantom
 
 T0, T1 = 0.0, 6.0
 

@@ -34,10 +34,10 @@ from twin.assimilation.fourdvar import FourDVar, Observation
 from twin.assimilation.laplace import LaplacePosterior, low_rank_hessian
 from twin.assimilation.tao import TaoSettings, minimise
 from twin.assimilation.var_control import ParameterControl
-from twin.config.models.tumour import TumourConfig
-from twin.models.tumour.model import TumourModel
-from twin.observations.imaging import CellularityOperator
-from twin.observations.synthetic_patient import generate_patient
+from twin.kinds.tumour.config import TumourConfig
+from twin.kinds.tumour.model import TumourModel
+from twin.kinds.tumour.imaging import CellularityOperator
+from twin.kinds.tumour.synthetic_patient import generate_patient
 
 VISITS = (10.0, 20.0, 30.0)
 Z90 = 1.6448536269514722

@@ -11,8 +11,8 @@ from mpi4py import MPI
 
 from twin.core.grid import Grid
 from twin.core.petsc import set_options
-from twin.models.tumour import TreatmentPlan, TumourModel, brain_phantom
-from twin.models.tumour.phantom import Tissue, box_tissue
+from twin.kinds.tumour import TreatmentPlan, TumourModel, brain_phantom
+from twin.kinds.tumour.phantom import Tissue, box_tissue
 
 L = 10.0
 DW, DG, K, THETA, KAPPA, HALF = 0.8, 0.2, 0.7, 1.0, 0.4, 2.0

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from twin.campaign import layout
+from twin.core.errors import ConfigError
 
 HEARTBEAT_FILE = "driver.json"
 #: seconds after which a driver heartbeat from another host counts as dead
@@ -113,14 +113,18 @@ def driver_state(run_dir) -> str:
 
 
 def _sizes(exp_dir: Path) -> tuple[int | None, int | None]:
-    """Number of cycles and members from ``experiment.yaml`` (plain YAML, not validated: fast and MPI-free)."""
+    """Number of cycles and members from ``experiment.yaml``, read through the campaign schema (MPI-free); ``None``
+    for what an unreadable or assimilation-free file does not say."""
+    from twin.config.loader import load_campaign
+
     try:
-        data = yaml.safe_load(layout.config_file(exp_dir).read_text()) or {}
-        a = data.get("assimilation") or {}
-        cycles = (a.get("schedule") or {}).get("cycles", a.get("cycles"))  # filters and ES-MDA; 4D-Var windows
-        return (None if cycles is None else int(cycles)), (None if a.get("N") is None else int(a["N"]))
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        a = load_campaign(layout.config_file(exp_dir)).config.assimilation
+    except (ConfigError, OSError):
         return None, None
+    schedule = getattr(a, "schedule", None)
+    cycles = getattr(schedule, "cycles", None) if schedule is not None else getattr(a, "cycles", None)
+    members = getattr(a, "N", None)
+    return (None if cycles is None else int(cycles)), (None if members is None else int(members))
 
 
 def experiment_status(exp_dir, driver_alive: bool = False) -> ExperimentStatus:

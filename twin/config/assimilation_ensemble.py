@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from twin.config.common import Strict
-from twin.config.observation_networks import Networks
+from twin.config.observation_networks import networks_type
 
 
 class InflationSpec(Strict):
@@ -103,7 +103,7 @@ class EnsembleAssimilationConfig(Strict):
     rotate: bool = False
     seed: int = Field(0, ge=0)
     schedule: ScheduleSpec
-    observations: Networks
+    observations: networks_type()
     background_std: float | None = Field(default=None, gt=0)
     esmda_alphas: list[float] | None = None
     ranks_per_member: int = Field(1, ge=1, le=4096)

@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from twin.config.common import SolverOptions, Strict, _check_solver
-from twin.config.observation_networks import Networks
+from twin.config.observation_networks import networks_type
 from twin.core.errors import AssimilationError
 
 
@@ -132,7 +132,7 @@ class VarAssimilationConfig(Strict):
     tao: TaoSpec = Field(default_factory=TaoSpec)
     laplace: LaplaceSpec | None = None
     seed: int = Field(0, ge=0)
-    observations: Networks | None = None
+    observations: networks_type() | None = None
 
     @model_validator(mode="after")
     def _consistent(self):

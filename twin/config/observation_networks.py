@@ -16,20 +16,19 @@ Types:
 * ``points``: state component ``component`` (or ``variable``, a name of the model's ``state_names``) interpolated at
   ``points``;
 * ``all_points``: every grid point of ``component`` (or ``variable``);
-* ``stations`` / ``swath`` / ``gridded``: the shallow-water operators of :mod:`twin.observations.atmosphere`
+* ``stations`` / ``swath`` / ``gridded``: the shallow-water operators of :mod:`twin.kinds.shallow_water.observations`
   (staggered variables ``h, u, v``);
-* ``imaging``: tumour cellularity averaged over imaging voxels (:class:`twin.observations.imaging.CellularityOperator`;
+* ``imaging``: tumour cellularity averaged over imaging voxels (:class:`twin.kinds.tumour.imaging.CellularityOperator`;
   ``theta`` defaults to the model's carrying capacity);
 * ``strain_gauges``: normal strain along ``angles`` (degrees from the x axis) at ``points``
-  (:class:`twin.observations.structure.StrainGauges`).
+  (:class:`twin.kinds.structure.gauges.StrainGauges`).
 
 Common keys: ``name``, ``error_std``, ``units``; ``model``: in a coupled campaign, the component observed (its
 positions, variables and units; the rows act on that component's block of the coupled state); ``fault``: a sensor
 fault injected into the synthetic observations of the twin experiment, e.g. a drifting strain gauge
 ``fault: {sensor: 3, drift_per_cycle: 2.0e-7}`` (:class:`SensorFault`), to exercise the guardrails.
 
-The legacy single mapping without ``type`` (``{component: 0, points: [...], error_std: 1.0}`` or ``{all_points:
-true}``) is read as one ``points``/``all_points`` network.
+A single network may be given as a mapping instead of a list of one.
 """
 
 from __future__ import annotations
@@ -57,7 +56,9 @@ class SensorFault(Strict):
     start: int = Field(default=0, ge=0)
 
 
-class _Network(Strict):
+class NetworkBase(Strict):
+    """Keys every network has (a kind's network section derives from it)."""
+
     name: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
     error_std: ErrorStd = 1.0
     units: Units | None = None
@@ -81,7 +82,7 @@ class _Network(Strict):
         return float(sum(values) / len(values))
 
 
-class _Component(_Network):
+class _Component(NetworkBase):
     component: int | None = Field(default=None, ge=0)
     variable: str | None = None
 
@@ -114,107 +115,41 @@ class AllPointsNetwork(_Component):
     type: Literal["all_points"] = "all_points"
 
 
-class StationsNetwork(_Network):
-    type: Literal["stations"]
-    points: list[list[float]] = Field(min_length=1)
-    variables: list[str] = Field(default_factory=lambda: ["h"], min_length=1)
+#: the network types every model has; the kinds add theirs (:meth:`twin.core.kinds.TwinKind.network_types`)
+GENERAL_NETWORKS = (PointsNetwork, AllPointsNetwork)
 
 
-class SwathNetwork(_Network):
-    type: Literal["swath"]
-    start: list[float] = Field(min_length=2, max_length=2)
-    heading: float
-    length: float = Field(ge=0)
-    spacing: float = Field(gt=0)
-    width: float = Field(0.0, ge=0)
-    n_across: int = Field(1, ge=1, le=10_000)
-    variables: list[str] = Field(default_factory=lambda: ["h"], min_length=1)
-    edge_error_factor: float = Field(1.0, ge=1)
+def network_classes() -> list[type]:
+    """The configuration class of every network type: the general ones and those of the installed kinds."""
+    from twin.core.kinds import network_types
 
-    @field_validator("error_std")
-    @classmethod
-    def _scalar(cls, v):
-        if not isinstance(v, (int, float)):
-            raise ValueError("a swath takes one error_std (scaled across the track by edge_error_factor)")
-        return v
-
-    @model_validator(mode="after")
-    def _points(self):
-        along = self.length / self.spacing
-        if along * self.n_across > MAX_POINTS:
-            raise ValueError(f"the swath has {along:.3g} x {self.n_across} points (length / spacing x n_across), "
-                             f"more than {MAX_POINTS}: take a larger spacing")
-        return self
+    return [*GENERAL_NETWORKS, *(n.config for n in network_types().values())]
 
 
-class GriddedNetwork(_Network):
-    type: Literal["gridded"]
-    variables: list[str] = Field(default_factory=lambda: ["h"], min_length=1)
-    stride: list[int] = Field(default_factory=lambda: [1, 1], min_length=2, max_length=2)
-    region: list[list[float]] | None = None
+def network_type_names() -> list[str]:
+    return [cls.model_fields["type"].annotation.__args__[0] for cls in network_classes()]
 
 
-class ImagingNetwork(_Network):
-    type: Literal["imaging"]
-    theta: float | None = Field(default=None, gt=0)
-    resolution: list[float] | None = None
-    roi: list[list[float]] | None = None
-
-    @field_validator("error_std")
-    @classmethod
-    def _scalar(cls, v):
-        if not isinstance(v, (int, float)):
-            raise ValueError("imaging takes one error_std (cellularity noise, dimensionless)")
-        return v
-
-
-class StrainGaugesNetwork(_Network):
-    type: Literal["strain_gauges"]
-    points: list[list[float]] = Field(min_length=1)
-    angles: list[float] = Field(min_length=1, description="degrees from the x axis")
-
-    @model_validator(mode="after")
-    def _angles(self):
-        if len(self.angles) not in (1, len(self.points)):
-            raise ValueError(f"{len(self.angles)} angles for {len(self.points)} gauges (give one, or one per gauge)")
-        return self
-
-
-Network = Annotated[Union[PointsNetwork, AllPointsNetwork, StationsNetwork, SwathNetwork, GriddedNetwork,
-                          ImagingNetwork, StrainGaugesNetwork], Field(discriminator="type")]
-
-NETWORK_TYPES = ("points", "all_points", "stations", "swath", "gridded", "imaging", "strain_gauges")
-
-
-def legacy_to_networks(value: Any) -> Any:
-    """Read the legacy single mapping (no ``type``: ``component``/``points``/``all_points``) as a one-network list."""
-    if isinstance(value, dict) and "type" not in value:
-        v = dict(value)
-        if v.pop("all_points", None) is True and "points" not in v:
-            v["type"] = "all_points"
-        elif "points" in v:
-            v["type"] = "points"
-            if "all_points" in value:
-                raise ValueError("give either 'points' or 'all_points: true'")
-        else:
-            raise ValueError("give either 'points' or 'all_points: true' (or a list of typed networks: "
-                             f"type one of {', '.join(NETWORK_TYPES)})")
-        return [v]
+def as_list(value: Any) -> Any:
+    """One typed network may be given as a mapping instead of a one-element list; an untyped mapping (the form of
+    files older than typed networks) is refused with the form to write instead."""
     if isinstance(value, dict):
+        if "type" not in value:
+            raise ValueError("observation networks are typed: write a list such as [{type: all_points, component: 0, "
+                             "error_std: 1.0}] or [{type: points, points: [[2.5]], error_std: 1.0}] (network types: "
+                             f"{', '.join(network_type_names())})")
         return [value]
     return value
 
 
 def representative_error(networks) -> float:
-    """Mean error standard deviation over the networks (the legacy default background spread)."""
+    """Mean error standard deviation over the networks (the default background spread)."""
     return float(sum(n.scalar_error() for n in networks) / len(networks))
 
 
-def _networks_type():
+def networks_type():
+    """The type of ``assimilation.observations``: a list of networks of the general and the kinds' types."""
     from pydantic import BeforeValidator
 
-    return Annotated[list[Network], BeforeValidator(legacy_to_networks), Field(min_length=1)]
-
-
-#: the type of ``assimilation.observations``: a list of networks (or the legacy single mapping)
-Networks = _networks_type()
+    network = Annotated[Union[tuple(network_classes())], Field(discriminator="type")]
+    return Annotated[list[network], BeforeValidator(as_list), Field(min_length=1)]

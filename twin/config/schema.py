@@ -30,12 +30,16 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from twin.config.common import Strict, Units, _check_units, at
-from twin.config.decision import DecisionConfig
+from twin.config.decision import decision_section_type
 from twin.config.experiments import ExperimentsConfig
 from twin.config.limits import LimitsConfig, check_limits
 from twin.config.messages import short
-from twin.config.models import model_section_type
-from twin.config.sections import assimilation_section_type, coupling_section_type, observation_section_type
+from twin.config.sections import (
+    assimilation_section_type,
+    coupling_section_type,
+    model_section_type,
+    observation_section_type,
+)
 from twin.core.units import compatible
 
 SCHEMA_VERSION = 1
@@ -198,6 +202,7 @@ def campaign_type():
     Coupling = coupling_section_type()
     Observation = observation_section_type()
     Assimilation = assimilation_section_type()
+    DecisionConfig = decision_section_type()
 
     class Campaign(Strict):
         schema_version: Literal[1]

@@ -79,3 +79,18 @@ def assimilation_section_type():
     if len(classes) == 1:
         return classes[0]
     return Annotated[Union[tuple(classes)], Field(discriminator="method")]
+
+
+def model_configs() -> list[type]:
+    """The configuration section of every model type of the installed kinds (:mod:`twin.core.kinds`)."""
+    from twin.core.kinds import model_types
+
+    return [mt.config for mt in model_types().values()]
+
+
+def model_section_type():
+    """The discriminated union (on ``type``) of the model sections of every installed kind."""
+    classes = model_configs()
+    if len(classes) == 1:
+        return classes[0]
+    return Annotated[Union[tuple(classes)], Field(discriminator="type")]

@@ -173,5 +173,5 @@ def setup_logging(rank: int = 0, size: int = 1, verbose: bool = False, logfile: 
 
 
 def get_logger(name: str) -> logging.Logger:
-    """A logger under the ``twin`` hierarchy (``twin.models.tumour`` etc.)."""
+    """A logger under the ``twin`` hierarchy (``twin.kinds.tumour`` etc.)."""
     return logging.getLogger(name if name.startswith("twin") else f"twin.{name}")

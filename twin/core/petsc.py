@@ -112,7 +112,7 @@ def trajectory_in_memory() -> Iterator[None]:
     scoped global option. File trajectories cost 5x a forward run for small models (the shallow-water gradient was 9
     forward runs with them, 2.8 in memory). A memory trajectory starts the adjoint from the TS's current solution
     instead of restoring the last step: a TS must keep its own solution vector until its adjoint has run
-    (:mod:`twin.models.tumour.adjoint` says what went wrong when it did not).
+    (:mod:`twin.kinds.tumour.adjoint` says what went wrong when it did not).
     """
     from petsc4py import PETSc
 

@@ -1,3 +1,2 @@
-"""Model types. Importing this package registers the built-in models (see :mod:`twin.models.registry`)."""
-
-from twin.models import heat, linear, lorenz96, shallow_water, structure, tumour  # noqa: F401  (registration by import)
+"""The model contract (:mod:`.base`), priors (:mod:`.priors`) and the model registry (:mod:`.registry`). The models
+themselves live in the twin kinds (``twin/kinds/<kind>/``), found through entry points (:mod:`twin.core.kinds`)."""

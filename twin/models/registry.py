@@ -1,32 +1,28 @@
-"""Registry of model types: the YAML ``type:`` of a model names a class registered here."""
+"""Model types: the YAML ``type:`` of a model names a model class declared by an installed twin kind
+(:mod:`twin.core.kinds`)."""
 
 from __future__ import annotations
 
 from typing import Callable
 
+from twin.core import kinds
 from twin.core.errors import ConfigError
-
-_MODELS: dict[str, type] = {}
 
 
 def register_model(type_name: str) -> Callable[[type], type]:
-    """Class decorator: make a :class:`~twin.models.base.Model` subclass available as ``type: <type_name>``."""
+    """Class decorator: the model class answers to ``type: <type_name>`` (its kind's :class:`~twin.core.kinds
+    .ModelType` declares it to the registry)."""
 
     def deco(cls: type) -> type:
-        if type_name in _MODELS and _MODELS[type_name] is not cls:
-            raise ValueError(f"model type {type_name!r} registered twice")
         cls.type_name = type_name
-        _MODELS[type_name] = cls
         return cls
 
     return deco
 
 
 def model_types() -> dict[str, type]:
-    """All registered model types (importing :mod:`twin.models` registers the built-in ones)."""
-    import twin.models  # noqa: F401  (registers built-in models)
-
-    return dict(_MODELS)
+    """Every model class of the installed kinds by type name (imports the kinds' model modules)."""
+    return {name: mt.model() for name, mt in kinds.model_types().items()}
 
 
 def create_model(name: str, config, comm):
@@ -36,8 +32,12 @@ def create_model(name: str, config, comm):
     prefix ``<name>_`` before it builds its solvers; its own defaults then fill only what neither the user nor the
     command line set (:func:`twin.core.petsc.set_default_options`), so the order never matters.
     """
-    types = model_types()
-    cls = types.get(config.type)
-    if cls is None:
+    types = kinds.model_types()
+    mt = types.get(config.type)
+    if mt is None:
         raise ConfigError(f"models.{name}.type: unknown model type {config.type!r}; known: {sorted(types)}")
+    cls = mt.model()
+    if getattr(cls, "type_name", None) != config.type:
+        raise ConfigError(f"model type {config.type!r}: its class {cls.__qualname__} answers to "
+                          f"{getattr(cls, 'type_name', None)!r}; decorate it with register_model({config.type!r})")
     return cls.from_config(name, config, comm)

@@ -226,7 +226,7 @@ class LinearObservations:
         return self.matrix.shape[0]
 
     @classmethod
-    def at_points(cls, grid, points, error_std, component: int = 0, name: str = "stations") -> "LinearObservations":
+    def at_points(cls, grid, points, error_std, component: int = 0, name: str = "points") -> "LinearObservations":
         """Point observations of one state component interpolated on ``grid``; refuses points outside the domain."""
         points = np.atleast_2d(np.asarray(points, dtype=float))
         return cls(interpolation_matrix(grid, points, component), error_std, points, name)

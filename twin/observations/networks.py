@@ -6,8 +6,9 @@ with its error standard deviations and positions; the campaign assimilates the n
 ``network_slices`` of the result says which rows belong to which network (diagnostics, guardrails).
 
 Every check runs here, before any forecast: positions inside the model domain (after unit conversion), components
-and variables the model has, network types that fit the model (imaging needs a carrying capacity, shallow-water
-variables need the staggered grid), and unique network names.
+and variables the model has, and unique network names. The network types of the kinds are built by the kinds'
+``build`` (:class:`twin.core.kinds.NetworkType`), with the helpers here (:func:`positions`, :func:`scale`,
+:func:`from_operator`), and check that they fit the model.
 """
 
 from __future__ import annotations
@@ -19,36 +20,43 @@ import scipy.sparse as sp
 
 from twin.core.errors import ObservationError
 from twin.core.units import convert
-from twin.observations.base import LinearObservations, grid_points, interpolation_matrix, natural_index
+from twin.observations.base import (
+    LinearObservations,
+    grid_points,
+    interpolation_matrix,
+    natural_index,
+)
 
 
-def _where(i: int) -> str:
+def where(i: int) -> str:
+    """The YAML path of network ``i`` (for error messages)."""
     return f"assimilation.observations[{i}]"
 
 
-def _positions(values, spec, model, i: int, what: str = "points") -> np.ndarray:
+def positions(values, spec, model, i: int, what: str = "points") -> np.ndarray:
     """Positions of a network in the model's length units; refuses wrong dimensions and points outside."""
     p = np.atleast_2d(np.asarray(values, dtype=float))
     grid = model.grid
     if p.shape[1] != grid.dim:
-        raise ObservationError(f"{_where(i)}.{what}: {p.shape[1]} coordinates for a {grid.dim}-D domain")
+        raise ObservationError(f"{where(i)}.{what}: {p.shape[1]} coordinates for a {grid.dim}-D domain")
     if spec.units:
         try:
             p = p * float(convert(1.0, spec.units, model.length_units))
         except ValueError as exc:
-            raise ObservationError(f"{_where(i)}.units: {exc}") from None
+            raise ObservationError(f"{where(i)}.units: {exc}") from None
     if not np.all(np.isfinite(p)):
-        raise ObservationError(f"{_where(i)}.{what}: positions must be finite")
+        raise ObservationError(f"{where(i)}.{what}: positions must be finite")
     inside = grid.contains(p)
     if not inside.all():
         j = int(np.flatnonzero(~inside)[0])
         given = f" (in {spec.units})" if spec.units else ""
-        raise ObservationError(f"{_where(i)}.{what}[{j}] = {np.asarray(values)[j].tolist()}{given} lies outside "
+        raise ObservationError(f"{where(i)}.{what}[{j}] = {np.asarray(values)[j].tolist()}{given} lies outside "
                                f"the model domain {[list(e) for e in grid.extent]} (in {model.length_units})")
     return p
 
 
-def _scale(spec, model) -> float:
+def scale(spec, model) -> float:
+    """Factor from the network's ``units`` to the model's length units."""
     return float(convert(1.0, spec.units, model.length_units)) if spec.units else 1.0
 
 
@@ -57,16 +65,17 @@ def _component(spec, model, i: int) -> int:
     if spec.variable is not None:
         names = list(getattr(model, "state_names", ()))
         if spec.variable not in names:
-            raise ObservationError(f"{_where(i)}.variable: '{spec.variable}' is not a state variable of model "
+            raise ObservationError(f"{where(i)}.variable: '{spec.variable}' is not a state variable of model "
                                    f"'{model.name}'; it has {names}")
         return names.index(spec.variable)
     c = 0 if spec.component is None else int(spec.component)
     if c >= dof:
-        raise ObservationError(f"{_where(i)}.component: the model has {dof} state component(s), got component {c}")
+        raise ObservationError(f"{where(i)}.component: the model has {dof} state component(s), got component {c}")
     return c
 
 
-def _from_operator(op, name: str) -> LinearObservations:
+def from_operator(op, name: str) -> LinearObservations:
+    """The matrix, errors and positions of an observation operator object, which is then destroyed."""
     try:
         return LinearObservations(op.matrix, op.error_std, op.locations, name)
     finally:
@@ -77,7 +86,7 @@ def _build_one(spec, model, i: int, name: str) -> LinearObservations:
     grid = model.grid
     kind = spec.type
     if kind == "points":
-        pts = _positions(spec.points, spec, model, i)
+        pts = positions(spec.points, spec, model, i)
         return LinearObservations(interpolation_matrix(grid, pts, _component(spec, model, i)), spec.error_std, pts,
                                   name)
     if kind == "all_points":
@@ -87,47 +96,12 @@ def _build_one(spec, model, i: int, name: str) -> LinearObservations:
         m = cols.size
         H = sp.csr_matrix((np.ones(m), (np.arange(m), cols)), shape=(m, grid.size * grid.dof))
         return LinearObservations(H, spec.error_std, grid_points(grid), name)
-    if kind in ("stations", "swath", "gridded"):
-        from twin.observations import atmosphere
+    from twin.core.kinds import network_types
 
-        err = spec.error_std
-        if kind == "stations":
-            pts = _positions(spec.points, spec, model, i)
-            op = atmosphere.StationOperator(grid, pts, spec.variables, err, name=name)
-        elif kind == "swath":
-            s = _scale(spec, model)
-            op = atmosphere.SwathOperator(grid, np.asarray(spec.start) * s, spec.heading, spec.length * s,
-                                          spec.spacing * s, spec.width * s, spec.n_across, spec.variables,
-                                          float(err), spec.edge_error_factor, name=name)
-        else:
-            s = _scale(spec, model)
-            region = None if spec.region is None else (np.asarray(spec.region) * s).tolist()
-            op = atmosphere.GriddedSubsetOperator(grid, spec.variables, spec.stride, region, err, name=name)
-        return _from_operator(op, name)
-    if kind == "imaging":
-        from twin.observations.imaging import CellularityOperator
-
-        theta = spec.theta
-        if theta is None:
-            if "theta" not in model.parameters:
-                raise ObservationError(f"{_where(i)}: imaging needs 'theta' (carrying capacity); model "
-                                       f"'{model.name}' has no parameter 'theta'")
-            theta = float(model.get_parameter("theta"))
-        s = _scale(spec, model)
-        res = None if spec.resolution is None else [r * s for r in spec.resolution]
-        roi = None if spec.roi is None else (np.asarray(spec.roi) * s).tolist()
-        tissue = getattr(model, "tissue", None)
-        mask = getattr(tissue, "mask", None)
-        op = CellularityOperator(grid, theta, float(spec.error_std), res, roi, mask, name=name)
-        return _from_operator(op, name)
-    if kind == "strain_gauges":
-        from twin.observations.structure import StrainGauges
-
-        pts = _positions(spec.points, spec, model, i)
-        angles = np.deg2rad(np.broadcast_to(np.asarray(spec.angles, dtype=float), (len(pts),)))
-        op = StrainGauges(grid, pts, angles, spec.error_std, name=name)
-        return _from_operator(op, name)
-    raise ObservationError(f"{_where(i)}.type: unknown network type {kind!r}")
+    declared = network_types().get(kind)
+    if declared is not None:
+        return declared.build(spec, model, i, name)
+    raise ObservationError(f"{where(i)}.type: unknown network type {kind!r}")
 
 
 def _embed(part: LinearObservations, offset: int, n: int) -> LinearObservations:
@@ -143,11 +117,11 @@ def _build_on(spec, model, i: int, name: str, components) -> LinearObservations:
     known = list(components or {})
     if spec.model is None:
         if components:
-            raise ObservationError(f"{_where(i)}.model: the campaign is coupled; name the component observed "
+            raise ObservationError(f"{where(i)}.model: the campaign is coupled; name the component observed "
                                    f"(one of {known})")
         return _build_one(spec, model, i, name)
     if spec.model not in known:
-        raise ObservationError(f"{_where(i)}.model: '{spec.model}' is not a component of the campaign's model"
+        raise ObservationError(f"{where(i)}.model: '{spec.model}' is not a component of the campaign's model"
                                + (f"; components are {known}" if known else " (the campaign is not coupled)"))
     comp, offset = components[spec.model]
     return _embed(_build_one(spec, comp, i, name), offset, model.grid.size * model.grid.dof)
@@ -163,7 +137,7 @@ def fault_offsets(networks: Sequence[Any], obs: LinearObservations, n_cycles: in
             continue
         n_rows = rows.stop - rows.start
         if f.sensor >= n_rows:
-            raise ObservationError(f"{_where(i)}.fault.sensor: the network has {n_rows} observations, no sensor "
+            raise ObservationError(f"{where(i)}.fault.sensor: the network has {n_rows} observations, no sensor "
                                    f"{f.sensor}")
         k = np.arange(n_cycles)
         out[:, rows.start + f.sensor] = np.where(k >= f.start, f.bias + f.drift_per_cycle * (k - f.start + 1), 0.0)
@@ -185,13 +159,13 @@ def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, in
     for i, spec in enumerate(networks):
         name = spec.name or (spec.type if len(networks) == 1 else f"{spec.type}_{i}")
         if name in names:
-            raise ObservationError(f"{_where(i)}.name: network name '{name}' is used twice; names must be unique")
+            raise ObservationError(f"{where(i)}.name: network name '{name}' is used twice; names must be unique")
         names.append(name)
         try:
             parts.append(_build_on(spec, model, i, name, components))
         except ObservationError as exc:
             msg = str(exc)
-            raise ObservationError(msg if msg.startswith("assimilation.") else f"{_where(i)} ({spec.type}): {msg}") \
+            raise ObservationError(msg if msg.startswith("assimilation.") else f"{where(i)} ({spec.type}): {msg}") \
                 from None
     if len(parts) == 1:
         out = parts[0]

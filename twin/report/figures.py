@@ -11,16 +11,13 @@ a PNG file, or ``None`` with the reason the panel was skipped (its data are abse
 * the decision and its comparison (``decision.json``);
 * guardrail flags (``flags.jsonl`` and the ``flag_*`` diagnostics);
 * what changed since the last update: parameters and QoIs, mean and spread, between the last two cycles;
-* tumour calibration experiments: the panels of :mod:`twin.report.oncology` (after the decision);
-* structural twins: the panels of :mod:`twin.report.structure` (damage field, gauge flags, maintenance, placement);
-* shallow-water atmosphere twins: the panels of :mod:`twin.report.atmosphere` (observing network, analysis vs
-  free-run RMSE with spread, site forecast fan with threshold).
+* after the decision, the panels of the installed kinds (:meth:`twin.core.kinds.TwinKind.report_panels`), each
+  left out when its data are absent.
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -30,38 +27,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from twin.report.data import RunData  # noqa: E402
+from twin.report.panel import Panel, html_table, save_figure  # noqa: E402
 
 LEVELS = (0.05, 0.5, 0.95)
-
-
-@dataclass
-class Panel:
-    """One section of the report: ``image`` (a PNG) or the ``note`` saying why it is absent; ``table`` is HTML.
-    An ``optional`` panel without image or table is left out of the report (e.g. tumour panels of other models)."""
-
-    title: str
-    image: Path | None = None
-    note: str = ""
-    table: str = ""
-    optional: bool = False
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return html.escape(str(v))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _units(ds, var: str) -> str:
@@ -126,7 +94,7 @@ def fields_panel(data: RunData, out: Path) -> Panel:
         plt.close(fig)
         return Panel(title, out / "fields.png")
     ax.set_title(f"{var}: " + ", ".join(label for label, _, _ in frames), fontsize=9)
-    return Panel(title, _save(fig, out / "fields.png"))
+    return Panel(title, save_figure(fig, out / "fields.png"))
 
 
 def rmse_panel(data: RunData, out: Path) -> Panel:
@@ -141,7 +109,7 @@ def rmse_panel(data: RunData, out: Path) -> Panel:
     rows = [[int(c)] + [float(ds[k].values[i]) for k in keys] for i, c in enumerate(cycle)]
     if cycle.size < 2:
         # one window (a calibration): a plot of one point says nothing a table does not
-        return Panel(title, note="one cycle only: the numbers are in the table", table=_table(["cycle"] + keys, rows))
+        return Panel(title, note="one cycle only: the numbers are in the table", table=html_table(["cycle"] + keys, rows))
     fig, ax = plt.subplots(figsize=(7, 3.2))
     styles = {"rmse_forecast": ("C0", "--"), "rmse": ("C0", "-"), "spread_forecast": ("C1", "--"),
               "spread": ("C1", "-")}
@@ -151,7 +119,7 @@ def rmse_panel(data: RunData, out: Path) -> Panel:
     ax.set_xlabel("cycle")
     ax.set_ylabel(f"[{_units(ds, keys[0])}]")
     ax.legend(fontsize=8)
-    return Panel(title, _save(fig, out / "rmse_spread.png"), table=_table(["cycle"] + keys, rows))
+    return Panel(title, save_figure(fig, out / "rmse_spread.png"), table=html_table(["cycle"] + keys, rows))
 
 
 def rank_histogram_panel(data: RunData, out: Path) -> Panel:
@@ -172,7 +140,7 @@ def rank_histogram_panel(data: RunData, out: Path) -> Panel:
     ax.set_xlabel("rank of the truth")
     ax.set_ylabel("count")
     ax.legend(fontsize=8)
-    return Panel(title, _save(fig, out / "rank_histogram.png"))
+    return Panel(title, save_figure(fig, out / "rank_histogram.png"))
 
 
 def _fan(ax, t, samples, label, color):
@@ -237,7 +205,7 @@ def fan_panel(data: RunData, out: Path) -> Panel:
         ax.legend(fontsize=7)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
-    return Panel(title, _save(fig, out / "qoi_fans.png"))
+    return Panel(title, save_figure(fig, out / "qoi_fans.png"))
 
 
 def decision_panel(data: RunData, out: Path) -> Panel:
@@ -246,28 +214,14 @@ def decision_panel(data: RunData, out: Path) -> Panel:
     if d is None:
         return Panel(title, note="no decision recorded in this run (decision.json absent)")
     summary = html.escape(str(d.get("summary", "")))
-    kind = d.get("kind", "")
-    if kind == "oncology" and "burden_samples" in d:
-        s = d["burden_samples"]
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        ax.boxplot([s["chosen"], s["standard"]])
-        ax.set_xticks([1, 2], ["chosen plan", "standard regimen"])
-        ax.set_ylabel("tumour burden at the horizon [cells]")
-        comp = d.get("comparison", {})
-        rows = [[k, v] for k, v in comp.items() if not isinstance(v, dict)]
-        rows += [["chosen", d["chosen"]["label"]], ["standard", d["standard"]["label"]],
-                 ["chosen normal-tissue BED [Gy]", float(d["chosen"]["bed_normal"])],
-                 ["standard normal-tissue BED [Gy]", float(d["standard"]["bed_normal"])]]
-        return Panel(title, _save(fig, out / "decision.png"), note=summary, table=_table(["quantity", "value"], rows))
-    if kind == "structure" and "peak_stress_samples" in d:
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        ax.hist(np.asarray(d["peak_stress_samples"], float), bins=15, color="C4")
-        ax.axvline(float(d["limit_Pa"]), color="r", label="limit")
-        ax.set_xlabel("peak von Mises stress within the horizon [Pa]")
-        ax.legend(fontsize=8)
-        return Panel(title, _save(fig, out / "decision.png"), note=summary)
+    from twin.core.kinds import kinds
+
+    for kind in kinds().values():
+        panel = kind.decision_panel(data, out)
+        if panel is not None:
+            return panel
     rows = [[k, v] for k, v in d.items() if not isinstance(v, (dict, list))]
-    return Panel(title, note=summary or "decision recorded without plot data", table=_table(["key", "value"], rows))
+    return Panel(title, note=summary or "decision recorded without plot data", table=html_table(["key", "value"], rows))
 
 
 def flags_panel(data: RunData, out: Path) -> Panel:
@@ -278,7 +232,7 @@ def flags_panel(data: RunData, out: Path) -> Panel:
     if data.flags:
         rows = [[f.get("cycle"), f.get("kind"), f.get("sensor") if f.get("sensor", -1) >= 0 else "",
                  f.get("action"), f.get("message")] for f in data.flags[:200]]
-        table = _table(["cycle", "check", "sensor", "action", "message"], rows)
+        table = html_table(["cycle", "check", "sensor", "action", "message"], rows)
     if not chart:
         note = ("no guardrail statistics in diagnostics.nc" if data.flags else
                 "no guardrails ran in this run (no flags.jsonl and no guardrail diagnostics)")
@@ -291,7 +245,7 @@ def flags_panel(data: RunData, out: Path) -> Panel:
         ax.plot(cycle, ds[k].values, marker="o", ms=2)
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("cycle")
-    return Panel(title, _save(fig, out / "guardrails.png"), note=f"{len(data.flags)} flag(s) recorded",
+    return Panel(title, save_figure(fig, out / "guardrails.png"), note=f"{len(data.flags)} flag(s) recorded",
                  table=table)
 
 
@@ -340,15 +294,14 @@ def changes_panel(data: RunData, out: Path) -> Panel:
         ax.set_yticks(y, labels, fontsize=8)
         ax.set_xlabel("posterior spread (std)")
         ax.legend(fontsize=8)
-        return Panel(title, _save(fig, out / "changes.png"), table=_table(header, rows))
-    return Panel(title, note="no ensemble: only the values are compared", table=_table(header, rows))
+        return Panel(title, save_figure(fig, out / "changes.png"), table=html_table(header, rows))
+    return Panel(title, note="no ensemble: only the values are compared", table=html_table(header, rows))
 
 
-def _panels():
-    from twin.report import atmosphere, oncology, structure
+def panels() -> tuple:
+    """Every panel function of the report, in order: the general ones, then the installed kinds'."""
+    from twin.core.kinds import kinds
 
-    return (fields_panel, rmse_panel, rank_histogram_panel, fan_panel, decision_panel, *oncology.PANELS,
-            *structure.PANELS, *atmosphere.PANELS, flags_panel, changes_panel)
-
-
-PANELS = _panels()
+    extra = [p for kind in kinds().values() for p in kind.report_panels()]
+    return (fields_panel, rmse_panel, rank_histogram_panel, fan_panel, decision_panel, *extra, flags_panel,
+            changes_panel)

@@ -10,9 +10,10 @@ from pathlib import Path
 from twin.core.errors import OutputError
 from twin.core.log import get_logger
 from twin.io.provenance import utc_now
-from twin.report.data import RunData, discover
+from twin.report import figures
 from twin.report.calibration import calibration_html, summarise
-from twin.report.figures import PANELS, Panel
+from twin.report.data import RunData, discover
+from twin.report.panel import Panel
 from twin.report.verdict import Verdict, campaign_html, verdict_for, verdict_html
 
 log = get_logger("twin.report")
@@ -50,7 +51,7 @@ def _experiment(run: RunData, images: Path, verdict: Verdict) -> tuple[str, list
         # the reason first; the panels of what the experiment left behind are not worth reading
         return "\n".join([f"<h2>{html.escape(run.name)} (FAILED)</h2>", verdict_html(verdict)]), []
     panels = []
-    for make in PANELS:
+    for make in figures.panels():
         try:
             panels.append(make(run, out))
         except (ValueError, KeyError, IndexError, TypeError) as exc:

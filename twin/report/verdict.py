@@ -62,14 +62,12 @@ class Verdict:
     failed: bool = False
 
 
-#: verdict functions of particular decision records, tried in order (see :func:`register`)
-_VERDICTS: list[Callable[[RunData], "Verdict | None"]] = []
+def kind_verdicts() -> list[Callable[[RunData], "Verdict | None"]]:
+    """The verdict functions of the installed kinds (:meth:`twin.core.kinds.TwinKind.verdicts`): each returns a
+    :class:`Verdict` for the decision records it recognises, else ``None``."""
+    from twin.core.kinds import kinds
 
-
-def register(fn: Callable[[RunData], "Verdict | None"]) -> Callable[[RunData], "Verdict | None"]:
-    """Register a verdict function: it returns a :class:`Verdict` for the records it recognises, else ``None``."""
-    _VERDICTS.append(fn)
-    return fn
+    return [fn for kind in kinds().values() for fn in kind.verdicts()]
 
 
 # -- numbers ------------------------------------------------------------------------------------------------------
@@ -236,7 +234,7 @@ def verdict_for(data: RunData) -> Verdict:
         return Verdict(question="Did this experiment finish?", answer=f"FAILED: {failure}", failed=True,
                        changes="see twin.log; rerun with `twin run` after fixing the cause (a failed experiment is "
                                "tried again, finished ones are kept)")
-    for fn in (*_VERDICTS, _prediction_verdict, _analysis_verdict):
+    for fn in (*kind_verdicts(), _prediction_verdict, _analysis_verdict):
         v = fn(data)
         if v is not None:
             return v

@@ -1,0 +1,45 @@
+"""One section of the report (:class:`Panel`) and the helpers every panel uses to draw it: a figure saved as PNG and
+an HTML table. Kinds' panels (:meth:`twin.core.kinds.TwinKind.report_panels`) use them too."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass
+class Panel:
+    """One section of the report: ``image`` (a PNG) or the ``note`` saying why it is absent; ``table`` is HTML.
+    An ``optional`` panel without image or table is left out of the report (e.g. tumour panels of other models)."""
+
+    title: str
+    image: Path | None = None
+    note: str = ""
+    table: str = ""
+    optional: bool = False
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, save at 90 dpi and close ``fig``; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def html_table(header: list[str], rows: list[list]) -> str:
+    """An HTML table (cells escaped; floats to 4 significant digits)."""
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
