@@ -294,3 +294,9 @@ class ModelConfigBase(Strict):
     def fixed_step(self) -> float | None:
         """The model's fixed time step in :attr:`time_units` (``None``: it has none, e.g. a static model)."""
         raise NotImplementedError(f"model type {self.type!r} does not say what its time step is")
+
+    def metadata(self):
+        """State variables, domain, parameters and QoIs of the model this section builds, without building it
+        (:class:`twin.config.metadata.ModelMetadata`); a section that cannot say raises ``NotImplementedError`` and
+        the campaign's references to it are checked when the model is built."""
+        raise NotImplementedError(f"model type {self.type!r} does not describe its model")

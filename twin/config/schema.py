@@ -249,4 +249,8 @@ def check_references(cfg: Any) -> list[tuple[tuple, str]]:
         problems.append((("experiments", "min_members"), f"min_members ({cfg.experiments.min_members}) exceeds the "
                                                          f"ensemble size assimilation.N ({members}): every experiment "
                                                          "would stop at once"))
+    if not problems:
+        from twin.config.deep import check_models
+
+        problems += check_models(cfg)
     return problems

@@ -167,3 +167,12 @@ def kind_of(type_name: str) -> TwinKind | None:
         if any(m.name == type_name for m in kind.model_types()):
             return kind
     return None
+
+
+def network_model_types(network_type: str) -> tuple[str, ...] | None:
+    """The model types a kind's network type observes: those of the kind that declares it (``None``: not a kind's
+    network type, e.g. the general ``points``)."""
+    for kind in kinds().values():
+        if any(n.name == network_type for n in kind.network_types()):
+            return tuple(m.name for m in kind.model_types())
+    return None

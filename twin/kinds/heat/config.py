@@ -157,6 +157,12 @@ class HeatConfig(ModelConfigBase):
                 raise ValueError(f"initial_condition.wavenumber/phase need {dim} entries for a {dim}-D grid")
         return self
 
+    def metadata(self):
+        from twin.config.metadata import ModelMetadata
+
+        return ModelMetadata("heat", ("T",), tuple(self.grid.extent_in("m")), "m", ("kappa", "source"),
+                             ("heat_content", "max_temperature", "mean_temperature"))
+
     def grid_size(self) -> GridSize:
         """One temperature per cell."""
         return GridSize(self.grid.cells, self.grid.cells, ("grid", "shape"))

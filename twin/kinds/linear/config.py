@@ -87,6 +87,12 @@ class LinearAdvectionDiffusionConfig(ModelConfigBase):
             raise ValueError("initial_condition.width must be positive")
         return self
 
+    def metadata(self):
+        from twin.config.metadata import ModelMetadata
+
+        return ModelMetadata("linear_advection_diffusion", ("u",), ((0.0, float(self.length.to("m"))),), "m",
+                             ("velocity", "diffusivity"), ("mass", "max"))
+
     def grid_size(self) -> GridSize:
         """One value per cell."""
         return GridSize(self.n, self.n, ("n",))

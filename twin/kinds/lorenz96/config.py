@@ -55,6 +55,11 @@ class Lorenz96Config(ModelConfigBase):
             raise ValueError(f"the Lorenz-96 forcing is dimensionless (units: '1'), got units {v.units!r}")
         return v
 
+    def metadata(self):
+        from twin.config.metadata import ModelMetadata
+
+        return ModelMetadata("lorenz96", ("x",), ((0.0, float(self.n)),), "m", ("F",), ("energy", "mean"))
+
     def grid_size(self) -> GridSize:
         """``n`` variables on the ring."""
         return GridSize(self.n, self.n, ("n",))

@@ -183,6 +183,18 @@ class ShallowWaterConfig(ModelConfigBase):
             raise ValueError("mean_depth and time_step must be positive")
         return self
 
+    def metadata(self):
+        from twin.config.metadata import ModelMetadata
+
+        tracer = self.tracer is not None
+        qois = ["mass", "energy", "enstrophy"] + (["tracer_mass"] if tracer else []) + \
+            (["area_above_threshold"] if self.threshold is not None else [])
+        for site in self.sites:
+            qois += [f"eta_at_{site}", f"u_at_{site}", f"v_at_{site}"] + ([f"tracer_at_{site}"] if tracer else [])
+        return ModelMetadata("shallow_water", ("h", "u", "v", "tracer")[:4 if tracer else 3],
+                             tuple(self.grid.extent_in("m")), "m",
+                             ("beta", "drag", "f0", "forcing_amplitude", "gravity"), tuple(qois))
+
     def grid_size(self) -> GridSize:
         """``h, u, v`` per cell, and the tracer when there is one."""
         return GridSize(self.grid.cells, self.grid.cells * (4 if self.tracer is not None else 3), ("grid", "shape"))

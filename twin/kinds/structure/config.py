@@ -208,6 +208,13 @@ class StructureConfig(ModelConfigBase):
             raise ValueError(f"load names must be unique, got {names}")
         return self
 
+    def metadata(self):
+        from twin.config.metadata import ModelMetadata
+
+        names = ("u_x", "u_y", "v_x", "v_y") if self.mode == "dynamic" else ("u_x", "u_y")
+        return ModelMetadata("structure", names, tuple(self.grid.extent_in("m")), "m", ("E0", "damage"),
+                             ("first_natural_frequency", "max_displacement", "max_von_mises", "strain_energy"))
+
     def grid_size(self) -> GridSize:
         """Displacements (and, dynamic, velocities) at the nodes: one more node than elements per axis."""
         nodes = 1

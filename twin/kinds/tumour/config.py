@@ -236,6 +236,12 @@ class TumourConfig(ModelConfigBase):
             raise ValueError(f"imaging.roi has {len(im.roi)} axes for a {dim}-D grid")
         return self
 
+    def metadata(self):
+        from twin.config.metadata import ModelMetadata
+
+        return ModelMetadata("tumour", ("N",), tuple(self.grid.extent_in("mm")), "mm", tuple(sorted(PARAMETER_UNITS)),
+                             ("burden", "volume"))
+
     def grid_size(self) -> GridSize:
         """One cell density per cell."""
         return GridSize(self.grid.cells, self.grid.cells, ("grid", "shape"))

@@ -1,0 +1,119 @@
+"""``twin validate`` checks a campaign against what its model sections say about their models (twin.config.deep):
+networks that do not fit the model, variables and components it lacks, positions outside its domain, unknown QoIs
+and controls are refused with the file's line, before anything is built; and what the sections say is what the
+built models report, for every shipped campaign."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mpi4py import MPI
+
+from twin.config.loader import load_campaign
+from twin.core.errors import ConfigError
+from twin.models.registry import create_model
+
+ROOT = Path(__file__).resolve().parents[2]
+L96 = (ROOT / "configs" / "lorenz96_etkf.yaml").read_text()
+ATMOSPHERE = (ROOT / "configs" / "atmosphere.yaml").read_text()
+L96_OBS = "observations: [{type: all_points, component: 0, error_std: 1.0}]"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_what_the_sections_say_is_what_the_models_report(path):
+    cfg = load_campaign(path).config
+    for name, section in cfg.models.items():
+        meta = section.metadata()
+        model = create_model(name, section, MPI.COMM_SELF)
+        x = model.initial_state()
+        try:
+            assert meta.type == model.type_name
+            assert meta.state_names == tuple(model.state_names)
+            assert len(meta.extent) == len(model.grid.extent)
+            for mine, built in zip(meta.extent, model.grid.extent):
+                assert mine == pytest.approx(tuple(built), rel=1e-12)
+            assert meta.length_units == model.length_units
+            assert set(meta.parameters) == set(model.parameters)
+            assert set(meta.qois) == set(model.qoi(x, 0.0))
+        finally:
+            x.destroy()
+            model.destroy()
+
+
+def _refused(tmp_path, text: str, *expect: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_campaign(path)
+    message = str(err.value)
+    for e in expect:
+        assert e in message, message
+    return message
+
+
+@pytest.mark.parametrize("network, expect", [
+    ("[{type: gridded, variables: [x], error_std: 1.0}]",
+     ["assimilation.observations[0].type", "a 'gridded' network observes models of type shallow_water; model 'l96' "
+      "is of type 'lorenz96'"]),
+    ("[{type: imaging, error_std: 0.1}]", ["'imaging' network observes models of type tumour"]),
+    ("[{type: all_points, variable: h, error_std: 1.0}]",
+     ["assimilation.observations[0].variable", "'h' is not a state variable of model 'l96'; it has ['x']"]),
+    ("[{type: all_points, component: 1, error_std: 1.0}]", ["has 1 state component(s) ['x'], no component 1"]),
+    ("[{type: points, points: [[3.0], [45.0]], error_std: 1.0}]",
+     ["assimilation.observations[0].points[1]", "point [45.0] lies outside the domain of model 'l96', [[0.0, 40.0]] m"]),
+    ("[{type: points, points: [[3.0, 1.0]], error_std: 1.0}]", ["points need 1 coordinate(s) each"]),
+])
+def test_networks_that_do_not_fit_the_model_are_refused(tmp_path, network, expect):
+    _refused(tmp_path, L96.replace(L96_OBS, f"observations: {network}"), *expect)
+
+
+def test_positions_are_checked_in_their_own_units(tmp_path):
+    # the synop stations are given in km on a 2000 km domain: 1950 km is inside, 2050 km outside
+    inside = ATMOSPHERE.replace("[150, 200], [600, 350]", "[150, 200], [1950, 350]")
+    load_campaign(_write(tmp_path / "in.yaml", inside))
+    _refused(tmp_path, ATMOSPHERE.replace("[150, 200], [600, 350]", "[150, 200], [2050, 350]"),
+             "assimilation.observations[0].points[1]", "point [2050.0, 350.0] km lies outside the domain of model "
+             "'atmosphere', [[0.0, 2000000.0], [0.0, 2000000.0]] m")
+    _refused(tmp_path, ATMOSPHERE.replace("variables: [h, u, v]\n      error_std: {h: 0.3",
+                                          "variables: [h, w]\n      error_std: {h: 0.3"),
+             "'w' is not a state variable of model 'atmosphere'; it has ['h', 'u', 'v']")
+    _refused(tmp_path, ATMOSPHERE.replace("[150, 200], [600, 350]", "[150, 200], [600]"),
+             "assimilation.observations[0].points[1]", "points need 2 coordinate(s) each", "this one has 1")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_unknown_qois_and_controls_are_refused(tmp_path):
+    _refused(tmp_path, L96.replace("qois: [mean, energy]", "qois: [mean, energy, enstrophy]"),
+             "decision.qois[2]", "'enstrophy' is not a quantity of interest of the model; it has ['energy', 'mean']")
+    var = (ROOT / "configs" / "lorenz96_4dvar.yaml").read_text()
+    control = "    - {name: F, std: 1.0,"
+    assert control in var
+    text = var.replace(control, "    - {name: G, std: 1.0,")
+    _refused(tmp_path, text, "assimilation.parameters[0].name", "'G' is not a parameter of model 'l96'; it has ['F']")
+
+
+def test_a_coupled_campaign_names_the_component_a_network_observes(tmp_path):
+    text = (ROOT / "configs" / "structure.yaml").read_text()
+    observed = "      model: mast                         # the component observed"
+    assert observed in text
+    _refused(tmp_path, text.replace(observed, observed.replace("mast", "tower")),
+             "'tower' is not a model of the campaign")
+    _refused(tmp_path, text.replace(observed + "; positions in its metres\n", ""),
+             "the campaign has 2 models (atmosphere, mast): name the one this network observes with 'model:'")
+
+
+def test_twin_validate_refuses_with_the_line_and_exit_code_2(tmp_path):
+    path = _write(tmp_path / "c.yaml", L96.replace(L96_OBS, "observations: [{type: gridded, error_std: 1.0}]"))
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "validate", str(path)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    line = next(n for n, s in enumerate(path.read_text().splitlines(), 1) if "type: gridded" in s)
+    assert f"c.yaml:{line}:" in out.stderr and "observes models of type shallow_water" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,138 @@
+"""Checks of a campaign against what its model sections say about their models (:mod:`twin.config.metadata`), run
+when the file is validated: nothing is built or solved, and a campaign that passes is not refused later for any of
+these reasons.
+
+* every observation network fits the model it observes: a kind's network type only observes that kind's models
+  (``gridded`` is a shallow-water network, ``strain_gauges`` a structure's); ``component`` and ``variable`` /
+  ``variables`` name state variables the model has; positions (``points``, after converting their ``units`` to the
+  model's length units) lie inside the model's domain; in a coupled campaign the network names its component;
+* ``decision.qois`` and ``decision.exceedance_limits`` name quantities of interest the model has (single-model
+  campaigns);
+* 4D-Var's parameter controls are parameters of the model named by ``assimilation.model``.
+
+A model section that cannot describe its model (:meth:`twin.config.common.ModelConfigBase.metadata` raises
+``NotImplementedError``) is checked when it is built instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from twin.config.messages import short
+from twin.core.kinds import network_model_types
+from twin.core.units import convert
+
+Problems = list[tuple[tuple, str]]
+
+
+def _metadata(cfg) -> dict[str, Any]:
+    out = {}
+    for name, section in cfg.models.items():
+        try:
+            out[name] = section.metadata()
+        except NotImplementedError:
+            continue
+    return out
+
+
+def _coupled(cfg) -> bool:
+    return getattr(cfg, "coupling", None) is not None
+
+
+def _check_network(i: int, net, cfg, metas) -> Problems:
+    where = ("assimilation", "observations", i)
+    target = getattr(net, "model", None)
+    if target is None and getattr(cfg.assimilation, "method", None) == "4dvar":
+        target = cfg.assimilation.model  # 4D-Var observes the model it names
+    if target is None:
+        if _coupled(cfg) or len(cfg.models) != 1:
+            return [((*where, "model"), f"the campaign has {len(cfg.models)} models ({', '.join(cfg.models)}): name "
+                                        "the one this network observes with 'model:'")]
+        target = next(iter(cfg.models))
+    elif target not in cfg.models:
+        return [((*where, "model"), f"{short(target)} is not a model of the campaign; its models are "
+                                    f"{sorted(cfg.models)}")]
+    meta = metas.get(target)
+    if meta is None:
+        return []
+    observes = network_model_types(net.type)
+    if observes is not None and meta.type not in observes:
+        return [((*where, "type"), f"a '{net.type}' network observes models of type {', '.join(observes)}; model "
+                                   f"'{target}' is of type '{meta.type}' (use 'points' or 'all_points' for it)")]
+    problems: Problems = []
+    names = list(meta.state_names)
+    component = getattr(net, "component", None)
+    if component is not None and component >= meta.dof:
+        problems.append(((*where, "component"), f"model '{target}' has {meta.dof} state component(s) {names}, no "
+                                                f"component {component}"))
+    variables = [getattr(net, "variable", None)] + list(getattr(net, "variables", None) or [])
+    for v in filter(None, variables):
+        if v not in names:
+            key = "variable" if v == getattr(net, "variable", None) else "variables"
+            problems.append(((*where, key), f"{short(v)} is not a state variable of model '{target}'; it has {names}"))
+    points = getattr(net, "points", None)
+    if points is not None:
+        problems += _check_points(where, points, getattr(net, "units", None), meta, target)
+    return problems
+
+
+def _check_points(where: tuple, points, units: str | None, meta, target: str) -> Problems:
+    wrong = [j for j, q in enumerate(points) if len(q) != meta.dim]
+    if wrong:
+        return [((*where, "points", wrong[0]), f"points need {meta.dim} coordinate(s) each for the {meta.dim}-D "
+                                               f"domain of model '{target}'; this one has {len(points[wrong[0]])}")]
+    p = np.asarray(points, dtype=float).reshape(-1, meta.dim)
+    if units:
+        try:
+            p = p * float(convert(1.0, units, meta.length_units))
+        except ValueError as exc:
+            return [((*where, "units"), f"{short(units)} is not a length unit convertible to the model's "
+                                        f"{meta.length_units!r} ({type(exc).__name__})")]
+    bad = meta.outside(p)
+    if bad.size:
+        j = int(bad[0])
+        given = f" {units}" if units else ""
+        box = [[float(f"{a:.6g}"), float(f"{b:.6g}")] for a, b in meta.extent]
+        return [((*where, "points", j), f"point {short(list(points[j]))}{given} lies outside the domain of "
+                                        f"model '{target}', {box} {meta.length_units}"
+                                        + (f" ({bad.size} points outside)" if bad.size > 1 else ""))]
+    return []
+
+
+def _check_decision(cfg, metas) -> Problems:
+    d = getattr(cfg, "decision", None)
+    if d is None or _coupled(cfg) or len(cfg.models) != 1:
+        return []
+    meta = metas.get(next(iter(cfg.models)))
+    if meta is None or meta.qois is None:
+        return []
+    problems = []
+    for j, q in enumerate(d.qois):
+        if q not in meta.qois:
+            problems.append((("decision", "qois", j), f"{short(q)} is not a quantity of interest of the model; it has "
+                                                      f"{list(meta.qois)}"))
+    return problems
+
+
+def _check_controls(cfg, metas) -> Problems:
+    a = cfg.assimilation
+    if getattr(a, "method", None) != "4dvar":
+        return []
+    meta = metas.get(a.model)
+    if meta is None or not meta.parameters:
+        return []
+    return [(("assimilation", "parameters", j, "name"), f"{short(p.name)} is not a parameter of model '{a.model}'; it "
+                                                         f"has {list(meta.parameters)}")
+            for j, p in enumerate(a.parameters) if p.name not in meta.parameters]
+
+
+def check_models(cfg) -> Problems:
+    """``(key path, message)`` for every reference of the campaign that its models' metadata refute."""
+    metas = _metadata(cfg)
+    problems: Problems = []
+    a = cfg.assimilation
+    for i, net in enumerate(getattr(a, "observations", None) or []):
+        problems += _check_network(i, net, cfg, metas)
+    return problems + _check_decision(cfg, metas) + _check_controls(cfg, metas)

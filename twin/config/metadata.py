@@ -1,0 +1,48 @@
+"""What a model section says about the model it builds, without building it: state variables, domain, length units,
+parameters and quantities of interest (:class:`ModelMetadata`).
+
+Every model section (:class:`twin.config.common.ModelConfigBase`) answers :meth:`~twin.config.common.ModelConfigBase
+.metadata` from its own keys; :mod:`twin.config.deep` checks the rest of the campaign against it when the file is
+validated, so that a wrong variable, a point outside the domain or an unknown QoI is refused by ``twin validate``
+instead of after work started. ``tests/unit/test_deep_validation.py`` checks, for every shipped campaign, that the
+metadata equal what the built model reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """A model as its section describes it.
+
+    ``extent``: the box ``[(lo, hi), ...]`` per axis in ``length_units``; ``qois``: the names of the model's
+    quantities of interest (``None``: the section cannot say).
+    """
+
+    type: str
+    state_names: tuple[str, ...]
+    extent: tuple[tuple[float, float], ...]
+    length_units: str
+    parameters: tuple[str, ...] = ()
+    qois: tuple[str, ...] | None = None
+
+    @property
+    def dim(self) -> int:
+        return len(self.extent)
+
+    @property
+    def dof(self) -> int:
+        return len(self.state_names)
+
+    def outside(self, points: np.ndarray) -> np.ndarray:
+        """Indices of the ``points`` (``(m, dim)``, length units) outside the closed box of the domain."""
+        p = np.atleast_2d(np.asarray(points, dtype=float))
+        lo = np.array([a for a, _ in self.extent])
+        hi = np.array([b for _, b in self.extent])
+        eps = 1e-12 * np.maximum(1.0, np.abs(hi - lo))
+        bad = np.any((p < lo - eps) | (p > hi + eps) | ~np.isfinite(p), axis=1)
+        return np.flatnonzero(bad)
