@@ -94,6 +94,7 @@ def _errors(exc) -> int:
 
 
 def cmd_validate(args) -> int:
+    from twin.campaign.experiments import expand, experiments_section
     from twin.config import load_campaign
     from twin.config.confinement import output_problems
     from twin.core.errors import ConfigError
@@ -105,10 +106,14 @@ def cmd_validate(args) -> int:
             outside = output_problems(c)
             if outside:
                 raise ConfigError(outside)
+            # every experiment of the matrix is a campaign of its own: validated now, not when it starts
+            section = experiments_section(c.config)
+            n = len(expand(c.config, section.full_matrix(c.config.campaign.seed), filename=str(f)))
         except ConfigError as exc:
             status = _errors(exc)
             continue
-        print(f"{f}: ok (campaign '{c.config.campaign.name}', models: {', '.join(c.config.models)})")
+        print(f"{f}: ok (campaign '{c.config.campaign.name}', models: {', '.join(c.config.models)}"
+              + (f"; {n} experiments" if n > 1 else "") + ")")
     return status
 
 

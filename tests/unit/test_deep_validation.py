@@ -117,3 +117,19 @@ def test_twin_validate_refuses_with_the_line_and_exit_code_2(tmp_path):
     line = next(n for n, s in enumerate(path.read_text().splitlines(), 1) if "type: gridded" in s)
     assert f"c.yaml:{line}:" in out.stderr and "observes models of type shallow_water" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_twin_validate_checks_every_experiment_of_the_matrix(tmp_path):
+    """A misspelled matrix key or a matrix value that another check refutes fails at validate, naming the
+    experiment, not when that experiment starts."""
+    cases = [("matrix: {assimilation.inflaton.multiplicative: [1.0, 1.1]}",
+              "(experiment multiplicative-1.1): assimilation.inflaton: unknown key 'inflaton'; did you mean "
+              "'inflation'?"),
+             ("matrix: {decision.qois: [[mean, energy], [energy, enstrophy]]}",
+              "(experiment qois-energy-enstrophy): decision.qois[1]: 'enstrophy' is not a quantity of interest")]
+    for i, (matrix, expect) in enumerate(cases):
+        path = _write(tmp_path / f"m{i}.yaml", L96.replace("experiments:\n", f"experiments:\n  {matrix}\n", 1))
+        out = subprocess.run([sys.executable, "-m", "twin.cli", "validate", str(path)], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert expect in out.stderr, out.stderr
