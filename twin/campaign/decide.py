@@ -30,6 +30,7 @@ import numpy as np
 from twin.campaign import context as ctx
 from twin.campaign import layout
 from twin.core.log import get_logger
+from twin.core.units import duration_text
 
 log = get_logger("twin.campaign")
 
@@ -84,7 +85,8 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
         if kind is not None:
             window_info = kind.window_record(s, comm, model, window, through)
     record: dict[str, Any] = {"kind": "prediction", "members": int(ensemble.size), "time": float(ensemble.time),
-                              "horizon": float(dcfg.horizon)}
+                              "horizon": float(dcfg.horizon),
+                              "time_units": str(getattr(model, "time_units", ""))}
     if window_info and "calibration" in window_info:
         record["calibration"] = window_info["calibration"]
     sections = dcfg.kind_sections()
@@ -92,6 +94,8 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
         times = output_times(ensemble.time, dcfg.horizon, getattr(model, "dt", None))
         fc = forecast_members(model, ensemble, times, qois=list(dcfg.qois) or None)
         qois, fans, lines = {}, {}, []
+        span = duration_text(float(times[-1] - ensemble.time), getattr(model, "time_units", ""))
+        when = f"{span} after the last analysis"
         for name in fc.values:
             limits = [dcfg.exceedance_limits[name]] if name in dcfg.exceedance_limits else []
             summ = fc.summary(name, -1, dcfg.credible_levels, dcfg.risk.level, limits)
@@ -99,8 +103,12 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
             fans[name] = {"qoi": name, "units": fc.units.get(name, "1"), "times": fc.times.tolist(),
                           "levels": list(FAN_LEVELS), "quantiles": fc.fan(name, FAN_LEVELS).tolist()}
             lo, hi = min(summ.quantiles.values()), max(summ.quantiles.values())
-            lines.append(f"{name} at t={times[-1]:g}: mean {summ.mean:.4g}, [{lo:.4g}, {hi:.4g}] "
-                         f"({dcfg.credible_levels[0]:g}-{dcfg.credible_levels[-1]:g} quantiles)")
+            a, b = dcfg.credible_levels[0], dcfg.credible_levels[-1]
+            band = (f"{100 * (b - a):.0f} % interval" if abs(a + b - 1) < 1e-9
+                    else f"{a:g}-{b:g} quantiles")
+            unit = fc.units.get(name, "1")
+            lines.append(f"{name} {when}: mean {summ.mean:.4g}{'' if unit == '1' else ' ' + unit}, {band} "
+                         f"[{lo:.4g}, {hi:.4g}]")
         record.update(qois=qois, fans=fans, summary="; ".join(lines))
         write_prediction(s, comm, fc)
     for key in sections:

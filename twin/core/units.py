@@ -35,3 +35,21 @@ def compatible(units: str, reference: str) -> bool:
         return parse_units(units).dimensionality == parse_units(reference).dimensionality
     except ValueError:
         return False
+
+
+def duration_text(value: float, unit: str) -> str:
+    """A time span as its readers say it: ``value`` in ``unit`` (``s``, ``day``, ``seconds``, ...) shown in seconds,
+    minutes, hours or days, whichever reads best (``21600 s`` -> ``6 h``); dimensionless model time as the number."""
+    try:
+        s = float(convert(float(value), unit, "s")) if unit and unit.strip() != "1" else None
+    except ValueError:
+        s = None
+    if s is None:
+        return f"{value:g}" + (f" {unit}" if unit and unit.strip() != "1" else " (model time units)")
+    if s >= 2 * 86400 or (s >= 86400 and s % 86400 == 0):
+        return f"{s / 86400:g} days"
+    if s >= 2 * 3600 or (s >= 3600 and s % 3600 == 0):
+        return f"{s / 3600:g} h"
+    if s >= 120:
+        return f"{s / 60:g} min"
+    return f"{s:g} s"

@@ -41,6 +41,24 @@ def _spatial_mean(values: np.ndarray) -> np.ndarray:
     return np.nanmean(values.reshape(values.shape[0], values.shape[1], -1), axis=2)
 
 
+def _box(ds, dims: list[str]) -> tuple[list[float] | None, str, str]:
+    """``imshow`` extent and axis labels of a 2-D field on coordinates ``dims`` (``[y, x]``), in km for metres
+    beyond 20 km; the grid index when the coordinates are absent."""
+    if len(dims) != 2 or not all(d in ds.coords for d in dims):
+        return None, "grid index", "grid index"
+    edges, labels = [], []
+    for d in reversed(dims):  # x first
+        c = np.asarray(ds[d].values, dtype=float)
+        h = c[1] - c[0] if c.size > 1 else 1.0
+        units = str(ds[d].attrs.get("units", ""))
+        scale = 1.0
+        if units == "m" and c[-1] - c[0] > 20e3:
+            scale, units = 1e-3, "km"
+        edges += [(c[0] - h / 2) * scale, (c[-1] + h / 2) * scale]
+        labels.append(f"{d} [{units}]" if units else d)
+    return edges, labels[0], labels[1]
+
+
 def fields_panel(data: RunData, out: Path) -> Panel:
     title = "Fields at the last time"
     variables = data.state_variables()
@@ -74,21 +92,27 @@ def fields_panel(data: RunData, out: Path) -> Panel:
     ndim = frames[0][1].ndim
     if ndim == 1:
         fig, ax = plt.subplots(figsize=(8, 3.2))
+        coord = source[spatial[-1]]
+        x = np.asarray(coord.values, dtype=float)
         for label, v, s in frames:
-            ax.plot(v, label=label, lw=1.5 if label == "truth" else 1.2)
+            ax.plot(x, v, label=label, lw=1.5 if label == "truth" else 1.2)
             if s is not None:
-                ax.fill_between(np.arange(v.size), v - s, v + s, alpha=0.25, label="analysis +- spread")
-        ax.set_xlabel("grid index")
+                ax.fill_between(x, v - s, v + s, alpha=0.25, label="analysis +- spread")
+        cu = str(coord.attrs.get("units", ""))
+        ax.set_xlabel(f"{spatial[-1]} [{cu}]" if cu else spatial[-1])
         ax.set_ylabel(f"{var} [{units}]")
         ax.legend(fontsize=8)
     else:
         fig, axes = plt.subplots(1, len(frames), figsize=(3.6 * len(frames), 3.3), squeeze=False)
         lo = min(float(np.nanmin(v)) for _, v, _ in frames)
         hi = max(float(np.nanmax(v)) for _, v, _ in frames)
+        extent, xlabel, ylabel = _box(source, spatial[-2:])
         for ax, (label, v, _) in zip(axes[0], frames):
             img = v if v.ndim == 2 else v[v.shape[0] // 2]  # 3-D: the middle z slice
-            im = ax.imshow(img, origin="lower", vmin=lo, vmax=hi, cmap="viridis")
+            im = ax.imshow(img, origin="lower", vmin=lo, vmax=hi, cmap="viridis", extent=extent)
             ax.set_title(label, fontsize=9)
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
         fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label=f"{var} [{units}]")
         fig.savefig(out / "fields.png", dpi=90)
         plt.close(fig)
@@ -109,7 +133,8 @@ def rmse_panel(data: RunData, out: Path) -> Panel:
     rows = [[int(c)] + [float(ds[k].values[i]) for k in keys] for i, c in enumerate(cycle)]
     if cycle.size < 2:
         # one window (a calibration): a plot of one point says nothing a table does not
-        return Panel(title, note="one cycle only: the numbers are in the table", table=html_table(["cycle"] + keys, rows))
+        return Panel(title, note="one cycle only: the numbers are in the table",
+                     table=html_table(["cycle"] + keys, rows))
     fig, ax = plt.subplots(figsize=(7, 3.2))
     styles = {"rmse_forecast": ("C0", "--"), "rmse": ("C0", "-"), "spread_forecast": ("C1", "--"),
               "spread": ("C1", "-")}
@@ -151,9 +176,12 @@ def _fan(ax, t, samples, label, color):
 
 def fan_panel(data: RunData, out: Path) -> Panel:
     title = "QoI fan charts (5 / 50 / 95 %)"
+    from twin.report.timeaxis import time_axis
+
+    axis = time_axis(data)
     series = []
     if data.posterior is not None:
-        t = data.posterior["time"].values
+        t = axis.from_netcdf(data.posterior)
         for i, var in enumerate(data.state_variables()):
             if data.concatenated(var):
                 continue
@@ -168,17 +196,17 @@ def fan_panel(data: RunData, out: Path) -> Panel:
         for name in sorted({n for c in cycles for n in data.parameters[c]}):
             vals = [data.parameters[c].get(name) for c in cycles]
             if all(v is not None and v.size == vals[0].size for v in vals) and vals[0].size > 1:
-                series.append((f"parameter {name}", np.array([data.parameter_times[c] for c in cycles]),
+                series.append((f"parameter {name}", axis.from_model([data.parameter_times[c] for c in cycles]),
                                np.array(vals).T, None, ""))
     if data.qoi is not None:
-        t = data.qoi["time"].values
+        t = axis.from_netcdf(data.qoi)
         for var in data.qoi.data_vars:
             if var != "cycle" and data.qoi[var].dims == ("time",):
                 series.append((var, t, data.qoi[var].values[None, :], None, _units(data.qoi, var)))
     fans = (data.decision or {}).get("fans", {})
     for key, f in fans.items():
         q = np.asarray(f["quantiles"], dtype=float)
-        series.append((f"decision: {f.get('qoi', 'qoi')} ({key})", np.asarray(f["times"], float), q, None,
+        series.append((f"decision: {f.get('qoi', 'qoi')} ({key})", axis.from_model(f["times"]), q, None,
                        f.get("units", "")))
     # a series of one time (the one window of a calibration) would be drawn as a vertical line: left out
     series = [sr for sr in series if np.asarray(sr[1]).size >= 2]
@@ -199,7 +227,7 @@ def fan_panel(data: RunData, out: Path) -> Panel:
         if truth is not None:
             ax.plot(t, truth, "k--", lw=1, label="truth")
         ax.set_title(label, fontsize=9)
-        ax.set_xlabel("time")
+        ax.set_xlabel(axis.label)
         if units:
             ax.set_ylabel(f"[{units}]")
         ax.legend(fontsize=7)
@@ -220,8 +248,15 @@ def decision_panel(data: RunData, out: Path) -> Panel:
         panel = kind.decision_panel(data, out)
         if panel is not None:
             return panel
-    rows = [[k, v] for k, v in d.items() if not isinstance(v, (dict, list))]
-    return Panel(title, note=summary or "decision recorded without plot data", table=html_table(["key", "value"], rows))
+    from twin.report.timeaxis import time_axis
+
+    axis = time_axis(data)
+    words = {"horizon": "forecast horizon", "time": "time of the last analysis", "members": "posterior members",
+             "kind": "record"}
+    rows = [[words.get(k, k), axis.duration(float(v)) if k in ("horizon", "time") else v] for k, v in d.items()
+            if not isinstance(v, (dict, list)) and k not in ("summary", "time_units")]
+    return Panel(title, note=summary or "decision recorded without plot data",
+                 table=html_table(["quantity", "value"], rows))
 
 
 def flags_panel(data: RunData, out: Path) -> Panel:

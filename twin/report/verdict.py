@@ -140,18 +140,13 @@ def time_unit(data: RunData) -> str:
 
 
 def duration(value: float, unit: str) -> str:
-    """A time span in the unit its readers use: seconds beyond two hours as hours, beyond two days as days."""
-    seconds = {"seconds": 1.0, "second": 1.0, "s": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
-    if unit not in seconds:
+    """A time span in the unit its readers use (:func:`twin.core.units.duration_text`)."""
+    from twin.core.units import duration_text
+
+    known = {"seconds": "s", "second": "s", "s": "s", "minutes": "min", "hours": "h", "days": "day"}
+    if unit not in known:  # CF time units twin does not write (months, years: not fixed lengths) stay as they are
         return f"{value:g} {unit or 'model time units'}"
-    s = value * seconds[unit]
-    if unit == "days" or s >= 2 * 86400 or (s >= 86400 and s % 86400 == 0):
-        return f"{s / 86400:g} days"
-    if s >= 2 * 3600 or (s >= 3600 and s % 3600 == 0):
-        return f"{s / 3600:g} h"
-    if s >= 120:
-        return f"{s / 60:g} min"
-    return f"{s:g} s"
+    return duration_text(value, known[unit])
 
 
 def _ensemble_confidence(data: RunData) -> tuple[str, float | None]:
