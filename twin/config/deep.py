@@ -8,7 +8,8 @@ these reasons.
   model's length units) lie inside the model's domain; in a coupled campaign the network names its component;
 * ``decision.qois`` and ``decision.exceedance_limits`` name quantities of interest the model has (single-model
   campaigns);
-* 4D-Var's parameter controls are parameters of the model named by ``assimilation.model``.
+* 4D-Var's parameter controls are parameters of the model named by ``assimilation.model``;
+* a calendar start (``timeline.start`` as a date) only with models whose time has units.
 
 A model section that cannot describe its model (:meth:`twin.config.common.ModelConfigBase.metadata` raises
 ``NotImplementedError``) is checked when it is built instead.
@@ -128,10 +129,20 @@ def _check_controls(cfg, metas) -> Problems:
             for j, p in enumerate(a.parameters) if p.name not in meta.parameters]
 
 
+def _check_calendar(cfg) -> Problems:
+    if cfg.timeline.calendar_start is None:
+        return []
+    plain = [name for name, section in cfg.models.items() if getattr(section, "time_units", "s") == "1"]
+    if plain:
+        return [(("timeline", "start"), f"model(s) {', '.join(plain)} count time without units (dimensionless "
+                                        "model time): a calendar start means nothing to them; give start as a number")]
+    return []
+
+
 def check_models(cfg) -> Problems:
     """``(key path, message)`` for every reference of the campaign that its models' metadata refute."""
     metas = _metadata(cfg)
-    problems: Problems = []
+    problems: Problems = _check_calendar(cfg)
     a = cfg.assimilation
     for i, net in enumerate(getattr(a, "observations", None) or []):
         problems += _check_network(i, net, cfg, metas)

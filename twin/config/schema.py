@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_serializer, field_validator, model_validator
 
 from twin.config.common import Strict, Units, _check_units, at
 from twin.config.decision import decision_section_type
@@ -83,13 +83,20 @@ class CampaignInfo(Strict):
 
 class Timeline(Strict):
     """Simulated time span ``[start, end]`` in ``units``; outputs every ``output_every``; assimilation cycles every
-    ``cycle_length`` (both in the same units)."""
+    ``cycle_length`` (both in the same units).
 
-    start: float = 0.0
-    end: float
+    ``start`` may be a calendar instant (ISO 8601, ``2026-03-01T00:00Z``): the model's time then counts from 0 at
+    that instant, ``end`` is a number of ``units`` after it or another instant, and every NetCDF file carries CF time
+    with that reference date (:attr:`calendar_start`). Without one, time 0 is 1970-01-01T00:00Z in the files (a twin
+    experiment has no calendar)."""
+
+    start: float | str = 0.0
+    end: float | str
     units: Units = "s"
     output_every: float | None = Field(default=None, gt=0)
     cycle_length: float | None = Field(default=None, gt=0)
+
+    _calendar: Any = PrivateAttr(default=None)
 
     _check = field_validator("units")(classmethod(lambda cls, v: _check_units(v)))
 
@@ -101,6 +108,30 @@ class Timeline(Strict):
         return v
 
     @model_validator(mode="after")
+    def _calendar_time(self):
+        from twin.core.calendar import parse_start
+        from twin.core.units import convert
+
+        if isinstance(self.start, str):
+            try:
+                self._calendar = parse_start(self.start)
+            except ValueError:
+                raise ValueError(at("start") + f"{short(self.start)} is not a number of {self.units} nor an ISO 8601 "
+                                               "date and time such as 2026-03-01T00:00Z") from None
+            self.start = 0.0
+        if isinstance(self.end, str):
+            if self._calendar is None:
+                raise ValueError(at("end") + f"end {short(self.end)} is a date, start is not: give start as a date "
+                                             f"too, or end as a number of {self.units}")
+            try:
+                end = parse_start(self.end)
+            except ValueError:
+                raise ValueError(at("end") + f"{short(self.end)} is not a number of {self.units} nor an ISO 8601 "
+                                             "date and time such as 2026-03-31T00:00Z") from None
+            self.end = float(convert((end - self._calendar).total_seconds(), "s", self.units))
+        return self
+
+    @model_validator(mode="after")
     def _order(self):
         if not self.end > self.start:
             raise ValueError(at("end") + f"end ({self.end}) must be after start ({self.start})")
@@ -110,6 +141,16 @@ class Timeline(Strict):
             if v is not None and v > span:
                 raise ValueError(at(key) + f"{key} ({v}) is longer than the run ({span})")
         return self
+
+    @field_serializer("start")
+    def _start_as_given(self, value):
+        """A calendar start is written back as the instant (experiment.yaml), not as the model's 0."""
+        return self._calendar.isoformat().replace("+00:00", "Z") if self._calendar is not None else value
+
+    @property
+    def calendar_start(self):
+        """The UTC instant of model time 0 (a timezone-aware ``datetime``), or ``None`` without a calendar."""
+        return self._calendar
 
 
 class EnsembleSpec(Strict):
