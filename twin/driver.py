@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from twin.config.loader import LoadedCampaign
+from twin.core.calendar import cf_time_units
 from twin.core.errors import ConfigError
 from twin.core.log import get_logger, setup_logging
 from twin.core.progress import progress
@@ -112,15 +113,6 @@ def run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None = None, verbo
     return _forecast(loaded, comm, out, prov)
 
 
-def cf_time_units(units: str) -> tuple[str, float]:
-    """CF time units for model time in ``units`` and the factor to apply (e.g. ``("days since ...", 1.0)``)."""
-    names = {"s": "seconds", "second": "seconds", "min": "minutes", "minute": "minutes", "h": "hours",
-             "hour": "hours", "day": "days", "d": "days"}
-    if units in names:
-        return f"{names[units]} since 1970-01-01 00:00:00", 1.0
-    return "seconds since 1970-01-01 00:00:00", float(convert(1.0, units, "s"))
-
-
 def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
     from twin.coupling.build import gather_outputs, output_models, write_coupling_diagnostics
     from twin.coupling.coupled import CoupledModel
@@ -132,7 +124,7 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
     files: list[Path] = []
     try:
         times = output_times(cfg.timeline, model.time_units)
-        time_units, factor = cf_time_units(model.time_units)
+        time_units, factor = cf_time_units(cfg.timeline.calendar_start, model.time_units), 1.0
         state = model.initial_state()
         # one forecast file per component of a coupled model, each on its own grid
         parts = output_models(model)
