@@ -321,6 +321,12 @@ def test_limits_can_be_raised_by_those_who_mean_it(tmp_path):
     path.write_text(L96.replace("N: 20", "N: 2000") + "limits: {ensemble_members: 5000}\n")
     assert load_campaign(path).config.assimilation.N == 2000
     path.write_text(HEAT.replace("shape: [8, 8]", "shape: [5000, 5000]") + "limits: {grid_cells: 25000000}\n")
+    with pytest.raises(ConfigError, match=r"25000000 cells on 1 rank\(s\) per model run are 25000000 per rank, more "
+                                          r"than the limit of 16777216 \(limits.grid_cells_per_rank\): run each model "
+                                          r"on at least 2 ranks \(resources.ranks\)"):
+        load_campaign(path)
+    path.write_text(HEAT.replace("shape: [8, 8]", "shape: [5000, 5000]")
+                    + "limits: {grid_cells: 25000000, grid_cells_per_rank: 25000000}\n")
     assert load_campaign(path).config.models["plate"].grid.cells == 25_000_000
     path.write_text(L96.replace("multiplicative: 1.02", "multiplicative: 1.0").replace("cycles: 50", "cycles: 100"))
     load_campaign(path)  # exactly as many cycles as the timeline holds, no inflation

@@ -12,6 +12,9 @@ ensemble members        :data:`ENSEMBLE_MEMBERS` (1000)             ``limits: {e
                         (``assimilation.N``, ``ensemble.size``)
 grid cells per model    :data:`GRID_CELLS` (2^24 = 16,777,216,      ``limits: {grid_cells: N}``
                         e.g. 4096 x 4096)
+grid cells per rank     :data:`GRID_CELLS_PER_RANK` (2^24) of one   ``limits: {grid_cells_per_rank: N}``, or more
+                        model run: its cells over the ranks it      ranks per run (``ensemble.ranks_per_member``,
+                        runs on                                     ``resources.ranks``)
 unknowns per PETSc      2^31 - 1 with 32-bit PETSc indices          a PETSc built with ``--with-64-bit-indices``
 vector                                                              (detected; or ``limits: {index_bits: 64}``)
 time steps of a model   :data:`TIME_STEPS` (10^7) over the          ``limits: {time_steps: N}``
@@ -51,6 +54,9 @@ from twin.core.units import compatible, convert
 ENSEMBLE_MEMBERS = 1000
 #: default largest grid of one model (cells)
 GRID_CELLS = 2**24
+#: default largest share of one model's grid on one rank (cells): a model run that large on too few ranks runs out
+#: of memory (its solver's matrices and work vectors) or for days
+GRID_CELLS_PER_RANK = 2**24
 #: the largest index of a PETSc vector with 32-bit indices
 INDEX_32 = 2**31 - 1
 #: default largest number of time steps of one model over the timeline
@@ -70,6 +76,8 @@ class LimitsConfig(Strict):
         Largest ensemble (``assimilation.N``, ``ensemble.size``).
     grid_cells : int
         Largest grid of one model, in cells (elements for the structure model; variables for Lorenz-96).
+    grid_cells_per_rank : int
+        Largest share of one model's grid on one MPI rank of its run, in cells.
     index_bits : {32, 64}, optional
         Index width of the PETSc in use (default: detected from its configuration, 32 when unknown).
     time_steps : int
@@ -80,6 +88,7 @@ class LimitsConfig(Strict):
 
     ensemble_members: int = Field(default=ENSEMBLE_MEMBERS, ge=2)
     grid_cells: int = Field(default=GRID_CELLS, ge=1)
+    grid_cells_per_rank: int = Field(default=GRID_CELLS_PER_RANK, ge=1)
     index_bits: Literal[32, 64] | None = None
     time_steps: int = Field(default=TIME_STEPS, ge=1)
     output_gigabytes: float = Field(default=OUTPUT_GIGABYTES, gt=0)
@@ -147,6 +156,13 @@ def _grid_problems(cfg: Any, limits: LimitsConfig) -> list[tuple[tuple, str]]:
             problems.append((path, f"{size.unknowns} unknowns exceed what PETSc with 32-bit indices can address "
                                    f"({INDEX_32}): use a PETSc built with --with-64-bit-indices (then set "
                                    "limits.index_bits: 64 if twin cannot detect it) or a smaller grid"))
+        elif size.cells > limits.grid_cells_per_rank * _ranks_per_run(cfg):
+            ranks = _ranks_per_run(cfg)
+            need = math.ceil(size.cells / limits.grid_cells_per_rank)
+            problems.append((path, f"{size.cells} cells on {ranks} rank(s) per model run are "
+                                   f"{math.ceil(size.cells / ranks)} per rank, more than the limit of "
+                                   f"{limits.grid_cells_per_rank} (limits.grid_cells_per_rank): run each model on at "
+                                   f"least {need} ranks ({_where_ranks(cfg)}), or raise the limit if you mean it"))
     coupling = getattr(cfg, "coupling", None)
     if bits == 32 and coupling is not None and not problems:
         total = sum(cfg.models[c].grid_size().unknowns for c in coupling.components if c in cfg.models)
@@ -154,6 +170,17 @@ def _grid_problems(cfg: Any, limits: LimitsConfig) -> list[tuple[tuple, str]]:
             problems.append((("coupling", "components"), f"the coupled state has {total} unknowns, more than PETSc "
                                                          f"with 32-bit indices can address ({INDEX_32})"))
     return problems
+
+
+def _ranks_per_run(cfg: Any) -> int:
+    """MPI ranks one model run gets: per member in an assimilation campaign, the job's ranks in a forecast run."""
+    if getattr(cfg, "assimilation", None) is not None:
+        return max(int(cfg.ensemble.ranks_per_member), int(getattr(cfg.assimilation, "ranks_per_member", 1)))
+    return int(getattr(cfg.resources, "ranks", 1))
+
+
+def _where_ranks(cfg: Any) -> str:
+    return "ensemble.ranks_per_member" if getattr(cfg, "assimilation", None) is not None else "resources.ranks"
 
 
 def _state_values(cfg: Any) -> int:
