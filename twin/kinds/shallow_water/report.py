@@ -6,8 +6,8 @@
   swaths, ...) and the named sites, in km;
 * analysis vs free-run RMSE per cycle with the ensemble spread: ``rmse`` (analysis), ``rmse_forecast``
   (background) and ``spread`` of ``diagnostics.nc`` (4D-Var: the spread of the Laplace samples in
-  ``posterior.nc``), and ``rmse_free`` of the free run (:mod:`twin.campaign.free_run`; computed here on one process
-  and kept as ``free_run.nc`` when the campaign did not write it), in the state's units (m and m/s together);
+  ``posterior.nc``), and ``rmse_free`` of the free run (``free_run.nc``, written by the campaign:
+  :mod:`twin.campaign.free_run`), in the state's units (m and m/s together);
 * the site forecast fan: the decision's 5/50/95 % fan of each site QoI (``decision.json``) after the last analysis,
   with the nature run and the free run continued over the horizon, the exceedance limit and the probability of
   exceeding it.
@@ -57,20 +57,15 @@ def _campaign(data: RunData):
 
 
 def _free_run(data: RunData):
-    """``free_run.nc`` of the experiment (computed on this process if absent), or ``None`` with a reason."""
+    """``free_run.nc`` of the experiment (written by the campaign's last step), or ``None`` with a reason."""
     import xarray as xr
-    from mpi4py import MPI
 
-    from twin.campaign.free_run import FREE_RUN_FILE, write_free_run
-    from twin.core.errors import TwinError
+    from twin.campaign.free_run import FREE_RUN_FILE
 
     path = data.directory / FREE_RUN_FILE
     if not path.is_file():
-        try:
-            write_free_run(data.directory, MPI.COMM_SELF)
-        except TwinError as exc:
-            data.missing["free run"] = str(exc)
-            return None
+        data.missing["free run"] = f"{FREE_RUN_FILE} not found (the campaign writes it when it finishes)"
+        return None
     with xr.open_dataset(path, decode_times=False) as ds:
         return ds.load()
 
