@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from twin.coupling.adjoint import ComponentObservation
+from twin.coupling.observations import ComponentObservation
 from twin.kinds.heat.examples import partitioned_heat
 from twin.observations.base import LinearObservationOperator, interpolation_matrix
 

@@ -20,7 +20,7 @@ from twin.assimilation.tao import TaoSettings, minimise
 from twin.assimilation.var_control import ParameterControl
 from twin.assimilation.verify import taylor_rates
 from twin.core.errors import CouplingError, ModelError
-from twin.coupling.adjoint import ComponentObservation
+from twin.coupling.observations import ComponentObservation
 from twin.kinds.heat.examples import partitioned_heat
 from twin.observations.base import LinearObservationOperator, interpolation_matrix
 

@@ -9,10 +9,14 @@ Conventions
 * ``centering="cell"``: ``n`` cells of width ``h = L / n`` with centres ``lo + (i + 1/2) h`` (finite volumes).
   ``centering="node"``: ``n`` nodes with spacing ``h = L / (n - 1)`` including both ends (finite elements); on a
   periodic axis nodes are ``lo + i h`` with ``h = L / n``.
+
+:func:`multilinear_weights` gives the weights of multilinear interpolation between a grid's points, the one
+computation behind the observation operators' point interpolation and the coupling's consistent maps.
 """
 
 from __future__ import annotations
 
+from itertools import product
 from typing import Callable, Sequence
 
 import numpy as np
@@ -260,3 +264,71 @@ class Grid:
     def __repr__(self) -> str:
         return (f"Grid(shape={self.shape}, extent={self.extent}, dof={self.dof}, periodic={self.periodic}, "
                 f"centering={self.centering!r})")
+
+
+def multilinear_weights(grid: Grid, points: np.ndarray, extrapolate: str = "constant") -> tuple[np.ndarray, np.ndarray]:
+    """Multilinear (linear, bilinear, trilinear) interpolation between the points of ``grid`` at physical ``points``.
+
+    The value at a point ``x`` is ``sum_c weights[c] * values[index[c]]`` over the ``2**dim`` corners ``c`` of the
+    grid cell around ``x``. Along axis ``a``, with ``s = (x_a - lo_a) / h_a`` (less 1/2 on a cell-centred grid: the
+    lattice of cell centres) and ``i = floor(s)``, the lower neighbour ``i`` has weight ``1 - w`` and the upper one
+    ``i + 1`` weight ``w = s - i``; a corner's weight is the product of its axes' weights, so the weights of a point
+    sum to one and linear functions are interpolated exactly. Corner ``c`` is the ``c``-th of
+    ``itertools.product((0, 1), repeat=dim)`` (1: the upper neighbour; axis 0 varies slowest).
+
+    Periodic axes wrap. On a non-periodic axis a point beyond the outermost grid points (in the half cells at the
+    boundary of a cell-centred grid, or outside the box) takes the first or last pair of points and the value is
+    extrapolated: ``extrapolate="constant"`` clips ``w`` to ``[0, 1]`` (the nearest point's value), ``"linear"``
+    keeps it (linear fields stay exact up to the boundary). An axis with a single point takes that point.
+
+    Parameters
+    ----------
+    grid : Grid
+        Only its geometry is used (shape, extent, spacing, periodicity, centering).
+    points : array, shape (m, dim)
+        Coordinates in the grid's length units; containment is the caller's to check.
+    extrapolate : {"constant", "linear"}
+
+    Returns
+    -------
+    index : int64 array, shape (2**dim, dim, m)
+        The per-axis indices (PETSc axis order) of each corner's grid point.
+    weights : array, shape (2**dim, m)
+    """
+    if extrapolate not in ("constant", "linear"):
+        raise ValueError(f"extrapolate must be 'constant' or 'linear', got {extrapolate!r}")
+    points = np.atleast_2d(np.asarray(points, dtype=float))
+    m = points.shape[0]
+    offset = 0.5 if grid.centering == "cell" else 0.0
+    lower, upper, weight = [], [], []
+    for a in range(grid.dim):
+        n, (lo, _), h = grid.shape[a], grid.extent[a], grid.spacing[a]
+        s = (points[:, a] - lo) / h - offset
+        if grid.periodic[a]:
+            i0 = np.floor(s).astype(np.int64)
+            w = s - i0
+            lower.append(np.mod(i0, n))
+            upper.append(np.mod(i0 + 1, n))
+        elif n == 1:
+            i0 = np.zeros(m, dtype=np.int64)
+            w = np.zeros(m)
+            lower.append(i0)
+            upper.append(i0)
+        else:
+            i0 = np.clip(np.floor(s).astype(np.int64), 0, n - 2)
+            w = s - i0
+            if extrapolate == "constant":
+                w = np.clip(w, 0.0, 1.0)
+            lower.append(i0)
+            upper.append(i0 + 1)
+        weight.append(w)
+    corners = list(product((0, 1), repeat=grid.dim))
+    index = np.empty((len(corners), grid.dim, m), dtype=np.int64)
+    weights = np.empty((len(corners), m))
+    for c, ups in enumerate(corners):
+        wt = np.ones(m)
+        for a, up in enumerate(ups):
+            index[c, a] = upper[a] if up else lower[a]
+            wt = wt * (weight[a] if up else 1.0 - weight[a])
+        weights[c] = wt
+    return index, weights

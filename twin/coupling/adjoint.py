@@ -1,4 +1,4 @@
-"""The discrete adjoint of a coupled model's explicit and (converged) implicit windows, and the coupling tape it needs.
+"""The discrete adjoint of a coupled model's explicit and (converged) implicit windows.
 
 Forward window (explicit schemes, :mod:`twin.coupling.schemes`)
 ---------------------------------------------------------------
@@ -41,23 +41,21 @@ interpolation), so the adjoint iteration has the spectrum of the forward's (``(d
 ``dG/dg``) and converges at the rate of the forward iteration. It is solved by a fresh instance of the scheme's
 acceleration (its own history: the forward's belongs to the forward iteration) to the scheme's smallest relative
 convergence limit (1e-10 without one), within ``max_iterations``; otherwise :class:`CouplingError` names the window.
-The last backward pass (at the converged ``mu``) gives the state, parameter and start-data cotangents, so a window
-costs as many backward passes as adjoint iterations. The pass is re-run at the converged data ``g*`` that
-:meth:`~twin.coupling.coupled.CoupledModel.record` keeps per window (:attr:`TapeEntry.windows`: the route data at
-each window end, interface fields only); a window that did not converge in the forward (``allow_nonconvergence``)
-has no fixed point to differentiate and the adjoint refuses it with :class:`CouplingError`. The converged data
-satisfy the fixed point to the forward's tolerance, so the gradient is that of the converged map to that accuracy.
+The last backward pass (at the converged ``mu``) gives the state, parameter and start-data cotangents, so a window costs
+as many backward passes as adjoint iterations. The pass is re-run at the converged data ``g*`` that
+:meth:`~twin.coupling.coupled.CoupledModel.record` keeps per window (:attr:`~twin.coupling.tape.TapeEntry.windows`: the
+route data at each window end, interface fields only); a window that did not converge in the forward
+(``allow_nonconvergence``) has no fixed point to differentiate and the adjoint refuses it with :class:`CouplingError`.
+The converged data satisfy the fixed point to the forward's tolerance, so the gradient is that of the converged map to
+that accuracy.
 
-Hidden coupling state
----------------------
-The route data are carried from one ``advance`` call to the next, so they are part of the trajectory without being
-in the state vector. :class:`CouplingTape` keeps, for the start of each ``advance`` call, the state and the route
-data; the adjoint recomputes a call's forward run from there (keeping every sub-step's component state in memory,
-``O(steps x state)``). The cotangent of the route data at a call's start is handed to the adjoint of the previous
-call (matched by time and state), as the forward hands the data on. At the start of a re-run from an earlier time
-(4D-Var evaluations, Taylor tests) :class:`~twin.coupling.coupled.CoupledModel` restores the route data recorded
-at that time, so every evaluation sees the same coupling data there: they are fixed inputs of the 4D-Var window,
-like boundary data, and not controls (their cotangent at the window start is dropped).
+Coupling data
+-------------
+The route data at the start of an ``advance`` call are part of the trajectory without being in the state vector;
+:class:`~twin.coupling.tape.CouplingTape` keeps them, with the state, for each recorded call. The adjoint
+(:meth:`CoupledAdjoint.run`) recomputes a call's forward run from its :class:`~twin.coupling.tape.TapeEntry`
+(keeping every sub-step's component state in memory, ``O(steps x state)``) and returns the cotangent of the route
+data at the call's start, which the adjoint of the previous call takes (:mod:`twin.coupling.tape`).
 
 Contract used of the components (see twin/models/base.py)
 ---------------------------------------------------------------
@@ -80,172 +78,13 @@ from petsc4py import PETSc
 from twin.core.errors import CouplingError, ModelError
 from twin.core.log import get_logger
 from twin.coupling.acceleration import make_acceleration
-from twin.coupling.schemes import Component, CouplingScheme, Route
-from twin.models.base import Model
-from twin.observations.base import ObservationOperator
+from twin.coupling.schemes import Component, CouplingScheme
+from twin.coupling.tape import TapeEntry, same_state
+from twin.models.base import IMPORT_PREFIX, Model
 
 log = get_logger("twin.coupling.adjoint")
 
-#: parameter-key prefix for the sensitivity of a component's adjoint or export to an imported field
-IMPORT_PREFIX = "import:"
 
-
-# -- the tape ------------------------------------------------------------------------------------------------------
-@dataclass
-class TapeEntry:
-    """The coupled state and every route's data at the start of one ``advance`` call."""
-
-    time: float
-    state: PETSc.Vec
-    routes: dict[str, PETSc.Vec]
-    #: implicit schemes: every route's converged data at the end of each window of the call
-    windows: list[dict[str, PETSc.Vec]] = field(default_factory=list)
-    #: implicit schemes: whether each window's fixed point converged
-    converged: list[bool] = field(default_factory=list)
-
-    def add_window(self, routes: Sequence[Route], converged: bool) -> None:
-        """Keep copies of the routes' data at the end of a window (interface fields: small)."""
-        self.windows.append({r.name: r.value.copy() for r in routes})
-        self.converged.append(bool(converged))
-
-    def destroy(self) -> None:
-        self.state.destroy()
-        for v in self.routes.values():
-            v.destroy()
-        for d in self.windows:
-            for v in d.values():
-                v.destroy()
-        self.windows = []
-
-
-class CouplingTape:
-    """Bounded record of the coupling data at the starts of ``advance`` calls (module docstring).
-
-    Parameters
-    ----------
-    tolerance : float
-        Times closer than this are the same time (coupled time units).
-    per_time, max_times : int
-        At most ``per_time`` states are kept per time (the most recent) and ``max_times`` times (the oldest go).
-    """
-
-    def __init__(self, tolerance: float, per_time: int = 4, max_times: int = 256):
-        self.tolerance = float(tolerance)
-        self.per_time, self.max_times = int(per_time), int(max_times)
-        self._entries: dict[float, list[TapeEntry]] = {}
-        #: the route data at the start of the latest ``advance`` from each time (interface fields: small)
-        self._routes: dict[float, dict[str, PETSc.Vec]] = {}
-
-    def remember_routes(self, t: float, routes: Sequence[Route]) -> None:
-        """Keep a copy of the routes' data at ``t`` (replacing an older copy at that time)."""
-        key = next((k for k in self._routes if abs(k - t) <= self.tolerance), None)
-        if key is not None:
-            for v in self._routes.pop(key).values():
-                v.destroy()
-        self._routes[float(t)] = {r.name: r.value.copy() for r in routes}
-        while len(self._routes) > self.max_times:
-            for v in self._routes.pop(next(iter(self._routes))).values():
-                v.destroy()
-
-    def routes_at(self, t: float) -> dict[str, PETSc.Vec] | None:
-        """The route data remembered at ``t`` (the latest run from ``t``), or ``None``."""
-        key = next((k for k in self._routes if abs(k - t) <= self.tolerance), None)
-        return None if key is None else self._routes[key]
-
-    def _key(self, t: float) -> float | None:
-        return next((k for k in self._entries if abs(k - t) <= self.tolerance), None)
-
-    def record(self, t: float, state: PETSc.Vec, routes: Sequence[Route]) -> TapeEntry:
-        """Keep copies of ``state`` and the routes' ``value`` at time ``t``; returns the new entry. Collective."""
-        key = self._key(t)
-        if key is None:
-            key = float(t)
-            self._entries[key] = []
-            while len(self._entries) > self.max_times:
-                for e in self._entries.pop(next(iter(self._entries))):
-                    e.destroy()
-        entries = self._entries[key]
-        same = self.find(t, state)
-        if same is not None:
-            entries.remove(same)
-            same.destroy()
-        entry = TapeEntry(float(t), state.copy(), {r.name: r.value.copy() for r in routes})
-        entries.append(entry)
-        while len(entries) > self.per_time:
-            entries.pop(0).destroy()
-        return entry
-
-    def latest(self, t: float) -> TapeEntry | None:
-        """The most recent entry at time ``t``, or ``None``."""
-        key = self._key(t)
-        return self._entries[key][-1] if key is not None and self._entries[key] else None
-
-    def find(self, t: float, state: PETSc.Vec) -> TapeEntry | None:
-        """The most recent entry at ``t`` whose state equals ``state`` (to round-off), or ``None``. Collective."""
-        key = self._key(t)
-        for e in reversed(self._entries.get(key, []) if key is not None else []):
-            if same_state(e.state, state):
-                return e
-        return None
-
-    def destroy(self) -> None:
-        for entries in self._entries.values():
-            for e in entries:
-                e.destroy()
-        self._entries = {}
-        for routes in self._routes.values():
-            for v in routes.values():
-                v.destroy()
-        self._routes = {}
-
-
-def same_state(a: PETSc.Vec, b: PETSc.Vec, rtol: float = 1e-12) -> bool:
-    """``|a - b| <= rtol (|b| + tiny)`` in the max norm. Collective."""
-    d = a.copy()
-    d.axpy(-1.0, b)
-    diff = d.norm(PETSc.NormType.NORM_INFINITY)
-    d.destroy()
-    return bool(diff <= rtol * (b.norm(PETSc.NormType.NORM_INFINITY) + 1e-300))
-
-
-# -- observations of one component ----------------------------------------------------------------------------
-class ComponentObservation(ObservationOperator):
-    """An observation operator of one component applied to the coupled state (through the component's block).
-
-    Parameters
-    ----------
-    model : CoupledModel
-    component : str
-    operator : ObservationOperator
-        On the component's state (e.g. a :class:`~twin.observations.base.LinearObservationOperator` on its grid);
-        not owned.
-    """
-
-    def __init__(self, model, component: str, operator: ObservationOperator, name: str | None = None):
-        if component not in model.models:
-            raise ModelError(model.name, f"observations of unknown component '{component}'; components are "
-                                         f"{sorted(model.models)}")
-        super().__init__(operator.error_std, operator.n_obs, operator.locations, name or f"{component}.{operator.name}")
-        self.model, self.component, self.operator = model, component, operator
-
-    def apply(self, state: PETSc.Vec) -> np.ndarray:
-        view = self.model.component_view(state, self.component)
-        try:
-            return self.operator.apply(view)
-        finally:
-            self.model.restore_view(state, self.component, view)
-
-    def apply_adjoint(self, state: PETSc.Vec, dy: np.ndarray, out: PETSc.Vec) -> None:
-        view = self.model.component_view(state, self.component)
-        target = self.model.component_view(out, self.component)
-        try:
-            self.operator.apply_adjoint(view, dy, target)
-        finally:
-            self.model.restore_view(out, self.component, target)
-            self.model.restore_view(state, self.component, view)
-
-
-# -- the adjoint ------------------------------------------------------------------------------------------------------
 @dataclass
 class _WindowRecord:
     """What the backward pass of one window needs from its forward recomputation."""

@@ -21,13 +21,13 @@ Adjoint
 -------
 :meth:`CoupledModel.adjoint` is the discrete adjoint of explicit windows (serial or parallel staggering, sub-steps,
 linear or constant time interpolation) and of converged implicit windows (implicit-function theorem: an adjoint fixed
-point per window) built from the components' adjoints and export derivatives (:mod:`twin.coupling.adjoint`, which
-also states the optional methods a component needs). A :meth:`CoupledModel.record` call (what 4D-Var uses for the
-forward pass of a gradient) keeps the state and the route data at its start on a bounded tape, and for implicit
-schemes the converged route data at each window end (interface fields); plain :meth:`advance` calls
-(forecasts, ensemble members) keep nothing, so long runs of large models do not fill memory with copies. An
-``advance`` that starts *earlier* than the time the route data belong to (a re-run, as 4D-Var evaluations do) first
-restores the route data recorded at that time, so re-runs from a time see the same coupling data there.
+point per window) built from the components' adjoints and export derivatives (:mod:`twin.coupling.adjoint`, which also
+states the optional methods a component needs). A :meth:`CoupledModel.record` call (what 4D-Var uses for the forward
+pass of a gradient) keeps the state and the route data at its start on a bounded tape (:mod:`twin.coupling.tape`), and
+for implicit schemes the converged route data at each window end (interface fields); plain :meth:`advance` calls
+(forecasts, ensemble members) keep nothing, so long runs of large models do not fill memory with copies. An ``advance``
+that starts *earlier* than the time the route data belong to (a re-run, as 4D-Var evaluations do) first restores the
+route data recorded at that time, so re-runs from a time see the same coupling data there.
 
 Checkpoints
 -----------
@@ -47,8 +47,9 @@ from petsc4py import PETSc
 from twin.core.errors import CouplingError, ModelError
 from twin.core.log import get_logger
 from twin.core.units import convert
-from twin.coupling.adjoint import CoupledAdjoint, CouplingTape
+from twin.coupling.adjoint import CoupledAdjoint
 from twin.coupling.schemes import Component, CouplingScheme, WindowDiagnostics
+from twin.coupling.tape import CouplingTape
 from twin.models.base import Model, QoI
 
 log = get_logger("twin.coupling.coupled")

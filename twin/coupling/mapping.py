@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from petsc4py import PETSc
 
 from twin.core.errors import CouplingError
-from twin.core.grid import Grid
+from twin.core.grid import Grid, multilinear_weights
 
 
 class PointSet:
@@ -215,39 +215,12 @@ def consistent_map(source: Grid, target: Layout, *, name: str = "consistent", ou
     pts = _target_points(target)
     m = pts.shape[0]
     bad = _outside(source, pts, name, outside)
-    offset = 0.5 if source.centering == "cell" else 0.0
-    lower, upper, weight = [], [], []
-    for a in range(source.dim):
-        n, (lo, _), h = source.shape[a], source.extent[a], source.spacing[a]
-        s = (pts[:, a] - lo) / h - offset
-        if source.periodic[a]:
-            i0 = np.floor(s).astype(np.int64)
-            w = s - i0
-            lower.append(np.mod(i0, n))
-            upper.append(np.mod(i0 + 1, n))
-        elif n == 1:
-            i0 = np.zeros(m, dtype=np.int64)
-            w = np.zeros(m)
-            lower.append(i0)
-            upper.append(i0)
-        else:
-            # unclipped weights: linear extrapolation in the boundary half cells keeps linear fields exact
-            i0 = np.clip(np.floor(s).astype(np.int64), 0, n - 2)
-            w = s - i0
-            lower.append(i0)
-            upper.append(i0 + 1)
-        weight.append(w)
-    rows, cols, vals = [], [], []
-    for corner in range(2 ** source.dim):
-        idx, wt = [], np.where(bad, 0.0, 1.0)
-        for a in range(source.dim):
-            up = (corner >> a) & 1
-            idx.append(upper[a] if up else lower[a])
-            wt = wt * (weight[a] if up else 1.0 - weight[a])
-        rows.append(np.arange(m))
-        cols.append(_natural_flat(source, idx))
-        vals.append(wt)
-    M = _assemble(source, target, np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), m)
+    # linear extrapolation in the boundary half cells keeps linear fields exact
+    index, weights = multilinear_weights(source, pts, extrapolate="linear")
+    weights[:, bad] = 0.0
+    rows = np.tile(np.arange(m), len(weights))
+    cols = np.concatenate([_natural_flat(source, corner) for corner in index])
+    M = _assemble(source, target, rows, cols, weights.ravel(), m)
     return GridMap(source, target, M, "consistent", name)
 
 

@@ -21,6 +21,13 @@ from petsc4py import PETSc
 
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
+from twin.core.petsc import clear_options, reason_name
+
+#: prefix of the names with which a coupled model's adjoint asks a component for the sensitivity to an imported field
+#: (``"import:<field>"``, :meth:`Model.adjoint` and :meth:`Model.export_adjoint`)
+IMPORT_PREFIX = "import:"
+#: relative round-off under which a window counts as a whole number of steps (:meth:`Model.fixed_steps`)
+STEP_ROUNDOFF = 1e-12
 
 
 @dataclass
@@ -111,8 +118,6 @@ def solve_adjoint(ts: PETSc.TS, component: str) -> None:
     not go back to its pool (its trajectory stack is not empty; PETSc 3.18 then refuses the next forward solve with
     "Illegal modification of a non-top stack element").
     """
-    from twin.core.petsc import reason_name
-
     try:
         ts.adjointSolve()
     except PETSc.Error as exc:
@@ -222,6 +227,8 @@ class Model(ABC):
     :meth:`record` (advance and keep the trajectory, e.g. the TS that ran the window, from a :class:`TSPool`) and
     :meth:`adjoint_recorded` (the adjoint over a recorded window), so that 4D-Var gradients cost one forward and one
     backward pass. The defaults of these two fall back on :meth:`advance` and :meth:`adjoint` (forward run twice).
+    Models on a PETSc TS with a time step :attr:`dt` run it with :meth:`run_fixed` (or :meth:`run_ts` where the
+    step may adapt), which count the steps of a window and report a failed solve the same way for every model.
 
     Parameters
     ----------
@@ -241,6 +248,8 @@ class Model(ABC):
     time_units: str = "s"
     #: units of the grid's coordinates
     length_units: str = "m"
+    #: the time step of a time-stepping model (its time units), set by the model; see :meth:`fixed_steps`
+    dt: float
 
     def __init__(self, name: str, comm):
         self.name = name
@@ -344,6 +353,58 @@ class Model(ABC):
         finally:
             tape.free()
 
+    # -- time stepping ---------------------------------------------------------------------------------------------
+    def fixed_steps(self, t0: float, t1: float) -> tuple[int, float]:
+        """The steps of a window ``[t0, t1]``: ``n`` equal steps of ``(t1 - t0) / n``, the fewest not longer than
+        :attr:`dt` (at least one; a window longer than whole steps by round-off, :data:`STEP_ROUNDOFF`, takes no
+        extra step).
+
+        Raises
+        ------
+        ModelError
+            Unless ``t0`` and ``t1`` are finite and ``t1 >= t0``.
+        """
+        if not (np.isfinite(t0) and np.isfinite(t1)) or t1 < t0:
+            raise ModelError(self.name, f"cannot advance from t={t0} to t={t1}: need finite t1 >= t0")
+        n = max(1, int(np.ceil((t1 - t0) / self.dt * (1.0 - STEP_ROUNDOFF))))
+        return n, (t1 - t0) / n
+
+    def run_fixed(self, ts: PETSc.TS, state: PETSc.Vec, t0: float, t1: float,
+                  hint: str | Callable[[], str] = "") -> None:
+        """Advance ``state`` in place from ``t0`` to ``t1`` with ``ts`` in the steps of :meth:`fixed_steps`
+        (:meth:`run_ts`)."""
+        n, dt = self.fixed_steps(t0, t1)
+        self.run_ts(ts, state, t0, t1, n, dt, hint)
+
+    def run_ts(self, ts: PETSc.TS, state: PETSc.Vec, t0: float, t1: float, max_steps: int, dt: float,
+               hint: str | Callable[[], str] = "") -> None:
+        """Advance ``state`` in place from ``t0`` to ``t1`` with ``ts``, starting with the step ``dt`` and taking at
+        most ``max_steps`` steps (exactly ``max_steps`` of ``dt`` unless the TS adapts its step).
+
+        Raises
+        ------
+        SolverError
+            If the solve raises a PETSc error or ends with a negative converged reason (a TS created with
+            ``setErrorIfStepFails(False)`` reports a failed step so): names the time and :meth:`ts_reason`, with
+            ``hint`` (or what ``hint()`` returns, for a cause known only after the solve, e.g. from a post-step
+            check) as what to change.
+        """
+        ts.setTime(t0)
+        ts.setStepNumber(0)
+        ts.setTimeStep(dt)
+        ts.setMaxTime(t1)
+        ts.setMaxSteps(max_steps)
+        try:
+            ts.solve(state)
+        except PETSc.Error as exc:
+            raise SolverError(self.name, ts.getTime(), self.ts_reason(ts), f"PETSc error {exc.ierr}") from None
+        if ts.getConvergedReason() < 0:
+            raise SolverError(self.name, ts.getTime(), self.ts_reason(ts), hint() if callable(hint) else hint)
+
+    def ts_reason(self, ts: PETSc.TS) -> str:
+        """PETSc's reason for a failed solve of ``ts`` as :meth:`run_ts` reports it: the TS's converged reason."""
+        return reason_name(PETSc.TS.ConvergedReason, ts.getConvergedReason())
+
     # -- parameters ------------------------------------------------------------------------------------------------
     def estimable(self) -> list[Parameter]:
         return [p for p in self.parameters.values() if p.estimable]
@@ -396,8 +457,6 @@ class Model(ABC):
 
     def destroy(self) -> None:
         """Destroy the PETSc objects this model owns (and forget its YAML solver options)."""
-        from twin.core.petsc import clear_options
-
         clear_options(self.options_prefix)
         for p in self.parameters.values():
             if p.is_field:

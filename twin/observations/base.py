@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from petsc4py import PETSc
 
 from twin.core.errors import ObservationError
-from twin.core.grid import Grid
+from twin.core.grid import Grid, multilinear_weights
 
 
 class ObservationOperator(ABC):
@@ -137,7 +137,8 @@ def interpolation_matrix(grid: Grid, points: np.ndarray, component: int = 0) -> 
     """Multilinear interpolation of one state component at physical points, as a sparse matrix (natural ordering).
 
     Points must lie inside the grid's box; periodic axes wrap. Near a non-periodic boundary of a cell-centred grid the
-    value is extrapolated as a constant from the nearest cell centre.
+    value is extrapolated as a constant from the nearest cell centre (:func:`~twin.core.grid.multilinear_weights`
+    with ``extrapolate="constant"``).
 
     Raises
     ------
@@ -152,35 +153,10 @@ def interpolation_matrix(grid: Grid, points: np.ndarray, component: int = 0) -> 
         bad = int(np.flatnonzero(~inside)[0])
         raise ObservationError(f"observation point {points[bad].tolist()} lies outside the model domain "
                                f"{[list(e) for e in grid.extent]}")
-    m = points.shape[0]
-    offset = 0.5 if grid.centering == "cell" else 0.0
-    lower, weight = [], []
-    for a in range(grid.dim):
-        n, (lo, _), h = grid.shape[a], grid.extent[a], grid.spacing[a]
-        s = (points[:, a] - lo) / h - offset
-        if grid.periodic[a]:
-            i0 = np.floor(s).astype(np.int64)
-            w = s - i0
-            lower.append(i0)
-        else:
-            i0 = np.clip(np.floor(s).astype(np.int64), 0, max(n - 2, 0))
-            w = np.clip(s - i0, 0.0, 1.0) if n > 1 else np.zeros_like(s)
-            lower.append(i0)
-        weight.append(w)
-    rows, cols, vals = [], [], []
-    for corner in range(2 ** grid.dim):
-        idx, wt = [], np.ones(m)
-        for a in range(grid.dim):
-            up = (corner >> a) & 1
-            i = lower[a] + up
-            i = np.mod(i, grid.shape[a]) if grid.periodic[a] else np.minimum(i, grid.shape[a] - 1)
-            idx.append(i)
-            wt = wt * (weight[a] if up else 1.0 - weight[a])
-        rows.append(np.arange(m))
-        cols.append(natural_index(grid, idx, component))
-        vals.append(wt)
-    H = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(m, grid.size * grid.dof))
+    index, weights = multilinear_weights(grid, points, extrapolate="constant")
+    rows = np.tile(np.arange(points.shape[0]), len(weights))
+    cols = np.concatenate([natural_index(grid, corner, component) for corner in index])
+    H = sp.csr_matrix((weights.ravel(), (rows, cols)), shape=(points.shape[0], grid.size * grid.dof))
     H.sum_duplicates()
     H.eliminate_zeros()
     return H

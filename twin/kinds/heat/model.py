@@ -19,12 +19,8 @@ face contributes ``q / h``. This gives ``dT/dt = A T + b(t)`` with the constant,
 a PETSc TS (default backward Euler, options prefix ``<name>_``), as a LINEAR problem so SNES reduces to one KSP solve
 per stage. Second order in space; the time order is the TS's.
 
-For coupling, each side with an ``import`` also exports ``temperature_<side>`` (the face temperature) and
-``heat_flux_<side>`` (the inward flux ``q``), both on a face grid of dimension ``dim - 1``. For a Dirichlet side they
-are ``g`` and ``2 kappa (g - T_b) / h``; for a Neumann side ``T_b + q h / (2 kappa)`` and ``q``. Feeding one side's
-flux (sign-reversed) into the other's Neumann data and the face temperature back as Dirichlet data reproduces, at
-convergence, the monolithic scheme on the union grid exactly (the face temperature is the mean of the two cell
-values).
+For coupling, each side with an ``import`` also exports its face temperature and inward flux on a face grid of
+dimension ``dim - 1`` (:mod:`twin.kinds.heat.face`, which holds the model's faces to a coupler).
 
 Adjoint
 -------
@@ -34,7 +30,7 @@ The discrete adjoint (:meth:`HeatModel.adjoint`) uses TSAdjoint with ``setRHSJac
 ``mu`` holds ``dJ/dkappa``, ``dJ/dsource`` and ``dJ/dg`` (requested as ``"import:<field>"``, the coupled adjoint's
 sensitivity to imported data, held constant over the adjoint's interval as in :meth:`HeatModel.advance`).
 :meth:`HeatModel.export_adjoint` is the transpose of the derivative of :meth:`HeatModel.exports` (with respect to
-the state, the imported face data and ``kappa``).
+the state, the imported face data and ``kappa``; :meth:`twin.kinds.heat.face.Faces.export_adjoint`).
 """
 
 from __future__ import annotations
@@ -48,18 +44,16 @@ from petsc4py import PETSc
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
-from twin.core.petsc import reason_name, set_default_options, set_options
+from twin.core.petsc import set_default_options, set_options
 from twin.core.units import convert
-from twin.kinds.heat.face import Face, side_axis
+from twin.kinds.heat.face import Faces, boundary_slab, side_axis
 from twin.kinds.heat.initial import initial_condition
 from twin.kinds.heat.operator import SIDES, laplacian
-from twin.models.base import Model, Parameter, QoI, solve_adjoint
+from twin.models.base import IMPORT_PREFIX, Model, Parameter, QoI, solve_adjoint
 from twin.models.registry import register_model
 
 log = get_logger("twin.kinds.heat.model")
 
-#: key prefix asking an adjoint for the sensitivity to imported data (``"import:<field>"``)
-IMPORT_PREFIX = "import:"
 #: defaults under the component prefix; YAML ``solver:`` and the command line override them
 DEFAULT_SOLVER = {"ts_type": "beuler", "ts_adapt_type": "none", "ksp_type": "cg", "pc_type": "jacobi",
                   "ksp_rtol": 1e-12, "ksp_atol": 1e-14,
@@ -147,10 +141,7 @@ class HeatModel(Model):
             "source": Parameter("source", float(source), "K/s", "source" in estimable, "none", priors.get("source")),
         }
         self._check_parameters()
-        self._faces: dict[str, Face] = {}
-        for side, bc in boundary.items():
-            if bc.import_name is not None:
-                self._faces[side] = Face(self, side)
+        self.coupling = Faces(name, comm, grid, boundary)
         self._A = self._assemble()
         self._J = self._A.duplicate(copy=True)
         self._F = grid.create_global()
@@ -205,19 +196,8 @@ class HeatModel(Model):
         v.destroy()
         return r0
 
-    def _boundary_slab(self, side: str) -> tuple[tuple, float] | None:
-        """Index into the owned C-order block selecting the cells next to ``side`` (None if this rank has none)."""
-        g = self.grid
-        axis, hi = side_axis(side)
-        s, e = g.owned[axis]
-        if (hi and e != g.shape[axis]) or (not hi and s != 0):
-            return None
-        index = [slice(None)] * g.dim
-        index[g.dim - 1 - axis] = -1 if hi else 0
-        return tuple(index), g.spacing[axis]
-
     def _boundary_data(self, side: str) -> np.ndarray | float:
-        face = self._faces.get(side)
+        face = self.coupling.faces.get(side)
         return face.owned_values() if face is not None else self.boundary[side].value
 
     def _fill_b(self) -> None:
@@ -226,7 +206,7 @@ class HeatModel(Model):
         b = self.grid.owned_array(self._b)
         b[...] = self.parameters["source"].value
         for side, bc in self.boundary.items():
-            slab = self._boundary_slab(side)
+            slab = boundary_slab(self.grid, side)
             if slab is None or self.grid.periodic[side_axis(side)[0]]:
                 continue
             index, h = slab
@@ -257,7 +237,8 @@ class HeatModel(Model):
             return self._Jp
         comm = self.grid.comm_mpi()
         size, rank = comm.Get_size(), comm.Get_rank()
-        ranges = {side: np.asarray(face.vec.getOwnershipRanges(), dtype=np.int64) for side, face in self._faces.items()}
+        faces = self.coupling.faces
+        ranges = {side: np.asarray(face.vec.getOwnershipRanges(), dtype=np.int64) for side, face in faces.items()}
         ncol = np.array([2 if q == 0 else 0 for q in range(size)], dtype=np.int64)
         base: dict[str, np.ndarray] = {}
         for side, rng in ranges.items():
@@ -268,8 +249,8 @@ class HeatModel(Model):
         cells = np.arange(n_local)
         rows, cols = [cells, cells], [np.zeros(n_local, np.int64), np.ones(n_local, np.int64)]
         face_slices: dict[str, slice] = {}
-        for side, face in self._faces.items():
-            slab = self._boundary_slab(side)
+        for side, face in faces.items():
+            slab = boundary_slab(self.grid, side)
             if slab is None:
                 r = np.zeros(0, np.int64)
             else:
@@ -297,7 +278,7 @@ class HeatModel(Model):
         col = (self._work.getArray(readonly=True) + self._dirichlet_part()) / kappa
         lay = self._jp_layout
         parts = [col, np.ones(col.size)]
-        parts += [np.full(n, self._face_coefficient(side)) for side, n in zip(self._faces, lay["counts"])]
+        parts += [np.full(n, self._face_coefficient(side)) for side, n in zip(self.coupling.faces, lay["counts"])]
         Jp.setValuesCSR(lay["indptr"], lay["indices"], np.concatenate(parts)[lay["perm"]])
         Jp.assemble()
 
@@ -305,7 +286,7 @@ class HeatModel(Model):
         kappa = self.parameters["kappa"].value
         out = np.zeros(self.grid.local_shape)
         for side, bc in self.boundary.items():
-            slab = self._boundary_slab(side)
+            slab = boundary_slab(self.grid, side)
             if slab is None or bc.kind != "dirichlet" or self.grid.periodic[side_axis(side)[0]]:
                 continue
             index, h = slab
@@ -345,25 +326,9 @@ class HeatModel(Model):
             raise ModelError(self.name, "exact_solution needs a manufactured initial condition")
         return self.grid.from_function(lambda *x: self._exact(*x, t))
 
-    def _steps(self, t0: float, t1: float) -> tuple[int, float]:
-        if not (np.isfinite(t0) and np.isfinite(t1)) or t1 < t0:
-            raise ModelError(self.name, f"cannot advance from t={t0} to t={t1}")
-        n = max(1, int(np.ceil((t1 - t0) / self.dt * (1 - 1e-12))))
-        return n, (t1 - t0) / n
-
     def _run(self, ts: PETSc.TS, state: PETSc.Vec, t0: float, t1: float) -> None:
-        n, dt = self._steps(t0, t1)
-        ts.setTime(t0)
-        ts.setStepNumber(0)
-        ts.setTimeStep(dt)
-        ts.setMaxSteps(n)
-        ts.setMaxTime(t1)
-        ts.solve(state)
-        reason = ts.getConvergedReason()
-        if reason < 0:
-            raise SolverError(self.name, ts.getTime(), reason_name(PETSc.TS.ConvergedReason, reason),
-                              f"try a smaller dt or -{self.options_prefix}ksp_type preonly -{self.options_prefix}"
-                              f"pc_type lu")
+        self.run_fixed(ts, state, t0, t1, hint=f"try a smaller dt or -{self.options_prefix}ksp_type preonly "
+                                               f"-{self.options_prefix}pc_type lu")
         if not np.isfinite(state.norm()):
             raise SolverError(self.name, t1, "non-finite temperature")
 
@@ -372,13 +337,6 @@ class HeatModel(Model):
             return
         self._run(self._ts, state, t0, t1)
 
-    def _import_side(self, name: str) -> str:
-        for side in self._faces:
-            if self.boundary[side].import_name == name:
-                return side
-        known = [bc.import_name for bc in self.boundary.values() if bc.import_name]
-        raise ModelError(self.name, f"unknown import '{name}'; this model imports {known}")
-
     def _check_gradient_names(self, parameters: Sequence[str]) -> None:
         bad = [p for p in parameters if p not in self.parameters and not p.startswith(IMPORT_PREFIX)]
         if bad:
@@ -386,7 +344,7 @@ class HeatModel(Model):
                                         f"{sorted(self.parameters)} and '{IMPORT_PREFIX}<import>'")
         for p in parameters:
             if p.startswith(IMPORT_PREFIX):
-                self._import_side(p[len(IMPORT_PREFIX):])
+                self.coupling.side_of(p[len(IMPORT_PREFIX):])
 
     def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
                 parameters: Sequence[str] = ()) -> dict[str, Any]:
@@ -416,8 +374,8 @@ class HeatModel(Model):
             scalars = comm.bcast(arr[:2].copy() if comm.Get_rank() == 0 else None, root=0)
             for p in parameters:
                 if p.startswith(IMPORT_PREFIX):
-                    side = self._import_side(p[len(IMPORT_PREFIX):])
-                    g = self._faces[side].grid.create_global()
+                    side = self.coupling.side_of(p[len(IMPORT_PREFIX):])
+                    g = self.coupling.faces[side].grid.create_global()
                     g.getArray()[...] = arr[self._jp_layout["faces"][side]]
                     out[p] = g
                 else:
@@ -427,113 +385,25 @@ class HeatModel(Model):
                 obj.destroy()
         return out
 
+    # -- coupling (:mod:`twin.kinds.heat.face`) ----------------------------------------------------------------------
     def export_adjoint(self, state: PETSc.Vec, cotangents: dict[str, PETSc.Vec], lam: PETSc.Vec,
                        parameters: Sequence[str] = ()) -> dict[str, Any]:
-        """Transpose of the derivative of :meth:`exports` at ``state`` (with the current imports).
-
-        Adds ``sum_e (d e / d x)^T cotangents[e]`` to ``lam`` and returns ``sum_e (d e / d p)^T cotangents[e]`` for
-        each requested name (``kappa``, ``source``, ``"import:<field>"``). Written by hand because the exports are
-        closed-form pointwise expressions of the boundary cells, the face data and ``kappa`` (module docstring):
-        Dirichlet side ``(g, 2 kappa (g - T_b) / h)``, Neumann side ``(T_b + g h / (2 kappa), g)``.
-        """
+        """Transpose of the derivative of :meth:`exports` at ``state`` (with the current imports): adds
+        ``sum_e (d e / d x)^T cotangents[e]`` to ``lam`` and returns ``sum_e (d e / d p)^T cotangents[e]`` for each
+        requested name (``kappa``, ``source``, ``"import:<field>"``); :meth:`Faces.export_adjoint`."""
         self._check_gradient_names(parameters)
-        kappa = self.parameters["kappa"].value
-        dkappa = 0.0
-        dg: dict[str, np.ndarray] = {}
-        for name, cot in cotangents.items():
-            if name == "temperature":
-                lam.axpy(1.0, cot)
-                continue
-            side = next((s for s in self._faces if name in (f"temperature_{s}", f"heat_flux_{s}")), None)
-            if side is None:
-                raise ModelError(self.name, f"no export '{name}' to differentiate; exports are "
-                                            f"{sorted(self.exports_names())}")
-            face, slab = self._faces[side], self._boundary_slab(side)
-            c = face.cells(cot)
-            if slab is None:
-                continue
-            index, h = slab
-            g = face.owned_values()
-            L = self.grid.owned_array(lam)
-            tb = self.grid.owned_array(state, readonly=True)[index].ravel()
-            acc = dg.setdefault(side, np.zeros(c.size))
-            dirichlet = self.boundary[side].kind == "dirichlet"
-            if name.startswith("temperature_"):
-                if dirichlet:
-                    acc += c
-                else:
-                    L[index] += c.reshape(L[index].shape)
-                    acc += c * h / (2.0 * kappa)
-                    dkappa -= float(np.sum(c * g)) * h / (2.0 * kappa ** 2)
-            else:
-                if dirichlet:
-                    acc += 2.0 * kappa / h * c
-                    L[index] -= (2.0 * kappa / h * c).reshape(L[index].shape)
-                    dkappa += float(np.sum(2.0 * (g - tb) / h * c))
-                else:
-                    acc += c
-        out: dict[str, Any] = {}
-        for p in parameters:
-            if p == "kappa":
-                out[p] = float(self.grid.comm_mpi().allreduce(dkappa))
-            elif p == "source":
-                out[p] = 0.0
-            else:
-                side = self._import_side(p[len(IMPORT_PREFIX):])
-                out[p] = self._faces[side].to_face(dg.get(side, np.zeros(len(self._faces[side].petsc_idx))))
-        return out
+        return self.coupling.export_adjoint(state, cotangents, lam, self.parameters["kappa"].value, parameters)
 
     def field_grid(self, name: str) -> Grid:
         """The grid a coupling field (export or import) lives on: the model grid or a face grid."""
-        if name == "temperature":
-            return self.grid
-        for side, face in self._faces.items():
-            if name in (f"temperature_{side}", f"heat_flux_{side}", self.boundary[side].import_name):
-                return face.grid
-        raise ModelError(self.name, f"no coupling field '{name}'; known: {sorted(self.field_names())}")
-
-    def exports_names(self) -> list[str]:
-        """Names of the fields :meth:`exports` returns."""
-        return ["temperature"] + [f"{k}_{side}" for side in self._faces for k in ("temperature", "heat_flux")]
-
-    def field_names(self) -> list[str]:
-        names = ["temperature"]
-        for side in self._faces:
-            names += [f"temperature_{side}", f"heat_flux_{side}", self.boundary[side].import_name]
-        return names
+        return self.coupling.field_grid(name)
 
     def exports(self, state: PETSc.Vec) -> dict[str, PETSc.Vec]:
         """``temperature`` (a copy of the state) and, for each coupled side, the face temperature and inward flux."""
-        out = {"temperature": state.copy()}
-        kappa = self.parameters["kappa"].value
-        T = self.grid.owned_array(state, readonly=True)
-        for side, face in self._faces.items():
-            slab = self._boundary_slab(side)
-            if slab is None:
-                tf, q = np.zeros(0), np.zeros(0)
-            else:
-                index, h = slab
-                tb, data = T[index], face.owned_values()
-                if self.boundary[side].kind == "dirichlet":
-                    tf, q = data, 2.0 * kappa * (data - tb) / h
-                else:
-                    tf, q = tb + data * h / (2.0 * kappa), data
-            out[f"temperature_{side}"] = face.to_face(np.ravel(tf))
-            out[f"heat_flux_{side}"] = face.to_face(np.ravel(q))
-        return out
+        return self.coupling.exports(state, self.parameters["kappa"].value)
 
     def set_import(self, name: str, value: PETSc.Vec) -> None:
-        for side, face in self._faces.items():
-            if self.boundary[side].import_name == name:
-                if value.getSize() != face.vec.getSize() or value.getLocalSize() != face.vec.getLocalSize():
-                    raise ModelError(self.name, f"import '{name}' has {value.getSize()} values laid out as "
-                                                f"{value.getLocalSize()} on this rank; the face grid of {side} "
-                                                f"needs {face.vec.getSize()} ({face.vec.getLocalSize()})")
-                value.copy(face.vec)
-                face.refresh()
-                return
-        known = [bc.import_name for bc in self.boundary.values() if bc.import_name]
-        raise ModelError(self.name, f"unknown import '{name}'; this model imports {known}")
+        self.coupling.set_import(name, value)
 
     def qoi(self, state: PETSc.Vec, t: float) -> dict[str, QoI]:
         total = self.grid.integrate(state)
@@ -545,8 +415,7 @@ class HeatModel(Model):
         }
 
     def destroy(self) -> None:
-        for face in self._faces.values():
-            face.destroy()
+        self.coupling.destroy()
         for obj in (self._ts, self._A, self._J, self._F, self._b, self._work, self._Jp):
             if obj is not None:
                 obj.destroy()

@@ -25,10 +25,9 @@ from typing import Any, Sequence
 import numpy as np
 from petsc4py import PETSc
 
-from twin.core.errors import ModelError, SolverError
+from twin.core.errors import ModelError
 from twin.core.grid import Grid
 from twin.core.petsc import (
-    reason_name,
     set_default_options,
     set_options,
     trajectory_in_memory,
@@ -220,33 +219,10 @@ class LinearAdvectionDiffusion(Model):
                 lambda x: self.amplitude * np.exp(-0.5 * ((x - 0.5 * L) / self.width) ** 2))
         return self.grid.from_function(lambda x: self.amplitude * np.sin(2 * np.pi * x / L))
 
-    def _steps(self, t0: float, t1: float) -> tuple[int, float]:
-        if not (np.isfinite(t0) and np.isfinite(t1)) or t1 < t0:
-            raise ModelError(self.name, f"cannot advance from t={t0} to t={t1}: need finite t1 >= t0")
-        nsteps = max(1, int(np.ceil((t1 - t0) / self.dt * (1.0 - 1e-12))))
-        return nsteps, (t1 - t0) / nsteps
-
-    def _solve(self, ts: PETSc.TS, state: PETSc.Vec, t0: float, t1: float) -> None:
-        nsteps, h = self._steps(t0, t1)
-        ts.setTime(t0)
-        ts.setStepNumber(0)
-        ts.setTimeStep(h)
-        ts.setMaxTime(t1)
-        ts.setMaxSteps(nsteps)
-        try:
-            ts.solve(state)
-        except PETSc.Error as exc:
-            raise SolverError(self.name, ts.getTime(), reason_name(PETSc.TS.ConvergedReason,
-                                                                   ts.getConvergedReason()),
-                              f"PETSc error {exc.ierr}") from None
-        if ts.getConvergedReason() < 0:
-            raise SolverError(self.name, ts.getTime(), reason_name(PETSc.TS.ConvergedReason,
-                                                                   ts.getConvergedReason()))
-
     def advance(self, state: PETSc.Vec, t0: float, t1: float) -> None:
         if t1 == t0:
             return
-        self._solve(self._ts, state, t0, t1)
+        self.run_fixed(self._ts, state, t0, t1)
 
     def _check_gradient_names(self, parameters: Sequence[str]) -> None:
         unknown = [p for p in parameters if p not in PARAMETERS]
@@ -257,9 +233,9 @@ class LinearAdvectionDiffusion(Model):
         """:meth:`advance` on a pooled TS that saves its trajectory (in memory); the tape holds that TS."""
         if t1 == t0:
             return Tape(float(t0), float(t1), data=(None, 0))
-        ts = self._adjoint_ts.acquire(self._steps(t0, t1)[0])
+        ts = self._adjoint_ts.acquire(self.fixed_steps(t0, t1)[0])
         try:
-            self._solve(ts, state, t0, t1)
+            self.run_fixed(ts, state, t0, t1)
         except BaseException:
             self._adjoint_ts.release(ts)
             raise

@@ -37,7 +37,6 @@ from petsc4py import PETSc
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.petsc import (
-    reason_name,
     set_default_options,
     set_options,
     trajectory_in_memory,
@@ -272,36 +271,27 @@ class Lorenz96(Model):
             full[0] += eps
         return self.grid.set_global(full, self.create_state())
 
-    def _check_window(self, t0: float, t1: float) -> int:
-        """Number of steps in the window; refuses empty windows and windows that are not whole steps."""
+    def fixed_steps(self, t0: float, t1: float) -> tuple[int, float]:
+        """The steps of a window: exactly ``dt`` each (the steps of :func:`rk4_ensemble`, time counted in steps; module
+        docstring), so unlike :meth:`Model.fixed_steps` a window must be a whole number of steps, and not empty."""
         if not (np.isfinite(t0) and np.isfinite(t1)) or t1 <= t0:
             raise ModelError(self.name, f"advance needs finite t1 > t0, got t0={t0}, t1={t1}")
         steps = n_steps(t0, t1, self.dt)
         if steps is None:
             raise ModelError(self.name, f"window [{t0:g}, {t1:g}] of length {t1 - t0:g} is not a whole number of "
                              f"RK4 steps dt={self.dt:g}; choose observation times on multiples of dt")
-        return steps
+        return steps, self.dt
 
-    def _run(self, ts: PETSc.TS, state: PETSc.Vec, t0: float, t1: float, steps: int) -> None:
-        ts.setTime(t0)
-        ts.setStepNumber(0)
-        ts.setTimeStep(self.dt)
-        ts.setMaxTime(t1)
-        ts.setMaxSteps(steps)
-        ts.solve(state)
-        reason = ts.getConvergedReason()
-        if reason < 0:
-            raise SolverError(self.name, ts.getTime(), reason_name(PETSc.TS.ConvergedReason, reason))
-        norm = state.norm(PETSc.NormType.NORM_INFINITY)
-        if not np.isfinite(norm):
-            raise SolverError(self.name, ts.getTime(), f"{reason_name(PETSc.TS.ConvergedReason, reason)} with a "
-                              "non-finite state", hint=f"reduce dt={self.dt} or check F={self.forcing}")
+    def _run(self, ts: PETSc.TS, state: PETSc.Vec, t0: float, t1: float) -> None:
+        self.run_fixed(ts, state, t0, t1)
+        if not np.isfinite(state.norm(PETSc.NormType.NORM_INFINITY)):
+            raise SolverError(self.name, ts.getTime(), f"{self.ts_reason(ts)} with a non-finite state",
+                              hint=f"reduce dt={self.dt} or check F={self.forcing}")
 
     def advance(self, state: PETSc.Vec, t0: float, t1: float) -> None:
-        steps = self._check_window(t0, t1)
         if self._ts is None:
             self._ts = self._make_ts(save_trajectory=False)
-        self._run(self._ts, state, t0, t1, steps)
+        self._run(self._ts, state, t0, t1)
 
     def _check_gradient_names(self, parameters: Sequence[str]) -> None:
         unknown = [p for p in parameters if p not in self.parameters]
@@ -311,10 +301,10 @@ class Lorenz96(Model):
 
     def record(self, state: PETSc.Vec, t0: float, t1: float, parameters: Sequence[str] = ()) -> Tape:
         """:meth:`advance` on a pooled TS that saves its trajectory; the tape holds that TS for the adjoint."""
-        steps = self._check_window(t0, t1)
+        steps, _ = self.fixed_steps(t0, t1)
         ts = self._adjoint_ts.acquire(steps)
         try:
-            self._run(ts, state, t0, t1, steps)
+            self._run(ts, state, t0, t1)
         except BaseException:
             self._adjoint_ts.release(ts)
             raise
@@ -351,8 +341,7 @@ class Lorenz96(Model):
     def tangent_linear(self, state0: PETSc.Vec, t0: float, t1: float, dx: PETSc.Vec, dF: float = 0.0) -> None:
         """Tangent-linear model of the RK4 window: ``dx`` goes from dx(t0) to dx(t1) in place, for a forcing change
         ``dF``. The exact derivative of the discrete RK4 stages (see the module docstring for why by hand)."""
-        steps = self._check_window(t0, t1)
-        h = self.dt
+        steps, h = self.fixed_steps(t0, t1)
         x = state0.copy()
         vecs = [x.duplicate() for _ in range(7)]
         Y, dY, K1, K2, K3, K4, acc = vecs

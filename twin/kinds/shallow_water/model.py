@@ -26,7 +26,6 @@ small or zero there (a walled beta-channel is not implemented).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -34,11 +33,10 @@ import numpy as np
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from twin.core.errors import ModelError, SolverError
+from twin.core.errors import ModelError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.core.petsc import (
-    reason_name,
     set_default_options,
     set_options,
     trajectory_in_memory,
@@ -313,28 +311,15 @@ class ShallowWater(Model):
     def _adaptive(self) -> bool:
         return PETSc.Options().getString(f"{self.options_prefix}ts_adapt_type", "none") != "none"
 
-    def _steps(self, t0: float, t1: float) -> tuple[int, float]:
-        n = max(1, math.ceil((t1 - t0) / self.dt * (1 - 1e-12)))
-        return n, (t1 - t0) / n
-
     def _run(self, ts: PETSc.TS, x: PETSc.Vec, t0: float, t1: float, fixed: bool) -> None:
         if fixed or not self._adaptive():
-            n, dt = self._steps(t0, t1)
-            ts.setMaxSteps(n)
+            n, dt = self.fixed_steps(t0, t1)
         else:
-            dt = min(self.dt, t1 - t0)
-            ts.setMaxSteps(10 ** 9)
-        ts.setTime(t0)
-        ts.setStepNumber(0)
-        ts.setTimeStep(dt)
-        ts.setMaxTime(t1)
+            # an adaptive TS (ts_adapt_type set) starts from dt, at most the window, with no limit on its steps
+            n, dt = 10 ** 9, min(self.dt, t1 - t0)
         log.debug("%s: TS %s from t=%g s to %g s, dt=%g s", self.name, ts.getType(), t0, t1, dt)
         self._failure = None
-        ts.solve(x)
-        reason = ts.getConvergedReason()
-        if self._failure is not None or reason < 0:
-            raise SolverError(self.name, ts.getTime(), reason_name(PETSc.TS.ConvergedReason, reason),
-                              self._failure or "")
+        self.run_ts(ts, x, t0, t1, n, dt, hint=lambda: self._failure or "")
 
     def advance(self, state: PETSc.Vec, t0: float, t1: float) -> None:
         if not t1 >= t0:
@@ -342,7 +327,7 @@ class ShallowWater(Model):
         if t1 == t0:
             return
         self.check_state(state)
-        self.check_time_step(state, self._steps(t0, t1)[1])
+        self.check_time_step(state, self.fixed_steps(t0, t1)[1])
         state.copy(self._sol)
         self._run(self.ts, self._sol, t0, t1, fixed=False)
         self._sol.copy(state)
@@ -357,8 +342,8 @@ class ShallowWater(Model):
         if not t1 > t0:
             raise ModelError(self.name, f"adjoint needs t1 > t0, got t0={t0}, t1={t1}")
         self.check_state(state)
-        self.check_time_step(state, self._steps(t0, t1)[1])
-        ts = self._adjoint_ts.acquire(self._steps(t0, t1)[0])
+        self.check_time_step(state, self.fixed_steps(t0, t1)[1])
+        ts = self._adjoint_ts.acquire(self.fixed_steps(t0, t1)[0])
         try:
             state.copy(self._sol)
             self._run(ts, self._sol, t0, t1, fixed=True)
@@ -407,7 +392,7 @@ class ShallowWater(Model):
         if not t1 > t0:
             raise ModelError(self.name, f"tangent_linear needs t1 > t0, got t0={t0}, t1={t1}")
         self.check_state(state0)
-        self.check_time_step(state0, self._steps(t0, t1)[1])
+        self.check_time_step(state0, self.fixed_steps(t0, t1)[1])
         if self._tlm is None:
             self._tlm = TangentLinear(self)
         self._tlm.apply(state0, dx, t0, t1)

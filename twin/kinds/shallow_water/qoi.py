@@ -18,7 +18,7 @@ import numpy as np
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from twin.core.grid import Grid
+from twin.core.grid import Grid, multilinear_weights
 from twin.kinds.shallow_water.kernel import local_energy, local_enstrophy
 from twin.models.base import QoI
 
@@ -34,27 +34,18 @@ def _sum(grid: Grid, values) -> np.ndarray:
 
 
 def bilinear_at_centres(grid: Grid, owned: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Bilinear interpolation of a cell-centred field (owned block ``a[j, i]``) at periodic points ``(m, 2)`` [m].
+    """Bilinear interpolation (:func:`~twin.core.grid.multilinear_weights`) of a cell-centred field (owned block
+    ``a[j, i]``) at points ``(m, 2)`` [m] of the periodic grid.
 
     Every rank adds the corner values it owns; the sum over ranks is the interpolated value.
     """
     points = np.atleast_2d(np.asarray(points, dtype=float))
     (xs, xe), (ys, ye) = grid.owned
     total = np.zeros(points.shape[0])
-    lower, weight = [], []
-    for a in range(2):
-        lo, h = grid.extent[a][0], grid.spacing[a]
-        s = (points[:, a] - lo) / h - 0.5
-        i0 = np.floor(s).astype(np.int64)
-        lower.append(i0)
-        weight.append(s - i0)
-    for di in (0, 1):
-        for dj in (0, 1):
-            i = np.mod(lower[0] + di, grid.shape[0])
-            j = np.mod(lower[1] + dj, grid.shape[1])
-            w = (weight[0] if di else 1 - weight[0]) * (weight[1] if dj else 1 - weight[1])
-            mine = (i >= xs) & (i < xe) & (j >= ys) & (j < ye)
-            total[mine] += w[mine] * owned[j[mine] - ys, i[mine] - xs]
+    index, weights = multilinear_weights(grid, points)
+    for (i, j), w in zip(index, weights):
+        mine = (i >= xs) & (i < xe) & (j >= ys) & (j < ye)
+        total[mine] += w[mine] * owned[j[mine] - ys, i[mine] - xs]
     return _sum(grid, total)
 
 

@@ -81,7 +81,7 @@ class TangentLinear:
         a = self.grid.owned_array(self._x)
         a[..., :d] = m.grid.owned_array(state0, readonly=True)
         a[..., d:] = m.grid.owned_array(dx, readonly=True)
-        n, dt = m._steps(t0, t1)
+        n, dt = m.fixed_steps(t0, t1)
         self.ts.setTime(t0)
         self.ts.setStepNumber(0)
         self.ts.setTimeStep(dt)

@@ -405,34 +405,21 @@ class TumourModel(TumourAdjoint, Model):
             ts.setFromOptions()
         return ts
 
-    def _steps(self, ta: float, tb: float) -> int:
-        return max(1, int(np.ceil((tb - ta) / self.dt - 1e-9)))
-
     def _max_steps(self, ta: float, tb: float) -> int:
-        """The TS's step limit over a segment (room for rejected and retried steps)."""
-        return 100 * self._steps(ta, tb) + 10
+        """The TS's step limit over a segment: room for rejected and retried steps (a failed nonlinear solve is
+        retried with a shorter step), beyond the :meth:`fixed_steps` it starts with."""
+        return 100 * self.fixed_steps(ta, tb)[0] + 10
 
     def _integrate(self, ts: PETSc.TS, x: PETSc.Vec, ta: float, tb: float) -> None:
-        n = self._steps(ta, tb)
         self._segment_start = ta
-        ts.setTime(ta)
-        ts.setStepNumber(0)
-        ts.setTimeStep((tb - ta) / n)
-        ts.setMaxTime(tb)
-        ts.setMaxSteps(self._max_steps(ta, tb))
-        try:
-            ts.solve(x)
-        except PETSc.Error as exc:
-            raise SolverError(self.name, ts.getTime(), self._reason(ts), f"PETSc error {exc.ierr}") from None
-        if ts.getConvergedReason() < 0:
-            raise SolverError(self.name, ts.getTime(), self._reason(ts),
-                              "reduce dt or loosen the nonlinear solver tolerances")
+        self.run_ts(ts, x, ta, tb, self._max_steps(ta, tb), self.fixed_steps(ta, tb)[1],
+                    "reduce dt or loosen the nonlinear solver tolerances")
         norm = x.norm(PETSc.NormType.NORM_INFINITY)
         if not np.isfinite(norm):
             raise SolverError(self.name, ts.getTime(), "state is not finite", "reduce dt")
 
-    @staticmethod
-    def _reason(ts: PETSc.TS) -> str:
+    def ts_reason(self, ts: PETSc.TS) -> str:
+        """The TS's and the nonlinear solver's converged reasons."""
         ts_reason = reason_name(PETSc.TS.ConvergedReason, ts.getConvergedReason())
         snes_reason = reason_name(PETSc.SNES.ConvergedReason, ts.getSNES().getConvergedReason())
         return f"TS {ts_reason}, SNES {snes_reason}"
