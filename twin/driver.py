@@ -127,8 +127,8 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
         time_units, factor = cf_time_units(cfg.timeline.calendar_start, model.time_units), 1.0
         state = model.initial_state()
         # one forecast file per component of a coupled model, each on its own grid
-        parts = output_models(model)
-        snapshots = {stem: [f] for stem, f in gather_outputs(model, state).items()}
+        parts = output_models(model) if cfg.outputs.fields else {}
+        snapshots = {stem: [f] for stem, f in gather_outputs(model, state).items()} if parts else {}
         qoi_file = DiagnosticsFile(out / "qoi.nc", comm, provenance=prov, time_units=time_units, sensitive=sensitive,
                                    title=f"twin quantities of interest: {cfg.campaign.name}")
         series: dict[str, list[float]] = {}
@@ -145,8 +145,9 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
         with progress(f"{model.name}: forecast", len(times) - 1, rank=comm.Get_rank()) as bar:
             for t0, t1 in zip(times[:-1], times[1:]):
                 model.advance(state, t0, t1)
-                for stem, f in gather_outputs(model, state).items():
-                    snapshots[stem].append(f)
+                if parts:
+                    for stem, f in gather_outputs(model, state).items():
+                        snapshots[stem].append(f)
                 record(t1)
                 bar.advance(status=f"t={t1:g} {model.time_units}")
         log.info("forecast of %d output intervals took %.2f s", len(times) - 1, time.perf_counter() - t_wall)
@@ -162,7 +163,8 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
             files.append(Path(write_ensemble(out / f"{stem}.nc", part.grid, fields, times * factor, comm=comm,
                                              variables=variables, kind="forecast", time_units=time_units,
                                              space_units=part.length_units, provenance=prov.finished(),
-                                             sensitive=sensitive, title=f"twin forecast: {cfg.campaign.name}")))
+                                             sensitive=sensitive, title=f"twin forecast: {cfg.campaign.name}",
+                                             complevel=cfg.outputs.compression)))
         if isinstance(model, CoupledModel):
             files.append(write_coupling_diagnostics(model, out / "coupling.nc", comm, provenance=prov.finished(),
                                                     time_units=time_units, time_factor=factor, sensitive=sensitive,

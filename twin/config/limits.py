@@ -311,7 +311,8 @@ def _time_problems(cfg: Any, limits: LimitsConfig) -> list[tuple[tuple, str]]:
                                                            f"write about {gigabytes:.3g} GB of fields, more than the "
                                                            f"limit of {limits.output_gigabytes:g} GB "
                                                            "(limits.output_gigabytes): output less often, set "
-                                                           "outputs.fields: false, or raise the limit if you mean it"))
+                                                           "outputs.fields: false (a forecast run then writes its "
+                                                           "QoIs only), or raise the limit if you mean it"))
     return problems
 
 

@@ -222,11 +222,12 @@ Resources = Annotated[Union[LocalResources, SlurmResources], Field(discriminator
 
 class Outputs(Strict):
     """``directory`` of the run (relative paths are relative to where twin is run; ``{name}`` is the campaign name);
-    ``fields``: write model fields; ``every``: output interval (defaults to ``timeline.output_every``)."""
+    ``fields: false``: a forecast run writes its QoIs only, no field files (``forecast*.nc``); ``compression``: the
+    zlib level (0-9) of the field files. Campaigns always keep what a restart needs (checkpoints) and the posterior
+    fields the report draws."""
 
     directory: str = "runs/{name}"
     fields: bool = True
-    checkpoints: bool = True
     compression: int = Field(default=4, ge=0, le=9)
 
     @field_validator("directory")

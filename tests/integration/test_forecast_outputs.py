@@ -1,0 +1,44 @@
+"""What a forecast run writes: CF time with the calendar start as reference date (xarray decodes the dates of the
+run, not 1970), field files only when ``outputs.fields`` asks for them, at the ``outputs.compression`` level."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_forecast_files_carry_the_calendar_start(tmp_path):
+    text = (ROOT / "configs" / "quickstart.yaml").read_text()
+    assert "  start: 0.0\n" in text
+    (tmp_path / "q.yaml").write_text(text.replace("  start: 0.0\n", "  start: 2026-03-01T06:00+02:00\n"))
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "run", "q.yaml", "-o", "run", "--quiet"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for name in ("forecast.nc", "qoi.nc"):
+        with xr.open_dataset(tmp_path / "run" / name) as ds:
+            assert ds["time"].encoding["units"] == "seconds since 2026-03-01T04:00:00Z"
+            expected = np.datetime64("2026-03-01T04:00:00") + np.arange(6) * np.timedelta64(10, "s")
+            assert (ds["time"].values == expected).all(), ds["time"].values
+
+
+def test_outputs_fields_and_compression_are_obeyed(tmp_path):
+    """``outputs.fields: false`` leaves the field files out (QoIs only); ``compression`` sets their zlib level."""
+    import netCDF4
+
+    text = (ROOT / "configs" / "quickstart.yaml").read_text()
+    assert "outputs:\n  directory: runs/{name}\n" in text
+    for name, outputs in (("nofields", "  fields: false\n"), ("level1", "  compression: 1\n")):
+        (tmp_path / f"{name}.yaml").write_text(text.replace("outputs:\n  directory: runs/{name}\n",
+                                                            "outputs:\n  directory: runs/{name}\n" + outputs))
+        out = subprocess.run([sys.executable, "-m", "twin.cli", "run", f"{name}.yaml", "-o", name, "--quiet"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "nofields" / "forecast.nc").exists() and (tmp_path / "nofields" / "qoi.nc").is_file()
+    with netCDF4.Dataset(tmp_path / "level1" / "forecast.nc") as nc:
+        assert nc["T"].filters()["zlib"] and nc["T"].filters()["complevel"] == 1
