@@ -80,6 +80,11 @@ class RunData:
         return [v for v in ds.data_vars if {"member", "time"} <= set(ds[v].dims)]
 
 
+#: the most a report reads of one NetCDF file into memory (bytes, uncompressed); a larger file's panels are left out
+#: with the reason, rather than the report running the machine out of memory
+READ_LIMIT = 2 * 2**30
+
+
 def _open(path: Path, what: str, data: RunData):
     import xarray as xr
 
@@ -88,6 +93,13 @@ def _open(path: Path, what: str, data: RunData):
         return None
     try:
         with xr.open_dataset(path, decode_times=False) as ds:
+            size = sum(v.size * v.dtype.itemsize for v in ds.variables.values())
+            if size > READ_LIMIT:
+                data.missing[what] = (f"{path.name} holds {size / 2**30:.3g} GiB, more than the report reads "
+                                      f"({READ_LIMIT / 2**30:g} GiB); the panels that need it are left out (read it "
+                                      "with xarray, a time or member at a time)")
+                log.warning("report: %s", data.missing[what])
+                return None
             return ds.load()
     except (OSError, ValueError, RuntimeError) as exc:
         data.missing[what] = f"{path.name} unreadable ({exc})"
