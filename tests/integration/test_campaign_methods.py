@@ -75,7 +75,7 @@ def _free_run_rmse(exp_dir) -> np.ndarray:
     from mpi4py import MPI
 
     from twin.campaign import context as ctx
-    from twin.campaign.steps import reader
+    from twin.campaign.checkpoints import reader
 
     cfg = load_campaign(layout.config_file(exp_dir)).config
     model = ctx.build_model(cfg, MPI.COMM_SELF)

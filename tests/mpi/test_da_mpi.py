@@ -86,3 +86,22 @@ def test_lorenz96_ts_one_vs_two_ranks_and_model_forecast():
     assert np.allclose(ts, BatchedForecast(DT, 8.0)(states, params, 0.0, 0.25), rtol=0, atol=1e-12)
     m1.destroy()
     m2.destroy()
+
+
+def test_a_non_finite_member_on_one_rank_fails_the_analysis_on_every_rank():
+    """The analysis' checks are collective: a NaN in the block of one rank only raises the same error on both (no
+    rank is left waiting in a reduction), naming the member."""
+    from twin.assimilation.analysis import EnsembleAnalysis
+    from twin.core.errors import AssimilationError
+
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    lo, hi = rank * NX // size, (rank + 1) * NX // size
+    obs = LinearObservations(sp.identity(NX), 1.0)
+    analysis = EnsembleAnalysis(ETKF(5), obs, ControlVector(NX), comm=comm, rows=(lo, hi))
+    E = np.random.default_rng(1).standard_normal((NX, 5))[lo:hi]
+    if rank == size - 1:
+        E[0, 3] = np.nan
+    with pytest.raises(AssimilationError, match=r"cycle 2: the inflated forecast of member\(s\) \[3\]"):
+        analysis.analyse(E, np.zeros(NX), 1.0, 1.0, np.random.default_rng(2), cycle=2)
+    comm.Barrier()

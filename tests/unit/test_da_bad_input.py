@@ -101,3 +101,37 @@ def test_cycle_refuses_before_forecasting():
         ObservationSchedule(0.05, 0, 4)
     cyc.free()
     assert calls == []
+
+
+def test_analysis_refuses_non_finite_forecasts_and_analyses_with_what_to_change():
+    """The checks of the one filter analysis (:class:`EnsembleAnalysis`, campaigns and the cycle driver alike):
+    a member whose forecast holds NaN, an inflation that overflows, a screen on a distributed block."""
+    from twin.assimilation.analysis import EnsembleAnalysis
+    from twin.assimilation.esmda import ESMDA
+    from twin.assimilation.inflation import Inflation
+    from twin.assimilation.transforms import ControlVector
+
+    rng = np.random.default_rng(0)
+    obs = LinearObservations(sp.identity(8), 1.0)
+    analysis = EnsembleAnalysis(ETKF(4, Inflation(1.0)), obs, ControlVector(8))
+    E = rng.standard_normal((8, 4))
+    y = np.zeros(8)
+    out = analysis.analyse(E, y, 1.0, 1.0, rng, cycle=0, truth=np.zeros(8))
+    assert out.ensemble.shape == (8, 4) and out.factor == 1.0 and out.rank_counts.sum() == 8
+    assert {"rmse_forecast", "spread_forecast", "rmse", "spread", "crps", "coverage_90", "innovation_std",
+            "inflation", "n_obs", "members"} <= set(out.record)
+    bad = E.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(AssimilationError, match=r"cycle 4: the inflated forecast of member\(s\) \[2\] holds "
+                                                r"non-finite values \(inflation factor 1\); lower the inflation"):
+        analysis.analyse(bad, y, 1.0, 1.0, rng, cycle=4)
+    with pytest.raises(AssimilationError, match=r"member\(s\) \[0, 1, 2, 3\].*inflation factor 1e\+308"):
+        analysis.analyse(1e10 * E, y, 1.0, 1e308, rng, cycle=1)
+    with pytest.raises(ObservationError, match="act on 8 state entries, the control vector has 9"):
+        EnsembleAnalysis(ETKF(4), obs, ControlVector(9))
+    # a localised ES-MDA update needs its radius; iterations are counted from 0
+    esmda = ESMDA(4, (2.0, 2.0))
+    with pytest.raises(AssimilationError, match="iteration 2 outside 0..1"):
+        esmda.update(E, E, y, np.ones(8), 2, rng)
+    with pytest.raises(AssimilationError, match="needs a localisation radius"):
+        esmda.update(E, E, y, np.ones(8), 0, rng, local=object())

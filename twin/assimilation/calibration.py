@@ -13,7 +13,8 @@ positive). Members are run one after the other on the model's own communicator (
 each rank holds its owned block of every field and all the scalars of every member, and the ES-MDA update (a linear
 combination of members with the same coefficients on every rank) is applied blockwise without gathering the fields.
 Prior draws are made on whole fields in natural order (:func:`twin.models.priors.sample_prior`), so the result does
-not depend on the number of ranks.
+not depend on the number of ranks. Each iteration is :meth:`twin.assimilation.esmda.ESMDA.update`, the one an ES-MDA
+campaign runs (:func:`twin.campaign.smoother.update`).
 """
 
 from __future__ import annotations

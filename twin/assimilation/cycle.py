@@ -1,11 +1,17 @@
 """The ensemble cycle: forecast every member to the next observation time, analyse, record diagnostics, repeat.
 
-Layout ("online" mode): the job's ranks are split into groups (:func:`twin.core.comm.split_ensemble`); each group
-forecasts its members with a *forecast* callable, then the ensemble is transposed to blocks of control entries
+The analysis of each cycle is :class:`~twin.assimilation.analysis.EnsembleAnalysis`, the one a campaign's analysis
+step runs (:func:`twin.campaign.steps.analyse`). This driver keeps the ensemble in memory instead of in files, which is
+what the long verification runs (thousands of Lorenz-96 cycles) need; fed with a campaign's model, observations,
+method and seeds it gives the campaign's diagnostics (``tests/verification/test_enkf_lorenz96.py`` checks it).
+
+Layout: the job's ranks are split into groups (:func:`twin.core.comm.split_ensemble`); each group forecasts its
+members with a *forecast* callable, then the ensemble is transposed to blocks of control entries
 (:mod:`twin.assimilation.layout`), analysed block by block with observation-space quantities known on every rank, and
-transposed back. Random numbers (initial perturbations, perturbed observations, rotations) are drawn from generators
-seeded by ``(seed, purpose, member or cycle)``, the same on every rank, so the same seed gives the same analysis on
-any number of ranks (to round-off: the observed ensemble ``H E`` is a sum over blocks).
+transposed back. Random numbers (initial perturbations, perturbed observations, rotations) come from the streams
+``(seeds, purpose, member or cycle)`` of :mod:`twin.core.streams`, the same on every rank and the same as a
+campaign's with the campaign's seeds, so the same seeds give the same analysis on any number of ranks (to round-off:
+the observed ensemble ``H E`` is a sum over blocks).
 
 Time is integers: cycle ``k`` forecasts from ``t0 + k * every * dt`` to ``t0 + (k + 1) * every * dt`` and assimilates
 the observations of its end time.
@@ -18,22 +24,21 @@ A *forecast* is any callable ``forecast(states, params, t0, t1) -> states`` on f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from twin.assimilation import diagnostics as diag
+from twin.assimilation.analysis import EnsembleAnalysis
 from twin.assimilation.layout import EnsembleDistribution
 from twin.assimilation.letkf import LETKF, Geometry, LocalContext
-from twin.assimilation.transforms import ControlVector, inverse
+from twin.assimilation.transforms import ControlVector
 from twin.core.comm import split_ensemble
 from twin.core.errors import AssimilationError, ObservationError
 from twin.core.log import get_logger
+from twin.core.streams import TRUTH_OBSERVATIONS, Purpose, Streams
 from twin.observations.base import LinearObservations
 
 log = get_logger("twin.assimilation.cycle")
-
-_INITIAL, _ANALYSIS = 1, 2
 
 
 @dataclass
@@ -103,8 +108,10 @@ def set_parameter_natural(model, name: str, value) -> None:
 class CycleResult:
     """Per-cycle diagnostics (arrays over cycles), time averages after burn-in, and the final analysis.
 
-    ``final_members`` are this group's members (control vectors as columns); ``final_ensemble`` is the whole
-    analysis ensemble on every rank when the run was asked to gather it.
+    ``records`` are the per-cycle diagnostics records of :class:`~twin.assimilation.analysis.EnsembleAnalysis`, the
+    rows a campaign writes to ``diagnostics.nc``; ``diagnostics`` holds the same numbers as arrays over cycles (keys:
+    see :data:`DIAGNOSTICS`). ``final_members`` are this group's members (control vectors as columns);
+    ``final_ensemble`` is the whole analysis ensemble on every rank when the run was asked to gather it.
     """
 
     diagnostics: dict[str, np.ndarray]
@@ -114,10 +121,20 @@ class CycleResult:
     final_members: np.ndarray | None = None
     members: list[int] = field(default_factory=list)
     final_ensemble: np.ndarray | None = None
+    records: list[dict[str, float]] = field(default_factory=list)
+
+
+#: :attr:`CycleResult.diagnostics` (DAPPER's names: ``_f`` forecast, ``_a`` analysis) from the analysis record's
+#: variables: name -> (record variable, power)
+DIAGNOSTICS = {"rmse_f": ("rmse_forecast", 1), "rmse_a": ("rmse", 1), "spread_f": ("spread_forecast", 1),
+               "spread_a": ("spread", 1), "crps_a": ("crps", 1), "coverage_a": ("coverage_90", 1),
+               "innovation_mean": ("innovation_mean", 1), "innovation_var": ("innovation_std", 2),
+               "innovation_expected_var": ("innovation_expected_std", 2), "inflation": ("inflation", 1)}
 
 
 class EnsembleCycle:
-    """Runs a sequential ensemble DA experiment.
+    """Runs a sequential ensemble DA experiment in memory: forecast, then the analysis of
+    :class:`~twin.assimilation.analysis.EnsembleAnalysis` (the one campaigns run), every cycle.
 
     Parameters
     ----------
@@ -137,13 +154,15 @@ class EnsembleCycle:
         Estimable parameters joining the control vector (default: state only). With LETKF, a parameter with one
         value per grid point (natural order) is a field and localised at its points; the others get the global
         transform.
-    seed : int
+    seed : int, sequence of int or Streams
+        The random streams (:mod:`twin.core.streams`): a campaign's ``(campaign.seed, assimilation.seed)`` draws
+        what the campaign draws.
     ranks_per_member : int
     """
 
     def __init__(self, method, forecast: Callable, observations: LinearObservations, schedule: ObservationSchedule,
                  comm, n_state: int, *, geometry: Geometry | None = None, control: ControlVector | None = None,
-                 seed: int = 0, ranks_per_member: int = 1):
+                 seed: int | Sequence[int] | Streams = 0, ranks_per_member: int = 1):
         self.method = method
         self.forecast = forecast
         self.obs = observations
@@ -151,7 +170,7 @@ class EnsembleCycle:
         self.comm = comm
         self.n_state = int(n_state)
         self.control = control or ControlVector(self.n_state)
-        self.seed = int(seed)
+        self.streams = Streams.of(seed)
         if self.control.n_state != self.n_state:
             raise AssimilationError(f"control vector has {self.control.n_state} state entries, model {self.n_state}")
         if observations.matrix.shape[1] != self.n_state:
@@ -166,38 +185,14 @@ class EnsembleCycle:
         self.layout = split_ensemble(comm, method.N, ranks_per_member)
         self.dist = EnsembleDistribution(comm, self.layout, method.N, self.control.size)
         start, stop = self.dist.start, self.dist.stop
-        self._state_rows = slice(0, max(0, min(stop, self.n_state) - start))
-        self._H = self.obs.matrix[:, start:min(stop, self.n_state)] if start < self.n_state else None
-        self._local = None
+        local = None
         if geometry is not None:
             # a parameter with one value per grid point is a field there, localised like the state
             fields = [self.control.offsets[p.name] for p in self.control.parameters
                       if p.size > 1 and p.size == geometry.points.shape[0]]
-            self._local = LocalContext(geometry.entry_points(start, stop, fields), geometry, observations.locations)
-
-    def _reduce(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Sum several arrays over the job's ranks in one reduction (each cycle needs a few small sums)."""
-        flat = np.concatenate([np.ravel(a) for a in arrays])
-        if self.comm.Get_size() > 1:
-            total = np.empty_like(flat)
-            self.comm.Allreduce(flat, total)
-            flat = total
-        out, off = [], 0
-        for a in arrays:
-            out.append(flat[off:off + np.size(a)].reshape(np.shape(a)))
-            off += np.size(a)
-        return out
-
-    def _parameter_sums(self, block: np.ndarray) -> np.ndarray:
-        """Per estimable parameter: sum over its owned entries of the member mean (physical), and the entry count."""
-        out = np.zeros((len(self.control.parameters), 2))
-        for i, p in enumerate(self.control.parameters):
-            lo, hi = self.control.offsets[p.name]
-            a, b = max(lo, self.dist.start), min(hi, self.dist.stop)
-            if a < b:
-                vals = inverse(block[a - self.dist.start:b - self.dist.start], p.transform, p.name)
-                out[i] = vals.mean(axis=1).sum(), b - a
-        return out
+            local = LocalContext(geometry.entry_points(start, stop, fields), geometry, observations.locations)
+        self.analysis = EnsembleAnalysis(method, observations, self.control, local=local, comm=comm,
+                                         rows=(start, stop))
 
     def run(self, initial: Callable[[int, np.random.Generator], tuple[np.ndarray, dict]], observations: np.ndarray,
             truth: np.ndarray | None = None, gather_final: bool = False) -> CycleResult:
@@ -207,7 +202,7 @@ class EnsembleCycle:
         ----------
         initial : callable
             ``initial(member, rng) -> (state (n_state,), {name: physical value})``; called only for this group's
-            members, with a generator seeded by ``(seed, member)``.
+            members, with the stream ``(seeds, INITIAL, member)``.
         observations : ndarray (n_cycles, m)
             ``y`` at the end of each cycle.
         truth : ndarray (n_cycles + 1, n_state), optional
@@ -227,68 +222,39 @@ class EnsembleCycle:
         mine = self.layout.members
         states, params = [], {p.name: [] for p in self.control.parameters}
         for member in mine:
-            x, p = initial(member, np.random.default_rng([self.seed, _INITIAL, member]))
+            x, p = initial(member, self.streams.rng(Purpose.INITIAL, member))
             states.append(np.asarray(x, dtype=float))
             for name in params:
                 params[name].append(np.asarray(p[name], dtype=float))
         states = np.array(states).T.reshape(self.n_state, len(mine))
         params = {k: np.array(v).T if v else np.empty(0) for k, v in params.items()}
-        infl = self.method.inflation
-        factor = infl.multiplicative
-        keys = ["rmse_f", "rmse_a", "spread_f", "spread_a", "crps_a", "innovation_mean", "innovation_var",
-                "innovation_expected_var", "inflation"]
-        rec = {k: np.full(sch.n_cycles, np.nan) for k in keys}
-        pmean = {p.name: np.full(sch.n_cycles, np.nan) for p in self.control.parameters}
-        hist = None
-        r = obs.error_std
-        rows = slice(self._state_rows.start, self._state_rows.stop)
+        factor = self.method.inflation.multiplicative
+        records, hist = [], None
         t_lo = truth[:, self.dist.start:min(self.dist.stop, self.n_state)] if truth is not None else None
         block = None
-        rng = np.random.default_rng([self.seed, _ANALYSIS])
-        N = self.method.N
         for k in range(sch.n_cycles):
             t0, t1 = sch.window(k)
             if mine:
                 states = self.forecast(states, params, t0, t1)
             block = self.dist.to_blocks(self.control.pack(states, params) if mine else np.empty((0, 0)))
-            truth_k = t_lo[k + 1] if t_lo is not None else None
-            HE = np.asarray(self._H @ block[rows]) if self._H is not None else np.zeros((obs.n_obs, N))
-            Y, fsum = self._reduce([HE, diag.block_sums(block[rows], truth_k)])
-            inn = diag.innovation_stats(Y, y_all[k], r)
-            rec["innovation_mean"][k], rec["innovation_var"][k] = inn.mean, inn.variance
-            rec["innovation_expected_var"][k] = inn.expected_variance
-            rec["spread_f"][k] = np.sqrt(fsum[1] / fsum[0])
-            rec["inflation"][k] = factor
-            Ef, Yf = infl.prior(block, Y, factor)
-            # Same generator, same draws in the same order on every rank: identical transforms everywhere.
-            Ea = self.method.analysis(Ef, Yf, y_all[k], r, rng, self._local)
-            block = infl.posterior(Ea, Ef)
-            factor = infl.updated_factor(factor, Y, y_all[k], r)
-            counts = (diag.rank_histogram(block[rows], truth_k) if truth_k is not None and k >= sch.burn_in
-                      else np.zeros(N + 1, dtype=np.int64))
-            bad = np.array([float(not np.all(np.isfinite(block)))])
-            asum, counts, psum, bad = self._reduce([diag.block_sums(block[rows], truth_k), counts.astype(float),
-                                                    self._parameter_sums(block), bad])
-            if bad[0]:
-                raise AssimilationError(f"analysis of cycle {k} (t={t1:g}) produced non-finite values; "
-                                        "check inflation and observation errors")
-            rec["spread_a"][k] = np.sqrt(asum[1] / asum[0])
-            if truth_k is not None:
-                rec["rmse_f"][k] = np.sqrt(fsum[2] / fsum[0])
-                rec["rmse_a"][k] = np.sqrt(asum[2] / asum[0])
-                rec["crps_a"][k] = asum[3] / asum[0]
-                if k >= sch.burn_in:
-                    hist = counts.astype(np.int64) if hist is None else hist + counts.astype(np.int64)
-            for i, p in enumerate(self.control.parameters):
-                pmean[p.name][k] = psum[i, 0] / psum[i, 1]
+            out = self.analysis.analyse(block, y_all[k], obs.error_std, factor,
+                                        self.streams.rng(Purpose.ANALYSIS, k), cycle=k, time=t1,
+                                        truth=t_lo[k + 1] if t_lo is not None else None)
+            block, factor = out.ensemble, out.factor
+            records.append(out.record)
+            if out.rank_counts is not None and k >= sch.burn_in:
+                hist = out.rank_counts if hist is None else hist + out.rank_counts
             states, params = self.control.unpack(self.dist.to_members(block))
             states = np.array(states)
+        rec = {name: np.array([r.get(key, np.nan) ** power for r in records])
+               for name, (key, power) in DIAGNOSTICS.items()}
+        pmean = {p.name: np.array([r[f"parameter_{p.name}"] for r in records]) for p in self.control.parameters}
         after = slice(sch.burn_in, sch.n_cycles)
         averages = {k: float(np.mean(v[after])) for k, v in rec.items() if not np.all(np.isnan(v[after]))}
         if "rmse_a" in averages:
             averages["spread_skill_a"] = averages["spread_a"] / averages["rmse_a"]
         result = CycleResult(rec, averages, hist, pmean, self.control.pack(states, params) if mine else None,
-                             list(mine))
+                             list(mine), records=records)
         if gather_final:
             result.final_ensemble = self.dist.gather(block)
         log.info("%s: %d cycles, mean analysis RMSE %s, spread %.4g", getattr(self.method, "name", "analysis"),
@@ -302,13 +268,16 @@ class EnsembleCycle:
 
 
 def twin_truth(forecast: Callable, x0: np.ndarray, params: dict, schedule: ObservationSchedule,
-               observations: LinearObservations, seed: int, spinup_cycles: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A twin experiment's truth at ``t0`` and each observation time, and its synthetic observations.
+               observations: LinearObservations, seed: int | Sequence[int] | Streams,
+               spinup_cycles: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A twin experiment's truth at ``t0`` and each observation time, and its synthetic observations (the nature
+    run of a campaign, :func:`twin.campaign.steps.init_experiment`, is this function).
 
-    Runs on every rank identically (same seed), for states small enough to hold everywhere (Lorenz-96, tests).
-    ``spinup_cycles`` windows are run first (and discarded) so the truth starts on the attractor.
+    The observation noise comes from the stream ``(seeds, TRUTH, TRUTH_OBSERVATIONS)`` (:mod:`twin.core.streams`).
+    Runs on every rank identically, for states small enough to hold everywhere. ``spinup_cycles`` windows are run
+    first (and discarded) so the truth starts on the attractor.
     """
-    rng = np.random.default_rng([seed, 3])
+    rng = Streams.of(seed).rng(Purpose.TRUTH, TRUTH_OBSERVATIONS)
     x = np.asarray(x0, dtype=float).reshape(-1, 1)
     p = {k: np.atleast_1d(v) for k, v in params.items()}
     span = schedule.every * schedule.dt

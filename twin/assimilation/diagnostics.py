@@ -72,10 +72,12 @@ def coverage(E: np.ndarray, truth: np.ndarray, level: float = 0.9, comm=None) ->
     return _sum(inside, comm) / _sum(truth.size, comm)
 
 
-def block_sums(E: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
+def block_sums(E: np.ndarray, truth: np.ndarray | None, level: float = 0.9) -> np.ndarray:
     """Sums over this block that the diagnostics above are made of, for one reduction of many diagnostics:
-    ``[count, sum var, sum squared error of the mean, sum CRPS]`` (the last two 0 without a truth)."""
-    out = np.zeros(4)
+    ``[count, sum var, sum squared error of the mean, sum CRPS, entries inside the central level interval]`` (the
+    last three 0 without a truth). Divided by the count they are exactly :func:`spread` squared, :func:`rmse`
+    squared, :func:`crps` and :func:`coverage` of a block that is the whole state."""
+    out = np.zeros(5)
     out[0] = E.shape[0]
     if E.shape[0] == 0:
         return out
@@ -87,6 +89,8 @@ def block_sums(E: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
         xs = np.sort(E, axis=1)
         pair = 2.0 * (xs @ (2.0 * np.arange(1, N + 1) - N - 1))
         out[3] = np.sum(np.mean(np.abs(E - truth[:, None]), axis=1) - pair / (2.0 * N ** 2))
+        lo, hi = np.quantile(E, [(1 - level) / 2, (1 + level) / 2], axis=1)
+        out[4] = np.count_nonzero((truth >= lo) & (truth <= hi))
     return out
 
 

@@ -63,6 +63,13 @@ def esmda_local_update(M: np.ndarray, Y: np.ndarray, y: np.ndarray, r: np.ndarra
     return local.analyse(M, Y, y, np.sqrt(alpha) * np.asarray(r, dtype=float), radius, None, "esmda")
 
 
+def data_misfit(Y: np.ndarray, y: np.ndarray, r: np.ndarray) -> float:
+    """``mean_j |R^-1/2 (y - Y_j)|^2 / m``: the normalised data misfit of the predicted data ``Y`` (m, N), about 1
+    for members that fit the data to their noise."""
+    y, r = np.asarray(y, dtype=float), np.asarray(r, dtype=float)
+    return float(np.mean(np.sum(((y[:, None] - Y) / r[:, None]) ** 2, axis=0)) / y.size)
+
+
 @dataclass
 class ESMDAResult:
     """Posterior parameter ensemble (owned block, control space) and the data misfit of each iteration."""
@@ -73,7 +80,9 @@ class ESMDAResult:
 
 @dataclass
 class ESMDA:
-    """ES-MDA parameter class.
+    """ES-MDA parameter class; :meth:`update` is the iteration every ES-MDA in twin runs (the campaign's
+    :func:`twin.campaign.smoother.update` and :func:`twin.assimilation.calibration.esmda_calibrate`, through
+    :meth:`run`).
 
     Attributes
     ----------
@@ -81,25 +90,57 @@ class ESMDA:
         Ensemble size (>= 2).
     alphas : sequence of float
         Inflation coefficients (default four iterations of ``alpha = 4``).
+    radius : float, optional
+        Gaspari-Cohn half-width of the localised update (:func:`esmda_local_update`), used when :meth:`update` is
+        given a localisation context.
     """
 
     N: int
     alphas: tuple[float, ...] = (4.0, 4.0, 4.0, 4.0)
     name: str = "esmda"
+    radius: float | None = None
 
     def __post_init__(self):
         self.N = check_ensemble_size(self.N, self.name)
         self.alphas = tuple(check_alphas(self.alphas))
+        if self.radius is not None and not (np.isfinite(self.radius) and self.radius > 0):
+            raise AssimilationError(f"{self.name}: localisation radius must be positive, got {self.radius}")
+
+    def update(self, M: np.ndarray, Y: np.ndarray, y: np.ndarray, r: np.ndarray, iteration: int,
+               rng: np.random.Generator, local=None) -> np.ndarray:
+        """Update ``iteration`` (0-based) of the ensemble block ``M`` (n_local, N) from its predicted data ``Y``
+        (m, N): stochastic with perturbations from ``rng`` (seeded identically on every rank), or localised with
+        ``local`` (a :class:`~twin.assimilation.letkf.LocalContext` with one location per row of ``Y``; needs
+        :attr:`radius`).
+
+        Raises
+        ------
+        AssimilationError
+            When the update has non-finite values.
+        """
+        if not 0 <= iteration < len(self.alphas):
+            raise AssimilationError(f"{self.name}: iteration {iteration} outside 0..{len(self.alphas) - 1}")
+        alpha = float(self.alphas[iteration])
+        y, r = np.asarray(y, dtype=float), np.asarray(r, dtype=float)
+        if local is None:
+            Ma = esmda_update(M, Y, y, r, alpha, rng.standard_normal(Y.shape))
+        else:
+            if self.radius is None:
+                raise AssimilationError(f"{self.name}: a localised update needs a localisation radius")
+            Ma = esmda_local_update(M, Y, y, r, alpha, local, self.radius)
+        if not np.all(np.isfinite(Ma)):
+            raise AssimilationError(f"{self.name}: ES-MDA iteration {iteration} produced non-finite values")
+        return Ma
 
     def run(self, M0: np.ndarray, forward: Callable[[np.ndarray], np.ndarray], y: np.ndarray, r: np.ndarray,
             rng: np.random.Generator) -> ESMDAResult:
         """Calibrate: ``forward(M)`` maps the (block of the) parameter ensemble to predicted data (m, N), the same on
-        every rank; ``rng`` must be seeded identically on every rank.
+        every rank; ``rng`` must be seeded identically on every rank (one stream for all the iterations).
 
         Returns
         -------
         ESMDAResult
-            ``misfit`` holds ``mean_j |R^-1/2 (y - Y_j)|^2 / m`` before each iteration and after the last.
+            ``misfit`` holds :func:`data_misfit` before each iteration and after the last.
         """
         if M0.shape[1] != self.N:
             raise AssimilationError(f"{self.name}: ensemble has {M0.shape[1]} members, configured N={self.N}")
@@ -108,10 +149,9 @@ class ESMDA:
             raise AssimilationError(f"{self.name}: observation errors must be positive and finite")
         M = np.array(M0, dtype=float, copy=True)
         misfit = []
-        for alpha in self.alphas:
+        for i in range(len(self.alphas)):
             Y = np.asarray(forward(M), dtype=float)
-            misfit.append(float(np.mean(np.sum(((y[:, None] - Y) / r[:, None]) ** 2, axis=0)) / y.size))
-            M = esmda_update(M, Y, y, r, alpha, rng.standard_normal(Y.shape))
-        Y = np.asarray(forward(M), dtype=float)
-        misfit.append(float(np.mean(np.sum(((y[:, None] - Y) / r[:, None]) ** 2, axis=0)) / y.size))
+            misfit.append(data_misfit(Y, y, r))
+            M = self.update(M, Y, y, r, i, rng)
+        misfit.append(data_misfit(np.asarray(forward(M), dtype=float), y, r))
         return ESMDAResult(M, misfit)

@@ -88,9 +88,13 @@ class Inflation:
 
     def prior(self, E: np.ndarray, Y: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
         """Inflate the forecast block and its observed ensemble (exact for linear ``H``) by ``factor``."""
-        if factor == 1.0:
-            return E, Y
-        return inflate(E, factor), inflate(Y, factor)
+        return self.inflated(E, factor), self.inflated(Y, factor)
+
+    @staticmethod
+    def inflated(A: np.ndarray, factor: float) -> np.ndarray:
+        """``A`` (a forecast block or an observed ensemble) with its anomalies multiplied by ``factor``; each row on
+        its own, so a rank inflates its block before ``H E`` is summed."""
+        return A if factor == 1.0 else inflate(A, factor)
 
     def posterior(self, Ea: np.ndarray, Ef: np.ndarray) -> np.ndarray:
         """Apply RTPS or RTPP to the analysis block (``Ef`` is the forecast block, after prior inflation)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 
-_LAZY = {"init_experiment": "steps", "forecast_member": "steps", "analyse": "steps", "setup": "steps",
+_LAZY = {"init_experiment": "steps", "forecast_member": "steps", "analyse": "steps", "setup": "experiment",
          "finalize": "finalize", "status": "status", "run_online": "online", "expand": "experiments"}
 
 __all__ = sorted(_LAZY)

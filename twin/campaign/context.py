@@ -18,10 +18,11 @@ assimilation, :class:`twin.assimilation.letkf.CoupledContext`).
 Random streams
 --------------
 Every random number of a campaign comes from ``numpy.random.default_rng([campaign.seed, assimilation.seed, purpose,
-index])``: the initial ensemble of member ``m`` (purpose 1, index ``m``), the analysis of cycle ``k`` (purpose 2,
-index ``k``: perturbed observations, random rotations) and the synthetic observations of the truth (purpose 3).
-No stream depends on which process or how many ranks draw it, or on how often a step was run before, so a resumed
-campaign draws exactly what an uninterrupted one would.
+index])`` (:func:`streams`, :func:`rng`), the purposes and indices of the one table in :mod:`twin.core.streams`: the
+initial ensemble of member ``m`` (INITIAL, ``m``), the analysis of cycle ``k`` (ANALYSIS, ``k``: perturbed
+observations, random rotations), the nature run (TRUTH: observation noise 0, initial state 1), the guardrails and a
+placement study. No stream depends on which process or how many ranks draw it, or on how often a step was run
+before, so a resumed campaign draws exactly what an uninterrupted one would.
 
 Cycle clock
 -----------
@@ -38,8 +39,7 @@ from typing import Any
 import numpy as np
 
 from twin.core.errors import ConfigError, ModelError
-
-INITIAL, ANALYSIS, TRUTH = 1, 2, 3
+from twin.core.streams import TRUTH_INITIAL_STATE, Purpose, Streams
 
 #: Cycled ensemble filters; the other campaign methods (online only) have their own drivers.
 FILTERS = ("etkf", "enkf", "letkf")
@@ -51,9 +51,14 @@ def seeds(cfg) -> tuple[int, int]:
     return int(cfg.campaign.seed), int(getattr(cfg.assimilation, "seed", 0))
 
 
-def rng(cfg, purpose: int, index: int) -> np.random.Generator:
-    """The random stream of ``purpose`` (INITIAL, ANALYSIS, TRUTH) and ``index`` (member or cycle)."""
-    return np.random.default_rng([*seeds(cfg), int(purpose), int(index)])
+def streams(cfg) -> Streams:
+    """The campaign's random streams (:mod:`twin.core.streams`), seeded by :func:`seeds`."""
+    return Streams(seeds(cfg))
+
+
+def rng(cfg, purpose: Purpose | int, index: int) -> np.random.Generator:
+    """The random stream of ``purpose`` (:class:`twin.core.streams.Purpose`) and ``index`` (member or cycle)."""
+    return streams(cfg).rng(purpose, index)
 
 
 def assimilation_section(cfg):
@@ -169,6 +174,14 @@ def method(cfg, n_members: int):
     return method_from_config(acfg.model_copy(update={"N": int(n_members)}))
 
 
+def analysis(cfg, model, obs, control, n_members: int):
+    """The filter analysis of a cycle (:class:`twin.assimilation.analysis.EnsembleAnalysis`) of the configured method
+    for ``n_members`` live members on whole control vectors ``control``, localised by :func:`local_context`."""
+    from twin.assimilation.analysis import EnsembleAnalysis
+
+    return EnsembleAnalysis(method(cfg, n_members), obs, control, local=local_context(cfg, model, obs, control))
+
+
 def local_context(cfg, model, obs, control):
     """The localisation context of LETKF and localised ES-MDA for the whole control vector ``control`` (``None``
     for global methods).
@@ -239,7 +252,7 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
     Returns the full state (natural order) and the physical parameter values (floats, or whole fields in natural
     order). Deterministic in ``(seeds, member)`` on any number of ranks.
     """
-    gen = rng(cfg, INITIAL, member)
+    gen = rng(cfg, Purpose.INITIAL, member)
     params = {p.name: sample_parameter(model, p, gen) for p in model.estimable()}
     x0 = model.initial_state()
     try:
@@ -278,14 +291,15 @@ def background_std(cfg) -> float:
 
 def true_initial_state(cfg, model) -> np.ndarray:
     """The nature run's initial state: the configured initial state plus Gaussian noise of the background standard
-    deviation (random stream TRUTH, index 1; index 0 draws the observation noise), i.e. a draw from the distribution
-    the prior members are drawn from. Natural order, whole state; deterministic on any number of ranks."""
+    deviation (random stream TRUTH, index ``TRUTH_INITIAL_STATE``; the observation noise has its own index), i.e. a
+    draw from the distribution the prior members are drawn from. Natural order, whole state; deterministic on any
+    number of ranks."""
     x0 = model.initial_state()
     try:
         state = model.grid.allgather(x0).ravel()
     finally:
         x0.destroy()
-    gen = rng(cfg, TRUTH, 1)
+    gen = rng(cfg, Purpose.TRUTH, TRUTH_INITIAL_STATE)
     return state + background_std(cfg) * gen.standard_normal(state.size)
 
 

@@ -55,7 +55,7 @@ def output_times(t0: float, horizon: float, dt: float | None, count: int = 10) -
 
 
 def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | None:
-    """Compute the decision record of experiment ``s`` (a :class:`twin.campaign.steps.Setup`) and write
+    """Compute the decision record of experiment ``s`` (a :class:`twin.campaign.experiment.Setup`) and write
     ``decision.json``; ``None`` when the campaign has no ``decision`` section with QoIs or a treatment. Collective.
 
     Parameters
@@ -130,7 +130,7 @@ def write_prediction(s, comm, fc) -> None:
     provenance; rank 0 writes, atomically. Collective (the provenance)."""
     import xarray as xr
 
-    from twin.campaign.steps import time_encoding
+    from twin.campaign.outputs import time_encoding
     from twin.io.atomic import atomic_output
     from twin.io.netcdf import global_attributes, record_checksum
 

@@ -13,10 +13,11 @@ section (a mapping) is named by its ``method``, ``type``, ``kind`` or ``name`` e
 experiment named after the campaign.
 
 Twin-experiment truths: with ``experiments.truth.draw`` the listed parameters of the nature run are drawn from their
-priors (:func:`draw_truth`) from the stream ``numpy.random.default_rng([campaign.seed, TRUTH_PARAMETERS])``, which
-depends on nothing else: a matrix over ``campaign.seed`` is a cohort of synthetic patients, and the experiments of one
-seed that differ in the method calibrate the same patient. ``experiments.truth`` is kept in every
-``experiment.yaml`` (the rest of the ``experiments`` section describes the whole campaign and is dropped).
+priors (:func:`draw_truth`) from the stream ``numpy.random.default_rng([campaign.seed, TRUTH_PARAMETERS])``
+(:func:`twin.core.streams.truth_parameters_rng`), which depends on nothing else: a matrix over ``campaign.seed`` is a
+cohort of synthetic patients, and the experiments of one seed that differ in the method calibrate the same patient.
+``experiments.truth`` is kept in every ``experiment.yaml`` (the rest of the ``experiments`` section describes the
+whole campaign and is dropped).
 
 This module imports no MPI and no PETSc: the workflow process uses it.
 """
@@ -37,9 +38,6 @@ from twin.core.errors import ConfigError, ConfigProblem
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
-#: Purpose index of the random stream of drawn true parameters (after INITIAL, ANALYSIS, TRUTH of
-#: :mod:`twin.campaign.context`).
-TRUTH_PARAMETERS = 4
 #: Entries that name a section given whole as a matrix value.
 _SECTION_LABELS = ("method", "type", "kind", "name")
 
@@ -161,15 +159,14 @@ def draw_truth(config, model) -> dict[str, Any]:
     ConfigError
         For a name that is not a parameter of the model or has no prior.
     """
-    import numpy as np
-
     from twin.campaign.context import sample_parameter
+    from twin.core.streams import truth_parameters_rng
 
     spec = truth_spec(config)
     if spec is None or not (spec.draw or spec.estimable):
         return {}
     names = list(spec.draw) or [p.name for p in model.estimable() if p.prior is not None]
-    gen = np.random.default_rng([int(config.campaign.seed), TRUTH_PARAMETERS])
+    gen = truth_parameters_rng(config.campaign.seed)
     out: dict[str, Any] = {}
     for name in names:
         p = model.parameters.get(name)

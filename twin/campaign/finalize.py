@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from twin.campaign import layout
-from twin.campaign.free_run import write_free_run
+from twin.campaign.checkpoints import is_valid_checkpoint, reader
 from twin.campaign.decide import decide
+from twin.campaign.experiment import Setup, rank_of, setup
+from twin.campaign.free_run import write_free_run
 from twin.campaign.guarded import write_flags
-from twin.campaign.steps import (Setup, _rank, _record, append_diagnostics, is_valid_checkpoint, reader, setup,
-                                  time_encoding)
+from twin.campaign.outputs import append_diagnostics, diagnostics_count, diagnostics_file, time_encoding
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger
 
@@ -58,7 +59,7 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
         if comm is not None and comm.Get_size() > 1:
             decided = comm.bcast(decided, root=0)
         if decided and outputs_complete(s.exp_dir) and all(verify_netcdf(s.exp_dir / n)[0] for n in layout.OUTPUTS):
-            _record(s, "finalize", "skipped", t_start)
+            s.record("finalize", "skipped", t_start)
             return False
         model, sch = s.get_model(), s.schedule
         K = sch.n_cycles
@@ -100,24 +101,24 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
         prov = s.provenance(last)
         common = dict(comm=comm, variables=variables, time_units=time_units, space_units=space, provenance=prov,
                       sensitive=s.cfg.campaign.sensitive)
-        write_ensemble(s.exp_dir / "posterior.nc", grid, post if _rank(comm) == 0 else None, times0,
+        write_ensemble(s.exp_dir / "posterior.nc", grid, post if rank_of(comm) == 0 else None, times0,
                        kind="posterior", title=f"twin posterior ensemble of experiment {s.name}", **common)
-        write_ensemble(s.exp_dir / "forecast.nc", grid, fore if _rank(comm) == 0 else None, times,
+        write_ensemble(s.exp_dir / "forecast.nc", grid, fore if rank_of(comm) == 0 else None, times,
                        kind="forecast", title=f"twin forecast ensemble of experiment {s.name}", **common)
         ok = verify_netcdf(s.exp_dir / "diagnostics.nc")[0] if (s.exp_dir / "diagnostics.nc").exists() else False
         if comm is not None and comm.Get_size() > 1:
             ok = comm.bcast(ok, root=0)
-        if not ok or _diag_records(s) != len(history):
-            if _rank(comm) == 0 and (s.exp_dir / "diagnostics.nc").exists():
+        if not ok or diagnostics_count(s.exp_dir / "diagnostics.nc", s.comm) != len(history):
+            if rank_of(comm) == 0 and (s.exp_dir / "diagnostics.nc").exists():
                 (s.exp_dir / "diagnostics.nc").unlink()
             append_diagnostics(s, history)
         write_scores(s, history)
-        if _rank(comm) == 0:
+        if rank_of(comm) == 0:
             # flags.jsonl from the last checkpoint (a crash may have come between a checkpoint and its flags)
             write_flags(s.exp_dir, guard_state)
         decide(s, comm)
         write_free_run(s.exp_dir, comm)
-        _record(s, "finalize", "done", t_start)
+        s.record("finalize", "done", t_start)
         log.info("experiment %s: outputs in %s", s.name, s.exp_dir)
         return True
     finally:
@@ -132,7 +133,6 @@ SCORES = ("rmse", "spread", "crps", "coverage_90")
 def write_scores(s: Setup, history: list[dict]) -> dict[str, float]:
     """Time averages of :data:`SCORES` over the cycles after ``schedule.burn_in``, as scalar variables
     ``rmse_a``, ``spread_a``, ``crps_a``, ``coverage_90_a`` of ``diagnostics.nc``. Collective."""
-    from twin.campaign.steps import diagnostics_file
     from twin.io.netcdf import VariableMeta
 
     burn_in = int(s.schedule.burn_in)
@@ -150,9 +150,3 @@ def write_scores(s: Setup, history: list[dict]) -> dict[str, float]:
     if values:
         f.write_summary(values, meta)
     return values
-
-
-def _diag_records(s: Setup) -> int:
-    from twin.campaign.steps import _diagnostics_count
-
-    return _diagnostics_count(s.exp_dir / "diagnostics.nc", s.comm)

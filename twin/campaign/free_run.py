@@ -39,7 +39,7 @@ FREE_RUN_FILE = "free_run.nc"
 
 def _initial_mean(path, name: str, n: int, comm) -> np.ndarray:
     """Mean of the live initial states in checkpoint ``path`` (one state of ``n`` entries, or one per member)."""
-    from twin.campaign.steps import reader
+    from twin.campaign.checkpoints import reader
 
     with reader(path, comm) as r:
         states = np.asarray(r.read_field(name), dtype=float).reshape(-1, n)
@@ -58,7 +58,9 @@ def write_free_run(exp_dir, comm) -> Path:
         When the experiment has no nature run (``observations.h5``) or no checkpoint 0.
     """
     from twin.campaign.decide import output_times, wants_decision
-    from twin.campaign.steps import reader, setup, time_encoding
+    from twin.campaign.checkpoints import reader
+    from twin.campaign.outputs import time_encoding
+    from twin.campaign.experiment import setup
     from twin.io.netcdf import DiagnosticsFile, VariableMeta
     from twin.models.priors import prior_center
 
@@ -91,7 +93,7 @@ def write_free_run(exp_dir, comm) -> Path:
         centres = {p.name: prior_center(p.prior) for p in model.estimable() if not p.is_field and p.prior is not None}
 
         def run(start: np.ndarray, t_all: np.ndarray) -> tuple[list[np.ndarray], dict[str, list[float]]]:
-            from twin.campaign.outputs import vec_from
+            from twin.campaign.checkpoints import vec_from
 
             x = vec_from(grid, start)
             states, series = [start], {q: [] for q in qois}
@@ -154,7 +156,7 @@ def write_free_run(exp_dir, comm) -> Path:
 
 
 def _vec(grid, array):
-    from twin.campaign.outputs import vec_from
+    from twin.campaign.checkpoints import vec_from
 
     return vec_from(grid, array)
 

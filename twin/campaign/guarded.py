@@ -1,5 +1,6 @@
-"""Guardrails in a file-based campaign: the per-cycle checks of :mod:`twin.decision.guardrails` around the analysis
-of :func:`twin.campaign.steps.analyse`, with their state carried from checkpoint to checkpoint.
+"""Guardrails in a file-based campaign: the per-cycle checks of :mod:`twin.decision.guardrails` as the screen of the
+analysis of :func:`twin.campaign.steps.analyse` (:class:`twin.assimilation.analysis.EnsembleAnalysis`), with their
+state carried from checkpoint to checkpoint.
 
 When the campaign has ``decision.guardrails``, every analysis
 
@@ -17,7 +18,8 @@ When the campaign has ``decision.guardrails``, every analysis
    ``<experiment>/flags.jsonl`` from the flags in the checkpoint (read by ``twin report``).
 
 Because the state lives in the checkpoint, and the rank-histogram perturbations come from the campaign's random stream
-of purpose :data:`GUARDRAILS` and the cycle index, a resumed campaign raises exactly the flags of an uninterrupted one.
+of purpose GUARDRAILS (:mod:`twin.core.streams`) and the cycle index, a resumed campaign raises exactly the flags of an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-#: Purpose index of the guardrails' random stream (:func:`twin.campaign.context.rng`).
-GUARDRAILS = 4
+from twin.core.streams import Purpose
 
 
 def settings(cfg):
@@ -53,7 +54,7 @@ def restore(cfg, n_obs: int, state: dict[str, Any] | None, cycle: int):
     if st is None:
         return None
     g = Guardrails(n_obs, st)
-    g._rng = ctx.rng(cfg, GUARDRAILS, cycle)
+    g._rng = ctx.rng(cfg, Purpose.GUARDRAILS, cycle)
     if state:
         g.active = np.asarray(state["active"], dtype=bool)
         g.alarmed = np.asarray(state["alarmed"], dtype=bool)
@@ -92,9 +93,15 @@ def write_flags(exp_dir, state: dict[str, Any] | None) -> Path | None:
                       private=is_private_directory(exp_dir))
 
 
-def check(g, cycle: int, time: float, Y: np.ndarray, y: np.ndarray, r: np.ndarray, forecast: np.ndarray,
-          truth: np.ndarray | None) -> np.ndarray:
-    """Run the checks of one cycle; returns the rows (sensors) to assimilate."""
-    r = np.broadcast_to(np.asarray(r, dtype=float), np.shape(y)).copy()
-    g.check(cycle, time, Y, y, r, forecast=forecast, truth=truth)
-    return np.flatnonzero(g.active)
+def screen(g):
+    """The guardrails ``g`` as the screen of :meth:`twin.assimilation.analysis.EnsembleAnalysis.analyse`: run the
+    checks of the cycle on the inflated forecast, return the rows (sensors) still active and the checks'
+    statistics for the diagnostics record."""
+
+    def run(cycle: int, time: float, Y: np.ndarray, y: np.ndarray, r: np.ndarray, forecast: np.ndarray,
+            truth: np.ndarray | None) -> tuple[np.ndarray, dict[str, float]]:
+        r = np.broadcast_to(np.asarray(r, dtype=float), np.shape(y)).copy()
+        g.check(cycle, time, Y, y, r, forecast=forecast, truth=truth)
+        return np.flatnonzero(g.active), g.diagnostics()
+
+    return run

@@ -171,7 +171,9 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
 
     from twin.campaign import context as ctx
     from twin.campaign import steps
+    from twin.campaign.checkpoints import reader
     from twin.campaign.finalize import finalize
+    from twin.campaign.experiment import setup
     from twin.core.comm import split_ensemble
     from twin.core.progress import progress
     from twin.io.checkpoint import latest_good_checkpoint, list_checkpoints
@@ -181,7 +183,7 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
         log.warning("experiment %s was stopped earlier (%s); skipping it", exp_dir.name,
                     layout.read_json(layout.stopped_marker(exp_dir)).get("reason"))
         return
-    s = steps.setup(exp_dir, comm)
+    s = setup(exp_dir, comm)
     if not ctx.is_filter(s.cfg):
         try:
             _run_other_method(exp_dir, comm, s, policy)
@@ -194,7 +196,7 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                  comm.Get_size(), rpm, comm.Get_size())
         rpm = comm.Get_size()
     ens = split_ensemble(comm, s.n_members, rpm)
-    g = steps.setup(exp_dir, ens.member_comm) if ens.member_comm != MPI.COMM_NULL else None
+    g = setup(exp_dir, ens.member_comm) if ens.member_comm != MPI.COMM_NULL else None
     try:
         steps.init_experiment(exp_dir, comm, s)
         K = s.schedule.n_cycles
@@ -203,7 +205,7 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
         with progress(f"{exp_dir.name}: cycles", K, rank=rank) as bar:
             bar.advance(start, status="resumed" if start else "")
             for k in range(start, K):
-                with steps.reader(layout.checkpoint_file(exp_dir, k), comm) as r:
+                with reader(layout.checkpoint_file(exp_dir, k), comm) as r:
                     alive = r.read_array("alive")
                 stop = 0
                 for m in (ens.members if g is not None else []):

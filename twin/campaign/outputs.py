@@ -1,5 +1,5 @@
-"""Outputs of the campaign methods that are not cycled filters (ES-MDA, cycled 4D-Var): the diagnostics file rebuilt
-from the history a checkpoint carries, and the ensemble NetCDF files from whole arrays.
+"""The NetCDF outputs of an experiment: ``diagnostics.nc`` (one record per cycle or iteration, from the history a
+checkpoint carries) and the ensemble files ``posterior.nc`` and ``forecast.nc`` from whole arrays.
 
 The history (a list of per-cycle or per-iteration records) lives in the checkpoint's metadata, so ``diagnostics.nc``
 can always be rewritten from the newest checkpoint: a resumed run leaves exactly the file an uninterrupted one would.
@@ -7,15 +7,26 @@ can always be rewritten from the newest checkpoint: a resumed run leaves exactly
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from twin.campaign import layout
-from twin.campaign.steps import Setup, _rank, append_diagnostics, time_encoding
+from twin.campaign import guarded, layout
+from twin.campaign.experiment import Setup, rank_of
+
+#: Diagnostics written by the filters' analysis that are not in twin.io.netcdf.DIAGNOSTICS:
+#: name -> (long name, units; "{state}" = the state's units).
+EXTRA_DIAGNOSTICS = {
+    "crps": ("continuous ranked probability score of the analysis ensemble", "{state}"),
+    "coverage_90": ("fraction of state entries whose truth lies inside the analysis ensemble's 5-95 % interval",
+                    "1"),
+    "innovation_expected_std": ("innovation standard deviation expected from R and the forecast spread", "{state}"),
+    "members": ("live ensemble members", "1"),
+}
 
 #: Diagnostics of ES-MDA and 4D-Var campaigns that are neither in twin.io.netcdf.DIAGNOSTICS nor in
-#: twin.campaign.steps.EXTRA_DIAGNOSTICS: name -> (long name, units; "{state}" = the state's units).
+#: :data:`EXTRA_DIAGNOSTICS`: name -> (long name, units; "{state}" = the state's units).
 METHOD_DIAGNOSTICS = {
     "iterations": ("minimiser iterations of the window", "1"),
     "converged": ("1 if the minimiser converged", "1"),
@@ -25,8 +36,74 @@ METHOD_DIAGNOSTICS = {
 }
 
 
+def append_diagnostics(s: Setup, history: list[dict[str, Any]], meta: dict | None = None) -> None:
+    """Make ``diagnostics.nc`` hold exactly the records of ``history``: nothing to do when it does, append the last
+    record when it holds the earlier ones, else rebuild it (after a crash between the checkpoint and the append).
+    ``meta``: variable metadata beyond the usual diagnostics. Collective."""
+    path = s.exp_dir / "diagnostics.nc"
+    records = diagnostics_count(path, s.comm)
+    if records == len(history):
+        return
+    if records == len(history) - 1:
+        todo = history[-1:]
+    else:
+        if rank_of(s.comm) == 0 and path.exists():
+            path.unlink()
+        todo = history
+    f = diagnostics_file(s, path)
+    f.meta.update(meta or {})
+    _, scale = time_encoding(s.get_model())
+    for rec in todo:
+        values = {k: v for k, v in rec.items() if k not in ("cycle", "time")}
+        f.append(rec["time"] * scale, values, cycle=rec["cycle"])
+
+
+def diagnostics_file(s: Setup, path):
+    """The :class:`~twin.io.netcdf.DiagnosticsFile` of an experiment with the metadata of every diagnostic its
+    analysis writes."""
+    from twin.io.netcdf import DiagnosticsFile, VariableMeta
+
+    model = s.get_model()
+    units = model.state_units[0]
+    extra = {k: VariableMeta(ln, u.replace("{state}", units)) for k, (ln, u) in EXTRA_DIAGNOSTICS.items()}
+    for p in model.estimable():
+        extra[f"parameter_{p.name}"] = VariableMeta(f"ensemble mean of parameter {p.name}", p.units)
+    if guarded.settings(s.cfg) is not None:
+        from twin.decision.guardrails import diagnostics_variables
+
+        extra.update(diagnostics_variables())
+    time_units, _ = time_encoding(model)
+    return DiagnosticsFile(path, s.comm, provenance=s.provenance(), variables=extra, state_units=units,
+                           time_units=time_units, title=f"twin diagnostics of experiment {s.name}",
+                           sensitive=s.cfg.campaign.sensitive)
+
+
+def time_encoding(model) -> tuple[str, float]:
+    """CF time units for the model's time and the factor that converts model time to them."""
+    from twin.core.units import compatible, convert
+    from twin.io.netcdf import DEFAULT_TIME_UNITS
+
+    if compatible(model.time_units, "s"):
+        return DEFAULT_TIME_UNITS, float(convert(1.0, model.time_units, "s"))
+    return f"{model.time_units} (model time units)" if model.time_units != "1" else "1", 1.0
+
+
+def diagnostics_count(path: Path, comm) -> int:
+    """Records in the diagnostics file ``path`` (-1 when it is missing or unreadable). Collective."""
+    count = -1
+    if rank_of(comm) == 0 and path.exists():
+        import netCDF4
+
+        try:
+            with netCDF4.Dataset(path, "r") as nc:
+                count = len(nc.dimensions["time"])
+        except (OSError, KeyError, RuntimeError):
+            count = -1
+    return comm.bcast(count, root=0) if comm is not None and comm.Get_size() > 1 else count
+
+
 def write_diagnostics(s: Setup, history: list[dict[str, Any]]) -> None:
-    """:func:`~twin.campaign.steps.append_diagnostics` with the metadata of the 4D-Var and ES-MDA diagnostics.
+    """:func:`append_diagnostics` with the metadata of the 4D-Var and ES-MDA diagnostics.
     Collective. Records carry ``cycle``, ``time`` (model time) and values."""
     from twin.io.netcdf import VariableMeta
 
@@ -63,10 +140,10 @@ def write_ensembles(s: Setup, posterior: np.ndarray, posterior_times, forecast: 
     common = dict(comm=s.comm, variables=variables, time_units=time_units,
                   space_units=getattr(model, "length_units", "m"), provenance=s.provenance(parent),
                   sensitive=s.cfg.campaign.sensitive)
-    write_ensemble(s.exp_dir / "posterior.nc", grid, post if _rank(s.comm) == 0 else None,
+    write_ensemble(s.exp_dir / "posterior.nc", grid, post if rank_of(s.comm) == 0 else None,
                    np.asarray(posterior_times) * scale, kind="posterior",
                    title=f"twin posterior ensemble of experiment {s.name}", **common)
-    write_ensemble(s.exp_dir / "forecast.nc", grid, fore if _rank(s.comm) == 0 else None,
+    write_ensemble(s.exp_dir / "forecast.nc", grid, fore if rank_of(s.comm) == 0 else None,
                    np.asarray(forecast_times) * scale, kind="forecast",
                    title=f"twin forecast ensemble of experiment {s.name}", **common)
 
@@ -76,12 +153,5 @@ def outputs_valid(s: Setup) -> bool:
     from twin.io.netcdf import verify_netcdf
 
     ok = all((s.exp_dir / n).is_file() and verify_netcdf(s.exp_dir / n)[0] for n in layout.OUTPUTS) \
-        if _rank(s.comm) == 0 else False
+        if rank_of(s.comm) == 0 else False
     return s.comm.bcast(ok, root=0) if s.comm is not None and s.comm.Get_size() > 1 else ok
-
-
-def vec_from(grid, array):
-    """A new global vector holding ``array`` (whole state, natural order)."""
-    v = grid.create_global()
-    grid.set_global(np.asarray(array, dtype=float), v)
-    return v

@@ -1,5 +1,6 @@
 """ES-MDA calibration as a campaign (``assimilation.method: esmda``), online: parameters and initial state from all the
-observations of one window (Emerick & Reynolds 2013; the update is :func:`twin.assimilation.esmda.esmda_update`).
+observations of one window (Emerick & Reynolds 2013). The update is :meth:`twin.assimilation.esmda.ESMDA.update`,
+the iteration :func:`twin.assimilation.calibration.esmda_calibrate` runs too.
 
 The window is the schedule's span ``[t_0, t_K]`` (``K = schedule.cycles`` observation times ``t_k = t_0 + k every
 dt``). The control of member ``j`` is ``m_j = [x_j(t_0); T(p_j)]`` (:mod:`twin.assimilation.transforms`). With
@@ -33,19 +34,20 @@ needs the same members in every iteration).
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
 
 from twin.campaign import context as ctx
 from twin.campaign import layout
-from twin.campaign.outputs import outputs_valid, vec_from, write_diagnostics, write_ensembles
-from twin.campaign.state import field_grid
-from twin.campaign.steps import (Setup, _read_members, _read_members_single, _record, _write_ensemble_checkpoint,
-                                  init_experiment, is_valid_checkpoint, reader)
+from twin.campaign.checkpoints import (is_valid_checkpoint, read_member, read_members, reader, vec_from,
+                                       write_ensemble_checkpoint, write_member_file)
+from twin.campaign.experiment import Setup, setup
+from twin.campaign.outputs import outputs_valid, write_diagnostics, write_ensembles
+from twin.campaign.steps import init_experiment
 from twin.core.errors import AssimilationError, ConfigError, ModelError, SolverError, WorkflowError
 from twin.core.log import get_logger
+from twin.core.streams import Purpose
 
 log = get_logger("twin.campaign.smoother")
 
@@ -62,7 +64,6 @@ def run_experiment(exp_dir, comm, s: Setup, policy) -> None:
     """Run (or resume) the ES-MDA campaign of ``exp_dir`` on ``comm``, members over sub-communicators. Collective."""
     from mpi4py import MPI
 
-    from twin.campaign.steps import setup
     from twin.core.comm import split_ensemble
     from twin.core.progress import progress
     from twin.io.checkpoint import latest_good_checkpoint, list_checkpoints
@@ -124,7 +125,7 @@ def window_posterior(s: Setup, iteration: int | None = None):
 
     it = len(alphas(s.cfg)) if iteration is None else iteration
     with reader(layout.checkpoint_file(s.exp_dir, it), s.comm) as r:
-        states, params = _read_members(s, r, range(s.n_members))
+        states, params = read_members(s, r, range(s.n_members))
     names = params[0].keys() if params else []
     return PosteriorEnsemble(np.array(states), {n: np.array([p[n] for p in params]) for n in names},
                              float(s.schedule.window(0)[0]))
@@ -155,47 +156,31 @@ def _forecast_with_retries(exp_dir, i: int, m: int, g: Setup, policy) -> bool:
 def forecast_window(exp_dir, iteration: int, member: int, comm, s: Setup) -> bool:
     """Member ``member`` of checkpoint ``iteration`` run over the whole window; its states at ``t_0 .. t_K`` go to
     ``forecast/cycle_<iteration>/member_<member>.h5``. ``False`` when that file already verified. Collective."""
-    from twin.io.checkpoint import write_checkpoint
-
     t_start = time.time()
     out = layout.forecast_file(s.exp_dir, iteration, member)
     if is_valid_checkpoint(out, comm):
-        _record(s, "forecast", "skipped", t_start, cycle=iteration, member=member)
+        s.record("forecast", "skipped", t_start, cycle=iteration, member=member)
         return False
     if comm.Get_rank() == 0:
         out.parent.mkdir(parents=True, exist_ok=True)
     model, sch = s.get_model(), s.schedule
     with reader(layout.checkpoint_file(s.exp_dir, iteration), comm) as r:
-        (state,), (params,) = _read_members(s, r, [member])
+        (state,), (params,) = read_members(s, r, [member])
         parent, checksum = r.path, r.checksum
     ctx.set_member_parameters(model, params)
     x = vec_from(model.grid, state)
     vecs = [x.copy()]
-    # field parameters live on their own (dof-1) grids (a coupled model's state grid is not theirs), kept alive
-    # until the file is written
-    with ExitStack() as grids:
-        try:
-            for k in range(sch.n_cycles):
-                model.advance(x, *sch.window(k))
-                vecs.append(x.copy())
-            parameters: dict[str, Any] = {}
-            for p in model.estimable():
-                if p.is_field:
-                    pgrid = grids.enter_context(field_grid(model, p.name))
-                    fv = vec_from(pgrid, params[p.name])
-                    vecs.append(fv)
-                    parameters[p.name] = (pgrid, fv)
-                else:
-                    parameters[p.name] = params[p.name]
-            write_checkpoint(out, comm, cycle=iteration, time=sch.window(sch.n_cycles - 1)[1],
-                             fields={model.name: (model.grid, vecs[:sch.n_cycles + 1])}, parameters=parameters,
-                             meta={"member": member}, provenance=s.provenance(parent, checksum), parallel=False,
-                             sensitive=s.cfg.campaign.sensitive)
-        finally:
-            x.destroy()
-            for v in vecs:
-                v.destroy()
-    _record(s, "forecast", "done", t_start, cycle=iteration, member=member)
+    try:
+        for k in range(sch.n_cycles):
+            model.advance(x, *sch.window(k))
+            vecs.append(x.copy())
+        write_member_file(s, out, comm, iteration, sch.window(sch.n_cycles - 1)[1], vecs, params, member,
+                          s.provenance(parent, checksum))
+    finally:
+        x.destroy()
+        for v in vecs:
+            v.destroy()
+    s.record("forecast", "done", t_start, cycle=iteration, member=member)
     return True
 
 
@@ -205,7 +190,7 @@ def _trajectories(s: Setup, iteration: int):
     for m in range(s.n_members):
         with reader(layout.forecast_file(s.exp_dir, iteration, m), s.comm) as r:
             traj.append(r.read_field(s.get_model().name).reshape(s.schedule.n_cycles + 1, -1))
-            _, (p,) = _read_members_single(s, r)
+            _, p = read_member(s, r)
             params.append(p)
     return np.array(traj), params
 
@@ -214,13 +199,13 @@ def update(s: Setup, iteration: int) -> None:
     """ES-MDA iteration ``iteration``: the member trajectories and all the observations in; checkpoint
     ``iteration + 1`` out (the last call, ``iteration == len(alphas)``, records the posterior only). Collective."""
     from twin.assimilation import diagnostics as diag
-    from twin.assimilation.esmda import esmda_local_update, esmda_update
+    from twin.assimilation.esmda import data_misfit
 
     t_start = time.time()
     a = alphas(s.cfg)
     out = layout.checkpoint_file(s.exp_dir, iteration + 1)
     if iteration < a.size and is_valid_checkpoint(out, s.comm):
-        _record(s, "analyse", "skipped", t_start, cycle=iteration)
+        s.record("analyse", "skipped", t_start, cycle=iteration)
         return
     model, obs, sch = s.get_model(), s.observations, s.schedule
     with reader(layout.checkpoint_file(s.exp_dir, iteration), s.comm) as r:
@@ -234,7 +219,7 @@ def update(s: Setup, iteration: int) -> None:
     Y = np.concatenate([np.asarray(obs.matrix @ traj[:, k].T) for k in range(1, sch.n_cycles + 1)])
     yv = np.asarray(y, dtype=float).ravel()
     r = np.broadcast_to(np.asarray(err, dtype=float), np.shape(y)).ravel()
-    misfit = float(np.mean(np.sum(((yv[:, None] - Y) / r[:, None]) ** 2, axis=0)) / yv.size)
+    misfit = data_misfit(Y, yv, r)
     mean_traj = traj.mean(axis=0)
     rec = {"cycle": iteration, "time": float(sch.window(sch.n_cycles - 1)[1]), "iteration": iteration,
            "misfit": misfit, "members": N, "n_obs": int(yv.size),
@@ -245,21 +230,19 @@ def update(s: Setup, iteration: int) -> None:
         rec.update(alpha=0.0, **_parameter_stats(params))
         history.append(rec)
         write_diagnostics(s, history)
-        _record(s, "analyse", "done", t_start, cycle=iteration)
+        s.record("analyse", "done", t_start, cycle=iteration)
         log.info("experiment %s posterior: misfit %.4g, trajectory rmse %.4g", s.name, misfit, rec["rmse_forecast"])
         return
     control = ctx.control_vector(model)
     E = control.pack(traj[:, 0].T, {k: np.array([p[k] for p in params]).T for k in params[0]} if params[0] else {})
     local = ctx.local_context(s.cfg, model, obs, control)
-    if local is None:
-        gen = ctx.rng(s.cfg, ctx.ANALYSIS, iteration)
-        Ea = esmda_update(E, Y, yv, r, float(a[iteration]), gen.standard_normal(Y.shape))
-    else:
+    if local is not None:
         # the data are the networks' rows stacked over the observation times: their locations repeat
-        stacked = local.observed(np.tile(np.arange(obs.n_obs), sch.n_cycles))
-        Ea = esmda_local_update(E, Y, yv, r, float(a[iteration]), stacked, s.cfg.assimilation.localisation.radius)
-    if not np.all(np.isfinite(Ea)):
-        raise AssimilationError(f"experiment {s.name}: ES-MDA iteration {iteration} produced non-finite values")
+        local = local.observed(np.tile(np.arange(obs.n_obs), sch.n_cycles))
+    try:
+        Ea = ctx.method(s.cfg, N).update(E, Y, yv, r, iteration, ctx.rng(s.cfg, Purpose.ANALYSIS, iteration), local)
+    except AssimilationError as exc:
+        raise AssimilationError(f"experiment {s.name}: {exc}") from None
     states, new = control.unpack(Ea)
     new_params = [{n: (v[..., j] if np.ndim(v) > 1 else float(np.asarray(v)[j])) for n, v in new.items()}
                   for j in range(N)]
@@ -267,10 +250,10 @@ def update(s: Setup, iteration: int) -> None:
     rec.update(alpha=float(a[iteration]), rmse=diag.rmse(Ea[:n], truth[0]), spread=diag.spread(Ea[:n]),
                **_parameter_stats(new_params))
     history.append(rec)
-    _write_ensemble_checkpoint(s, out, iteration + 1, float(sch.window(0)[0]), list(states.T), new_params, alive,
-                               {"history": history, "alphas": a.tolist()}, s.provenance(parent, checksum))
+    write_ensemble_checkpoint(s, out, iteration + 1, float(sch.window(0)[0]), list(states.T), new_params, alive,
+                              {"history": history, "alphas": a.tolist()}, s.provenance(parent, checksum))
     write_diagnostics(s, history)
-    _record(s, "analyse", "done", t_start, cycle=iteration)
+    s.record("analyse", "done", t_start, cycle=iteration)
     log.info("experiment %s ES-MDA iteration %d (alpha %g): misfit %.4g, %s", s.name, iteration, a[iteration],
              misfit, ", ".join(f"{k} {v:.4g}" for k, v in rec.items() if k.startswith("parameter_")))
 
@@ -288,13 +271,13 @@ def finalize(s: Setup, force: bool = False) -> bool:
     """``posterior.nc`` (trajectories of the posterior ensemble) and ``forecast.nc`` (of the prior). Collective."""
     t_start = time.time()
     if not force and outputs_valid(s):
-        _record(s, "finalize", "skipped", t_start)
+        s.record("finalize", "skipped", t_start)
         return False
     n_iter, sch = len(alphas(s.cfg)), s.schedule
     prior, _ = _trajectories(s, 0)
     post, _ = _trajectories(s, n_iter)
     times = [sch.window(0)[0]] + [sch.window(k)[1] for k in range(sch.n_cycles)]
     write_ensembles(s, post, times, prior, times, layout.checkpoint_file(s.exp_dir, n_iter))
-    _record(s, "finalize", "done", t_start)
+    s.record("finalize", "done", t_start)
     log.info("experiment %s: outputs in %s", s.name, s.exp_dir)
     return True

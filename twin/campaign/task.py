@@ -42,7 +42,7 @@ def scan(exp_dir: Path) -> dict:
     member forecasts of the cycle that follows it, and whether the outputs exist."""
     from twin.campaign import layout
     from twin.campaign.finalize import outputs_complete
-    from twin.campaign.steps import is_valid_checkpoint
+    from twin.campaign.checkpoints import is_valid_checkpoint
     from twin.io.checkpoint import latest_good_checkpoint, list_checkpoints
 
     good = latest_good_checkpoint(exp_dir / "checkpoint") if (exp_dir / "checkpoint").is_dir() else None

@@ -47,11 +47,13 @@ import numpy as np
 
 from twin.campaign import context as ctx
 from twin.campaign import layout
+from twin.campaign.checkpoints import is_valid_checkpoint, reader, vec_from
+from twin.campaign.experiment import Setup, rank_of
 from twin.campaign.free_run import write_free_run
-from twin.campaign.outputs import outputs_valid, vec_from, write_diagnostics, write_ensembles
-from twin.campaign.steps import Setup, _rank, _record, is_valid_checkpoint, reader
+from twin.campaign.outputs import outputs_valid, write_diagnostics, write_ensembles
 from twin.core.errors import ConfigError
 from twin.core.log import get_logger
+from twin.core.streams import TRUTH_OBSERVATIONS, Purpose
 
 log = get_logger("twin.campaign.variational")
 
@@ -103,7 +105,7 @@ def run_experiment(exp_dir, comm, s: Setup, policy=None) -> None:
         init(s, plan)
         good = latest_good_checkpoint(s.exp_dir / "checkpoint", comm)
         start = dict((p, k) for k, p in list_checkpoints(s.exp_dir / "checkpoint"))[good] if good else 0
-        with progress(f"{s.name}: 4D-Var windows", plan.n_cycles, rank=_rank(comm)) as bar:
+        with progress(f"{s.name}: 4D-Var windows", plan.n_cycles, rank=rank_of(comm)) as bar:
             bar.advance(start, status="resumed" if start else "")
             for k in range(start, plan.n_cycles):
                 window(s, plan, k)
@@ -122,18 +124,18 @@ def init(s: Setup, plan: _Plan) -> bool:
     t_start = time.time()
     comm, model = s.comm, s.get_model()
     obs_path, ck0 = layout.observations_file(s.exp_dir), layout.checkpoint_file(s.exp_dir, 0)
-    if _rank(comm) == 0:
+    if rank_of(comm) == 0:
         (s.exp_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
     comm.Barrier()
     if is_valid_checkpoint(obs_path, comm) and is_valid_checkpoint(ck0, comm):
-        _record(s, "init", "skipped", t_start)
+        s.record("init", "skipped", t_start)
         return False
     from twin.campaign.experiments import draw_truth
 
     grid, acfg = model.grid, s.cfg.assimilation
     draw_truth(s.cfg, model)
     true_params = {p.name: _value(model, p.name) for p in acfg.parameters}
-    gen = ctx.rng(s.cfg, ctx.TRUTH, 0)
+    gen = ctx.rng(s.cfg, Purpose.TRUTH, TRUTH_OBSERVATIONS)
     x = model.initial_state()
     try:
         truth, ys = [grid.allgather(x).ravel()], []
@@ -153,14 +155,14 @@ def init(s: Setup, plan: _Plan) -> bool:
     sigma = 0.0
     if acfg.initial_state:
         sigma = float(np.mean(np.atleast_1d(acfg.background_covariance.std)))
-    background = truth[0] + sigma * ctx.rng(s.cfg, ctx.INITIAL, 0).standard_normal(truth[0].size)
+    background = truth[0] + sigma * ctx.rng(s.cfg, Purpose.INITIAL, 0).standard_normal(truth[0].size)
     params = {}
     for p in acfg.parameters:
         par = model.parameters[p.name]
         value = prior_center(par.prior) if par.prior is not None else true_params[p.name]
         params[p.name] = np.full(grid.size, float(value)) if par.is_field and np.ndim(value) == 0 else value
     _write(s, 0, plan.t0, {model.name: background, "initial": background}, params, {}, plan.t0, [], prov)
-    _record(s, "init", "done", t_start)
+    s.record("init", "done", t_start)
     log.info("experiment %s: 4D-Var over %d windows initialised", s.name, plan.n_cycles)
     return True
 
@@ -278,7 +280,7 @@ def window(s: Setup, plan: _Plan, k: int) -> None:
     history = list(meta.get("history", [])) + [rec]
     _write(s, k + 1, te, states, values, arrays, ts, history, s.provenance(parent, checksum))
     write_diagnostics(s, history)
-    _record(s, "window", "done", t_start, cycle=k)
+    s.record("window", "done", t_start, cycle=k)
     log.info("experiment %s window %d [%g, %g]: J %.4g -> %.4g (%d iterations), rmse %.4g (background %.4g)",
              s.name, k, ts, te, rec["cost_initial"], rec["cost"], rec["iterations"], rec["rmse"],
              rec["rmse_forecast"])
@@ -325,7 +327,7 @@ def finalize(s: Setup, plan: _Plan, force: bool = False) -> bool:
     """``posterior.nc`` and ``forecast.nc`` from the checkpoints; ``diagnostics.nc`` completed. Collective."""
     t_start = time.time()
     if not force and outputs_valid(s):
-        _record(s, "finalize", "skipped", t_start)
+        s.record("finalize", "skipped", t_start)
         return False
     K, name = plan.n_cycles, s.get_model().name
     post, fore = [], []
@@ -342,7 +344,7 @@ def finalize(s: Setup, plan: _Plan, force: bool = False) -> bool:
     write_ensembles(s, P, times, F, times, last)
     write_diagnostics(s, history)
     write_free_run(s.exp_dir, s.comm)
-    _record(s, "finalize", "done", t_start)
+    s.record("finalize", "done", t_start)
     log.info("experiment %s: outputs in %s", s.name, s.exp_dir)
     return True
 

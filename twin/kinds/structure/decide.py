@@ -12,7 +12,7 @@ gauges (the deployed gauges of the network first, then ``decision.sensors.candid
 and ``q`` per member give the ensemble-sensitivity problem (:meth:`twin.decision.sensors.PlacementProblem
 .from_ensemble`); greedy placements of ``1..count`` gauges are compared with ``random_placements`` random layouts and
 with the deployed layout (:func:`twin.kinds.structure.decision.placement_study`). Random layouts come from the campaign's
-random stream of purpose :data:`PLACEMENT`, so a rerun reports the same curve.
+random stream of purpose PLACEMENT (:mod:`twin.core.streams`), so a rerun reports the same curve.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from twin.campaign import context as ctx
 from twin.campaign import layout
 from twin.campaign.state import CoupledState, set_field
 from twin.core.errors import ConfigError
+from twin.core.streams import Purpose
 from twin.core.units import convert
 
-#: purpose index of the placement study's random stream (:func:`twin.campaign.context.rng`)
-PLACEMENT = 5
 
 
 def structure_model(model, component: str | None):
@@ -88,7 +87,7 @@ def structure_record(s, comm, model, ensemble, dcfg) -> dict[str, Any]:
 
 
 def _placement(s, comm, model, structure, comp, dcfg, points, angles) -> dict[str, Any]:
-    from twin.campaign.steps import _read_members_single, reader
+    from twin.campaign.checkpoints import read_member, reader
     from twin.decision.sensors import PlacementProblem
     from twin.kinds.structure.decision import max_von_mises, placement_study
     from twin.kinds.structure.gauges import strain_gauge_matrix
@@ -108,7 +107,7 @@ def _placement(s, comm, model, structure, comp, dcfg, points, angles) -> dict[st
     try:
         for m in sorted(done):
             with reader(layout.forecast_file(s.exp_dir, 0, m), comm) as r:
-                (x,), (params,) = _read_members_single(s, r)
+                x, params = read_member(s, r)
             for name, value in params.items():
                 if np.ndim(value):
                     set_field(model, name, value)
@@ -122,7 +121,7 @@ def _placement(s, comm, model, structure, comp, dcfg, points, angles) -> dict[st
         vec.destroy()
     problem = PlacementProblem.from_ensemble(np.array(Y).T, np.array(q), sensors.error_std)
     K = min(int(sensors.count), problem.n_candidates)
-    study = placement_study(problem, K, dcfg.structure.random_placements, ctx.rng(s.cfg, PLACEMENT, 0),
+    study = placement_study(problem, K, dcfg.structure.random_placements, ctx.rng(s.cfg, Purpose.PLACEMENT, 0),
                             deployed=range(len(points)))
     study.update(candidates=all_points.tolist(), candidate_angles_deg=np.rad2deg(all_angles).tolist(),
                  n_deployed=int(len(points)), members=len(q), qoi="peak von Mises stress", units="Pa")

@@ -1,0 +1,97 @@
+"""One experiment as every campaign step sees it: its configuration (``<experiment>/experiment.yaml``) and the objects
+built from it on one communicator, reused across the steps of a process, and the task log each step appends to.
+(:mod:`twin.campaign.experiments` makes the experiments of a campaign from its matrix.)
+
+Build with :func:`setup`; call :meth:`Setup.destroy` at the end (frees the model's PETSc objects).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twin.campaign import context as ctx
+from twin.campaign import layout
+
+
+def rank_of(comm) -> int:
+    """This process's rank in ``comm`` (0 without one)."""
+    return comm.Get_rank() if comm is not None else 0
+
+
+@dataclass
+class Setup:
+    """An experiment's configuration and the objects built from it on one communicator (reused across steps).
+
+    Build with :func:`setup`; call :meth:`destroy` at the end (frees the model's PETSc objects).
+    """
+
+    exp_dir: Path
+    loaded: Any
+    comm: Any
+    model: Any = None
+    _obs: Any = field(default=None, repr=False)
+    _schedule: Any = field(default=None, repr=False)
+
+    @property
+    def cfg(self):
+        return self.loaded.config
+
+    @property
+    def name(self) -> str:
+        return self.exp_dir.name
+
+    def get_model(self):
+        if self.model is None:
+            self.model = ctx.build_model(self.cfg, self.comm)
+        return self.model
+
+    @property
+    def schedule(self):
+        if self._schedule is None:
+            self._schedule = ctx.schedule(self.cfg, self.get_model())
+        return self._schedule
+
+    @property
+    def observations(self):
+        if self._obs is None:
+            self._obs = ctx.observations(self.cfg, self.get_model())
+        return self._obs
+
+    @property
+    def n_members(self) -> int:
+        return ctx.ensemble_size(self.cfg)
+
+    @property
+    def rank(self) -> int:
+        return rank_of(self.comm)
+
+    def provenance(self, parent: Path | None = None, checksum: str = ""):
+        from twin.io.provenance import collect
+
+        return collect(self.comm, config_text=self.loaded.text, sensitive=self.cfg.campaign.sensitive,
+                       parent=parent, parent_checksum=checksum, relative_to=self.exp_dir)
+
+    def record(self, task: str, outcome: str, t_start: float, **extra) -> None:
+        """Append a line to the experiment's task log (rank 0): the task, its outcome (``done``, ``skipped``), the
+        seconds since ``t_start``, the ranks, and ``extra`` (cycle, member)."""
+        if self.rank == 0:
+            layout.log_task(self.exp_dir, {"task": task, "outcome": outcome, "seconds": time.time() - t_start,
+                                           "ranks": self.comm.Get_size() if self.comm is not None else 1, **extra})
+
+    def destroy(self) -> None:
+        if self.model is not None:
+            self.model.destroy()
+            self.model = None
+
+
+def setup(exp_dir, comm) -> Setup:
+    """Load ``<exp_dir>/experiment.yaml`` (validated like a campaign file) for steps on ``comm``."""
+    from twin.config.loader import load_campaign
+
+    exp_dir = Path(exp_dir)
+    loaded = load_campaign(layout.config_file(exp_dir))
+    ctx.assimilation_section(loaded.config)
+    return Setup(exp_dir, loaded, comm)
