@@ -54,10 +54,16 @@ def _cohort() -> None:
 
 def _drift_run(fault: bool, rate: float, seed: int, onset: int = 100, cycles: int = 300, faulty: int = 13):
     """The Lorenz-96 ETKF twin of tests/verification/test_guardrails.py (40 sensors, N = 20, inflation 1.05)."""
+    import scipy.sparse as sp
+
+    from twin.assimilation.analysis import EnsembleAnalysis
     from twin.assimilation.ensemble import ETKF
     from twin.assimilation.inflation import Inflation
-    from twin.decision.guardrails import GuardedAnalysis, Guardrails, GuardrailSettings
+    from twin.assimilation.transforms import ControlVector
+    from twin.campaign.guarded import screen
+    from twin.decision.guardrails import Guardrails, GuardrailSettings
     from twin.kinds.lorenz96.model import rk4_ensemble
+    from twin.observations.base import LinearObservations
 
     n, N, dt = 40, 20, 0.05
     rng = np.random.default_rng(seed)
@@ -65,9 +71,9 @@ def _drift_run(fault: bool, rate: float, seed: int, onset: int = 100, cycles: in
     E = x[:, None] + rng.standard_normal((n, N))
     r = np.ones(n)
     obs_rng, ana_rng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
-    infl = Inflation(1.05)
     guard = Guardrails(n, GuardrailSettings(policy="exclude"), seed=seed)
-    analysis = GuardedAnalysis(ETKF(N, infl), guard)
+    # the campaign's analysis with the campaign's guardrail screen (twin.campaign.guarded)
+    analysis = EnsembleAnalysis(ETKF(N, Inflation(1.05)), LinearObservations(sp.identity(n), r), ControlVector(n))
     err = np.empty(cycles)
     for k in range(cycles):
         x = rk4_ensemble(x, 8.0, dt, k * dt, (k + 1) * dt)
@@ -75,8 +81,8 @@ def _drift_run(fault: bool, rate: float, seed: int, onset: int = 100, cycles: in
         y = x + r * obs_rng.standard_normal(n)
         if fault and k >= onset:
             y[faulty] += rate * (k - onset + 1)
-        Ef, Yf = infl.prior(E, E, infl.multiplicative)
-        E = analysis(k, (k + 1) * dt, Ef, Yf, y, r, ana_rng, forecast=Ef, truth=x)
+        E = analysis.analyse(E, y, r, 1.05, ana_rng, cycle=k, time=(k + 1) * dt, truth=x,
+                             screen=screen(guard)).ensemble
         err[k] = np.sqrt(np.mean((E.mean(axis=1) - x) ** 2))
     first = guard.first_flag("sensor_drift", faulty)
     return err, guard, (first.cycle - onset if first is not None else np.inf)

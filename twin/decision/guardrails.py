@@ -334,29 +334,6 @@ def read_flags(path) -> list[Flag]:
     return [Flag(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
-@dataclass
-class GuardedAnalysis:
-    """An ensemble analysis that runs the guardrails first and assimilates the active sensors only.
-
-    ``method`` is an analysis object of :mod:`twin.assimilation` (``ETKF``, ``EnKF``, ``LETKF``) with
-    ``analysis(E, Y, y, r, rng, local)``; for LETKF the observation locations of ``local`` are subset as well.
-    """
-
-    method: Any
-    guardrails: Guardrails
-    records: list[dict[str, float]] = field(default_factory=list)
-
-    def __call__(self, cycle: int, time: float, E: np.ndarray, Y: np.ndarray, y: np.ndarray, r: np.ndarray,
-                 rng: np.random.Generator, *, local=None, truth: np.ndarray | None = None,
-                 forecast: np.ndarray | None = None) -> np.ndarray:
-        self.guardrails.check(cycle, time, Y, y, r, forecast=forecast, truth=truth)
-        act = self.guardrails.active
-        if local is not None and not act.all():
-            local = local.observed(act)
-        self.records.append(self.guardrails.diagnostics())
-        return self.method.analysis(E, Y[act], y[act], r[act], rng, local)
-
-
 def active_rows(guardrails: Guardrails, rows: Sequence[int] | None = None) -> np.ndarray:
     """Indices of the sensors still assimilated (optionally restricted to ``rows``)."""
     idx = np.flatnonzero(guardrails.active)
