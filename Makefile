@@ -5,6 +5,8 @@
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.twin-installed
+# The example plugin package (a Lorenz-63 kind found through entry points), installed beside twin for its tests
+PLUGIN    := examples/lorenz63-plugin
 NP        ?= 2
 # A rank stuck in a collective call cannot be interrupted from Python: bound the whole MPI test run instead.
 MPI_TIMEOUT ?= 900
@@ -33,7 +35,7 @@ system:
 	echo "twin setup: installing$$missing"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt $(PLUGIN)/pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then $(MAKE) --no-print-directory system; fi
 	@set -e; base="$(PYTHON)"; [ -n "$$base" ] || base=/usr/bin/python3; \
 	if [ ! -x $(PY) ]; then echo "twin setup: creating $(VENV) from $$base"; $$base -m venv --system-site-packages $(VENV); fi; \
@@ -41,7 +43,8 @@ $(STAMP): pyproject.toml constraints.txt
 	petsc=$$(ls -d /usr/lib/petscdir/petsc*/*-real/lib/python3/dist-packages 2>/dev/null | sort -V | tail -n 1); \
 	if [ -n "$$petsc" ]; then echo "$$petsc" > "$$site/twin-debian-petsc.pth"; fi; \
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true; \
-	$(PY) -c 'import petsc4py, mpi4py, h5py, netCDF4, xarray, parsl, pydantic, twin' || \
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e $(PLUGIN) 2>&1 | grep -v '^WARNING: Location' || true; \
+	$(PY) -c 'import petsc4py, mpi4py, h5py, netCDF4, xarray, parsl, pydantic, twin, twin_lorenz63' || \
 	  { echo "twin setup: the environment in $(VENV) cannot import the stack (see the error above)" >&2; exit 2; }
 	@# compliance-checker (CF tests) wants a newer netCDF4 than Debian's: it lives in its own environment.
 	@[ -x $(VENV)/cf-tools/bin/python ] || { $(or $(PYTHON),/usr/bin/python3) -m venv $(VENV)/cf-tools && \
@@ -62,10 +65,10 @@ browser:
 
 test: setup browser
 	timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration $(PLUGIN)/tests
 
 test-serial: setup browser
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration $(PLUGIN)/tests
 
 test-mpi: setup
 	timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi

@@ -1,4 +1,5 @@
-"""The ``twin`` command: ``validate``, ``run``, ``submit``, ``status``, ``report``, ``inspect``, ``info``.
+"""The ``twin`` command: ``validate``, ``run``, ``submit``, ``status``, ``report``, ``inspect``, ``info``,
+``check-model``.
 
 PETSc options follow the campaign file (``twin run c.yaml -heat_ts_type cn -log_view``); they are handed to
 PETSc before any solver exists, and win over the options in the YAML.
@@ -78,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     from twin.cli_report import add_report_parser
 
     add_report_parser(sub)
+
+    from twin.cli_model import add_check_model_parser
+
+    add_check_model_parser(sub)
 
     n = sub.add_parser("inspect", help="summarise an output file or run directory (kind, cycles, provenance, checksums)")
     n.add_argument("path", metavar="FILE_OR_RUN_DIR")
@@ -297,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             from twin.cli_report import cmd_report
 
             return cmd_report(args)
+        if args.command == "check-model":
+            from twin.cli_model import cmd_check_model
+
+            return cmd_check_model(args)
         if args.command in ("submit", "status"):
             from twin.cli_campaign import cmd_status, cmd_submit
 

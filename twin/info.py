@@ -52,7 +52,8 @@ def stack_info() -> dict[str, object]:
 
 
 def _kinds() -> str:
-    """The installed twin kinds (entry points ``twin.kinds``) with their model types, or why they cannot load."""
+    """The installed twin kinds (entry points ``twin.kinds``) with their model types and the distribution each comes
+    from (``twin`` for the built-in ones, a plugin package's name and version otherwise), or why they cannot load."""
     from twin.core.errors import ConfigError
     from twin.core.kinds import kinds
 
@@ -60,8 +61,22 @@ def _kinds() -> str:
         found = kinds()
     except ConfigError as exc:
         return f"cannot load: {exc}"
-    return ", ".join(f"{k.name} ({' '.join(m.name for m in k.model_types()) or 'no models'})"
-                     for k in found.values())
+    origin = kind_origins()
+    return ", ".join(f"{k.name} ({' '.join(m.name for m in k.model_types()) or 'no models'}; "
+                     f"{origin.get(k.name, 'unknown package')})" for k in found.values())
+
+
+def kind_origins() -> dict[str, str]:
+    """``{kind: "distribution version"}`` for every entry point of group ``twin.kinds``."""
+    from importlib import metadata
+
+    from twin.core.kinds import GROUP
+
+    out = {}
+    for ep in metadata.entry_points(group=GROUP):
+        dist = getattr(ep, "dist", None)
+        out[ep.name] = f"{dist.name} {dist.version}" if dist is not None else "unknown package"
+    return out
 
 
 def format_info(info: dict[str, object]) -> str:

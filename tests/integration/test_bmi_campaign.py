@@ -1,0 +1,79 @@
+"""Ensemble campaigns on models twin knows only through their Basic Model Interface (``type: bmi``): landlab's
+LinearDiffuser behind landlab's own BMI wrapper (examples/bmi-landlab), and a BMI model that misbehaves (the toy model
+of tests/unit/test_bmi.py), through the ``twin`` command as a user runs it.
+
+The ETKF's analysis RMSE is compared with the value the example gave when the test was written (seeds fixed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parents[2]
+TWIN = [sys.executable, "-m", "twin.cli"]
+#: time-mean analysis RMSE (m) of examples/bmi-landlab/campaign.yaml, 10 cycles of 10 members
+RMSE_LANDLAB = 0.0632
+
+
+def _twin(*args, env=None):
+    return subprocess.run(TWIN + list(args), capture_output=True, text=True, cwd=ROOT, timeout=280,
+                          env=env or dict(os.environ))
+
+
+def _read(path: Path, *names):
+    import xarray as xr
+
+    with xr.open_dataset(path, decode_times=False) as ds:
+        return [ds[n].values for n in names]
+
+
+def test_etkf_on_landlab_through_its_bmi(tmp_path):
+    out = _twin("run", "examples/bmi-landlab/campaign.yaml", "-o", str(tmp_path / "run"), "-q")
+    assert out.returncode == 0, out.stdout + out.stderr
+    exp = tmp_path / "run" / "experiments" / "bmi_hillslope"
+    rmse, rmse_a = _read(exp / "diagnostics.nc", "rmse", "rmse_a")
+    (free,) = _read(exp / "free_run.nc", "rmse_free")
+    assert float(rmse_a) == pytest.approx(RMSE_LANDLAB, rel=0.02)
+    # the analysis is below the observation error (0.1 m) and below the run without data
+    assert rmse[-1] < 0.1 and rmse[-1] < 0.9 * free[-1], (rmse, free)
+    (z,) = _read(exp / "posterior.nc", "topographic__elevation")
+    assert z.shape[-2:] == (8, 10) and np.all(np.isfinite(z))  # the BMI grid's rows and columns
+
+
+def test_a_bmi_model_returning_nan_fails_its_experiment_naming_the_model(tmp_path):
+    (tmp_path / "toy.json").write_text(json.dumps({"shape": [3, 4], "nan_after": 3.5}))
+    campaign = tmp_path / "toy.yaml"
+    campaign.write_text(f"""\
+schema_version: 1
+campaign: {{name: toy, seed: 1}}
+models:
+  toy:
+    type: bmi
+    bmi_class: test_bmi:ToyBmi
+    config_file: {tmp_path / 'toy.json'}
+    state: [z]
+    time_step: {{value: 1, units: s}}
+timeline: {{start: 0, end: 10, units: s}}
+assimilation:
+  method: etkf
+  N: 4
+  seed: 2
+  schedule: {{every: 2, cycles: 4}}
+  observations: [{{type: all_points, component: 0, error_std: 0.1}}]
+""")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "unit"), os.environ.get("PYTHONPATH",
+                                                                                                   "")]))
+    out = _twin("run", str(campaign), "-o", str(tmp_path / "run"), "-q", env=env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    line = next(ln for ln in out.stderr.splitlines() if ln.startswith("error: experiment toy"))
+    assert "BMI model 'toy decay' (test_bmi:ToyBmi) returned 1 non-finite values of 'z'" in line, out.stderr

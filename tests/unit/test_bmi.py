@@ -1,0 +1,379 @@
+"""The BMI kind (``type: bmi``, twin/kinds/bmi): a Basic Model Interface model as a twin model.
+
+:class:`ToyBmi` is a small bmipy implementation written here (exponential decay of a field on a uniform rectilinear
+grid, configured by a JSON file) that can also misbehave on request: values of the wrong size, NaN, a failing update.
+The adapter is checked against calling it directly, and on landlab's LinearDiffuser through landlab's own BMI wrapper
+(a published BMI implementation).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bmipy import Bmi
+from mpi4py import MPI
+
+from twin.core.errors import ConfigError, ModelError, SolverError
+
+ROOT = Path(__file__).resolve().parents[2]
+LANDLAB = ROOT / "examples" / "bmi-landlab"
+
+
+class ToyBmi(Bmi):
+    """``dz/dt = -rate z`` on a ``shape`` (rows, columns) grid, exact exponential steps of ``dt``; ``z`` starts as a
+    ramp. Config keys ``nan_after``, ``fail_after`` (times) and ``report_size`` (a wrong size) make it misbehave."""
+
+    def initialize(self, config_file):
+        with open(config_file) as f:
+            self.cfg = json.load(f)
+        self.shape = tuple(self.cfg.get("shape", (3, 4)))
+        self.dt = float(self.cfg.get("dt", 1.0))
+        self.t = 0.0
+        self.z = np.arange(np.prod(self.shape), dtype=float) + 1.0
+
+    def update(self):
+        if self.t >= self.cfg.get("fail_after", np.inf):
+            raise RuntimeError("the toy model's solver diverged")
+        self.z *= np.exp(-self.cfg.get("rate", 0.1) * self.dt)
+        self.t += self.dt
+        if self.t > self.cfg.get("nan_after", np.inf):
+            self.z[1] = np.nan
+
+    def update_until(self, time):
+        while self.t < time - 1e-12:
+            self.update()
+
+    def finalize(self):
+        self.z = None
+
+    def get_component_name(self):
+        return "toy decay"
+
+    def get_input_item_count(self):
+        return 1
+
+    def get_output_item_count(self):
+        return 2
+
+    def get_input_var_names(self):
+        return ("z",)
+
+    def get_output_var_names(self):
+        return ("z", "flux")
+
+    def get_var_grid(self, name):
+        return 0
+
+    def get_var_type(self, name):
+        return "float64"
+
+    def get_var_units(self, name):
+        return "m"
+
+    def get_var_itemsize(self, name):
+        return 8
+
+    def get_var_nbytes(self, name):
+        return 8 * int(self.cfg.get("report_size", self.z.size))
+
+    def get_var_location(self, name):
+        return "node"
+
+    def get_current_time(self):
+        return self.t
+
+    def get_start_time(self):
+        return 0.0
+
+    def get_end_time(self):
+        return 1e6
+
+    def get_time_units(self):
+        return "s"
+
+    def get_time_step(self):
+        return self.dt
+
+    def get_value(self, name, dest):
+        dest[:] = self.z
+        return dest
+
+    def get_value_ptr(self, name):
+        return self.z
+
+    def get_value_at_indices(self, name, dest, inds):
+        dest[:] = self.z[inds]
+        return dest
+
+    def set_value(self, name, src):
+        self.z[:] = src
+
+    def set_value_at_indices(self, name, inds, src):
+        self.z[inds] = src
+
+    def get_grid_rank(self, grid):
+        return 2
+
+    def get_grid_size(self, grid):
+        return int(np.prod(self.shape))
+
+    def get_grid_type(self, grid):
+        return "uniform_rectilinear"
+
+    def get_grid_shape(self, grid, shape):
+        shape[:] = self.shape
+        return shape
+
+    def get_grid_spacing(self, grid, spacing):
+        spacing[:] = (2.0, 1.0)  # rows 2 m apart, columns 1 m
+        return spacing
+
+    def get_grid_origin(self, grid, origin):
+        origin[:] = (10.0, 0.0)
+        return origin
+
+    def get_grid_x(self, grid, x):
+        raise NotImplementedError
+
+    def get_grid_y(self, grid, y):
+        raise NotImplementedError
+
+    def get_grid_z(self, grid, z):
+        raise NotImplementedError
+
+    def get_grid_node_count(self, grid):
+        return self.get_grid_size(grid)
+
+    def get_grid_edge_count(self, grid):
+        raise NotImplementedError
+
+    def get_grid_face_count(self, grid):
+        raise NotImplementedError
+
+    def get_grid_edge_nodes(self, grid, edge_nodes):
+        raise NotImplementedError
+
+    def get_grid_face_edges(self, grid, face_edges):
+        raise NotImplementedError
+
+    def get_grid_face_nodes(self, grid, face_nodes):
+        raise NotImplementedError
+
+    def get_grid_nodes_per_face(self, grid, nodes_per_face):
+        raise NotImplementedError
+
+
+TOY = f"{__name__}:ToyBmi"
+
+
+def _config(tmp_path, **cfg) -> str:
+    path = tmp_path / f"toy{len(list(tmp_path.glob('toy*.json')))}.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+def _model(tmp_path, state=("z",), time_step=1.0, **cfg):
+    from twin.kinds.bmi.adapter import BmiModel
+
+    return BmiModel("toy", MPI.COMM_SELF, bmi_class=TOY, config_file=_config(tmp_path, **cfg), state=state,
+                    time_step=time_step)
+
+
+def _whole(model, vec):
+    return np.asarray(model.grid.allgather(vec)).ravel()
+
+
+def test_the_bmi_grid_becomes_a_twin_grid_in_the_same_order(tmp_path):
+    model = _model(tmp_path, shape=[3, 4])
+    try:
+        g = model.grid
+        assert g.shape == (4, 3) and g.dof == 1 and g.centering == "node"  # BMI rows first, twin x first
+        assert g.extent == ((0.0, 3.0), (10.0, 14.0))
+        x = model.initial_state()
+        # the BMI's row-major values are twin's natural order: entry [row, column] at (x=column, y=10 + 2 row)
+        np.testing.assert_array_equal(g.allgather(x), (np.arange(12.0) + 1).reshape(3, 4))
+        assert model.state_names == ("z",) and model.state_units == ("m",) and model.time_units == "s"
+        x.destroy()
+    finally:
+        model.destroy()
+
+
+def test_members_from_one_start_equal_direct_bmi_runs(tmp_path):
+    """Three members advanced from the same t0, twice (two cycles): each equals its own BMI instance driven
+    directly, and after the first cycle no instance is created any more (one per member)."""
+    model = _model(tmp_path, rate=0.3)
+    states = [np.full(12, float(m + 1)) for m in range(3)]
+    direct = []
+    for s in states:
+        b = ToyBmi()
+        b.initialize(model.config_file)
+        b.set_value("z", s.copy())
+        direct.append(b)
+    try:
+        vec = model.create_state()
+        for t0, t1 in ((0.0, 2.0), (2.0, 4.0)):
+            for m in range(3):
+                model.grid.set_global(states[m], vec)
+                model.advance(vec, t0, t1)
+                states[m] = _whole(model, vec)
+                direct[m].update_until(t1)
+                np.testing.assert_array_equal(states[m], direct[m].z)
+            assert len(model._pool) == 3 and all(t == t1 for t, _ in model._pool)
+        vec.destroy()
+    finally:
+        model.destroy()
+
+
+def test_the_section_shape_is_checked(tmp_path):
+    from twin.kinds.bmi.adapter import BmiModel
+
+    with pytest.raises(ModelError, match=r"model 'toy': BMI model 'toy decay' .*its grid has shape \[3, 4\] \(rows "
+                                         r"first\), the section says shape: \[4, 3\]"):
+        BmiModel("toy", MPI.COMM_SELF, bmi_class=TOY, config_file=_config(tmp_path), state=["z"], time_step=1.0,
+                 shape=[4, 3])
+
+
+def test_wrong_sizes_are_refused_naming_the_model(tmp_path):
+    with pytest.raises(SolverError, match=r"model 'toy': .*BMI model 'toy decay' \(test_bmi:ToyBmi\): variable 'z' "
+                                          r"has 11 values, its grid 0 has 12 points"):
+        _model(tmp_path, report_size=11)
+
+
+def test_nan_from_the_model_is_a_solver_error_naming_it(tmp_path):
+    model = _model(tmp_path, nan_after=2.5)
+    x = model.initial_state()
+    try:
+        model.advance(x, 0.0, 2.0)
+        with pytest.raises(SolverError) as err:
+            model.advance(x, 2.0, 4.0)
+        text = str(err.value)
+        assert "model 'toy': solver failed at t=4" in text
+        assert "BMI model 'toy decay' (test_bmi:ToyBmi) returned 1 non-finite values of 'z' (of 12)" in text
+        assert "\n" not in text
+    finally:
+        x.destroy()
+        model.destroy()
+
+
+def test_a_failing_update_is_a_solver_error_naming_the_model(tmp_path):
+    model = _model(tmp_path, fail_after=1.0)
+    x = model.initial_state()
+    try:
+        with pytest.raises(SolverError) as err:
+            model.advance(x, 0.0, 3.0)
+        text = str(err.value)
+        assert "BMI model 'toy decay' (test_bmi:ToyBmi): update_until(3.0) raised RuntimeError: the toy model's " \
+               "solver diverged" in text
+        assert f"check the model's configuration file {model.config_file}" in text
+        assert not model._pool  # the failed instance is finalized, never reused
+    finally:
+        x.destroy()
+        model.destroy()
+
+
+def test_bad_classes_and_variables_are_refused(tmp_path):
+    from twin.kinds.bmi.adapter import BmiModel
+
+    cfg = _config(tmp_path)
+    with pytest.raises(ModelError, match="bmi_class 'no_such_package.models:Model' cannot be imported "
+                                         r"\(ModuleNotFoundError"):
+        BmiModel("toy", MPI.COMM_SELF, bmi_class="no_such_package.models:Model", config_file=cfg, state=["z"],
+                 time_step=1.0)
+    with pytest.raises(ModelError, match=r"bmi_class 'json:JSONDecoder' does not implement the Basic Model "
+                                         r"Interface: it has no initialize, update_until"):
+        BmiModel("toy", MPI.COMM_SELF, bmi_class="json:JSONDecoder", config_file=cfg, state=["z"], time_step=1.0)
+    with pytest.raises(ModelError, match=r"state variable 'flux' is not an input variable \(the state is set and "
+                                         r"read back; variables that are both: z\)"):
+        _model(tmp_path, state=("flux",))
+    with pytest.raises(ModelError, match=r"time_step 1.5 s is not a whole multiple of the step of BMI model "
+                                         r"'toy decay'"):
+        _model(tmp_path, time_step=1.5)
+
+
+def test_no_adjoint_so_4dvar_refuses(tmp_path):
+    model = _model(tmp_path)
+    x = model.initial_state()
+    lam = x.duplicate()
+    try:
+        with pytest.raises(ModelError, match="model 'toy': model type 'bmi' has no adjoint"):
+            model.adjoint(x, 0.0, 1.0, lam)
+        tape = model.record(x, 0.0, 1.0)  # what 4D-Var's forward pass does, then its gradient:
+        with pytest.raises(ModelError, match="has no adjoint"):
+            model.adjoint_recorded(tape, lam)
+    finally:
+        for v in (x, lam):
+            v.destroy()
+        model.destroy()
+
+
+def test_the_section_is_validated_with_its_line(tmp_path, monkeypatch):
+    from twin.config.loader import load_campaign
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "toy.json").write_text("{}")
+    text = f"""\
+schema_version: 1
+campaign: {{name: toy}}
+models:
+  toy:
+    type: bmi
+    bmi_class: {TOY}
+    config_file: toy.json
+    state: [z]
+    time_step: {{value: 1, units: s}}
+timeline: {{start: 0, end: 10, units: s}}
+"""
+    (tmp_path / "ok.yaml").write_text(text)
+    section = load_campaign(tmp_path / "ok.yaml").config.models["toy"]
+    assert section.config_file == str(tmp_path / "toy.json")  # made absolute for experiments and workflow tasks
+    (tmp_path / "bad.yaml").write_text(text.replace("toy.json", "missing.json").replace(TOY, "../evil.py"))
+    with pytest.raises(ConfigError) as err:
+        load_campaign(tmp_path / "bad.yaml")
+    lines = err.value.lines()
+    assert any(":6:" in ln and "models.toy.bmi_class" in ln for ln in lines), lines
+    assert any(":7:" in ln and "models.toy.config_file" in ln and "no such file" in ln for ln in lines), lines
+
+
+def test_the_conformance_kit_on_a_bmi_model(tmp_path, monkeypatch):
+    from twin.conformance import SKIP, Subject, check_model
+    from twin.config.loader import load_campaign
+
+    monkeypatch.chdir(ROOT)
+    section = load_campaign(LANDLAB / "campaign.yaml").config.models["hill"]
+    report = check_model(Subject("hill", section), ranks=1)
+    assert report.ok, report.text()
+    skipped = {r.name for r in report.results if r.status == SKIP}
+    assert skipped == {"parameter transforms invert", "options prefix honoured", "adjoint Taylor test",
+                       "1 vs 2 ranks agree"}, report.text()
+
+
+def test_landlab_through_its_own_bmi(monkeypatch):
+    """A published BMI implementation: landlab's LinearDiffuser behind landlab.bmi; one member's forecast equals
+    landlab driven directly."""
+    from landlab.bmi.components import LinearDiffuserBMI
+
+    from twin.config.loader import load_campaign
+    from twin.models.registry import create_model
+
+    monkeypatch.chdir(ROOT)
+    section = load_campaign(LANDLAB / "campaign.yaml").config.models["hill"]
+    model = create_model("hill", section, MPI.COMM_SELF)
+    try:
+        assert model.grid.shape == (10, 8) and model.grid.extent == ((0.0, 90.0), (0.0, 70.0))
+        year = 365.25 * 86400
+        assert model.dt == pytest.approx(10 * year)
+        x = model.initial_state()
+        model.advance(x, 0.0, 50 * year)
+        ref = LinearDiffuserBMI()
+        ref.initialize(section.config_file)
+        ref.update_until(50.0)
+        z = np.empty(80)
+        ref.get_value("topographic__elevation", z)
+        np.testing.assert_array_equal(_whole(model, x), z)
+        assert np.ptp(z) > 1.0  # a hillslope, not a flat field
+        x.destroy()
+    finally:
+        model.destroy()

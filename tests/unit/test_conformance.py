@@ -1,0 +1,225 @@
+"""The conformance kit (``twin check-model``): every built-in model type passes it with its example section, and
+deliberately broken models fail it on exactly the line of what is broken (a wrong adjoint, a restart that is not
+bitwise, a result that depends on the number of ranks, solvers that ignore the options prefix).
+
+The broken models are small variants of one correct model defined here, :class:`Decay` (``dx/dt = -a x`` by explicit
+Euler with its exact discrete adjoint); the kit builds them through factories named by import path, which is also how
+its child process under ``mpiexec`` rebuilds them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any, Sequence
+
+import numpy as np
+import pytest
+from petsc4py import PETSc
+
+from twin.conformance import PASS, SKIP, Subject, check_model, example_subject, example_types
+from twin.config.common import LogNormalPrior
+from twin.core.grid import Grid
+from twin.models.base import Model, Parameter, QoI
+
+pytestmark = pytest.mark.timeout(300)
+MPIEXEC = shutil.which("mpiexec")
+BUILTIN = ("heat", "linear_advection_diffusion", "lorenz96", "shallow_water", "structure", "tumour")
+
+
+def test_every_builtin_model_type_has_an_example():
+    assert set(BUILTIN) == set(example_types())
+
+
+@pytest.mark.parametrize("type_name", BUILTIN)
+def test_builtin_model_types_pass(type_name):
+    report = check_model(example_subject(type_name), ranks=2)
+    assert report.ok, report.text()
+    statuses = {r.name: r.status for r in report.results}
+    # every built-in model has estimable parameters, PETSc solvers and an adjoint: nothing is skipped
+    expected_skips = set() if MPIEXEC else {"1 vs 2 ranks agree"}
+    assert {n for n, s in statuses.items() if s == SKIP} == expected_skips, report.text()
+    assert "rates 2.0" in report.result("adjoint Taylor test").measured
+
+
+# -- a correct model and its broken variants -----------------------------------------------------------------------
+class Decay(Model):
+    """``dx/dt = -a x`` on 8 cells, explicit Euler with step ``dt``: ``x(t1) = (1 - a dt)^n x(t0)``; the decay rate
+    ``a`` is estimable in log space. Its adjoint is exact: ``lam(t0) = (1 - a dt)^n lam(t1)`` and
+    ``dJ/da = -n dt (1 - a dt)^(n-1) <lam(t1), x(t0)>``."""
+
+    type_name = "decay"
+    time_units = "1"
+
+    def __init__(self, name: str, comm):
+        super().__init__(name, comm)
+        self.dt = 0.1
+        self.grid = Grid(comm, (8,), [(0.0, 1.0)], name=name)
+        self.parameters = {"a": Parameter("a", 0.5, "1", True, "log", LogNormalPrior(dist="lognormal", median=0.5,
+                                                                                   sigma=0.2))}
+
+    def initial_state(self) -> PETSc.Vec:
+        return self.grid.set_global(1.0 + np.arange(8.0), self.create_state())
+
+    def steps(self, t0: float, t1: float) -> int:
+        return int(round((t1 - t0) / self.dt))
+
+    def factor(self) -> float:
+        return 1.0 - float(self.parameters["a"].value) * self.dt
+
+    def advance(self, state: PETSc.Vec, t0: float, t1: float) -> None:
+        for _ in range(self.steps(t0, t1)):
+            state.scale(self.factor())
+
+    def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
+                parameters: Sequence[str] = ()) -> dict[str, Any]:
+        n, f = self.steps(t0, t1), self.factor()
+        da = -n * self.dt * f ** (n - 1) * lam.dot(state0)
+        lam.scale(f ** n)
+        return {"a": da} if "a" in parameters else {}
+
+    def qoi(self, state: PETSc.Vec, t: float) -> dict[str, QoI]:
+        return {"mean": QoI(float(state.sum()) / 8.0)}
+
+
+class WrongAdjoint(Decay):
+    """The state adjoint is 10 % too large."""
+
+    def adjoint(self, state0, t0, t1, lam, parameters=()):
+        out = super().adjoint(state0, t0, t1, lam, parameters)
+        lam.scale(1.1)
+        return out
+
+
+class SplitsItsWindow(Decay):
+    """Takes three steps whatever the window: two half windows are six steps of another size than one window's
+    three, so a resumed run differs from an uninterrupted one."""
+
+    def advance(self, state, t0, t1):
+        h = (t1 - t0) / 3
+        for _ in range(3):
+            state.scale(1.0 - float(self.parameters["a"].value) * h)
+
+    adjoint = Model.adjoint  # none: only the restart is wrong
+
+
+class RankDependent(Decay):
+    """Decays faster the more ranks it runs on."""
+
+    def factor(self) -> float:
+        return super().factor() - 1e-3 * (self.comm.Get_size() - 1)
+
+
+class IgnoresPrefix(Decay):
+    """Advances with a PETSc TS that takes its options without the component's prefix."""
+
+    def __init__(self, name, comm):
+        super().__init__(name, comm)
+        self.ts = PETSc.TS().create(comm=self.grid.da.getComm())
+        self.ts.setType(PETSc.TS.Type.EULER)
+        self.ts.setRHSFunction(lambda ts, t, x, f: (x.copy(f), f.scale(-float(self.parameters["a"].value))))
+        self.ts.setFromOptions()  # no setOptionsPrefix: reads -ts_type, never -<name>_ts_type
+
+    def advance(self, state, t0, t1):
+        self.ts.setTime(t0)
+        self.ts.setTimeStep(self.dt)
+        self.ts.setStepNumber(0)
+        self.ts.setMaxSteps(self.steps(t0, t1))
+        self.ts.setMaxTime(t1)
+        self.ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
+        self.ts.solve(state)
+
+    adjoint = Model.adjoint
+
+    def destroy(self):
+        self.ts.destroy()
+        super().destroy()
+
+
+def _subject(cls) -> Subject:
+    return Subject("decay", factory=f"{__name__}:{cls.__name__}")
+
+
+def _statuses(report) -> dict[str, str]:
+    return {r.name: r.status for r in report.results}
+
+
+def test_a_correct_model_passes():
+    report = check_model(_subject(Decay), ranks=2 if MPIEXEC else 1)
+    assert report.ok, report.text()
+    s = _statuses(report)
+    assert s["adjoint Taylor test"] == PASS and s["restart is bitwise"] == PASS
+    assert s["options prefix honoured"] == SKIP  # no PETSc solver to read options
+    assert "no PETSc solver" in report.result("options prefix honoured").measured
+
+
+def test_a_wrong_adjoint_fails_the_taylor_test_line():
+    report = check_model(_subject(WrongAdjoint), ranks=1)
+    assert [r.name for r in report.failed()] == ["adjoint Taylor test"], report.text()
+    line = report.result("adjoint Taylor test").measured
+    rates = [float(w) for w in line.split("rates ")[1].split(" (")[0].split()]
+    assert max(rates) < 1.5, line  # first order: the gradient is not the derivative
+    assert "rate 2 expected" in line
+
+
+def test_a_restart_that_is_not_bitwise_fails_its_line():
+    report = check_model(_subject(SplitsItsWindow), ranks=1)
+    assert [r.name for r in report.failed()] == ["restart is bitwise"], report.text()
+    measured = report.result("restart is bitwise").measured
+    assert "max |difference|" in measured and "a resumed campaign would differ" in measured
+    assert float(measured.split("max |difference| ")[1].split()[0]) > 1e-6
+    assert _statuses(report)["adjoint Taylor test"] == SKIP
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec on PATH")
+def test_a_rank_dependent_model_fails_the_ranks_line():
+    report = check_model(_subject(RankDependent), ranks=2)
+    assert [r.name for r in report.failed()] == ["1 vs 2 ranks agree"], report.text()
+    measured = report.result("1 vs 2 ranks agree").measured
+    assert "depends on the decomposition" in measured
+    assert 1e-4 < float(measured.split("max relative difference ")[1].split()[0]) < 1e-1
+
+
+def test_solvers_without_the_prefix_fail_the_options_line():
+    report = check_model(_subject(IgnoresPrefix), ranks=1)
+    assert [r.name for r in report.failed()] == ["options prefix honoured"], report.text()
+    assert "do not read the options under its prefix 'decay_'" in report.result("options prefix honoured").measured
+    assert not PETSc.Options().hasName("ts_type")  # the check's unprefixed options are gone again
+
+
+def test_check_model_command(capsys):
+    from twin.cli import main
+
+    assert main(["check-model", "linear_advection_diffusion", "--ranks", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("twin check-model: model type 'linear_advection_diffusion'")
+    assert len(out) == 1 + 8 and all(line[:4] in (PASS, SKIP) for line in out[1:])
+    assert out[-1].startswith("SKIP  1 vs 2 ranks agree") and "not asked for" in out[-1]
+
+
+def test_check_model_command_refuses_bad_input(capsys, tmp_path):
+    from twin.cli import main
+
+    assert main(["check-model", "glacier"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown model type 'glacier'; installed:" in err[0]
+    assert main(["check-model", "heat", "--config", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.yaml" in err[0] and "Traceback" not in err[0]
+
+
+def test_the_pytest_fixture_for_model_authors(tmp_path):
+    """``pytest_plugins = ["twin.conformance.pytest_plugin"]`` gives a model author's tests ``twin_check_model``."""
+    import subprocess
+    import sys
+
+    from twin.conformance import example_file
+
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["twin.conformance.pytest_plugin"]\n')
+    (tmp_path / "test_mine.py").write_text(
+        "def test_contract(twin_check_model):\n"
+        f"    report = twin_check_model('lorenz96', {str(example_file('lorenz96'))!r}, ranks=1)\n"
+        "    assert report.result('adjoint Taylor test').status == 'PASS'\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                         capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "1 passed" in out.stdout

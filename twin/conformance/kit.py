@@ -1,0 +1,630 @@
+"""The checks of the model contract (:mod:`twin.models.base`) that every campaign relies on, each a function that
+measures one number and says pass or fail.
+
+All checks but the last run serially (``COMM_SELF``) on fresh models built from one :class:`~.subject.Subject`, over
+a window of ``steps`` of the model's time step from ``t0 = 0``: ``t1`` after half of them, ``t2`` after all.
+
+========================== =============================================================================================
+check                      what must hold, and the number shown
+========================== =============================================================================================
+builds                     the model builds and its initial state is finite (unknowns, parameters)
+checkpoint round trip      state and every parameter (prior draws for estimable ones) written to a twin checkpoint and
+                           read into a fresh model are bitwise the same (max difference)
+restart is bitwise         ``t0 -> t1``, checkpoint, a fresh model ``t1 -> t2`` equals ``t0 -> t2`` in one model,
+                           bitwise (max difference): what resuming a campaign and workflow mode rely on
+QoIs finite                every QoI at ``t0`` and ``t2`` is finite (their count; the non-finite ones named)
+parameter transforms       for each estimable parameter, its value and prior draws lie in its transform's domain and
+invert                     come back through transform and inverse, and through ``set_parameter``/``get_parameter``
+                           (max relative error, at most 1e-10)
+options prefix honoured    solver options under ``<name>_`` reach the model's solvers (unknown ``ts_type``,
+                           ``snes_type``, ``ksp_type`` and ``pc_type`` there are refused), and options without the
+                           prefix are not read (the model still runs with them set to unknown types)
+adjoint Taylor test        when the model has an adjoint: ``J = |x(t2)|^2 / 2`` of the initial state and the estimable
+                           parameters; the Taylor remainder falls as ``h^2`` (rates above 1.9)
+1 vs 2 ranks agree         the kit runs the model under ``mpiexec -n 2`` in a child process: the state at ``t2``
+                           agrees with the serial one (max relative difference, at most ``rank_rtol``)
+========================== =============================================================================================
+
+A check that does not apply is skipped with the reason (no estimable parameter, no adjoint, no PETSc solver, no
+``mpiexec``). A check that raises fails with the error's one line; checks after a failed ``builds`` are skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from twin.conformance.subject import Subject
+
+PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+#: an option value no PETSc type has
+UNKNOWN_TYPE = "twin_check_unknown_type"
+SOLVER_KEYS = ("ts_type", "snes_type", "ksp_type", "pc_type")
+#: relative error allowed of a parameter through its transform and back (log/exp round-off, not a bug)
+TRANSFORM_RTOL = 1e-10
+
+
+@dataclass
+class CheckResult:
+    """One line of the report: the check's name, PASS/FAIL/SKIP and what was measured."""
+
+    name: str
+    status: str
+    measured: str
+
+    def line(self, width: int = 28) -> str:
+        return f"{self.status}  {self.name:<{width}} {self.measured}"
+
+
+@dataclass
+class Report:
+    """The results of every check, in order."""
+
+    subject: str
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status != FAIL for r in self.results)
+
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if r.status == FAIL]
+
+    def result(self, name: str) -> CheckResult:
+        return next(r for r in self.results if r.name == name)
+
+    def text(self) -> str:
+        width = max([len(r.name) for r in self.results] + [10])
+        return "\n".join([self.subject] + [r.line(width) for r in self.results])
+
+    def assert_ok(self) -> None:
+        """Raise ``AssertionError`` with the report when a check failed (for model authors' tests)."""
+        if not self.ok:
+            raise AssertionError("model contract checks failed:\n" + self.text())
+
+
+@dataclass
+class Context:
+    """What the checks share: the subject, the windows and results of earlier checks."""
+
+    subject: Subject
+    comm: Any
+    steps: int
+    ranks: int
+    rank_rtol: float
+    t0: float = 0.0
+    t1: float = 0.0
+    t2: float = 0.0
+    #: the serial state at t2 (natural order), from the restart check
+    final: np.ndarray | None = None
+    workdir: Path | None = None
+
+
+class Failed(Exception):
+    """A check's outcome other than a pass: ``status`` (FAIL or SKIP) and what was measured."""
+
+    def __init__(self, status: str, measured: str):
+        super().__init__(measured)
+        self.status, self.measured = status, measured
+
+
+def _fail(measured: str) -> Failed:
+    return Failed(FAIL, measured)
+
+
+def _skip(measured: str) -> Failed:
+    return Failed(SKIP, measured)
+
+
+@contextlib.contextmanager
+def _model(ctx: Context, solver: dict | None = None):
+    model = ctx.subject.build(ctx.comm, solver)
+    try:
+        yield model
+    finally:
+        model.destroy()
+
+
+def _whole(model, vec) -> np.ndarray:
+    return np.asarray(model.grid.allgather(vec), dtype=float).ravel()
+
+
+def _run(model, x0: np.ndarray, t0: float, t1: float) -> np.ndarray:
+    vec = model.grid.set_global(x0, model.create_state())
+    try:
+        model.advance(vec, t0, t1)
+        return _whole(model, vec)
+    finally:
+        vec.destroy()
+
+
+def _g(x: float) -> str:
+    return f"{x:.3g}"
+
+
+# -- the checks --------------------------------------------------------------------------------------------------------
+def check_builds(ctx: Context) -> str:
+    with _model(ctx) as model:
+        dt = ctx.subject.fixed_step(model)
+        if dt is None or not np.isfinite(dt) or dt <= 0:
+            raise _fail("no time step: the model has no 'dt' and its section no fixed step; give one (--step DT)")
+        half = max(1, ctx.steps // 2)
+        ctx.t1, ctx.t2 = ctx.t0 + half * dt, ctx.t0 + max(ctx.steps, half + 1) * dt
+        x = model.initial_state()
+        try:
+            whole = _whole(model, x)
+        finally:
+            x.destroy()
+        bad = int(np.count_nonzero(~np.isfinite(whole)))
+        if bad:
+            raise _fail(f"initial state has {bad} non-finite entries of {whole.size}")
+        grid = model.grid
+        n, est = len(model.parameters), len(model.estimable())
+        return (f"{whole.size} unknowns on a {grid.dim}-D grid {list(grid.shape)} (dof {grid.dof}), "
+                f"{n} parameter{'s' if n != 1 else ''} ({est} estimable); windows {_g(ctx.t0)} -> {_g(ctx.t1)} -> "
+                f"{_g(ctx.t2)} (time units {model.time_units})")
+
+
+def _draw_parameters(model, gen: np.random.Generator) -> dict[str, Any]:
+    """Estimable parameters drawn from their priors as a campaign draws its members' (logistic of a logit-space
+    field prior included), set into ``model``."""
+    from twin.assimilation.cycle import set_parameter_natural
+    from twin.campaign.context import sample_parameter
+
+    drawn = {}
+    for p in model.estimable():
+        if p.prior is not None:
+            drawn[p.name] = sample_parameter(model, p, gen)
+            set_parameter_natural(model, p.name, drawn[p.name])
+    return drawn
+
+
+def _write(model, path: Path, state, t: float) -> None:
+    from twin.io.checkpoint import write_checkpoint
+
+    params = {}
+    for p in model.parameters.values():
+        params[p.name] = (model.parameter_grid(p.name), p.value) if p.is_field else float(p.value)
+    write_checkpoint(path, model.comm, cycle=0, time=t, fields={model.name: (model.grid, state)},
+                     parameters=params, parallel=False)
+
+
+def _read(model, path: Path):
+    """The state of the checkpoint as a new vector; its parameters set into ``model``."""
+    from twin.io.checkpoint import CheckpointReader
+
+    vec = model.create_state()
+    with CheckpointReader(path, model.comm) as r:
+        r.load(model.name, model.grid, vec)
+        scalars = r.scalar_parameters
+        for p in list(model.parameters.values()):
+            if p.is_field:
+                pv = model.parameter_grid(p.name).create_global()
+                try:
+                    r.load(p.name, model.parameter_grid(p.name), pv, group="parameters")
+                    model.set_parameter(p.name, pv)
+                finally:
+                    pv.destroy()
+            else:
+                model.set_parameter(p.name, scalars[p.name])
+    return vec
+
+
+def _parameter_values(model) -> dict[str, np.ndarray]:
+    return {p.name: (_whole_param(model, p) if p.is_field else np.array([float(p.value)]))
+            for p in model.parameters.values()}
+
+
+def _whole_param(model, p) -> np.ndarray:
+    return np.asarray(model.parameter_grid(p.name).allgather(p.value), dtype=float).ravel()
+
+
+def _max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[float, str]:
+    worst, where = 0.0, ""
+    for k in a:
+        if k not in b or a[k].shape != b[k].shape:
+            return np.inf, k
+        d = float(np.max(np.abs(a[k] - b[k]))) if a[k].size else 0.0
+        if not np.isfinite(d) or d > worst or (np.isnan(a[k]).any() != np.isnan(b[k]).any()):
+            worst, where = (d if np.isfinite(d) else np.inf), k
+    return worst, where
+
+
+def check_checkpoint(ctx: Context) -> str:
+    path = ctx.workdir / "roundtrip.h5"
+    with _model(ctx) as model:
+        _draw_parameters(model, np.random.default_rng(1))
+        x = model.initial_state()
+        try:
+            model.advance(x, ctx.t0, ctx.t1)  # a state the model computed, not only the configured one
+            before = {"state": _whole(model, x), **_parameter_values(model)}
+            _write(model, path, x, ctx.t1)
+        finally:
+            x.destroy()
+    with _model(ctx) as fresh:
+        y = _read(fresh, path)
+        try:
+            after = {"state": _whole(fresh, y), **_parameter_values(fresh)}
+        finally:
+            y.destroy()
+    worst, where = _max_difference(before, after)
+    n = len(before) - 1
+    if worst != 0.0:
+        raise _fail(f"max |difference| {_g(worst)} in {where} after writing and reading the state and {n} parameters")
+    return f"max |difference| 0 over the state and {n} parameter{'s' if n != 1 else ''}"
+
+
+def check_restart(ctx: Context) -> str:
+    path = ctx.workdir / "restart.h5"
+    with _model(ctx) as model:
+        x = model.initial_state()
+        try:
+            model.advance(x, ctx.t0, ctx.t2)
+            straight = _whole(model, x)
+        finally:
+            x.destroy()
+    with _model(ctx) as first:
+        x = first.initial_state()
+        try:
+            first.advance(x, ctx.t0, ctx.t1)
+            _write(first, path, x, ctx.t1)
+        finally:
+            x.destroy()
+    with _model(ctx) as second:
+        y = _read(second, path)
+        try:
+            second.advance(y, ctx.t1, ctx.t2)
+            resumed = _whole(second, y)
+        finally:
+            y.destroy()
+    ctx.final = straight
+    diff = float(np.max(np.abs(straight - resumed)))
+    scale = float(np.max(np.abs(straight))) or 1.0
+    if not (diff == 0.0 and np.array_equal(np.isnan(straight), np.isnan(resumed))):
+        raise _fail(f"max |difference| {_g(diff)} (relative {_g(diff / scale)}) between {_g(ctx.t0)} -> "
+                    f"{_g(ctx.t1)}, checkpoint, a fresh model -> {_g(ctx.t2)} and one run {_g(ctx.t0)} -> "
+                    f"{_g(ctx.t2)}: a resumed campaign would differ from an uninterrupted one")
+    return f"max |difference| 0 between a run resumed from a checkpoint at t={_g(ctx.t1)} and one run"
+
+
+def check_qois(ctx: Context) -> str:
+    with _model(ctx) as model:
+        x = model.initial_state()
+        try:
+            at0 = model.qoi(x, ctx.t0)
+            model.advance(x, ctx.t0, ctx.t2)
+            at2 = model.qoi(x, ctx.t2)
+        finally:
+            x.destroy()
+    if not at0 and not at2:
+        raise _skip("the model has no QoIs")
+    bad = sorted({f"{k} at t={_g(t)} ({q.value})" for t, qs in ((ctx.t0, at0), (ctx.t2, at2))
+                  for k, q in qs.items() if not np.isfinite(q.value)})
+    if bad:
+        raise _fail(f"{len(bad)} non-finite: {', '.join(bad[:5])}")
+    names = ", ".join(sorted(at2)[:6]) + (", ..." if len(at2) > 6 else "")
+    return f"{len(at2)} QoIs ({names}) finite at t={_g(ctx.t0)} and t={_g(ctx.t2)}"
+
+
+def check_transforms(ctx: Context) -> str:
+    from twin.assimilation.cycle import set_parameter_natural
+    from twin.assimilation.transforms import TRANSFORMS, forward, inverse
+    from twin.campaign.context import sample_parameter
+    from twin.core.errors import AssimilationError
+
+    gen = np.random.default_rng(2)
+    worst, count, names = 0.0, 0, []
+    with _model(ctx) as model:
+        params = model.estimable()
+        if not params:
+            raise _skip("no estimable parameter")
+        for p in params:
+            if p.transform not in TRANSFORMS:
+                raise _fail(f"parameter {p.name}: transform {p.transform!r} is not one of {list(TRANSFORMS)}")
+            values = [_whole_param(model, p) if p.is_field else np.array([float(p.value)])]
+            if p.prior is not None:
+                values += [np.atleast_1d(np.asarray(sample_parameter(model, p, gen), dtype=float)).ravel()
+                           for _ in range(5)]
+            for i, v in enumerate(values):
+                what = "its value" if i == 0 else f"prior draw {i}"
+                try:
+                    back = inverse(forward(v, p.transform, p.name), p.transform, p.name)
+                except AssimilationError as exc:
+                    raise _fail(f"parameter {p.name}, {what}: {exc} (prior {getattr(p.prior, 'dist', None)} with "
+                                f"transform {p.transform})") from None
+                scale = np.maximum(np.abs(v), np.finfo(float).tiny)
+                worst = max(worst, float(np.max(np.abs(back - v) / scale)))
+                set_parameter_natural(model, p.name, back if p.is_field else float(back[0]))
+                got = _whole_param(model, p) if p.is_field else np.array([float(model.get_parameter(p.name))])
+                if not np.array_equal(got, back):
+                    raise _fail(f"parameter {p.name}: set_parameter then get_parameter changed the value by "
+                                f"{_g(float(np.max(np.abs(got - back))))}")
+                count += v.size
+            names.append(f"{p.name} ({p.transform})")
+    if worst > TRANSFORM_RTOL:
+        raise _fail(f"max relative error {_g(worst)} through transform and inverse (limit {TRANSFORM_RTOL:g})")
+    return f"max relative error {_g(worst)} over {count} values of {', '.join(names)}"
+
+
+def _solver_objects(model) -> list:
+    """PETSc solvers (TS, SNES, KSP, TAO) the model holds, directly or two levels down its attributes."""
+    from petsc4py import PETSc
+
+    kinds = tuple(k for k in (getattr(PETSc, n, None) for n in ("TS", "SNES", "KSP", "TAO")) if k is not None)
+    found, seen, todo = [], set(), [model]
+    for _ in range(3):
+        nxt = []
+        for obj in todo:
+            values = list(vars(obj).values()) if hasattr(obj, "__dict__") else []
+            for v in values:
+                items = v if isinstance(v, (list, tuple)) else list(v.values()) if isinstance(v, dict) else [v]
+                for item in items:
+                    if isinstance(item, kinds):
+                        found.append(item)
+                    elif hasattr(item, "__dict__") and not isinstance(item, (PETSc.Object, type)) \
+                            and id(item) not in seen:
+                        seen.add(id(item))
+                        nxt.append(item)
+        todo = nxt
+    return found
+
+
+@contextlib.contextmanager
+def _global_options(values: dict[str, str]):
+    """Options without a prefix in the PETSc database for the duration (removed after, also on error)."""
+    from petsc4py import PETSc
+
+    opts = PETSc.Options()
+    before = {k: opts.getString(k) if opts.hasName(k) else None for k in values}
+    for k, v in values.items():
+        opts.setValue(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                opts.delValue(k)
+            else:
+                opts.setValue(k, v)
+
+
+def check_options_prefix(ctx: Context) -> str:
+    from petsc4py import PETSc
+
+    bogus = {k: UNKNOWN_TYPE for k in SOLVER_KEYS}
+    prefix = f"{ctx.subject.name}_"
+    refused = None
+    try:
+        with _model(ctx, solver=bogus) as model:
+            x = model.initial_state()
+            try:
+                model.advance(x, ctx.t0, ctx.t1)
+            finally:
+                x.destroy()
+            solvers = _solver_objects(model)
+    except Exception as exc:  # noqa: BLE001 - any refusal of the unknown types is what is checked for
+        refused = exc
+    finally:
+        from twin.core.petsc import clear_options
+
+        clear_options(prefix)  # also when the model did not build far enough to destroy itself
+    if refused is None:
+        if not solvers:
+            raise _skip(f"the model holds no PETSc solver (TS, SNES, KSP, TAO): nothing reads -{prefix}* options")
+        keys = ", ".join(f"-{prefix}{k}" for k in SOLVER_KEYS)
+        raise _fail(f"unknown types for {keys} were not refused: its solvers do not read the options under its "
+                    f"prefix {prefix!r} (call setOptionsPrefix before setFromOptions)")
+    how = f"PETSc error {refused.ierr}" if isinstance(refused, PETSc.Error) else type(refused).__name__
+    try:
+        with _global_options(bogus):
+            with _model(ctx) as model:
+                x = model.initial_state()
+                try:
+                    model.advance(x, ctx.t0, ctx.t1)
+                finally:
+                    x.destroy()
+    except Exception as exc:  # noqa: BLE001
+        raise _fail(f"unknown types for -{', -'.join(SOLVER_KEYS)} (no prefix) stopped the model "
+                    f"({type(exc).__name__}): one of its solvers has no options prefix; give each the prefix "
+                    f"{prefix!r}") from None
+    return f"unknown -{prefix}ts_type etc. refused ({how}); the same options without the prefix ignored"
+
+
+def _has_adjoint(model) -> bool:
+    from twin.models.base import Model
+
+    return type(model).adjoint is not Model.adjoint
+
+
+class _Functional:
+    """``J(c) = |x(t2)|^2 / 2`` over ``c = [x(t0); estimable parameters]`` as sequential PETSc vectors, the face
+    :func:`twin.assimilation.verify.taylor_rates` asks of a 4D-Var cost."""
+
+    def __init__(self, model, t0: float, t2: float, names: list[str], sizes: list[int]):
+        self.model, self.t0, self.t2, self.names, self.sizes = model, t0, t2, names, sizes
+        self.n = model.grid.size * model.grid.dof
+
+    def _split(self, c) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        a = c.getArray(readonly=True)
+        out, off = {}, self.n
+        for name, size in zip(self.names, self.sizes):
+            out[name] = a[off:off + size].copy()
+            off += size
+        return a[:self.n].copy(), out
+
+    def _set(self, params: dict[str, np.ndarray]) -> None:
+        from twin.assimilation.cycle import set_parameter_natural
+
+        for name, v in params.items():
+            set_parameter_natural(self.model, name, v if v.size > 1 or self.model.parameters[name].is_field
+                                  else float(v[0]))
+
+    def value(self, c) -> float:
+        x0, params = self._split(c)
+        self._set(params)
+        x = _run(self.model, x0, self.t0, self.t2)
+        return 0.5 * float(x @ x)
+
+    def gradient(self, c, g) -> float:
+        model = self.model
+        x0, params = self._split(c)
+        self._set(params)
+        start = model.grid.set_global(x0, model.create_state())
+        lam = start.copy()
+        try:
+            model.advance(lam, self.t0, self.t2)  # lam = x(t2) = dJ/dx(t2)
+            xT = _whole(model, lam)
+            grads = model.adjoint(start, self.t0, self.t2, lam, self.names)
+            parts = [_whole(model, lam)]
+            for name in self.names:
+                d = grads[name]
+                if hasattr(d, "getArray"):
+                    parts.append(np.asarray(model.parameter_grid(name).allgather(d), dtype=float).ravel())
+                    d.destroy()
+                else:
+                    parts.append(np.atleast_1d(float(d)))
+        finally:
+            start.destroy()
+            lam.destroy()
+        g.getArray()[...] = np.concatenate(parts)
+        return 0.5 * float(xT @ xT)
+
+
+def check_adjoint(ctx: Context) -> str:
+    from petsc4py import PETSc
+
+    from twin.assimilation.verify import taylor_rates
+    from twin.core.errors import ModelError
+
+    with _model(ctx) as model:
+        if not _has_adjoint(model):
+            raise _skip(f"model type {model.type_name!r} has no adjoint (4D-Var refuses it; the ensemble methods "
+                        "need none)")
+        names = [p.name for p in model.estimable()]
+        x = model.initial_state()
+        try:
+            x0 = _whole(model, x)
+        finally:
+            x.destroy()
+        p0 = [(_whole_param(model, model.parameters[n]) if model.parameters[n].is_field
+               else np.array([float(model.parameters[n].value)])) for n in names]
+        fn = _Functional(model, ctx.t0, ctx.t2, names, [v.size for v in p0])
+        gen = np.random.default_rng(3)
+        scale = float(np.sqrt(np.mean(x0 ** 2))) or 1.0
+        directions = [0.05 * scale * gen.standard_normal(x0.size)]
+        # parameters: 5 % of their size (of 1 where they are 0), so that no step leaves their domain
+        directions += [0.05 * np.where(v != 0, np.abs(v), 1.0) * gen.standard_normal(v.size) for v in p0]
+        c = PETSc.Vec().createWithArray(np.concatenate([x0, *p0]), comm=PETSc.COMM_SELF)
+        dc = PETSc.Vec().createWithArray(np.concatenate(directions), comm=PETSc.COMM_SELF)
+        try:
+            rates, res = taylor_rates(fn, c, dc)
+        except ModelError as exc:
+            raise _fail(f"the adjoint raised: {exc}") from None
+        finally:
+            c.destroy()
+            dc.destroy()
+    what = "the initial state" + (f" and {', '.join(names)}" if names else "")
+    text = f"rates {' '.join(f'{r:.2f}' for r in rates)} (remainders {_g(res[0])} .. {_g(res[-1])}) for {what}"
+    if not np.all(np.isfinite(rates)) or rates.min() <= 1.9:
+        raise _fail(text + ": the gradient is not the derivative (rate 2 expected, 1 means a wrong adjoint)")
+    return text
+
+
+def check_ranks(ctx: Context) -> str:
+    if ctx.ranks < 2:
+        raise _skip("not asked for (--ranks 1)")
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        raise _skip("no mpiexec on PATH")
+    if ctx.final is None:
+        raise _skip("no serial result to compare with (the restart check failed)")
+    spec = ctx.workdir / "spec.json"
+    out = ctx.workdir / "ranks.npy"
+    spec.write_text(json.dumps({"subject": ctx.subject.spec(), "t0": ctx.t0, "t2": ctx.t2, "out": str(out)}))
+    cmd = [mpiexec, "-n", str(ctx.ranks), sys.executable, "-m", "twin.conformance.ranks", str(spec)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    except subprocess.TimeoutExpired:
+        raise _fail(f"mpiexec -n {ctx.ranks} did not finish within 600 s") from None
+    if run.returncode != 0 or not out.is_file():
+        lines = [ln.strip() for ln in (run.stderr + run.stdout).splitlines() if any(c.isalpha() for c in ln)]
+        said = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[0] if lines else "no output")
+        raise _fail(f"the run on {ctx.ranks} ranks failed (exit {run.returncode}): {said.removeprefix('error: ')}")
+    many = np.load(out)
+    if many.shape != ctx.final.shape:
+        raise _fail(f"the state on {ctx.ranks} ranks has {many.size} entries, on 1 rank {ctx.final.size}")
+    scale = float(np.max(np.abs(ctx.final))) or 1.0
+    rel = float(np.max(np.abs(many - ctx.final))) / scale
+    if not np.isfinite(rel) or rel > ctx.rank_rtol:
+        raise _fail(f"max relative difference {_g(rel)} at t={_g(ctx.t2)} between 1 and {ctx.ranks} ranks (limit "
+                    f"{ctx.rank_rtol:g}): the result depends on the decomposition")
+    return f"max relative difference {_g(rel)} at t={_g(ctx.t2)} between 1 and {ctx.ranks} ranks (limit " \
+           f"{ctx.rank_rtol:g})"
+
+
+#: the checks in the order they run (the first one's windows are used by the others)
+CHECKS: tuple[tuple[str, Callable[[Context], str]], ...] = (
+    ("builds", check_builds),
+    ("checkpoint round trip", check_checkpoint),
+    ("restart is bitwise", check_restart),
+    ("QoIs finite", check_qois),
+    ("parameter transforms invert", check_transforms),
+    ("options prefix honoured", check_options_prefix),
+    ("adjoint Taylor test", check_adjoint),
+    ("1 vs 2 ranks agree", check_ranks),
+)
+
+
+def check_model(subject: Subject, *, ranks: int = 2, steps: int = 4, rank_rtol: float = 1e-8,
+                only: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> Report:
+    """Run the checks on ``subject`` in this process (serially) and, for the last one, under ``mpiexec``.
+
+    Parameters
+    ----------
+    subject : Subject
+        The model (see :mod:`twin.conformance.subject`).
+    ranks : int
+        Ranks of the child run compared with the serial one (1: skip that check).
+    steps : int
+        Time steps of the checks' window (at least 2: the restart splits it).
+    rank_rtol : float
+        Largest relative difference allowed between 1 and ``ranks`` ranks (iterative solvers differ with the
+        decomposition up to their tolerance).
+    only, skip : tuple of str
+        Names of checks to run, or not (``builds`` always runs).
+    """
+    from mpi4py import MPI
+
+    what = "model type" if subject.section is not None else "model factory"
+    label = f"{what} {subject.type_name!r}, component {subject.name!r}"
+    report = Report(f"twin check-model: {label}; {steps} steps, 1 rank (and {ranks} in a child process)")
+    ctx = Context(subject, MPI.COMM_SELF, max(2, int(steps)), int(ranks), float(rank_rtol))
+    with tempfile.TemporaryDirectory(prefix="twin-check-") as tmp:
+        ctx.workdir = Path(tmp)
+        for name, check in CHECKS:
+            if name != "builds" and ((only and name not in only) or name in skip):
+                report.results.append(CheckResult(name, SKIP, "not asked for"))
+                continue
+            if name != "builds" and report.results and report.results[0].status == FAIL:
+                report.results.append(CheckResult(name, SKIP, "the model does not build"))
+                continue
+            try:
+                report.results.append(CheckResult(name, PASS, check(ctx)))
+            except Failed as out:
+                report.results.append(CheckResult(name, out.status, out.measured))
+            except Exception as exc:  # noqa: BLE001 - a check that raises fails, with the error's one line
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                report.results.append(CheckResult(name, FAIL, f"{type(exc).__name__}: {text}"[:400]))
+    return report
