@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
 
 CAMPAIGN = l96_campaign("l96report", N=6, extra="""\
-    ensemble: {size: 6, ranks_per_member: 1}
+    ensemble: {ranks_per_member: 1}
     resources: {type: local, ranks: 1}
     """)
 

@@ -145,7 +145,7 @@ def slurm(tmp_path_factory):
 
 
 CAMPAIGN = l96_campaign("slurmcamp", seed=2, n=20, N=3, da_seed=None, inflation=None, cycles=2, extra="""\
-    ensemble: {size: 3, ranks_per_member: 2}
+    ensemble: {ranks_per_member: 2}
     resources:
       type: slurm
       partition: debug

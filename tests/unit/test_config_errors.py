@@ -65,7 +65,7 @@ CASES = [
      ["tags that construct objects are not allowed"]),
     ("custom-tag", "  seed: 3", "  seed: !include /etc/passwd", 4, ["tags that construct objects are not allowed"]),
     ("unknown-model-type", "type: heat", "type: haet", 7, ["unknown type 'haet'", "did you mean 'heat'"]),
-    ("ensemble-size-zero", "resources:", "ensemble: {size: 0}\nresources:", 27, ["greater than or equal to 1"]),
+    ("ensemble-size", "resources:", "ensemble: {size: 4}\nresources:", 27, ["ensemble.size", "the ensemble size is assimilation.N: remove ensemble.size"]),
     ("end-before-start", "  end: 2.0", "  start: 5.0\n  end: 2.0", 26, ["must be after start"]),
     ("schema-version", "schema_version: 1", "schema_version: 7", 1, ["schema_version 7 is not supported"]),
     ("shell-injection", "resources: {type: local, ranks: 1}",

@@ -278,8 +278,8 @@ def test_long_values_are_cut_in_messages(tmp_path, capsys):
 LIMITS = [
     ("ensemble-N", L96, "N: 20", "N: 1000000000", 8,
      ["assimilation.N", "1000000000 ensemble members exceed the limit of 1000", "limits.ensemble_members"]),
-    ("ensemble-size", L96, "timeline:", "ensemble: {size: 5000}\ntimeline:", 5,
-     ["ensemble.size", "limit of 1000"]),
+    ("ranks-per-member-twice", L96, "  N: 20", "  N: 20\n  ranks_per_member: 2", 9,
+     ["assimilation.ranks_per_member", "ensemble.ranks_per_member: move it there"]),
     ("grid-40000", HEAT, "shape: [8, 8]", "shape: [40000, 40000]", 11,
      ["models.plate.grid.shape", "1600000000 cells exceed the limit of 16777216", "limits.grid_cells"]),
     ("grid-index-width", HEAT + "limits: {grid_cells: 1000000000000, index_bits: 32}\n", "shape: [8, 8]",

@@ -81,17 +81,13 @@ def is_filter(cfg) -> bool:
 
 
 def ensemble_size(cfg) -> int:
-    """``assimilation.N``; ``ensemble.size``, when given as more than 1, must agree."""
-    acfg = assimilation_section(cfg)
-    if cfg.ensemble.size not in (1, acfg.N):
-        raise ConfigError(f"ensemble.size ({cfg.ensemble.size}) and assimilation.N ({acfg.N}) disagree: give the "
-                          "ensemble size once")
-    return int(acfg.N)
+    """``assimilation.N``."""
+    return int(assimilation_section(cfg).N)
 
 
 def ranks_per_member(cfg) -> int:
-    """MPI ranks of one member run (``ensemble.ranks_per_member`` or ``assimilation.ranks_per_member``)."""
-    return max(int(cfg.ensemble.ranks_per_member), int(getattr(cfg.assimilation, "ranks_per_member", 1)))
+    """MPI ranks of one member run (``ensemble.ranks_per_member``)."""
+    return int(cfg.ensemble.ranks_per_member)
 
 
 def component(cfg) -> tuple[str, Any]:

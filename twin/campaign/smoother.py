@@ -112,7 +112,7 @@ def _init(exp_dir, comm, s: Setup, g: Setup | None, ens) -> None:
         return
     if g is None or g.comm.Get_size() > 1:
         raise ConfigError(f"experiment {s.name}: ES-MDA with field parameters needs single-rank members on "
-                          f"{comm.Get_size()} ranks (set assimilation.ranks_per_member: 1)")
+                          f"{comm.Get_size()} ranks (set ensemble.ranks_per_member: 1)")
     if ens.group == 0:
         draw_truth(g.cfg, g.get_model())
         init_experiment(exp_dir, g.comm, g)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from twin.config.common import Strict
+from twin.config.common import Strict, at
 from twin.config.observation_networks import networks_type
 
 
@@ -106,7 +106,13 @@ class EnsembleAssimilationConfig(Strict):
     observations: networks_type()
     background_std: float | None = Field(default=None, gt=0)
     esmda_alphas: list[float] | None = None
-    ranks_per_member: int = Field(1, ge=1, le=4096)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ranks_in_ensemble(cls, data):
+        if isinstance(data, dict) and "ranks_per_member" in data:
+            raise ValueError(at("ranks_per_member") + "how a member runs is ensemble.ranks_per_member: move it there")
+        return data
 
     @field_validator("N")
     @classmethod

@@ -9,7 +9,7 @@ number found, the limit and how to raise it:
 bound                   default                                     override
 ======================  ==========================================  ================================================
 ensemble members        :data:`ENSEMBLE_MEMBERS` (1000)             ``limits: {ensemble_members: N}``
-                        (``assimilation.N``, ``ensemble.size``)
+                        (``assimilation.N``)
 grid cells per model    :data:`GRID_CELLS` (2^24 = 16,777,216,      ``limits: {grid_cells: N}``
                         e.g. 4096 x 4096)
 grid cells per rank     :data:`GRID_CELLS_PER_RANK` (2^24) of one   ``limits: {grid_cells_per_rank: N}``, or more
@@ -73,7 +73,7 @@ class LimitsConfig(Strict):
     Attributes
     ----------
     ensemble_members : int
-        Largest ensemble (``assimilation.N``, ``ensemble.size``).
+        Largest ensemble (``assimilation.N``).
     grid_cells : int
         Largest grid of one model, in cells (elements for the structure model; variables for Lorenz-96).
     grid_cells_per_rank : int
@@ -175,7 +175,7 @@ def _grid_problems(cfg: Any, limits: LimitsConfig) -> list[tuple[tuple, str]]:
 def _ranks_per_run(cfg: Any) -> int:
     """MPI ranks one model run gets: per member in an assimilation campaign, the job's ranks in a forecast run."""
     if getattr(cfg, "assimilation", None) is not None:
-        return max(int(cfg.ensemble.ranks_per_member), int(getattr(cfg.assimilation, "ranks_per_member", 1)))
+        return int(cfg.ensemble.ranks_per_member)
     return int(getattr(cfg.resources, "ranks", 1))
 
 
@@ -190,7 +190,7 @@ def _state_values(cfg: Any) -> int:
 
 
 def _ensemble_problems(cfg: Any, limits: LimitsConfig) -> list[tuple[tuple, str]]:
-    sizes = [(("ensemble", "size"), cfg.ensemble.size)]
+    sizes = []
     n = getattr(cfg.assimilation, "N", None)
     if isinstance(n, int):
         sizes.append((("assimilation", "N"), n))

@@ -154,10 +154,17 @@ class Timeline(Strict):
 
 
 class EnsembleSpec(Strict):
-    """``size`` members, each run on ``ranks_per_member`` MPI ranks."""
+    """How each ensemble member runs: on ``ranks_per_member`` MPI ranks. The ensemble's size is the assimilation
+    method's ``N`` (one fact, one place)."""
 
-    size: int = Field(default=1, ge=1)
     ranks_per_member: int = Field(default=1, ge=1, le=4096)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _size_is_n(cls, data):
+        if isinstance(data, dict) and "size" in data:
+            raise ValueError(at("size") + "the ensemble size is assimilation.N: remove ensemble.size")
+        return data
 
 
 class LocalResources(Strict):
