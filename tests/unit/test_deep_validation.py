@@ -133,3 +133,21 @@ def test_twin_validate_checks_every_experiment_of_the_matrix(tmp_path):
                              text=True, timeout=120)
         assert out.returncode == 2, out.stdout + out.stderr
         assert expect in out.stderr, out.stderr
+
+
+def test_observation_files_are_checked_at_validate(tmp_path):
+    """A file network's file must exist (relative to the campaign file), its variables must be state variables,
+    it is not mixed with synthetic networks, and only the filters read files for now."""
+    net = "observations: [{type: file, file: data/obs.nc, variables: {x: {name: x_obs, units: '1'}}}]"
+    msg = _refused(tmp_path, L96.replace(L96_OBS, net), "assimilation.observations[0].file")
+    assert "data/obs.nc does not exist" in msg and "relative to the campaign file" in msg
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "obs.nc").write_bytes(b"CDF\x01")
+    path = _write(tmp_path / "c.yaml", L96.replace(L96_OBS, net))
+    cfg = load_campaign(path).config
+    assert cfg.assimilation.observations[0].file == str((tmp_path / "data" / "obs.nc").resolve())
+    _refused(tmp_path, L96.replace(L96_OBS, net.replace("{x: {", "{h: {")), "'h' is not a state variable of model 'l96'")
+    mixed = L96.replace(L96_OBS, net.replace("}}}]", "}}}, {type: all_points, error_std: 1.0}]"))
+    _refused(tmp_path, mixed, "through files or a twin experiment through synthetic networks, not both")
+    _refused(tmp_path, L96.replace(L96_OBS, net).replace("method: etkf", "method: esmda"),
+             "observation files are assimilated by the filters")

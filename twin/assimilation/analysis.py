@@ -19,7 +19,13 @@ the multiplicative inflation factor of this cycle. One analysis:
 6. the next factor ``lambda`` (adaptive inflation, from the uninflated ``Y`` of the assimilated rows);
 7. the cycle's diagnostics record (the variables of ``diagnostics.nc``): forecast and analysis RMSE and spread
    against the truth, CRPS, 90 % coverage, innovation statistics, the factor used, ensemble means of the
-   parameters; and the rank histogram of the truth in the analysis.
+   parameters; and the rank histogram of the truth in the analysis. Without a truth (observations of a real system)
+   the record holds what can be checked in observation space instead: O-B and O-A mean and standard deviation, the
+   innovation chi-square per degree of freedom and the Desroziers estimates of R and HBH^T
+   (:func:`twin.observations.innovations.fit`).
+
+Missing observations (NaN in ``y``: a site of an observation file that did not report in this cycle) are left out of
+the statistics and the analysis; a screen sees them as zero innovations.
 
 Checks, each an :class:`~twin.core.errors.AssimilationError` naming the cycle and what to change: an inflated
 forecast with non-finite values (an overflowing factor, or a member whose forecast "succeeded" with NaN), linear
@@ -131,6 +137,15 @@ class EnsembleAnalysis:
             return np.zeros((self.obs.n_obs, E.shape[1]))
         return np.asarray(self._H @ E[self.state_rows])
 
+    def _fit(self, Ea: np.ndarray, Yf: np.ndarray, y: np.ndarray, r: np.ndarray, rows) -> dict[str, float]:
+        """Observation-space statistics of the assimilated rows (:func:`twin.observations.innovations.fit`)."""
+        from twin.observations.innovations import fit
+
+        (Ya,) = self._reduce([self.observe(Ea)])
+        k = slice(None) if rows is None else rows
+        f = fit(y[k], Yf[k], Ya[k], r[k]).as_dict()
+        return {key: f[key] for key in _fit_keys()}
+
     def _parameter_sums(self, E: np.ndarray) -> np.ndarray:
         """Per estimable parameter: the sum of its physical values over this block's entries and members, and their
         count."""
@@ -170,30 +185,39 @@ class EnsembleAnalysis:
         N = E.shape[1]
         y = np.asarray(y, dtype=float)
         r = np.broadcast_to(np.asarray(r, dtype=float), y.shape)
+        present = np.isfinite(y) & np.isfinite(r)
+        given = np.flatnonzero(present) if not present.all() else None
         state = self.state_rows
         Ef = infl.inflated(E, factor)
         Y, fsum, ef_bad = self._reduce([self.observe(E), diag.block_sums(E[state], truth),
                                         (~np.all(np.isfinite(Ef), axis=0)).astype(float)])
-        inn = diag.innovation_stats(Y, y, r)
+        p = slice(None) if given is None else given
+        if given is not None and given.size == 0:
+            raise AssimilationError(f"cycle {cycle}: no observation in this cycle (every site was silent): give the "
+                                    "cycle's observations or a longer cycle")
+        inn = diag.innovation_stats(Y[p], y[p], r[p])
         rec: dict[str, float] = _scores(fsum, truth is not None, forecast=True)
         rec.update(innovation_mean=inn.mean, innovation_std=float(np.sqrt(inn.variance)),
                    innovation_expected_std=float(np.sqrt(inn.expected_variance)), inflation=factor,
-                   n_obs=int(y.size), members=int(N))
+                   n_obs=int(np.size(y[p])), members=int(N))
         Yf = infl.inflated(Y, factor)
         bad = [m for m in range(N) if ef_bad[m] or not np.all(np.isfinite(Yf[:, m]))]
         if bad:
             raise AssimilationError(f"cycle {cycle}: the inflated forecast of member(s) {bad[:10]} holds non-finite "
                                     f"values (inflation factor {factor:g}); lower the inflation or check the model")
-        local, rows = self.local, None
+        local, rows = self.local, given
         if screen is not None:
             if self.comm is not None:
                 raise AssimilationError("a screen (guardrails) needs whole states: the analysis holds a block of "
                                         f"rows {self.start}..{self.stop} on {self.comm.Get_size()} ranks")
-            rows, stats = screen(cycle, time, Yf, y, r, Ef[state], truth)
-            rows = np.asarray(rows)
+            ys, rs = y, r
+            if given is not None:  # a silent site is a zero innovation to the screen
+                ys, rs = np.where(present, y, Yf.mean(axis=1)), np.where(present, r, 1.0)
+            rows, stats = screen(cycle, time, Yf, ys, rs, Ef[state], truth)
+            rows = np.asarray(rows) if given is None else np.intersect1d(np.asarray(rows), given)
             rec.update(stats)
-            if local is not None:
-                local = local.observed(rows)
+        if local is not None and rows is not None:
+            local = local.observed(rows)
         failure = ""
         try:
             if rows is None:
@@ -223,9 +247,16 @@ class EnsembleAnalysis:
             raise AssimilationError(f"analysis of cycle {cycle} produced non-finite values; check inflation and "
                                     "observation errors")
         rec.update(_scores(asum, truth is not None))
-        for i, p in enumerate(self.control.parameters):
-            rec[f"parameter_{p.name}"] = float(psum[i, 0] / psum[i, 1])
+        if truth is None:
+            rec.update(self._fit(Ea, Yf, y, r, rows))
+        for i, par in enumerate(self.control.parameters):
+            rec[f"parameter_{par.name}"] = float(psum[i, 0] / psum[i, 1])
         return AnalysisResult(Ea, float(new_factor), rec, counts.astype(np.int64) if truth is not None else None)
+
+
+def _fit_keys() -> tuple[str, ...]:
+    return ("omb_mean", "omb_std", "oma_mean", "oma_std", "chi2_per_dof", "desroziers_r", "assumed_r",
+            "desroziers_hbht", "ensemble_hbht")
 
 
 def _scores(sums: np.ndarray, truth: bool, forecast: bool = False) -> dict[str, float]:

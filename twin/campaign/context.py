@@ -159,7 +159,12 @@ def observations(cfg, model):
     components = None
     if isinstance(model, CoupledState):
         components = {c: (model.models[c], model.block(c).start) for c in model.blocks}
-    return build(assimilation_section(cfg).observations, model, components)
+    networks = assimilation_section(cfg).observations
+    edges = None
+    if any(n.type == "file" for n in networks):
+        sch = schedule(cfg, model)
+        edges = [sch.window(0)[0]] + [sch.window(k)[1] for k in range(sch.n_cycles)]
+    return build(networks, model, components, cycle_edges=edges, start=cfg.timeline.calendar_start)
 
 
 def method(cfg, n_members: int):

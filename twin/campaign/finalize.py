@@ -18,7 +18,7 @@ from twin.campaign import layout
 from twin.campaign.checkpoints import is_valid_checkpoint, reader
 from twin.campaign.decide import decide
 from twin.campaign.experiment import Setup, rank_of, setup
-from twin.campaign.free_run import write_free_run
+from twin.campaign.free_run import has_truth, write_free_run
 from twin.campaign.guarded import write_flags
 from twin.campaign.outputs import append_diagnostics, diagnostics_count, diagnostics_file, time_encoding
 from twin.core.errors import WorkflowError
@@ -117,7 +117,8 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
             # flags.jsonl from the last checkpoint (a crash may have come between a checkpoint and its flags)
             write_flags(s.exp_dir, guard_state)
         decide(s, comm)
-        write_free_run(s.exp_dir, comm)
+        if has_truth(s.exp_dir, comm):  # the free run is a twin experiment's reference; a real system has none
+            write_free_run(s.exp_dir, comm)
         s.record("finalize", "done", t_start)
         log.info("experiment %s: outputs in %s", s.name, s.exp_dir)
         return True

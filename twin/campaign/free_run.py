@@ -18,8 +18,8 @@ QoIs at ``t_0 .. t_K``.
 
 Output: ``<experiment>/free_run.nc`` (CF, ``time`` in the model's time encoding, provenance; variables
 ``rmse_free``, ``truth_<qoi>``, ``free_<qoi>``; ``rmse_free`` is NaN after ``t_K``). It is written by
-:func:`write_free_run`, which ``twin report`` calls when the file is absent; a campaign step may call it after its
-last cycle (collective on the communicator given).
+:func:`write_free_run`, which a campaign's last step calls (collective on the communicator given); a campaign of a
+real system (observations from files) has no nature run and no free run.
 """
 
 from __future__ import annotations
@@ -47,6 +47,17 @@ def _initial_mean(path, name: str, n: int, comm) -> np.ndarray:
     if alive is not None and alive.size == states.shape[0]:
         states = states[alive]
     return states.mean(axis=0)
+
+
+def has_truth(exp_dir, comm) -> bool:
+    """Whether the experiment is a twin experiment: its ``observations.h5`` holds the nature run."""
+    from twin.campaign.checkpoints import reader
+
+    path = layout.observations_file(Path(exp_dir))
+    if not path.is_file():
+        return False
+    with reader(path, comm) as r:
+        return "truth" in r.array_names
 
 
 def write_free_run(exp_dir, comm) -> Path:

@@ -23,6 +23,18 @@ EXTRA_DIAGNOSTICS = {
                     "1"),
     "innovation_expected_std": ("innovation standard deviation expected from R and the forecast spread", "{state}"),
     "members": ("live ensemble members", "1"),
+    # without a truth (observations from files): observation-space statistics (twin.observations.innovations)
+    "omb_mean": ("mean of observation minus background (O-B)", "{state}"),
+    "omb_std": ("standard deviation of O-B", "{state}"),
+    "oma_mean": ("mean of observation minus analysis (O-A)", "{state}"),
+    "oma_std": ("standard deviation of O-A", "{state}"),
+    "chi2_per_dof": ("innovation chi-square per observation, d^T (HBH^T + R)^-1 d / m (1 when B and R are right)",
+                     "1"),
+    "desroziers_r": ("Desroziers estimate of the observation error variance, mean of (O-A)(O-B)", "{state}2"),
+    "assumed_r": ("observation error variance the analysis assumed (mean)", "{state}2"),
+    "desroziers_hbht": ("Desroziers estimate of the background error variance in observation space, mean of "
+                        "(A-B)(O-B)", "{state}2"),
+    "ensemble_hbht": ("forecast ensemble variance in observation space (mean)", "{state}2"),
 }
 
 #: Diagnostics of ES-MDA and 4D-Var campaigns that are neither in twin.io.netcdf.DIAGNOSTICS nor in
@@ -58,6 +70,13 @@ def append_diagnostics(s: Setup, history: list[dict[str, Any]], meta: dict | Non
         f.append(rec["time"] * scale, values, cycle=rec["cycle"])
 
 
+def _units(template: str, state: str) -> str:
+    """``{state}`` replaced by the state's units; ``{state}2`` (a variance) squares them (nothing to square in 1)."""
+    if template == "{state}2":
+        return "1" if state in ("", "1") else f"({state})^2" if "/" in state or " " in state else f"{state}^2"
+    return template.replace("{state}", state)
+
+
 def diagnostics_file(s: Setup, path):
     """The :class:`~twin.io.netcdf.DiagnosticsFile` of an experiment with the metadata of every diagnostic its
     analysis writes."""
@@ -65,7 +84,7 @@ def diagnostics_file(s: Setup, path):
 
     model = s.get_model()
     units = model.state_units[0]
-    extra = {k: VariableMeta(ln, u.replace("{state}", units)) for k, (ln, u) in EXTRA_DIAGNOSTICS.items()}
+    extra = {k: VariableMeta(ln, _units(u, units)) for k, (ln, u) in EXTRA_DIAGNOSTICS.items()}
     for p in model.estimable():
         extra[f"parameter_{p.name}"] = VariableMeta(f"ensemble mean of parameter {p.name}", p.units)
     if guarded.settings(s.cfg) is not None:

@@ -52,13 +52,12 @@ __all__ = ["init_experiment", "forecast_member", "mark_failed", "analyse", "setu
 
 # -- init ------------------------------------------------------------------------------------------------------------
 def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
-    """Nature run, synthetic observations and the prior ensemble (checkpoint 0). Collective on ``comm``.
+    """The observations of every cycle (``observations.h5``: a twin experiment's nature run and synthetic
+    observations, or the measured observations of the campaign's files) and the prior ensemble (checkpoint 0).
+    Collective on ``comm``.
 
     Returns ``False`` when both files already existed and verified (nothing done).
     """
-    from twin.assimilation.cycle import ModelForecast, twin_truth
-    from twin.io.checkpoint import write_checkpoint
-
     own = s is None
     s = s or setup(exp_dir, comm)
     t_start = time.time()
@@ -73,37 +72,12 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
             return False
         model, sch, obs = s.get_model(), s.schedule, s.observations
         N = s.n_members
-        # Nature run observed with noise (twin experiment). Its initial state is an independent draw from the prior
-        # ensemble's distribution (configured state plus background noise, from the TRUTH stream), not the prior's
-        # centre: a truth at the centre of the prior flatters every score (the members are drawn around the
-        # configured state too, :func:`twin.campaign.context.initial_member`).
-        forecast = ModelForecast(model)
-        try:
-            x0 = ctx.true_initial_state(s.cfg, model)
-            from twin.campaign.experiments import draw_truth
-
-            # experiments.truth (or replicates): the true parameters drawn from their priors; without it the
-            # configured values are the truth
-            draw_truth(s.cfg, model)
-            true_params = ctx.truth_parameters(model)
-            # ModelForecast takes one column per member: (1,) for a scalar; the true fields are the model's own
-            # configured values already (and are set whole, on any number of ranks, only by ctx)
-            p = {k: float(v) for k, v in true_params.items() if not np.ndim(v)}
-            truth, ys = twin_truth(forecast, x0, p, sch, obs, ctx.streams(s.cfg))
-        finally:
-            forecast.destroy()
         times = [sch.window(0)[0]] + [sch.window(k)[1] for k in range(sch.n_cycles)]
-        # Sensor faults declared for the twin experiment (observations[i].fault): added to the synthetic data only
-        from twin.observations.networks import fault_offsets
-
-        ys = ys + fault_offsets(s.cfg.assimilation.observations, obs, sch.n_cycles)
         prov = s.provenance()
-        write_checkpoint(obs_path, comm, cycle=0, time=times[0], provenance=prov, parallel=False,
-                         arrays={"truth": truth, "observations": ys,
-                                 "error_std": obs.error_std, "times": np.array(times)},
-                         meta={"kind": "observations", "truth_parameters": {k: np.asarray(v).tolist() for k, v in
-                                                                            true_params.items()}},
-                         sensitive=s.cfg.campaign.sensitive)
+        if getattr(obs, "file_series", None):
+            _write_file_observations(s, obs, times, prov)
+        else:
+            _write_twin_observations(s, model, sch, obs, times, prov)
         # Prior ensemble: parameters from their priors, states around the configured initial state.
         members = [ctx.initial_member(s.cfg, model, m) for m in range(N)]
         write_ensemble_checkpoint(s, ck0, 0, times[0], [m[0] for m in members], [m[1] for m in members],
@@ -116,6 +90,61 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
     finally:
         if own:
             s.destroy()
+
+
+def _write_twin_observations(s: Setup, model, sch, obs, times, prov) -> None:
+    """The nature run of a twin experiment and its synthetic observations (``observations.h5``)."""
+    from twin.assimilation.cycle import ModelForecast, twin_truth
+    from twin.io.checkpoint import write_checkpoint
+    from twin.observations.networks import fault_offsets
+
+    # Its initial state is an independent draw from the prior ensemble's distribution (configured state plus
+    # background noise, from the TRUTH stream), not the prior's centre: a truth at the centre of the prior flatters
+    # every score (the members are drawn around the configured state too, :func:`twin.campaign.context
+    # .initial_member`).
+    forecast = ModelForecast(model)
+    try:
+        x0 = ctx.true_initial_state(s.cfg, model)
+        from twin.campaign.experiments import draw_truth
+
+        # experiments.truth (or replicates): the true parameters drawn from their priors; without it the configured
+        # values are the truth
+        draw_truth(s.cfg, model)
+        true_params = ctx.truth_parameters(model)
+        # ModelForecast takes one column per member: (1,) for a scalar; the true fields are the model's own
+        # configured values already (and are set whole, on any number of ranks, only by ctx)
+        p = {k: float(v) for k, v in true_params.items() if not np.ndim(v)}
+        truth, ys = twin_truth(forecast, x0, p, sch, obs, ctx.streams(s.cfg))
+    finally:
+        forecast.destroy()
+    # Sensor faults declared for the twin experiment (observations[i].fault): added to the synthetic data only
+    ys = ys + fault_offsets(s.cfg.assimilation.observations, obs, sch.n_cycles)
+    write_checkpoint(layout.observations_file(s.exp_dir), s.comm, cycle=0, time=times[0], provenance=prov,
+                     parallel=False, arrays={"truth": truth, "observations": ys, "error_std": obs.error_std,
+                                             "times": np.array(times)},
+                     meta={"kind": "observations", "truth_parameters": {k: np.asarray(v).tolist() for k, v in
+                                                                        true_params.items()}},
+                     sensitive=s.cfg.campaign.sensitive)
+
+
+def _write_file_observations(s: Setup, obs, times, prov) -> None:
+    """The measured observations of the campaign's files per cycle (``observations.h5``, no truth): values and
+    errors per cycle (NaN where a site was silent), every file's SHA-256 and quality-control counts."""
+    from twin.io.checkpoint import write_checkpoint
+
+    K, m = len(times) - 1, obs.n_obs
+    ys, errs = np.full((K, m), np.nan), np.full((K, m), np.nan)
+    files = []
+    for name, fs in obs.file_series.items():
+        rows = obs.network_slices[name]
+        ys[:, rows], errs[:, rows] = fs.values, fs.errors
+        files.append({"network": name, "file": fs.source, "sha256": fs.sha256, "qc": fs.counts})
+        log.info("experiment %s: network %s from %s: %s", s.name, name, fs.source,
+                 ", ".join(f"{k} {v}" for k, v in fs.counts.items() if v))
+    write_checkpoint(layout.observations_file(s.exp_dir), s.comm, cycle=0, time=times[0], provenance=prov,
+                     parallel=False, arrays={"observations": ys, "error_std": obs.error_std, "errors": errs,
+                                             "times": np.array(times)},
+                     meta={"kind": "observations", "files": files}, sensitive=s.cfg.campaign.sensitive)
 
 
 # -- forecast --------------------------------------------------------------------------------------------------------
@@ -237,9 +266,10 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             states.append(x)
             params.append(p)
         with reader(layout.observations_file(s.exp_dir), comm) as r:
-            truth = r.read_array("truth")[cycle + 1]
+            # a twin experiment has its truth; observations from files have none, and per-cycle errors
+            truth = r.read_array("truth")[cycle + 1] if "truth" in r.array_names else None
             y = r.read_array("observations")[cycle]
-            err = r.read_array("error_std")
+            err = r.read_array("errors")[cycle] if "errors" in r.array_names else r.read_array("error_std")
         control = ctx.control_vector(model)
         E = control.pack(np.array(states).T, {k: np.array([p[k] for p in params]).T for k in params[0]}
                          if params[0] else {})
@@ -264,8 +294,13 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             guarded.write_flags(s.exp_dir, new_meta.get("guardrails"))
         append_diagnostics(s, history)
         s.record("analyse", "done", t_start, cycle=cycle)
-        log.info("experiment %s cycle %d: rmse %.4g -> %.4g, spread %.4g -> %.4g (%d members)", s.name, cycle,
-                 record["rmse_forecast"], record["rmse"], record["spread_forecast"], record["spread"], len(live))
+        if "rmse" in record:
+            log.info("experiment %s cycle %d: rmse %.4g -> %.4g, spread %.4g -> %.4g (%d members)", s.name, cycle,
+                     record["rmse_forecast"], record["rmse"], record["spread_forecast"], record["spread"], len(live))
+        else:
+            log.info("experiment %s cycle %d: %d observations, O-B std %.4g, chi2/m %.3g, spread %.4g (%d members)",
+                     s.name, cycle, record["n_obs"], record.get("omb_std", float("nan")),
+                     record.get("chi2_per_dof", float("nan")), record["spread"], len(live))
         return True
     finally:
         if own:

@@ -139,10 +139,26 @@ def _check_calendar(cfg) -> Problems:
     return []
 
 
+def _check_files(cfg) -> Problems:
+    nets = getattr(cfg.assimilation, "observations", None) or []
+    files = [i for i, n in enumerate(nets) if n.type == "file"]
+    if not files:
+        return []
+    if len(files) != len(nets):
+        return [(("assimilation", "observations", files[0]), "a campaign observes a real system through files or "
+                                                            "a twin experiment through synthetic networks, not both: "
+                                                            "give only type: file networks or none")]
+    method = getattr(cfg.assimilation, "method", None)
+    if method not in ("etkf", "enkf", "letkf"):
+        return [(("assimilation", "method"), f"observation files are assimilated by the filters (etkf, enkf, letkf); "
+                                             f"{method} runs twin experiments with synthetic networks for now")]
+    return []
+
+
 def check_models(cfg) -> Problems:
     """``(key path, message)`` for every reference of the campaign that its models' metadata refute."""
     metas = _metadata(cfg)
-    problems: Problems = _check_calendar(cfg)
+    problems: Problems = _check_calendar(cfg) + _check_files(cfg)
     a = cfg.assimilation
     for i, net in enumerate(getattr(a, "observations", None) or []):
         problems += _check_network(i, net, cfg, metas)

@@ -510,4 +510,25 @@ def load_campaign(path: str | Path) -> LoadedCampaign:
         raise _refuse(name, "the file is nested too deeply to validate") from None
     except MemoryError:
         raise _refuse(name, "the file needs more memory to validate than is available") from None
-    return LoadedCampaign(cfg, path.resolve(), text, hashlib.sha256(raw).hexdigest(), idx)
+    loaded = LoadedCampaign(cfg, path.resolve(), text, hashlib.sha256(raw).hexdigest(), idx)
+    _resolve_data_files(loaded)
+    return loaded
+
+
+def _resolve_data_files(loaded: LoadedCampaign) -> None:
+    """Observation files (``type: file`` networks) are relative to the campaign file: made absolute here, so that
+    every experiment and workflow worker reads the same file, and refused here when they are not regular files."""
+    problems = []
+    for i, net in enumerate(getattr(loaded.config.assimilation, "observations", None) or []):
+        if getattr(net, "type", None) != "file":
+            continue
+        target = Path(net.file).expanduser()
+        target = target if target.is_absolute() else (loaded.directory / target)
+        if not target.is_file():
+            problems.append(loaded.problem(("assimilation", "observations", i, "file"),
+                                           f"observation file {target} does not exist (or is not a regular file); "
+                                           "paths are relative to the campaign file"))
+            continue
+        net.file = str(target.resolve())
+    if problems:
+        raise ConfigError(problems)

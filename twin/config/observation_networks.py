@@ -21,7 +21,9 @@ Types:
 * ``imaging``: tumour cellularity averaged over imaging voxels (:class:`twin.kinds.tumour.imaging.CellularityOperator`;
   ``theta`` defaults to the model's carrying capacity);
 * ``strain_gauges``: normal strain along ``angles`` (degrees from the x axis) at ``points``
-  (:class:`twin.kinds.structure.gauges.StrainGauges`).
+  (:class:`twin.kinds.structure.gauges.StrainGauges`);
+* ``file``: measured observations from a file (:class:`FileNetwork`); a campaign observed through files has no
+  nature run and no truth.
 
 Common keys: ``name``, ``error_std``, ``units``; ``model``: in a coupled campaign, the component observed (its
 positions, variables and units; the rows act on that component's block of the coupled state); ``fault``: a sensor
@@ -116,7 +118,43 @@ class AllPointsNetwork(_Component):
 
 
 #: the network types every model has; the kinds add theirs (:meth:`twin.core.kinds.TwinKind.network_types`)
-GENERAL_NETWORKS = (PointsNetwork, AllPointsNetwork)
+class FileVariable(Strict):
+    """Which values of an observation file observe a state variable: the file's variable ``name`` (NetCDF variable
+    or the CSV ``variable`` column) or its CF ``standard_name``, and the ``units`` the model wants (the file's own
+    units are converted with pint); ``error_std`` (in those units) when the file has no errors."""
+
+    name: str | None = None
+    standard_name: str | None = None
+    units: Units
+    error_std: float | None = Field(default=None, gt=0)
+
+
+class FileNetwork(NetworkBase):
+    """Measured observations from a file (:mod:`twin.observations.file_network`): a CF discrete-sampling-geometry
+    NetCDF file (featureType point, timeSeries or trajectory) or a CSV (``time,x[,y],variable,value[,error]``,
+    :mod:`twin.observations.csvfile`). ``file`` is relative to the campaign file; ``variables`` maps the model's state
+    variables to the file's. Positions are in the file's units (NetCDF) or ``units`` (CSV); CSV times are ISO 8601
+    instants or numbers in ``time_units`` after the campaign start. ``error_std`` is the error of observations the
+    file and the variable give none for."""
+
+    type: Literal["file"]
+    file: str = Field(min_length=1)
+    variables: dict[str, FileVariable] = Field(min_length=1)
+    time_units: Units | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if "\x00" in v or not v.strip():
+            raise ValueError("file must be a path")
+        return v
+
+    def default_error(self) -> float | None:
+        """The network's ``error_std`` when the campaign gave one (the key's default does not count)."""
+        return float(self.scalar_error()) if "error_std" in self.model_fields_set else None
+
+
+GENERAL_NETWORKS = (PointsNetwork, AllPointsNetwork, FileNetwork)
 
 
 def network_classes() -> list[type]:

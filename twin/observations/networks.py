@@ -144,25 +144,33 @@ def fault_offsets(networks: Sequence[Any], obs: LinearObservations, n_cycles: in
     return out
 
 
-def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, int]] | None = None) \
-        -> LinearObservations:
+def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, int]] | None = None, *,
+          cycle_edges: Sequence[float] | None = None, start=None) -> LinearObservations:
     """The stacked observation operator of ``networks`` on ``model`` (collective: operators may build PETSc
     matrices). The result has ``network_slices``: ``{name: slice of rows}``, and ``network_models``: ``{name:
     component observed}`` (``None`` on a single model).
 
     ``components``: for a coupled model whose whole state (``model.grid``, natural order) concatenates its
     components' states, ``{component name: (component model, offset of its block)}``; every network then names the
-    component it observes (``model:``) and its rows act on that block."""
+    component it observes (``model:``) and its rows act on that block.
+
+    ``cycle_edges`` (model time) and ``start`` (the calendar start, or ``None``) place the observations of ``file``
+    networks in the campaign's cycles (:func:`twin.observations.file_network.series`); the result then also has
+    ``file_series``: ``{name: FileSeries}`` with their values per cycle and quality control."""
     if not networks:
         raise ObservationError("assimilation.observations: no observation networks given")
-    parts, names = [], []
+    parts, names, files = [], [], {}
     for i, spec in enumerate(networks):
         name = spec.name or (spec.type if len(networks) == 1 else f"{spec.type}_{i}")
         if name in names:
             raise ObservationError(f"{where(i)}.name: network name '{name}' is used twice; names must be unique")
         names.append(name)
         try:
-            parts.append(_build_on(spec, model, i, name, components))
+            if spec.type == "file":
+                files[name] = _file_series(spec, model, i, name, components, cycle_edges, start)
+                parts.append(files[name].observations)
+            else:
+                parts.append(_build_on(spec, model, i, name, components))
         except ObservationError as exc:
             msg = str(exc)
             raise ObservationError(msg if msg.startswith("assimilation.") else f"{where(i)} ({spec.type}): {msg}") \
@@ -179,4 +187,27 @@ def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, in
     bounds = np.cumsum([0] + [p.n_obs for p in parts])
     out.network_slices = {n: slice(int(a), int(b)) for n, a, b in zip(names, bounds[:-1], bounds[1:])}
     out.network_models = {n: spec.model for n, spec in zip(names, networks)}
+    out.file_series = files
     return out
+
+
+def _file_series(spec, model, i: int, name: str, components, cycle_edges, start):
+    """The :class:`~twin.observations.file_network.FileSeries` of a ``file`` network (single models)."""
+    from twin.observations.file_network import series
+    from twin.observations.files import read_csv, reader_for
+
+    if components:
+        raise ObservationError(f"{where(i)}: observation files observe single-model campaigns for now; this one is "
+                               "coupled")
+    if cycle_edges is None:
+        raise ObservationError(f"{where(i)}: an observation file needs the campaign's cycles (a filter campaign)")
+    variables = {v: {k: val for k, val in f.model_dump().items() if val is not None}
+                 for v, f in spec.variables.items()}
+    read = reader_for(spec.file)
+    extra = {"time_units": spec.time_units, "position_units": spec.units} if read is read_csv else {}
+    table = read(spec.file, variables, start=start, model_time_units=model.time_units,
+                 length_units=model.length_units, error_std=spec.default_error(), **extra)
+    try:
+        return series(table, model, cycle_edges, name)
+    except ValueError as exc:
+        raise ObservationError(str(exc)) from None

@@ -1,0 +1,111 @@
+"""A campaign observed through a file, as a twin of a real system is: the Lorenz-96 ETKF twin experiment's synthetic
+observations, written by plain netCDF4 code as a CF timeSeries file with positions in km, give exactly the twin
+experiment's analyses; the campaign has no truth, so its diagnostics are in observation space: chi-square per degree
+of freedom near 1 with the right observation errors and far from it with errors four times too small in variance;
+silent stations are left out of their cycles; the report and the decision are written from the posterior alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+
+from twin.io.checkpoint import CheckpointReader
+
+ROOT = Path(__file__).resolve().parents[2]
+NETWORK = "observations: [{type: all_points, component: 0, error_std: 1.0}]"
+
+
+def _run(cwd: Path, *args: str):
+    out = subprocess.run([sys.executable, "-m", "twin.cli", *args], cwd=cwd, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out
+
+
+def _station_file(path: Path, y: np.ndarray, times: np.ndarray, error: float, silent=()) -> None:
+    """``y`` (cycles, 40) at the 40 grid points of the ring, written as a CF-1.10 timeSeries file."""
+    K, m = y.shape
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.Conventions, nc.featureType = "CF-1.10", "timeSeries"
+        nc.createDimension("station", m)
+        nc.createDimension("time", K)
+        x = nc.createVariable("x", "f8", ("station",))
+        x.units, x.axis, x.standard_name = "km", "X", "projection_x_coordinate"
+        x[:] = np.arange(m) * 1e-3  # the ring's grid points 0 .. 39 m
+        nc.createVariable("station_id", "i4", ("station",)).cf_role = "timeseries_id"
+        t = nc.createVariable("time", "f8", ("time",))
+        t.units, t.standard_name = "1", "time"  # Lorenz-96 counts dimensionless time
+        t[:] = times
+        v = nc.createVariable("x_obs", "f8", ("station", "time"), fill_value=-9999.0)
+        v.units, v.coordinates, v.ancillary_variables = "1", "time x", "x_obs_error"
+        values = y.T.copy()
+        for station, cycle in silent:
+            values[station, cycle] = -9999.0
+        v[:] = values
+        e = nc.createVariable("x_obs_error", "f8", ("station", "time"))
+        e.units, e.standard_name = "1", "x standard_error"
+        e[:] = error
+
+
+@pytest.fixture(scope="module")
+def twin_run(tmp_path_factory):
+    """The shipped Lorenz-96 ETKF twin experiment (20 cycles) and its observations."""
+    d = tmp_path_factory.mktemp("filecampaign")
+    text = (ROOT / "configs" / "lorenz96_etkf.yaml").read_text()
+    assert NETWORK in text and "cycles: 30" in text
+    text = text.replace("cycles: 30", "cycles: 20")
+    (d / "twin.yaml").write_text(text)
+    _run(d, "run", "twin.yaml", "-o", "experiment", "--quiet")
+    with CheckpointReader(d / "experiment" / "experiments" / "lorenz96_etkf" / "observations.h5") as r:
+        y, times = r.read_array("observations"), r.read_array("times")
+    return d, text, y, times
+
+
+def _file_campaign(run, name: str, file_error: float, silent=()) -> Path:
+    d, text, y, times = run
+    _station_file(d / f"{name}.nc", y, times[1:], file_error, silent)
+    network = (f"observations: [{{type: file, file: {name}.nc, variables: {{x: {{name: x_obs, units: '1'}}}}}}]")
+    (d / f"{name}.yaml").write_text(text.replace(NETWORK, network).replace("name: lorenz96_etkf", f"name: {name}"))
+    _run(d, "run", f"{name}.yaml", "-o", name, "--quiet")
+    return d / name / "experiments" / name
+
+
+def test_observations_from_a_file_give_the_twin_experiments_analysis(twin_run):
+    d = twin_run[0]
+    exp = _file_campaign(twin_run, "measured", 1.0)
+    twin = d / "experiment" / "experiments" / "lorenz96_etkf"
+    with xr.open_dataset(twin / "posterior.nc", decode_times=False) as a, \
+            xr.open_dataset(exp / "posterior.nc", decode_times=False) as b:
+        assert np.array_equal(a["l96_x"].values, b["l96_x"].values)  # bitwise: the same numbers, read from a file
+    with xr.open_dataset(exp / "diagnostics.nc", decode_times=False) as diag:
+        assert "rmse" not in diag and "chi2_per_dof" in diag  # no truth: observation-space diagnostics
+        # after the spin-up (the last 8 of 20 cycles): the innovations are as large as B and R say, nearly (the
+        # twin's spread is a little small in these 20 cycles: spread/skill about 0.8)
+        chi2 = diag["chi2_per_dof"].values[-8:]
+        assert 0.7 < np.mean(chi2) < 1.6, chi2
+        assert 0.7 < np.mean(diag["desroziers_r"].values[-8:]) < 1.6  # the true error variance is 1
+    assert not (exp / "free_run.nc").exists()  # no nature run to continue
+    assert (exp / "decision.json").is_file()
+    _run(d, "report", "measured")
+    html = (d / "measured" / "report" / "index.html").read_text()
+    assert "FAILED" not in html
+
+
+def test_wrong_errors_show_in_chi_square_and_silent_stations_are_left_out(twin_run):
+    # the file claims errors of 0.5 (variance 4 times too small): chi-square per degree of freedom far above 1
+    exp = _file_campaign(twin_run, "overconfident", 0.5)
+    with xr.open_dataset(exp / "diagnostics.nc", decode_times=False) as diag:
+        assert np.mean(diag["chi2_per_dof"].values[-8:]) > 2.5
+        # and Desroziers' estimate of R says how wrong: about 1 where 0.25 was assumed
+        assert np.mean(diag["desroziers_r"].values[-8:]) > 3 * np.mean(diag["assumed_r"].values[-8:])
+    # three stations silent in cycles 3 and 7: those cycles assimilate 39 and 38 observations
+    exp = _file_campaign(twin_run, "silent", 1.0, silent=[(4, 3), (5, 7), (6, 7)])
+    with xr.open_dataset(exp / "diagnostics.nc", decode_times=False) as diag:
+        n = diag["n_obs"].values
+        assert n[3] == 39 and n[7] == 38 and n[0] == 40
