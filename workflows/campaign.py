@@ -92,7 +92,7 @@ def _sizes(exp_dir: Path) -> tuple[int, int, int]:
 def scan_experiments(dirs: list[Path], python: str = sys.executable) -> dict[Path, dict]:
     """Run ``task scan`` for every experiment (in parallel subprocesses, serial HDF5): what is complete."""
     env = {**scrubbed_environ(), "PYTHONDONTWRITEBYTECODE": "1"}
-    procs = {d: subprocess.Popen([python, "-m", "twin.campaign.task", "scan", str(d)], stdout=subprocess.PIPE,
+    procs = {d: subprocess.Popen([python, "-P", "-m", "twin.campaign.task", "scan", str(d)], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=env) for d in dirs}
     out = {}
     for d, p in procs.items():

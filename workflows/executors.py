@@ -88,7 +88,8 @@ class Launcher:
         env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
         env.update(dict(self.env))
         words = ["env"] + [f"{k}={v}" for k, v in sorted(env.items())]
-        words += self.prefix(ranks) + [self.python, "-m", "twin.campaign.task"] + [str(a) for a in args]
+        # -P: the working directory is not put on sys.path (a run directory named "twin" there would shadow the package)
+        words += self.prefix(ranks) + [self.python, "-P", "-m", "twin.campaign.task"] + [str(a) for a in args]
         return SCRUB_MPI_ENV + " ".join(shlex.quote(w) for w in words)
 
 

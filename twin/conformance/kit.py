@@ -551,7 +551,7 @@ def check_ranks(ctx: Context) -> str:
     spec = ctx.workdir / "spec.json"
     out = ctx.workdir / "ranks.npy"
     spec.write_text(json.dumps({"subject": ctx.subject.spec(), "t0": ctx.t0, "t2": ctx.t2, "out": str(out)}))
-    cmd = [mpiexec, "-n", str(ctx.ranks), sys.executable, "-m", "twin.conformance.ranks", str(spec)]
+    cmd = [mpiexec, "-n", str(ctx.ranks), sys.executable, "-P", "-m", "twin.conformance.ranks", str(spec)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
     try:
