@@ -1,5 +1,6 @@
-"""What a forecast run writes: CF time with the calendar start as reference date (xarray decodes the dates of the
-run, not 1970), field files only when ``outputs.fields`` asks for them, at the ``outputs.compression`` level."""
+"""What runs write: CF time with the calendar start as reference date in a forecast run's and a campaign's files
+(xarray decodes the dates of the run, not 1970), field files only when ``outputs.fields`` asks for them, at the
+``outputs.compression`` level."""
 
 from __future__ import annotations
 
@@ -42,3 +43,44 @@ def test_outputs_fields_and_compression_are_obeyed(tmp_path):
     assert not (tmp_path / "nofields" / "forecast.nc").exists() and (tmp_path / "nofields" / "qoi.nc").is_file()
     with netCDF4.Dataset(tmp_path / "level1" / "forecast.nc") as nc:
         assert nc["T"].filters()["zlib"] and nc["T"].filters()["complevel"] == 1
+
+
+CAMPAIGN = """\
+schema_version: 1
+campaign: {name: dated, seed: 5}
+models:
+  tracer:
+    type: linear_advection_diffusion
+    n: 8
+    dt: {value: 0.01, units: s}
+    velocity: {value: 0.5, units: m/s}
+    diffusivity: {value: 0.01, units: m^2/s}
+    initial_condition: {shape: gaussian, amplitude: 1.0, width: {value: 0.2, units: m}}
+timeline: {start: 2026-03-01T12:00Z, end: 1.0, units: s}
+assimilation:
+  method: etkf
+  N: 6
+  seed: 2
+  background_std: 0.3
+  schedule: {every: 5, cycles: 4}
+  observations: [{type: points, points: [[0.1], [0.45], [0.8]], error_std: 0.1}]
+decision: {qois: [mass], horizon: 0.1}
+"""
+
+
+def test_campaign_files_carry_the_calendar_start(tmp_path):
+    """Every NetCDF file of a campaign that starts at a date decodes to that date's times."""
+    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "run", "c.yaml", "-o", "run", "--quiet"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    exp = tmp_path / "run" / "experiments" / "dated"
+    start = np.datetime64("2026-03-01T12:00:00")
+    for name in ("posterior.nc", "forecast.nc", "diagnostics.nc", "free_run.nc", "prediction.nc"):
+        with xr.open_dataset(exp / name) as ds:
+            assert ds["time"].encoding["units"] == "seconds since 2026-03-01T12:00:00Z", name
+            t = ds["time"].values
+            assert t.min() >= start and t.max() <= start + np.timedelta64(2, "s"), (name, t)
+    with xr.open_dataset(exp / "diagnostics.nc") as ds:
+        expected = start + np.arange(1, 5) * np.timedelta64(50, "ms")
+        assert (ds["time"].values == expected).all(), ds["time"].values

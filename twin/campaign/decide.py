@@ -137,7 +137,7 @@ def write_prediction(s, comm, fc) -> None:
     prov = s.provenance()  # collective: every rank, before rank 0 alone writes
     if comm is not None and comm.Get_rank() != 0:
         return
-    time_units, scale = time_encoding(s.get_model())
+    time_units, scale = time_encoding(s.get_model(), s.cfg.timeline.calendar_start)
     ds = xr.Dataset(coords={"member": ("member", np.arange(next(iter(fc.values.values())).shape[0])),
                             "time": ("time", np.asarray(fc.times, dtype=float) * scale,
                                      {"standard_name": "time", "units": time_units, "axis": "T",

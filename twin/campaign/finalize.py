@@ -83,7 +83,7 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
                 for m in done:
                     with reader(layout.forecast_file(s.exp_dir, k, m), comm) as r:
                         forecast[m, k] = r.read_field(model.name)
-        time_units, scale = time_encoding(model)
+        time_units, scale = time_encoding(model, s.cfg.timeline.calendar_start)
         times = np.array([sch.window(k)[1] for k in range(K)]) * scale
         times0 = np.concatenate([[sch.window(0)[0] * scale], times])
         space = getattr(model, "length_units", "m")

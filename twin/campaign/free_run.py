@@ -141,7 +141,7 @@ def write_free_run(exp_dir, comm) -> Path:
         states, free_series = run(x0, t_all)
         for name, value in true_values.items():
             model.set_parameter(name, float(value))
-        time_units, scale = time_encoding(model)
+        time_units, scale = time_encoding(model, s.cfg.timeline.calendar_start)
         variables = {"rmse_free": VariableMeta("RMSE of the free run (background without data) against the truth",
                                                model.state_units[0])}
         for q in qois:

@@ -64,7 +64,7 @@ def append_diagnostics(s: Setup, history: list[dict[str, Any]], meta: dict | Non
         todo = history
     f = diagnostics_file(s, path)
     f.meta.update(meta or {})
-    _, scale = time_encoding(s.get_model())
+    _, scale = time_encoding(s.get_model(), s.cfg.timeline.calendar_start)
     for rec in todo:
         values = {k: v for k, v in rec.items() if k not in ("cycle", "time")}
         f.append(rec["time"] * scale, values, cycle=rec["cycle"])
@@ -91,19 +91,22 @@ def diagnostics_file(s: Setup, path):
         from twin.decision.guardrails import diagnostics_variables
 
         extra.update(diagnostics_variables())
-    time_units, _ = time_encoding(model)
+    time_units, _ = time_encoding(model, s.cfg.timeline.calendar_start)
     return DiagnosticsFile(path, s.comm, provenance=s.provenance(), variables=extra, state_units=units,
                            time_units=time_units, title=f"twin diagnostics of experiment {s.name}",
                            sensitive=s.cfg.campaign.sensitive)
 
 
-def time_encoding(model) -> tuple[str, float]:
-    """CF time units for the model's time and the factor that converts model time to them."""
+def time_encoding(model, start=None) -> tuple[str, float]:
+    """CF time units for the model's time and the factor that converts model time to them: seconds since the
+    campaign's calendar start (``timeline.start`` as a date), or since 1970-01-01 (a twin experiment's time 0)."""
+    from twin.core.calendar import cf_time_units
     from twin.core.units import compatible, convert
     from twin.io.netcdf import DEFAULT_TIME_UNITS
 
     if compatible(model.time_units, "s"):
-        return DEFAULT_TIME_UNITS, float(convert(1.0, model.time_units, "s"))
+        units = DEFAULT_TIME_UNITS if start is None else cf_time_units(start, "s")
+        return units, float(convert(1.0, model.time_units, "s"))
     return f"{model.time_units} (model time units)" if model.time_units != "1" else "1", 1.0
 
 
@@ -145,7 +148,7 @@ def write_ensembles(s: Setup, posterior: np.ndarray, posterior_times, forecast: 
     model = s.get_model()
     grid = model.grid
     spatial = tuple(grid.shape[::-1]) + ((grid.dof,) if grid.dof > 1 else ())
-    time_units, scale = time_encoding(model)
+    time_units, scale = time_encoding(model, s.cfg.timeline.calendar_start)
     variables, post, fore = {}, {}, {}
     P = np.asarray(posterior).reshape(posterior.shape[:2] + spatial)
     F = np.asarray(forecast).reshape(forecast.shape[:2] + spatial)
