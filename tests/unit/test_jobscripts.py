@@ -102,7 +102,7 @@ def test_task_commands_and_worker_init_are_quoted(tmp_path):
     cmd = Launcher(kind="mpiexec", python="/opt/py thon/bin/python").command(2, ["forecast", "/r/it's", "--cycle", 3])
     tail = cmd.split("; done; ", 1)[1]
     words = shlex.split(tail)
-    assert words[words.index("mpiexec"):] == ["mpiexec", "-n", "2", "/opt/py thon/bin/python", "-m",
+    assert words[words.index("mpiexec"):] == ["mpiexec", "-n", "2", "/opt/py thon/bin/python", "-P", "-m",
                                               "twin.campaign.task", "forecast", "/r/it's", "--cycle", "3"]
     with pytest.raises(ValueError):
         Launcher(kind="none").command(2, [])
