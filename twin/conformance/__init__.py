@@ -14,9 +14,23 @@ The checks are described in :mod:`twin.conformance.kit`; which model, and from w
 ``pytest_plugins = ["twin.conformance.pytest_plugin"]``.
 """
 
-from twin.conformance.kit import CHECKS, FAIL, PASS, SKIP, CheckResult, Report, check_model
-from twin.conformance.subject import (Subject, example_file, example_section, example_subject, example_types,
-                                      subject_from_file)
+from twin.conformance.kit import (
+                                      CHECKS,
+                                      FAIL,
+                                      PASS,
+                                      SKIP,
+                                      CheckResult,
+                                      Report,
+                                      check_model,
+)
+from twin.conformance.subject import (
+                                      Subject,
+                                      example_file,
+                                      example_section,
+                                      example_subject,
+                                      example_types,
+                                      subject_from_file,
+)
 
 __all__ = ["CHECKS", "PASS", "FAIL", "SKIP", "CheckResult", "Report", "check_model", "Subject", "example_file",
            "example_section", "example_subject", "example_types", "subject_from_file"]

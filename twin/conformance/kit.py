@@ -31,125 +31,25 @@ A check that does not apply is skipped with the reason (no estimable parameter, 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from twin.conformance.adjoint import check_adjoint
+from twin.conformance.base import (FAIL, PASS, SKIP, CheckResult, Context, Failed, Report, _fail, _g, _model,
+                                   _skip, _whole, _whole_param)
+from twin.conformance.options import check_options_prefix
 from twin.conformance.subject import Subject
 
-PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
-#: an option value no PETSc type has
-UNKNOWN_TYPE = "twin_check_unknown_type"
-SOLVER_KEYS = ("ts_type", "snes_type", "ksp_type", "pc_type")
 #: relative error allowed of a parameter through its transform and back (log/exp round-off, not a bug)
 TRANSFORM_RTOL = 1e-10
-
-
-@dataclass
-class CheckResult:
-    """One line of the report: the check's name, PASS/FAIL/SKIP and what was measured."""
-
-    name: str
-    status: str
-    measured: str
-
-    def line(self, width: int = 28) -> str:
-        return f"{self.status}  {self.name:<{width}} {self.measured}"
-
-
-@dataclass
-class Report:
-    """The results of every check, in order."""
-
-    subject: str
-    results: list[CheckResult] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(r.status != FAIL for r in self.results)
-
-    def failed(self) -> list[CheckResult]:
-        return [r for r in self.results if r.status == FAIL]
-
-    def result(self, name: str) -> CheckResult:
-        return next(r for r in self.results if r.name == name)
-
-    def text(self) -> str:
-        width = max([len(r.name) for r in self.results] + [10])
-        return "\n".join([self.subject] + [r.line(width) for r in self.results])
-
-    def assert_ok(self) -> None:
-        """Raise ``AssertionError`` with the report when a check failed (for model authors' tests)."""
-        if not self.ok:
-            raise AssertionError("model contract checks failed:\n" + self.text())
-
-
-@dataclass
-class Context:
-    """What the checks share: the subject, the windows and results of earlier checks."""
-
-    subject: Subject
-    comm: Any
-    steps: int
-    ranks: int
-    rank_rtol: float
-    t0: float = 0.0
-    t1: float = 0.0
-    t2: float = 0.0
-    #: the serial state at t2 (natural order), from the restart check
-    final: np.ndarray | None = None
-    workdir: Path | None = None
-
-
-class Failed(Exception):
-    """A check's outcome other than a pass: ``status`` (FAIL or SKIP) and what was measured."""
-
-    def __init__(self, status: str, measured: str):
-        super().__init__(measured)
-        self.status, self.measured = status, measured
-
-
-def _fail(measured: str) -> Failed:
-    return Failed(FAIL, measured)
-
-
-def _skip(measured: str) -> Failed:
-    return Failed(SKIP, measured)
-
-
-@contextlib.contextmanager
-def _model(ctx: Context, solver: dict | None = None):
-    model = ctx.subject.build(ctx.comm, solver)
-    try:
-        yield model
-    finally:
-        model.destroy()
-
-
-def _whole(model, vec) -> np.ndarray:
-    return np.asarray(model.grid.allgather(vec), dtype=float).ravel()
-
-
-def _run(model, x0: np.ndarray, t0: float, t1: float) -> np.ndarray:
-    vec = model.grid.set_global(x0, model.create_state())
-    try:
-        model.advance(vec, t0, t1)
-        return _whole(model, vec)
-    finally:
-        vec.destroy()
-
-
-def _g(x: float) -> str:
-    return f"{x:.3g}"
 
 
 # -- the checks --------------------------------------------------------------------------------------------------------
@@ -223,10 +123,6 @@ def _read(model, path: Path):
 def _parameter_values(model) -> dict[str, np.ndarray]:
     return {p.name: (_whole_param(model, p) if p.is_field else np.array([float(p.value)]))
             for p in model.parameters.values()}
-
-
-def _whole_param(model, p) -> np.ndarray:
-    return np.asarray(model.parameter_grid(p.name).allgather(p.value), dtype=float).ravel()
 
 
 def _max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[float, str]:
@@ -354,190 +250,6 @@ def check_transforms(ctx: Context) -> str:
     if worst > TRANSFORM_RTOL:
         raise _fail(f"max relative error {_g(worst)} through transform and inverse (limit {TRANSFORM_RTOL:g})")
     return f"max relative error {_g(worst)} over {count} values of {', '.join(names)}"
-
-
-def _solver_objects(model) -> list:
-    """PETSc solvers (TS, SNES, KSP, TAO) the model holds, directly or two levels down its attributes."""
-    from petsc4py import PETSc
-
-    kinds = tuple(k for k in (getattr(PETSc, n, None) for n in ("TS", "SNES", "KSP", "TAO")) if k is not None)
-    found, seen, todo = [], set(), [model]
-    for _ in range(3):
-        nxt = []
-        for obj in todo:
-            values = list(vars(obj).values()) if hasattr(obj, "__dict__") else []
-            for v in values:
-                items = v if isinstance(v, (list, tuple)) else list(v.values()) if isinstance(v, dict) else [v]
-                for item in items:
-                    if isinstance(item, kinds):
-                        found.append(item)
-                    elif hasattr(item, "__dict__") and not isinstance(item, (PETSc.Object, type)) \
-                            and id(item) not in seen:
-                        seen.add(id(item))
-                        nxt.append(item)
-        todo = nxt
-    return found
-
-
-@contextlib.contextmanager
-def _global_options(values: dict[str, str]):
-    """Options without a prefix in the PETSc database for the duration (removed after, also on error)."""
-    from petsc4py import PETSc
-
-    opts = PETSc.Options()
-    before = {k: opts.getString(k) if opts.hasName(k) else None for k in values}
-    for k, v in values.items():
-        opts.setValue(k, v)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                opts.delValue(k)
-            else:
-                opts.setValue(k, v)
-
-
-def check_options_prefix(ctx: Context) -> str:
-    from petsc4py import PETSc
-
-    bogus = {k: UNKNOWN_TYPE for k in SOLVER_KEYS}
-    prefix = f"{ctx.subject.name}_"
-    refused = None
-    try:
-        with _model(ctx, solver=bogus) as model:
-            x = model.initial_state()
-            try:
-                model.advance(x, ctx.t0, ctx.t1)
-            finally:
-                x.destroy()
-            solvers = _solver_objects(model)
-    except Exception as exc:  # noqa: BLE001 - any refusal of the unknown types is what is checked for
-        refused = exc
-    finally:
-        from twin.core.petsc import clear_options
-
-        clear_options(prefix)  # also when the model did not build far enough to destroy itself
-    if refused is None:
-        if not solvers:
-            raise _skip(f"the model holds no PETSc solver (TS, SNES, KSP, TAO): nothing reads -{prefix}* options")
-        keys = ", ".join(f"-{prefix}{k}" for k in SOLVER_KEYS)
-        raise _fail(f"unknown types for {keys} were not refused: its solvers do not read the options under its "
-                    f"prefix {prefix!r} (call setOptionsPrefix before setFromOptions)")
-    how = f"PETSc error {refused.ierr}" if isinstance(refused, PETSc.Error) else type(refused).__name__
-    try:
-        with _global_options(bogus):
-            with _model(ctx) as model:
-                x = model.initial_state()
-                try:
-                    model.advance(x, ctx.t0, ctx.t1)
-                finally:
-                    x.destroy()
-    except Exception as exc:  # noqa: BLE001
-        raise _fail(f"unknown types for -{', -'.join(SOLVER_KEYS)} (no prefix) stopped the model "
-                    f"({type(exc).__name__}): one of its solvers has no options prefix; give each the prefix "
-                    f"{prefix!r}") from None
-    return f"unknown -{prefix}ts_type etc. refused ({how}); the same options without the prefix ignored"
-
-
-def _has_adjoint(model) -> bool:
-    from twin.models.base import Model
-
-    return type(model).adjoint is not Model.adjoint
-
-
-class _Functional:
-    """``J(c) = |x(t2)|^2 / 2`` over ``c = [x(t0); estimable parameters]`` as sequential PETSc vectors, the face
-    :func:`twin.assimilation.verify.taylor_rates` asks of a 4D-Var cost."""
-
-    def __init__(self, model, t0: float, t2: float, names: list[str], sizes: list[int]):
-        self.model, self.t0, self.t2, self.names, self.sizes = model, t0, t2, names, sizes
-        self.n = model.grid.size * model.grid.dof
-
-    def _split(self, c) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        a = c.getArray(readonly=True)
-        out, off = {}, self.n
-        for name, size in zip(self.names, self.sizes):
-            out[name] = a[off:off + size].copy()
-            off += size
-        return a[:self.n].copy(), out
-
-    def _set(self, params: dict[str, np.ndarray]) -> None:
-        from twin.assimilation.cycle import set_parameter_natural
-
-        for name, v in params.items():
-            set_parameter_natural(self.model, name, v if v.size > 1 or self.model.parameters[name].is_field
-                                  else float(v[0]))
-
-    def value(self, c) -> float:
-        x0, params = self._split(c)
-        self._set(params)
-        x = _run(self.model, x0, self.t0, self.t2)
-        return 0.5 * float(x @ x)
-
-    def gradient(self, c, g) -> float:
-        model = self.model
-        x0, params = self._split(c)
-        self._set(params)
-        start = model.grid.set_global(x0, model.create_state())
-        lam = start.copy()
-        try:
-            model.advance(lam, self.t0, self.t2)  # lam = x(t2) = dJ/dx(t2)
-            xT = _whole(model, lam)
-            grads = model.adjoint(start, self.t0, self.t2, lam, self.names)
-            parts = [_whole(model, lam)]
-            for name in self.names:
-                d = grads[name]
-                if hasattr(d, "getArray"):
-                    parts.append(np.asarray(model.parameter_grid(name).allgather(d), dtype=float).ravel())
-                    d.destroy()
-                else:
-                    parts.append(np.atleast_1d(float(d)))
-        finally:
-            start.destroy()
-            lam.destroy()
-        g.getArray()[...] = np.concatenate(parts)
-        return 0.5 * float(xT @ xT)
-
-
-def check_adjoint(ctx: Context) -> str:
-    from petsc4py import PETSc
-
-    from twin.assimilation.verify import taylor_rates
-    from twin.core.errors import ModelError
-
-    with _model(ctx) as model:
-        if not _has_adjoint(model):
-            raise _skip(f"model type {model.type_name!r} has no adjoint (4D-Var refuses it; the ensemble methods "
-                        "need none)")
-        names = [p.name for p in model.estimable()]
-        x = model.initial_state()
-        try:
-            x0 = _whole(model, x)
-        finally:
-            x.destroy()
-        p0 = [(_whole_param(model, model.parameters[n]) if model.parameters[n].is_field
-               else np.array([float(model.parameters[n].value)])) for n in names]
-        fn = _Functional(model, ctx.t0, ctx.t2, names, [v.size for v in p0])
-        gen = np.random.default_rng(3)
-        scale = float(np.sqrt(np.mean(x0 ** 2))) or 1.0
-        directions = [0.05 * scale * gen.standard_normal(x0.size)]
-        # parameters: 5 % of their size (of 1 where they are 0), so that no step leaves their domain
-        directions += [0.05 * np.where(v != 0, np.abs(v), 1.0) * gen.standard_normal(v.size) for v in p0]
-        c = PETSc.Vec().createWithArray(np.concatenate([x0, *p0]), comm=PETSc.COMM_SELF)
-        dc = PETSc.Vec().createWithArray(np.concatenate(directions), comm=PETSc.COMM_SELF)
-        try:
-            rates, res = taylor_rates(fn, c, dc)
-        except ModelError as exc:
-            raise _fail(f"the adjoint raised: {exc}") from None
-        finally:
-            c.destroy()
-            dc.destroy()
-    what = "the initial state" + (f" and {', '.join(names)}" if names else "")
-    text = f"rates {' '.join(f'{r:.2f}' for r in rates)} (remainders {_g(res[0])} .. {_g(res[-1])}) for {what}"
-    if not np.all(np.isfinite(rates)) or rates.min() <= 1.9:
-        raise _fail(text + ": the gradient is not the derivative (rate 2 expected, 1 means a wrong adjoint)")
-    return text
 
 
 def check_ranks(ctx: Context) -> str:
