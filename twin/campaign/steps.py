@@ -92,6 +92,15 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
             s.destroy()
 
 
+def network_geometry(obs) -> tuple[dict, dict]:
+    """What ``observations.h5`` keeps of the observation operator for readers of the run (the report draws the
+    networks from it without building the model): the arrays ``locations`` (one row per observation, when the
+    networks have positions) and the meta entry ``networks`` (``{name: [first row, end row]}``)."""
+    arrays = {} if obs.locations is None else {"locations": np.asarray(obs.locations, dtype=float)}
+    slices = obs.network_slices or {obs.name: slice(0, obs.n_obs)}
+    return arrays, {"networks": {name: [int(sl.start), int(sl.stop)] for name, sl in slices.items()}}
+
+
 def _write_twin_observations(s: Setup, model, sch, obs, times, prov) -> None:
     """The nature run of a twin experiment and its synthetic observations (``observations.h5``)."""
     from twin.assimilation.cycle import ModelForecast, twin_truth
@@ -119,11 +128,12 @@ def _write_twin_observations(s: Setup, model, sch, obs, times, prov) -> None:
         forecast.destroy()
     # Sensor faults declared for the twin experiment (observations[i].fault): added to the synthetic data only
     ys = ys + fault_offsets(s.cfg.assimilation.observations, obs, sch.n_cycles)
+    geometry, networks = network_geometry(obs)
     write_checkpoint(layout.observations_file(s.exp_dir), s.comm, cycle=0, time=times[0], provenance=prov,
                      parallel=False, arrays={"truth": truth, "observations": ys, "error_std": obs.error_std,
-                                             "times": np.array(times)},
+                                             "times": np.array(times), **geometry},
                      meta={"kind": "observations", "truth_parameters": {k: np.asarray(v).tolist() for k, v in
-                                                                        true_params.items()}},
+                                                                        true_params.items()}, **networks},
                      sensitive=s.cfg.campaign.sensitive)
 
 
@@ -141,10 +151,11 @@ def _write_file_observations(s: Setup, obs, times, prov) -> None:
         files.append({"network": name, "file": fs.source, "sha256": fs.sha256, "qc": fs.counts})
         log.info("experiment %s: network %s from %s: %s", s.name, name, fs.source,
                  ", ".join(f"{k} {v}" for k, v in fs.counts.items() if v))
+    geometry, networks = network_geometry(obs)
     write_checkpoint(layout.observations_file(s.exp_dir), s.comm, cycle=0, time=times[0], provenance=prov,
                      parallel=False, arrays={"observations": ys, "error_std": obs.error_std, "errors": errs,
-                                             "times": np.array(times)},
-                     meta={"kind": "observations", "files": files}, sensitive=s.cfg.campaign.sensitive)
+                                             "times": np.array(times), **geometry},
+                     meta={"kind": "observations", "files": files, **networks}, sensitive=s.cfg.campaign.sensitive)
 
 
 # -- forecast --------------------------------------------------------------------------------------------------------

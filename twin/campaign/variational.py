@@ -146,10 +146,13 @@ def init(s: Setup, plan: _Plan) -> bool:
     finally:
         x.destroy()
     prov = s.provenance()
+    from twin.campaign.steps import network_geometry
+
+    geometry, networks = network_geometry(plan.obs)
     write_checkpoint(obs_path, comm, cycle=0, time=plan.t0, provenance=prov, parallel=False,
                      arrays={"truth": np.array(truth), "observations": np.array(ys), "error_std": plan.obs.error_std,
-                             "times": np.array([plan.time(j) for j in range(plan.n_times + 1)])},
-                     meta={"kind": "observations",
+                             "times": np.array([plan.time(j) for j in range(plan.n_times + 1)]), **geometry},
+                     meta={"kind": "observations", **networks,
                            "truth_parameters": {k: np.asarray(v).tolist() for k, v in true_params.items()}},
                      sensitive=s.cfg.campaign.sensitive)
     sigma = 0.0

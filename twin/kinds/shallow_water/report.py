@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from twin.core.log import get_logger  # noqa: E402
+from twin.core.units import convert  # noqa: E402
 from twin.report.data import RunData  # noqa: E402
 from twin.report.panel import Panel, html_table, save_figure  # noqa: E402
 
@@ -77,25 +78,34 @@ def _truth(directory: Path) -> tuple[np.ndarray, np.ndarray]:
         return r.read_array("truth"), np.asarray(r.read_array("times"), dtype=float)
 
 
+def _networks(directory: Path):
+    """Observation positions, ``{network: (first row, end row)}`` and error standard deviations from
+    ``observations.h5`` (:func:`twin.campaign.steps.network_geometry`), or ``None`` when it has none."""
+    from twin.io.checkpoint import CheckpointReader
+
+    with CheckpointReader(directory / "observations.h5") as r:
+        networks = r.meta.get("networks")
+        if not networks:
+            return None
+        locations = np.atleast_2d(r.read_array("locations")) if "locations" in r.array_names else None
+        return locations, networks, np.asarray(r.read_array("error_std"), dtype=float)
+
+
 def network_panel(data: RunData, out: Path) -> Panel:
     title = "Observing network over the truth"
     cfg = _campaign(data)
     if cfg is None:
         return Panel(title, optional=True)
-    from mpi4py import MPI
-
-    from twin.campaign import context as ctx
-    from twin.observations.networks import build
-
-    model = ctx.build_model(cfg, MPI.COMM_SELF)
-    try:
-        obs = build(cfg.assimilation.observations, model)
-        (x0, x1), (y0, y1) = model.grid.extent
-        nx, ny = model.grid.shape
-        dof = model.grid.dof
-        sites = dict(model.sites)
-    finally:
-        model.destroy()
+    geometry = _networks(data.directory)
+    if geometry is None:
+        return Panel(title, note="observations.h5 holds no network positions (a run of an older twin)")
+    locations, networks, error_std = geometry
+    section = next(iter(cfg.models.values()))
+    (x0, x1), (y0, y1) = section.metadata().extent
+    nx, ny = section.grid.shape
+    dof = len(section.metadata().state_names)
+    scale = float(convert(1.0, section.grid.units, "m"))
+    sites = {name: (p[0] * scale, p[1] * scale) for name, p in section.sites.items()}
     truth, times = _truth(data.directory)
     state = truth[min(1, len(truth) - 1)].reshape(ny, nx, dof)
     km = 1e-3
@@ -111,16 +121,16 @@ def network_panel(data: RunData, out: Path) -> Panel:
     ax.quiver(xc[::step], yc[::step], uc[::step, ::step], vc[::step, ::step], color="0.3", width=0.003)
     rows = []
     markers = ["^", "s", "o", "D", "v", "P"]
-    locations = np.atleast_2d(obs.locations) if obs.locations is not None else None
-    for i, (name, rows_of) in enumerate(obs.network_slices.items()):
+    for i, (name, (a, b)) in enumerate(networks.items()):
+        rows_of = slice(int(a), int(b))
         count = rows_of.stop - rows_of.start
         if locations is not None:
             pts = np.unique(np.round(locations[rows_of], 3), axis=0) * km
             ax.scatter(pts[:, 0], pts[:, 1], s=22, marker=markers[i % len(markers)], color=f"C{i + 1}",
                        edgecolor="k", linewidth=0.4, label=f"{name} ({len(pts)} sites)")
-            rows.append([name, len(pts), count, float(np.mean(obs.error_std[rows_of]))])
+            rows.append([name, len(pts), count, float(np.mean(error_std[rows_of]))])
         else:
-            rows.append([name, "", count, float(np.mean(obs.error_std[rows_of]))])
+            rows.append([name, "", count, float(np.mean(error_std[rows_of]))])
     for name, (sx, sy) in sites.items():
         ax.plot(sx * km, sy * km, marker="*", ms=14, color="gold", mec="k")
         ax.annotate(name, (sx * km, sy * km), xytext=(5, 5), textcoords="offset points", fontsize=9,
