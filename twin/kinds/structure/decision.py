@@ -97,7 +97,8 @@ class MaintenanceDecision:
                 "exceedance_probability": self.probability, "standard_error": self.standard_error,
                 "recommend_inspection": self.inspect, "horizon": self.horizon, "scenario": self.scenario,
                 "peak_stress": s.as_dict(), "peak_stress_samples": self.peak_stress.tolist(),
-                "summary": (f"P(max von Mises > {self.limit:.4g} Pa within {self.horizon:g}) = {self.probability:.3f}"
+                "summary": (f"P(max von Mises > {self.limit / 1e6:.4g} MPa by t = {self.horizon:g} s) = "
+                            f"{self.probability:.3f}"
                             f" +- {self.standard_error:.3f}: "
                             f"{'inspection recommended' if self.inspect else 'no inspection needed'} "
                             f"(threshold {self.threshold:g})")}
