@@ -30,7 +30,8 @@ ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 
 def replicated(name: str, k: int, directory: Path) -> Path:
     """The flagship campaign file with ``replicates: k`` (written into ``directory``)."""
-    from twin.config.reader import dump_yaml, read_yaml
+    from twin.config.reader import read_yaml
+    from twin.config.writer import dump_yaml
 
     data = read_yaml((ROOT.parent / "configs" / f"{name}.yaml").read_text(), f"{name}.yaml")[0]
     section = data.setdefault("experiments", {})

@@ -30,7 +30,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from twin.config.loader import load_campaign  # noqa: E402
-from twin.config.reader import dump_yaml, read_yaml  # noqa: E402
+from twin.config.reader import read_yaml  # noqa: E402
+from twin.config.writer import dump_yaml  # noqa: E402
 from twin.core.errors import ConfigError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

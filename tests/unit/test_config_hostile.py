@@ -562,7 +562,8 @@ def test_a_problem_inside_an_aliased_node_points_at_the_anchor(tmp_path, capsys)
 
 def test_campaign_text_written_by_twin_reads_back_equal(tmp_path):
     from twin.campaign.experiments import expand, experiments_section
-    from twin.config.reader import dump_yaml, read_yaml
+    from twin.config.reader import read_yaml
+    from twin.config.writer import dump_yaml
 
     tricky = {"walltime": ["01:00:00", "12:00:00", "1:30"], "text": ["1e3", "08", "1.0e5", "yes", "on", "010",
                                                                         "0o17", "1_000", ".inf", "true", "", "~"],

@@ -66,7 +66,7 @@ class Experiment:
     @property
     def text(self) -> str:
         """The experiment as YAML text (written to ``<experiment>/experiment.yaml``)."""
-        from twin.config.reader import dump_yaml
+        from twin.config.writer import dump_yaml
 
         # YAML 1.2 (the campaign reader's rules): yaml.safe_dump's YAML 1.1 would write "1e3" or "08" unquoted
         return dump_yaml(self.data, default_flow_style=None, width=120)

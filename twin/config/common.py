@@ -10,7 +10,14 @@ import math
 import re
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from twin.config.messages import short
 from twin.core.units import compatible, convert, parse_units

@@ -38,7 +38,8 @@ from pydantic import BaseModel, ValidationError
 
 from twin.config.common import split_at
 from twin.config.messages import clip, found, key_text, short
-from twin.config.reader import Positions, dotted, read_yaml
+from twin.config.positions import Positions, dotted
+from twin.config.reader import read_yaml
 from twin.core.errors import ConfigError, ConfigProblem
 
 #: the largest campaign file read (bytes)

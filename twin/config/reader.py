@@ -39,10 +39,19 @@ import re
 from typing import Any
 
 import yaml
-from yaml.events import (AliasEvent, DocumentStartEvent, MappingEndEvent, MappingStartEvent, ScalarEvent,
-                         SequenceEndEvent, SequenceStartEvent, StreamEndEvent)
+from yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
 
 from twin.config.messages import key_text, short
+from twin.config.positions import MAX_ALIAS_DEPTH, Positions, dotted
 from twin.core.errors import ConfigError, ConfigProblem
 
 #: deepest nesting of mappings and lists (a campaign file needs about 8)
@@ -51,8 +60,6 @@ MAX_DEPTH = 64
 MAX_NODES = 100_000
 #: alias uses in one file
 MAX_ALIASES = 1_000
-#: aliases of nodes that themselves hold aliases, nested this deep at most
-MAX_ALIAS_DEPTH = 4
 #: values after expanding aliases (what validation walks)
 MAX_EXPANDED = 200_000
 #: problems reported from one file before reading stops
@@ -86,55 +93,6 @@ _BAD_CHAR = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U000
 
 class _Abort(Exception):
     """Reading stops: a bound was exceeded or the problems are too many."""
-
-
-class Positions:
-    """Where each key and value of the data was written: key path -> ``(line, column)``, 1-based.
-
-    ``alias`` maps the path of an alias (or of a key merged by ``<<``) to the path of the node it repeats, so that a
-    position inside an aliased node is found at the anchor's text.
-    """
-
-    def __init__(self, filename: str = ""):
-        #: the file name as given (problems name the file as the user wrote it)
-        self.filename = filename
-        self.value: dict[tuple, tuple[int, int]] = {}
-        self.key: dict[tuple, tuple[int, int]] = {}
-        self.alias: dict[tuple, tuple] = {}
-
-    def lookup(self, path: tuple, key: bool = False) -> tuple[int | None, int | None]:
-        """Position of ``path`` (of its key with ``key``), else of the nearest enclosing node that has one."""
-        for _ in range(MAX_ALIAS_DEPTH + 8):
-            table = self.key if key else self.value
-            if path in table:
-                return table[path]
-            if key and path in self.value:
-                return self.value[path]
-            for n in range(len(path), 0, -1):
-                if path[:n] in self.alias:
-                    path = self.alias[path[:n]] + path[n:]
-                    break
-            else:
-                break
-        for n in range(len(path), -1, -1):
-            for table in ((self.key, self.value) if key else (self.value, self.key)):
-                if path[:n] in table:
-                    return table[path[:n]]
-        return None, None
-
-    def at(self, path: tuple, data: Any, key: bool = False) -> tuple[int | None, int | None]:
-        """Position for a problem at ``path`` of ``data``: a whole mapping or list is pointed at by its key, a scalar
-        at its value (at its key with ``key``, e.g. for an unknown key)."""
-        node = data
-        for p in path:
-            try:
-                node = node[p]
-            except (KeyError, IndexError, TypeError):
-                node = None
-                break
-        if isinstance(node, (dict, list)) and path in self.key:
-            return self.key[path]
-        return self.lookup(path, key)
 
 
 class _Frame:
@@ -456,17 +414,6 @@ def _base60(text: str) -> str:
     return f"{sign * value}{'.' + frac if frac else ''}"
 
 
-def dotted(path: tuple) -> str:
-    """``models.heat.grid.shape[0]`` for the key path ``('models', 'heat', 'grid', 'shape', 0)``."""
-    if len(path) > 12:
-        # a path through 5,000 levels would fill the screen: its ends say where it is
-        return f"{dotted(path[:4])}...({len(path) - 7} levels)...{dotted(path[-3:]).lstrip('.')}"
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{key_text(p)}" if out else key_text(p))
-    return out
-
-
 def _position(text: str, index: int) -> tuple[int, int]:
     line = text.count("\n", 0, index) + 1
     return line, index - (text.rfind("\n", 0, index) + 1) + 1
@@ -524,7 +471,7 @@ def read_yaml(text: str, filename: str) -> tuple[Any, Positions]:
     return data, reader.pos
 
 
-def _reads_back(text: str) -> bool:
+def reads_back(text: str) -> bool:
     """Whether ``text`` written as a plain scalar is read back by :func:`read_yaml` as that same text."""
     reader = _Reader("")
     try:
@@ -534,31 +481,5 @@ def _reads_back(text: str) -> bool:
     return not reader.problems and isinstance(value, str) and value == text
 
 
-class _Dumper(yaml.SafeDumper):
-    """PyYAML's safe dumper, quoting every string that this module would not read back as the same string.
-
-    PyYAML decides plainness by YAML 1.1: it writes the text ``1e3``, ``08`` or ``1.0e5`` plain (1.1 text), which
-    YAML 1.2 reads as numbers, and would write a string ``12:00`` plain were it not a 1.1 number.
-    """
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str):
-    return dumper.represent_scalar(_TAG + "str", value, style=None if _reads_back(value) else "'")
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def dump_yaml(data: Any, **kwargs) -> str:
-    """YAML text of plain ``data`` that :func:`read_yaml` reads back equal (``yaml.safe_dump`` arguments apply).
-
-    Use it for every campaign file twin writes (e.g. an experiment's ``experiment.yaml``): ``yaml.safe_dump``
-    follows YAML 1.1 and can write text that reads back as a number here.
-    """
-    kwargs.setdefault("sort_keys", False)
-    kwargs.setdefault("allow_unicode", True)
-    return yaml.dump(data, Dumper=_Dumper, **kwargs)
-
-
-__all__ = ["read_yaml", "dump_yaml", "Positions", "dotted", "MAX_DEPTH", "MAX_NODES", "MAX_ALIASES", "MAX_ALIAS_DEPTH",
+__all__ = ["read_yaml", "reads_back", "Positions", "dotted", "MAX_DEPTH", "MAX_NODES", "MAX_ALIASES", "MAX_ALIAS_DEPTH",
            "MAX_EXPANDED"]
