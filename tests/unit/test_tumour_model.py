@@ -228,3 +228,41 @@ def test_adjoint_refuses_unknown_parameter():
         model.adjoint(x, 0.0, 1.0, x.copy(), ["half_life"])
     x.destroy()
     model.destroy()
+
+
+def test_implicit_jacobian_is_shift_minus_the_rhs_jacobian_and_that_is_dF_dN():
+    """The model's own ``shift I - dF/dN`` (the implicit TS types) equals the shift minus its RHS Jacobian, and the
+    RHS Jacobian is the derivative of the right-hand side (central differences)."""
+    from petsc4py import PETSc
+
+    model = _box_model("tum_ijac", k=0.3)
+    try:
+        u = model.initial_state()
+        rng = np.random.default_rng(3)
+        u.getArray()[:] += 0.1 * rng.random(u.getLocalSize())
+        J, Ji = model.op.A.duplicate(copy=True), model.op.A.duplicate(copy=True)
+        model._jacobian(None, 0.0, u, J, None)
+        shift = 7.5
+        model._ijacobian(None, 0.0, u, None, shift, Ji, None)
+        expected = J.duplicate(copy=True)
+        expected.scale(-1.0)
+        expected.shift(shift)
+        expected.axpy(-1.0, Ji)
+        assert expected.norm(PETSc.NormType.INFINITY) <= 1e-12 * J.norm(PETSc.NormType.INFINITY)
+        v, fp, fm, Jv = u.duplicate(), u.duplicate(), u.duplicate(), u.duplicate()
+        v.getArray()[:] = rng.standard_normal(v.getLocalSize())
+        eps = 1e-6
+        up, um = u.copy(), u.copy()
+        up.axpy(eps, v)
+        um.axpy(-eps, v)
+        model._rhs(None, 0.0, up, fp)
+        model._rhs(None, 0.0, um, fm)
+        J.mult(v, Jv)
+        fd = (fp.getArray() - fm.getArray()) / (2 * eps)
+        assert np.max(np.abs(fd - Jv.getArray())) <= 1e-6 * np.max(np.abs(Jv.getArray()))
+        for vec in (u, v, fp, fm, Jv, up, um):
+            vec.destroy()
+        for mat in (J, Ji, expected):
+            mat.destroy()
+    finally:
+        model.destroy()
