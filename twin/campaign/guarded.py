@@ -24,8 +24,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,34 +46,27 @@ def restore(cfg, n_obs: int, state: dict[str, Any] | None, cycle: int):
     """The experiment's guardrails at the start of ``cycle`` from the checkpoint meta ``state`` (``None``: fresh),
     or ``None`` when the campaign has no guardrails."""
     from twin.campaign import context as ctx
-    from twin.decision.guardrails import Flag, Guardrails
+    from twin.decision.guardrails import Guardrails
 
     st = settings(cfg)
     if st is None:
         return None
     g = Guardrails(n_obs, st)
-    g._rng = ctx.rng(cfg, Purpose.GUARDRAILS, cycle)
+    rng = ctx.rng(cfg, Purpose.GUARDRAILS, cycle)
+    g.reseed(rng)
     if state:
-        g.active = np.asarray(state["active"], dtype=bool)
-        g.alarmed = np.asarray(state["alarmed"], dtype=bool)
-        g.cusum_pos = np.asarray(state["cusum_pos"], dtype=float)
-        g.cusum_neg = np.asarray(state["cusum_neg"], dtype=float)
-        g._skill = deque([tuple(p) for p in state["skill"]], maxlen=st.window)
-        g._ranks = deque([np.asarray(c, dtype=int) for c in state["ranks"]], maxlen=st.window)
-        g.flags = [Flag(**f) for f in state["flags"]]
-        if g.active.size != n_obs:
+        try:
+            g.restore(state)
+        except ValueError as exc:
             from twin.core.errors import WorkflowError
 
-            raise WorkflowError(f"guardrails: the checkpoint tracks {g.active.size} sensors, the network has {n_obs}")
+            raise WorkflowError(str(exc)) from None
     return g
 
 
 def snapshot(g) -> dict[str, Any]:
     """The guardrails' state as JSON-ready data for the checkpoint meta (restored by :func:`restore`)."""
-    return {"active": g.active.astype(int).tolist(), "alarmed": g.alarmed.astype(int).tolist(),
-            "cusum_pos": g.cusum_pos.tolist(), "cusum_neg": g.cusum_neg.tolist(),
-            "skill": [list(p) for p in g._skill], "ranks": [np.asarray(c).tolist() for c in g._ranks],
-            "flags": [asdict(f) for f in g.flags]}
+    return g.state()
 
 
 def write_flags(exp_dir, state: dict[str, Any] | None) -> Path | None:

@@ -304,6 +304,33 @@ class Guardrails:
         self.history.append(rec)
         return new
 
+    def state(self) -> dict:
+        """Everything the checks remember, as JSON-ready data (a campaign keeps it in its checkpoints)."""
+        return {"active": self.active.astype(int).tolist(), "alarmed": self.alarmed.astype(int).tolist(),
+                "cusum_pos": self.cusum_pos.tolist(), "cusum_neg": self.cusum_neg.tolist(),
+                "skill": [list(p) for p in self._skill], "ranks": [np.asarray(c).tolist() for c in self._ranks],
+                "flags": [asdict(f) for f in self.flags]}
+
+    def restore(self, state: dict, rng: np.random.Generator | None = None) -> None:
+        """Continue from :meth:`state` of the same sensors (``rng``: the random stream of the cycle to come)."""
+        active = np.asarray(state["active"], dtype=bool)
+        if active.size != self.active.size:
+            raise ValueError(f"guardrails: the saved state tracks {active.size} sensors, the network has "
+                             f"{self.active.size}")
+        self.active = active
+        self.alarmed = np.asarray(state["alarmed"], dtype=bool)
+        self.cusum_pos = np.asarray(state["cusum_pos"], dtype=float)
+        self.cusum_neg = np.asarray(state["cusum_neg"], dtype=float)
+        self._skill = deque([tuple(p) for p in state["skill"]], maxlen=self.settings.window)
+        self._ranks = deque([np.asarray(c, dtype=int) for c in state["ranks"]], maxlen=self.settings.window)
+        self.flags = [Flag(**f) for f in state["flags"]]
+        if rng is not None:
+            self.reseed(rng)
+
+    def reseed(self, rng: np.random.Generator) -> None:
+        """Draw the checks' random numbers (rank-histogram ties) from ``rng`` from now on."""
+        self._rng = rng
+
     def diagnostics(self) -> dict[str, float]:
         """The last cycle's statistics and flags as diagnostics variables (see :data:`GUARDRAIL_DIAGNOSTICS`)."""
         return dict(self.history[-1]) if self.history else {}
