@@ -8,7 +8,7 @@ from importlib import import_module
 
 from twin.core.kinds import DecisionType, ModelType, NetworkType, TwinKind
 
-_EXPORTS = {"Material": "model", "StructureModel": "model"}
+_EXPORTS = {"Material": "elements", "StructureModel": "model"}
 
 
 def __getattr__(name: str):

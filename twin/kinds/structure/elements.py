@@ -22,7 +22,11 @@ element dofs interleaved ``(u0x, u0y, u1x, u1y, ...)``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from twin.core.errors import ModelError
 
 #: offsets (di, dj) of the four element nodes from the lower-left node
 CORNERS = ((0, 0), (1, 0), (1, 1), (0, 1))
@@ -116,3 +120,24 @@ def von_mises(stress: np.ndarray, nu: float, plane: str) -> np.ndarray:
     sz = nu * (sx + sy) if plane == "strain" else 0.0
     j2 = 0.5 * ((sx - sy) ** 2 + (sy - sz) ** 2 + (sz - sx) ** 2) + 3.0 * txy ** 2
     return np.sqrt(j2)
+
+
+@dataclass(frozen=True)
+class Material:
+    """Material constants: ``E0`` [Pa], ``nu`` [1], ``rho`` [kg/m^3], Rayleigh ``alpha`` [1/s] and ``beta`` [s]."""
+
+    E0: float
+    nu: float
+    rho: float = 1000.0
+    alpha: float = 0.0
+    beta: float = 0.0
+
+    def check(self, component: str) -> None:
+        if not (np.isfinite(self.E0) and self.E0 > 0):
+            raise ModelError(component, f"Young's modulus E0 must be positive, got {self.E0}")
+        if not 0.0 <= self.nu < 0.5:
+            raise ModelError(component, f"Poisson's ratio nu must lie in [0, 0.5), got {self.nu}")
+        if not (np.isfinite(self.rho) and self.rho > 0):
+            raise ModelError(component, f"density rho must be positive, got {self.rho}")
+        if self.alpha < 0 or self.beta < 0:
+            raise ModelError(component, f"Rayleigh damping needs alpha, beta >= 0, got {self.alpha}, {self.beta}")

@@ -31,7 +31,6 @@ Exports: ``displacement`` on ``mesh.disp``, ``von_mises`` and ``mean_stress`` (n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -42,8 +41,9 @@ from twin.core.errors import ModelError
 from twin.core.log import get_logger
 from twin.core.petsc import set_options
 from twin.core.units import convert
+from twin.kinds.structure.adjoint import StructureAdjoint
 from twin.kinds.structure.dynamic import DynamicSolver
-from twin.kinds.structure.elements import ReferenceElement, von_mises
+from twin.kinds.structure.elements import Material, ReferenceElement, von_mises
 from twin.kinds.structure.forcing import Forcing, ParameterLayout
 from twin.kinds.structure.loads import (
     EDGES,
@@ -62,29 +62,8 @@ from twin.models.registry import register_model
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class Material:
-    """Material constants: ``E0`` [Pa], ``nu`` [1], ``rho`` [kg/m^3], Rayleigh ``alpha`` [1/s] and ``beta`` [s]."""
-
-    E0: float
-    nu: float
-    rho: float = 1000.0
-    alpha: float = 0.0
-    beta: float = 0.0
-
-    def check(self, component: str) -> None:
-        if not (np.isfinite(self.E0) and self.E0 > 0):
-            raise ModelError(component, f"Young's modulus E0 must be positive, got {self.E0}")
-        if not 0.0 <= self.nu < 0.5:
-            raise ModelError(component, f"Poisson's ratio nu must lie in [0, 0.5), got {self.nu}")
-        if not (np.isfinite(self.rho) and self.rho > 0):
-            raise ModelError(component, f"density rho must be positive, got {self.rho}")
-        if self.alpha < 0 or self.beta < 0:
-            raise ModelError(component, f"Rayleigh damping needs alpha, beta >= 0, got {self.alpha}, {self.beta}")
-
-
 @register_model("structure")
-class StructureModel(Model):
+class StructureModel(StructureAdjoint, Model):
     """Linear elasticity with damage on a rectangle, static or dynamic.
 
     Parameters
@@ -380,61 +359,6 @@ class StructureModel(Model):
         else:
             self.dynamic._g_cache = None
             self.dynamic.advance(state, t0, t1, self._version)
-
-    # -- adjoint --------------------------------------------------------------------------------------------------
-    def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
-                parameters: Sequence[str] = ()) -> dict[str, Any]:
-        """Discrete adjoint (transpose solve in static mode, TSAdjoint in dynamic mode); see :class:`Model`.
-
-        Gradients: ``damage`` (a vector on ``mesh.scalar``), ``E0`` and ``load_<name>`` (floats).
-        """
-        unknown = [p for p in parameters if p not in self.parameters]
-        if unknown:
-            raise ModelError(self.name, f"no gradient for unknown parameters {unknown}; known: "
-                                        f"{sorted(self.parameters)}")
-        mu = self.layout.create()
-        try:
-            if self.mode == "static":
-                self._static_adjoint(state0, t1, lam, mu)
-            else:
-                self.dynamic._g_cache = None
-                self.dynamic.adjoint(state0, t0, t1, lam, mu, self._version)
-            g_damage = self.mesh.scalar.create_global()
-            scalars = self.layout.split(mu, g_damage)
-        finally:
-            mu.destroy()
-        out: dict[str, Any] = {}
-        for p in parameters:
-            out[p] = g_damage if p == "damage" else scalars[p]
-        if "damage" not in parameters:
-            g_damage.destroy()
-        return out
-
-    def _static_adjoint(self, state0: PETSc.Vec, t1: float, lam: PETSc.Vec, mu: PETSc.Vec) -> None:
-        mesh, ops = self.mesh, self.ops
-        u = state0.copy()
-        self.solve_static(t1, u)
-        rhs = lam.copy()
-        self.mesh.disp.owned_array(rhs)[self.mesh.owned_view(self.mesh.constrained)] = 0.0
-        adj = rhs.duplicate()
-        adj.set(0.0)
-        self.static.solve(rhs, adj, t1, transpose=True)
-        u_e = mesh.element_values(mesh.disp, u)
-        l_e = mesh.element_values(mesh.disp, adj).reshape(mesh.nej, mesh.nei, 8)
-        q = ops.modulus_residual(u_e, ops.eigenstrain_elements(self.imports))
-        dJ_dE = -np.einsum("jia,jia->ji", l_e, q)
-        g = self.mesh.scalar.create_global()
-        ops.damage_gradient(dJ_dE, g)
-        mu.getArray()[:self.layout.field_local] = g.getArray(readonly=True)
-        comm = mesh.disp.comm_mpi()
-        scal = {"E0": comm.allreduce(float(np.sum((1.0 - mesh.element_mean(self.damage)) * dJ_dE)))}
-        for case in self.forcing.cases:
-            scal[f"load_{case.name}"] = case.history(t1) * adj.dot(self.forcing.vectors[case.name])
-        if self.layout.last:
-            mu.getArray()[self.layout.field_local:] = [scal[n] for n in self.layout.scalar_names]
-        lam.set(0.0)
-        for v in (u, rhs, adj, g):
-            v.destroy()
 
     # -- outputs --------------------------------------------------------------------------------------------------
     def displacement(self, state: PETSc.Vec, out: PETSc.Vec | None = None) -> PETSc.Vec:

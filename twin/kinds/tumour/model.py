@@ -25,29 +25,8 @@ Jacobian ``A + diag(m (k (1 - 2N/theta) - kappa C))`` and Newton (SNES). Treatme
 split at every treatment time (TS segments), the LQ jump is applied between segments, and ``C(t)`` never jumps
 inside a segment.
 
-Solvers: each Newton iteration solves with ``shift I - A - diag(dr/dN)`` (``shift = 2/dt`` for Crank-Nicolson,
-``1/dt`` for backward Euler). ``-A`` is symmetric positive semi-definite and ``dr/dN <= k``, so the matrix is
-symmetric positive definite while ``dt k < 2`` (Crank-Nicolson; ``< 1`` for backward Euler), which is also where the
-step means anything: beyond it the amplification of the growth term, ``(1 + k dt/2) / (1 - k dt/2)``, is negative.
-Hence the defaults: CG with PETSc's default preconditioner (ILU(0) on one rank, block-Jacobi ILU(0) on more), the
-preconditioner rebuilt once per step (``snes_lag_preconditioner 2``), the Jacobian assembled as ``shift I - dF/dN``
-(:meth:`TumourModel._ijacobian`). Each is a PETSc option under ``-<name>_`` (YAML ``solver:``, command line). Where
-the time went at 2-D 512^2 (``benchmarks/bench_tumour.py``: dt 1 day, snes_rtol 1e-8, ksp_rtol 1e-10, 2 Newton
-iterations per step; ``-log_view`` and py-spy, quiet machine): with GMRES, the preconditioner rebuilt at every Newton
-iteration and the RHS Jacobian, a step took 148 ms on 1 rank: Krylov iterations 59 % (ILU triangular solves 32 %,
-MatMult 19 %, GMRES orthogonalisation 16 %), the Jacobian 12 % (9 ms per Newton iteration, 3.7 ms of it PETSc 3.18's
-MatShift, which adds the TS's shift row by row), ILU factorisations 7 %, RHS evaluations with the line search 12 %
-(the Python callbacks: 14 % by py-spy, nearly all of it in the NumPy and PETSc kernels they call; the treatment terms
-are absent here, with chemotherapy they add one vector pass per evaluation). On 2 ranks (98 ms, speed-up 1.5)
-block-Jacobi ILU needs 26 Krylov iterations per step instead of 20, and GMRES's orthogonalisation grows with them
-(19 %); the ghost exchange took 1.4 %. CG has no orthogonalisation, the IJacobian costs 3.4 ms instead of 9, one
-factorisation per step instead of two: 125 ms on 1 rank (ILU solves 40 %, MatMult 23 %, RHS 14 %, Jacobian 6 %,
-factorisation 4.5 %) and 69 ms on 2. Side by side with the code before (best of 8 single steps, 3 alternating rounds,
-load 1.0 with these runs): 1 rank 148 -> 122 ms, 2 ranks 97 -> 67 ms, speed-up 1.53 -> 1.82 (bench_tumour, RESULTS.md
-2026-12-05 23:52: 1.83 at load 0.5-0.75), above the STREAM triad's 2-rank/1-rank ratio (14.8 -> 26.2 GB/s, 1.77) as a
-512^2 step's vectors stay in cache (the triad on vectors of that size: 2.14) and the ILU solves scale with the cores.
-What is left is the block-Jacobi iteration growth: Jacobi preconditioning needs the same 58 iterations per step on 1
-and 2 ranks and scales by 1.9, but is slower on 1 rank (145-150 ms), so it is not the default.
+Solvers: the time discretisation, its Jacobians and the solver defaults (CG, the lagged preconditioner) are in
+:mod:`twin.kinds.tumour.dynamics`, with where the time of a step goes.
 
 Coupling: imports ``stress`` (von Mises stress, Pa, on the model grid); exports ``density`` (N, cells/mm^3) and
 ``cellularity`` (N / theta, 1; what a growth eigenstrain ``eps_g = beta_g N / theta`` is proportional to). The
@@ -70,17 +49,17 @@ import numpy as np
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from twin.core.errors import ModelError, SolverError
+from twin.core.errors import ModelError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
-from twin.core.petsc import reason_name, set_default_options, set_options, trajectory_in_memory
+from twin.core.petsc import set_options
 from twin.core.units import convert
 from twin.kinds.tumour.adjoint import TumourAdjoint
 from twin.kinds.tumour.config import PARAMETER_UNITS, STRICTLY_POSITIVE
+from twin.kinds.tumour.dynamics import TumourDynamics
 from twin.kinds.tumour.operators import DiffusionOperator
 from twin.kinds.tumour.phantom import Tissue, box_tissue, brain_phantom
 from twin.kinds.tumour.qoi import detected_volume, total_cells
-from twin.kinds.tumour.sensitivity import ParameterJacobian
 from twin.kinds.tumour.treatment import TreatmentPlan, survival_fraction
 from twin.models.base import Model, Parameter, QoI
 from twin.models.priors import prior_center, prior_transform
@@ -91,17 +70,11 @@ log = get_logger("twin.kinds.tumour")
 
 #: parameters that may be left out of ``values`` (their default switches the feature off)
 OPTIONAL_PARAMETERS = {"gamma": 0.0}
-#: default PETSc options under the component's prefix (YAML ``solver:`` and the command line override them): the
-#: preconditioner of a step's first Newton iteration serves its second, whose Jacobian differs only in the Newton
-#: update of the reaction diagonal (see "Solvers" in the module docstring)
-DEFAULT_SOLVER = {"snes_lag_preconditioner": 2}
-#: TS types that treat the whole right-hand side implicitly and take the Jacobian ``shift I - dF/dN`` from
-#: :meth:`TumourModel._ijacobian`; the others (explicit and IMEX methods) get the RHS Jacobian ``dF/dN``
-IJACOBIAN_TS_TYPES = frozenset({"theta", "cn", "beuler", "bdf"})
+
 
 
 @register_model("tumour")
-class TumourModel(TumourAdjoint, Model):
+class TumourModel(TumourDynamics, TumourAdjoint, Model):
     """Reaction-diffusion tumour growth with radiotherapy and chemotherapy (see the module docstring).
 
     Parameters
@@ -377,137 +350,6 @@ class TumourModel(TumourAdjoint, Model):
             self._fail("import 'stress' has non-finite values")
         self._stress = stress
         self._rebuild(["gamma"])
-
-    # -- right-hand side and Jacobians --------------------------------------------------------------------------------
-    def concentration(self, t: float) -> float:
-        """Drug concentration inside the current TS segment (left limit at its end)."""
-        if not self.plan.has_chemo:
-            return 0.0
-        return self.plan.concentration(t, self.parameters["half_life"].value, given_by=self._segment_start)
-
-    def _rhs(self, ts, t, u, f) -> None:
-        self.op.A.mult(u, f)
-        ua = u.getArray(readonly=True)
-        fa = f.getArray()
-        c = self.concentration(t)
-        growth = self._kk - c * self._km if c else self._kk
-        # F += u (k - k u / theta - kappa C), in place in a preallocated buffer: a few passes over memory, no new pages
-        w = self._work
-        np.multiply(self._kt, ua, out=w)
-        np.subtract(growth, w, out=w)
-        w *= ua
-        fa += w
-        if self.source is not None:
-            fa += self.source(t)
-
-    def _reaction_derivative(self, t: float, u: PETSc.Vec, shift: float, out: PETSc.Vec) -> None:
-        """``out = shift - dr/dN = shift - m (k (1 - 2N/theta) - kappa C(t))`` (1/day), the diagonal that the Jacobians
-        add to ``-A`` (``shift = 0``: the RHS Jacobian's ``dr/dN`` with the sign flipped)."""
-        ua = u.getArray(readonly=True)
-        d = out.getArray()
-        np.multiply(self._kt, ua, out=d)
-        d *= 2.0
-        d -= self._kk
-        c = self.concentration(t)
-        if c:
-            d += c * self._km
-        if shift:
-            d += shift
-
-    def _jacobian(self, ts, t, u, J, P) -> None:
-        """RHS Jacobian ``dF/dN = A + diag(dr/dN)`` (for TS types that are not :data:`IJACOBIAN_TS_TYPES`)."""
-        self.op.A.copy(J, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
-        self._reaction_derivative(t, u, 0.0, self._tmp)
-        self._tmp.scale(-1.0)
-        J.setDiagonal(self._tmp, addv=PETSc.InsertMode.ADD_VALUES)
-        if P is not None and P.handle != J.handle:
-            J.copy(P, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
-
-    def _ijacobian(self, ts, t, u, udot, shift, J, P) -> None:
-        """Jacobian ``shift I - dF/dN = shift I - A - diag(dr/dN)`` of the implicit form ``dN/dt - F(t, N) = 0``.
-
-        Built here, for the theta/BDF family, instead of letting the TS turn the RHS Jacobian into it: PETSc 3.18
-        does that with ``MatShift``, which inserts the diagonal row by row (``MatSetValues`` per row, 3.7 ms of a
-        9 ms Jacobian at 2-D 512^2 on 1 rank); here it is one copy, one scale and one vectorised diagonal update
-        (3.4 ms per Jacobian in all).
-        """
-        self.op.A.copy(J, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
-        J.scale(-1.0)
-        self._reaction_derivative(t, u, shift, self._tmp)
-        J.setDiagonal(self._tmp, addv=PETSc.InsertMode.ADD_VALUES)
-        if P is not None and P.handle != J.handle:
-            J.copy(P, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
-
-    # -- time stepping -------------------------------------------------------------------------------------------------
-    def _create_ts(self, jacobian: PETSc.Mat, trajectory: bool, signature: tuple | None = None) -> PETSc.TS:
-        ts = PETSc.TS().create(comm=self.grid.da.getComm())
-        ts.setOptionsPrefix(self.options_prefix)
-        ts.setProblemType(PETSc.TS.ProblemType.NONLINEAR)
-        ts.setType(PETSc.TS.Type.CN)
-        ts.setRHSFunction(self._rhs, self._f)
-        ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
-        ts.setErrorIfStepFails(False)
-        snes = ts.getSNES()
-        snes.setTolerances(rtol=1e-10, max_it=50)
-        ksp = snes.getKSP()
-        # shift I - dF/dN is symmetric positive definite: CG with PETSc's default preconditioner
-        ksp.setType(PETSc.KSP.Type.CG)
-        ksp.setTolerances(rtol=1e-12)
-        if signature is not None and (signature[0] or signature[1]):
-            # TSAdjoint sets up its parameter work space from this Jacobian with the TS: it must be given first
-            jp = ParameterJacobian(self, signature[0], list(signature[1]))
-            self._pool_jp[ts.handle] = jp
-            ts.setRHSJacobianP(jp.evaluate, jp.matrix)
-        # petsc4py 3.18 has no setter for the preconditioner lag: the model's defaults are options (DEFAULT_SOLVER)
-        set_default_options(self.options_prefix, DEFAULT_SOLVER)
-        if trajectory:
-            # in memory: the default "basic" trajectory writes TS-data-* files into the working directory
-            with trajectory_in_memory():
-                ts.setSaveTrajectory()
-                ts.setFromOptions()
-        else:
-            ts.setFromOptions()
-        # the Jacobian for the TS type the options chose (the IJacobian form only where the whole RHS is implicit)
-        if ts.getType() in IJACOBIAN_TS_TYPES:
-            ts.setIJacobian(self._ijacobian, jacobian, jacobian)
-        else:
-            ts.setRHSJacobian(self._jacobian, jacobian, jacobian)
-        return ts
-
-    def _max_steps(self, ta: float, tb: float) -> int:
-        """The TS's step limit over a segment: room for rejected and retried steps (a failed nonlinear solve is
-        retried with a shorter step), beyond the :meth:`fixed_steps` it starts with."""
-        return 100 * self.fixed_steps(ta, tb)[0] + 10
-
-    def _integrate(self, ts: PETSc.TS, x: PETSc.Vec, ta: float, tb: float) -> None:
-        self._segment_start = ta
-        self.run_ts(ts, x, ta, tb, self._max_steps(ta, tb), self.fixed_steps(ta, tb)[1],
-                    lambda: self._failure_hint(ts))
-        norm = x.norm(PETSc.NormType.NORM_INFINITY)
-        if not np.isfinite(norm):
-            raise SolverError(self.name, ts.getTime(), "state is not finite", "reduce dt")
-
-    def _failure_hint(self, ts: PETSc.TS) -> str:
-        """What to change after a failed solve.
-
-        CG breaks down on an indefinite Jacobian ``shift I - dF/dN``, which needs ``dt k > 2`` somewhere
-        (Crank-Nicolson; ``dt k > 1`` for backward Euler): there the step itself is meaningless, as the
-        amplification of the growth term, ``(1 + k dt/2) / (1 - k dt/2)`` for Crank-Nicolson, is negative.
-        """
-        ksp = ts.getSNES().getKSP()
-        indefinite = (PETSc.KSP.ConvergedReason.DIVERGED_INDEFINITE_MAT,
-                      PETSc.KSP.ConvergedReason.DIVERGED_INDEFINITE_PC)
-        if ksp.getConvergedReason() in indefinite:
-            return (f"the linear solver ({ksp.getType()}) found the Jacobian indefinite: the step dt = {self.dt:g} "
-                    "day is too long for the proliferation rate k (dt k must stay below 2 for Crank-Nicolson, 1 for "
-                    "backward Euler); reduce dt")
-        return "reduce dt or loosen the nonlinear solver tolerances"
-
-    def ts_reason(self, ts: PETSc.TS) -> str:
-        """The TS's and the nonlinear solver's converged reasons."""
-        ts_reason = reason_name(PETSc.TS.ConvergedReason, ts.getConvergedReason())
-        snes_reason = reason_name(PETSc.SNES.ConvergedReason, ts.getSNES().getConvergedReason())
-        return f"TS {ts_reason}, SNES {snes_reason}"
 
     def _check_window(self, t0: float, t1: float) -> None:
         if not (np.isfinite(t0) and np.isfinite(t1) and t1 >= t0):
