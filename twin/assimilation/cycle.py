@@ -271,7 +271,8 @@ def twin_truth(forecast: Callable, x0: np.ndarray, params: dict, schedule: Obser
                observations: LinearObservations, seed: int | Sequence[int] | Streams,
                spinup_cycles: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A twin experiment's truth at ``t0`` and each observation time, and its synthetic observations (the nature
-    run of a campaign, :func:`twin.campaign.steps.init_experiment`, is this function).
+    run of every campaign, filter or 4D-Var, is this function: :func:`twin.campaign.steps.init_experiment`,
+    :func:`twin.campaign.variational.init`).
 
     The observation noise comes from the stream ``(seeds, TRUTH, TRUTH_OBSERVATIONS)`` (:mod:`twin.core.streams`).
     Runs on every rank identically, for states small enough to hold everywhere. ``spinup_cycles`` windows are run

@@ -53,7 +53,7 @@ from twin.campaign.free_run import write_free_run
 from twin.campaign.outputs import outputs_valid, write_diagnostics, write_ensembles
 from twin.core.errors import ConfigError
 from twin.core.log import get_logger
-from twin.core.streams import TRUTH_OBSERVATIONS, Purpose
+from twin.core.streams import Purpose
 
 log = get_logger("twin.campaign.variational")
 
@@ -118,6 +118,7 @@ def run_experiment(exp_dir, comm, s: Setup, policy=None) -> None:
 
 def init(s: Setup, plan: _Plan) -> bool:
     """Nature run, synthetic observations and the background (checkpoint 0); ``False`` if both already verified."""
+    from twin.assimilation.cycle import ModelForecast, ObservationSchedule, twin_truth
     from twin.io.checkpoint import write_checkpoint
     from twin.models.priors import prior_center
 
@@ -135,15 +136,16 @@ def init(s: Setup, plan: _Plan) -> bool:
     grid, acfg = model.grid, s.cfg.assimilation
     draw_truth(s.cfg, model)
     true_params = {p.name: _value(model, p.name) for p in acfg.parameters}
-    gen = ctx.rng(s.cfg, Purpose.TRUTH, TRUTH_OBSERVATIONS)
+    # The nature run is the filters' (twin_truth, one window per observation time) from the configured initial state:
+    # the background below is that state plus noise, so the truth is not drawn from the background's distribution
+    # as the filters' is (ctx.true_initial_state)
     x = model.initial_state()
+    forecast = ModelForecast(model)
     try:
-        truth, ys = [grid.allgather(x).ravel()], []
-        for j in range(1, plan.n_times + 1):
-            model.advance(x, plan.time(j - 1), plan.time(j))
-            truth.append(grid.allgather(x).ravel())
-            ys.append(plan.obs.perturbed(truth[-1], gen))
+        schedule = ObservationSchedule(dt=plan.cycle.dt_obs, every=1, n_cycles=plan.n_times, t0=plan.t0)
+        truth, ys = twin_truth(forecast, grid.allgather(x).ravel(), {}, schedule, plan.obs, ctx.streams(s.cfg))
     finally:
+        forecast.destroy()
         x.destroy()
     prov = s.provenance()
     from twin.campaign.steps import network_geometry

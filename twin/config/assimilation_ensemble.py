@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from twin.config.common import Strict, at
+from twin.config.common import Strict
 from twin.config.observation_networks import networks_type
 
 
@@ -107,12 +107,7 @@ class EnsembleAssimilationConfig(Strict):
     background_std: float | None = Field(default=None, gt=0)
     esmda_alphas: list[float] | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _ranks_in_ensemble(cls, data):
-        if isinstance(data, dict) and "ranks_per_member" in data:
-            raise ValueError(at("ranks_per_member") + "how a member runs is ensemble.ranks_per_member: move it there")
-        return data
+    MOVED = {"ranks_per_member": "how a member runs is ensemble.ranks_per_member: move it there"}
 
     @field_validator("N")
     @classmethod

@@ -31,6 +31,18 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=False, validate_default=True, allow_inf_nan=False)
 
+    #: keys this section no longer takes, each with where its fact lives now: refused with that message at the key
+    MOVED: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_moved(cls, data):
+        if cls.MOVED and isinstance(data, dict):
+            for key, where in cls.MOVED.items():
+                if key in data:
+                    raise ValueError(at(key) + where)
+        return data
+
 
 _AT = re.compile(r"^\[\[at:([^\]]*)\]\] ")
 
@@ -110,6 +122,16 @@ def _plain_units(text: str) -> str:
         raise ValueError(f"units {short(text)}: unbalanced parentheses")
     return text
 
+
+def _path_text(v: str) -> str:
+    if "\x00" in v or not v.strip():
+        raise ValueError("file must be a path")
+    return v
+
+
+#: a file named in a campaign (relative to the campaign file): non-empty, no NUL; whether it exists is checked where
+#: it is read (the observation sets at load, the file networks at ``twin validate``)
+FilePath = Annotated[str, Field(min_length=1), AfterValidator(_path_text)]
 
 #: a unit string: at most 100 characters of names, numbers, products, quotients and small powers
 Units = Annotated[str, Field(min_length=1, max_length=100,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from twin.core.box import outside_box
+
 
 @dataclass(frozen=True)
 class ModelMetadata:
@@ -39,10 +41,6 @@ class ModelMetadata:
         return len(self.state_names)
 
     def outside(self, points: np.ndarray) -> np.ndarray:
-        """Indices of the ``points`` (``(m, dim)``, length units) outside the closed box of the domain."""
-        p = np.atleast_2d(np.asarray(points, dtype=float))
-        lo = np.array([a for a, _ in self.extent])
-        hi = np.array([b for _, b in self.extent])
-        eps = 1e-12 * np.maximum(1.0, np.abs(hi - lo))
-        bad = np.any((p < lo - eps) | (p > hi + eps) | ~np.isfinite(p), axis=1)
-        return np.flatnonzero(bad)
+        """Indices of the ``points`` (``(m, dim)``, length units) outside the domain (:func:`twin.core.box
+        .outside_box`)."""
+        return np.flatnonzero(outside_box(points, self.extent))

@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from twin.config.common import Strict, Units
+from twin.config.common import FilePath, Strict, Units
 
 #: most observation points one network may generate (a swath's track)
 MAX_POINTS = 1_000_000
@@ -138,16 +138,9 @@ class FileNetwork(NetworkBase):
     file and the variable give none for."""
 
     type: Literal["file"]
-    file: str = Field(min_length=1)
+    file: FilePath
     variables: dict[str, FileVariable] = Field(min_length=1)
     time_units: Units | None = None
-
-    @field_validator("file")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if "\x00" in v or not v.strip():
-            raise ValueError("file must be a path")
-        return v
 
     def default_error(self) -> float | None:
         """The network's ``error_std`` when the campaign gave one (the key's default does not count)."""

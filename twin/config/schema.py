@@ -165,12 +165,7 @@ class EnsembleSpec(Strict):
 
     ranks_per_member: int = Field(default=1, ge=1, le=4096)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _size_is_n(cls, data):
-        if isinstance(data, dict) and "size" in data:
-            raise ValueError(at("size") + "the ensemble size is assimilation.N: remove ensemble.size")
-        return data
+    MOVED = {"size": "the ensemble size is assimilation.N: remove ensemble.size"}
 
 
 class LocalResources(Strict):

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 from petsc4py import PETSc
 
+from twin.core.box import outside_box
 from twin.core.errors import ModelError
 
 
@@ -164,12 +165,8 @@ class Grid:
         return tuple(reversed(np.meshgrid(*reversed(axes), indexing="ij")))
 
     def contains(self, points: np.ndarray) -> np.ndarray:
-        """Boolean mask: which of the points (shape ``(m, dim)``) lie inside the box (boundaries included)."""
-        points = np.atleast_2d(np.asarray(points, dtype=float))
-        inside = np.ones(points.shape[0], dtype=bool)
-        for a, (lo, hi) in enumerate(self.extent):
-            inside &= (points[:, a] >= lo) & (points[:, a] <= hi)
-        return inside
+        """Boolean mask: which of the points (shape ``(m, dim)``) lie inside the box (:func:`outside_box`)."""
+        return ~outside_box(points, self.extent)
 
     # -- vectors and views -----------------------------------------------------------------------------------------
     def create_global(self) -> PETSc.Vec:

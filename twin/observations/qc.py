@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from twin.core.box import outside_box
+
 #: flag of each outcome; 0 is assimilated
 FLAGS = {"accepted": 0, "missing": 1, "outside_time": 2, "outside_domain": 3, "range": 4, "duplicate": 5,
          "thinned": 6, "background": 7}
@@ -45,11 +47,8 @@ def outside_time(times: np.ndarray, start: float, end: float) -> np.ndarray:
 
 
 def outside_domain(positions: np.ndarray, extent) -> np.ndarray:
-    """Positions ``(n, dim)`` outside the closed box ``extent`` ``[(lo, hi), ...]``."""
-    p = np.atleast_2d(np.asarray(positions, dtype=float))
-    lo = np.array([a for a, _ in extent], dtype=float)
-    hi = np.array([b for _, b in extent], dtype=float)
-    return np.any((p < lo) | (p > hi) | ~np.isfinite(p), axis=1)
+    """Positions ``(n, dim)`` outside the domain ``extent`` (:func:`twin.core.box.outside_box`)."""
+    return outside_box(positions, extent)
 
 
 def out_of_range(values: np.ndarray, low: float | None, high: float | None) -> np.ndarray:
