@@ -55,6 +55,11 @@ def observations_file(exp_dir: str | os.PathLike) -> Path:
     return Path(exp_dir) / "observations.h5"
 
 
+def observation_export_file(exp_dir: str | os.PathLike) -> Path:
+    """A twin experiment's synthetic observations as a CF-DSG file (:mod:`twin.observations.export`)."""
+    return Path(exp_dir) / "observations.nc"
+
+
 def checkpoint_file(exp_dir: str | os.PathLike, cycle: int) -> Path:
     """Same name as :func:`twin.io.checkpoint.checkpoint_path` (``<exp>/checkpoint/cycle_NNNN.h5``)."""
     return Path(exp_dir) / "checkpoint" / f"cycle_{int(cycle):04d}.h5"

@@ -135,6 +135,14 @@ def _write_twin_observations(s: Setup, model, sch, obs, times, prov) -> None:
                      meta={"kind": "observations", "truth_parameters": {k: np.asarray(v).tolist() for k, v in
                                                                         true_params.items()}, **networks},
                      sensitive=s.cfg.campaign.sensitive)
+    # the same observations as the file a real system would send (the round trip of a file network)
+    from twin.campaign.outputs import time_encoding
+    from twin.observations.export import write_observation_file
+
+    time_units, scale = time_encoding(model, s.cfg.timeline.calendar_start)
+    write_observation_file(layout.observation_export_file(s.exp_dir), s.comm, obs, model, np.array(times), ys,
+                           time_units=time_units, time_scale=scale, provenance=prov,
+                           sensitive=s.cfg.campaign.sensitive)
 
 
 def _write_file_observations(s: Setup, obs, times, prov) -> None:

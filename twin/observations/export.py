@@ -1,0 +1,158 @@
+"""A twin experiment's synthetic observations as the CF discrete-sampling-geometry file a real system would send.
+
+``observations.nc`` in the experiment directory holds, for every network of the experiment that observes point
+values of one state variable, what a station network of the real system would deliver: a CF-1.10 ``timeSeries`` file
+that :func:`twin.observations.dsg.read_dsg` reads back and a ``type: file`` network assimilates. Fed to the same
+campaign (with the twin network replaced by ``{type: file, file: observations.nc, variables: {<var>: {name:
+obs_<var>, units: ...}}}`` and ``assimilation.background_std`` stated, as its default is the networks' mean error),
+it gives the twin experiment's analyses again (the round trip; tested bitwise in
+``tests/integration/test_file_campaign.py``): the file network's operator interpolates the same state variable at
+the same positions, the values and errors are the float64 values the twin experiment assimilated, and each cycle's
+observations carry the analysis time.
+
+Layout (orthogonal multidimensional representation, CF 1.10 section 9.3.1), for each observed state variable ``v``::
+
+    dimensions: time, station_<v>
+    time(time)                 the analysis times, CF time ("seconds since <timeline.start>", or the model's
+                               dimensionless time "1")
+    obs_<v>_x(station_<v>)     station positions, axis X (and _y, _z), in the model's length units
+    obs_<v>_id(station_<v>)    cf_role = timeseries_id: the network and the row of its operator ("stations:3")
+    obs_<v>(station_<v>, time) the observed values in the model's units of v, coordinates "time obs_<v>_x ..."
+    obs_<v>_error(...)         their error standard deviations (ancillary, standard_name "<v> standard_error")
+
+A network is written when its operator is, row for row, multilinear interpolation of one state component at the
+network's positions (checked against :func:`twin.observations.base.interpolation_matrix`, to round-off); every other
+network (integrals, gauges of derived quantities, images) is named in the global attribute
+``twin_networks_not_written`` with why: a file network could not observe through its operator. The files of the
+real system are rarely one per state variable; CF allows a file per feature type, and twin reads any number of them.
+
+Written by hand with netCDF4 (through :func:`twin.io.netcdf.global_attributes` and ``record_checksum``, as every twin
+file): xarray would need a dataset per instance dimension for the same file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from twin.core.errors import ObservationError
+from twin.core.log import get_logger
+from twin.io.atomic import as_mpi_comm, atomic_output
+from twin.io.netcdf import global_attributes, record_checksum
+from twin.observations.base import interpolation_matrix
+
+log = get_logger(__name__)
+
+_AXES = ("x", "y", "z")
+_FILL = -9.0e33
+
+
+def point_networks(obs, model) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
+    """Which networks of the stacked operator ``obs`` observe point values of a state variable.
+
+    Returns ``({network: (component, variable)}, {network: why not})``.
+    """
+    names = list(getattr(model, "state_names", ()) or ())
+    slices = obs.network_slices or {obs.name: slice(0, obs.n_obs)}
+    points, others = {}, {}
+    grid = getattr(model, "grid", None)
+    for name, rows in slices.items():
+        if obs.locations is None or grid is None or not names or grid.dof != len(names):
+            others[name] = "the operator has no positions on the model grid"
+            continue
+        H = obs.matrix[rows]
+        where = obs.locations[rows]
+        found = None
+        if where.shape[1] == grid.dim:
+            for c, v in enumerate(names):
+                try:
+                    ref = interpolation_matrix(grid, where, c)
+                except ObservationError:  # a position outside the box: not a point network of this grid
+                    break
+                if ref.shape == H.shape and abs(ref - H).max() <= 1e-12 * max(1.0, abs(H).max()):
+                    found = (c, v)
+                    break
+        if found is None:
+            others[name] = "its operator is not the point value of one state variable"
+        else:
+            points[name] = found
+    return points, others
+
+
+def write_observation_file(path: Path, comm, obs, model, times: np.ndarray, values: np.ndarray, *,
+                           time_units: str, time_scale: float, provenance=None, sensitive: bool = False) -> Path:
+    """Write ``observations.nc`` (see the module docstring); collective over ``comm``, rank 0 writes.
+
+    Parameters
+    ----------
+    obs : LinearObservations
+        The experiment's stacked operator (positions, network slices, error standard deviations).
+    model
+        The model (state names and units, grid, length units).
+    times : ndarray, shape (K + 1,)
+        Cycle edges in model time; cycle ``k``'s observations are at ``times[k + 1]``.
+    values : ndarray, shape (K, m)
+        The observations of every cycle (rows of ``obs``), as assimilated.
+    time_units, time_scale : str, float
+        CF units of the file's time and the factor from model time to them (:func:`twin.campaign.outputs
+        .time_encoding`).
+    """
+    points, others = point_networks(obs, model)
+    comm = as_mpi_comm(comm)
+    with atomic_output(path, comm, private=sensitive) as tmp:
+        if comm is None or comm.Get_rank() == 0:
+            _write(tmp, obs, model, np.asarray(times, dtype=float), np.asarray(values, dtype=float), points, others,
+                   time_units, time_scale, provenance)
+            record_checksum(tmp)
+    if points:
+        log.info("wrote %s: network(s) %s", path, ", ".join(points))
+    return Path(path)
+
+
+def _write(tmp, obs, model, times, values, points, others, time_units, time_scale, provenance) -> None:
+    import netCDF4
+
+    grid = model.grid
+    units = dict(zip(model.state_names, getattr(model, "state_units", ()) or ()))
+    length_units = getattr(model, "length_units", "m")
+    slices = obs.network_slices or {obs.name: slice(0, obs.n_obs)}
+    by_variable: dict[str, list[tuple[str, int]]] = {}
+    for name, (_, v) in points.items():
+        by_variable.setdefault(v, []).extend((name, r) for r in range(slices[name].start, slices[name].stop))
+    with netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
+        attrs = global_attributes("observations", "twin experiment observations", provenance)
+        attrs["featureType"] = "timeSeries"
+        attrs["twin_networks_not_written"] = "; ".join(f"{n}: {why}" for n, why in others.items()) or "none"
+        nc.setncatts(attrs)
+        nc.createDimension("time", times.size - 1)
+        t = nc.createVariable("time", "f8", ("time",))
+        t.setncatts({"standard_name": "time", "long_name": "analysis time", "axis": "T", "units": time_units})
+        t[:] = times[1:] * time_scale
+        for v, rows in by_variable.items():
+            dim = f"station_{v}"
+            idx = np.array([r for _, r in rows], dtype=np.int64)
+            nc.createDimension(dim, idx.size)
+            coords = ["time"]
+            for a in range(grid.dim):
+                name = f"obs_{v}_{_AXES[a]}"
+                c = nc.createVariable(name, "f8", (dim,))
+                c.setncatts({"axis": _AXES[a].upper(), "standard_name": f"projection_{_AXES[a]}_coordinate",
+                             "long_name": f"{_AXES[a]} position of the station", "units": length_units})
+                c[:] = obs.locations[idx, a]
+                coords.append(name)
+            sid = nc.createVariable(f"obs_{v}_id", str, (dim,))
+            sid.cf_role = "timeseries_id"
+            sid.long_name = "network and row of its operator"
+            for j, (net, r) in enumerate(rows):
+                sid[j] = f"{net}:{r - slices[net].start}"
+            unit = units.get(v, "1")
+            data = nc.createVariable(f"obs_{v}", "f8", (dim, "time"), fill_value=_FILL, zlib=True)
+            data.setncatts({"long_name": f"observed {v}", "units": unit, "coordinates": " ".join(coords),
+                            "ancillary_variables": f"obs_{v}_error"})
+            y = values[:, idx].T
+            data[:] = np.ma.masked_invalid(y)
+            err = nc.createVariable(f"obs_{v}_error", "f8", (dim, "time"), fill_value=_FILL, zlib=True)
+            err.setncatts({"standard_name": f"{v} standard_error", "long_name": f"error standard deviation of obs_{v}",
+                           "units": unit})
+            err[:] = np.ma.masked_where(~np.isfinite(y), np.broadcast_to(obs.error_std[idx][:, None], y.shape))
