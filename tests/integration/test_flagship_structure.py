@@ -68,8 +68,13 @@ def test_outputs_and_report(run):
     for name in layout.OUTPUTS:
         assert (exp / name).is_file(), name
     with xr.open_dataset(exp / "posterior.nc", decode_times=False) as ds:
-        # the coupled state: atmosphere (16 x 16 x 3) then mast (5 x 33 nodes x 4)
-        assert ds["state"].shape == (12, 7, 16 * 16 * 3 + 5 * 33 * 4)
+        # the coupled state: each component's fields on its own coordinates, atmosphere 16 x 16 cells of 4 km,
+        # mast 5 x 33 nodes 0.0625 m and 0.25 m apart (issue #21: no index axis of the concatenated state)
+        assert "state" not in ds
+        assert ds["atmosphere_h"].shape == (12, 7, 16, 16) and ds["atmosphere_h"].attrs["units"] == "m"
+        assert ds["mast_u_x"].shape == (12, 7, 33, 5) and ds["mast_u_x"].dims[2:] == ("mast_y", "mast_x")
+        np.testing.assert_allclose(ds["mast_y"].values, np.linspace(0.0, 8.0, 33))
+        np.testing.assert_allclose(ds["atmosphere_x"].values, 2000.0 + 4000.0 * np.arange(16))
     with xr.open_dataset(exp / "diagnostics.nc", decode_times=False) as ds:
         for v in ("rmse", "spread", "cusum_max", "n_obs_active", "parameter_mast.damage"):
             assert v in ds and ds[v].size == 6, v

@@ -209,9 +209,26 @@ def test_site_values_and_area_above_threshold():
     ly = 0.75 * L
     dy = ly / 30
     for site, (_, y) in m.sites.items():
-        exact = H + amp * np.sin(2 * np.pi * y / ly)
+        exact = amp * np.sin(2 * np.pi * y / ly)  # the sea-level anomaly: free surface minus the rest level H
         assert q[f"eta_at_{site}"].value == pytest.approx(exact, abs=amp * (2 * np.pi * dy / ly) ** 2)
     # eta > H + A/2 where sin > 1/2: one third of the domain, up to one row of cells
     assert q["area_above_threshold"].value == pytest.approx(L * ly / 3, abs=2 * L * dy)
     assert q["mass"].value == pytest.approx(H * L * ly, rel=1e-14)
+    m.destroy()
+
+
+def test_site_sea_level_is_the_anomaly_over_topography():
+    """A flat surface at rest over a 100 m seamount: the layer is 900 m deep at its top, the anomaly 0 there."""
+    from twin.kinds.shallow_water.model import Bump
+
+    top = (L / 3, L / 3)
+    m = make("sw_anomaly", shape=(24, 18), initial=("geostrophic_balance", {"amplitude": 0.0}), sites={"top": top},
+             topography=Bump(top, L / 5, 100.0))
+    state = m.initial_state()
+    q = m.qoi(state, 0.0)
+    assert q["eta_at_top"].value == pytest.approx(0.0, abs=1e-9) and q["eta_at_top"].units == "m"
+    assert "anomaly" in q["eta_at_top"].long_name
+    state.shift(2.5)  # raise every h (and the free surface) by 2.5 m (u, v too, which the anomaly ignores)
+    assert m.qoi(state, 0.0)["eta_at_top"].value == pytest.approx(2.5, abs=1e-9)
+    state.destroy()
     m.destroy()

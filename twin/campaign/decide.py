@@ -10,6 +10,13 @@ summary at the horizon (mean, standard deviation, the quantiles at ``credible_le
 member's QoIs over the horizon go to ``prediction.nc``. Each decision section of a kind given in the campaign then
 adds to the record (its ``decide`` hook, on the same posterior members).
 
+The forecast fields users came for go to ``horizon.nc`` (:func:`write_horizon`): the posterior members' ensemble mean
+and spread of every state field at :data:`HORIZON_SNAPSHOTS` of the output times, the last one the horizon, on the
+fields' own coordinates, CF time with the campaign's reference date, ``forecast_reference_time`` (the last analysis)
+and ``forecast_period``. The moments are accumulated member by member (two states per snapshot in memory). It is
+written with the QoI forecast (on the same member runs, so a mean of a linear QoI equals the QoI of the mean field)
+and left out with ``outputs.fields: false``.
+
 The record is written by rank 0 as ``<experiment>/decision.json`` (:func:`twin.decision.records.write_decision`),
 which ``twin report`` shows. Every rank runs the forecasts (they are collective on the experiment's communicator).
 
@@ -38,11 +45,29 @@ log = get_logger("twin.campaign")
 FAN_LEVELS = (0.05, 0.5, 0.95)
 #: QoI output times per observation interval of the window reanalysis.
 WINDOW_STEPS = 5
+#: Output times of the decision forecast whose field mean and spread ``horizon.nc`` keeps (the last: the horizon).
+HORIZON_SNAPSHOTS = 4
+#: The forecast fields over the decision's horizon (see the module docstring).
+HORIZON_FILE = "horizon.nc"
+
+
+def snapshot_indices(count: int, snapshots: int = HORIZON_SNAPSHOTS) -> list[int]:
+    """Indices of ``snapshots`` of ``count`` output times, evenly spread and ending with the last."""
+    n = max(1, min(int(snapshots), int(count)))
+    return sorted({int(round((k + 1) * count / n)) - 1 for k in range(n)})
 
 
 def wants_decision(cfg) -> bool:
     d = getattr(cfg, "decision", None)
     return d is not None and (bool(d.qois) or bool(d.kind_sections()))
+
+
+def wants_horizon(cfg) -> bool:
+    """Whether the decision step writes ``horizon.nc``: a QoI forecast runs (``decision.qois``, or no kind's
+    section) and ``outputs.fields`` is on."""
+    d = getattr(cfg, "decision", None)
+    return (wants_decision(cfg) and (bool(d.qois) or not d.kind_sections())
+            and bool(getattr(getattr(cfg, "outputs", None), "fields", True)))
 
 
 def output_times(t0: float, horizon: float, dt: float | None, count: int = 10) -> np.ndarray:
@@ -92,7 +117,8 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
     sections = dcfg.kind_sections()
     if dcfg.qois or not sections:
         times = output_times(ensemble.time, dcfg.horizon, getattr(model, "dt", None))
-        fc = forecast_members(model, ensemble, times, qois=list(dcfg.qois) or None)
+        fc = forecast_members(model, ensemble, times, qois=list(dcfg.qois) or None,
+                              snapshots=snapshot_indices(times.size) if wants_horizon(cfg) else ())
         qois, fans, lines = {}, {}, []
         span = duration_text(float(times[-1] - ensemble.time), getattr(model, "time_units", ""))
         when = f"{span} after the last analysis"
@@ -111,6 +137,8 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
                          f"[{lo:.4g}, {hi:.4g}]")
         record.update(qois=qois, fans=fans, summary="; ".join(lines))
         write_prediction(s, comm, fc)
+        if fc.fields is not None:
+            write_horizon(s, comm, fc, ensemble.time, ensemble.size)
     for key in sections:
         hook = decision_types()[key].decide
         if hook is not None:
@@ -126,8 +154,9 @@ PREDICTION_FILE = "prediction.nc"
 
 def write_prediction(s, comm, fc) -> None:
     """``prediction.nc``: every posterior member's QoIs over the decision's horizon (``member``, ``time``), the
-    forecast users came for (``forecast.nc`` ends with the assimilation), CF time in the model's encoding, units and
-    provenance; rank 0 writes, atomically. Collective (the provenance)."""
+    forecast users came for (``forecast.nc`` ends with the assimilation; the fields over the horizon are in
+    ``horizon.nc``), CF time in the model's encoding, units and provenance; rank 0 writes, atomically. Collective
+    (the provenance)."""
     import xarray as xr
 
     from twin.campaign.outputs import time_encoding
@@ -149,6 +178,41 @@ def write_prediction(s, comm, fc) -> None:
     with atomic_output(s.exp_dir / PREDICTION_FILE, private=s.cfg.campaign.sensitive) as tmp:
         ds.to_netcdf(tmp)
         record_checksum(tmp)
+
+
+def write_horizon(s, comm, fc, t_analysis: float, members: int) -> None:
+    """``horizon.nc``: the ensemble mean and spread of every state field at the snapshot times of the decision
+    forecast ``fc`` (a :class:`~twin.decision.prediction.QoIForecast` with ``fields``), each on its own coordinates
+    (:func:`twin.campaign.outputs.fields_dataset`); ``time`` in the campaign's CF encoding, the scalar
+    ``forecast_reference_time`` (the last analysis ``t_analysis``) and ``forecast_period`` (lead time). Rank 0
+    writes, atomically. Collective (the provenance)."""
+    from twin.campaign.outputs import fields_dataset, time_attributes, time_encoding, write_fields
+
+    prov = s.provenance()  # collective: every rank, before rank 0 alone writes
+    model = s.get_model()
+    time_units, scale = time_encoding(model, s.cfg.timeline.calendar_start)
+    ds = None
+    if comm is None or comm.Get_rank() == 0:
+        f = fc.fields
+        lead_units = time_units.split(" since ")[0] if " since " in time_units else time_units
+        ds = fields_dataset(model, {"mean": f.mean, "spread": f.spread},
+                            {"time": (np.asarray(f.times, dtype=float) * scale, time_attributes(time_units))},
+                            statistics={"mean": ("ensemble mean of", "realization: mean"),
+                                         "spread": ("ensemble standard deviation of",
+                                                    "realization: standard_deviation")},
+                            what=f"in the forecast of {members} posterior members")
+        ref = {k: v for k, v in time_attributes(time_units).items() if k != "axis"}
+        ds = ds.assign_coords(
+            forecast_reference_time=((), float(t_analysis) * scale,
+                                     {**ref, "standard_name": "forecast_reference_time",
+                                      "long_name": "time of the last analysis the forecast starts from"}),
+            forecast_period=("time", (np.asarray(f.times, dtype=float) - float(t_analysis)) * scale,
+                             {"standard_name": "forecast_period", "long_name": "lead time after the last analysis",
+                              "units": lead_units}))
+        ds.attrs["twin_ensemble_members"] = int(members)
+    write_fields(s.exp_dir / HORIZON_FILE, ds, comm, kind="horizon",
+                 title=f"twin forecast fields over the decision horizon of experiment {s.name}", provenance=prov,
+                 sensitive=s.cfg.campaign.sensitive, complevel=s.cfg.outputs.compression)
 
 
 def whole_fields(model, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

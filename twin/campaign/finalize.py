@@ -4,7 +4,8 @@
 checkpoints; ``forecast.nc`` the forecast ensemble at ``t_1 .. t_K``, read from the member forecast files. A member
 dropped by the failure policy is missing (NaN) from the cycle it failed in onwards. ``diagnostics.nc`` is written
 cycle by cycle by the analysis and rebuilt here if it is incomplete. With guardrails, ``flags.jsonl`` is rewritten from
-the last checkpoint; with a ``decision`` section, ``decision.json`` (:mod:`twin.campaign.decide`).
+the last checkpoint; with a ``decision`` section, ``decision.json``, ``prediction.nc`` and ``horizon.nc``
+(:mod:`twin.campaign.decide`).
 """
 
 from __future__ import annotations
@@ -20,15 +21,22 @@ from twin.campaign.decide import decide
 from twin.campaign.experiment import Setup, rank_of, setup
 from twin.campaign.free_run import has_truth, write_free_run
 from twin.campaign.guarded import write_flags
-from twin.campaign.outputs import append_diagnostics, diagnostics_count, diagnostics_file, time_encoding
+from twin.campaign.outputs import (
+    append_diagnostics,
+    diagnostics_count,
+    diagnostics_file,
+    time_encoding,
+    write_state_ensemble,
+)
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger
 
 log = get_logger("twin.campaign")
 
 
-#: long_name prefix of the state of a coupled model: its components' states one after another, each on its own grid
-#: (the coordinate is an index, not a position; the report does not draw it as a field)
+#: long_name prefix of the state of a coupled model in files of earlier versions: its components' states one after
+#: another (the coordinate an index, not a position; the report does not draw it as a field). Coupled models' files
+#: now hold every component's fields on its own coordinates (:func:`twin.campaign.outputs.field_blocks`).
 CONCATENATED = "concatenated states of the coupled components"
 
 
@@ -47,15 +55,16 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
     WorkflowError
         If the last checkpoint of the campaign is missing or does not verify.
     """
-    from twin.io.netcdf import VariableMeta, verify_netcdf, write_ensemble
+    from twin.io.netcdf import verify_netcdf
 
     own = s is None
     s = s or setup(exp_dir, comm)
     t_start = time.time()
     try:
-        from twin.campaign.decide import wants_decision
+        from twin.campaign.decide import HORIZON_FILE, wants_decision, wants_horizon
 
-        decided = not wants_decision(s.cfg) or (s.exp_dir / "decision.json").is_file()
+        decided = not wants_decision(s.cfg) or ((s.exp_dir / "decision.json").is_file() and (
+            not wants_horizon(s.cfg) or (s.exp_dir / HORIZON_FILE).is_file()))
         if comm is not None and comm.Get_size() > 1:
             decided = comm.bcast(decided, root=0)
         if decided and outputs_complete(s.exp_dir) and all(verify_netcdf(s.exp_dir / n)[0] for n in layout.OUTPUTS):
@@ -83,28 +92,17 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
                 for m in done:
                     with reader(layout.forecast_file(s.exp_dir, k, m), comm) as r:
                         forecast[m, k] = r.read_field(model.name)
-        time_units, scale = time_encoding(model, s.cfg.timeline.calendar_start)
+        _, scale = time_encoding(model, s.cfg.timeline.calendar_start)
         times = np.array([sch.window(k)[1] for k in range(K)]) * scale
         times0 = np.concatenate([[sch.window(0)[0] * scale], times])
-        space = getattr(model, "length_units", "m")
-        variables, post, fore = {}, {}, {}
-        for c, state_name in enumerate(model.state_names):
-            units = model.state_units[c] if c < len(model.state_units) else "1"
-            # a state named like a coordinate (Lorenz-96's x) is prefixed with the component
-            name = f"{model.name}_{state_name}" if state_name in ("x", "y", "z", "time", "member") else state_name
-            blocks = getattr(model, "blocks", None)  # a coupled model's components, concatenated in one state
-            long_name = (f"{CONCATENATED} ({', '.join(blocks)})" if isinstance(blocks, dict) else
-                         f"{name} of {model.name}")
-            variables[name] = VariableMeta(long_name, units)
-            post[name] = posterior[..., c] if grid.dof > 1 else posterior
-            fore[name] = forecast[..., c] if grid.dof > 1 else forecast
         prov = s.provenance(last)
-        common = dict(comm=comm, variables=variables, time_units=time_units, space_units=space, provenance=prov,
-                      sensitive=s.cfg.campaign.sensitive)
-        write_ensemble(s.exp_dir / "posterior.nc", grid, post if rank_of(comm) == 0 else None, times0,
-                       kind="posterior", title=f"twin posterior ensemble of experiment {s.name}", **common)
-        write_ensemble(s.exp_dir / "forecast.nc", grid, fore if rank_of(comm) == 0 else None, times,
-                       kind="forecast", title=f"twin forecast ensemble of experiment {s.name}", **common)
+        n = grid.size * grid.dof
+        # whole states in natural order; each component's fields go on its own coordinates (field_blocks)
+        write_state_ensemble(s, s.exp_dir / "posterior.nc", posterior.reshape(s.n_members, K + 1, n), times0,
+                             kind="posterior", title=f"twin posterior ensemble of experiment {s.name}",
+                             provenance=prov)
+        write_state_ensemble(s, s.exp_dir / "forecast.nc", forecast.reshape(s.n_members, K, n), times,
+                             kind="forecast", title=f"twin forecast ensemble of experiment {s.name}", provenance=prov)
         ok = verify_netcdf(s.exp_dir / "diagnostics.nc")[0] if (s.exp_dir / "diagnostics.nc").exists() else False
         if comm is not None and comm.Get_size() > 1:
             ok = comm.bcast(ok, root=0)

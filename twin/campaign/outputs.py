@@ -3,12 +3,20 @@ checkpoint carries) and the ensemble files ``posterior.nc`` and ``forecast.nc`` 
 
 The history (a list of per-cycle or per-iteration records) lives in the checkpoint's metadata, so ``diagnostics.nc``
 can always be rewritten from the newest checkpoint: a resumed run leaves exactly the file an uninterrupted one would.
+
+Fields on their own coordinates (:func:`field_blocks`): a single model's state is one block on the model's grid
+(variables named after its state, ``x``, ``y``, ``z`` coordinates, :func:`twin.io.netcdf.write_ensemble`); a coupled
+model's natural-order state (:class:`twin.campaign.state.CoupledState`: the components one after another) is split
+into one block per component, whose variables ``<component>_<state>`` lie on that component's own dimensions and
+coordinates ``<component>_x``, ``<component>_y`` in its length units (:func:`fields_dataset`), never on the index of
+the concatenated state.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -143,31 +151,17 @@ def write_ensembles(s: Setup, posterior: np.ndarray, posterior_times, forecast: 
                     parent) -> None:
     """``posterior.nc`` and ``forecast.nc`` from whole ensembles of shape (member, time, n_state) in natural order
     (needed on rank 0 only). Collective."""
-    from twin.io.netcdf import VariableMeta, write_ensemble
-
     model = s.get_model()
-    grid = model.grid
-    spatial = tuple(grid.shape[::-1]) + ((grid.dof,) if grid.dof > 1 else ())
-    time_units, scale = time_encoding(model, s.cfg.timeline.calendar_start)
-    variables, post, fore = {}, {}, {}
-    P = np.asarray(posterior).reshape(posterior.shape[:2] + spatial)
-    F = np.asarray(forecast).reshape(forecast.shape[:2] + spatial)
-    for c, state_name in enumerate(model.state_names):
-        units = model.state_units[c] if c < len(model.state_units) else "1"
-        # a state named like a coordinate (Lorenz-96's x) is prefixed with the component, as in finalize
-        name = f"{model.name}_{state_name}" if state_name in ("x", "y", "z", "time", "member") else state_name
-        variables[name] = VariableMeta(f"{name} of {model.name}", units)
-        post[name] = P[..., c] if grid.dof > 1 else P
-        fore[name] = F[..., c] if grid.dof > 1 else F
-    common = dict(comm=s.comm, variables=variables, time_units=time_units,
-                  space_units=getattr(model, "length_units", "m"), provenance=s.provenance(parent),
-                  sensitive=s.cfg.campaign.sensitive)
-    write_ensemble(s.exp_dir / "posterior.nc", grid, post if rank_of(s.comm) == 0 else None,
-                   np.asarray(posterior_times) * scale, kind="posterior",
-                   title=f"twin posterior ensemble of experiment {s.name}", **common)
-    write_ensemble(s.exp_dir / "forecast.nc", grid, fore if rank_of(s.comm) == 0 else None,
-                   np.asarray(forecast_times) * scale, kind="forecast",
-                   title=f"twin forecast ensemble of experiment {s.name}", **common)
+    _, scale = time_encoding(model, s.cfg.timeline.calendar_start)
+    prov = s.provenance(parent)
+    n = model.grid.size * model.grid.dof
+    root = rank_of(s.comm) == 0
+    P = np.asarray(posterior).reshape(posterior.shape[:2] + (n,)) if root else None
+    F = np.asarray(forecast).reshape(forecast.shape[:2] + (n,)) if root else None
+    write_state_ensemble(s, s.exp_dir / "posterior.nc", P, np.asarray(posterior_times) * scale, kind="posterior",
+                         title=f"twin posterior ensemble of experiment {s.name}", provenance=prov)
+    write_state_ensemble(s, s.exp_dir / "forecast.nc", F, np.asarray(forecast_times) * scale, kind="forecast",
+                         title=f"twin forecast ensemble of experiment {s.name}", provenance=prov)
 
 
 def outputs_valid(s: Setup) -> bool:
@@ -177,3 +171,193 @@ def outputs_valid(s: Setup) -> bool:
     ok = all((s.exp_dir / n).is_file() and verify_netcdf(s.exp_dir / n)[0] for n in layout.OUTPUTS) \
         if rank_of(s.comm) == 0 else False
     return s.comm.bcast(ok, root=0) if s.comm is not None and s.comm.Get_size() > 1 else ok
+
+
+# -- fields on their own coordinates ----------------------------------------------------------------------------------
+#: state names that would clash with a coordinate of the file: prefixed with the component
+_RESERVED = ("x", "y", "z", "time", "member")
+_AXES = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class FieldBlock:
+    """One component's share of a natural-order state vector.
+
+    Attributes
+    ----------
+    component : str or None
+        The coupled component (``None``: the state of a single model).
+    entries : slice
+        Where the block sits in the whole state; its natural order is point-major with the dof fastest.
+    grid : twin.core.grid.Grid
+    names, units : tuple of str
+        File variable name and units of each dof.
+    state_names : tuple of str
+        The model's own name of each dof.
+    dims : tuple of str
+        Spatial dimensions in file order (``([z,] y, x)``, prefixed with the component for a coupled model).
+    length_units : str
+    """
+
+    component: str | None
+    entries: slice
+    grid: Any
+    names: tuple[str, ...]
+    units: tuple[str, ...]
+    dims: tuple[str, ...]
+    length_units: str
+    state_names: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The block's spatial shape in file order, with a trailing dof axis when it has several."""
+        return tuple(self.grid.shape[::-1]) + ((self.grid.dof,) if self.grid.dof > 1 else ())
+
+    def split(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """``(..., n_state)`` whole states -> variable name -> ``(...) + spatial`` arrays of this block."""
+        values = np.asarray(values)
+        lead = values.shape[:-1]
+        a = values[..., self.entries].reshape(lead + self.shape)
+        if self.grid.dof == 1:
+            return {self.names[0]: a}
+        return {name: a[..., c] for c, name in enumerate(self.names)}
+
+
+def _names(model, prefix: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    names, units = [], []
+    for c, state_name in enumerate(model.state_names):
+        units.append(model.state_units[c] if c < len(model.state_units) else "1")
+        if prefix is not None:  # "<component>_x" is a coordinate: a state named x is "<component>_state_x"
+            names.append(f"{prefix}_state_{state_name}" if state_name in _RESERVED else f"{prefix}_{state_name}")
+        else:  # a state named like a coordinate (Lorenz-96's x) is prefixed with the component
+            names.append(f"{model.name}_{state_name}" if state_name in _RESERVED else state_name)
+    return tuple(names), tuple(units)
+
+
+def field_blocks(model) -> list[FieldBlock]:
+    """The blocks of ``model``'s natural-order state: one on the model's grid, or one per component of a coupled
+    model (an object with ``blocks`` (component -> slice) and ``models`` (component -> model))."""
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, dict):
+        grid = model.grid
+        names, units = _names(model, None)
+        n = grid.size * grid.dof
+        return [FieldBlock(None, slice(0, n), grid, names, units, tuple(reversed(_AXES[:grid.dim])),
+                           getattr(model, "length_units", "m"), tuple(model.state_names))]
+    out = []
+    for comp, entries in blocks.items():
+        m = model.models[comp]
+        names, units = _names(m, comp)
+        dims = tuple(f"{comp}_{a}" for a in reversed(_AXES[:m.grid.dim]))
+        out.append(FieldBlock(comp, entries, m.grid, names, units, dims, getattr(m, "length_units", "m"),
+                              tuple(m.state_names)))
+    return out
+
+
+def _coordinates(block: FieldBlock) -> dict[str, tuple]:
+    grid = block.grid
+    where = "cell centre" if grid.centering == "cell" else "node"
+    of = f" of {block.component}" if block.component else ""
+    coords = {}
+    for axis, dim in zip(range(grid.dim), reversed(block.dims)):
+        name = _AXES[axis]
+        attrs = {"long_name": f"{name} coordinate of {where}{of}", "units": block.length_units}
+        attrs.update({"axis": "Z", "positive": "up"} if name == "z" else
+                     {"axis": name.upper(), "standard_name": f"projection_{name}_coordinate"})
+        coords[dim] = (dim, grid.axis_coordinates(axis), attrs)
+    return coords
+
+
+def fields_dataset(model, values: np.ndarray, lead: Mapping[str, tuple], *,
+                   statistics: Mapping[str, tuple[str, str]] | None = None, what: str = ""):
+    """An xarray Dataset of whole states on each block's own coordinates (:func:`field_blocks`).
+
+    Parameters
+    ----------
+    values : ndarray ``(*lead sizes, n_state)`` or mapping suffix -> such arrays
+        Whole states in natural order; with ``statistics``, one array per suffix.
+    lead : mapping
+        The leading dimensions in order: name -> ``(values, attrs)`` of their coordinate (``member``, ``time``).
+    statistics : mapping, optional
+        ``suffix -> (long-name prefix, cell_methods)``: one variable ``<name>_<suffix>`` per statistic of ``values``.
+    what : str
+        Appended to every long name (``"of the posterior ensemble"``).
+    """
+    import xarray as xr
+
+    lead_dims = tuple(lead)
+    arrays = values if statistics else {"": values}
+    data_vars, coords = {}, {d: (d, np.asarray(v), dict(a)) for d, (v, a) in lead.items()}
+    for block in field_blocks(model):
+        coords.update(_coordinates(block))
+        dims = lead_dims + block.dims
+        for suffix, array in arrays.items():
+            for name, part in block.split(array).items():
+                units = block.units[block.names.index(name)]
+                state = block.state_names[block.names.index(name)] if block.component else name
+                of = f" of {block.component}" if block.component else ""
+                if statistics:
+                    prefix, method = statistics[suffix]
+                    attrs = {"long_name": f"{prefix} {state}{of} {what}".strip(), "units": units,
+                             "cell_methods": method}
+                    data_vars[f"{name}_{suffix}"] = (dims, part, attrs)
+                else:
+                    data_vars[name] = (dims, part, {"long_name": f"{state}{of} {what}".strip(), "units": units})
+    return xr.Dataset(data_vars, coords=coords)
+
+
+def write_fields(path, ds, comm, *, kind: str, title: str, provenance, sensitive: bool, complevel: int = 4) -> None:
+    """Write a :func:`fields_dataset` with the global attributes and data digest of every twin file (rank 0,
+    atomically; collective). Data variables are compressed, chunked one leading index at a time."""
+    from twin.io.atomic import atomic_output
+    from twin.io.netcdf import global_attributes, record_checksum
+
+    if rank_of(comm) == 0:
+        ds.attrs.update(global_attributes(kind, title, provenance))
+        encoding = {name: {"zlib": complevel > 0, "complevel": int(complevel), "_FillValue": np.nan,
+                           "chunksizes": tuple(1 if d in ("member", "time") else n
+                                               for d, n in zip(var.dims, var.shape))}
+                    for name, var in ds.data_vars.items()}
+        encoding.update({name: {"_FillValue": None} for name in ds.coords})
+    with atomic_output(path, comm, private=sensitive) as tmp:
+        if rank_of(comm) == 0:
+            ds.to_netcdf(tmp, mode="w", format="NETCDF4", engine="netcdf4", encoding=encoding)
+            record_checksum(tmp)
+
+
+def write_state_ensemble(s: Setup, path, values: np.ndarray | None, times: np.ndarray, *, kind: str, title: str,
+                         provenance) -> None:
+    """An ensemble file (``posterior.nc``, ``forecast.nc``) from whole states ``(member, time, n_state)`` in natural
+    order (needed on rank 0 only), ``times`` already in the file's CF time units. A single model's file is
+    :func:`twin.io.netcdf.write_ensemble`'s; a coupled model's has every component's fields on its own coordinates
+    (:func:`fields_dataset`). Collective."""
+    from twin.io.netcdf import VariableMeta, write_ensemble
+
+    model = s.get_model()
+    time_units, _ = time_encoding(model, s.cfg.timeline.calendar_start)
+    blocks = field_blocks(model)
+    if blocks[0].component is None:
+        block = blocks[0]
+        variables = {n: VariableMeta(f"{n} of {model.name}", u) for n, u in zip(block.names, block.units)}
+        fields = block.split(values) if rank_of(s.comm) == 0 else None
+        write_ensemble(path, model.grid, fields, times, comm=s.comm, variables=variables, kind=kind, title=title,
+                       time_units=time_units, space_units=block.length_units, provenance=provenance,
+                       sensitive=s.cfg.campaign.sensitive)
+        return
+    ds = None
+    if rank_of(s.comm) == 0:
+        values = np.asarray(values)
+        lead = {"member": (np.arange(values.shape[0], dtype=np.int32),
+                           {"standard_name": "realization", "long_name": "ensemble member index", "units": "1"}),
+                "time": (np.asarray(times, dtype=float), time_attributes(time_units))}
+        ds = fields_dataset(model, values, lead, what=f"of the {kind} ensemble")
+    write_fields(path, ds, s.comm, kind=kind, title=title, provenance=provenance,
+                 sensitive=s.cfg.campaign.sensitive)
+
+
+def time_attributes(time_units: str) -> dict[str, str]:
+    """CF attributes of a time coordinate in ``time_units`` (a calendar only for ``<unit> since <date>``)."""
+    attrs = {"standard_name": "time", "long_name": "time", "axis": "T", "units": time_units}
+    if " since " in time_units:
+        attrs["calendar"] = "standard"
+    return attrs

@@ -180,12 +180,55 @@ class PosteriorEnsemble:
 
 
 @dataclass
+class FieldMoments:
+    """Ensemble mean and spread of the whole state (natural order) at some output times of a forecast.
+
+    Attributes
+    ----------
+    times : ndarray (T,)
+        Model times of the snapshots (a subset of the forecast's output times).
+    mean, spread : ndarray (T, n_state)
+        Member mean and standard deviation (``ddof=1``; 0 for one member), the model's state units.
+    """
+
+    times: np.ndarray
+    mean: np.ndarray
+    spread: np.ndarray
+
+
+class _Moments:
+    """Welford's running mean and sum of squared deviations of one vector per snapshot, member after member: the
+    memory is two states per snapshot whatever the ensemble size."""
+
+    def __init__(self, count: int):
+        self.count, self.n = count, 0
+        self.mean: np.ndarray | None = None
+        self.m2: np.ndarray | None = None
+
+    def add(self, index: int, x: np.ndarray, first: bool) -> None:
+        if self.mean is None:
+            self.mean = np.zeros((self.count, x.size))
+            self.m2 = np.zeros((self.count, x.size))
+        if first:
+            self.n += 1
+        delta = x - self.mean[index]
+        self.mean[index] += delta / self.n
+        self.m2[index] += delta * (x - self.mean[index])
+
+    def result(self, times: np.ndarray) -> FieldMoments:
+        spread = np.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else np.zeros_like(self.m2)
+        return FieldMoments(times, self.mean, spread)
+
+
+@dataclass
 class QoIForecast:
-    """QoI samples along a forecast: ``values[name]`` has shape ``(N, len(times))``."""
+    """QoI samples along a forecast: ``values[name]`` has shape ``(N, len(times))``; ``fields``: the ensemble mean
+    and spread of the state at the snapshot times asked for (:func:`forecast_members`), else ``None``."""
 
     times: np.ndarray
     values: dict[str, np.ndarray]
     units: dict[str, str] = field(default_factory=dict)
+    fields: FieldMoments | None = None
 
     def summary(self, name: str, index: int = -1, levels: Sequence[float] = LEVELS, cvar_level: float = 0.9,
                 limits: Sequence[float] = ()) -> QoISummary:
@@ -205,7 +248,8 @@ class QoIForecast:
 
 def forecast_members(model, ensemble: PosteriorEnsemble, times: Sequence[float], *,
                      control: Callable[[Any], None] | None = None, qois: Sequence[str] | None = None,
-                     extra: Mapping[str, Callable[[Any, Any, float], float]] | None = None) -> QoIForecast:
+                     extra: Mapping[str, Callable[[Any, Any, float], float]] | None = None,
+                     snapshots: Sequence[int] = ()) -> QoIForecast:
     """Advance every posterior member through ``times`` under ``control`` and record its QoIs. Collective.
 
     Parameters
@@ -223,6 +267,9 @@ def forecast_members(model, ensemble: PosteriorEnsemble, times: Sequence[float],
     extra : mapping, optional
         ``name -> f(model, state, t)``: additional QoIs evaluated at every output time on the member's state (the
         function must not modify it).
+    snapshots : sequence of int, optional
+        Indices into ``times`` at which the ensemble mean and spread of the whole state (natural order) are
+        accumulated (``QoIForecast.fields``), member by member: two states per snapshot in memory.
 
     Raises
     ------
@@ -238,6 +285,8 @@ def forecast_members(model, ensemble: PosteriorEnsemble, times: Sequence[float],
     if control is not None:
         control(model)
     extra = dict(extra or {})
+    keep = sorted({int(i) % times.size for i in snapshots})
+    moments = _Moments(len(keep)) if keep else None
     vec = model.create_state()
     values: dict[str, np.ndarray] = {}
     units: dict[str, str] = {}
@@ -261,10 +310,13 @@ def forecast_members(model, ensemble: PosteriorEnsemble, times: Sequence[float],
                     units[n] = q[n].units
                 for n, f in extra.items():
                     values.setdefault(n, np.full((ensemble.size, times.size), np.nan))[j, i] = float(f(model, vec, t))
+                if moments is not None and i in keep:
+                    moments.add(keep.index(i), model.grid.allgather(vec).ravel(), first=i == keep[0])
     finally:
         vec.destroy()
     log.debug("%s: forecast %d posterior members to t=%g", model.name, ensemble.size, float(times[-1]))
-    return QoIForecast(times, values, units)
+    fields = moments.result(times[keep]) if moments is not None and ensemble.size else None
+    return QoIForecast(times, values, units, fields)
 
 
 def interval_coverage(lower: np.ndarray, upper: np.ndarray, truth: np.ndarray) -> float:

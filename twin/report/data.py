@@ -35,6 +35,8 @@ class RunData:
     name : str
     directory : Path
     posterior, forecast, diagnostics, qoi : xarray.Dataset or None
+    horizon : xarray.Dataset or None
+        ``horizon.nc``: ensemble mean and spread of the fields over the decision's forecast horizon.
     truth : ndarray (time, ...) or None
         True states at the posterior times (twin experiments), shaped like one member of the posterior variable.
     parameters : dict
@@ -53,6 +55,7 @@ class RunData:
     forecast: Any = None
     diagnostics: Any = None
     qoi: Any = None
+    horizon: Any = None
     truth: np.ndarray | None = None
     parameters: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     parameter_times: dict[int, float] = field(default_factory=dict)
@@ -163,6 +166,7 @@ def _parameters(directory: Path, data: RunData) -> None:
 
 def load_run(directory, name: str | None = None) -> RunData:
     """Read everything the report uses from one experiment directory (or a forecast run directory)."""
+    from twin.campaign.decide import HORIZON_FILE
     from twin.decision.guardrails import read_flags
     from twin.decision.records import FLAGS_FILE, read_decision
 
@@ -172,6 +176,7 @@ def load_run(directory, name: str | None = None) -> RunData:
     data.forecast = _open(directory / "forecast.nc", "forecast", data)
     data.diagnostics = _open(directory / "diagnostics.nc", "diagnostics", data)
     data.qoi = _open(directory / "qoi.nc", "qoi", data)
+    data.horizon = _open(directory / HORIZON_FILE, "horizon", data)
     _truth(directory, data)
     _parameters(directory, data)
     data.decision = read_decision(directory)

@@ -9,6 +9,8 @@ a PNG file, or ``None`` with the reason the panel was skipped (its data are abse
 * QoI fan charts: 5/50/95 % of the domain mean of each state variable and of each parameter across members, over
   time (with the truth); the QoI series of a forecast run (``qoi.nc``); the decision's forecast fans;
 * the decision and its comparison (``decision.json``);
+* the forecast fields over the decision's horizon (``horizon.nc``): ensemble mean at each lead time and spread at the
+  horizon, one row per grid (a coupled model's components each on their own coordinates), one colour scale per row;
 * guardrail flags (``flags.jsonl`` and the ``flag_*`` diagnostics);
 * what changed since the last update: parameters and QoIs, mean and spread, between the last two cycles;
 * after the decision, the panels of the installed kinds (:meth:`twin.core.kinds.TwinKind.report_panels`), each
@@ -259,6 +261,109 @@ def decision_panel(data: RunData, out: Path) -> Panel:
                  table=html_table(["quantity", "value"], rows))
 
 
+def _groups(ds, variables: list[str]) -> list[list[str]]:
+    """Variables of ``ds`` grouped by their dimensions (one group per grid), in order of appearance."""
+    groups: dict[tuple, list[str]] = {}
+    for v in variables:
+        groups.setdefault(ds[v].dims, []).append(v)
+    return list(groups.values())
+
+
+def _lead(value: float, unit: str) -> str:
+    """A lead time in the unit its readers use, three significant digits (``4.83 h``, ``70 min``, ``60 day``)."""
+    seconds = {"seconds": 1.0, "second": 1.0, "s": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0,
+               "day": 86400.0}.get(unit)
+    if seconds is None:
+        return f"{value:.3g}" + (f" {unit}" if unit not in ("", "1") else "")
+    s = value * seconds
+    for name, size in (("day", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if abs(s) >= 2 * size:
+            return f"{s / size:.3g} {name}"
+    return f"{s:.3g} s"
+
+
+def horizon_panel(data: RunData, out: Path) -> Panel:
+    title = "Forecast fields over the horizon (ensemble mean and spread)"
+    ds = data.horizon
+    if ds is None:
+        if not (data.decision or {}).get("qois"):
+            return Panel(title, optional=True)  # no QoI forecast, hence no horizon fields (e.g. a forecast run)
+        return Panel(title, note="no horizon.nc: " + data.missing.get("horizon", "absent") +
+                     " (the decision step writes it with its QoI forecast)")
+    means = [v for v in ds.data_vars if v.endswith("_mean") and f"{v[:-5]}_spread" in ds]
+    if not means or "time" not in ds.dims:
+        return Panel(title, note="horizon.nc holds no ensemble mean and spread fields")
+    lead = ds["forecast_period"] if "forecast_period" in ds.coords else None
+    unit = str(lead.attrs.get("units", "")) if lead is not None else ""
+    leads = [f"+{_lead(float(v), unit)}" if lead is not None else f"snapshot {i}"
+             for i, v in enumerate(lead.values if lead is not None else range(ds.sizes["time"]))]
+    rows = []
+    for v in means:
+        name = v[:-5]
+        m, sd = ds[v].values[-1], ds[f"{name}_spread"].values[-1]
+        units = _units(ds, v)
+        rows.append([name, units, float(np.nanmean(m)), float(np.nanmin(m)), float(np.nanmax(m)),
+                     float(np.nanmean(sd)), float(np.nanmax(sd))])
+    table = html_table(["field", "units", f"mean at {leads[-1]}", "min", "max", "mean spread", "max spread"], rows)
+    # one row per grid, the first field of each: its mean at every lead time and its spread at the horizon
+    shown = [g[0] for g in _groups(ds, means)]
+    spatial = [[d for d in ds[v].dims if d != "time"] for v in shown]
+    if any(len(d) not in (1, 2) for d in spatial):
+        return Panel(title, note="fields of more than two dimensions: the numbers are in the table", table=table)
+    nt = ds.sizes["time"]
+    lines = all(len(d) == 1 for d in spatial)
+    fig, axes = plt.subplots(len(shown), 1 if lines else nt + 1,
+                             figsize=(8, 3.2 * len(shown)) if lines else (3.3 * (nt + 1), 3.0 * len(shown)),
+                             squeeze=False)
+    if not lines:
+        fig.subplots_adjust(wspace=0.3, hspace=0.45)
+    for row, (v, dims) in enumerate(zip(shown, spatial)):
+        name, units = v[:-5], _units(ds, v)
+        mean, spread = ds[v].values, ds[f"{name}_spread"].values
+        if len(dims) == 1:
+            ax = axes[row, 0]
+            x = np.asarray(ds[dims[0]].values, dtype=float)
+            for i in range(nt):
+                ax.plot(x, mean[i], color=f"C{i}", lw=1.2, label=f"mean {leads[i]}")
+            ax.fill_between(x, mean[-1] - spread[-1], mean[-1] + spread[-1], color=f"C{nt - 1}", alpha=0.25,
+                            label=f"mean +- spread {leads[-1]}")
+            cu = str(ds[dims[0]].attrs.get("units", ""))
+            ax.set_xlabel(f"{dims[0]} [{cu}]" if cu else dims[0])
+            ax.set_ylabel(f"{name} [{units}]")
+            ax.legend(fontsize=7)
+            for extra in axes[row, 1:]:
+                extra.set_visible(False)
+            continue
+        extent, xlabel, ylabel = _box(ds, dims)
+        lo, hi = float(np.nanmin(mean)), float(np.nanmax(mean))
+        for i in range(nt):
+            ax = axes[row, i]
+            im = ax.imshow(mean[i], origin="lower", vmin=lo, vmax=hi, cmap="viridis", extent=extent)
+            ax.set_title(f"{name} mean {leads[i]}", fontsize=9)
+            ax.set_xlabel(xlabel, fontsize=8)
+            if i == 0:  # the rows share their axes: one label, no overlap with the neighbours' ticks
+                ax.set_ylabel(ylabel, fontsize=8)
+            else:
+                ax.tick_params(labelleft=False)
+        fig.colorbar(im, ax=list(axes[row, :nt]), shrink=0.8, label=f"{name} [{units}]")
+        ax = axes[row, nt]
+        im = ax.imshow(spread[-1], origin="lower", cmap="magma", extent=extent, vmin=0)
+        ax.set_title(f"{name} spread {leads[-1]}", fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelleft=False)
+        fig.colorbar(im, ax=ax, shrink=0.8, label=f"[{units}]")
+    members = ds.attrs.get("twin_ensemble_members")
+    note = (f"Ensemble mean and standard deviation of {members} posterior members' forecasts "
+            f"(lead times after the last analysis; the last is the decision's horizon)." if members else "")
+    path = out / "horizon_fields.png"
+    if lines:
+        save_figure(fig, path)
+    else:  # colour bars shared by a row of axes do not go with tight_layout
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+    return Panel(title, path, note=html.escape(note), table=table)
+
+
 def flags_panel(data: RunData, out: Path) -> Panel:
     title = "Guardrail flags"
     ds = data.diagnostics
@@ -338,5 +443,5 @@ def panels() -> tuple:
     from twin.core.kinds import kinds
 
     extra = [p for kind in kinds().values() for p in kind.report_panels()]
-    return (fields_panel, rmse_panel, rank_histogram_panel, fan_panel, decision_panel, *extra, flags_panel,
-            changes_panel)
+    return (fields_panel, rmse_panel, rank_histogram_panel, fan_panel, decision_panel, horizon_panel, *extra,
+            flags_panel, changes_panel)

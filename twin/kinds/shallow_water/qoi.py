@@ -4,10 +4,13 @@
 * ``energy`` = ``sum (avg_x(h) u^2/2 + avg_y(h) v^2/2 + g h (h/2 + b)) dx dy`` [m^5/s^2] (per unit density):
   conserved by the semi-discrete scheme without drag and forcing.
 * ``enstrophy`` = ``sum h_corner q^2 / 2 dx dy`` [m/s^2]: potential enstrophy.
-* ``area_above_threshold`` [m^2]: area where the free surface ``eta = h + b`` exceeds the configured threshold.
-* ``eta_at_<site>`` [m] and ``tracer_at_<site>`` [1]: bilinear interpolation at named sites (the tracer as a
-  concentration ``phi / h``); ``u_at_<site>`` and ``v_at_<site>`` [m/s]: the wind there, interpolated from the
-  C-grid faces where ``u`` and ``v`` live.
+* ``area_above_threshold`` [m^2]: area where the free surface ``h + b`` exceeds the configured threshold (a height
+  above the bottom datum, like ``mean_depth``).
+* ``eta_at_<site>`` [m]: the sea-level anomaly ``eta = h + b - H`` at a named site, the free surface's displacement
+  from its rest level ``H`` (``mean_depth``; the surface at rest is flat at ``H`` over any topography ``b``), which is
+  what a forecaster reads (a warning level "4 m above the mean" is 4 m, not 1004 m of layer depth);
+  ``tracer_at_<site>`` [1]: the tracer concentration ``phi / h`` there; ``u_at_<site>`` and ``v_at_<site>`` [m/s]:
+  the wind there, interpolated from the C-grid faces where ``u`` and ``v`` live. All by bilinear interpolation.
 """
 
 from __future__ import annotations
@@ -72,9 +75,11 @@ def quantities(model: "ShallowWater", state: PETSc.Vec) -> dict[str, QoI]:
     if model.sites:
         names = list(model.sites)
         pts = np.array([model.sites[n] for n in names])
-        eta_s = bilinear_at_centres(grid, eta, pts)
+        # the anomaly is taken after the interpolation, whose weights sum to 1: eta - H to round-off of 1e3 m
+        eta_s = bilinear_at_centres(grid, eta, pts) - model.mean_depth
         for n, v in zip(names, eta_s):
-            out[f"eta_at_{n}"] = QoI(float(v), "m", f"free-surface height at {n}")
+            out[f"eta_at_{n}"] = QoI(float(v), "m", f"sea-level anomaly at {n} (free surface minus the rest level "
+                                                    f"{model.mean_depth:g} m)")
         # u sits half a cell west of the centre, v half a cell south: shift the points onto the centre lattice
         dx, dy = grid.spacing
         u_s = bilinear_at_centres(grid, a[..., 1], pts + [0.5 * dx, 0.0])

@@ -10,7 +10,7 @@
   :mod:`twin.campaign.free_run`), in the state's units (m and m/s together);
 * the site forecast fan: the decision's 5/50/95 % fan of each site QoI (``decision.json``) after the last analysis,
   with the nature run and the free run continued over the horizon, the exceedance limit and the probability of
-  exceeding it.
+  exceeding it; the sea level as the anomaly a forecaster reads (``eta_at_<site>``: metres above the rest level).
 
 Other experiments get none of these panels (they are optional).
 """
@@ -206,6 +206,15 @@ def rmse_free_panel(data: RunData, out: Path) -> Panel:
                  table=html_table(header, rows))
 
 
+def _label(qoi: str) -> str:
+    """What a site QoI is, in a forecaster's words (``eta_at_<site>`` is the sea-level anomaly, :mod:`.qoi`)."""
+    for prefix, words in (("eta_at_", "sea-level anomaly at"), ("u_at_", "eastward wind at"),
+                          ("v_at_", "northward wind at"), ("tracer_at_", "tracer at")):
+        if qoi.startswith(prefix):
+            return f"{words} {qoi[len(prefix):]}"
+    return qoi
+
+
 def site_fan_panel(data: RunData, out: Path) -> Panel:
     title = "Site forecast: fan, threshold and exceedance probability"
     cfg = _campaign(data)
@@ -248,7 +257,7 @@ def site_fan_panel(data: RunData, out: Path) -> Panel:
         if "time" in d:  # the last analysis: the forecast starts here
             ax.axvline(float(d["time"]) / HOUR, color="0.7", lw=0.8)
         ax.set_xlabel("time [h]")
-        ax.set_ylabel(f"{name} [{units}]")
+        ax.set_ylabel(f"{_label(name)} [{units}]")
         ax.legend(fontsize=7)
     header = ["QoI", "units", "threshold", "P(exceed) at horizon", "mean at horizon", "CVaR"]
     return Panel(title, save_figure(fig, out / "atmosphere_site_fan.png"), note=html.escape(str(d.get("summary", ""))),
