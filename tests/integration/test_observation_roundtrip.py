@@ -75,7 +75,7 @@ def test_a_twin_experiments_observation_file_gives_its_analyses_again(tmp_path, 
     # the campaign again, with its networks replaced by the file (given relative to the campaign file)
     (tmp_path / "measured.nc").write_bytes(exported.read_bytes())
     cfg["assimilation"]["observations"] = [{"type": "file", "file": "measured.nc",
-                                            "variables": {"x": {"name": "obs_x", "units": "1"}}}]
+                                            "variables": {"x": {"name": "obs_x", "error": "obs_x_error", "units": "1"}}}]
     (tmp_path / "file.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     _run(tmp_path, "run", "file.yaml", "-o", "file", "--quiet")
     measured = tmp_path / "file" / "experiments" / f"l96_{method}"

@@ -390,6 +390,26 @@ def test_standard_error_from_ancillary_and_defaults(tmp_path):
     assert np.all(a.error[a.variable == "p"] == 123.0)  # the reader's default
 
 
+def test_error_variable_named_by_the_request(tmp_path):
+    """A file whose errors carry no standard_error standard name (its data variable has none to modify): the request
+    names the error variable; it is converted from the file's units (cm) like the values."""
+    path = write_orthogonal(tmp_path / "o.nc", OTHER)
+    with netCDF4.Dataset(path, "a") as nc:
+        e = nc.createVariable("wind_error", "f8", ("station", "time"))
+        e.units = "km h-1"
+        e[:] = 3.6 * np.arange(1.0, 13.0).reshape(3, 4)
+    a = read(path, {"u": {"name": "wind", "error": "wind_error", "units": "m/s"},
+                    "h": {"name": "sea_level", "error": "sea_level_error", "units": "m"}})
+    np.testing.assert_allclose(a.error[a.variable == "u"], np.arange(1.0, 13.0), rtol=RTOL)
+    np.testing.assert_allclose(a.error[a.variable == "h"], H_ERR.ravel()[[4 * s + k for s, k in PRESENT]], rtol=RTOL)
+    with pytest.raises(ObservationError, match="error variable 'wind_err' is not in the file"):
+        read(path, {"u": {"name": "wind", "error": "wind_err", "units": "m/s"}})
+    csv = tmp_path / "o.csv"
+    csv.write_text("time,x,variable,value,error\n2026-03-01T03:00Z,1.0,h,0.5,0.1\n")
+    with pytest.raises(ObservationError, match="a CSV gives each observation's error in its 'error' column"):
+        read_csv(csv, {"h": {"name": "h", "error": "e", "units": "m"}}, start=START)
+
+
 def test_single_station_with_scalar_coordinates(tmp_path):
     with netCDF4.Dataset(tmp_path / "one.nc", "w") as nc:
         nc.featureType = "timeSeries"

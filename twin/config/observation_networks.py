@@ -121,12 +121,14 @@ class AllPointsNetwork(_Component):
 class FileVariable(Strict):
     """Which values of an observation file observe a state variable: the file's variable ``name`` (NetCDF variable
     or the CSV ``variable`` column) or its CF ``standard_name``, and the ``units`` the model wants (the file's own
-    units are converted with pint); ``error_std`` (in those units) when the file has no errors."""
+    units are converted with pint); ``error``: the NetCDF variable holding its errors, when they carry no CF
+    ``standard_error`` standard name; ``error_std`` (in the model's units) when the file has no errors."""
 
     name: str | None = None
     standard_name: str | None = None
     units: Units
     error_std: float | None = Field(default=None, gt=0)
+    error: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class FileNetwork(NetworkBase):

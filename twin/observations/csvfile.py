@@ -283,6 +283,10 @@ def read_csv(path, variables: Mapping[str, Mapping | VariableRequest], *, start:
         reqs = parse_requests(variables)
     except ValueError as exc:
         raise ObservationError(f"observation file {p}: {exc}") from None
+    for r in reqs:
+        if r.error:
+            raise ObservationError(f"observation file {p}: variable '{r.variable}': 'error' names a NetCDF variable; "
+                                   "a CSV gives each observation's error in its 'error' column")
     sha256 = file_sha256(p)
     columns, by_name = _split(p, reqs, max_obs)
     parts = [_read_rows(_Columns(p, columns, rows), start=start, model_time_units=model_time_units,

@@ -20,9 +20,10 @@ How things are found:
   positions have ``axis`` ``X``/``Y``/``Z``, ``standard_name`` ``projection_x_coordinate``/``projection_y_coordinate``
   or the names ``x``/``y``/``z``, or are named by the caller (``position_names``). Latitude and longitude are not
   positions of a twin model (its grids are Cartesian): project them first, or name the variables to use;
-* the observation error standard deviation in the ancillary variable (``ancillary_variables`` attribute) whose
-  ``standard_name`` carries the ``standard_error`` modifier (``"sea_surface_height standard_error"``), in any units
-  that convert; without one, the request's ``error_std``, else the reader's ``error_std``.
+* the observation error standard deviation in the variable the request names (``error``), else in the ancillary
+  variable (``ancillary_variables`` attribute) whose ``standard_name`` carries the ``standard_error`` modifier
+  (``"sea_surface_height standard_error"``), in any units that convert; without one, the request's ``error_std``,
+  else the reader's ``error_std``.
 
 Units are converted with pint (:mod:`twin.core.cfunits`: ``"cm"``, ``"hPa"``, ``"km h-1"``, ``"km/h"``), times with
 :mod:`twin.core.calendar` (``"hours since 2026-03-01"`` with a ``calendar`` attribute). ``_FillValue``,
@@ -319,14 +320,24 @@ class _Reader:
                                        f"are {self.length_units!r})") from None
         return np.column_stack(columns)
 
-    def error(self, v: _Variable) -> np.ndarray:
-        var = self.nc.variables[v.name]
-        for a in _attr(var, "ancillary_variables").split():
+    def _error_variables(self, v: _Variable) -> list[str]:
+        """The variable named by the request's ``error``, else the ancillary variables with a ``standard_error``
+        standard name."""
+        if v.request.error:
+            if v.request.error not in self.nc.variables:
+                raise ObservationError(f"{v.prefix(self.path)}: error variable '{v.request.error}' is not in the file")
+            return [v.request.error]
+        found = []
+        for a in _attr(self.nc.variables[v.name], "ancillary_variables").split():
             if a not in self.nc.variables:
                 raise ObservationError(f"{v.prefix(self.path)}: its ancillary_variables attribute names '{a}', which "
                                        "is not in the file")
-            if _attr(self.nc.variables[a], "standard_name").split()[-1:] != ["standard_error"]:
-                continue
+            if _attr(self.nc.variables[a], "standard_name").split()[-1:] == ["standard_error"]:
+                found.append(a)
+        return found
+
+    def error(self, v: _Variable) -> np.ndarray:
+        for a in self._error_variables(v):
             if not self.reachable(v, self.nc.variables[a].dimensions):
                 raise ObservationError(f"{v.prefix(self.path)}: standard error '{a}' has dimensions "
                                        f"{self.nc.variables[a].dimensions} unrelated to the variable's {v.dims}")
@@ -344,7 +355,8 @@ class _Reader:
         default = v.request.error_std if v.request.error_std is not None else self.error_std
         if default is None:
             raise ObservationError(f"{v.prefix(self.path)}: no observation error: the file has no ancillary variable "
-                                   "with a 'standard_error' standard_name for it, and no error_std is given")
+                                   "with a 'standard_error' standard_name for it, and neither error (the file's "
+                                   "error variable) nor error_std is given")
         return np.full(v.kept.size, float(default))
 
     # -- one variable -------------------------------------------------------------------------------------------------

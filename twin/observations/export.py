@@ -4,7 +4,7 @@
 values of one state variable, what a station network of the real system would deliver: a CF-1.10 ``timeSeries`` file
 that :func:`twin.observations.dsg.read_dsg` reads back and a ``type: file`` network assimilates. Fed to the same
 campaign (with the twin network replaced by ``{type: file, file: observations.nc, variables: {<var>: {name:
-obs_<var>, units: ...}}}`` and ``assimilation.background_std`` stated, as its default is the networks' mean error),
+obs_<var>, error: obs_<var>_error, units: ...}}}`` and ``assimilation.background_std`` stated, as its default is the networks' mean error),
 it gives the twin experiment's analyses again (the round trip; tested bitwise in
 ``tests/integration/test_file_campaign.py``): the file network's operator interpolates the same state variable at
 the same positions, the values and errors are the float64 values the twin experiment assimilated, and each cycle's
@@ -18,7 +18,7 @@ Layout (orthogonal multidimensional representation, CF 1.10 section 9.3.1), for 
     obs_<v>_x(station_<v>)     station positions, axis X (and _y, _z), in the model's length units
     obs_<v>_id(station_<v>)    cf_role = timeseries_id: the network and the row of its operator ("stations:3")
     obs_<v>(station_<v>, time) the observed values in the model's units of v, coordinates "time obs_<v>_x ..."
-    obs_<v>_error(...)         their error standard deviations (ancillary, standard_name "<v> standard_error")
+    obs_<v>_error(...)         their error standard deviations (ancillary; named by the network's ``error`` key)
 
 A network is written when its operator is, row for row, multilinear interpolation of one state component at the
 network's positions (checked against :func:`twin.observations.base.interpolation_matrix`, to round-off); every other
@@ -152,7 +152,8 @@ def _write(tmp, obs, model, times, values, points, others, time_units, time_scal
                             "ancillary_variables": f"obs_{v}_error"})
             y = values[:, idx].T
             data[:] = np.ma.masked_invalid(y)
+            # no standard_name: the modifier 'standard_error' needs the data's standard name, which model variables
+            # do not have; a file network names this variable instead (error: obs_<v>_error)
             err = nc.createVariable(f"obs_{v}_error", "f8", (dim, "time"), fill_value=_FILL, zlib=True)
-            err.setncatts({"standard_name": f"{v} standard_error", "long_name": f"error standard deviation of obs_{v}",
-                           "units": unit})
+            err.setncatts({"long_name": f"error standard deviation of obs_{v}", "units": unit})
             err[:] = np.ma.masked_where(~np.isfinite(y), np.broadcast_to(obs.error_std[idx][:, None], y.shape))

@@ -47,6 +47,9 @@ class VariableRequest:
         Its CF ``standard_name`` (used when ``name`` is not given). With neither, the file name is ``variable``.
     error_std : float, optional
         Observation error standard deviation in ``units``, used when the file has none for this variable.
+    error : str, optional
+        The NetCDF variable holding this variable's error standard deviations, for files whose errors carry no CF
+        ``standard_error`` standard name (a variable without a standard name cannot have one).
     """
 
     variable: str
@@ -54,12 +57,13 @@ class VariableRequest:
     name: str | None = None
     standard_name: str | None = None
     error_std: float | None = None
+    error: str | None = None
 
-    KEYS: ClassVar[tuple[str, ...]] = ("name", "standard_name", "units", "error_std")
+    KEYS: ClassVar[tuple[str, ...]] = ("name", "standard_name", "units", "error_std", "error")
 
     @classmethod
     def from_mapping(cls, variable: str, spec: Mapping) -> "VariableRequest":
-        """A request from a YAML-like mapping ``{name | standard_name, units, [error_std]}``.
+        """A request from a YAML-like mapping ``{name | standard_name, units, [error_std], [error]}``.
 
         Raises
         ------
@@ -83,7 +87,8 @@ class VariableRequest:
         if err is not None and not (np.isfinite(float(err)) and float(err) > 0):
             raise ValueError(f"variable '{variable}': error_std must be positive and finite, got {err!r}")
         return cls(variable=str(variable), units=str(units), name=spec.get("name"),
-                   standard_name=spec.get("standard_name"), error_std=None if err is None else float(err))
+                   standard_name=spec.get("standard_name"), error_std=None if err is None else float(err),
+                   error=spec.get("error"))
 
     def describe(self) -> str:
         """How the request finds its file variable, for messages."""
