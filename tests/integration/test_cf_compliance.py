@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from export_case import export, gauges, heat_model
+
 from twin.core.grid import Grid
-from twin.io.netcdf import (DiagnosticsFile, ObservationTable, VariableMeta, gather_members, write_ensemble,
-                            write_observations)
+from twin.io.netcdf import DiagnosticsFile, VariableMeta, gather_members, write_ensemble
 from twin.io.provenance import collect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,11 +78,14 @@ def files(tmp_path_factory, comm_self_module):
         d.append(60.0 * c, {"rmse": 0.1, "spread": 0.2, "innovation_mean": 0.0, "innovation_std": 0.3,
                             "coupling_iterations": 4, "cost": 12.0, "gradient_norm": 1e-6}, cycle=c)
     written["diagnostics"] = d.path
+    # a twin experiment's observation file (twin.observations.export), on 2-D and 3-D grids with calendar time
     for dim in (2, 3):
-        rng = np.random.default_rng(dim)
-        table = ObservationTable(np.arange(6.0), rng.uniform(0, 1, (6, dim)), rng.normal(size=6), 0.1,
-                                 ["eta"] * 6, "tide_gauge", "m")
-        written[f"observations_{dim}d"] = write_observations(out / f"obs{dim}.nc", table, comm=comm, provenance=prov)
+        model = heat_model(comm, dim)
+        obs = gauges(model, seed=dim)
+        written[f"observations_{dim}d"] = export(out / f"obs{dim}.nc", comm, model, obs,
+                                                 np.random.default_rng(dim).normal(size=(3, obs.n_obs)))
+        model.grid.destroy()
+        model.destroy()
     g2.destroy()
     g3.destroy()
     return written

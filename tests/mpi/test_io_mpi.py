@@ -13,15 +13,16 @@ import tempfile
 import h5py
 import numpy as np
 import pytest
+from export_case import START, export, gauges, heat_model
 from mpi4py import MPI
 
 from twin.core.errors import OutputError
 from twin.core.grid import Grid
 from twin.io.checkpoint import (CheckpointReader, checkpoint_path, latest_good_checkpoint, parallel_hdf5_available,
                                 read_checkpoint, write_checkpoint)
-from twin.io.netcdf import (DiagnosticsFile, ObservationTable, VariableMeta, gather_members, read_ensemble,
-                            read_observations, verify_netcdf, write_ensemble, write_observations)
+from twin.io.netcdf import DiagnosticsFile, VariableMeta, gather_members, read_ensemble, verify_netcdf, write_ensemble
 from twin.io.provenance import collect, prepare_run_directory
+from twin.observations.dsg import read_dsg
 
 
 def _load_restart_case():
@@ -135,9 +136,14 @@ def test_netcdf_outputs_gathered_on_two_ranks(shared_dir):
     for c in range(3):
         assert d.append(float(c), {"cost": 10.0 - c}, cycle=c) == c + 1
     assert list(d.read()["cost"].values) == [10.0, 9.0, 8.0]
-    table = ObservationTable([0.0, 1.0], [[0.5, 1.0], [2.5, 4.0]], [1.0, 2.0], 0.5, "c", "probe", "mol m-3")
-    opath = write_observations(os.path.join(shared_dir, "obs.nc"), table if WORLD.rank == 0 else None, comm=WORLD)
-    assert np.array_equal(read_observations(opath).points, table.points)
+    # a twin experiment's observation file, written collectively (rank 0 writes) on a grid over both ranks
+    model = heat_model(WORLD, 2)
+    obs = gauges(model)
+    opath = export(os.path.join(shared_dir, "obs.nc"), WORLD, model, obs, np.ones((3, obs.n_obs)))
+    model.grid.destroy()
+    model.destroy()
+    table = read_dsg(opath, {"T": {"name": "obs_T", "error": "obs_T_error", "units": "K"}}, start=START)
+    assert np.array_equal(table.position, np.repeat(obs.locations, 3, axis=0))
     assert all(verify_netcdf(p) == (True, "ok") for p in (path, d.path, opath))
     for v in vecs:
         v.destroy()

@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
+from export_case import export, gauges, heat_model
 
 from twin.core.errors import OutputError
 from twin.core.grid import Grid
 from twin.io.checkpoint import checkpoint_path, write_checkpoint
 from twin.io.inspect import inspect
-from twin.io.netcdf import DiagnosticsFile, write_observations, ObservationTable
+from twin.io.netcdf import DiagnosticsFile
 from twin.io.provenance import collect, prepare_run_directory
 
 pytestmark = pytest.mark.filterwarnings("ignore:`product` is deprecated:DeprecationWarning")
@@ -24,8 +25,10 @@ def test_inspect_run_directory(tmp_path, comm_self):
                          meta={"inflation": 1.02}, provenance=prov)
         u.destroy()
     DiagnosticsFile(run / "diagnostics.nc", comm_self, provenance=prov).append(0.0, {"cost": 3.0}, cycle=0)
-    write_observations(run / "obs.nc", ObservationTable([0.0], [[0.5, 0.5]], [1.0], 0.1, "u", "synthetic", "1"),
-                       comm=comm_self)
+    model = heat_model(comm_self, 2)
+    export(run / "obs.nc", comm_self, model, gauges(model), np.ones((3, 5)))
+    model.grid.destroy()
+    model.destroy()
 
     one = inspect(checkpoint_path(run, 1))
     assert "twin checkpoint" in one and "cycle 1, time 10.0" in one and "checksum: ok (sha256:" in one

@@ -1,7 +1,6 @@
 """CF NetCDF outputs: ensemble, diagnostics and observation files round-trip values, attributes and dtypes."""
 
 import os
-import shutil
 import stat
 
 import netCDF4
@@ -9,10 +8,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from twin.core.errors import ObservationError, OutputError
+from twin.core.errors import OutputError
 from twin.core.grid import Grid
-from twin.io.netcdf import (DiagnosticsFile, ObservationTable, VariableMeta, gather_members, read_ensemble,
-                            read_observations, verify_netcdf, write_ensemble, write_observations)
+from twin.io.netcdf import DiagnosticsFile, VariableMeta, gather_members, read_ensemble, verify_netcdf, write_ensemble
 from twin.io.provenance import collect
 
 H = VariableMeta("water layer thickness", "m", "sea_floor_depth_below_sea_surface")
@@ -99,52 +97,6 @@ def test_diagnostics_append_with_record_dimension(tmp_path, comm_self):
     with pytest.raises(OutputError, match="'mystery' has no metadata"):
         d.append(9.0, {"mystery": 1.0})
     assert len(d.read()["time"]) == 4
-
-
-def _table(n=5, dim=2):
-    rng = np.random.default_rng(0)
-    return ObservationTable(time=np.linspace(0, 3600, n), points=rng.uniform(0, 1, (n, dim)), value=rng.normal(size=n),
-                            error_std=np.full(n, 0.2), variable=["h", "u", "h", "v", "h"][:n],
-                            obs_type="in_situ", units="m", attrs={"instrument": "gauge array"})
-
-
-@pytest.mark.parametrize("dim", [1, 2, 3])
-def test_observations_round_trip(tmp_path, comm_self, dim):
-    table = _table(dim=dim)
-    path = write_observations(tmp_path / "obs.nc", table, comm=comm_self)
-    back = read_observations(path)
-    for name in ("time", "points", "value", "error_std"):
-        assert np.array_equal(getattr(back, name), getattr(table, name)), name
-    assert list(back.variable) == ["h", "u", "h", "v", "h"] and set(back.obs_type) == {"in_situ"}
-    assert back.units == "m" and back.attrs == {"instrument": "gauge array"}
-    with netCDF4.Dataset(path) as nc:
-        assert nc.featureType == "point" and nc["value"].coordinates == " ".join(["time", "x", "y", "z"][:dim + 1])
-        assert nc["variable"].dtype is str and nc["x"].axis == "X"
-
-
-def test_observation_time_units_are_converted(tmp_path, comm_self):
-    path = write_observations(tmp_path / "obs.nc", _table(), comm=comm_self)
-    with netCDF4.Dataset(path, "a") as nc:
-        nc["time"][:] = nc["time"][:] / 3600.0
-        nc["time"].units = "hours since 1970-01-01 00:00:00"
-    assert np.allclose(read_observations(path).time, _table().time)
-
-
-def test_bad_observations_are_refused(tmp_path, comm_self):
-    bad = _table()
-    bad.error_std[3] = 0.0
-    with pytest.raises(ObservationError, match="observation 3 has error_std 0.0"):
-        write_observations(tmp_path / "a.nc", bad, comm=comm_self)
-    path = write_observations(tmp_path / "b.nc", _table(), comm=comm_self)
-    broken = tmp_path / "c.nc"
-    shutil.copyfile(path, broken)
-    with netCDF4.Dataset(broken, "a") as nc:
-        nc["value"][1] = np.inf
-    with pytest.raises(ObservationError, match=r"c.nc: observation 1 has a non-finite value"):
-        read_observations(broken)
-    (tmp_path / "d.nc").write_bytes(b"not netcdf")
-    with pytest.raises(ObservationError, match="d.nc: cannot be read"):
-        read_observations(tmp_path / "d.nc")
 
 
 def test_sensitive_netcdf_is_owner_only(tmp_path, grid, comm_self):

@@ -1,6 +1,6 @@
-"""CF-1.10 NetCDF outputs: ensembles (posterior / forecast), per-cycle diagnostics and point observations.
+"""CF-1.10 NetCDF outputs: ensembles (posterior / forecast) and per-cycle diagnostics.
 
-All three are written by rank 0 (fields are gathered first: :func:`gather_members`), atomically
+Both are written by rank 0 (fields are gathered first: :func:`gather_members`), atomically
 (:mod:`twin.io.atomic`), with long_name and units on every variable, standard_name where the CF table has one, the
 provenance record as global attributes prefixed ``twin_`` (:mod:`twin.io.provenance`), and a digest of the stored
 values ``twin_data_sha256`` (SHA-256 over every variable's raw bytes, in sorted name order) that
@@ -19,26 +19,16 @@ Diagnostics file (``diagnostics.nc``; ``twin_kind`` = ``diagnostics``): ``time``
 :class:`DiagnosticsFile` appends one record per cycle (``cycle(time)``, RMSE, spread, innovation statistics, coupling
 iterations, cost, gradient norm, ...); a variable first seen at a later cycle is filled with missing values before.
 
-Observation file (``twin_kind`` = ``observations``; CF discrete sampling geometry, ``featureType = "point"``)::
-
-    dimension: obs
-    time(obs)                       seconds since <epoch>
-    x(obs), y(obs)[, z(obs)]        position, in ``coordinate_units`` (metres by default)
-    value(obs)                      observed value, in ``units`` (one unit per file), coordinates="time x y"
-    error_std(obs)                  observation error standard deviation (same units), > 0
-    variable(obs)  string           name of the observed model variable/component (e.g. "h", "tumour.density")
-    obs_type(obs)  string           kind of observation (e.g. "in_situ", "mri", "satellite")
-
-:func:`read_observations` returns an :class:`ObservationTable` and refuses (``ObservationError``) a file whose
-errors are not positive, whose values or positions are not finite, or that misses a variable.
+Observation files are not written here: a twin experiment writes its observations as the CF discrete-sampling-geometry
+file a real system would send (:mod:`twin.observations.export`), and every observation file is read by
+:mod:`twin.observations.dsg`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -46,10 +36,9 @@ import netCDF4
 import numpy as np
 import xarray as xr
 
-from twin.core.errors import ObservationError, OutputError
+from twin.core.errors import OutputError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
-from twin.core.units import convert
 from twin.io.atomic import as_mpi_comm, atomic_output, root_call
 from twin.io.provenance import Provenance, utc_now
 
@@ -99,7 +88,7 @@ def _time_attrs(time_units: str) -> dict[str, str]:
     return {"standard_name": "time", "long_name": "time", "axis": "T", "units": time_units, "calendar": "standard"}
 
 
-def _position_attrs(axis: str) -> dict[str, str]:
+def position_attributes(axis: str) -> dict[str, str]:
     """CF attributes of a Cartesian model coordinate: x and y are projection coordinates (not longitude/latitude,
     which a checker would otherwise infer from ``axis``); z is a height, positive up."""
     if axis == "z":
@@ -223,7 +212,7 @@ def ensemble_dataset(grid: Grid, fields: Mapping[str, np.ndarray], times: Sequen
         name = _AXES[axis]
         coords[name] = (name, grid.axis_coordinates(axis),
                         {"long_name": f"{name} coordinate of {where}", "units": space_units,
-                         **_position_attrs(name)})
+                         **position_attributes(name)})
     title = title or f"twin {kind} ensemble"
     return xr.Dataset(data_vars, coords=coords, attrs=_global_attrs(kind, title, provenance))
 
@@ -364,140 +353,3 @@ class DiagnosticsFile:
         """The whole file, loaded (times as numbers)."""
         with xr.open_dataset(self.path, decode_times=False) as ds:
             return ds.load()
-
-
-# -- observations ------------------------------------------------------------------------------------------------------
-@dataclass
-class ObservationTable:
-    """Point observations in the twin observation-file layout (see the module docstring).
-
-    ``time`` is in seconds since ``epoch``; ``points`` has shape ``(n, dim)`` in PETSc axis order ``(x, y[, z])``.
-    """
-
-    time: np.ndarray
-    points: np.ndarray
-    value: np.ndarray
-    error_std: np.ndarray
-    variable: np.ndarray
-    obs_type: np.ndarray
-    units: str
-    coordinate_units: str = "m"
-    epoch: str = "1970-01-01 00:00:00"
-    attrs: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.time = np.atleast_1d(np.asarray(self.time, dtype=float))
-        n = self.time.size
-        self.points = np.asarray(self.points, dtype=float).reshape(n, -1) if n else np.zeros((0, 1))
-        self.value = np.asarray(self.value, dtype=float).reshape(-1)
-        self.error_std = np.broadcast_to(np.asarray(self.error_std, dtype=float), (n,)).copy()
-        self.variable = np.broadcast_to(np.asarray(self.variable, dtype=str), (n,)).astype(object)
-        self.obs_type = np.broadcast_to(np.asarray(self.obs_type, dtype=str), (n,)).astype(object)
-
-    def __len__(self) -> int:
-        return self.time.size
-
-    def validate(self, where: str = "observations") -> None:
-        """Raise :class:`ObservationError` naming ``where`` if the table is inconsistent or unusable."""
-        n = len(self)
-        if n == 0:
-            raise ObservationError(f"{where}: no observations")
-        if not 1 <= self.points.shape[1] <= 3:
-            raise ObservationError(f"{where}: positions must have 1 to 3 coordinates, got {self.points.shape[1]}")
-        if self.value.size != n:
-            raise ObservationError(f"{where}: {self.value.size} values for {n} times")
-        for label, arr in (("time", self.time), ("position", self.points), ("value", self.value)):
-            if not np.all(np.isfinite(arr)):
-                bad = int(np.flatnonzero(~np.isfinite(arr.reshape(n, -1)).all(axis=1))[0])
-                raise ObservationError(f"{where}: observation {bad} has a non-finite {label}")
-        if not np.all(np.isfinite(self.error_std) & (self.error_std > 0)):
-            bad = int(np.flatnonzero(~(np.isfinite(self.error_std) & (self.error_std > 0)))[0])
-            raise ObservationError(f"{where}: observation {bad} has error_std {self.error_std[bad]!r}; errors must "
-                                   "be positive and finite")
-
-
-def observation_dataset(table: ObservationTable, *, title: str = "twin observations",
-                        provenance: Provenance | None = None) -> xr.Dataset:
-    """The CF point-DSG dataset of ``table`` (validated first)."""
-    table.validate()
-    dim = table.points.shape[1]
-    names = list(_AXES[:dim])
-    coord_list = " ".join(["time"] + names)
-    data = {
-        "value": ("obs", table.value, {"long_name": "observed value", "units": table.units,
-                                       "coordinates": coord_list, "ancillary_variables": "error_std"}),
-        "error_std": ("obs", table.error_std, {"long_name": "observation error standard deviation",
-                                               "units": table.units, "coordinates": coord_list}),
-        "variable": ("obs", table.variable, {"long_name": "observed model variable"}),
-        "obs_type": ("obs", table.obs_type, {"long_name": "observation type"}),
-        "time": ("obs", table.time, _time_attrs(f"seconds since {table.epoch}")),
-    }
-    for a, name in enumerate(names):
-        data[name] = ("obs", table.points[:, a], {"long_name": f"{name} position of the observation",
-                                                  "units": table.coordinate_units, **_position_attrs(name)})
-    attrs = _global_attrs("observations", title, provenance)
-    attrs.update({"featureType": "point"}, **{f"source_{k}": v for k, v in table.attrs.items()})
-    return xr.Dataset(data, attrs=attrs)
-
-
-def write_observations(path, table: ObservationTable | None, *, comm=None, title: str = "twin observations",
-                       provenance: Provenance | None = None, sensitive: bool = False) -> Path:
-    """Write an observation file (collective over ``comm``; ``table`` needed on rank 0 only)."""
-    built: dict[str, xr.Dataset] = {}
-
-    def build() -> None:
-        built["ds"] = observation_dataset(table, title=title, provenance=provenance)
-
-    root_call(comm, build)
-    ds = built.get("ds")
-    encoding = {}
-    if ds is not None:
-        encoding = {k: {"zlib": True, "_FillValue": None} for k in ("value", "error_std", "time", *_AXES[:3])
-                    if k in ds.variables}
-    return _write_dataset(path, ds, encoding, comm, sensitive)
-
-
-_SINCE = re.compile(r"^\s*(\w+)\s+since\s+(.+?)\s*$")
-
-
-def read_observations(path) -> ObservationTable:
-    """Read an observation file into an :class:`ObservationTable` (times converted to seconds).
-
-    Raises
-    ------
-    ObservationError
-        If the file cannot be read, misses a variable of the layout, or holds unusable observations.
-    """
-    path = Path(path)
-    try:
-        with xr.open_dataset(path, decode_times=False, mask_and_scale=False) as ds:
-            ds = ds.load()
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ObservationError(f"observation file {path}: cannot be read ({exc})") from None
-    missing = [v for v in ("time", "value", "error_std", "variable", "obs_type", "x") if v not in ds.variables]
-    if missing:
-        raise ObservationError(f"observation file {path}: missing variable(s) {', '.join(missing)} of the twin "
-                               "observation layout (see twin.io.netcdf)")
-    if ds.attrs.get("featureType") != "point":
-        raise ObservationError(f"observation file {path}: featureType is {ds.attrs.get('featureType')!r}, "
-                               "expected 'point'")
-    m = _SINCE.match(str(ds["time"].attrs.get("units", "")))
-    if not m:
-        raise ObservationError(f"observation file {path}: time units {ds['time'].attrs.get('units')!r} are not "
-                               "'<unit> since <epoch>'")
-    try:
-        seconds = convert(ds["time"].values.astype(float), m.group(1), "s")
-    except ValueError as exc:
-        raise ObservationError(f"observation file {path}: time units: {exc}") from None
-    names = [a for a in _AXES if a in ds.variables]
-    units = str(ds["value"].attrs.get("units", ""))
-    if not units:
-        raise ObservationError(f"observation file {path}: 'value' has no units attribute")
-    table = ObservationTable(
-        time=np.asarray(seconds, dtype=float), points=np.stack([ds[a].values for a in names], axis=1),
-        value=ds["value"].values, error_std=ds["error_std"].values, variable=ds["variable"].values.astype(str),
-        obs_type=ds["obs_type"].values.astype(str), units=units,
-        coordinate_units=str(ds["x"].attrs.get("units", "m")), epoch=m.group(2),
-        attrs={k[len("source_"):]: v for k, v in ds.attrs.items() if k.startswith("source_")})
-    table.validate(f"observation file {path}")
-    return table

@@ -39,7 +39,7 @@ import numpy as np
 from twin.core.errors import ObservationError
 from twin.core.log import get_logger
 from twin.io.atomic import as_mpi_comm, atomic_output
-from twin.io.netcdf import global_attributes, record_checksum
+from twin.io.netcdf import global_attributes, position_attributes, record_checksum
 from twin.observations.base import interpolation_matrix
 
 log = get_logger(__name__)
@@ -137,8 +137,8 @@ def _write(tmp, obs, model, times, values, points, others, time_units, time_scal
             for a in range(grid.dim):
                 name = f"obs_{v}_{_AXES[a]}"
                 c = nc.createVariable(name, "f8", (dim,))
-                c.setncatts({"axis": _AXES[a].upper(), "standard_name": f"projection_{_AXES[a]}_coordinate",
-                             "long_name": f"{_AXES[a]} position of the station", "units": length_units})
+                c.setncatts({**position_attributes(_AXES[a]), "long_name": f"{_AXES[a]} position of the station",
+                             "units": length_units})
                 c[:] = obs.locations[idx, a]
                 coords.append(name)
             sid = nc.createVariable(f"obs_{v}_id", str, (dim,))
