@@ -80,9 +80,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_report_parser(sub)
 
-    from twin.cli_model import add_check_model_parser
+    from twin.cli_model import add_check_model_parser, add_new_model_parser
 
     add_check_model_parser(sub)
+    add_new_model_parser(sub)
 
     n = sub.add_parser("inspect", help="summarise an output file or run directory (kind, cycles, provenance, checksums)")
     n.add_argument("path", metavar="FILE_OR_RUN_DIR")
@@ -306,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
             from twin.cli_model import cmd_check_model
 
             return cmd_check_model(args)
+        if args.command == "new-model":
+            from twin.cli_model import cmd_new_model
+
+            return cmd_new_model(args)
         if args.command in ("submit", "status"):
             from twin.cli_campaign import cmd_status, cmd_submit
 

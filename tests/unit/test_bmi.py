@@ -377,3 +377,24 @@ def test_landlab_through_its_own_bmi(monkeypatch):
         x.destroy()
     finally:
         model.destroy()
+
+
+def test_the_landlab_example_passes_csdms_bmi_tester(tmp_path):
+    """PyPI bmi-tester (the CSDMS BMI conformance suite, stages 0-3: bootstrap, info and time, variables, grids and
+    values) on the BMI model of examples/bmi-landlab, run as its command ``bmi-test`` runs it. Its unit tests are
+    skipped (gimli.units, which needs the UDUNITS-2 C library, is not installed), and so are the calls landlab's
+    wrapper does not implement (get_input_var_name_count, get_output_var_name_count) and the grid types it has not."""
+    import re
+    import subprocess
+    import sys
+
+    pytest.importorskip("bmi_tester", reason="bmi-tester is in twin's test extras: run make setup")
+    (tmp_path / "hillslope.yaml").write_text((LANDLAB / "hillslope.yaml").read_text())
+    out = subprocess.run([sys.executable, "-m", "bmi_tester", "landlab.bmi.components:LinearDiffuserBMI",
+                          "--root-dir", str(tmp_path), "--config-file", "hillslope.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=240)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    summaries = re.findall(r"=+ (\d+) passed(?:, (\d+) skipped)?.* in [0-9.]+s =+", text)
+    assert len(summaries) == 4, text[-3000:]                  # one pytest session per stage
+    assert sum(int(p) for p, _ in summaries) == 44 and "failed" not in text and "error" not in text.lower()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, WrapValidator, model_validator
 
-from twin.config.common import Strict
+from twin.config.common import FilePath, Strict, at
 
 OBSERVATION_TYPES = ("points", "gridded", "file")
 
@@ -33,7 +33,7 @@ class ObservationSet(Strict):
     every: float | None = Field(default=None, gt=0)
     times: list[float] | None = None
     error_std: float | None = Field(default=None, gt=0)
-    file: str | None = None
+    file: FilePath | None = None
 
     @model_validator(mode="after")
     def _complete(self):
@@ -51,13 +51,6 @@ class ObservationSet(Strict):
             if len(dims) != 1 or dims.pop() not in (1, 2, 3):
                 raise ValueError("every location needs the same number (1, 2 or 3) of coordinates")
         return self
-
-    @field_validator("file")
-    @classmethod
-    def _file(cls, v: str | None) -> str | None:
-        if v is not None and ("\x00" in v or not v.strip()):
-            raise ValueError("file must be a path")
-        return v
 
 
 def observation_section_type():
@@ -89,8 +82,27 @@ def model_configs() -> list[type]:
 
 
 def model_section_type():
-    """The discriminated union (on ``type``) of the model sections of every installed kind."""
+    """The discriminated union (on ``type``) of the model sections of every installed kind; a ``type`` that names a
+    class by import path (``"mypkg.models:Lorenz63"``) is validated by that class's ``config_class``
+    (:func:`twin.core.kinds.model_type_by_path`)."""
     classes = model_configs()
-    if len(classes) == 1:
-        return classes[0]
-    return Annotated[Union[tuple(classes)], Field(discriminator="type")]
+    union = classes[0] if len(classes) == 1 else Annotated[Union[tuple(classes)], Field(discriminator="type")]
+    # serialised as what it is: a section of a class named by import path is no member of the union
+    return SerializeAsAny[Annotated[union, WrapValidator(_by_import_path)]]
+
+
+def _by_import_path(value, handler, info):
+    """A section whose ``type`` has a colon names its model class by import path: the class is imported now (only
+    what the campaign's author wrote reaches here) and its section class validates the rest, strictly as the loader
+    does; every other section goes to the union."""
+    from twin.core.errors import ConfigError
+    from twin.core.kinds import is_import_path, model_type_by_path
+
+    kind = value.get("type") if isinstance(value, dict) else None
+    if not is_import_path(kind):
+        return handler(value)
+    try:
+        mt = model_type_by_path(kind)
+    except ConfigError as exc:
+        raise ValueError(at("type") + str(exc)) from None
+    return mt.config.model_validate(value, strict=True)

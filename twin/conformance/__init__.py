@@ -11,7 +11,8 @@ author's tests::
 
 The checks are described in :mod:`twin.conformance.kit`; which model, and from which section, in
 :mod:`twin.conformance.subject`. A pytest fixture, ``twin_check_model``, comes with
-``pytest_plugins = ["twin.conformance.pytest_plugin"]``.
+twin's pytest plugin (:mod:`twin.conformance.pytest_plugin`, loaded through the ``pytest11`` entry point, or with
+``pytest_plugins = ["twin.conformance.pytest_plugin"]``).
 """
 
 from twin.conformance.kit import (

@@ -1,4 +1,7 @@
-"""A pytest fixture for model authors: ``pytest_plugins = ["twin.conformance.pytest_plugin"]`` in a conftest.py, then::
+"""A pytest fixture for model authors, ``twin_check_model``. Installing twin registers this module as a pytest plugin
+(entry point group ``pytest11``, named by the module so that it is loaded once), and
+``pytest_plugins = ["twin.conformance.pytest_plugin"]`` in a conftest.py asks for it explicitly (what the packages of
+``twin new-model`` do, so that they work with a twin installed before the entry point existed). Then::
 
     def test_contract(twin_check_model):
         twin_check_model("glacier", "campaign.yaml")          # fails the test with the report's lines

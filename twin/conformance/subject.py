@@ -78,11 +78,12 @@ class Subject:
 
 def from_spec(spec: dict) -> Subject:
     """Inverse of :meth:`Subject.spec` (the section is validated again by its type's class)."""
-    from twin.core.kinds import model_types
+    from twin.core.kinds import is_import_path, model_type_by_path, model_types
 
     section = spec.get("section")
     if section is not None:
-        mt = model_types().get(section["type"])
+        mt = model_type_by_path(section["type"]) if is_import_path(section["type"]) else \
+            model_types().get(section["type"])
         if mt is None:
             raise ConfigError(f"model type {section['type']!r} is not installed in this environment")
         section = mt.config.model_validate(section)
@@ -106,8 +107,11 @@ def load_factory(path: str) -> Callable:
 
 
 def _installed(type_name: str) -> None:
-    from twin.core.kinds import model_types
+    from twin.core.kinds import is_import_path, model_type_by_path, model_types
 
+    if is_import_path(type_name):
+        model_type_by_path(type_name)  # a class named by import path: importable and on the contract, or one line
+        return
     types = model_types()
     if type_name not in types:
         raise ConfigError(f"unknown model type {type_name!r}; installed: {', '.join(sorted(types))} (twin info lists "

@@ -17,14 +17,23 @@ where ``KIND`` is a :class:`TwinKind` (an instance, or a subclass that takes no 
 
 The kinds' contents are declared by methods, not attributes, so that loading the registry (``twin validate``) imports
 only what is asked for: a kind's model module (and PETSc) is imported when a model of that kind is built.
+
+For quick work a campaign may also name a model class by import path, ``type: "mypkg.models:Lorenz63"``
+(:func:`model_type_by_path`): no packaging, no entry point, no kind (so no networks, decisions or report panels of
+its own). What that may import is bounded by what the campaign's author wrote: a dotted module path and a class
+name, resolved by Python's import system from the installed packages and ``PYTHONPATH`` (never a file path, never
+code, never a name read from a data file); every process that reads the campaign, Parsl workers included, imports
+it again, so the module must be importable there too.
 """
 
 from __future__ import annotations
 
+import importlib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from twin.core.errors import ConfigError
 
@@ -150,7 +159,101 @@ def _check_unique(found: dict[str, TwinKind]) -> None:
 
 
 def model_types() -> dict[str, ModelType]:
-    return {m.name: m for k in kinds().values() for m in k.model_types()}
+    """The model types of the installed kinds, and those named by import path that this process resolved
+    (:func:`model_type_by_path`; a campaign's are resolved when it is validated)."""
+    return {**{m.name: m for k in kinds().values() for m in k.model_types()}, **_BY_PATH}
+
+
+# -- model classes named by import path -------------------------------------------------------------------------------
+#: ``package.module:Class``: a dotted module path, a colon, a class (or a dotted attribute path to one)
+IMPORT_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+                         r"(\.[A-Za-z_][A-Za-z0-9_]*)*")
+#: the import paths resolved in this process: resolving is deterministic, and a path names one class per process
+_BY_PATH: dict[str, ModelType] = {}
+_WHERE = ("it must be importable wherever twin reads the campaign (Parsl workers and Slurm jobs included): install "
+          "its package, or put its directory on PYTHONPATH (on Slurm: resources.worker_init)")
+
+
+def is_import_path(type_name: str) -> bool:
+    """Whether a model ``type:`` names a class by import path (it has a colon) rather than an installed kind's type."""
+    return isinstance(type_name, str) and ":" in type_name
+
+
+def _defines(cls: type, module: str, name: str) -> bool:
+    """``cls`` derives from ``module.name``, found by name: this layer does not import the layers that define the
+    model contract and the model sections."""
+    return any(c.__module__ == module and c.__name__ == name for c in getattr(cls, "__mro__", ()))
+
+
+def model_type_by_path(path: str) -> ModelType:
+    """The model type of a class named by import path, ``"package.module:Class"``.
+
+    The class is a :class:`twin.models.base.Model` with ``from_config(name, section, comm)`` and a class attribute
+    ``config_class``: the pydantic class of its YAML section (a :class:`twin.config.common.ModelConfigBase`). The
+    section is validated by a subclass of it whose ``type`` is ``Literal[path]``; the model is built by a subclass of
+    the class whose ``type_name`` is ``path`` (the class itself may answer to another type, e.g. when a kind declares
+    it too). Nothing is imported unless ``path`` is a dotted module path and an attribute path.
+
+    Raises
+    ------
+    ConfigError
+        One line: a path that is not ``package.module:Class``, a module that cannot be imported (and where it must
+        be importable), a missing attribute, or a class that is not on the model contract.
+    """
+    found = _BY_PATH.get(path)
+    if found is not None:
+        return found
+    if not isinstance(path, str) or len(path) > 300 or not IMPORT_PATH.fullmatch(path):
+        raise ConfigError(f"model type {path!r}: a class by import path is written 'package.module:Class' (dotted "
+                          "names only: no file paths, no code)")
+    module_name, _, attr = path.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name) and module_name[len(exc.name):len(exc.name) + 1] in ("", "."):
+            raise ConfigError(f"model type {path!r}: no module named {exc.name!r}; {_WHERE}") from None
+        raise ConfigError(f"model type {path!r}: importing module {module_name!r} failed ({type(exc).__name__}: "
+                          f"{exc}); {_WHERE}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the module's own code failed: name it
+        raise ConfigError(f"model type {path!r}: importing module {module_name!r} failed ({type(exc).__name__}: "
+                          f"{exc}); fix that module") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"model type {path!r}: {getattr(obj, '__name__', module_name)!r} has no attribute "
+                              f"{part!r}")
+        obj = getattr(obj, part)
+    return _register_path(path, obj)
+
+
+def _register_path(path: str, cls: Any) -> ModelType:
+    """Check that ``cls`` is on the model contract and remember its model type (see :func:`model_type_by_path`)."""
+    if not isinstance(cls, type):
+        raise ConfigError(f"model type {path!r}: is a {type(cls).__name__}, not a class; name a subclass of "
+                          "twin.models.base.Model")
+    if not _defines(cls, "twin.models.base", "Model"):
+        raise ConfigError(f"model type {path!r}: class {cls.__qualname__} is not on the model contract: derive it "
+                          "from twin.models.base.Model (docs/your-own-model.md)")
+    if not callable(getattr(cls, "from_config", None)):
+        raise ConfigError(f"model type {path!r}: class {cls.__qualname__} has no classmethod from_config(name, "
+                          "section, comm)")
+    section = getattr(cls, "config_class", None)
+    if not (isinstance(section, type) and _defines(section, "twin.config.common", "ModelConfigBase")):
+        raise ConfigError(f"model type {path!r}: class {cls.__qualname__} declares no config_class, the pydantic "
+                          "class of its YAML section: set config_class = <a subclass of "
+                          "twin.config.common.ModelConfigBase> on the class")
+    import pydantic
+
+    try:
+        config = pydantic.create_model(section.__name__, __base__=section, __module__=section.__module__,
+                                       type=(Literal[path], ...))
+    except Exception as exc:  # noqa: BLE001 - a section class pydantic cannot extend must still give one line
+        raise ConfigError(f"model type {path!r}: its config_class {section.__qualname__} cannot be used as a "
+                          f"section ({type(exc).__name__}: {exc})") from None
+    config.__qualname__ = section.__qualname__
+    model = type(cls)(cls.__name__, (cls,), {"type_name": path, "__module__": cls.__module__,
+                                        "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
+    found = _BY_PATH[path] = ModelType(path, config, lambda: model)
+    return found
 
 
 def network_types() -> dict[str, NetworkType]:

@@ -34,6 +34,7 @@ from twin.core.grid import Grid
 from twin.core.petsc import reason_name, set_default_options, set_options, trajectory_in_memory
 from twin.models.base import Model, Parameter, QoI, Tape, TSPool, solve_adjoint
 from twin.models.registry import register_model
+from twin_lorenz63.config import Lorenz63Config
 
 #: the parameters, in the order of the columns of df/dp
 PARAMETERS = ("sigma", "rho", "beta")
@@ -75,6 +76,8 @@ class Lorenz63(Model):
     state_names = ("x",)
     state_units = ("1",)
     time_units = "1"
+    #: the YAML section, for a campaign that names this class by import path (type: "twin_lorenz63.model:Lorenz63")
+    config_class = Lorenz63Config
 
     def __init__(self, name: str, comm, *, dt: float = 0.01, parameters: dict[str, tuple] | None = None,
                  initial_state: Sequence[float] = (1.0, 1.0, 1.0)):
