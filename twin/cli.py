@@ -1,5 +1,5 @@
 """The ``twin`` command: ``validate``, ``run``, ``submit``, ``status``, ``report``, ``inspect``, ``info``,
-``check-model``.
+``check-model``, ``new-model``.
 
 PETSc options follow the campaign file (``twin run c.yaml -heat_ts_type cn -log_view``); they are handed to
 PETSc before any solver exists, and win over the options in the YAML.
