@@ -6,6 +6,7 @@ silent stations are left out of their cycles; the report and the decision are wr
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def _run(cwd: Path, *args: str):
     return out
 
 
-def _station_file(path: Path, y: np.ndarray, times: np.ndarray, error: float, silent=()) -> None:
+def _station_file(path: Path, y: np.ndarray, times: np.ndarray, error: float, silent=(), outliers=()) -> None:
     """``y`` (cycles, 40) at the 40 grid points of the ring, written as a CF-1.10 timeSeries file."""
     K, m = y.shape
     with netCDF4.Dataset(path, "w") as nc:
@@ -47,6 +48,8 @@ def _station_file(path: Path, y: np.ndarray, times: np.ndarray, error: float, si
         values = y.T.copy()
         for station, cycle in silent:
             values[station, cycle] = -9999.0
+        for station, cycle in outliers:  # a gauge gone wrong: 30 error standard deviations off
+            values[station, cycle] += 30.0 * error
         v[:] = values
         e = nc.createVariable("x_obs_error", "f8", ("station", "time"))
         e.units, e.standard_name = "1", "x standard_error"
@@ -67,10 +70,12 @@ def twin_run(tmp_path_factory):
     return d, text, y, times
 
 
-def _file_campaign(run, name: str, file_error: float, silent=()) -> Path:
+def _file_campaign(run, name: str, file_error: float, silent=(), outliers=(), check: float | None = None) -> Path:
     d, text, y, times = run
-    _station_file(d / f"{name}.nc", y, times[1:], file_error, silent)
+    _station_file(d / f"{name}.nc", y, times[1:], file_error, silent, outliers)
     network = (f"observations: [{{type: file, file: {name}.nc, variables: {{x: {{name: x_obs, units: '1'}}}}}}]")
+    if check is not None:
+        network += f"\n  background_check: {check}"
     (d / f"{name}.yaml").write_text(text.replace(NETWORK, network).replace("name: lorenz96_etkf", f"name: {name}"))
     _run(d, "run", f"{name}.yaml", "-o", name, "--quiet")
     return d / name / "experiments" / name
@@ -109,3 +114,23 @@ def test_wrong_errors_show_in_chi_square_and_silent_stations_are_left_out(twin_r
     with xr.open_dataset(exp / "diagnostics.nc", decode_times=False) as diag:
         n = diag["n_obs"].values
         assert n[3] == 39 and n[7] == 38 and n[0] == 40
+
+
+def test_background_check_leaves_out_a_gauge_gone_wrong(twin_run):
+    """Three readings 30 sigma off with background_check: 5: they are left out (counted per cycle, listed in
+    qc.jsonl by cycle, network and row) exactly as if those gauges had been silent: the analyses equal bitwise those
+    of the same file with the three readings missing."""
+    bad = [(4, 3), (17, 3), (30, 9)]
+    checked = _file_campaign(twin_run, "checked", 1.0, outliers=bad, check=5.0)
+    silent = _file_campaign(twin_run, "silent3", 1.0, silent=bad, check=5.0)
+    with xr.open_dataset(checked / "diagnostics.nc", decode_times=False) as diag:
+        n_rej, n_obs = diag["n_rejected_background"].values, diag["n_obs"].values
+    assert n_rej[3] == 2 and n_rej[9] == 1 and n_rej.sum() == 3, n_rej
+    assert n_obs[3] == 38 and n_obs[9] == 39 and n_obs[0] == 40
+    lines = [json.loads(x) for x in (checked / "qc.jsonl").read_text().splitlines()]
+    assert [(r["cycle"], r["row"]) for r in lines] == [(3, 4), (3, 17), (9, 30)]
+    assert len({r["network"] for r in lines}) == 1
+    with xr.open_dataset(checked / "posterior.nc", decode_times=False) as a, \
+            xr.open_dataset(silent / "posterior.nc", decode_times=False) as b:
+        assert np.array_equal(a["l96_x"].values, b["l96_x"].values)
+    assert (silent / "qc.jsonl").read_text() == ""  # nothing rejected where nothing was wrong

@@ -280,3 +280,31 @@ def test_localised_esmda_update():
     M2 = esmda_local_update(E2, (H @ E)[:1], y[:1], r[:1], 4.0, near, 1.0)
     assert np.array_equal(M2[3:10], E2[3:10])
     assert not np.allclose(M2[0], E2[0]) and not np.allclose(M2[-1], E2[-1])
+
+
+def test_background_check_rejects_what_lies_beyond_k_sigma_and_nothing_else():
+    """The background check of EnsembleAnalysis: an observation 20 sigma off is left out exactly as a silent site
+    (NaN) would be; one at 2 sigma with k = 3 stays; every rejection is named and counted."""
+    import scipy.sparse as sp
+
+    from twin.assimilation.analysis import EnsembleAnalysis
+    from twin.observations.base import LinearObservations
+
+    E, H, y, r = _problem(n=6, N=8, m=4)
+    obs = LinearObservations(sp.csr_matrix(H), r, None, "net")
+    control = ControlVector(6, [])
+    Y = H @ E
+    sigma = np.sqrt(Y.var(axis=1, ddof=1) + r ** 2)
+    y = Y.mean(axis=1) + np.array([0.5, -2.0, 20.0, 1.0]) * sigma  # row 2 far off, row 1 at 2 sigma
+    checked = EnsembleAnalysis(ETKF(8), obs, control, background_check=3.0)
+    res = checked.analyse(E, y, r, 1.0, np.random.default_rng(0), cycle=0)
+    assert res.rejected.tolist() == [2] and res.record["n_rejected_background"] == 1 and res.record["n_obs"] == 3
+    silent = y.copy()
+    silent[2] = np.nan
+    ref = EnsembleAnalysis(ETKF(8), obs, control).analyse(E, silent, r, 1.0, np.random.default_rng(0), cycle=0)
+    assert np.array_equal(res.ensemble, ref.ensemble)
+    # without the check the far observation pulls the analysis
+    free = EnsembleAnalysis(ETKF(8), obs, control).analyse(E, y, r, 1.0, np.random.default_rng(0), cycle=0)
+    assert np.abs(free.ensemble.mean(axis=1) - ref.ensemble.mean(axis=1)).max() > 0.5
+    with pytest.raises(AssimilationError, match="k must be positive"):
+        EnsembleAnalysis(ETKF(8), obs, control, background_check=0.0)

@@ -12,7 +12,11 @@ the multiplicative inflation factor of this cycle. One analysis:
 1. ``Y = H E`` and the innovation statistics of ``Y`` (before inflation);
 2. prior inflation ``E_f = inflate(E, lambda)``, ``Y_f = inflate(Y, lambda)``
    (:class:`~twin.assimilation.inflation.Inflation`);
-3. optionally a *screen* (the guardrails of a campaign) looks at ``Y_f``, ``y``, ``r`` and the inflated forecast
+3. optionally the *background check* (``background_check = k``): an observation whose innovation
+   ``|y - mean(Y_f)|`` exceeds ``k sqrt(var(Y_f) + r^2)`` (the inflated forecast's variance in observation space
+   plus its error variance, :func:`twin.observations.qc.background`) is rejected like a silent site: left out of the
+   statistics and the analysis, counted in ``n_rejected_background`` and listed in the result's ``rejected``; then
+   optionally a *screen* (the guardrails of a campaign) looks at ``Y_f``, ``y``, ``r`` and the inflated forecast
    and returns the observation rows to assimilate;
 4. ``E_a = method.analysis(E_f, Y_f, y, r, rng, local)`` (ETKF, EnKF or LETKF) over those rows;
 5. posterior relaxation of ``E_a`` to ``E_f`` (RTPS or RTPP);
@@ -41,7 +45,7 @@ same seeds give the same analysis on any number of ranks (to round-off: ``H E`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -49,6 +53,7 @@ import numpy as np
 from twin.assimilation import diagnostics as diag
 from twin.assimilation.transforms import ControlVector, inverse
 from twin.core.errors import AssimilationError, ObservationError
+from twin.observations import qc
 from twin.observations.base import LinearObservations
 
 #: ``screen(cycle, time, Y_f, y, r, forecast, truth) -> (rows, record)``: the observation rows to assimilate and the
@@ -71,12 +76,15 @@ class AnalysisResult:
         The cycle's diagnostics (see the module docstring); the same on every rank.
     rank_counts : ndarray (N + 1,) or None
         Rank histogram of the truth in the analysis ensemble over the state entries (with a truth).
+    rejected : ndarray of int
+        The observation rows the background check rejected (empty without one).
     """
 
     ensemble: np.ndarray
     factor: float
     record: dict[str, float]
     rank_counts: np.ndarray | None = None
+    rejected: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 class EnsembleAnalysis:
@@ -95,10 +103,15 @@ class EnsembleAnalysis:
         The ranks over which the rows are spread (``None``: this process holds whole control vectors).
     rows : (int, int), optional
         The control entries ``start, stop`` this rank holds (default: all).
+    background_check : float, optional
+        ``k`` of the background check (module docstring); ``None``: every present observation is assimilated.
     """
 
     def __init__(self, method, observations: LinearObservations, control: ControlVector, *, local=None, comm=None,
-                 rows: tuple[int, int] | None = None):
+                 rows: tuple[int, int] | None = None, background_check: float | None = None):
+        if background_check is not None and not (np.isfinite(background_check) and background_check > 0):
+            raise AssimilationError(f"background check: k must be positive, got {background_check}")
+        self.background_check = background_check
         self.method = method
         self.obs = observations
         self.control = control
@@ -186,25 +199,34 @@ class EnsembleAnalysis:
         y = np.asarray(y, dtype=float)
         r = np.broadcast_to(np.asarray(r, dtype=float), y.shape)
         present = np.isfinite(y) & np.isfinite(r)
-        given = np.flatnonzero(present) if not present.all() else None
         state = self.state_rows
         Ef = infl.inflated(E, factor)
         Y, fsum, ef_bad = self._reduce([self.observe(E), diag.block_sums(E[state], truth),
                                         (~np.all(np.isfinite(Ef), axis=0)).astype(float)])
-        p = slice(None) if given is None else given
-        if given is not None and given.size == 0:
-            raise AssimilationError(f"cycle {cycle}: no observation in this cycle (every site was silent): give the "
-                                    "cycle's observations or a longer cycle")
-        inn = diag.innovation_stats(Y[p], y[p], r[p])
-        rec: dict[str, float] = _scores(fsum, truth is not None, forecast=True)
-        rec.update(innovation_mean=inn.mean, innovation_std=float(np.sqrt(inn.variance)),
-                   innovation_expected_std=float(np.sqrt(inn.expected_variance)), inflation=factor,
-                   n_obs=int(np.size(y[p])), members=int(N))
         Yf = infl.inflated(Y, factor)
         bad = [m for m in range(N) if ef_bad[m] or not np.all(np.isfinite(Yf[:, m]))]
         if bad:
             raise AssimilationError(f"cycle {cycle}: the inflated forecast of member(s) {bad[:10]} holds non-finite "
                                     f"values (inflation factor {factor:g}); lower the inflation or check the model")
+        rejected = np.zeros(0, dtype=np.int64)
+        if self.background_check is not None:
+            with np.errstate(invalid="ignore"):
+                far = qc.background(y - Yf.mean(axis=1), Yf.var(axis=1, ddof=1), r, self.background_check)
+            rejected = np.flatnonzero(present & far)
+            present &= ~far
+        given = np.flatnonzero(present) if not present.all() else None
+        p = slice(None) if given is None else given
+        if given is not None and given.size == 0:
+            why = "every site was silent" if rejected.size == 0 else f"{rejected.size} rejected by the background check"
+            raise AssimilationError(f"cycle {cycle}: no observation to assimilate in this cycle ({why}): give the "
+                                    "cycle's observations, a longer cycle or a larger background_check")
+        inn = diag.innovation_stats(Y[p], y[p], r[p])
+        rec: dict[str, float] = _scores(fsum, truth is not None, forecast=True)
+        rec.update(innovation_mean=inn.mean, innovation_std=float(np.sqrt(inn.variance)),
+                   innovation_expected_std=float(np.sqrt(inn.expected_variance)), inflation=factor,
+                   n_obs=int(np.size(y[p])), members=int(N))
+        if self.background_check is not None:
+            rec["n_rejected_background"] = int(rejected.size)
         local, rows = self.local, given
         if screen is not None:
             if self.comm is not None:
@@ -251,7 +273,8 @@ class EnsembleAnalysis:
             rec.update(self._fit(Ea, Yf, y, r, rows))
         for i, par in enumerate(self.control.parameters):
             rec[f"parameter_{par.name}"] = float(psum[i, 0] / psum[i, 1])
-        return AnalysisResult(Ea, float(new_factor), rec, counts.astype(np.int64) if truth is not None else None)
+        return AnalysisResult(Ea, float(new_factor), rec, counts.astype(np.int64) if truth is not None else None,
+                              rejected)
 
 
 def _fit_keys() -> tuple[str, ...]:

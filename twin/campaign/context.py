@@ -180,7 +180,8 @@ def analysis(cfg, model, obs, control, n_members: int):
     for ``n_members`` live members on whole control vectors ``control``, localised by :func:`local_context`."""
     from twin.assimilation.analysis import EnsembleAnalysis
 
-    return EnsembleAnalysis(method(cfg, n_members), obs, control, local=local_context(cfg, model, obs, control))
+    return EnsembleAnalysis(method(cfg, n_members), obs, control, local=local_context(cfg, model, obs, control),
+                            background_check=cfg.assimilation.background_check)
 
 
 def local_context(cfg, model, obs, control):

@@ -60,6 +60,11 @@ def observation_export_file(exp_dir: str | os.PathLike) -> Path:
     return Path(exp_dir) / "observations.nc"
 
 
+def qc_file(exp_dir: str | os.PathLike) -> Path:
+    """Observations left out by a filter's background check, one JSON line each (cycle, network, row)."""
+    return Path(exp_dir) / "qc.jsonl"
+
+
 def checkpoint_file(exp_dir: str | os.PathLike, cycle: int) -> Path:
     """Same name as :func:`twin.io.checkpoint.checkpoint_path` (``<exp>/checkpoint/cycle_NNNN.h5``)."""
     return Path(exp_dir) / "checkpoint" / f"cycle_{int(cycle):04d}.h5"

@@ -43,6 +43,8 @@ EXTRA_DIAGNOSTICS = {
     "desroziers_hbht": ("Desroziers estimate of the background error variance in observation space, mean of "
                         "(A-B)(O-B)", "{state}2"),
     "ensemble_hbht": ("forecast ensemble variance in observation space (mean)", "{state}2"),
+    "n_rejected_background": ("observations left out by the background check (assimilation.background_check)",
+                              "1"),
 }
 
 #: Diagnostics of ES-MDA and 4D-Var campaigns that are neither in twin.io.netcdf.DIAGNOSTICS nor in

@@ -166,6 +166,27 @@ def _write_file_observations(s: Setup, obs, times, prov) -> None:
                      meta={"kind": "observations", "files": files, **networks}, sensitive=s.cfg.campaign.sensitive)
 
 
+def _rejections(earlier: list, obs, cycle: int, t: float, rows) -> list[dict]:
+    """The background check's rejections so far (kept in the checkpoints): one record per observation, naming its
+    network and its row there."""
+    slices = obs.network_slices or {obs.name: slice(0, obs.n_obs)}
+    out = list(earlier)
+    for row in np.asarray(rows, dtype=int).tolist():
+        net = next(n for n, sl in slices.items() if sl.start <= row < sl.stop)
+        out.append({"cycle": cycle, "time": t, "check": "background", "network": net, "row": row - slices[net].start})
+    return out
+
+
+def _write_rejections(exp_dir, records: list[dict]) -> None:
+    """Rewrite ``qc.jsonl`` (one line per rejected observation) from the checkpoint's records (one process)."""
+    import json
+
+    from twin.io.atomic import is_private_directory, write_text
+
+    write_text(layout.qc_file(exp_dir), "".join(json.dumps(r, sort_keys=True) + "\n" for r in records),
+               private=is_private_directory(exp_dir))
+
+
 # -- forecast --------------------------------------------------------------------------------------------------------
 def forecast_member(exp_dir, cycle: int, member: int, comm, s: Setup | None = None) -> bool:
     """Advance member ``member`` of checkpoint ``cycle`` over the cycle and write its forecast file. Collective.
@@ -307,10 +328,14 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
         new_meta = {"inflation": result.factor, "dropped": dropped, "history": history}
         if guard is not None:
             new_meta["guardrails"] = guarded.snapshot(guard)
+        if s.cfg.assimilation.background_check is not None:
+            new_meta["rejected"] = _rejections(meta.get("rejected", []), obs, cycle, t, result.rejected)
         write_ensemble_checkpoint(s, out, cycle + 1, t, prior_states, prior_params, alive, new_meta,
                                   s.provenance(parent, checksum))
         if s.rank == 0:
             guarded.write_flags(s.exp_dir, new_meta.get("guardrails"))
+            if "rejected" in new_meta:
+                _write_rejections(s.exp_dir, new_meta["rejected"])
         append_diagnostics(s, history)
         s.record("analyse", "done", t_start, cycle=cycle)
         if "rmse" in record:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from twin.config.common import Strict
+from twin.config.common import Strict, at
 from twin.config.observation_networks import networks_type
 
 
@@ -106,6 +106,9 @@ class EnsembleAssimilationConfig(Strict):
     observations: networks_type()
     background_std: float | None = Field(default=None, gt=0)
     esmda_alphas: list[float] | None = None
+    #: the background check of each filter analysis: an observation whose innovation exceeds this many standard
+    #: deviations of HBH^T + R is left out (counted in diagnostics.nc, listed in qc.jsonl); none: no check
+    background_check: float | None = Field(default=None, gt=0)
 
     MOVED = {"ranks_per_member": "how a member runs is ensemble.ranks_per_member: move it there"}
 
@@ -146,4 +149,7 @@ class EnsembleAssimilationConfig(Strict):
             total = sum(1.0 / a for a in self.esmda_alphas)
             if abs(total - 1.0) > 1e-8:
                 raise ValueError(f"ES-MDA coefficients must satisfy sum(1/alpha) = 1, got {total:.6g}")
+        if self.background_check is not None and self.method == "esmda":
+            raise ValueError(at("background_check") + "the background check is part of the filters' cycle analysis "
+                             "(etkf, enkf, letkf); ES-MDA has none")
         return self
