@@ -13,8 +13,10 @@
     member tasks. The driver itself uses little CPU; ``twin status RUN_DIR`` shows progress from anywhere.
 
 ``twin status RUN_DIR``
-    Per experiment: done, running, interrupted, failed or pending; cycles done; member forecasts of the current
-    cycle; dropped members and why (:mod:`twin.campaign.status`).
+    Per experiment: done, damaged, running, interrupted, failed or pending; cycles done; member forecasts of the
+    current cycle; dropped members and why. What a finished experiment claims is verified (its last checkpoint,
+    every output its ``done.json`` lists). Exit status 0 complete and verified, 1 the operator must act, 3 still
+    running or queued (:mod:`twin.campaign.status`).
 
 ``twin run FILE``
     For a campaign with an ``assimilation`` section: the Parsl workflow when ``resources.workers > 1`` or with
@@ -89,18 +91,25 @@ def add_status_parser(sub) -> argparse.ArgumentParser:
 
 # -- commands --------------------------------------------------------------------------------------------------------
 def cmd_status(args) -> int:
+    """Print the status; the exit status says whether the campaign is complete and verified (0), needs the
+    operator (1: failed, damaged, interrupted, driver lost or crashed) or is still to come (3: running, queued);
+    2 for a path that is not a run directory (:mod:`twin.campaign.status`)."""
     from twin.campaign.status import status, summary
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "experiments").is_dir():
         print(f"error: {run_dir} is not a campaign run directory (no experiments/ in it)", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(summary(run_dir), indent=1))
-        return 0
     st = status(run_dir)
+    if args.json:
+        print(json.dumps(summary(st), indent=1))
+        return st.exit_status
     print("\n".join(st.lines()))
-    return 0
+    for e in st.experiments:
+        if e.state in ("failed", "damaged", "interrupted"):
+            print(f"error: experiment {e.name} {e.state}" + (f": {e.message}" if e.message else
+                  " (no live driver: run the campaign again to resume it)"), file=sys.stderr)
+    return st.exit_status
 
 
 def cmd_submit(args) -> int:

@@ -49,18 +49,26 @@ def run_directory(loaded: LoadedCampaign, override: str | None = None) -> Path:
     Raises
     ------
     ConfigError
-        If it lies elsewhere (the problem points at ``outputs.directory`` in the file when that named it).
+        If it lies elsewhere (the problem points at ``outputs.directory`` in the file when that named it), or, for
+        ``resources.type: slurm``, if its path contains ``%`` (Slurm would expand it).
     """
     from twin.config.confinement import allowed_roots, confine, outside_message
 
     cfg = loaded.config
     if override:
-        return confine(override)
-    text = cfg.outputs.directory.replace("{name}", cfg.campaign.name)
-    message = outside_message(text, allowed_roots(), "outputs.directory")
-    if message is not None:
-        raise ConfigError([loaded.problem(("outputs", "directory"), message)])
-    return Path(text).resolve()
+        path = confine(override)
+    else:
+        text = cfg.outputs.directory.replace("{name}", cfg.campaign.name)
+        message = outside_message(text, allowed_roots(), "outputs.directory")
+        if message is not None:
+            raise ConfigError([loaded.problem(("outputs", "directory"), message)])
+        path = Path(text).resolve()
+    if cfg.resources.type == "slurm" and "%" in str(path):
+        # sbatch expands %j, %x, %u ... in the log paths of the batch script: the job would write elsewhere, or die
+        where = "-o" if override else "outputs.directory"
+        raise ConfigError(f"{loaded.path}: run directory {path} contains '%', which Slurm expands in file names "
+                          f"(%j: job id, %u: user ...): choose a name without '%' ({where})")
+    return path
 
 
 def output_times(timeline, model_time_units: str) -> np.ndarray:
@@ -95,7 +103,17 @@ def build_model(loaded: LoadedCampaign, comm):
 
 def run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None = None, verbose: bool = False,
                  quiet: bool = False) -> RunResult:
-    """Run ``loaded`` on ``comm``; returns the run directory and the files written. Collective."""
+    """Run ``loaded`` on ``comm``; returns the run directory and the files written. Collective.
+
+    A sensitive campaign runs under an owner-only umask (:func:`twin.io.atomic.private_umask`): every file and
+    directory it creates is ``0600``/``0700`` from creation."""
+    from twin.io.atomic import private_umask
+
+    with private_umask(loaded.config.campaign.sensitive):
+        return _run_campaign(loaded, comm, run_dir, verbose, quiet)
+
+
+def _run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None, verbose: bool, quiet: bool) -> RunResult:
     from twin.io.provenance import collect, prepare_run_directory
 
     cfg = loaded.config
@@ -104,6 +122,11 @@ def run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None = None, verbo
     setup_logging(rank, size, verbose, logfile=str(out / "twin.log"), quiet=quiet)
     prov = collect(comm, config_text=loaded.text, sensitive=cfg.campaign.sensitive)
     log.info("campaign '%s' on %d rank(s); run directory %s", cfg.campaign.name, size, out)
+    if rank == 0:
+        from twin.campaign.status import sweep_on_resume
+
+        sweep_on_resume(out)  # temporary files of a killed run, before anything writes here
+    comm.Barrier()
     if cfg.assimilation is not None:
         from twin.campaign.online import run_online, unfinished
 

@@ -25,7 +25,9 @@ task that cannot come: every future is resolved by success, failure or ``task_ti
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from twin.campaign import layout
 from twin.campaign.experiments import experiments_section, prepare_experiments
-from twin.campaign.status import status, write_heartbeat
+from twin.campaign.status import mark_done, promised_outputs, status, sweep_on_resume, write_heartbeat
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger, setup_logging
 from twin.core.progress import Progress
@@ -103,6 +105,14 @@ def scan_experiments(dirs: list[Path], python: str = sys.executable) -> dict[Pat
     return out
 
 
+#: Open MPI: "mpiexec noticed that process rank 0 with PID 123 on node n1 exited on signal 9 (Killed)."
+_OMPI_SIGNAL = re.compile(r"process rank (?P<rank>\d+) with PID \d+ on node \S+ exited on signal "
+                          r"(?P<signal>\d+(?: \([^)]*\))?)")
+#: Slurm: "srun: error: n1: task 0: Killed" (also "Segmentation fault", "Out Of Memory")
+_SRUN_SIGNAL = re.compile(r"srun: error: \S+: tasks? (?P<rank>[\d,-]+): (?P<signal>Killed|Segmentation fault|"
+                          r"Out Of Memory|Aborted|Terminated)")
+
+
 def _last_line(path: Path) -> str:
     """The line of a failed task's stderr that says why: twin's own ``model failed:`` / ``error:`` line, else the
     last line of a Python traceback, else the headline of a launcher's banner (Open MPI frames its messages in lines
@@ -117,6 +127,11 @@ def _last_line(path: Path) -> str:
     for ln in reversed(lines):
         if ln.startswith(("model failed:", "error:")):
             return ln
+    for ln in lines:  # a launcher saying a rank died of a signal (the node's name left out: sensitive runs)
+        if m := _OMPI_SIGNAL.search(ln):
+            return f"rank {m.group('rank')} killed by signal {m.group('signal')}"
+        if m := _SRUN_SIGNAL.search(ln):
+            return f"task {m.group('rank')}: {m.group('signal')} (srun)"
     if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
         return lines[-1]
     text = [ln for ln in lines if not set(ln) <= set("-=*_ ")]
@@ -174,7 +189,10 @@ class CampaignWorkflow:
         if k < 0:
             e.stage, e.cycle = "init", 0
         elif k >= e.n_cycles:
-            e.stage, e.cycle = ("done" if scan["outputs"] else "finalize"), e.n_cycles
+            # done.json is written after the last step: without it finalize runs again (and skips what is there)
+            promised = promised_outputs(e.dir)
+            finished = scan["outputs"] and promised is not None and all((e.dir / n).is_file() for n in promised)
+            e.stage, e.cycle = ("done" if finished else "finalize"), e.n_cycles
         else:
             e.stage, e.cycle = "forecast", k
             e.skip_members = set(scan["members_done"])
@@ -237,7 +255,9 @@ class CampaignWorkflow:
             fut.result()
             error = None
         except Exception as exc:  # noqa: BLE001 - a Parsl app failure of any kind (exit status, timeout, lost worker)
-            error = _last_line(Path(str(base) + ".err")) or f"{type(exc).__name__}: {exc}"
+            code = getattr(exc, "exitcode", None)
+            error = _last_line(Path(str(base) + ".err")) or (
+                f"killed by signal {-code}" if isinstance(code, int) and code < 0 else f"{type(exc).__name__}: {exc}")
             by_model = model_failure(exc)
             log.debug("task %s failed: %r", base.name, exc)
             self.tasks_failed += 1
@@ -272,6 +292,7 @@ class CampaignWorkflow:
             e.cycle += 1
             e.stage = "forecast" if e.cycle < e.n_cycles else "finalize"
         elif step == "finalize":
+            mark_done(e.dir)
             e.stage = "done"
             return f"{e.name} done"
         if e.stage not in ("done", "failed"):
@@ -297,6 +318,38 @@ class CampaignWorkflow:
                     last_beat = time.time()
         finally:
             bar.close()
+
+
+class _Signalled(WorkflowError):
+    """The driver was told to stop (``scancel``, ``kill``, Ctrl-C, the end of a batch job's time)."""
+
+
+@contextlib.contextmanager
+def _signals_stop_the_workflow():
+    """SIGTERM, SIGINT and SIGHUP raise :class:`_Signalled` in the driver's main thread, so that Parsl's cleanup runs
+    (interchange and workers stopped, Slurm blocks cancelled) instead of leaving them orphaned. Further signals are
+    ignored while the cleanup runs (``scancel`` signals every process of the job). Outside the main thread (no
+    handlers can be installed there) nothing changes."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+
+    def stop(signum, frame):
+        for sig in names:
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Signalled(f"the workflow driver received {signal.Signals(signum).name}: its Parsl workers and blocks "
+                         "were stopped; run the campaign again to resume it from its files")
+
+    old = {sig: signal.signal(sig, stop) for sig in names}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _task(command: str, stdout=None, stderr=None, walltime=None) -> str:
@@ -325,7 +378,17 @@ def run_workflow(loaded, run_dir, *, experiments=None, address: str | None = Non
     WorkflowResult
         ``ok`` when every experiment is done; failed and dropped members and stopped experiments are reported by
         name in it, in ``twin.log`` and by ``twin status``.
+
+    A sensitive campaign runs under an owner-only umask (:func:`twin.io.atomic.private_umask`), which Parsl's
+    interchange and workers inherit, and every task sets it again (:class:`workflows.executors.Launcher`).
     """
+    from twin.io.atomic import private_umask
+
+    with private_umask(loaded.config.campaign.sensitive):
+        return _run_workflow(loaded, run_dir, experiments, address, verbose, interactive)
+
+
+def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive) -> WorkflowResult:
     import parsl
 
     t0 = time.perf_counter()
@@ -334,20 +397,29 @@ def run_workflow(loaded, run_dir, *, experiments=None, address: str | None = Non
     run_dir = Path(run_dir).resolve()
     dirs = prepare_experiments(loaded, run_dir, policy)
     setup_logging(0, 1, verbose, logfile=str(run_dir / "twin.log"))
+    sweep_on_resume(run_dir)  # temporary files of a killed run, before any task writes here
     write_heartbeat(run_dir)
     log.info("campaign '%s': %d experiment(s) as a Parsl workflow (%s resources) in %s", cfg.campaign.name,
              len(dirs), cfg.resources.type, run_dir)
     scans = scan_experiments(dirs)
     pconfig = build_config(cfg.resources, run_dir, retries=policy.retries, address=address)
     pconfig.retry_handler = _retry_handler
-    dfk = parsl.load(pconfig)
-    try:
-        wf = CampaignWorkflow(run_dir, dirs, policy, cfg.resources, launcher_for(cfg.resources), scans)
-        wf.run(interactive)
-    finally:
-        dfk.cleanup()
-        parsl.clear()
-        write_heartbeat(run_dir, "finished")
+    state = "crashed"
+    with _signals_stop_the_workflow():
+        dfk = parsl.load(pconfig)
+        try:
+            wf = CampaignWorkflow(run_dir, dirs, policy, cfg.resources,
+                                  launcher_for(cfg.resources, private=cfg.campaign.sensitive), scans)
+            wf.run(interactive)
+            state = "finished"
+        except _Signalled:
+            state = "cancelled"
+            raise
+        finally:
+            # stops the interchange and the workers, and cancels the provider's blocks (scancel for Slurm)
+            dfk.cleanup()
+            parsl.clear()
+            write_heartbeat(run_dir, state)
     st = status(run_dir)
     result = WorkflowResult(run_dir, {e.name: e.state for e in st.experiments}, wf.tasks_run, wf.tasks_failed,
                             time.perf_counter() - t0, {e.name: e.dropped for e in st.experiments if e.dropped})

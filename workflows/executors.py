@@ -62,11 +62,15 @@ class Launcher:
         The interpreter that runs ``twin.campaign.task`` (the driver's, so the same environment).
     env : dict
         Extra environment of the task.
+    private : bool
+        A sensitive campaign's task: run under the owner-only umask ``077`` (whatever umask the worker has), so
+        every file and directory the task creates is owner-only from creation.
     """
 
     kind: str = "mpiexec"
     python: str = field(default_factory=lambda: sys.executable)
     env: tuple[tuple[str, str], ...] = ()
+    private: bool = False
 
     def prefix(self, ranks: int) -> list[str]:
         ranks = int(ranks)
@@ -90,11 +94,11 @@ class Launcher:
         words = ["env"] + [f"{k}={v}" for k, v in sorted(env.items())]
         # -P: the working directory is not put on sys.path (a run directory named "twin" there would shadow the package)
         words += self.prefix(ranks) + [self.python, "-P", "-m", "twin.campaign.task"] + [str(a) for a in args]
-        return SCRUB_MPI_ENV + " ".join(shlex.quote(w) for w in words)
+        return ("umask 077; " if self.private else "") + SCRUB_MPI_ENV + " ".join(shlex.quote(w) for w in words)
 
 
-def launcher_for(resources) -> Launcher:
-    return Launcher(kind=resources.launcher)
+def launcher_for(resources, private: bool = False) -> Launcher:
+    return Launcher(kind=resources.launcher, private=private)
 
 
 def parsl_commands(python: str | None = None) -> dict:

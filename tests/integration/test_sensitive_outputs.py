@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import stat
+import time
 from pathlib import Path
 
 import h5py
@@ -142,6 +143,62 @@ def test_sensitive_run_leaves_nothing_readable_or_identifying(tmp_path):
     log = (run / "twin.log").read_text()
     assert "online on 1 rank(s): 2 experiment(s) in ." in log
     assert f"outputs in experiments/{GOOD}" in log and f"experiment {GOOD} finished earlier" in log
+
+
+def _modes(run: Path) -> list[str]:
+    """Every directory below ``run`` that is not ``0700`` and every file that is not ``0600``."""
+    wrong = []
+    for dirpath, dirnames, filenames in os.walk(run):
+        for name, want in [(d, 0o700) for d in dirnames] + [(f, 0o600) for f in filenames]:
+            mode = stat.S_IMODE((Path(dirpath) / name).lstat().st_mode)
+            if mode != want:
+                wrong.append(f"{(Path(dirpath) / name).relative_to(run)} {oct(mode)}")
+    return wrong
+
+
+def test_sensitive_files_are_private_from_creation(tmp_path, monkeypatch):
+    """Nothing is made owner-only afterwards: with the final sealing (:func:`twin.io.atomic.seal_private`) disabled
+    and a umask of 022, every file and directory the run created (decision.json, forecast directories, markers,
+    NetCDF and HDF5 files) is still 0600/0700, and while the run goes on no file or directory ever grants anything to
+    group or others (a watcher thread looks every few milliseconds, temporary files included)."""
+    import threading
+
+    import twin.io.atomic
+
+    monkeypatch.setattr(twin.io.atomic, "seal_private", lambda root: 0)
+    path = tmp_path / "sens.yaml"
+    path.write_text(CAMPAIGN)
+    run = tmp_path / "run"
+    seen: dict[str, int] = {}
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            for dirpath, dirnames, filenames in os.walk(run):
+                for name in dirnames + filenames:
+                    p = os.path.join(dirpath, name)
+                    try:
+                        mode = stat.S_IMODE(os.lstat(p).st_mode)
+                    except OSError:
+                        continue
+                    if mode & 0o077:
+                        seen.setdefault(os.path.relpath(p, run), mode)
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    old = os.umask(0o022)
+    try:
+        watcher.start()
+        _run(load_campaign(path), run)
+    finally:
+        stop.set()
+        watcher.join()
+        os.umask(old)
+    assert os.umask(old) == old  # the run gave the process its umask back
+    good = layout.experiment_dir(run, GOOD)
+    assert (good / "decision.json").is_file() and layout.forecast_dir(good, 1).is_dir()
+    assert _modes(run) == []
+    assert {p: oct(m) for p, m in seen.items()} == {}
 
 
 def test_a_run_that_is_not_sensitive_keeps_host_and_modes(tmp_path):

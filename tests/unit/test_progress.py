@@ -48,7 +48,10 @@ def test_counts_and_eta():
 def test_progress_nests_under_the_campaign_and_logs_one_line_per_cycle_at_most(caplog):
     clock = Clock()
     caplog.set_level(logging.INFO, logger="twin.progress")
-    logging.getLogger("twin").propagate = True
+    twin_log = logging.getLogger("twin")
+    # an earlier in-process 'twin run' of the session may have left its handlers on the twin logger
+    saved, twin_log.handlers = twin_log.handlers[:], []
+    twin_log.propagate = True
     try:
         with campaign_progress("camp", 1, interactive=False, log_every=0.0, clock=clock) as shown:
             shown.experiment(0, "exp")
@@ -58,7 +61,8 @@ def test_progress_nests_under_the_campaign_and_logs_one_line_per_cycle_at_most(c
                     clock.t += 2.0
                     bar.advance()
     finally:
-        logging.getLogger("twin").propagate = False
+        twin_log.propagate = False
+        twin_log.handlers = saved
     lines = [r.getMessage() for r in caplog.records if r.name == "twin.progress"]
     assert lines == [f"campaign camp: experiment 1/1 (exp): ES-MDA iterations {k}/3, {2 * k} s, ETA {6 - 2 * k} s"
                      for k in (1, 2, 3)]

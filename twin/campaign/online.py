@@ -25,7 +25,7 @@ from pathlib import Path
 
 from twin.campaign import layout
 from twin.campaign.experiments import experiments_section, prepare_experiments
-from twin.campaign.status import write_heartbeat
+from twin.campaign.status import mark_done, sweep_on_resume, write_heartbeat
 from twin.core.errors import ModelError, SolverError, WorkflowError
 from twin.core.log import get_logger, log_repeated_warnings, setup_logging
 
@@ -46,7 +46,16 @@ def run_online(loaded, comm, run_dir, *, experiments=None, only: str | None = No
         Matrix and failure policy (default: the campaign's ``experiments`` section).
     only : str, optional
         Run only the experiment of this name (one task of a Slurm job array).
+
+    A sensitive campaign runs under an owner-only umask (:func:`twin.io.atomic.private_umask`).
     """
+    from twin.io.atomic import private_umask
+
+    with private_umask(loaded.config.campaign.sensitive):
+        return _run_online(loaded, comm, run_dir, experiments, only, verbose, quiet)
+
+
+def _run_online(loaded, comm, run_dir, experiments, only, verbose, quiet) -> list[Path]:
     experiments = experiments or experiments_section(loaded.config)
     run_dir = Path(run_dir)
     dirs = prepare_experiments(loaded, run_dir, experiments, comm)
@@ -58,15 +67,25 @@ def run_online(loaded, comm, run_dir, *, experiments=None, only: str | None = No
         dirs = chosen
     rank, size = comm.Get_rank(), comm.Get_size()
     setup_logging(rank, size, verbose, logfile=str(run_dir / "twin.log"), quiet=quiet)
+    if only is not None:  # one task of a job array (the others run in the same run directory): its experiment only
+        if rank == 0:
+            sweep_on_resume(run_dir, dirs[0])
+        comm.Barrier()
     beat = _Heartbeat(run_dir) if rank == 0 else None
     log.info("campaign '%s' online on %d rank(s): %d experiment(s) in %s", loaded.config.campaign.name, size,
              len(dirs), run_dir)
     t0 = time.perf_counter()
     state = "crashed"
     try:
-        for i, d in enumerate(dirs):
-            log.info("experiment %d/%d: %s", i + 1, len(dirs), d.name)
-            _contained(d, comm, experiments)
+        from twin.core.progress import campaign_progress
+
+        # one display: campaign -> experiment k/n -> cycle k/n -> members (rank 0, interactive terminals only)
+        with campaign_progress(loaded.config.campaign.name, len(dirs), rank=rank) as shown:
+            for i, d in enumerate(dirs):
+                log.info("experiment %d/%d: %s", i + 1, len(dirs), d.name)
+                shown.experiment(i, d.name)
+                _contained(d, comm, experiments)
+                shown.experiment_done()
         state = "finished"
     finally:
         if beat is not None:
@@ -154,9 +173,7 @@ def _contained(exp_dir: Path, comm, policy) -> None:
             layout.write_json(layout.error_marker(exp_dir), {"reason": reasons[0], "time": time.time()})
         log.error("experiment %s FAILED: %s", exp_dir.name, reasons[0])
     elif rank == 0 and not layout.stopped_marker(exp_dir).exists():
-        outputs = sorted(p.name for p in exp_dir.iterdir() if p.suffix in (".nc", ".json", ".jsonl")
-                         and p.is_file() and p.name != layout.done_marker(exp_dir).name)
-        layout.write_json(layout.done_marker(exp_dir), {"time": time.time(), "outputs": outputs})
+        mark_done(exp_dir)
     comm.Barrier()
 
 
@@ -208,9 +225,12 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                 with reader(layout.checkpoint_file(exp_dir, k), comm) as r:
                     alive = r.read_array("alive")
                 stop = 0
-                for m in (ens.members if g is not None else []):
-                    if alive[m] and not _forecast_with_retries(exp_dir, k, m, g, policy):
+                mine = [m for m in (ens.members if g is not None else []) if alive[m]]
+                bar.members(len(mine))
+                for m in mine:
+                    if not _forecast_with_retries(exp_dir, k, m, g, policy):
                         stop = 1
+                    bar.member_done()
                 if comm.allreduce(stop, op=MPI.MAX):
                     reason = f"a member forecast failed in cycle {k} (policy: stop)"
                     if rank == 0:

@@ -1,21 +1,33 @@
-"""``twin status RUN_DIR``: what each experiment of a campaign has done, read from the files alone.
+"""``twin status RUN_DIR``: what each experiment of a campaign has done, read from the files, and verified.
 
-No MPI, PETSc or HDF5 here (it runs on a login node while the campaign runs elsewhere): the state comes from file
-names (:mod:`twin.campaign.layout`; a checkpoint at its final name is complete, because every writer renames
-atomically), the failure markers, and the driver's heartbeat file ``driver.json``.
+No MPI or PETSc in this process (it runs on a login node while the campaign runs elsewhere, and inside the workflow
+driver): the state comes from file names (:mod:`twin.campaign.layout`; a checkpoint at its final name is complete,
+because every writer renames atomically), the markers, and the driver's heartbeat file ``driver.json``. What a
+finished experiment claims is checked before it is reported: every output its ``done.json`` lists is there and not
+empty, and its last checkpoint verifies in full (checksum and data digests, in a process of its own:
+:func:`verify_last_checkpoints`).
 
 States of an experiment
 -----------------------
 ``done``         every step finished (``done.json``; for run directories of older versions: the last checkpoint and
-                 the NetCDF outputs exist);
-``running``      not done, and the driver is alive (its process on this host, or a heartbeat younger than 2 minutes);
+                 the NetCDF outputs exist), every promised output is there and the last checkpoint verifies;
+``damaged``      it finished, but a promised output is missing or empty, or the last checkpoint is missing or does
+                 not verify (truncated, bit-flipped, empty); the message names the file and what to do;
+``running``      not done, and the driver is alive (its process on this machine, or a heartbeat younger than 2
+                 minutes from elsewhere);
 ``interrupted``  not done, some progress, no live driver (resume it with ``twin run``/``twin submit`` again);
 ``failed``       the experiment raised (``failed.json``: a resume tries it again) or was stopped by the failure policy
                  (``stopped.json``); the message says why;
 ``pending``      nothing written yet.
 
-The driver's state is ``running``, ``finished``, ``crashed`` (an error escaped the driver), ``stopped`` (its process
-is gone without saying so) or ``none``.
+The driver's state is ``running``, ``finished``, ``crashed`` (an error escaped the driver), ``lost`` (its process is
+gone, or its heartbeat stale, without a last word: killed, out of memory, its node lost) or ``none``; with ``none``
+and a job submitted by ``twin submit``, Slurm's view of that job (queued, starting, or ended without starting the
+driver).
+
+Exit status of ``twin status`` (:attr:`CampaignStatus.exit_status`): 0 every experiment done and verified; 1 the
+operator must act (an experiment failed, is damaged or interrupted; the driver crashed or was lost; the batch job
+ended without starting it); 3 still to come (running, queued, not started).
 """
 
 from __future__ import annotations
@@ -61,34 +73,86 @@ class ExperimentStatus:
         return text
 
 
+#: exit status of ``twin status``: complete and verified / the operator must act / still to come
+EXIT_COMPLETE, EXIT_ATTENTION, EXIT_IN_PROGRESS = 0, 1, 3
+#: experiment states that need the operator (``failed``, ``damaged``, or ``interrupted`` with no live driver)
+NEEDS_ACTION = ("failed", "damaged", "interrupted")
+#: Slurm job states of a job that will not start the driver any more
+_ENDED = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+          "TIMEOUT", "")
+
+
 @dataclass
 class CampaignStatus:
     run_dir: Path
     driver: str
     experiments: list[ExperimentStatus]
+    #: ``(job id, Slurm state)`` of the submitted job while no driver has started (``twin submit``)
+    batch_job: tuple[str, str] | None = None
+
+    def driver_text(self) -> str:
+        if self.batch_job is None:
+            return self.driver
+        job, state = self.batch_job
+        if state in ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD"):
+            return f"queued (Slurm job {job} {state.lower()})"
+        if state in ("RUNNING", "COMPLETING"):
+            return f"starting (Slurm job {job} {state.lower()})"
+        if state == "unknown":
+            return f"none (Slurm job {job} submitted; squeue not available here)"
+        return (f"never started: Slurm job {job} {'is gone' if not state else state.lower()} and no driver wrote "
+                f"driver.json; see {self.run_dir / 'slurm'} and submit again")
 
     def lines(self) -> list[str]:
         done = sum(e.state == "done" for e in self.experiments)
-        head = f"{self.run_dir}: {len(self.experiments)} experiment(s), {done} done; driver {self.driver}"
+        head = f"{self.run_dir}: {len(self.experiments)} experiment(s), {done} done; driver {self.driver_text()}"
         return [head] + ["  " + e.line() for e in self.experiments]
 
     @property
     def complete(self) -> bool:
         return bool(self.experiments) and all(e.state == "done" for e in self.experiments)
 
+    @property
+    def exit_status(self) -> int:
+        """:data:`EXIT_COMPLETE` when every experiment is done and verified; :data:`EXIT_ATTENTION` when one failed,
+        is damaged or was interrupted (its driver is gone), or the driver crashed or its batch job ended;
+        :data:`EXIT_IN_PROGRESS` otherwise (running, queued, not started)."""
+        if self.complete:
+            return EXIT_COMPLETE
+        if any(e.state in NEEDS_ACTION for e in self.experiments) or self.driver in ("crashed", "lost"):
+            return EXIT_ATTENTION
+        if self.batch_job is not None and self.batch_job[1] in _ENDED:
+            return EXIT_ATTENTION
+        if not self.experiments:
+            return EXIT_ATTENTION
+        return EXIT_IN_PROGRESS
+
+
+def _boot() -> str:
+    """A short digest of this machine's boot id: tells a heartbeat written on this machine (whose process can then
+    be looked up) from one written elsewhere, without naming the host (sensitive runs record no host name)."""
+    import hashlib
+
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+    return hashlib.sha256(("twin heartbeat " + boot).encode()).hexdigest()[:16]
+
 
 def write_heartbeat(run_dir, state: str = "running") -> None:
     """Record the driver's process, host and time (called by the drivers every few seconds and at the end).
 
     A sensitive run (an owner-only run directory, :func:`twin.io.atomic.is_private_directory`) records no host
-    name: :func:`driver_state` then judges the driver by the age of its heartbeat alone. The final heartbeat (any
-    state but ``running``) also makes every file and directory of a sensitive run owner-only
-    (:func:`twin.io.atomic.seal_private`), for the files that libraries created with the process umask.
+    name, only a digest of the machine's boot id (:func:`_boot`), which lets :func:`driver_state` on the same
+    machine look the process up. The final heartbeat (any state but ``running``) also makes every file and
+    directory of a sensitive run owner-only (:func:`twin.io.atomic.seal_private`), for the files that libraries
+    created with the process umask.
     """
     from twin.io.atomic import is_private_directory, seal_private
 
     private = is_private_directory(run_dir)
-    beat = {"pid": os.getpid(), "time": time.time(), "state": state}
+    beat = {"pid": os.getpid(), "time": time.time(), "state": state, "boot": _boot()}
     if not private:
         beat["host"] = socket.gethostname()
     layout.write_json(Path(run_dir) / HEARTBEAT_FILE, beat)
@@ -96,40 +160,138 @@ def write_heartbeat(run_dir, state: str = "running") -> None:
         seal_private(run_dir)
 
 
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:  # another user's process: it exists
+        return True
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
 def driver_state(run_dir) -> str:
-    """``running`` (alive), ``finished``, ``stopped`` (not alive) or ``none`` (never started)."""
+    """``running`` (alive), ``finished``, ``crashed`` (an error escaped it), ``lost`` (gone without a last word:
+    killed, its node lost) or ``none`` (never started).
+
+    A heartbeat written on this machine (same boot, or same host name) is judged by its process; one from elsewhere
+    by its age (:data:`HEARTBEAT_TIMEOUT`).
+    """
     hb = layout.read_json(Path(run_dir) / HEARTBEAT_FILE)
     if not hb:
         return "none"
     if hb.get("state") != "running":
         return str(hb.get("state"))
-    if hb.get("host") == socket.gethostname():
-        try:
-            os.kill(int(hb["pid"]), 0)
-            return "running"
-        except (OSError, ValueError, KeyError):
-            return "stopped"
-    return "running" if time.time() - float(hb.get("time", 0)) < HEARTBEAT_TIMEOUT else "stopped"
+    here = (hb.get("boot") and hb.get("boot") == _boot()) or hb.get("host") == socket.gethostname()
+    if here:
+        return "running" if _alive(hb.get("pid")) else "lost"
+    return "running" if time.time() - float(hb.get("time", 0)) < HEARTBEAT_TIMEOUT else "lost"
 
 
-def _sizes(exp_dir: Path) -> tuple[int | None, int | None]:
-    """Number of cycles and members from ``experiment.yaml``, read through the campaign schema (MPI-free); ``None``
-    for what an unreadable or assimilation-free file does not say."""
+def sweep_on_resume(run_dir, scope=None) -> list[Path]:
+    """Remove the temporary files a killed run left in ``scope`` (default: the whole ``run_dir``) before a run
+    resumes there (:func:`twin.io.atomic.sweep_temporary`); returns them.
+
+    Nothing is removed while another driver of ``run_dir`` is alive (:func:`driver_state`): its writes in progress
+    are such files. Call it before this process writes its own heartbeat.
+    """
+    from twin.core.log import get_logger
+    from twin.io.atomic import sweep_temporary
+
+    run_dir = Path(run_dir)
+    scope = run_dir if scope is None else Path(scope)
+    hb = layout.read_json(run_dir / HEARTBEAT_FILE)
+    if scope == run_dir and driver_state(run_dir) == "running" and hb.get("pid") != os.getpid():
+        get_logger("twin.campaign").warning(
+            "another driver of %s seems alive (driver.json, process %s): its temporary files are left in place",
+            run_dir, hb.get("pid"))
+        return []
+    removed = sweep_temporary(scope)
+    if removed:
+        get_logger("twin.campaign").info(
+            "removed %d temporary file(s) left by an interrupted run: %s", len(removed),
+            ", ".join(str(p.relative_to(run_dir)) if run_dir in p.parents else p.name for p in removed[:5])
+            + (" ..." if len(removed) > 5 else ""))
+    return removed
+
+
+def _sizes(exp_dir: Path) -> tuple[int | None, int | None, bool]:
+    """Number of cycles and members from ``experiment.yaml``, read through the campaign schema (MPI-free), and
+    whether it asks for a decision; ``None`` for what an unreadable or assimilation-free file does not say."""
+    from twin.campaign.decide import wants_decision
     from twin.config.loader import load_campaign
 
     try:
-        a = load_campaign(layout.config_file(exp_dir)).config.assimilation
+        cfg = load_campaign(layout.config_file(exp_dir)).config
     except (ConfigError, OSError):
-        return None, None
+        return None, None, False
+    a = cfg.assimilation
     schedule = getattr(a, "schedule", None)
     cycles = getattr(schedule, "cycles", None) if schedule is not None else getattr(a, "cycles", None)
     members = getattr(a, "N", None)
-    return (None if cycles is None else int(cycles)), (None if members is None else int(members))
+    return (None if cycles is None else int(cycles)), (None if members is None else int(members)), \
+        wants_decision(cfg)
 
 
-def experiment_status(exp_dir, driver_alive: bool = False) -> ExperimentStatus:
+def promised_outputs(exp_dir) -> list[str] | None:
+    """The outputs a finished experiment promises: the list in its ``done.json``, or ``None`` without one."""
+    done = layout.read_json(layout.done_marker(exp_dir))
+    if not done:
+        return None
+    return [str(n) for n in done.get("outputs", [])]
+
+
+def mark_done(exp_dir) -> None:
+    """Write ``done.json`` (last, when every step of the experiment is complete) listing its outputs: the NetCDF and
+    JSON files of the experiment directory, which :func:`experiment_status` and a resume check are still there."""
     exp_dir = Path(exp_dir)
-    n_cycles, n_members = _sizes(exp_dir)
+    outputs = sorted(p.name for p in exp_dir.iterdir() if p.suffix in (".nc", ".json", ".jsonl") and p.is_file()
+                     and p.name != layout.done_marker(exp_dir).name and not p.name.startswith("."))
+    layout.write_json(layout.done_marker(exp_dir), {"time": time.time(), "outputs": outputs})
+
+
+def verify_last_checkpoints(paths: list[Path]) -> dict[str, str]:
+    """``{path: problem}`` (``""`` when it verifies) from a full verification of each checkpoint, run by
+    ``python -m twin.io.inspect --verify`` in a process of its own: the checkpoint reader needs PETSc, and this
+    process (a workflow driver, ``twin status`` on a login node) must not initialise MPI."""
+    import json
+    import subprocess
+    import sys
+
+    if not paths:
+        return {}
+    # an MPI singleton's runtime variables would make the child try to join this process's (absent) MPI job
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OMPI_", "PMIX_", "ORTE_", "OPAL_", "PMI_", "HYDRA_", "I_MPI_"))
+           or k.startswith("OMPI_ALLOW_RUN_AS_ROOT")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    proc = subprocess.run([sys.executable, "-P", "-m", "twin.io.inspect", "--verify", *map(str, paths)],
+                          capture_output=True, text=True, env=env, timeout=3600)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        return {str(p): f"could not be verified ({why})" for p in paths}
+
+
+def _finished_claim(exp_dir: Path, n_cycles: int | None, decision: bool, cks: list[int]) -> list[str] | None:
+    """What an experiment that claims to be finished must have, by name (``None``: it does not claim so): the
+    outputs listed in ``done.json``; for run directories of older versions, which have none, the NetCDF outputs
+    (and ``decision.json`` when the campaign asks for a decision) once the last checkpoint exists."""
+    promised = promised_outputs(exp_dir)
+    if promised is not None:
+        return promised
+    if n_cycles is not None and cks and max(cks) >= n_cycles and all((exp_dir / n).is_file() for n in layout.OUTPUTS):
+        return list(layout.OUTPUTS) + (["decision.json"] if decision else [])
+    return None
+
+
+def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, str] | None = None) -> ExperimentStatus:
+    """The state of one experiment (see the module docstring). ``verified``: problems of last checkpoints found by
+    :func:`verify_last_checkpoints` (``{path: problem}``); a finished experiment whose last checkpoint is not in it
+    is judged by its files' names and sizes alone."""
+    exp_dir = Path(exp_dir)
+    n_cycles, n_members, decision = _sizes(exp_dir)
     cks = layout.checkpoint_cycles(exp_dir)
     done_cycles = max(cks) if cks else 0
     dropped: dict[int, str] = {}
@@ -138,14 +300,14 @@ def experiment_status(exp_dir, driver_alive: bool = False) -> ExperimentStatus:
             dropped.setdefault(m, f"cycle {k}: {reason}")
     members_done = len(layout.member_files(exp_dir, done_cycles)[0])
     found = layout.failure(exp_dir)
-    complete = layout.done_marker(exp_dir).is_file() or (
-        n_cycles is not None and done_cycles >= n_cycles and all((exp_dir / n).is_file() for n in layout.OUTPUTS))
-    if complete:
-        state, message = "done", ""
-        if n_cycles is not None:
-            done_cycles = n_cycles
-    elif found:
+    promised = None if found else _finished_claim(exp_dir, n_cycles, decision, cks)
+    if found:
         state, message = "failed", found[1] if found[0] == "failed" else f"stopped: {found[1]}"
+    elif promised is not None:
+        problems = _damage(exp_dir, n_cycles, cks, promised, verified or {})
+        state, message = ("damaged", "; ".join(problems)) if problems else ("done", "")
+        if not problems and n_cycles is not None:
+            done_cycles = n_cycles
     elif not cks and members_done == 0 and not layout.observations_file(exp_dir).exists():
         state, message = ("running" if driver_alive else "pending"), ""
     else:
@@ -153,17 +315,81 @@ def experiment_status(exp_dir, driver_alive: bool = False) -> ExperimentStatus:
     return ExperimentStatus(exp_dir.name, state, done_cycles, n_cycles, n_members, members_done, dropped, message)
 
 
-def status(run_dir) -> CampaignStatus:
-    """The status of every experiment of the campaign in ``run_dir``."""
+def _damage(exp_dir: Path, n_cycles: int | None, cks: list[int], promised: list[str],
+            verified: dict[str, str]) -> list[str]:
+    """What a finished experiment lacks: promised outputs missing or empty, a last checkpoint missing or failing
+    verification; each with what to do."""
+    problems = []
+    missing = [n for n in promised if not (exp_dir / n).is_file()]
+    # a JSON-lines log (flags, rejections) is empty when nothing happened; every other output holds something
+    empty = [n for n in promised if not n.endswith(".jsonl") and (exp_dir / n).is_file()
+             and (exp_dir / n).stat().st_size == 0]
+    if missing:
+        problems.append(f"finished earlier, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: "
+                        "run the campaign again to write {}".format('it' if len(missing) == 1 else 'them'))
+    if empty:
+        problems.append(f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: delete "
+                        f"{'it' if len(empty) == 1 else 'them'} and run the campaign again")
+    last = max(cks) if cks else None
+    if n_cycles is not None and (last is None or last < n_cycles):
+        problems.append(f"the last checkpoint checkpoint/cycle_{n_cycles:04d}.h5 is missing: delete done.json and "
+                        "run the campaign again to recompute it")
+    elif last is not None:
+        path = layout.checkpoint_file(exp_dir, last)
+        problem = verified.get(str(path), "")
+        if problem:
+            problem = problem.split(" is not usable: ", 1)[-1]
+            problems.append(f"the last checkpoint checkpoint/{path.name} does not verify ({problem}): delete "
+                            "done.json and run the campaign again to recompute it")
+    return problems
+
+
+def _batch_job(run_dir: Path) -> tuple[str, str] | None:
+    """``(job id, Slurm state)`` of the last job ``twin submit`` recorded for ``run_dir`` (``slurm/jobs.txt``);
+    the state is ``""`` when Slurm does not know the job (any more) and ``"unknown"`` without ``squeue``."""
+    import shutil
+    import subprocess
+
+    try:
+        lines = (run_dir / "slurm" / "jobs.txt").read_text().split()
+    except OSError:
+        return None
+    if not lines:
+        return None
+    job = lines[-2] if len(lines) >= 2 else lines[-1]
+    if shutil.which("squeue") is None:
+        return job, "unknown"
+    try:
+        out = subprocess.run(["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"], capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return job, "unknown"
+    return job, out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+
+
+def status(run_dir, verify: bool = True) -> CampaignStatus:
+    """The status of every experiment of the campaign in ``run_dir``; with ``verify`` the last checkpoint of every
+    finished experiment is verified in full (:func:`verify_last_checkpoints`)."""
     run_dir = Path(run_dir)
     driver = driver_state(run_dir)
-    exps = [experiment_status(d, driver == "running") for d in layout.experiment_dirs(run_dir)]
-    return CampaignStatus(run_dir, driver, exps)
+    dirs = layout.experiment_dirs(run_dir)
+    verified: dict[str, str] = {}
+    if verify:
+        lasts = []
+        for d in dirs:
+            cks = layout.checkpoint_cycles(d)
+            if cks and not layout.failure(d) and (layout.done_marker(d).is_file()
+                                                  or all((d / n).is_file() for n in layout.OUTPUTS)):
+                lasts.append(layout.checkpoint_file(d, max(cks)))
+        verified = verify_last_checkpoints(lasts)
+    exps = [experiment_status(d, driver == "running", verified) for d in dirs]
+    job = _batch_job(run_dir) if driver == "none" else None
+    return CampaignStatus(run_dir, driver, exps, job)
 
 
-def summary(run_dir) -> dict[str, Any]:
-    """The status as plain data (``twin status --json``)."""
-    st = status(run_dir)
-    return {"run_dir": str(st.run_dir), "driver": st.driver, "complete": st.complete,
+def summary(st: CampaignStatus) -> dict[str, Any]:
+    """A status as plain data (``twin status --json``)."""
+    return {"run_dir": str(st.run_dir), "driver": st.driver, "complete": st.complete, "exit_status": st.exit_status,
+            "batch_job": None if st.batch_job is None else {"id": st.batch_job[0], "state": st.batch_job[1]},
             "experiments": [e.__dict__ | {"dropped": {str(k): v for k, v in e.dropped.items()}}
                             for e in st.experiments]}

@@ -22,14 +22,23 @@ campaign's ``sensitive`` flag (the log, markers, the driver's heartbeat, the tas
 :func:`is_private_directory` that their output must be private and must name no host or user: the property lives in
 the file system, so it holds in every process that touches the run (Parsl workers, ``twin status`` on another host).
 A run directory that is owner-only for another reason (a umask of ``077``) is treated the same way, which only
-withholds more. Files that other libraries create with the process umask (Parsl's run information, side files)
-are made owner-only by :func:`seal_private` when the driver finishes.
+withholds more. The drivers of a sensitive campaign run under an owner-only umask (:func:`private_umask`), so every
+file and directory is owner-only from its creation, whoever creates it; :func:`seal_private` makes owner-only, when
+the driver finishes, what other processes created with their own umask (a batch system's log files).
+
+Leftovers of a killed run
+-------------------------
+A process killed while writing (SIGKILL, the OOM killer, a node lost) leaves its temporary file behind; nothing reads
+it (readers skip :func:`is_temporary` names), but it holds disk space. :func:`sweep_temporary` removes them when a
+run directory is resumed: regular files named exactly as twin names its temporary files, inside the run directory
+only (symbolic links are neither followed nor removed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -65,6 +74,38 @@ def is_temporary(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a temporary file of :func:`atomic_output` (to be ignored by readers)."""
     name = Path(path).name
     return name.startswith(".") and ".tmp-" in name
+
+
+#: twin's temporary names: ``.<final name>.tmp-<hex token>`` (:func:`atomic_output`) or ``-<pid>`` (small JSON
+#: markers, decision records, the report)
+_TEMPORARY = re.compile(r"^\..+\.tmp-[0-9a-f]+$")
+
+
+def sweep_temporary(root: str | os.PathLike) -> list[Path]:
+    """Remove twin's leftover temporary files below ``root`` (a run or experiment directory); returns them.
+
+    Only regular files whose names match twin's own pattern are removed; symbolic links, directories and files of
+    other programs are left, and links to directories are not followed, so nothing outside ``root`` is touched.
+    Call it only when no other process writes in ``root`` (a resume, before anything runs): it would remove a live
+    writer's file. A file that vanishes or cannot be removed meanwhile is skipped.
+    """
+    removed: list[Path] = []
+    root = Path(root)
+    if root.is_symlink() or not root.is_dir():
+        return removed
+    for dirpath, _dirnames, filenames in os.walk(root, followlinks=False):
+        for name in filenames:
+            if not _TEMPORARY.match(name):
+                continue
+            p = Path(dirpath) / name
+            try:
+                if not stat.S_ISREG(os.lstat(p).st_mode):
+                    continue
+                os.remove(p)
+            except OSError:
+                continue
+            removed.append(p)
+    return sorted(removed)
 
 
 def fsync_file(path: str | os.PathLike) -> None:
@@ -106,6 +147,28 @@ def make_directory(path: str | os.PathLike, private: bool = False) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot create directory {path}: {exc.strerror or exc}") from None
     return path
+
+
+#: umask of a sensitive run's processes: every file (``0o600``) and directory (``0o700``) owner-only from creation
+PRIVATE_UMASK = 0o077
+
+
+@contextlib.contextmanager
+def private_umask(private: bool) -> Iterator[None]:
+    """With ``private``, run the block under the owner-only umask :data:`PRIVATE_UMASK` (restored afterwards).
+
+    Every file and directory created meanwhile, by twin or by any library (HDF5, netCDF, Parsl, the JSON markers,
+    ``decision.json``, forecast directories), is owner-only from the moment it exists, not made so afterwards. The
+    umask is process-wide: other threads of the process are covered too, which only withholds more.
+    """
+    if not private:
+        yield
+        return
+    old = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def seal_private(root: str | os.PathLike) -> int:

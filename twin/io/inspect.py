@@ -200,3 +200,29 @@ def _directory(path: Path) -> Inspection:
         lines += ["", part.text]
         failures += part.failures
     return Inspection("\n".join(lines), failures)
+
+
+def verify_checkpoints(paths) -> dict[str, str]:
+    """Full verification of each checkpoint in ``paths``: ``{path: ""}`` when it verifies, ``{path: the reader's
+    one-line problem}`` otherwise (missing, empty, truncated, bit-flipped ...)."""
+    return {str(p): _checkpoint_status(Path(p))[1] for p in paths}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m twin.io.inspect --verify PATH...``: one JSON object ``{path: problem}`` on stdout (``""`` for a
+    checkpoint that verifies). ``twin status`` runs it in a process of its own, because the reader needs PETSc and
+    the process asking (a workflow driver, a login node) must not initialise MPI."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m twin.io.inspect", description=main.__doc__.split(":")[0])
+    p.add_argument("--verify", nargs="+", required=True, metavar="PATH")
+    args = p.parse_args(argv)
+    print(json.dumps(verify_checkpoints(args.verify)))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

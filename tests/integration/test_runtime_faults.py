@@ -1,0 +1,264 @@
+"""Faults at run time, caused for real: a ``twin run`` killed with SIGKILL and resumed, a member task killed by a
+signal in workflow mode, the shutdown of a workflow driver by SIGTERM, and a Slurm run directory with ``%``.
+(A full disk is not tested yet: on a 2 MB tmpfs the checkpoint writer's HDF5 file fails inside h5py and the process
+segfaults, issue 24.)
+
+Every test here starts real processes (``twin run``, Parsl workers, MPI tasks) and checks what an operator sees:
+the exit status, the one line that says why, and the files left in the run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from campaign_case import arrays, assert_same, l96_campaign
+from twin.campaign import layout
+
+pytestmark = pytest.mark.timeout(400)
+
+TWIN = [sys.executable, "-m", "twin.cli"]
+
+
+def _campaign(path: Path, *, cycles: int = 40, extra: str = "resources: {type: local, ranks: 1, workers: 1}\n",
+              name: str = "kill") -> Path:
+    """The Lorenz-96 ETKF case with ``cycles`` cycles of 2 steps (about 0.2 s each online)."""
+    text = l96_campaign(name, every=2, cycles=cycles, extra=extra)
+    path.write_text(text.replace("timeline: {start: 0.0, end: 1.0, units: s}",
+                                 f"timeline: {{start: 0.0, end: {cycles * 0.1:g}, units: s}}"))
+    return path
+
+
+def _start(args, **kw) -> subprocess.Popen:
+    return subprocess.Popen(TWIN + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, **kw)
+
+
+def _wait_for(proc: subprocess.Popen, ready, timeout: float = 300.0) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the run ended (status {proc.returncode}) before the moment to kill it: {err[-2000:]}")
+        if time.time() > deadline:
+            pytest.fail("the run did not reach the moment to kill it in time")
+        time.sleep(0.02)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+def _every_number(exp: Path) -> dict[str, np.ndarray]:
+    import xarray as xr
+
+    out = arrays(exp)
+    with xr.open_dataset(exp / "free_run.nc", decode_times=False) as ds:
+        out.update({f"free_run.nc:{v}": ds[v].values for v in list(ds.data_vars) + list(ds.coords)})
+    return out
+
+
+# -- 1. temporary files of a killed run are swept on resume ----------------------------------------------------------
+def test_sigkilled_run_resumes_bitwise_and_sweeps_its_temporary_files(tmp_path):
+    campaign = _campaign(tmp_path / "c.yaml")
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    exp = layout.experiment_dir(run, "kill")
+    proc = _start(["run", campaign, "-o", run])
+    try:
+        _wait_for(proc, lambda: 6 in layout.checkpoint_cycles(exp))
+    finally:
+        _kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert not layout.done_marker(exp).exists() and 40 not in layout.checkpoint_cycles(exp), "killed too late"
+    early = {p: p.stat().st_mtime_ns for p in (layout.checkpoint_file(exp, k) for k in range(5))}
+
+    strays_after_kill = sorted(p for p in run.rglob(".*.tmp-*") if p.is_file())  # the kill's own, if it hit a write
+    # what a writer killed in the middle of a write leaves, in every kind of place, and look-alikes twin must keep
+    (tmp_path / "outside").mkdir()
+    leftovers = [run / ".driver.json.tmp-4242", exp / "checkpoint" / ".cycle_0007.h5.tmp-0123456789ab",
+                 layout.forecast_dir(exp, 6) / ".member_0005.h5.tmp-a1b2c3d4e5f6", exp / ".tasks.json.tmp-17"]
+    strangers = [exp / "notes.tmp-1", exp / ".cache.tmp-zz", exp / ".member_0001.h5.tmp-", tmp_path / "outside" /
+                 ".member_0002.h5.tmp-abcdef012345", tmp_path / ".c.yaml.tmp-99"]
+    for p in leftovers + strangers:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"\x89HDF half written")
+    (exp / ".dir.tmp-abc").mkdir()  # a directory is not a temporary file of twin's
+    (run / "elsewhere").symlink_to(tmp_path / "outside")  # a link is not followed out of the run directory
+    (run / ".link.tmp-abc").symlink_to(tmp_path / ".c.yaml.tmp-99")  # nor removed
+
+    proc = _start(["run", campaign, "-o", run])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    gone = [p for p in leftovers + strays_after_kill if p.exists()]
+    assert gone == []
+    assert [p for p in strangers if not p.exists()] == []
+    assert (exp / ".dir.tmp-abc").is_dir() and (run / ".link.tmp-abc").is_symlink()
+    assert f"removed {len(leftovers) + len(strays_after_kill)} temporary file(s) left by an interrupted run" in err
+    # it resumed: the checkpoints before the kill were not written again
+    assert {p: p.stat().st_mtime_ns for p in early} == early
+    assert layout.checkpoint_cycles(exp) == list(range(41))
+
+    proc = _start(["run", campaign, "-o", ref])
+    assert proc.communicate(timeout=300) and proc.returncode == 0
+    assert_same(_every_number(exp), _every_number(layout.experiment_dir(ref, "kill")))
+
+
+# -- 4. a member task killed by a signal is the infrastructure's failure, not the model's ---------------------------
+def _task_pids(step: str, exp: Path, cycle: int, member: int) -> list[int]:
+    """The Python processes of ``python -P -m twin.campaign.task STEP EXP --cycle K --member M`` (not the launcher
+    or the shell that start them)."""
+    want = ["twin.campaign.task", step, str(exp), "--cycle", str(cycle), "--member", str(member)]
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = [a.decode(errors="replace") for a in Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")]
+        except OSError:
+            continue
+        if os.path.basename(args[0]).startswith("python") and "twin.campaign.task" in args:
+            i = args.index("twin.campaign.task")
+            if args[i:i + len(want)] == want:
+                out.append(int(entry))
+    return out
+
+
+def test_a_member_task_killed_by_a_signal_stops_the_experiment_with_the_real_reason(tmp_path):
+    """Workflow mode, ``on_member_failure: drop``: member 2's forecast of cycle 1 is killed with SIGKILL (as the OOM
+    killer does). It is not dropped (that is for the model's failures): the experiment stops, naming the member and
+    the signal, ``twin run`` and ``twin status`` exit 1, and a rerun resumes and finishes it."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=3, extra="""\
+        resources: {type: local, ranks: 1, workers: 2}
+        experiments: {retries: 0, on_member_failure: drop}
+        """.replace("        ", ""))
+    run = tmp_path / "run"
+    exp = layout.experiment_dir(run, "kill")
+    proc = _start(["run", campaign, "-o", run, "--workflow"])
+    killed: list[int] = []
+    deadline = time.time() + 300
+    try:
+        while not killed and time.time() < deadline and proc.poll() is None:
+            for pid in _task_pids("forecast", exp, 1, 2):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.005)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        _kill_session(proc.pid)
+    assert killed, f"member 2's task of cycle 1 was never seen running: {err[-2000:]}"
+    assert proc.returncode == 1, err[-3000:]
+    assert "Traceback" not in err
+    stopped = layout.read_json(layout.stopped_marker(exp))
+    reason = stopped["reason"]
+    assert stopped["cycle"] == 1 and reason.startswith("member(s) 2 (")
+    assert "member(s) 2 (rank 0 killed by signal 9 (Killed))" in reason, reason
+    assert "failed for a reason other than the model" in reason
+    assert layout.member_files(exp, 1)[1] == {}  # nobody was dropped
+    assert not layout.failed_marker(exp, 1, 2).exists()
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == \
+        ["error: experiment kill failed (twin status " + str(run) + " says why)"]
+
+    status = subprocess.run(TWIN + ["status", str(run)], capture_output=True, text=True)
+    assert status.returncode == 1
+    assert "kill: failed, 1/3 cycles" in status.stdout and "stopped: member(s) 2 (" in status.stdout
+
+    # the operator reruns: the stop was not the policy's, so the experiment resumes from its last cycle
+    layout.stopped_marker(exp).unlink()
+    again = _start(["run", campaign, "-o", run, "--workflow"])
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    assert layout.checkpoint_cycles(exp) == [0, 1, 2, 3] and layout.member_files(exp, 1) == ([0, 1, 2, 3], {})
+
+
+# -- 5. a driver told to stop stops its Parsl interchange, workers and tasks ------------------------------------------
+def _session(sid: int) -> set[int]:
+    """Live processes of session ``sid``: the driver started with ``start_new_session`` and everything it started
+    (Parsl's interchange, the worker pool that the local provider detaches from its parent, MPI tasks)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid and _alive(int(entry)):
+                    out.add(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+def _kill_session(sid: int) -> None:
+    for _ in range(50):
+        pids = _session(sid)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_sigterm_stops_the_workflow_driver_and_everything_it_started(tmp_path):
+    """``scancel`` or ``kill`` sends SIGTERM to the driver: it runs Parsl's cleanup (the interchange, the worker pool
+    and the running tasks end with it), records the driver as cancelled, prints one error line and exits non-zero;
+    ``twin status`` then says interrupted and exits 1."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=6, extra="resources: {type: local, ranks: 1, workers: 2}\n")
+    run = tmp_path / "run"
+    exp = layout.experiment_dir(run, "kill")
+    proc = _start(["run", campaign, "-o", run, "--workflow"])
+    try:
+        _wait_for(proc, lambda: 1 in layout.checkpoint_cycles(exp) and _task_pids("forecast", exp, 1, 0)
+                  + _task_pids("forecast", exp, 1, 1))
+        started = _session(proc.pid) - {proc.pid}
+        assert len(started) >= 4  # interchange, worker pool, workers, tasks
+        t0 = time.time()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        stopped_in = time.time() - t0
+        deadline = time.time() + 30
+        while _session(proc.pid) and time.time() < deadline:
+            time.sleep(0.2)
+        left = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:120] for p in _session(proc.pid)}
+    finally:
+        _kill_session(proc.pid)
+    assert proc.returncode == 2
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert errors == ["error: the workflow driver received SIGTERM: its Parsl workers and blocks were stopped; run "
+                      "the campaign again to resume it from its files"], err[-3000:]
+    assert "Traceback" not in err
+    assert left == {}, f"still running {time.time() - t0:.1f} s after SIGTERM: {left}"
+    assert stopped_in < 60
+    assert layout.read_json(run / "driver.json")["state"] == "cancelled"
+    status = subprocess.run(TWIN + ["status", str(run)], capture_output=True, text=True)
+    assert status.returncode == 1 and "driver cancelled" in status.stdout and "kill: interrupted" in status.stdout
+
+
+def test_a_run_directory_with_percent_is_refused_for_slurm(tmp_path):
+    """Slurm expands ``%j``, ``%u`` ... in the batch script's file names: such a run directory is refused before
+    anything is submitted, with what to do."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=2,
+                         extra="resources: {type: slurm, partition: debug, ranks: 1, workers: 1}\n")
+    res = subprocess.run(TWIN + ["submit", str(campaign), "-o", str(tmp_path / "run_%j")], capture_output=True,
+                         text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"error: {campaign}: run directory {tmp_path / 'run_%j'} contains '%', which Slurm expands in file names "
+        "(%j: job id, %u: user ...): choose a name without '%' (-o)"]
+    assert not (tmp_path / "run_%j").exists()

@@ -1,0 +1,208 @@
+"""``twin status`` tells the truth: the state it prints and its exit status, for a campaign not started (queued),
+running (a live heartbeat), finished, failed, crashed (a heartbeat whose process is gone, no ``done.json``), resumed,
+and finished but damaged (a truncated, bit-flipped or empty last checkpoint; a missing ``decision.json`` or
+``free_run.nc``). A real campaign is run once (online, one rank) and copied for each case."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from twin.campaign import layout
+from twin.campaign.status import EXIT_ATTENTION, EXIT_COMPLETE, EXIT_IN_PROGRESS, write_heartbeat
+from twin.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from campaign_case import l96_campaign  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+NAME = "truth"
+CAMPAIGN = l96_campaign(NAME, cycles=4, every=2, extra="""\
+    decision: {qois: [energy], horizon: 0.4}
+    """)
+
+
+def _status(run: Path, capsys) -> tuple[int, list[str], str]:
+    capsys.readouterr()
+    code = main(["status", str(run)])
+    out = capsys.readouterr()
+    return code, out.out.splitlines(), out.err
+
+
+def _line(lines: list[str]) -> str:
+    (line,) = [ln.strip() for ln in lines if ln.strip().startswith(f"{NAME}:")]
+    return line
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    from mpi4py import MPI
+
+    from twin.campaign.online import run_online
+    from twin.config.loader import load_campaign
+
+    base = tmp_path_factory.mktemp("status")
+    (base / "c.yaml").write_text(CAMPAIGN)
+    run_online(load_campaign(base / "c.yaml"), MPI.COMM_SELF, base / "run")
+    return base / "run"
+
+
+def _copy(finished: Path, tmp_path: Path) -> tuple[Path, Path]:
+    run = tmp_path / "run"
+    shutil.copytree(finished, run, symlinks=True)
+    return run, layout.experiment_dir(run, NAME)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_finished(finished, capsys):
+    code, lines, err = _status(finished, capsys)
+    assert code == EXIT_COMPLETE, err
+    assert "1 experiment(s), 1 done; driver finished" in lines[0]
+    assert _line(lines) == f"{NAME}: done, 4/4 cycles"
+    promised = json.loads((layout.done_marker(layout.experiment_dir(finished, NAME))).read_text())["outputs"]
+    assert {"decision.json", "free_run.nc", "posterior.nc", "forecast.nc", "diagnostics.nc"} <= set(promised)
+
+
+def test_queued_not_started(tmp_path, capsys):
+    from twin.campaign.experiments import prepare_experiments
+    from twin.config.loader import load_campaign
+
+    (tmp_path / "c.yaml").write_text(CAMPAIGN)
+    run = tmp_path / "run"
+    prepare_experiments(load_campaign(tmp_path / "c.yaml"), run)  # what twin submit leaves before the job starts
+    code, lines, _ = _status(run, capsys)
+    assert code == EXIT_IN_PROGRESS
+    assert lines[0].endswith("0 done; driver none") and _line(lines) == f"{NAME}: pending, 0/4 cycles"
+    # a submitted job that Slurm does not know (it ended before starting the driver: a bad script, '%' in a name)
+    (run / "slurm").mkdir()
+    (run / "slurm" / "jobs.txt").write_text("999999991 driver\n")
+    code, lines, _ = _status(run, capsys)
+    if shutil.which("squeue") is None:
+        assert code == EXIT_IN_PROGRESS and "Slurm job 999999991 submitted; squeue not available" in lines[0]
+    else:
+        assert code == EXIT_ATTENTION
+        assert "driver never started: Slurm job 999999991 is gone" in lines[0]
+
+
+def test_running_with_a_live_heartbeat(finished, tmp_path, capsys):
+    run, exp = _copy(finished, tmp_path)
+    for k in (3, 4):
+        layout.checkpoint_file(exp, k).unlink()
+    layout.done_marker(exp).unlink()
+    write_heartbeat(run)  # this process: alive
+    code, lines, _ = _status(run, capsys)
+    assert code == EXIT_IN_PROGRESS
+    assert "driver running" in lines[0]
+    assert _line(lines) == f"{NAME}: running, 2/4 cycles, cycle 2: 4/4 member forecasts"
+    # from another machine: judged by the heartbeat's age
+    beat = json.loads((run / "driver.json").read_text())
+    beat.update(boot="elsewhere", host="another-host", pid=1, time=time.time() - 10)
+    (run / "driver.json").write_text(json.dumps(beat))
+    code, lines, _ = _status(run, capsys)
+    assert code == EXIT_IN_PROGRESS and "driver running" in lines[0]
+
+
+def test_crashed_stale_heartbeat_then_resumed(finished, tmp_path, capsys):
+    from mpi4py import MPI
+
+    from twin.campaign.online import run_online
+    from twin.config.loader import load_campaign
+
+    run, exp = _copy(finished, tmp_path)
+    for k in (3, 4):
+        layout.checkpoint_file(exp, k).unlink()
+    for name in ("done.json", "posterior.nc", "forecast.nc", "decision.json", "free_run.nc"):
+        (exp / name).unlink()
+    write_heartbeat(run)
+    beat = json.loads((run / "driver.json").read_text())
+    (run / "driver.json").write_text(json.dumps(beat | {"pid": _dead_pid()}))  # killed: no last word
+    code, lines, err = _status(run, capsys)
+    assert code == EXIT_ATTENTION
+    assert "driver lost" in lines[0] and _line(lines).startswith(f"{NAME}: interrupted, 2/4 cycles")
+    assert f"error: experiment {NAME} interrupted (no live driver: run the campaign again to resume it)" in err
+    # another machine's heartbeat older than the timeout: the same verdict
+    (run / "driver.json").write_text(json.dumps(beat | {"boot": "x", "host": "h", "time": time.time() - 3600}))
+    assert _status(run, capsys)[0] == EXIT_ATTENTION
+
+    run_online(load_campaign(run / "campaign.yaml"), MPI.COMM_SELF, run)  # resumed
+    code, lines, _ = _status(run, capsys)
+    assert code == EXIT_COMPLETE and _line(lines) == f"{NAME}: done, 4/4 cycles"
+
+
+def test_failed(finished, tmp_path, capsys):
+    run, exp = _copy(finished, tmp_path)
+    layout.done_marker(exp).unlink()
+    layout.write_json(layout.error_marker(exp), {"reason": "SolverError: TS diverged at t=0.3", "time": 0})
+    code, lines, err = _status(run, capsys)
+    assert code == EXIT_ATTENTION
+    assert _line(lines) == f"{NAME}: failed, 4/4 cycles; SolverError: TS diverged at t=0.3"
+    assert f"error: experiment {NAME} failed: SolverError: TS diverged at t=0.3" in err
+    # the finalize step failed after writing the NetCDF files: stopped, not done
+    layout.error_marker(exp).unlink()
+    layout.write_json(layout.stopped_marker(exp), {"reason": "finalize failed: error: no decision"})
+    code, lines, _ = _status(run, capsys)
+    assert code == EXIT_ATTENTION and "failed" in _line(lines) and "stopped: finalize failed" in _line(lines)
+
+
+def _flip_a_data_byte(path: Path) -> None:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        offset = f["fields/l96"].id.get_offset()
+    data = bytearray(path.read_bytes())
+    data[offset + 17] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("truncate", "the last checkpoint checkpoint/cycle_0004.h5 does not verify (cannot be opened as HDF5"),
+    ("bitflip", "the last checkpoint checkpoint/cycle_0004.h5 does not verify (data of /fields/l96"),
+    ("empty", "the last checkpoint checkpoint/cycle_0004.h5 does not verify (cannot be opened as HDF5"),
+    ("decision", "finished earlier, but decision.json is missing: run the campaign again to write it"),
+    ("free_run", "finished earlier, but free_run.nc is missing: run the campaign again to write it"),
+    ("no_done", "finished earlier, but decision.json is missing"),
+])
+def test_finished_but_damaged(finished, tmp_path, capsys, damage, expected):
+    run, exp = _copy(finished, tmp_path)
+    last = layout.checkpoint_file(exp, 4)
+    if damage == "truncate":
+        os.truncate(last, last.stat().st_size // 2)
+    elif damage == "bitflip":
+        _flip_a_data_byte(last)
+    elif damage == "empty":
+        os.truncate(last, 0)
+    elif damage in ("decision", "free_run"):
+        (exp / f"{damage}.{'json' if damage == 'decision' else 'nc'}").unlink()
+    else:  # a run directory of an older version (no done.json) whose decision step failed
+        layout.done_marker(exp).unlink()
+        (exp / "decision.json").unlink()
+    code, lines, err = _status(run, capsys)
+    assert code == EXIT_ATTENTION
+    line = _line(lines)
+    assert line.startswith(f"{NAME}: damaged,") and expected in line, line
+    assert "1 experiment(s), 0 done" in lines[0]
+    assert f"error: experiment {NAME} damaged: " in err and "Traceback" not in err
+
+
+def test_status_exit_codes_from_the_command(finished, tmp_path):
+    """The installed command, in a process of its own: exit 0 for a verified campaign, 1 for a damaged one."""
+    run, exp = _copy(finished, tmp_path)
+    ok = subprocess.run([sys.executable, "-m", "twin.cli", "status", str(run), "--json"], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["experiments"][0]["state"] == "done"
+    _flip_a_data_byte(layout.checkpoint_file(exp, 4))
+    bad = subprocess.run([sys.executable, "-m", "twin.cli", "status", str(run)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "damaged" in bad.stdout and "Traceback" not in bad.stderr
