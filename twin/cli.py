@@ -165,8 +165,13 @@ def cmd_run(args, petsc_options: list[str]) -> int:
         if comm.Get_rank() == 0:
             _errors(exc)
         return 2
+    except OSError as exc:  # the file system refused the run directory itself (full, read-only, permissions)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}: the run directory cannot be written; fix that and run the same "
+              "command again to resume", file=sys.stderr)
+        return EXIT_UNFINISHED
     if comm.Get_rank() == 0:
-        print(f"done: outputs in {result.run_dir}")
+        print(f"{'finished with failures' if result.unfinished else 'done'}: outputs in {result.run_dir}")
         for f in result.files:
             print(f"  {f}")
         for name, reason in result.unfinished:

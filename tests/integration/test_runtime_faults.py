@@ -1,7 +1,6 @@
 """Faults at run time, caused for real: a ``twin run`` killed with SIGKILL and resumed, a member task killed by a
-signal in workflow mode, the shutdown of a workflow driver by SIGTERM, and a Slurm run directory with ``%``.
-(A full disk is not tested yet: on a 2 MB tmpfs the checkpoint writer's HDF5 file fails inside h5py and the process
-segfaults, issue 24.)
+signal in workflow mode, the shutdown of a workflow driver by SIGTERM, a Slurm run directory with ``%``, and a full
+disk (a small tmpfs).
 
 Every test here starts real processes (``twin run``, Parsl workers, MPI tasks) and checks what an operator sees:
 the exit status, the one line that says why, and the files left in the run directory.
@@ -262,3 +261,41 @@ def test_a_run_directory_with_percent_is_refused_for_slurm(tmp_path):
         f"error: {campaign}: run directory {tmp_path / 'run_%j'} contains '%', which Slurm expands in file names "
         "(%j: job id, %u: user ...): choose a name without '%' (-o)"]
     assert not (tmp_path / "run_%j").exists()
+
+
+# -- 5. a full disk ----------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _tmpfs(where: Path, size: str):
+    where.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({out.stderr.strip()[:200]}): the full-disk test needs root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.mark.parametrize("size", ["256k", "800k", "1200k"])
+def test_a_full_disk_stops_the_run_with_one_line_and_a_resume_finishes_it(tmp_path, size):
+    """Filled at different moments (the observations, a member forecast, the diagnostics): exit 1, one line naming
+    the file, the space and what to do, no traceback, no temporary file; with space again, the same command
+    finishes, and its numbers equal an uninterrupted run's bitwise."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=12)
+    ref = subprocess.run(TWIN + ["run", str(campaign), "-o", str(tmp_path / "ref"), "--quiet"], capture_output=True,
+                         text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    with _tmpfs(tmp_path / "disk", size) as disk:
+        run = [*TWIN, "run", str(campaign), "-o", str(disk / "run"), "--quiet"]
+        full = subprocess.run(run, capture_output=True, text=True, timeout=300)
+        assert full.returncode == 1, (full.returncode, full.stderr[-3000:])
+        assert "Traceback" not in full.stderr and "PETSC ERROR" not in full.stderr, full.stderr[-3000:]
+        errors = [x for x in full.stderr.splitlines() if x.startswith("error: experiment")]
+        assert len(errors) == 1 and "free space there" in errors[0] and "cannot write" in errors[0], full.stderr
+        assert not list(disk.rglob("*.tmp-*"))
+        subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)
+        again = subprocess.run(run, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert_same(_every_number(disk / "run" / "experiments" / "kill"),
+                    _every_number(tmp_path / "ref" / "experiments" / "kill"))

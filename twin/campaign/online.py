@@ -119,7 +119,10 @@ class _Heartbeat:
     def stop(self, state: str) -> None:
         self._done.set()
         self._thread.join()
-        write_heartbeat(self.run_dir, state)
+        try:
+            write_heartbeat(self.run_dir, state)
+        except OSError as exc:
+            log.warning("could not write the driver's final state to driver.json: %s", exc)
 
 
 def unfinished(dirs) -> list[tuple[str, str]]:
@@ -129,6 +132,8 @@ def unfinished(dirs) -> list[tuple[str, str]]:
         found = layout.failure(d)
         if found:
             out.append((d.name, f"{'FAILED' if found[0] == 'failed' else 'stopped'}: {found[1]}"))
+        elif not layout.done_marker(d).exists():  # its marker could not be written (a full disk): twin.log says why
+            out.append((d.name, "did not finish and left no marker (twin.log says why)"))
     return out
 
 
@@ -169,12 +174,23 @@ def _contained(exp_dir: Path, comm, policy) -> None:
     # a rank that failed alone (e.g. writing a file) fails the experiment on every rank
     reasons = [r for r in comm.allgather(reason) if r]
     if reasons:
-        if rank == 0:
-            layout.write_json(layout.error_marker(exp_dir), {"reason": reasons[0], "time": time.time()})
         log.error("experiment %s FAILED: %s", exp_dir.name, reasons[0])
+        if rank == 0:
+            _marker(lambda: layout.write_json(layout.error_marker(exp_dir), {"reason": reasons[0],
+                                                                             "time": time.time()}), exp_dir)
     elif rank == 0 and not layout.stopped_marker(exp_dir).exists():
-        mark_done(exp_dir)
+        _marker(lambda: mark_done(exp_dir), exp_dir)
     comm.Barrier()
+
+
+def _marker(write, exp_dir: Path) -> None:
+    """Write an experiment's marker; a file system that refuses it (full, read-only) is logged, not raised: the
+    experiment then counts as unfinished (:func:`unfinished`) and is run again on resume."""
+    try:
+        write()
+    except OSError as exc:
+        log.error("experiment %s: its marker could not be written (%s); it will be run again on resume",
+                  exp_dir.name, exc.strerror or exc)
 
 
 def _finished(exp_dir: Path) -> bool:

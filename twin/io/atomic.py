@@ -37,9 +37,11 @@ only (symbolic links are neither followed nor removed).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
+import shutil
 import stat
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
@@ -211,7 +213,7 @@ def _create_temporary(final: Path, token: str, private: bool) -> Path:
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
-                  overwrite: bool = True) -> Iterator[Path]:
+                  overwrite: bool = True, reserve: int = 0) -> Iterator[Path]:
     """Context manager yielding a temporary path to write; renamed to ``path`` when the block succeeds on all ranks.
 
     Parameters
@@ -224,6 +226,10 @@ def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
         Create the file owner-only (``0o600``).
     overwrite : bool
         If false, refuse (before writing anything) when ``path`` exists.
+    reserve : int
+        Bytes the file will take (an estimate): refused before anything is written unless the file system has that
+        much free, plus :data:`FREE_SPACE_MARGIN`. HDF5 does not survive running out of space in the middle of a
+        file (h5py 3.7 then crashes in its clean-up with a segmentation fault), so its writers check first.
 
     Raises
     ------
@@ -242,6 +248,10 @@ def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
             problem = f"cannot write {final}: directory {final.parent} does not exist"
         elif not overwrite and final.exists():
             problem = f"refusing to overwrite existing file {final}"
+        elif reserve and (free := _free_bytes(final.parent)) < reserve + FREE_SPACE_MARGIN:
+            problem = (f"cannot write {final.name} in {final.parent}: it needs about {_mib(reserve)} (and "
+                       f"{_mib(FREE_SPACE_MARGIN)} to spare) and that file system has {_mib(free)} free; free space "
+                       "there (or write the run elsewhere with -o) and run the same command again to resume")
         else:
             try:
                 tmp = _create_temporary(final, secrets.token_hex(6), private)
@@ -255,6 +265,8 @@ def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
     error: BaseException | None = None
     try:
         yield tmp
+    except OSError as exc:
+        error = _disk_full(exc, final) or exc
     except BaseException as exc:  # noqa: BLE001 - re-raised below after the ranks agree
         error = exc
     ok = error is None
@@ -266,7 +278,7 @@ def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
             os.replace(tmp, final)
             fsync_directory(final.parent)
         except OSError as exc:
-            error = OutputError(f"cannot move {tmp.name} to {final}: {exc.strerror or exc}")
+            error = _disk_full(exc, final) or OutputError(f"cannot move {tmp.name} to {final}: {exc.strerror or exc}")
             ok = False
     if size > 1:
         ok = bool(comm.bcast(ok, root=0))
@@ -278,6 +290,31 @@ def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
             raise OutputError(f"writing {final} failed on another rank; nothing was written")
         raise error
     log.debug("wrote %s", final)
+
+
+#: free space kept beyond a writer's estimate (file system metadata, HDF5's own structures, the rename)
+FREE_SPACE_MARGIN = 1 << 18
+
+
+def _free_bytes(directory: Path) -> int:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return 1 << 62  # unknown: let the write find out
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2g} MiB"
+
+
+def _disk_full(exc: OSError, final: Path) -> OutputError | None:
+    """The one-line error for a write that ran out of space (ENOSPC) or quota (EDQUOT), else ``None``."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    what = "no space left" if exc.errno == errno.ENOSPC else "the disk quota is exceeded"
+    return OutputError(f"cannot write {final.name} in {final.parent}: {what} on that file system; free space there "
+                       "(or write the run elsewhere with -o) and run the same command again to resume: nothing "
+                       "half-written was kept")
 
 
 def _min_op():

@@ -160,7 +160,9 @@ def _write_dataset(path, ds: xr.Dataset, encoding: dict, comm, sensitive: bool, 
     """Rank 0 writes ``ds`` atomically; collective over ``comm``."""
     comm = as_mpi_comm(comm)
     rank = comm.Get_rank() if comm is not None else 0
-    with atomic_output(path, comm, private=sensitive) as tmp:
+    # the values uncompressed and 64 KiB of structure: the most the file takes (HDF5 must not meet a full disk)
+    reserve = int(ds.nbytes) + (1 << 16) if ds is not None else 0
+    with atomic_output(path, comm, private=sensitive, reserve=reserve) as tmp:
         if rank == 0:
             ds.to_netcdf(tmp, mode="w", format="NETCDF4", engine="netcdf4", encoding=encoding,
                          unlimited_dims=list(unlimited))
@@ -309,7 +311,10 @@ class DiagnosticsFile:
         return root_call(self.comm, lambda: self._append(float(time), dict(values), cycle))
 
     def _append(self, time: float, values: dict, cycle: int | None) -> int:
-        with atomic_output(self.path, None, private=self.sensitive) as tmp:
+        # the copy of the file so far, one record and 64 KiB of structure (HDF5 must not meet a full disk)
+        size = self.path.stat().st_size if self.path.exists() else 0
+        with atomic_output(self.path, None, private=self.sensitive,
+                           reserve=size + 16 * (len(values) + 2) + (1 << 16)) as tmp:
             fresh = not self.path.exists()
             if not fresh:
                 shutil.copyfile(self.path, tmp)

@@ -44,6 +44,9 @@ class CheckpointWriter:
         Force (``True``) or forbid (``False``) collective parallel HDF5; default: when available.
     digest : {"crc32", "sha256"}
         Block digest (see :mod:`twin.io.checkpoint`: CRC-32 by default for speed, SHA-256 on request).
+    reserve : int
+        Bytes the checkpoint will take (an estimate, :func:`write_checkpoint` makes one): refused before anything is
+        written when the file system has less free (:func:`twin.io.atomic.atomic_output`).
 
     Notes
     -----
@@ -52,7 +55,7 @@ class CheckpointWriter:
     """
 
     def __init__(self, path, comm=None, *, cycle: int, time: float, provenance: Provenance | None = None,
-                 sensitive: bool = False, parallel: bool | None = None, digest: str = "crc32"):
+                 sensitive: bool = False, parallel: bool | None = None, digest: str = "crc32", reserve: int = 0):
         if digest not in DIGESTS:
             raise OutputError(f"checkpoint {path}: unknown digest {digest!r} (use one of {', '.join(DIGESTS)})")
         self.path = Path(path)
@@ -68,7 +71,7 @@ class CheckpointWriter:
         self.provenance = provenance
         self._blocks: dict[str, list] = {}
         self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(atomic_output(self.path, self.comm, private=sensitive))
+        tmp = self._stack.enter_context(atomic_output(self.path, self.comm, private=sensitive, reserve=reserve))
         self._file = None
         try:
             if self.parallel:
@@ -242,8 +245,10 @@ class CheckpointWriter:
                     dset[...] = manifest
                 checksum = "sha256:" + hashlib.sha256(manifest.tobytes()).hexdigest()
                 f.attrs["checksum"] = checksum
-                f.close()
+                # detached first: a close that fails (a full disk) leaves the file half-closed, and closing it again
+                # in _abort makes HDF5 touch freed objects (a segmentation fault, seen with h5py 3.7)
                 self._file = None
+                f.close()
             else:
                 checksum = None
             self.checksum = self._bcast(checksum)
@@ -267,7 +272,8 @@ def write_checkpoint(path, comm=None, *, cycle: int, time: float,
     arrays or ``(grid, vec)``; ``rng`` to Generators; ``meta`` to JSON-able values. See :class:`CheckpointWriter`.
     """
     with CheckpointWriter(path, comm, cycle=cycle, time=time, provenance=provenance, sensitive=sensitive,
-                          parallel=parallel, digest=digest) as w:
+                          parallel=parallel, digest=digest,
+                          reserve=_size_estimate(fields, parameters, arrays, meta, provenance)) as w:
         for name, (grid, vecs) in (fields or {}).items():
             w.add_field(name, grid, vecs)
         for name, value in (parameters or {}).items():
@@ -279,3 +285,23 @@ def write_checkpoint(path, comm=None, *, cycle: int, time: float,
         if meta:
             w.add_meta(meta)
     return w.checksum
+
+
+def _size_estimate(fields, parameters, arrays, meta, provenance) -> int:
+    """Bytes a checkpoint of these contents takes, about: the values, the metadata as JSON, the provenance (the
+    configuration verbatim) and 64 KiB of HDF5 structure."""
+    total = 1 << 16
+    for grid, vecs in (fields or {}).values():
+        members = len(vecs) if isinstance(vecs, (list, tuple)) else 1
+        total += members * int(grid.size) * int(grid.dof) * 8
+    for value in (parameters or {}).values():
+        if isinstance(value, tuple) and len(value) == 2 and hasattr(value[0], "size"):
+            total += int(value[0].size) * 8
+        else:
+            total += int(np.asarray(value).nbytes) if np.ndim(value) else 8
+    for value in (arrays or {}).values():
+        total += int(np.asarray(value).nbytes)
+    total += len(json.dumps(meta, default=str)) if meta else 0
+    if provenance is not None:
+        total += len(getattr(provenance, "config", "") or "")
+    return total
