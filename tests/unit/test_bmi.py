@@ -398,3 +398,198 @@ def test_the_landlab_example_passes_csdms_bmi_tester(tmp_path):
     summaries = re.findall(r"=+ (\d+) passed(?:, (\d+) skipped)?.* in [0-9.]+s =+", text)
     assert len(summaries) == 4, text[-3000:]                  # one pytest session per stage
     assert sum(int(p) for p, _ in summaries) == 44 and "failed" not in text and "error" not in text.lower()
+
+
+# -- coupling and parameters (tests/bmi_relax.py: du/dt = -rate (u - target) + source) ------------------------------
+RELAX = "bmi_relax:RelaxBmi"
+
+
+def _relax(tmp_path, state=("u",), imports=(), parameters=None, comm=MPI.COMM_SELF, **cfg):
+    from twin.kinds.bmi.adapter import BmiModel
+
+    return BmiModel("relax", comm, bmi_class=RELAX, config_file=_config(tmp_path, **cfg), state=state,
+                    time_step=0.5, imports=imports, parameters=parameters)
+
+
+def _spec(**kw):
+    from twin.config.common import ParameterSpec
+
+    return ParameterSpec.model_validate(kw)
+
+
+def _instance_at(model, t):
+    """The pooled BMI instance whose clock is at ``t`` (the one that ran the last member to ``t``)."""
+    return next(b for clock, b in reversed(model._pool) if clock == pytest.approx(t))
+
+
+def test_an_import_reaches_the_bmi_model_and_is_held_over_the_window(tmp_path):
+    """An imported target field is given to the model before its update (read back with get_value) and held
+    constant: u(t) = g + (u0 - g) exp(-k t) exactly, with the section's rate, not the configuration file's."""
+    model = _relax(tmp_path, imports=["target"], parameters={"rate": _spec(value=0.4, units="1/s")},
+                   shape=[3, 4], rate=2.0, u0=5.0, target=0.0)
+    try:
+        grid = model.field_grid("target")
+        assert grid.shape == (4, 3) and grid.dof == 1
+        g = np.linspace(1.0, 2.0, 12)
+        vec = grid.create_global()
+        grid.set_global(g, vec)
+        model.set_import("target", vec)
+        grid.set_global(np.zeros(12), vec)  # the model keeps its own copy: changing the vector afterwards is harmless
+        x = model.initial_state()
+        model.advance(x, 0.0, 1.0)
+        np.testing.assert_allclose(_whole(model, x), g + (5.0 - g) * np.exp(-0.4 * 1.0), rtol=1e-13)
+        bmi = _instance_at(model, 1.0)
+        seen = np.empty(12)
+        bmi.get_value("target", seen)
+        np.testing.assert_array_equal(seen, g)
+        assert bmi.get_value("rate", np.empty(1))[0] == 0.4 and bmi.updates == 10
+        x.destroy()
+        vec.destroy()
+    finally:
+        model.destroy()
+
+
+def test_until_the_coupler_sets_an_import_every_member_gets_its_initial_value(tmp_path):
+    """A member continuing on an instance another member's import reached must not see that import."""
+    model = _relax(tmp_path, imports=["target"], rate=1.0, u0=3.0, target=1.0)
+    try:
+        x = model.initial_state()
+        model.advance(x, 0.0, 0.5)
+        np.testing.assert_allclose(_whole(model, x), 1.0 + 2.0 * np.exp(-0.5), rtol=1e-13)
+        bmi = _instance_at(model, 0.5)
+        bmi.set_value("target", np.full(12, 100.0))  # as if another member's coupler had set it
+        model.advance(x, 0.5, 1.0)
+        np.testing.assert_allclose(_whole(model, x), 1.0 + 2.0 * np.exp(-1.0), rtol=1e-13)
+        x.destroy()
+    finally:
+        model.destroy()
+
+
+def test_each_member_runs_with_its_own_parameter_value(tmp_path):
+    """Members share a pool of BMI instances; each member's rate is set before its update (equilibrium 1/rate)."""
+    spec = _spec(value=0.5, units="1/s", prior={"dist": "lognormal", "median": 0.3, "sigma": 0.5}, estimable=True)
+    model = _relax(tmp_path, parameters={"rate": spec}, rate=9.0, source=1.0, u0=0.0)
+    try:
+        p = model.parameters["rate"]
+        assert (p.value, p.units, p.estimable, p.transform) == (0.5, "1/s", True, "log")
+        x = model.create_state()
+        for t0, t1 in ((0.0, 2.0), (2.0, 4.0)):
+            for rate in (0.5, 2.0, 0.25):
+                model.set_parameter("rate", rate)
+                # the member's state at t0 of a run from u = 0 with its own rate
+                model.grid.set_global(np.full(12, (1 - np.exp(-rate * t0)) / rate), x)
+                model.advance(x, t0, t1)
+                np.testing.assert_allclose(_whole(model, x), (1 - np.exp(-rate * t1)) / rate, rtol=1e-12)
+        with pytest.raises(ModelError, match=r"model 'relax': parameter 'rate' must be finite, got nan"):
+            model.set_parameter("rate", float("nan"))
+        x.destroy()
+    finally:
+        model.destroy()
+
+
+def test_exports_are_the_state_variables_of_the_member(tmp_path):
+    """With two state variables each export is one component of the given state, on a one-component grid."""
+    model = _relax(tmp_path, state=("u", "target"), shape=[3, 4])
+    try:
+        assert model.grid.dof == 2
+        whole = np.stack([np.arange(12.0), 100 + np.arange(12.0)], axis=1)
+        x = model.create_state()
+        model.grid.set_global(whole, x)
+        out = model.exports(x)
+        assert sorted(out) == ["target", "u"]
+        for j, name in enumerate(("u", "target")):
+            grid = model.field_grid(name)
+            assert grid.dof == 1 and grid.shape == model.grid.shape
+            np.testing.assert_array_equal(grid.allgather(out[name]).ravel(), whole[:, j])
+            out[name].destroy()
+        with pytest.raises(ModelError, match=r"has no coupling field 'flux': it exports its state variables \['u', "
+                                             r"'target'\] and imports \[\]"):
+            model.field_grid("flux")
+        x.destroy()
+    finally:
+        model.destroy()
+
+
+def test_bad_imports_and_parameters_are_refused_in_one_line(tmp_path):
+    cases = [
+        ({"imports": ["flux"]}, (r"import 'flux' is not an input variable of the model \(its inputs besides the "
+                                 r"state: target, rate, source\); correct the name in the section")),
+        ({"parameters": {"rates": _spec(value=1.0)}}, r"parameter 'rates' is not an input variable of the model"),
+        ({"parameters": {"rate": _spec(value=1.0, units="1/day")}},
+         r"parameter 'rate' is given in '1/day', the model takes it in '1/s'; give its value and prior in '1/s'"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(ModelError, match=r"model 'relax': BMI model 'relaxation' \(bmi_relax:RelaxBmi\): "
+                                             + message) as err:
+            _relax(tmp_path, **kw)
+        assert "\n" not in str(err.value)
+    model = _relax(tmp_path, imports=["target"])
+    try:
+        vec = model.field_grid("target").create_global()
+        with pytest.raises(ModelError, match=r"unknown import 'source'; the section imports \['target'\] \(add it to "
+                                             r"imports:\)"):
+            model.set_import("source", vec)
+        vec.destroy()
+    finally:
+        model.destroy()
+
+
+def test_imports_and_parameters_in_the_section_are_checked_with_their_lines(tmp_path, monkeypatch):
+    from twin.config.loader import load_campaign
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "relax.json").write_text("{}")
+    text = f"""\
+schema_version: 1
+campaign: {{name: relax}}
+models:
+  relax:
+    type: bmi
+    bmi_class: {RELAX}
+    config_file: relax.json
+    state: [u]
+    time_step: {{value: 0.5, units: s}}
+    imports: [target]
+    parameters:
+      rate: {{value: 0.5, units: 1/s, prior: {{dist: lognormal, median: 0.3, sigma: 0.5}}, estimable: true}}
+timeline: {{start: 0, end: 10, units: s}}
+"""
+    (tmp_path / "ok.yaml").write_text(text)
+    section = load_campaign(tmp_path / "ok.yaml").config.models["relax"]
+    assert section.imports == ["target"] and section.parameters["rate"].estimable
+    bad = {"imports: [target]": ("imports: [u]", ":10:", "models.relax.imports[0]", "'u' is a state variable"),
+           "      rate: {": ("      target: {", ":12:", "models.relax.parameters.target",
+                             "'target' is an import; a BMI variable is the state, an import or a parameter")}
+    for old, (new, line, key, message) in bad.items():
+        (tmp_path / "bad.yaml").write_text(text.replace(old, new))
+        with pytest.raises(ConfigError) as err:
+            load_campaign(tmp_path / "bad.yaml")
+        lines = err.value.lines()
+        assert any(line in ln and key in ln and message in ln for ln in lines), lines
+
+
+def test_the_conformance_kit_on_a_bmi_model_with_a_parameter(tmp_path, monkeypatch):
+    from twin.config.loader import load_campaign
+    from twin.conformance import PASS, Subject, check_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "relax.json").write_text(json.dumps({"shape": [3, 4], "source": 1.0, "u0": 0.0}))
+    (tmp_path / "c.yaml").write_text(f"""\
+schema_version: 1
+campaign: {{name: relax}}
+models:
+  relax:
+    type: bmi
+    bmi_class: {RELAX}
+    config_file: relax.json
+    state: [u]
+    time_step: {{value: 0.5, units: s}}
+    parameters:
+      rate: {{value: 0.5, prior: {{dist: lognormal, median: 0.3, sigma: 0.5}}, estimable: true}}
+timeline: {{start: 0, end: 10, units: s}}
+""")
+    section = load_campaign(tmp_path / "c.yaml").config.models["relax"]
+    report = check_model(Subject("relax", section), ranks=1)
+    assert report.ok, report.text()
+    status = {r.name: r.status for r in report.results}
+    assert status["parameter transforms invert"] == PASS and status["checkpoint round trip"] == PASS, report.text()

@@ -311,8 +311,10 @@ def rescaled(layout: Layout, factor: float) -> Layout:
 
 def site_map(kind: str, source: Layout, target: Layout, point, *, name: str = "site") -> GridMap:
     """``y_t = (M_kind x)(point)`` for every target point ``t``: the source sampled at ``point`` (source coordinates),
-    broadcast. Built as the product of a ``kind`` map onto a one-point set (owned by rank 0) and the nearest map from
-    that set to the target, so its rows hold the few interpolation weights of the site. Collective."""
+    broadcast. Built as the product of a ``kind`` map onto a one-point set (owned by rank 0) and the map giving that
+    one value to every target point, so its rows hold the few interpolation weights of the site. The target's
+    geometry plays no part, so it may have another dimension than the source (a face of a 2-D grid, a scalar).
+    Collective."""
     if kind not in ("consistent", "nearest"):
         raise CouplingError(f"mapping '{name}': a site is sampled by consistent or nearest mapping, not {kind!r}")
     comm = _comm(source)
@@ -324,7 +326,12 @@ def site_map(kind: str, source: Layout, target: Layout, point, *, name: str = "s
                     name=f"{name} site")
     sample = build_map(kind, source, site, f"{name} (at the site)")
     try:
-        spread = nearest_map(site, target, name=f"{name} (to every target point)")
+        if site.dof != target.dof or comm.Get_size() != _comm(target).Get_size():
+            raise CouplingError(f"mapping '{name}': source has dof={site.dof} on {comm.Get_size()} ranks, target "
+                                f"dof={target.dof} on {_comm(target).Get_size()}")
+        m = _target_points(target).shape[0]
+        spread = GridMap(site, target, _assemble(site, target, np.arange(m), np.zeros(m, dtype=np.int64),
+                                                 np.ones(m), m), "spread", f"{name} (to every target point)")
         try:
             M = spread.matrix.matMult(sample.matrix)
         finally:

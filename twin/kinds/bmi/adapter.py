@@ -11,8 +11,19 @@ description of their grids. :class:`BmiModel` runs such a model as a twin model:
   over ``(n - 1)`` spacings per axis: the BMI's row-major value arrays are then twin's natural order, unchanged. A
   ``scalar`` grid (a lumped model) becomes one cell;
 * **time**: twin counts seconds; the BMI's times are converted with its ``get_time_units()``;
-* **forecast**: ``advance(state, t0, t1)`` puts the state into the model with ``set_value`` and calls
-  ``update_until(t1)``.
+* **forecast**: ``advance(state, t0, t1)`` puts the parameters, the imports and the state into the model with
+  ``set_value`` and calls ``update_until(t1)``;
+* **parameters** (``parameters:`` in the section): scalar BMI input variables as twin :class:`Parameter` objects (a
+  value, a prior, estimable or not; in the variable's own units), given to the model with ``set_value``, broadcast to
+  the variable's size, before every ``update_until``, so that ensemble methods estimate them jointly with the state
+  (each member's value reaches the instance that runs the member);
+* **coupling**: :meth:`exports` gives every state variable under its BMI name, taken from the state vector (so each
+  member's own), on :meth:`field_grid` (the state grid, or a one-component copy of it when the state has several
+  variables); the BMI input variables listed in ``imports:`` are what a coupler may set (:meth:`set_import`), each on
+  the twin grid of its own BMI grid. An imported field is given to the model with ``set_value`` before every
+  ``update_until`` and so is held constant over the coupling window (or sub-step) the coupler advances; until the
+  coupler sets it, the value the model had after ``initialize`` is given (when its ``get_value`` gives it), so that
+  no member depends on what another member's instance received.
 
 A BMI model has one clock, which only goes forward, while an ensemble forecast starts every member at the same
 ``t0``. The adapter therefore keeps a pool of instances of the BMI model, each with its clock: a member starting at
@@ -29,15 +40,15 @@ default, which refuses (4D-Var needs an adjoint; the ensemble methods do not).
 
 Errors name the component, the BMI model (its ``get_component_name()`` and class) and what to change: a class that
 cannot be imported or lacks BMI methods, a variable that is not both an input and an output, variables on different
-grids or a grid twin cannot map, values of the wrong size, a failing ``initialize`` or ``update_until`` (a
+grids or a grid twin cannot map, an import or parameter that is not an input variable of the model, values of the
+wrong size, a failing ``initialize`` or ``update_until`` (a
 :class:`~twin.core.errors.SolverError`, which a campaign treats like a diverged solve: the member is retried or
 dropped), and non-finite values returned by the model.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from petsc4py import PETSc
@@ -46,70 +57,14 @@ from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.core.units import convert
-from twin.models.base import Model, QoI
+from twin.kinds.bmi.interface import bmi_grid, load_class, same_units
+from twin.models.base import Model, Parameter, QoI
 from twin.models.registry import register_model
 
 log = get_logger("twin.kinds.bmi")
 
-#: the BMI methods the adapter calls
-REQUIRED = ("initialize", "update_until", "finalize", "get_component_name", "get_input_var_names",
-            "get_output_var_names", "get_var_grid", "get_var_type", "get_var_units", "get_var_itemsize",
-            "get_var_nbytes", "get_value", "set_value", "get_current_time", "get_start_time", "get_end_time",
-            "get_time_step", "get_time_units", "get_grid_type", "get_grid_rank", "get_grid_size", "get_grid_shape",
-            "get_grid_spacing", "get_grid_origin")
 #: relative tolerance under which two times (in seconds) are the same instant
 _TIME_RTOL = 1e-9
-
-
-def load_class(path: str, component: str) -> type:
-    """The class ``package.module:Class``; ``ModelError`` naming the path if it cannot be imported or is not a BMI."""
-    module, _, attr = path.partition(":")
-    try:
-        obj = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # noqa: BLE001 - whatever a third-party import raises, name the class and the cause
-        raise ModelError(component, f"bmi_class {path!r} cannot be imported ({type(exc).__name__}: {exc}); install "
-                                    "the package that provides it in this environment") from None
-    if not isinstance(obj, type):
-        raise ModelError(component, f"bmi_class {path!r} is a {type(obj).__name__}, not a class")
-    missing = [m for m in REQUIRED if not callable(getattr(obj, m, None))]
-    if missing:
-        raise ModelError(component, f"bmi_class {path!r} does not implement the Basic Model Interface: it has no "
-                                    f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
-    return obj
-
-
-def bmi_grid(bmi, grid_id: int, component: str, what: str = "the BMI model"
-             ) -> tuple[tuple[int, ...], tuple[tuple[float, float], ...], str]:
-    """Shape (PETSc order), extent per axis and centering of the twin grid of BMI grid ``grid_id``; ``ModelError``
-    for ``component`` (``what`` names the BMI model) when twin cannot map it."""
-    kind = str(bmi.get_grid_type(grid_id))
-    if kind == "scalar":
-        return (1,), ((0.0, 1.0),), "cell"
-    where = f"{what}, grid {grid_id}"
-    if kind != "uniform_rectilinear":
-        raise ModelError(component, f"{where} is of type {kind!r}: twin maps uniform_rectilinear and scalar grids "
-                                    "only; choose state variables on such a grid")
-    rank = int(bmi.get_grid_rank(grid_id))
-    if not 1 <= rank <= 3:
-        raise ModelError(component, f"{where} has rank {rank}; twin grids have 1 to 3 axes")
-    shape = np.asarray(bmi.get_grid_shape(grid_id, np.zeros(rank, dtype=np.int64)), dtype=np.int64).ravel()
-    spacing = np.asarray(bmi.get_grid_spacing(grid_id, np.zeros(rank)), dtype=float).ravel()
-    origin = np.asarray(bmi.get_grid_origin(grid_id, np.zeros(rank)), dtype=float).ravel()
-    if shape.size != rank or spacing.size != rank or origin.size != rank:
-        raise ModelError(component, f"{where} of rank {rank} reports shape {shape.tolist()}, spacing "
-                                    f"{spacing.tolist()} and origin {origin.tolist()}: one value per axis expected")
-    if np.any(shape < 2) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0) or \
-            not np.all(np.isfinite(origin)):
-        raise ModelError(component, f"{where}: shape {shape.tolist()} needs at least 2 nodes per axis and "
-                                    f"spacing {spacing.tolist()} must be positive")
-    if int(np.prod(shape)) != int(bmi.get_grid_size(grid_id)):
-        raise ModelError(component, f"{where}: shape {shape.tolist()} has {int(np.prod(shape))} nodes but "
-                                    f"get_grid_size says {bmi.get_grid_size(grid_id)}")
-    # BMI gives axes rows first (z, y, x); twin's grids x first, with the same row-major value layout
-    extent = tuple((float(o), float(o + (n - 1) * h)) for n, h, o in zip(shape[::-1], spacing[::-1], origin[::-1]))
-    return tuple(int(n) for n in shape[::-1]), extent, "node"
 
 
 @register_model("bmi")
@@ -137,13 +92,19 @@ class BmiModel(Model):
         The BMI grid's shape (rows first) as the section expects it.
     max_instances : int
         Most instances of the BMI model kept at once (one per ensemble member is what a cycled ensemble uses).
+    imports : sequence of str
+        BMI input variables a coupler sets (:meth:`set_import`).
+    parameters : mapping of str to ParameterSpec
+        Scalar BMI input variables as twin parameters (``to(units)``, ``units``, ``prior``, ``estimable`` as
+        :class:`twin.config.common.ParameterSpec`); ``units`` other than ``"1"`` must equal the variable's.
     """
 
     time_units = "s"
 
     def __init__(self, name: str, comm, *, bmi_class: str, config_file: str, state: Sequence[str], time_step: float,
                  bmi_time_units: str | None = None, length_units: str = "m", shape: Sequence[int] | None = None,
-                 max_instances: int = 128):
+                 max_instances: int = 128, imports: Sequence[str] = (),
+                 parameters: Mapping[str, Any] | None = None):
         super().__init__(name, comm)
         self.cls_path = bmi_class
         self.config_file = str(config_file)
@@ -151,8 +112,17 @@ class BmiModel(Model):
         self.variables = tuple(state)
         self.length_units = length_units
         self.max_instances = max(1, int(max_instances))
+        self.import_names = tuple(imports)
         #: instances of the BMI model not in use, with their clocks (seconds)
         self._pool: list[tuple[float, Any]] = []
+        #: coupling field -> its twin grid; grids made here (destroyed with the model)
+        self._field_grids: dict[str, Grid] = {}
+        self._own_grids: list[Grid] = []
+        #: import -> the whole field (natural order) given to every instance before an update (None: not settable)
+        self._import_values: dict[str, np.ndarray | None] = {}
+        self._import_dtypes: dict[str, np.dtype] = {}
+        #: parameter -> (dtype, number of values) of its BMI variable
+        self._parameter_vars: dict[str, tuple[np.dtype, int]] = {}
         bmi = self._initialize()
         try:
             self.component = self._call(bmi, "get_component_name", None)
@@ -184,8 +154,12 @@ class BmiModel(Model):
             self.dt = float(time_step)
             self._check_sizes(bmi, self.start_time)
             self._initial = self._values(bmi, self.start_time)
+            self._build_fields(bmi)
+            self._build_parameters(bmi, parameters or {})
         except BaseException:
             self._finalize(bmi)
+            for g in self._own_grids:
+                g.destroy()
             raise
         self._pool.append((self.start_time, bmi))
 
@@ -195,7 +169,8 @@ class BmiModel(Model):
         has no PETSc solver)."""
         return cls(name, comm, bmi_class=cfg.bmi_class, config_file=cfg.config_file, state=cfg.state,
                    time_step=cfg.fixed_step(), bmi_time_units=cfg.bmi_time_units, length_units=cfg.length_units,
-                   shape=cfg.shape, max_instances=cfg.max_instances)
+                   shape=cfg.shape, max_instances=cfg.max_instances, imports=cfg.imports,
+                   parameters=cfg.parameters)
 
     # -- talking to the BMI model ----------------------------------------------------------------------------------
     def _what(self) -> str:
@@ -251,6 +226,84 @@ class BmiModel(Model):
             raise ModelError(self.name, f"{self._what()}: the state variables lie on different grids ({grids}); "
                                         "choose variables of one grid")
 
+    def _input(self, bmi, name: str, role: str) -> tuple[np.dtype, int, int]:
+        """dtype, number of values and grid of BMI input variable ``name`` (an import or a parameter, ``role``);
+        ``ModelError`` unless the model takes it as a floating-point input."""
+        inputs = list(bmi.get_input_var_names())
+        if name not in inputs:
+            shown = [v for v in inputs if v not in self.variables]
+            raise ModelError(self.name, f"{self._what()}: {role} {name!r} is not an input variable of the model "
+                                        f"(its inputs besides the state: {', '.join(shown[:12]) or 'none'}"
+                                        f"{' ...' if len(shown) > 12 else ''}); correct the name in the section")
+        dtype = np.dtype(str(self._call(bmi, "get_var_type", None, name)))
+        if dtype.kind != "f":
+            raise ModelError(self.name, f"{self._what()}: {role} {name!r} has type {dtype}; twin sets floating-point "
+                                        "inputs only")
+        size = int(self._call(bmi, "get_var_nbytes", None, name)) // max(1, int(
+            self._call(bmi, "get_var_itemsize", None, name)))
+        if size < 1:
+            raise ModelError(self.name, f"{self._what()}: {role} {name!r} has no values (get_var_nbytes)")
+        return dtype, size, int(self._call(bmi, "get_var_grid", None, name))
+
+    def _build_fields(self, bmi) -> None:
+        """The twin grid of every coupling field: the state variables (exports) and the imports. Collective."""
+        if self.grid.dof == 1:
+            state_grid = self.grid
+        else:
+            # one component of the state, with the state grid's points and ownership
+            state_grid = Grid(self.comm, self.grid.shape, self.grid.extent, dof=1, stencil_width=0,
+                              centering=self.grid.centering, proc_sizes=self.grid.da.getProcSizes(),
+                              name=f"{self.name}.field")
+            self._own_grids.append(state_grid)
+        for v in self.variables:
+            self._field_grids[v] = state_grid
+        by_id: dict[int, Grid] = {self.grid_id: state_grid}
+        for name in self.import_names:
+            dtype, size, grid_id = self._input(bmi, name, "import")
+            if grid_id not in by_id:
+                gshape, extent, centering = bmi_grid(bmi, grid_id, self.name, self._what())
+                by_id[grid_id] = Grid(self.comm, gshape, extent, dof=1, stencil_width=0, centering=centering,
+                                      name=f"{self.name}.{name}")
+                self._own_grids.append(by_id[grid_id])
+            grid = by_id[grid_id]
+            if size != grid.size:
+                raise ModelError(self.name, f"{self._what()}: import {name!r} has {size} values, its grid {grid_id} "
+                                            f"has {grid.size} points")
+            self._field_grids[name] = grid
+            self._import_dtypes[name] = dtype
+            self._import_values[name] = self._initial_input(bmi, name, dtype, size)
+
+    def _initial_input(self, bmi, name: str, dtype: np.dtype, size: int) -> np.ndarray | None:
+        """The value of an import after ``initialize`` (given until the coupler sets one), or ``None`` when the
+        model does not give the values of that input."""
+        dest = np.empty(size, dtype=dtype)
+        try:
+            got = bmi.get_value(name, dest)
+        except Exception as exc:  # noqa: BLE001 - a BMI need not give the values of an input-only variable
+            log.debug("%s: get_value(%r) raised %s; the import is set only once a coupler gives it", self._what(),
+                      name, exc)
+            return None
+        got = dest if got is None else np.asarray(got, dtype=dtype).ravel()
+        return got.copy() if got.size == size and np.all(np.isfinite(got)) else None
+
+    def _build_parameters(self, bmi, specs: Mapping[str, Any]) -> None:
+        for name, spec in specs.items():
+            dtype, size, _ = self._input(bmi, name, "parameter")
+            units = str(self._call(bmi, "get_var_units", None, name) or "").strip() or "1"
+            given = str(getattr(spec, "units", "1") or "1")
+            if given not in ("1", units) and not same_units(given, units):
+                raise ModelError(self.name, f"{self._what()}: parameter {name!r} is given in {given!r}, the model "
+                                            f"takes it in {units!r}; give its value and prior in {units!r} (or no "
+                                            "units)")
+            value = float(spec.to(given))
+            if not np.isfinite(value):
+                raise ModelError(self.name, f"parameter {name!r} must be finite, got {value}")
+            prior = getattr(spec, "prior", None)
+            transform = "log" if getattr(prior, "dist", None) == "lognormal" else "none"
+            self.parameters[name] = Parameter(name, value, units, bool(getattr(spec, "estimable", False)), transform,
+                                              prior)
+            self._parameter_vars[name] = (dtype, size)
+
     def _clock(self, bmi) -> float:
         return float(self._call(bmi, "get_current_time", None)) * self._to_seconds
 
@@ -295,6 +348,14 @@ class BmiModel(Model):
     def _set_values(self, bmi, whole: np.ndarray, t: float) -> None:
         for j, v in enumerate(self.variables):
             self._call(bmi, "set_value", t, v, np.ascontiguousarray(whole[:, j], dtype=self._dtypes[v]))
+
+    def _set_inputs(self, bmi, t: float) -> None:
+        """Parameters (broadcast to their variables' sizes) and imports, before an update."""
+        for name, (dtype, size) in self._parameter_vars.items():
+            self._call(bmi, "set_value", t, name, np.full(size, self.parameters[name].value, dtype=dtype))
+        for name, values in self._import_values.items():
+            if values is not None:
+                self._call(bmi, "set_value", t, name, values)
 
     def _take(self, t0: float):
         """An instance of the BMI model with its clock at ``t0``, out of the pool (see the module docstring)."""
@@ -343,6 +404,7 @@ class BmiModel(Model):
         whole = self._whole(state)
         bmi = self._take(t0)
         try:
+            self._set_inputs(bmi, t0)
             self._set_values(bmi, whole, t0)
             self._update_until(bmi, t1)
             values = self._values(bmi, t1)
@@ -359,6 +421,53 @@ class BmiModel(Model):
             return self.grid.owned_array(state, readonly=True).reshape(self.n_points, -1)
         return np.asarray(self.grid.allgather(state), dtype=float).reshape(self.n_points, -1)
 
+    def parameters_changed(self, names: Sequence[str]) -> None:
+        """Refuses a non-finite value (the value reaches the BMI model at the next :meth:`advance`)."""
+        for name in names:
+            value = self.parameters[name].value
+            if not np.isfinite(value):
+                raise ModelError(self.name, f"parameter {name!r} must be finite, got {value}")
+
+    # -- coupling --------------------------------------------------------------------------------------------------
+    def field_grid(self, name: str) -> Grid:
+        """The twin grid of coupling field ``name``: a state variable (an export) or an import."""
+        grid = self._field_grids.get(name)
+        if grid is None:
+            raise ModelError(self.name, f"{self._what()} has no coupling field {name!r}: it exports its state "
+                                        f"variables {list(self.variables)} and imports {list(self.import_names)} "
+                                        "(the section's imports:)")
+        return grid
+
+    def exports(self, state: PETSc.Vec) -> dict[str, PETSc.Vec]:
+        """Each state variable under its BMI name, from ``state`` (new vectors on :meth:`field_grid`, owned by the
+        caller). Collective."""
+        if self.grid.dof == 1:
+            return {self.variables[0]: state.copy()}
+        out = {}
+        values = self.grid.owned_array(state, readonly=True)
+        for j, v in enumerate(self.variables):
+            grid = self._field_grids[v]
+            vec = grid.create_global()
+            grid.owned_array(vec)[...] = values[..., j]
+            out[v] = vec
+        return out
+
+    def set_import(self, name: str, value: PETSc.Vec) -> None:
+        """Keep imported field ``name`` (a vector on :meth:`field_grid`, copied): it is given to the BMI model with
+        ``set_value`` before every ``update_until`` until the next call, so it is held constant over the coupling
+        window (or sub-step) that the coupler advances next. Collective."""
+        if name not in self.import_names:
+            raise ModelError(self.name, f"{self._what()}: unknown import {name!r}; the section imports "
+                                        f"{list(self.import_names)} (add it to imports:)")
+        grid = self._field_grids[name]
+        if value.getSize() != grid.size:
+            raise ModelError(self.name, f"import {name!r} has {value.getSize()} values; its grid has {grid.size}")
+        whole = np.asarray(grid.allgather(value), dtype=float).ravel()
+        if not np.all(np.isfinite(whole)):
+            raise ModelError(self.name, f"import {name!r}: {int(np.count_nonzero(~np.isfinite(whole)))} non-finite "
+                                        f"values received from the coupler")
+        self._import_values[name] = whole.astype(self._import_dtypes[name])
+
     def qoi(self, state: PETSc.Vec, t: float) -> dict[str, QoI]:
         """Mean and maximum of each state variable, in its units (collective)."""
         whole = self._whole(state)
@@ -372,4 +481,7 @@ class BmiModel(Model):
         for _, bmi in self._pool:
             self._finalize(bmi)
         self._pool = []
+        for g in self._own_grids:
+            g.destroy()
+        self._own_grids, self._field_grids = [], {}
         super().destroy()

@@ -11,6 +11,13 @@ Example (a landlab component through landlab's own BMI wrapper)::
         time_step: {value: 100, units: s}                     # the cycle clock's step: a multiple of the BMI step
         shape: [8, 10]                                        # optional: the BMI grid's shape, for twin validate
 
+Optional keys name other BMI input variables of the model (LinearDiffuserBMI has no floating-point one besides
+the state; here a model with inputs ``target`` and ``rate``, as tests/bmi_relax.py)::
+
+        imports: [target]                                     # BMI inputs a coupler sets (coupling routes)
+        parameters:                                           # scalar BMI inputs as twin parameters
+          rate: {value: 0.5, units: 1/s, prior: {dist: lognormal, median: 0.3, sigma: 0.5}, estimable: true}
+
 What runs is bounded by what the campaign's author wrote: ``bmi_class`` names a class of a package installed in the
 environment (a dotted module path and a name, never a file path or code), imported when the model is built, not
 when the file is validated; nothing is ever imported because of a data file's content.
@@ -22,9 +29,9 @@ import math
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from twin.config.common import GridSize, ModelConfigBase, Quantity, Units
+from twin.config.common import GridSize, ModelConfigBase, ParameterSpec, Quantity, Units, at
 from twin.core.units import compatible, parse_units
 
 #: ``package.module:Class`` (a class attribute path after the colon)
@@ -59,6 +66,14 @@ class BmiConfig(ModelConfigBase):
     max_instances : int
         Most instances of the BMI model held at once: an ensemble forecast keeps one per member, each with its own
         clock (:mod:`twin.kinds.bmi.adapter`); lower it for a model too large to hold that many times.
+    imports : list of str
+        BMI input variables a coupler sets (the ``to`` of a ``coupling.routes`` entry, ``<component>.<variable>``):
+        each is passed to the model with ``set_value`` before every ``update_until`` and held constant over the
+        coupling window (or sub-step). The state variables are the model's exports, under their BMI names.
+    parameters : dict of str to ParameterSpec
+        Scalar BMI input variables as twin parameters (``value``, ``prior``, ``estimable``; values in the variable's
+        own units, which ``units``, when given, must equal): each is set with ``set_value`` before every update,
+        broadcast to the variable's size, so that ensemble methods can estimate it with the state.
     """
 
     time_units: ClassVar[str] = "s"
@@ -73,6 +88,8 @@ class BmiConfig(ModelConfigBase):
     length_units: Units = "m"
     shape: list[int] | None = Field(default=None, min_length=1, max_length=3)
     max_instances: int = Field(128, ge=1, le=1000)
+    imports: list[str] = Field(default_factory=list, max_length=64)
+    parameters: dict[str, ParameterSpec] = Field(default_factory=dict, max_length=64)
 
     @field_validator("config_file")
     @classmethod
@@ -93,6 +110,29 @@ class BmiConfig(ModelConfigBase):
         if len(set(v)) != len(v):
             raise ValueError(f"state lists a variable twice: {v}")
         return v
+
+    @field_validator("imports")
+    @classmethod
+    def _distinct_imports(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"imports lists a variable twice: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _roles(self):
+        """A BMI variable has one role: state (set from the state vector), import (set by the coupler) or
+        parameter (set from the parameter's value)."""
+        state = set(self.state)
+        for i, name in enumerate(self.imports):
+            if name in state:
+                raise ValueError(at("imports", i) + f"{name!r} is a state variable: the state sets it; import "
+                                                    "another variable or take it out of state")
+        for name in self.parameters:
+            if name in state or name in self.imports:
+                role = "a state variable" if name in state else "an import"
+                raise ValueError(at("parameters", name) + f"{name!r} is {role}; a BMI variable is the state, an "
+                                                          "import or a parameter, not two of them")
+        return self
 
     @field_validator("time_step")
     @classmethod
