@@ -15,28 +15,10 @@ import numpy as np
 import xarray as xr
 
 from campaign_case import l96_campaign
+from linear_case import linear_campaign
 
-DATED = """\
-schema_version: 1
-campaign: {name: dated, seed: 5}
-models:
-  tracer:
-    type: linear_advection_diffusion
-    n: 8
-    dt: {value: 0.01, units: s}
-    velocity: {value: 0.5, units: m/s}
-    diffusivity: {value: 0.01, units: m^2/s}
-    initial_condition: {shape: gaussian, amplitude: 1.0, width: {value: 0.2, units: m}}
-timeline: {start: 2026-03-01T12:00Z, end: 1.0, units: s}
-assimilation:
-  method: etkf
-  N: 6
-  seed: 2
-  background_std: 0.3
-  schedule: {every: 5, cycles: 4}
-  observations: [{type: points, points: [[0.1], [0.45], [0.8]], error_std: 0.1}]
-decision: {qois: [mass, max], horizon: 0.25}
-"""
+DATED = linear_campaign("dated", start="2026-03-01T12:00Z",
+                        tail="decision: {qois: [mass, max], horizon: 0.25}\n")
 
 
 def _run(tmp_path, text: str, name: str):

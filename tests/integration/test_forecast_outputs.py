@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from linear_case import linear_campaign
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,27 +46,7 @@ def test_outputs_fields_and_compression_are_obeyed(tmp_path):
         assert nc["T"].filters()["zlib"] and nc["T"].filters()["complevel"] == 1
 
 
-CAMPAIGN = """\
-schema_version: 1
-campaign: {name: dated, seed: 5}
-models:
-  tracer:
-    type: linear_advection_diffusion
-    n: 8
-    dt: {value: 0.01, units: s}
-    velocity: {value: 0.5, units: m/s}
-    diffusivity: {value: 0.01, units: m^2/s}
-    initial_condition: {shape: gaussian, amplitude: 1.0, width: {value: 0.2, units: m}}
-timeline: {start: 2026-03-01T12:00Z, end: 1.0, units: s}
-assimilation:
-  method: etkf
-  N: 6
-  seed: 2
-  background_std: 0.3
-  schedule: {every: 5, cycles: 4}
-  observations: [{type: points, points: [[0.1], [0.45], [0.8]], error_std: 0.1}]
-decision: {qois: [mass], horizon: 0.1}
-"""
+CAMPAIGN = linear_campaign("dated", start="2026-03-01T12:00Z", tail="decision: {qois: [mass], horizon: 0.1}\n")
 
 
 def test_campaign_files_carry_the_calendar_start(tmp_path):

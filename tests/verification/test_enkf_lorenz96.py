@@ -29,6 +29,7 @@ import pytest
 import scipy.sparse as sp
 import yaml
 from mpi4py import MPI
+from linear_case import linear_campaign
 
 from twin.assimilation.cycle import EnsembleCycle, ObservationSchedule, twin_truth
 from twin.observations.base import LinearObservations
@@ -160,28 +161,8 @@ def _kalman_filter(M, H, r, m, P, ys):
     return out
 
 
-LINEAR_CAMPAIGN = """\
-schema_version: 1
-campaign: {name: kalman_limit, seed: 5}
-models:
-  tracer:
-    type: linear_advection_diffusion
-    n: 8
-    dt: {value: 0.01, units: s}
-    velocity: {value: 0.5, units: m/s}
-    diffusivity: {value: 0.01, units: m^2/s}
-    initial_condition: {shape: gaussian, amplitude: 1.0, width: {value: 0.2, units: m}}
-    solver: {ksp_type: preonly, pc_type: lu}
-timeline: {start: 0.0, end: 1.0, units: s}
-assimilation:
-  method: etkf
-  N: 12
-  seed: 2
-  background_std: 0.3
-  schedule: {every: 5, cycles: 6}
-  observations: [{type: points, points: [[0.1], [0.45], [0.8]], error_std: 0.1}]
-resources: {type: local, ranks: 1, workers: 1}
-"""
+LINEAR_CAMPAIGN = linear_campaign("kalman_limit", N=12, cycles=6, solver="{ksp_type: preonly, pc_type: lu}",
+                                  tail="resources: {type: local, ranks: 1, workers: 1}\n")
 
 
 def test_campaign_etkf_is_the_kalman_filter(tmp_path):
