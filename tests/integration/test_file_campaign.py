@@ -100,6 +100,10 @@ def test_observations_from_a_file_give_the_twin_experiments_analysis(twin_run):
     _run(d, "report", "measured")
     html = (d / "measured" / "report" / "index.html").read_text()
     assert "FAILED" not in html
+    # no truth: the report judges the fit in observation space, and says which file fed it, with its QC counts
+    assert "Fit to the observations" in html
+    assert "innovation chi-square per observation" in html and "measured.nc" in html
+    assert "<td>800</td>" in html  # 20 cycles x 40 stations assimilated
 
 
 def test_wrong_errors_show_in_chi_square_and_silent_stations_are_left_out(twin_run):

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(300)
 
 ROOT = Path(__file__).resolve().parents[2]
 RADIUS = 0.4                       # m: Gaspari-Cohn half-width, no influence beyond 0.8 m
-ATMOSPHERE = 16 * 16 * 3           # the atmosphere's block of the coupled state comes first
+ATMOSPHERE = 16 * 16 * 3           # the atmosphere's block of the coupled state in a checkpoint comes first
 NODES = (33, 5)                    # mast nodes (rows, columns): 0.25 m vertically, 0.0625 m across
 
 
@@ -37,9 +37,14 @@ def test_coupled_letkf_updates_each_component_from_its_own_observations(tmp_path
 
     with xr.open_dataset(exp / "posterior.nc", decode_times=False) as post, \
             xr.open_dataset(exp / "forecast.nc", decode_times=False) as fc:
-        analysis, forecast = post["state"].values[:, 1:], fc["state"].values   # (member, cycle, entry)
+        # each component's fields on its own grid: (member, cycle, rows, columns); the posterior starts with the prior
+        atmosphere = {v: (post[v].values[:, 1:], fc[v].values) for v in ("atmosphere_h", "atmosphere_u",
+                                                                         "atmosphere_v")}
+        mast = np.stack([post[v].values[:, 1:] - fc[v].values for v in ("mast_u_x", "mast_u_y", "mast_v_x",
+                                                                          "mast_v_y")], axis=-1)
     # the atmosphere is not observed: its analysis is its forecast, bit for bit
-    assert np.array_equal(analysis[..., :ATMOSPHERE], forecast[..., :ATMOSPHERE])
+    for v, (analysis, forecast) in atmosphere.items():
+        assert np.array_equal(analysis, forecast), v
     # mast nodes farther than 2 * radius from every gauge keep their forecast; nodes at a gauge do not
     gauges = np.asarray(acfg["observations"][0]["points"], dtype=float)
     yy, xx = np.meshgrid(np.arange(NODES[0]) * 0.25, np.arange(NODES[1]) * 0.0625, indexing="ij")
@@ -47,7 +52,7 @@ def test_coupled_letkf_updates_each_component_from_its_own_observations(tmp_path
     dist = np.min(np.hypot(*(nodes[:, None, :] - gauges[None, :, :]).transpose(2, 0, 1)), axis=1)
     far, near = dist > 2 * RADIUS, dist < 0.1
     assert far.sum() >= 45 and near.sum() >= 8          # far: 4 m and from 6 m up
-    mast = (analysis - forecast)[..., ATMOSPHERE:].reshape(*analysis.shape[:2], -1, 4)   # 4 unknowns per node
+    mast = mast.reshape(*mast.shape[:2], -1, 4)   # nodes row by row, 4 unknowns per node
     assert np.array_equal(mast[:, :, far], np.zeros_like(mast[:, :, far]))
     assert np.all(np.abs(mast[:, :, near]).max(axis=(0, 1, 3)) > 0)
     # the damage field (a field parameter of the mast) is localised the same way

@@ -197,3 +197,40 @@ def test_submit_runs_a_campaign_through_sbatch(slurm, tmp_path):
         time.sleep(1)
     else:
         _run(["scancel", "-u", "root"], env=slurm)
+
+
+def test_scancel_of_the_driver_job_takes_its_parsl_blocks_with_it(slurm, tmp_path):
+    """An operator cancels a running campaign with scancel of its driver job: the driver's signal handler runs
+    Parsl's clean-up, which cancels the block jobs, so nothing of the campaign is left in the queue; twin status then
+    says the driver is gone (exit 1), and the driver's last word is 'cancelled'."""
+    campaign = tmp_path / "c.yaml"
+    text = CAMPAIGN.replace("cycles: 2}", "cycles: 20}").replace("name: slurmcamp", "name: cancelled")
+    campaign.write_text(text.replace("timeline: {start: 0.0, end: 1.0, units: s}",
+                                     "timeline: {start: 0.0, end: 2.0, units: s}"))
+    run = tmp_path / "run"
+    r = _run([sys.executable, "-c", SUBMIT, "submit", str(campaign), "-o", str(run)], env=slurm, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    driver = (run / "slurm" / "jobs.txt").read_text().split()[0]
+    exp = layout.experiment_dir(run, "cancelled")
+    deadline = time.time() + 300
+    while time.time() < deadline:  # cancel once a member forecast ran on a Parsl block
+        if any(rec["task"] == "forecast" for rec in layout.read_task_log(exp)):
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("no member forecast ran within 5 minutes")
+    jobs = set(_run(["squeue", "-h", "-o", "%i"], env=slurm).stdout.split())
+    assert driver in jobs and len(jobs) >= 2, jobs  # the driver and at least one Parsl block
+    assert _run(["scancel", driver], env=slurm).returncode == 0
+    for _ in range(90):
+        if not _run(["squeue", "-h"], env=slurm).stdout.strip():
+            break
+        time.sleep(1)
+    else:
+        left = _run(["squeue", "-h", "-o", "%i %j %T"], env=slurm).stdout
+        _run(["scancel", "-u", "root"], env=slurm)
+        pytest.fail(f"jobs left in the queue 90 s after scancel of the driver {driver}:\n{left}")
+    st = _run([sys.executable, "-c", SUBMIT, "status", str(run)], env=slurm)
+    assert st.returncode == 1, st.stdout + st.stderr
+    state = layout.read_json(run / "driver.json").get("state")
+    assert state in ("cancelled", "crashed"), state

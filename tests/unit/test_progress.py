@@ -71,6 +71,8 @@ def test_progress_nests_under_the_campaign_and_logs_one_line_per_cycle_at_most(c
 def test_rich_display_writes_log_lines_through_its_console_and_restores_the_handler(capsys):
     handler = logging.StreamHandler(sys.stderr)
     twin_log = logging.getLogger("twin")
+    # an earlier in-process 'twin run' of the session may have left its handlers (streams closed since) behind
+    saved, twin_log.handlers = twin_log.handlers[:], []
     twin_log.addHandler(handler)
     try:
         with campaign_progress("camp", 2, interactive=True) as shown:
@@ -83,7 +85,7 @@ def test_rich_display_writes_log_lines_through_its_console_and_restores_the_hand
             assert shown.counts.snapshot() == {"experiment": (1, 2), "cycle": (1, 2), "members": (0, 0)}
         assert handler.stream is sys.stderr
     finally:
-        twin_log.removeHandler(handler)
+        twin_log.handlers = saved
     assert "campaign camp: experiment 1/2 a" in capsys.readouterr().out
 
 

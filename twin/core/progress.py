@@ -140,9 +140,13 @@ class _Display:
         self._members_started: float | None = None
         self._streams = []
         for h in logging.getLogger("twin").handlers:
-            if type(h) is logging.StreamHandler:
-                self._streams.append((h, h.stream))
-                h.setStream(FileProxy(console, h.stream))
+            if type(h) is logging.StreamHandler and not getattr(h.stream, "closed", False):
+                old = h.stream
+                try:
+                    h.setStream(FileProxy(console, old))  # flushes the old stream first
+                except (OSError, ValueError):  # a stream closed under us: that handler writes nothing anyway
+                    continue
+                self._streams.append((h, old))
         self.bar.start()
 
     def refresh(self) -> None:

@@ -45,6 +45,9 @@ class RunData:
         cycle).
     decision : dict or None
     flags : list of dict
+    observation_files : list of dict
+        The observation files a campaign of measured data read (``observations.h5``): network, file, SHA-256 and
+        quality-control counts.
     missing : dict
         ``what -> why`` for every input that was not found or could not be read.
     """
@@ -61,6 +64,7 @@ class RunData:
     parameter_times: dict[int, float] = field(default_factory=dict)
     decision: dict | None = None
     flags: list[dict] = field(default_factory=list)
+    observation_files: list[dict] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -120,6 +124,7 @@ def _truth(directory: Path, data: RunData) -> None:
         return
     try:
         with CheckpointReader(path) as r:
+            data.observation_files = list(r.meta.get("files", []))
             if "truth" not in r.array_names:
                 data.missing["truth"] = "observations.h5 holds no truth"
                 return

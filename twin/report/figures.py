@@ -149,6 +149,50 @@ def rmse_panel(data: RunData, out: Path) -> Panel:
     return Panel(title, save_figure(fig, out / "rmse_spread.png"), table=html_table(["cycle"] + keys, rows))
 
 
+def observation_fit_panel(data: RunData, out: Path) -> Panel:
+    """Observation-space diagnostics of a campaign without a truth (measured observations): O-B and O-A spread
+    against the assumed observation error, the innovation chi-square per observation (1 when B and R are right),
+    the observations left out by the background check, and each file's quality-control counts."""
+    title = "Fit to the observations (no truth: observation space)"
+    ds = data.diagnostics
+    if ds is None or "chi2_per_dof" not in ds:
+        return Panel(title, optional=True)
+    cycle = ds["cycle"].values if "cycle" in ds else np.arange(ds.sizes["time"])
+    rows = [[f["network"], Path(str(f["file"])).name, str(f["sha256"])[:12]]
+            + [int(f.get("qc", {}).get(k, 0)) for k in ("accepted", "missing", "outside_time", "outside_domain",
+                                                         "duplicate", "thinned")]
+            for f in data.observation_files]
+    table = html_table(["network", "file", "sha256", "assimilated", "missing", "outside the time span",
+                        "outside the domain", "duplicate", "superseded in its cycle"], rows) if rows else ""
+    chi2 = np.asarray(ds["chi2_per_dof"].values, float)
+    late = chi2[cycle.size // 5:] if cycle.size > 2 else chi2
+    word = ("as large as B and R say" if 0.5 <= np.nanmean(late) <= 2.0 else
+            "larger than B and R say: the errors or the spread are too small" if np.nanmean(late) > 2.0 else
+            "smaller than B and R say: the errors or the spread are too large")
+    note = (f"innovation chi-square per observation {np.nanmean(late):.2f} on average after the first fifth of the "
+            f"cycles: innovations {word}")
+    if "n_rejected_background" in ds:
+        note += f"; {int(np.nansum(ds['n_rejected_background'].values))} observation(s) left out by the background " \
+                "check (qc.jsonl lists them)"
+    if cycle.size < 2:
+        return Panel(title, note=note, table=table)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.2))
+    units = _units(ds, "omb_std")
+    for k, style, label in (("omb_std", ("C0", "--"), "O-B std"), ("oma_std", ("C0", "-"), "O-A std")):
+        if k in ds:
+            ax.plot(cycle, ds[k].values, color=style[0], ls=style[1], marker="o", ms=3, label=label)
+    if "assumed_r" in ds:
+        ax.plot(cycle, np.sqrt(ds["assumed_r"].values), color="k", lw=1, ls=":", label="assumed error std")
+    ax.set_xlabel("cycle")
+    ax.set_ylabel(f"[{units}]" if units else "")
+    ax.legend(fontsize=8)
+    bx.plot(cycle, chi2, color="C3", marker="o", ms=3, label="chi-square / m")
+    bx.axhline(1.0, color="k", lw=1, ls="--", label="expected")
+    bx.set_xlabel("cycle")
+    bx.legend(fontsize=8)
+    return Panel(title, save_figure(fig, out / "observation_fit.png"), note=note, table=table)
+
+
 def rank_histogram_panel(data: RunData, out: Path) -> Panel:
     title = "Rank histogram (truth among the analysis members)"
     if data.posterior is None or data.truth is None:
@@ -443,5 +487,5 @@ def panels() -> tuple:
     from twin.core.kinds import kinds
 
     extra = [p for kind in kinds().values() for p in kind.report_panels()]
-    return (fields_panel, rmse_panel, rank_histogram_panel, fan_panel, decision_panel, horizon_panel, *extra,
-            flags_panel, changes_panel)
+    return (fields_panel, rmse_panel, observation_fit_panel, rank_histogram_panel, fan_panel, decision_panel,
+            horizon_panel, *extra, flags_panel, changes_panel)

@@ -157,6 +157,16 @@ def _ensemble_confidence(data: RunData) -> tuple[str, float | None]:
         mean = float(np.nanmean(rmse))
         return (f"analysis RMSE against the truth {format_number(mean, 0.1 * mean)} on average; no ensemble "
                 "spread per cycle, so how well the probabilities are calibrated is not measured here"), None
+    if ss is None and d is not None and "chi2_per_dof" in d:
+        chi2 = np.asarray(d["chi2_per_dof"].values, float)
+        late = chi2[chi2.size // 5:] if chi2.size > 2 else chi2
+        mean = float(np.nanmean(late)) if np.isfinite(late).any() else float("nan")
+        if np.isfinite(mean) and mean > 0:
+            word = ("consistent with the stated errors and the ensemble spread" if 0.5 <= mean <= 2.0 else
+                    "larger than the stated errors and spread allow: the probabilities are over-confident"
+                    if mean > 2.0 else "smaller than the stated errors and spread: the probabilities are too wide")
+            return (f"no truth (measured observations): innovation chi-square per observation {mean:.2f} over "
+                    f"{late.size} cycles, {word}"), abs(math.log(mean))
     if ss is None:
         return ("no truth to measure calibration against (a campaign of real observations): judge the fit by the "
                 "innovation statistics"), None
