@@ -20,7 +20,8 @@ def add_report_parser(subparsers) -> None:
 
 
 def cmd_report(args) -> int:
-    """Run ``twin report``; prints the path of the HTML report. Returns the exit status (2 on a twin error)."""
+    """Run ``twin report``; prints each experiment's answer (its verdict in one line) and the path of the HTML report.
+    Returns the exit status (2 on a twin error)."""
     from twin.core.errors import TwinError
     from twin.report import write_report
 
@@ -30,5 +31,14 @@ def cmd_report(args) -> int:
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr)
         return 2
+    import json
+
+    try:
+        verdicts = json.loads((path.parent / "verdicts.json").read_text())
+    except (OSError, ValueError):
+        verdicts = []
+    for v in verdicts:  # the answer of each experiment, then where the whole story is
+        line = f"{v['experiment']}: {'FAILED: ' if v.get('failed') else ''}{v['answer']}"
+        print(line + (f" ({v['number']})" if v.get("number") and v["number"] not in line else ""))
     print(f"report: {path}")
     return 0

@@ -97,7 +97,9 @@ def test_observations_from_a_file_give_the_twin_experiments_analysis(twin_run):
         assert 0.7 < np.mean(diag["desroziers_r"].values[-8:]) < 1.6  # the true error variance is 1
     assert not (exp / "free_run.nc").exists()  # no nature run to continue
     assert (exp / "decision.json").is_file()
-    _run(d, "report", "measured")
+    printed = _run(d, "report", "measured").stdout.splitlines()
+    # the terminal gets the answer in one line, then where the report is
+    assert printed[-1].startswith("report: ") and printed[0].startswith("measured: ") and len(printed) == 2
     html = (d / "measured" / "report" / "index.html").read_text()
     assert "FAILED" not in html
     # no truth: the report judges the fit in observation space, and says which file fed it, with its QC counts

@@ -102,6 +102,12 @@ def write_report(run_dir) -> Path:
            f"</title><style>{_STYLE}</style></head><body>\n<h1>twin report: {html.escape(run_dir.name)}</h1>\n"
            f"<p>Written {utc_now()} from <code>{html.escape(str(run_dir.resolve()))}</code>; "
            f"{len(runs)} experiment(s), {len(files)} figure(s).</p>\n" + "\n".join(sections) + "\n</body></html>\n")
+    import json
+
+    # the answers in one line each, for the terminal (twin report prints them) and for scripts
+    (images / "verdicts.json").write_text(json.dumps(
+        [{"experiment": name, "failed": v.failed, "answer": v.answer, "number": v.number}
+         for name, v in verdicts.items()], indent=1))
     path = images / "index.html"
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(doc)
