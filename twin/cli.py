@@ -1,5 +1,5 @@
-"""The ``twin`` command: ``validate``, ``run``, ``submit``, ``status``, ``report``, ``inspect``, ``info``,
-``check-model``, ``new-model``.
+"""The ``twin`` command: ``validate``, ``run``, ``submit``, ``status``, ``assimilate``, ``report``, ``inspect``,
+``info``, ``check-model``, ``new-model``.
 
 PETSc options follow the campaign file (``twin run c.yaml -heat_ts_type cn -log_view``); they are handed to
 PETSc before any solver exists, and win over the options in the YAML.
@@ -70,11 +70,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="run an assimilation campaign as a Parsl workflow (default when resources.workers > 1)")
     r.add_argument("--allow-outside", action="append", metavar="DIR", default=[], help=_ALLOW_HELP)
 
-    from twin.cli_campaign import add_status_parser, add_submit_parser
+    from twin.cli_campaign import add_assimilate_parser, add_status_parser, add_submit_parser
 
     s = add_submit_parser(sub)
     s.add_argument("--allow-outside", action="append", metavar="DIR", default=[], help=_ALLOW_HELP)
     add_status_parser(sub)
+    add_assimilate_parser(sub).add_argument("--allow-outside", action="append", metavar="DIR", default=[],
+                                            help=_ALLOW_HELP)
 
     from twin.cli_report import add_report_parser
 
@@ -316,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
             from twin.cli_model import cmd_new_model
 
             return cmd_new_model(args)
+        if args.command == "assimilate":
+            from twin.cli_campaign import cmd_assimilate
+
+            return cmd_assimilate(args)
         if args.command in ("submit", "status"):
             from twin.cli_campaign import cmd_status, cmd_submit
 

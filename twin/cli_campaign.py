@@ -89,7 +89,97 @@ def add_status_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def add_assimilate_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("assimilate", help="continue a run with observation files that arrived later (a live twin)",
+                       description="Continue the filter campaign in RUN_DIR, observed through files, with newly "
+                                   "arrived files of the same layout and variables: they are kept in "
+                                   "RUN_DIR/deliveries/ with their SHA-256, the campaign gets the cycles that reach "
+                                   "their latest observation, and the posterior, forecast, diagnostics, decision and "
+                                   "report are brought up to date. A file assimilated before changes nothing; "
+                                   "observations at or before the last analysis are refused. Run the same command "
+                                   "again after an interruption.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="observation files (none: complete what an interrupted command started)")
+    p.add_argument("--network", metavar="NAME", help="the file network they feed (when the campaign has several)")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    loud.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, and the final lines")
+    p.add_argument("--no-report", action="store_true", help="leave the HTML report as it is")
+    return p
+
+
 # -- commands --------------------------------------------------------------------------------------------------------
+def cmd_assimilate(args) -> int:
+    """``twin assimilate``: 0 the run is up to date with the files (or was already), 1 an experiment failed or was
+    stopped, 2 refused before anything was written (bad input), 3 another command works on the run directory."""
+    from twin.campaign.live import RunBusy
+    from twin.config.confinement import confine
+    from twin.core.errors import OutputError, TwinError
+
+    try:
+        run_dir = confine(args.run_dir)
+    except TwinError as exc:
+        return print_errors(exc)
+    from twin.core.petsc import init_petsc
+
+    init_petsc([])
+    from mpi4py import MPI
+
+    from twin.campaign.live import assimilate
+
+    comm = MPI.COMM_WORLD
+    root = comm.Get_rank() == 0
+    try:
+        result = assimilate(run_dir, args.files, comm, network=args.network, verbose=args.verbose,
+                            quiet=args.quiet)
+    except RunBusy as exc:
+        if root:
+            print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except OutputError as exc:  # the run directory could not be written (full disk ...): run again to complete
+        if root:
+            print_errors(exc)
+        return 1
+    except TwinError as exc:
+        return print_errors(exc) if root else 2
+    except OSError as exc:
+        if root:
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"error: {exc.strerror or exc}{where}: the run directory cannot be written; fix that and run the "
+                  "same command again to complete the assimilation", file=sys.stderr)
+        return 1
+    if not root:
+        return 1 if result.unfinished else 0
+    for d in result.deliveries:
+        if d.state == "assimilated":
+            print(f"{d.path}: already assimilated (sha256 {d.sha256[:12]}, {d.stored}); nothing to do for it")
+        elif d.state == "recorded":
+            print(f"{d.path}: accepted earlier (sha256 {d.sha256[:12]}, {d.stored}); its assimilation is complete now")
+        else:
+            print(f"{d.path}: assimilated (sha256 {d.sha256[:12]}, kept as {d.stored})")
+    if not result.ran:
+        print(f"nothing to do: {run_dir} is up to date")
+        return 0
+    for name, reason in result.unfinished:
+        print(f"error: experiment {name} {reason}", file=sys.stderr)
+    cycles = ", ".join(f"{name} {k} cycles" for name, k in result.cycles.items())
+    if result.unfinished:
+        print(f"error: {len(result.unfinished)} experiment(s) did not finish (twin status {run_dir}); run the same "
+              "command again to resume", file=sys.stderr)
+        return 1
+    if not args.no_report:
+        from twin.report import write_report
+
+        try:
+            print(f"report: {write_report(run_dir)}")
+        except TwinError as exc:
+            print(f"error: the report could not be written: {exc}", file=sys.stderr)
+            return 1
+    print(f"done: {run_dir} is up to date ({cycles})")
+    return 0
+
+
 def cmd_status(args) -> int:
     """Print the status; the exit status says whether the campaign is complete and verified (0), needs the
     operator (1: failed, damaged, interrupted, driver lost or crashed) or is still to come (3: running, queued);

@@ -71,7 +71,7 @@ def _run_online(loaded, comm, run_dir, experiments, only, verbose, quiet) -> lis
         if rank == 0:
             sweep_on_resume(run_dir, dirs[0])
         comm.Barrier()
-    beat = _Heartbeat(run_dir) if rank == 0 else None
+    beat = Heartbeat(run_dir) if rank == 0 else None
     log.info("campaign '%s' online on %d rank(s): %d experiment(s) in %s", loaded.config.campaign.name, size,
              len(dirs), run_dir)
     t0 = time.perf_counter()
@@ -84,7 +84,7 @@ def _run_online(loaded, comm, run_dir, experiments, only, verbose, quiet) -> lis
             for i, d in enumerate(dirs):
                 log.info("experiment %d/%d: %s", i + 1, len(dirs), d.name)
                 shown.experiment(i, d.name)
-                _contained(d, comm, experiments)
+                contained(d, comm, experiments)
                 shown.experiment_done()
         state = "finished"
     finally:
@@ -97,7 +97,7 @@ def _run_online(loaded, comm, run_dir, experiments, only, verbose, quiet) -> lis
     return dirs
 
 
-class _Heartbeat:
+class Heartbeat:
     """``driver.json`` rewritten every ``period`` seconds while the campaign runs, so that ``twin status`` on another
     host sees a live driver (:data:`twin.campaign.status.HEARTBEAT_TIMEOUT`), and its final state at the end."""
 
@@ -152,7 +152,7 @@ def failure_reason(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
-def _contained(exp_dir: Path, comm, policy) -> None:
+def contained(exp_dir: Path, comm, policy) -> None:
     """Run one experiment; any error in it fails this experiment alone (``failed.json``). Collective."""
     rank = comm.Get_rank()
     if comm.bcast(_finished(exp_dir) if rank == 0 else None):

@@ -68,8 +68,16 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
         if comm is not None:
             comm.Barrier()
         if is_valid_checkpoint(obs_path, comm) and is_valid_checkpoint(ck0, comm):
-            s.record("init", "skipped", t_start)
-            return False
+            earlier = _outdated_file_observations(s, obs_path)
+            if earlier is None:
+                s.record("init", "skipped", t_start)
+                return False
+            # a live twin's deliveries (twin assimilate): more files, more cycles; checkpoint 0 stays
+            sch = s.schedule
+            times = [sch.window(0)[0]] + [sch.window(k)[1] for k in range(sch.n_cycles)]
+            _write_file_observations(s, s.observations, times, s.provenance(), earlier)
+            s.record("init", "extended", t_start, cycles=sch.n_cycles)
+            return True
         model, sch, obs = s.get_model(), s.schedule, s.observations
         N = s.n_members
         times = [sch.window(0)[0]] + [sch.window(k)[1] for k in range(sch.n_cycles)]
@@ -145,20 +153,65 @@ def _write_twin_observations(s: Setup, model, sch, obs, times, prov) -> None:
                            sensitive=s.cfg.campaign.sensitive)
 
 
-def _write_file_observations(s: Setup, obs, times, prov) -> None:
-    """The measured observations of the campaign's files per cycle (``observations.h5``, no truth): values and
-    errors per cycle (NaN where a site was silent), every file's SHA-256 and quality-control counts."""
-    from twin.io.checkpoint import write_checkpoint
-
-    K, m = len(times) - 1, obs.n_obs
-    ys, errs = np.full((K, m), np.nan), np.full((K, m), np.nan)
-    files = []
+def file_values(obs, n_cycles: int) -> tuple[np.ndarray, np.ndarray]:
+    """The values and errors of the ``file`` networks of ``obs`` per cycle, ``(n_cycles, n_obs)`` each (NaN where a
+    site was silent, and in the rows of other networks)."""
+    ys, errs = np.full((n_cycles, obs.n_obs), np.nan), np.full((n_cycles, obs.n_obs), np.nan)
     for name, fs in obs.file_series.items():
         rows = obs.network_slices[name]
         ys[:, rows], errs[:, rows] = fs.values, fs.errors
-        files.append({"network": name, "file": fs.source, "sha256": fs.sha256, "qc": fs.counts})
-        log.info("experiment %s: network %s from %s: %s", s.name, name, fs.source,
-                 ", ".join(f"{k} {v}" for k, v in fs.counts.items() if v))
+    return ys, errs
+
+
+def unchanged_before(new: np.ndarray, old: np.ndarray) -> bool:
+    """Whether the per-cycle array ``new`` holds ``old`` bitwise in its first cycles and columns (NaN equal to NaN),
+    and nothing in the columns ``new`` adds to those cycles."""
+    K, m = old.shape
+    if new.shape[0] < K or new.shape[1] < m:
+        return False
+    a, b = np.ascontiguousarray(new[:K, :m]), np.ascontiguousarray(old)
+    return a.tobytes() == b.tobytes() and bool(np.all(np.isnan(new[:K, m:])))
+
+
+def _outdated_file_observations(s: Setup, path) -> dict | None:
+    """For a campaign with ``file`` networks whose ``observations.h5`` holds fewer cycles or other files than its
+    configuration now names (``twin assimilate`` delivered more), what the file holds (``observations``,
+    ``errors``); ``None`` when it is current or the campaign has no file network."""
+    from twin.observations.networks import network_names
+
+    networks = s.cfg.assimilation.observations
+    if not any(n.type == "file" for n in networks):
+        return None
+    names = network_names(networks)
+    wanted = [[name, f] for name, n in zip(names, networks) if n.type == "file" for f in n.files()]
+    with reader(path, s.comm) as r:
+        listed = [[f.get("network"), f.get("file")] for f in r.meta.get("files", [])]
+        if r.read_array("times").size - 1 == s.schedule.n_cycles and listed == wanted:
+            return None
+        return {"observations": r.read_array("observations"), "errors": r.read_array("errors")}
+
+
+def _write_file_observations(s: Setup, obs, times, prov, earlier: dict | None = None) -> None:
+    """The measured observations of the campaign's files per cycle (``observations.h5``, no truth): values and
+    errors per cycle (NaN where a site was silent), every file's SHA-256 and quality-control counts.
+
+    ``earlier``: what ``observations.h5`` held before more files were delivered (a live twin); the cycles it held
+    must keep their values and errors bitwise, else :class:`WorkflowError` (an earlier file changed)."""
+    from twin.io.checkpoint import write_checkpoint
+    from twin.observations.networks import file_records
+
+    K = len(times) - 1
+    ys, errs = file_values(obs, K)
+    if earlier is not None and not (unchanged_before(ys, earlier["observations"])
+                                    and unchanged_before(errs, earlier["errors"])):
+        raise WorkflowError(f"experiment {s.name}: the observation files give other values for the "
+                            f"{earlier['observations'].shape[0]} cycles already analysed than observations.h5 "
+                            "holds: a file it read has changed; restore it (new observations go in new files, "
+                            "delivered with twin assimilate)")
+    files = file_records(obs)
+    for f in files:
+        log.info("experiment %s: network %s from %s: %s", s.name, f["network"], f["file"],
+                 ", ".join(f"{k} {v}" for k, v in f["qc"].items() if v))
     geometry, networks = network_geometry(obs)
     write_checkpoint(layout.observations_file(s.exp_dir), s.comm, cycle=0, time=times[0], provenance=prov,
                      parallel=False, arrays={"observations": ys, "error_std": obs.error_std, "errors": errs,

@@ -137,12 +137,19 @@ class FileNetwork(NetworkBase):
     :mod:`twin.observations.csvfile`). ``file`` is relative to the campaign file; ``variables`` maps the model's state
     variables to the file's. Positions are in the file's units (NetCDF) or ``units`` (CSV); CSV times are ISO 8601
     instants or numbers in ``time_units`` after the campaign start. ``error_std`` is the error of observations the
-    file and the variable give none for."""
+    file and the variable give none for. ``deliveries``: files of the same layout and variables that arrived later,
+    read after ``file`` as one network; ``twin assimilate`` appends them (copies inside the run directory, absolute
+    paths) to an experiment's ``experiment.yaml`` (:mod:`twin.campaign.live`)."""
 
     type: Literal["file"]
     file: FilePath
     variables: dict[str, FileVariable] = Field(min_length=1)
     time_units: Units | None = None
+    deliveries: list[FilePath] = Field(default_factory=list, max_length=100_000)
+
+    def files(self) -> list[str]:
+        """Every file of the network, in the order read: ``file``, then the ``deliveries``."""
+        return [self.file, *self.deliveries]
 
     def default_error(self) -> float | None:
         """The network's ``error_std`` when the campaign gave one (the key's default does not count)."""

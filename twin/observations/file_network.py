@@ -42,6 +42,8 @@ class FileSeries:
     source: str
     sha256: str
     site_variables: list[str] = field(default_factory=list)
+    #: ``(file, sha256, rows)`` of each file when the table was read from several (a live twin's deliveries)
+    parts: list[tuple[str, str, slice]] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:

@@ -144,6 +144,12 @@ def fault_offsets(networks: Sequence[Any], obs: LinearObservations, n_cycles: in
     return out
 
 
+def network_names(networks: Sequence[Any]) -> list[str]:
+    """The name of each network: its ``name``, else its type (``<type>_<i>`` among several networks)."""
+    return [spec.name or (spec.type if len(networks) == 1 else f"{spec.type}_{i}")
+            for i, spec in enumerate(networks)]
+
+
 def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, int]] | None = None, *,
           cycle_edges: Sequence[float] | None = None, start=None) -> LinearObservations:
     """The stacked observation operator of ``networks`` on ``model`` (collective: operators may build PETSc
@@ -160,8 +166,7 @@ def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, in
     if not networks:
         raise ObservationError("assimilation.observations: no observation networks given")
     parts, names, files = [], [], {}
-    for i, spec in enumerate(networks):
-        name = spec.name or (spec.type if len(networks) == 1 else f"{spec.type}_{i}")
+    for i, (spec, name) in enumerate(zip(networks, network_names(networks))):
         if name in names:
             raise ObservationError(f"{where(i)}.name: network name '{name}' is used twice; names must be unique")
         names.append(name)
@@ -192,22 +197,77 @@ def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, in
 
 
 def _file_series(spec, model, i: int, name: str, components, cycle_edges, start):
-    """The :class:`~twin.observations.file_network.FileSeries` of a ``file`` network (single models)."""
+    """The :class:`~twin.observations.file_network.FileSeries` of a ``file`` network (single models): its ``file``
+    and then its ``deliveries`` read as one table (:func:`read_network_file`); ``parts`` of the result name each
+    file with its SHA-256 and its rows in that table (:func:`file_records`)."""
     from twin.observations.file_network import series
-    from twin.observations.files import read_csv, reader_for
 
     if components:
         raise ObservationError(f"{where(i)}: observation files observe single-model campaigns for now; this one is "
                                "coupled")
     if cycle_edges is None:
         raise ObservationError(f"{where(i)}: an observation file needs the campaign's cycles (a filter campaign)")
-    variables = {v: {k: val for k, val in f.model_dump().items() if val is not None}
-                 for v, f in spec.variables.items()}
-    read = reader_for(spec.file)
-    extra = {"time_units": spec.time_units, "position_units": spec.units} if read is read_csv else {}
-    table = read(spec.file, variables, start=start, model_time_units=model.time_units,
-                 length_units=model.length_units, error_std=spec.default_error(), **extra)
+    tables = [read_network_file(spec, path, model, start) for path in spec.files()]
+    table = _concatenate_files(tables)
     try:
-        return series(table, model, cycle_edges, name)
+        fs = series(table, model, cycle_edges, name)
     except ValueError as exc:
         raise ObservationError(str(exc)) from None
+    bounds = np.cumsum([0] + [len(t) for t in tables])
+    fs.parts = [(t.source, t.sha256, slice(int(a), int(b))) for t, a, b in zip(tables, bounds[:-1], bounds[1:])]
+    return fs
+
+
+def read_network_file(spec, path, model, start):
+    """One file of the ``file`` network ``spec`` read for ``model`` (:class:`~twin.observations.table
+    .ObservationTable`): the network's variables, units and default error; ``start`` the calendar start or
+    ``None``."""
+    from twin.observations.files import read_csv, reader_for
+
+    variables = {v: {k: val for k, val in f.model_dump().items() if val is not None}
+                 for v, f in spec.variables.items()}
+    read = reader_for(path)
+    extra = {"time_units": spec.time_units, "position_units": spec.units} if read is read_csv else {}
+    return read(path, variables, start=start, model_time_units=model.time_units, length_units=model.length_units,
+                error_std=spec.default_error(), **extra)
+
+
+def _concatenate_files(tables):
+    """The observations of several files of one network as one table, in the order given (the first file's source
+    and checksum; missing values summed per variable)."""
+    from twin.observations.table import ObservationTable
+
+    if len(tables) == 1:
+        return tables[0]
+    first = tables[0]
+    for t in tables[1:]:
+        if t.position.shape[1] != first.position.shape[1]:
+            raise ObservationError(f"observation file {t.source}: positions have {t.position.shape[1]} coordinates, "
+                                   f"those of {first.source} {first.position.shape[1]}: a network's files share "
+                                   "one layout")
+    missing: dict[str, int] = {}
+    for t in tables:
+        for k, v in t.missing.items():
+            missing[k] = missing.get(k, 0) + int(v)
+    return ObservationTable(np.concatenate([t.time for t in tables]),
+                            np.concatenate([t.position for t in tables], axis=0),
+                            np.concatenate([t.variable for t in tables]), np.concatenate([t.value for t in tables]),
+                            np.concatenate([t.error for t in tables]), np.concatenate([t.row for t in tables]),
+                            first.source, first.sha256, {k: v for t in tables for k, v in t.units.items()}, missing,
+                            first.time_units, first.length_units)
+
+
+def file_records(obs) -> list[dict]:
+    """Every observation file of the ``file`` networks of ``obs`` (the result of :func:`build`), in order: its
+    network, path, SHA-256 and quality-control counts (``{check: observations}``, :data:`twin.observations.qc
+    .FLAGS`), as ``observations.h5`` and the report keep them."""
+    from twin.observations.qc import FLAGS, NAMES
+
+    out = []
+    for name, fs in (getattr(obs, "file_series", None) or {}).items():
+        parts = getattr(fs, "parts", None) or [(fs.source, fs.sha256, slice(0, fs.qc.flags.size))]
+        for source, sha, rows in parts:
+            c = np.bincount(fs.qc.flags[rows], minlength=len(FLAGS))
+            out.append({"network": name, "file": source, "sha256": sha,
+                        "qc": {NAMES[i]: int(c[i]) for i in range(len(FLAGS))}})
+    return out

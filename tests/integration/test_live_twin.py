@@ -1,0 +1,228 @@
+"""A live twin (``twin assimilate RUN_DIR FILE...``): a file campaign run on the first of three consecutive
+observation files, then given the second and the third as they "arrive", ends bitwise where one campaign over all the
+observations at once ends; the same file again changes nothing; observations at or before the last analysis, a run
+that is not a file campaign, a missing file, a file with other variables, a file that leaves a cycle without
+observations and one that adds a station are refused in one line with the run directory untouched; a SIGKILL during
+``twin assimilate`` followed by the same command again loses nothing.
+
+The observations are the Lorenz-96 ETKF twin experiment's (``observations.nc``), cut in time into three files of four
+cycles each by plain netCDF4 code (a CF-1.10 timeSeries, the exported layout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[2]
+EXP = "lorenz96_etkf"
+NETWORK = "observations: [{type: all_points, component: 0, error_std: 1.0}]"
+FILE_NETWORK = ("observations: [{type: file, file: %s, variables: {x: {name: obs_x, error: obs_x_error, "
+                "units: '1'}}}]")
+CYCLES = 12
+
+
+def _twin(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "twin.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _ok(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    out = _twin(cwd, *args)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out
+
+
+def _write(path: Path, obs: dict, cycles, times=None) -> Path:
+    """The observations of ``cycles`` as a CF-1.10 timeSeries file (one station per grid point, positions in m)."""
+    y, e = obs["y"][:, cycles], obs["e"][:, cycles]
+    t = obs["t"][cycles] if times is None else np.asarray(times, dtype=float)
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.Conventions, nc.featureType = "CF-1.10", "timeSeries"
+        nc.createDimension("station", y.shape[0])
+        nc.createDimension("time", t.size)
+        x = nc.createVariable("x", "f8", ("station",))
+        x.units, x.axis, x.standard_name = "m", "X", "projection_x_coordinate"
+        x[:] = obs["x"]
+        nc.createVariable("station_id", "i4", ("station",)).cf_role = "timeseries_id"
+        tv = nc.createVariable("time", "f8", ("time",))
+        tv.units, tv.standard_name = "1", "time"  # Lorenz-96 counts dimensionless time
+        tv[:] = t
+        v = nc.createVariable(obs.get("name", "obs_x"), "f8", ("station", "time"), fill_value=-9999.0)
+        v.units, v.coordinates = "1", "time x"
+        v[:] = y
+        err = nc.createVariable(f"{obs.get('name', 'obs_x')}_error", "f8", ("station", "time"))
+        err.units = "1"
+        err[:] = e
+    return path
+
+
+def _snapshot(run: Path) -> dict[str, tuple[str, int]]:
+    """Every file of a run directory: its SHA-256 and modification time."""
+    out = {}
+    for p in sorted(run.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(run))] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+    return out
+
+
+def _values(path: Path, name: str) -> np.ndarray:
+    with xr.open_dataset(path, decode_times=False) as ds:
+        return ds[name].values.copy()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The twin experiment, its observations cut into three files, one campaign over all of them, and a live run of
+    the first file to which the second and third are delivered one after the other (a copy of the live run before
+    the deliveries is kept for the kill test)."""
+    d = tmp_path_factory.mktemp("live")
+    text = (ROOT / "configs" / "lorenz96_etkf.yaml").read_text()
+    assert NETWORK in text and "cycles: 30" in text
+    text = text.replace("cycles: 30", f"cycles: {CYCLES}")
+    (d / "twin.yaml").write_text(text)
+    _ok(d, "run", "twin.yaml", "-o", "experiment", "--quiet")
+    with xr.open_dataset(d / "experiment" / "experiments" / EXP / "observations.nc", decode_times=False) as ds:
+        obs = {"y": ds["obs_x"].values, "e": ds["obs_x_error"].values, "t": ds["time"].values,
+               "x": ds["obs_x_x"].values}
+    assert obs["y"].shape == (40, CYCLES) and np.allclose(obs["t"], 0.1 * np.arange(1, CYCLES + 1))
+    _write(d / "all.nc", obs, slice(0, 12))
+    parts = [_write(d / f"part{i + 1}.nc", obs, slice(4 * i, 4 * i + 4)) for i in range(3)]
+    (d / "all.yaml").write_text(text.replace(NETWORK, FILE_NETWORK % "all.nc"))
+    (d / "live.yaml").write_text(text.replace(NETWORK, FILE_NETWORK % "part1.nc").replace(
+        f"cycles: {CYCLES}", "cycles: 4"))
+    _ok(d, "run", "all.yaml", "-o", "all", "--quiet")
+    _ok(d, "run", "live.yaml", "-o", "live", "--quiet")
+    shutil.copytree(d / "live", d / "killed")
+    runs = [_ok(d, "assimilate", "live", str(parts[1]), "--quiet"),
+            _ok(d, "assimilate", "live", str(parts[2]), "--quiet")]
+    return {"dir": d, "obs": obs, "parts": parts, "runs": runs}
+
+
+def test_three_deliveries_give_the_campaign_over_all_observations(live):
+    d = live["dir"]
+    exp, ref = d / "live" / "experiments" / EXP, d / "all" / "experiments" / EXP
+    assert "part2.nc: assimilated" in live["runs"][0].stdout and f"{EXP} 8 cycles" in live["runs"][0].stdout
+    assert f"{EXP} 12 cycles" in live["runs"][1].stdout
+    post = _values(exp / "posterior.nc", "l96_x")
+    assert post.shape == (20, CYCLES + 1, 40)
+    assert np.array_equal(post, _values(ref / "posterior.nc", "l96_x"))  # bitwise
+    assert np.array_equal(_values(exp / "forecast.nc", "l96_x"), _values(ref / "forecast.nc", "l96_x"))
+    for name in ("chi2_per_dof", "spread", "n_obs", "parameter_F"):
+        assert np.array_equal(_values(exp / "diagnostics.nc", name), _values(ref / "diagnostics.nc", name)), name
+    ours, theirs = (json.loads((e / "decision.json").read_text()) for e in (exp, ref))
+    assert ours["qois"] == theirs["qois"] and ours["time"] == pytest.approx(1.2)
+    # the record: each delivered file kept under its SHA-256 with the cycles it added
+    record = json.loads((d / "live" / "deliveries.json").read_text())["deliveries"]
+    shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in live["parts"]]
+    assert [r["sha256"] for r in record] == shas[1:]
+    assert [r["cycles"][EXP] for r in record] == [[4, 8], [8, 12]]
+    for r in record:
+        assert hashlib.sha256((d / "live" / r["stored"]).read_bytes()).hexdigest() == r["sha256"]
+    # observations.h5 names every file with its SHA-256 and QC counts: 160 observations assimilated from each
+    from twin.io.checkpoint import CheckpointReader
+
+    with CheckpointReader(exp / "observations.h5") as r:
+        files = r.meta["files"]
+        assert r.read_array("observations").shape == (CYCLES, 40)
+    assert [f["sha256"] for f in files] == shas and [f["qc"]["accepted"] for f in files] == [160] * 3
+    # twin status and twin report see the extended campaign
+    status = _twin(d, "status", "live")
+    assert status.returncode == 0 and f"{EXP}: done, 12/12 cycles" in status.stdout, status.stdout + status.stderr
+    html = (d / "live" / "report" / "index.html").read_text()
+    assert "part3.nc" in html and "FAILED" not in html
+
+
+def test_the_same_file_twice_changes_nothing(live):
+    d = live["dir"]
+    before = _snapshot(d / "live")
+    again = shutil.copy(live["parts"][1], d / "part2_resent.nc")  # same bytes, another name
+    for f in (live["parts"][1], again, live["parts"][0]):  # the campaign's own file too
+        out = _twin(d, "assimilate", "live", str(f))
+        assert out.returncode == 0, out.stderr
+        assert "already assimilated" in out.stdout and "nothing to do" in out.stdout and out.stderr == ""
+    assert _snapshot(d / "live") == before  # files, checksums and times unchanged
+
+
+def test_observations_at_or_before_the_last_analysis_are_refused(live):
+    d = live["dir"]
+    before = _snapshot(d / "live")
+    # 1.15 lies before the last analysis at 1.2 (its cycle was analysed), 1.3 after it: the file is refused whole
+    early = _write(d / "early.nc", live["obs"], [10, 11], times=[1.15, 1.3])
+    out = _twin(d, "assimilate", "live", str(early))
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert str(early) in lines[0] and "'obs_x'" in lines[0] and "time 1.15" in lines[0]
+    assert "at or before the last analysis time 1.2" in lines[0] and "does not rewind" in lines[0]
+    assert _snapshot(d / "live") == before
+
+
+def test_bad_deliveries_are_refused_in_one_line_and_leave_the_run_untouched(live):
+    d = live["dir"]
+    later = {**live["obs"], "t": live["obs"]["t"] + 1.2}  # cycles 13..16: acceptable but for what is tested
+    o = live["obs"]
+    extra = {"y": np.vstack([o["y"], o["y"][:1]]), "e": np.vstack([o["e"], o["e"][:1]]), "t": later["t"],
+             "x": np.append(o["x"], 0.5)}  # a 41st station, between two grid points
+    cases = [
+        ("experiment", _write(d / "later.nc", later, slice(0, 4)), "not observed through files"),
+        ("live", d / "missing.nc", "does not exist"),
+        ("live", _write(d / "other.nc", {**later, "name": "obs_y"}, slice(0, 4)), "has no variable 'obs_x'"),
+        # cycles 13..16 would be empty: a filter cannot analyse a cycle without observations
+        ("live", _write(d / "gap.nc", {**o, "t": o["t"] + 1.6}, slice(0, 4)), "cycle 12 (1.2, 1.3]"),
+        ("live", _write(d / "extra.nc", extra, slice(0, 4)), "41 sites instead of its 40"),
+    ]
+    for run, path, says in cases:
+        before = _snapshot(d / run)
+        out = _twin(d, "assimilate", run, str(path))
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+        assert says in lines[0] and (str(path) in lines[0] or run == "experiment"), lines[0]
+        assert _snapshot(d / run) == before
+
+
+def _kill_when(d: Path, args: list[str], ready) -> int:
+    """Start ``twin assimilate``, SIGKILL it once ``ready()`` holds; returns its exit status."""
+    proc = subprocess.Popen([sys.executable, "-m", "twin.cli", "assimilate", *args], cwd=d,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and not ready() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    return proc.wait(60)
+
+
+def test_a_sigkill_during_assimilate_then_the_same_command_loses_nothing(live):
+    d = live["dir"]
+    run = d / "killed"
+    args = ["killed", str(live["parts"][1]), str(live["parts"][2]), "--quiet"]
+    # killed once as soon as the delivery is recorded, once in the middle of the new cycles
+    assert _kill_when(d, args, lambda: (run / "deliveries.json").exists()) == -signal.SIGKILL
+    ck = run / "experiments" / EXP / "checkpoint"
+    assert _kill_when(d, args, lambda: (ck / "cycle_0007.h5").exists()) == -signal.SIGKILL
+    assert not (ck / "cycle_0012.h5").exists()
+    status = _twin(d, "status", "killed")
+    assert status.returncode == 1 and "interrupted" in status.stdout, status.stdout + status.stderr
+    out = _ok(d, "assimilate", *args)
+    assert "accepted earlier" in out.stdout and "12 cycles" in out.stdout
+    ref = d / "all" / "experiments" / EXP
+    assert np.array_equal(_values(run / "experiments" / EXP / "posterior.nc", "l96_x"),
+                          _values(ref / "posterior.nc", "l96_x"))
+    record = json.loads((run / "deliveries.json").read_text())["deliveries"]
+    assert [r["name"] for r in record] == ["part2.nc", "part3.nc"]
+    assert sorted(p.name for p in (run / "deliveries").iterdir()) == sorted(
+        Path(r["stored"]).name for r in record)
+    assert not [p for p in run.rglob("*") if ".tmp-" in p.name]  # no temporary file left behind
+    assert _twin(d, "status", "killed").returncode == 0
