@@ -26,6 +26,8 @@ import numpy as np
 from benchmarks.harness import ROOT, emit
 
 CAMPAIGNS = ("oncology", "atmosphere", "structure")
+#: wall time of twin run on 2 cores, quiet machine, before the speed work (RESULTS.md 2026-11-22; #23 goal 4: half)
+BASELINE_S = {"oncology": 158.9, "atmosphere": 226.3, "structure": 32.41}
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMPI_MCA_rmaps_base_oversubscribe="1")
 
@@ -88,7 +90,10 @@ def run(name: str, ranks: int = 2) -> None:
             raise RuntimeError(f"twin report failed:\n{rep.stderr[-3000:]}")
         t_report = time.perf_counter() - t0
         experiments = sorted(p for p in (work / "experiments").iterdir() if p.is_dir())
-        emit("flagship", f"{name}: wall time of twin run", t_run, "s", ranks=ranks, experiments=len(experiments))
+        goal = BASELINE_S[name] / 2
+        load = os.getloadavg()[0]
+        emit("flagship", f"{name}: wall time of twin run", t_run, "s", ranks=ranks, experiments=len(experiments),
+             load1=round(load, 2), goal=f"<= {goal:g} s (half of {BASELINE_S[name]:g} s)", met=t_run <= goal)
         emit("flagship", f"{name}: wall time of twin report", t_report, "s")
         for exp in experiments:
             _experiment_numbers(name, exp)

@@ -109,12 +109,15 @@ def fields_panel(data: RunData, out: Path) -> Panel:
         lo = min(float(np.nanmin(v)) for _, v, _ in frames)
         hi = max(float(np.nanmax(v)) for _, v, _ in frames)
         extent, xlabel, ylabel = _box(source, spatial[-2:])
-        for ax, (label, v, _) in zip(axes[0], frames):
+        for k, (ax, (label, v, _)) in enumerate(zip(axes[0], frames)):
             img = v if v.ndim == 2 else v[v.shape[0] // 2]  # 3-D: the middle z slice
             im = ax.imshow(img, origin="lower", vmin=lo, vmax=hi, cmap="viridis", extent=extent)
             ax.set_title(label, fontsize=9)
             ax.set_xlabel(xlabel, fontsize=8)
-            ax.set_ylabel(ylabel, fontsize=8)
+            if k == 0:  # the panels share their axes: one y label, none running into the panel on its left
+                ax.set_ylabel(ylabel, fontsize=8)
+            else:
+                ax.tick_params(labelleft=False)
         fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label=f"{var} [{units}]")
         fig.savefig(out / "fields.png", dpi=90)
         plt.close(fig)
