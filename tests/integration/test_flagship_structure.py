@@ -75,6 +75,11 @@ def test_outputs_and_report(run):
         assert ds["mast_u_x"].shape == (12, 7, 33, 5) and ds["mast_u_x"].dims[2:] == ("mast_y", "mast_x")
         np.testing.assert_allclose(ds["mast_y"].values, np.linspace(0.0, 8.0, 33))
         np.testing.assert_allclose(ds["atmosphere_x"].values, 2000.0 + 4000.0 * np.arange(16))
+    # the forecast fields over the decision's horizon, though the decision is the structure kind's own
+    decision = cfg["decision"]
+    with xr.open_dataset(exp / "horizon.nc", decode_times=False) as ds:
+        assert ds["mast_u_x_mean"].dims[1:] == ("mast_y", "mast_x") and "atmosphere_h_spread" in ds
+        np.testing.assert_allclose(float(ds["forecast_period"].values[-1]), decision["horizon"], rtol=1e-9)
     with xr.open_dataset(exp / "diagnostics.nc", decode_times=False) as ds:
         for v in ("rmse", "spread", "cusum_max", "n_obs_active", "parameter_mast.damage"):
             assert v in ds and ds[v].size == 6, v

@@ -14,8 +14,9 @@ The forecast fields users came for go to ``horizon.nc`` (:func:`write_horizon`):
 and spread of every state field at :data:`HORIZON_SNAPSHOTS` of the output times, the last one the horizon, on the
 fields' own coordinates, CF time with the campaign's reference date, ``forecast_reference_time`` (the last analysis)
 and ``forecast_period``. The moments are accumulated member by member (two states per snapshot in memory). It is
-written with the QoI forecast (on the same member runs, so a mean of a linear QoI equals the QoI of the mean field)
-and left out with ``outputs.fields: false``.
+written with the QoI forecast (on the same member runs, so a mean of a linear QoI equals the QoI of the mean field),
+from a forecast of its own when the decision is a kind's alone (e.g. the structure's inspection), and left out with
+``outputs.fields: false``.
 
 The record is written by rank 0 as ``<experiment>/decision.json`` (:func:`twin.decision.records.write_decision`),
 which ``twin report`` shows. Every rank runs the forecasts (they are collective on the experiment's communicator).
@@ -63,11 +64,8 @@ def wants_decision(cfg) -> bool:
 
 
 def wants_horizon(cfg) -> bool:
-    """Whether the decision step writes ``horizon.nc``: a QoI forecast runs (``decision.qois``, or no kind's
-    section) and ``outputs.fields`` is on."""
-    d = getattr(cfg, "decision", None)
-    return (wants_decision(cfg) and (bool(d.qois) or not d.kind_sections())
-            and bool(getattr(getattr(cfg, "outputs", None), "fields", True)))
+    """Whether the decision step writes ``horizon.nc``: there is a decision and ``outputs.fields`` is on."""
+    return wants_decision(cfg) and bool(getattr(getattr(cfg, "outputs", None), "fields", True))
 
 
 def output_times(t0: float, horizon: float, dt: float | None, count: int = 10) -> np.ndarray:
@@ -137,6 +135,13 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
                          f"[{lo:.4g}, {hi:.4g}]")
         record.update(qois=qois, fans=fans, summary="; ".join(lines))
         write_prediction(s, comm, fc)
+        if fc.fields is not None:
+            write_horizon(s, comm, fc, ensemble.time, ensemble.size)
+    elif wants_horizon(cfg):
+        # a kind's decision alone (it forecasts what it needs itself): the fields over the horizon all the same, from
+        # a forecast of the posterior members that evaluates no QoI
+        times = output_times(ensemble.time, dcfg.horizon, getattr(model, "dt", None))
+        fc = forecast_members(model, ensemble, times, qois=[], snapshots=snapshot_indices(times.size))
         if fc.fields is not None:
             write_horizon(s, comm, fc, ensemble.time, ensemble.size)
     for key in sections:
