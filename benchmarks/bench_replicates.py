@@ -73,6 +73,9 @@ def run(name: str, k: int) -> None:
                 emit("replicates", f"{name} [{cal['label']}] {quantity}: 90 % coverage", 100 * c["fraction"], "%",
                      inside=c["inside"], truths=c["total"], goal="80-97 %",
                      met=bool(0.80 <= c["fraction"] <= 0.97))
+            for quantity, c in cal.get("coverage50", {}).items():
+                emit("replicates", f"{name} [{cal['label']}] {quantity}: 50 % coverage", 100 * c["fraction"], "%",
+                     inside=c["inside"], truths=c["total"])
             for score, value in cal["scores"].items():
                 if score not in ("spread_a", "rmse_a"):
                     emit("replicates", f"{name} [{cal['label']}] {score} (mean)", value, "1",

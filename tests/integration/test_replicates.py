@@ -39,7 +39,7 @@ def test_replicates_draw_independent_truths_and_the_report_measures_calibration(
     run = tmp_path / "run"
     dirs = layout.experiment_dirs(run)
     assert [d.name for d in dirs] == [f"seed-{s}" for s in range(1, K + 1)]
-    inside, truths, coverage = 0, [], []
+    inside, inside50, truths, coverage = 0, 0, [], []
     for d in dirs:
         with CheckpointReader(d / "observations.h5") as r:
             truth = float(r.meta["truth_parameters"]["F"])
@@ -47,6 +47,8 @@ def test_replicates_draw_independent_truths_and_the_report_measures_calibration(
             samples = np.asarray(r.scalar_parameters["F"], dtype=float)
         lo, hi = np.quantile(samples, [0.05, 0.95])
         inside += int(lo <= truth <= hi)
+        q25, q75 = np.quantile(samples, [0.25, 0.75])
+        inside50 += int(q25 <= truth <= q75)
         truths.append(truth)
         with xr.open_dataset(d / "diagnostics.nc", decode_times=False) as ds:
             coverage.append(float(ds["coverage_90_a"].values))
@@ -60,6 +62,10 @@ def test_replicates_draw_independent_truths_and_the_report_measures_calibration(
     html = (run / "report" / "index.html").read_text()
     assert "Calibration over the replicates" in html and f"{K} truths" in html
     assert cal["coverage"]["QoI energy at the horizon"]["total"] == K
+    # the 50 % intervals and the ranks of the QoI truths among the members' forecasts (prediction.nc)
+    assert cal["coverage50"]["parameter F"]["inside"] == inside50 and cal["coverage50"]["parameter F"]["total"] == K
+    assert cal["coverage50"]["QoI energy at the horizon"]["total"] == K and len(cal["ranks"]["QoI energy"]) == K
+    assert all(0.0 <= r <= 1.0 for r in cal["ranks"]["QoI energy"]) and "50 % interval" in html
     # the truth at the horizon is the nature run continued with ITS drawn forcing, not the configured one
     from mpi4py import MPI
 

@@ -8,7 +8,10 @@ at least two finished replicates :func:`summarise` measures, from the files alon
   the 5-95 % interval of the final posterior samples (the last checkpoint), and the normalised rank of the truth among
   the samples (its histogram is flat for a calibrated posterior);
 * for every decision QoI with a known truth (``free_run.nc``: the nature run continued to the horizon): the fraction
-  inside the decision's outermost credible interval;
+  inside the decision's outermost credible interval, and, from the members' forecasts (``prediction.nc``), the
+  fraction inside their 25-75 % interval and the rank of the truth among them;
+* for scalar parameters and QoIs the 50 % interval too (25-75 %: half the truths inside for a calibrated posterior;
+  a posterior can cover 90 % with intervals too wide and miss the 50 % mark, which shows it);
 * tumour calibrations (``decision.json`` ``calibration``): the mean coverage of the field ``k(x)`` and the fraction of
   truths of each scalar parameter inside its 90 % band;
 * ensemble scores after the burn-in, averaged over the replicates: coverage of the state (``coverage_90_a``),
@@ -45,8 +48,11 @@ class Calibration:
         The experiments measured (finished ones).
     coverage : dict
         ``quantity -> (inside, total)``: how many truths lay inside the nominal 90 % interval.
+    coverage50 : dict
+        The same for the 50 % (25-75 %) interval, where the samples are known (parameters, member QoIs).
     ranks : dict
-        ``parameter -> normalised ranks`` of the truth among the posterior samples (0 .. 1), one per replicate.
+        ``parameter -> normalised ranks`` of the truth among the posterior samples (0 .. 1), one per replicate
+        (``QoI <name>`` for a QoI at the horizon).
     scores : dict
         ``name -> mean`` of the ensemble scores after the burn-in.
     """
@@ -54,12 +60,15 @@ class Calibration:
     label: str
     replicates: list[str]
     coverage: dict[str, tuple[int, int]] = field(default_factory=dict)
+    coverage50: dict[str, tuple[int, int]] = field(default_factory=dict)
     ranks: dict[str, list[float]] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"label": self.label, "replicates": self.replicates,
                 "coverage": {k: {"inside": a, "total": b, "fraction": a / b} for k, (a, b) in self.coverage.items()},
+                "coverage50": {k: {"inside": a, "total": b, "fraction": a / b}
+                               for k, (a, b) in self.coverage50.items()},
                 "ranks": self.ranks, "scores": self.scores, "nominal": NOMINAL}
 
 
@@ -70,9 +79,33 @@ def _matrix(run_dir: Path) -> dict:
         return {}
 
 
-def _count(cal: Calibration, name: str, inside: bool) -> None:
-    a, b = cal.coverage.get(name, (0, 0))
-    cal.coverage[name] = (a + int(bool(inside)), b + 1)
+def _count(cal: Calibration, name: str, inside: bool, level: float = NOMINAL) -> None:
+    table = cal.coverage if level == NOMINAL else cal.coverage50
+    a, b = table.get(name, (0, 0))
+    table[name] = (a + int(bool(inside)), b + 1)
+
+
+def _samples(cal: Calibration, name: str, rank_name: str, samples: np.ndarray, truth: float) -> None:
+    """The 50 % interval and the rank of ``truth`` among ``samples`` (the 90 % interval is counted by the caller)."""
+    q25, q75 = np.quantile(samples, [0.25, 0.75])
+    _count(cal, name, q25 <= truth <= q75, 0.5)
+    cal.ranks.setdefault(rank_name, []).append(float(np.mean(samples < truth)))
+
+
+def _member_qois(directory: Path) -> dict[str, np.ndarray]:
+    """Each QoI's member values at the horizon (``prediction.nc``; members dropped by the policy left out)."""
+    import xarray as xr
+
+    path = directory / "prediction.nc"
+    if not path.is_file():
+        return {}
+    with xr.open_dataset(path, decode_times=False) as ds:
+        out = {}
+        for v in ds.data_vars:
+            if ds[v].dims == ("member", "time"):
+                values = np.asarray(ds[v].values[:, -1], dtype=float)
+                out[str(v)] = values[np.isfinite(values)]
+        return out
 
 
 def _truth_parameters(directory: Path) -> dict:
@@ -138,14 +171,17 @@ def _add(cal: Calibration, run: RunData) -> None:
                 continue
             lo, hi = np.quantile(s, [(1 - NOMINAL) / 2, (1 + NOMINAL) / 2])
             _count(cal, f"parameter {name}", lo <= float(t) <= hi)
-            cal.ranks.setdefault(name, []).append(float(np.mean(s < float(t))))
+            _samples(cal, f"parameter {name}", name, s, float(t))
             counted.add(name)
     rec = run.decision or {}
     qtruth = _free_run_truth(run.directory)
+    members = _member_qois(run.directory)
     for name, q in (rec.get("qois") or {}).items():
         qs = {float(k): v for k, v in (q.get("quantiles") or {}).items()}
         if name in qtruth and len(qs) >= 2 and math.isfinite(qtruth[name]):
             _count(cal, f"QoI {name} at the horizon", qs[min(qs)] <= qtruth[name] <= qs[max(qs)])
+            if members.get(name) is not None and members[name].size >= 2:
+                _samples(cal, f"QoI {name} at the horizon", f"QoI {name}", members[name], qtruth[name])
     for name, c in (rec.get("calibration") or {}).items():
         if isinstance(c, dict) and "coverage_90" in c and name not in counted:
             cal.scores.setdefault(f"{name}(x) coverage", 0.0)
@@ -194,14 +230,17 @@ def calibration_html(cals: list[Calibration], images: Path, embed) -> str:
     if not cals:
         return ""
     parts = ["<h2>Calibration over the replicates</h2>",
-             f"<p>How often the {NOMINAL:.0%} credible intervals contain the truth, over independent truths; a "
-             "calibrated posterior gives 90 % within the binomial standard error shown.</p>"]
+             f"<p>How often the {NOMINAL:.0%} (and 50 %) credible intervals contain the truth, over independent "
+             "truths; a calibrated posterior gives 90 % (50 %) within the binomial standard error shown, and flat "
+             "rank histograms.</p>"]
     for i, cal in enumerate(cals):
         k = len(cal.replicates)
         se = math.sqrt(NOMINAL * (1 - NOMINAL) / k)
-        rows = "".join(f"<tr><td>{html.escape(q)}</td><td>{a}/{b}</td><td>{100 * a / b:.0f} %</td>"
-                       f"<td>{100 * NOMINAL:.0f} % ± {100 * math.sqrt(NOMINAL * (1 - NOMINAL) / b):.0f} %</td></tr>"
-                       for q, (a, b) in sorted(cal.coverage.items()))
+        rows = "".join(f"<tr><td>{html.escape(q)}{' (50 % interval)' if level == 0.5 else ''}</td><td>{a}/{b}</td>"
+                       f"<td>{100 * a / b:.0f} %</td><td>{100 * level:.0f} % ± "
+                       f"{100 * math.sqrt(level * (1 - level) / b):.0f} %</td></tr>"
+                       for q, level, (a, b) in sorted([(q, NOMINAL, c) for q, c in cal.coverage.items()]
+                                                      + [(q, 0.5, c) for q, c in cal.coverage50.items()]))
         rows += "".join(f"<tr><td>{html.escape(name)} (mean over the replicates)</td><td></td>"
                         f"<td>{value:.3g}</td><td>{_ideal(name)}</td></tr>"
                         for name, value in sorted(cal.scores.items()) if name not in ("spread_a", "rmse_a"))
@@ -233,7 +272,8 @@ def _rank_histograms(cal: Calibration, path: Path) -> Path | None:
         bins = max(2, min(10, int(round(math.sqrt(r.size)))))
         ax.hist(r, bins=bins, range=(0, 1), color="C0", alpha=0.8)
         ax.axhline(r.size / bins, color="k", ls="--", lw=1, label="flat")
-        ax.set_title(f"rank of the true {name}", fontsize=9)
+        ax.set_title(f"rank of the true {name}" + (" at the horizon" if name.startswith("QoI ") else ""),
+                     fontsize=9)
         ax.set_xlabel("fraction of posterior samples below the truth", fontsize=8)
         ax.legend(fontsize=7)
     fig.tight_layout()
