@@ -299,3 +299,25 @@ def test_a_full_disk_stops_the_run_with_one_line_and_a_resume_finishes_it(tmp_pa
         assert again.returncode == 0, again.stderr[-3000:]
         assert_same(_every_number(disk / "run" / "experiments" / "kill"),
                     _every_number(tmp_path / "ref" / "experiments" / "kill"))
+
+
+# -- 6. a damaged last checkpoint under a finished experiment -------------------------------------------------------
+def test_a_damaged_last_checkpoint_is_set_aside_and_its_cycle_computed_again(tmp_path):
+    """A finished run whose last checkpoint was damaged afterwards (bits flipped on disk): the same command does
+    not skip the experiment as done; it keeps the damaged file for inspection, computes that cycle again from the
+    checkpoint before it, and every number equals the undamaged run's bitwise."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=6)
+    run = [*TWIN, "run", str(campaign), "-o", str(tmp_path / "run"), "--quiet"]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    exp = tmp_path / "run" / "experiments" / "kill"
+    before = _every_number(exp)
+    last = layout.checkpoint_file(exp, 6)
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # zeros over the middle of the file
+    last.write_bytes(bytes(data))
+    again = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    aside = list((exp / "checkpoint").glob("cycle_0006.h5.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == bytes(data)
+    assert_same(_every_number(exp), before)

@@ -20,6 +20,7 @@ the MPI job, as MPI has no other way out.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -194,9 +195,40 @@ def _marker(write, exp_dir: Path) -> None:
 
 
 def _finished(exp_dir: Path) -> bool:
-    """``done.json`` exists and every output it lists is still there (outputs deleted by hand are made again)."""
+    """``done.json`` exists, every output it lists is still there (outputs deleted by hand are made again) and the
+    last checkpoint verifies in full (a damaged one is set aside and its cycles computed again). One process."""
     done = layout.read_json(layout.done_marker(exp_dir))
-    return bool(done) and all((exp_dir / name).is_file() for name in done.get("outputs", []))
+    if not (bool(done) and all((exp_dir / name).is_file() for name in done.get("outputs", []))):
+        return False
+    from twin.core.errors import OutputError
+    from twin.io.checkpoint import CheckpointReader, list_checkpoints
+
+    found = list_checkpoints(exp_dir / "checkpoint")
+    if not found:
+        return True  # a forecast run or a method whose experiment keeps no cycle checkpoints
+    try:
+        CheckpointReader(found[-1][1], verify=True).close()
+    except OutputError as exc:
+        log.warning("experiment %s finished earlier, but %s: computing it again", exp_dir.name, exc)
+        return False
+    return True
+
+
+def _set_aside(exp_dir: Path, good: Path | None, comm) -> None:
+    """Move the checkpoints newer than the latest good one out of the way (``cycle_NNNN.h5.damaged-<time>``): they
+    failed verification, and the cycles they held are computed again; the damaged files stay for inspection."""
+    if comm.Get_rank() == 0:
+        from twin.io.checkpoint import list_checkpoints
+
+        found = [p for _, p in list_checkpoints(exp_dir / "checkpoint")]
+        newer = found[found.index(good) + 1:] if good in found else found
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for path in newer:
+            aside = path.with_name(f"{path.name}.damaged-{stamp}")
+            os.replace(path, aside)
+            log.warning("experiment %s: %s does not verify; kept as %s for inspection, its cycle is computed again",
+                        exp_dir.name, path.name, aside.name)
+    comm.Barrier()
 
 
 def _run_experiment(exp_dir: Path, comm, policy) -> None:
@@ -234,6 +266,7 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
         steps.init_experiment(exp_dir, comm, s)
         K = s.schedule.n_cycles
         good = latest_good_checkpoint(exp_dir / "checkpoint", comm)
+        _set_aside(exp_dir, good, comm)
         start = dict((p, k) for k, p in list_checkpoints(exp_dir / "checkpoint"))[good] if good else 0
         with progress(f"{exp_dir.name}: cycles", K, rank=rank) as bar:
             bar.advance(start, status="resumed" if start else "")
