@@ -146,6 +146,12 @@ def test_nifti_resampled_respecting_affine(tmp_path):
     far = Grid(COMM, (4, 4), ((500.0, 520.0), (500.0, 520.0)), name="far")
     with pytest.raises(ObservationError, match="does not overlap"):
         read_nifti(path, far)
+    # a NaN voxel is refused, naming it, rather than spread by the interpolation into the analysis
+    data[7, 9, 3] = np.nan
+    bad = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.float32), A), str(bad))
+    with pytest.raises(ObservationError, match=r"1 voxel\(s\) are not finite \(the first at voxel \(7, 9, 3\)\)"):
+        read_nifti(bad, g2, plane=0.0)
     for g in (g2, g3, far):
         g.destroy()
 

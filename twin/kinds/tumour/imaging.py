@@ -293,7 +293,8 @@ def read_nifti(path: str | os.PathLike, grid: Grid, *, plane: float = 0.0, order
     Raises
     ------
     ObservationError
-        If the file cannot be read, is not 3-D/4-D, or no cell centre lies inside the volume.
+        If the file cannot be read, is not 3-D/4-D, holds a voxel that is not finite, or no cell centre lies inside
+        the volume.
     """
     import nibabel as nib
     from scipy.ndimage import map_coordinates
@@ -317,6 +318,12 @@ def read_nifti(path: str | os.PathLike, grid: Grid, *, plane: float = 0.0, order
     if not inside.any():
         raise ObservationError(f"{path}: the model grid {[list(e) for e in grid.extent]} mm does not overlap the "
                                f"image (check the affine and the grid extent)")
+    bad = ~np.isfinite(data)
+    if bad.any():
+        # a NaN or infinite voxel would spread through the interpolation to its neighbours and into the analysis
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ObservationError(f"{path}: {int(bad.sum())} voxel(s) are not finite (the first at voxel {first}); "
+                               "mask them in the image (e.g. set them to 0) or fix the file")
     values = map_coordinates(data, ijk[:3], order=order, mode="nearest")
     values = np.where(inside, values, fill)
     return values.reshape(grid.shape[::-1])
