@@ -286,6 +286,17 @@ def _allow_outside(roots: list[str]):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``twin`` command; returns its exit status. Ctrl-C (SIGINT) ends it with one line and status 130 (128 +
+    the signal's number, as a shell reports it): everything written so far is complete, the same command resumes."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): every file written so far is complete; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     petsc: list[str] = []

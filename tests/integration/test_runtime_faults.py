@@ -321,3 +321,19 @@ def test_a_damaged_last_checkpoint_is_set_aside_and_its_cycle_computed_again(tmp
     aside = list((exp / "checkpoint").glob("cycle_0006.h5.damaged-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == bytes(data)
     assert_same(_every_number(exp), before)
+
+
+# -- 7. Ctrl-C -----------------------------------------------------------------------------------------------------
+def test_ctrl_c_ends_a_run_with_one_line_and_status_130_and_the_rerun_finishes(tmp_path):
+    campaign = _campaign(tmp_path / "c.yaml", cycles=40)
+    exp = tmp_path / "run" / "experiments" / "kill"
+    proc = _start(["run", campaign, "-o", tmp_path / "run", "--quiet"])
+    _wait_for(proc, lambda: layout.checkpoint_file(exp, 3).exists())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted (Ctrl-C)"), err[-2000:]
+    again = subprocess.run(TWIN + ["run", str(campaign), "-o", str(tmp_path / "run"), "--quiet"], capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (exp / "done.json").is_file() and not list((tmp_path / "run").rglob("*.tmp-*"))
