@@ -6,6 +6,17 @@ For every experiment (:func:`twin.campaign.experiments.expand`)::
 
 Each box is a Parsl bash app running ``python -m twin.campaign.task STEP EXP_DIR ...`` under an MPI launcher
 (:mod:`workflows.executors`): member forecasts on ``ranks_per_member`` ranks, the other steps on ``resources.ranks``.
+With ``launcher: worker`` a one-rank box is instead a python app, :func:`twin.campaign.task.run_in_worker`, that runs
+the step inside a warm Parsl worker: the worker keeps PETSc, the imports and the experiment's ``Setup`` between its
+tasks, so a member costs milliseconds of orchestration instead of an interpreter start (about 1 s; issue 23,
+``benchmarks/bench_workflow.py``). The warm workers are isolated enough for this: each is a process of its own
+(spawned, one MPI rank, no collective with any other task); a PETSc error is a Python exception there, after which
+the worker drops what it kept and the next task starts from the files as a new process would; what a worker keeps
+between tasks is what online mode keeps between members, and the two modes give the same bits (tests). What it
+gives up: a worker that dies under its task (a signal, the OOM killer, a crash) is not reported back as lost by the
+Parsl of this installation; the run then waits until ``experiments.task_timeout`` (the test of that case is skipped
+in tests/integration/test_warm_workers.py), and Parsl's time limit stops Python code, not a long C call. So it is
+opt-in: a campaign whose members may be killed or hang keeps a launcher (a process per task).
 State passes between tasks only through the experiment's files (HDF5 checkpoints and forecast files), so this
 process never imports mpi4py, petsc4py or h5py, and experiments advance independently (one experiment's analysis
 does not wait for another's forecasts).
@@ -36,7 +47,14 @@ from pathlib import Path
 
 from twin.campaign import layout
 from twin.campaign.experiments import experiments_section, prepare_experiments
-from twin.campaign.status import mark_done, promised_outputs, status, sweep_on_resume, write_heartbeat
+from twin.campaign.status import (
+    mark_done,
+    promised_outputs,
+    status,
+    sweep_on_resume,
+    write_heartbeat,
+)
+from twin.campaign.task import TaskFailed, run_in_worker
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger, setup_logging
 from twin.core.progress import Progress
@@ -150,6 +168,12 @@ def model_failure(exc: BaseException) -> bool:
     return getattr(exc, "exitcode", None) == EXIT_MODEL_FAILED
 
 
+def _is_worker_lost(exc: BaseException) -> bool:
+    from parsl.executors.high_throughput.errors import WorkerLost
+
+    return isinstance(exc, WorkerLost)
+
+
 def _retry_handler(exc, task_record) -> float:
     """Parsl retry cost: twin errors with exit status 2 would fail again, so they use up every retry at once."""
     if getattr(exc, "exitcode", None) == EXIT_NO_RETRY:
@@ -170,6 +194,8 @@ class CampaignWorkflow:
         self.launcher = launcher
         self.logs = run_dir / "runinfo" / "tasks"
         self.app = parsl.bash_app(_task)
+        # one-rank tasks without a launcher run in the warm workers themselves (twin.campaign.task.run_in_worker)
+        self.warm_app = parsl.python_app(run_in_worker)
         self.exps: list[_Experiment] = []
         self.tasks_run = self.tasks_failed = 0
         for d in dirs:
@@ -216,9 +242,13 @@ class CampaignWorkflow:
             f"_m{member:04d}" if member is not None else "")
         base = self.logs / e.name / tag
         base.parent.mkdir(parents=True, exist_ok=True)
-        cmd = self.launcher.command(ranks, [step, e.dir, *args])
-        fut = self.app(cmd, stdout=str(base) + ".out", stderr=str(base) + ".err",
-                       walltime=self.policy.task_timeout)
+        if self.launcher.in_worker(ranks):
+            fut = self.warm_app([step, str(e.dir), *[str(a) for a in args]], str(base) + ".err",
+                                self.launcher.private, walltime=self.policy.task_timeout)
+        else:
+            cmd = self.launcher.command(ranks, [step, e.dir, *args])
+            fut = self.app(cmd, stdout=str(base) + ".out", stderr=str(base) + ".err",
+                           walltime=self.policy.task_timeout)
         e.pending[fut] = (step, member, base)
         self.tasks_run += 1
 
@@ -256,8 +286,14 @@ class CampaignWorkflow:
             error = None
         except Exception as exc:  # noqa: BLE001 - a Parsl app failure of any kind (exit status, timeout, lost worker)
             code = getattr(exc, "exitcode", None)
-            error = _last_line(Path(str(base) + ".err")) or (
-                f"killed by signal {-code}" if isinstance(code, int) and code < 0 else f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, TaskFailed):  # a warm worker's task: the line it gave
+                error = exc.reason
+            elif _is_worker_lost(exc):  # a warm worker died under its task (a signal, the OOM killer)
+                error = f"the Parsl worker running it died (worker {exc.worker_id} lost: killed or crashed)"
+            else:
+                error = _last_line(Path(str(base) + ".err")) or (
+                    f"killed by signal {-code}" if isinstance(code, int) and code < 0
+                    else f"{type(exc).__name__}: {exc}")
             by_model = model_failure(exc)
             log.debug("task %s failed: %r", base.name, exc)
             self.tasks_failed += 1

@@ -1,7 +1,8 @@
 """Parsl executors and MPI launch commands built from the typed ``resources`` section.
 
 ``LocalResources`` -> a HighThroughputExecutor with a LocalProvider: ``workers`` tasks at once on this machine, each a
-bash app that starts its own MPI job with ``mpiexec -n R`` (``launcher: mpiexec``), ``srun`` or no launcher.
+bash app that starts its own MPI job with ``mpiexec -n R`` (``launcher: mpiexec``) or ``srun``; with no launcher a
+one-rank task runs inside the warm worker itself (:meth:`Launcher.in_worker`, :mod:`workflows.campaign`).
 
 ``SlurmResources`` -> a HighThroughputExecutor with a SlurmProvider (partition, account, qos, walltime, nodes per
 block, at most ``max_blocks`` blocks, ``modules`` loaded and ``worker_init`` run before the workers start); member
@@ -37,6 +38,12 @@ from pathlib import Path
 TASK_ENV = {"OMPI_MCA_rmaps_base_oversubscribe": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 #: Variables passed through from the driver's environment when set (Open MPI refuses root without the first two).
 PASS_ENV = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "PETSC_DIR", "PETSC_ARCH", "PYTHONPATH")
+#: Open MPI settings of tasks on ``local`` resources (one node), ignored by other MPI libraries: the ``ob1``
+#: point-to-point layer (shared memory between the ranks of one node) instead of probing UCX/OFI network layers, and
+#: a one-process task (``launcher: none`` or ``worker``) as an isolated singleton that starts no ``orted``.
+#: Measured on the 2-core test machine: ``MPI_Init`` of a singleton 0.38 s -> 0.06 s, ``mpiexec -n 2`` of an empty
+#: MPI program 0.37-0.47 s -> 0.19 s (``benchmarks/bench_workflow.py``). Slurm tasks keep the site's defaults.
+LOCAL_MPI_ENV = {"OMPI_MCA_pml": "ob1", "OMPI_MCA_ess_singleton_isolated": "1"}
 #: Shell prelude of every task: drop MPI runtime variables inherited from a process that had initialised MPI (an
 #: MPI singleton exports PMIX_*/OMPI_* into its environment, and every mpiexec started below it then fails silently
 #: with status 1). The root-permission switches stay.
@@ -57,7 +64,7 @@ class Launcher:
 
     Attributes
     ----------
-    kind : {"mpiexec", "srun", "none"}
+    kind : {"mpiexec", "srun", "none", "worker"}
     python : str
         The interpreter that runs ``twin.campaign.task`` (the driver's, so the same environment).
     env : dict
@@ -80,11 +87,17 @@ class Launcher:
             return ["mpiexec", "-n", str(ranks)]
         if self.kind == "srun":
             return ["srun", f"--ntasks={ranks}", "--nodes=1", "--cpus-per-task=1", "--exact", "--kill-on-bad-exit=1"]
-        if self.kind == "none":
+        if self.kind in ("none", "worker"):
             if ranks != 1:
-                raise ValueError(f"launcher 'none' runs one process; {ranks} ranks need mpiexec or srun")
+                raise ValueError(f"launcher '{self.kind}' runs one-rank tasks; {ranks} ranks need mpiexec or srun")
             return []
         raise ValueError(f"unknown launcher {self.kind!r}")
+
+    def in_worker(self, ranks: int) -> bool:
+        """Whether a task of ``ranks`` ranks runs inside a warm Parsl worker (:func:`twin.campaign.task
+        .run_in_worker`) rather than as a process of its own: one rank and ``launcher: worker``. MPI tasks are always
+        MPI jobs of their own, and a launcher the campaign names (``mpiexec``, ``srun``, ``none``) is used as named."""
+        return self.kind == "worker" and int(ranks) == 1
 
     def command(self, ranks: int, args: list[str]) -> str:
         """The shell command of a task: environment, launcher, ``python -m twin.campaign.task ARGS`` (quoted)."""
@@ -98,7 +111,8 @@ class Launcher:
 
 
 def launcher_for(resources, private: bool = False) -> Launcher:
-    return Launcher(kind=resources.launcher, private=private)
+    env = tuple(sorted(LOCAL_MPI_ENV.items())) if resources.type == "local" else ()
+    return Launcher(kind=resources.launcher, env=env, private=private)
 
 
 def parsl_commands(python: str | None = None) -> dict:
@@ -118,7 +132,11 @@ def _local_executor(resources, run_dir: Path, label: str):
     from parsl.launchers import SimpleLauncher
     from parsl.providers import LocalProvider
 
-    provider = LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, launcher=SimpleLauncher(), cmd_timeout=60)
+    # the workers run warm tasks (launcher: worker) themselves: no MPI runtime variables of the driver's environment,
+    # the local MPI settings, no bytecode files in the tree (as in every task's own environment)
+    init = SCRUB_MPI_ENV + " ".join(f"export {k}={v};" for k, v in sorted({**TASK_ENV, **LOCAL_MPI_ENV}.items()))
+    provider = LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, launcher=SimpleLauncher(), cmd_timeout=60,
+                             worker_init=init)
     return HighThroughputExecutor(label=label, address="127.0.0.1", max_workers_per_node=resources.workers,
                                   cores_per_worker=1e-6, provider=provider, encrypted=False,
                                   worker_logdir_root=str(run_dir), heartbeat_period=5, heartbeat_threshold=60,

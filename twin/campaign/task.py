@@ -11,17 +11,42 @@ This is the only place where a workflow task meets MPI and PETSc: the Parsl proc
 never imports mpi4py or petsc4py. The task runs on ``MPI.COMM_WORLD`` of its own launch (the ranks the launcher gave
 it). Exit status: 0 done (or already done), 3 the model failed (a SolverError or ModelError: the member diverged), 2
 any other twin error, 1 an unexpected exception; the last line on stderr says why (the workflow records it).
+
+A one-rank step can also run inside a warm Parsl worker (:func:`run_in_worker`, the workflow's ``launcher: worker``):
+the worker keeps PETSc, the imports and the experiment's :class:`twin.campaign.experiment.Setup` between its tasks,
+so a member forecast costs milliseconds of orchestration instead of an interpreter start (about 1 s, measured in
+``benchmarks/bench_workflow.py``). A failure there raises :class:`TaskFailed` with the exit status and line this
+process would have given, and the worker drops what it kept, so the next task starts from the files as a new
+process would.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 EXIT_MODEL_FAILED = 3
 EXIT_TWIN_ERROR = 2
+EXIT_UNEXPECTED = 1
+
+#: Steps a warm worker runs (``scan`` and ``online`` are processes of their own).
+WORKER_STEPS = ("init", "forecast", "analyse", "finalize")
+
+
+class TaskFailed(Exception):
+    """A step run in a warm worker failed: ``exitcode`` is the status the task process would have exited with
+    (:data:`EXIT_MODEL_FAILED`, :data:`EXIT_TWIN_ERROR`, :data:`EXIT_UNEXPECTED`) and ``reason`` the line it would
+    have printed last on stderr. Picklable, so Parsl brings it back to the driver as it is."""
+
+    def __init__(self, exitcode: int, reason: str):
+        super().__init__(exitcode, reason)
+        self.exitcode, self.reason = int(exitcode), str(reason)
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,8 +66,8 @@ def scan(exp_dir: Path) -> dict:
     """What is complete and verified in an experiment directory (serial): the latest good checkpoint, the verified
     member forecasts of the cycle that follows it, and whether the outputs exist."""
     from twin.campaign import layout
-    from twin.campaign.finalize import outputs_complete
     from twin.campaign.checkpoints import is_valid_checkpoint
+    from twin.campaign.finalize import outputs_complete
     from twin.io.checkpoint import latest_good_checkpoint, list_checkpoints
 
     good = latest_good_checkpoint(exp_dir / "checkpoint") if (exp_dir / "checkpoint").is_dir() else None
@@ -56,15 +81,53 @@ def scan(exp_dir: Path) -> dict:
     return {"checkpoint": cycle, "members_done": members, "outputs": outputs_complete(exp_dir)}
 
 
+def _check(args) -> None:
+    from twin.core.errors import TwinError
+
+    need = {"forecast": ("cycle", "member"), "analyse": ("cycle",), "online": ("campaign",)}.get(args.step, ())
+    missing = [f"--{n}" for n in need if getattr(args, n) is None]
+    if missing:
+        raise TwinError(f"task {args.step} needs {' and '.join(missing)}")
+
+
+def _step(args, comm, s=None) -> None:
+    """Run the step ``args`` names on ``comm`` (with the experiment's ``Setup`` ``s`` when the caller keeps one)."""
+    from twin.campaign import finalize as fin
+    from twin.campaign import steps
+
+    if args.step == "online":
+        from twin.campaign.online import run_online
+        from twin.config.loader import load_campaign
+
+        run_online(load_campaign(args.campaign), comm, args.exp_dir, only=args.experiment, verbose=args.verbose)
+    elif args.step == "init":
+        steps.init_experiment(args.exp_dir, comm, s)
+    elif args.step == "forecast":
+        steps.forecast_member(args.exp_dir, args.cycle, args.member, comm, s)
+    elif args.step == "analyse":
+        steps.analyse(args.exp_dir, args.cycle, comm, s, min_members=args.min_members)
+    else:
+        fin.finalize(args.exp_dir, comm, s)
+
+
+def _failure(exc: BaseException) -> tuple[int, str]:
+    """Exit status and stderr line of a step that raised ``exc`` (twin errors only; others are unexpected)."""
+    from twin.core.errors import ModelError, SolverError, TwinError
+
+    if isinstance(exc, (SolverError, ModelError)):
+        return EXIT_MODEL_FAILED, f"model failed: {exc}"
+    if isinstance(exc, TwinError):
+        return EXIT_TWIN_ERROR, f"error: {exc}"
+    return EXIT_UNEXPECTED, f"{type(exc).__name__}: {exc}"
+
+
 def run(args) -> int:
     from twin.core.petsc import init_petsc
 
     init_petsc([])
     from mpi4py import MPI
 
-    from twin.campaign import finalize as fin
-    from twin.campaign import steps
-    from twin.core.errors import ModelError, SolverError, TwinError
+    from twin.core.errors import TwinError
     from twin.core.log import setup_logging
 
     comm = MPI.COMM_WORLD
@@ -74,30 +137,127 @@ def run(args) -> int:
             if comm.Get_rank() == 0:
                 print(json.dumps(scan(args.exp_dir)))
             return 0
-        need = {"forecast": ("cycle", "member"), "analyse": ("cycle",), "online": ("campaign",)}.get(args.step, ())
-        missing = [f"--{n}" for n in need if getattr(args, n) is None]
-        if missing:
-            raise TwinError(f"task {args.step} needs {' and '.join(missing)}")
-        if args.step == "online":
-            from twin.campaign.online import run_online
-            from twin.config.loader import load_campaign
-
-            run_online(load_campaign(args.campaign), comm, args.exp_dir, only=args.experiment, verbose=args.verbose)
-        elif args.step == "init":
-            steps.init_experiment(args.exp_dir, comm)
-        elif args.step == "forecast":
-            steps.forecast_member(args.exp_dir, args.cycle, args.member, comm)
-        elif args.step == "analyse":
-            steps.analyse(args.exp_dir, args.cycle, comm, min_members=args.min_members)
-        else:
-            fin.finalize(args.exp_dir, comm)
-    except (SolverError, ModelError) as exc:
-        print(f"model failed: {exc}", file=sys.stderr, flush=True)
-        return EXIT_MODEL_FAILED
+        _check(args)
+        _step(args, comm)
     except TwinError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_TWIN_ERROR
+        code, line = _failure(exc)
+        print(line, file=sys.stderr, flush=True)
+        return code
     return 0
+
+
+class _WarmSetups:
+    """The experiments' ``Setup`` objects a warm worker keeps between its tasks (on ``MPI.COMM_SELF``), as online
+    mode keeps one per experiment between its members and cycles: the configuration is loaded and validated and the
+    model built once per worker and experiment, not once per task. An entry is used only while its
+    ``experiment.yaml`` is the file it was loaded from, is dropped (and its PETSc objects destroyed) after any
+    failure of a task that used it, and at most ``size`` experiments are kept (the least recently used goes)."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self.entries: dict[Path, tuple[tuple, object]] = {}
+
+    @staticmethod
+    def _stamp(exp_dir: Path) -> tuple:
+        from twin.campaign import layout
+
+        st = os.stat(layout.config_file(exp_dir))
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def get(self, exp_dir: Path, comm):
+        from twin.campaign.experiment import setup
+
+        exp_dir = Path(exp_dir).resolve()
+        stamp = self._stamp(exp_dir)
+        entry = self.entries.pop(exp_dir, None)
+        if entry is not None and entry[0] != stamp:
+            entry[1].destroy()
+            entry = None
+        if entry is None:
+            entry = (stamp, setup(exp_dir, comm))
+        self.entries[exp_dir] = entry  # most recently used last
+        while len(self.entries) > self.size:
+            oldest = next(iter(self.entries))
+            self.entries.pop(oldest)[1].destroy()
+        return entry[1]
+
+    def drop(self, exp_dir: Path) -> None:
+        entry = self.entries.pop(Path(exp_dir).resolve(), None)
+        if entry is not None:
+            entry[1].destroy()
+
+
+#: What this process keeps between warm tasks (only ever filled inside a Parsl worker: :func:`run_in_worker`).
+_WARM = _WarmSetups()
+
+
+def run_in_worker(argv: list, log_path: str | None = None, private: bool = False, walltime=None) -> float:
+    """Run one campaign step in this (warm, one-rank) Parsl worker, as ``python -m twin.campaign.task ARGV`` would.
+
+    Parameters
+    ----------
+    argv : list
+        The task's arguments (``forecast EXP_DIR --cycle K --member M`` ...); only :data:`WORKER_STEPS`.
+    log_path : str, optional
+        The task's log (what the process's stderr would hold): its log records and, on failure, the line that says
+        why.
+    private : bool
+        A sensitive campaign's task: files are created under the owner-only umask ``077``.
+    walltime : float, optional
+        Consumed by Parsl's python app (its time limit); unused here.
+
+    Returns
+    -------
+    float
+        Seconds the step took in this worker.
+
+    Raises
+    ------
+    TaskFailed
+        When the step fails (status 3: the model's failure; 2: another twin error; 1: unexpected).
+    """
+    import logging
+    import time
+
+    t0 = time.perf_counter()
+    args = _parser().parse_args([str(a) for a in argv])
+    if args.step not in WORKER_STEPS:
+        raise TaskFailed(EXIT_TWIN_ERROR, f"error: step {args.step!r} does not run in a worker")
+    from twin.core.petsc import init_petsc
+
+    init_petsc([])
+    from mpi4py import MPI
+
+    logger = logging.getLogger("twin")
+    handler = None
+    if log_path is not None:
+        handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logger.propagate = False
+    old_umask = os.umask(0o077) if private else None
+    try:
+        _check(args)
+        s = _WARM.get(args.exp_dir, MPI.COMM_SELF)
+        _step(args, MPI.COMM_SELF, s)
+        if args.step == "finalize":
+            _WARM.drop(args.exp_dir)  # the experiment is finished: nothing of it is needed again
+    except Exception as exc:  # every failure becomes the exit status a task process would give
+        _WARM.drop(args.exp_dir)
+        code, line = _failure(exc)
+        if code == EXIT_UNEXPECTED:
+            logger.exception("task %s failed", " ".join(str(a) for a in argv))
+        if handler is not None:
+            handler.stream.write(line + "\n")
+        raise TaskFailed(code, line) from None
+    finally:
+        if old_umask is not None:
+            os.umask(old_umask)
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
+    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:

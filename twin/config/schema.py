@@ -174,7 +174,9 @@ class LocalResources(Strict):
     type: Literal["local"]
     ranks: int = Field(default=1, ge=1, le=4096)
     workers: int = Field(default=1, ge=1, le=4096)
-    launcher: Literal["mpiexec", "srun", "none"] = "mpiexec"
+    #: how a task starts: under mpiexec or srun, as a plain process (none), or, for one-rank tasks, inside the warm
+    #: Parsl workers (worker: no interpreter start per task; workflows/campaign.py says what that gives up)
+    launcher: Literal["mpiexec", "srun", "none", "worker"] = "mpiexec"
 
 
 class SlurmResources(Strict):
