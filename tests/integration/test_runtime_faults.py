@@ -327,7 +327,9 @@ def test_a_damaged_last_checkpoint_is_set_aside_and_its_cycle_computed_again(tmp
 def test_ctrl_c_ends_a_run_with_one_line_and_status_130_and_the_rerun_finishes(tmp_path):
     campaign = _campaign(tmp_path / "c.yaml", cycles=40)
     exp = tmp_path / "run" / "experiments" / "kill"
-    proc = _start(["run", campaign, "-o", tmp_path / "run", "--quiet"])
+    # a process started in the background by a shell without job control inherits SIGINT ignored: restore it
+    proc = _start(["run", campaign, "-o", tmp_path / "run", "--quiet"],
+                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(proc, lambda: layout.checkpoint_file(exp, 3).exists())
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
