@@ -87,7 +87,7 @@ resources: {{type: local, ranks: 1}}
 def _twin(*args, ranks: int = 1, cwd: Path = ROOT):
     launcher = [MPIEXEC, "-n", str(ranks)] if ranks > 1 else []
     return subprocess.run(launcher + [sys.executable, "-m", "twin.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=280, env=ENV)
+                          cwd=cwd, timeout=280, env=ENV, stdin=subprocess.DEVNULL)
 
 
 def _coupled(tmp: Path, imports: str = "target", parameter: str = "rate") -> Path:

@@ -17,7 +17,9 @@ TWIN = [sys.executable, "-m", "twin.cli"]
 
 
 def _run(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=kw.pop("cwd", ROOT), timeout=300, **kw)
+    # stdin closed: mpiexec forwards its stdin to rank 0, and a test runner's may be its control channel (xdist)
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=kw.pop("cwd", ROOT), timeout=300,
+                          stdin=subprocess.DEVNULL, **kw)
 
 
 def _h5py_mpi(prefix):

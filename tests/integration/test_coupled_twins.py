@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec on PATH")
 
 def _cli_run(config: Path, out: Path) -> Path:
     cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "twin.cli", "run", str(config), "-o", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300, stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"done: outputs in {out}" in res.stdout
     return out

@@ -267,7 +267,8 @@ def check_ranks(ctx: Context) -> str:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
     try:
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        # stdin closed: mpiexec forwards its stdin to rank 0, and ours may belong to someone else (a test runner)
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise _fail(f"mpiexec -n {ctx.ranks} did not finish within 600 s") from None
     if run.returncode != 0 or not out.is_file():
