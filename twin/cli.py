@@ -287,7 +287,11 @@ def _allow_outside(roots: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     """The ``twin`` command; returns its exit status. Ctrl-C (SIGINT) ends it with one line and status 130 (128 +
-    the signal's number, as a shell reports it): everything written so far is complete, the same command resumes."""
+    the signal's number, as a shell reports it): everything written so far is complete, the same command resumes.
+    Under ``mpiexec`` each rank dies with its launcher (:mod:`twin.core.launcher`)."""
+    from twin.core.launcher import bind_to_launcher
+
+    bind_to_launcher()
     try:
         return _main(argv)
     except KeyboardInterrupt:

@@ -249,6 +249,51 @@ def test_sigterm_stops_the_workflow_driver_and_everything_it_started(tmp_path):
     assert status.returncode == 1 and "driver cancelled" in status.stdout and "kill: interrupted" in status.stdout
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry))
+    return out
+
+
+def _files(run: Path) -> dict[str, int]:
+    return {str(p.relative_to(run)): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+
+
+def test_the_ranks_of_a_killed_mpiexec_die_with_it_and_write_nothing_after(tmp_path):
+    """Open MPI starts each rank in a process group of its own, so ``kill -9`` of the launcher's group missed them:
+    they ran on for about a second (still alive 0.7 s after, writing cycles). Each rank now dies with its launcher
+    (:mod:`twin.core.launcher`): within 0.3 s, and the run directory holds the same files 1.5 s later."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=400)
+    run = tmp_path / "run"
+    exp = layout.experiment_dir(run, "kill")
+    # env given: the C environment of this process, where PETSc's MPI singleton left its variables, is not passed on
+    proc = subprocess.Popen(["mpiexec", "-n", "2", *TWIN, "run", str(campaign), "-o", str(run)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=dict(os.environ))
+    try:
+        _wait_for(proc, lambda: 3 in layout.checkpoint_cycles(exp))
+        ranks = _children(proc.pid)
+        assert len(ranks) == 2 and all(os.getpgid(r) != proc.pid for r in ranks)  # groups of their own
+        os.killpg(proc.pid, signal.SIGKILL)
+        t0 = time.time()
+        while any(_alive(r) for r in ranks) and time.time() - t0 < 10:
+            time.sleep(0.005)
+        gone_in = time.time() - t0
+        right_after = _files(run)
+        time.sleep(1.5)
+        later = _files(run)
+        proc.communicate()
+    finally:
+        _kill_session(proc.pid)
+    assert gone_in < 0.3, f"the ranks outlived their launcher by {gone_in:.2f} s"
+    assert later == right_after
+    assert 400 not in layout.checkpoint_cycles(exp)
+
+
 def test_a_run_directory_with_percent_is_refused_for_slurm(tmp_path):
     """Slurm expands ``%j``, ``%u`` ... in the batch script's file names: such a run directory is refused before
     anything is submitted, with what to do."""

@@ -261,6 +261,9 @@ def run_in_worker(argv: list, log_path: str | None = None, private: bool = False
 
 
 def main(argv: list[str] | None = None) -> int:
+    from twin.core.launcher import bind_to_launcher
+
+    bind_to_launcher()
     return run(_parser().parse_args(argv))
 
 
