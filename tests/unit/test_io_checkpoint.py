@@ -138,6 +138,26 @@ def _drop_checksum(path):
         del f.attrs["checksum"]
 
 
+def test_a_file_this_process_wrote_or_verified_is_checked_by_its_bytes_then_in_full_once_changed(
+        tmp_path, grids, comm_self, monkeypatch):
+    """Re-opening a checkpoint this process wrote (or verified) checks its bytes' CRC-32 and the manifest checksum
+    only; a byte changed in place, at once after the write (same inode, same size, same coarse timestamps), makes it
+    a new version that is verified in full and refused."""
+    g2, g3 = grids
+    path = tmp_path / "c.h5"
+    _write(path, g2, g3, comm_self)
+    walked = []
+    full = CheckpointReader._check_objects
+    monkeypatch.setattr(CheckpointReader, "_check_objects", lambda self: walked.append(1) or full(self))
+    for _ in range(3):
+        CheckpointReader(path, comm_self).close()
+    assert walked == []
+    _corrupt_data_byte(path)
+    with pytest.raises(OutputError, match=r"data of /fields/u .* do not match their digest"):
+        read_checkpoint(path, comm_self)
+    assert walked == [1]
+
+
 @pytest.mark.parametrize("damage, message", [
     (_corrupt_data_byte, r"data of /fields/u .* do not match their digest"),
     (_corrupt_meta_byte, r"attributes of /meta changed or corrupted"),

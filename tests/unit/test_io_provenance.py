@@ -24,9 +24,21 @@ def test_collect_records_config_versions_and_git(comm_self):
 
 
 def test_git_revision_never_fails(tmp_path, monkeypatch):
+    from twin.io import provenance
+
     assert git_revision(tmp_path) == "unknown"  # not a checkout
     monkeypatch.setenv("PATH", str(tmp_path))  # no git executable at all
-    assert git_revision() == "unknown"
+    provenance._own_revision.cache_clear()
+    try:
+        assert git_revision() == "unknown"
+    finally:
+        provenance._own_revision.cache_clear()
+
+
+def test_the_twin_sources_revision_is_looked_up_once_per_process(tmp_path, monkeypatch):
+    first = git_revision()
+    monkeypatch.setenv("PATH", str(tmp_path))  # git gone: the revision recorded at the start of the run stays
+    assert git_revision() == first
 
 
 def test_sensitive_records_no_user_or_host_and_relative_parent(tmp_path, comm_self):

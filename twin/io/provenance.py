@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import functools
 import getpass
 import hashlib
 import os
@@ -63,8 +64,21 @@ def sha256_text(text: str) -> str:
 
 
 def git_revision(path: str | os.PathLike | None = None, timeout: float = 5.0) -> str:
-    """The git commit of the checkout containing ``path`` (default: the twin sources), ``unknown`` if there is none."""
-    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    """The git commit of the checkout containing ``path`` (default: the twin sources), ``unknown`` if there is none.
+
+    The twin sources' revision is looked up once per process (two ``git`` processes, ~6 ms, were started for every
+    file a campaign wrote): a run records the code it started with."""
+    if path is None:
+        return _own_revision(timeout)
+    return _revision(Path(path), timeout)
+
+
+@functools.lru_cache(maxsize=1)
+def _own_revision(timeout: float) -> str:
+    return _revision(Path(__file__).resolve().parent, timeout)
+
+
+def _revision(where: Path, timeout: float) -> str:
     env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
     try:
         head = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -82,7 +96,13 @@ def git_revision(path: str | os.PathLike | None = None, timeout: float = 5.0) ->
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of PETSc, MPI, HDF5 (h5py's) and netCDF-C; ``unknown`` for a library that cannot be imported."""
+    """Versions of PETSc, MPI, HDF5 (h5py's) and netCDF-C; ``unknown`` for a library that cannot be imported (looked
+    up once per process)."""
+    return dict(_library_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _library_versions() -> dict[str, str]:
     out = {"petsc_version": "unknown", "mpi_library": "unknown", "hdf5_version": "unknown",
            "netcdf_version": "unknown", "python_version": platform.python_version()}
     try:

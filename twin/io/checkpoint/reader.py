@@ -20,8 +20,8 @@ from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.io.atomic import as_mpi_comm
 from twin.io.checkpoint.layout import (DIGESTS, FORMAT, FORMAT_VERSION, FieldInfo, attrs_digest, block_digest,
-                                       from_plain, hyperslab, list_checkpoints, make_generator,
-                                       parallel_hdf5_available)
+                                       from_plain, hyperslab, known_checksum, list_checkpoints, make_generator,
+                                       parallel_hdf5_available, remember_verified)
 from twin.io.provenance import Provenance
 
 log = get_logger("twin.io.checkpoint")
@@ -67,15 +67,28 @@ class CheckpointReader:
                 self._file = h5py.File(self.path, "r")
         except OSError as exc:
             problems.append(f"cannot be opened as HDF5, truncated or not a checkpoint ({exc})")
-        if not problems:
+        remembered = known_checksum(self.path) if verify is True and not problems else None
+        known = verify is True and self._everyone(remembered is not None)
+        if not problems and not known:
             problems += self._check_declared_sizes()
         if not problems:
             problems += self._read_header()
-        if not problems:
+        if known and not self._everyone(not problems and self.checksum == remembered):
+            known = False  # not the version remembered after all: everything is checked
+            problems = problems or self._check_declared_sizes()
+        if not problems and not known:
             problems += self._check_objects()
-        if not problems and verify is True:
-            problems += self._check_blocks()
+            if not problems and verify is True:
+                problems += self._check_blocks()
         self._raise_if(problems)
+        if verify is True and not known:
+            remember_verified(self.path, self.checksum)
+
+    def _everyone(self, flag: bool) -> bool:
+        """``flag`` on every rank (collective)."""
+        if self.size > 1:
+            return min(self.comm.allgather(bool(flag)))
+        return bool(flag)
 
     # -- checks ------------------------------------------------------------------------------------------------------
     def _raise_if(self, problems: list[str]) -> None:

@@ -17,7 +17,7 @@ from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.io.atomic import as_mpi_comm, atomic_output
 from twin.io.checkpoint.layout import (DIGESTS, FORMAT, FORMAT_VERSION, RNG_BIT_GENERATORS, attrs_digest, hyperslab,
-                                       block_digest, canonical_json, parallel_hdf5_available)
+                                       block_digest, canonical_json, parallel_hdf5_available, remember_verified)
 from twin.io.provenance import Provenance
 
 log = get_logger("twin.io.checkpoint")
@@ -284,6 +284,7 @@ def write_checkpoint(path, comm=None, *, cycle: int, time: float,
             w.add_rng(name, gen)
         if meta:
             w.add_meta(meta)
+    remember_verified(path, w.checksum)  # written here: a read in this process checks its bytes' CRC-32 only
     return w.checksum
 
 
