@@ -124,6 +124,77 @@ def _run_twin(method, data: dict) -> tuple[float, float]:
     return res.averages["rmse_a"], wall / CYCLES
 
 
+#: cycles of the ``twin run`` comparison (issue 23, goal 0: 1000 cycles through the command)
+RUN_CYCLES = int(os.environ.get("TWIN_BENCH_RUN_CYCLES", "1000"))
+_RUN_SETTINGS = {"etkf": "N: 24\n  inflation: {multiplicative: 1.013}\n  rotate: true",
+                 "letkf": "N: 7\n  inflation: {multiplicative: 1.04}\n  rotate: true\n  localisation: {radius: 7.28}"}
+
+
+def _observation_file(path: Path, yy: np.ndarray) -> None:
+    """DAPPER's observations ``yy`` (cycles, 40) as a CF-1.10 timeSeries file: 40 stations at the ring's points, one
+    observation each every 0.05 time units, error 1 (what a user's measured file would look like)."""
+    import netCDF4
+
+    K, m = yy.shape
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.Conventions, nc.featureType = "CF-1.10", "timeSeries"
+        nc.createDimension("station", m)
+        nc.createDimension("time", K)
+        x = nc.createVariable("x", "f8", ("station",))
+        x.units, x.axis, x.standard_name = "m", "X", "projection_x_coordinate"
+        x[:] = np.arange(m, dtype=float)
+        nc.createVariable("station_id", "i4", ("station",)).cf_role = "timeseries_id"
+        t = nc.createVariable("time", "f8", ("time",))
+        t.units, t.standard_name = "1", "time"
+        t[:] = 0.05 * np.arange(1, K + 1)
+        v = nc.createVariable("x_obs", "f8", ("station", "time"))
+        v.units, v.coordinates, v.ancillary_variables = "1", "time x", "x_obs_error"
+        v[:] = yy.T
+        e = nc.createVariable("x_obs_error", "f8", ("station", "time"))
+        e.units, e.standard_name = "1", "x standard_error"
+        e[:] = 1.0
+
+
+def _run_twin_command(method: str, data: dict, workdir: Path) -> dict:
+    """The same experiment through ``twin run`` as a user runs it: DAPPER's observations from a file, the campaign
+    online on one rank; wall time of the whole command (start-up and outputs included), files and bytes written,
+    and the analysis RMSE after the burn-in against DAPPER's truth, from posterior.nc."""
+    import xarray as xr
+
+    cycles = min(RUN_CYCLES, len(data["yy"]))
+    _observation_file(workdir / "obs.nc", data["yy"][:cycles])
+    name = f"run_{method}"
+    (workdir / f"{name}.yaml").write_text(f"""schema_version: 1
+campaign: {{name: {name}, seed: 1}}
+models:
+  l96: {{type: lorenz96, n: 40, dt: 0.05, forcing: {{value: 8.0}}, initial_state: {[float(v) for v in data["mu"]]}}}
+timeline: {{start: 0.0, end: {0.05 * cycles:g}, units: s}}
+assimilation:
+  method: {method}
+  {_RUN_SETTINGS[method]}
+  background_std: 1.0                 # members ~ N(mu, I) around DAPPER's point on the attractor, as DAPPER's
+  seed: 2
+  schedule: {{every: 1, cycles: {cycles}}}
+  observations: [{{type: file, file: obs.nc, variables: {{x: {{name: x_obs, units: '1'}}}}}}]
+resources: {{type: local, ranks: 1, workers: 1}}
+outputs: {{directory: out_{method}}}
+""")
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "twin.cli", "run", f"{name}.yaml", "--quiet"], cwd=workdir,
+                          capture_output=True, text=True, timeout=7200)
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        raise RuntimeError(f"twin run failed:\n{proc.stderr[-3000:]}")
+    out = workdir / f"out_{method}"
+    files = [p for p in out.rglob("*") if p.is_file()]
+    with xr.open_dataset(out / "experiments" / name / "posterior.nc", decode_times=False) as ds:
+        mean = ds["l96_x"].mean("member").values.reshape(cycles + 1, -1)
+    truth = data["xx"][-len(data["yy"]) - 1:][:cycles + 1]  # xx[0] is the initial state, yy[k] observes xx[k + 1]
+    err = np.sqrt(np.mean((mean[1:] - truth[1:]) ** 2, axis=1))
+    return {"seconds_per_cycle": wall / cycles, "rmse": float(np.mean(err[BURN_IN:])), "files": len(files),
+            "megabytes": sum(p.stat().st_size for p in files) / 1e6, "cycles": cycles}
+
+
 def _forecast_benchmark() -> None:
     """Issue 4: forecast of 24 members of L96 for one analysis cycle (one RK4 step of 0.05), TS vs NumPy."""
     from mpi4py import MPI
@@ -212,6 +283,21 @@ def main() -> None:
                  "ms", **ctx)
             emit("da", f"L96 {name.upper()} N={N} speed-up of twin over DAPPER",
                  dapper[name]["seconds_per_cycle"] / per_cycle, "x", **ctx)
+    if dapper:  # goal 0: the command users run, against DAPPER, on the same truth and observations
+        for name in ("etkf", "letkf"):
+            with tempfile.TemporaryDirectory(dir=".") as tmp:
+                res = _run_twin_command(name, data, Path(tmp))
+            rctx = dict(ctx, cycles=res["cycles"], truth="DAPPER's", observations="DAPPER's, from a CF file")
+            N = 24 if name == "etkf" else 7
+            emit("da", f"L96 {name.upper()} N={N} twin run analysis RMSE", res["rmse"], "1", **rctx)
+            emit("da", f"L96 {name.upper()} N={N} twin run time per cycle (whole command)",
+                 res["seconds_per_cycle"] * 1e3, "ms", **rctx)
+            emit("da", f"L96 {name.upper()} N={N} twin run files written per cycle", res["files"] / res["cycles"],
+                 "1", **rctx)
+            emit("da", f"L96 {name.upper()} N={N} twin run MB written per cycle", res["megabytes"] / res["cycles"],
+                 "MB", **rctx)
+            emit("da", f"L96 {name.upper()} N={N} twin run time / DAPPER time (goal <= 2)",
+                 res["seconds_per_cycle"] / dapper[name]["seconds_per_cycle"], "x", **rctx)
     _forecast_benchmark()
     from benchmarks.harness import PREFIX
 

@@ -127,6 +127,20 @@ def test_config_registry_and_qoi():
         Lorenz96Config.model_validate({"type": "lorenz96", "n": 3})
 
 
+def test_a_given_initial_state_is_the_initial_state():
+    state = np.linspace(-3.0, 9.0, 12)
+    cfg = Lorenz96Config.model_validate({"type": "lorenz96", "n": 12, "initial_state": state.tolist()})
+    m = Lorenz96.from_config("l96ic", cfg, MPI.COMM_SELF)
+    x = m.initial_state()
+    assert np.array_equal(_full(m, x), state)
+    x.destroy()
+    m.destroy()
+    with pytest.raises(ValueError, match="initial_state has 3 values; the ring has n = 12 variables"):
+        Lorenz96Config.model_validate({"type": "lorenz96", "n": 12, "initial_state": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match="finite number"):
+        Lorenz96Config.model_validate({"type": "lorenz96", "n": 4, "initial_state": [1.0, 2.0, float("nan"), 3.0]})
+
+
 def test_solver_options_use_component_prefix():
     """-<name>_ts_rk_type is honoured: a first-order RK changes the result (the options prefix works)."""
     opts = PETSc.Options()

@@ -34,6 +34,9 @@ class Lorenz96Config(ModelConfigBase):
     initial_condition : {"perturbed_rest", "random"}
         ``perturbed_rest``: ``x = F`` with ``x_0 += perturbation`` (Lorenz & Emanuel 1998);
         ``random``: ``x = F + perturbation * N(0, 1)`` drawn from ``seed``.
+    initial_state : list of float, optional
+        The initial state itself, ``n`` values (e.g. a point on the attractor from another code); replaces
+        ``initial_condition``.
     """
 
     #: Lorenz-96 time is dimensionless: the timeline's numbers are model time
@@ -47,6 +50,15 @@ class Lorenz96Config(ModelConfigBase):
     initial_condition: Literal["perturbed_rest", "random"] = "perturbed_rest"
     perturbation: float = 0.01
     seed: int = Field(0, ge=0)
+    initial_state: list[float] | None = Field(None, max_length=10_000_000)
+
+    @field_validator("initial_state")
+    @classmethod
+    def _state(cls, v: list[float] | None, info) -> list[float] | None:
+        n = info.data.get("n")
+        if v is not None and n is not None and len(v) != n:
+            raise ValueError(f"initial_state has {len(v)} values; the ring has n = {n} variables")
+        return v
 
     @field_validator("forcing")
     @classmethod

@@ -141,6 +141,8 @@ class Lorenz96(Model):
         Size of the initial perturbation.
     seed : int
         Seed of the ``random`` initial condition (same field on any number of ranks).
+    state : array-like, optional
+        The initial state itself (``n`` values); replaces ``initial_condition``.
     """
 
     state_names = ("x",)
@@ -149,7 +151,7 @@ class Lorenz96(Model):
 
     def __init__(self, name: str, comm, *, n: int = 40, forcing: float = 8.0, dt: float = 0.05,
                  estimable: bool = False, prior: Any = None, initial_condition: str = "perturbed_rest",
-                 perturbation: float = 0.01, seed: int = 0):
+                 perturbation: float = 0.01, seed: int = 0, state: Any = None):
         super().__init__(name, comm)
         if int(n) < 4:
             raise ModelError(name, f"Lorenz-96 needs at least 4 variables (stencil i-2..i+1), got n={n}")
@@ -165,6 +167,9 @@ class Lorenz96(Model):
         self.initial_condition_name = initial_condition
         self.perturbation = float(perturbation)
         self.seed = int(seed)
+        self.state0 = None if state is None else np.asarray(state, dtype=float)
+        if self.state0 is not None and (self.state0.shape != (self.n,) or not np.all(np.isfinite(self.state0))):
+            raise ModelError(name, f"the initial state must be {self.n} finite values, got shape {self.state0.shape}")
         self.grid = Grid(comm, (self.n,), [(0.0, float(self.n))], dof=1, stencil_width=2, periodic=True,
                          centering="node", name=name)
         transform = "log" if getattr(prior, "dist", None) == "lognormal" else "none"
@@ -192,7 +197,7 @@ class Lorenz96(Model):
         set_options(f"{name}_", cfg.solver)  # the user's options; the defaults never overwrite them
         return cls(name, comm, n=cfg.n, forcing=cfg.forcing.to("1"), dt=cfg.dt, estimable=cfg.forcing.estimable,
                    prior=cfg.forcing.prior, initial_condition=cfg.initial_condition,
-                   perturbation=cfg.perturbation, seed=cfg.seed)
+                   perturbation=cfg.perturbation, seed=cfg.seed, state=cfg.initial_state)
 
     # -- operators -------------------------------------------------------------------------------------------------
     @property
@@ -264,7 +269,9 @@ class Lorenz96(Model):
     # -- contract --------------------------------------------------------------------------------------------------
     def initial_state(self) -> PETSc.Vec:
         F, eps = self.forcing, self.perturbation
-        if self.initial_condition_name == "random":
+        if self.state0 is not None:
+            full = self.state0.copy()
+        elif self.initial_condition_name == "random":
             full = F + eps * np.random.default_rng(self.seed).standard_normal(self.n)
         else:
             full = np.full(self.n, F)
