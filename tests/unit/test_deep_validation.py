@@ -137,7 +137,8 @@ def test_twin_validate_checks_every_experiment_of_the_matrix(tmp_path):
 
 def test_observation_files_are_checked_at_validate(tmp_path):
     """A file network's file must exist (relative to the campaign file), its variables must be state variables,
-    it is not mixed with synthetic networks, and only the filters read files for now."""
+    it is not mixed with synthetic networks; every method reads files (ES-MDA and 4D-Var too), coupled campaigns
+    not yet."""
     net = "observations: [{type: file, file: data/obs.nc, variables: {x: {name: x_obs, units: '1'}}}]"
     msg = _refused(tmp_path, L96.replace(L96_OBS, net), "assimilation.observations[0].file")
     assert "data/obs.nc does not exist" in msg and "relative to the campaign file" in msg
@@ -149,5 +150,15 @@ def test_observation_files_are_checked_at_validate(tmp_path):
     _refused(tmp_path, L96.replace(L96_OBS, net.replace("{x: {", "{h: {")), "'h' is not a state variable of model 'l96'")
     mixed = L96.replace(L96_OBS, net.replace("}}}]", "}}}, {type: all_points, error_std: 1.0}]"))
     _refused(tmp_path, mixed, "through files or a twin experiment through synthetic networks, not both")
-    _refused(tmp_path, L96.replace(L96_OBS, net).replace("method: etkf", "method: esmda"),
-             "observation files are assimilated by the filters")
+    esmda = _write(tmp_path / "esmda.yaml", L96.replace(L96_OBS, net).replace("method: etkf", "method: esmda"))
+    assert load_campaign(esmda).config.assimilation.method == "esmda"
+    var = (ROOT / "configs" / "lorenz96_4dvar.yaml").read_text()
+    assert L96_OBS in var
+    fourdvar = _write(tmp_path / "4dvar.yaml", var.replace(L96_OBS, net))
+    assert load_campaign(fourdvar).config.assimilation.observations[0].type == "file"
+    coupled = (ROOT / "configs" / "structure.yaml").read_text()
+    gauges = coupled[coupled.index("    - type: strain_gauges"):coupled.index("\n\ndecision:")]
+    text = coupled.replace(gauges, "    - {type: file, model: mast, file: data/obs.nc, variables: {u_x: {name: u, "
+                                   "units: m}}}")
+    _refused(tmp_path, text, "assimilation.observations[0]", "observation files observe single-model campaigns for "
+             "now; this campaign is coupled")

@@ -25,6 +25,10 @@ from twin.assimilation.ensemble import check_ensemble_size, enkf_analysis
 from twin.core.errors import AssimilationError
 
 
+#: iterations of a campaign without ``esmda_alphas`` (coefficients :func:`default_alphas`)
+DEFAULT_ITERATIONS = 4
+
+
 def default_alphas(n_iterations: int) -> np.ndarray:
     """``n_iterations`` equal coefficients ``alpha_k = K`` (sum of inverses 1)."""
     return np.full(int(n_iterations), float(n_iterations))

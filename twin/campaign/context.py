@@ -159,12 +159,18 @@ def observations(cfg, model):
     components = None
     if isinstance(model, CoupledState):
         components = {c: (model.models[c], model.block(c).start) for c in model.blocks}
-    networks = assimilation_section(cfg).observations
-    edges = None
+    acfg = assimilation_section(cfg)
+    networks = acfg.observations
+    edges = clock = None
     if any(n.type == "file" for n in networks):
         sch = schedule(cfg, model)
-        edges = [sch.window(0)[0]] + [sch.window(k)[1] for k in range(sch.n_cycles)]
-    return build(networks, model, components, cycle_edges=edges, start=cfg.timeline.calendar_start)
+        if acfg.method == "esmda":  # every observation at its own model step of the window (smoother.py)
+            from twin.observations.file_network import StepClock
+
+            clock = StepClock(sch.window(0)[0], sch.window(sch.n_cycles - 1)[1], sch.dt)
+        else:
+            edges = [sch.window(0)[0]] + [sch.window(k)[1] for k in range(sch.n_cycles)]
+    return build(networks, model, components, cycle_edges=edges, start=cfg.timeline.calendar_start, clock=clock)
 
 
 def method(cfg, n_members: int):

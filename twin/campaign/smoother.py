@@ -13,15 +13,30 @@ then the posterior ensemble is run once more over the window. Files (:mod:`twin.
 file is the iteration):
 
 * ``observations.h5`` and ``checkpoint/cycle_0000.h5`` — the nature run, its observations and the prior ensemble,
-  exactly as for the filters (:func:`twin.campaign.steps.init_experiment`);
+  exactly as for the filters (:func:`twin.campaign.steps.init_experiment`); the twin experiment's observations also
+  go to ``observations.nc`` (:mod:`twin.observations.export`);
 * ``forecast/cycle_i/member_m.h5`` — member ``m`` of checkpoint ``i`` run over the window: its states at
-  ``t_0 .. t_K`` (field ``<component>``, one row per time) and its parameters;
+  ``t_0 .. t_K`` (field ``<component>``, one row per time; with observation files, at every model step an
+  observation is used at too, in time order) and its parameters;
 * ``checkpoint/cycle_{i+1}.h5`` — the ensemble after update ``i`` (states at ``t_0``, parameters, diagnostics
   history); the random numbers of update ``i`` come from stream ANALYSIS, index ``i``, so a resumed run is identical;
 * ``diagnostics.nc`` — per iteration (and once for the posterior, ``alpha = 0``): ``misfit``, ``rmse_forecast`` and
   ``spread_forecast`` of the trajectories against the truth, ``rmse``/``spread`` of the updated initial state,
   ``parameter_<p>`` and ``parameter_spread_<p>`` after the update;
 * ``posterior.nc`` / ``forecast.nc`` — the posterior / prior ensemble trajectories at ``t_0 .. t_K``.
+
+Observations from files (``type: file`` networks, a twin of a real system): there is no nature run. Every observation
+of the files inside the window ``(t_0, t_K]`` is used at the model step nearest its time (``t_0 + n dt``, the rule
+of :mod:`twin.observations.file_network`), with its own error; the member runs stop at those steps as well as at
+``t_0 .. t_K``, and ``g(M)`` stacks ``H x(t_n)`` per observation, ordered by step, then network row.
+``observations.h5`` holds them one per entry (arrays ``observations``, ``errors``, ``rows`` of the stacked operator,
+``steps``, ``obs_times``) with every file's SHA-256 and quality-control counts (meta ``files``); missing values, times
+outside the window, positions outside the domain and duplicates are counted there and not used. The prior ensemble is
+drawn as for a twin experiment. Without a truth, ``diagnostics.nc`` holds no RMSE but the observation-space statistics
+of the filters (:func:`twin.observations.innovations.fit`): O-B of the prior ensemble and O-A of the ensemble of that
+iteration (the posterior's in the last record), chi-square per degree of freedom of the prior innovations and
+Desroziers' estimates. A twin experiment's ``observations.nc`` fed back this way gives its analyses bitwise
+(``tests/integration/test_observation_roundtrip_smoothers.py``).
 
 With ``assimilation.localisation`` the update is local instead (:func:`twin.assimilation.esmda.esmda_local_update`:
 each grid point's state and field-parameter entries from the data within the Gaspari-Cohn reach, deterministic
@@ -54,10 +69,10 @@ log = get_logger("twin.campaign.smoother")
 
 def alphas(cfg) -> np.ndarray:
     """The configured ES-MDA coefficients (default: four of 4)."""
-    from twin.assimilation.esmda import check_alphas, default_alphas
+    from twin.assimilation.esmda import DEFAULT_ITERATIONS, check_alphas, default_alphas
 
     a = cfg.assimilation.esmda_alphas
-    return check_alphas(a if a else default_alphas(4))
+    return check_alphas(a if a else default_alphas(DEFAULT_ITERATIONS))
 
 
 def run_experiment(exp_dir, comm, s: Setup, policy) -> None:
@@ -95,9 +110,15 @@ def run_experiment(exp_dir, comm, s: Setup, policy) -> None:
         ens.free()
 
 
+def from_files(cfg) -> bool:
+    """Whether the campaign observes a real system through ``type: file`` networks (no nature run)."""
+    return any(n.type == "file" for n in cfg.assimilation.observations or [])
+
+
 def _init(exp_dir, comm, s: Setup, g: Setup | None, ens) -> None:
     """The nature run (its parameters drawn from their priors when ``experiments.truth`` says so), observations and
-    prior ensemble (:func:`twin.campaign.steps.init_experiment`). Collective.
+    prior ensemble (:func:`twin.campaign.steps.init_experiment`); with observation files :func:`_init_files`.
+    Collective.
 
     With field parameters on more than one rank the nature run is made by the single-rank group of rank 0 (the
     others wait): the nature run of :func:`~twin.campaign.steps.init_experiment` hands the model whole fields,
@@ -105,6 +126,9 @@ def _init(exp_dir, comm, s: Setup, g: Setup | None, ens) -> None:
     """
     from twin.campaign.experiments import draw_truth
 
+    if from_files(s.cfg):
+        _init_files(s)
+        return
     fields = any(p.is_field for p in s.get_model().estimable())
     if comm.Get_size() == 1 or not fields:
         draw_truth(s.cfg, s.get_model())
@@ -117,6 +141,76 @@ def _init(exp_dir, comm, s: Setup, g: Setup | None, ens) -> None:
         draw_truth(g.cfg, g.get_model())
         init_experiment(exp_dir, g.comm, g)
     comm.Barrier()
+
+
+def _init_files(s: Setup) -> bool:
+    """``observations.h5`` of a campaign fed by observation files (see the module docstring) and the prior ensemble
+    (checkpoint 0, drawn as :func:`twin.campaign.steps.init_experiment` draws it). ``False`` when both verified
+    already. Collective."""
+    from twin.campaign.steps import network_geometry
+    from twin.io.checkpoint import write_checkpoint
+    from twin.observations.networks import file_records, timed_observations
+
+    t_start = time.time()
+    obs_path, ck0 = layout.observations_file(s.exp_dir), layout.checkpoint_file(s.exp_dir, 0)
+    if s.rank == 0:
+        (s.exp_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
+    s.comm.Barrier()
+    if is_valid_checkpoint(obs_path, s.comm) and is_valid_checkpoint(ck0, s.comm):
+        s.record("init", "skipped", t_start)
+        return False
+    model, sch, obs = s.get_model(), s.schedule, s.observations
+    data = timed_observations(obs)
+    times = [sch.window(0)[0]] + [sch.window(k)[1] for k in range(sch.n_cycles)]
+    prov = s.provenance()
+    files = file_records(obs)
+    for f in files:
+        log.info("experiment %s: network %s from %s: %s", s.name, f["network"], f["file"],
+                 ", ".join(f"{k} {v}" for k, v in f["qc"].items() if v))
+    geometry, networks = network_geometry(obs)
+    write_checkpoint(obs_path, s.comm, cycle=0, time=times[0], provenance=prov, parallel=False,
+                     arrays={"observations": data["value"], "errors": data["error"], "rows": data["row"],
+                             "steps": data["step"], "obs_times": np.array([sch.t0 + int(n) * sch.dt
+                                                                           for n in data["step"]]),
+                             "error_std": obs.error_std, "times": np.array(times), **geometry},
+                     meta={"kind": "observations", "files": files, **networks}, sensitive=s.cfg.campaign.sensitive)
+    N = s.n_members
+    members = [ctx.initial_member(s.cfg, model, m) for m in range(N)]
+    write_ensemble_checkpoint(s, ck0, 0, times[0], [m[0] for m in members], [m[1] for m in members],
+                              np.ones(N, dtype=bool), {"dropped": {}, "history": []}, prov)
+    s.record("init", "done", t_start)
+    log.info("experiment %s: %d members, %d observations from files over [%g, %g]", s.name, N,
+             data["value"].size, times[0], times[-1])
+    return True
+
+
+def timeline(s: Setup) -> tuple[np.ndarray, list[float], np.ndarray]:
+    """The model steps the member runs stop at (``t_0 + n dt``, ascending), their times, and the positions of the
+    schedule's times ``t_0 .. t_K`` among them: ``t_0 .. t_K`` for a twin experiment; with observation files also
+    every step an observation is used at (read from ``observations.h5``). Collective."""
+    sch = s.schedule
+    schedule_steps = np.arange(sch.n_cycles + 1, dtype=np.int64) * int(sch.every)
+    steps = schedule_steps
+    if from_files(s.cfg):
+        with reader(layout.observations_file(s.exp_dir), s.comm) as r:
+            steps = np.union1d(schedule_steps, r.read_array("steps").astype(np.int64))
+    # t_0 + n dt with n an integer: for n = (k + 1) every exactly the schedule's sch.window(k)[1]
+    times = [sch.t0 + int(n) * sch.dt for n in steps]
+    return steps, times, np.searchsorted(steps, schedule_steps)
+
+
+def predicted(s: Setup, traj: np.ndarray, data: dict | None) -> np.ndarray:
+    """``g(M)``: the observed values of every member trajectory ``traj`` (N, stops, n_state), one row per datum:
+    the networks' rows at ``t_1 .. t_K`` stacked (twin experiment, ``data`` None), or per observation of the files
+    (``data``: ``rows`` and the ``stop`` index of each)."""
+    H = s.observations.matrix
+    if data is None:
+        return np.concatenate([np.asarray(H @ traj[:, k].T) for k in range(1, traj.shape[1])])
+    Y = np.empty((data["rows"].size, traj.shape[0]))
+    for j in np.unique(data["stop"]):
+        at = data["stop"] == j
+        Y[at] = np.asarray(H @ traj[:, j].T)[data["rows"][at]]
+    return Y
 
 
 def window_posterior(s: Setup, iteration: int | None = None):
@@ -163,7 +257,8 @@ def forecast_window(exp_dir, iteration: int, member: int, comm, s: Setup) -> boo
         return False
     if comm.Get_rank() == 0:
         out.parent.mkdir(parents=True, exist_ok=True)
-    model, sch = s.get_model(), s.schedule
+    model = s.get_model()
+    _, times, _ = timeline(s)
     with reader(layout.checkpoint_file(s.exp_dir, iteration), comm) as r:
         (state,), (params,) = read_members(s, r, [member])
         parent, checksum = r.path, r.checksum
@@ -171,11 +266,10 @@ def forecast_window(exp_dir, iteration: int, member: int, comm, s: Setup) -> boo
     x = vec_from(model.grid, state)
     vecs = [x.copy()]
     try:
-        for k in range(sch.n_cycles):
-            model.advance(x, *sch.window(k))
+        for a, b in zip(times[:-1], times[1:]):
+            model.advance(x, a, b)
             vecs.append(x.copy())
-        write_member_file(s, out, comm, iteration, sch.window(sch.n_cycles - 1)[1], vecs, params, member,
-                          s.provenance(parent, checksum))
+        write_member_file(s, out, comm, iteration, times[-1], vecs, params, member, s.provenance(parent, checksum))
     finally:
         x.destroy()
         for v in vecs:
@@ -184,12 +278,14 @@ def forecast_window(exp_dir, iteration: int, member: int, comm, s: Setup) -> boo
     return True
 
 
-def _trajectories(s: Setup, iteration: int):
-    """Every member's trajectory (N, K + 1, n_state) and physical parameters from the forecasts of ``iteration``."""
+def _trajectories(s: Setup, iteration: int, stops: int | None = None):
+    """Every member's trajectory (N, stops, n_state: the steps of :func:`timeline`) and physical parameters from the
+    forecasts of ``iteration``."""
+    stops = len(timeline(s)[0]) if stops is None else stops
     traj, params = [], []
     for m in range(s.n_members):
         with reader(layout.forecast_file(s.exp_dir, iteration, m), s.comm) as r:
-            traj.append(r.read_field(s.get_model().name).reshape(s.schedule.n_cycles + 1, -1))
+            traj.append(r.read_field(s.get_model().name).reshape(stops, -1))
             _, p = read_member(s, r)
             params.append(p)
     return np.array(traj), params
@@ -211,34 +307,54 @@ def update(s: Setup, iteration: int) -> None:
     with reader(layout.checkpoint_file(s.exp_dir, iteration), s.comm) as r:
         meta, parent, checksum = r.meta, r.path, r.checksum
         alive = r.read_array("alive")
+    steps, _, on_schedule = timeline(s)
+    data = None
     with reader(layout.observations_file(s.exp_dir), s.comm) as r:
-        truth, y = r.read_array("truth"), r.read_array("observations")
-        err = r.read_array("error_std")
-    traj, params = _trajectories(s, iteration)
+        # a twin experiment has its truth; observations from files have none, one error and row per observation
+        truth = r.read_array("truth") if "truth" in r.array_names else None
+        y = r.read_array("observations")
+        if "rows" in r.array_names:
+            data = {"rows": r.read_array("rows").astype(np.int64),
+                    "stop": np.searchsorted(steps, r.read_array("steps").astype(np.int64))}
+            err = r.read_array("errors")
+        else:
+            err = r.read_array("error_std")
+    traj, params = _trajectories(s, iteration, steps.size)
     N = traj.shape[0]
-    Y = np.concatenate([np.asarray(obs.matrix @ traj[:, k].T) for k in range(1, sch.n_cycles + 1)])
+    Y = predicted(s, traj, data)
     yv = np.asarray(y, dtype=float).ravel()
     r = np.broadcast_to(np.asarray(err, dtype=float), np.shape(y)).ravel()
     misfit = data_misfit(Y, yv, r)
-    mean_traj = traj.mean(axis=0)
     rec = {"cycle": iteration, "time": float(sch.window(sch.n_cycles - 1)[1]), "iteration": iteration,
-           "misfit": misfit, "members": N, "n_obs": int(yv.size),
-           "rmse_forecast": float(np.sqrt(np.mean((mean_traj - truth) ** 2))),
-           "spread_forecast": float(np.sqrt(np.mean(traj.var(axis=0, ddof=1))))}
+           "misfit": misfit, "members": N, "n_obs": int(yv.size)}
+    if truth is not None:
+        mean_traj = traj[:, on_schedule].mean(axis=0)
+        rec["rmse_forecast"] = float(np.sqrt(np.mean((mean_traj - truth) ** 2)))
+    rec["spread_forecast"] = float(np.sqrt(np.mean(traj[:, on_schedule].var(axis=0, ddof=1))))
+    if truth is None:
+        # no truth: the fit in observation space, the prior ensemble's innovations against this iteration's
+        # residuals (the filters' statistics, twin.observations.innovations)
+        from twin.observations.innovations import fit_record
+
+        Yb = Y if iteration == 0 else predicted(s, _trajectories(s, 0, steps.size)[0], data)
+        rec.update(fit_record(yv, Yb, Y, r))
     history = list(meta.get("history", []))
     if iteration == a.size:
         rec.update(alpha=0.0, **_parameter_stats(params))
         history.append(rec)
         write_diagnostics(s, history)
         s.record("analyse", "done", t_start, cycle=iteration)
-        log.info("experiment %s posterior: misfit %.4g, trajectory rmse %.4g", s.name, misfit, rec["rmse_forecast"])
+        log.info("experiment %s posterior: misfit %.4g, %s", s.name, misfit,
+                 f"trajectory rmse {rec['rmse_forecast']:.4g}" if truth is not None else
+                 f"O-A std {rec['oma_std']:.4g} (O-B std {rec['omb_std']:.4g}), chi2/m {rec['chi2_per_dof']:.3g}")
         return
     control = ctx.control_vector(model)
     E = control.pack(traj[:, 0].T, {k: np.array([p[k] for p in params]).T for k in params[0]} if params[0] else {})
     local = ctx.local_context(s.cfg, model, obs, control)
     if local is not None:
-        # the data are the networks' rows stacked over the observation times: their locations repeat
-        local = local.observed(np.tile(np.arange(obs.n_obs), sch.n_cycles))
+        # the data are the networks' rows stacked over the observation times (or one row per observation of the
+        # files): their locations repeat
+        local = local.observed(np.tile(np.arange(obs.n_obs), sch.n_cycles) if data is None else data["rows"])
     try:
         Ea = ctx.method(s.cfg, N).update(E, Y, yv, r, iteration, ctx.rng(s.cfg, Purpose.ANALYSIS, iteration), local)
     except AssimilationError as exc:
@@ -247,8 +363,9 @@ def update(s: Setup, iteration: int) -> None:
     new_params = [{n: (v[..., j] if np.ndim(v) > 1 else float(np.asarray(v)[j])) for n, v in new.items()}
                   for j in range(N)]
     n = control.n_state
-    rec.update(alpha=float(a[iteration]), rmse=diag.rmse(Ea[:n], truth[0]), spread=diag.spread(Ea[:n]),
-               **_parameter_stats(new_params))
+    if truth is not None:
+        rec["rmse"] = diag.rmse(Ea[:n], truth[0])
+    rec.update(alpha=float(a[iteration]), spread=diag.spread(Ea[:n]), **_parameter_stats(new_params))
     history.append(rec)
     write_ensemble_checkpoint(s, out, iteration + 1, float(sch.window(0)[0]), list(states.T), new_params, alive,
                               {"history": history, "alphas": a.tolist()}, s.provenance(parent, checksum))
@@ -274,10 +391,12 @@ def finalize(s: Setup, force: bool = False) -> bool:
         s.record("finalize", "skipped", t_start)
         return False
     n_iter, sch = len(alphas(s.cfg)), s.schedule
-    prior, _ = _trajectories(s, 0)
-    post, _ = _trajectories(s, n_iter)
+    steps, _, on_schedule = timeline(s)
+    prior, _ = _trajectories(s, 0, steps.size)
+    post, _ = _trajectories(s, n_iter, steps.size)
     times = [sch.window(0)[0]] + [sch.window(k)[1] for k in range(sch.n_cycles)]
-    write_ensembles(s, post, times, prior, times, layout.checkpoint_file(s.exp_dir, n_iter))
+    write_ensembles(s, post[:, on_schedule], times, prior[:, on_schedule], times,
+                    layout.checkpoint_file(s.exp_dir, n_iter))
     s.record("finalize", "done", t_start)
     log.info("experiment %s: outputs in %s", s.name, s.exp_dir)
     return True

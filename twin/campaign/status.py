@@ -228,6 +228,10 @@ def _sizes(exp_dir: Path) -> tuple[int | None, int | None, bool]:
     a = cfg.assimilation
     schedule = getattr(a, "schedule", None)
     cycles = getattr(schedule, "cycles", None) if schedule is not None else getattr(a, "cycles", None)
+    if getattr(a, "method", None) == "esmda":  # its checkpoints count iterations, one per coefficient
+        from twin.assimilation.esmda import DEFAULT_ITERATIONS
+
+        cycles = len(a.esmda_alphas) if a.esmda_alphas else DEFAULT_ITERATIONS
     members = getattr(a, "N", None)
     return (None if cycles is None else int(cycles)), (None if members is None else int(members)), \
         wants_decision(cfg)

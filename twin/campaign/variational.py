@@ -31,6 +31,22 @@ Files (:mod:`twin.campaign.layout`):
   posterior samples of the last window (Laplace samples, else the MAP point) are run from ``s_{K-1}`` through the
   window's observation times and forecast from ``e_{K-1}`` (:func:`twin.campaign.decide.decide`).
 
+Observations from files (``type: file`` networks, a twin of a real system): there is no nature run and no truth.
+Every observation of the files inside ``(t_0, t_0 + K S dt_obs]`` is used at the model step nearest its time
+(``t_0 + n dt``, ``dt`` the model's step; a step on the scheme's grid ``t_0 + j dt_obs`` takes that time exactly:
+:class:`twin.observations.file_network.StepClock`), in the window whose new span ``(e_k - S dt_obs, e_k]`` holds that
+step, with its own error: the forward and adjoint passes stop at those steps. ``observations.h5`` holds them one per
+entry (arrays ``observations``, ``errors``, ``rows`` of the stacked operator, ``steps``, ``obs_times``, ``windows``)
+with every file's SHA-256 and quality-control counts (meta ``files``). The background of window 0 is drawn as for a
+twin experiment (the configured initial state plus noise, stream INITIAL). ``diagnostics.nc`` then holds, instead of
+the RMSEs, the observation-space statistics the filters record (:func:`twin.observations.innovations.fit` with the
+background trajectory as the single "member" for O-B and the analysis for O-A: ``omb_*``, ``oma_*``, Desroziers'
+``desroziers_r`` and ``desroziers_hbht``, ``assumed_r``) and ``chi2_per_dof = 2 J(x_a) / m``, the minimum of the cost
+per observation, about 1 when B and R are right (Talagrand 1999; the ensemble's ``HBH^T`` the filters' chi-square
+uses does not exist here). No free run is written. A twin experiment writes its observations to ``observations.nc``
+at their own times ``t_0 + j dt_obs`` (:mod:`twin.observations.export`); fed back this way they give its analyses
+bitwise (``tests/integration/test_observation_roundtrip_smoothers.py``).
+
 Parameters are scalars or fields; a field control takes its prior covariance and background from its
 ``gaussian_field`` prior (:class:`twin.assimilation.var_control.ControlSpace`) and cannot have bounds. With
 ``experiments.truth`` the nature run's parameters are drawn from their priors
@@ -49,7 +65,7 @@ from twin.campaign import context as ctx
 from twin.campaign import layout
 from twin.campaign.checkpoints import is_valid_checkpoint, reader, vec_from
 from twin.campaign.experiment import Setup, rank_of
-from twin.campaign.free_run import write_free_run
+from twin.campaign.free_run import has_truth, write_free_run
 from twin.campaign.outputs import outputs_valid, write_diagnostics, write_ensembles
 from twin.core.errors import ConfigError
 from twin.core.log import get_logger
@@ -84,11 +100,30 @@ class _Plan:
             float(convert(s.cfg.timeline.start, s.cfg.timeline.units, model.time_units))
         self.n_cycles = int(acfg.cycles)
         self.cycle = cycle_from_config(model, acfg, name=f"{model.name}_fourdvar")
-        self.obs = observations_from_config(acfg, model)
         self.n_times = self.n_cycles * self.cycle.S
+        #: observations from files: each at its model step (StepClock); None for a twin experiment
+        self.clock = None
+        if any(n.type == "file" for n in acfg.observations):
+            from twin.observations.file_network import StepClock
+            from twin.observations.networks import build
+
+            dt = getattr(model, "dt", None)
+            if dt is None:
+                raise ConfigError(f"assimilation.observations: observation files place each observation at the "
+                                  f"nearest step of the model, and model '{model.name}' (type "
+                                  f"'{model.type_name}') has no fixed time step 'dt'")
+            self.clock = StepClock(self.t0, self.time(self.n_times), float(dt), interval=self.cycle.dt_obs)
+            self.obs = build(acfg.observations, model, start=s.cfg.timeline.calendar_start, clock=self.clock)
+        else:
+            self.obs = observations_from_config(acfg, model)
 
     def time(self, j: int) -> float:
         return self.t0 + j * self.cycle.dt_obs
+
+    def window_index(self, t: np.ndarray) -> np.ndarray:
+        """The window whose new span ``(e_k - S dt_obs, e_k]`` holds each time (window 0 also ``t_0``)."""
+        q = (np.asarray(t, dtype=float) - self.t0) / (self.cycle.S * self.cycle.dt_obs)
+        return np.clip(np.ceil(q - 1e-9).astype(np.int64) - 1, 0, self.n_cycles - 1)
 
     def destroy(self) -> None:
         if self.cycle.B is not None and hasattr(self.cycle.B, "destroy"):
@@ -132,35 +167,52 @@ def init(s: Setup, plan: _Plan) -> bool:
         s.record("init", "skipped", t_start)
         return False
     from twin.campaign.experiments import draw_truth
-
-    grid, acfg = model.grid, s.cfg.assimilation
-    draw_truth(s.cfg, model)
-    true_params = {p.name: _value(model, p.name) for p in acfg.parameters}
-    # The nature run is the filters' (twin_truth, one window per observation time) from the configured initial state:
-    # the background below is that state plus noise, so the truth is not drawn from the background's distribution
-    # as the filters' is (ctx.true_initial_state)
-    x = model.initial_state()
-    forecast = ModelForecast(model)
-    try:
-        schedule = ObservationSchedule(dt=plan.cycle.dt_obs, every=1, n_cycles=plan.n_times, t0=plan.t0)
-        truth, ys = twin_truth(forecast, grid.allgather(x).ravel(), {}, schedule, plan.obs, ctx.streams(s.cfg))
-    finally:
-        forecast.destroy()
-        x.destroy()
-    prov = s.provenance()
     from twin.campaign.steps import network_geometry
 
+    grid, acfg = model.grid, s.cfg.assimilation
+    x = model.initial_state()
+    try:
+        x0 = grid.allgather(x).ravel()
+    finally:
+        x.destroy()
+    prov = s.provenance()
+    times = np.array([plan.time(j) for j in range(plan.n_times + 1)])
     geometry, networks = network_geometry(plan.obs)
-    write_checkpoint(obs_path, comm, cycle=0, time=plan.t0, provenance=prov, parallel=False,
-                     arrays={"truth": np.array(truth), "observations": np.array(ys), "error_std": plan.obs.error_std,
-                             "times": np.array([plan.time(j) for j in range(plan.n_times + 1)]), **geometry},
-                     meta={"kind": "observations", **networks,
-                           "truth_parameters": {k: np.asarray(v).tolist() for k, v in true_params.items()}},
-                     sensitive=s.cfg.campaign.sensitive)
+    if plan.clock is not None:
+        # observations from files: no nature run; the background below is drawn around the configured state
+        true_params = {p.name: _value(model, p.name) for p in acfg.parameters}
+        _write_file_observations(s, plan, times, geometry, networks, prov)
+    else:
+        draw_truth(s.cfg, model)
+        true_params = {p.name: _value(model, p.name) for p in acfg.parameters}
+        # The nature run is the filters' (twin_truth, one window per observation time) from the configured initial
+        # state: the background below is that state plus noise, so the truth is not drawn from the background's
+        # distribution as the filters' is (ctx.true_initial_state)
+        forecast = ModelForecast(model)
+        try:
+            schedule = ObservationSchedule(dt=plan.cycle.dt_obs, every=1, n_cycles=plan.n_times, t0=plan.t0)
+            truth, ys = twin_truth(forecast, x0, {}, schedule, plan.obs, ctx.streams(s.cfg))
+        finally:
+            forecast.destroy()
+        write_checkpoint(obs_path, comm, cycle=0, time=plan.t0, provenance=prov, parallel=False,
+                         arrays={"truth": np.array(truth), "observations": np.array(ys),
+                                 "error_std": plan.obs.error_std, "times": times, **geometry},
+                         meta={"kind": "observations", **networks,
+                               "truth_parameters": {k: np.asarray(v).tolist() for k, v in true_params.items()}},
+                         sensitive=s.cfg.campaign.sensitive)
+        # the same observations, each at its own time t_0 + j dt_obs, as the file a real system would send
+        from twin.campaign.outputs import time_encoding
+        from twin.observations.export import write_observation_file
+
+        time_units, scale = time_encoding(model, s.cfg.timeline.calendar_start)
+        write_observation_file(layout.observation_export_file(s.exp_dir), comm, plan.obs, model, times,
+                               np.array(ys), time_units=time_units, time_scale=scale, provenance=prov,
+                               sensitive=s.cfg.campaign.sensitive)
+        x0 = truth[0]
     sigma = 0.0
     if acfg.initial_state:
         sigma = float(np.mean(np.atleast_1d(acfg.background_covariance.std)))
-    background = truth[0] + sigma * ctx.rng(s.cfg, Purpose.INITIAL, 0).standard_normal(truth[0].size)
+    background = x0 + sigma * ctx.rng(s.cfg, Purpose.INITIAL, 0).standard_normal(x0.size)
     params = {}
     for p in acfg.parameters:
         par = model.parameters[p.name]
@@ -170,6 +222,87 @@ def init(s: Setup, plan: _Plan) -> bool:
     s.record("init", "done", t_start)
     log.info("experiment %s: 4D-Var over %d windows initialised", s.name, plan.n_cycles)
     return True
+
+
+def _write_file_observations(s: Setup, plan: _Plan, times, geometry, networks, prov) -> None:
+    """``observations.h5`` of a campaign fed by observation files: one entry per observation used, at its model step
+    and in its window (see the module docstring), every file's SHA-256 and QC counts. Refuses a window without
+    observations (one line naming it). Collective."""
+    from twin.core.errors import ObservationError
+    from twin.io.checkpoint import write_checkpoint
+    from twin.observations.networks import file_records, timed_observations
+
+    data = timed_observations(plan.obs)
+    obs_times = np.array([plan.clock.time(n) for n in data["step"]])
+    windows = plan.window_index(obs_times)
+    empty = np.setdiff1d(np.arange(plan.n_cycles), windows)
+    files = file_records(plan.obs)
+    if empty.size:
+        k = int(empty[0])
+        ts, te = plan.cycle.window_of(k, plan.t0)
+        names = ", ".join(sorted({str(f["file"]) for f in files}))
+        raise ObservationError(f"experiment {s.name}: 4D-Var window {k} [{ts:g}, {te:g}] gets no observation from "
+                               f"{names} in ({te - plan.cycle.S * plan.cycle.dt_obs:g}, {te:g}] "
+                               f"({empty.size} such windows): give observations there, or fewer/longer windows "
+                               "(assimilation.cycles, window, shift, obs_interval)")
+    for f in files:
+        log.info("experiment %s: network %s from %s: %s", s.name, f["network"], f["file"],
+                 ", ".join(f"{k} {v}" for k, v in f["qc"].items() if v))
+    write_checkpoint(layout.observations_file(s.exp_dir), s.comm, cycle=0, time=plan.t0, provenance=prov,
+                     parallel=False,
+                     arrays={"observations": data["value"], "errors": data["error"], "rows": data["row"],
+                             "steps": data["step"], "obs_times": obs_times, "windows": windows,
+                             "error_std": plan.obs.error_std, "times": times, **geometry},
+                     meta={"kind": "observations", "files": files, **networks}, sensitive=s.cfg.campaign.sensitive)
+
+
+def _window_observations(s: Setup, plan: _Plan, k: int, r) -> list:
+    """The :class:`~twin.assimilation.fourdvar.Observation` list of window ``k`` from ``observations.h5`` (reader
+    ``r``): a twin experiment's networks at ``t_0 + j dt_obs``, or the file observations of the window grouped by
+    their model step (one operator of their rows and errors per step)."""
+    from twin.assimilation.fourdvar import Observation
+    from twin.observations.base import LinearObservationOperator
+
+    grid, cyc = s.get_model().grid, plan.cycle
+    if plan.clock is None:
+        ys = r.read_array("observations")
+        op = LinearObservationOperator(grid, plan.obs.matrix, plan.obs.error_std, name="observations")
+        j_end = (k + 1) * cyc.S
+        return [Observation(plan.time(j), op, ys[j - 1]) for j in range(j_end - cyc.S + 1, j_end + 1)]
+    mine = np.flatnonzero(r.read_array("windows") == k)
+    values, errors = r.read_array("observations")[mine], r.read_array("errors")[mine]
+    rows, times = r.read_array("rows").astype(np.int64)[mine], r.read_array("obs_times")[mine]
+    out = []
+    for t in np.unique(times):
+        at = times == t
+        H = plan.obs.matrix[rows[at]]
+        out.append(Observation(float(t), LinearObservationOperator(grid, H, errors[at], name="observations"),
+                               values[at]))
+    return out
+
+
+def _fit(fn, c_map, value: float) -> dict[str, float]:
+    """Observation-space statistics of a window without truth: :func:`twin.observations.innovations.fit_record` of
+    the background trajectory (control 0) and the analysis ``c_map`` (one member each), and
+    ``chi2_per_dof = 2 J(x_a) / m`` (see the module docstring)."""
+    from twin.observations.innovations import fit_record
+
+    obs = [ob for group in fn.groups for ob in group]
+    y = np.concatenate([ob.values for ob in obs])
+    r = np.concatenate([ob.operator.error_std for ob in obs])
+
+    def observed(c):
+        return y + np.concatenate([a for _, _, a in fn.innovations(c)]) * r
+
+    c0 = fn.create_control()
+    try:
+        hb = observed(c0)
+    finally:
+        c0.destroy()
+    rec = fit_record(y, hb[:, None], observed(c_map)[:, None], r)
+    rec.pop("ensemble_hbht")
+    rec["chi2_per_dof"] = 2.0 * float(value) / y.size
+    return rec
 
 
 def _value(model, name: str):
@@ -222,9 +355,8 @@ def window(s: Setup, plan: _Plan, k: int) -> None:
     """4D-Var window ``k``: checkpoint ``k`` and the observations in, checkpoint ``k + 1`` and one diagnostics
     record out. Collective."""
     from twin.assimilation import diagnostics as diag
-    from twin.assimilation.fourdvar import FourDVar, Observation
+    from twin.assimilation.fourdvar import FourDVar
     from twin.assimilation.tao import minimise
-    from twin.observations.base import LinearObservationOperator
 
     t_start = time.time()
     model, acfg, cyc = s.get_model(), s.cfg.assimilation, plan.cycle
@@ -235,11 +367,11 @@ def window(s: Setup, plan: _Plan, k: int) -> None:
         meta = r.meta
         parent, checksum = r.path, r.checksum
     with reader(layout.observations_file(s.exp_dir), s.comm) as r:
-        truth, ys = r.read_array("truth"), r.read_array("observations")
+        # a twin experiment has its truth; observations from files have none
+        truth = r.read_array("truth") if "truth" in r.array_names else None
+        obs = _window_observations(s, plan, k, r)
     ts, te = cyc.window_of(k, plan.t0)
     j_end = (k + 1) * cyc.S
-    op = LinearObservationOperator(grid, plan.obs.matrix, plan.obs.error_std, name="observations")
-    obs = [Observation(plan.time(j), op, ys[j - 1]) for j in range(j_end - cyc.S + 1, j_end + 1)]
     # the background: the previous analysed initial state carried to s_k with the analysed parameters
     ctx.set_member_parameters(model, params)
     xb = vec_from(grid, x_init)
@@ -267,9 +399,12 @@ def window(s: Setup, plan: _Plan, k: int) -> None:
                                                                                    k, te)
         rec = {"cycle": k, "time": te, "cost": res.value, "cost_initial": res.initial_value,
                "gradient_norm": res.gradient_norm, "iterations": int(res.iterations),
-               "converged": int(bool(res.converged)), "n_obs": int(sum(o.operator.n_obs for o in obs)),
-               "rmse": diag.rmse(states[model.name][:, None], truth[j_end]),
-               "rmse_forecast": diag.rmse(states["forecast"][:, None], truth[j_end])}
+               "converged": int(bool(res.converged)), "n_obs": int(sum(o.operator.n_obs for o in obs))}
+        if truth is not None:
+            rec.update(rmse=diag.rmse(states[model.name][:, None], truth[j_end]),
+                       rmse_forecast=diag.rmse(states["forecast"][:, None], truth[j_end]))
+        else:  # no truth: the fit to the observations (after everything above: it runs the model again)
+            rec.update(_fit(fn, res.control, res.value))
         # diagnostics are scalars: a field parameter is summarised by its domain mean
         rec.update({f"parameter_{n}": float(np.mean(v)) for n, v in values.items()})
         res.control.destroy()
@@ -286,9 +421,14 @@ def window(s: Setup, plan: _Plan, k: int) -> None:
     _write(s, k + 1, te, states, values, arrays, ts, history, s.provenance(parent, checksum))
     write_diagnostics(s, history)
     s.record("window", "done", t_start, cycle=k)
-    log.info("experiment %s window %d [%g, %g]: J %.4g -> %.4g (%d iterations), rmse %.4g (background %.4g)",
-             s.name, k, ts, te, rec["cost_initial"], rec["cost"], rec["iterations"], rec["rmse"],
-             rec["rmse_forecast"])
+    if truth is not None:
+        log.info("experiment %s window %d [%g, %g]: J %.4g -> %.4g (%d iterations), rmse %.4g (background %.4g)",
+                 s.name, k, ts, te, rec["cost_initial"], rec["cost"], rec["iterations"], rec["rmse"],
+                 rec["rmse_forecast"])
+    else:
+        log.info("experiment %s window %d [%g, %g]: J %.4g -> %.4g (%d iterations), %d observations, O-B std %.4g "
+                 "-> O-A std %.4g, 2J/m %.3g", s.name, k, ts, te, rec["cost_initial"], rec["cost"],
+                 rec["iterations"], rec["n_obs"], rec["omb_std"], rec["oma_std"], rec["chi2_per_dof"])
 
 
 def _physical(grid, values: dict[str, Any]) -> dict[str, Any]:
@@ -348,7 +488,8 @@ def finalize(s: Setup, plan: _Plan, force: bool = False) -> bool:
     F = np.stack(fore, axis=1)
     write_ensembles(s, P, times, F, times, last)
     write_diagnostics(s, history)
-    write_free_run(s.exp_dir, s.comm)
+    if has_truth(s.exp_dir, s.comm):  # the free run is a twin experiment's reference; a real system has none
+        write_free_run(s.exp_dir, s.comm)
     s.record("finalize", "done", t_start)
     log.info("experiment %s: outputs in %s", s.name, s.exp_dir)
     return True

@@ -9,7 +9,9 @@ these reasons.
 * ``decision.qois`` and ``decision.exceedance_limits`` name quantities of interest the model has (single-model
   campaigns);
 * 4D-Var's parameter controls are parameters of the model named by ``assimilation.model``;
-* a calendar start (``timeline.start`` as a date) only with models whose time has units.
+* a calendar start (``timeline.start`` as a date) only with models whose time has units;
+* observation files (``type: file`` networks) alone, not mixed with synthetic networks, and in single-model campaigns
+  (every method: the filters, ES-MDA and 4D-Var).
 
 A model section that cannot describe its model (:meth:`twin.config.common.ModelConfigBase.metadata` raises
 ``NotImplementedError``) is checked when it is built instead.
@@ -148,10 +150,10 @@ def _check_files(cfg) -> Problems:
         return [(("assimilation", "observations", files[0]), "a campaign observes a real system through files or "
                                                             "a twin experiment through synthetic networks, not both: "
                                                             "give only type: file networks or none")]
-    method = getattr(cfg.assimilation, "method", None)
-    if method not in ("etkf", "enkf", "letkf"):
-        return [(("assimilation", "method"), f"observation files are assimilated by the filters (etkf, enkf, letkf); "
-                                             f"{method} runs twin experiments with synthetic networks for now")]
+    if _coupled(cfg):
+        return [(("assimilation", "observations", files[0]), "observation files observe single-model campaigns for "
+                                                            "now; this campaign is coupled: observe it with synthetic "
+                                                            "networks (a twin experiment) or drop the coupling")]
     return []
 
 

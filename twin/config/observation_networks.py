@@ -137,7 +137,16 @@ class FileNetwork(NetworkBase):
     :mod:`twin.observations.csvfile`). ``file`` is relative to the campaign file; ``variables`` maps the model's state
     variables to the file's. Positions are in the file's units (NetCDF) or ``units`` (CSV); CSV times are ISO 8601
     instants or numbers in ``time_units`` after the campaign start. ``error_std`` is the error of observations the
-    file and the variable give none for. ``deliveries``: files of the same layout and variables that arrived later,
+    file and the variable give none for.
+
+    When each observation is used: the filters (etkf, enkf, letkf) put it in the cycle whose analysis time is the
+    first at or after it and assimilate it at that analysis time (the report nearest it when a site reports twice in
+    a cycle); ES-MDA and 4D-Var use it at its own time, at the model step nearest to it, ``t_0 + n dt`` (``dt`` the
+    model's step, half-way to the later step, clamped to the campaign's span; a step on 4D-Var's grid
+    ``t_0 + j obs_interval`` takes that time exactly), 4D-Var in the window whose new span holds that step
+    (:mod:`twin.observations.file_network`). Missing values, times outside the campaign, positions outside the
+    domain and duplicates are counted, not used. Single-model campaigns only (a coupled campaign is refused when
+    validated). ``deliveries``: files of the same layout and variables that arrived later,
     read after ``file`` as one network; ``twin assimilate`` appends them (copies inside the run directory, absolute
     paths) to an experiment's ``experiment.yaml`` (:mod:`twin.campaign.live`)."""
 

@@ -6,9 +6,12 @@ that :func:`twin.observations.dsg.read_dsg` reads back and a ``type: file`` netw
 campaign (with the twin network replaced by ``{type: file, file: observations.nc, variables: {<var>: {name:
 obs_<var>, error: obs_<var>_error, units: ...}}}`` and ``assimilation.background_std`` stated, as its default is the networks' mean error),
 it gives the twin experiment's analyses again (the round trip; tested bitwise in
-``tests/integration/test_file_campaign.py``): the file network's operator interpolates the same state variable at
-the same positions, the values and errors are the float64 values the twin experiment assimilated, and each cycle's
-observations carry the analysis time.
+``tests/integration/test_observation_roundtrip.py`` for the filters and
+``tests/integration/test_observation_roundtrip_smoothers.py`` for ES-MDA and 4D-Var): the file network's operator
+interpolates the same state variable at the same positions, the values and errors are the float64 values the twin
+experiment assimilated, and every observation carries the time the twin experiment observed it at (a filter's or
+ES-MDA's observation times ``t_0 + k every dt``, 4D-Var's ``t_0 + j obs_interval``; ES-MDA and 4D-Var use each
+observation of a file at its own time, :mod:`twin.observations.file_network`).
 
 Layout (orthogonal multidimensional representation, CF 1.10 section 9.3.1), for each observed state variable ``v``::
 
@@ -91,7 +94,8 @@ def write_observation_file(path: Path, comm, obs, model, times: np.ndarray, valu
     model
         The model (state names and units, grid, length units).
     times : ndarray, shape (K + 1,)
-        Cycle edges in model time; cycle ``k``'s observations are at ``times[k + 1]``.
+        The start and the observation times in model time (a filter's cycle edges, 4D-Var's ``t_0 + j
+        obs_interval``); row ``k`` of ``values`` was observed at ``times[k + 1]``.
     values : ndarray, shape (K, m)
         The observations of every cycle (rows of ``obs``), as assimilated.
     time_units, time_scale : str, float
@@ -127,7 +131,7 @@ def _write(tmp, obs, model, times, values, points, others, time_units, time_scal
         nc.setncatts(attrs)
         nc.createDimension("time", times.size - 1)
         t = nc.createVariable("time", "f8", ("time",))
-        t.setncatts({"standard_name": "time", "long_name": "analysis time", "axis": "T", "units": time_units})
+        t.setncatts({"standard_name": "time", "long_name": "observation time", "axis": "T", "units": time_units})
         t[:] = times[1:] * time_scale
         for v, rows in by_variable.items():
             dim = f"station_{v}"

@@ -1,5 +1,6 @@
-"""A network of measured observations from a file, as the filters assimilate it: fixed sites, one value per site and
-cycle.
+"""A network of measured observations from a file, as the campaigns assimilate it: fixed sites, and either one value
+per site and cycle (the filters, :func:`series`) or every observation at its own model step (ES-MDA and 4D-Var,
+:func:`timed`).
 
 The table a file gives (:mod:`twin.observations.files`) is turned into what a cycled filter needs:
 
@@ -15,6 +16,18 @@ The table a file gives (:mod:`twin.observations.files`) is turned into what a cy
 * **quality control** (:class:`twin.observations.qc.QualityControl`): every observation of the file gets a flag:
   missing values were counted by the reader; observations outside the campaign's time span or the model's domain,
   duplicates and superseded reports are flagged here; the background check runs at each analysis.
+
+What ES-MDA and 4D-Var need instead (:func:`timed`, :class:`TimedSeries`): the same sites and the same checks, no
+binning into cycles and no thinning. **The rule for observation times**: an observation at time ``t`` is used at the
+model step nearest to it, ``t_0 + n dt`` with ``n = floor((t - t_0) / dt + 1/2)`` (``dt`` the model's time step,
+``t_0`` the campaign start; a time half-way between two steps goes to the later one), clamped to the campaign's span;
+the model's state at that step is what the observation is compared with. ES-MDA's member runs stop at every such step
+of its window (besides the schedule's observation times); 4D-Var gives the observation to the window whose new span
+``(e_k - S obs_interval, e_k]`` holds that step, and its forward and adjoint passes stop there
+(:class:`StepClock`). A step that is one of the 4D-Var scheme's observation times ``t_0 + j obs_interval`` takes that
+time exactly, so that observations written at those times (a twin experiment's ``observations.nc``) are used at the
+very times the twin experiment used them. Two observations of one site at one step are both used (independent
+errors); only exact duplicates (same variable, time and position) are flagged.
 
 Written by hand: the binning and the site table are a few NumPy operations on the reader's table.
 """
@@ -44,6 +57,8 @@ class FileSeries:
     site_variables: list[str] = field(default_factory=list)
     #: ``(file, sha256, rows)`` of each file when the table was read from several (a live twin's deliveries)
     parts: list[tuple[str, str, slice]] = field(default_factory=list)
+    #: the values each file's reader left out as missing (``_FillValue``, NaN, outside ``valid_range``)
+    dropped: list[int] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -76,16 +91,8 @@ def series(table: ObservationTable, model, cycle_edges, name: str = "file") -> F
     if ok.size == 0:
         raise ValueError(f"observation file {table.source}: no observation lies inside the campaign's time span "
                          f"({e[0]:g}, {e[-1]:g}] and the model's domain ({control.counts()})")
-    # sites: distinct (variable, position), variables in the order requested, positions in order of appearance
-    order = list(dict.fromkeys(table.variable[ok].tolist()))
-    keys = {}
-    site_of = np.full(n, -1, dtype=np.int64)
-    for v in order:
-        for i in ok[table.variable[ok] == v]:
-            key = (v, *np.round(table.position[i], 12).tolist())
-            site_of[i] = keys.setdefault(key, len(keys))
-    sites = list(keys)
-    m = len(sites)
+    site_of, H, positions, names = _sites(table, ok, model)
+    m = positions.shape[0]
     cycle = np.searchsorted(e, table.time - 1e-9 * float(np.min(np.diff(e))), side="left") - 1
     # per (cycle, site) the report nearest the analysis time e_(k+1); the others are superseded
     lag = np.where(control.accepted, e[np.clip(cycle + 1, 0, K)] - table.time, np.inf)
@@ -101,16 +108,124 @@ def series(table: ObservationTable, model, cycle_edges, name: str = "file") -> F
     E = np.full((K, m), np.nan)
     Y[cycle[use], site_of[use]] = table.value[use]
     E[cycle[use], site_of[use]] = table.error[use]
-    rows = []
-    positions = np.array([s[1:] for s in sites], dtype=float).reshape(m, -1)
-    for v in order:
-        idx = [j for j, s in enumerate(sites) if s[0] == v]
-        rows.append(interpolation_matrix(model.grid, positions[idx], _component(model, v)))
-    import scipy.sparse as sp
-
-    H = sp.vstack(rows).tocsr()
     # the operator's nominal errors: each site's median error over the cycles (the analysis takes E per cycle)
     nominal = np.nanmedian(np.where(np.isfinite(E), E, np.nan), axis=0)
     nominal = np.where(np.isfinite(nominal), nominal, np.nanmedian(table.error[use]))
     obs = LinearObservations(H, nominal, positions, name)
-    return FileSeries(obs, Y, E, control, table.source, table.sha256, [s[0] for s in sites])
+    return FileSeries(obs, Y, E, control, table.source, table.sha256, names)
+
+
+def _sites(table: ObservationTable, ok: np.ndarray, model):
+    """The sites of the accepted rows ``ok``: distinct (variable, position), variables in the order they first
+    appear, positions in order of appearance. Returns the site of every table row (-1 for rows not in ``ok``), the
+    operator ``H`` (one row per site: multilinear interpolation of its variable at its position), the positions
+    ``(m, dim)`` and the variable of each site."""
+    import scipy.sparse as sp
+
+    order = list(dict.fromkeys(table.variable[ok].tolist()))
+    keys: dict[tuple, int] = {}
+    site_of = np.full(len(table), -1, dtype=np.int64)
+    for v in order:
+        for i in ok[table.variable[ok] == v]:
+            key = (v, *np.round(table.position[i], 12).tolist())
+            site_of[i] = keys.setdefault(key, len(keys))
+    sites = list(keys)
+    m = len(sites)
+    positions = np.array([s[1:] for s in sites], dtype=float).reshape(m, -1)
+    rows = []
+    for v in order:
+        idx = [j for j, s in enumerate(sites) if s[0] == v]
+        rows.append(interpolation_matrix(model.grid, positions[idx], _component(model, v)))
+    return site_of, sp.vstack(rows).tocsr(), positions, [s[0] for s in sites]
+
+
+@dataclass(frozen=True)
+class StepClock:
+    """The model steps observations are placed on (the rule in the module docstring): step ``n`` is at
+    ``t0 + n dt``; the campaign's span is ``(t0, end]``. ``interval``: the 4D-Var observation interval, whose
+    multiples ``t0 + j interval`` a step that falls on one takes exactly (``None``: none)."""
+
+    t0: float
+    end: float
+    dt: float
+    interval: float | None = None
+
+    def __post_init__(self):
+        if not (np.isfinite(self.dt) and self.dt > 0):
+            raise ValueError(f"the model's time step must be positive to place observations on it, got {self.dt}")
+
+    @property
+    def last(self) -> int:
+        """The last step inside the span."""
+        return int(np.floor((self.end - self.t0) / self.dt + 1e-9))
+
+    def steps(self, times) -> np.ndarray:
+        """The step nearest each time (half-way: the later), clamped to ``0 .. last``."""
+        n = np.floor((np.asarray(times, dtype=float) - self.t0) / self.dt + 0.5).astype(np.int64)
+        return np.clip(n, 0, self.last)
+
+    def time(self, n: int) -> float:
+        """The model time of step ``n``: ``t0 + n dt``, or ``t0 + j interval`` when the step falls on that."""
+        n = int(n)
+        if self.interval is not None:
+            q = n * self.dt / self.interval
+            j = round(q)
+            if abs(q - j) <= 1e-9 * max(1.0, abs(q)):
+                return self.t0 + j * self.interval
+        return self.t0 + n * self.dt
+
+
+@dataclass
+class TimedSeries:
+    """A file network whose observations are each used at their own model step (ES-MDA, 4D-Var): the operator of its
+    sites, and per assimilated observation (ordered by step, then site, then file row) its step, site (row of the
+    operator), value, error standard deviation and row in the table; the flags of every observation of the file
+    (``qc.flags[i]`` for table row ``i``)."""
+
+    observations: LinearObservations
+    step: np.ndarray
+    site: np.ndarray
+    value: np.ndarray
+    error: np.ndarray
+    row: np.ndarray
+    qc: qc.QualityControl
+    source: str
+    sha256: str
+    site_variables: list[str] = field(default_factory=list)
+    parts: list[tuple[str, str, slice]] = field(default_factory=list)
+    #: the values each file's reader left out as missing (``_FillValue``, NaN, outside ``valid_range``)
+    dropped: list[int] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.qc.counts()
+
+
+def timed(table: ObservationTable, model, clock: StepClock, name: str = "file") -> TimedSeries:
+    """The network of ``table`` on ``model`` with every observation at the model step of ``clock`` nearest to it
+    (see the module docstring). The checks are the filters' (:func:`series`) but for the superseded reports: missing
+    values, times outside ``(clock.t0, clock.end]``, positions outside the domain, exact duplicates.
+
+    Raises
+    ------
+    ValueError
+        When a requested variable is not a state variable of the model, or no observation survives the checks.
+    """
+    control = qc.QualityControl(len(table))
+    control.apply("missing", qc.missing(table.value, table.error))
+    control.apply("outside_time", qc.outside_time(table.time, clock.t0, clock.end))
+    control.apply("outside_domain", qc.outside_domain(table.position, model.grid.extent))
+    control.apply("duplicate", qc.duplicates(table.time, table.position, table.variable))
+    ok = np.flatnonzero(control.accepted)
+    if ok.size == 0:
+        raise ValueError(f"observation file {table.source}: no observation lies inside the campaign's time span "
+                         f"({clock.t0:g}, {clock.end:g}] and the model's domain ({control.counts()})")
+    site_of, H, positions, names = _sites(table, ok, model)
+    step = clock.steps(table.time[ok])
+    order = np.lexsort((ok, site_of[ok], step))
+    use = ok[order]
+    error = table.error[use]
+    nominal = np.array([np.median(error[site_of[use] == j]) for j in range(positions.shape[0])])
+    obs = LinearObservations(H, nominal, positions, name)
+    return TimedSeries(obs, step[order], site_of[use], table.value[use], error, use, control, table.source,
+                       table.sha256, names)

@@ -63,6 +63,14 @@ def fit(y, hxb_members, hxa_members, error_std) -> NetworkFit:
                       desroziers_hbht=float(np.mean(d_ab * d_ob)), ensemble_hbht=float(np.mean(hbht)))
 
 
+def fit_record(y, hxb_members, hxa_members, error_std) -> dict[str, float]:
+    """:func:`fit` as the entries of a diagnostics record (every statistic but the count ``n``), the keys a filter
+    analysis without truth records: ES-MDA and 4D-Var campaigns fed by files record the same."""
+    out = fit(y, hxb_members, hxa_members, error_std).as_dict()
+    out.pop("n")
+    return out
+
+
 def observation_ranks(y, hxb_members, error_std, rng: np.random.Generator) -> np.ndarray:
     """The rank (0..N) of every observation among the forecast members perturbed with the observation error."""
     Yb = np.asarray(hxb_members, dtype=float)

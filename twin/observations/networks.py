@@ -151,7 +151,7 @@ def network_names(networks: Sequence[Any]) -> list[str]:
 
 
 def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, int]] | None = None, *,
-          cycle_edges: Sequence[float] | None = None, start=None) -> LinearObservations:
+          cycle_edges: Sequence[float] | None = None, start=None, clock=None) -> LinearObservations:
     """The stacked observation operator of ``networks`` on ``model`` (collective: operators may build PETSc
     matrices). The result has ``network_slices``: ``{name: slice of rows}``, and ``network_models``: ``{name:
     component observed}`` (``None`` on a single model).
@@ -162,7 +162,10 @@ def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, in
 
     ``cycle_edges`` (model time) and ``start`` (the calendar start, or ``None``) place the observations of ``file``
     networks in the campaign's cycles (:func:`twin.observations.file_network.series`); the result then also has
-    ``file_series``: ``{name: FileSeries}`` with their values per cycle and quality control."""
+    ``file_series``: ``{name: FileSeries}`` with their values per cycle and quality control. With ``clock`` (a
+    :class:`~twin.observations.file_network.StepClock`: ES-MDA and 4D-Var) instead, every observation of a file is
+    placed at its own model step (:func:`twin.observations.file_network.timed`) and ``file_series`` holds
+    :class:`~twin.observations.file_network.TimedSeries` (all of them together: :func:`timed_observations`)."""
     if not networks:
         raise ObservationError("assimilation.observations: no observation networks given")
     parts, names, files = [], [], {}
@@ -172,7 +175,7 @@ def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, in
         names.append(name)
         try:
             if spec.type == "file":
-                files[name] = _file_series(spec, model, i, name, components, cycle_edges, start)
+                files[name] = _file_series(spec, model, i, name, components, cycle_edges, start, clock)
                 parts.append(files[name].observations)
             else:
                 parts.append(_build_on(spec, model, i, name, components))
@@ -196,26 +199,41 @@ def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, in
     return out
 
 
-def _file_series(spec, model, i: int, name: str, components, cycle_edges, start):
-    """The :class:`~twin.observations.file_network.FileSeries` of a ``file`` network (single models): its ``file``
-    and then its ``deliveries`` read as one table (:func:`read_network_file`); ``parts`` of the result name each
-    file with its SHA-256 and its rows in that table (:func:`file_records`)."""
-    from twin.observations.file_network import series
+def _file_series(spec, model, i: int, name: str, components, cycle_edges, start, clock=None):
+    """The :class:`~twin.observations.file_network.FileSeries` (with ``cycle_edges``) or
+    :class:`~twin.observations.file_network.TimedSeries` (with ``clock``) of a ``file`` network (single models): its
+    ``file`` and then its ``deliveries`` read as one table (:func:`read_network_file`); ``parts`` of the result name
+    each file with its SHA-256 and its rows in that table, ``dropped`` the values each file's reader counted missing
+    (:func:`file_records`)."""
+    from twin.observations.file_network import series, timed
 
     if components:
         raise ObservationError(f"{where(i)}: observation files observe single-model campaigns for now; this one is "
                                "coupled")
-    if cycle_edges is None:
-        raise ObservationError(f"{where(i)}: an observation file needs the campaign's cycles (a filter campaign)")
+    if cycle_edges is None and clock is None:
+        raise ObservationError(f"{where(i)}: an observation file needs the campaign's cycles or observation times")
     tables = [read_network_file(spec, path, model, start) for path in spec.files()]
     table = _concatenate_files(tables)
     try:
-        fs = series(table, model, cycle_edges, name)
+        fs = timed(table, model, clock, name) if clock is not None else series(table, model, cycle_edges, name)
     except ValueError as exc:
         raise ObservationError(str(exc)) from None
     bounds = np.cumsum([0] + [len(t) for t in tables])
     fs.parts = [(t.source, t.sha256, slice(int(a), int(b))) for t, a, b in zip(tables, bounds[:-1], bounds[1:])]
+    fs.dropped = [int(sum(t.missing.values())) for t in tables]
     return fs
+
+
+def timed_observations(obs) -> dict[str, np.ndarray]:
+    """Every observation of the ``file`` networks of ``obs`` (built with a ``clock``, :func:`build`) as one list
+    ordered by model step, then row of ``obs``, then file row: arrays ``step`` (model step), ``row`` (row of the
+    stacked operator ``obs``), ``value`` and ``error`` (standard deviation)."""
+    parts = [(fs.step, fs.site + obs.network_slices[name].start, fs.value, fs.error, fs.row)
+             for name, fs in (getattr(obs, "file_series", None) or {}).items()]
+    step, row, value, error, file_row = (np.concatenate(a) for a in zip(*parts))
+    order = np.lexsort((file_row, row, step))
+    return {"step": step[order].astype(np.int64), "row": row[order].astype(np.int64), "value": value[order],
+            "error": error[order]}
 
 
 def read_network_file(spec, path, model, start):
@@ -260,14 +278,17 @@ def _concatenate_files(tables):
 def file_records(obs) -> list[dict]:
     """Every observation file of the ``file`` networks of ``obs`` (the result of :func:`build`), in order: its
     network, path, SHA-256 and quality-control counts (``{check: observations}``, :data:`twin.observations.qc
-    .FLAGS`), as ``observations.h5`` and the report keep them."""
+    .FLAGS`; ``missing`` includes the values the reader left out: ``_FillValue``, NaN, outside ``valid_range``), as
+    ``observations.h5`` and the report keep them."""
     from twin.observations.qc import FLAGS, NAMES
 
     out = []
     for name, fs in (getattr(obs, "file_series", None) or {}).items():
         parts = getattr(fs, "parts", None) or [(fs.source, fs.sha256, slice(0, fs.qc.flags.size))]
-        for source, sha, rows in parts:
+        dropped = list(getattr(fs, "dropped", None) or []) or [0] * len(parts)
+        for (source, sha, rows), gone in zip(parts, dropped):
             c = np.bincount(fs.qc.flags[rows], minlength=len(FLAGS))
-            out.append({"network": name, "file": source, "sha256": sha,
-                        "qc": {NAMES[i]: int(c[i]) for i in range(len(FLAGS))}})
+            counts = {NAMES[i]: int(c[i]) for i in range(len(FLAGS))}
+            counts["missing"] += int(gone)
+            out.append({"network": name, "file": source, "sha256": sha, "qc": counts})
     return out
