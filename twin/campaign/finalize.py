@@ -23,6 +23,7 @@ from twin.campaign.free_run import has_truth, write_free_run
 from twin.campaign.guarded import write_flags
 from twin.campaign.outputs import (
     append_diagnostics,
+    cycle_record,
     diagnostics_count,
     diagnostics_file,
     time_encoding,
@@ -84,9 +85,12 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
             with reader(layout.checkpoint_file(s.exp_dir, k), comm) as r:
                 alive = r.read_array("alive").astype(bool)
                 posterior[alive, k] = r.read_field(model.name)[alive]
-                if k == K:
-                    history = r.meta.get("history", [])
-                    guard_state = r.meta.get("guardrails")
+                meta = r.meta
+            record = cycle_record(meta)
+            if record is not None:
+                history.append(record)
+            if k == K:
+                guard_state = meta.get("guardrails")
             if k < K:
                 done, _ = layout.member_files(s.exp_dir, k)
                 for m in done:

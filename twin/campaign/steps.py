@@ -40,7 +40,7 @@ from twin.campaign import layout
 from twin.campaign.checkpoints import (is_valid_checkpoint, parallel_io, read_member, read_members, reader,
                                        write_ensemble_checkpoint, write_member_file)
 from twin.campaign.experiment import Setup, setup
-from twin.campaign.outputs import append_diagnostics
+from twin.campaign.outputs import append_cycle_record
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger
 from twin.core.streams import Purpose
@@ -90,7 +90,7 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
         members = [ctx.initial_member(s.cfg, model, m) for m in range(N)]
         write_ensemble_checkpoint(s, ck0, 0, times[0], [m[0] for m in members], [m[1] for m in members],
                                   np.ones(N, dtype=bool), {"inflation": s.cfg.assimilation.inflation.multiplicative,
-                                                           "dropped": {}, "history": []}, prov)
+                                                           "dropped": {}}, prov)
         s.record("init", "done", t_start)
         log.info("experiment %s: %d members, %d cycles of %g model time units initialised", s.name, N,
                  sch.n_cycles, sch.every * sch.dt)
@@ -177,13 +177,13 @@ def _outdated_file_observations(s: Setup, path) -> dict | None:
     """For a campaign with ``file`` networks whose ``observations.h5`` holds fewer cycles or other files than its
     configuration now names (``twin assimilate`` delivered more), what the file holds (``observations``,
     ``errors``); ``None`` when it is current or the campaign has no file network."""
-    from twin.observations.networks import network_names
+    from twin.observations.networks import network_names, reads_files
 
     networks = s.cfg.assimilation.observations
-    if not any(n.type == "file" for n in networks):
+    if not any(reads_files(n) for n in networks):
         return None
     names = network_names(networks)
-    wanted = [[name, f] for name, n in zip(names, networks) if n.type == "file" for f in n.files()]
+    wanted = [[name, f] for name, n in zip(names, networks) if reads_files(n) for f in n.files()]
     with reader(path, s.comm) as r:
         listed = [[f.get("network"), f.get("file")] for f in r.meta.get("files", [])]
         if r.read_array("times").size - 1 == s.schedule.n_cycles and listed == wanted:
@@ -377,8 +377,9 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             prior_states[m] = new_states[:, j]
             for name, values in new_params.items():
                 prior_params[m][name] = values[..., j] if np.ndim(values) > 1 else float(np.asarray(values)[j])
-        history = list(meta.get("history", [])) + [record]
-        new_meta = {"inflation": result.factor, "dropped": dropped, "history": history}
+        # this cycle's diagnostics record only: the earlier ones are in their own checkpoints and in diagnostics.nc,
+        # so a checkpoint's size does not grow with the cycle count
+        new_meta = {"inflation": result.factor, "dropped": dropped, "record": record}
         if guard is not None:
             new_meta["guardrails"] = guarded.snapshot(guard)
         if s.cfg.assimilation.background_check is not None:
@@ -389,7 +390,7 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             guarded.write_flags(s.exp_dir, new_meta.get("guardrails"))
             if "rejected" in new_meta:
                 _write_rejections(s.exp_dir, new_meta["rejected"])
-        append_diagnostics(s, history)
+        append_cycle_record(s, cycle, record)
         s.record("analyse", "done", t_start, cycle=cycle)
         if "rmse" in record:
             log.info("experiment %s cycle %d: rmse %.4g -> %.4g, spread %.4g -> %.4g (%d members)", s.name, cycle,
