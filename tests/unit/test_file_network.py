@@ -49,7 +49,7 @@ def test_sites_values_and_flags(l96):
     np.testing.assert_array_equal(s.errors, [[0.5, 0.5], [0.6, nan], [nan, 0.5]])
     assert s.qc.flags.tolist() == [0, 0, 0, 6, 5, 0, 2, 2, 3]
     assert s.counts == {"accepted": 4, "missing": 0, "outside_time": 2, "outside_domain": 1, "range": 0,
-                        "duplicate": 1, "thinned": 1, "background": 0}
+                        "duplicate": 1, "thinned": 1, "background": 0, "superobs": 0}
     H = interpolation_matrix(l96.grid, np.array([[2.5], [10.0]]), 0)
     assert abs(s.observations.matrix - H).max() == 0
 

@@ -105,7 +105,12 @@ def test_running_with_a_live_heartbeat(finished, tmp_path, capsys):
     code, lines, _ = _status(run, capsys)
     assert code == EXIT_IN_PROGRESS
     assert "driver running" in lines[0]
-    assert _line(lines) == f"{NAME}: running, 2/4 cycles, cycle 2: 4/4 member forecasts"
+    assert _line(lines) == f"{NAME}: running, 2/4 cycles"  # online: the cycle's forecasts are in memory
+    for m in range(3):  # a workflow's member tasks leave their forecasts as files
+        layout.forecast_file(exp, 2, m).parent.mkdir(parents=True, exist_ok=True)
+        layout.forecast_file(exp, 2, m).write_bytes(b"")
+    code, lines, _ = _status(run, capsys)
+    assert _line(lines) == f"{NAME}: running, 2/4 cycles, cycle 2: 3/4 member forecasts"
     # from another machine: judged by the heartbeat's age
     beat = json.loads((run / "driver.json").read_text())
     beat.update(boot="elsewhere", host="another-host", pid=1, time=time.time() - 10)

@@ -162,7 +162,9 @@ def observations(cfg, model):
     acfg = assimilation_section(cfg)
     networks = acfg.observations
     edges = clock = None
-    if any(n.type == "file" for n in networks):
+    from twin.observations.networks import reads_files
+
+    if any(reads_files(n) for n in networks):
         sch = schedule(cfg, model)
         if acfg.method == "esmda":  # every observation at its own model step of the window (smoother.py)
             from twin.observations.file_network import StepClock

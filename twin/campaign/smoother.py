@@ -112,7 +112,9 @@ def run_experiment(exp_dir, comm, s: Setup, policy) -> None:
 
 def from_files(cfg) -> bool:
     """Whether the campaign observes a real system through ``type: file`` networks (no nature run)."""
-    return any(n.type == "file" for n in cfg.assimilation.observations or [])
+    from twin.observations.networks import reads_files
+
+    return any(reads_files(n) for n in cfg.assimilation.observations or [])
 
 
 def _init(exp_dir, comm, s: Setup, g: Setup | None, ens) -> None:

@@ -60,11 +60,30 @@ class ExperimentStatus:
     members_done: int = 0
     dropped: dict[int, str] = field(default_factory=dict)
     message: str = ""
+    #: an experiment fed by observation files: its quality-control counts summed over its networks
+    #: (:func:`observation_qc`), else ``None``
+    observations: dict[str, int | None] | None = None
+
+    def qc_line(self) -> str | None:
+        """One line of the quality-control counts of an experiment fed by files (``None`` for a twin experiment)."""
+        q = self.observations
+        if not q:
+            return None
+        bg = q.get("background")
+        used = q["accepted"] - (bg or 0)
+        parts = [f"{used} used", f"{q['missing']} missing", f"{q['outside_time']} outside the time span",
+                 f"{q['outside_domain']} outside the domain", f"{q['duplicate']} duplicate",
+                 f"{q['range']} out of range", f"{q['thinned']} thinned or superseded"]
+        if q.get("superobservations") is not None:
+            parts.append(f"{q['superobs']} averaged into {q['superobservations']} super-observations")
+        parts.append("no background check" if bg is None else f"{bg} rejected by the background check")
+        return f"{self.name} observations: " + ", ".join(parts)
 
     def line(self) -> str:
         total = "?" if self.n_cycles is None else str(self.n_cycles)
         text = f"{self.name}: {self.state}, {self.cycles_done}/{total} cycles"
-        if self.state in ("running", "interrupted") and self.n_members:
+        if self.state in ("running", "interrupted") and self.n_members and self.members_done:
+            # a workflow's member tasks leave files; the online driver keeps a cycle's forecasts in memory
             text += f", cycle {self.cycles_done}: {self.members_done}/{self.n_members} member forecasts"
         if self.dropped:
             text += "; dropped members: " + ", ".join(f"{m} ({r})" for m, r in sorted(self.dropped.items()))
@@ -106,7 +125,13 @@ class CampaignStatus:
     def lines(self) -> list[str]:
         done = sum(e.state == "done" for e in self.experiments)
         head = f"{self.run_dir}: {len(self.experiments)} experiment(s), {done} done; driver {self.driver_text()}"
-        return [head] + ["  " + e.line() for e in self.experiments]
+        out = [head]
+        for e in self.experiments:
+            out.append("  " + e.line())
+            qc = e.qc_line()
+            if qc:
+                out.append("    " + qc)
+        return out
 
     @property
     def complete(self) -> bool:
@@ -290,6 +315,73 @@ def _finished_claim(exp_dir: Path, n_cycles: int | None, decision: bool, cks: li
     return None
 
 
+def _h5py():
+    """h5py, imported so that it cannot start MPI: a parallel h5py imports ``mpi4py.MPI``, which would initialise
+    MPI in this process (a login node's ``twin status``); reading a file needs no MPI."""
+    import sys
+
+    if "h5py" not in sys.modules and "mpi4py.MPI" not in sys.modules:
+        try:
+            import mpi4py
+
+            mpi4py.rc.initialize = mpi4py.rc.finalize = False
+        except ImportError:
+            pass
+    import h5py
+
+    return h5py
+
+
+def _file_records(path: Path) -> list[dict]:
+    """The ``files`` records of an experiment's ``observations.h5`` (network, file, SHA-256, QC counts:
+    :func:`twin.observations.networks.file_records`), read from the checkpoint's ``/meta`` attribute directly (the
+    checkpoint reader needs PETSc); ``[]`` for a twin experiment or an unreadable file."""
+    import json
+
+    try:
+        with _h5py().File(path, "r") as f:
+            text = f["meta"].attrs["files"] if "meta" in f and "files" in f["meta"].attrs else None
+    except (OSError, KeyError, ValueError):
+        return []
+    if text is None:
+        return []
+    try:
+        files = json.loads(text.decode() if isinstance(text, bytes) else str(text))
+    except ValueError:
+        return []
+    return [f for f in files if isinstance(f, dict) and isinstance(f.get("qc"), dict)] \
+        if isinstance(files, list) else []
+
+
+def observation_qc(exp_dir) -> dict[str, int | None] | None:
+    """The quality-control counts of an experiment fed by observation files, summed over its networks and files:
+    the flags of ``observations.h5`` (:data:`twin.observations.qc.FLAGS`; ``accepted`` passed every check made when
+    the files were read), ``superobservations`` (``None`` without ``superobs``) and ``background``: the observations
+    the background check left out so far, the lines of ``qc.jsonl`` (``None`` when the campaign has no background
+    check: no such file). ``None`` for an experiment not fed by files, or before its ``observations.h5`` exists."""
+    exp_dir = Path(exp_dir)
+    path = layout.observations_file(exp_dir)
+    if not path.is_file():
+        return None
+    files = _file_records(path)
+    if not files:
+        return None
+    totals: dict[str, int | None] = {k: 0 for k in ("accepted", "missing", "outside_time", "outside_domain", "range",
+                                                    "duplicate", "thinned", "superobs")}
+    for f in files:
+        for k, v in f["qc"].items():
+            if k != "background":
+                totals[k] = int(totals.get(k) or 0) + int(v)
+    have = [f["superobservations"] for f in files if "superobservations" in f]
+    totals["superobservations"] = int(sum(have)) if have else None
+    qc_file = layout.qc_file(exp_dir)
+    try:
+        totals["background"] = sum(1 for line in qc_file.read_text().splitlines() if line.strip())
+    except OSError:
+        totals["background"] = None
+    return totals
+
+
 def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, str] | None = None) -> ExperimentStatus:
     """The state of one experiment (see the module docstring). ``verified``: problems of last checkpoints found by
     :func:`verify_last_checkpoints` (``{path: problem}``); a finished experiment whose last checkpoint is not in it
@@ -316,7 +408,8 @@ def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, s
         state, message = ("running" if driver_alive else "pending"), ""
     else:
         state, message = ("running" if driver_alive else "interrupted"), ""
-    return ExperimentStatus(exp_dir.name, state, done_cycles, n_cycles, n_members, members_done, dropped, message)
+    return ExperimentStatus(exp_dir.name, state, done_cycles, n_cycles, n_members, members_done, dropped, message,
+                            observation_qc(exp_dir))
 
 
 def _damage(exp_dir: Path, n_cycles: int | None, cks: list[int], promised: list[str],

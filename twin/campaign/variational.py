@@ -103,7 +103,9 @@ class _Plan:
         self.n_times = self.n_cycles * self.cycle.S
         #: observations from files: each at its model step (StepClock); None for a twin experiment
         self.clock = None
-        if any(n.type == "file" for n in acfg.observations):
+        from twin.observations.networks import reads_files
+
+        if any(reads_files(n) for n in acfg.observations):
             from twin.observations.file_network import StepClock
             from twin.observations.networks import build
 

@@ -143,7 +143,9 @@ def _check_calendar(cfg) -> Problems:
 
 def _check_files(cfg) -> Problems:
     nets = getattr(cfg.assimilation, "observations", None) or []
-    files = [i for i, n in enumerate(nets) if n.type == "file"]
+    from twin.core.kinds import reads_files
+
+    files = [i for i, n in enumerate(nets) if reads_files(n)]
     if not files:
         return []
     if len(files) != len(nets):

@@ -233,9 +233,11 @@ def load_campaign(path: str | Path) -> LoadedCampaign:
 def _resolve_data_files(loaded: LoadedCampaign) -> None:
     """Observation files (``type: file`` networks) are relative to the campaign file: made absolute here, so that
     every experiment and workflow worker reads the same file, and refused here when they are not regular files."""
+    from twin.core.kinds import reads_files
+
     problems = []
     for i, net in enumerate(getattr(loaded.config.assimilation, "observations", None) or []):
-        if getattr(net, "type", None) != "file":
+        if not reads_files(net):
             continue
         target = Path(net.file).expanduser()
         target = target if target.is_absolute() else (loaded.directory / target)

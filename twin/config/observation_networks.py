@@ -122,13 +122,52 @@ class FileVariable(Strict):
     """Which values of an observation file observe a state variable: the file's variable ``name`` (NetCDF variable
     or the CSV ``variable`` column) or its CF ``standard_name``, and the ``units`` the model wants (the file's own
     units are converted with pint); ``error``: the NetCDF variable holding its errors, when they carry no CF
-    ``standard_error`` standard name; ``error_std`` (in the model's units) when the file has no errors."""
+    ``standard_error`` standard name; ``error_std`` (in the model's units) when the file has no errors.
+
+    ``range: [low, high]``: the physical range check, in ``units`` (after conversion): a value below ``low`` or above
+    ``high`` is flagged ``range`` and not used (``null`` for an open end, ``[0, null]``); the file's own
+    ``valid_min``/``valid_max``/``valid_range`` attributes still make values missing before this check."""
 
     name: str | None = None
     standard_name: str | None = None
     units: Units
     error_std: float | None = Field(default=None, gt=0)
     error: str | None = Field(default=None, min_length=1, max_length=256)
+    range: list[float | None] | None = None
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, v):
+        if v is None:
+            return v
+        if len(v) != 2 or all(b is None for b in v):
+            raise ValueError(f"range is [low, high] in the variable's units (null for an open end, e.g. [0, null]), "
+                             f"got {v}")
+        low, high = v
+        if low is not None and high is not None and not low < high:
+            raise ValueError(f"range [{low:g}, {high:g}]: low must be below high")
+        return v
+
+    def bounds(self) -> tuple[float | None, float | None] | None:
+        """``(low, high)`` of the range check (``None``: no check; either end ``None``: open)."""
+        return None if self.range is None else (self.range[0], self.range[1])
+
+
+class BoxSpacing(Strict):
+    """Boxes of side ``spacing`` (in ``units``, a length; default the model's length units) that tile the domain
+    from its lower corner: the thinning and super-observation boxes of a file network."""
+
+    spacing: float = Field(gt=0)
+    units: Units | None = None
+
+    @field_validator("units")
+    @classmethod
+    def _length(cls, v):
+        from twin.core.units import compatible
+
+        if v is not None and not compatible(v, "m"):
+            raise ValueError(f"units '{v}' are not a length (the box side is a distance, e.g. m or km)")
+        return v
 
 
 class FileNetwork(NetworkBase):
@@ -148,13 +187,38 @@ class FileNetwork(NetworkBase):
     domain and duplicates are counted, not used. Single-model campaigns only (a coupled campaign is refused when
     validated). ``deliveries``: files of the same layout and variables that arrived later,
     read after ``file`` as one network; ``twin assimilate`` appends them (copies inside the run directory, absolute
-    paths) to an experiment's ``experiment.yaml`` (:mod:`twin.campaign.live`)."""
+    paths) to an experiment's ``experiment.yaml`` (:mod:`twin.campaign.live`).
+
+    Quality control beyond those checks, each decision a flag of the observation and counted per file in the
+    experiment's ``observations.h5`` and by ``twin status``:
+
+    * ``variables.<v>.range: [low, high]`` (:class:`FileVariable`): values outside are flagged ``range``;
+    * ``thinning: {spacing: 10, units: km}``: the domain is tiled by boxes of side ``spacing`` from its lower
+      corner; per variable, box and cycle (ES-MDA and 4D-Var: per model step) only the observation nearest the box
+      centre is used, the others are flagged ``thinned``;
+    * ``superobs: {spacing: 10, units: km}`` (filters only; not with ``thinning``): per variable, box and cycle the
+      observations (two or more) are replaced by one super-observation at their mean position with their mean
+      value and the error ``sqrt(sum e_i^2) / n`` (the standard deviation of the mean of ``n`` independent errors);
+      they are flagged ``superobs`` and the number of super-observations is counted too. A box with one observation
+      keeps it as it is.
+
+    Both work on what the other checks left, after a site's superseded reports in a cycle are set aside."""
 
     type: Literal["file"]
     file: FilePath
     variables: dict[str, FileVariable] = Field(min_length=1)
     time_units: Units | None = None
     deliveries: list[FilePath] = Field(default_factory=list, max_length=100_000)
+    thinning: BoxSpacing | None = None
+    superobs: BoxSpacing | None = None
+
+    @field_validator("superobs")
+    @classmethod
+    def _one_reduction(cls, v, info):
+        if v is not None and info.data.get("thinning") is not None:
+            raise ValueError("give 'thinning' or 'superobs', not both (thinning keeps one observation per box, "
+                             "superobs averages them)")
+        return v
 
     def files(self) -> list[str]:
         """Every file of the network, in the order read: ``file``, then the ``deliveries``."""

@@ -54,11 +54,19 @@ class ModelType:
 @dataclass(frozen=True)
 class NetworkType:
     """An observation network ``type:`` of ``assimilation.observations``: its configuration section (with
-    ``type: Literal[name]``) and ``build(spec, model, name) -> LinearObservations`` (collective)."""
+    ``type: Literal[name]``) and ``build(spec, model, name) -> LinearObservations`` (collective).
+
+    A network of *measured* observations (no truth; the campaign's path of ``type: file`` networks,
+    :mod:`twin.observations.file_network`) gives ``read(spec, path, model, start) -> ObservationTable`` for each path of
+    ``spec.files()`` (``start``: the calendar start or ``None``) and, optionally, ``sites(spec, table, ok, model) ->
+    (site of every row, H, positions, variable of each site)``, the operator of its sites (default: interpolation of
+    the table's state variables at its positions); ``build`` is then not used."""
 
     name: str
     config: type
     build: Callable[..., Any]
+    read: Callable[..., Any] | None = None
+    sites: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,17 @@ def _check_unique(found: dict[str, TwinKind]) -> None:
                     raise ConfigError(f"{what} {name!r} is declared by the kinds {owner[name]!r} and "
                                       f"{kind.name!r}; uninstall one of them")
                 owner[name] = kind.name
+
+
+def reads_files(spec) -> bool:
+    """Whether the observation network ``spec`` (a section of ``assimilation.observations``) assimilates measured
+    observations from files: ``type: file``, or a kind's network type with ``read`` (:class:`NetworkType`). A campaign
+    observed through such networks has no nature run and no truth."""
+    kind = getattr(spec, "type", None)
+    if kind == "file":
+        return True
+    declared = network_types().get(kind)
+    return declared is not None and declared.read is not None
 
 
 def model_types() -> dict[str, ModelType]:

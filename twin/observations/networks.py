@@ -13,12 +13,14 @@ and variables the model has, and unique network names. The network types of the 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from twin.core.errors import ObservationError
+from twin.core.kinds import reads_files  # noqa: F401  (the campaign layers ask it here)
 from twin.core.units import convert
 from twin.observations.base import (
     LinearObservations,
@@ -174,7 +176,7 @@ def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, in
             raise ObservationError(f"{where(i)}.name: network name '{name}' is used twice; names must be unique")
         names.append(name)
         try:
-            if spec.type == "file":
+            if reads_files(spec):
                 files[name] = _file_series(spec, model, i, name, components, cycle_edges, start, clock)
                 parts.append(files[name].observations)
             else:
@@ -199,6 +201,15 @@ def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, in
     return out
 
 
+def _declared_reader(spec):
+    """The kind's declaration of network type ``spec.type`` when it reads measured observations from files
+    (:class:`twin.core.kinds.NetworkType` with ``read``), else ``None``."""
+    from twin.core.kinds import network_types
+
+    declared = network_types().get(getattr(spec, "type", None))
+    return declared if declared is not None and declared.read is not None else None
+
+
 def _file_series(spec, model, i: int, name: str, components, cycle_edges, start, clock=None):
     """The :class:`~twin.observations.file_network.FileSeries` (with ``cycle_edges``) or
     :class:`~twin.observations.file_network.TimedSeries` (with ``clock``) of a ``file`` network (single models): its
@@ -212,16 +223,40 @@ def _file_series(spec, model, i: int, name: str, components, cycle_edges, start,
                                "coupled")
     if cycle_edges is None and clock is None:
         raise ObservationError(f"{where(i)}: an observation file needs the campaign's cycles or observation times")
-    tables = [read_network_file(spec, path, model, start) for path in spec.files()]
+    declared = _declared_reader(spec)
+    if declared is not None:  # a kind's network of measured observations (twin.core.kinds.NetworkType.read)
+        tables = [declared.read(spec, path, model, start) for path in spec.files()]
+        checks = {} if declared.sites is None else {"sites": partial(declared.sites, spec)}
+    else:
+        tables = [read_network_file(spec, path, model, start) for path in spec.files()]
+        checks = quality_control(spec, model, i)
     table = _concatenate_files(tables)
     try:
-        fs = timed(table, model, clock, name) if clock is not None else series(table, model, cycle_edges, name)
+        fs = timed(table, model, clock, name, **checks) if clock is not None else \
+            series(table, model, cycle_edges, name, **checks)
     except ValueError as exc:
-        raise ObservationError(str(exc)) from None
+        msg = str(exc)
+        raise ObservationError(f"{where(i)}.{msg}" if msg.startswith("superobs:") else msg) from None
     bounds = np.cumsum([0] + [len(t) for t in tables])
     fs.parts = [(t.source, t.sha256, slice(int(a), int(b))) for t, a, b in zip(tables, bounds[:-1], bounds[1:])]
     fs.dropped = [int(sum(t.missing.values())) for t in tables]
     return fs
+
+
+def quality_control(spec, model, i: int) -> dict:
+    """The optional checks of a ``file`` network for :func:`~twin.observations.file_network.series` and
+    :func:`~twin.observations.file_network.timed`: ``ranges`` (``{variable: (low, high)}``, the variables'
+    ``range``) and the ``thinning`` or ``superobs`` box side in the model's length units."""
+    out: dict = {"ranges": {v: f.bounds() for v, f in spec.variables.items() if f.range is not None}}
+    for key in ("thinning", "superobs"):
+        box = getattr(spec, key, None)
+        if box is None:
+            continue
+        try:
+            out[key] = float(convert(box.spacing, box.units, model.length_units)) if box.units else float(box.spacing)
+        except ValueError as exc:
+            raise ObservationError(f"{where(i)}.{key}.units: {exc}") from None
+    return out
 
 
 def timed_observations(obs) -> dict[str, np.ndarray]:
@@ -242,7 +277,7 @@ def read_network_file(spec, path, model, start):
     ``None``."""
     from twin.observations.files import read_csv, reader_for
 
-    variables = {v: {k: val for k, val in f.model_dump().items() if val is not None}
+    variables = {v: {k: val for k, val in f.model_dump(exclude={"range"}).items() if val is not None}
                  for v, f in spec.variables.items()}
     read = reader_for(path)
     extra = {"time_units": spec.time_units, "position_units": spec.units} if read is read_csv else {}
@@ -279,16 +314,21 @@ def file_records(obs) -> list[dict]:
     """Every observation file of the ``file`` networks of ``obs`` (the result of :func:`build`), in order: its
     network, path, SHA-256 and quality-control counts (``{check: observations}``, :data:`twin.observations.qc
     .FLAGS`; ``missing`` includes the values the reader left out: ``_FillValue``, NaN, outside ``valid_range``), as
-    ``observations.h5`` and the report keep them."""
+    ``observations.h5`` and the report keep them. A network with ``superobs`` adds ``superobservations``: how many
+    super-observations replaced the reports flagged ``superobs`` (each counted with the file of its first report)."""
     from twin.observations.qc import FLAGS, NAMES
 
     out = []
     for name, fs in (getattr(obs, "file_series", None) or {}).items():
         parts = getattr(fs, "parts", None) or [(fs.source, fs.sha256, slice(0, fs.qc.flags.size))]
         dropped = list(getattr(fs, "dropped", None) or []) or [0] * len(parts)
+        superobs = getattr(fs, "superobs_rows", None)
         for (source, sha, rows), gone in zip(parts, dropped):
             c = np.bincount(fs.qc.flags[rows], minlength=len(FLAGS))
             counts = {NAMES[i]: int(c[i]) for i in range(len(FLAGS))}
             counts["missing"] += int(gone)
-            out.append({"network": name, "file": source, "sha256": sha, "qc": counts})
+            record = {"network": name, "file": source, "sha256": sha, "qc": counts}
+            if superobs is not None:
+                record["superobservations"] = int(np.count_nonzero((superobs >= rows.start) & (superobs < rows.stop)))
+            out.append(record)
     return out

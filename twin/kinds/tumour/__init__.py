@@ -1,5 +1,5 @@
 """The tumour kind: reaction-diffusion tumour growth with radiotherapy and chemotherapy on PETSc (:mod:`.model`),
-imaging observations (:mod:`.imaging`), synthetic patients (:mod:`.synthetic_patient`), the treatment decision
+imaging observations (:mod:`.imaging`; a real patient's imaging visits from NIfTI files: :mod:`.visits`), synthetic patients (:mod:`.synthetic_patient`), the treatment decision
 (:mod:`.decision`, :mod:`.decide`) and the report's patient panels (:mod:`.report`)."""
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _visits(function: str):
+    """A function of :mod:`.visits`, imported when called (loading the registry stays cheap)."""
+    return lambda *args: getattr(import_module(f"{__name__}.visits"), function)(*args)
+
+
 class Tumour(TwinKind):
     name = "tumour"
     description = "tumour growth under radiotherapy and chemotherapy, imaged cellularity, treatment choice"
@@ -30,10 +35,13 @@ class Tumour(TwinKind):
         return (ModelType("tumour", TumourConfig, lambda: import_module("twin.kinds.tumour.model").TumourModel),)
 
     def network_types(self):
-        from twin.kinds.tumour.config import ImagingNetwork
+        from twin.kinds.tumour.config import ImagingNetwork, ImagingVisitsNetwork
 
         return (NetworkType("imaging", ImagingNetwork,
-                            lambda *a: import_module("twin.kinds.tumour.imaging").build_imaging(*a)),)
+                            lambda *a: import_module("twin.kinds.tumour.imaging").build_imaging(*a)),
+                # a real patient's visits from files (twin.kinds.tumour.visits): no truth, the file path of campaigns
+                NetworkType("imaging_visits", ImagingVisitsNetwork, _visits("build"), read=_visits("read"),
+                            sites=_visits("sites")))
 
     def decision_types(self):
         from twin.kinds.tumour.config import OncologyConfig

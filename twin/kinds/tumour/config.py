@@ -37,6 +37,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from twin.config.common import (
+    FilePath,
     GridSize,
     GridSpec,
     ModelConfigBase,
@@ -268,6 +269,37 @@ class ImagingNetwork(NetworkBase):
         if not isinstance(v, (int, float)):
             raise ValueError("imaging takes one error_std (cellularity noise, dimensionless)")
         return v
+
+
+class ImagingVisitsNetwork(NetworkBase):
+    """A real patient's imaging visits from files (:mod:`twin.kinds.tumour.visits`)::
+
+        observations: [{type: imaging_visits, file: visits.csv, error_std: 0.05}]
+
+    ``file``: a CSV with the header ``date,image[,mask]``, relative to the campaign file; one row per visit: an ISO 8601
+    date (or date-time) after ``timeline.start`` (which must then be a calendar date; a plain number is a number of
+    days after the start), a NIfTI image (``.nii``/``.nii.gz``) of the cellularity ``N / theta`` in [0, 1] and an
+    optional NIfTI mask (non-zero: observed), both relative to the CSV. Each image is sampled at the model's cell
+    centres (:func:`twin.kinds.tumour.imaging.read_nifti`: world RAS mm = model mm; ``plane``: the world z of a 2-D
+    model; ``order``: 1 trilinear, 0 nearest); every tissue cell inside the image and the mask is one observation of
+    the cellularity of that cell, with error ``error_std``. ``theta`` defaults to the model's carrying capacity."""
+
+    type: Literal["imaging_visits"]
+    file: FilePath
+    theta: float | None = Field(default=None, gt=0)
+    plane: float = 0.0
+    order: Literal[0, 1] = 1
+
+    @field_validator("error_std")
+    @classmethod
+    def _scalar(cls, v):
+        if not isinstance(v, (int, float)):
+            raise ValueError("imaging_visits takes one error_std (cellularity noise, dimensionless)")
+        return v
+
+    def files(self) -> list[str]:
+        """The visit table (the images it names are read with it)."""
+        return [self.file]
 
 
 class DoseRange(Strict):

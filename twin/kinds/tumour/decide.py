@@ -37,7 +37,7 @@ def decide(s, comm, model, ensemble, dcfg, record: dict[str, Any], window: dict[
     treatment, decision = _treatment(model, ensemble, dcfg)
     fans = {**record.get("fans", {}), **treatment.get("fans", {})}
     record = {**record, **treatment, "fans": fans, "predictions": record.get("qois", {})}
-    if window is not None:
+    if window is not None and "true_state" in window:  # a twin experiment (measured visits have no truth)
         record["truth"] = _truth_outcome(model, window, decision, dcfg)
     return record
 
@@ -109,20 +109,30 @@ def write_patient(s, comm, window, through: dict[str, Any]) -> dict[str, Any]:
     grid = model.grid
     shape = tuple(grid.shape[::-1])
     theta = float(model.get_parameter("theta"))
-    with reader(layout.observations_file(s.exp_dir), comm) as r:
-        truth, y, obs_times = r.read_array("truth"), r.read_array("observations"), r.read_array("times")
-        true_params = r.meta.get("truth_parameters", {})
     visits = through["visits"]
-    rows = [int(np.argmin(np.abs(obs_times - t))) for t in visits]
-    H = s.observations.matrix
-    weight = np.asarray(H.T @ np.ones(H.shape[0])).ravel()
+    with reader(layout.observations_file(s.exp_dir), comm) as r:
+        has_truth = "truth" in r.array_names
+        if has_truth:
+            H = s.observations.matrix
+            truth, y, obs_times = r.read_array("truth"), r.read_array("observations"), r.read_array("times")
+            true_params = r.meta.get("truth_parameters", {})
+            rows = [int(np.argmin(np.abs(obs_times - t))) for t in visits]
+            ys = [np.asarray(y[row - 1], dtype=float) for row in rows]
+        else:  # measured visits (observation files): no truth; each visit's observations at their own times
+            truth, true_params, rows = None, {}, []
+            H = _visit_cells(s, r, grid)
+            ys = _measured_per_visit(r, visits, H.shape[0])
     observed = np.full((visits.size, grid.size), np.nan)
-    for v, row in enumerate(rows):
-        back = np.asarray(H.T @ np.asarray(y[row - 1], dtype=float)).ravel()
-        observed[v, weight > 0] = back[weight > 0] / weight[weight > 0]
-    true_states = truth[rows]
+    for v, yv in enumerate(ys):
+        seen = np.isfinite(yv)
+        w = np.asarray(H.T @ seen.astype(float)).ravel()
+        back = np.asarray(H.T @ np.where(seen, yv, 0.0)).ravel()
+        observed[v, w > 0] = back[w > 0] / w[w > 0]
+    true_states = truth[rows] if has_truth else None
     cell = through["visit_states"] / theta
-    region = (true_states[-1] / theta > TUMOUR_REGION)
+    # the tumour region: the true cellularity at the last visit above TUMOUR_REGION (without a truth: the posterior
+    # mean's)
+    region = (true_states[-1] / theta if has_truth else cell[:, -1].mean(axis=0)) > TUMOUR_REGION
     ds = xr.Dataset(coords={"visit": ("visit", visits, {"units": "day", "long_name": "imaging visit"}),
                             "y": ("y", grid.axis_coordinates(1), {"units": "mm"}),
                             "x": ("x", grid.axis_coordinates(0), {"units": "mm"}),
@@ -130,12 +140,14 @@ def write_patient(s, comm, window, through: dict[str, Any]) -> dict[str, Any]:
                             "member": ("member", np.arange(window.size))})
     vis = ("visit", "y", "x")
     ds["observed_cellularity"] = (vis, observed.reshape(-1, *shape), {"units": "1", "long_name": "imaged cellularity"})
-    ds["true_cellularity"] = (vis, (true_states / theta).reshape(-1, *shape), {"units": "1"})
+    if has_truth:
+        ds["true_cellularity"] = (vis, (true_states / theta).reshape(-1, *shape), {"units": "1"})
     ds["posterior_cellularity_mean"] = (vis, cell.mean(axis=0).reshape(-1, *shape), {"units": "1"})
     ds["posterior_cellularity_sd"] = (vis, cell.std(axis=0, ddof=1).reshape(-1, *shape) if window.size > 1
                                       else np.zeros((visits.size, *shape)), {"units": "1"})
     ds["tumour_region"] = (("y", "x"), region.reshape(shape).astype(np.int8),
-                           {"long_name": f"true cellularity above {TUMOUR_REGION:g} at the last visit"})
+                           {"long_name": f"{'true' if has_truth else 'posterior mean'} cellularity above "
+                                         f"{TUMOUR_REGION:g} at the last visit"})
     calibration: dict[str, Any] = {"members": int(window.size), "tumour_cells": int(region.sum())}
     for name, samples in window.parameters.items():
         p = model.parameters[name]
@@ -144,7 +156,8 @@ def write_patient(s, comm, window, through: dict[str, Any]) -> dict[str, Any]:
             lo, hi = np.quantile(samples, (0.05, 0.95), axis=0)
             logs = np.log(np.maximum(samples, 1e-300))
             unit = {"units": p.units}
-            ds[f"{name}_true"] = (("y", "x"), t.reshape(shape), {**unit, "long_name": f"true {name}"})
+            if t.size == grid.size:
+                ds[f"{name}_true"] = (("y", "x"), t.reshape(shape), {**unit, "long_name": f"true {name}"})
             ds[f"{name}_mean"] = (("y", "x"), samples.mean(axis=0).reshape(shape),
                                   {**unit, "long_name": f"posterior mean of {name}"})
             ds[f"{name}_sd"] = (("y", "x"), samples.std(axis=0, ddof=1).reshape(shape) if window.size > 1
@@ -164,12 +177,13 @@ def write_patient(s, comm, window, through: dict[str, Any]) -> dict[str, Any]:
             ds[f"{name}_samples"] = ("member", samples, {"truth": float(t) if t.size == 1 else np.nan, "units": p.units,
                                                           "long_name": f"posterior samples of {name}"})
             lo, hi = np.quantile(samples, (0.05, 0.95))
-            calibration[name] = {"truth": float(t) if t.size == 1 else None, "mean": float(samples.mean()),
+            calibration[name] = {"truth": float(t) if t.size == 1 and np.isfinite(t) else None,
+                                 "mean": float(samples.mean()),
                                  "q05": float(lo), "q95": float(hi)}
     units = {"burden": "1", "volume": "mm^3"}
     for name, values in through["qois"].items():
         ds[name] = (("member", "time"), values, {"units": units.get(name, "1")})
-    for name, values in _true_qois(model, true_states).items():
+    for name, values in (_true_qois(model, true_states) if has_truth else {}).items():
         ds[f"{name}_true"] = ("visit", values, {"units": units.get(name, "1"), "long_name": f"true {name}"})
     from twin.io.netcdf import global_attributes, record_checksum
 
@@ -179,7 +193,49 @@ def write_patient(s, comm, window, through: dict[str, Any]) -> dict[str, Any]:
         with atomic_output(s.exp_dir / PATIENT_FILE, private=s.cfg.campaign.sensitive) as tmp:
             ds.to_netcdf(tmp)
             record_checksum(tmp)
+    if not has_truth:  # a real patient: nothing to compare the decision with
+        return {"calibration": calibration, "time": float(visits[-1])}
     truth_p = {n: np.asarray(v, dtype=float).ravel() if np.ndim(v) else float(v) for n, v in true_params.items()
                if n in window.parameters}
     return {"calibration": calibration, "true_state": np.asarray(truth[rows[-1]], dtype=float),
             "true_parameters": truth_p, "time": float(visits[-1])}
+
+
+def _visit_cells(s, r, grid):
+    """For a campaign fed by measured visits: a matrix whose row ``i`` picks the cell of observation row ``i`` of an
+    ``imaging_visits`` network (the cell holding its location; an ``imaging_visits`` site is a cell centre observing
+    that cell's cellularity), zero for the rows of other networks; from ``observations.h5`` (reader ``r``) and the
+    configuration, without building the operator."""
+    import scipy.sparse as sp
+
+    from twin.observations.networks import network_names
+
+    networks = s.cfg.assimilation.observations
+    spans = r.meta.get("networks", {})
+    locations = np.atleast_2d(r.read_array("locations"))
+    n_rows = locations.shape[0]
+    picked = np.zeros(n_rows, dtype=bool)
+    for net, name in zip(networks, network_names(networks)):
+        if net.type == "imaging_visits" and name in spans:
+            picked[spans[name][0]:spans[name][1]] = True
+    lo = np.array([e[0] for e in grid.extent])
+    ijk = np.clip(np.floor((locations - lo) / np.asarray(grid.spacing)).astype(np.int64), 0,
+                  np.asarray(grid.shape) - 1)
+    cell = np.ravel_multi_index(tuple(ijk[:, a] for a in reversed(range(grid.dim))), tuple(grid.shape[::-1]))
+    rows = np.flatnonzero(picked)
+    return sp.csr_matrix((np.ones(rows.size), (rows, cell[rows])), shape=(n_rows, grid.size))
+
+
+def _measured_per_visit(r, visits: np.ndarray, n_rows: int) -> list[np.ndarray]:
+    """The observations of a campaign fed by files (``observations.h5`` with ``rows`` and ``obs_times``, each at its
+    own model time) gathered per visit: visit ``v`` holds those in ``(visits[v-1], visits[v]]``, the latest of each
+    row of the operator (NaN where a row has none)."""
+    values, rows, times = r.read_array("observations"), r.read_array("rows"), r.read_array("obs_times")
+    out = []
+    for v, t in enumerate(visits):
+        lo = visits[v - 1] if v else -np.inf
+        y = np.full(n_rows, np.nan)
+        mine = np.flatnonzero((times > lo + 1e-9) & (times <= t + 1e-9))
+        y[rows[mine]] = values[mine]  # in time order: the latest wins
+        out.append(y)
+    return out

@@ -22,7 +22,8 @@ NIfTI
     :func:`read_nifti` samples a NIfTI-1/2 volume (what clinical pipelines export) at the model's cell centres: the
     model's coordinates are taken as the scanner's world (RAS) coordinates in mm, mapped to voxel indices through the
     inverse of the image affine, so voxel spacing, orientation and flips are respected; values are interpolated
-    (trilinear by default) with scipy.ndimage.
+    (trilinear by default) with scipy.ndimage. A real patient's visits (a CSV of dated NIfTI cellularity images and
+    masks) are read with it by the ``imaging_visits`` network (:mod:`twin.kinds.tumour.visits`).
 """
 
 from __future__ import annotations

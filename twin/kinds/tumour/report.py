@@ -4,6 +4,10 @@
   experiments), on the model grid (mm);
 * proliferation: the true ``k(x)``, the posterior mean and standard deviation, and where the truth lies outside the
   90 % band; the posterior samples of each scalar parameter (e.g. ``D``) against its truth;
+
+A real patient's visits (``imaging_visits``, :mod:`twin.kinds.tumour.visits`) have no truth: the panels then show the
+observed and posterior cellularity, the posterior of ``k(x)`` (mean, sd) and of the scalars, and the verdict says
+there is no true patient to compare with;
 * the verdict (:func:`treatment_verdict`): which plan, the burden it leaves at the horizon with its 90 % interval,
   and how well the calibration covered the true patient;
 * burden: the posterior burden through the visit window (5-95 % band and median), the true burden at the visits, and
@@ -80,26 +84,31 @@ def proliferation_panel(data: RunData, out: Path) -> Panel:
     if ds is None or "k_mean" not in ds:
         return Panel(title, note="no k(x) posterior in patient.nc", optional=True)
     scalars = [v[:-len("_samples")] for v in ds.data_vars if v.endswith("_samples")]
-    n = 4 + len(scalars)
+    known = "k_true" in ds  # a twin experiment; a real patient's visits have no truth: posterior only
+    fields = 4 if known else 2
+    n = fields + len(scalars)
     fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 2.9), squeeze=False)
     ext = _extent(ds)
-    truth, mean, sd = ds["k_true"].values, ds["k_mean"].values, ds["k_sd"].values
-    lo, hi = np.nanmin([truth.min(), mean.min()]), np.nanmax([truth.max(), mean.max()])
-    for ax, arr, label, lim in ((axes[0, 0], truth, "k truth [1/day]", (lo, hi)),
-                                (axes[0, 1], mean, "k posterior mean [1/day]", (lo, hi)),
-                                (axes[0, 2], sd, "k posterior sd [1/day]", (0, None))):
+    mean, sd = ds["k_mean"].values, ds["k_sd"].values
+    truth = ds["k_true"].values if known else None
+    lo, hi = (np.nanmin([truth.min(), mean.min()]), np.nanmax([truth.max(), mean.max()])) if known else \
+        (np.nanmin(mean), np.nanmax(mean))
+    maps = [(truth, "k truth [1/day]", (lo, hi))] if known else []
+    maps += [(mean, "k posterior mean [1/day]", (lo, hi)), (sd, "k posterior sd [1/day]", (0, None))]
+    for ax, (arr, label, lim) in zip(axes[0], maps):
         im = ax.imshow(arr, origin="lower", extent=ext, vmin=lim[0], vmax=lim[1], cmap="magma")
         ax.set_title(label, fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.046)
-    outside = ((truth < ds["k_q05"].values) | (truth > ds["k_q95"].values)).astype(float)
-    ax = axes[0, 3]
-    ax.imshow(outside, origin="lower", extent=ext, vmin=0, vmax=1, cmap="Reds")
-    if "tumour_region" in ds:
-        ax.contour(ds["x"].values, ds["y"].values, ds["tumour_region"].values, levels=[0.5], colors="b",
-                   linewidths=0.8)
-    ax.set_title("truth outside 90 % band (red);\ntumour region (blue)", fontsize=8)
+    if known:
+        outside = ((truth < ds["k_q05"].values) | (truth > ds["k_q95"].values)).astype(float)
+        ax = axes[0, 3]
+        ax.imshow(outside, origin="lower", extent=ext, vmin=0, vmax=1, cmap="Reds")
+        if "tumour_region" in ds:
+            ax.contour(ds["x"].values, ds["y"].values, ds["tumour_region"].values, levels=[0.5], colors="b",
+                       linewidths=0.8)
+        ax.set_title("truth outside 90 % band (red);\ntumour region (blue)", fontsize=8)
     rows = []
-    for ax, name in zip(axes[0, 4:], scalars):
+    for ax, name in zip(axes[0, fields:], scalars):
         s = ds[f"{name}_samples"].values
         t = float(ds[f"{name}_samples"].attrs.get("truth", np.nan))
         ax.hist(s, bins=12, color="C0", alpha=0.7)
@@ -111,7 +120,7 @@ def proliferation_panel(data: RunData, out: Path) -> Panel:
     cal = ((data.decision or {}).get("calibration") or {}).get("k", {})
     rows.append(["k (tumour region)", "", "", "", ""])
     note = ""
-    if cal:
+    if cal and "coverage_90" in cal:
         note = (f"k: truth inside the 90 % band at {100 * cal['coverage_90']:.0f} % of the tumour region; RMS error "
                 f"of log k there {cal['rmse_log_posterior']:.3f} (prior centre {cal['rmse_log_prior']:.3f})")
     return Panel(title, save_figure(fig, out / "oncology_k.png"), note=note,
@@ -200,7 +209,7 @@ def treatment_verdict(data: RunData) -> Verdict | None:
                  "tumour cells"]
         err = abs(cov - 0.9)
         for name, c in cal.items():
-            if isinstance(c, dict) and "truth" in c:
+            if isinstance(c, dict) and c.get("truth") is not None:
                 inside = c["q05"] <= c["truth"] <= c["q95"]
                 parts.append(f"true {name} {format_number(c['truth'], c['q95'] - c['q05'])} "
                              f"{'inside' if inside else 'OUTSIDE'} its 90 % band "
