@@ -21,6 +21,7 @@ import pytest
 
 from campaign_case import l96_campaign
 from twin.campaign import layout
+from twin.io.checkpoint import CheckpointReader
 from twin.config.experiments import ExperimentsConfig
 from twin.config.loader import load_campaign
 
@@ -61,7 +62,10 @@ def test_drop_diverging_member_online(loaded, tmp_path):
     F0 = _prior_forcing(wide)
     assert np.argmax(F0) == 2 and F0[2] > 200 and np.all(np.delete(F0, 2) < 12)  # the seed does what we claim
     done, failed = layout.member_files(wide, 0)
-    assert done == [0, 1, 3, 4] and list(failed) == [2]
+    assert done == [] and list(failed) == [2]  # online: the forecasts are in checkpoint 1, the drop has its marker
+    with CheckpointReader(layout.checkpoint_file(wide, 1)) as r:
+        kept = r.read_array("forecast")
+    assert [m for m in range(5) if np.isfinite(kept[m]).all()] == [0, 1, 3, 4] and np.isnan(kept[2]).all()
     assert "non-finite" in failed[2] and "l96" in failed[2]
     st = {e.name: e for e in status(run).experiments}
     assert st[WIDE].state == "done" and st[WIDE].cycles_done == 2

@@ -87,22 +87,28 @@ def _parameters(s, params: Sequence[dict[str, Any]], grids: ExitStack, keep: lis
     return out
 
 
-def write_ensemble_checkpoint(s, path, cycle: int, t: float, states, params, alive, meta, prov) -> str:
+def write_ensemble_checkpoint(s, path, cycle: int, t: float, states, params, alive, meta, prov,
+                              forecast=None) -> str:
     """Checkpoint ``cycle`` at time ``t`` of the whole ensemble: ``states`` (whole states, natural order) and
-    ``params`` (physical values) of every member, the ``alive`` flags and ``meta``. Collective."""
+    ``params`` (physical values) of every member, the ``alive`` flags and ``meta``; ``forecast``: the members'
+    forecasts of the cycle that ends here (member x whole state, NaN rows for members without one), kept as the array
+    ``forecast`` when the online driver held them in memory (:func:`cycle_forecasts`). Collective."""
     from twin.io.checkpoint import write_checkpoint
 
     model = s.get_model()
     grid = model.grid
     vecs = [vec_from(grid, x) for x in states]
     field_vecs: list = []
+    arrays = {"alive": np.asarray(alive, dtype=bool)}
+    if forecast is not None:
+        arrays["forecast"] = np.asarray(forecast, dtype=float)
     try:
         with ExitStack() as grids:
             parameters = _parameters(s, params, grids, field_vecs, ensemble=True)
-            nbytes = 8 * len(states) * grid.size * grid.dof
+            nbytes = 8 * len(states) * grid.size * grid.dof * (2 if forecast is not None else 1)
             return write_checkpoint(path, s.comm, cycle=cycle, time=t, fields={model.name: (grid, vecs)},
                                     parallel=parallel_io(nbytes),
-                                    parameters=parameters, arrays={"alive": np.asarray(alive, dtype=bool)},
+                                    parameters=parameters, arrays=arrays,
                                     meta=meta, provenance=prov, sensitive=s.cfg.campaign.sensitive)
     finally:
         destroy_all(vecs)
@@ -154,3 +160,23 @@ def read_member(s, reader) -> tuple[np.ndarray, dict[str, Any]]:
         p[par.name] = (reader.read_field(par.name, "parameters").ravel() if par.is_field
                        else float(np.asarray(scalars[par.name])))
     return state, p
+
+
+def cycle_forecasts(s, cycle: int, comm) -> dict[int, tuple[np.ndarray, dict[str, Any]]]:
+    """Every member forecast of cycle ``cycle``, ``member -> (whole state, physical parameter values)`` (every rank):
+    from checkpoint ``cycle + 1``'s array ``forecast`` (the online driver's; parameters from checkpoint ``cycle``),
+    else from the member files of a workflow's tasks. Collective."""
+    from twin.campaign import layout
+
+    with reader(layout.checkpoint_file(s.exp_dir, cycle + 1), comm) as r:
+        kept = r.read_array("forecast") if "forecast" in r.array_names else None
+    if kept is not None:
+        members = [m for m in range(kept.shape[0]) if np.all(np.isfinite(kept[m]))]
+        with reader(layout.checkpoint_file(s.exp_dir, cycle), comm) as r:
+            _, params = read_members(s, r, members)
+        return {m: (kept[m], p) for m, p in zip(members, params)}
+    out = {}
+    for m in layout.member_files(s.exp_dir, cycle)[0]:
+        with reader(layout.forecast_file(s.exp_dir, cycle, m), comm) as r:
+            out[m] = read_member(s, r)
+    return out

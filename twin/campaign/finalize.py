@@ -86,16 +86,18 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
                 alive = r.read_array("alive").astype(bool)
                 posterior[alive, k] = r.read_field(model.name)[alive]
                 meta = r.meta
+                kept = r.read_array("forecast") if k > 0 and "forecast" in r.array_names else None
             record = cycle_record(meta)
             if record is not None:
                 history.append(record)
             if k == K:
                 guard_state = meta.get("guardrails")
-            if k < K:
-                done, _ = layout.member_files(s.exp_dir, k)
-                for m in done:
-                    with reader(layout.forecast_file(s.exp_dir, k, m), comm) as r:
-                        forecast[m, k] = r.read_field(model.name)
+            if kept is not None:  # the online driver's forecasts of cycle k - 1, kept in this checkpoint
+                forecast[:, k - 1] = kept.reshape(forecast[:, k - 1].shape)
+            elif k > 0:  # a workflow's member files
+                for m in layout.member_files(s.exp_dir, k - 1)[0]:
+                    with reader(layout.forecast_file(s.exp_dir, k - 1, m), comm) as r:
+                        forecast[m, k - 1] = r.read_field(model.name)
         _, scale = time_encoding(model, s.cfg.timeline.calendar_start)
         times = np.array([sch.window(k)[1] for k in range(K)]) * scale
         times0 = np.concatenate([[sch.window(0)[0] * scale], times])

@@ -1,9 +1,14 @@
 """Online mode: every experiment of a campaign inside one MPI job, members over sub-communicators.
 
 The job's ranks are split into groups of ``ranks_per_member`` (:func:`twin.core.comm.split_ensemble`); in each cycle
-every group forecasts its members (:func:`twin.campaign.steps.forecast_member` on the group's communicator), then all
-ranks run the analysis (:func:`twin.campaign.steps.analyse`). The steps and files are those of workflow mode, so the
-two modes give the same analysis for the same seed, and either can resume a run directory the other started.
+every group forecasts its members in memory (:func:`twin.campaign.steps.advance_member` on the group's communicator,
+the model integration a workflow's member task runs too), the forecasts are gathered to every rank, and all ranks run
+the analysis (:func:`twin.campaign.steps.analyse`), whose checkpoint keeps the forecasts (array ``forecast``) for
+``forecast.nc`` and the decisions. So online mode writes one file per cycle (the checkpoint: what a restart needs)
+where a workflow writes a member file per member and cycle (its tasks are processes of their own); a killed online
+run recomputes at most the forecasts of the cycle it was in. The analysis is the same function on the same numbers
+in both modes, so they give the same analysis for the same seed bitwise, and either can resume a run directory the
+other started (from its last checkpoint).
 
 Failure policy (``experiments`` section): a member forecast that fails (SolverError, ModelError) is tried again
 ``retries`` times; then it is dropped (``drop``) or the experiment stops (``stop``, ``stopped.json``) and the next one
@@ -23,6 +28,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from twin.campaign import layout
 from twin.campaign.experiments import experiments_section, prepare_experiments
@@ -236,7 +242,7 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
 
     from twin.campaign import context as ctx
     from twin.campaign import steps
-    from twin.campaign.checkpoints import reader
+    from twin.campaign.checkpoints import read_members, reader
     from twin.campaign.finalize import finalize
     from twin.campaign.experiment import setup
     from twin.core.comm import split_ensemble
@@ -273,12 +279,17 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
             for k in range(start, K):
                 with reader(layout.checkpoint_file(exp_dir, k), comm) as r:
                     alive = r.read_array("alive")
+                    states, params = read_members(s, r, range(alive.size))
                 stop = 0
                 mine = [m for m in (ens.members if g is not None else []) if alive[m]]
                 bar.members(len(mine))
+                forecasts: dict[int, Any] = {}
                 for m in mine:
-                    if not _forecast_with_retries(exp_dir, k, m, g, policy):
+                    done, x = _forecast_with_retries(exp_dir, k, m, g, policy, states[m], params[m])
+                    if not done:
                         stop = 1
+                    elif x is not None and g.rank == 0:
+                        forecasts[m] = x
                     bar.member_done()
                 if comm.allreduce(stop, op=MPI.MAX):
                     reason = f"a member forecast failed in cycle {k} (policy: stop)"
@@ -286,9 +297,10 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                         layout.write_json(layout.stopped_marker(exp_dir), {"cycle": k, "reason": reason})
                     log.error("experiment %s stopped: %s", exp_dir.name, reason)
                     return
-                comm.Barrier()
+                # every rank gets every member's forecast (each group's first rank holds its members')
+                forecasts = {m: x for part in comm.allgather(forecasts) for m, x in part.items()}
                 try:
-                    steps.analyse(exp_dir, k, comm, s, min_members=policy.min_members)
+                    steps.analyse(exp_dir, k, comm, s, min_members=policy.min_members, forecasts=forecasts)
                 except WorkflowError as exc:
                     if rank == 0:
                         layout.write_json(layout.stopped_marker(exp_dir), {"cycle": k, "reason": str(exc)})
@@ -317,20 +329,23 @@ def _run_other_method(exp_dir: Path, comm, s, policy) -> None:
         log.error("experiment %s stopped: %s", exp_dir.name, exc)
 
 
-def _forecast_with_retries(exp_dir: Path, cycle: int, member: int, s, policy) -> bool:
-    """Forecast one member on its group; ``False`` if it keeps failing and the policy is ``stop``."""
+def _forecast_with_retries(exp_dir: Path, cycle: int, member: int, s, policy, state, params):
+    """Forecast one member on its group, in memory: ``(True, whole state)``, ``(True, None)`` when the member is
+    dropped (policy ``drop``: marked failed), ``(False, None)`` if it keeps failing and the policy is ``stop``."""
     from twin.campaign import steps
 
     for attempt in range(policy.retries + 1):
+        t_start = time.time()
         try:
-            steps.forecast_member(exp_dir, cycle, member, s.comm, s)
-            return True
+            x = steps.advance_member(s, cycle, state, params)
+            s.record("forecast", "done", t_start, cycle=cycle, member=member)
+            return True, x
         except (SolverError, ModelError) as exc:
             log.warning("experiment %s: member %d failed in cycle %d (attempt %d of %d): %s", exp_dir.name, member,
                         cycle, attempt + 1, policy.retries + 1, exc, extra={"rank_local": True})
             reason = str(exc)
     if policy.on_member_failure == "stop":
-        return False
+        return False, None
     if s.comm.Get_rank() == 0:
         steps.mark_failed(exp_dir, cycle, member, reason)
-    return True
+    return True, None

@@ -278,21 +278,43 @@ def forecast_member(exp_dir, cycle: int, member: int, comm, s: Setup | None = No
                 raise WorkflowError(f"experiment {s.name}: member {member} was dropped before cycle {cycle}")
             (state,), (params,) = read_members(s, r, [member])
             parent, checksum = r.path, r.checksum
-        ctx.set_member_parameters(model, params)
-        vec = model.create_state()
-        try:
-            model.grid.set_global(state, vec)
-            t0, t1 = sch.window(cycle)
-            model.advance(vec, t0, t1)
+        t1 = sch.window(cycle)[1]
+
+        def write(vec):
             write_member_file(s, out, comm, cycle, t1, vec, params, member, s.provenance(parent, checksum),
                               parallel=parallel_io(8 * model.grid.size * model.grid.dof))
-        finally:
-            vec.destroy()
+
+        advance_member(s, cycle, state, params, write)
         s.record("forecast", "done", t_start, cycle=cycle, member=member)
         return True
     finally:
         if own:
             s.destroy()
+
+
+def advance_member(s: Setup, cycle: int, state, params, keep=None) -> np.ndarray | None:
+    """Advance one member (whole state ``state`` in natural order, physical parameter values ``params``) over
+    cycle ``cycle`` on ``s.comm``; ``keep(vec)`` gets the forecast vector (a workflow task writes its member file),
+    else the forecast is returned as a whole state on every rank of ``s.comm``. Collective.
+
+    Raises
+    ------
+    SolverError, ModelError
+        When the model's solve fails.
+    """
+    model, sch = s.get_model(), s.schedule
+    ctx.set_member_parameters(model, params)
+    vec = model.create_state()
+    try:
+        model.grid.set_global(state, vec)
+        t0, t1 = sch.window(cycle)
+        model.advance(vec, t0, t1)
+        if keep is not None:
+            keep(vec)
+            return None
+        return model.grid.allgather(vec).ravel()
+    finally:
+        vec.destroy()
 
 
 def mark_failed(exp_dir, cycle: int, member: int, reason: str) -> None:
@@ -302,9 +324,13 @@ def mark_failed(exp_dir, cycle: int, member: int, reason: str) -> None:
 
 
 # -- analysis --------------------------------------------------------------------------------------------------------
-def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: int = 2) -> bool:
+def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: int = 2,
+            forecasts: dict[int, np.ndarray] | None = None) -> bool:
     """Analysis of cycle ``cycle``: checkpoint ``cycle + 1`` and one diagnostics record. Collective.
 
+    The members' forecasts come from their member files (a workflow's tasks), or from ``forecasts`` (member ->
+    whole state, the same on every rank: the online driver keeps them in memory), which checkpoint ``cycle + 1`` then
+    keeps as its array ``forecast`` (the rows of the other members NaN) for ``forecast.nc`` and the decisions.
     Members with a failure marker in this cycle are dropped; every other live member must have its forecast. The
     analysis is :meth:`twin.assimilation.analysis.EnsembleAnalysis.analyse` of the configured method
     (:func:`twin.campaign.context.analysis`) on the live members' control vectors, with the random stream ANALYSIS of
@@ -338,6 +364,8 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             prior_states, prior_params = read_members(s, r, range(alive.size))
             parent, checksum = r.path, r.checksum
         done, failed = layout.member_files(s.exp_dir, cycle)
+        if forecasts is not None:
+            done = sorted(forecasts)
         dropped = dict(meta.get("dropped", {}))
         for m, reason in failed.items():
             if alive[m]:
@@ -354,8 +382,11 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
                                 f"{min_members} needed); dropped: {sorted(int(k) for k in dropped)}")
         states, params = [], []
         for m in live:
-            with reader(layout.forecast_file(s.exp_dir, cycle, m), comm) as r:
-                x, p = read_member(s, r)
+            if forecasts is not None:  # a forecast leaves the parameters as they were
+                x, p = forecasts[m], dict(prior_params[m])
+            else:
+                with reader(layout.forecast_file(s.exp_dir, cycle, m), comm) as r:
+                    x, p = read_member(s, r)
             states.append(x)
             params.append(p)
         with reader(layout.observations_file(s.exp_dir), comm) as r:
@@ -384,8 +415,13 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             new_meta["guardrails"] = guarded.snapshot(guard)
         if s.cfg.assimilation.background_check is not None:
             new_meta["rejected"] = _rejections(meta.get("rejected", []), obs, cycle, t, result.rejected)
+        kept = None
+        if forecasts is not None:
+            kept = np.full((alive.size, np.size(states[0])), np.nan)
+            for m, x in forecasts.items():
+                kept[m] = x
         write_ensemble_checkpoint(s, out, cycle + 1, t, prior_states, prior_params, alive, new_meta,
-                                  s.provenance(parent, checksum))
+                                  s.provenance(parent, checksum), forecast=kept)
         if s.rank == 0:
             guarded.write_flags(s.exp_dir, new_meta.get("guardrails"))
             if "rejected" in new_meta:

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from twin.campaign import context as ctx
-from twin.campaign import layout
 from twin.campaign.state import CoupledState, set_field
 from twin.core.errors import ConfigError
 from twin.core.streams import Purpose
@@ -87,7 +86,7 @@ def structure_record(s, comm, model, ensemble, dcfg) -> dict[str, Any]:
 
 
 def _placement(s, comm, model, structure, comp, dcfg, points, angles) -> dict[str, Any]:
-    from twin.campaign.checkpoints import read_member, reader
+    from twin.campaign.checkpoints import cycle_forecasts
     from twin.decision.sensors import PlacementProblem
     from twin.kinds.structure.decision import max_von_mises, placement_study
     from twin.kinds.structure.gauges import strain_gauge_matrix
@@ -101,13 +100,10 @@ def _placement(s, comm, model, structure, comp, dcfg, points, angles) -> dict[st
                           " or a deployed strain_gauges network")
     H = strain_gauge_matrix(structure.grid, all_points, all_angles)
     block = model.block(comp) if isinstance(model, CoupledState) else slice(None)
-    done, _ = layout.member_files(s.exp_dir, 0)
     Y, q = [], []
     vec = structure.create_state()
     try:
-        for m in sorted(done):
-            with reader(layout.forecast_file(s.exp_dir, 0, m), comm) as r:
-                x, params = read_member(s, r)
+        for m, (x, params) in sorted(cycle_forecasts(s, 0, comm).items()):
             for name, value in params.items():
                 if np.ndim(value):
                     set_field(model, name, value)
