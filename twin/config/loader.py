@@ -247,5 +247,42 @@ def _resolve_data_files(loaded: LoadedCampaign) -> None:
                                            "paths are relative to the campaign file"))
             continue
         net.file = str(target.resolve())
+    problems += _resolve_matrix_files(loaded)
     if problems:
         raise ConfigError(problems)
+
+
+def _resolve_matrix_files(loaded: LoadedCampaign) -> list:
+    """The observation files named inside ``experiments.matrix`` values (a value replacing ``assimilation`` or its
+    ``observations``): made absolute against the campaign file like the others, or problems when missing (an
+    experiment's own copy of the campaign lives in its directory, where a relative path would lead nowhere)."""
+    from types import SimpleNamespace
+
+    from twin.core.kinds import reads_files
+
+    experiments = getattr(loaded.config, "experiments", None)
+    problems = []
+
+    def networks(value, where):
+        if isinstance(value, dict) and isinstance(value.get("observations"), list):
+            yield from ((net, where + ("observations", i)) for i, net in enumerate(value["observations"]))
+        elif isinstance(value, list):
+            yield from ((net, where + (i,)) for i, net in enumerate(value))
+
+    for key, values in (getattr(experiments, "matrix", None) or {}).items():
+        if key not in ("assimilation", "assimilation.observations"):
+            continue
+        for j, value in enumerate(values):
+            for net, where in networks(value, ("experiments", "matrix", key, j)):
+                if not (isinstance(net, dict) and isinstance(net.get("file"), str)
+                        and reads_files(SimpleNamespace(type=net.get("type")))):
+                    continue
+                target = Path(net["file"]).expanduser()
+                target = target if target.is_absolute() else (loaded.directory / target)
+                if not target.is_file():
+                    problems.append(loaded.problem(where + ("file",), f"observation file {target} does not exist "
+                                                   "(or is not a regular file); paths are relative to the campaign "
+                                                   "file"))
+                    continue
+                net["file"] = str(target.resolve())
+    return problems

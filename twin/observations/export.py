@@ -23,10 +23,13 @@ Layout (orthogonal multidimensional representation, CF 1.10 section 9.3.1), for 
     obs_<v>(station_<v>, time) the observed values in the model's units of v, coordinates "time obs_<v>_x ..."
     obs_<v>_error(...)         their error standard deviations (ancillary; named by the network's ``error`` key)
 
-A network is written when its operator is, row for row, multilinear interpolation of one state component at the
-network's positions (checked against :func:`twin.observations.base.interpolation_matrix`, to round-off); every other
-network (integrals, gauges of derived quantities, images) is named in the global attribute
-``twin_networks_not_written`` with why: a file network could not observe through its operator. The files of the
+A row of a network is written when it is multilinear interpolation of one state component at the row's position
+(checked against :func:`twin.observations.base.interpolation_matrix`, to round-off): what a file network's operator
+does. A network of several variables (a station network observing ``h, u, v``) gives a row to each of their
+variables; a network none of whose rows are such point values (integrals, gauges of derived quantities, images), or
+the rows of a network that are not (values on a staggered grid's faces, which a file network would interpolate at the
+wrong place), is named in the global attribute ``twin_networks_not_written`` with why: a file network could not
+observe through its operator. The files of the
 real system are rarely one per state variable; CF allows a file per feature type, and twin reads any number of them.
 
 Written by hand with netCDF4 (through :func:`twin.io.netcdf.global_attributes` and ``record_checksum``, as every twin
@@ -51,10 +54,13 @@ _AXES = ("x", "y", "z")
 _FILL = -9.0e33
 
 
-def point_networks(obs, model) -> tuple[dict[str, tuple[int, str]], dict[str, str]]:
-    """Which networks of the stacked operator ``obs`` observe point values of a state variable.
+def point_networks(obs, model) -> tuple[dict[str, tuple[int, str] | list], dict[str, str]]:
+    """Which networks (or rows of networks) of the stacked operator ``obs`` observe point values of a state variable.
 
-    Returns ``({network: (component, variable)}, {network: why not})``.
+    Returns ``({network: (component, variable)}, {network: why not})`` for networks whose rows all observe one
+    variable; a network whose rows observe several, or only some of whose rows are point values, maps instead to the
+    list of ``(component, variable)`` of its rows (``None``: a row not written, and the network is also named in the
+    second dict with why).
     """
     names = list(getattr(model, "state_names", ()) or ())
     slices = obs.network_slices or {obs.name: slice(0, obs.n_obs)}
@@ -66,20 +72,31 @@ def point_networks(obs, model) -> tuple[dict[str, tuple[int, str]], dict[str, st
             continue
         H = obs.matrix[rows]
         where = obs.locations[rows]
-        found = None
+        found: list = [None] * H.shape[0]
         if where.shape[1] == grid.dim:
+            tol = 1e-12 * max(1.0, abs(H).max())
             for c, v in enumerate(names):
                 try:
                     ref = interpolation_matrix(grid, where, c)
                 except ObservationError:  # a position outside the box: not a point network of this grid
                     break
-                if ref.shape == H.shape and abs(ref - H).max() <= 1e-12 * max(1.0, abs(H).max()):
-                    found = (c, v)
+                if ref.shape != H.shape:
                     break
-        if found is None:
+                close = abs(ref - H).max(axis=1).toarray().ravel() <= tol
+                for r in np.flatnonzero(close):
+                    if found[r] is None:
+                        found[r] = (c, v)
+        kinds = set(found)
+        if not found or kinds == {None}:
             others[name] = "its operator is not the point value of one state variable"
+        elif len(kinds) == 1:
+            points[name] = found[0]
         else:
             points[name] = found
+            if None in kinds:
+                written = ", ".join(dict.fromkeys(f[1] for f in found if f is not None))
+                others[name] = (f"{found.count(None)} of its {len(found)} rows are not the point value of one state "
+                                f"variable at their positions (rows of {written} written)")
     return points, others
 
 
@@ -122,8 +139,12 @@ def _write(tmp, obs, model, times, values, points, others, time_units, time_scal
     length_units = getattr(model, "length_units", "m")
     slices = obs.network_slices or {obs.name: slice(0, obs.n_obs)}
     by_variable: dict[str, list[tuple[str, int]]] = {}
-    for name, (_, v) in points.items():
-        by_variable.setdefault(v, []).extend((name, r) for r in range(slices[name].start, slices[name].stop))
+    for name, found in points.items():
+        rows = range(slices[name].start, slices[name].stop)
+        per_row = found if isinstance(found, list) else [found] * len(rows)
+        for r, f in zip(rows, per_row):
+            if f is not None:
+                by_variable.setdefault(f[1], []).append((name, r))
     with netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
         attrs = global_attributes("observations", "twin experiment observations", provenance)
         attrs["featureType"] = "timeSeries"

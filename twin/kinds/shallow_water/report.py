@@ -71,11 +71,31 @@ def _free_run(data: RunData):
         return ds.load()
 
 
-def _truth(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+def _truth(directory: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The twin experiment's truth and times from ``observations.h5``; ``None`` for a campaign observed through
+    files (a real system has no truth)."""
     from twin.io.checkpoint import CheckpointReader
 
     with CheckpointReader(directory / "observations.h5") as r:
+        if "truth" not in r.array_names:
+            return None
         return r.read_array("truth"), np.asarray(r.read_array("times"), dtype=float)
+
+
+def _background(data: RunData, shape: tuple[int, int, int]) -> tuple[np.ndarray, float, str] | None:
+    """What the network is drawn over: the truth at the first analysis, or without one (observations from files)
+    the posterior ensemble mean there; ``(state (ny, nx, dof), time, name)`` or ``None``."""
+    found = _truth(data.directory)
+    if found is not None:
+        truth, times = found
+        i = min(1, len(truth) - 1)
+        return truth[i].reshape(shape), float(times[i]), "truth"
+    ds, variables = data.posterior, data.state_variables()
+    if ds is None or len(variables) != shape[2]:
+        return None
+    i = min(1, ds.sizes["time"] - 1)
+    state = np.stack([ds[v].isel(time=i).mean("member").values for v in variables], axis=-1)
+    return state.reshape(shape), float(ds["time"].values[i]), "posterior mean"
 
 
 def _networks(directory: Path):
@@ -106,12 +126,15 @@ def network_panel(data: RunData, out: Path) -> Panel:
     dof = len(section.metadata().state_names)
     scale = float(convert(1.0, section.grid.units, "m"))
     sites = {name: (p[0] * scale, p[1] * scale) for name, p in section.sites.items()}
-    truth, times = _truth(data.directory)
-    state = truth[min(1, len(truth) - 1)].reshape(ny, nx, dof)
+    background = _background(data, (ny, nx, dof))
+    if background is None:
+        return Panel(title, note="neither a truth nor a posterior to draw the network over")
+    state, when, what = background
+    title = f"Observing network over the {what}"
     km = 1e-3
     fig, ax = plt.subplots(figsize=(6.6, 5.6))
     im = ax.imshow(state[..., 0], origin="lower", extent=(x0 * km, x1 * km, y0 * km, y1 * km), cmap="Blues_r")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="truth h [m]")
+    fig.colorbar(im, ax=ax, shrink=0.8, label=f"{what} h [m]")
     # the wind at cell centres (C-grid faces averaged), every other cell
     uc = 0.5 * (state[..., 1] + np.roll(state[..., 1], -1, axis=1))
     vc = 0.5 * (state[..., 2] + np.roll(state[..., 2], -1, axis=0))
@@ -139,7 +162,7 @@ def network_panel(data: RunData, out: Path) -> Panel:
     ax.set_ylim(y0 * km, y1 * km)
     ax.set_xlabel("x [km]")
     ax.set_ylabel("y [km]")
-    ax.set_title(f"truth at t = {times[min(1, len(times) - 1)] / HOUR:g} h; stars: sites", fontsize=9)
+    ax.set_title(f"{what} at t = {when / HOUR:g} h; stars: sites", fontsize=9)
     ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
     table = html_table(["network", "positions", "observations per time", "mean error std"], rows)
     return Panel(title, save_figure(fig, out / "atmosphere_network.png"), table=table)
