@@ -16,6 +16,11 @@ from twin.campaign import context as ctx
 from twin.campaign import layout
 
 
+#: seconds between the online driver's appends to ``diagnostics.nc`` (appending costs a NetCDF open and close,
+#: tens of milliseconds, more than a small model's whole cycle); the checkpoints hold every record meanwhile
+DIAGNOSTICS_EVERY = 5.0
+
+
 def rank_of(comm) -> int:
     """This process's rank in ``comm`` (0 without one)."""
     return comm.Get_rank() if comm is not None else 0
@@ -34,6 +39,11 @@ class Setup:
     model: Any = None
     _obs: Any = field(default=None, repr=False)
     _schedule: Any = field(default=None, repr=False)
+    #: diagnostics records not yet in ``diagnostics.nc``, and when it was last appended to (``lazy``: the online
+    #: driver appends every :data:`DIAGNOSTICS_EVERY` seconds and at the end; a step of its own appends at once)
+    pending: list = field(default_factory=list, repr=False)
+    appended_at: float = field(default=0.0, repr=False)
+    lazy: bool = False
 
     @property
     def cfg(self):
@@ -73,6 +83,25 @@ class Setup:
 
         return collect(self.comm, config_text=self.loaded.text, sensitive=self.cfg.campaign.sensitive,
                        parent=parent, parent_checksum=checksum, relative_to=self.exp_dir)
+
+    def add_diagnostics(self, record: dict, last: bool) -> None:
+        """Queue the diagnostics record of a cycle; append the queue to ``diagnostics.nc`` unless :attr:`lazy` and
+        appended less than :data:`DIAGNOSTICS_EVERY` seconds ago (``last``: the campaign's last cycle, always).
+        Collective."""
+        self.pending.append(record)
+        now = time.monotonic()
+        if self.comm is not None and self.comm.Get_size() > 1:
+            now = self.comm.bcast(now, root=0)
+        if not self.lazy or last or now - self.appended_at >= DIAGNOSTICS_EVERY:
+            self.flush_diagnostics(now)
+
+    def flush_diagnostics(self, now: float | None = None) -> None:
+        """Append the queued diagnostics records to ``diagnostics.nc`` (collective)."""
+        from twin.campaign.outputs import append_cycle_records
+
+        records, self.pending = self.pending, []
+        append_cycle_records(self, records)
+        self.appended_at = time.monotonic() if now is None else now
 
     def record(self, task: str, outcome: str, t_start: float, **extra) -> None:
         """Append a line to the experiment's task log (rank 0): the task, its outcome (``done``, ``skipped``), the

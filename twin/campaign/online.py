@@ -268,6 +268,7 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
         rpm = comm.Get_size()
     ens = split_ensemble(comm, s.n_members, rpm)
     g = setup(exp_dir, ens.member_comm) if ens.member_comm != MPI.COMM_NULL else None
+    s.lazy = True  # diagnostics.nc appended every few seconds (the checkpoints hold every record meanwhile)
     try:
         steps.init_experiment(exp_dir, comm, s)
         K = s.schedule.n_cycles
@@ -307,8 +308,15 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                     log.error("experiment %s stopped: %s", exp_dir.name, exc)
                     return
                 bar.advance(status=f"cycle {k}")
+        s.flush_diagnostics()
         finalize(exp_dir, comm, s)
     finally:
+        if s.pending:
+            try:
+                s.flush_diagnostics()
+            except Exception as exc:  # noqa: BLE001 - the error that ended the experiment is the one to report
+                log.warning("experiment %s: diagnostics.nc not brought up to date (%s); a resume will", exp_dir.name,
+                            exc)
         if g is not None:
             g.destroy()
         s.destroy()

@@ -95,12 +95,12 @@ def cycle_record(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     return history[-1] if history else None
 
 
-def records_until(s: Setup, cycle: int) -> list[dict[str, Any]]:
-    """The diagnostics records of cycles ``0 .. cycle`` from checkpoints ``1 .. cycle + 1``. Collective."""
+def records_between(s: Setup, first: int, last: int) -> list[dict[str, Any]]:
+    """The diagnostics records of cycles ``first .. last`` from checkpoints ``first + 1 .. last + 1``. Collective."""
     from twin.campaign.checkpoints import reader
 
     out = []
-    for k in range(1, cycle + 2):
+    for k in range(first + 1, last + 2):
         with reader(layout.checkpoint_file(s.exp_dir, k), s.comm) as r:
             rec = cycle_record(r.meta)
         if rec is not None:
@@ -108,17 +108,23 @@ def records_until(s: Setup, cycle: int) -> list[dict[str, Any]]:
     return out
 
 
-def append_cycle_record(s: Setup, cycle: int, record: dict[str, Any]) -> None:
-    """Make ``diagnostics.nc`` hold the records of cycles ``0 .. cycle`` of a filter campaign, ``record`` the last:
-    append it when the file holds the earlier ones, else rebuild the file from the checkpoints (after a crash between
-    a checkpoint and its append, or a resume from an earlier cycle). Collective."""
-    records = diagnostics_count(s.exp_dir / "diagnostics.nc", s.comm)
-    if records == cycle + 1:
+def append_cycle_records(s: Setup, records: list[dict[str, Any]]) -> None:
+    """Make ``diagnostics.nc`` hold the records of cycles ``0 ..`` the last of ``records`` (consecutive cycles) of a
+    filter campaign: append what it lacks, the records before ``records`` read from their checkpoints (the online
+    driver appends every few seconds, so a killed run's file may be behind), or rebuild it from the checkpoints when
+    it is ahead or unreadable (a resume from an earlier cycle). Collective."""
+    if not records:
         return
-    if records == cycle:
-        _write_records(s, [record])
+    first, last = int(records[0]["cycle"]), int(records[-1]["cycle"])
+    count = diagnostics_count(s.exp_dir / "diagnostics.nc", s.comm)
+    if count == last + 1:
+        return
+    if 0 <= count < first:
+        _write_records(s, records_between(s, count, first - 1) + records)
+    elif first <= count <= last:
+        _write_records(s, records[count - first:])
     else:
-        _write_records(s, records_until(s, cycle - 1) + [record], fresh=True)
+        _write_records(s, records_between(s, 0, first - 1) + records, fresh=True)
 
 
 def _units(template: str, state: str) -> str:

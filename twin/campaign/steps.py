@@ -40,7 +40,6 @@ from twin.campaign import layout
 from twin.campaign.checkpoints import (is_valid_checkpoint, parallel_io, read_member, read_members, reader,
                                        write_ensemble_checkpoint, write_member_file)
 from twin.campaign.experiment import Setup, setup
-from twin.campaign.outputs import append_cycle_record
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger
 from twin.core.streams import Purpose
@@ -426,7 +425,7 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             guarded.write_flags(s.exp_dir, new_meta.get("guardrails"))
             if "rejected" in new_meta:
                 _write_rejections(s.exp_dir, new_meta["rejected"])
-        append_cycle_record(s, cycle, record)
+        s.add_diagnostics(record, last=cycle == sch.n_cycles - 1)
         s.record("analyse", "done", t_start, cycle=cycle)
         if "rmse" in record:
             log.info("experiment %s cycle %d: rmse %.4g -> %.4g, spread %.4g -> %.4g (%d members)", s.name, cycle,
