@@ -11,6 +11,10 @@ NP        ?= 2
 # A rank stuck in a collective call cannot be interrupted from Python: bound the whole MPI test run instead.
 MPI_TIMEOUT ?= 900
 MPIEXEC   ?= mpiexec
+# The serial suite runs in this many pytest-xdist workers, one test file per worker at a time (module fixtures run
+# once); most of its time is campaigns in subprocesses and mpiexec jobs, which two workers overlap on 2 cores.
+TEST_JOBS ?= 2
+SERIAL    := -n $(TEST_JOBS) --dist loadfile
 DEMO      ?= oncology
 DEB_PKGS  := python3-petsc4py python3-mpi4py python3-h5py-mpi python3-netcdf4 python3-venv openmpi-bin
 # Open MPI refuses root without these; harmless for other users and for MPICH.
@@ -65,10 +69,10 @@ browser:
 
 test: setup browser
 	timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration $(PLUGIN)/tests
+	$(PY) -m pytest -q -p no:cacheprovider $(SERIAL) tests/unit tests/verification tests/integration $(PLUGIN)/tests
 
 test-serial: setup browser
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/verification tests/integration $(PLUGIN)/tests
+	$(PY) -m pytest -q -p no:cacheprovider $(SERIAL) tests/unit tests/verification tests/integration $(PLUGIN)/tests
 
 test-mpi: setup
 	timeout -k 20 $(MPI_TIMEOUT) $(MPIEXEC) -n $(NP) $(PY) -m pytest -q -p no:cacheprovider --color=no tests/mpi

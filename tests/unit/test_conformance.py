@@ -179,6 +179,27 @@ def test_a_rank_dependent_model_fails_the_ranks_line():
     assert 1e-4 < float(measured.split("max relative difference ")[1].split()[0]) < 1e-1
 
 
+@pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec on PATH")
+def test_the_ranks_check_runs_from_a_process_that_inherited_an_mpi_environment(tmp_path):
+    """``twin check-model`` started by a Python that had initialised MPI (whose Open MPI singleton exported
+    OMPI_MCA_ess=singleton and PMIX_* to its children: a notebook, a script, a pytest-xdist worker) or under
+    ``mpiexec -n 1``: the kit's own ``mpiexec -n 2`` starts a job of its own (it exited 1 with no output)."""
+    import os
+    import subprocess
+    import sys
+
+    check = [sys.executable, "-m", "twin.cli", "check-model", "lorenz96"]
+    parent = ("import subprocess, sys; from mpi4py import MPI; MPI.COMM_WORLD; "
+              f"sys.exit(subprocess.run({check!r}, stdin=subprocess.DEVNULL).returncode)")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    for cmd in ([sys.executable, "-c", parent], [MPIEXEC, "-n", "1", *check]):
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+                             stdin=subprocess.DEVNULL)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        assert "PASS  1 vs 2 ranks agree          max relative difference 0 " in out.stdout, out.stdout
+
+
 def test_solvers_without_the_prefix_fail_the_options_line():
     report = check_model(_subject(IgnoresPrefix), ranks=1)
     assert [r.name for r in report.failed()] == ["options prefix honoured"], report.text()

@@ -21,5 +21,13 @@ def test_a_process_with_rank_variables_but_no_launcher_parent_is_not_bound():
 
 
 def test_the_parent_name_is_the_kernels_command_name():
-    assert parent_name(os.getpid()) == os.path.basename(sys.executable)[:15]
+    # a process of its own: a test runner may retitle its own process (pytest-xdist's workers are "[pytest-xdist ...");
+    # the name is read once the child runs Python (until its exec completes it may still carry this process's name)
+    child = subprocess.Popen([sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "up\n"
+        assert parent_name(child.pid) == os.path.basename(sys.executable)[:15]
+    finally:
+        child.communicate(timeout=60)
     assert parent_name(2 ** 22 + 12345) == ""

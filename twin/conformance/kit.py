@@ -252,6 +252,23 @@ def check_transforms(ctx: Context) -> str:
     return f"max relative error {_g(worst)} over {count} values of {', '.join(names)}"
 
 
+#: Variables of a running MPI job or singleton (Open MPI, PMIx, MPICH's PMI and Hydra), dropped from the environment
+#: of the ``mpiexec`` the kit starts ...
+_MPI_RUNTIME = ("OMPI_", "PMIX_", "ORTE_", "OPAL_", "PMI_", "HYDRA_")
+#: ... except the user's switches that no MPI runtime sets (Open MPI as root; more ranks than cores)
+_MPI_KEEP = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_MCA_rmaps_base_oversubscribe")
+
+
+def _fresh_mpi_environ() -> dict:
+    """This process's environment without MPI runtime variables, for a child ``mpiexec`` that starts a job of its own.
+
+    A process started by one that had initialised MPI (an Open MPI singleton sets ``OMPI_MCA_ess=singleton``
+    and ``PMIX_*``, which every child inherits: a pytest-xdist worker, a script run from Python that imported mpi4py)
+    or by ``mpiexec -n 1`` carries them, and ``mpiexec`` then exits with status 1 and no output (or refuses a
+    "recursive call")."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_MPI_RUNTIME) or k.startswith(_MPI_KEEP)}
+
+
 def check_ranks(ctx: Context) -> str:
     if ctx.ranks < 2:
         raise _skip("not asked for (--ranks 1)")
@@ -264,7 +281,7 @@ def check_ranks(ctx: Context) -> str:
     out = ctx.workdir / "ranks.npy"
     spec.write_text(json.dumps({"subject": ctx.subject.spec(), "t0": ctx.t0, "t2": ctx.t2, "out": str(out)}))
     cmd = [mpiexec, "-n", str(ctx.ranks), sys.executable, "-P", "-m", "twin.conformance.ranks", str(spec)]
-    env = dict(os.environ)
+    env = _fresh_mpi_environ()
     env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
     try:
         # stdin closed: mpiexec forwards its stdin to rank 0, and ours may belong to someone else (a test runner)
