@@ -152,6 +152,9 @@ def test_observation_files_are_checked_at_validate(tmp_path):
     _refused(tmp_path, mixed, "through files or a twin experiment through synthetic networks, not both")
     esmda = _write(tmp_path / "esmda.yaml", L96.replace(L96_OBS, net).replace("method: etkf", "method: esmda"))
     assert load_campaign(esmda).config.assimilation.method == "esmda"
+    superobs = net.replace("}}}]", "}}, superobs: {spacing: 2}}]")
+    _refused(tmp_path, L96.replace(L96_OBS, superobs).replace("method: etkf", "method: esmda"),
+             "assimilation.observations[0].superobs", "super-observations are made per cycle", "use thinning")
     var = (ROOT / "configs" / "lorenz96_4dvar.yaml").read_text()
     assert L96_OBS in var
     fourdvar = _write(tmp_path / "4dvar.yaml", var.replace(L96_OBS, net))

@@ -156,6 +156,12 @@ def _check_files(cfg) -> Problems:
         return [(("assimilation", "observations", files[0]), "observation files observe single-model campaigns for "
                                                             "now; this campaign is coupled: observe it with synthetic "
                                                             "networks (a twin experiment) or drop the coupling")]
+    method = getattr(cfg.assimilation, "method", None)
+    if method in ("esmda", "4dvar"):
+        return [(("assimilation", "observations", i, "superobs"),
+                 f"super-observations are made per cycle, for the filters (etkf, enkf, letkf); {method} uses every "
+                 "observation at its own model step: use thinning instead")
+                for i in files if getattr(nets[i], "superobs", None) is not None]
     return []
 
 
