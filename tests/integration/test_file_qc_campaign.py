@@ -123,3 +123,10 @@ def test_thinning_and_the_range_check_keep_what_they_should_and_say_so(case):
     (line,) = [ln.strip() for ln in out.stdout.splitlines() if "observations:" in ln]
     assert line == ("thinned observations: 200 used, 0 missing, 0 outside the time span, 0 outside the domain, "
                     "0 duplicate, 3 out of range, 197 thinned or superseded, no background check")
+    # the report's table of each file's checks says the same
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "report", "thinned"], cwd=d, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    html = (d / "thinned" / "report" / "index.html").read_text()
+    assert "<th>out of range</th>" in html and "<th>thinned or superseded</th>" in html
+    assert "<td>200</td><td>0</td><td>0</td><td>0</td><td>3</td><td>0</td><td>197</td><td>0</td><td></td>" in html

@@ -161,12 +161,14 @@ def observation_fit_panel(data: RunData, out: Path) -> Panel:
     if ds is None or "chi2_per_dof" not in ds:
         return Panel(title, optional=True)
     cycle = ds["cycle"].values if "cycle" in ds else np.arange(ds.sizes["time"])
+    checks = ("accepted", "missing", "outside_time", "outside_domain", "range", "duplicate", "thinned", "superobs")
     rows = [[f["network"], Path(str(f["file"])).name, str(f["sha256"])[:12]]
-            + [int(f.get("qc", {}).get(k, 0)) for k in ("accepted", "missing", "outside_time", "outside_domain",
-                                                         "duplicate", "thinned")]
+            + [int(f.get("qc", {}).get(k, 0)) for k in checks]
+            + [f.get("superobservations") if f.get("superobservations") is not None else ""]
             for f in data.observation_files]
     table = html_table(["network", "file", "sha256", "assimilated", "missing", "outside the time span",
-                        "outside the domain", "duplicate", "superseded in its cycle"], rows) if rows else ""
+                        "outside the domain", "out of range", "duplicate", "thinned or superseded",
+                        "averaged into super-observations", "super-observations made"], rows) if rows else ""
     chi2 = np.asarray(ds["chi2_per_dof"].values, float)
     late = chi2[cycle.size // 5:] if cycle.size > 2 else chi2
     word = ("as large as B and R say" if 0.5 <= np.nanmean(late) <= 2.0 else
