@@ -237,16 +237,8 @@ def _resolve_data_files(loaded: LoadedCampaign) -> None:
 
     problems = []
     for i, net in enumerate(getattr(loaded.config.assimilation, "observations", None) or []):
-        if not reads_files(net):
-            continue
-        target = Path(net.file).expanduser()
-        target = target if target.is_absolute() else (loaded.directory / target)
-        if not target.is_file():
-            problems.append(loaded.problem(("assimilation", "observations", i, "file"),
-                                           f"observation file {target} does not exist (or is not a regular file); "
-                                           "paths are relative to the campaign file"))
-            continue
-        net.file = str(target.resolve())
+        if reads_files(net):
+            net.file = _data_file(loaded, net.file, ("assimilation", "observations", i, "file"), problems)
     problems += _resolve_matrix_files(loaded)
     if problems:
         raise ConfigError(problems)
@@ -277,12 +269,17 @@ def _resolve_matrix_files(loaded: LoadedCampaign) -> list:
                 if not (isinstance(net, dict) and isinstance(net.get("file"), str)
                         and reads_files(SimpleNamespace(type=net.get("type")))):
                     continue
-                target = Path(net["file"]).expanduser()
-                target = target if target.is_absolute() else (loaded.directory / target)
-                if not target.is_file():
-                    problems.append(loaded.problem(where + ("file",), f"observation file {target} does not exist "
-                                                   "(or is not a regular file); paths are relative to the campaign "
-                                                   "file"))
-                    continue
-                net["file"] = str(target.resolve())
+                net["file"] = _data_file(loaded, net["file"], where + ("file",), problems)
     return problems
+
+
+def _data_file(loaded: LoadedCampaign, name: str, key: tuple, problems: list) -> str:
+    """``name`` made absolute against the campaign file's directory; unchanged, with a problem at ``key`` appended to
+    ``problems``, when it is not a regular file."""
+    target = Path(name).expanduser()
+    target = target if target.is_absolute() else (loaded.directory / target)
+    if not target.is_file():
+        problems.append(loaded.problem(key, f"observation file {target} does not exist (or is not a regular file); "
+                                            "paths are relative to the campaign file"))
+        return name
+    return str(target.resolve())
