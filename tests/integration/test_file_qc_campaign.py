@@ -1,8 +1,8 @@
 """Thinning and the physical range check in a Lorenz-96 ETKF campaign fed by a station file (10 cycles, 40 stations
 1 m apart on the ring): boxes smaller than the station spacing and a range nothing falls outside change nothing
 (the analyses are bitwise those of the campaign without the keys); boxes of 2 m keep the station nearest each box
-centre and three readings of 99 are flagged ``range``: the counts are in ``observations.h5`` and in ``twin status``,
-and the analyses are bitwise those of a file holding only the observations the checks kept."""
+centre and three readings of 99 are flagged ``range``: the counts are in ``observations.h5``, per cycle in
+``diagnostics.nc`` and in ``twin status``, and the analyses are bitwise those of a file holding only the observations the checks kept."""
 
 from __future__ import annotations
 
@@ -115,6 +115,12 @@ def test_thinning_and_the_range_check_keep_what_they_should_and_say_so(case):
                             "range": 3, "duplicate": 0, "thinned": K * M // 2 - 3, "background": 0, "superobs": 0}
     with xr.open_dataset(thinned / "diagnostics.nc", decode_times=False) as diag:
         assert diag["n_obs"].values.tolist() == [M // 2] * K
+        # and per cycle what the checks left out: each cycle's readings are M, M // 2 of them used
+        out_of_range = np.bincount([k for _, k in OUTLIERS], minlength=K)
+        assert diag["n_rejected_range"].values.tolist() == out_of_range.tolist()
+        assert diag["n_rejected_thinned"].values.tolist() == (M - M // 2 - out_of_range).tolist()
+        assert int(diag["n_rejected_duplicate"].sum()) == int(diag["n_rejected_outside_domain"].sum()) == 0
+        assert diag["n_rejected_range"].attrs["units"] == "1"
     # the analyses are those of the observations the checks kept, bitwise
     assert np.array_equal(_posterior(thinned), _posterior(kept))
     out = subprocess.run([sys.executable, "-m", "twin.cli", "status", "thinned"], cwd=d, capture_output=True,

@@ -3,8 +3,8 @@
 decision comes from the posterior alone, and observations.h5 records the shipped file with its SHA-256 and QC counts.
 
 The atmosphere variant (configs/atmosphere_files.yaml) reads examples/observations/atmosphere_observations.nc, the
-sea level its flagship's LETKF twin experiment exported (12 stations and 165 altimeter footprints every 30 min for
-12 h). Reduced here to 16 members, 4 cycles (2 h) and a 1 h forecast, on the flagship's 32 x 32 grid (on a coarser
+sea level and winds its flagship's LETKF twin experiment exported (h at 12 stations and 165 altimeter footprints, u
+and v at the 12 stations and 72 scatterometer footprints, every 30 min for 12 h). Reduced here to 16 members, 4 cycles (2 h) and a 1 h forecast, on the flagship's 32 x 32 grid (on a coarser
 grid, the observed flow being the 32 x 32 one, every member failed after the first analysis): the file's observations after the reduced campaign's end are counted ``outside_time``, not used.
 """
 
@@ -54,17 +54,17 @@ def test_atmosphere_files_variant_runs_from_the_shipped_file(tmp_path):
     from twin.io.checkpoint import CheckpointReader
 
     path, shipped = _reduced_atmosphere(tmp_path)
-    assert shipped.stat().st_size < 300_000
+    assert shipped.stat().st_size < 200_000
     with netCDF4.Dataset(shipped) as nc:
         assert nc.featureType == "timeSeries"
-        # the winds are left out (C-grid faces; see the header of configs/atmosphere_files.yaml), and said so
-        assert "synop" in nc.twin_networks_not_written and "scatterometer" in nc.twin_networks_not_written
+        # every network written: the winds too (the file network observes them on the C-grid's faces)
+        assert nc.twin_networks_not_written == "none"
         times = np.asarray(nc["time"][:], dtype=float)
-        values = np.ma.filled(nc["obs_h"][:].astype(float), np.nan)
+        values = np.concatenate([np.ma.filled(nc[f"obs_{v}"][:].astype(float), np.nan) for v in ("h", "u", "v")])
     end = N_CYCLES * EVERY * DT
     inside = np.isfinite(values[:, times <= end]).sum()
     outside = np.isfinite(values[:, times > end]).sum()
-    assert inside == 177 * N_CYCLES
+    assert inside == (177 + 2 * 84) * N_CYCLES
 
     assert main(["validate", str(ATMOSPHERE)]) == 0
     run = tmp_path / "run"
@@ -75,7 +75,7 @@ def test_atmosphere_files_variant_runs_from_the_shipped_file(tmp_path):
         assert "rmse" not in ds.data_vars  # no truth
         chi2 = ds["chi2_per_dof"].values
         assert chi2.shape == (N_CYCLES,) and np.all(np.isfinite(chi2)) and np.all(chi2 > 0)
-        assert np.all(ds["n_obs"].values == 177)
+        assert np.all(ds["n_obs"].values == 177 + 2 * 84)
     dec = json.loads((exp / "decision.json").read_text())
     assert dec["members"] == N_MEMBERS
     assert dec["time"] == pytest.approx(end)

@@ -48,6 +48,12 @@ EXTRA_DIAGNOSTICS = {
     "ensemble_hbht": ("forecast ensemble variance in observation space (mean)", "{state}2"),
     "n_rejected_background": ("observations left out by the background check (assimilation.background_check)",
                               "1"),
+    # observation files: what their quality control left out in each cycle (twin.observations.file_network)
+    "n_rejected_outside_domain": ("observations of the cycle from files outside the model's domain", "1"),
+    "n_rejected_range": ("observations of the cycle from files outside their variable's range", "1"),
+    "n_rejected_duplicate": ("observations of the cycle from files repeating an earlier one", "1"),
+    "n_rejected_thinned": ("observations of the cycle from files thinned or superseded by a later report", "1"),
+    "n_rejected_superobs": ("observations of the cycle from files averaged into super-observations", "1"),
 }
 
 #: Diagnostics of ES-MDA and 4D-Var campaigns that are neither in twin.io.netcdf.DIAGNOSTICS nor in

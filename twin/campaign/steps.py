@@ -7,7 +7,9 @@ verification does nothing (and says so in the task log), so a resumed campaign r
 * :func:`init_experiment` — the nature run of the twin experiment and its synthetic observations
   (``observations.h5``), and the prior ensemble drawn from the parameter priors (checkpoint 0);
 * :func:`forecast_member` — member ``m`` of checkpoint ``k`` advanced over cycle ``k`` on ``comm``
-  (``forecast/cycle_k/member_m.h5``);
+  (``forecast/cycle_k/member_m.h5``): with the model's solver (:func:`advance_member`), or, when ``comm`` is one rank
+  and the model has a batched forecast, as a batch of one (:func:`batched_forecast`, which online mode runs on all
+  the members of a rank at once; bitwise the solver's numbers, so the modes and layouts agree);
 * :func:`analyse` — the forecasts of cycle ``k`` and the observations of ``t_{k+1}`` through the configured ensemble
   analysis (:class:`twin.assimilation.analysis.EnsembleAnalysis`: prior inflation, guardrails, ETKF/EnKF/LETKF,
   posterior relaxation, adaptive inflation; the analysis the verification tests run), checkpoint ``k + 1`` and one
@@ -43,10 +45,12 @@ from twin.campaign.experiment import Setup, setup
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger
 from twin.core.streams import Purpose
+from twin.observations.file_network import cycle_counts
 
 log = get_logger("twin.campaign")
 
-__all__ = ["init_experiment", "forecast_member", "mark_failed", "analyse", "setup", "Setup", "reader"]
+__all__ = ["init_experiment", "forecast_member", "advance_member", "batched_forecast", "mark_failed", "analyse",
+           "setup", "Setup", "reader"]
 
 
 # -- init ------------------------------------------------------------------------------------------------------------
@@ -283,7 +287,16 @@ def forecast_member(exp_dir, cycle: int, member: int, comm, s: Setup | None = No
             write_member_file(s, out, comm, cycle, t1, vec, params, member, s.provenance(parent, checksum),
                               parallel=parallel_io(8 * model.grid.size * model.grid.dof))
 
-        advance_member(s, cycle, state, params, write)
+        # a batch of one where online mode batches (a member whole on one rank): both modes through one integrator
+        batch = batched_forecast(s, cycle, [state], [params])
+        if batch is not None and np.all(np.isfinite(batch)):
+            vec = model.grid.set_global(batch[0], model.create_state())
+            try:
+                write(vec)
+            finally:
+                vec.destroy()
+        else:
+            advance_member(s, cycle, state, params, write)
         s.record("forecast", "done", t_start, cycle=cycle, member=member)
         return True
     finally:
@@ -314,6 +327,28 @@ def advance_member(s: Setup, cycle: int, state, params, keep=None) -> np.ndarray
         return model.grid.allgather(vec).ravel()
     finally:
         vec.destroy()
+
+
+def batched_forecast(s: Setup, cycle: int, states, params) -> np.ndarray | None:
+    """The forecasts over cycle ``cycle`` of members whose states are whole on this rank (``states``: whole states in
+    natural order, ``params``: their physical parameter values) through the model's batched forecast
+    (:meth:`twin.models.base.Model.advance_ensemble`, bitwise :meth:`~twin.models.base.Model.advance`'s numbers),
+    one row per member; ``None`` where it does not apply: ``s.comm`` has more than one rank (a member's state is
+    distributed over them and its solver runs on all of them) or the model has no batched forecast. Not collective.
+
+    A row that is not finite is a member whose integration blew up: the caller runs it through
+    :func:`advance_member`, which reports the failure the model's way (retries, dropping, stopping).
+
+    Raises
+    ------
+    ModelError
+        When the cycle's window is invalid for the model.
+    """
+    if (s.comm is not None and s.comm.Get_size() > 1) or not len(states):
+        return None
+    t0, t1 = s.schedule.window(cycle)
+    out = s.get_model().advance_ensemble(np.asarray(states, dtype=float), list(params), t0, t1)
+    return None if out is None else np.asarray(out, dtype=float)
 
 
 def mark_failed(exp_dir, cycle: int, member: int, reason: str) -> None:
@@ -402,6 +437,8 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             E, y, err, float(meta.get("inflation", 1.0)), ctx.rng(s.cfg, Purpose.ANALYSIS, cycle), cycle=cycle,
             time=t, truth=truth, screen=guarded.screen(guard) if guard is not None else None)
         record = dict(result.record, cycle=cycle, time=t)
+        if getattr(obs, "file_series", None):
+            record.update(cycle_counts(obs.file_series, cycle))
         new_states, new_params = control.unpack(result.ensemble)
         for j, m in enumerate(live):
             prior_states[m] = new_states[:, j]

@@ -162,6 +162,24 @@ def interpolation_matrix(grid: Grid, points: np.ndarray, component: int = 0) -> 
     return H
 
 
+def point_matrix(model, points: np.ndarray, component: int) -> sp.csr_matrix:
+    """The rows observing state ``component`` of ``model`` at physical ``points``: the model's own
+    ``point_matrix(points, component)`` when it has one (a staggered grid, whose variables do not all sit at the cell
+    centres), else :func:`interpolation_matrix` on ``model.grid``. What a file network's operator does
+    (:mod:`twin.observations.file_network`) and what ``observations.nc`` checks a row against
+    (:mod:`twin.observations.export`).
+
+    Raises
+    ------
+    ObservationError
+        If a point lies outside the model's domain.
+    """
+    own = getattr(model, "point_matrix", None)
+    if callable(own):
+        return own(points, component)
+    return interpolation_matrix(model.grid, points, component)
+
+
 @dataclass
 class LinearObservations:
     """A linear observation network: ``y = H x + e``, ``e ~ N(0, diag(error_std^2))``, ``H`` in natural ordering.

@@ -5,8 +5,9 @@ per site and cycle (the filters, :func:`series`) or every observation at its own
 The table a file gives (:mod:`twin.observations.files`) is turned into what a cycled filter needs:
 
 * **sites**: every distinct (variable, position) of the accepted observations is one row of the network's linear
-  operator ``H`` (multilinear interpolation of that state variable at that position,
-  :func:`twin.observations.base.interpolation_matrix`), ordered by variable and then by first appearance;
+  operator ``H`` (multilinear interpolation of that state variable at that position, where the model keeps it: the
+  cell centres, or a staggered grid's faces for a model that says so, :func:`twin.observations.base.point_matrix`),
+  ordered by variable and then by first appearance;
 * **series**: ``Y[k, j]`` is the value of site ``j`` assimilated in cycle ``k`` (NaN when the site reported nothing
   in that cycle), ``E[k, j]`` its error standard deviation. An observation at time ``t`` belongs to the cycle whose
   analysis time is the first at or after it (``e_k < t <= e_(k+1)``, :func:`twin.observations.table.bin_by_cycle`)
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from twin.observations import qc
-from twin.observations.base import LinearObservations, interpolation_matrix
+from twin.observations.base import LinearObservations, point_matrix
 from twin.observations.table import ObservationTable
 
 
@@ -69,10 +70,31 @@ class FileSeries:
     #: with ``superobs``: per super-observation the table row of its first report (``None``: no super-observations
     #: asked for)
     superobs_rows: np.ndarray | None = None
+    #: the cycle of every table row (``-1`` before the first, ``K`` after the last; ``None``: not binned)
+    cycle: np.ndarray | None = None
 
     @property
     def counts(self) -> dict[str, int]:
         return self.qc.counts()
+
+
+#: the checks counted per cycle in ``diagnostics.nc`` (:func:`cycle_counts`); ``missing`` and ``outside_time`` are
+#: counted per file only (a missing value or an observation outside the span belongs to no cycle)
+CYCLE_CHECKS = ("outside_domain", "range", "duplicate", "thinned", "superobs")
+
+
+def cycle_counts(file_series, k: int) -> dict[str, int]:
+    """The observations of the ``file`` networks (``{name: FileSeries}``) binned into cycle ``k`` that each check of
+    :data:`CYCLE_CHECKS` left out, as ``{"n_rejected_<check>": count}`` (the background check's count,
+    ``n_rejected_background``, comes from the analysis)."""
+    out = {f"n_rejected_{c}": 0 for c in CYCLE_CHECKS}
+    for fs in file_series.values():
+        if fs.cycle is None:
+            continue
+        flags = fs.qc.flags[fs.cycle == k]
+        for c in CYCLE_CHECKS:
+            out[f"n_rejected_{c}"] += int(np.count_nonzero(flags == qc.FLAGS[c]))
+    return out
 
 
 def _component(model, variable: str) -> int:
@@ -177,7 +199,7 @@ def series(table: ObservationTable, model, cycle_edges, name: str = "file", *, r
     nominal = np.nanmedian(np.where(np.isfinite(E), E, np.nan), axis=0)
     nominal = np.where(np.isfinite(nominal), nominal, np.nanmedian(E))
     obs = LinearObservations(H, nominal, positions, name)
-    out = FileSeries(obs, Y, E, control, table.source, table.sha256, names)
+    out = FileSeries(obs, Y, E, control, table.source, table.sha256, names, cycle=cycle)
     if superobs is not None:
         out.superobs_rows = extra["row"]
     return out
@@ -259,7 +281,7 @@ def _final_sites(table: ObservationTable, use: np.ndarray, site_of: np.ndarray, 
     rows = []
     for v in order:
         idx = [j for j, s in enumerate(sites) if s[0] == v]
-        rows.append(interpolation_matrix(model.grid, new_positions[idx], _component(model, v)))
+        rows.append(point_matrix(model, new_positions[idx], _component(model, v)))
     extra_site = np.array([index[k] for k in extra_keys], dtype=np.int64)
     return new_site_of, sp.vstack(rows).tocsr(), new_positions, [s[0] for s in sites], extra_site
 
@@ -284,7 +306,7 @@ def _sites(table: ObservationTable, ok: np.ndarray, model):
     rows = []
     for v in order:
         idx = [j for j, s in enumerate(sites) if s[0] == v]
-        rows.append(interpolation_matrix(model.grid, positions[idx], _component(model, v)))
+        rows.append(point_matrix(model, positions[idx], _component(model, v)))
     return site_of, sp.vstack(rows).tocsr(), positions, [s[0] for s in sites]
 
 

@@ -420,6 +420,15 @@ class ShallowWater(Model):
                              f"reduce the time step or the forcing")
             ts.setConvergedReason(PETSc.TS.ConvergedReason.DIVERGED_STEP_REJECTED)
 
+    # -- observation -----------------------------------------------------------------------------------------------
+    def point_matrix(self, points, component: int):
+        """The rows observing state ``component`` at ``points`` [m] where it lives on the C-grid (``u`` on the west
+        faces, ``v`` on the south faces): what a ``file`` network observes (:func:`twin.observations.base
+        .point_matrix`), the rows of the ``stations`` network."""
+        from twin.kinds.shallow_water.observations import staggered_interpolation
+
+        return staggered_interpolation(self.grid, points, self.state_names[component], "observation file")
+
     # -- coupling --------------------------------------------------------------------------------------------------
     def field_grid(self, name: str) -> Grid:
         """The grid of the coupling field ``velocity``: cell centres, dof 2 (created on first use; collective)."""
