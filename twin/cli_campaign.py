@@ -91,7 +91,7 @@ def add_status_parser(sub) -> argparse.ArgumentParser:
 
 def add_assimilate_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("assimilate", help="continue a run with observation files that arrived later (a live twin)",
-                       description="Continue the filter campaign in RUN_DIR, observed through files, with newly "
+                       description="Continue the filter or 4D-Var campaign in RUN_DIR, observed through files, with newly "
                                    "arrived files of the same layout and variables: they are kept in "
                                    "RUN_DIR/deliveries/ with their SHA-256, the campaign gets the cycles that reach "
                                    "their latest observation, and the posterior, forecast, diagnostics, decision and "

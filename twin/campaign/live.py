@@ -1,14 +1,19 @@
-"""A live twin: ``twin assimilate RUN_DIR FILE...`` continues a filter campaign observed through files with the
-observations that arrived after it ran.
+"""A live twin: ``twin assimilate RUN_DIR FILE...`` continues a filter or 4D-Var campaign observed through files with
+the observations that arrived after it ran.
 
-A run of an ETKF, EnKF or LETKF campaign on one model whose observations come from a ``type: file`` network
-(:class:`twin.config.observation_networks.FileNetwork`) is extended by newly delivered files of the same layout and
-variables. With ``t_K`` the campaign's last analysis time and ``L`` its cycle length:
+A run of an ETKF, EnKF, LETKF or cycled 4D-Var campaign on one model whose observations come from a ``type: file``
+network (:class:`twin.config.observation_networks.FileNetwork`) is extended by newly delivered files of the same
+layout and variables. With ``t_K`` the campaign's last analysis time (4D-Var: the end of its last window) and ``L``
+its cycle length (4D-Var: the window shift ``S dt_obs``), :class:`Cycles`:
 
-* **the rule**: a delivered observation must be later than ``t_K``; one at or before it is refused, naming the file
-  and the first such observation, and nothing is changed (a live twin does not rewind its analyses);
-* **the cycles**: the campaign gets ``K' - K`` more cycles of the same length, the fewest that reach the latest new
-  observation (``t_K' >= t_max``); every new cycle must hold an observation (a filter cannot analyse an empty one);
+* **the rule**: a delivered observation must be later than ``t_K`` (4D-Var: the model step nearest it, where it is
+  used, must be); one at or before it is refused, naming the file and the first such observation, and nothing is
+  changed (a live twin does not rewind its analyses);
+* **the cycles**: the campaign gets ``K' - K`` more cycles (4D-Var: windows, ``assimilation.cycles``) of the same
+  length, the fewest that reach the latest new observation (``t_K' >= t_max``); every new cycle must hold an
+  observation (a filter cannot analyse an empty cycle, nor 4D-Var an empty window);
+* **ES-MDA** is refused: it calibrates one window from the prior, so new observations make a new calibration, not
+  more cycles (run the campaign again with the new files in the network's ``deliveries``);
 * **the same file twice** (same SHA-256, whatever its name) changes nothing: the command says it was assimilated
   already and exits 0;
 * **the result** equals one campaign run over all the files at once: the delivered files are read after the
@@ -90,9 +95,13 @@ def file_network(cfg, exp_dir: Path, wanted: str | None = None) -> tuple[int, st
     a = cfg.assimilation
     method = getattr(a, "method", None)
     where = f"experiment {exp_dir.name} ({layout.config_file(exp_dir)})"
-    if method not in ctx.FILTERS:
+    if method == "esmda":
+        raise ConfigError(f"{where} runs ES-MDA, which calibrates one window from the prior: new observations make "
+                          "another window, not more cycles; run the campaign again with the new files added to the "
+                          "network's 'deliveries' (twin assimilate continues filter and 4D-Var campaigns)")
+    if method not in (*ctx.FILTERS, "4dvar"):
         raise ConfigError(f"{where} runs {method or 'no assimilation'}: twin assimilate continues filter campaigns "
-                          f"({', '.join(ctx.FILTERS)}) whose observations come from files")
+                          f"({', '.join(ctx.FILTERS)}) and 4D-Var campaigns whose observations come from files")
     if ctx.is_coupled(cfg):
         raise ConfigError(f"{where} is a coupled campaign: twin assimilate continues campaigns on one model")
     networks = list(a.observations)
@@ -160,14 +169,53 @@ class Plan:
     cycles_after: int
 
 
-def cycles_to_cover(schedule, t: float) -> int:
-    """The fewest cycles of ``schedule`` (at least its own) whose last analysis time is at or after ``t``."""
-    length = schedule.every * schedule.dt
-    tol = 1e-9 * length
-    n = max(int(schedule.n_cycles), int(np.ceil((t - schedule.t0) / length - 1e-9)))
-    while schedule.t0 + n * schedule.every * schedule.dt < t - tol:
-        n += 1
-    return n
+@dataclass
+class Cycles:
+    """The analysis times of a campaign, ``t_0 + k L`` for ``k = 1 .. K``: a filter's cycles (``L`` = ``every dt``)
+    or 4D-Var's windows (``L`` = ``S dt_obs``, the end of each). ``step``: with 4D-Var the model's time step, on
+    whose nearest step each observation is used (``None``: a filter analyses an observation at the first analysis at
+    or after it). ``key``: where the count is in the configuration."""
+
+    t0: float
+    length: float
+    K: int
+    key: tuple[str, ...]
+    step: float | None = None
+
+    @classmethod
+    def of(cls, s) -> "Cycles":
+        """The cycles of the experiment set up in ``s`` (:class:`twin.campaign.experiment.Setup`). Collective."""
+        if s.cfg.assimilation.method != "4dvar":
+            sch = s.schedule
+            return cls(float(sch.t0), float(sch.every * sch.dt), int(sch.n_cycles), ("schedule", "cycles"))
+        from twin.campaign.windows import WindowPlan
+
+        plan = WindowPlan(s.cfg, s.get_model())
+        try:
+            return cls(plan.t0, plan.cycle.S * plan.cycle.dt_obs, plan.n_cycles, ("cycles",),
+                       float(plan.clock.dt))
+        finally:
+            plan.destroy()
+
+    @property
+    def last(self) -> float:
+        """The last analysis time (the end of the last window)."""
+        return self.t0 + self.K * self.length
+
+    def used_at(self, times: np.ndarray) -> np.ndarray:
+        """When observations at ``times`` are compared with the model: their own times (filters) or the model step
+        nearest each (4D-Var; half-way: the later, the rule of :class:`twin.observations.file_network.StepClock`)."""
+        times = np.asarray(times, dtype=float)
+        if self.step is None:
+            return times
+        return self.t0 + np.floor((times - self.t0) / self.step + 0.5) * self.step
+
+    def to_cover(self, t: float) -> int:
+        """The fewest cycles (at least ``K``) whose last analysis time is at or after ``t``."""
+        n = max(self.K, int(np.ceil((t - self.t0) / self.length - 1e-9)))
+        while self.t0 + n * self.length < t - 1e-9 * self.length:
+            n += 1
+        return n
 
 
 def _time_text(t: float, units: str) -> str:
@@ -200,15 +248,14 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
 
     s = setup(exp_dir, comm)
     try:
-        cfg, model, sch = s.cfg, s.get_model(), s.schedule
+        cfg, model, cycles = s.cfg, s.get_model(), Cycles.of(s)
         spec = cfg.assimilation.observations[network]
-        K = int(sch.n_cycles)
-        last = float(sch.window(K - 1)[1])
-        tol = 1e-9 * sch.every * sch.dt
+        K, last = cycles.K, cycles.last
+        tol = 1e-9 * cycles.length
         latest = last
         for path in paths:
             table = read_network_file(spec, path, model, cfg.timeline.calendar_start)
-            early = np.flatnonzero(table.time <= last + tol)
+            early = np.flatnonzero(cycles.used_at(table.time) <= last + tol)
             if early.size:
                 i = int(early[0])
                 request = spec.variables[str(table.variable[i])]
@@ -216,23 +263,24 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
                     f"observation file {table.source}: observation {table.row[i]} of "
                     f"'{request.name or request.standard_name or table.variable[i]}' at time "
                     f"{_time_text(table.time[i], table.time_units)} is at or before the last analysis time "
-                    f"{_time_text(last, table.time_units)} of experiment {s.name} ({early.size} of {len(table)} "
-                    "observations are): twin assimilate takes only observations after the last analysis (it does "
-                    "not rewind); leave the earlier ones out of the file")
+                    f"{_time_text(last, table.time_units)} of experiment {s.name}"
+                    + ("" if cycles.step is None else " (4D-Var uses it at its nearest model step)")
+                    + f" ({early.size} of {len(table)} observations are): twin assimilate takes only observations "
+                    "after the last analysis (it does not rewind); leave the earlier ones out of the file")
             usable = ~qc.missing(table.value, table.error) & ~qc.outside_domain(table.position, model.grid.extent)
             if not usable.any():
                 raise ObservationError(f"observation file {table.source}: none of its {len(table)} observations lies "
                                        f"inside the model's domain {[list(e) for e in model.grid.extent]} (in "
                                        f"{model.length_units}) with a value and an error")
-            latest = max(latest, float(np.max(table.time[usable])))
-        K_new = cycles_to_cover(sch, latest)
+            latest = max(latest, float(np.max(cycles.used_at(table.time[usable]))))
+        K_new = cycles.to_cover(latest)
         config = layout.config_file(exp_dir)
         data, _ = parse_yaml(config.read_text(encoding="utf-8"), str(config))
-        data["assimilation"]["schedule"]["cycles"] = K_new
+        functools.reduce(dict.get, cycles.key[:-1], data["assimilation"])[cycles.key[-1]] = K_new
         networks = data["assimilation"]["observations"]
         entry = networks[network] if isinstance(networks, list) else networks
         entry["deliveries"] = list(entry.get("deliveries", [])) + [str(p) for p in paths]
-        span = K_new * sch.every * sch.dt  # model time after the start
+        span = K_new * cycles.length  # model time after the start
         if not compatible(model.time_units, "1"):
             span = float(convert(span, model.time_units, cfg.timeline.units))
         if cfg.timeline.start + span > cfg.timeline.end:
@@ -249,6 +297,9 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
 def _check_observations(s, new_cfg, model, K: int, K_new: int, paths: list[str]) -> None:
     """The extended campaign's observations keep those of the ``K`` cycles in ``observations.h5`` and give each new
     cycle one at least."""
+    if new_cfg.assimilation.method == "4dvar":
+        _check_windows(s, new_cfg, model, K, paths)
+        return
     from twin.campaign import context as ctx
     from twin.campaign.checkpoints import is_valid_checkpoint, reader
     from twin.campaign.steps import file_values, unchanged_before
@@ -278,6 +329,30 @@ def _check_observations(s, new_cfg, model, K: int, K_new: int, paths: list[str])
     if not (unchanged_before(ys, old_y) and unchanged_before(errs, old_e)):
         raise WorkflowError(f"{', '.join(map(str, paths))}: with these files the observations of the {old_y.shape[0]} "
                             f"cycles experiment {s.name} has analysed would change (new sites before old ones, or an "
+                            "earlier file changed since): deliver observations of the same sites, and leave the "
+                            "campaign's files as they were")
+
+
+def _check_windows(s, new_cfg, model, K: int, paths: list[str]) -> None:
+    """:func:`_check_observations` of a 4D-Var campaign: every window of the extended campaign gets observations
+    (:func:`twin.campaign.windows.placed_observations` refuses one without) and the ``K`` windows analysed keep
+    theirs bitwise."""
+    from twin.campaign.checkpoints import is_valid_checkpoint, reader
+    from twin.campaign.windows import PLACED, WindowPlan, placed_observations, same_windows
+
+    plan = WindowPlan(new_cfg, model)
+    try:
+        placed = placed_observations(plan, s.name)
+    finally:
+        plan.destroy()
+    path = layout.observations_file(s.exp_dir)
+    if not is_valid_checkpoint(path, s.comm):
+        return  # nothing analysed from it yet: the resume writes it whole
+    with reader(path, s.comm) as r:
+        stored = {a: r.read_array(a) for a in (*PLACED, "windows")}
+    if not same_windows(placed, stored, K):
+        raise WorkflowError(f"{', '.join(map(str, paths))}: with these files the observations of the {K} windows "
+                            f"experiment {s.name} has analysed would change (new sites before old ones, or an "
                             "earlier file changed since): deliver observations of the same sites, and leave the "
                             "campaign's files as they were")
 
@@ -414,7 +489,8 @@ def _assimilate(run_dir: Path, files: list[Path], comm, exps, sensitive: bool, v
 def _cycles(exp_dir: Path) -> int:
     from twin.config.loader import load_campaign
 
-    return int(load_campaign(layout.config_file(exp_dir)).config.assimilation.schedule.cycles)
+    a = load_campaign(layout.config_file(exp_dir)).config.assimilation
+    return int(a.cycles if a.method == "4dvar" else a.schedule.cycles)
 
 
 def _extend(exp_dir: Path, p: Plan, sensitive: bool) -> None:

@@ -67,69 +67,11 @@ from twin.campaign.checkpoints import is_valid_checkpoint, reader, vec_from
 from twin.campaign.experiment import Setup, rank_of
 from twin.campaign.free_run import has_truth, write_free_run
 from twin.campaign.outputs import outputs_valid, write_diagnostics, write_ensembles
-from twin.core.errors import ConfigError
+from twin.campaign.windows import WindowPlan, placed_observations
 from twin.core.log import get_logger
 from twin.core.streams import Purpose
 
 log = get_logger("twin.campaign.variational")
-
-
-class _Plan:
-    """The campaign's 4D-Var objects on one communicator: the window scheme, the observation network, ``t_0``."""
-
-    def __init__(self, s: Setup):
-        from twin.assimilation.factory import observations_from_config
-        from twin.assimilation.fourdvar_cycle import cycle_from_config
-        from twin.core.units import compatible, convert
-
-        acfg, model = s.cfg.assimilation, s.get_model()
-        if acfg.observations is None:
-            raise ConfigError("assimilation.observations: a 4D-Var campaign observes its nature run with this "
-                              "network (e.g. {component: 0, all_points: true, error_std: 1.0})")
-        if acfg.model != model.name:
-            raise ConfigError(f"assimilation.model: {acfg.model!r} is not the campaign's component {model.name!r}")
-        for p in acfg.parameters:
-            par = model.parameters.get(p.name)
-            if par is None:
-                raise ConfigError(f"assimilation.parameters: {p.name!r} is not a parameter of model {model.name!r} "
-                                  f"(parameters: {sorted(model.parameters)})")
-            if par.is_field and p.bounds is not None:
-                raise ConfigError(f"assimilation.parameters: bounds on the field parameter {p.name!r} are not "
-                                  "supported; its transform (log for a log-Gaussian-field prior) keeps it in range")
-        self.t0 = float(s.cfg.timeline.start) if compatible(model.time_units, "1") else \
-            float(convert(s.cfg.timeline.start, s.cfg.timeline.units, model.time_units))
-        self.n_cycles = int(acfg.cycles)
-        self.cycle = cycle_from_config(model, acfg, name=f"{model.name}_fourdvar")
-        self.n_times = self.n_cycles * self.cycle.S
-        #: observations from files: each at its model step (StepClock); None for a twin experiment
-        self.clock = None
-        from twin.observations.networks import reads_files
-
-        if any(reads_files(n) for n in acfg.observations):
-            from twin.observations.file_network import StepClock
-            from twin.observations.networks import build
-
-            dt = getattr(model, "dt", None)
-            if dt is None:
-                raise ConfigError(f"assimilation.observations: observation files place each observation at the "
-                                  f"nearest step of the model, and model '{model.name}' (type "
-                                  f"'{model.type_name}') has no fixed time step 'dt'")
-            self.clock = StepClock(self.t0, self.time(self.n_times), float(dt), interval=self.cycle.dt_obs)
-            self.obs = build(acfg.observations, model, start=s.cfg.timeline.calendar_start, clock=self.clock)
-        else:
-            self.obs = observations_from_config(acfg, model)
-
-    def time(self, j: int) -> float:
-        return self.t0 + j * self.cycle.dt_obs
-
-    def window_index(self, t: np.ndarray) -> np.ndarray:
-        """The window whose new span ``(e_k - S dt_obs, e_k]`` holds each time (window 0 also ``t_0``)."""
-        q = (np.asarray(t, dtype=float) - self.t0) / (self.cycle.S * self.cycle.dt_obs)
-        return np.clip(np.ceil(q - 1e-9).astype(np.int64) - 1, 0, self.n_cycles - 1)
-
-    def destroy(self) -> None:
-        if self.cycle.B is not None and hasattr(self.cycle.B, "destroy"):
-            self.cycle.B.destroy()
 
 
 def run_experiment(exp_dir, comm, s: Setup, policy=None) -> None:
@@ -137,7 +79,7 @@ def run_experiment(exp_dir, comm, s: Setup, policy=None) -> None:
     from twin.core.progress import progress
     from twin.io.checkpoint import latest_good_checkpoint, list_checkpoints
 
-    plan = _Plan(s)
+    plan = WindowPlan(s.cfg, s.get_model())
     try:
         init(s, plan)
         good = latest_good_checkpoint(s.exp_dir / "checkpoint", comm)
@@ -153,7 +95,7 @@ def run_experiment(exp_dir, comm, s: Setup, policy=None) -> None:
         plan.destroy()
 
 
-def init(s: Setup, plan: _Plan) -> bool:
+def init(s: Setup, plan: WindowPlan) -> bool:
     """Nature run, synthetic observations and the background (checkpoint 0); ``False`` if both already verified."""
     from twin.assimilation.cycle import ModelForecast, ObservationSchedule, twin_truth
     from twin.io.checkpoint import write_checkpoint
@@ -165,11 +107,18 @@ def init(s: Setup, plan: _Plan) -> bool:
     if rank_of(comm) == 0:
         (s.exp_dir / "checkpoint").mkdir(parents=True, exist_ok=True)
     comm.Barrier()
-    if is_valid_checkpoint(obs_path, comm) and is_valid_checkpoint(ck0, comm):
-        s.record("init", "skipped", t_start)
-        return False
     from twin.campaign.experiments import draw_truth
     from twin.campaign.steps import network_geometry
+
+    if is_valid_checkpoint(obs_path, comm) and is_valid_checkpoint(ck0, comm):
+        earlier = _outdated_file_observations(s, plan, obs_path)
+        if earlier is not None:  # twin assimilate delivered more files: the windows analysed keep their observations
+            times = np.array([plan.time(j) for j in range(plan.n_times + 1)])
+            _write_file_observations(s, plan, times, *network_geometry(plan.obs), s.provenance(), earlier)
+            log.info("experiment %s: observations of %d more 4D-Var window(s) from the files delivered",
+                     s.name, plan.n_cycles - earlier["n_windows"])
+        s.record("init", "skipped", t_start)
+        return False
 
     grid, acfg = model.grid, s.cfg.assimilation
     x = model.initial_state()
@@ -226,39 +175,54 @@ def init(s: Setup, plan: _Plan) -> bool:
     return True
 
 
-def _write_file_observations(s: Setup, plan: _Plan, times, geometry, networks, prov) -> None:
-    """``observations.h5`` of a campaign fed by observation files: one entry per observation used, at its model step
-    and in its window (see the module docstring), every file's SHA-256 and QC counts. Refuses a window without
-    observations (one line naming it). Collective."""
-    from twin.core.errors import ObservationError
-    from twin.io.checkpoint import write_checkpoint
-    from twin.observations.networks import file_records, timed_observations
+def _outdated_file_observations(s: Setup, plan: WindowPlan, path) -> dict | None:
+    """For a campaign fed by files whose ``observations.h5`` holds fewer windows or other files than its configuration
+    now names (``twin assimilate`` delivered more), what the file holds (the arrays of
+    :data:`twin.campaign.windows.PLACED`, ``windows`` and ``n_windows``); ``None`` when it is current or the campaign
+    is a twin experiment."""
+    from twin.campaign.windows import PLACED
+    from twin.observations.networks import network_names, reads_files
 
-    data = timed_observations(plan.obs)
-    obs_times = np.array([plan.clock.time(n) for n in data["step"]])
-    windows = plan.window_index(obs_times)
-    empty = np.setdiff1d(np.arange(plan.n_cycles), windows)
-    files = file_records(plan.obs)
-    if empty.size:
-        k = int(empty[0])
-        ts, te = plan.cycle.window_of(k, plan.t0)
-        names = ", ".join(sorted({str(f["file"]) for f in files}))
-        raise ObservationError(f"experiment {s.name}: 4D-Var window {k} [{ts:g}, {te:g}] gets no observation from "
-                               f"{names} in ({te - plan.cycle.S * plan.cycle.dt_obs:g}, {te:g}] "
-                               f"({empty.size} such windows): give observations there, or fewer/longer windows "
-                               "(assimilation.cycles, window, shift, obs_interval)")
-    for f in files:
+    if plan.clock is None:
+        return None
+    networks = s.cfg.assimilation.observations
+    wanted = [[name, f] for name, n in zip(network_names(networks), networks) if reads_files(n) for f in n.files()]
+    with reader(path, s.comm) as r:
+        listed = [[f.get("network"), f.get("file")] for f in r.meta.get("files", [])]
+        n_times = r.read_array("times").size - 1
+        if n_times == plan.n_times and listed == wanted:
+            return None
+        return {**{a: r.read_array(a) for a in (*PLACED, "windows")}, "n_windows": n_times // plan.cycle.S}
+
+
+def _write_file_observations(s: Setup, plan: WindowPlan, times, geometry, networks, prov, earlier=None) -> None:
+    """``observations.h5`` of a campaign fed by observation files: one entry per observation used, at its model step
+    and in its window (:func:`twin.campaign.windows.placed_observations`), every file's SHA-256 and QC counts. Refuses
+    a window without observations (one line naming it). ``earlier``: what ``observations.h5`` held before more files
+    were delivered (``twin assimilate``); the windows it held must keep their observations bitwise. Collective."""
+    from twin.campaign.windows import same_windows
+    from twin.core.errors import WorkflowError
+    from twin.io.checkpoint import write_checkpoint
+
+    data = placed_observations(plan, s.name)
+    if earlier is not None and not same_windows(data, earlier, earlier["n_windows"]):
+        raise WorkflowError(f"experiment {s.name}: the observation files give other observations for the "
+                            f"{earlier['n_windows']} windows already analysed than observations.h5 holds: a file it "
+                            "read has changed; restore it (new observations go in new files, delivered with twin "
+                            "assimilate)")
+    for f in data["files"]:
         log.info("experiment %s: network %s from %s: %s", s.name, f["network"], f["file"],
                  ", ".join(f"{k} {v}" for k, v in f["qc"].items() if v))
     write_checkpoint(layout.observations_file(s.exp_dir), s.comm, cycle=0, time=plan.t0, provenance=prov,
                      parallel=False,
                      arrays={"observations": data["value"], "errors": data["error"], "rows": data["row"],
-                             "steps": data["step"], "obs_times": obs_times, "windows": windows,
+                             "steps": data["step"], "obs_times": data["obs_times"], "windows": data["windows"],
                              "error_std": plan.obs.error_std, "times": times, **geometry},
-                     meta={"kind": "observations", "files": files, **networks}, sensitive=s.cfg.campaign.sensitive)
+                     meta={"kind": "observations", "files": data["files"], **networks},
+                     sensitive=s.cfg.campaign.sensitive)
 
 
-def _window_observations(s: Setup, plan: _Plan, k: int, r) -> list:
+def _window_observations(s: Setup, plan: WindowPlan, k: int, r) -> list:
     """The :class:`~twin.assimilation.fourdvar.Observation` list of window ``k`` from ``observations.h5`` (reader
     ``r``): a twin experiment's networks at ``t_0 + j dt_obs``, or the file observations of the window grouped by
     their model step (one operator of their rows and errors per step)."""
@@ -353,7 +317,7 @@ def _write(s: Setup, cycle: int, t: float, states: dict[str, Any], params: dict[
             v.destroy()
 
 
-def window(s: Setup, plan: _Plan, k: int) -> None:
+def window(s: Setup, plan: WindowPlan, k: int) -> None:
     """4D-Var window ``k``: checkpoint ``k`` and the observations in, checkpoint ``k + 1`` and one diagnostics
     record out. Collective."""
     from twin.assimilation import diagnostics as diag
@@ -470,7 +434,7 @@ def _laplace_samples(fn, c_map, spec, k: int, te: float):
     return states, initial, {n: np.array(v) for n, v in params.items()}
 
 
-def finalize(s: Setup, plan: _Plan, force: bool = False) -> bool:
+def finalize(s: Setup, plan: WindowPlan, force: bool = False) -> bool:
     """``posterior.nc`` and ``forecast.nc`` from the checkpoints; ``diagnostics.nc`` completed. Collective."""
     t_start = time.time()
     if not force and outputs_valid(s):
@@ -497,7 +461,7 @@ def finalize(s: Setup, plan: _Plan, force: bool = False) -> bool:
     return True
 
 
-def window_posterior(s: Setup, plan: _Plan):
+def window_posterior(s: Setup, plan: WindowPlan):
     """Posterior samples at the start ``s_{K-1}`` of the last window (Laplace samples, else the MAP point) and the
     observation times of that window."""
     from twin.decision.prediction import PosteriorEnsemble
@@ -518,7 +482,7 @@ def window_posterior(s: Setup, plan: _Plan):
     return PosteriorEnsemble(states, params, ts), times
 
 
-def decide_window(s: Setup, plan: _Plan) -> None:
+def decide_window(s: Setup, plan: WindowPlan) -> None:
     """The decision step from the last window's posterior (:func:`twin.campaign.decide.decide`). Collective."""
     from twin.campaign.decide import decide, wants_decision
 

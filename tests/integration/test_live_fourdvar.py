@@ -1,0 +1,147 @@
+"""A live 4D-Var twin (``twin assimilate`` on a cycled 4D-Var campaign fed by files): the Lorenz-96 4D-Var twin
+experiment's observations (``observations.nc``, every 0.1 for 6 windows of 0.2) cut into three files of two windows
+each; a campaign run on the first and given the second and third as they arrive ends bitwise where one campaign over
+all of them ends (each window reads only its checkpoint and its observations, so the windows already analysed are
+kept and the new ones run from the last checkpoint). An observation whose nearest model step is at or before the end
+of the last window is refused in one line (4D-Var would use it in a window already analysed), and ES-MDA runs are
+refused with the reason (a new calibration, not more cycles).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[2]
+EXP = "lorenz96_4dvar"
+NETWORK = "observations: [{type: all_points, component: 0, error_std: 1.0}]"
+FILE_NETWORK = ("observations: [{type: file, file: %s, variables: {x: {name: obs_x, error: obs_x_error, "
+                "units: '1'}}}]")
+WINDOWS = 6
+
+
+def _twin(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "twin.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _ok(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    out = _twin(cwd, *args)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out
+
+
+def _write(path: Path, obs: dict, columns, times=None) -> Path:
+    """The observations of ``columns`` (observation times) as a CF-1.10 timeSeries file, written with netCDF4."""
+    y, e = obs["y"][:, columns], obs["e"][:, columns]
+    t = obs["t"][columns] if times is None else np.asarray(times, dtype=float)
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.Conventions, nc.featureType = "CF-1.10", "timeSeries"
+        nc.createDimension("station", y.shape[0])
+        nc.createDimension("time", t.size)
+        x = nc.createVariable("x", "f8", ("station",))
+        x.units, x.axis = "m", "X"
+        x[:] = obs["x"]
+        nc.createVariable("station_id", "i4", ("station",)).cf_role = "timeseries_id"
+        tv = nc.createVariable("time", "f8", ("time",))
+        tv.units, tv.standard_name = "1", "time"
+        tv[:] = t
+        v = nc.createVariable("obs_x", "f8", ("station", "time"))
+        v.units, v.coordinates = "1", "time x"
+        v[:] = y
+        err = nc.createVariable("obs_x_error", "f8", ("station", "time"))
+        err.units = "1"
+        err[:] = e
+    return path
+
+
+def _values(path: Path, name: str) -> np.ndarray:
+    with xr.open_dataset(path, decode_times=False) as ds:
+        return ds[name].values.copy()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    d = tmp_path_factory.mktemp("live4dvar")
+    text = (ROOT / "configs" / "lorenz96_4dvar.yaml").read_text()
+    assert NETWORK in text and "cycles: 8" in text and "samples: 20" in text
+    text = text.replace("cycles: 8", f"cycles: {WINDOWS}").replace("rank: 10, oversampling: 5, samples: 20",
+                                                                   "rank: 4, oversampling: 2, samples: 4")
+    (d / "twin.yaml").write_text(text)
+    _ok(d, "run", "twin.yaml", "-o", "experiment", "--quiet")
+    with xr.open_dataset(d / "experiment" / "experiments" / EXP / "observations.nc", decode_times=False) as ds:
+        obs = {"y": ds["obs_x"].values, "e": ds["obs_x_error"].values, "t": ds["time"].values,
+               "x": ds["obs_x_x"].values}
+    assert obs["y"].shape == (40, 2 * WINDOWS) and np.allclose(obs["t"], 0.1 * np.arange(1, 2 * WINDOWS + 1))
+    _write(d / "all.nc", obs, slice(0, 2 * WINDOWS))
+    parts = [_write(d / f"part{i + 1}.nc", obs, slice(4 * i, 4 * i + 4)) for i in range(3)]
+    (d / "all.yaml").write_text(text.replace(NETWORK, FILE_NETWORK % "all.nc"))
+    (d / "live.yaml").write_text(text.replace(NETWORK, FILE_NETWORK % "part1.nc").replace(
+        f"cycles: {WINDOWS}", "cycles: 2"))
+    _ok(d, "run", "all.yaml", "-o", "all", "--quiet")
+    _ok(d, "run", "live.yaml", "-o", "live", "--quiet")
+    runs = [_ok(d, "assimilate", "live", str(parts[1]), "--quiet"),
+            _ok(d, "assimilate", "live", str(parts[2]), "--quiet")]
+    return {"dir": d, "obs": obs, "parts": parts, "runs": runs}
+
+
+def test_three_deliveries_give_the_4dvar_campaign_over_all_observations(live):
+    d = live["dir"]
+    exp, ref = d / "live" / "experiments" / EXP, d / "all" / "experiments" / EXP
+    assert f"{EXP} 4 cycles" in live["runs"][0].stdout and f"{EXP} 6 cycles" in live["runs"][1].stdout
+    post = _values(exp / "posterior.nc", "l96_x")
+    assert post.shape[1] == WINDOWS
+    assert np.array_equal(post, _values(ref / "posterior.nc", "l96_x"))  # bitwise
+    for name in ("cost", "cost_initial", "iterations", "n_obs", "chi2_per_dof", "parameter_F"):
+        assert np.array_equal(_values(exp / "diagnostics.nc", name), _values(ref / "diagnostics.nc", name)), name
+    assert np.all(_values(exp / "diagnostics.nc", "n_obs") == 80)  # two observation times of 40 per window
+    from twin.io.checkpoint import CheckpointReader
+
+    shas = [hashlib.sha256(p.read_bytes()).hexdigest() for p in live["parts"]]
+    with CheckpointReader(exp / "observations.h5") as r:
+        files = r.meta["files"]
+        assert np.array_equal(np.bincount(r.read_array("windows")), [80] * WINDOWS)
+    assert [f["sha256"] for f in files] == shas and [f["qc"]["accepted"] for f in files] == [160] * 3
+    status = _twin(d, "status", "live")
+    assert status.returncode == 0 and "6/6" in status.stdout, status.stdout + status.stderr
+
+
+def test_the_same_file_twice_changes_nothing(live):
+    d = live["dir"]
+    out = _twin(d, "assimilate", "live", str(live["parts"][2]))
+    assert out.returncode == 0 and "already assimilated" in out.stdout and "nothing to do" in out.stdout, out.stdout
+
+
+def test_an_observation_used_at_a_step_already_analysed_is_refused(live):
+    d = live["dir"]
+    # the last window ends at 1.2; an observation at 1.22 is used at its nearest step, 1.2 (dt 0.05): refused whole
+    early = _write(d / "early.nc", live["obs"], [10, 11], times=[1.22, 1.4])
+    before = sorted((p, p.stat().st_mtime_ns) for p in (d / "live").rglob("*") if p.is_file())
+    out = _twin(d, "assimilate", "live", str(early))
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "time 1.22" in lines[0] and "last analysis time 1.2" in lines[0] and "nearest model step" in lines[0]
+    assert sorted((p, p.stat().st_mtime_ns) for p in (d / "live").rglob("*") if p.is_file()) == before
+
+
+def test_esmda_is_refused_with_the_reason(tmp_path):
+    from twin.campaign.live import file_network
+    from twin.config.loader import load_campaign
+    from twin.core.errors import ConfigError
+
+    (tmp_path / "obs.csv").write_text("time,x,variable,value,error\n0.1,1.0,x,0.5,1.0\n")
+    text = (ROOT / "configs" / "lorenz96_etkf.yaml").read_text()
+    network = "observations: [{type: file, file: obs.csv, variables: {x: {name: x, units: '1'}}, units: m}]"
+    text = text.replace("observations: [{type: all_points, component: 0, error_std: 1.0}]", network)
+    text = text.replace("method: etkf", "method: esmda")
+    (tmp_path / "c.yaml").write_text(text)
+    cfg = load_campaign(tmp_path / "c.yaml").config
+    with pytest.raises(ConfigError, match="ES-MDA, which calibrates one window from the prior.*deliveries"):
+        file_network(cfg, tmp_path)
