@@ -7,7 +7,9 @@ after the defaults are set, so options typed by the user win.
 
 A trial point at which the model diverges (:class:`~twin.core.errors.SolverError`, e.g. a chaotic model pushed far off
 its attractor, a forward or adjoint step that fails, or :class:`~twin.core.errors.CouplingError`, an explicit coupling
-growing unstable), or where ``J`` or its gradient is not finite, is given ``J = +inf``: the default More-Thuente line
+growing unstable), refuses the state it reaches (:class:`~twin.core.errors.ModelError`, e.g. a shallow-water state
+whose gravity waves outrun the fixed time step, checked before a forecast), or where ``J`` or its gradient is not
+finite, is given ``J = +inf``: the default More-Thuente line
 search (fewest function evaluations on smooth problems) then stops with a line-search failure; :func:`minimise` then
 continues from the best point evaluated so far with Armijo backtracking, which shortens the step and carries on
 (unless a line search was chosen explicitly, ``-fourdvar_tao_ls_type`` or ``options={"tao_ls_type": ...}``: then the
@@ -15,8 +17,8 @@ failure is reported with the model's error).
 
 TAO's converged reason is always checked: a negative reason (maximum iterations, line-search failure, NaN) raises
 :class:`~twin.core.errors.AssimilationError` naming the reason, the iteration count and the gradient norm, or, with
-``on_failure="warn"``, is logged and returned in :class:`MinimisationResult` (``converged=False``). An error raised by
-the model inside an objective evaluation (e.g. a diverging time step) stops TAO and is re-raised after it returns.
+``on_failure="warn"``, is logged and returned in :class:`MinimisationResult` (``converged=False``). Any other error
+raised inside an objective evaluation stops TAO and is re-raised after it returns.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from petsc4py import PETSc
 
-from twin.core.errors import AssimilationError, CouplingError, SolverError
+from twin.core.errors import AssimilationError, CouplingError, ModelError, SolverError
 from twin.core.log import get_logger
 from twin.core.petsc import reason_name, set_options
 
@@ -155,9 +157,9 @@ def minimise(functional, c0: PETSc.Vec | None = None, settings: TaoSettings | No
             if not (np.isfinite(f) and np.isfinite(gnorm)):
                 raise SolverError(functional.name, float("nan"),
                                   f"J = {f:.6g}, |grad J| = {gnorm:.6g} at a trial point (not finite)")
-        except (SolverError, CouplingError) as exc:
-            # A trial point where the model (or an explicit coupling) diverges, or J or its gradient is not finite,
-            # is rejected: +inf makes a backtracking line search shorten the step (More-Thuente gives up instead;
+        except (SolverError, CouplingError, ModelError) as exc:
+            # A trial point where the model (or an explicit coupling) diverges or refuses the state it reaches, or J
+            # or its gradient is not finite, is rejected: +inf makes a backtracking line search shorten the step (More-Thuente gives up instead;
             # see the module docstring).
             diverged.append(exc)
             G.set(0.0)
