@@ -282,13 +282,24 @@ class ImagingVisitsNetwork(NetworkBase):
     optional NIfTI mask (non-zero: observed), both relative to the CSV. Each image is sampled at the model's cell
     centres (:func:`twin.kinds.tumour.imaging.read_nifti`: world RAS mm = model mm; ``plane``: the world z of a 2-D
     model; ``order``: 1 trilinear, 0 nearest); every tissue cell inside the image and the mask is one observation of
-    the cellularity of that cell, with error ``error_std``. ``theta`` defaults to the model's carrying capacity."""
+    the cellularity of that cell, with error ``error_std``. ``theta`` defaults to the model's carrying capacity.
+    ``value_range: [low, high]`` (default ``[0, 1]``): a sampled value outside it is refused, as a sign of intensities
+    that are not cellularity; an estimate left unclipped so that its noise stays unbiased (a twin experiment's noisy
+    visits, :mod:`twin.kinds.tumour.export`) goes a few ``error_std`` beyond [0, 1], and needs it wider."""
 
     type: Literal["imaging_visits"]
     file: FilePath
     theta: float | None = Field(default=None, gt=0)
     plane: float = 0.0
     order: Literal[0, 1] = 1
+    value_range: list[float] = Field(default_factory=lambda: [0.0, 1.0], min_length=2, max_length=2)
+
+    @field_validator("value_range")
+    @classmethod
+    def _range(cls, v):
+        if not (all(math.isfinite(x) for x in v) and v[0] < v[1]):
+            raise ValueError(f"value_range is [low, high] with low < high (cellularity, e.g. [0, 1]), got {v}")
+        return v
 
     @field_validator("error_std")
     @classmethod

@@ -19,7 +19,9 @@ The visit table (CSV, relative to the campaign file), one row per visit::
   ``N / theta`` in [0, 1], the quantity the tumour model's imaging observes. twin does not convert intensities: a
   clinical pipeline turns an ADC or T1/T2 map into cellularity first (e.g. the ADC model ``c = (ADC_w - ADC) /
   (ADC_w - ADC_min)`` of Atuegwu et al. 2013, clipped to [0, 1]). A value outside [0, 1] at an observed cell, or a
-  voxel that is not finite anywhere in the image, is refused, naming the file and the visit;
+  voxel that is not finite anywhere in the image, is refused, naming the file and the visit (``value_range: [low,
+  high]`` widens [0, 1] for an estimate left unclipped so that its noise stays unbiased, such as a twin experiment's
+  noisy visits written by :mod:`twin.kinds.tumour.export`);
 * ``mask`` (optional, may be empty): a NIfTI volume on the image's voxels (same shape and affine); cells where it is
   zero are not observed.
 
@@ -121,6 +123,7 @@ def read(spec, path, model, start):
     centres = np.stack([m.ravel() for m in grid.mesh()], axis=1)          # natural order, columns x, y[, z]
     digest = hashlib.sha256(path.read_bytes())
     times, cells, values, missing, previous = [], [], [], 0, None
+    low, high = (float(x) for x in spec.value_range)
     for line, text, image, mask in read_table(path):
         where = f"{path} line {line}"
         try:
@@ -158,12 +161,13 @@ def read(spec, path, model, start):
             raise ObservationError(f"{where}: no tissue cell of the model grid lies inside image {image}"
                                    + ("" if mask is None else f" and mask {mask}") + " (check the affine and the mask)")
         v = field[idx]
-        bad = (v < 0) | (v > 1)
+        bad = (v < low) | (v > high)
         if bad.any():
             j = int(np.flatnonzero(bad)[0])
-            raise ObservationError(f"{where}: image {image} holds {int(bad.sum())} value(s) outside [0, 1] at observed "
-                                   f"cells (the first {v[j]:.6g} at {centres[idx[j]].tolist()} mm); the image must "
-                                   "hold the cellularity N/theta in [0, 1]: convert the intensities first")
+            raise ObservationError(f"{where}: image {image} holds {int(bad.sum())} value(s) outside "
+                                   f"[{low:g}, {high:g}] at observed cells (the first {v[j]:.6g} at "
+                                   f"{centres[idx[j]].tolist()} mm); the image must hold the cellularity N/theta (in "
+                                   "[0, 1], and within the network's value_range): convert the intensities first")
         times.append(np.full(idx.size, t))
         cells.append(idx)
         values.append(v)
