@@ -1,4 +1,6 @@
-"""Write ``stations.nc``: a CF-1.10 discrete-sampling-geometry timeSeries file, with plain netCDF4 (not twin).
+"""Write the example observation files: ``stations.nc`` (plain netCDF4) and the oncology visits (``oncology/``).
+
+``stations.nc``: a CF-1.10 discrete-sampling-geometry timeSeries file, with plain netCDF4 (not twin).
 
 Three tide-and-wind gauges, four hourly records each, in the units a provider would use: sea level in cm, wind in
 km/h, station positions in km (projection coordinates), times in hours since 2026-03-01 with the standard calendar.
@@ -7,15 +9,32 @@ The same observations are in ``stations.csv`` next to this script (the CSV layou
 a test checks that twin reads both into the same table.
 
 Run ``python examples/observations/make_example.py [OUT.nc]`` (default: ``stations.nc`` next to this script).
+
+``oncology/``: the imaging visits of the oncology flagship's patient 1 (``configs/oncology.yaml``, ``campaign.seed``
+1), as its ES-MDA twin experiment observed them, written by :func:`twin.kinds.tumour.export.export_visits` as NIfTI-1
+images and a visit table dated from 2026-03-01 (read by ``configs/oncology_files.yaml``). :func:`oncology` runs that
+twin experiment with ``twin run`` on one rank, with 4 members and one update instead of 32 and four: the nature run
+(the truth drawn from the priors by ``campaign.seed``) and the imaging noise (``assimilation.seed``) do not depend on
+the ensemble, so the visits are the flagship's bitwise (``tests/integration/test_oncology_files.py`` checks them
+against a twin experiment of another size). Run
+``python examples/observations/make_example.py oncology [OUT_DIR]`` (default: ``oncology/`` next to this script;
+a few seconds).
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import netCDF4
 import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+#: the calendar date of the oncology twin experiment's day 0 in the exported visit table
+ONCOLOGY_START = "2026-03-01"
 
 FILL = -999.0
 STATIONS = ["north_pier", "harbour", "outer_buoy"]
@@ -68,6 +87,38 @@ def write(path: Path) -> Path:
     return path
 
 
+def oncology_twin(members: int = 4, alphas: tuple[float, ...] = (1.0,)) -> dict:
+    """The campaign of the oncology flagship's ES-MDA twin experiment for patient 1 (``campaign.seed`` 1, its truth
+    drawn from the priors), with ``members`` members and the ES-MDA coefficients ``alphas``, on one rank, without
+    the decision (what is exported is what it observed)."""
+    data = yaml.safe_load((ROOT / "configs" / "oncology.yaml").read_text())
+    esmda = next(a for a in data["experiments"]["matrix"]["assimilation"] if a["method"] == "esmda")
+    data["campaign"]["seed"] = 1
+    data["assimilation"] = {**esmda, "N": members, "esmda_alphas": list(alphas)}
+    data["experiments"] = {"truth": data["experiments"]["truth"], "min_members": min(members, 2)}
+    data["resources"] = {"type": "local", "ranks": 1, "workers": 1}
+    data.pop("decision")
+    return data
+
+
+def oncology(out_dir: Path, start: str = ONCOLOGY_START) -> Path:
+    """Run :func:`oncology_twin` in a temporary directory and export its visits to ``out_dir`` (returns the visit
+    table)."""
+    from twin.kinds.tumour.export import export_visits
+
+    with tempfile.TemporaryDirectory(prefix="oncology_twin_") as tmp:
+        campaign = Path(tmp) / "oncology_twin.yaml"
+        campaign.write_text(yaml.safe_dump(oncology_twin(), sort_keys=False))
+        done = subprocess.run([sys.executable, "-m", "twin.cli", "run", campaign.name, "-o", "run", "--quiet"],
+                              cwd=tmp, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the oncology twin experiment failed: {done.stderr.strip()[-2000:]}")
+        return export_visits(Path(tmp) / "run" / "experiments" / "oncology", out_dir, start)
+
+
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("stations.nc")
-    print(write(out))
+    if sys.argv[1:2] == ["oncology"]:
+        print(oncology(Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).with_name("oncology")))
+    else:
+        out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("stations.nc")
+        print(write(out))

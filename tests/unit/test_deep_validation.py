@@ -137,8 +137,8 @@ def test_twin_validate_checks_every_experiment_of_the_matrix(tmp_path):
 
 def test_observation_files_are_checked_at_validate(tmp_path):
     """A file network's file must exist (relative to the campaign file), its variables must be state variables,
-    it is not mixed with synthetic networks; every method reads files (ES-MDA and 4D-Var too), coupled campaigns
-    not yet."""
+    it is not mixed with synthetic networks; every method reads files (ES-MDA and 4D-Var too), and coupled campaigns,
+    where the network names the component it observes and that component's state variables."""
     net = "observations: [{type: file, file: data/obs.nc, variables: {x: {name: x_obs, units: '1'}}}]"
     msg = _refused(tmp_path, L96.replace(L96_OBS, net), "assimilation.observations[0].file")
     assert "data/obs.nc does not exist" in msg and "relative to the campaign file" in msg
@@ -163,5 +163,10 @@ def test_observation_files_are_checked_at_validate(tmp_path):
     gauges = coupled[coupled.index("    - type: strain_gauges"):coupled.index("\n\ndecision:")]
     text = coupled.replace(gauges, "    - {type: file, model: mast, file: data/obs.nc, variables: {u_x: {name: u, "
                                    "units: m}}}")
-    _refused(tmp_path, text, "assimilation.observations[0]", "observation files observe single-model campaigns for "
-             "now; this campaign is coupled")
+    assert load_campaign(_write(tmp_path / "coupled.yaml", text)).config.assimilation.observations[0].model == "mast"
+    _refused(tmp_path, text.replace("model: mast, ", ""), "assimilation.observations[0].model",
+             "the campaign has 2 models (atmosphere, mast): name the one this network observes")
+    _refused(tmp_path, text.replace("model: mast", "model: tower"), "assimilation.observations[0].model",
+             "'tower' is not a model of the campaign")
+    _refused(tmp_path, text.replace("{u_x:", "{h:"), "assimilation.observations[0].variables",
+             "'h' is not a state variable of model 'mast'")

@@ -10,8 +10,9 @@ these reasons.
   campaigns);
 * 4D-Var's parameter controls are parameters of the model named by ``assimilation.model``;
 * a calendar start (``timeline.start`` as a date) only with models whose time has units;
-* observation files (``type: file`` networks) alone, not mixed with synthetic networks, and in single-model campaigns
-  (every method: the filters, ES-MDA and 4D-Var).
+* observation files (``type: file`` networks and the kinds' networks read from files) alone, not mixed with synthetic
+  networks (every method: the filters, ES-MDA and 4D-Var); in a coupled campaign each names its component like any
+  network.
 
 A model section that cannot describe its model (:meth:`twin.config.common.ModelConfigBase.metadata` raises
 ``NotImplementedError``) is checked when it is built instead.
@@ -152,10 +153,6 @@ def _check_files(cfg) -> Problems:
         return [(("assimilation", "observations", files[0]), "a campaign observes a real system through files or "
                                                             "a twin experiment through synthetic networks, not both: "
                                                             "give only type: file networks or none")]
-    if _coupled(cfg):
-        return [(("assimilation", "observations", files[0]), "observation files observe single-model campaigns for "
-                                                            "now; this campaign is coupled: observe it with synthetic "
-                                                            "networks (a twin experiment) or drop the coupling")]
     method = getattr(cfg.assimilation, "method", None)
     if method in ("esmda", "4dvar"):
         return [(("assimilation", "observations", i, "superobs"),

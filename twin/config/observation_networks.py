@@ -21,7 +21,8 @@ Types:
 * ``imaging``: tumour cellularity averaged over imaging voxels (:class:`twin.kinds.tumour.imaging.CellularityOperator`;
   ``theta`` defaults to the model's carrying capacity);
 * ``strain_gauges``: normal strain along ``angles`` (degrees from the x axis) at ``points``
-  (:class:`twin.kinds.structure.gauges.StrainGauges`);
+  (:class:`twin.kinds.structure.gauges.StrainGauges`); ``strain_gauge_readings``: measured ones from files
+  (:mod:`twin.kinds.structure.readings`);
 * ``file``: measured observations from a file (:class:`FileNetwork`); a campaign observed through files has no
   nature run and no truth.
 
@@ -184,10 +185,11 @@ class FileNetwork(NetworkBase):
     model's step, half-way to the later step, clamped to the campaign's span; a step on 4D-Var's grid
     ``t_0 + j obs_interval`` takes that time exactly), 4D-Var in the window whose new span holds that step
     (:mod:`twin.observations.file_network`). Missing values, times outside the campaign, positions outside the
-    domain and duplicates are counted, not used. Single-model campaigns only (a coupled campaign is refused when
-    validated). ``deliveries``: files of the same layout and variables that arrived later,
-    read after ``file`` as one network; ``twin assimilate`` appends them (copies inside the run directory, absolute
-    paths) to an experiment's ``experiment.yaml`` (:mod:`twin.campaign.live`).
+    domain and duplicates are counted, not used. In a coupled campaign ``model:`` names the component observed (its
+    state variables, units and domain; the rows act on its block of the coupled state). ``deliveries``: files of the
+    same layout and variables that arrived later, read after ``file`` as one network; ``twin assimilate`` appends
+    them (copies inside the run directory, absolute paths) to an experiment's ``experiment.yaml``
+    (:mod:`twin.campaign.live`).
 
     Quality control beyond those checks, each decision a flag of the observation and counted per file in the
     experiment's ``observations.h5`` and by ``twin status``:

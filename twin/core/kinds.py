@@ -60,13 +60,19 @@ class NetworkType:
     :mod:`twin.observations.file_network`) gives ``read(spec, path, model, start) -> ObservationTable`` for each path of
     ``spec.files()`` (``start``: the calendar start or ``None``) and, optionally, ``sites(spec, table, ok, model) ->
     (site of every row, H, positions, variable of each site)``, the operator of its sites (default: interpolation of
-    the table's state variables at its positions); ``build`` is then not used."""
+    the table's state variables at its positions); ``build`` is then not used.
+
+    A synthetic network whose rows are not point values of a state variable (gauges of a derived quantity) may give
+    ``export(spec, part, model) -> Stations`` (:class:`twin.observations.export.Stations`): how a twin experiment's
+    ``observations.nc`` writes its rows, one station per row, so that the kind's reading network assimilates them
+    again (``part``: the network's own rows on the model it observes, a coupled campaign's component)."""
 
     name: str
     config: type
     build: Callable[..., Any]
     read: Callable[..., Any] | None = None
     sites: Callable[..., Any] | None = None
+    export: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,11 @@ How things are found:
   (``"sea_surface_height standard_error"``), in any units that convert; without one, the request's ``error_std``,
   else the reader's ``error_std``.
 
+Auxiliary variables (``auxiliary``): what an observation operator needs besides the position, such as a strain
+gauge's direction, named by the caller and found like a coordinate (through the dimensions or the ragged-array link
+it shares with the data variable), converted to the units asked for and returned per observation in
+``table.auxiliary``; a present value whose auxiliary value is missing is refused like one without a position.
+
 Units are converted with pint (:mod:`twin.core.cfunits`: ``"cm"``, ``"hPa"``, ``"km h-1"``, ``"km/h"``), times with
 :mod:`twin.core.calendar` (``"hours since 2026-03-01"`` with a ``calendar`` attribute). ``_FillValue``,
 ``missing_value``, values outside ``valid_min``/``valid_max``/``valid_range`` (netCDF4's masking, which also applies
@@ -136,6 +141,7 @@ class _Reader:
     position_names: Sequence[str] | None
     ndim: int | None
     max_obs: int
+    auxiliary: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     _links: dict = field(default_factory=dict)
 
     # -- loading ------------------------------------------------------------------------------------------------------
@@ -320,6 +326,24 @@ class _Reader:
                                        f"are {self.length_units!r})") from None
         return np.column_stack(columns)
 
+    def auxiliary_values(self, v: _Variable) -> dict[str, np.ndarray]:
+        """The auxiliary variables asked for (``{key: (file variable, units)}``), per present value of ``v``."""
+        out = {}
+        for key, (name, units) in self.auxiliary.items():
+            if name not in self.nc.variables:
+                raise ObservationError(f"{v.prefix(self.path)}: its {key} variable '{name}' is not in the file (it "
+                                       f"has {', '.join(self.nc.variables)})")
+            if not self.reachable(v, self.nc.variables[name].dimensions):
+                raise ObservationError(f"{v.prefix(self.path)}: {key} variable '{name}' has dimensions "
+                                       f"{self.nc.variables[name].dimensions} unrelated to the variable's {v.dims}")
+            raw = self.present(v, self.gather(v, name), f"{key} ('{name}')")
+            try:
+                out[key] = convert_cf(raw, self.units_of(v, name), units)
+            except ValueError as exc:
+                raise ObservationError(f"{v.prefix(self.path)}: {key} variable '{name}': {exc} (wanted in "
+                                       f"{units!r})") from None
+        return out
+
     def _error_variables(self, v: _Variable) -> list[str]:
         """The variable named by the request's ``error``, else the ancillary variables with a ``standard_error``
         standard name."""
@@ -383,13 +407,14 @@ class _Reader:
         return ObservationTable(self.time(v, roles), self.position(v, roles), req.variable, value, self.error(v),
                                 v.kept, str(self.path), "", {req.variable: req.units},
                                 {req.variable: int(data.size - v.kept.size)}, self.model_time_units,
-                                self.length_units)
+                                self.length_units, self.auxiliary_values(v))
 
 
 def read_dsg(path, variables: Mapping[str, Mapping | VariableRequest], *, start: datetime | None = None,
              model_time_units: str = "s", length_units: str = "m", error_std: float | None = None,
              position_names: Sequence[str] | None = None, ndim: int | None = None,
-             max_obs: int = DEFAULT_MAX_OBS) -> ObservationTable:
+             max_obs: int = DEFAULT_MAX_OBS,
+             auxiliary: Mapping[str, tuple[str, str]] | None = None) -> ObservationTable:
     """Read observations from a CF-DSG NetCDF file (see the module docstring).
 
     Parameters
@@ -411,6 +436,9 @@ def read_dsg(path, variables: Mapping[str, Mapping | VariableRequest], *, start:
         How many position coordinates the model has (1 to 3); by default as many of x, y, z as the file has.
     max_obs : int
         Refuse a file whose requested variables hold more values than this, before reading them.
+    auxiliary : mapping, optional
+        ``{key: (file variable, units)}``: auxiliary variables gathered for every observation (see the module
+        docstring), in ``table.auxiliary[key]`` converted to ``units``.
 
     Returns
     -------
@@ -422,8 +450,8 @@ def read_dsg(path, variables: Mapping[str, Mapping | VariableRequest], *, start:
     ObservationError
         One line naming the file (and the variable and observation where there is one) for a file that does not
         exist or is not (complete) NetCDF, a featureType other than point/timeSeries/trajectory, a missing variable or
-        coordinate, missing or unconvertible units, an all-missing variable, a present value without time, position or
-        a positive error, and too many values.
+        coordinate or auxiliary variable, missing or unconvertible units, an all-missing variable, a present value
+        without time, position, auxiliary value or a positive error, and too many values.
     """
     p = existing_file(path)
     try:
@@ -438,7 +466,8 @@ def read_dsg(path, variables: Mapping[str, Mapping | VariableRequest], *, start:
     sha256 = file_sha256(p)
     try:
         with netCDF4.Dataset(p, "r") as nc:
-            reader = _Reader(p, nc, start, model_time_units, length_units, error_std, position_names, ndim, max_obs)
+            reader = _Reader(p, nc, start, model_time_units, length_units, error_std, position_names, ndim, max_obs,
+                             dict(auxiliary or {}))
             feature = reader.feature_type()
             names = [reader.find(r) for r in reqs]
             check_count(p, sum(nc.variables[n].size for n in names), max_obs,

@@ -189,7 +189,7 @@ def _kind_export(obs, name: str):
 
 
 def station_groups(obs, model) -> tuple[dict[str, dict], dict[str, str]]:
-    """What :func:`write_observation_file` writes: ``{stem: {"rows": [(network, row of obs)], "stations":
+    """What :func:`write_observation_file` writes: ``{stem: {"rows": [(network, row of obs)], "feature":
     Stations, "length_units": ...}}`` (the stations of every network written as ``obs_<stem>``, one per row) and
     ``{network: why not written}``."""
     from twin.observations.base import LinearObservations
@@ -236,7 +236,7 @@ def station_groups(obs, model) -> tuple[dict[str, dict], dict[str, str]]:
                             np.concatenate([q.positions for q in parts], axis=0),
                             {k: (np.concatenate([np.asarray(q.instance[k][0], dtype=float) for q in parts]),
                                  first.instance[k][1]) for k in first.instance})
-        out[stem] = {"rows": g["rows"], "stations": stations,
+        out[stem] = {"rows": g["rows"], "feature": stations,
                      "length_units": getattr(g["model"], "length_units", "m")}
     return out, others
 
@@ -287,7 +287,7 @@ def _write(tmp, obs, times, values, groups, others, time_units, time_scale, prov
         t.setncatts({"standard_name": "time", "long_name": "observation time", "axis": "T", "units": time_units})
         t[:] = times[1:] * time_scale
         for v, group in groups.items():
-            rows, st = group["rows"], group["stations"]
+            rows, st = group["rows"], group["feature"]
             dim = f"station_{v}"
             idx = np.array([r for _, r in rows], dtype=np.int64)
             nc.createDimension(dim, idx.size)

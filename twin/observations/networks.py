@@ -113,20 +113,41 @@ def _embed(part: LinearObservations, offset: int, n: int) -> LinearObservations:
     return LinearObservations(matrix, part.error_std, part.locations, part.name)
 
 
-def _build_on(spec, model, i: int, name: str, components) -> LinearObservations:
-    """One network on ``model``, or with ``spec.model`` on that component of a coupled model (embedded at the
-    component's block of the whole natural-order state; ``components``: see :func:`build`)."""
+def _observed(spec, model, i: int, components) -> tuple[Any, int | None]:
+    """The model network ``spec`` observes and the offset of its block in the whole state: ``model`` itself
+    (offset ``None``) or, with ``spec.model``, that component of a coupled model (``components``: see
+    :func:`build`)."""
     known = list(components or {})
     if spec.model is None:
         if components:
             raise ObservationError(f"{where(i)}.model: the campaign is coupled; name the component observed "
                                    f"(one of {known})")
-        return _build_one(spec, model, i, name)
+        return model, None
     if spec.model not in known:
         raise ObservationError(f"{where(i)}.model: '{spec.model}' is not a component of the campaign's model"
                                + (f"; components are {known}" if known else " (the campaign is not coupled)"))
-    comp, offset = components[spec.model]
-    return _embed(_build_one(spec, comp, i, name), offset, model.grid.size * model.grid.dof)
+    return components[spec.model]
+
+
+def _build_on(spec, model, i: int, name: str, components) -> LinearObservations:
+    """One network on ``model``, or with ``spec.model`` on that component of a coupled model (embedded at the
+    component's block of the whole natural-order state; ``components``: see :func:`build`)."""
+    target, offset = _observed(spec, model, i, components)
+    part = _build_one(spec, target, i, name)
+    return part if offset is None else _embed(part, offset, model.grid.size * model.grid.dof)
+
+
+class _OnCampaignClock:
+    """A coupled campaign's component seen with the campaign's time units: the observation times of its files are
+    placed on the campaign's cycles, which count in the first component's units (:class:`twin.coupling.coupled
+    .CoupledModel`); everything else is the component's."""
+
+    def __init__(self, model, time_units: str):
+        self._model = model
+        self.time_units = time_units
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
 
 
 def fault_offsets(networks: Sequence[Any], obs: LinearObservations, n_cycles: int) -> np.ndarray:
@@ -155,8 +176,10 @@ def network_names(networks: Sequence[Any]) -> list[str]:
 def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, int]] | None = None, *,
           cycle_edges: Sequence[float] | None = None, start=None, clock=None) -> LinearObservations:
     """The stacked observation operator of ``networks`` on ``model`` (collective: operators may build PETSc
-    matrices). The result has ``network_slices``: ``{name: slice of rows}``, and ``network_models``: ``{name:
-    component observed}`` (``None`` on a single model).
+    matrices). The result has ``network_slices``: ``{name: slice of rows}``, ``network_models``: ``{name:
+    component observed}`` (``None`` on a single model), ``network_specs``: ``{name: network section}`` and
+    ``components`` (as given; ``{}`` on a single model), which the export of a twin experiment's observations reads
+    (:mod:`twin.observations.export`).
 
     ``components``: for a coupled model whose whole state (``model.grid``, natural order) concatenates its
     components' states, ``{component name: (component model, offset of its block)}``; every network then names the
@@ -197,6 +220,8 @@ def build(networks: Sequence[Any], model, components: Mapping[str, tuple[Any, in
     bounds = np.cumsum([0] + [p.n_obs for p in parts])
     out.network_slices = {n: slice(int(a), int(b)) for n, a, b in zip(names, bounds[:-1], bounds[1:])}
     out.network_models = {n: spec.model for n, spec in zip(names, networks)}
+    out.network_specs = dict(zip(names, networks))
+    out.components = dict(components or {})
     out.file_series = files
     return out
 
@@ -210,19 +235,24 @@ def _declared_reader(spec):
     return declared if declared is not None and declared.read is not None else None
 
 
-def _file_series(spec, model, i: int, name: str, components, cycle_edges, start, clock=None):
+def _file_series(spec, whole, i: int, name: str, components, cycle_edges, start, clock=None):
     """The :class:`~twin.observations.file_network.FileSeries` (with ``cycle_edges``) or
-    :class:`~twin.observations.file_network.TimedSeries` (with ``clock``) of a ``file`` network (single models): its
-    ``file`` and then its ``deliveries`` read as one table (:func:`read_network_file`); ``parts`` of the result name
-    each file with its SHA-256 and its rows in that table, ``dropped`` the values each file's reader counted missing
-    (:func:`file_records`)."""
+    :class:`~twin.observations.file_network.TimedSeries` (with ``clock``) of a ``file`` network or a kind's network
+    read from files: its ``file`` and then its ``deliveries`` read as one table (:func:`read_network_file`);
+    ``parts`` of the result name each file with its SHA-256 and its rows in that table, ``dropped`` the values each
+    file's reader counted missing (:func:`file_records`).
+
+    On a coupled model (``components``) the network names its component (``model:``, refused as for synthetic
+    networks, :func:`_build_on`): the files are read, checked and placed in the cycles on that component (its
+    variables, units, domain; times in the campaign's time units) and the rows of the result act on the component's
+    block of the whole state, exactly as a synthetic network's rows on that component."""
     from twin.observations.file_network import series, timed
 
-    if components:
-        raise ObservationError(f"{where(i)}: observation files observe single-model campaigns for now; this one is "
-                               "coupled")
     if cycle_edges is None and clock is None:
         raise ObservationError(f"{where(i)}: an observation file needs the campaign's cycles or observation times")
+    model, offset = _observed(spec, whole, i, components)
+    if offset is not None and model.time_units != whole.time_units:
+        model = _OnCampaignClock(model, whole.time_units)
     declared = _declared_reader(spec)
     if declared is not None:  # a kind's network of measured observations (twin.core.kinds.NetworkType.read)
         tables = [declared.read(spec, path, model, start) for path in spec.files()]
@@ -237,6 +267,8 @@ def _file_series(spec, model, i: int, name: str, components, cycle_edges, start,
     except ValueError as exc:
         msg = str(exc)
         raise ObservationError(f"{where(i)}.{msg}" if msg.startswith("superobs:") else msg) from None
+    if offset is not None:
+        fs.observations = _embed(fs.observations, offset, whole.grid.size * whole.grid.dof)
     bounds = np.cumsum([0] + [len(t) for t in tables])
     fs.parts = [(t.source, t.sha256, slice(int(a), int(b))) for t, a, b in zip(tables, bounds[:-1], bounds[1:])]
     fs.dropped = [int(sum(t.missing.values())) for t in tables]
@@ -298,6 +330,9 @@ def _concatenate_files(tables):
             raise ObservationError(f"observation file {t.source}: positions have {t.position.shape[1]} coordinates, "
                                    f"those of {first.source} {first.position.shape[1]}: a network's files share "
                                    "one layout")
+        if sorted(t.auxiliary) != sorted(first.auxiliary):
+            raise ObservationError(f"observation file {t.source}: auxiliary variables {sorted(t.auxiliary)}, those of "
+                                   f"{first.source} {sorted(first.auxiliary)}: a network's files share one layout")
     missing: dict[str, int] = {}
     for t in tables:
         for k, v in t.missing.items():
@@ -307,7 +342,8 @@ def _concatenate_files(tables):
                             np.concatenate([t.variable for t in tables]), np.concatenate([t.value for t in tables]),
                             np.concatenate([t.error for t in tables]), np.concatenate([t.row for t in tables]),
                             first.source, first.sha256, {k: v for t in tables for k, v in t.units.items()}, missing,
-                            first.time_units, first.length_units)
+                            first.time_units, first.length_units,
+                            {k: np.concatenate([t.auxiliary[k] for t in tables]) for k in first.auxiliary})
 
 
 def file_records(obs) -> list[dict]:

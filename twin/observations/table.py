@@ -134,6 +134,10 @@ class ObservationTable:
         empty CSV cell); they are not in the table.
     time_units, length_units : str
         The model units of ``time`` and ``position``.
+    auxiliary : dict
+        Per-observation values of the file's auxiliary variables asked for (``{name: array (n,)}``): what an
+        observation operator needs besides the position, e.g. a strain gauge's direction
+        (:func:`twin.observations.dsg.read_dsg` ``auxiliary``); empty by default.
     """
 
     time: np.ndarray
@@ -148,6 +152,7 @@ class ObservationTable:
     missing: dict[str, int] = field(default_factory=dict)
     time_units: str = "s"
     length_units: str = "m"
+    auxiliary: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
         self.time = np.asarray(self.time, dtype=np.float64).reshape(-1)
@@ -160,6 +165,7 @@ class ObservationTable:
         self.row = _column(self.row, n, np.int64)
         if self.value.size != n:
             raise ValueError(f"observation table: {self.value.size} values for {n} times")
+        self.auxiliary = {k: _column(v, n, np.float64) for k, v in self.auxiliary.items()}
 
     def __len__(self) -> int:
         return self.time.size
@@ -168,7 +174,8 @@ class ObservationTable:
         """The observations ``index`` (an index array or boolean mask), with the same source and units."""
         return ObservationTable(self.time[index], self.position[index], self.variable[index], self.value[index],
                                 self.error[index], self.row[index], self.source, self.sha256, dict(self.units),
-                                dict(self.missing), self.time_units, self.length_units)
+                                dict(self.missing), self.time_units, self.length_units,
+                                {k: v[index] for k, v in self.auxiliary.items()})
 
     def where(self, i: int) -> str:
         """``observation file F: variable 'v': observation r``, for messages about observation ``i``."""
@@ -270,16 +277,21 @@ def concatenate(parts: Sequence[ObservationTable], source: str, sha256: str, tim
     if len(parts) == 1:
         p = parts[0]
         return ObservationTable(p.time, p.position, p.variable, p.value, p.error, p.row, source, sha256,
-                                dict(p.units), dict(p.missing), time_units, length_units)
+                                dict(p.units), dict(p.missing), time_units, length_units, dict(p.auxiliary))
     dims = {p.position.shape[1] for p in parts}
     if len(dims) > 1:
         raise ObservationError(f"observation file {source}: variables have positions with different numbers of "
                                f"coordinates ({sorted(dims)}); name the coordinates to use (position_names)")
+    keys = {tuple(sorted(p.auxiliary)) for p in parts}
+    if len(keys) > 1:
+        raise ObservationError(f"observation file {source}: the tables to join carry different auxiliary variables "
+                               f"({sorted(keys)}); every part needs the same")
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
     return ObservationTable(cat("time"), np.concatenate([p.position for p in parts], axis=0), cat("variable"),
                             cat("value"), cat("error"), cat("row"), source, sha256,
                             {k: v for p in parts for k, v in p.units.items()},
-                            {k: v for p in parts for k, v in p.missing.items()}, time_units, length_units)
+                            {k: v for p in parts for k, v in p.missing.items()}, time_units, length_units,
+                            {k: np.concatenate([p.auxiliary[k] for p in parts]) for k in parts[0].auxiliary})
 
 
 __all__ = ["DEFAULT_MAX_OBS", "VariableRequest", "parse_requests", "ObservationTable", "bin_by_cycle",

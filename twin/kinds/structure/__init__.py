@@ -1,5 +1,6 @@
 """The structure kind: 2-D linear elasticity with a damage field, static and dynamic, on PETSc (:mod:`.model`),
-strain gauges (:mod:`.gauges`), the maintenance decision and sensor placement (:mod:`.decision`, :mod:`.decide`) and
+strain gauges (:mod:`.gauges`; their readings as files, written by a twin experiment and read by a real structure's
+twin: :mod:`.readings`), the maintenance decision and sensor placement (:mod:`.decision`, :mod:`.decide`) and
 the report's damage and gauge panels (:mod:`.report`)."""
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _readings(function: str):
+    """A function of :mod:`.readings`, imported when called (loading the registry stays cheap)."""
+    return lambda *args: getattr(import_module(f"{__name__}.readings"), function)(*args)
+
+
 class Structure(TwinKind):
     name = "structure"
     description = "damaged elastic structures under load, strain gauges, inspection decisions and sensor placement"
@@ -28,10 +34,14 @@ class Structure(TwinKind):
                           lambda: import_module("twin.kinds.structure.model").StructureModel),)
 
     def network_types(self):
-        from twin.kinds.structure.config import StrainGaugesNetwork
+        from twin.kinds.structure.config import StrainGaugeReadingsNetwork, StrainGaugesNetwork
 
         return (NetworkType("strain_gauges", StrainGaugesNetwork,
-                            lambda *a: import_module("twin.kinds.structure.gauges").build_strain_gauges(*a)),)
+                            lambda *a: import_module("twin.kinds.structure.gauges").build_strain_gauges(*a),
+                            export=_readings("export")),
+                # a real structure's gauges from files (twin.kinds.structure.readings): no truth
+                NetworkType("strain_gauge_readings", StrainGaugeReadingsNetwork, _readings("build"),
+                            read=_readings("read"), sites=_readings("sites")))
 
     def decision_types(self):
         from twin.kinds.structure.config import SensorDesignSpec, StructureDecisionSpec

@@ -37,6 +37,7 @@ from typing import Annotated, ClassVar, Literal, Union
 from pydantic import Field, model_validator
 
 from twin.config.common import (
+    FilePath,
     GaussianFieldPrior,
     GridSize,
     GridSpec,
@@ -239,6 +240,46 @@ class StrainGaugesNetwork(NetworkBase):
         if len(self.angles) not in (1, len(self.points)):
             raise ValueError(f"{len(self.angles)} angles for {len(self.points)} gauges (give one, or one per gauge)")
         return self
+
+
+class StrainGaugeReadingsNetwork(NetworkBase):
+    """Measured strain-gauge readings from CF-DSG NetCDF files (:mod:`twin.kinds.structure.readings`)::
+
+        observations:
+          - {type: strain_gauge_readings, model: mast, file: gauges.nc, strain: obs_mast_strain,
+             error: obs_mast_strain_error, angle: obs_mast_strain_angle}
+
+    ``file``: relative to the campaign file; ``strain``: the file's variable of the strains (any dimensionless units:
+    ``1``, ``microstrain``, ``1e-6``); ``error``: the file's variable of their error standard deviations (else an
+    ancillary variable with a ``standard_error`` standard name, else ``error_std``); ``angle``: the file's
+    per-gauge variable of the gauge directions (counter-clockwise from the x axis, in angle units). Positions and
+    their units are the file's (``x``, ``y``). The campaign has no truth."""
+
+    type: Literal["strain_gauge_readings"]
+    file: FilePath
+    strain: str = Field(min_length=1, max_length=256)
+    angle: str = Field(min_length=1, max_length=256)
+    error: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _measured(self):
+        if isinstance(self.error_std, (list, dict)):
+            raise ValueError("error_std: one value (the strain error, dimensionless) for readings the file gives no "
+                             "error for")
+        if self.fault is not None:
+            raise ValueError("fault: sensor faults are injected into a twin experiment's synthetic strain_gauges; "
+                             "measured readings carry their own (the guardrails find them)")
+        if self.units is not None:
+            raise ValueError("units: the file states the units of its gauge positions; remove 'units'")
+        return self
+
+    def files(self) -> list[str]:
+        """The files of the network, in the order read."""
+        return [self.file]
+
+    def default_error(self) -> float | None:
+        """The network's ``error_std`` when the campaign gave one (the key's default does not count)."""
+        return float(self.scalar_error()) if "error_std" in self.model_fields_set else None
 
 
 class StructureDecisionSpec(Strict):

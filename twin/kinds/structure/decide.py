@@ -45,10 +45,21 @@ def structure_model(model, component: str | None):
 
 
 def deployed_gauges(cfg, structure, component: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Points (structure length units) and angles (rad) of the strain-gauge networks observing the structure."""
+    """Points (structure length units) and angles (rad) of the strain-gauge networks observing the structure: the
+    synthetic networks' gauges, and those of the files of the networks of measured readings
+    (:func:`twin.kinds.structure.readings.gauges`)."""
+    from twin.kinds.structure.readings import gauges
+
     pts, angles = [], []
     for net in ctx.assimilation_section(cfg).observations:
-        if net.type != "strain_gauges" or net.model != component:
+        if net.model != component:
+            continue
+        if net.type == "strain_gauge_readings":
+            p, a = gauges(net, structure, cfg.timeline.calendar_start)
+            pts.append(p)
+            angles.append(a)
+            continue
+        if net.type != "strain_gauges":
             continue
         p = np.asarray(net.points, dtype=float)
         if net.units:

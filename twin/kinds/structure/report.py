@@ -1,5 +1,6 @@
 """Report panels of a structural twin (a ``decision.structure`` record in ``decision.json``): the damage field's
-posterior mean and standard deviation against the truth with the gauge layout, the guardrail flags of each gauge over
+posterior mean and standard deviation against the truth (a twin of measured data has none: the posterior and the
+prior spread alone) with the gauge layout, the guardrail flags of each gauge over
 the cycles, the maintenance decision and the sensor-placement curve.
 
 Inputs (all optional; the panels are left out of reports of other twins, and says what is missing in
@@ -30,9 +31,9 @@ def _structure(data: RunData) -> dict | None:
     return d.get("structure") if isinstance(d, dict) and isinstance(d.get("structure"), dict) else None
 
 
-def damage_fields(directory: Path, component: str) -> dict[str, np.ndarray] | None:
-    """Truth, posterior mean and sd of the damage field (natural order, flat) from an experiment directory, or
-    ``None`` when the files are missing."""
+def damage_fields(directory: Path, component: str) -> dict[str, np.ndarray | None] | None:
+    """Truth (``None`` in a campaign on measured data: no truth), prior and posterior mean and sd of the damage field
+    (natural order, flat) from an experiment directory, or ``None`` when the files are missing."""
     from twin.campaign import layout
     from twin.io.checkpoint import CheckpointReader
 
@@ -43,10 +44,13 @@ def damage_fields(directory: Path, component: str) -> dict[str, np.ndarray] | No
     names = [f"{component}.damage", "damage"]
     with CheckpointReader(obs) as r:
         truth_params = r.meta.get("truth_parameters", {})
-    name = next((n for n in names if n in truth_params), None)
+    with CheckpointReader(layout.checkpoint_file(directory, cycles[0])) as r:
+        stored = r.parameter_fields
+    name = next((n for n in names if n in truth_params or n in stored), None)
     if name is None:
         return None
-    out = {"truth": np.asarray(truth_params[name], dtype=float).ravel()}
+    out: dict[str, np.ndarray | None] = {"truth": np.asarray(truth_params[name], dtype=float).ravel()
+                                         if name in truth_params else None}
     for label, k in (("prior", cycles[0]), ("posterior", cycles[-1])):
         with CheckpointReader(layout.checkpoint_file(directory, k)) as r:
             alive = r.read_array("alive").astype(bool)
@@ -59,12 +63,14 @@ def damage_panel(data: RunData, out: Path) -> Panel:
     st = _structure(data)
     if st is None:
         return Panel("structure", optional=True)
-    title = "Damage field: truth, posterior mean and standard deviation, gauges"
     fields = damage_fields(data.directory, st.get("component", ""))
+    truth = None if fields is None else fields["truth"]
+    title = ("Damage field: truth, posterior mean and standard deviation, gauges" if truth is not None else
+             "Damage field: posterior mean and standard deviation, gauges (measured data: no truth)")
     if fields is None:
-        return Panel(title, note="needs observations.h5 (truth) and the checkpoints with the damage ensemble")
+        return Panel(title, note="needs observations.h5 and the checkpoints with the damage ensemble")
     (x0, x1), (y0, y1) = st["extent"]
-    n = fields["truth"].size
+    n = fields["posterior_mean"].size
     # node grid of the structure: the extent's aspect and the node count give (ny, nx)
     nx = int(round(np.sqrt(n * (x1 - x0) / (y1 - y0)))) or 1
     while n % nx:
@@ -73,23 +79,31 @@ def damage_panel(data: RunData, out: Path) -> Panel:
     gauges = np.asarray(st["gauges"]["points"], dtype=float).reshape(-1, 2)
     excluded = {int(f["sensor"]) for f in data.flags if f.get("kind") == "sensor_drift" and f.get("action") ==
                 "excluded"}
-    fig, axes = plt.subplots(1, 4, figsize=(9, 5.2), sharey=True)
-    panels = [("truth", fields["truth"], "viridis", (0, 1)), ("posterior mean", fields["posterior_mean"], "viridis",
-                                                              (0, 1)),
-              ("posterior sd", fields["posterior_sd"], "magma", None), ("prior sd", fields["prior_sd"], "magma", None)]
+    panels = [("truth", truth, "viridis", (0, 1))] if truth is not None else []
+    panels += [("posterior mean", fields["posterior_mean"], "viridis", (0, 1)),
+               ("posterior sd", fields["posterior_sd"], "magma", None), ("prior sd", fields["prior_sd"], "magma", None)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.25 * len(panels), 5.2), sharey=True)
     for ax, (label, values, cmap, lim) in zip(axes, panels):
         kw = {} if lim is None else {"vmin": lim[0], "vmax": lim[1]}
         im = ax.imshow(values.reshape(shape), origin="lower", extent=(x0, x1, y0, y1), cmap=cmap, aspect="auto", **kw)
         for i, (gx, gy) in enumerate(gauges):
-            ax.plot(gx, gy, "x" if i in excluded else "o", color="r" if i in excluded else "w", ms=6, mec="k")
+            ax.plot(gx, gy, "x" if i in excluded else "o", color="r" if i in excluded else "w", ms=6,
+                    mec="r" if i in excluded else "k", mew=2 if i in excluded else 1)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("x [m]")
         fig.colorbar(im, ax=ax, fraction=0.08)
     axes[0].set_ylabel("y [m]")
-    err = {k: float(np.sqrt(np.mean((fields[f"{k}_mean"] - fields["truth"]) ** 2))) for k in ("prior", "posterior")}
-    cover = float(np.mean(np.abs(fields["posterior_mean"] - fields["truth"]) <= 2 * fields["posterior_sd"]))
-    rows = [["RMS error of d, prior mean", err["prior"]], ["RMS error of d, posterior mean", err["posterior"]],
-            ["truth within posterior mean +- 2 sd", cover]]
+    if truth is not None:
+        err = {k: float(np.sqrt(np.mean((fields[f"{k}_mean"] - truth) ** 2))) for k in ("prior", "posterior")}
+        cover = float(np.mean(np.abs(fields["posterior_mean"] - truth) <= 2 * fields["posterior_sd"]))
+        rows = [["RMS error of d, prior mean", err["prior"]], ["RMS error of d, posterior mean", err["posterior"]],
+                ["truth within posterior mean +- 2 sd", cover]]
+    else:
+        rows = [["largest posterior mean of d", float(fields["posterior_mean"].max())],
+                ["nodes whose posterior sd is below the prior's",
+                 float(np.mean(fields["posterior_sd"] < fields["prior_sd"]))],
+                ["mean posterior sd / mean prior sd",
+                 float(fields["posterior_sd"].mean() / max(fields["prior_sd"].mean(), 1e-300))]]
     return Panel(title, save_figure(fig, out / "structure_damage.png"),
                  note="gauges: white dots; excluded by the guardrails: red crosses", table=html_table(["", ""], rows))
 
@@ -193,7 +207,7 @@ def inspection_verdict(data: RunData) -> Verdict | None:
     number = f"peak von Mises stress: {format_interval(centre, q[min(q)], q[max(q)], 'MPa', max(q) - min(q))}"
     confidence, err = "no truth to compare the damage field with", None
     fields = damage_fields(data.directory, st.get("component", ""))
-    if fields is not None:
+    if fields is not None and fields["truth"] is not None:
         z = np.abs(fields["truth"] - fields["posterior_mean"]) / np.maximum(fields["posterior_sd"], 1e-300)
         coverage = float(np.mean(z <= 1.645))
         sharper = float(np.mean(fields["posterior_sd"] < fields["prior_sd"]))
