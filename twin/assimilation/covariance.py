@@ -301,6 +301,30 @@ class DiffusionCovariance(CovarianceOperator):
             obj.destroy()
 
 
+#: the diffusion covariance that stands for a squared-exponential one of length ``L`` (a ``gaussian_field`` prior):
+#: order and ``l / L`` (see :func:`squared_exponential`)
+SQUARED_EXPONENTIAL_ORDER = 3
+SQUARED_EXPONENTIAL_LENGTH = 0.3233
+
+
+def squared_exponential(grid: Grid, std, length: float, prefix: str = "B_", name: str = "B") -> DiffusionCovariance:
+    """A :class:`DiffusionCovariance` close to the squared-exponential covariance ``std^2 exp(-r^2 / (2 L^2))`` of a
+    ``gaussian_field`` prior (the covariance its samples and twin experiments' truths are drawn with,
+    :func:`twin.models.priors.gaussian_field`), for a variational control of that field.
+
+    ``K^{-m}`` tends to the Gaussian kernel as ``m`` grows (Weaver & Courtier 2001), but slowly for a fixed
+    ``l = L / (2 sqrt(m))``; instead ``m = 3`` with ``l = 0.3233 L``, the least-squares fit of the 2-D Matern-5
+    correlation ``(r/l)^5 K_5(r/l) / (16 Gamma(5) / 2)`` to ``exp(-r^2 / 2 L^2)`` over ``r <= 4 L`` (area-weighted),
+    is within 0.032 of it everywhere (0.575 against 0.607 at ``r = L``, 0.147 against 0.135 at ``2 L``). The order-1
+    operator with ``l = L`` that the field controls had before is the Matern-1 correlation ``(r/l) K_1(r/l)``: 0.60 at
+    ``r = L`` but 0.28 at ``2 L`` and 0.12 at ``3 L`` (the prior: 0.135 and 0.011), rough at short range and with long
+    tails, and over 8 oncology truths its 4D-Var put the patients' diffusivity D
+    below the truth in all 8 (mean log error -0.22, 90 % coverage 4/8; with this one: -0.08, 7/8, k(x) coverage 0.84
+    -> 0.90, TAO converged in 8/8 instead of 5/8). Costs ``m`` KSP solves per ``B^{1/2}`` product."""
+    return DiffusionCovariance(grid, std, SQUARED_EXPONENTIAL_LENGTH * float(length),
+                               order=SQUARED_EXPONENTIAL_ORDER, prefix=prefix, name=name)
+
+
 def covariance_from_settings(grid: Grid, kind: str, std, length_scale: float | None = None, order: int = 1,
                              prefix: str = "B_", name: str = "B") -> CovarianceOperator:
     """Build a covariance operator by kind (``"diagonal"`` or ``"diffusion"``) with clear errors on bad settings."""

@@ -22,7 +22,7 @@ import numpy as np
 from mpi4py import MPI
 from petsc4py import PETSc
 
-from twin.assimilation.covariance import CovarianceOperator, DiffusionCovariance
+from twin.assimilation.covariance import CovarianceOperator, squared_exponential
 from twin.assimilation.transforms import TRANSFORMS, forward, inverse
 from twin.core.errors import AssimilationError, SolverError
 from twin.models.base import Model
@@ -40,8 +40,9 @@ class ParameterControl:
         Prior standard deviation of a scalar in transformed space; default from the parameter's prior (``normal``:
         ``std``; ``lognormal``: ``sigma``; ``uniform``: ``(high - low) / sqrt(12)``).
     covariance : CovarianceOperator, optional
-        Prior covariance of a field parameter in transformed space; default from a ``gaussian_field`` prior (a
-        :class:`~twin.assimilation.covariance.DiffusionCovariance` with the prior's ``std`` and ``length_scale``).
+        Prior covariance of a field parameter in transformed space; default from a ``gaussian_field`` prior (its
+        squared-exponential covariance of the prior's ``std`` and ``length_scale``, as a diffusion operator:
+        :func:`twin.assimilation.covariance.squared_exponential`).
     transform : {"none", "log", "logit"}, optional
         Default: ``log`` for a log-normal or log-Gaussian-field prior, else the model parameter's transform.
     background : float or PETSc.Vec, optional
@@ -175,7 +176,8 @@ class ControlSpace:
             if self.model.grid.dof != 1:
                 raise AssimilationError(f"{self.name}: field parameter '{pc.name}' on a grid with dof > 1 needs an "
                                         "explicit ParameterControl(covariance=...)")
-            cov = DiffusionCovariance(self.model.grid, prior.std, prior.length_scale,
+            # the prior's own squared-exponential covariance, approximated by diffusion (not order 1 with l = L)
+            cov = squared_exponential(self.model.grid, prior.std, prior.length_scale,
                                       prefix=f"{self.name}_{pc.name}_", name=f"{self.name}:{pc.name}")
             self._owned_covs.append(cov)
         eta_b = cov.create_vec()
