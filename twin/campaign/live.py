@@ -90,7 +90,7 @@ def file_network(cfg, exp_dir: Path, wanted: str | None = None) -> tuple[int, st
         For a campaign that is not a filter campaign on one model observed through files, or no such network.
     """
     from twin.campaign import context as ctx
-    from twin.observations.networks import network_names
+    from twin.observations.networks import network_names, reads_files
 
     a = cfg.assimilation
     method = getattr(a, "method", None)
@@ -105,9 +105,10 @@ def file_network(cfg, exp_dir: Path, wanted: str | None = None) -> tuple[int, st
     if ctx.is_coupled(cfg):
         raise ConfigError(f"{where} is a coupled campaign: twin assimilate continues campaigns on one model")
     networks = list(a.observations)
-    files = [(i, name, n) for i, (n, name) in enumerate(zip(networks, network_names(networks))) if n.type == "file"]
+    files = [(i, name, n) for i, (n, name) in enumerate(zip(networks, network_names(networks))) if reads_files(n)]
     if not files:
-        raise ConfigError(f"{where} is not observed through files (it has no 'type: file' network): twin assimilate "
+        raise ConfigError(f"{where} is not observed through files (it has no 'type: file' network nor another that "
+                          "reads files, such as imaging_visits): twin assimilate "
                           "continues a campaign whose observations come from files")
     if wanted is not None:
         chosen = [f for f in files if f[1] == wanted]
@@ -244,7 +245,7 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
     from twin.config.writer import dump_yaml
     from twin.core.units import compatible, convert
     from twin.observations import qc
-    from twin.observations.networks import read_network_file
+    from twin.observations.networks import read_file
 
     s = setup(exp_dir, comm)
     try:
@@ -254,14 +255,15 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
         tol = 1e-9 * cycles.length
         latest = last
         for path in paths:
-            table = read_network_file(spec, path, model, cfg.timeline.calendar_start)
+            table = read_file(spec, path, model, cfg.timeline.calendar_start)
             early = np.flatnonzero(cycles.used_at(table.time) <= last + tol)
             if early.size:
                 i = int(early[0])
-                request = spec.variables[str(table.variable[i])]
+                request = getattr(spec, "variables", {}).get(str(table.variable[i]))
+                named = (request.name or request.standard_name) if request is not None else None
                 raise ObservationError(
                     f"observation file {table.source}: observation {table.row[i]} of "
-                    f"'{request.name or request.standard_name or table.variable[i]}' at time "
+                    f"'{named or table.variable[i]}' at time "
                     f"{_time_text(table.time[i], table.time_units)} is at or before the last analysis time "
                     f"{_time_text(last, table.time_units)} of experiment {s.name}"
                     + ("" if cycles.step is None else " (4D-Var uses it at its nearest model step)")
@@ -472,7 +474,7 @@ def _assimilate(run_dir: Path, files: list[Path], comm, exps, sensitive: bool, v
         # 2. keep: the copies, then the record (rank 0)
         _on_root(comm, functools.partial(keep, run_dir, new, exps[0][3], list(plans.values()), sensitive))
         for f in new:
-            f.stored = stored_name(f.sha256, f.path)
+            f.stored = stored_name(f.sha256, f.path, bool(f.companions))
     # 3. extend every experiment.yaml that does not list every recorded file yet
     waiting = pending(run_dir, exps)
     for e, _, i, _ in exps:

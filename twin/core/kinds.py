@@ -65,7 +65,11 @@ class NetworkType:
     A synthetic network whose rows are not point values of a state variable (gauges of a derived quantity) may give
     ``export(spec, part, model) -> Stations`` (:class:`twin.observations.export.Stations`): how a twin experiment's
     ``observations.nc`` writes its rows, one station per row, so that the kind's reading network assimilates them
-    again (``part``: the network's own rows on the model it observes, a coupled campaign's component)."""
+    again (``part``: the network's own rows on the model it observes, a coupled campaign's component).
+
+    A reading network whose files name other files (a visit table naming its images) gives ``companions(path) ->
+    [Path]``: the files ``path`` names, each below its directory; a live twin keeps them with the file it is
+    delivered (:mod:`twin.campaign.deliveries`) and counts them in the delivery's checksum."""
 
     name: str
     config: type
@@ -73,6 +77,7 @@ class NetworkType:
     read: Callable[..., Any] | None = None
     sites: Callable[..., Any] | None = None
     export: Callable[..., Any] | None = None
+    companions: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,15 @@ def timed_observations(obs) -> dict[str, np.ndarray]:
             "error": error[order]}
 
 
+def read_file(spec, path, model, start):
+    """One file of the network ``spec`` read for ``model``: a ``file`` network's (:func:`read_network_file`) or a
+    kind's network of measured observations (its ``read``, :class:`twin.core.kinds.NetworkType`)."""
+    declared = _declared_reader(spec)
+    if declared is not None:
+        return declared.read(spec, path, model, start)
+    return read_network_file(spec, path, model, start)
+
+
 def read_network_file(spec, path, model, start):
     """One file of the ``file`` network ``spec`` read for ``model`` (:class:`~twin.observations.table
     .ObservationTable`): the network's variables, units and default error; ``start`` the calendar start or

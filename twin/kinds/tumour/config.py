@@ -293,6 +293,8 @@ class ImagingVisitsNetwork(NetworkBase):
     plane: float = 0.0
     order: Literal[0, 1] = 1
     value_range: list[float] = Field(default_factory=lambda: [0.0, 1.0], min_length=2, max_length=2)
+    #: visit tables that arrived later, each naming its own visits (``twin assimilate`` lists them here)
+    deliveries: list[FilePath] = Field(default_factory=list, max_length=100_000)
 
     @field_validator("value_range")
     @classmethod
@@ -309,8 +311,9 @@ class ImagingVisitsNetwork(NetworkBase):
         return v
 
     def files(self) -> list[str]:
-        """The visit table (the images it names are read with it)."""
-        return [self.file]
+        """The visit table, then the tables delivered later (``twin assimilate``); the images each names are read
+        with it."""
+        return [self.file, *self.deliveries]
 
 
 class DoseRange(Strict):

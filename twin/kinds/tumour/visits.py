@@ -99,6 +99,34 @@ def read_table(path) -> list[tuple[int, str, str, str | None]]:
     return rows
 
 
+def companions(path) -> list[Path]:
+    """The images and masks the visit table ``path`` names, in order, each once (:class:`twin.core.kinds.NetworkType`
+    ``companions``: a live twin keeps them with the table it is delivered, at the same places relative to it).
+
+    Raises
+    ------
+    ObservationError
+        For a table that does not read, or an image or mask that does not exist or lies outside the table's
+        directory (a delivered table carries its visits' files below it).
+    """
+    path = Path(path)
+    base = path.resolve().parent
+    out: dict[Path, None] = {}
+    for line, _, image, mask in read_table(path):
+        for what, f in (("image", image), ("mask", mask)):
+            if f is None:
+                continue
+            f = Path(f)
+            if not f.is_file():
+                raise ObservationError(f"{path} line {line}: {what} {f} does not exist (paths are relative to the "
+                                       "visit table)")
+            if not f.resolve().is_relative_to(base):
+                raise ObservationError(f"{path} line {line}: {what} {f} lies outside the visit table's directory "
+                                       f"{base}; a delivered table carries its images below it")
+            out[f] = None
+    return list(out)
+
+
 def read(spec, path, model, start):
     """The observations of the visit table ``path`` on ``model`` as an
     :class:`~twin.observations.table.ObservationTable` (every rank reads every image): one row per observed cell
