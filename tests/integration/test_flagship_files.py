@@ -88,6 +88,11 @@ def test_atmosphere_files_variant_runs_from_the_shipped_file(tmp_path):
     assert record["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
     qc = record["qc"]
     assert qc["accepted"] == inside and qc["outside_time"] == outside
+    # the outputs it fed name it too, with its SHA-256 and QC counts (their provenance)
+    for output in ("posterior.nc", "diagnostics.nc", "forecast.nc"):
+        with netCDF4.Dataset(exp / output) as nc:
+            (named,) = json.loads(nc.twin_observation_files)
+        assert named == record, output
     assert sum(qc.values()) == inside + outside
     # the report draws the network over the posterior mean (there is no truth) and judges the fit
     assert main(["report", str(run)]) == 0

@@ -235,3 +235,15 @@ def test_sensitive_checkpoint_is_owner_only_and_anonymous(tmp_path, grids, comm_
     with CheckpointReader(path, comm_self) as r:
         assert r.provenance.host == r.provenance.user == "redacted" and r.provenance.sensitive == 1
     u.destroy()
+
+
+def test_provenance_names_the_observation_files_by_name_only_when_sensitive():
+    import json
+
+    files = [{"network": "gauges", "file": "/home/alice/patient-17/visits.csv", "sha256": "ab" * 32,
+              "qc": {"accepted": 48, "missing": 0}}]
+    open_record = json.loads(collect(None, observation_files=files).observation_files)
+    assert open_record == files
+    (hidden,) = json.loads(collect(None, sensitive=True, observation_files=files).observation_files)
+    assert hidden == dict(files[0], file="visits.csv")
+    assert collect(None).observation_files == ""   # a twin experiment reads none

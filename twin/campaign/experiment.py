@@ -39,6 +39,7 @@ class Setup:
     model: Any = None
     _obs: Any = field(default=None, repr=False)
     _schedule: Any = field(default=None, repr=False)
+    _files_record: Any = field(default=None, repr=False)
     #: diagnostics records not yet in ``diagnostics.nc``, and when it was last appended to (``lazy``: the online
     #: driver appends every :data:`DIAGNOSTICS_EVERY` seconds and at the end; a step of its own appends at once)
     pending: list = field(default_factory=list, repr=False)
@@ -79,10 +80,38 @@ class Setup:
         return rank_of(self.comm)
 
     def provenance(self, parent: Path | None = None, checksum: str = ""):
+        """The provenance of an output of this experiment (collective): the run's, the parent checkpoint, and the
+        observation files ``observations.h5`` records (with their SHA-256 and QC counts), once it exists."""
         from twin.io.provenance import collect
 
         return collect(self.comm, config_text=self.loaded.text, sensitive=self.cfg.campaign.sensitive,
-                       parent=parent, parent_checksum=checksum, relative_to=self.exp_dir)
+                       parent=parent, parent_checksum=checksum, relative_to=self.exp_dir,
+                       observation_files=self._observation_files())
+
+    def _observation_files(self) -> list:
+        """``observations.h5``'s record of the files read (``meta["files"]``), remembered while the file is
+        unchanged (size and modification time); empty before it is written or for a twin experiment. Collective."""
+        import os
+
+        from twin.campaign.checkpoints import is_valid_checkpoint, reader
+
+        path = layout.observations_file(self.exp_dir)
+        try:
+            st = os.stat(path)
+            key = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        if self.comm is not None and self.comm.Get_size() > 1:
+            key = self.comm.bcast(key, root=0)
+        if key is None:
+            return []
+        if self._files_record is None or self._files_record[0] != key:
+            files = []
+            if is_valid_checkpoint(path, self.comm):
+                with reader(path, self.comm) as r:
+                    files = list(r.meta.get("files", []))
+            self._files_record = (key, files)
+        return self._files_record[1]
 
     def add_diagnostics(self, record: dict, last: bool) -> None:
         """Queue the diagnostics record of a cycle; append the queue to ``diagnostics.nc`` unless :attr:`lazy` and

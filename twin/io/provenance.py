@@ -20,6 +20,9 @@ NetCDF global attributes with the prefix ``twin_``):
 ``parent_checkpoint``       path of the checkpoint this output continues from (relative when sensitive), or ``""``
 ``parent_checksum``         that checkpoint's checksum (``sha256:<hex>``), or ``""``
 ``sensitive``               ``1`` for campaigns marked sensitive (patient data), else ``0``
+``observation_files``       the measured observation files the output's analyses read (JSON list: network, file
+                            (its name only when sensitive), SHA-256, quality-control counts), or ``""`` (a twin
+                            experiment)
 ========================== ==============================================================================
 
 Sensitive campaigns (``sensitive=True``) record no user or host name, record parent paths relative to the output, and
@@ -49,7 +52,7 @@ from twin.io.atomic import as_mpi_comm, make_directory
 #: Attributes every provenance record has (the order used when printing).
 FIELDS = ("config_sha256", "twin_version", "git_revision", "petsc_version", "mpi_library", "hdf5_version",
           "netcdf_version", "python_version", "host", "user", "ranks", "start_time", "end_time", "parent_checkpoint",
-          "parent_checksum", "sensitive", "config")
+          "parent_checksum", "sensitive", "observation_files", "config")
 
 REDACTED = "redacted"
 
@@ -162,6 +165,7 @@ class Provenance:
     parent_checkpoint: str = ""
     parent_checksum: str = ""
     sensitive: int = 0
+    observation_files: str = ""
 
     def finished(self, end_time: str | None = None) -> "Provenance":
         """A copy with ``end_time`` set (now, unless given)."""
@@ -204,7 +208,7 @@ class Provenance:
 
 def collect(comm=None, *, config_text: str = "", sensitive: bool = False, start_time: str | None = None,
             parent: str | os.PathLike | None = None, parent_checksum: str = "",
-            relative_to: str | os.PathLike | None = None) -> Provenance:
+            relative_to: str | os.PathLike | None = None, observation_files=None) -> Provenance:
     """Gather the provenance of the current run (collective over ``comm`` when given).
 
     Parameters
@@ -221,7 +225,11 @@ def collect(comm=None, *, config_text: str = "", sensitive: bool = False, start_
         The checkpoint this output continues from (see :meth:`Provenance.with_parent`).
     relative_to : path-like, optional
         Directory parent paths are made relative to when sensitive.
+    observation_files : list of dict, optional
+        The observation files read (``{"network", "file", "sha256", "qc"}``; ``observations.h5``'s record of them).
     """
+    import json
+
     comm = as_mpi_comm(comm)
     rank = comm.Get_rank() if comm is not None else 0
     ranks = comm.Get_size() if comm is not None else 1
@@ -236,8 +244,11 @@ def collect(comm=None, *, config_text: str = "", sensitive: bool = False, start_
                 base["user"] = "unknown"
     if comm is not None and ranks > 1:
         base = comm.bcast(base, root=0)
+    files = [dict(f, file=os.path.basename(str(f.get("file", ""))) if sensitive else str(f.get("file", "")))
+             for f in observation_files or []]
     record = Provenance(config=config_text, config_sha256=sha256_text(config_text) if config_text else "",
-                        ranks=ranks, start_time=start_time or utc_now(), sensitive=int(bool(sensitive)), **base)
+                        ranks=ranks, start_time=start_time or utc_now(), sensitive=int(bool(sensitive)),
+                        observation_files=json.dumps(files, sort_keys=True) if files else "", **base)
     if parent is not None:
         record = record.with_parent(parent, parent_checksum, relative_to=relative_to)
     return record
