@@ -153,12 +153,8 @@ def schedule(cfg, model):
 def observations(cfg, model):
     """The observation networks of ``assimilation.observations`` on the model (:func:`twin.observations.networks
     .build`); on a coupled model each network observes the component it names."""
-    from twin.campaign.state import CoupledState
     from twin.observations.networks import build
 
-    components = None
-    if isinstance(model, CoupledState):
-        components = {c: (model.models[c], model.block(c).start) for c in model.blocks}
     acfg = assimilation_section(cfg)
     networks = acfg.observations
     edges = clock = None
@@ -172,7 +168,18 @@ def observations(cfg, model):
             clock = StepClock(sch.window(0)[0], sch.window(sch.n_cycles - 1)[1], sch.dt)
         else:
             edges = [sch.window(0)[0]] + [sch.window(k)[1] for k in range(sch.n_cycles)]
-    return build(networks, model, components, cycle_edges=edges, start=cfg.timeline.calendar_start, clock=clock)
+    return build(networks, model, components(model), cycle_edges=edges, start=cfg.timeline.calendar_start,
+                 clock=clock)
+
+
+def components(model) -> dict | None:
+    """``{component: (its model, offset of its block)}`` of a coupled model's natural-order state, else ``None``
+    (what :func:`twin.observations.networks.build` needs)."""
+    from twin.campaign.state import CoupledState
+
+    if not isinstance(model, CoupledState):
+        return None
+    return {c: (model.models[c], model.block(c).start) for c in model.blocks}
 
 
 def method(cfg, n_members: int):

@@ -1,8 +1,9 @@
 """A live twin: ``twin assimilate RUN_DIR FILE...`` continues a filter or 4D-Var campaign observed through files with
 the observations that arrived after it ran.
 
-A run of an ETKF, EnKF, LETKF or cycled 4D-Var campaign on one model whose observations come from a ``type: file``
-network (:class:`twin.config.observation_networks.FileNetwork`) is extended by newly delivered files of the same
+A run of an ETKF, EnKF, LETKF (on one model or a coupled one) or cycled 4D-Var campaign whose observations come from
+a ``type: file`` network (:class:`twin.config.observation_networks.FileNetwork`) or a kind's network read from files
+(a patient's visit tables) is extended by newly delivered files of the same
 layout and variables. With ``t_K`` the campaign's last analysis time (4D-Var: the end of its last window) and ``L``
 its cycle length (4D-Var: the window shift ``S dt_obs``), :class:`Cycles`:
 
@@ -87,7 +88,7 @@ def file_network(cfg, exp_dir: Path, wanted: str | None = None) -> tuple[int, st
     Raises
     ------
     ConfigError
-        For a campaign that is not a filter campaign on one model observed through files, or no such network.
+        For a campaign that is not a filter or 4D-Var campaign observed through files, or no such network.
     """
     from twin.campaign import context as ctx
     from twin.observations.networks import network_names, reads_files
@@ -102,10 +103,9 @@ def file_network(cfg, exp_dir: Path, wanted: str | None = None) -> tuple[int, st
     if method not in (*ctx.FILTERS, "4dvar"):
         raise ConfigError(f"{where} runs {method or 'no assimilation'}: twin assimilate continues filter campaigns "
                           f"({', '.join(ctx.FILTERS)}) and 4D-Var campaigns whose observations come from files")
-    if ctx.is_coupled(cfg):
-        raise ConfigError(f"{where} is a coupled campaign: twin assimilate continues campaigns on one model")
     networks = list(a.observations)
-    files = [(i, name, n) for i, (n, name) in enumerate(zip(networks, network_names(networks))) if reads_files(n)]
+    files = [(i, name, n) for i, (n, name) in enumerate(zip(networks, network_names(networks)))
+             if reads_files(n) and "deliveries" in type(n).model_fields]
     if not files:
         raise ConfigError(f"{where} is not observed through files (it has no 'type: file' network nor another that "
                           "reads files, such as imaging_visits): twin assimilate "
@@ -245,17 +245,19 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
     from twin.config.writer import dump_yaml
     from twin.core.units import compatible, convert
     from twin.observations import qc
-    from twin.observations.networks import read_file
+    from twin.campaign import context as ctx
+    from twin.observations.networks import read_file, reading_model
 
     s = setup(exp_dir, comm)
     try:
         cfg, model, cycles = s.cfg, s.get_model(), Cycles.of(s)
         spec = cfg.assimilation.observations[network]
+        observed = reading_model(spec, model, ctx.components(model))  # a coupled model's component it observes
         K, last = cycles.K, cycles.last
         tol = 1e-9 * cycles.length
         latest = last
         for path in paths:
-            table = read_file(spec, path, model, cfg.timeline.calendar_start)
+            table = read_file(spec, path, observed, cfg.timeline.calendar_start)
             early = np.flatnonzero(cycles.used_at(table.time) <= last + tol)
             if early.size:
                 i = int(early[0])
@@ -269,11 +271,11 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
                     + ("" if cycles.step is None else " (4D-Var uses it at its nearest model step)")
                     + f" ({early.size} of {len(table)} observations are): twin assimilate takes only observations "
                     "after the last analysis (it does not rewind); leave the earlier ones out of the file")
-            usable = ~qc.missing(table.value, table.error) & ~qc.outside_domain(table.position, model.grid.extent)
+            usable = ~qc.missing(table.value, table.error) & ~qc.outside_domain(table.position, observed.grid.extent)
             if not usable.any():
                 raise ObservationError(f"observation file {table.source}: none of its {len(table)} observations lies "
-                                       f"inside the model's domain {[list(e) for e in model.grid.extent]} (in "
-                                       f"{model.length_units}) with a value and an error")
+                                       f"inside the model's domain {[list(e) for e in observed.grid.extent]} (in "
+                                       f"{observed.length_units}) with a value and an error")
             latest = max(latest, float(np.max(cycles.used_at(table.time[usable]))))
         K_new = cycles.to_cover(latest)
         config = layout.config_file(exp_dir)

@@ -67,7 +67,9 @@ class NetworkType:
     ``observations.nc`` writes its rows, one station per row, so that the kind's reading network assimilates them
     again (``part``: the network's own rows on the model it observes, a coupled campaign's component).
 
-    A reading network whose files name other files (a visit table naming its images) gives ``companions(path) ->
+    A reading network that ``twin assimilate`` may continue has a ``deliveries`` list in its configuration (the files
+    that arrived later, read after ``file``; ``spec.files()`` returns them all). One whose files name other files (a
+    visit table naming its images) gives ``companions(path) ->
     [Path]``: the files ``path`` names, each below its directory; a live twin keeps them with the file it is
     delivered (:mod:`twin.campaign.deliveries`) and counts them in the delivery's checksum."""
 

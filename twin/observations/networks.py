@@ -250,9 +250,8 @@ def _file_series(spec, whole, i: int, name: str, components, cycle_edges, start,
 
     if cycle_edges is None and clock is None:
         raise ObservationError(f"{where(i)}: an observation file needs the campaign's cycles or observation times")
-    model, offset = _observed(spec, whole, i, components)
-    if offset is not None and model.time_units != whole.time_units:
-        model = _OnCampaignClock(model, whole.time_units)
+    _, offset = _observed(spec, whole, i, components)
+    model = reading_model(spec, whole, components, i)
     declared = _declared_reader(spec)
     if declared is not None:  # a kind's network of measured observations (twin.core.kinds.NetworkType.read)
         tables = [declared.read(spec, path, model, start) for path in spec.files()]
@@ -303,9 +302,19 @@ def timed_observations(obs) -> dict[str, np.ndarray]:
             "error": error[order]}
 
 
+def reading_model(spec, whole, components=None, i: int = 0):
+    """The model the files of network ``spec`` are read on: ``whole``, or on a coupled model (``components``, see
+    :func:`build`) the component the network names, on the campaign's clock (as :func:`build` reads them)."""
+    model, offset = _observed(spec, whole, i, components)
+    if offset is not None and model.time_units != whole.time_units:
+        model = _OnCampaignClock(model, whole.time_units)
+    return model
+
+
 def read_file(spec, path, model, start):
-    """One file of the network ``spec`` read for ``model``: a ``file`` network's (:func:`read_network_file`) or a
-    kind's network of measured observations (its ``read``, :class:`twin.core.kinds.NetworkType`)."""
+    """One file of the network ``spec`` read for ``model`` (:func:`reading_model`): a ``file`` network's
+    (:func:`read_network_file`) or a kind's network of measured observations (its ``read``,
+    :class:`twin.core.kinds.NetworkType`)."""
     declared = _declared_reader(spec)
     if declared is not None:
         return declared.read(spec, path, model, start)

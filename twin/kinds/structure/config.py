@@ -260,6 +260,8 @@ class StrainGaugeReadingsNetwork(NetworkBase):
     strain: str = Field(min_length=1, max_length=256)
     angle: str = Field(min_length=1, max_length=256)
     error: str | None = Field(default=None, min_length=1, max_length=256)
+    #: files of the same gauges that arrived later (``twin assimilate`` lists them here)
+    deliveries: list[FilePath] = Field(default_factory=list, max_length=100_000)
 
     @model_validator(mode="after")
     def _measured(self):
@@ -274,8 +276,8 @@ class StrainGaugeReadingsNetwork(NetworkBase):
         return self
 
     def files(self) -> list[str]:
-        """The files of the network, in the order read."""
-        return [self.file]
+        """The files of the network, in the order read: ``file``, then the ``deliveries``."""
+        return [self.file, *self.deliveries]
 
     def default_error(self) -> float | None:
         """The network's ``error_std`` when the campaign gave one (the key's default does not count)."""
