@@ -140,3 +140,29 @@ def test_background_check_leaves_out_a_gauge_gone_wrong(twin_run):
             xr.open_dataset(silent / "posterior.nc", decode_times=False) as b:
         assert np.array_equal(a["l96_x"].values, b["l96_x"].values)
     assert (silent / "qc.jsonl").read_text() == ""  # nothing rejected where nothing was wrong
+
+
+def test_a_file_campaign_as_a_workflow_equals_it_online(twin_run):
+    """The cluster path reads files too: the file campaign (4 cycles, 8 members) run as a Parsl workflow (member
+    forecasts as tasks, the analysis reading the file network's values per cycle from observations.h5) gives the online
+    run's analyses bitwise."""
+    d, text, y, times = twin_run
+    _station_file(d / "wf.nc", y, times[1:], 1.0, (), ())
+    network = "observations: [{type: file, file: wf.nc, variables: {x: {name: x_obs, units: '1'}}}]"
+    small = (text.replace(NETWORK, network).replace("cycles: 20", "cycles: 4").replace("N: 20", "N: 8")
+             .replace("resources: {type: local, ranks: 1, workers: 1}",
+                      "resources: {type: local, ranks: 1, workers: 2, launcher: worker}"))
+    assert "cycles: 4" in small and "launcher: worker" in small
+    (d / "wf.yaml").write_text(small.replace("name: lorenz96_etkf", "name: wf"))
+    _run(d, "run", "wf.yaml", "-o", "wf_workflow", "--workflow", "--quiet")
+    online = small.replace("name: lorenz96_etkf", "name: wf").replace("workers: 2, ", "workers: 1, ")
+    (d / "wf_on.yaml").write_text(online)
+    _run(d, "run", "wf_on.yaml", "-o", "wf_online", "--quiet")
+    a, b = (d / run / "experiments" / "wf" for run in ("wf_workflow", "wf_online"))
+    assert (a / "forecast" / "cycle_0003").is_dir() and not (b / "forecast").exists()   # really two paths
+    with xr.open_dataset(a / "posterior.nc", decode_times=False) as pa, \
+            xr.open_dataset(b / "posterior.nc", decode_times=False) as pb:
+        assert pa["l96_x"].shape == (8, 5, 40) and np.array_equal(pa["l96_x"].values, pb["l96_x"].values)
+    with CheckpointReader(a / "observations.h5") as r:
+        (record,) = r.meta["files"]
+    assert record["qc"]["accepted"] == 4 * 40 and record["qc"]["outside_time"] == 16 * 40
