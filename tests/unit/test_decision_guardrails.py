@@ -39,6 +39,28 @@ def test_consistent_system_raises_no_flags():
     assert np.median(ratio) == pytest.approx(1.0, abs=0.15)
 
 
+def test_spread_skill_without_truth_weighs_sensors_of_other_quantities_alike():
+    """Without a truth, spread/skill is measured in units of each sensor's error: half the sensors read a quantity
+    in large units (errors 1) that the ensemble does not spread (as a coupled atmosphere's sea level next to a
+    mast's gauges), the other half one in small units (errors 1e-6) that it spreads as much as it errs. Their
+    innovations are consistent throughout, and no spread/skill flag is raised; in the observations' own units the
+    first half's noise alone (mean d^2 - mean r^2 of about 0 +- 0.1 against spreads of 1e-12) made the ratio
+    0 or infinite."""
+    rng = np.random.default_rng(4)
+    m, N = 30, 20
+    g = Guardrails(m, GuardrailSettings(spread_skill=(0.5, 2.0), window=10))
+    for k in range(200):
+        Y, y, r = _cycle(rng, m=m, N=N, spread=0.5)
+        big = np.arange(m) < m // 2
+        Y[big] = y[big, None] + 1e-6 * rng.standard_normal((big.sum(), N))   # no spread, error = obs error
+        y[big] = Y[big].mean(axis=1) + rng.standard_normal(big.sum())
+        Y[~big], y[~big], r[~big] = 1e-6 * Y[~big], 1e-6 * y[~big], 1e-6 * r[~big]
+        g.check(k, float(k), Y, y, r)
+    ratio = np.array([h["spread_skill_ratio"] for h in g.history[10:]])
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.2)
+    assert [f.kind for f in g.flags].count("spread_skill") <= 5
+
+
 def test_step_bias_on_one_sensor_is_flagged_and_excluded():
     rng = np.random.default_rng(2)
     g = Guardrails(30, GuardrailSettings(policy="exclude"))

@@ -11,7 +11,9 @@ observations. The checks and their null distributions:
   ``innovation_chi2 = chi2 / m`` (1 when consistent).
 * **spread/skill**: over a sliding window of ``window`` cycles, ``sqrt(sum spread^2 / sum error^2)``: with a truth
   (twin experiments) the forecast ensemble spread against the forecast-mean error in state space; without, in
-  observation space ``sqrt(sum mean(var(Y)) / sum max(mean(d^2) - mean(r^2), 0))``. Flag outside ``[low, high]``.
+  observation space, each sensor in units of its own error (so that sensors of different quantities, a strain gauge
+  and a sea-level station, weigh alike): ``sqrt(sum mean(var(Y) / r^2) / sum max(mean(d^2 / r^2) - 1, 0))``. Flag
+  outside ``[low, high]``.
 * **rank histogram**: the rank of ``y_i`` among the members ``Y_i + r_i eps`` (perturbed with the observation
   error, so the observation is exchangeable with them when the system is reliable; Hamill 2001), pooled into at most
   ``rank_bins`` bins over the window, tested for flatness with Pearson's chi-square. Ranks of neighbouring sensors and
@@ -256,9 +258,9 @@ class Guardrails:
         if forecast is not None and truth is not None:
             err = forecast.mean(axis=1) - truth
             self._skill.append((float(np.mean(forecast.var(axis=1, ddof=1))), float(np.mean(err * err))))
-        else:
-            self._skill.append((float(np.mean(var_f[act])),
-                                max(float(np.mean(d[act] ** 2) - np.mean(r[act] ** 2)), 0.0)))
+        else:  # in observation space, in units of each sensor's error (unit-free: networks of mixed quantities)
+            self._skill.append((float(np.mean(var_f[act] / r[act] ** 2)),
+                                max(float(np.mean((d[act] / r[act]) ** 2)) - 1.0, 0.0)))
         var_sum, err_sum = (sum(v) for v in zip(*self._skill))
         ratio = float(np.sqrt(var_sum / err_sum)) if err_sum > 0 else float("inf")
         bad_ratio = len(self._skill) == st.window and not st.spread_skill[0] <= ratio <= st.spread_skill[1]
