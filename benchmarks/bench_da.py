@@ -12,6 +12,12 @@ DAPPER pins matplotlib/dill versions that clash with the project's environment, 
 environment through a subprocess: ``TWIN_DAPPER_PYTHON`` (a python with dapper), else this python if it imports
 dapper, else ``/tmp/dapper-venv/bin/python`` (``python3 -m venv /tmp/dapper-venv &&
 /tmp/dapper-venv/bin/pip install -c constraints.txt dapper``). Without DAPPER only twin's numbers are recorded.
+
+Goal 0 of issue 23 (``twin run`` within 2x DAPPER) is measured through the command on DAPPER's truth and observations.
+``TWIN_BENCH_BASELINE=<directory>`` (a source tree of another revision, e.g. ``git archive <rev> | tar -x -C dir``)
+runs the same commands with that tree's ``twin`` too (first on ``PYTHONPATH``), right after this tree's, so that
+before and after sit side by side with DAPPER under the same load. ``--goal0`` runs DAPPER and the commands only (not
+the library cycles, the forecast comparison and the LETKF scaling).
 """
 
 from __future__ import annotations
@@ -155,10 +161,11 @@ def _observation_file(path: Path, yy: np.ndarray) -> None:
         e[:] = 1.0
 
 
-def _run_twin_command(method: str, data: dict, workdir: Path) -> dict:
+def _run_twin_command(method: str, data: dict, workdir: Path, source: str | None = None) -> dict:
     """The same experiment through ``twin run`` as a user runs it: DAPPER's observations from a file, the campaign
     online on one rank; wall time of the whole command (start-up and outputs included), files and bytes written,
-    and the analysis RMSE after the burn-in against DAPPER's truth, from posterior.nc."""
+    and the analysis RMSE after the burn-in against DAPPER's truth, from posterior.nc. ``source``: a source tree
+    whose ``twin`` runs instead of this one's (the baseline)."""
     import xarray as xr
 
     cycles = min(RUN_CYCLES, len(data["yy"]))
@@ -179,9 +186,12 @@ assimilation:
 resources: {{type: local, ranks: 1, workers: 1}}
 outputs: {{directory: out_{method}}}
 """)
+    env = dict(os.environ)
+    if source:
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(source).resolve())] + [p for p in [env.get("PYTHONPATH")] if p])
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "twin.cli", "run", f"{name}.yaml", "--quiet"], cwd=workdir,
-                          capture_output=True, text=True, timeout=7200)
+                          capture_output=True, text=True, timeout=7200, env=env)
     wall = time.perf_counter() - t
     if proc.returncode:
         raise RuntimeError(f"twin run failed:\n{proc.stderr[-3000:]}")
@@ -257,7 +267,35 @@ def _letkf_scaling_child() -> None:
         del E
 
 
-def main() -> None:
+def _goal0(dapper: dict, data: dict, ctx: dict) -> None:
+    """Goal 0: the command users run, against DAPPER, on the same truth and observations (and the baseline's)."""
+    baseline = os.environ.get("TWIN_BENCH_BASELINE")
+    for name in ("etkf", "letkf"):
+        N = 24 if name == "etkf" else 7
+        runs = [("", None)] + ([(", baseline", baseline)] if baseline else [])
+        per_cycle = {}
+        for label, source in runs:
+            with tempfile.TemporaryDirectory(dir=".") as tmp:
+                res = _run_twin_command(name, data, Path(tmp), source)
+            rctx = dict(ctx, cycles=res["cycles"], truth="DAPPER's", observations="DAPPER's, from a CF file")
+            if source:
+                rctx["source"] = source
+            per_cycle[label] = res["seconds_per_cycle"]
+            emit("da", f"L96 {name.upper()} N={N} twin run analysis RMSE{label}", res["rmse"], "1", **rctx)
+            emit("da", f"L96 {name.upper()} N={N} twin run time per cycle (whole command){label}",
+                 res["seconds_per_cycle"] * 1e3, "ms", **rctx)
+            emit("da", f"L96 {name.upper()} N={N} twin run files written per cycle{label}",
+                 res["files"] / res["cycles"], "1", **rctx)
+            emit("da", f"L96 {name.upper()} N={N} twin run MB written per cycle{label}",
+                 res["megabytes"] / res["cycles"], "MB", **rctx)
+            emit("da", f"L96 {name.upper()} N={N} twin run time / DAPPER time (goal <= 2){label}",
+                 res["seconds_per_cycle"] / dapper[name]["seconds_per_cycle"], "x", **rctx)
+        if baseline:
+            emit("da", f"L96 {name.upper()} N={N} twin run speed-up over the baseline",
+                 per_cycle[", baseline"] / per_cycle[""], "x", source=baseline)
+
+
+def main(goal0_only: bool = False) -> None:
     from twin.assimilation.ensemble import ETKF
     from twin.assimilation.inflation import Inflation
     from twin.assimilation.letkf import LETKF
@@ -270,6 +308,15 @@ def main() -> None:
     if data is None:
         data = _own_truth()
     ctx = {"cycles": CYCLES, "burn_in": BURN_IN, "dapper": dapper["version"] if dapper else "not available"}
+    if dapper:
+        for name in ("etkf", "letkf"):
+            N = 24 if name == "etkf" else 7
+            emit("da", f"L96 {name.upper()} N={N} time per cycle, DAPPER", dapper[name]["seconds_per_cycle"] * 1e3,
+                 "ms", **ctx)
+    if goal0_only:
+        if dapper:
+            _goal0(dapper, data, ctx)
+        return
     methods = {"etkf": ETKF(24, Inflation(1.013), rotate=True),
                "letkf": LETKF(7, 1.82 * 4, Inflation(1.04), rotate=True)}
     for name, method in methods.items():
@@ -279,25 +326,10 @@ def main() -> None:
         emit("da", f"L96 {name.upper()} N={N} time per cycle, twin", per_cycle * 1e3, "ms", **ctx)
         if dapper:
             emit("da", f"L96 {name.upper()} N={N} analysis RMSE, DAPPER", dapper[name]["rmse"], "1", **ctx)
-            emit("da", f"L96 {name.upper()} N={N} time per cycle, DAPPER", dapper[name]["seconds_per_cycle"] * 1e3,
-                 "ms", **ctx)
             emit("da", f"L96 {name.upper()} N={N} speed-up of twin over DAPPER",
                  dapper[name]["seconds_per_cycle"] / per_cycle, "x", **ctx)
-    if dapper:  # goal 0: the command users run, against DAPPER, on the same truth and observations
-        for name in ("etkf", "letkf"):
-            with tempfile.TemporaryDirectory(dir=".") as tmp:
-                res = _run_twin_command(name, data, Path(tmp))
-            rctx = dict(ctx, cycles=res["cycles"], truth="DAPPER's", observations="DAPPER's, from a CF file")
-            N = 24 if name == "etkf" else 7
-            emit("da", f"L96 {name.upper()} N={N} twin run analysis RMSE", res["rmse"], "1", **rctx)
-            emit("da", f"L96 {name.upper()} N={N} twin run time per cycle (whole command)",
-                 res["seconds_per_cycle"] * 1e3, "ms", **rctx)
-            emit("da", f"L96 {name.upper()} N={N} twin run files written per cycle", res["files"] / res["cycles"],
-                 "1", **rctx)
-            emit("da", f"L96 {name.upper()} N={N} twin run MB written per cycle", res["megabytes"] / res["cycles"],
-                 "MB", **rctx)
-            emit("da", f"L96 {name.upper()} N={N} twin run time / DAPPER time (goal <= 2)",
-                 res["seconds_per_cycle"] / dapper[name]["seconds_per_cycle"], "x", **rctx)
+    if dapper:
+        _goal0(dapper, data, ctx)
     _forecast_benchmark()
     from benchmarks.harness import PREFIX
 
@@ -307,4 +339,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _letkf_scaling_child() if "--letkf-scaling" in sys.argv else main()
+    _letkf_scaling_child() if "--letkf-scaling" in sys.argv else main(goal0_only="--goal0" in sys.argv)

@@ -2,7 +2,9 @@
 
 The job's ranks are split into groups of ``ranks_per_member`` (:func:`twin.core.comm.split_ensemble`); in each cycle
 every group forecasts its members in memory (:func:`twin.campaign.steps.advance_member` on the group's communicator,
-the model integration a workflow's member task runs too), the forecasts are gathered to every rank, and all ranks run
+the model integration a workflow's member task runs too; a group of one rank forecasts all its members at once through
+the model's batched forecast when it has one, :func:`twin.campaign.steps.batched_forecast`, whose numbers are the
+solver's bitwise), the forecasts are gathered to every rank, and all ranks run
 the analysis (:func:`twin.campaign.steps.analyse`), whose checkpoint keeps the forecasts (array ``forecast``) for
 ``forecast.nc`` and the decisions. So online mode writes one file per cycle (the checkpoint: what a restart needs)
 where a workflow writes a member file per member and cycle (its tasks are processes of their own); a killed online
@@ -29,6 +31,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from twin.campaign import layout
 from twin.campaign.experiments import experiments_section, prepare_experiments
@@ -242,7 +246,6 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
 
     from twin.campaign import context as ctx
     from twin.campaign import steps
-    from twin.campaign.checkpoints import read_members, reader
     from twin.campaign.finalize import finalize
     from twin.campaign.experiment import setup
     from twin.core.comm import split_ensemble
@@ -278,21 +281,11 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
         with progress(f"{exp_dir.name}: cycles", K, rank=rank) as bar:
             bar.advance(start, status="resumed" if start else "")
             for k in range(start, K):
-                with reader(layout.checkpoint_file(exp_dir, k), comm) as r:
-                    alive = r.read_array("alive")
-                    states, params = read_members(s, r, range(alive.size))
-                stop = 0
-                mine = [m for m in (ens.members if g is not None else []) if alive[m]]
+                prior = steps.read_prior(s, k, comm)
+                mine = [m for m in (ens.members if g is not None else []) if prior.alive[m]]
                 bar.members(len(mine))
-                forecasts: dict[int, Any] = {}
-                for m in mine:
-                    done, x = _forecast_with_retries(exp_dir, k, m, g, policy, states[m], params[m])
-                    if not done:
-                        stop = 1
-                    elif x is not None and g.rank == 0:
-                        forecasts[m] = x
-                    bar.member_done()
-                if comm.allreduce(stop, op=MPI.MAX):
+                forecasts, ok = _forecast_members(exp_dir, k, mine, g, policy, prior.states, prior.params, bar)
+                if comm.allreduce(0 if ok else 1, op=MPI.MAX):
                     reason = f"a member forecast failed in cycle {k} (policy: stop)"
                     if rank == 0:
                         layout.write_json(layout.stopped_marker(exp_dir), {"cycle": k, "reason": reason})
@@ -301,7 +294,8 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                 # every rank gets every member's forecast (each group's first rank holds its members')
                 forecasts = {m: x for part in comm.allgather(forecasts) for m, x in part.items()}
                 try:
-                    steps.analyse(exp_dir, k, comm, s, min_members=policy.min_members, forecasts=forecasts)
+                    steps.analyse(exp_dir, k, comm, s, min_members=policy.min_members, forecasts=forecasts,
+                                  prior=prior)
                 except WorkflowError as exc:
                     if rank == 0:
                         layout.write_json(layout.stopped_marker(exp_dir), {"cycle": k, "reason": str(exc)})
@@ -335,6 +329,43 @@ def _run_other_method(exp_dir: Path, comm, s, policy) -> None:
         if comm.Get_rank() == 0:
             layout.write_json(layout.stopped_marker(exp_dir), {"reason": str(exc)})
         log.error("experiment %s stopped: %s", exp_dir.name, exc)
+
+
+def _forecast_members(exp_dir: Path, cycle: int, members: list[int], s, policy, states, params,
+                      bar) -> tuple[dict[int, Any], bool]:
+    """The forecasts of a group's live ``members`` over cycle ``cycle``: ``({member: whole state}, ok)``, the states
+    on the group's first rank, ``ok`` false when a member kept failing under the policy ``stop``.
+
+    Members whole on one rank go through the model's batched forecast at once (:func:`twin.campaign.steps
+    .batched_forecast`, bitwise the solver's numbers); the others, those of a model without one, and any member
+    whose batched forecast is not finite run one by one on the model's solver (:func:`_forecast_with_retries`),
+    which reports and handles a failure as the policy says."""
+    from twin.campaign import steps
+
+    forecasts: dict[int, Any] = {}
+    rest = list(members)
+    if members:
+        t_start = time.time()
+        try:
+            batch = steps.batched_forecast(s, cycle, [states[m] for m in members], [params[m] for m in members])
+        except (SolverError, ModelError):  # each member's own forecast reports it (and its retries handle it)
+            batch = None
+        if batch is not None:
+            rest = [m for m, x in zip(members, batch) if not np.all(np.isfinite(x))]
+            forecasts = {m: x for m, x in zip(members, batch) if m not in rest}
+            if forecasts:  # one task-log line for the batch (a line per member cost more than its arithmetic)
+                s.record("forecast", "done", t_start, cycle=cycle, members=sorted(forecasts))
+            for _ in forecasts:
+                bar.member_done()
+    ok = True
+    for m in rest:
+        done, x = _forecast_with_retries(exp_dir, cycle, m, s, policy, states[m], params[m])
+        if not done:
+            ok = False
+        elif x is not None and s.rank == 0:
+            forecasts[m] = x
+        bar.member_done()
+    return forecasts, ok
 
 
 def _forecast_with_retries(exp_dir: Path, cycle: int, member: int, s, policy, state, params):

@@ -33,6 +33,8 @@ and are never forecast or analysed again.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -49,8 +51,8 @@ from twin.observations.file_network import cycle_counts
 
 log = get_logger("twin.campaign")
 
-__all__ = ["init_experiment", "forecast_member", "advance_member", "batched_forecast", "mark_failed", "analyse",
-           "setup", "Setup", "reader"]
+__all__ = ["init_experiment", "forecast_member", "advance_member", "batched_forecast", "mark_failed", "Prior",
+           "read_prior", "analyse", "setup", "Setup", "reader"]
 
 
 # -- init ------------------------------------------------------------------------------------------------------------
@@ -358,13 +360,37 @@ def mark_failed(exp_dir, cycle: int, member: int, reason: str) -> None:
 
 
 # -- analysis --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Prior:
+    """What an ensemble checkpoint holds for the cycle it starts (:func:`read_prior`): the ``alive`` flags, the
+    members' whole states and physical parameter values (every member, dropped ones too), its ``meta`` (inflation,
+    dropped members, guardrails ...), and its ``path`` and ``checksum`` (the parent of the files made from it)."""
+
+    alive: np.ndarray
+    states: list
+    params: list
+    meta: dict
+    path: Path
+    checksum: str
+
+
+def read_prior(s: Setup, cycle: int, comm) -> Prior:
+    """Checkpoint ``cycle`` (verified) as a :class:`Prior`. Collective on ``comm``."""
+    with reader(layout.checkpoint_file(s.exp_dir, cycle), comm) as r:
+        alive = r.read_array("alive")
+        states, params = read_members(s, r, range(alive.size))
+        return Prior(alive, states, params, r.meta, r.path, r.checksum)
+
+
 def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: int = 2,
-            forecasts: dict[int, np.ndarray] | None = None) -> bool:
+            forecasts: dict[int, np.ndarray] | None = None, prior: Prior | None = None) -> bool:
     """Analysis of cycle ``cycle``: checkpoint ``cycle + 1`` and one diagnostics record. Collective.
 
     The members' forecasts come from their member files (a workflow's tasks), or from ``forecasts`` (member ->
     whole state, the same on every rank: the online driver keeps them in memory), which checkpoint ``cycle + 1`` then
     keeps as its array ``forecast`` (the rows of the other members NaN) for ``forecast.nc`` and the decisions.
+    ``prior``: checkpoint ``cycle`` as :func:`read_prior` read it for the forecasts (the online driver; read here
+    otherwise), so that a cycle reads its checkpoint once.
     Members with a failure marker in this cycle are dropped; every other live member must have its forecast. The
     analysis is :meth:`twin.assimilation.analysis.EnsembleAnalysis.analyse` of the configured method
     (:func:`twin.campaign.context.analysis`) on the live members' control vectors, with the random stream ANALYSIS of
@@ -391,12 +417,10 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             s.record("analyse", "skipped", t_start, cycle=cycle)
             return False
         model, sch, obs = s.get_model(), s.schedule, s.observations
-        ck = layout.checkpoint_file(s.exp_dir, cycle)
-        with reader(ck, comm) as r:
-            alive = r.read_array("alive").astype(bool)
-            meta = r.meta
-            prior_states, prior_params = read_members(s, r, range(alive.size))
-            parent, checksum = r.path, r.checksum
+        prior = prior or read_prior(s, cycle, comm)
+        alive, meta, parent, checksum = prior.alive.astype(bool), prior.meta, prior.path, prior.checksum
+        # copies: the analysis replaces the live members' entries, the caller's prior stays as it was read
+        prior_states, prior_params = list(prior.states), [dict(p) for p in prior.params]
         done, failed = layout.member_files(s.exp_dir, cycle)
         if forecasts is not None:
             done = sorted(forecasts)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from petsc4py import PETSc
@@ -229,6 +229,8 @@ class Model(ABC):
     backward pass. The defaults of these two fall back on :meth:`advance` and :meth:`adjoint` (forward run twice).
     Models on a PETSc TS with a time step :attr:`dt` run it with :meth:`run_fixed` (or :meth:`run_ts` where the
     step may adapt), which count the steps of a window and report a failed solve the same way for every model.
+    Models whose members are cheap enough that a solver object per member dominates may also implement
+    :meth:`advance_ensemble` (many members at once, bitwise :meth:`advance`'s numbers).
 
     Parameters
     ----------
@@ -283,6 +285,43 @@ class Model(ABC):
         SolverError
             If the solve diverges; names the component, time and PETSc's reason.
         """
+
+    def advance_ensemble(self, states: np.ndarray, parameters: Sequence[Mapping[str, Any]], t0: float,
+                         t1: float) -> np.ndarray | None:
+        """Optional: advance several members at once from ``t0`` to ``t1`` without a solver object per member (a
+        batched forecast, for small ensembles of small models whose per-member TS overhead outweighs the
+        arithmetic). Not collective: every rank that calls it computes whole states.
+
+        A model that implements it must give :meth:`advance`'s numbers **bitwise** (the same integrator, with the
+        same operations in the same order), because the campaigns use it only where a member's state is whole on
+        one rank (:func:`twin.campaign.steps.batched_forecast`) and :meth:`advance` elsewhere, and the analysis
+        must not depend on the layout or the mode.
+
+        Parameters
+        ----------
+        states : ndarray of shape (members, n)
+            Whole states in natural order (one row per member, as :meth:`Grid.allgather` gives them, flattened).
+            Not modified.
+        parameters : sequence of mappings
+            One per member: physical values of the parameters the member carries (floats for scalars, whole
+            fields in natural order); a parameter a member does not carry keeps the model's value. The model's own
+            parameters are not changed.
+        t0, t1 : float
+            The window, model time units.
+
+        Returns
+        -------
+        ndarray of shape (members, n) or None
+            The states at ``t1``; a member whose integration blew up has non-finite entries in its row (the caller
+            runs it through :meth:`advance`, which reports the failure). ``None`` (this default): the model has no
+            batched forecast.
+
+        Raises
+        ------
+        ModelError
+            If the window is invalid for the model (as :meth:`advance` would).
+        """
+        return None
 
     def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
                 parameters: Sequence[str] = ()) -> dict[str, Any]:

@@ -8,8 +8,11 @@ Symbols: ``x_i`` the (dimensionless) state, ``F`` the forcing (dimensionless, 8 
 exponents for n = 40), ``t`` dimensionless time (``dt = 0.05`` corresponds to 6 hours of atmospheric time).
 
 Discretisation: the classical four-stage Runge-Kutta scheme with a fixed step ``dt`` through PETSc TS (``TSRK``,
-type ``4``, no adaptivity). A window ``[t0, t1]`` must be a whole number of steps (time is counted in steps, so no
-float drift decides the step sequence); ``TS_EXACTFINALTIME_MATCHSTEP`` only absorbs round-off in ``t1``.
+type ``4``, no adaptivity). A window ``[t0, t1]`` must be a whole number ``n`` of steps (time is counted in steps, so
+no float drift decides the step sequence), and the TS takes exactly ``n`` steps of exactly ``dt``
+(``TS_EXACTFINALTIME_STEPOVER`` with at most ``n`` steps): ``MATCHSTEP`` would shorten or stretch the last step by
+the round-off between ``t1`` and the accumulated step times (``0.2 - 0.15000000000000002``), so a window's numbers
+would depend on where it lies on the time axis, and a batched forecast could not give the same numbers.
 The RHS Jacobian is assembled (4 entries per row) and ``dF/dF = 1`` is given as ``RHSJacobianP`` so TSAdjoint yields
 the discrete adjoint with respect to the initial state and the forcing. :meth:`Lorenz96.record` runs a window on a
 pooled TS that saves its trajectory (in memory) and :meth:`Lorenz96.adjoint_recorded` integrates back over it, so a
@@ -23,13 +26,19 @@ Two hand-written pieces, and why:
   checked against TSAdjoint by the dot-product test.
 * :func:`rk4_ensemble`: a vectorised NumPy RK4 of a whole ensemble (members as columns, optionally one forcing per
   member). PETSc TS costs ~0.1 ms of overhead per member and window for 40 unknowns, which dominates an ensemble
-  forecast of tiny states; this batched integrator is the "pure-NumPy reference implementation" the DA benchmarks
-  compare against and is checked to agree with the TS path to round-off.
+  forecast of tiny states; :meth:`Lorenz96.advance_ensemble` (the campaigns' batched forecast) and
+  :class:`BatchedForecast` (the in-memory DA cycle and the benchmarks) run it. It performs PETSc's ``TSRK`` 4
+  arithmetic operation for operation, so it gives the TS path's numbers **bitwise** (tested, on one and two ranks):
+  the right-hand side as ``_rhs`` evaluates it, the stages ``Y_i = x + (h a_i) K_{i-1}`` (``VecMAXPY`` with the
+  tableau's zero coefficients adds exact zeros) and the update ``x + (((w_1 K_1 + w_2 K_2) + w_3 K_3) + w_4 K_4)``
+  with ``w_j = h b_j`` (PETSc 3.18's ``VecMAXPY`` kernel sums four vectors left to right, then adds them to ``x``).
+  This holds for a PETSc built without fused multiply-adds in its vector kernels (Debian's generic x86-64 build);
+  a build that fuses them would differ by round-off, which ``tests/unit/test_batched_forecast.py`` would show.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from petsc4py import PETSc
@@ -88,12 +97,14 @@ def rk4_ensemble(states: np.ndarray, forcing: float | np.ndarray, dt: float, t0:
     x = np.array(states, dtype=float, copy=True)
     f = np.asarray(forcing, dtype=float)
     h = dt
+    # PETSc's coefficients: h times the tableau's a (1/2, 1/2, 1) and b (1/6, 1/3, 1/3, 1/6), as TSRK forms them
+    a, w1, w2 = h * 0.5, h * (1.0 / 6), h * (1.0 / 3)
     for _ in range(steps):
         k1 = l96_tendency(x, f)
-        k2 = l96_tendency(x + 0.5 * h * k1, f)
-        k3 = l96_tendency(x + 0.5 * h * k2, f)
+        k2 = l96_tendency(x + a * k1, f)
+        k3 = l96_tendency(x + a * k2, f)
         k4 = l96_tendency(x + h * k3, f)
-        x += (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        x += ((w1 * k1 + w2 * k2) + w2 * k3) + w1 * k4
     return x
 
 
@@ -257,7 +268,8 @@ class Lorenz96(Model):
         ts.setRHSJacobian(self._jacobian, self._J, self._J)
         ts.setRHSJacobianP(self._jacobian_p, self._Jp)
         ts.setTimeStep(self.dt)
-        ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
+        # exactly the window's steps of dt (run_fixed sets their number): no last step cut to t1 (module docstring)
+        ts.setExactFinalTime(PETSc.TS.ExactFinalTime.STEPOVER)
         # The prefix first: setSaveTrajectory creates the trajectory object, which takes its options from it.
         ts.setOptionsPrefix(self.options_prefix)
         if save_trajectory:
@@ -377,6 +389,19 @@ class Lorenz96(Model):
         finally:
             for v in (x, *vecs, *dKs):
                 v.destroy()
+
+    def advance_ensemble(self, states: np.ndarray, parameters: Sequence[Mapping[str, Any]], t0: float,
+                         t1: float) -> np.ndarray:
+        """All members at once with :func:`rk4_ensemble` (bitwise :meth:`advance`'s numbers; module docstring),
+        each with its own ``F`` when it carries one. Rows that blew up are non-finite (no error raised here)."""
+        self.fixed_steps(t0, t1)  # the window's check and message, as advance gives them
+        x = np.asarray(states, dtype=float)
+        if x.ndim != 2 or x.shape[1] != self.n or len(parameters) != x.shape[0]:
+            raise ModelError(self.name, f"advance_ensemble needs states of shape (members, {self.n}) and one "
+                             f"parameter mapping per member, got {x.shape} and {len(parameters)}")
+        forcing = np.array([float(p.get("F", self.forcing)) for p in parameters])
+        with np.errstate(over="ignore", invalid="ignore"):
+            return rk4_ensemble(x.T, forcing, self.dt, t0, t1).T
 
     def batched_forecast(self) -> BatchedForecast:
         """The vectorised NumPy ensemble forecast with this model's ``dt`` and ``F`` (see the module docstring)."""
