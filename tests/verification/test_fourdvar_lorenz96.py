@@ -81,9 +81,15 @@ def truth_and_observations(seed: int, n_obs: int):
     return xs, xs + rng.standard_normal(xs.shape), xs[0] + 0.1 * rng.standard_normal(40)
 
 
-@pytest.mark.slow
-def test_cycled_4dvar_lorenz96_reaches_published_rmse():
-    xs, yy, x0 = truth_and_observations(seed=1, n_obs=CYCLES + 1)
+#: the truths the published comparison averages over: one chaotic truth moves the scores by about 4 % (measured
+#: over seeds 1-6), as much as a round-off change of the integrator does, so one alone decides nothing. Over these
+#: three twin sits 7-9 % above the published values (0.499, 0.426, 0.397 for L = 1, 2, 4 on 2026-12-06)
+TRUTHS = (1, 2, 3)
+
+
+def _cycled_scores(seed: int) -> dict[int, float]:
+    """Mean analysis RMSE after the burn-in of cycled 4D-Var with windows of 1, 2 and 4 observation times."""
+    xs, yy, x0 = truth_and_observations(seed=seed, n_obs=CYCLES + 1)
     model = Lorenz96("l96_cycled", MPI.COMM_SELF, n=40, dt=0.05)
     H = LinearObservationOperator(model.grid, sp.identity(40, format="csr"), 1.0, name="all")
     obs = [Observation(j * DT_OBS, H, yy[j]) for j in range(1, CYCLES + 1)]
@@ -103,8 +109,15 @@ def test_cycled_4dvar_lorenz96_reaches_published_rmse():
             r.analysis.destroy()
         xb.destroy()
         B.destroy()
-    for L, ref in PUBLISHED.items():
-        assert abs(scores[L] - ref) <= 0.10 * ref, scores
-    assert scores[4] < scores[2] < scores[1]  # longer windows help, as published
     H.destroy()
     model.destroy()
+    return scores
+
+
+@pytest.mark.slow
+def test_cycled_4dvar_lorenz96_reaches_published_rmse():
+    per_truth = [_cycled_scores(seed) for seed in TRUTHS]
+    scores = {L: float(np.mean([s[L] for s in per_truth])) for L in PUBLISHED}
+    for L, ref in PUBLISHED.items():
+        assert abs(scores[L] - ref) <= 0.10 * ref, (scores, per_truth)
+    assert scores[4] < scores[2] < scores[1], per_truth  # longer windows help, as published
