@@ -21,6 +21,7 @@ def add_check_model_parser(sub) -> argparse.ArgumentParser:
     c = sub.add_parser(
         "check-model", help="check that a model type honours the model contract (one line per check)",
         description="Run the model contract's checks on a model type: checkpoint round trip, bitwise restart, "
+                    "a batched forecast equal to advance (when the model offers one), "
                     "finite QoIs, parameter transforms, PETSc options prefix, the adjoint's Taylor test (when the "
                     "model has one) and 1 vs N ranks (under mpiexec, started by the check itself: run "
                     "'twin check-model' without mpiexec). The model comes from --config, or from the example "

@@ -35,8 +35,11 @@ def test_builtin_model_types_pass(type_name):
     report = check_model(example_subject(type_name), ranks=2)
     assert report.ok, report.text()
     statuses = {r.name: r.status for r in report.results}
-    # every built-in model has estimable parameters, PETSc solvers and an adjoint: nothing is skipped
+    # every built-in model has estimable parameters, PETSc solvers and an adjoint: nothing is skipped but the batched
+    # forecast of the models that offer none
     expected_skips = set() if MPIEXEC else {"1 vs 2 ranks agree"}
+    if type_name != "lorenz96":
+        expected_skips.add("batched forecast is advance")
     assert {n for n, s in statuses.items() if s == SKIP} == expected_skips, report.text()
     assert "rates 2.0" in report.result("adjoint Taylor test").measured
 
@@ -135,6 +138,28 @@ class IgnoresPrefix(Decay):
         super().destroy()
 
 
+class BatchedDecay(Decay):
+    """Offers the batched forecast with ``advance``'s arithmetic: one multiplication per step, in the same order."""
+
+    def advance_ensemble(self, states, parameters, t0, t1):
+        out = np.array(states, dtype=float)
+        for j, p in enumerate(parameters):
+            f = 1.0 - float(p.get("a", self.parameters["a"].value)) * self.dt
+            for _ in range(self.steps(t0, t1)):
+                out[j] *= f
+        return out
+
+
+class BatchedShortcut(BatchedDecay):
+    """The batched forecast as one power of the factor: the same in exact arithmetic, not bitwise."""
+
+    def advance_ensemble(self, states, parameters, t0, t1):
+        out = np.array(states, dtype=float)
+        for j, p in enumerate(parameters):
+            out[j] *= (1.0 - float(p.get("a", self.parameters["a"].value)) * self.dt) ** self.steps(t0, t1)
+        return out
+
+
 def _subject(cls) -> Subject:
     return Subject("decay", factory=f"{__name__}:{cls.__name__}")
 
@@ -150,6 +175,17 @@ def test_a_correct_model_passes():
     assert s["adjoint Taylor test"] == PASS and s["restart is bitwise"] == PASS
     assert s["options prefix honoured"] == SKIP  # no PETSc solver to read options
     assert "no PETSc solver" in report.result("options prefix honoured").measured
+
+
+def test_a_batched_forecast_must_be_advance_bitwise():
+    good = check_model(_subject(BatchedDecay), ranks=1)
+    assert _statuses(good)["batched forecast is advance"] == PASS, good.text()
+    assert "a drawn from the priors" in good.result("batched forecast is advance").measured
+    bad = check_model(_subject(BatchedShortcut), ranks=1)
+    assert [r.name for r in bad.failed()] == ["batched forecast is advance"], bad.text()
+    measured = bad.result("batched forecast is advance").measured
+    assert "bitwise" in measured and float(measured.split("max |difference| ")[1].split()[0]) > 0
+    assert _statuses(check_model(_subject(Decay), ranks=1))["batched forecast is advance"] == SKIP
 
 
 def test_a_wrong_adjoint_fails_the_taylor_test_line():
@@ -213,7 +249,7 @@ def test_check_model_command(capsys):
     assert main(["check-model", "linear_advection_diffusion", "--ranks", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("twin check-model: model type 'linear_advection_diffusion'")
-    assert len(out) == 1 + 8 and all(line[:4] in (PASS, SKIP) for line in out[1:])
+    assert len(out) == 1 + 9 and all(line[:4] in (PASS, SKIP) for line in out[1:])
     assert out[-1].startswith("SKIP  1 vs 2 ranks agree") and "not asked for" in out[-1]
 
 

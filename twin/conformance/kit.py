@@ -44,7 +44,7 @@ import numpy as np
 
 from twin.conformance.adjoint import check_adjoint
 from twin.conformance.base import (FAIL, PASS, SKIP, CheckResult, Context, Failed, Report, _fail, _g, _model,
-                                   _skip, _whole, _whole_param)
+                                   _run, _skip, _whole, _whole_param)
 from twin.conformance.options import check_options_prefix
 from twin.conformance.subject import Subject
 
@@ -193,6 +193,45 @@ def check_restart(ctx: Context) -> str:
     return f"max |difference| 0 between a run resumed from a checkpoint at t={_g(ctx.t1)} and one run"
 
 
+def check_batched(ctx: Context) -> str:
+    """A model offering ``advance_ensemble`` gives ``advance``'s numbers bitwise for each member (its own state and
+    parameters), as the campaigns assume when they use one or the other by layout and mode."""
+    from twin.assimilation.cycle import set_parameter_natural
+
+    with _model(ctx) as model:
+        x = model.initial_state()
+        try:
+            x0 = _whole(model, x)
+            model.advance(x, ctx.t0, ctx.t1)
+            x1 = _whole(model, x)
+        finally:
+            x.destroy()
+        base = {p.name: (_whole_param(model, p) if p.is_field else float(p.value)) for p in model.estimable()}
+        drawn = _draw_parameters(model, np.random.default_rng(7))
+        for name, value in base.items():
+            set_parameter_natural(model, name, value)
+        batch = model.advance_ensemble(np.stack([x0, x1]), [{}, drawn], ctx.t0, ctx.t2)
+        if batch is None:
+            raise _skip("the model offers no batched forecast (advance_ensemble)")
+        first = _run(model, x0, ctx.t0, ctx.t2)
+        for name, value in drawn.items():
+            set_parameter_natural(model, name, value)
+        second = _run(model, x1, ctx.t0, ctx.t2)
+        for name, value in base.items():
+            set_parameter_natural(model, name, value)
+    batch = np.asarray(batch, dtype=float)
+    for member, ref in enumerate((first, second)):
+        got = batch[member].ravel()
+        if got.shape != ref.shape or got.tobytes() != ref.tobytes():
+            diff = float(np.max(np.abs(got - ref))) if got.shape == ref.shape else np.inf
+            raise _fail(f"member {member}: max |difference| {_g(diff)} between advance_ensemble and advance over "
+                        f"{_g(ctx.t0)} -> {_g(ctx.t2)}" + (" (with parameters drawn from the priors)" if member else "")
+                        + ": it must give advance's numbers bitwise (the same integrator, operations in the same "
+                        "order)")
+    return (f"2 members bitwise advance's over {_g(ctx.t0)} -> {_g(ctx.t2)}"
+            + (f" (one with {', '.join(sorted(drawn))} drawn from the priors)" if drawn else ""))
+
+
 def check_qois(ctx: Context) -> str:
     with _model(ctx) as model:
         x = model.initial_state()
@@ -309,6 +348,7 @@ CHECKS: tuple[tuple[str, Callable[[Context], str]], ...] = (
     ("builds", check_builds),
     ("checkpoint round trip", check_checkpoint),
     ("restart is bitwise", check_restart),
+    ("batched forecast is advance", check_batched),
     ("QoIs finite", check_qois),
     ("parameter transforms invert", check_transforms),
     ("options prefix honoured", check_options_prefix),
