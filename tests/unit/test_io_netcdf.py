@@ -97,6 +97,20 @@ def test_diagnostics_append_with_record_dimension(tmp_path, comm_self):
     with pytest.raises(OutputError, match="'mystery' has no metadata"):
         d.append(9.0, {"mystery": 1.0})
     assert len(d.read()["time"]) == 4
+    # several records in one rewrite give the file that record-by-record appends give
+    e = DiagnosticsFile(tmp_path / "extended.nc", comm_self, state_units="m", provenance=collect(comm_self),
+                        variables={"q_peak": VariableMeta("peak tumour burden", "mm3")})
+    records = [(600.0 * c, {"rmse": 1.0 / (c + 1), "spread": 0.5, "coupling_iterations": 3 + c, "rmse_tumour": 0.1,
+                            **({"q_peak": 7.5 * c} if c >= 2 else {})}, c) for c in range(4)]
+    assert e.extend(records[:1]) == 1 and e.extend(records[1:]) == 4
+    assert verify_netcdf(tmp_path / "extended.nc") == (True, "ok")
+    other = e.read()
+    for name in ("time", "cycle", "rmse", "spread", "coupling_iterations", "q_peak", "rmse_tumour"):
+        assert np.array_equal(other[name].values, ds[name].values, equal_nan=True), name
+        assert other[name].attrs == ds[name].attrs and other[name].dtype == ds[name].dtype, name
+    with pytest.raises(OutputError, match="'mystery' has no metadata"):
+        e.extend([(9.0, {"mystery": 1.0}, 4)])
+    assert len(e.read()["time"]) == 4
 
 
 def test_sensitive_netcdf_is_owner_only(tmp_path, grid, comm_self):

@@ -85,12 +85,13 @@ def _write_records(s: Setup, records: list[dict[str, Any]], fresh: bool = False,
     path = s.exp_dir / "diagnostics.nc"
     if fresh and rank_of(s.comm) == 0 and path.exists():
         path.unlink()
+    if not records:
+        return
     f = diagnostics_file(s, path)
     f.meta.update(meta or {})
     _, scale = time_encoding(s.get_model(), s.cfg.timeline.calendar_start)
-    for rec in records:
-        values = {k: v for k, v in rec.items() if k not in ("cycle", "time")}
-        f.append(rec["time"] * scale, values, cycle=rec["cycle"])
+    f.extend([(rec["time"] * scale, {k: v for k, v in rec.items() if k not in ("cycle", "time")}, rec["cycle"])
+              for rec in records])
 
 
 def cycle_record(meta: Mapping[str, Any]) -> dict[str, Any] | None:

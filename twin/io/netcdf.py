@@ -310,11 +310,27 @@ class DiagnosticsFile:
             self._meta(name)
         return root_call(self.comm, lambda: self._append(float(time), dict(values), cycle))
 
+    def extend(self, records) -> int:
+        """Append several records ``(time, values, cycle)`` in one rewrite of the file (collective): what
+        :meth:`append` does record by record, at the cost of one copy of the file instead of one per record (a
+        long campaign's queued records otherwise cost a time quadratic in the cycle count). Returns the number of
+        records now in the file."""
+        records = [(float(t), dict(v), c) for t, v, c in records]
+        if not records:
+            raise OutputError(f"diagnostics {self.path}: no record to append")
+        for _, values, _ in records:
+            for name in values:
+                self._meta(name)
+        return root_call(self.comm, lambda: self._append_many(records))
+
     def _append(self, time: float, values: dict, cycle: int | None) -> int:
+        return self._append_many([(time, values, cycle)])
+
+    def _append_many(self, records) -> int:
         # the copy of the file so far, one record and 64 KiB of structure (HDF5 must not meet a full disk)
         size = self.path.stat().st_size if self.path.exists() else 0
         with atomic_output(self.path, None, private=self.sensitive,
-                           reserve=size + 16 * (len(values) + 2) + (1 << 16)) as tmp:
+                           reserve=size + sum(16 * (len(v) + 2) for _, v, _ in records) + (1 << 16)) as tmp:
             fresh = not self.path.exists()
             if not fresh:
                 shutil.copyfile(self.path, tmp)
@@ -326,16 +342,17 @@ class DiagnosticsFile:
                     c = nc.createVariable("cycle", "i4", ("time",), fill_value=False)
                     c.setncatts({"long_name": "assimilation cycle index", "units": "1"})
                 nc.setncatts(_global_attrs("diagnostics", self.title, self.provenance))
-                n = len(nc.dimensions["time"])
-                nc.variables["time"][n] = time
-                nc.variables["cycle"][n] = -1 if cycle is None else int(cycle)
-                for name, value in values.items():
-                    if name not in nc.variables:
-                        integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-                        var = nc.createVariable(name, "i4" if integer else "f8", ("time",),
-                                                fill_value=-2147483647 if integer else np.nan, zlib=True)
-                        var.setncatts(self._meta(name).attrs())
-                    nc.variables[name][n] = value
+                for time, values, cycle in records:
+                    n = len(nc.dimensions["time"])
+                    nc.variables["time"][n] = time
+                    nc.variables["cycle"][n] = -1 if cycle is None else int(cycle)
+                    for name, value in values.items():
+                        if name not in nc.variables:
+                            integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                            var = nc.createVariable(name, "i4" if integer else "f8", ("time",),
+                                                    fill_value=-2147483647 if integer else np.nan, zlib=True)
+                            var.setncatts(self._meta(name).attrs())
+                        nc.variables[name][n] = value
             _finish(tmp)
         return n + 1
 
