@@ -6,13 +6,18 @@
    and with the local settings of :data:`workflows.executors.LOCAL_MPI_ENV`; a whole member task process
    (``python -m twin.campaign.task forecast`` of a member, the model run included) with each; side by side.
 3. The Lorenz-96 benchmark campaign (1 experiment, N = 8 members, 6 cycles, 1-rank members, 2 workers), interleaved
-   in one run: online in one process; as a workflow with warm workers (``launcher: worker``: every one-rank task runs
-   in a Parsl worker that keeps PETSc, the imports and the experiment's setup); as a workflow with a process per
-   task under ``mpiexec`` (the default launcher); and *before*: a process per task without launcher and with Open
-   MPI's default settings, the code path before issue 23 (kept selectable here only). Each workflow's last
-   checkpoint is compared bit for bit with online mode's.
-4. A campaign whose members take about 1 s each (Lorenz-96, n = 20000, 3000 steps a cycle, N = 4, 2 cycles): online
-   and as a warm workflow.
+   in one run: online in one process (first, paying its imports as a ``twin run`` would, and again at the end with
+   them done); as a workflow with warm workers (``launcher: worker``: every one-rank task runs in a Parsl worker that
+   keeps PETSc, the imports and the experiment's setup); the same with this code's cuts of the fixed cost undone
+   (*warm, before*: every experiment scanned by a process of its own before Parsl starts, Parsl's strategy every 2 s,
+   no warm-up tasks, the final status verifying the last checkpoint in a process of its own); and as a workflow with
+   a process per task under ``mpiexec`` (the default launcher). Each workflow's last checkpoint is compared bit for
+   bit with online mode's. Where the warm run's time goes, from the timestamps of its files (Parsl's logs, the task
+   log): the driver before Parsl, Parsl's interchange, its worker pool, the workers' start, the first step's wait
+   for its worker's imports, ``init``, the cycles and ``finalize``, and the end of the run.
+4. A campaign whose members take at least 1 s each (Lorenz-96, n = 20000, 5000 steps a cycle, N = 4, 2 cycles):
+   online and as a warm workflow with 2 workers (two members at once on the 2 cores) and with 1 worker (one at a
+   time, as online mode runs them).
 
 Ratios are wall(workflow) / wall(online) measured in the same run; the orchestration overhead per task is
 (wall(workflow) - wall(online)) / tasks. Goals (issue 23): the Lorenz-96 campaign within 2x of online mode, the
@@ -22,6 +27,7 @@ recorded at the start and at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -48,9 +54,10 @@ CAMPAIGN = textwrap.dedent("""\
     resources: {type: local, ranks: 1, workers: 2, launcher: LAUNCHER}
     """)
 
-#: members of about 1 s each on the 2-core test machine (0.5 s for 1500 steps measured)
-SLOW = (CAMPAIGN.replace("n: 40,", "n: 20000,").replace("end: 1.0", "end: 300.0").replace("N: 8", "N: 4")
-        .replace("every: 2, cycles: 6", "every: 3000, cycles: 2"))
+#: members of at least 1 s each on the 2-core test machine (3000 steps took 0.64 s in a warm worker at load 2.5 and
+#: 0.9-1.4 s at load 4-5, 2026-12-06: 5000 steps)
+SLOW = (CAMPAIGN.replace("n: 40,", "n: 20000,").replace("end: 1.0", "end: 500.0").replace("N: 8", "N: 4")
+        .replace("every: 2, cycles: 6", "every: 5000, cycles: 2"))
 
 
 def _load() -> str:
@@ -134,15 +141,85 @@ def task_parts(exp_dir: Path, repeats: int = 5) -> dict[str, float]:
     return parts
 
 
-def _process_per_task_without_tuning():
-    """The launcher of the code before issue 23: every task a new process, Open MPI's default settings."""
-    from workflows.executors import Launcher
+class _FixedCostAsBefore:
+    """Undo this code's cuts of a warm run's fixed cost (issue 23, 2026-12-06): every experiment scanned by a
+    process of its own before Parsl starts, Parsl's strategy every 2 s, no warm-up tasks, and the final status
+    verifying the last checkpoint in a process of its own."""
 
-    class ProcessPerTask(Launcher):
-        def in_worker(self, ranks: int) -> bool:
-            return False
+    def __enter__(self):
+        import workflows.campaign as wc
+        import workflows.executors as ex
+        import workflows.warm as ww
 
-    return lambda resources, private=False: ProcessPerTask(kind=resources.launcher, private=private)
+        class ScanAll(wc._Scans):
+            def __init__(self, dirs, python=sys.executable):
+                super().__init__([], python)
+                self.done = _scan_every(dirs, python)
+
+            def results(self):
+                return self.done
+
+        self.saved = (wc._Scans, ex.STRATEGY_PERIOD["local"], ww.WarmPool.warm_up, wc.status)
+        status = wc.status
+        wc._Scans = ScanAll
+        ex.STRATEGY_PERIOD["local"] = 2.0
+        ww.WarmPool.warm_up = lambda self, dirs: None
+        wc.status = lambda run_dir, verify=True: status(run_dir, verify=True)
+        return self
+
+    def __exit__(self, *exc):
+        import workflows.campaign as wc
+        import workflows.executors as ex
+        import workflows.warm as ww
+
+        wc._Scans, ex.STRATEGY_PERIOD["local"], ww.WarmPool.warm_up, wc.status = self.saved
+
+
+def _scan_every(dirs, python) -> dict:
+    """``task scan`` of every experiment, checkpoint or not, in parallel processes, waited for (the code before)."""
+    from workflows.executors import scrubbed_environ
+
+    env = {**scrubbed_environ(), "PYTHONDONTWRITEBYTECODE": "1"}
+    procs = {d: subprocess.Popen([python, "-P", "-m", "twin.campaign.task", "scan", str(d)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env) for d in dirs}
+    return {d: json.loads(p.communicate()[0].strip().splitlines()[-1]) for d, p in procs.items()}
+
+
+def _epoch(root: Path, pattern: str, needle: str, last: bool = False) -> float | None:
+    """The epoch time that starts the first (or last) line holding ``needle`` of the Parsl logs ``root/pattern``."""
+    hits = []
+    for f in sorted(root.glob(pattern)):
+        try:
+            hits += [float(ln.split()[0]) for ln in f.read_text(errors="replace").splitlines() if needle in ln]
+        except (OSError, ValueError, IndexError):
+            continue
+    return (max(hits) if last else min(hits)) if hits else None
+
+
+def breakdown(run: Path, t_start: float, t_end: float) -> dict[str, float]:
+    """Where a warm workflow run's wall time went, from its files' timestamps (seconds, in order)."""
+    runinfo = run / "runinfo"
+    recs = [json.loads(ln) for ln in (run / "experiments" / "bench" / "tasks.jsonl").read_text().splitlines()]
+    init = next(r for r in recs if r["task"] == "init")
+    marks = [
+        ("driver before Parsl (prepare, logging, scans, imports)",
+         _epoch(runinfo, "000/parsl.log", "Starting DataFlowKernel")),
+        ("Parsl: interchange started", _epoch(runinfo, "000/twin_local/interchange.log", "Connected to client")),
+        ("Parsl: worker pool started and registered (strategy tick, pool imports)",
+         _epoch(runinfo, "000/twin_local/interchange.log", "Registered manager")),
+        ("Parsl: workers spawned (each re-imports Parsl)",
+         _epoch(runinfo, "twin_local/block-*/*/worker_*.log", "started", last=True)),
+        ("first worker's imports, PETSc and setup before init", init["time"] - init["seconds"]),
+        ("init step", init["time"]),
+        ("cycles and finalize (tasks)", max(r["time"] for r in recs)),
+        ("end of run (results, Parsl clean-up, status)", t_end),
+    ]
+    out, prev = {}, t_start
+    for name, t in marks:
+        if t is None:
+            continue
+        out[name], prev = t - prev, t
+    return out
 
 
 def _last_checkpoint(exp_dir: Path):
@@ -160,6 +237,14 @@ def _same(a: Path, b: Path) -> bool:
     ka, xa, fa = _last_checkpoint(a)
     kb, xb, fb = _last_checkpoint(b)
     return ka == kb and xa.tobytes() == xb.tobytes() and fa.tobytes() == fb.tobytes()
+
+
+def _steady_cycle_seconds(exp_dir: Path) -> float | None:
+    """Seconds per cycle once a run is going: between the ends of the second and the last analyses (``None`` with
+    fewer than 3 cycles)."""
+    recs = [json.loads(line) for line in (exp_dir / "tasks.jsonl").read_text().splitlines()]
+    ends = sorted(r["time"] for r in recs if r["task"] == "analyse" and r["outcome"] == "done")
+    return (ends[-1] - ends[1]) / (len(ends) - 2) if len(ends) >= 3 else None
 
 
 def _forecast_seconds(exp_dir: Path) -> float:
@@ -180,40 +265,54 @@ def campaign(tmp: Path, text: str, label: str, modes: list[str], ctx: dict) -> d
 
     walls: dict[str, float] = {}
     tasks: dict[str, int] = {}
-    for mode in ["online", *modes]:
-        launcher = {"warm": "worker", "before": "none", "mpiexec": "mpiexec", "online": "none"}[mode]
+    for mode in ["online", *modes, "online-again"]:
+        launcher = {"warm": "worker", "warm-1": "worker", "warm-before": "worker", "mpiexec": "mpiexec"}.get(
+            mode, "none")
+        body = text.replace("LAUNCHER", launcher)
+        if mode == "warm-1":
+            body = body.replace("workers: 2", "workers: 1")
         path = tmp / f"{slug}-{mode}.yaml"
-        path.write_text(text.replace("LAUNCHER", launcher))
+        path.write_text(body)
         loaded = load_campaign(path)
         run = tmp / f"{slug}-{mode}"
-        original = wc.launcher_for
-        if mode == "before":
-            wc.launcher_for = _process_per_task_without_tuning()
-        try:
-            t0 = time.perf_counter()
-            if mode == "online":
+        with _FixedCostAsBefore() if mode == "warm-before" else contextlib.nullcontext():
+            t0, e0 = time.perf_counter(), time.time()
+            if mode.startswith("online"):
                 run_online(loaded, MPI.COMM_SELF, run)
             else:
                 result = wc.run_workflow(loaded, run, interactive=False)
                 assert result.ok, result
                 tasks[mode] = result.tasks_run
             walls[mode] = time.perf_counter() - t0
-        finally:
-            wc.launcher_for = original
+        if mode in ("warm", "warm-before"):
+            for part, secs in breakdown(run, e0, time.time()).items():
+                emit("workflow", f"{label}: {mode} run, {part}", secs, "s", **ctx)
     online = tmp / f"{slug}-online" / "experiments" / "bench"
     emit("workflow", f"{label}: online mode (1 process)", walls["online"], "s", **ctx)
+    emit("workflow", f"{label}: online mode again (imports done)", walls["online-again"], "s", **ctx)
     emit("workflow", f"{label}: online, mean member forecast step", 1e3 * _forecast_seconds(online), "ms", **ctx)
+    online_cycle = _steady_cycle_seconds(online)
+    if online_cycle is not None:
+        emit("workflow", f"{label}: online, seconds per cycle once going", online_cycle, "s", **ctx)
     names = {"warm": "workflow, warm workers (launcher worker)", "mpiexec": "workflow, a process per task (mpiexec)",
-             "before": "workflow before issue 23 (a process per task, Open MPI defaults)"}
+             "warm-before": "workflow, warm workers, fixed-cost cuts undone",
+             "warm-1": "workflow, warm, 1 worker"}
     for mode in modes:
         exp = tmp / f"{slug}-{mode}" / "experiments" / "bench"
         n = tasks[mode]
         emit("workflow", f"{label}: {names[mode]}", walls[mode], "s", tasks=n, **ctx)
         emit("workflow", f"{label}: {names[mode]}, ratio to online", walls[mode] / walls["online"], "x", **ctx)
+        emit("workflow", f"{label}: {names[mode]}, ratio to online with its imports done",
+             walls[mode] / walls["online-again"], "x", **ctx)
         emit("workflow", f"{label}: {names[mode]}, overhead per task", 1e3 * (walls[mode] - walls["online"]) / n,
              "ms", tasks=n, **ctx)
         emit("workflow", f"{label}: {names[mode]}, mean member forecast step", 1e3 * _forecast_seconds(exp), "ms",
              **ctx)
+        cycle = _steady_cycle_seconds(exp)
+        if cycle is not None and online_cycle is not None:
+            emit("workflow", f"{label}: {names[mode]}, seconds per cycle once going", cycle, "s", **ctx)
+            emit("workflow", f"{label}: {names[mode]}, overhead per task once going (vs online, per cycle / tasks)",
+                 1e3 * (cycle - online_cycle) / (int(ctx["members"]) + 1), "ms", **ctx)
         emit("workflow", f"{label}: {names[mode]}, last checkpoint bitwise equal to online", int(_same(exp, online)),
              "1", **ctx)
     return walls
@@ -225,11 +324,10 @@ def main() -> None:
         tmp = Path(tmp)
         parsl_overhead(tmp / "parsl")
         ctx = dict(experiments=1, members=8, cycles=6, workers=2, cores=os.cpu_count())
-        campaign(tmp, CAMPAIGN, "Lorenz-96 n=40", ["warm", "before", "mpiexec"], ctx)
+        campaign(tmp, CAMPAIGN, "Lorenz-96 n=40", ["warm", "warm-before", "mpiexec"], ctx)
         task_parts(tmp / "Lorenz-96_n40-online" / "experiments" / "bench")
-        slow = dict(experiments=1, members=4, cycles=2, workers=2, n=20000, steps_per_cycle=3000,
-                    cores=os.cpu_count())
-        campaign(tmp, SLOW, "Lorenz-96 n=20000, ~1 s members", ["warm"], slow)
+        slow = dict(experiments=1, members=4, cycles=2, n=20000, steps_per_cycle=5000, cores=os.cpu_count())
+        campaign(tmp, SLOW, "Lorenz-96 n=20000, >= 1 s members", ["warm", "warm-1"], slow)
     emit("workflow", "machine load at the end", os.getloadavg()[0], "1", detail=_load(), cores=os.cpu_count())
 
 

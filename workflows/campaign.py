@@ -12,19 +12,22 @@ tasks, so a member costs milliseconds of orchestration instead of an interpreter
 ``benchmarks/bench_workflow.py``). The warm workers are isolated enough for this: each is a process of its own
 (spawned, one MPI rank, no collective with any other task); a PETSc error is a Python exception there, after which
 the worker drops what it kept and the next task starts from the files as a new process would; what a worker keeps
-between tasks is what online mode keeps between members, and the two modes give the same bits (tests). What it
-gives up: a worker that dies under its task (a signal, the OOM killer, a crash) is not reported back as lost by the
-Parsl of this installation; the run then waits until ``experiments.task_timeout`` (the test of that case is skipped
-in tests/integration/test_warm_workers.py), and Parsl's time limit stops Python code, not a long C call. So it is
-opt-in: a campaign whose members may be killed or hang keeps a launcher (a process per task).
+between tasks is what online mode keeps between members, and the two modes give the same bits (tests). A worker
+that dies under its task (a signal, the OOM killer, a crash) is reported by Parsl as lost (the task is retried, or
+the experiment stops with that reason); one that dies while idle ends the run with an error that says so
+(:mod:`workflows.warm`, which also warms every worker up while the first steps run). What it gives up: Parsl's time
+limit stops Python code, not a long C call. So it is opt-in: a campaign whose members may hang inside PETSc keeps a
+launcher (a process per task).
 State passes between tasks only through the experiment's files (HDF5 checkpoints and forecast files), so this
 process never imports mpi4py, petsc4py or h5py, and experiments advance independently (one experiment's analysis
 does not wait for another's forecasts).
 
 Resume: before anything runs, ``task scan`` verifies each experiment's files (latest good checkpoint, verified member
-forecasts of the next cycle); the DAG starts from there, so finished work is never submitted again, and every step
-is idempotent as well (a step whose output verifies does nothing). Random streams depend only on the seeds and the
-cycle/member indices, so a resumed campaign's outputs equal an uninterrupted run's.
+forecasts of the next cycle), in processes of their own that run while Parsl starts; an experiment without a
+checkpoint has nothing to verify and starts at ``init`` without one. The DAG starts from there, so finished work is
+never submitted again, and every step is idempotent as well (a step whose output verifies does nothing). Random
+streams depend only on the seeds and the cycle/member indices, so a resumed campaign's outputs equal an
+uninterrupted run's.
 
 Failures: Parsl retries a failed task ``experiments.retries`` times, except for twin's configuration and workflow
 errors (exit status 2), which would fail again. A member forecast that still fails is named in the log and, by
@@ -58,7 +61,14 @@ from twin.campaign.task import TaskFailed, run_in_worker
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger, setup_logging
 from twin.core.progress import Progress
-from workflows.executors import Launcher, build_config, launcher_for, scrubbed_environ
+from workflows.executors import (
+    LOCAL_LABEL,
+    Launcher,
+    build_config,
+    launcher_for,
+    scrubbed_environ,
+)
+from workflows.warm import WarmPool
 
 log = get_logger("twin.workflows")
 
@@ -109,18 +119,41 @@ def _sizes(exp_dir: Path) -> tuple[int, int, int]:
     return int(cfg.assimilation.schedule.cycles), ctx.ensemble_size(cfg), ctx.ranks_per_member(cfg)
 
 
+#: What ``task scan`` says of an experiment without a checkpoint (nothing to verify: it starts at ``init``).
+FRESH_SCAN = {"checkpoint": -1, "members_done": [], "outputs": False}
+
+
+class _Scans:
+    """``task scan`` of every experiment that has a checkpoint, in parallel subprocesses (serial HDF5) started at
+    construction; :meth:`results` waits for them. Experiments without a checkpoint get :data:`FRESH_SCAN`."""
+
+    def __init__(self, dirs: list[Path], python: str = sys.executable):
+        env = {**scrubbed_environ(), "PYTHONDONTWRITEBYTECODE": "1"}
+        self.fresh = [d for d in dirs if not layout.checkpoint_cycles(d)]
+        self.procs = {d: subprocess.Popen([python, "-P", "-m", "twin.campaign.task", "scan", str(d)],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                      for d in dirs if d not in self.fresh}
+
+    def results(self) -> dict[Path, dict]:
+        out = {d: dict(FRESH_SCAN) for d in self.fresh}
+        for d, p in self.procs.items():
+            stdout, stderr = p.communicate()
+            if p.returncode != 0:
+                self.kill()
+                raise WorkflowError(f"cannot scan experiment {d}: {stderr.strip().splitlines()[-1:] or p.returncode}")
+            out[d] = json.loads(stdout.strip().splitlines()[-1])
+        return out
+
+    def kill(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
 def scan_experiments(dirs: list[Path], python: str = sys.executable) -> dict[Path, dict]:
-    """Run ``task scan`` for every experiment (in parallel subprocesses, serial HDF5): what is complete."""
-    env = {**scrubbed_environ(), "PYTHONDONTWRITEBYTECODE": "1"}
-    procs = {d: subprocess.Popen([python, "-P", "-m", "twin.campaign.task", "scan", str(d)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=env) for d in dirs}
-    out = {}
-    for d, p in procs.items():
-        stdout, stderr = p.communicate()
-        if p.returncode != 0:
-            raise WorkflowError(f"cannot scan experiment {d}: {stderr.strip().splitlines()[-1:] or p.returncode}")
-        out[d] = json.loads(stdout.strip().splitlines()[-1])
-    return out
+    """What is complete in every experiment: ``task scan`` of those with a checkpoint (parallel subprocesses)."""
+    return _Scans(dirs, python).results()
 
 
 #: Open MPI: "mpiexec noticed that process rank 0 with PID 123 on node n1 exited on signal 9 (Killed)."
@@ -196,6 +229,10 @@ class CampaignWorkflow:
         self.app = parsl.bash_app(_task)
         # one-rank tasks without a launcher run in the warm workers themselves (twin.campaign.task.run_in_worker)
         self.warm_app = parsl.python_app(run_in_worker)
+        self.pool = None
+        if launcher.in_worker(1):
+            executor = parsl.dfk().executors[LOCAL_LABEL]  # warm workers are local (the schema's launchers)
+            self.pool = WarmPool(run_dir / "runinfo", resources.workers, executor.worker_logdir)
         self.exps: list[_Experiment] = []
         self.tasks_run = self.tasks_failed = 0
         for d in dirs:
@@ -244,7 +281,8 @@ class CampaignWorkflow:
         base.parent.mkdir(parents=True, exist_ok=True)
         if self.launcher.in_worker(ranks):
             fut = self.warm_app([step, str(e.dir), *[str(a) for a in args]], str(base) + ".err",
-                                self.launcher.private, walltime=self.policy.task_timeout)
+                                self.launcher.private, walltime=self.policy.task_timeout,
+                                registry=str(self.pool.registry.path))
         else:
             cmd = self.launcher.command(ranks, [step, e.dir, *args])
             fut = self.app(cmd, stdout=str(base) + ".out", stderr=str(base) + ".err",
@@ -339,6 +377,8 @@ class CampaignWorkflow:
         for e in self.exps:
             if e.stage not in ("done", "failed"):
                 self._start_stage(e)
+        if self.pool is not None:  # behind the first steps, which do not wait for them
+            self.pool.warm_up([e.dir for e in self.exps if e.stage not in ("done", "failed")][:1])
         bar = Progress("campaign tasks", self.total_tasks, interactive=interactive, log_every=5.0)
         last_beat = 0.0
         try:
@@ -346,9 +386,12 @@ class CampaignWorkflow:
                 owner = {f: e for e in self.exps for f in e.pending}
                 if not owner:
                     break
-                done, _ = cf.wait(list(owner), timeout=2.0, return_when=cf.FIRST_COMPLETED)
+                done, _ = cf.wait(list(owner), timeout=2.0 if self.pool is None else 0.5,
+                                  return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     bar.advance(status=self._finished(owner[fut], fut))
+                if self.pool is not None:
+                    self.pool.check()
                 if time.time() - last_beat > 5.0:
                     write_heartbeat(self.run_dir)
                     last_beat = time.time()
@@ -437,15 +480,19 @@ def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive) -
     write_heartbeat(run_dir)
     log.info("campaign '%s': %d experiment(s) as a Parsl workflow (%s resources) in %s", cfg.campaign.name,
              len(dirs), cfg.resources.type, run_dir)
-    scans = scan_experiments(dirs)
     pconfig = build_config(cfg.resources, run_dir, retries=policy.retries, address=address)
     pconfig.retry_handler = _retry_handler
     state = "crashed"
+    scanning = _Scans(dirs)  # while Parsl starts its interchange
     with _signals_stop_the_workflow():
-        dfk = parsl.load(pconfig)
+        try:
+            dfk = parsl.load(pconfig)
+        except BaseException:
+            scanning.kill()
+            raise
         try:
             wf = CampaignWorkflow(run_dir, dirs, policy, cfg.resources,
-                                  launcher_for(cfg.resources, private=cfg.campaign.sensitive), scans)
+                                  launcher_for(cfg.resources, private=cfg.campaign.sensitive), scanning.results())
             wf.run(interactive)
             state = "finished"
         except _Signalled:
@@ -456,7 +503,9 @@ def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive) -
             dfk.cleanup()
             parsl.clear()
             write_heartbeat(run_dir, state)
-    st = status(run_dir)
+    # the steps verified what they wrote and the scans what was there (twin status verifies in full, in a process
+    # of its own that starts PETSc: 1.5 s)
+    st = status(run_dir, verify=False)
     result = WorkflowResult(run_dir, {e.name: e.state for e in st.experiments}, wf.tasks_run, wf.tasks_failed,
                             time.perf_counter() - t0, {e.name: e.dropped for e in st.experiments if e.dropped})
     for line in st.lines():

@@ -51,6 +51,15 @@ SCRUB_MPI_ENV = ("for v in $(compgen -e); do case $v in OMPI_ALLOW_RUN_AS_ROOT*)
                  "OMPI_*|PMIX_*|ORTE_*|OPAL_*|PMI_*|HYDRA_*|I_MPI_*) unset \"$v\";; esac; done; ")
 
 
+#: Label of the executor of ``local`` resources (its workers' logs are in ``<run_dir>/runinfo/<label>``).
+LOCAL_LABEL = "twin_local"
+#: Seconds between the runs of Parsl's scaling strategy. Its first run after the executor starts launches the first
+#: block, so the workers started up to this long after the interchange (1.1 s measured with 2 s): 0.25 s for
+#: ``local`` resources (a run asks the interchange over a local socket how many tasks are outstanding; the
+#: provider's own status polls keep their interval), 2 s for Slurm, where a block waits in the queue anyway.
+STRATEGY_PERIOD = {"local": 0.25, "slurm": 2.0}
+
+
 def scrubbed_environ(environ=None) -> dict:
     """A copy of ``environ`` without MPI runtime variables (see :data:`SCRUB_MPI_ENV`), for subprocesses."""
     env = dict(os.environ if environ is None else environ)
@@ -189,10 +198,11 @@ def build_config(resources, run_dir, *, retries: int = 0, address: str | None = 
     runinfo = Path(run_dir) / "runinfo"
     runinfo.mkdir(parents=True, exist_ok=True)
     if resources.type == "local":
-        executor = _local_executor(resources, runinfo, "twin_local")
+        executor = _local_executor(resources, runinfo, LOCAL_LABEL)
     elif resources.type == "slurm":
         executor = _slurm_executor(resources, runinfo, "twin_slurm", address)
     else:
         raise ValueError(f"unknown resources type {resources.type!r}")
     return Config(executors=[executor], run_dir=str(runinfo), retries=int(retries), strategy="simple",
-                  strategy_period=2, max_idletime=30.0, initialize_logging=True, usage_tracking=0)
+                  strategy_period=STRATEGY_PERIOD[resources.type], max_idletime=30.0, initialize_logging=True,
+                  usage_tracking=0)

@@ -17,7 +17,10 @@ the worker keeps PETSc, the imports and the experiment's :class:`twin.campaign.e
 so a member forecast costs milliseconds of orchestration instead of an interpreter start (about 1 s, measured in
 ``benchmarks/bench_workflow.py``). A failure there raises :class:`TaskFailed` with the exit status and line this
 process would have given, and the worker drops what it kept, so the next task starts from the files as a new
-process would.
+process would. :func:`warm_up` makes a worker warm before its first step (imports, PETSc, the experiments' setups),
+and every warm step records in the workflow's worker registry (:class:`WorkerRegistry`) whether its worker is busy
+or idle, so the workflow driver can tell a worker killed under its task (Parsl reports it) from one killed while
+idle (which Parsl's task queue may not survive: :mod:`workflows.warm`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ EXIT_UNEXPECTED = 1
 
 #: Steps a warm worker runs (``scan`` and ``online`` are processes of their own).
 WORKER_STEPS = ("init", "forecast", "analyse", "finalize")
+#: Modules :func:`warm_up` imports besides those of the experiments' setups: the steps, and what the first analysis
+#: of a process imports on first use (the guardrail check imports scipy.stats, about 1 s on the 2-core test machine,
+#: measured in ``benchmarks/bench_workflow.py``; a name missing here costs time, never a result).
+WARM_MODULES = ("twin.campaign.steps", "twin.campaign.finalize", "twin.campaign.guarded", "twin.decision.guardrails",
+                "twin.decision.records", "twin.io.netcdf", "twin.io.checkpoint")
 
 
 class TaskFailed(Exception):
@@ -191,7 +199,74 @@ class _WarmSetups:
 _WARM = _WarmSetups()
 
 
-def run_in_worker(argv: list, log_path: str | None = None, private: bool = False, walltime=None) -> float:
+class WorkerRegistry:
+    """What the warm workers of a workflow run are doing, one file per worker process in the directory ``path``:
+    ``<pid>`` holds ``busy`` while the worker runs a step of the campaign (or its warm-up) and ``idle`` otherwise,
+    replaced atomically (a reader never sees half a word). The workflow driver reads it to tell how a worker it saw
+    die died (:mod:`workflows.warm`); a worker without a file has run nothing of the campaign yet."""
+
+    BUSY, IDLE = "busy", "idle"
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def mark(self, state: str) -> None:
+        """Record this process's state (:attr:`BUSY` or :attr:`IDLE`)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".{os.getpid()}.new"
+        tmp.write_text(state)
+        os.replace(tmp, self.path / str(os.getpid()))
+
+    def states(self) -> dict[int, str]:
+        """``{pid: state}`` of every worker that has recorded one."""
+        out = {}
+        try:
+            entries = list(os.scandir(self.path))
+        except OSError:
+            return out
+        for entry in entries:
+            if entry.name.isdigit():
+                try:
+                    out[int(entry.name)] = Path(entry.path).read_text().strip()
+                except OSError:
+                    continue
+        return out
+
+
+def warm_up(exp_dirs: list, registry: str | None = None) -> int:
+    """Make this Parsl worker warm before its first step: PETSc and MPI initialised, :data:`WARM_MODULES` imported,
+    the ``Setup`` and model of the experiments ``exp_dirs`` built (at most as many as the worker keeps), recorded
+    in ``registry`` as a :class:`WorkerRegistry` does for a step. Nearly free in a worker that is warm already.
+
+    Returns the worker's process id. A setup that fails is left for the step that needs it to report (the warm-up
+    only saves time).
+    """
+    import importlib
+
+    from twin.core.petsc import init_petsc
+
+    reg = WorkerRegistry(registry) if registry is not None else None
+    if reg is not None:
+        reg.mark(WorkerRegistry.BUSY)
+    try:
+        init_petsc([])
+        from mpi4py import MPI
+
+        for name in WARM_MODULES:
+            importlib.import_module(name)
+        for d in list(exp_dirs)[:_WARM.size]:
+            try:
+                _WARM.get(d, MPI.COMM_SELF).get_model()
+            except Exception:  # noqa: BLE001 - the step that needs this setup reports its failure with its own line
+                _WARM.drop(d)
+    finally:
+        if reg is not None:
+            reg.mark(WorkerRegistry.IDLE)
+    return os.getpid()
+
+
+def run_in_worker(argv: list, log_path: str | None = None, private: bool = False, walltime=None,
+                  registry: str | None = None) -> float:
     """Run one campaign step in this (warm, one-rank) Parsl worker, as ``python -m twin.campaign.task ARGV`` would.
 
     Parameters
@@ -205,6 +280,8 @@ def run_in_worker(argv: list, log_path: str | None = None, private: bool = False
         A sensitive campaign's task: files are created under the owner-only umask ``077``.
     walltime : float, optional
         Consumed by Parsl's python app (its time limit); unused here.
+    registry : str, optional
+        The run's :class:`WorkerRegistry` directory: this worker is recorded busy for the step, idle after it.
 
     Returns
     -------
@@ -216,6 +293,17 @@ def run_in_worker(argv: list, log_path: str | None = None, private: bool = False
     TaskFailed
         When the step fails (status 3: the model's failure; 2: another twin error; 1: unexpected).
     """
+    reg = WorkerRegistry(registry) if registry is not None else None
+    if reg is not None:
+        reg.mark(WorkerRegistry.BUSY)
+    try:
+        return _run_in_worker(argv, log_path, private)
+    finally:
+        if reg is not None:
+            reg.mark(WorkerRegistry.IDLE)
+
+
+def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
     import logging
     import time
 

@@ -1,0 +1,58 @@
+"""What a workflow run no longer spends time on (issue 23, goal 2; the times are in benchmarks/bench_workflow.py):
+an experiment without a checkpoint is not scanned by a process of its own (there is nothing to verify), one with a
+checkpoint still is; a warm run warms every worker up, and its result is online mode's, bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+from campaign_case import arrays, assert_same, l96_campaign
+
+from twin.campaign import layout
+from twin.campaign.experiments import prepare_experiments
+from twin.campaign.task import WorkerRegistry
+from twin.config.loader import load_campaign
+
+pytestmark = pytest.mark.timeout(300)
+
+WARM = "resources: {type: local, ranks: 1, workers: 2, launcher: worker}\n"
+
+
+def test_only_experiments_with_a_checkpoint_are_scanned(tmp_path):
+    from workflows.campaign import FRESH_SCAN, _Scans
+
+    path = tmp_path / "c.yaml"
+    path.write_text(l96_campaign("scan", extra=WARM))
+    fresh = prepare_experiments(load_campaign(path), tmp_path / "run")
+    scans = _Scans(fresh)
+    assert scans.procs == {} and scans.results() == {fresh[0]: FRESH_SCAN}
+
+    # a checkpoint that does not verify (zeros): scanned, found bad (the experiment starts at init again), untouched
+    ck = layout.checkpoint_file(fresh[0], 0)
+    ck.parent.mkdir(parents=True, exist_ok=True)
+    ck.write_bytes(bytes(4096))
+    scans = _Scans(fresh)
+    assert list(scans.procs) == fresh
+    assert scans.results()[fresh[0]]["checkpoint"] == -1
+    assert ck.read_bytes() == bytes(4096)
+
+
+def test_a_warm_run_warms_every_worker_and_gives_the_online_analysis(tmp_path):
+    from mpi4py import MPI
+
+    from twin.campaign.online import run_online
+    from workflows.campaign import run_workflow
+
+    path = tmp_path / "c.yaml"
+    path.write_text(l96_campaign("warmup", N=6, cycles=4, extra=WARM))
+    loaded = load_campaign(path)
+    result = run_workflow(loaded, tmp_path / "wf", interactive=False)
+    assert result.ok, result
+    assert result.tasks_run == 1 + 4 * (6 + 1) + 1  # the warm-ups are not campaign tasks
+    # both workers recorded themselves (warm-up or step) and are idle at the end
+    states = WorkerRegistry(tmp_path / "wf" / "runinfo" / "workers").states()
+    assert len(states) == 2 and set(states.values()) == {WorkerRegistry.IDLE}
+    exp = layout.experiment_dir(tmp_path / "wf", "warmup")
+    assert {r["pid"] for r in layout.read_task_log(exp)} <= set(states)
+
+    run_online(loaded, MPI.COMM_SELF, tmp_path / "online")
+    assert_same(arrays(exp), arrays(layout.experiment_dir(tmp_path / "online", "warmup")))
