@@ -38,8 +38,9 @@ EXIT_UNEXPECTED = 1
 #: Steps a warm worker runs (``scan`` and ``online`` are processes of their own).
 WORKER_STEPS = ("init", "forecast", "analyse", "finalize")
 #: Modules :func:`warm_up` imports besides those of the experiments' setups: the steps, and what the first analysis
-#: of a process imports on first use (the guardrail check imports scipy.stats, about 1 s on the 2-core test machine,
-#: measured in ``benchmarks/bench_workflow.py``; a name missing here costs time, never a result).
+#: of a process imports on first use (the guardrail check, 0.15 s since it no longer imports scipy.stats, 1 s before
+#: on the 2-core test machine, measured in ``benchmarks/bench_workflow.py``; a name missing here costs time, never a
+#: result).
 WARM_MODULES = ("twin.campaign.steps", "twin.campaign.finalize", "twin.campaign.guarded", "twin.decision.guardrails",
                 "twin.decision.records", "twin.io.netcdf", "twin.io.checkpoint")
 

@@ -36,7 +36,9 @@ assimilates ``active`` rows only, e.g. through :func:`guarded_analysis`). Every 
 (written as JSON lines by :meth:`Guardrails.write_flags`), and the per-cycle statistics are offered as diagnostics
 variables (:meth:`Guardrails.diagnostics`, metadata in :data:`GUARDRAIL_DIAGNOSTICS`) for ``diagnostics.nc``.
 
-The statistics are hand-written (a few lines each); p-values come from ``scipy.stats.chi2``.
+The statistics are hand-written (a few lines each); p-values are chi-square tail probabilities, the regularised
+incomplete gamma functions of ``scipy.special`` (what ``scipy.stats.chi2`` computes, bitwise, without importing
+``scipy.stats``: 0.4-1.3 s in every process that runs an analysis).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import chi2 as chi2_dist
+from scipy.special import gammainc, gammaincc
 
 from twin.core.errors import AssimilationError
 from twin.core.log import get_logger
@@ -134,7 +136,7 @@ def innovation_chi2(d: np.ndarray, expected_var: np.ndarray) -> tuple[float, flo
     d = np.asarray(d, dtype=float)
     m = d.size
     stat = float(np.sum(d * d / expected_var))
-    p = 2.0 * min(chi2_dist.cdf(stat, m), chi2_dist.sf(stat, m))
+    p = 2.0 * min(gammainc(m / 2.0, stat / 2.0), gammaincc(m / 2.0, stat / 2.0))
     return stat / m, float(min(p, 1.0))
 
 
@@ -150,7 +152,7 @@ def rank_flatness(counts: np.ndarray, bins: int) -> float:
         return 1.0
     expected = total * widths / widths.sum()
     stat = float(np.sum((pooled - expected) ** 2 / expected))
-    return float(chi2_dist.sf(stat, pooled.size - 1))
+    return float(gammaincc((pooled.size - 1) / 2.0, stat / 2.0))
 
 
 def rank_pit_counts(counts: np.ndarray, bins: int) -> np.ndarray:
@@ -188,7 +190,7 @@ def window_rank_flatness(histograms: Sequence[np.ndarray], bins: int) -> float:
         return 1.0
     expected = total / common
     stat = float(np.sum((pooled - expected) ** 2 / expected))
-    return float(chi2_dist.sf(stat, common - 1))
+    return float(gammaincc((common - 1) / 2.0, stat / 2.0))
 
 
 def observation_ranks(Y: np.ndarray, y: np.ndarray, r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
