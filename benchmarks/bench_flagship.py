@@ -75,7 +75,9 @@ def _experiment_numbers(name: str, exp: Path) -> None:
 
 def run(name: str, ranks: int = 2) -> None:
     config = ROOT.parent / "configs" / f"{name}.yaml"
-    work = Path(tempfile.mkdtemp(prefix=f"twin-flagship-{name}-"))
+    scratch = ROOT.parent / "runs"  # below the working directory (run directories are confined there), ignored by git
+    scratch.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"twin-flagship-{name}-", dir=scratch))
     try:
         t0 = time.perf_counter()
         cmd = [shutil.which("mpiexec") or "mpiexec", "-n", str(ranks), _twin(), "run", str(config), "-o", str(work)]
