@@ -308,3 +308,37 @@ def test_background_check_rejects_what_lies_beyond_k_sigma_and_nothing_else():
     assert np.abs(free.ensemble.mean(axis=1) - ref.ensemble.mean(axis=1)).max() > 0.5
     with pytest.raises(AssimilationError, match="k must be positive"):
         EnsembleAnalysis(ETKF(8), obs, control, background_check=0.0)
+
+
+def test_parameter_rtps_relaxes_only_the_parameters_spread():
+    """A joint state-parameter control (6 state entries and a scalar parameter correlated with them): with
+    parameter_rtps the parameter row's analysis spread is relaxed toward its forecast spread by that weight (1: kept
+    whole), with the mean and the state rows exactly as without it; 0 changes nothing."""
+    import scipy.sparse as sp
+
+    from twin.assimilation.analysis import EnsembleAnalysis
+    from twin.observations.base import LinearObservations
+
+    E, H, y, r = _problem(n=6, N=16, m=4)
+    rng = np.random.default_rng(5)
+    p = E[:2].sum(axis=0) + 0.3 * rng.standard_normal(16)          # the parameter, seen through the state
+    Ep = np.vstack([E, p])
+    obs = LinearObservations(sp.csr_matrix(H), r, None, "net")
+    control = ControlVector(6, [ControlParameter("F", 1, "none")])
+
+    def analysed(**inflation):
+        method = ETKF(16, Inflation(**inflation))
+        return EnsembleAnalysis(method, obs, control).analyse(Ep, y, r, 1.0, np.random.default_rng(0),
+                                                              cycle=0).ensemble
+
+    plain, none, whole, half = analysed(), analysed(parameter_rtps=0.0), analysed(parameter_rtps=1.0), \
+        analysed(parameter_rtps=0.5)
+    assert np.array_equal(plain, none)
+    for relaxed in (whole, half):
+        assert np.array_equal(relaxed[:6], plain[:6]) and np.allclose(relaxed[6].mean(), plain[6].mean())
+    sd_f, sd_a = p.std(ddof=1), plain[6].std(ddof=1)
+    assert sd_a < 0.8 * sd_f                                         # the data narrow the parameter
+    assert whole[6].std(ddof=1) == pytest.approx(sd_f)
+    assert half[6].std(ddof=1) == pytest.approx(0.5 * (sd_a + sd_f))
+    with pytest.raises(AssimilationError, match="parameter_rtps"):
+        Inflation(parameter_rtps=1.5)

@@ -124,6 +124,8 @@ class EnsembleAnalysis:
                                    f"entries, the control vector has {n}")
         #: this block's state rows (local indices) and the matching columns of H
         self.state_rows = slice(0, max(0, min(self.stop, n) - self.start))
+        #: this block's parameter rows (local indices; a joint state-parameter control puts them after the state)
+        self.parameter_rows = slice(self.state_rows.stop, self.stop - self.start)
         if rows is None:
             self._H = observations.matrix
         elif self.start < n:
@@ -243,13 +245,12 @@ class EnsembleAnalysis:
         failure = ""
         try:
             if rows is None:
-                Ea = self.method.analysis(Ef, Yf, y, r, rng, local)
-                Ea = infl.posterior(Ea, Ef)
+                raw = self.method.analysis(Ef, Yf, y, r, rng, local)
                 new_factor = infl.updated_factor(factor, Y, y, r)
             else:
-                Ea = self.method.analysis(Ef, Yf[rows], y[rows], r[rows], rng, local)
-                Ea = infl.posterior(Ea, Ef)
+                raw = self.method.analysis(Ef, Yf[rows], y[rows], r[rows], rng, local)
                 new_factor = infl.updated_factor(factor, Y[rows], y[rows], r[rows])
+            Ea = infl.parameter_posterior(infl.posterior(raw, Ef), raw, Ef, self.parameter_rows)
         except np.linalg.LinAlgError as exc:
             # the linear algebra of a local analysis may fail on one rank only: every rank learns of it below
             failure, Ea, new_factor = str(exc) or type(exc).__name__, Ef, factor

@@ -19,7 +19,7 @@ from twin.config.assimilation_ensemble import EnsembleAssimilationConfig
 def method_from_config(cfg: EnsembleAssimilationConfig):
     """The analysis method (ETKF, EnKF, LETKF or ESMDA) with its inflation."""
     infl = Inflation(multiplicative=cfg.inflation.multiplicative, rtps=cfg.inflation.rtps, rtpp=cfg.inflation.rtpp,
-                     adaptive=cfg.inflation.adaptive)
+                     adaptive=cfg.inflation.adaptive, parameter_rtps=cfg.inflation.parameter_rtps)
     if cfg.method == "etkf":
         return ETKF(cfg.N, infl, rotate=cfg.rotate)
     if cfg.method == "enkf":

@@ -7,7 +7,11 @@ deviation of each entry.
 
 * multiplicative (Anderson & Anderson 1999): ``X_f <- lambda X_f`` before the analysis;
 * RTPP (Zhang et al. 2004): ``X_a <- (1 - alpha) X_a + alpha X_f``;
-* RTPS (Whitaker & Hamill 2012): ``X_a <- X_a (alpha (sigma_f - sigma_a) / sigma_a + 1)``, entry by entry;
+* RTPS (Whitaker & Hamill 2012): ``X_a <- X_a (alpha (sigma_f - sigma_a) / sigma_a + 1)``, entry by entry; the
+  parameter entries of a joint state-parameter control may have a weight of their own (``parameter_rtps``): a static
+  parameter has no model error to keep its spread, and a global one is updated from every observation, whose
+  sampling correlations with it a small ensemble takes for information, so its spread collapses while the state's
+  does not (Ruiz, Pulido & Miyoshi 2013 review such parameter-spread treatments);
 * adaptive (Li, Kalnay & Miyoshi 2009): with innovations ``d = y - H xbar_f`` scaled by ``R^-1/2``, the observed
   variance ratio ``lambda_o^2 = (d^T d - m) / tr(R^-1/2 H P_f H^T R^-1/2)`` (``P_f`` before inflation) is smoothed in
   time, ``lambda^2 <- (1 - kappa) lambda^2 + kappa lambda_o^2``, and ``lambda`` is kept within ``[lower, upper]``.
@@ -68,13 +72,15 @@ class Inflation:
     rtps: float = 0.0
     rtpp: float = 0.0
     adaptive: bool = False
+    #: RTPS weight of the parameter entries instead of ``rtps``/``rtpp`` (0: they are treated like the state)
+    parameter_rtps: float = 0.0
     smoothing: float = 0.05
     bounds: tuple[float, float] = (1.0, 2.0)
 
     def __post_init__(self):
         if not (np.isfinite(self.multiplicative) and self.multiplicative > 0):
             raise AssimilationError(f"inflation factor must be positive, got {self.multiplicative}")
-        for name in ("rtps", "rtpp"):
+        for name in ("rtps", "rtpp", "parameter_rtps"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise AssimilationError(f"{name} weight must lie in [0, 1], got {v}")
@@ -103,6 +109,15 @@ class Inflation:
         if self.rtpp:
             return rtpp(Ea, Ef, self.rtpp)
         return Ea
+
+    def parameter_posterior(self, Ea: np.ndarray, Ea_raw: np.ndarray, Ef: np.ndarray, rows: slice) -> np.ndarray:
+        """With ``parameter_rtps``, the parameter ``rows`` of the relaxed analysis ``Ea`` replaced by the RTPS of
+        the unrelaxed analysis ``Ea_raw`` with that weight (the forecast ``Ef`` after prior inflation)."""
+        if not self.parameter_rtps or rows.stop <= rows.start:
+            return Ea
+        out = np.array(Ea, copy=True)
+        out[rows] = rtps(Ea_raw[rows], Ef[rows], self.parameter_rtps)
+        return out
 
     def updated_factor(self, factor: float, Y: np.ndarray, y: np.ndarray, r: np.ndarray) -> float:
         """The next adaptive factor from this cycle's (uninflated) observed ensemble and observations."""

@@ -29,12 +29,15 @@ from twin.config.observation_networks import networks_type
 
 class InflationSpec(Strict):
     """Prior multiplicative inflation (1 = none, never below: a factor below 1 shrinks the spread every cycle until
-    the filter ignores the observations), posterior relaxation (RTPS or RTPP, in [0, 1]), adaptive."""
+    the filter ignores the observations), posterior relaxation (RTPS or RTPP, in [0, 1]), adaptive;
+    ``parameter_rtps``: an RTPS weight of the estimated parameters' entries of their own (instead of ``rtps``/
+    ``rtpp``; a static parameter's spread otherwise collapses, :mod:`twin.assimilation.inflation`)."""
 
     multiplicative: float = 1.0
     rtps: float = Field(0.0, ge=0.0, le=1.0)
     rtpp: float = Field(0.0, ge=0.0, le=1.0)
     adaptive: bool = False
+    parameter_rtps: float = Field(0.0, ge=0.0, le=1.0)
 
     @field_validator("multiplicative")
     @classmethod
