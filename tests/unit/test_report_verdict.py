@@ -52,3 +52,23 @@ def test_durations_in_the_units_readers_use(value, unit, expected):
     from twin.report.verdict import duration
 
     assert duration(value, unit) == expected
+
+
+def test_the_campaign_verdict_says_when_two_methods_posteriors_do_not_overlap(tmp_path):
+    """Two experiments of one set-up whose 90 % intervals of D do not overlap (and of k, which do): the campaign
+    verdict names D with both intervals, whatever the decisions say; one sample is too few to judge."""
+    from twin.report.verdict import Verdict, campaign_html, disjoint_parameters
+
+    rng = np.random.default_rng(1)
+    a = RunData("esmda", tmp_path, posterior_parameters={"D": 0.125 + 0.012 * rng.standard_normal(32),
+                                                          "k": 0.1 + 0.01 * rng.standard_normal(32)})
+    b = RunData("4dvar", tmp_path, posterior_parameters={"D": 0.051 + 0.014 * rng.standard_normal(32),
+                                                          "k": 0.1 + 0.01 * rng.standard_normal(32)})
+    apart = disjoint_parameters([a, b])
+    assert len(apart) == 1 and apart[0].startswith("D: esmda [0.1") and ", 4dvar [0.0" in apart[0]
+    assert disjoint_parameters([a, RunData("map", tmp_path, posterior_parameters={"D": np.array([0.05])})]) == []
+    same = Verdict("q", "keep 30 x 2 Gy", decision="keep")
+    (tmp_path / "matrix.json").write_text(json.dumps({"esmda": {"assimilation.method": "esmda"},
+                                                      "4dvar": {"assimilation.method": "4dvar"}}))
+    page = campaign_html(tmp_path, [a, b], {"esmda": same, "4dvar": same})
+    assert "The methods agree on the decision." in page and "Their posteriors do not overlap: D: esmda" in page

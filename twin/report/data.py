@@ -43,6 +43,9 @@ class RunData:
         ``cycle -> {name: samples}`` of scalar parameters from the checkpoints, one value per member of the
         ensemble (NaN for a member dropped by the failure policy, so that the member axis means the same in every
         cycle).
+    posterior_parameters : dict
+        ``name -> samples`` of each scalar parameter's posterior at the last checkpoint: the ensemble's members
+        (filters, ES-MDA) or the Laplace samples (4D-Var, ``samples_<name>``), NaN members left out.
     decision : dict or None
     flags : list of dict
     observation_files : list of dict
@@ -62,6 +65,7 @@ class RunData:
     truth: np.ndarray | None = None
     parameters: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     parameter_times: dict[int, float] = field(default_factory=dict)
+    posterior_parameters: dict[str, np.ndarray] = field(default_factory=dict)
     decision: dict | None = None
     flags: list[dict] = field(default_factory=list)
     observation_files: list[dict] = field(default_factory=list)
@@ -163,6 +167,11 @@ def _parameters(directory: Path, data: RunData) -> None:
                     params[name] = v
                 data.parameters[r.cycle] = params
                 data.parameter_times[r.cycle] = r.time
+                if path == files[-1]:  # the posterior: Laplace samples where the checkpoint has them, else members
+                    data.posterior_parameters = {
+                        name: v[np.isfinite(v)] for name, v in
+                        ((n, np.ravel(r.read_array(f"samples_{n}")).astype(float) if f"samples_{n}" in r.array_names
+                          else params[n]) for n in params)}
         except (OutputError, OSError, KeyError) as exc:
             log.warning("report: skipping checkpoint %s: %s", path, exc)
     if not any(data.parameters.values()):

@@ -293,6 +293,27 @@ def _group_label(run_dir: Path, group: list[RunData]) -> str:
     return ", ".join(f"{k} = {v}" for k, v in sorted(values.items()) if k.split(".")[0] != "assimilation")
 
 
+def disjoint_parameters(runs: list[RunData], level: float = 0.9) -> list[str]:
+    """For the scalar parameters that two experiments of a group both estimate: those whose central ``level``
+    intervals (of their posterior samples, :attr:`RunData.posterior_parameters`, 5 or more each) do not overlap, as
+    readable lines (``"D_white: A [0.106, 0.146], B [0.027, 0.073]"``). Methods that disagree that much cannot both be
+    right, whatever their decisions."""
+    lo_q, hi_q = (1.0 - level) / 2.0, (1.0 + level) / 2.0
+    out = []
+    names = sorted(set.intersection(*(set(r.posterior_parameters) for r in runs))) if len(runs) >= 2 else []
+    for name in names:
+        bands = []
+        for r in runs:
+            v = np.asarray(r.posterior_parameters[name], dtype=float)
+            if v.size >= 5:
+                bands.append((r.name, float(np.quantile(v, lo_q)), float(np.quantile(v, hi_q))))
+        for i, (a, alo, ahi) in enumerate(bands):
+            for b, blo, bhi in bands[i + 1:]:
+                if ahi < blo or bhi < alo:
+                    out.append(f"{name}: {a} [{alo:.3g}, {ahi:.3g}], {b} [{blo:.3g}, {bhi:.3g}]")
+    return out
+
+
 def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdict]) -> str:
     """The campaign verdict: one line per experiment, and where methods disagree, which to trust and why."""
     if len(runs) < 2:
@@ -323,6 +344,10 @@ def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdic
                     best = min(rated)[1]
                     note += (f" For its numbers trust <b>{html.escape(best)}</b>: its calibration evidence is the "
                              "closest to ideal.")
+        apart = disjoint_parameters([r for r in group if not verdicts[r.name].failed])
+        if apart:
+            note += (" " if note else "") + "Their posteriors do not overlap: " + html.escape("; ".join(apart)) + \
+                    " (at most one of them holds the truth)."
         label = _group_label(run_dir, group)
         items.append((f"<h4>{html.escape(label)}</h4>" if label else "") + f"<ul>{lines}</ul>"
                      + (f"<p>{note}</p>" if note else ""))
