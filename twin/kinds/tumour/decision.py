@@ -124,9 +124,13 @@ class Regimen:
         return bed(self.fractions, self.dose, alpha_beta)
 
     def label(self) -> str:
+        """``30 x 2.00 Gy, 5/week starting at the decision`` (or ``... starting 7 days after the decision``): the
+        start counts from the decision time (the last visit), not from the campaign's day 0, which the report's
+        other days count from."""
         chemo = f", chemo day +{self.chemo_start:g} x{self.chemo_doses}" if self.chemo_start is not None else ""
+        when = "at the decision" if self.start == 0 else f"{self.start:g} days after the decision"
         return (f"{self.name + ': ' if self.name else ''}{self.fractions} x {self.dose:.2f} Gy, {self.per_week}/week "
-                f"from day {self.start:g}{chemo}")
+                f"starting {when}{chemo}")
 
 
 @dataclass
