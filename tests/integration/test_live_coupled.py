@@ -8,8 +8,6 @@ cycle) and the same decision.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import netCDF4
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
+from live_case import ok as _ok
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -50,13 +49,6 @@ def _cut(path: Path, columns: slice) -> Path:
             out[:] = data[columns] if var.dimensions == ("time",) else (
                 data[:, columns] if "time" in var.dimensions else data)
     return path
-
-
-def _ok(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "twin.cli", *args], cwd=cwd, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    return out
 
 
 def test_gauge_readings_delivered_later_continue_the_coupled_twin_bitwise(tmp_path):

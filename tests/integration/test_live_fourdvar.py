@@ -10,14 +10,15 @@ refused with the reason (a new calibration, not more cycles).
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
+from live_case import ok as _ok
+from live_case import station_file as _write
+from live_case import twin as _twin
+from live_case import values as _values
 
 ROOT = Path(__file__).resolve().parents[2]
 EXP = "lorenz96_4dvar"
@@ -25,46 +26,6 @@ NETWORK = "observations: [{type: all_points, component: 0, error_std: 1.0}]"
 FILE_NETWORK = ("observations: [{type: file, file: %s, variables: {x: {name: obs_x, error: obs_x_error, "
                 "units: '1'}}}]")
 WINDOWS = 6
-
-
-def _twin(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "twin.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
-
-
-def _ok(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    out = _twin(cwd, *args)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    return out
-
-
-def _write(path: Path, obs: dict, columns, times=None) -> Path:
-    """The observations of ``columns`` (observation times) as a CF-1.10 timeSeries file, written with netCDF4."""
-    y, e = obs["y"][:, columns], obs["e"][:, columns]
-    t = obs["t"][columns] if times is None else np.asarray(times, dtype=float)
-    with netCDF4.Dataset(path, "w") as nc:
-        nc.Conventions, nc.featureType = "CF-1.10", "timeSeries"
-        nc.createDimension("station", y.shape[0])
-        nc.createDimension("time", t.size)
-        x = nc.createVariable("x", "f8", ("station",))
-        x.units, x.axis = "m", "X"
-        x[:] = obs["x"]
-        nc.createVariable("station_id", "i4", ("station",)).cf_role = "timeseries_id"
-        tv = nc.createVariable("time", "f8", ("time",))
-        tv.units, tv.standard_name = "1", "time"
-        tv[:] = t
-        v = nc.createVariable("obs_x", "f8", ("station", "time"))
-        v.units, v.coordinates = "1", "time x"
-        v[:] = y
-        err = nc.createVariable("obs_x_error", "f8", ("station", "time"))
-        err.units = "1"
-        err[:] = e
-    return path
-
-
-def _values(path: Path, name: str) -> np.ndarray:
-    with xr.open_dataset(path, decode_times=False) as ds:
-        return ds[name].values.copy()
 
 
 @pytest.fixture(scope="module")

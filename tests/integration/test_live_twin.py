@@ -21,10 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
+from live_case import ok as _ok
+from live_case import station_file as _write
+from live_case import twin as _twin
+from live_case import values as _values
 
 ROOT = Path(__file__).resolve().parents[2]
 EXP = "lorenz96_etkf"
@@ -34,41 +37,6 @@ FILE_NETWORK = ("observations: [{type: file, file: %s, variables: {x: {name: obs
 CYCLES = 12
 
 
-def _twin(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "twin.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
-
-
-def _ok(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    out = _twin(cwd, *args)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    return out
-
-
-def _write(path: Path, obs: dict, cycles, times=None) -> Path:
-    """The observations of ``cycles`` as a CF-1.10 timeSeries file (one station per grid point, positions in m)."""
-    y, e = obs["y"][:, cycles], obs["e"][:, cycles]
-    t = obs["t"][cycles] if times is None else np.asarray(times, dtype=float)
-    with netCDF4.Dataset(path, "w") as nc:
-        nc.Conventions, nc.featureType = "CF-1.10", "timeSeries"
-        nc.createDimension("station", y.shape[0])
-        nc.createDimension("time", t.size)
-        x = nc.createVariable("x", "f8", ("station",))
-        x.units, x.axis, x.standard_name = "m", "X", "projection_x_coordinate"
-        x[:] = obs["x"]
-        nc.createVariable("station_id", "i4", ("station",)).cf_role = "timeseries_id"
-        tv = nc.createVariable("time", "f8", ("time",))
-        tv.units, tv.standard_name = "1", "time"  # Lorenz-96 counts dimensionless time
-        tv[:] = t
-        v = nc.createVariable(obs.get("name", "obs_x"), "f8", ("station", "time"), fill_value=-9999.0)
-        v.units, v.coordinates = "1", "time x"
-        v[:] = y
-        err = nc.createVariable(f"{obs.get('name', 'obs_x')}_error", "f8", ("station", "time"))
-        err.units = "1"
-        err[:] = e
-    return path
-
-
 def _snapshot(run: Path) -> dict[str, tuple[str, int]]:
     """Every file of a run directory: its SHA-256 and modification time."""
     out = {}
@@ -76,11 +44,6 @@ def _snapshot(run: Path) -> dict[str, tuple[str, int]]:
         if p.is_file():
             out[str(p.relative_to(run))] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
     return out
-
-
-def _values(path: Path, name: str) -> np.ndarray:
-    with xr.open_dataset(path, decode_times=False) as ds:
-        return ds[name].values.copy()
 
 
 @pytest.fixture(scope="module")

@@ -10,46 +10,22 @@ while an image changed under the same table is a new delivery (here refused: its
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 import yaml
+from live_case import ok as _ok
+from live_case import twin as _twin
+from tumour_case import START, tumour_campaign
 
 pytest.importorskip("nibabel")
 
 ROOT = Path(__file__).resolve().parents[2]
-START = "2026-03-01"
 ROI = [[8.0, 16.0], [8.0, 16.0]]
 
 
-def _campaign(observations, cycles: int) -> dict:
-    data = yaml.safe_load((ROOT / "configs" / "oncology.yaml").read_text())
-    for key in ("experiments", "decision"):
-        data.pop(key)
-    tumour = data["models"]["tumour"]
-    tumour["grid"] = {"shape": [12, 12], "extent": [[0, 24], [0, 24]], "units": "mm"}
-    tumour["seed"] = {"center": [12, 12], "radius": 4.0, "amplitude": 0.5}
-    data["timeline"] = {"start": START, "end": 2.0 * cycles, "units": "day"}
-    data["resources"] = {"type": "local", "ranks": 1, "workers": 1}
-    data["outputs"] = {"directory": "runs/{name}"}
-    data["assimilation"] = {"method": "etkf", "N": 8, "seed": 2, "schedule": {"every": 2, "cycles": cycles},
-                            "observations": observations, "background_std": 1.0e-12}
-    return data
-
-
-def _twin(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "twin.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
-
-
-def _ok(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    out = _twin(cwd, *args)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    return out
 
 
 def _visits(table: str) -> list:
@@ -61,16 +37,16 @@ def live(tmp_path_factory):
     from twin.kinds.tumour.export import export_visits
 
     d = tmp_path_factory.mktemp("livevisits")
-    (d / "twin.yaml").write_text(yaml.safe_dump(_campaign([{"type": "imaging", "error_std": 0.02, "roi": ROI}], 3),
-                                                sort_keys=False))
+    twin_campaign = tumour_campaign([{"type": "imaging", "error_std": 0.02, "roi": ROI}], cycles=3)
+    (d / "twin.yaml").write_text(yaml.safe_dump(twin_campaign, sort_keys=False))
     _ok(d, "run", "twin.yaml", "-o", "synthetic", "--quiet")
     table = export_visits(d / "synthetic" / "experiments" / "oncology", d / "visits", START)
     header, *rows = table.read_text().splitlines()
     assert len(rows) == 3 and header == "date,image,mask"   # the twin images a region: its mask comes along
     for k, row in enumerate(rows, start=1):
         (d / "visits" / f"visit{k}.csv").write_text(f"{header}\n{row}\n")
-    (d / "all.yaml").write_text(yaml.safe_dump(_campaign(_visits("visits/visits.csv"), 3), sort_keys=False))
-    (d / "live.yaml").write_text(yaml.safe_dump(_campaign(_visits("visits/visit1.csv"), 1), sort_keys=False))
+    (d / "all.yaml").write_text(yaml.safe_dump(tumour_campaign(_visits("visits/visits.csv"), cycles=3), sort_keys=False))
+    (d / "live.yaml").write_text(yaml.safe_dump(tumour_campaign(_visits("visits/visit1.csv"), cycles=1), sort_keys=False))
     _ok(d, "run", "all.yaml", "-o", "all", "--quiet")
     _ok(d, "run", "live.yaml", "-o", "live", "--quiet")
     runs = [_ok(d, "assimilate", "live", str(d / "visits" / f"visit{k}.csv"), "--quiet") for k in (2, 3)]

@@ -26,40 +26,19 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
+from tumour_case import tumour_campaign
 
 nib = pytest.importorskip("nibabel")
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(120)
 
-START = "2026-03-01"
 DATES = ["2026-03-03", "2026-03-05", "2026-03-07"]             # days 2, 4, 6
 #: 2 mm voxels whose centres are the model's cell centres (1, 3, .., 23 mm); z = 0 is the 2-D model's plane
 AFFINE = np.array([[2.0, 0, 0, 1.0], [0, 2.0, 0, 1.0], [0, 0, 1.0, 0], [0, 0, 0, 1.0]])
 ROI = [[8.0, 16.0], [8.0, 16.0]]                                  # what the twin images: 4 x 4 cells near the lesion
 
 
-def _campaign(observations, method: str = "etkf") -> dict:
-    data = yaml.safe_load((ROOT / "configs" / "oncology.yaml").read_text())
-    for key in ("experiments", "decision"):
-        data.pop(key)
-    tumour = data["models"]["tumour"]
-    tumour["grid"] = {"shape": [12, 12], "extent": [[0, 24], [0, 24]], "units": "mm"}
-    tumour["seed"] = {"center": [12, 12], "radius": 4.0, "amplitude": 0.5}
-    data["timeline"] = {"start": START, "end": 6.0, "units": "day"}
-    data["resources"] = {"type": "local", "ranks": 1, "workers": 1}
-    data["outputs"] = {"directory": "runs/{name}"}
-    if method == "4dvar":
-        data["assimilation"] = {"method": "4dvar", "model": "tumour", "obs_interval": 2.0, "window": 3, "cycles": 1,
-                                "seed": 2, "initial_state": False, "parameters": [{"name": "k"}, {"name": "D_white"}],
-                                "observations": observations,
-                                "tao": {"gatol": 2.0, "grtol": 0.0, "max_iterations": 5, "on_failure": "warn"},
-                                "laplace": {"rank": 4, "oversampling": 4, "samples": 6, "level": 0.9}}
-    else:
-        data["assimilation"] = {"method": method, "N": 8, "seed": 2, "schedule": {"every": 2, "cycles": 3},
-                                "observations": observations, "background_std": 1.0e-12,
-                                **({"esmda_alphas": [2.0, 2.0]} if method == "esmda" else {})}
-    return data
 
 
 def _run(cwd: Path, *args: str, ok: bool = True):
@@ -89,7 +68,7 @@ def patient(tmp_path_factory):
     """The twin experiment and its visits as NIfTI files: ``(directory, twin experiment directory)``."""
     d = tmp_path_factory.mktemp("visits")
     twin_obs = [{"type": "imaging", "error_std": 0.02, "roi": ROI}]
-    (d / "synthetic.yaml").write_text(yaml.safe_dump(_campaign(twin_obs), sort_keys=False))
+    (d / "synthetic.yaml").write_text(yaml.safe_dump(tumour_campaign(twin_obs), sort_keys=False))
     _run(d, "run", "synthetic.yaml", "-o", "synthetic", "--quiet")
     exp = d / "synthetic" / "experiments" / "oncology"
     y, truth, loc = _read(exp / "observations.h5", "observations", "truth", "locations")
@@ -114,7 +93,7 @@ VISITS = [{"type": "imaging_visits", "file": "visits.csv", "error_std": 0.02}]
 
 def test_visits_from_nifti_give_the_twin_experiments_observations_and_analyses_bitwise(patient):
     d, twin = patient
-    (d / "measured.yaml").write_text(yaml.safe_dump(_campaign(VISITS), sort_keys=False))
+    (d / "measured.yaml").write_text(yaml.safe_dump(tumour_campaign(VISITS), sort_keys=False))
     _run(d, "run", "measured.yaml", "-o", "measured", "--quiet")
     exp = d / "measured" / "experiments" / "oncology"
     assert "truth" not in _read(exp / "observations.h5")
@@ -135,7 +114,7 @@ def test_visits_from_nifti_give_the_twin_experiments_observations_and_analyses_b
 
 def test_esmda_and_4dvar_from_visits_have_no_truth_and_decide_on_the_posterior(patient):
     d, _ = patient
-    cfg = _campaign(VISITS, "esmda")
+    cfg = tumour_campaign(VISITS, "esmda")
     cfg["decision"] = {"qois": ["burden"], "horizon": 60, "risk": {"measure": "cvar", "level": 0.9},
                        "oncology": {"dose": {"min": 1.8, "max": 4.0}, "fraction_options": [15, 30],
                                     "max_bed_normal": 100.0, "standard": {"fractions": 30, "dose": 2.0}}}
@@ -155,7 +134,7 @@ def test_esmda_and_4dvar_from_visits_have_no_truth_and_decide_on_the_posterior(p
     html = (d / "esmda" / "report" / "index.html").read_text()
     assert "no true patient to compare with" in html
 
-    (d / "fourdvar.yaml").write_text(yaml.safe_dump(_campaign(VISITS, "4dvar"), sort_keys=False))
+    (d / "fourdvar.yaml").write_text(yaml.safe_dump(tumour_campaign(VISITS, "4dvar"), sort_keys=False))
     _run(d, "run", "fourdvar.yaml", "-o", "fourdvar", "--quiet")
     exp = d / "fourdvar" / "experiments" / "oncology"
     steps, windows = _read(exp / "observations.h5", "steps", "windows")
@@ -174,7 +153,7 @@ def _refusal(d: Path, rows: list[str], **files) -> str:
     for name, data in files.items():
         nib.save(nib.Nifti1Image(data, AFFINE), d / name)
     (d / "bad.csv").write_text("\n".join(["date,image,mask", *rows]) + "\n")
-    (d / "bad.yaml").write_text(yaml.safe_dump(_campaign([{**VISITS[0], "file": "bad.csv"}]), sort_keys=False))
+    (d / "bad.yaml").write_text(yaml.safe_dump(tumour_campaign([{**VISITS[0], "file": "bad.csv"}]), sort_keys=False))
     cfg = load_campaign(d / "bad.yaml").config
     model = ctx.build_model(cfg, MPI.COMM_SELF)
     try:
@@ -211,7 +190,7 @@ def test_bad_visits_are_refused_in_one_line(patient):
 def test_a_missing_image_stops_twin_run_with_one_line(patient):
     d, _ = patient
     (d / "gone.csv").write_text("date,image\n2026-03-03,nowhere.nii\n")
-    (d / "gone.yaml").write_text(yaml.safe_dump(_campaign([{**VISITS[0], "file": "gone.csv"}]), sort_keys=False))
+    (d / "gone.yaml").write_text(yaml.safe_dump(tumour_campaign([{**VISITS[0], "file": "gone.csv"}]), sort_keys=False))
     out = _run(d, "run", "gone.yaml", "-o", "gone", "--quiet", ok=False)
     assert out.returncode != 0
     lines = [line for line in out.stderr.splitlines() if "nowhere.nii" in line]

@@ -72,10 +72,23 @@ class FileSeries:
     superobs_rows: np.ndarray | None = None
     #: the cycle of every table row (``-1`` before the first, ``K`` after the last; ``None``: not binned)
     cycle: np.ndarray | None = None
+    _per_cycle: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def counts(self) -> dict[str, int]:
         return self.qc.counts()
+
+    def rejected_per_cycle(self) -> np.ndarray | None:
+        """``(K, len(CYCLE_CHECKS))``: the observations of each cycle each check of :data:`CYCLE_CHECKS` left
+        out (counted once, then kept: the analysis asks every cycle); ``None`` when the rows are not binned."""
+        if self.cycle is None:
+            return None
+        if self._per_cycle is None:
+            K = self.values.shape[0]
+            inside = (self.cycle >= 0) & (self.cycle < K)
+            self._per_cycle = np.stack([np.bincount(self.cycle[inside & (self.qc.flags == qc.FLAGS[c])], minlength=K)
+                                        for c in CYCLE_CHECKS], axis=1)
+        return self._per_cycle
 
 
 #: the checks counted per cycle in ``diagnostics.nc`` (:func:`cycle_counts`); ``missing`` and ``outside_time`` are
@@ -87,14 +100,12 @@ def cycle_counts(file_series, k: int) -> dict[str, int]:
     """The observations of the ``file`` networks (``{name: FileSeries}``) binned into cycle ``k`` that each check of
     :data:`CYCLE_CHECKS` left out, as ``{"n_rejected_<check>": count}`` (the background check's count,
     ``n_rejected_background``, comes from the analysis)."""
-    out = {f"n_rejected_{c}": 0 for c in CYCLE_CHECKS}
+    total = np.zeros(len(CYCLE_CHECKS), dtype=np.int64)
     for fs in file_series.values():
-        if fs.cycle is None:
-            continue
-        flags = fs.qc.flags[fs.cycle == k]
-        for c in CYCLE_CHECKS:
-            out[f"n_rejected_{c}"] += int(np.count_nonzero(flags == qc.FLAGS[c]))
-    return out
+        table = fs.rejected_per_cycle()
+        if table is not None and 0 <= k < table.shape[0]:
+            total += table[k]
+    return {f"n_rejected_{c}": int(n) for c, n in zip(CYCLE_CHECKS, total)}
 
 
 def _component(model, variable: str) -> int:

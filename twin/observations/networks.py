@@ -250,8 +250,7 @@ def _file_series(spec, whole, i: int, name: str, components, cycle_edges, start,
 
     if cycle_edges is None and clock is None:
         raise ObservationError(f"{where(i)}: an observation file needs the campaign's cycles or observation times")
-    _, offset = _observed(spec, whole, i, components)
-    model = reading_model(spec, whole, components, i)
+    model, offset = _reading(spec, whole, components, i)
     declared = _declared_reader(spec)
     if declared is not None:  # a kind's network of measured observations (twin.core.kinds.NetworkType.read)
         tables = [declared.read(spec, path, model, start) for path in spec.files()]
@@ -305,10 +304,15 @@ def timed_observations(obs) -> dict[str, np.ndarray]:
 def reading_model(spec, whole, components=None, i: int = 0):
     """The model the files of network ``spec`` are read on: ``whole``, or on a coupled model (``components``, see
     :func:`build`) the component the network names, on the campaign's clock (as :func:`build` reads them)."""
+    return _reading(spec, whole, components, i)[0]
+
+
+def _reading(spec, whole, components, i: int):
+    """:func:`reading_model` and the offset of the component's block in the whole state (``None``: one model)."""
     model, offset = _observed(spec, whole, i, components)
     if offset is not None and model.time_units != whole.time_units:
         model = _OnCampaignClock(model, whole.time_units)
-    return model
+    return model, offset
 
 
 def read_file(spec, path, model, start):
