@@ -373,6 +373,33 @@ def test_a_damaged_last_checkpoint_is_set_aside_and_its_cycle_computed_again(tmp
     assert_same(_every_number(exp), before)
 
 
+# -- 6b. a crash of the machine lost checkpoints not yet made durable ------------------------------------------------
+def test_a_lost_checkpoint_between_good_ones_ends_the_sequence_resumed_from(tmp_path):
+    """The online driver makes its cycle checkpoints durable in groups, every few seconds: after a crash of the
+    machine a checkpoint written since may be damaged while newer ones survived (the kernel writes files back in
+    any order). Simulated: a finished run loses ``diagnostics.nc`` (so no checkpoint is known durable) and
+    ``done.json``, and checkpoint 4 of 6 is damaged. The same command resumes from checkpoint 3, not from the good
+    checkpoint 6 (whose history would have a hole), sets 4, 5 and 6 aside, and every number equals the undamaged
+    run's bitwise."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=6)
+    run = [*TWIN, "run", str(campaign), "-o", str(tmp_path / "run"), "--quiet"]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    exp = tmp_path / "run" / "experiments" / "kill"
+    before = _every_number(exp)
+    lost = layout.checkpoint_file(exp, 4)
+    lost.write_bytes(lost.read_bytes()[:2048])  # what an unsynced file can be after a crash: cut short
+    (exp / "diagnostics.nc").unlink()
+    layout.done_marker(exp).unlink()
+    again = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert sorted(p.name.split(".damaged")[0] for p in (exp / "checkpoint").glob("*.damaged-*")) == [
+        "cycle_0004.h5", "cycle_0005.h5", "cycle_0006.h5"]
+    cycles = [r["cycle"] for r in layout.read_task_log(exp) if r["task"] == "analyse" and r["outcome"] == "done"]
+    assert cycles[-3:] == [3, 4, 5]  # the three cycles computed again
+    assert_same(_every_number(exp), before)
+
+
 # -- 7. Ctrl-C -----------------------------------------------------------------------------------------------------
 def test_ctrl_c_ends_a_run_with_one_line_and_status_130_and_the_rerun_finishes(tmp_path):
     campaign = _campaign(tmp_path / "c.yaml", cycles=40)

@@ -158,6 +158,21 @@ def test_a_file_this_process_wrote_or_verified_is_checked_by_its_bytes_then_in_f
     assert walked == [1]
 
 
+def test_a_copy_verifies_in_full(tmp_path, grids, comm_self, monkeypatch):
+    """The manifest the writer makes from the attributes it wrote (not read back) is the one a full verification
+    of the file in another process computes: a byte-for-byte copy (a new file to this process) verifies in full."""
+    g2, g3 = grids
+    path = tmp_path / "c.h5"
+    checksum, _ = _write(path, g2, g3, comm_self)
+    copy = tmp_path / "copy.h5"
+    shutil.copyfile(path, copy)
+    walked = []
+    full = CheckpointReader._check_objects
+    monkeypatch.setattr(CheckpointReader, "_check_objects", lambda self: walked.append(1) or full(self))
+    assert read_checkpoint(copy, comm_self).checksum == checksum
+    assert walked == [1]
+
+
 @pytest.mark.parametrize("damage, message", [
     (_corrupt_data_byte, r"data of /fields/u .* do not match their digest"),
     (_corrupt_meta_byte, r"attributes of /meta changed or corrupted"),

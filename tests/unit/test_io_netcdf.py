@@ -53,7 +53,8 @@ def test_ensemble_round_trip(tmp_path, grid, comm_self):
     with netCDF4.Dataset(path) as nc:
         filters = nc["h"].filters()
         assert filters["zlib"] and filters["complevel"] == 4
-        assert nc["h"].chunking() == [1, 1, 4, 6]
+        # one member, all the times of this small field in one chunk (CHUNK_VALUES values at least)
+        assert nc["h"].chunking() == [1, 2, 4, 6]
     assert verify_netcdf(path) == (True, "ok")
 
 
@@ -124,3 +125,15 @@ def test_sensitive_netcdf_is_owner_only(tmp_path, grid, comm_self):
     assert stat.S_IMODE((tmp_path / "d.nc").stat().st_mode) == 0o600
     with xr.open_dataset(path) as ds:
         assert ds.attrs["twin_host"] == ds.attrs["twin_user"] == "redacted"
+
+
+def test_ensemble_chunks_hold_one_member_and_enough_times():
+    """A chunk is one member's field at as many times as make 2^15 values: one time for a field that size or
+    larger (a map reads one chunk per member), hundreds for a small model (compressing 40-value chunks one by one
+    made writing a 1000-cycle Lorenz-96 posterior take seconds)."""
+    from twin.io.netcdf import CHUNK_VALUES, ensemble_chunks
+
+    assert ensemble_chunks((3, 10, 256, 256)) == (1, 1, 256, 256)
+    assert ensemble_chunks((24, 1001, 40)) == (1, CHUNK_VALUES // 40, 40)
+    assert ensemble_chunks((24, 5, 40)) == (1, 5, 40)
+    assert ensemble_chunks((2, 0, 40)) == (1, 1, 40)

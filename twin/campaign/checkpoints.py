@@ -88,16 +88,21 @@ def _parameters(s, params: Sequence[dict[str, Any]], grids: ExitStack, keep: lis
 
 
 def write_ensemble_checkpoint(s, path, cycle: int, t: float, states, params, alive, meta, prov,
-                              forecast=None) -> str:
+                              forecast=None, durable: bool = True) -> str:
     """Checkpoint ``cycle`` at time ``t`` of the whole ensemble: ``states`` (whole states, natural order) and
     ``params`` (physical values) of every member, the ``alive`` flags and ``meta``; ``forecast``: the members'
     forecasts of the cycle that ends here (member x whole state, NaN rows for members without one), kept as the array
-    ``forecast`` when the online driver held them in memory (:func:`cycle_forecasts`). Collective."""
+    ``forecast`` when the online driver held them in memory (:func:`cycle_forecasts`). ``durable=False``: flushed
+    to stable storage by the next :func:`twin.io.atomic.make_durable` (the online driver's, every few seconds).
+    Collective."""
     from twin.io.checkpoint import write_checkpoint
 
     model = s.get_model()
     grid = model.grid
-    vecs = [vec_from(grid, x) for x in states]
+    nbytes = 8 * len(states) * grid.size * grid.dof * (2 if forecast is not None else 1)
+    parallel = parallel_io(nbytes)
+    # whole states (every rank has them) go to rank 0's serial writer as they are; parallel HDF5 writes vectors
+    vecs = [vec_from(grid, x) for x in states] if parallel is None else []
     field_vecs: list = []
     arrays = {"alive": np.asarray(alive, dtype=bool)}
     if forecast is not None:
@@ -105,11 +110,12 @@ def write_ensemble_checkpoint(s, path, cycle: int, t: float, states, params, ali
     try:
         with ExitStack() as grids:
             parameters = _parameters(s, params, grids, field_vecs, ensemble=True)
-            nbytes = 8 * len(states) * grid.size * grid.dof * (2 if forecast is not None else 1)
-            return write_checkpoint(path, s.comm, cycle=cycle, time=t, fields={model.name: (grid, vecs)},
-                                    parallel=parallel_io(nbytes),
+            ensemble = vecs or np.asarray(states, dtype=float).reshape(len(states), -1)
+            return write_checkpoint(path, s.comm, cycle=cycle, time=t, fields={model.name: (grid, ensemble)},
+                                    parallel=parallel,
                                     parameters=parameters, arrays=arrays,
-                                    meta=meta, provenance=prov, sensitive=s.cfg.campaign.sensitive)
+                                    meta=meta, provenance=prov, sensitive=s.cfg.campaign.sensitive,
+                                    durable=durable)
     finally:
         destroy_all(vecs)
         destroy_all(field_vecs)

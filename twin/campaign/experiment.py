@@ -40,8 +40,11 @@ class Setup:
     _obs: Any = field(default=None, repr=False)
     _schedule: Any = field(default=None, repr=False)
     _files_record: Any = field(default=None, repr=False)
+    _obs_arrays: Any = field(default=None, repr=False)
     #: diagnostics records not yet in ``diagnostics.nc``, and when it was last appended to (``lazy``: the online
-    #: driver appends every :data:`DIAGNOSTICS_EVERY` seconds and at the end; a step of its own appends at once)
+    #: driver appends every :data:`DIAGNOSTICS_EVERY` seconds and at the end, and makes its cycle checkpoints
+    #: durable then, before the append: every checkpoint up to the cycles ``diagnostics.nc`` holds is on stable
+    #: storage, a newer one may not be after a crash of the machine; a step of its own appends at once)
     pending: list = field(default_factory=list, repr=False)
     appended_at: float = field(default=0.0, repr=False)
     lazy: bool = False
@@ -91,18 +94,10 @@ class Setup:
     def _observation_files(self) -> list:
         """``observations.h5``'s record of the files read (``meta["files"]``), remembered while the file is
         unchanged (size and modification time); empty before it is written or for a twin experiment. Collective."""
-        import os
-
         from twin.campaign.checkpoints import is_valid_checkpoint, reader
 
         path = layout.observations_file(self.exp_dir)
-        try:
-            st = os.stat(path)
-            key = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            key = None
-        if self.comm is not None and self.comm.Get_size() > 1:
-            key = self.comm.bcast(key, root=0)
+        key = self._observations_version()
         if key is None:
             return []
         if self._files_record is None or self._files_record[0] != key:
@@ -112,6 +107,47 @@ class Setup:
                     files = list(r.meta.get("files", []))
             self._files_record = (key, files)
         return self._files_record[1]
+
+    def _observations_version(self):
+        """``observations.h5``'s size and modification time (rank 0's; ``None`` before it exists). Collective."""
+        import os
+
+        try:
+            st = os.stat(layout.observations_file(self.exp_dir))
+            key = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        if self.comm is not None and self.comm.Get_size() > 1:
+            key = self.comm.bcast(key, root=0)
+        return key
+
+    def cycle_observations(self, cycle: int):
+        """``(truth, values, errors)`` of the observations at the end of cycle ``cycle`` from ``observations.h5``
+        (``truth`` ``None`` without a nature run; ``errors`` per observation or one standard deviation for all).
+
+        A file up to :data:`~twin.campaign.checkpoints.PARALLEL_HDF5_BYTES` is read (and verified) once and kept
+        while its size and modification time stay (a live twin's delivery rewrites it); a larger one is read per
+        cycle. Collective."""
+        from twin.campaign.checkpoints import PARALLEL_HDF5_BYTES, reader
+
+        key = self._observations_version()
+        if self._obs_arrays is None or self._obs_arrays[0] != key:
+            with reader(layout.observations_file(self.exp_dir), self.comm) as r:
+                names = r.array_names
+                arrays = {"truth": r.read_array("truth") if "truth" in names else None,
+                          "observations": r.read_array("observations"),
+                          "errors": r.read_array("errors" if "errors" in names else "error_std")}
+                per_cycle = "errors" in names
+            if key is None or key[0] > PARALLEL_HDF5_BYTES:
+                self._obs_arrays = None
+                return self._pick(arrays, per_cycle, cycle)
+            self._obs_arrays = (key, arrays, per_cycle)
+        return self._pick(self._obs_arrays[1], self._obs_arrays[2], cycle)
+
+    @staticmethod
+    def _pick(arrays: dict, per_cycle: bool, cycle: int):
+        truth = arrays["truth"][cycle + 1] if arrays["truth"] is not None else None
+        return truth, arrays["observations"][cycle], arrays["errors"][cycle] if per_cycle else arrays["errors"]
 
     def add_diagnostics(self, record: dict, last: bool) -> None:
         """Queue the diagnostics record of a cycle; append the queue to ``diagnostics.nc`` unless :attr:`lazy` and
@@ -125,9 +161,13 @@ class Setup:
             self.flush_diagnostics(now)
 
     def flush_diagnostics(self, now: float | None = None) -> None:
-        """Append the queued diagnostics records to ``diagnostics.nc`` (collective)."""
+        """Append the queued diagnostics records to ``diagnostics.nc`` (collective); with :attr:`lazy`, after
+        making the checkpoints written meanwhile durable."""
         from twin.campaign.outputs import append_cycle_records
+        from twin.io.atomic import make_durable
 
+        if self.lazy and self.rank == 0:
+            make_durable()
         records, self.pending = self.pending, []
         append_cycle_records(self, records)
         self.appended_at = time.monotonic() if now is None else now

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -46,10 +47,14 @@ def outputs_complete(exp_dir) -> bool:
     return all((Path(exp_dir) / name).is_file() for name in layout.OUTPUTS)
 
 
-def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
+def finalize(exp_dir, comm, s: Setup | None = None, *, fresh: bool = False, known: Mapping | None = None) -> bool:
     """Write ``posterior.nc`` and ``forecast.nc`` (and complete ``diagnostics.nc``). Collective.
 
-    Returns ``False`` when the outputs already existed.
+    Returns ``False`` when the outputs already existed (and verify); ``fresh``: write them anyway (the caller
+    computed cycles again, which outputs written before may not hold). ``known``: checkpoints the caller holds in
+    memory as :func:`twin.campaign.steps.analyse` returned them (cycle -> :class:`~twin.campaign.steps.Prior`),
+    used instead of reading their files (the online driver's; reading a thousand small checkpoints back took longer
+    than writing the outputs).
 
     Raises
     ------
@@ -68,7 +73,7 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
             not wants_horizon(s.cfg) or (s.exp_dir / HORIZON_FILE).is_file()))
         if comm is not None and comm.Get_size() > 1:
             decided = comm.bcast(decided, root=0)
-        if decided and outputs_complete(s.exp_dir) and all(verify_netcdf(s.exp_dir / n)[0] for n in layout.OUTPUTS):
+        if not fresh and decided and outputs_complete(s.exp_dir) and all(verify_netcdf(s.exp_dir / n)[0] for n in layout.OUTPUTS):
             s.record("finalize", "skipped", t_start)
             return False
         model, sch = s.get_model(), s.schedule
@@ -82,11 +87,16 @@ def finalize(exp_dir, comm, s: Setup | None = None) -> bool:
         forecast = np.full((s.n_members, K) + spatial, np.nan)
         history, guard_state = [], None
         for k in range(K + 1):
-            with reader(layout.checkpoint_file(s.exp_dir, k), comm) as r:
-                alive = r.read_array("alive").astype(bool)
-                posterior[alive, k] = r.read_field(model.name)[alive]
-                meta = r.meta
-                kept = r.read_array("forecast") if k > 0 and "forecast" in r.array_names else None
+            held = (known or {}).get(k)
+            if held is not None:
+                alive, meta, kept = np.asarray(held.alive, dtype=bool), held.meta, held.forecast
+                posterior[alive, k] = np.asarray(held.states, dtype=float).reshape((-1,) + spatial)[alive]
+            else:
+                with reader(layout.checkpoint_file(s.exp_dir, k), comm) as r:
+                    alive = r.read_array("alive").astype(bool)
+                    posterior[alive, k] = r.read_field(model.name)[alive]
+                    meta = r.meta
+                    kept = r.read_array("forecast") if k > 0 and "forecast" in r.array_names else None
             record = cycle_record(meta)
             if record is not None:
                 history.append(record)

@@ -27,6 +27,7 @@ the MPI job, as MPI has no other way out.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -224,6 +225,34 @@ def _finished(exp_dir: Path) -> bool:
     return True
 
 
+def _resume_point(exp_dir: Path, comm) -> Path | None:
+    """The checkpoint a run resumes from: the newest of an unbroken sequence of good ones (collective).
+
+    The driver makes its cycle checkpoints durable in groups (:meth:`twin.campaign.experiment.Setup
+    .flush_diagnostics`): those up to the cycles ``diagnostics.nc`` holds are on stable storage, while a crash of
+    the machine may have lost or damaged newer ones in any order. These are verified oldest first and the first bad
+    one ends the sequence (it and the newer ones are set aside and computed again, so that no cycle's checkpoint is
+    missing under the ones kept); without a good one there, the newest durable checkpoint that verifies."""
+    from twin.campaign.outputs import diagnostics_count
+    from twin.core.errors import OutputError
+    from twin.io.checkpoint import CheckpointReader, latest_good_checkpoint, list_checkpoints
+
+    found = list_checkpoints(exp_dir / "checkpoint") if comm.Get_rank() == 0 else None
+    found = comm.bcast(found, root=0)
+    durable = diagnostics_count(exp_dir / "diagnostics.nc", comm)
+    good = None
+    for cycle, path in found:
+        if cycle <= durable:
+            continue
+        try:
+            CheckpointReader(path, comm, verify=True).close()
+        except OutputError as exc:
+            log.warning("experiment %s: %s", exp_dir.name, exc)
+            break
+        good = path
+    return good or latest_good_checkpoint(exp_dir / "checkpoint", comm, newest=durable)
+
+
 def _set_aside(exp_dir: Path, good: Path | None, comm) -> None:
     """Move the checkpoints newer than the latest good one out of the way (``cycle_NNNN.h5.damaged-<time>``): they
     failed verification, and the cycles they held are computed again; the damaged files stay for inspection."""
@@ -236,8 +265,8 @@ def _set_aside(exp_dir: Path, good: Path | None, comm) -> None:
         for path in newer:
             aside = path.with_name(f"{path.name}.damaged-{stamp}")
             os.replace(path, aside)
-            log.warning("experiment %s: %s does not verify; kept as %s for inspection, its cycle is computed again",
-                        exp_dir.name, path.name, aside.name)
+            log.warning("experiment %s: %s kept as %s for inspection (it, or an older checkpoint, does not "
+                        "verify); its cycle is computed again", exp_dir.name, path.name, aside.name)
     comm.Barrier()
 
 
@@ -250,7 +279,7 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
     from twin.campaign.experiment import setup
     from twin.core.comm import split_ensemble
     from twin.core.progress import progress
-    from twin.io.checkpoint import latest_good_checkpoint, list_checkpoints
+    from twin.io.checkpoint import list_checkpoints
 
     rank = comm.Get_rank()
     if layout.stopped_marker(exp_dir).exists():
@@ -275,13 +304,17 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
     try:
         steps.init_experiment(exp_dir, comm, s)
         K = s.schedule.n_cycles
-        good = latest_good_checkpoint(exp_dir / "checkpoint", comm)
+        good = _resume_point(exp_dir, comm)
         _set_aside(exp_dir, good, comm)
         start = dict((p, k) for k, p in list_checkpoints(exp_dir / "checkpoint"))[good] if good else 0
         with progress(f"{exp_dir.name}: cycles", K, rank=rank) as bar:
             bar.advance(start, status="resumed" if start else "")
+            analysed = None
+            # the checkpoints analysed here, for finalize, while the trajectory it holds anyway stays small
+            known: dict | None = {} if _trajectory_bytes(s) <= KNOWN_BYTES else None
             for k in range(start, K):
-                prior = steps.read_prior(s, k, comm)
+                # the checkpoint the last analysis wrote, as it wrote it; read from its file when resuming
+                prior = analysed or steps.read_prior(s, k, comm)
                 mine = [m for m in (ens.members if g is not None else []) if prior.alive[m]]
                 bar.members(len(mine))
                 forecasts, ok = _forecast_members(exp_dir, k, mine, g, policy, prior.states, prior.params, bar)
@@ -294,8 +327,11 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                 # every rank gets every member's forecast (each group's first rank holds its members')
                 forecasts = {m: x for part in comm.allgather(forecasts) for m, x in part.items()}
                 try:
-                    steps.analyse(exp_dir, k, comm, s, min_members=policy.min_members, forecasts=forecasts,
-                                  prior=prior)
+                    analysed = steps.analyse(exp_dir, k, comm, s, min_members=policy.min_members,
+                                             forecasts=forecasts, prior=prior)
+                    if known is not None and analysed is not None:  # its states only (members x state)
+                        known[k + 1] = dataclasses.replace(analysed, states=np.array(analysed.states, dtype=float),
+                                                           params=[])
                 except WorkflowError as exc:
                     if rank == 0:
                         layout.write_json(layout.stopped_marker(exp_dir), {"cycle": k, "reason": str(exc)})
@@ -303,7 +339,7 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                     return
                 bar.advance(status=f"cycle {k}")
         s.flush_diagnostics()
-        finalize(exp_dir, comm, s)
+        finalize(exp_dir, comm, s, fresh=start < K, known=known)
     finally:
         if s.pending:
             try:
@@ -315,6 +351,17 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
             g.destroy()
         s.destroy()
         ens.free()
+
+
+#: bytes of posterior and forecast trajectories the online driver keeps for finalize (which holds them in full
+#: anyway) rather than reading every checkpoint back at the end
+KNOWN_BYTES = 256 * 2**20
+
+
+def _trajectory_bytes(s) -> int:
+    """Bytes of an experiment's posterior and forecast trajectories: members x cycles x state, twice."""
+    grid = s.get_model().grid
+    return 16 * s.n_members * (s.schedule.n_cycles + 1) * grid.size * grid.dof
 
 
 def _run_other_method(exp_dir: Path, comm, s, policy) -> None:

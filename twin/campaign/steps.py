@@ -32,6 +32,7 @@ and are never forecast or analysed again.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from twin.campaign.experiment import Setup, setup
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger
 from twin.core.streams import Purpose
+from twin.io.checkpoint.layout import canonical_json, from_plain
 from twin.observations.file_network import cycle_counts
 
 log = get_logger("twin.campaign")
@@ -364,7 +366,9 @@ def mark_failed(exp_dir, cycle: int, member: int, reason: str) -> None:
 class Prior:
     """What an ensemble checkpoint holds for the cycle it starts (:func:`read_prior`): the ``alive`` flags, the
     members' whole states and physical parameter values (every member, dropped ones too), its ``meta`` (inflation,
-    dropped members, guardrails ...), and its ``path`` and ``checksum`` (the parent of the files made from it)."""
+    dropped members, guardrails ...), and its ``path`` and ``checksum`` (the parent of the files made from it);
+    ``forecast``: the members' forecasts of the cycle that ends there, when the analysis that wrote it returned it
+    (its array ``forecast``, NaN rows for members without one)."""
 
     alive: np.ndarray
     states: list
@@ -372,6 +376,14 @@ class Prior:
     meta: dict
     path: Path
     checksum: str
+    forecast: np.ndarray | None = None
+
+
+def as_read(meta: dict) -> dict:
+    """``meta`` as a checkpoint's reader returns it (each value through its canonical JSON: NumPy scalars become
+    numbers, arrays come back tagged with their dtype), so that a cycle started from memory sees what one started
+    from the file sees."""
+    return {str(k): from_plain(json.loads(canonical_json(v))) for k, v in meta.items()}
 
 
 def read_prior(s: Setup, cycle: int, comm) -> Prior:
@@ -383,7 +395,7 @@ def read_prior(s: Setup, cycle: int, comm) -> Prior:
 
 
 def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: int = 2,
-            forecasts: dict[int, np.ndarray] | None = None, prior: Prior | None = None) -> bool:
+            forecasts: dict[int, np.ndarray] | None = None, prior: Prior | None = None) -> Prior | None:
     """Analysis of cycle ``cycle``: checkpoint ``cycle + 1`` and one diagnostics record. Collective.
 
     The members' forecasts come from their member files (a workflow's tasks), or from ``forecasts`` (member ->
@@ -395,8 +407,9 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
     analysis is :meth:`twin.assimilation.analysis.EnsembleAnalysis.analyse` of the configured method
     (:func:`twin.campaign.context.analysis`) on the live members' control vectors, with the random stream ANALYSIS of
     the cycle, the inflation factor the checkpoint carries and, with ``decision.guardrails``, the experiment's
-    guardrails as its screen (:func:`twin.campaign.guarded.screen`). Returns ``False`` when a verified checkpoint
-    ``cycle + 1`` already existed.
+    guardrails as its screen (:func:`twin.campaign.guarded.screen`). Returns checkpoint ``cycle + 1`` as
+    :func:`read_prior` would read it (the online driver starts the next cycle from it without reading the file), or
+    ``None`` when a verified checkpoint ``cycle + 1`` already existed.
 
     Raises
     ------
@@ -415,7 +428,7 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
         out = layout.checkpoint_file(s.exp_dir, cycle + 1)
         if is_valid_checkpoint(out, comm):
             s.record("analyse", "skipped", t_start, cycle=cycle)
-            return False
+            return None
         model, sch, obs = s.get_model(), s.schedule, s.observations
         prior = prior or read_prior(s, cycle, comm)
         alive, meta, parent, checksum = prior.alive.astype(bool), prior.meta, prior.path, prior.checksum
@@ -447,11 +460,8 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
                     x, p = read_member(s, r)
             states.append(x)
             params.append(p)
-        with reader(layout.observations_file(s.exp_dir), comm) as r:
-            # a twin experiment has its truth; observations from files have none, and per-cycle errors
-            truth = r.read_array("truth")[cycle + 1] if "truth" in r.array_names else None
-            y = r.read_array("observations")[cycle]
-            err = r.read_array("errors")[cycle] if "errors" in r.array_names else r.read_array("error_std")
+        # a twin experiment has its truth; observations from files have none, and per-cycle errors
+        truth, y, err = s.cycle_observations(cycle)
         control = ctx.control_vector(model)
         E = control.pack(np.array(states).T, {k: np.array([p[k] for p in params]).T for k in params[0]}
                          if params[0] else {})
@@ -480,8 +490,8 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             kept = np.full((alive.size, np.size(states[0])), np.nan)
             for m, x in forecasts.items():
                 kept[m] = x
-        write_ensemble_checkpoint(s, out, cycle + 1, t, prior_states, prior_params, alive, new_meta,
-                                  s.provenance(parent, checksum), forecast=kept)
+        written = write_ensemble_checkpoint(s, out, cycle + 1, t, prior_states, prior_params, alive, new_meta,
+                                            s.provenance(parent, checksum), forecast=kept, durable=not s.lazy)
         if s.rank == 0:
             guarded.write_flags(s.exp_dir, new_meta.get("guardrails"))
             if "rejected" in new_meta:
@@ -495,7 +505,7 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             log.info("experiment %s cycle %d: %d observations, O-B std %.4g, chi2/m %.3g, spread %.4g (%d members)",
                      s.name, cycle, record["n_obs"], record.get("omb_std", float("nan")),
                      record.get("chi2_per_dof", float("nan")), record["spread"], len(live))
-        return True
+        return Prior(alive, prior_states, prior_params, as_read(new_meta), out, written, kept)
     finally:
         if own:
             s.destroy()

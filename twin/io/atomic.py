@@ -119,6 +119,16 @@ def fsync_file(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def make_durable() -> None:
+    """Commit every file written so far to stable storage: the group commit of files written with
+    ``atomic_output(durable=False)``.
+
+    One ``sync`` for all of them: an ``fsync`` per file forces a journal commit each (1-5 ms a file on ext4 here,
+    whether at once or later), which was the largest cost of a small model's cycle; ``sync`` commits once
+    (20 ms for 200 files). It is system-wide: called every few seconds, not per file."""
+    os.sync()
+
+
 def fsync_directory(path: str | os.PathLike) -> None:
     """Flush a directory entry (makes a rename durable); a no-op where directories cannot be opened."""
     try:
@@ -213,7 +223,7 @@ def _create_temporary(final: Path, token: str, private: bool) -> Path:
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
-                  overwrite: bool = True, reserve: int = 0) -> Iterator[Path]:
+                  overwrite: bool = True, reserve: int = 0, durable: bool = True) -> Iterator[Path]:
     """Context manager yielding a temporary path to write; renamed to ``path`` when the block succeeds on all ranks.
 
     Parameters
@@ -230,6 +240,11 @@ def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
         Bytes the file will take (an estimate): refused before anything is written unless the file system has that
         much free, plus :data:`FREE_SPACE_MARGIN`. HDF5 does not survive running out of space in the middle of a
         file (h5py 3.7 then crashes in its clean-up with a segmentation fault), so its writers check first.
+    durable : bool
+        Flush the file and the rename to stable storage before returning (default). ``False``: the rename is atomic
+        for every process (a killed writer leaves the old file or the new one) but a crash of the machine may lose
+        it or leave it damaged until :func:`make_durable`; for files a reader verifies and can compute again (the
+        online driver's cycle checkpoints).
 
     Raises
     ------
@@ -274,9 +289,11 @@ def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
         ok = bool(comm.allreduce(int(ok), op=_min_op()))
     if ok and rank == 0:
         try:
-            fsync_file(tmp)
+            if durable:
+                fsync_file(tmp)
             os.replace(tmp, final)
-            fsync_directory(final.parent)
+            if durable:
+                fsync_directory(final.parent)
         except OSError as exc:
             error = _disk_full(exc, final) or OutputError(f"cannot move {tmp.name} to {final}: {exc.strerror or exc}")
             ok = False

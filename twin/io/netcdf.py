@@ -219,6 +219,20 @@ def ensemble_dataset(grid: Grid, fields: Mapping[str, np.ndarray], times: Sequen
     return xr.Dataset(data_vars, coords=coords, attrs=_global_attrs(kind, title, provenance))
 
 
+#: values per chunk of an ensemble variable, at least (256 KiB of doubles): a chunk per member and time of a small
+#: model (40 values) made compressing the chunks, not the values, the cost of writing the file
+CHUNK_VALUES = 1 << 15
+
+
+def ensemble_chunks(shape: Sequence[int]) -> tuple[int, ...]:
+    """Chunk sizes of an ensemble variable ``(member, time) + spatial``: one member, one field, and as many times as
+    make :data:`CHUNK_VALUES` (one time for fields of that size or more; a map of one time reads one chunk per
+    member, a member's history few)."""
+    spatial = tuple(int(n) for n in shape[2:])
+    times = max(1, min(int(shape[1]), CHUNK_VALUES // max(1, int(np.prod(spatial)))))
+    return (1, times) + spatial
+
+
 def write_ensemble(path, grid: Grid, fields: Mapping[str, np.ndarray] | None, times: Sequence[float], *,
                    comm=None, variables: Mapping[str, VariableMeta], kind: str = "posterior",
                    time_units: str = DEFAULT_TIME_UNITS, space_units: str = "m", title: str | None = None,
@@ -242,7 +256,7 @@ def write_ensemble(path, grid: Grid, fields: Mapping[str, np.ndarray] | None, ti
     if ds is not None:
         for name, var in ds.data_vars.items():
             encoding[name] = {"zlib": True, "complevel": int(complevel), "dtype": dtype, "_FillValue": np.nan,
-                              "chunksizes": (1, 1) + var.shape[2:]}
+                              "chunksizes": ensemble_chunks(var.shape)}
         for name in ds.coords:
             encoding[name] = {"_FillValue": None}
     return _write_dataset(path, ds, encoding, comm, sensitive)
@@ -342,19 +356,29 @@ class DiagnosticsFile:
                     c = nc.createVariable("cycle", "i4", ("time",), fill_value=False)
                     c.setncatts({"long_name": "assimilation cycle index", "units": "1"})
                 nc.setncatts(_global_attrs("diagnostics", self.title, self.provenance))
-                for time, values, cycle in records:
-                    n = len(nc.dimensions["time"])
-                    nc.variables["time"][n] = time
-                    nc.variables["cycle"][n] = -1 if cycle is None else int(cycle)
+                # one write per variable for all the records (a write per value cost more than the values)
+                n, m = len(nc.dimensions["time"]), len(records)
+                nc.variables["time"][n:n + m] = np.array([t for t, _, _ in records], dtype=float)
+                nc.variables["cycle"][n:n + m] = np.array([-1 if c is None else int(c) for _, _, c in records],
+                                                          dtype=np.int32)
+                columns: dict[str, np.ndarray] = {}
+                for j, (_, values, _) in enumerate(records):
                     for name, value in values.items():
-                        if name not in nc.variables:
-                            integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-                            var = nc.createVariable(name, "i4" if integer else "f8", ("time",),
-                                                    fill_value=-2147483647 if integer else np.nan, zlib=True)
-                            var.setncatts(self._meta(name).attrs())
-                        nc.variables[name][n] = value
+                        if name not in columns:
+                            if name not in nc.variables:
+                                integer = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                                var = nc.createVariable(name, "i4" if integer else "f8", ("time",),
+                                                        fill_value=-2147483647 if integer else np.nan, zlib=True)
+                                var.setncatts(self._meta(name).attrs())
+                            var = nc.variables[name]
+                            # a record without this variable keeps its fill value, as if never written
+                            fill = getattr(var, "_FillValue", netCDF4.default_fillvals[var.dtype.str[1:]])
+                            columns[name] = np.full(m, fill, dtype=var.dtype)
+                        columns[name][j] = value
+                for name, column in columns.items():
+                    nc.variables[name][n:n + m] = column
             _finish(tmp)
-        return n + 1
+        return n + m
 
     def write_summary(self, values: Mapping[str, float], meta: Mapping[str, VariableMeta]) -> None:
         """Scalar variables without a dimension (e.g. time averages after the burn-in), replacing earlier values;

@@ -394,13 +394,14 @@ def read_checkpoint(path, comm=None, *, into: Mapping[str, tuple[Grid, Any]] | N
                               {n: r.generator(n) for n in r.rng_names}, r.fields)
 
 
-def latest_good_checkpoint(directory, comm=None) -> Path | None:
-    """The newest checkpoint in ``directory`` that passes full verification, or ``None`` (collective).
+def latest_good_checkpoint(directory, comm=None, newest: int | None = None) -> Path | None:
+    """The newest checkpoint in ``directory`` (of cycle ``newest`` at most, when given) that passes full
+    verification, or ``None`` (collective).
 
     Bad files are skipped with a warning naming the problem; they are never modified or removed.
     """
     comm = as_mpi_comm(comm)
-    candidates = list_checkpoints(directory)
+    candidates = [(c, p) for c, p in list_checkpoints(directory) if newest is None or c <= newest]
     if comm is not None and comm.Get_size() > 1:
         candidates = comm.bcast(candidates, root=0)
     for _, path in reversed(candidates):

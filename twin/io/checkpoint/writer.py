@@ -22,6 +22,14 @@ from twin.io.provenance import Provenance
 
 log = get_logger("twin.io.checkpoint")
 
+#: attribute values that read back from HDF5 as the same JSON (str, int, float, bool: their NumPy scalars' ``item``)
+_PLAIN = (str, bool, int, float, np.integer, np.floating, np.bool_)
+#: marks an attribute whose value must be read back from the file for the manifest (arrays, lists)
+_READ_BACK = object()
+
+#: members stacked per dataset write on one rank (a write per member cost more than a small model's values)
+_STACK_BYTES = 64 * 2**20
+
 
 class CheckpointWriter:
     """Writes one checkpoint file; collective over ``comm``. Use as a context manager (or call :meth:`close`).
@@ -47,6 +55,9 @@ class CheckpointWriter:
     reserve : int
         Bytes the checkpoint will take (an estimate, :func:`write_checkpoint` makes one): refused before anything is
         written when the file system has less free (:func:`twin.io.atomic.atomic_output`).
+    durable : bool
+        Flushed to stable storage on close (default); ``False`` leaves that to a later
+        :func:`twin.io.atomic.make_durable` (see :func:`~twin.io.atomic.atomic_output`).
 
     Notes
     -----
@@ -55,7 +66,8 @@ class CheckpointWriter:
     """
 
     def __init__(self, path, comm=None, *, cycle: int, time: float, provenance: Provenance | None = None,
-                 sensitive: bool = False, parallel: bool | None = None, digest: str = "crc32", reserve: int = 0):
+                 sensitive: bool = False, parallel: bool | None = None, digest: str = "crc32", reserve: int = 0,
+                 durable: bool = True):
         if digest not in DIGESTS:
             raise OutputError(f"checkpoint {path}: unknown digest {digest!r} (use one of {', '.join(DIGESTS)})")
         self.path = Path(path)
@@ -70,8 +82,12 @@ class CheckpointWriter:
         self.cycle, self.time = int(cycle), float(time)
         self.provenance = provenance
         self._blocks: dict[str, list] = {}
+        #: attributes as written, per object, for the manifest (reading them back cost more than the values of a
+        #: small model's checkpoint); objects whose attributes are not all plain scalars are read back instead
+        self._attrs: dict[str, dict[str, Any]] = {}
         self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(atomic_output(self.path, self.comm, private=sensitive, reserve=reserve))
+        tmp = self._stack.enter_context(atomic_output(self.path, self.comm, private=sensitive, reserve=reserve,
+                                                           durable=durable))
         self._file = None
         try:
             if self.parallel:
@@ -113,16 +129,28 @@ class CheckpointWriter:
         if path in self._file:
             raise OutputError(f"checkpoint {self.path}: {path} written twice")
         dset = self._file.create_dataset(path, shape=shape, dtype=dtype)
-        for key, value in attrs.items():
-            dset.attrs[key] = value
+        self._set_attrs(dset, path, attrs)
         return dset
+
+    def _set_attrs(self, obj, path: str, attrs: Mapping[str, Any]) -> None:
+        """Set ``attrs`` on the HDF5 object ``obj`` (at ``path``) and remember them for the manifest."""
+        kept = self._attrs.setdefault(path, {})
+        for key, value in attrs.items():
+            obj.attrs[key] = value
+            kept[key] = value if isinstance(value, _PLAIN) else _READ_BACK
 
     # -- content -------------------------------------------------------------------------------------------------
     def add_field(self, name: str, grid: Grid, vecs: PETSc.Vec | Sequence[PETSc.Vec], *, group: str = "fields",
                   units: str = "") -> None:
-        """Write a state (one Vec) or an ensemble (a list of Vecs: ``member`` axis) on ``grid``."""
-        members = list(vecs) if isinstance(vecs, (list, tuple)) else [vecs]
-        has_members = isinstance(vecs, (list, tuple))
+        """Write a state (one Vec) or an ensemble (a list of Vecs: ``member`` axis) on ``grid``; an ensemble may
+        also be a NumPy array ``(member, grid.size * grid.dof)`` of whole states in natural order, taken from rank 0
+        (without parallel HDF5 only: a state already whole needs no vector to be gathered from)."""
+        whole = isinstance(vecs, np.ndarray)
+        if whole and self.parallel:
+            raise OutputError(f"checkpoint {self.path}: ensemble field '{name}' given as whole states; parallel HDF5 "
+                              "writes vectors")
+        members = list(vecs) if isinstance(vecs, (list, tuple)) or whole else [vecs]
+        has_members = isinstance(vecs, (list, tuple)) or whole
         if has_members and not members:
             raise OutputError(f"checkpoint {self.path}: ensemble field '{name}' has no members")
         spatial = tuple(grid.shape[::-1]) + ((grid.dof,) if grid.dof > 1 else ())
@@ -136,6 +164,16 @@ class CheckpointWriter:
         dset = self._dataset(path, shape, dtype, {"axes": json.dumps(axes), "members": len(members) if has_members
                                                   else 0, "grid": canonical_json(grid_attrs), "units": units})
         blocks = []
+        if has_members and not self.parallel:
+            if whole:
+                self._write_members(dset, len(members), spatial, blocks, lambda m: vecs[m].reshape(spatial))
+            elif self.size == 1:
+                self._write_members(dset, len(members), spatial, blocks,
+                                    lambda m: grid.owned_array(members[m], readonly=True).reshape(spatial))
+            else:
+                self._write_members(dset, len(members), spatial, blocks, lambda m: grid.gather(members[m]))
+            self._blocks[path] = sorted(blocks)
+            return
         for m, vec in enumerate(members):
             lead = (m,) if has_members else ()
             if self.parallel or self.size == 1:  # on one rank the PETSc ordering is the natural one: no gather
@@ -159,6 +197,22 @@ class CheckpointWriter:
         if self.parallel:
             blocks = [b for part in self.comm.allgather(blocks) for b in part]
         self._blocks[path] = sorted(blocks)
+
+    def _write_members(self, dset, n_members: int, spatial: tuple[int, ...], blocks: list, member) -> None:
+        """An ensemble field without parallel HDF5: ``member(m)``, member ``m`` whole on rank 0 (called on every
+        rank: gathering is collective), stacked into as few dataset writes as :data:`_STACK_BYTES` allows; one block
+        per member."""
+        per_member = max(1, _STACK_BYTES // max(1, 8 * int(np.prod(spatial))))
+        for first in range(0, n_members, per_member):
+            batch = []
+            for m in range(first, min(first + per_member, n_members)):
+                full = member(m)
+                if self._writes:
+                    batch.append(np.array(full, copy=True))
+                    start, stop = (m,) + (0,) * len(spatial), (m + 1,) + spatial
+                    blocks.append([list(start), list(stop), block_digest(batch[-1], self.digest)])
+            if self._writes:
+                dset[first:first + len(batch)] = np.stack(batch)
 
     def add_parameter(self, name: str, value, *, units: str = "1") -> None:
         """A scalar parameter (float, or an array with one value per member) or a field ``(grid, vec or [vecs])``."""
@@ -188,8 +242,8 @@ class CheckpointWriter:
                               f"{state.get('bit_generator')!r}")
         if self._writes:
             grp = self._file.require_group(f"/rng/{name}")
-            grp.attrs["bit_generator"] = state["bit_generator"]
-            grp.attrs["state"] = canonical_json(state)
+            self._set_attrs(grp, f"/rng/{name}", {"bit_generator": state["bit_generator"],
+                                                  "state": canonical_json(state)})
 
     def add_meta(self, meta: Mapping[str, Any]) -> None:
         """JSON-able metadata (one attribute per key of ``meta``), taken from rank 0."""
@@ -201,25 +255,35 @@ class CheckpointWriter:
             except (TypeError, ValueError) as exc:
                 raise OutputError(f"checkpoint {self.path}: meta['{key}'] is not JSON-able: {exc}") from None
         if self._writes:
-            grp = self._file.require_group("/meta")
-            for key, text in encoded.items():
-                grp.attrs[key] = text
+            self._set_attrs(self._file.require_group("/meta"), "/meta", encoded)
 
     # -- finishing --------------------------------------------------------------------------------------------------
+    def _attrs_digest(self, path: str, obj) -> str:
+        """The digest of ``obj``'s attributes from the values written when they are all plain scalars (as reading
+        them back gives), else read back."""
+        kept = self._attrs.get(path, {})
+        n = len(obj.attrs)
+        if n == len(kept) and not any(v is _READ_BACK for v in kept.values()):
+            return attrs_digest(kept)
+        return attrs_digest(obj.attrs, skip=("checksum",) if path == "/" else ())
+
     def _manifest(self) -> bytes:
         objects: dict[str, dict] = {}
 
         def visit(name, obj):
-            entry = {"attrs": attrs_digest(obj.attrs)}
+            entry = {"attrs": self._attrs_digest("/" + name, obj)}
             if isinstance(obj, h5py.Dataset):
                 entry.update(dtype=obj.dtype.str, shape=list(obj.shape), blocks=self._blocks.get("/" + name, []))
             objects["/" + name] = entry
 
         self._file.visititems(visit)
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "cycle": self.cycle, "time": self.time,
-                    "digest": self.digest, "root_attrs": attrs_digest(self._file.attrs, skip=("checksum",)),
+                    "digest": self.digest, "root_attrs": self._attrs_digest("/", self._file),
                     "objects": objects}
-        return canonical_json(manifest).encode()
+        try:  # plain JSON already (ints, strings, lists): canonical_json's walk through it cost more than its values
+            return json.dumps(manifest, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
+        except TypeError:
+            return canonical_json(manifest).encode()
 
     def close(self) -> str:
         """Write provenance and manifest, close, and rename into place; returns the checksum (all ranks)."""
@@ -230,13 +294,9 @@ class CheckpointWriter:
             prov_attrs = self._bcast(self.provenance.finished().attrs() if self.provenance is not None else {})
             if self._writes:
                 f = self._file
-                f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
-                f.attrs["cycle"] = self.cycle
-                f.attrs["time"] = self.time
-                prov = f.require_group("/provenance")
-                for key, value in prov_attrs.items():
-                    prov.attrs[key] = value
+                self._set_attrs(f, "/", {"format": FORMAT, "format_version": FORMAT_VERSION, "cycle": self.cycle,
+                                         "time": self.time})
+                self._set_attrs(f.require_group("/provenance"), "/provenance", prov_attrs)
                 for group in ("fields", "parameters", "arrays", "rng", "meta"):
                     f.require_group(group)
                 manifest = np.frombuffer(self._manifest(), dtype=np.uint8)
@@ -265,14 +325,14 @@ def write_checkpoint(path, comm=None, *, cycle: int, time: float,
                      parameters: Mapping[str, Any] | None = None, arrays: Mapping[str, Any] | None = None,
                      rng: Mapping[str, Any] | None = None, meta: Mapping[str, Any] | None = None,
                      provenance: Provenance | None = None, sensitive: bool = False, parallel: bool | None = None,
-                     digest: str = "crc32") -> str:
+                     digest: str = "crc32", durable: bool = True) -> str:
     """Write a complete checkpoint in one call (collective); returns its checksum ``sha256:<hex>``.
 
     ``fields`` maps names to ``(grid, vec)`` or ``(grid, [vecs])`` (ensemble); ``parameters`` to floats, per-member
     arrays or ``(grid, vec)``; ``rng`` to Generators; ``meta`` to JSON-able values. See :class:`CheckpointWriter`.
     """
     with CheckpointWriter(path, comm, cycle=cycle, time=time, provenance=provenance, sensitive=sensitive,
-                          parallel=parallel, digest=digest,
+                          parallel=parallel, digest=digest, durable=durable,
                           reserve=_size_estimate(fields, parameters, arrays, meta, provenance)) as w:
         for name, (grid, vecs) in (fields or {}).items():
             w.add_field(name, grid, vecs)
@@ -293,7 +353,7 @@ def _size_estimate(fields, parameters, arrays, meta, provenance) -> int:
     configuration verbatim) and 64 KiB of HDF5 structure."""
     total = 1 << 16
     for grid, vecs in (fields or {}).values():
-        members = len(vecs) if isinstance(vecs, (list, tuple)) else 1
+        members = len(vecs) if isinstance(vecs, (list, tuple, np.ndarray)) else 1
         total += members * int(grid.size) * int(grid.dof) * 8
     for value in (parameters or {}).values():
         if isinstance(value, tuple) and len(value) == 2 and hasattr(value[0], "size"):
