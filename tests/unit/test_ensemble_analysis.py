@@ -123,6 +123,43 @@ def test_letkf_equals_pointwise_etkf_with_tapered_errors():
     assert np.allclose(far[1:], E[1:]) and not np.allclose(far[0], E[0])
 
 
+@pytest.mark.parametrize("rotate", [False, True])
+def test_letkf_in_observation_space_equals_the_ensemble_space_transforms(rotate):
+    """With fewer local observations than members (spantini2019: 100 members, 20 observations of 40 variables,
+    about 7 of them local) each point's transform is solved in observation space (m x m instead of N x N); it is
+    the same transform as the ensemble-space one of the tapered ETKF, point by point, rotation included."""
+    from twin.assimilation.letkf import _point_transforms, _transforms
+
+    n, N = 40, 100
+    rng = np.random.default_rng(7)
+    E = rng.standard_normal((n, N)) + 3.0
+    obs_pts = np.arange(0, n, 2)
+    H = np.zeros((obs_pts.size, n))
+    H[np.arange(obs_pts.size), obs_pts] = 1.0
+    geo = Geometry(np.arange(n, dtype=float)[:, None], 1, np.array([float(n)]))
+    y, r = H @ E.mean(axis=1) + rng.standard_normal(obs_pts.size), np.full(obs_pts.size, 0.7)
+    rot = random_rotation(N, rng) if rotate else None
+    c = 7.28
+    Ea = letkf_analysis(E, H @ E, y, r, np.arange(n), geo, obs_pts[:, None].astype(float), c, rotation=rot)
+    counts = []
+    for p in range(n):
+        rho = gaspari_cohn(distances(geo.points[[p]], obs_pts[:, None].astype(float), geo.periods)[0], c)
+        use = rho > 0
+        counts.append(int(use.sum()))
+        T = etkf_transform((H @ E)[use], y[use], r[use] / np.sqrt(rho[use]), rot)
+        assert np.allclose(Ea[p], E[p] @ T, rtol=0, atol=1e-11)
+    assert max(counts) < N  # every point took the observation-space path
+    # the two solvers of one batch directly, with a point that has more observations than members
+    S, d = rng.standard_normal((8, 6)), rng.standard_normal(8)
+    import scipy.sparse as sps
+
+    dense = np.where(rng.random((3, 8)) < 0.5, rng.random((3, 8)), 0.0) + np.eye(3, 8)
+    dense[2] = 0.9  # 8 observations, 6 members: ensemble space
+    T = _point_transforms(sps.csr_matrix(dense), S, d, None)
+    ref = _transforms(np.einsum("pk,ki,kj->pij", dense, S, S), (dense * d) @ S, None)
+    assert np.allclose(T, ref, rtol=0, atol=1e-12)
+
+
 def test_coupled_letkf_analyses_each_component_with_its_own_observations():
     """Weakly coupled LETKF: component A (a ring in km) sees only its observations with its radius, component B
     (a line in m) is not observed and keeps its forecast, the scalar row gets the global transform from all
@@ -258,28 +295,56 @@ def test_esmda_linear_gaussian_posterior():
 
 
 def test_localised_esmda_update():
-    """Square-root ES-MDA updates (esmda_local_update): with an unbounded radius four updates with alpha = 4 give the
-    Kalman posterior of the prior ensemble's own mean and covariance, to round-off (linear-Gaussian, no sampling
-    error); with a small radius entries out of reach of every datum keep their prior and a scalar row (-1) is
-    updated globally."""
-    from twin.assimilation.esmda import esmda_local_update
+    """Localised ES-MDA updates (esmda_local_update): the textbook gain ``C_MY (C_YY + alpha R)^-1`` tapered entry by
+    entry by Gaspari-Cohn, applied to perturbed data; an unbounded radius is the unlocalised update exactly; entries
+    out of reach of every datum keep their prior, a scalar row (-1) gets the untapered gain."""
+    from twin.assimilation.esmda import esmda_local_update, esmda_update
 
     E, H, y, r, geo, loc = _ring(n=12, N=20, seed=4)
-    x, X = E.mean(axis=1), E - E.mean(axis=1, keepdims=True)
-    P = X @ X.T / (E.shape[1] - 1)
-    K = P @ H.T @ np.linalg.inv(H @ P @ H.T + np.diag(r ** 2))
+    Z = np.random.default_rng(6).standard_normal((y.size, 20))
     wide = LocalContext(np.arange(12), geo, loc)
-    M = E.copy()
-    for _ in range(4):
-        M = esmda_local_update(M, H @ M, y, r, 4.0, wide, 1e6)
-    assert np.allclose(M.mean(axis=1), x + K @ (y - H @ x), atol=1e-10)
-    assert np.allclose(np.cov(M), P - K @ H @ P, atol=1e-10)
-    # one datum at point 0, radius 1 (no influence beyond 2): points 3..9 keep their prior; the last row is a scalar
+    assert np.allclose(esmda_local_update(E, H @ E, y, r, 4.0, wide, 1e6, Z), esmda_update(E, H @ E, y, r, 4.0, Z),
+                       atol=1e-12)
     E2 = np.vstack([E, np.random.default_rng(5).standard_normal((1, 20))])
-    near = LocalContext(np.r_[np.arange(12), -1], geo, loc[:1])
-    M2 = esmda_local_update(E2, (H @ E)[:1], y[:1], r[:1], 4.0, near, 1.0)
-    assert np.array_equal(M2[3:10], E2[3:10])
-    assert not np.allclose(M2[0], E2[0]) and not np.allclose(M2[-1], E2[-1])
+    c = 2.0
+    near = LocalContext(np.r_[np.arange(12), -1], geo, loc)
+    Y = H @ E
+    M2 = esmda_local_update(E2, Y, y, r, 4.0, near, c, Z)
+    X, Ya = E2 - E2.mean(axis=1, keepdims=True), Y - Y.mean(axis=1, keepdims=True)
+    K = X @ Ya.T @ np.linalg.inv(Ya @ Ya.T + 19 * 4.0 * np.diag(r ** 2))
+    rho = np.ones_like(K)
+    rho[:12] = gaspari_cohn(distances(geo.points, loc, geo.periods), c)
+    Zc = Z - Z.mean(axis=1, keepdims=True)
+    D = y[:, None] + 2.0 * r[:, None] * Zc
+    assert np.allclose(M2, E2 + (rho * K) @ (D - Y), atol=1e-12)
+    # one datum at point 0, radius 1 (no influence beyond 2): points 3..9 keep their prior; the scalar row moves
+    M3 = esmda_local_update(E2, Y[:1], y[:1], r[:1], 4.0, near.observed([0]), 1.0, Z[:1])
+    assert np.array_equal(M3[3:10], E2[3:10])
+    assert not np.allclose(M3[0], E2[0]) and not np.allclose(M3[-1], E2[-1])
+
+
+def test_esmda_parameter_rtps_relaxes_only_the_untapered_rows():
+    """``inflation.parameter_rtps`` in ES-MDA: after a localised update the scalar row's spread is relaxed to
+    ``(1 - w) sigma_a + w sigma_f`` (its mean kept), the field rows are the plain localised update; ES-MDA refuses the
+    filters' inflation settings."""
+    from twin.assimilation.esmda import global_rows
+
+    E, H, y, r, geo, loc = _ring(n=12, N=20, seed=4)
+    E2 = np.vstack([E, np.random.default_rng(5).standard_normal((1, 20))])
+    near = LocalContext(np.r_[np.arange(12), -1], geo, loc)
+    plain = ESMDA(20, (4.0, 4.0, 4.0, 4.0), radius=2.0)
+    relaxed = ESMDA(20, (4.0, 4.0, 4.0, 4.0), radius=2.0, inflation=Inflation(parameter_rtps=0.5))
+    Y = H @ E
+    a = plain.update(E2, Y, y, r, 0, np.random.default_rng(3), near)
+    b = relaxed.update(E2, Y, y, r, 0, np.random.default_rng(3), near)
+    assert np.array_equal(global_rows(near, 13), [12]) and np.array_equal(global_rows(None, 3), [0, 1, 2])
+    assert np.array_equal(a[:12], b[:12])
+    sa, sf = a[12].std(ddof=1), E2[12].std(ddof=1)
+    assert sa < 0.9 * sf
+    assert np.isclose(b[12].std(ddof=1), 0.5 * (sa + sf)) and np.isclose(b[12].mean(), a[12].mean())
+    for bad in (Inflation(multiplicative=1.1), Inflation(rtps=0.5), Inflation(rtpp=0.5), Inflation(adaptive=True)):
+        with pytest.raises(AssimilationError, match="only inflation.parameter_rtps"):
+            ESMDA(20, inflation=bad)
 
 
 def test_background_check_rejects_what_lies_beyond_k_sigma_and_nothing_else():
