@@ -166,7 +166,7 @@ class Setup:
         from twin.campaign.outputs import append_cycle_records
         from twin.io.atomic import make_durable
 
-        if self.lazy and self.rank == 0:
+        if self.lazy:  # every rank: with parallel HDF5 each node holds its own part of the files
             make_durable()
         records, self.pending = self.pending, []
         append_cycle_records(self, records)
