@@ -7,15 +7,17 @@ horizon over two fraction counts. It runs through ``twin run`` (the CLI) and ``t
   misfit, ``patient.nc`` with the cellularity maps and the ``k(x)`` posterior), and the report's oncology figures;
 * the calibration: the data misfit per datum falls from > 3 to < 1.5 (noise level 1); the RMS error of ``log k`` in the
   tumour region is cut by more than half against the prior centre (measured 0.57 -> 0.10); the true ``D`` lies within
-  the posterior's 5-95 % range widened by 10 % (measured 0.237 in [0.201, 0.255]); the true burden at the visits lies
+  the posterior's 5-95 % range widened by 10 % (measured 0.237 in [0.175, 0.309]); the true burden at the visits lies
   inside the posterior 1-99 % envelope of the reanalysis;
 * the decision record: the chosen plan is admissible (normal-tissue BED <= 100 Gy_3, dose within bounds), its
   posterior CVaR objective is no worse than the standard regimen's, the paired probability of a better outcome is
   > 0.5, and the true patient treated with the chosen plan ends with less tumour than with the standard one
   (measured ratio 0.83).
 
-The ES-MDA member spread of ``k`` is too narrow with 16 members (90 % coverage of the true ``k`` measured 0.30 here);
-the full-size campaign uses 32 members. 4D-Var experiments are not run here (see the module of the campaign).
+* ES-MDA's localised gain and relaxed D spread (configs/oncology.yaml) keep even 16 members honest: the true ``k`` lies
+  inside the 90 % band at >= 70 % of the tumour cells (measured 0.84; 0.30 before the update was localised).
+
+4D-Var experiments are not run here (see the module of the campaign).
 """
 
 from __future__ import annotations
@@ -170,6 +172,7 @@ def test_calibration_improves_on_the_prior(campaign):
     assert misfit[0] > 3.0 and misfit[-1] < 1.5
     assert cal["tumour_cells"] >= 40
     assert cal["k"]["rmse_log_posterior"] < 0.5 * cal["k"]["rmse_log_prior"]
+    assert cal["k"]["coverage_90"] >= 0.7
     D = cal["D_white"]
     width = D["q95"] - D["q05"]
     assert D["q05"] - 0.1 * width <= D["truth"] <= D["q95"] + 0.1 * width

@@ -26,6 +26,7 @@ import numpy as np
 
 from twin.assimilation.esmda import ESMDA
 from twin.assimilation.fourdvar import Observation
+from twin.assimilation.inflation import Inflation
 from twin.assimilation.transforms import forward, inverse
 from twin.core.errors import AssimilationError, SolverError
 from twin.core.log import get_logger
@@ -136,6 +137,20 @@ class _Layout:
             blocks.append(forward(v, self.transforms[name], f"ES-MDA prior of '{name}'"))
         return np.vstack(blocks)
 
+    def local_context(self, locations: np.ndarray):
+        """The localisation context of this block (:class:`twin.assimilation.letkf.LocalContext`): each field entry
+        at its grid point (natural order), scalars at none; ``locations`` the positions of the data."""
+        from twin.assimilation.letkf import Geometry, LocalContext
+
+        grid = self.model.grid
+        index = np.full(self.size, -1)
+        if self.fields:
+            owned = np.arange(grid.size).reshape(grid.shape[::-1])[grid.owned_slices].ravel()
+            for name in self.fields:
+                lo, hi = self.rows[name]
+                index[lo:hi] = owned
+        return LocalContext(index, Geometry.from_grid(grid), locations)
+
     def set_member(self, M: np.ndarray, j: int) -> None:
         """Put member ``j`` of the control block into the model."""
         for name, (lo, hi) in self.rows.items():
@@ -181,7 +196,8 @@ def predict(model: Model, t0: float, observations: Sequence[Observation]) -> np.
 
 def esmda_calibrate(model: Model, t0: float, observations: Sequence[Observation], prior: Mapping[str, np.ndarray],
                     alphas: Sequence[float], rng: np.random.Generator,
-                    transforms: Mapping[str, str] | None = None) -> CalibrationResult:
+                    transforms: Mapping[str, str] | None = None, radius: float | None = None,
+                    parameter_rtps: float = 0.0) -> CalibrationResult:
     """Calibrate parameters of ``model`` by ES-MDA from observations of one run starting at ``t0``.
 
     Parameters
@@ -200,6 +216,13 @@ def esmda_calibrate(model: Model, t0: float, observations: Sequence[Observation]
         Seeded identically on every rank (data perturbations).
     transforms : mapping, optional
         Transform per parameter; default the parameter's own (``log`` for a log-normal or log-Gaussian-field prior).
+    radius : float, optional
+        Localise the update (Gaspari-Cohn half-width in the grid's length units,
+        :func:`twin.assimilation.esmda.esmda_local_update`); the observation operators must give their data's
+        positions.
+    parameter_rtps : float
+        Relaxation of the scalar parameters' spread after each update (``inflation.parameter_rtps`` of
+        :class:`twin.assimilation.esmda.ESMDA`), in [0, 1].
 
     Returns
     -------
@@ -219,9 +242,17 @@ def esmda_calibrate(model: Model, t0: float, observations: Sequence[Observation]
                                 f"start of the run t0={t0:g}")
     layout = _Layout(model, list(prior), transforms)
     M0 = layout.pack(prior)
-    method = ESMDA(M0.shape[1], tuple(alphas), name="esmda calibration")
+    method = ESMDA(M0.shape[1], tuple(alphas), name="esmda calibration", radius=radius,
+                   inflation=Inflation(parameter_rtps=parameter_rtps))
     y = np.concatenate([ob.values for ob in obs])
     r = np.concatenate([ob.operator.error_std for ob in obs])
+    local = None
+    if radius is not None:
+        where = [ob.operator.locations for ob in obs]
+        if any(w is None for w in where):
+            raise AssimilationError("ES-MDA: a localised calibration needs the positions of the data; observation "
+                                    f"operator '{obs[[w is None for w in where].index(True)].operator.name}' has none")
+        local = layout.local_context(np.concatenate([np.atleast_2d(w) for w in where]))
     saved = {n: (p.value.copy() if p.is_field else p.value) for n, p in model.parameters.items() if n in layout.rows}
     calls = [0]
 
@@ -239,7 +270,7 @@ def esmda_calibrate(model: Model, t0: float, observations: Sequence[Observation]
         return Y
 
     try:
-        result = method.run(M0, forward_map, y, r, rng)
+        result = method.run(M0, forward_map, y, r, rng, local)
     finally:
         for name, value in saved.items():
             model.set_parameter(name, value)

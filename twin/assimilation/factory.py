@@ -27,7 +27,8 @@ def method_from_config(cfg: EnsembleAssimilationConfig):
     if cfg.method == "letkf":
         return LETKF(cfg.N, cfg.localisation.radius, infl, rotate=cfg.rotate)
     return ESMDA(cfg.N, tuple(cfg.esmda_alphas) if cfg.esmda_alphas else tuple(default_alphas(4)),
-                 radius=cfg.localisation.radius if cfg.localisation is not None else None)
+                 radius=cfg.localisation.radius if cfg.localisation is not None else None,
+                 inflation=Inflation(parameter_rtps=cfg.inflation.parameter_rtps))
 
 
 def observations_from_config(cfg, model) -> LinearObservations:
