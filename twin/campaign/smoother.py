@@ -39,8 +39,9 @@ Desroziers' estimates. A twin experiment's ``observations.nc`` fed back this way
 (``tests/integration/test_observation_roundtrip_smoothers.py``).
 
 With ``assimilation.localisation`` the update is local instead (:func:`twin.assimilation.esmda.esmda_local_update`:
-each grid point's state and field-parameter entries from the data within the Gaspari-Cohn reach, deterministic
-square-root transform with ``alpha_i R``).
+the perturbed-data update with its gain tapered by the Gaspari-Cohn function of the distance between each entry's
+grid point and each datum; scalar parameters get the untapered gain), and ``inflation.parameter_rtps`` relaxes the
+scalar parameters' spread towards its value before each update.
 
 A member forecast that fails is retried ``experiments.retries`` times; then the experiment stops (an ES-MDA update
 needs the same members in every iteration).
