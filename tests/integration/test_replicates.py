@@ -17,8 +17,10 @@ from twin.core.errors import ConfigError
 pytestmark = pytest.mark.timeout(300)
 
 K = 6
+LIMIT = 18.0  # the decision's threshold of the mean energy <x^2>/2, near its median over these truths (18.3)
 CAMPAIGN = l96_campaign("reps", n=12, N=14, every=1, inflation=1.05, cycles="10, burn_in: 3",
-                        extra=f"experiments: {{replicates: {K}}}\ndecision: {{qois: [energy], horizon: 0.2}}\n")
+                        extra=f"experiments: {{replicates: {K}}}\ndecision: {{qois: [energy], horizon: 0.2, "
+                              f"exceedance_limits: {{energy: {LIMIT}}}}}\n")
 
 
 def _twin(*args, cwd):
@@ -66,6 +68,25 @@ def test_replicates_draw_independent_truths_and_the_report_measures_calibration(
     assert cal["coverage50"]["parameter F"]["inside"] == inside50 and cal["coverage50"]["parameter F"]["total"] == K
     assert cal["coverage50"]["QoI energy at the horizon"]["total"] == K and len(cal["ranks"]["QoI energy"]) == K
     assert all(0.0 <= r <= 1.0 for r in cal["ranks"]["QoI energy"]) and "50 % interval" in html
+    # the exceedance probability of the decision's threshold over the truths: the forecast is the decision's own
+    # P(energy > 18), the outcome the truth at the horizon above 18; 5 quantiles of the truths as further thresholds
+    ex = cal["exceedance"]["energy"]
+    forecasts = [json.loads((d / "decision.json").read_text())["qois"]["energy"]["exceedance"]["18"] for d in dirs]
+    horizon = []
+    for d in dirs:
+        with xr.open_dataset(d / "free_run.nc", decode_times=False) as ds:
+            horizon.append(float(ds["truth_energy"].values[-1]))
+    outcomes = [int(t > LIMIT) for t in horizon]
+    assert 0 < sum(outcomes) < K  # the threshold splits these truths: the climatology is not trivially perfect
+    (decided, *quantiles) = ex["thresholds"]
+    assert ex["limits"] == [LIMIT] and decided["kind"] == "decision" and ex["replicates"] == cal["replicates"]
+    assert decided["forecasts"] == forecasts and decided["outcomes"] == outcomes
+    base = np.mean(outcomes)
+    assert decided["brier"] == pytest.approx(np.mean((np.array(forecasts) - outcomes) ** 2))
+    assert decided["climatology"] == pytest.approx(base * (1 - base))
+    assert [q["threshold"] for q in quantiles] == pytest.approx(np.quantile(horizon, [0.1, 0.25, 0.5, 0.75, 0.9]))
+    assert sum(b["count"] for b in ex["pooled"]["reliability"]) == 6 * K
+    assert f"Brier score over {K} truths" in html and (run / "report" / "reliability_0.png").is_file()
     # the truth at the horizon is the nature run continued with ITS drawn forcing, not the configured one
     from mpi4py import MPI
 
