@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from twin.report.calibration import (THRESHOLD_LEVELS, brier_scores, calibration_html, exceedance_summary,
-                                     reliability, summarise)
+from twin.report.calibration import calibration_html, summarise
 from twin.report.data import RunData
+from twin.report.exceedance import THRESHOLD_LEVELS, brier_scores, exceedance_summary, reliability
 
 
 def test_brier_score_climatology_and_skill_on_tiny_arrays():
