@@ -102,22 +102,33 @@ def test_outputs_and_report(run):
 
 
 def test_damage_patch_found_with_calibrated_spread(run):
-    from twin.kinds.structure.report import damage_fields
+    from twin.kinds.structure.report import damage_fields, damage_summary, gauge_nodes, node_shape
 
-    fields = damage_fields(_exp(run[0]), "mast")
+    exp = _exp(run[0])
+    fields = damage_fields(exp, "mast")
     truth, mean, sd = fields["truth"], fields["posterior_mean"], fields["posterior_sd"]
     err = {k: float(np.sqrt(np.mean((fields[f"{k}_mean"] - truth) ** 2))) for k in ("prior", "posterior")}
-    patch = truth > 0.3                          # the damaged patch (truth 0.45) on the windward face at 1.5 m
-    print("damage RMS error:", err, "patch mean prior/posterior:", fields["prior_mean"][patch].mean(),
-          mean[patch].mean(), "coverage:", np.mean(np.abs(mean - truth) <= 2 * sd))
+    st = json.loads((exp / "decision.json").read_text())["structure"]
+    assert st["nodes"] == [5, 33]
+    gauges = [p for i, p in enumerate(st["gauges"]["points"]) if i != DRIFTING]   # the excluded gauge sees nothing
+    s = damage_summary(fields, gauge_nodes(node_shape(mean.size, st["extent"], st["nodes"]), st["extent"], gauges))
+    print("damage RMS error:", err, "summary:", s)
     assert err["posterior"] < err["prior"]
-    assert mean[patch].mean() > fields["prior_mean"][patch].mean() + 0.05
-    # the most damaged node of the posterior mean lies within 0.75 m of the patch centre (0, 1.5) (nodes 5 x 33)
+    # the damaged patch (15 nodes, truth 0.45, on the windward face at 1.5 m) at its strength: issue 22 asks for 25 %
+    # at full size (16 members, 12 cycles: benchmarks/bench_structure.py flagship); this reduced run (12 members, 6
+    # cycles) gets within 30 % (0.24 of 0.45, 47 %, with the ETKF, Crank-Nicolson and inflation 1.1 + RTPS 0.7)
+    assert s["patch_nodes"] == 15 and s["patch_truth"] == pytest.approx(0.45)
+    assert abs(s["patch_ratio"] - 1.0) <= 0.30
+    # the most damaged node of the posterior mean lies within 0.5 m of the patch centre (0, 1.5) (nodes 5 x 33)
     j, i = divmod(int(np.argmax(mean)), 5)
-    assert np.hypot(i * 0.0625, j * 0.25 - 1.5) <= 0.75
-    # sharper than the prior, and still covering the truth (mean +- 2 sd) at most nodes
-    assert sd.mean() < fields["prior_sd"].mean()
-    assert np.mean(np.abs(mean - truth) <= 2 * sd) >= 0.8
+    assert np.hypot(i * 0.0625, j * 0.25 - 1.5) <= 0.5
+    # sharper than the prior where the gauges see the patch and overall (the prior inflation and RTPS 0.7 left it
+    # 1.7 times the prior's there); covering the truth (mean +- 2 sd) at the patch nodes the gauges see. The sound
+    # nodes (true d = 0, outside the support of a prior of logit d) are not a coverage test: calibration is measured
+    # over truths drawn from the prior (benchmarks/bench_replicates.py)
+    assert s["sd_ratio_patch_seen"] < 1.0 and sd.mean() < fields["prior_sd"].mean()
+    seen_patch = gauge_nodes((33, 5), st["extent"], gauges) & (truth > 0.3)
+    assert seen_patch.sum() == 4 and np.all(np.abs(mean - truth)[seen_patch] <= 2 * sd[seen_patch])
 
 
 def test_drifting_gauge_flagged_and_excluded(run):
@@ -127,9 +138,11 @@ def test_drifting_gauge_flagged_and_excluded(run):
     flags = [json.loads(line) for line in (exp / "flags.jsonl").read_text().splitlines()]
     drift = {f["sensor"]: f for f in flags if f["kind"] == "sensor_drift"}
     assert DRIFTING in drift and drift[DRIFTING]["action"] == "excluded"
-    assert len(drift) <= 2                       # at most one healthy gauge dragged along by the absorbed drift
+    # no healthy gauge dragged along: the drift is caught at its first reading (cycle 2), before the analysis
+    # absorbs it into the patch and the healthy gauge beside it (2) alarms at the patch it then misses
+    assert list(drift) == [DRIFTING]
     k = drift[DRIFTING]["cycle"]
-    assert 2 <= k <= 5                           # the drift starts at cycle 2
+    assert k == 2
     with xr.open_dataset(exp / "diagnostics.nc", decode_times=False) as ds:
         active = ds["n_obs_active"].values
     # the gauge leaves the analysis of the cycle it alarms in (n_obs_active counts the gauges assimilated)

@@ -90,7 +90,8 @@ def structure_record(s, comm, model, ensemble, dcfg) -> dict[str, Any]:
     out: dict[str, Any] = {"component": comp or structure.name, "maintenance": dec.as_dict(),
                            "gauges": {"points": points.tolist(), "angles_deg": np.rad2deg(angles).tolist(),
                                       "units": structure.length_units},
-                           "extent": [list(e) for e in structure.grid.extent]}
+                           "extent": [list(e) for e in structure.grid.extent],
+                           "nodes": [int(n) for n in structure.grid.shape]}   # (nx, ny): the report draws fields
     if dcfg.sensors is not None:
         out["sensor_placement"] = _placement(s, comm, model, structure, comp, dcfg, points, angles)
     return out

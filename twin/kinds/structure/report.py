@@ -59,6 +59,76 @@ def damage_fields(directory: Path, component: str) -> dict[str, np.ndarray | Non
     return out
 
 
+def node_shape(n: int, extent, nodes=None) -> tuple[int, int]:
+    """``(ny, nx)`` of a structure's node grid of ``n`` nodes: from ``nodes`` (``(nx, ny)``, the decision record's
+    ``nodes``) when given, else guessed from the aspect of ``extent`` ((x0, x1), (y0, y1)) [m], which is right only
+    for square elements (records written before ``nodes`` was)."""
+    if nodes is not None:
+        nx, ny = (int(v) for v in nodes)
+        if nx * ny == n:
+            return ny, nx
+    (x0, x1), (y0, y1) = extent
+    nx = int(round(np.sqrt(n * (x1 - x0) / (y1 - y0)))) or 1
+    while n % nx:
+        nx += 1
+    return n // nx, nx
+
+
+def gauge_nodes(shape: tuple[int, int], extent, gauges: np.ndarray) -> np.ndarray:
+    """Mask (flat, natural order) of the nodes a gauge sees: the four corners of the element whose strain it reads
+    (chosen as :func:`twin.kinds.structure.gauges.strain_gauge_matrix` does: a point on an element edge belongs to
+    the element above and to the right of it); the element's modulus is set by their mean damage."""
+    (x0, x1), (y0, y1) = extent
+    ny, nx = shape
+    hx, hy = (x1 - x0) / max(nx - 1, 1), (y1 - y0) / max(ny - 1, 1)
+    seen = np.zeros(shape, dtype=bool)
+    for gx, gy in np.asarray(gauges, dtype=float).reshape(-1, 2):
+        i = int(np.clip(np.floor((gx - x0) / hx), 0, nx - 2))
+        j = int(np.clip(np.floor((gy - y0) / hy), 0, ny - 2))
+        seen[j:j + 2, i:i + 2] = True
+    return seen.ravel()
+
+
+def damage_summary(fields: dict, seen: np.ndarray) -> dict[str, float]:
+    """What the damage posterior says where the gauges look (symbols: module docstring), from :func:`damage_fields` and
+    the mask ``seen`` of the nodes the assimilated gauges see (:func:`gauge_nodes`).
+
+    Always: ``sd_ratio_seen``, the mean posterior sd over the mean prior sd of ``d`` at the seen nodes (below 1: the
+    gauges sharpened the damage there). With a truth (a twin experiment): the damaged patch, the nodes where the
+    true ``d`` reaches half its largest value, its mean true, posterior and prior ``d`` (``patch_truth``,
+    ``patch_posterior``, ``patch_prior``), their ratio ``patch_ratio`` (posterior / truth), and
+    ``sd_ratio_patch_seen``, the sd ratio at the patch nodes the gauges see (NaN where they see none of it)."""
+    out = {"sd_ratio_seen": float(fields["posterior_sd"][seen].mean() / max(fields["prior_sd"][seen].mean(), 1e-300))
+           if seen.any() else float("nan")}
+    truth = fields.get("truth")
+    if truth is None or not np.max(truth) > 0:
+        return out
+    patch = truth >= 0.5 * np.max(truth)
+    out.update(patch_nodes=int(patch.sum()), patch_truth=float(truth[patch].mean()),
+               patch_posterior=float(fields["posterior_mean"][patch].mean()),
+               patch_prior=float(fields["prior_mean"][patch].mean()))
+    out["patch_ratio"] = out["patch_posterior"] / out["patch_truth"]
+    both = patch & seen
+    out["sd_ratio_patch_seen"] = (float(fields["posterior_sd"][both].mean() / max(fields["prior_sd"][both].mean(),
+                                                                                   1e-300))
+                                  if both.any() else float("nan"))
+    return out
+
+
+def _assimilated_gauges(data: RunData, st: dict) -> np.ndarray:
+    """The gauge points of the decision record less those the guardrails excluded."""
+    gauges = np.asarray(st["gauges"]["points"], dtype=float).reshape(-1, 2)
+    keep = np.ones(len(gauges), dtype=bool)
+    for i in _excluded(data):
+        if 0 <= i < len(gauges):
+            keep[i] = False
+    return gauges[keep]
+
+
+def _excluded(data: RunData) -> set[int]:
+    return {int(f["sensor"]) for f in data.flags if f.get("kind") == "sensor_drift" and f.get("action") == "excluded"}
+
+
 def damage_panel(data: RunData, out: Path) -> Panel:
     st = _structure(data)
     if st is None:
@@ -70,15 +140,10 @@ def damage_panel(data: RunData, out: Path) -> Panel:
     if fields is None:
         return Panel(title, note="needs observations.h5 and the checkpoints with the damage ensemble")
     (x0, x1), (y0, y1) = st["extent"]
-    n = fields["posterior_mean"].size
-    # node grid of the structure: the extent's aspect and the node count give (ny, nx)
-    nx = int(round(np.sqrt(n * (x1 - x0) / (y1 - y0)))) or 1
-    while n % nx:
-        nx += 1
-    shape = (n // nx, nx)
+    shape = node_shape(fields["posterior_mean"].size, st["extent"], st.get("nodes"))
     gauges = np.asarray(st["gauges"]["points"], dtype=float).reshape(-1, 2)
-    excluded = {int(f["sensor"]) for f in data.flags if f.get("kind") == "sensor_drift" and f.get("action") ==
-                "excluded"}
+    excluded = _excluded(data)
+    summary = damage_summary(fields, gauge_nodes(shape, st["extent"], _assimilated_gauges(data, st)))
     panels = [("truth", truth, "viridis", (0, 1))] if truth is not None else []
     panels += [("posterior mean", fields["posterior_mean"], "viridis", (0, 1)),
                ("posterior sd", fields["posterior_sd"], "magma", None), ("prior sd", fields["prior_sd"], "magma", None)]
@@ -98,12 +163,22 @@ def damage_panel(data: RunData, out: Path) -> Panel:
         cover = float(np.mean(np.abs(fields["posterior_mean"] - truth) <= 2 * fields["posterior_sd"]))
         rows = [["RMS error of d, prior mean", err["prior"]], ["RMS error of d, posterior mean", err["posterior"]],
                 ["truth within posterior mean +- 2 sd", cover]]
+        if "patch_truth" in summary:
+            rows += [[f"damaged patch ({summary['patch_nodes']} nodes, true d >= half its peak): mean d, truth",
+                      summary["patch_truth"]],
+                     ["damaged patch: posterior mean d (prior mean)",
+                      f"{summary['patch_posterior']:.3g} ({summary['patch_prior']:.3g})"],
+                     ["damaged patch: posterior / true mean d", summary["patch_ratio"]],
+                     ["posterior sd / prior sd of d, patch nodes the assimilated gauges see",
+                      summary["sd_ratio_patch_seen"]]]
+        rows.append(["posterior sd / prior sd of d, nodes the assimilated gauges see", summary["sd_ratio_seen"]])
     else:
         rows = [["largest posterior mean of d", float(fields["posterior_mean"].max())],
                 ["nodes whose posterior sd is below the prior's",
                  float(np.mean(fields["posterior_sd"] < fields["prior_sd"]))],
                 ["mean posterior sd / mean prior sd",
-                 float(fields["posterior_sd"].mean() / max(fields["prior_sd"].mean(), 1e-300))]]
+                 float(fields["posterior_sd"].mean() / max(fields["prior_sd"].mean(), 1e-300))],
+                ["posterior sd / prior sd of d, nodes the assimilated gauges see", summary["sd_ratio_seen"]]]
     return Panel(title, save_figure(fig, out / "structure_damage.png"),
                  note="gauges: white dots; excluded by the guardrails: red crosses", table=html_table(["", ""], rows))
 
@@ -208,13 +283,24 @@ def inspection_verdict(data: RunData) -> Verdict | None:
     confidence, err = "no truth to compare the damage field with", None
     fields = damage_fields(data.directory, st.get("component", ""))
     if fields is not None and fields["truth"] is not None:
-        z = np.abs(fields["truth"] - fields["posterior_mean"]) / np.maximum(fields["posterior_sd"], 1e-300)
-        coverage = float(np.mean(z <= 1.645))
+        truth = fields["truth"]
+        # a true d of exactly 0 (sound) or 1 lies outside the support of a posterior of logit d: not a coverage test
+        inside = (truth > 0) & (truth < 1)
+        z = np.abs(truth - fields["posterior_mean"]) / np.maximum(fields["posterior_sd"], 1e-300)
+        coverage = float(np.mean(z[inside] <= 1.645)) if inside.any() else float("nan")
         sharper = float(np.mean(fields["posterior_sd"] < fields["prior_sd"]))
-        confidence = (f"twin experiment: true damage inside the posterior 90 % band (Gaussian) at "
-                      f"{100 * coverage:.0f} % of the nodes; posterior sd below prior sd at {100 * sharper:.0f} % "
-                      "of the nodes")
-        err = abs(coverage - 0.9)
+        shape = node_shape(fields["posterior_mean"].size, st["extent"], st.get("nodes"))
+        summary = damage_summary(fields, gauge_nodes(shape, st["extent"], _assimilated_gauges(data, st)))
+        confidence = "twin experiment: "
+        if "patch_truth" in summary:
+            confidence += (f"damaged patch: posterior mean d {summary['patch_posterior']:.2f} against a true "
+                           f"{summary['patch_truth']:.2f}, its sd {summary['sd_ratio_patch_seen']:.2f} x the prior's "
+                           "where the gauges see it; ")
+        confidence += (f"true damage inside the posterior 90 % band (Gaussian) at {100 * coverage:.0f} % of the "
+                       f"{int(inside.sum())} nodes where it lies inside (0, 1)"
+                       f"{'' if inside.all() else ' (a true d of 0 is outside the support of a logit-d posterior)'}; "
+                       f"posterior sd below prior sd at {100 * sharper:.0f} % of the nodes")
+        err = abs(coverage - 0.9) if inside.any() else None
     changes = (f"a threshold above {format_probability(p, se)}, or more gauges: the placement study below shows how "
                "much each would narrow the stress forecast")
     return Verdict(question=f"Should the mast be inspected before the next {horizon:g} s of loading?", answer=answer,
