@@ -346,17 +346,22 @@ def test_a_full_disk_stops_the_run_with_one_line_and_a_resume_finishes_it(tmp_pa
                     _every_number(tmp_path / "ref" / "experiments" / "kill"))
 
 
-# -- 6. a damaged last checkpoint under a finished experiment -------------------------------------------------------
-def test_a_damaged_last_checkpoint_is_set_aside_and_its_cycle_computed_again(tmp_path):
-    """A finished run whose last checkpoint was damaged afterwards (bits flipped on disk): the same command does
-    not skip the experiment as done; it keeps the damaged file for inspection, computes that cycle again from the
-    checkpoint before it, and every number equals the undamaged run's bitwise."""
+def _finished_run(tmp_path: Path) -> tuple[list[str], Path, dict[str, np.ndarray]]:
+    """A finished 6-cycle run: its command, its experiment directory and every number it left."""
     campaign = _campaign(tmp_path / "c.yaml", cycles=6)
     run = [*TWIN, "run", str(campaign), "-o", str(tmp_path / "run"), "--quiet"]
     first = subprocess.run(run, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     exp = tmp_path / "run" / "experiments" / "kill"
-    before = _every_number(exp)
+    return run, exp, _every_number(exp)
+
+
+# -- 6. a damaged last checkpoint under a finished experiment -------------------------------------------------------
+def test_a_damaged_last_checkpoint_is_set_aside_and_its_cycle_computed_again(tmp_path):
+    """A finished run whose last checkpoint was damaged afterwards (bits flipped on disk): the same command does
+    not skip the experiment as done; it keeps the damaged file for inspection, computes that cycle again from the
+    checkpoint before it, and every number equals the undamaged run's bitwise."""
+    run, exp, before = _finished_run(tmp_path)
     last = layout.checkpoint_file(exp, 6)
     import h5py
 
@@ -381,12 +386,7 @@ def test_a_lost_checkpoint_between_good_ones_ends_the_sequence_resumed_from(tmp_
     ``done.json``, and checkpoint 4 of 6 is damaged. The same command resumes from checkpoint 3, not from the good
     checkpoint 6 (whose history would have a hole), sets 4, 5 and 6 aside, and every number equals the undamaged
     run's bitwise."""
-    campaign = _campaign(tmp_path / "c.yaml", cycles=6)
-    run = [*TWIN, "run", str(campaign), "-o", str(tmp_path / "run"), "--quiet"]
-    first = subprocess.run(run, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr[-2000:]
-    exp = tmp_path / "run" / "experiments" / "kill"
-    before = _every_number(exp)
+    run, exp, before = _finished_run(tmp_path)
     lost = layout.checkpoint_file(exp, 4)
     lost.write_bytes(lost.read_bytes()[:2048])  # what an unsynced file can be after a crash: cut short
     (exp / "diagnostics.nc").unlink()
