@@ -162,3 +162,89 @@ def test_overlapping_fourdvar_windows_survive_diverging_trial_points(tmp_path):
     assert np.all(diag["cost"] < 0.6 * diag["cost_initial"]), (diag["cost"], diag["cost_initial"])
     assert np.all(diag["rmse"] < diag["rmse_forecast"]), (diag["rmse"], diag["rmse_forecast"])
     assert np.all(diag["rmse"] < 1.0)
+
+
+def _truth(exp_dir) -> np.ndarray:
+    from mpi4py import MPI
+
+    from twin.campaign.checkpoints import reader
+
+    with reader(layout.observations_file(exp_dir), MPI.COMM_SELF) as r:
+        return r.read_array("truth")
+
+
+def test_fourdvar_truth_is_a_draw_of_its_prior_and_its_samples_are_scored(tmp_path):
+    """The background of window 0 is the configured state (the prior's centre) and the nature run starts from an
+    independent draw of N(x_config, B), not from the background's centre; the Laplace samples are scored against the
+    truth per window and after the burn-in as the filters' members are. With a right prior (B is the truth's
+    distribution here) their 90 % intervals hold the truth about 90 % of the time."""
+    from mpi4py import MPI
+
+    from twin.campaign import context as ctx
+    from twin.campaign.checkpoints import reader
+
+    text = FOURDVAR.replace("cycles: 4", "cycles: 8\n  burn_in: 2").replace("end: 1.0", "end: 1.6") + \
+        "  laplace: {rank: 10, oversampling: 5, samples: 20, level: 0.9}\n"
+    d = _run(tmp_path, text)
+    model = ctx.build_model(load_campaign(layout.config_file(d)).config, MPI.COMM_SELF)
+    try:
+        x = model.initial_state()
+        configured = model.grid.allgather(x).ravel()
+        x.destroy()
+    finally:
+        model.destroy()
+    with reader(layout.checkpoint_file(d, 0), MPI.COMM_SELF) as r:
+        background = r.read_field("initial").ravel()
+    assert np.array_equal(background, configured)
+    offset = _truth(d)[0] - configured
+    assert 0.7 < offset.std() < 1.3 and abs(offset.mean()) < 0.5, offset  # B: std 1 on each of 40 entries
+    diag = _diagnostics(d)
+    for name in ("spread", "crps", "coverage_90"):
+        assert diag[name].size == 8 and np.all(np.isfinite(diag[name])), name
+    assert np.isclose(diag["coverage_90_a"], np.mean(diag["coverage_90"][2:]))
+    assert np.isclose(diag["rmse_a"], np.mean(diag["rmse"][2:]))
+    assert 0.75 <= float(diag["coverage_90_a"]) <= 1.0, diag["coverage_90"]
+    assert 0.6 < float(diag["spread_a"] / diag["rmse_a"]) < 2.0, (diag["spread"], diag["rmse"])
+
+
+def test_methods_that_share_truth_initial_std_and_seed_twin_one_system(tmp_path):
+    """``experiments.truth.initial_std``: an ETKF and a 4D-Var experiment of one campaign (same assimilation.seed)
+    start their nature runs from the same draw, so their answers are about the same truth."""
+    etkf = textwrap.dedent("""\
+        - method: etkf
+          N: 10
+          seed: 3
+          background_std: 0.5
+          schedule: {every: 2, cycles: 4}
+          observations: [{type: all_points, component: 0, error_std: 1.0}]
+        """)
+    var = textwrap.dedent("""\
+        - method: 4dvar
+          model: l96
+          obs_interval: 0.1
+          window: 2
+          cycles: 2
+          seed: 3
+          background_covariance: {kind: diagonal, std: 0.5}
+          parameters: [{name: F, std: 1.0}]
+          observations: [{type: all_points, component: 0, error_std: 1.0}]
+          tao: {gatol: 1.0e-4, max_iterations: 30, on_failure: warn}
+        """)
+    text = MODEL.replace("NAME", "paired").replace("end: 1.0", "end: 0.4") + \
+        "experiments:\n  truth: {initial_std: 0.5}\n  matrix:\n    assimilation:\n" + \
+        textwrap.indent(etkf + var, "      ")
+    from mpi4py import MPI
+
+    from twin.campaign.checkpoints import reader
+    from twin.campaign.online import run_online
+
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    var_dir, etkf_dir = sorted(run_online(load_campaign(f), MPI.COMM_WORLD, tmp_path / "run"),
+                               key=lambda p: p.name)  # assimilation-4dvar, assimilation-etkf
+    truth = _truth(var_dir)
+    assert np.array_equal(truth, _truth(etkf_dir))
+    # and it is a draw, not the configured state the 4D-Var background is
+    with reader(layout.checkpoint_file(var_dir, 0), MPI.COMM_SELF) as r:
+        background = r.read_field("initial").ravel()
+    assert 0.35 < np.std(truth[0] - background) < 0.65

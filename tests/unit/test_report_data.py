@@ -16,3 +16,15 @@ def test_a_file_larger_than_the_report_reads_is_left_out_with_the_reason(tmp_pat
     assert "posterior.nc holds" in run.missing["posterior"] and "more than the report reads" in run.missing["posterior"]
     monkeypatch.setattr(report_data, "READ_LIMIT", 10**9)
     assert report_data.load_run(tmp_path).posterior["h"].shape == (4, 3, 1000)
+
+
+def test_a_fourdvar_posterior_at_window_ends_finds_its_truth_rows():
+    """4D-Var writes its posterior at the window ends (every second observation time here), the nature run has every
+    observation time; the posterior's CF times are model times in seconds (x 86400 for a model in days)."""
+    from twin.report.data import _at_posterior_times
+
+    times = np.arange(0.0, 25.0)
+    truth = np.arange(25.0)[:, None] * np.ones((1, 3))
+    rows = _at_posterior_times(truth, times, 86400.0 * np.arange(2.0, 25.0, 2.0))
+    assert rows is not None and np.array_equal(rows[:, 0], np.arange(2.0, 25.0, 2.0))
+    assert _at_posterior_times(truth, times, 86400.0 * np.array([2.5, 24.0])) is None  # not an observation time

@@ -72,3 +72,29 @@ def test_the_campaign_verdict_says_when_two_methods_posteriors_do_not_overlap(tm
                                                       "4dvar": {"assimilation.method": "4dvar"}}))
     page = campaign_html(tmp_path, [a, b], {"esmda": same, "4dvar": same})
     assert "The methods agree on the decision." in page and "Their posteriors do not overlap: D: esmda" in page
+
+
+def test_the_campaign_verdict_weighs_two_probabilities_by_their_sampling_error(tmp_path):
+    """P(eta > 4 m) of 60 % from 40 members and 88 % from 8 differ by 1.8 standard errors: within sampling error.
+    10 % and 90 % from 40 members each do not: the verdict says so and whom to trust, by calibration evidence."""
+    from twin.report.verdict import Verdict, campaign_html, differing_probabilities
+
+    def v(p, n, err):
+        return Verdict("q", "a", decision="eta>4:likely", calibration_error=err, confidence=f"evidence {err}",
+                       probabilities={"P(eta > 4 m)": (p, n)})
+
+    assert differing_probabilities([("letkf", v(0.60, 40, 0.05)), ("4dvar", v(0.875, 8, 0.3))]) == []
+    far = differing_probabilities([("letkf", v(0.9, 40, 0.05)), ("4dvar", v(0.1, 40, 0.3))])
+    assert far == ["P(eta > 4 m): letkf 90 ± 5 %, 4dvar 10 ± 5 %"]
+    # a probability of 0 or 1 keeps an error: 0 of 8 against 1 of 8 is no difference
+    assert differing_probabilities([("a", v(0.0, 8, None)), ("b", v(0.125, 8, None))]) == []
+    runs = [RunData("letkf", tmp_path), RunData("4dvar", tmp_path)]
+    (tmp_path / "matrix.json").write_text(json.dumps({"letkf": {"assimilation.method": "letkf"},
+                                                      "4dvar": {"assimilation.method": "4dvar"}}))
+    page = campaign_html(tmp_path, runs, {"letkf": v(0.9, 40, 0.05), "4dvar": v(0.6, 40, 0.3)})
+    assert "agree on the decision" in page and "differ by more than twice the sampling error" in page
+    assert "trust <b>letkf</b>" in page and "(evidence 0.05)" in page
+    page = campaign_html(tmp_path, runs, {"letkf": v(0.9, 40, None), "4dvar": v(0.6, 40, None)})
+    assert "No calibration evidence is available to choose between them." in page
+    page = campaign_html(tmp_path, runs, {"letkf": v(0.6, 40, 0.05), "4dvar": v(0.875, 8, 0.3)})
+    assert "sampling error" not in page

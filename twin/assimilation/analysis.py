@@ -223,7 +223,7 @@ class EnsembleAnalysis:
             raise AssimilationError(f"cycle {cycle}: no observation to assimilate in this cycle ({why}): give the "
                                     "cycle's observations, a longer cycle or a larger background_check")
         inn = diag.innovation_stats(Y[p], y[p], r[p])
-        rec: dict[str, float] = _scores(fsum, truth is not None, forecast=True)
+        rec: dict[str, float] = diag.scores(fsum, truth is not None, forecast=True)
         rec.update(innovation_mean=inn.mean, innovation_std=float(np.sqrt(inn.variance)),
                    innovation_expected_std=float(np.sqrt(inn.expected_variance)), inflation=factor,
                    n_obs=int(np.size(y[p])), members=int(N))
@@ -269,7 +269,7 @@ class EnsembleAnalysis:
         if flags[1]:
             raise AssimilationError(f"analysis of cycle {cycle} produced non-finite values; check inflation and "
                                     "observation errors")
-        rec.update(_scores(asum, truth is not None))
+        rec.update(diag.scores(asum, truth is not None))
         if truth is None:
             rec.update(self._fit(Ea, Yf, y, r, rows))
         for i, par in enumerate(self.control.parameters):
@@ -283,13 +283,3 @@ def _fit_keys() -> tuple[str, ...]:
             "desroziers_hbht", "ensemble_hbht")
 
 
-def _scores(sums: np.ndarray, truth: bool, forecast: bool = False) -> dict[str, float]:
-    """The record's scores from the reduced :func:`~twin.assimilation.diagnostics.block_sums` of the forecast
-    (``rmse_forecast``, ``spread_forecast``) or the analysis (``rmse``, ``spread``, ``crps``, ``coverage_90``);
-    without a truth only the spread."""
-    count, suffix = sums[0], "_forecast" if forecast else ""
-    out = {f"rmse{suffix}": float(np.sqrt(sums[2] / count))} if truth else {}
-    out[f"spread{suffix}"] = float(np.sqrt(sums[1] / count))
-    if truth and not forecast:
-        out.update(crps=float(sums[3] / count), coverage_90=float(sums[4] / count))
-    return out

@@ -94,6 +94,18 @@ def block_sums(E: np.ndarray, truth: np.ndarray | None, level: float = 0.9) -> n
     return out
 
 
+def scores(sums: np.ndarray, truth: bool, forecast: bool = False) -> dict[str, float]:
+    """A diagnostics record's scores from reduced :func:`block_sums` of the forecast (``rmse_forecast``,
+    ``spread_forecast``) or the analysis (``rmse``, ``spread``, ``crps``, ``coverage_90``); without a truth only the
+    spread."""
+    count, suffix = sums[0], "_forecast" if forecast else ""
+    out = {f"rmse{suffix}": float(np.sqrt(sums[2] / count))} if truth else {}
+    out[f"spread{suffix}"] = float(np.sqrt(sums[1] / count))
+    if truth and not forecast:
+        out.update(crps=float(sums[3] / count), coverage_90=float(sums[4] / count))
+    return out
+
+
 @dataclass
 class InnovationStats:
     """Innovation mean, variance and the variance expected from ``R`` and the forecast spread."""

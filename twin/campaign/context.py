@@ -306,18 +306,24 @@ def background_std(cfg) -> float:
     return acfg.background_std if acfg.background_std is not None else representative_error(acfg.observations)
 
 
-def true_initial_state(cfg, model) -> np.ndarray:
-    """The nature run's initial state: the configured initial state plus Gaussian noise of the background standard
-    deviation (random stream TRUTH, index ``TRUTH_INITIAL_STATE``; the observation noise has its own index), i.e. a
-    draw from the distribution the prior members are drawn from. Natural order, whole state; deterministic on any
-    number of ranks."""
+def true_initial_state(cfg, model, std: float | None = None) -> np.ndarray:
+    """The nature run's initial state: the configured initial state plus Gaussian noise (random stream TRUTH, index
+    ``TRUTH_INITIAL_STATE``; the observation noise has its own index) of standard deviation ``std``, else
+    ``experiments.truth.initial_std`` when the campaign sets it (one truth for every method), else the background
+    standard deviation, i.e. a draw from the distribution the prior members are drawn from. Natural order, whole
+    state; deterministic on any number of ranks."""
+    from twin.campaign.experiments import truth_spec
+
     x0 = model.initial_state()
     try:
         state = model.grid.allgather(x0).ravel()
     finally:
         x0.destroy()
+    if std is None:
+        spec = truth_spec(cfg)
+        std = spec.initial_std if spec is not None and spec.initial_std is not None else background_std(cfg)
     gen = rng(cfg, Purpose.TRUTH, TRUTH_INITIAL_STATE)
-    return state + background_std(cfg) * gen.standard_normal(state.size)
+    return state + std * gen.standard_normal(state.size)
 
 
 def set_member_parameters(model, params: dict[str, Any]) -> None:

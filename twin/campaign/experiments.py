@@ -132,9 +132,9 @@ def base_data(config: Any) -> dict[str, Any]:
     """The campaign as plain data without its ``experiments`` section (the keys the file set, not defaults)."""
     data = config.model_dump(mode="json", exclude_unset=True)
     section = data.pop("experiments", None) or {}
-    truth = section.get("truth")
-    if not truth and int(section.get("replicates", 1)) > 1:
-        truth = {"estimable": True}  # replicates are independent truths: every estimable parameter drawn
+    truth = dict(section.get("truth") or {})
+    if not (truth.get("draw") or truth.get("estimable")) and int(section.get("replicates", 1)) > 1:
+        truth["estimable"] = True  # replicates are independent truths: every estimable parameter drawn
     if truth:
         # how the truth of a twin experiment is made belongs to each experiment (its nature run reads it)
         data["experiments"] = {"truth": truth}

@@ -145,12 +145,12 @@ def finalize(exp_dir, comm, s: Setup | None = None, *, fresh: bool = False, know
 SCORES = ("rmse", "spread", "crps", "coverage_90")
 
 
-def write_scores(s: Setup, history: list[dict]) -> dict[str, float]:
-    """Time averages of :data:`SCORES` over the cycles after ``schedule.burn_in``, as scalar variables
-    ``rmse_a``, ``spread_a``, ``crps_a``, ``coverage_90_a`` of ``diagnostics.nc``. Collective."""
+def write_scores(s: Setup, history: list[dict], burn_in: int | None = None) -> dict[str, float]:
+    """Time averages of :data:`SCORES` over the cycles after ``burn_in`` (default ``schedule.burn_in``), as scalar
+    variables ``rmse_a``, ``spread_a``, ``crps_a``, ``coverage_90_a`` of ``diagnostics.nc``. Collective."""
     from twin.io.netcdf import VariableMeta
 
-    burn_in = int(s.schedule.burn_in)
+    burn_in = int(s.schedule.burn_in if burn_in is None else burn_in)
     kept = [rec for rec in history if int(rec["cycle"]) >= burn_in]
     f = diagnostics_file(s, s.exp_dir / "diagnostics.nc")
     values, meta = {}, {}

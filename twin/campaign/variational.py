@@ -14,8 +14,9 @@ Files (:mod:`twin.campaign.layout`):
 
 * ``observations.h5`` — the nature run at ``t_0 + j dt_obs`` (``j = 0 .. K S``) with the configured parameters and
   its synthetic observations ``H x_t + e`` (``assimilation.observations``; random stream TRUTH);
-* ``checkpoint/cycle_k.h5`` — ``k = 0``: the background (configured initial state plus Gaussian noise of the
-  background standard deviation, random stream INITIAL; parameters at their prior centres). ``k > 0``: after window
+* ``checkpoint/cycle_k.h5`` — ``k = 0``: the background (the configured initial state, the prior's centre; the
+  nature run starts from an independent draw of the prior, :func:`_true_initial_state`; parameters at their prior
+  centres). ``k > 0``: after window
   ``k - 1``: the analysed initial state at ``s_{k-1}`` (field ``initial``), the analysis at ``e_{k-1}`` (field
   ``<component>``), the background forecast to ``e_{k-1}`` (field ``forecast``), the analysed parameters (the next
   window's parameter background; fields such as the tumour's ``k(x)`` as parameter fields), Laplace posterior
@@ -24,7 +25,9 @@ Files (:mod:`twin.campaign.layout`):
   and ``observations.h5``, so a resumed campaign computes exactly what an uninterrupted one would;
 * ``diagnostics.nc`` — per window: ``cost``, ``cost_initial``, ``gradient_norm``, ``iterations``, ``converged``,
   ``n_obs``, ``rmse`` (analysis at ``e_k`` against the truth), ``rmse_forecast`` (background forecast),
-  ``parameter_<name>``;
+  ``parameter_<name>``; with Laplace samples their ``spread``, ``crps`` and ``coverage_90`` against the truth, and
+  the averages over the windows after ``assimilation.burn_in`` (``rmse_a``, ``spread_a``, ``crps_a``,
+  ``coverage_90_a``) as the filters write them;
 * ``posterior.nc`` — the analysis at ``e_0 .. e_{K-1}`` (one member), or the Laplace samples as members;
   ``forecast.nc`` — the background forecasts at the same times;
 * ``decision.json`` (and ``patient.nc`` for the tumour model) when the campaign has a ``decision`` section: the
@@ -37,8 +40,8 @@ Every observation of the files inside ``(t_0, t_0 + K S dt_obs]`` is used at the
 :class:`twin.observations.file_network.StepClock`), in the window whose new span ``(e_k - S dt_obs, e_k]`` holds that
 step, with its own error: the forward and adjoint passes stop at those steps. ``observations.h5`` holds them one per
 entry (arrays ``observations``, ``errors``, ``rows`` of the stacked operator, ``steps``, ``obs_times``, ``windows``)
-with every file's SHA-256 and quality-control counts (meta ``files``). The background of window 0 is drawn as for a
-twin experiment (the configured initial state plus noise, stream INITIAL). ``diagnostics.nc`` then holds, instead of
+with every file's SHA-256 and quality-control counts (meta ``files``). The background of window 0 is the configured initial
+state, as for a twin experiment. ``diagnostics.nc`` then holds, instead of
 the RMSEs, the observation-space statistics the filters record (:func:`twin.observations.innovations.fit` with the
 background trajectory as the single "member" for O-B and the analysis for O-A: ``omb_*``, ``oma_*``, Desroziers'
 ``desroziers_r`` and ``desroziers_hbht``, ``assumed_r``) and ``chi2_per_dof = 2 J(x_a) / m``, the minimum of the cost
@@ -65,6 +68,7 @@ from twin.campaign import context as ctx
 from twin.campaign import layout
 from twin.campaign.checkpoints import is_valid_checkpoint, reader, vec_from
 from twin.campaign.experiment import Setup, rank_of
+from twin.campaign.finalize import write_scores
 from twin.campaign.free_run import has_truth, write_free_run
 from twin.campaign.outputs import outputs_valid, write_diagnostics, write_ensembles
 from twin.campaign.windows import WindowPlan, placed_observations
@@ -130,19 +134,19 @@ def init(s: Setup, plan: WindowPlan) -> bool:
     times = np.array([plan.time(j) for j in range(plan.n_times + 1)])
     geometry, networks = network_geometry(plan.obs)
     if plan.clock is not None:
-        # observations from files: no nature run; the background below is drawn around the configured state
+        # observations from files: no nature run; the background below is the configured state
         true_params = {p.name: _value(model, p.name) for p in acfg.parameters}
         _write_file_observations(s, plan, times, geometry, networks, prov)
     else:
         draw_truth(s.cfg, model)
         true_params = {p.name: _value(model, p.name) for p in acfg.parameters}
-        # The nature run is the filters' (twin_truth, one window per observation time) from the configured initial
-        # state: the background below is that state plus noise, so the truth is not drawn from the background's
-        # distribution as the filters' is (ctx.true_initial_state)
+        # The nature run is the filters' (twin_truth, one window per observation time) from a draw of the prior whose
+        # centre, the configured state, is the background below (_true_initial_state)
         forecast = ModelForecast(model)
         try:
             schedule = ObservationSchedule(dt=plan.cycle.dt_obs, every=1, n_cycles=plan.n_times, t0=plan.t0)
-            truth, ys = twin_truth(forecast, x0, {}, schedule, plan.obs, ctx.streams(s.cfg))
+            truth, ys = twin_truth(forecast, _true_initial_state(s, plan, x0), {}, schedule, plan.obs,
+                                   ctx.streams(s.cfg))
         finally:
             forecast.destroy()
         write_checkpoint(obs_path, comm, cycle=0, time=plan.t0, provenance=prov, parallel=False,
@@ -159,11 +163,7 @@ def init(s: Setup, plan: WindowPlan) -> bool:
         write_observation_file(layout.observation_export_file(s.exp_dir), comm, plan.obs, model, times,
                                np.array(ys), time_units=time_units, time_scale=scale, provenance=prov,
                                sensitive=s.cfg.campaign.sensitive)
-        x0 = truth[0]
-    sigma = 0.0
-    if acfg.initial_state:
-        sigma = float(np.mean(np.atleast_1d(acfg.background_covariance.std)))
-    background = x0 + sigma * ctx.rng(s.cfg, Purpose.INITIAL, 0).standard_normal(x0.size)
+    background = x0
     params = {}
     for p in acfg.parameters:
         par = model.parameters[p.name]
@@ -173,6 +173,32 @@ def init(s: Setup, plan: WindowPlan) -> bool:
     s.record("init", "done", t_start)
     log.info("experiment %s: 4D-Var over %d windows initialised", s.name, plan.n_cycles)
     return True
+
+
+def _true_initial_state(s: Setup, plan: WindowPlan, x0: np.ndarray) -> np.ndarray:
+    """The nature run's initial state (natural order, every rank): the configured state ``x0`` when it is not a
+    control (``initial_state: false``: it is known); else ``x0`` plus white noise of ``experiments.truth.initial_std``
+    when the campaign sets it (the filters' truth at the same seeds, :func:`twin.campaign.context.true_initial_state`),
+    else a draw from the background covariance, ``x0 + B^{1/2} z`` (stream TRUTH, index ``TRUTH_INITIAL_STATE``).
+    Either way the background is the prior's centre and the truth an independent draw from the prior, as in the
+    filters' twin experiments. Collective."""
+    from twin.campaign.experiments import truth_spec
+    from twin.core.streams import TRUTH_INITIAL_STATE
+
+    if not s.cfg.assimilation.initial_state:
+        return x0
+    spec = truth_spec(s.cfg)
+    if spec is not None and spec.initial_std is not None:
+        return ctx.true_initial_state(s.cfg, s.get_model(), spec.initial_std)
+    grid, B = s.get_model().grid, plan.cycle.B
+    z = vec_from(grid, ctx.rng(s.cfg, Purpose.TRUTH, TRUTH_INITIAL_STATE).standard_normal(x0.size))
+    dx = B.create_vec()
+    try:
+        B.sqrt_mult(z, dx)
+        return x0 + grid.allgather(dx).ravel()
+    finally:
+        z.destroy()
+        dx.destroy()
 
 
 def _outdated_file_observations(s: Setup, plan: WindowPlan, path) -> dict | None:
@@ -369,6 +395,9 @@ def window(s: Setup, plan: WindowPlan, k: int) -> None:
         if truth is not None:
             rec.update(rmse=diag.rmse(states[model.name][:, None], truth[j_end]),
                        rmse_forecast=diag.rmse(states["forecast"][:, None], truth[j_end]))
+            if "samples" in states:  # the Laplace samples against the truth, scored as the filters' members are
+                sums = diag.block_sums(np.array(states["samples"]).T, truth[j_end])
+                rec.update({n: v for n, v in diag.scores(sums, True).items() if n != "rmse"})
         else:  # no truth: the fit to the observations (after everything above: it runs the model again)
             rec.update(_fit(fn, res.control, res.value))
         # diagnostics are scalars: a field parameter is summarised by its domain mean
@@ -454,6 +483,7 @@ def finalize(s: Setup, plan: WindowPlan, force: bool = False) -> bool:
     F = np.stack(fore, axis=1)
     write_ensembles(s, P, times, F, times, last)
     write_diagnostics(s, history)
+    write_scores(s, history, burn_in=s.cfg.assimilation.burn_in)
     if has_truth(s.exp_dir, s.comm):  # the free run is a twin experiment's reference; a real system has none
         write_free_run(s.exp_dir, s.comm)
     s.record("finalize", "done", t_start)

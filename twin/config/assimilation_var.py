@@ -133,9 +133,13 @@ class VarAssimilationConfig(Strict):
     laplace: LaplaceSpec | None = None
     seed: int = Field(0, ge=0)
     observations: networks_type() | None = None
+    #: windows left out of the time-averaged scores of a twin experiment (``rmse_a`` ... in diagnostics.nc)
+    burn_in: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.burn_in >= self.cycles:
+            raise ValueError(f"burn_in ({self.burn_in}) must be smaller than cycles ({self.cycles})")
         if self.shift is not None and self.shift > self.window:
             raise ValueError(f"shift ({self.shift}) must not exceed the window ({self.window} observation intervals)")
         if self.initial_state and self.background_covariance is None:

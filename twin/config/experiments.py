@@ -45,11 +45,18 @@ MatrixValue = Union[bool, int, float, str, list, dict]
 class TruthSpec(Strict):
     """The truth of a twin experiment: ``draw`` lists estimable parameters whose true values are drawn from their
     priors (fields such as ``k(x)`` from their Gaussian-field prior) instead of taken from ``value``; the draw
-    depends only on ``campaign.seed``, so experiments that differ only in the method see the same truth."""
+    depends only on ``campaign.seed``, so experiments that differ only in the method see the same truth.
+    ``initial_std`` does the same for the nature run's initial state."""
 
     draw: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     #: draw every estimable parameter that has a prior (what ``replicates`` sets when ``draw`` is not given)
     estimable: bool = False
+    #: the nature run starts from the configured initial state plus white noise of this standard deviation (every
+    #: state entry, the state's units; random stream TRUTH), the same for every method: experiments that differ
+    #: only in the method (and share ``assimilation.seed``, which seeds the synthetic observations too) twin one
+    #: system. Unset: an ensemble method adds noise of its ``background_std`` (the distribution its members are
+    #: drawn from); 4D-Var draws it from its background covariance (its background is the configured state)
+    initial_std: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     @field_validator("draw")
     @classmethod

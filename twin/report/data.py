@@ -133,16 +133,40 @@ def _truth(directory: Path, data: RunData) -> None:
                 data.missing["truth"] = "observations.h5 holds no truth"
                 return
             truth = r.read_array("truth")
+            times = r.read_array("times") if "times" in r.array_names else None
     except (OutputError, OSError) as exc:
         data.missing["truth"] = f"observations.h5 unreadable ({exc})"
         return
     var = data.state_variables()
     if data.posterior is not None and var:
         shape = data.posterior[var[0]].shape[2:]
-        if truth.shape[0] == data.posterior.sizes["time"] and int(np.prod(shape)) * len(var) == truth[0].size:
+        if truth.shape[0] != data.posterior.sizes["time"] and times is not None:
+            truth = _at_posterior_times(truth, times, data.posterior["time"].values)
+        if truth is not None and truth.shape[0] == data.posterior.sizes["time"] and \
+                int(np.prod(shape)) * len(var) == truth[0].size:
             data.truth = truth.reshape((truth.shape[0],) + tuple(shape) + ((len(var),) if len(var) > 1 else ()))
             return
     data.missing["truth"] = "the truth in observations.h5 does not match the posterior's shape"
+
+
+def _at_posterior_times(truth: np.ndarray, times: np.ndarray, posterior_times: np.ndarray) -> np.ndarray | None:
+    """The truth's rows at the posterior's times (4D-Var writes one posterior per window end, the nature run has
+    every observation time), or ``None`` when they are not among the truth's. The posterior's CF times are the model
+    times times a unit factor, taken from the last time (the end of the last window is the last observation time)."""
+    t = np.asarray(times, dtype=float)
+    tp = np.asarray(posterior_times, dtype=float)
+    if t.size == 0 or tp.size == 0 or t[-1] == 0:
+        return None
+    scaled = t * (tp[-1] / t[-1])
+    idx = np.clip(np.searchsorted(scaled, tp), 0, t.size - 1)
+    tol = 1e-9 * max(1.0, float(np.max(np.abs(scaled))))
+    for shift in (0, -1):  # searchsorted lands on the match or just past it
+        j = np.clip(idx + shift, 0, t.size - 1)
+        ok = np.abs(scaled[j] - tp) <= tol
+        idx = np.where(ok, j, idx)
+    if not np.all(np.abs(scaled[idx] - tp) <= tol):
+        return None
+    return truth[idx]
 
 
 def _parameters(directory: Path, data: RunData) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +49,9 @@ class Verdict:
     calibration_error : float or None
         Distance of the calibration evidence from ideal (``|coverage - nominal|`` or ``|log spread/skill|``), to
         choose between methods; ``None`` when unknown.
+    probabilities : dict of str to (float, int)
+        The exceedance probabilities of the answer (``"P(eta > 4 m)"``) with the number of posterior members each
+        was counted from, to tell a difference between methods from sampling error.
     failed : bool
     """
 
@@ -59,6 +62,7 @@ class Verdict:
     changes: str = ""
     decision: str = ""
     calibration_error: float | None = None
+    probabilities: dict[str, tuple[float, int]] = field(default_factory=dict)
     failed: bool = False
 
 
@@ -188,7 +192,7 @@ def _prediction_verdict(data: RunData) -> Verdict | None:
     if not rec or not rec.get("qois"):
         return None
     horizon = rec.get("horizon")
-    parts, numbers, decision = [], [], []
+    parts, numbers, decision, probabilities = [], [], [], {}
     for name, q in rec["qois"].items():
         qs = {float(k): v for k, v in q.get("quantiles", {}).items()}
         if not qs:
@@ -199,8 +203,10 @@ def _prediction_verdict(data: RunData) -> Verdict | None:
         numbers.append(f"{name}: {format_interval(centre, lo, hi, q.get('units', ''), level)}")
         for limit, p in (q.get("exceedance") or {}).items():
             unit = f" {q['units']}" if q.get("units") not in (None, "", "1") else ""
-            parts.append(f"P({name} > {float(limit):g}{unit}) = "
-                         f"{format_probability(float(p))}")
+            label = f"P({name} > {float(limit):g}{unit})"
+            parts.append(f"{label} = {format_probability(float(p))}")
+            if rec.get("members"):
+                probabilities[label] = (float(p), int(rec["members"]))
             decision.append(f"{name}>{limit}:{'likely' if p >= 0.5 else 'unlikely'}")
     if not numbers:
         return None
@@ -211,7 +217,7 @@ def _prediction_verdict(data: RunData) -> Verdict | None:
     return Verdict(question="What will the quantities of interest be, with what probability of exceeding their "
                             "limits?", answer=answer, number="; ".join(numbers), confidence=confidence,
                    changes="new observations before the horizon; a different limit", decision=";".join(decision),
-                   calibration_error=err)
+                   calibration_error=err, probabilities=probabilities)
 
 
 def _analysis_verdict(data: RunData) -> Verdict | None:
@@ -314,6 +320,25 @@ def disjoint_parameters(runs: list[RunData], level: float = 0.9) -> list[str]:
     return out
 
 
+def differing_probabilities(named: list[tuple[str, Verdict]], z: float = 2.0) -> list[str]:
+    """The exceedance probabilities that two methods state further apart than ``z`` standard errors of their
+    difference, as readable lines (``"P(eta > 4 m): A 60 ± 8 %, B 88 ± 11 %"``). A probability counted from ``n``
+    members has the binomial standard error ``sqrt(p (1 - p) / n)``, with ``p`` shrunk to ``(n p + 1/2) / (n + 1)``
+    so that 0 and 1 keep an error."""
+    out = []
+    labels = sorted(set.intersection(*(set(v.probabilities) for _, v in named))) if len(named) >= 2 else []
+    for label in labels:
+        rows = []
+        for name, v in named:
+            p, n = v.probabilities[label]
+            q = (n * p + 0.5) / (n + 1)
+            rows.append((name, p, math.sqrt(q * (1 - q) / n)))
+        far = any(abs(a[1] - b[1]) > z * math.hypot(a[2], b[2]) for i, a in enumerate(rows) for b in rows[i + 1:])
+        if far:
+            out.append(f"{label}: " + ", ".join(f"{n} {100 * p:.0f} ± {100 * se:.0f} %" for n, p, se in rows))
+    return out
+
+
 def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdict]) -> str:
     """The campaign verdict: one line per experiment, and where methods disagree, which to trust and why."""
     if len(runs) < 2:
@@ -340,10 +365,18 @@ def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdic
             else:
                 rated = [(v.calibration_error, n) for n, v in ok if v.calibration_error is not None]
                 note = "The methods agree on the decision."
-                if len(rated) >= 2:
+                apart_p = differing_probabilities(ok)
+                if apart_p:
+                    note += (" Their probabilities differ by more than twice the sampling error of their members: "
+                             + html.escape("; ".join(apart_p)) + ".")
+                if len(rated) >= 2 or (apart_p and rated):
                     best = min(rated)[1]
+                    unrated = [n for n, v in ok if v.calibration_error is None]
                     note += (f" For its numbers trust <b>{html.escape(best)}</b>: its calibration evidence is the "
-                             "closest to ideal.")
+                             f"closest to ideal ({html.escape(verdicts[best].confidence)})"
+                             + (f"; {html.escape(', '.join(unrated))} has none" if unrated else "") + ".")
+                elif apart_p:
+                    note += " No calibration evidence is available to choose between them."
         apart = disjoint_parameters([r for r in group if not verdicts[r.name].failed])
         if apart:
             note += (" " if note else "") + "Their posteriors do not overlap: " + html.escape("; ".join(apart)) + \
