@@ -184,3 +184,18 @@ def test_setups_with_different_truths_get_their_own_thresholds_and_an_unpaired_c
     assert c["pooled"]["difference"] == pytest.approx(ea["pooled"]["brier"] - eb["pooled"]["brier"])
     html = calibration_html(list(by.values()), tmp_path, lambda p: "")
     assert "whose truths differ" in html
+
+
+def test_a_field_is_scored_by_the_decisions_own_record_for_every_method(tmp_path, monkeypatch):
+    """The tumour's k(x) is scored over the tumour's cells (decision.json's calibration record) for ES-MDA as for
+    4D-Var, not over the whole field from ES-MDA's members (1.0 here); without a record the whole field counts."""
+    from twin.report import calibration
+
+    monkeypatch.setattr(calibration, "_truth_parameters", lambda d: {"k": np.ones(4)})
+    monkeypatch.setattr(calibration, "_field_coverage", lambda d, name, t: 1.0)
+    own = calibration.Calibration("esmda", ["a"])
+    calibration._add(own, RunData("a", tmp_path, decision={"calibration": {"k": {"coverage_90": 0.5}}}))
+    assert own.scores["k(x) coverage"] == 0.5
+    field = calibration.Calibration("esmda", ["b"])
+    calibration._add(field, RunData("b", tmp_path, decision={}))
+    assert field.scores["k(x) coverage"] == 1.0

@@ -12,8 +12,10 @@ at least two finished replicates :func:`summarise` measures, from the files alon
   fraction inside their 25-75 % interval and the rank of the truth among them;
 * for scalar parameters and QoIs the 50 % interval too (25-75 %: half the truths inside for a calibrated posterior;
   a posterior can cover 90 % with intervals too wide and miss the 50 % mark, which shows it);
-* tumour calibrations (``decision.json`` ``calibration``): the mean coverage of the field ``k(x)`` and the fraction of
-  truths of each scalar parameter inside its 90 % band;
+* for field parameters the mean fraction of entries inside the 90 % band: from the decision's own calibration record
+  where it has one (``decision.json`` ``calibration``: the tumour's ``k(x)`` over the tumour's cells, for every
+  method alike), else over the whole field from the final members; and the fraction of truths of each scalar
+  parameter inside its 90 % band;
 * ensemble scores after the burn-in, averaged over the replicates: coverage of the state (``coverage_90_a``),
   spread/skill (``spread_a / rmse_a``) and CRPS (``crps_a``).
 
@@ -170,10 +172,14 @@ def _field_coverage(directory: Path, name: str, truth: np.ndarray) -> float | No
 
 def _add(cal: Calibration, run: RunData) -> None:
     truth = _truth_parameters(run.directory)
+    rec = run.decision or {}
+    # a decision's own calibration record scores a field where it matters (the tumour's k(x) over the tumour's
+    # cells) and the same way for every method; the whole field's members are the fallback
+    own = {n for n, c in (rec.get("calibration") or {}).items() if isinstance(c, dict) and "coverage_90" in c}
     counted: set[str] = set()
     for name, value in truth.items():
         t = np.asarray(value, dtype=float).ravel()
-        if t.size > 1:
+        if t.size > 1 and name not in own:
             frac = _field_coverage(run.directory, name, t)
             if frac is not None:
                 cal.scores[f"{name}(x) coverage"] = cal.scores.get(f"{name}(x) coverage", 0.0) + frac
@@ -190,7 +196,6 @@ def _add(cal: Calibration, run: RunData) -> None:
             _count(cal, f"parameter {name}", lo <= float(t) <= hi)
             _samples(cal, f"parameter {name}", name, s, float(t))
             counted.add(name)
-    rec = run.decision or {}
     qtruth = _free_run_truth(run.directory)
     members = _member_qois(run.directory)
     for name, q in (rec.get("qois") or {}).items():
