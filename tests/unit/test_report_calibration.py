@@ -4,6 +4,7 @@ calibrated by construction or not."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 
@@ -199,3 +200,22 @@ def test_a_field_is_scored_by_the_decisions_own_record_for_every_method(tmp_path
     field = calibration.Calibration("esmda", ["b"])
     calibration._add(field, RunData("b", tmp_path, decision={}))
     assert field.scores["k(x) coverage"] == 1.0
+
+
+def test_the_campaign_verdict_names_the_method_whose_probabilities_verified_best(tmp_path):
+    from twin.report.exceedance import which_to_trust
+    from twin.report.verdict import Verdict, campaign_html
+
+    runs, _ = _experiments(tmp_path, 24, {"wide": 0.7, "narrow": 0.1})
+    cals = summarise(tmp_path, runs, set())
+    (line,) = which_to_trust(cals)
+    by = {c.label: c.exceedance["eta"] for c in cals}
+    best = min(by, key=lambda k: by[k]["pooled"]["brier"])
+    other = next(k for k in by if k != best)
+    d = by[other]["compared"][best]["pooled"]
+    assert line.startswith(f"Over 24 truths, P(eta > 0.5) from [{best}] verifies best: pooled Brier skill ")
+    assert f"[{other}]: skill {by[other]['pooled']['skill']:+.2f}, Brier {d['difference']:+.3f}" in line
+    assert ("beyond 2 s.e." in line) == (abs(d["difference"]) > 2 * d["se"])
+    page = campaign_html(tmp_path, runs[:2], {r.name: Verdict("q", "a") for r in runs[:2]}, [line])
+    assert html.escape(line) in page
+    assert which_to_trust(cals[:1]) == []

@@ -12,6 +12,7 @@ from twin.core.log import get_logger
 from twin.io.provenance import utc_now
 from twin.report import figures
 from twin.report.calibration import calibration_html, summarise
+from twin.report.exceedance import which_to_trust
 from twin.report.data import RunData, discover
 from twin.report.panel import Panel
 from twin.report.verdict import Verdict, campaign_html, verdict_for, verdict_html
@@ -93,7 +94,8 @@ def write_report(run_dir) -> Path:
         files += imgs
     failed = {name for name, v in verdicts.items() if v.failed}
     calibration = summarise(run_dir, runs, failed)
-    sections.insert(0, campaign_html(run_dir, runs, verdicts) + calibration_html(calibration, images, _image))
+    sections.insert(0, campaign_html(run_dir, runs, verdicts, which_to_trust(calibration))
+                    + calibration_html(calibration, images, _image))
     if calibration:
         import json
 

@@ -339,8 +339,9 @@ def differing_probabilities(named: list[tuple[str, Verdict]], z: float = 2.0) ->
     return out
 
 
-def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdict]) -> str:
-    """The campaign verdict: one line per experiment, and where methods disagree, which to trust and why."""
+def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdict], evidence: list[str] = ()) -> str:
+    """The campaign verdict: one line per experiment, and where methods disagree, which to trust and why;
+    ``evidence``: sentences from the calibration over replicates (which method's probabilities verified best)."""
     if len(runs) < 2:
         return ""
     items = []
@@ -387,4 +388,5 @@ def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdic
     failed = [r.name for r in runs if verdicts[r.name].failed]
     head = (f"<p><b>{len(failed)} of {len(runs)} experiment(s) FAILED</b>: {html.escape(', '.join(failed))}</p>"
             if failed else "")
-    return f'<div class="verdict campaign"><h2>Campaign verdict</h2>{head}{"".join(items)}</div>'
+    said = "".join(f"<p><b>{html.escape(line)}</b></p>" for line in evidence)
+    return f'<div class="verdict campaign"><h2>Campaign verdict</h2>{head}{said}{"".join(items)}</div>'
