@@ -14,43 +14,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
-from live_case import ok as _ok
+from live_case import NETWORK, deliver_in_three
 from live_case import station_file as _write
 from live_case import twin as _twin
 from live_case import values as _values
 
 ROOT = Path(__file__).resolve().parents[2]
 EXP = "lorenz96_4dvar"
-NETWORK = "observations: [{type: all_points, component: 0, error_std: 1.0}]"
-FILE_NETWORK = ("observations: [{type: file, file: %s, variables: {x: {name: obs_x, error: obs_x_error, "
-                "units: '1'}}}]")
 WINDOWS = 6
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    d = tmp_path_factory.mktemp("live4dvar")
     text = (ROOT / "configs" / "lorenz96_4dvar.yaml").read_text()
     assert NETWORK in text and "cycles: 8" in text and "samples: 20" in text
     text = text.replace("cycles: 8", f"cycles: {WINDOWS}").replace("rank: 10, oversampling: 5, samples: 20",
                                                                    "rank: 4, oversampling: 2, samples: 4")
-    (d / "twin.yaml").write_text(text)
-    _ok(d, "run", "twin.yaml", "-o", "experiment", "--quiet")
-    with xr.open_dataset(d / "experiment" / "experiments" / EXP / "observations.nc", decode_times=False) as ds:
-        obs = {"y": ds["obs_x"].values, "e": ds["obs_x_error"].values, "t": ds["time"].values,
-               "x": ds["obs_x_x"].values}
+    out = deliver_in_three(tmp_path_factory.mktemp("live4dvar"), text, EXP, f"cycles: {WINDOWS}", "cycles: 2")
+    obs = out["obs"]
     assert obs["y"].shape == (40, 2 * WINDOWS) and np.allclose(obs["t"], 0.1 * np.arange(1, 2 * WINDOWS + 1))
-    _write(d / "all.nc", obs, slice(0, 2 * WINDOWS))
-    parts = [_write(d / f"part{i + 1}.nc", obs, slice(4 * i, 4 * i + 4)) for i in range(3)]
-    (d / "all.yaml").write_text(text.replace(NETWORK, FILE_NETWORK % "all.nc"))
-    (d / "live.yaml").write_text(text.replace(NETWORK, FILE_NETWORK % "part1.nc").replace(
-        f"cycles: {WINDOWS}", "cycles: 2"))
-    _ok(d, "run", "all.yaml", "-o", "all", "--quiet")
-    _ok(d, "run", "live.yaml", "-o", "live", "--quiet")
-    runs = [_ok(d, "assimilate", "live", str(parts[1]), "--quiet"),
-            _ok(d, "assimilate", "live", str(parts[2]), "--quiet")]
-    return {"dir": d, "obs": obs, "parts": parts, "runs": runs}
+    return out
 
 
 def test_three_deliveries_give_the_4dvar_campaign_over_all_observations(live):

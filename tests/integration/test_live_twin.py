@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
+from live_case import NETWORK, deliver_in_three
 from live_case import ok as _ok
 from live_case import station_file as _write
 from live_case import twin as _twin
@@ -31,9 +31,6 @@ from live_case import values as _values
 
 ROOT = Path(__file__).resolve().parents[2]
 EXP = "lorenz96_etkf"
-NETWORK = "observations: [{type: all_points, component: 0, error_std: 1.0}]"
-FILE_NETWORK = ("observations: [{type: file, file: %s, variables: {x: {name: obs_x, error: obs_x_error, "
-                "units: '1'}}}]")
 CYCLES = 12
 
 
@@ -51,27 +48,14 @@ def live(tmp_path_factory):
     """The twin experiment, its observations cut into three files, one campaign over all of them, and a live run of
     the first file to which the second and third are delivered one after the other (a copy of the live run before
     the deliveries is kept for the kill test)."""
-    d = tmp_path_factory.mktemp("live")
     text = (ROOT / "configs" / "lorenz96_etkf.yaml").read_text()
     assert NETWORK in text and "cycles: 30" in text
     text = text.replace("cycles: 30", f"cycles: {CYCLES}")
-    (d / "twin.yaml").write_text(text)
-    _ok(d, "run", "twin.yaml", "-o", "experiment", "--quiet")
-    with xr.open_dataset(d / "experiment" / "experiments" / EXP / "observations.nc", decode_times=False) as ds:
-        obs = {"y": ds["obs_x"].values, "e": ds["obs_x_error"].values, "t": ds["time"].values,
-               "x": ds["obs_x_x"].values}
+    out = deliver_in_three(tmp_path_factory.mktemp("live"), text, EXP, f"cycles: {CYCLES}", "cycles: 4",
+                           keep="killed")
+    obs = out["obs"]
     assert obs["y"].shape == (40, CYCLES) and np.allclose(obs["t"], 0.1 * np.arange(1, CYCLES + 1))
-    _write(d / "all.nc", obs, slice(0, 12))
-    parts = [_write(d / f"part{i + 1}.nc", obs, slice(4 * i, 4 * i + 4)) for i in range(3)]
-    (d / "all.yaml").write_text(text.replace(NETWORK, FILE_NETWORK % "all.nc"))
-    (d / "live.yaml").write_text(text.replace(NETWORK, FILE_NETWORK % "part1.nc").replace(
-        f"cycles: {CYCLES}", "cycles: 4"))
-    _ok(d, "run", "all.yaml", "-o", "all", "--quiet")
-    _ok(d, "run", "live.yaml", "-o", "live", "--quiet")
-    shutil.copytree(d / "live", d / "killed")
-    runs = [_ok(d, "assimilate", "live", str(parts[1]), "--quiet"),
-            _ok(d, "assimilate", "live", str(parts[2]), "--quiet")]
-    return {"dir": d, "obs": obs, "parts": parts, "runs": runs}
+    return out
 
 
 def test_three_deliveries_give_the_campaign_over_all_observations(live):

@@ -12,8 +12,8 @@ from twin.core.log import get_logger
 from twin.io.provenance import utc_now
 from twin.report import figures
 from twin.report.calibration import calibration_html, summarise
-from twin.report.exceedance import which_to_trust
 from twin.report.data import RunData, discover
+from twin.report.exceedance import which_to_trust
 from twin.report.panel import Panel
 from twin.report.verdict import Verdict, campaign_html, verdict_for, verdict_html
 
