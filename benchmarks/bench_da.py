@@ -16,7 +16,8 @@ dapper, else ``/tmp/dapper-venv/bin/python`` (``python3 -m venv /tmp/dapper-venv
 Goal 0 of issue 23 (``twin run`` within 2x DAPPER) is measured through the command on DAPPER's truth and observations.
 ``TWIN_BENCH_BASELINE=<directory>`` (a source tree of another revision, e.g. ``git archive <rev> | tar -x -C dir``)
 runs the same commands with that tree's ``twin`` too (first on ``PYTHONPATH``), right after this tree's, so that
-before and after sit side by side with DAPPER under the same load. ``--goal0`` runs DAPPER and the commands only (not
+before and after sit side by side with DAPPER under the same load; this tree's commands run twice, with the default
+checkpoint every cycle and with ``outputs.checkpoint_every`` :data:`GOAL0_CHECKPOINT_EVERY`. ``--goal0`` runs DAPPER and the commands only (not
 the library cycles, the forecast comparison and the LETKF scaling).
 """
 
@@ -195,6 +196,8 @@ def _spantini(dapper: dict, data: dict, ctx: dict) -> None:
 
 #: cycles of the ``twin run`` comparison (issue 23, goal 0: 1000 cycles through the command)
 RUN_CYCLES = int(os.environ.get("TWIN_BENCH_RUN_CYCLES", "1000"))
+#: the goal-0 commands run once more with ``outputs.checkpoint_every`` this (10 checkpoints in 1000 cycles)
+GOAL0_CHECKPOINT_EVERY = 100
 _RUN_SETTINGS = {"etkf": "N: 24\n  inflation: {multiplicative: 1.013}\n  rotate: true",
                  "letkf": "N: 7\n  inflation: {multiplicative: 1.04}\n  rotate: true\n  localisation: {radius: 7.28}"}
 
@@ -224,11 +227,13 @@ def _observation_file(path: Path, yy: np.ndarray) -> None:
         e[:] = 1.0
 
 
-def _run_twin_command(method: str, data: dict, workdir: Path, source: str | None = None) -> dict:
+def _run_twin_command(method: str, data: dict, workdir: Path, source: str | None = None,
+                      checkpoint_every: int | None = None) -> dict:
     """The same experiment through ``twin run`` as a user runs it: DAPPER's observations from a file, the campaign
     online on one rank; wall time of the whole command (start-up and outputs included), files and bytes written,
     and the analysis RMSE after the burn-in against DAPPER's truth, from posterior.nc. ``source``: a source tree
-    whose ``twin`` runs instead of this one's (the baseline)."""
+    whose ``twin`` runs instead of this one's (the baseline); ``checkpoint_every``: ``outputs.checkpoint_every``
+    (default: not set, a checkpoint every cycle)."""
     import xarray as xr
 
     cycles = min(RUN_CYCLES, len(data["yy"]))
@@ -247,7 +252,7 @@ assimilation:
   schedule: {{every: 1, cycles: {cycles}}}
   observations: [{{type: file, file: obs.nc, variables: {{x: {{name: x_obs, units: '1'}}}}}}]
 resources: {{type: local, ranks: 1, workers: 1}}
-outputs: {{directory: out_{method}}}
+outputs: {{directory: out_{method}{f", checkpoint_every: {checkpoint_every}" if checkpoint_every else ""}}}
 """)
     env = dict(os.environ)
     if source:
@@ -335,11 +340,12 @@ def _goal0(dapper: dict, data: dict, ctx: dict) -> None:
     baseline = os.environ.get("TWIN_BENCH_BASELINE")
     for name in ("etkf", "letkf"):
         N = 24 if name == "etkf" else 7
-        runs = [("", None)] + ([(", baseline", baseline)] if baseline else [])
+        runs = [("", None, None), (f", checkpoint_every {GOAL0_CHECKPOINT_EVERY}", None, GOAL0_CHECKPOINT_EVERY)]
+        runs += [(", baseline", baseline, None)] if baseline else []
         per_cycle = {}
-        for label, source in runs:
+        for label, source, every in runs:
             with tempfile.TemporaryDirectory(dir=".") as tmp:
-                res = _run_twin_command(name, data, Path(tmp), source)
+                res = _run_twin_command(name, data, Path(tmp), source, every)
             rctx = dict(ctx, cycles=res["cycles"], truth="DAPPER's", observations="DAPPER's, from a CF file")
             if source:
                 rctx["source"] = source

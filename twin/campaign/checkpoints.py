@@ -2,6 +2,12 @@
 and estimable parameters, the ``alive`` flags and the metadata the next step needs) and member files (one member's
 forecast), read back as whole states in natural order and physical parameter values.
 
+An ensemble checkpoint written after cycles that have none (``outputs.checkpoint_every``, the online driver's) also
+holds their *trail*: the arrays ``trail_cycles`` (the checkpoint numbers ``k`` of those analyses, oldest first),
+``trail_alive`` (``k x member``), ``trail_states`` (``k x member x whole state``: the analyses) and ``trail_forecast``
+(the forecasts of the cycles ending there, NaN rows for members without one), and the meta entry ``trail`` (their
+diagnostics records). :func:`read_cycles` gives every analysis a checkpoint holds, its own and its trail's.
+
 Field parameters live on their own (dof-1) grids (:func:`twin.campaign.state.field_grid`; a coupled model's fields are
 not on its state grid), which are kept alive until a file is written.
 """
@@ -9,13 +15,14 @@ not on its state grid), which are kept alive until a file is written.
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from twin.campaign.state import field_grid
-from twin.core.errors import OutputError
+from twin.core.errors import OutputError, WorkflowError
 from twin.core.log import get_logger
 
 log = get_logger("twin.campaign")
@@ -87,14 +94,111 @@ def _parameters(s, params: Sequence[dict[str, Any]], grids: ExitStack, keep: lis
     return out
 
 
+#: the arrays of a checkpoint's trail (the analyses of the cycles since the previous checkpoint)
+TRAIL_ARRAYS = ("trail_cycles", "trail_alive", "trail_states", "trail_forecast")
+
+
+def trail_contents(trail) -> tuple[dict[str, np.ndarray], list]:
+    """The trail arrays (:data:`TRAIL_ARRAYS`) and diagnostics records of ``trail``: the analyses since the previous
+    checkpoint, oldest first, as :func:`twin.campaign.steps.analyse` returned them (``cycle``, ``alive``,
+    ``states``, ``meta["record"]``, ``forecast``). Empty for an empty trail."""
+    if not trail:
+        return {}, []
+    states = np.stack([np.asarray(p.states, dtype=float).reshape(len(p.alive), -1) for p in trail])
+    forecast = np.stack([np.asarray(p.forecast, dtype=float).reshape(states.shape[1:]) if p.forecast is not None
+                         else np.full(states.shape[1:], np.nan) for p in trail])
+    arrays = {"trail_cycles": np.array([p.cycle for p in trail], dtype=np.int64),
+              "trail_alive": np.stack([np.asarray(p.alive, dtype=bool) for p in trail]),
+              "trail_states": states, "trail_forecast": forecast}
+    return arrays, [p.meta.get("record") for p in trail]
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One analysis as a checkpoint holds it (:func:`read_cycles`): the ``alive`` flags, the members' states
+    (``member x whole state``), the ``meta`` (the checkpoint's own; ``{"record": ...}`` for a cycle of its trail) and
+    the forecasts of the cycle that ends there (``None`` when the checkpoint keeps none)."""
+
+    alive: np.ndarray
+    states: np.ndarray
+    meta: dict
+    forecast: np.ndarray | None
+
+
+def read_cycles(s, r) -> dict[int, Stored]:
+    """Every analysis the open ensemble checkpoint ``r`` holds, by checkpoint number: its own and its trail's."""
+    model = s.get_model()
+    names = r.array_names
+    alive = r.read_array("alive").astype(bool)
+    states = np.asarray(r.read_field(model.name), dtype=float).reshape(alive.size, -1)
+    meta = r.meta
+    out = {int(r.cycle): Stored(alive, states, meta, r.read_array("forecast") if "forecast" in names else None)}
+    if "trail_cycles" in names:
+        cycles, alives = r.read_array("trail_cycles"), r.read_array("trail_alive").astype(bool)
+        xs, fs = r.read_array("trail_states"), r.read_array("trail_forecast")
+        records = meta.get("trail", [])
+        if not (len(cycles) == len(alives) == len(xs) == len(fs) == len(records)):
+            raise OutputError(f"checkpoint {r.path}: its trail arrays and records disagree in length")
+        for i, k in enumerate(cycles.tolist()):
+            out[int(k)] = Stored(alives[i], xs[i], {"record": records[i]}, fs[i])
+    return out
+
+
+def checkpoint_cycles(exp_dir, comm=None) -> list[tuple[int, Path]]:
+    """``(cycle, path)`` of an experiment's checkpoints, oldest first (rank 0's listing). Collective when ``comm``
+    has more than one rank."""
+    from twin.io.checkpoint import list_checkpoints
+
+    found = None
+    if comm is None or comm.Get_rank() == 0:
+        found = [(k, str(p)) for k, p in list_checkpoints(Path(exp_dir) / "checkpoint")]
+    if comm is not None and comm.Get_size() > 1:
+        found = comm.bcast(found, root=0)
+    return [(k, Path(p)) for k, p in found]
+
+
+def holding(exp_dir, cycle: int, comm=None, found=None) -> Path | None:
+    """The checkpoint that holds the analysis of checkpoint number ``cycle``: its own, else the first after it (whose
+    trail holds it); ``None`` when there is none. ``found``: :func:`checkpoint_cycles` of ``exp_dir``, listed here
+    when not given (collective)."""
+    found = checkpoint_cycles(exp_dir, comm) if found is None else found
+    return next((p for k, p in found if k >= cycle), None)
+
+
+class CycleStore:
+    """The analyses of an experiment by checkpoint number, as :func:`twin.campaign.finalize.finalize` takes them
+    (``known``): those held in memory (``known``: :func:`twin.campaign.steps.analyse`'s results), the others read
+    from the checkpoint that holds them (its own, or the trail of the next one), one checkpoint's contents kept at
+    a time. ``get`` is collective (call it with the same numbers on every rank)."""
+
+    def __init__(self, s, comm, known=None):
+        self.s, self.comm, self.known = s, comm, known or {}
+        self._read: dict[int, Stored] = {}
+        self._found = None
+
+    def get(self, cycle: int, default=None):
+        """The analysis of checkpoint number ``cycle`` (``default`` when no checkpoint holds it)."""
+        if cycle in self.known:
+            return self.known[cycle]
+        if cycle not in self._read:
+            if self._found is None:
+                self._found = checkpoint_cycles(self.s.exp_dir, self.comm)
+            path = holding(self.s.exp_dir, cycle, found=self._found)
+            if path is None:
+                return default
+            with reader(path, self.comm) as r:
+                self._read = read_cycles(self.s, r)
+        return self._read.get(cycle, default)
+
+
 def write_ensemble_checkpoint(s, path, cycle: int, t: float, states, params, alive, meta, prov,
-                              forecast=None, durable: bool = True) -> str:
+                              forecast=None, durable: bool = True, trail=()) -> str:
     """Checkpoint ``cycle`` at time ``t`` of the whole ensemble: ``states`` (whole states, natural order) and
     ``params`` (physical values) of every member, the ``alive`` flags and ``meta``; ``forecast``: the members'
     forecasts of the cycle that ends here (member x whole state, NaN rows for members without one), kept as the array
     ``forecast`` when the online driver held them in memory (:func:`cycle_forecasts`). ``durable=False``: flushed
     to stable storage by the next :func:`twin.io.atomic.make_durable` (the online driver's, every few seconds).
-    Collective."""
+    ``trail``: the analyses since the previous checkpoint, not written (see the module docstring). Collective."""
     from twin.io.checkpoint import write_checkpoint
 
     model = s.get_model()
@@ -107,6 +211,10 @@ def write_ensemble_checkpoint(s, path, cycle: int, t: float, states, params, ali
     arrays = {"alive": np.asarray(alive, dtype=bool)}
     if forecast is not None:
         arrays["forecast"] = np.asarray(forecast, dtype=float)
+    trail_arrays, records = trail_contents(trail)
+    if trail_arrays:
+        arrays.update(trail_arrays)
+        meta = dict(meta, trail=records)
     try:
         with ExitStack() as grids:
             parameters = _parameters(s, params, grids, field_vecs, ensemble=True)
@@ -170,15 +278,39 @@ def read_member(s, reader) -> tuple[np.ndarray, dict[str, Any]]:
 
 def cycle_forecasts(s, cycle: int, comm) -> dict[int, tuple[np.ndarray, dict[str, Any]]]:
     """Every member forecast of cycle ``cycle``, ``member -> (whole state, physical parameter values)`` (every rank):
-    from checkpoint ``cycle + 1``'s array ``forecast`` (the online driver's; parameters from checkpoint ``cycle``),
-    else from the member files of a workflow's tasks. Collective."""
+    from checkpoint ``cycle + 1``'s array ``forecast``, or the trail of the checkpoint after it (the online driver's;
+    parameters from checkpoint ``cycle``, which must exist), else from the member files of a workflow's tasks.
+    Collective.
+
+    Raises
+    ------
+    WorkflowError
+        When no checkpoint holds cycle ``cycle + 1``, or the forecasts are kept but checkpoint ``cycle`` (their
+        parameters) was not written (``outputs.checkpoint_every``).
+    """
     from twin.campaign import layout
 
-    with reader(layout.checkpoint_file(s.exp_dir, cycle + 1), comm) as r:
-        kept = r.read_array("forecast") if "forecast" in r.array_names else None
+    path = holding(s.exp_dir, cycle + 1, comm)
+    if path is None:
+        raise WorkflowError(f"experiment {s.name}: no checkpoint holds cycle {cycle}'s forecasts (checkpoint "
+                            f"{cycle + 1} or later)")
+    with reader(path, comm) as r:
+        kept = None
+        if path == layout.checkpoint_file(s.exp_dir, cycle + 1):
+            kept = r.read_array("forecast") if "forecast" in r.array_names else None
+        elif "trail_cycles" in r.array_names:
+            rows = r.read_array("trail_cycles").tolist()
+            kept = r.read_array("trail_forecast")[rows.index(cycle + 1)] if cycle + 1 in rows else None
     if kept is not None:
         members = [m for m in range(kept.shape[0]) if np.all(np.isfinite(kept[m]))]
-        with reader(layout.checkpoint_file(s.exp_dir, cycle), comm) as r:
+        parent = layout.checkpoint_file(s.exp_dir, cycle)
+        exists = parent.is_file()
+        if comm is not None and comm.Get_size() > 1:
+            exists = comm.bcast(exists, root=0)
+        if not exists:
+            raise WorkflowError(f"experiment {s.name}: cycle {cycle}'s forecasts need the members' parameters of "
+                                f"checkpoint {cycle}, which was not written (outputs.checkpoint_every)")
+        with reader(parent, comm) as r:
             _, params = read_members(s, r, members)
         return {m: (kept[m], p) for m, p in zip(members, params)}
     out = {}

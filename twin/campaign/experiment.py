@@ -46,6 +46,9 @@ class Setup:
     #: durable then, before the append: every checkpoint up to the cycles ``diagnostics.nc`` holds is on stable
     #: storage, a newer one may not be after a crash of the machine; a step of its own appends at once)
     pending: list = field(default_factory=list, repr=False)
+    #: records of cycles whose checkpoint is not written yet (``outputs.checkpoint_every``): appended after it is,
+    #: so that ``diagnostics.nc`` never holds a cycle a resume computes again
+    held: list = field(default_factory=list, repr=False)
     appended_at: float = field(default=0.0, repr=False)
     lazy: bool = False
 
@@ -149,11 +152,16 @@ class Setup:
         truth = arrays["truth"][cycle + 1] if arrays["truth"] is not None else None
         return truth, arrays["observations"][cycle], arrays["errors"][cycle] if per_cycle else arrays["errors"]
 
-    def add_diagnostics(self, record: dict, last: bool) -> None:
+    def add_diagnostics(self, record: dict, last: bool, held: bool = False) -> None:
         """Queue the diagnostics record of a cycle; append the queue to ``diagnostics.nc`` unless :attr:`lazy` and
         appended less than :data:`DIAGNOSTICS_EVERY` seconds ago (``last``: the campaign's last cycle, always).
-        Collective."""
-        self.pending.append(record)
+        ``held``: the cycle's checkpoint was not written; the record waits (:attr:`held`) for the next record of a
+        written one, and nothing is appended. Collective."""
+        if held:
+            self.held.append(record)
+            return
+        self.pending += self.held + [record]
+        self.held = []
         now = time.monotonic()
         if self.comm is not None and self.comm.Get_size() > 1:
             now = self.comm.bcast(now, root=0)

@@ -17,7 +17,7 @@ from typing import Mapping
 import numpy as np
 
 from twin.campaign import layout
-from twin.campaign.checkpoints import is_valid_checkpoint, reader
+from twin.campaign.checkpoints import CycleStore, is_valid_checkpoint, reader
 from twin.campaign.decide import decide
 from twin.campaign.experiment import Setup, rank_of, setup
 from twin.campaign.free_run import has_truth, write_free_run
@@ -86,8 +86,11 @@ def finalize(exp_dir, comm, s: Setup | None = None, *, fresh: bool = False, know
         posterior = np.full((s.n_members, K + 1) + spatial, np.nan)
         forecast = np.full((s.n_members, K) + spatial, np.nan)
         history, guard_state = [], None
+        # the analyses held in memory, else read from the checkpoint holding them (its own file, or the trail of a
+        # later one when the run wrote a checkpoint every outputs.checkpoint_every cycles)
+        store = known if isinstance(known, CycleStore) else CycleStore(s, comm, known)
         for k in range(K + 1):
-            held = (known or {}).get(k)
+            held = store.get(k)
             if held is not None:
                 alive, meta, kept = np.asarray(held.alive, dtype=bool), held.meta, held.forecast
                 posterior[alive, k] = np.asarray(held.states, dtype=float).reshape((-1,) + spatial)[alive]

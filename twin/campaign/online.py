@@ -6,9 +6,10 @@ the model integration a workflow's member task runs too; a group of one rank for
 the model's batched forecast when it has one, :func:`twin.campaign.steps.batched_forecast`, whose numbers are the
 solver's bitwise), the forecasts are gathered to every rank, and all ranks run
 the analysis (:func:`twin.campaign.steps.analyse`), whose checkpoint keeps the forecasts (array ``forecast``) for
-``forecast.nc`` and the decisions. So online mode writes one file per cycle (the checkpoint: what a restart needs)
-where a workflow writes a member file per member and cycle (its tasks are processes of their own); a killed online
-run recomputes at most the forecasts of the cycle it was in. The analysis is the same function on the same numbers
+``forecast.nc`` and the decisions. So online mode writes one file per ``outputs.checkpoint_every`` cycles (the
+checkpoint: what a restart needs, with the analyses and forecasts of the cycles since the one before; default every
+cycle) where a workflow writes a member file per member and cycle (its tasks are processes of their own); a killed
+online run recomputes the cycles after its last checkpoint, bitwise as they were. The analysis is the same function on the same numbers
 in both modes, so they give the same analysis for the same seed bitwise, and either can resume a run directory the
 other started (from its last checkpoint).
 
@@ -312,6 +313,9 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
             analysed = None
             # the checkpoints analysed here, for finalize, while the trajectory it holds anyway stays small
             known: dict | None = {} if _trajectory_bytes(s) <= KNOWN_BYTES else None
+            every = s.cfg.outputs.checkpoint_every
+            trail: list = []  # the analyses since the last checkpoint, which the next one holds
+            cycle_bytes = _trajectory_bytes(s) // (K + 1)  # an analysis and its forecasts
             for k in range(start, K):
                 # the checkpoint the last analysis wrote, as it wrote it; read from its file when resuming
                 prior = analysed or steps.read_prior(s, k, comm)
@@ -327,8 +331,14 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                 # every rank gets every member's forecast (each group's first rank holds its members')
                 forecasts = {m: x for part in comm.allgather(forecasts) for m, x in part.items()}
                 try:
+                    # and before the trail outgrows TRAIL_BYTES (the memory it holds until written)
+                    write = (k + 1) % every == 0 or k + 1 == K or (len(trail) + 1) * cycle_bytes > TRAIL_BYTES
                     analysed = steps.analyse(exp_dir, k, comm, s, min_members=policy.min_members,
-                                             forecasts=forecasts, prior=prior)
+                                             forecasts=forecasts, prior=prior, write=write, trail=trail)
+                    if write:
+                        trail = []
+                    else:
+                        trail.append(analysed)
                     if known is not None and analysed is not None:  # its states only (members x state)
                         known[k + 1] = dataclasses.replace(analysed, states=np.array(analysed.states, dtype=float),
                                                            params=[])
@@ -339,7 +349,10 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                     return
                 bar.advance(status=f"cycle {k}")
         s.flush_diagnostics()
-        finalize(exp_dir, comm, s, fresh=start < K, known=known)
+        from twin.campaign.checkpoints import CycleStore
+
+        # the analyses of this run from memory, the earlier ones (a resume) from their checkpoints or trails
+        finalize(exp_dir, comm, s, fresh=start < K, known=CycleStore(s, comm, known))
     finally:
         if s.pending:
             try:
@@ -352,6 +365,10 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
         s.destroy()
         ens.free()
 
+
+#: bytes of analyses and forecasts held for the next checkpoint's trail (``outputs.checkpoint_every``): a checkpoint
+#: is written earlier than the setting says when its trail would hold more
+TRAIL_BYTES = 256 * 2**20
 
 #: bytes of posterior and forecast trajectories the online driver keeps for finalize (which holds them in full
 #: anyway) rather than reading every checkpoint back at the end

@@ -103,16 +103,34 @@ def cycle_record(meta: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def records_between(s: Setup, first: int, last: int) -> list[dict[str, Any]]:
-    """The diagnostics records of cycles ``first .. last`` from checkpoints ``first + 1 .. last + 1``. Collective."""
-    from twin.campaign.checkpoints import reader
+    """The diagnostics records of cycles ``first .. last`` from the checkpoints that hold them: checkpoints
+    ``first + 1 .. last + 1`` and the trails of those written after cycles that have none
+    (:mod:`twin.campaign.checkpoints`). Collective.
 
-    out = []
-    for k in range(first + 1, last + 2):
-        with reader(layout.checkpoint_file(s.exp_dir, k), s.comm) as r:
-            rec = cycle_record(r.meta)
-        if rec is not None:
-            out.append(rec)
-    return out
+    Raises
+    ------
+    WorkflowError
+        When no checkpoint holds the record of one of those cycles.
+    """
+    from twin.campaign.checkpoints import checkpoint_cycles, reader
+    from twin.core.errors import WorkflowError
+
+    found: dict[int, dict[str, Any]] = {}
+    for k, path in checkpoint_cycles(s.exp_dir, s.comm):
+        if k <= first:
+            continue
+        with reader(path, s.comm) as r:
+            meta = r.meta
+        for rec in list(meta.get("trail", [])) + [cycle_record(meta)]:
+            if rec is not None and first <= int(rec["cycle"]) <= last:
+                found[int(rec["cycle"])] = rec
+        if k > last:
+            break
+    missing = [k for k in range(first, last + 1) if k not in found]
+    if missing:
+        raise WorkflowError(f"experiment {s.name}: no checkpoint holds the diagnostics of cycle(s) "
+                            f"{missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    return [found[k] for k in range(first, last + 1)]
 
 
 def append_cycle_records(s: Setup, records: list[dict[str, Any]]) -> None:

@@ -368,7 +368,9 @@ class Prior:
     members' whole states and physical parameter values (every member, dropped ones too), its ``meta`` (inflation,
     dropped members, guardrails ...), and its ``path`` and ``checksum`` (the parent of the files made from it);
     ``forecast``: the members' forecasts of the cycle that ends there, when the analysis that wrote it returned it
-    (its array ``forecast``, NaN rows for members without one)."""
+    (its array ``forecast``, NaN rows for members without one). An analysis the online driver did not write
+    (``outputs.checkpoint_every``) has the ``path`` and ``checksum`` of the last checkpoint written, the parent of
+    the next one."""
 
     alive: np.ndarray
     states: list
@@ -377,6 +379,8 @@ class Prior:
     path: Path
     checksum: str
     forecast: np.ndarray | None = None
+    #: the checkpoint number whose analysis this is (``path`` is the checkpoint written last, when this one was not)
+    cycle: int | None = None
 
 
 def as_read(meta: dict) -> dict:
@@ -391,18 +395,22 @@ def read_prior(s: Setup, cycle: int, comm) -> Prior:
     with reader(layout.checkpoint_file(s.exp_dir, cycle), comm) as r:
         alive = r.read_array("alive")
         states, params = read_members(s, r, range(alive.size))
-        return Prior(alive, states, params, r.meta, r.path, r.checksum)
+        return Prior(alive, states, params, r.meta, r.path, r.checksum, cycle=cycle)
 
 
 def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: int = 2,
-            forecasts: dict[int, np.ndarray] | None = None, prior: Prior | None = None) -> Prior | None:
+            forecasts: dict[int, np.ndarray] | None = None, prior: Prior | None = None, write: bool = True,
+            trail: tuple | list = ()) -> Prior | None:
     """Analysis of cycle ``cycle``: checkpoint ``cycle + 1`` and one diagnostics record. Collective.
 
     The members' forecasts come from their member files (a workflow's tasks), or from ``forecasts`` (member ->
     whole state, the same on every rank: the online driver keeps them in memory), which checkpoint ``cycle + 1`` then
     keeps as its array ``forecast`` (the rows of the other members NaN) for ``forecast.nc`` and the decisions.
     ``prior``: checkpoint ``cycle`` as :func:`read_prior` read it for the forecasts (the online driver; read here
-    otherwise), so that a cycle reads its checkpoint once.
+    otherwise), so that a cycle reads its checkpoint once. ``write=False`` (the online driver between checkpoints,
+    ``outputs.checkpoint_every``): checkpoint ``cycle + 1`` is not written, only returned, and its diagnostics record
+    waits for the next checkpoint; ``trail``: the analyses returned so since the last checkpoint, which checkpoint
+    ``cycle + 1`` then holds (:mod:`twin.campaign.checkpoints`).
     Members with a failure marker in this cycle are dropped; every other live member must have its forecast. The
     analysis is :meth:`twin.assimilation.analysis.EnsembleAnalysis.analyse` of the configured method
     (:func:`twin.campaign.context.analysis`) on the live members' control vectors, with the random stream ANALYSIS of
@@ -426,7 +434,7 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             raise WorkflowError(f"experiment {s.name}: method {s.cfg.assimilation.method!r} has no per-cycle ensemble "
                                 "analysis; it runs online ('twin run' with resources.workers: 1)")
         out = layout.checkpoint_file(s.exp_dir, cycle + 1)
-        if is_valid_checkpoint(out, comm):
+        if write and is_valid_checkpoint(out, comm):
             s.record("analyse", "skipped", t_start, cycle=cycle)
             return None
         model, sch, obs = s.get_model(), s.schedule, s.observations
@@ -490,13 +498,17 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             kept = np.full((alive.size, np.size(states[0])), np.nan)
             for m, x in forecasts.items():
                 kept[m] = x
-        written = write_ensemble_checkpoint(s, out, cycle + 1, t, prior_states, prior_params, alive, new_meta,
-                                            s.provenance(parent, checksum), forecast=kept, durable=not s.lazy)
+        if write:
+            written = write_ensemble_checkpoint(s, out, cycle + 1, t, prior_states, prior_params, alive, new_meta,
+                                                s.provenance(parent, checksum), forecast=kept, durable=not s.lazy,
+                                                trail=trail)
+        else:  # the next checkpoint's parent stays the last one written
+            out, written = parent, checksum
         if s.rank == 0:
             guarded.write_flags(s.exp_dir, new_meta.get("guardrails"))
             if "rejected" in new_meta:
                 _write_rejections(s.exp_dir, new_meta["rejected"])
-        s.add_diagnostics(record, last=cycle == sch.n_cycles - 1)
+        s.add_diagnostics(record, last=cycle == sch.n_cycles - 1, held=not write)
         s.record("analyse", "done", t_start, cycle=cycle)
         if "rmse" in record:
             log.info("experiment %s cycle %d: rmse %.4g -> %.4g, spread %.4g -> %.4g (%d members)", s.name, cycle,
@@ -505,7 +517,7 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             log.info("experiment %s cycle %d: %d observations, O-B std %.4g, chi2/m %.3g, spread %.4g (%d members)",
                      s.name, cycle, record["n_obs"], record.get("omb_std", float("nan")),
                      record.get("chi2_per_dof", float("nan")), record["spread"], len(live))
-        return Prior(alive, prior_states, prior_params, as_read(new_meta), out, written, kept)
+        return Prior(alive, prior_states, prior_params, as_read(new_meta), out, written, kept, cycle=cycle + 1)
     finally:
         if own:
             s.destroy()

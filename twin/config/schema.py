@@ -234,11 +234,19 @@ class Outputs(Strict):
     """``directory`` of the run (relative paths are relative to where twin is run; ``{name}`` is the campaign name);
     ``fields: false``: a forecast run writes its QoIs only, no field files (``forecast*.nc``); ``compression``: the
     zlib level (0-9) of the field files. Campaigns always keep what a restart needs (checkpoints) and the posterior
-    fields the report draws."""
+    fields the report draws.
+
+    ``checkpoint_every``: a filter campaign run online writes its ensemble checkpoint at the cycles that are multiples
+    of this and at the last cycle (1: every cycle); each checkpoint also holds the analyses, forecasts and diagnostics
+    of the cycles since the one before, so the outputs still hold every cycle, a resume continues from the last
+    checkpoint and computes the cycles after it again (bitwise), and a run writes ``1 / checkpoint_every`` files per
+    cycle (more when the analyses held for a checkpoint would exceed 256 MiB: it is written earlier). A workflow (``resources.workers`` > 1) checkpoints every cycle: its tasks exchange the states through them.
+    """
 
     directory: str = "runs/{name}"
     fields: bool = True
     compression: int = Field(default=4, ge=0, le=9)
+    checkpoint_every: int = Field(default=1, ge=1)
 
     @field_validator("directory")
     @classmethod

@@ -125,7 +125,7 @@ def _checkpoint(path: Path) -> Inspection:
             if "provenance" in f and len(f["provenance"].attrs):
                 lines.append("  provenance:")
                 lines += describe(dict(f["provenance"].attrs), indent="    ")
-    except OSError as exc:
+    except (OSError, OutputError) as exc:
         lines.append(f"  (contents unreadable: {exc})")
     return Inspection("\n".join(lines), [error] if error else [])
 

@@ -1,7 +1,10 @@
 """Provenance: the attributes every twin output carries, so the chain of updates can be followed back from any file.
 
-Each file written by :mod:`twin.io` records, as flat string/integer attributes (HDF5 attributes of ``/provenance``;
-NetCDF global attributes with the prefix ``twin_``):
+Each file written by :mod:`twin.io` records the fields below: a checkpoint as one attribute ``record`` of its
+``/provenance`` group, the JSON object of them (:data:`RECORD`; a file of 23 attributes cost more to write than a
+small model's states, and a checkpoint is written every cycle), a NetCDF file as global attributes with the prefix
+``twin_``. Checkpoints written before the record kept one attribute per field; :meth:`Provenance.from_attrs` reads
+both.
 
 ========================== ==============================================================================
 ``config``                  the campaign configuration, verbatim (the YAML text as read)
@@ -55,6 +58,9 @@ FIELDS = ("config_sha256", "twin_version", "git_revision", "petsc_version", "mpi
           "parent_checksum", "sensitive", "observation_files", "config")
 
 REDACTED = "redacted"
+
+#: the attribute of a checkpoint's ``/provenance`` group holding the whole record as JSON (:meth:`Provenance.record`)
+RECORD = "record"
 
 
 def utc_now() -> str:
@@ -190,9 +196,33 @@ class Provenance:
         """The record as a flat mapping of ``str`` and ``int`` values (HDF5 / NetCDF attributes)."""
         return {name: getattr(self, name) for name in FIELDS}
 
+    def record(self) -> str:
+        """The record as one JSON text (sorted keys; a checkpoint's attribute :data:`RECORD`)."""
+        import json
+
+        return json.dumps(self.attrs(), sort_keys=True, separators=(",", ":"))
+
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> "Provenance":
-        """Rebuild a record from attributes (unknown keys ignored, missing ones left at their defaults)."""
+        """Rebuild a record from attributes (unknown keys ignored, missing ones left at their defaults): one per
+        field, or the JSON text of them all under :data:`RECORD` (checkpoints).
+
+        Raises
+        ------
+        OutputError
+            If :data:`RECORD` is not the JSON object of a record.
+        """
+        if RECORD in attrs:
+            import json
+
+            text = attrs[RECORD]
+            text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+            try:
+                attrs = json.loads(text)
+            except ValueError as exc:
+                raise OutputError(f"provenance record is not JSON: {exc}") from None
+            if not isinstance(attrs, dict):
+                raise OutputError("provenance record is not a JSON object of provenance fields")
         known = {f.name: f.type for f in dataclasses.fields(cls)}
         values = {}
         for key, value in attrs.items():
@@ -314,4 +344,4 @@ def describe(attrs: Mapping[str, Any], indent: str = "  ") -> list[str]:
 
 
 __all__ = ["Provenance", "collect", "git_revision", "library_versions", "prepare_run_directory", "describe",
-           "utc_now", "sha256_text", "FIELDS", "REDACTED"]
+           "utc_now", "sha256_text", "FIELDS", "REDACTED", "RECORD"]

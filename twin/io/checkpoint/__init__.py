@@ -11,7 +11,8 @@ Layout (format ``twin-checkpoint``, version 1)
                             seconds), checksum="sha256:<hex>" (SHA-256 of the bytes of /manifest)
     /manifest               uint8 dataset: canonical JSON (sorted keys) listing every other object, the digest of
                             its attributes and, for datasets, dtype, shape and the digests of its written blocks
-    /provenance             group, attrs: the provenance record (twin.io.provenance)
+    /provenance             group, attr record: the provenance record as JSON (twin.io.provenance; files written
+                            before it have one attribute per field, which readers take as well)
     /meta                   group, attrs: one JSON text per key (coupler history, adaptive inflation, ...)
     /rng/<name>             group, attrs: bit_generator (e.g. "PCG64"), state (JSON of bit_generator.state)
     /fields/<name>          float64 dataset, natural C order of the global grid: (ny, nx) or (nz, ny, nx), with a

@@ -18,7 +18,7 @@ from twin.core.log import get_logger
 from twin.io.atomic import as_mpi_comm, atomic_output
 from twin.io.checkpoint.layout import (DIGESTS, FORMAT, FORMAT_VERSION, RNG_BIT_GENERATORS, attrs_digest, hyperslab,
                                        block_digest, canonical_json, parallel_hdf5_available, remember_verified)
-from twin.io.provenance import Provenance
+from twin.io.provenance import RECORD, Provenance
 
 log = get_logger("twin.io.checkpoint")
 
@@ -45,7 +45,8 @@ class CheckpointWriter:
     time : float
         Model time of the states, in model seconds.
     provenance : Provenance, optional
-        Stored as attributes of ``/provenance``; its ``end_time`` is set on close.
+        Stored as the attribute ``record`` of ``/provenance`` (:meth:`~twin.io.provenance.Provenance.record`); its
+        ``end_time`` is set on close.
     sensitive : bool
         Owner-only file (``0o600``).
     parallel : bool, optional
@@ -85,6 +86,9 @@ class CheckpointWriter:
         #: attributes as written, per object, for the manifest (reading them back cost more than the values of a
         #: small model's checkpoint); objects whose attributes are not all plain scalars are read back instead
         self._attrs: dict[str, dict[str, Any]] = {}
+        #: datasets written, ``path -> (dtype.str, shape)``: with :attr:`_attrs` the objects the manifest lists
+        #: (visiting the file through h5py cost more than a small model's values)
+        self._datasets: dict[str, tuple[str, list[int]]] = {}
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(atomic_output(self.path, self.comm, private=sensitive, reserve=reserve,
                                                            durable=durable))
@@ -129,6 +133,7 @@ class CheckpointWriter:
         if path in self._file:
             raise OutputError(f"checkpoint {self.path}: {path} written twice")
         dset = self._file.create_dataset(path, shape=shape, dtype=dtype)
+        self._datasets[path] = (np.dtype(dtype).str, [int(n) for n in shape])
         self._set_attrs(dset, path, attrs)
         return dset
 
@@ -258,28 +263,34 @@ class CheckpointWriter:
             self._set_attrs(self._file.require_group("/meta"), "/meta", encoded)
 
     # -- finishing --------------------------------------------------------------------------------------------------
-    def _attrs_digest(self, path: str, obj) -> str:
-        """The digest of ``obj``'s attributes from the values written when they are all plain scalars (as reading
-        them back gives), else read back."""
+    def _attrs_digest(self, path: str) -> str:
+        """The digest of the attributes of the object at ``path`` from the values written when they are all plain
+        scalars (as reading them back gives), else read back."""
         kept = self._attrs.get(path, {})
-        n = len(obj.attrs)
-        if n == len(kept) and not any(v is _READ_BACK for v in kept.values()):
+        if not any(v is _READ_BACK for v in kept.values()):
             return attrs_digest(kept)
+        obj = self._file[path]
         return attrs_digest(obj.attrs, skip=("checksum",) if path == "/" else ())
+
+    def _objects(self) -> list[str]:
+        """Every group and dataset below ``/`` this writer made: those it wrote or gave attributes, and the groups
+        holding them."""
+        made = (set(self._attrs) | set(self._datasets)) - {"/"}
+        for path in list(made):
+            parts = path.strip("/").split("/")
+            made.update("/" + "/".join(parts[:i]) for i in range(1, len(parts)))
+        return sorted(made)
 
     def _manifest(self) -> bytes:
         objects: dict[str, dict] = {}
-
-        def visit(name, obj):
-            entry = {"attrs": self._attrs_digest("/" + name, obj)}
-            if isinstance(obj, h5py.Dataset):
-                entry.update(dtype=obj.dtype.str, shape=list(obj.shape), blocks=self._blocks.get("/" + name, []))
-            objects["/" + name] = entry
-
-        self._file.visititems(visit)
+        for path in self._objects():
+            entry = {"attrs": self._attrs_digest(path)}
+            if path in self._datasets:
+                dtype, shape = self._datasets[path]
+                entry.update(dtype=dtype, shape=shape, blocks=self._blocks.get(path, []))
+            objects[path] = entry
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "cycle": self.cycle, "time": self.time,
-                    "digest": self.digest, "root_attrs": self._attrs_digest("/", self._file),
-                    "objects": objects}
+                    "digest": self.digest, "root_attrs": self._attrs_digest("/"), "objects": objects}
         try:  # plain JSON already (ints, strings, lists): canonical_json's walk through it cost more than its values
             return json.dumps(manifest, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
         except TypeError:
@@ -291,14 +302,16 @@ class CheckpointWriter:
             return self.checksum
         try:
             # rank 0's clock, so that every rank writes identical (collective) attributes
-            prov_attrs = self._bcast(self.provenance.finished().attrs() if self.provenance is not None else {})
+            prov_attrs = self._bcast({RECORD: self.provenance.finished().record()} if self.provenance is not None
+                                     else {})
             if self._writes:
                 f = self._file
                 self._set_attrs(f, "/", {"format": FORMAT, "format_version": FORMAT_VERSION, "cycle": self.cycle,
                                          "time": self.time})
                 self._set_attrs(f.require_group("/provenance"), "/provenance", prov_attrs)
-                for group in ("fields", "parameters", "arrays", "rng", "meta"):
+                for group in ("/fields", "/parameters", "/arrays", "/rng", "/meta"):
                     f.require_group(group)
+                    self._attrs.setdefault(group, {})
                 manifest = np.frombuffer(self._manifest(), dtype=np.uint8)
                 dset = f.create_dataset("/manifest", shape=manifest.shape, dtype=np.uint8)
                 if self.rank == 0:

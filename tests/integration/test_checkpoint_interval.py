@@ -1,0 +1,131 @@
+"""``outputs.checkpoint_every``: an online filter campaign checkpoints every n-th cycle (and the last), each checkpoint
+holding the analyses, forecasts and diagnostics of the cycles since the one before (its trail), so that the outputs
+hold every cycle and a resume from the last checkpoint computes the cycles after it again, bitwise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from campaign_case import arrays, assert_same, l96_campaign
+from twin.campaign import layout
+from twin.campaign.outputs import diagnostics_count
+from twin.io.checkpoint import CheckpointReader
+
+pytestmark = pytest.mark.timeout(400)
+
+TWIN = [sys.executable, "-m", "twin.cli"]
+
+
+def _campaign(path: Path, *, cycles: int, every: int | None) -> Path:
+    """The Lorenz-96 ETKF case of the fault tests with ``cycles`` cycles, checkpointed every ``every`` cycles."""
+    extra = "resources: {type: local, ranks: 1, workers: 1}\n"
+    if every is not None:
+        extra += f"outputs: {{checkpoint_every: {every}}}\n"
+    text = l96_campaign("iv", every=2, cycles=cycles, extra=extra)
+    path.write_text(text.replace("timeline: {start: 0.0, end: 1.0, units: s}",
+                                 f"timeline: {{start: 0.0, end: {cycles * 0.1:g}, units: s}}"))
+    return path
+
+
+def _run(campaign: Path, out: Path) -> Path:
+    done = subprocess.run([*TWIN, "run", str(campaign), "-o", str(out), "--quiet"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return layout.experiment_dir(out, "iv")
+
+
+def _outputs(exp: Path) -> dict[str, np.ndarray]:
+    """The NetCDF numbers of an experiment (not its checkpoints, which differ in number)."""
+    return {k: v for k, v in arrays(exp).items() if not k.startswith("cycle")}
+
+
+@pytest.fixture(scope="module")
+def every_cycle(tmp_path_factory) -> Path:
+    """The reference: the same campaign checkpointed every cycle (the default)."""
+    tmp = tmp_path_factory.mktemp("every1")
+    return _run(_campaign(tmp / "c.yaml", cycles=10, every=None), tmp / "run")
+
+
+def test_checkpoints_every_four_cycles_hold_every_cycle_bitwise(tmp_path, every_cycle):
+    """10 cycles checkpointed every 4: files at 0, 4, 8 and 10 (the last); posterior.nc, forecast.nc and
+    diagnostics.nc equal the every-cycle run's bitwise, and so do the checkpoints written, and checkpoint 8's
+    trail holds the analyses and forecasts of checkpoints 5, 6 and 7 as the every-cycle run wrote them."""
+    exp = _run(_campaign(tmp_path / "c.yaml", cycles=10, every=4), tmp_path / "run")
+    assert layout.checkpoint_cycles(exp) == [0, 4, 8, 10]
+    assert layout.checkpoint_cycles(every_cycle) == list(range(11))
+    assert_same(_outputs(exp), _outputs(every_cycle))
+    for k in (0, 4, 8, 10):
+        with CheckpointReader(layout.checkpoint_file(exp, k)) as a, \
+                CheckpointReader(layout.checkpoint_file(every_cycle, k)) as b:
+            assert a.read_field("l96").tobytes() == b.read_field("l96").tobytes()
+    with CheckpointReader(layout.checkpoint_file(exp, 8)) as r:
+        assert r.read_array("trail_cycles").tolist() == [5, 6, 7]
+        states, forecasts = r.read_array("trail_states"), r.read_array("trail_forecast")
+        records = r.meta["trail"]
+    assert [rec["cycle"] for rec in records] == [4, 5, 6]
+    for i, k in enumerate((5, 6, 7)):
+        with CheckpointReader(layout.checkpoint_file(every_cycle, k)) as r:
+            assert states[i].tobytes() == r.read_field("l96").reshape(states[i].shape).tobytes()
+            assert forecasts[i].tobytes() == r.read_array("forecast").tobytes()
+            assert records[i]["rmse"] == r.meta["record"]["rmse"]
+    with CheckpointReader(layout.checkpoint_file(exp, 4)) as r:  # the first after checkpoint 0: cycles 1, 2, 3
+        assert r.read_array("trail_cycles").tolist() == [1, 2, 3]
+    with CheckpointReader(layout.checkpoint_file(exp, 10)) as r:  # the last, 2 after checkpoint 8: cycle 9
+        assert r.read_array("trail_cycles").tolist() == [9]
+
+
+def test_a_run_stopped_between_checkpoints_resumes_from_the_last_and_matches_bitwise(tmp_path, every_cycle):
+    """What a run killed after checkpoint 8 of 10 leaves (checkpoint 10, done.json and the outputs gone; and no
+    diagnostics.nc, so its records must come from the checkpoints' trails): the same command computes cycles 8 and
+    9 again, reads the earlier cycles' analyses from the trails of checkpoints 4 and 8, and every output equals the
+    every-cycle run's bitwise."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=10, every=4)
+    exp = _run(campaign, tmp_path / "run")
+    for path in [layout.checkpoint_file(exp, 10), layout.done_marker(exp)] + [exp / n for n in layout.OUTPUTS]:
+        path.unlink()
+    _run(campaign, tmp_path / "run")
+    cycles = [r["cycle"] for r in layout.read_task_log(exp) if r["task"] == "analyse" and r["outcome"] == "done"]
+    assert cycles[10:] == [8, 9]  # after the first run's ten, the two after checkpoint 8
+    assert layout.checkpoint_cycles(exp) == [0, 4, 8, 10]
+    assert_same(_outputs(exp), _outputs(every_cycle))
+
+
+def test_a_killed_run_resumes_bitwise_and_its_diagnostics_never_run_ahead_of_its_checkpoints(tmp_path):
+    """Killed (SIGKILL) while running 60 cycles checkpointed every 8: ``diagnostics.nc`` holds no cycle after the
+    last checkpoint (a resume computes those again), and the resumed run's outputs equal an uninterrupted run's
+    bitwise."""
+    import os
+    import signal
+
+    campaign = _campaign(tmp_path / "c.yaml", cycles=60, every=8)
+    run = tmp_path / "run"
+    exp = layout.experiment_dir(run, "iv")
+    proc = subprocess.Popen([*TWIN, "run", str(campaign), "-o", str(run)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not (exp / "checkpoint").is_dir() or 16 not in layout.checkpoint_cycles(exp):
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.time() < deadline, "the run did not reach checkpoint 16 in time"
+            time.sleep(0.01)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+    last = max(layout.checkpoint_cycles(exp))
+    assert 16 <= last < 60 and not layout.done_marker(exp).exists(), "killed too late"
+    assert all(k % 8 == 0 for k in layout.checkpoint_cycles(exp))
+    if (exp / "diagnostics.nc").exists():
+        assert diagnostics_count(exp / "diagnostics.nc", None) <= last
+    _run(campaign, run)
+    assert layout.checkpoint_cycles(exp) == list(range(0, 60, 8)) + [60]
+    ref = _run(_campaign(tmp_path / "ref.yaml", cycles=60, every=8), tmp_path / "ref")
+    assert_same(arrays(exp), arrays(ref))
