@@ -10,7 +10,8 @@
    them done); as a workflow with warm workers (``launcher: worker``: every one-rank task runs in a Parsl worker that
    keeps PETSc, the imports and the experiment's setup); the same with this code's cuts of the fixed cost undone
    (*warm, before*: every experiment scanned by a process of its own before Parsl starts, Parsl's strategy every 2 s,
-   no warm-up tasks, the final status verifying the last checkpoint in a process of its own); and as a workflow with
+   also before the first block, no warm-up tasks, the final status verifying the last checkpoint in a process of its
+   own, Parsl's pool module as the pool's main module); and as a workflow with
    a process per task under ``mpiexec`` (the default launcher). Each workflow's last checkpoint is compared bit for
    bit with online mode's. Where the warm run's time goes, from the timestamps of its files (Parsl's logs, the task
    log): the driver before Parsl, Parsl's interchange, its worker pool, the workers' start, the first step's wait
@@ -68,9 +69,10 @@ def parsl_overhead(run_dir: Path, n: int = 200) -> tuple[float, float]:
     import parsl
 
     from twin.config.schema import LocalResources
-    from workflows.executors import build_config
+    from workflows.executors import build_config, load_parsl
 
-    dfk = parsl.load(build_config(LocalResources(type="local", workers=2), run_dir))
+    resources = LocalResources(type="local", workers=2)
+    dfk = load_parsl(build_config(resources, run_dir), resources)
     out = []
     try:
         for app in (parsl.bash_app(_empty), parsl.python_app(_nothing)):
@@ -143,13 +145,18 @@ def task_parts(exp_dir: Path, repeats: int = 5) -> dict[str, float]:
 
 class _FixedCostAsBefore:
     """Undo this code's cuts of a warm run's fixed cost (issue 23, 2026-12-06): every experiment scanned by a
-    process of its own before Parsl starts, Parsl's strategy every 2 s, no warm-up tasks, and the final status
-    verifying the last checkpoint in a process of its own."""
+    process of its own before Parsl starts, Parsl's strategy every 2 s (also before the first block), no warm-up
+    tasks, the final status verifying the last checkpoint in a process of its own, and Parsl's pool module as the
+    pool's main module (its spawned helpers import Parsl again)."""
 
     def __enter__(self):
         import workflows.campaign as wc
         import workflows.executors as ex
         import workflows.warm as ww
+
+        self.pool = (ex.POOL_COMMAND_MODULE, ww.POOL_COMMAND_MODULE, ex.STRATEGY_FIRST_PERIOD)
+        ex.POOL_COMMAND_MODULE = ww.POOL_COMMAND_MODULE = "parsl.executors.high_throughput.process_worker_pool"
+        ex.STRATEGY_FIRST_PERIOD = 2.0
 
         class ScanAll(wc._Scans):
             def __init__(self, dirs, python=sys.executable):
@@ -173,6 +180,7 @@ class _FixedCostAsBefore:
         import workflows.warm as ww
 
         wc._Scans, ex.STRATEGY_PERIOD["local"], ww.WarmPool.warm_up, wc.status = self.saved
+        ex.POOL_COMMAND_MODULE, ww.POOL_COMMAND_MODULE, ex.STRATEGY_FIRST_PERIOD = self.pool
 
 
 def _scan_every(dirs, python) -> dict:

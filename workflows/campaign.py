@@ -66,6 +66,7 @@ from workflows.executors import (
     Launcher,
     build_config,
     launcher_for,
+    load_parsl,
     scrubbed_environ,
 )
 from workflows.warm import WarmPool
@@ -486,7 +487,7 @@ def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive) -
     scanning = _Scans(dirs)  # while Parsl starts its interchange
     with _signals_stop_the_workflow():
         try:
-            dfk = parsl.load(pconfig)
+            dfk = load_parsl(pconfig, cfg.resources)
         except BaseException:
             scanning.kill()
             raise

@@ -12,7 +12,8 @@ Pitfalls handled, and why this is not Parsl's ``MPIExecutor``:
 
 * Parsl's MPI mode composes ``mpiexec -n R -ppn P -hosts H`` (MPICH/Hydra syntax, refused by Open MPI) and finds its
   nodes only from Slurm or PBS variables, so it cannot run on a laptop; twin composes the launch command itself
-  (:class:`Launcher`) and gives every task its own MPI job. The workflow process never imports mpi4py or petsc4py.
+  (:class:`Launcher`) and gives every task its own MPI job (more below). The workflow process never imports mpi4py
+  or petsc4py.
 * The worker pool of a Slurm block runs in the batch script itself (``SimpleLauncher``), not in an ``srun`` step:
   member runs are ``srun`` steps of their own, and a step cannot be started from inside another step that holds all
   the allocation's CPUs.
@@ -24,6 +25,18 @@ Pitfalls handled, and why this is not Parsl's ``MPIExecutor``:
   other MPI libraries).
 * HTEX workers are capped by ``max_workers_per_node``, not by cores (``cores_per_worker`` tiny): a worker only waits
   for its MPI job, which owns the cores.
+* Start-up (issue 23): a pool is Parsl's own, run as :mod:`workflows.pool` so that its spawned helper processes do
+  not import Parsl again (0.3-0.4 s), and :func:`load_parsl` has the strategy submit the first block as soon as the
+  executor exists (0.2 s); ``benchmarks/bench_workflow.py`` measures both.
+
+Parsl's MPI mode (``HighThroughputExecutor(enable_mpi_mode=True)`` / ``MPIExecutor``, Parsl 2026.10) would compose
+the launch prefix (``$PARSL_MPI_PREFIX``) from a task's ``parsl_resource_specification``, but it does not fit these
+resources yet: its pool finds nodes only from ``SLURM_NODELIST`` or ``PBS_NODEFILE`` (without them the pool fails to
+start, so never on a laptop); it composes a prefix only for tasks that ask for whole nodes (``num_nodes``), which it
+hands out one task per node, while members of a few ranks share a node here (several per block); and its
+``mpiexec`` prefix is MPICH/Hydra syntax (``-ppn``, ``-hosts``) that Open MPI 4 refuses. It fits Slurm members of
+whole nodes with ``srun`` (``MPIExecutor(mpi_launcher="srun")``, ``launcher_options`` for ``--exact
+--kill-on-bad-exit=1``).
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +72,11 @@ LOCAL_LABEL = "twin_local"
 #: ``local`` resources (a run asks the interchange over a local socket how many tasks are outstanding; the
 #: provider's own status polls keep their interval), 2 s for Slurm, where a block waits in the queue anyway.
 STRATEGY_PERIOD = {"local": 0.25, "slurm": 2.0}
+#: Seconds between the strategy's runs until the first block is submitted (:func:`load_parsl`). Parsl's strategy
+#: thread starts with the DataFlowKernel, before the executor (whose interchange takes 0.3 s to start), so with the
+#: period above the first block waited for the next run after the executor was added: 0.22 s of every local run,
+#: measured. Until then the runs find no executor and do nothing.
+STRATEGY_FIRST_PERIOD = 0.01
 
 
 def scrubbed_environ(environ=None) -> dict:
@@ -124,14 +143,20 @@ def launcher_for(resources, private: bool = False) -> Launcher:
     return Launcher(kind=resources.launcher, env=env, private=private)
 
 
+#: The module that runs a worker pool (Parsl's pool from a main module that imports nothing: :mod:`workflows.pool`).
+POOL_COMMAND_MODULE = "workflows.pool"
+
+
 def parsl_commands(python: str | None = None) -> dict:
     """HTEX's interchange and worker-pool commands run by this interpreter as modules: Parsl's defaults are the
     scripts ``interchange.py`` and ``process_worker_pool.py``, found only when the environment's ``bin/`` is on
-    ``PATH`` (not so for ``.venv/bin/python -m ...`` without activation, nor on a batch node)."""
+    ``PATH`` (not so for ``.venv/bin/python -m ...`` without activation, nor on a batch node). The pool runs as
+    :mod:`workflows.pool`, Parsl's pool whose spawned helper processes do not import Parsl again as their main module
+    (0.3-0.4 s less before the pool registers)."""
     from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 
     python = python or sys.executable
-    pool = f"{shlex.quote(python)} -m parsl.executors.high_throughput.process_worker_pool"
+    pool = f"{shlex.quote(python)} -m {POOL_COMMAND_MODULE}"
     return {"interchange_launch_cmd": [python, "-m", "parsl.executors.high_throughput.interchange"],
             "launch_cmd": DEFAULT_LAUNCH_CMD.replace("process_worker_pool.py", pool, 1)}
 
@@ -204,5 +229,19 @@ def build_config(resources, run_dir, *, retries: int = 0, address: str | None = 
     else:
         raise ValueError(f"unknown resources type {resources.type!r}")
     return Config(executors=[executor], run_dir=str(runinfo), retries=int(retries), strategy="simple",
-                  strategy_period=STRATEGY_PERIOD[resources.type], max_idletime=30.0, initialize_logging=True,
+                  strategy_period=STRATEGY_FIRST_PERIOD, max_idletime=30.0, initialize_logging=True,
                   usage_tracking=0)
+
+
+def load_parsl(config, resources, timeout: float = 5.0):
+    """Load the Parsl configuration ``config`` (from :func:`build_config`) and return its DataFlowKernel once the
+    strategy has submitted the executor's first block (every :data:`STRATEGY_FIRST_PERIOD` s until then, at most
+    ``timeout`` s); from then on the strategy runs every ``STRATEGY_PERIOD[resources.type]`` s."""
+    import parsl
+
+    dfk = parsl.load(config)
+    deadline = time.monotonic() + timeout
+    while any(not ex.blocks_to_job_id for ex in config.executors) and time.monotonic() < deadline:
+        time.sleep(STRATEGY_FIRST_PERIOD / 2)
+    dfk.job_status_poller.interval = STRATEGY_PERIOD[resources.type]
+    return dfk

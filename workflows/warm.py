@@ -30,6 +30,7 @@ from pathlib import Path
 from twin.campaign.task import WorkerRegistry, warm_up
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger
+from workflows.executors import POOL_COMMAND_MODULE
 
 log = get_logger("twin.workflows")
 
@@ -114,7 +115,7 @@ class WarmPool:
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
                 words = _cmdline(int(entry.name))
-                if "parsl.executors.high_throughput.process_worker_pool" in words and self.logdir in words:
+                if POOL_COMMAND_MODULE in words and self.logdir in words:
                     self.managers.add(int(entry.name))
 
     def check(self) -> None:

@@ -56,3 +56,53 @@ def test_a_warm_run_warms_every_worker_and_gives_the_online_analysis(tmp_path):
 
     run_online(loaded, MPI.COMM_SELF, tmp_path / "online")
     assert_same(arrays(exp), arrays(layout.experiment_dir(tmp_path / "online", "warmup")))
+
+
+def test_the_pool_command_is_parsls_own_pool_program():
+    """``python -m workflows.pool`` runs the statements of Parsl's pool module's ``__main__`` block (its command line
+    program, compiled from Parsl's source), with that module imported as itself."""
+    import ast
+    import subprocess
+    import sys
+
+    import parsl.executors.high_throughput.process_worker_pool as pwp
+
+    from workflows.pool import main_block
+
+    block = main_block(pwp)
+    assert block is not None
+    assert ast.unparse(block.body[0]) == "parser = get_arg_parser()"
+    assert any("Manager(" in ast.unparse(node) for node in ast.walk(block) if isinstance(node, ast.Try))
+    out = subprocess.run([sys.executable, "-P", "-m", "workflows.pool", "--help"], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "--max_workers_per_node" in out.stdout and "--hb_period" in out.stdout
+
+
+def test_parsl_is_loaded_with_its_first_block_submitted_and_the_strategy_slowed(tmp_path):
+    import parsl
+
+    from twin.config.schema import LocalResources
+    from workflows.executors import (
+        POOL_COMMAND_MODULE,
+        STRATEGY_FIRST_PERIOD,
+        STRATEGY_PERIOD,
+        build_config,
+        load_parsl,
+        scrubbed_environ,
+    )
+
+    resources = LocalResources(type="local", workers=1)
+    config = build_config(resources, tmp_path)
+    assert config.strategy_period == STRATEGY_FIRST_PERIOD < STRATEGY_PERIOD["local"]
+    assert f"-m {POOL_COMMAND_MODULE} " in config.executors[0].launch_cmd
+    dfk = load_parsl(config, resources)
+    try:
+        assert len(config.executors[0].blocks_to_job_id) == 1
+        assert dfk.job_status_poller.interval == STRATEGY_PERIOD["local"]
+        # the pool runs tasks (a function of an installed module: the worker imports it by name)
+        task = parsl.python_app(scrubbed_environ)({"HOME": "/h", "OMPI_COMM_WORLD_RANK": "0"})
+        assert task.result(timeout=120) == {"HOME": "/h"}
+    finally:
+        dfk.cleanup()
+        parsl.clear()
