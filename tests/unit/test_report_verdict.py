@@ -98,3 +98,20 @@ def test_the_campaign_verdict_weighs_two_probabilities_by_their_sampling_error(t
     assert "No calibration evidence is available to choose between them." in page
     page = campaign_html(tmp_path, runs, {"letkf": v(0.6, 40, 0.05), "4dvar": v(0.875, 8, 0.3)})
     assert "sampling error" not in page
+
+
+def test_calibration_evidence_weighs_coverage_and_spread_skill_together():
+    """A posterior covering 90 % with a spread 1.3 times its error is further from calibrated than one covering 85 %
+    with spread/skill 0.92: the larger of |coverage - 0.9| and |log spread/skill| is its distance from ideal."""
+    import xarray as xr
+
+    from twin.report.verdict import _ensemble_confidence
+
+    def run(cov, ss):
+        ds = xr.Dataset({"rmse": ("time", np.ones(5)), "spread": ("time", np.full(5, ss)),
+                         "rmse_a": 1.0, "spread_a": ss, "coverage_90_a": cov})
+        return _ensemble_confidence(RunData("x", ".", diagnostics=ds))
+
+    (text, wide), (_, tight) = run(0.90, 1.30), run(0.85, 0.92)
+    assert "at 90 % of the state entries" in text and "spread/skill 1.30" in text
+    assert wide == pytest.approx(np.log(1.3)) and tight == pytest.approx(-np.log(0.92)) and tight < wide

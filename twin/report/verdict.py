@@ -47,8 +47,8 @@ class Verdict:
     decision : str
         A short label of the decision itself (compared across methods: equal labels agree).
     calibration_error : float or None
-        Distance of the calibration evidence from ideal (``|coverage - nominal|`` or ``|log spread/skill|``), to
-        choose between methods; ``None`` when unknown.
+        Distance of the calibration evidence from ideal (the larger of ``|coverage - nominal|`` and
+        ``|log spread/skill|`` where both are known), to choose between methods; ``None`` when unknown.
     probabilities : dict of str to (float, int)
         The exceedance probabilities of the answer (``"P(eta > 4 m)"``) with the number of posterior members each
         was counted from, to tell a difference between methods from sampling error.
@@ -182,8 +182,9 @@ def _ensemble_confidence(data: RunData) -> tuple[str, float | None]:
     text = f"ensemble spread/skill {ratio:.2f}{cycles} after the burn-in: {word}"
     if d is not None and "coverage_90_a" in d:
         cov = float(d["coverage_90_a"].values)
+        # both must be near ideal: a posterior can hold the truth 90 % of the time with too wide a spread
         return (f"truth inside the 90 % ensemble interval at {100 * cov:.0f} % of the state entries after the "
-                f"burn-in; {text}"), abs(cov - 0.9)
+                f"burn-in; {text}"), max(abs(cov - 0.9), abs(math.log(ratio)))
     return text, abs(math.log(ratio))
 
 
