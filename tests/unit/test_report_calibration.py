@@ -219,3 +219,18 @@ def test_the_campaign_verdict_names_the_method_whose_probabilities_verified_best
     page = campaign_html(tmp_path, runs[:2], {r.name: Verdict("q", "a") for r in runs[:2]}, [line])
     assert html.escape(line) in page
     assert which_to_trust(cals[:1]) == []
+
+
+def test_a_parameter_is_scored_by_its_laplace_samples_where_the_checkpoint_has_them(tmp_path, monkeypatch):
+    """4D-Var's checkpoints hold one MAP value per parameter and its Laplace samples: the samples are the posterior
+    whose 90 % interval is checked (a single MAP value cannot be)."""
+    from twin.report import calibration
+
+    monkeypatch.setattr(calibration, "_truth_parameters", lambda d: {"F": 8.1})
+    samples = 8.0 + 0.2 * np.random.default_rng(3).standard_normal(40)
+    run = RunData("a", tmp_path, parameters={0: {"F": np.array([7.0])}, 1: {"F": np.array([8.0])}},
+                  posterior_parameters={"F": samples})
+    cal = calibration.Calibration("4dvar", ["a"])
+    calibration._add(cal, run)
+    assert cal.coverage["parameter F"] == (1, 1)
+    assert cal.ranks["F"] == [pytest.approx(np.mean(samples < 8.1))]

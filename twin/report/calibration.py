@@ -185,7 +185,8 @@ def _add(cal: Calibration, run: RunData) -> None:
                 cal.scores[f"{name}(x) coverage"] = cal.scores.get(f"{name}(x) coverage", 0.0) + frac
                 counted.add(name)
     if run.parameters:
-        last = run.parameters[max(run.parameters)]
+        # the final posterior's samples: Laplace samples where the last checkpoint has them, else its members
+        last = {**run.parameters[max(run.parameters)], **run.posterior_parameters}
         for name, samples in last.items():
             t = np.asarray(truth.get(name, np.nan), dtype=float)
             s = np.asarray(samples, dtype=float)
