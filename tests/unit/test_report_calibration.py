@@ -213,8 +213,11 @@ def test_the_campaign_verdict_names_the_method_whose_probabilities_verified_best
     best = min(by, key=lambda k: by[k]["pooled"]["brier"])
     other = next(k for k in by if k != best)
     d = by[other]["compared"][best]["pooled"]
-    assert line.startswith(f"Over 24 truths, P(eta > 0.5) from [{best}] verifies best: pooled Brier skill ")
-    assert f"[{other}]: skill {by[other]['pooled']['skill']:+.2f}, Brier {d['difference']:+.3f}" in line
+    assert line.startswith(f"Over 24 truths, P(eta > 0.5 m) from [{best}] verifies best: pooled Brier skill ")
+    cov = {c.label: c.coverage["QoI eta at the horizon"] for c in cals}
+    assert f"its 90 % interval holding the truth in {cov[best][0]} of 24; " in line
+    assert (f"[{other}]: skill {by[other]['pooled']['skill']:+.2f}, its 90 % interval holding the truth in "
+            f"{cov[other][0]} of 24, Brier {d['difference']:+.3f}") in line
     assert ("beyond 2 s.e." in line) == (abs(d["difference"]) > 2 * d["se"])
     page = campaign_html(tmp_path, runs[:2], {r.name: Verdict("q", "a") for r in runs[:2]}, [line])
     assert html.escape(line) in page

@@ -243,29 +243,36 @@ def which_to_trust(cals: list[Calibration]) -> list[str]:
     """For each QoI whose exceedance probabilities two or more set-ups forecast over replicates: which verified best
     and by how much, as plain sentences for the campaign verdict. The pooled Brier score decides (its thresholds give
     more events than the decision's alone); the difference to each other set-up is said with its standard error
-    (:func:`compare`), within 2 of which the set-ups cannot be told apart."""
+    (:func:`compare`), within 2 of which the set-ups cannot be told apart; each set-up's coverage of the QoI's truth
+    by its 90 % interval is said beside its skill (a sharp forecast can verify well and still be over-confident)."""
     out = []
     for name in sorted({n for c in cals for n in c.exceedance}):
-        rated = [(c.exceedance[name], c.label) for c in cals
+        rated = [(c.exceedance[name], c) for c in cals
                  if c.exceedance.get(name, {}).get("pooled", {}).get("brier") is not None]
         if len(rated) < 2:
             continue
         best_e, best = min(rated, key=lambda r: r[0]["pooled"]["brier"])
         decision = next((r for r in best_e["thresholds"] if r["kind"] == "decision"), None)
-        limit = f" > {decision['threshold']:g}" if decision else ""
+        unit = f" {best_e['units']}" if best_e.get("units") not in (None, "", "1") else ""
+        limit = f" > {decision['threshold']:g}{unit}" if decision else ""
+
+        def covered(c: Calibration) -> str:
+            inside, total = c.coverage.get(f"QoI {name} at the horizon", (None, None))
+            return f", its 90 % interval holding the truth in {inside} of {total}" if total else ""
+
         parts = []
-        for e, label in rated:
-            if label == best:
+        for e, c in rated:
+            if c is best:
                 continue
-            d = (e.get("compared") or {}).get(best, {}).get("pooled")
+            d = (e.get("compared") or {}).get(best.label, {}).get("pooled")
             gap = (f", Brier {d['difference']:+.3f} ± {d['se']:.3f} ("
                    + ("within 2 s.e.: not told apart" if abs(d["difference"]) <= 2 * d["se"] else "beyond 2 s.e.")
                    + ")") if d else ""
-            parts.append(f"[{label}]: skill {_fmt(e['pooled']['skill'], '+.2f')}{gap}")
+            parts.append(f"[{c.label}]: skill {_fmt(e['pooled']['skill'], '+.2f')}{covered(c)}{gap}")
         at = (f", {_fmt(decision['skill'], '+.2f')} at the decision's threshold" if decision else "")
-        out.append(f"Over {len(best_e['replicates'])} truths, P({name}{limit}) from [{best}] verifies best: pooled "
-                   f"Brier skill {_fmt(best_e['pooled']['skill'], '+.2f')}{at} (against climatology); "
-                   + "; ".join(parts) + ".")
+        out.append(f"Over {len(best_e['replicates'])} truths, P({name}{limit}) from [{best.label}] verifies best: "
+                   f"pooled Brier skill {_fmt(best_e['pooled']['skill'], '+.2f')}{at} (against climatology)"
+                   f"{covered(best)}; " + "; ".join(parts) + ".")
     return out
 
 
