@@ -35,22 +35,26 @@ def test_outputs_fields_and_compression_are_obeyed(tmp_path):
 
     text = (ROOT / "configs" / "quickstart.yaml").read_text()
     assert "outputs:\n  directory: runs/{name}\n" in text
-    for name, outputs in (("nofields", "  fields: false\n"), ("level1", "  compression: 1\n")):
+    for name, outputs in (("nofields", "  fields: false\n"), ("level6", "  compression: 6\n")):
         (tmp_path / f"{name}.yaml").write_text(text.replace("outputs:\n  directory: runs/{name}\n",
                                                             "outputs:\n  directory: runs/{name}\n" + outputs))
         out = subprocess.run([sys.executable, "-m", "twin.cli", "run", f"{name}.yaml", "-o", name, "--quiet"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
     assert not (tmp_path / "nofields" / "forecast.nc").exists() and (tmp_path / "nofields" / "qoi.nc").is_file()
-    with netCDF4.Dataset(tmp_path / "level1" / "forecast.nc") as nc:
-        assert nc["T"].filters()["zlib"] and nc["T"].filters()["complevel"] == 1
+    with netCDF4.Dataset(tmp_path / "level6" / "forecast.nc") as nc:
+        assert nc["T"].filters()["zlib"] and nc["T"].filters()["complevel"] == 6
 
 
-CAMPAIGN = linear_campaign("dated", start="2026-03-01T12:00Z", tail="decision: {qois: [mass], horizon: 0.1}\n")
+CAMPAIGN = linear_campaign("dated", start="2026-03-01T12:00Z",
+                           tail="decision: {qois: [mass], horizon: 0.1}\noutputs: {compression: 6}\n")
 
 
 def test_campaign_files_carry_the_calendar_start(tmp_path):
-    """Every NetCDF file of a campaign that starts at a date decodes to that date's times."""
+    """Every NetCDF file of a campaign that starts at a date decodes to that date's times; the ensemble files are
+    compressed at the ``outputs.compression`` level."""
+    import netCDF4
+
     (tmp_path / "c.yaml").write_text(CAMPAIGN)
     out = subprocess.run([sys.executable, "-m", "twin.cli", "run", "c.yaml", "-o", "run", "--quiet"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
@@ -65,3 +69,6 @@ def test_campaign_files_carry_the_calendar_start(tmp_path):
     with xr.open_dataset(exp / "diagnostics.nc") as ds:
         expected = start + np.arange(1, 5) * np.timedelta64(50, "ms")
         assert (ds["time"].values == expected).all(), ds["time"].values
+    for name in ("posterior.nc", "forecast.nc"):
+        with netCDF4.Dataset(exp / name) as nc:
+            assert nc["u"].filters()["zlib"] and nc["u"].filters()["complevel"] == 6, name

@@ -78,6 +78,25 @@ def test_units_convert_and_refuse_mismatch():
         parse_units("furlongz")
 
 
+def test_unit_registry_from_the_disk_cache_equals_the_parsed_one(tmp_path):
+    """The cached registry (written on the first build, loaded on the second) converts exactly as one parsed from
+    pint's definitions; a corrupted cached copy falls back to parsing instead of failing."""
+    from twin.core.units import build_registry
+
+    cache = tmp_path / "pint"
+    first, loaded, parsed = build_registry(cache), build_registry(cache), build_registry(None)
+    assert list(cache.glob("*.pickle"))
+    cases = [("mm**2/day", "m**2/s"), ("Gy", "J/kg"), ("degC", "K"), ("knot", "m/s"), ("hour", "s"), ("1", "percent")]
+    for src, dst in cases:
+        expected = parsed.Quantity(3.7, src).to(dst).magnitude
+        assert loaded.Quantity(3.7, src).to(dst).magnitude == expected
+        assert first.Quantity(3.7, src).to(dst).magnitude == expected
+    for f in cache.glob("*.pickle"):
+        f.write_bytes(f.read_bytes()[:100])
+    broken = build_registry(cache)
+    assert broken.Quantity(1.0, "mm**2/day").to("m**2/s").magnitude == pytest.approx(1e-6 / 86400, rel=1e-15)
+
+
 def test_errors_share_one_root_and_format():
     p = ConfigProblem("c.yaml", 3, 5, "models.a.grid", "bad")
     assert str(p) == "c.yaml:3:5: models.a.grid: bad"

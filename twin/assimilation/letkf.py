@@ -33,7 +33,6 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.spatial import cKDTree
 
 from twin.assimilation.ensemble import check_ensemble_size, etkf_transform, random_rotation
 from twin.assimilation.inflation import Inflation
@@ -192,8 +191,11 @@ def local_transforms(Y: np.ndarray, y: np.ndarray, r: np.ndarray, weights: np.nd
     return _transforms(np.einsum("pk,ki,kj->pij", weights, S, S, optimize=True), (weights * d) @ S, rotation)
 
 
-def _tree(coords: np.ndarray, periods: np.ndarray | None) -> cKDTree:
-    """A k-d tree of points with the minimum-image metric on periodic axes (``periods > 0``)."""
+def _tree(coords: np.ndarray, periods: np.ndarray | None):
+    """A k-d tree (``scipy.spatial.cKDTree``) of points with the minimum-image metric on periodic axes
+    (``periods > 0``)."""
+    from scipy.spatial import cKDTree  # 0.1 s to import: only the LETKF's start pays it, not every campaign's
+
     box = np.zeros(coords.shape[1]) if periods is None else np.where(np.asarray(periods) > 0, periods, 0.0)
     if not np.any(box > 0):
         return cKDTree(coords)

@@ -380,7 +380,7 @@ def fields_dataset(model, values: np.ndarray, lead: Mapping[str, tuple], *,
     return xr.Dataset(data_vars, coords=coords)
 
 
-def write_fields(path, ds, comm, *, kind: str, title: str, provenance, sensitive: bool, complevel: int = 4) -> None:
+def write_fields(path, ds, comm, *, kind: str, title: str, provenance, sensitive: bool, complevel: int = 1) -> None:
     """Write a :func:`fields_dataset` with the global attributes and data digest of every twin file (rank 0,
     atomically; collective). Data variables are compressed, chunked one leading index at a time."""
     from twin.io.atomic import atomic_output
@@ -416,7 +416,7 @@ def write_state_ensemble(s: Setup, path, values: np.ndarray | None, times: np.nd
         fields = block.split(values) if rank_of(s.comm) == 0 else None
         write_ensemble(path, model.grid, fields, times, comm=s.comm, variables=variables, kind=kind, title=title,
                        time_units=time_units, space_units=block.length_units, provenance=provenance,
-                       sensitive=s.cfg.campaign.sensitive)
+                       sensitive=s.cfg.campaign.sensitive, complevel=s.cfg.outputs.compression)
         return
     ds = None
     if rank_of(s.comm) == 0:
@@ -426,7 +426,7 @@ def write_state_ensemble(s: Setup, path, values: np.ndarray | None, times: np.nd
                 "time": (np.asarray(times, dtype=float), time_attributes(time_units))}
         ds = fields_dataset(model, values, lead, what=f"of the {kind} ensemble")
     write_fields(path, ds, s.comm, kind=kind, title=title, provenance=provenance,
-                 sensitive=s.cfg.campaign.sensitive)
+                 sensitive=s.cfg.campaign.sensitive, complevel=s.cfg.outputs.compression)
 
 
 def time_attributes(time_units: str) -> dict[str, str]:

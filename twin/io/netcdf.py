@@ -13,7 +13,8 @@ Ensemble file (``posterior.nc``, ``forecast.nc``; global ``twin_kind`` = ``poste
     member(member)  int    standard_name=realization        ensemble member index (0-based)
     time(time)      double standard_name=time, axis=T       units "seconds since <epoch>"
     x(x), y(y), z(z) double axis=X/Y/Z, units of the grid    cell centres (or nodes) of the twin Grid
-    <var>(member, time, [z,] y, x)  zlib-compressed, chunked one member and one time per chunk
+    <var>(member, time, [z,] y, x)  zlib-compressed (``outputs.compression``, level 1 by default), chunked one
+                                    member and a few times per chunk (:func:`ensemble_chunks`)
 
 Diagnostics file (``diagnostics.nc``; ``twin_kind`` = ``diagnostics``): ``time`` is the unlimited record dimension and
 :class:`DiagnosticsFile` appends one record per cycle (``cycle(time)``, RMSE, spread, innovation statistics, coupling
@@ -225,18 +226,22 @@ CHUNK_VALUES = 1 << 15
 
 
 def ensemble_chunks(shape: Sequence[int]) -> tuple[int, ...]:
-    """Chunk sizes of an ensemble variable ``(member, time) + spatial``: one member, one field, and as many times as
-    make :data:`CHUNK_VALUES` (one time for fields of that size or more; a map of one time reads one chunk per
-    member, a member's history few)."""
+    """Chunk sizes of an ensemble variable ``(member, time) + spatial``: one member, one field, and at most as many
+    times as make :data:`CHUNK_VALUES` (one time for fields of that size or more; a map of one time reads one chunk
+    per member, a member's history few), spread evenly over the fewest chunks that hold all the times: the last
+    chunk is as full as the others (1001 times in chunks of 819 stored 1638 per member, 64 % more than the values
+    when uncompressed; in two of 501, 1002)."""
     spatial = tuple(int(n) for n in shape[2:])
-    times = max(1, min(int(shape[1]), CHUNK_VALUES // max(1, int(np.prod(spatial)))))
-    return (1, times) + spatial
+    n_times = max(1, int(shape[1]))
+    most = max(1, min(n_times, CHUNK_VALUES // max(1, int(np.prod(spatial)))))
+    n_chunks = -(-n_times // most)
+    return (1, -(-n_times // n_chunks)) + spatial
 
 
 def write_ensemble(path, grid: Grid, fields: Mapping[str, np.ndarray] | None, times: Sequence[float], *,
                    comm=None, variables: Mapping[str, VariableMeta], kind: str = "posterior",
                    time_units: str = DEFAULT_TIME_UNITS, space_units: str = "m", title: str | None = None,
-                   provenance: Provenance | None = None, sensitive: bool = False, complevel: int = 4,
+                   provenance: Provenance | None = None, sensitive: bool = False, complevel: int = 1,
                    dtype: str = "f8") -> Path:
     """Write an ensemble file (collective over ``comm``; ``fields`` is needed on rank 0 only).
 
@@ -255,7 +260,7 @@ def write_ensemble(path, grid: Grid, fields: Mapping[str, np.ndarray] | None, ti
     encoding = {}
     if ds is not None:
         for name, var in ds.data_vars.items():
-            encoding[name] = {"zlib": True, "complevel": int(complevel), "dtype": dtype, "_FillValue": np.nan,
+            encoding[name] = {"zlib": complevel > 0, "complevel": int(complevel), "dtype": dtype, "_FillValue": np.nan,
                               "chunksizes": ensemble_chunks(var.shape)}
         for name in ds.coords:
             encoding[name] = {"_FillValue": None}
