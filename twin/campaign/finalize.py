@@ -91,15 +91,11 @@ def finalize(exp_dir, comm, s: Setup | None = None, *, fresh: bool = False, know
         store = known if isinstance(known, CycleStore) else CycleStore(s, comm, known)
         for k in range(K + 1):
             held = store.get(k)
-            if held is not None:
-                alive, meta, kept = np.asarray(held.alive, dtype=bool), held.meta, held.forecast
-                posterior[alive, k] = np.asarray(held.states, dtype=float).reshape((-1,) + spatial)[alive]
-            else:
-                with reader(layout.checkpoint_file(s.exp_dir, k), comm) as r:
-                    alive = r.read_array("alive").astype(bool)
-                    posterior[alive, k] = r.read_field(model.name)[alive]
-                    meta = r.meta
-                    kept = r.read_array("forecast") if k > 0 and "forecast" in r.array_names else None
+            if held is None:
+                raise WorkflowError(f"experiment {s.name}: no checkpoint holds the analysis of cycle {k} "
+                                    f"({layout.checkpoint_file(s.exp_dir, k)} or a later one's trail)")
+            alive, meta, kept = np.asarray(held.alive, dtype=bool), held.meta, held.forecast
+            posterior[alive, k] = np.asarray(held.states, dtype=float).reshape((-1,) + spatial)[alive]
             record = cycle_record(meta)
             if record is not None:
                 history.append(record)

@@ -349,10 +349,8 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                     return
                 bar.advance(status=f"cycle {k}")
         s.flush_diagnostics()
-        from twin.campaign.checkpoints import CycleStore
-
         # the analyses of this run from memory, the earlier ones (a resume) from their checkpoints or trails
-        finalize(exp_dir, comm, s, fresh=start < K, known=CycleStore(s, comm, known))
+        finalize(exp_dir, comm, s, fresh=start < K, known=known)
     finally:
         if s.pending:
             try:
