@@ -5,17 +5,18 @@
 2. The parts of a task process: the interpreter alone; ``MPI_Init`` of a one-process task with Open MPI's defaults
    and with the local settings of :data:`workflows.executors.LOCAL_MPI_ENV`; a whole member task process
    (``python -m twin.campaign.task forecast`` of a member, the model run included) with each; side by side.
-3. The Lorenz-96 benchmark campaign (1 experiment, N = 8 members, 6 cycles, 1-rank members, 2 workers), interleaved
-   in one run: online in one process (first, paying its imports as a ``twin run`` would, and again at the end with
-   them done); as a workflow with warm workers (``launcher: worker``: every one-rank task runs in a Parsl worker that
-   keeps PETSc, the imports and the experiment's setup); the same with this code's cuts of the fixed cost undone
-   (*warm, before*: every experiment scanned by a process of its own before Parsl starts, Parsl's strategy every 2 s,
-   also before the first block, no warm-up tasks, the final status verifying the last checkpoint in a process of its
-   own, Parsl's pool module as the pool's main module); and as a workflow with
-   a process per task under ``mpiexec`` (the default launcher). Each workflow's last checkpoint is compared bit for
-   bit with online mode's. Where the warm run's time goes, from the timestamps of its files (Parsl's logs, the task
-   log): the driver before Parsl, Parsl's interchange, its worker pool, the workers' start, the first step's wait
-   for its worker's imports, ``init``, the cycles and ``finalize``, and the end of the run.
+3. The Lorenz-96 benchmark campaign (1 experiment, N = 8 members, 6 cycles, 1-rank members, 2 workers), interleaved in
+   one run: online in one process (first, paying its imports as a ``twin run`` would, and again at the end with them
+   done); as a workflow with warm workers (``launcher: worker``: every one-rank task runs in a Parsl worker that keeps
+   PETSc, the imports and the experiment's setup; what the default, ``launcher: auto``, does with one-rank tasks and no
+   ``experiments.task_timeout``); the same with this code's cuts of the fixed cost undone (*warm, before*: every
+   experiment scanned by a process of its own before Parsl starts, Parsl's strategy every 2 s, also before the first
+   block, no warm-up tasks, the final status verifying the last checkpoint in a process of its own, Parsl's pool module
+   as the pool's main module); and as a workflow with a process per task under ``mpiexec`` (``launcher: mpiexec``, the
+   default before ``auto``; ``auto`` with a ``task_timeout``). Each workflow's last checkpoint is compared bit for bit
+   with online mode's. Where the warm run's time goes, from the timestamps of its files (Parsl's logs, the task log):
+   the driver before Parsl, Parsl's interchange, its worker pool, the workers' start, the first step's wait for its
+   worker's imports, ``init``, the cycles and ``finalize``, and the end of the run.
 4. A campaign whose members take at least 1 s each (Lorenz-96, n = 20000, 5000 steps a cycle, N = 4, 2 cycles):
    online and as a warm workflow with 2 workers (two members at once on the 2 cores) and with 1 worker (one at a
    time, as online mode runs them).
@@ -302,7 +303,8 @@ def campaign(tmp: Path, text: str, label: str, modes: list[str], ctx: dict) -> d
     online_cycle = _steady_cycle_seconds(online)
     if online_cycle is not None:
         emit("workflow", f"{label}: online, seconds per cycle once going", online_cycle, "s", **ctx)
-    names = {"warm": "workflow, warm workers (launcher worker)", "mpiexec": "workflow, a process per task (mpiexec)",
+    names = {"warm": "workflow, warm workers (launcher worker)",
+             "mpiexec": "workflow, a process per task (launcher mpiexec)",
              "warm-before": "workflow, warm workers, fixed-cost cuts undone",
              "warm-1": "workflow, warm, 1 worker"}
     for mode in modes:

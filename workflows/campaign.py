@@ -6,18 +6,20 @@ For every experiment (:func:`twin.campaign.experiments.expand`)::
 
 Each box is a Parsl bash app running ``python -m twin.campaign.task STEP EXP_DIR ...`` under an MPI launcher
 (:mod:`workflows.executors`): member forecasts on ``ranks_per_member`` ranks, the other steps on ``resources.ranks``.
-With ``launcher: worker`` a one-rank box is instead a python app, :func:`twin.campaign.task.run_in_worker`, that runs
-the step inside a warm Parsl worker: the worker keeps PETSc, the imports and the experiment's ``Setup`` between its
-tasks, so a member costs milliseconds of orchestration instead of an interpreter start (about 1 s; issue 23,
-``benchmarks/bench_workflow.py``). The warm workers are isolated enough for this: each is a process of its own
-(spawned, one MPI rank, no collective with any other task); a PETSc error is a Python exception there, after which
-the worker drops what it kept and the next task starts from the files as a new process would; what a worker keeps
-between tasks is what online mode keeps between members, and the two modes give the same bits (tests). A worker
-that dies under its task (a signal, the OOM killer, a crash) is reported by Parsl as lost (the task is retried, or
-the experiment stops with that reason); one that dies while idle ends the run with an error that says so
+With ``launcher: auto`` (the default of local resources) or ``worker`` a one-rank box is instead a python app,
+:func:`twin.campaign.task.run_in_worker`, that runs the step inside a warm Parsl worker: the worker keeps PETSc, the
+imports and the experiment's ``Setup`` between its tasks, so a member costs milliseconds of orchestration instead of an
+interpreter start (about 1 s; issue 23, ``benchmarks/bench_workflow.py``). The warm workers are isolated enough for
+this: each is a process of its own (spawned, one MPI rank, no collective with any other task); a PETSc error is a Python
+exception there, after which the worker drops what it kept and the next task starts from the files as a new process
+would; what a worker keeps between tasks is what online mode keeps between members, and the two modes give the same bits
+(tests). A worker that dies under its task (a signal, the OOM killer, a crash) is reported by Parsl as lost (the task is
+retried, or the experiment stops with that reason); one that dies while idle ends the run with an error that says so
 (:mod:`workflows.warm`, which also warms every worker up while the first steps run). What it gives up: Parsl's time
-limit stops Python code, not a long C call. So it is opt-in: a campaign whose members may hang inside PETSc keeps a
-launcher (a process per task).
+limit stops Python code, not a long C call. So ``launcher: auto`` runs every task as a process of its own under
+``mpiexec`` when the campaign sets ``experiments.task_timeout`` (a campaign whose members may hang inside PETSc sets
+one), and ``launcher: mpiexec`` always does; :func:`workflows.executors.launcher_for` decides, and the run's log says
+which launcher it uses and why.
 State passes between tasks only through the experiment's files (HDF5 checkpoints and forecast files), so this
 process never imports mpi4py, petsc4py or h5py, and experiments advance independently (one experiment's analysis
 does not wait for another's forecasts).
@@ -228,7 +230,7 @@ class CampaignWorkflow:
         self.launcher = launcher
         self.logs = run_dir / "runinfo" / "tasks"
         self.app = parsl.bash_app(_task)
-        # one-rank tasks without a launcher run in the warm workers themselves (twin.campaign.task.run_in_worker)
+        # one-rank tasks of a warm launcher run in the workers themselves (twin.campaign.task.run_in_worker)
         self.warm_app = parsl.python_app(run_in_worker)
         self.pool = None
         if launcher.in_worker(1):
@@ -285,7 +287,8 @@ class CampaignWorkflow:
                                 self.launcher.private, walltime=self.policy.task_timeout,
                                 registry=str(self.pool.registry.path))
         else:
-            cmd = self.launcher.command(ranks, [step, e.dir, *args])
+            cmd = self.launcher.command(ranks, [step, e.dir, *args],
+                                        registry=None if self.pool is None else str(self.pool.registry.path))
             fut = self.app(cmd, stdout=str(base) + ".out", stderr=str(base) + ".err",
                            walltime=self.policy.task_timeout)
         e.pending[fut] = (step, member, base)
@@ -492,8 +495,9 @@ def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive) -
             scanning.kill()
             raise
         try:
-            wf = CampaignWorkflow(run_dir, dirs, policy, cfg.resources,
-                                  launcher_for(cfg.resources, private=cfg.campaign.sensitive), scanning.results())
+            launcher = launcher_for(cfg.resources, private=cfg.campaign.sensitive, task_timeout=policy.task_timeout)
+            log.info("launcher: %s", launcher.why)
+            wf = CampaignWorkflow(run_dir, dirs, policy, cfg.resources, launcher, scanning.results())
             wf.run(interactive)
             state = "finished"
         except _Signalled:

@@ -1,8 +1,12 @@
 """Parsl executors and MPI launch commands built from the typed ``resources`` section.
 
-``LocalResources`` -> a HighThroughputExecutor with a LocalProvider: ``workers`` tasks at once on this machine, each a
-bash app that starts its own MPI job with ``mpiexec -n R`` (``launcher: mpiexec``) or ``srun``; with no launcher a
-one-rank task runs inside the warm worker itself (:meth:`Launcher.in_worker`, :mod:`workflows.campaign`).
+``LocalResources`` -> a HighThroughputExecutor with a LocalProvider: ``workers`` tasks at once on this machine. With
+``launcher: auto`` (the default, resolved by :func:`launcher_for`) a one-rank task runs inside a warm worker itself
+(:meth:`Launcher.in_worker`, :mod:`workflows.campaign`) and a task of more ranks is a bash app that starts its own
+MPI job with ``mpiexec -n R``; when the campaign sets ``experiments.task_timeout`` every task is such a process
+(a time limit can end a process, not a warm worker's long C call). ``launcher: mpiexec`` (or ``srun``, ``none``)
+makes every task a process of its own, ``launcher: worker`` runs one-rank tasks in the warm workers whatever the
+time limit.
 
 ``SlurmResources`` -> a HighThroughputExecutor with a SlurmProvider (partition, account, qos, walltime, nodes per
 block, at most ``max_blocks`` blocks, ``modules`` loaded and ``worker_init`` run before the workers start); member
@@ -12,8 +16,8 @@ Pitfalls handled, and why this is not Parsl's ``MPIExecutor``:
 
 * Parsl's MPI mode composes ``mpiexec -n R -ppn P -hosts H`` (MPICH/Hydra syntax, refused by Open MPI) and finds its
   nodes only from Slurm or PBS variables, so it cannot run on a laptop; twin composes the launch command itself
-  (:class:`Launcher`) and gives every task its own MPI job (more below). The workflow process never imports mpi4py
-  or petsc4py.
+  (:class:`Launcher`) and gives every task it launches its own MPI job (more below). The workflow process never
+  imports mpi4py or petsc4py.
 * The worker pool of a Slurm block runs in the batch script itself (``SimpleLauncher``), not in an ``srun`` step:
   member runs are ``srun`` steps of their own, and a step cannot be started from inside another step that holds all
   the allocation's CPUs.
@@ -24,7 +28,7 @@ Pitfalls handled, and why this is not Parsl's ``MPIExecutor``:
   which the launch command enables through the environment (``OMPI_MCA_rmaps_base_oversubscribe=1``, ignored by
   other MPI libraries).
 * HTEX workers are capped by ``max_workers_per_node``, not by cores (``cores_per_worker`` tiny): a worker only waits
-  for its MPI job, which owns the cores.
+  for its MPI job, which owns the cores (or runs a one-rank task itself, on one core).
 * Start-up (issue 23): a pool is Parsl's own, run as :mod:`workflows.pool` so that its spawned helper processes do
   not import Parsl again (0.3-0.4 s), and :func:`load_parsl` has the strategy submit the first block as soon as the
   executor exists (0.2 s); ``benchmarks/bench_workflow.py`` measures both.
@@ -93,6 +97,8 @@ class Launcher:
     Attributes
     ----------
     kind : {"mpiexec", "srun", "none", "worker"}
+        What starts a task that is a process of its own (``resources.launcher: auto`` is resolved by
+        :func:`launcher_for`: never a kind).
     python : str
         The interpreter that runs ``twin.campaign.task`` (the driver's, so the same environment).
     env : dict
@@ -100,12 +106,19 @@ class Launcher:
     private : bool
         A sensitive campaign's task: run under the owner-only umask ``077`` (whatever umask the worker has), so
         every file and directory the task creates is owner-only from creation.
+    warm : bool
+        One-rank tasks run inside the warm Parsl workers, tasks of more ranks under ``kind`` (``launcher: auto``
+        without ``experiments.task_timeout``).
+    why : str
+        Which launcher the run uses and why, for its log (:func:`launcher_for`).
     """
 
     kind: str = "mpiexec"
     python: str = field(default_factory=lambda: sys.executable)
     env: tuple[tuple[str, str], ...] = ()
     private: bool = False
+    warm: bool = False
+    why: str = field(default="", compare=False)
 
     def prefix(self, ranks: int) -> list[str]:
         ranks = int(ranks)
@@ -123,24 +136,64 @@ class Launcher:
 
     def in_worker(self, ranks: int) -> bool:
         """Whether a task of ``ranks`` ranks runs inside a warm Parsl worker (:func:`twin.campaign.task
-        .run_in_worker`) rather than as a process of its own: one rank and ``launcher: worker``. MPI tasks are always
-        MPI jobs of their own, and a launcher the campaign names (``mpiexec``, ``srun``, ``none``) is used as named."""
-        return self.kind == "worker" and int(ranks) == 1
+        .run_in_worker`) rather than as a process of its own: one rank, and ``launcher: worker`` or a warm launcher
+        (``launcher: auto`` without a time limit). MPI tasks are always MPI jobs of their own, and a launcher the
+        campaign names (``mpiexec``, ``srun``, ``none``) is used as named."""
+        return int(ranks) == 1 and (self.kind == "worker" or self.warm)
 
-    def command(self, ranks: int, args: list[str]) -> str:
-        """The shell command of a task: environment, launcher, ``python -m twin.campaign.task ARGS`` (quoted)."""
+    def command(self, ranks: int, args: list[str], registry: str | None = None) -> str:
+        """The shell command of a task: environment, launcher, ``python -m twin.campaign.task ARGS`` (quoted).
+
+        ``registry``: the run's :class:`twin.campaign.task.WorkerRegistry` directory when the workers are warm (a run
+        of ``launcher: auto`` has warm one-rank tasks and MPI tasks of more ranks in the same workers): the worker
+        running the command (the shell's parent) is recorded busy while it runs and idle after, as a warm task
+        records itself, so that the driver's watch (:mod:`workflows.warm`) leaves a worker that dies under it to
+        Parsl (the task lost) instead of ending the run as for a worker that died idle."""
         env = dict(TASK_ENV)
         env.update({k: os.environ[k] for k in PASS_ENV if k in os.environ})
         env.update(dict(self.env))
         words = ["env"] + [f"{k}={v}" for k, v in sorted(env.items())]
         # -P: the working directory is not put on sys.path (a run directory named "twin" there would shadow the package)
         words += self.prefix(ranks) + [self.python, "-P", "-m", "twin.campaign.task"] + [str(a) for a in args]
-        return ("umask 077; " if self.private else "") + SCRUB_MPI_ENV + " ".join(shlex.quote(w) for w in words)
+        mark = ""
+        if registry is not None:  # the trap keeps the command's exit status
+            put = 'printf {0} > "$twin_reg/.$PPID.new" && mv -f "$twin_reg/.$PPID.new" "$twin_reg/$PPID"'
+            mark = f"twin_reg={shlex.quote(str(registry))}; {put.format('busy')}; trap '{put.format('idle')}' EXIT; "
+        return (("umask 077; " if self.private else "") + mark + SCRUB_MPI_ENV
+                + " ".join(shlex.quote(w) for w in words))
 
 
-def launcher_for(resources, private: bool = False) -> Launcher:
+def launcher_for(resources, private: bool = False, task_timeout: float | None = None) -> Launcher:
+    """The launcher of a run's tasks on ``resources``: the one place where ``launcher: auto`` (the default of local
+    resources) is resolved.
+
+    * Without a time limit (``task_timeout`` None, the campaign's ``experiments.task_timeout``): one-rank tasks run
+      in the warm Parsl workers (no interpreter start per task, about 1 s; ``benchmarks/bench_workflow.py``), tasks
+      of more ranks under ``mpiexec -n R``.
+    * With one: every task is a process of its own under ``mpiexec``. Parsl's time limit stops Python code in a warm
+      worker, not a long C call (PETSc), while it ends a process whatever it runs.
+
+    Every other launcher (``mpiexec``, ``srun``, ``none``, ``worker``; Slurm's) is used as named.
+    :attr:`Launcher.why` says which launcher the run uses and why (the workflow logs it once)."""
     env = tuple(sorted(LOCAL_MPI_ENV.items())) if resources.type == "local" else ()
-    return Launcher(kind=resources.launcher, env=env, private=private)
+    kind, warm = resources.launcher, False
+    if kind == "auto":
+        kind, warm = "mpiexec", task_timeout is None
+        if warm:
+            why = ("tasks of one rank run in warm Parsl workers, tasks of more ranks under mpiexec (launcher: auto); "
+                   "set resources.launcher: mpiexec for a process per task")
+        else:
+            why = (f"every task is a process of its own under mpiexec (launcher: auto with experiments.task_timeout "
+                   f"{task_timeout:g} s, which cannot stop a warm Parsl worker inside a long C call)")
+    elif kind == "worker":
+        why = "tasks of one rank run in warm Parsl workers (launcher: worker)" + (
+            "" if task_timeout is None else
+            f"; experiments.task_timeout ({task_timeout:g} s) stops Python code there, not a long C call")
+    elif kind == "none":
+        why = "every task is a process of its own, started without an MPI launcher (launcher: none)"
+    else:
+        why = f"every task is a process of its own under {kind} (launcher: {kind})"
+    return Launcher(kind=kind, env=env, private=private, warm=warm, why=why)
 
 
 #: The module that runs a worker pool (Parsl's pool from a main module that imports nothing: :mod:`workflows.pool`).
@@ -166,8 +219,8 @@ def _local_executor(resources, run_dir: Path, label: str):
     from parsl.launchers import SimpleLauncher
     from parsl.providers import LocalProvider
 
-    # the workers run warm tasks (launcher: worker) themselves: no MPI runtime variables of the driver's environment,
-    # the local MPI settings, no bytecode files in the tree (as in every task's own environment)
+    # the workers run warm tasks (launcher: auto or worker) themselves: no MPI runtime variables of the driver's
+    # environment, the local MPI settings, no bytecode files in the tree (as in every task's own environment)
     init = SCRUB_MPI_ENV + " ".join(f"export {k}={v};" for k, v in sorted({**TASK_ENV, **LOCAL_MPI_ENV}.items()))
     provider = LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, launcher=SimpleLauncher(), cmd_timeout=60,
                              worker_init=init)

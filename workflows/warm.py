@@ -1,4 +1,5 @@
-"""The warm Parsl workers of a workflow run, seen from its driver (``resources.launcher: worker``, issue 23).
+"""The warm Parsl workers of a workflow run, seen from its driver (``resources.launcher: auto``, the
+default, or ``worker``; issue 23).
 
 Warm-up. Right after the first steps are submitted, one warm-up task per worker (:func:`twin.campaign.task.warm_up`)
 makes the workers warm (PETSc, the imports of the steps, the first experiment's setup) while ``init`` runs. Without
@@ -14,8 +15,8 @@ under its task (``WorkerLost``: the task is retried, or fails with that reason).
 between taking a task and starting it loses the task. Either way the run waited forever: ``experiments.task_timeout``
 is enforced inside the worker, so a task that never starts never times out (seen with a real SIGKILL, tested in
 tests/integration/test_warm_workers.py). So the driver watches the pool's processes (the children of the run's
-manager in ``/proc``: Linux, and local resources, as this launcher is) every half second. Every warm task records its
-worker as busy or idle in the run's :class:`~twin.campaign.task.WorkerRegistry`: a process that dies busy is left to
+manager in ``/proc``: Linux, and local resources, as this launcher is) every half second. Every warm task (and, in a run that also has MPI tasks of
+more ranks, each of their shells) records its worker as busy or idle in the run's :class:`~twin.campaign.task.WorkerRegistry`: a process that dies busy is left to
 Parsl; one that dies otherwise ends the run with a :class:`~twin.core.errors.WorkflowError` that says so. Every
 finished step is in the files, so running the campaign again resumes it.
 """

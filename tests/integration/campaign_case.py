@@ -47,6 +47,7 @@ def l96_campaign(name: str, *, seed: int = 1, n: int = 40, forcing: str = NORMAL
 CAMPAIGN = l96_campaign("l96camp", cycles="CYCLES", extra="""\
     ensemble: {ranks_per_member: 2}
     resources: {type: local, ranks: 1, workers: 2}
+    outputs: {checkpoint_every: 1}  # online as the workflow: every cycle's checkpoint is compared
     """)
 
 

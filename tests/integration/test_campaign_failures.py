@@ -28,7 +28,8 @@ from twin.config.loader import load_campaign
 pytestmark = pytest.mark.timeout(300)
 
 CAMPAIGN = l96_campaign("l96fail", seed=8675, forcing="{value: 8.0, prior: {dist: lognormal, median: 8.0, sigma: 1.2}, "
-                        "estimable: true}", N=5, inflation=None, every=8, cycles=2)
+                        "estimable: true}", N=5, inflation=None, every=8, cycles=2,
+                        extra="outputs: {checkpoint_every: 1}\n")  # the tests read checkpoint 1
 
 WIDE, NARROW = "sigma-1.2", "sigma-0.05"
 MATRIX = {"models.l96.forcing.prior.sigma": [1.2, 0.05]}

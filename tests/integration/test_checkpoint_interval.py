@@ -1,4 +1,5 @@
-"""``outputs.checkpoint_every``: an online filter campaign checkpoints every n-th cycle (and the last), each checkpoint
+"""``outputs.checkpoint_every`` / ``checkpoint_seconds``: an online filter campaign checkpoints every n-th cycle or
+once so many wall-clock seconds have passed (default 10 s), and at the last cycle, each checkpoint
 holding the analyses, forecasts and diagnostics of the cycles since the one before (its trail), so that the outputs
 hold every cycle and a resume from the last checkpoint computes the cycles after it again, bitwise."""
 
@@ -22,11 +23,14 @@ pytestmark = pytest.mark.timeout(400)
 TWIN = [sys.executable, "-m", "twin.cli"]
 
 
-def _campaign(path: Path, *, cycles: int, every: int | None) -> Path:
-    """The Lorenz-96 ETKF case of the fault tests with ``cycles`` cycles, checkpointed every ``every`` cycles."""
+def _campaign(path: Path, *, cycles: int, every: int | None, seconds: float | None = None) -> Path:
+    """The Lorenz-96 ETKF case of the fault tests with ``cycles`` cycles, checkpointed every ``every`` cycles or
+    ``seconds`` seconds (neither: the default)."""
     extra = "resources: {type: local, ranks: 1, workers: 1}\n"
     if every is not None:
         extra += f"outputs: {{checkpoint_every: {every}}}\n"
+    if seconds is not None:
+        extra += f"outputs: {{checkpoint_seconds: {seconds}}}\n"
     text = l96_campaign("iv", every=2, cycles=cycles, extra=extra)
     path.write_text(text.replace("timeline: {start: 0.0, end: 1.0, units: s}",
                                  f"timeline: {{start: 0.0, end: {cycles * 0.1:g}, units: s}}"))
@@ -47,9 +51,9 @@ def _outputs(exp: Path) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def every_cycle(tmp_path_factory) -> Path:
-    """The reference: the same campaign checkpointed every cycle (the default)."""
+    """The reference: the same campaign checkpointed every cycle."""
     tmp = tmp_path_factory.mktemp("every1")
-    return _run(_campaign(tmp / "c.yaml", cycles=10, every=None), tmp / "run")
+    return _run(_campaign(tmp / "c.yaml", cycles=10, every=1), tmp / "run")
 
 
 def test_checkpoints_every_four_cycles_hold_every_cycle_bitwise(tmp_path, every_cycle):
@@ -129,3 +133,31 @@ def test_a_killed_run_resumes_bitwise_and_its_diagnostics_never_run_ahead_of_its
     assert layout.checkpoint_cycles(exp) == list(range(0, 60, 8)) + [60]
     ref = _run(_campaign(tmp_path / "ref.yaml", cycles=60, every=8), tmp_path / "ref")
     assert_same(arrays(exp), arrays(ref))
+
+
+def test_by_default_a_short_run_checkpoints_at_its_start_and_end_and_seconds_zero_every_cycle(tmp_path, every_cycle):
+    """The default interval is 10 s of wall-clock time: 10 Lorenz-96 cycles (well under a second) write checkpoints 0
+    and 10 only, with the outputs of the every-cycle run bitwise; ``checkpoint_seconds: 0`` writes every cycle's."""
+    exp = _run(_campaign(tmp_path / "c.yaml", cycles=10, every=None), tmp_path / "run")
+    assert layout.checkpoint_cycles(exp) == [0, 10]
+    assert_same(_outputs(exp), _outputs(every_cycle))
+    with CheckpointReader(layout.checkpoint_file(exp, 10)) as r:
+        assert r.read_array("trail_cycles").tolist() == list(range(1, 10))
+    zero = _run(_campaign(tmp_path / "z.yaml", cycles=10, every=None, seconds=0), tmp_path / "zero")
+    assert layout.checkpoint_cycles(zero) == list(range(11))
+    assert_same(arrays(zero), arrays(every_cycle))
+
+
+def test_a_checkpoint_is_written_once_its_seconds_have_passed(tmp_path):
+    """``checkpoint_seconds: 0.02`` over 60 cycles (each a few milliseconds or more): checkpoints fall between start
+    and end as the clock says, each holding the cycles since the one before as its trail, and the outputs equal a
+    run checkpointed every 8 cycles bitwise (they do not depend on where the checkpoints fell)."""
+    exp = _run(_campaign(tmp_path / "c.yaml", cycles=60, every=None, seconds=0.02), tmp_path / "run")
+    written = layout.checkpoint_cycles(exp)
+    assert written[0] == 0 and written[-1] == 60 and len(written) > 2, written
+    for before, k in zip(written, written[1:]):
+        with CheckpointReader(layout.checkpoint_file(exp, k)) as r:  # no trail after the cycle before
+            trail = r.read_array("trail_cycles").tolist() if k > before + 1 else []
+        assert trail == list(range(before + 1, k))
+    ref = _run(_campaign(tmp_path / "ref.yaml", cycles=60, every=8), tmp_path / "ref")
+    assert_same(_outputs(exp), _outputs(ref))

@@ -21,7 +21,8 @@ def _run(campaign, run):
 
 
 def test_checkpoints_do_not_grow_and_diagnostics_are_rebuilt_from_them(tmp_path):
-    text = l96_campaign("size", cycles=str(CYCLES), extra="resources: {type: local, ranks: 1, workers: 1}\n")
+    text = l96_campaign("size", cycles=str(CYCLES), extra="resources: {type: local, ranks: 1, workers: 1}\n"
+                        "outputs: {checkpoint_every: 1}\n")  # every cycle's checkpoint, to compare their sizes
     campaign = tmp_path / "c.yaml"
     campaign.write_text(text.replace("end: 1.0", f"end: {CYCLES * 0.1:g}"))
     run = tmp_path / "run"

@@ -51,6 +51,8 @@ def live(tmp_path_factory):
     text = (ROOT / "configs" / "lorenz96_etkf.yaml").read_text()
     assert NETWORK in text and "cycles: 30" in text
     text = text.replace("cycles: 30", f"cycles: {CYCLES}")
+    # a checkpoint per cycle: the kill test stops a delivery in the middle of its cycles
+    text = text.replace("outputs:\n", "outputs:\n  checkpoint_every: 1\n")
     out = deliver_in_three(tmp_path_factory.mktemp("live"), text, EXP, f"cycles: {CYCLES}", "cycles: 4",
                            keep="killed")
     obs = out["obs"]

@@ -38,6 +38,7 @@ CAMPAIGN = l96_campaign(NAME, seed=5, forcing="{value: 8.0, prior: {dist: lognor
       horizon: 0.5
       exceedance_limits: {energy: 20.0}
       guardrails: {window: 4, warmup: 1, policy: exclude}
+    outputs: {checkpoint_every: 1}  # the divergences are injected into the checkpoints of cycles 2 and 4
     """).replace("end: 1.0,", "end: 2.4,")  # 6 cycles of 8 steps of 0.05
 POLICY = ExperimentsConfig(retries=1, on_member_failure="drop", min_members=3)
 #: (cycle, member) of the injected divergences

@@ -116,8 +116,9 @@ def test_report_of_the_plugin_run(online):
 
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec on PATH (the workflow's tasks use it)")
 def test_etkf_workflow_mode_gives_the_online_analysis(tmp_path):
-    """resources.workers > 1: the Parsl workflow, whose tasks are new processes that find the kind by entry point;
-    the analysis equals the online one (same random streams) and the reference."""
+    """resources.workers > 1: the Parsl workflow, whose tasks run in new processes (Parsl's warm workers, with the
+    default launcher) that find the kind by entry point; the analysis equals the online one (same random streams) and
+    the reference."""
     wf = _campaign(tmp_path, "workflow", cycles=3, members=4, workers=2)
     out = _twin("run", str(wf), "-o", str(tmp_path / "wf"))
     assert out.returncode == 0, out.stdout + out.stderr

@@ -29,8 +29,9 @@ TWIN = [sys.executable, "-m", "twin.cli"]
 
 def _campaign(path: Path, *, cycles: int = 40, extra: str = "resources: {type: local, ranks: 1, workers: 1}\n",
               name: str = "kill") -> Path:
-    """The Lorenz-96 ETKF case with ``cycles`` cycles of 2 steps (about 0.2 s each online)."""
-    text = l96_campaign(name, every=2, cycles=cycles, extra=extra)
+    """The Lorenz-96 ETKF case with ``cycles`` cycles of 2 steps (about 0.2 s each online), a checkpoint per cycle
+    (the tests kill runs when a given cycle's checkpoint appears)."""
+    text = l96_campaign(name, every=2, cycles=cycles, extra=extra + "outputs: {checkpoint_every: 1}\n")
     path.write_text(text.replace("timeline: {start: 0.0, end: 1.0, units: s}",
                                  f"timeline: {{start: 0.0, end: {cycles * 0.1:g}, units: s}}"))
     return path
@@ -135,11 +136,12 @@ def _task_pids(step: str, exp: Path, cycle: int, member: int) -> list[int]:
 
 
 def test_a_member_task_killed_by_a_signal_stops_the_experiment_with_the_real_reason(tmp_path):
-    """Workflow mode, ``on_member_failure: drop``: member 2's forecast of cycle 1 is killed with SIGKILL (as the OOM
-    killer does). It is not dropped (that is for the model's failures): the experiment stops, naming the member and
-    the signal, ``twin run`` and ``twin status`` exit 1, and a rerun resumes and finishes it."""
+    """Workflow mode with a process per task (``launcher: mpiexec``), ``on_member_failure: drop``: member 2's forecast
+    of cycle 1 is killed with SIGKILL (as the OOM killer does). It is not dropped (that is for the model's failures):
+    the experiment stops, naming the member and the signal, ``twin run`` and ``twin status`` exit 1, and a rerun
+    resumes and finishes it. (A warm worker killed under its task: tests/integration/test_warm_workers.py.)"""
     campaign = _campaign(tmp_path / "c.yaml", cycles=3, extra="""\
-        resources: {type: local, ranks: 1, workers: 2}
+        resources: {type: local, ranks: 1, workers: 2, launcher: mpiexec}
         experiments: {retries: 0, on_member_failure: drop}
         """.replace("        ", ""))
     run = tmp_path / "run"
@@ -217,8 +219,10 @@ def _alive(pid: int) -> bool:
 def test_sigterm_stops_the_workflow_driver_and_everything_it_started(tmp_path):
     """``scancel`` or ``kill`` sends SIGTERM to the driver: it runs Parsl's cleanup (the interchange, the worker pool
     and the running tasks end with it), records the driver as cancelled, prints one error line and exits non-zero;
-    ``twin status`` then says interrupted and exits 1."""
-    campaign = _campaign(tmp_path / "c.yaml", cycles=6, extra="resources: {type: local, ranks: 1, workers: 2}\n")
+    ``twin status`` then says interrupted and exits 1. With a process per task (``launcher: mpiexec``), so that the
+    running tasks are processes of their own that must end too."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=6,
+                         extra="resources: {type: local, ranks: 1, workers: 2, launcher: mpiexec}\n")
     run = tmp_path / "run"
     exp = layout.experiment_dir(run, "kill")
     proc = _start(["run", campaign, "-o", run, "--workflow"])

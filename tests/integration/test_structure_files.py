@@ -42,6 +42,7 @@ def _reduced(source: Path, directory: Path, name: str, observations: list | None
     cfg["timeline"]["end"] = 2.0 * CYCLES
     cfg["decision"]["structure"]["random_placements"] = 20
     cfg["resources"] = {"type": "local", "ranks": 1}
+    cfg["outputs"]["checkpoint_every"] = 1  # every cycle's checkpoint, compared between the runs
     if observations is not None:
         cfg["assimilation"]["observations"] = observations
     path = directory / f"{name}.yaml"

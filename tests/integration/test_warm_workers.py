@@ -2,7 +2,9 @@
 same analysis as online mode bit for bit, the model's failures retried then dropped by member, every step in the
 workers; a worker killed with a real SIGKILL under its task stops its experiment at once with that reason, and one
 killed while it waits for a task ends the run with an error that says so instead of leaving it waiting forever
-(workflows/warm.py); a rerun resumes either to online mode's numbers."""
+(workflows/warm.py); a rerun resumes either to online mode's numbers. ``launcher: auto``, the default: one-rank tasks
+in the warm workers and tasks of more ranks under ``mpiexec -n R``, or, with ``experiments.task_timeout``, every task
+a process of its own under ``mpiexec``, which the time limit stops when it hangs."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from twin.config.loader import load_campaign
 
 pytestmark = pytest.mark.timeout(400)
 
-WARM = "resources: {type: local, ranks: 1, workers: 2, launcher: worker}\n"
+#: online runs of these campaigns checkpoint every cycle as the workflow does, so every checkpoint is compared
+WARM = "resources: {type: local, ranks: 1, workers: 2, launcher: worker}\noutputs: {checkpoint_every: 1}\n"
 #: the divergence of tests/integration/test_campaign_failures.py: member 2 of the wide prior draws F = 244
 FAILING = l96_campaign("l96fail", seed=8675, forcing="{value: 8.0, prior: {dist: lognormal, median: 8.0, sigma: 1.2}, "
                        "estimable: true}", N=5, inflation=None, every=8, cycles=2, extra=WARM)
@@ -187,3 +190,138 @@ def test_a_warm_worker_killed_while_it_waits_ends_the_run_with_an_error_and_a_re
     assert again.ok, again
     run_online(loaded, MPI.COMM_SELF, tmp_path / "online", experiments=policy)
     assert_same(arrays(exp), arrays(layout.experiment_dir(tmp_path / "online", "l96kill")))
+
+
+# -- launcher: auto, the default of local resources --------------------------------------------------------------------
+def _command(task_err: Path) -> str:
+    """The command line Parsl wrote at the top of a bash app's stderr ("" for a warm task, which has none)."""
+    text = task_err.read_text(errors="replace")
+    if "--> executable follows <--" not in text:
+        return ""
+    return text.split("--> executable follows <--", 1)[1].split("--> end executable <--", 1)[0]
+
+
+def test_the_default_launcher_runs_one_rank_tasks_warm_and_mpi_tasks_under_mpiexec(tmp_path):
+    """No ``launcher`` and no ``task_timeout``: every one-rank step (all of them with one-rank members; init, the
+    analyses and finalize with two-rank members) runs in the two warm workers, and each two-rank member forecast is
+    an ``mpiexec -n 2`` job of its own; the worker running such a job is recorded busy for it (then idle), under its
+    own pid, as for a warm step. The log says which launcher the run used and why."""
+    from twin.campaign.task import WorkerRegistry
+    from workflows.campaign import run_workflow
+
+    path = tmp_path / "auto.yaml"
+    path.write_text(l96_campaign("l96auto", N=3, cycles=2,
+                                 extra="resources: {type: local, ranks: 1, workers: 2}\n"))
+    loaded = load_campaign(path)
+    assert loaded.config.resources.launcher == "auto"
+    policy = ExperimentsConfig(matrix={"ensemble.ranks_per_member": [1, 2]})
+    run = tmp_path / "wf"
+    result = run_workflow(loaded, run, experiments=policy, interactive=False)
+    assert result.ok, result
+    assert result.tasks_run == 2 * (1 + 2 * (3 + 1) + 1)
+    log_text = (run / "twin.log").read_text()
+    assert log_text.count("launcher: tasks of one rank run in warm Parsl workers, tasks of more ranks under mpiexec "
+                          "(launcher: auto); set resources.launcher: mpiexec for a process per task") == 1
+    workers = WorkerRegistry(run / "runinfo" / "workers").states()
+    assert 1 <= len(workers) <= 2 and set(workers.values()) == {WorkerRegistry.IDLE}
+    one, two = sorted(result.states)
+    assert [loaded.config.ensemble.ranks_per_member, one, two] == [1, "ranks-per-member-1", "ranks-per-member-2"]
+    tasks = run / "runinfo" / "tasks"
+    # one-rank members: every step in the warm workers, none a process of its own
+    records = layout.read_task_log(layout.experiment_dir(run, one))
+    assert len(records) == 1 + 2 * (3 + 1) + 1 and {r["pid"] for r in records} <= set(workers)
+    assert all(_command(f) == "" for f in (tasks / one).glob("*.err"))
+    # two-rank members: the forecasts are MPI jobs of their own, the other steps warm
+    records = layout.read_task_log(layout.experiment_dir(run, two))
+    forecasts = [r for r in records if r["task"] == "forecast"]
+    assert len(forecasts) == 6 and {r["ranks"] for r in forecasts} == {2}
+    assert len({r["pid"] for r in forecasts}) == 6 and not {r["pid"] for r in forecasts} & set(workers)
+    assert {r["pid"] for r in records if r["task"] != "forecast"} <= set(workers)
+    for f in (tasks / two).glob("*.err"):
+        assert (" mpiexec -n 2 " in _command(f)) == f.name.startswith("forecast_"), f.name
+
+
+#: a model class on PYTHONPATH whose member forecasts never return (a call stuck in C code, as a solver can be)
+HANG = '''
+import sys
+import time
+
+from twin.kinds.lorenz96.config import Lorenz96Config
+from twin.kinds.lorenz96.model import Lorenz96
+
+
+class HangConfig(Lorenz96Config):
+    type: str
+
+
+def _hang():
+    if sys.argv[1:2] == ["forecast"]:  # a task process's member forecast: init's nature run goes on
+        time.sleep(600)
+
+
+class Hang(Lorenz96):
+    config_class = HangConfig
+
+    def advance(self, state, t0, t1):
+        _hang()
+        return super().advance(state, t0, t1)
+
+    def advance_ensemble(self, *args, **kwargs):
+        _hang()
+        return super().advance_ensemble(*args, **kwargs)
+'''
+
+
+def _processes_of(exp: Path) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                words = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if "twin.campaign.task" in words and str(exp) in words:
+                out.append(int(entry))
+    return out
+
+
+@pytest.mark.timeout(240)
+def test_the_default_launcher_with_a_task_timeout_runs_every_task_as_a_process_and_stops_a_hung_one(
+        tmp_path, monkeypatch):
+    """``experiments.task_timeout`` set and no ``launcher``: every task, one-rank ones included, is a process of its
+    own under ``mpiexec -n 1`` (no warm workers), so the time limit stops member forecasts hung in a call that does
+    not return: the experiment stops with the limit as its reason, the run ends soon after the limit, and the hung
+    processes are gone with it."""
+    from workflows.campaign import run_workflow
+
+    (tmp_path / "mods" / "hangmodels").mkdir(parents=True)
+    (tmp_path / "mods" / "hangmodels" / "__init__.py").write_text(HANG)
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    paths = (str(tmp_path / "mods"), os.environ.get("PYTHONPATH"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    path = tmp_path / "hang.yaml"
+    path.write_text(l96_campaign("l96hang", N=2, cycles=2, extra="resources: {type: local, ranks: 1, workers: 2}\n")
+                    .replace("type: lorenz96", 'type: "hangmodels:Hang"'))
+    loaded = load_campaign(path)
+    policy = ExperimentsConfig(retries=0, task_timeout=15)
+    run = tmp_path / "wf"
+    t0 = time.monotonic()
+    result = run_workflow(loaded, run, experiments=policy, interactive=False)
+    took = time.monotonic() - t0
+    assert not result.ok and result.states == {"l96hang": "failed"}
+    assert took < 15 + 60, f"the run took {took:.0f} s with a 15 s time limit"
+    assert "launcher: every task is a process of its own under mpiexec (launcher: auto with " \
+           "experiments.task_timeout 15 s" in (run / "twin.log").read_text()
+    assert not (run / "runinfo" / "workers").exists()  # no warm workers
+    exp = layout.experiment_dir(run, "l96hang")
+    reason = layout.read_json(layout.stopped_marker(exp))["reason"]
+    assert reason.startswith("member(s) 0 (") and "walltime" in reason and "other than the model" in reason, reason
+    tasks = run / "runinfo" / "tasks" / "l96hang"
+    for name in ("init", "forecast_c0000_m0000", "forecast_c0000_m0001"):
+        assert " mpiexec -n 1 " in _command(tasks / f"{name}.err"), name
+    (init,) = [r for r in layout.read_task_log(exp) if r["task"] == "init"]
+    assert init["outcome"] == "done" and init["pid"] != os.getpid()
+    deadline = time.monotonic() + 30
+    while _processes_of(exp) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_of(exp) == [], "hung task processes outlived the run"

@@ -14,7 +14,8 @@ from twin.config.loader import load_campaign
 
 pytestmark = pytest.mark.timeout(300)
 
-WARM = "resources: {type: local, ranks: 1, workers: 2, launcher: worker}\n"
+#: online runs of these campaigns checkpoint every cycle as the workflow does, so every checkpoint is compared
+WARM = "resources: {type: local, ranks: 1, workers: 2, launcher: worker}\noutputs: {checkpoint_every: 1}\n"
 
 
 def test_only_experiments_with_a_checkpoint_are_scanned(tmp_path):

@@ -198,8 +198,8 @@ def test_etkf_online_on_the_plugin_class_named_by_path(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec on PATH (the workflow's tasks use it)")
 def test_etkf_workflow_workers_import_the_class_again(tmp_path, modules):
-    """resources.workers > 1: every task is a new process that reads the campaign and imports the class from
-    PYTHONPATH again; the analysis is the plugin workflow's."""
+    """resources.workers > 1: the tasks run in new processes (Parsl's warm workers, with the default launcher) that
+    read the campaign and import the class from PYTHONPATH again; the analysis is the plugin workflow's."""
     f = _campaign(tmp_path, "quickmodels.lorenz:QuickLorenz", members=4, workers=2)
     out = _twin("run", str(f), "-o", str(tmp_path / "wf"), modules=modules)
     assert out.returncode == 0, out.stdout + out.stderr

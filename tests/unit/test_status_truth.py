@@ -26,6 +26,7 @@ pytestmark = pytest.mark.timeout(300)
 NAME = "truth"
 CAMPAIGN = l96_campaign(NAME, cycles=4, every=2, extra="""\
     decision: {qois: [energy], horizon: 0.4}
+    outputs: {checkpoint_every: 1}  # a checkpoint per cycle: the tests remove the newest
     """)
 
 

@@ -162,7 +162,8 @@ def _kalman_filter(M, H, r, m, P, ys):
 
 
 LINEAR_CAMPAIGN = linear_campaign("kalman_limit", N=12, cycles=6, solver="{ksp_type: preonly, pc_type: lu}",
-                                  tail="resources: {type: local, ranks: 1, workers: 1}\n")
+                                  tail="resources: {type: local, ranks: 1, workers: 1}\n"
+                                  "outputs: {checkpoint_every: 1}\n")  # the test reads every cycle's ensemble
 
 
 def test_campaign_etkf_is_the_kalman_filter(tmp_path):

@@ -6,9 +6,9 @@ the model integration a workflow's member task runs too; a group of one rank for
 the model's batched forecast when it has one, :func:`twin.campaign.steps.batched_forecast`, whose numbers are the
 solver's bitwise), the forecasts are gathered to every rank, and all ranks run
 the analysis (:func:`twin.campaign.steps.analyse`), whose checkpoint keeps the forecasts (array ``forecast``) for
-``forecast.nc`` and the decisions. So online mode writes one file per ``outputs.checkpoint_every`` cycles (the
-checkpoint: what a restart needs, with the analyses and forecasts of the cycles since the one before; default every
-cycle) where a workflow writes a member file per member and cycle (its tasks are processes of their own); a killed
+``forecast.nc`` and the decisions. So online mode writes one file per ``outputs.checkpoint_seconds`` of wall-clock time or
+``checkpoint_every`` cycles (the checkpoint: what a restart needs, with the analyses and forecasts of the cycles since
+the one before; default every 10 s) where a workflow writes a member file per member and cycle (its tasks are processes of their own); a killed
 online run recomputes the cycles after its last checkpoint, bitwise as they were. The analysis is the same function on the same numbers
 in both modes, so they give the same analysis for the same seed bitwise, and either can resume a run directory the
 other started (from its last checkpoint).
@@ -313,9 +313,8 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
             analysed = None
             # the checkpoints analysed here, for finalize, while the trajectory it holds anyway stays small
             known: dict | None = {} if _trajectory_bytes(s) <= KNOWN_BYTES else None
-            every = s.cfg.outputs.checkpoint_every
+            due = _CheckpointClock(s.cfg.outputs, K, _trajectory_bytes(s) // (K + 1), comm)
             trail: list = []  # the analyses since the last checkpoint, which the next one holds
-            cycle_bytes = _trajectory_bytes(s) // (K + 1)  # an analysis and its forecasts
             for k in range(start, K):
                 # the checkpoint the last analysis wrote, as it wrote it; read from its file when resuming
                 prior = analysed or steps.read_prior(s, k, comm)
@@ -331,12 +330,12 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                 # every rank gets every member's forecast (each group's first rank holds its members')
                 forecasts = {m: x for part in comm.allgather(forecasts) for m, x in part.items()}
                 try:
-                    # and before the trail outgrows TRAIL_BYTES (the memory it holds until written)
-                    write = (k + 1) % every == 0 or k + 1 == K or (len(trail) + 1) * cycle_bytes > TRAIL_BYTES
+                    write = due(k, len(trail))
                     analysed = steps.analyse(exp_dir, k, comm, s, min_members=policy.min_members,
                                              forecasts=forecasts, prior=prior, write=write, trail=trail)
                     if write:
                         trail = []
+                        due.written()
                     else:
                         trail.append(analysed)
                     if known is not None and analysed is not None:  # its states only (members x state)
@@ -371,6 +370,31 @@ TRAIL_BYTES = 256 * 2**20
 #: bytes of posterior and forecast trajectories the online driver keeps for finalize (which holds them in full
 #: anyway) rather than reading every checkpoint back at the end
 KNOWN_BYTES = 256 * 2**20
+
+
+class _CheckpointClock:
+    """When the online driver writes its restart checkpoint (``outputs.checkpoint_every`` / ``checkpoint_seconds``):
+    after cycle ``k`` when it is the last, when the trail held since the last checkpoint would outgrow
+    :data:`TRAIL_BYTES` (the memory it holds until written), and at every ``checkpoint_every``-th cycle or, without
+    it, once ``checkpoint_seconds`` of wall-clock time have passed since the last checkpoint. Rank 0's clock decides
+    for every rank (a checkpoint is written collectively)."""
+
+    def __init__(self, outputs, n_cycles: int, cycle_bytes: int, comm) -> None:
+        self.every = outputs.checkpoint_every
+        self.seconds = outputs.CHECKPOINT_SECONDS if outputs.checkpoint_seconds is None else outputs.checkpoint_seconds
+        self.n_cycles, self.cycle_bytes, self.comm = n_cycles, cycle_bytes, comm
+        self.since = time.monotonic()
+
+    def __call__(self, k: int, held: int) -> bool:
+        if k + 1 == self.n_cycles or (held + 1) * self.cycle_bytes > TRAIL_BYTES:
+            return True
+        if self.every is not None:
+            return (k + 1) % self.every == 0
+        late = time.monotonic() - self.since >= self.seconds
+        return bool(self.comm.bcast(late, root=0)) if self.comm.Get_size() > 1 else late
+
+    def written(self) -> None:
+        self.since = time.monotonic()
 
 
 def _trajectory_bytes(s) -> int:

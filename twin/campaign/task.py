@@ -12,9 +12,9 @@ never imports mpi4py or petsc4py. The task runs on ``MPI.COMM_WORLD`` of its own
 it). Exit status: 0 done (or already done), 3 the model failed (a SolverError or ModelError: the member diverged), 2
 any other twin error, 1 an unexpected exception; the last line on stderr says why (the workflow records it).
 
-A one-rank step can also run inside a warm Parsl worker (:func:`run_in_worker`, the workflow's ``launcher: worker``):
-the worker keeps PETSc, the imports and the experiment's :class:`twin.campaign.experiment.Setup` between its tasks,
-so a member forecast costs milliseconds of orchestration instead of an interpreter start (about 1 s, measured in
+A one-rank step can also run inside a warm Parsl worker (:func:`run_in_worker`, the workflow's default
+``launcher: auto``, or ``worker``): the worker keeps PETSc, the imports and the experiment's
+:class:`twin.campaign.experiment.Setup` between its tasks, so a member forecast costs milliseconds of orchestration instead of an interpreter start (about 1 s, measured in
 ``benchmarks/bench_workflow.py``). A failure there raises :class:`TaskFailed` with the exit status and line this
 process would have given, and the worker drops what it kept, so the next task starts from the files as a new
 process would. :func:`warm_up` makes a worker warm before its first step (imports, PETSc, the experiments' setups),

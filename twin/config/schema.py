@@ -25,7 +25,7 @@ sections themselves validated. Every value that goes into a batch script (``reso
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     Field,
@@ -175,8 +175,11 @@ class LocalResources(Strict):
     ranks: int = Field(default=1, ge=1, le=4096)
     workers: int = Field(default=1, ge=1, le=4096)
     #: how a task starts: under mpiexec or srun, as a plain process (none), or, for one-rank tasks, inside the warm
-    #: Parsl workers (worker: no interpreter start per task; workflows/campaign.py says what that gives up)
-    launcher: Literal["mpiexec", "srun", "none", "worker"] = "mpiexec"
+    #: Parsl workers (worker: no interpreter start per task; workflows/campaign.py says what that gives up). auto, the
+    #: default: one-rank tasks in the warm workers, others under mpiexec, and every task under mpiexec when
+    #: experiments.task_timeout is set (a warm worker cannot be stopped in a long C call); workflows.executors
+    #: .launcher_for resolves it
+    launcher: Literal["auto", "mpiexec", "srun", "none", "worker"] = "auto"
 
 
 class SlurmResources(Strict):
@@ -238,17 +241,33 @@ class Outputs(Strict):
     0.5-1.3 % smaller, written 6-20 % slower, measured on Lorenz-96, structure and atmosphere outputs). Campaigns
     always keep what a restart needs (checkpoints) and the posterior fields the report draws.
 
-    ``checkpoint_every``: a filter campaign run online writes its ensemble checkpoint at the cycles that are multiples
-    of this and at the last cycle (1: every cycle); each checkpoint also holds the analyses, forecasts and diagnostics
-    of the cycles since the one before, so the outputs still hold every cycle, a resume continues from the last
-    checkpoint and computes the cycles after it again (bitwise), and a run writes ``1 / checkpoint_every`` files per
-    cycle (more when the analyses held for a checkpoint would exceed 256 MiB: it is written earlier). A workflow (``resources.workers`` > 1) checkpoints every cycle: its tasks exchange the states through them.
+    When a filter campaign run online writes its restart checkpoint: after the cycle at which ``checkpoint_seconds``
+    of wall-clock time have passed since the last one (default 10; 0: every cycle), or, when ``checkpoint_every`` is
+    set, at the cycles that are multiples of it (1: every cycle); always at the last cycle, and earlier when the
+    analyses held for a checkpoint would exceed 256 MiB. Each checkpoint also holds the analyses, forecasts and
+    diagnostics of the cycles since the one before, so the outputs hold every cycle whatever the interval, a killed
+    run resumes from its last checkpoint and computes the cycles after it again (bitwise: at most the interval's
+    work is lost), and ``twin status`` shows the progress of the last checkpoint. The default bounds both the work
+    lost and the files written: a run of short cycles writes a file per 10 s, not one per cycle (1000 small HDF5
+    files cost Lorenz-96 about 2x its run time, benchmarks/RESULTS.md), one of long cycles a file per cycle. Set
+    one of the two keys, not both. A workflow (``resources.workers`` > 1) checkpoints every cycle: its tasks
+    exchange the states through them.
     """
 
     directory: str = "runs/{name}"
     fields: bool = True
     compression: int = Field(default=1, ge=0, le=9)
-    checkpoint_every: int = Field(default=1, ge=1)
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    checkpoint_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+    #: ``checkpoint_seconds`` when neither key is set
+    CHECKPOINT_SECONDS: ClassVar[float] = 10.0
+
+    @model_validator(mode="after")
+    def _one_interval(self):
+        if self.checkpoint_every is not None and self.checkpoint_seconds is not None:
+            raise ValueError("set one of checkpoint_every (cycles) and checkpoint_seconds (wall-clock time), not both")
+        return self
 
     @field_validator("directory")
     @classmethod
