@@ -117,10 +117,11 @@ def _timed(cmd: list[str], env: dict, repeats: int) -> float:
 
 
 def task_parts(exp_dir: Path, repeats: int = 5) -> dict[str, float]:
-    """The parts of one task process, default and tuned Open MPI settings interleaved."""
+    """The parts of one task process, default and tuned Open MPI settings interleaved (the forecast of cycle 0,
+    from the checkpoint every run has: an online run checkpoints every 10 s, so not necessarily every cycle)."""
     py = sys.executable
-    forecast = exp_dir / "forecast" / "cycle_0002" / "member_0003.h5"
-    task = [py, "-P", "-m", "twin.campaign.task", "forecast", str(exp_dir), "--cycle", "2", "--member", "3"]
+    forecast = exp_dir / "forecast" / "cycle_0000" / "member_0003.h5"
+    task = [py, "-P", "-m", "twin.campaign.task", "forecast", str(exp_dir), "--cycle", "0", "--member", "3"]
     mpi = [py, "-c", "from mpi4py import MPI; MPI.COMM_WORLD.Barrier()"]
     sums: dict[str, float] = {}
     for _ in range(repeats):
