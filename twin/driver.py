@@ -30,6 +30,9 @@ from twin.core.units import convert
 
 log = get_logger("twin.driver")
 
+#: how often a forecast run brings qoi.nc up to date (wall-clock seconds; and at its end)
+QOI_FLUSH_SECONDS = 10.0
+
 
 @dataclass
 class RunResult:
@@ -155,13 +158,27 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
         qoi_file = DiagnosticsFile(out / "qoi.nc", comm, provenance=prov, time_units=time_units, sensitive=sensitive,
                                    title=f"twin quantities of interest: {cfg.campaign.name}")
         series: dict[str, list[float]] = {}
+        # qoi.nc is written every QOI_FLUSH_SECONDS and at the end: each write copies the file (atomic), so a write
+        # per output time would cost a time quadratic in the output times
+        pending: list = []
+        flushed = [time.monotonic()]
+
+        def flush() -> None:
+            if pending:
+                qoi_file.extend(pending)
+                pending.clear()
+            flushed[0] = time.monotonic()
 
         def record(t: float) -> None:
             q = model.qoi(state, t)
             qoi_file.meta.update({k: VariableMeta(v.long_name or k, v.units) for k, v in q.items()})
-            qoi_file.append(t * factor, {k: v.value for k, v in q.items()})
+            pending.append((t * factor, {k: v.value for k, v in q.items()}, None))
             for k, v in q.items():
                 series.setdefault(k, []).append(v.value)
+            # rank 0's clock decides for every rank (the write is collective)
+            late = time.monotonic() - flushed[0] >= QOI_FLUSH_SECONDS
+            if (comm.bcast(late, root=0) if comm.Get_size() > 1 else late):
+                flush()
 
         record(times[0])
         t_wall = time.perf_counter()
@@ -173,6 +190,7 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
                         snapshots[stem].append(f)
                 record(t1)
                 bar.advance(status=f"t={t1:g} {model.time_units}")
+        flush()
         log.info("forecast of %d output intervals took %.2f s", len(times) - 1, time.perf_counter() - t_wall)
         for stem, part in parts.items():
             fields = None

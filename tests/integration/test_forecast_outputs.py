@@ -72,3 +72,22 @@ def test_campaign_files_carry_the_calendar_start(tmp_path):
     for name in ("posterior.nc", "forecast.nc"):
         with netCDF4.Dataset(exp / name) as nc:
             assert nc["u"].filters()["zlib"] and nc["u"].filters()["complevel"] == 6, name
+
+
+def test_qoi_file_written_in_parts_equals_one_write(tmp_path, monkeypatch):
+    """A forecast run brings ``qoi.nc`` up to date every ``QOI_FLUSH_SECONDS`` (a write per output time copied the
+    file each time: quadratic in the output times); written at every output time (0 s) it holds the same numbers
+    as written once at the end."""
+    import twin.driver
+    from twin.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "q.yaml").write_text((ROOT / "configs" / "quickstart.yaml").read_text())
+    assert main(["run", "q.yaml", "-o", "once", "--quiet"]) == 0
+    monkeypatch.setattr(twin.driver, "QOI_FLUSH_SECONDS", 0.0)
+    assert main(["run", "q.yaml", "-o", "parts", "--quiet"]) == 0
+    with xr.open_dataset(tmp_path / "once" / "qoi.nc", decode_times=False) as a, \
+            xr.open_dataset(tmp_path / "parts" / "qoi.nc", decode_times=False) as b:
+        assert set(a.variables) == set(b.variables) and a.sizes["time"] == 6
+        for name in a.variables:
+            assert a[name].values.tobytes() == b[name].values.tobytes(), name

@@ -153,12 +153,14 @@ def write_free_run(exp_dir, comm) -> Path:
         out = DiagnosticsFile(path, comm, provenance=s.provenance(ck0), variables=variables, time_units=time_units,
                               title=f"twin free run of experiment {s.name}", sensitive=s.cfg.campaign.sensitive)
         n = len(times)
+        records = []
         for j, t in enumerate(t_all):
             rec = {"rmse_free": float(np.sqrt(np.mean((states[j] - truth[j]) ** 2))) if j < n else float("nan")}
             for q in qois:
                 rec[f"truth_{q}"] = truth_early[q][j] if j < n else truth_late[q][j - n + 1]
                 rec[f"free_{q}"] = free_series[q][j]
-            out.append(float(t) * scale, rec, cycle=j if j < n else None)
+            records.append((float(t) * scale, rec, j if j < n else None))
+        out.extend(records)  # one write (record by record, each append copies the file: quadratic in the cycles)
         log.info("experiment %s: free run written (%s); final rmse %.4g", s.name, path,
                  float(np.sqrt(np.mean((states[n - 1] - truth[n - 1]) ** 2))))
         return path

@@ -117,9 +117,8 @@ def write_coupling_diagnostics(model: CoupledModel, path: Path, comm, *, provena
                 meta[key] = VariableMeta(f"wall time of {key[len('seconds_'):]} in the window", "s")
     diag = DiagnosticsFile(path, comm, provenance=provenance, variables=meta, time_units=time_units,
                            sensitive=sensitive, title=title or f"twin coupling diagnostics: {model.name}")
-    for t, values in records:
-        diag.append(t * time_factor, values)
     if records:
+        diag.extend([(t * time_factor, values, None) for t, values in records])  # one write, not one per window
         its = [v["iterations"] for _, v in records]
         log.info("%s: %d coupling windows, %.2f iterations per window on average (max %d)", model.name,
                  len(records), float(np.mean(its)), max(its))
