@@ -38,7 +38,13 @@ class RunData:
     horizon : xarray.Dataset or None
         ``horizon.nc``: ensemble mean and spread of the fields over the decision's forecast horizon.
     truth : ndarray (time, ...) or None
-        True states at the posterior times (twin experiments), shaped like one member of the posterior variable.
+        True states at the posterior times (twin experiments), shaped like one member of the posterior variable
+        (with a trailing variable axis when the model has several); for a coupled model, whose components' variables
+        lie on different grids, the whole states ``(time, n_state)`` in natural order. Read a variable's truth with
+        :meth:`RunData.truth_of`.
+    truths : dict
+        ``variable -> (time, ...)`` truth of each state variable of ``posterior.nc``, shaped like one member of it
+        (empty without a truth).
     parameters : dict
         ``cycle -> {name: samples}`` of scalar parameters from the checkpoints, one value per member of the
         ensemble (NaN for a member dropped by the failure policy, so that the member axis means the same in every
@@ -63,6 +69,7 @@ class RunData:
     qoi: Any = None
     horizon: Any = None
     truth: np.ndarray | None = None
+    truths: dict[str, np.ndarray] = field(default_factory=dict)
     parameters: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     parameter_times: dict[int, float] = field(default_factory=dict)
     posterior_parameters: dict[str, np.ndarray] = field(default_factory=dict)
@@ -82,6 +89,10 @@ class RunData:
 
         ds = self.posterior if self.posterior is not None else self.forecast
         return ds is not None and var in ds and str(ds[var].attrs.get("long_name", "")).startswith(CONCATENATED)
+
+    def truth_of(self, var: str) -> np.ndarray | None:
+        """The truth ``(time, ...)`` of state variable ``var`` at the posterior times, or ``None``."""
+        return self.truths.get(var)
 
     def state_variables(self) -> list[str]:
         """Data variables with a member and a time dimension (model fields)."""
@@ -139,14 +150,48 @@ def _truth(directory: Path, data: RunData) -> None:
         return
     var = data.state_variables()
     if data.posterior is not None and var:
-        shape = data.posterior[var[0]].shape[2:]
+        blocks = state_blocks(data.posterior, var)
         if truth.shape[0] != data.posterior.sizes["time"] and times is not None:
             truth = _at_posterior_times(truth, times, data.posterior["time"].values)
         if truth is not None and truth.shape[0] == data.posterior.sizes["time"] and \
-                int(np.prod(shape)) * len(var) == truth[0].size:
-            data.truth = truth.reshape((truth.shape[0],) + tuple(shape) + ((len(var),) if len(var) > 1 else ()))
+                blocks[-1].entries.stop == truth[0].size:
+            truth = truth.reshape(truth.shape[0], -1)
+            data.truths = {name: part for b in blocks for name, part in b.split(truth).items()}
+            if len(blocks) == 1:  # one grid: the variables' truths on a trailing axis
+                shape = data.posterior[var[0]].shape[2:]
+                data.truth = truth.reshape((truth.shape[0],) + tuple(shape) + ((len(var),) if len(var) > 1 else ()))
+            else:
+                data.truth = truth
             return
     data.missing["truth"] = "the truth in observations.h5 does not match the posterior's shape"
+
+
+def state_blocks(ds, variables: list[str]) -> list:
+    """The blocks of the natural-order state that the state ``variables`` of an ensemble file ``ds`` hold, as
+    :class:`twin.campaign.outputs.FieldBlock` (whose ``split`` wrote them): consecutive variables on the same
+    spatial dimensions are one block (the model's grid, or a coupled model's component on its own coordinates,
+    in the order of the state vector), its variables the block's dofs in order."""
+    from types import SimpleNamespace
+
+    from twin.campaign.outputs import FieldBlock
+
+    groups: list[tuple[tuple, list[str]]] = []
+    for v in variables:
+        dims = tuple(ds[v].dims[2:])
+        if not groups or groups[-1][0] != dims:
+            groups.append((dims, []))
+        groups[-1][1].append(v)
+    blocks, start = [], 0
+    for dims, names in groups:
+        shape = tuple(ds[names[0]].shape[2:])
+        n = int(np.prod(shape)) * len(names)
+        # FieldBlock.shape reverses the grid's (x-first) shape into the file's order
+        grid = SimpleNamespace(shape=shape[::-1], dof=len(names))
+        component = dims[0].rsplit("_", 1)[0] if len(groups) > 1 and dims else None
+        blocks.append(FieldBlock(component, slice(start, start + n), grid, tuple(names),
+                                 tuple(str(ds[v].attrs.get("units", "")) for v in names), dims, ""))
+        start += n
+    return blocks
 
 
 def _at_posterior_times(truth: np.ndarray, times: np.ndarray, posterior_times: np.ndarray) -> np.ndarray | None:

@@ -5,7 +5,8 @@ a PNG file, or ``None`` with the reason the panel was skipped (its data are abse
 
 * fields: truth, analysis mean (with spread for 1-D states) and forecast mean at the last time;
 * RMSE and spread over cycles (``diagnostics.nc``);
-* rank histogram of the truth among the posterior members (cycles after the first, all entries);
+* rank histogram of the truth among the posterior members (cycles after the first, all entries) of the first
+  variable of each grid (a coupled model's components each on their own coordinates);
 * QoI fan charts: 5/50/95 % of the domain mean of each state variable and of each parameter across members, over
   time (with the truth); the QoI series of a forecast run (``qoi.nc``); the decision's forecast fans;
 * the decision and its comparison (``decision.json``);
@@ -26,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from twin.report.data import RunData  # noqa: E402
@@ -77,9 +79,8 @@ def fields_panel(data: RunData, out: Path) -> Panel:
 
     unit = time_unit(data)
     frames: list[tuple[str, np.ndarray, np.ndarray | None]] = []
-    if data.truth is not None:
-        truth = data.truth[-1] if len(variables) == 1 else data.truth[-1][..., 0]
-        frames.append(("truth", np.asarray(truth), None))
+    if data.truth_of(var) is not None:
+        frames.append(("truth", np.asarray(data.truth_of(var)[-1]), None))
     if data.posterior is not None:
         a = data.posterior[var].values[:, -1]
         frames.append(("analysis mean", np.nanmean(a, axis=0), np.nanstd(a, axis=0, ddof=1) if a.shape[0] > 1
@@ -198,24 +199,43 @@ def observation_fit_panel(data: RunData, out: Path) -> Panel:
     return Panel(title, save_figure(fig, out / "observation_fit.png"), note=note, table=table)
 
 
+def rank_counts(data: RunData, var: str) -> np.ndarray | None:
+    """How often the truth of state variable ``var`` has each rank ``0 .. N`` among the ``N`` analysis members
+    (every entry of every cycle after the prior; members dropped by the failure policy left out), or ``None``
+    without a truth of it. A truth equal to ``k`` members (a clamped node, where every member and the truth are 0)
+    takes a rank drawn uniformly among the ``k + 1`` it ties with (Hamill 2001), not the lowest, which would pile
+    such entries into rank 0; the draw is seeded, so a report is reproducible."""
+    truth = data.truth_of(var)
+    if data.posterior is None or truth is None or var not in data.posterior:
+        return None
+    E = data.posterior[var].values[:, 1:]  # cycles after the prior
+    alive = ~np.any(np.isnan(E.reshape(E.shape[0], -1)), axis=1)
+    E = E[alive]
+    below = np.sum(E < truth[1:][None], axis=0).ravel()
+    ties = np.sum(E == truth[1:][None], axis=0).ravel()
+    ranks = below + np.floor(np.random.default_rng(0).random(below.size) * (ties + 1)).astype(int)
+    return np.bincount(ranks, minlength=E.shape[0] + 1)
+
+
 def rank_histogram_panel(data: RunData, out: Path) -> Panel:
     title = "Rank histogram (truth among the analysis members)"
     if data.posterior is None or data.truth is None:
         return Panel(title, note="needs posterior.nc and the truth of a twin experiment: "
                                  + data.missing.get("truth", data.missing.get("posterior", "absent")))
-    var = data.state_variables()[0]
-    E = data.posterior[var].values[:, 1:]  # cycles after the prior
-    truth = data.truth[1:] if len(data.state_variables()) == 1 else data.truth[1:, ..., 0]
-    alive = ~np.any(np.isnan(E.reshape(E.shape[0], -1)), axis=1)
-    E = E[alive]
-    ranks = np.sum(E < truth[None], axis=0).ravel()
-    counts = np.bincount(ranks, minlength=E.shape[0] + 1)
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.bar(np.arange(counts.size), counts, color="C2")
-    ax.axhline(counts.sum() / counts.size, color="k", lw=1, ls="--", label="flat")
-    ax.set_xlabel("rank of the truth")
-    ax.set_ylabel("count")
-    ax.legend(fontsize=8)
+    # the first variable of each grid: the model's, or each component's of a coupled model (its own coordinates)
+    variables = [g[0] for g in _groups(data.posterior, data.state_variables())]
+    fig, axes = plt.subplots(1, len(variables), figsize=(6 if len(variables) == 1 else 4.5 * len(variables), 3),
+                             squeeze=False)
+    for ax, var in zip(axes[0], variables):
+        counts = rank_counts(data, var)
+        ax.bar(np.arange(counts.size), counts, color="C2")
+        ax.axhline(counts.sum() / counts.size, color="k", lw=1, ls="--", label="flat")
+        ax.set_xlabel("rank of the truth")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("count")
+        if len(variables) > 1:
+            ax.set_title(var, fontsize=9)
+        ax.legend(fontsize=8)
     return Panel(title, save_figure(fig, out / "rank_histogram.png"))
 
 
@@ -233,13 +253,13 @@ def fan_panel(data: RunData, out: Path) -> Panel:
     series = []
     if data.posterior is not None:
         t = axis.from_netcdf(data.posterior)
-        for i, var in enumerate(data.state_variables()):
+        for var in data.state_variables():
             if data.concatenated(var):
                 continue
             m = _spatial_mean(data.posterior[var].values)
             truth = None
-            if data.truth is not None:
-                tr = data.truth if len(data.state_variables()) == 1 else data.truth[..., i]
+            tr = data.truth_of(var)
+            if tr is not None:
                 truth = tr.reshape(tr.shape[0], -1).mean(axis=1)
             series.append((f"domain mean of {var}", t, m, truth, _units(data.posterior, var)))
     if data.parameters:
