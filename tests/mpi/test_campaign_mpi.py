@@ -60,3 +60,40 @@ def test_online_two_ranks_equals_one_rank(shared_dir, ranks_per_member):
             ok, message = False, f"members ran on {sorted({r['ranks'] for r in records})} ranks"
     ok, message = comm.bcast((ok, message), root=0)
     assert ok, message
+
+
+def test_two_ranks_checkpoint_when_rank_0s_clock_says(shared_dir):
+    """``outputs.checkpoint_seconds`` on 2 ranks: rank 0's clock decides for both (a checkpoint is collective; each
+    rank timing itself would deadlock or tear the file). 20 cycles checkpointed every 0.005 s: the run finishes,
+    checkpoints fall where rank 0 said, each holding the cycles since the one before, and the outputs equal a 1-rank
+    run checkpointed every cycle bitwise."""
+    from twin.campaign.online import run_online
+
+    comm = MPI.COMM_WORLD
+    text_path = shared_dir / "clock.yaml"
+    if comm.Get_rank() == 0:
+        write_campaign(text_path, cycles=20)
+        text = text_path.read_text().replace("end: 1.0", "end: 2.0")
+        text_path.write_text(text.replace("outputs: {checkpoint_every: 1}", "outputs: {checkpoint_seconds: 0.005}"))
+    comm.Barrier()
+    loaded = load_campaign(text_path)
+    two = shared_dir / "clock2"
+    run_online(loaded, comm, two, experiments=ExperimentsConfig())
+    ok, message = True, ""
+    if comm.Get_rank() == 0:
+        every = shared_dir / "every.yaml"
+        every.write_text(text_path.read_text().replace("outputs: {checkpoint_seconds: 0.005}",
+                                                       "outputs: {checkpoint_every: 1}"))
+        one = shared_dir / "clock1"
+        run_online(load_campaign(every), MPI.COMM_SELF, one, experiments=ExperimentsConfig())
+        exp2, exp1 = layout.experiment_dir(two, "l96camp"), layout.experiment_dir(one, "l96camp")
+        try:
+            written = layout.checkpoint_cycles(exp2)
+            assert written[0] == 0 and written[-1] == 20 and len(written) > 2, written
+            assert layout.checkpoint_cycles(exp1) == list(range(21))
+            outputs = {k: v for k, v in arrays(exp1).items() if not k.startswith("cycle")}
+            assert_same({k: v for k, v in arrays(exp2).items() if not k.startswith("cycle")}, outputs)
+        except AssertionError as exc:
+            ok, message = False, str(exc)
+    ok, message = comm.bcast((ok, message), root=0)
+    assert ok, message
