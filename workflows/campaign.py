@@ -5,7 +5,9 @@ For every experiment (:func:`twin.campaign.experiments.expand`)::
     init -> forecast(k=0, m=0..N-1) -> analyse(0) -> forecast(1, ...) -> ... -> analyse(K-1) -> finalize
 
 Each box is a Parsl bash app running ``python -m twin.campaign.task STEP EXP_DIR ...`` under an MPI launcher
-(:mod:`workflows.executors`): member forecasts on ``ranks_per_member`` ranks, the other steps on ``resources.ranks``.
+(:mod:`workflows.executors`): member forecasts on ``ranks_per_member`` ranks, the other steps on ``resources.ranks``
+(with Slurm's ``launcher: parsl-mpi`` each task asks Parsl's MPI mode for whole nodes, and starts under the srun
+prefix Parsl composed for them).
 With ``launcher: auto`` (the default of local resources) or ``worker`` a one-rank box is instead a python app,
 :func:`twin.campaign.task.run_in_worker`, that runs the step inside a warm Parsl worker: the worker keeps PETSc, the
 imports and the experiment's ``Setup`` between its tasks, so a member costs milliseconds of orchestration instead of an
@@ -240,9 +242,20 @@ class CampaignWorkflow:
         self.tasks_run = self.tasks_failed = 0
         for d in dirs:
             K, N, rpm = _sizes(d)
+            self._check_launch(d.name, rpm)
             e = _Experiment(d.name, d, K, N, rpm, alive=set(range(N)))
             self._resume(e, scans[d])
             self.exps.append(e)
+
+    def _check_launch(self, name: str, ranks_per_member: int) -> None:
+        """Refuse, before any task is submitted, a task the launcher cannot start (``parsl-mpi``: more whole nodes
+        than a block has, which would wait for ever). The schema checks ``resources.ranks`` as well; an experiment's
+        ``ensemble.ranks_per_member`` (which a matrix may vary) is known here."""
+        for key, ranks in (("ensemble.ranks_per_member", ranks_per_member), ("resources.ranks", self.resources.ranks)):
+            try:
+                self.launcher.resource_spec(ranks)
+            except ValueError as exc:
+                raise WorkflowError(f"experiment {name}: {key} ({ranks}): {exc}") from None
 
     # -- resume ------------------------------------------------------------------------------------------------------
     def _resume(self, e: _Experiment, scan: dict) -> None:
@@ -289,8 +302,10 @@ class CampaignWorkflow:
         else:
             cmd = self.launcher.command(ranks, [step, e.dir, *args],
                                         registry=None if self.pool is None else str(self.pool.registry.path))
+            # launcher parsl-mpi: the whole nodes Parsl's MPI mode gives the task (none for the other launchers)
             fut = self.app(cmd, stdout=str(base) + ".out", stderr=str(base) + ".err",
-                           walltime=self.policy.task_timeout)
+                           walltime=self.policy.task_timeout,
+                           parsl_resource_specification=self.launcher.resource_spec(ranks))
         e.pending[fut] = (step, member, base)
         self.tasks_run += 1
 
@@ -435,8 +450,9 @@ def _signals_stop_the_workflow():
             signal.signal(sig, handler)
 
 
-def _task(command: str, stdout=None, stderr=None, walltime=None) -> str:
-    """The bash app of every campaign task: the command line built by :class:`workflows.executors.Launcher`."""
+def _task(command: str, stdout=None, stderr=None, walltime=None, parsl_resource_specification=None) -> str:
+    """The bash app of every campaign task: the command line built by :class:`workflows.executors.Launcher`, with
+    its ``parsl_resource_specification`` (:meth:`workflows.executors.Launcher.resource_spec`)."""
     return command
 
 

@@ -10,9 +10,10 @@ time limit.
 
 ``SlurmResources`` -> a HighThroughputExecutor with a SlurmProvider (partition, account, qos, walltime, nodes per
 block, at most ``max_blocks`` blocks, ``modules`` loaded and ``worker_init`` run before the workers start); member
-runs are launched with ``srun --ntasks R`` (or ``mpiexec -n R``) from inside the block's allocation.
+runs are launched with ``srun --ntasks R`` (or ``mpiexec -n R``) from inside the block's allocation, several members
+sharing a node. With ``launcher: parsl-mpi`` the executor is Parsl's MPI mode instead (below).
 
-Pitfalls handled, and why this is not Parsl's ``MPIExecutor``:
+Pitfalls handled, and why the default is not Parsl's ``MPIExecutor``:
 
 * Parsl's MPI mode composes ``mpiexec -n R -ppn P -hosts H`` (MPICH/Hydra syntax, refused by Open MPI) and finds its
   nodes only from Slurm or PBS variables, so it cannot run on a laptop; twin composes the launch command itself
@@ -33,14 +34,24 @@ Pitfalls handled, and why this is not Parsl's ``MPIExecutor``:
   not import Parsl again (0.3-0.4 s), and :func:`load_parsl` has the strategy submit the first block as soon as the
   executor exists (0.2 s); ``benchmarks/bench_workflow.py`` measures both.
 
-Parsl's MPI mode (``HighThroughputExecutor(enable_mpi_mode=True)`` / ``MPIExecutor``, Parsl 2026.10) would compose
-the launch prefix (``$PARSL_MPI_PREFIX``) from a task's ``parsl_resource_specification``, but it does not fit these
-resources yet: its pool finds nodes only from ``SLURM_NODELIST`` or ``PBS_NODEFILE`` (without them the pool fails to
-start, so never on a laptop); it composes a prefix only for tasks that ask for whole nodes (``num_nodes``), which it
-hands out one task per node, while members of a few ranks share a node here (several per block); and its
-``mpiexec`` prefix is MPICH/Hydra syntax (``-ppn``, ``-hosts``) that Open MPI 4 refuses. It fits Slurm members of
-whole nodes with ``srun`` (``MPIExecutor(mpi_launcher="srun")``, ``launcher_options`` for ``--exact
---kill-on-bad-exit=1``).
+Parsl's MPI mode (``MPIExecutor``, the HighThroughputExecutor with ``enable_mpi_mode`` on, Parsl 2026.10) composes
+the launch prefix (``$PARSL_MPI_PREFIX``) from a task's ``parsl_resource_specification``. It is not the default: its
+pool finds nodes only from ``SLURM_NODELIST`` or ``PBS_NODEFILE`` (without them the pool fails to start, so never on
+a laptop: ``local`` resources do not offer it); it composes a prefix only for tasks that ask for whole nodes
+(``num_nodes``), which it hands out one task per node, while members of a few ranks share a node with ``launcher:
+srun``; and its ``mpiexec`` prefix is MPICH/Hydra syntax (``-ppn``, ``-hosts``) that Open MPI 4 refuses.
+
+``launcher: parsl-mpi`` (Slurm only) uses it where it fits, for members that fill whole nodes: the block's executor is
+``MPIExecutor(mpi_launcher="srun")`` with ``SimpleLauncher`` (the pool on the block's first node), one worker per
+node of the block (``max_workers_per_block = nodes``; ``workers`` is not used) and ``ranks_per_node`` CPUs per node.
+Every task (member forecasts on ``ensemble.ranks_per_member`` ranks, the other steps on ``resources.ranks``) asks for
+``num_nodes = ceil(R / ranks_per_node)`` whole nodes, ``num_ranks = R`` and ``ranks_per_node = ceil(R /
+num_nodes)`` (:meth:`Launcher.resource_spec`), and its command starts with the prefix Parsl composed for the nodes it
+gave the task: ``srun --ntasks R --ntasks-per-node P --nodelist H --nodes n`` and :data:`PARSL_MPI_OPTIONS`. What it
+costs: a task smaller than a node still takes a whole node, so a one-node block runs its tasks one at a time; a task
+that needs more nodes than a block has (``resources.nodes``) could never start and is refused before anything runs.
+The site's srun must be able to start the MPI library's ranks (``MpiDefault`` of slurm.conf, or ``SLURM_MPI_TYPE``
+such as ``pmix`` in the environment, which the blocks inherit).
 """
 
 from __future__ import annotations
@@ -67,6 +78,16 @@ LOCAL_MPI_ENV = {"OMPI_MCA_pml": "ob1", "OMPI_MCA_ess_singleton_isolated": "1"}
 #: with status 1). The root-permission switches stay.
 SCRUB_MPI_ENV = ("for v in $(compgen -e); do case $v in OMPI_ALLOW_RUN_AS_ROOT*) ;; "
                  "OMPI_*|PMIX_*|ORTE_*|OPAL_*|PMI_*|HYDRA_*|I_MPI_*) unset \"$v\";; esac; done; ")
+
+#: The Slurm launcher that runs tasks in Parsl's MPI mode (:func:`build_config`, :meth:`Launcher.resource_spec`).
+PARSL_MPI = "parsl-mpi"
+#: ``launcher_options`` of every task in Parsl's MPI mode, appended to Parsl's srun prefix: one CPU per rank (a
+#: block asks ``--cpus-per-task`` = its node's CPUs, which srun of some Slurm versions would inherit per rank), and a
+#: rank that fails ends the others instead of leaving them waiting in a collective.
+PARSL_MPI_OPTIONS = "--cpus-per-task=1 --kill-on-bad-exit=1"
+#: The launch word of a task in Parsl's MPI mode: the prefix Parsl's worker put in the task's environment, left
+#: unquoted so that the shell splits it into words; the task fails at once, saying so, if it is not set.
+PARSL_MPI_PREFIX = "${PARSL_MPI_PREFIX:?not set: launcher parsl-mpi runs tasks in the MPI mode of Parsl only}"
 
 
 #: Label of the executor of ``local`` resources (its workers' logs are in ``<run_dir>/runinfo/<label>``).
@@ -96,9 +117,10 @@ class Launcher:
 
     Attributes
     ----------
-    kind : {"mpiexec", "srun", "none", "worker"}
+    kind : {"mpiexec", "srun", "parsl-mpi", "none", "worker"}
         What starts a task that is a process of its own (``resources.launcher: auto`` is resolved by
-        :func:`launcher_for`: never a kind).
+        :func:`launcher_for`: never a kind). ``parsl-mpi``: the prefix Parsl's MPI mode composed for the task
+        (:data:`PARSL_MPI_PREFIX`) from its :meth:`resource_spec`.
     python : str
         The interpreter that runs ``twin.campaign.task`` (the driver's, so the same environment).
     env : dict
@@ -111,6 +133,9 @@ class Launcher:
         without ``experiments.task_timeout``).
     why : str
         Which launcher the run uses and why, for its log (:func:`launcher_for`).
+    ranks_per_node, nodes : int
+        ``parsl-mpi``: the ranks a node of the block takes (``resources.ranks_per_node``) and the nodes of a block
+        (``resources.nodes``), from which :meth:`resource_spec` counts a task's whole nodes.
     """
 
     kind: str = "mpiexec"
@@ -119,11 +144,18 @@ class Launcher:
     private: bool = False
     warm: bool = False
     why: str = field(default="", compare=False)
+    ranks_per_node: int = 1
+    nodes: int = 1
 
     def prefix(self, ranks: int) -> list[str]:
+        """The words that start a task of ``ranks`` ranks (:data:`PARSL_MPI_PREFIX`, a shell expansion, for
+        ``parsl-mpi``: :meth:`command` leaves it unquoted)."""
         ranks = int(ranks)
         if ranks < 1:
             raise ValueError(f"a task needs at least one rank, got {ranks}")
+        if self.kind == PARSL_MPI:
+            self.resource_spec(ranks)  # a task the block cannot hold is refused here as well
+            return [PARSL_MPI_PREFIX]
         if self.kind == "mpiexec":
             return ["mpiexec", "-n", str(ranks)]
         if self.kind == "srun":
@@ -133,6 +165,26 @@ class Launcher:
                 raise ValueError(f"launcher '{self.kind}' runs one-rank tasks; {ranks} ranks need mpiexec or srun")
             return []
         raise ValueError(f"unknown launcher {self.kind!r}")
+
+    def resource_spec(self, ranks: int) -> dict:
+        """The ``parsl_resource_specification`` of a task of ``ranks`` ranks: for ``parsl-mpi`` the whole nodes
+        Parsl's MPI mode gives it, ``num_nodes = ceil(ranks / ranks_per_node)``, with ``num_ranks = ranks``,
+        ``ranks_per_node = ceil(ranks / num_nodes)`` (the ranks spread evenly, at most ``ranks_per_node`` per node)
+        and :data:`PARSL_MPI_OPTIONS`; ``{}`` (none) for every other launcher. A task of more nodes than a block
+        has would wait for them for ever: ``ValueError``."""
+        ranks = int(ranks)
+        if ranks < 1:
+            raise ValueError(f"a task needs at least one rank, got {ranks}")
+        if self.kind != PARSL_MPI:
+            return {}
+        nodes = -(-ranks // self.ranks_per_node)
+        if nodes > self.nodes:
+            raise ValueError(f"a task of {ranks} ranks needs {nodes} whole nodes of {self.ranks_per_node} ranks "
+                             f"(resources.ranks_per_node) with launcher parsl-mpi, but a block has "
+                             f"{self.nodes} (resources.nodes): raise resources.nodes or ranks_per_node, or use "
+                             f"fewer ranks")
+        return {"num_nodes": nodes, "num_ranks": ranks, "ranks_per_node": -(-ranks // nodes),
+                "launcher_options": PARSL_MPI_OPTIONS}
 
     def in_worker(self, ranks: int) -> bool:
         """Whether a task of ``ranks`` ranks runs inside a warm Parsl worker (:func:`twin.campaign.task
@@ -155,12 +207,14 @@ class Launcher:
         words = ["env"] + [f"{k}={v}" for k, v in sorted(env.items())]
         # -P: the working directory is not put on sys.path (a run directory named "twin" there would shadow the package)
         words += self.prefix(ranks) + [self.python, "-P", "-m", "twin.campaign.task"] + [str(a) for a in args]
-        mark = ""
+        mark = show = ""
+        if self.kind == PARSL_MPI and not self.private:  # the task's stdout names the launch (a sensitive run no host)
+            show = 'printf "launch (Parsl MPI mode): %s\\n" "$PARSL_MPI_PREFIX"; '
         if registry is not None:  # the trap keeps the command's exit status
             put = 'printf {0} > "$twin_reg/.$PPID.new" && mv -f "$twin_reg/.$PPID.new" "$twin_reg/$PPID"'
             mark = f"twin_reg={shlex.quote(str(registry))}; {put.format('busy')}; trap '{put.format('idle')}' EXIT; "
-        return (("umask 077; " if self.private else "") + mark + SCRUB_MPI_ENV
-                + " ".join(shlex.quote(w) for w in words))
+        return (("umask 077; " if self.private else "") + mark + SCRUB_MPI_ENV + show
+                + " ".join(w if w == PARSL_MPI_PREFIX else shlex.quote(w) for w in words))
 
 
 def launcher_for(resources, private: bool = False, task_timeout: float | None = None) -> Launcher:
@@ -173,7 +227,8 @@ def launcher_for(resources, private: bool = False, task_timeout: float | None = 
     * With one: every task is a process of its own under ``mpiexec``. Parsl's time limit stops Python code in a warm
       worker, not a long C call (PETSc), while it ends a process whatever it runs.
 
-    Every other launcher (``mpiexec``, ``srun``, ``none``, ``worker``; Slurm's) is used as named.
+    Every other launcher (``mpiexec``, ``srun``, ``none``, ``worker``; Slurm's) is used as named; Slurm's
+    ``parsl-mpi`` gives each task whole nodes of its block through Parsl's MPI mode (:meth:`Launcher.resource_spec`).
     :attr:`Launcher.why` says which launcher the run uses and why (the workflow logs it once)."""
     env = tuple(sorted(LOCAL_MPI_ENV.items())) if resources.type == "local" else ()
     kind, warm = resources.launcher, False
@@ -191,9 +246,14 @@ def launcher_for(resources, private: bool = False, task_timeout: float | None = 
             f"; experiments.task_timeout ({task_timeout:g} s) stops Python code there, not a long C call")
     elif kind == "none":
         why = "every task is a process of its own, started without an MPI launcher (launcher: none)"
+    elif kind == PARSL_MPI:
+        why = (f"every task is an srun job on whole nodes of its block ({resources.ranks_per_node} ranks per node), "
+               "started with the prefix of Parsl's MPI mode (launcher: parsl-mpi); a task smaller than a node still "
+               "takes one")
     else:
         why = f"every task is a process of its own under {kind} (launcher: {kind})"
-    return Launcher(kind=kind, env=env, private=private, warm=warm, why=why)
+    nodes = {"ranks_per_node": resources.ranks_per_node, "nodes": resources.nodes} if kind == PARSL_MPI else {}
+    return Launcher(kind=kind, env=env, private=private, warm=warm, why=why, **nodes)
 
 
 #: The module that runs a worker pool (Parsl's pool from a main module that imports nothing: :mod:`workflows.pool`).
@@ -242,16 +302,30 @@ def slurm_worker_init(resources, python: str | None = None) -> str:
 
 
 def _slurm_executor(resources, run_dir: Path, label: str, address: str | None):
+    """A Slurm block's executor: an HTEX of ``workers`` workers whose tasks share the block's nodes, or with
+    ``launcher: parsl-mpi`` Parsl's MPI mode (``MPIExecutor``, srun prefixes), one worker per node of the block and
+    every task on whole nodes (module docstring)."""
     from parsl.addresses import address_by_hostname
-    from parsl.executors import HighThroughputExecutor
+    from parsl.executors import HighThroughputExecutor, MPIExecutor
     from parsl.launchers import SimpleLauncher
     from parsl.providers import SlurmProvider
 
-    cores = resources.workers * resources.ranks_per_node
+    mpi_mode = resources.launcher == PARSL_MPI
+    # MPI mode: a node's CPUs are its ranks' (a task takes the node whole); else the CPUs of the block's workers
+    cores = resources.ranks_per_node if mpi_mode else resources.workers * resources.ranks_per_node
     provider = SlurmProvider(partition=resources.partition, account=resources.account, qos=resources.qos,
                              nodes_per_block=resources.nodes, cores_per_node=cores, init_blocks=1, min_blocks=0,
                              max_blocks=resources.max_blocks, walltime=resources.walltime, exclusive=False,
                              worker_init=slurm_worker_init(resources), launcher=SimpleLauncher(), cmd_timeout=60)
+    if mpi_mode:
+        commands = parsl_commands()
+        executor = MPIExecutor(label=label, address=address or address_by_hostname(), provider=provider,
+                               max_workers_per_block=resources.nodes, mpi_launcher="srun",
+                               launch_cmd=commands["launch_cmd"], worker_logdir_root=str(run_dir),
+                               heartbeat_period=10, heartbeat_threshold=120, encrypted=True)
+        # set after construction: MPIExecutor's signature types it as a string, which Popen would run as one word
+        executor.interchange_launch_cmd = commands["interchange_launch_cmd"]
+        return executor
     return HighThroughputExecutor(label=label, address=address or address_by_hostname(),
                                   max_workers_per_node=resources.workers, cores_per_worker=1e-6, provider=provider,
                                   worker_logdir_root=str(run_dir), heartbeat_period=10, heartbeat_threshold=120,

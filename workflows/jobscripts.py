@@ -113,7 +113,10 @@ def render(kind: str, resources, *, job_name: str, campaign_file: Path, run_dir:
         env_lines.append(" ".join(shlex.quote(_token(w, "resources.worker_init")) for w in cmd.split()))
     env_lines.append("export OMPI_MCA_rmaps_base_oversubscribe=1 PYTHONDONTWRITEBYTECODE=1")
     ranks = max(1, int(resources.ranks))
-    launch = "srun --ntasks=$SLURM_NTASKS" if resources.launcher == "srun" else "mpiexec -n $SLURM_NTASKS"
+    # an online job starts its ranks with srun, also when the workflow's tasks would use Parsl's MPI mode (parsl-mpi:
+    # its srun prefix, composed by Parsl, exists only inside a Parsl worker)
+    launch = ("srun --ntasks=$SLURM_NTASKS" if resources.launcher in ("srun", "parsl-mpi")
+              else "mpiexec -n $SLURM_NTASKS")
     names = experiment_names or []
     for n in names:
         _token(n, "experiment name")

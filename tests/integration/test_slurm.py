@@ -23,7 +23,11 @@ from twin.campaign import layout
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 
-PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+#: libpmix-dev: the unversioned libpmix.so that Slurm's mpi/pmix plugin loads, so that srun starts Open MPI's ranks
+#: (``srun --mpi=pmix``, launcher parsl-mpi); slurmd loads its plugins when it starts, so it is installed before
+PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "libpmix-dev"]
+#: the library of libpmix-dev (Debian's path, whose Slurm plugin looks for it there)
+LIBPMIX = "/usr/lib/x86_64-linux-gnu/pmix2/lib/libpmix.so"
 
 SLURM_CONF = """\
 ClusterName=twintest
@@ -62,6 +66,7 @@ def _run(cmd, **kw):
 def _install() -> str | None:
     missing = [p for p in ("slurmctld", "slurmd", "sbatch", "munged") if shutil.which(p) is None
                and not Path(f"/usr/sbin/{p}").exists()]
+    missing += [] if Path(LIBPMIX).exists() or not Path(LIBPMIX).parent.is_dir() else ["libpmix.so"]
     if not missing:
         return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -234,3 +239,84 @@ def test_scancel_of_the_driver_job_takes_its_parsl_blocks_with_it(slurm, tmp_pat
     assert st.returncode == 1, st.stdout + st.stderr
     state = layout.read_json(run / "driver.json").get("state")
     assert state in ("cancelled", "crashed"), state
+
+
+#: The campaign of test_submit_runs_a_campaign_through_sbatch with launcher parsl-mpi: members of 2 ranks, as many
+#: as a node of the block holds (ranks_per_node 2), so each takes its node whole; online checkpoints every cycle as
+#: the workflow does, so every checkpoint is compared.
+MPI_MODE = CAMPAIGN.replace("name: slurmcamp", "name: mpimode").replace(
+    "launcher: mpiexec", "launcher: parsl-mpi\noutputs: {checkpoint_every: 1}")
+#: srun starts Open MPI's ranks through PMIx here (this slurm.conf's MpiDefault is none); the blocks inherit it
+SRUN_MPI = {"SLURM_MPI_TYPE": "pmix"}
+
+
+def test_parsl_mpi_mode_runs_each_member_on_a_whole_node_under_srun(slurm, tmp_path):
+    """launcher: parsl-mpi: Parsl's MPI mode gives every task the block's node (num_nodes 1, 2 ranks for a member,
+    1 for the other steps) and the task starts under the srun prefix Parsl composed for it ($PARSL_MPI_PREFIX, with
+    --nodelist); every member forecast is one MPI job of 2 ranks, and the analysis equals online mode's bit for bit."""
+    from mpi4py import MPI
+
+    from campaign_case import arrays, assert_same
+    from twin.campaign.experiments import experiments_section
+    from twin.campaign.online import run_online
+    from twin.config.loader import load_campaign
+
+    env = dict(slurm, **SRUN_MPI)
+    probe = _run(["srun", "-n", "2", sys.executable, "-c", "from mpi4py import MPI; print(MPI.COMM_WORLD.Get_size())"],
+                 env=env, timeout=120)
+    if probe.stdout.split() != ["2", "2"]:
+        pytest.skip(f"srun --mpi=pmix cannot start a 2-rank MPI job here: {probe.stderr.strip()[-400:]}")
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text(MPI_MODE)
+    run = tmp_path / "run"
+    t0 = time.time()
+    r = _run([sys.executable, "-c", SUBMIT, "submit", str(campaign), "-o", str(run)], env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    job = (run / "slurm" / "jobs.txt").read_text().split()[0]
+    exp = layout.experiment_dir(run, "mpimode")
+    while not layout.done_marker(exp).is_file() and not layout.stopped_marker(exp).is_file():
+        if time.time() - t0 > 240:
+            pytest.fail("the campaign did not finish within 4 minutes")
+        if not _run(["squeue", "-h", "-j", job, "-o", "%T"], env=env).stdout.strip():
+            time.sleep(2)  # the driver left the queue: give the last files a moment, then report its log
+            if not layout.done_marker(exp).is_file():
+                logs = "\n".join(p.read_text()[-3000:] for p in sorted((run / "slurm").glob("*.err")))
+                pytest.fail(f"driver job {job} ended before the campaign was done:\n{logs}")
+        time.sleep(1)
+    st = _run([sys.executable, "-c", SUBMIT, "status", str(run)], env=env)
+    assert "mpimode: done, 2/2 cycles" in st.stdout, st.stdout + st.stderr
+    driver_log = (run / "twin.log").read_text()
+    assert "launcher: every task is an srun job on whole nodes of its block" in driver_log
+
+    # every member forecast ran as one MPI job of 2 ranks (the task's record of its world), the other steps on 1
+    records = [rec for rec in layout.read_task_log(exp) if rec["outcome"] == "done"]
+    forecasts = [rec for rec in records if rec["task"] == "forecast"]
+    assert len(forecasts) == 2 * 3 and {rec["ranks"] for rec in forecasts} == {2}, forecasts
+    assert {rec["ranks"] for rec in records if rec["task"] != "forecast"} == {1}
+    # ... under the srun prefix Parsl's MPI mode composed for the node it gave the task
+    tasks = run / "runinfo" / "tasks" / "mpimode"
+    for base in sorted(tasks.glob("forecast_c*_m*.out")):
+        assert "${PARSL_MPI_PREFIX:?" in base.with_suffix(".err").read_text()  # the command as Parsl ran it
+        launch = [ln for ln in base.read_text().splitlines() if ln.startswith("launch (Parsl MPI mode): ")]
+        assert launch == [("launch (Parsl MPI mode): srun --ntasks 2 --ntasks-per-node 2 --nodelist localhost "
+                           "--nodes 1 --cpus-per-task=1 --kill-on-bad-exit=1")], base.read_text()
+    assert len(list(tasks.glob("forecast_c*_m*.out"))) == 2 * 3
+    init = (tasks / "init.out").read_text()
+    assert "srun --ntasks 1 --ntasks-per-node 1 --nodelist localhost --nodes 1" in init
+    # Parsl's MPI scheduler provisioned the node for each of the 10 tasks, one at a time on this one-node block
+    provisioned = [ln for p in (run / "runinfo").rglob("worker_*.log") for ln in p.read_text().splitlines()
+                   if "Launching task on provisioned nodes: ['localhost']" in ln]
+    assert len(provisioned) == 1 + 2 * (3 + 1) + 1, provisioned
+    seconds = time.time() - t0
+
+    # the analysis equals the same campaign run online (every number, every cycle's checkpoint)
+    loaded = load_campaign(campaign)
+    run_online(loaded, MPI.COMM_SELF, tmp_path / "online", experiments=experiments_section(loaded.config))
+    assert_same(arrays(exp), arrays(layout.experiment_dir(tmp_path / "online", "mpimode")))
+    for _ in range(60):  # the driver job and Parsl's block leave the queue
+        if not _run(["squeue", "-h"], env=env).stdout.strip():
+            break
+        time.sleep(1)
+    else:
+        _run(["scancel", "-u", "root"], env=env)
+    print(f"\nparsl-mpi campaign on Slurm: {seconds:.1f} s from twin submit to done")

@@ -109,3 +109,39 @@ def test_task_commands_and_worker_init_are_quoted(tmp_path):
     res = _load(tmp_path, BASE.replace("PARTITION", "debug")).config.resources
     init = slurm_worker_init(res, python="/opt/py thon/bin/python")
     assert "module load gcc/12.2" in init and "export PATH='/opt/py thon/bin':\"$PATH\"" in init
+
+
+def test_launcher_parsl_mpi_is_a_slurm_launcher(tmp_path):
+    """``launcher: parsl-mpi`` (Parsl's MPI mode) is accepted for Slurm; on local resources, where Parsl's MPI mode
+    finds no nodes, it is refused in one line naming the key and the launchers to use instead; a block too small
+    for ``resources.ranks`` on whole nodes is refused naming the keys to raise."""
+    slurm = BASE.replace("PARTITION", "debug").replace("account: proj-1", "account: proj-1\n  launcher: parsl-mpi")
+    assert _load(tmp_path, slurm).config.resources.launcher == "parsl-mpi"
+    local = BASE.split("resources:")[0] + "resources: {type: local, workers: 2, launcher: parsl-mpi}\n"
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, local)
+    text = str(err.value)
+    assert len(text.strip().splitlines()) == 1, text
+    assert "resources.launcher: 'parsl-mpi' is not allowed here; expected one of: 'auto', 'mpiexec', 'srun', " \
+           "'none' or 'worker'" in text
+    small = slurm.replace("launcher: parsl-mpi", "launcher: parsl-mpi\n  ranks: 8\n  ranks_per_node: 4")
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, small)
+    text = str(err.value)
+    assert len(text.strip().splitlines()) == 1, text
+    assert "resources.launcher: parsl-mpi gives a task whole nodes: resources.ranks (8) needs 2 nodes of " \
+           "ranks_per_node (4), a block has nodes (1); raise resources.nodes or ranks_per_node" in text
+    assert _load(tmp_path, small.replace("ranks: 8", "ranks: 8\n  nodes: 2")).config.resources.nodes == 2
+
+
+@pytest.mark.parametrize("launcher, launch", [("srun", "srun --ntasks=$SLURM_NTASKS"),
+                                              ("parsl-mpi", "srun --ntasks=$SLURM_NTASKS"),
+                                              ("mpiexec", "mpiexec -n $SLURM_NTASKS")])
+def test_an_online_job_script_starts_its_ranks_with_the_launchers_program(tmp_path, launcher, launch):
+    """``twin submit --mode single/array`` runs the campaign online in the job: its ranks start under srun for
+    ``srun`` and ``parsl-mpi`` (Parsl's srun prefix exists only inside a Parsl worker), mpiexec for ``mpiexec``."""
+    text = BASE.replace("PARTITION", "debug").replace("account: proj-1", f"account: proj-1\n  launcher: {launcher}")
+    loaded = _load(tmp_path, text)
+    script = render("single_run", loaded.config.resources, job_name="twin-launch", campaign_file=loaded.path,
+                    run_dir=tmp_path / "run", workdir=tmp_path, log_dir=tmp_path / "logs")
+    assert launch in script.text and ("mpiexec" in script.text) == (launcher == "mpiexec")

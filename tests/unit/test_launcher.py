@@ -118,3 +118,115 @@ def test_an_mpi_task_of_a_warm_run_records_its_worker_busy_and_keeps_its_exit_st
     assert out.returncode == 3 and out.stdout == "busy", out.stderr
     assert WorkerRegistry(registry).states() == {os.getpid(): WorkerRegistry.IDLE}
     assert sorted(p.name for p in registry.iterdir()) == [str(os.getpid())]
+
+
+# -- Slurm's launcher parsl-mpi: Parsl's MPI mode gives each task whole nodes (runs: tests/integration/test_slurm.py) --
+def _mpi_mode(**kw):
+    from twin.config.schema import SlurmResources
+    from workflows.executors import launcher_for
+
+    return launcher_for(SlurmResources(type="slurm", partition="debug", launcher="parsl-mpi", **kw))
+
+
+@pytest.mark.parametrize("ranks, per_node, nodes, spec", [
+    (1, 2, 1, (1, 1, 1)),  # a one-rank step still takes a whole node
+    (2, 2, 1, (1, 2, 2)),
+    (2, 4, 1, (1, 2, 2)),  # smaller than a node: the node's other ranks stay idle
+    (4, 2, 2, (2, 4, 2)),
+    (5, 4, 2, (2, 5, 3)),  # spread evenly over the nodes it needs, at most ranks_per_node on each
+    (6, 4, 3, (2, 6, 3)),
+    (9, 4, 3, (3, 9, 3)),
+    (64, 32, 2, (2, 64, 32)),
+])
+def test_parsl_mpi_asks_for_whole_nodes(ranks, per_node, nodes, spec):
+    launcher = _mpi_mode(ranks_per_node=per_node, nodes=nodes)
+    assert launcher.kind == "parsl-mpi" and not launcher.in_worker(1) and launcher.env == ()
+    got = launcher.resource_spec(ranks)
+    assert (got["num_nodes"], got["num_ranks"], got["ranks_per_node"]) == spec
+    assert got["launcher_options"] == "--cpus-per-task=1 --kill-on-bad-exit=1"
+    assert "whole nodes" in launcher.why and "launcher: parsl-mpi" in launcher.why
+
+
+def test_parsl_mpi_refuses_a_task_of_more_nodes_than_a_block_has():
+    """Parsl would keep such a task waiting for nodes for ever: refused, naming the keys."""
+    launcher = _mpi_mode(ranks_per_node=4, nodes=2)
+    with pytest.raises(ValueError, match=r"9 ranks needs 3 whole nodes .* a block has 2 \(resources.nodes\)"):
+        launcher.resource_spec(9)
+    with pytest.raises(ValueError, match="whole nodes"):
+        launcher.command(9, ["forecast", "/r/e"])
+
+
+def test_other_launchers_ask_for_no_resources():
+    from twin.config.schema import SlurmResources
+    from workflows.executors import launcher_for
+
+    for kind in ("auto", "mpiexec", "srun", "none", "worker"):
+        assert launcher_for(_resources(launcher=kind)).resource_spec(1) == {}
+    for kind in ("srun", "mpiexec"):
+        assert launcher_for(SlurmResources(type="slurm", partition="debug", launcher=kind)).resource_spec(3) == {}
+
+
+def test_parsl_mpi_commands_start_under_parsls_prefix(tmp_path):
+    """The command runs the task under $PARSL_MPI_PREFIX, the prefix Parsl's worker puts in the task's environment
+    (split into words by the shell), prints it on the task's stdout, and fails at once, saying so, without it."""
+    launcher = _mpi_mode(ranks_per_node=2, nodes=1)
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\necho \"python $*\"\n")
+    fake_python.chmod(0o755)
+    fake_srun = tmp_path / "srun"  # stands for srun: shows its options, then runs the command
+    fake_srun.write_text("#!/bin/sh\nwhile [ \"${1#--}\" != \"$1\" ]; do echo \"option $1\"; shift; done\nexec \"$@\"\n")
+    fake_srun.chmod(0o755)
+    from dataclasses import replace
+
+    cmd = replace(launcher, python=str(fake_python)).command(2, ["forecast", "/r/it's", "--cycle", 0])
+    assert "${PARSL_MPI_PREFIX:?" in cmd and "srun" not in cmd
+    prefix = f"{fake_srun} --ntasks-per-node=2 --nodes=1 --kill-on-bad-exit=1"
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PARSL_MPI_PREFIX=prefix))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [f"launch (Parsl MPI mode): {prefix}", "option --ntasks-per-node=2",
+                                       "option --nodes=1", "option --kill-on-bad-exit=1",
+                                       "python -P -m twin.campaign.task forecast /r/it's --cycle 0"]
+    env = {k: v for k, v in os.environ.items() if k != "PARSL_MPI_PREFIX"}
+    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode != 0 and "python" not in out.stdout
+    assert "PARSL_MPI_PREFIX: not set: launcher parsl-mpi runs tasks in the MPI mode of Parsl only" in out.stderr
+    # a sensitive campaign's task names no host: the prefix (its --nodelist) is not printed
+    private = replace(launcher, python=str(fake_python), private=True).command(1, ["init", "/r/e"])
+    assert private.startswith("umask 077; ") and "printf" not in private and "${PARSL_MPI_PREFIX:?" in private
+
+
+def test_parsl_mpi_builds_parsls_mpi_mode_executor(tmp_path):
+    from parsl.executors import HighThroughputExecutor
+    from parsl.launchers import SimpleLauncher
+
+    from twin.config.schema import SlurmResources
+    from workflows.executors import build_config
+
+    res = SlurmResources(type="slurm", partition="debug", launcher="parsl-mpi", nodes=3, ranks_per_node=8,
+                         workers=5)
+    ex = build_config(res, tmp_path).executors[0]
+    assert isinstance(ex, HighThroughputExecutor) and ex.enable_mpi_mode and ex.mpi_launcher == "srun"
+    assert isinstance(ex.provider.launcher, SimpleLauncher)  # the pool in the batch script, not an srun step
+    assert ex.max_workers_per_node == 3  # one task per node of the block at most (workers is not used)
+    assert ex.provider.nodes_per_block == 3 and ex.provider.cores_per_node == 8 and not ex.provider.exclusive
+    assert ex.interchange_launch_cmd[1:] == ["-m", "parsl.executors.high_throughput.interchange"]
+    assert "-m workflows.pool" in ex.launch_cmd and ex.encrypted
+    ex.validate_resource_spec(_mpi_mode(ranks_per_node=8, nodes=3).resource_spec(12))  # Parsl accepts the spec
+    # the other Slurm launchers keep the plain executor, whose tasks share the nodes
+    plain = build_config(SlurmResources(type="slurm", partition="debug", ranks_per_node=8, workers=5),
+                         tmp_path).executors[0]
+    assert not plain.enable_mpi_mode and plain.max_workers_per_node == 5 and plain.provider.cores_per_node == 40
+
+
+def test_the_workflow_refuses_members_larger_than_a_block_before_it_submits_anything():
+    from types import SimpleNamespace
+
+    from twin.core.errors import WorkflowError
+    from workflows.campaign import CampaignWorkflow
+
+    wf = SimpleNamespace(launcher=_mpi_mode(ranks_per_node=2, nodes=1), resources=SimpleNamespace(ranks=1))
+    CampaignWorkflow._check_launch(wf, "exp-1", 2)
+    with pytest.raises(WorkflowError, match=r"experiment exp-1: ensemble.ranks_per_member \(4\): a task of 4 ranks "
+                                            r"needs 2 whole nodes"):
+        CampaignWorkflow._check_launch(wf, "exp-1", 4)

@@ -197,7 +197,23 @@ class SlurmResources(Strict):
     max_blocks: int = Field(default=1, ge=1, le=10_000)
     modules: list[str] = Field(default_factory=list)
     worker_init: list[str] = Field(default_factory=list)
-    launcher: Literal["srun", "mpiexec"] = "srun"
+    #: how a task's ranks start inside a block: srun (the default) or mpiexec, several tasks sharing a node; or
+    #: parsl-mpi: Parsl's MPI mode gives each task whole nodes of the block (ceil(ranks / ranks_per_node)) and the
+    #: srun prefix for them, for members that fill whole nodes. Its cost: a task smaller than a node still takes a
+    #: node, so a one-node block runs its tasks one at a time (workers is not used). workflows/executors.py says more
+    launcher: Literal["srun", "mpiexec", "parsl-mpi"] = "srun"
+
+    @field_validator("launcher")
+    @classmethod
+    def _launcher(cls, v: str, info) -> str:
+        # parsl-mpi: a task of more nodes than a block has would wait for ever (resources.ranks here; the members'
+        # ensemble.ranks_per_member is checked when the workflow starts, workflows/campaign.py)
+        ranks, per_node, nodes = (info.data.get(k) for k in ("ranks", "ranks_per_node", "nodes"))
+        if v == "parsl-mpi" and None not in (ranks, per_node, nodes) and -(-ranks // per_node) > nodes:
+            raise ValueError(f"parsl-mpi gives a task whole nodes: resources.ranks ({ranks}) needs "
+                             f"{-(-ranks // per_node)} nodes of ranks_per_node ({per_node}), a block has nodes "
+                             f"({nodes}); raise resources.nodes or ranks_per_node")
+        return v
 
     @field_validator("partition", "account", "qos")
     @classmethod
