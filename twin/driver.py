@@ -24,6 +24,7 @@ import numpy as np
 from twin.config.loader import LoadedCampaign
 from twin.core.calendar import cf_time_units
 from twin.core.errors import ConfigError
+from twin.core.interval import Interval
 from twin.core.log import get_logger, setup_logging
 from twin.core.progress import progress
 from twin.core.units import convert
@@ -161,13 +162,13 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
         # qoi.nc is written every QOI_FLUSH_SECONDS and at the end: each write copies the file (atomic), so a write
         # per output time would cost a time quadratic in the output times
         pending: list = []
-        flushed = [time.monotonic()]
+        every = Interval(QOI_FLUSH_SECONDS, comm)
 
         def flush() -> None:
             if pending:
                 qoi_file.extend(pending)
                 pending.clear()
-            flushed[0] = time.monotonic()
+            every.reset()
 
         def record(t: float) -> None:
             q = model.qoi(state, t)
@@ -175,9 +176,7 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
             pending.append((t * factor, {k: v.value for k, v in q.items()}, None))
             for k, v in q.items():
                 series.setdefault(k, []).append(v.value)
-            # rank 0's clock decides for every rank (the write is collective)
-            late = time.monotonic() - flushed[0] >= QOI_FLUSH_SECONDS
-            if (comm.bcast(late, root=0) if comm.Get_size() > 1 else late):
+            if every.due():  # rank 0's clock, for every rank (the write is collective)
                 flush()
 
         record(times[0])

@@ -49,8 +49,9 @@ class Setup:
     #: records of cycles whose checkpoint is not written yet (``outputs.checkpoint_every``): appended after it is,
     #: so that ``diagnostics.nc`` never holds a cycle a resume computes again
     held: list = field(default_factory=list, repr=False)
-    appended_at: float = field(default=0.0, repr=False)
     lazy: bool = False
+    #: when ``diagnostics.nc`` is next due (:class:`twin.core.interval.Interval`, rank 0's clock; due at first)
+    _appends: Any = field(default=None, repr=False)
 
     @property
     def cfg(self):
@@ -162,13 +163,14 @@ class Setup:
             return
         self.pending += self.held + [record]
         self.held = []
-        now = time.monotonic()
-        if self.comm is not None and self.comm.Get_size() > 1:
-            now = self.comm.bcast(now, root=0)
-        if not self.lazy or last or now - self.appended_at >= DIAGNOSTICS_EVERY:
-            self.flush_diagnostics(now)
+        if self._appends is None:
+            from twin.core.interval import Interval
 
-    def flush_diagnostics(self, now: float | None = None) -> None:
+            self._appends = Interval(DIAGNOSTICS_EVERY, self.comm, due_at_start=True)
+        if not self.lazy or last or self._appends.due():
+            self.flush_diagnostics()
+
+    def flush_diagnostics(self) -> None:
         """Append the queued diagnostics records to ``diagnostics.nc`` (collective); with :attr:`lazy`, after
         making the checkpoints written meanwhile durable."""
         from twin.campaign.outputs import append_cycle_records
@@ -178,7 +180,8 @@ class Setup:
             make_durable()
         records, self.pending = self.pending, []
         append_cycle_records(self, records)
-        self.appended_at = time.monotonic() if now is None else now
+        if self._appends is not None:
+            self._appends.reset()
 
     def record(self, task: str, outcome: str, t_start: float, **extra) -> None:
         """Append a line to the experiment's task log (rank 0): the task, its outcome (``done``, ``skipped``), the

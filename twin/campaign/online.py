@@ -380,21 +380,22 @@ class _CheckpointClock:
     for every rank (a checkpoint is written collectively)."""
 
     def __init__(self, outputs, n_cycles: int, cycle_bytes: int, comm) -> None:
+        from twin.core.interval import Interval
+
         self.every = outputs.checkpoint_every
-        self.seconds = outputs.CHECKPOINT_SECONDS if outputs.checkpoint_seconds is None else outputs.checkpoint_seconds
-        self.n_cycles, self.cycle_bytes, self.comm = n_cycles, cycle_bytes, comm
-        self.since = time.monotonic()
+        seconds = outputs.CHECKPOINT_SECONDS if outputs.checkpoint_seconds is None else outputs.checkpoint_seconds
+        self.interval = Interval(seconds, comm)
+        self.n_cycles, self.cycle_bytes = n_cycles, cycle_bytes
 
     def __call__(self, k: int, held: int) -> bool:
         if k + 1 == self.n_cycles or (held + 1) * self.cycle_bytes > TRAIL_BYTES:
             return True
         if self.every is not None:
             return (k + 1) % self.every == 0
-        late = time.monotonic() - self.since >= self.seconds
-        return bool(self.comm.bcast(late, root=0)) if self.comm.Get_size() > 1 else late
+        return self.interval.due()
 
     def written(self) -> None:
-        self.since = time.monotonic()
+        self.interval.reset()
 
 
 def _trajectory_bytes(s) -> int:
