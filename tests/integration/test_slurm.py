@@ -79,6 +79,15 @@ def _install() -> str | None:
     return None if r.returncode == 0 else f"apt-get install {' '.join(PACKAGES)} failed: {r.stderr[-500:]}"
 
 
+def _drain_queue(env: dict) -> None:
+    """Wait up to a minute for the driver job and Parsl's blocks to leave the queue; cancel what is left."""
+    for _ in range(60):
+        if not _run(["squeue", "-h"], env=env).stdout.strip():
+            return
+        time.sleep(1)
+    _run(["scancel", "-u", "root"], env=env)
+
+
 def _pid(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
@@ -196,12 +205,7 @@ def test_submit_runs_a_campaign_through_sbatch(slurm, tmp_path):
     assert "slurmcamp: done, 2/2 cycles" in st.stdout, st.stdout
     forecasts = [rec for rec in layout.read_task_log(exp) if rec["task"] == "forecast" and rec["outcome"] == "done"]
     assert len(forecasts) == 2 * 3 and {rec["ranks"] for rec in forecasts} == {2}
-    for _ in range(60):  # the driver job and Parsl's block leave the queue
-        if not _run(["squeue", "-h"], env=slurm).stdout.strip():
-            break
-        time.sleep(1)
-    else:
-        _run(["scancel", "-u", "root"], env=slurm)
+    _drain_queue(slurm)
 
 
 def test_scancel_of_the_driver_job_takes_its_parsl_blocks_with_it(slurm, tmp_path):
@@ -313,10 +317,5 @@ def test_parsl_mpi_mode_runs_each_member_on_a_whole_node_under_srun(slurm, tmp_p
     loaded = load_campaign(campaign)
     run_online(loaded, MPI.COMM_SELF, tmp_path / "online", experiments=experiments_section(loaded.config))
     assert_same(arrays(exp), arrays(layout.experiment_dir(tmp_path / "online", "mpimode")))
-    for _ in range(60):  # the driver job and Parsl's block leave the queue
-        if not _run(["squeue", "-h"], env=env).stdout.strip():
-            break
-        time.sleep(1)
-    else:
-        _run(["scancel", "-u", "root"], env=env)
+    _drain_queue(env)
     print(f"\nparsl-mpi campaign on Slurm: {seconds:.1f} s from twin submit to done")
