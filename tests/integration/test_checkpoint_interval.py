@@ -5,6 +5,8 @@ hold every cycle and a resume from the last checkpoint computes the cycles after
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 import time
@@ -161,3 +163,36 @@ def test_a_checkpoint_is_written_once_its_seconds_have_passed(tmp_path):
         assert trail == list(range(before + 1, k))
     ref = _run(_campaign(tmp_path / "ref.yaml", cycles=60, every=8), tmp_path / "ref")
     assert_same(_outputs(exp), _outputs(ref))
+
+
+def test_twin_status_follows_the_driver_between_checkpoints(tmp_path):
+    """With checkpoints 10 minutes apart, ``twin status`` of a running online campaign still shows the cycles the
+    driver has done (its heartbeat carries them, rewritten about every second) and names the last checkpoint; once
+    the driver is killed it shows what a resume starts from: the checkpoint's cycle, interrupted, exit status 1."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=4000, every=None, seconds=600)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*TWIN, "run", str(campaign), "-o", str(run), "--quiet"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = subprocess.run([*TWIN, "status", str(run), "--json"], capture_output=True, text=True, timeout=60)
+            if done.stdout.strip():
+                exp = json.loads(done.stdout)["experiments"]
+                if exp and exp[0]["state"] == "running" and exp[0]["cycles_done"] > 0:
+                    seen.append((exp[0]["cycles_done"], exp[0]["message"], done.returncode))
+                    if len(seen) == 2:
+                        break
+            time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert len(seen) == 2, f"twin status never showed the running driver's cycles: {seen}"
+    (first, message, code), (second, _, _) = seen
+    assert 0 < first < second < 4000 and code == 3
+    assert message == "last checkpoint at cycle 0"
+    assert layout.checkpoint_cycles(layout.experiment_dir(run, "iv")) == [0]
+    done = subprocess.run([*TWIN, "status", str(run), "--json"], capture_output=True, text=True, timeout=60)
+    exp = json.loads(done.stdout)["experiments"][0]
+    assert (exp["state"], exp["cycles_done"], done.returncode) == ("interrupted", 0, 1)

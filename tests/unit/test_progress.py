@@ -3,6 +3,7 @@ members k/n), its ETA, the plain lines of a batch job, and the rich display on a
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -122,3 +123,8 @@ def test_counts_of_a_small_campaign(tmp_path, monkeypatch):
         assert sorted({c for c, _ in cycles}) == [0, 1, 2, 3]
         members = [s["members"] for s in mine if s["members"][1]]
         assert members.count((4, 4)) == 3 and max(m for m, _ in members) == 4  # three cycles of four members
+    # the driver's heartbeat carries where it was last (twin status reads it while the driver runs)
+    beat = json.loads((tmp_path / "run" / "driver.json").read_text())
+    assert beat["state"] == "finished"
+    assert {k: beat["progress"][k] for k in ("steps", "done", "total")} == {"steps": "cycles", "done": 3, "total": 3}
+    assert beat["progress"]["experiment"] == sorted(p.name for p in (tmp_path / "run" / "experiments").iterdir())[-1]

@@ -93,7 +93,8 @@ def _run_online(loaded, comm, run_dir, experiments, only, verbose, quiet) -> lis
         from twin.core.progress import campaign_progress
 
         # one display: campaign -> experiment k/n -> cycle k/n -> members (rank 0, interactive terminals only)
-        with campaign_progress(loaded.config.campaign.name, len(dirs), rank=rank) as shown:
+        with campaign_progress(loaded.config.campaign.name, len(dirs), rank=rank,
+                               on_change=None if beat is None else beat.progress) as shown:
             for i, d in enumerate(dirs):
                 log.info("experiment %d/%d: %s", i + 1, len(dirs), d.name)
                 shown.experiment(i, d.name)
@@ -112,28 +113,54 @@ def _run_online(loaded, comm, run_dir, experiments, only, verbose, quiet) -> lis
 
 class Heartbeat:
     """``driver.json`` rewritten every ``period`` seconds while the campaign runs, so that ``twin status`` on another
-    host sees a live driver (:data:`twin.campaign.status.HEARTBEAT_TIMEOUT`), and its final state at the end."""
+    host sees a live driver (:data:`twin.campaign.status.HEARTBEAT_TIMEOUT`), and its final state at the end.
 
-    def __init__(self, run_dir, period: float = 30.0):
+    It also carries where the driver is (:meth:`progress`, the campaign display's listener): the experiment and the
+    cycles it has done, rewritten at most every ``progress_period`` seconds, so that ``twin status`` is current to
+    about a second although the restart checkpoints come every ``outputs.checkpoint_seconds``."""
+
+    def __init__(self, run_dir, period: float = 30.0, progress_period: float = 1.0):
         import threading
 
         self.run_dir, self._done = run_dir, threading.Event()
+        self._lock = threading.Lock()
+        self._where: dict | None = None
+        self._written = time.monotonic()
+        self.progress_period = progress_period
         write_heartbeat(run_dir)
         self._thread = threading.Thread(target=self._beat, args=(period,), name="twin-heartbeat", daemon=True)
         self._thread.start()
 
+    def _write(self, state: str = "running") -> None:
+        with self._lock:
+            write_heartbeat(self.run_dir, state, self._where)
+            self._written = time.monotonic()
+
     def _beat(self, period: float) -> None:
         while not self._done.wait(period):
             try:
-                write_heartbeat(self.run_dir)
+                self._write()
             except OSError as exc:  # a full disk must not kill the driver from a side thread
+                log.warning("could not write the driver heartbeat: %s", exc)
+
+    def progress(self, counts) -> None:
+        """Record the display's counts (:class:`twin.core.progress.Counts`): written now when an experiment starts or
+        at least ``progress_period`` seconds after the last write."""
+        where = {"experiment": counts.experiment.label, "steps": counts.cycle.label, "done": counts.cycle.done,
+                 "total": counts.cycle.total}
+        started = self._where is None or self._where.get("experiment") != where["experiment"]
+        self._where = where
+        if started or time.monotonic() - self._written >= self.progress_period:
+            try:
+                self._write()
+            except OSError as exc:
                 log.warning("could not write the driver heartbeat: %s", exc)
 
     def stop(self, state: str) -> None:
         self._done.set()
         self._thread.join()
         try:
-            write_heartbeat(self.run_dir, state)
+            self._write(state)
         except OSError as exc:
             log.warning("could not write the driver's final state to driver.json: %s", exc)
 

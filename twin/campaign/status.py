@@ -14,7 +14,8 @@ States of an experiment
 ``damaged``      it finished, but a promised output is missing or empty, or the last checkpoint is missing or does
                  not verify (truncated, bit-flipped, empty); the message names the file and what to do;
 ``running``      not done, and the driver is alive (its process on this machine, or a heartbeat younger than 2
-                 minutes from elsewhere);
+                 minutes from elsewhere); an online driver's heartbeat carries the cycles it has done (about
+                 a second behind), shown with the last checkpoint's cycle when it is ahead of it;
 ``interrupted``  not done, some progress, no live driver (resume it with ``twin run``/``twin submit`` again);
 ``failed``       the experiment raised (``failed.json``: a resume tries it again) or was stopped by the failure policy
                  (``stopped.json``); the message says why;
@@ -165,8 +166,10 @@ def _boot() -> str:
     return hashlib.sha256(("twin heartbeat " + boot).encode()).hexdigest()[:16]
 
 
-def write_heartbeat(run_dir, state: str = "running") -> None:
-    """Record the driver's process, host and time (called by the drivers every few seconds and at the end).
+def write_heartbeat(run_dir, state: str = "running", progress: dict | None = None) -> None:
+    """Record the driver's process, host and time (called by the drivers every few seconds and at the end), and
+    with ``progress`` where an online driver is (``{"experiment": name, "steps": "cycles", "done": k, "total": n}``),
+    which ``twin status`` shows while the driver runs: its checkpoints come every few seconds (issue 23).
 
     A sensitive run (an owner-only run directory, :func:`twin.io.atomic.is_private_directory`) records no host
     name, only a digest of the machine's boot id (:func:`_boot`), which lets :func:`driver_state` on the same
@@ -180,6 +183,8 @@ def write_heartbeat(run_dir, state: str = "running") -> None:
     beat = {"pid": os.getpid(), "time": time.time(), "state": state, "boot": _boot()}
     if not private:
         beat["host"] = socket.gethostname()
+    if progress is not None:
+        beat["progress"] = progress
     layout.write_json(Path(run_dir) / HEARTBEAT_FILE, beat)
     if private and state != "running":
         seal_private(run_dir)
@@ -382,10 +387,13 @@ def observation_qc(exp_dir) -> dict[str, int | None] | None:
     return totals
 
 
-def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, str] | None = None) -> ExperimentStatus:
+def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, str] | None = None,
+                      live: dict | None = None) -> ExperimentStatus:
     """The state of one experiment (see the module docstring). ``verified``: problems of last checkpoints found by
     :func:`verify_last_checkpoints` (``{path: problem}``); a finished experiment whose last checkpoint is not in it
-    is judged by its files' names and sizes alone."""
+    is judged by its files' names and sizes alone. ``live``: the running driver's progress from its heartbeat
+    (:func:`write_heartbeat`); a running experiment's cycles are the driver's count when it is ahead of the last
+    checkpoint (the message then names that checkpoint: what a resume would start from)."""
     exp_dir = Path(exp_dir)
     n_cycles, n_members, decision = _sizes(exp_dir)
     cks = layout.checkpoint_cycles(exp_dir)
@@ -408,6 +416,11 @@ def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, s
         state, message = ("running" if driver_alive else "pending"), ""
     else:
         state, message = ("running" if driver_alive else "interrupted"), ""
+    if state == "running" and live and live.get("experiment") == exp_dir.name and live.get("total") == n_cycles:
+        ahead = live["done"]
+        if ahead > done_cycles:
+            message = f"last checkpoint at cycle {done_cycles}" if cks else "no checkpoint yet"
+            done_cycles, members_done = ahead, 0
     return ExperimentStatus(exp_dir.name, state, done_cycles, n_cycles, n_members, members_done, dropped, message,
                             observation_qc(exp_dir))
 
@@ -469,6 +482,8 @@ def status(run_dir, verify: bool = True) -> CampaignStatus:
     finished experiment is verified in full (:func:`verify_last_checkpoints`)."""
     run_dir = Path(run_dir)
     driver = driver_state(run_dir)
+    live = layout.read_json(run_dir / HEARTBEAT_FILE).get("progress") if driver == "running" else None
+    live = live if isinstance(live, dict) and isinstance(live.get("done"), int) else None
     dirs = layout.experiment_dirs(run_dir)
     verified: dict[str, str] = {}
     if verify:
@@ -479,7 +494,7 @@ def status(run_dir, verify: bool = True) -> CampaignStatus:
                                                   or all((d / n).is_file() for n in layout.OUTPUTS)):
                 lasts.append(layout.checkpoint_file(d, max(cks)))
         verified = verify_last_checkpoints(lasts)
-    exps = [experiment_status(d, driver == "running", verified) for d in dirs]
+    exps = [experiment_status(d, driver == "running", verified, live) for d in dirs]
     job = _batch_job(run_dir) if driver == "none" else None
     return CampaignStatus(run_dir, driver, exps, job)
 

@@ -184,9 +184,12 @@ class CampaignProgress:
     """The display of one campaign (see the module docstring); :func:`campaign_progress` makes one."""
 
     def __init__(self, name: str, experiments: int, *, rank: int = 0, interactive: bool | None = None,
-                 log_every: float = 10.0, clock=time.monotonic):
+                 log_every: float = 10.0, clock=time.monotonic, on_change=None):
         self.counts = Counts(name, experiments, clock)
         self.rank, self.log_every, self.clock = rank, log_every, clock
+        #: called on rank 0 with :attr:`counts` whenever an experiment starts or ends and after every step (the
+        #: online driver records its progress in its heartbeat for ``twin status``)
+        self.on_change = on_change if rank == 0 else None
         self._last_log = clock()
         if interactive is None:
             interactive = interactive_terminal()
@@ -196,18 +199,22 @@ class CampaignProgress:
     def experiment(self, index: int, name: str) -> None:
         self.counts.start_experiment(index, name)
         self._show()
+        self._changed()
 
     def experiment_done(self) -> None:
         self.counts.finish_experiment()
         self._show()
+        self._changed()
 
     def cycles(self, label: str, total: int, done: int = 0) -> None:
         self.counts.start_cycles(label, total, done)
         self._show()
+        self._changed()
 
     def advance(self, n: int = 1, status: str = "") -> None:
         self.counts.advance_cycle(n)
         self._show()
+        self._changed()
         if self.rank == 0 and self._display is None and n > 0:
             now = self.clock()
             if now - self._last_log >= self.log_every or self.counts.cycle.done >= self.counts.cycle.total:
@@ -225,6 +232,10 @@ class CampaignProgress:
     def _show(self) -> None:
         if self._display is not None:
             self._display.refresh()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.counts)
 
     def close(self) -> None:
         if self._display is not None:
