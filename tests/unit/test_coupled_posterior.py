@@ -63,7 +63,7 @@ def test_posterior_file_of_a_coupled_model(coupled, tmp_path):
 
 def test_report_panels_draw_the_components(coupled, tmp_path):
     from twin.report.data import load_run
-    from twin.report.figures import changes_panel, fan_panel, fields_panel
+    from twin.report.figures import changes_panel, fan_panel, field_rows, fields_panel
 
     rng = np.random.default_rng(0)
     values = rng.standard_normal((4, 3, 46))
@@ -78,6 +78,15 @@ def test_report_panels_draw_the_components(coupled, tmp_path):
     out.mkdir()
     p = fields_panel(run, out)
     assert p.image is not None and p.image.is_file(), p.note
+    # one row per grid: the air's first field and the mast's, each the members' mean at the last time in its own
+    # layout (the mast's first dof: every second entry after the air's 36)
+    rows = dict(field_rows(run))
+    assert list(rows) == ["air_h", "mast_state_x"]
+    frames = {label: (v, sd) for label, v, sd in rows["mast_state_x"]}
+    np.testing.assert_allclose(frames["analysis mean"][0], values[:, -1, 36::2].mean(axis=0))
+    np.testing.assert_allclose(frames["analysis mean"][1], values[:, -1, 36::2].std(axis=0, ddof=1))
+    assert frames["forecast mean at 2 min"][0].shape == (5,)
+    assert rows["air_h"][0][1].shape == (3, 4)
     fans = fan_panel(run, out)
     assert fans.image is not None
     changes = changes_panel(run, out)

@@ -3,7 +3,8 @@
 Each panel function takes a :class:`~twin.report.data.RunData` and the image directory and returns a :class:`Panel`:
 a PNG file, or ``None`` with the reason the panel was skipped (its data are absent), plus an optional HTML table.
 
-* fields: truth, analysis mean (with spread for 1-D states) and forecast mean at the last time;
+* fields: truth, analysis mean (with spread for 1-D states) and forecast mean at the last time, one row per grid
+  (the first variable of the model's grid, or of each component of a coupled model);
 * RMSE and spread over cycles (``diagnostics.nc``);
 * rank histogram of the truth among the posterior members (cycles after the first, all entries) of the first
   variable of each grid (a coupled model's components each on their own coordinates);
@@ -63,18 +64,9 @@ def _box(ds, dims: list[str]) -> tuple[list[float] | None, str, str]:
     return edges, labels[0], labels[1]
 
 
-def fields_panel(data: RunData, out: Path) -> Panel:
-    title = "Fields at the last time"
-    variables = data.state_variables()
-    if not variables:
-        return Panel(title, note="no posterior.nc or forecast.nc with fields in this run")
-    var = variables[0]
-    source = data.posterior if data.posterior is not None else data.forecast
-    spatial = [d for d in source[var].dims if d not in ("member", "time")]
-    if not all(d in source.coords for d in spatial) or data.concatenated(var):
-        # a coupled model's state: components on different grids, concatenated; an index axis would mean nothing
-        return Panel(title, note=f"'{var}' concatenates the components of a coupled model on different grids: it is "
-                                 "not drawn as one field (see the component panels)")
+def _frames(data: RunData, var: str) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """What the fields panel draws of ``var`` at the last time: ``(label, field, spread or None)`` for the truth, the
+    analysis mean (with its spread) and the forecast mean (and its first time in a forecast run)."""
     from twin.report.verdict import duration, time_unit
 
     unit = time_unit(data)
@@ -91,40 +83,93 @@ def fields_panel(data: RunData, out: Path) -> Panel:
         if data.posterior is None and f.shape[1] > 1:
             frames.append((f"forecast at {duration(float(times[0]), unit)}", np.nanmean(f[:, 0], axis=0), None))
         frames.append((f"forecast mean at {duration(float(times[-1]), unit)}", np.nanmean(f[:, -1], axis=0), None))
-    units = _units(data.posterior if data.posterior is not None else data.forecast, var)
-    ndim = frames[0][1].ndim
-    if ndim == 1:
-        fig, ax = plt.subplots(figsize=(8, 3.2))
-        coord = source[spatial[-1]]
-        x = np.asarray(coord.values, dtype=float)
-        for label, v, s in frames:
-            ax.plot(x, v, label=label, lw=1.5 if label == "truth" else 1.2)
-            if s is not None:
-                ax.fill_between(x, v - s, v + s, alpha=0.25, label="analysis +- spread")
-        cu = str(coord.attrs.get("units", ""))
-        ax.set_xlabel(f"{spatial[-1]} [{cu}]" if cu else spatial[-1])
-        ax.set_ylabel(f"{var} [{units}]")
-        ax.legend(fontsize=8)
-    else:
-        fig, axes = plt.subplots(1, len(frames), figsize=(3.6 * len(frames), 3.3), squeeze=False)
+    return frames
+
+
+def field_rows(data: RunData) -> list[tuple[str, list]]:
+    """The rows of the fields panel: ``(variable, frames)`` (:func:`_frames`) for the first variable of each grid
+    that has coordinates (a coupled model's components each on their own), in the state's order."""
+    source = data.posterior if data.posterior is not None else data.forecast
+    if source is None:
+        return []
+    shown = [g[0] for g in _groups(source, data.state_variables())]
+    return [(v, _frames(data, v)) for v in shown if not data.concatenated(v)
+            and all(d in source.coords for d in source[v].dims if d not in ("member", "time"))]
+
+
+def _aspect(extent: list[float] | None) -> str:
+    """``imshow``'s aspect for a field of ``extent``: true proportions, unless the domain is more than 4 times as
+    long as it is wide (a mast, a channel), which would be drawn as a sliver: then the axes' own shape."""
+    if extent is None:
+        return "equal"
+    w, h = abs(extent[1] - extent[0]), abs(extent[3] - extent[2])
+    return "auto" if w > 4 * h or h > 4 * w else "equal"
+
+
+def fields_panel(data: RunData, out: Path) -> Panel:
+    """The fields at the last time, one row per grid: the first variable of the model's grid, or of each component
+    of a coupled model on its own coordinates (as the rank histogram and the horizon panel)."""
+    title = "Fields at the last time"
+    variables = data.state_variables()
+    if not variables:
+        return Panel(title, note="no posterior.nc or forecast.nc with fields in this run")
+    source = data.posterior if data.posterior is not None else data.forecast
+    rows = field_rows(data)
+    if not rows:
+        # a coupled model's state of older runs: components on different grids, concatenated in one variable
+        return Panel(title, note=f"'{variables[0]}' concatenates the components of a coupled model on different "
+                                 "grids: it is not drawn as one field (see the component panels)")
+
+    def spatial(v: str) -> list[str]:
+        return [d for d in source[v].dims if d not in ("member", "time")]
+
+    shown = [v for v, _ in rows]
+    lines = all(len(spatial(v)) == 1 for v in shown)
+    ncols = 1 if lines else max(len(frames) for v, frames in rows if len(spatial(v)) > 1)
+    fig, axes = plt.subplots(len(rows), ncols, squeeze=False,
+                             figsize=(8, 3.2 * len(rows)) if lines else (3.6 * ncols + 0.8, 3.3 * len(rows)))
+    if not lines:
+        fig.subplots_adjust(wspace=0.25, hspace=0.5)
+    for row, (var, frames) in enumerate(rows):
+        dims, units = spatial(var), _units(source, var)
+        if len(dims) == 1:
+            ax = axes[row, 0]
+            coord = source[dims[0]]
+            x = np.asarray(coord.values, dtype=float)
+            for label, v, sd in frames:
+                ax.plot(x, v, label=label, lw=1.5 if label == "truth" else 1.2)
+                if sd is not None:
+                    ax.fill_between(x, v - sd, v + sd, alpha=0.25, label="analysis +- spread")
+            cu = str(coord.attrs.get("units", ""))
+            ax.set_xlabel(f"{dims[0]} [{cu}]" if cu else dims[0])
+            ax.set_ylabel(f"{var} [{units}]")
+            ax.set_title(f"{var}: " + ", ".join(label for label, _, _ in frames), fontsize=9)
+            ax.legend(fontsize=8)
+            for extra in axes[row, 1:]:
+                extra.set_visible(False)
+            continue
         lo = min(float(np.nanmin(v)) for _, v, _ in frames)
         hi = max(float(np.nanmax(v)) for _, v, _ in frames)
-        extent, xlabel, ylabel = _box(source, spatial[-2:])
-        for k, (ax, (label, v, _)) in enumerate(zip(axes[0], frames)):
+        extent, xlabel, ylabel = _box(source, dims[-2:])
+        for k, (ax, (label, v, _)) in enumerate(zip(axes[row], frames)):
             img = v if v.ndim == 2 else v[v.shape[0] // 2]  # 3-D: the middle z slice
-            im = ax.imshow(img, origin="lower", vmin=lo, vmax=hi, cmap="viridis", extent=extent)
-            ax.set_title(label, fontsize=9)
+            im = ax.imshow(img, origin="lower", vmin=lo, vmax=hi, cmap="viridis", extent=extent,
+                           aspect=_aspect(extent))
+            ax.set_title(f"{var}: {label}" if len(rows) > 1 else label, fontsize=9)
             ax.set_xlabel(xlabel, fontsize=8)
             if k == 0:  # the panels share their axes: one y label, none running into the panel on its left
                 ax.set_ylabel(ylabel, fontsize=8)
             else:
                 ax.tick_params(labelleft=False)
-        fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label=f"{var} [{units}]")
-        fig.savefig(out / "fields.png", dpi=90)
-        plt.close(fig)
-        return Panel(title, out / "fields.png")
-    ax.set_title(f"{var}: " + ", ".join(label for label, _, _ in frames), fontsize=9)
-    return Panel(title, save_figure(fig, out / "fields.png"))
+        for extra in axes[row, len(frames):]:
+            extra.set_visible(False)
+        fig.colorbar(im, ax=list(axes[row, :len(frames)]), shrink=0.8, label=f"{var} [{units}]")
+    path = out / "fields.png"
+    if lines:
+        return Panel(title, save_figure(fig, path))
+    fig.savefig(path, dpi=90)  # colour bars shared by a row of axes do not go with tight_layout
+    plt.close(fig)
+    return Panel(title, path)
 
 
 def rmse_panel(data: RunData, out: Path) -> Panel:
@@ -407,7 +452,8 @@ def horizon_panel(data: RunData, out: Path) -> Panel:
         lo, hi = float(np.nanmin(mean)), float(np.nanmax(mean))
         for i in range(nt):
             ax = axes[row, i]
-            im = ax.imshow(mean[i], origin="lower", vmin=lo, vmax=hi, cmap="viridis", extent=extent)
+            im = ax.imshow(mean[i], origin="lower", vmin=lo, vmax=hi, cmap="viridis", extent=extent,
+                           aspect=_aspect(extent))
             ax.set_title(f"{name} mean {leads[i]}", fontsize=9)
             ax.set_xlabel(xlabel, fontsize=8)
             if i == 0:  # the rows share their axes: one label, no overlap with the neighbours' ticks
@@ -416,7 +462,7 @@ def horizon_panel(data: RunData, out: Path) -> Panel:
                 ax.tick_params(labelleft=False)
         fig.colorbar(im, ax=list(axes[row, :nt]), shrink=0.8, label=f"{name} [{units}]")
         ax = axes[row, nt]
-        im = ax.imshow(spread[-1], origin="lower", cmap="magma", extent=extent, vmin=0)
+        im = ax.imshow(spread[-1], origin="lower", cmap="magma", extent=extent, vmin=0, aspect=_aspect(extent))
         ax.set_title(f"{name} spread {leads[-1]}", fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelleft=False)
