@@ -113,7 +113,7 @@ def test_task_commands_and_worker_init_are_quoted(tmp_path):
 
 def test_launcher_parsl_mpi_is_a_slurm_launcher(tmp_path):
     """``launcher: parsl-mpi`` (Parsl's MPI mode) is accepted for Slurm; on local resources, where Parsl's MPI mode
-    finds no nodes, it is refused in one line naming the key and the launchers to use instead; a block too small
+    finds no nodes, it is refused in one line naming the key, that it is Slurm's, and the launchers to use instead; a block too small
     for ``resources.ranks`` on whole nodes is refused naming the keys to raise."""
     slurm = BASE.replace("PARTITION", "debug").replace("account: proj-1", "account: proj-1\n  launcher: parsl-mpi")
     assert _load(tmp_path, slurm).config.resources.launcher == "parsl-mpi"
@@ -122,8 +122,8 @@ def test_launcher_parsl_mpi_is_a_slurm_launcher(tmp_path):
         _load(tmp_path, local)
     text = str(err.value)
     assert len(text.strip().splitlines()) == 1, text
-    assert "resources.launcher: 'parsl-mpi' is not allowed here; expected one of: 'auto', 'mpiexec', 'srun', " \
-           "'none' or 'worker'" in text
+    assert "resources.launcher: parsl-mpi (Parsl's MPI mode, whole nodes per task from srun) runs on Slurm resources " \
+           "(resources.type: slurm); on this machine use auto (the default), mpiexec or worker" in text
     small = slurm.replace("launcher: parsl-mpi", "launcher: parsl-mpi\n  ranks: 8\n  ranks_per_node: 4")
     with pytest.raises(ConfigError) as err:
         _load(tmp_path, small)

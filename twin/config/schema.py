@@ -181,6 +181,14 @@ class LocalResources(Strict):
     #: .launcher_for resolves it
     launcher: Literal["auto", "mpiexec", "srun", "none", "worker"] = "auto"
 
+    @field_validator("launcher", mode="before")
+    @classmethod
+    def _slurm_only(cls, v):
+        if v == "parsl-mpi":  # rather than the bare list of the allowed values
+            raise ValueError("parsl-mpi (Parsl's MPI mode, whole nodes per task from srun) runs on Slurm resources "
+                             "(resources.type: slurm); on this machine use auto (the default), mpiexec or worker")
+        return v
+
 
 class SlurmResources(Strict):
     """Run on a Slurm cluster. Every string goes into a batch script and is checked for shell metacharacters."""
