@@ -139,11 +139,12 @@ def member_files(exp_dir: str | os.PathLike, cycle: int) -> tuple[list[int], dic
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    """A small JSON file, or ``{}`` if it is missing or unreadable."""
+    """A small JSON file's object, or ``{}`` if it is missing, unreadable or not a JSON object."""
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
