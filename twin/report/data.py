@@ -94,6 +94,18 @@ class RunData:
         """The truth ``(time, ...)`` of state variable ``var`` at the posterior times, or ``None``."""
         return self.truths.get(var)
 
+    def first_analysis(self) -> int:
+        """Index of the first record of ``posterior.nc`` that is an analysis: a filter's file starts with the prior
+        ensemble at ``t_0``, which no forecast reaches (its forecasts start at ``t_1``), while a smoother's or
+        4D-Var's posterior records all have forecasts at the same times. Without ``forecast.nc``: 1 when there are
+        several records (the filters' layout), else 0."""
+        if self.posterior is None:
+            return 0
+        t = np.asarray(self.posterior["time"].values, dtype=float)
+        if self.forecast is not None and "time" in self.forecast.coords and self.forecast.sizes.get("time", 0):
+            return int(np.sum(t < float(np.min(self.forecast["time"].values))))
+        return 1 if t.size > 1 else 0
+
     def state_variables(self) -> list[str]:
         """Data variables with a member and a time dimension (model fields)."""
         ds = self.posterior if self.posterior is not None else self.forecast

@@ -246,18 +246,19 @@ def observation_fit_panel(data: RunData, out: Path) -> Panel:
 
 def rank_counts(data: RunData, var: str) -> np.ndarray | None:
     """How often the truth of state variable ``var`` has each rank ``0 .. N`` among the ``N`` analysis members
-    (every entry of every cycle after the prior; members dropped by the failure policy left out), or ``None``
-    without a truth of it. A truth equal to ``k`` members (a clamped node, where every member and the truth are 0)
+    (every entry of every analysis, :meth:`RunData.first_analysis`; members dropped by the failure policy left
+    out), or ``None`` without a truth of it. A truth equal to ``k`` members (a clamped node, where every member and the truth are 0)
     takes a rank drawn uniformly among the ``k + 1`` it ties with (Hamill 2001), not the lowest, which would pile
     such entries into rank 0; the draw is seeded, so a report is reproducible."""
     truth = data.truth_of(var)
     if data.posterior is None or truth is None or var not in data.posterior:
         return None
-    E = data.posterior[var].values[:, 1:]  # cycles after the prior
+    first = data.first_analysis()  # a filter's prior at t_0 is not an analysis
+    E = data.posterior[var].values[:, first:]
     alive = ~np.any(np.isnan(E.reshape(E.shape[0], -1)), axis=1)
     E = E[alive]
-    below = np.sum(E < truth[1:][None], axis=0).ravel()
-    ties = np.sum(E == truth[1:][None], axis=0).ravel()
+    below = np.sum(E < truth[first:][None], axis=0).ravel()
+    ties = np.sum(E == truth[first:][None], axis=0).ravel()
     ranks = below + np.floor(np.random.default_rng(0).random(below.size) * (ties + 1)).astype(int)
     return np.bincount(ranks, minlength=E.shape[0] + 1)
 
@@ -269,16 +270,19 @@ def rank_histogram_panel(data: RunData, out: Path) -> Panel:
                                  + data.missing.get("truth", data.missing.get("posterior", "absent")))
     # the first variable of each grid: the model's, or each component's of a coupled model (its own coordinates)
     variables = [g[0] for g in _groups(data.posterior, data.state_variables())]
-    fig, axes = plt.subplots(1, len(variables), figsize=(6 if len(variables) == 1 else 4.5 * len(variables), 3),
+    ranked = {v: c for v in variables if (c := rank_counts(data, v)) is not None and c.sum() > 0}
+    if not ranked:
+        return Panel(title, note="no analysis with a truth to rank (posterior.nc holds the prior only, or the truth "
+                                 "is not on the posterior's times)")
+    fig, axes = plt.subplots(1, len(ranked), figsize=(6 if len(ranked) == 1 else 4.5 * len(ranked), 3),
                              squeeze=False)
-    for ax, var in zip(axes[0], variables):
-        counts = rank_counts(data, var)
+    for ax, (var, counts) in zip(axes[0], ranked.items()):
         ax.bar(np.arange(counts.size), counts, color="C2")
         ax.axhline(counts.sum() / counts.size, color="k", lw=1, ls="--", label="flat")
         ax.set_xlabel("rank of the truth")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("count")
-        if len(variables) > 1:
+        if len(ranked) > 1:
             ax.set_title(var, fontsize=9)
         ax.legend(fontsize=8)
     return Panel(title, save_figure(fig, out / "rank_histogram.png"))
