@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -88,6 +89,19 @@ def _drain_queue(env: dict) -> None:
     _run(["scancel", "-u", "root"], env=env)
 
 
+def _free_ports(n: int) -> list[int]:
+    """``n`` TCP ports free on this machine now (the kernel's choice), so that two test sessions' Slurms (each its
+    own slurmctld and slurmd) do not collide, as fixed ports did."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _pid(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
@@ -122,7 +136,8 @@ def slurm(tmp_path_factory):
     for sub in ("spool-slurmd", "state"):
         (d / sub).mkdir()
     conf = d / "slurm.conf"
-    conf.write_text(SLURM_CONF.format(d=d, ctld_port=16817, d_port=16818))
+    ctld_port, d_port = _free_ports(2)
+    conf.write_text(SLURM_CONF.format(d=d, ctld_port=ctld_port, d_port=d_port))
     env = dict(os.environ, SLURM_CONF=str(conf))
     started: list[Path] = []
     munge_pid = Path("/run/munge/munged.pid")
