@@ -80,7 +80,7 @@ def test_report_panels_draw_the_components(coupled, tmp_path):
     assert p.image is not None and p.image.is_file(), p.note
     # one row per grid: the air's first field and the mast's, each the members' mean at the last time in its own
     # layout (the mast's first dof: every second entry after the air's 36)
-    rows = dict(field_rows(run))
+    rows = {var: frames for var, _, frames in field_rows(run)}
     assert list(rows) == ["air_h", "mast_state_x"]
     frames = {label: (v, sd) for label, v, sd in rows["mast_state_x"]}
     np.testing.assert_allclose(frames["analysis mean"][0], values[:, -1, 36::2].mean(axis=0))

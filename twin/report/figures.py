@@ -6,8 +6,8 @@ a PNG file, or ``None`` with the reason the panel was skipped (its data are abse
 * fields: truth, analysis mean (with spread for 1-D states) and forecast mean at the last time, one row per grid
   (the first variable of the model's grid, or of each component of a coupled model);
 * RMSE and spread over cycles (``diagnostics.nc``);
-* rank histogram of the truth among the posterior members (cycles after the first, all entries) of the first
-  variable of each grid (a coupled model's components each on their own coordinates);
+* rank histogram of the truth among the posterior members (every analysis, all entries; a filter's prior left out)
+  of the first variable of each grid (a coupled model's components each on their own coordinates);
 * QoI fan charts: 5/50/95 % of the domain mean of each state variable and of each parameter across members, over
   time (with the truth); the QoI series of a forecast run (``qoi.nc``); the decision's forecast fans;
 * the decision and its comparison (``decision.json``);
@@ -86,15 +86,19 @@ def _frames(data: RunData, var: str) -> list[tuple[str, np.ndarray, np.ndarray |
     return frames
 
 
-def field_rows(data: RunData) -> list[tuple[str, list]]:
-    """The rows of the fields panel: ``(variable, frames)`` (:func:`_frames`) for the first variable of each grid
-    that has coordinates (a coupled model's components each on their own), in the state's order."""
+def field_rows(data: RunData) -> list[tuple[str, list[str], list]]:
+    """The rows of the fields panel: ``(variable, spatial dimensions, frames)`` (:func:`_frames`) for the first
+    variable of each grid that has coordinates (a coupled model's components each on their own), in the state's
+    order."""
     source = data.posterior if data.posterior is not None else data.forecast
     if source is None:
         return []
-    shown = [g[0] for g in _groups(source, data.state_variables())]
-    return [(v, _frames(data, v)) for v in shown if not data.concatenated(v)
-            and all(d in source.coords for d in source[v].dims if d not in ("member", "time"))]
+    rows = []
+    for v in (g[0] for g in _groups(source, data.state_variables())):
+        dims = [d for d in source[v].dims if d not in ("member", "time")]
+        if not data.concatenated(v) and all(d in source.coords for d in dims):
+            rows.append((v, dims, _frames(data, v)))
+    return rows
 
 
 def _aspect(extent: list[float] | None) -> str:
@@ -119,19 +123,14 @@ def fields_panel(data: RunData, out: Path) -> Panel:
         # a coupled model's state of older runs: components on different grids, concatenated in one variable
         return Panel(title, note=f"'{variables[0]}' concatenates the components of a coupled model on different "
                                  "grids: it is not drawn as one field (see the component panels)")
-
-    def spatial(v: str) -> list[str]:
-        return [d for d in source[v].dims if d not in ("member", "time")]
-
-    shown = [v for v, _ in rows]
-    lines = all(len(spatial(v)) == 1 for v in shown)
-    ncols = 1 if lines else max(len(frames) for v, frames in rows if len(spatial(v)) > 1)
+    lines = all(len(dims) == 1 for _, dims, _ in rows)
+    ncols = 1 if lines else max(len(frames) for _, dims, frames in rows if len(dims) > 1)
     fig, axes = plt.subplots(len(rows), ncols, squeeze=False,
                              figsize=(8, 3.2 * len(rows)) if lines else (3.6 * ncols + 0.8, 3.3 * len(rows)))
     if not lines:
         fig.subplots_adjust(wspace=0.25, hspace=0.5)
-    for row, (var, frames) in enumerate(rows):
-        dims, units = spatial(var), _units(source, var)
+    for row, (var, dims, frames) in enumerate(rows):
+        units = _units(source, var)
         if len(dims) == 1:
             ax = axes[row, 0]
             coord = source[dims[0]]
