@@ -14,8 +14,9 @@ the preconditioner rebuilt at every Newton iteration, so the choice of the defau
 (the Jacobian assembly is today's in both; the model's module docstring has the profile before and after).
 
 The ceiling on 2 cores: MatMult and the vector operations are memory-bound (the ILU triangular solves are bound by
-their recurrences and scale with the cores), so the STREAM triad's 2-rank/1-rank ratio (vectors of 2^24 entries, 384
-MiB, far beyond cache) and the same triad on vectors the size of the model are reported with the speed-up.
+their recurrences and scale with the cores), so the STREAM triad's 2-rank/1-rank ratio (vectors out of every cache, sized by
+:func:`benchmarks.stream.memory_bandwidth`) and the same triad on vectors the size of the model are reported with the
+speed-up.
 
 RHS traffic model (bytes per evaluation): the AIJ diffusion matvec (values 8 B + column index per nonzero, row
 pointers, x read, y written) plus the vectorised reaction update (u, k, k/theta read, F read and written: 5 x 8 B per
@@ -64,7 +65,7 @@ def _child(dim: int, n: int, steps: int, options: list[str]) -> None:
     import numpy as np
     from petsc4py import PETSc
 
-    from benchmarks.stream import triad_bandwidth
+    from benchmarks.stream import memory_bandwidth, triad_bandwidth
     from twin.core.grid import Grid
     from twin.core.petsc import set_options
     from twin.kinds.tumour import TumourModel, brain_phantom
@@ -115,7 +116,7 @@ def _child(dim: int, n: int, steps: int, options: list[str]) -> None:
     nbytes = comm.allreduce(model.op.bytes_per_apply())
     cells = grid.size
     rhs_bytes = nbytes + 5 * 8 * cells
-    stream = triad_bandwidth(comm=PETSc.COMM_WORLD)
+    stream, stream_entries = memory_bandwidth(comm=PETSc.COMM_WORLD)
     stream_model = triad_bandwidth(n=cells, repeats=50, comm=PETSc.COMM_WORLD)
     if comm.Get_rank() == 0:
         ctx = dict(dim=dim, n=n, ranks=ranks, cells=cells, tissue_cells=int(tissue.mask.sum()), steps=steps,
@@ -129,7 +130,7 @@ def _child(dim: int, n: int, steps: int, options: list[str]) -> None:
              rhs_GBps=round(rhs_bytes / t_rhs / 1e9, 2), stream_GBps=round(stream / 1e9, 2), **ctx)
         emit("tumour", f"MatMult bandwidth / STREAM {dim}D, {ranks} rank(s)", nbytes / t_mult / stream, "1",
              mult_GBps=round(nbytes / t_mult / 1e9, 2), **ctx)
-        emit("tumour", f"STREAM triad, {ranks} rank(s)", stream / 1e9, "GB/s", entries=2 ** 24, **ctx)
+        emit("tumour", f"STREAM triad, {ranks} rank(s)", stream / 1e9, "GB/s", entries=stream_entries, **ctx)
         emit("tumour", f"triad on model-size vectors {dim}D, {ranks} rank(s)", stream_model / 1e9, "GB/s",
              entries=cells, **ctx)
     for v in (f, x):
