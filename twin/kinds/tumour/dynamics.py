@@ -25,6 +25,15 @@ load 1.0 with these runs): 1 rank 148 -> 122 ms, 2 ranks 97 -> 67 ms, speed-up 1
 512^2 step's vectors stay in cache (the triad on vectors of that size: 2.14) and the ILU solves scale with the cores.
 What is left is the block-Jacobi iteration growth: Jacobi preconditioning needs the same 58 iterations per step on 1
 and 2 ranks and scales by 1.9, but is slower on 1 rank (145-150 ms), so it is not the default.
+
+The machine decides how much that growth costs. On an AMD EPYC VM (RESULTS.md 2026-12-06 15:49) the speed-up is 1.55
+(152 -> 98 ms, -log_view: MatMult and MatSolve per call 2.0x faster on 2 ranks): its cache, larger than it reports,
+holds a 512^2 step's data on one rank already, so nothing pays back block-Jacobi's 30 % more Krylov iterations (20 ->
+26 per step) the way the Xeon's superlinear cache gain did. There, side by side in one run: Jacobi 176 -> 81 ms
+(speed-up 2.17, the fastest 2-rank step measured), Eisenstat-Walker tolerances (``snes_ksp_ew``: 4 Newton iterations
+per step, 8 and 14 Krylov) 110 -> 74 ms, both 120 -> 64 ms. The defaults stay, being the fastest on one rank on
+both machines and on two ranks on the Xeon; on a machine like the EPYC, runs on several ranks are faster with
+``solver: {pc_type: jacobi}``.
 """
 
 from __future__ import annotations
