@@ -198,3 +198,6 @@ def test_treatment_decision_is_admissible_and_beats_the_standard(campaign):
     # the forecast fans cover the horizon from the last visit
     fan = d["fans"]["burden"]
     assert fan["times"][0] > 30.0 and abs(fan["times"][-1] - 60.0) < 1e-9
+    # a count (CF units "1") carries what it counts, which the report's fan chart says on its axis
+    assert all((f["units"], f["long_name"]) == ("1", "total tumour cell count")
+               for key, f in d["fans"].items() if f["qoi"] == "burden")

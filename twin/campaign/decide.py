@@ -124,7 +124,8 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
             limits = [dcfg.exceedance_limits[name]] if name in dcfg.exceedance_limits else []
             summ = fc.summary(name, -1, dcfg.credible_levels, dcfg.risk.level, limits)
             qois[name] = summ.as_dict()
-            fans[name] = {"qoi": name, "units": fc.units.get(name, "1"), "times": fc.times.tolist(),
+            fans[name] = {"qoi": name, "units": fc.units.get(name, "1"), "long_name": fc.long_names.get(name, ""),
+                          "times": fc.times.tolist(),
                           "levels": list(FAN_LEVELS), "quantiles": fc.fan(name, FAN_LEVELS).tolist()}
             lo, hi = min(summ.quantiles.values()), max(summ.quantiles.values())
             a, b = dcfg.credible_levels[0], dcfg.credible_levels[-1]

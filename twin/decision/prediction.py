@@ -229,6 +229,8 @@ class QoIForecast:
     values: dict[str, np.ndarray]
     units: dict[str, str] = field(default_factory=dict)
     fields: FieldMoments | None = None
+    #: what each QoI is (:attr:`twin.models.base.QoI.long_name`), where the model says
+    long_names: dict[str, str] = field(default_factory=dict)
 
     def summary(self, name: str, index: int = -1, levels: Sequence[float] = LEVELS, cvar_level: float = 0.9,
                 limits: Sequence[float] = ()) -> QoISummary:
@@ -290,6 +292,7 @@ def forecast_members(model, ensemble: PosteriorEnsemble, times: Sequence[float],
     vec = model.create_state()
     values: dict[str, np.ndarray] = {}
     units: dict[str, str] = {}
+    long_names: dict[str, str] = {}
     try:
         for j in range(ensemble.size):
             for name, v in ensemble.parameters.items():
@@ -308,6 +311,8 @@ def forecast_members(model, ensemble: PosteriorEnsemble, times: Sequence[float],
                 for n in wanted:
                     values.setdefault(n, np.full((ensemble.size, times.size), np.nan))[j, i] = q[n].value
                     units[n] = q[n].units
+                    if q[n].long_name:
+                        long_names[n] = q[n].long_name
                 for n, f in extra.items():
                     values.setdefault(n, np.full((ensemble.size, times.size), np.nan))[j, i] = float(f(model, vec, t))
                 if moments is not None and i in keep:
@@ -316,7 +321,7 @@ def forecast_members(model, ensemble: PosteriorEnsemble, times: Sequence[float],
         vec.destroy()
     log.debug("%s: forecast %d posterior members to t=%g", model.name, ensemble.size, float(times[-1]))
     fields = moments.result(times[keep]) if moments is not None and ensemble.size else None
-    return QoIForecast(times, values, units, fields)
+    return QoIForecast(times, values, units, fields, long_names)
 
 
 def interval_coverage(lower: np.ndarray, upper: np.ndarray, truth: np.ndarray) -> float:

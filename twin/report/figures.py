@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -293,11 +294,37 @@ def _fan(ax, t, samples, label, color):
     ax.plot(t, q[1], color=color, label=f"{label} median")
 
 
-def fan_panel(data: RunData, out: Path) -> Panel:
-    title = "QoI fan charts (5 / 50 / 95 %)"
-    from twin.report.timeaxis import time_axis
+def _spans(t) -> bool:
+    """Whether times ``t`` cover an interval (two or more distinct times), so a series over them is a curve."""
+    t = np.asarray(t)
+    return t.size >= 2 and t.min() != t.max()
 
-    axis = time_axis(data)
+
+def _value_label(units: str, long_name: str = "") -> str:
+    """A y-axis label: the quantity's name where it has one, with its units unless they are the CF "1"."""
+    if long_name:
+        return long_name if units in ("", "1") else f"{long_name} [{units}]"
+    return f"[{units}]" if units else ""
+
+
+class FanSeries(NamedTuple):
+    """One chart of the fan panel: samples (members x times, or the 5/50/95 % rows of a decision's fan) over ``t``."""
+
+    title: str
+    t: object
+    samples: np.ndarray
+    truth: np.ndarray | None
+    ylabel: str
+    #: the x axis's label where it is not the run's time axis (an ensemble smoother's steps)
+    xlabel: str | None = None
+    #: a decision's forecast fan (its quantiles, not members)
+    decision: bool = False
+
+
+def fan_series(data: RunData, axis) -> list[FanSeries]:
+    """The charts of the fan panel over ``axis`` (:func:`twin.report.timeaxis.time_axis`): the domain mean of each
+    state variable, each parameter across members, the QoI series of a forecast run and the decision's fans; a series
+    over one time (the one window of a calibration) would be a vertical line and is left out."""
     series = []
     if data.posterior is not None:
         t = axis.from_netcdf(data.posterior)
@@ -309,46 +336,61 @@ def fan_panel(data: RunData, out: Path) -> Panel:
             tr = data.truth_of(var)
             if tr is not None:
                 truth = tr.reshape(tr.shape[0], -1).mean(axis=1)
-            series.append((f"domain mean of {var}", t, m, truth, _units(data.posterior, var)))
+            series.append(FanSeries(f"domain mean of {var}", t, m, truth, _value_label(_units(data.posterior, var))))
     if data.parameters:
         cycles = sorted(data.parameters)
+        times = [data.parameter_times[c] for c in cycles]
+        # an ensemble smoother's steps all analyse the same window: its parameters are drawn over the steps
+        steps = not _spans(times)
         for name in sorted({n for c in cycles for n in data.parameters[c]}):
             vals = [data.parameters[c].get(name) for c in cycles]
             if all(v is not None and v.size == vals[0].size for v in vals) and vals[0].size > 1:
-                series.append((f"parameter {name}", axis.from_model([data.parameter_times[c] for c in cycles]),
-                               np.array(vals).T, None, ""))
+                series.append(FanSeries(f"parameter {name}", np.asarray(cycles) if steps else axis.from_model(times),
+                                        np.array(vals).T, None, "",
+                                        "assimilation step (0: prior)" if steps else None))
     if data.qoi is not None:
         t = axis.from_netcdf(data.qoi)
         for var in data.qoi.data_vars:
             if var != "cycle" and data.qoi[var].dims == ("time",):
-                series.append((var, t, data.qoi[var].values[None, :], None, _units(data.qoi, var)))
-    fans = (data.decision or {}).get("fans", {})
-    for key, f in fans.items():
-        q = np.asarray(f["quantiles"], dtype=float)
-        series.append((f"decision: {f.get('qoi', 'qoi')} ({key})", axis.from_model(f["times"]), q, None,
-                       f.get("units", "")))
-    # a series of one time (the one window of a calibration) would be drawn as a vertical line: left out
-    series = [sr for sr in series if np.asarray(sr[1]).size >= 2]
+                long_name = str(data.qoi[var].attrs.get("long_name", ""))
+                series.append(FanSeries(var, t, data.qoi[var].values[None, :], None,
+                                        _value_label(_units(data.qoi, var), long_name)))
+    for key, f in (data.decision or {}).get("fans", {}).items():
+        qoi = f.get("qoi", "qoi")
+        series.append(FanSeries(f"decision: {qoi}" if key == qoi else f"decision: {qoi} ({key})",
+                                axis.from_model(f["times"]), np.asarray(f["quantiles"], dtype=float), None,
+                                _value_label(f.get("units", ""), f.get("long_name", "")), decision=True))
+    return [sr for sr in series if _spans(sr.t)]
+
+
+def fan_panel(data: RunData, out: Path) -> Panel:
+    title = "QoI fan charts (5 / 50 / 95 %)"
+    from twin.report.timeaxis import time_axis
+
+    axis = time_axis(data)
+    series = fan_series(data, axis)
     if not series:
         return Panel(title, note="no ensemble, parameter, QoI or decision forecast data over more than one time")
     n = len(series)
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax, (label, t, samples, truth, units) in zip(axes.ravel(), series):
-        if label.startswith("decision:"):
-            ax.fill_between(t, samples[0], samples[2], color="C3", alpha=0.25, label="5-95 %")
-            ax.plot(t, samples[1], color="C3", label="median")
-        elif samples.shape[0] > 1:
-            _fan(ax, t, samples, "posterior", "C0")
+    for ax, sr in zip(axes.ravel(), series):
+        if sr.decision:
+            ax.fill_between(sr.t, sr.samples[0], sr.samples[2], color="C3", alpha=0.25, label="5-95 %")
+            ax.plot(sr.t, sr.samples[1], color="C3", label="median")
+        elif sr.samples.shape[0] > 1:
+            _fan(ax, sr.t, sr.samples, "posterior", "C0")
         else:
-            ax.plot(t, samples[0], color="C0", marker="o", ms=3, label="forecast")
-        if truth is not None:
-            ax.plot(t, truth, "k--", lw=1, label="truth")
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel(axis.label)
-        if units:
-            ax.set_ylabel(f"[{units}]")
+            ax.plot(sr.t, sr.samples[0], color="C0", marker="o", ms=3, label="forecast")
+        if sr.truth is not None:
+            ax.plot(sr.t, sr.truth, "k--", lw=1, label="truth")
+        ax.set_title(sr.title, fontsize=9)
+        ax.set_xlabel(sr.xlabel or axis.label)
+        if sr.xlabel:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if sr.ylabel:
+            ax.set_ylabel(sr.ylabel)
         ax.legend(fontsize=7)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)

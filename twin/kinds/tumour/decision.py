@@ -335,7 +335,8 @@ def _fan(outcome: RegimenOutcome) -> dict[str, Any]:
     """The burden fan chart of an outcome: times (days) and the 5/50/95 % quantiles over the members."""
     fc = outcome.forecast
     q = fc.fan("burden")
-    return {"qoi": "burden", "units": "1", "times": fc.times.tolist(), "levels": [0.05, 0.5, 0.95],
+    return {"qoi": "burden", "units": "1", "long_name": fc.long_names.get("burden", ""),
+            "times": fc.times.tolist(), "levels": [0.05, 0.5, 0.95],
             "quantiles": q.tolist()}
 
 
