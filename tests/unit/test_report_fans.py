@@ -53,6 +53,9 @@ def test_decision_fans_say_what_a_count_is_and_give_other_units():
     assert series["decision: burden"].ylabel == "total tumour cell count"
     assert series["decision: burden (chosen)"].ylabel == "total tumour cell count"
     assert series["decision: volume"].ylabel == "detected volume [mm^3]"
+    long = {**fan, "qoi": "v", "units": "mm^3", "long_name": "tumour volume with cellularity above 0.2"}
+    (sr,) = fan_series(_run({}, {"fans": {"v": long}}), time_axis(_run({}, {})))
+    assert sr.ylabel == "tumour volume with cellularity\nabove 0.2 [mm^3]"
     # a decision.json written before fans carried the QoI's name
     assert series["decision: q (old)"].ylabel == "[1]"
     assert all(sr.decision for sr in series.values())

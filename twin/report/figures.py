@@ -22,6 +22,7 @@ a PNG file, or ``None`` with the reason the panel was skipped (its data are abse
 from __future__ import annotations
 
 import html
+import textwrap
 from pathlib import Path
 from typing import NamedTuple
 
@@ -301,9 +302,10 @@ def _spans(t) -> bool:
 
 
 def _value_label(units: str, long_name: str = "") -> str:
-    """A y-axis label: the quantity's name where it has one, with its units unless they are the CF "1"."""
+    """A y-axis label: the quantity's name where it has one (on lines of at most 32 characters, to fit beside a
+    chart), with its units unless they are the CF "1"."""
     if long_name:
-        return long_name if units in ("", "1") else f"{long_name} [{units}]"
+        return textwrap.fill(long_name if units in ("", "1") else f"{long_name} [{units}]", 32)
     return f"[{units}]" if units else ""
 
 
