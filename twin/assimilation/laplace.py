@@ -113,9 +113,18 @@ def low_rank_hessian(functional, c_map: PETSc.Vec, rank: int, oversampling: int 
     lam, U = np.linalg.eigh(0.5 * (T + T.T))
     order = np.argsort(lam)[::-1][:rank]
     lam, U = lam[order], U[:, order]
-    if np.any(lam < -1e-6 * max(1.0, abs(lam).max(initial=0.0))):
-        log.warning("%s: misfit Hessian has negative eigenvalues (min %.3g): the MAP point may not be a minimum or "
-                    "the finite-difference step is too large", functional.name, lam.min())
+    # J's Hessian is I + H_m: at a minimum H_m's eigenvalues are >= -1, and a negative one above -1 only says that
+    # the misfit bends down where the prior holds J up (a nonlinear model's misfit is not convex). Those directions
+    # are clipped to the prior (eigenvalue 0, posterior variance 1 there instead of 1 / (1 + lambda)).
+    low = float(lam.min(initial=0.0))
+    if low <= -1.0:
+        log.warning("%s: the Hessian of the 4D-Var cost at the MAP point has an eigenvalue 1 + (%.3g) <= 0: the point "
+                    "is not a minimum (did the optimiser stop early?) or the finite-difference step %g is too large; "
+                    "the posterior keeps the prior's variance in that direction", functional.name, low, step)
+    elif low < 0.0:
+        log.info("%s: misfit Hessian eigenvalues down to %.3g: the misfit is not convex in those directions but the "
+                 "cost is (its Hessian adds the prior's 1); they keep the prior's variance, %.2g %% less than the "
+                 "Laplace approximation's", functional.name, low, -100.0 * low)
     omega.destroy()
     y.destroy()
     return LowRankHessian(np.clip(lam, 0.0, None), Q @ U, products)
