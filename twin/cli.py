@@ -30,6 +30,8 @@ import sys
 
 #: exit code of ``twin run`` when the campaign ran but some experiment failed or was stopped (2: bad input)
 EXIT_UNFINISHED = 1
+#: another command works on the run directory: run again later (twin run, twin assimilate)
+EXIT_BUSY = 3
 
 
 #: ``twin run``'s own options, and whether each takes a value: after the campaign file only these exact words are
@@ -134,6 +136,8 @@ def cmd_run(args, petsc_options: list[str]) -> int:
         loaded = load_campaign(args.file)
     except TwinError as exc:
         return _errors(exc) if _rank() == 0 else 2
+    from twin.campaign.rundir import RunBusy
+
     if loaded.config.assimilation is not None:
         from twin.cli_campaign import run_workflow, wants_workflow
 
@@ -143,8 +147,13 @@ def cmd_run(args, petsc_options: list[str]) -> int:
                 from twin.driver import run_directory  # imports neither MPI nor PETSc
 
                 result = run_workflow(loaded, run_directory(loaded, args.output))
+        except RunBusy as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BUSY
         except TwinError as exc:
-            return _errors(exc)
+            status = _errors(exc)
+            # a driver stopped by a signal exits as the signal ended it (130 for Ctrl-C), not as bad input (2)
+            return int(getattr(exc, "exit_status", status))
         if workflow:
             print(f"{'done' if result.ok else 'finished with failures'}: {result.tasks_run} task(s) in "
                   f"{result.seconds:.1f} s; outputs in {result.run_dir}")
@@ -163,6 +172,10 @@ def cmd_run(args, petsc_options: list[str]) -> int:
     comm = MPI.COMM_WORLD
     try:
         result = run_campaign(loaded, comm, run_dir=args.output, verbose=args.verbose, quiet=args.quiet)
+    except RunBusy as exc:
+        if comm.Get_rank() == 0:
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except TwinError as exc:
         if comm.Get_rank() == 0:
             _errors(exc)

@@ -113,7 +113,7 @@ def add_assimilate_parser(sub) -> argparse.ArgumentParser:
 def cmd_assimilate(args) -> int:
     """``twin assimilate``: 0 the run is up to date with the files (or was already), 1 an experiment failed or was
     stopped, 2 refused before anything was written (bad input), 3 another command works on the run directory."""
-    from twin.campaign.live import RunBusy
+    from twin.campaign.rundir import RunBusy
     from twin.config.confinement import confine
     from twin.core.errors import OutputError, TwinError
 
@@ -222,6 +222,9 @@ def cmd_submit(args) -> int:
             matrix = experiments_section(cfg).full_matrix(cfg.campaign.seed)
             names = [e.name for e in expand(cfg, matrix, filename=str(loaded.path))]
         else:
+            from twin.campaign.rundir import check_owner
+
+            check_owner(run_dir, loaded)
             names = [d.name for d in prepare_experiments(loaded, run_dir)]
             log_dir.mkdir(parents=True, exist_ok=True)
         script = render(args.mode.replace("driver", "campaign_driver").replace("single", "single_run").replace(

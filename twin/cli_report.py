@@ -31,6 +31,11 @@ def cmd_report(args) -> int:
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the report's folder cannot be written (permissions, a full or read-only file system)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: the report cannot be written ({exc.strerror or exc}:{where}); make {args.run_dir}/report "
+              "writable, or copy the run directory somewhere you may write and report it there", file=sys.stderr)
+        return 2
     import json
 
     try:

@@ -118,11 +118,21 @@ def run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None = None, verbo
 
 
 def _run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None, verbose: bool, quiet: bool) -> RunResult:
-    from twin.io.provenance import collect, prepare_run_directory
+    import contextlib
+
+    from twin.campaign.rundir import guard
+
+    with contextlib.ExitStack() as stack:
+        # the campaign's own run directory, and this command's alone while it runs
+        out = guard(stack, run_directory(loaded, run_dir), loaded, comm)
+        return _run_in(loaded, comm, out, verbose, quiet)
+
+
+def _run_in(loaded: LoadedCampaign, comm, out: Path, verbose: bool, quiet: bool) -> RunResult:
+    from twin.io.provenance import collect
 
     cfg = loaded.config
     rank, size = comm.Get_rank(), comm.Get_size()
-    out = prepare_run_directory(run_directory(loaded, run_dir), sensitive=cfg.campaign.sensitive, comm=comm)
     setup_logging(rank, size, verbose, logfile=str(out / "twin.log"), quiet=quiet)
     prov = collect(comm, config_text=loaded.text, sensitive=cfg.campaign.sensitive)
     log.info("campaign '%s' on %d rank(s); run directory %s", cfg.campaign.name, size, out)

@@ -419,7 +419,13 @@ class CampaignWorkflow:
 
 
 class _Signalled(WorkflowError):
-    """The driver was told to stop (``scancel``, ``kill``, Ctrl-C, the end of a batch job's time)."""
+    """The driver was told to stop (``scancel``, ``kill``, Ctrl-C, the end of a batch job's time); ``twin run`` exits
+    with ``exit_status``, 128 + the signal's number, as a shell reports a process the signal ended (130 for Ctrl-C,
+    as in online mode)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_status = 128 + int(signum)
 
 
 @contextlib.contextmanager
@@ -440,7 +446,7 @@ def _signals_stop_the_workflow():
         for sig in names:
             signal.signal(sig, signal.SIG_IGN)
         raise _Signalled(f"the workflow driver received {signal.Signals(signum).name}: its Parsl workers and blocks "
-                         "were stopped; run the campaign again to resume it from its files")
+                         "were stopped; run the campaign again to resume it from its files", signum)
 
     old = {sig: signal.signal(sig, stop) for sig in names}
     try:
@@ -488,12 +494,22 @@ def run_workflow(loaded, run_dir, *, experiments=None, address: str | None = Non
 
 
 def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive) -> WorkflowResult:
+    import contextlib
+
+    from twin.campaign.rundir import guard
+
+    with contextlib.ExitStack() as stack:
+        # the campaign's own run directory, and this driver's alone while it runs
+        run_dir = guard(stack, Path(run_dir).resolve(), loaded)
+        return _run_guarded(loaded, run_dir, experiments, address, verbose, interactive)
+
+
+def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interactive) -> WorkflowResult:
     import parsl
 
     t0 = time.perf_counter()
     cfg = loaded.config
     policy = experiments or experiments_section(cfg)
-    run_dir = Path(run_dir).resolve()
     dirs = prepare_experiments(loaded, run_dir, policy)
     setup_logging(0, 1, verbose, logfile=str(run_dir / "twin.log"))
     sweep_on_resume(run_dir)  # temporary files of a killed run, before any task writes here

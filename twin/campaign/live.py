@@ -41,7 +41,7 @@ The steps, each atomic, in an order that a rerun of the same command after a kil
 
 Two commands on one run directory do not run at once: the run directory is locked (``flock``) while the command
 works on it, and a live ``twin run`` driver of it (``driver.json``) makes the command wait for another day
-(:class:`RunBusy`).
+(:class:`~twin.campaign.rundir.RunBusy`, :mod:`twin.campaign.rundir`).
 """
 
 from __future__ import annotations
@@ -57,14 +57,11 @@ from typing import Any
 from twin.campaign import layout
 from twin.campaign.deliveries import Delivery, classify, keep, pending, stored_name
 from twin.campaign.extension import Plan, plan
+from twin.campaign.rundir import RunBusy, locked
 from twin.core.errors import ConfigError, ObservationError, TwinError, WorkflowError
 from twin.core.log import get_logger
 
 log = get_logger("twin.campaign.live")
-
-class RunBusy(WorkflowError):
-    """Another ``twin assimilate`` or a live ``twin run`` driver works on the run directory."""
-
 
 @dataclass
 class LiveResult:
@@ -159,32 +156,6 @@ def _policy(run_dir: Path):
 
 
 # -- the command -----------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _locked(run_dir: Path):
-    """Hold an exclusive lock on the run directory (rank 0), or raise :class:`RunBusy`."""
-    import fcntl
-
-    from twin.campaign.status import HEARTBEAT_FILE, driver_state
-
-    try:
-        fd = os.open(run_dir, os.O_RDONLY)
-    except OSError as exc:
-        raise WorkflowError(f"{run_dir}: cannot be opened ({exc.strerror or exc})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunBusy(f"{run_dir}: another twin assimilate is working on it; run this command again when it "
-                          "has finished") from None
-        beat = layout.read_json(run_dir / HEARTBEAT_FILE)
-        if driver_state(run_dir) == "running" and beat.get("pid") != os.getpid():
-            raise RunBusy(f"{run_dir}: a twin run driver (process {beat.get('pid')}, {HEARTBEAT_FILE}) is working on "
-                          "it; run this command again when it has finished")
-        yield
-    finally:
-        os.close(fd)
-
-
 _ERRORS = {"ConfigError": ConfigError, "ObservationError": ObservationError, "RunBusy": RunBusy}
 
 
@@ -247,7 +218,7 @@ def assimilate(run_dir, files, comm, *, network: str | None = None, verbose: boo
     if not (run_dir / layout.EXPERIMENTS).is_dir():
         raise ConfigError(f"{run_dir} is not a campaign run directory (no experiments/ in it)")
     with contextlib.ExitStack() as stack:
-        _on_root(comm, lambda: stack.enter_context(_locked(run_dir)) and None)
+        _on_root(comm, lambda: stack.enter_context(locked(run_dir)) and None)
         exps = _agree(comm, lambda: _experiments(run_dir, network))
         sensitive = exps[0][1].config.campaign.sensitive
         with private_umask(sensitive):
