@@ -55,8 +55,10 @@ from pathlib import Path
 from twin.campaign import layout
 from twin.campaign.experiments import experiments_section, prepare_experiments
 from twin.campaign.status import (
+    damaged_outputs,
     mark_done,
     promised_outputs,
+    set_aside_outputs,
     status,
     sweep_on_resume,
     write_heartbeat,
@@ -108,6 +110,8 @@ class _Experiment:
     ranks_per_member: int
     cycle: int = 0
     stage: str = "init"  # init -> forecast -> analyse -> finalize -> done | failed
+    #: finalize writes the outputs again (a finished run's outputs were damaged)
+    rewrite: bool = False
     alive: set = field(default_factory=set)
     pending: dict = field(default_factory=dict)  # future -> (step, member)
     failures: dict = field(default_factory=dict)  # member -> reason, this cycle: the model failed
@@ -270,7 +274,12 @@ class CampaignWorkflow:
         elif k >= e.n_cycles:
             # done.json is written after the last step: without it finalize runs again (and skips what is there)
             promised = promised_outputs(e.dir)
-            finished = scan["outputs"] and promised is not None and all((e.dir / n).is_file() for n in promised)
+            # outputs of a finished run missing, truncated or changed since: set aside, finalize writes them again
+            damaged = damaged_outputs(e.dir, promised) if promised is not None else {}
+            if damaged:
+                set_aside_outputs(e.dir, damaged)
+                e.rewrite = True
+            finished = scan["outputs"] and promised is not None and not damaged
             e.stage, e.cycle = ("done" if finished else "finalize"), e.n_cycles
         else:
             e.stage, e.cycle = "forecast", k
@@ -326,7 +335,7 @@ class CampaignWorkflow:
             self._submit(e, "analyse", self.resources.ranks,
                          ["--cycle", e.cycle, "--min-members", self.policy.min_members])
         elif e.stage == "finalize":
-            self._submit(e, "finalize", self.resources.ranks, [])
+            self._submit(e, "finalize", self.resources.ranks, ["--rewrite"] if e.rewrite else [])
 
     def _stop(self, e: _Experiment, reason: str) -> None:
         layout.write_json(layout.stopped_marker(e.dir), {"cycle": e.cycle, "stage": e.stage, "reason": reason})

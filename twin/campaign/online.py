@@ -195,7 +195,8 @@ def failure_reason(exc: BaseException) -> str:
 def contained(exp_dir: Path, comm, policy) -> None:
     """Run one experiment; any error in it fails this experiment alone (``failed.json``). Collective."""
     rank = comm.Get_rank()
-    if comm.bcast(_finished(exp_dir) if rank == 0 else None):
+    state = comm.bcast(_finished(exp_dir) if rank == 0 else None)
+    if state == "finished":
         log.info("experiment %s finished earlier; skipping it", exp_dir.name)
         return
     earlier = layout.read_json(layout.error_marker(exp_dir))
@@ -207,7 +208,8 @@ def contained(exp_dir: Path, comm, policy) -> None:
         layout.done_marker(exp_dir).unlink(missing_ok=True)
     reason = ""
     try:
-        _run_experiment(exp_dir, comm, policy)
+        # outputs of a finished run that were damaged: written again from the checkpoints
+        _run_experiment(exp_dir, comm, policy, rewrite=state == "damaged")
     except Exception as exc:  # noqa: BLE001 - contained: reported in failed.json, twin.log and the exit code
         reason = failure_reason(exc)
         log.debug("experiment %s failed", exp_dir.name, exc_info=True)
@@ -233,24 +235,33 @@ def _marker(write, exp_dir: Path) -> None:
                   exp_dir.name, exc.strerror or exc)
 
 
-def _finished(exp_dir: Path) -> bool:
-    """``done.json`` exists, every output it lists is still there (outputs deleted by hand are made again) and the
-    last checkpoint verifies in full (a damaged one is set aside and its cycles computed again). One process."""
-    done = layout.read_json(layout.done_marker(exp_dir))
-    if not (bool(done) and all((exp_dir / name).is_file() for name in done.get("outputs", []))):
-        return False
+def _finished(exp_dir: Path) -> str:
+    """``done.json`` exists, every output it lists is still as the run left it (there, not empty, of the size it
+    records: :func:`twin.campaign.status.damaged_outputs`, the check ``twin status`` makes) and the last checkpoint
+    verifies in full (a damaged one is set aside and its cycles computed again). Outputs deleted by hand are made
+    again; a damaged one is moved aside first (:func:`twin.campaign.status.set_aside_outputs`). One process.
+
+    Returns ``"finished"``, ``"damaged"`` (finished, but outputs to write again) or ``"unfinished"``."""
+    from twin.campaign.status import damaged_outputs, set_aside_outputs
+
+    if not layout.read_json(layout.done_marker(exp_dir)):
+        return "unfinished"
+    damaged = damaged_outputs(exp_dir)
+    if damaged:
+        set_aside_outputs(exp_dir, damaged)
+        return "damaged"
     from twin.core.errors import OutputError
     from twin.io.checkpoint import CheckpointReader, list_checkpoints
 
     found = list_checkpoints(exp_dir / "checkpoint")
     if not found:
-        return True  # a forecast run or a method whose experiment keeps no cycle checkpoints
+        return "finished"  # a forecast run or a method whose experiment keeps no cycle checkpoints
     try:
         CheckpointReader(found[-1][1], verify=True).close()
     except OutputError as exc:
         log.warning("experiment %s finished earlier, but %s: computing it again", exp_dir.name, exc)
-        return False
-    return True
+        return "unfinished"
+    return "finished"
 
 
 def _resume_point(exp_dir: Path, comm) -> Path | None:
@@ -298,7 +309,8 @@ def _set_aside(exp_dir: Path, good: Path | None, comm) -> None:
     comm.Barrier()
 
 
-def _run_experiment(exp_dir: Path, comm, policy) -> None:
+def _run_experiment(exp_dir: Path, comm, policy, rewrite: bool = False) -> None:
+    """Run (or resume) one experiment; ``rewrite``: write its outputs again even where every cycle is done."""
     from mpi4py import MPI
 
     from twin.campaign import context as ctx
@@ -315,9 +327,11 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                     layout.read_json(layout.stopped_marker(exp_dir)).get("reason"))
         return
     s = setup(exp_dir, comm)
+    if rewrite and s.cfg.assimilation.method != "4dvar":  # 4D-Var exports its windows' observations itself
+        steps.export_observations_again(s)
     if not ctx.is_filter(s.cfg):
         try:
-            _run_other_method(exp_dir, comm, s, policy)
+            _run_other_method(exp_dir, comm, s, policy, rewrite)
         finally:
             s.destroy()
         return
@@ -376,7 +390,7 @@ def _run_experiment(exp_dir: Path, comm, policy) -> None:
                 bar.advance(status=f"cycle {k}")
         s.flush_diagnostics()
         # the analyses of this run from memory, the earlier ones (a resume) from their checkpoints or trails
-        finalize(exp_dir, comm, s, fresh=start < K, known=known)
+        finalize(exp_dir, comm, s, fresh=rewrite or start < K, known=known)
     finally:
         if s.pending:
             try:
@@ -431,14 +445,14 @@ def _trajectory_bytes(s) -> int:
     return 16 * s.n_members * (s.schedule.n_cycles + 1) * grid.size * grid.dof
 
 
-def _run_other_method(exp_dir: Path, comm, s, policy) -> None:
+def _run_other_method(exp_dir: Path, comm, s, policy, rewrite: bool = False) -> None:
     """ES-MDA (:mod:`twin.campaign.smoother`) or cycled 4D-Var (:mod:`twin.campaign.variational`); a run that
     cannot continue leaves ``stopped.json`` like a filter campaign."""
     from twin.campaign import smoother, variational
 
     run = variational.run_experiment if s.cfg.assimilation.method == "4dvar" else smoother.run_experiment
     try:
-        run(exp_dir, comm, s, policy)
+        run(exp_dir, comm, s, policy, rewrite)
     except WorkflowError as exc:
         if comm.Get_rank() == 0:
             layout.write_json(layout.stopped_marker(exp_dir), {"reason": str(exc)})

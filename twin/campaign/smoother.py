@@ -76,8 +76,9 @@ def alphas(cfg) -> np.ndarray:
     return check_alphas(a if a else default_alphas(DEFAULT_ITERATIONS))
 
 
-def run_experiment(exp_dir, comm, s: Setup, policy) -> None:
-    """Run (or resume) the ES-MDA campaign of ``exp_dir`` on ``comm``, members over sub-communicators. Collective."""
+def run_experiment(exp_dir, comm, s: Setup, policy, rewrite: bool = False) -> None:
+    """Run (or resume) the ES-MDA campaign of ``exp_dir`` on ``comm``, members over sub-communicators; ``rewrite``:
+    write the outputs again even where the steps are all done (a finished run's outputs were damaged). Collective."""
     from mpi4py import MPI
 
     from twin.core.comm import split_ensemble
@@ -103,7 +104,7 @@ def run_experiment(exp_dir, comm, s: Setup, policy) -> None:
                 comm.Barrier()
                 update(s, i)
                 bar.advance(status=f"iteration {i}")
-        finalize(s, force=start <= n_iter)
+        finalize(s, force=rewrite or start <= n_iter)
         decide_window(s)
     finally:
         if g is not None:

@@ -3,16 +3,21 @@
 No MPI or PETSc in this process (it runs on a login node while the campaign runs elsewhere, and inside the workflow
 driver): the state comes from file names (:mod:`twin.campaign.layout`; a checkpoint at its final name is complete,
 because every writer renames atomically), the markers, and the driver's heartbeat file ``driver.json``. What a
-finished experiment claims is checked before it is reported: every output its ``done.json`` lists is there and not
-empty, and its last checkpoint verifies in full (checksum and data digests, in a process of its own:
-:func:`verify_last_checkpoints`).
+finished experiment claims is checked before it is reported: every output its ``done.json`` lists is there, not
+empty, and of the size ``done.json`` records for it (:func:`damaged_outputs`: one ``stat`` per file, so cheap on a
+login node; ``twin inspect`` reads the files in full), and its last checkpoint verifies in full (checksum and data
+digests, in a process of its own: :func:`verify_last_checkpoints`). A resume makes the same output check
+(:func:`twin.campaign.online._finished`).
 
 States of an experiment
 -----------------------
 ``done``         every step finished (``done.json``; for run directories of older versions: the last checkpoint and
                  the NetCDF outputs exist), every promised output is there and the last checkpoint verifies;
-``damaged``      it finished, but a promised output is missing or empty, or the last checkpoint is missing or does
-                 not verify (truncated, bit-flipped, empty); the message names the file and what to do;
+``damaged``      it finished, but a promised output is missing, empty, or of another size than when the run
+                 finished (truncated or changed; ``done.json`` of older versions records no sizes: missing or empty
+                 only), or the last checkpoint is missing or does not verify (truncated, bit-flipped, empty); the
+                 message names the file, what is wrong and what to do: run the campaign again, whose resume keeps
+                 a damaged output as ``<name>.damaged-<time>`` and writes it again;
 ``running``      not done, and the driver is alive (its process on this machine, or a heartbeat younger than 2
                  minutes from elsewhere); an online driver's heartbeat carries the cycles it has done (about
                  a second behind), shown with the last checkpoint's cycle when it is ahead of it;
@@ -275,13 +280,84 @@ def promised_outputs(exp_dir) -> list[str] | None:
     return [str(n) for n in done.get("outputs", [])]
 
 
+#: outputs listed in ``done.json`` whose size is not recorded: the task log, to which a step run again on a finished
+#: experiment (``twin task finalize``) appends a ``skipped`` line
+UNSIZED = (layout.task_log(".").name,)
+
+
 def mark_done(exp_dir) -> None:
-    """Write ``done.json`` (last, when every step of the experiment is complete) listing its outputs: the NetCDF and
-    JSON files of the experiment directory, which :func:`experiment_status` and a resume check are still there."""
+    """Write ``done.json`` (last, when every step of the experiment is complete) listing its outputs (the NetCDF and
+    JSON files of the experiment directory) and their sizes in bytes (but for :data:`UNSIZED`):
+    ``{"time": ..., "outputs": [name, ...], "sizes": {name: bytes}}``, which :func:`damaged_outputs` compares with
+    the files for :func:`experiment_status` and a resume."""
     exp_dir = Path(exp_dir)
     outputs = sorted(p.name for p in exp_dir.iterdir() if p.suffix in (".nc", ".json", ".jsonl") and p.is_file()
                      and p.name != layout.done_marker(exp_dir).name and not p.name.startswith("."))
-    layout.write_json(layout.done_marker(exp_dir), {"time": time.time(), "outputs": outputs})
+    sizes = {n: (exp_dir / n).stat().st_size for n in outputs if n not in UNSIZED}
+    layout.write_json(layout.done_marker(exp_dir), {"time": time.time(), "outputs": outputs, "sizes": sizes})
+
+
+def damaged_outputs(exp_dir, promised: list[str] | None = None) -> dict[str, str]:
+    """``{name: what is wrong}`` for the outputs of a finished experiment that are not as the run left them:
+    ``"missing"``, ``"empty"`` or ``"<now> bytes, <then> when the run finished: truncated or changed"``; ``{}`` when
+    all are. ``promised``: the outputs to check (default: those ``done.json`` lists, none without one); the sizes
+    are those ``done.json`` records (:func:`mark_done`). Without a recorded size (``done.json`` of older versions, the
+    task log) only a missing or empty file counts, and a JSON-lines file may be empty (nothing was logged).
+
+    One ``stat`` per output, no file read: ``twin status`` runs on login nodes against large files
+    (``twin inspect`` checks their contents). Used by :func:`experiment_status` and by the resume check
+    (:func:`twin.campaign.online._finished`), which sets damaged outputs aside so that the resume writes them again.
+    """
+    import stat as stat_
+
+    exp_dir = Path(exp_dir)
+    done = layout.read_json(layout.done_marker(exp_dir))
+    if promised is None:
+        promised = [str(n) for n in done.get("outputs", [])] if done else []
+    sizes = done.get("sizes") if isinstance(done.get("sizes"), dict) else {}
+    out: dict[str, str] = {}
+    for name in promised:
+        try:
+            st = os.stat(exp_dir / name)
+        except OSError:
+            out[name] = "missing"
+            continue
+        if not stat_.S_ISREG(st.st_mode):
+            out[name] = "missing"
+            continue
+        then = sizes.get(name)
+        then = then if type(then) is int and then >= 0 else None
+        if st.st_size == 0 and (then or (then is None and not name.endswith(".jsonl"))):
+            out[name] = "empty" if then is None else f"empty, {then} bytes when the run finished"
+        elif then is not None and st.st_size != then:
+            out[name] = f"{st.st_size} bytes, {then} when the run finished: truncated or changed"
+    return out
+
+
+def set_aside_outputs(exp_dir: Path, damaged: dict[str, str]) -> None:
+    """Move the damaged outputs of a finished experiment out of the way (``<name>.damaged-<time>``, kept for
+    inspection, as a resume does with a damaged checkpoint) so that the resume writes them again; ``damaged``:
+    ``{name: what is wrong}`` (:func:`damaged_outputs`). One process (rank 0, or a workflow's driver)."""
+    from twin.core.log import get_logger
+
+    log = get_logger("twin.campaign")
+    exp_dir = Path(exp_dir)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for name, why in damaged.items():
+        path = exp_dir / name
+        if why == "missing" or name != path.name or not path.is_file():  # only a file of this directory is moved
+            log.warning("experiment %s finished earlier, but %s is %s: computing its outputs again", exp_dir.name,
+                        name, why)
+            continue
+        aside = path.with_name(f"{name}.damaged-{stamp}")
+        try:
+            os.replace(path, aside)
+        except OSError as exc:  # one process is here (rank 0): an error would leave the other ranks waiting
+            log.warning("experiment %s finished earlier, but %s is %s and could not be set aside (%s): computing "
+                        "its outputs again", exp_dir.name, name, why, exc.strerror or exc)
+            continue
+        log.warning("experiment %s finished earlier, but %s is %s: kept as %s for inspection; computing its "
+                    "outputs again", exp_dir.name, name, why, aside.name)
 
 
 def verify_last_checkpoints(paths: list[Path]) -> dict[str, str]:
@@ -427,19 +503,18 @@ def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, s
 
 def _damage(exp_dir: Path, n_cycles: int | None, cks: list[int], promised: list[str],
             verified: dict[str, str]) -> list[str]:
-    """What a finished experiment lacks: promised outputs missing or empty, a last checkpoint missing or failing
-    verification; each with what to do."""
+    """What a finished experiment lacks: promised outputs missing, empty or of another size than when the run
+    finished (:func:`damaged_outputs`), a last checkpoint missing or failing verification; each with what to do."""
     problems = []
-    missing = [n for n in promised if not (exp_dir / n).is_file()]
-    # a JSON-lines log (flags, rejections) is empty when nothing happened; every other output holds something
-    empty = [n for n in promised if not n.endswith(".jsonl") and (exp_dir / n).is_file()
-             and (exp_dir / n).stat().st_size == 0]
+    damaged = damaged_outputs(exp_dir, promised)
+    missing = [n for n, why in damaged.items() if why == "missing"]
     if missing:
         problems.append(f"finished earlier, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: "
                         "run the campaign again to write {}".format('it' if len(missing) == 1 else 'them'))
-    if empty:
-        problems.append(f"{', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty: delete "
-                        f"{'it' if len(empty) == 1 else 'them'} and run the campaign again")
+    for name, why in damaged.items():
+        if why != "missing":
+            problems.append(f"{name} is {why} (run the campaign again: the resume keeps it as "
+                            f"{name}.damaged-<time> and writes it again)")
     last = max(cks) if cks else None
     if n_cycles is not None and (last is None or last < n_cycles):
         problems.append(f"the last checkpoint checkpoint/cycle_{n_cycles:04d}.h5 is missing: delete done.json and "

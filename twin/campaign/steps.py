@@ -151,13 +151,37 @@ def _write_twin_observations(s: Setup, model, sch, obs, times, prov) -> None:
                                                                         true_params.items()}, **networks},
                      sensitive=s.cfg.campaign.sensitive)
     # the same observations as the file a real system would send (the round trip of a file network)
+    _export_observations(s, model, obs, np.array(times), ys, prov)
+
+
+def _export_observations(s: Setup, model, obs, times, ys, prov) -> None:
     from twin.campaign.outputs import time_encoding
     from twin.observations.export import write_observation_file
 
     time_units, scale = time_encoding(model, s.cfg.timeline.calendar_start)
-    write_observation_file(layout.observation_export_file(s.exp_dir), s.comm, obs, model, np.array(times), ys,
+    write_observation_file(layout.observation_export_file(s.exp_dir), s.comm, obs, model, times, ys,
                            time_units=time_units, time_scale=scale, provenance=prov,
                            sensitive=s.cfg.campaign.sensitive)
+
+
+def export_observations_again(s: Setup) -> bool:
+    """Write a twin experiment's ``observations.nc`` again from ``observations.h5`` when it is missing (a finished
+    run's damaged copy was set aside); ``False`` where there is nothing to write (observed through files: no nature
+    run, no export). Collective."""
+    from twin.campaign.checkpoints import reader
+
+    comm = s.comm
+    missing = not layout.observation_export_file(s.exp_dir).exists() if s.rank == 0 else None
+    if comm is not None:
+        missing = comm.bcast(missing, root=0)
+    if not missing:
+        return False
+    with reader(layout.observations_file(s.exp_dir), comm) as r:
+        if "truth" not in r.array_names:
+            return False
+        times, ys = np.asarray(r.read_array("times"), dtype=float), r.read_array("observations")
+    _export_observations(s, s.get_model(), s.observations, times, ys, s.provenance())
+    return True
 
 
 def file_values(obs, n_cycles: int) -> tuple[np.ndarray, np.ndarray]:

@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cycle", type=int, default=None)
     p.add_argument("--member", type=int, default=None)
     p.add_argument("--min-members", type=int, default=2)
+    p.add_argument("--rewrite", action="store_true",
+                   help="'finalize': write the outputs again (a finished run's outputs were damaged)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -116,7 +118,19 @@ def _step(args, comm, s=None) -> None:
     elif args.step == "analyse":
         steps.analyse(args.exp_dir, args.cycle, comm, s, min_members=args.min_members)
     else:
-        fin.finalize(args.exp_dir, comm, s)
+        if args.rewrite:
+            from twin.campaign.experiment import setup
+
+            own = s is None
+            s = s or setup(args.exp_dir, comm)
+            try:
+                steps.export_observations_again(s)
+                fin.finalize(args.exp_dir, comm, s, fresh=True)
+            finally:
+                if own:
+                    s.destroy()
+        else:
+            fin.finalize(args.exp_dir, comm, s)
 
 
 def _failure(exc: BaseException) -> tuple[int, str]:

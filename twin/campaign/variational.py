@@ -78,8 +78,9 @@ from twin.core.streams import Purpose
 log = get_logger("twin.campaign.variational")
 
 
-def run_experiment(exp_dir, comm, s: Setup, policy=None) -> None:
-    """Run (or resume) the 4D-Var campaign of ``exp_dir`` on ``comm``. Collective."""
+def run_experiment(exp_dir, comm, s: Setup, policy=None, rewrite: bool = False) -> None:
+    """Run (or resume) the 4D-Var campaign of ``exp_dir`` on ``comm``; ``rewrite``: write the outputs again even
+    where every window is done (a finished run's outputs were damaged). Collective."""
     from twin.core.progress import progress
     from twin.io.checkpoint import latest_good_checkpoint, list_checkpoints
 
@@ -93,7 +94,7 @@ def run_experiment(exp_dir, comm, s: Setup, policy=None) -> None:
             for k in range(start, plan.n_cycles):
                 window(s, plan, k)
                 bar.advance(status=f"window {k}")
-        finalize(s, plan, force=start < plan.n_cycles)
+        finalize(s, plan, force=rewrite or start < plan.n_cycles)
         decide_window(s, plan)
     finally:
         plan.destroy()
