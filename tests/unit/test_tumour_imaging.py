@@ -156,6 +156,24 @@ def test_nifti_resampled_respecting_affine(tmp_path):
         g.destroy()
 
 
+def test_an_image_larger_than_its_bound_is_refused_from_its_header(tmp_path):
+    """A header declaring 30000^3 voxels (a corrupt or hostile file) was read into memory first: a bare MemoryError."""
+    nib = pytest.importorskip("nibabel")
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((30000, 30000, 30000))
+    hdr.set_data_dtype(np.float32)
+    hdr["vox_offset"] = 352
+    path = tmp_path / "huge.nii"
+    path.write_bytes(hdr.binaryblock + b"\0" * 4 + b"\0" * 64)
+    g = Grid(COMM, (4, 4), ((0.0, 4.0), (0.0, 4.0)), name="huge")
+    try:
+        with pytest.raises(ObservationError, match=r"huge.nii: its header declares \[30000, 30000, 30000\] voxels "
+                                                   r"\(27,000,000,000,000\), more than twin reads"):
+            read_nifti(path, g)
+    finally:
+        g.destroy()
+
+
 def test_synthetic_patient(tmp_path):
     cfg = TumourConfig.model_validate({
         "type": "tumour", "grid": {"shape": [32, 28], "extent": [[0, 160], [0, 140]], "units": "mm"}, "dt": 1.0,

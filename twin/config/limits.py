@@ -28,6 +28,9 @@ cycles in the           ``schedule.cycles`` x ``every`` x the       none: lower 
 timeline                model's step (4D-Var: ``cycles`` x          ``timeline.end``
                         ``shift`` x ``obs_interval``) within the
                         timeline
+voxels of an image      :data:`IMAGE_VOXELS` (2^28, 2 GiB as        none: crop the image to the region of the
+read as observations    float64), from its header, before its       model grid
+                        voxels are read
 ======================  ==========================================  ================================================
 
 The overrides live in the campaign file (``limits:``) rather than in the environment so that they travel with the
@@ -65,6 +68,8 @@ TIME_STEPS = 10**7
 OUTPUT_GIGABYTES = 100.0
 #: largest number of output times, observation times or cycles a timeline may hold
 TIME_POINTS = 10**6
+#: largest image (voxels, from its header) read as observations: 2 GiB as float64
+IMAGE_VOXELS = 2**28
 
 
 class LimitsConfig(Strict):

@@ -28,6 +28,7 @@ NIfTI
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -300,9 +301,18 @@ def read_nifti(path: str | os.PathLike, grid: Grid, *, plane: float = 0.0, order
     import nibabel as nib
     from scipy.ndimage import map_coordinates
 
+    from twin.config.limits import IMAGE_VOXELS
+
     try:
-        img = nib.load(str(path))
+        img = nib.load(str(path))  # the header only
+        voxels = math.prod(int(n) for n in img.shape)
+        if voxels > IMAGE_VOXELS:  # the header's claim, before anything that size is allocated
+            raise ObservationError(f"{path}: its header declares {list(img.shape)} voxels ({voxels:,}), more than "
+                                   f"twin reads as observations ({IMAGE_VOXELS:,}, 2 GiB as float64): crop the image "
+                                   "to the region of the model grid")
         data = np.asarray(img.dataobj, dtype=float)
+    except ObservationError:
+        raise
     except Exception as exc:  # nibabel raises several unrelated types for unreadable files
         raise ObservationError(f"cannot read NIfTI volume {path}: {type(exc).__name__}: {exc}") from None
     if data.ndim == 4:
