@@ -57,9 +57,11 @@ from twin.campaign.experiments import experiments_section, prepare_experiments
 from twin.campaign.status import (
     damaged_outputs,
     mark_done,
+    process_record,
     promised_outputs,
     set_aside_outputs,
     status,
+    stop_left_behind,
     sweep_on_resume,
     write_heartbeat,
 )
@@ -74,6 +76,7 @@ from workflows.executors import (
     launcher_for,
     load_parsl,
     scrubbed_environ,
+    started_processes,
 )
 from workflows.warm import WarmPool
 
@@ -227,10 +230,12 @@ class CampaignWorkflow:
     """Drives the DAGs of all experiments of a campaign on a loaded Parsl configuration."""
 
     def __init__(self, run_dir: Path, dirs: list[Path], policy, resources, launcher: Launcher,
-                 scans: dict[Path, dict]):
+                 scans: dict[Path, dict], children=None):
         import parsl
 
         self.run_dir = run_dir
+        #: the processes Parsl started here, for the heartbeat (:func:`workflows.executors.started_processes`)
+        self.children = children or (lambda: None)
         self.policy = policy
         self.resources = resources
         self.launcher = launcher
@@ -421,7 +426,7 @@ class CampaignWorkflow:
                 if self.pool is not None:
                     self.pool.check()
                 if time.time() - last_beat > 5.0:
-                    write_heartbeat(self.run_dir)
+                    write_heartbeat(self.run_dir, children=self.children())
                     last_beat = time.time()
         finally:
             bar.close()
@@ -521,6 +526,10 @@ def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interacti
     policy = experiments or experiments_section(cfg)
     dirs = prepare_experiments(loaded, run_dir, policy)
     setup_logging(0, 1, verbose, logfile=str(run_dir / "twin.log"))
+    left = stop_left_behind(run_dir)  # a killed driver's interchange and blocks, named by its last heartbeat
+    if left:
+        log.warning("stopped %d process(es) that a lost driver of this run left running (%s)", len(left),
+                    ", ".join(map(str, left)))
     sweep_on_resume(run_dir)  # temporary files of a killed run, before any task writes here
     write_heartbeat(run_dir)
     log.info("campaign '%s': %d experiment(s) as a Parsl workflow (%s resources) in %s", cfg.campaign.name,
@@ -538,7 +547,11 @@ def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interacti
         try:
             launcher = launcher_for(cfg.resources, private=cfg.campaign.sensitive, task_timeout=policy.task_timeout)
             log.info("launcher: %s", launcher.why)
-            wf = CampaignWorkflow(run_dir, dirs, policy, cfg.resources, launcher, scanning.results())
+            def children():
+                return [process_record(pid, group) for pid, group in started_processes(dfk)]
+
+            write_heartbeat(run_dir, children=children())
+            wf = CampaignWorkflow(run_dir, dirs, policy, cfg.resources, launcher, scanning.results(), children)
             wf.run(interactive)
             state = "finished"
         except _Signalled:

@@ -360,6 +360,28 @@ def build_config(resources, run_dir, *, retries: int = 0, address: str | None = 
                   usage_tracking=0)
 
 
+def started_processes(dfk) -> list[tuple[int, bool]]:
+    """``(pid, group)`` of the processes Parsl started on this machine for a workflow: each executor's interchange,
+    and the blocks of a local provider (each in a process group of its own with its worker pool and workers). A driver killed with
+    SIGKILL leaves them running (the interchange keeps the pools alive), so the driver's heartbeat names them
+    (:func:`twin.campaign.status.stop_left_behind`); a Slurm block is a job that ends once its pool loses the
+    interchange."""
+    from parsl.providers import LocalProvider
+
+    out = []
+    for ex in dfk.executors.values():
+        proc = getattr(ex, "interchange_proc", None)
+        if proc is not None and proc.poll() is None:
+            out.append((int(proc.pid), False))
+        provider = getattr(ex, "provider", None)
+        if isinstance(provider, LocalProvider):
+            for job in list(getattr(provider, "resources", {}).values()):
+                pid = job.get("remote_pid") if isinstance(job, dict) else None
+                if pid and not job.get("cancelled"):
+                    out.append((int(pid), True))
+    return out
+
+
 def load_parsl(config, resources, timeout: float = 5.0):
     """Load the Parsl configuration ``config`` (from :func:`build_config`) and return its DataFlowKernel once the
     strategy has submitted the executor's first block (every :data:`STRATEGY_FIRST_PERIOD` s until then, at most

@@ -420,3 +420,39 @@ def test_ctrl_c_ends_a_run_with_one_line_and_status_130_and_the_rerun_finishes(t
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (exp / "done.json").is_file() and not list((tmp_path / "run").rglob("*.tmp-*"))
+
+
+def test_a_workflow_driver_killed_with_sigkill_leaves_nothing_running_after_the_resume(tmp_path):
+    """SIGKILL gives the driver no chance to clean up: Parsl's interchange and the local worker pool it kept alive ran
+    on (found by trying: still there 90 s after a resume). The driver's heartbeat names the processes it started;
+    ``twin status`` says they still run, and the resume stops them before it starts its own."""
+    from twin.campaign.status import _process_start
+
+    campaign = _campaign(tmp_path / "c.yaml", cycles=8,
+                         extra="resources: {type: local, ranks: 1, workers: 2}\n")
+    run = tmp_path / "run"
+    exp = layout.experiment_dir(run, "kill")
+    proc = _start(["run", campaign, "-o", run, "--workflow"])
+    try:
+        _wait_for(proc, lambda: 2 in layout.checkpoint_cycles(exp)
+                  and layout.read_json(run / "driver.json").get("children"))
+        children = layout.read_json(run / "driver.json")["children"]
+        proc.kill()  # the driver alone, as the OOM killer would
+        proc.wait(timeout=60)  # (its children hold its output pipes open)
+        assert {c["group"] for c in children} == {False, True}  # the interchange, and the local block's group
+        assert all(_process_start(c["pid"]) == c["start"] for c in children), "they did not outlive the driver"
+        status = subprocess.run(TWIN + ["status", str(run)], capture_output=True, text=True)
+        assert status.returncode == 1
+        assert (f"driver lost; {len(children)} process(es) it started still run "
+                f"({', '.join(str(c['pid']) for c in children)}): running the campaign again stops them") in status.stdout
+        resume = subprocess.run(TWIN + ["run", str(campaign), "-o", str(run), "--workflow"], capture_output=True,
+                                text=True, timeout=300, start_new_session=True)
+        assert resume.returncode == 0, resume.stderr[-3000:]
+        assert f"stopped {len(children)} process(es) that a lost driver of this run left running" in resume.stderr
+        assert not [c for c in children if _process_start(c["pid"]) == c["start"]]
+    finally:
+        _kill_session(proc.pid)
+        for c in layout.read_json(run / "driver.json").get("children", []) if run.exists() else []:
+            with contextlib.suppress(OSError):
+                (os.killpg if c["group"] else os.kill)(c["pid"], signal.SIGKILL)
+    assert layout.read_json(layout.done_marker(exp))

@@ -114,8 +114,13 @@ class CampaignStatus:
     experiments: list[ExperimentStatus]
     #: ``(job id, Slurm state)`` of the submitted job while no driver has started (``twin submit``)
     batch_job: tuple[str, str] | None = None
+    #: process ids a lost driver started that still run here (:func:`left_behind`)
+    left: list[int] = field(default_factory=list)
 
     def driver_text(self) -> str:
+        if self.left:
+            return (f"{self.driver}; {len(self.left)} process(es) it started still run ("
+                    f"{', '.join(map(str, self.left))}): running the campaign again stops them")
         if self.batch_job is None:
             return self.driver
         job, state = self.batch_job
@@ -171,10 +176,13 @@ def _boot() -> str:
     return hashlib.sha256(("twin heartbeat " + boot).encode()).hexdigest()[:16]
 
 
-def write_heartbeat(run_dir, state: str = "running", progress: dict | None = None) -> None:
+def write_heartbeat(run_dir, state: str = "running", progress: dict | None = None,
+                    children: list[dict] | None = None) -> None:
     """Record the driver's process, host and time (called by the drivers every few seconds and at the end), and
     with ``progress`` where an online driver is (``{"experiment": name, "steps": "cycles", "done": k, "total": n}``),
-    which ``twin status`` shows while the driver runs: its checkpoints come every few seconds (issue 23).
+    which ``twin status`` shows while the driver runs: its checkpoints come every few seconds (issue 23). With
+    ``children`` (:func:`process_record` of each), the processes a workflow driver started on this machine (Parsl's
+    interchange, local worker blocks), which outlive a driver killed with SIGKILL: :func:`stop_left_behind`.
 
     A sensitive run (an owner-only run directory, :func:`twin.io.atomic.is_private_directory`) records no host
     name, only a digest of the machine's boot id (:func:`_boot`), which lets :func:`driver_state` on the same
@@ -190,9 +198,73 @@ def write_heartbeat(run_dir, state: str = "running", progress: dict | None = Non
         beat["host"] = socket.gethostname()
     if progress is not None:
         beat["progress"] = progress
+    if children:
+        beat["children"] = children
     layout.write_json(Path(run_dir) / HEARTBEAT_FILE, beat)
     if private and state != "running":
         seal_private(run_dir)
+
+
+def _process_start(pid) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat``), ``None`` if it does not run (or
+    has ended and waits to be reaped, a zombie): a process id with its start time names one process, not a later one
+    that reuses the id."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return None if fields[0] in (b"Z", b"X") else int(fields[19])
+    except (OSError, ValueError, TypeError, IndexError):
+        return None
+
+
+def process_record(pid: int, group: bool = False) -> dict:
+    """A process a driver started, for its heartbeat: ``{"pid", "start", "group"}`` (``group``: the whole process
+    group of ``pid`` is the driver's, e.g. a local Parsl block: its worker pool and workers)."""
+    return {"pid": int(pid), "start": _process_start(pid), "group": bool(group)}
+
+
+def left_behind(run_dir) -> list[dict]:
+    """The processes a lost driver of ``run_dir`` started on this machine that still run (the records of its last
+    heartbeat whose process id still has the same start time)."""
+    hb = layout.read_json(Path(run_dir) / HEARTBEAT_FILE)
+    if hb.get("boot") != _boot() or driver_state(run_dir) != "lost":
+        return []
+    out = []
+    for c in hb.get("children", []) if isinstance(hb.get("children"), list) else []:
+        if isinstance(c, dict) and c.get("start") is not None and _process_start(c.get("pid")) == c.get("start"):
+            out.append(c)
+    return out
+
+
+def stop_left_behind(run_dir, grace: float = 5.0) -> list[int]:
+    """Stop the processes a lost driver of ``run_dir`` left running (:func:`left_behind`): SIGTERM, and SIGKILL for
+    those still there after ``grace`` seconds. Returns their process ids. Call it before a new driver writes its
+    heartbeat (the old one's names them)."""
+    import signal
+
+    left = left_behind(run_dir)
+
+    def send(sig) -> None:
+        for c in left:
+            pid = int(c["pid"])
+            try:
+                group = os.getpgid(pid) if c.get("group") else None
+                if group is not None and group != os.getpgrp():  # never this process's own group
+                    os.killpg(group, sig)
+                else:
+                    os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    if not left:
+        return []
+    send(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_process_start(c["pid"]) == c["start"] for c in left):
+        time.sleep(0.1)
+    if any(_process_start(c["pid"]) == c["start"] for c in left):
+        send(signal.SIGKILL)
+    return [int(c["pid"]) for c in left]
 
 
 def _alive(pid) -> bool:
@@ -571,12 +643,14 @@ def status(run_dir, verify: bool = True) -> CampaignStatus:
         verified = verify_last_checkpoints(lasts)
     exps = [experiment_status(d, driver == "running", verified, live) for d in dirs]
     job = _batch_job(run_dir) if driver == "none" else None
-    return CampaignStatus(run_dir, driver, exps, job)
+    left = [int(c["pid"]) for c in left_behind(run_dir)] if driver == "lost" else []
+    return CampaignStatus(run_dir, driver, exps, job, left)
 
 
 def summary(st: CampaignStatus) -> dict[str, Any]:
     """A status as plain data (``twin status --json``)."""
     return {"run_dir": str(st.run_dir), "driver": st.driver, "complete": st.complete, "exit_status": st.exit_status,
             "batch_job": None if st.batch_job is None else {"id": st.batch_job[0], "state": st.batch_job[1]},
+            "left_behind": st.left,
             "experiments": [e.__dict__ | {"dropped": {str(k): v for k, v in e.dropped.items()}}
                             for e in st.experiments]}
