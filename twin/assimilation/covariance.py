@@ -35,7 +35,7 @@ from petsc4py import PETSc
 
 from twin.core.errors import AssimilationError, SolverError
 from twin.core.grid import Grid
-from twin.core.petsc import reason_name, set_options
+from twin.core.petsc import reason_name, set_from_options, set_options
 
 
 class CovarianceOperator(ABC):
@@ -238,7 +238,7 @@ class DiffusionCovariance(CovarianceOperator):
         self.ksp.setOptionsPrefix(prefix)
         self.ksp.setOperators(self.K)
         set_options(prefix, {"ksp_type": "cg", "pc_type": "jacobi", "ksp_rtol": 1e-12, "ksp_atol": 1e-50})
-        self.ksp.setFromOptions()
+        set_from_options(self.ksp)
         self._t1 = grid.create_global()
         self._t2 = grid.create_global()
         self._scale = grid.create_global()

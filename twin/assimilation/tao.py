@@ -30,7 +30,7 @@ from petsc4py import PETSc
 
 from twin.core.errors import AssimilationError, CouplingError, ModelError, SolverError
 from twin.core.log import get_logger
-from twin.core.petsc import reason_name, set_options
+from twin.core.petsc import reason_name, set_from_options, set_options
 
 log = get_logger(__name__)
 
@@ -190,7 +190,7 @@ def minimise(functional, c0: PETSc.Vec | None = None, settings: TaoSettings | No
         if line_search is not None:  # petsc4py 3.18 has no TaoLineSearch object: through the database, then gone
             opts.setValue(f"{s.prefix}tao_ls_type", line_search)
         try:
-            tao.setFromOptions()
+            set_from_options(tao)
             try:
                 tao.solve()
             except PETSc.Error as exc:

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from twin.config.messages import short
+from twin.config.solver_options import option_problem
 from twin.core.units import compatible, convert, parse_units
 
 
@@ -267,6 +268,10 @@ def _check_solver(options: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"PETSc option name {short(key)} must be letters, digits and underscores (e.g. ts_type)")
         if isinstance(value, str) and not re.fullmatch(r"[A-Za-z0-9_.,:+\-]*", value):
             raise ValueError(f"PETSc option {key}: value {short(value)} has characters PETSc options never use")
+        # a type PETSc does not know, a number that is none (twin.config.solver_options): at the option's line
+        problem = option_problem(key.lstrip("-"), value)
+        if problem:
+            raise ValueError(at(key) + problem)
     return options
 
 

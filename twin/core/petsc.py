@@ -4,14 +4,26 @@ path of solver options.
 The CLI calls :func:`init_petsc` with the options the user typed after the campaign file (``-tumour_ts_type bdf``)
 before it imports any science module, so PETSc options work the PETSc way. Library code simply imports
 ``petsc4py.PETSc`` (which initialises PETSc without options when nothing did so before).
+
+Values PETSc would refuse when a solver reads its options are refused first, as one line naming the component and
+the option: a campaign file's ``solver:`` values (``ksp_rtol: abc``) when the file is validated
+(:mod:`twin.config.solver_options`, which may not import PETSc), the command line's (``-heat_ksp_type nonsense``)
+when a model puts its options under its prefix (:func:`check_options`, which :func:`set_options` and
+:func:`set_default_options` run). :func:`option_kind` and :func:`number_problem` are the rules both use;
+:func:`set_from_options` turns a PETSc error while a solver applies its options into the same kind of line. This
+module imports ``petsc4py.PETSc`` only inside functions.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 import sys
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
+
+from twin.core.errors import ConfigError
 
 #: PETSc option names given on the command line (without the leading dash); these win over YAML options.
 _COMMAND_LINE: set[str] = set()
@@ -67,6 +79,7 @@ def set_options(prefix: str, options: Mapping[str, Any]) -> None:
         _DEFAULTED.discard(name)
         opts.setValue(name, _text(value))
     _bound(prefix)
+    check_options(prefix)
 
 
 def set_default_options(prefix: str, defaults: Mapping[str, Any]) -> None:
@@ -89,6 +102,7 @@ def set_default_options(prefix: str, defaults: Mapping[str, Any]) -> None:
         _DEFAULTED.add(name)
         opts.setValue(name, _text(value))
     _bound(prefix)
+    check_options(prefix)
 
 
 def _text(value: Any) -> str:
@@ -143,3 +157,175 @@ def reason_name(cls: Any, code: int) -> str:
         if not name.startswith("_") and getattr(cls, name) == code and name.isupper():
             return name
     return str(code)
+
+
+# -- option values PETSc would refuse ----------------------------------------------------------------------------------
+#: endings of PETSc option names whose value names a PETSc type, with the petsc4py class that lists the built-in
+#: names (``sub_pc_type`` and ``mg_levels_ksp_type`` end like ``pc_type`` and ``ksp_type``). Options whose values
+#: petsc4py does not list (``snes_linesearch_type``, ``ts_adapt_type``, ...) are left to PETSc.
+TYPE_OPTIONS: dict[str, str] = {
+    "ksp_type": "KSP.Type",
+    "pc_type": "PC.Type",
+    "snes_type": "SNES.Type",
+    "ts_type": "TS.Type",
+    "tao_type": "TAO.Type",
+    "ts_rk_type": "TS.RKType",
+    "ts_arkimex_type": "TS.ARKIMEXType",
+    "pc_gamg_type": "PC.GAMGType",
+    "pc_factor_mat_solver_type": "Mat.SolverType",
+    "pc_factor_mat_ordering_type": "Mat.OrderingType",
+    "mat_type": "Mat.Type",
+    "vec_type": "Vec.Type",
+}
+#: endings of option names whose value is a real number (``ksp_rtol``, ``ts_dt``, ``ts_adapt_dt_min``, ...)
+REAL_OPTIONS = ("rtol", "atol", "divtol", "stol", "dt", "dt_min", "dt_max", "max_time")
+#: endings of option names whose value is an integer (``ksp_max_it``, ``ksp_gmres_restart``, ...)
+INT_OPTIONS = ("max_it", "max_funcs", "max_fail", "max_steps", "max_reject", "max_snes_failures", "restart",
+               "levels")
+#: words PETSc reads as a number in place of one (PETSc 3.18, ``PetscOptionsStringToReal``/``...ToInt``)
+_INT_WORDS = frozenset({"DEFAULT", "PETSC_DEFAULT", "DECIDE", "PETSC_DECIDE"})
+_REAL_WORDS = _INT_WORDS | {"INFINITY", "-INFINITY"}
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_REAL_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+#: the type classes whose names a throwaway object checks: (PETSc class, type to set first, method) for a subtype
+_SUBTYPES = {"TS.RKType": ("TS", "rk", "setRKType"), "TS.ARKIMEXType": ("TS", "arkimex", "setARKIMEXType"),
+             "PC.GAMGType": ("PC", "gamg", "setGAMGType")}
+#: (option name, value) pairs :func:`check_options` accepted (an ensemble builds many models with the same options)
+_ACCEPTED: set[tuple[str, Any]] = set()
+
+
+def option_kind(key: str) -> str | None:
+    """What the value of PETSc option ``key`` (without prefix and dash, e.g. ``sub_pc_type``) must be: the petsc4py
+    class listing its types (``"PC.Type"``, :data:`TYPE_OPTIONS`), ``"real"``, ``"int"``, or ``None`` when twin does
+    not check it. The longest matching ending decides."""
+    key = key.lstrip("-")
+    best: tuple[str, str] | None = None
+    ends = [*TYPE_OPTIONS.items(), *((e, "real") for e in REAL_OPTIONS), *((e, "int") for e in INT_OPTIONS)]
+    for end, kind in ends:
+        if (key == end or key.endswith("_" + end)) and (best is None or len(end) > len(best[0])):
+            best = (end, kind)
+    return best[1] if best else None
+
+
+def number_problem(kind: str, value: Any) -> str | None:
+    """What is wrong with ``value`` (as in YAML, or the text of the options database) for an option of
+    :func:`option_kind` ``"real"`` or ``"int"``, or ``None`` if PETSc reads it as one. PETSc's rules: an integer
+    option takes no decimal point or exponent; ``DEFAULT``/``DECIDE`` stand for PETSc's choice. (Text that C's
+    ``strtod`` reads but no tolerance means, ``nan``, ``inf``, ``0x10``, is refused.)"""
+    integer = kind == "int"
+    want = "a whole number (e.g. 100; PETSc reads no decimal point or exponent here)" if integer else \
+        "a number (e.g. 1e-8)"
+    if isinstance(value, bool) or value is None:
+        return f"needs {want}, got {'no value' if value is None else _text(value)}"
+    if isinstance(value, int):
+        return None
+    if isinstance(value, float):
+        return f"needs {want}, got {value!r}" if integer or value != value or value in (float("inf"), -float("inf")) \
+            else None
+    text = str(value)
+    if text in (_INT_WORDS if integer else _REAL_WORDS) or (_INT_TEXT if integer else _REAL_TEXT).fullmatch(text):
+        return None
+    shown = text if len(text) <= 40 else text[:30] + "..."
+    return f"needs {want}, got {shown!r}"
+
+
+def check_options(prefix: str) -> None:
+    """Refuse the options under ``prefix`` that twin did not put there itself (the command line, ``PETSC_OPTIONS``,
+    an options file) whose values PETSc would refuse when a solver reads them: a type PETSc does not have (asked of
+    PETSc itself on a throwaway object, so a type a plugin library registered is known) and a number that is none
+    (:func:`number_problem`, the rule the YAML is validated with). Reading the values does not mark the options used
+    (``-options_left`` still reports the ones no solver reads). Linear solver packages and orderings
+    (``pc_factor_mat_solver_type``) are left to PETSc, which reports them when the solver is set up.
+
+    Options given through :func:`set_options` and :func:`set_default_options` are not checked here: a campaign
+    file's were checked when it was validated (:mod:`twin.config.solver_options`), and ``twin check-model`` gives
+    a model unknown types that way to see whether its solvers read them.
+
+    Raises
+    ------
+    ConfigError
+        One line: the component (``prefix`` without its ``_``), the option, PETSc's reason and what to change.
+    """
+    from petsc4py import PETSc
+
+    ours = _INSERTED.get(prefix, ())
+    for name, value in PETSc.Options().getAll().items():
+        if not name.startswith(prefix) or name in ours or (name, value) in _ACCEPTED:
+            continue
+        kind = option_kind(name[len(prefix):])
+        if kind is None:
+            continue
+        if kind in ("real", "int"):
+            reason = number_problem(kind, value)
+        else:
+            reason = _type_problem(PETSc, kind, value)
+        if reason is None:
+            _ACCEPTED.add((name, value))
+            continue
+        raise ConfigError(_rejected(prefix, name, value, reason))
+
+
+def _type_problem(PETSc: Any, kind: str, value: Any) -> str | None:
+    cls, _, sub = kind.partition(".")
+    if kind in ("Mat.SolverType", "Mat.OrderingType"):  # no object to ask without a matrix: PETSc says at setup
+        return None
+    if not value:
+        return f"needs the name of a {cls} {'type' if sub == 'Type' else sub[:-4] + ' type'}"
+    base, method = _SUBTYPES[kind][1:] if kind in _SUBTYPES else (None, "setType")
+    obj = getattr(PETSc, cls)().create(PETSc.COMM_SELF)
+    try:
+        if base is not None:
+            obj.setType(base)
+        getattr(obj, method)(str(value))
+    except PETSc.Error as exc:
+        listed = getattr(getattr(PETSc, cls), sub)
+        names = sorted({str(getattr(listed, a)) for a in dir(listed) if not a.startswith("_")})
+        close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.7)
+        return petsc_reason(exc) + (f" (did you mean {close[0]!r}?)" if close else "")
+    finally:
+        obj.destroy()
+    return None
+
+
+def _rejected(prefix: str, name: str, value: Any, reason: str) -> str:
+    component = prefix[:-1] if prefix.endswith("_") else prefix
+    shown = "" if value is None else f" {value}"
+    if name in _COMMAND_LINE:
+        origin, fix = "on the command line", f"change or drop -{name} on the command line"
+    else:
+        origin, fix = "in PETSc's options", f"change or drop -{name} where it is set (PETSC_OPTIONS, an options file)"
+    return (f"component '{component}' (options prefix {prefix}): PETSc rejects -{name}{shown} {origin}: "
+            f"{reason}; {fix}")
+
+
+def petsc_reason(exc: BaseException) -> str:
+    """PETSc's own words for the error ``exc`` (the last line of its message, ``Unable to find requested KSP type
+    nonsense``), or its error code."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = re.sub(r"^\[\d+\]\s*", "", lines[-1]) if lines else ""
+    code = getattr(exc, "ierr", None)
+    if not text or text == f"error code {code}":
+        return f"PETSc error code {code}"
+    return text
+
+
+def set_from_options(obj: Any, component: str | None = None) -> None:
+    """``obj.setFromOptions()`` for a PETSc solver (TS, SNES, KSP, PC, TAO), with a PETSc error while applying the
+    options as one line naming the component (``component``, else the object's options prefix) and PETSc's reason.
+
+    Raises
+    ------
+    ConfigError
+        ``component 'heat' (options prefix heat_): PETSc rejected its solver options: Unable to find requested KSP
+        type nonsense; check models.heat.solver or the -heat_ options on the command line``.
+    """
+    from petsc4py import PETSc
+
+    try:
+        obj.setFromOptions()
+    except PETSc.Error as exc:
+        prefix = obj.getOptionsPrefix() or ""
+        name = component or (prefix[:-1] if prefix.endswith("_") else prefix) or "(no prefix)"
+        raise ConfigError(f"component '{name}' (options prefix {prefix or 'none'}): PETSc rejected its solver "
+                          f"options: {petsc_reason(exc)}; check models.{name}.solver or the -{prefix} options on "
+                          "the command line") from None

@@ -44,7 +44,7 @@ from petsc4py import PETSc
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
-from twin.core.petsc import set_default_options, set_options
+from twin.core.petsc import set_default_options, set_from_options, set_options
 from twin.core.units import convert
 from twin.kinds.heat.face import Faces, boundary_slab, side_axis
 from twin.kinds.heat.initial import initial_condition
@@ -307,7 +307,7 @@ class HeatModel(Model):
         if save_trajectory:
             # before setFromOptions, so the trajectory type option applies
             ts.setSaveTrajectory()
-        ts.setFromOptions()
+        set_from_options(ts)
         return ts
 
     # -- the model contract ------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from twin.core.errors import ModelError
 from twin.core.grid import Grid
 from twin.core.petsc import (
     set_default_options,
+    set_from_options,
     set_options,
     trajectory_in_memory,
 )
@@ -208,7 +209,7 @@ class LinearAdvectionDiffusion(Model):
             ts.setRHSJacobianP(self._rhs_jacobian_p, self._Jp)
             ts.setSaveTrajectory()
         with trajectory_in_memory():
-            ts.setFromOptions()
+            set_from_options(ts)
         return ts
 
     # -- contract ---------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.petsc import (
     set_default_options,
+    set_from_options,
     set_options,
     trajectory_in_memory,
 )
@@ -275,7 +276,7 @@ class Lorenz96(Model):
         if save_trajectory:
             ts.setSaveTrajectory()
         with trajectory_in_memory():
-            ts.setFromOptions()
+            set_from_options(ts)
         return ts
 
     # -- contract --------------------------------------------------------------------------------------------------

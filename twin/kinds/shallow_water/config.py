@@ -169,6 +169,14 @@ class ShallowWaterConfig(ModelConfigBase):
     _t = field_validator("time_step")(classmethod(lambda cls, v: _units(v, "s", "time_step")))
     _h = field_validator("threshold")(classmethod(lambda cls, v: _units(v, "m", "threshold")))
 
+    @field_validator("grid")
+    @classmethod
+    def _length_units(cls, g):
+        if not compatible(g.units, "m"):
+            raise ValueError(f"grid units {g.units!r} are not a length: the shallow-water equations need distances "
+                             "(units: m or km)")
+        return g
+
     @model_validator(mode="after")
     def _domain(self):
         g = self.grid

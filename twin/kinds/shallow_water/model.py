@@ -38,6 +38,7 @@ from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.core.petsc import (
     set_default_options,
+    set_from_options,
     set_options,
     trajectory_in_memory,
 )
@@ -226,9 +227,9 @@ class ShallowWater(Model):
             ts.setRHSJacobianP(self._shell.rhs_jacobian_p, self._shell.Jp)
             ts.setSaveTrajectory()
             with fixed_step_options(self.options_prefix), trajectory_in_memory():
-                ts.setFromOptions()
+                set_from_options(ts)
         else:
-            ts.setFromOptions()
+            set_from_options(ts)
         return ts
 
     def _jacobians(self) -> tuple[PETSc.Mat, PETSc.Mat]:

@@ -19,6 +19,8 @@ import math
 import numpy as np
 from petsc4py import PETSc
 
+from twin.core.petsc import set_from_options
+
 #: TS types whose stability interval is measured; other types (implicit, multistep) are not CFL-limited here
 EXPLICIT_ONE_STEP = ("rk", "euler")
 _TOL = 1e-12
@@ -58,7 +60,7 @@ def imaginary_stability_limit(ts_type: str, rk_type: str | None = None, y_max: f
         # petsc4py 3.18 has no TSAdapt object: fix the step through a private options prefix.
         ts.setOptionsPrefix(_PREFIX)
         PETSc.Options().setValue(f"{_PREFIX}ts_adapt_type", "none")
-        ts.setFromOptions()
+        set_from_options(ts)
         stable, step = 0.0, 0.05
         y = step
         while y <= y_max and _amplification(ts, x, y) <= 1.0 + _TOL:

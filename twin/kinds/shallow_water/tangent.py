@@ -16,6 +16,7 @@ import numpy as np
 from petsc4py import PETSc
 
 from twin.core.grid import Grid
+from twin.core.petsc import set_from_options
 from twin.kinds.shallow_water.kernel import Dual, tangent, tendency
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class TangentLinear:
         self.ts.setRHSFunction(self._rhs, self.grid.create_global())
         self.ts.setExactFinalTime(PETSc.TS.ExactFinalTime.MATCHSTEP)
         with fixed_step_options(model.options_prefix):
-            self.ts.setFromOptions()
+            set_from_options(self.ts)
 
     def _rhs(self, ts, t, X, F) -> None:
         self.grid.global_to_local(X, self._loc)

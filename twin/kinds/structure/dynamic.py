@@ -27,7 +27,7 @@ from petsc4py import PETSc
 
 from twin.core.errors import SolverError
 from twin.core.log import get_logger
-from twin.core.petsc import reason_name, set_default_options
+from twin.core.petsc import reason_name, set_default_options, set_from_options
 from twin.kinds.structure.forcing import Forcing, ParameterLayout
 from twin.kinds.structure.mesh import ElementMesh
 from twin.kinds.structure.operators import Operators
@@ -183,7 +183,7 @@ class DynamicSolver:
         if adjoint:
             ts.setSaveTrajectory()
             ts.setIJacobianP(self._ijacobianp, self.Jp)
-        ts.setFromOptions()
+        set_from_options(ts)
         return ts
 
     def _check(self, ts: PETSc.TS, what: str) -> None:

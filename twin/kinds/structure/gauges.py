@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from petsc4py import PETSc
 
 from twin.core.errors import ObservationError
+from twin.core.petsc import set_from_options
 from twin.kinds.structure.elements import CORNERS, strain_matrix
 from twin.observations.base import (
     LinearObservationOperator,
@@ -185,7 +186,7 @@ class Accelerometers(ObservationOperator):
         ksp.setType(PETSc.KSP.Type.CG)
         ksp.getPC().setType(PETSc.PC.Type.JACOBI)
         ksp.setTolerances(rtol=1e-12, atol=1e-50, max_it=1000)
-        ksp.setFromOptions()
+        set_from_options(ksp)
         self.ksp = ksp
         self._u, self._v, self._r, self._a, self._w = (mesh.disp.create_global() for _ in range(5))
 

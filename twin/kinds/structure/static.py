@@ -13,7 +13,7 @@ from petsc4py import PETSc
 
 from twin.core.errors import SolverError
 from twin.core.log import get_logger
-from twin.core.petsc import reason_name
+from twin.core.petsc import reason_name, set_from_options
 from twin.kinds.structure.mesh import ElementMesh
 
 log = get_logger(__name__)
@@ -48,7 +48,7 @@ class StaticSolver:
         ksp.setType(PETSc.KSP.Type.CG)
         ksp.getPC().setType(PETSc.PC.Type.GAMG)
         ksp.setTolerances(rtol=rtol, atol=1e-50, max_it=2000)
-        ksp.setFromOptions()
+        set_from_options(ksp)
         self.ksp = ksp
         self.name = mesh.name
 

@@ -42,7 +42,7 @@ import numpy as np
 from petsc4py import PETSc
 
 from twin.core.errors import SolverError
-from twin.core.petsc import reason_name, set_default_options, trajectory_in_memory
+from twin.core.petsc import reason_name, set_default_options, set_from_options, trajectory_in_memory
 from twin.kinds.tumour.sensitivity import ParameterJacobian
 
 #: default PETSc options under the component's prefix (YAML ``solver:`` and the command line override them): the
@@ -143,9 +143,9 @@ class TumourDynamics:
             # in memory: the default "basic" trajectory writes TS-data-* files into the working directory
             with trajectory_in_memory():
                 ts.setSaveTrajectory()
-                ts.setFromOptions()
+                set_from_options(ts)
         else:
-            ts.setFromOptions()
+            set_from_options(ts)
         # the Jacobian for the TS type the options chose (the IJacobian form only where the whole RHS is implicit)
         if ts.getType() in IJACOBIAN_TS_TYPES:
             ts.setIJacobian(self._ijacobian, jacobian, jacobian)
