@@ -187,8 +187,15 @@ def cmd_status(args) -> int:
     from twin.campaign.status import status, summary
 
     run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        print(f"error: {run_dir} does not exist{' as a directory' if run_dir.exists() else ''}: give the run "
+              "directory of a campaign (twin run -o DIR, or outputs.directory)", file=sys.stderr)
+        return 2
     if not (run_dir / "experiments").is_dir():
-        print(f"error: {run_dir} is not a campaign run directory (no experiments/ in it)", file=sys.stderr)
+        forecast = (run_dir / "forecast.nc").is_file() or (run_dir / "qoi.nc").is_file()
+        print(f"error: {run_dir} is not a campaign run directory (no experiments/ in it)"
+              + ("; it holds a forecast run, which twin status does not follow: its outputs are forecast.nc and "
+                 "qoi.nc (twin inspect checks them)" if forecast else ""), file=sys.stderr)
         return 2
     st = status(run_dir)
     if args.json:

@@ -102,3 +102,12 @@ def test_a_report_that_cannot_be_written_is_one_line(tmp_path, first):
     assert run.returncode == 2
     (line,) = _error_lines(run)
     assert line.startswith("error: the report cannot be written (") and "out/report" in line
+
+
+def test_status_of_a_path_that_is_no_run_directory_says_what_it_is(tmp_path, first):
+    for path, words in ((tmp_path / "nope", "does not exist: give the run directory of a campaign"),
+                        (first, "is not a campaign run directory (no experiments/ in it); it holds a forecast run")):
+        run = _twin("status", path, cwd=tmp_path)
+        assert run.returncode == 2
+        (line,) = _error_lines(run)
+        assert words in line, line

@@ -79,6 +79,10 @@ CASES = [
     ("negative-obs-error", "error_std: 0.1", "error_std: -0.1", 23, ["greater than 0"]),
     ("top-level-list", None, "- 1\n- 2\n", 1, ["mapping of sections"]),
     ("empty-file", None, "", 1, ["empty"]),
+    # any placeholder but {name} was kept in the path literally (a directory named 'runs/{nam}')
+    ("unknown-placeholder", "resources: {type: local, ranks: 1}\n",
+     "resources: {type: local, ranks: 1}\noutputs: {directory: 'runs/{nam}'}\n", 28,
+     ["directory 'runs/{nam}'", "the one placeholder is {name}"]),
 ]
 
 

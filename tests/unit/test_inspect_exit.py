@@ -104,3 +104,13 @@ def test_exit_status_of_the_command(run_dir):
     missing = subprocess.run([sys.executable, "-m", "twin.cli", "inspect", str(run_dir / "nope")],
                              capture_output=True, text=True, timeout=120, env=ENV, check=False)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_a_directory_twin_did_not_write_is_a_bad_path(tmp_path, capsys):
+    """``twin inspect /etc`` said 'run directory', listed no checkpoint and exited 0."""
+    from twin.cli import main
+
+    (tmp_path / "notes.txt").write_text("mine\n")
+    assert main(["inspect", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is not a twin run directory" in err and "Traceback" not in err

@@ -298,6 +298,11 @@ class Outputs(Strict):
     def _dir(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("directory must be a non-empty path")
+        # {name} is the one placeholder; any other brace would be kept in the path literally ('runs/{nam}')
+        rest = v.replace("{name}", "")
+        if "{" in rest or "}" in rest:
+            raise ValueError(f"directory {short(v)}: the one placeholder is {{name}} (the campaign name); remove "
+                             "the other braces")
         return _no_control(v, "directory")
 
 

@@ -49,9 +49,14 @@ def inspect(path) -> str:
     Raises
     ------
     OutputError
-        If ``path`` does not exist.
+        If ``path`` does not exist, or is a directory twin did not write.
     """
     return examine(path).text
+
+
+#: what a directory twin wrote holds at least one of (a run, an experiment, a checkpoint folder's parent; a checkpoint
+#: folder holds cycle_*.h5)
+RUN_DIRECTORY_MARKS = ("campaign.yaml", "twin.log", "experiment.yaml", "checkpoint", "experiments")
 
 
 def examine(path) -> Inspection:
@@ -64,6 +69,9 @@ def examine(path) -> Inspection:
     """
     path = Path(path)
     if path.is_dir():
+        if not any((path / n).exists() for n in RUN_DIRECTORY_MARKS) and not any(path.glob("cycle_*.h5")):
+            raise OutputError(f"twin inspect: {path} is not a twin run directory (none of "
+                              f"{', '.join(RUN_DIRECTORY_MARKS)} in it): give a run directory or an output file")
         return _directory(path)
     if not path.exists():
         raise OutputError(f"twin inspect: {path} does not exist")
