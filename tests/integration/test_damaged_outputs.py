@@ -95,7 +95,6 @@ def test_truncated_posterior_is_damaged_and_the_resume_writes_it_again(finished,
     assert f"error: experiment {NAME} damaged: " in err and "posterior.nc" in err and "Traceback" not in err
 
     _rerun(run, capsys)
-    assert post.stat().st_size == size
     _same_data(post, layout.experiment_dir(finished, NAME) / "posterior.nc")
     (aside,) = exp.glob("posterior.nc.damaged-*")
     assert aside.stat().st_size == size // 2  # kept for inspection, and not listed as an output
@@ -132,8 +131,7 @@ def test_changed_empty_or_missing_output_is_damaged_and_written_again(finished, 
     assert expected.format(now=now, then=then) in line, line
 
     _rerun(run, capsys)
-    assert path.stat().st_size == then
-    if name.endswith(".nc"):
+    if name.endswith(".nc"):  # the same data; the size may differ (the provenance names the run's own paths)
         _same_data(path, layout.experiment_dir(finished, NAME) / name)
     else:
         assert json.loads(path.read_text()) == json.loads((layout.experiment_dir(finished, NAME) / name).read_text())
