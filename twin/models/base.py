@@ -121,7 +121,7 @@ def solve_adjoint(ts: PETSc.TS, component: str) -> None:
     try:
         ts.adjointSolve()
     except PETSc.Error as exc:
-        raise SolverError(component, ts.getTime(), "adjoint solve failed", f"PETSc error {exc.ierr}") from None
+        raise SolverError(component, ts.getTime(), "adjoint solve failed", _petsc_error(exc)) from None
     reason = ts.getConvergedReason()
     if reason < 0:
         ksp = ts.getSNES().getKSP()
@@ -208,6 +208,15 @@ class TSPool:
         for ts in self._free + self._busy:
             self._destroy(ts)
         self._free, self._busy, self._traversed = [], [], []
+
+
+def _petsc_error(exc) -> str:
+    """``PETSc error <code>: <PETSc's own words>`` for a PETSc error raised inside a solve (a solver package PETSc
+    does not have, a matrix in the wrong state), which the code alone (``PETSc error 92``) does not say."""
+    from twin.core.petsc import petsc_reason
+
+    reason = petsc_reason(exc)
+    return f"PETSc error {exc.ierr}" + ("" if reason.startswith("PETSc error code") else f": {reason}")
 
 
 @dataclass
@@ -436,7 +445,7 @@ class Model(ABC):
         try:
             ts.solve(state)
         except PETSc.Error as exc:
-            raise SolverError(self.name, ts.getTime(), self.ts_reason(ts), f"PETSc error {exc.ierr}") from None
+            raise SolverError(self.name, ts.getTime(), self.ts_reason(ts), _petsc_error(exc)) from None
         if ts.getConvergedReason() < 0:
             raise SolverError(self.name, ts.getTime(), self.ts_reason(ts), hint() if callable(hint) else hint)
 
