@@ -250,6 +250,7 @@ def experiments_section(config):
 def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Path]:
     """Expand the campaign, create ``<run_dir>/experiments/<name>/experiment.yaml`` (rank 0) and return the
     experiment directories. An existing directory must hold the same experiment (resume), else ConfigError."""
+    from twin.campaign.rundir import record_owner
     from twin.io.atomic import write_text
     from twin.io.provenance import prepare_run_directory
 
@@ -261,8 +262,7 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
     rank = comm.Get_rank() if comm is not None else 0
     problem = None
     if rank == 0:
-        if not (run_dir / "campaign.yaml").exists():
-            write_text(run_dir / "campaign.yaml", loaded.text, private=sensitive)
+        record_owner(run_dir, loaded)
         # which matrix values each experiment has (the report groups experiments that differ only in their method)
         matrix = {e.name: {k: _format(v) for k, v in e.overrides.items()} for e in exps}
         write_text(run_dir / "matrix.json", json.dumps(matrix, indent=1, sort_keys=True) + "\n", private=sensitive)

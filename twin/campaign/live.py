@@ -57,7 +57,7 @@ from typing import Any
 from twin.campaign import layout
 from twin.campaign.deliveries import Delivery, classify, keep, pending, stored_name
 from twin.campaign.extension import Plan, plan
-from twin.campaign.rundir import RunBusy, locked
+from twin.campaign.rundir import RunBusy, locked, on_root
 from twin.core.errors import ConfigError, ObservationError, TwinError, WorkflowError
 from twin.core.log import get_logger
 
@@ -181,19 +181,6 @@ def _agree(comm, fn):
     return result
 
 
-def _on_root(comm, fn):
-    """``fn()`` on rank 0 and its result on every rank; an error there is raised on every rank."""
-    result, error = None, None
-    if comm.Get_rank() == 0:
-        try:
-            result = fn()
-        except Exception as exc:  # noqa: BLE001 - raised again below, on every rank
-            error = exc
-    result, message = comm.bcast((result, None if error is None else (type(error).__name__, str(error))), root=0)
-    _raise_everywhere(error, [message])
-    return result
-
-
 def assimilate(run_dir, files, comm, *, network: str | None = None, verbose: bool = False,
                quiet: bool = False) -> LiveResult:
     """Continue the run in ``run_dir`` with the observation files ``files`` (steps in the module docstring).
@@ -218,7 +205,7 @@ def assimilate(run_dir, files, comm, *, network: str | None = None, verbose: boo
     if not (run_dir / layout.EXPERIMENTS).is_dir():
         raise ConfigError(f"{run_dir} is not a campaign run directory (no experiments/ in it)")
     with contextlib.ExitStack() as stack:
-        _on_root(comm, lambda: stack.enter_context(locked(run_dir)) and None)
+        on_root(comm, lambda: stack.enter_context(locked(run_dir)) and None)
         exps = _agree(comm, lambda: _experiments(run_dir, network))
         sensitive = exps[0][1].config.campaign.sensitive
         with private_umask(sensitive):
@@ -242,7 +229,7 @@ def _assimilate(run_dir: Path, files: list[Path], comm, exps, sensitive: bool, v
         sources = [str(f.path.resolve()) for f in new]
         plans = {e: _agree(comm, functools.partial(plan, e, comm, i, waiting[e] + sources)) for e, _, i, _ in exps}
         # 2. keep: the copies, then the record (rank 0)
-        _on_root(comm, functools.partial(keep, run_dir, new, exps[0][3], list(plans.values()), sensitive))
+        on_root(comm, functools.partial(keep, run_dir, new, exps[0][3], list(plans.values()), sensitive))
         for f in new:
             f.stored = stored_name(f.sha256, f.path, bool(f.companions))
     # 3. extend every experiment.yaml that does not list every recorded file yet
@@ -250,7 +237,7 @@ def _assimilate(run_dir: Path, files: list[Path], comm, exps, sensitive: bool, v
     for e, _, i, _ in exps:
         if waiting[e]:
             extended = _agree(comm, functools.partial(plan, e, comm, i, waiting[e], check=False))
-            _on_root(comm, functools.partial(_extend, e, extended, sensitive))
+            on_root(comm, functools.partial(_extend, e, extended, sensitive))
     # 4. resume
     result.unfinished = _resume(run_dir, comm, result.experiments, verbose, quiet)
     result.ran = True
