@@ -137,7 +137,7 @@ def _run_in(loaded: LoadedCampaign, comm, out: Path, verbose: bool, quiet: bool)
     prov = collect(comm, config_text=loaded.text, sensitive=cfg.campaign.sensitive)
     log.info("campaign '%s' on %d rank(s); run directory %s", cfg.campaign.name, size, out)
     if rank == 0:
-        from twin.campaign.status import sweep_on_resume
+        from twin.campaign.heartbeat import sweep_on_resume
 
         sweep_on_resume(out)  # temporary files of a killed run, before anything writes here
     comm.Barrier()

@@ -54,17 +54,8 @@ from pathlib import Path
 
 from twin.campaign import layout
 from twin.campaign.experiments import experiments_section, prepare_experiments
-from twin.campaign.status import (
-    damaged_outputs,
-    mark_done,
-    process_record,
-    promised_outputs,
-    set_aside_outputs,
-    status,
-    stop_left_behind,
-    sweep_on_resume,
-    write_heartbeat,
-)
+from twin.campaign.heartbeat import process_record, stop_left_behind, sweep_on_resume, write_heartbeat
+from twin.campaign.status import damaged_outputs, mark_done, promised_outputs, set_aside_outputs, status
 from twin.campaign.task import TaskFailed, run_in_worker
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger, setup_logging

@@ -364,7 +364,7 @@ def started_processes(dfk) -> list[tuple[int, bool]]:
     """``(pid, group)`` of the processes Parsl started on this machine for a workflow: each executor's interchange,
     and the blocks of a local provider (each in a process group of its own with its worker pool and workers). A driver killed with
     SIGKILL leaves them running (the interchange keeps the pools alive), so the driver's heartbeat names them
-    (:func:`twin.campaign.status.stop_left_behind`); a Slurm block is a job that ends once its pool loses the
+    (:func:`twin.campaign.heartbeat.stop_left_behind`); a Slurm block is a job that ends once its pool loses the
     interchange."""
     from parsl.providers import LocalProvider
 

@@ -426,7 +426,7 @@ def test_a_workflow_driver_killed_with_sigkill_leaves_nothing_running_after_the_
     """SIGKILL gives the driver no chance to clean up: Parsl's interchange and the local worker pool it kept alive ran
     on (found by trying: still there 90 s after a resume). The driver's heartbeat names the processes it started;
     ``twin status`` says they still run, and the resume stops them before it starts its own."""
-    from twin.campaign.status import _process_start
+    from twin.campaign.heartbeat import _process_start
 
     campaign = _campaign(tmp_path / "c.yaml", cycles=8,
                          extra="resources: {type: local, ranks: 1, workers: 2}\n")

@@ -172,7 +172,7 @@ def test_a_warm_worker_killed_while_it_waits_ends_the_run_with_an_error_and_a_re
     from mpi4py import MPI
 
     from twin.campaign.online import run_online
-    from twin.campaign.status import driver_state
+    from twin.campaign.heartbeat import driver_state
     from twin.core.errors import WorkflowError
     from workflows.campaign import run_workflow
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from twin.campaign import layout
-from twin.campaign.status import EXIT_ATTENTION, EXIT_COMPLETE, EXIT_IN_PROGRESS, write_heartbeat
+from twin.campaign.heartbeat import write_heartbeat
+from twin.campaign.status import EXIT_ATTENTION, EXIT_COMPLETE, EXIT_IN_PROGRESS
 from twin.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))

@@ -264,7 +264,7 @@ def _extend(exp_dir: Path, p: Plan, sensitive: bool) -> None:
 def _resume(run_dir: Path, comm, dirs: list[Path], verbose: bool, quiet: bool) -> list[tuple[str, str]]:
     """Bring every unfinished experiment up to date with the online driver (collective)."""
     from twin.campaign.online import Heartbeat, contained, unfinished
-    from twin.campaign.status import sweep_on_resume
+    from twin.campaign.heartbeat import sweep_on_resume
     from twin.core.log import setup_logging
 
     rank = comm.Get_rank()

@@ -38,7 +38,8 @@ import numpy as np
 
 from twin.campaign import layout
 from twin.campaign.experiments import experiments_section, prepare_experiments
-from twin.campaign.status import mark_done, sweep_on_resume, write_heartbeat
+from twin.campaign.heartbeat import sweep_on_resume, write_heartbeat
+from twin.campaign.status import mark_done
 from twin.core.errors import ModelError, SolverError, WorkflowError
 from twin.core.log import get_logger, log_repeated_warnings, setup_logging
 
@@ -113,7 +114,7 @@ def _run_online(loaded, comm, run_dir, experiments, only, verbose, quiet) -> lis
 
 class Heartbeat:
     """``driver.json`` rewritten every ``period`` seconds while the campaign runs, so that ``twin status`` on another
-    host sees a live driver (:data:`twin.campaign.status.HEARTBEAT_TIMEOUT`), and its final state at the end.
+    host sees a live driver (:data:`twin.campaign.heartbeat.HEARTBEAT_TIMEOUT`), and its final state at the end.
 
     It also carries where the driver is (:meth:`progress`, the campaign display's listener): the experiment and the
     cycles it has done, rewritten at most every ``progress_period`` seconds, so that ``twin status`` is current to

@@ -11,7 +11,7 @@ and are taken over.
 **One command at a time.** While ``twin run`` or ``twin assimilate`` works on a run directory, rank 0 holds an
 exclusive ``flock`` on it; a second command there is refused with :class:`RunBusy` (exit 3: run it again later). A
 live driver of it elsewhere (a ``twin run`` on another node of the cluster, whose lock a network file system may not
-share) is recognised by its heartbeat (``driver.json``, :func:`twin.campaign.status.driver_state`). Where the file
+share) is recognised by its heartbeat (``driver.json``, :func:`twin.campaign.heartbeat.driver_state`). Where the file
 system has no ``flock`` (some NFS and Lustre mounts), the heartbeat is the only guard.
 """
 
@@ -87,7 +87,7 @@ def locked(run_dir):
     """Hold an exclusive lock on ``run_dir`` for the block (one process: rank 0), or raise :class:`RunBusy`."""
     import fcntl
 
-    from twin.campaign.status import HEARTBEAT_FILE, driver_state
+    from twin.campaign.heartbeat import HEARTBEAT_FILE, driver_state
 
     run_dir = Path(run_dir)
     try:

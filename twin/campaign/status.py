@@ -2,12 +2,12 @@
 
 No MPI or PETSc in this process (it runs on a login node while the campaign runs elsewhere, and inside the workflow
 driver): the state comes from file names (:mod:`twin.campaign.layout`; a checkpoint at its final name is complete,
-because every writer renames atomically), the markers, and the driver's heartbeat file ``driver.json``. What a
-finished experiment claims is checked before it is reported: every output its ``done.json`` lists is there, not
-empty, and of the size ``done.json`` records for it (:func:`damaged_outputs`: one ``stat`` per file, so cheap on a
-login node; ``twin inspect`` reads the files in full), and its last checkpoint verifies in full (checksum and data
-digests, in a process of its own: :func:`verify_last_checkpoints`). A resume makes the same output check
-(:func:`twin.campaign.online._finished`).
+because every writer renames atomically), the markers, and the driver's heartbeat file ``driver.json``
+(:mod:`twin.campaign.heartbeat`). What a finished experiment claims is checked before it is reported: every output its
+``done.json`` lists is there, not empty, and of the size ``done.json`` records for it (:func:`damaged_outputs`: one
+``stat`` per file, so cheap on a login node; ``twin inspect`` reads the files in full), and its last checkpoint
+verifies in full (checksum and data digests, in a process of its own: :func:`verify_last_checkpoints`). A resume makes
+the same output check (:func:`twin.campaign.online._finished`).
 
 States of an experiment
 -----------------------
@@ -39,7 +39,6 @@ ended without starting it); 3 still to come (running, queued, not started).
 from __future__ import annotations
 
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +46,9 @@ from typing import Any
 
 
 from twin.campaign import layout
+from twin.campaign.heartbeat import HEARTBEAT_FILE, driver_state, left_behind
 from twin.core.errors import ConfigError
 
-HEARTBEAT_FILE = "driver.json"
-#: seconds after which a driver heartbeat from another host counts as dead
-HEARTBEAT_TIMEOUT = 120.0
 
 
 @dataclass
@@ -114,7 +111,7 @@ class CampaignStatus:
     experiments: list[ExperimentStatus]
     #: ``(job id, Slurm state)`` of the submitted job while no driver has started (``twin submit``)
     batch_job: tuple[str, str] | None = None
-    #: process ids a lost driver started that still run here (:func:`left_behind`)
+    #: process ids a lost driver started that still run here (:func:`twin.campaign.heartbeat.left_behind`)
     left: list[int] = field(default_factory=list)
 
     def driver_text(self) -> str:
@@ -162,164 +159,6 @@ class CampaignStatus:
         if not self.experiments:
             return EXIT_ATTENTION
         return EXIT_IN_PROGRESS
-
-
-def _boot() -> str:
-    """A short digest of this machine's boot id: tells a heartbeat written on this machine (whose process can then
-    be looked up) from one written elsewhere, without naming the host (sensitive runs record no host name)."""
-    import hashlib
-
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-    return hashlib.sha256(("twin heartbeat " + boot).encode()).hexdigest()[:16]
-
-
-def write_heartbeat(run_dir, state: str = "running", progress: dict | None = None,
-                    children: list[dict] | None = None) -> None:
-    """Record the driver's process, host and time (called by the drivers every few seconds and at the end), and
-    with ``progress`` where an online driver is (``{"experiment": name, "steps": "cycles", "done": k, "total": n}``),
-    which ``twin status`` shows while the driver runs: its checkpoints come every few seconds (issue 23). With
-    ``children`` (:func:`process_record` of each), the processes a workflow driver started on this machine (Parsl's
-    interchange, local worker blocks), which outlive a driver killed with SIGKILL: :func:`stop_left_behind`.
-
-    A sensitive run (an owner-only run directory, :func:`twin.io.atomic.is_private_directory`) records no host
-    name, only a digest of the machine's boot id (:func:`_boot`), which lets :func:`driver_state` on the same
-    machine look the process up. The final heartbeat (any state but ``running``) also makes every file and
-    directory of a sensitive run owner-only (:func:`twin.io.atomic.seal_private`), for the files that libraries
-    created with the process umask.
-    """
-    from twin.io.atomic import is_private_directory, seal_private
-
-    private = is_private_directory(run_dir)
-    beat = {"pid": os.getpid(), "time": time.time(), "state": state, "boot": _boot()}
-    if not private:
-        beat["host"] = socket.gethostname()
-    if progress is not None:
-        beat["progress"] = progress
-    if children:
-        beat["children"] = children
-    layout.write_json(Path(run_dir) / HEARTBEAT_FILE, beat)
-    if private and state != "running":
-        seal_private(run_dir)
-
-
-def _process_start(pid) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat``), ``None`` if it does not run (or
-    has ended and waits to be reaped, a zombie): a process id with its start time names one process, not a later one
-    that reuses the id."""
-    try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return None if fields[0] in (b"Z", b"X") else int(fields[19])
-    except (OSError, ValueError, TypeError, IndexError):
-        return None
-
-
-def process_record(pid: int, group: bool = False) -> dict:
-    """A process a driver started, for its heartbeat: ``{"pid", "start", "group"}`` (``group``: the whole process
-    group of ``pid`` is the driver's, e.g. a local Parsl block: its worker pool and workers)."""
-    return {"pid": int(pid), "start": _process_start(pid), "group": bool(group)}
-
-
-def left_behind(run_dir) -> list[dict]:
-    """The processes a lost driver of ``run_dir`` started on this machine that still run (the records of its last
-    heartbeat whose process id still has the same start time)."""
-    hb = layout.read_json(Path(run_dir) / HEARTBEAT_FILE)
-    if hb.get("boot") != _boot() or driver_state(run_dir) != "lost":
-        return []
-    out = []
-    for c in hb.get("children", []) if isinstance(hb.get("children"), list) else []:
-        if isinstance(c, dict) and c.get("start") is not None and _process_start(c.get("pid")) == c.get("start"):
-            out.append(c)
-    return out
-
-
-def stop_left_behind(run_dir, grace: float = 5.0) -> list[int]:
-    """Stop the processes a lost driver of ``run_dir`` left running (:func:`left_behind`): SIGTERM, and SIGKILL for
-    those still there after ``grace`` seconds. Returns their process ids. Call it before a new driver writes its
-    heartbeat (the old one's names them)."""
-    import signal
-
-    left = left_behind(run_dir)
-
-    def send(sig) -> None:
-        for c in left:
-            pid = int(c["pid"])
-            try:
-                group = os.getpgid(pid) if c.get("group") else None
-                if group is not None and group != os.getpgrp():  # never this process's own group
-                    os.killpg(group, sig)
-                else:
-                    os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-    if not left:
-        return []
-    send(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_process_start(c["pid"]) == c["start"] for c in left):
-        time.sleep(0.1)
-    if any(_process_start(c["pid"]) == c["start"] for c in left):
-        send(signal.SIGKILL)
-    return [int(c["pid"]) for c in left]
-
-
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except PermissionError:  # another user's process: it exists
-        return True
-    except (OSError, ValueError, TypeError):
-        return False
-    return True
-
-
-def driver_state(run_dir) -> str:
-    """``running`` (alive), ``finished``, ``crashed`` (an error escaped it), ``lost`` (gone without a last word:
-    killed, its node lost) or ``none`` (never started).
-
-    A heartbeat written on this machine (same boot, or same host name) is judged by its process; one from elsewhere
-    by its age (:data:`HEARTBEAT_TIMEOUT`).
-    """
-    hb = layout.read_json(Path(run_dir) / HEARTBEAT_FILE)
-    if not hb:
-        return "none"
-    if hb.get("state") != "running":
-        return str(hb.get("state"))
-    here = (hb.get("boot") and hb.get("boot") == _boot()) or hb.get("host") == socket.gethostname()
-    if here:
-        return "running" if _alive(hb.get("pid")) else "lost"
-    return "running" if time.time() - float(hb.get("time", 0)) < HEARTBEAT_TIMEOUT else "lost"
-
-
-def sweep_on_resume(run_dir, scope=None) -> list[Path]:
-    """Remove the temporary files a killed run left in ``scope`` (default: the whole ``run_dir``) before a run
-    resumes there (:func:`twin.io.atomic.sweep_temporary`); returns them.
-
-    Nothing is removed while another driver of ``run_dir`` is alive (:func:`driver_state`): its writes in progress
-    are such files. Call it before this process writes its own heartbeat.
-    """
-    from twin.core.log import get_logger
-    from twin.io.atomic import sweep_temporary
-
-    run_dir = Path(run_dir)
-    scope = run_dir if scope is None else Path(scope)
-    hb = layout.read_json(run_dir / HEARTBEAT_FILE)
-    if scope == run_dir and driver_state(run_dir) == "running" and hb.get("pid") != os.getpid():
-        get_logger("twin.campaign").warning(
-            "another driver of %s seems alive (driver.json, process %s): its temporary files are left in place",
-            run_dir, hb.get("pid"))
-        return []
-    removed = sweep_temporary(scope)
-    if removed:
-        get_logger("twin.campaign").info(
-            "removed %d temporary file(s) left by an interrupted run: %s", len(removed),
-            ", ".join(str(p.relative_to(run_dir)) if run_dir in p.parents else p.name for p in removed[:5])
-            + (" ..." if len(removed) > 5 else ""))
-    return removed
 
 
 def _sizes(exp_dir: Path) -> tuple[int | None, int | None, bool]:
@@ -540,7 +379,7 @@ def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, s
     """The state of one experiment (see the module docstring). ``verified``: problems of last checkpoints found by
     :func:`verify_last_checkpoints` (``{path: problem}``); a finished experiment whose last checkpoint is not in it
     is judged by its files' names and sizes alone. ``live``: the running driver's progress from its heartbeat
-    (:func:`write_heartbeat`); a running experiment's cycles are the driver's count when it is ahead of the last
+    (:func:`twin.campaign.heartbeat.write_heartbeat`); a running experiment's cycles are the driver's count when it is ahead of the last
     checkpoint (the message then names that checkpoint: what a resume would start from)."""
     exp_dir = Path(exp_dir)
     n_cycles, n_members, decision = _sizes(exp_dir)
