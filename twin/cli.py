@@ -104,7 +104,7 @@ def _errors(exc) -> int:
 
 
 def cmd_validate(args) -> int:
-    from twin.campaign.experiments import expand, experiments_section
+    from twin.campaign.experiments import all_experiments, check_observation_files
     from twin.config import load_campaign
     from twin.config.confinement import output_problems
     from twin.core.errors import ConfigError
@@ -117,8 +117,9 @@ def cmd_validate(args) -> int:
             if outside:
                 raise ConfigError(outside)
             # every experiment of the matrix is a campaign of its own: validated now, not when it starts
-            section = experiments_section(c.config)
-            n = len(expand(c.config, section.full_matrix(c.config.campaign.seed), filename=str(f)))
+            experiments = all_experiments(c)
+            check_observation_files(c, experiments)  # read now, not when their experiment starts
+            n = len(experiments)
         except ConfigError as exc:
             status = _errors(exc)
             continue

@@ -210,7 +210,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from twin.campaign.experiments import expand, experiments_section, prepare_experiments
+    from twin.campaign.experiments import all_experiments, check_observation_files, prepare_experiments
     from twin.config.loader import load_campaign
     from twin.core.errors import ConfigError, TwinError
     from workflows.jobscripts import render
@@ -226,8 +226,9 @@ def cmd_submit(args) -> int:
         run_dir = run_directory(loaded, args.output)
         log_dir = run_dir / "slurm"
         if args.dry_run:  # writes nothing: the experiments' names from the expansion alone
-            matrix = experiments_section(cfg).full_matrix(cfg.campaign.seed)
-            names = [e.name for e in expand(cfg, matrix, filename=str(loaded.path))]
+            experiments = all_experiments(loaded)
+            check_observation_files(loaded, experiments)
+            names = [e.name for e in experiments]
         else:
             from twin.campaign.rundir import check_owner
 

@@ -239,6 +239,46 @@ def expand(config: Any, matrix: Mapping[str, Sequence[Any]] | None, *,
     return out
 
 
+def all_experiments(loaded) -> list[Experiment]:
+    """Every experiment of the campaign ``loaded`` (its whole matrix, the replicates included), validated."""
+    cfg = loaded.config
+    return expand(cfg, experiments_section(cfg).full_matrix(cfg.campaign.seed), filename=str(loaded.path))
+
+
+def check_observation_files(loaded, experiments: Sequence[Experiment] | None = None) -> None:
+    """Read every observation file of every experiment (:func:`all_experiments` unless given) before anything runs
+    (:mod:`twin.observations.preflight`); :class:`ConfigError` with one line per file that cannot be read, at its
+    key of the campaign file (led by the experiment's name when the experiments differ). A file several
+    experiments share is read, and reported, once."""
+    from twin.observations.preflight import file_problems
+
+    experiments = all_experiments(loaded) if experiments is None else experiments
+    seen: dict = {}
+    problems, said = [], set()
+    for exp in experiments:
+        for path, message in file_problems(exp.config, seen):
+            if message in said:
+                continue
+            said.add(message)
+            lead = f"experiment {exp.name}: " if len(experiments) > 1 else ""
+            # the key of the campaign file that named the file: its own, or the matrix value that replaced it
+            named_here = _value_at(loaded.config, path) == _value_at(exp.config, path)
+            problems.append(loaded.problem(path if named_here else ("experiments", "matrix"), lead + message))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _value_at(config: Any, path: tuple) -> Any:
+    """The value at the key ``path`` of a typed campaign (``None`` where it has none)."""
+    node = config
+    for key in path:
+        try:
+            node = node[key] if isinstance(key, int) else getattr(node, key)
+        except (AttributeError, IndexError, TypeError):
+            return None
+    return node
+
+
 def experiments_section(config):
     """The campaign's ``experiments`` section, or the defaults when the schema or the file has none."""
     from twin.config.experiments import ExperimentsConfig
@@ -249,13 +289,15 @@ def experiments_section(config):
 
 def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Path]:
     """Expand the campaign, create ``<run_dir>/experiments/<name>/experiment.yaml`` (rank 0) and return the
-    experiment directories. An existing directory must hold the same experiment (resume), else ConfigError."""
+    experiment directories. An existing directory must hold the same experiment (resume), else ConfigError; so is an
+    observation file that cannot be read (:func:`check_observation_files`), before anything is made."""
     from twin.campaign.rundir import record_owner
     from twin.io.atomic import write_text
     from twin.io.provenance import prepare_run_directory
 
     experiments = experiments or experiments_section(loaded.config)
     exps = expand(loaded.config, experiments.full_matrix(loaded.config.campaign.seed), filename=str(loaded.path))
+    check_observation_files(loaded, exps)  # before any experiment directory is made
     sensitive = loaded.config.campaign.sensitive
     run_dir = Path(run_dir)
     prepare_run_directory(run_dir, sensitive=sensitive, comm=comm)

@@ -56,5 +56,17 @@ def reader_for(path) -> Callable[..., ObservationTable]:
     return read_csv if Path(path).suffix.lower() in CSV_SUFFIXES else read_dsg
 
 
+def read_network_file(spec, path, model, start) -> ObservationTable:
+    """One file of the ``file`` network ``spec`` (:class:`twin.config.observation_networks.FileNetwork`) read for
+    ``model`` (anything with ``time_units`` and ``length_units``): the network's variables, units and default error;
+    ``start`` the calendar start or ``None``."""
+    variables = {v: {k: val for k, val in f.model_dump(exclude={"range"}).items() if val is not None}
+                 for v, f in spec.variables.items()}
+    read = reader_for(path)
+    extra = {"time_units": spec.time_units, "position_units": spec.units} if read is read_csv else {}
+    return read(path, variables, start=start, model_time_units=model.time_units, length_units=model.length_units,
+                error_std=spec.default_error(), **extra)
+
+
 __all__ = ["DEFAULT_MAX_OBS", "ObservationTable", "VariableRequest", "read_dsg", "read_csv", "bin_by_cycle",
-           "outside_campaign", "reader_for", "CSV_SUFFIXES"]
+           "outside_campaign", "reader_for", "read_network_file", "CSV_SUFFIXES"]

@@ -238,8 +238,8 @@ def _declared_reader(spec):
 def _file_series(spec, whole, i: int, name: str, components, cycle_edges, start, clock=None):
     """The :class:`~twin.observations.file_network.FileSeries` (with ``cycle_edges``) or
     :class:`~twin.observations.file_network.TimedSeries` (with ``clock``) of a ``file`` network or a kind's network
-    read from files: its ``file`` and then its ``deliveries`` read as one table (:func:`read_network_file`);
-    ``parts`` of the result name each file with its SHA-256 and its rows in that table, ``dropped`` the values each
+    read from files: its ``file`` and then its ``deliveries`` read as one table
+    (:func:`twin.observations.files.read_network_file`); ``parts`` of the result name each file with its SHA-256 and its rows in that table, ``dropped`` the values each
     file's reader counted missing (:func:`file_records`).
 
     On a coupled model (``components``) the network names its component (``model:``, refused as for synthetic
@@ -247,6 +247,7 @@ def _file_series(spec, whole, i: int, name: str, components, cycle_edges, start,
     variables, units, domain; times in the campaign's time units) and the rows of the result act on the component's
     block of the whole state, exactly as a synthetic network's rows on that component."""
     from twin.observations.file_network import series, timed
+    from twin.observations.files import read_network_file
 
     if cycle_edges is None and clock is None:
         raise ObservationError(f"{where(i)}: an observation file needs the campaign's cycles or observation times")
@@ -317,26 +318,14 @@ def _reading(spec, whole, components, i: int):
 
 def read_file(spec, path, model, start):
     """One file of the network ``spec`` read for ``model`` (:func:`reading_model`): a ``file`` network's
-    (:func:`read_network_file`) or a kind's network of measured observations (its ``read``,
+    (:func:`twin.observations.files.read_network_file`) or a kind's network of measured observations (its ``read``,
     :class:`twin.core.kinds.NetworkType`)."""
+    from twin.observations.files import read_network_file
+
     declared = _declared_reader(spec)
     if declared is not None:
         return declared.read(spec, path, model, start)
     return read_network_file(spec, path, model, start)
-
-
-def read_network_file(spec, path, model, start):
-    """One file of the ``file`` network ``spec`` read for ``model`` (:class:`~twin.observations.table
-    .ObservationTable`): the network's variables, units and default error; ``start`` the calendar start or
-    ``None``."""
-    from twin.observations.files import read_csv, reader_for
-
-    variables = {v: {k: val for k, val in f.model_dump(exclude={"range"}).items() if val is not None}
-                 for v, f in spec.variables.items()}
-    read = reader_for(path)
-    extra = {"time_units": spec.time_units, "position_units": spec.units} if read is read_csv else {}
-    return read(path, variables, start=start, model_time_units=model.time_units, length_units=model.length_units,
-                error_std=spec.default_error(), **extra)
 
 
 def _concatenate_files(tables):
