@@ -91,6 +91,15 @@ def test_names_stay_unique_when_sanitised_values_collide():
     assert all(layout.EXPERIMENTS not in n and "/" not in n and " " not in n for n in names)
 
 
+def test_a_list_of_sections_is_named_by_their_labels():
+    """A matrix over the observation networks names each experiment by its networks' types, not by a slug of
+    the whole list (which held the file's path and was cut at 120 characters)."""
+    networks = [[{"type": "file", "file": "/data/a.csv"}], [{"type": "points", "points": [[1.0]]},
+                                                             {"type": "all_points"}]]
+    names = experiment_names({"assimilation.observations": networks}, [(v,) for v in networks])
+    assert names == ["observations-file", "observations-points-all-points"]
+
+
 @pytest.mark.parametrize("matrix, message", [
     ({"assimilation..N": [4]}, "dotted key path"),
     ({"experiments.retries": [1]}, "cannot be varied"),

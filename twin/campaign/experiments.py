@@ -9,8 +9,8 @@ experiment's name and the key.
 Names are deterministic and readable: the last component of each varied key and its value, joined by ``_``
 (``inflation-1.05_seed-2``); where two keys share a last component the whole path is used. A value that is a whole
 section (a mapping) is named by its ``method``, ``type``, ``kind`` or ``name`` entry when it has one
-(``assimilation-esmda``). Characters outside ``[A-Za-z0-9.-]`` become ``-``. A campaign without a matrix is one
-experiment named after the campaign.
+(``assimilation-esmda``), a list of sections by theirs in turn (``observations-file-points``). Characters outside
+``[A-Za-z0-9.-]`` become ``-``. A campaign without a matrix is one experiment named after the campaign.
 
 Twin-experiment truths: with ``experiments.truth.draw`` the listed parameters of the nature run are drawn from their
 priors (:func:`draw_truth`) from the stream ``numpy.random.default_rng([campaign.seed, TRUTH_PARAMETERS])``
@@ -81,6 +81,8 @@ def _format(value: Any) -> str:
         for key in _SECTION_LABELS:
             if isinstance(value.get(key), (str, int)) and not isinstance(value.get(key), bool):
                 return _format(value[key])
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return "-".join(_format(v) for v in value)  # a list of sections (networks): their labels
     return _UNSAFE.sub("-", str(value)).strip("-") or "x"
 
 
