@@ -2,8 +2,8 @@
 observation files, then given the second and the third as they "arrive", ends bitwise where one campaign over all the
 observations at once ends; the same file again changes nothing; observations at or before the last analysis, a run
 that is not a file campaign, a missing file, a file with other variables, a file that leaves a cycle without
-observations and one that adds a station are refused in one line with the run directory untouched; a SIGKILL during
-``twin assimilate`` followed by the same command again loses nothing.
+observations, one that adds a station and one far beyond the campaign's limits are refused in one line with the run
+directory untouched; a SIGKILL during ``twin assimilate`` followed by the same command again loses nothing.
 
 The observations are the Lorenz-96 ETKF twin experiment's (``observations.nc``), cut in time into three files of four
 cycles each by plain netCDF4 code (a CF-1.10 timeSeries, the exported layout).
@@ -131,6 +131,8 @@ def test_bad_deliveries_are_refused_in_one_line_and_leave_the_run_untouched(live
         # cycles 13..16 would be empty: a filter cannot analyse a cycle without observations
         ("live", _write(d / "gap.nc", {**o, "t": o["t"] + 1.6}, slice(0, 4)), "cycle 12 (1.2, 1.3]"),
         ("live", _write(d / "extra.nc", extra, slice(0, 4)), "41 sites instead of its 40"),
+        # 10^9 cycles ahead: beyond the campaign's step limit, said of the file, not of experiment.yaml
+        ("live", _write(d / "far.nc", {**o, "t": o["t"] + 1e8}, slice(0, 4)), "would extend experiment"),
     ]
     for run, path, says in cases:
         before = _snapshot(d / run)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from twin.campaign import layout
-from twin.core.errors import ObservationError, WorkflowError
+from twin.core.errors import ConfigError, ObservationError, WorkflowError
 
 
 @dataclass
@@ -90,9 +90,9 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
     ------
     ObservationError
         For a file that cannot be read with the network's variables, an observation at or before the last analysis
-        time, a file without an observation inside the model's domain, or a new cycle without observations.
-    ConfigError
-        When the extended campaign does not validate (e.g. more steps than the limits allow).
+        time, a file without an observation inside the model's domain, a new cycle without observations, or
+        observations so far ahead that the extended campaign does not validate (e.g. more steps than the limits
+        allow): the file with the latest observation is named.
     WorkflowError
         When the files would change the observations of cycles already analysed.
     """
@@ -111,7 +111,7 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
         observed = reading_model(spec, model, ctx.components(model))  # a coupled model's component it observes
         K, last = cycles.K, cycles.last
         tol = 1e-9 * cycles.length
-        latest = last
+        latest, latest_source = last, None
         for path in paths:
             table = read_file(spec, path, observed, cfg.timeline.calendar_start)
             early = np.flatnonzero(cycles.used_at(table.time) <= last + tol)
@@ -132,7 +132,9 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
                 raise ObservationError(f"observation file {table.source}: none of its {len(table)} observations lies "
                                        f"inside the model's domain {[list(e) for e in observed.grid.extent]} (in "
                                        f"{observed.length_units}) with a value and an error")
-            latest = max(latest, float(np.max(cycles.used_at(table.time[usable]))))
+            last_used = float(np.max(cycles.used_at(table.time[usable])))
+            if last_used > latest:
+                latest, latest_source = last_used, table.source
         K_new = cycles.to_cover(latest)
         config = layout.config_file(exp_dir)
         data, _ = parse_yaml(config.read_text(encoding="utf-8"), str(config))
@@ -145,7 +147,15 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
             span = float(convert(span, model.time_units, cfg.timeline.units))
         if cfg.timeline.start + span > cfg.timeline.end:
             data["timeline"]["end"] = float(cfg.timeline.start + span)
-        new_cfg = validate_data(data, str(config))
+        try:
+            new_cfg = validate_data(data, str(config))
+        except ConfigError as exc:  # the file asks for more than the campaign allows: say so of the file
+            why = exc.problems[0]
+            raise ObservationError(
+                f"observation file {latest_source}: its last observation, at time "
+                f"{_time_text(latest, observed.time_units)}, would extend experiment {s.name} from {K} to {K_new} "
+                f"cycles, which its campaign refuses ({why.path}: {why.message}); deliver observations up to "
+                "where the campaign may run") from None
         text = dump_yaml(data, default_flow_style=None, width=120)
         if check and K_new > K:
             _check_observations(s, new_cfg, model, K, K_new, paths)
