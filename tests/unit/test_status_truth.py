@@ -1,4 +1,5 @@
-"""``twin status`` tells the truth: the state it prints and its exit status, for a campaign not started (queued),
+"""``twin status`` tells the truth: the state it prints and its exit status, for a campaign not started (queued, or
+never submitted),
 running (a live heartbeat), finished, failed, crashed (a heartbeat whose process is gone, no ``done.json``), resumed,
 and finished but damaged (a truncated, bit-flipped or empty last checkpoint; a missing ``decision.json`` or
 ``free_run.nc``). A real campaign is run once (online, one rank) and copied for each case."""
@@ -96,6 +97,22 @@ def test_queued_not_started(tmp_path, capsys):
     else:
         assert code == EXIT_ATTENTION
         assert "driver never started: Slurm job 999999991 is gone" in lines[0]
+
+
+def test_a_batch_script_sbatch_did_not_take_is_not_queued(tmp_path, capsys):
+    """``twin submit`` where sbatch is missing (or refuses the script) leaves the experiments prepared and the script
+    written but no job: ``twin status`` says so and asks for the operator (it said pending, exit 3, for ever)."""
+    (tmp_path / "c.yaml").write_text(CAMPAIGN + "resources: {type: slurm, partition: debug, ranks: 1}\n")
+    env = dict(os.environ, PATH=str(tmp_path))  # no sbatch on it
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "submit", "c.yaml", "-o", "run"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "sbatch is not on PATH" in out.stderr, out.stdout + out.stderr
+    run = tmp_path / "run"
+    assert (run / "slurm" / "driver.sbatch").is_file() and not (run / "slurm" / "jobs.txt").exists()
+    code, lines, _ = _status(run, capsys)
+    assert code == EXIT_ATTENTION, lines
+    assert "no job was submitted (sbatch failed or was not found); run twin submit again" in lines[0]
+    assert _line(lines) == f"{NAME}: pending, 0/4 cycles"
 
 
 def test_running_with_a_live_heartbeat(finished, tmp_path, capsys):

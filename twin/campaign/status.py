@@ -29,11 +29,11 @@ States of an experiment
 The driver's state is ``running``, ``finished``, ``crashed`` (an error escaped the driver), ``lost`` (its process is
 gone, or its heartbeat stale, without a last word: killed, out of memory, its node lost) or ``none``; with ``none``
 and a job submitted by ``twin submit``, Slurm's view of that job (queued, starting, or ended without starting the
-driver).
+driver), or that ``twin submit`` wrote its batch script but no job was submitted (sbatch failed or was missing).
 
 Exit status of ``twin status`` (:attr:`CampaignStatus.exit_status`): 0 every experiment done and verified; 1 the
 operator must act (an experiment failed, is damaged or interrupted; the driver crashed or was lost; the batch job
-ended without starting it); 3 still to come (running, queued, not started).
+ended without starting it or was never submitted); 3 still to come (running, queued, not started).
 """
 
 from __future__ import annotations
@@ -99,8 +99,10 @@ class ExperimentStatus:
 EXIT_COMPLETE, EXIT_ATTENTION, EXIT_IN_PROGRESS = 0, 1, 3
 #: experiment states that need the operator (``failed``, ``damaged``, or ``interrupted`` with no live driver)
 NEEDS_ACTION = ("failed", "damaged", "interrupted")
+#: the "state" of a batch script ``twin submit`` wrote but ``sbatch`` did not accept (no job was recorded)
+NOT_SUBMITTED = "not submitted"
 #: Slurm job states of a job that will not start the driver any more
-_ENDED = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+_ENDED = (NOT_SUBMITTED, "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
           "TIMEOUT", "")
 
 
@@ -121,6 +123,9 @@ class CampaignStatus:
         if self.batch_job is None:
             return self.driver
         job, state = self.batch_job
+        if state == NOT_SUBMITTED:
+            return (f"none: twin submit wrote its batch script in {self.run_dir / 'slurm'} but no job was submitted "
+                    "(sbatch failed or was not found); run twin submit again")
         if state in ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD", "REQUEUE_HOLD"):
             return f"queued (Slurm job {job} {state.lower()})"
         if state in ("RUNNING", "COMPLETING"):
@@ -442,16 +447,19 @@ def _damage(exp_dir: Path, n_cycles: int | None, cks: list[int], promised: list[
 
 def _batch_job(run_dir: Path) -> tuple[str, str] | None:
     """``(job id, Slurm state)`` of the last job ``twin submit`` recorded for ``run_dir`` (``slurm/jobs.txt``);
-    the state is ``""`` when Slurm does not know the job (any more) and ``"unknown"`` without ``squeue``."""
+    the state is ``""`` when Slurm does not know the job (any more), ``"unknown"`` without ``squeue``, and
+    :data:`NOT_SUBMITTED` (no job id) when ``twin submit`` wrote a batch script but recorded no job."""
     import shutil
     import subprocess
 
     try:
         lines = (run_dir / "slurm" / "jobs.txt").read_text().split()
     except OSError:
-        return None
+        lines = []
     if not lines:
-        return None
+        # twin submit writes its batch script before sbatch and records the job only once sbatch took it
+        scripts = sorted((run_dir / "slurm").glob("*.sbatch")) if (run_dir / "slurm").is_dir() else []
+        return ("", NOT_SUBMITTED) if scripts else None
     job = lines[-2] if len(lines) >= 2 else lines[-1]
     if shutil.which("squeue") is None:
         return job, "unknown"
