@@ -74,3 +74,45 @@ def test_a_forecast_keeps_each_qois_name():
         model.destroy()
     assert fc.long_names == {"mean": "mean of x", "energy": "mean energy x^2/2"}
     assert fc.values["energy"].shape == (3, 2) and np.all(np.isfinite(fc.values["energy"]))
+
+
+def _coupled_posterior():
+    """A coupled posterior as the structure demo's: an atmosphere the analysis does not perturb (its members differ
+    by rounding: depth 100 m, east wind 19 m/s, north wind 1e-3 m/s) and a mast whose members differ for real."""
+    import xarray as xr
+
+    rng = np.random.default_rng(1)
+    members, times = 16, 5
+    shape = (members, times, 4, 6)
+    rounding = 1e-9 * rng.standard_normal(shape)
+    atm = ("member", "time", "atm_y", "atm_x")
+    mast = ("member", "time", "mast_y", "mast_x")
+    return xr.Dataset({
+        "atm_h": (atm, 100.0 + rng.normal(0, 1.0, shape[2:]) + rounding),
+        "atm_u": (atm, 19.0 * np.sin(np.arange(24).reshape(4, 6)) + rounding),
+        "atm_v": (atm, 1e-3 * np.cos(np.arange(24).reshape(4, 6)) + rounding),
+        "mast_u": (mast, 5e-4 + 1e-5 * rng.standard_normal((members, times, 3, 2))),
+    }, coords={"time": np.arange(times, dtype=float)})
+
+
+def test_members_that_agree_to_rounding_are_drawn_as_no_spread(tmp_path):
+    """The structure demo's atmosphere fans were bands of 1e-10 m/s on axes offset by 1e2, its horizon spread an
+    image of rounding noise: where the members differ by at most 1e-8 of the largest value on their grid, the chart
+    says "no spread"; the mast, whose members differ by 2 % of its values, keeps its band."""
+    from twin.report.figures import ROUND_OFF, _agree, fan_panel, grid_scales, round_off
+
+    ds = _coupled_posterior()
+    data = RunData(name="r", directory=None, posterior=ds)
+    scales = grid_scales(ds, list(ds.data_vars))
+    assert scales["atm_v"] == scales["atm_h"] > 100.0  # the north wind rounds like the depth it is computed with
+    assert scales["mast_u"] < 1e-3
+    series = {sr.title: sr for sr in fan_series(data, time_axis(data))}
+    assert {t: _agree(sr) for t, sr in series.items()} == {
+        "domain mean of atm_h": True, "domain mean of atm_u": True, "domain mean of atm_v": True,
+        "domain mean of mast_u": False}
+    # the threshold is relative: the same spread next to values of 1e-3 alone is no rounding
+    assert not round_off(1e-9 * np.ones(3), 1e-3) and round_off(1e-9 * np.ones(3), 1.0)
+    assert round_off(np.array([0.0, ROUND_OFF]), 1.0) and not round_off(np.array([2 * ROUND_OFF]), 1.0)
+    assert not round_off(np.ones(2), None)
+    panel = fan_panel(data, tmp_path)
+    assert panel.image is not None and panel.image.is_file()

@@ -13,6 +13,7 @@ a PNG file, or ``None`` with the reason the panel was skipped (its data are abse
 * the decision and its comparison (``decision.json``);
 * the forecast fields over the decision's horizon (``horizon.nc``): ensemble mean at each lead time and spread at the
   horizon, one row per grid (a coupled model's components each on their own coordinates), one colour scale per row;
+  a spread (or a fan) that is rounding alone (:data:`ROUND_OFF`) is said to be none rather than drawn;
 * guardrail flags (``flags.jsonl`` and the ``flag_*`` diagnostics);
 * what changed since the last update: parameters and QoIs, mean and spread, between the last two cycles;
 * after the decision, the panels of the installed kinds (:meth:`twin.core.kinds.TwinKind.report_panels`), each
@@ -37,6 +38,43 @@ from twin.report.data import RunData  # noqa: E402
 from twin.report.panel import Panel, html_table, save_figure  # noqa: E402
 
 LEVELS = (0.05, 0.5, 0.95)
+#: members whose values differ by at most this fraction of a field's largest magnitude agree to the rounding of the
+#: model's arithmetic (double precision through many steps: 1e-12 to 1e-9): a part of a coupled state that the
+#: analysis does not perturb, say. Their "spread" is drawn as "no spread", not as an image of rounding noise on an
+#: axis scaled to 1e-10.
+ROUND_OFF = 1e-8
+
+
+def round_off(spread, scale: float | None) -> bool:
+    """Whether ``spread`` (an ensemble's standard deviation or quantile band, any shape) is rounding alone next to
+    values of magnitude ``scale`` (:data:`ROUND_OFF`); ``False`` without a positive scale."""
+    if scale is None or not np.isfinite(scale) or scale <= 0:
+        return False
+    width = np.asarray(spread, dtype=float)
+    return bool(np.all(~np.isfinite(width) | (np.abs(width) <= ROUND_OFF * scale)))
+
+
+def grid_scales(ds, variables: list[str]) -> dict[str, float]:
+    """The :func:`round_off` scale of each of ``variables`` of ``ds``: the largest magnitude of any variable on its
+    grid (the same dimensions), as the rounding of a component's arithmetic is that of its largest values (a
+    shallow-water north wind of 1e-3 m/s next to an east wind of 19 m/s and a depth of 100 m rounds at 1e-9)."""
+    largest: dict[tuple, float] = {}
+    for v in variables:
+        values = np.abs(np.asarray(ds[v].values, dtype=float))
+        top = float(np.nanmax(values)) if values.size and np.isfinite(values).any() else 0.0
+        key = tuple(d for d in ds[v].dims if d not in ("member", "time"))
+        largest[key] = max(largest.get(key, 0.0), top)
+    return {v: largest[tuple(d for d in ds[v].dims if d not in ("member", "time"))] for v in variables}
+
+
+def _no_spread(ax, spread, units: str) -> None:
+    """Say in ``ax`` that the members agree to rounding, with the largest difference."""
+    largest = float(np.nanmax(np.abs(np.asarray(spread, dtype=float)))) if np.size(spread) else 0.0
+    ax.text(0.5, 0.5, f"no spread:\nthe members agree\nto rounding\n(largest {largest:.1e}"
+            + (f" {units}" if units and units != "1" else "") + ")", ha="center", va="center", fontsize=8,
+            transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def _units(ds, var: str) -> str:
@@ -321,6 +359,9 @@ class FanSeries(NamedTuple):
     xlabel: str | None = None
     #: a decision's forecast fan (its quantiles, not members)
     decision: bool = False
+    #: the largest magnitude on the grid of the field the series summarises (:func:`grid_scales`), for
+    #: :func:`round_off`
+    scale: float | None = None
 
 
 def fan_series(data: RunData, axis) -> list[FanSeries]:
@@ -330,6 +371,7 @@ def fan_series(data: RunData, axis) -> list[FanSeries]:
     series = []
     if data.posterior is not None:
         t = axis.from_netcdf(data.posterior)
+        scales = grid_scales(data.posterior, data.state_variables())
         for var in data.state_variables():
             if data.concatenated(var):
                 continue
@@ -338,7 +380,8 @@ def fan_series(data: RunData, axis) -> list[FanSeries]:
             tr = data.truth_of(var)
             if tr is not None:
                 truth = tr.reshape(tr.shape[0], -1).mean(axis=1)
-            series.append(FanSeries(f"domain mean of {var}", t, m, truth, _value_label(_units(data.posterior, var))))
+            series.append(FanSeries(f"domain mean of {var}", t, m, truth, _value_label(_units(data.posterior, var)),
+                                    scale=scales[var]))
     if data.parameters:
         cycles = sorted(data.parameters)
         times = [data.parameter_times[c] for c in cycles]
@@ -365,6 +408,12 @@ def fan_series(data: RunData, axis) -> list[FanSeries]:
     return [sr for sr in series if _spans(sr.t)]
 
 
+def _agree(sr: FanSeries) -> bool:
+    """Whether the members of ``sr`` agree to rounding over all its times (:func:`round_off`)."""
+    q = np.nanquantile(sr.samples, (LEVELS[0], LEVELS[2]), axis=0)
+    return round_off(q[1] - q[0], sr.scale)
+
+
 def fan_panel(data: RunData, out: Path) -> Panel:
     title = "QoI fan charts (5 / 50 / 95 %)"
     from twin.report.timeaxis import time_axis
@@ -381,6 +430,13 @@ def fan_panel(data: RunData, out: Path) -> Panel:
         if sr.decision:
             ax.fill_between(sr.t, sr.samples[0], sr.samples[2], color="C3", alpha=0.25, label="5-95 %")
             ax.plot(sr.t, sr.samples[1], color="C3", label="median")
+        elif sr.samples.shape[0] > 1 and _agree(sr):
+            # the members agree to rounding: their median, on an axis that does not magnify the rounding
+            ax.plot(sr.t, np.nanmedian(sr.samples, axis=0), color="C0", label="posterior (no spread)")
+            ax.ticklabel_format(axis="y", useOffset=False)
+            mid = float(np.nanmedian(sr.samples))
+            half = max(1e-3 * abs(mid), 1e-3 * sr.scale)
+            ax.set_ylim(mid - half, mid + half)
         elif sr.samples.shape[0] > 1:
             _fan(ax, sr.t, sr.samples, "posterior", "C0")
         else:
@@ -468,6 +524,7 @@ def horizon_panel(data: RunData, out: Path) -> Panel:
     table = html_table(["field", "units", f"mean at {leads[-1]}", "min", "max", "mean spread", "max spread"], rows)
     # one row per grid, the first field of each: its mean at every lead time and its spread at the horizon
     shown = [g[0] for g in _groups(ds, means)]
+    scales = grid_scales(ds, means)
     spatial = [[d for d in ds[v].dims if d != "time"] for v in shown]
     if any(len(d) not in (1, 2) for d in spatial):
         return Panel(title, note="fields of more than two dimensions: the numbers are in the table", table=table)
@@ -509,8 +566,11 @@ def horizon_panel(data: RunData, out: Path) -> Panel:
                 ax.tick_params(labelleft=False)
         fig.colorbar(im, ax=list(axes[row, :nt]), shrink=0.8, label=f"{name} [{units}]")
         ax = axes[row, nt]
-        im = ax.imshow(spread[-1], origin="lower", cmap="magma", extent=extent, vmin=0, aspect=_aspect(extent))
         ax.set_title(f"{name} spread {leads[-1]}", fontsize=9)
+        if round_off(spread[-1], scales[v]):
+            _no_spread(ax, spread[-1], units)
+            continue
+        im = ax.imshow(spread[-1], origin="lower", cmap="magma", extent=extent, vmin=0, aspect=_aspect(extent))
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelleft=False)
         fig.colorbar(im, ax=ax, shrink=0.8, label=f"[{units}]")
