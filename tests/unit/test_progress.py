@@ -128,3 +128,41 @@ def test_counts_of_a_small_campaign(tmp_path, monkeypatch):
     assert beat["state"] == "finished"
     assert {k: beat["progress"][k] for k in ("steps", "done", "total")} == {"steps": "cycles", "done": 3, "total": 3}
     assert beat["progress"]["experiment"] == sorted(p.name for p in (tmp_path / "run" / "experiments").iterdir())[-1]
+
+
+def _mpiexec_twin_run(tmp_path: Path, under_terminal: bool) -> str:
+    """``mpiexec -n 2 twin run`` of a small campaign, its output to a file, or to a pseudo-terminal (``script``)."""
+    import os
+    import shutil
+    import subprocess
+
+    from campaign_case import l96_campaign
+
+    (tmp_path / "c.yaml").write_text(l96_campaign("tty", cycles=3, extra="resources: {type: local, ranks: 2}\n"))
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    command = f"mpiexec -n 2 {sys.executable} -m twin.cli run c.yaml -o out"
+    if under_terminal:
+        if shutil.which("script") is None:
+            pytest.skip("util-linux 'script' (a pseudo-terminal) is not installed")
+        out = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=tmp_path, env=env, capture_output=True,
+                             timeout=240)
+        assert out.returncode == 0, out.stdout.decode(errors="replace")[-2000:]
+        return out.stdout.decode(errors="replace")
+    with open(tmp_path / "run.log", "wb") as log:
+        done = subprocess.run(command.split(), cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=240)
+    text = (tmp_path / "run.log").read_text(errors="replace")
+    assert done.returncode == 0, text[-2000:]
+    return text
+
+
+def test_mpiexec_output_to_a_file_has_no_display_codes(tmp_path):
+    """Open MPI gives each rank a pseudo-terminal as standard output even when mpiexec writes to a file: the display's
+    escape codes filled the log (475 lines of them in a demo's). A file gets plain lines; a terminal the display."""
+    for sub in ("file", "tty"):
+        (tmp_path / sub).mkdir()
+    text = _mpiexec_twin_run(tmp_path / "file", under_terminal=False)
+    assert "\x1b[" not in text and "done: outputs in" in text, text[-2000:]
+    shown = _mpiexec_twin_run(tmp_path / "tty", under_terminal=True)
+    assert "\x1b[" in shown and "campaign tty" in shown, shown[-2000:]

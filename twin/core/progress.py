@@ -7,8 +7,8 @@ ES-MDA iterations or 4D-Var windows of one experiment) becomes its second level 
 
 Where it shows:
 
-* an interactive terminal (standard output is a TTY), not ``--quiet``: a rich progress display on rank 0; log lines
-  are printed above it (the terminal log handler writes through the display's console while it is shown);
+* an interactive terminal (standard output is a TTY, and under ``mpiexec`` the launcher's standard output too), not
+  ``--quiet``: a rich progress display on rank 0; log lines are printed above it (the terminal log handler writes through the display's console while it is shown);
 * otherwise (batch jobs, CI, pipes): no display, and at most one plain log line per cycle (at most every
   ``log_every`` seconds, and at the last), which ``--quiet`` silences with the rest of the INFO lines;
 * other ranks: nothing.
@@ -111,11 +111,33 @@ def terminal_quiet() -> bool:
 
 
 def interactive_terminal() -> bool:
-    """A progress display shows only on an interactive terminal (standard output a TTY) without ``--quiet``."""
+    """A progress display shows only on an interactive terminal (standard output a TTY, and under ``mpiexec`` the
+    launcher's too: :func:`launcher_output_is_terminal`) without ``--quiet``."""
     try:
-        return sys.stdout.isatty() and not terminal_quiet()
+        tty = sys.stdout.isatty()
     except (AttributeError, ValueError):  # a closed or replaced stdout
         return False
+    return tty and launcher_output_is_terminal() is not False and not terminal_quiet()
+
+
+def launcher_output_is_terminal() -> bool | None:
+    """Under Open MPI's ``mpiexec``, whether the launcher's own standard output is a terminal; ``None`` outside it
+    or where that cannot be seen.
+
+    Open MPI gives every rank a pseudo-terminal as standard output, whether ``mpiexec``'s output is a terminal or a
+    file (``mpiexec -n 2 twin run ... > run.log``): the rank's ``isatty`` cannot tell, and the progress display's
+    escape codes went into the file, hundreds of lines of them. A local rank is a child of ``mpiexec``, whose
+    standard output ``/proc`` shows (Linux); a rank started by a remote daemon sees the daemon's, not a terminal, and
+    shows no display, as a batch job's."""
+    import os
+
+    if "OMPI_COMM_WORLD_SIZE" not in os.environ:
+        return None
+    try:
+        target = os.readlink(f"/proc/{os.getppid()}/fd/1")
+    except OSError:
+        return None
+    return target.startswith(("/dev/pts/", "/dev/tty"))
 
 
 class _Display:
