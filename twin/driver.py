@@ -102,7 +102,7 @@ def build_model(loaded: LoadedCampaign, comm):
         raise ConfigError(f"{loaded.path}: models: {len(cfg.models)} components ({', '.join(cfg.models)}) need a "
                           f"'coupling' section saying how they exchange fields")
     name, mcfg = next(iter(cfg.models.items()))
-    return create_model(name, mcfg, comm)
+    return create_model(name, mcfg, comm, getattr(cfg, "limits", None))
 
 
 def run_campaign(loaded: LoadedCampaign, comm, run_dir: str | None = None, verbose: bool = False,

@@ -77,3 +77,41 @@ assimilation:
     assert "Traceback" not in out.stderr
     line = next(ln for ln in out.stderr.splitlines() if ln.startswith("error: experiment toy"))
     assert "BMI model 'toy decay' (test_bmi:ToyBmi) returned 1 non-finite values of 'z'" in line, out.stderr
+
+
+def test_a_bmi_grid_beyond_the_limits_is_refused_before_its_ensemble(tmp_path):
+    """A BMI model without ``shape`` sets its grid in its own configuration file: the section cannot say its size when
+    the campaign is validated, so the grid it built is held to ``limits.grid_cells`` before twin allocates an
+    ensemble of its states (it was not bounded at all); within the limit the same campaign runs."""
+    (tmp_path / "toy.json").write_text(json.dumps({"shape": [30, 40]}))
+    text = f"""\
+schema_version: 1
+campaign: {{name: toy, seed: 1}}
+models:
+  toy:
+    type: bmi
+    bmi_class: test_bmi:ToyBmi
+    config_file: {tmp_path / 'toy.json'}
+    state: [z]
+    time_step: {{value: 1, units: s}}
+timeline: {{start: 0, end: 10, units: s}}
+assimilation:
+  method: etkf
+  N: 4
+  seed: 2
+  schedule: {{every: 2, cycles: 2}}
+  observations: [{{type: all_points, component: 0, error_std: 0.1}}]
+limits: {{grid_cells: LIMIT}}
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "unit"), os.environ.get("PYTHONPATH",
+                                                                                                   "")]))
+    for limit, code in ((1000, 1), (1200, 0)):
+        campaign = tmp_path / f"toy{limit}.yaml"
+        campaign.write_text(text.replace("LIMIT", str(limit)))
+        out = _twin("run", str(campaign), "-o", str(tmp_path / f"run{limit}"), "-q", env=env)
+        assert out.returncode == code, out.stdout + out.stderr
+        assert "Traceback" not in out.stderr
+        if code:
+            line = next(ln for ln in out.stderr.splitlines() if ln.startswith("error: experiment toy"))
+            assert "model 'toy': its grid as built has 1200 cells, more than the limit of 1000 per model" in line
+            assert "raise limits.grid_cells" in line, line

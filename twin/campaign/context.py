@@ -130,7 +130,7 @@ def build_model(cfg, comm):
             coupled.destroy()
             raise
     name, mcfg = component(cfg)
-    return create_model(name, mcfg, comm)
+    return create_model(name, mcfg, comm, getattr(cfg, "limits", None))
 
 
 def schedule(cfg, model):

@@ -50,7 +50,7 @@ def build_coupled(loaded, comm, name: str = "coupled") -> CoupledModel:
     try:
         for c in coupling.components:
             mcfg = cfg.models[c]
-            built[c] = create_model(c, mcfg, comm)
+            built[c] = create_model(c, mcfg, comm, getattr(cfg, "limits", None))
         return CoupledModel(name, comm, built, coupling)
     except BaseException:
         for model in built.values():

@@ -25,12 +25,17 @@ def model_types() -> dict[str, type]:
     return {name: mt.model() for name, mt in kinds.model_types().items()}
 
 
-def create_model(name: str, config, comm):
+def create_model(name: str, config, comm, limits=None):
     """Build the model named ``name`` from its typed configuration section on ``comm``.
 
     The model's ``from_config`` puts the section's ``solver:`` options into the PETSc options database under the
     prefix ``<name>_`` before it builds its solvers; its own defaults then fill only what neither the user nor the
     command line set (:func:`twin.core.petsc.set_default_options`), so the order never matters.
+
+    The grid the model built is then held to the campaign's ``limits`` (:class:`twin.config.limits.LimitsConfig`;
+    its defaults when ``None``), as its section's size was when the campaign was validated: a section that cannot
+    say its size before the model is built (a BMI model without ``shape``, whose grid its own configuration file
+    sets) is bounded here, before any ensemble of its states is allocated (:func:`check_built_size`).
     """
     types = kinds.model_types()
     mt = types.get(config.type)
@@ -40,4 +45,33 @@ def create_model(name: str, config, comm):
     if getattr(cls, "type_name", None) != config.type:
         raise ConfigError(f"model type {config.type!r}: its class {cls.__qualname__} answers to "
                           f"{getattr(cls, 'type_name', None)!r}; decorate it with register_model({config.type!r})")
-    return cls.from_config(name, config, comm)
+    model = cls.from_config(name, config, comm)
+    try:
+        check_built_size(name, model, limits)
+    except BaseException:
+        model.destroy()
+        raise
+    return model
+
+
+def check_built_size(name: str, model, limits=None) -> None:
+    """:class:`ModelError` when the grid of the built ``model`` exceeds ``limits.grid_cells``, or
+    ``limits.grid_cells_per_rank`` on the ranks of its communicator."""
+    from twin.config.limits import LimitsConfig
+    from twin.core.errors import ModelError
+
+    grid = getattr(model, "grid", None)
+    if grid is None:
+        return
+    limits = limits if limits is not None else LimitsConfig()
+    cells, ranks = int(grid.size), int(model.comm.Get_size())
+    if cells > limits.grid_cells:
+        raise ModelError(name, f"its grid as built has {cells} cells, more than the limit of {limits.grid_cells} "
+                               f"per model (limits.grid_cells; one state takes {cells * grid.dof * 8 / 1e9:.3g} GB "
+                               "and an ensemble as many times over): if you mean it, raise limits.grid_cells in the "
+                               "campaign file")
+    if cells > limits.grid_cells_per_rank * ranks:
+        raise ModelError(name, f"its grid as built has {cells} cells on {ranks} rank(s), more than the limit of "
+                               f"{limits.grid_cells_per_rank} per rank (limits.grid_cells_per_rank): run it on at "
+                               f"least {-(-cells // limits.grid_cells_per_rank)} ranks, or raise the limit if you "
+                               "mean it")
