@@ -41,8 +41,9 @@ def _reading_units(cfg, net) -> SimpleNamespace | None:
         meta = section.metadata()
     except NotImplementedError:
         return None
-    # a coupled model keeps its first component's clock (twin.coupling.coupled.CoupledModel.time_units)
-    clock = next(iter(cfg.models.values())) if getattr(cfg, "coupling", None) is not None else section
+    # a coupled model keeps the clock of the first of coupling.components (twin.coupling.coupled.CoupledModel)
+    coupling = getattr(cfg, "coupling", None)
+    clock = cfg.models.get(coupling.components[0], section) if coupling is not None else section
     return SimpleNamespace(time_units=getattr(clock, "time_units", "s"), length_units=meta.length_units)
 
 
