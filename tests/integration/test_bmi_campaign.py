@@ -36,23 +36,11 @@ def _read(path: Path, *names):
         return [ds[n].values for n in names]
 
 
-def test_etkf_on_landlab_through_its_bmi(tmp_path):
-    out = _twin("run", "examples/bmi-landlab/campaign.yaml", "-o", str(tmp_path / "run"), "-q")
-    assert out.returncode == 0, out.stdout + out.stderr
-    exp = tmp_path / "run" / "experiments" / "bmi_hillslope"
-    rmse, rmse_a = _read(exp / "diagnostics.nc", "rmse", "rmse_a")
-    (free,) = _read(exp / "free_run.nc", "rmse_free")
-    assert float(rmse_a) == pytest.approx(RMSE_LANDLAB, rel=0.02)
-    # the analysis is below the observation error (0.1 m) and below the run without data
-    assert rmse[-1] < 0.1 and rmse[-1] < 0.9 * free[-1], (rmse, free)
-    (z,) = _read(exp / "posterior.nc", "topographic__elevation")
-    assert z.shape[-2:] == (8, 10) and np.all(np.isfinite(z))  # the BMI grid's rows and columns
-
-
-def test_a_bmi_model_returning_nan_fails_its_experiment_naming_the_model(tmp_path):
-    (tmp_path / "toy.json").write_text(json.dumps({"shape": [3, 4], "nan_after": 3.5}))
-    campaign = tmp_path / "toy.yaml"
-    campaign.write_text(f"""\
+def _toy_campaign(tmp_path: Path, shape, extra: str = "", **toy) -> str:
+    """A 4-member ETKF campaign on the toy BMI model of tests/unit/test_bmi.py (its configuration file ``toy.json``:
+    the grid's ``shape`` and the other ``toy`` settings), with ``extra`` YAML appended."""
+    (tmp_path / "toy.json").write_text(json.dumps({"shape": shape, **toy}))
+    return f"""\
 schema_version: 1
 campaign: {{name: toy, seed: 1}}
 models:
@@ -69,10 +57,32 @@ assimilation:
   seed: 2
   schedule: {{every: 2, cycles: 4}}
   observations: [{{type: all_points, component: 0, error_std: 0.1}}]
-""")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "unit"), os.environ.get("PYTHONPATH",
-                                                                                                   "")]))
-    out = _twin("run", str(campaign), "-o", str(tmp_path / "run"), "-q", env=env)
+""" + extra
+
+
+def _toy_env() -> dict:
+    """The environment in which the toy BMI model's module (tests/unit/test_bmi.py) imports."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "unit"), os.environ.get("PYTHONPATH",
+                                                                                                    "")]))
+
+
+def test_etkf_on_landlab_through_its_bmi(tmp_path):
+    out = _twin("run", "examples/bmi-landlab/campaign.yaml", "-o", str(tmp_path / "run"), "-q")
+    assert out.returncode == 0, out.stdout + out.stderr
+    exp = tmp_path / "run" / "experiments" / "bmi_hillslope"
+    rmse, rmse_a = _read(exp / "diagnostics.nc", "rmse", "rmse_a")
+    (free,) = _read(exp / "free_run.nc", "rmse_free")
+    assert float(rmse_a) == pytest.approx(RMSE_LANDLAB, rel=0.02)
+    # the analysis is below the observation error (0.1 m) and below the run without data
+    assert rmse[-1] < 0.1 and rmse[-1] < 0.9 * free[-1], (rmse, free)
+    (z,) = _read(exp / "posterior.nc", "topographic__elevation")
+    assert z.shape[-2:] == (8, 10) and np.all(np.isfinite(z))  # the BMI grid's rows and columns
+
+
+def test_a_bmi_model_returning_nan_fails_its_experiment_naming_the_model(tmp_path):
+    campaign = tmp_path / "toy.yaml"
+    campaign.write_text(_toy_campaign(tmp_path, [3, 4], nan_after=3.5))
+    out = _twin("run", str(campaign), "-o", str(tmp_path / "run"), "-q", env=_toy_env())
     assert out.returncode == 1, out.stdout + out.stderr
     assert "Traceback" not in out.stderr
     line = next(ln for ln in out.stderr.splitlines() if ln.startswith("error: experiment toy"))
@@ -83,28 +93,8 @@ def test_a_bmi_grid_beyond_the_limits_is_refused_before_its_ensemble(tmp_path):
     """A BMI model without ``shape`` sets its grid in its own configuration file: the section cannot say its size when
     the campaign is validated, so the grid it built is held to ``limits.grid_cells`` before twin allocates an
     ensemble of its states (it was not bounded at all); within the limit the same campaign runs."""
-    (tmp_path / "toy.json").write_text(json.dumps({"shape": [30, 40]}))
-    text = f"""\
-schema_version: 1
-campaign: {{name: toy, seed: 1}}
-models:
-  toy:
-    type: bmi
-    bmi_class: test_bmi:ToyBmi
-    config_file: {tmp_path / 'toy.json'}
-    state: [z]
-    time_step: {{value: 1, units: s}}
-timeline: {{start: 0, end: 10, units: s}}
-assimilation:
-  method: etkf
-  N: 4
-  seed: 2
-  schedule: {{every: 2, cycles: 2}}
-  observations: [{{type: all_points, component: 0, error_std: 0.1}}]
-limits: {{grid_cells: LIMIT}}
-"""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "unit"), os.environ.get("PYTHONPATH",
-                                                                                                   "")]))
+    text = _toy_campaign(tmp_path, [30, 40], "limits: {grid_cells: LIMIT}\n").replace("cycles: 4", "cycles: 2")
+    env = _toy_env()
     for limit, code in ((1000, 1), (1200, 0)):
         campaign = tmp_path / f"toy{limit}.yaml"
         campaign.write_text(text.replace("LIMIT", str(limit)))

@@ -102,8 +102,8 @@ NEEDS_ACTION = ("failed", "damaged", "interrupted")
 #: the "state" of a batch script ``twin submit`` wrote but ``sbatch`` did not accept (no job was recorded)
 NOT_SUBMITTED = "not submitted"
 #: Slurm job states of a job that will not start the driver any more
-_ENDED = (NOT_SUBMITTED, "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-          "TIMEOUT", "")
+_ENDED = (NOT_SUBMITTED, "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+          "PREEMPTED", "TIMEOUT", "")
 
 
 @dataclass

@@ -45,17 +45,25 @@ def _coupled(cfg) -> bool:
     return getattr(cfg, "coupling", None) is not None
 
 
-def _check_network(i: int, net, cfg, metas) -> Problems:
-    where = ("assimilation", "observations", i)
+def observed_model(cfg, net) -> str | None:
+    """The name of the model the network ``net`` observes: its ``model``, else the model 4D-Var names, else the
+    campaign's only model (not coupled); ``None`` when the campaign does not say (:func:`check_models` refuses it).
+    The name may be no model of the campaign (refused too)."""
     target = getattr(net, "model", None)
     if target is None and getattr(cfg.assimilation, "method", None) == "4dvar":
         target = cfg.assimilation.model  # 4D-Var observes the model it names
-    if target is None:
-        if _coupled(cfg) or len(cfg.models) != 1:
-            return [((*where, "model"), f"the campaign has {len(cfg.models)} models ({', '.join(cfg.models)}): name "
-                                        "the one this network observes with 'model:'")]
+    if target is None and not _coupled(cfg) and len(cfg.models) == 1:
         target = next(iter(cfg.models))
-    elif target not in cfg.models:
+    return target
+
+
+def _check_network(i: int, net, cfg, metas) -> Problems:
+    where = ("assimilation", "observations", i)
+    target = observed_model(cfg, net)
+    if target is None:
+        return [((*where, "model"), f"the campaign has {len(cfg.models)} models ({', '.join(cfg.models)}): name "
+                                    "the one this network observes with 'model:'")]
+    if target not in cfg.models:
         return [((*where, "model"), f"{short(target)} is not a model of the campaign; its models are "
                                     f"{sorted(cfg.models)}")]
     meta = metas.get(target)

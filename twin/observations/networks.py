@@ -239,8 +239,8 @@ def _file_series(spec, whole, i: int, name: str, components, cycle_edges, start,
     """The :class:`~twin.observations.file_network.FileSeries` (with ``cycle_edges``) or
     :class:`~twin.observations.file_network.TimedSeries` (with ``clock``) of a ``file`` network or a kind's network
     read from files: its ``file`` and then its ``deliveries`` read as one table
-    (:func:`twin.observations.files.read_network_file`); ``parts`` of the result name each file with its SHA-256 and its rows in that table, ``dropped`` the values each
-    file's reader counted missing (:func:`file_records`).
+    (:func:`twin.observations.files.read_network_file`); ``parts`` of the result name each file with its SHA-256 and
+    its rows in that table, ``dropped`` the values each file's reader counted missing (:func:`file_records`).
 
     On a coupled model (``components``) the network names its component (``model:``, refused as for synthetic
     networks, :func:`_build_on`): the files are read, checked and placed in the cycles on that component (its

@@ -28,13 +28,9 @@ def _reading_units(cfg, net) -> SimpleNamespace | None:
     """The time and length units a file of ``net`` is read in (as :func:`twin.observations.networks.reading_model`
     gives them: the observed model's length units, the campaign clock's time units), or ``None`` when the network's
     model cannot describe itself before it is built (checked then)."""
-    target = getattr(net, "model", None)
-    if target is None:
-        target = getattr(cfg.assimilation, "model", None) if getattr(cfg.assimilation, "method", None) == "4dvar" \
-            else None
-    if target is None:
-        target = next(iter(cfg.models))
-    section = cfg.models.get(target)
+    from twin.config.deep import observed_model
+
+    section = cfg.models.get(observed_model(cfg, net))
     if section is None:
         return None
     try:

@@ -58,13 +58,13 @@ def grid_scales(ds, variables: list[str]) -> dict[str, float]:
     """The :func:`round_off` scale of each of ``variables`` of ``ds``: the largest magnitude of any variable on its
     grid (the same dimensions), as the rounding of a component's arithmetic is that of its largest values (a
     shallow-water north wind of 1e-3 m/s next to an east wind of 19 m/s and a depth of 100 m rounds at 1e-9)."""
+    grid = {v: tuple(d for d in ds[v].dims if d not in ("member", "time")) for v in variables}
     largest: dict[tuple, float] = {}
     for v in variables:
         values = np.abs(np.asarray(ds[v].values, dtype=float))
         top = float(np.nanmax(values)) if values.size and np.isfinite(values).any() else 0.0
-        key = tuple(d for d in ds[v].dims if d not in ("member", "time"))
-        largest[key] = max(largest.get(key, 0.0), top)
-    return {v: largest[tuple(d for d in ds[v].dims if d not in ("member", "time"))] for v in variables}
+        largest[grid[v]] = max(largest.get(grid[v], 0.0), top)
+    return {v: largest[grid[v]] for v in variables}
 
 
 def _no_spread(ax, spread, units: str) -> None:
