@@ -107,11 +107,34 @@ class _Killer(threading.Thread):
                 if len(running) == 1 and len(workers) == 2:
                     victim = running[0] if self.busy else next(p for p in workers if p != running[0])
                     log = next(x for x in workers[victim] if "/worker_" in x and x.endswith(".log"))
-                    if self.busy or _waiting(log):
-                        os.kill(victim, signal.SIGKILL)
-                        self.killed = (victim, time.time())
+                    if (self.busy or _waiting(log)) and self._kill_if_still(victim, log):
                         return
             time.sleep(0.003)
+
+    def _kill_if_still(self, victim: int, log: str) -> bool:
+        """SIGKILL ``victim`` if it is still what was seen: stopped first (SIGSTOP), so that a task of a few
+        milliseconds cannot end between the look and the kill (the worker then died idle, another test's case);
+        resumed (SIGCONT) when it is not."""
+        os.kill(victim, signal.SIGSTOP)
+        for _ in range(200):  # until the kernel says it is stopped
+            if _state(victim) in ("T", "t", ""):
+                break
+            time.sleep(0.001)
+        still = (_open_files(victim) & set(self.task_logs)) if self.busy else _waiting(log)
+        if not still:
+            os.kill(victim, signal.SIGCONT)
+            return False
+        os.kill(victim, signal.SIGKILL)
+        self.killed = (victim, time.time())
+        return True
+
+
+def _state(pid: int) -> str:
+    """The process state letter of ``pid`` (``/proc/<pid>/stat``), ``""`` when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def _run_with_kill(tmp_path, tasks: list[str], busy: bool, retries: int):
