@@ -147,7 +147,8 @@ def cmd_run(args, petsc_options: list[str]) -> int:
             if workflow:
                 from twin.driver import run_directory  # imports neither MPI nor PETSc
 
-                result = run_workflow(loaded, run_directory(loaded, args.output))
+                result = run_workflow(loaded, run_directory(loaded, args.output), verbose=args.verbose,
+                                      petsc_options=petsc_options)
         except RunBusy as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BUSY

@@ -26,6 +26,7 @@ from twin.core.calendar import cf_time_units
 from twin.core.errors import ConfigError
 from twin.core.interval import Interval
 from twin.core.log import get_logger, setup_logging
+from twin.core.petsc import unread_options
 from twin.core.progress import progress
 from twin.core.units import convert
 
@@ -145,9 +146,13 @@ def _run_in(loaded: LoadedCampaign, comm, out: Path, verbose: bool, quiet: bool)
         from twin.campaign.online import run_online, unfinished
 
         dirs = run_online(loaded, comm, out, verbose=verbose, quiet=quiet)
-        return RunResult(out, sorted(p for p in out.rglob("*.nc")) + [out / "twin.log"],
-                         unfinished=unfinished(dirs))
-    return _forecast(loaded, comm, out, prov)
+        result = RunResult(out, sorted(p for p in out.rglob("*.nc")) + [out / "twin.log"],
+                           unfinished=unfinished(dirs))
+    else:
+        result = _forecast(loaded, comm, out, prov)
+    for line in unread_options():  # a misspelt PETSc option changes nothing, silently, unless told
+        log.warning(line)  # the line as the template: the repeat filter counts each option apart
+    return result
 
 
 def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:

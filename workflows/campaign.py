@@ -57,7 +57,7 @@ from twin.campaign.experiments import experiments_section, prepare_experiments
 from twin.campaign.heartbeat import process_record, stop_left_behind, sweep_on_resume, write_heartbeat
 from twin.campaign.status import damaged_outputs, mark_done, promised_outputs, set_aside_outputs, status
 from twin.campaign.task import TaskFailed, run_in_worker
-from twin.core.errors import WorkflowError
+from twin.core.errors import ConfigError, WorkflowError
 from twin.core.log import get_logger, setup_logging
 from twin.core.progress import Progress
 from workflows.executors import (
@@ -221,7 +221,7 @@ class CampaignWorkflow:
     """Drives the DAGs of all experiments of a campaign on a loaded Parsl configuration."""
 
     def __init__(self, run_dir: Path, dirs: list[Path], policy, resources, launcher: Launcher,
-                 scans: dict[Path, dict], children=None):
+                 scans: dict[Path, dict], children=None, petsc_options: list[str] | None = None):
         import parsl
 
         self.run_dir = run_dir
@@ -230,6 +230,8 @@ class CampaignWorkflow:
         self.policy = policy
         self.resources = resources
         self.launcher = launcher
+        #: PETSc options of the command line, after ``--`` in every task's words (twin.campaign.task)
+        self.petsc_tail = ["--", *petsc_options] if petsc_options else []
         self.logs = run_dir / "runinfo" / "tasks"
         self.app = parsl.bash_app(_task)
         # one-rank tasks of a warm launcher run in the workers themselves (twin.campaign.task.run_in_worker)
@@ -301,11 +303,11 @@ class CampaignWorkflow:
         base = self.logs / e.name / tag
         base.parent.mkdir(parents=True, exist_ok=True)
         if self.launcher.in_worker(ranks):
-            fut = self.warm_app([step, str(e.dir), *[str(a) for a in args]], str(base) + ".err",
+            fut = self.warm_app([step, str(e.dir), *[str(a) for a in args], *self.petsc_tail], str(base) + ".err",
                                 self.launcher.private, walltime=self.policy.task_timeout,
                                 registry=str(self.pool.registry.path))
         else:
-            cmd = self.launcher.command(ranks, [step, e.dir, *args],
+            cmd = self.launcher.command(ranks, [step, e.dir, *args, *self.petsc_tail],
                                         registry=None if self.pool is None else str(self.pool.registry.path))
             # launcher parsl-mpi: the whole nodes Parsl's MPI mode gives the task (none for the other launchers)
             fut = self.app(cmd, stdout=str(base) + ".out", stderr=str(base) + ".err",
@@ -402,7 +404,7 @@ class CampaignWorkflow:
             if e.stage not in ("done", "failed"):
                 self._start_stage(e)
         if self.pool is not None:  # behind the first steps, which do not wait for them
-            self.pool.warm_up([e.dir for e in self.exps if e.stage not in ("done", "failed")][:1])
+            self.pool.warm_up([e.dir for e in self.exps if e.stage not in ("done", "failed")][:1], self.petsc_tail[1:])
         bar = Progress("campaign tasks", self.total_tasks, interactive=interactive, log_every=5.0)
         last_beat = 0.0
         try:
@@ -467,8 +469,20 @@ def _task(command: str, stdout=None, stderr=None, walltime=None, parsl_resource_
     return command
 
 
+def _warn_unread_options(dirs: list[Path]) -> None:
+    """The tasks' lines about PETSc options that no solver read (:func:`twin.campaign.task._judge_options`), each
+    once per run."""
+    seen: list[str] = []
+    for d in dirs:
+        for rec in layout.read_task_log(d):
+            if rec.get("task") == "petsc-options":
+                seen += [str(x) for x in rec.get("lines", ()) if str(x) not in seen]
+    for line in seen:
+        log.warning(line)  # the line as the template: the repeat filter counts each option apart
+
+
 def run_workflow(loaded, run_dir, *, experiments=None, address: str | None = None, verbose: bool = False,
-                 interactive: bool | None = None) -> WorkflowResult:
+                 interactive: bool | None = None, petsc_options: list[str] | None = None) -> WorkflowResult:
     """Run (or resume) the campaign ``loaded`` as a Parsl workflow in ``run_dir``.
 
     Parameters
@@ -482,6 +496,10 @@ def run_workflow(loaded, run_dir, *, experiments=None, address: str | None = Non
         Address Slurm workers connect back to (default: this host's name).
     verbose : bool
         Debug logging.
+    petsc_options : list of str, optional
+        PETSc options of the command line (``-l96_ts_type rk``): every task gets them, as every rank does online
+        (they win over the YAML's ``solver:`` options there too). Checked here first, without PETSc, by the rules
+        a campaign file's are (:func:`twin.config.solver_options.command_line_problems`).
 
     Returns
     -------
@@ -494,11 +512,17 @@ def run_workflow(loaded, run_dir, *, experiments=None, address: str | None = Non
     """
     from twin.io.atomic import private_umask
 
+    from twin.config.solver_options import command_line_problems
+
+    petsc_options = [str(o) for o in petsc_options or []]
+    problems = command_line_problems(petsc_options)
+    if problems:
+        raise ConfigError(problems)
     with private_umask(loaded.config.campaign.sensitive):
-        return _run_workflow(loaded, run_dir, experiments, address, verbose, interactive)
+        return _run_workflow(loaded, run_dir, experiments, address, verbose, interactive, petsc_options)
 
 
-def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive) -> WorkflowResult:
+def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive, petsc_options) -> WorkflowResult:
     import contextlib
 
     from twin.campaign.rundir import guard
@@ -506,10 +530,10 @@ def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive) -
     with contextlib.ExitStack() as stack:
         # the campaign's own run directory, and this driver's alone while it runs
         run_dir = guard(stack, Path(run_dir).resolve(), loaded)
-        return _run_guarded(loaded, run_dir, experiments, address, verbose, interactive)
+        return _run_guarded(loaded, run_dir, experiments, address, verbose, interactive, petsc_options)
 
 
-def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interactive) -> WorkflowResult:
+def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interactive, petsc_options) -> WorkflowResult:
     import parsl
 
     t0 = time.perf_counter()
@@ -542,7 +566,10 @@ def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interacti
                 return [process_record(pid, group) for pid, group in started_processes(dfk)]
 
             write_heartbeat(run_dir, children=children())
-            wf = CampaignWorkflow(run_dir, dirs, policy, cfg.resources, launcher, scanning.results(), children)
+            wf = CampaignWorkflow(run_dir, dirs, policy, cfg.resources, launcher, scanning.results(), children,
+                                  petsc_options)
+            if petsc_options:
+                log.info("PETSc options of the command line, given to every task: %s", " ".join(petsc_options))
             wf.run(interactive)
             state = "finished"
         except _Signalled:
@@ -553,6 +580,7 @@ def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interacti
             dfk.cleanup()
             parsl.clear()
             write_heartbeat(run_dir, state)
+    _warn_unread_options(dirs)
     # the steps verified what they wrote and the scans what was there (twin status verifies in full, in a process
     # of its own that starts PETSc: 1.5 s)
     st = status(run_dir, verify=False)

@@ -103,10 +103,12 @@ class WarmPool:
         #: the watch reads /proc (Linux); elsewhere a worker that dies idle leaves the run waiting, as before
         self.watching = Path("/proc/self/stat").exists()
 
-    def warm_up(self, exp_dirs: list[Path]) -> None:
-        """Submit one warm-up task per worker for the experiments ``exp_dirs``."""
+    def warm_up(self, exp_dirs: list[Path], petsc_options: list[str] | None = None) -> None:
+        """Submit one warm-up task per worker for the experiments ``exp_dirs`` (PETSc initialised with the command
+        line's ``petsc_options``, as the run's steps are)."""
         dirs = [str(d) for d in exp_dirs]
-        self.futures = [self.app(dirs, str(self.registry.path)) for _ in range(self.workers)]
+        opts = list(petsc_options or [])
+        self.futures = [self.app(dirs, str(self.registry.path), opts) for _ in range(self.workers)]
 
     def _find_managers(self) -> None:
         """The pool managers of this run, by their command line (a look at every process: once a second at most)."""

@@ -96,3 +96,25 @@ def test_a_model_without_a_batched_forecast_returns_none():
         assert m.advance_ensemble(np.zeros((2, 8)), [{}, {}], 0.0, 0.1) is None
     finally:
         m.destroy()
+
+
+@pytest.mark.parametrize("solver", [{"ts_rk_type": "3"}, {"ts_type": "euler"}])
+def test_a_user_integrator_turns_the_batched_forecast_off(solver):
+    """PETSc options that make the TS other than the fixed-step RK4 the batched forecast repeats (as YAML
+    ``solver:`` or the command line gives them): no batched forecast, so a one-rank campaign runs the user's
+    integrator as a two-rank one does, and its numbers are not RK4's."""
+    from twin.core.petsc import clear_options, set_options
+
+    x = _attractor(1)[0]
+    ref = Lorenz96("l96rk4", MPI.COMM_SELF, n=40, dt=DT)
+    set_options("l96user_", solver)
+    m = Lorenz96("l96user", MPI.COMM_SELF, n=40, dt=DT)
+    try:
+        assert ref.advance_ensemble(x[None, :], [{}], 0.0, 1.0) is not None
+        assert m.advance_ensemble(x[None, :], [{}], 0.0, 1.0) is None
+        # the TS the campaign then runs is the user's: not RK4's numbers (third order: 1e-7 apart over 20 steps)
+        assert np.abs(_ts(m, x, 8.0, 0.0, 1.0) - _ts(ref, x, 8.0, 0.0, 1.0)).max() > 1e-8
+    finally:
+        m.destroy()
+        ref.destroy()
+        clear_options("l96user_")

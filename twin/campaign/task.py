@@ -7,6 +7,9 @@
     python -m twin.campaign.task finalize EXP_DIR
     python -m twin.campaign.task scan     EXP_DIR          # JSON: what is complete and verified (for resume)
 
+PETSc options follow a ``--`` (``forecast EXP_DIR --cycle 1 --member 0 -- -l96_ts_type rk``): the ones typed after
+the campaign file of ``twin run FILE --workflow``, which every task of the run gets, as every rank does online.
+
 This is the only place where a workflow task meets MPI and PETSc: the Parsl process builds the command line and
 never imports mpi4py or petsc4py. The task runs on ``MPI.COMM_WORLD`` of its own launch (the ranks the launcher gave
 it). Exit status: 0 done (or already done), 3 the model failed (a SolverError or ModelError: the member diverged), 2
@@ -73,6 +76,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def split_petsc(argv: list) -> tuple[list[str], list[str]]:
+    """A task's own words and the PETSc options after its ``--`` (module docstring)."""
+    words = [str(a) for a in argv]
+    if "--" not in words:
+        return words, []
+    i = words.index("--")
+    return words[:i], words[i + 1:]
+
+
 def scan(exp_dir: Path) -> dict:
     """What is complete and verified in an experiment directory (serial): the latest good checkpoint, the verified
     member forecasts of the cycle that follows it, and whether the outputs exist."""
@@ -133,6 +145,26 @@ def _step(args, comm, s=None) -> None:
             fin.finalize(args.exp_dir, comm, s)
 
 
+#: Experiments whose PETSc options this process has judged (:func:`_judge_options`).
+_JUDGED: set[Path] = set()
+
+
+def _judge_options(args) -> None:
+    """After this process's first member forecast of an experiment (its solvers set up): the PETSc options the user
+    gave that no solver read (:func:`twin.core.petsc.unread_options`) go into the experiment's task log, from which
+    the workflow driver warns once per run, as online mode does at its end."""
+    from twin.campaign import layout
+    from twin.core.petsc import unread_options
+
+    key = Path(args.exp_dir).resolve()
+    if args.step != "forecast" or key in _JUDGED:
+        return
+    _JUDGED.add(key)
+    lines = unread_options()
+    if lines:
+        layout.log_task(args.exp_dir, {"task": "petsc-options", "outcome": "unread", "lines": lines})
+
+
 def _failure(exc: BaseException) -> tuple[int, str]:
     """Exit status and stderr line of a step that raised ``exc`` (twin errors only; others are unexpected)."""
     from twin.core.errors import ModelError, SolverError, TwinError
@@ -144,10 +176,10 @@ def _failure(exc: BaseException) -> tuple[int, str]:
     return EXIT_UNEXPECTED, f"{type(exc).__name__}: {exc}"
 
 
-def run(args) -> int:
+def run(args, petsc_options: list[str] | None = None) -> int:
     from twin.core.petsc import init_petsc
 
-    init_petsc([])
+    init_petsc(petsc_options or [])
     from mpi4py import MPI
 
     from twin.core.errors import TwinError
@@ -162,6 +194,8 @@ def run(args) -> int:
             return 0
         _check(args)
         _step(args, comm)
+        if comm.Get_rank() == 0:
+            _judge_options(args)
     except TwinError as exc:
         code, line = _failure(exc)
         print(line, file=sys.stderr, flush=True)
@@ -248,10 +282,11 @@ class WorkerRegistry:
         return out
 
 
-def warm_up(exp_dirs: list, registry: str | None = None) -> int:
+def warm_up(exp_dirs: list, registry: str | None = None, petsc_options: list | None = None) -> int:
     """Make this Parsl worker warm before its first step: PETSc and MPI initialised, :data:`WARM_MODULES` imported,
     the ``Setup`` and model of the experiments ``exp_dirs`` built (at most as many as the worker keeps), recorded
-    in ``registry`` as a :class:`WorkerRegistry` does for a step. Nearly free in a worker that is warm already.
+    in ``registry`` as a :class:`WorkerRegistry` does for a step, PETSc with the run's ``petsc_options`` (the
+    command line's; a step that comes first does the same). Nearly free in a worker that is warm already.
 
     Returns the worker's process id. A setup that fails is left for the step that needs it to report (the warm-up
     only saves time).
@@ -264,7 +299,7 @@ def warm_up(exp_dirs: list, registry: str | None = None) -> int:
     if reg is not None:
         reg.mark(WorkerRegistry.BUSY)
     try:
-        init_petsc([])
+        init_petsc([str(o) for o in petsc_options or []])
         from mpi4py import MPI
 
         for name in WARM_MODULES:
@@ -287,7 +322,9 @@ def run_in_worker(argv: list, log_path: str | None = None, private: bool = False
     Parameters
     ----------
     argv : list
-        The task's arguments (``forecast EXP_DIR --cycle K --member M`` ...); only :data:`WORKER_STEPS`.
+        The task's arguments (``forecast EXP_DIR --cycle K --member M`` ...); only :data:`WORKER_STEPS`. PETSc
+        options after ``--`` initialise PETSc when this is the worker's first call (every call of a run has the
+        same).
     log_path : str, optional
         The task's log (what the process's stderr would hold): its log records and, on failure, the line that says
         why.
@@ -323,12 +360,13 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
     import time
 
     t0 = time.perf_counter()
-    args = _parser().parse_args([str(a) for a in argv])
+    words, petsc_options = split_petsc(argv)
+    args = _parser().parse_args(words)
     if args.step not in WORKER_STEPS:
         raise TaskFailed(EXIT_TWIN_ERROR, f"error: step {args.step!r} does not run in a worker")
     from twin.core.petsc import init_petsc
 
-    init_petsc([])
+    init_petsc(petsc_options)
     from mpi4py import MPI
 
     logger = logging.getLogger("twin")
@@ -344,6 +382,7 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
         _check(args)
         s = _WARM.get(args.exp_dir, MPI.COMM_SELF)
         _step(args, MPI.COMM_SELF, s)
+        _judge_options(args)
         if args.step == "finalize":
             _WARM.drop(args.exp_dir)  # the experiment is finished: nothing of it is needed again
     except Exception as exc:  # every failure becomes the exit status a task process would give
@@ -367,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     from twin.core.launcher import bind_to_launcher
 
     bind_to_launcher()
-    return run(_parser().parse_args(argv))
+    words, petsc_options = split_petsc(sys.argv[1:] if argv is None else argv)
+    return run(_parser().parse_args(words), petsc_options)
 
 
 if __name__ == "__main__":

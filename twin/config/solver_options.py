@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from twin.config.petsc_types import TYPES
+from twin.core.errors import ConfigProblem
 from twin.core.petsc import TYPE_OPTIONS, number_problem, option_kind
 
 #: longest list of known names quoted in a message (characters)
@@ -50,6 +51,37 @@ def option_problem(key: str, value: Any) -> str | None:
     return (f"unknown {what} {shown!r}" + (f"; did you mean {close[0]!r}?" if close else "")
             + f" (PETSc knows: {listed}; a type from a plugin library is not known here: give it on the command "
               "line instead)")
+
+
+def command_line_problems(tokens: list[str]) -> list[ConfigProblem]:
+    """What is wrong with the numbers among PETSc options typed on a command line (``-l96_ksp_rtol abc``), found
+    without PETSc: the workflow driver's check before any task starts (online, :func:`twin.core.petsc.check_options`
+    asks PETSc itself when a model sets its options). Type names are left to the tasks, where PETSc also knows the
+    types a plugin library registers."""
+    out = []
+    i = 0
+    while i < len(tokens):
+        word = tokens[i]
+        i += 1
+        if not word.startswith("-") or len(word) < 2 or _is_number(word):
+            continue
+        value = None
+        if i < len(tokens) and (not tokens[i].startswith("-") or _is_number(tokens[i])):
+            value, i = tokens[i], i + 1
+        kind = option_kind(word.lstrip("-"))
+        reason = number_problem(kind, value) if kind in ("real", "int") else None
+        if reason is not None:
+            out.append(ConfigProblem("", None, None, "", f"PETSc option {word}{'' if value is None else ' ' + value} "
+                                                         f"on the command line {reason}; change or drop it"))
+    return out
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def _what(kind: str) -> str:

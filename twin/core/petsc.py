@@ -31,6 +31,15 @@ _COMMAND_LINE: set[str] = set()
 _INSERTED: "OrderedDict[str, set[str]]" = OrderedDict()
 #: Of those, the ones that hold a model's default (:func:`set_default_options`), which a user's option replaces.
 _DEFAULTED: set[str] = set()
+#: The user's options (the YAML's ``solver:`` sections through :func:`set_options`) ever put into the database, with
+#: their prefix, and the options a solver had read when :func:`clear_options` removed them (:func:`unread_options`).
+_GIVEN: dict[str, str] = {}
+_READ: set[str] = set()
+#: every prefix options were put under, and those of the solvers set up through :func:`set_from_options`
+_PREFIXES: set[str] = set()
+_SET_UP: set[str] = set()
+#: libpetsc's ``PetscOptionsUsed`` through ctypes (:func:`_was_read`), once looked up; ``False`` when not found
+_USED_FN: Any = None
 #: PETSc 3.18 holds at most 512 options; beyond this many inserted ones, the oldest prefixes' options are removed.
 _KEEP = 256
 
@@ -71,12 +80,14 @@ def set_options(prefix: str, options: Mapping[str, Any]) -> None:
     opts = PETSc.Options()
     names = _INSERTED.setdefault(prefix, set())
     _INSERTED.move_to_end(prefix)
+    _PREFIXES.add(prefix)
     for key, value in options.items():
         name = f"{prefix}{key.lstrip('-')}"
         if name in _COMMAND_LINE:
             continue
         names.add(name)
         _DEFAULTED.discard(name)
+        _GIVEN.setdefault(name, prefix)
         opts.setValue(name, _text(value))
     _bound(prefix)
     check_options(prefix)
@@ -94,6 +105,7 @@ def set_default_options(prefix: str, defaults: Mapping[str, Any]) -> None:
     opts = PETSc.Options()
     names = _INSERTED.setdefault(prefix, set())
     _INSERTED.move_to_end(prefix)
+    _PREFIXES.add(prefix)
     for key, value in defaults.items():
         name = f"{prefix}{key.lstrip('-')}"
         if name in _COMMAND_LINE or (name in names and name not in _DEFAULTED):
@@ -147,8 +159,78 @@ def clear_options(prefix: str) -> None:
 
     opts = PETSc.Options()
     for name in _INSERTED.pop(prefix, ()):
+        if name not in _READ and _was_read(name):
+            _READ.add(name)
         opts.delValue(name)
         _DEFAULTED.discard(name)
+
+
+def _was_read(name: str) -> bool:
+    """Whether a solver (any ``PetscOptionsGet...``) has read the option ``name`` (no dash) of the database.
+
+    Through ``ctypes``: petsc4py 3.18 binds no ``PetscOptionsUsed``; the PETSc extension module's handle finds the
+    symbol in the libpetsc it was linked with. ``True`` when it cannot be asked (no warning rather than a false one).
+    """
+    import ctypes
+
+    from petsc4py import PETSc
+
+    global _USED_FN
+    if _USED_FN is None:
+        try:
+            fn = ctypes.CDLL(PETSc.__file__).PetscOptionsUsed
+        except (OSError, AttributeError):
+            _USED_FN = False
+            return True
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+        fn.restype = ctypes.c_int
+        _USED_FN = fn
+    if _USED_FN is False:
+        return True
+    used = ctypes.c_int(0)  # PetscBool, a C enum
+    return bool(_USED_FN(None, name.encode(), ctypes.byref(used)) != 0 or used.value)
+
+
+def unread_options() -> list[str]:
+    """One line for each PETSc option the user gave (on the command line, or in a component's ``solver:`` section)
+    that no solver of this process read although the solvers it would configure were set up: misspelt
+    (``-heat_ksp_rtoll``), for a solver the component does not use (``-heat_ksp_gmres_restart`` with CG), or under
+    a prefix no component has (``-ksp_rtol``: every component's solvers read ``<component>_`` options) once
+    any solver was set up. An option of a component that set up no solver here (a finished run resumed, a step of
+    another kind) is not judged. PETSc itself says this only at exit with ``-options_left``, listing too the model
+    defaults an explicit TS never reads. Options PETSc reads when it starts (``-log_view`` ...) count as read."""
+    from petsc4py import PETSc
+
+    held = PETSc.Options().getAll()
+    read = sorted(_READ | {n for n in held if _was_read(n)})
+    components = _PREFIXES | set(_GIVEN.values())
+    out = []
+    for name in sorted(_COMMAND_LINE | set(_GIVEN)):
+        if name in _STARTUP_OPTIONS or name in _READ or (name in held and _was_read(name)):
+            continue
+        mine = [p for p in _SET_UP if p and name.startswith(p)]
+        if mine:
+            why = f"the solvers of component '{max(mine, key=len)[:-1]}' did not read it"
+        elif any(p and name.startswith(p) for p in components) or not _SET_UP:
+            continue  # its component set up no solver in this process: not judged
+        else:
+            prefixes = ", ".join(sorted(p for p in _SET_UP if p))
+            why = f"no solver has its prefix (twin's read -<component>_ options: {prefixes or 'none here'})"
+        close = difflib.get_close_matches(name, [k for k in read if k != name], n=1, cutoff=0.8)
+        origin = "on the command line" if name in _COMMAND_LINE else f"in models.{_GIVEN[name][:-1]}.solver"
+        out.append(f"PETSc option -{name} {origin} changed nothing: {why}; "
+                   + (f"did you mean -{close[0]}? " if close else "")
+                   + "check its spelling and that the component uses the solver it configures")
+    return out
+
+
+#: options PETSc reads at PetscInitialize/PetscFinalize, never marked read by a solver
+_STARTUP_OPTIONS = frozenset({"log_view", "log_summary", "log_trace", "options_left", "malloc_debug",
+                              "malloc_dump", "malloc_view", "memory_view", "info", "help", "version",
+                              "on_error_abort", "no_signal_handler", "fp_trap", "check_pointer_intensity",
+                              "options_view", "log_all", "history", "objects_dump", "start_in_debugger",
+                              "on_error_attach_debugger", "debugger_ranks", "stop_for_debugger", "skip_petscrc",
+                              "options_file", "options_monitor"})
 
 
 def reason_name(cls: Any, code: int) -> str:
@@ -321,6 +403,7 @@ def set_from_options(obj: Any, component: str | None = None) -> None:
     """
     from petsc4py import PETSc
 
+    _SET_UP.add(obj.getOptionsPrefix() or "")
     try:
         obj.setFromOptions()
     except PETSc.Error as exc:

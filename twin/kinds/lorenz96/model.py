@@ -394,8 +394,13 @@ class Lorenz96(Model):
     def advance_ensemble(self, states: np.ndarray, parameters: Sequence[Mapping[str, Any]], t0: float,
                          t1: float) -> np.ndarray:
         """All members at once with :func:`rk4_ensemble` (bitwise :meth:`advance`'s numbers; module docstring),
-        each with its own ``F`` when it carries one. Rows that blew up are non-finite (no error raised here)."""
+        each with its own ``F`` when it carries one. Rows that blew up are non-finite (no error raised here).
+        ``None`` (no batched forecast: every member through :meth:`advance`) when PETSc options made the TS other
+        than the fixed-step RK4 that :func:`rk4_ensemble` repeats (``-l96_ts_rk_type 3``, ``solver: {ts_type:
+        euler}``): the user's integrator, whichever the layout."""
         self.fixed_steps(t0, t1)  # the window's check and message, as advance gives them
+        if not self._ts_is_rk4():
+            return None
         x = np.asarray(states, dtype=float)
         if x.ndim != 2 or x.shape[1] != self.n or len(parameters) != x.shape[0]:
             raise ModelError(self.name, f"advance_ensemble needs states of shape (members, {self.n}) and one "
@@ -403,6 +408,16 @@ class Lorenz96(Model):
         forcing = np.array([float(p.get("F", self.forcing)) for p in parameters])
         with np.errstate(over="ignore", invalid="ignore"):
             return rk4_ensemble(x.T, forcing, self.dt, t0, t1).T
+
+    def _ts_is_rk4(self) -> bool:
+        """Whether the TS :meth:`advance` runs is, after the options, the classical RK4 without step adaptivity."""
+        if self._ts is None:
+            self._ts = self._make_ts(save_trajectory=False)
+        ts = self._ts
+        if ts.getType() != PETSc.TS.Type.RK or ts.getRKType() != PETSc.TS.RKType.RK4:
+            return False  # (the step is the model's dt whatever -ts_dt says: run_fixed sets it for every window)
+        # petsc4py 3.18 has no TSGetAdapt: the option the TS read (the default set in __init__ unless replaced)
+        return PETSc.Options().getString(f"{self.options_prefix}ts_adapt_type", "none") == "none"
 
     def batched_forecast(self) -> BatchedForecast:
         """The vectorised NumPy ensemble forecast with this model's ``dt`` and ``F`` (see the module docstring)."""

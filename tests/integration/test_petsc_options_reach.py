@@ -1,0 +1,110 @@
+"""PETSc options reach the solvers the user meant, in every mode, and the ones that reach none are said.
+
+* ``twin run FILE --workflow -l96_ts_rk_type 3``: every task gets the command line's PETSc options (warm workers and
+  tasks under ``mpiexec``), so the workflow's analysis is online mode's with the same options, bit for bit, and not
+  the one without them (before, the workflow dropped them silently).
+* A one-rank Lorenz-96 campaign whose options change its integrator runs that integrator, not the batched RK4.
+* An option no solver read (misspelt, for a solver the component does not use, or with no component's prefix) is
+  one WARNING line naming it, its origin and the likely intended option, online at the end of the run and once per
+  workflow run; options that were read give none.
+* Numbers that are none are refused before the workflow starts Parsl (exit 2, one line)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from campaign_case import arrays, assert_same, l96_campaign
+
+from twin.campaign import layout
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1", PYTHONPATH=str(ROOT))
+TWIN = [sys.executable, "-m", "twin.cli"]
+
+pytestmark = pytest.mark.timeout(400)
+
+
+def _twin(args, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*TWIN, *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300,
+                          stdin=subprocess.DEVNULL)
+
+
+def _campaign(tmp_path: Path, launcher: str) -> Path:
+    path = tmp_path / f"{launcher}.yaml"
+    # online runs checkpoint every cycle as the workflow does, so that every checkpoint is compared
+    path.write_text(l96_campaign("l96opts", N=3, cycles=2, extra=f"resources: {{type: local, ranks: 1, workers: 2, "
+                                                                f"launcher: {launcher}}}\n"
+                                                                "outputs: {checkpoint_every: 1}\n"))
+    return path
+
+
+def _warnings(run_dir: Path) -> list[str]:
+    return [ln for ln in (run_dir / "twin.log").read_text().splitlines() if " WARNING " in ln]
+
+
+@pytest.mark.parametrize("launcher", ["worker", "mpiexec"])
+def test_the_workflow_gives_every_task_the_command_lines_petsc_options(tmp_path, launcher):
+    path = _campaign(tmp_path, launcher)
+    rk3 = ["-l96_ts_rk_type", "3", "-l96_ts_rk_typ", "3"]  # the second misspelt
+    out = _twin(["run", path.name, "--workflow", "-o", "wf", *rk3], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    # the misspelt option, read by no solver, said once for the run; the RK type, read, not at all
+    unread = [ln for ln in _warnings(tmp_path / "wf") if "PETSc option" in ln]
+    assert len(unread) == 1, unread
+    assert "PETSc option -l96_ts_rk_typ on the command line changed nothing: the solvers of component 'l96' did " \
+           "not read it; did you mean -l96_ts_rk_type?" in unread[0], unread[0]
+
+    # online mode (one worker) through the same command, with and without the options
+    online = tmp_path / "online.yaml"
+    online.write_text(path.read_text().replace("workers: 2", "workers: 1"))
+    for run_dir, opts in (("online-rk3", rk3), ("online-rk4", [])):
+        out = _twin(["run", online.name, "-o", run_dir, "-q", *opts], cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+    wf = arrays(layout.experiment_dir(tmp_path / "wf", "l96opts"))
+    assert_same(wf, arrays(layout.experiment_dir(tmp_path / "online-rk3", "l96opts")))
+    rk4 = arrays(layout.experiment_dir(tmp_path / "online-rk4", "l96opts"))
+    # RK3 instead of RK4 over 2 steps of 0.05 per cycle: the analysis moves by far more than round-off
+    assert np.abs(wf["cycle2:state"] - rk4["cycle2:state"]).max() > 1e-6
+
+
+def test_online_options_no_solver_read_are_one_warning_each(tmp_path):
+    text = (ROOT / "configs" / "quickstart.yaml").read_text()
+    for old, new in (("shape: [64, 64]", "shape: [8, 8]"), ("end: 50.0", "end: 2.0"),
+                     ("output_every: 10.0", "output_every: 1.0"), ("ranks: 2", "ranks: 1")):
+        assert old in text, old
+        text = text.replace(old, new)
+    (tmp_path / "small.yaml").write_text(text)
+    solver = "solver: {ts_type: beuler, ksp_type: cg, pc_type: jacobi, ksp_rtol: 1.0e-10}"
+    (tmp_path / "typo.yaml").write_text(text.replace(solver, solver[:-1] + ", ksp_max_itt: 30}"))
+    out = _twin(["run", "typo.yaml", "-o", "out", "-heat_ksp_rtoll", "1e-3", "-heta_ksp_rtol", "1e-4",
+                 "-heat_ksp_atol", "1e-12"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [ln for ln in out.stderr.splitlines() if "PETSc option" in ln]
+    assert len(lines) == 3, out.stderr
+    assert "-heat_ksp_max_itt in models.heat.solver changed nothing: the solvers of component 'heat' did not read " \
+           "it" in lines[0]
+    assert "-heat_ksp_rtoll on the command line changed nothing" in lines[1] and "did you mean -heat_ksp_rtol?" \
+        in lines[1]
+    assert "-heta_ksp_rtol on the command line changed nothing: no solver has its prefix (twin's read " \
+           "-<component>_ options: heat_)" in lines[2] and "did you mean -heat_ksp_rtol?" in lines[2]
+    assert _warnings(tmp_path / "out") == [ln for ln in out.stderr.splitlines() if " WARNING " in ln]
+
+    # options the solvers read, in the file and on the command line: no word about them
+    out = _twin(["run", "small.yaml", "-o", "good", "-heat_ksp_atol", "1e-12", "-heat_ksp_monitor"], cwd=tmp_path)
+    assert out.returncode == 0 and "PETSc option" not in out.stderr, out.stderr[-3000:]
+    assert "KSP Residual norm" in out.stdout
+
+
+def test_a_number_that_is_none_stops_the_workflow_before_it_starts(tmp_path):
+    path = _campaign(tmp_path, "worker")
+    out = _twin(["run", path.name, "--workflow", "-o", "wf", "-l96_ts_max_steps", "1.5"], cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip() == "error: PETSc option -l96_ts_max_steps 1.5 on the command line needs a whole number " \
+                                 "(e.g. 100; PETSc reads no decimal point or exponent here), got '1.5'; change or drop it"
+    assert not (tmp_path / "wf").exists()
