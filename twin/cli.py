@@ -181,7 +181,7 @@ def cmd_run(args, petsc_options: list[str]) -> int:
     except TwinError as exc:
         if comm.Get_rank() == 0:
             _errors(exc)
-        return 2
+        return int(getattr(exc, "exit_status", 2))  # 2 bad input; 1 out of memory (twin.core.errors.OutOfMemory)
     except OSError as exc:  # the file system refused the run directory itself (full, read-only, permissions)
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}: the run directory cannot be written; fix that and run the same "
@@ -313,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted (Ctrl-C): every file written so far is complete; run the same command again to resume",
               file=sys.stderr)
         return 130
+    except MemoryError as exc:  # NumPy's allocations; a model's building says which model (twin.models.registry)
+        print(f"error: out of memory ({str(exc) or 'an allocation failed'}): this run needs more memory than the "
+              "process could get; run it on more ranks or nodes, or make grids or ensembles smaller; every file "
+              "written so far is complete, and the same command resumes", file=sys.stderr)
+        return EXIT_UNFINISHED
 
 
 def _main(argv: list[str] | None = None) -> int:

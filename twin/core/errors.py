@@ -71,6 +71,13 @@ class ModelError(TwinError):
         super().__init__(f"model '{component}': {message}")
 
 
+class OutOfMemory(ModelError):
+    """A model could not get the memory it needs (NumPy's or PETSc's allocation failed): not bad input, so the
+    command exits with ``exit_status`` 1 (the run did not finish), not 2."""
+
+    exit_status = 1
+
+
 class SolverError(TwinError):
     """A PETSc solve failed: names the component, the simulated time and PETSc's converged reason."""
 

@@ -391,6 +391,13 @@ def petsc_reason(exc: BaseException) -> str:
     return text
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether the PETSc error ``exc`` is a failed allocation: code ``PETSC_ERR_MEM`` (55), or, as petsc4py 3.18
+    reports one from deep in a set-up (its code then a line number), a traceback through PETSc's malloc."""
+    text = str(exc)
+    return getattr(exc, "ierr", None) == 55 or "PetscMallocA" in text or "Out of memory" in text
+
+
 def set_from_options(obj: Any, component: str | None = None) -> None:
     """``obj.setFromOptions()`` for a PETSc solver (TS, SNES, KSP, PC, TAO), with a PETSc error while applying the
     options as one line naming the component (``component``, else the object's options prefix) and PETSc's reason.

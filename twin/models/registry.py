@@ -45,13 +45,34 @@ def create_model(name: str, config, comm, limits=None):
     if getattr(cls, "type_name", None) != config.type:
         raise ConfigError(f"model type {config.type!r}: its class {cls.__qualname__} answers to "
                           f"{getattr(cls, 'type_name', None)!r}; decorate it with register_model({config.type!r})")
-    model = cls.from_config(name, config, comm)
+    model = _build(cls, name, config, comm)
     try:
         check_built_size(name, model, limits)
     except BaseException:
         model.destroy()
         raise
     return model
+
+
+def _build(cls, name: str, config, comm):
+    """``cls.from_config``, with memory the process could not get (NumPy's or PETSc's allocation) as
+    :class:`~twin.core.errors.OutOfMemory` naming the component, its grid and the ranks, instead of an allocation
+    traceback."""
+    from petsc4py import PETSc
+
+    from twin.core.errors import OutOfMemory
+    from twin.core.petsc import is_out_of_memory
+
+    try:
+        return cls.from_config(name, config, comm)
+    except (MemoryError, PETSc.Error) as exc:
+        if not isinstance(exc, MemoryError) and not is_out_of_memory(exc):
+            raise
+        shape = getattr(getattr(config, "grid", None), "shape", None)
+        grid = f"its grid {' x '.join(map(str, shape))}" if shape else "it"
+        what = str(exc) if isinstance(exc, MemoryError) else "PETSc could not allocate"
+        raise OutOfMemory(name, f"out of memory while building {grid} on {comm.Get_size()} rank(s) ({what}): run it "
+                                "on more ranks or nodes, or make the grid smaller") from None
 
 
 def check_built_size(name: str, model, limits=None) -> None:
