@@ -2,7 +2,8 @@
 ``info``, ``check-model``, ``new-model``.
 
 PETSc options follow the campaign file (``twin run c.yaml -heat_ts_type cn -log_view``); they are handed to
-PETSc before any solver exists, and win over the options in the YAML.
+PETSc before any solver exists (in a workflow, to every task), and win over the options in the YAML. ``twin submit
+c.yaml -heat_ts_type cn`` writes them into the batch script's command, by the same rules with ``submit``'s options.
 
 How ``twin run`` tells its own options from PETSc's (PETSc options begin with one ``-`` and are words, so argparse's
 short-option rules would read ``-options_left`` as ``-o ptions_left`` and refuse ``-vec_type`` as a bad ``-v``):
@@ -38,6 +39,9 @@ EXIT_BUSY = 3
 #: twin's (see the module docstring)
 RUN_OPTIONS = {"-o": True, "--output": True, "-v": False, "--verbose": False, "-q": False, "--quiet": False,
                "--workflow": False, "--allow-outside": True, "-h": False, "--help": False}
+#: ``twin submit``'s, by the same rules: its PETSc options go into the batch script, to every task of the job
+SUBMIT_OPTIONS = {"-o": True, "--output": True, "--mode": True, "--dry-run": False, "--allow-outside": True,
+                  "-h": False, "--help": False}
 
 _ALLOW_HELP = ("allow run directories below DIR besides the working directory (repeatable; also "
                "$TWIN_OUTPUT_ROOT)")
@@ -235,8 +239,9 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _split_run(words: list[str]) -> tuple[list[str], list[str]]:
-    """twin's words and PETSc's among the words after ``twin run`` (rules in the module docstring).
+def _split_run(words: list[str], options: dict[str, bool] = RUN_OPTIONS) -> tuple[list[str], list[str]]:
+    """twin's words and PETSc's among the words after ``twin run`` (or ``twin submit``, with its ``options``; rules
+    in the module docstring).
 
     Raises
     ------
@@ -253,9 +258,9 @@ def _split_run(words: list[str]) -> tuple[list[str], list[str]]:
             petsc += words[i + 1:]
             break
         name = word.split("=", 1)[0] if word.startswith("--") else word
-        if name in RUN_OPTIONS:
+        if name in options:
             ours.append(word)
-            if RUN_OPTIONS[name] and "=" not in word and i + 1 < len(words):
+            if options[name] and "=" not in word and i + 1 < len(words):
                 ours.append(words[i + 1])
                 i += 1
         elif word.startswith("-") and len(word) > 1 and word != "--":
@@ -324,12 +329,12 @@ def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     petsc: list[str] = []
-    if argv[:1] == ["run"]:
+    if argv[:1] in (["run"], ["submit"]):
         try:
-            ours, petsc = _split_run(argv[1:])
+            ours, petsc = _split_run(argv[1:], RUN_OPTIONS if argv[0] == "run" else SUBMIT_OPTIONS)
         except ValueError as exc:
             parser.error(str(exc))
-        argv = ["run", *ours]
+        argv = [argv[0], *ours]
     args = parser.parse_args(argv)
     bad = [a for a in petsc if a.startswith("--")]
     if bad:
@@ -360,7 +365,7 @@ def _main(argv: list[str] | None = None) -> int:
         if args.command in ("submit", "status"):
             from twin.cli_campaign import cmd_status, cmd_submit
 
-            return cmd_submit(args) if args.command == "submit" else cmd_status(args)
+            return cmd_submit(args, petsc) if args.command == "submit" else cmd_status(args)
         return cmd_info(args)
 
 

@@ -69,8 +69,11 @@ def run_workflow(loaded, run_dir, **kwargs):
 # -- parsers ---------------------------------------------------------------------------------------------------------
 def add_submit_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="submit a campaign to Slurm (batch script from jobscripts/ + sbatch)",
+                       usage="twin submit [-o DIR] [--mode driver|single|array] [--dry-run] [--allow-outside DIR] "
+                             "FILE [PETSc options]",
                        description="Render a batch script for a campaign with resources.type slurm and submit it "
-                                   "with sbatch. Submitting again on the same run directory resumes.")
+                                   "with sbatch. Submitting again on the same run directory resumes. PETSc options "
+                                   "after the file go into the script, to every task of the job.")
     p.add_argument("file", metavar="FILE")
     p.add_argument("-o", "--output", metavar="DIR", help="run directory (default: outputs.directory of the file)")
     p.add_argument("--mode", choices=("driver", "single", "array"), default="driver",
@@ -209,13 +212,17 @@ def cmd_status(args) -> int:
     return st.exit_status
 
 
-def cmd_submit(args) -> int:
+def cmd_submit(args, petsc_options: list[str] | None = None) -> int:
     from twin.campaign.experiments import all_experiments, check_observation_files, prepare_experiments
     from twin.config.loader import load_campaign
+    from twin.config.solver_options import command_line_problems
     from twin.core.errors import ConfigError, TwinError
     from workflows.jobscripts import render
 
     try:
+        problems = command_line_problems(list(petsc_options or []))
+        if problems:
+            raise ConfigError(problems)
         loaded = load_campaign(args.file)
         cfg = loaded.config
         if cfg.resources.type != "slurm":
@@ -238,7 +245,7 @@ def cmd_submit(args) -> int:
         script = render(args.mode.replace("driver", "campaign_driver").replace("single", "single_run").replace(
                             "array", "experiment_array"), cfg.resources, job_name=f"twin-{cfg.campaign.name}",
                         campaign_file=loaded.path, run_dir=run_dir, workdir=Path.cwd().resolve(), log_dir=log_dir,
-                        experiment_names=names)
+                        experiment_names=names, petsc_options=petsc_options)
     except TwinError as exc:
         return print_errors(exc)
     path = log_dir / f"{args.mode}.sbatch"

@@ -1,4 +1,5 @@
-"""``python -m workflows run FILE [-o DIR]``: run or resume a campaign as a Parsl workflow in this process.
+"""``python -m workflows run FILE [-o DIR] [-- PETSc options]``: run or resume a campaign as a Parsl workflow in
+this process; PETSc options after ``--`` go to every task.
 
 This is what the campaign-driver batch script (``jobscripts/campaign_driver.sbatch``) runs, and what ``twin run
 --workflow`` calls; the process imports neither mpi4py nor petsc4py.
@@ -18,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-o", "--output", metavar="DIR", help="run directory (default: outputs.directory of the file)")
     r.add_argument("--address", help="address Slurm workers connect back to (default: this host's name)")
     r.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    petsc = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
 
     from twin.config.loader import load_campaign
     from twin.core.errors import TwinError
@@ -28,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loaded = load_campaign(args.file)
         result = run_workflow(loaded, run_directory(loaded, args.output), address=args.address,
-                              verbose=args.verbose)
+                              verbose=args.verbose, petsc_options=petsc)
     except TwinError as exc:
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr)

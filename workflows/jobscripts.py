@@ -88,8 +88,10 @@ class RenderedScript:
 
 
 def render(kind: str, resources, *, job_name: str, campaign_file: Path, run_dir: Path, workdir: Path,
-           log_dir: Path, python: str | None = None, experiment_names: list[str] | None = None) -> RenderedScript:
-    """Render template ``kind`` for ``resources`` (a ``SlurmResources``).
+           log_dir: Path, python: str | None = None, experiment_names: list[str] | None = None,
+           petsc_options: list[str] | None = None) -> RenderedScript:
+    """Render template ``kind`` for ``resources`` (a ``SlurmResources``); ``petsc_options``, the command line's,
+    follow a ``--`` at the end of the job's command (``${petsc_options}``), each word shell-quoted.
 
     Raises
     ------
@@ -129,6 +131,8 @@ def render(kind: str, resources, *, job_name: str, campaign_file: Path, run_dir:
         "python": _path(python, "python"), "campaign_file": _path(campaign_file, "campaign file"),
         "run_dir": _path(run_dir, "outputs.directory"), "launch": launch,
         "experiment_names": " ".join(shlex.quote(n) for n in names), "last_index": str(max(len(names) - 1, 0)),
+        "petsc_options": (" -- " + " ".join(shlex.quote(_no_control(w, "PETSc option")) for w in petsc_options)
+                          if petsc_options else ""),
     }
     text = string.Template((template_dir() / f"{kind}.sbatch").read_text()).substitute(values)
     text = re.sub(r"\n{2,}(?=#SBATCH)", "\n", text)

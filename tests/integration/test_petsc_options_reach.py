@@ -108,3 +108,23 @@ def test_a_number_that_is_none_stops_the_workflow_before_it_starts(tmp_path):
     assert out.stderr.strip() == "error: PETSc option -l96_ts_max_steps 1.5 on the command line needs a whole number " \
                                  "(e.g. 100; PETSc reads no decimal point or exponent here), got '1.5'; change or drop it"
     assert not (tmp_path / "wf").exists()
+
+
+SLURM = l96_campaign("l96slurm", N=3, cycles=2, extra="resources: {type: slurm, partition: debug, walltime: '00:10:00', "
+                                                      "nodes: 1, ranks_per_node: 2, ranks: 1, workers: 1}\n")
+
+
+@pytest.mark.parametrize("mode, command", [("driver", "-m workflows run"), ("single", "-m twin.campaign.task online"),
+                                           ("array", "-m twin.campaign.task online")])
+def test_submit_puts_the_petsc_options_into_the_batch_scripts_command(tmp_path, mode, command):
+    (tmp_path / "slurm.yaml").write_text(SLURM)
+    out = _twin(["submit", "slurm.yaml", "--mode", mode, "--dry-run", "-l96_ts_rk_type", "3", "-l96_ts_monitor",
+                 "ascii:a b.txt"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    job = out.stdout.split("\nexec ", 1)[1].split("\n\n", 1)[0]  # the job's command, to the blank line after it
+    assert command in job
+    assert job.rstrip().endswith(" -- -l96_ts_rk_type 3 -l96_ts_monitor 'ascii:a b.txt'"), job
+
+    bad = _twin(["submit", "slurm.yaml", "--mode", mode, "--dry-run", "-l96_ts_max_steps", "ten"], cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: PETSc option -l96_ts_max_steps ten on the command "
+                                                         "line needs a whole number"), bad.stderr

@@ -196,7 +196,9 @@ def test_submit_runs_a_campaign_through_sbatch(slurm, tmp_path):
     campaign = tmp_path / "c.yaml"
     campaign.write_text(CAMPAIGN)
     run = tmp_path / "run"
-    r = _run([sys.executable, "-c", SUBMIT, "submit", str(campaign), "-o", str(run)], env=slurm, cwd=tmp_path)
+    # through the twin command, with a PETSc option (misspelt) that the batch script gives to every task
+    r = _run([sys.executable, "-m", "twin.cli", "submit", str(campaign), "-o", str(run), "-l96_ts_rk_typ", "3"],
+             env=slurm, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "submitted batch job" in r.stdout
     job = (run / "slurm" / "jobs.txt").read_text().split()[0]
@@ -220,6 +222,9 @@ def test_submit_runs_a_campaign_through_sbatch(slurm, tmp_path):
     assert "slurmcamp: done, 2/2 cycles" in st.stdout, st.stdout
     forecasts = [rec for rec in layout.read_task_log(exp) if rec["task"] == "forecast" and rec["outcome"] == "done"]
     assert len(forecasts) == 2 * 3 and {rec["ranks"] for rec in forecasts} == {2}
+    # the option reached the member tasks (two-rank mpiexec jobs in the Slurm block), which found no solver read it
+    assert "PETSc option -l96_ts_rk_typ on the command line changed nothing: the solvers of component 'l96' did not " \
+           "read it" in (run / "twin.log").read_text()
     _drain_queue(slurm)
 
 

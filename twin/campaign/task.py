@@ -152,10 +152,17 @@ _JUDGED: set[Path] = set()
 def _judge_options(args) -> None:
     """After this process's first member forecast of an experiment (its solvers set up): the PETSc options the user
     gave that no solver read (:func:`twin.core.petsc.unread_options`) go into the experiment's task log, from which
-    the workflow driver warns once per run, as online mode does at its end."""
+    the workflow driver warns once per run, as online mode does at its end; after an ``online`` step (a batch job's
+    whole campaign), into its log."""
     from twin.campaign import layout
     from twin.core.petsc import unread_options
 
+    if args.step == "online":  # a job of its own (twin submit --mode single/array): its log says it
+        from twin.core.log import get_logger
+
+        for line in unread_options():
+            get_logger("twin.campaign.task").warning(line)
+        return
     key = Path(args.exp_dir).resolve()
     if args.step != "forecast" or key in _JUDGED:
         return
