@@ -95,6 +95,13 @@ def test_outputs_and_report(run):
     block = block[:block.index("</div>")]
     assert ("Inspect the mast" if d["recommend_inspection"] else "No inspection needed") in block
     assert f"{100 * d['exceedance_probability']:.0f}" in block and "MPa (90 % interval" in block
+    # how sure: the damage's calibration and the state's, which the stress forecast is made from
+    with xr.open_dataset(exp / "diagnostics.nc", decode_times=False) as ds:
+        ratio = float(ds["spread_a"]) / float(ds["rmse_a"])
+        coverage = float(ds["coverage_90_a"])
+    assert "true damage inside the posterior 90 % band" in block
+    assert (f"the structure&#x27;s state: truth inside the 90 % ensemble interval at {100 * coverage:.0f} % of the "
+            f"state entries after the burn-in; ensemble spread/skill {ratio:.2f}") in block, block
     from browser import check_report
 
     seen = check_report(index, "structure_report")

@@ -105,12 +105,12 @@ def test_calibration_evidence_weighs_coverage_and_spread_skill_together():
     with spread/skill 0.92: the larger of |coverage - 0.9| and |log spread/skill| is its distance from ideal."""
     import xarray as xr
 
-    from twin.report.verdict import _ensemble_confidence
+    from twin.report.verdict import ensemble_confidence
 
     def run(cov, ss):
         ds = xr.Dataset({"rmse": ("time", np.ones(5)), "spread": ("time", np.full(5, ss)),
                          "rmse_a": 1.0, "spread_a": ss, "coverage_90_a": cov})
-        return _ensemble_confidence(RunData("x", ".", diagnostics=ds))
+        return ensemble_confidence(RunData("x", ".", diagnostics=ds))
 
     (text, wide), (_, tight) = run(0.90, 1.30), run(0.85, 0.92)
     assert "at 90 % of the state entries" in text and "spread/skill 1.30" in text

@@ -153,7 +153,10 @@ def duration(value: float, unit: str) -> str:
     return duration_text(value, known[unit])
 
 
-def _ensemble_confidence(data: RunData) -> tuple[str, float | None]:
+def ensemble_confidence(data: RunData) -> tuple[str, float | None]:
+    """How well the ensemble's spread matches its error, in words (coverage of the truth and spread/skill after the
+    burn-in; innovation statistics without a truth), and its distance from ideal (``None`` when not measured): the
+    "How sure" of a verdict, which a kind's own verdict adds to its evidence."""
     ss = spread_skill(data)
     d = data.diagnostics
     if ss is None and d is not None and "rmse" in d:
@@ -214,7 +217,7 @@ def _prediction_verdict(data: RunData) -> Verdict | None:
     when = (f"{duration(horizon, time_unit(data))} after the last analysis" if horizon is not None
             else "at the horizon")
     answer = (f"{'; '.join(parts)} {when}." if parts else f"The posterior prediction {when} is given below.")
-    confidence, err = _ensemble_confidence(data)
+    confidence, err = ensemble_confidence(data)
     return Verdict(question="What will the quantities of interest be, with what probability of exceeding their "
                             "limits?", answer=answer, number="; ".join(numbers), confidence=confidence,
                    changes="new observations before the horizon; a different limit", decision=";".join(decision),
@@ -228,7 +231,7 @@ def _analysis_verdict(data: RunData) -> Verdict | None:
     rmse = np.asarray(d["rmse"].values, float)
     if not np.isfinite(rmse).any():
         return None
-    confidence, err = _ensemble_confidence(data)
+    confidence, err = ensemble_confidence(data)
     return Verdict(question="How close is the twin's analysis to the true state?",
                    answer=f"Analysis RMSE {format_number(float(np.nanmean(rmse)), 0.1 * float(np.nanmean(rmse)))} "
                           f"averaged over {rmse.size} cycle(s), "

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from twin.report.data import RunData  # noqa: E402
 from twin.report.panel import Panel, html_table, save_figure  # noqa: E402
-from twin.report.verdict import Verdict, format_interval, format_probability  # noqa: E402
+from twin.report.verdict import Verdict, ensemble_confidence, format_interval, format_probability  # noqa: E402
 
 
 def _structure(data: RunData) -> dict | None:
@@ -301,6 +301,11 @@ def inspection_verdict(data: RunData) -> Verdict | None:
                        f"{'' if inside.all() else ' (a true d of 0 is outside the support of a logit-d posterior)'}; "
                        f"posterior sd below prior sd at {100 * sharper:.0f} % of the nodes")
         err = abs(coverage - 0.9) if inside.any() else None
+    # the state's calibration too: the stress forecast is made from the members' states, not from the damage alone
+    state, state_err = ensemble_confidence(data)
+    if state_err is not None:
+        confidence += f"; the structure's state: {state}"
+        err = state_err if err is None else max(err, state_err)
     changes = (f"a threshold above {format_probability(p, se)}, or more gauges: the placement study below shows how "
                "much each would narrow the stress forecast")
     return Verdict(question=f"Should the mast be inspected before the next {horizon:g} s of loading?", answer=answer,
