@@ -31,7 +31,7 @@ from petsc4py import PETSc
 
 from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
-from twin.core.petsc import reason_name, set_default_options, set_options, trajectory_in_memory
+from twin.core.petsc import reason_name, set_default_options, set_from_options, set_options, trajectory_in_memory
 from twin.models.base import Model, Parameter, QoI, Tape, TSPool, solve_adjoint
 from twin.models.registry import register_model
 from twin_lorenz63.config import Lorenz63Config
@@ -197,7 +197,7 @@ class Lorenz63(Model):
         if save_trajectory:
             ts.setSaveTrajectory()
         with trajectory_in_memory():
-            ts.setFromOptions()
+            set_from_options(ts)
         return ts
 
     # -- contract --------------------------------------------------------------------------------------------------
