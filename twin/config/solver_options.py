@@ -22,7 +22,7 @@ from typing import Any
 
 from twin.config.petsc_types import TYPES
 from twin.core.errors import ConfigProblem
-from twin.core.petsc import TYPE_OPTIONS, number_problem, option_kind
+from twin.core.petsc import TYPE_OPTIONS, is_number, number_problem, option_kind
 
 #: longest list of known names quoted in a message (characters)
 _LIST_CHARS = 200
@@ -63,10 +63,10 @@ def command_line_problems(tokens: list[str]) -> list[ConfigProblem]:
     while i < len(tokens):
         word = tokens[i]
         i += 1
-        if not word.startswith("-") or len(word) < 2 or _is_number(word):
+        if not word.startswith("-") or len(word) < 2 or is_number(word):
             continue
         value = None
-        if i < len(tokens) and (not tokens[i].startswith("-") or _is_number(tokens[i])):
+        if i < len(tokens) and (not tokens[i].startswith("-") or is_number(tokens[i])):
             value, i = tokens[i], i + 1
         kind = option_kind(word.lstrip("-"))
         reason = number_problem(kind, value) if kind in ("real", "int") else None
@@ -74,14 +74,6 @@ def command_line_problems(tokens: list[str]) -> list[ConfigProblem]:
             out.append(ConfigProblem("", None, None, "", f"PETSc option {word}{'' if value is None else ' ' + value} "
                                                          f"on the command line {reason}; change or drop it"))
     return out
-
-
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
 
 
 def _what(kind: str) -> str:

@@ -51,13 +51,14 @@ def init_petsc(options: list[str] | None = None) -> Any:
     if "petsc4py.PETSc" not in sys.modules:
         petsc4py.init([sys.argv[0] if sys.argv else "twin", *(options or [])])
         _COMMAND_LINE.update(tok.lstrip("-") for tok in options or [] if tok.startswith("-") and len(tok) > 1
-                             and not _is_number(tok))
+                             and not is_number(tok))
     from petsc4py import PETSc
 
     return PETSc
 
 
-def _is_number(token: str) -> bool:
+def is_number(token: str) -> bool:
+    """Whether a command-line word is a number (``-0.1`` is a value, not an option)."""
     try:
         float(token)
     except ValueError:
