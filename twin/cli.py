@@ -339,6 +339,14 @@ def _main(argv: list[str] | None = None) -> int:
     bad = [a for a in petsc if a.startswith("--")]
     if bad:
         parser.error(f"unrecognised arguments: {' '.join(bad)} (PETSc options start with a single '-')")
+    if petsc:
+        from twin.config.solver_options import too_many_options
+
+        many = too_many_options(petsc)  # more than PETSc can start with (its traceback): refused here
+        if many is not None:
+            from twin.core.errors import ConfigError
+
+            return _errors(ConfigError([many]))
     with _allow_outside(getattr(args, "allow_outside", None) or []):
         if args.command == "validate":
             return cmd_validate(args)

@@ -95,6 +95,13 @@ def test_online_options_no_solver_read_are_one_warning_each(tmp_path):
            "-<component>_ options: heat_)" in lines[2] and "did you mean -heat_ksp_rtol?" in lines[2]
     assert _warnings(tmp_path / "out") == [ln for ln in out.stderr.splitlines() if " WARNING " in ln]
 
+    # many: ten lines, then their count
+    words = [w for i in range(12) for w in (f"-heat_x{i:02d}", "1")]
+    out = _twin(["run", "small.yaml", "-o", "many", *words], cwd=tmp_path)
+    lines = [ln.split("WARNING twin.driver: ", 1)[1] for ln in out.stderr.splitlines() if "PETSc option" in ln]
+    assert out.returncode == 0 and len(lines) == 11 and lines[9].startswith("PETSc option -heat_x09 "), lines
+    assert lines[10] == "... and 2 more PETSc options that no solver read (-options_left lists every one at the end)"
+
     # options the solvers read, in the file and on the command line: no word about them
     out = _twin(["run", "small.yaml", "-o", "good", "-heat_ksp_atol", "1e-12", "-heat_ksp_monitor"], cwd=tmp_path)
     assert out.returncode == 0 and "PETSc option" not in out.stderr, out.stderr[-3000:]
@@ -128,3 +135,16 @@ def test_submit_puts_the_petsc_options_into_the_batch_scripts_command(tmp_path, 
     bad = _twin(["submit", "slurm.yaml", "--mode", mode, "--dry-run", "-l96_ts_max_steps", "ten"], cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("error: PETSc option -l96_ts_max_steps ten on the command "
                                                          "line needs a whole number"), bad.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "submit"])
+def test_more_options_than_petsc_holds_are_one_line_not_its_traceback(tmp_path, command):
+    """PETSc 3.18 cannot start with more than 512 options (its error 55 and a Python traceback, before): more than
+    twin leaves room for beside the campaign's own are refused before PETSc starts."""
+    (tmp_path / "c.yaml").write_text(SLURM if command == "submit" else l96_campaign("l96many"))
+    words = [w for i in range(600) for w in (f"-l96_x{i}", "1")]
+    out = _twin([command, "c.yaml", *words], cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip() == ("error: 600 PETSc options on the command line, more than the 200 this PETSc can hold "
+                                  "beside the campaign's own: put them in the solver: sections of the campaign file")
+    assert not (tmp_path / "runs").exists()

@@ -26,6 +26,9 @@ from twin.core.petsc import TYPE_OPTIONS, is_number, number_problem, option_kind
 
 #: longest list of known names quoted in a message (characters)
 _LIST_CHARS = 200
+#: most PETSc options on a command line: PETSc 3.18 holds 512 options in all (and fails to start beyond them), of
+#: which twin keeps up to 256 for the YAML's ``solver:`` sections and the models' defaults (twin.core.petsc._KEEP)
+MAX_COMMAND_LINE_OPTIONS = 200
 
 
 def option_problem(key: str, value: Any) -> str | None:
@@ -58,6 +61,9 @@ def command_line_problems(tokens: list[str]) -> list[ConfigProblem]:
     without PETSc: the workflow driver's check before any task starts (online, :func:`twin.core.petsc.check_options`
     asks PETSc itself when a model sets its options). Type names are left to the tasks, where PETSc also knows the
     types a plugin library registers."""
+    many = too_many_options(tokens)
+    if many is not None:
+        return [many]
     out = []
     i = 0
     while i < len(tokens):
@@ -74,6 +80,16 @@ def command_line_problems(tokens: list[str]) -> list[ConfigProblem]:
             out.append(ConfigProblem("", None, None, "", f"PETSc option {word}{'' if value is None else ' ' + value} "
                                                          f"on the command line {reason}; change or drop it"))
     return out
+
+
+def too_many_options(tokens: list[str]) -> ConfigProblem | None:
+    """The problem of a command line with more PETSc options than :data:`MAX_COMMAND_LINE_OPTIONS`, or ``None``."""
+    names = [w for w in tokens if w.startswith("-") and len(w) > 1 and not is_number(w)]
+    if len(names) <= MAX_COMMAND_LINE_OPTIONS:
+        return None
+    return ConfigProblem("", None, None, "", f"{len(names)} PETSc options on the command line, more than the "
+                                             f"{MAX_COMMAND_LINE_OPTIONS} this PETSc can hold beside the campaign's "
+                                             "own: put them in the solver: sections of the campaign file")
 
 
 def _what(kind: str) -> str:

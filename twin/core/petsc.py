@@ -222,9 +222,14 @@ def unread_options() -> list[str]:
         out.append(f"PETSc option -{name} {origin} changed nothing: {why}; "
                    + (f"did you mean -{close[0]}? " if close else "")
                    + "check its spelling and that the component uses the solver it configures")
+    if len(out) > UNREAD_SHOWN:
+        out = out[:UNREAD_SHOWN] + [f"... and {len(out) - UNREAD_SHOWN} more PETSc options that no solver read "
+                                    "(-options_left lists every one at the end)"]
     return out
 
 
+#: lines of :func:`unread_options` about single options (the rest is counted in one more line)
+UNREAD_SHOWN = 10
 #: options PETSc reads at PetscInitialize/PetscFinalize, never marked read by a solver
 _STARTUP_OPTIONS = frozenset({"log_view", "log_summary", "log_trace", "options_left", "malloc_debug",
                               "malloc_dump", "malloc_view", "memory_view", "info", "help", "version",
