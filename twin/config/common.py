@@ -262,7 +262,15 @@ _OPTION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 SolverValue = Union[bool, int, float, str, None]
 
 
+#: most options in one ``solver:`` section: PETSc 3.18 holds 512 options in all (and fails beyond them), shared by
+#: the command line's and every component's
+MAX_SOLVER_OPTIONS = 100
+
+
 def _check_solver(options: dict[str, Any]) -> dict[str, Any]:
+    if len(options) > MAX_SOLVER_OPTIONS:
+        raise ValueError(f"{len(options)} PETSc options, more than the {MAX_SOLVER_OPTIONS} a component may set (PETSc "
+                         "holds 512 options in all, shared by every component and the command line)")
     for key, value in options.items():
         if not _OPTION_KEY.match(key.lstrip("-")):
             raise ValueError(f"PETSc option name {short(key)} must be letters, digits and underscores (e.g. ts_type)")
