@@ -162,9 +162,24 @@ def scan_experiments(dirs: list[Path], python: str = sys.executable) -> dict[Pat
 #: Open MPI: "mpiexec noticed that process rank 0 with PID 123 on node n1 exited on signal 9 (Killed)."
 _OMPI_SIGNAL = re.compile(r"process rank (?P<rank>\d+) with PID \d+ on node \S+ exited on signal "
                           r"(?P<signal>\d+(?: \([^)]*\))?)")
+#: Open MPI, a rank that ended with a non-zero status: "Process name: [[8242,1],0]" then "Exit code: 137"
+_OMPI_EXIT = re.compile(r"Process name:\s+\[\[\d+,\d+\],(?P<rank>\d+)\]\s+Exit code:\s+(?P<code>\d+)")
 #: Slurm: "srun: error: n1: task 0: Killed" (also "Segmentation fault", "Out Of Memory")
 _SRUN_SIGNAL = re.compile(r"srun: error: \S+: tasks? (?P<rank>[\d,-]+): (?P<signal>Killed|Segmentation fault|"
                           r"Out Of Memory|Aborted|Terminated)")
+
+
+def signal_words(status: int) -> str:
+    """``killed by signal 9 (Killed)`` for the exit status 137 (128 + the signal's number) a shell or launcher gives
+    when a process it ran died of a signal."""
+    import signal
+
+    number = int(status) - 128
+    try:
+        name = signal.strsignal(number)
+    except ValueError:
+        name = None
+    return f"killed by signal {number}" + (f" ({name})" if name else "")
 
 
 def _last_line(path: Path) -> str:
@@ -186,6 +201,10 @@ def _last_line(path: Path) -> str:
             return f"rank {m.group('rank')} killed by signal {m.group('signal')}"
         if m := _SRUN_SIGNAL.search(ln):
             return f"task {m.group('rank')}: {m.group('signal')} (srun)"
+    if m := _OMPI_EXIT.search(" ".join(lines)):  # a status, not a signal: the status a signal's death gives, said so
+        rank, status = m.group("rank"), int(m.group("code"))
+        return f"rank {rank} exited with status {status}" + (f", as one {signal_words(status)}" if status > 128
+                                                               else "")
     if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
         return lines[-1]
     text = [ln for ln in lines if not set(ln) <= set("-=*_ ")]
@@ -355,9 +374,13 @@ class CampaignWorkflow:
             elif _is_worker_lost(exc):  # a warm worker died under its task (a signal, the OOM killer)
                 error = f"the Parsl worker running it died (worker {exc.worker_id} lost: killed or crashed)"
             else:
-                error = _last_line(Path(str(base) + ".err")) or (
-                    f"killed by signal {-code}" if isinstance(code, int) and code < 0
-                    else f"{type(exc).__name__}: {exc}")
+                error = _last_line(Path(str(base) + ".err"))
+                if isinstance(code, int) and code > 128 and not error.startswith(("model failed:", "error:", "rank ",
+                                                                                    "task ")):
+                    # the launcher's banner without its reason: its exit status says the signal (137: SIGKILL)
+                    error = f"the task's launcher exited with status {code}, as when a rank is {signal_words(code)}"
+                error = error or (f"killed by signal {-code}" if isinstance(code, int) and code < 0
+                                  else f"{type(exc).__name__}: {exc}")
             by_model = model_failure(exc)
             log.debug("task %s failed: %r", base.name, exc)
             self.tasks_failed += 1

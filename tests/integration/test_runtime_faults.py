@@ -164,7 +164,8 @@ def test_a_member_task_killed_by_a_signal_stops_the_experiment_with_the_real_rea
     stopped = layout.read_json(layout.stopped_marker(exp))
     reason = stopped["reason"]
     assert stopped["cycle"] == 1 and reason.startswith("member(s) 2 (")
-    assert "member(s) 2 (rank 0 killed by signal 9 (Killed))" in reason, reason
+    # Open MPI's words (once in CI its banner without the signal line: then its status, 137, says it)
+    assert reason.startswith("member(s) 2 (") and "killed by signal 9 (Killed))" in reason, reason
     assert "failed for a reason other than the model" in reason
     assert layout.member_files(exp, 1)[1] == {}  # nobody was dropped
     assert not layout.failed_marker(exp, 1, 2).exists()

@@ -19,6 +19,28 @@ defining TMPDIR) or bug can result in catastrophic damage to the OS
 --------------------------------------------------------------------------
 """
 
+#: Open MPI when a rank ends with a non-zero status (not a signal it noticed)
+OPEN_MPI_STATUS = """--------------------------------------------------------------------------
+Primary job  terminated normally, but 1 process returned
+a non-zero exit code. Per user-direction, the job has been aborted.
+--------------------------------------------------------------------------
+--------------------------------------------------------------------------
+mpiexec detected that one or more processes exited with non-zero status, thus causing
+the job to be terminated. The first process to do so was:
+
+  Process name: [[8242,1],1]
+  Exit code:    CODE
+--------------------------------------------------------------------------
+"""
+OPEN_MPI_SIGNAL = """--------------------------------------------------------------------------
+Primary job  terminated normally, but 1 process returned
+a non-zero exit code. Per user-direction, the job has been aborted.
+--------------------------------------------------------------------------
+--------------------------------------------------------------------------
+mpiexec noticed that process rank 0 with PID 0 on node vm exited on signal 9 (Killed).
+--------------------------------------------------------------------------
+"""
+
 TRACEBACK = """Traceback (most recent call last):
   File "twin/io/atomic.py", line 120, in write
     os.write(fd, data)
@@ -41,6 +63,10 @@ def test_the_line_that_says_why(tmp_path):
         MARKERS + "some warning\nmodel failed: model 'l96': solver failed at t=0.4\n": "model failed: model 'l96': "
                                                                                        "solver failed at t=0.4",
         MARKERS + "Killed\n": "Killed",
+        MARKERS + OPEN_MPI_SIGNAL: "rank 0 killed by signal 9 (Killed)",
+        MARKERS + OPEN_MPI_STATUS.replace("CODE", "137"): "rank 1 exited with status 137, as one killed by signal 9 "
+                                                          "(Killed)",
+        MARKERS + OPEN_MPI_STATUS.replace("CODE", "4"): "rank 1 exited with status 4",
     }
     for text, expected in cases.items():
         err.write_text(text)
