@@ -69,6 +69,14 @@ def test_the_workflow_gives_every_task_the_command_lines_petsc_options(tmp_path,
     wf = arrays(layout.experiment_dir(tmp_path / "wf", "l96opts"))
     assert_same(wf, arrays(layout.experiment_dir(tmp_path / "online-rk3", "l96opts")))
     rk4 = arrays(layout.experiment_dir(tmp_path / "online-rk4", "l96opts"))
+    # the outputs say which options made them (provenance), and twin inspect shows it
+    import xarray as xr
+
+    for run_dir, said in (("wf", " ".join(rk3)), ("online-rk3", " ".join(rk3)), ("online-rk4", "")):
+        with xr.open_dataset(layout.experiment_dir(tmp_path / run_dir, "l96opts") / "posterior.nc") as ds:
+            assert ds.attrs["twin_petsc_options"] == said, (run_dir, ds.attrs["twin_petsc_options"])
+    shown = _twin(["inspect", str(layout.experiment_dir(tmp_path / "wf", "l96opts") / "posterior.nc")], cwd=tmp_path)
+    assert f"petsc_options: {' '.join(rk3)}" in shown.stdout, shown.stdout
     # RK3 instead of RK4 over 2 steps of 0.05 per cycle: the analysis moves by far more than round-off
     assert np.abs(wf["cycle2:state"] - rk4["cycle2:state"]).max() > 1e-6
 

@@ -23,6 +23,18 @@ def test_collect_records_config_versions_and_git(comm_self):
     assert Provenance.from_attrs(attrs) == p.finished(attrs["end_time"])
 
 
+def test_the_command_lines_petsc_options_are_recorded_and_paths_redacted_when_sensitive(comm_self, monkeypatch):
+    from twin.core import petsc
+
+    monkeypatch.setattr(petsc, "_COMMAND_LINE_WORDS", ["-heat_ksp_rtol", "1e-8", "-log_view", ":/home/ana/log.txt",
+                                                       "-heat_ksp_monitor"])
+    assert collect(comm_self).petsc_options == "-heat_ksp_rtol 1e-8 -log_view :/home/ana/log.txt -heat_ksp_monitor"
+    assert collect(comm_self, sensitive=True).petsc_options == "-heat_ksp_rtol 1e-8 -log_view redacted " \
+                                                               "-heat_ksp_monitor"
+    monkeypatch.setattr(petsc, "_COMMAND_LINE_WORDS", ["-x", "a b"])
+    assert collect(comm_self).petsc_options == "-x 'a b'"  # one line a shell reads back as the same words
+
+
 def test_git_revision_never_fails(tmp_path, monkeypatch):
     from twin.io import provenance
 

@@ -27,6 +27,8 @@ from twin.core.errors import ConfigError
 
 #: PETSc option names given on the command line (without the leading dash); these win over YAML options.
 _COMMAND_LINE: set[str] = set()
+#: the command line's PETSc words as given (names and values), for provenance (:func:`command_line_options`)
+_COMMAND_LINE_WORDS: list[str] = []
 #: Option names put into the database by :func:`set_options`, per prefix, oldest prefix first.
 _INSERTED: "OrderedDict[str, set[str]]" = OrderedDict()
 #: Of those, the ones that hold a model's default (:func:`set_default_options`), which a user's option replaces.
@@ -50,11 +52,17 @@ def init_petsc(options: list[str] | None = None) -> Any:
 
     if "petsc4py.PETSc" not in sys.modules:
         petsc4py.init([sys.argv[0] if sys.argv else "twin", *(options or [])])
+        _COMMAND_LINE_WORDS[:] = [str(o) for o in options or []]
         _COMMAND_LINE.update(tok.lstrip("-") for tok in options or [] if tok.startswith("-") and len(tok) > 1
                              and not is_number(tok))
     from petsc4py import PETSc
 
     return PETSc
+
+
+def command_line_options() -> list[str]:
+    """The PETSc words of the command line this process initialised PETSc with (``["-l96_ts_rk_type", "3"]``)."""
+    return list(_COMMAND_LINE_WORDS)
 
 
 def is_number(token: str) -> bool:

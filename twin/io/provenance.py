@@ -26,6 +26,9 @@ both.
 ``observation_files``       the measured observation files the output's analyses read (JSON list: network, file
                             (its name only when sensitive), SHA-256, quality-control counts), or ``""`` (a twin
                             experiment)
+``petsc_options``           the PETSc options of the command line of the process that wrote it
+                            (``-l96_ts_rk_type 3``; values with a ``/`` are ``redacted`` when sensitive), or ``""``;
+                            the YAML's ``solver:`` options are in ``config``
 ========================== ==============================================================================
 
 Sensitive campaigns (``sensitive=True``) record no user or host name, record parent paths relative to the output, and
@@ -55,7 +58,7 @@ from twin.io.atomic import as_mpi_comm, make_directory
 #: Attributes every provenance record has (the order used when printing).
 FIELDS = ("config_sha256", "twin_version", "git_revision", "petsc_version", "mpi_library", "hdf5_version",
           "netcdf_version", "python_version", "host", "user", "ranks", "start_time", "end_time", "parent_checkpoint",
-          "parent_checksum", "sensitive", "observation_files", "config")
+          "parent_checksum", "sensitive", "observation_files", "petsc_options", "config")
 
 REDACTED = "redacted"
 
@@ -172,6 +175,7 @@ class Provenance:
     parent_checksum: str = ""
     sensitive: int = 0
     observation_files: str = ""
+    petsc_options: str = ""
 
     def finished(self, end_time: str | None = None) -> "Provenance":
         """A copy with ``end_time`` set (now, unless given)."""
@@ -278,10 +282,24 @@ def collect(comm=None, *, config_text: str = "", sensitive: bool = False, start_
              for f in observation_files or []]
     record = Provenance(config=config_text, config_sha256=sha256_text(config_text) if config_text else "",
                         ranks=ranks, start_time=start_time or utc_now(), sensitive=int(bool(sensitive)),
-                        observation_files=json.dumps(files, sort_keys=True) if files else "", **base)
+                        observation_files=json.dumps(files, sort_keys=True) if files else "",
+                        petsc_options=_petsc_options(sensitive), **base)
     if parent is not None:
         record = record.with_parent(parent, parent_checksum, relative_to=relative_to)
     return record
+
+
+def _petsc_options(sensitive: bool) -> str:
+    """The command line's PETSc options as one shell-quoted line; a value holding a path is ``redacted`` when
+    ``sensitive`` (a path can name its user)."""
+    import shlex
+
+    from twin.core.petsc import command_line_options
+
+    words = command_line_options()
+    if sensitive:
+        words = [REDACTED if "/" in w and not w.startswith("-") else w for w in words]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def prepare_run_directory(path: str | os.PathLike, *, sensitive: bool = False, comm=None) -> Path:
