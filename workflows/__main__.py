@@ -19,9 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-o", "--output", metavar="DIR", help="run directory (default: outputs.directory of the file)")
     r.add_argument("--address", help="address Slurm workers connect back to (default: this host's name)")
     r.add_argument("-v", "--verbose", action="store_true")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    petsc = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    from twin.campaign.task import split_petsc  # imports neither MPI nor PETSc
+
+    words, petsc = split_petsc(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(words)
 
     from twin.config.loader import load_campaign
     from twin.core.errors import TwinError

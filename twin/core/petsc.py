@@ -210,22 +210,20 @@ def unread_options() -> list[str]:
     defaults an explicit TS never reads. Options PETSc reads when it starts (``-log_view`` ...) count as read."""
     from petsc4py import PETSc
 
-    held = PETSc.Options().getAll()
-    read = sorted(_READ | {n for n in held if _was_read(n)})
-    components = _PREFIXES | set(_GIVEN.values())
+    read = _READ | {n for n in PETSc.Options().getAll() if _was_read(n)}
     out = []
     for name in sorted(_COMMAND_LINE | set(_GIVEN)):
-        if name in _STARTUP_OPTIONS or name in _READ or (name in held and _was_read(name)):
+        if name in _STARTUP_OPTIONS or name in read:
             continue
         mine = [p for p in _SET_UP if p and name.startswith(p)]
         if mine:
             why = f"the solvers of component '{max(mine, key=len)[:-1]}' did not read it"
-        elif any(p and name.startswith(p) for p in components) or not _SET_UP:
+        elif any(p and name.startswith(p) for p in _PREFIXES) or not _SET_UP:
             continue  # its component set up no solver in this process: not judged
         else:
             prefixes = ", ".join(sorted(p for p in _SET_UP if p))
             why = f"no solver has its prefix (twin's read -<component>_ options: {prefixes or 'none here'})"
-        close = difflib.get_close_matches(name, [k for k in read if k != name], n=1, cutoff=0.8)
+        close = difflib.get_close_matches(name, sorted(read), n=1, cutoff=0.8)
         origin = "on the command line" if name in _COMMAND_LINE else f"in models.{_GIVEN[name][:-1]}.solver"
         out.append(f"PETSc option -{name} {origin} changed nothing: {why}; "
                    + (f"did you mean -{close[0]}? " if close else "")
