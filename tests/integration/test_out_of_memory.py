@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+MPIEXEC = shutil.which("mpiexec")
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMPI_MCA_rmaps_base_oversubscribe="1")
 ADDRESS_SPACE = 4 * 2**30
@@ -23,14 +27,18 @@ def _bounded() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
-def test_a_grid_past_the_memory_is_one_line_naming_the_component(tmp_path):
+def _big(tmp_path, side: int, ranks: int) -> None:
     text = (ROOT / "configs" / "quickstart.yaml").read_text()
-    for old, new in (("shape: [64, 64]", "shape: [40000, 40000]"), ("end: 50.0", "end: 2.0"),
-                     ("output_every: 10.0", "output_every: 1.0"), ("ranks: 2", "ranks: 1")):
+    for old, new in (("shape: [64, 64]", f"shape: [{side}, {side}]"), ("end: 50.0", "end: 2.0"),
+                     ("output_every: 10.0", "output_every: 1.0"), ("ranks: 2", f"ranks: {ranks}")):
         assert old in text, old
         text = text.replace(old, new)
     text += "limits: {grid_cells: 2000000000, grid_cells_per_rank: 2000000000}\n"
     (tmp_path / "big.yaml").write_text(text)
+
+
+def test_a_grid_past_the_memory_is_one_line_naming_the_component(tmp_path):
+    _big(tmp_path, 40000, 1)
     out = subprocess.run([sys.executable, "-m", "twin.cli", "run", "big.yaml", "-o", "out"], capture_output=True,
                          text=True, env=ENV, cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL,
                          preexec_fn=_bounded)
@@ -39,4 +47,24 @@ def test_a_grid_past_the_memory_is_one_line_naming_the_component(tmp_path):
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert errors == ["error: model 'heat': out of memory while building its grid 40000 x 40000 on 1 rank(s) (PETSc "
                       "could not allocate): run it on more ranks or nodes, or make the grid smaller"], out.stderr
+    assert not list((tmp_path / "out").rglob("*.nc"))
+
+
+@pytest.mark.skipif(MPIEXEC is None, reason="needs mpiexec")
+def test_one_rank_out_of_memory_ends_the_job_at_once(tmp_path):
+    """Rank 1's address space is bounded to 1.5 GB (a 4000 x 4000 grid's half needs more), rank 0's is not."""
+    _big(tmp_path, 4000, 2)
+    wrapper = tmp_path / "bounded_rank_1.sh"
+    wrapper.write_text('#!/bin/sh\nif [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then ulimit -v 1500000; fi\nexec "$@"\n')
+    wrapper.chmod(0o755)
+    out = subprocess.run([MPIEXEC, "-n", "2", str(wrapper), sys.executable, "-m", "twin.cli", "run", "big.yaml", "-o",
+                          "out"], capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=120,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "PetscMallocA" not in out.stderr, out.stderr[-3000:]
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, out.stderr
+    assert errors[0].startswith("error: model 'heat': out of memory while building its grid 4000 x 4000 on 2 rank(s) "
+                                "(rank 1 of 2: "), errors
+    assert errors[0].endswith("): run it on more ranks or nodes, or make the grid smaller"), errors
     assert not list((tmp_path / "out").rglob("*.nc"))

@@ -57,7 +57,13 @@ def create_model(name: str, config, comm, limits=None):
 def _build(cls, name: str, config, comm):
     """``cls.from_config``, with memory the process could not get (NumPy's or PETSc's allocation) as
     :class:`~twin.core.errors.OutOfMemory` naming the component, its grid and the ranks, instead of an allocation
-    traceback."""
+    traceback.
+
+    On several ranks the rank that failed prints that line itself and aborts the job (``MPI_Abort``, exit status 1):
+    the other ranks may be waiting for it inside one of the build's collective operations, where they would wait
+    until the job's time limit, and an error raised on a rank other than 0 is not printed."""
+    import sys
+
     from petsc4py import PETSc
 
     from twin.core.errors import OutOfMemory
@@ -71,8 +77,14 @@ def _build(cls, name: str, config, comm):
         shape = getattr(getattr(config, "grid", None), "shape", None)
         grid = f"its grid {' x '.join(map(str, shape))}" if shape else "it"
         what = str(exc) if isinstance(exc, MemoryError) else "PETSc could not allocate"
-        raise OutOfMemory(name, f"out of memory while building {grid} on {comm.Get_size()} rank(s) ({what}): run it "
-                                "on more ranks or nodes, or make the grid smaller") from None
+        ranks = comm.Get_size()
+        where = f"rank {comm.Get_rank()} of {ranks}: " if ranks > 1 else ""
+        error = OutOfMemory(name, f"out of memory while building {grid} on {ranks} rank(s) ({where}{what}): run it "
+                                  "on more ranks or nodes, or make the grid smaller")
+        if ranks > 1:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            comm.Abort(error.exit_status)
+        raise error from None
 
 
 def check_built_size(name: str, model, limits=None) -> None:
