@@ -68,6 +68,7 @@ from workflows.executors import (
     load_parsl,
     scrubbed_environ,
     started_processes,
+    waiting_blocks,
 )
 from workflows.warm import WarmPool
 
@@ -75,6 +76,9 @@ log = get_logger("twin.workflows")
 
 #: Exit status of ``twin.campaign.task`` for twin errors that a retry cannot fix (bad configuration, missing input).
 EXIT_NO_RETRY = 2
+#: Seconds without a finished task before the driver asks Slurm about blocks that do not run and logs what it says
+#: (:func:`workflows.executors.waiting_blocks`), and between two such notes while it goes on
+WAIT_NOTE_AFTER, WAIT_NOTE_EVERY = 20.0, 60.0
 
 
 @dataclass
@@ -240,12 +244,15 @@ class CampaignWorkflow:
     """Drives the DAGs of all experiments of a campaign on a loaded Parsl configuration."""
 
     def __init__(self, run_dir: Path, dirs: list[Path], policy, resources, launcher: Launcher,
-                 scans: dict[Path, dict], children=None, petsc_options: list[str] | None = None):
+                 scans: dict[Path, dict], children=None, petsc_options: list[str] | None = None, waiting=None):
         import parsl
 
         self.run_dir = run_dir
         #: the processes Parsl started here, for the heartbeat (:func:`workflows.executors.started_processes`)
         self.children = children or (lambda: None)
+        #: what the batch system says of blocks that do not run, for a note while no task finishes
+        #: (:func:`workflows.executors.waiting_blocks`)
+        self.waiting = waiting or (lambda: [])
         self.policy = policy
         self.resources = resources
         self.launcher = launcher
@@ -430,6 +437,7 @@ class CampaignWorkflow:
             self.pool.warm_up([e.dir for e in self.exps if e.stage not in ("done", "failed")][:1], self.petsc_tail[1:])
         bar = Progress("campaign tasks", self.total_tasks, interactive=interactive, log_every=5.0)
         last_beat = 0.0
+        last_done = next_note = time.time()
         try:
             while True:
                 owner = {f: e for e in self.exps for f in e.pending}
@@ -439,6 +447,15 @@ class CampaignWorkflow:
                                   return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     bar.advance(status=self._finished(owner[fut], fut))
+                now = time.time()
+                if done:
+                    last_done = next_note = now
+                elif now - last_done >= WAIT_NOTE_AFTER and now >= next_note:
+                    next_note = now + WAIT_NOTE_EVERY
+                    blocks = self.waiting()
+                    if blocks:
+                        log.info("no task has finished for %.0f s: %s; the tasks run once Slurm starts the block",
+                                 now - last_done, "; ".join(blocks))
                 if self.pool is not None:
                     self.pool.check()
                 if time.time() - last_beat > 5.0:
@@ -590,7 +607,7 @@ def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interacti
 
             write_heartbeat(run_dir, children=children())
             wf = CampaignWorkflow(run_dir, dirs, policy, cfg.resources, launcher, scanning.results(), children,
-                                  petsc_options)
+                                  petsc_options, waiting=lambda: waiting_blocks(dfk))
             if petsc_options:
                 log.info("PETSc options of the command line, given to every task: %s", " ".join(petsc_options))
             wf.run(interactive)

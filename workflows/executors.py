@@ -382,6 +382,40 @@ def started_processes(dfk) -> list[tuple[int, bool]]:
     return out
 
 
+def waiting_blocks(dfk, timeout: float = 15.0) -> list[str]:
+    """What Slurm says of the Parsl blocks that are not running, one phrase each (``block 0 is Slurm job 123,
+    PENDING (Priority)``), for the driver's log while its tasks wait for workers: a block that waits in the queue
+    otherwise looks like a driver that hangs. Empty when every block runs, the provider is not Slurm, or ``squeue``
+    does not answer within ``timeout`` s (the note is left out, the campaign goes on)."""
+    import subprocess
+
+    from parsl.providers import SlurmProvider
+
+    out = []
+    for ex in dfk.executors.values():
+        provider = getattr(ex, "provider", None)
+        if not isinstance(provider, SlurmProvider):
+            continue
+        block_of = {str(job): block for block, job in dict(getattr(ex, "blocks_to_job_id", {})).items()}
+        jobs = [job for job in block_of if job in provider.resources
+                and not provider.resources[job]["status"].terminal]
+        if not jobs:
+            continue
+        cmd = ["squeue", "--noheader", "--format=%i %T %r", "--jobs", ",".join(jobs)]
+        if provider.clusters:
+            cmd.append(f"--clusters={provider.clusters}")
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        for line in r.stdout.splitlines() if r.returncode == 0 else []:
+            words = line.split(maxsplit=2)
+            if len(words) == 3 and words[0] in block_of and words[1] != "RUNNING":
+                reason = "" if words[2] in ("None", "") else f" ({words[2]})"
+                out.append(f"block {block_of[words[0]]} is Slurm job {words[0]}, {words[1]}{reason}")
+    return out
+
+
 def load_parsl(config, resources, timeout: float = 5.0):
     """Load the Parsl configuration ``config`` (from :func:`build_config`) and return its DataFlowKernel once the
     strategy has submitted the executor's first block (every :data:`STRATEGY_FIRST_PERIOD` s until then, at most

@@ -339,3 +339,47 @@ def test_parsl_mpi_mode_runs_each_member_on_a_whole_node_under_srun(slurm, tmp_p
     assert_same(arrays(exp), arrays(layout.experiment_dir(tmp_path / "online", "mpimode")))
     _drain_queue(env)
     print(f"\nparsl-mpi campaign on Slurm: {seconds:.1f} s from twin submit to done")
+
+
+def test_a_block_waiting_in_the_queue_is_named_in_the_drivers_log(slurm, tmp_path):
+    """Another job holds every CPU of the node, so the campaign's Parsl block waits in the queue: the driver (run by
+    hand, outside Slurm) says so in its log within a minute, naming the block's job and Slurm's reason, instead of
+    looking hung; once the other job is cancelled the block starts and the campaign runs to the end."""
+    _drain_queue(slurm)
+    blocker = _run(["sbatch", "--parsable", "-n", "4", "-J", "blocker", "-o", "/dev/null", "--wrap", "sleep 600"],
+                   env=slurm)
+    assert blocker.returncode == 0, blocker.stderr
+    blocker_id = blocker.stdout.strip().split(";")[0]
+    driver = None
+    try:
+        for _ in range(60):
+            if _run(["squeue", "-h", "-j", blocker_id, "-o", "%T"], env=slurm).stdout.strip() == "RUNNING":
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the blocking job did not start")
+        (tmp_path / "c.yaml").write_text(CAMPAIGN.replace("name: slurmcamp", "name: queued"))
+        driver = subprocess.Popen([sys.executable, "-m", "twin.cli", "run", "c.yaml", "--workflow", "-o", "run"],
+                                  env=slurm, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        log, note = tmp_path / "run" / "twin.log", []
+        deadline = time.time() + 90
+        while not note and time.time() < deadline and driver.poll() is None:
+            note = [ln for ln in log.read_text().splitlines() if "is Slurm job" in ln] if log.exists() else []
+            time.sleep(1)
+        assert note, f"no note on the waiting block within 90 s (driver exit {driver.poll()})"
+        queue = _run(["squeue", "-h", "-o", "%i"], env=slurm).stdout.split()
+        block = [job for job in queue if job != blocker_id]
+        assert len(block) == 1, queue
+        assert "INFO twin.workflows: no task has finished for " in note[0], note
+        assert note[0].endswith(f" s: block 0 is Slurm job {block[0]}, PENDING (Resources); the tasks run once Slurm "
+                                "starts the block"), note
+        _run(["scancel", blocker_id], env=slurm)
+        out, err = driver.communicate(timeout=300)
+        assert driver.returncode == 0, err[-3000:]
+        assert out.startswith("done:"), out
+    finally:
+        _run(["scancel", blocker_id], env=slurm)
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+        _drain_queue(slurm)
