@@ -230,3 +230,23 @@ def test_status_exit_codes_from_the_command(finished, tmp_path):
     _flip_a_data_byte(layout.checkpoint_file(exp, 4))
     bad = subprocess.run([sys.executable, "-m", "twin.cli", "status", str(run)], capture_output=True, text=True)
     assert bad.returncode == 1 and "damaged" in bad.stdout and "Traceback" not in bad.stderr
+
+
+def test_a_zombie_driver_is_not_alive(finished, tmp_path, capsys):
+    """A killed MPI rank stays a zombie until its launcher reaps it, for a second or more after mpiexec returned: its
+    heartbeat's process is not a live driver (before, an immediate rerun was refused as busy, exit 3)."""
+    run, _ = _copy(finished, tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    for _ in range(200):  # ended, not reaped: a zombie
+        if Path(f"/proc/{child.pid}/stat").read_text().split(") ")[-1][:1] == "Z":
+            break
+        time.sleep(0.01)
+    try:
+        write_heartbeat(run)
+        beat = json.loads((run / "driver.json").read_text())
+        (run / "driver.json").write_text(json.dumps(beat | {"state": "running", "pid": child.pid}))
+        from twin.campaign.heartbeat import driver_state
+
+        assert driver_state(run) == "lost"
+    finally:
+        child.wait()

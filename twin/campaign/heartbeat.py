@@ -128,13 +128,19 @@ def stop_left_behind(run_dir, grace: float = 5.0) -> list[int]:
 
 
 def _alive(pid) -> bool:
+    """Whether process ``pid`` runs here: it exists and is not a zombie (a killed MPI rank stays one until its
+    launcher reaps it, seconds after ``mpiexec`` returned; Linux's ``/proc`` says so, elsewhere it counts as alive)."""
     try:
         os.kill(int(pid), 0)
     except PermissionError:  # another user's process: it exists
         return True
     except (OSError, ValueError, TypeError):
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2:][:1] not in ("Z", "X")
 
 
 def driver_state(run_dir) -> str:

@@ -21,15 +21,20 @@ next experiment; :func:`unfinished` lists both kinds so that the command exits n
 (outputs and decision) gets ``done.json`` last, and a resume skips it; a failed one is tried again on resume, a
 stopped one is not (its policy decided).
 
-An error is contained only when every rank of the job sees it (errors in collective steps, which is where model,
-solver and assimilation errors arise); an error on one rank while the others wait in a collective call still ends
-the MPI job, as MPI has no other way out.
+An error is contained when every rank of the job sees it (errors in collective steps, which is where model, solver
+and assimilation errors arise) or where the ranks agree on it: a member forecast that raises something other than a
+model's failure on its group's ranks (a plugin's own ``ValueError``) fails the experiment on every rank at the end of
+the forecast stage. Any other error on one rank, while the others may wait for it in a collective call, ends the MPI
+job once they have not reached the experiment's end within :data:`ALONE_TIMEOUT` seconds (``TWIN_ALONE_TIMEOUT``):
+the failing rank prints the reason and calls ``MPI_Abort`` (exit status 1), as MPI has no other way out; running the
+command again resumes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +45,7 @@ from twin.campaign import layout
 from twin.campaign.experiments import experiments_section, prepare_experiments
 from twin.campaign.heartbeat import sweep_on_resume, write_heartbeat
 from twin.campaign.status import mark_done
-from twin.core.errors import ModelError, SolverError, WorkflowError
+from twin.core.errors import ModelError, SolverError, TwinError, WorkflowError
 from twin.core.log import get_logger, log_repeated_warnings, setup_logging
 
 log = get_logger("twin.campaign.online")
@@ -178,12 +183,48 @@ def unfinished(dirs) -> list[tuple[str, str]]:
     return out
 
 
+#: Seconds a rank whose experiment failed waits for the other ranks at the experiment's end, where the failure is
+#: contained, before it ends the MPI job: they may be waiting for it inside a collective call, which never returns.
+#: The environment variable ``TWIN_ALONE_TIMEOUT`` sets it (a job whose ranks compute apart for longer, a test).
+ALONE_TIMEOUT = 60.0
+
+
+def _alone_timeout() -> float:
+    try:
+        value = float(os.environ.get("TWIN_ALONE_TIMEOUT", ALONE_TIMEOUT))
+    except ValueError:
+        return ALONE_TIMEOUT
+    return value if value > 0 else ALONE_TIMEOUT
+
+
+def _arrive(arrival, name: str, reason: str) -> None:
+    """Every rank at the end of experiment ``name`` (non-blocking barrier on ``arrival``, a communicator of the
+    experiment's ranks used for nothing else); a rank that failed with ``reason`` waits at most
+    :data:`ALONE_TIMEOUT` s for the others, then prints the reason and aborts the job."""
+    request = arrival.Ibarrier()
+    if not reason:
+        request.Wait()
+        return
+    timeout = _alone_timeout()
+    deadline = time.monotonic() + timeout
+    while not request.Test():
+        if time.monotonic() > deadline:
+            print(f"error: experiment {name} FAILED on rank {arrival.Get_rank()} of {arrival.Get_size()}: {reason}; "
+                  f"the other ranks did not reach the experiment's end within {timeout:g} s (they wait for this "
+                  "rank in a collective call), so the job ends here; run the same command again to resume",
+                  file=sys.stderr, flush=True)
+            arrival.Abort(1)
+        time.sleep(0.02)
+
+
 def failure_reason(exc: BaseException) -> str:
     """One line naming the error: twin's own message, or the type and PETSc's last stack line for anything else."""
     from twin.core.errors import TwinError
 
     if isinstance(exc, TwinError):
         text = str(exc)
+    elif isinstance(exc, SystemExit):  # a model's own code called sys.exit: not the end of the campaign
+        text = f"sys.exit({exc.code!r}) was called inside the experiment (by the model's code?)"
     else:
         text = f"{type(exc).__name__}: {exc}"
         stack = getattr(type(exc), "_traceback_", None)
@@ -208,12 +249,15 @@ def contained(exp_dir: Path, comm, policy) -> None:
         layout.error_marker(exp_dir).unlink(missing_ok=True)
         layout.done_marker(exp_dir).unlink(missing_ok=True)
     reason = ""
+    arrival = comm.Dup()
     try:
         # outputs of a finished run that were damaged: written again from the checkpoints
         _run_experiment(exp_dir, comm, policy, rewrite=state == "damaged")
-    except Exception as exc:  # noqa: BLE001 - contained: reported in failed.json, twin.log and the exit code
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - contained: in failed.json, twin.log and the exit code
         reason = failure_reason(exc)
         log.debug("experiment %s failed", exp_dir.name, exc_info=True)
+    _arrive(arrival, exp_dir.name, reason)
+    arrival.Free()
     # a rank that failed alone (e.g. writing a file) fails the experiment on every rank
     reasons = [r for r in comm.allgather(reason) if r]
     if reasons:
@@ -362,8 +406,13 @@ def _run_experiment(exp_dir: Path, comm, policy, rewrite: bool = False) -> None:
                 prior = analysed or steps.read_prior(s, k, comm)
                 mine = [m for m in (ens.members if g is not None else []) if prior.alive[m]]
                 bar.members(len(mine))
-                forecasts, ok = _forecast_members(exp_dir, k, mine, g, policy, prior.states, prior.params, bar)
-                if comm.allreduce(0 if ok else 1, op=MPI.MAX):
+                forecasts, ok, error = _forecast_members(exp_dir, k, mine, g, policy, prior.states, prior.params,
+                                                         bar)
+                outcomes = comm.allgather((ok, error))
+                error = next((e for _, e in outcomes if e), "")
+                if error:  # not a model's failure (no retry, no drop): the experiment fails on every rank
+                    raise TwinError(error)
+                if not all(o for o, _ in outcomes):
                     reason = f"a member forecast failed in cycle {k} (policy: stop)"
                     if rank == 0:
                         layout.write_json(layout.stopped_marker(exp_dir), {"cycle": k, "reason": reason})
@@ -461,9 +510,11 @@ def _run_other_method(exp_dir: Path, comm, s, policy, rewrite: bool = False) -> 
 
 
 def _forecast_members(exp_dir: Path, cycle: int, members: list[int], s, policy, states, params,
-                      bar) -> tuple[dict[int, Any], bool]:
-    """The forecasts of a group's live ``members`` over cycle ``cycle``: ``({member: whole state}, ok)``, the states
-    on the group's first rank, ``ok`` false when a member kept failing under the policy ``stop``.
+                      bar) -> tuple[dict[int, Any], bool, str]:
+    """The forecasts of a group's live ``members`` over cycle ``cycle``: ``({member: whole state}, ok, error)``, the
+    states on the group's first rank, ``ok`` false when a member kept failing under the policy ``stop``, ``error`` the
+    reason when a member's forecast raised anything but a model's failure (then the forecasts stop; the caller fails
+    the experiment on every rank).
 
     Members whole on one rank go through the model's batched forecast at once (:func:`twin.campaign.steps
     .batched_forecast`, bitwise the solver's numbers); the others, those of a model without one, and any member
@@ -477,7 +528,9 @@ def _forecast_members(exp_dir: Path, cycle: int, members: list[int], s, policy, 
         t_start = time.time()
         try:
             batch = steps.batched_forecast(s, cycle, [states[m] for m in members], [params[m] for m in members])
-        except (SolverError, ModelError):  # each member's own forecast reports it (and its retries handle it)
+        except Exception as exc:  # noqa: BLE001 - each member's own forecast reports it (its retries handle it)
+            log.debug("experiment %s: batched forecast of cycle %d failed (%s); members one by one", exp_dir.name,
+                      cycle, failure_reason(exc))
             batch = None
         if batch is not None:
             rest = [m for m, x in zip(members, batch) if not np.all(np.isfinite(x))]
@@ -488,13 +541,16 @@ def _forecast_members(exp_dir: Path, cycle: int, members: list[int], s, policy, 
                 bar.member_done()
     ok = True
     for m in rest:
-        done, x = _forecast_with_retries(exp_dir, cycle, m, s, policy, states[m], params[m])
+        try:
+            done, x = _forecast_with_retries(exp_dir, cycle, m, s, policy, states[m], params[m])
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's own error on this group: on every rank
+            return forecasts, ok, f"member {m}'s forecast in cycle {cycle} raised {failure_reason(exc)}"
         if not done:
             ok = False
         elif x is not None and s.rank == 0:
             forecasts[m] = x
         bar.member_done()
-    return forecasts, ok
+    return forecasts, ok, ""
 
 
 def _forecast_with_retries(exp_dir: Path, cycle: int, member: int, s, policy, state, params):

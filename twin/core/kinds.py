@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections import abc
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -136,7 +137,7 @@ def _load(ep) -> TwinKind:
     where = f"entry point '{ep.name} = {ep.value}' (group {GROUP})"
     try:
         obj = ep.load()
-    except Exception as exc:  # a broken plugin must name itself, whatever it raised
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin must name itself, whatever it raised
         raise ConfigError(f"{where}: cannot be imported ({type(exc).__name__}: {exc}); fix or uninstall that "
                           "package") from None
     if isinstance(obj, type) and issubclass(obj, TwinKind):
@@ -146,7 +147,26 @@ def _load(ep) -> TwinKind:
     if obj.name != ep.name:
         raise ConfigError(f"{where}: the kind calls itself {obj.name!r}; the entry point's name must be the kind's "
                           "name")
+    _check_declarations(where, obj)
     return obj
+
+
+def _check_declarations(where: str, kind: TwinKind) -> None:
+    """The kind's ``model_types``, ``network_types`` and ``decision_types`` answer, each a sequence of its class:
+    asked once here so that a plugin that raises or returns something else is named in one line, not a traceback
+    from whichever command asks first."""
+    for method, cls in (("model_types", ModelType), ("network_types", NetworkType),
+                        ("decision_types", DecisionType)):
+        try:
+            got = getattr(kind, method)()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plugin's own code failed: name it
+            raise ConfigError(f"{where}: {type(kind).__name__}.{method}() raised {type(exc).__name__}: {exc}; fix "
+                              "or uninstall that package") from None
+        if isinstance(got, (str, bytes)) or not isinstance(got, abc.Sequence) \
+                or not all(isinstance(x, cls) for x in got):
+            raise ConfigError(f"{where}: {type(kind).__name__}.{method}() returned {type(got).__name__} "
+                              f"{str(got)[:80]!r}, not a sequence of twin.core.kinds.{cls.__name__}; fix or uninstall "
+                              "that package")
 
 
 @lru_cache(maxsize=1)
