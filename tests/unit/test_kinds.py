@@ -144,6 +144,18 @@ def test_a_users_package_is_found_like_the_builtin_ones(tmp_path):
     ("from twin.core.kinds import ModelType, TwinKind\nclass K(TwinKind):\n    name = 'glacier'\n"
      "    def model_types(self):\n        return (ModelType('tumour', object, lambda: object),)\nKIND = K()",
      "model type 'tumour' is declared by the kinds 'glacier' and 'tumour'"),
+    # a package that ends the process while imported: before, every twin command exited 0 having done nothing
+    ("import sys\nsys.exit(0)", "glacier_kind:KIND' (group twin.kinds): cannot be imported (SystemExit: 0)"),
+    # declarations that raise or are not sequences of their class: before, a traceback from whichever command asked
+    ("from twin.core.kinds import TwinKind\nclass K(TwinKind):\n    name = 'glacier'\n"
+     "    def model_types(self):\n        raise ValueError('boom')\nKIND = K()",
+     "(group twin.kinds): K.model_types() raised ValueError: boom; fix or uninstall that package"),
+    ("from twin.core.kinds import TwinKind\nclass K(TwinKind):\n    name = 'glacier'\n"
+     "    def network_types(self):\n        return 5\nKIND = K()",
+     "K.network_types() returned int '5', not a sequence of twin.core.kinds.NetworkType"),
+    ("from twin.core.kinds import TwinKind\nclass K(TwinKind):\n    name = 'glacier'\n"
+     "    def decision_types(self):\n        return ['radar']\nKIND = K()",
+     "K.decision_types() returned list \"['radar']\", not a sequence of twin.core.kinds.DecisionType"),
 ])
 def test_a_broken_or_conflicting_package_gets_one_clear_line(tmp_path, body, expect):
     env = _plugin(tmp_path, body)
