@@ -305,10 +305,16 @@ def _allow_outside(roots: list[str]):
             os.environ[OUTPUT_ROOT_ENV] = before
 
 
+#: commands that start PETSc wherever a module they call first imports it (``run`` starts it with the command
+#: line's options; ``validate``, ``submit`` and a workflow's driver do not start it)
+STARTS_PETSC_LATE = ("inspect", "info", "status", "report", "assimilate", "check-model")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``twin`` command; returns its exit status. Ctrl-C (SIGINT) ends it with one line and status 130 (128 +
     the signal's number, as a shell reports it): everything written so far is complete, the same command resumes.
     Under ``mpiexec`` each rank dies with its launcher (:mod:`twin.core.launcher`)."""
+    from twin.core.errors import TwinError
     from twin.core.launcher import bind_to_launcher
 
     bind_to_launcher()
@@ -318,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted (Ctrl-C): every file written so far is complete; run the same command again to resume",
               file=sys.stderr)
         return 130
+    except TwinError as exc:  # raised outside a command's own handling (PETSc refusing to start: PetscStartError)
+        if "mpi4py.MPI" not in sys.modules or sys.modules["mpi4py.MPI"].COMM_WORLD.Get_rank() == 0:
+            _errors(exc)
+        return int(getattr(exc, "exit_status", 2))
     except MemoryError as exc:  # NumPy's allocations; a model's building says which model (twin.models.registry)
         print(f"error: out of memory ({str(exc) or 'an allocation failed'}): this run needs more memory than the "
               "process could get; run it on more ranks or nodes, or make grids or ensembles smaller; every file "
@@ -347,6 +357,11 @@ def _main(argv: list[str] | None = None) -> int:
             from twin.core.errors import ConfigError
 
             return _errors(ConfigError([many]))
+    if args.command in STARTS_PETSC_LATE:
+        from twin.core.petsc import init_petsc, options_files_in_play
+
+        if options_files_in_play():  # a broken .petscrc: one line now, not PETSc's traceback wherever it starts
+            init_petsc([])
     with _allow_outside(getattr(args, "allow_outside", None) or []):
         if args.command == "validate":
             return cmd_validate(args)

@@ -184,12 +184,16 @@ def _failure(exc: BaseException) -> tuple[int, str]:
 
 
 def run(args, petsc_options: list[str] | None = None) -> int:
+    from twin.core.errors import TwinError
     from twin.core.petsc import init_petsc
 
-    init_petsc(petsc_options or [])
+    try:
+        init_petsc(petsc_options or [])
+    except TwinError as exc:  # PETSc refused to start (an options file): one line, no retry would help
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TWIN_ERROR
     from mpi4py import MPI
 
-    from twin.core.errors import TwinError
     from twin.core.log import setup_logging
 
     comm = MPI.COMM_WORLD
@@ -371,9 +375,13 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
     args = _parser().parse_args(words)
     if args.step not in WORKER_STEPS:
         raise TaskFailed(EXIT_TWIN_ERROR, f"error: step {args.step!r} does not run in a worker")
+    from twin.core.errors import TwinError
     from twin.core.petsc import init_petsc
 
-    init_petsc(petsc_options)
+    try:
+        init_petsc(petsc_options)
+    except TwinError as exc:  # PETSc refused to start (an options file): the same line a task process gives
+        raise TaskFailed(EXIT_TWIN_ERROR, f"error: {exc}") from None
     from mpi4py import MPI
 
     logger = logging.getLogger("twin")

@@ -76,6 +76,8 @@ def command_line_problems(tokens: list[str]) -> list[ConfigProblem]:
             value, i = tokens[i], i + 1
         kind = option_kind(word.lstrip("-"))
         reason = number_problem(kind, value) if kind in ("real", "int") else None
+        if word in ("-options_file", "-options_file_yaml") and (value is None or not Path(value).is_file()):
+            reason = "names no file that can be read" if value is None else f"names {value}, which is not a file"
         if reason is not None:
             out.append(ConfigProblem("", None, None, "", f"PETSc option {word}{'' if value is None else ' ' + value} "
                                                          f"on the command line {reason}; change or drop it"))

@@ -42,22 +42,101 @@ _PREFIXES: set[str] = set()
 _SET_UP: set[str] = set()
 #: libpetsc's ``PetscOptionsUsed`` through ctypes (:func:`_was_read`), once looked up; ``False`` when not found
 _USED_FN: Any = None
+#: the error PETSc's start gave in this process, if it failed (:func:`init_petsc` raises it again)
+_START_FAILED: list = []
 #: PETSc 3.18 holds at most 512 options; beyond this many inserted ones, the oldest prefixes' options are removed.
 _KEEP = 256
 
 
-def init_petsc(options: list[str] | None = None) -> Any:
-    """Initialise petsc4py with ``options`` (PETSc-style ``-key value`` tokens) and return the ``PETSc`` module."""
-    import petsc4py
+class PetscStartError(ConfigError):
+    """PETSc refused to start: an options file it reads at start-up (``-options_file``, ``PETSC_OPTIONS``, a
+    ``.petscrc``) cannot be opened or parsed. Bad input: exit status 2."""
 
+
+def init_petsc(options: list[str] | None = None) -> Any:
+    """Initialise petsc4py with ``options`` (PETSc-style ``-key value`` tokens) and return the ``PETSc`` module.
+
+    PETSc reads options files while it starts (``-options_file F``, those named in ``PETSC_OPTIONS``, ``.petscrc`` and
+    ``petscrc`` in the working directory, ``~/.petscrc``); one it cannot open or parse stops it with its error block
+    on stderr and a Python traceback. The start is made with stderr held in a temporary file: on failure the error
+    is :class:`PetscStartError`, one line with PETSc's own message; otherwise what was written meanwhile (MPI's or
+    PETSc's messages) goes to stderr as it was."""
+    if _START_FAILED:  # PETSc cannot be started again in this process (a warm worker's next step)
+        raise _START_FAILED[0]
     if "petsc4py.PETSc" not in sys.modules:
-        petsc4py.init([sys.argv[0] if sys.argv else "twin", *(options or [])])
+        _start([sys.argv[0] if sys.argv else "twin", *(options or [])])
         _COMMAND_LINE_WORDS[:] = [str(o) for o in options or []]
         _COMMAND_LINE.update(tok.lstrip("-") for tok in options or [] if tok.startswith("-") and len(tok) > 1
                              and not is_number(tok))
     from petsc4py import PETSc
 
     return PETSc
+
+
+def _start(args: list[str]) -> None:
+    import os
+    import tempfile
+
+    import petsc4py
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    error = None
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            petsc4py.init(args)
+            from petsc4py import PETSc  # noqa: F401 - starts PETSc when init did not
+        except Exception as exc:  # noqa: BLE001 - petsc4py.PETSc.Error, from a class that could not be imported
+            error = exc
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        text = held.read().decode(errors="replace")
+    if error is None:
+        if text:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        return
+    sys.modules.pop("petsc4py.PETSc", None)
+    reason = start_failure(text) or str(error)
+    hint = ("fix or remove that options file (given by -options_file, named in PETSC_OPTIONS, or .petscrc / petscrc "
+            "in the working directory or ~/.petscrc)" if "options file" in reason else
+            "check PETSC_OPTIONS and the PETSc options on the command line")
+    _START_FAILED.append(PetscStartError(f"PETSc could not start: {reason}; {hint}"))
+    raise _START_FAILED[0] from None
+
+
+def start_failure(text: str) -> str:
+    """PETSc's own message in the error block it printed at start-up (``Unknown first token in options file
+    .petscrc line 1: garbage``): the lines between its header and its pointer to the FAQ, without the error class."""
+    lines = [ln.split("PETSC ERROR:", 1)[1].strip() for ln in text.splitlines() if "PETSC ERROR:" in ln]
+    for i, line in enumerate(lines):
+        if "Error Message" in line:
+            body = []
+            for rest in lines[i + 1:]:
+                if rest.startswith("See https://") or rest.startswith("Petsc Release") or rest.startswith("#"):
+                    break
+                body.append(rest)
+            message = [b for b in body if "options file" in b] or body[-1:]
+            return " ".join(message)[:300]
+    return ""
+
+
+def options_files_in_play(words: list[str] | None = None) -> bool:
+    """Whether PETSc will read an options file when it starts here (``-options_file`` in ``words``, ``PETSC_OPTIONS``
+    or ``PETSC_OPTIONS_YAML`` set, a ``.petscrc`` or ``petscrc`` in the working directory, ``~/.petscrc``): the
+    commands that start PETSc late start it first then (:func:`init_petsc`), so a broken file is one line."""
+    import os
+    from pathlib import Path
+
+    if any(str(w).startswith("-options_file") for w in words or []):
+        return True
+    if os.environ.get("PETSC_OPTIONS") or os.environ.get("PETSC_OPTIONS_YAML"):
+        return True
+    return any(p.is_file() for p in (Path(".petscrc"), Path("petscrc"), Path.home() / ".petscrc"))
 
 
 def command_line_options() -> list[str]:
