@@ -111,3 +111,17 @@ def test_status_of_a_path_that_is_no_run_directory_says_what_it_is(tmp_path, fir
         assert run.returncode == 2
         (line,) = _error_lines(run)
         assert words in line, line
+
+
+def test_a_log_linked_out_of_the_run_directory_is_refused(tmp_path, first):
+    """twin.log is appended to: a symbolic link planted in its place would take the log anywhere (found by trying:
+    the rerun appended to the link's target)."""
+    outside = tmp_path / "elsewhere.log"
+    (first / "twin.log").unlink()
+    (first / "twin.log").symlink_to(outside)
+    run = _twin("run", "plate.yaml", "-o", "out", cwd=tmp_path)
+    assert run.returncode == 2
+    assert _error_lines(run) == [f"error: {first / 'twin.log'} is a symbolic link to {outside}: twin appends its log "
+                                 "to a regular file in the run directory only; remove the link and run the command "
+                                 "again"]
+    assert not outside.exists()

@@ -156,6 +156,11 @@ def setup_logging(rank: int = 0, size: int = 1, verbose: bool = False, logfile: 
         handler.setLevel(logging.WARNING)
     logger.addHandler(handler)
     if logfile and rank == 0:
+        if os.path.islink(logfile):  # appended to: a link would take the log wherever it points (twin makes none)
+            from twin.core.errors import OutputError
+
+            raise OutputError(f"{logfile} is a symbolic link to {os.path.realpath(logfile)}: twin appends its log to a "
+                              "regular file in the run directory only; remove the link and run the command again")
         if private:
             # created owner-only before logging opens it (logging would create it with the umask's mode)
             fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
