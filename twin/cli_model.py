@@ -13,6 +13,7 @@ import argparse
 import keyword
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -39,12 +40,28 @@ def add_check_model_parser(sub) -> argparse.ArgumentParser:
     return c
 
 
+#: most time steps of the checks' window (each check runs it several times)
+MAX_CHECK_STEPS = 10000
+
+
+def max_check_ranks() -> int:
+    """Most ranks ``check-model --ranks`` starts on this machine: 4 per core (oversubscribed, as a laptop test of a
+    decomposition is), at least 8."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
 def cmd_check_model(args) -> int:
     from twin.core.errors import TwinError
 
     if args.ranks < 1 or args.steps < 2 or not args.rank_rtol > 0 or (args.step is not None and not args.step > 0):
         print("error: check-model: --ranks must be at least 1, --steps at least 2, --rank-rtol and --step positive",
               file=sys.stderr)
+        return 2
+    most = max_check_ranks()
+    if args.ranks > most or args.steps > MAX_CHECK_STEPS:
+        print(f"error: check-model: --ranks {args.ranks} / --steps {args.steps}: at most {most} ranks (4 per core of "
+              f"this machine's {os.cpu_count() or 1}) and {MAX_CHECK_STEPS} steps; the check compares a decomposition, "
+              "a few ranks show it", file=sys.stderr)
         return 2
     from twin.cli import _rank
 
@@ -65,6 +82,9 @@ def cmd_check_model(args) -> int:
     from twin.core.petsc import init_petsc
 
     init_petsc([])
+    # SIGTERM (kill, a batch system's time limit) ends the check through its clean-up: the temporary directory goes
+    # and the mpiexec of the ranks check gets SIGTERM with this process's end (twin.core.launcher.die_with_parent)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     report = check_model(subject, ranks=args.ranks, steps=args.steps, rank_rtol=args.rank_rtol)
     print(report.text())
     failed = report.failed()

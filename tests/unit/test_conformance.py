@@ -10,6 +10,7 @@ its child process under ``mpiexec`` rebuilds them.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -280,3 +281,54 @@ def test_the_pytest_fixture_for_model_authors(tmp_path):
                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "1 passed" in out.stdout
+
+
+def _check_model_command(*words: str, **kw):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    return subprocess.Popen([sys.executable, "-m", "twin.cli", "check-model", *words], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, **kw)
+
+
+def test_check_model_bounds_its_ranks_and_leaves_nothing_running_when_killed(tmp_path):
+    """Found by trying: ``--ranks 100000`` started that many ranks, and a killed check left its mpiexec and ranks
+    running and its temporary directory behind."""
+    import os
+    import signal
+    import time
+
+    from twin.cli_model import max_check_ranks
+
+    proc = _check_model_command("heat", "--ranks", "100000")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.startswith(f"error: check-model: --ranks 100000 / --steps 4: at most {max_check_ranks()} ranks"), err
+    if MPIEXEC is None:
+        return
+    import tempfile
+
+    before = set(os.listdir(tempfile.gettempdir()))
+    proc = _check_model_command("heat", "--ranks", "4")
+    launcher = None
+    deadline = time.time() + 120
+    while launcher is None and time.time() < deadline and proc.poll() is None:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        pids = children.read_text().split() if children.exists() else []
+        launcher = next((int(p) for p in pids if Path(f"/proc/{p}/comm").read_text().strip() == "mpiexec"), None)
+        time.sleep(0.05)
+    assert launcher is not None, "the ranks check never started mpiexec"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    for _ in range(100):
+        if not Path(f"/proc/{launcher}").exists() or "Z" in Path(f"/proc/{launcher}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"mpiexec {launcher} still runs 5 s after its check-model was killed")
+    left = {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("twin-check")}
+    assert not left, left

@@ -47,6 +47,7 @@ from twin.conformance.base import (FAIL, PASS, SKIP, CheckResult, Context, Faile
                                    _run, _skip, _whole, _whole_param)
 from twin.conformance.options import check_options_prefix
 from twin.conformance.subject import Subject
+from twin.core.launcher import die_with_parent
 
 #: relative error allowed of a parameter through its transform and back (log/exp round-off, not a bug)
 TRANSFORM_RTOL = 1e-10
@@ -324,7 +325,9 @@ def check_ranks(ctx: Context) -> str:
     env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")])
     try:
         # stdin closed: mpiexec forwards its stdin to rank 0, and ours may belong to someone else (a test runner)
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
+        # the job ends with this process (killed, timed out): its mpiexec and ranks must not run on
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL,
+                             preexec_fn=die_with_parent)
     except subprocess.TimeoutExpired:
         raise _fail(f"mpiexec -n {ctx.ranks} did not finish within 600 s") from None
     if run.returncode != 0 or not out.is_file():

@@ -63,3 +63,16 @@ def bind_to_launcher() -> bool:
     if os.getppid() != ppid:
         os.kill(os.getpid(), signal.SIGKILL)
     return True
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """For ``subprocess``'s ``preexec_fn`` (runs in the child between fork and exec): the child gets ``signum`` when
+    the thread that started it exits, so an ``mpiexec`` a twin command starts does not outlive the command (on
+    SIGTERM, mpiexec ends its ranks). Linux only; elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
