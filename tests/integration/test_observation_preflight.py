@@ -117,3 +117,98 @@ def test_reading_observation_files_starts_no_petsc():
             "print(any(m.startswith(('petsc4py.PETSc', 'mpi4py.MPI')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stdout + out.stderr
+
+
+def _heat_campaign(d: Path, file: str) -> Path:
+    """A heat campaign on the unit square (m), 5 cycles of 1 s over the timeline (0, 5] s, observed through the CSV
+    ``file`` (times in s)."""
+    data = {"schema_version": 1, "campaign": {"name": "heatfile", "seed": 1},
+            "models": {"heat": {"type": "heat",
+                                "grid": {"shape": [8, 8], "extent": [[0.0, 1.0], [0.0, 1.0]], "units": "m"},
+                                "parameters": {"kappa": {"value": 1.0e-3, "units": "m^2/s",
+                                                         "prior": {"dist": "lognormal", "median": 1.0e-3,
+                                                                   "sigma": 0.3}}},
+                                "initial_condition": {"kind": "gaussian", "amplitude": 1.0, "center": [0.3, 0.6],
+                                                      "width": 0.08, "background": 0.0},
+                                "time": {"dt": 1.0, "units": "s"},
+                                "solver": {"ts_type": "beuler", "ksp_type": "cg", "pc_type": "jacobi",
+                                           "ksp_rtol": 1.0e-10}}},
+            "timeline": {"start": 0.0, "end": 5.0, "units": "s"},
+            "assimilation": {"method": "etkf", "N": 6, "seed": 2, "background_std": 0.05,
+                             "schedule": {"every": 1, "cycles": 5},
+                             "observations": [{"type": "file", "file": file, "time_units": "s",
+                                               "variables": {"T": {"name": "temp", "units": "K"}}}]},
+            "resources": {"type": "local", "ranks": 1, "workers": 1},
+            "outputs": {"directory": "runs/{name}"}}
+    path = d / "c.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _at_file_key(path: Path) -> str:
+    """``c.yaml:line:column: assimilation.observations[0].file: `` of the file key's value."""
+    line = _line_of_file_key(path)
+    text = path.read_text().splitlines()[line - 1]
+    return f"c.yaml:{line}:{text.index('file:') + len('file: ') + 1}: assimilation.observations[0].file: "
+
+
+def _refused_by_validate_and_run(d: Path, path: Path, expected: str) -> None:
+    """``twin validate`` and ``twin run`` both exit 2 with the one line ``expected``, and the run makes no
+    experiment."""
+    out = _twin(d, "validate", "c.yaml")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.splitlines() == [expected], out.stderr
+    run = _twin(d, "run", "c.yaml")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.splitlines()[-1] == expected, run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (d / "runs" / "heatfile" / "experiments").exists()
+
+
+def test_a_csv_without_the_y_column_of_a_2d_grid_is_refused_naming_the_column(tmp_path):
+    """The CSV reader takes as many of x, y, z as the header has: without y the file read well, validate said ok and
+    the experiment stopped at its start with "points have 1 coordinates, grid is 2-D"."""
+    (tmp_path / "obs.csv").write_text("time,x,variable,value,error\n1,0.3,temp,0.5,0.1\n")
+    path = _heat_campaign(tmp_path, "obs.csv")
+    _refused_by_validate_and_run(tmp_path, path, "error: " + _at_file_key(path) + f"observation file "
+                                 f"{tmp_path / 'obs.csv'}: has no column y: the model's grid is 2-D, so every "
+                                 "position needs x, y")
+    (tmp_path / "obs.csv").write_text("time,x,y,z,variable,value,error\n1,0.3,0.6,0.1,temp,0.5,0.1\n")
+    _refused_by_validate_and_run(tmp_path, path, "error: " + _at_file_key(path) + f"observation file "
+                                 f"{tmp_path / 'obs.csv'}: has column(s) z, but the model's grid is 2-D: give "
+                                 "positions as x, y only")
+
+
+NOTHING_USABLE = {
+    "positions in km on a grid in m": (
+        "time,x,y,variable,value,error\n1,300,600,temp,0.5,0.1\n2,700,600,temp,0.4,0.1\n",
+        "none of its 2 observations lies inside both the campaign's timeline and the model's domain (positions x 300 "
+        "to 700, y 600 m, the domain x [0, 1], y [0, 1] m): check the positions and their units"),
+    "times after the timeline": (
+        "time,x,y,variable,value,error\n99,0.3,0.6,temp,0.5,0.1\n",
+        "its one observation does not lie inside both the campaign's timeline and the model's domain (model times "
+        "99 s, the timeline (0, 5] s): check the times and time_units"),
+    "each outside one or the other": (
+        "time,x,y,variable,value,error\n0,0.3,0.6,temp,0.5,0.1\n2,3,0.6,temp,0.4,0.1\n",
+        "none of its 2 observations lies inside both the campaign's timeline and the model's domain (model times 0 "
+        "to 2 s, the timeline (0, 5] s; positions x 0.3 to 3, y 0.6 m, the domain x [0, 1], y [0, 1] m): check the "
+        "times, positions and their units"),
+}
+
+
+@pytest.mark.parametrize("case", list(NOTHING_USABLE))
+def test_a_file_with_no_observation_inside_the_timeline_and_the_domain_is_refused(tmp_path, case):
+    """Nothing to assimilate at all: validate said ok and the experiment stopped at its start (exit 1)."""
+    content, says = NOTHING_USABLE[case]
+    (tmp_path / "obs.csv").write_text(content)
+    path = _heat_campaign(tmp_path, "obs.csv")
+    _refused_by_validate_and_run(tmp_path, path, "error: " + _at_file_key(path) + f"observation file "
+                                 f"{tmp_path / 'obs.csv'}: {says}")
+
+
+def test_some_observations_outside_are_left_to_the_quality_control(tmp_path):
+    (tmp_path / "obs.csv").write_text("time,x,y,variable,value,error\n99,0.3,0.6,temp,0.5,0.1\n"
+                                      "1,300,600,temp,0.5,0.1\n5,0.3,0.6,temp,0.4,0.1\n")
+    _heat_campaign(tmp_path, "obs.csv")
+    out = _twin(tmp_path, "validate", "c.yaml")
+    assert out.returncode == 0 and "ok (campaign 'heatfile'" in out.stdout, out.stdout + out.stderr

@@ -5,6 +5,8 @@ for a calibrated ensemble and a U-shaped one for an over-confident one."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -66,6 +68,25 @@ def test_duplicates_keep_exactly_one_of_each_group(rows):
     bad = qc.duplicates(t, p, v)
     kept = {(t[i], p[i, 0], v[i]) for i in np.flatnonzero(~bad)}
     assert len(kept) == int((~bad).sum()) == len(set(rows))
+
+
+def test_duplicates_of_large_times_and_positions_are_found_and_distinct_ones_kept():
+    """Times of 1e10 s over the 1e-9 tolerance do not fit an int64 key: 1.0e10 and 1.2e10 were one key and the second
+    was dropped as a duplicate (with a RuntimeWarning). Distinct observations are kept however large, a genuine
+    duplicate is still flagged, and no warning is raised."""
+    times = np.array([1.0e10, 1.2e10, 1.2e10, 2.0e9, 2.0e9 + 1e-12])
+    pos = np.array([[0.3, 0.6]] * 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bad = qc.duplicates(times, pos, ["T"] * 5)
+        assert bad.tolist() == [False, False, True, False, True]
+        q = qc.QualityControl(5)
+        assert q.apply("duplicate", bad) == 2 and q.counts()["accepted"] == 3
+        # positions of 9.3e9 and 1e10 length units, and times near the largest float
+        far = qc.duplicates([5.0] * 3, [[9.3e9], [1.0e10], [1.0e10]], ["T"] * 3)
+        assert far.tolist() == [False, False, True]
+        huge = qc.duplicates([1.0e300, 1.1e300, -1.7e308, -1.7e308], [[0.0]] * 4, ["T"] * 4)
+        assert huge.tolist() == [False, False, False, True]
 
 
 def _cycle(rng, m, N, r_true, r_assumed, spread_scale=1.0):

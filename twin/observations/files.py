@@ -41,6 +41,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from twin.core.errors import ObservationError
 from twin.observations.csvfile import read_csv
 from twin.observations.dsg import read_dsg
 from twin.observations.table import (DEFAULT_MAX_OBS, ObservationTable, VariableRequest, bin_by_cycle,
@@ -58,15 +59,46 @@ def reader_for(path) -> Callable[..., ObservationTable]:
 
 def read_network_file(spec, path, model, start) -> ObservationTable:
     """One file of the ``file`` network ``spec`` (:class:`twin.config.observation_networks.FileNetwork`) read for
-    ``model`` (anything with ``time_units`` and ``length_units``): the network's variables, units and default error;
-    ``start`` the calendar start or ``None``."""
+    ``model`` (anything with ``time_units`` and ``length_units``, and ``grid.dim`` where known): the network's
+    variables, units and default error; ``start`` the calendar start or ``None``. A file whose positions have another
+    number of coordinates than the grid's dimension is refused here (:func:`check_dimension`)."""
     variables = {v: {k: val for k, val in f.model_dump(exclude={"range"}).items() if val is not None}
                  for v, f in spec.variables.items()}
     read = reader_for(path)
     extra = {"time_units": spec.time_units, "position_units": spec.units} if read is read_csv else {}
-    return read(path, variables, start=start, model_time_units=model.time_units, length_units=model.length_units,
-                error_std=spec.default_error(), **extra)
+    table = read(path, variables, start=start, model_time_units=model.time_units, length_units=model.length_units,
+                 error_std=spec.default_error(), **extra)
+    dim = getattr(getattr(model, "grid", None), "dim", None)
+    if dim is not None:
+        check_dimension(table, int(dim), csv=read is read_csv)
+    return table
+
+
+#: the position coordinates, in axis order
+AXES = ("x", "y", "z")
+
+
+def check_dimension(table: ObservationTable, dim: int, *, csv: bool) -> None:
+    """Refuse, naming the file and the column (CSV) or coordinate (NetCDF), positions with fewer or more coordinates
+    than the model's ``dim``-D grid. The readers take as many of x, y, z as a file has, so a CSV without its ``y``
+    column on a 2-D grid reads well and used to stop the experiment only when its operator was built ("points have 1
+    coordinates, grid is 2-D", naming neither the file nor the column), after ``twin validate`` had said ok."""
+    have = table.position.shape[1]
+    if have == dim:
+        return
+    need = ", ".join(AXES[:dim])
+    if have < dim:
+        axis = AXES[have]
+        what = (f"has no column {axis}" if csv else
+                f"has no {axis} position (a variable with axis {axis.upper()}, standard_name "
+                f"projection_{axis}_coordinate or the name {axis})")
+        raise ObservationError(f"observation file {table.source}: {what}: the model's grid is {dim}-D, so every "
+                               f"position needs {need}")
+    extra = ", ".join(AXES[dim:have])
+    what = f"column(s) {extra}" if csv else f"position coordinate(s) {extra}"
+    raise ObservationError(f"observation file {table.source}: has {what}, but the model's grid is {dim}-D: give "
+                           f"positions as {need} only")
 
 
 __all__ = ["DEFAULT_MAX_OBS", "ObservationTable", "VariableRequest", "read_dsg", "read_csv", "bin_by_cycle",
-           "outside_campaign", "reader_for", "read_network_file", "CSV_SUFFIXES"]
+           "outside_campaign", "reader_for", "read_network_file", "check_dimension", "CSV_SUFFIXES"]
