@@ -125,3 +125,18 @@ def test_a_log_linked_out_of_the_run_directory_is_refused(tmp_path, first):
                                  "to a regular file in the run directory only; remove the link and run the command "
                                  "again"]
     assert not outside.exists()
+
+
+def test_two_runs_started_at_once_on_a_new_directory_one_is_told_busy(tmp_path):
+    """Found by trying: the second of two commands started together saw the first one's fresh ``checkpoint/`` and
+    was told the directory 'holds other files' (exit 2, bad input) in 2 of 3 tries; it is busy (exit 3, run again
+    later), or, if the first finished meanwhile, a resume (exit 0)."""
+    (tmp_path / "plate.yaml").write_text(FORECAST.format(name="plate", n=8))
+    for attempt in range(3):
+        out = f"out{attempt}"
+        procs = [subprocess.Popen(TWIN + ["run", "plate.yaml", "-o", out], cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
+        codes = sorted(code for code, _ in results)
+        assert codes in ([0, 0], [0, 3]), results
+        assert all("holds other files" not in err for _, err in results), results

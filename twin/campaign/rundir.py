@@ -67,10 +67,20 @@ def check_owner(run_dir, loaded) -> None:
             raise ConfigError(f"{run_dir} holds campaign {other!r} ({stored}), not {name!r} of {loaded.path}: "
                               "choose another run directory (-o DIR or outputs.directory)")
         return
-    if run_dir.is_dir() and not (run_dir / LOG_FILE).exists() and any(run_dir.iterdir()):
+    if run_dir.is_dir() and not (run_dir / LOG_FILE).exists() and any(not _skeleton(p) for p in run_dir.iterdir()):
         raise ConfigError(f"{run_dir} holds other files and no twin run (no {CAMPAIGN_FILE} or {LOG_FILE}): choose a "
                           "new or empty run directory (-o DIR or outputs.directory), so that twin's outputs do not "
                           "mix with them")
+
+
+def _skeleton(entry: Path) -> bool:
+    """Whether ``entry`` is what a twin command that is creating the run directory has made so far (an empty
+    ``checkpoint/``): a second command started at the same moment finds it and is told the directory is busy (exit 3)
+    instead of that it holds other files."""
+    try:
+        return entry.name == "checkpoint" and entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir())
+    except OSError:
+        return False
 
 
 def record_owner(run_dir, loaded) -> None:
@@ -144,5 +154,6 @@ def guard(stack: contextlib.ExitStack, run_dir, loaded, comm=None) -> Path:
     on_root(comm, lambda: check_owner(run_dir, loaded))
     out = prepare_run_directory(run_dir, sensitive=loaded.config.campaign.sensitive, comm=comm)
     on_root(comm, lambda: stack.enter_context(locked(out)) and None)
-    on_root(comm, lambda: record_owner(out, loaded))
+    on_root(comm, lambda: check_owner(out, loaded))  # again, holding the lock: a command that held it before may
+    on_root(comm, lambda: record_owner(out, loaded))  # have made it another campaign's since the first look
     return out
