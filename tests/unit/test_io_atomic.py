@@ -53,3 +53,24 @@ def test_private_files_and_directories_are_owner_only(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
     assert stat.S_IMODE(g.stat().st_mode) == 0o666
+
+
+def test_a_file_larger_than_the_process_may_write_is_refused_before_writing(tmp_path):
+    """Past the file size limit (``ulimit -f``) a write fails with EFBIG in the middle of the file, and HDF5 then
+    crashed in its clean-up with a segmentation fault (found by trying a run under ``ulimit -f``): a writer that says
+    its size is refused first, in one line, and nothing is left behind."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))
+    try:
+        with pytest.raises(OutputError, match=r"cannot write big\.h5 in .*: it needs about 4 MiB \(and 0\.25 MiB to "
+                                              r"spare\) and this process may write files of at most 1 MiB \(its file "
+                                              r"size limit, ulimit -f\); raise the limit"):
+            with atomic_output(tmp_path / "big.h5", reserve=4 << 20):
+                pass
+        with atomic_output(tmp_path / "small.h5", reserve=1 << 10) as tmp:
+            tmp.write_bytes(b"x" * 1024)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.h5"]

@@ -267,6 +267,11 @@ def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
             problem = (f"cannot write {final.name} in {final.parent}: it needs about {_mib(reserve)} (and "
                        f"{_mib(FREE_SPACE_MARGIN)} to spare) and that file system has {_mib(free)} free; free space "
                        "there (or write the run elsewhere with -o) and run the same command again to resume")
+        elif reserve and (most := _largest_file()) < reserve + FREE_SPACE_MARGIN:
+            problem = (f"cannot write {final.name} in {final.parent}: it needs about {_mib(reserve)} (and "
+                       f"{_mib(FREE_SPACE_MARGIN)} to spare) and this process may write files of at most "
+                       f"{_mib(most)} (its file size limit, ulimit -f); raise the limit and run the same command "
+                       "again to resume")
         else:
             try:
                 tmp = _create_temporary(final, secrets.token_hex(6), private)
@@ -318,6 +323,18 @@ def _free_bytes(directory: Path) -> int:
         return shutil.disk_usage(directory).free
     except OSError:
         return 1 << 62  # unknown: let the write find out
+
+
+def _largest_file() -> int:
+    """The largest file this process may write (``RLIMIT_FSIZE``, ``ulimit -f``): past it a write fails with EFBIG in
+    the middle of the file, which HDF5 survives no better than a full disk."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return 1 << 62
+    return 1 << 62 if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def _mib(n: int) -> str:
