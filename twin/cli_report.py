@@ -8,6 +8,7 @@ h5py), so it runs on a login node next to a campaign in progress.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def add_report_parser(subparsers) -> None:
@@ -21,7 +22,9 @@ def add_report_parser(subparsers) -> None:
 
 def cmd_report(args) -> int:
     """Run ``twin report``; prints each experiment's answer (its verdict in one line) and the path of the HTML report.
-    Returns the exit status (2 on a twin error)."""
+    Returns the exit status: 0 written from readable files; 1 written, but some file of the run is there and cannot
+    be read (one ``error:`` line each, naming it; the report says so at its top and leaves out what needs it); 2 on a
+    twin error (no report)."""
     from twin.core.errors import TwinError
     from twin.report import write_report
 
@@ -42,8 +45,18 @@ def cmd_report(args) -> int:
         verdicts = json.loads((path.parent / "verdicts.json").read_text())
     except (OSError, ValueError):
         verdicts = []
+    damaged: dict[str, str] = {}
     for v in verdicts:  # the answer of each experiment, then where the whole story is
-        line = f"{v['experiment']}: {'FAILED: ' if v.get('failed') else ''}{v['answer']}"
+        bad = v.get("damaged") or {}
+        for name, why in bad.items():
+            damaged.setdefault(name, why)
+        flag = f"DAMAGED ({', '.join(Path(n).name for n in bad)}): " if bad else ""
+        line = f"{v['experiment']}: {flag}{'FAILED: ' if v.get('failed') else ''}{v['answer']}"
         print(line + (f" ({v['number']})" if v.get("number") and v["number"] not in line else ""))
     print(f"report: {path}")
-    return 0
+    campaign = (Path(args.run_dir) / "experiments").is_dir()
+    for name, why in damaged.items():
+        print(f"error: {Path(args.run_dir) / name} cannot be read ({why}); the report leaves it out: run the "
+              + (f"campaign again to write it again (twin status {args.run_dir} says what it finds damaged)"
+                 if campaign else "forecast again to write it again"), file=sys.stderr)
+    return 1 if damaged else 0

@@ -94,3 +94,50 @@ def test_report_refuses_a_directory_without_outputs(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert _report(tmp_path / "empty") == 2
     assert "holds no twin outputs" in capsys.readouterr().err
+
+
+def test_report_of_a_run_with_damaged_files_says_so_and_exits_1(tmp_path):
+    """posterior.nc truncated and decision.json not JSON (a finished run's files damaged afterwards): the report is
+    still written, names both files at its top and in the verdict, and ``twin report`` exits 1 with one error line
+    per file (it exited 0 and dropped the decision from the verdict without a word)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from twin.campaign.online import run_online
+    from twin.config.loader import load_campaign
+
+    (tmp_path / "c.yaml").write_text(l96_campaign("dmg", N=6, extra="""\
+        decision: {qois: [energy], horizon: 0.4}
+        resources: {type: local, ranks: 1}
+        """))
+    run_dir = tmp_path / "run"
+    (exp,) = run_online(load_campaign(tmp_path / "c.yaml"), MPI.COMM_SELF, run_dir)
+    ok = subprocess.run([sys.executable, "-m", "twin.cli", "report", str(run_dir)], capture_output=True, text=True,
+                        timeout=300)
+    assert ok.returncode == 0 and "error:" not in ok.stderr, ok.stderr
+    assert "DAMAGED" not in (run_dir / "report" / "index.html").read_text()
+
+    os.truncate(exp / "posterior.nc", (exp / "posterior.nc").stat().st_size // 2)
+    (exp / "decision.json").write_text('{"x": NaN')
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "report", str(run_dir)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    tail = (f"; the report leaves it out: run the campaign again to write it again (twin status {run_dir} says what "
+            "it finds damaged)")
+    assert errors[0] == (f"error: {exp / 'decision.json'} cannot be read (not JSON: Expecting ',' delimiter: line 1 "
+                         "column 10 (char 9))" + tail), errors
+    assert errors[1].startswith(f"error: {exp / 'posterior.nc'} cannot be read (") and errors[1].endswith(tail)
+    assert len(errors) == 2 and "Traceback" not in out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("dmg: DAMAGED (decision.json, posterior.nc): ") and \
+        lines[-1] == f"report: {run_dir / 'report' / 'index.html'}"
+    text = (run_dir / "report" / "index.html").read_text()
+    assert '<div class="verdict failed damaged"><h2>DAMAGED: 2 file(s) of this run cannot be read</h2>' in text
+    assert "<li><code>experiments/dmg/decision.json</code>: not JSON" in text
+    assert "<li><code>experiments/dmg/posterior.nc</code>: " in text
+    assert "<th>DAMAGED</th><td>decision.json (not JSON" in text
+    (verdict,) = json.loads((run_dir / "report" / "verdicts.json").read_text())
+    assert set(verdict["damaged"]) == {"experiments/dmg/decision.json", "experiments/dmg/posterior.nc"}

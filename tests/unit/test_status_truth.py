@@ -250,3 +250,85 @@ def test_a_zombie_driver_is_not_alive(finished, tmp_path, capsys):
         assert driver_state(run) == "lost"
     finally:
         child.wait()
+
+
+UNREADABLE = ("done.json is unreadable ({why}), so its outputs cannot be checked against what the run recorded: run "
+              "the campaign again: the resume continues from the last checkpoint, writes the outputs again from the "
+              "checkpoints where posterior.nc, forecast.nc or diagnostics.nc does not verify, and writes done.json "
+              "anew")
+
+
+@pytest.mark.parametrize("text, why, truncate", [
+    # the tester's case: done.json replaced with garbage and posterior.nc truncated (it said "1 done", exit 0)
+    ("{garbage", "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)", True),
+    ('{"outputs": 5}', "its outputs are not a list of file names", False),  # the resume raised TypeError
+    ("[1, 2]", "a JSON list, not an object", False),
+    ("", "empty", False),
+])
+def test_an_unreadable_done_json_is_damage_and_the_resume_repairs_it(finished, tmp_path, capsys, text, why, truncate):
+    from mpi4py import MPI
+
+    from twin.campaign.online import run_online
+    from twin.config.loader import load_campaign
+
+    run, exp = _copy(finished, tmp_path)
+    size = (exp / "posterior.nc").stat().st_size
+    layout.done_marker(exp).write_text(text)
+    if truncate:
+        os.truncate(exp / "posterior.nc", size // 2)
+    code, lines, err = _status(run, capsys)
+    assert code == EXIT_ATTENTION
+    assert lines[0] == f"{run}: 1 experiment(s), 0 done; driver finished"
+    assert _line(lines) == f"{NAME}: damaged, 4/4 cycles; " + UNREADABLE.format(why=why)
+    assert err.splitlines() == [f"error: experiment {NAME} damaged: " + UNREADABLE.format(why=why)]
+
+    run_online(load_campaign(run / "campaign.yaml"), MPI.COMM_SELF, run)  # what the advice says
+    code, lines, err = _status(run, capsys)
+    assert code == EXIT_COMPLETE and _line(lines) == f"{NAME}: done, 4/4 cycles", (lines, err)
+    from twin.io.netcdf import verify_netcdf
+
+    assert verify_netcdf(exp / "posterior.nc")[0]  # written again (its provenance names this run directory)
+    assert json.loads(layout.done_marker(exp).read_text())["sizes"]["posterior.nc"] == \
+        (exp / "posterior.nc").stat().st_size
+
+
+def test_a_check_that_could_not_run_is_not_damage(finished, tmp_path, capsys, monkeypatch):
+    """The last checkpoint's verification runs in a process of its own; when that process cannot check (here PETSc
+    cannot start on a malformed .petscrc in the working directory), status says so with the cause, exit 1, and does
+    not call the run damaged or advise deleting done.json (it did)."""
+    run, _ = _copy(finished, tmp_path)
+    here = tmp_path / "rcdir"
+    here.mkdir()
+    (here / ".petscrc").write_text("garbage line here\n")
+    monkeypatch.chdir(here)
+    code, lines, err = _status(run, capsys)
+    assert code == EXIT_ATTENTION, (lines, err)
+    assert lines[0] == f"{run}: 1 experiment(s), 0 done; driver finished"
+    line = _line(lines)
+    head = f"{NAME}: unverified, 4/4 cycles; the last checkpoint checkpoint/cycle_0004.h5 could not be verified ("
+    assert line.startswith(head), line
+    assert line.endswith("); nothing was found damaged: run twin status again once that is fixed"), line
+    assert "Unknown first token in options file .petscrc line 1: garbage" in line[len(head):], line
+    assert "damaged," not in line and "delete" not in line and "Traceback" not in err
+    # the same run verified from a clean directory is done
+    monkeypatch.chdir(tmp_path)
+    code, lines, _ = _status(run, capsys)
+    assert code == EXIT_COMPLETE and _line(lines) == f"{NAME}: done, 4/4 cycles"
+
+
+def test_the_cause_of_a_check_that_gave_no_answer_is_one_line():
+    from twin.campaign.status import _cause
+
+    petsc = ("[0]PETSC ERROR: --------------------- Error Message ------------------\n"
+             "[0]PETSC ERROR: Invalid argument\n[0]PETSC ERROR: Unknown first token in options file x line 1: y\n"
+             "[0]PETSC ERROR: See https://petsc.org/release/faq/ for trouble shooting.\n"
+             "[0]PETSC ERROR: #1 PetscOptionsInsertFilePetsc() at options.c:526\n"
+             "Traceback (most recent call last):\n  File \"x\", line 1\npetsc4py.PETSc.Error: error code 62\n")
+    assert _cause(petsc, 1) == ("petsc4py.PETSc.Error: error code 62: Invalid argument: Unknown first token in "
+                                "options file x line 1: y")
+    assert _cause("noise\nerror: PETSc could not start: bad file; fix it\nTraceback\n", 2) == \
+        "PETSc could not start: bad file; fix it"
+    assert _cause("Traceback (most recent call last):\nModuleNotFoundError: No module named 'h5py'\n", 1) == \
+        "ModuleNotFoundError: No module named 'h5py'"
+    assert _cause("", -9) == "killed by SIGKILL"
+    assert _cause("", 3) == "exit status 3, no output"

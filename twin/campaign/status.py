@@ -17,7 +17,13 @@ States of an experiment
                  finished (truncated or changed; ``done.json`` of older versions records no sizes: missing or empty
                  only), or the last checkpoint is missing or does not verify (truncated, bit-flipped, empty); the
                  message names the file, what is wrong and what to do: run the campaign again, whose resume keeps
-                 a damaged output as ``<name>.damaged-<time>`` and writes it again;
+                 a damaged output as ``<name>.damaged-<time>`` and writes it again; or its ``done.json`` is there
+                 but cannot be read (not JSON, not an object, outputs or sizes of the wrong shape:
+                 :func:`read_done`), so what it finished with cannot be checked (the resume takes it as unfinished,
+                 or sets ``done.json`` aside, and writes the outputs again where they do not verify);
+``unverified``   it finished and nothing was found damaged, but the last checkpoint's verification could not be
+                 carried out (the verifying process failed before answering: PETSc could not start, a missing
+                 module ...); the message gives the cause in one line, and nothing is to be deleted;
 ``running``      not done, and the driver is alive (its process on this machine, or a heartbeat younger than 2
                  minutes from elsewhere); an online driver's heartbeat carries the cycles it has done (about
                  a second behind), shown with the last checkpoint's cycle when it is ahead of it;
@@ -32,8 +38,8 @@ and a job submitted by ``twin submit``, Slurm's view of that job (queued, starti
 driver), or that ``twin submit`` wrote its batch script but no job was submitted (sbatch failed or was missing).
 
 Exit status of ``twin status`` (:attr:`CampaignStatus.exit_status`): 0 every experiment done and verified; 1 the
-operator must act (an experiment failed, is damaged or interrupted; the driver crashed or was lost; the batch job
-ended without starting it or was never submitted); 3 still to come (running, queued, not started).
+operator must act (an experiment failed, is damaged, unverified or interrupted; the driver crashed or was lost; the
+batch job ended without starting it or was never submitted); 3 still to come (running, queued, not started).
 """
 
 from __future__ import annotations
@@ -97,8 +103,9 @@ class ExperimentStatus:
 
 #: exit status of ``twin status``: complete and verified / the operator must act / still to come
 EXIT_COMPLETE, EXIT_ATTENTION, EXIT_IN_PROGRESS = 0, 1, 3
-#: experiment states that need the operator (``failed``, ``damaged``, or ``interrupted`` with no live driver)
-NEEDS_ACTION = ("failed", "damaged", "interrupted")
+#: experiment states that need the operator (``failed``, ``damaged``, ``unverified``, or ``interrupted`` with no
+#: live driver)
+NEEDS_ACTION = ("failed", "damaged", "unverified", "interrupted")
 #: the "state" of a batch script ``twin submit`` wrote but ``sbatch`` did not accept (no job was recorded)
 NOT_SUBMITTED = "not submitted"
 #: Slurm job states of a job that will not start the driver any more
@@ -153,7 +160,7 @@ class CampaignStatus:
     @property
     def exit_status(self) -> int:
         """:data:`EXIT_COMPLETE` when every experiment is done and verified; :data:`EXIT_ATTENTION` when one failed,
-        is damaged or was interrupted (its driver is gone), or the driver crashed or its batch job ended;
+        is damaged or unverified or was interrupted (its driver is gone), or the driver crashed or its batch job ended;
         :data:`EXIT_IN_PROGRESS` otherwise (running, queued, not started)."""
         if self.complete:
             return EXIT_COMPLETE
@@ -188,12 +195,45 @@ def _sizes(exp_dir: Path) -> tuple[int | None, int | None, bool]:
         wants_decision(cfg)
 
 
+def read_done(exp_dir) -> tuple[dict[str, Any] | None, str]:
+    """An experiment's ``done.json``: ``(record, "")`` when it is there and readable, ``(None, "")`` without one,
+    ``(None, problem)`` when it is there but cannot be used: unreadable, not JSON, not a non-empty JSON object, its
+    ``outputs`` not a list of file names or its ``sizes`` not a map of names to bytes (:func:`mark_done`; versions
+    before the list of outputs wrote ``{"time": ...}`` alone, which is readable and promises nothing)."""
+    import json
+
+    path = layout.done_marker(exp_dir)
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None, ""
+    except OSError as exc:
+        return None, f"cannot be read: {exc.strerror or exc}"
+    try:
+        data = json.loads(text)
+    except ValueError as exc:  # UnicodeDecodeError too
+        return None, "empty" if not text.strip() else f"not JSON: {' '.join(str(exc).split())[:200]}"
+    if not isinstance(data, dict):
+        return None, f"a JSON {type(data).__name__ if data is not None else 'null'}, not an object"
+    if not data:
+        return None, "an empty JSON object"
+    outputs = data.get("outputs", [])
+    if not isinstance(outputs, list) or not all(isinstance(n, str) and n not in ("", ".", "..") and "/" not in n
+                                                for n in outputs):
+        return None, "its outputs are not a list of file names"
+    sizes = data.get("sizes", {})
+    if not isinstance(sizes, dict) or not all(type(v) is int and v >= 0 for v in sizes.values()):
+        return None, "its sizes are not file sizes in bytes"
+    return data, ""
+
+
 def promised_outputs(exp_dir) -> list[str] | None:
-    """The outputs a finished experiment promises: the list in its ``done.json``, or ``None`` without one."""
-    done = layout.read_json(layout.done_marker(exp_dir))
-    if not done:
+    """The outputs a finished experiment promises: the list in its ``done.json``, or ``None`` without one or with
+    one that cannot be read (:func:`read_done`)."""
+    done, _ = read_done(exp_dir)
+    if done is None:
         return None
-    return [str(n) for n in done.get("outputs", [])]
+    return list(done.get("outputs", []))
 
 
 #: outputs listed in ``done.json`` whose size is not recorded: the task log, to which a step run again on a finished
@@ -218,7 +258,9 @@ def damaged_outputs(exp_dir, promised: list[str] | None = None) -> dict[str, str
     ``"missing"``, ``"empty"`` or ``"<now> bytes, <then> when the run finished: truncated or changed"``; ``{}`` when
     all are. ``promised``: the outputs to check (default: those ``done.json`` lists, none without one); the sizes
     are those ``done.json`` records (:func:`mark_done`). Without a recorded size (``done.json`` of older versions, the
-    task log) only a missing or empty file counts, and a JSON-lines file may be empty (nothing was logged).
+    task log) only a missing or empty file counts, and a JSON-lines file may be empty (nothing was logged). A
+    ``done.json`` that is there but cannot be read (:func:`read_done`) is, without ``promised``, the one damaged
+    output: ``{"done.json": "unreadable (<why>)"}`` (the resume then sets it aside and writes every output again).
 
     One ``stat`` per output, no file read: ``twin status`` runs on login nodes against large files
     (``twin inspect`` checks their contents). Used by :func:`experiment_status` and by the resume check
@@ -227,10 +269,12 @@ def damaged_outputs(exp_dir, promised: list[str] | None = None) -> dict[str, str
     import stat as stat_
 
     exp_dir = Path(exp_dir)
-    done = layout.read_json(layout.done_marker(exp_dir))
+    done, problem = read_done(exp_dir)
     if promised is None:
-        promised = [str(n) for n in done.get("outputs", [])] if done else []
-    sizes = done.get("sizes") if isinstance(done.get("sizes"), dict) else {}
+        if problem:  # the resume's check: done.json itself is set aside and the outputs are written again
+            return {layout.done_marker(exp_dir).name: f"unreadable ({problem})"}
+        promised = list(done.get("outputs", [])) if done else []
+    sizes = done.get("sizes", {}) if done else {}
     out: dict[str, str] = {}
     for name in promised:
         try:
@@ -276,10 +320,55 @@ def set_aside_outputs(exp_dir: Path, damaged: dict[str, str]) -> None:
                     "outputs again", exp_dir.name, name, why, aside.name)
 
 
+class Unverified(str):
+    """The problem :func:`verify_last_checkpoints` gives for a checkpoint it could not check (the verifying process
+    failed before it answered: PETSc could not start, a module is missing, it was killed or timed out): not damage,
+    since nothing was found wrong, only not verified. Its text is the cause in one line."""
+
+
+def _cause(stderr: str, returncode: int | None) -> str:
+    """One line saying why the verifying process gave no answer: its own ``error:`` line, else the last line of its
+    traceback with PETSc's message when PETSc raised, else its exit status."""
+    import signal
+
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    said = next((ln[len("error: "):] for ln in lines if ln.startswith("error: ")), "")
+    if said:
+        text = said
+    else:
+        petsc, inside = [], False
+        for ln in lines:
+            if "PETSC ERROR:" not in ln:
+                continue
+            msg = ln.split("PETSC ERROR:", 1)[1].strip()
+            if "Error Message" in msg:
+                inside, petsc = True, []
+            elif inside and (not msg or msg.startswith(("See ", "Petsc ", "#", "-----"))):
+                inside = False
+            elif inside:
+                petsc.append(msg)
+        last = next((ln for ln in reversed(lines) if "PETSC ERROR:" not in ln), "")
+        if last and petsc:
+            text = f"{last}: {': '.join(petsc)}"
+        elif last or petsc:
+            text = last or ": ".join(petsc)
+        elif returncode is not None and returncode < 0:
+            try:
+                text = f"killed by {signal.Signals(-returncode).name}"
+            except ValueError:
+                text = f"killed by signal {-returncode}"
+        else:
+            text = f"exit status {returncode}, no output"
+    text = " ".join(text.split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
 def verify_last_checkpoints(paths: list[Path]) -> dict[str, str]:
     """``{path: problem}`` (``""`` when it verifies) from a full verification of each checkpoint, run by
     ``python -m twin.io.inspect --verify`` in a process of its own: the checkpoint reader needs PETSc, and this
-    process (a workflow driver, ``twin status`` on a login node) must not initialise MPI."""
+    process (a workflow driver, ``twin status`` on a login node) must not initialise MPI. A checkpoint the process
+    could not check (it failed before answering, e.g. PETSc could not start on a malformed ``.petscrc``) has an
+    :class:`Unverified` problem, the cause: not damage."""
     import json
     import subprocess
     import sys
@@ -291,22 +380,33 @@ def verify_last_checkpoints(paths: list[Path]) -> dict[str, str]:
            if not k.startswith(("OMPI_", "PMIX_", "ORTE_", "OPAL_", "PMI_", "HYDRA_", "I_MPI_"))
            or k.startswith("OMPI_ALLOW_RUN_AS_ROOT")}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    proc = subprocess.run([sys.executable, "-P", "-m", "twin.io.inspect", "--verify", *map(str, paths)],
-                          capture_output=True, text=True, env=env, timeout=3600)
+    timeout = 3600
     try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        proc = subprocess.run([sys.executable, "-P", "-m", "twin.io.inspect", "--verify", *map(str, paths)],
+                              capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {str(p): Unverified(f"the check took longer than {timeout} s") for p in paths}
+    except OSError as exc:
+        return {str(p): Unverified(f"{sys.executable} could not be started: {exc.strerror or exc}") for p in paths}
+    try:
+        answer = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        return {str(p): f"could not be verified ({why})" for p in paths}
+        answer = None
+    if not isinstance(answer, dict) or not all(isinstance(answer.get(str(p)), str) for p in paths):
+        cause = Unverified(_cause(proc.stderr, proc.returncode))
+        return {str(p): cause for p in paths}
+    return {str(p): answer[str(p)] for p in paths}
 
 
 def _finished_claim(exp_dir: Path, n_cycles: int | None, decision: bool, cks: list[int]) -> list[str] | None:
     """What an experiment that claims to be finished must have, by name (``None``: it does not claim so): the
     outputs listed in ``done.json``; for run directories of older versions, which have none, the NetCDF outputs
     (and ``decision.json`` when the campaign asks for a decision) once the last checkpoint exists."""
-    promised = promised_outputs(exp_dir)
-    if promised is not None:
-        return promised
+    done, problem = read_done(exp_dir)
+    if done is not None:
+        return list(done.get("outputs", []))
+    if problem:  # done.json is there but unreadable: it claims to be finished, and promises nothing readable
+        return []
     if n_cycles is not None and cks and max(cks) >= n_cycles and all((exp_dir / n).is_file() for n in layout.OUTPUTS):
         return list(layout.OUTPUTS) + (["decision.json"] if decision else [])
     return None
@@ -400,9 +500,20 @@ def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, s
     if found:
         state, message = "failed", found[1] if found[0] == "failed" else f"stopped: {found[1]}"
     elif promised is not None:
-        problems = _damage(exp_dir, n_cycles, cks, promised, verified or {})
-        state, message = ("damaged", "; ".join(problems)) if problems else ("done", "")
-        if not problems and n_cycles is not None:
+        problems, unsure = _damage(exp_dir, n_cycles, cks, promised, verified or {})
+        unreadable = read_done(exp_dir)[1]
+        if unreadable:
+            problems.insert(0, f"done.json is unreadable ({unreadable}), so its outputs cannot be checked against "
+                               "what the run recorded: run the campaign again: the resume continues from the last "
+                               "checkpoint, writes the outputs again from the checkpoints where posterior.nc, "
+                               "forecast.nc or diagnostics.nc does not verify, and writes done.json anew")
+        if problems:
+            state, message = "damaged", "; ".join(problems + ([unsure] if unsure else []))
+        elif unsure:
+            state, message = "unverified", unsure
+        else:
+            state, message = "done", ""
+        if not problems and not unsure and n_cycles is not None:
             done_cycles = n_cycles
     elif not cks and members_done == 0 and not layout.observations_file(exp_dir).exists():
         state, message = ("running" if driver_alive else "pending"), ""
@@ -418,9 +529,11 @@ def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, s
 
 
 def _damage(exp_dir: Path, n_cycles: int | None, cks: list[int], promised: list[str],
-            verified: dict[str, str]) -> list[str]:
+            verified: dict[str, str]) -> tuple[list[str], str]:
     """What a finished experiment lacks: promised outputs missing, empty or of another size than when the run
-    finished (:func:`damaged_outputs`), a last checkpoint missing or failing verification; each with what to do."""
+    finished (:func:`damaged_outputs`), a last checkpoint missing or failing verification; each with what to do.
+    Also what could not be checked (``""`` when everything was): a last checkpoint whose verification could not be
+    carried out (:class:`Unverified`), which is not damage."""
     problems = []
     damaged = damaged_outputs(exp_dir, promised)
     missing = [n for n, why in damaged.items() if why == "missing"]
@@ -431,6 +544,7 @@ def _damage(exp_dir: Path, n_cycles: int | None, cks: list[int], promised: list[
         if why != "missing":
             problems.append(f"{name} is {why} (run the campaign again: the resume keeps it as "
                             f"{name}.damaged-<time> and writes it again)")
+    unsure = ""
     last = max(cks) if cks else None
     if n_cycles is not None and (last is None or last < n_cycles):
         problems.append(f"the last checkpoint checkpoint/cycle_{n_cycles:04d}.h5 is missing: delete done.json and "
@@ -438,11 +552,14 @@ def _damage(exp_dir: Path, n_cycles: int | None, cks: list[int], promised: list[
     elif last is not None:
         path = layout.checkpoint_file(exp_dir, last)
         problem = verified.get(str(path), "")
-        if problem:
+        if isinstance(problem, Unverified):
+            unsure = (f"the last checkpoint checkpoint/{path.name} could not be verified ({problem}); nothing was "
+                      "found damaged: run twin status again once that is fixed")
+        elif problem:
             problem = problem.split(" is not usable: ", 1)[-1]
             problems.append(f"the last checkpoint checkpoint/{path.name} does not verify ({problem}): delete "
                             "done.json and run the campaign again to recompute it")
-    return problems
+    return problems, unsure
 
 
 def _batch_job(run_dir: Path) -> tuple[str, str] | None:

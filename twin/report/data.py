@@ -59,6 +59,9 @@ class RunData:
         quality-control counts.
     missing : dict
         ``what -> why`` for every input that was not found or could not be read.
+    damaged : dict
+        ``path -> why`` for every file of the run that is there but cannot be read (truncated, not JSON, ...): the
+        report leaves out what needs it and says so at its top, and ``twin report`` exits 1.
     """
 
     name: str
@@ -77,6 +80,7 @@ class RunData:
     flags: list[dict] = field(default_factory=list)
     observation_files: list[dict] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
+    damaged: dict[Path, str] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -137,8 +141,39 @@ def _open(path: Path, what: str, data: RunData):
             return ds.load()
     except (OSError, ValueError, RuntimeError) as exc:
         data.missing[what] = f"{path.name} unreadable ({exc})"
+        data.damaged[path] = one_line(exc)
         log.warning("report: cannot read %s: %s", path, exc)
         return None
+
+
+def one_line(exc: BaseException | str, limit: int = 300) -> str:
+    """An error's text on one line, at most ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def read_decision_file(directory: Path, data: RunData | None) -> dict | None:
+    """``decision.json`` of ``directory`` (a JSON object), or ``None``; one that is there but cannot be read (not
+    JSON, not an object) is recorded in ``data.damaged`` (when ``data`` is given) and gives ``None``."""
+    import json
+
+    from twin.decision.records import DECISION_FILE
+
+    path = Path(directory) / DECISION_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        why = f"not JSON: {one_line(exc)}" if isinstance(exc, ValueError) else one_line(exc.strerror or exc)
+    else:
+        if isinstance(record, dict):
+            return record
+        why = "not a JSON object"
+    if data is not None:
+        data.damaged[path] = why
+    log.debug("report: cannot read %s: %s", path, why)
+    return None
 
 
 def _truth(directory: Path, data: RunData) -> None:
@@ -159,6 +194,7 @@ def _truth(directory: Path, data: RunData) -> None:
             times = r.read_array("times") if "times" in r.array_names else None
     except (OutputError, OSError) as exc:
         data.missing["truth"] = f"observations.h5 unreadable ({exc})"
+        data.damaged[path] = one_line(exc)
         return
     var = data.state_variables()
     if data.posterior is not None and var:
@@ -254,6 +290,7 @@ def _parameters(directory: Path, data: RunData) -> None:
                         ((n, np.ravel(r.read_array(f"samples_{n}")).astype(float) if f"samples_{n}" in r.array_names
                           else params[n]) for n in params)}
         except (OutputError, OSError, KeyError) as exc:
+            data.damaged[path] = one_line(exc)
             log.warning("report: skipping checkpoint %s: %s", path, exc)
     if not any(data.parameters.values()):
         data.missing["parameters"] = "the checkpoints hold no scalar parameters"
@@ -263,7 +300,7 @@ def load_run(directory, name: str | None = None) -> RunData:
     """Read everything the report uses from one experiment directory (or a forecast run directory)."""
     from twin.campaign.decide import HORIZON_FILE
     from twin.decision.guardrails import read_flags
-    from twin.decision.records import FLAGS_FILE, read_decision
+    from twin.decision.records import FLAGS_FILE
 
     directory = Path(directory)
     data = RunData(name or directory.name, directory)
@@ -274,13 +311,15 @@ def load_run(directory, name: str | None = None) -> RunData:
     data.horizon = _open(directory / HORIZON_FILE, "horizon", data)
     _truth(directory, data)
     _parameters(directory, data)
-    data.decision = read_decision(directory)
+    data.decision = read_decision_file(directory, data)
     if data.decision is None:
         data.missing["decision"] = "no decision.json"
     try:
         data.flags = [vars(f) for f in read_flags(directory / FLAGS_FILE)]
     except (OSError, ValueError, TypeError) as exc:
         data.missing["flags"] = f"{FLAGS_FILE} unreadable ({exc})"
+        data.damaged[directory / FLAGS_FILE] = (f"not JSON lines: {one_line(exc)}" if isinstance(exc, ValueError)
+                                                else one_line(exc))
     return data
 
 
@@ -296,11 +335,14 @@ def discover(run_dir) -> list[RunData]:
     runs = [load_run(d) for d in dirs] if dirs else [load_run(run_dir, run_dir.name)]
     if dirs:
         # decisions and flags written next to the experiments apply to the whole run
-        from twin.decision.records import read_decision
-
-        top = read_decision(run_dir)
+        probe = RunData(run_dir.name, run_dir)
+        top = read_decision_file(run_dir, probe)
         for r in runs:
             if r.decision is None and top is not None:
                 r.decision = top
                 r.missing.pop("decision", None)
+            elif r.decision is None and probe.damaged:
+                r.damaged.update(probe.damaged)  # the run's decision, which would have applied to this experiment
+        if probe.damaged and not any(set(probe.damaged) <= set(r.damaged) for r in runs):
+            runs[0].damaged.update(probe.damaged)  # said once, even where every experiment has a decision of its own
     return runs

@@ -68,6 +68,35 @@ def _experiment(run: RunData, images: Path, verdict: Verdict) -> tuple[str, list
     return "\n".join(body), [p.image for p in panels if p.image is not None]
 
 
+def _relative(run_dir: Path, path: Path) -> str:
+    try:
+        return str(Path(path).relative_to(run_dir))
+    except ValueError:
+        return str(path)
+
+
+def damaged_files(run_dir: Path, runs: list[RunData]) -> dict[str, str]:
+    """``{file relative to run_dir: why}`` for every file of the run that is there but cannot be read."""
+    out: dict[str, str] = {}
+    for run in runs:
+        for path, why in sorted(run.damaged.items()):
+            out.setdefault(_relative(run_dir, path), why)
+    return out
+
+
+def _damage_html(run_dir: Path, damaged: dict[str, str]) -> str:
+    """The warning at the top of the report naming the damaged files (``""`` without any)."""
+    if not damaged:
+        return ""
+    items = "".join(f"<li><code>{html.escape(name)}</code>: {html.escape(why)}</li>"
+                    for name, why in damaged.items())
+    return (f'<div class="verdict failed damaged"><h2>DAMAGED: {len(damaged)} file(s) of this run cannot be read'
+            f"</h2><ul>{items}</ul><p>This report leaves out what needs them (a decision in a damaged file is not "
+            "in the verdicts). Run the campaign again to write them again"
+            + (f"; <code>twin status {html.escape(str(run_dir))}</code> says what it finds damaged"
+               if (run_dir / "experiments").is_dir() else "") + ".</p></div>\n")
+
+
 def write_report(run_dir) -> Path:
     """Write ``<run_dir>/report/index.html`` and its PNG images; returns the HTML path.
 
@@ -80,8 +109,9 @@ def write_report(run_dir) -> Path:
     if not run_dir.is_dir():
         raise OutputError(f"report: {run_dir} is not a directory (give the run directory of a campaign)")
     runs = discover(run_dir)
-    if all(r.posterior is None and r.forecast is None and r.diagnostics is None and r.qoi is None
-           and r.decision is None for r in runs):
+    damaged = damaged_files(run_dir, runs)
+    if not damaged and all(r.posterior is None and r.forecast is None and r.diagnostics is None and r.qoi is None
+                           and r.decision is None for r in runs):
         raise OutputError(f"report: {run_dir} holds no twin outputs (posterior.nc, forecast.nc, diagnostics.nc, "
                           "qoi.nc or decision.json); run the campaign first")
     images = run_dir / "report"
@@ -103,13 +133,16 @@ def write_report(run_dir) -> Path:
     doc = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>twin report: {html.escape(run_dir.name)}"
            f"</title><style>{_STYLE}</style></head><body>\n<h1>twin report: {html.escape(run_dir.name)}</h1>\n"
            f"<p>Written {utc_now()} from <code>{html.escape(str(run_dir.resolve()))}</code>; "
-           f"{len(runs)} experiment(s), {len(files)} figure(s).</p>\n" + "\n".join(sections) + "\n</body></html>\n")
+           f"{len(runs)} experiment(s), {len(files)} figure(s).</p>\n" + _damage_html(run_dir, damaged)
+           + "\n".join(sections) + "\n</body></html>\n")
     import json
 
     # the answers in one line each, for the terminal (twin report prints them) and for scripts
     (images / "verdicts.json").write_text(json.dumps(
-        [{"experiment": name, "failed": v.failed, "answer": v.answer, "number": v.number}
-         for name, v in verdicts.items()], indent=1))
+        [{"experiment": run.name, "failed": verdicts[run.name].failed, "answer": verdicts[run.name].answer,
+          "number": verdicts[run.name].number,
+          "damaged": {_relative(run_dir, p): why for p, why in sorted(run.damaged.items())}} for run in runs],
+        indent=1))
     path = images / "index.html"
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(doc)

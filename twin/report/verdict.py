@@ -53,6 +53,9 @@ class Verdict:
         The exceedance probabilities of the answer (``"P(eta > 4 m)"``) with the number of posterior members each
         was counted from, to tell a difference between methods from sampling error.
     failed : bool
+    damaged : str
+        The files of the experiment that are there but cannot be read, with why and what the verdict leaves out
+        (``""`` when none): shown first in the verdict block.
     """
 
     question: str
@@ -64,6 +67,7 @@ class Verdict:
     calibration_error: float | None = None
     probabilities: dict[str, tuple[float, int]] = field(default_factory=dict)
     failed: bool = False
+    damaged: str = ""
 
 
 def kind_verdicts() -> list[Callable[[RunData], "Verdict | None"]]:
@@ -249,12 +253,31 @@ def verdict_for(data: RunData) -> Verdict:
         return Verdict(question="Did this experiment finish?", answer=f"FAILED: {failure}", failed=True,
                        changes="see twin.log; rerun with `twin run` after fixing the cause (a failed experiment is "
                                "tried again, finished ones are kept)")
+    damaged = damage_text(data)
     for fn in (*kind_verdicts(), _prediction_verdict, _analysis_verdict):
         v = fn(data)
         if v is not None:
+            v.damaged = damaged
             return v
     return Verdict(question="What did this run produce?", answer="No decision and no diagnostics against a truth: "
-                   "the panels below show the fields.")
+                   "the panels below show the fields.", damaged=damaged)
+
+
+def damage_text(data: RunData) -> str:
+    """The damaged files of an experiment in one sentence (``""`` without any): what cannot be read and why, and
+    that this verdict and the panels leave them out."""
+    if not data.damaged:
+        return ""
+    names = []
+    for path, why in sorted(data.damaged.items()):
+        try:
+            name = str(path.relative_to(data.directory))
+        except ValueError:
+            name = str(path)
+        names.append(f"{name} ({why})")
+    them = "it" if len(names) == 1 else "them"
+    return (f"{'; '.join(names)} cannot be read: this verdict and the panels leave {them} out (a decision in it is "
+            "not shown). Run the campaign again to write the damaged files again.")
 
 
 def experiment_failure(directory: Path) -> str:
@@ -272,11 +295,12 @@ def experiment_failure(directory: Path) -> str:
 
 def verdict_html(v: Verdict, title: str = "Verdict") -> str:
     """The verdict block (a ``div.verdict``)."""
-    rows = [("Question", v.question), ("Answer", v.answer)]
+    rows = [("DAMAGED", v.damaged)] if v.damaged else []
+    rows += [("Question", v.question), ("Answer", v.answer)]
     rows += [(k, t) for k, t in (("Number", v.number), ("How sure", v.confidence), ("What would change it",
                                                                                         v.changes)) if t]
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(t)}</td></tr>" for k, t in rows)
-    cls = "verdict failed" if v.failed else "verdict"
+    cls = "verdict failed" if v.failed or v.damaged else "verdict"
     return f'<div class="{cls}"><h3>{html.escape(title)}</h3><table>{body}</table></div>'
 
 
