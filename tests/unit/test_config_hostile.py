@@ -306,6 +306,17 @@ LIMITS = [
     ("solver-options", HEAT, "solver: {ts_type: beuler}",
      "solver: {" + ", ".join(f"x{i}: 1" for i in range(600)) + "}", 18,
      ["models.plate.solver", "600 PETSc options, more than the 100 a component may set", "512 options in all"]),
+    # found by trying: each passed validate, then the run gave a traceback (OverflowError), an internal error or a
+    # refusal without file and line
+    ("grid-extent-overflows", HEAT, "extent: [[0.0, 1.0], [0.0, 1.0]]", "extent: [[0.0, 1.0e308], [0.0, 1.0]]", 12,
+     ["models.plate.grid.extent[0]", "reaches beyond 1e+15 m"]),
+    ("grid-units-not-a-length", HEAT, "      units: m\n", "      units: s\n", 13,
+     ["models.plate.grid.units", "grid units 's' are not a length"]),
+    ("negative-diffusivity", HEAT, "kappa: {value: 1.0e-3, units: m^2/s}", "kappa: {value: -1, units: m^2/s}", 15,
+     ["models.plate.parameters.kappa.value", "diffusivity kappa must be positive, got -1 m^2/s"]),
+    ("negative-lognormal-value", L96, "l96: {type: lorenz96, n: 40, dt: 0.05}",
+     "l96: {type: lorenz96, n: 40, dt: 0.05, forcing: {value: -8.0, prior: {dist: lognormal, median: 8.0, "
+     "sigma: 0.1}}}", 4, ["value -8 is not positive, but the lognormal prior gives positive values only"]),
     ("structure-dt-units", (ROOT / "configs" / "wind_structure.yaml").read_text(),
      "time: {dt: {value: 0.02, units: s}, initial: rest}", "time: {dt: {value: 0.02}, initial: rest}", 45,
      ["models.mast.time.dt.units", "not a time"]),

@@ -212,6 +212,9 @@ class ParameterSpec(Strict):
             raise ValueError("give a 'value' or a 'prior'")
         if self.estimable and self.prior is None:
             raise ValueError("an estimable parameter needs a 'prior'")
+        if self.value is not None and getattr(self.prior, "dist", None) == "lognormal" and not self.value > 0:
+            raise ValueError(at("value") + f"value {self.value:g} is not positive, but the lognormal prior gives "
+                             "positive values only: give a positive value or another prior")
         return self
 
     def to(self, units: str) -> float:
@@ -228,6 +231,11 @@ class ParameterSpec(Strict):
         return float(convert(v, self.units, units))
 
 
+#: largest coordinate of a grid's extent (metres): 6700 astronomical units, beyond any domain twin models, and far
+#: below where squared spacings and their inverses overflow a double
+MAX_EXTENT_METRES = 1e15
+
+
 class GridSpec(Strict):
     """A box grid: ``shape: [nx, ny]``, ``extent: [[x0, x1], [y0, y1]]`` in ``units``, per-axis periodicity."""
 
@@ -242,9 +250,17 @@ class GridSpec(Strict):
     def _consistent(self):
         if len(self.extent) != len(self.shape):
             raise ValueError(at("extent") + f"extent has {len(self.extent)} axes but shape has {len(self.shape)}")
+        try:
+            metres = float(convert(1.0, self.units, "m"))
+        except ValueError:
+            raise ValueError(at("units") + f"grid units {short(self.units)} are not a length (m, km, mm ...)") from None
         for a, (lo, hi) in enumerate(self.extent):
             if not hi > lo:
                 raise ValueError(at("extent", a) + f"extent of axis {'xyz'[a]} must have hi > lo, got [{lo}, {hi}]")
+            if max(abs(lo), abs(hi)) * metres > MAX_EXTENT_METRES:
+                raise ValueError(at("extent", a) + f"extent of axis {'xyz'[a]} [{lo:g}, {hi:g}] {self.units} reaches "
+                                 f"beyond {MAX_EXTENT_METRES:g} m, where a grid's spacing and operators overflow; give "
+                                 "the domain in its real size and units")
         if isinstance(self.periodic, list) and len(self.periodic) != len(self.shape):
             raise ValueError(at("periodic") + f"periodic has {len(self.periodic)} entries for {len(self.shape)} axes")
         return self

@@ -145,6 +145,10 @@ class HeatConfig(ModelConfigBase):
         unknown = sorted(set(self.parameters) - {"kappa", "source"})
         if unknown:
             raise ValueError(f"unknown parameters {unknown}; the heat model knows 'kappa' and 'source'")
+        kappa = self.parameters["kappa"]
+        if kappa.value is not None and not kappa.value > 0:
+            raise ValueError(at("parameters", "kappa", "value") + f"diffusivity kappa must be positive, got "
+                             f"{kappa.value:g} {kappa.units}")
         allowed = SIDES[: 2 * dim]
         bad = sorted(set(self.boundary) - set(allowed))
         if bad:
