@@ -206,7 +206,7 @@ def cmd_status(args) -> int:
         return st.exit_status
     print("\n".join(st.lines()))
     for e in st.experiments:
-        if e.state in ("failed", "damaged", "interrupted"):
+        if e.state in ("failed", "damaged", "interrupted", "unverified"):
             print(f"error: experiment {e.name} {e.state}" + (f": {e.message}" if e.message else
                   " (no live driver: run the campaign again to resume it)"), file=sys.stderr)
     return st.exit_status

@@ -299,7 +299,8 @@ class CampaignWorkflow:
             # done.json is written after the last step: without it finalize runs again (and skips what is there)
             promised = promised_outputs(e.dir)
             # outputs of a finished run missing, truncated or changed since: set aside, finalize writes them again
-            damaged = damaged_outputs(e.dir, promised) if promised is not None else {}
+            # an unreadable done.json promises nothing readable: it is set aside and every output written again
+            damaged = damaged_outputs(e.dir, promised) if promised is not None else damaged_outputs(e.dir)
             if damaged:
                 set_aside_outputs(e.dir, damaged)
                 e.rewrite = True

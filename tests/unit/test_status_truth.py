@@ -253,9 +253,7 @@ def test_a_zombie_driver_is_not_alive(finished, tmp_path, capsys):
 
 
 UNREADABLE = ("done.json is unreadable ({why}), so its outputs cannot be checked against what the run recorded: run "
-              "the campaign again: the resume continues from the last checkpoint, writes the outputs again from the "
-              "checkpoints where posterior.nc, forecast.nc or diagnostics.nc does not verify, and writes done.json "
-              "anew")
+              "the campaign again: the resume sets done.json aside and writes every output again from the checkpoints")
 
 
 @pytest.mark.parametrize("text, why, truncate", [
@@ -274,8 +272,9 @@ def test_an_unreadable_done_json_is_damage_and_the_resume_repairs_it(finished, t
     run, exp = _copy(finished, tmp_path)
     size = (exp / "posterior.nc").stat().st_size
     layout.done_marker(exp).write_text(text)
-    if truncate:
+    if truncate:  # and decision.json, which finalize does not verify: written again all the same
         os.truncate(exp / "posterior.nc", size // 2)
+        (exp / "decision.json").write_text("{not json")
     code, lines, err = _status(run, capsys)
     assert code == EXIT_ATTENTION
     assert lines[0] == f"{run}: 1 experiment(s), 0 done; driver finished"
@@ -290,6 +289,8 @@ def test_an_unreadable_done_json_is_damage_and_the_resume_repairs_it(finished, t
     assert verify_netcdf(exp / "posterior.nc")[0]  # written again (its provenance names this run directory)
     assert json.loads(layout.done_marker(exp).read_text())["sizes"]["posterior.nc"] == \
         (exp / "posterior.nc").stat().st_size
+    assert isinstance(json.loads((exp / "decision.json").read_text()), dict)
+    assert [p.name for p in exp.glob("done.json.damaged-*")], sorted(p.name for p in exp.iterdir())
 
 
 def test_a_check_that_could_not_run_is_not_damage(finished, tmp_path, capsys, monkeypatch):
@@ -310,6 +311,7 @@ def test_a_check_that_could_not_run_is_not_damage(finished, tmp_path, capsys, mo
     assert line.endswith("); nothing was found damaged: run twin status again once that is fixed"), line
     assert "Unknown first token in options file .petscrc line 1: garbage" in line[len(head):], line
     assert "damaged," not in line and "delete" not in line and "Traceback" not in err
+    assert err.splitlines() == [f"error: experiment {NAME} unverified: " + line[len(f"{NAME}: unverified, 4/4 cycles; "):]]
     # the same run verified from a clean directory is done
     monkeypatch.chdir(tmp_path)
     code, lines, _ = _status(run, capsys)

@@ -289,9 +289,9 @@ def _finished(exp_dir: Path) -> str:
     Returns ``"finished"``, ``"damaged"`` (finished, but outputs to write again) or ``"unfinished"``."""
     from twin.campaign.status import damaged_outputs, set_aside_outputs
 
-    if not layout.read_json(layout.done_marker(exp_dir)):
+    if not layout.done_marker(exp_dir).is_file():
         return "unfinished"
-    damaged = damaged_outputs(exp_dir)
+    damaged = damaged_outputs(exp_dir)  # an unreadable done.json among them: every output is written again
     if damaged:
         set_aside_outputs(exp_dir, damaged)
         return "damaged"

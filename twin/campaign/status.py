@@ -504,9 +504,8 @@ def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, s
         unreadable = read_done(exp_dir)[1]
         if unreadable:
             problems.insert(0, f"done.json is unreadable ({unreadable}), so its outputs cannot be checked against "
-                               "what the run recorded: run the campaign again: the resume continues from the last "
-                               "checkpoint, writes the outputs again from the checkpoints where posterior.nc, "
-                               "forecast.nc or diagnostics.nc does not verify, and writes done.json anew")
+                               "what the run recorded: run the campaign again: the resume sets done.json aside and "
+                               "writes every output again from the checkpoints")
         if problems:
             state, message = "damaged", "; ".join(problems + ([unsure] if unsure else []))
         elif unsure:
