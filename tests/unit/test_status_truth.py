@@ -311,7 +311,8 @@ def test_a_check_that_could_not_run_is_not_damage(finished, tmp_path, capsys, mo
     assert line.endswith("); nothing was found damaged: run twin status again once that is fixed"), line
     assert "Unknown first token in options file .petscrc line 1: garbage" in line[len(head):], line
     assert "damaged," not in line and "delete" not in line and "Traceback" not in err
-    assert err.splitlines() == [f"error: experiment {NAME} unverified: " + line[len(f"{NAME}: unverified, 4/4 cycles; "):]]
+    said = line[len(f"{NAME}: unverified, 4/4 cycles; "):]
+    assert err.splitlines() == [f"error: experiment {NAME} unverified: {said}"]
     # the same run verified from a clean directory is done
     monkeypatch.chdir(tmp_path)
     code, lines, _ = _status(run, capsys)
