@@ -5,6 +5,7 @@ is non-empty, and panels without data are skipped with a note."""
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,13 @@ def test_report_of_the_quickstart_forecast(tmp_path):
     text = index.read_text()
     assert "Skipped: no diagnostics.nc" in text and "Skipped: needs posterior.nc" in text
     assert "Skipped: no decision recorded" in text
+    # found by trying: report/ replaced by a link elsewhere, and the report was written there
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.rmtree(result.run_dir / "report")
+    (result.run_dir / "report").symlink_to(outside)
+    assert _report(result.run_dir) == 2
+    assert not list(outside.iterdir())
 
 
 def test_report_refuses_a_directory_without_outputs(tmp_path, capsys):

@@ -302,6 +302,17 @@ def _petsc_options(sensitive: bool) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+def refuse_link_out(link: Path, holder: Path) -> None:
+    """:class:`OutputError` when ``link`` is a symbolic link leading out of ``holder`` (the directory it is in, or the
+    run directory): twin writes nothing through such a link, planted after the run directory was chosen."""
+    if link.is_symlink():
+        target, base = link.resolve(), holder.resolve()
+        if not (target == base or base in target.parents):
+            raise OutputError(f"{link} is a symbolic link to {target}, outside {base}: twin does not write "
+                              "through links that leave the run directory; remove the link or give the real "
+                              "directory (allowed with --allow-outside)")
+
+
 def prepare_run_directory(path: str | os.PathLike, *, sensitive: bool = False, comm=None) -> Path:
     """Create a run directory (and its ``checkpoint/`` folder), owner-only when ``sensitive``; rank 0 creates.
 
@@ -319,20 +330,11 @@ def prepare_run_directory(path: str | os.PathLike, *, sensitive: bool = False, c
     rank = comm.Get_rank() if comm is not None else 0
     path = Path(path)
     error = None
-
-    def refuse_escape(link: Path, holder: Path) -> None:
-        if link.is_symlink():
-            target, base = link.resolve(), holder.resolve()
-            if not (target == base or base in target.parents):
-                raise OutputError(f"{link} is a symbolic link to {target}, outside {base}: twin does not write "
-                                  "through links that leave the run directory; remove the link or give the real "
-                                  "directory (allowed with --allow-outside)")
-
     if rank == 0:
         try:
-            refuse_escape(path, path.parent)
+            refuse_link_out(path, path.parent)
             make_directory(path, private=sensitive)
-            refuse_escape(path / "checkpoint", path)
+            refuse_link_out(path / "checkpoint", path)
             make_directory(path / "checkpoint", private=sensitive)
         except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
             error = exc

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from twin.core.errors import OutputError
 from twin.core.log import get_logger
-from twin.io.provenance import utc_now
+from twin.io.provenance import refuse_link_out, utc_now
 from twin.report import figures
 from twin.report.calibration import calibration_html, summarise
 from twin.report.data import RunData, discover
@@ -47,6 +47,7 @@ def _panel_html(p: Panel) -> str:
 
 def _experiment(run: RunData, images: Path, verdict: Verdict) -> tuple[str, list[Path]]:
     out = images / run.name if run.directory != images.parent else images
+    refuse_link_out(out, images)
     out.mkdir(parents=True, exist_ok=True)
     if verdict.failed:
         # the reason first; the panels of what the experiment left behind are not worth reading
@@ -115,6 +116,7 @@ def write_report(run_dir) -> Path:
         raise OutputError(f"report: {run_dir} holds no twin outputs (posterior.nc, forecast.nc, diagnostics.nc, "
                           "qoi.nc or decision.json); run the campaign first")
     images = run_dir / "report"
+    refuse_link_out(images, run_dir)  # a report/ planted as a link would take the report anywhere
     images.mkdir(parents=True, exist_ok=True)
     sections, files = [], []
     verdicts = {run.name: verdict_for(run) for run in runs}
