@@ -310,20 +310,36 @@ def _allow_outside(roots: list[str]):
 STARTS_PETSC_LATE = ("inspect", "info", "status", "report", "assimilate", "check-model")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``scancel``, a batch system's time limit; ``mpiexec`` passes it, and Ctrl-C, on to its
+    ranks as SIGTERM): raised in the main thread and handled as Ctrl-C is, so the run stops through its clean-up."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The ``twin`` command; returns its exit status. Ctrl-C (SIGINT) ends it with one line and status 130 (128 +
-    the signal's number, as a shell reports it): everything written so far is complete, the same command resumes.
-    Under ``mpiexec`` each rank dies with its launcher (:mod:`twin.core.launcher`)."""
+    """The ``twin`` command; returns its exit status. Ctrl-C (SIGINT) and SIGTERM end it with one line and status 130
+    or 143 (128 + the signal's number, as a shell reports it): everything written so far is complete, the same command
+    resumes (under ``mpiexec`` the rank 0 says it, and mpiexec's own status is Open MPI's: 1). Under ``mpiexec`` each
+    rank dies with its launcher (:mod:`twin.core.launcher`)."""
+    import signal
+
     from twin.core.errors import TwinError
     from twin.core.launcher import bind_to_launcher
 
     bind_to_launcher()
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding): the default stays
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return _main(argv)
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): every file written so far is complete; run the same command again to resume",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what, status = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
+        if "mpi4py.MPI" not in sys.modules or sys.modules["mpi4py.MPI"].COMM_WORLD.Get_rank() == 0:
+            print(f"interrupted ({what}): every file written so far is complete; run the same command again to "
+                  "resume", file=sys.stderr)
+        return status
     except TwinError as exc:  # raised outside a command's own handling (PETSc refusing to start: PetscStartError)
         if "mpi4py.MPI" not in sys.modules or sys.modules["mpi4py.MPI"].COMM_WORLD.Get_rank() == 0:
             _errors(exc)

@@ -423,6 +423,36 @@ def test_ctrl_c_ends_a_run_with_one_line_and_status_130_and_the_rerun_finishes(t
     assert (exp / "done.json").is_file() and not list((tmp_path / "run").rglob("*.tmp-*"))
 
 
+def test_sigterm_ends_an_online_run_as_ctrl_c_does_also_under_mpiexec(tmp_path):
+    """``kill`` or ``scancel`` of a serial run (SIGTERM): one line, status 143, the driver's last word 'cancelled'
+    (it was killed by the signal: no line, and twin status said crashed). Under ``mpiexec``, which passes SIGTERM (and
+    Ctrl-C, as SIGTERM) on to its ranks, rank 0 says the same line once (there was none); mpiexec's own status is
+    Open MPI's (1). The rerun finishes."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=400)
+    for launch, status in (([], 143), (["mpiexec", "-n", "2"], 1)):
+        run = tmp_path / f"run{len(launch)}"
+        exp = layout.experiment_dir(run, "kill")
+        proc = subprocess.Popen([*launch, *TWIN, "run", str(campaign), "-o", str(run), "--quiet"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, env=dict(os.environ))
+        try:
+            _wait_for(proc, lambda: 3 in layout.checkpoint_cycles(exp))
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            _kill_session(proc.pid)
+        assert proc.returncode == status, err[-2000:]
+        said = [ln for ln in err.splitlines() if ln.startswith("interrupted")]
+        assert said == ["interrupted (SIGTERM): every file written so far is complete; run the same command again "
+                        "to resume"], err[-2000:]
+        assert "Traceback" not in err
+        assert layout.read_json(run / "driver.json")["state"] == "cancelled"
+    again = subprocess.run(TWIN + ["run", str(campaign), "-o", str(tmp_path / "run0"), "--quiet"],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert layout.done_marker(layout.experiment_dir(tmp_path / "run0", "kill")).is_file()
+
+
 def test_a_workflow_driver_killed_with_sigkill_leaves_nothing_running_after_the_resume(tmp_path):
     """SIGKILL gives the driver no chance to clean up: Parsl's interchange and the local worker pool it kept alive ran
     on (found by trying: still there 90 s after a resume). The driver's heartbeat names the processes it started;

@@ -107,6 +107,9 @@ def _run_online(loaded, comm, run_dir, experiments, only, verbose, quiet) -> lis
                 contained(d, comm, experiments)
                 shown.experiment_done()
         state = "finished"
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (twin.cli.Terminated): stopped on purpose, not crashed
+        state = "cancelled"
+        raise
     finally:
         if beat is not None:
             beat.stop(state)
