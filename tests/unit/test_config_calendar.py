@@ -56,6 +56,11 @@ def test_without_a_calendar_nothing_changes(tmp_path):
      "c.yaml:28:10: timeline.start: '2026-03-41' is not a number of s nor an ISO 8601 date"),
     ("timeline:\n  start: 0.0\n  end: 2026-03-02\n  units: s\n  output_every: 10.0\n",
      "timeline.end: end '2026-03-02' is a date, start is not"),
+    # found by trying: a quoted number or one with its unit was called a date
+    ("timeline:\n  start: 0.0\n  end: \"50.0\"\n  units: s\n  output_every: 10.0\n",
+     "timeline.end: end '50.0' is not a number of s: write it as a plain number, without quotes or units"),
+    ("timeline:\n  start: 0.0\n  end: 50 s\n  units: s\n  output_every: 10.0\n",
+     "timeline.end: end '50 s' is not a number of s"),
     ("timeline:\n  start: 2026-03-02\n  end: 2026-03-01\n  units: s\n  output_every: 10.0\n", "timeline.end: end (-86400.0) must be after"),
 ])
 def test_bad_dates_are_refused_with_the_line(tmp_path, timeline, expect):

@@ -56,6 +56,9 @@ CASES = [
     ("missing-section", "timeline:\n  end: 2.0\n  units: s\n", "", None, ["missing required key 'timeline'"]),
     ("missing-name", "  name: corpus\n", "", 2, ["missing required key 'name'"]),
     ("bad-units", "units: m^2/s}", "units: m^2/sx}", 13, ["unknown units", "m^2/sx"]),
+    # found by trying: pint's AssertionError was all the message said
+    ("malformed-units", "units: m^2/s}", "units: m^2/s//}", 13,
+     ["unknown units 'm^2/s//' (not a unit expression: unit names and numbers joined by *, / and ^"]),
     ("incompatible-units", "  units: s\nresources", "  units: kg\nresources", 26, ["not a unit of time"]),
     ("parameter-units", "units: m^2/s}", "units: kg}", 13, ["kappa", "m^2/s"]),
     ("yaml-syntax", "shape: [8, 8]", "shape: [8, 8", 10, ["YAML syntax error"]),

@@ -127,6 +127,12 @@ class Timeline(Strict):
             self.start = 0.0
         if isinstance(self.end, str):
             if self._calendar is None:
+                try:
+                    parse_start(self.end)
+                except ValueError:  # "5.0" (quoted), "5 s": meant as a number
+                    raise ValueError(at("end") + f"end {short(self.end)} is not a number of {self.units}: write it as "
+                                                 "a plain number, without quotes or units (timeline.units gives them)"
+                                     ) from None
                 raise ValueError(at("end") + f"end {short(self.end)} is a date, start is not: give start as a date "
                                              f"too, or end as a number of {self.units}")
             try:

@@ -37,8 +37,10 @@ def parse_units(text: str) -> pint.Unit:
     """Parse a unit string (``"mm^2/day"``, ``"Gy"``, ``"1"``); raises ``ValueError`` with a readable message."""
     try:
         return registry().Unit(text.replace("^", "**"))
-    except Exception as exc:  # pint raises several unrelated types for bad input
-        raise ValueError(f"unknown units {text!r} ({type(exc).__name__})") from None
+    except Exception as exc:  # pint raises several unrelated types for bad input (AssertionError for "m//s")
+        why = (str(exc) if type(exc).__name__ == "UndefinedUnitError" else
+               "not a unit expression: unit names and numbers joined by *, / and ^, e.g. mm^2/day")
+        raise ValueError(f"unknown units {text!r} ({why})") from None
 
 
 def convert(value, from_units: str, to_units: str):
