@@ -289,6 +289,9 @@ LIMITS = [
      ["assimilation.schedule.cycles", "5000 cycles", "holds 100", "extend timeline.end"]),
     ("4dvar-cycles-past-end", FOURDVAR, "cycles: 8", "cycles: 1000000000", 12,
      ["assimilation.cycles", "holds 10"]),
+    ("one-cycle-past-the-timeline", L96, "schedule: {every: 2, cycles: 50}", "schedule: {every: 1000, cycles: 5}",
+     10, ["holds 0): one cycle is longer than the whole timeline: shorten the cycle or extend timeline.end to at "
+          "least 50 time units"]),
     ("deflating-inflation", L96, "multiplicative: 1.02", "multiplicative: 0.5", 9,
      ["at least 1", "got 0.5", "collapses"]),
     ("time-steps", HEAT, "dt: 0.5", "dt: 1.0e-7", 17,

@@ -267,9 +267,11 @@ def _cycle_problems(cfg: Any) -> list[tuple[tuple, str]]:
     need = count * step
     if not math.isfinite(need) or need > length * (1 + 1e-9) + 1e-12 * step:
         fit = int(math.floor(length / step * (1 + 1e-9))) if step > 0 else 0
+        fix = (f"lower the count to at most {fit} or extend timeline.end" if fit > 0 else
+               f"one cycle is longer than the whole timeline: shorten the cycle or extend timeline.end to at least "
+               f"{step:g} {units} after timeline.start")
         return [(key, f"{count} {kind} ({what} {units} each) reach {need:g} {units} after timeline.start, beyond "
-                      f"timeline.end (the timeline spans {length:g} {units} and holds {fit}): lower the count to at "
-                      f"most {fit} or extend timeline.end")]
+                      f"timeline.end (the timeline spans {length:g} {units} and holds {fit}): {fix}")]
     return []
 
 
