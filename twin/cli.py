@@ -362,6 +362,8 @@ def _main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         argv = [argv[0], *ours]
     args = parser.parse_args(argv)
+    if getattr(args, "output", None) == "":  # an unset shell variable (-o "$RUN"): not the YAML's directory
+        parser.error("-o/--output is empty: give the run directory's name, or leave -o out to use outputs.directory")
     bad = [a for a in petsc if a.startswith("--")]
     if bad:
         parser.error(f"unrecognised arguments: {' '.join(bad)} (PETSc options start with a single '-')")

@@ -592,3 +592,14 @@ def test_campaign_text_written_by_twin_reads_back_equal(tmp_path):
             out = tmp_path / "experiment.yaml"
             out.write_text(e.text)
             load_campaign(out)  # experiment.yaml as the workflow writes it validates again on the workers
+
+
+def test_an_empty_output_directory_is_refused_not_replaced(tmp_path, capsys):
+    """``-o "$RUN"`` with ``RUN`` unset: the run went to the YAML's directory without a word (found by trying)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(HEAT)
+    for command in (["run", str(path), "-o", ""], ["submit", str(path), "--dry-run", "--output", ""]):
+        with pytest.raises(SystemExit) as stop:
+            main(command)
+        assert stop.value.code == 2
+        assert "-o/--output is empty: give the run directory's name" in capsys.readouterr().err
