@@ -170,3 +170,33 @@ def test_failed_linear_solve_raises_solver_error():
     with pytest.raises(SolverError, match="heat_fail.*t=0.*DIVERGED"):
         m.advance(x, 0.0, 2.0)
     m.destroy()
+
+
+def test_an_explicit_step_past_the_stability_limit_is_warned_once():
+    """``-heat_ts_type euler`` with a step past h^2 / (2 d kappa) ran to values of 1e17 and exit status 0 without a
+    word (found by trying); now one WARNING names the limit. Limit here: 1 / (2 * 0.1 * 2 * 16^2) = 0.0098 s."""
+    import logging
+
+    records: list = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("twin.kinds.heat.model")
+    logger.addHandler(handler)
+    try:
+        for name, dt, ts_type, warned in (("heat_euler_big", 0.025, "euler", True),
+                                          ("heat_euler_small", 0.005, "euler", False),
+                                          ("heat_cn_big", 0.025, "cn", False)):
+            records.clear()
+            m = HeatModel.from_config(name, _cfg(16, time={"dt": dt}, solver={"ts_type": ts_type}), COMM)
+            x = m.initial_state()
+            m.advance(x, 0.0, 2 * dt)
+            m.advance(x, 2 * dt, 4 * dt)
+            said = [r.getMessage() for r in records if "stability limit" in r.getMessage()]
+            assert len(said) == (1 if warned else 0), (name, said)
+            if warned:
+                assert "explicit TS euler with fixed steps dt = 0.025 s is past the diffusion's stability limit of " \
+                       "about 0.00977 s" in said[0]
+            x.destroy()
+            m.destroy()
+    finally:
+        logger.removeHandler(handler)

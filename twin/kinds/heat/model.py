@@ -308,7 +308,32 @@ class HeatModel(Model):
             # before setFromOptions, so the trajectory type option applies
             ts.setSaveTrajectory()
         set_from_options(ts)
+        self._warn_if_unstable(ts)
         return ts
+
+    #: explicit TS types whose fixed steps have a stability limit (an adaptive TS chooses its own steps)
+    EXPLICIT_TS_TYPES = frozenset({"euler", "rk", "ssp"})
+
+    def _warn_if_unstable(self, ts: PETSc.TS) -> None:
+        """One WARNING when the options chose an explicit TS with fixed steps past forward Euler's stability limit of
+        the diffusion, ``h^2 / (2 d kappa)`` for equal spacings (``1 / (2 kappa sum 1/h_a^2)``): such a run grows
+        without bound and used to end with exit status 0 and values of 1e17 (found by trying ``-heat_ts_type
+        euler``). Other explicit methods' limits are of the same order."""
+        kind = ts.getType()
+        if getattr(self, "_stability_warned", False) or kind not in self.EXPLICIT_TS_TYPES:
+            return
+        # petsc4py 3.18 has no TSGetAdapt: the option says it (PETSc's default: basic for rk, none for euler and ssp)
+        adapt = PETSc.Options().getString(f"{self.options_prefix}ts_adapt_type", "basic" if kind == "rk" else "none")
+        if adapt != "none":
+            return
+        kappa = self.parameters["kappa"].value
+        limit = 1.0 / (2.0 * kappa * sum(1.0 / h**2 for h in self.grid.spacing))
+        if self.dt > limit:
+            self._stability_warned = True
+            log.warning("model '%s': explicit TS %s with fixed steps dt = %g s is past the diffusion's stability limit "
+                        "of about %.3g s (h^2 / (2 d kappa)): the solution will grow without bound; use an implicit "
+                        "TS (beuler, the default, or cn) or dt <= %.3g s", self.name, ts.getType(), self.dt, limit,
+                        limit)
 
     # -- the model contract ------------------------------------------------------------------------------------------
     def parameters_changed(self, names: Sequence[str]) -> None:
