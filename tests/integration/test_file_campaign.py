@@ -166,3 +166,24 @@ def test_a_file_campaign_as_a_workflow_equals_it_online(twin_run):
     with CheckpointReader(a / "observations.h5") as r:
         (record,) = r.meta["files"]
     assert record["qc"]["accepted"] == 4 * 40 and record["qc"]["outside_time"] == 16 * 40
+
+
+def test_an_observation_file_changed_after_the_run_is_refused_by_the_rerun(twin_run):
+    """The same command again after the campaign's observation file was edited does not go on with stale analyses:
+    one line naming the file and the experiment (exit 2, as a changed campaign), the run directory untouched; the file
+    restored, the rerun is the plain resume again (exit 0, nothing to do)."""
+    d, text, y, times = twin_run
+    exp = _file_campaign(twin_run, "edited", 1.0)
+    original = (d / "edited.nc").read_bytes()
+    before = {p: p.read_bytes() for p in exp.iterdir() if p.is_file()}
+    _station_file(d / "edited.nc", y + 0.5, times[1:], 1.0)  # the same layout, other values
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "run", "edited.yaml", "-o", "edited", "--quiet"], cwd=d,
+                         capture_output=True, text=True, timeout=600)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert str(d / "edited.nc") in lines[0] and "experiment edited" in lines[0] and "has changed" in lines[0]
+    assert "restore the file" in lines[0] and "another run directory" in lines[0]
+    assert {p: p.read_bytes() for p in exp.iterdir() if p.is_file()} == before
+    (d / "edited.nc").write_bytes(original)
+    _run(d, "run", "edited.yaml", "-o", "edited", "--quiet")
+    assert (exp / "posterior.nc").read_bytes() == before[exp / "posterior.nc"]

@@ -177,3 +177,44 @@ def test_a_sigkill_during_assimilate_then_the_same_command_loses_nothing(live):
         Path(r["stored"]).name for r in record)
     assert not [p for p in run.rglob("*") if ".tmp-" in p.name]  # no temporary file left behind
     assert _twin(d, "status", "killed").returncode == 0
+
+
+def test_a_moved_run_directory_goes_on_where_it_is(live):
+    """A live run given the second file, copied elsewhere (shutil.copytree) and its original deleted, takes the third
+    file like the run that stayed: the same analyses, bitwise, read from its own deliveries/; a delivered file
+    changed in it afterwards is refused in one line."""
+    d = live["dir"]
+    _ok(d, "run", "live.yaml", "-o", "moving", "--quiet")
+    _ok(d, "assimilate", "moving", str(live["parts"][1]), "--quiet")
+    moved = d / "elsewhere" / "moved"
+    shutil.copytree(d / "moving", moved)
+    shutil.rmtree(d / "moving")
+    out = _ok(d, "assimilate", str(moved), str(live["parts"][2]))
+    assert "part3.nc: assimilated" in out.stdout and f"{EXP} 12 cycles" in out.stdout, out.stdout
+    exp = moved / "experiments" / EXP
+    for ref in (d / "live" / "experiments" / EXP, d / "all" / "experiments" / EXP):
+        assert np.array_equal(_values(exp / "posterior.nc", "l96_x"), _values(ref / "posterior.nc", "l96_x"))
+        assert np.array_equal(_values(exp / "forecast.nc", "l96_x"), _values(ref / "forecast.nc", "l96_x"))
+        assert np.array_equal(_values(exp / "diagnostics.nc", "chi2_per_dof"),
+                              _values(ref / "diagnostics.nc", "chi2_per_dof"))
+    # the experiment reads the delivered files of the directory it is in
+    text = (exp / "experiment.yaml").read_text()
+    assert "moving" not in text and text.count(str((moved / "deliveries").resolve())) == 2, text
+    assert _twin(d, "status", str(moved)).returncode == 0
+    # the same file again changes nothing
+    again = _ok(d, "assimilate", str(moved), str(live["parts"][2]))
+    assert "already assimilated" in again.stdout
+    # a kept delivery changed afterwards: refused, naming it and the experiment
+    record = json.loads((moved / "deliveries.json").read_text())["deliveries"]
+    kept = moved / record[0]["stored"]
+    original = kept.read_bytes()
+    kept.write_bytes(original + b"\0")
+    before = _snapshot(moved)
+    out = _twin(d, "assimilate", str(moved))
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stdout + out.stderr
+    assert kept.name in lines[0] and f"experiment {EXP}" in lines[0] and "has changed" in lines[0]
+    assert "restore the file" in lines[0] and "another run directory" in lines[0]
+    assert _snapshot(moved) == before
+    kept.write_bytes(original)
+    assert "nothing to do" in _ok(d, "assimilate", str(moved)).stdout

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 
 from twin.campaign import layout
-from twin.core.errors import ConfigError, ConfigProblem
+from twin.core.errors import ConfigError, ConfigProblem, TwinError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
@@ -306,6 +306,7 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
     rank = comm.Get_rank() if comm is not None else 0
     problem = None
     if rank == 0:
+        hashes: dict = {}  # the SHA-256 of each observation file, computed once for every experiment naming it
         record_owner(run_dir, loaded)
         # which matrix values each experiment has (the report groups experiments that differ only in their method)
         matrix = {e.name: {k: _format(v) for k, v in e.overrides.items()} for e in exps}
@@ -318,6 +319,9 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
                     problem = (f"{f} holds a different experiment than {loaded.path} expands to: continue a run "
                                "with the campaign file that started it, or use another run directory")
                     break
+                problem = changed_observation_file(d, e.config, e.name, hashes)
+                if problem:
+                    break
                 continue
             prepare_run_directory(d, sensitive=sensitive)
             write_text(f, e.text, private=sensitive)
@@ -326,3 +330,62 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
     if problem:
         raise ConfigError(problem)
     return [layout.experiment_dir(run_dir, e.name) for e in exps]
+
+
+def changed_observation_files(exp_dir, config, hashes: dict | None = None) -> list[tuple[str, str]]:
+    """``(file, network)`` of every observation file of the experiment in ``exp_dir`` (``config``: its campaign, the
+    files its networks name now) whose content is not what the experiment read: its SHA-256 differs from the one its
+    ``observations.h5`` records (``meta["files"]``, :func:`twin.observations.networks.file_records`), or it cannot be
+    read. The records are matched to the files by network and position (a network's ``file``, then its
+    ``deliveries`` in order), not by path, so a run directory that was moved is checked too; a file not recorded yet
+    (a delivery whose cycles have not run) and an experiment without ``observations.h5`` (not started, or a twin
+    experiment) have nothing to compare. ``hashes`` keeps the SHA-256 of each file by its path, size and modification
+    time across calls (the experiments of a matrix share files). MPI-free (``observations.h5`` is read with h5py
+    alone)."""
+    import os
+
+    from twin.campaign.deliveries import companions_of, delivery_sha256
+    from twin.campaign.status import _file_records
+    from twin.observations.networks import network_names, reads_files
+
+    hashes = {} if hashes is None else hashes
+    path = layout.observations_file(exp_dir)
+    if not path.is_file():
+        return []
+    records: dict[str, list[str]] = {}
+    for r in _file_records(path):
+        records.setdefault(str(r.get("network")), []).append(str(r.get("sha256")))
+    if not records:
+        return []
+    networks = list(getattr(config.assimilation, "observations", None) or [])
+    out = []
+    for name, spec in zip(network_names(networks), networks):
+        if not reads_files(spec):
+            continue
+        for file, recorded in zip(spec.files(), records.get(name, [])):
+            try:
+                st = os.stat(file)
+                key = (str(file), st.st_size, st.st_mtime_ns)
+                if key not in hashes:
+                    hashes[key] = delivery_sha256(file, companions_of(spec, file))
+                now = hashes[key]
+            except (OSError, TwinError):
+                now = None
+            if now != recorded:
+                out.append((str(file), name))
+    return out
+
+
+def changed_observation_file(exp_dir, config, name: str, hashes: dict | None = None) -> str | None:
+    """The one-line refusal of a resume for an experiment one of whose observation files changed after it was read
+    (:func:`changed_observation_files`), or ``None``. As a changed campaign (``experiment.yaml``), a changed file
+    is not taken in silently: the analyses made from the old content would stay, the later ones use the new."""
+    changed = changed_observation_files(exp_dir, config, hashes)
+    if not changed:
+        return None
+    file, network = changed[0]
+    more = f" (and {len(changed) - 1} more file(s))" if len(changed) > 1 else ""
+    return (f"observation file {file} (network {network}) has changed since experiment {name} read it{more}: its "
+            f"SHA-256 is not the one {layout.observations_file(exp_dir)} records; restore the file as it was to "
+            "continue this run, or run the campaign with the new file in another run directory (new observations "
+            "go in new files, delivered with twin assimilate)")

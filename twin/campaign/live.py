@@ -26,7 +26,9 @@ The steps, each atomic, in an order that a rerun of the same command after a kil
 
 1. **check** (nothing is written): the run is a filter campaign observed through files, no other driver works on it,
    every file exists, reads with the network's variables and obeys the rule, the extended campaign validates and
-   keeps the earlier cycles' observations;
+   keeps the earlier cycles' observations; every file an experiment has read still has the SHA-256 its
+   ``observations.h5`` records (else refused, as ``twin run`` refuses its resume); a run directory that was moved or
+   copied first has its ``experiment.yaml`` point at its own ``deliveries/`` (:func:`_rehome`);
 2. **keep**: every new file is copied to ``RUN_DIR/deliveries/<sha256[:16]>-<name>`` and recorded in
    ``RUN_DIR/deliveries.json`` (its SHA-256, name, origin, time of arrival, network, the cycles it added). The
    record is the point of no return: a recorded file is assimilated by every later run of the command;
@@ -155,6 +157,73 @@ def _policy(run_dir: Path):
         return ExperimentsConfig()
 
 
+# -- a run directory that was moved or copied -------------------------------------------------------------------------
+def _here(run_dir: Path, path: str) -> str:
+    """``path``, a delivered file an ``experiment.yaml`` lists, as the file of this run directory it stands for.
+
+    A run directory written before its files were recorded relative to it lists them by their absolute path when
+    they were kept, ``<old run dir>/deliveries/<name>``; once the directory is moved or copied that path leads to the
+    original directory (which may be gone, or hold other files). A listed path outside ``run_dir`` whose part from its
+    last ``deliveries/`` on names a file of ``run_dir``'s ``deliveries/`` is that file (absolute, resolved as
+    :func:`twin.campaign.deliveries.pending` compares them); any other path is left as it is."""
+    from twin.campaign.deliveries import DELIVERIES
+
+    p = Path(path)
+    if not p.is_absolute():
+        return path
+    root = run_dir.resolve()
+    if p == root or root in p.parents:
+        return path
+    parts = p.parts
+    if DELIVERIES not in parts[:-1]:
+        return path
+    k = len(parts) - 1 - parts[::-1].index(DELIVERIES)
+    here = (run_dir / Path(*parts[k:])).resolve()
+    return str(here) if here.is_file() and root in here.parents else path
+
+
+def _rehome(run_dir: Path, exps, sensitive: bool) -> bool:
+    """Point every experiment's ``deliveries`` at this run directory's kept files where they lead elsewhere
+    (:func:`_here`: the run directory was moved or copied) and write its ``experiment.yaml`` again; whether any
+    was written (rank 0). Without it a copied run read, and checked new files against, the original's deliveries,
+    and refused its own earlier delivery as new ("at or before the last analysis time")."""
+    from twin.config.loader import parse_yaml
+    from twin.config.writer import dump_yaml
+    from twin.io.atomic import write_text
+
+    written = False
+    for d, loaded, i, _ in exps:
+        listed = list(loaded.config.assimilation.observations[i].deliveries)
+        mapped = [_here(run_dir, p) for p in listed]
+        if mapped == listed:
+            continue
+        config = layout.config_file(d)
+        data, _ = parse_yaml(config.read_text(encoding="utf-8"), str(config))
+        networks = data["assimilation"]["observations"]
+        entry = networks[i] if isinstance(networks, list) else networks
+        if [str(p) for p in entry.get("deliveries", [])] != listed:
+            continue  # not as loaded: leave it to the checks that follow
+        entry["deliveries"] = mapped
+        write_text(config, dump_yaml(data, default_flow_style=None, width=120), private=sensitive)
+        log.info("experiment %s: %d delivered file(s) listed outside %s read from its deliveries/ (the run "
+                 "directory was moved or copied)", d.name, sum(a != b for a, b in zip(mapped, listed)), run_dir)
+        written = True
+    return written
+
+
+def _refuse_changed_files(exps) -> None:
+    """:class:`ConfigError` (one line) when an observation file an experiment has read (its campaign's ``file`` or
+    a delivery) no longer has the SHA-256 its ``observations.h5`` records (rank 0): ``twin assimilate`` would
+    otherwise go on from analyses of the old content with the new (:func:`twin.campaign.experiments
+    .changed_observation_file`, which ``twin run`` applies on its resume too)."""
+    from twin.campaign.experiments import changed_observation_file
+
+    for d, loaded, _, _ in exps:
+        problem = changed_observation_file(d, loaded.config, d.name)
+        if problem:
+            raise ConfigError(problem)
+
+
 # -- the command -----------------------------------------------------------------------------------------------------
 _ERRORS = {"ConfigError": ConfigError, "ObservationError": ObservationError, "RunBusy": RunBusy}
 
@@ -208,6 +277,9 @@ def assimilate(run_dir, files, comm, *, network: str | None = None, verbose: boo
         on_root(comm, lambda: stack.enter_context(locked(run_dir)) and None)
         exps = _agree(comm, lambda: _experiments(run_dir, network))
         sensitive = exps[0][1].config.campaign.sensitive
+        if on_root(comm, functools.partial(_rehome, run_dir, exps, sensitive)):
+            exps = _agree(comm, lambda: _experiments(run_dir, network))  # read again as written
+        on_root(comm, functools.partial(_refuse_changed_files, exps))
         with private_umask(sensitive):
             return _assimilate(run_dir, [Path(f) for f in files], comm, exps, sensitive, verbose, quiet)
 
