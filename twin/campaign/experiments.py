@@ -345,7 +345,7 @@ def changed_observation_files(exp_dir, config, hashes: dict | None = None) -> li
     import os
 
     from twin.campaign.deliveries import companions_of, delivery_sha256
-    from twin.campaign.status import _file_records
+    from twin.campaign.status import observation_file_records
     from twin.observations.networks import network_names, reads_files
 
     hashes = {} if hashes is None else hashes
@@ -353,7 +353,7 @@ def changed_observation_files(exp_dir, config, hashes: dict | None = None) -> li
     if not path.is_file():
         return []
     records: dict[str, list[str]] = {}
-    for r in _file_records(path):
+    for r in observation_file_records(path):
         records.setdefault(str(r.get("network")), []).append(str(r.get("sha256")))
     if not records:
         return []

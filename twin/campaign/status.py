@@ -429,7 +429,7 @@ def _h5py():
     return h5py
 
 
-def _file_records(path: Path) -> list[dict]:
+def observation_file_records(path: Path) -> list[dict]:
     """The ``files`` records of an experiment's ``observations.h5`` (network, file, SHA-256, QC counts:
     :func:`twin.observations.networks.file_records`), read from the checkpoint's ``/meta`` attribute directly (the
     checkpoint reader needs PETSc); ``[]`` for a twin experiment or an unreadable file."""
@@ -460,7 +460,7 @@ def observation_qc(exp_dir) -> dict[str, int | None] | None:
     path = layout.observations_file(exp_dir)
     if not path.is_file():
         return None
-    files = _file_records(path)
+    files = observation_file_records(path)
     if not files:
         return None
     totals: dict[str, int | None] = {k: 0 for k in ("accepted", "missing", "outside_time", "outside_domain", "range",
