@@ -29,6 +29,7 @@ from twin.core.log import get_logger, setup_logging
 from twin.core.petsc import unread_options
 from twin.core.progress import progress
 from twin.core.units import convert
+from twin.models import contract
 
 log = get_logger("twin.driver")
 
@@ -155,6 +156,7 @@ def _run_in(loaded: LoadedCampaign, comm, out: Path, verbose: bool, quiet: bool)
     return result
 
 
+@contract.attributed("the forecast")
 def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
     from twin.coupling.build import gather_outputs, output_models, write_coupling_diagnostics
     from twin.coupling.coupled import CoupledModel
@@ -167,7 +169,7 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
     try:
         times = output_times(cfg.timeline, model.time_units)
         time_units, factor = cf_time_units(cfg.timeline.calendar_start, model.time_units), 1.0
-        state = model.initial_state()
+        state = contract.initial_state(model)  # checked: a PETSc vector of the model's grid
         # one forecast file per component of a coupled model, each on its own grid
         parts = output_models(model) if cfg.outputs.fields else {}
         snapshots = {stem: [f] for stem, f in gather_outputs(model, state).items()} if parts else {}
@@ -186,7 +188,7 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
             every.reset()
 
         def record(t: float) -> None:
-            q = model.qoi(state, t)
+            q = contract.qoi(model, state, t)  # checked: QoI name -> QoI
             qoi_file.meta.update({k: VariableMeta(v.long_name or k, v.units) for k, v in q.items()})
             pending.append((t * factor, {k: v.value for k, v in q.items()}, None))
             for k, v in q.items():

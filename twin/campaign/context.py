@@ -270,8 +270,10 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
     order). Deterministic in ``(seeds, member)`` on any number of ranks.
     """
     gen = rng(cfg, Purpose.INITIAL, member)
+    from twin.models.contract import initial_state
+
     params = {p.name: sample_parameter(model, p, gen) for p in model.estimable()}
-    x0 = model.initial_state()
+    x0 = initial_state(model)  # checked: a PETSc vector of the model's grid
     try:
         state = model.grid.allgather(x0).ravel()
     finally:
@@ -313,8 +315,9 @@ def true_initial_state(cfg, model, std: float | None = None) -> np.ndarray:
     standard deviation, i.e. a draw from the distribution the prior members are drawn from. Natural order, whole
     state; deterministic on any number of ranks."""
     from twin.campaign.experiments import truth_spec
+    from twin.models.contract import initial_state
 
-    x0 = model.initial_state()
+    x0 = initial_state(model)  # checked: a PETSc vector of the model's grid
     try:
         state = model.grid.allgather(x0).ravel()
     finally:

@@ -39,6 +39,7 @@ from twin.campaign import context as ctx
 from twin.campaign import layout
 from twin.core.log import get_logger
 from twin.core.units import duration_text
+from twin.models import contract
 
 log = get_logger("twin.campaign")
 
@@ -262,7 +263,7 @@ def reanalysis(model, window, times):
             for i, t_out in enumerate(grid_times):
                 model.advance(vec, t, float(t_out))
                 t = float(t_out)
-                for name, q in model.qoi(vec, t).items():
+                for name, q in contract.qoi(model, vec, t).items():  # checked: QoI name -> QoI
                     qois.setdefault(name, np.full((N, grid_times.size), np.nan))[j, i] = q.value
                 if is_visit[i]:
                     visit_states[j, iv] = model.grid.allgather(vec).ravel()

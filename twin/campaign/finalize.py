@@ -32,6 +32,7 @@ from twin.campaign.outputs import (
 )
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger
+from twin.models.contract import attributed
 
 log = get_logger("twin.campaign")
 
@@ -47,6 +48,7 @@ def outputs_complete(exp_dir) -> bool:
     return all((Path(exp_dir) / name).is_file() for name in layout.OUTPUTS)
 
 
+@attributed("the experiment's outputs and decisions")
 def finalize(exp_dir, comm, s: Setup | None = None, *, fresh: bool = False, known: Mapping | None = None) -> bool:
     """Write ``posterior.nc`` and ``forecast.nc`` (and complete ``diagnostics.nc``). Collective.
 

@@ -175,7 +175,9 @@ def _vec(grid, array):
 
 
 def _qoi(model, x, t: float, name: str, units: dict[str, str]) -> float:
-    q = model.qoi(x, float(t))
+    from twin.models.contract import qoi
+
+    q = qoi(model, x, float(t))  # checked: QoI name -> QoI
     if name not in q:
         raise OutputError(f"free run: model '{model.name}' has no quantity of interest '{name}'; it has "
                           f"{sorted(q)}")

@@ -64,6 +64,7 @@ from twin.campaign.steps import init_experiment
 from twin.core.errors import AssimilationError, ConfigError, ModelError, SolverError, WorkflowError
 from twin.core.log import get_logger
 from twin.core.streams import Purpose
+from twin.models.contract import attributed
 
 log = get_logger("twin.campaign.smoother")
 
@@ -76,6 +77,7 @@ def alphas(cfg) -> np.ndarray:
     return check_alphas(a if a else default_alphas(DEFAULT_ITERATIONS))
 
 
+@attributed()
 def run_experiment(exp_dir, comm, s: Setup, policy, rewrite: bool = False) -> None:
     """Run (or resume) the ES-MDA campaign of ``exp_dir`` on ``comm``, members over sub-communicators; ``rewrite``:
     write the outputs again even where the steps are all done (a finished run's outputs were damaged). Collective."""

@@ -48,6 +48,7 @@ from twin.campaign.experiment import Setup, setup
 from twin.core.errors import WorkflowError
 from twin.core.log import get_logger
 from twin.core.streams import Purpose
+from twin.models.contract import attributed
 from twin.io.checkpoint.layout import canonical_json, from_plain
 from twin.observations.file_network import cycle_counts
 
@@ -58,12 +59,15 @@ __all__ = ["init_experiment", "forecast_member", "advance_member", "batched_fore
 
 
 # -- init ------------------------------------------------------------------------------------------------------------
+@attributed()
 def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
     """The observations of every cycle (``observations.h5``: a twin experiment's nature run and synthetic
     observations, or the measured observations of the campaign's files) and the prior ensemble (checkpoint 0).
     Collective on ``comm``.
 
-    Returns ``False`` when both files already existed and verified (nothing done).
+    Returns ``False`` when both files already existed and verified (nothing done). An error of the model's own
+    (not twin's) raised in one of its methods is one line naming the component and the method
+    (:func:`twin.models.contract.attributed`).
     """
     own = s is None
     s = s or setup(exp_dir, comm)
@@ -116,6 +120,7 @@ def network_geometry(obs) -> tuple[dict, dict]:
     return arrays, {"networks": {name: [int(sl.start), int(sl.stop)] for name, sl in slices.items()}}
 
 
+@attributed("the nature run")
 def _write_twin_observations(s: Setup, model, sch, obs, times, prov) -> None:
     """The nature run of a twin experiment and its synthetic observations (``observations.h5``)."""
     from twin.assimilation.cycle import ModelForecast, twin_truth
@@ -126,7 +131,15 @@ def _write_twin_observations(s: Setup, model, sch, obs, times, prov) -> None:
     # background noise, from the TRUTH stream), not the prior's centre: a truth at the centre of the prior flatters
     # every score (the members are drawn around the configured state too, :func:`twin.campaign.context
     # .initial_member`).
-    forecast = ModelForecast(model)
+    from twin.models.contract import finite_advance
+
+    run = ModelForecast(model)
+
+    def forecast(states, params, t0, t1):  # a truth that turns non-finite without an error is the model's breach
+        out = run(states, params, t0, t1)
+        finite_advance(model, states, out, t0, t1, "the nature run")
+        return out
+
     try:
         x0 = ctx.true_initial_state(s.cfg, model)
         from twin.campaign.experiments import draw_truth
@@ -140,7 +153,7 @@ def _write_twin_observations(s: Setup, model, sch, obs, times, prov) -> None:
         p = {k: float(v) for k, v in true_params.items() if not np.ndim(v)}
         truth, ys = twin_truth(forecast, x0, p, sch, obs, ctx.streams(s.cfg))
     finally:
-        forecast.destroy()
+        run.destroy()
     # Sensor faults declared for the twin experiment (observations[i].fault): added to the synthetic data only
     ys = ys + fault_offsets(s.cfg.assimilation.observations, obs, sch.n_cycles)
     geometry, networks = network_geometry(obs)

@@ -74,10 +74,12 @@ from twin.campaign.outputs import outputs_valid, write_diagnostics, write_ensemb
 from twin.campaign.windows import WindowPlan, placed_observations
 from twin.core.log import get_logger
 from twin.core.streams import Purpose
+from twin.models.contract import attributed
 
 log = get_logger("twin.campaign.variational")
 
 
+@attributed()
 def run_experiment(exp_dir, comm, s: Setup, policy=None, rewrite: bool = False) -> None:
     """Run (or resume) the 4D-Var campaign of ``exp_dir`` on ``comm``; ``rewrite``: write the outputs again even
     where every window is done (a finished run's outputs were damaged). Collective."""
@@ -125,8 +127,10 @@ def init(s: Setup, plan: WindowPlan) -> bool:
         s.record("init", "skipped", t_start)
         return False
 
+    from twin.models.contract import initial_state
+
     grid, acfg = model.grid, s.cfg.assimilation
-    x = model.initial_state()
+    x = initial_state(model)  # checked: a PETSc vector of the model's grid
     try:
         x0 = grid.allgather(x).ravel()
     finally:

@@ -48,6 +48,7 @@ from twin.conformance.base import (FAIL, PASS, SKIP, CheckResult, Context, Faile
 from twin.conformance.options import check_options_prefix
 from twin.conformance.subject import Subject
 from twin.core.launcher import die_with_parent
+from twin.models import contract
 
 #: relative error allowed of a parameter through its transform and back (log/exp round-off, not a bug)
 TRANSFORM_RTOL = 1e-10
@@ -61,7 +62,7 @@ def check_builds(ctx: Context) -> str:
             raise _fail("no time step: the model has no 'dt' and its section no fixed step; give one (--step DT)")
         half = max(1, ctx.steps // 2)
         ctx.t1, ctx.t2 = ctx.t0 + half * dt, ctx.t0 + max(ctx.steps, half + 1) * dt
-        x = model.initial_state()
+        x = contract.initial_state(model)  # a PETSc vector of the model's grid, or the one line saying what it is
         try:
             whole = _whole(model, x)
         finally:
@@ -143,8 +144,10 @@ def check_checkpoint(ctx: Context) -> str:
         _draw_parameters(model, np.random.default_rng(1))
         x = model.initial_state()
         try:
+            x0 = _whole(model, x)
             model.advance(x, ctx.t0, ctx.t1)  # a state the model computed, not only the configured one
             before = {"state": _whole(model, x), **_parameter_values(model)}
+            contract.finite_advance(model, x0, before["state"], ctx.t0, ctx.t1)  # NaN without a SolverError
             _write(model, path, x, ctx.t1)
         finally:
             x.destroy()
@@ -166,8 +169,10 @@ def check_restart(ctx: Context) -> str:
     with _model(ctx) as model:
         x = model.initial_state()
         try:
+            x0 = _whole(model, x)
             model.advance(x, ctx.t0, ctx.t2)
             straight = _whole(model, x)
+            contract.finite_advance(model, x0, straight, ctx.t0, ctx.t2)  # NaN without a SolverError
         finally:
             x.destroy()
     with _model(ctx) as first:
@@ -237,9 +242,9 @@ def check_qois(ctx: Context) -> str:
     with _model(ctx) as model:
         x = model.initial_state()
         try:
-            at0 = model.qoi(x, ctx.t0)
+            at0 = contract.qoi(model, x, ctx.t0)  # a mapping of name to QoI, or the one line saying what it is
             model.advance(x, ctx.t0, ctx.t2)
-            at2 = model.qoi(x, ctx.t2)
+            at2 = contract.qoi(model, x, ctx.t2)
         finally:
             x.destroy()
     if not at0 and not at2:
@@ -346,6 +351,17 @@ def check_ranks(ctx: Context) -> str:
            f"{ctx.rank_rtol:g})"
 
 
+def failure_line(exc: BaseException) -> str:
+    """The one line of a check that raised: a breach of the model contract as the campaigns report it (the
+    component, the method and what the contract expects, :mod:`twin.models.contract`), else the error's type and its
+    first line."""
+    named = exc if isinstance(exc, contract.ContractError) else contract.describe(exc)
+    if named is not None:
+        return str(named)[:400]
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:400]
+
+
 #: the checks in the order they run (the first one's windows are used by the others)
 CHECKS: tuple[tuple[str, Callable[[Context], str]], ...] = (
     ("builds", check_builds),
@@ -397,7 +413,7 @@ def check_model(subject: Subject, *, ranks: int = 2, steps: int = 4, rank_rtol: 
                 report.results.append(CheckResult(name, PASS, check(ctx)))
             except Failed as out:
                 report.results.append(CheckResult(name, out.status, out.measured))
-            except Exception as exc:  # noqa: BLE001 - a check that raises fails, with the error's one line
-                text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                report.results.append(CheckResult(name, FAIL, f"{type(exc).__name__}: {text}"[:400]))
+            except Exception as exc:  # noqa: BLE001 - a check that raises fails, with its one line (not SystemExit:
+                # a signal's handler ends the command with it)
+                report.results.append(CheckResult(name, FAIL, failure_line(exc)))
     return report

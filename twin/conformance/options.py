@@ -80,6 +80,11 @@ def check_options_prefix(ctx: Context) -> str:
         keys = ", ".join(f"-{prefix}{k}" for k in SOLVER_KEYS)
         raise _fail(f"unknown types for {keys} were not refused: its solvers do not read the options under its "
                     f"prefix {prefix!r} (call setOptionsPrefix before setFromOptions)")
+    from twin.models import contract
+
+    own = contract.describe(refused)  # the model's own error (a KeyError in advance), not a refusal of the options
+    if own is not None:
+        raise _fail(str(own))
     how = f"PETSc error {refused.ierr}" if isinstance(refused, PETSc.Error) else type(refused).__name__
     try:
         with _global_options(bogus):
@@ -90,6 +95,9 @@ def check_options_prefix(ctx: Context) -> str:
                 finally:
                     x.destroy()
     except Exception as exc:  # noqa: BLE001
+        own = contract.describe(exc)
+        if own is not None:  # the model's own error, whatever the options
+            raise _fail(str(own)) from None
         raise _fail(f"unknown types for -{', -'.join(SOLVER_KEYS)} (no prefix) stopped the model "
                     f"({type(exc).__name__}): one of its solvers has no options prefix; give each the prefix "
                     f"{prefix!r}") from None

@@ -51,6 +51,7 @@ from twin.coupling.adjoint import CoupledAdjoint
 from twin.coupling.schemes import Component, CouplingScheme, WindowDiagnostics
 from twin.coupling.tape import CouplingTape
 from twin.models.base import Model, QoI
+from twin.models import contract
 
 log = get_logger("twin.coupling.coupled")
 
@@ -158,7 +159,7 @@ class CoupledModel(Model):
     def initial_state(self) -> PETSc.Vec:
         state = self.create_state()
         for c, model in self.models.items():
-            x0 = model.initial_state()
+            x0 = contract.initial_state(model)  # checked: a PETSc vector of the component's grid
             view = self.component_view(state, c)
             x0.copy(view)
             self.restore_view(state, c, view)
@@ -291,7 +292,7 @@ class CoupledModel(Model):
         out = {}
         for c, x in self.split(state).items():
             factor = self.components[c].time_factor
-            for k, q in self.models[c].qoi(x, t * factor).items():
+            for k, q in contract.qoi(self.models[c], x, t * factor).items():  # checked: name -> QoI
                 out[f"{c}.{k}"] = q
             x.destroy()
         return out

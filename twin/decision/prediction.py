@@ -39,6 +39,7 @@ from scipy.special import ndtri
 
 from twin.core.errors import ModelError
 from twin.core.log import get_logger
+from twin.models import contract
 
 log = get_logger("twin.decision.prediction")
 
@@ -303,7 +304,7 @@ def forecast_members(model, ensemble: PosteriorEnsemble, times: Sequence[float],
                 model.advance(vec, t, float(t_out))
                 t = float(t_out)
                 # qois=[] skips Model.qoi, which may be costly (e.g. an eigenvalue solve for a frequency)
-                q = model.qoi(vec, t) if qois is None or len(qois) else {}
+                q = contract.qoi(model, vec, t) if qois is None or len(qois) else {}  # checked: name -> QoI
                 wanted = list(q) if qois is None else list(qois)
                 missing = [n for n in wanted if n not in q]
                 if missing:

@@ -46,6 +46,9 @@ def create_model(name: str, config, comm, limits=None):
         raise ConfigError(f"model type {config.type!r}: its class {cls.__qualname__} answers to "
                           f"{getattr(cls, 'type_name', None)!r}; decorate it with register_model({config.type!r})")
     model = _build(cls, name, config, comm)
+    from twin.models.contract import checked_model
+
+    checked_model(model, name, config.type)
     try:
         check_built_size(name, model, limits)
     except BaseException:
@@ -55,7 +58,9 @@ def create_model(name: str, config, comm, limits=None):
 
 
 def _build(cls, name: str, config, comm):
-    """``cls.from_config``, with memory the process could not get (NumPy's or PETSc's allocation) as
+    """``cls.from_config``, with an error of the class's own (a ``KeyError``; not twin's, not PETSc's)
+    as one :class:`~twin.models.contract.ContractError` line naming the component, its type and ``from_config``, and
+    memory the process could not get (NumPy's or PETSc's allocation) as
     :class:`~twin.core.errors.OutOfMemory` naming the component, its grid and the ranks, instead of an allocation
     traceback.
 
@@ -66,14 +71,15 @@ def _build(cls, name: str, config, comm):
 
     from petsc4py import PETSc
 
-    from twin.core.errors import OutOfMemory
+    from twin.core.errors import OutOfMemory, TwinError
     from twin.core.petsc import is_out_of_memory
+    from twin.models.contract import from_config_error
 
     try:
         return cls.from_config(name, config, comm)
     except (MemoryError, PETSc.Error) as exc:
         if not isinstance(exc, MemoryError) and not is_out_of_memory(exc):
-            raise
+            raise  # a PETSc error (an unknown solver type among the options ...) is reported as PETSc's
         shape = getattr(getattr(config, "grid", None), "shape", None)
         grid = f"its grid {' x '.join(map(str, shape))}" if shape else "it"
         what = str(exc) if isinstance(exc, MemoryError) else "PETSc could not allocate"
@@ -85,6 +91,10 @@ def _build(cls, name: str, config, comm):
             print(f"error: {error}", file=sys.stderr, flush=True)
             comm.Abort(error.exit_status)
         raise error from None
+    except TwinError:
+        raise
+    except Exception as exc:  # an error of the class's own: one line naming it and from_config
+        raise from_config_error(exc, name, config.type) from exc
 
 
 def check_built_size(name: str, model, limits=None) -> None:
