@@ -97,15 +97,16 @@ def initial_state(model):
         raise ContractError(model.name, f"initial_state() returned {_type_of(x)}, not a PETSc Vec of the model's "
                                         "grid: return a new vector (self.create_state() or self.grid.create_global()) "
                                         "holding the initial condition")
-    grid = model.grid
-    want = int(grid.size) * int(grid.dof)
-    local = int(np.prod(grid.local_shape)) * int(grid.dof) if hasattr(grid, "local_shape") else None
+    # the layout the model itself gives its states (a coupled system's or a BMI model's is not its grid's)
+    ref = model.create_state()
+    want, local = int(ref.getSize()), int(ref.getLocalSize())
+    ref.destroy()
     size, got_local = int(x.getSize()), int(x.getLocalSize())
-    if size != want or (local is not None and got_local != local):
+    if size != want or got_local != local:
         x.destroy()
-        what = f"{size} entries" if size != want else f"{got_local} entries on this rank (the grid's block: {local})"
-        raise ContractError(model.name, f"initial_state() returned a vector of {what}, not one of the model's grid "
-                                        f"({want} entries: {grid.size} points x dof {grid.dof}): create it with "
+        what = f"{size} entries" if size != want else f"{got_local} entries on this rank (the state's block: {local})"
+        raise ContractError(model.name, f"initial_state() returned a vector of {what}, not a state of the model "
+                                        f"({want} entries, as create_state() makes): create it with "
                                         "self.create_state() or self.grid.create_global()")
     return x
 
