@@ -322,7 +322,8 @@ def _terminated(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     """The ``twin`` command; returns its exit status. Ctrl-C (SIGINT) and SIGTERM end it with one line and status 130
     or 143 (128 + the signal's number, as a shell reports it): everything written so far is complete, the same command
-    resumes (under ``mpiexec`` the rank 0 says it, and mpiexec's own status is Open MPI's: 1). Under ``mpiexec`` each
+    resumes (under ``mpiexec`` rank 0 says it when the signal finds it outside an MPI call; a rank waiting inside
+    one for a rank that stopped is ended by mpiexec; mpiexec's own status is Open MPI's: 1). Under ``mpiexec`` each
     rank dies with its launcher (:mod:`twin.core.launcher`)."""
     import signal
 

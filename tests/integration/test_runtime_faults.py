@@ -426,8 +426,9 @@ def test_ctrl_c_ends_a_run_with_one_line_and_status_130_and_the_rerun_finishes(t
 def test_sigterm_ends_an_online_run_as_ctrl_c_does_also_under_mpiexec(tmp_path):
     """``kill`` or ``scancel`` of a serial run (SIGTERM): one line, status 143, the driver's last word 'cancelled'
     (it was killed by the signal: no line, and twin status said crashed). Under ``mpiexec``, which passes SIGTERM (and
-    Ctrl-C, as SIGTERM) on to its ranks, rank 0 says the same line once (there was none); mpiexec's own status is
-    Open MPI's (1). The rerun finishes."""
+    Ctrl-C, as SIGTERM) on to its ranks, rank 0 says the same line at most once, when the signal finds it outside an
+    MPI call (inside one it waits for rank 1, which has stopped, until mpiexec kills it: seen once in CI), and never a
+    traceback; mpiexec's own status is Open MPI's (1). The reruns finish."""
     campaign = _campaign(tmp_path / "c.yaml", cycles=400)
     for launch, status in (([], 143), (["mpiexec", "-n", "2"], 1)):
         run = tmp_path / f"run{len(launch)}"
@@ -443,14 +444,18 @@ def test_sigterm_ends_an_online_run_as_ctrl_c_does_also_under_mpiexec(tmp_path):
             _kill_session(proc.pid)
         assert proc.returncode == status, err[-2000:]
         said = [ln for ln in err.splitlines() if ln.startswith("interrupted")]
-        assert said == ["interrupted (SIGTERM): every file written so far is complete; run the same command again "
-                        "to resume"], err[-2000:]
+        line = "interrupted (SIGTERM): every file written so far is complete; run the same command again to resume"
         assert "Traceback" not in err
-        assert layout.read_json(run / "driver.json")["state"] == "cancelled"
-    again = subprocess.run(TWIN + ["run", str(campaign), "-o", str(tmp_path / "run0"), "--quiet"],
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert layout.done_marker(layout.experiment_dir(tmp_path / "run0", "kill")).is_file()
+        if not launch:
+            assert said == [line], err[-2000:]
+            assert layout.read_json(run / "driver.json")["state"] == "cancelled"
+        else:
+            assert said in ([line], []), err[-2000:]
+        again = subprocess.run([*launch, *TWIN, "run", str(campaign), "-o", str(run), "--quiet"],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+                               env=dict(os.environ))
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert layout.done_marker(exp).is_file()
 
 
 def test_a_workflow_driver_killed_with_sigkill_leaves_nothing_running_after_the_resume(tmp_path):
