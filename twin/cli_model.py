@@ -13,7 +13,6 @@ import argparse
 import keyword
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 
@@ -82,9 +81,9 @@ def cmd_check_model(args) -> int:
     from twin.core.petsc import init_petsc
 
     init_petsc([])
-    # SIGTERM (kill, a batch system's time limit) ends the check through its clean-up: the temporary directory goes
-    # and the mpiexec of the ranks check gets SIGTERM with this process's end (twin.core.launcher.die_with_parent)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # SIGTERM (kill, a batch system's time limit) ends the check through its clean-up (twin.cli.Terminated): the
+    # temporary directory goes, and the ranks check's mpiexec gets SIGTERM with this process's end
+    # (twin.core.launcher.die_with_parent)
     report = check_model(subject, ranks=args.ranks, steps=args.steps, rank_rtol=args.rank_rtol)
     print(report.text())
     failed = report.failed()

@@ -169,7 +169,7 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
     try:
         times = output_times(cfg.timeline, model.time_units)
         time_units, factor = cf_time_units(cfg.timeline.calendar_start, model.time_units), 1.0
-        state = contract.initial_state(model)  # checked: a PETSc vector of the model's grid
+        state = contract.initial_state(model)  # checked: a PETSc vector of the model's state
         # one forecast file per component of a coupled model, each on its own grid
         parts = output_models(model) if cfg.outputs.fields else {}
         snapshots = {stem: [f] for stem, f in gather_outputs(model, state).items()} if parts else {}

@@ -273,7 +273,7 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
     from twin.models.contract import initial_state
 
     params = {p.name: sample_parameter(model, p, gen) for p in model.estimable()}
-    x0 = initial_state(model)  # checked: a PETSc vector of the model's grid
+    x0 = initial_state(model)  # checked: a PETSc vector of the model's state
     try:
         state = model.grid.allgather(x0).ravel()
     finally:
@@ -317,7 +317,7 @@ def true_initial_state(cfg, model, std: float | None = None) -> np.ndarray:
     from twin.campaign.experiments import truth_spec
     from twin.models.contract import initial_state
 
-    x0 = initial_state(model)  # checked: a PETSc vector of the model's grid
+    x0 = initial_state(model)  # checked: a PETSc vector of the model's state
     try:
         state = model.grid.allgather(x0).ravel()
     finally:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from twin.campaign import layout
 from twin.campaign.experiments import experiments_section, prepare_experiments
 from twin.campaign.heartbeat import sweep_on_resume, write_heartbeat
 from twin.campaign.status import mark_done
+from twin.core.comm import abort_job
 from twin.core.errors import ModelError, SolverError, TwinError, WorkflowError
 from twin.core.log import get_logger, log_repeated_warnings, setup_logging
 
@@ -212,11 +212,10 @@ def _arrive(arrival, name: str, reason: str) -> None:
     deadline = time.monotonic() + timeout
     while not request.Test():
         if time.monotonic() > deadline:
-            print(f"error: experiment {name} FAILED on rank {arrival.Get_rank()} of {arrival.Get_size()}: {reason}; "
-                  f"the other ranks did not reach the experiment's end within {timeout:g} s (they wait for this "
-                  "rank in a collective call), so the job ends here; run the same command again to resume",
-                  file=sys.stderr, flush=True)
-            arrival.Abort(1)
+            abort_job(arrival, f"error: experiment {name} FAILED on rank {arrival.Get_rank()} of "
+                               f"{arrival.Get_size()}: {reason}; the other ranks did not reach the experiment's end "
+                               f"within {timeout:g} s (they wait for this rank in a collective call), so the job ends "
+                               "here; run the same command again to resume")
         time.sleep(0.02)
 
 

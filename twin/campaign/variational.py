@@ -130,7 +130,7 @@ def init(s: Setup, plan: WindowPlan) -> bool:
     from twin.models.contract import initial_state
 
     grid, acfg = model.grid, s.cfg.assimilation
-    x = initial_state(model)  # checked: a PETSc vector of the model's grid
+    x = initial_state(model)  # checked: a PETSc vector of the model's state
     try:
         x0 = grid.allgather(x).ravel()
     finally:

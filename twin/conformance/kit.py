@@ -62,7 +62,7 @@ def check_builds(ctx: Context) -> str:
             raise _fail("no time step: the model has no 'dt' and its section no fixed step; give one (--step DT)")
         half = max(1, ctx.steps // 2)
         ctx.t1, ctx.t2 = ctx.t0 + half * dt, ctx.t0 + max(ctx.steps, half + 1) * dt
-        x = contract.initial_state(model)  # a PETSc vector of the model's grid, or the one line saying what it is
+        x = contract.initial_state(model)  # a PETSc vector of the model's state, or the one line saying what it is
         try:
             whole = _whole(model, x)
         finally:

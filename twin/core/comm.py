@@ -5,6 +5,7 @@ Science code never calls ``MPI.COMM_WORLD`` itself: the runner creates communica
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from mpi4py import MPI
@@ -19,6 +20,14 @@ def world() -> MPI.Comm:
 
 def self_comm() -> MPI.Comm:
     return MPI.COMM_SELF
+
+
+def abort_job(comm, line: str, status: int = 1) -> None:
+    """End the whole MPI job from this rank alone: ``line`` (``error: ...``) straight to stderr, then ``MPI_Abort``.
+    For an error on one rank while the others may wait for it inside a collective call, which would never return.
+    Printed, not logged: the rank may not be rank 0, whose log alone is written, and the process ends here."""
+    print(line, file=sys.stderr, flush=True)
+    comm.Abort(status)
 
 
 @dataclass

@@ -54,11 +54,7 @@ def bind_to_launcher() -> bool:
     ppid = os.getppid()
     if parent_name(ppid) not in LAUNCHERS:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
-            return False
-    except (OSError, AttributeError):
+    if not _death_signal(signal.SIGKILL):
         return False
     if os.getppid() != ppid:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -69,10 +65,14 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
     """For ``subprocess``'s ``preexec_fn`` (runs in the child between fork and exec): the child gets ``signum`` when
     the thread that started it exits, so an ``mpiexec`` a twin command starts does not outlive the command (on
     SIGTERM, mpiexec ends its ranks). Linux only; elsewhere nothing."""
-    if not sys.platform.startswith("linux"):
-        return
+    if sys.platform.startswith("linux"):
+        _death_signal(signum)
+
+
+def _death_signal(signum: int) -> bool:
+    """``prctl(PR_SET_PDEATHSIG, signum)`` for this process: ``True`` when the kernel took it."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
     except (OSError, AttributeError):
-        pass
+        return False

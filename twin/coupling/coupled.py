@@ -159,7 +159,7 @@ class CoupledModel(Model):
     def initial_state(self) -> PETSc.Vec:
         state = self.create_state()
         for c, model in self.models.items():
-            x0 = contract.initial_state(model)  # checked: a PETSc vector of the component's grid
+            x0 = contract.initial_state(model)  # checked: a PETSc vector of the component's state
             view = self.component_view(state, c)
             x0.copy(view)
             self.restore_view(state, c, view)

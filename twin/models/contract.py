@@ -7,7 +7,7 @@ one of its methods raises an error of its own (``KeyError``). Without a check th
 line (:class:`ContractError`), the component, the method and what the contract expects:
 
 * :func:`checked_model` — what ``from_config`` returned (:func:`twin.models.registry.create_model`);
-* :func:`initial_state` — ``model.initial_state()``: a PETSc vector of the model's grid;
+* :func:`initial_state` — ``model.initial_state()``: a PETSc vector laid out as ``create_state()``'s;
 * :func:`qoi` — ``model.qoi(state, t)``: a mapping of QoI name to :class:`~twin.models.base.QoI`;
 * :func:`attributed` — around a stretch of twin's code that calls model methods (the nature run, the finalisation):
   an error that is not twin's own (an ``Exception``) and was raised inside a model method becomes one line naming
@@ -86,8 +86,8 @@ def from_config_error(exc: BaseException, name: str, type_name: str) -> Contract
 
 # -- initial_state -------------------------------------------------------------------------------------------------
 def initial_state(model):
-    """``model.initial_state()`` checked: a new PETSc vector of the model's grid (its global size, and this rank's
-    block of it); an error of the model's own inside it is one line naming the method (:class:`ContractError`).
+    """``model.initial_state()`` checked: a new PETSc vector laid out as the model's states are (``create_state()``:
+    its global size, and this rank's block of it); an error of the model's own inside it is one line naming the method (:class:`ContractError`).
     Collective (as ``initial_state`` is)."""
     from petsc4py import PETSc
 

@@ -67,8 +67,6 @@ def _build(cls, name: str, config, comm):
     On several ranks the rank that failed prints that line itself and aborts the job (``MPI_Abort``, exit status 1):
     the other ranks may be waiting for it inside one of the build's collective operations, where they would wait
     until the job's time limit, and an error raised on a rank other than 0 is not printed."""
-    import sys
-
     from petsc4py import PETSc
 
     from twin.core.errors import OutOfMemory, TwinError
@@ -88,8 +86,9 @@ def _build(cls, name: str, config, comm):
         error = OutOfMemory(name, f"out of memory while building {grid} on {ranks} rank(s) ({where}{what}): run it "
                                   "on more ranks or nodes, or make the grid smaller")
         if ranks > 1:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            comm.Abort(error.exit_status)
+            from twin.core.comm import abort_job
+
+            abort_job(comm, f"error: {error}", error.exit_status)
         raise error from None
     except TwinError:
         raise
