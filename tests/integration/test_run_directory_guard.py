@@ -129,8 +129,9 @@ def test_a_log_linked_out_of_the_run_directory_is_refused(tmp_path, first):
 
 def test_two_runs_started_at_once_on_a_new_directory_one_is_told_busy(tmp_path):
     """Found by trying: the second of two commands started together saw the first one's fresh ``checkpoint/`` and
-    was told the directory 'holds other files' (exit 2, bad input) in 2 of 3 tries; it is busy (exit 3, run again
-    later), or, if the first finished meanwhile, a resume (exit 0)."""
+    was told the directory 'holds other files' (exit 2, bad input) in 2 of 3 tries (and, once the fresh directory was
+    accepted, in a CI run that found the first one's campaign.yaml still a temporary file under its lock); it is busy
+    (exit 3, run again later), or, if the first finished meanwhile, a resume (exit 0)."""
     (tmp_path / "plate.yaml").write_text(FORECAST.format(name="plate", n=8))
     for attempt in range(3):
         out = f"out{attempt}"

@@ -68,19 +68,42 @@ def check_owner(run_dir, loaded) -> None:
                               "choose another run directory (-o DIR or outputs.directory)")
         return
     if run_dir.is_dir() and not (run_dir / LOG_FILE).exists() and any(not _skeleton(p) for p in run_dir.iterdir()):
+        if _held(run_dir):  # another command is creating it (its campaign.yaml being written): busy, not foreign
+            raise RunBusy(f"{run_dir}: another twin command (run or assimilate) is working on it; run this command "
+                          "again when it has finished")
         raise ConfigError(f"{run_dir} holds other files and no twin run (no {CAMPAIGN_FILE} or {LOG_FILE}): choose a "
                           "new or empty run directory (-o DIR or outputs.directory), so that twin's outputs do not "
                           "mix with them")
 
 
 def _skeleton(entry: Path) -> bool:
-    """Whether ``entry`` is what a twin command that is creating the run directory has made so far (an empty
-    ``checkpoint/``): a second command started at the same moment finds it and is told the directory is busy (exit 3)
-    instead of that it holds other files."""
+    """Whether ``entry`` is what a twin command that is creating the run directory has made before it takes the lock
+    (an empty ``checkpoint/``): a second command started at the same moment finds it and goes on to the lock, where it
+    is told the directory is busy (exit 3) instead of that it holds other files; after the lock is taken,
+    :func:`_held` says so."""
     try:
         return entry.name == "checkpoint" and entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir())
     except OSError:
         return False
+
+
+def _held(run_dir: Path) -> bool:
+    """Whether another process holds the lock of ``run_dir`` (:func:`locked`) at this moment."""
+    import fcntl
+
+    try:
+        fd = os.open(run_dir, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return False
 
 
 def record_owner(run_dir, loaded) -> None:
