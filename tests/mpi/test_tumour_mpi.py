@@ -98,3 +98,35 @@ def test_imaging_operators_agree(models):
     assert vp[0] == pytest.approx(vs[0], rel=1e-8)
     for v in (xp, xs):
         v.destroy()
+
+
+def _preconditioner(name, options):
+    """The PC type of a fresh model's time stepper on ``WORLD`` with ``options`` in its ``solver:`` section, and the
+    Krylov iterations of its last linear solve after two steps."""
+    model = _model(WORLD, name)
+    set_options(f"{name}_", options)
+    x = _run(model, 1.0)
+    ksp = model._ts.getSNES().getKSP()
+    kind, its = ksp.getPC().getType(), ksp.getIterationNumber()
+    x.destroy()
+    model.destroy()
+    return kind, its
+
+
+def test_parallel_default_preconditioner():
+    """On 2 ranks the default is point Jacobi (block-Jacobi ILU(0) needs more iterations the more blocks there are);
+    a preconditioner the user names, or options of block-Jacobi's blocks, are kept."""
+    assert WORLD.size == 2
+    kind, its = _preconditioner("tpc1", {})
+    assert kind == "jacobi"
+    # Jacobi's iterations are the same on one rank as on two (to a couple, from the reductions' rounding)
+    model = _model(MPI.COMM_SELF, "tpcs")
+    set_options("tpcs_", {"pc_type": "jacobi"})
+    x = _run(model, 1.0)
+    serial_its = model._ts.getSNES().getKSP().getIterationNumber()
+    x.destroy()
+    model.destroy()
+    assert abs(its - serial_its) <= 2, (its, serial_its)
+    assert _preconditioner("tpc2", {"pc_type": "bjacobi"})[0] == "bjacobi"
+    assert _preconditioner("tpc3", {"sub_pc_type": "icc"})[0] == "bjacobi"
+    assert _preconditioner("tpc4", {"pc_type": "none"})[0] == "none"

@@ -6,7 +6,7 @@ Solvers: each Newton iteration solves with ``shift I - A - diag(dr/dN)`` (``shif
 ``1/dt`` for backward Euler). ``-A`` is symmetric positive semi-definite and ``dr/dN <= k``, so the matrix is
 symmetric positive definite while ``dt k < 2`` (Crank-Nicolson; ``< 1`` for backward Euler), which is also where the
 step means anything: beyond it the amplification of the growth term, ``(1 + k dt/2) / (1 - k dt/2)``, is negative.
-Hence the defaults: CG with PETSc's default preconditioner (ILU(0) on one rank, block-Jacobi ILU(0) on more), the
+Hence the defaults: CG, preconditioned with ILU(0) on one rank and point Jacobi on more (below), the
 preconditioner rebuilt once per step (``snes_lag_preconditioner 2``), the Jacobian assembled as ``shift I - dF/dN``
 (:meth:`TumourDynamics._ijacobian`). Each is a PETSc option under ``-<name>_`` (YAML ``solver:``, command line). Where
 the time went at 2-D 512^2 (``benchmarks/bench_tumour.py``: dt 1 day, snes_rtol 1e-8, ksp_rtol 1e-10, 2 Newton
@@ -23,17 +23,22 @@ factorisation 4.5 %) and 69 ms on 2. Side by side with the code before (best of 
 load 1.0 with these runs): 1 rank 148 -> 122 ms, 2 ranks 97 -> 67 ms, speed-up 1.53 -> 1.82 (bench_tumour, RESULTS.md
 2026-12-05 23:52: 1.83 at load 0.5-0.75), above the STREAM triad's 2-rank/1-rank ratio (14.8 -> 26.2 GB/s, 1.77) as a
 512^2 step's vectors stay in cache (the triad on vectors of that size: 2.14) and the ILU solves scale with the cores.
-What is left is the block-Jacobi iteration growth: Jacobi preconditioning needs the same 58 iterations per step on 1
-and 2 ranks and scales by 1.9, but is slower on 1 rank (145-150 ms), so it is not the default.
+What was left was the block-Jacobi iteration growth: Jacobi preconditioning needs the same 58 iterations per step on 1
+and 2 ranks and scales by 1.9, but is slower on 1 rank (145-150 ms against 122-129).
 
-The machine decides how much that growth costs. On an AMD EPYC VM (RESULTS.md 2026-12-06 15:49) the speed-up is 1.55
-(152 -> 98 ms, -log_view: MatMult and MatSolve per call 2.0x faster on 2 ranks): its cache, larger than it reports,
-holds a 512^2 step's data on one rank already, so nothing pays back block-Jacobi's 30 % more Krylov iterations (20 ->
-26 per step) the way the Xeon's superlinear cache gain did. There, side by side in one run: Jacobi 176 -> 81 ms
-(speed-up 2.17, the fastest 2-rank step measured), Eisenstat-Walker tolerances (``snes_ksp_ew``: 4 Newton iterations
-per step, 8 and 14 Krylov) 110 -> 74 ms, both 120 -> 64 ms. The defaults stay, being the fastest on one rank on
-both machines and on two ranks on the Xeon; on a machine like the EPYC, runs on several ranks are faster with
-``solver: {pc_type: jacobi}``.
+The machine decides how much that growth costs. On an AMD EPYC VM (RESULTS.md 2026-12-06 15:49) the speed-up with
+block-Jacobi was 1.55 (152 -> 98 ms, -log_view: MatMult and MatSolve per call 2.0x faster on 2 ranks): its cache,
+larger than it reports, holds a 512^2 step's data on one rank already, so nothing pays back block-Jacobi's 30 % more
+Krylov iterations (20 -> 26 per step) the way the Xeon's superlinear cache gain did; side by side there, Jacobi took
+176 -> 81 ms (speed-up 2.17), Eisenstat-Walker tolerances (``snes_ksp_ew``: 4 Newton iterations per step, 8 and 14
+Krylov) 110 -> 74 ms, both 120 -> 64 ms. At 3-D 128^3 Jacobi was the faster on both rank counts (836 against 914 ms
+on 1 rank, 447 against 563 on 2; 22 Krylov iterations per step against 10 and 12). So on more than one rank the
+default is Jacobi: its iterations do not grow with the number of ranks, as block-Jacobi's do with the number of
+blocks (on a cluster's 16 or 64 ranks more than on 2), and it was the faster on 2 ranks on the EPYC (73-85 against
+94-97 ms at 2-D 512^2) while 8 % slower on the Xeon (about 76 against 70 ms). One rank keeps ILU(0), the faster
+there at 2-D on both machines; a user's ``pc_type`` or block-Jacobi ``sub_*`` options are kept as given
+(:func:`_preconditioner_chosen`). The Eisenstat-Walker tolerances are not a default: they move the 4D-Var results by
+1e-7 relative (the linear solves stop early; the Newton iterations end at the nonlinear tolerance).
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ from twin.kinds.tumour.sensitivity import ParameterJacobian
 #: preconditioner of a step's first Newton iteration serves its second, whose Jacobian differs only in the Newton
 #: update of the reaction diagonal (see "Solvers" above)
 DEFAULT_SOLVER = {"snes_lag_preconditioner": 2}
+#: the default preconditioner on more than one rank, where PETSc's own (block-Jacobi ILU(0)) needs more Krylov
+#: iterations the more blocks there are; point Jacobi needs the same on any number of ranks (see "Solvers" above).
+#: Not imposed where the user chose a preconditioner or configured block-Jacobi's blocks (``sub_*`` options).
+PARALLEL_PC = "jacobi"
 #: TS types that treat the whole right-hand side implicitly and take the Jacobian ``shift I - dF/dN`` from
 #: :meth:`TumourDynamics._ijacobian`; the others (explicit and IMEX methods) get the RHS Jacobian ``dF/dN``
 IJACOBIAN_TS_TYPES = frozenset({"theta", "cn", "beuler", "bdf"})
@@ -139,6 +148,8 @@ class TumourDynamics:
             ts.setRHSJacobianP(jp.evaluate, jp.matrix)
         # petsc4py 3.18 has no setter for the preconditioner lag: the model's defaults are options (DEFAULT_SOLVER)
         set_default_options(self.options_prefix, DEFAULT_SOLVER)
+        if ts.getComm().getSize() > 1 and not _preconditioner_chosen(self.options_prefix):
+            ksp.getPC().setType(PARALLEL_PC)
         if trajectory:
             # in memory: the default "basic" trajectory writes TS-data-* files into the working directory
             with trajectory_in_memory():
@@ -187,3 +198,11 @@ class TumourDynamics:
         ts_reason = reason_name(PETSc.TS.ConvergedReason, ts.getConvergedReason())
         snes_reason = reason_name(PETSc.SNES.ConvergedReason, ts.getSNES().getConvergedReason())
         return f"TS {ts_reason}, SNES {snes_reason}"
+
+
+def _preconditioner_chosen(prefix: str) -> bool:
+    """Whether the options database (YAML ``solver:``, command line, PETSC_OPTIONS, options files) names a
+    preconditioner under ``prefix``, or options of block-Jacobi's blocks (``sub_pc_type``, ``sub_ksp_type``...)."""
+    return any(name == "pc_type" or name.startswith("sub_")
+               for name in (key[len(prefix):] for key in PETSc.Options().getAll() if key.startswith(prefix)))
+
