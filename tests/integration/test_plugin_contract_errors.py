@@ -71,7 +71,16 @@ class MemberOnly(Lorenz63):
         super().advance(state, t0, t1)
 
 
-for c in (KeyErr, FromCfgBad, BadInit, BadQoI, FloatQoI, NaNState, Recur, MemberOnly):
+class MemberNaN(Lorenz63):
+    """Turns non-finite without raising for a member with rho in (24, 24.9) (one of the 4 members' draws), never in
+    the nature run (rho 28) or the free run (the prior's median, 25)."""
+    def advance(self, state, t0, t1):
+        super().advance(state, t0, t1)
+        if 24.0 < self.parameters["rho"].value < 24.9:
+            state.getArray()[...] = np.nan
+
+
+for c in (KeyErr, FromCfgBad, BadInit, BadQoI, FloatQoI, NaNState, Recur, MemberOnly, MemberNaN):
     c.config_class = Lorenz63.config_class
 '''
 
@@ -142,6 +151,28 @@ def test_a_member_forecast_keeps_the_drivers_line(tmp_path, modules):
     assert run.returncode == 1, run.stderr[-3000:]
     assert _errors(run.stderr)[0] == ("error: experiment lorenz63_etkf FAILED: member 0's forecast in cycle 0 raised "
                                       "KeyError: 'missing'"), run.stderr[-3000:]
+
+
+def test_a_member_forecast_that_turns_non_finite_fails_that_member(tmp_path, modules):
+    """A plugin's advance that leaves NaN in a member's forecast without raising: that member is dropped with the
+    contract's reason (the campaign's on_member_failure: drop), and no NaN reaches the analysis."""
+    import numpy as np
+    import xarray as xr
+
+    from twin.campaign import layout
+
+    run = _twin(modules, "run", str(_campaign(tmp_path, "MemberNaN")), "-o", "out", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    exp = layout.experiment_dir(tmp_path / "out", "lorenz63_etkf")
+    dropped = layout.member_files(exp, 0)[1]
+    assert 0 < len(dropped) < 4, dropped
+    for reason in dropped.values():
+        assert reason == ("model 'l63': advance(t=0 -> 0.1) left 3 non-finite value(s) of 3 in the state without "
+                          "raising (in a member's forecast of cycle 0): when its solve fails, advance must raise "
+                          "twin.core.errors.SolverError naming the time and the reason"), reason
+    with xr.open_dataset(exp / "posterior.nc", decode_times=False) as ds:
+        kept = ds["l63_x"].sel(member=[m for m in range(4) if m not in dropped]).values
+    assert kept.size and np.all(np.isfinite(kept))
 
 
 CHECK_CASES = {

@@ -292,8 +292,9 @@ def forecast_member(exp_dir, cycle: int, member: int, comm, s: Setup | None = No
 
     Raises
     ------
-    SolverError
-        When the model's solve fails (the caller's failure policy decides what happens to the member).
+    SolverError, ModelError
+        When the model's solve fails, or its advance left non-finite values without raising (the caller's failure
+        policy decides what happens to the member).
     WorkflowError
         When the member was dropped earlier or the checkpoint of the cycle is missing.
     """
@@ -353,8 +354,11 @@ def advance_member(s: Setup, cycle: int, state, params, keep=None) -> np.ndarray
     Raises
     ------
     SolverError, ModelError
-        When the model's solve fails.
+        When the model's solve fails, or its advance left non-finite values without raising (a
+        :class:`~twin.models.contract.ContractError`: the member fails rather than its NaN reaching the analysis).
     """
+    from twin.models.contract import finite_forecast
+
     model, sch = s.get_model(), s.schedule
     ctx.set_member_parameters(model, params)
     vec = model.create_state()
@@ -362,6 +366,7 @@ def advance_member(s: Setup, cycle: int, state, params, keep=None) -> np.ndarray
         model.grid.set_global(state, vec)
         t0, t1 = sch.window(cycle)
         model.advance(vec, t0, t1)
+        finite_forecast(model, np.asarray(state), vec, t0, t1, f"a member's forecast of cycle {cycle}")
         if keep is not None:
             keep(vec)
             return None

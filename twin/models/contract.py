@@ -147,10 +147,26 @@ def finite_advance(model, before: np.ndarray, after: np.ndarray, t0: float, t1: 
     campaigns handle (retries, dropping a member). States that were not finite before are not judged."""
     if not np.all(np.isfinite(before)):
         return
-    bad = int(np.count_nonzero(~np.isfinite(after)))
+    _refuse_non_finite(model, int(np.count_nonzero(~np.isfinite(after))), np.size(after), t0, t1, where)
+
+
+def finite_forecast(model, before: np.ndarray, after, t0: float, t1: float, where: str = "") -> None:
+    """:func:`finite_advance` for a forecast held in a PETSc Vec ``after`` distributed over the model's ranks (each
+    rank counts its own entries; collective on the Vec's communicator), from the whole state ``before`` (the same on
+    every rank). A member's forecast that breaks the contract this way is a failed member (:class:`ContractError` is
+    a :class:`~twin.core.errors.ModelError`: retried, then dropped or stopping the experiment as the campaign's
+    ``on_member_failure`` says), not a NaN in the analysis."""
+    if not np.all(np.isfinite(before)):
+        return
+    local = int(np.count_nonzero(~np.isfinite(after.getArray(readonly=True))))
+    bad = after.getComm().tompi4py().allreduce(local) if after.getComm().getSize() > 1 else local
+    _refuse_non_finite(model, bad, after.getSize(), t0, t1, where)
+
+
+def _refuse_non_finite(model, bad: int, size: int, t0: float, t1: float, where: str) -> None:
     if bad:
         raise ContractError(model.name, f"advance(t={t0:g} -> {t1:g}) left {bad} non-finite value(s) of "
-                                        f"{np.size(after)} in the state without raising"
+                                        f"{size} in the state without raising"
                                         + (f" (in {where})" if where else "") + ": when its solve fails, advance "
                                         "must raise twin.core.errors.SolverError naming the time and the reason")
 
