@@ -694,6 +694,17 @@ def test_all_missing_variable(tmp_path):
                   "(_FillValue, missing_value, outside valid_range or NaN)"
 
 
+def test_infinite_value_is_refused_like_csv(tmp_path):
+    path = write_orthogonal(tmp_path / "inf.nc", MODEL)
+    with netCDF4.Dataset(path, "a") as nc:
+        nc.variables["sea_level"][2, 1] = np.inf
+        nc.variables["sea_level"][2, 2] = -np.inf
+    msg = _error(lambda: read(path))
+    assert msg == (f"observation file {path}: variable 'sea_level' (for 'h'): observation 9 (station 2, time 1) is inf "
+                   "(2 infinite values): a measurement is finite; write a missing value as _FillValue, "
+                   "missing_value or NaN")
+
+
 def test_present_value_without_time_or_with_bad_error(tmp_path):
     path = write_orthogonal(tmp_path / "t.nc", MODEL)
     with netCDF4.Dataset(path, "a") as nc:

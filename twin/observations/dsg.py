@@ -33,7 +33,8 @@ it shares with the data variable), converted to the units asked for and returned
 Units are converted with pint (:mod:`twin.core.cfunits`: ``"cm"``, ``"hPa"``, ``"km h-1"``, ``"km/h"``), times with
 :mod:`twin.core.calendar` (``"hours since 2026-03-01"`` with a ``calendar`` attribute). ``_FillValue``,
 ``missing_value``, values outside ``valid_min``/``valid_max``/``valid_range`` (netCDF4's masking, which also applies
-``scale_factor``/``add_offset``) and NaN are missing: they are dropped and counted per variable (``table.missing``).
+``scale_factor``/``add_offset``) and NaN are missing: they are dropped and counted per variable (``table.missing``);
+an infinite value is refused (as in a CSV file).
 A value that is present needs a finite time, position and error; otherwise the reader stops with an
 :class:`~twin.core.errors.ObservationError` naming the file, the variable and the observation.
 """
@@ -393,6 +394,11 @@ class _Reader:
                                    + ("one (obs)" if feature == "point" else "one or two (instance, element)"))
         units = self.units_of(v, name)
         data = self.load(name, v.prefix(self.path)).reshape(-1)
+        infinite = np.flatnonzero(np.isinf(data))
+        if infinite.size:  # as the CSV reader: an infinity is no measurement and no missing value either
+            raise ObservationError(f"{v.prefix(self.path)}: {v.observation(int(infinite[0]))} is {data[infinite[0]]:g} "
+                                   f"({infinite.size} infinite values): a measurement is finite; write a missing "
+                                   "value as _FillValue, missing_value or NaN")
         present = np.isfinite(data)
         v.kept = np.flatnonzero(present)
         if v.kept.size == 0:
