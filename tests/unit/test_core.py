@@ -1,6 +1,7 @@
 """Core pieces: grid geometry and views, units, errors, logging, progress, communicator split (serial)."""
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -134,6 +135,25 @@ def test_repeated_warnings_are_counted_not_repeated(capsys):
     assert len(lines) == REPEATS_SHOWN + 1
     assert lines[-1].endswith(f"{5 - REPEATS_SHOWN} more warning(s) like this were not printed, the last: window 4: "
                               "TAO did not converge")
+
+
+def test_python_warnings_are_one_log_line(capsys):
+    """NumPy's overflow in a run that diverges: one line through the log (terminal and twin.log), not the warning
+    and its source line on stderr."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        setup_logging(rank=0, size=1)
+        with np.errstate(over="warn"):
+            np.float64(1e308) * np.float64(10.0)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].split(" ", 1)[1] == (f"WARNING twin.warnings: RuntimeWarning: overflow encountered in scalar "
+                                       f"multiply ({os.path.relpath(__file__)}:{_LINE_OF_OVERFLOW})")
+
+
+_LINE_OF_OVERFLOW = test_python_warnings_are_one_log_line.__code__.co_firstlineno + 9
 
 
 def test_progress_logs_when_not_interactive(caplog):

@@ -4,7 +4,8 @@ The other ranks log errors, and the warnings that only they can see (a record lo
 ``extra={"rank_local": True}``, e.g. a failed forecast of a member they hold): a warning from collective code, which
 every rank would print, is printed once, by rank 0. On rank 0 a warning whose message template repeats is printed
 the first :data:`REPEATS_SHOWN` times; :func:`log_repeated_warnings` then says how many more there were (e.g. a TAO
-iteration limit a campaign sets on purpose, once per 4D-Var window).
+iteration limit a campaign sets on purpose, once per 4D-Var window). Python's warnings (NumPy's overflow in a run that
+diverges) are log lines too, one each, on the terminal and in twin.log.
 
 Logs of a sensitive run (a log file in an owner-only run directory, see :mod:`twin.io.atomic`) are redacted by
 :class:`RedactingFormatter`: paths under the run directory are written relative to it, the home directory as ``~``,
@@ -19,6 +20,7 @@ import os
 import re
 import socket
 import sys
+import warnings
 
 #: user and host names shorter than this are not redacted as words: they would blot out ordinary words ("a", "vm")
 MIN_REDACTED_NAME = 3
@@ -175,6 +177,15 @@ def setup_logging(rank: int = 0, size: int = 1, verbose: bool = False, logfile: 
         h.addFilter(only)
     logger.setLevel(level)
     logger.propagate = False
+    warnings.showwarning = _warning_line
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python's warnings (NumPy's ``RuntimeWarning: overflow encountered in multiply`` in a run that diverges, a
+    library's deprecation) as one log line each, where they are kept (twin.log), instead of two lines on stderr
+    with the source line; Python's filters still show each once per place."""
+    here = os.path.relpath(filename) if not os.path.relpath(filename).startswith("..") else filename
+    logging.getLogger("twin.warnings").warning(f"{category.__name__}: {message} ({here}:{lineno})")
 
 
 def get_logger(name: str) -> logging.Logger:
