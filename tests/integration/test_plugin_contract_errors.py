@@ -80,7 +80,15 @@ class MemberNaN(Lorenz63):
             state.getArray()[...] = np.nan
 
 
-for c in (KeyErr, FromCfgBad, BadInit, BadQoI, FloatQoI, NaNState, Recur, MemberOnly, MemberNaN):
+class FreeNaN(Lorenz63):
+    """Turns non-finite without raising at the prior's median rho (25): in the free run only."""
+    def advance(self, state, t0, t1):
+        super().advance(state, t0, t1)
+        if abs(self.parameters["rho"].value - 25.0) < 1e-9:
+            state.getArray()[...] = np.nan
+
+
+for c in (KeyErr, FromCfgBad, BadInit, BadQoI, FloatQoI, NaNState, Recur, MemberOnly, MemberNaN, FreeNaN):
     c.config_class = Lorenz63.config_class
 '''
 
@@ -133,6 +141,9 @@ RUN_CASES = {
     "NaNState": "model 'l63': advance(t=0 -> 0.1) left 3 non-finite value(s) of 3 in the state without raising (in "
                 "the nature run): when its solve fails, advance must raise twin.core.errors.SolverError naming the "
                 "time and the reason",
+    "FreeNaN": "model 'l63': advance(t=0 -> 0.1) left 3 non-finite value(s) of 3 in the state without raising (in "
+               "the free run): when its solve fails, advance must raise twin.core.errors.SolverError naming the "
+               "time and the reason",
     "Recur": "model 'l63': advance(t=0 -> 0.1) raised RecursionError: maximum recursion depth exceeded (the method "
              "calls itself without end: call super()'s method, or the solver, instead) (in the nature run)",
 }

@@ -103,8 +103,9 @@ def write_free_run(exp_dir, comm) -> Path:
         units: dict[str, str] = {}
         centres = {p.name: prior_center(p.prior) for p in model.estimable() if not p.is_field and p.prior is not None}
 
-        def run(start: np.ndarray, t_all: np.ndarray) -> tuple[list[np.ndarray], dict[str, list[float]]]:
+        def run(start: np.ndarray, t_all: np.ndarray, where: str) -> tuple[list[np.ndarray], dict[str, list[float]]]:
             from twin.campaign.checkpoints import vec_from
+            from twin.models.contract import finite_advance
 
             x = vec_from(grid, start)
             states, series = [start], {q: [] for q in qois}
@@ -114,6 +115,8 @@ def write_free_run(exp_dir, comm) -> Path:
                 for a, b in zip(t_all[:-1], t_all[1:]):
                     model.advance(x, float(a), float(b))
                     states.append(grid.allgather(x).ravel())
+                    # as in the nature run: a state that turns non-finite without an error is the model's breach
+                    finite_advance(model, states[-2], states[-1], float(a), float(b), where)
                     for q in qois:
                         series[q].append(_qoi(model, x, b, q, units))
             finally:
@@ -125,7 +128,8 @@ def write_free_run(exp_dir, comm) -> Path:
 
         configured_fields = {k: v for k, v in truth_parameters(model).items() if np.ndim(v)} if fields else {}
         set_member_parameters(model, {**true_values, **fields})
-        _, truth_late = run(truth[-1], np.concatenate([[times[-1]], later])) if qois else (None, {})
+        _, truth_late = (run(truth[-1], np.concatenate([[times[-1]], later]), "the nature run continued") if qois
+                         else (None, {}))
         set_member_parameters(model, configured_fields)  # the free run keeps the configured fields
         truth_early = {q: [] for q in qois}
         for j in range(len(times)) if qois else []:
@@ -138,7 +142,7 @@ def write_free_run(exp_dir, comm) -> Path:
         for name, value in centres.items():
             model.set_parameter(name, value)
         t_all = np.concatenate([times, later])
-        states, free_series = run(x0, t_all)
+        states, free_series = run(x0, t_all, "the free run")
         for name, value in true_values.items():
             model.set_parameter(name, float(value))
         time_units, scale = time_encoding(model, s.cfg.timeline.calendar_start)
