@@ -125,6 +125,61 @@ print(sorted(_types(model, "ts_type")), sorted(_types(model, "ksp_type")))
     assert out.stdout.strip().splitlines()[-1] == "['bdf'] ['gmres']"
 
 
+PRECEDENCE = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from twin.core.errors import ConfigError
+from twin.core.petsc import init_petsc, set_default_options, set_options
+PETSc = init_petsc(["-pt_ksp_max_it", "77"])
+try:
+    set_default_options("pt_", {{"ksp_rtol": 1e-12, "ksp_type": "cg", "ksp_atol": 1e-14, "ksp_max_it": 5}})
+    set_options("pt_", {{"ksp_type": "gmres", "ksp_max_it": 9}})
+except ConfigError as exc:
+    print("error:", exc)
+    raise SystemExit(2)
+ksp = PETSc.KSP().create(PETSc.COMM_SELF)
+ksp.setOptionsPrefix("pt_")
+ksp.setFromOptions()
+rtol, atol, _, max_it = ksp.getTolerances()
+print(rtol, atol, max_it, ksp.getType())
+"""
+
+
+@pytest.mark.parametrize("where", ["PETSC_OPTIONS", ".petscrc", "-options_file"])
+def test_options_from_petsc_options_and_files_beat_yaml_and_defaults(tmp_path, where):
+    """Options PETSc read while it started from PETSC_OPTIONS or an options file win over the YAML's (``ksp_type``)
+    and the model's defaults (``ksp_rtol``), as the command line's do (``ksp_max_it``); a model default nobody gave
+    stays (``ksp_atol``). (A model default used to overwrite them: ``PETSC_OPTIONS=-heat_ksp_rtol 1e-6`` was lost.)"""
+    import os
+
+    given = "-pt_ksp_rtol 0.001 -pt_ksp_type bcgs"
+    env, code = dict(os.environ), PRECEDENCE
+    if where == "PETSC_OPTIONS":
+        env["PETSC_OPTIONS"] = given
+    elif where == ".petscrc":
+        (tmp_path / ".petscrc").write_text(given.replace(" -", "\n-") + "\n")
+    else:
+        (tmp_path / "opts").write_text(given.replace(" -", "\n-") + "\n")
+        code = code.replace('["-pt_ksp_max_it", "77"]', '["-pt_ksp_max_it", "77", "-options_file", "opts"]')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env=env)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert out.stdout.split() == ["0.001", "1e-14", "77", "bcgs"]
+
+
+def test_an_option_without_its_value_in_petsc_options_is_one_line(tmp_path):
+    """``PETSC_OPTIONS=-pt_ksp_rtol`` (the number forgotten): PETSc would silently keep its default; one line."""
+    import os
+
+    env = dict(os.environ, PETSC_OPTIONS="-pt_ksp_rtol")
+    out = subprocess.run([sys.executable, "-c", PRECEDENCE], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env=env)
+    assert out.returncode == 2, out.stdout + out.stderr[-2000:]
+    assert out.stdout.strip() == ("error: component 'pt' (options prefix pt_): PETSc rejects -pt_ksp_rtol in PETSc's "
+                                  "options: needs a number (e.g. 1e-8), got no value; change or drop -pt_ksp_rtol "
+                                  "where it is set (PETSC_OPTIONS, an options file)")
+
+
 # -- values PETSc would refuse: refused when the file is validated, and at run time before any solver reads them ----
 QUICKSTART_SOLVER = "solver: {ts_type: beuler, ksp_type: cg, pc_type: jacobi, ksp_rtol: 1.0e-10}"
 

@@ -27,6 +27,9 @@ from twin.core.errors import ConfigError
 
 #: PETSc option names given on the command line (without the leading dash); these win over YAML options.
 _COMMAND_LINE: set[str] = set()
+#: option names PETSc read while it started from elsewhere (``PETSC_OPTIONS``, ``-options_file``, ``.petscrc``): these
+#: win over YAML options and model defaults as the command line's do (PETSc reads them as part of its command line)
+_FROM_OUTSIDE: set[str] = set()
 #: the command line's PETSc words as given (names and values), for provenance (:func:`command_line_options`)
 _COMMAND_LINE_WORDS: list[str] = []
 #: Option names put into the database by :func:`set_options`, per prefix, oldest prefix first.
@@ -68,6 +71,9 @@ def init_petsc(options: list[str] | None = None) -> Any:
         _COMMAND_LINE_WORDS[:] = [str(o) for o in options or []]
         _COMMAND_LINE.update(tok.lstrip("-") for tok in options or [] if tok.startswith("-") and len(tok) > 1
                              and not is_number(tok))
+        from petsc4py import PETSc
+
+        _FROM_OUTSIDE.update(name for name in PETSc.Options().getAll() if name not in _COMMAND_LINE)
     from petsc4py import PETSc
 
     return PETSc
@@ -156,7 +162,8 @@ def is_number(token: str) -> bool:
 def set_options(prefix: str, options: Mapping[str, Any]) -> None:
     """Put ``options`` into the PETSc options database under ``prefix`` unless given on the command line.
 
-    Command-line options win over YAML ones, as in PETSc itself; an option set by an earlier YAML section (e.g. a
+    Command-line options win over YAML ones, as in PETSc itself, and so do those PETSc read while it started from
+    ``PETSC_OPTIONS`` or an options file (``-options_file``, ``.petscrc``); an option set by an earlier YAML section (e.g. a
     component of the same name in an earlier experiment) is overwritten. Booleans become ``true``/``false``.
 
     The options are read when the component's solvers call ``setFromOptions``; the database is bounded (512 entries
@@ -171,7 +178,7 @@ def set_options(prefix: str, options: Mapping[str, Any]) -> None:
     _PREFIXES.add(prefix)
     for key, value in options.items():
         name = f"{prefix}{key.lstrip('-')}"
-        if name in _COMMAND_LINE:
+        if name in _COMMAND_LINE or name in _FROM_OUTSIDE:
             continue
         names.add(name)
         _DEFAULTED.discard(name)
@@ -182,11 +189,12 @@ def set_options(prefix: str, options: Mapping[str, Any]) -> None:
 
 
 def set_default_options(prefix: str, defaults: Mapping[str, Any]) -> None:
-    """A model's defaults under ``prefix``: set only where neither the command line nor the user's options
-    (:func:`set_options`, from the YAML ``solver:`` section or a constructor's ``solver=``) gave the option.
+    """A model's defaults under ``prefix``: set only where neither the command line (or ``PETSC_OPTIONS``, an options
+    file) nor the user's options (:func:`set_options`, from the YAML ``solver:`` section or a constructor's
+    ``solver=``) gave the option.
 
-    With :func:`set_options` this is the one path of solver options, in either order: command line > YAML > model
-    default. Models call this for their defaults, never :func:`set_options` (which would overwrite the YAML).
+    With :func:`set_options` this is the one path of solver options, in either order: command line (``PETSC_OPTIONS``,
+    options files) > YAML > model default. Models call this for their defaults, never :func:`set_options` (which would overwrite the YAML).
     """
     from petsc4py import PETSc
 
@@ -196,7 +204,7 @@ def set_default_options(prefix: str, defaults: Mapping[str, Any]) -> None:
     _PREFIXES.add(prefix)
     for key, value in defaults.items():
         name = f"{prefix}{key.lstrip('-')}"
-        if name in _COMMAND_LINE or (name in names and name not in _DEFAULTED):
+        if name in _COMMAND_LINE or name in _FROM_OUTSIDE or (name in names and name not in _DEFAULTED):
             continue
         names.add(name)
         _DEFAULTED.add(name)
