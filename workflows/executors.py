@@ -310,12 +310,15 @@ def _slurm_executor(resources, run_dir: Path, label: str, address: str | None):
     from parsl.launchers import SimpleLauncher
     from parsl.providers import SlurmProvider
 
+    from twin.config.schema import parsl_walltime
+
     mpi_mode = resources.launcher == PARSL_MPI
     # MPI mode: a node's CPUs are its ranks' (a task takes the node whole); else the CPUs of the block's workers
     cores = resources.ranks_per_node if mpi_mode else resources.workers * resources.ranks_per_node
     provider = SlurmProvider(partition=resources.partition, account=resources.account, qos=resources.qos,
                              nodes_per_block=resources.nodes, cores_per_node=cores, init_blocks=1, min_blocks=0,
-                             max_blocks=resources.max_blocks, walltime=resources.walltime, exclusive=False,
+                             max_blocks=resources.max_blocks, walltime=parsl_walltime(resources.walltime),
+                             exclusive=False,
                              worker_init=slurm_worker_init(resources), launcher=SimpleLauncher(), cmd_timeout=60)
     if mpi_mode:
         commands = parsl_commands()

@@ -33,7 +33,7 @@ from twin.core.errors import ConfigError, ConfigProblem
 
 SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.,:/=+@%-]+")
 #: [days-]hours:minutes[:seconds], ASCII digits only (``\d`` would take any script's digits)
-WALLTIME = re.compile(r"([0-9]+-)?[0-9]{1,3}:[0-9]{2}(:[0-9]{2})?")
+WALLTIME = re.compile(r"([0-9]{1,3}-)?[0-9]{1,4}:[0-5][0-9]:[0-5][0-9]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 TEMPLATES = ("campaign_driver", "single_run", "experiment_array")
 
@@ -108,7 +108,7 @@ def render(kind: str, resources, *, job_name: str, campaign_file: Path, run_dir:
     if _CONTROL.search(resources.walltime) or not WALLTIME.fullmatch(resources.walltime):
         raise ConfigError([ConfigProblem("<campaign>", None, None, "resources.walltime",
                                          f"{_short(resources.walltime)} is not a Slurm time such as 01:00:00 or "
-                                         "1-12:00")])
+                                         "1-12:00:00")])
     env_lines = [f"module load {shlex.quote(_token(m, 'resources.modules'))}" for m in resources.modules]
     for cmd in resources.worker_init:
         _no_control(cmd, "resources.worker_init")

@@ -237,7 +237,7 @@ STRICT = [
      "resources: {type: slurm, partition: debug, walltime: 12:00:00}", 29,
      ["resources.walltime", "base 60", "(43200)", "quote it (\"12:00:00\")"]),
     ("walltime-unicode-digits", HEAT, "resources: {type: local, ranks: 1}",
-     "resources: {type: slurm, partition: debug, walltime: \"\u0661\u0662:00:00\"}", 29, ["walltime", "pattern"]),
+     "resources: {type: slurm, partition: debug, walltime: \"\u0661\u0662:00:00\"}", 29, ["walltime", "hours:minutes:seconds"]),
     ("digit-groups", HEAT, "  seed: 3", "  seed: 1_000", 4, ["digit groups", "write 1000"]),
     ("huge-integer", HEAT, "  seed: 3", "  seed: 123456789012345678901234567890", 4, ["too large"]),
     ("units-power-tower", HEAT, "units: m^2/s}", "units: 9^9^9^9}", 15, ["kappa.units", "exponent"]),
@@ -575,6 +575,32 @@ def test_a_problem_inside_an_aliased_node_points_at_the_anchor(tmp_path, capsys)
     text = HEAT.replace("    time: {dt: 0.5, units: s}", "    time: &t {dt: 0.5, units: s}").replace(
         "timeline:\n  end: 2.0\n  units: s", "timeline: *t")
     _refused(tmp_path, capsys, text, 17, ["timeline.dt", "unknown key 'dt'"])
+
+
+@pytest.mark.parametrize("walltime, words", [
+    ("02:00", ["is not [days-]hours:minutes:seconds", "Slurm reads \"02:00\" as 2 minutes"]),
+    ("1-99:99:99", ["is not [days-]hours:minutes:seconds"]),
+    ("1-12:00", ["is not [days-]hours:minutes:seconds"]),
+    ("00:00:00", ["no time at all"]),
+])
+def test_walltime_is_one_form_meant_one_way(tmp_path, capsys, walltime, words):
+    """Slurm reads "02:00" as 2 minutes and Parsl's SlurmProvider only hours:minutes:seconds ("02:00" and
+    "1-12:00:00" crashed it when the workflow submitted a block): [days-]hours:minutes:seconds only."""
+    line = HEAT.splitlines().index("resources: {type: local, ranks: 1}") + 1
+    text = HEAT.replace("resources: {type: local, ranks: 1}", SLURM.replace('"00:20:00"', f'"{walltime}"'))
+    _refused(tmp_path, capsys, text, line, ["walltime", *words])
+
+
+@pytest.mark.parametrize("walltime, minutes", [("00:20:00", 20), ("1-12:00:00", 36 * 60), ("100:30:30", 6030.5)])
+def test_walltime_as_parsl_reads_it(tmp_path, capsys, walltime, minutes):
+    from parsl.utils import wtime_to_minutes
+
+    from twin.config.schema import parsl_walltime
+
+    text = HEAT.replace("resources: {type: local, ranks: 1}", SLURM.replace('"00:20:00"', f'"{walltime}"'))
+    status, lines, _, _ = _validate(tmp_path, capsys, text)
+    assert status == 0, lines
+    assert wtime_to_minutes(parsl_walltime(walltime)) == int(minutes)
 
 
 def test_campaign_text_written_by_twin_reads_back_equal(tmp_path):

@@ -54,7 +54,23 @@ NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 # Values that end up in batch scripts or shell commands: letters, digits and a few harmless punctuation marks only.
 SAFE_TOKEN = r"^[A-Za-z0-9_.,:/=+@%-]+$"
 #: a Slurm time limit: [days-]hours:minutes[:seconds] (ASCII digits: Python's and Rust's \d take any script's digits)
-WALLTIME = r"^([0-9]+-)?[0-9]{1,3}:[0-9]{2}(:[0-9]{2})?$"
+#: a Slurm time limit as twin takes it: [days-]hours:minutes:seconds. Slurm also reads "MM:SS" and "MM" (so "02:00"
+#: is 2 minutes there, not 2 hours) and Parsl's SlurmProvider only hours:minutes:seconds: one form, meant one way
+WALLTIME = r"^([0-9]{1,3}-)?[0-9]{1,4}:[0-5][0-9]:[0-5][0-9]$"
+
+
+def walltime_seconds(walltime: str) -> int:
+    """Seconds of a :data:`WALLTIME` text (``"1-12:00:00"`` -> 129600)."""
+    days, _, clock = walltime.rpartition("-")
+    h, m, sec = (int(x) for x in clock.split(":"))
+    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + sec
+
+
+def parsl_walltime(walltime: str) -> str:
+    """A :data:`WALLTIME` as Parsl's SlurmProvider reads it: hours:minutes:seconds, days counted in the hours
+    (``"1-12:00:00"`` -> ``"36:00:00"``)."""
+    total = walltime_seconds(walltime)
+    return f"{total // 3600:02d}:{total // 60 % 60:02d}:{total % 60:02d}"
 _SAFE_CHAR = re.compile(r"[A-Za-z0-9_.,:/=+@%-]")
 
 
@@ -239,8 +255,11 @@ class SlurmResources(Strict):
     def _walltime(cls, v: str) -> str:
         _no_control(v, "walltime")
         if not re.fullmatch(WALLTIME, v):
-            raise ValueError(f"walltime {short(v)} does not match the Slurm time pattern [days-]hours:minutes[:seconds]"
-                             " (e.g. \"01:00:00\" or \"1-12:00:00\", quoted)")
+            raise ValueError(f"walltime {short(v)} is not [days-]hours:minutes:seconds (e.g. \"01:00:00\" or "
+                             "\"1-12:00:00\", quoted; Slurm reads \"02:00\" as 2 minutes)")
+        if walltime_seconds(v) == 0:
+            raise ValueError("walltime \"00:00:00\" is no time at all (Slurm reads it as no limit, which clusters "
+                             "refuse or cap): give the time the campaign needs, e.g. \"01:00:00\"")
         return v
 
     @field_validator("modules")
