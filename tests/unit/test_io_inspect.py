@@ -52,3 +52,13 @@ def test_inspect_missing_and_unknown(tmp_path):
         inspect(tmp_path / "nope.h5")
     (tmp_path / "notes.txt").write_text("hello")
     assert "not a twin output" in inspect(tmp_path / "notes.txt")
+
+
+def test_inspect_refuses_a_pipe_rather_than_waiting_for_it(tmp_path):
+    """A FIFO named like an output (found by trying: twin inspect waited on it for ever)."""
+    import os
+
+    fifo = tmp_path / "fifo.nc"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match="is not a regular file"):
+        inspect(fifo)

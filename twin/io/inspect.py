@@ -75,6 +75,9 @@ def examine(path) -> Inspection:
         return _directory(path)
     if not path.exists():
         raise OutputError(f"twin inspect: {path} does not exist")
+    if not path.is_file():  # a FIFO or a device would be read for ever
+        raise OutputError(f"twin inspect: {path} is not a regular file (a pipe, socket or device): give an output "
+                          "file or a run directory")
     if path.suffix in (".h5", ".hdf5"):
         return _checkpoint(path)
     if path.suffix in (".nc", ".nc4"):
