@@ -511,6 +511,42 @@ def test_csv_missing_values_default_error_and_other_variables(tmp_path):
     assert a.missing == {"a": 2} and np.all(a.error == 0.5) and a.position.shape == (2, 1)
 
 
+def test_csv_rows_nobody_reads_are_said_and_a_near_name_is_a_warning(tmp_path, caplog):
+    """Rows of variables not asked for were skipped without a word (found by trying: ``Temp`` and ``tmep`` rows for
+    ``temp`` vanished, the counts said nothing was missing): each name is a log line, a WARNING when it is close to
+    one asked for (case, one character more or less; a transposition is only an INFO line: names of other networks'
+    variables in the same file are as close); a header repeated inside the file is refused at its line."""
+    import logging
+
+    from twin.core.errors import ObservationError
+
+    path = _csv(tmp_path / "c.csv", ["time,x,variable,value", "2026-03-01T01:00Z,1,temp,1.5",
+                                     "2026-03-01T02:00Z,2,Temp,7", "2026-03-01T03:00Z,3,tmep,2",
+                                     "2026-03-01T04:00Z,4,wind,3", "2026-03-01T05:00Z,5,Temp,2",
+                                     "2026-03-01T06:00Z,6,temp.,2"])
+    logging.getLogger("twin").propagate = True
+    try:
+        with caplog.at_level(logging.INFO, logger="twin.observations.csv"):
+            a = read_csv(path, {"temp": {"units": "m"}}, start=START, model_time_units="h", error_std=0.5)
+    finally:
+        logging.getLogger("twin").propagate = False
+    assert a.time.size == 1
+    said = {(r.levelname, r.getMessage()) for r in caplog.records}
+    assert said == {
+        ("WARNING", f"observation file {path}: 2 row(s) of variable 'Temp' not read: no network asks for it (did you "
+                    "mean 'temp'? the names must match exactly)"),
+        ("WARNING", f"observation file {path}: 1 row(s) of variable 'temp.' not read: no network asks for it (did "
+                    "you mean 'temp'? the names must match exactly)"),
+        ("INFO", f"observation file {path}: 1 row(s) of variable 'tmep' not read here (no request of this network "
+                 "names it)"),
+        ("INFO", f"observation file {path}: 1 row(s) of variable 'wind' not read here (no request of this network "
+                 "names it)")}, said
+    joined = _csv(tmp_path / "j.csv", ["time,x,variable,value", "2026-03-01T01:00Z,1,temp,1.5",
+                                       "time,x,variable,value", "2026-03-01T02:00Z,2,temp,7"])
+    with pytest.raises(ObservationError, match=r"j.csv: line 3: the header again \(two files joined\?\)"):
+        read_csv(joined, {"temp": {"units": "m"}}, start=START, model_time_units="h", error_std=0.5)
+
+
 # -- binning into cycles ---------------------------------------------------------------------------------------------
 def _table(times):
     n = len(times)

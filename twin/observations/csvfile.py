@@ -19,7 +19,8 @@ Columns, by header name in any order (``examples/observations/stations.csv`` is 
     Position, in the reader's ``position_units`` (default: the model's length units); ``z`` needs ``y``.
 ``variable`` (required)
     Name of the observed quantity; a request takes the rows whose name is its ``name`` (else its ``standard_name``,
-    else the model variable's name). Rows of names nobody asked for belong to other readers and are skipped.
+    else the model variable's name). Rows of names nobody asked for belong to other readers and are skipped, said in the
+    log (a WARNING for a name close to one asked for: ``Temp`` or ``temp.`` for ``temp``).
 ``value`` (required)
     The measurement. An empty cell or ``nan`` is missing: the row is dropped and counted (``table.missing``).
 ``error`` (optional)
@@ -47,8 +48,11 @@ import numpy as np
 from twin.core.calendar import parse_start, since_start, to_model_time
 from twin.core.cfunits import convert_cf, convert_cf_difference
 from twin.core.errors import ObservationError
+from twin.core.log import get_logger
 from twin.observations.table import (DEFAULT_MAX_OBS, ObservationTable, VariableRequest, check_count, concatenate,
                                      existing_file, file_sha256, parse_requests)
+
+log = get_logger("twin.observations.csv")
 
 REQUIRED = ("time", "x", "variable", "value")
 OPTIONAL = ("y", "z", "error", "units")
@@ -96,7 +100,7 @@ def _split(path: Path, reqs: list[VariableRequest], max_obs: int) -> tuple[dict[
                                    f"'{r.variable}' both ask for the rows of '{key}'")
         by_name[key] = _Rows(r)
     columns: dict[str, int] | None = None
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     count = 0
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -107,13 +111,16 @@ def _split(path: Path, reqs: list[VariableRequest], max_obs: int) -> tuple[dict[
                 if columns is None:
                     columns = _header(path, cells, reader.line_num)
                     continue
+                if [c.strip().lower() for c in cells] == list(columns):
+                    raise ObservationError(f"observation file {path}: line {reader.line_num}: the header again (two "
+                                           "files joined?): remove it, the file has one header line")
                 if len(cells) != len(columns):
                     raise ObservationError(f"observation file {path}: line {reader.line_num}: {len(cells)} fields, "
                                            f"but the header has {len(columns)}")
                 count += 1
                 check_count(path, count, max_obs, "the file")
                 name = cells[columns["variable"]].strip()
-                seen.add(name)
+                seen[name] = seen.get(name, 0) + 1
                 rows = by_name.get(name)
                 if rows is None:
                     continue
@@ -135,7 +142,23 @@ def _split(path: Path, reqs: list[VariableRequest], max_obs: int) -> tuple[dict[
             what = (f"all {rows.missing} values of '{key}' are missing" if rows.missing else
                     f"has no rows of variable '{key}' (variables in the file: {', '.join(sorted(seen)) or 'none'})")
             raise ObservationError(f"observation file {path}: {what} (for '{rows.request.variable}')")
+    _say_skipped(path, {name: n for name, n in seen.items() if name not in by_name}, list(by_name))
     return columns, by_name
+
+
+def _say_skipped(path: Path, others: dict[str, int], asked: list[str]) -> None:
+    """Rows of variables this reader was not asked for belong to other networks reading the same file, or to none:
+    said in the log, as a WARNING where the name is close to one asked for (``Temp``, ``temp.`` for ``temp``; by
+    difflib's 0.8, above which other variables' names in one file rarely come)."""
+    for name, n in sorted(others.items()):
+        close = [a for a in asked if a.lower() == name.lower()] or difflib.get_close_matches(name, asked, n=1,
+                                                                                              cutoff=0.8)
+        if close:
+            log.warning("observation file %s: %d row(s) of variable '%s' not read: no network asks for it (did you "
+                        "mean '%s'? the names must match exactly)", path, n, name, close[0])
+        else:
+            log.info("observation file %s: %d row(s) of variable '%s' not read here (no request of this network "
+                     "names it)", path, n, name)
 
 
 @dataclass
