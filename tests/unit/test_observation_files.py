@@ -547,6 +547,19 @@ def test_csv_rows_nobody_reads_are_said_and_a_near_name_is_a_warning(tmp_path, c
         read_csv(joined, {"temp": {"units": "m"}}, start=START, model_time_units="h", error_std=0.5)
 
 
+def test_csv_numbers_are_read_as_in_c_and_any_nan_is_missing(tmp_path):
+    """``1_0`` was read as 10 (Python's float); ``-nan`` (C's printf) was an error where ``nan`` is missing."""
+    from twin.core.errors import ObservationError
+
+    path = _csv(tmp_path / "c.csv", ["time,x,variable,value", "2026-03-01T01:00Z,1,a,1.5", "2026-03-01T02:00Z,2,a,-nan",
+                                     "2026-03-01T03:00Z,3,a,NaN", "2026-03-01T04:00Z,4,a,2"])
+    a = read_csv(path, {"a": {"units": "m"}}, start=START, model_time_units="h", error_std=0.5)
+    assert a.missing == {"a": 2} and list(a.value) == [1.5, 2.0]
+    path = _csv(tmp_path / "u.csv", ["time,x,variable,value", "2026-03-01T01:00Z,1,a,1_0"])
+    with pytest.raises(ObservationError, match=r"u.csv: line 2: variable 'a': value '1_0' is not a number"):
+        read_csv(path, {"a": {"units": "m"}}, start=START, model_time_units="h", error_std=0.5)
+
+
 # -- binning into cycles ---------------------------------------------------------------------------------------------
 def _table(times):
     n = len(times)

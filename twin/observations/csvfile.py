@@ -22,7 +22,8 @@ Columns, by header name in any order (``examples/observations/stations.csv`` is 
     else the model variable's name). Rows of names nobody asked for belong to other readers and are skipped, said in the
     log (a WARNING for a name close to one asked for: ``Temp`` or ``temp.`` for ``temp``).
 ``value`` (required)
-    The measurement. An empty cell or ``nan`` is missing: the row is dropped and counted (``table.missing``).
+    The measurement. An empty cell or ``nan`` (``-nan``, any case) is missing: the row is dropped and counted
+    (``table.missing``).
 ``error`` (optional)
     Error standard deviation, same units as ``value``, positive on every row with a value; without this column the
     request's ``error_std`` (else the reader's) applies to all rows.
@@ -125,7 +126,7 @@ def _split(path: Path, reqs: list[VariableRequest], max_obs: int) -> tuple[dict[
                 if rows is None:
                     continue
                 value = cells[columns["value"]].strip()
-                if not value or value.lower() == "nan":
+                if not value or value.lower().lstrip("+-") == "nan":  # -nan: what C's printf writes for some NaNs
                     rows.missing += 1
                     continue
                 rows.index.append(count - 1)
@@ -180,7 +181,7 @@ class _Columns:
         out = np.empty(len(self.rows.cells))
         for i, cell in enumerate(self.text(column)):
             try:
-                out[i] = float(cell)
+                out[i] = _number(cell)
             except ValueError:
                 raise ObservationError(f"{self.prefix(i)}: {column} {cell!r} is not a number") from None
             if not np.isfinite(out[i]):
@@ -216,9 +217,17 @@ def _times(c: _Columns, start, model_time_units: str, time_units: str | None) ->
         raise ObservationError(f"{c.prefix()}: time: {exc}") from None
 
 
+def _number(text: str) -> float:
+    """A CSV cell as a number, as C's ``strtod`` and a spreadsheet read it: Python's ``float`` also reads ``1_0`` as 10
+    (a digit group separator in Python source, a typo in a data file)."""
+    if "_" in text:
+        raise ValueError(text)
+    return float(text)
+
+
 def _is_number(text: str) -> bool:
     try:
-        float(text)
+        _number(text)
     except ValueError:
         return False
     return True
