@@ -185,7 +185,11 @@ def test_a_moved_run_directory_goes_on_where_it_is(live):
     changed in it afterwards is refused in one line."""
     d = live["dir"]
     _ok(d, "run", "live.yaml", "-o", "moving", "--quiet")
-    _ok(d, "assimilate", "moving", str(live["parts"][1]), "--quiet")
+    # the same bytes twice in one command: assimilated once, the second named with the first (was an empty place)
+    dup = shutil.copy(live["parts"][1], d / "part2_twice.nc")
+    out = _ok(d, "assimilate", "moving", str(live["parts"][1]), str(dup), "--quiet")
+    assert f"{dup}: already assimilated (sha256 " in out.stdout, out.stdout
+    assert f", given before in this command as {live['parts'][1]}); nothing to do for it" in out.stdout, out.stdout
     moved = d / "elsewhere" / "moved"
     shutil.copytree(d / "moving", moved)
     shutil.rmtree(d / "moving")

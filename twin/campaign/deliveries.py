@@ -100,7 +100,8 @@ def classify(run_dir: Path, files: list[Path], exps) -> list[Delivery]:
     for path, spec in specs.items():
         own[delivery_sha256(existing_file(path), companions_of(spec, path))] = path
     spec = next(iter(specs.values()))
-    out, seen = [], set()
+    out: list[Delivery] = []
+    seen: dict[str, str] = {}
     for f in files:
         companions = companions_of(spec, existing_file(f))
         sha = delivery_sha256(f, companions)
@@ -109,9 +110,9 @@ def classify(run_dir: Path, files: list[Path], exps) -> list[Delivery]:
             d.state, d.stored = "recorded", known[sha]["stored"]
         elif sha in own:
             d.state, d.stored = "assimilated", own[sha]
-        elif sha in seen:
-            d.state = "assimilated"  # the same bytes given twice in one command: once is enough
-        seen.add(sha)
+        elif sha in seen:  # the same bytes given twice in one command: once is enough
+            d.state, d.stored = "assimilated", f"given before in this command as {seen[sha]}"
+        seen.setdefault(sha, str(f))
         out.append(d)
     return out
 
