@@ -149,3 +149,9 @@ def test_report_of_a_run_with_damaged_files_says_so_and_exits_1(tmp_path):
     assert "<th>DAMAGED</th><td>decision.json (not JSON" in text
     (verdict,) = json.loads((run_dir / "report" / "verdicts.json").read_text())
     assert set(verdict["damaged"]) == {"experiments/dmg/decision.json", "experiments/dmg/posterior.nc"}
+    # an output the finished run wrote and that is gone (twin status: damaged) is damage too (was exit 0, no word)
+    (exp / "forecast.nc").unlink()
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "report", str(run_dir)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"error: {exp / 'forecast.nc'} cannot be read (missing){tail}" in out.stderr.splitlines(), out.stderr

@@ -320,7 +320,18 @@ def load_run(directory, name: str | None = None) -> RunData:
         data.missing["flags"] = f"{FLAGS_FILE} unreadable ({exc})"
         data.damaged[directory / FLAGS_FILE] = (f"not JSON lines: {one_line(exc)}" if isinstance(exc, ValueError)
                                                 else one_line(exc))
+    _promised(directory, data)
     return data
+
+
+def _promised(directory: Path, data: RunData) -> None:
+    """The outputs a finished experiment's ``done.json`` lists that are missing, empty or not the size it recorded
+    (what ``twin status`` calls damaged, :func:`twin.campaign.status.damaged_outputs`): damage the report names, as
+    an unreadable file (a report of a run with its posterior deleted said nothing and exited 0)."""
+    from twin.campaign.status import damaged_outputs
+
+    for name, why in damaged_outputs(directory).items():
+        data.damaged.setdefault(directory / name, why)
 
 
 def discover(run_dir) -> list[RunData]:
