@@ -209,6 +209,8 @@ def cmd_status(args) -> int:
         if e.state in ("failed", "damaged", "interrupted", "unverified"):
             print(f"error: experiment {e.name} {e.state}" + (f": {e.message}" if e.message else
                   " (no live driver: run the campaign again to resume it)"), file=sys.stderr)
+    for line in st.problems():
+        print(f"error: {line}", file=sys.stderr)
     return st.exit_status
 
 

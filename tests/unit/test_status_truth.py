@@ -335,3 +335,21 @@ def test_the_cause_of_a_check_that_gave_no_answer_is_one_line():
         "ModuleNotFoundError: No module named 'h5py'"
     assert _cause("", -9) == "killed by SIGKILL"
     assert _cause("", 3) == "exit status 3, no output"
+
+
+def test_an_experiment_removed_or_never_set_up_is_said(finished, tmp_path, capsys):
+    """Exit 1 with no line (found by trying): an experiment matrix.json lists whose directory was removed, and a run
+    directory whose experiments/ holds none with its experiment.yaml."""
+    run, exp = _copy(finished, tmp_path)
+    shutil.rmtree(exp)
+    code, lines, err = _status(run, capsys)
+    assert code == EXIT_ATTENTION
+    assert err.strip().splitlines() == [
+        f"error: experiment {NAME} is gone: matrix.json lists it, {exp} holds no experiment.yaml (removed?); run the "
+        "campaign again to set it up and run it"]
+    (run / "matrix.json").unlink()
+    code, lines, err = _status(run, capsys)
+    assert code == EXIT_ATTENTION
+    assert err.strip().splitlines() == [
+        f"error: no experiment in {run / 'experiments'} (none has its experiment.yaml): the campaign was not set up "
+        "here, or its experiments were removed; run the campaign again"]

@@ -122,6 +122,8 @@ class CampaignStatus:
     batch_job: tuple[str, str] | None = None
     #: process ids a lost driver started that still run here (:func:`twin.campaign.heartbeat.left_behind`)
     left: list[int] = field(default_factory=list)
+    #: experiments the campaign set up (``matrix.json``) whose directory has no ``experiment.yaml`` any more
+    missing: list[str] = field(default_factory=list)
 
     def driver_text(self) -> str:
         if self.left:
@@ -155,7 +157,16 @@ class CampaignStatus:
 
     @property
     def complete(self) -> bool:
-        return bool(self.experiments) and all(e.state == "done" for e in self.experiments)
+        return bool(self.experiments) and not self.missing and all(e.state == "done" for e in self.experiments)
+
+    def problems(self) -> list[str]:
+        """What needs the operator beyond the experiments' own states, one line each (the ``error:`` lines)."""
+        out = [f"experiment {name} is gone: matrix.json lists it, {self.run_dir / 'experiments' / name} holds no "
+               "experiment.yaml (removed?); run the campaign again to set it up and run it" for name in self.missing]
+        if not self.experiments and not self.missing and self.driver != "running":
+            out.append(f"no experiment in {self.run_dir / 'experiments'} (none has its experiment.yaml): the campaign "
+                       "was not set up here, or its experiments were removed; run the campaign again")
+        return out
 
     @property
     def exit_status(self) -> int:
@@ -165,6 +176,8 @@ class CampaignStatus:
         if self.complete:
             return EXIT_COMPLETE
         if any(e.state in NEEDS_ACTION for e in self.experiments) or self.driver in ("crashed", "lost"):
+            return EXIT_ATTENTION
+        if self.missing:
             return EXIT_ATTENTION
         if self.batch_job is not None and self.batch_job[1] in _ENDED:
             return EXIT_ATTENTION
@@ -607,13 +620,22 @@ def status(run_dir, verify: bool = True) -> CampaignStatus:
     exps = [experiment_status(d, driver == "running", verified, live) for d in dirs]
     job = _batch_job(run_dir) if driver == "none" else None
     left = [int(c["pid"]) for c in left_behind(run_dir)] if driver == "lost" else []
-    return CampaignStatus(run_dir, driver, exps, job, left)
+    # while a driver runs, it may be making the experiments matrix.json lists
+    return CampaignStatus(run_dir, driver, exps, job, left, _missing(run_dir, dirs) if driver != "running" else [])
+
+
+def _missing(run_dir: Path, dirs: list[Path]) -> list[str]:
+    """The experiments ``matrix.json`` lists (the campaign's set-up) that have no directory with its
+    ``experiment.yaml`` (:func:`layout.experiment_dirs`); none when the file is absent or unreadable."""
+    matrix = layout.read_json(run_dir / "matrix.json")
+    here = {d.name for d in dirs}
+    return sorted(n for n in matrix if isinstance(n, str) and n not in here) if isinstance(matrix, dict) else []
 
 
 def summary(st: CampaignStatus) -> dict[str, Any]:
     """A status as plain data (``twin status --json``)."""
     return {"run_dir": str(st.run_dir), "driver": st.driver, "complete": st.complete, "exit_status": st.exit_status,
             "batch_job": None if st.batch_job is None else {"id": st.batch_job[0], "state": st.batch_job[1]},
-            "left_behind": st.left,
+            "left_behind": st.left, "missing": st.missing, "problems": st.problems(),
             "experiments": [e.__dict__ | {"dropped": {str(k): v for k, v in e.dropped.items()}}
                             for e in st.experiments]}
