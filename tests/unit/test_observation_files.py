@@ -560,6 +560,23 @@ def test_csv_numbers_are_read_as_in_c_and_any_nan_is_missing(tmp_path):
         read_csv(path, {"a": {"units": "m"}}, start=START, model_time_units="h", error_std=0.5)
 
 
+@pytest.mark.parametrize("value, error, words", [
+    ("1e308", "1", "value 1e+308 m is beyond what an analysis can square"),
+    ("1", "1e-300", "error 1e-300 m is beyond what an analysis can square"),
+    ("1", "1e200", "error 1e+200 m is beyond"),
+])
+def test_values_and_errors_an_analysis_cannot_square_are_refused(tmp_path, value, error, words):
+    """A finite 1e308 or an error of 1e-300 ended the experiment far from the file ("non-finite values",
+    "eigenvalues did not converge ... lower the inflation"): refused when the file is read, naming it."""
+    from twin.core.errors import ObservationError
+
+    path = _csv(tmp_path / "c.csv", ["time,x,variable,value,error", "2026-03-01T01:00Z,1,a,1.5,1",
+                                     f"2026-03-01T02:00Z,2,a,{value},{error}"])
+    with pytest.raises(ObservationError) as info:
+        read_csv(path, {"a": {"units": "m"}}, start=START, model_time_units="h")
+    assert str(info.value).startswith(f"observation file {path}: variable 'a': observation 1: {words}"), info.value
+
+
 # -- binning into cycles ---------------------------------------------------------------------------------------------
 def _table(times):
     n = len(times)

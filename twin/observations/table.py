@@ -271,13 +271,36 @@ def check_count(path: Path, count: int, max_obs: int, what: str) -> None:
                                "memory, or split the file")
 
 
+#: the largest magnitude of an observed value or error, and the smallest error, a reader takes (model units): an
+#: analysis squares them (innovation / error, its square summed), which 1e308 or an error of 1e-300 turn into inf or
+#: NaN far from the file ("non-finite values", "eigenvalues did not converge")
+MAX_MAGNITUDE = 1e150
+
+
+def _within_range(table: ObservationTable) -> ObservationTable:
+    """``table``, or :class:`ObservationError` naming its first value or error outside :data:`MAX_MAGNITUDE`."""
+    for what, bad in (("value", np.abs(table.value) > MAX_MAGNITUDE),
+                      ("error", (table.error > MAX_MAGNITUDE) | (table.error < 1.0 / MAX_MAGNITUDE))):
+        hits = np.flatnonzero(bad)
+        if hits.size:
+            i = int(hits[0])
+            number = table.value[i] if what == "value" else table.error[i]
+            raise ObservationError(f"{table.where(i)}: {what} {number:g} {table.units.get(table.variable[i], '')} "
+                                   f"is beyond what an analysis can square (a value within +-{MAX_MAGNITUDE:g}, an "
+                                   f"error between {1 / MAX_MAGNITUDE:g} and {MAX_MAGNITUDE:g}; {hits.size} such "
+                                   "observations): check the file's numbers and units")
+    return table
+
+
 def concatenate(parts: Sequence[ObservationTable], source: str, sha256: str, time_units: str,
                 length_units: str) -> ObservationTable:
-    """One table of the observations of ``parts`` (each one variable of the same file), in order."""
+    """One table of the observations of ``parts`` (each one variable of the same file), in order; values and errors
+    beyond :data:`MAX_MAGNITUDE` are refused."""
     if len(parts) == 1:
         p = parts[0]
-        return ObservationTable(p.time, p.position, p.variable, p.value, p.error, p.row, source, sha256,
-                                dict(p.units), dict(p.missing), time_units, length_units, dict(p.auxiliary))
+        return _within_range(ObservationTable(p.time, p.position, p.variable, p.value, p.error, p.row, source, sha256,
+                                              dict(p.units), dict(p.missing), time_units, length_units,
+                                              dict(p.auxiliary)))
     dims = {p.position.shape[1] for p in parts}
     if len(dims) > 1:
         raise ObservationError(f"observation file {source}: variables have positions with different numbers of "
@@ -287,11 +310,11 @@ def concatenate(parts: Sequence[ObservationTable], source: str, sha256: str, tim
         raise ObservationError(f"observation file {source}: the tables to join carry different auxiliary variables "
                                f"({sorted(keys)}); every part needs the same")
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
-    return ObservationTable(cat("time"), np.concatenate([p.position for p in parts], axis=0), cat("variable"),
+    return _within_range(ObservationTable(cat("time"), np.concatenate([p.position for p in parts], axis=0), cat("variable"),
                             cat("value"), cat("error"), cat("row"), source, sha256,
                             {k: v for p in parts for k, v in p.units.items()},
                             {k: v for p in parts for k, v in p.missing.items()}, time_units, length_units,
-                            {k: np.concatenate([p.auxiliary[k] for p in parts]) for k in parts[0].auxiliary})
+                            {k: np.concatenate([p.auxiliary[k] for p in parts]) for k in parts[0].auxiliary}))
 
 
 __all__ = ["DEFAULT_MAX_OBS", "VariableRequest", "parse_requests", "ObservationTable", "bin_by_cycle",
