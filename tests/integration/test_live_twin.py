@@ -141,6 +141,10 @@ def test_bad_deliveries_are_refused_in_one_line_and_leave_the_run_untouched(live
         assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
         assert says in lines[0] and (str(path) in lines[0] or run == "experiment"), lines[0]
         assert _snapshot(d / run) == before
+    # a run directory that is not there (was "no experiments/ in it", where twin status says it does not exist)
+    out = _twin(d, "assimilate", "nodir", str(live["parts"][1]))
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"error: {d / 'nodir'} does not exist: give the run directory of a campaign (twin run -o DIR)"], out.stderr
 
 
 def _kill_when(d: Path, args: list[str], ready) -> int:

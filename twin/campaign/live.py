@@ -271,6 +271,9 @@ def assimilate(run_dir, files, comm, *, network: str | None = None, verbose: boo
     from twin.io.atomic import private_umask
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} does not exist{' as a directory' if run_dir.exists() else ''}: give the run "
+                          "directory of a campaign (twin run -o DIR)")
     if not (run_dir / layout.EXPERIMENTS).is_dir():
         raise ConfigError(f"{run_dir} is not a campaign run directory (no experiments/ in it)")
     with contextlib.ExitStack() as stack:
