@@ -62,3 +62,17 @@ def test_inspect_refuses_a_pipe_rather_than_waiting_for_it(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(OutputError, match="is not a regular file"):
         inspect(fifo)
+
+
+def test_inspect_files_twin_did_not_write(tmp_path):
+    """Someone else's HDF5 file was "twin checkpoint, checksum FAILED"; an empty .nc got xarray's advice to install
+    IO backends (found by trying)."""
+    import h5py
+
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = [1.0, 2.0]
+    assert inspect(tmp_path / "other.h5") == f"{tmp_path / 'other.h5'}: HDF5, not written by twin (no format " \
+                                             "attribute 'twin-checkpoint')"
+    (tmp_path / "empty.nc").write_bytes(b"")
+    assert inspect(tmp_path / "empty.nc") == f"{tmp_path / 'empty.nc'}: unreadable NetCDF (not NetCDF: empty, or not " \
+                                             "NetCDF/HDF5 bytes)"

@@ -79,6 +79,8 @@ def examine(path) -> Inspection:
         raise OutputError(f"twin inspect: {path} is not a regular file (a pipe, socket or device): give an output "
                           "file or a run directory")
     if path.suffix in (".h5", ".hdf5"):
+        if h5py.is_hdf5(path) and not _is_checkpoint(path):  # someone else's HDF5 file: not a failed checkpoint
+            return Inspection(f"{path}: HDF5, not written by twin (no format attribute 'twin-checkpoint')")
         return _checkpoint(path)
     if path.suffix in (".nc", ".nc4"):
         return _netcdf(path)
@@ -147,7 +149,10 @@ def _netcdf(path: Path) -> Inspection:
     try:
         ds = xr.open_dataset(path, decode_times=False)
     except (OSError, ValueError, RuntimeError) as exc:
-        return Inspection(f"{path}: unreadable NetCDF ({exc})", failures or [f"NetCDF file {path}: unreadable ({exc})"])
+        # xarray's own words for bytes no backend reads are advice to install more backends: not what is wrong
+        why = ("not NetCDF: empty, or not NetCDF/HDF5 bytes" if "IO backends" in str(exc)
+               else " ".join(str(exc).split())[:300])
+        return Inspection(f"{path}: unreadable NetCDF ({why})", failures or [f"NetCDF file {path}: unreadable ({why})"])
     with ds:
         kind = ds.attrs.get("twin_kind", "NetCDF (not written by twin)")
         lines = [f"{path}: {kind} ({ds.attrs.get('Conventions', 'no Conventions attribute')})",
