@@ -29,11 +29,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from twin.config import schema
 from twin.core.errors import ConfigError, ConfigProblem
 
-SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.,:/=+@%-]+")
+SAFE_TOKEN = re.compile(schema.SAFE_TOKEN)
 #: [days-]hours:minutes[:seconds], ASCII digits only (``\d`` would take any script's digits)
-WALLTIME = re.compile(r"([0-9]{1,3}-)?[0-9]{1,4}:[0-5][0-9]:[0-5][0-9]")
+WALLTIME = re.compile(schema.WALLTIME)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 TEMPLATES = ("campaign_driver", "single_run", "experiment_array")
 

@@ -175,9 +175,8 @@ class CampaignStatus:
         :data:`EXIT_IN_PROGRESS` otherwise (running, queued, not started)."""
         if self.complete:
             return EXIT_COMPLETE
-        if any(e.state in NEEDS_ACTION for e in self.experiments) or self.driver in ("crashed", "lost"):
-            return EXIT_ATTENTION
-        if self.missing:
+        if (any(e.state in NEEDS_ACTION for e in self.experiments) or self.driver in ("crashed", "lost")
+                or self.missing):
             return EXIT_ATTENTION
         if self.batch_job is not None and self.batch_job[1] in _ENDED:
             return EXIT_ATTENTION

@@ -53,9 +53,9 @@ SCHEMA_VERSION = 1
 NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 # Values that end up in batch scripts or shell commands: letters, digits and a few harmless punctuation marks only.
 SAFE_TOKEN = r"^[A-Za-z0-9_.,:/=+@%-]+$"
-#: a Slurm time limit: [days-]hours:minutes[:seconds] (ASCII digits: Python's and Rust's \d take any script's digits)
 #: a Slurm time limit as twin takes it: [days-]hours:minutes:seconds. Slurm also reads "MM:SS" and "MM" (so "02:00"
 #: is 2 minutes there, not 2 hours) and Parsl's SlurmProvider only hours:minutes:seconds: one form, meant one way
+#: (ASCII digits: Python's and Rust's \d take any script's digits)
 WALLTIME = r"^([0-9]{1,3}-)?[0-9]{1,4}:[0-5][0-9]:[0-5][0-9]$"
 
 
@@ -71,6 +71,8 @@ def parsl_walltime(walltime: str) -> str:
     (``"1-12:00:00"`` -> ``"36:00:00"``)."""
     total = walltime_seconds(walltime)
     return f"{total // 3600:02d}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+
 _SAFE_CHAR = re.compile(r"[A-Za-z0-9_.,:/=+@%-]")
 
 

@@ -184,7 +184,8 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     """Python's warnings (NumPy's ``RuntimeWarning: overflow encountered in multiply`` in a run that diverges, a
     library's deprecation) as one log line each, where they are kept (twin.log), instead of two lines on stderr
     with the source line; Python's filters still show each once per place."""
-    here = os.path.relpath(filename) if not os.path.relpath(filename).startswith("..") else filename
+    here = os.path.relpath(filename)
+    here = filename if here.startswith("..") else here
     logging.getLogger("twin.warnings").warning(f"{category.__name__}: {message} ({here}:{lineno})")
 
 

@@ -66,16 +66,16 @@ def init_petsc(options: list[str] | None = None) -> Any:
     PETSc's messages) goes to stderr as it was."""
     if _START_FAILED:  # PETSc cannot be started again in this process (a warm worker's next step)
         raise _START_FAILED[0]
-    if "petsc4py.PETSc" not in sys.modules:
+    first = "petsc4py.PETSc" not in sys.modules
+    if first:
         _start([sys.argv[0] if sys.argv else "twin", *(options or [])])
         _COMMAND_LINE_WORDS[:] = [str(o) for o in options or []]
         _COMMAND_LINE.update(tok.lstrip("-") for tok in options or [] if tok.startswith("-") and len(tok) > 1
                              and not is_number(tok))
-        from petsc4py import PETSc
-
-        _FROM_OUTSIDE.update(name for name in PETSc.Options().getAll() if name not in _COMMAND_LINE)
     from petsc4py import PETSc
 
+    if first:
+        _FROM_OUTSIDE.update(name for name in PETSc.Options().getAll() if name not in _COMMAND_LINE)
     return PETSc
 
 
@@ -163,8 +163,8 @@ def set_options(prefix: str, options: Mapping[str, Any]) -> None:
     """Put ``options`` into the PETSc options database under ``prefix`` unless given on the command line.
 
     Command-line options win over YAML ones, as in PETSc itself, and so do those PETSc read while it started from
-    ``PETSC_OPTIONS`` or an options file (``-options_file``, ``.petscrc``); an option set by an earlier YAML section (e.g. a
-    component of the same name in an earlier experiment) is overwritten. Booleans become ``true``/``false``.
+    ``PETSC_OPTIONS`` or an options file (``-options_file``, ``.petscrc``); an option set by an earlier YAML section
+    (e.g. a component of the same name in an earlier experiment) is overwritten. Booleans become ``true``/``false``.
 
     The options are read when the component's solvers call ``setFromOptions``; the database is bounded (512 entries
     in PETSc 3.18), so options of prefixes that were set long ago (objects configured since) are removed once more
@@ -194,7 +194,8 @@ def set_default_options(prefix: str, defaults: Mapping[str, Any]) -> None:
     ``solver=``) gave the option.
 
     With :func:`set_options` this is the one path of solver options, in either order: command line (``PETSC_OPTIONS``,
-    options files) > YAML > model default. Models call this for their defaults, never :func:`set_options` (which would overwrite the YAML).
+    options files) > YAML > model default. Models call this for their defaults, never :func:`set_options` (which
+    would overwrite the YAML).
     """
     from petsc4py import PETSc
 

@@ -147,11 +147,19 @@ def _split(path: Path, reqs: list[VariableRequest], max_obs: int) -> tuple[dict[
     return columns, by_name
 
 
+#: (file, variable) pairs :func:`_say_skipped` said in this process: a campaign reads a file when it is checked and
+#: again when its experiment starts, and the line is said once
+_SAID: set[tuple[str, str]] = set()
+
+
 def _say_skipped(path: Path, others: dict[str, int], asked: list[str]) -> None:
     """Rows of variables this reader was not asked for belong to other networks reading the same file, or to none:
-    said in the log, as a WARNING where the name is close to one asked for (``Temp``, ``temp.`` for ``temp``; by
-    difflib's 0.8, above which other variables' names in one file rarely come)."""
+    said in the log once per process, as a WARNING where the name is close to one asked for (``Temp``, ``temp.`` for
+    ``temp``; by difflib's 0.8, above which other variables' names in one file rarely come)."""
     for name, n in sorted(others.items()):
+        if (str(path), name) in _SAID:
+            continue
+        _SAID.add((str(path), name))
         close = [a for a in asked if a.lower() == name.lower()] or difflib.get_close_matches(name, asked, n=1,
                                                                                               cutoff=0.8)
         if close:

@@ -298,9 +298,9 @@ def concatenate(parts: Sequence[ObservationTable], source: str, sha256: str, tim
     beyond :data:`MAX_MAGNITUDE` are refused."""
     if len(parts) == 1:
         p = parts[0]
-        return _within_range(ObservationTable(p.time, p.position, p.variable, p.value, p.error, p.row, source, sha256,
-                                              dict(p.units), dict(p.missing), time_units, length_units,
-                                              dict(p.auxiliary)))
+        table = ObservationTable(p.time, p.position, p.variable, p.value, p.error, p.row, source, sha256,
+                                 dict(p.units), dict(p.missing), time_units, length_units, dict(p.auxiliary))
+        return _within_range(table)
     dims = {p.position.shape[1] for p in parts}
     if len(dims) > 1:
         raise ObservationError(f"observation file {source}: variables have positions with different numbers of "
@@ -310,11 +310,12 @@ def concatenate(parts: Sequence[ObservationTable], source: str, sha256: str, tim
         raise ObservationError(f"observation file {source}: the tables to join carry different auxiliary variables "
                                f"({sorted(keys)}); every part needs the same")
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
-    return _within_range(ObservationTable(cat("time"), np.concatenate([p.position for p in parts], axis=0), cat("variable"),
-                            cat("value"), cat("error"), cat("row"), source, sha256,
-                            {k: v for p in parts for k, v in p.units.items()},
-                            {k: v for p in parts for k, v in p.missing.items()}, time_units, length_units,
-                            {k: np.concatenate([p.auxiliary[k] for p in parts]) for k in parts[0].auxiliary}))
+    table = ObservationTable(cat("time"), np.concatenate([p.position for p in parts], axis=0), cat("variable"),
+                             cat("value"), cat("error"), cat("row"), source, sha256,
+                             {k: v for p in parts for k, v in p.units.items()},
+                             {k: v for p in parts for k, v in p.missing.items()}, time_units, length_units,
+                             {k: np.concatenate([p.auxiliary[k] for p in parts]) for k in parts[0].auxiliary})
+    return _within_range(table)
 
 
 __all__ = ["DEFAULT_MAX_OBS", "VariableRequest", "parse_requests", "ObservationTable", "bin_by_cycle",

@@ -205,4 +205,3 @@ def _preconditioner_chosen(prefix: str) -> bool:
     preconditioner under ``prefix``, or options of block-Jacobi's blocks (``sub_pc_type``, ``sub_ksp_type``...)."""
     return any(name == "pc_type" or name.startswith("sub_")
                for name in (key[len(prefix):] for key in PETSc.Options().getAll() if key.startswith(prefix)))
-
