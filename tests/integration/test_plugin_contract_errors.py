@@ -88,7 +88,20 @@ class FreeNaN(Lorenz63):
             state.getArray()[...] = np.nan
 
 
-for c in (KeyErr, FromCfgBad, BadInit, BadQoI, FloatQoI, NaNState, Recur, MemberOnly, MemberNaN, FreeNaN):
+class NaNQoI(Lorenz63):
+    def qoi(self, state, t):
+        from twin.models.base import QoI
+
+        return {**super().qoi(state, t), "energy": QoI(float("nan"), "1")}
+
+
+class GenExit(Lorenz63):
+    def advance(self, state, t0, t1):
+        raise GeneratorExit
+
+
+for c in (KeyErr, FromCfgBad, BadInit, BadQoI, FloatQoI, NaNState, Recur, MemberOnly, MemberNaN, FreeNaN, NaNQoI,
+          GenExit):
     c.config_class = Lorenz63.config_class
 '''
 
@@ -144,6 +157,11 @@ RUN_CASES = {
     "FreeNaN": "model 'l63': advance(t=0 -> 0.1) left 3 non-finite value(s) of 3 in the state without raising (in "
                "the free run): when its solve fails, advance must raise twin.core.errors.SolverError naming the "
                "time and the reason",
+    # found by a probe (2026-12-07): the NaN went into decision.json and the report broke on it; GeneratorExit
+    # (not an Exception) gave a traceback
+    "NaNQoI": "model 'l63': qoi(t=0.25) returned QoI 'energy' with the value nan, not a finite number: when it "
+              "cannot compute one, qoi must raise twin.core.errors.ModelError saying why",
+    "GenExit": "model 'l63': advance(t=0 -> 0.1) raised GeneratorExit (in the nature run)",
     "Recur": "model 'l63': advance(t=0 -> 0.1) raised RecursionError: maximum recursion depth exceeded (the method "
              "calls itself without end: call super()'s method, or the solver, instead) (in the nature run)",
 }

@@ -320,6 +320,15 @@ LIMITS = [
     ("negative-lognormal-value", L96, "l96: {type: lorenz96, n: 40, dt: 0.05}",
      "l96: {type: lorenz96, n: 40, dt: 0.05, forcing: {value: -8.0, prior: {dist: lognormal, median: 8.0, "
      "sigma: 0.1}}}", 4, ["value -8 is not positive, but the lognormal prior gives positive values only"]),
+    # found by a probe (2026-12-07): each passed validate, then the run ran out of memory (the kernel killed it)
+    ("coupling-windows", (ROOT / "configs" / "tumour_mechanics.yaml").read_text(), "window: {value: 5, units: day}",
+     "window: {value: 1.0e-9, units: day}", 50,
+     ["coupling.window.value", "makes 6e+10 coupling windows over the timeline's 60 day, more than 1000000"]),
+    ("coupling-window-units", (ROOT / "configs" / "tumour_mechanics.yaml").read_text(),
+     "window: {value: 5, units: day}", "window: {value: 5, units: kg}", 50,
+     ["coupling.window.units", "units 'kg' are not convertible to the time units of component 'tumour' (day)"]),
+    ("ensemble-gigabytes", L96.replace("N: 20", "N: 500"), "n: 40,", "n: 4000000,", 8,
+     ["assimilation.N", "500 members of 4000000 values each take 16 GB", "limit of 8 GB (limits.ensemble_gigabytes)"]),
     ("structure-dt-units", (ROOT / "configs" / "wind_structure.yaml").read_text(),
      "time: {dt: {value: 0.02, units: s}, initial: rest}", "time: {dt: {value: 0.02}, initial: rest}", 45,
      ["models.mast.time.dt.units", "not a time"]),
@@ -345,6 +354,9 @@ def test_limits_can_be_raised_by_those_who_mean_it(tmp_path):
     path.write_text(HEAT.replace("shape: [8, 8]", "shape: [5000, 5000]")
                     + "limits: {grid_cells: 25000000, grid_cells_per_rank: 25000000}\n")
     assert load_campaign(path).config.models["plate"].grid.cells == 25_000_000
+    path.write_text(L96.replace("N: 20", "N: 500").replace("n: 40,", "n: 4000000,")
+                    + "limits: {ensemble_gigabytes: 20}\n")
+    assert load_campaign(path).config.limits.ensemble_gigabytes == 20
     path.write_text(L96.replace("multiplicative: 1.02", "multiplicative: 1.0").replace("cycles: 50", "cycles: 100"))
     load_campaign(path)  # exactly as many cycles as the timeline holds, no inflation
 

@@ -28,6 +28,9 @@ def test_interval_and_probability():
     assert format_interval(2.1679, 1.5245, 3.8367, "MPa") == "2.2 MPa (90 % interval 1.5 to 3.8 MPa)"
     assert format_probability(0.8125, 0.0976) == "81 % (± 9.8 %)"
     assert format_number(float("nan")) == "n/a"
+    # decision.json keeps non-finite numbers as strings ("nan", "inf"): a report of such a run said a traceback
+    assert format_interval("nan", "nan", "nan", "m") == "n/a (90 % interval n/a to n/a)"
+    assert format_interval(2.1679, 1.5245, "inf", "MPa") == "2.168 MPa (90 % interval 1.524 to n/a)"
 
 
 def test_spread_skill_after_the_burn_in():

@@ -227,6 +227,9 @@ def failure_reason(exc: BaseException) -> str:
         text = str(exc)
     elif isinstance(exc, SystemExit):  # a model's own code called sys.exit: not the end of the campaign
         text = f"sys.exit({exc.code!r}) was called inside the experiment (by the model's code?)"
+    elif isinstance(exc, MemoryError):  # NumPy's allocations say nothing (a model's building names its grid)
+        text = (f"out of memory ({str(exc) or 'an allocation failed'}): the experiment needs more memory than the "
+                "process could get; lower assimilation.N or the grid, or run it on more ranks or nodes")
     else:
         text = f"{type(exc).__name__}: {exc}"
         stack = getattr(type(exc), "_traceback_", None)
@@ -255,7 +258,7 @@ def contained(exp_dir: Path, comm, policy) -> None:
     try:
         # outputs of a finished run that were damaged: written again from the checkpoints
         _run_experiment(exp_dir, comm, policy, rewrite=state == "damaged")
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - contained: in failed.json, twin.log and the exit code
+    except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - contained: failed.json, twin.log, exit code
         reason = failure_reason(exc)
         log.debug("experiment %s failed", exp_dir.name, exc_info=True)
     _arrive(arrival, exp_dir.name, reason)
@@ -545,7 +548,7 @@ def _forecast_members(exp_dir: Path, cycle: int, members: list[int], s, policy, 
     for m in rest:
         try:
             done, x = _forecast_with_retries(exp_dir, cycle, m, s, policy, states[m], params[m])
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's own error on this group: on every rank
+        except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - a plugin's own error: on every rank
             return forecasts, ok, f"member {m}'s forecast in cycle {cycle} raised {failure_reason(exc)}"
         if not done:
             ok = False

@@ -10,6 +10,10 @@ bound                   default                                     override
 ======================  ==========================================  ================================================
 ensemble members        :data:`ENSEMBLE_MEMBERS` (1000)             ``limits: {ensemble_members: N}``
                         (``assimilation.N``)
+ensemble states         :data:`ENSEMBLE_GIGABYTES` (8 GB): N x      ``limits: {ensemble_gigabytes: X}``
+                        unknowns x 8 bytes, what the analysis
+                        holds at least (each within its own limit,
+                        ``n: 4000000`` and ``N: 500`` were 16 GB)
 grid cells per model    :data:`GRID_CELLS` (2^24 = 16,777,216,      ``limits: {grid_cells: N}``
                         e.g. 4096 x 4096)
 grid cells per rank     :data:`GRID_CELLS_PER_RANK` (2^24) of one   ``limits: {grid_cells_per_rank: N}``, or more
@@ -23,7 +27,9 @@ output volume           :data:`OUTPUT_GIGABYTES` (100 GB) of        ``limits: {o
                         fields: output times x unknowns x 8 bytes
 time points             :data:`TIME_POINTS` (10^6) output times,    none: a larger interval
                         observation times (``every``), cycles
-                        (``cycle_length``)
+                        (``cycle_length``), coupling windows
+                        over the timeline and over the decision
+                        horizon (``coupling.window``)
 cycles in the           ``schedule.cycles`` x ``every`` x the       none: lower the cycles or extend
 timeline                model's step (4D-Var: ``cycles`` x          ``timeline.end``
                         ``shift`` x ``obs_interval``) within the
@@ -51,10 +57,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from twin.config.common import Strict
+from twin.config.messages import short
 from twin.core.units import compatible, convert
 
 #: default largest ensemble
 ENSEMBLE_MEMBERS = 1000
+#: default largest ensemble of states (N x unknowns x 8 bytes, GB): an analysis holds the whole ensemble and some
+#: copies of it, so a campaign past a workstation's memory is refused unless its limits say it is meant
+ENSEMBLE_GIGABYTES = 8.0
 #: default largest grid of one model (cells)
 GRID_CELLS = 2**24
 #: default largest share of one model's grid on one rank (cells): a model run that large on too few ranks runs out
@@ -79,6 +89,8 @@ class LimitsConfig(Strict):
     ----------
     ensemble_members : int
         Largest ensemble (``assimilation.N``).
+    ensemble_gigabytes : float
+        Largest ensemble of states, ``N`` x unknowns x 8 bytes, in GB.
     grid_cells : int
         Largest grid of one model, in cells (elements for the structure model; variables for Lorenz-96).
     grid_cells_per_rank : int
@@ -92,6 +104,7 @@ class LimitsConfig(Strict):
     """
 
     ensemble_members: int = Field(default=ENSEMBLE_MEMBERS, ge=2)
+    ensemble_gigabytes: float = Field(default=ENSEMBLE_GIGABYTES, gt=0)
     grid_cells: int = Field(default=GRID_CELLS, ge=1)
     grid_cells_per_rank: int = Field(default=GRID_CELLS_PER_RANK, ge=1)
     index_bits: Literal[32, 64] | None = None
@@ -144,6 +157,7 @@ def check_limits(cfg: Any) -> list[tuple[tuple, str]]:
     problems += _ensemble_problems(cfg, limits)
     problems += _cycle_problems(cfg)
     problems += _time_problems(cfg, limits)
+    problems += _window_problems(cfg)
     return problems
 
 
@@ -206,6 +220,12 @@ def _ensemble_problems(cfg: Any, limits: LimitsConfig) -> list[tuple[tuple, str]
                                    f"(limits.ensemble_members); their states alone would take "
                                    f"{_gigabytes(float(members) * _state_values(cfg))}: if you mean it, raise "
                                    "limits.ensemble_members in the campaign file"))
+        elif members * _state_values(cfg) * 8 / 1e9 > limits.ensemble_gigabytes:
+            problems.append((path, f"{members} members of {_state_values(cfg)} values each take "
+                                   f"{_gigabytes(float(members) * _state_values(cfg))} (and the analysis holds copies "
+                                   f"of them), more than the limit of {limits.ensemble_gigabytes:g} GB "
+                                   "(limits.ensemble_gigabytes): use fewer members or a coarser grid, or raise the "
+                                   "limit if the machines running the campaign have the memory"))
     return problems
 
 
@@ -323,5 +343,35 @@ def _time_problems(cfg: Any, limits: LimitsConfig) -> list[tuple[tuple, str]]:
     return problems
 
 
-__all__ = ["LimitsConfig", "check_limits", "petsc_index_bits", "ENSEMBLE_MEMBERS", "GRID_CELLS", "INDEX_32",
+def _window_problems(cfg: Any) -> list[tuple[tuple, str]]:
+    """The coupling window in the first component's time units (as the coupled model converts it when it is built)
+    and the windows it makes over the timeline and over the decision horizon: at most :data:`TIME_POINTS`. (A window
+    of 1e-9 days over 10 days asked the coupled model for 10^10 windows: memory ran out before the first step.)"""
+    coupling = getattr(cfg, "coupling", None)
+    first = cfg.models.get(coupling.components[0]) if coupling is not None else None
+    if first is None:
+        return []
+    window = coupling.window
+    try:
+        length = float(window.to(first.time_units))
+    except ValueError:
+        return [(("coupling", "window", "units"), f"units {short(window.units)} are not convertible to the "
+                                                  f"time units of component '{coupling.components[0]}' "
+                                                  f"({first.time_units}): give the window in units of time")]
+    if not (math.isfinite(length) and length > 0):
+        return []  # the coupling section refuses a window that is not positive
+    span = _timeline_span(cfg, first.time_units)
+    decision = getattr(cfg, "decision", None)
+    spans = [("the timeline's", span[0] if span is not None else None),
+             ("the decision horizon's", getattr(decision, "horizon", None))]
+    for what, extent in spans:
+        if extent is not None and extent / length > TIME_POINTS:
+            return [(("coupling", "window", "value"), f"a window of {window.value:g} {window.units} makes "
+                                                      f"{extent / length:.3g} coupling windows over {what} {extent:g} "
+                                                      f"{first.time_units}, more than {TIME_POINTS}: take a longer "
+                                                      "window (substeps refine a component's steps inside it)")]
+    return []
+
+
+__all__ = ["LimitsConfig", "check_limits", "petsc_index_bits", "ENSEMBLE_MEMBERS", "ENSEMBLE_GIGABYTES", "GRID_CELLS", "INDEX_32",
            "TIME_STEPS", "OUTPUT_GIGABYTES", "TIME_POINTS"]

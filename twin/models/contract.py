@@ -21,6 +21,7 @@ errors raised outside a model's methods.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Mapping
 from typing import Any, Iterator
 
@@ -132,10 +133,14 @@ def qoi(model, state, t: float) -> dict:
             raise ContractError(model.name, f"qoi(t={t:g}) returned {_type_of(value)} for {name!r}, not a "
                                             f"twin.models.base.QoI (value: float, units, long_name): {how}")
         try:
-            float(value.value)
+            number = float(value.value)
         except (TypeError, ValueError):
             raise ContractError(model.name, f"qoi(t={t:g}) returned QoI {name!r} with value {value.value!r} "
                                             f"({_type_of(value.value)}), not a number: {how}") from None
+        if not math.isfinite(number):  # a NaN went through the posterior into decision.json and broke the report
+            raise ContractError(model.name, f"qoi(t={t:g}) returned QoI {name!r} with the value {number}, not a "
+                                            "finite number: when it cannot compute one, qoi must raise "
+                                            "twin.core.errors.ModelError saying why")
     return dict(q)
 
 
@@ -194,7 +199,7 @@ def describe(exc: BaseException, where: str = "") -> ContractError | None:
     own errors and errors raised elsewhere. ``where``: what twin was doing (``"the nature run"``), appended."""
     from twin.models.base import Model
 
-    if isinstance(exc, TwinError) or not isinstance(exc, Exception):
+    if isinstance(exc, TwinError) or not isinstance(exc, (Exception, GeneratorExit)):
         return None  # SystemExit too: a signal's handler may raise it (twin check-model), the driver reports it
     found = None
     tb = exc.__traceback__
@@ -218,7 +223,7 @@ def attributed(where: str = "") -> Iterator[None]:
     and the method (:func:`describe`); everything else passes unchanged."""
     try:
         yield
-    except Exception as exc:  # noqa: BLE001 - re-raised, named
+    except (Exception, GeneratorExit) as exc:  # noqa: BLE001 - re-raised, named
         named = describe(exc, where)
         if named is None:
             raise

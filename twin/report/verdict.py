@@ -85,9 +85,18 @@ def _decimals(step: float) -> int:
     return max(0, -int(math.floor(math.log10(step)))) if step > 0 and math.isfinite(step) else 0
 
 
+def _real(x) -> float | None:
+    """``x`` as a float; ``None`` when it is none (decision.json keeps non-finite numbers as "nan", "inf")."""
+    try:
+        return None if x is None else float(x)
+    except (TypeError, ValueError):
+        return None
+
+
 def format_number(value: float, width: float | None = None, units: str = "") -> str:
     """``value`` with the digits its uncertainty ``width`` supports (two significant digits of the width; three
     significant digits of the value when no width is known), in scientific notation beyond 1e5 or below 1e-3."""
+    value, width = _real(value), _real(width)
     if value is None or not math.isfinite(value):
         return "n/a"
     scale = abs(width) if width and math.isfinite(width) and width > 0 else abs(value) * 0.01 or 1.0
@@ -102,7 +111,8 @@ def format_number(value: float, width: float | None = None, units: str = "") -> 
 
 def format_interval(centre: float, lo: float, hi: float, units: str = "", level: float = 0.9) -> str:
     """``"centre units (90 %: lo to hi)"`` with digits from the interval width."""
-    width = abs(hi - lo) if all(math.isfinite(x) for x in (lo, hi)) else None
+    centre, lo, hi = _real(centre), _real(lo), _real(hi)
+    width = abs(hi - lo) if all(x is not None and math.isfinite(x) for x in (lo, hi)) else None
     return (f"{format_number(centre, width, units)} ({level * 100:.0f} % interval "
             f"{format_number(lo, width)} to {format_number(hi, width, units)})")
 
