@@ -7,6 +7,7 @@ h5py), so it runs on a login node next to a campaign in progress.
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
@@ -35,9 +36,13 @@ def cmd_report(args) -> int:
             print(f"error: {line}", file=sys.stderr)
         return 2
     except OSError as exc:  # the report's folder cannot be written (permissions, a full or read-only file system)
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"error: the report cannot be written ({exc.strerror or exc}:{where}); make {args.run_dir}/report "
-              "writable, or copy the run directory somewhere you may write and report it there", file=sys.stderr)
+        where = f": {exc.filename}" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = f"free space on the file system of {args.run_dir} and run the same command again"
+        else:
+            fix = (f"make {args.run_dir}/report writable, or copy the run directory somewhere you may write and "
+                   "report it there")
+        print(f"error: the report cannot be written ({exc.strerror or exc}{where}); {fix}", file=sys.stderr)
         return 2
     import json
 

@@ -88,6 +88,7 @@ def test_report_of_the_quickstart_forecast(tmp_path):
     text = index.read_text()
     assert "Skipped: no diagnostics.nc" in text and "Skipped: needs posterior.nc" in text
     assert "Skipped: no decision recorded" in text
+    _a_report_that_cannot_be_written_leaves_the_last_one_whole(result.run_dir)
     # found by trying: report/ replaced by a link elsewhere, and the report was written there
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -95,6 +96,32 @@ def test_report_of_the_quickstart_forecast(tmp_path):
     (result.run_dir / "report").symlink_to(outside)
     assert _report(result.run_dir) == 2
     assert not list(outside.iterdir())
+
+
+def _a_report_that_cannot_be_written_leaves_the_last_one_whole(run_dir: Path) -> None:
+    """``twin report`` whose files cannot be written whole (a file size limit, as a full disk ends them halfway):
+    one error line, exit 2, and the report directory holds the last report's files, whole (found by a probe: a
+    figure written straight to its name was left truncated, and a full disk left index.html's temporary file)."""
+    import subprocess
+    import sys
+
+    # MPI starts before the limit (its shared-memory files would not fit), then twin's command as the CLI runs it
+    code = ("import resource, sys; from mpi4py import MPI; "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)); "
+            "from twin.cli import main; sys.exit(main(['report', sys.argv[1]]))")
+    report = run_dir / "report"
+    before = {p.name: p.read_bytes() for p in report.iterdir()}
+    assert max(len(b) for b in before.values()) > 20_000
+    out = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: the report cannot be written (File too large"), errors
+    after = {p.name: p.read_bytes() for p in report.iterdir()}
+    assert set(after) == set(before), sorted(set(after) ^ set(before))  # no temporary file left
+    for name, data in after.items():
+        if name.endswith(".png"):
+            assert data.endswith(b"IEND\xaeB`\x82"), f"{name} is not a whole PNG ({len(data)} bytes)"
+    assert after["index.html"] == before["index.html"]
 
 
 def test_report_refuses_a_directory_without_outputs(tmp_path, capsys):

@@ -347,8 +347,8 @@ def _disk_full(exc: OSError, final: Path) -> OutputError | None:
         return None
     what = "no space left" if exc.errno == errno.ENOSPC else "the disk quota is exceeded"
     return OutputError(f"cannot write {final.name} in {final.parent}: {what} on that file system; free space there "
-                       "(or write the run elsewhere with -o) and run the same command again to resume: nothing "
-                       "half-written was kept")
+                       "and run the same command again (a run resumes where it stopped): nothing half-written was "
+                       "kept")
 
 
 def _min_op():

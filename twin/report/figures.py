@@ -204,11 +204,7 @@ def fields_panel(data: RunData, out: Path) -> Panel:
             extra.set_visible(False)
         fig.colorbar(im, ax=list(axes[row, :len(frames)]), shrink=0.8, label=f"{var} [{units}]")
     path = out / "fields.png"
-    if lines:
-        return Panel(title, save_figure(fig, path))
-    fig.savefig(path, dpi=90)  # colour bars shared by a row of axes do not go with tight_layout
-    plt.close(fig)
-    return Panel(title, path)
+    return Panel(title, save_figure(fig, path, layout=bool(lines)))
 
 
 def rmse_panel(data: RunData, out: Path) -> Panel:
@@ -578,11 +574,7 @@ def horizon_panel(data: RunData, out: Path) -> Panel:
     note = (f"Ensemble mean and standard deviation of {members} posterior members' forecasts "
             f"(lead times after the last analysis; the last is the decision's horizon)." if members else "")
     path = out / "horizon_fields.png"
-    if lines:
-        save_figure(fig, path)
-    else:  # colour bars shared by a row of axes do not go with tight_layout
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
+    save_figure(fig, path, layout=bool(lines))
     return Panel(title, path, note=html.escape(note), table=table)
 
 

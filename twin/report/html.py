@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import html
-import os
+import json
 from pathlib import Path
 
 from twin.core.errors import OutputError
 from twin.core.log import get_logger
+from twin.io.atomic import write_text
 from twin.io.provenance import refuse_link_out, utc_now
 from twin.report import figures
 from twin.report.calibration import calibration_html, summarise
@@ -129,25 +130,18 @@ def write_report(run_dir) -> Path:
     sections.insert(0, campaign_html(run_dir, runs, verdicts, which_to_trust(calibration))
                     + calibration_html(calibration, images, _image))
     if calibration:
-        import json
-
-        (images / "calibration.json").write_text(json.dumps([c.as_dict() for c in calibration], indent=1))
+        write_text(images / "calibration.json", json.dumps([c.as_dict() for c in calibration], indent=1))
     doc = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>twin report: {html.escape(run_dir.name)}"
            f"</title><style>{_STYLE}</style></head><body>\n<h1>twin report: {html.escape(run_dir.name)}</h1>\n"
            f"<p>Written {utc_now()} from <code>{html.escape(str(run_dir.resolve()))}</code>; "
            f"{len(runs)} experiment(s), {len(files)} figure(s).</p>\n" + _damage_html(run_dir, damaged)
            + "\n".join(sections) + "\n</body></html>\n")
-    import json
-
     # the answers in one line each, for the terminal (twin report prints them) and for scripts
-    (images / "verdicts.json").write_text(json.dumps(
+    write_text(images / "verdicts.json", json.dumps(
         [{"experiment": run.name, "failed": verdicts[run.name].failed, "answer": verdicts[run.name].answer,
           "number": verdicts[run.name].number,
           "damaged": {_relative(run_dir, p): why for p, why in sorted(run.damaged.items())}} for run in runs],
         indent=1))
-    path = images / "index.html"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(doc)
-    os.replace(tmp, path)
+    path = write_text(images / "index.html", doc)
     log.info("report: wrote %s (%d figures)", path, len(files))
     return path

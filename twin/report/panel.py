@@ -25,11 +25,19 @@ class Panel:
     optional: bool = False
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Lay out, save at 90 dpi and close ``fig``; returns ``path``."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+def save_figure(fig, path: Path, layout: bool = True) -> Path:
+    """Lay out (``layout``: not for colour bars shared by a row of axes, which do not go with ``tight_layout``),
+    save at 90 dpi and close ``fig``; returns ``path``. Written atomically (:func:`twin.io.atomic.atomic_output`): a
+    report interrupted or out of space leaves the previous figure or none, never a truncated PNG."""
+    from twin.io.atomic import atomic_output
+
+    try:
+        if layout:
+            fig.tight_layout()
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=90, format=Path(path).suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path
 
 
