@@ -454,6 +454,33 @@ def test_twin_run_writes_nothing_outside(workdir, tmp_path, capsys):
     assert not (tmp_path / "outside-run").exists()
 
 
+def test_experiment_folders_that_became_links_out_are_refused_on_resume(workdir, tmp_path, capsys):
+    """A finished run's experiment folder, or its checkpoint/, moved elsewhere and replaced by a link: the rerun
+    refuses in one line and writes nothing there (found by a probe: posterior.nc and new checkpoints were written
+    through the link, exit 0; only new experiment folders were checked)."""
+    import shutil
+
+    path = workdir / "c.yaml"
+    path.write_text(L96.replace("cycles: 50", "cycles: 3"))
+    assert main(["run", str(path), "-o", "run"]) == 0
+    exp = workdir / "run" / "experiments" / "l96x"
+    for link, holder in ((exp, exp.parent), (exp / "checkpoint", exp)):
+        outside = tmp_path / f"moved-{link.name}"
+        shutil.move(link, outside)
+        link.symlink_to(outside)
+        (outside / "posterior.nc").unlink(missing_ok=True)
+        before = sorted(outside.rglob("*"))
+        capsys.readouterr()
+        assert main(["run", str(path), "-o", "run"]) == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+        assert err == [f"error: {link} is a symbolic link to {outside}, outside {holder}: twin does not write "
+                       "through links that leave the run directory; remove the link or give the real directory "
+                       "(allowed with --allow-outside)"], err
+        assert sorted(outside.rglob("*")) == before
+        link.unlink()
+        shutil.move(outside, link)
+
+
 # -- batch-script values ----------------------------------------------------------------------------------------------
 CONTROL = [
     ("worker-init-newline", 'worker_init: ["source /opt/site/env.sh\\nrm -rf /scratch/shared"]', "'\\n'"),

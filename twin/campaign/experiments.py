@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 
 from twin.campaign import layout
-from twin.core.errors import ConfigError, ConfigProblem, TwinError
+from twin.core.errors import ConfigError, ConfigProblem, OutputError, TwinError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
@@ -295,7 +295,7 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
     observation file that cannot be read (:func:`check_observation_files`), before anything is made."""
     from twin.campaign.rundir import record_owner
     from twin.io.atomic import write_text
-    from twin.io.provenance import prepare_run_directory
+    from twin.io.provenance import prepare_run_directory, refuse_link_out
 
     experiments = experiments or experiments_section(loaded.config)
     exps = expand(loaded.config, experiments.full_matrix(loaded.config.campaign.seed), filename=str(loaded.path))
@@ -313,6 +313,12 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
         write_text(run_dir / "matrix.json", json.dumps(matrix, indent=1, sort_keys=True) + "\n", private=sensitive)
         for e in exps:
             d = layout.experiment_dir(run_dir, e.name)
+            try:  # experiments/, an experiment's folder and its checkpoint/ as links out: refused, existing ones too
+                refuse_link_out(d.parent, run_dir)
+                prepare_run_directory(d, sensitive=sensitive)
+            except OutputError as exc:
+                problem = str(exc)
+                break
             f = layout.config_file(d)
             if f.exists():
                 if f.read_text() != e.text:
@@ -323,7 +329,6 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
                 if problem:
                     break
                 continue
-            prepare_run_directory(d, sensitive=sensitive)
             write_text(f, e.text, private=sensitive)
     if comm is not None and comm.Get_size() > 1:
         problem = comm.bcast(problem, root=0)
