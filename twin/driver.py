@@ -15,6 +15,7 @@ knows about the job as a whole.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,13 @@ def run_directory(loaded: LoadedCampaign, override: str | None = None) -> Path:
         if message is not None:
             raise ConfigError([loaded.problem(("outputs", "directory"), message)])
         path = Path(text).resolve()
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # a name of bytes that are not UTF-8: logs and NetCDF attributes could not hold it
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        where = "-o" if override else "outputs.directory, or the working directory"
+        raise ConfigError(f"{loaded.path}: run directory {shown} is not valid UTF-8 (twin writes it into its logs and "
+                          f"files as UTF-8): choose a name of UTF-8 characters ({where})") from None
     if cfg.resources.type == "slurm" and "%" in str(path):
         # sbatch expands %j, %x, %u ... in the log paths of the batch script: the job would write elsewhere, or die
         where = "-o" if override else "outputs.directory"

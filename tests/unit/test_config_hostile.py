@@ -329,6 +329,8 @@ LIMITS = [
      ["coupling.window.units", "units 'kg' are not convertible to the time units of component 'tumour' (day)"]),
     ("ensemble-gigabytes", L96.replace("N: 20", "N: 500"), "n: 40,", "n: 4000000,", 8,
      ["assimilation.N", "500 members of 4000000 values each take 16 GB", "limit of 8 GB (limits.ensemble_gigabytes)"]),
+    ("replicate-seeds", L96 + "experiments: {replicates: 2}\n", "seed: 1}", "seed: 9223372036854775807}", 2,
+     ["campaign.seed", "take the seeds 9223372036854775807 to 9223372036854775808", "at most 9223372036854775806"]),
     ("structure-dt-units", (ROOT / "configs" / "wind_structure.yaml").read_text(),
      "time: {dt: {value: 0.02, units: s}, initial: rest}", "time: {dt: {value: 0.02}, initial: rest}", 45,
      ["models.mast.time.dt.units", "not a time"]),
@@ -452,6 +454,19 @@ def test_twin_run_writes_nothing_outside(workdir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "outside the working directory" in err and "Traceback" not in err
     assert not (tmp_path / "outside-run").exists()
+
+
+def test_a_run_directory_name_that_is_not_utf8_is_refused_before_anything_is_made(workdir, capsys):
+    """Found by a probe: ``-o $'runs/bad\\xffbyte'`` started, logging tracebacks followed, then UnicodeEncodeError."""
+    path = workdir / "c.yaml"
+    path.write_text(HEAT)
+    assert main(["run", str(path), "-o", "bad\udcffbyte"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Logging error" not in err, err
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [
+        f"error: {path}: run directory {workdir}/bad\\xffbyte is not valid UTF-8 (twin writes it into its logs and "
+        "files as UTF-8): choose a name of UTF-8 characters (-o)"]
+    assert sorted(p.name for p in workdir.iterdir()) == ["c.yaml"]
 
 
 def test_experiment_folders_that_became_links_out_are_refused_on_resume(workdir, tmp_path, capsys):

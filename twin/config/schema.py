@@ -40,6 +40,7 @@ from twin.config.decision import decision_section_type
 from twin.config.experiments import ExperimentsConfig
 from twin.config.limits import LimitsConfig, check_limits
 from twin.config.messages import short
+from twin.config.reader import MAX_INT
 from twin.config.sections import (
     assimilation_section_type,
     coupling_section_type,
@@ -381,6 +382,11 @@ def check_references(cfg: Any) -> list[tuple[tuple, str]]:
                 problems.append((("coupling", *path), f"unknown component {comp!r}; models are {sorted(names)}"))
     if cfg.assimilation is not None and hasattr(cfg.assimilation, "check_campaign"):
         problems += cfg.assimilation.check_campaign(cfg)
+    replicates = cfg.experiments.replicates if cfg.experiments is not None else 1
+    if cfg.campaign.seed + replicates - 1 > MAX_INT:  # the replicates' seeds are seed, seed + 1, ...
+        problems.append((("campaign", "seed"), f"the {replicates} replicates take the seeds {cfg.campaign.seed} to "
+                                               f"{cfg.campaign.seed + replicates - 1}, beyond the largest seed "
+                                               f"{MAX_INT}: give a seed of at most {MAX_INT - replicates + 1}"))
     members = getattr(cfg.assimilation, "N", None)
     if cfg.experiments is not None and isinstance(members, int) and cfg.experiments.min_members > members:
         problems.append((("experiments", "min_members"), f"min_members ({cfg.experiments.min_members}) exceeds the "
