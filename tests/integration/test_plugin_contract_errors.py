@@ -100,8 +100,12 @@ class GenExit(Lorenz63):
         raise GeneratorExit
 
 
+class NoNames(Lorenz63):
+    state_names = ()
+
+
 for c in (KeyErr, FromCfgBad, BadInit, BadQoI, FloatQoI, NaNState, Recur, MemberOnly, MemberNaN, FreeNaN, NaNQoI,
-          GenExit):
+          GenExit, NoNames):
     c.config_class = Lorenz63.config_class
 '''
 
@@ -162,6 +166,8 @@ RUN_CASES = {
     "NaNQoI": "model 'l63': qoi(t=0.25) returned QoI 'energy' with the value nan, not a finite number: when it "
               "cannot compute one, qoi must raise twin.core.errors.ModelError saying why",
     "GenExit": "model 'l63': advance(t=0 -> 0.1) raised GeneratorExit (in the nature run)",
+    "NoNames": "model 'l63' (badmods:NoNames): state_names is (), not a tuple of the state variables' names (one or "
+               "more, e.g. ('x', 'y', 'z')): the outputs and observations name them",
     "Recur": "model 'l63': advance(t=0 -> 0.1) raised RecursionError: maximum recursion depth exceeded (the method "
              "calls itself without end: call super()'s method, or the solver, instead) (in the nature run)",
 }

@@ -52,6 +52,15 @@ class NotAModel:
     config_class = QuickConfig
 
 
+class SizeFails(QuickConfig):
+    def grid_size(self):
+        raise RuntimeError("calibration table missing")
+
+
+class BadSize(Lorenz63):
+    config_class = SizeFails
+
+
 def factory():
     return QuickLorenz
 '''
@@ -142,6 +151,18 @@ def test_validate_reports_section_problems_at_their_lines(tmp_path, modules):
     line = _type_line(f)
     assert f"{f}:{line + 1}:" in out.stderr and "models.l63.dt" in out.stderr and "0.05" in out.stderr
     assert f"{f}:{line + 2}:" in out.stderr and "models.l63.dtt: unknown key 'dtt'" in out.stderr
+
+
+def test_a_section_class_that_raises_while_validated_is_named_not_twin(tmp_path, modules):
+    """Found by a probe: a section class whose grid_size raised was 'internal error ...; please report it'."""
+    f = _campaign(tmp_path, "quickmodels.lorenz:BadSize")
+    out = _twin("validate", str(f), modules=modules)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    where = modules / "quickmodels" / "lorenz.py"
+    line = next(i for i, t in enumerate(where.read_text().splitlines(), 1) if "calibration table missing" in t)
+    assert out.stderr.splitlines() == [
+        f"error: {f}: quickmodels.lorenz.SizeFails.grid_size ({where}:{line}) raised RuntimeError: 'calibration table "
+        "missing' while the file was validated: the fault is in that code (a model's section class), not in twin"]
 
 
 @pytest.mark.parametrize("type_name, expect", [

@@ -193,9 +193,14 @@ def validate_data(data: Any, filename: str, idx: Positions | None = None):
     except (ConfigError, RecursionError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - a validator's bug must still end in one line, not a traceback
-        raise ConfigError([ConfigProblem(filename, None, None, "", f"internal error while validating "
-                                         f"({type(exc).__name__}: {short(str(exc), 120)}); please report it with "
-                                         "the campaign file")]) from None
+        said = f"{type(exc).__name__}: {short(str(exc), 120)}"
+        called = _called_code(exc)
+        if called is not None:  # a plugin's config class (its grid_size, metadata ...) raised: name that code
+            raise ConfigError([ConfigProblem(filename, None, None, "", f"{called} raised {said} while the file was "
+                                             "validated: the fault is in that code (a model's section class), not "
+                                             "in twin")]) from None
+        raise ConfigError([ConfigProblem(filename, None, None, "", f"internal error while validating ({said}); "
+                                         "please report it with the campaign file")]) from None
     if refs:
         problems = []
         for p, m in refs[:MAX_REPORTED]:
@@ -203,6 +208,30 @@ def validate_data(data: Any, filename: str, idx: Positions | None = None):
             problems.append(ConfigProblem(filename, line, col, dotted(p), clip(m)))
         raise ConfigError(problems)
     return cfg
+
+
+def _called_code(exc: BaseException) -> str | None:
+    """``module.function (file:line)`` of the outermost code the traceback of ``exc`` passes through that is neither
+    twin's, nor the standard library's, nor a library twin validates with (a user's model section class that
+    validation called), or ``None`` when there is none (twin's own error)."""
+    import os
+    import sys
+
+    twin_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tb = exc.__traceback__
+    while tb is not None:
+        code, module = tb.tb_frame.f_code, str(tb.tb_frame.f_globals.get("__name__", "?"))
+        where = os.path.abspath(code.co_filename)
+        top = module.split(".")[0]
+        if not (where.startswith(twin_dir + os.sep) or top in sys.stdlib_module_names or top in _VALIDATING_LIBRARIES):
+            return f"{module}.{code.co_qualname} ({where}:{tb.tb_lineno})"
+        tb = tb.tb_next
+    return None
+
+
+#: libraries validation runs through or calls (an error inside them, called by twin, is twin's to report)
+_VALIDATING_LIBRARIES = frozenset({"pydantic", "pydantic_core", "numpy", "pint", "yaml", "typing_extensions",
+                                   "petsc4py", "scipy"})
 
 
 def load_campaign(path: str | Path) -> LoadedCampaign:
