@@ -148,6 +148,9 @@ BREAKERS = [
     ("set-tag", HEAT.replace("  seed: 3", "  seed: !!set {a, b}"), 4, ["tags that construct objects"]),
     ("not-utf8", HEAT.encode().replace(b"a plate", b"a pl\xe4te"), 5, ["not UTF-8"]),
     ("top-level-scalar", "just text\n", 1, ["mapping of sections"]),
+    ("tab-indent", HEAT.replace("  name: hostile", "\tname: hostile"), 3,
+     ["cannot start any token (a tab: YAML indents with spaces only)"]),
+    ("tab-inside", HEAT.replace("  seed: 3", "\tseed: 3"), 4, ["a tab character that violates indentation"]),
 ]
 
 

@@ -132,5 +132,6 @@ def test_prepare_is_idempotent_and_refuses_another_campaign(loaded, tmp_path):
     assert st.experiments[0].n_cycles == 2 and st.experiments[0].n_members == 4
     other = tmp_path / "other.yaml"
     other.write_text(CAMPAIGN.replace("N: 4", "N: 5"))
-    with pytest.raises(ConfigError, match="different experiment"):
+    with pytest.raises(ConfigError, match=r"different experiment than .*other.yaml expands to \(assimilation.N: 4 "
+                                          r"then, 5 now\): continue a run with the campaign file that started it"):
         prepare_experiments(load_campaign(other), run, policy)

@@ -321,9 +321,10 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
                 break
             f = layout.config_file(d)
             if f.exists():
-                if f.read_text() != e.text:
-                    problem = (f"{f} holds a different experiment than {loaded.path} expands to: continue a run "
-                               "with the campaign file that started it, or use another run directory")
+                if (held := f.read_text()) != e.text:
+                    problem = (f"{f} holds a different experiment than {loaded.path} expands to"
+                               f"{_first_difference(held, e.text)}: continue a run with the campaign file that "
+                               "started it, or use another run directory")
                     break
                 problem = changed_observation_file(d, e.config, e.name, hashes)
                 if problem:
@@ -335,6 +336,35 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
     if problem:
         raise ConfigError(problem)
     return [layout.experiment_dir(run_dir, e.name) for e in exps]
+
+
+def _first_difference(held: str, now: str) -> str:
+    """``" (decision.horizon: 1 then, 2 now)"``: the first key whose value differs between two experiment files
+    (twin's own YAML, read safely), or ``""`` when they differ in form only or cannot be read."""
+    import yaml
+
+    def leaves(node, path=()):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from leaves(v, (*path, str(k)))
+        elif isinstance(node, list) and node and any(isinstance(x, (dict, list)) for x in node):
+            for i, v in enumerate(node):
+                yield from leaves(v, (*path, str(i)))
+        else:
+            yield ".".join(path), node
+
+    try:
+        a, b = dict(leaves(yaml.safe_load(held))), dict(leaves(yaml.safe_load(now)))
+    except yaml.YAMLError:
+        return ""
+    def shown(tree, key):
+        text = str(tree[key]) if key in tree else "absent"
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    for key in [*a, *(k for k in b if k not in a)]:
+        if a.get(key, a) != b.get(key, a):  # (``a`` itself: a value no key holds)
+            return f" ({key}: {shown(a, key)} then, {shown(b, key)} now)"
+    return ""
 
 
 def changed_observation_files(exp_dir, config, hashes: dict | None = None) -> list[tuple[str, str]]:

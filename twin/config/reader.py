@@ -451,6 +451,8 @@ def read_yaml(text: str, filename: str) -> tuple[Any, Positions]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         what = exc.problem or exc.context or "invalid YAML"
+        if mark is not None and "cannot start any token" in what and text[mark.index:mark.index + 1] == "\t":
+            what += " (a tab: YAML indents with spaces only)"
         reader.problems.append(ConfigProblem(filename, mark.line + 1 if mark else None,
                                              mark.column + 1 if mark else None, "",
                                              f"YAML syntax error: {what[:200]}"))
