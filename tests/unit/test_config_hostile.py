@@ -251,7 +251,8 @@ STRICT = [
 def test_no_silent_coercion(tmp_path, capsys, case):
     _, base, old, new, line, words = case
     assert old in base
-    _refused(tmp_path, capsys, base.replace(old, new, 1), line, words)
+    hits = _refused(tmp_path, capsys, base.replace(old, new, 1), line, words)
+    assert len(hits) == 1, hits  # one value, one line (end: 1e400 of float | str said a second, 'valid string')
 
 
 def test_quoted_walltime_and_yaml12_numbers_are_read_as_meant(tmp_path):

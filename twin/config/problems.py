@@ -243,6 +243,10 @@ def validation_problems(exc: ValidationError, root: type, data: Any, filename: s
     # errors below) is that other member's wrong guess; type errors of several members at one path are merged.
     below = {p[:n] for _, p in items for n in range(len(p))}
     items = [(e, p) for e, p in items if not (e["type"] in _EXPECTED and p in below)]
+    # One member took the value's type and refused the value itself (``end: 1e400`` of ``float | str``: not finite):
+    # the other members' type errors at that path are noise.
+    judged = {p for e, p in items if e["type"] not in _EXPECTED}
+    items = [(e, p) for e, p in items if not (e["type"] in _EXPECTED and p in judged)]
     merged: dict[tuple, list[str]] = {}
     for e, p in items:
         if e["type"] in _EXPECTED:
