@@ -337,9 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt as exc:
         what, status = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
+        command = (list(sys.argv[1:] if argv is None else argv) or [""])[0]
+        again = {"report": "write the report", "validate": "check the file", "status": "see the status",
+                 "inspect": "check the files"}.get(command, "resume")
         if "mpi4py.MPI" not in sys.modules or sys.modules["mpi4py.MPI"].COMM_WORLD.Get_rank() == 0:
             print(f"interrupted ({what}): every file written so far is complete; run the same command again to "
-                  "resume", file=sys.stderr)
+                  f"{again}", file=sys.stderr)
         return status
     except TwinError as exc:  # raised outside a command's own handling (PETSc refusing to start: PetscStartError)
         if "mpi4py.MPI" not in sys.modules or sys.modules["mpi4py.MPI"].COMM_WORLD.Get_rank() == 0:

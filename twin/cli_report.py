@@ -25,16 +25,18 @@ def cmd_report(args) -> int:
     """Run ``twin report``; prints each experiment's answer (its verdict in one line) and the path of the HTML report.
     Returns the exit status: 0 written from readable files; 1 written, but some file of the run is there and cannot
     be read (one ``error:`` line each, naming it; the report says so at its top and leaves out what needs it); 2 on a
-    twin error (no report)."""
+    twin error (no report); 3 when the campaign is still running and nothing has been written to report on yet."""
     from twin.core.errors import TwinError
     from twin.report import write_report
+
+    from twin.campaign.rundir import RunBusy
 
     try:
         path = write_report(args.run_dir)
     except TwinError as exc:
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(exc, RunBusy) else 2
     except OSError as exc:  # the report's folder cannot be written (permissions, a full or read-only file system)
         where = f": {exc.filename}" if exc.filename else ""
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):

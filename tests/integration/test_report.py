@@ -125,10 +125,20 @@ def _a_report_that_cannot_be_written_leaves_the_last_one_whole(run_dir: Path) ->
 
 
 def test_report_refuses_a_directory_without_outputs(tmp_path, capsys):
+    from twin.campaign.heartbeat import write_heartbeat
+
     assert _report(tmp_path / "missing") == 2
     (tmp_path / "empty").mkdir()
     assert _report(tmp_path / "empty") == 2
     assert "holds no twin outputs" in capsys.readouterr().err
+    # a campaign still running (its driver's heartbeat: this process), nothing written yet: said so, exit 3 as
+    # twin status (found by a probe: 'run the campaign first' while it ran)
+    write_heartbeat(tmp_path / "empty")
+    assert _report(tmp_path / "empty") == 3
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: report: the campaign in {tmp_path / 'empty'} is still running and no experiment has written its "
+        f"outputs yet; run twin report again when one has (twin status {tmp_path / 'empty'} follows it)"]
+    assert not (tmp_path / "empty" / "report").exists()
 
 
 def test_report_of_a_run_with_damaged_files_says_so_and_exits_1(tmp_path):
@@ -182,3 +192,17 @@ def test_report_of_a_run_with_damaged_files_says_so_and_exits_1(tmp_path):
                          text=True, timeout=300)
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"error: {exp / 'forecast.nc'} cannot be read (missing){tail}" in out.stderr.splitlines(), out.stderr
+
+
+def test_ctrl_c_during_a_report_says_to_write_it_again(tmp_path, capsys, monkeypatch):
+    """The interrupted line of ``twin report`` says what the same command does again (it said 'resume')."""
+    import twin.report
+    from twin.cli import main
+
+    def interrupted(run_dir):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(twin.report, "write_report", interrupted)
+    assert main(["report", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == ("interrupted (Ctrl-C): every file written so far is complete; "
+                                                         "run the same command again to write the report")

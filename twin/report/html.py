@@ -114,6 +114,12 @@ def write_report(run_dir) -> Path:
     damaged = damaged_files(run_dir, runs)
     if not damaged and all(r.posterior is None and r.forecast is None and r.diagnostics is None and r.qoi is None
                            and r.decision is None for r in runs):
+        from twin.campaign.heartbeat import driver_state
+        from twin.campaign.rundir import RunBusy
+
+        if driver_state(run_dir) == "running":
+            raise RunBusy(f"report: the campaign in {run_dir} is still running and no experiment has written its "
+                          f"outputs yet; run twin report again when one has (twin status {run_dir} follows it)")
         raise OutputError(f"report: {run_dir} holds no twin outputs (posterior.nc, forecast.nc, diagnostics.nc, "
                           "qoi.nc or decision.json); run the campaign first")
     images = run_dir / "report"
