@@ -38,6 +38,14 @@ def test_what_the_sections_say_is_what_the_models_report(path):
             assert meta.length_units == model.length_units
             assert set(meta.parameters) == set(model.parameters)
             assert set(meta.qois) == set(model.qoi(x, 0.0))
+            if meta.exports is not None:  # the coupling fields (the kinds that couple)
+                fields = model.exports(x)
+                assert set(meta.exports) == set(fields)
+                for v in fields.values():
+                    if v is not x:
+                        v.destroy()
+                for field in meta.imports:
+                    assert model.field_grid(field) is not None
         finally:
             x.destroy()
             model.destroy()
@@ -107,6 +115,29 @@ def test_a_coupled_campaign_names_the_component_a_network_observes(tmp_path):
              "'tower' is not a model of the campaign")
     _refused(tmp_path, text.replace(observed + "; positions in its metres\n", ""),
              "the campaign has 2 models (atmosphere, mast): name the one this network observes with 'model:'")
+
+
+def test_coupling_routes_are_checked_against_their_components(tmp_path):
+    """Found by a probe: a misspelt route field and a site off the domain passed validate and failed when the coupled
+    model was built (after a Slurm job's wait), without file and line."""
+    mech = (ROOT / "configs" / "tumour_mechanics.yaml").read_text()
+    route = "- {from: tumour.cellularity, to: tissue.eigenstrain,"
+    assert route in mech
+    _refused(tmp_path, mech.replace(route, "- {from: tumour.cellularity, to: tissue.eigenstrian,"),
+             "coupling.routes[0].to: component 'tissue' (structure) imports the fields ['body_force', 'eigenstrain', "
+             "'wind', 'traction_left', 'traction_right', 'traction_bottom', 'traction_top'], not 'eigenstrian'; did "
+             "you mean 'tissue.eigenstrain'?")
+    _refused(tmp_path, mech.replace(route, "- {from: tumour.stress, to: tissue.eigenstrain,"),
+             "coupling.routes[0].from: component 'tumour' (tumour) exports the fields ['density', 'cellularity'], not "
+             "'stress'")
+    wind = (ROOT / "configs" / "structure.yaml").read_text()
+    site = "site: {point: [16, 32], units: km}"
+    assert site in wind
+    _refused(tmp_path, wind.replace(site, "site: {point: [16, 32, 5], units: km}"),
+             "coupling.routes[0].site.point: the site has 3 coordinate(s); the domain of 'atmosphere' is 2-D")
+    _refused(tmp_path, wind.replace(site, "site: {point: [16, 320], units: km}"),
+             "coupling.routes[0].site.point: the site [16.0, 320.0] km lies outside the domain of 'atmosphere' "
+             "([0, 64000] x [0, 64000] m)")
 
 
 def test_twin_validate_refuses_with_the_line_and_exit_code_2(tmp_path):

@@ -9,6 +9,8 @@ these reasons.
 * ``decision.qois`` and ``decision.exceedance_limits`` name quantities of interest the model has (single-model
   campaigns);
 * 4D-Var's parameter controls are parameters of the model named by ``assimilation.model``;
+* each coupling route's ``from`` field is one its component exports, its ``to`` field one its component imports,
+  and its ``site`` a point inside the sending component's domain;
 * a calendar start (``timeline.start`` as a date) only with models whose time has units;
 * observation files (``type: file`` networks and the kinds' networks read from files) alone, not mixed with synthetic
   networks (every method: the filters, ES-MDA and 4D-Var); in a coupled campaign each names its component like any
@@ -170,6 +172,40 @@ def _check_files(cfg) -> Problems:
     return []
 
 
+def _check_routes(cfg, metas) -> Problems:
+    """Each coupling route's ``from`` field is one its component exports and its ``to`` field one its component
+    imports (a misspelt ``tissue.eigenstrian`` was found when the coupled model was built, after a Slurm job's wait)."""
+    import difflib
+
+    coupling = getattr(cfg, "coupling", None)
+    problems: Problems = []
+    for i, route in enumerate(getattr(coupling, "routes", None) or []):
+        for key, (comp, field), what in (("from", route.source, "exports"), ("to", route.target, "imports")):
+            meta = metas.get(comp)
+            names = getattr(meta, what, None) if meta is not None else None
+            if names is None or field in names:
+                continue
+            close = difflib.get_close_matches(field, names, n=1, cutoff=0.6)
+            hint = f"; did you mean '{comp}.{close[0]}'?" if close else ""
+            said = f"the fields {list(names)}" if names else "no field"
+            problems.append((("coupling", "routes", i, key), f"component '{comp}' ({meta.type}) {what} {said}, not "
+                                                             f"{short(field)}{hint}"))
+        meta = metas.get(route.source[0])
+        site = route.site
+        if site is None or meta is None:
+            continue
+        where = ("coupling", "routes", i, "site", "point")
+        if len(site.point) != meta.dim:
+            problems.append((where, f"the site has {len(site.point)} coordinate(s); the domain of '{route.source[0]}' "
+                                    f"is {meta.dim}-D"))
+        elif len(meta.outside(np.array([convert(np.asarray(site.point, dtype=float), site.units,
+                                                meta.length_units)]))):
+            box = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in meta.extent)
+            problems.append((where, f"the site {site.point} {site.units} lies outside the domain of "
+                                    f"'{route.source[0]}' ({box} {meta.length_units})"))
+    return problems
+
+
 def check_models(cfg) -> Problems:
     """``(key path, message)`` for every reference of the campaign that its models' metadata refute."""
     metas = _metadata(cfg)
@@ -177,4 +213,4 @@ def check_models(cfg) -> Problems:
     a = cfg.assimilation
     for i, net in enumerate(getattr(a, "observations", None) or []):
         problems += _check_network(i, net, cfg, metas)
-    return problems + _check_decision(cfg, metas) + _check_controls(cfg, metas)
+    return problems + _check_decision(cfg, metas) + _check_controls(cfg, metas) + _check_routes(cfg, metas)

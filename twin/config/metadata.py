@@ -22,7 +22,8 @@ class ModelMetadata:
     """A model as its section describes it.
 
     ``extent``: the box ``[(lo, hi), ...]`` per axis in ``length_units``; ``qois``: the names of the model's
-    quantities of interest (``None``: the section cannot say).
+    quantities of interest; ``exports`` and ``imports``: the names of the fields it offers to and receives from a
+    coupler (:mod:`twin.config.coupling` routes); each ``None`` when the section cannot say.
     """
 
     type: str
@@ -31,6 +32,8 @@ class ModelMetadata:
     length_units: str
     parameters: tuple[str, ...] = ()
     qois: tuple[str, ...] | None = None
+    exports: tuple[str, ...] | None = None
+    imports: tuple[str, ...] | None = None
 
     @property
     def dim(self) -> int:

@@ -164,8 +164,12 @@ class HeatConfig(ModelConfigBase):
     def metadata(self):
         from twin.config.metadata import ModelMetadata
 
+        coupled = [(side, bc.import_) for side, bc in self.boundary.items() if bc.import_ is not None]
         return ModelMetadata("heat", ("T",), tuple(self.grid.extent_in("m")), "m", ("kappa", "source"),
-                             ("heat_content", "max_temperature", "mean_temperature"))
+                             ("heat_content", "max_temperature", "mean_temperature"),
+                             ("temperature",) + tuple(f"{k}_{side}" for side, _ in coupled
+                                                      for k in ("temperature", "heat_flux")),
+                             tuple(name for _, name in coupled))
 
     def grid_size(self) -> GridSize:
         """One temperature per cell."""

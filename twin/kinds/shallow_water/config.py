@@ -201,7 +201,7 @@ class ShallowWaterConfig(ModelConfigBase):
             qois += [f"eta_at_{site}", f"u_at_{site}", f"v_at_{site}"] + ([f"tracer_at_{site}"] if tracer else [])
         return ModelMetadata("shallow_water", ("h", "u", "v", "tracer")[:4 if tracer else 3],
                              tuple(self.grid.extent_in("m")), "m",
-                             ("beta", "drag", "f0", "forcing_amplitude", "gravity"), tuple(qois))
+                             ("beta", "drag", "f0", "forcing_amplitude", "gravity"), tuple(qois), ("velocity",), ())
 
     def grid_size(self) -> GridSize:
         """``h, u, v`` per cell, and the tracer when there is one."""

@@ -51,6 +51,12 @@ from twin.config.common import (
 from twin.config.observation_networks import NetworkBase
 from twin.core.units import compatible
 
+#: the fields a structure offers to a coupler and those it receives (:class:`~twin.kinds.structure.model.StructureModel`
+#: .exports, .set_import; tractions on the four edges of the 2-D mesh)
+COUPLING_EXPORTS = ("displacement", "von_mises", "mean_stress")
+COUPLING_IMPORTS = ("body_force", "eigenstrain", "wind") + tuple(f"traction_{e}" for e in ("left", "right", "bottom",
+                                                                                             "top"))
+
 Edge = Literal["left", "right", "bottom", "top"]
 BoundaryKind = Literal["clamped", "pinned", "roller", "free"]
 
@@ -214,7 +220,8 @@ class StructureConfig(ModelConfigBase):
 
         names = ("u_x", "u_y", "v_x", "v_y") if self.mode == "dynamic" else ("u_x", "u_y")
         return ModelMetadata("structure", names, tuple(self.grid.extent_in("m")), "m", ("E0", "damage"),
-                             ("first_natural_frequency", "max_displacement", "max_von_mises", "strain_energy"))
+                             ("first_natural_frequency", "max_displacement", "max_von_mises", "strain_energy"),
+                             COUPLING_EXPORTS, COUPLING_IMPORTS)
 
     def grid_size(self) -> GridSize:
         """Displacements (and, dynamic, velocities) at the nodes: one more node than elements per axis."""

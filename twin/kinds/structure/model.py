@@ -42,11 +42,11 @@ from twin.core.log import get_logger
 from twin.core.petsc import set_options
 from twin.core.units import convert
 from twin.kinds.structure.adjoint import StructureAdjoint
+from twin.kinds.structure.config import COUPLING_EXPORTS, COUPLING_IMPORTS
 from twin.kinds.structure.dynamic import DynamicSolver
 from twin.kinds.structure.elements import Material, ReferenceElement, von_mises
 from twin.kinds.structure.forcing import Forcing, ParameterLayout
 from twin.kinds.structure.loads import (
-    EDGES,
     LoadCase,
     TimeFunction,
     WindLoad,
@@ -98,7 +98,7 @@ class StructureModel(StructureAdjoint, Model):
     #: coupling fields on the scalar nodal grid (the others live on the displacement grid)
     SCALAR_FIELDS = ("von_mises", "mean_stress", "eigenstrain")
     #: fields the model imports
-    IMPORTS = ("body_force", "eigenstrain", "wind") + tuple(f"traction_{e}" for e in EDGES)
+    IMPORTS = COUPLING_IMPORTS
 
     def __init__(self, name: str, comm, n_elements: Sequence[int], extent, material: Material,
                  boundary: Mapping[str, str], loads: Sequence[LoadCase] = (), *, plane: str = "stress",
@@ -317,7 +317,7 @@ class StructureModel(StructureAdjoint, Model):
         if name in ("displacement",) + self.IMPORTS:
             return self.mesh.disp
         raise ModelError(self.name, f"unknown coupling field '{name}'; the structure model exports "
-                                    f"['displacement', 'von_mises', 'mean_stress'] and imports {list(self.IMPORTS)}")
+                                    f"{list(COUPLING_EXPORTS)} and imports {list(self.IMPORTS)}")
 
     def stiffness(self) -> PETSc.Mat:
         """The stiffness ``K(d)`` on ``mesh.disp`` (re-assembled when parameters changed), constrained rows

@@ -241,7 +241,7 @@ class TumourConfig(ModelConfigBase):
         from twin.config.metadata import ModelMetadata
 
         return ModelMetadata("tumour", ("N",), tuple(self.grid.extent_in("mm")), "mm", tuple(sorted(PARAMETER_UNITS)),
-                             ("burden", "volume"))
+                             ("burden", "volume"), ("density", "cellularity"), ("stress",))
 
     def grid_size(self) -> GridSize:
         """One cell density per cell."""
