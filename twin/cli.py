@@ -28,6 +28,7 @@ import functools
 import json
 import os
 import sys
+from pathlib import Path
 
 #: exit code of ``twin run`` when the campaign ran but some experiment failed or was stopped (2: bad input)
 EXIT_UNFINISHED = 1
@@ -223,9 +224,26 @@ def cmd_inspect(args) -> int:
     except TwinError as exc:
         return _errors(exc)
     print(result.text)
-    for line in result.failures:
+    # a campaign's finished experiments: the outputs done.json promises and that are gone or cut (what twin status
+    # calls damaged; inspect alone checks the files that are there)
+    missing = _promised_but_damaged(Path(args.path))
+    for line in [*result.failures, *missing]:
         print(f"error: {line}", file=sys.stderr)
-    return 0 if result.ok else 1
+    return 0 if result.ok and not missing else 1
+
+
+def _promised_but_damaged(path: Path) -> list[str]:
+    from twin.campaign.status import damaged_outputs
+
+    experiments = path / "experiments"
+    if not experiments.is_dir() or experiments.is_symlink():
+        return []
+    lines = []
+    for exp in sorted(experiments.iterdir()):
+        if exp.is_dir() and not exp.is_symlink():
+            lines += [f"{exp / name}: {why}, though the run finished with it (run the campaign again to write it)"
+                      for name, why in damaged_outputs(exp).items()]
+    return lines
 
 
 def cmd_info(args) -> int:

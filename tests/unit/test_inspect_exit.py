@@ -114,3 +114,23 @@ def test_a_directory_twin_did_not_write_is_a_bad_path(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path} is not a twin run directory" in err and "Traceback" not in err
+
+
+def test_an_output_a_finished_experiment_promised_and_lost_fails_the_check(run_dir, capsys):
+    """``twin inspect RUN_DIR`` checked the files that are there and exited 0 when a finished experiment's output was
+    deleted or cut (twin status and twin report called it damaged): one error line each, exit 1."""
+    from twin.campaign.status import mark_done
+
+    alpha, beta = (run_dir / "experiments" / name for name in EXPERIMENTS)
+    mark_done(alpha)
+    mark_done(beta)
+    assert main(["inspect", str(run_dir)]) == 0
+    capsys.readouterr()
+    (alpha / "diagnostics.nc").unlink()
+    with open(beta / "diagnostics.nc", "r+b") as f:
+        f.truncate(100)
+    assert main(["inspect", str(run_dir)]) == 1
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert f"error: {alpha / 'diagnostics.nc'}: missing, though the run finished with it (run the campaign again to " \
+           "write it)" in errors, errors
+    assert any(ln.startswith(f"error: {beta / 'diagnostics.nc'}: 100 bytes, ") for ln in errors), errors
