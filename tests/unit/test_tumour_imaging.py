@@ -156,6 +156,39 @@ def test_nifti_resampled_respecting_affine(tmp_path):
         g.destroy()
 
 
+def test_images_that_would_be_read_as_something_else_are_refused(tmp_path):
+    """Found by a probe: a singular affine gave LinAlgError (a traceback in twin assimilate), a 4-D series was read
+    as its first volume, a complex image lost its imaginary part, an RGB image a long NumPy error."""
+    nib = pytest.importorskip("nibabel")
+    A = _affine()
+    g = Grid(COMM, (6, 6), ((5.0, 30.0), (5.0, 28.0)), name="odd")
+    cube = np.full((50, 50, 12), 0.5)
+    cases = []
+    for name, data, affine, expect in (
+            ("singular", cube, np.diag([2.0, 2.0, 0.0, 1.0]), r"singular.nii.gz: its affine \(the header's "
+                                                              r"sform/qform\) is singular or not finite"),
+            ("series", np.stack([cube] * 3, axis=-1), A, r"a 4-D image of 3 volumes \(\[50, 50, 12, 3\]\); a visit "
+                                                         r"is one 3-D volume"),
+            ("complex", cube.astype(np.complex64), A, r"its voxels are complex, not real numbers"),
+    ):
+        path = tmp_path / f"{name}.nii.gz"
+        img = nib.Nifti1Image(data, A)
+        if name == "singular":  # the sform alone (a qform cannot hold it), as a scanner's broken header does
+            img.set_sform(affine, code=1)
+            img.set_qform(None, code=0)
+        nib.save(img, str(path))
+        cases.append((path, expect))
+    one = tmp_path / "one.nii.gz"  # a 4-D image of one volume is a volume
+    nib.save(nib.Nifti1Image(cube[..., None], A), str(one))
+    try:
+        for path, expect in cases:
+            with pytest.raises(ObservationError, match=expect):
+                read_nifti(path, g, plane=0.0)
+        np.testing.assert_allclose(read_nifti(one, g, plane=0.0), 0.5)
+    finally:
+        g.destroy()
+
+
 def test_an_image_larger_than_its_bound_is_refused_from_its_header(tmp_path):
     """A header declaring 30000^3 voxels (a corrupt or hostile file) was read into memory first: a bare MemoryError."""
     nib = pytest.importorskip("nibabel")

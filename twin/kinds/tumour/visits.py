@@ -175,12 +175,13 @@ def read(spec, path, model, start):
             field = read_nifti(image, grid, plane=spec.plane, order=spec.order, fill=np.nan).ravel()
             keep = tissue.ravel() & np.isfinite(field)
             if mask is not None:
+                inside = read_nifti(mask, grid, plane=spec.plane, order=0, fill=0.0).ravel() != 0  # read, or refused
                 a, b = nib.load(image), nib.load(mask)
                 if tuple(a.shape[:3]) != tuple(b.shape[:3]) or not np.allclose(a.affine, b.affine):
                     raise ObservationError(f"mask {mask} has shape {tuple(b.shape)}, image {image} "
                                            f"{tuple(a.shape)}{'' if tuple(a.shape[:3]) != tuple(b.shape[:3]) else ' and another affine'}"
                                            ": the mask must lie on the image's voxels")
-                keep &= read_nifti(mask, grid, plane=spec.plane, order=0, fill=0.0).ravel() != 0
+                keep &= inside
         except ObservationError as exc:
             raise ObservationError(f"{where}: {exc}") from None
         missing += int(np.sum(tissue.ravel() & ~np.isfinite(field)))
