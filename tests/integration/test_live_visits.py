@@ -107,3 +107,26 @@ def test_a_table_naming_an_image_outside_its_directory_is_refused(live, tmp_path
     (tmp_path / "t.csv").write_text(f"date,image\n2026-03-09,{d / 'visits' / 'visit1.nii.gz'}\n")
     with pytest.raises(ObservationError, match="outside the visit table's directory"):
         companions(tmp_path / "t.csv")
+
+
+def test_two_tables_of_one_visit_date_delivered_together_are_refused(live):
+    """Found by a probe: both were said assimilated (exit 0) and one scan was dropped as duplicate observations,
+    where the same two delivered one after the other are refused."""
+    import shutil
+
+    import nibabel as nib
+
+    d = live["dir"]
+    _ok(d, "run", "live.yaml", "-o", "together", "--quiet")
+    other = d / "reread"
+    shutil.copytree(d / "visits", other)
+    img = nib.load(other / "visit2.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * 0.9, img.affine), other / "visit2.nii.gz")
+    before = sorted(p.relative_to(d / "together") for p in (d / "together").rglob("*"))
+    out = _twin(d, "assimilate", "together", str(d / "visits" / "visit2.csv"), str(other / "visit2.csv"))
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stdout + out.stderr
+    assert lines[0].startswith(f"error: observation files {d / 'visits' / 'visit2.csv'} and {other / 'visit2.csv'} "
+                               "both observe 'cellularity' at time "), lines
+    assert "twin would keep one and drop the other" in lines[0]
+    assert sorted(p.relative_to(d / "together") for p in (d / "together").rglob("*")) == before

@@ -112,8 +112,10 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
         K, last = cycles.K, cycles.last
         tol = 1e-9 * cycles.length
         latest, latest_source = last, None
+        held: dict[tuple, str] = {}  # what each file delivered together observes: (time, variable, position)
         for path in paths:
             table = read_file(spec, path, observed, cfg.timeline.calendar_start)
+            _refuse_twice_delivered(table, held)
             early = np.flatnonzero(cycles.used_at(table.time) <= last + tol)
             if early.size:
                 i = int(early[0])
@@ -162,6 +164,24 @@ def plan(exp_dir: Path, comm, network: int, paths: list[str], check: bool = True
         return Plan(exp_dir, text, K, K_new)
     finally:
         s.destroy()
+
+
+def _refuse_twice_delivered(table, held: dict[tuple, str]) -> None:
+    """:class:`ObservationError` when ``table`` observes a variable at a time and place that another file of the same
+    delivery observes (``held``, updated): one of the two would be dropped as a duplicate without a word (two visit
+    tables of one date: both said assimilated, one scan lost), where the same files delivered one after the other are
+    refused (the second is not after the last analysis)."""
+    keys = [(round(float(t), 9), str(v), tuple(np.round(np.atleast_1d(x), 9).tolist()))
+            for t, v, x in zip(table.time, table.variable, table.position)]
+    for key in keys:
+        other = held.get(key)
+        if other is not None and other != str(table.source):
+            n = sum(k in held for k in keys)
+            raise ObservationError(f"observation files {other} and {table.source} both observe '{key[1]}' at time "
+                                   f"{_time_text(key[0], table.time_units)} at the same place ({n} observation(s)); "
+                                   "twin would keep one and drop the other: deliver the one meant (a corrected file "
+                                   "replaces the other), or give them different times")
+    held.update({k: str(table.source) for k in keys})
 
 
 def _check_observations(s, new_cfg, model, K: int, K_new: int, paths: list[str]) -> None:
