@@ -62,6 +62,7 @@ HEAT = textwrap.dedent("""\
     resources: {type: local, ranks: 1}
     """)
 
+L96_ETKF = (ROOT / "configs" / "lorenz96_etkf.yaml").read_text()
 L96 = textwrap.dedent("""\
     schema_version: 1
     campaign: {name: l96x, seed: 1}
@@ -335,6 +336,16 @@ LIMITS = [
      ["assimilation.N", "500 members of 4000000 values each take 16 GB", "limit of 8 GB (limits.ensemble_gigabytes)"]),
     ("replicate-seeds", L96 + "experiments: {replicates: 2}\n", "seed: 1}", "seed: 9223372036854775807}", 2,
      ["campaign.seed", "take the seeds 9223372036854775807 to 9223372036854775808", "at most 9223372036854775806"]),
+    # found by a second probe (2026-12-07): each validated, then the decision was for another horizon than stated,
+    # a "0 % interval", or no decision at all without a word
+    ("horizon-below-a-step", L96_ETKF, "horizon: 1.0 ", "horizon: 0.01 ", 43,
+     ["decision.horizon", "a horizon of 0.01 (model time units) is shorter than one step of model 'l96' (0.05)"]),
+    ("credible-levels-twice", L96_ETKF, "credible_levels: [0.05, 0.5, 0.95]", "credible_levels: [0.5, 0.5, 0.5]", 44,
+     ["decision.credible_levels", "increasing, each given once"]),
+    ("qois-twice", L96_ETKF, "qois: [mean, energy]", "qois: [energy, energy, mean]", 42,
+     ["decision.qois", "['energy'] listed more than once"]),
+    ("limits-without-qois", L96_ETKF, "qois: [mean, energy]", "qois: []", 45,
+     ["decision.exceedance_limits", "limits for ['energy'], but qois lists no QoI to predict"]),
     ("structure-dt-units", (ROOT / "configs" / "wind_structure.yaml").read_text(),
      "time: {dt: {value: 0.02, units: s}, initial: rest}", "time: {dt: {value: 0.02}, initial: rest}", 45,
      ["models.mast.time.dt.units", "not a time"]),
@@ -471,6 +482,21 @@ def test_a_run_directory_name_that_is_not_utf8_is_refused_before_anything_is_mad
         f"error: {path}: run directory {workdir}/bad\\xffbyte is not valid UTF-8 (twin writes it into its logs and "
         "files as UTF-8): choose a name of UTF-8 characters (-o)"]
     assert sorted(p.name for p in workdir.iterdir()) == ["c.yaml"]
+
+
+def test_a_horizon_between_steps_is_recorded_as_forecast(workdir):
+    """decision.json said the horizon asked for while the forecast went a whole number of steps: 0.07 with steps of
+    0.05 is one step. The record says the horizon forecast and the one asked for, and the log says so."""
+    import json
+
+    path = workdir / "c.yaml"
+    path.write_text(L96_ETKF.replace("cycles: 30}", "cycles: 3}").replace("horizon: 1.0 ", "horizon: 0.07 "))
+    assert main(["run", str(path), "-o", "run", "--quiet"]) == 0
+    (record,) = [json.loads(p.read_text()) for p in (workdir / "run").rglob("decision.json")]
+    assert record["horizon"] == pytest.approx(0.05) and record["horizon_requested"] == 0.07
+    assert record["fans"]["energy"]["times"][-1] == pytest.approx(record["time"] + 0.05)
+    assert "WARNING twin.campaign: decision.horizon 0.07 is 1.4 model steps of 0.05: the prediction is for 0.05 " \
+           "after the last analysis" in (workdir / "run" / "twin.log").read_text()
 
 
 def test_experiment_folders_that_became_links_out_are_refused_on_resume(workdir, tmp_path, capsys):

@@ -78,6 +78,20 @@ def output_times(t0: float, horizon: float, dt: float | None, count: int = 10) -
     return t0 + dt * k[k > 0]
 
 
+def _horizon_times(ensemble, dcfg, model, record: dict) -> np.ndarray:
+    """The decision forecast's output times (:func:`output_times`); a horizon that is not a whole number of the model's
+    steps ends at the nearest (at least one): said in the log, and ``record`` keeps the horizon forecast (``horizon``)
+    and the one asked for (``horizon_requested``)."""
+    times = output_times(ensemble.time, dcfg.horizon, getattr(model, "dt", None))
+    reached = float(f"{times[-1] - ensemble.time:.12g}")
+    if abs(reached - dcfg.horizon) > 1e-9 * max(abs(reached), abs(dcfg.horizon)):
+        log.warning("decision.horizon %g is %g model steps of %g: the prediction is for %g after the last analysis "
+                    "(give a multiple of the step to have it as asked)", dcfg.horizon, dcfg.horizon / model.dt,
+                    model.dt, reached)
+        record["horizon"], record["horizon_requested"] = reached, float(dcfg.horizon)
+    return times
+
+
 def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | None:
     """Compute the decision record of experiment ``s`` (a :class:`twin.campaign.experiment.Setup`) and write
     ``decision.json``; ``None`` when the campaign has no ``decision`` section with QoIs or a treatment. Collective.
@@ -115,7 +129,7 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
         record["calibration"] = window_info["calibration"]
     sections = dcfg.kind_sections()
     if dcfg.qois or not sections:
-        times = output_times(ensemble.time, dcfg.horizon, getattr(model, "dt", None))
+        times = _horizon_times(ensemble, dcfg, model, record)
         fc = forecast_members(model, ensemble, times, qois=list(dcfg.qois) or None,
                               snapshots=snapshot_indices(times.size) if wants_horizon(cfg) else ())
         qois, fans, lines = {}, {}, []
@@ -142,7 +156,7 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
     elif wants_horizon(cfg):
         # a kind's decision alone (it forecasts what it needs itself): the fields over the horizon all the same, from
         # a forecast of the posterior members that evaluates no QoI
-        times = output_times(ensemble.time, dcfg.horizon, getattr(model, "dt", None))
+        times = _horizon_times(ensemble, dcfg, model, record)
         fc = forecast_members(model, ensemble, times, qois=[], snapshots=snapshot_indices(times.size))
         if fc.fields is not None:
             write_horizon(s, comm, fc, ensemble.time, ensemble.size)

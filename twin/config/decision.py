@@ -94,9 +94,17 @@ class DecisionBase(Strict):
     def _levels(self):
         if any(not 0 < a < 1 for a in self.credible_levels):
             raise ValueError(at("credible_levels") + f"credible levels must lie in (0, 1), got {self.credible_levels}")
-        if sorted(self.credible_levels) != self.credible_levels:
-            raise ValueError(at("credible_levels") + "credible levels must be increasing")
-        unknown = [k for k in self.exceedance_limits if self.qois and k not in self.qois]
+        levels = self.credible_levels
+        if any(b <= a for a, b in zip(levels, levels[1:])):  # [0.5, 0.5] gave a "0 % interval"
+            raise ValueError(at("credible_levels") + f"credible levels must be increasing, each given once, got "
+                                                     f"{levels}")
+        twice = sorted({q for q in self.qois if self.qois.count(q) > 1})
+        if twice:
+            raise ValueError(at("qois") + f"{twice} listed more than once: list each QoI once")
+        unknown = [k for k in self.exceedance_limits if k not in self.qois]
+        if unknown and not self.qois:  # the limits of QoIs that are not predicted were ignored without a word
+            raise ValueError(at("exceedance_limits") + f"limits for {unknown}, but qois lists no QoI to predict: add "
+                                                       "them to qois")
         if unknown:
             raise ValueError(at("exceedance_limits") + f"limits for {unknown}, which are not among qois {self.qois}")
         return self

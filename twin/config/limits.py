@@ -315,6 +315,11 @@ def _time_problems(cfg: Any, limits: LimitsConfig) -> list[tuple[tuple, str]]:
     first = coupling.components[0] if coupling is not None else next(iter(cfg.models), None)
     model = cfg.models.get(first) if first is not None else None
     step = _step(model) if model is not None else None
+    if decision is not None and step is not None and decision.horizon < step * (1 - 1e-9):
+        problems.append((("decision", "horizon"), f"a horizon of {decision.horizon:g} (model time units) is shorter "
+                                                  f"than one step of model '{first}' ({step:g}): the forecast would "
+                                                  f"end {step:g} after the last analysis, not {decision.horizon:g}; "
+                                                  f"give at least {step:g}"))
     if decision is not None and step is not None and decision.horizon / step > limits.time_steps:
         problems.append((("decision", "horizon"), f"a horizon of {decision.horizon:g} (model time units) takes "
                                                   f"{decision.horizon / step:.3g} steps of {step:g}, more than the "
