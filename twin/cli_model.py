@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import keyword
+import math
 import os
 import re
 import sys
@@ -49,12 +50,20 @@ def max_check_ranks() -> int:
     return max(8, 4 * (os.cpu_count() or 1))
 
 
+#: the latest model time ``twin check-model`` runs to (``--steps`` x ``--step``): as far as any grid reaches in space
+MAX_CHECK_TIME = 1e15
+
+
 def cmd_check_model(args) -> int:
     from twin.core.errors import TwinError
 
     if args.ranks < 1 or args.steps < 2 or not args.rank_rtol > 0 or (args.step is not None and not args.step > 0):
         print("error: check-model: --ranks must be at least 1, --steps at least 2, --rank-rtol and --step positive",
               file=sys.stderr)
+        return 2
+    if args.step is not None and not (math.isfinite(args.step) and args.step * args.steps <= MAX_CHECK_TIME):
+        print(f"error: check-model: --step {args.step:g}: {args.steps} steps of it reach beyond t = {MAX_CHECK_TIME:g} "
+              "(model time units); give the model's step, a finite number", file=sys.stderr)
         return 2
     most = max_check_ranks()
     if args.ranks > most or args.steps > MAX_CHECK_STEPS:

@@ -263,6 +263,12 @@ def test_check_model_command_refuses_bad_input(capsys, tmp_path):
     assert main(["check-model", "heat", "--config", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.yaml" in err[0] and "Traceback" not in err[0]
+    # found by a probe: --step inf was "no time step" and --step 1e300 an OverflowError, both exit 1 (a check failed)
+    for step in ("inf", "1e300"):
+        assert main(["check-model", "lorenz96", "--step", step]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: check-model: --step {float(step):g}: 4 steps of it reach beyond t = 1e+15 (model time "
+                       "units); give the model's step, a finite number"], err
 
 
 def test_the_pytest_fixture_for_model_authors(tmp_path):
