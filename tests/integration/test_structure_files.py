@@ -192,24 +192,30 @@ def test_the_shipped_variant_runs_without_truth(tmp_path):
     assert "could not be drawn" not in html and "no truth to compare the damage field with" in html
 
 
-def test_a_gauge_off_the_structure_fails_without_blaming_the_solver_options(tmp_path, capsys):
+@pytest.mark.parametrize("variable, index, value, expect", [
+    ("obs_mast_strain_y", 0, 8.0000001, "lies outside the structure"),
+    ("obs_mast_strain_angle", 1, 1e300, "its gauge direction 1e+300 degree is more than a turn"),
+])
+def test_a_broken_gauge_fails_in_one_line_without_blaming_the_solver_options(tmp_path, capsys, variable, index, value,
+                                                                             expect):
     """Found by a probe: an experiment that failed reading its gauge file (a gauge off the mast) also warned that the
     campaign's own, right solver options (-mast_ts_type, -mast_sub_pc_type) changed nothing, suggesting others: the
-    mast's time stepper had not been set up yet. The options are judged only when every experiment ran to its end."""
+    mast's time stepper had not been set up yet. The options are judged only when every experiment ran to its end.
+    A direction of 1e300 degrees ran with an overflow warning."""
     from twin.cli import main
 
     data = yaml.safe_load(VARIANT.read_text())
     (net,) = data["assimilation"]["observations"]
-    off = tmp_path / "off.nc"
-    shutil.copy((VARIANT.parent / net["file"]).resolve(), off)
-    with netCDF4.Dataset(off, "a") as nc:
+    broken = tmp_path / "broken.nc"
+    shutil.copy((VARIANT.parent / net["file"]).resolve(), broken)
+    with netCDF4.Dataset(broken, "a") as nc:
         nc.set_auto_mask(False)
-        y = nc["obs_mast_strain_y"][:]
-        y[0] = 8.0000001
-        nc["obs_mast_strain_y"][:] = y
-    path = _reduced(VARIANT, tmp_path, "off", [dict(net, file=str(off))])
+        values = nc[variable][:]
+        values[index] = value
+        nc[variable][:] = values
+    path = _reduced(VARIANT, tmp_path, "broken", [dict(net, file=str(broken))])
     capsys.readouterr()
     assert main(["run", str(path), "-o", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
-    assert "lies outside the structure" in err and "Traceback" not in err, err[-3000:]
+    assert expect in err and "Traceback" not in err, err[-3000:]
     assert "changed nothing" not in err, err[-3000:]

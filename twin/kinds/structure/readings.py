@@ -113,7 +113,14 @@ def read(spec, path, model, start):
                                f"{model.length_units} lies outside the structure "
                                f"{[list(e) for e in model.grid.extent]} ({model.length_units}); the gauge positions "
                                "must be in the structure's frame, in length units the file states")
-    table.variable = _label(table.auxiliary["angle"])
+    angle = np.asarray(table.auxiliary["angle"], dtype=float)
+    far = np.flatnonzero(np.abs(angle) > 360.0)  # a direction is within a turn (1e300 degrees overflowed, unsaid)
+    if far.size:
+        i = int(far[0])
+        raise ObservationError(f"observation file {path}: variable '{spec.angle}': observation {table.row[i]}: its "
+                               f"gauge direction {angle[i]:g} degree is more than a turn; give directions in [-360, "
+                               "360] degree, in the angle units the file states")
+    table.variable = _label(angle)
     return table
 
 
