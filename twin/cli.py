@@ -257,6 +257,28 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _options_first(words: list[str], with_value: set[str]) -> list[str]:
+    """``words`` with the options (and the value of those in ``with_value``) before the positional words, each group
+    in its order; everything after ``--`` stays positional."""
+    options: list[str] = []
+    positional: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            positional += words[i:]
+            break
+        if word.startswith("-") and word != "-":
+            options.append(word)
+            if word in with_value and i + 1 < len(words):
+                options.append(words[i + 1])
+                i += 1
+        else:
+            positional.append(word)
+        i += 1
+    return options + positional
+
+
 def _split_run(words: list[str], options: dict[str, bool] = RUN_OPTIONS) -> tuple[list[str], list[str]]:
     """twin's words and PETSc's among the words after ``twin run`` (or ``twin submit``, with its ``options``; rules
     in the module docstring).
@@ -383,6 +405,8 @@ def _main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         argv = [argv[0], *ours]
+    if argv[:1] == ["assimilate"]:  # RUN_DIR --network NAME FILE: argparse took FILE for an unknown argument
+        argv = ["assimilate", *_options_first(argv[1:], {"--network"})]
     args = parser.parse_args(argv)
     if getattr(args, "output", None) == "":  # an unset shell variable (-o "$RUN"): not the YAML's directory
         parser.error("-o/--output is empty: give the run directory's name, or leave -o out to use outputs.directory")

@@ -130,3 +130,6 @@ def test_two_tables_of_one_visit_date_delivered_together_are_refused(live):
                                "both observe 'cellularity' at time "), lines
     assert "twin would keep one and drop the other" in lines[0]
     assert sorted(p.relative_to(d / "together") for p in (d / "together").rglob("*")) == before
+    # --network after RUN_DIR is read as an option (argparse called the file an unrecognised argument)
+    out = _twin(d, "assimilate", "together", "--network", "nope", str(d / "visits" / "visit2.csv"))
+    assert out.returncode == 2 and "has no file network named 'nope'; it has imaging_visits" in out.stderr, out.stderr
