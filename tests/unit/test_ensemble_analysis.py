@@ -373,6 +373,15 @@ def test_background_check_rejects_what_lies_beyond_k_sigma_and_nothing_else():
     assert np.abs(free.ensemble.mean(axis=1) - ref.ensemble.mean(axis=1)).max() > 0.5
     with pytest.raises(AssimilationError, match="k must be positive"):
         EnsembleAnalysis(ETKF(8), obs, control, background_check=0.0)
+    # a cycle with nothing to assimilate says which and why: every site silent (no observation at its time), or
+    # all rejected (only then is the background check the thing to change)
+    with pytest.raises(AssimilationError, match=r"cycle 3 \(t = 1.5\): no observation to assimilate in this cycle "
+                                                r"\(every site was silent\): give observations at the cycle's time"):
+        EnsembleAnalysis(ETKF(8), obs, control).analyse(E, np.full(4, np.nan), r, 1.0, np.random.default_rng(0),
+                                                         cycle=3, time=1.5)
+    with pytest.raises(AssimilationError, match=r"\(4 rejected by the background check\): give a larger "
+                                                r"background_check"):
+        checked.analyse(E, Y.mean(axis=1) + 20.0 * sigma, r, 1.0, np.random.default_rng(0), cycle=0)
 
 
 def test_parameter_rtps_relaxes_only_the_parameters_spread():

@@ -219,9 +219,13 @@ class EnsembleAnalysis:
         given = np.flatnonzero(present) if not present.all() else None
         p = slice(None) if given is None else given
         if given is not None and given.size == 0:
-            why = "every site was silent" if rejected.size == 0 else f"{rejected.size} rejected by the background check"
-            raise AssimilationError(f"cycle {cycle}: no observation to assimilate in this cycle ({why}): give the "
-                                    "cycle's observations, a longer cycle or a larger background_check")
+            if rejected.size == 0:  # nothing observed: the file has no reading at this cycle's time
+                raise AssimilationError(f"cycle {cycle} (t = {time:g}): no observation to assimilate in this cycle "
+                                        "(every site was silent): give observations at the cycle's time (an "
+                                        "observation file's times must fall on the cycles) or a longer cycle")
+            raise AssimilationError(f"cycle {cycle}: no observation to assimilate in this cycle ({rejected.size} "
+                                    "rejected by the background check): give a larger background_check, or check "
+                                    "the observations and the forecast")
         inn = diag.innovation_stats(Y[p], y[p], r[p])
         rec: dict[str, float] = diag.scores(fsum, truth is not None, forecast=True)
         rec.update(innovation_mean=inn.mean, innovation_std=float(np.sqrt(inn.variance)),
