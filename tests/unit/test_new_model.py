@@ -132,6 +132,13 @@ def test_info_and_validate_see_the_new_kind(installed):
     bad.write_text((pkg / "campaign.yaml").read_text().replace("cells: 32", "cells: 2"))
     out = _twin("validate", str(bad), env=_env(site))
     assert out.returncode == 2 and f"models.{NAME}.cells" in out.stderr and "Traceback" not in out.stderr
+    # the class by import path, the quick route (found by a probe: the scaffold's class declared no config_class)
+    by_path = pkg.parent / "by_path.yaml"
+    text = (pkg / "campaign.yaml").read_text()
+    assert f"type: {NAME}" in text
+    by_path.write_text(text.replace(f"type: {NAME}", f'type: "{NAME}.model:GlacierFlow"'))
+    out = _twin("validate", str(by_path), env=_env(site))
+    assert out.returncode == 0, out.stderr
 
 
 def test_check_model_passes_on_the_new_model(installed):
