@@ -26,10 +26,9 @@ def cmd_report(args) -> int:
     Returns the exit status: 0 written from readable files; 1 written, but some file of the run is there and cannot
     be read (one ``error:`` line each, naming it; the report says so at its top and leaves out what needs it); 2 on a
     twin error (no report); 3 when the campaign is still running and nothing has been written to report on yet."""
+    from twin.campaign.rundir import RunBusy
     from twin.core.errors import TwinError
     from twin.report import write_report
-
-    from twin.campaign.rundir import RunBusy
 
     try:
         path = write_report(args.run_dir)

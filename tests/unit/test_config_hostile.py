@@ -63,6 +63,7 @@ HEAT = textwrap.dedent("""\
     """)
 
 L96_ETKF = (ROOT / "configs" / "lorenz96_etkf.yaml").read_text()
+MECHANICS = (ROOT / "configs" / "tumour_mechanics.yaml").read_text()
 L96 = textwrap.dedent("""\
     schema_version: 1
     campaign: {name: l96x, seed: 1}
@@ -326,11 +327,10 @@ LIMITS = [
      "l96: {type: lorenz96, n: 40, dt: 0.05, forcing: {value: -8.0, prior: {dist: lognormal, median: 8.0, "
      "sigma: 0.1}}}", 4, ["value -8 is not positive, but the lognormal prior gives positive values only"]),
     # found by a probe (2026-12-07): each passed validate, then the run ran out of memory (the kernel killed it)
-    ("coupling-windows", (ROOT / "configs" / "tumour_mechanics.yaml").read_text(), "window: {value: 5, units: day}",
+    ("coupling-windows", MECHANICS, "window: {value: 5, units: day}",
      "window: {value: 1.0e-9, units: day}", 50,
      ["coupling.window.value", "makes 6e+10 coupling windows over the timeline's 60 day, more than 1000000"]),
-    ("coupling-window-units", (ROOT / "configs" / "tumour_mechanics.yaml").read_text(),
-     "window: {value: 5, units: day}", "window: {value: 5, units: kg}", 50,
+    ("coupling-window-units", MECHANICS, "window: {value: 5, units: day}", "window: {value: 5, units: kg}", 50,
      ["coupling.window.units", "units 'kg' are not convertible to the time units of component 'tumour' (day)"]),
     ("ensemble-gigabytes", L96.replace("N: 20", "N: 500"), "n: 40,", "n: 4000000,", 8,
      ["assimilation.N", "500 members of 4000000 values each take 16 GB", "limit of 8 GB (limits.ensemble_gigabytes)"]),

@@ -353,16 +353,16 @@ def _first_difference(held: str, now: str) -> str:
         else:
             yield ".".join(path), node
 
-    try:
-        a, b = dict(leaves(yaml.safe_load(held))), dict(leaves(yaml.safe_load(now)))
-    except yaml.YAMLError:
-        return ""
     def shown(tree, key):
         text = str(tree[key]) if key in tree else "absent"
         return text if len(text) <= 60 else text[:57] + "..."
 
+    try:
+        a, b = dict(leaves(yaml.safe_load(held))), dict(leaves(yaml.safe_load(now)))
+    except yaml.YAMLError:
+        return ""
     for key in [*a, *(k for k in b if k not in a)]:
-        if a.get(key, a) != b.get(key, a):  # (``a`` itself: a value no key holds)
+        if key not in a or key not in b or a[key] != b[key]:
             return f" ({key}: {shown(a, key)} then, {shown(b, key)} now)"
     return ""
 

@@ -261,14 +261,10 @@ def _cycle_problems(cfg: Any) -> list[tuple[tuple, str]]:
             return []
         coupling = getattr(cfg, "coupling", None)
         if coupling is not None:
-            first = cfg.models.get(coupling.components[0])
-            if first is None:
-                return []
-            units = first.time_units
-            try:
-                dt = coupling.window.to(units) if not compatible(units, "1") else coupling.window.value
-            except ValueError:
-                return []
+            window = _coupling_window(cfg)
+            if window is None:
+                return []  # no such component, or a window not in its time units (:func:`_window_problems`)
+            units, dt = window
         elif len(cfg.models) == 1:
             model = next(iter(cfg.models.values()))
             units, dt = model.time_units, _step(model)
@@ -348,6 +344,19 @@ def _time_problems(cfg: Any, limits: LimitsConfig) -> list[tuple[tuple, str]]:
     return problems
 
 
+def _coupling_window(cfg: Any) -> tuple[str, float] | None:
+    """``(time units, length)`` of the coupling window in the first component's time units, as the coupled model
+    converts it when it is built; ``None`` without that component or when the window's units do not convert."""
+    coupling = getattr(cfg, "coupling", None)
+    first = cfg.models.get(coupling.components[0]) if coupling is not None else None
+    if first is None:
+        return None
+    try:
+        return first.time_units, float(coupling.window.to(first.time_units))
+    except ValueError:
+        return None
+
+
 def _window_problems(cfg: Any) -> list[tuple[tuple, str]]:
     """The coupling window in the first component's time units (as the coupled model converts it when it is built)
     and the windows it makes over the timeline and over the decision horizon: at most :data:`TIME_POINTS`. (A window
@@ -357,12 +366,12 @@ def _window_problems(cfg: Any) -> list[tuple[tuple, str]]:
     if first is None:
         return []
     window = coupling.window
-    try:
-        length = float(window.to(first.time_units))
-    except ValueError:
+    found = _coupling_window(cfg)
+    if found is None:
         return [(("coupling", "window", "units"), f"units {short(window.units)} are not convertible to the "
                                                   f"time units of component '{coupling.components[0]}' "
                                                   f"({first.time_units}): give the window in units of time")]
+    length = found[1]
     if not (math.isfinite(length) and length > 0):
         return []  # the coupling section refuses a window that is not positive
     span = _timeline_span(cfg, first.time_units)
@@ -378,5 +387,5 @@ def _window_problems(cfg: Any) -> list[tuple[tuple, str]]:
     return []
 
 
-__all__ = ["LimitsConfig", "check_limits", "petsc_index_bits", "ENSEMBLE_MEMBERS", "ENSEMBLE_GIGABYTES", "GRID_CELLS", "INDEX_32",
-           "TIME_STEPS", "OUTPUT_GIGABYTES", "TIME_POINTS"]
+__all__ = ["LimitsConfig", "check_limits", "petsc_index_bits", "ENSEMBLE_MEMBERS", "ENSEMBLE_GIGABYTES", "GRID_CELLS",
+           "INDEX_32", "TIME_STEPS", "OUTPUT_GIGABYTES", "TIME_POINTS"]

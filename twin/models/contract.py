@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from twin.config.messages import short
 from twin.core.errors import ModelError, TwinError
 
 #: the methods of the contract that twin calls, whose frames name the method in :func:`describe`
@@ -79,19 +80,13 @@ def checked_model(obj: Any, name: str, type_name: str):
                                   "twin.models.base.Model): return the built model", type_name)
     names, units = getattr(obj, "state_names", None), getattr(obj, "state_units", None)
     if not (isinstance(names, (tuple, list)) and names and all(isinstance(n, str) and n for n in names)):
-        raise ContractError(name, f"state_names is {short_repr(names)}, not a tuple of the state variables' names "
+        raise ContractError(name, f"state_names is {short(names)}, not a tuple of the state variables' names "
                                   "(one or more, e.g. ('x', 'y', 'z')): the outputs and observations name them",
                             type_name)
     if not (isinstance(units, (tuple, list)) and len(units) == len(names)):
-        raise ContractError(name, f"state_units is {short_repr(units)}, not a tuple of one unit per state variable "
+        raise ContractError(name, f"state_units is {short(units)}, not a tuple of one unit per state variable "
                                   f"({len(names)}: {', '.join(names)})", type_name)
     return obj
-
-
-def short_repr(value: Any) -> str:
-    """``repr(value)`` cut to 80 characters."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def from_config_error(exc: BaseException, name: str, type_name: str) -> ContractError:

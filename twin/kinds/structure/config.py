@@ -32,7 +32,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union, get_args
 
 from pydantic import Field, model_validator
 
@@ -51,13 +51,12 @@ from twin.config.common import (
 from twin.config.observation_networks import NetworkBase
 from twin.core.units import compatible
 
-#: the fields a structure offers to a coupler and those it receives (:class:`~twin.kinds.structure.model.StructureModel`
-#: .exports, .set_import; tractions on the four edges of the 2-D mesh)
-COUPLING_EXPORTS = ("displacement", "von_mises", "mean_stress")
-COUPLING_IMPORTS = ("body_force", "eigenstrain", "wind") + tuple(f"traction_{e}" for e in ("left", "right", "bottom",
-                                                                                             "top"))
-
 Edge = Literal["left", "right", "bottom", "top"]
+
+#: the fields a structure offers to a coupler and those it receives (:class:`~twin.kinds.structure.model.StructureModel`
+#: .exports, .set_import; tractions on the edges of the 2-D mesh)
+COUPLING_EXPORTS = ("displacement", "von_mises", "mean_stress")
+COUPLING_IMPORTS = ("body_force", "eigenstrain", "wind") + tuple(f"traction_{e}" for e in get_args(Edge))
 BoundaryKind = Literal["clamped", "pinned", "roller", "free"]
 
 
