@@ -80,11 +80,59 @@ def test_the_pool_command_is_parsls_own_pool_program():
     assert "--max_workers_per_node" in out.stdout and "--hb_period" in out.stdout
 
 
+#: A process importing Parsl's pool or interchange module the lean way (workflows.lean), then asking its package for
+#: what only the package's initialiser defines
+LEAN_PROBE = """
+import sys
+from workflows.lean import import_main_module, parsl_modules
+import_main_module(sys.argv[1])
+lean = parsl_modules()
+import parsl
+from parsl import python_app
+from parsl.version import VERSION
+print(repr(("parsl.dataflow.dflow" in lean, "parsl.executors.threads" in lean, parsl.__version__ == VERSION,
+            callable(python_app), "parsl.dataflow.dflow" in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("module", ["parsl.executors.high_throughput.process_worker_pool",
+                                    "parsl.executors.high_throughput.interchange"])
+def test_parsls_processes_import_only_the_modules_they_use(module):
+    """The pool and the interchange import their module without the package initialisers' whole library (the
+    DataFlowKernel, every executor), and a name only an initialiser defines is still there when asked for: the
+    initialiser runs then."""
+    import ast
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-P", "-c", LEAN_PROBE, module], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    dflow_lean, threads_lean, version, app, dflow_after = ast.literal_eval(out.stdout.strip())
+    assert (dflow_lean, threads_lean) == (False, False)
+    assert version and app and dflow_after
+
+
+def test_a_lean_import_that_fails_is_done_the_usual_way():
+    """A module that cannot be imported the lean way is imported again with Parsl whole (here it does not exist,
+    so the usual way fails as well, with Python's own error), and no package of the lean attempt is left behind."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom workflows.lean import import_main_module\ntry:\n"
+             "    import_main_module('parsl.no_such_module')\nexcept ModuleNotFoundError as exc:\n"
+             "    print(exc.name, '__getattr__' in vars(sys.modules['parsl']), 'parsl.dataflow.dflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["parsl.no_such_module", "False", "True"]
+
+
 def test_parsl_is_loaded_with_its_first_block_submitted_and_the_strategy_slowed(tmp_path):
     import parsl
 
     from twin.config.schema import LocalResources
     from workflows.executors import (
+        INTERCHANGE_COMMAND_MODULE,
         POOL_COMMAND_MODULE,
         STRATEGY_FIRST_PERIOD,
         STRATEGY_PERIOD,
@@ -92,11 +140,13 @@ def test_parsl_is_loaded_with_its_first_block_submitted_and_the_strategy_slowed(
         load_parsl,
         scrubbed_environ,
     )
+    from workflows.lean import parsl_modules
 
     resources = LocalResources(type="local", workers=1)
     config = build_config(resources, tmp_path)
     assert config.strategy_period == STRATEGY_FIRST_PERIOD < STRATEGY_PERIOD["local"]
     assert f"-m {POOL_COMMAND_MODULE} " in config.executors[0].launch_cmd
+    assert config.executors[0].interchange_launch_cmd[1:] == ["-m", INTERCHANGE_COMMAND_MODULE]
     dfk = load_parsl(config, resources)
     try:
         assert len(config.executors[0].blocks_to_job_id) == 1
@@ -104,6 +154,10 @@ def test_parsl_is_loaded_with_its_first_block_submitted_and_the_strategy_slowed(
         # the pool runs tasks (a function of an installed module: the worker imports it by name)
         task = parsl.python_app(scrubbed_environ)({"HOME": "/h", "OMPI_COMM_WORLD_RANK": "0"})
         assert task.result(timeout=120) == {"HOME": "/h"}
+        # the worker (spawned by the pool, which imports workflows.pool first) holds only what the pool uses
+        held = parsl.python_app(parsl_modules)().result(timeout=60)
+        assert "parsl.executors.high_throughput.process_worker_pool" in held
+        assert "parsl.dataflow.dflow" not in held and "parsl.providers" not in held
     finally:
         dfk.cleanup()
         parsl.clear()

@@ -210,7 +210,7 @@ def test_parsl_mpi_builds_parsls_mpi_mode_executor(tmp_path):
     assert isinstance(ex.provider.launcher, SimpleLauncher)  # the pool in the batch script, not an srun step
     assert ex.max_workers_per_node == 3  # one task per node of the block at most (workers is not used)
     assert ex.provider.nodes_per_block == 3 and ex.provider.cores_per_node == 8 and not ex.provider.exclusive
-    assert ex.interchange_launch_cmd[1:] == ["-m", "parsl.executors.high_throughput.interchange"]
+    assert ex.interchange_launch_cmd[1:] == ["-m", "workflows.interchange"]
     assert "-m workflows.pool" in ex.launch_cmd and ex.encrypted
     ex.validate_resource_spec(_mpi_mode(ranks_per_node=8, nodes=3).resource_spec(12))  # Parsl accepts the spec
     # the other Slurm launchers keep the plain executor, whose tasks share the nodes
