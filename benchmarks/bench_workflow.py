@@ -12,7 +12,7 @@
    ``experiments.task_timeout``); the same with this code's cuts of the fixed cost undone (*warm, before*: every
    experiment scanned by a process of its own before Parsl starts, Parsl's strategy every 2 s, also before the first
    block, no warm-up tasks, the final status verifying the last checkpoint in a process of its own, Parsl's pool module
-   as the pool's main module); and as a workflow with a process per task under ``mpiexec`` (``launcher: mpiexec``, the
+   as the pool's main module, the interchange, pool and workers importing Parsl whole); and as a workflow with a process per task under ``mpiexec`` (``launcher: mpiexec``, the
    default before ``auto``; ``auto`` with a ``task_timeout``). Each workflow's last checkpoint is compared bit for bit
    with online mode's. Where the warm run's time goes, from the timestamps of its files (Parsl's logs, the task log):
    the driver before Parsl, Parsl's interchange, its worker pool, the workers' start, the first step's wait for its
@@ -148,16 +148,19 @@ def task_parts(exp_dir: Path, repeats: int = 5) -> dict[str, float]:
 class _FixedCostAsBefore:
     """Undo this code's cuts of a warm run's fixed cost (issue 23, 2026-12-06): every experiment scanned by a
     process of its own before Parsl starts, Parsl's strategy every 2 s (also before the first block), no warm-up
-    tasks, the final status verifying the last checkpoint in a process of its own, and Parsl's pool module as the
-    pool's main module (its spawned helpers import Parsl again)."""
+    tasks, the final status verifying the last checkpoint in a process of its own, Parsl's pool module as the
+    pool's main module (its spawned helpers import Parsl again), and the interchange, the pool and its workers
+    importing Parsl whole (2026-12-07)."""
 
     def __enter__(self):
         import workflows.campaign as wc
         import workflows.executors as ex
         import workflows.warm as ww
 
-        self.pool = (ex.POOL_COMMAND_MODULE, ww.POOL_COMMAND_MODULE, ex.STRATEGY_FIRST_PERIOD)
+        self.pool = (ex.POOL_COMMAND_MODULE, ww.POOL_COMMAND_MODULE, ex.STRATEGY_FIRST_PERIOD,
+                     ex.INTERCHANGE_COMMAND_MODULE)
         ex.POOL_COMMAND_MODULE = ww.POOL_COMMAND_MODULE = "parsl.executors.high_throughput.process_worker_pool"
+        ex.INTERCHANGE_COMMAND_MODULE = "parsl.executors.high_throughput.interchange"
         ex.STRATEGY_FIRST_PERIOD = 2.0
 
         class ScanAll(wc._Scans):
@@ -172,7 +175,7 @@ class _FixedCostAsBefore:
         status = wc.status
         wc._Scans = ScanAll
         ex.STRATEGY_PERIOD["local"] = 2.0
-        ww.WarmPool.warm_up = lambda self, dirs: None
+        ww.WarmPool.warm_up = lambda self, dirs, petsc_options=None: None
         wc.status = lambda run_dir, verify=True: status(run_dir, verify=True)
         return self
 
@@ -182,7 +185,8 @@ class _FixedCostAsBefore:
         import workflows.warm as ww
 
         wc._Scans, ex.STRATEGY_PERIOD["local"], ww.WarmPool.warm_up, wc.status = self.saved
-        ex.POOL_COMMAND_MODULE, ww.POOL_COMMAND_MODULE, ex.STRATEGY_FIRST_PERIOD = self.pool
+        (ex.POOL_COMMAND_MODULE, ww.POOL_COMMAND_MODULE, ex.STRATEGY_FIRST_PERIOD,
+         ex.INTERCHANGE_COMMAND_MODULE) = self.pool
 
 
 def _scan_every(dirs, python) -> dict:
