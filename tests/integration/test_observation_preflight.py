@@ -112,11 +112,18 @@ def test_run_and_submit_refuse_before_any_experiment_is_made(tmp_path):
 
 
 def test_reading_observation_files_starts_no_petsc():
-    """The workflow driver runs the check and must not initialise MPI: the readers import no PETSc."""
-    code = ("import sys, twin.observations.preflight, twin.observations.files, twin.campaign.experiments; "
-            "print(any(m.startswith(('petsc4py.PETSc', 'mpi4py.MPI')) for m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "False", out.stdout + out.stderr
+    """The workflow driver runs the check and must not initialise MPI: the readers import no PETSc, and neither do
+    the kinds' checks of their own files, run here on the shipped examples (a visit table of NIfTI images, a
+    strain-gauge readings file), which they pass."""
+    code = ("import sys, twin.observations.preflight, twin.observations.files, twin.campaign.experiments\n"
+            "from twin.config.loader import load_campaign\n"
+            "for f in sys.argv[1:]:\n"
+            "    twin.campaign.experiments.check_observation_files(load_campaign(f))\n"
+            "print(any(m.startswith(('petsc4py.PETSc', 'mpi4py.MPI')) for m in sys.modules), "
+            "'nibabel' in sys.modules, 'twin.kinds.structure.readings' in sys.modules)")
+    files = [str(ROOT / "configs" / f) for f in ("oncology_files.yaml", "structure_files.yaml")]
+    out = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "True", "True"], out.stdout + out.stderr
 
 
 def _heat_campaign(d: Path, file: str) -> Path:

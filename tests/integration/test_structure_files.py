@@ -196,12 +196,12 @@ def test_the_shipped_variant_runs_without_truth(tmp_path):
     ("obs_mast_strain_y", 0, 8.0000001, "lies outside the structure"),
     ("obs_mast_strain_angle", 1, 1e300, "its gauge direction 1e+300 degree is more than a turn"),
 ])
-def test_a_broken_gauge_fails_in_one_line_without_blaming_the_solver_options(tmp_path, capsys, variable, index, value,
-                                                                             expect):
-    """Found by a probe: an experiment that failed reading its gauge file (a gauge off the mast) also warned that the
-    campaign's own, right solver options (-mast_ts_type, -mast_sub_pc_type) changed nothing, suggesting others: the
-    mast's time stepper had not been set up yet. The options are judged only when every experiment ran to its end.
-    A direction of 1e300 degrees ran with an overflow warning."""
+def test_a_broken_gauge_is_refused_before_anything_runs(tmp_path, capsys, variable, index, value, expect):
+    """A gauge off the mast, or a direction of 1e300 degrees, in the readings file: ``twin validate`` and ``twin run``
+    read the file before anything runs (the network's ``check``) and refuse it in one line at the network's key, exit
+    status 2, no experiment made. Found by probes: the file was read only when the experiment started, which then
+    failed (exit 1) and also warned that the campaign's own, right solver options changed nothing; a direction of
+    1e300 degrees ran with an overflow warning."""
     from twin.cli import main
 
     data = yaml.safe_load(VARIANT.read_text())
@@ -214,8 +214,11 @@ def test_a_broken_gauge_fails_in_one_line_without_blaming_the_solver_options(tmp
         values[index] = value
         nc[variable][:] = values
     path = _reduced(VARIANT, tmp_path, "broken", [dict(net, file=str(broken))])
-    capsys.readouterr()
-    assert main(["run", str(path), "-o", str(tmp_path / "run")]) == 1
-    err = capsys.readouterr().err
-    assert expect in err and "Traceback" not in err, err[-3000:]
-    assert "changed nothing" not in err, err[-3000:]
+    for command in (["validate", str(path)], ["run", str(path), "-o", str(tmp_path / "run")]):
+        capsys.readouterr()
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]  # one line, after run's log line
+        assert "assimilation.observations[0].file: " in line and expect in line and "broken.nc" in line, err
+        assert "Traceback" not in err, err
+    assert not (tmp_path / "run" / "experiments").exists()

@@ -187,11 +187,33 @@ def test_bad_visits_are_refused_in_one_line(patient):
     assert "1 value(s) outside [0, 1]" in msg and "the first 1.5 at [11.0, 11.0] mm" in msg
 
 
-def test_a_missing_image_stops_twin_run_with_one_line(patient):
+def test_a_broken_visit_is_refused_before_anything_runs(patient):
+    """``twin validate`` and ``twin run`` read the visit table and every image's and mask's header before anything
+    runs (the network's ``check``): a missing image, a 4-D image of several volumes and a mask on other voxels are
+    each refused in one line at the network's key of the campaign file, with exit status 2, and ``twin run`` makes
+    no experiment (they stopped the experiment once it started: after a Slurm job's wait in the queue)."""
+    from twin.cli import main
+
     d, _ = patient
-    (d / "gone.csv").write_text("date,image\n2026-03-03,nowhere.nii\n")
-    (d / "gone.yaml").write_text(yaml.safe_dump(tumour_campaign([{**VISITS[0], "file": "gone.csv"}]), sort_keys=False))
+    ok = _image(np.full((12, 12), 0.3))
+    nib.save(nib.Nifti1Image(ok, AFFINE), d / "ok.nii.gz")
+    nib.save(nib.Nifti1Image(np.repeat(ok[..., None], 3, axis=3), AFFINE), d / "series.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((6, 6, 1), np.uint8), AFFINE), d / "small.nii.gz")
+    cases = {"gone": ("2026-03-03,nowhere.nii,", "gone.csv line 3 (visit 2026-03-03): image"),
+             "series": ("2026-03-05,series.nii.gz,", "a 4-D image of 3 volumes"),
+             "small": ("2026-03-07,ok.nii.gz,small.nii.gz", "small.nii.gz has shape (6, 6, 1), image")}
+    for name, (row, expect) in cases.items():
+        (d / f"{name}.csv").write_text(f"date,image,mask\n2026-03-02,ok.nii.gz,\n{row}\n")
+        (d / f"{name}.yaml").write_text(yaml.safe_dump(tumour_campaign([{**VISITS[0], "file": f"{name}.csv"}]),
+                                                       sort_keys=False))
+        out = _run(d, "validate", f"{name}.yaml", ok=False)
+        assert out.returncode == 2, out.stdout + out.stderr
+        (line,) = out.stderr.strip().splitlines()
+        assert line.startswith(f"error: {name}.yaml:") and "assimilation.observations[0].file: " in line, line
+        assert expect in line and f"{name}.csv line 3" in line, line
     out = _run(d, "run", "gone.yaml", "-o", "gone", "--quiet", ok=False)
-    assert out.returncode != 0
-    lines = [line for line in out.stderr.splitlines() if "nowhere.nii" in line]
-    assert lines and "gone.csv line 2 (visit 2026-03-03): image" in lines[0], out.stderr[-2000:]
+    assert out.returncode == 2 and "gone.csv line 3 (visit 2026-03-03): image" in out.stderr, out.stderr[-2000:]
+    assert not (d / "gone" / "experiments").exists()
+    # the good table of the fixture passes the same check, in process
+    (d / "good.yaml").write_text(yaml.safe_dump(tumour_campaign(VISITS), sort_keys=False))
+    assert main(["validate", str(d / "good.yaml")]) == 0

@@ -72,7 +72,16 @@ class NetworkType:
     that arrived later, read after ``file``; ``spec.files()`` returns them all). One whose files name other files (a
     visit table naming its images) gives ``companions(path) ->
     [Path]``: the files ``path`` names, each below its directory; a live twin keeps them with the file it is
-    delivered (:mod:`twin.campaign.deliveries`) and counts them in the delivery's checksum."""
+    delivered (:mod:`twin.campaign.deliveries`) and counts them in the delivery's checksum.
+
+    A reading network may also give ``check(spec, path, model, start) -> None``: what reading the file ``path`` checks
+    without the built model, raising :class:`~twin.core.errors.ObservationError` in one line. ``model`` is what
+    validation knows of the observed model, from its section's metadata: ``time_units`` (the campaign's clock),
+    ``length_units`` and ``grid`` with ``dim``, ``extent`` and ``contains(points)`` (inside the box ``extent``).
+    ``twin validate``, ``twin run`` and ``twin submit`` call it for every file of the network before anything runs
+    (:mod:`twin.observations.preflight`), so that a broken file is refused with exit status 2 at its key of the
+    campaign file, not when its experiment starts (after a Slurm job's wait in the queue). Without it the files are
+    read when the experiment starts."""
 
     name: str
     config: type
@@ -81,6 +90,7 @@ class NetworkType:
     sites: Callable[..., Any] | None = None
     export: Callable[..., Any] | None = None
     companions: Callable[..., Any] | None = None
+    check: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

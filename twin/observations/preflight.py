@@ -12,10 +12,12 @@ campaign's timeline and the model's domain (positions in km on a grid in m, time
 would stop at its start with nothing to assimilate, so the line gives the times and positions found and the span and
 domain they miss. Some observations outside is normal and left to the quality control, which flags them.
 
-What reading checks is what is checked here. What needs the built model is checked when an experiment builds its
-observations: the quality control, the observations' place in the cycles (which lie inside the timeline), and the
-networks of a kind that reads its own files (such as the tumour's visits, whose images are resampled onto the
-model's grid). The domain is the one the model section describes (:meth:`~twin.config.common.ModelConfigBase
+What reading checks is what is checked here. A kind's network that reads its own files is checked by its ``check``
+(:class:`twin.core.kinds.NetworkType`): the tumour's visit tables (dates, images and masks from their headers), the
+structure's gauge readings (read in full: they need the structure's units and box only). What needs the built model
+is checked when an experiment builds its observations: the quality control, the observations' place in the cycles
+(which lie inside the timeline), and what a kind reads on the model's grid (the cells inside a visit's image and
+mask, the values there). The domain is the one the model section describes (:meth:`~twin.config.common.ModelConfigBase
 .metadata`, the built grid's extent). Each file is read once per call, however many experiments name it.
 """
 
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from twin.core.box import outside_box
 from twin.core.errors import ObservationError
 
 Problems = list[tuple[tuple, str]]
@@ -47,8 +50,10 @@ def _reading_model(cfg, net) -> SimpleNamespace | None:
     # a coupled model keeps the clock of the first of coupling.components (twin.coupling.coupled.CoupledModel)
     coupling = getattr(cfg, "coupling", None)
     clock = cfg.models.get(coupling.components[0], section) if coupling is not None else section
+    extent = tuple(tuple(e) for e in meta.extent)
     return SimpleNamespace(time_units=getattr(clock, "time_units", "s"), length_units=meta.length_units,
-                           grid=SimpleNamespace(dim=meta.dim, extent=meta.extent))
+                           grid=SimpleNamespace(dim=meta.dim, extent=extent,
+                                                contains=lambda points: ~outside_box(points, extent)))
 
 
 def file_problems(cfg: Any, seen: dict | None = None) -> Problems:
@@ -60,7 +65,8 @@ def file_problems(cfg: Any, seen: dict | None = None) -> Problems:
     seen = {} if seen is None else seen
     problems: Problems = []
     for i, net in enumerate(getattr(cfg.assimilation, "observations", None) or []):
-        if getattr(net, "type", None) != "file":  # a kind's networks read their files on the built model
+        check = _kind_check(net)
+        if getattr(net, "type", None) != "file" and check is None:  # read on the built model, at the start
             continue
         model = _reading_model(cfg, net)
         if model is None:
@@ -68,20 +74,39 @@ def file_problems(cfg: Any, seen: dict | None = None) -> Problems:
         read = []
         for j, path in enumerate(net.files()):
             key = (str(path), net.model_dump_json(), model.time_units, model.length_units, model.grid.dim,
-                   str(cfg.timeline.calendar_start))
+                   str(model.grid.extent), str(cfg.timeline.calendar_start))
             if key not in seen:
-                seen[key] = _read(net, path, model, cfg.timeline.calendar_start)
+                seen[key] = (_read(net, path, model, cfg.timeline.calendar_start) if check is None
+                             else _checked(check, net, path, model, cfg.timeline.calendar_start))
             if isinstance(seen[key], str):
                 where = ("assimilation", "observations", i, "file") if j == 0 else \
                     ("assimilation", "observations", i, "deliveries", j - 1)
                 problems.append((where, seen[key]))
             else:
                 read.append(seen[key])
-        if len(read) == len(net.files()):  # every file read: is any of their observations usable?
+        if check is None and len(read) == len(net.files()):  # every file read: is any observation usable?
             message = _nothing_usable(read, cfg, model)
             if message is not None:
                 problems.append((("assimilation", "observations", i, "file"), message))
     return problems
+
+
+def _kind_check(net):
+    """The ``check`` of a kind's network that reads measured observations from files (:class:`twin.core.kinds
+    .NetworkType`), or ``None``."""
+    from twin.core.kinds import network_types
+
+    declared = network_types().get(getattr(net, "type", None))
+    return None if declared is None or declared.read is None else declared.check
+
+
+def _checked(check, net, path, model, start) -> str | None:
+    """The message of a kind's file that its network's ``check`` refuses, else ``None``."""
+    try:
+        check(net, path, model, start)
+    except ObservationError as exc:
+        return str(exc)
+    return None
 
 
 def _read(net, path, model, start) -> str | SimpleNamespace:

@@ -41,7 +41,9 @@ class Structure(TwinKind):
                             export=_readings("export")),
                 # a real structure's gauges from files (twin.kinds.structure.readings): no truth
                 NetworkType("strain_gauge_readings", StrainGaugeReadingsNetwork, _readings("build"),
-                            read=_readings("read"), sites=_readings("sites")))
+                            read=_readings("read"), sites=_readings("sites"),
+                            # reading needs the units and the box of the structure only: it is its own check
+                            check=_readings("read")))
 
     def decision_types(self):
         from twin.kinds.structure.config import SensorDesignSpec, StructureDecisionSpec

@@ -41,7 +41,7 @@ class Tumour(TwinKind):
                             lambda *a: import_module("twin.kinds.tumour.imaging").build_imaging(*a)),
                 # a real patient's visits from files (twin.kinds.tumour.visits): no truth, the file path of campaigns
                 NetworkType("imaging_visits", ImagingVisitsNetwork, _visits("build"), read=_visits("read"),
-                            sites=_visits("sites"), companions=_visits("companions")))
+                            sites=_visits("sites"), companions=_visits("companions"), check=_visits("check")))
 
     def decision_types(self):
         from twin.kinds.tumour.config import OncologyConfig

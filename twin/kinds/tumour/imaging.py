@@ -28,7 +28,6 @@ NIfTI
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -298,34 +297,23 @@ def read_nifti(path: str | os.PathLike, grid: Grid, *, plane: float = 0.0, order
         If the file cannot be read, is not 3-D/4-D, holds a voxel that is not finite, or no cell centre lies inside
         the volume.
     """
-    import nibabel as nib
     from scipy.ndimage import map_coordinates
 
-    from twin.config.limits import IMAGE_VOXELS
+    from twin.kinds.tumour.nifti import open_volume, world_to_voxel
 
+    img = open_volume(path)  # its header checked: bounded, one 3-D volume of real numbers
     try:
-        img = nib.load(str(path))  # the header only
-        voxels = math.prod(int(n) for n in img.shape)
-        if voxels > IMAGE_VOXELS:  # the header's claim, before anything that size is allocated
-            raise ObservationError(f"{path}: its header declares {list(img.shape)} voxels ({voxels:,}), more than "
-                                   f"twin reads as observations ({IMAGE_VOXELS:,}, 2 GiB as float64): crop the image "
-                                   "to the region of the model grid")
-        _check_header(path, img)
         data = np.asarray(img.dataobj, dtype=float)
-    except ObservationError:
-        raise
-    except Exception as exc:  # nibabel raises several unrelated types for unreadable files
+    except Exception as exc:  # noqa: BLE001 - nibabel raises several unrelated types for unreadable files
         raise ObservationError(f"cannot read NIfTI volume {path}: {type(exc).__name__}: {exc}") from None
     if data.ndim == 4:
         data = data[..., 0]
-    if data.ndim != 3:
-        raise ObservationError(f"{path}: expected a 3-D volume, got {data.ndim} dimensions")
     mesh = grid.mesh()
     world = [m.ravel() for m in mesh]
     while len(world) < 3:
         world.append(np.full(world[0].shape, float(plane)))
     world = np.stack(world + [np.ones(world[0].shape)], axis=0)
-    ijk = _world_to_voxel(path, img.affine) @ world
+    ijk = world_to_voxel(path, img.affine) @ world
     inside = np.all((ijk[:3] >= -0.5) & (ijk[:3] <= np.asarray(data.shape)[:, None] - 0.5), axis=0)
     if not inside.any():
         raise ObservationError(f"{path}: the model grid {[list(e) for e in grid.extent]} mm does not overlap the "
@@ -339,32 +327,6 @@ def read_nifti(path: str | os.PathLike, grid: Grid, *, plane: float = 0.0, order
     values = map_coordinates(data, ijk[:3], order=order, mode="nearest")
     values = np.where(inside, values, fill)
     return values.reshape(grid.shape[::-1])
-
-
-def _check_header(path, img) -> None:
-    """Refuse, from the header, what would be read as something else: a 4-D image of several volumes (the first alone
-    was used: a time series or a diffusion scan read as one visit) and voxels that are not real numbers (complex: the
-    imaginary part was dropped; RGB)."""
-    shape = tuple(int(n) for n in img.shape)
-    if len(shape) == 4 and shape[3] > 1:
-        raise ObservationError(f"{path}: a 4-D image of {shape[3]} volumes ({list(shape)}); a visit is one 3-D "
-                               "volume: give each visit an image of its own")
-    dtype = np.dtype(img.get_data_dtype())
-    if dtype.kind not in "biuf" or dtype.fields:
-        what = "complex" if dtype.kind == "c" else "RGB (structured)" if dtype.fields else str(dtype)
-        raise ObservationError(f"{path}: its voxels are {what}, not real numbers: give the cellularity as a "
-                               "real-valued image")
-
-
-def _world_to_voxel(path, affine) -> np.ndarray:
-    """The inverse of the image's affine (world mm to voxel indices); :class:`ObservationError` when the affine has
-    no inverse worth the name (a zero row: no world coordinates along an axis)."""
-    a = np.asarray(affine, dtype=float)
-    if not np.all(np.isfinite(a)) or np.linalg.cond(a[:3, :3]) > 1e12:
-        raise ObservationError(f"{path}: its affine (the header's sform/qform) is singular or not finite, "
-                               f"{np.array2string(a[:3], precision=3).replace(chr(10), '')}: the voxels have no "
-                               "world coordinates; fix the header")
-    return np.linalg.inv(a)
 
 
 def build_imaging(spec, model, i: int, name: str):

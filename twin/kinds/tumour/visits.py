@@ -127,31 +127,17 @@ def companions(path) -> list[Path]:
     return list(out)
 
 
-def read(spec, path, model, start):
-    """The observations of the visit table ``path`` on ``model`` as an
-    :class:`~twin.observations.table.ObservationTable` (every rank reads every image): one row per observed cell
-    and visit, ``variable`` :data:`VARIABLE`, ``position`` the cell centre, ``time`` the visit in days after
-    ``start`` (the calendar start), ``value`` the sampled cellularity, ``error`` the network's ``error_std``.
-    :class:`twin.core.kinds.NetworkType` ``read``."""
-    import nibabel as nib
-
+def _rows(path, start, day: float):
+    """The visits of the table ``path``, checked as far as the table goes: ``(where, date text, model time, image,
+    mask or None)`` for each, ``where`` naming the table's line and the visit; ``day``: one day in the model's time
+    units. One-line :class:`ObservationError` for a date that is not one, not after ``start`` or not after the visit
+    before, and for an image or mask that does not exist."""
     from twin.core.calendar import parse_start
-    from twin.core.units import convert
-    from twin.kinds.tumour.imaging import read_nifti
-    from twin.observations.table import ObservationTable, file_sha256
 
-    path = Path(path)
     if start is None:
         raise ObservationError(f"{path}: visits are dated; give timeline.start as a calendar date (e.g. start: "
                                "2026-03-01) so that a visit's date is a number of days after it")
-    grid = model.grid
-    day = float(convert(1.0, "day", model.time_units))
-    tissue = getattr(getattr(model, "tissue", None), "mask", None)
-    tissue = np.ones(grid.shape[::-1], bool) if tissue is None else np.asarray(tissue, bool)
-    centres = np.stack([m.ravel() for m in grid.mesh()], axis=1)          # natural order, columns x, y[, z]
-    digest = hashlib.sha256(path.read_bytes())
-    times, cells, values, missing, previous = [], [], [], 0, None
-    low, high = (float(x) for x in spec.value_range)
+    previous = None
     for line, text, image, mask in read_table(path):
         where = f"{path} line {line}"
         try:
@@ -171,17 +157,70 @@ def read(spec, path, model, start):
         for what, f in (("image", image), ("mask", mask)):
             if f is not None and not Path(f).is_file():
                 raise ObservationError(f"{where}: {what} {f} does not exist (paths are relative to the visit table)")
+        yield where, text, t, image, mask
+
+
+def _check_volumes(image: str, mask: str | None) -> None:
+    """What a visit's image and mask must be before their voxels are read, from their headers
+    (:mod:`twin.kinds.tumour.nifti`): each readable, bounded, one 3-D volume of real numbers with an invertible
+    affine, and the mask on the image's voxels (same shape and affine)."""
+    from twin.kinds.tumour.nifti import open_volume, world_to_voxel
+
+    a = open_volume(image)
+    world_to_voxel(image, a.affine)
+    if mask is None:
+        return
+    b = open_volume(mask)
+    world_to_voxel(mask, b.affine)
+    if tuple(a.shape[:3]) != tuple(b.shape[:3]) or not np.allclose(a.affine, b.affine):
+        raise ObservationError(f"mask {mask} has shape {tuple(b.shape)}, image {image} "
+                               f"{tuple(a.shape)}{'' if tuple(a.shape[:3]) != tuple(b.shape[:3]) else ' and another affine'}"
+                               ": the mask must lie on the image's voxels")
+
+
+def _day(model) -> float:
+    from twin.core.units import convert
+
+    return float(convert(1.0, "day", model.time_units))
+
+
+def check(spec, path, model, start) -> None:
+    """What reading the visit table ``path`` checks before the model is built (:class:`twin.core.kinds.NetworkType`
+    ``check``, run by ``twin validate``, ``twin run`` and ``twin submit``): the table, its dates against ``start``
+    and each other, and every image and mask from its header (:func:`_check_volumes`); ``model``: its time units.
+    What needs the model's grid (the cells inside an image and its mask, the values there) is read when the
+    experiment starts. One-line :class:`ObservationError` naming the table's line and the visit."""
+    for where, _, _, image, mask in _rows(Path(path), start, _day(model)):
         try:
+            _check_volumes(image, mask)
+        except ObservationError as exc:
+            raise ObservationError(f"{where}: {exc}") from None
+
+
+def read(spec, path, model, start):
+    """The observations of the visit table ``path`` on ``model`` as an
+    :class:`~twin.observations.table.ObservationTable` (every rank reads every image): one row per observed cell
+    and visit, ``variable`` :data:`VARIABLE`, ``position`` the cell centre, ``time`` the visit in days after
+    ``start`` (the calendar start), ``value`` the sampled cellularity, ``error`` the network's ``error_std``.
+    :class:`twin.core.kinds.NetworkType` ``read``."""
+    from twin.kinds.tumour.imaging import read_nifti
+    from twin.observations.table import ObservationTable, file_sha256
+
+    path = Path(path)
+    grid = model.grid
+    tissue = getattr(getattr(model, "tissue", None), "mask", None)
+    tissue = np.ones(grid.shape[::-1], bool) if tissue is None else np.asarray(tissue, bool)
+    centres = np.stack([m.ravel() for m in grid.mesh()], axis=1)          # natural order, columns x, y[, z]
+    digest = hashlib.sha256(path.read_bytes())
+    times, cells, values, missing = [], [], [], 0
+    low, high = (float(x) for x in spec.value_range)
+    for where, text, t, image, mask in _rows(path, start, _day(model)):
+        try:
+            _check_volumes(image, mask)
             field = read_nifti(image, grid, plane=spec.plane, order=spec.order, fill=np.nan).ravel()
             keep = tissue.ravel() & np.isfinite(field)
             if mask is not None:
-                inside = read_nifti(mask, grid, plane=spec.plane, order=0, fill=0.0).ravel() != 0  # read, or refused
-                a, b = nib.load(image), nib.load(mask)
-                if tuple(a.shape[:3]) != tuple(b.shape[:3]) or not np.allclose(a.affine, b.affine):
-                    raise ObservationError(f"mask {mask} has shape {tuple(b.shape)}, image {image} "
-                                           f"{tuple(a.shape)}{'' if tuple(a.shape[:3]) != tuple(b.shape[:3]) else ' and another affine'}"
-                                           ": the mask must lie on the image's voxels")
-                keep &= inside
+                keep &= read_nifti(mask, grid, plane=spec.plane, order=0, fill=0.0).ravel() != 0
         except ObservationError as exc:
             raise ObservationError(f"{where}: {exc}") from None
         missing += int(np.sum(tissue.ravel() & ~np.isfinite(field)))
