@@ -364,17 +364,26 @@ def main(argv: list[str] | None = None) -> int:
     or 143 (128 + the signal's number, as a shell reports it): everything written so far is complete, the same command
     resumes (under ``mpiexec`` rank 0 says it when the signal finds it outside an MPI call; a rank waiting inside
     one for a rank that stopped is ended by mpiexec; mpiexec's own status is Open MPI's: 1). Under ``mpiexec`` each
-    rank dies with its launcher (:mod:`twin.core.launcher`)."""
+    rank dies with its launcher (:mod:`twin.core.launcher`). Output whose reader stopped reading (``twin status RUN |
+    head -1``) ends the command quietly with status 141, as a shell reports a process that SIGPIPE ended."""
     import signal
 
     from twin.core.errors import TwinError
     from twin.core.launcher import bind_to_launcher
+    from twin.core.petsc import keep_broken_pipes_quiet
 
     bind_to_launcher()
+    keep_broken_pipes_quiet()
     with contextlib.suppress(ValueError):  # not the main thread (an embedding): the default stays
         signal.signal(signal.SIGTERM, _terminated)
     try:
-        return _main(argv)
+        status = _main(argv)
+        sys.stdout.flush()  # a reader that went away is found here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:  # the output's reader stopped reading (twin status RUN | head -1): end quietly
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt as exc:
         what, status = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
         command = (list(sys.argv[1:] if argv is None else argv) or [""])[0]

@@ -36,6 +36,20 @@ def test_info_reports_parallel_hdf5_as_loaded_serially():
     assert info["hdf5_parallel"] is _h5py_mpi([])
 
 
+@pytest.mark.parametrize("args", [["info"], ["validate", *sorted(str(p) for p in (ROOT / "configs").glob("*.yaml"))]])
+def test_output_to_a_reader_that_stopped_reading_ends_quietly(args):
+    """Found by a probe: ``twin info | head -1`` died in PETSc's error banner and MPI_ABORT (status 59: PETSc's start
+    installs its SIGPIPE handler), ``twin status RUN | head -1`` in a BrokenPipeError traceback (status 1). The
+    reader here has gone before the command writes anything: status 141, as a shell reports a process SIGPIPE ended,
+    and nothing on stderr. (``info`` starts PETSc; ``validate`` does not.)"""
+    proc = subprocess.Popen(TWIN + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            env=ENV, cwd=ROOT)
+    proc.stdout.close()  # the reader stops reading before the first line
+    err = proc.stderr.read().decode(errors="replace")
+    assert proc.wait(timeout=300) == 141, err
+    assert err == "", err
+
+
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec on PATH")
 def test_info_reports_parallel_hdf5_under_mpiexec():
     out = _run([MPIEXEC, "-n", "2"] + TWIN + ["info", "--json"])

@@ -51,6 +51,65 @@ _START_FAILED: list = []
 _KEEP = 256
 
 
+def _python_sigpipe() -> None:
+    """Python's disposition of SIGPIPE again: ignored, so that a write to a closed pipe raises ``BrokenPipeError``."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    except (ValueError, AttributeError):  # not the main thread (an embedding), or no SIGPIPE (Windows)
+        pass
+
+
+class _PipesStayPythons:
+    """The loader of ``petsc4py.PETSc`` with :func:`_python_sigpipe` after it ran (PETSc starts in it)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        try:
+            return self.loader.create_module(spec)
+        finally:
+            _python_sigpipe()
+
+    def exec_module(self, module):
+        try:
+            self.loader.exec_module(module)
+        finally:
+            _python_sigpipe()
+
+
+class _AfterPetscStarts:
+    """A finder that hands ``petsc4py.PETSc`` its own loader wrapped in :class:`_PipesStayPythons`, once."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "petsc4py.PETSc":
+            return None
+        sys.meta_path.remove(self)
+        for finder in list(sys.meta_path):
+            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _PipesStayPythons(spec.loader)
+                return spec
+        return None
+
+
+def keep_broken_pipes_quiet() -> None:
+    """Keep SIGPIPE ignored once PETSc has started, wherever ``petsc4py.PETSc`` is first imported.
+
+    PETSc's start installs its signal handler for SIGPIPE, so a command whose output goes to a reader that stopped
+    reading (``twin inspect FILE | head -3``) died in PETSc's error banner and ``MPI_ABORT`` with status 59. Python
+    ignores SIGPIPE so that such a write raises ``BrokenPipeError``, which the command line ends quietly with status
+    141, as a shell reports a process that SIGPIPE ended (:func:`twin.cli.main`). PETSc's handlers for every other
+    signal (a segmentation fault's report) stay."""
+    if "petsc4py.PETSc" in sys.modules:
+        _python_sigpipe()
+    elif not any(isinstance(f, _AfterPetscStarts) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterPetscStarts())
+
+
 class PetscStartError(ConfigError):
     """PETSc refused to start: an options file it reads at start-up (``-options_file``, ``PETSC_OPTIONS``, a
     ``.petscrc``) cannot be opened or parsed. Bad input: exit status 2."""
