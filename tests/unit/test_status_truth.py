@@ -196,7 +196,7 @@ def _flip_a_data_byte(path: Path) -> None:
     ("empty", "the last checkpoint checkpoint/cycle_0004.h5 does not verify (cannot be opened as HDF5"),
     ("decision", "finished earlier, but decision.json is missing: run the campaign again to write it"),
     ("free_run", "finished earlier, but free_run.nc is missing: run the campaign again to write it"),
-    ("no_done", "finished earlier, but decision.json is missing"),
+    ("no_done", "the last checkpoint checkpoint/cycle_0004.h5 does not verify (cannot be opened as HDF5"),
 ])
 def test_finished_but_damaged(finished, tmp_path, capsys, damage, expected):
     run, exp = _copy(finished, tmp_path)
@@ -209,15 +209,37 @@ def test_finished_but_damaged(finished, tmp_path, capsys, damage, expected):
         os.truncate(last, 0)
     elif damage in ("decision", "free_run"):
         (exp / f"{damage}.{'json' if damage == 'decision' else 'nc'}").unlink()
-    else:  # a run directory of an older version (no done.json) whose decision step failed
+    else:  # a run directory of an older version (no done.json), every output written, its last checkpoint cut
         layout.done_marker(exp).unlink()
-        (exp / "decision.json").unlink()
+        os.truncate(last, last.stat().st_size // 2)
     code, lines, err = _status(run, capsys)
     assert code == EXIT_ATTENTION
     line = _line(lines)
     assert line.startswith(f"{NAME}: damaged,") and expected in line, line
     assert "1 experiment(s), 0 done" in lines[0]
     assert f"error: experiment {NAME} damaged: " in err and "Traceback" not in err
+
+
+def test_stopped_while_writing_its_outputs_is_interrupted(finished, tmp_path, capsys):
+    """Found by a probe: Ctrl-C between forecast.nc and decision.json left an experiment without done.json whose
+    NetCDF outputs were all there; status called it "damaged, finished earlier, but decision.json is missing" (the
+    rule for run directories of older versions, which have no done.json). It never finished: interrupted, and the
+    resume finishes it."""
+    from mpi4py import MPI
+
+    from twin.campaign.online import run_online
+    from twin.config.loader import load_campaign
+
+    run, exp = _copy(finished, tmp_path)
+    layout.done_marker(exp).unlink()
+    (exp / "decision.json").unlink()
+    code, lines, err = _status(run, capsys)
+    assert code == EXIT_ATTENTION
+    assert _line(lines) == f"{NAME}: interrupted, 4/4 cycles", lines
+    assert "damaged" not in err and "finished earlier" not in err
+    run_online(load_campaign(run / "campaign.yaml"), MPI.COMM_SELF, run)
+    code, lines, _ = _status(run, capsys)
+    assert code == EXIT_COMPLETE and _line(lines) == f"{NAME}: done, 4/4 cycles"
 
 
 def test_status_exit_codes_from_the_command(finished, tmp_path):

@@ -413,14 +413,17 @@ def verify_last_checkpoints(paths: list[Path]) -> dict[str, str]:
 def _finished_claim(exp_dir: Path, n_cycles: int | None, decision: bool, cks: list[int]) -> list[str] | None:
     """What an experiment that claims to be finished must have, by name (``None``: it does not claim so): the
     outputs listed in ``done.json``; for run directories of older versions, which have none, the NetCDF outputs
-    (and ``decision.json`` when the campaign asks for a decision) once the last checkpoint exists."""
+    and ``decision.json`` when the campaign asks for a decision, all of them there once the last checkpoint exists.
+    Without ``done.json`` an experiment that lacks one of them has not finished: a run stopped while it wrote its
+    outputs (Ctrl-C between ``forecast.nc`` and ``decision.json``) is interrupted, not damaged."""
     done, problem = read_done(exp_dir)
     if done is not None:
         return list(done.get("outputs", []))
     if problem:  # done.json is there but unreadable: it claims to be finished, and promises nothing readable
         return []
-    if n_cycles is not None and cks and max(cks) >= n_cycles and all((exp_dir / n).is_file() for n in layout.OUTPUTS):
-        return list(layout.OUTPUTS) + (["decision.json"] if decision else [])
+    outputs = list(layout.OUTPUTS) + (["decision.json"] if decision else [])
+    if n_cycles is not None and cks and max(cks) >= n_cycles and all((exp_dir / n).is_file() for n in outputs):
+        return outputs
     return None
 
 
