@@ -23,9 +23,11 @@ def add_report_parser(subparsers) -> None:
 
 def cmd_report(args) -> int:
     """Run ``twin report``; prints each experiment's answer (its verdict in one line) and the path of the HTML report.
-    Returns the exit status: 0 written from readable files; 1 written, but some file of the run is there and cannot
-    be read (one ``error:`` line each, naming it; the report says so at its top and leaves out what needs it); 2 on a
-    twin error (no report); 3 when the campaign is still running and nothing has been written to report on yet."""
+    Returns the exit status: 0 written from readable files of a finished campaign; 1 written, but some file of the
+    run is there and cannot be read, or some experiment has not finished (interrupted, not run yet, still running:
+    one ``error:`` line each, naming it; the report says so at its top, leaves out what needs a damaged file and
+    compares no unfinished experiment); 2 on a twin error (no report); 3 when the campaign is still running and
+    nothing has been written to report on yet."""
     from twin.campaign.rundir import RunBusy
     from twin.core.errors import TwinError
     from twin.report import write_report
@@ -52,6 +54,7 @@ def cmd_report(args) -> int:
     except (OSError, ValueError):
         verdicts = []
     damaged: dict[str, str] = {}
+    unfinished = {v["experiment"]: v["unfinished"] for v in verdicts if v.get("unfinished")}
     for v in verdicts:  # the answer of each experiment, then where the whole story is
         bad = v.get("damaged") or {}
         for name, why in bad.items():
@@ -65,4 +68,7 @@ def cmd_report(args) -> int:
         print(f"error: {Path(args.run_dir) / name} cannot be read ({why}); the report leaves it out: run the "
               + (f"campaign again to write it again (twin status {args.run_dir} says what it finds damaged)"
                  if campaign else "forecast again to write it again"), file=sys.stderr)
-    return 1 if damaged else 0
+    for name, how in unfinished.items():
+        print(f"error: experiment {name} has not finished ({how}): the report shows what it wrote so far; run the "
+              f"campaign again to finish it (twin status {args.run_dir} follows it)", file=sys.stderr)
+    return 1 if damaged or unfinished else 0

@@ -194,6 +194,61 @@ def test_report_of_a_run_with_damaged_files_says_so_and_exits_1(tmp_path):
     assert f"error: {exp / 'forecast.nc'} cannot be read (missing){tail}" in out.stderr.splitlines(), out.stderr
 
 
+def test_report_of_a_campaign_that_has_not_finished_says_so_and_exits_1(tmp_path):
+    """Found by a probe: the report of a campaign stopped by Ctrl-C (one experiment stopped while it wrote its
+    outputs, the other never started) exited 0 without a word of it, titled the experiment that never ran a
+    "(forecast)", said "The methods agree on the decision" with no decision written, and printed "nan" for the free
+    run it had not written. Now: a NOT FINISHED warning naming both at the top, in their verdicts and headings, no
+    comparison of methods, one error line each and exit status 1; the resumed campaign's report exits 0."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from twin.campaign import layout
+    from twin.campaign.online import run_online
+    from twin.config.loader import load_campaign
+
+    (tmp_path / "c.yaml").write_text(l96_campaign("unf", N=6, extra="""\
+        decision: {qois: [energy], horizon: 0.4, exceedance_limits: {energy: 20.0}}
+        resources: {type: local, ranks: 1}
+        experiments: {matrix: {assimilation.inflation.multiplicative: [1.0, 1.05]}}
+        """))
+    run_dir = tmp_path / "run"
+    first, second = sorted(run_online(load_campaign(tmp_path / "c.yaml"), MPI.COMM_SELF, run_dir))
+    layout.done_marker(first).unlink()  # stopped between its NetCDF outputs and its decision
+    (first / "decision.json").unlink()
+    for path in second.iterdir():  # never started: its folder holds its configuration only
+        if path.name != layout.config_file(second).name:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "report", str(run_dir)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 1, out.stdout + out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: experiment {first.name} has not finished (interrupted at 3/3 cycles): the report "
+                      "shows what it wrote so far; run the campaign again to finish it (twin status "
+                      f"{run_dir} follows it)",
+                      f"error: experiment {second.name} has not finished (not run yet): the report shows what it "
+                      f"wrote so far; run the campaign again to finish it (twin status {run_dir} follows it)"], errors
+    text = (run_dir / "report" / "index.html").read_text()
+    assert "<h2>NOT FINISHED: 2 experiment(s) of this campaign</h2>" in text
+    assert f"<h2>{second.name} (NOT FINISHED)</h2>" in text and f"<h2>{first.name} (assimilation experiment, NOT FINISHED)" in text
+    assert "NOT FINISHED (not run yet): nothing to judge yet" in text
+    assert "agree on the decision" not in text and "2 of 2 experiment(s) NOT FINISHED" in text
+    assert ">nan<" not in text and " nan" not in text
+    verdicts = {v["experiment"]: v["unfinished"] for v in json.loads((run_dir / "report" / "verdicts.json")
+                                                                     .read_text())}
+    assert verdicts == {first.name: "interrupted at 3/3 cycles", second.name: "not run yet"}
+
+    run_online(load_campaign(tmp_path / "c.yaml"), MPI.COMM_SELF, run_dir)  # resumed: both finish
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "report", str(run_dir)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "error:" not in out.stderr, out.stderr
+    text = (run_dir / "report" / "index.html").read_text()
+    assert "NOT FINISHED" not in text and "agree on the decision" in text
+
+
 def test_ctrl_c_during_a_report_says_to_write_it_again(tmp_path, capsys, monkeypatch):
     """The interrupted line of ``twin report`` says what the same command does again (it said 'resume')."""
     import twin.report

@@ -118,3 +118,22 @@ def test_calibration_evidence_weighs_coverage_and_spread_skill_together():
     (text, wide), (_, tight) = run(0.90, 1.30), run(0.85, 0.92)
     assert "at 90 % of the state entries" in text and "spread/skill 1.30" in text
     assert wide == pytest.approx(np.log(1.3)) and tight == pytest.approx(-np.log(0.92)) and tight < wide
+
+
+def test_methods_are_compared_on_their_decisions_only_when_finished(tmp_path):
+    """Experiments without a decision have nothing to agree on (the report said "The methods agree on the decision"
+    of two analysis-only experiments), and one that has not finished is listed apart and not compared."""
+    from twin.report.verdict import Verdict, campaign_html
+
+    runs = [RunData("a", tmp_path), RunData("b", tmp_path), RunData("c", tmp_path)]
+    (tmp_path / "matrix.json").write_text(json.dumps({n: {"assimilation.method": n} for n in "abc"}))
+    plain = Verdict("q", "analysis RMSE 0.3")
+    page = campaign_html(tmp_path, runs[:2], {"a": plain, "b": plain})
+    assert "agree" not in page and "disagree" not in page
+    keep, other = Verdict("q", "keep", decision="keep"), Verdict("q", "change", decision="change")
+    late = Verdict("q", "change", decision="change", unfinished="interrupted at 3/24 cycles")
+    page = campaign_html(tmp_path, runs, {"a": keep, "b": keep, "c": late})
+    assert "The methods agree on the decision." in page
+    assert "<b>1 of 3 experiment(s) NOT FINISHED</b>: c (interrupted at 3/24 cycles); they are not compared" in page
+    page = campaign_html(tmp_path, runs, {"a": keep, "b": other, "c": late})
+    assert "The methods disagree" in page

@@ -53,6 +53,8 @@ def _experiment(run: RunData, images: Path, verdict: Verdict) -> tuple[str, list
     if verdict.failed:
         # the reason first; the panels of what the experiment left behind are not worth reading
         return "\n".join([f"<h2>{html.escape(run.name)} (FAILED)</h2>", verdict_html(verdict)]), []
+    if verdict.unfinished and verdict.answer.startswith("NOT FINISHED"):  # nothing written to show yet
+        return "\n".join([f"<h2>{html.escape(run.name)} (NOT FINISHED)</h2>", verdict_html(verdict)]), []
     panels = []
     for make in figures.panels():
         try:
@@ -62,7 +64,8 @@ def _experiment(run: RunData, images: Path, verdict: Verdict) -> tuple[str, list
             log.warning("report: panel %s of %s failed: %s", make.__name__, run.name, exc)
             panels.append(Panel(make.__name__.replace("_panel", ""), note=f"could not be drawn ({exc})"))
     missing = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in sorted(run.missing.items()))
-    body = [f"<h2>{html.escape(run.name)} ({run.kind})</h2>", verdict_html(verdict),
+    kind = f"{run.kind}, NOT FINISHED" if verdict.unfinished else run.kind
+    body = [f"<h2>{html.escape(run.name)} ({kind})</h2>", verdict_html(verdict),
             f"<p>Directory: <code>{html.escape(str(run.directory))}</code></p>"]
     body += [_panel_html(p) for p in panels if not (p.optional and p.image is None and not p.table)]
     if missing:
@@ -99,6 +102,38 @@ def _damage_html(run_dir: Path, damaged: dict[str, str]) -> str:
                if (run_dir / "experiments").is_dir() else "") + ".</p></div>\n")
 
 
+def unfinished_experiments(run_dir: Path) -> dict[str, str]:
+    """``{experiment: how far it got}`` for the experiments of the campaign in ``run_dir`` that have not finished
+    (``"interrupted at 3/24 cycles"``, ``"not run yet"``, ``"still running, 5/24 cycles"``), by
+    :func:`twin.campaign.status.status` without verifying checkpoints; ``{}`` for a directory that is not a campaign's
+    (a forecast's). Failed and damaged experiments are said by their own verdicts."""
+    if not (run_dir / "experiments").is_dir():
+        return {}
+    from twin.campaign.status import status
+
+    out = {}
+    for e in status(run_dir, verify=False).experiments:
+        cycles = f"{e.cycles_done}/{e.n_cycles} cycles" if e.n_cycles is not None else f"{e.cycles_done} cycles"
+        if e.state == "pending":
+            out[e.name] = "not run yet"
+        elif e.state == "interrupted":
+            out[e.name] = f"interrupted at {cycles}"
+        elif e.state == "running":
+            out[e.name] = f"still running, {cycles}"
+    return out
+
+
+def _unfinished_html(run_dir: Path, unfinished: dict[str, str]) -> str:
+    """The warning at the top of the report naming the experiments that have not finished (``""`` without any)."""
+    if not unfinished:
+        return ""
+    items = "".join(f"<li>{html.escape(name)}: {html.escape(how)}</li>" for name, how in unfinished.items())
+    return (f'<div class="verdict failed"><h2>NOT FINISHED: {len(unfinished)} experiment(s) of this campaign</h2>'
+            f"<ul>{items}</ul><p>Their verdicts and panels show what they wrote so far, and they are left out of the "
+            f"comparison of methods. Run the campaign again to finish them (it resumes from the last checkpoint); "
+            f"<code>twin status {html.escape(str(run_dir))}</code> follows them.</p></div>\n")
+
+
 def write_report(run_dir) -> Path:
     """Write ``<run_dir>/report/index.html`` and its PNG images; returns the HTML path.
 
@@ -126,7 +161,8 @@ def write_report(run_dir) -> Path:
     refuse_link_out(images, run_dir)  # a report/ planted as a link would take the report anywhere
     images.mkdir(parents=True, exist_ok=True)
     sections, files = [], []
-    verdicts = {run.name: verdict_for(run) for run in runs}
+    unfinished = unfinished_experiments(run_dir)
+    verdicts = {run.name: verdict_for(run, unfinished.get(run.name, "")) for run in runs}
     for run in runs:
         text, imgs = _experiment(run, images, verdicts[run.name])
         sections.append(text)
@@ -140,11 +176,13 @@ def write_report(run_dir) -> Path:
     doc = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>twin report: {html.escape(run_dir.name)}"
            f"</title><style>{_STYLE}</style></head><body>\n<h1>twin report: {html.escape(run_dir.name)}</h1>\n"
            f"<p>Written {utc_now()} from <code>{html.escape(str(run_dir.resolve()))}</code>; "
-           f"{len(runs)} experiment(s), {len(files)} figure(s).</p>\n" + _damage_html(run_dir, damaged)
+           f"{len(runs)} experiment(s), {len(files)} figure(s).</p>\n" + _unfinished_html(run_dir, unfinished)
+           + _damage_html(run_dir, damaged)
            + "\n".join(sections) + "\n</body></html>\n")
     # the answers in one line each, for the terminal (twin report prints them) and for scripts
     write_text(images / "verdicts.json", json.dumps(
         [{"experiment": run.name, "failed": verdicts[run.name].failed, "answer": verdicts[run.name].answer,
+          "unfinished": verdicts[run.name].unfinished,
           "number": verdicts[run.name].number,
           "damaged": {_relative(run_dir, p): why for p, why in sorted(run.damaged.items())}} for run in runs],
         indent=1))

@@ -42,10 +42,10 @@ def save_figure(fig, path: Path, layout: bool = True) -> Path:
 
 
 def html_table(header: list[str], rows: list[list]) -> str:
-    """An HTML table (cells escaped; floats to 4 significant digits)."""
+    """An HTML table (cells escaped; floats to 4 significant digits, a NaN as "n/a": a value there is none of)."""
     def cell(v):
         if isinstance(v, float):
-            return f"{v:.4g}"
+            return "n/a" if v != v else f"{v:.4g}"
         return html.escape(str(v))
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)

@@ -56,6 +56,10 @@ class Verdict:
     damaged : str
         The files of the experiment that are there but cannot be read, with why and what the verdict leaves out
         (``""`` when none): shown first in the verdict block.
+    unfinished : str
+        How far an experiment that has not finished got (``"interrupted at 3/24 cycles"``; ``""`` when it finished):
+        shown first, the verdict being one of what it wrote so far; such an experiment is left out of the
+        comparison of methods.
     """
 
     question: str
@@ -68,6 +72,7 @@ class Verdict:
     probabilities: dict[str, tuple[float, int]] = field(default_factory=dict)
     failed: bool = False
     damaged: str = ""
+    unfinished: str = ""
 
 
 def kind_verdicts() -> list[Callable[[RunData], "Verdict | None"]]:
@@ -255,9 +260,11 @@ def _analysis_verdict(data: RunData) -> Verdict | None:
                    changes="more or better observations, a larger ensemble", calibration_error=err)
 
 
-def verdict_for(data: RunData) -> Verdict:
+def verdict_for(data: RunData, unfinished: str = "") -> Verdict:
     """The verdict of one experiment: FAILED with its reason, the verdict of its decision record, or the analysis
-    quality; a note when there is nothing to judge."""
+    quality; a note when there is nothing to judge. ``unfinished``: how far an experiment of a campaign that has not
+    finished got (``"interrupted at 3/24 cycles"``, :func:`twin.report.html.unfinished_experiments`): the verdict is
+    then one of what it wrote so far, said first, or, with nothing written, that it has not finished."""
     failure = experiment_failure(data.directory)
     if failure:
         return Verdict(question="Did this experiment finish?", answer=f"FAILED: {failure}", failed=True,
@@ -267,8 +274,12 @@ def verdict_for(data: RunData) -> Verdict:
     for fn in (*kind_verdicts(), _prediction_verdict, _analysis_verdict):
         v = fn(data)
         if v is not None:
-            v.damaged = damaged
+            v.damaged, v.unfinished = damaged, unfinished
             return v
+    if unfinished:
+        return Verdict(question="Did this experiment finish?", answer=f"NOT FINISHED ({unfinished}): nothing to "
+                       "judge yet", changes="run the campaign again: it resumes from the last checkpoint",
+                       damaged=damaged, unfinished=unfinished)
     return Verdict(question="What did this run produce?", answer="No decision and no diagnostics against a truth: "
                    "the panels below show the fields.", damaged=damaged)
 
@@ -306,11 +317,14 @@ def experiment_failure(directory: Path) -> str:
 def verdict_html(v: Verdict, title: str = "Verdict") -> str:
     """The verdict block (a ``div.verdict``)."""
     rows = [("DAMAGED", v.damaged)] if v.damaged else []
+    if v.unfinished and not v.answer.startswith("NOT FINISHED"):
+        rows.append(("NOT FINISHED", f"{v.unfinished}: what follows is what it wrote so far; run the campaign again "
+                                     "to finish it"))
     rows += [("Question", v.question), ("Answer", v.answer)]
     rows += [(k, t) for k, t in (("Number", v.number), ("How sure", v.confidence), ("What would change it",
                                                                                         v.changes)) if t]
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(t)}</td></tr>" for k, t in rows)
-    cls = "verdict failed" if v.failed or v.damaged else "verdict"
+    cls = "verdict failed" if v.failed or v.damaged or v.unfinished else "verdict"
     return f'<div class="{cls}"><h3>{html.escape(title)}</h3><table>{body}</table></div>'
 
 
@@ -387,7 +401,8 @@ def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdic
         vs = [(r.name, verdicts[r.name]) for r in group]
         lines = "".join(f"<li><b>{html.escape(n)}</b>: {html.escape(v.answer)}"
                         + (f" <i>({html.escape(v.confidence)})</i>" if v.confidence else "") + "</li>" for n, v in vs)
-        ok = [(n, v) for n, v in vs if not v.failed]
+        # the methods compared: finished, with a decision each (experiments without one have nothing to agree on)
+        ok = [(n, v) for n, v in vs if not v.failed and not v.unfinished and v.decision]
         note = ""
         if len(ok) >= 2:
             labels = {v.decision for _, v in ok}
@@ -416,7 +431,8 @@ def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdic
                              + (f"; {html.escape(', '.join(unrated))} has none" if unrated else "") + ".")
                 elif apart_p:
                     note += " No calibration evidence is available to choose between them."
-        apart = disjoint_parameters([r for r in group if not verdicts[r.name].failed])
+        apart = disjoint_parameters([r for r in group if not verdicts[r.name].failed
+                                     and not verdicts[r.name].unfinished])
         if apart:
             note += (" " if note else "") + "Their posteriors do not overlap: " + html.escape("; ".join(apart)) + \
                     " (at most one of them holds the truth)."
@@ -426,5 +442,8 @@ def campaign_html(run_dir: Path, runs: list[RunData], verdicts: dict[str, Verdic
     failed = [r.name for r in runs if verdicts[r.name].failed]
     head = (f"<p><b>{len(failed)} of {len(runs)} experiment(s) FAILED</b>: {html.escape(', '.join(failed))}</p>"
             if failed else "")
+    unfinished = [f"{r.name} ({verdicts[r.name].unfinished})" for r in runs if verdicts[r.name].unfinished]
+    head += (f"<p><b>{len(unfinished)} of {len(runs)} experiment(s) NOT FINISHED</b>: "
+             f"{html.escape(', '.join(unfinished))}; they are not compared</p>" if unfinished else "")
     said = "".join(f"<p><b>{html.escape(line)}</b></p>" for line in evidence)
     return f'<div class="verdict campaign"><h2>Campaign verdict</h2>{head}{said}{"".join(items)}</div>'

@@ -221,8 +221,9 @@ def rmse_free_panel(data: RunData, out: Path) -> Panel:
         s = float(spread[i]) if spread is not None else float("nan")
         rows.append([i, float(t[i] / HOUR), float(rmse[i]), s, s / float(rmse[i]), float(free_at[i])])
     half = slice(t.size // 2, None)
-    note = (f"Second half of the cycles: mean analysis RMSE {np.nanmean(rmse[half]):.3g}, free-run RMSE "
-            f"{np.nanmean(free_at[half]):.3g}")
+    free_half = free_at[half][np.isfinite(free_at[half])]
+    note = (f"Second half of the cycles: mean analysis RMSE {np.nanmean(rmse[half]):.3g}, "
+            + (f"free-run RMSE {np.mean(free_half):.3g}" if free_half.size else "no free run to compare with"))
     if spread is not None:
         note += f", spread/skill {np.nanmean(spread[half]) / np.nanmean(rmse[half]):.2f}"
     return Panel(title, save_figure(fig, out / "atmosphere_rmse.png"), note=html.escape(note + "."),
