@@ -137,3 +137,37 @@ def test_methods_are_compared_on_their_decisions_only_when_finished(tmp_path):
     assert "<b>1 of 3 experiment(s) NOT FINISHED</b>: c (interrupted at 3/24 cycles); they are not compared" in page
     page = campaign_html(tmp_path, runs, {"a": keep, "b": other, "c": late})
     assert "The methods disagree" in page
+
+
+def test_calibrated_only_when_coverage_and_spread_skill_both_are():
+    """Found by a probe: spread/skill 0.97 with the 90 % interval holding the truth at 71 % was called "well
+    calibrated" (the word came from spread/skill alone), and the campaign verdict trusted that method for it."""
+    import xarray as xr
+
+    from twin.report.verdict import ensemble_confidence
+
+    def said(coverage, spread):
+        ds = xr.Dataset({"rmse_a": ((), 1.0), "spread_a": ((), spread), "coverage_90_a": ((), coverage),
+                         "rmse": ("time", np.ones(10)), "spread": ("time", np.full(10, spread))})
+        return ensemble_confidence(RunData("x", ".", diagnostics=ds))
+
+    text, err = said(0.71, 0.97)
+    assert "at 71 %" in text and text.endswith("over-confident (the intervals hold the truth less often than they "
+                                               "say)") and err == pytest.approx(0.19)
+    assert said(0.90, 0.97)[0].endswith(": well calibrated")
+    assert said(0.99, 1.6)[0].endswith("under-confident (the intervals are wider than the error)")
+    assert said(0.70, 1.6)[0].endswith("miscalibrated (coverage and spread/skill disagree)")
+
+
+def test_the_prediction_verdict_names_its_centre_and_the_members_it_counts(tmp_path):
+    """Found by a probe: the verdict's number was the median without saying so (the decision panel says "mean"),
+    and with 2 members it stated a 90 % interval and P = 0 % without an error or the member count."""
+    rec = {"qois": {"energy": {"quantiles": {"0.05": 6.09, "0.5": 6.47, "0.95": 6.85}, "mean": 6.47, "units": "1",
+                               "exceedance": {"20": 0.0}}}, "horizon": 1.0, "members": 2}
+    v = verdict_for(RunData("x", tmp_path, decision=rec))
+    assert v.number.startswith("energy: median 6.47 (90 % interval 6.09 to 6.85)")
+    assert v.number.endswith("(from 2 posterior members; too few for a 90 % interval)")
+    assert "P(energy > 20) = 0 % (± 26 %)" in v.answer
+    rec["members"] = 40
+    v = verdict_for(RunData("x", tmp_path, decision=rec))
+    assert v.number.endswith("(from 40 posterior members)") and "P(energy > 20) = 0.0 % (± 1.7 %)" in v.answer

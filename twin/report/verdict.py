@@ -172,6 +172,11 @@ def duration(value: float, unit: str) -> str:
     return duration_text(value, known[unit])
 
 
+#: coverage of the truth by the 90 % ensemble interval that counts as calibrated (sampling of the entries and cycles
+#: moves it by a few percent around 90 %)
+COVERAGE_OK = (0.80, 0.97)
+
+
 def ensemble_confidence(data: RunData) -> tuple[str, float | None]:
     """How well the ensemble's spread matches its error, in words (coverage of the truth and spread/skill after the
     burn-in; innovation statistics without a truth), and its distance from ideal (``None`` when not measured): the
@@ -197,17 +202,22 @@ def ensemble_confidence(data: RunData) -> tuple[str, float | None]:
         return ("no truth to measure calibration against (a campaign of real observations): judge the fit by the "
                 "innovation statistics"), None
     ratio, n = ss
-    word = ("well calibrated" if 0.8 <= ratio <= 1.25 else
-            "over-confident (the spread is smaller than the error)" if ratio < 0.8 else
-            "under-confident (the spread is larger than the error)")
     cycles = f" over {n} cycles" if n is not None else ""
-    text = f"ensemble spread/skill {ratio:.2f}{cycles} after the burn-in: {word}"
-    if d is not None and "coverage_90_a" in d:
-        cov = float(d["coverage_90_a"].values)
-        # both must be near ideal: a posterior can hold the truth 90 % of the time with too wide a spread
-        return (f"truth inside the 90 % ensemble interval at {100 * cov:.0f} % of the state entries after the "
-                f"burn-in; {text}"), max(abs(cov - 0.9), abs(math.log(ratio)))
-    return text, abs(math.log(ratio))
+    cov = float(d["coverage_90_a"].values) if d is not None and "coverage_90_a" in d else None
+    if cov is None:
+        word = ("well calibrated" if 0.8 <= ratio <= 1.25 else
+                "over-confident (the spread is smaller than the error)" if ratio < 0.8 else
+                "under-confident (the spread is larger than the error)")
+        return f"ensemble spread/skill {ratio:.2f}{cycles} after the burn-in: {word}", abs(math.log(ratio))
+    # both must be near ideal: a posterior can hold the truth 90 % of the time with too wide a spread, and have the
+    # right spread on average with intervals that miss the truth too often
+    narrow, wide = cov < COVERAGE_OK[0] or ratio < 0.8, cov > COVERAGE_OK[1] or ratio > 1.25
+    word = ("well calibrated" if not narrow and not wide else
+            "over-confident (the intervals hold the truth less often than they say)" if narrow and not wide else
+            "under-confident (the intervals are wider than the error)" if wide and not narrow else
+            "miscalibrated (coverage and spread/skill disagree)")
+    return (f"truth inside the 90 % ensemble interval at {100 * cov:.0f} % of the state entries after the burn-in; "
+            f"ensemble spread/skill {ratio:.2f}{cycles}: {word}"), max(abs(cov - 0.9), abs(math.log(ratio)))
 
 
 def _prediction_verdict(data: RunData) -> Verdict | None:
@@ -215,6 +225,7 @@ def _prediction_verdict(data: RunData) -> Verdict | None:
     if not rec or not rec.get("qois"):
         return None
     horizon = rec.get("horizon")
+    members = int(rec["members"]) if isinstance(rec.get("members"), int) and rec["members"] > 0 else 0
     parts, numbers, decision, probabilities = [], [], [], {}
     for name, q in rec["qois"].items():
         qs = {float(k): v for k, v in q.get("quantiles", {}).items()}
@@ -222,17 +233,19 @@ def _prediction_verdict(data: RunData) -> Verdict | None:
             continue
         lo, hi = qs[min(qs)], qs[max(qs)]
         level = max(qs) - min(qs)
-        centre = qs.get(0.5, q.get("mean"))
-        numbers.append(f"{name}: {format_interval(centre, lo, hi, q.get('units', ''), level)}")
+        centre, which = (qs[0.5], "median") if 0.5 in qs else (q.get("mean"), "mean")
+        numbers.append(f"{name}: {which} {format_interval(centre, lo, hi, q.get('units', ''), level)}")
         for limit, p in (q.get("exceedance") or {}).items():
             unit = f" {q['units']}" if q.get("units") not in (None, "", "1") else ""
             label = f"P({name} > {float(limit):g}{unit})"
-            parts.append(f"{label} = {format_probability(float(p))}")
-            if rec.get("members"):
-                probabilities[label] = (float(p), int(rec["members"]))
+            parts.append(f"{label} = {format_probability(float(p), _sampling_error(float(p), members))}")
+            if members:
+                probabilities[label] = (float(p), members)
             decision.append(f"{name}>{limit}:{'likely' if p >= 0.5 else 'unlikely'}")
     if not numbers:
         return None
+    if members:  # what the intervals and probabilities are counted from: a handful of members gives rough ones
+        numbers[-1] += f" (from {members} posterior members{'; too few for a 90 % interval' if members < 10 else ''})"
     when = (f"{duration(horizon, time_unit(data))} after the last analysis" if horizon is not None
             else "at the horizon")
     answer = (f"{'; '.join(parts)} {when}." if parts else f"The posterior prediction {when} is given below.")
@@ -372,6 +385,15 @@ def disjoint_parameters(runs: list[RunData], level: float = 0.9) -> list[str]:
     return out
 
 
+def _sampling_error(p: float, n: int) -> float | None:
+    """The standard error of a probability counted from ``n`` members, ``sqrt(q (1 - q) / n)`` with ``p`` shrunk to
+    ``q = (n p + 1/2) / (n + 1)`` so that 0 and 1 keep an error; ``None`` without a member count."""
+    if n <= 0:
+        return None
+    q = (n * p + 0.5) / (n + 1)
+    return math.sqrt(q * (1 - q) / n)
+
+
 def differing_probabilities(named: list[tuple[str, Verdict]], z: float = 2.0) -> list[str]:
     """The exceedance probabilities that two methods state further apart than ``z`` standard errors of their
     difference, as readable lines (``"P(eta > 4 m): A 60 ± 8 %, B 88 ± 11 %"``). A probability counted from ``n``
@@ -383,8 +405,7 @@ def differing_probabilities(named: list[tuple[str, Verdict]], z: float = 2.0) ->
         rows = []
         for name, v in named:
             p, n = v.probabilities[label]
-            q = (n * p + 0.5) / (n + 1)
-            rows.append((name, p, math.sqrt(q * (1 - q) / n)))
+            rows.append((name, p, _sampling_error(p, n)))
         far = any(abs(a[1] - b[1]) > z * math.hypot(a[2], b[2]) for i, a in enumerate(rows) for b in rows[i + 1:])
         if far:
             out.append(f"{label}: " + ", ".join(f"{n} {100 * p:.0f} ± {100 * se:.0f} %" for n, p, se in rows))
