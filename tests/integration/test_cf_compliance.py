@@ -78,6 +78,12 @@ def files(tmp_path_factory, comm_self_module):
         d.append(60.0 * c, {"rmse": 0.1, "spread": 0.2, "innovation_mean": 0.0, "innovation_std": 0.3,
                             "coupling_iterations": 4, "cost": 12.0, "gradient_norm": 1e-6}, cycle=c)
     written["diagnostics"] = d.path
+    # a state of variables in different units (h in m, u in m/s): its RMSE has no one unit, and says so
+    mixed = DiagnosticsFile(out / "diagnostics_mixed.nc", comm, provenance=prov, state_units=None,
+                            state_mix="h [m], u [m/s]")
+    for c in range(3):
+        mixed.append(60.0 * c, {"rmse": 0.1, "spread": 0.2}, cycle=c)
+    written["diagnostics_mixed"] = mixed.path
     # a twin experiment's observation file (twin.observations.export), on 2-D and 3-D grids with calendar time
     for dim in (2, 3):
         model = heat_model(comm, dim)
@@ -98,7 +104,8 @@ def comm_self_module():
     return MPI.COMM_SELF
 
 
-@pytest.mark.parametrize("kind", ["posterior", "forecast", "diagnostics", "observations_2d", "observations_3d"])
+@pytest.mark.parametrize("kind", ["posterior", "forecast", "diagnostics", "diagnostics_mixed", "observations_2d",
+                                  "observations_3d"])
 def test_twin_files_pass_cf_1_10(files, kind):
     errors, warnings, msgs, crashed = cf_check(files[kind])
     assert (errors, warnings) == (0, 0), "\n".join(msgs)

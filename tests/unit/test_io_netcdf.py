@@ -98,6 +98,7 @@ def test_diagnostics_append_with_record_dimension(tmp_path, comm_self):
     with pytest.raises(OutputError, match="'mystery' has no metadata"):
         d.append(9.0, {"mystery": 1.0})
     assert len(d.read()["time"]) == 4
+
     # several records in one rewrite give the file that record-by-record appends give
     e = DiagnosticsFile(tmp_path / "extended.nc", comm_self, state_units="m", provenance=collect(comm_self),
                         variables={"q_peak": VariableMeta("peak tumour burden", "mm3")})
@@ -139,3 +140,20 @@ def test_ensemble_chunks_hold_one_member_and_enough_times():
     assert ensemble_chunks((24, 819, 40)) == (1, 819, 40) and ensemble_chunks((24, 820, 40)) == (1, 410, 40)
     assert ensemble_chunks((24, 5, 40)) == (1, 5, 40)
     assert ensemble_chunks((2, 0, 40)) == (1, 1, 40)
+
+
+def test_diagnostics_of_a_state_of_several_units_have_none(tmp_path):
+    """Found by a probe: the RMSE of a shallow-water state (h in m, u and v in m/s together) was labelled "m"; a
+    reader took 0.17 m for the sea level's error (0.29 m). An aggregate of different units has no units attribute
+    and says what it mixes; a variance of one unit is squared."""
+    from twin.io.netcdf import DiagnosticsFile, VariableMeta, of_state
+
+    d = DiagnosticsFile(tmp_path / "d.nc", None, state_units=None, state_mix="h [m], u [m/s], v [m/s]")
+    d.append(0.0, {"rmse": 0.17, "spread": 0.1, "innovation_std": 0.2})
+    ds = d.read()
+    for name in ("rmse", "spread", "innovation_std"):
+        assert "units" not in ds[name].attrs, ds[name].attrs
+        assert ds[name].attrs["long_name"].endswith("over the state variables together (h [m], u [m/s], v [m/s]: "
+                                                    "mixed units)")
+    assert of_state(VariableMeta("variance", "{state}2"), "m/s").units == "(m/s)^2"
+    assert of_state(VariableMeta("count", "1"), None, "h [m], u [m/s]").units == "1"

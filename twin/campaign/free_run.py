@@ -70,9 +70,9 @@ def write_free_run(exp_dir, comm) -> Path:
     """
     from twin.campaign.decide import output_times, wants_decision
     from twin.campaign.checkpoints import reader
-    from twin.campaign.outputs import time_encoding
+    from twin.campaign.outputs import state_units, time_encoding
     from twin.campaign.experiment import setup
-    from twin.io.netcdf import DiagnosticsFile, VariableMeta
+    from twin.io.netcdf import DiagnosticsFile, VariableMeta, of_state
     from twin.models.priors import prior_center
 
     exp_dir = Path(exp_dir)
@@ -146,8 +146,8 @@ def write_free_run(exp_dir, comm) -> Path:
         for name, value in true_values.items():
             model.set_parameter(name, float(value))
         time_units, scale = time_encoding(model, s.cfg.timeline.calendar_start)
-        variables = {"rmse_free": VariableMeta("RMSE of the free run (background without data) against the truth",
-                                               model.state_units[0])}
+        variables = {"rmse_free": of_state(VariableMeta("RMSE of the free run (background without data) against the "
+                                                        "truth", "{state}"), *state_units(model))}
         for q in qois:
             variables[f"truth_{q}"] = VariableMeta(f"{q} of the nature run", units.get(q, "1"))
             variables[f"free_{q}"] = VariableMeta(f"{q} of the free run", units.get(q, "1"))

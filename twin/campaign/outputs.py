@@ -152,11 +152,13 @@ def append_cycle_records(s: Setup, records: list[dict[str, Any]]) -> None:
         _write_records(s, records_between(s, 0, first - 1) + records, fresh=True)
 
 
-def _units(template: str, state: str) -> str:
-    """``{state}`` replaced by the state's units; ``{state}2`` (a variance) squares them (nothing to square in 1)."""
-    if template == "{state}2":
-        return "1" if state in ("", "1") else f"({state})^2" if "/" in state or " " in state else f"{state}^2"
-    return template.replace("{state}", state)
+def state_units(model) -> tuple[str | None, str]:
+    """The one unit of the model's state variables, or ``None`` when they have different ones (h in m, u in m/s),
+    and the variables with their units (``"h [m], u [m/s], v [m/s]"``): the units of diagnostics over the whole state
+    (RMSE, spread, innovations), which an aggregate of different units has none of
+    (:func:`twin.io.netcdf.of_state`)."""
+    names, units = list(model.state_names), list(model.state_units)
+    return (units[0] if len(set(units)) == 1 else None), ", ".join(f"{n} [{u}]" for n, u in zip(names, units))
 
 
 def diagnostics_file(s: Setup, path):
@@ -164,9 +166,11 @@ def diagnostics_file(s: Setup, path):
     analysis writes."""
     from twin.io.netcdf import DiagnosticsFile, VariableMeta
 
+    from twin.io.netcdf import of_state
+
     model = s.get_model()
-    units = model.state_units[0]
-    extra = {k: VariableMeta(ln, _units(u, units)) for k, (ln, u) in EXTRA_DIAGNOSTICS.items()}
+    units, mix = state_units(model)
+    extra = {k: of_state(VariableMeta(ln, u), units, mix) for k, (ln, u) in EXTRA_DIAGNOSTICS.items()}
     for p in model.estimable():
         extra[f"parameter_{p.name}"] = VariableMeta(f"ensemble mean of parameter {p.name}", p.units)
     if guarded.settings(s.cfg) is not None:
@@ -174,7 +178,7 @@ def diagnostics_file(s: Setup, path):
 
         extra.update(diagnostics_variables())
     time_units, _ = time_encoding(model, s.cfg.timeline.calendar_start)
-    return DiagnosticsFile(path, s.comm, provenance=s.provenance(), variables=extra, state_units=units,
+    return DiagnosticsFile(path, s.comm, provenance=s.provenance(), variables=extra, state_units=units, state_mix=mix,
                            time_units=time_units, title=f"twin diagnostics of experiment {s.name}",
                            sensitive=s.cfg.campaign.sensitive)
 

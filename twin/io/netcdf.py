@@ -53,17 +53,38 @@ _AXES = ("x", "y", "z")
 
 @dataclass(frozen=True)
 class VariableMeta:
-    """CF metadata of one variable: ``long_name`` and ``units`` always, ``standard_name`` where one exists."""
+    """CF metadata of one variable: ``long_name`` and ``units`` always, ``standard_name`` where one exists. ``units``
+    ``None``: a number that has none, an aggregate over quantities of different units (an RMSE over h in m and u in
+    m/s together), whose ``long_name`` says so; no ``units`` attribute is written rather than a wrong one."""
 
     long_name: str
-    units: str
+    units: str | None
     standard_name: str | None = None
 
     def attrs(self) -> dict[str, str]:
-        out = {"long_name": self.long_name, "units": self.units}
+        out = {"long_name": self.long_name}
+        if self.units is not None:
+            out["units"] = self.units
         if self.standard_name:
             out["standard_name"] = self.standard_name
         return out
+
+
+def of_state(meta: VariableMeta, state_units: str | None, state_mix: str = "") -> VariableMeta:
+    """``meta`` with ``{state}`` in its units replaced by the state's units (``{state}2``, a variance: squared); with
+    ``state_units`` ``None`` (variables of different units, named by ``state_mix``) without units and with a
+    ``long_name`` that says the number mixes them."""
+    units = meta.units
+    if units is None or "{state}" not in units:
+        return meta
+    if state_units is None:
+        return VariableMeta(f"{meta.long_name}, over the state variables together ({state_mix}: mixed units)", None,
+                            meta.standard_name)
+    if units == "{state}2":
+        squared = "1" if state_units in ("", "1") else \
+            f"({state_units})^2" if "/" in state_units or " " in state_units else f"{state_units}^2"
+        return VariableMeta(meta.long_name, squared, meta.standard_name)
+    return VariableMeta(meta.long_name, units.replace("{state}", state_units), meta.standard_name)
 
 
 #: Metadata of the usual diagnostics; ``{state}`` is replaced by the state units given to :class:`DiagnosticsFile`.
@@ -288,16 +309,19 @@ class DiagnosticsFile:
     provenance : Provenance, optional
     variables : mapping, optional
         Metadata of diagnostics not in :data:`DIAGNOSTICS` (or overriding them).
-    state_units : str
-        Units of state-like diagnostics (RMSE, spread, innovations).
+    state_units : str or None
+        Units of state-like diagnostics (RMSE, spread, innovations); ``None`` when the state's variables have different
+        units, which ``state_mix`` names (``"h [m], u [m/s], v [m/s]"``): those diagnostics get no ``units`` and a
+        ``long_name`` that says they mix them (:class:`VariableMeta`).
     time_units : str
     sensitive : bool
         Owner-only file.
     """
 
     def __init__(self, path, comm=None, *, provenance: Provenance | None = None,
-                 variables: Mapping[str, VariableMeta] | None = None, state_units: str = "1",
-                 time_units: str = DEFAULT_TIME_UNITS, title: str = "twin diagnostics", sensitive: bool = False):
+                 variables: Mapping[str, VariableMeta] | None = None, state_units: str | None = "1",
+                 time_units: str = DEFAULT_TIME_UNITS, title: str = "twin diagnostics", sensitive: bool = False,
+                 state_mix: str = ""):
         self.path = Path(path)
         self.comm = as_mpi_comm(comm)
         self.rank = self.comm.Get_rank() if self.comm is not None else 0
@@ -305,8 +329,7 @@ class DiagnosticsFile:
         self.time_units = time_units
         self.title = title
         self.sensitive = sensitive
-        self.meta = {k: VariableMeta(v.long_name, v.units.replace("{state}", state_units), v.standard_name)
-                     for k, v in DIAGNOSTICS.items()}
+        self.meta = {k: of_state(v, state_units, state_mix) for k, v in DIAGNOSTICS.items()}
         self.meta.update(variables or {})
 
     def meta_of(self, name: str) -> VariableMeta:
