@@ -57,6 +57,11 @@ def test_horizon_file_of_a_dated_campaign(tmp_path):
         assert spread.attrs["cell_methods"] == "realization: standard_deviation"
         assert ds["x"].attrs["units"] == "m" and ds["x"].attrs["axis"] == "X"
         assert float(spread[-1].min()) > 0
+        # prediction.nc's coordinates are CF's as the other files' (found by a probe: a fill value on its time, a
+        # member without attributes, so ds.cf["realization"] failed)
+        assert "_FillValue" not in pred["time"].encoding and "_FillValue" not in pred["member"].encoding
+        assert pred["member"].attrs["standard_name"] == "realization" and pred["member"].dtype == np.int32
+        assert pred["time"].attrs["calendar"] == "standard" and pred["time"].attrs["long_name"] == "time"
         # the snapshots are output times of prediction.nc; the last is the horizon
         assert np.isin(ds["time"].values, pred["time"].values).all()
         assert ds["time"].values[-1] == pred["time"].values[-1]

@@ -10,8 +10,9 @@ import pytest
 import xarray as xr
 from mpi4py import MPI
 
-from twin.campaign.outputs import field_blocks, fields_dataset, time_attributes, write_fields
+from twin.campaign.outputs import field_blocks, fields_dataset, write_fields
 from twin.core.grid import Grid
+from twin.io.netcdf import time_attributes
 
 
 @pytest.fixture

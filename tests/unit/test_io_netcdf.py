@@ -157,3 +157,13 @@ def test_diagnostics_of_a_state_of_several_units_have_none(tmp_path):
                                                     "mixed units)")
     assert of_state(VariableMeta("variance", "{state}2"), "m/s").units == "(m/s)^2"
     assert of_state(VariableMeta("count", "1"), None, "h [m], u [m/s]").units == "1"
+
+
+def test_a_model_time_without_units_of_time_is_no_cf_time(tmp_path, grid, comm_self):
+    """Found by a probe: Lorenz-96's time (units "1") carried standard_name time and a calendar, which CF gives times
+    of a time unit only."""
+    path = write_ensemble(tmp_path / "posterior.nc", grid, {"h": _ensemble(grid)}, [0.0, 0.05], comm=comm_self,
+                          variables={"h": H}, time_units="1")
+    with netCDF4.Dataset(path) as nc:
+        assert {k: nc["time"].getncattr(k) for k in nc["time"].ncattrs()} == {"long_name": "model time", "axis": "T",
+                                                                              "units": "1"}

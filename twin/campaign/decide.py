@@ -182,22 +182,24 @@ def write_prediction(s, comm, fc) -> None:
 
     from twin.campaign.outputs import time_encoding
     from twin.io.atomic import atomic_output
-    from twin.io.netcdf import global_attributes, record_checksum
+    from twin.io.netcdf import global_attributes, record_checksum, time_attributes
 
     prov = s.provenance()  # collective: every rank, before rank 0 alone writes
     if comm is not None and comm.Get_rank() != 0:
         return
     time_units, scale = time_encoding(s.get_model(), s.cfg.timeline.calendar_start)
-    ds = xr.Dataset(coords={"member": ("member", np.arange(next(iter(fc.values.values())).shape[0])),
-                            "time": ("time", np.asarray(fc.times, dtype=float) * scale,
-                                     {"standard_name": "time", "units": time_units, "axis": "T",
-                                      **({"calendar": "standard"} if " since " in time_units else {})})})
+    members = next(iter(fc.values.values())).shape[0]
+    # coordinates as in the other files: the member a CF realization, no fill value on either coordinate
+    ds = xr.Dataset(coords={"member": ("member", np.arange(members, dtype=np.int32),
+                                       {"standard_name": "realization", "long_name": "ensemble member index",
+                                        "units": "1"}),
+                            "time": ("time", np.asarray(fc.times, dtype=float) * scale, time_attributes(time_units))})
     for name, values in fc.values.items():
         ds[name] = (("member", "time"), np.asarray(values, dtype=float),
                     {"units": fc.units.get(name, "1"), "long_name": f"posterior forecast of {name}"})
     ds.attrs.update(global_attributes("prediction", f"posterior QoI forecast of experiment {s.name}", prov))
     with atomic_output(s.exp_dir / PREDICTION_FILE, private=s.cfg.campaign.sensitive) as tmp:
-        ds.to_netcdf(tmp)
+        ds.to_netcdf(tmp, encoding={"time": {"_FillValue": None}, "member": {"_FillValue": None}})
         record_checksum(tmp)
 
 
@@ -207,7 +209,8 @@ def write_horizon(s, comm, fc, t_analysis: float, members: int) -> None:
     (:func:`twin.campaign.outputs.fields_dataset`); ``time`` in the campaign's CF encoding, the scalar
     ``forecast_reference_time`` (the last analysis ``t_analysis``) and ``forecast_period`` (lead time). Rank 0
     writes, atomically. Collective (the provenance)."""
-    from twin.campaign.outputs import fields_dataset, time_attributes, time_encoding, write_fields
+    from twin.campaign.outputs import fields_dataset, time_encoding, write_fields
+    from twin.io.netcdf import time_attributes
 
     prov = s.provenance()  # collective: every rank, before rank 0 alone writes
     model = s.get_model()

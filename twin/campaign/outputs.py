@@ -409,7 +409,7 @@ def write_state_ensemble(s: Setup, path, values: np.ndarray | None, times: np.nd
     order (needed on rank 0 only), ``times`` already in the file's CF time units. A single model's file is
     :func:`twin.io.netcdf.write_ensemble`'s; a coupled model's has every component's fields on its own coordinates
     (:func:`fields_dataset`). Collective."""
-    from twin.io.netcdf import VariableMeta, write_ensemble
+    from twin.io.netcdf import VariableMeta, time_attributes, write_ensemble
 
     model = s.get_model()
     time_units, _ = time_encoding(model, s.cfg.timeline.calendar_start)
@@ -433,9 +433,3 @@ def write_state_ensemble(s: Setup, path, values: np.ndarray | None, times: np.nd
                  sensitive=s.cfg.campaign.sensitive, complevel=s.cfg.outputs.compression)
 
 
-def time_attributes(time_units: str) -> dict[str, str]:
-    """CF attributes of a time coordinate in ``time_units`` (a calendar only for ``<unit> since <date>``)."""
-    attrs = {"standard_name": "time", "long_name": "time", "axis": "T", "units": time_units}
-    if " since " in time_units:
-        attrs["calendar"] = "standard"
-    return attrs

@@ -106,7 +106,12 @@ DIAGNOSTICS = {
 }
 
 
-def _time_attrs(time_units: str) -> dict[str, str]:
+def time_attributes(time_units: str) -> dict[str, str]:
+    """CF attributes of a time coordinate: a CF time (``seconds since ...``) with its calendar; a model's own time
+    without units of time (Lorenz-96's ``"1"``) is the axis T without the standard name or calendar, which CF gives
+    times of a time unit only."""
+    if " since " not in time_units:
+        return {"long_name": "model time", "axis": "T", "units": time_units}
     return {"standard_name": "time", "long_name": "time", "axis": "T", "units": time_units, "calendar": "standard"}
 
 
@@ -230,7 +235,7 @@ def ensemble_dataset(grid: Grid, fields: Mapping[str, np.ndarray], times: Sequen
         data_vars[name] = (dims, values, variables[name].attrs())
     coords = {"member": ("member", np.arange(n_members or 0, dtype=np.int32),
                          {"standard_name": "realization", "long_name": "ensemble member index", "units": "1"}),
-              "time": ("time", times, _time_attrs(time_units))}
+              "time": ("time", times, time_attributes(time_units))}
     where = "cell centre" if grid.centering == "cell" else "node"
     for axis in range(grid.dim):
         name = _AXES[axis]
@@ -380,7 +385,7 @@ class DiagnosticsFile:
                 if fresh:
                     nc.createDimension("time", None)
                     t = nc.createVariable("time", "f8", ("time",))
-                    t.setncatts(_time_attrs(self.time_units))
+                    t.setncatts(time_attributes(self.time_units))
                     c = nc.createVariable("cycle", "i4", ("time",), fill_value=False)
                     c.setncatts({"long_name": "assimilation cycle index", "units": "1"})
                 nc.setncatts(_global_attrs("diagnostics", self.title, self.provenance))
