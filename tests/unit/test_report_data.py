@@ -28,3 +28,18 @@ def test_a_fourdvar_posterior_at_window_ends_finds_its_truth_rows():
     rows = _at_posterior_times(truth, times, 86400.0 * np.arange(2.0, 25.0, 2.0))
     assert rows is not None and np.array_equal(rows[:, 0], np.arange(2.0, 25.0, 2.0))
     assert _at_posterior_times(truth, times, 86400.0 * np.array([2.5, 24.0])) is None  # not an observation time
+
+
+def test_a_single_analysis_has_the_spread_of_its_laplace_samples(tmp_path):
+    """Found by a probe: the report's "What changed" table gave a 4D-Var parameter a spread of 0 (its MAP is one
+    value) while its Laplace samples spread 0.9; without samples the spread is n/a, not 0."""
+    from twin.report.data import RunData
+    from twin.report.figures import changes_panel
+
+    data = RunData("x", tmp_path, parameters={0: {"F": np.array([8.28])}, 1: {"F": np.array([8.11])}},
+                   parameter_spreads={0: {"F": 1.1}, 1: {"F": 0.9}})
+    panel = changes_panel(data, tmp_path)
+    assert "<td>parameter F</td><td>8.28</td><td>8.11</td><td>1.1</td><td>0.9</td>" in panel.table
+    data.parameter_spreads = {}
+    panel = changes_panel(data, tmp_path)
+    assert "<td>parameter F</td><td>8.28</td><td>8.11</td><td>n/a</td><td>n/a</td>" in panel.table

@@ -171,8 +171,10 @@ def diagnostics_file(s: Setup, path):
     model = s.get_model()
     units, mix = state_units(model)
     extra = {k: of_state(VariableMeta(ln, u), units, mix) for k, (ln, u) in EXTRA_DIAGNOSTICS.items()}
+    single = getattr(s.cfg.assimilation, "method", None) == "4dvar"  # one analysis, no ensemble to average
     for p in model.estimable():
-        extra[f"parameter_{p.name}"] = VariableMeta(f"ensemble mean of parameter {p.name}", p.units)
+        extra[f"parameter_{p.name}"] = VariableMeta(
+            f"{'MAP estimate (4D-Var analysis)' if single else 'ensemble mean'} of parameter {p.name}", p.units)
     if guarded.settings(s.cfg) is not None:
         from twin.decision.guardrails import diagnostics_variables
 

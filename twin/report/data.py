@@ -49,6 +49,9 @@ class RunData:
         ``cycle -> {name: samples}`` of scalar parameters from the checkpoints, one value per member of the
         ensemble (NaN for a member dropped by the failure policy, so that the member axis means the same in every
         cycle).
+    parameter_spreads : dict
+        ``cycle -> {name: standard deviation}`` of the Laplace samples (``samples_<name>``) of a checkpoint that holds
+        one analysis value per parameter (4D-Var): its spread, which its single value has none of.
     posterior_parameters : dict
         ``name -> samples`` of each scalar parameter's posterior at the last checkpoint: the ensemble's members
         (filters, ES-MDA) or the Laplace samples (4D-Var, ``samples_<name>``), NaN members left out.
@@ -75,6 +78,7 @@ class RunData:
     truths: dict[str, np.ndarray] = field(default_factory=dict)
     parameters: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     parameter_times: dict[int, float] = field(default_factory=dict)
+    parameter_spreads: dict[int, dict[str, float]] = field(default_factory=dict)
     posterior_parameters: dict[str, np.ndarray] = field(default_factory=dict)
     decision: dict | None = None
     flags: list[dict] = field(default_factory=list)
@@ -284,6 +288,11 @@ def _parameters(directory: Path, data: RunData) -> None:
                     params[name] = v
                 data.parameters[r.cycle] = params
                 data.parameter_times[r.cycle] = r.time
+                # a single analysis (4D-Var's MAP) has its spread in its Laplace samples
+                data.parameter_spreads[r.cycle] = {
+                    n: float(np.std(s[np.isfinite(s)], ddof=1)) for n in params
+                    if f"samples_{n}" in r.array_names and np.isfinite(
+                        s := np.ravel(r.read_array(f"samples_{n}")).astype(float)).sum() > 1}
                 if path == files[-1]:  # the posterior: Laplace samples where the checkpoint has them, else members
                     data.posterior_parameters = {
                         name: v[np.isfinite(v)] for name, v in

@@ -615,8 +615,10 @@ def changes_panel(data: RunData, out: Path) -> Panel:
             va, vb = va[np.isfinite(va)], vb[np.isfinite(vb)]
             if not va.size or not vb.size:
                 continue
-            rows.append([f"parameter {name}", float(np.mean(va)), float(np.mean(vb)), float(np.std(va, ddof=1))
-                         if va.size > 1 else 0.0, float(np.std(vb, ddof=1)) if vb.size > 1 else 0.0])
+            # an ensemble's spread, or a single analysis's from its Laplace samples (4D-Var); else none (n/a, not 0)
+            spread = [float(np.std(v, ddof=1)) if v.size > 1 else
+                      data.parameter_spreads.get(k, {}).get(name, float("nan")) for k, v in ((a, va), (b, vb))]
+            rows.append([f"parameter {name}", float(np.mean(va)), float(np.mean(vb)), *spread])
     if data.posterior is not None and data.posterior.sizes["time"] >= 2:
         for var in data.state_variables():
             if data.concatenated(var):
