@@ -261,3 +261,34 @@ def test_ctrl_c_during_a_report_says_to_write_it_again(tmp_path, capsys, monkeyp
     assert main(["report", str(tmp_path)]) == 130
     assert capsys.readouterr().err.splitlines()[-1] == ("interrupted (Ctrl-C): every file written so far is complete; "
                                                          "run the same command again to write the report")
+
+
+def test_outputs_and_report_name_the_campaign_file_they_came_from(tmp_path):
+    """Found by a probe: the outputs held the SHA-256 of each experiment's expanded configuration only, so a user
+    could not match them to the campaign file they hold, and the report named no version at all. Every output now
+    records the campaign file's SHA-256 (``twin_campaign_sha256``: ``sha256sum`` of the file), and the report's top
+    says it with the twin version and git revision that wrote the outputs."""
+    import hashlib
+
+    import xarray as xr
+
+    from twin.campaign.online import run_online
+    from twin.config.loader import load_campaign
+
+    text = l96_campaign("prov", N=4, extra="""\
+        resources: {type: local, ranks: 1}
+        experiments: {matrix: {assimilation.inflation.multiplicative: [1.0, 1.05]}}
+        """)
+    (tmp_path / "c.yaml").write_text(text)
+    digest = hashlib.sha256((tmp_path / "c.yaml").read_bytes()).hexdigest()
+    run_dir = tmp_path / "run"
+    exps = run_online(load_campaign(tmp_path / "c.yaml"), MPI.COMM_SELF, run_dir)
+    configs = set()
+    for exp in exps:
+        with xr.open_dataset(exp / "posterior.nc", decode_times=False) as ds:
+            assert ds.attrs["twin_campaign_sha256"] == digest
+            configs.add(ds.attrs["twin_config_sha256"])
+    assert len(configs) == 2 and digest not in configs  # each experiment's own configuration, hashed too
+    assert _report(run_dir) == 0
+    page = (run_dir / "report" / "index.html").read_text()
+    assert f"from the campaign file of SHA-256 <code>{digest}</code>" in page and "Outputs written by twin " in page

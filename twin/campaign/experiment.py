@@ -40,6 +40,7 @@ class Setup:
     _obs: Any = field(default=None, repr=False)
     _schedule: Any = field(default=None, repr=False)
     _files_record: Any = field(default=None, repr=False)
+    _campaign: Any = field(default=None, repr=False)
     _obs_arrays: Any = field(default=None, repr=False)
     #: diagnostics records not yet in ``diagnostics.nc``, and when it was last appended to (``lazy``: the online
     #: driver appends every :data:`DIAGNOSTICS_EVERY` seconds and at the end, and makes its cycle checkpoints
@@ -93,7 +94,19 @@ class Setup:
 
         return collect(self.comm, config_text=self.loaded.text, sensitive=self.cfg.campaign.sensitive,
                        parent=parent, parent_checksum=checksum, relative_to=self.exp_dir,
-                       observation_files=self._observation_files())
+                       observation_files=self._observation_files(), campaign_text=self._campaign_text())
+
+    def _campaign_text(self) -> str | None:
+        """The campaign file as given (``RUN_DIR/campaign.yaml``, which this experiment's ``experiment.yaml`` was made
+        from), read once; ``None`` when the run directory has none."""
+        from twin.campaign.rundir import CAMPAIGN_FILE
+
+        if self._campaign is None:
+            try:
+                self._campaign = ((self.exp_dir.parent.parent / CAMPAIGN_FILE).read_text(encoding="utf-8"),)
+            except (OSError, UnicodeDecodeError):
+                self._campaign = (None,)
+        return self._campaign[0]
 
     def _observation_files(self) -> list:
         """``observations.h5``'s record of the files read (``meta["files"]``), remembered while the file is

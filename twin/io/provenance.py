@@ -7,8 +7,12 @@ small model's states, and a checkpoint is written every cycle), a NetCDF file as
 both.
 
 ========================== ==============================================================================
-``config``                  the campaign configuration, verbatim (the YAML text as read)
+``config``                  the configuration the output was made with, verbatim (the YAML text as read): a forecast's
+                            campaign file; an experiment's ``experiment.yaml`` (the campaign file with the experiment's
+                            matrix values applied)
 ``config_sha256``           SHA-256 of those bytes (UTF-8), hex
+``campaign_sha256``         SHA-256 of the campaign file as given (``RUN_DIR/campaign.yaml``; ``sha256sum`` of the file
+                            a user holds matches it); ``config_sha256`` when the configuration is the campaign file
 ``twin_version``            ``twin.__version__``
 ``git_revision``            ``git rev-parse HEAD`` of the source checkout (``+dirty`` if modified), or ``unknown``
 ``petsc_version``           PETSc version (petsc4py), e.g. ``3.18.5``
@@ -56,7 +60,7 @@ from twin.core.errors import OutputError
 from twin.io.atomic import as_mpi_comm, make_directory
 
 #: Attributes every provenance record has (the order used when printing).
-FIELDS = ("config_sha256", "twin_version", "git_revision", "petsc_version", "mpi_library", "hdf5_version",
+FIELDS = ("config_sha256", "campaign_sha256", "twin_version", "git_revision", "petsc_version", "mpi_library", "hdf5_version",
           "netcdf_version", "python_version", "host", "user", "ranks", "start_time", "end_time", "parent_checkpoint",
           "parent_checksum", "sensitive", "observation_files", "petsc_options", "config")
 
@@ -159,6 +163,7 @@ class Provenance:
 
     config: str = ""
     config_sha256: str = ""
+    campaign_sha256: str = ""
     twin_version: str = "unknown"
     git_revision: str = "unknown"
     petsc_version: str = "unknown"
@@ -242,7 +247,8 @@ class Provenance:
 
 def collect(comm=None, *, config_text: str = "", sensitive: bool = False, start_time: str | None = None,
             parent: str | os.PathLike | None = None, parent_checksum: str = "",
-            relative_to: str | os.PathLike | None = None, observation_files=None) -> Provenance:
+            relative_to: str | os.PathLike | None = None, observation_files=None,
+            campaign_text: str | None = None) -> Provenance:
     """Gather the provenance of the current run (collective over ``comm`` when given).
 
     Parameters
@@ -261,6 +267,10 @@ def collect(comm=None, *, config_text: str = "", sensitive: bool = False, start_
         Directory parent paths are made relative to when sensitive.
     observation_files : list of dict, optional
         The observation files read (``{"network", "file", "sha256", "qc"}``; ``observations.h5``'s record of them).
+    campaign_text : str, optional
+        The campaign file as given, when ``config_text`` is one experiment's configuration made from it (its matrix
+        values applied): its SHA-256 is recorded as ``campaign_sha256`` (the file's own hash; ``config_sha256`` when
+        not given), so that an output is matched to the campaign file a user holds.
     """
     import json
 
@@ -280,7 +290,9 @@ def collect(comm=None, *, config_text: str = "", sensitive: bool = False, start_
         base = comm.bcast(base, root=0)
     files = [dict(f, file=os.path.basename(str(f.get("file", ""))) if sensitive else str(f.get("file", "")))
              for f in observation_files or []]
-    record = Provenance(config=config_text, config_sha256=sha256_text(config_text) if config_text else "",
+    config_sha256 = sha256_text(config_text) if config_text else ""
+    record = Provenance(config=config_text, config_sha256=config_sha256,
+                        campaign_sha256=config_sha256 if campaign_text is None else sha256_text(campaign_text),
                         ranks=ranks, start_time=start_time or utc_now(), sensitive=int(bool(sensitive)),
                         observation_files=json.dumps(files, sort_keys=True) if files else "",
                         petsc_options=_petsc_options(sensitive), **base)

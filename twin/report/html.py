@@ -134,6 +134,33 @@ def _unfinished_html(run_dir: Path, unfinished: dict[str, str]) -> str:
             f"<code>twin status {html.escape(str(run_dir))}</code> follows them.</p></div>\n")
 
 
+def _provenance_html(runs: list[RunData]) -> str:
+    """Where the report's numbers come from, from the outputs' own provenance: the twin version and git revision
+    that wrote them and the SHA-256 of the campaign file (``sha256sum`` of the file a user holds matches it), each
+    distinct value once (``""`` when no output carries them)."""
+    seen: dict[str, list[str]] = {"twin_version": [], "twin_git_revision": [], "twin_campaign_sha256": []}
+    for run in runs:
+        for ds in (run.posterior, run.forecast, run.diagnostics, run.qoi):
+            if ds is None:
+                continue
+            for key, values in seen.items():
+                value = str(ds.attrs.get(key, "") or "")
+                if value and value not in values:
+                    values.append(value)
+            break
+    if not any(seen.values()):
+        return ""
+    parts = []  # HTML, escaped
+    if seen["twin_version"]:
+        parts.append("twin " + html.escape(", ".join(seen["twin_version"])))
+    if seen["twin_git_revision"]:
+        parts.append("git revision " + html.escape(", ".join(seen["twin_git_revision"])))
+    if seen["twin_campaign_sha256"]:
+        parts.append("from the campaign file of SHA-256 " + ", ".join(f"<code>{html.escape(h)}</code>"
+                                                                       for h in seen["twin_campaign_sha256"]))
+    return f"<p>Outputs written by {'; '.join(parts)}.</p>\n"
+
+
 def write_report(run_dir) -> Path:
     """Write ``<run_dir>/report/index.html`` and its PNG images; returns the HTML path.
 
@@ -176,7 +203,8 @@ def write_report(run_dir) -> Path:
     doc = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>twin report: {html.escape(run_dir.name)}"
            f"</title><style>{_STYLE}</style></head><body>\n<h1>twin report: {html.escape(run_dir.name)}</h1>\n"
            f"<p>Written {utc_now()} from <code>{html.escape(str(run_dir.resolve()))}</code>; "
-           f"{len(runs)} experiment(s), {len(files)} figure(s).</p>\n" + _unfinished_html(run_dir, unfinished)
+           f"{len(runs)} experiment(s), {len(files)} figure(s).</p>\n" + _provenance_html(runs)
+           + _unfinished_html(run_dir, unfinished)
            + _damage_html(run_dir, damaged)
            + "\n".join(sections) + "\n</body></html>\n")
     # the answers in one line each, for the terminal (twin report prints them) and for scripts
