@@ -74,6 +74,7 @@ def test_report_of_an_assimilation_campaign(tmp_path, capsys):
     assert "sensor 3" in text and "excluded" in text  # the flags table
     assert "P(max von Mises" in text  # the decision's summary
     assert "parameter F" in text  # what changed since the last update
+    assert "qoi.nc not found" not in text  # a forecast's output, not missing from an assimilation (a probe)
 
 
 def test_report_of_the_quickstart_forecast(tmp_path):
@@ -88,6 +89,7 @@ def test_report_of_the_quickstart_forecast(tmp_path):
     text = index.read_text()
     assert "Skipped: no diagnostics.nc" in text and "Skipped: needs posterior.nc" in text
     assert "Skipped: no decision recorded" in text
+    assert "posterior.nc not found" not in text and "diagnostics.nc not found" not in text  # not a forecast's
     _a_report_that_cannot_be_written_leaves_the_last_one_whole(result.run_dir)
     # found by trying: report/ replaced by a link elsewhere, and the report was written there
     outside = tmp_path / "elsewhere"

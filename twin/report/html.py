@@ -63,7 +63,11 @@ def _experiment(run: RunData, images: Path, verdict: Verdict) -> tuple[str, list
             # a malformed input must not cost the whole report: say which panel failed and why
             log.warning("report: panel %s of %s failed: %s", make.__name__, run.name, exc)
             panels.append(Panel(make.__name__.replace("_panel", ""), note=f"could not be drawn ({exc})"))
-    missing = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in sorted(run.missing.items()))
+    # what this kind of run does not write is not missing: a forecast's qoi.nc in an assimilation experiment, an
+    # assimilation's posterior, diagnostics, truth and parameters in a forecast
+    other = {"qoi"} if run.kind != "forecast" else {"posterior", "diagnostics", "truth", "parameters"}
+    missing = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in sorted(run.missing.items())
+                      if k not in other)
     kind = f"{run.kind}, NOT FINISHED" if verdict.unfinished else run.kind
     body = [f"<h2>{html.escape(run.name)} ({kind})</h2>", verdict_html(verdict),
             f"<p>Directory: <code>{html.escape(str(run.directory))}</code></p>"]
