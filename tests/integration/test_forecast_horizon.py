@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from campaign_case import l96_campaign
@@ -74,6 +75,16 @@ def test_horizon_file_of_a_dated_campaign(tmp_path):
         assert float(pred["max"][:, -1].max()) >= float(mean[-1].max()) - 1e-12
     record = json.loads((exp / "decision.json").read_text())
     np.testing.assert_allclose(record["qois"]["mass"]["mean"], float(pred_mean(exp, "mass")), rtol=1e-12)
+    # the record says when as a date and where it comes from (a probe: neither, and twin inspect knew it not)
+    assert record["time"] == pytest.approx(0.2) and record["time_utc"] == "2026-03-01T12:00:00.200000+00:00"
+    with xr.open_dataset(path) as ds:
+        assert record["provenance"]["campaign_sha256"] == ds.attrs["twin_campaign_sha256"]
+        assert record["provenance"]["git_revision"] == ds.attrs["twin_git_revision"]
+    from twin.io.inspect import examine
+
+    seen = examine(exp / "decision.json")
+    assert seen.ok and seen.text.startswith(f"{exp / 'decision.json'}: decision record (") and \
+        "at 2026-03-01T12:00:00.200000+00:00" in seen.text and "campaign file SHA-256 " in seen.text
     # the report's horizon panel reads the file: a figure and the table of the horizon's mean
     from twin.report.html import write_report
 

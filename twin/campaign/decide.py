@@ -164,10 +164,30 @@ def decide(s, comm, window=None, observation_times=None) -> dict[str, Any] | Non
         hook = decision_types()[key].decide
         if hook is not None:
             record = hook(s, comm, model, ensemble, dcfg, record, window_info)
+    record.update(_where_from(s, model, record))  # collective (the provenance)
     if comm is None or comm.Get_rank() == 0:
         write_decision(s.exp_dir, record)
     log.info("experiment %s: decision written (%s)", s.name, record.get("summary", record["kind"]))
     return record
+
+
+def _where_from(s, model, record: dict) -> dict:
+    """What a decision record says of itself (found by a probe: it had neither): ``provenance``, the outputs' record
+    but the configuration text (versions, git revision, the configuration's and the campaign file's SHA-256, host,
+    ranks, times), and, for a campaign with a calendar start, ``time_utc``: the decision's time as a date. Collective
+    (the provenance)."""
+    import datetime
+
+    from twin.campaign.outputs import time_encoding
+
+    prov = {k: v for k, v in s.provenance().finished().attrs().items() if k != "config"}
+    out: dict = {"provenance": prov}
+    start = s.cfg.timeline.calendar_start
+    t = record.get("time")
+    if start is not None and isinstance(t, (int, float)):
+        _, scale = time_encoding(model, start)  # model time -> seconds since the start
+        out["time_utc"] = (start + datetime.timedelta(seconds=float(t) * scale)).isoformat()
+    return out
 
 
 PREDICTION_FILE = "prediction.nc"

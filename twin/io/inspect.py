@@ -86,7 +86,35 @@ def examine(path) -> Inspection:
         return _netcdf(path)
     if h5py.is_hdf5(path):
         return _checkpoint(path) if _is_checkpoint(path) else _netcdf(path)
+    if path.name == "decision.json":
+        return _decision(path)
     return Inspection(f"{path}: not a twin output (unknown file type)")
+
+
+def _decision(path: Path) -> Inspection:
+    """A decision record (``decision.json``): its kind, time, members, what it decided, and its provenance; a
+    record that is not JSON is a failed check."""
+    import json
+
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rec, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return Inspection(f"{path}: decision record, unreadable ({exc})", [f"{path}: not a decision record: {exc}"])
+    when = rec.get("time_utc") or f"{rec.get('time')} {rec.get('time_units', '')}".rstrip()
+    lines = [f"{path}: decision record ({rec.get('kind', 'unknown kind')}) at {when}, "
+             f"{rec.get('members', '?')} posterior members"]
+    if rec.get("summary"):
+        lines.append(f"  {rec['summary']}")
+    prov = rec.get("provenance")
+    if isinstance(prov, dict):
+        lines.append(f"  written by twin {prov.get('twin_version', '?')} (git {prov.get('git_revision', '?')}), "
+                     f"{prov.get('ranks', '?')} rank(s), {prov.get('end_time', '')}; campaign file SHA-256 "
+                     f"{prov.get('campaign_sha256', '?')}")
+    else:
+        lines.append("  no provenance (written by an older twin)")
+    return Inspection("\n".join(lines))
 
 
 def _is_checkpoint(path: Path) -> bool:
