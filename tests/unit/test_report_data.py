@@ -43,3 +43,14 @@ def test_a_single_analysis_has_the_spread_of_its_laplace_samples(tmp_path):
     data.parameter_spreads = {}
     panel = changes_panel(data, tmp_path)
     assert "<td>parameter F</td><td>8.28</td><td>8.11</td><td>n/a</td><td>n/a</td>" in panel.table
+
+
+def test_an_axis_of_mixed_units_says_what_it_mixes():
+    """A diagnostic over state variables of different units has no units (twin.io.netcdf.of_state): its axis says
+    what it mixes instead of an empty "[]"."""
+    from twin.io.netcdf import VariableMeta, of_state
+    from twin.report.figures import _axis_units
+
+    meta = of_state(VariableMeta("root-mean-square error", "{state}"), None, "h [m], u [m/s]")
+    ds = xr.Dataset({"rmse": ("time", [1.0], meta.attrs()), "spread": ("time", [1.0], {"units": "m"})})
+    assert _axis_units(ds, "rmse") == "h [m], u [m/s]: mixed units" and _axis_units(ds, "spread") == "[m]"

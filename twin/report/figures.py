@@ -81,6 +81,17 @@ def _units(ds, var: str) -> str:
     return str(ds[var].attrs.get("units", "")) if ds is not None and var in ds else ""
 
 
+def _axis_units(ds, var: str) -> str:
+    """The axis label's units of diagnostic ``var``: ``[m]``, or for a statistic over state variables of different
+    units (no ``units``, :func:`twin.io.netcdf.of_state`) what it mixes (``h [m], u [m/s]: mixed units``)."""
+    units = _units(ds, var)
+    if units:
+        return f"[{units}]"
+    long_name = str(ds[var].attrs.get("long_name", "")) if ds is not None and var in ds else ""
+    mix = long_name.rpartition("over the state variables together (")[2]
+    return mix[:-1] if long_name.endswith(")") and mix != long_name else ""
+
+
 def _spatial_mean(values: np.ndarray) -> np.ndarray:
     """Mean over the spatial axes (everything after member and time), ignoring missing members."""
     return np.nanmean(values.reshape(values.shape[0], values.shape[1], -1), axis=2)
@@ -228,7 +239,8 @@ def rmse_panel(data: RunData, out: Path) -> Panel:
         c, ls = styles[k]
         ax.plot(cycle, ds[k].values, color=c, ls=ls, marker="o", ms=3, label=k.replace("_", " "))
     ax.set_xlabel("cycle")
-    ax.set_ylabel(f"[{_units(ds, keys[0])}]")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # cycles are whole (3 windows ticked at 0.25, 0.5 ...)
+    ax.set_ylabel(_axis_units(ds, keys[0]))
     ax.legend(fontsize=8)
     return Panel(title, save_figure(fig, out / "rmse_spread.png"), table=html_table(["cycle"] + keys, rows))
 
@@ -263,14 +275,14 @@ def observation_fit_panel(data: RunData, out: Path) -> Panel:
     if cycle.size < 2:
         return Panel(title, note=note, table=table)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.2))
-    units = _units(ds, "omb_std")
+    units = _axis_units(ds, "omb_std")
     for k, style, label in (("omb_std", ("C0", "--"), "O-B std"), ("oma_std", ("C0", "-"), "O-A std")):
         if k in ds:
             ax.plot(cycle, ds[k].values, color=style[0], ls=style[1], marker="o", ms=3, label=label)
     if "assumed_r" in ds:
         ax.plot(cycle, np.sqrt(ds["assumed_r"].values), color="k", lw=1, ls=":", label="assumed error std")
     ax.set_xlabel("cycle")
-    ax.set_ylabel(f"[{units}]" if units else "")
+    ax.set_ylabel(units)
     ax.legend(fontsize=8)
     bx.plot(cycle, chi2, color="C3", marker="o", ms=3, label="chi-square / m")
     bx.axhline(1.0, color="k", lw=1, ls="--", label="expected")
