@@ -504,6 +504,31 @@ def _signals_stop_the_workflow():
             signal.signal(sig, handler)
 
 
+def stop_parsl(dfk) -> None:
+    """Parsl's clean-up of the run (``dfk.cleanup()``: the interchange and the workers stopped, the blocks cancelled),
+    also when an interchange has died before it (killed: ``scancel`` signals every process of a job; the OOM
+    killer). Parsl's clean-up asks each executor's interchange which blocks it has before it cancels them and waits
+    for the answer for ever, so the driver hung after such a death, ignoring SIGINT and SIGTERM (found by a probe,
+    with a terminal's Ctrl-C, which reached the interchange as well). An executor whose interchange has ended is put
+    in Parsl's bad state first, which leaves that question out, and its blocks are cancelled through its provider
+    (the local provider kills each block's process group; the Slurm provider scancels its jobs)."""
+    for ex in dfk.executors.values():
+        proc = getattr(ex, "interchange_proc", None)
+        if proc is None or proc.poll() is None or ex.bad_state_is_set:
+            continue
+        log.warning("Parsl's interchange (process %d) ended before the run did (status %s): its blocks are stopped "
+                    "without it", proc.pid, proc.returncode)
+        ex.set_bad_state_and_fail_all(WorkflowError(f"Parsl's interchange ended (status {proc.returncode})"))
+        jobs = [str(job) for job in dict(getattr(ex, "blocks_to_job_id", {})).values()]
+        provider = getattr(ex, "provider", None)
+        if provider is not None and jobs:
+            try:
+                provider.cancel(jobs)
+            except Exception as exc:  # noqa: BLE001 - a block that cannot be cancelled must not stop the clean-up
+                log.warning("could not cancel the blocks %s: %s", ", ".join(jobs), exc)
+    dfk.cleanup()
+
+
 def _task(command: str, stdout=None, stderr=None, walltime=None, parsl_resource_specification=None) -> str:
     """The bash app of every campaign task: the command line built by :class:`workflows.executors.Launcher`, with
     its ``parsl_resource_specification`` (:meth:`workflows.executors.Launcher.resource_spec`)."""
@@ -618,7 +643,7 @@ def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interacti
             raise
         finally:
             # stops the interchange and the workers, and cancels the provider's blocks (scancel for Slurm)
-            dfk.cleanup()
+            stop_parsl(dfk)
             parsl.clear()
             write_heartbeat(run_dir, state)
     _warn_unread_options(dirs)

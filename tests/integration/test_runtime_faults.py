@@ -254,6 +254,53 @@ def test_sigterm_stops_the_workflow_driver_and_everything_it_started(tmp_path):
     assert status.returncode == 1 and "driver cancelled" in status.stdout and "kill: interrupted" in status.stdout
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "interchange-killed"])
+def test_a_workflow_driver_ends_when_its_group_is_signalled_or_its_interchange_dies(tmp_path, how):
+    """Found by a probe: a terminal's Ctrl-C (SIGINT to the foreground process group; ``timeout``, ``kill -- -PGID``
+    alike) killed Parsl's interchange beside the driver, with a KeyboardInterrupt traceback, and the driver then
+    waited for ever in Parsl's clean-up for the dead interchange's answer, ignoring SIGINT and SIGTERM: the terminal
+    never came back and the run directory stayed "running" (exit 3) until the driver was SIGKILLed. The interchange
+    now leaves the driver's group, and an interchange that died anyway (``scancel`` signals every process of a job)
+    is cleaned up without it: status 130 or 143, one line, nothing left running, and the rerun finishes."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=40, extra="resources: {type: local, ranks: 1, workers: 2}\n")
+    run = tmp_path / "run"
+    exp = layout.experiment_dir(run, "kill")
+    proc = _start(["run", campaign, "-o", run, "--workflow"])
+    interchange = None
+    try:
+        _wait_for(proc, lambda: 2 in layout.checkpoint_cycles(exp))
+        (interchange,) = [p for p in _children(proc.pid)
+                          if b"interchange" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        t0 = time.time()
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the driver's whole process group
+        else:
+            os.kill(interchange, signal.SIGKILL)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+        stopped_in = time.time() - t0
+        deadline = time.time() + 30
+        while (_session(proc.pid) or _alive(interchange)) and time.time() < deadline:
+            time.sleep(0.2)
+        left = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:120] for p in _session(proc.pid)}
+        interchange_left = _alive(interchange)
+    finally:
+        _kill_session(proc.pid)
+        if interchange is not None:
+            with contextlib.suppress(OSError):
+                os.kill(interchange, signal.SIGKILL)
+    sig = "SIGINT" if how == "ctrl-c" else "SIGTERM"
+    assert proc.returncode == 128 + getattr(signal, sig), err[-3000:]
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: the workflow driver received {sig}: its Parsl workers and blocks were stopped; run "
+                      "the campaign again to resume it from its files"], err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert stopped_in < 60 and left == {} and not interchange_left, left
+    assert subprocess.run(TWIN + ["run", campaign, "-o", run, "--workflow"], capture_output=True, text=True,
+                          timeout=300).returncode == 0
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
