@@ -135,3 +135,25 @@ def test_prepare_is_idempotent_and_refuses_another_campaign(loaded, tmp_path):
     with pytest.raises(ConfigError, match=r"different experiment than .*other.yaml expands to \(assimilation.N: 4 "
                                           r"then, 5 now\): continue a run with the campaign file that started it"):
         prepare_experiments(load_campaign(other), run, policy)
+
+
+def test_a_refused_run_changes_nothing_and_matrix_json_keeps_every_experiment(loaded, tmp_path):
+    """Found by a probe: a run refused (exit 2) because an existing experiment differed had already rewritten
+    matrix.json with its own matrix (and made its new experiments' folders): the finished run's twin status then
+    named an experiment that never was, and the report lost the real ones' matrix values. A run with another
+    compatible matrix adds its experiments to matrix.json instead of replacing the earlier ones."""
+    import json
+
+    run = tmp_path / "run"
+    prepare_experiments(loaded, run, ExperimentsConfig(matrix={"assimilation.inflation.multiplicative": [1.1, 1.2]}))
+    before = (run / "matrix.json").read_bytes()
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(CAMPAIGN.replace("N: 4", "N: 5"))
+    with pytest.raises(ConfigError, match="different experiment"):
+        prepare_experiments(load_campaign(changed), run,
+                            ExperimentsConfig(matrix={"assimilation.inflation.multiplicative": [1.1, 1.5]}))
+    assert (run / "matrix.json").read_bytes() == before
+    assert sorted(p.name for p in (run / "experiments").iterdir()) == ["multiplicative-1.1", "multiplicative-1.2"]
+    prepare_experiments(loaded, run, ExperimentsConfig(matrix={"assimilation.inflation.multiplicative": [1.3]}))
+    assert json.loads((run / "matrix.json").read_text()) == {
+        f"multiplicative-{v}": {"assimilation.inflation.multiplicative": v} for v in ("1.1", "1.2", "1.3")}

@@ -295,7 +295,7 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
     observation file that cannot be read (:func:`check_observation_files`), before anything is made."""
     from twin.campaign.rundir import record_owner
     from twin.io.atomic import write_text
-    from twin.io.provenance import prepare_run_directory, refuse_link_out
+    from twin.io.provenance import prepare_run_directory
 
     experiments = experiments or experiments_section(loaded.config)
     exps = expand(loaded.config, experiments.full_matrix(loaded.config.campaign.seed), filename=str(loaded.path))
@@ -306,36 +306,72 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
     rank = comm.Get_rank() if comm is not None else 0
     problem = None
     if rank == 0:
-        hashes: dict = {}  # the SHA-256 of each observation file, computed once for every experiment naming it
         record_owner(run_dir, loaded)
-        # which matrix values each experiment has (the report groups experiments that differ only in their method)
-        matrix = {e.name: {k: _format(v) for k, v in e.overrides.items()} for e in exps}
-        write_text(run_dir / "matrix.json", json.dumps(matrix, indent=1, sort_keys=True) + "\n", private=sensitive)
-        for e in exps:
-            d = layout.experiment_dir(run_dir, e.name)
-            try:  # experiments/, an experiment's folder and its checkpoint/ as links out: refused, existing ones too
-                refuse_link_out(d.parent, run_dir)
-                prepare_run_directory(d, sensitive=sensitive)
+        # every experiment checked before anything is written: a refused run changes nothing (a probe: matrix.json
+        # was rewritten first, and the finished run then listed an experiment that never was)
+        problem = _refusal(run_dir, loaded, exps)
+        if problem is None:
+            try:
+                for e in exps:
+                    d = layout.experiment_dir(run_dir, e.name)
+                    prepare_run_directory(d, sensitive=sensitive)
+                    if not layout.config_file(d).exists():
+                        write_text(layout.config_file(d), e.text, private=sensitive)
             except OutputError as exc:
                 problem = str(exc)
-                break
-            f = layout.config_file(d)
-            if f.exists():
-                if (held := f.read_text()) != e.text:
-                    problem = (f"{f} holds a different experiment than {loaded.path} expands to"
-                               f"{_first_difference(held, e.text)}: continue a run with the campaign file that "
-                               "started it, or use another run directory")
-                    break
-                problem = changed_observation_file(d, e.config, e.name, hashes)
-                if problem:
-                    break
-                continue
-            write_text(f, e.text, private=sensitive)
+            else:
+                _record_matrix(run_dir, exps, sensitive)
     if comm is not None and comm.Get_size() > 1:
         problem = comm.bcast(problem, root=0)
     if problem:
         raise ConfigError(problem)
     return [layout.experiment_dir(run_dir, e.name) for e in exps]
+
+
+def _refusal(run_dir: Path, loaded, exps) -> str | None:
+    """Why the experiments ``exps`` cannot be set up in ``run_dir`` (``None`` when they can), found without writing
+    anything: experiments/, an experiment's folder or its checkpoint/ a link out of the run directory, an existing
+    experiment that is another one than the campaign expands to now, an observation file that changed under a
+    finished cycle (:func:`changed_observation_file`)."""
+    from twin.io.provenance import refuse_link_out
+
+    hashes: dict = {}  # the SHA-256 of each observation file, computed once for every experiment naming it
+    for e in exps:
+        d = layout.experiment_dir(run_dir, e.name)
+        try:  # experiments/, an experiment's folder and its checkpoint/ as links out: refused, existing ones too
+            refuse_link_out(d.parent, run_dir)
+            refuse_link_out(d, d.parent)
+            refuse_link_out(d / "checkpoint", d)
+        except OutputError as exc:
+            return str(exc)
+        f = layout.config_file(d)
+        if f.exists():
+            if (held := f.read_text()) != e.text:
+                return (f"{f} holds a different experiment than {loaded.path} expands to"
+                        f"{_first_difference(held, e.text)}: continue a run with the campaign file that started it, "
+                        "or use another run directory")
+            problem = changed_observation_file(d, e.config, e.name, hashes)
+            if problem:
+                return problem
+    return None
+
+
+def _record_matrix(run_dir: Path, exps, sensitive: bool) -> None:
+    """``matrix.json``: which matrix values each experiment of the run directory has (the report groups experiments
+    that differ only in their method); this run's experiments, and those an earlier run with another matrix set up
+    here that are still there."""
+    from twin.io.atomic import write_text
+
+    path = run_dir / "matrix.json"
+    try:
+        earlier = json.loads(path.read_text())
+        earlier = earlier if isinstance(earlier, dict) else {}
+    except (OSError, ValueError):
+        earlier = {}
+    matrix = {name: values for name, values in earlier.items()
+              if isinstance(name, str) and layout.config_file(layout.experiment_dir(run_dir, name)).is_file()}
+    matrix.update({e.name: {k: _format(v) for k, v in e.overrides.items()} for e in exps})
+    write_text(path, json.dumps(matrix, indent=1, sort_keys=True) + "\n", private=sensitive)
 
 
 def _first_difference(held: str, now: str) -> str:
