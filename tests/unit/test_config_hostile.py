@@ -713,3 +713,17 @@ def test_an_empty_output_directory_is_refused_not_replaced(tmp_path, capsys):
             main(command)
         assert stop.value.code == 2
         assert "-o/--output is empty: give the run directory's name" in capsys.readouterr().err
+
+
+def test_local_workers_are_bounded_by_this_machines_cores():
+    """Found by a probe: ``resources: {type: local, workers: 1000}`` on 2 cores validated, and the workflow's 1000
+    warm workers (about 0.2 GB each) ran the machine out of memory: the kernel's OOM killer, exit 137, no word."""
+    from pydantic import ValidationError
+
+    from twin.config.schema import LOCAL_WORKERS_PER_CORE, LocalResources, _cores
+
+    most = LOCAL_WORKERS_PER_CORE * _cores()
+    assert LocalResources(type="local", workers=most).workers == most
+    with pytest.raises(ValidationError, match=rf"{most + 1} workers on this machine's {_cores()} core\(s\): at most "
+                                              rf"{LOCAL_WORKERS_PER_CORE} per core \({most}\)"):
+        LocalResources(type="local", workers=most + 1)

@@ -24,6 +24,7 @@ sections themselves validated. Every value that goes into a batch script (``reso
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -193,6 +194,18 @@ class EnsembleSpec(Strict):
     MOVED = {"size": "the ensemble size is assimilation.N: remove ensemble.size"}
 
 
+#: most Parsl workers of ``local`` resources per core of this machine
+LOCAL_WORKERS_PER_CORE = 4
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity, as Slurm or a container sets it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 class LocalResources(Strict):
     """Run on this machine: ``ranks`` MPI ranks per model run, ``workers`` parallel tasks (Parsl)."""
 
@@ -205,6 +218,18 @@ class LocalResources(Strict):
     #: experiments.task_timeout is set (a warm worker cannot be stopped in a long C call); workflows.executors
     #: .launcher_for resolves it
     launcher: Literal["auto", "mpiexec", "srun", "none", "worker"] = "auto"
+
+    @field_validator("workers")
+    @classmethod
+    def _this_machine(cls, v):
+        # every worker is a process of this machine holding Python, PETSc and an experiment (about 0.2 GB warm):
+        # 1000 of them on 2 cores ran the machine out of memory (the kernel's OOM killer, exit 137, no word)
+        cores = _cores()
+        if v > LOCAL_WORKERS_PER_CORE * cores:
+            raise ValueError(f"{v} workers on this machine's {cores} core(s): at most {LOCAL_WORKERS_PER_CORE} per "
+                             f"core ({LOCAL_WORKERS_PER_CORE * cores}); each runs its tasks on this machine and "
+                             "holds about 0.2 GB: lower resources.workers, or use Slurm resources for more")
+        return v
 
     @field_validator("launcher", mode="before")
     @classmethod
