@@ -18,7 +18,7 @@ does, with two differences that matter on the critical path of every workflow ru
 
 from __future__ import annotations
 
-from workflows.lean import lean_parsl, main_block, run_main  # noqa: F401 - main_block: the pool's program, tested
+from workflows.lean import lean_parsl, run_main
 
 #: The module of Parsl's worker pool (HighThroughputExecutor).
 POOL_MODULE = "parsl.executors.high_throughput.process_worker_pool"

@@ -68,7 +68,7 @@ def test_the_pool_command_is_parsls_own_pool_program():
 
     import parsl.executors.high_throughput.process_worker_pool as pwp
 
-    from workflows.pool import main_block
+    from workflows.lean import main_block
 
     block = main_block(pwp)
     assert block is not None

@@ -70,6 +70,11 @@ class VariableMeta:
         return out
 
 
+#: how the long_name of a statistic over state variables of different units names them (:func:`of_state`), which the
+#: report's axes read back (:func:`twin.report.figures._axis_units`)
+MIXED_UNITS = ", over the state variables together ({mix}: mixed units)"
+
+
 def of_state(meta: VariableMeta, state_units: str | None, state_mix: str = "") -> VariableMeta:
     """``meta`` with ``{state}`` in its units replaced by the state's units (``{state}2``, a variance: squared); with
     ``state_units`` ``None`` (variables of different units, named by ``state_mix``) without units and with a
@@ -78,8 +83,7 @@ def of_state(meta: VariableMeta, state_units: str | None, state_mix: str = "") -
     if units is None or "{state}" not in units:
         return meta
     if state_units is None:
-        return VariableMeta(f"{meta.long_name}, over the state variables together ({state_mix}: mixed units)", None,
-                            meta.standard_name)
+        return VariableMeta(meta.long_name + MIXED_UNITS.format(mix=state_mix), None, meta.standard_name)
     if units == "{state}2":
         squared = "1" if state_units in ("", "1") else \
             f"({state_units})^2" if "/" in state_units or " " in state_units else f"{state_units}^2"

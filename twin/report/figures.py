@@ -84,12 +84,15 @@ def _units(ds, var: str) -> str:
 def _axis_units(ds, var: str) -> str:
     """The axis label's units of diagnostic ``var``: ``[m]``, or for a statistic over state variables of different
     units (no ``units``, :func:`twin.io.netcdf.of_state`) what it mixes (``h [m], u [m/s]: mixed units``)."""
+    from twin.io.netcdf import MIXED_UNITS
+
     units = _units(ds, var)
     if units:
         return f"[{units}]"
     long_name = str(ds[var].attrs.get("long_name", "")) if ds is not None and var in ds else ""
-    mix = long_name.rpartition("over the state variables together (")[2]
-    return mix[:-1] if long_name.endswith(")") and mix != long_name else ""
+    head, _, tail = MIXED_UNITS.partition("{mix}")
+    _, found, mix = long_name.partition(head)  # "h [m], u [m/s]: mixed units)"
+    return mix.removesuffix(")") if found and long_name.endswith(tail) else ""
 
 
 def _spatial_mean(values: np.ndarray) -> np.ndarray:
