@@ -458,7 +458,7 @@ class CampaignWorkflow:
                         log.info("no task has finished for %.0f s: %s; the tasks run once Slurm starts the block",
                                  now - last_done, "; ".join(blocks))
                 if self.pool is not None:
-                    self.pool.check()
+                    self.pool.check(waiting=sum(len(e.pending) for e in self.exps))
                 if time.time() - last_beat > 5.0:
                     write_heartbeat(self.run_dir, children=self.children())
                     last_beat = time.time()

@@ -9,16 +9,21 @@ of each worker took about 1 s more than the others (scipy.stats, imported by the
 ``benchmarks/bench_workflow.py``.
 
 Watch. A worker pool of Parsl's HighThroughputExecutor is a manager process with worker processes that all read one
-``multiprocessing.Queue``; a worker holds the queue's lock while it waits for a task. Parsl reports a worker that dies
-under its task (``WorkerLost``: the task is retried, or fails with that reason). A worker that dies while it waits
-(killed, out of memory) can take the lock with it, after which no worker receives a task again; one that dies
-between taking a task and starting it loses the task. Either way the run waited forever: ``experiments.task_timeout``
-is enforced inside the worker, so a task that never starts never times out (seen with a real SIGKILL, tested in
-tests/integration/test_warm_workers.py). So the driver watches the pool's processes (the children of the run's
-manager in ``/proc``: Linux, and local resources, as this launcher is) every half second. Every warm task (and, in a run that also has MPI tasks of
-more ranks, each of their shells) records its worker as busy or idle in the run's :class:`~twin.campaign.task.WorkerRegistry`: a process that dies busy is left to
-Parsl; one that dies otherwise ends the run with a :class:`~twin.core.errors.WorkflowError` that says so. Every
-finished step is in the files, so running the campaign again resumes it.
+``multiprocessing.Queue``; the worker that waits for a task holds the queue's lock (the others wait for the lock).
+Parsl reports a worker that dies under its task (``WorkerLost``: the task is retried, or fails with that reason) and
+starts another in its place. A worker that dies holding the lock (killed, out of memory, while it waits for a task)
+takes the lock with it, and no worker receives a task again; ``experiments.task_timeout`` is enforced inside the
+worker, so a task that never starts never times out, and the run waited forever (seen with a real SIGKILL, tested
+in tests/integration/test_warm_workers.py). A worker that dies waiting *for* the lock, or between two tasks, harms
+nothing: Parsl's replacement and the other workers go on. From outside the two cannot be told apart when it
+happens, only by what follows. So the driver watches the pool's processes (the children of the run's manager in
+``/proc``: Linux, and local resources, as this launcher is) every half second. Every warm task (and, in a run that
+also has MPI tasks of more ranks, each of their shells) records its worker as busy or idle in the run's
+:class:`~twin.campaign.task.WorkerRegistry`: a process that dies busy is left to Parsl. One that dies otherwise is
+a suspect, cleared as soon as any worker starts a task after it (the lock is free); when instead tasks wait for a
+worker for :data:`STUCK_AFTER` seconds with none starting, the run ends with a
+:class:`~twin.core.errors.WorkflowError` that says so. Every finished step is in the files, so running the campaign
+again resumes it.
 """
 
 from __future__ import annotations
@@ -35,20 +40,28 @@ from workflows.executors import POOL_COMMAND_MODULE
 
 log = get_logger("twin.workflows")
 
+#: Seconds that tasks may wait for a worker, none starting, after a process of the pool died outside a task, before
+#: the run is taken for stuck. Parsl replaces a dead worker within its heartbeat period (5 s on local resources) and
+#: a new worker starts in 1-3 s on the loaded 2-core test machine: a pool whose only worker died idle is not stuck
+#: while its replacement starts.
+STUCK_AFTER = 12.0
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """``(state, parent pid)`` of a process from ``/proc/<pid>/stat``, or ``None`` when it does not exist."""
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """``(state, parent pid, start time in clock ticks)`` of a process from ``/proc/<pid>/stat``, or ``None`` when
+    it does not exist."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[1])
+        return fields[0], int(fields[1]), int(fields[19])
     except (OSError, IndexError, ValueError):
         return None
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (a dead worker its manager has not reaped yet)."""
+def _alive(pid: int, start: int | None = None) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a dead worker its manager has not reaped yet), and, with
+    ``start``, is still the process that started then (not another that was given the same pid since)."""
     st = _stat(pid)
-    return st is not None and st[0] not in ("Z", "X")
+    return st is not None and st[0] not in ("Z", "X") and (start is None or st[2] == start)
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -98,7 +111,11 @@ class WarmPool:
         self.app = parsl.python_app(warm_up)
         self.futures: list = []
         self.managers: set[int] = set()
-        self.watched: set[int] = set()
+        #: ``{pid: start time}`` of the pool's processes seen alive
+        self.watched: dict[int, int] = {}
+        #: ``{pid: time.time()}`` of the processes seen dead outside a task, until a task starts after them
+        self.suspects: dict[int, float] = {}
+        self._waiting_since: float | None = None
         self._looked = 0.0
         #: the watch reads /proc (Linux); elsewhere a worker that dies idle leaves the run waiting, as before
         self.watching = Path("/proc/self/stat").exists()
@@ -121,9 +138,21 @@ class WarmPool:
                 if POOL_COMMAND_MODULE in words and self.logdir in words:
                     self.managers.add(int(entry.name))
 
-    def check(self) -> None:
-        """Raise :class:`WorkflowError` when a process of the pool died other than under a task of the campaign; a
-        worker that died busy is Parsl's to report (its task is retried or fails as lost)."""
+    def check(self, waiting: int = 0) -> None:
+        """Look at the pool's processes (see the module docstring): a worker that died under its task is Parsl's to
+        report (its task is retried or fails as lost); one that died otherwise is a suspect until a task starts.
+
+        Parameters
+        ----------
+        waiting : int
+            Tasks of the campaign submitted and not finished: more of them than busy workers for
+            :data:`STUCK_AFTER` seconds, with a suspect and no task started since, is a stuck pool.
+
+        Raises
+        ------
+        WorkflowError
+            When the pool is stuck.
+        """
         if not self.watching:
             return
         if not self.managers:
@@ -131,16 +160,43 @@ class WarmPool:
         current = set()
         for manager in self.managers:
             current |= {p for p in _children(manager) if _alive(p)}
-        states = self.registry.states()
-        for pid in sorted(self.watched - current):
-            self.watched.discard(pid)
-            if states.get(pid) == WorkerRegistry.BUSY:
+        marks = self.registry.marks()
+        now = time.time()
+        for pid, start in sorted(self.watched.items()):
+            if pid in current or _alive(pid, start):  # a child list read while a process starts can miss one
+                continue
+            del self.watched[pid]
+            state = marks.pop(pid, (None, 0.0))[0]
+            self.registry.forget(pid)
+            if state == WorkerRegistry.BUSY:
                 log.warning("Parsl worker process %d died under its task (killed?): Parsl retries the task or "
                             "reports it lost", pid)
                 continue
+            log.warning("process %d of Parsl's worker pool died while not running a task of the campaign (killed, "
+                        "or out of memory?): the run goes on while tasks still start", pid)
+            self.suspects[pid] = now
+        for pid in current - set(self.watched):
+            if (st := _stat(pid)) is not None:
+                self.watched[pid] = st[2]
+        if not self.suspects:
+            return
+        if any(state == WorkerRegistry.BUSY and at > min(self.suspects.values()) for state, at in marks.values()):
+            log.info("a task started after process(es) %s of the worker pool died: the pool goes on",
+                     ", ".join(map(str, sorted(self.suspects))))
+            self.suspects.clear()
+            self._waiting_since = None
+            return
+        busy = sum(state == WorkerRegistry.BUSY for state, _ in marks.values())
+        if waiting <= busy:
+            self._waiting_since = None
+            return
+        if self._waiting_since is None:
+            self._waiting_since = now
+        elif now - self._waiting_since >= STUCK_AFTER:
+            pids = ", ".join(map(str, sorted(self.suspects)))
             raise WorkflowError(
-                f"process {pid} of Parsl's worker pool died while it was not running a task of the campaign (killed, "
-                "or out of memory?): after that the pool may never hand out a task again (its task queue's lock can "
-                "die with a worker), so the run stops here. Every finished step is in the run directory: run the "
-                "campaign again to resume it (or use resources.launcher: mpiexec, a process per task)")
-        self.watched |= current
+                f"process(es) {pids} of Parsl's worker pool died while not running a task of the campaign "
+                f"(killed, or out of memory?), and no task has started since: {waiting - busy} task(s) waited "
+                f"{now - self._waiting_since:.0f} s for a worker (the pool's task queue can die with a worker), so "
+                "the run stops here. Every finished step is in the run directory: run the campaign again to resume "
+                "it (or use resources.launcher: mpiexec, a process per task)")

@@ -279,6 +279,11 @@ class WorkerRegistry:
 
     def states(self) -> dict[int, str]:
         """``{pid: state}`` of every worker that has recorded one."""
+        return {pid: state for pid, (state, _) in self.marks().items()}
+
+    def marks(self) -> dict[int, tuple[str, float]]:
+        """``{pid: (state, time)}`` of every worker that has recorded one, ``time`` the moment it recorded it (the
+        file's modification time, seconds since the epoch)."""
         out = {}
         try:
             entries = list(os.scandir(self.path))
@@ -287,10 +292,17 @@ class WorkerRegistry:
         for entry in entries:
             if entry.name.isdigit():
                 try:
-                    out[int(entry.name)] = Path(entry.path).read_text().strip()
+                    out[int(entry.name)] = (Path(entry.path).read_text().strip(), entry.stat().st_mtime)
                 except OSError:
                     continue
         return out
+
+    def forget(self, pid: int) -> None:
+        """Drop the record of worker ``pid`` (it died: Parsl starts another under another pid)."""
+        try:
+            (self.path / str(int(pid))).unlink()
+        except OSError:
+            pass
 
 
 def warm_up(exp_dirs: list, registry: str | None = None, petsc_options: list | None = None) -> int:
