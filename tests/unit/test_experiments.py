@@ -137,6 +137,34 @@ def test_prepare_is_idempotent_and_refuses_another_campaign(loaded, tmp_path):
         prepare_experiments(load_campaign(other), run, policy)
 
 
+def test_a_run_resumes_with_other_resources_and_description_but_not_another_computation(tmp_path, caplog):
+    """Found in review: any change of the experiment refused a resume, so a Slurm batch job that ran out of walltime
+    could not be run again with a longer one (nor with more workers, nor a new description). Those say how the
+    experiment runs, not what it computes: the run resumes, experiment.yaml takes the new values and the log says
+    which changed; a change of what it computes is still refused, named past the resources that changed with it."""
+    first = tmp_path / "c.yaml"
+    first.write_text(CAMPAIGN + "resources: {type: local, workers: 1}\n")
+    run = tmp_path / "run"
+    (d,) = prepare_experiments(load_campaign(first), run)
+    again = tmp_path / "again.yaml"
+    again.write_text(CAMPAIGN.replace("seed: 1}", "seed: 1, description: rerun after the walltime}")
+                     + "resources: {type: local, workers: 2, launcher: mpiexec}\n")
+    with caplog.at_level("INFO", logger="twin.campaign"):
+        assert prepare_experiments(load_campaign(again), run) == [d]
+    held = load_campaign(layout.config_file(d)).config
+    assert held.resources.workers == 2 and held.campaign.description == "rerun after the walltime"
+    assert ("experiment l96x: how it runs changed since it was set up (resources.workers: 1 then, 2 now); it resumes "
+            "with the new values") in caplog.text
+    assert (run / "campaign.yaml").read_text() == first.read_text()  # the run's own campaign file stays
+
+    other = tmp_path / "other.yaml"
+    other.write_text(CAMPAIGN.replace("N: 4", "N: 5") + "resources: {type: local, workers: 3}\n")
+    with pytest.raises(ConfigError, match=r"\(assimilation.N: 4 then, 5 now\): continue a run with the campaign file "
+                                          r"that started it \(only resources and campaign.description may change\)"):
+        prepare_experiments(load_campaign(other), run)
+    assert load_campaign(layout.config_file(d)).config.resources.workers == 2
+
+
 def test_a_refused_run_changes_nothing_and_matrix_json_keeps_every_experiment(loaded, tmp_path):
     """Found by a probe: a run refused (exit 2) because an existing experiment differed had already rewritten
     matrix.json with its own matrix (and made its new experiments' folders): the finished run's twin status then

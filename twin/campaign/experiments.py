@@ -35,6 +35,9 @@ from typing import Any, Mapping, Sequence
 
 from twin.campaign import layout
 from twin.core.errors import ConfigError, ConfigProblem, OutputError, TwinError
+from twin.core.log import get_logger
+
+log = get_logger("twin.campaign")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
@@ -315,8 +318,13 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
                 for e in exps:
                     d = layout.experiment_dir(run_dir, e.name)
                     prepare_run_directory(d, sensitive=sensitive)
-                    if not layout.config_file(d).exists():
-                        write_text(layout.config_file(d), e.text, private=sensitive)
+                    f = layout.config_file(d)
+                    if not f.exists():
+                        write_text(f, e.text, private=sensitive)
+                    elif (held := f.read_text()) != e.text:  # only how it runs changed (_refusal)
+                        write_text(f, e.text, private=sensitive)
+                        log.info("experiment %s: how it runs changed since it was set up%s; it resumes with the new "
+                                 "values", e.name, _first_difference(held, e.text, skip=()))
             except OutputError as exc:
                 problem = str(exc)
             else:
@@ -326,6 +334,38 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
     if problem:
         raise ConfigError(problem)
     return [layout.experiment_dir(run_dir, e.name) for e in exps]
+
+
+#: Keys of an experiment that say how and where it runs, or describe it, not what it computes: running the campaign
+#: again may change them and resume (a longer Slurm walltime after a batch job's time ran out, more workers, another
+#: launcher); ``experiment.yaml`` then takes the new ones.
+HOW_IT_RUNS = (("resources",), ("campaign", "description"))
+
+
+def _what_it_computes(text: str):
+    """The experiment of ``text`` (twin's own YAML, read safely) without :data:`HOW_IT_RUNS`, or ``None`` when it
+    cannot be read."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    for *parents, key in HOW_IT_RUNS:
+        node = data
+        for k in parents:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return data
+
+
+def _same_computation(held: str, now: str) -> bool:
+    """Whether two experiment files differ at most in :data:`HOW_IT_RUNS`."""
+    a = _what_it_computes(held)
+    return a is not None and a == _what_it_computes(now)
 
 
 def _refusal(run_dir: Path, loaded, exps) -> str | None:
@@ -346,10 +386,10 @@ def _refusal(run_dir: Path, loaded, exps) -> str | None:
             return str(exc)
         f = layout.config_file(d)
         if f.exists():
-            if (held := f.read_text()) != e.text:
+            if (held := f.read_text()) != e.text and not _same_computation(held, e.text):
                 return (f"{f} holds a different experiment than {loaded.path} expands to"
-                        f"{_first_difference(held, e.text)}: continue a run with the campaign file that started it, "
-                        "or use another run directory")
+                        f"{_first_difference(held, e.text)}: continue a run with the campaign file that started it "
+                        "(only resources and campaign.description may change), or use another run directory")
             problem = changed_observation_file(d, e.config, e.name, hashes)
             if problem:
                 return problem
@@ -374,9 +414,10 @@ def _record_matrix(run_dir: Path, exps, sensitive: bool) -> None:
     write_text(path, json.dumps(matrix, indent=1, sort_keys=True) + "\n", private=sensitive)
 
 
-def _first_difference(held: str, now: str) -> str:
+def _first_difference(held: str, now: str, skip=HOW_IT_RUNS) -> str:
     """``" (decision.horizon: 1 then, 2 now)"``: the first key whose value differs between two experiment files
-    (twin's own YAML, read safely), or ``""`` when they differ in form only or cannot be read."""
+    (twin's own YAML, read safely), those below ``skip`` aside, or ``""`` when they differ in form only or cannot be
+    read."""
     import yaml
 
     def leaves(node, path=()):
@@ -397,7 +438,10 @@ def _first_difference(held: str, now: str) -> str:
         a, b = dict(leaves(yaml.safe_load(held))), dict(leaves(yaml.safe_load(now)))
     except yaml.YAMLError:
         return ""
+    skipped = tuple(".".join(k) for k in skip)
     for key in [*a, *(k for k in b if k not in a)]:
+        if any(key == k or key.startswith(k + ".") for k in skipped):
+            continue
         if key not in a or key not in b or a[key] != b[key]:
             return f" ({key}: {shown(a, key)} then, {shown(b, key)} now)"
     return ""
