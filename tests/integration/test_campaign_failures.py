@@ -15,6 +15,7 @@ narrow prior (sigma 0.05: the same draws, F within 7.5..8.6) that never fails.
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +129,78 @@ def test_workflow_run_with_a_stopped_experiment_exits_non_zero(tmp_path):
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: experiment {WIDE} failed"), errors
     assert (layout.experiment_dir(tmp_path / "wf", NARROW) / "posterior.nc").is_file()
+
+
+# -- a stop after some cycles keeps them ------------------------------------------------------------------------------
+STOPFAULT = '''\
+import os
+
+from twin.core.errors import SolverError
+from twin_lorenz63.model import Lorenz63
+
+
+class Failing(Lorenz63):
+    """Lorenz-63 whose members (a drawn rho, not the true 28 of the nature run) fail from t = FAIL_AT on."""
+
+    def advance(self, state, t0, t1):
+        at = os.environ.get("FAIL_AT")
+        if at and t0 >= float(at) - 1e-9 and self._param("rho") != 28.0:
+            raise SolverError(self.name, t0, "DIVERGED_TEST")
+        super().advance(state, t0, t1)
+
+
+Failing.config_class = Lorenz63.config_class
+'''
+
+
+def test_an_online_experiment_stopped_by_the_policy_keeps_its_cycles_and_resumes_bitwise(tmp_path, monkeypatch):
+    """Found in review: online mode holds its checkpoints back (``outputs.checkpoint_every``, or 10 s by default), and
+    an experiment that the member policy stopped lost every cycle since the last one written: no checkpoint, no
+    diagnostics, ``twin status`` said 0 cycles after 3 (workflow mode, which writes every cycle, kept them). Now the
+    held analyses are written first: with a user's model (by import path) whose members fail from cycle 3 on,
+    checkpoint 3 and three diagnostics records are there, and once the operator removes stopped.json the run
+    resumes from cycle 3 to the outputs of a run that never stopped, bit for bit."""
+    from importlib import metadata
+
+    from mpi4py import MPI
+    import xarray as xr
+
+    from twin.campaign.online import run_online
+    from twin.campaign.status import status
+
+    if not any(ep.name == "lorenz63" for ep in metadata.entry_points(group="twin.kinds")):
+        pytest.skip("needs the example plugin examples/lorenz63-plugin (make setup installs it)")
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "examples" / "lorenz63-plugin" / "campaign.yaml").read_text()
+    for old, new in (("type: lorenz63 ", 'type: "stopfault:Failing" '), ("end: 5.0", "end: 1.0"),
+                     ("cycles: 40}", "cycles: 6}"), ("directory: runs/{name}", "checkpoint_every: 100")):
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "experiments: {on_member_failure: stop, retries: 0}\n")
+    (tmp_path / "stopfault.py").write_text(STOPFAULT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loaded = load_campaign(path)
+
+    run = tmp_path / "run"
+    monkeypatch.setenv("FAIL_AT", "0.3")  # cycle 3 starts at t = 0.3
+    run_online(loaded, MPI.COMM_SELF, run)
+    (e,) = status(run).experiments
+    assert e.state == "failed" and e.cycles_done == 3, e.line()
+    exp = layout.experiment_dir(run, "lorenz63_etkf")
+    assert layout.checkpoint_cycles(exp) == [0, 3]
+    assert layout.read_json(layout.stopped_marker(exp))["cycle"] == 3
+    with xr.open_dataset(exp / "diagnostics.nc", decode_times=False) as ds:
+        assert ds.sizes["time"] == 3 and np.all(np.isfinite(ds["rmse"].values))
+
+    layout.stopped_marker(exp).unlink()
+    monkeypatch.delenv("FAIL_AT")
+    run_online(loaded, MPI.COMM_SELF, run)
+    run_online(loaded, MPI.COMM_SELF, tmp_path / "clean")
+    for name in ("diagnostics.nc", "posterior.nc", "forecast.nc"):
+        with xr.open_dataset(exp / name, decode_times=False) as a, \
+                xr.open_dataset(layout.experiment_dir(tmp_path / "clean", "lorenz63_etkf") / name,
+                                decode_times=False) as b:
+            assert set(a.data_vars) == set(b.data_vars)
+            for v in b.data_vars:
+                assert np.array_equal(a[v].values, b[v].values, equal_nan=True), (name, v)

@@ -419,6 +419,8 @@ def _run_experiment(exp_dir: Path, comm, policy, rewrite: bool = False) -> None:
                     raise TwinError(error)
                 if not all(o for o, _ in outcomes):
                     reason = f"a member forecast failed in cycle {k} (policy: stop)"
+                    if trail:  # the cycles analysed since the last checkpoint are kept
+                        steps.write_held(s, analysed, trail)
                     if rank == 0:
                         layout.write_json(layout.stopped_marker(exp_dir), {"cycle": k, "reason": reason})
                     log.error("experiment %s stopped: %s", exp_dir.name, reason)
@@ -438,6 +440,8 @@ def _run_experiment(exp_dir: Path, comm, policy, rewrite: bool = False) -> None:
                         known[k + 1] = dataclasses.replace(analysed, states=np.array(analysed.states, dtype=float),
                                                            params=[])
                 except WorkflowError as exc:
+                    if trail:
+                        steps.write_held(s, analysed, trail)
                     if rank == 0:
                         layout.write_json(layout.stopped_marker(exp_dir), {"cycle": k, "reason": str(exc)})
                     log.error("experiment %s stopped: %s", exp_dir.name, exc)

@@ -440,6 +440,22 @@ def read_prior(s: Setup, cycle: int, comm) -> Prior:
         return Prior(alive, states, params, r.meta, r.path, r.checksum, cycle=cycle)
 
 
+def write_held(s: Setup, analysed: Prior, trail: list) -> None:
+    """Write the checkpoint of the online driver's last analysis ``analysed`` that it held back
+    (``outputs.checkpoint_every``; ``trail``: the analyses held since the last checkpoint written, ``analysed`` the
+    last of them), with the diagnostics records held for it, as :func:`analyse` would have written it: for an
+    experiment that stops before its next checkpoint is due (the member policy), whose cycles so far would be lost
+    otherwise. Collective."""
+    k = int(analysed.cycle)
+    t = float(s.schedule.window(k - 1)[1])
+    write_ensemble_checkpoint(s, layout.checkpoint_file(s.exp_dir, k), k, t, analysed.states, analysed.params,
+                              analysed.alive, analysed.meta, s.provenance(analysed.path, analysed.checksum),
+                              forecast=analysed.forecast, durable=not s.lazy, trail=trail[:-1])
+    s.pending += s.held
+    s.held = []
+    s.flush_diagnostics()
+
+
 def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: int = 2,
             forecasts: dict[int, np.ndarray] | None = None, prior: Prior | None = None, write: bool = True,
             trail: tuple | list = ()) -> Prior | None:
