@@ -174,6 +174,9 @@ def test_atmosphere_campaign_runs_and_reports(tmp_path):
         assert title in text
     for png in ("atmosphere_network.png", "atmosphere_rmse.png", "atmosphere_site_fan.png"):
         assert (run / "report" / letkf.name / png).is_file()
+    # each network's observation errors in the units of what it observes (the table averaged h in m with u in m/s)
+    assert "<td>synop</td><td>12</td><td>36</td><td>h 0.3 m, u 0.5 m/s, v 0.5 m/s</td>" in text
+    assert re.search(r"<td>altimeter</td><td>\d+</td><td>\d+</td><td>h 0.3 to 0.6 m \(nadir to edge\)</td>", text)
     # the verdicts: each experiment's exceedance probability at the harbour, 1 h ahead; the campaign verdict
     # compares the two methods and, where they disagree, trusts the one with calibration evidence (the LETKF's
     # spread/skill; the 4D-Var analysis has no ensemble spread per cycle)

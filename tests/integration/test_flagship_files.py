@@ -98,3 +98,5 @@ def test_atmosphere_files_variant_runs_from_the_shipped_file(tmp_path):
     assert main(["report", str(run)]) == 0
     html = (run / "report" / "index.html").read_text()
     assert "Observing network over the posterior mean" in html and "Fit to the observations" in html
+    # h in m and u, v in m/s with errors per observation in the file: no average across units
+    assert "<td>per observation, from the file</td>" in html

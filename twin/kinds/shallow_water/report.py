@@ -57,6 +57,12 @@ def _campaign(data: RunData):
     return cfg
 
 
+def _network_list(cfg) -> list:
+    """The campaign's observation network sections (one or a list)."""
+    networks = cfg.assimilation.observations
+    return list(networks) if isinstance(networks, (list, tuple)) else [networks]
+
+
 def _free_run(data: RunData):
     """``free_run.nc`` of the experiment (written by the campaign's last step), or ``None`` with a reason."""
     import xarray as xr
@@ -111,6 +117,33 @@ def _networks(directory: Path):
         return locations, networks, np.asarray(r.read_array("error_std"), dtype=float)
 
 
+def _error_text(spec, rows: np.ndarray) -> str:
+    """A network's observation errors in the units of what it observes, one entry per variable (``h 0.3 m, u 0.5
+    m/s``): the stations' and gridded products' per-variable values, a swath's nadir-to-edge range; for a network read
+    from files (whose errors are per observation) the range of its rows when its variables share units. An average
+    over ``h`` in m and ``u`` in m/s (what the table showed) is no number at all."""
+    from twin.kinds.shallow_water.staggering import COMPONENTS, UNITS
+
+    units = dict(zip(COMPONENTS, UNITS))
+    variables = getattr(spec, "variables", None) or []
+    if isinstance(variables, dict):  # a file network: model variable -> the file's columns
+        used = {units.get(v, "") for v in variables}
+        if len(used) == 1 and rows.size:
+            lo, hi = float(np.min(rows)), float(np.max(rows))
+            return f"{lo:.3g} {used.pop()}" if lo == hi else f"{lo:.3g} to {hi:.3g} {used.pop()} (per observation)"
+        return "per observation, from the file"
+    error = getattr(spec, "error_std", None)
+    factor = float(getattr(spec, "edge_error_factor", 1.0) or 1.0)
+    parts = []
+    for v in variables:
+        value = error.get(v) if isinstance(error, dict) else error
+        if not isinstance(value, (int, float)):
+            return "per observation"
+        text = f"{float(value):.3g}" + (f" to {float(value) * factor:.3g}" if factor > 1.0 else "")
+        parts.append(f"{v} {text} {units.get(v, '')}".rstrip())
+    return ", ".join(parts) + (" (nadir to edge)" if factor > 1.0 and parts else "")
+
+
 def network_panel(data: RunData, out: Path) -> Panel:
     title = "Observing network over the truth"
     cfg = _campaign(data)
@@ -144,16 +177,18 @@ def network_panel(data: RunData, out: Path) -> Panel:
     ax.quiver(xc[::step], yc[::step], uc[::step, ::step], vc[::step, ::step], color="0.3", width=0.003)
     rows = []
     markers = ["^", "s", "o", "D", "v", "P"]
+    specs = {getattr(n, "name", None): n for n in _network_list(cfg)}
     for i, (name, (a, b)) in enumerate(networks.items()):
         rows_of = slice(int(a), int(b))
         count = rows_of.stop - rows_of.start
+        errors = _error_text(specs.get(name), error_std[rows_of])
         if locations is not None:
             pts = np.unique(np.round(locations[rows_of], 3), axis=0) * km
             ax.scatter(pts[:, 0], pts[:, 1], s=22, marker=markers[i % len(markers)], color=f"C{i + 1}",
                        edgecolor="k", linewidth=0.4, label=f"{name} ({len(pts)} sites)")
-            rows.append([name, len(pts), count, float(np.mean(error_std[rows_of]))])
+            rows.append([name, len(pts), count, errors])
         else:
-            rows.append([name, "", count, float(np.mean(error_std[rows_of]))])
+            rows.append([name, "", count, errors])
     for name, (sx, sy) in sites.items():
         ax.plot(sx * km, sy * km, marker="*", ms=14, color="gold", mec="k")
         ax.annotate(name, (sx * km, sy * km), xytext=(5, 5), textcoords="offset points", fontsize=9,
@@ -164,7 +199,7 @@ def network_panel(data: RunData, out: Path) -> Panel:
     ax.set_ylabel("y [km]")
     ax.set_title(f"{what} at t = {when / HOUR:g} h; stars: sites", fontsize=9)
     ax.legend(fontsize=7, loc="upper right", framealpha=0.8)
-    table = html_table(["network", "positions", "observations per time", "mean error std"], rows)
+    table = html_table(["network", "positions", "observations per time", "error std"], rows)
     return Panel(title, save_figure(fig, out / "atmosphere_network.png"), table=table)
 
 
