@@ -72,6 +72,16 @@ def test_campaign_files_carry_the_calendar_start(tmp_path):
     for name in ("posterior.nc", "forecast.nc"):
         with netCDF4.Dataset(exp / name) as nc:
             assert nc["u"].filters()["zlib"] and nc["u"].filters()["complevel"] == 6, name
+    # the free run over the forecast horizon: those records belong to no cycle, which the file says with its fill
+    # value (it wrote -1 as if it were a cycle); diagnostics.nc, every record a cycle, has no fill value
+    with netCDF4.Dataset(exp / "free_run.nc") as nc:
+        assert nc["cycle"]._FillValue == -1 and "none after the last analysis" in nc["cycle"].long_name
+    with xr.open_dataset(exp / "free_run.nc") as ds:
+        cycle = ds["cycle"].values
+        n = int(np.sum(ds["time"].values <= expected[-1]))
+    assert list(cycle[:n]) == list(range(n)) and n < cycle.size and np.isnan(cycle[n:]).all(), cycle
+    with netCDF4.Dataset(exp / "diagnostics.nc") as nc:
+        assert "_FillValue" not in nc["cycle"].ncattrs() and nc["cycle"][:].tolist() == [0, 1, 2, 3]
 
 
 def test_qoi_file_written_in_parts_equals_one_write(tmp_path, monkeypatch):

@@ -304,6 +304,10 @@ def read_ensemble(path) -> xr.Dataset:
 
 
 # -- diagnostics -------------------------------------------------------------------------------------------------------
+#: ``cycle`` of a diagnostics record that belongs to no assimilation cycle (after the last analysis)
+NO_CYCLE = -1
+
+
 class DiagnosticsFile:
     """A diagnostics file with ``time`` as the unlimited record dimension, one record appended per cycle.
 
@@ -390,13 +394,17 @@ class DiagnosticsFile:
                     nc.createDimension("time", None)
                     t = nc.createVariable("time", "f8", ("time",))
                     t.setncatts(time_attributes(self.time_units))
-                    c = nc.createVariable("cycle", "i4", ("time",), fill_value=False)
-                    c.setncatts({"long_name": "assimilation cycle index", "units": "1"})
+                    # records after the last analysis (a free run over the forecast horizon) have no cycle: the
+                    # variable's fill value, which ncdump shows as _ and xarray reads as missing
+                    beyond = any(c is None for _, _, c in records)
+                    c = nc.createVariable("cycle", "i4", ("time",), fill_value=NO_CYCLE if beyond else False)
+                    c.setncatts({"long_name": "assimilation cycle index" + (
+                        " (none after the last analysis)" if beyond else ""), "units": "1"})
                 nc.setncatts(_global_attrs("diagnostics", self.title, self.provenance))
                 # one write per variable for all the records (a write per value cost more than the values)
                 n, m = len(nc.dimensions["time"]), len(records)
                 nc.variables["time"][n:n + m] = np.array([t for t, _, _ in records], dtype=float)
-                nc.variables["cycle"][n:n + m] = np.array([-1 if c is None else int(c) for _, _, c in records],
+                nc.variables["cycle"][n:n + m] = np.array([NO_CYCLE if c is None else int(c) for _, _, c in records],
                                                           dtype=np.int32)
                 columns: dict[str, np.ndarray] = {}
                 for j, (_, values, _) in enumerate(records):
