@@ -4,7 +4,8 @@
   tasks under ``mpiexec``), so the workflow's analysis is online mode's with the same options, bit for bit, and not
   the one without them (before, the workflow dropped them silently).
 * A one-rank Lorenz-96 campaign whose options change its integrator runs that integrator, not the batched RK4.
-* An option no solver read (misspelt, for a solver the component does not use, or with no component's prefix) is
+* An option no solver read (misspelt, for a solver the component does not use, or with no component's prefix),
+  given on the command line, in a solver section, in PETSC_OPTIONS or in an options file, is
   one WARNING line naming it, its origin and the likely intended option, online at the end of the run and once per
   workflow run; options that were read give none.
 * Numbers that are none are refused before the workflow starts Parsl (exit 2, one line)."""
@@ -114,6 +115,19 @@ def test_online_options_no_solver_read_are_one_warning_each(tmp_path):
     out = _twin(["run", "small.yaml", "-o", "good", "-heat_ksp_atol", "1e-12", "-heat_ksp_monitor"], cwd=tmp_path)
     assert out.returncode == 0 and "PETSc option" not in out.stderr, out.stderr[-3000:]
     assert "KSP Residual norm" in out.stdout
+
+    # from PETSC_OPTIONS and an options file (found in review: only the command line's were judged); those read,
+    # here -heat_ksp_atol in PETSC_OPTIONS, give no word
+    (tmp_path / "opts.txt").write_text("-heat_ksp_rtoll 1e-3\n")
+    env = dict(ENV, PETSC_OPTIONS="-heat_ksp_atoll 1e-12 -heat_ksp_atol 1e-12")
+    out = subprocess.run([*TWIN, "run", "small.yaml", "-o", "outside", "-options_file", "opts.txt"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
+    lines = [ln.split("WARNING twin.driver: ", 1)[1] for ln in out.stderr.splitlines() if "PETSc option" in ln]
+    assert out.returncode == 0 and len(lines) == 2, out.stderr[-3000:]
+    assert lines[0].startswith("PETSc option -heat_ksp_atoll in PETSC_OPTIONS changed nothing: the solvers of "
+                               "component 'heat' did not read it; did you mean -heat_ksp_atol?")
+    assert lines[1].startswith("PETSc option -heat_ksp_rtoll in an options file (-options_file, .petscrc or "
+                               "~/.petscrc) changed nothing")
 
 
 def test_a_number_that_is_none_stops_the_workflow_before_it_starts(tmp_path):

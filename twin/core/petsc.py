@@ -127,7 +127,10 @@ def init_petsc(options: list[str] | None = None) -> Any:
         raise _START_FAILED[0]
     first = "petsc4py.PETSc" not in sys.modules
     if first:
-        _start([sys.argv[0] if sys.argv else "twin", *(options or [])])
+        # the program's name first (``python -c`` and a spawned Parsl worker have "-c" there, which PETSc took for an
+        # option of its own)
+        program = sys.argv[0] if sys.argv and not sys.argv[0].startswith("-") else "twin"
+        _start([program, *(options or [])])
         _COMMAND_LINE_WORDS[:] = [str(o) for o in options or []]
         _COMMAND_LINE.update(tok.lstrip("-") for tok in options or [] if tok.startswith("-") and len(tok) > 1
                              and not is_number(tok))
@@ -348,8 +351,8 @@ def _was_read(name: str) -> bool:
 
 
 def unread_options() -> list[str]:
-    """One line for each PETSc option the user gave (on the command line, or in a component's ``solver:`` section)
-    that no solver of this process read although the solvers it would configure were set up: misspelt
+    """One line for each PETSc option the user gave (on the command line, in ``PETSC_OPTIONS`` or an options file, or
+    in a component's ``solver:`` section) that no solver of this process read although the solvers it would configure were set up: misspelt
     (``-heat_ksp_rtoll``), for a solver the component does not use (``-heat_ksp_gmres_restart`` with CG), or under
     a prefix no component has (``-ksp_rtol``: every component's solvers read ``<component>_`` options) once
     any solver was set up. An option of a component that set up no solver here (a finished run resumed, a step of
@@ -359,7 +362,7 @@ def unread_options() -> list[str]:
 
     read = _READ | {n for n in PETSc.Options().getAll() if _was_read(n)}
     out = []
-    for name in sorted(_COMMAND_LINE | set(_GIVEN)):
+    for name in sorted(_COMMAND_LINE | set(_GIVEN) | _FROM_OUTSIDE):
         if name in _STARTUP_OPTIONS or name in read:
             continue
         mine = [p for p in _SET_UP if p and name.startswith(p)]
@@ -371,7 +374,8 @@ def unread_options() -> list[str]:
             prefixes = ", ".join(sorted(p for p in _SET_UP if p))
             why = f"no solver has its prefix (twin's read -<component>_ options: {prefixes or 'none here'})"
         close = difflib.get_close_matches(name, sorted(read), n=1, cutoff=0.8)
-        origin = "on the command line" if name in _COMMAND_LINE else f"in models.{_GIVEN[name][:-1]}.solver"
+        origin = ("on the command line" if name in _COMMAND_LINE else f"in models.{_GIVEN[name][:-1]}.solver"
+                  if name in _GIVEN else _outside_origin(name))
         out.append(f"PETSc option -{name} {origin} changed nothing: {why}; "
                    + (f"did you mean -{close[0]}? " if close else "")
                    + "check its spelling and that the component uses the solver it configures")
@@ -379,6 +383,15 @@ def unread_options() -> list[str]:
         out = out[:UNREAD_SHOWN] + [f"... and {len(out) - UNREAD_SHOWN} more PETSc options that no solver read "
                                     "(-options_left lists every one at the end)"]
     return out
+
+
+def _outside_origin(name: str) -> str:
+    """Where an option PETSc read while it started came from: ``PETSC_OPTIONS`` when it names it, else a file."""
+    import os
+
+    if f"-{name}" in os.environ.get("PETSC_OPTIONS", "").split():
+        return "in PETSC_OPTIONS"
+    return "in an options file (-options_file, .petscrc or ~/.petscrc)"
 
 
 #: lines of :func:`unread_options` about single options (the rest is counted in one more line)
