@@ -626,7 +626,8 @@ def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interacti
             scanning.kill()
             raise
         try:
-            launcher = launcher_for(cfg.resources, private=cfg.campaign.sensitive, task_timeout=policy.task_timeout)
+            launcher = launcher_for(cfg.resources, private=cfg.campaign.sensitive, task_timeout=policy.task_timeout,
+                                    petsc_options=petsc_options)
             log.info("launcher: %s", launcher.why)
             def children():
                 return [process_record(pid, group) for pid, group in started_processes(dfk)]

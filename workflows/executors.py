@@ -218,7 +218,20 @@ class Launcher:
                 + " ".join(w if w == PARSL_MPI_PREFIX else shlex.quote(w) for w in words))
 
 
-def launcher_for(resources, private: bool = False, task_timeout: float | None = None) -> Launcher:
+#: PETSc options whose output PETSc writes when it ends (``PetscFinalize``), which a warm Parsl worker never reaches
+#: before the pool is stopped: a run that asks for one runs every task as a process of its own
+AT_PETSC_END = ("log_view", "log_summary", "options_left", "memory_view", "malloc_dump", "malloc_view",
+                "objects_dump", "log_all", "log_trace")
+
+
+def reported_at_end(petsc_options) -> list[str]:
+    """The options of ``petsc_options`` (PETSc words) that PETSc answers when it ends (:data:`AT_PETSC_END`)."""
+    names = [str(w).lstrip("-") for w in petsc_options or [] if str(w).startswith("-")]
+    return [f"-{n}" for n in names if n in AT_PETSC_END]
+
+
+def launcher_for(resources, private: bool = False, task_timeout: float | None = None,
+                 petsc_options=()) -> Launcher:
     """The launcher of a run's tasks on ``resources``: the one place where ``launcher: auto`` (the default of local
     resources) is resolved.
 
@@ -227,24 +240,34 @@ def launcher_for(resources, private: bool = False, task_timeout: float | None = 
       of more ranks under ``mpiexec -n R``.
     * With one: every task is a process of its own under ``mpiexec``. Parsl's time limit stops Python code in a warm
       worker, not a long C call (PETSc), while it ends a process whatever it runs.
+    * With a PETSc option answered when PETSc ends (``-log_view`` ...; ``petsc_options``, the command line's): every
+      task a process of its own as well, whose answer is in its ``.out`` file; a warm worker never ends PETSc.
 
     Every other launcher (``mpiexec``, ``srun``, ``none``, ``worker``; Slurm's) is used as named; Slurm's
     ``parsl-mpi`` gives each task whole nodes of its block through Parsl's MPI mode (:meth:`Launcher.resource_spec`).
     :attr:`Launcher.why` says which launcher the run uses and why (the workflow logs it once)."""
     env = tuple(sorted(LOCAL_MPI_ENV.items())) if resources.type == "local" else ()
     kind, warm = resources.launcher, False
+    at_end = reported_at_end(petsc_options)
+    where = "runinfo/tasks/<experiment>/<task>.out"
     if kind == "auto":
-        kind, warm = "mpiexec", task_timeout is None
+        kind, warm = "mpiexec", task_timeout is None and not at_end
         if warm:
             why = ("tasks of one rank run in warm Parsl workers, tasks of more ranks under mpiexec (launcher: auto); "
                    "set resources.launcher: mpiexec for a process per task")
-        else:
+        elif task_timeout is not None:
             why = (f"every task is a process of its own under mpiexec (launcher: auto with experiments.task_timeout "
                    f"{task_timeout:g} s, which cannot stop a warm Parsl worker inside a long C call)")
+        else:
+            why = (f"every task is a process of its own under mpiexec (launcher: auto with {' '.join(at_end)}, which "
+                   f"PETSc answers when it ends, as a warm Parsl worker never does); each task's answer is in {where}")
     elif kind == "worker":
         why = "tasks of one rank run in warm Parsl workers (launcher: worker)" + (
             "" if task_timeout is None else
-            f"; experiments.task_timeout ({task_timeout:g} s) stops Python code there, not a long C call")
+            f"; experiments.task_timeout ({task_timeout:g} s) stops Python code there, not a long C call") + (
+            "" if not at_end else
+            f"; {' '.join(at_end)} print nothing from them (PETSc answers when it ends, which a warm worker never "
+            "does): set resources.launcher: mpiexec for a process per task")
     elif kind == "none":
         why = "every task is a process of its own, started without an MPI launcher (launcher: none)"
     elif kind == PARSL_MPI:

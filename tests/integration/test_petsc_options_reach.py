@@ -130,6 +130,20 @@ def test_online_options_no_solver_read_are_one_warning_each(tmp_path):
                                "~/.petscrc) changed nothing")
 
 
+def test_a_workflow_run_with_log_view_gives_every_tasks_petsc_log(tmp_path):
+    """-log_view prints when PETSc ends; warm workers never end it, so the workflow printed no log at all. The default
+    launcher now runs every task as a process of its own and each task's log is in its .out file."""
+    path = tmp_path / "lv.yaml"
+    path.write_text(l96_campaign("l96lv", N=2, cycles=1, extra="resources: {type: local, ranks: 1, workers: 2}\n"))
+    out = _twin(["run", path.name, "--workflow", "-o", "wf", "-log_view"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "launcher: auto with -log_view, which PETSc answers when it ends" in out.stderr
+    logs = sorted((tmp_path / "wf" / "runinfo" / "tasks" / "l96lv").glob("*.out"))
+    assert [p.name for p in logs] == ["analyse_c0000.out", "finalize.out", "forecast_c0000_m0000.out",
+                                      "forecast_c0000_m0001.out", "init.out"]
+    assert all("PETSc Performance Summary" in p.read_text() for p in logs)
+
+
 def test_a_number_that_is_none_stops_the_workflow_before_it_starts(tmp_path):
     path = _campaign(tmp_path, "worker")
     out = _twin(["run", path.name, "--workflow", "-o", "wf", "-l96_ts_max_steps", "1.5"], cwd=tmp_path)

@@ -70,6 +70,21 @@ def test_the_default_with_a_task_timeout_runs_every_task_under_mpiexec():
     assert "process of its own under mpiexec" in launcher.why and "task_timeout 600 s" in launcher.why
 
 
+def test_options_petsc_answers_when_it_ends_run_every_task_as_a_process_of_its_own():
+    """-log_view and the like print when PETSc ends, which a warm worker never does before the pool is stopped (a
+    workflow run with -log_view printed nothing): the default launcher then starts a process per task and says
+    where each answer is; launcher: worker, as named, says they will print nothing."""
+    from workflows.executors import launcher_for
+
+    auto = launcher_for(_resources(workers=2), petsc_options=["-l96_ts_type", "rk", "-log_view"])
+    assert not auto.in_worker(1) and auto.prefix(1) == ["mpiexec", "-n", "1"]
+    assert "launcher: auto with -log_view, which PETSc answers when it ends" in auto.why
+    assert "runinfo/tasks/<experiment>/<task>.out" in auto.why
+    assert launcher_for(_resources(workers=2), petsc_options=["-l96_ts_monitor"]).in_worker(1)
+    worker = launcher_for(_resources(launcher="worker"), petsc_options=["-options_left"])
+    assert worker.in_worker(1) and "-options_left print nothing from them" in worker.why
+
+
 @pytest.mark.parametrize("timeout", [None, 30.0])
 def test_named_launchers_keep_their_meaning(timeout):
     from workflows.executors import launcher_for
