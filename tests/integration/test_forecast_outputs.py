@@ -82,6 +82,10 @@ def test_campaign_files_carry_the_calendar_start(tmp_path):
     assert list(cycle[:n]) == list(range(n)) and n < cycle.size and np.isnan(cycle[n:]).all(), cycle
     with netCDF4.Dataset(exp / "diagnostics.nc") as nc:
         assert "_FillValue" not in nc["cycle"].ncattrs() and nc["cycle"][:].tolist() == [0, 1, 2, 3]
+    from twin.io.inspect import inspect
+
+    shown = inspect(exp / "free_run.nc")  # the file's type, not the float xarray reads it as
+    assert "cycle(time) int32 [1]: assimilation cycle index (none after the last analysis)" in shown, shown
 
 
 def test_qoi_file_written_in_parts_equals_one_write(tmp_path, monkeypatch):

@@ -195,7 +195,8 @@ def _netcdf(path: Path) -> Inspection:
         lines.append("  variables:")
         for name, var in ds.data_vars.items():
             units = var.attrs.get("units")
-            lines.append(f"    {name}({', '.join(map(str, var.dims))}) {var.dtype}" + (f" [{units}]" if units else "")
+            dtype = var.encoding.get("dtype", var.dtype)  # the file's type (xarray reads an integer with a fill as float)
+            lines.append(f"    {name}({', '.join(map(str, var.dims))}) {dtype}" + (f" [{units}]" if units else "")
                          + (f": {var.attrs['long_name']}" if "long_name" in var.attrs else ""))
         prov = {k[len("twin_"):]: v for k, v in ds.attrs.items() if k.startswith("twin_")}
         if "version" in prov:
