@@ -605,6 +605,7 @@ def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interacti
     t0 = time.perf_counter()
     cfg = loaded.config
     policy = experiments or experiments_section(cfg)
+    setup_logging(0, 1, verbose)  # the terminal, for what setting up the experiments says (twin.log comes next)
     dirs = prepare_experiments(loaded, run_dir, policy)
     setup_logging(0, 1, verbose, logfile=str(run_dir / "twin.log"))
     left = stop_left_behind(run_dir)  # a killed driver's interchange and blocks, named by its last heartbeat
