@@ -105,3 +105,8 @@ def test_qoi_file_written_in_parts_equals_one_write(tmp_path, monkeypatch):
         assert set(a.variables) == set(b.variables) and a.sizes["time"] == 6
         for name in a.variables:
             assert a[name].values.tobytes() == b[name].values.tobytes(), name
+    # twin inspect of the forecast run: its records belong to no cycle (found by a probe: a traceback, exit 1)
+    assert main(["inspect", "once"]) == 0
+    from twin.io.inspect import inspect
+
+    assert "cycles: none (no record belongs to an assimilation cycle)" in inspect(tmp_path / "once" / "qoi.nc")

@@ -191,7 +191,11 @@ def _netcdf(path: Path) -> Inspection:
             lines.append(f"  time: {ds['time'].size} values, {t.min():g} .. {t.max():g} "
                          f"{ds['time'].attrs.get('units', '')}".rstrip())
         if "cycle" in ds.variables and ds["cycle"].size:
-            lines.append(f"  cycles: {int(ds['cycle'].min())} .. {int(ds['cycle'].max())}")
+            # records of no cycle (a forecast run's, a free run's beyond the last analysis) are the variable's fill
+            cycles = np.asarray(ds["cycle"].values, dtype=float)
+            cycles = cycles[np.isfinite(cycles)]
+            lines.append(f"  cycles: {int(cycles.min())} .. {int(cycles.max())}" if cycles.size else
+                         "  cycles: none (no record belongs to an assimilation cycle)")
         lines.append("  variables:")
         for name, var in ds.data_vars.items():
             units = var.attrs.get("units")
