@@ -24,7 +24,7 @@ import numpy as np
 
 from twin.config.loader import LoadedCampaign
 from twin.core.calendar import cf_time_units
-from twin.core.errors import ConfigError
+from twin.core.errors import ConfigError, TwinError
 from twin.core.interval import Interval
 from twin.core.log import get_logger, setup_logging
 from twin.core.petsc import unread_options
@@ -167,6 +167,15 @@ def _run_in(loaded: LoadedCampaign, comm, out: Path, verbose: bool, quiet: bool)
     return result
 
 
+def _ran_and_failed(exc, t0: float, units: str):
+    """``exc``, raised by the forecast's time loop, as what ends the command with exit status 1 (the run started and
+    did not finish; 2 is input refused before anything ran), written into twin.log as well."""
+    exc.exit_status = 1
+    log.error("the forecast stopped in the interval from t = %g %s: %s; the outputs are not written", t0, units,
+              "; ".join(exc.lines()))
+    return exc
+
+
 @contract.attributed("the forecast")
 def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
     from twin.coupling.build import gather_outputs, output_models, write_coupling_diagnostics
@@ -211,7 +220,14 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
         t_wall = time.perf_counter()
         with progress(f"{model.name}: forecast", len(times) - 1, rank=comm.Get_rank()) as bar:
             for t0, t1 in zip(times[:-1], times[1:]):
-                model.advance(state, t0, t1)
+                try:
+                    model.advance(state, t0, t1)
+                except Exception as exc:  # the run started and failed: a solver, a coupling that did not converge,
+                    # a plugin's own error (named by its component and method)
+                    named = exc if isinstance(exc, TwinError) else contract.describe(exc, "the forecast")
+                    if named is None:
+                        raise
+                    raise _ran_and_failed(named, t0, model.time_units) from (None if named is exc else exc)
                 if parts:
                     for stem, f in gather_outputs(model, state).items():
                         snapshots[stem].append(f)

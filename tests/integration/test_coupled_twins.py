@@ -133,6 +133,27 @@ def test_an_implicit_scheme_converges_to_the_same_answer_whatever_its_kind_or_or
     assert np.max(np.abs(N - N_ref)) < 1e-6 * np.max(N_ref)
 
 
+def test_a_coupled_forecast_that_does_not_converge_exits_1_with_its_reason_in_the_log(tmp_path):
+    """Found by a probe: a coupling window that did not converge ended `twin run` with exit status 2 (bad input,
+    refused before anything ran), the reason on stderr only (not in twin.log, which a batch user reads), and with a
+    large max_iterations one line of 110 KB (every residual). Now: status 1, the reason in twin.log with the time
+    the forecast stopped, the history shortened to its first and last residuals."""
+    def edit(d):
+        d["timeline"].update(end=5.0, output_every=5.0)
+        d["coupling"]["scheme"]["max_iterations"] = 40
+        d["coupling"]["scheme"]["convergence"][0]["limit"] = 1.0e-300
+
+    config = _variant(tmp_path, TUMOUR, "stubborn", edit)
+    res = subprocess.run([sys.executable, "-m", "twin.cli", "run", str(config), "-o", str(tmp_path / "run")],
+                         capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300, stdin=subprocess.DEVNULL)
+    assert res.returncode == 1, res.stderr[-3000:]
+    (error,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert "coupling window 0 [0, 5] did not converge in 40 iterations" in error and "... 32 more ..." in error
+    assert len(error) < 600 and "Traceback" not in res.stderr
+    logged = [ln for ln in (tmp_path / "run" / "twin.log").read_text().splitlines() if " ERROR " in ln]
+    assert len(logged) == 1 and "the forecast stopped in the interval from t = 0 day: coupling window 0" in logged[0]
+
+
 def test_iqn_ils_needs_fewer_iterations_than_aitken(tmp_path):
     """Both start from the configured relaxation (0.5); 30 days = 6 windows."""
     aitken = _variant(tmp_path, TUMOUR, "aitken",

@@ -93,6 +93,8 @@ def _coupling(**changes):
     ({"routes": [{"from": "a.x", "to": "a.y"}]}, "stays inside one component"),
     ({"routes": [{"from": "a.x", "to": "b.y"}, {"from": "a.q", "to": "b.y"}]}, "receives from two routes"),
     ({"scheme": {"kind": "implicit_serial"}}, "needs at least one convergence measure"),
+    ({"scheme": {"kind": "implicit_parallel", "max_iterations": 1, "convergence": [{"field": "a.w", "limit": 1e-6}]}},
+     "converges when two iterates agree, so it needs max_iterations of at least 2"),
     ({"scheme": {"kind": "implicit_serial", "convergence": [{"field": "b.q", "limit": 1.0}]}}, "not received"),
     ({"scheme": {"kind": "explicit_sequential"}}, "explicit_serial"),
     ({"substeps": {"c": 2}}, "unknown component 'c'"),

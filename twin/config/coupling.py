@@ -181,6 +181,11 @@ class CouplingConfig(Strict):
         for f in s.accelerated or []:
             if f not in targets:
                 raise ValueError(at("scheme", "accelerated") + f"{f} is not received by any route: {targets}")
+        if s.implicit and s.max_iterations < 2:
+            raise ValueError(at("scheme", "max_iterations") + f"an implicit scheme's window converges when two "
+                                                              f"iterates agree, so it needs max_iterations of at least "
+                                                              f"2, got {s.max_iterations}; for one pass per window use "
+                                                              f"an explicit scheme")
         if s.implicit and not s.convergence:
             raise ValueError(at("scheme", "convergence") + "an implicit scheme needs at least one convergence "
                                                            "measure, e.g. {field: " + targets[0] +

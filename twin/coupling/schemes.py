@@ -146,6 +146,23 @@ class Route:
             obj.destroy()
 
 
+#: residuals of a field a non-convergence message shows: the first and the last few of a long history
+HISTORY_SHOWN = (3, 5)
+
+
+def _history_text(residuals: dict[str, list[float]]) -> str:
+    """``{field: [r1, r2, r3, '...', r_n-4 .. r_n]}`` (three significant digits): a history of thousands of
+    iterations made a line of 100 KB."""
+    head, tail = HISTORY_SHOWN
+    out = {}
+    for name, h in residuals.items():
+        values = [f"{v:.3e}" for v in h]
+        if len(values) > head + tail + 1:
+            values = values[:head] + [f"... {len(values) - head - tail} more ..."] + values[-tail:]
+        out[name] = "[" + ", ".join(values) + "]"
+    return "{" + ", ".join(f"'{n}': {v}" for n, v in out.items()) + "}"
+
+
 @dataclass
 class WindowDiagnostics:
     """What one coupling window did (for ``diagnostics.nc`` and logs)."""
@@ -377,10 +394,9 @@ class CouplingScheme:
             if k > 1 and self._converged(diag):
                 break
             if k == spec.max_iterations:
-                history = {n: [float(f"{v:.3e}") for v in h] for n, h in diag.residuals.items()}
                 msg = (f"coupling window {self.window} [{t0:g}, {t1:g}] did not converge in {k} iterations "
                        f"({spec.kind}, {spec.acceleration.kind}); fields {sorted(measured)}; residual history "
-                       f"{history}")
+                       f"{_history_text(diag.residuals)}")
                 if not spec.allow_nonconvergence:
                     raise CouplingError(msg + "; raise max_iterations, change the acceleration or set "
                                               "allow_nonconvergence: true")
