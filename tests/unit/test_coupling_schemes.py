@@ -100,6 +100,8 @@ def _coupling(**changes):
     ({"substeps": {"c": 2}}, "unknown component 'c'"),
     ({"window": {"value": -1.0, "units": "s"}}, "window must be positive"),
     ({"routes": [{"from": "a.x", "to": "b.y", "mapping": "cubic"}]}, "consistent"),
+    ({"routes": [{"from": "a.x", "to": "b.y", "mapping": "nearest", "outside": "zero"}]},
+     "outside: zero applies to a consistent map between grids"),
 ])
 def test_coupling_config_errors(changes, message):
     with pytest.raises(ValidationError, match=message):
@@ -125,3 +127,18 @@ def test_coupled_model_presents_the_model_contract():
         pair.adjoint(x, 0.0, 0.1, x.duplicate())
     assert pair.windows(0.0, 0.25) == [(0.0, 0.1), (0.1, 0.2), (0.2, 0.25)]
     pair.destroy()
+
+
+def test_an_unknown_route_key_lists_the_keys_a_file_writes(tmp_path):
+    """The list of allowed keys named a route's source "from_" (its Python name), which a file cannot write."""
+    from pathlib import Path
+
+    from twin.config.loader import load_campaign
+    from twin.core.errors import ConfigError
+
+    text = (Path(__file__).resolve().parents[2] / "configs" / "tumour_mechanics.yaml").read_text()
+    (tmp_path / "c.yaml").write_text(text.replace("mapping: consistent, scale: 0.05}",
+                                                  "mapping: consistent, scale: 0.05, outsid: zero}"))
+    with pytest.raises(ConfigError, match=r"coupling.routes\[0\].outsid: unknown key 'outsid'; did you mean "
+                                          r"'outside'\? allowed keys: from, mapping, outside, scale, site, to"):
+        load_campaign(tmp_path / "c.yaml")

@@ -122,3 +122,21 @@ def test_map_errors_are_typed():
     big = Grid(COMM, (4, 2), [(0, 2), (0, 1)])
     y = consistent_map(src, big, outside="zero").apply(src.from_function(lambda X, Y: 1.0 + 0 * X))
     np.testing.assert_allclose(y.getArray().reshape(2, 4), [[1, 1, 0, 0], [1, 1, 0, 0]])
+    # a route asks for it by its key (the error's advice named a key that routes did not have: found by a probe)
+    assert build_map("consistent", src, big, "route", outside="zero").apply(
+        src.from_function(lambda X, Y: 1.0 + 0 * X)).getArray().sum() == pytest.approx(4.0)
+    with pytest.raises(CouplingError, match="set outside: zero in the route"):
+        build_map("consistent", src, big, "route")
+
+
+def test_a_nearest_map_reaching_outside_its_source_says_so(caplog):
+    """Grids 60 mm apart mapped by nearest ran without a word, the far grid taking the source's edge values (a
+    probe): the map says how many target points lie outside the source's box."""
+    src = Grid(COMM, (4, 4), [(0, 1), (0, 1)])
+    with caplog.at_level("WARNING", logger="twin.coupling"):
+        nearest_map(src, Grid(COMM, (4, 4), [(0.5, 1.5), (0, 1)]), name="apart")
+    assert "mapping 'apart': 8 target point(s) lie outside the source box" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="twin.coupling"):
+        nearest_map(src, Grid(COMM, (3, 3), [(0, 1), (0, 1)]), name="inside")
+    assert "outside" not in caplog.text

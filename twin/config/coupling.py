@@ -67,11 +67,17 @@ class RouteSpec(Strict):
     mapping: Literal["consistent", "conservative", "nearest"] = "consistent"
     scale: float = 1.0
     site: SiteSpec | None = None
+    #: a consistent map's target points outside the source's box: refused (``error``) or given 0 (``zero``)
+    outside: Literal["error", "zero"] = "error"
 
     @model_validator(mode="after")
     def _site(self):
         if self.site is not None and self.mapping == "conservative":
             raise ValueError(at("mapping") + "a site is sampled by consistent or nearest mapping, not conservative")
+        if self.outside != "error" and (self.mapping != "consistent" or self.site is not None):
+            raise ValueError(at("outside") + "outside: zero applies to a consistent map between grids (a "
+                                             f"{self.mapping} map{' of a site' if self.site else ''} has no such "
+                                             "choice)")
         return self
 
     @property

@@ -192,7 +192,8 @@ def _message(err: dict, root: type, data: Any, path: tuple) -> str | None:
     value = err.get("input")
     if kind == "extra_forbidden":
         schema = _schema_at(root, path[:-1], data)
-        allowed = sorted(schema.model_fields) if schema else []
+        # the names a file writes: a field's alias where it has one (a route's "from", not the Python name "from_")
+        allowed = sorted(f.alias or n for n, f in schema.model_fields.items()) if schema else []
         name = key_text(path[-1])
         return (f"unknown key '{name}'; {_suggest(path[-1], allowed)}"
                 f"allowed keys: {', '.join(allowed)}" if allowed else f"unknown key '{name}'")

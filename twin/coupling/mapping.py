@@ -42,6 +42,9 @@ from petsc4py import PETSc
 
 from twin.core.errors import CouplingError
 from twin.core.grid import Grid, multilinear_weights
+from twin.core.log import get_logger
+
+log = get_logger("twin.coupling")
 
 
 class PointSet:
@@ -196,7 +199,7 @@ def _outside(grid: Grid, points: np.ndarray, name: str, outside: str) -> np.ndar
             first = points[bad][0].tolist() if bad.any() else None
             raise CouplingError(f"mapping '{name}': {n_bad} target point(s) lie outside the source box "
                                 f"{[list(e) for e in grid.extent]}" + (f", e.g. {first}" if first else "") +
-                                "; shrink the target or set outside: zero")
+                                "; make the grids overlap, or set outside: zero in the route (those points get 0)")
     return bad
 
 
@@ -273,6 +276,10 @@ def nearest_map(source: Layout, target: Layout, *, name: str = "nearest") -> Gri
     _check_pair(source, target, name)
     pts = _target_points(target)
     if isinstance(source, Grid):
+        beyond = int(_comm(source).allreduce(int(_outside(source, pts, name, "zero").sum())))
+        if beyond:  # the nearest edge value, far from where it was computed: allowed (a site, a small margin), said
+            log.warning("mapping '%s': %d target point(s) lie outside the source box %s and take the value at its "
+                        "nearest edge", name, beyond, [list(e) for e in source.extent])
         offset = 0.5 if source.centering == "cell" else 0.0
         idx = []
         for a in range(source.dim):
@@ -349,10 +356,13 @@ MAPPINGS: dict[str, Callable[..., GridMap]] = {
 }
 
 
-def build_map(kind: str, source: Layout, target: Layout, name: str) -> GridMap:
-    """The map of ``kind`` from ``source`` to ``target``; :class:`CouplingError` for an unknown kind."""
+def build_map(kind: str, source: Layout, target: Layout, name: str, outside: str = "error") -> GridMap:
+    """The map of ``kind`` from ``source`` to ``target``; :class:`CouplingError` for an unknown kind. ``outside``:
+    what a consistent map does with target points outside the source's box (``error`` or ``zero``)."""
     try:
         factory = MAPPINGS[kind]
     except KeyError:
         raise CouplingError(f"mapping '{name}': unknown kind {kind!r}; known: {sorted(MAPPINGS)}") from None
+    if kind == "consistent":
+        return factory(source, target, name=name, outside=outside)
     return factory(source, target, name=name)

@@ -121,11 +121,12 @@ class Route:
             except ValueError as exc:
                 raise CouplingError(f"route {name}: site: {exc}") from None
             return site_map(self.spec.mapping, src_layout, self.layout, point, name=name)
+        outside = self.spec.outside
         if factor == 1.0:
-            return build_map(self.spec.mapping, src_layout, self.layout, name)
+            return build_map(self.spec.mapping, src_layout, self.layout, name, outside)
         proxy = rescaled(self.layout, factor)
         try:
-            gmap = build_map(self.spec.mapping, src_layout, proxy, name)
+            gmap = build_map(self.spec.mapping, src_layout, proxy, name, outside)
         finally:
             if isinstance(proxy, Grid):
                 proxy.destroy()
