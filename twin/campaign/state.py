@@ -161,9 +161,9 @@ class CoupledState(Model):
     def advance(self, state: PETSc.Vec, t0: float, t1: float) -> None:
         self._to_coupled(state)
         # Every advance starts from the state it is given: the route data at the window start are recomputed from it
-        # (the scheme's initialisation) instead of carried over from whatever the coupled model advanced last, which
-        # in a campaign is another member. For one trajectory advanced window by window this is the same data.
-        self.coupled.scheme.initialized = False
+        # (the scheme's initialisation), and neither they nor the acceleration's memory are carried over from
+        # whatever the coupled model advanced last, which in a campaign is another member.
+        self.coupled.scheme.start_afresh()
         self.coupled.advance(self._work, t0, t1)
         self._from_coupled(state)
 

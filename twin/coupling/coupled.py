@@ -191,9 +191,10 @@ class CoupledModel(Model):
         windows = self.windows(t0, t1)
         self._scatter_in(state)
         try:
-            if not self.scheme.initialized:
+            if not self.scheme.initialized:  # the route data from this state: nothing to rewind to
                 self.scheme.initialize()
-            self._rewind(t0)
+            else:
+                self._rewind(t0)
             self.tape.remember_routes(t0, self.scheme.routes)
             entry = self.tape.record(t0, state, self.scheme.routes) if self._taping else None
             for a, b in windows:

@@ -252,6 +252,18 @@ class CouplingScheme:
         self.history: list[float] = []        # explicit schemes: total residual per window
         self.history_rel: list[float] = []
 
+    def start_afresh(self) -> None:
+        """Make the next advance a trajectory of its own: its route data computed from the state it is given
+        (:meth:`initialize`), no divergence history and no acceleration memory of earlier windows. What a campaign
+        asks before each member's forecast: the members share this scheme, and the next member started from the
+        data, the quasi-Newton columns and the residual history the member before left (found by a probe: a 10 %
+        different atmosphere in one member changed the next member's mast by 33 %)."""
+        self.initialized = False
+        self.history.clear()
+        self.history_rel.clear()
+        if self.acceleration is not None:
+            self.acceleration = make_acceleration(self.spec.acceleration, self.comm)
+
     # -- data exchange -----------------------------------------------------------------------------------------------
     def initialize(self) -> None:
         """Fill every route's data from the components' current states (before the first window)."""
