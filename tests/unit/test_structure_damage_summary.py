@@ -75,3 +75,13 @@ def test_without_truth_only_the_sd_ratio():
     assert damage_summary(f, np.ones(3, dtype=bool)) == {"sd_ratio_seen": pytest.approx(2.0)}
     f["truth"] = np.zeros(3)                      # a sound truth has no patch
     assert set(damage_summary(f, np.ones(3, dtype=bool))) == {"sd_ratio_seen"}
+
+
+def test_the_verdicts_patch_sentence_with_and_without_gauges_that_see_it():
+    from twin.kinds.structure.report import patch_sentence
+
+    seen = {"patch_posterior": 0.38, "patch_truth": 0.45, "sd_ratio_patch_seen": 0.52}
+    assert patch_sentence(seen) == ("damaged patch: posterior mean d 0.38 against a true 0.45, its sd 0.52 x the "
+                                    "prior's where the gauges see it")
+    unseen = patch_sentence(dict(seen, sd_ratio_patch_seen=float("nan")))
+    assert "nan" not in unseen and "seen by none of the assimilated gauges" in unseen

@@ -262,6 +262,18 @@ def placement_panel(data: RunData, out: Path) -> Panel:
 PANELS = (damage_panel, gauge_flags_panel, maintenance_panel, placement_panel)
 
 
+def patch_sentence(summary: dict) -> str:
+    """The verdict's words on the damaged patch of a twin experiment (:func:`damage_summary`): its posterior mean
+    against the truth and, where assimilated gauges see it, its sd against the prior's (a run whose guardrails
+    excluded every gauge that sees the patch printed "its sd nan x the prior's": found by a probe)."""
+    seen_sd = summary["sd_ratio_patch_seen"]
+    return (f"damaged patch: posterior mean d {summary['patch_posterior']:.2f} against a true "
+            f"{summary['patch_truth']:.2f}, "
+            + (f"its sd {seen_sd:.2f} x the prior's where the gauges see it" if np.isfinite(seen_sd) else
+               "seen by none of the assimilated gauges (the guardrails excluded those near it, or none is), so its "
+               "sd owes nothing to them"))
+
+
 def inspection_verdict(data: RunData) -> Verdict | None:
     """The inspection decision of a structural twin: the exceedance probability of the stress limit against the
     threshold, the peak stress in MPa with its 90 % interval, and the damage field's coverage of the truth."""
@@ -293,9 +305,7 @@ def inspection_verdict(data: RunData) -> Verdict | None:
         summary = damage_summary(fields, gauge_nodes(shape, st["extent"], _assimilated_gauges(data, st)))
         confidence = "twin experiment: "
         if "patch_truth" in summary:
-            confidence += (f"damaged patch: posterior mean d {summary['patch_posterior']:.2f} against a true "
-                           f"{summary['patch_truth']:.2f}, its sd {summary['sd_ratio_patch_seen']:.2f} x the prior's "
-                           "where the gauges see it; ")
+            confidence += patch_sentence(summary) + "; "
         confidence += (f"true damage inside the posterior 90 % band (Gaussian) at {100 * coverage:.0f} % of the "
                        f"{int(inside.sum())} nodes where it lies inside (0, 1)"
                        f"{'' if inside.all() else ' (a true d of 0 is outside the support of a logit-d posterior)'}; "
