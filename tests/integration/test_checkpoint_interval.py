@@ -6,6 +6,7 @@ hold every cycle and a resume from the last checkpoint computes the cycles after
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,32 @@ def test_a_run_stopped_between_checkpoints_resumes_from_the_last_and_matches_bit
     assert cycles[10:] == [8, 9]  # after the first run's ten, the two after checkpoint 8
     assert layout.checkpoint_cycles(exp) == [0, 4, 8, 10]
     assert_same(_outputs(exp), _outputs(every_cycle))
+
+
+@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec on PATH")
+def test_a_run_resumed_on_another_rank_count_says_so(tmp_path, every_cycle):
+    """Written on 2 ranks up to checkpoint 8, resumed on 1 (found by a probe: it resumed without a word, its cycles
+    then round-off apart from the uninterrupted run's and its outputs' provenance naming 1 rank): the log says the
+    checkpoint's rank count and that the cycles from there differ by round-off; and they do, by round-off only."""
+    import os
+
+    campaign = _campaign(tmp_path / "c.yaml", cycles=10, every=4)
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1")
+    two = subprocess.run(["mpiexec", "-n", "2", *TWIN, "run", str(campaign), "-o", str(tmp_path / "run"), "--quiet"],
+                         capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
+    assert two.returncode == 0, two.stderr[-3000:]
+    exp = layout.experiment_dir(tmp_path / "run", "iv")
+    for path in [layout.checkpoint_file(exp, 10), layout.done_marker(exp)] + [exp / n for n in layout.OUTPUTS]:
+        path.unlink()
+    one = subprocess.run([*TWIN, "run", str(campaign), "-o", str(tmp_path / "run")], capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert ("experiment iv: resumed at cycle 8 on 1 rank(s); its checkpoint was written on 2: the cycles from here "
+            "differ from an uninterrupted run on 2 rank(s) by round-off") in one.stderr
+    got, want = _outputs(exp), _outputs(every_cycle)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-9, atol=1e-12, err_msg=key)
 
 
 def test_a_killed_run_resumes_bitwise_and_its_diagnostics_never_run_ahead_of_its_checkpoints(tmp_path):

@@ -342,6 +342,21 @@ def _resume_point(exp_dir: Path, comm) -> Path | None:
     return good or latest_good_checkpoint(exp_dir / "checkpoint", comm, newest=durable)
 
 
+def _say_rank_change(exp_dir: Path, checkpoint: Path, comm, cycle: int) -> None:
+    """One log line when a run resumes on another number of ranks than wrote its checkpoint: it goes on (the
+    checkpoints hold whole states), but its cycles are then not bitwise those of an uninterrupted run (parallel
+    reductions sum in another order) and the outputs' provenance names the last run's ranks only (a probe found
+    both unsaid)."""
+    from twin.io.checkpoint import CheckpointReader
+
+    with CheckpointReader(checkpoint, comm) as r:
+        before = int(r.provenance.ranks)
+    if before != comm.Get_size():
+        log.info("experiment %s: resumed at cycle %d on %d rank(s); its checkpoint was written on %d: the cycles from "
+                 "here differ from an uninterrupted run on %d rank(s) by round-off (the checkpoints keep each "
+                 "cycle's ranks in their provenance)", exp_dir.name, cycle, comm.Get_size(), before, before)
+
+
 def _set_aside(exp_dir: Path, good: Path | None, comm) -> None:
     """Move the checkpoints newer than the latest good one out of the way (``cycle_NNNN.h5.damaged-<time>``): they
     failed verification, and the cycles they held are computed again; the damaged files stay for inspection."""
@@ -399,6 +414,8 @@ def _run_experiment(exp_dir: Path, comm, policy, rewrite: bool = False) -> None:
         good = _resume_point(exp_dir, comm)
         _set_aside(exp_dir, good, comm)
         start = dict((p, k) for k, p in list_checkpoints(exp_dir / "checkpoint"))[good] if good else 0
+        if good:
+            _say_rank_change(exp_dir, good, comm, start)
         with progress(f"{exp_dir.name}: cycles", K, rank=rank) as bar:
             bar.advance(start, status="resumed" if start else "")
             analysed = None
