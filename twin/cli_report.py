@@ -69,6 +69,11 @@ def cmd_report(args) -> int:
               + (f"campaign again to write it again (twin status {args.run_dir} says what it finds damaged)"
                  if campaign else "forecast again to write it again"), file=sys.stderr)
     for name, how in unfinished.items():
-        print(f"error: experiment {name} has not finished ({how}): the report shows what it wrote so far; run the "
-              f"campaign again to finish it (twin status {args.run_dir} follows it)", file=sys.stderr)
+        if campaign:
+            print(f"error: experiment {name} has not finished ({how}): the report shows what it wrote so far; run the "
+                  f"campaign again to finish it (twin status {args.run_dir} follows it)", file=sys.stderr)
+        else:
+            print(f"error: the forecast in {args.run_dir} has not finished ({how}): the report shows the quantities "
+                  "of interest it wrote so far; run the campaign again to compute it (it starts over)",
+                  file=sys.stderr)
     return 1 if damaged or unfinished else 0

@@ -29,7 +29,7 @@ from twin.core.interval import Interval
 from twin.core.log import get_logger, setup_logging
 from twin.core.petsc import unread_options
 from twin.core.progress import progress
-from twin.core.units import convert
+from twin.core.units import compatible, convert
 from twin.models import contract
 
 log = get_logger("twin.driver")
@@ -86,7 +86,10 @@ def run_directory(loaded: LoadedCampaign, override: str | None = None) -> Path:
 
 
 def output_times(timeline, model_time_units: str) -> np.ndarray:
-    """Output times in the model's time units: start, every ``output_every``, and end."""
+    """Output times in the model's time units: start, every ``output_every``, and end. A model of dimensionless
+    time takes the timeline's numbers as its own times, as an assimilation campaign's cycle clock does
+    (:func:`twin.campaign.context.schedule`); a forecast of one ended in a traceback (``'s' are not convertible
+    to '1'``)."""
     start, end = timeline.start, timeline.end
     if timeline.output_every:
         n = int(np.floor((end - start) / timeline.output_every + 1e-9))
@@ -95,6 +98,8 @@ def output_times(timeline, model_time_units: str) -> np.ndarray:
             times = np.append(times, end)
     else:
         times = np.array([start, end])
+    if compatible(model_time_units, "1"):
+        return np.asarray(times, dtype=float)
     return np.asarray(convert(times, timeline.units, model_time_units), dtype=float)
 
 
@@ -167,6 +172,17 @@ def _run_in(loaded: LoadedCampaign, comm, out: Path, verbose: bool, quiet: bool)
     return result
 
 
+#: names of forecast.nc's coordinates, which a state variable cannot take
+_COORDINATES = ("member", "time", "x", "y", "z")
+
+
+def _field_name(part, name: str) -> str:
+    """A state variable's name in ``forecast.nc``: its own, or ``<component>_<name>`` where that is a coordinate's
+    (Lorenz-63's ``x``, ``y``, ``z``: its forecast ended in "variables {'x'} are found in both data_vars and
+    coords", found by trying a forecast of the example plugin)."""
+    return f"{part.name}_{name}" if name in _COORDINATES else name
+
+
 def _ran_and_failed(exc, t0: float, units: str):
     """``exc``, raised by the forecast's time loop, as what ends the command with exit status 1 (the run started and
     did not finish; 2 is input refused before anything ran), written into twin.log as well."""
@@ -194,7 +210,8 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
         parts = output_models(model) if cfg.outputs.fields else {}
         snapshots = {stem: [f] for stem, f in gather_outputs(model, state).items()} if parts else {}
         qoi_file = DiagnosticsFile(out / "qoi.nc", comm, provenance=prov, time_units=time_units, sensitive=sensitive,
-                                   title=f"twin quantities of interest: {cfg.campaign.name}")
+                                   title=f"twin quantities of interest: {cfg.campaign.name}",
+                                   expected_records=len(times))
         series: dict[str, list[float]] = {}
         # qoi.nc is written every QOI_FLUSH_SECONDS and at the end: each write copies the file (atomic), so a write
         # per output time would cost a time quadratic in the output times
@@ -241,8 +258,8 @@ def _forecast(loaded: LoadedCampaign, comm, out: Path, prov) -> RunResult:
                 stacked = np.stack(snapshots[stem])[None]  # (member=1, time, ...)
                 if part.grid.dof == 1:
                     stacked = stacked[..., None]
-                fields = {name: stacked[..., i] for i, name in enumerate(part.state_names)}
-            variables = {name: VariableMeta(f"{part.name} {name}", units)
+                fields = {_field_name(part, name): stacked[..., i] for i, name in enumerate(part.state_names)}
+            variables = {_field_name(part, name): VariableMeta(f"{part.name} {name}", units)
                          for name, units in zip(part.state_names, part.state_units)}
             files.append(Path(write_ensemble(out / f"{stem}.nc", part.grid, fields, times * factor, comm=comm,
                                              variables=variables, kind="forecast", time_units=time_units,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import xarray as xr
 from linear_case import linear_campaign
 
@@ -110,3 +111,64 @@ def test_qoi_file_written_in_parts_equals_one_write(tmp_path, monkeypatch):
     from twin.io.inspect import inspect
 
     assert "cycles: none (no record belongs to an assimilation cycle)" in inspect(tmp_path / "once" / "qoi.nc")
+
+
+FAILS_LATER = '''\
+import os
+
+from twin.core.errors import SolverError
+from twin_lorenz63.model import Lorenz63
+
+
+class Failing(Lorenz63):
+    """Lorenz-63 that fails from t = FAIL_AT on."""
+
+    def advance(self, state, t0, t1):
+        if t0 >= float(os.environ.get("FAIL_AT", "inf")) - 1e-9:
+            raise SolverError(self.name, t0, "DIVERGED_TEST")
+        super().advance(state, t0, t1)
+
+
+Failing.config_class = Lorenz63.config_class
+'''
+
+
+def test_a_forecast_that_stopped_early_is_reported_as_not_finished(tmp_path, monkeypatch, capsys):
+    """Found by a probe: a forecast killed at 171 of 750 output intervals got an ordinary report and exit status 0.
+    qoi.nc now says how many records the whole run writes; here a user's model fails at t = 0.3 of 1.0 (exit 1, as
+    a run that started and failed), and twin report says NOT FINISHED with how far it got, exit 1."""
+    from importlib import metadata
+
+    import yaml
+
+    import twin.driver
+    from twin.cli import main
+
+    if not any(ep.name == "lorenz63" for ep in metadata.entry_points(group="twin.kinds")):
+        pytest.skip("needs the example plugin examples/lorenz63-plugin (make setup installs it)")
+    data = yaml.safe_load((ROOT / "examples" / "lorenz63-plugin" / "campaign.yaml").read_text())
+    for key in ("assimilation", "decision"):
+        data.pop(key)
+    data["models"]["l63"]["type"] = "failslater:Failing"
+    data["timeline"].update(end=1.0, output_every=0.1)
+    data["outputs"] = {}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    (tmp_path / "failslater.py").write_text(FAILS_LATER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(twin.driver, "QOI_FLUSH_SECONDS", 0.0)  # qoi.nc written at every output time
+    monkeypatch.setenv("FAIL_AT", "0.3")
+    assert main(["run", "f.yaml", "-o", "run", "--quiet"]) == 1
+    capsys.readouterr()
+    assert main(["report", "run"]) == 1
+    err = capsys.readouterr().err
+    assert "error: the forecast in run has not finished (stopped at 3/10 output intervals)" in err, err
+    assert "NOT FINISHED: the forecast stopped early" in (tmp_path / "run" / "report" / "index.html").read_text()
+    # the whole forecast: an ordinary report, exit 0. (Found on the way: a forecast of this dimensionless-time model
+    # ended in a traceback, 's' not convertible to '1', and then its state 'x' collided with forecast.nc's
+    # coordinate x.)
+    monkeypatch.delenv("FAIL_AT")
+    assert main(["run", "f.yaml", "-o", "whole", "--quiet"]) == 0
+    assert main(["report", "whole"]) == 0
+    with xr.open_dataset(tmp_path / "whole" / "forecast.nc", decode_times=False) as ds:
+        assert "l63_x" in ds.data_vars and ds["time"].values.tolist() == pytest.approx(np.arange(11) * 0.1)

@@ -306,6 +306,8 @@ def read_ensemble(path) -> xr.Dataset:
 # -- diagnostics -------------------------------------------------------------------------------------------------------
 #: ``cycle`` of a diagnostics record that belongs to no assimilation cycle (after the last analysis)
 NO_CYCLE = -1
+#: global attribute of a diagnostics file: the records it holds once its run has finished (:class:`DiagnosticsFile`)
+EXPECTED_RECORDS = "twin_expected_records"
 
 
 class DiagnosticsFile:
@@ -329,12 +331,16 @@ class DiagnosticsFile:
     time_units : str
     sensitive : bool
         Owner-only file.
+    expected_records : int, optional
+        The records the file holds when its run has finished (global attribute ``twin_expected_records``): a reader
+        tells a run that stopped early from one that ended (a forecast's ``qoi.nc``, written as it goes).
     """
 
     def __init__(self, path, comm=None, *, provenance: Provenance | None = None,
                  variables: Mapping[str, VariableMeta] | None = None, state_units: str | None = "1",
                  time_units: str = DEFAULT_TIME_UNITS, title: str = "twin diagnostics", sensitive: bool = False,
-                 state_mix: str = ""):
+                 state_mix: str = "", expected_records: int | None = None):
+        self.expected_records = expected_records
         self.path = Path(path)
         self.comm = as_mpi_comm(comm)
         self.rank = self.comm.Get_rank() if self.comm is not None else 0
@@ -401,6 +407,8 @@ class DiagnosticsFile:
                     c.setncatts({"long_name": "assimilation cycle index" + (
                         " (none after the last analysis)" if beyond else ""), "units": "1"})
                 nc.setncatts(_global_attrs("diagnostics", self.title, self.provenance))
+                if self.expected_records is not None:
+                    nc.setncattr(EXPECTED_RECORDS, np.int32(self.expected_records))
                 # one write per variable for all the records (a write per value cost more than the values)
                 n, m = len(nc.dimensions["time"]), len(records)
                 nc.variables["time"][n:n + m] = np.array([t for t, _, _ in records], dtype=float)

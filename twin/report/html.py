@@ -112,7 +112,7 @@ def unfinished_experiments(run_dir: Path) -> dict[str, str]:
     :func:`twin.campaign.status.status` without verifying checkpoints; ``{}`` for a directory that is not a campaign's
     (a forecast's). Failed and damaged experiments are said by their own verdicts."""
     if not (run_dir / "experiments").is_dir():
-        return {}
+        return _unfinished_forecast(run_dir)
     from twin.campaign.status import status
 
     out = {}
@@ -127,11 +127,35 @@ def unfinished_experiments(run_dir: Path) -> dict[str, str]:
     return out
 
 
+def _unfinished_forecast(run_dir: Path) -> dict[str, str]:
+    """``{run: "stopped at 171/750 output intervals"}`` for a forecast run whose ``qoi.nc`` holds fewer records than
+    its run writes (:data:`twin.io.netcdf.EXPECTED_RECORDS`; a killed forecast was reported as an ordinary one, exit
+    0: found by a probe); ``{}`` otherwise, and for files written before twin recorded the count."""
+    import netCDF4
+
+    from twin.io.netcdf import EXPECTED_RECORDS
+
+    path = run_dir / "qoi.nc"
+    try:
+        with netCDF4.Dataset(path) as nc:
+            expected = int(getattr(nc, EXPECTED_RECORDS)) if EXPECTED_RECORDS in nc.ncattrs() else None
+            held = len(nc.dimensions["time"]) if "time" in nc.dimensions else 0
+    except (OSError, KeyError, ValueError):
+        return {}
+    if expected is None or held >= expected:
+        return {}
+    return {run_dir.name: f"stopped at {max(held - 1, 0)}/{expected - 1} output intervals"}
+
+
 def _unfinished_html(run_dir: Path, unfinished: dict[str, str]) -> str:
     """The warning at the top of the report naming the experiments that have not finished (``""`` without any)."""
     if not unfinished:
         return ""
     items = "".join(f"<li>{html.escape(name)}: {html.escape(how)}</li>" for name, how in unfinished.items())
+    if not (run_dir / "experiments").is_dir():  # a forecast run: no checkpoints, it starts over
+        return (f'<div class="verdict failed"><h2>NOT FINISHED: the forecast stopped early</h2><ul>{items}</ul>'
+                f"<p>Its panels show the quantities of interest it wrote so far (no fields: a forecast writes them "
+                f"at its end). Run the campaign again to compute the whole forecast (it starts over).</p></div>\n")
     return (f'<div class="verdict failed"><h2>NOT FINISHED: {len(unfinished)} experiment(s) of this campaign</h2>'
             f"<ul>{items}</ul><p>Their verdicts and panels show what they wrote so far, and they are left out of the "
             f"comparison of methods. Run the campaign again to finish them (it resumes from the last checkpoint); "
