@@ -99,6 +99,17 @@ def test_tumour_mechanics_two_ranks_converges_and_stress_slows_invasion(tumour_r
         assert f["N"].attrs["units"] == "1/mm^3" and f["N"].shape == (1, 7, 32, 32)
     assert np.all(np.diff(volume) > 0) and stress[-1] > 50.0  # growing lesion, tens of Pa of stress around it
 
+    # its report (found by a probe: it said "the panels below show the fields" over a skipped fields panel, listed
+    # forecast.nc as not found beside the component files, and showed nothing of coupling.nc)
+    from twin.cli import main
+
+    assert main(["report", str(tumour_run)]) == 0
+    html = (tumour_run / "report" / "index.html").read_text()
+    assert "Coupling windows: iterations and interface residuals" in html and "<td>windows</td><td>12</td>" in html
+    assert "<td>windows that did not converge</td><td>0</td>" in html
+    assert "the panels below show what it wrote (no field file this report draws)" in html
+    assert "a coupled model writes one file per component (forecast_tissue.nc, forecast_tumour.nc)" in html
+
     # the same campaign on one rank: the same converged fixed point
     _, N1, _, _ = _run_serial(TUMOUR)
     assert np.max(np.abs(N2 - N1)) < 1e-6 * np.max(N1)

@@ -315,6 +315,11 @@ def load_run(directory, name: str | None = None) -> RunData:
     data = RunData(name or directory.name, directory)
     data.posterior = _open(directory / "posterior.nc", "posterior", data)
     data.forecast = _open(directory / "forecast.nc", "forecast", data)
+    parts = sorted(directory.glob("forecast_*.nc"))
+    if data.forecast is None and parts:  # a coupled model's forecast run: one file per component, on its own grid
+        data.missing["forecast"] = (f"no forecast.nc: a coupled model writes one file per component "
+                                    f"({', '.join(p.name for p in parts)}), which this report does not draw; read "
+                                    "them with xarray")
     data.diagnostics = _open(directory / "diagnostics.nc", "diagnostics", data)
     data.qoi = _open(directory / "qoi.nc", "qoi", data)
     data.horizon = _open(directory / HORIZON_FILE, "horizon", data)

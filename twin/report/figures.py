@@ -673,6 +673,8 @@ def panels() -> tuple:
     """Every panel function of the report, in order: the general ones, then the installed kinds'."""
     from twin.core.kinds import kinds
 
+    from twin.report.coupling import coupling_panel
+
     extra = [p for kind in kinds().values() for p in kind.report_panels()]
-    return (fields_panel, rmse_panel, observation_fit_panel, rank_histogram_panel, fan_panel, decision_panel,
-            horizon_panel, *extra, flags_panel, changes_panel)
+    return (fields_panel, coupling_panel, rmse_panel, observation_fit_panel, rank_histogram_panel, fan_panel,
+            decision_panel, horizon_panel, *extra, flags_panel, changes_panel)

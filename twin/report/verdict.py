@@ -293,8 +293,9 @@ def verdict_for(data: RunData, unfinished: str = "") -> Verdict:
         return Verdict(question="Did this experiment finish?", answer=f"NOT FINISHED ({unfinished}): nothing to "
                        "judge yet", changes="run the campaign again: it resumes from the last checkpoint",
                        damaged=damaged, unfinished=unfinished)
+    shown = "the fields" if data.state_variables() else "what it wrote (no field file this report draws)"
     return Verdict(question="What did this run produce?", answer="No decision and no diagnostics against a truth: "
-                   "the panels below show the fields.", damaged=damaged)
+                   f"the panels below show {shown}.", damaged=damaged)
 
 
 def damage_text(data: RunData) -> str:
