@@ -100,6 +100,8 @@ def _coupling(**changes):
     ({"substeps": {"c": 2}}, "unknown component 'c'"),
     ({"window": {"value": -1.0, "units": "s"}}, "window must be positive"),
     ({"routes": [{"from": "a.x", "to": "b.y", "mapping": "cubic"}]}, "consistent"),
+    ({"scheme": {"kind": "explicit_serial", "convergence": [{"field": "a.w", "limit": 1e-6}]}},
+     "an explicit scheme \\(explicit_serial\\) makes one pass per window and checks no convergence"),
     ({"routes": [{"from": "a.x", "to": "b.y", "mapping": "nearest", "outside": "zero"}]},
      "outside: zero applies to a consistent map between grids"),
 ])

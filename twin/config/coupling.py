@@ -187,6 +187,11 @@ class CouplingConfig(Strict):
         for f in s.accelerated or []:
             if f not in targets:
                 raise ValueError(at("scheme", "accelerated") + f"{f} is not received by any route: {targets}")
+        if not s.implicit and s.convergence:
+            raise ValueError(at("scheme", "convergence") + f"an explicit scheme ({s.kind}) makes one pass per window "
+                                                           "and checks no convergence (its max_iterations and "
+                                                           "acceleration are not used either); remove convergence, "
+                                                           "or use implicit_serial or implicit_parallel")
         if s.implicit and s.max_iterations < 2:
             raise ValueError(at("scheme", "max_iterations") + f"an implicit scheme's window converges when two "
                                                               f"iterates agree, so it needs max_iterations of at least "
