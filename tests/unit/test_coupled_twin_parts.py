@@ -232,3 +232,21 @@ def test_a_members_coupled_forecast_does_not_depend_on_the_member_before(config,
 
     alone, after = run(False), run(True)
     assert np.max(np.abs(after - alone)) <= 1e-9 * np.max(np.abs(alone))
+
+
+def test_a_coupled_states_diagnostics_name_their_components_units():
+    """A coupled campaign's RMSE and spread over the whole state were written in units "1" (the coupled state's own,
+    a concatenation) and the report's axis said [1]: they mix the components' units and say which."""
+    from twin.campaign.outputs import state_units
+    from twin.campaign.state import CoupledState
+    from twin.config import load_campaign
+    from twin.coupling.build import build_coupled
+
+    m = CoupledState(build_coupled(load_campaign(Path(__file__).resolve().parents[2] / "configs" / "structure.yaml"),
+                                   MPI.COMM_WORLD))
+    try:
+        units, mix = state_units(m)
+    finally:
+        m.destroy()
+    assert units is None
+    assert mix.startswith("atmosphere.h [m], atmosphere.u [m/s], atmosphere.v [m/s], mast.u_x [m]")

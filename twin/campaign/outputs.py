@@ -157,7 +157,12 @@ def state_units(model) -> tuple[str | None, str]:
     and the variables with their units (``"h [m], u [m/s], v [m/s]"``): the units of diagnostics over the whole state
     (RMSE, spread, innovations), which an aggregate of different units has none of
     (:func:`twin.io.netcdf.of_state`)."""
-    names, units = list(model.state_names), list(model.state_units)
+    parts = getattr(model, "models", None)  # a coupled model's state: its components' variables (it has none)
+    if isinstance(parts, dict) and parts:
+        names = [f"{c}.{n}" for c, m in parts.items() for n in m.state_names]
+        units = [u for m in parts.values() for u in m.state_units]
+    else:
+        names, units = list(model.state_names), list(model.state_units)
     return (units[0] if len(set(units)) == 1 else None), ", ".join(f"{n} [{u}]" for n, u in zip(names, units))
 
 
