@@ -172,15 +172,13 @@ def _run_in(loaded: LoadedCampaign, comm, out: Path, verbose: bool, quiet: bool)
     return result
 
 
-#: names of forecast.nc's coordinates, which a state variable cannot take
-_COORDINATES = ("member", "time", "x", "y", "z")
-
-
 def _field_name(part, name: str) -> str:
     """A state variable's name in ``forecast.nc``: its own, or ``<component>_<name>`` where that is a coordinate's
     (Lorenz-63's ``x``, ``y``, ``z``: its forecast ended in "variables {'x'} are found in both data_vars and
     coords", found by trying a forecast of the example plugin)."""
-    return f"{part.name}_{name}" if name in _COORDINATES else name
+    from twin.io.netcdf import ENSEMBLE_COORDINATES
+
+    return f"{part.name}_{name}" if name in ENSEMBLE_COORDINATES else name
 
 
 def _ran_and_failed(exc, t0: float, units: str):

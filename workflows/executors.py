@@ -218,14 +218,12 @@ class Launcher:
                 + " ".join(w if w == PARSL_MPI_PREFIX else shlex.quote(w) for w in words))
 
 
-#: PETSc options whose output PETSc writes when it ends (``PetscFinalize``), which a warm Parsl worker never reaches
-#: before the pool is stopped: a run that asks for one runs every task as a process of its own
-AT_PETSC_END = ("log_view", "log_summary", "options_left", "memory_view", "malloc_dump", "malloc_view",
-                "objects_dump", "log_all", "log_trace")
-
-
 def reported_at_end(petsc_options) -> list[str]:
-    """The options of ``petsc_options`` (PETSc words) that PETSc answers when it ends (:data:`AT_PETSC_END`)."""
+    """The options of ``petsc_options`` (PETSc words) that PETSc answers when it ends
+    (:data:`twin.core.petsc.AT_PETSC_END`), which a warm Parsl worker never reaches before the pool is stopped: a
+    run that asks for one runs every task as a process of its own."""
+    from twin.core.petsc import AT_PETSC_END
+
     names = [str(w).lstrip("-") for w in petsc_options or [] if str(w).startswith("-")]
     return [f"-{n}" for n in names if n in AT_PETSC_END]
 

@@ -349,7 +349,7 @@ def _say_rank_change(exp_dir: Path, checkpoint: Path, comm, cycle: int) -> None:
     both unsaid)."""
     from twin.io.checkpoint import CheckpointReader
 
-    with CheckpointReader(checkpoint, comm) as r:
+    with CheckpointReader(checkpoint, comm, verify=False) as r:  # verified by _resume_point: its provenance only
         before = int(r.provenance.ranks)
     if before != comm.Get_size():
         log.info("experiment %s: resumed at cycle %d on %d rank(s); its checkpoint was written on %d: the cycles from "

@@ -396,13 +396,15 @@ def _outside_origin(name: str) -> str:
 
 #: lines of :func:`unread_options` about single options (the rest is counted in one more line)
 UNREAD_SHOWN = 10
+#: options whose answer PETSc gives when it ends (``PetscFinalize``): a process that never ends PETSc (a warm Parsl
+#: worker) prints nothing for them (:func:`workflows.executors.launcher_for`)
+AT_PETSC_END = frozenset({"log_view", "log_summary", "log_trace", "log_all", "options_left", "memory_view",
+                          "malloc_dump", "malloc_view", "objects_dump"})
 #: options PETSc reads at PetscInitialize/PetscFinalize, never marked read by a solver
-_STARTUP_OPTIONS = frozenset({"log_view", "log_summary", "log_trace", "options_left", "malloc_debug",
-                              "malloc_dump", "malloc_view", "memory_view", "info", "help", "version",
-                              "on_error_abort", "no_signal_handler", "fp_trap", "check_pointer_intensity",
-                              "options_view", "log_all", "history", "objects_dump", "start_in_debugger",
-                              "on_error_attach_debugger", "debugger_ranks", "stop_for_debugger", "skip_petscrc",
-                              "options_file", "options_monitor"})
+_STARTUP_OPTIONS = AT_PETSC_END | {"malloc_debug", "info", "help", "version", "on_error_abort", "no_signal_handler",
+                                   "fp_trap", "check_pointer_intensity", "options_view", "history",
+                                   "start_in_debugger", "on_error_attach_debugger", "debugger_ranks",
+                                   "stop_for_debugger", "skip_petscrc", "options_file", "options_monitor"}
 
 
 def reason_name(cls: Any, code: int) -> str:

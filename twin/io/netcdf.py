@@ -49,6 +49,8 @@ CONVENTIONS = "CF-1.10"
 DEFAULT_TIME_UNITS = "seconds since 1970-01-01 00:00:00"
 CHECKSUM_ATTR = "twin_data_sha256"
 _AXES = ("x", "y", "z")
+#: the coordinates of an ensemble file (:func:`ensemble_dataset`), which no field variable can be named
+ENSEMBLE_COORDINATES = ("member", "time", *_AXES)
 
 
 @dataclass(frozen=True)
