@@ -100,7 +100,7 @@ def test_an_error_on_one_rank_alone_ends_the_job_and_the_rerun_resumes(tmp_path)
     assert out.returncode == 1, out.stderr[-3000:]
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
-    assert errors == ["error: experiment lorenz63_etkf FAILED on rank 1 of 2: model 'l63': solver failed at t=0.2: "
+    assert errors == ["error: experiment lorenz63_etkf FAILED on rank 1 of 2: model 'l63': solver failed at t=0.2 in the nature run: "
                       "DIVERGED_TEST; the other ranks did not reach the experiment's end within 3 s (they wait for "
                       "this rank in a collective call), so the job ends here; run the same command again to resume"], \
         out.stderr[-3000:]

@@ -114,5 +114,5 @@ def test_a_petsc_error_while_solving_says_petscs_reason(tmp_path):
                  "-heat_pc_factor_mat_solver_type", "nosuchsolver"], cwd=tmp_path)
     assert out.returncode == 1, out.stdout + out.stderr[-3000:]
     line = _one_error(out)
-    assert line.startswith("error: model 'heat': solver failed at t=0: "), line
+    assert line.startswith("error: model 'heat': solver failed at t=0 s: "), line
     assert "(PETSc error 92: Could not locate solver type nosuchsolver for factorization type LU" in line, line

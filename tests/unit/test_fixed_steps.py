@@ -59,7 +59,7 @@ def test_run_fixed_takes_the_steps_and_reports_a_failed_solve_with_its_hint():
         cause = []
         ts.setPostStep(lambda ts: (cause.append("negative depth"),
                                    ts.setConvergedReason(PETSc.TS.ConvergedReason.DIVERGED_STEP_REJECTED)))
-        with pytest.raises(SolverError, match=r"model 'decay': solver failed at t=0\.6: DIVERGED_STEP_REJECTED "
+        with pytest.raises(SolverError, match=r"model 'decay': solver failed at t=0\.6 s: DIVERGED_STEP_REJECTED "
                                               r"\(negative depth\)"):
             model.run_fixed(ts, u, 0.5, 1.0, hint=lambda: cause[-1])
     finally:

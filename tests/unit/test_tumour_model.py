@@ -142,7 +142,7 @@ def test_diverging_solve_names_model_time_and_reason():
                              "ksp_max_it": 50})
     model = _box_model("diverge", k=5.0)
     x = model.initial_state()
-    with pytest.raises(SolverError, match=r"model 'diverge': solver failed at t=2\.5: TS DIVERGED_NONLINEAR_SOLVE, "
+    with pytest.raises(SolverError, match=r"model 'diverge': solver failed at t=2\.5 day: TS DIVERGED_NONLINEAR_SOLVE, "
                                           r"SNES DIVERGED_\w+") as info:
         model.advance(x, 2.5, 5.0)
     assert info.value.time == pytest.approx(2.5)

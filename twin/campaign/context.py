@@ -278,7 +278,7 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
         state = model.grid.allgather(x0).ravel()
     finally:
         x0.destroy()
-    state = state + background_std(cfg) * gen.standard_normal(state.size)
+    state = state + background_spread(cfg, model) * gen.standard_normal(state.size)
     return state, params
 
 
@@ -299,13 +299,66 @@ def sample_parameter(model, p, gen: np.random.Generator) -> Any:
     return value
 
 
-def background_std(cfg) -> float:
-    """The background error's standard deviation of a twin experiment's initial state (``assimilation
-    .background_std``, default the networks' mean ``error_std``)."""
+def background_spread(cfg, model, std: float | None = None) -> np.ndarray:
+    """The standard deviation of the background error of every entry of ``model``'s whole state (natural order): the
+    initial states' noise of a twin experiment's members and of its nature run.
+
+    ``std`` (the truth's ``initial_std``) or ``assimilation.background_std``: one number for every entry, or a
+    mapping by state variable (``{h: 0.03, u: 0.01}``) or, for a coupled model, by component and
+    ``<component>.<variable>`` (an entry it does not name: 0). Unset: the networks' mean ``error_std``; for a coupled
+    model each component the mean of the networks observing it (``model:``), 0 for a component none observes (the
+    errors are in the observed component's units, metres of noise on a tissue measured in cells/mm^3 otherwise). A
+    component that is not :attr:`~twin.models.base.Model.prognostic` (a static solve recomputes its state from its
+    inputs) gets 0 whatever is asked: its state is no initial condition, and noise on it only spoils the solver's
+    first guess.
+
+    Raises
+    ------
+    ConfigError
+        For a mapping key that names no variable or component of the model.
+    """
     from twin.config.observation_networks import representative_error
 
     acfg = assimilation_section(cfg)
-    return acfg.background_std if acfg.background_std is not None else representative_error(acfg.observations)
+    given = std if std is not None else acfg.background_std
+    parts = getattr(model, "models", None)  # a coupled model's components, in the whole state's order
+    components = dict(parts) if isinstance(parts, dict) and parts else {None: model}
+    if given is None:
+        if None in components:
+            given = representative_error(acfg.observations)
+        else:
+            given = {c: representative_error(nets) for c in components
+                     if (nets := [n for n in acfg.observations if getattr(n, "model", None) == c])}
+    known = {}  # key -> (component, variable index or None)
+    for c, m in components.items():
+        if c is not None:
+            known[c] = (c, None)
+        for i, v in enumerate(m.state_names):
+            known[v if c is None else f"{c}.{v}"] = (c, i)
+    if isinstance(given, dict):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ConfigError(f"assimilation.background_std: {unknown} name no state variable"
+                              f"{'' if None in components else ' or component'} of model {model.name!r}; it has "
+                              f"{', '.join(known)}")
+    out = []
+    for c, m in components.items():
+        per = np.zeros(len(m.state_names))
+        if isinstance(given, dict):
+            for key, value in given.items():  # a component's value first, a variable's of it after (more specific)
+                comp, i = known[key]
+                if comp == c and i is None:
+                    per[:] = value
+            for key, value in given.items():
+                comp, i = known[key]
+                if comp == c and i is not None:
+                    per[i] = value
+        else:
+            per[:] = given
+        if not getattr(m, "prognostic", True):
+            per[:] = 0.0
+        out.append(np.tile(per, m.grid.size))
+    return np.concatenate(out)
 
 
 def true_initial_state(cfg, model, std: float | None = None) -> np.ndarray:
@@ -324,9 +377,9 @@ def true_initial_state(cfg, model, std: float | None = None) -> np.ndarray:
         x0.destroy()
     if std is None:
         spec = truth_spec(cfg)
-        std = spec.initial_std if spec is not None and spec.initial_std is not None else background_std(cfg)
+        std = spec.initial_std if spec is not None and spec.initial_std is not None else None
     gen = rng(cfg, Purpose.TRUTH, TRUTH_INITIAL_STATE)
-    return state + std * gen.standard_normal(state.size)
+    return state + background_spread(cfg, model, std) * gen.standard_normal(state.size)
 
 
 def set_member_parameters(model, params: dict[str, Any]) -> None:

@@ -45,7 +45,7 @@ from twin.campaign import layout
 from twin.campaign.checkpoints import (is_valid_checkpoint, parallel_io, read_member, read_members, reader,
                                        write_ensemble_checkpoint, write_member_file)
 from twin.campaign.experiment import Setup, setup
-from twin.core.errors import WorkflowError
+from twin.core.errors import SolverError, WorkflowError
 from twin.core.log import get_logger
 from twin.core.streams import Purpose
 from twin.models.contract import attributed
@@ -152,6 +152,8 @@ def _write_twin_observations(s: Setup, model, sch, obs, times, prov) -> None:
         # configured values already (and are set whole, on any number of ranks, only by ctx)
         p = {k: float(v) for k, v in true_params.items() if not np.ndim(v)}
         truth, ys = twin_truth(forecast, x0, p, sch, obs, ctx.streams(s.cfg))
+    except SolverError as exc:  # not a member's forecast: the twin experiment's truth
+        raise exc.during("the nature run") from None
     finally:
         run.destroy()
     # Sensor faults declared for the twin experiment (observations[i].fault): added to the synthetic data only

@@ -13,6 +13,14 @@ Example::
         - {type: points, component: 0, points: [[0.0], [1.0], [2.0]], error_std: 1.0}
       background_std: 1.0                      # spread of the initial states (default: the mean error_std)
 
+``background_std`` is one number for every entry of the state, or one per state variable (``{h: 0.03, u: 0.01}``)
+or, in a coupled campaign, per component and variable (``{tumour: 2000, tissue.u_x: 1e-6}``: a component's name
+stands for all its variables); a variable it does not name starts without noise, and 0 is no noise. Unset: the
+mean ``error_std`` of the networks, and in a coupled campaign each component the mean of the networks that observe it
+(``model:``), none when no network does (the networks' errors are in the observed component's units). A component whose state is recomputed from its inputs at
+every step (a static solve, :attr:`twin.models.base.Model.prognostic` false) never gets noise: its state is no
+initial condition (:func:`twin.campaign.context.background_spread`).
+
 Everything that can be checked without the model is checked here; :func:`twin.observations.networks.build`
 checks the networks against the model (positions inside the domain, variables it has). Both run before any forecast.
 """
@@ -107,7 +115,7 @@ class EnsembleAssimilationConfig(Strict):
     seed: int = Field(0, ge=0)
     schedule: ScheduleSpec
     observations: networks_type()
-    background_std: float | None = Field(default=None, gt=0)
+    background_std: float | dict[str, float] | None = None
     esmda_alphas: list[float] | None = None
     #: the background check of each filter analysis: an observation whose innovation exceeds this many standard
     #: deviations of HBH^T + R is left out (counted in diagnostics.nc, listed in qc.jsonl); none: no check
@@ -122,12 +130,29 @@ class EnsembleAssimilationConfig(Strict):
             raise ValueError(f"the ensemble size N must be at least 2 (anomalies need two members), got {v}")
         return v
 
+    @field_validator("background_std")
+    @classmethod
+    def _spread(cls, v):
+        values = v.values() if isinstance(v, dict) else ([] if v is None else [v])
+        bad = [x for x in values if not (x >= 0 and x < float("inf"))]
+        if bad:
+            raise ValueError(f"background standard deviations must be finite and >= 0 (0: no noise), got {bad}")
+        if isinstance(v, dict) and not v:
+            raise ValueError("background_std is an empty mapping: give a number, or one per variable or component")
+        return v
+
     def check_campaign(self, cfg: Any) -> list[tuple[tuple, str]]:
-        """Cross-section checks against a campaign: ``localisation.component_radius`` names coupled components."""
-        if self.localisation is None or not self.localisation.component_radius:
-            return []
+        """Cross-section checks against a campaign: ``localisation.component_radius`` and the components of a
+        ``background_std`` mapping name coupled components."""
         coupling = getattr(cfg, "coupling", None)
         components = list(getattr(coupling, "components", None) or [])
+        if isinstance(self.background_std, dict) and components:
+            unknown = sorted({k.partition(".")[0] for k in self.background_std} - set(components))
+            if unknown:
+                return [(("assimilation", "background_std"), f"{unknown} are not coupled components; components are "
+                         f"{components} (a key is a component or <component>.<variable>)")]
+        if self.localisation is None or not self.localisation.component_radius:
+            return []
         if not components:
             return [(("assimilation", "localisation", "component_radius"), "only for coupled campaigns (the model has "
                      "one grid; use localisation.radius)")]

@@ -104,8 +104,10 @@ def _data_path(loc: tuple, data: Any) -> tuple:
         elif isinstance(cur, list) and not isinstance(element, int):
             continue  # a union's label: a list is only ever entered by an index
         elif isinstance(cur, dict) and (isinstance(element, int) or _is_tag(element, cur)
-                                        or (nxt is not end and not isinstance(nxt, int) and nxt in cur)):
-            continue  # a tag, or a label followed by a key the data has
+                                        or (nxt is not end and not isinstance(nxt, int) and nxt in cur)
+                                        or (nxt is end and _is_label(element))):
+            continue  # a tag, a label followed by a key the data has, or a member's label ending the path
+            # (``float | dict[str, float]`` given a mapping: the 'float' member's type error is about the mapping)
         elif isinstance(cur, (dict, list)):
             # A key that is not in the data (missing or extra key) ends the path.
             out.append(element)

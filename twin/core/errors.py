@@ -81,14 +81,17 @@ class OutOfMemory(ModelError):
 class SolverError(TwinError):
     """A PETSc solve failed: names the component, the simulated time and PETSc's converged reason."""
 
-    def __init__(self, component: str, time: float, reason: str, hint: str = ""):
-        self.component = component
-        self.time = time
-        self.reason = reason
-        msg = f"model '{component}': solver failed at t={time:.6g}: {reason}"
+    def __init__(self, component: str, time: float, reason: str, hint: str = "", units: str = "", during: str = ""):
+        self.component, self.time, self.reason, self.hint, self.units = component, time, reason, hint, units
+        when = f"{time:.6g}" + (f" {units}" if units and units != "1" else "")
+        msg = f"model '{component}': solver failed at t={when}{f' in {during}' if during else ''}: {reason}"
         if hint:
             msg += f" ({hint})"
         super().__init__(msg)
+
+    def during(self, what: str) -> "SolverError":
+        """The same failure, saying what ran (``the nature run``)."""
+        return SolverError(self.component, self.time, self.reason, self.hint, self.units, during=what)
 
 
 class CouplingError(TwinError):

@@ -261,6 +261,11 @@ class Model(ABC):
     length_units: str = "m"
     #: the time step of a time-stepping model (its time units), set by the model; see :meth:`fixed_steps`
     dt: float
+    #: whether :meth:`advance` carries the state it is given forward in time (an initial-value problem). ``False``
+    #: for a model that recomputes its state from its inputs and parameters at every step (a static solve, whose state
+    #: is a diagnostic of them): a campaign then perturbs no initial state of it
+    #: (:func:`twin.campaign.context.background_spread`)
+    prognostic: bool = True
 
     def __init__(self, name: str, comm):
         self.name = name
@@ -445,9 +450,11 @@ class Model(ABC):
         try:
             ts.solve(state)
         except PETSc.Error as exc:
-            raise SolverError(self.name, ts.getTime(), self.ts_reason(ts), _petsc_error(exc)) from None
+            raise SolverError(self.name, ts.getTime(), self.ts_reason(ts), _petsc_error(exc),
+                              units=self.time_units) from None
         if ts.getConvergedReason() < 0:
-            raise SolverError(self.name, ts.getTime(), self.ts_reason(ts), hint() if callable(hint) else hint)
+            raise SolverError(self.name, ts.getTime(), self.ts_reason(ts), hint() if callable(hint) else hint,
+                              units=self.time_units)
 
     def ts_reason(self, ts: PETSc.TS) -> str:
         """PETSc's reason for a failed solve of ``ts`` as :meth:`run_ts` reports it: the TS's converged reason."""

@@ -355,7 +355,7 @@ class HeatModel(Model):
         self.run_fixed(ts, state, t0, t1, hint=f"try a smaller dt or -{self.options_prefix}ksp_type preonly "
                                                f"-{self.options_prefix}pc_type lu")
         if not np.isfinite(state.norm()):
-            raise SolverError(self.name, t1, "non-finite temperature")
+            raise SolverError(self.name, t1, "non-finite temperature", units=self.time_units)
 
     def advance(self, state: PETSc.Vec, t0: float, t1: float) -> None:
         if t1 == t0:

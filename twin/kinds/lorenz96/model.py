@@ -306,7 +306,7 @@ class Lorenz96(Model):
         self.run_fixed(ts, state, t0, t1)
         if not np.isfinite(state.norm(PETSc.NormType.NORM_INFINITY)):
             raise SolverError(self.name, ts.getTime(), f"{self.ts_reason(ts)} with a non-finite state",
-                              hint=f"reduce dt={self.dt} or check F={self.forcing}")
+                              hint=f"reduce dt={self.dt} or check F={self.forcing}", units=self.time_units)
 
     def advance(self, state: PETSc.Vec, t0: float, t1: float) -> None:
         if self._ts is None:

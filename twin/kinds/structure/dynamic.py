@@ -193,7 +193,7 @@ class DynamicSolver:
             linear = reason_name(PETSc.KSP.ConvergedReason, ksp.getConvergedReason())
             raise SolverError(self.name, ts.getTime(), reason_name(PETSc.TS.ConvergedReason, reason),
                               f"{what}, linear solver {linear} after {ksp.getIterationNumber()} iterations; tune "
-                              f"with -{self.prefix}ts_* / ksp_* / pc_* options")
+                              f"with -{self.prefix}ts_* / ksp_* / pc_* options", units="s")
 
     def advance(self, x: PETSc.Vec, t0: float, t1: float, version: int) -> None:
         """Advance ``x = (u, v)`` in place from ``t0`` to ``t1``."""

@@ -127,6 +127,7 @@ class StructureModel(StructureAdjoint, Model):
         for c in loads:
             check_vector(c.name, name, c.value)
         self.mode, self.plane, self.material, self.initial = mode, plane, material, initial
+        self.prognostic = mode == "dynamic"  # a static solve's displacement follows from its loads at every step
         self.mesh = ElementMesh(comm, n_elements, extent, boundary, dynamic=(mode == "dynamic"), name=name)
         self.grid = self.mesh.state if mode == "dynamic" else self.mesh.disp
         if mode == "dynamic":

@@ -60,14 +60,20 @@ class StaticSolver:
         SolverError
             Names the component, time and KSP converged reason when the solve fails.
         """
-        self.ksp.setInitialGuessNonzero(u.norm() > 0)
+        guess = u.norm()
+        self.ksp.setInitialGuessNonzero(guess > 0)
         (self.ksp.solveTranspose if transpose else self.ksp.solve)(f, u)
         reason = self.ksp.getConvergedReason()
         its = self.ksp.getIterationNumber()
         if reason < 0:
+            if its == 0 and guess > 0 and reason == PETSc.KSP.ConvergedReason.DIVERGED_DTOL:
+                advice = (f"the displacement it started from (norm {guess:.3g} m) is far from any solution: it was "
+                          "given a state it does not carry forward")
+            else:
+                advice = f"tune with -{self.ksp.getOptionsPrefix()}ksp_* / pc_* options"
             raise SolverError(self.name, t, reason_name(PETSc.KSP.ConvergedReason, reason),
-                              f"{'adjoint ' if transpose else ''}static KSP after {its} iterations; tune with "
-                              f"-{self.ksp.getOptionsPrefix()}ksp_* / pc_* options")
+                              f"{'adjoint ' if transpose else ''}static KSP after {its} iterations; {advice}",
+                              units="s")
         log.debug("%s: static %s solve, %d iterations", self.name, "adjoint" if transpose else "forward", its)
         return its
 

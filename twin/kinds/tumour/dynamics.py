@@ -175,7 +175,7 @@ class TumourDynamics:
                     lambda: self._failure_hint(ts))
         norm = x.norm(PETSc.NormType.NORM_INFINITY)
         if not np.isfinite(norm):
-            raise SolverError(self.name, ts.getTime(), "state is not finite", "reduce dt")
+            raise SolverError(self.name, ts.getTime(), "state is not finite", "reduce dt", units=self.time_units)
 
     def _failure_hint(self, ts: PETSc.TS) -> str:
         """What to change after a failed solve.
@@ -188,6 +188,11 @@ class TumourDynamics:
         indefinite = (PETSc.KSP.ConvergedReason.DIVERGED_INDEFINITE_MAT,
                       PETSc.KSP.ConvergedReason.DIVERGED_INDEFINITE_PC)
         if ksp.getConvergedReason() in indefinite:
+            low = ts.getSolution().min()[1]
+            if low < 0:  # growth k (1 - 2N/theta) exceeds 2/dt where the density is negative: no tumour state
+                return (f"the density it was given is negative somewhere (down to {low:.3g} {self.state_units[0]}): "
+                        "no tumour's state; a campaign's initial states are the configured one plus "
+                        "assimilation.background_std (by variable) of noise: make it smaller than the densities")
             return (f"the linear solver ({ksp.getType()}) found the Jacobian indefinite: the step dt = {self.dt:g} "
                     "day is too long for the proliferation rate k (dt k must stay below 2 for Crank-Nicolson, 1 for "
                     "backward Euler); reduce dt")
