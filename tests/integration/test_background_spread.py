@@ -125,12 +125,19 @@ def test_a_single_model_takes_one_value_per_state_variable(tmp_path):
         spread = ctx.background_spread(cfg, model).reshape(-1, 3)
         assert spread.shape[0] == model.grid.size
         assert np.all(spread[:, 0] == 0.03) and np.all(spread[:, 1:] == 0.0)
-        cfg.assimilation.background_std = {"eta": 0.03}
+        cfg.assimilation.background_std = {"eta": 0.03}  # past the file's check (a model without metadata)
         with pytest.raises(ConfigError, match=r"assimilation.background_std: \['eta'\] name no state variable of "
                                               r"model 'atmosphere'; it has h, u, v"):
             ctx.background_spread(cfg, model)
     finally:
         model.destroy()
+    data["assimilation"]["background_std"] = {"h": 0.03, "eta": 0.03}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as refused:
+        load_campaign(path)
+    (line,) = refused.value.lines()
+    assert re.search(r"atmosphere.yaml:\d+:\d+: assimilation.background_std: 'eta': no state variable; the keys it "
+                     r"takes are h, u, v$", line), line
 
 
 @pytest.mark.parametrize("value, message", [
@@ -139,6 +146,8 @@ def test_a_single_model_takes_one_value_per_state_variable(tmp_path):
     ({"tumour": float("inf")}, r"tumour: Input should be a finite number; found infinity"),
     ({}, r"background_std is an empty mapping"),
     ({"tumor": 1.0}, r"\['tumor'\] are not coupled components; components are \['tumour', 'tissue'\]"),
+    ({"tissue.v_x": 1.0}, r"'tissue.v_x': no state variable or component; the keys it takes are tumour, "
+                          r"tissue, tumour.N, tissue.u_x, tissue.u_y"),
 ])
 def test_bad_spreads_are_refused_at_their_line(tmp_path, value, message):
     from twin.config import load_campaign

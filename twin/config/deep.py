@@ -213,4 +213,29 @@ def check_models(cfg) -> Problems:
     a = cfg.assimilation
     for i, net in enumerate(getattr(a, "observations", None) or []):
         problems += _check_network(i, net, cfg, metas)
-    return problems + _check_decision(cfg, metas) + _check_controls(cfg, metas) + _check_routes(cfg, metas)
+    return (problems + _check_background(cfg, metas) + _check_decision(cfg, metas) + _check_controls(cfg, metas)
+            + _check_routes(cfg, metas))
+
+
+def _check_background(cfg, metas) -> Problems:
+    """The keys of an ``assimilation.background_std`` mapping: state variables of the (only) model, or components
+    and ``<component>.<variable>`` of a coupled one (which components exist is the section's own check)."""
+    given = getattr(cfg.assimilation, "background_std", None)
+    if not isinstance(given, dict):
+        return []
+    if _coupled(cfg):
+        known = {c: None for c in cfg.coupling.components}
+        known.update({f"{c}.{v}": None for c in cfg.coupling.components if c in metas
+                      for v in metas[c].state_names})
+        unknown = [k for k in given if k not in known and k.partition(".")[0] in metas]
+    else:
+        name = observed_model(cfg, None) if len(cfg.models) == 1 else None
+        if name is None or name not in metas:
+            return []
+        known = {v: None for v in metas[name].state_names}
+        unknown = [k for k in given if k not in known]
+    if not unknown:
+        return []
+    return [(("assimilation", "background_std"), f"{', '.join(short(k) for k in unknown)}: no state variable"
+                                                 f"{' or component' if _coupled(cfg) else ''}; the keys it takes are "
+                                                 f"{', '.join(known)}")]
