@@ -201,3 +201,22 @@ def test_observation_files_are_checked_at_validate(tmp_path):
              "'tower' is not a model of the campaign")
     _refused(tmp_path, text.replace("{u_x:", "{h:"), "assimilation.observations[0].variables",
              "'h' is not a state variable of model 'mast'")
+
+
+@pytest.mark.parametrize("window, advice", [
+    ("1000", "give a window of at most 10 day"),
+    ("7", "give a window that divides it (5 day or 10 day)"),
+    ("3", "give a window that divides it (2.5 day or 3.33333 day)"),
+])
+def test_a_coupling_window_that_does_not_divide_the_output_interval_is_refused(tmp_path, window, advice):
+    """Found by a probe: a forecast stops at every output time and cuts its coupling windows there, so ``window: 1000
+    day`` with outputs every 10 days coupled every 10 days, and ``window: 7`` ran windows of 7, 3, 4, 6 ... days,
+    silently. Refused at the window's line; a divisor (2.5, 5, 10) is accepted."""
+    mech = (ROOT / "configs" / "tumour_mechanics.yaml").read_text()
+    before = "window: {value: 5, units: day}"
+    assert before in mech and "output_every: 10.0" in mech
+    _refused(tmp_path, mech.replace(before, f"window: {{value: {window}, units: day}}"),
+             f"coupling.window: the window ({window} day) does not divide timeline.output_every (10 day): a forecast "
+             f"stops at every output time, which would cut windows short there; {advice}")
+    for fits in ("2.5", "10", "240"):
+        load_campaign(_write(tmp_path / "ok.yaml", mech.replace(before, f"window: {{value: {fits}, units: hour}}")))

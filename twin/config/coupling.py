@@ -150,6 +150,34 @@ class SchemeSpec(Strict):
 class CouplingConfig(Strict):
     """The ``coupling`` section (see the module docstring for an example)."""
 
+    def check_campaign(self, cfg) -> list[tuple[tuple, str]]:
+        """Cross-section check: a forecast stops at every ``timeline.output_every`` and windows are cut there
+        (:meth:`twin.coupling.coupled.CoupledModel.windows`), so a window longer than the output interval, or not
+        dividing it, would not be the window asked for (window 7 day, outputs every 10 day: windows of 7, 3, 4, 6
+        ... day, silently)."""
+        every = getattr(cfg.timeline, "output_every", None)
+        if every is None:
+            return []
+        try:
+            window = float(self.window.to(cfg.timeline.units))
+        except ValueError:
+            return []  # not a time in the timeline's units: the window's own checks say so
+        if not window > 0:
+            return []
+        ratio = every / window
+        if abs(ratio - round(ratio)) <= 1e-9 * max(1.0, ratio) and round(ratio) >= 1:
+            return []
+        units = cfg.timeline.units
+        if window > every:
+            advice = f"a window of at most {every:g} {units}"
+        else:
+            n = max(1, round(ratio))
+            fits = sorted({every / n, every / (n + 1)} if n > 1 else {every, every / 2})
+            advice = f"a window that divides it ({' or '.join(f'{w:g} {units}' for w in fits)})"
+        return [(("coupling", "window"), f"the window ({window:g} {units}) does not divide timeline.output_every "
+                                         f"({every:g} {units}): a forecast stops at every output time, which would "
+                                         f"cut windows short there; give {advice}")]
+
     components: list[str] = Field(min_length=2)
     window: Quantity
     routes: list[RouteSpec] = Field(min_length=1)

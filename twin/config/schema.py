@@ -407,6 +407,8 @@ def check_references(cfg: Any) -> list[tuple[tuple, str]]:
                 problems.append((("coupling", *path), f"unknown component {comp!r}; models are {sorted(names)}"))
     if cfg.assimilation is not None and hasattr(cfg.assimilation, "check_campaign"):
         problems += cfg.assimilation.check_campaign(cfg)
+    if cfg.coupling is not None and hasattr(cfg.coupling, "check_campaign"):
+        problems += cfg.coupling.check_campaign(cfg)
     replicates = cfg.experiments.replicates if cfg.experiments is not None else 1
     if cfg.campaign.seed + replicates - 1 > MAX_INT:  # the replicates' seeds are seed, seed + 1, ...
         problems.append((("campaign", "seed"), f"the {replicates} replicates take the seeds {cfg.campaign.seed} to "
