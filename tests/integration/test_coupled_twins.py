@@ -107,8 +107,14 @@ def test_tumour_mechanics_two_ranks_converges_and_stress_slows_invasion(tumour_r
     html = (tumour_run / "report" / "index.html").read_text()
     assert "Coupling windows: iterations and interface residuals" in html and "<td>windows</td><td>12</td>" in html
     assert "<td>windows that did not converge</td><td>0</td>" in html
-    assert "the panels below show what it wrote (no field file this report draws)" in html
-    assert "a coupled model writes one file per component (forecast_tissue.nc, forecast_tumour.nc)" in html
+    # each component's fields drawn from its own file on its own grid (they were only named until 2026-12-07)
+    assert "the panels below show each component" in html and "no field file this report draws" not in html
+    assert "<td>tumour</td><td>forecast_tumour.nc</td><td>N</td><td>7</td>" in html
+    assert "<td>tissue</td><td>forecast_tissue.nc</td><td>u_x, u_y</td><td>7</td>" in html
+    import matplotlib.image as mpimg
+
+    drawn = mpimg.imread(tumour_run / "report" / "fields.png")
+    assert drawn.shape[0] > 400 and drawn[..., :3].std() > 0.05  # two rows of images, not a blank figure
 
     # the same campaign on one rank: the same converged fixed point
     _, N1, _, _ = _run_serial(TUMOUR)

@@ -35,6 +35,9 @@ class RunData:
     name : str
     directory : Path
     posterior, forecast, diagnostics, qoi : xarray.Dataset or None
+    component_forecasts : dict
+        ``component -> xarray.Dataset`` of a coupled model's forecast run (``forecast_<component>.nc``: one file
+        per component, each on its own grid), which writes no ``forecast.nc``.
     horizon : xarray.Dataset or None
         ``horizon.nc``: ensemble mean and spread of the fields over the decision's forecast horizon.
     truth : ndarray (time, ...) or None
@@ -85,6 +88,7 @@ class RunData:
     observation_files: list[dict] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
     damaged: dict[Path, str] = field(default_factory=dict)
+    component_forecasts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -317,9 +321,11 @@ def load_run(directory, name: str | None = None) -> RunData:
     data.forecast = _open(directory / "forecast.nc", "forecast", data)
     parts = sorted(directory.glob("forecast_*.nc"))
     if data.forecast is None and parts:  # a coupled model's forecast run: one file per component, on its own grid
-        data.missing["forecast"] = (f"no forecast.nc: a coupled model writes one file per component "
-                                    f"({', '.join(p.name for p in parts)}), which this report does not draw; read "
-                                    "them with xarray")
+        data.missing.pop("forecast", None)
+        for p in parts:
+            ds = _open(p, p.stem, data)
+            if ds is not None:
+                data.component_forecasts[p.stem[len("forecast_"):]] = ds
     data.diagnostics = _open(directory / "diagnostics.nc", "diagnostics", data)
     data.qoi = _open(directory / "qoi.nc", "qoi", data)
     data.horizon = _open(directory / HORIZON_FILE, "horizon", data)

@@ -169,6 +169,10 @@ def fields_panel(data: RunData, out: Path) -> Panel:
     of a coupled model on its own coordinates (as the rank histogram and the horizon panel)."""
     title = "Fields at the last time"
     variables = data.state_variables()
+    if not variables and data.component_forecasts:  # a coupled forecast run: a file per component
+        from twin.report.coupling import component_fields_panel
+
+        return component_fields_panel(data, out, title)
     if not variables:
         return Panel(title, note="no posterior.nc or forecast.nc with fields in this run")
     source = data.posterior if data.posterior is not None else data.forecast

@@ -293,7 +293,8 @@ def verdict_for(data: RunData, unfinished: str = "") -> Verdict:
         return Verdict(question="Did this experiment finish?", answer=f"NOT FINISHED ({unfinished}): nothing to "
                        "judge yet", changes="run the campaign again: it resumes from the last checkpoint",
                        damaged=damaged, unfinished=unfinished)
-    shown = "the fields" if data.state_variables() else "what it wrote (no field file this report draws)"
+    shown = ("the fields" if data.state_variables() else "each component's fields" if data.component_forecasts
+             else "what it wrote (no field file this report draws)")
     return Verdict(question="What did this run produce?", answer="No decision and no diagnostics against a truth: "
                    f"the panels below show {shown}.", damaged=damaged)
 
