@@ -266,9 +266,20 @@ class CouplingScheme:
 
     # -- data exchange -----------------------------------------------------------------------------------------------
     def initialize(self) -> None:
-        """Fill every route's data from the components' current states (before the first window)."""
+        """Fill every route's data from the components' current states (before the first window).
+
+        In the scheme's order, each component first receives the data the components before it just sent, then
+        sends: a component whose exports depend on its imports (the tissue's stress on the tumour's growth strain)
+        exports what its own state and the current states of the others give, not what the imports it was left with
+        by the trajectory it advanced before (another ensemble member's) would give. A campaign member's forecast,
+        and its resume, then depend on its own state only."""
+        sent: set[int] = set()
         for comp in self.order:
+            for r in self.routes:
+                if r.target is comp and id(r.source) in sent:
+                    comp.model.set_import(r.target_field, r.received)
             self._send(comp)
+            sent.add(id(comp))
         for r in self.routes:
             r.received.copy(r.value)
             r.received.copy(r.start)
