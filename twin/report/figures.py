@@ -95,6 +95,15 @@ def _axis_units(ds, var: str) -> str:
     return mix.removesuffix(")") if found and long_name.endswith(tail) else ""
 
 
+def _set_ylabel(ax, text: str) -> None:
+    """A y label that fits its axes: a long one (a coupled state's seven variables and their units) wrapped onto
+    lines of at most 36 characters in a smaller font, which ran off the figure in one line."""
+    if len(text) <= 36:
+        ax.set_ylabel(text)
+    else:
+        ax.set_ylabel(textwrap.fill(text, 36), fontsize=7)
+
+
 def _spatial_mean(values: np.ndarray) -> np.ndarray:
     """Mean over the spatial axes (everything after member and time), ignoring missing members."""
     return np.nanmean(values.reshape(values.shape[0], values.shape[1], -1), axis=2)
@@ -247,7 +256,7 @@ def rmse_panel(data: RunData, out: Path) -> Panel:
         ax.plot(cycle, ds[k].values, color=c, ls=ls, marker="o", ms=3, label=k.replace("_", " "))
     ax.set_xlabel("cycle")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # cycles are whole (3 windows ticked at 0.25, 0.5 ...)
-    ax.set_ylabel(_axis_units(ds, keys[0]))
+    _set_ylabel(ax, _axis_units(ds, keys[0]))
     ax.legend(fontsize=8)
     return Panel(title, save_figure(fig, out / "rmse_spread.png"), table=html_table(["cycle"] + keys, rows))
 
@@ -289,7 +298,7 @@ def observation_fit_panel(data: RunData, out: Path) -> Panel:
     if "assumed_r" in ds:
         ax.plot(cycle, np.sqrt(ds["assumed_r"].values), color="k", lw=1, ls=":", label="assumed error std")
     ax.set_xlabel("cycle")
-    ax.set_ylabel(units)
+    _set_ylabel(ax, units)
     ax.legend(fontsize=8)
     bx.plot(cycle, chi2, color="C3", marker="o", ms=3, label="chi-square / m")
     bx.axhline(1.0, color="k", lw=1, ls="--", label="expected")
