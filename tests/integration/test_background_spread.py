@@ -188,3 +188,39 @@ def test_an_implicitly_coupled_filter_campaign_resumes_bitwise(tmp_path):
         other = outputs["resumed"][n]
         for v in ds.data_vars:
             assert np.asarray(ds[v]).tobytes() == np.asarray(other[v]).tobytes(), (n, v)
+
+
+def test_an_ensemble_that_starts_without_spread_is_warned_about(tmp_path, caplog):
+    """``background_std: 0`` and no estimated parameter: every member starts the same and no analysis can move them
+    (an ensemble without spread has no covariance); legal, so a WARNING that says what to change, not an error.
+    With a parameter drawn from its prior the members differ and nothing is said."""
+    import logging
+
+    from mpi4py import MPI
+
+    from twin.campaign import context as ctx
+    from twin.config import load_campaign
+
+    data = yaml.safe_load((ROOT / "configs" / "lorenz96_etkf.yaml").read_text())
+    data["assimilation"]["background_std"] = 0
+    for estimated in (False, True):
+        data["models"]["l96"]["forcing"]["estimable"] = estimated
+        path = tmp_path / f"l96_{estimated}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        cfg = load_campaign(path).config
+        model = ctx.build_model(cfg, MPI.COMM_SELF)
+        caplog.clear()
+        try:
+            with caplog.at_level(logging.WARNING, logger="twin.campaign"):
+                members = ctx.prior_ensemble(cfg, model, 4, "l96")
+        finally:
+            model.destroy()
+        same = all(np.array_equal(m[0], members[0][0]) for m in members)
+        assert same  # no state noise either way
+        warned = [r.getMessage() for r in caplog.records if "start the same" in r.getMessage()]
+        if estimated:
+            assert not warned and len({float(m[1]["F"]) for m in members}) == 4
+        else:
+            assert warned == ["experiment l96: its 4 members start the same (no initial-state noise and no parameter "
+                              "drawn from a prior): the ensemble has no spread and the analyses cannot change it; "
+                              "give assimilation.background_std > 0 or estimate a parameter"]

@@ -282,6 +282,21 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
     return state, params
 
 
+def prior_ensemble(cfg, model, n_members: int, experiment: str) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """The ``n_members`` members of the prior ensemble (:func:`initial_member`); a WARNING when they are all the
+    same (no initial noise, ``background_std: 0`` or only on static components, and no parameter drawn from a
+    prior): an ensemble without spread has no covariance, so no analysis can move it."""
+    members = [initial_member(cfg, model, m) for m in range(n_members)]
+    if not np.any(background_spread(cfg, model)) and not list(model.estimable()):
+        from twin.core.log import get_logger
+
+        get_logger("twin.campaign").warning(
+            "experiment %s: its %d members start the same (no initial-state noise and no parameter drawn from a "
+            "prior): the ensemble has no spread and the analyses cannot change it; give assimilation.background_std "
+            "> 0 or estimate a parameter", experiment, n_members)
+    return members
+
+
 def sample_parameter(model, p, gen: np.random.Generator) -> Any:
     """A draw of parameter ``p`` of ``model`` from its prior: a float, or a whole field in natural order on the
     field's own grid (:func:`twin.campaign.state.field_grid`: a coupled model's fields are not on its state grid). A

@@ -181,7 +181,7 @@ def _init_files(s: Setup) -> bool:
                              "error_std": obs.error_std, "times": np.array(times), **geometry},
                      meta={"kind": "observations", "files": files, **networks}, sensitive=s.cfg.campaign.sensitive)
     N = s.n_members
-    members = [ctx.initial_member(s.cfg, model, m) for m in range(N)]
+    members = ctx.prior_ensemble(s.cfg, model, N, s.name)
     write_ensemble_checkpoint(s, ck0, 0, times[0], [m[0] for m in members], [m[1] for m in members],
                               np.ones(N, dtype=bool), {"dropped": {}, "history": []}, prov)
     s.record("init", "done", t_start)

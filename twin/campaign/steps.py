@@ -98,7 +98,7 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
         else:
             _write_twin_observations(s, model, sch, obs, times, prov)
         # Prior ensemble: parameters from their priors, states around the configured initial state.
-        members = [ctx.initial_member(s.cfg, model, m) for m in range(N)]
+        members = ctx.prior_ensemble(s.cfg, model, N, s.name)
         write_ensemble_checkpoint(s, ck0, 0, times[0], [m[0] for m in members], [m[1] for m in members],
                                   np.ones(N, dtype=bool), {"inflation": s.cfg.assimilation.inflation.multiplicative,
                                                            "dropped": {}}, prov)
