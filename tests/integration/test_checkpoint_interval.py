@@ -103,6 +103,50 @@ def test_a_run_stopped_between_checkpoints_resumes_from_the_last_and_matches_bit
     assert_same(_outputs(exp), _outputs(every_cycle))
 
 
+def _resumed_log(campaign: Path, out: Path) -> str:
+    done = subprocess.run([*TWIN, "run", str(campaign), "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+def test_a_deleted_checkpoint_ends_what_a_resume_starts_from(tmp_path, every_cycle):
+    """Found by a probe: an operator who deleted an older checkpoint (to free space) after a kill got a run that
+    recomputed the rest and then failed at the end, "no checkpoint holds the diagnostics of cycle(s) [4]", the same
+    at every rerun. Each checkpoint holds the cycles since the one it continues: a resume now starts from the last
+    checkpoint before the gap, sets the later ones aside, and every output equals the uninterrupted run's bitwise."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=10, every=1)
+    exp = _run(campaign, tmp_path / "run")
+    for path in [layout.checkpoint_file(exp, 4), layout.checkpoint_file(exp, 10), layout.done_marker(exp)] + \
+            [exp / n for n in layout.OUTPUTS]:
+        path.unlink()
+    said = _resumed_log(campaign, tmp_path / "run")
+    assert "experiment iv: cycle_0005.h5 does not continue cycle_0003.h5 (its parent checkpoint was deleted, or it " \
+           "was copied from another run): resuming from the checkpoint before it" in said, said[-3000:]
+    cycles = [r["cycle"] for r in layout.read_task_log(exp) if r["task"] == "analyse" and r["outcome"] == "done"]
+    assert cycles[10:] == [3, 4, 5, 6, 7, 8, 9]
+    assert len(list((exp / "checkpoint").glob("cycle_0005.h5.damaged-*"))) == 1
+    assert_same(_outputs(exp), _outputs(every_cycle))
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed_from(tmp_path, every_cycle):
+    """Found by a probe: a checkpoint copied in from another run of the same campaign name (another seed: a wrong
+    backup) was resumed from without a word, and the outputs belonged to neither run. It does not continue this
+    run's checkpoint before it: the resume starts before it and the outputs equal this run's bitwise."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=10, every=1)
+    other = tmp_path / "other.yaml"
+    other.write_text(campaign.read_text().replace("seed: ", "seed: 1", 1))
+    assert other.read_text() != campaign.read_text()
+    theirs = _run(other, tmp_path / "other")
+    exp = _run(campaign, tmp_path / "run")
+    for path in [layout.checkpoint_file(exp, c) for c in (8, 9, 10)] + [layout.done_marker(exp)] + \
+            [exp / n for n in layout.OUTPUTS]:
+        path.unlink()
+    shutil.copy(layout.checkpoint_file(theirs, 8), layout.checkpoint_file(exp, 8))
+    said = _resumed_log(campaign, tmp_path / "run")
+    assert "experiment iv: cycle_0008.h5 does not continue cycle_0007.h5" in said, said[-3000:]
+    assert_same(_outputs(exp), _outputs(every_cycle))
+
+
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec on PATH")
 def test_a_run_resumed_on_another_rank_count_says_so(tmp_path, every_cycle):
     """Written on 2 ranks up to checkpoint 8, resumed on 1 (found by a probe: it resumed without a word, its cycles

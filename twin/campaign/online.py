@@ -324,10 +324,15 @@ def _resume_point(exp_dir: Path, comm) -> Path | None:
     missing under the ones kept); without a good one there, the newest durable checkpoint that verifies."""
     from twin.campaign.outputs import diagnostics_count
     from twin.core.errors import OutputError
-    from twin.io.checkpoint import CheckpointReader, latest_good_checkpoint, list_checkpoints
+    from twin.io.checkpoint import CheckpointReader, chained, list_checkpoints
 
     found = list_checkpoints(exp_dir / "checkpoint") if comm.Get_rank() == 0 else None
     found = comm.bcast(found, root=0)
+    length, why = chained(found, comm)  # a deleted or foreign checkpoint ends what a resume may start from
+    if why:
+        log.warning("experiment %s: %s: resuming from the checkpoint before it; the cycles after it are computed "
+                    "again", exp_dir.name, why)
+        found = found[:length]
     durable = diagnostics_count(exp_dir / "diagnostics.nc", comm)
     good = None
     for cycle, path in found:
@@ -339,7 +344,15 @@ def _resume_point(exp_dir: Path, comm) -> Path | None:
             log.warning("experiment %s: %s", exp_dir.name, exc)
             break
         good = path
-    return good or latest_good_checkpoint(exp_dir / "checkpoint", comm, newest=durable)
+    if good is not None:
+        return good
+    for cycle, path in reversed([(c, p) for c, p in found if c <= durable]):  # the newest durable one that verifies
+        try:
+            CheckpointReader(path, comm, verify=True).close()
+            return path
+        except OutputError as exc:
+            log.warning("experiment %s: skipping %s", exp_dir.name, exc)
+    return None
 
 
 def _say_rank_change(exp_dir: Path, checkpoint: Path, comm, cycle: int) -> None:
@@ -370,7 +383,8 @@ def _set_aside(exp_dir: Path, good: Path | None, comm) -> None:
             aside = path.with_name(f"{path.name}.damaged-{stamp}")
             os.replace(path, aside)
             log.warning("experiment %s: %s kept as %s for inspection (it, or an older checkpoint, does not "
-                        "verify); its cycle is computed again", exp_dir.name, path.name, aside.name)
+                        "verify or does not continue the one before it); its cycle is computed again", exp_dir.name,
+                        path.name, aside.name)
     comm.Barrier()
 
 

@@ -394,16 +394,57 @@ def read_checkpoint(path, comm=None, *, into: Mapping[str, tuple[Grid, Any]] | N
                               {n: r.generator(n) for n in r.rng_names}, r.fields)
 
 
+def chained(found: Sequence[tuple[int, Path]], comm=None) -> tuple[int, str]:
+    """How many of the checkpoints ``found`` (``(cycle, path)``, oldest first) form one chain from the first, and
+    why the chain ends where it does (``""`` when all of them do). Collective; rank 0 reads.
+
+    Each checkpoint's provenance names the checksum of the checkpoint it continues (``parent_checksum``; the first
+    of an experiment names none), and each holds only the cycles since that one. A checkpoint whose parent is not
+    the file before it continues something that is not there: the one before it was deleted (its cycles are lost
+    with it), or it was copied from another run (restored from the wrong backup, a run of the same name with another
+    seed). The chain, and with it what a resume may start from, ends before it. A file that cannot be read ends it
+    too (its verification says why). Checkpoints written without a parent checksum are not judged."""
+    comm = as_mpi_comm(comm)
+    answer = None
+    if comm is None or comm.Get_rank() == 0:
+        answer = (len(found), "")
+        before = None
+        for i, (_, path) in enumerate(found):
+            try:
+                with CheckpointReader(path, verify=False, parallel=False) as r:
+                    checksum, parent = r.checksum, r.provenance.parent_checksum
+            except (OutputError, KeyError, ValueError, OSError):
+                answer = (i, "")
+                break
+            if i == 0 and parent:
+                answer = (0, f"{path.name} continues a checkpoint that is not in {path.parent} (the experiment's "
+                             "first checkpoint continues none): the older ones were deleted")
+                break
+            if i > 0 and parent and before and parent != before:
+                answer = (i, f"{path.name} does not continue {found[i - 1][1].name} (its parent checkpoint was "
+                             "deleted, or it was copied from another run)")
+                break
+            before = checksum
+    if comm is not None and comm.Get_size() > 1:
+        answer = comm.bcast(answer, root=0)
+    return answer
+
+
 def latest_good_checkpoint(directory, comm=None, newest: int | None = None) -> Path | None:
     """The newest checkpoint in ``directory`` (of cycle ``newest`` at most, when given) that passes full
-    verification, or ``None`` (collective).
+    verification and continues, through the ones before it, the experiment's first (:func:`chained`), or ``None``
+    (collective).
 
     Bad files are skipped with a warning naming the problem; they are never modified or removed.
     """
     comm = as_mpi_comm(comm)
-    candidates = [(c, p) for c, p in list_checkpoints(directory) if newest is None or c <= newest]
+    candidates = list_checkpoints(directory) if comm is None or comm.Get_rank() == 0 else None
     if comm is not None and comm.Get_size() > 1:
         candidates = comm.bcast(candidates, root=0)
+    length, why = chained(candidates, comm)
+    if why:
+        log.warning("%s: resuming before it; the cycles after are computed again", why)
+    candidates = [(c, p) for c, p in candidates[:length] if newest is None or c <= newest]
     for _, path in reversed(candidates):
         try:
             CheckpointReader(path, comm, verify=True).close()
