@@ -16,7 +16,7 @@ MPIEXEC   ?= mpiexec
 TEST_JOBS ?= 2
 SERIAL    := -n $(TEST_JOBS) --dist loadfile
 DEMO      ?= oncology
-DEB_PKGS  := python3-petsc4py python3-mpi4py python3-h5py-mpi python3-netcdf4 python3-venv openmpi-bin
+DEB_PKGS  := python3-petsc4py python3-mpi4py python3-h5py-mpi python3-netcdf4 python3-venv openmpi-bin netcdf-bin
 # Open MPI refuses root without these; harmless for other users and for MPICH.
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1

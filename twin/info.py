@@ -23,7 +23,7 @@ def stack_info() -> dict[str, object]:
     except ImportError:  # parsl is needed only for campaigns through workflows/
         parsl_version = "not installed"
     major, minor, sub = PETSc.Sys.getVersion()
-    mpi_lib = MPI.Get_library_version().strip().splitlines()[0]
+    mpi_lib = MPI.Get_library_version().replace("\x00", "").strip().splitlines()[0]  # Open MPI ends it with a NUL
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:

@@ -114,6 +114,21 @@ def test_twin_files_pass_cf_1_10(files, kind):
         assert ds.attrs["Conventions"] == "CF-1.10" and np.issubdtype(ds["time"].dtype, np.datetime64)
 
 
+@pytest.mark.parametrize("kind", ["posterior", "diagnostics_mixed", "observations_2d"])
+def test_ncdump_reads_twin_files(files, kind):
+    """Users read outputs with ``ncdump`` (netCDF-C's own reader; ``make setup`` installs Debian's netcdf-bin): its
+    header shows the CF conventions and the variables' units, and its data dump ends cleanly."""
+    import shutil
+
+    ncdump = shutil.which("ncdump")
+    assert ncdump, "ncdump not found: make setup installs it (Debian's netcdf-bin)"
+    head = subprocess.run([ncdump, "-h", str(files[kind])], capture_output=True, text=True, timeout=60)
+    assert head.returncode == 0 and ':Conventions = "CF-1.10"' in head.stdout, head.stderr
+    assert "units = " in head.stdout and ":twin_data_sha256 = \"sha256:" in head.stdout
+    whole = subprocess.run([ncdump, str(files[kind])], capture_output=True, text=True, timeout=60)
+    assert whole.returncode == 0 and whole.stdout.rstrip().endswith("}"), whole.stderr
+
+
 def test_checker_finds_errors_in_a_bad_file(tmp_path):
     bad = xr.Dataset({"h": (("time", "x"), np.zeros((2, 3)))},
                      coords={"x": ("x", np.arange(3.0)), "time": ("time", [0.0, 1.0])},

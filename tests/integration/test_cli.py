@@ -34,6 +34,9 @@ def test_info_reports_parallel_hdf5_as_loaded_serially():
     info = json.loads(out.stdout)
     assert info["ranks"] == 1 and info["petsc"].count(".") == 2 and info["cores"] >= 1
     assert info["hdf5_parallel"] is _h5py_mpi([])
+    # Open MPI's version string ends in a NUL byte, which made `twin info | grep kinds` say "binary file matches"
+    text = _run(TWIN + ["info"])
+    assert text.returncode == 0 and "\x00" not in text.stdout and "MPI" in text.stdout, text.stdout
 
 
 @pytest.mark.parametrize("args", [["info"], ["validate", *sorted(str(p) for p in (ROOT / "configs").glob("*.yaml"))]])
