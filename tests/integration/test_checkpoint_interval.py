@@ -128,6 +128,27 @@ def test_a_deleted_checkpoint_ends_what_a_resume_starts_from(tmp_path, every_cyc
     assert_same(_outputs(exp), _outputs(every_cycle))
 
 
+def test_a_cut_observations_nc_is_written_again_on_resume(tmp_path, every_cycle):
+    """Found by a probe: ``observations.nc`` is written once, at the experiment's start; cut while a killed run was
+    stopped, the resume kept it and done.json certified it (exit 0, ``twin status`` done). A resume now checks it
+    against its data checksum and writes it again from ``observations.h5``, the cut one kept for inspection."""
+    from twin.io.netcdf import verify_netcdf
+
+    campaign = _campaign(tmp_path / "c.yaml", cycles=10, every=4)
+    exp = _run(campaign, tmp_path / "run")
+    for path in [layout.checkpoint_file(exp, 10), layout.done_marker(exp)] + [exp / n for n in layout.OUTPUTS]:
+        path.unlink()
+    export = layout.observation_export_file(exp)
+    with open(export, "r+b") as f:
+        f.truncate(100)
+    said = _resumed_log(campaign, tmp_path / "run")
+    assert f"experiment iv: {export.name} is unreadable" in said and "written again from observations.h5" in said, \
+        said[-3000:]
+    assert verify_netcdf(export) == (True, "ok")
+    assert export.read_bytes() != b"" and len(list(exp.glob(f"{export.name}.damaged-*"))) == 1
+    assert_same(_outputs(exp), _outputs(every_cycle))
+
+
 def test_a_checkpoint_of_another_run_is_not_resumed_from(tmp_path, every_cycle):
     """Found by a probe: a checkpoint copied in from another run of the same campaign name (another seed: a wrong
     backup) was resumed from without a word, and the outputs belonged to neither run. It does not continue this

@@ -81,6 +81,8 @@ def init_experiment(exp_dir, comm, s: Setup | None = None) -> bool:
         if is_valid_checkpoint(obs_path, comm) and is_valid_checkpoint(ck0, comm):
             earlier = _outdated_file_observations(s, obs_path)
             if earlier is None:
+                if s.cfg.assimilation.method != "4dvar":  # 4D-Var writes its windows' observations itself
+                    export_observations_again(s)  # observations.nc is written once: cut while the run was stopped?
                 s.record("init", "skipped", t_start)
                 return False
             # a live twin's deliveries (twin assimilate): more files, more cycles; checkpoint 0 stays
@@ -181,15 +183,37 @@ def _export_observations(s: Setup, model, obs, times, ys, prov) -> None:
 
 def export_observations_again(s: Setup) -> bool:
     """Write a twin experiment's ``observations.nc`` again from ``observations.h5`` when it is missing (a finished
-    run's damaged copy was set aside); ``False`` where there is nothing to write (observed through files: no nature
-    run, no export). Collective."""
+    run's damaged copy was set aside) or does not verify against the data checksum it records (cut or changed while
+    the run was stopped: a probe found a resume keep a truncated one and done.json certify it); the damaged copy is
+    kept as ``observations.nc.damaged-<time>``. ``False`` where there is nothing to write (observed through files:
+    no nature run, no export). Collective."""
     from twin.campaign.checkpoints import reader
 
     comm = s.comm
-    missing = not layout.observation_export_file(s.exp_dir).exists() if s.rank == 0 else None
+    path = layout.observation_export_file(s.exp_dir)
+    why = None
+    if s.rank == 0:
+        if not path.exists():
+            why = "missing"
+        else:
+            from twin.io.netcdf import verify_netcdf
+
+            good, said = verify_netcdf(path)
+            if good is False:
+                import os
+
+                why = said
+                aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+                try:
+                    os.replace(path, aside)
+                    log.warning("experiment %s: %s is %s: kept as %s, written again from observations.h5", s.name,
+                                path.name, said, aside.name)
+                except OSError as exc:
+                    log.warning("experiment %s: %s is %s and could not be set aside (%s): written again from "
+                                "observations.h5", s.name, path.name, said, exc.strerror or exc)
     if comm is not None:
-        missing = comm.bcast(missing, root=0)
-    if not missing:
+        why = comm.bcast(why, root=0)
+    if why is None:
         return False
     with reader(layout.observations_file(s.exp_dir), comm) as r:
         if "truth" not in r.array_names:
