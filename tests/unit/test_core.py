@@ -123,6 +123,26 @@ def test_logging_levels_by_rank(capsys):
     assert logging.getLogger("twin").level == logging.INFO
 
 
+def test_a_log_file_that_cannot_be_written_is_given_up_with_one_line(capsys, tmp_path):
+    """Found by a probe filling a run's disk: every record after twin.log could no longer be written printed a
+    ``--- Logging error ---`` traceback (30 lines each) on the terminal. Now one WARNING says the file cannot be
+    written and why, and the terminal keeps the lines. (/dev/full: every write fails with ENOSPC.)"""
+    import os
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    setup_logging(rank=0, size=1, logfile="/dev/full")
+    log = get_logger("campaign.test")
+    for k in range(3):
+        log.info("cycle %d done", k)
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err, err
+    assert err.count("/dev/full cannot be written (No space left on device): the log goes on on the terminal only") \
+        == 1, err
+    assert all(f"cycle {k} done" in err for k in range(3)), err
+    setup_logging(rank=0, size=1)
+
+
 def test_repeated_warnings_are_counted_not_repeated(capsys):
     from twin.core.log import REPEATS_SHOWN, log_repeated_warnings
 

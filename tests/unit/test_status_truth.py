@@ -274,6 +274,41 @@ def test_a_zombie_driver_is_not_alive(finished, tmp_path, capsys):
         child.wait()
 
 
+def test_a_driver_whose_process_id_another_process_took_is_lost(finished, tmp_path):
+    """Found by a probe: a killed driver's process id, taken by another process (ids are reused: this machine wrapped
+    them within 30 minutes), made its run directory "running" for good: every rerun refused, exit 3. The heartbeat
+    names the process by id and start time; another process under the id is not the driver. The live driver is."""
+    from twin.campaign.heartbeat import driver_state
+
+    run, _ = _copy(finished, tmp_path)
+    write_heartbeat(run, "running")
+    assert driver_state(run) == "running"  # this process: the driver itself
+    beat = json.loads((run / "driver.json").read_text())
+    assert isinstance(beat["start"], int)
+    (run / "driver.json").write_text(json.dumps(beat | {"pid": 1}))  # another process under the id (init)
+    assert driver_state(run) == "lost"
+    (run / "driver.json").write_text(json.dumps({k: v for k, v in beat.items() if k != "start"} | {"pid": 1}))
+    assert driver_state(run) == "running"  # a heartbeat of an older twin names no start time: judged as before
+
+
+def test_a_heartbeat_that_cannot_be_written_is_said_once_and_the_run_goes_on(tmp_path, caplog):
+    """Found by a probe: a full disk ended a workflow driver with an uncaught OSError from its heartbeat."""
+    import logging
+    import os
+
+    from twin.campaign import heartbeat
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "driver.json").mkdir()  # the heartbeat's place cannot take a file
+    with caplog.at_level(logging.WARNING, logger="twin.campaign"):
+        for _ in range(3):
+            heartbeat.write_heartbeat(run, "running")
+    said = [r.getMessage() for r in caplog.records if "cannot write driver.json" in r.getMessage()]
+    assert len(said) == 1 and "twin status shows no progress of this run until it can" in said[0], said
+    assert os.path.isdir(run / "driver.json") and sorted(p.name for p in run.iterdir()) == ["driver.json"]
+
+
 UNREADABLE = ("done.json is unreadable ({why}), so its outputs cannot be checked against what the run recorded: run "
               "the campaign again: the resume sets done.json aside and writes every output again from the checkpoints")
 

@@ -53,16 +53,32 @@ def write_heartbeat(run_dir, state: str = "running", progress: dict | None = Non
     from twin.io.atomic import is_private_directory, seal_private
 
     private = is_private_directory(run_dir)
-    beat = {"pid": os.getpid(), "time": time.time(), "state": state, "boot": _boot()}
+    beat = {"pid": os.getpid(), "start": _process_start(os.getpid()), "time": time.time(), "state": state,
+            "boot": _boot()}
     if not private:
         beat["host"] = socket.gethostname()
     if progress is not None:
         beat["progress"] = progress
     if children:
         beat["children"] = children
-    layout.write_json(Path(run_dir) / HEARTBEAT_FILE, beat)
+    try:
+        layout.write_json(Path(run_dir) / HEARTBEAT_FILE, beat)
+    except OSError as exc:  # a full or read-only file system: the run goes on (or ends) with its own errors
+        if str(run_dir) not in _UNWRITABLE:
+            _UNWRITABLE.add(str(run_dir))
+            from twin.core.log import get_logger
+
+            get_logger("twin.campaign").warning(
+                "cannot write %s (%s): twin status shows no progress of this run until it can", HEARTBEAT_FILE,
+                exc.strerror or exc)
+        return
     if private and state != "running":
         seal_private(run_dir)
+
+
+#: run directories whose heartbeat could not be written (said once; found by a probe: a full disk ended a workflow
+#: driver with an uncaught OSError from its heartbeat)
+_UNWRITABLE: set[str] = set()
 
 
 def _process_start(pid) -> int | None:
@@ -157,7 +173,14 @@ def driver_state(run_dir) -> str:
         return str(hb.get("state"))
     here = (hb.get("boot") and hb.get("boot") == _boot()) or hb.get("host") == socket.gethostname()
     if here:
-        return "running" if _alive(hb.get("pid")) else "lost"
+        if not _alive(hb.get("pid")):
+            return "lost"
+        # the same process, not a later one that got its id (process ids are reused; found by a probe: a killed
+        # driver's id taken by another process blocked the run directory for good)
+        start = hb.get("start")
+        if start is not None and hb.get("boot") == _boot() and _process_start(hb.get("pid")) not in (None, start):
+            return "lost"
+        return "running"
     return "running" if time.time() - float(hb.get("time", 0)) < HEARTBEAT_TIMEOUT else "lost"
 
 

@@ -24,6 +24,7 @@ checkpoint ``K`` and the NetCDF outputs exist.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -157,11 +158,16 @@ def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
     private = is_private_directory(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE if private else 0o666)
-    if private:
-        os.fchmod(fd, PRIVATE_FILE_MODE)  # a leftover temporary file keeps its old mode through O_TRUNC
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, sort_keys=True))
-    os.replace(tmp, path)
+    try:
+        if private:
+            os.fchmod(fd, PRIVATE_FILE_MODE)  # a leftover temporary file keeps its old mode through O_TRUNC
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, sort_keys=True))
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a signal: no temporary file left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def log_task(exp_dir: str | os.PathLike, record: dict[str, Any]) -> None:

@@ -168,7 +168,7 @@ def setup_logging(rank: int = 0, size: int = 1, verbose: bool = False, logfile: 
             fd = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE_MODE)
             os.fchmod(fd, PRIVATE_FILE_MODE)
             os.close(fd)
-        fh = logging.FileHandler(logfile)
+        fh = _LogFile(logfile)
         fh.setFormatter(fmt)
         logger.addHandler(fh)
     # on the handlers: a logger's own filters do not see the records of its children
@@ -178,6 +178,25 @@ def setup_logging(rank: int = 0, size: int = 1, verbose: bool = False, logfile: 
     logger.setLevel(level)
     logger.propagate = False
     warnings.showwarning = _warning_line
+
+
+class _LogFile(logging.FileHandler):
+    """The run's log file. When a record cannot be written (the file system is full, the file went read-only), one
+    WARNING on the terminal says so and why, and the file is given up: logging's default printed a ``--- Logging
+    error ---`` traceback for every record after (found by a probe filling a run's disk; the terminal's lines go on)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        why = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if exc is not None else "unknown"
+        for logger in (logging.getLogger("twin"), logging.getLogger()):
+            if self in logger.handlers:
+                logger.removeHandler(self)
+        try:
+            self.close()
+        except OSError:
+            pass
+        logging.getLogger("twin").warning("%s cannot be written (%s): the log goes on on the terminal only",
+                                          self.baseFilename, why)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
