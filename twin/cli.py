@@ -352,16 +352,21 @@ STARTS_PETSC_LATE = ("inspect", "info", "status", "report", "assimilate", "check
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, ``scancel``, a batch system's time limit; ``mpiexec`` passes it, and Ctrl-C, on to its
-    ranks as SIGTERM): raised in the main thread and handled as Ctrl-C is, so the run stops through its clean-up."""
+    ranks as SIGTERM), SIGHUP (the terminal or ssh session closed) or SIGQUIT: raised in the main thread and handled
+    as Ctrl-C is, so the run stops through its clean-up; ``signum`` says which."""
+
+    def __init__(self, signum: int = 15):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _terminated(signum, frame):
-    raise Terminated()
+    raise Terminated(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``twin`` command; returns its exit status. Ctrl-C (SIGINT) and SIGTERM end it with one line and status 130
-    or 143 (128 + the signal's number, as a shell reports it): everything written so far is complete, the same command
+    """The ``twin`` command; returns its exit status. Ctrl-C (SIGINT), SIGTERM, SIGHUP and SIGQUIT end it with one
+    line and status 130, 143, 129 or 131 (128 + the signal's number, as a shell reports it): everything written so far is complete, the same command
     resumes (under ``mpiexec`` rank 0 says it when the signal finds it outside an MPI call; a rank waiting inside
     one for a rank that stopped is ended by mpiexec; mpiexec's own status is Open MPI's: 1). Under ``mpiexec`` each
     rank dies with its launcher (:mod:`twin.core.launcher`). Output whose reader stopped reading (``twin status RUN |
@@ -370,12 +375,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from twin.core.errors import TwinError
     from twin.core.launcher import bind_to_launcher
-    from twin.core.petsc import keep_broken_pipes_quiet
+    from twin.core.petsc import keep_broken_pipes_quiet, keep_signal_handlers
 
     bind_to_launcher()
     keep_broken_pipes_quiet()
-    with contextlib.suppress(ValueError):  # not the main thread (an embedding): the default stays
-        signal.signal(signal.SIGTERM, _terminated)
+    keep_signal_handlers({signal.SIGTERM: _terminated, signal.SIGHUP: _terminated, signal.SIGQUIT: _terminated})
     try:
         status = _main(argv)
         sys.stdout.flush()  # a reader that went away is found here, not in the interpreter's exit
@@ -385,7 +389,10 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt as exc:
-        what, status = ("SIGTERM", 143) if isinstance(exc, Terminated) else ("Ctrl-C", 130)
+        if isinstance(exc, Terminated):
+            what, status = signal.Signals(exc.signum).name, 128 + exc.signum
+        else:
+            what, status = "Ctrl-C", 130
         command = (list(sys.argv[1:] if argv is None else argv) or [""])[0]
         again = {"report": "write the report", "validate": "check the file", "status": "see the status",
                  "inspect": "check the files"}.get(command, "resume")

@@ -470,6 +470,31 @@ def test_ctrl_c_ends_a_run_with_one_line_and_status_130_and_the_rerun_finishes(t
     assert (exp / "done.json").is_file() and not list((tmp_path / "run").rglob("*.tmp-*"))
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT])
+def test_a_closed_terminal_ends_a_run_as_sigterm_does(tmp_path, sig):
+    """Found by a probe: SIGHUP (the terminal or ssh session closed) and SIGQUIT met PETSc's handler, installed when
+    PETSc starts: its crash banner ("recompile with debugging") and status 59. Now one line and 128 + the signal's
+    number, as SIGTERM; the rerun finishes."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=400)
+    run = tmp_path / "run"
+    exp = layout.experiment_dir(run, "kill")
+    proc = subprocess.Popen([*TWIN, "run", str(campaign), "-o", str(run), "--quiet"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(proc, lambda: 3 in layout.checkpoint_cycles(exp))
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        _kill_session(proc.pid)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert "PETSC ERROR" not in err and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == (f"interrupted ({signal.Signals(sig).name}): every file written so far is "
+                                            "complete; run the same command again to resume"), err[-2000:]
+    again = subprocess.run([*TWIN, "run", str(campaign), "-o", str(run), "--quiet"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and layout.done_marker(exp).is_file(), again.stderr[-2000:]
+
+
 def test_sigterm_ends_an_online_run_as_ctrl_c_does_also_under_mpiexec(tmp_path):
     """``kill`` or ``scancel`` of a serial run (SIGTERM): one line, status 143, the driver's last word 'cancelled'
     (it was killed by the signal: no line, and twin status said crashed). Under ``mpiexec``, which passes SIGTERM (and

@@ -51,14 +51,36 @@ _START_FAILED: list = []
 _KEEP = 256
 
 
+#: Python signal handlers the command line installed that PETSc's start would replace with its own (SIGHUP, SIGQUIT:
+#: its crash banner and exit status 59 for a closed terminal), installed again once PETSc has started
+_KEPT_HANDLERS: dict[int, Any] = {}
+
+
 def _python_sigpipe() -> None:
-    """Python's disposition of SIGPIPE again: ignored, so that a write to a closed pipe raises ``BrokenPipeError``."""
+    """Python's disposition of SIGPIPE again: ignored, so that a write to a closed pipe raises ``BrokenPipeError``;
+    and the handlers of :func:`keep_signal_handlers`."""
     import signal
 
     try:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        for signum, handler in _KEPT_HANDLERS.items():
+            signal.signal(signum, handler)
     except (ValueError, AttributeError):  # not the main thread (an embedding), or no SIGPIPE (Windows)
         pass
+
+
+def keep_signal_handlers(handlers: dict[int, Any]) -> None:
+    """Install ``handlers`` (signal number -> Python handler) now and again once PETSc has started, whose start
+    replaces the handlers of SIGHUP and SIGQUIT with its own (an ssh session that closed ended a run in PETSc's
+    "recompile with debugging" banner, status 59: found by a probe). Call :func:`keep_broken_pipes_quiet` too."""
+    import signal
+
+    _KEPT_HANDLERS.update(handlers)
+    for signum, handler in handlers.items():
+        try:
+            signal.signal(signum, handler)
+        except (ValueError, OSError):  # not the main thread (an embedding): the default stays
+            _KEPT_HANDLERS.pop(signum, None)
 
 
 class _PipesStayPythons:
@@ -138,6 +160,7 @@ def init_petsc(options: list[str] | None = None) -> Any:
 
     if first:
         _FROM_OUTSIDE.update(name for name in PETSc.Options().getAll() if name not in _COMMAND_LINE)
+        _python_sigpipe()  # PETSc's start installed its signal handlers after the import's own hook had run
     return PETSc
 
 
