@@ -398,6 +398,23 @@ def test_a_full_disk_stops_the_run_with_one_line_and_a_resume_finishes_it(tmp_pa
                     _every_number(tmp_path / "ref" / "experiments" / "kill"))
 
 
+def test_a_run_directory_that_cannot_be_written_is_not_bad_input(tmp_path):
+    """Found by a probe: a disk full before the run wrote its first file, or a run directory made immutable, ended
+    ``twin run`` with status 2 (bad input) where a full twin.log gave 1: the file system refused a write, so the run
+    did not finish (1), with one line naming the file and what to do. Then the same command runs."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=2)
+    with _tmpfs(tmp_path / "disk", "1m") as disk:
+        subprocess.run(["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=1k", "count=2000"], capture_output=True)
+        run = [*TWIN, "run", str(campaign), "-o", str(disk / "run"), "--quiet"]
+        full = subprocess.run(run, capture_output=True, text=True, timeout=300)
+        assert full.returncode == 1, (full.returncode, full.stderr[-3000:])
+        assert full.stderr.strip().splitlines()[-1] == (
+            f"error: cannot write campaign.yaml in {disk / 'run'}: no space left on that file system; free space "
+            "there and run the same command again (a run resumes where it stopped): nothing half-written was kept")
+        (disk / "filler").unlink()
+        assert subprocess.run(run, capture_output=True, text=True, timeout=300).returncode == 0
+
+
 def _finished_run(tmp_path: Path) -> tuple[list[str], Path, dict[str, np.ndarray]]:
     """A finished 6-cycle run: its command, its experiment directory and every number it left."""
     campaign = _campaign(tmp_path / "c.yaml", cycles=6)

@@ -110,5 +110,13 @@ class OutputError(TwinError):
     """An output or checkpoint file could not be written, or a file read back is incomplete or corrupted."""
 
 
+class WriteError(OutputError):
+    """The file system refused a write (full, over quota, read-only, no permission, a file size limit): not bad
+    input, so the command exits with ``exit_status`` 1 (the run did not finish; free space or fix the permissions and
+    run the same command again), not 2."""
+
+    exit_status = 1
+
+
 class WorkflowError(TwinError):
     """A campaign workflow failed (task failures beyond the retry policy, bad resources)."""

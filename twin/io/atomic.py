@@ -46,7 +46,7 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from twin.core.errors import ObservationError, OutputError, TwinError
+from twin.core.errors import ObservationError, OutputError, TwinError, WriteError
 from twin.core.log import get_logger
 from twin.core.private import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, is_private_directory
 
@@ -157,7 +157,7 @@ def make_directory(path: str | os.PathLike, private: bool = False) -> Path:
         else:
             path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create directory {path}: {exc.strerror or exc}") from None
+        raise WriteError(f"cannot create directory {path}: {exc.strerror or exc}") from None
     return path
 
 
@@ -276,19 +276,22 @@ def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
             try:
                 tmp = _create_temporary(final, secrets.token_hex(6), private)
             except OSError as exc:
-                problem = f"cannot create a temporary file next to {final}: {exc.strerror or exc}"
+                problem = (f"cannot create a temporary file next to {final}: {exc.strerror or exc}; the directory "
+                           "cannot be written (permissions, a read-only or full file system): fix that and run the "
+                           "same command again to resume")
     if size > 1:
         problem, tmp = comm.bcast((problem, tmp), root=0)
     if problem:
-        raise OutputError(problem)
+        refused = problem.startswith(("cannot write", "cannot create a temporary")) and "does not exist" not in problem
+        raise (WriteError if refused else OutputError)(problem)
 
     error: BaseException | None = None
     try:
         yield tmp
     except OSError as exc:
-        error = _disk_full(exc, final) or exc
+        error = _write_failure(exc, final) or exc
     except BaseException as exc:  # noqa: BLE001 - re-raised below after the ranks agree
-        error = exc
+        error = _write_failure(exc, final) or exc
     ok = error is None
     if size > 1:
         ok = bool(comm.allreduce(int(ok), op=_min_op()))
@@ -300,7 +303,7 @@ def atomic_output(path: str | os.PathLike, comm=None, *, private: bool = False,
             if durable:
                 fsync_directory(final.parent)
         except OSError as exc:
-            error = _disk_full(exc, final) or OutputError(f"cannot move {tmp.name} to {final}: {exc.strerror or exc}")
+            error = _disk_full(exc, final) or WriteError(f"cannot move {tmp.name} to {final}: {exc.strerror or exc}")
             ok = False
     if size > 1:
         ok = bool(comm.bcast(ok, root=0))
@@ -346,9 +349,35 @@ def _disk_full(exc: OSError, final: Path) -> OutputError | None:
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
         return None
     what = "no space left" if exc.errno == errno.ENOSPC else "the disk quota is exceeded"
-    return OutputError(f"cannot write {final.name} in {final.parent}: {what} on that file system; free space there "
-                       "and run the same command again (a run resumes where it stopped): nothing half-written was "
-                       "kept")
+    return WriteError(f"cannot write {final.name} in {final.parent}: {what} on that file system; free space there "
+                      "and run the same command again (a run resumes where it stopped): nothing half-written was "
+                      "kept")
+
+
+def _write_failure(exc: BaseException, final: Path) -> OutputError | None:
+    """The one-line error for a writer's failure the file system caused, whatever library raised it, else ``None``
+    (twin's own errors, a signal, a program's fault pass unchanged). HDF5 and netCDF-C do not say ENOSPC when the
+    space goes while they write: HDF5 raises ``RuntimeError: ... file write failed ... errno = 28``, netCDF-C
+    ``RuntimeError: NetCDF: HDF error`` or, creating a file, ``PermissionError`` (EACCES); a probe filling a run's
+    disk got those as the run's error, without the file, or with the wrong cause. A writer that failed on a file
+    system with next to no space left is taken for one that ran out of it."""
+    if isinstance(exc, TwinError) or not isinstance(exc, Exception):
+        return None
+    if isinstance(exc, OSError):
+        full = _disk_full(exc, final)
+        if full is not None:
+            return full
+        if exc.errno == errno.EFBIG:
+            return WriteError(f"cannot write {final.name} in {final.parent}: the file is larger than this process "
+                              "may write (its file size limit, ulimit -f); raise the limit and run the same command "
+                              "again to resume")
+    said = " ".join(str(exc).split())
+    if "errno = 28" in said or "No space left" in said or (
+            isinstance(exc, (OSError, RuntimeError)) and _free_bytes(final.parent) < FREE_SPACE_MARGIN):
+        return WriteError(f"cannot write {final.name} in {final.parent}: no space left on that file system "
+                          f"({type(exc).__name__}: {said[:160]}); free space there and run the same command again "
+                          "(a run resumes where it stopped): nothing half-written was kept")
+    return None
 
 
 def _min_op():
