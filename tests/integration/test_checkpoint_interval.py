@@ -149,6 +149,33 @@ def test_a_cut_observations_nc_is_written_again_on_resume(tmp_path, every_cycle)
     assert_same(_outputs(exp), _outputs(every_cycle))
 
 
+def test_a_checkpoint_held_open_by_another_process_is_not_damage(tmp_path, every_cycle):
+    """Found by a probe: a checkpoint another process holds open for writing (a notebook's ``h5py.File(..., 'a')``)
+    failed HDF5's file lock and was called damaged: renamed, its cycles computed again, and ``twin status`` advised
+    deleting done.json. Now the run stops at once with one line saying so (exit 3, as for a busy run directory),
+    nothing renamed; once it is closed, the same command finishes, bitwise."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=10, every=4)
+    exp = _run(campaign, tmp_path / "run")
+    for path in [layout.checkpoint_file(exp, 10), layout.done_marker(exp)] + [exp / n for n in layout.OUTPUTS]:
+        path.unlink()
+    held = layout.checkpoint_file(exp, 8)
+    holder = subprocess.Popen([sys.executable, "-c", "import h5py, sys; f = h5py.File(sys.argv[1], 'a'); "
+                               "print('open', flush=True); sys.stdin.read()", str(held)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        busy = subprocess.run([*TWIN, "run", str(campaign), "-o", str(tmp_path / "run"), "--quiet"],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        holder.communicate("", timeout=30)
+    assert busy.returncode == 3, busy.stderr[-3000:]
+    assert f"error: checkpoint {held} is open in another process that may be writing it (HDF5's file lock)" in \
+        busy.stderr and "Traceback" not in busy.stderr, busy.stderr[-3000:]
+    assert not list((exp / "checkpoint").glob("*.damaged-*")) and held.is_file()
+    _run(campaign, tmp_path / "run")
+    assert_same(_outputs(exp), _outputs(every_cycle))
+
+
 def test_a_checkpoint_of_another_run_is_not_resumed_from(tmp_path, every_cycle):
     """Found by a probe: a checkpoint copied in from another run of the same campaign name (another seed: a wrong
     backup) was resumed from without a word, and the outputs belonged to neither run. It does not continue this

@@ -241,8 +241,18 @@ def failure_reason(exc: BaseException) -> str:
 
 def contained(exp_dir: Path, comm, policy) -> None:
     """Run one experiment; any error in it fails this experiment alone (``failed.json``). Collective."""
+    from twin.core.errors import BUSY, FileBusy
+
     rank = comm.Get_rank()
-    state = comm.bcast(_finished(exp_dir) if rank == 0 else None)
+    state = None
+    if rank == 0:
+        try:
+            state = _finished(exp_dir)
+        except FileBusy as exc:  # said on every rank, not raised on this one alone (the others wait in bcast)
+            state = f"busy: {exc}"
+    state = comm.bcast(state)
+    if state.startswith("busy: "):
+        raise FileBusy(state[len("busy: "):])
     if state == "finished":
         log.info("experiment %s finished earlier; skipping it", exp_dir.name)
         return
@@ -265,6 +275,9 @@ def contained(exp_dir: Path, comm, policy) -> None:
     arrival.Free()
     # a rank that failed alone (e.g. writing a file) fails the experiment on every rank
     reasons = [r for r in comm.allgather(reason) if r]
+    busy = [r for r in reasons if BUSY in r]
+    if busy:  # a file held open by another process: not the experiment's failure; the command ends here (exit 3)
+        raise FileBusy(busy[0])
     if reasons:
         log.error("experiment %s FAILED: %s", exp_dir.name, reasons[0])
         if rank == 0:
@@ -300,7 +313,7 @@ def _finished(exp_dir: Path) -> str:
     if damaged:
         set_aside_outputs(exp_dir, damaged)
         return "damaged"
-    from twin.core.errors import OutputError
+    from twin.core.errors import FileBusy, OutputError
     from twin.io.checkpoint import CheckpointReader, list_checkpoints
 
     found = list_checkpoints(exp_dir / "checkpoint")
@@ -308,6 +321,8 @@ def _finished(exp_dir: Path) -> str:
         return "finished"  # a forecast run or a method whose experiment keeps no cycle checkpoints
     try:
         CheckpointReader(found[-1][1], verify=True).close()
+    except FileBusy:
+        raise
     except OutputError as exc:
         log.warning("experiment %s finished earlier, but %s: computing it again", exp_dir.name, exc)
         return "unfinished"
@@ -323,7 +338,7 @@ def _resume_point(exp_dir: Path, comm) -> Path | None:
     one ends the sequence (it and the newer ones are set aside and computed again, so that no cycle's checkpoint is
     missing under the ones kept); without a good one there, the newest durable checkpoint that verifies."""
     from twin.campaign.outputs import diagnostics_count
-    from twin.core.errors import OutputError
+    from twin.core.errors import FileBusy, OutputError
     from twin.io.checkpoint import CheckpointReader, chained, list_checkpoints
 
     found = list_checkpoints(exp_dir / "checkpoint") if comm.Get_rank() == 0 else None
@@ -340,6 +355,8 @@ def _resume_point(exp_dir: Path, comm) -> Path | None:
             continue
         try:
             CheckpointReader(path, comm, verify=True).close()
+        except FileBusy:
+            raise  # held open by another process: not damage, nothing is set aside
         except OutputError as exc:
             log.warning("experiment %s: %s", exp_dir.name, exc)
             break
@@ -350,6 +367,8 @@ def _resume_point(exp_dir: Path, comm) -> Path | None:
         try:
             CheckpointReader(path, comm, verify=True).close()
             return path
+        except FileBusy:
+            raise
         except OutputError as exc:
             log.warning("experiment %s: skipping %s", exp_dir.name, exc)
     return None

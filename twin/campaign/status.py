@@ -53,7 +53,7 @@ from typing import Any
 
 from twin.campaign import layout
 from twin.campaign.heartbeat import HEARTBEAT_FILE, driver_state, left_behind
-from twin.core.errors import ConfigError
+from twin.core.errors import BUSY, ConfigError
 
 
 
@@ -569,6 +569,9 @@ def _damage(exp_dir: Path, n_cycles: int | None, cks: list[int], promised: list[
         if isinstance(problem, Unverified):
             unsure = (f"the last checkpoint checkpoint/{path.name} could not be verified ({problem}); nothing was "
                       "found damaged: run twin status again once that is fixed")
+        elif BUSY in problem:  # HDF5's file lock: another process has it open for writing, which is not damage
+            unsure = (f"the last checkpoint checkpoint/{path.name} {BUSY}: close it there and run twin status "
+                      "again; nothing was found damaged")
         elif problem:
             problem = problem.split(" is not usable: ", 1)[-1]
             problems.append(f"the last checkpoint checkpoint/{path.name} does not verify ({problem}): delete "

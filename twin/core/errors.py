@@ -118,5 +118,17 @@ class WriteError(OutputError):
     exit_status = 1
 
 
+#: what a file another process holds open for writing is (HDF5's file lock refused this process)
+BUSY = "is open in another process that may be writing it (HDF5's file lock)"
+
+
+class FileBusy(OutputError):
+    """A file twin must read is held by another process for writing (HDF5's file lock: an ``h5py.File`` open in mode
+    ``'a'`` or ``'r+'``): not damage, nothing is set aside or computed again; close it and run the command again
+    (``exit_status`` 3, as a run directory another twin command works on)."""
+
+    exit_status = 3
+
+
 class WorkflowError(TwinError):
     """A campaign workflow failed (task failures beyond the retry policy, bad resources)."""

@@ -121,7 +121,9 @@ def _is_checkpoint(path: Path) -> bool:
     try:
         with h5py.File(path, "r") as f:
             return f.attrs.get("format") == "twin-checkpoint"
-    except OSError:
+    except OSError as exc:
+        if "unable to lock file" in str(exc):  # held open for writing by another process: the reader says so
+            return True
         return False
 
 

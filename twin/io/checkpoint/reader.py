@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 from petsc4py import PETSc
 
-from twin.core.errors import OutputError
+from twin.core.errors import BUSY, FileBusy, OutputError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.io.atomic import as_mpi_comm
@@ -66,7 +66,10 @@ class CheckpointReader:
             else:
                 self._file = h5py.File(self.path, "r")
         except OSError as exc:
-            problems.append(f"cannot be opened as HDF5, truncated or not a checkpoint ({exc})")
+            if "unable to lock file" in str(exc):  # another process holds it open for writing: not damage
+                problems.append(f"{BUSY} ({exc})")
+            else:
+                problems.append(f"cannot be opened as HDF5, truncated or not a checkpoint ({exc})")
         remembered = known_checksum(self.path) if verify is True and not problems else None
         known = verify is True and self._everyone(remembered is not None)
         if not problems and not known:
@@ -96,6 +99,10 @@ class CheckpointReader:
             problems = list(dict.fromkeys(p for part in self.comm.allgather(problems) for p in part))
         if problems:
             self.close()
+            busy = [p for p in problems if p.startswith(BUSY)]
+            if busy:
+                raise FileBusy(f"checkpoint {self.path} {busy[0]}: close it there (an h5py.File in mode 'a' or 'r+', "
+                               "a viewer) and run the command again; nothing was changed")
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise OutputError(f"checkpoint {self.path} is not usable: {shown}")
 
@@ -413,6 +420,8 @@ def chained(found: Sequence[tuple[int, Path]], comm=None) -> tuple[int, str]:
             try:
                 with CheckpointReader(path, verify=False, parallel=False) as r:
                     checksum, parent = r.checksum, r.provenance.parent_checksum
+            except FileBusy:
+                raise
             except (OutputError, KeyError, ValueError, OSError):
                 answer = (i, "")
                 break
@@ -449,6 +458,8 @@ def latest_good_checkpoint(directory, comm=None, newest: int | None = None) -> P
         try:
             CheckpointReader(path, comm, verify=True).close()
             return path
+        except FileBusy:
+            raise
         except OutputError as exc:
             log.warning("skipping %s", exc)
     return None
