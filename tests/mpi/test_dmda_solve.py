@@ -87,3 +87,26 @@ def test_ensemble_split_two_ranks():
     assert lay2.n_groups == 1 and lay2.member_comm.Get_size() == 2 and lay2.members == [0, 1, 2]
     lay.free()
     lay2.free()
+
+
+def test_a_grid_too_small_for_the_ranks_is_one_line_on_every_rank_without_a_hang():
+    """Found by a probe: Lorenz-96 with 4 points on 3 ranks hung 60 s, then MPI_Abort (PETSc checks each rank's block on
+    that rank alone: the ranks with too small a block fail, the others wait in the next collective call); a 2 x 2
+    grid on 3 ranks gave a Python traceback per rank. Now a ModelError on every rank alike, saying what to change."""
+    import pytest
+
+    from twin.core.errors import ModelError
+
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() != 2:
+        pytest.skip("written for 2 ranks")
+    with pytest.raises(ModelError, match=r"model 'l96': 3 points cannot be split over 2 MPI ranks: each rank needs a "
+                                         r"block of at least 2 \(the stencil's width\); run it on at most 1 rank\(s\) "
+                                         r"\(mpiexec -n 1\) or on a larger grid"):
+        Grid(comm, (3,), [(0.0, 3.0)], stencil_width=2, periodic=True, name="l96")
+    with pytest.raises(ModelError, match=r"model 'tiny': a grid of shape \(1, 1\) cannot be laid out on 2 MPI "
+                                         r"rank\(s\): PETSc says Partition in . direction is too fine"):
+        Grid(comm, (1, 1), [(0.0, 1.0), (0.0, 1.0)], name="tiny")
+    g = Grid(comm, (4,), [(0.0, 4.0)], stencil_width=2, periodic=True, name="fits")  # 2 points each: enough
+    assert g.da.getRanges()[0][1] - g.da.getRanges()[0][0] == 2
+    g.destroy()

@@ -97,17 +97,33 @@ class Grid:
         self.stencil_width = int(stencil_width)
         btype = [PETSc.DM.BoundaryType.PERIODIC if p else PETSc.DM.BoundaryType.NONE for p in periodic]
         stype = PETSc.DMDA.StencilType.STAR if stencil == "star" else PETSc.DMDA.StencilType.BOX
-        self.da = PETSc.DMDA().create(
-            dim=len(shape),
-            dof=self.dof,
-            sizes=shape,
-            proc_sizes=tuple(proc_sizes) if proc_sizes else None,
-            boundary_type=tuple(btype),
-            stencil_type=stype,
-            stencil_width=self.stencil_width,
-            comm=comm,
-        )
-        self.da.setUp()
+        ranks = comm.Get_size() if hasattr(comm, "Get_size") else comm.getSize()
+        if len(shape) == 1 and not proc_sizes and ranks > 1 and shape[0] // ranks < max(1, self.stencil_width):
+            # PETSc checks each rank's block on that rank alone: the ranks whose block is too small fail while the
+            # others wait in the next collective call (a probe saw a 60 s hang, then MPI_Abort). Said here, before
+            # PETSc is asked, on every rank alike.
+            most = shape[0] // max(1, self.stencil_width)
+            raise ModelError(name, f"{shape[0]} points cannot be split over {ranks} MPI ranks: each rank needs a "
+                                   f"block of at least {max(1, self.stencil_width)} (the stencil's width); run it on "
+                                   f"at most {most} rank(s) (mpiexec -n {most}) or on a larger grid")
+        try:
+            self.da = PETSc.DMDA().create(
+                dim=len(shape),
+                dof=self.dof,
+                sizes=shape,
+                proc_sizes=tuple(proc_sizes) if proc_sizes else None,
+                boundary_type=tuple(btype),
+                stencil_type=stype,
+                stencil_width=self.stencil_width,
+                comm=comm,
+            )
+            self.da.setUp()
+        except PETSc.Error as exc:  # a grid PETSc cannot split over these ranks ("Partition ... is too fine")
+            from twin.core.petsc import petsc_reason
+
+            raise ModelError(name, f"a grid of shape {shape} cannot be laid out on {ranks} MPI rank(s): PETSc says "
+                                   f"{petsc_reason(exc)}; run it on fewer ranks (mpiexec -n ...) or on a larger "
+                                   "grid") from None
         self._natural = None
         self._to_zero = None
 
