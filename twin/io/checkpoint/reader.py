@@ -420,8 +420,9 @@ def chained(found: Sequence[tuple[int, Path]], comm=None) -> tuple[int, str]:
             try:
                 with CheckpointReader(path, verify=False, parallel=False) as r:
                     checksum, parent = r.checksum, r.provenance.parent_checksum
-            except FileBusy:
-                raise
+            except FileBusy as exc:  # said on every rank below (the others wait in bcast)
+                answer = (-1, str(exc))
+                break
             except (OutputError, KeyError, ValueError, OSError):
                 answer = (i, "")
                 break
@@ -436,6 +437,8 @@ def chained(found: Sequence[tuple[int, Path]], comm=None) -> tuple[int, str]:
             before = checksum
     if comm is not None and comm.Get_size() > 1:
         answer = comm.bcast(answer, root=0)
+    if answer[0] < 0:
+        raise FileBusy(answer[1])
     return answer
 
 
