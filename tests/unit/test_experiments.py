@@ -148,11 +148,12 @@ def test_a_run_resumes_with_other_resources_and_description_but_not_another_comp
     (d,) = prepare_experiments(load_campaign(first), run)
     again = tmp_path / "again.yaml"
     again.write_text(CAMPAIGN.replace("seed: 1}", "seed: 1, description: rerun after the walltime}")
-                     + "resources: {type: local, workers: 2, launcher: mpiexec}\n")
+                     + "resources: {type: local, workers: 2, launcher: mpiexec}\noutputs: {checkpoint_every: 5}\n")
     with caplog.at_level("INFO", logger="twin.campaign"):
         assert prepare_experiments(load_campaign(again), run) == [d]
     held = load_campaign(layout.config_file(d)).config
     assert held.resources.workers == 2 and held.campaign.description == "rerun after the walltime"
+    assert held.outputs.checkpoint_every == 5  # checkpoints more or less often: the same outputs (found by a probe)
     assert ("experiment l96x: how it runs changed since it was set up (resources.workers: 1 then, 2 now); it resumes "
             "with the new values") in caplog.text
     assert (run / "campaign.yaml").read_text() == first.read_text()  # the run's own campaign file stays
@@ -160,7 +161,8 @@ def test_a_run_resumes_with_other_resources_and_description_but_not_another_comp
     other = tmp_path / "other.yaml"
     other.write_text(CAMPAIGN.replace("N: 4", "N: 5") + "resources: {type: local, workers: 3}\n")
     with pytest.raises(ConfigError, match=r"\(assimilation.N: 4 then, 5 now\): continue a run with the campaign file "
-                                          r"that started it \(only resources and campaign.description may change\)"):
+                                          r"that started it \(only resources, campaign.description and "
+                                          r"outputs.checkpoint_every / checkpoint_seconds may change\)"):
         prepare_experiments(load_campaign(other), run)
     assert load_campaign(layout.config_file(d)).config.resources.workers == 2
 

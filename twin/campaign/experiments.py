@@ -338,8 +338,10 @@ def prepare_experiments(loaded, run_dir, experiments=None, comm=None) -> list[Pa
 
 #: Keys of an experiment that say how and where it runs, or describe it, not what it computes: running the campaign
 #: again may change them and resume (a longer Slurm walltime after a batch job's time ran out, more workers, another
-#: launcher); ``experiment.yaml`` then takes the new ones.
-HOW_IT_RUNS = (("resources",), ("campaign", "description"))
+#: launcher, checkpoints more or less often: the outputs are bitwise the same); ``experiment.yaml`` then takes the new
+#: ones.
+HOW_IT_RUNS = (("resources",), ("campaign", "description"), ("outputs", "checkpoint_every"),
+               ("outputs", "checkpoint_seconds"))
 
 
 def _what_it_computes(text: str):
@@ -359,6 +361,8 @@ def _what_it_computes(text: str):
             node = node.get(k) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(key, None)
+        if len(parents) == 1 and node == {}:  # ``outputs: {checkpoint_every: 5}`` without the key: no section
+            data.pop(parents[0], None)
     return data
 
 
@@ -389,7 +393,8 @@ def _refusal(run_dir: Path, loaded, exps) -> str | None:
             if (held := f.read_text()) != e.text and not _same_computation(held, e.text):
                 return (f"{f} holds a different experiment than {loaded.path} expands to"
                         f"{_first_difference(held, e.text)}: continue a run with the campaign file that started it "
-                        "(only resources and campaign.description may change), or use another run directory")
+                        "(only resources, campaign.description and outputs.checkpoint_every / checkpoint_seconds may "
+                        "change), or use another run directory")
             problem = changed_observation_file(d, e.config, e.name, hashes)
             if problem:
                 return problem
