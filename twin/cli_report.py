@@ -69,7 +69,11 @@ def cmd_report(args) -> int:
               + (f"campaign again to write it again (twin status {args.run_dir} says what it finds damaged)"
                  if campaign else "forecast again to write it again"), file=sys.stderr)
     for name, how in unfinished.items():
-        if campaign:
+        if campaign and how.startswith("still running"):  # its driver works on it: running it again is refused
+            print(f"error: experiment {name} has not finished ({how}): the report shows what it wrote so far; run "
+                  f"twin report again when it has finished (twin status {args.run_dir} follows "
+                  "it)", file=sys.stderr)
+        elif campaign:
             print(f"error: experiment {name} has not finished ({how}): the report shows what it wrote so far; run the "
                   f"campaign again to finish it (twin status {args.run_dir} follows it)", file=sys.stderr)
         else:

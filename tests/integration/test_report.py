@@ -117,7 +117,9 @@ def _a_report_that_cannot_be_written_leaves_the_last_one_whole(run_dir: Path) ->
     out = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: the report cannot be written (File too large"), errors
+    assert len(errors) == 1 and errors[0].startswith("error: cannot write ") and errors[0].endswith(
+        "the file is larger than this process may write (its file size limit, ulimit -f); raise the limit and run the "
+        "same command again to resume"), errors
     after = {p.name: p.read_bytes() for p in report.iterdir()}
     assert set(after) == set(before), sorted(set(after) ^ set(before))  # no temporary file left
     for name, data in after.items():

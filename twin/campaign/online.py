@@ -181,8 +181,9 @@ def unfinished(dirs) -> list[tuple[str, str]]:
         found = layout.failure(d)
         if found:
             out.append((d.name, f"{'FAILED' if found[0] == 'failed' else 'stopped'}: {found[1]}"))
-        elif not layout.done_marker(d).exists():  # its marker could not be written (a full disk): twin.log says why
-            out.append((d.name, "did not finish and left no marker (twin.log says why)"))
+        elif not layout.done_marker(d).exists():  # its marker could not be written (a full disk)
+            said = _UNMARKED.get(str(d))
+            out.append((d.name, f"FAILED: {said}" if said else "did not finish and left no marker (twin.log says why)"))
     return out
 
 
@@ -282,18 +283,27 @@ def contained(exp_dir: Path, comm, policy) -> None:
         log.error("experiment %s FAILED: %s", exp_dir.name, reasons[0])
         if rank == 0:
             _marker(lambda: layout.write_json(layout.error_marker(exp_dir), {"reason": reasons[0],
-                                                                             "time": time.time()}), exp_dir)
+                                                                             "time": time.time()}), exp_dir,
+                    reasons[0])
     elif rank == 0 and not layout.stopped_marker(exp_dir).exists():
         _marker(lambda: mark_done(exp_dir), exp_dir)
     comm.Barrier()
 
 
-def _marker(write, exp_dir: Path) -> None:
+#: experiment directory -> why it failed, for those whose failed.json could not be written (a full disk, where
+#: twin.log cannot say it either): the command's last lines say it (:func:`unfinished`)
+_UNMARKED: dict[str, str] = {}
+
+
+def _marker(write, exp_dir: Path, reason: str = "") -> None:
     """Write an experiment's marker; a file system that refuses it (full, read-only) is logged, not raised: the
-    experiment then counts as unfinished (:func:`unfinished`) and is run again on resume."""
+    experiment then counts as unfinished (:func:`unfinished`) and is run again on resume; ``reason``, a failure's,
+    is kept for the command's last lines."""
     try:
         write()
     except OSError as exc:
+        if reason:
+            _UNMARKED[str(exp_dir)] = reason
         log.error("experiment %s: its marker could not be written (%s); it will be run again on resume",
                   exp_dir.name, exc.strerror or exc)
 
