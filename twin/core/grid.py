@@ -119,6 +119,8 @@ class Grid:
             )
             self.da.setUp()
         except PETSc.Error as exc:  # a grid PETSc cannot split over these ranks ("Partition ... is too fine")
+            if exc.ierr != 63:  # not PETSC_ERR_ARG_OUTOFRANGE (memory, 55, has its own one line where it is caught)
+                raise
             from twin.core.petsc import petsc_reason
 
             raise ModelError(name, f"a grid of shape {shape} cannot be laid out on {ranks} MPI rank(s): PETSc says "
