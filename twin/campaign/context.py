@@ -256,11 +256,13 @@ def control_vector(model):
     return ControlVector(state_size(model), params)
 
 
-def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]:
+def initial_member(cfg, model, member: int,
+                   spread: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Member ``member`` of the prior ensemble: estimable parameters drawn from their priors
     (:func:`twin.models.priors.sample_prior`), and the configured initial state plus Gaussian noise of standard
-    deviation ``assimilation.background_std`` (default: the networks' mean ``error_std``; the background error of a
-    twin experiment).
+    deviation ``assimilation.background_std`` per state entry (:func:`background_spread`; default: the networks' mean
+    ``error_std``, the background error of a twin experiment); ``spread``: that deviation when the caller has it
+    already (:func:`prior_ensemble` computes it once for all members).
 
     A field parameter updated in logit space (``transform: logit``, e.g. the structure's damage in [0, 1)) with a
     ``gaussian_field`` prior with ``log: false`` reads that prior as one of ``logit(d)``: the member is the
@@ -278,7 +280,8 @@ def initial_member(cfg, model, member: int) -> tuple[np.ndarray, dict[str, Any]]
         state = model.grid.allgather(x0).ravel()
     finally:
         x0.destroy()
-    state = state + background_spread(cfg, model) * gen.standard_normal(state.size)
+    spread = background_spread(cfg, model) if spread is None else spread
+    state = state + spread * gen.standard_normal(state.size)
     return state, params
 
 
@@ -286,8 +289,9 @@ def prior_ensemble(cfg, model, n_members: int, experiment: str) -> list[tuple[np
     """The ``n_members`` members of the prior ensemble (:func:`initial_member`); a WARNING when they are all the
     same (no initial noise, ``background_std: 0`` or only on static components, and no parameter drawn from a
     prior): an ensemble without spread has no covariance, so no analysis can move it."""
-    members = [initial_member(cfg, model, m) for m in range(n_members)]
-    if not np.any(background_spread(cfg, model)) and not list(model.estimable()):
+    spread = background_spread(cfg, model)  # once for the ensemble: the same for every member
+    members = [initial_member(cfg, model, m, spread) for m in range(n_members)]
+    if not np.any(spread) and not list(model.estimable()):
         from twin.core.log import get_logger
 
         get_logger("twin.campaign").warning(

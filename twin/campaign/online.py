@@ -349,7 +349,7 @@ def _resume_point(exp_dir: Path, comm) -> Path | None:
     missing under the ones kept); without a good one there, the newest durable checkpoint that verifies."""
     from twin.campaign.outputs import diagnostics_count
     from twin.core.errors import FileBusy, OutputError
-    from twin.io.checkpoint import CheckpointReader, chained, list_checkpoints
+    from twin.io.checkpoint import CheckpointReader, chained, list_checkpoints, newest_verified
 
     found = list_checkpoints(exp_dir / "checkpoint") if comm.Get_rank() == 0 else None
     found = comm.bcast(found, root=0)
@@ -371,17 +371,7 @@ def _resume_point(exp_dir: Path, comm) -> Path | None:
             log.warning("experiment %s: %s", exp_dir.name, exc)
             break
         good = path
-    if good is not None:
-        return good
-    for cycle, path in reversed([(c, p) for c, p in found if c <= durable]):  # the newest durable one that verifies
-        try:
-            CheckpointReader(path, comm, verify=True).close()
-            return path
-        except FileBusy:
-            raise
-        except OutputError as exc:
-            log.warning("experiment %s: skipping %s", exp_dir.name, exc)
-    return None
+    return good or newest_verified([(c, p) for c, p in found if c <= durable], comm)
 
 
 def _say_rank_change(exp_dir: Path, checkpoint: Path, comm, cycle: int) -> None:

@@ -33,6 +33,7 @@ and are never forecast or analysed again.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,8 +201,6 @@ def export_observations_again(s: Setup) -> bool:
 
             good, said = verify_netcdf(path)
             if good is False:
-                import os
-
                 why = said
                 aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
                 try:

@@ -66,9 +66,9 @@ to rank 0, which writes alone; readers then open the file read-only on every ran
 from twin.io.checkpoint.layout import (DIGESTS, FORMAT, FORMAT_VERSION, FieldInfo, block_digest, checkpoint_path,
                                        list_checkpoints, parallel_hdf5_available)
 from twin.io.checkpoint.reader import (CheckpointData, CheckpointReader, chained, latest_good_checkpoint,
-                                       read_checkpoint)
+                                       newest_verified, read_checkpoint)
 from twin.io.checkpoint.writer import CheckpointWriter, write_checkpoint
 
 __all__ = ["CheckpointWriter", "write_checkpoint", "CheckpointReader", "CheckpointData", "read_checkpoint",
-           "latest_good_checkpoint", "chained", "list_checkpoints", "checkpoint_path", "parallel_hdf5_available", "FieldInfo",
+           "latest_good_checkpoint", "chained", "newest_verified", "list_checkpoints", "checkpoint_path", "parallel_hdf5_available", "FieldInfo",
            "block_digest", "FORMAT", "FORMAT_VERSION", "DIGESTS"]

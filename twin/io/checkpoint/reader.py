@@ -456,7 +456,12 @@ def latest_good_checkpoint(directory, comm=None, newest: int | None = None) -> P
     length, why = chained(candidates, comm)
     if why:
         log.warning("%s: resuming before it; the cycles after are computed again", why)
-    candidates = [(c, p) for c, p in candidates[:length] if newest is None or c <= newest]
+    return newest_verified([(c, p) for c, p in candidates[:length] if newest is None or c <= newest], comm)
+
+
+def newest_verified(candidates: Sequence[tuple[int, Path]], comm=None) -> Path | None:
+    """The newest of ``candidates`` (``(cycle, path)``, oldest first) that passes full verification, or ``None``
+    (collective); bad files are skipped with a warning, one held open elsewhere raises :class:`FileBusy`."""
     for _, path in reversed(candidates):
         try:
             CheckpointReader(path, comm, verify=True).close()
