@@ -107,6 +107,18 @@ def test_a_grid_too_small_for_the_ranks_is_one_line_on_every_rank_without_a_hang
     with pytest.raises(ModelError, match=r"model 'tiny': a grid of shape \(1, 1\) cannot be laid out on 2 MPI "
                                          r"rank\(s\): PETSc says Partition in . direction is too fine"):
         Grid(comm, (1, 1), [(0.0, 1.0), (0.0, 1.0)], name="tiny")
+    # 2-D/3-D: PETSc splits 3 points 2 + 1, and only the rank with the 1-point block failed (the other hung): now
+    # PETSc's layout is asked first and every rank refuses alike
+    with pytest.raises(ModelError, match=r"model 'sq': a grid of shape \(3, 3\) cannot be laid out on 2 MPI rank\(s\): "
+                                         r"PETSc splits it 1 x 2, which leaves a rank a block 1 point\(s\) wide along y, "
+                                         r"less than the stencil's width 2"):
+        Grid(comm, (3, 3), [(0.0, 1.0)] * 2, stencil_width=2, name="sq")
+    with pytest.raises(ModelError, match=r"block 1 point\(s\) wide along z"):
+        Grid(comm, (3, 3, 3), [(0.0, 1.0)] * 3, stencil_width=2, stencil="box", name="cube")
+    for shape in ((5, 3), (4, 4), (2, 2, 5)):  # uneven or narrow but wide enough: laid out as PETSc chooses
+        g = Grid(comm, shape, [(0.0, 1.0)] * len(shape), stencil_width=2 if shape != (2, 2, 5) else 1, name="ok")
+        assert min(hi - lo for lo, hi in g.da.getRanges()) >= 2 or shape == (2, 2, 5)
+        g.destroy()
     g = Grid(comm, (4,), [(0.0, 4.0)], stencil_width=2, periodic=True, name="fits")  # 2 points each: enough
     assert g.da.getRanges()[0][1] - g.da.getRanges()[0][0] == 2
     g.destroy()

@@ -106,6 +106,9 @@ class Grid:
             raise ModelError(name, f"{shape[0]} points cannot be split over {ranks} MPI ranks: each rank needs a "
                                    f"block of at least {max(1, self.stencil_width)} (the stencil's width); run it on "
                                    f"at most {most} rank(s) (mpiexec -n {most}) or on a larger grid")
+        if len(shape) > 1 and not proc_sizes and ranks > 1 and any(n // ranks < max(1, self.stencil_width)
+                                                                    for n in shape):
+            self._check_split(comm, btype, ranks)
         try:
             self.da = PETSc.DMDA().create(
                 dim=len(shape),
@@ -128,6 +131,46 @@ class Grid:
                                    "grid") from None
         self._natural = None
         self._to_zero = None
+
+    def _check_split(self, comm, btype, ranks: int) -> None:
+        """Refuse, on every rank alike, a 2-D/3-D grid whose PETSc layout over ``ranks`` gives some rank a block
+        narrower than the stencil along a split (or periodic) axis.
+
+        PETSc checks each rank's block on that rank alone, so with uneven blocks (3 points split 2 + 1) the ranks with
+        the narrow block fail and the others wait for ever in the next collective call (a probe's hang). PETSc's own
+        layout is asked, not recomputed: a DMDA of the same sizes and boundaries with stencil width 0 (which no block
+        fails) is set up, its ownership ranges read and their narrowest widths agreed over the ranks, then it is
+        destroyed. Only grids that could be split that fine pay for it (some axis with fewer than ``ranks`` x width
+        points)."""
+        width = max(1, self.stencil_width)
+        try:
+            probe = PETSc.DMDA().create(dim=len(self.shape), dof=1, sizes=self.shape, boundary_type=tuple(btype),
+                                        stencil_width=0, comm=comm)
+            probe.setUp()
+        except PETSc.Error as exc:  # fewer points than ranks along an axis: PETSc says so on every rank alike
+            if exc.ierr != 63:
+                raise
+            from twin.core.petsc import petsc_reason
+
+            raise ModelError(self.name, f"a grid of shape {self.shape} cannot be laid out on {ranks} MPI rank(s): "
+                                        f"PETSc says {petsc_reason(exc)}; run it on fewer ranks (mpiexec -n ...) or on "
+                                        "a larger grid") from None
+        try:
+            procs = probe.getProcSizes()
+            from mpi4py import MPI
+
+            local = np.array([hi - lo for lo, hi in probe.getRanges()], dtype=np.int64)
+            narrowest = np.empty_like(local)
+            (comm if hasattr(comm, "Allreduce") else comm.tompi4py()).Allreduce(local, narrowest, op=MPI.MIN)
+        finally:
+            probe.destroy()
+        for axis, (n, p) in enumerate(zip(narrowest, procs)):
+            if n < width and (p > 1 or self.periodic[axis]):
+                layout = " x ".join(str(int(q)) for q in procs)
+                raise ModelError(self.name, f"a grid of shape {self.shape} cannot be laid out on {ranks} MPI rank(s): "
+                                            f"PETSc splits it {layout}, which leaves a rank a block {n} point(s) wide "
+                                            f"along {'xyz'[axis]}, less than the stencil's width {width}; run it on "
+                                            "fewer ranks (mpiexec -n ...) or on a larger grid")
 
     # -- geometry --------------------------------------------------------------------------------------------------
     @property
