@@ -280,8 +280,8 @@ def contained(exp_dir: Path, comm, policy) -> None:
     if busy:  # a file held open by another process: not the experiment's failure; the command ends here (exit 3)
         raise FileBusy(busy[0])
     if reasons:
-        log.error("experiment %s FAILED: %s", exp_dir.name, reasons[0])
-        if rank == 0:
+        if rank == 0:  # every rank knows the reasons now: said once (it was once per rank under mpiexec)
+            log.error("experiment %s FAILED: %s", exp_dir.name, reasons[0])
             _marker(lambda: layout.write_json(layout.error_marker(exp_dir), {"reason": reasons[0],
                                                                              "time": time.time()}), exp_dir,
                     reasons[0])
