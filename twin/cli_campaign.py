@@ -234,14 +234,14 @@ def cmd_submit(args, petsc_options: list[str] | None = None) -> int:
 
         run_dir = run_directory(loaded, args.output)
         log_dir = run_dir / "slurm"
+        from twin.campaign.rundir import check_owner
+
+        check_owner(run_dir, loaded)  # read-only: a dry run refuses another campaign's directory as the submit would
         if args.dry_run:  # writes nothing: the experiments' names from the expansion alone
             experiments = all_experiments(loaded)
             check_observation_files(loaded, experiments)
             names = [e.name for e in experiments]
         else:
-            from twin.campaign.rundir import check_owner
-
-            check_owner(run_dir, loaded)
             names = [d.name for d in prepare_experiments(loaded, run_dir)]
             log_dir.mkdir(parents=True, exist_ok=True)
         script = render(args.mode.replace("driver", "campaign_driver").replace("single", "single_run").replace(

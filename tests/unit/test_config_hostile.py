@@ -652,6 +652,13 @@ def test_submit_dry_run_writes_nothing(workdir, capsys):
     out = capsys.readouterr().out
     assert "#SBATCH" in out and out.rstrip().endswith("(dry run: nothing was written)")
     assert sorted(p.name for p in workdir.iterdir()) == before
+    # a run directory of another campaign: the dry run refuses it as the submit does (it printed the script)
+    (workdir / "theirs").mkdir()
+    (workdir / "theirs" / "campaign.yaml").write_text("schema_version: 1\ncampaign: {name: someone_else}\n")
+    assert main(["submit", str(path), "-o", "theirs", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "holds campaign 'someone_else'" in err and "choose another run directory" in err, err
+    assert sorted(p.name for p in (workdir / "theirs").iterdir()) == ["campaign.yaml"]
 
 
 # -- positions through aliases, and files twin writes itself -----------------------------------------------------------
