@@ -581,3 +581,34 @@ def test_a_workflow_driver_killed_with_sigkill_leaves_nothing_running_after_the_
             with contextlib.suppress(OSError):
                 (os.killpg if c["group"] else os.kill)(c["pid"], signal.SIGKILL)
     assert layout.read_json(layout.done_marker(exp))
+
+
+# -- MPI's start in a process no launcher started -------------------------------------------------------------------
+def _singleton_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_MCA_", "PMIX_", "OMPI_COMM_WORLD"))}
+    return {**env, **extra}
+
+
+def test_a_run_without_ssh_on_path_starts_mpi_and_finishes(tmp_path):
+    """Found by a probe: a ``PATH`` without ``/usr/bin`` (a module environment or batch script that resets it) made
+    Open MPI's singleton start look for ``ssh``/``rsh`` to start its daemon; MPI_Init ended the process with status 1
+    and nothing said (its error block went to the stderr PETSc's start holds). ``twin run`` starts MPI as an isolated
+    singleton now (no daemon) and finishes."""
+    campaign = _campaign(tmp_path / "c.yaml", cycles=2)
+    out = subprocess.run([*TWIN, "run", str(campaign), "-o", str(tmp_path / "run"), "--quiet"], capture_output=True,
+                         text=True, timeout=300, env=_singleton_env(PATH=str(tmp_path / "nothing-here")))
+    assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
+    assert layout.done_marker(tmp_path / "run" / "experiments" / "kill").is_file()
+
+
+@pytest.mark.parametrize("own", [None, "^ucx"])
+def test_the_singleton_settings_hold_only_while_mpi_starts(own):
+    """The Open MPI settings of a singleton's start are not left in the environment (an ``mpiexec`` or a Slurm job
+    the process starts would inherit them), and a user's own setting of one of them is kept as it was."""
+    code = ("import os; from twin.core.petsc import init_petsc; init_petsc([]); "
+            "from mpi4py import MPI; assert MPI.Is_initialized(); "
+            "print(os.environ.get('OMPI_MCA_ess_singleton_isolated'), os.environ.get('OMPI_MCA_pml'))")
+    env = _singleton_env(**({"OMPI_MCA_pml": own} if own else {}))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["None", own or "None"]

@@ -33,6 +33,12 @@ _PR_SET_PDEATHSIG = 1
 _RANK_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK")
 
 
+def under_launcher() -> bool:
+    """Whether an MPI launcher (``mpiexec``, ``srun``, a PMI/PMIx server) started this process: one of the rank
+    variables they set is in the environment."""
+    return any(v in os.environ for v in _RANK_VARIABLES)
+
+
 def parent_name(ppid: int) -> str:
     """The kernel's command name of process ``ppid`` (empty when it cannot be read)."""
     try:
@@ -49,7 +55,7 @@ def bind_to_launcher() -> bool:
     launcher is already gone when the binding is made, this process ends itself at once (the kernel would not
     signal a death that happened before the request).
     """
-    if not sys.platform.startswith("linux") or not any(v in os.environ for v in _RANK_VARIABLES):
+    if not sys.platform.startswith("linux") or not under_launcher():
         return False
     ppid = os.getppid()
     if parent_name(ppid) not in LAUNCHERS:
