@@ -242,7 +242,7 @@ def failure_reason(exc: BaseException) -> str:
 
 def contained(exp_dir: Path, comm, policy) -> None:
     """Run one experiment; any error in it fails this experiment alone (``failed.json``). Collective."""
-    from twin.core.errors import BUSY, FileBusy
+    from twin.core.errors import FileBusy
 
     rank = comm.Get_rank()
     state = None
@@ -264,21 +264,22 @@ def contained(exp_dir: Path, comm, policy) -> None:
     if rank == 0:
         layout.error_marker(exp_dir).unlink(missing_ok=True)
         layout.done_marker(exp_dir).unlink(missing_ok=True)
-    reason = ""
+    reason, busy = "", False
     arrival = comm.Dup()
     try:
         # outputs of a finished run that were damaged: written again from the checkpoints
         _run_experiment(exp_dir, comm, policy, rewrite=state == "damaged")
     except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - contained: failed.json, twin.log, exit code
-        reason = failure_reason(exc)
+        reason, busy = failure_reason(exc), isinstance(exc, FileBusy)
         log.debug("experiment %s failed", exp_dir.name, exc_info=True)
     _arrive(arrival, exp_dir.name, reason)
     arrival.Free()
     # a rank that failed alone (e.g. writing a file) fails the experiment on every rank
-    reasons = [r for r in comm.allgather(reason) if r]
-    busy = [r for r in reasons if BUSY in r]
-    if busy:  # a file held open by another process: not the experiment's failure; the command ends here (exit 3)
-        raise FileBusy(busy[0])
+    gathered = [(r, b) for r, b in comm.allgather((reason, busy)) if r]
+    reasons = [r for r, _ in gathered]
+    held = [r for r, b in gathered if b]
+    if held:  # a file held open by another process: not the experiment's failure; the command ends here (exit 3)
+        raise FileBusy(held[0])
     if reasons:
         if rank == 0:  # every rank knows the reasons now: said once (it was once per rank under mpiexec)
             log.error("experiment %s FAILED: %s", exp_dir.name, reasons[0])
