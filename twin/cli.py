@@ -373,10 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     head -1``) ends the command quietly with status 141, as a shell reports a process that SIGPIPE ended."""
     import signal
 
+    from twin.core.blas import one_blas_thread_under_a_memory_limit
     from twin.core.errors import TwinError
     from twin.core.launcher import bind_to_launcher
     from twin.core.petsc import keep_broken_pipes_quiet, keep_signal_handlers
 
+    one_blas_thread_under_a_memory_limit()  # before NumPy is imported
     bind_to_launcher()
     keep_broken_pipes_quiet()
     keep_signal_handlers({signal.SIGTERM: _terminated, signal.SIGHUP: _terminated, signal.SIGQUIT: _terminated})

@@ -68,3 +68,28 @@ def test_one_rank_out_of_memory_ends_the_job_at_once(tmp_path):
                                 "(rank 1 of 2: "), errors
     assert errors[0].endswith("): run it on more ranks or nodes, or make the grid smaller"), errors
     assert not list((tmp_path / "out").rglob("*.nc"))
+
+
+def test_a_small_virtual_memory_limit_is_named_with_what_to_raise(tmp_path):
+    """Found by a probe: under a batch system's or a login node's vmem limit (``ulimit -v``) the libraries twin loads
+    late could not be mapped and the experiment FAILED with the loader's ``ImportError: ... failed to map segment from
+    shared object``, and an allocation that failed said nothing of the limit. Both now say out of memory, name the
+    limit and that it can be raised. And about one run in two hung for good (SIGTERM could not end it) inside
+    OpenBLAS's thread start in ``dlopen``: under a limit twin runs one OpenBLAS thread (:mod:`twin.core.blas`)."""
+    from campaign_case import l96_campaign
+    from twin.core.blas import THREAD_VARIABLES
+
+    (tmp_path / "c.yaml").write_text(l96_campaign("bench", n=400, N=20, cycles=6))
+    limit = 500_000  # KiB: MPI and PETSc start, the libraries of the analysis and the outputs do not all fit
+
+    def bounded() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit * 1024, limit * 1024))
+
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "run", "-q", "c.yaml", "-o", "out"], capture_output=True,
+                         text=True, env={k: v for k, v in ENV.items() if k not in THREAD_VARIABLES}, cwd=tmp_path,
+                         timeout=90, stdin=subprocess.DEVNULL, preexec_fn=bounded)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    failed = [ln for ln in out.stderr.splitlines() if ln.startswith("error: experiment bench FAILED: out of memory")]
+    assert len(failed) == 1, out.stderr[-3000:]
+    assert f"virtual-memory limit of {limit // 1024} MiB (ulimit -v {limit}, or the batch system's)" in failed[0], failed

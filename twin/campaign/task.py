@@ -430,8 +430,10 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from twin.core.blas import one_blas_thread_under_a_memory_limit
     from twin.core.launcher import bind_to_launcher
 
+    one_blas_thread_under_a_memory_limit()  # before NumPy is imported
     bind_to_launcher()
     words, petsc_options = split_petsc(sys.argv[1:] if argv is None else argv)
     return run(_parser().parse_args(words), petsc_options)
