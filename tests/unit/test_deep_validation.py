@@ -220,3 +220,58 @@ def test_a_coupling_window_that_does_not_divide_the_output_interval_is_refused(t
              f"stops at every output time, which would cut windows short there; {advice}")
     for fits in ("2.5", "10", "240"):
         load_campaign(_write(tmp_path / "ok.yaml", mech.replace(before, f"window: {{value: {fits}, units: hour}}")))
+
+
+def test_every_kind_declares_whether_its_models_have_an_adjoint_truly():
+    """What a kind declares (:attr:`twin.core.kinds.ModelType.adjoint`, read by ``twin validate`` without building
+    the model) is what its class does."""
+    from twin.core.kinds import kinds
+
+    declared = {m.name: m for k in kinds().values() for m in k.model_types() if m.adjoint is not None}
+    assert {"heat", "lorenz96", "tumour", "shallow_water", "structure", "linear_advection_diffusion"} <= set(declared)
+    for name, m in declared.items():
+        assert m.model().has_adjoint() is m.adjoint, name
+
+
+NO_ADJOINT = '''\
+from twin.kinds.lorenz96.config import Lorenz96Config
+from twin.kinds.lorenz96.model import Lorenz96
+from twin.models.base import Model
+
+
+class Plain(Lorenz96):
+    """Lorenz-96 without its adjoint: a user's model that has none."""
+
+    config_class = Lorenz96Config
+    adjoint = Model.adjoint
+'''
+
+
+def test_4dvar_on_a_model_without_an_adjoint_is_refused_at_validate(tmp_path, monkeypatch):
+    """Found by a probe: ``twin validate`` passed 4D-Var on a model type without an adjoint (a BMI model, a new-model
+    scaffold), and the run failed inside TAO with 'compute function generated Inf or NaN; the model diverged'. Now
+    ``twin validate`` refuses it at ``assimilation.method``; a type that declares nothing is refused in one line when
+    its 4D-Var starts."""
+    (tmp_path / "plainmod.py").write_text(NO_ADJOINT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = (ROOT / "configs" / "lorenz96_4dvar.yaml").read_text().replace("type: lorenz96", 'type: "plainmod:Plain"')
+    message = _refused(tmp_path, text, "assimilation.method", "4D-Var needs the adjoint of model 'l96', and model "
+                       "type 'plainmod:Plain' has none: use an ensemble method (etkf, enkf, letkf, esmda) or give "
+                       "the model an adjoint")
+    line = next(n for n, s in enumerate(text.splitlines(), 1) if "method: 4dvar" in s)
+    assert f"c.yaml:{line}:" in message, message
+    # the same class by a path that declares nothing: refused when 4D-Var starts, not by the minimiser
+    from twin.campaign.windows import WindowPlan
+    from twin.core.kinds import model_types
+
+    loaded = load_campaign(ROOT / "configs" / "lorenz96_4dvar.yaml")
+    import plainmod
+
+    model = plainmod.Plain.from_config("l96", loaded.config.models["l96"], MPI.COMM_SELF)
+    try:
+        with pytest.raises(ConfigError, match=r"4D-Var needs the adjoint of model 'l96', and model type 'lorenz96' "
+                                              r"has none"):
+            WindowPlan(loaded.config, model)
+    finally:
+        model.destroy()
+    assert model_types()["lorenz96"].adjoint is True

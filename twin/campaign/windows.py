@@ -32,6 +32,10 @@ class WindowPlan:
                               "network (e.g. {component: 0, all_points: true, error_std: 1.0})")
         if acfg.model != model.name:
             raise ConfigError(f"assimilation.model: {acfg.model!r} is not the campaign's component {model.name!r}")
+        if not model.has_adjoint():  # a type that did not declare it (twin.core.kinds.ModelType.adjoint)
+            raise ConfigError(f"assimilation.method: 4D-Var needs the adjoint of model '{model.name}', and model type "
+                              f"'{model.type_name}' has none: use an ensemble method (etkf, enkf, letkf, esmda) or "
+                              "give the model an adjoint (docs/your-own-model.md)")
         for p in acfg.parameters:
             par = model.parameters.get(p.name)
             if par is None:

@@ -214,7 +214,24 @@ def check_models(cfg) -> Problems:
     for i, net in enumerate(getattr(a, "observations", None) or []):
         problems += _check_network(i, net, cfg, metas)
     return (problems + _check_background(cfg, metas) + _check_decision(cfg, metas) + _check_controls(cfg, metas)
-            + _check_routes(cfg, metas))
+            + _check_adjoint(cfg) + _check_routes(cfg, metas))
+
+
+def _check_adjoint(cfg) -> Problems:
+    """4D-Var on a model type that declares it has no adjoint (:attr:`twin.core.kinds.ModelType.adjoint`): refused
+    here, not found by the minimiser's first gradient."""
+    a = cfg.assimilation
+    section = cfg.models.get(getattr(a, "model", None)) if getattr(a, "method", None) == "4dvar" else None
+    if section is None:
+        return []
+    from twin.core.kinds import model_types
+
+    declared = model_types().get(section.type)
+    if declared is None or declared.adjoint is not False:
+        return []
+    return [(("assimilation", "method"), f"4D-Var needs the adjoint of model '{a.model}', and model type "
+                                         f"{short(section.type)} has none: use an ensemble method (etkf, enkf, letkf, "
+                                         "esmda) or give the model an adjoint (docs/your-own-model.md)")]
 
 
 def _check_background(cfg, metas) -> Problems:

@@ -45,11 +45,16 @@ GROUP = "twin.kinds"
 @dataclass(frozen=True)
 class ModelType:
     """A model ``type:``: its configuration section (a pydantic model with ``type: Literal[name]``) and the class
-    whose ``from_config(name, section, comm)`` builds it (:class:`twin.models.base.Model`)."""
+    whose ``from_config(name, section, comm)`` builds it (:class:`twin.models.base.Model`).
+
+    ``adjoint``: whether the class gives :meth:`~twin.models.base.Model.adjoint`, which 4D-Var needs; declared here so
+    that ``twin validate`` refuses 4D-Var on a type without one before anything is built (the class's module, and
+    PETSc, are not imported to ask). ``None``: not declared (4D-Var then finds out when the model is built)."""
 
     name: str
     config: type
     model: Callable[[], type]
+    adjoint: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -314,7 +319,11 @@ def _register_path(path: str, cls: Any) -> ModelType:
     config.__qualname__ = section.__qualname__
     model = type(cls)(cls.__name__, (cls,), {"type_name": path, "__module__": cls.__module__,
                                         "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
-    found = _BY_PATH[path] = ModelType(path, config, lambda: model)
+    # an adjoint: the class's ``adjoint`` is not the contract's own (which raises), found by name as above
+    method = getattr(cls, "adjoint", None)
+    adjoint = method is not None and not (getattr(method, "__module__", "") == "twin.models.base"
+                                          and getattr(method, "__qualname__", "") == "Model.adjoint")
+    found = _BY_PATH[path] = ModelType(path, config, lambda: model, adjoint=adjoint)
     return found
 
 

@@ -337,6 +337,11 @@ class Model(ABC):
         """
         return None
 
+    @classmethod
+    def has_adjoint(cls) -> bool:
+        """Whether the model type gives :meth:`adjoint` (4D-Var needs it); the contract's own raises."""
+        return cls.adjoint is not Model.adjoint
+
     def adjoint(self, state0: PETSc.Vec, t0: float, t1: float, lam: PETSc.Vec,
                 parameters: Sequence[str] = ()) -> dict[str, Any]:
         """Discrete adjoint of :meth:`advance` over ``[t0, t1]``.

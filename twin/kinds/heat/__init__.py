@@ -14,7 +14,7 @@ class HeatKind(TwinKind):
     def model_types(self):
         from twin.kinds.heat.config import HeatConfig
 
-        return (ModelType("heat", HeatConfig, lambda: import_module("twin.kinds.heat.model").HeatModel),)
+        return (ModelType("heat", HeatConfig, lambda: import_module("twin.kinds.heat.model").HeatModel, adjoint=True),)
 
 
 KIND = HeatKind()

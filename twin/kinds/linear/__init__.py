@@ -14,7 +14,7 @@ class LinearKind(TwinKind):
     def model_types(self):
         from twin.kinds.linear.config import LinearAdvectionDiffusionConfig
 
-        return (ModelType("linear_advection_diffusion", LinearAdvectionDiffusionConfig, lambda: import_module("twin.kinds.linear.model").LinearAdvectionDiffusion),)
+        return (ModelType("linear_advection_diffusion", LinearAdvectionDiffusionConfig, lambda: import_module("twin.kinds.linear.model").LinearAdvectionDiffusion, adjoint=True),)
 
 
 KIND = LinearKind()

@@ -14,7 +14,7 @@ class Lorenz96Kind(TwinKind):
     def model_types(self):
         from twin.kinds.lorenz96.config import Lorenz96Config
 
-        return (ModelType("lorenz96", Lorenz96Config, lambda: import_module("twin.kinds.lorenz96.model").Lorenz96),)
+        return (ModelType("lorenz96", Lorenz96Config, lambda: import_module("twin.kinds.lorenz96.model").Lorenz96, adjoint=True),)
 
 
 KIND = Lorenz96Kind()

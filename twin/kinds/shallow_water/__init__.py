@@ -29,7 +29,7 @@ class ShallowWaterKind(TwinKind):
         from twin.kinds.shallow_water.config import ShallowWaterConfig
 
         return (ModelType("shallow_water", ShallowWaterConfig,
-                          lambda: import_module("twin.kinds.shallow_water.model").ShallowWater),)
+                          lambda: import_module("twin.kinds.shallow_water.model").ShallowWater, adjoint=True),)
 
     def network_types(self):
         from twin.kinds.shallow_water.config import (

@@ -31,7 +31,7 @@ class Structure(TwinKind):
         from twin.kinds.structure.config import StructureConfig
 
         return (ModelType("structure", StructureConfig,
-                          lambda: import_module("twin.kinds.structure.model").StructureModel),)
+                          lambda: import_module("twin.kinds.structure.model").StructureModel, adjoint=True),)
 
     def network_types(self):
         from twin.kinds.structure.config import StrainGaugeReadingsNetwork, StrainGaugesNetwork

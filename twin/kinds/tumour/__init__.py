@@ -32,7 +32,7 @@ class Tumour(TwinKind):
     def model_types(self):
         from twin.kinds.tumour.config import TumourConfig
 
-        return (ModelType("tumour", TumourConfig, lambda: import_module("twin.kinds.tumour.model").TumourModel),)
+        return (ModelType("tumour", TumourConfig, lambda: import_module("twin.kinds.tumour.model").TumourModel, adjoint=True),)
 
     def network_types(self):
         from twin.kinds.tumour.config import ImagingNetwork, ImagingVisitsNetwork

@@ -21,7 +21,8 @@ class Lorenz63Kind(TwinKind):
     def model_types(self):
         from twin_lorenz63.config import Lorenz63Config
 
-        return (ModelType("lorenz63", Lorenz63Config, lambda: import_module("twin_lorenz63.model").Lorenz63),)
+        return (ModelType("lorenz63", Lorenz63Config, lambda: import_module("twin_lorenz63.model").Lorenz63,
+                          adjoint=True),)
 
 
 KIND = Lorenz63Kind()
