@@ -143,7 +143,8 @@ def test_a_users_package_is_found_like_the_builtin_ones(tmp_path):
      "the kind calls itself 'ice'"),
     ("from twin.core.kinds import ModelType, TwinKind\nclass K(TwinKind):\n    name = 'glacier'\n"
      "    def model_types(self):\n        return (ModelType('tumour', object, lambda: object),)\nKIND = K()",
-     "model type 'tumour' is declared by the kinds 'glacier' and 'tumour'"),
+     "model type 'tumour' is declared by the kinds 'glacier' (entry point 'glacier = glacier_kind:KIND' of package "
+     "glacier-kind 0.1) and 'tumour' (entry point 'tumour = twin.kinds.tumour:KIND' of package twin "),
     # a package that ends the process while imported: before, every twin command exited 0 having done nothing
     ("import sys\nsys.exit(0)", "glacier_kind:KIND' (group twin.kinds): cannot be imported (SystemExit: 0)"),
     # declarations that raise or are not sequences of their class: before, a traceback from whichever command asked
@@ -164,3 +165,55 @@ def test_a_broken_or_conflicting_package_gets_one_clear_line(tmp_path, body, exp
     assert out.returncode == 3, out.stdout + out.stderr
     assert expect in out.stdout
     assert "\n" not in out.stdout.strip()
+
+
+def test_a_kind_registered_twice_names_both_packages(tmp_path):
+    """Found by a probe: the line named neither entry point nor package ('twin kind 'heat' is registered twice')."""
+    env = _plugin(tmp_path, "from twin.kinds.heat import KIND\n", name="heat2")
+    info = tmp_path / "heat2_kind-0.1.dist-info"
+    (info / "entry_points.txt").write_text("[twin.kinds]\nheat = heat2_kind:KIND\n")
+    out = _run(env, "import sys\nfrom twin.core.errors import ConfigError\nfrom twin.core.kinds import kinds\n"
+                    "try:\n    kinds()\nexcept ConfigError as e:\n    print(e); sys.exit(3)")
+    assert out.returncode == 3, out.stdout + out.stderr
+    line = out.stdout.strip()
+    assert line.startswith("twin kind 'heat' is registered twice (group twin.kinds): by the entry point "), line
+    assert "of package heat2-kind 0.1" in line and "of package twin " in line and "uninstall one of the packages" in line
+
+
+LAZY = """
+    from importlib import import_module
+    from twin.core.kinds import ModelType, TwinKind
+    from twin.kinds.lorenz96.config import Lorenz96Config
+
+
+    class Config(Lorenz96Config):
+        type: str = "lazyk"
+
+
+    class Lazy(TwinKind):
+        name = "lazyk"
+
+        def model_types(self):
+            return (ModelType("lazyk", Config, lambda: import_module("lazyk_kind.model").Model),)
+
+
+    KIND = Lazy()
+    """
+
+
+def test_a_model_module_that_cannot_be_imported_names_its_type_kind_and_package(tmp_path):
+    """Found by a probe: a kind whose model module (imported only when a model is built, as docs/kinds.md advises)
+    needs a missing module passed validate, then failed every experiment with a bare 'ModuleNotFoundError: No
+    module named ...'."""
+    env = _plugin(tmp_path, LAZY, name="lazyk")
+    (tmp_path / "lazyk_kind" / "model.py").write_text("import numba_extension_that_is_missing\n")
+    out = _run(env, "import sys\nfrom mpi4py import MPI\nfrom twin.core.errors import ConfigError\n"
+                    "from twin.models.registry import create_model\nfrom twin.core.kinds import model_types\n"
+                    "section = model_types()['lazyk'].config(type='lazyk', n=40, dt=0.05)\n"
+                    "try:\n    create_model('l96', section, MPI.COMM_SELF)\n"
+                    "except ConfigError as e:\n    print(e); sys.exit(3)")
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert out.stdout.strip() == (
+        "model 'l96': model type 'lazyk' (kind 'lazyk', entry point 'lazyk = lazyk_kind:KIND' of package lazyk-kind "
+        "0.1): its model class cannot be imported (ModuleNotFoundError: No module named "
+        "'numba_extension_that_is_missing'); install what it needs, or fix or uninstall that package")

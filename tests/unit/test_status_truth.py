@@ -410,3 +410,15 @@ def test_an_experiment_removed_or_never_set_up_is_said(finished, tmp_path, capsy
     assert err.strip().splitlines() == [
         f"error: no experiment in {run / 'experiments'} (none has its experiment.yaml): the campaign was not set up "
         "here, or its experiments were removed; run the campaign again"]
+
+
+def test_an_experiment_file_that_cannot_be_read_says_why_its_cycle_count_is_unknown(finished, tmp_path, capsys):
+    """Found by a probe: with an unrelated broken plugin installed (every campaign file then fails to load), a
+    finished experiment showed 'done, 4/? cycles' and nothing said why."""
+    run, exp = _copy(finished, tmp_path)
+    cfg = layout.config_file(exp)
+    cfg.write_text(cfg.read_text().replace("schema_version: 1", "schema_version: 99"))
+    code, lines, err = _status(run, capsys)
+    line = _line(lines)
+    assert line.startswith(f"{NAME}: done, 4/? cycles; cycle count unknown: "), line
+    assert "schema_version" in line, line

@@ -185,16 +185,17 @@ class CampaignStatus:
         return EXIT_IN_PROGRESS
 
 
-def _sizes(exp_dir: Path) -> tuple[int | None, int | None, bool]:
-    """Number of cycles and members from ``experiment.yaml``, read through the campaign schema (MPI-free), and
-    whether it asks for a decision; ``None`` for what an unreadable or assimilation-free file does not say."""
+def _sizes(exp_dir: Path) -> tuple[int | None, int | None, bool, str]:
+    """Number of cycles and members from ``experiment.yaml``, read through the campaign schema (MPI-free), whether
+    it asks for a decision, and why the file could not be read (``""`` when it could); ``None`` for what an
+    unreadable or assimilation-free file does not say."""
     from twin.campaign.decide import wants_decision
     from twin.config.loader import load_campaign
 
     try:
         cfg = load_campaign(layout.config_file(exp_dir)).config
-    except (ConfigError, OSError):
-        return None, None, False
+    except (ConfigError, OSError) as exc:  # e.g. an installed plugin that cannot be imported: say it, not just "?"
+        return None, None, False, " ".join(str(exc).split())
     a = cfg.assimilation
     schedule = getattr(a, "schedule", None)
     cycles = getattr(schedule, "cycles", None) if schedule is not None else getattr(a, "cycles", None)
@@ -204,7 +205,7 @@ def _sizes(exp_dir: Path) -> tuple[int | None, int | None, bool]:
         cycles = len(a.esmda_alphas) if a.esmda_alphas else DEFAULT_ITERATIONS
     members = getattr(a, "N", None)
     return (None if cycles is None else int(cycles)), (None if members is None else int(members)), \
-        wants_decision(cfg)
+        wants_decision(cfg), ""
 
 
 def read_done(exp_dir) -> tuple[dict[str, Any] | None, str]:
@@ -502,7 +503,7 @@ def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, s
     (:func:`twin.campaign.heartbeat.write_heartbeat`); a running experiment's cycles are the driver's count when it is ahead of the last
     checkpoint (the message then names that checkpoint: what a resume would start from)."""
     exp_dir = Path(exp_dir)
-    n_cycles, n_members, decision = _sizes(exp_dir)
+    n_cycles, n_members, decision, unread = _sizes(exp_dir)
     cks = layout.checkpoint_cycles(exp_dir)
     done_cycles = max(cks) if cks else 0
     dropped: dict[int, str] = {}
@@ -538,6 +539,8 @@ def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, s
         if ahead > done_cycles:
             message = f"last checkpoint at cycle {done_cycles}" if cks else "no checkpoint yet"
             done_cycles, members_done = ahead, 0
+    if unread:
+        message = "; ".join(m for m in (message, f"cycle count unknown: {unread}") if m)
     return ExperimentStatus(exp_dir.name, state, done_cycles, n_cycles, n_members, members_done, dropped, message,
                             observation_qc(exp_dir))
 

@@ -148,6 +148,17 @@ class TwinKind:
         return ()
 
 
+#: kind name -> where it comes from (its entry point and the package that installs it), for the lines that name it
+_ORIGIN: dict[str, str] = {}
+
+
+def _origin(ep) -> str:
+    """``entry point 'name = module:KIND' of package dist 1.0``: what a line about a kind names."""
+    dist = getattr(ep, "dist", None)
+    package = f" of package {dist.name} {dist.version}" if dist is not None and getattr(dist, "name", None) else ""
+    return f"entry point '{ep.name} = {ep.value}'{package}"
+
+
 def _load(ep) -> TwinKind:
     where = f"entry point '{ep.name} = {ep.value}' (group {GROUP})"
     try:
@@ -188,11 +199,13 @@ def _check_declarations(where: str, kind: TwinKind) -> None:
 def kinds() -> dict[str, TwinKind]:
     """Every installed kind by name, sorted by name (entry points of group :data:`GROUP`)."""
     found: dict[str, TwinKind] = {}
+    origins: dict[str, str] = {}
     for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
         if ep.name in found:
-            raise ConfigError(f"twin kind {ep.name!r} is registered twice (entry points of group {GROUP}); "
-                              "uninstall one of the packages")
-        found[ep.name] = _load(ep)
+            raise ConfigError(f"twin kind {ep.name!r} is registered twice (group {GROUP}): by the "
+                              f"{origins[ep.name]} and by the {_origin(ep)}; uninstall one of the packages")
+        found[ep.name], origins[ep.name] = _load(ep), _origin(ep)
+    _ORIGIN.update(origins)
     if not found:
         raise ConfigError(f"no twin kinds are installed (entry-point group {GROUP} is empty): install twin with "
                           "'pip install -e .' (make setup) so its built-in kinds register")
@@ -209,8 +222,9 @@ def _check_unique(found: dict[str, TwinKind]) -> None:
         for kind in found.values():
             for name in get(kind):
                 if name in owner:
-                    raise ConfigError(f"{what} {name!r} is declared by the kinds {owner[name]!r} and "
-                                      f"{kind.name!r}; uninstall one of them")
+                    raise ConfigError(f"{what} {name!r} is declared by the kinds {owner[name]!r} "
+                                      f"({_ORIGIN.get(owner[name], 'built in')}) and {kind.name!r} "
+                                      f"({_ORIGIN.get(kind.name, 'built in')}); uninstall one of them")
                 owner[name] = kind.name
 
 
@@ -333,6 +347,26 @@ def network_types() -> dict[str, NetworkType]:
 
 def decision_types() -> dict[str, DecisionType]:
     return {d.key: d for k in kinds().values() for d in k.decision_types()}
+
+
+def model_class(mt: ModelType) -> type:
+    """The model class of ``mt``: its module is imported now (a kind imports it only when a model is built, so that
+    ``twin validate`` stays cheap). A module that cannot be imported (a dependency of the plugin missing) is one line
+    naming the model type, its kind and the package that installs it, not a bare ``ModuleNotFoundError``.
+
+    Raises
+    ------
+    ConfigError
+        When the class cannot be had.
+    """
+    try:
+        return mt.model()
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plugin's own code failed: name it
+        kind = kind_of(mt.name)
+        origin = f"kind {kind.name!r}, {_ORIGIN.get(kind.name, 'built in')}" if kind is not None else "no kind"
+        raise ConfigError(f"model type {mt.name!r} ({origin}): its model class cannot be imported "
+                          f"({type(exc).__name__}: {exc}); install what it needs, or fix or uninstall that package") \
+            from None
 
 
 def kind_of(type_name: str) -> TwinKind | None:

@@ -22,7 +22,7 @@ def register_model(type_name: str) -> Callable[[type], type]:
 
 def model_types() -> dict[str, type]:
     """Every model class of the installed kinds by type name (imports the kinds' model modules)."""
-    return {name: mt.model() for name, mt in kinds.model_types().items()}
+    return {name: kinds.model_class(mt) for name, mt in kinds.model_types().items()}
 
 
 def create_model(name: str, config, comm, limits=None):
@@ -41,7 +41,10 @@ def create_model(name: str, config, comm, limits=None):
     mt = types.get(config.type)
     if mt is None:
         raise ConfigError(f"models.{name}.type: unknown model type {config.type!r}; known: {sorted(types)}")
-    cls = mt.model()
+    try:
+        cls = kinds.model_class(mt)
+    except ConfigError as exc:
+        raise ConfigError(f"model '{name}': {exc}") from None
     if getattr(cls, "type_name", None) != config.type:
         raise ConfigError(f"model type {config.type!r}: its class {cls.__qualname__} answers to "
                           f"{getattr(cls, 'type_name', None)!r}; decorate it with register_model({config.type!r})")
