@@ -169,17 +169,85 @@ class ToyBmi(Bmi):
 TOY = f"{__name__}:ToyBmi"
 
 
+class FaultyBmi(ToyBmi):
+    """:class:`ToyBmi` with a scalar input ``rate`` (the decay rate, a parameter) and the faults of partial or careless
+    BMI implementations, chosen by config keys: ``raise`` (a method name: it raises NotImplementedError), ``fault``
+    (``value_none``: get_value returns None and fills nothing; ``value_int``: returns int32 values; ``value_str``;
+    ``type_real``: get_var_type says 'real'; ``step_none``: get_time_step returns None; ``names_str``: the input names
+    are one string; ``keep_src``: set_value keeps the array it is given, which update changes in place;
+    ``exit_after``: update calls sys.exit(3) after that time) and ``units`` (variable -> what get_var_units says)."""
+
+    def __getattribute__(self, name):
+        cfg = object.__getattribute__(self, "__dict__").get("cfg", {})
+        if cfg.get("raise") == name:
+            def missing(*args):
+                raise NotImplementedError(f"no {name}")
+            return missing
+        return object.__getattribute__(self, name)
+
+    def initialize(self, config_file):
+        super().initialize(config_file)
+        self.fault = self.cfg.get("fault", "")
+        self.rate = np.array([float(self.cfg.get("rate", 0.1))])
+
+    def update(self):
+        if self.t >= self.cfg.get("exit_after", np.inf):
+            import sys
+
+            sys.exit(3)  # a wrapped legacy code that exits on an error
+        self.cfg["rate"] = float(self.rate[0])
+        super().update()
+
+    def get_input_var_names(self):
+        return "z" if self.fault == "names_str" else ("z", "rate")
+
+    def get_var_type(self, name):
+        return "real" if self.fault == "type_real" else "float64"
+
+    def get_var_units(self, name):
+        return self.cfg.get("units", {}).get(name, "m" if name == "z" else "1/s")
+
+    def get_var_nbytes(self, name):
+        return 8 if name == "rate" else super().get_var_nbytes(name)
+
+    def get_time_step(self):
+        return None if self.fault == "step_none" else self.dt
+
+    def get_value(self, name, dest):
+        if name == "rate":
+            dest[:] = self.rate
+            return dest
+        if self.fault == "value_none":
+            return None  # and dest is left as it was given
+        if self.fault == "value_int":
+            return (100 * self.z).astype(np.int32)  # centimetres as integers, while get_var_type says float64
+        if self.fault == "value_str":
+            return np.array(["a"] * self.z.size)
+        return super().get_value(name, dest)
+
+    def set_value(self, name, src):
+        if name == "rate":
+            self.rate[:] = src
+        elif self.fault == "keep_src":
+            self.z = src  # keeps the caller's array, as some Python BMIs do; update changes it in place
+        else:
+            super().set_value(name, src)
+
+
+FAULTY = f"{__name__}:FaultyBmi"
+
+
 def _config(tmp_path, **cfg) -> str:
     path = tmp_path / f"toy{len(list(tmp_path.glob('toy*.json')))}.json"
     path.write_text(json.dumps(cfg))
     return str(path)
 
 
-def _model(tmp_path, state=("z",), time_step=1.0, **cfg):
+def _model(tmp_path, state=("z",), time_step=1.0, bmi_class=TOY, parameters=None, **cfg):
     from twin.kinds.bmi.adapter import BmiModel
 
-    return BmiModel("toy", MPI.COMM_SELF, bmi_class=TOY, config_file=_config(tmp_path, **cfg), state=state,
-                    time_step=time_step)
+    return BmiModel("toy", MPI.COMM_SELF, bmi_class=bmi_class, config_file=_config(tmp_path, **cfg), state=state,
+                    time_step=time_step, parameters=parameters)
 
 
 def _whole(model, vec):
@@ -237,8 +305,8 @@ def test_the_section_shape_is_checked(tmp_path):
 
 
 def test_wrong_sizes_are_refused_naming_the_model(tmp_path):
-    with pytest.raises(SolverError, match=r"model 'toy': .*BMI model 'toy decay' \(test_bmi:ToyBmi\): variable 'z' "
-                                          r"has 11 values, its grid 0 has 12 points"):
+    with pytest.raises(ModelError, match=r"model 'toy': BMI model 'toy decay' \(test_bmi:ToyBmi\): variable 'z' "
+                                         r"has 11 values, its grid 0 has 12 points"):
         _model(tmp_path, report_size=11)
 
 
@@ -593,3 +661,152 @@ timeline: {{start: 0, end: 10, units: s}}
     assert report.ok, report.text()
     status = {r.name: r.status for r in report.results}
     assert status["parameter transforms invert"] == PASS and status["checkpoint round trip"] == PASS, report.text()
+
+
+# -- partial or careless BMI implementations (FaultyBmi): one line naming the method and the class --------------------
+WHO = "model 'toy': BMI model 'toy decay' (test_bmi:FaultyBmi): "
+
+
+def _faulty(tmp_path, **kw):
+    return _model(tmp_path, bmi_class=FAULTY, **kw)
+
+
+def _spec_rate(units="1/s"):
+    from twin.config.common import ParameterSpec
+
+    return {"rate": ParameterSpec.model_validate({"value": 0.2, "units": units})}
+
+
+@pytest.mark.parametrize("method, call", [
+    ("get_var_units", "get_var_units('z')"), ("get_var_itemsize", "get_var_itemsize('z')"),
+    ("get_var_nbytes", "get_var_nbytes('z')"), ("get_var_type", "get_var_type('z')"),
+    ("get_var_grid", "get_var_grid('z')"), ("get_grid_type", "get_grid_type(0)"), ("get_grid_rank", "get_grid_rank(0)"),
+    ("get_grid_shape", "get_grid_shape(0, <2 values>)"), ("get_grid_spacing", "get_grid_spacing(0, <2 values>)"),
+    ("get_grid_origin", "get_grid_origin(0, <2 values>)"), ("get_grid_size", "get_grid_size(0)"),
+    ("get_time_units", "get_time_units()"), ("get_time_step", "get_time_step()"),
+    ("get_start_time", "get_start_time()"), ("get_end_time", "get_end_time()"),
+    ("get_input_var_names", "get_input_var_names()"), ("get_output_var_names", "get_output_var_names()"),
+])
+def test_a_bmi_method_that_raises_is_named_with_the_class(tmp_path, method, call):
+    """Every BMI call goes through the adapter's wrapper: no bare 'NotImplementedError' without the method."""
+    with pytest.raises(ModelError) as err:
+        _faulty(tmp_path, parameters=_spec_rate(), **{"raise": method})
+    text = str(err.value)
+    assert text.startswith(f"{WHO}{call} raised NotImplementedError: no {method}; twin calls {method}: implement it "
+                           "in test_bmi:FaultyBmi"), text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("fault, error, line", [
+    ("type_real", ModelError, "get_var_type('z') returned 'real', not a NumPy type name such as 'float64'; make "
+                              "get_var_type of test_bmi:FaultyBmi return"),
+    ("step_none", ModelError, "get_time_step() returned None, not a number; make get_time_step of "
+                              "test_bmi:FaultyBmi return a number"),
+    ("names_str", ModelError, "get_input_var_names() returned 'z', not a tuple of variable names"),
+    ("value_str", SolverError, "get_value('z') returned <U1 values; get_var_type('z') says float64"),
+    ("value_int", SolverError, "get_value('z') returned int32 values; get_var_type('z') says float64 (return values "
+                               "of the declared type"),
+    ("value_none", SolverError, "get_value('z', dest) returned None and left dest as twin gave it (all 12 values "
+                                "NaN) (fill dest in place (dest[:] = values) or return the values)"),
+])
+def test_what_a_bmi_method_returns_is_checked_in_one_line(tmp_path, fault, error, line):
+    """A result BMI 2.0 does not allow (None for a time step, 'real' for a type, integers or strings where float64 is
+    declared, a get_value that neither fills dest nor returns the values: twin used its uninitialised memory) is
+    refused when the model is built, naming the method and the class."""
+    with pytest.raises(error) as err:
+        _faulty(tmp_path, fault=fault)
+    text = str(err.value)
+    assert WHO.split(": ", 1)[1] + line in text, text
+    assert "\n" not in text
+
+
+def test_a_get_value_that_fills_nothing_is_refused_after_a_forecast_too(tmp_path):
+    """A model whose get_value stops filling dest later (here: from the second instance's reads on) is refused at the
+    forecast, not given twin's previous or uninitialised values."""
+    model = _faulty(tmp_path)
+    x = model.initial_state()
+    try:
+        bmi = model._pool[0][1]
+        bmi.fault = "value_none"
+        with pytest.raises(SolverError, match=r"solver failed at t=2: .*get_value\('z', dest\) returned None and left "
+                                              r"dest as twin gave it \(all 12 values NaN\)"):
+            model.advance(x, 0.0, 2.0)
+    finally:
+        x.destroy()
+        model.destroy()
+
+
+def test_set_value_gets_a_private_copy_the_model_may_keep(tmp_path):
+    """A BMI that keeps the array set_value gives it (and changes it in place in update) runs as one that copies:
+    on one rank twin gave it a read-only view of its own state vector, and the update failed."""
+    model = _faulty(tmp_path, fault="keep_src", rate=0.3)
+    x = model.initial_state()
+    try:
+        model.advance(x, 0.0, 2.0)
+        np.testing.assert_allclose(_whole(model, x), (np.arange(12.0) + 1) * np.exp(-0.3 * 2.0), rtol=1e-14)
+        bmi = _instance_at(model, 2.0)
+        assert bmi.z.flags.writeable and not np.shares_memory(bmi.z, model.grid.owned_array(x, readonly=True))
+        model.advance(x, 2.0, 4.0)
+        np.testing.assert_allclose(_whole(model, x), (np.arange(12.0) + 1) * np.exp(-0.3 * 4.0), rtol=1e-14)
+    finally:
+        x.destroy()
+        model.destroy()
+
+
+def test_sys_exit_in_a_bmi_call_names_the_method_and_the_class(tmp_path):
+    model = _faulty(tmp_path, exit_after=1.0)
+    x = model.initial_state()
+    try:
+        with pytest.raises(SolverError) as err:
+            model.advance(x, 0.0, 3.0)
+        text = str(err.value)
+        assert f"{WHO.split(': ', 1)[1]}update_until(3.0) called sys.exit(3)" in text, text
+        assert "a BMI model should raise an exception, not exit" in text and "\n" not in text
+        assert not model._pool
+    finally:
+        x.destroy()
+        model.destroy()
+
+
+def test_units_twin_cannot_read_are_a_warning_and_unknown(tmp_path, monkeypatch, caplog):
+    """Nonsense units of the state are not passed on as units (the outputs are CF files): '1', with a WARNING naming
+    the variable and the model's text; a parameter with such units is taken without 'units', and one given in units
+    is refused with advice the campaign schema accepts."""
+    import logging
+
+    import twin.kinds.bmi.adapter as adapter
+
+    monkeypatch.setattr(adapter, "_WARNED", set())
+    monkeypatch.setattr(logging.getLogger("twin"), "propagate", True)
+    nonsense = "furlongs per fortnight^^2 ???"
+    units = {"z": nonsense, "rate": nonsense}
+    with caplog.at_level(logging.WARNING, logger="twin.kinds.bmi"):
+        model = _faulty(tmp_path, units=units, parameters=_spec_rate("1"))
+    try:
+        assert model.state_units == ("1",) and model.parameters["rate"].units == "1"
+        for name in ("z", "rate"):
+            assert f"gives the units of variable {name!r} as {nonsense!r}, which twin cannot read" in caplog.text
+    finally:
+        model.destroy()
+    with pytest.raises(ModelError) as err:
+        _faulty(tmp_path, units=units, parameters=_spec_rate("1/s"))
+    assert f"parameter 'rate' is given in '1/s', the model takes it in {nonsense!r}, which twin cannot read " \
+           "(get_var_units); give its value and prior in the model's units, without 'units'" in str(err.value)
+
+
+def test_bmi_units_in_udunits_spelling_are_read_and_advised_as_the_schema_accepts(tmp_path):
+    """BMI 2.0 asks for UDUNITS units ('s-1'): '1/s' is the same units, and for '1/day' the advice is a spelling the
+    campaign's units: accepts (the model's own 's-1' is refused by the schema)."""
+    from twin.config.common import ParameterSpec
+
+    model = _faulty(tmp_path, units={"z": "m", "rate": "s-1"}, parameters=_spec_rate("1/s"))
+    try:
+        assert model.parameters["rate"].units == "s-1" and model.parameters["rate"].value == 0.2
+    finally:
+        model.destroy()
+    with pytest.raises(ModelError) as err:
+        _faulty(tmp_path, units={"z": "m", "rate": "s-1"}, parameters=_spec_rate("1/day"))
+    text = str(err.value)
+    assert "parameter 'rate' is given in '1/day', the model takes it in 's-1'; give its value and prior in " in text
+    advised = text.split("give its value and prior in ")[1].split("'")[1]
+    assert ParameterSpec.model_validate({"value": 1.0, "units": advised}).to("1/s") == 1.0, advised

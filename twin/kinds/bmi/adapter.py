@@ -38,12 +38,19 @@ The BMI model is serial: on a communicator of several ranks every rank runs it o
 computation) and keeps its own block of the state. Nothing here is differentiable: :meth:`adjoint` is the contract's
 default, which refuses (4D-Var needs an adjoint; the ensemble methods do not).
 
-Errors name the component, the BMI model (its ``get_component_name()`` and class) and what to change: a class that
-cannot be imported or lacks BMI methods, a variable that is not both an input and an output, variables on different
-grids or a grid twin cannot map, an import or parameter that is not an input variable of the model, values of the
-wrong size, a failing ``initialize`` or ``update_until`` (a
+Every call of the BMI model goes through :meth:`BmiModel._call`, so errors name the component, the BMI model (its
+``get_component_name()`` and class), the method and what to change: a class that cannot be imported or lacks BMI
+methods, any BMI method that raises (or calls ``sys.exit``) or returns what BMI 2.0 does not allow (``None`` for a
+time step, ``'real'`` for a type), a variable that is not both an input and an output, variables on different grids
+or a grid twin cannot map, an import or parameter that is not an input variable of the model, values of the wrong
+size or of another type than ``get_var_type`` declares, a ``get_value`` that neither fills ``dest`` nor returns the
+values (``dest`` is filled with NaN before the call), a failing ``initialize`` or ``update_until`` (a
 :class:`~twin.core.errors.SolverError`, which a campaign treats like a diverged solve: the member is retried or
-dropped), and non-finite values returned by the model.
+dropped), and non-finite values returned by the model. Units twin cannot read (``get_var_units``) are a warning and
+are treated as unknown: the state's are written as ``"1"``, and a parameter takes its value without units.
+
+``set_value`` is given a private copy of twin's values each time, never a view of twin's own arrays: a BMI may keep
+the array it is given (as some Python implementations do) and change it in place, on any number of ranks.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ from twin.core.errors import ModelError, SolverError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.core.units import convert
-from twin.kinds.bmi.interface import bmi_grid, load_class, same_units
+from twin.kinds.bmi.interface import bmi_grid, campaign_units, load_class, readable_units, same_units
 from twin.models.base import Model, Parameter, QoI
 from twin.models.registry import register_model
 
@@ -65,6 +72,51 @@ log = get_logger("twin.kinds.bmi")
 
 #: relative tolerance under which two times (in seconds) are the same instant
 _TIME_RTOL = 1e-9
+#: (class, variable, units) whose unreadable units this process has warned about (a model is built several times)
+_WARNED: set[tuple[str, str, str]] = set()
+
+
+#: what a BMI method's result must be (``want`` of :meth:`BmiModel._call`), as the error line names it
+_WANT = {"number": "a number", "end": "a number (or None: no end)", "integer": "an integer", "text": "a string",
+         "units": "a unit string (UDUNITS, e.g. 'm s-1')", "type": "a NumPy type name such as 'float64'",
+         "names": "a tuple of variable names", "integers": "integers in the array it is given",
+         "numbers": "numbers in the array it is given"}
+
+
+def _result(want: str, got, given: tuple):
+    """The result ``got`` of a BMI method as ``want`` (a key of :data:`_WANT`) says, converted (a ``float``, an
+    ``int``, a ``str``, a ``np.dtype``, a tuple of names, a flat array); ``TypeError`` or ``ValueError`` for anything
+    else. One place that knows what BMI 2.0 allows each kind of method to return, because implementations return
+    anything (``None``, ``'real'``, a list) and Python's own conversions accept too much (``float('1.5')``) or fail
+    with a line naming nothing. ``given``: the call's arguments (an array method may fill the array it was given,
+    the last one, and return ``None``)."""
+    if want in ("integers", "numbers"):
+        a = np.asarray(given[-1] if got is None else got)
+        if a.dtype.kind not in ("iu" if want == "integers" else "iuf"):
+            raise TypeError
+        return a.ravel().astype(np.int64 if want == "integers" else float)
+    if want in ("text", "units", "type"):
+        if got is None and want == "units":
+            return ""
+        got = got.decode() if isinstance(got, bytes) else got
+        if not isinstance(got, str):
+            raise TypeError
+        return np.dtype(got.strip()) if want == "type" else got.strip()
+    if want == "names":
+        names = tuple(got) if got is not None and not isinstance(got, (str, bytes)) else (0,)
+        if not all(isinstance(n, str) for n in names):
+            raise TypeError
+        return names
+    if want == "end" and got is None:
+        return np.inf
+    a = None if got is None or isinstance(got, (str, bytes, bool, np.bool_)) else np.asarray(got)  # a number
+    if a is None or a.ndim != 0 or a.dtype.kind not in "iuf":
+        raise TypeError
+    if want == "integer":
+        if a != int(a):
+            raise ValueError
+        return int(a)
+    return float(a)
 
 
 @register_model("bmi")
@@ -125,14 +177,17 @@ class BmiModel(Model):
         self._parameter_vars: dict[str, tuple[np.dtype, int]] = {}
         bmi = self._initialize()
         try:
-            self.component = self._call(bmi, "get_component_name", None)
+            self.component = self._call(bmi, "get_component_name", None, want="text")
             self._to_seconds = self._time_factor(bmi, bmi_time_units)
-            self.start_time = float(bmi.get_start_time()) * self._to_seconds
-            end = bmi.get_end_time()
-            self.end_time = float(end) * self._to_seconds if end is not None and np.isfinite(float(end)) else np.inf
+            self.start_time = self._call(bmi, "get_start_time", None, want="number") * self._to_seconds
+            if not np.isfinite(self.start_time):
+                raise ModelError(name, f"{self._what()}: get_start_time() returned {self.start_time:g}; make it "
+                                       "return the model's (finite) start time")
+            end = self._call(bmi, "get_end_time", None, want="end")
+            self.end_time = end * self._to_seconds if np.isfinite(end) else np.inf
             self._check_variables(bmi)
-            self.grid_id = int(bmi.get_var_grid(self.variables[0]))
-            gshape, extent, centering = bmi_grid(bmi, self.grid_id, name, self._what())
+            self.grid_id = self._call(bmi, "get_var_grid", None, self.variables[0], want="integer")
+            gshape, extent, centering = bmi_grid(self._asking(bmi), self.grid_id, name, self._what())
             if shape is not None and tuple(shape) != tuple(gshape[::-1]) and not (centering == "cell" and
                                                                                    list(shape) == [1]):
                 raise ModelError(name, f"{self._what()}: its grid has shape {list(gshape[::-1])} (rows first), the "
@@ -141,9 +196,9 @@ class BmiModel(Model):
             self.grid = Grid(comm, gshape, extent, dof=len(self.variables), stencil_width=0, centering=centering,
                              name=name)
             self.state_names = self.variables
-            self.state_units = tuple(str(bmi.get_var_units(v)) for v in self.variables)
-            self._dtypes = {v: np.dtype(str(bmi.get_var_type(v))) for v in self.variables}
-            step = float(bmi.get_time_step()) * self._to_seconds
+            self.state_units = tuple(self._units(bmi, v)[0] for v in self.variables)
+            self._dtypes = {v: self._call(bmi, "get_var_type", None, v, want="type") for v in self.variables}
+            step = self._call(bmi, "get_time_step", None, want="number") * self._to_seconds
             if not (np.isfinite(time_step) and time_step > 0):
                 raise ModelError(name, f"time_step must be positive, got {time_step} s")
             if np.isfinite(step) and step > 0:
@@ -152,7 +207,7 @@ class BmiModel(Model):
                     raise ModelError(name, f"time_step {time_step:g} s is not a whole multiple of the step of "
                                            f"{self._what()} ({step:g} s, set in {self.config_file}); make it one")
             self.dt = float(time_step)
-            self._check_sizes(bmi, self.start_time)
+            self._check_sizes(bmi, None)
             self._initial = self._values(bmi, self.start_time)
             self._build_fields(bmi)
             self._build_parameters(bmi, parameters or {})
@@ -177,28 +232,59 @@ class BmiModel(Model):
         component = getattr(self, "component", None)
         return f"BMI model {component!r} ({self.cls_path})" if component else f"BMI model {self.cls_path}"
 
-    def _call(self, bmi, method: str, t: float | None, *args):
-        """``bmi.method(*args)``; an exception becomes a ``ModelError`` (``t`` None: building) or ``SolverError``."""
+    def _call(self, bmi, method: str, t: float | None, *args, want: str | None = None):
+        """``bmi.method(*args)``: every call of the BMI model goes through here (but ``finalize``, whose failure is a
+        warning), so that whatever it raises, ``sys.exit`` included, is one line naming the component, the BMI class,
+        the method and what to change: a ``ModelError`` (``t`` None: building) or a ``SolverError`` at model time
+        ``t``. ``want`` (a key of :data:`_WANT`) checks and converts the result (:func:`_result`)."""
+        shown = ", ".join(repr(a) if not isinstance(a, np.ndarray) else f"<{a.size} values>" for a in args)
+        call = f"{self._what()}: {method}({shown})"
+        config = f"the model's configuration file {self.config_file}"
         try:
-            return getattr(bmi, method)(*args)
-        except Exception as exc:  # noqa: BLE001 - a third-party model may raise anything: name it and say what
-            shown = ", ".join(repr(a) if not isinstance(a, np.ndarray) else f"<{a.size} values>" for a in args)
-            text = f"{self._what()}: {method}({shown}) raised {type(exc).__name__}: {str(exc).strip()[:300]}"
-            if t is None:
-                raise ModelError(self.name, text) from None
-            raise SolverError(self.name, t, text, hint=f"check the model's configuration file {self.config_file}") \
-                from None
+            got = getattr(bmi, method)(*args)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a third-party model may raise anything: name it
+            if isinstance(exc, SystemExit):  # a wrapped legacy code that exits on an error
+                text = f"{call} called sys.exit({exc.code!r})"
+                hint = f"check {config}; a BMI model should raise an exception, not exit"
+            else:
+                why = " ".join(str(exc).split())[:300]
+                text = f"{call} raised {type(exc).__name__}" + (f": {why}" if why else "")
+                hint = f"twin calls {method}: implement it in {self.cls_path}" \
+                    if isinstance(exc, NotImplementedError) else f"check {config}"
+            self._fail(t, text, hint)
+        if want is None:
+            return got
+        try:
+            return _result(want, got, args)
+        except (TypeError, ValueError, OverflowError):
+            text = repr(got) if not isinstance(got, np.ndarray) else f"an array of {got.dtype}"
+            self._fail(t, f"{call} returned {text[:80]}, not {_WANT[want]}",
+                       f"make {method} of {self.cls_path} return {_WANT[want]} (Basic Model Interface 2.0)")
+
+    def _fail(self, t: float | None, text: str, hint: str):
+        """Raise the error of a BMI call that failed: ``ModelError`` while building (``t`` None), else
+        ``SolverError`` (a campaign retries or drops the member)."""
+        if t is None:
+            raise ModelError(self.name, f"{text}; {hint}") from None
+        raise SolverError(self.name, t, text, hint=hint) from None
+
+    def _asking(self, bmi):
+        """``call(method, *args, want=...)`` of ``bmi`` while building, for :func:`~twin.kinds.bmi.interface.bmi_grid`
+        (which asks for a grid in its own module and must name a failing method as :meth:`_call` does)."""
+        return lambda method, *args, want=None: self._call(bmi, method, None, *args, want=want)
 
     def _initialize(self):
         try:
             bmi = self._cls()
-        except Exception as exc:  # noqa: BLE001
-            raise ModelError(self.name, f"{self.cls_path}() raised {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the model's own constructor: name it
+            what = f"called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else \
+                f"raised {type(exc).__name__}: {exc}"
+            raise ModelError(self.name, f"{self.cls_path}() {what}") from None
         self._call(bmi, "initialize", None, self.config_file)
         return bmi
 
     def _time_factor(self, bmi, override: str | None) -> float:
-        units = override or str(bmi.get_time_units() or "").strip()
+        units = override or self._call(bmi, "get_time_units", None, want="units")
         aliases = {"d": "day", "days": "day", "years": "year", "yr": "year", "hours": "hour", "seconds": "s",
                    "sec": "s", "minutes": "minute", "min": "minute"}
         try:
@@ -208,8 +294,8 @@ class BmiModel(Model):
                                         "seconds; give bmi_time_units (e.g. day) in its section") from None
 
     def _check_variables(self, bmi) -> None:
-        inputs = set(bmi.get_input_var_names())
-        outputs = set(bmi.get_output_var_names())
+        inputs = set(self._call(bmi, "get_input_var_names", None, want="names"))
+        outputs = set(self._call(bmi, "get_output_var_names", None, want="names"))
         for v in self.variables:
             lacks = [k for k, names in (("an input", inputs), ("an output", outputs)) if v not in names]
             if lacks:
@@ -217,11 +303,11 @@ class BmiModel(Model):
                 raise ModelError(self.name, f"{self._what()}: state variable {v!r} is not {' nor '.join(lacks)} "
                                             f"variable (the state is set and read back; variables that are both: "
                                             f"{', '.join(known[:10]) or 'none'})")
-            kind = np.dtype(str(bmi.get_var_type(v))).kind
-            if kind != "f":
-                raise ModelError(self.name, f"{self._what()}: state variable {v!r} has type "
-                                            f"{bmi.get_var_type(v)}; the state is floating point")
-        grids = {v: int(bmi.get_var_grid(v)) for v in self.variables}
+            dtype = self._call(bmi, "get_var_type", None, v, want="type")
+            if dtype.kind != "f":
+                raise ModelError(self.name, f"{self._what()}: state variable {v!r} has type {dtype}; the state is "
+                                            "floating point")
+        grids = {v: self._call(bmi, "get_var_grid", None, v, want="integer") for v in self.variables}
         if len(set(grids.values())) > 1:
             raise ModelError(self.name, f"{self._what()}: the state variables lie on different grids ({grids}); "
                                         "choose variables of one grid")
@@ -229,21 +315,20 @@ class BmiModel(Model):
     def _input(self, bmi, name: str, role: str) -> tuple[np.dtype, int, int]:
         """dtype, number of values and grid of BMI input variable ``name`` (an import or a parameter, ``role``);
         ``ModelError`` unless the model takes it as a floating-point input."""
-        inputs = list(bmi.get_input_var_names())
+        inputs = list(self._call(bmi, "get_input_var_names", None, want="names"))
         if name not in inputs:
             shown = [v for v in inputs if v not in self.variables]
             raise ModelError(self.name, f"{self._what()}: {role} {name!r} is not an input variable of the model "
                                         f"(its inputs besides the state: {', '.join(shown[:12]) or 'none'}"
                                         f"{' ...' if len(shown) > 12 else ''}); correct the name in the section")
-        dtype = np.dtype(str(self._call(bmi, "get_var_type", None, name)))
+        dtype = self._call(bmi, "get_var_type", None, name, want="type")
         if dtype.kind != "f":
             raise ModelError(self.name, f"{self._what()}: {role} {name!r} has type {dtype}; twin sets floating-point "
                                         "inputs only")
-        size = int(self._call(bmi, "get_var_nbytes", None, name)) // max(1, int(
-            self._call(bmi, "get_var_itemsize", None, name)))
+        size = self._size(bmi, name, None)
         if size < 1:
             raise ModelError(self.name, f"{self._what()}: {role} {name!r} has no values (get_var_nbytes)")
-        return dtype, size, int(self._call(bmi, "get_var_grid", None, name))
+        return dtype, size, self._call(bmi, "get_var_grid", None, name, want="integer")
 
     def _build_fields(self, bmi) -> None:
         """The twin grid of every coupling field: the state variables (exports) and the imports. Collective."""
@@ -261,7 +346,7 @@ class BmiModel(Model):
         for name in self.import_names:
             dtype, size, grid_id = self._input(bmi, name, "import")
             if grid_id not in by_id:
-                gshape, extent, centering = bmi_grid(bmi, grid_id, self.name, self._what())
+                gshape, extent, centering = bmi_grid(self._asking(bmi), grid_id, self.name, self._what())
                 by_id[grid_id] = Grid(self.comm, gshape, extent, dof=1, stencil_width=0, centering=centering,
                                       name=f"{self.name}.{name}")
                 self._own_grids.append(by_id[grid_id])
@@ -276,25 +361,29 @@ class BmiModel(Model):
     def _initial_input(self, bmi, name: str, dtype: np.dtype, size: int) -> np.ndarray | None:
         """The value of an import after ``initialize`` (given until the coupler sets one), or ``None`` when the
         model does not give the values of that input."""
-        dest = np.empty(size, dtype=dtype)
+        dest = np.full(size, np.nan, dtype=dtype)  # still NaN if get_value neither fills it nor returns values
         try:
-            got = bmi.get_value(name, dest)
-        except Exception as exc:  # noqa: BLE001 - a BMI need not give the values of an input-only variable
-            log.debug("%s: get_value(%r) raised %s; the import is set only once a coupler gives it", self._what(),
-                      name, exc)
+            got = self._call(bmi, "get_value", None, name, dest, want="numbers")
+        except ModelError as exc:  # a BMI need not give the values of an input-only variable
+            log.debug("%s; the import is set only once a coupler gives it", exc)
             return None
-        got = dest if got is None else np.asarray(got, dtype=dtype).ravel()
+        got = got.astype(dtype)
         return got.copy() if got.size == size and np.all(np.isfinite(got)) else None
 
     def _build_parameters(self, bmi, specs: Mapping[str, Any]) -> None:
         for name, spec in specs.items():
             dtype, size, _ = self._input(bmi, name, "parameter")
-            units = str(self._call(bmi, "get_var_units", None, name) or "").strip() or "1"
+            units, text, readable = self._units(bmi, name)
             given = str(getattr(spec, "units", "1") or "1")
-            if given not in ("1", units) and not same_units(given, units):
+            if given != "1" and readable is None:
                 raise ModelError(self.name, f"{self._what()}: parameter {name!r} is given in {given!r}, the model "
-                                            f"takes it in {units!r}; give its value and prior in {units!r} (or no "
-                                            "units)")
+                                            f"takes it in {text!r}, which twin cannot read (get_var_units); give its "
+                                            "value and prior in the model's units, without 'units'")
+            if given not in ("1", text) and not same_units(given, readable):
+                spelled = campaign_units(readable)
+                advice = f"in {spelled!r} (or without 'units')" if spelled and spelled != "1" else "without 'units'"
+                raise ModelError(self.name, f"{self._what()}: parameter {name!r} is given in {given!r}, the model "
+                                            f"takes it in {text!r}; give its value and prior {advice}")
             value = float(spec.to(given))
             if not np.isfinite(value):
                 raise ModelError(self.name, f"parameter {name!r} must be finite, got {value}")
@@ -318,12 +407,32 @@ class BmiModel(Model):
                                                   f"at {reached / self._to_seconds:g}",
                               hint=f"check its end time and step in {self.config_file}")
 
-    def _check_sizes(self, bmi, t: float) -> None:
+    def _units(self, bmi, name: str) -> tuple[str, str, str | None]:
+        """The units of BMI variable ``name``: as twin gives them (``"1"`` for none and for units twin cannot read,
+        which are unknown, never written into a CF output as units), as the model gives them, and in pint spelling
+        (``None``: unreadable, a warning naming them, once per process). Building."""
+        text = self._call(bmi, "get_var_units", None, name, want="units")
+        readable = readable_units(text)
+        if readable is None and (self.cls_path, name, text) not in _WARNED:
+            _WARNED.add((self.cls_path, name, text))
+            log.warning("model '%s': %s gives the units of variable %r as %r, which twin cannot read "
+                        "(get_var_units); they are treated as unknown (written as '1' in the outputs)", self.name,
+                        self._what(), name, text)
+        return ("1" if readable in (None, "1") else text), text, readable
+
+    def _size(self, bmi, name: str, t: float | None) -> int:
+        """Number of values of BMI variable ``name`` (``get_var_nbytes // get_var_itemsize``), asked when building and
+        when an instance is taken (both sizes must be checked there, so this is one place)."""
+        itemsize = self._call(bmi, "get_var_itemsize", t, name, want="integer")
+        return self._call(bmi, "get_var_nbytes", t, name, want="integer") // max(1, itemsize)
+
+    def _check_sizes(self, bmi, t: float | None) -> None:
+        """Each state variable has one value per grid point (``t`` None: building, a ``ModelError``)."""
         for v in self.variables:
-            size = int(bmi.get_var_nbytes(v)) // max(1, int(bmi.get_var_itemsize(v)))
+            size = self._size(bmi, v, t)
             if size != self.n_points:
-                raise SolverError(self.name, t, f"{self._what()}: variable {v!r} has {size} values, its grid "
-                                                f"{self.grid_id} has {self.n_points} points")
+                self._fail(t, f"{self._what()}: variable {v!r} has {size} values, its grid {self.grid_id} has "
+                              f"{self.n_points} points", f"check the model's configuration file {self.config_file}")
 
     def _values(self, bmi, t: float) -> np.ndarray:
         """The state variables as one natural-order array ``(points, dof)``; refuses wrong sizes and non-finite
@@ -331,9 +440,18 @@ class BmiModel(Model):
         costs as much as the values, e.g. landlab's.)"""
         out = np.empty((self.n_points, len(self.variables)))
         for j, v in enumerate(self.variables):
-            dest = np.empty(self.n_points, dtype=self._dtypes[v])
+            want = self._dtypes[v]
+            dest = np.full(self.n_points, np.nan, dtype=want)  # still NaN if get_value neither fills nor returns it
             got = self._call(bmi, "get_value", t, v, dest)
+            if got is None and not np.any(np.isfinite(dest)):
+                raise SolverError(self.name, t, f"{self._what()}: get_value({v!r}, dest) returned None and left "
+                                                f"dest as twin gave it (all {self.n_points} values NaN)",
+                                  hint="fill dest in place (dest[:] = values) or return the values")
             got = dest if got is None else np.asarray(got)
+            if got.dtype.kind != want.kind or got.dtype.itemsize != want.itemsize:
+                raise SolverError(self.name, t, f"{self._what()}: get_value({v!r}) returned {got.dtype} values; "
+                                                f"get_var_type({v!r}) says {want}",
+                                  hint="return values of the declared type (or declare the type it returns)")
             if got.size != self.n_points:
                 raise SolverError(self.name, t, f"{self._what()}: get_value({v!r}) gave {got.size} values, its grid "
                                                 f"{self.grid_id} has {self.n_points} points")
@@ -346,16 +464,16 @@ class BmiModel(Model):
         return out
 
     def _set_values(self, bmi, whole: np.ndarray, t: float) -> None:
-        for j, v in enumerate(self.variables):
-            self._call(bmi, "set_value", t, v, np.ascontiguousarray(whole[:, j], dtype=self._dtypes[v]))
+        for j, v in enumerate(self.variables):  # a private copy: the model may keep the array it is given
+            self._call(bmi, "set_value", t, v, np.array(whole[:, j], dtype=self._dtypes[v], order="C", copy=True))
 
     def _set_inputs(self, bmi, t: float) -> None:
         """Parameters (broadcast to their variables' sizes) and imports, before an update."""
         for name, (dtype, size) in self._parameter_vars.items():
             self._call(bmi, "set_value", t, name, np.full(size, self.parameters[name].value, dtype=dtype))
         for name, values in self._import_values.items():
-            if values is not None:
-                self._call(bmi, "set_value", t, name, values)
+            if values is not None:  # a copy: the model may keep (and change) it, and other members need it unchanged
+                self._call(bmi, "set_value", t, name, values.copy())
 
     def _take(self, t0: float):
         """An instance of the BMI model with its clock at ``t0``, out of the pool (see the module docstring)."""
@@ -388,7 +506,7 @@ class BmiModel(Model):
     def _finalize(self, bmi) -> None:
         try:
             bmi.finalize()
-        except Exception as exc:  # noqa: BLE001 - a model failing to clean up must not hide the run's result
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a model failing to clean up must not hide the result
             log.warning("%s: finalize raised %s: %s", self._what(), type(exc).__name__, exc)
 
     # -- contract --------------------------------------------------------------------------------------------------
