@@ -161,6 +161,19 @@ class BatchedShortcut(BatchedDecay):
         return out
 
 
+class CachesItsRate(Decay):
+    """Takes its rate once, when built: a rate set later (a member's, an analysis's) never reaches the forecast."""
+
+    def __init__(self, name, comm):
+        super().__init__(name, comm)
+        self.rate = float(self.parameters["a"].value)
+
+    def factor(self) -> float:
+        return 1.0 - self.rate * self.dt
+
+    adjoint = Model.adjoint  # none: only the parameter is ignored
+
+
 def _subject(cls) -> Subject:
     return Subject("decay", factory=f"{__name__}:{cls.__name__}")
 
@@ -207,6 +220,16 @@ def test_a_restart_that_is_not_bitwise_fails_its_line():
     assert _statuses(report)["adjoint Taylor test"] == SKIP
 
 
+def test_a_parameter_the_forecast_ignores_fails_the_restart_line():
+    """Found by a probe (a BMI ignoring what it is given passed every check): the restart check also requires each
+    estimable parameter, perturbed, to change the forecast."""
+    report = check_model(_subject(CachesItsRate), ranks=1)
+    assert [r.name for r in report.failed()] == ["restart is bitwise"], report.text()
+    measured = report.result("restart is bitwise").measured
+    assert measured.startswith("model 'decay': estimable parameter 'a' perturbed by up to 0.01 (relative) does not "
+                               "change the forecast 0.2 -> 0.4"), measured
+
+
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec on PATH")
 def test_a_rank_dependent_model_fails_the_ranks_line():
     report = check_model(_subject(RankDependent), ranks=2)
@@ -250,8 +273,14 @@ def test_check_model_command(capsys):
     assert main(["check-model", "linear_advection_diffusion", "--ranks", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("twin check-model: model type 'linear_advection_diffusion'")
+    # found by a probe: the header said "1 rank (and 1 in a child process)", and no child process ran
+    assert out[0].endswith("; 4 steps, 1 rank only"), out[0]
     assert len(out) == 1 + 9 and all(line[:4] in (PASS, SKIP) for line in out[1:])
     assert out[-1].startswith("SKIP  1 vs 2 ranks agree") and "not asked for" in out[-1]
+    assert "no hidden state" in next(line for line in out if "restart is bitwise" in line)
+    if MPIEXEC is not None:
+        report = check_model(example_subject("linear_advection_diffusion"), ranks=2, only=("builds",))
+        assert report.subject.endswith("1 rank only"), report.subject  # the ranks check not asked for
 
 
 def test_check_model_command_refuses_bad_input(capsys, tmp_path):

@@ -11,7 +11,12 @@ builds                     the model builds and its initial state is finite (unk
 checkpoint round trip      state and every parameter (prior draws for estimable ones) written to a twin checkpoint and
                            read into a fresh model are bitwise the same (max difference)
 restart is bitwise         ``t0 -> t1``, checkpoint, a fresh model ``t1 -> t2`` equals ``t0 -> t2`` in one model,
-                           bitwise (max difference): what resuming a campaign and workflow mode rely on
+                           bitwise (max difference): what resuming a campaign and workflow mode rely on; then, from a
+                           checkpoint of a perturbed state, the forecast changes (the state given is the state
+                           forecast from: a BMI ``set_value`` that does nothing fails), so does it with each state
+                           component and each estimable parameter perturbed alone, and a model that first ran another
+                           history to ``t1`` forecasts bitwise what a fresh one does (no hidden prognostic state;
+                           :mod:`twin.conformance.restart`)
 QoIs finite                every QoI at ``t0`` and ``t2`` is finite (their count; the non-finite ones named)
 parameter transforms       for each estimable parameter, its value and prior draws lie in its transform's domain and
 invert                     come back through transform and inverse, and through ``set_parameter``/``get_parameter``
@@ -46,6 +51,7 @@ from twin.conformance.adjoint import check_adjoint
 from twin.conformance.base import (FAIL, PASS, SKIP, CheckResult, Context, Failed, Report, _fail, _g, _model,
                                    _run, _skip, _whole, _whole_param)
 from twin.conformance.options import check_options_prefix
+from twin.conformance.restart import _read, _write, check_restart
 from twin.conformance.subject import Subject
 from twin.core.launcher import die_with_parent
 from twin.models import contract
@@ -91,37 +97,6 @@ def _draw_parameters(model, gen: np.random.Generator) -> dict[str, Any]:
     return drawn
 
 
-def _write(model, path: Path, state, t: float) -> None:
-    from twin.io.checkpoint import write_checkpoint
-
-    params = {}
-    for p in model.parameters.values():
-        params[p.name] = (model.parameter_grid(p.name), p.value) if p.is_field else float(p.value)
-    write_checkpoint(path, model.comm, cycle=0, time=t, fields={model.name: (model.grid, state)},
-                     parameters=params, parallel=False)
-
-
-def _read(model, path: Path):
-    """The state of the checkpoint as a new vector; its parameters set into ``model``."""
-    from twin.io.checkpoint import CheckpointReader
-
-    vec = model.create_state()
-    with CheckpointReader(path, model.comm) as r:
-        r.load(model.name, model.grid, vec)
-        scalars = r.scalar_parameters
-        for p in list(model.parameters.values()):
-            if p.is_field:
-                pv = model.parameter_grid(p.name).create_global()
-                try:
-                    r.load(p.name, model.parameter_grid(p.name), pv, group="parameters")
-                    model.set_parameter(p.name, pv)
-                finally:
-                    pv.destroy()
-            else:
-                model.set_parameter(p.name, scalars[p.name])
-    return vec
-
-
 def _parameter_values(model) -> dict[str, np.ndarray]:
     return {p.name: (_whole_param(model, p) if p.is_field else np.array([float(p.value)]))
             for p in model.parameters.values()}
@@ -162,41 +137,6 @@ def check_checkpoint(ctx: Context) -> str:
     if worst != 0.0:
         raise _fail(f"max |difference| {_g(worst)} in {where} after writing and reading the state and {n} parameters")
     return f"max |difference| 0 over the state and {n} parameter{'s' if n != 1 else ''}"
-
-
-def check_restart(ctx: Context) -> str:
-    path = ctx.workdir / "restart.h5"
-    with _model(ctx) as model:
-        x = model.initial_state()
-        try:
-            x0 = _whole(model, x)
-            model.advance(x, ctx.t0, ctx.t2)
-            straight = _whole(model, x)
-            contract.finite_advance(model, x0, straight, ctx.t0, ctx.t2)  # NaN without a SolverError
-        finally:
-            x.destroy()
-    with _model(ctx) as first:
-        x = first.initial_state()
-        try:
-            first.advance(x, ctx.t0, ctx.t1)
-            _write(first, path, x, ctx.t1)
-        finally:
-            x.destroy()
-    with _model(ctx) as second:
-        y = _read(second, path)
-        try:
-            second.advance(y, ctx.t1, ctx.t2)
-            resumed = _whole(second, y)
-        finally:
-            y.destroy()
-    ctx.final = straight
-    diff = float(np.max(np.abs(straight - resumed)))
-    scale = float(np.max(np.abs(straight))) or 1.0
-    if not (diff == 0.0 and np.array_equal(np.isnan(straight), np.isnan(resumed))):
-        raise _fail(f"max |difference| {_g(diff)} (relative {_g(diff / scale)}) between {_g(ctx.t0)} -> "
-                    f"{_g(ctx.t1)}, checkpoint, a fresh model -> {_g(ctx.t2)} and one run {_g(ctx.t0)} -> "
-                    f"{_g(ctx.t2)}: a resumed campaign would differ from an uninterrupted one")
-    return f"max |difference| 0 between a run resumed from a checkpoint at t={_g(ctx.t1)} and one run"
 
 
 def check_batched(ctx: Context) -> str:
@@ -398,7 +338,14 @@ def check_model(subject: Subject, *, ranks: int = 2, steps: int = 4, rank_rtol: 
 
     what = "model type" if subject.section is not None else "model factory"
     label = f"{what} {subject.type_name!r}, component {subject.name!r}"
-    report = Report(f"twin check-model: {label}; {steps} steps, 1 rank (and {ranks} in a child process)")
+    ranks_check = "1 vs 2 ranks agree"
+    if int(ranks) < 2 or (only and ranks_check not in only) or ranks_check in skip:
+        runs = "1 rank only"  # the ranks check is not asked for: no child process runs
+    elif shutil.which("mpiexec") is None:
+        runs = "1 rank only (no mpiexec on PATH for the run on more)"
+    else:
+        runs = f"1 rank (and {ranks} in a child process)"
+    report = Report(f"twin check-model: {label}; {steps} steps, {runs}")
     ctx = Context(subject, MPI.COMM_SELF, max(2, int(steps)), int(ranks), float(rank_rtol))
     with tempfile.TemporaryDirectory(prefix="twin-check-") as tmp:
         ctx.workdir = Path(tmp)
