@@ -36,7 +36,10 @@ uninterrupted run's.
 Failures: Parsl retries a failed task ``experiments.retries`` times, except for twin's configuration and workflow
 errors (exit status 2), which would fail again. A member forecast that still fails is named in the log and, by
 ``experiments.on_member_failure``, dropped (a ``.failed`` marker; the analysis leaves it out) or the experiment is
-stopped (``stopped.json``) while the others go on. An analysis that fails stops its experiment. Nothing waits on a
+stopped (``stopped.json``, skipped by a rerun until it is removed) while the others go on. A step that fails
+otherwise (an error of the model or of twin in ``init``, an analysis or ``finalize``; a task killed, timed out or
+lost with its worker) fails its experiment (``failed.json``, as online mode's): a rerun tries it again from its
+files. An analysis left with fewer than ``min_members`` stops its experiment, as online mode does. Nothing waits on a
 task that cannot come: every future is resolved by success, failure or ``task_timeout``.
 """
 
@@ -287,9 +290,15 @@ class CampaignWorkflow:
 
     # -- resume ------------------------------------------------------------------------------------------------------
     def _resume(self, e: _Experiment, scan: dict) -> None:
-        if layout.stopped_marker(e.dir).exists():
+        if layout.stopped_marker(e.dir).exists():  # its policy stopped it: the same failure would come again
+            log.warning("experiment %s was stopped earlier (%s); skipping it: %s", e.name,
+                        layout.read_json(layout.stopped_marker(e.dir)).get("reason"), layout.to_run_again(e.dir))
             e.stage = "failed"
             return
+        earlier = layout.read_json(layout.error_marker(e.dir))
+        if earlier:  # failed (a step's error, a killed or timed-out task): tried again, from its files
+            log.info("experiment %s failed earlier (%s); trying it again", e.name, earlier.get("reason"))
+            layout.error_marker(e.dir).unlink(missing_ok=True)
         k = int(scan["checkpoint"])
         for j in range(max(k, 0) + 1):
             e.alive -= set(layout.member_files(e.dir, j)[1])
@@ -363,8 +372,17 @@ class CampaignWorkflow:
             self._submit(e, "finalize", self.resources.ranks, ["--rewrite"] if e.rewrite else [])
 
     def _stop(self, e: _Experiment, reason: str) -> None:
+        """Its failure policy stopped ``e`` (``stopped.json``): a rerun skips it until the file is removed."""
         layout.write_json(layout.stopped_marker(e.dir), {"cycle": e.cycle, "stage": e.stage, "reason": reason})
-        log.error("experiment %s stopped in cycle %d: %s", e.name, e.cycle, reason)
+        log.error("experiment %s stopped in cycle %d: %s; %s", e.name, e.cycle, reason, layout.to_run_again(e.dir))
+        e.stage = "failed"
+
+    def _fail(self, e: _Experiment, reason: str) -> None:
+        """``e`` failed (``failed.json``), as an online experiment that raised: a rerun tries it again from its
+        files."""
+        layout.write_json(layout.error_marker(e.dir), {"cycle": e.cycle, "stage": e.stage, "reason": reason,
+                                                       "time": time.time()})
+        log.error("experiment %s FAILED in cycle %d: %s", e.name, e.cycle, reason)
         e.stage = "failed"
 
     # -- completion --------------------------------------------------------------------------------------------------
@@ -376,9 +394,14 @@ class CampaignWorkflow:
             fut.result()
             error = None
         except Exception as exc:  # noqa: BLE001 - a Parsl app failure of any kind (exit status, timeout, lost worker)
+            from parsl.app.errors import AppTimeout
+
             code = getattr(exc, "exitcode", None)
             if isinstance(exc, TaskFailed):  # a warm worker's task: the line it gave
                 error = exc.reason
+            elif isinstance(exc, AppTimeout):  # Parsl's walltime: the campaign's experiments.task_timeout
+                error = (f"it ran longer than experiments.task_timeout ({self.policy.task_timeout:g} s) and was "
+                         "ended: raise experiments.task_timeout")
             elif _is_worker_lost(exc):  # a warm worker died under its task (a signal, the OOM killer)
                 error = f"the Parsl worker running it died (worker {exc.worker_id} lost: killed or crashed)"
             else:
@@ -400,10 +423,10 @@ class CampaignWorkflow:
             if e.pending:
                 return f"{e.name} c{e.cycle} m{member}"
             if e.infrastructure:
-                self._stop(e, "member(s) " + ", ".join(f"{m} ({r})" for m, r in sorted(e.infrastructure.items()))
+                self._fail(e, "member(s) " + ", ".join(f"{m} ({r})" for m, r in sorted(e.infrastructure.items()))
                            + " failed for a reason other than the model (killed, out of memory or disk, lost "
-                           "worker): no member is dropped for that; rerun to resume from the last cycle")
-                return f"{e.name} stopped"
+                           "worker, time limit): no member is dropped for that; rerun to resume from the last cycle")
+                return f"{e.name} failed"
             if e.failures and self.policy.on_member_failure == "stop":
                 self._stop(e, "member(s) " + ", ".join(f"{m} ({r})" for m, r in sorted(e.failures.items()))
                            + " failed (policy: stop)")
@@ -415,7 +438,12 @@ class CampaignWorkflow:
                 log.warning("experiment %s: member %d dropped in cycle %d", e.name, m, e.cycle)
             e.stage = "analyse"
         elif error is not None:
-            self._stop(e, f"{step} failed: {error}")
+            if layout.stopped_marker(e.dir).exists():  # the analysis stopped it (too few members left), as online
+                log.error("experiment %s stopped in cycle %d: %s; %s", e.name, e.cycle, error,
+                          layout.to_run_again(e.dir))
+                e.stage = "failed"
+            else:
+                self._fail(e, f"{step} failed: {error}")
             return f"{e.name} failed"
         elif step == "init":
             e.stage, e.cycle = "forecast", 0

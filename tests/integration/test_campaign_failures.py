@@ -90,7 +90,13 @@ def test_stop_policy_stops_only_that_experiment(loaded, tmp_path):
                                                                          on_member_failure="stop"))
     st = {e.name: e for e in status(run).experiments}
     assert st[WIDE].state == "failed" and st[WIDE].cycles_done == 0
-    assert layout.read_json(layout.stopped_marker(layout.experiment_dir(run, WIDE)))["cycle"] == 0
+    stopped = layout.read_json(layout.stopped_marker(layout.experiment_dir(run, WIDE)))
+    assert stopped["cycle"] == 0
+    # the member and its own failure are named (found by a probe: 'a member forecast failed in cycle 0' alone), and
+    # what to do to run it again
+    assert stopped["reason"].startswith("member(s) ") and stopped["reason"].endswith(
+        " failed in cycle 0 (policy: stop)") and "model 'l96'" in stopped["reason"], stopped
+    assert st[WIDE].line().endswith("; remove stopped.json to run it again"), st[WIDE].line()
     assert st[NARROW].state == "done" and st[NARROW].cycles_done == 2
     # resuming a stopped experiment does not run it again (and does not hang)
     run_online(loaded, MPI.COMM_SELF, run, experiments=ExperimentsConfig(matrix=MATRIX, on_member_failure="stop"))

@@ -77,4 +77,4 @@ def test_a_workflow_refuses_a_missing_options_file_before_parsl_and_names_a_malf
     (here / "bad.rc").write_text("garbage\n")
     out = _twin(here, "run", "l96.yaml", "--workflow", "-o", "out", "--", "-options_file", "bad.rc")
     assert out.returncode == 1, out.stderr[-3000:]
-    assert ("stopped: init failed: " + GARBAGE.format(f="bad.rc")) in (here / "out" / "twin.log").read_text()
+    assert ("FAILED in cycle 0: init failed: " + GARBAGE.format(f="bad.rc")) in (here / "out" / "twin.log").read_text()

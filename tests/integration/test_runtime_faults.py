@@ -161,9 +161,9 @@ def test_a_member_task_killed_by_a_signal_stops_the_experiment_with_the_real_rea
     assert killed, f"member 2's task of cycle 1 was never seen running: {err[-2000:]}"
     assert proc.returncode == 1, err[-3000:]
     assert "Traceback" not in err
-    stopped = layout.read_json(layout.stopped_marker(exp))
-    reason = stopped["reason"]
-    assert stopped["cycle"] == 1 and reason.startswith("member(s) 2 (")
+    failed = layout.read_json(layout.error_marker(exp))
+    reason = failed["reason"]
+    assert failed["cycle"] == 1 and reason.startswith("member(s) 2 (")
     # Open MPI's words (once in CI its banner without the signal line: then its status, 137, says it)
     assert reason.startswith("member(s) 2 (") and "killed by signal 9 (Killed))" in reason, reason
     assert "failed for a reason other than the model" in reason
@@ -174,10 +174,10 @@ def test_a_member_task_killed_by_a_signal_stops_the_experiment_with_the_real_rea
 
     status = subprocess.run(TWIN + ["status", str(run)], capture_output=True, text=True)
     assert status.returncode == 1
-    assert "kill: failed, 1/3 cycles" in status.stdout and "stopped: member(s) 2 (" in status.stdout
+    assert "kill: failed, 1/3 cycles; member(s) 2 (" in status.stdout
 
-    # the operator reruns: the stop was not the policy's, so the experiment resumes from its last cycle
-    layout.stopped_marker(exp).unlink()
+    # the operator reruns: the failure was not the policy's stop, so the experiment resumes from its last cycle
+    assert not layout.stopped_marker(exp).exists()
     again = _start(["run", campaign, "-o", run, "--workflow"])
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err[-3000:]

@@ -199,11 +199,11 @@ def test_a_warm_worker_killed_under_its_task_stops_the_experiment_with_the_reaso
     assert not result.ok and result.states == {"l96kill": "failed"}
     assert after < 20.0, f"the run went on {after:.1f} s after the kill"
     exp = layout.experiment_dir(run, "l96kill")
-    reason = layout.read_json(layout.stopped_marker(exp))["reason"]
+    reason = layout.read_json(layout.error_marker(exp))["reason"]
     assert reason.startswith("member(s) 2 (the Parsl worker running it died (worker ") and "lost" in reason, reason
     assert layout.member_files(exp, 1)[1] == {}  # nobody was dropped for it
+    assert not layout.stopped_marker(exp).exists()  # failed, not stopped by its policy: the rerun takes it up again
 
-    layout.stopped_marker(exp).unlink()  # what the operator does, as the message says
     again = run_workflow(loaded, run, experiments=policy, interactive=False)
     assert again.ok, again
     run_online(loaded, MPI.COMM_SELF, tmp_path / "online", experiments=policy)
@@ -386,8 +386,9 @@ def test_the_default_launcher_with_a_task_timeout_runs_every_task_as_a_process_a
            "experiments.task_timeout 15 s" in (run / "twin.log").read_text()
     assert not (run / "runinfo" / "workers").exists()  # no warm workers
     exp = layout.experiment_dir(run, "l96hang")
-    reason = layout.read_json(layout.stopped_marker(exp))["reason"]
-    assert reason.startswith("member(s) 0 (") and "walltime" in reason and "other than the model" in reason, reason
+    reason = layout.read_json(layout.error_marker(exp))["reason"]
+    assert reason.startswith("member(s) 0 (it ran longer than experiments.task_timeout (15 s) and was ended: raise "
+                             "experiments.task_timeout)") and "other than the model" in reason, reason
     tasks = run / "runinfo" / "tasks" / "l96hang"
     for name in ("init", "forecast_c0000_m0000", "forecast_c0000_m0001"):
         assert " mpiexec -n 1 " in _command(tasks / f"{name}.err"), name

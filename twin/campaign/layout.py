@@ -84,7 +84,15 @@ def failed_marker(exp_dir: str | os.PathLike, cycle: int, member: int) -> Path:
 
 
 def stopped_marker(exp_dir: str | os.PathLike) -> Path:
+    """Written when the experiment's failure policy stopped it (``experiments.on_member_failure: stop``, too few
+    members left): a resume skips it, since running it again would meet the same failure, until the file is
+    removed (:func:`to_run_again`)."""
     return Path(exp_dir) / "stopped.json"
+
+
+def to_run_again(exp_dir: str | os.PathLike) -> str:
+    """What a stopped experiment's lines add: how to have the next run of the campaign take it up again."""
+    return f"remove {stopped_marker(exp_dir)} to run it again (after changing what stopped it)"
 
 
 def done_marker(exp_dir: str | os.PathLike) -> Path:

@@ -180,7 +180,8 @@ def unfinished(dirs) -> list[tuple[str, str]]:
     for d in map(Path, dirs):
         found = layout.failure(d)
         if found:
-            out.append((d.name, f"{'FAILED' if found[0] == 'failed' else 'stopped'}: {found[1]}"))
+            out.append((d.name, f"FAILED: {found[1]}" if found[0] == "failed" else
+                        f"stopped: {found[1]}; {layout.to_run_again(d)}"))
         elif not layout.done_marker(d).exists():  # its marker could not be written (a full disk)
             said = _UNMARKED.get(str(d))
             out.append((d.name, f"FAILED: {said}" if said else "did not finish and left no marker (twin.log says why)"))
@@ -440,8 +441,8 @@ def _run_experiment(exp_dir: Path, comm, policy, rewrite: bool = False) -> None:
 
     rank = comm.Get_rank()
     if layout.stopped_marker(exp_dir).exists():
-        log.warning("experiment %s was stopped earlier (%s); skipping it", exp_dir.name,
-                    layout.read_json(layout.stopped_marker(exp_dir)).get("reason"))
+        log.warning("experiment %s was stopped earlier (%s); skipping it: %s", exp_dir.name,
+                    layout.read_json(layout.stopped_marker(exp_dir)).get("reason"), layout.to_run_again(exp_dir))
         return
     s = setup(exp_dir, comm)
     if rewrite and s.cfg.assimilation.method != "4dvar":  # 4D-Var exports its windows' observations itself
@@ -480,14 +481,16 @@ def _run_experiment(exp_dir: Path, comm, policy, rewrite: bool = False) -> None:
                 prior = analysed or steps.read_prior(s, k, comm)
                 mine = [m for m in (ens.members if g is not None else []) if prior.alive[m]]
                 bar.members(len(mine))
-                forecasts, ok, error = _forecast_members(exp_dir, k, mine, g, policy, prior.states, prior.params,
-                                                         bar)
-                outcomes = comm.allgather((ok, error))
+                forecasts, stopping, error = _forecast_members(exp_dir, k, mine, g, policy, prior.states,
+                                                               prior.params, bar)
+                outcomes = comm.allgather((stopping, error))
                 error = next((e for _, e in outcomes if e), "")
                 if error:  # not a model's failure (no retry, no drop): the experiment fails on every rank
                     raise TwinError(error)
-                if not all(o for o, _ in outcomes):
-                    reason = f"a member forecast failed in cycle {k} (policy: stop)"
+                stopping = {m: why for part, _ in outcomes for m, why in part.items()}
+                if stopping:
+                    reason = ("member(s) " + ", ".join(f"{m} ({why})" for m, why in sorted(stopping.items()))
+                              + f" failed in cycle {k} (policy: stop)")
                     if trail:  # the cycles analysed since the last checkpoint are kept
                         steps.write_held(s, analysed, trail)
                     if rank == 0:
@@ -588,11 +591,11 @@ def _run_other_method(exp_dir: Path, comm, s, policy, rewrite: bool = False) -> 
 
 
 def _forecast_members(exp_dir: Path, cycle: int, members: list[int], s, policy, states, params,
-                      bar) -> tuple[dict[int, Any], bool, str]:
-    """The forecasts of a group's live ``members`` over cycle ``cycle``: ``({member: whole state}, ok, error)``, the
-    states on the group's first rank, ``ok`` false when a member kept failing under the policy ``stop``, ``error`` the
-    reason when a member's forecast raised anything but a model's failure (then the forecasts stop; the caller fails
-    the experiment on every rank).
+                      bar) -> tuple[dict[int, Any], dict[int, str], str]:
+    """The forecasts of a group's live ``members`` over cycle ``cycle``: ``({member: whole state}, stopping, error)``,
+    the states on the group's first rank, ``stopping`` the members that kept failing under the policy ``stop`` with
+    their last failure, ``error`` the reason when a member's forecast raised anything but a model's failure (then the
+    forecasts stop; the caller fails the experiment on every rank).
 
     Members whole on one rank go through the model's batched forecast at once (:func:`twin.campaign.steps
     .batched_forecast`, bitwise the solver's numbers); the others, those of a model without one, and any member
@@ -617,23 +620,24 @@ def _forecast_members(exp_dir: Path, cycle: int, members: list[int], s, policy, 
                 s.record("forecast", "done", t_start, cycle=cycle, members=sorted(forecasts))
             for _ in forecasts:
                 bar.member_done()
-    ok = True
+    stopping: dict[int, str] = {}
     for m in rest:
         try:
             done, x = _forecast_with_retries(exp_dir, cycle, m, s, policy, states[m], params[m])
         except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - a plugin's own error: on every rank
-            return forecasts, ok, f"member {m}'s forecast in cycle {cycle} raised {failure_reason(exc)}"
+            return forecasts, stopping, f"member {m}'s forecast in cycle {cycle} raised {failure_reason(exc)}"
         if not done:
-            ok = False
+            stopping[m] = x
         elif x is not None and s.rank == 0:
             forecasts[m] = x
         bar.member_done()
-    return forecasts, ok, ""
+    return forecasts, stopping, ""
 
 
 def _forecast_with_retries(exp_dir: Path, cycle: int, member: int, s, policy, state, params):
     """Forecast one member on its group, in memory: ``(True, whole state)``, ``(True, None)`` when the member is
-    dropped (policy ``drop``: marked failed), ``(False, None)`` if it keeps failing and the policy is ``stop``."""
+    dropped (policy ``drop``: marked failed), ``(False, its last failure)`` if it keeps failing and the policy is
+    ``stop``."""
     from twin.campaign import steps
 
     for attempt in range(policy.retries + 1):
@@ -647,7 +651,7 @@ def _forecast_with_retries(exp_dir: Path, cycle: int, member: int, s, policy, st
                         cycle, attempt + 1, policy.retries + 1, exc, extra={"rank_local": True})
             reason = str(exc)
     if policy.on_member_failure == "stop":
-        return False, None
+        return False, reason
     if s.comm.Get_rank() == 0:
         steps.mark_failed(exp_dir, cycle, member, reason)
     return True, None

@@ -514,7 +514,8 @@ def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, s
     found = layout.failure(exp_dir)
     promised = None if found else _finished_claim(exp_dir, n_cycles, decision, cks)
     if found:
-        state, message = "failed", found[1] if found[0] == "failed" else f"stopped: {found[1]}"
+        state, message = "failed", (found[1] if found[0] == "failed" else
+                                    f"stopped: {found[1]}; remove stopped.json to run it again")
     elif promised is not None:
         problems, unsure = _damage(exp_dir, n_cycles, cks, promised, verified or {})
         unreadable = read_done(exp_dir)[1]

@@ -128,7 +128,16 @@ def _step(args, comm, s=None) -> None:
     elif args.step == "forecast":
         steps.forecast_member(args.exp_dir, args.cycle, args.member, comm, s)
     elif args.step == "analyse":
-        steps.analyse(args.exp_dir, args.cycle, comm, s, min_members=args.min_members)
+        from twin.core.errors import WorkflowError
+
+        try:
+            steps.analyse(args.exp_dir, args.cycle, comm, s, min_members=args.min_members)
+        except WorkflowError as exc:  # too few members left: the policy stops the experiment, as online mode does
+            if comm.Get_rank() == 0:
+                from twin.campaign import layout
+
+                layout.write_json(layout.stopped_marker(args.exp_dir), {"cycle": args.cycle, "reason": str(exc)})
+            raise
     else:
         if args.rewrite:
             from twin.campaign.experiment import setup
