@@ -105,3 +105,21 @@ def test_a_bmi_grid_beyond_the_limits_is_refused_before_its_ensemble(tmp_path):
             line = next(ln for ln in out.stderr.splitlines() if ln.startswith("error: experiment toy"))
             assert "model 'toy': its grid as built has 1200 cells, more than the limit of 1000 per model" in line
             assert "raise limits.grid_cells" in line, line
+
+
+def test_4dvar_on_a_bmi_model_is_refused_by_validate(tmp_path):
+    """Found by a probe: a BMI model has no adjoint, yet ``twin validate`` passed 4D-Var on one and the run failed
+    inside TAO ('compute function generated Inf or NaN; the model diverged'). Refused at ``assimilation.method``."""
+    text = (ROOT / "examples" / "bmi-landlab" / "campaign.yaml").read_text()
+    old = "  method: etkf\n  N: 10\n  seed: 2\n  schedule: {every: 5, cycles: 10}\n"
+    assert old in text
+    campaign = tmp_path / "var.yaml"
+    campaign.write_text(text.replace(old, "  method: 4dvar\n  model: hill\n  obs_interval: 50\n  window: 2\n"
+                                          "  shift: 2\n  cycles: 2\n  background_covariance: {kind: diagonal, std: "
+                                          "0.1}\n"))
+    out = _twin("validate", str(campaign))
+    assert out.returncode == 2, out.stdout + out.stderr
+    line = next(n for n, s in enumerate(campaign.read_text().splitlines(), 1) if "method: 4dvar" in s)
+    assert f"var.yaml:{line}:" in out.stderr and "4D-Var needs the adjoint of model 'hill', and model type 'bmi' " \
+        "has none: use an ensemble method" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

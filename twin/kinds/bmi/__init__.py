@@ -19,7 +19,7 @@ class BmiKind(TwinKind):
     def model_types(self):
         from twin.kinds.bmi.config import BmiConfig
 
-        return (ModelType("bmi", BmiConfig, lambda: import_module("twin.kinds.bmi.adapter").BmiModel),)
+        return (ModelType("bmi", BmiConfig, lambda: import_module("twin.kinds.bmi.adapter").BmiModel, adjoint=False),)
 
 
 KIND = BmiKind()
