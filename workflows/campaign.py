@@ -539,11 +539,18 @@ def stop_parsl(dfk) -> None:
     for the answer for ever, so the driver hung after such a death, ignoring SIGINT and SIGTERM (found by a probe,
     with a terminal's Ctrl-C, which reached the interchange as well). An executor whose interchange has ended is put
     in Parsl's bad state first, which leaves that question out, and its blocks are cancelled through its provider
-    (the local provider kills each block's process group; the Slurm provider scancels its jobs)."""
+    (the local provider kills each block's process group; the Slurm provider scancels its jobs).
+
+    Parsl's job-status poller may still be waiting for the dead interchange's answer to a question it asked before
+    the death (no time limit), and its clean-up joins that thread: after a death the clean-up therefore runs in a
+    thread of its own and is given up after :data:`CLEANUP_AFTER_DEATH` seconds (the blocks were cancelled above;
+    Parsl's threads are daemons, so the driver still ends). A CI run under load 4-5 saw the driver hang there."""
+    died = False
     for ex in dfk.executors.values():
         proc = getattr(ex, "interchange_proc", None)
         if proc is None or proc.poll() is None or ex.bad_state_is_set:
             continue
+        died = True
         log.warning("Parsl's interchange (process %d) ended before the run did (status %s): its blocks are stopped "
                     "without it", proc.pid, proc.returncode)
         ex.set_bad_state_and_fail_all(WorkflowError(f"Parsl's interchange ended (status {proc.returncode})"))
@@ -554,7 +561,21 @@ def stop_parsl(dfk) -> None:
                 provider.cancel(jobs)
             except Exception as exc:  # noqa: BLE001 - a block that cannot be cancelled must not stop the clean-up
                 log.warning("could not cancel the blocks %s: %s", ", ".join(jobs), exc)
-    dfk.cleanup()
+    if not died:
+        dfk.cleanup()
+        return
+    import threading
+
+    cleanup = threading.Thread(target=dfk.cleanup, name="twin-parsl-cleanup", daemon=True)
+    cleanup.start()
+    cleanup.join(CLEANUP_AFTER_DEATH)
+    if cleanup.is_alive():
+        log.warning("Parsl's clean-up had not finished %g s after its interchange died (a thread of Parsl waits for "
+                    "the dead interchange's answer); the driver ends without it", CLEANUP_AFTER_DEATH)
+
+
+#: Seconds the driver gives Parsl's clean-up after an interchange died (:func:`stop_parsl`).
+CLEANUP_AFTER_DEATH = 20.0
 
 
 def _task(command: str, stdout=None, stderr=None, walltime=None, parsl_resource_specification=None) -> str:

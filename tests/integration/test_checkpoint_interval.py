@@ -288,7 +288,10 @@ def test_twin_status_follows_the_driver_between_checkpoints(tmp_path):
     """With checkpoints 10 minutes apart, ``twin status`` of a running online campaign still shows the cycles the
     driver has done (its heartbeat carries them, rewritten about every second) and names the last checkpoint; once
     the driver is killed it shows what a resume starts from: the checkpoint's cycle, interrupted, exit status 1."""
-    campaign = _campaign(tmp_path / "c.yaml", cycles=4000, every=None, seconds=600)
+    # enough cycles that the driver cannot finish them between two status calls on a loaded machine (4000 could: a CI
+    # run at load 4-5 saw the second call find every cycle done)
+    cycles = 12000
+    campaign = _campaign(tmp_path / "c.yaml", cycles=cycles, every=None, seconds=600)
     run = tmp_path / "run"
     proc = subprocess.Popen([*TWIN, "run", str(campaign), "-o", str(run), "--quiet"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -309,7 +312,7 @@ def test_twin_status_follows_the_driver_between_checkpoints(tmp_path):
         proc.communicate()
     assert len(seen) == 2, f"twin status never showed the running driver's cycles: {seen}"
     (first, message, code), (second, _, _) = seen
-    assert 0 < first < second < 4000 and code == 3
+    assert 0 < first < second < cycles and code == 3
     assert message == "last checkpoint at cycle 0"
     assert layout.checkpoint_cycles(layout.experiment_dir(run, "iv")) == [0]
     done = subprocess.run([*TWIN, "status", str(run), "--json"], capture_output=True, text=True, timeout=60)
