@@ -247,8 +247,10 @@ def _promised_but_damaged(path: Path) -> list[str]:
 
 
 def cmd_info(args) -> int:
+    from twin.core.petsc import start_mpi
     from twin.info import format_info, stack_info
 
+    start_mpi()  # as a run starts it (an isolated singleton without a launcher)
     from mpi4py import MPI
 
     info = stack_info()

@@ -589,16 +589,40 @@ def _singleton_env(**extra) -> dict:
     return {**env, **extra}
 
 
-def test_a_run_without_ssh_on_path_starts_mpi_and_finishes(tmp_path):
+@pytest.mark.parametrize("model", ["lorenz96", '"twin_lorenz63.model:Lorenz63"'])
+def test_a_run_without_ssh_on_path_starts_mpi_and_finishes(tmp_path, model):
     """Found by a probe: a ``PATH`` without ``/usr/bin`` (a module environment or batch script that resets it) made
     Open MPI's singleton start look for ``ssh``/``rsh`` to start its daemon; MPI_Init ended the process with status 1
     and nothing said (its error block went to the stderr PETSc's start holds). ``twin run`` starts MPI as an isolated
-    singleton now (no daemon) and finishes."""
+    singleton now (no daemon) and finishes; also with a model class by import path, whose module starts PETSc when
+    the campaign is read (a later probe)."""
+    if model != "lorenz96":
+        pytest.importorskip("twin_lorenz63", reason="needs the example plugin (make setup installs it)")
+        text = (Path(__file__).resolve().parents[2] / "examples" / "lorenz63-plugin" / "campaign.yaml").read_text()
+        campaign = tmp_path / "c.yaml"
+        campaign.write_text(text.replace("type: lorenz63 ", f"type: {model} ").replace("end: 5.0", "end: 0.2")
+                            .replace("cycles: 40}", "cycles: 2}"))
+        name = "lorenz63_etkf"
+    else:
+        campaign, name = _campaign(tmp_path / "c.yaml", cycles=2), "kill"
+    env = _singleton_env(PATH=str(tmp_path / "nothing-here"))
+    out = subprocess.run([*TWIN, "run", str(campaign), "-o", str(tmp_path / "run"), "--quiet"], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
+    assert layout.done_marker(tmp_path / "run" / "experiments" / name).is_file()
+    info = subprocess.run([*TWIN, "info"], capture_output=True, text=True, timeout=120, env=env)
+    assert info.returncode == 0 and "petsc" in info.stdout.lower(), info.stderr[-2000:]
+
+
+def test_mpi_that_cannot_start_says_why(tmp_path):
+    """Found by a probe: with a user's ``OMPI_MCA_pml`` naming a layer Open MPI does not have, ``twin run`` ended with
+    status 1 and printed nothing (Open MPI's reason went into the stderr PETSc's start holds, lost with the process
+    that MPI_Init ended). MPI now starts before that hold: its own lines say why."""
     campaign = _campaign(tmp_path / "c.yaml", cycles=2)
     out = subprocess.run([*TWIN, "run", str(campaign), "-o", str(tmp_path / "run"), "--quiet"], capture_output=True,
-                         text=True, timeout=300, env=_singleton_env(PATH=str(tmp_path / "nothing-here")))
-    assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
-    assert layout.done_marker(tmp_path / "run" / "experiments" / "kill").is_file()
+                         text=True, timeout=300, env=_singleton_env(OMPI_MCA_pml="no_such_layer"))
+    assert out.returncode != 0
+    assert "pml" in out.stderr.lower(), out.stderr[-3000:]
 
 
 @pytest.mark.parametrize("own", [None, "^ucx"])

@@ -288,8 +288,11 @@ def model_type_by_path(path: str) -> ModelType:
         raise ConfigError(f"model type {path!r}: a class by import path is written 'package.module:Class' (dotted "
                           "names only: no file paths, no code)")
     module_name, _, attr = path.partition(":")
+    from twin.core.petsc import singleton_settings
+
     try:
-        obj = importlib.import_module(module_name)
+        with singleton_settings():  # the module imports the model contract, which starts PETSc, and MPI with it
+            obj = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name) and module_name[len(exc.name):len(exc.name) + 1] in ("", "."):
             raise ConfigError(f"model type {path!r}: no module named {exc.name!r}; {_WHERE}") from None

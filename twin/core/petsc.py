@@ -196,12 +196,29 @@ def singleton_settings() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
+def start_mpi() -> None:
+    """Start MPI through mpi4py (at the thread level PETSc asks for, ``MPI_THREAD_FUNNELED``), with
+    :func:`singleton_settings` and stderr as it is, unless it has started. When MPI cannot start (a user's
+    ``OMPI_MCA_pml`` or ``btl`` naming a layer that is not there, a singleton daemon without ``ssh``), Open MPI prints
+    why and ends the process inside ``MPI_Init``: under PETSc's start, whose stderr :func:`_start` holds, those lines
+    were lost with the process (status 1, nothing said; found by a probe). PETSc then finds MPI started and leaves
+    its end to mpi4py (after PETSc's own end: ``atexit`` runs in reverse)."""
+    if "mpi4py.MPI" in sys.modules:
+        return
+    import mpi4py
+
+    mpi4py.rc.thread_level = "funneled"
+    with singleton_settings():
+        from mpi4py import MPI  # noqa: F401 - starts MPI
+
+
 def _start(args: list[str]) -> None:
     import os
     import tempfile
 
     import petsc4py
 
+    start_mpi()
     sys.stderr.flush()
     saved = os.dup(2)
     error = None
