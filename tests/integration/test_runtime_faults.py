@@ -9,6 +9,7 @@ the exit status, the one line that says why, and the files left in the run direc
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -636,3 +637,17 @@ def test_the_singleton_settings_hold_only_while_mpi_starts(own):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["None", own or "None"]
+
+
+def test_a_free_run_that_failed_after_the_outputs_is_written_by_the_rerun(tmp_path):
+    """Found by a probe: when the free run (written last, after posterior/forecast/diagnostics.nc) failed (its model's
+    error online, experiments.task_timeout in a workflow's finalize), the rerun found the outputs complete, skipped
+    finalize and called the experiment done without free_run.nc. Now the rerun writes it, as the first run would."""
+    run, exp, before = _finished_run(tmp_path)
+    layout.done_marker(exp).unlink()
+    (exp / "free_run.nc").unlink()  # what the failed free run left: the other outputs, no free run, no done.json
+    again = subprocess.run(run, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (exp / "free_run.nc").is_file() and "free_run.nc" in json.loads(layout.done_marker(exp).read_text())[
+        "outputs"]
+    assert_same(_every_number(exp), before)

@@ -76,6 +76,11 @@ def finalize(exp_dir, comm, s: Setup | None = None, *, fresh: bool = False, know
         if comm is not None and comm.Get_size() > 1:
             decided = comm.bcast(decided, root=0)
         if not fresh and decided and outputs_complete(s.exp_dir) and all(verify_netcdf(s.exp_dir / n)[0] for n in layout.OUTPUTS):
+            if has_truth(s.exp_dir, comm) and not (s.exp_dir / "free_run.nc").is_file():
+                # the free run, written last, failed before (a time limit, its model's error): only it is missing
+                write_free_run(s.exp_dir, comm)
+                s.record("finalize", "done", t_start)
+                return True
             s.record("finalize", "skipped", t_start)
             return False
         model, sch = s.get_model(), s.schedule
