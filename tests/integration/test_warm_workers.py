@@ -398,3 +398,55 @@ def test_the_default_launcher_with_a_task_timeout_runs_every_task_as_a_process_a
     while _processes_of(exp) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_of(exp) == [], "hung task processes outlived the run"
+
+
+#: a model whose member forecasts (not the nature run) take minutes in Python-level steps, where Parsl's time limit of
+#: a warm worker's task can land
+SLOW = '''
+import inspect
+import time
+
+from twin.kinds.lorenz96.config import Lorenz96Config
+from twin.kinds.lorenz96.model import Lorenz96
+
+
+class SlowConfig(Lorenz96Config):
+    type: str
+
+
+class Slow(Lorenz96):
+    config_class = SlowConfig
+
+    def advance(self, state, t0, t1):
+        if any(f.function == "forecast_member" for f in inspect.stack()):
+            for _ in range(60000):
+                time.sleep(0.01)
+        return super().advance(state, t0, t1)
+
+    def advance_ensemble(self, *args, **kwargs):
+        return None
+'''
+
+
+@pytest.mark.timeout(240)
+def test_a_warm_task_past_its_time_limit_is_said_as_the_task_timeout(tmp_path, monkeypatch):
+    """Found by a probe: with ``launcher: worker`` a member forecast ended by ``experiments.task_timeout`` was reported
+    as 'AppTimeout: ' and nothing more (the worker turned Parsl's time limit into a task failure of its own); now as
+    with a task process: the limit, and what to change."""
+    from workflows.campaign import run_workflow
+
+    (tmp_path / "mods" / "slowmodels").mkdir(parents=True)
+    (tmp_path / "mods" / "slowmodels" / "__init__.py").write_text(SLOW)
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    paths = (str(tmp_path / "mods"), os.environ.get("PYTHONPATH"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    path = tmp_path / "slow.yaml"
+    path.write_text(l96_campaign("l96slow", N=2, cycles=2, extra="resources: {type: local, ranks: 1, workers: 2, "
+                                                                   "launcher: worker}\n")
+                    .replace("type: lorenz96", 'type: "slowmodels:Slow"'))
+    result = run_workflow(load_campaign(path), tmp_path / "wf", experiments=ExperimentsConfig(retries=0, task_timeout=4),
+                          interactive=False)
+    assert not result.ok and result.states == {"l96slow": "failed"}
+    reason = layout.read_json(layout.error_marker(layout.experiment_dir(tmp_path / "wf", "l96slow")))["reason"]
+    assert "(it ran longer than experiments.task_timeout (4 s) and was ended: raise experiments.task_timeout)" in \
+        reason and "AppTimeout" not in reason, reason

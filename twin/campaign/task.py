@@ -423,6 +423,8 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
             _WARM.drop(args.exp_dir)  # the experiment is finished: nothing of it is needed again
     except Exception as exc:  # every failure becomes the exit status a task process would give
         _WARM.drop(args.exp_dir)
+        if type(exc).__name__ == "AppTimeout" and type(exc).__module__.startswith("parsl."):
+            raise  # Parsl's time limit (experiments.task_timeout), raised into this step: the driver says it so
         code, line = _failure(exc)
         if code == EXIT_UNEXPECTED:
             logger.exception("task %s failed", " ".join(str(a) for a in argv))
