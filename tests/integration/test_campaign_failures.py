@@ -114,8 +114,22 @@ def test_min_members_stops_with_the_dropped_member_named(loaded, tmp_path):
                                                                          min_members=5))
     (e,) = status(run).experiments
     assert e.state == "failed"
-    reason = layout.read_json(layout.stopped_marker(layout.experiment_dir(run, WIDE)))["reason"]
-    assert "only 4 live member(s)" in reason and "dropped: [2]" in reason
+    exp = layout.experiment_dir(run, WIDE)
+    stopped = layout.read_json(layout.stopped_marker(exp))
+    assert "only 4 live member(s)" in stopped["reason"] and "dropped: [2]" in stopped["reason"]
+    # what to do names the dropped member's marker too (found by a probe: removing stopped.json alone stopped the
+    # rerun again at once); doing it, with the cause changed (min_members 4), the rerun resumes and finishes
+    hint = layout.to_run_again(exp)
+    marker = layout.failed_marker(exp, stopped["cycle"], 2)
+    assert hint == (f"remove {layout.stopped_marker(exp)} and the markers of the members dropped in cycle "
+                    f"{stopped['cycle']} ({marker.parent}/member_*.failed, to forecast them again) to run it again "
+                    "(after changing what stopped it)"), hint
+    layout.stopped_marker(exp).unlink()
+    marker.unlink()
+    run_online(loaded, MPI.COMM_SELF, run, experiments=ExperimentsConfig(matrix={"models.l96.forcing.prior.sigma": [1.2]},
+                                                                         min_members=4))
+    (e,) = status(run).experiments
+    assert e.state == "done", e.line()
 
 
 def test_workflow_run_with_a_stopped_experiment_exits_non_zero(tmp_path):

@@ -91,8 +91,14 @@ def stopped_marker(exp_dir: str | os.PathLike) -> Path:
 
 
 def to_run_again(exp_dir: str | os.PathLike) -> str:
-    """What a stopped experiment's lines add: how to have the next run of the campaign take it up again."""
-    return f"remove {stopped_marker(exp_dir)} to run it again (after changing what stopped it)"
+    """What a stopped experiment's lines add: how to have the next run of the campaign take it up again. Members
+    dropped in the cycle it stopped in (too few left for ``min_members``) stay dropped while their markers are there:
+    those are named too (found by a probe: removing ``stopped.json`` alone stopped the rerun again at once)."""
+    cycle = (read_json(stopped_marker(exp_dir)) or {}).get("cycle")
+    dropped = member_files(exp_dir, cycle)[1] if isinstance(cycle, int) else {}
+    markers = (f" and the markers of the members dropped in cycle {cycle} ({forecast_dir(exp_dir, cycle)}/"
+               "member_*.failed, to forecast them again)") if dropped else ""
+    return f"remove {stopped_marker(exp_dir)}{markers} to run it again (after changing what stopped it)"
 
 
 def done_marker(exp_dir: str | os.PathLike) -> Path:
