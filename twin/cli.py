@@ -164,9 +164,16 @@ def cmd_run(args, petsc_options: list[str]) -> int:
         if workflow:
             print(f"{'done' if result.ok else 'finished with failures'}: {result.tasks_run} task(s) in "
                   f"{result.seconds:.1f} s; outputs in {result.run_dir}")
+            from twin.campaign import layout
+
             bad = {name: state for name, state in result.states.items() if state != "done"}
-            for name, state in bad.items():
-                print(f"error: experiment {name} {state} (twin status {result.run_dir} says why)", file=sys.stderr)
+            for name, state in bad.items():  # as online mode says them: why, and for a stopped one what to do
+                exp = layout.experiment_dir(result.run_dir, name)
+                found = layout.failure(exp)
+                line = (f"FAILED: {found[1]}" if found and found[0] == "failed" else
+                        f"stopped: {found[1]}; {layout.to_run_again(exp)}" if found else
+                        f"{state} (twin status {result.run_dir} says why)")
+                print(f"error: experiment {name} {line}", file=sys.stderr)
             return EXIT_UNFINISHED if bad else 0
 
     from twin.core.petsc import init_petsc

@@ -60,7 +60,7 @@ def cmd_report(args) -> int:
         for name, why in bad.items():
             damaged.setdefault(name, why)
         flag = f"DAMAGED ({', '.join(Path(n).name for n in bad)}): " if bad else ""
-        line = f"{v['experiment']}: {flag}{'FAILED: ' if v.get('failed') else ''}{v['answer']}"
+        line = f"{v['experiment']}: {flag}{v['answer']}"  # a failed or stopped one's answer says so
         print(line + (f" ({v['number']})" if v.get("number") and v["number"] not in line else ""))
     print(f"report: {path}")
     campaign = (Path(args.run_dir) / "experiments").is_dir()

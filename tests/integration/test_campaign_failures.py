@@ -147,7 +147,9 @@ def test_workflow_run_with_a_stopped_experiment_exits_non_zero(tmp_path):
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert "WorkflowResult" not in out.stdout and out.stdout.startswith("finished with failures:")
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith(f"error: experiment {WIDE} failed"), errors
+    assert len(errors) == 1 and errors[0].startswith(f"error: experiment {WIDE} stopped: member(s) "), errors
+    assert errors[0].endswith(f"; remove {layout.stopped_marker(layout.experiment_dir(tmp_path / 'wf', WIDE))} to run it "
+                              "again (after changing what stopped it)"), errors
     assert (layout.experiment_dir(tmp_path / "wf", NARROW) / "posterior.nc").is_file()
 
 

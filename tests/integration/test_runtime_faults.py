@@ -170,8 +170,7 @@ def test_a_member_task_killed_by_a_signal_stops_the_experiment_with_the_real_rea
     assert "failed for a reason other than the model" in reason
     assert layout.member_files(exp, 1)[1] == {}  # nobody was dropped
     assert not layout.failed_marker(exp, 1, 2).exists()
-    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == \
-        ["error: experiment kill failed (twin status " + str(run) + " says why)"]
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [f"error: experiment kill FAILED: {reason}"]
 
     status = subprocess.run(TWIN + ["status", str(run)], capture_output=True, text=True)
     assert status.returncode == 1

@@ -171,3 +171,14 @@ def test_the_prediction_verdict_names_its_centre_and_the_members_it_counts(tmp_p
     rec["members"] = 40
     v = verdict_for(RunData("x", tmp_path, decision=rec))
     assert v.number.endswith("(from 40 posterior members)") and "P(energy > 20) = 0.0 % (± 1.7 %)" in v.answer
+
+
+def test_a_stopped_experiment_says_stopped_and_how_to_run_it_again(tmp_path):
+    """Found by a probe: a stopped experiment read 'FAILED: FAILED: stopped by the failure policy ...' in the report's
+    lines, without the advice to remove stopped.json that a rerun needs."""
+    (tmp_path / "stopped.json").write_text(json.dumps({"cycle": 2, "reason": "member(s) 6 (diverged) failed in "
+                                                                          "cycle 2 (policy: stop)"}))
+    v = verdict_for(RunData("x", tmp_path))
+    assert v.failed and v.answer == "STOPPED by its failure policy: member(s) 6 (diverged) failed in cycle 2 (policy: stop)"
+    assert v.changes == f"see twin.log; remove {tmp_path / 'stopped.json'} to run it again (after changing what " \
+        "stopped it)"

@@ -278,9 +278,14 @@ def verdict_for(data: RunData, unfinished: str = "") -> Verdict:
     quality; a note when there is nothing to judge. ``unfinished``: how far an experiment of a campaign that has not
     finished got (``"interrupted at 3/24 cycles"``, :func:`twin.report.html.unfinished_experiments`): the verdict is
     then one of what it wrote so far, said first, or, with nothing written, that it has not finished."""
-    failure = experiment_failure(data.directory)
-    if failure:
-        return Verdict(question="Did this experiment finish?", answer=f"FAILED: {failure}", failed=True,
+    from twin.campaign.layout import failure, to_run_again
+
+    found = failure(data.directory)
+    if found is not None and found[0] == "stopped":  # its policy: a rerun skips it until stopped.json is removed
+        return Verdict(question="Did this experiment finish?", answer=f"STOPPED by its failure policy: {found[1]}",
+                       failed=True, changes=f"see twin.log; {to_run_again(data.directory)}")
+    if found is not None:
+        return Verdict(question="Did this experiment finish?", answer=f"FAILED: {found[1]}", failed=True,
                        changes="see twin.log; rerun with `twin run` after fixing the cause (a failed experiment is "
                                "tried again, finished ones are kept)")
     damaged = damage_text(data)
@@ -314,16 +319,6 @@ def damage_text(data: RunData) -> str:
     them = "it" if len(names) == 1 else "them"
     return (f"{'; '.join(names)} cannot be read: this verdict and the panels leave {them} out (a decision in it is "
             "not shown). Run the campaign again to write the damaged files again.")
-
-
-def experiment_failure(directory: Path) -> str:
-    """The reason an experiment failed or was stopped (``failed.json``, ``stopped.json``), or ``""``."""
-    from twin.campaign.layout import failure
-
-    found = failure(directory)
-    if found is None:
-        return ""
-    return found[1] if found[0] == "failed" else f"stopped by the failure policy: {found[1]}"
 
 
 # -- HTML --------------------------------------------------------------------------------------------------------
