@@ -387,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     from twin.core.launcher import bind_to_launcher
     from twin.core.petsc import keep_broken_pipes_quiet, keep_signal_handlers
 
-    one_blas_thread_under_a_memory_limit()  # before NumPy is imported
+    said = one_blas_thread_under_a_memory_limit()  # before NumPy is imported
+    if said:
+        print(f"warning: {said}", file=sys.stderr)
     bind_to_launcher()
     keep_broken_pipes_quiet()
     keep_signal_handlers({signal.SIGTERM: _terminated, signal.SIGHUP: _terminated, signal.SIGQUIT: _terminated})

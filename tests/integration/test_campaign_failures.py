@@ -226,3 +226,18 @@ def test_an_online_experiment_stopped_by_the_policy_keeps_its_cycles_and_resumes
             assert set(a.data_vars) == set(b.data_vars)
             for v in b.data_vars:
                 assert np.array_equal(a[v].values, b[v].values, equal_nan=True), (name, v)
+
+
+def test_online_mode_says_it_does_not_apply_a_task_timeout(loaded, tmp_path):
+    """Found by a probe: ``experiments.task_timeout`` was accepted for an online run and silently not applied (a 20 s
+    member under a 5 s limit finished 'done')."""
+    from mpi4py import MPI
+
+    from twin.campaign.online import run_online
+
+    run_online(loaded, MPI.COMM_SELF, tmp_path / "run", experiments=ExperimentsConfig(
+        matrix={"models.l96.forcing.prior.sigma": [0.1]}, task_timeout=5))
+    said = [ln.split(": ", 1)[1] for ln in (tmp_path / "run" / "twin.log").read_text().splitlines()
+            if "task_timeout" in ln]
+    assert said == ["experiments.task_timeout (5 s) limits the tasks of a workflow (resources.workers > 1 or "
+                    "--workflow); online mode runs the campaign in this process and does not apply it"], said

@@ -93,3 +93,25 @@ def test_a_small_virtual_memory_limit_is_named_with_what_to_raise(tmp_path):
     failed = [ln for ln in out.stderr.splitlines() if ln.startswith("error: experiment bench FAILED: out of memory")]
     assert len(failed) == 1, out.stderr[-3000:]
     assert f"virtual-memory limit of {limit // 1024} MiB (ulimit -v {limit}, or the batch system's)" in failed[0], failed
+
+
+@pytest.mark.parametrize("given, expect", [({"OPENBLAS_NUM_THREADS": ""}, "1 None"),  # empty: none given
+                                           ({"OMP_NUM_THREADS": "2"}, "None 2"), ({}, "1 None")])
+def test_blas_threads_under_a_memory_limit(given, expect):
+    """Under a virtual-memory limit an unset (or empty) BLAS thread count becomes 1; a user's count above 1 is kept and
+    warned about (a later probe saw every such run hang in OpenBLAS's thread start)."""
+    from twin.core.blas import THREAD_VARIABLES
+
+    code = ("import os, sys; from twin.core.blas import one_blas_thread_under_a_memory_limit as f; said = f(); "
+            "print(os.environ.get('OPENBLAS_NUM_THREADS') or None, os.environ.get('OMP_NUM_THREADS')); "
+            "print(said or '', file=sys.stderr)")
+    env = {**{k: v for k, v in ENV.items() if k not in THREAD_VARIABLES}, **given}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                         preexec_fn=_bounded)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expect
+    if "OMP_NUM_THREADS" in given:
+        assert out.stderr.startswith("OMP_NUM_THREADS=2 under a virtual-memory limit of 4096 MiB (ulimit -v): OpenBLAS "
+                                     "may hang for good"), out.stderr
+    else:
+        assert out.stderr.strip() == ""

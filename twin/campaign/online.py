@@ -93,6 +93,9 @@ def _run_online(loaded, comm, run_dir, experiments, only, verbose, quiet) -> lis
     beat = Heartbeat(run_dir) if rank == 0 else None
     log.info("campaign '%s' online on %d rank(s): %d experiment(s) in %s", loaded.config.campaign.name, size,
              len(dirs), run_dir)
+    if experiments.task_timeout is not None:  # found by a probe: accepted, then silently not applied
+        log.warning("experiments.task_timeout (%g s) limits the tasks of a workflow (resources.workers > 1 or --workflow);"
+                    " online mode runs the campaign in this process and does not apply it", experiments.task_timeout)
     t0 = time.perf_counter()
     state = "crashed"
     try:

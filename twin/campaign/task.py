@@ -444,7 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     from twin.core.blas import one_blas_thread_under_a_memory_limit
     from twin.core.launcher import bind_to_launcher
 
-    one_blas_thread_under_a_memory_limit()  # before NumPy is imported
+    said = one_blas_thread_under_a_memory_limit()  # before NumPy is imported
+    if said:
+        print(f"warning: {said}", file=sys.stderr)
     bind_to_launcher()
     words, petsc_options = split_petsc(sys.argv[1:] if argv is None else argv)
     return run(_parser().parse_args(words), petsc_options)

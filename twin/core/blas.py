@@ -20,13 +20,20 @@ import os
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 
 
-def one_blas_thread_under_a_memory_limit() -> bool:
-    """Set ``OPENBLAS_NUM_THREADS=1`` when this process's address space is limited and no thread count is set;
-    ``True`` when it did."""
+def one_blas_thread_under_a_memory_limit() -> str | None:
+    """Set ``OPENBLAS_NUM_THREADS=1`` when this process's address space is limited and no thread count is set (an
+    empty value is none: OpenBLAS then starts a thread per core). Returns a warning to print when the user set a
+    count above 1 under a limit (kept: the user asked for it; a later probe saw every such run hang), else ``None``."""
     import resource
 
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY or any(v in os.environ for v in THREAD_VARIABLES):
-        return False
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    return True
+    if soft == resource.RLIM_INFINITY:
+        return None
+    given = next(((v, os.environ[v].strip()) for v in THREAD_VARIABLES if os.environ.get(v, "").strip()), None)
+    if given is None:
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        return None
+    if given[1] == "1":
+        return None
+    return (f"{given[0]}={given[1]} under a virtual-memory limit of {soft // 2**20} MiB (ulimit -v): OpenBLAS may "
+            f"hang for good while it starts its threads (SIGTERM cannot end it); set {given[0]}=1 or raise the limit")
