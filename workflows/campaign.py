@@ -419,13 +419,15 @@ class CampaignWorkflow:
             if error is not None:
                 (e.failures if by_model else e.infrastructure)[member] = error
                 log.warning("experiment %s: member %d failed in cycle %d after %d attempt(s)%s: %s", e.name, member,
-                            e.cycle, self.policy.retries + 1, "" if by_model else " (not the model's failure)", error)
+                            e.cycle, self.policy.retries + 1, "" if by_model else " (not a model's solver failure)",
+                            error)
             if e.pending:
                 return f"{e.name} c{e.cycle} m{member}"
             if e.infrastructure:
                 self._fail(e, "member(s) " + ", ".join(f"{m} ({r})" for m, r in sorted(e.infrastructure.items()))
-                           + " failed for a reason other than the model (killed, out of memory or disk, lost "
-                           "worker, time limit): no member is dropped for that; rerun to resume from the last cycle")
+                           + " failed, not by a model's solver failure (an exception in the model's or twin's "
+                           "code, a kill, memory or disk, a lost worker, a time limit): no member is dropped for "
+                           "that; rerun to resume from the last cycle (after fixing the cause)")
                 return f"{e.name} failed"
             if e.failures and self.policy.on_member_failure == "stop":
                 self._stop(e, "member(s) " + ", ".join(f"{m} ({r})" for m, r in sorted(e.failures.items()))

@@ -388,7 +388,7 @@ def test_the_default_launcher_with_a_task_timeout_runs_every_task_as_a_process_a
     exp = layout.experiment_dir(run, "l96hang")
     reason = layout.read_json(layout.error_marker(exp))["reason"]
     assert reason.startswith("member(s) 0 (it ran longer than experiments.task_timeout (15 s) and was ended: raise "
-                             "experiments.task_timeout)") and "other than the model" in reason, reason
+                             "experiments.task_timeout)") and "not by a model's solver failure" in reason, reason
     tasks = run / "runinfo" / "tasks" / "l96hang"
     for name in ("init", "forecast_c0000_m0000", "forecast_c0000_m0001"):
         assert " mpiexec -n 1 " in _command(tasks / f"{name}.err"), name
