@@ -383,9 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     from twin.core.blas import one_blas_thread_under_a_memory_limit
-    from twin.core.errors import TwinError
     from twin.core.launcher import bind_to_launcher
-    from twin.core.petsc import keep_broken_pipes_quiet, keep_signal_handlers
+    from twin.core.petsc import keep_broken_pipes_quiet, keep_signal_handlers, leave_after_failed_start
 
     said = one_blas_thread_under_a_memory_limit()  # before NumPy is imported
     if said:
@@ -393,6 +392,17 @@ def main(argv: list[str] | None = None) -> int:
     bind_to_launcher()
     keep_broken_pipes_quiet()
     keep_signal_handlers({signal.SIGTERM: _terminated, signal.SIGHUP: _terminated, signal.SIGQUIT: _terminated})
+    status = _guarded(argv)
+    leave_after_failed_start(status)  # PETSc did not start on every rank: MPI cannot be finished
+    return status
+
+
+def _guarded(argv: list[str] | None) -> int:
+    """:func:`_main`, with what ends a command without its own handling said in one line (see :func:`main`)."""
+    import signal
+
+    from twin.core.errors import TwinError
+
     try:
         status = _main(argv)
         sys.stdout.flush()  # a reader that went away is found here, not in the interpreter's exit

@@ -449,7 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {said}", file=sys.stderr)
     bind_to_launcher()
     words, petsc_options = split_petsc(sys.argv[1:] if argv is None else argv)
-    return run(_parser().parse_args(words), petsc_options)
+    status = run(_parser().parse_args(words), petsc_options)
+    from twin.core.petsc import leave_after_failed_start
+
+    leave_after_failed_start(status)  # PETSc did not start on every rank: MPI cannot be finished
+    return status
 
 
 if __name__ == "__main__":

@@ -196,6 +196,23 @@ def singleton_settings() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
+def leave_after_failed_start(status: int) -> None:
+    """End the process now, with ``status`` and without ``MPI_Finalize``, when PETSc's start failed in a job of
+    several ranks; otherwise return. PETSc reads an options file on rank 0 and broadcasts it: when rank 0 cannot
+    parse it the other ranks wait in that broadcast for good, so rank 0's ``MPI_Finalize`` (mpi4py's, at exit, since
+    :func:`start_mpi` started MPI) waited for them (the CI caught the hang). Leaving without it, as a process did when
+    PETSc had started MPI itself and never finished, lets ``mpiexec`` end the job with this rank's status."""
+    import os
+
+    mpi = sys.modules.get("mpi4py.MPI")
+    if not _START_FAILED or mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
+        return
+    if mpi.COMM_WORLD.Get_size() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
 def start_mpi() -> None:
     """Start MPI through mpi4py (at the thread level PETSc asks for, ``MPI_THREAD_FUNNELED``), with
     :func:`singleton_settings` and stderr as it is, unless it has started. When MPI cannot start (a user's
