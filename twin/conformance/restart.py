@@ -114,6 +114,16 @@ def _forecast(model, whole: np.ndarray, t0: float, t1: float) -> np.ndarray:
     return out
 
 
+def _resumed(model, path: Path, t1: float, t2: float) -> np.ndarray:
+    """The whole state ``model`` forecasts to ``t2`` from the checkpoint ``path`` (its state and parameters at ``t1``)."""
+    y = _read(model, path)
+    try:
+        model.advance(y, t1, t2)
+        return _whole(model, y)
+    finally:
+        y.destroy()
+
+
 def _bitwise(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.tobytes() == b.tobytes()
 
@@ -152,12 +162,7 @@ def check_restart(ctx: Context) -> str:
 
     # 1. resumed from the checkpoint: the uninterrupted run's numbers
     with _model(ctx) as second:
-        y = _read(second, path)
-        try:
-            second.advance(y, t1, t2)
-            resumed = _whole(second, y)
-        finally:
-            y.destroy()
+        resumed = _resumed(second, path, t1, t2)
     ctx.final = straight
     diff = float(np.max(np.abs(straight - resumed)))
     scale = float(np.max(np.abs(straight))) or 1.0
@@ -168,12 +173,7 @@ def check_restart(ctx: Context) -> str:
 
     # 2. and 3. a perturbed state, each component and each estimable parameter change the forecast
     with _model(ctx) as fresh:
-        y = _read(fresh, moved)
-        try:
-            fresh.advance(y, t1, t2)
-            from_moved = _whole(fresh, y)
-        finally:
-            y.destroy()
+        from_moved = _resumed(fresh, moved, t1, t2)
         contract.finite_advance(fresh, x1p, from_moved, t1, t2)
         if _bitwise(from_moved, resumed):
             raise _fail(f"{_who(fresh)}: restarted at t={_g(t1)} from a state perturbed by up to "
@@ -204,12 +204,7 @@ def check_restart(ctx: Context) -> str:
         _set(used, _perturbed_parameters(_estimable_values(used), gen))
         other = _perturbed_state(x0, dof, gen)
         _forecast(used, other, t0, t1)  # its history: another state and other parameters up to t1
-        y = _read(used, moved)  # the checkpoint's state and parameters
-        try:
-            used.advance(y, t1, t2)
-            after_history = _whole(used, y)
-        finally:
-            y.destroy()
+        after_history = _resumed(used, moved, t1, t2)  # the checkpoint's state and parameters
     if not _bitwise(after_history, from_moved):
         d = _max_diff(after_history, from_moved)
         raise _fail(f"{_who(used)}: restarted from one checkpoint at t={_g(t1)}, a model that first ran another "
