@@ -161,3 +161,37 @@ def test_parsl_is_loaded_with_its_first_block_submitted_and_the_strategy_slowed(
     finally:
         dfk.cleanup()
         parsl.clear()
+
+
+def test_a_task_process_imports_xarray_only_for_the_outputs_of_finalize(tmp_path):
+    """A step in a process of its own (``launcher: mpiexec``, Slurm tasks) imports xarray and pandas (0.3 s on the
+    2-core test machine) only where a dataset is built: init (observations.nc is written with netCDF4), the forecasts
+    and the analyses (diagnostics.nc is appended with netCDF4) leave them out; finalize writes its CF files through
+    xarray."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yaml"
+    path.write_text(l96_campaign("lean", N=4, cycles=1, extra=WARM))
+    exp, = prepare_experiments(load_campaign(path), tmp_path / "run")
+    probe = ("import json, runpy, sys\n"
+             "sys.argv = ['twin.campaign.task'] + sys.argv[1:]\n"
+             "try:\n"
+             "    runpy.run_module('twin.campaign.task', run_name='__main__')\n"
+             "except SystemExit as exc:\n"
+             "    status = exc.code\n"
+             "print(json.dumps([status, 'xarray' in sys.modules, 'pandas' in sys.modules]))\n")
+    steps = [["init"]] + [["forecast", "--cycle", "0", "--member", str(m)] for m in range(4)] + \
+        [["analyse", "--cycle", "0"], ["finalize"]]
+    seen = {}
+    for step in steps:
+        out = subprocess.run([sys.executable, "-c", probe, step[0], str(exp), *step[1:]], capture_output=True,
+                             text=True, timeout=240)
+        status, xarray, pandas = json.loads(out.stdout.strip().splitlines()[-1])
+        assert status in (0, None), out.stderr[-2000:]
+        seen.setdefault(step[0], set()).add((xarray, pandas))
+    assert seen == {"init": {(False, False)}, "forecast": {(False, False)}, "analyse": {(False, False)},
+                    "finalize": {(True, True)}}
+    assert (exp / "observations.nc").is_file() and (exp / "diagnostics.nc").is_file()
+    assert (exp / "posterior.nc").is_file()

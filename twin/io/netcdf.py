@@ -31,17 +31,19 @@ import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import netCDF4
 import numpy as np
-import xarray as xr
 
 from twin.core.errors import OutputError
 from twin.core.grid import Grid
 from twin.core.log import get_logger
 from twin.io.atomic import as_mpi_comm, atomic_output, root_call
 from twin.io.provenance import Provenance, utc_now
+
+if TYPE_CHECKING:  # xarray (and pandas under it, 0.3 s) is imported where a dataset is built or read: a step that
+    import xarray as xr  # appends diagnostics or writes observations with netCDF4 does not pay for it (issue 23)
 
 log = get_logger("twin.io.netcdf")
 
@@ -248,6 +250,8 @@ def ensemble_dataset(grid: Grid, fields: Mapping[str, np.ndarray], times: Sequen
         coords[name] = (name, grid.axis_coordinates(axis),
                         {"long_name": f"{name} coordinate of {where}", "units": space_units,
                          **position_attributes(name)})
+    import xarray as xr
+
     title = title or f"twin {kind} ensemble"
     return xr.Dataset(data_vars, coords=coords, attrs=_global_attrs(kind, title, provenance))
 
@@ -280,7 +284,7 @@ def write_ensemble(path, grid: Grid, fields: Mapping[str, np.ndarray] | None, ti
     ``fields[name]``: ``(member, time) + grid.shape[::-1]`` arrays, e.g. ``np.stack([gather_members(...) ...],
     axis=1)``. ``dtype="f4"`` halves the file size. See the module docstring for the layout.
     """
-    built: dict[str, xr.Dataset] = {}
+    built: dict = {}
 
     def build() -> None:
         built["ds"] = ensemble_dataset(grid, fields or {}, times, variables=variables, kind=kind,
@@ -301,6 +305,8 @@ def write_ensemble(path, grid: Grid, fields: Mapping[str, np.ndarray] | None, ti
 
 def read_ensemble(path) -> xr.Dataset:
     """Open an ensemble file with xarray (times kept as numbers in ``time_units``); loads it into memory."""
+    import xarray as xr
+
     with xr.open_dataset(path, decode_times=False) as ds:
         return ds.load()
 
@@ -452,5 +458,7 @@ class DiagnosticsFile:
 
     def read(self) -> xr.Dataset:
         """The whole file, loaded (times as numbers)."""
+        import xarray as xr
+
         with xr.open_dataset(self.path, decode_times=False) as ds:
             return ds.load()
