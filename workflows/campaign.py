@@ -138,7 +138,7 @@ class _Scans:
     construction; :meth:`results` waits for them. Experiments without a checkpoint get :data:`FRESH_SCAN`."""
 
     def __init__(self, dirs: list[Path], python: str = sys.executable):
-        env = {**scrubbed_environ(), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = scrubbed_environ()
         self.fresh = [d for d in dirs if not layout.checkpoint_cycles(d)]
         self.procs = {d: subprocess.Popen([python, "-P", "-m", "twin.campaign.task", "scan", str(d)],
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -114,7 +114,7 @@ def render(kind: str, resources, *, job_name: str, campaign_file: Path, run_dir:
     for cmd in resources.worker_init:
         _no_control(cmd, "resources.worker_init")
         env_lines.append(" ".join(shlex.quote(_token(w, "resources.worker_init")) for w in cmd.split()))
-    env_lines.append("export OMPI_MCA_rmaps_base_oversubscribe=1 PYTHONDONTWRITEBYTECODE=1")
+    env_lines.append("export OMPI_MCA_rmaps_base_oversubscribe=1")
     ranks = max(1, int(resources.ranks))
     # an online job starts its ranks with srun, also when the workflow's tasks would use Parsl's MPI mode (parsl-mpi:
     # its srun prefix, composed by Parsl, exists only inside a Parsl worker)

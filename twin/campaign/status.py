@@ -392,7 +392,6 @@ def verify_last_checkpoints(paths: list[Path]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OMPI_", "PMIX_", "ORTE_", "OPAL_", "PMI_", "HYDRA_", "I_MPI_"))
            or k.startswith("OMPI_ALLOW_RUN_AS_ROOT")}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
     timeout = 3600
     try:
         proc = subprocess.run([sys.executable, "-P", "-m", "twin.io.inspect", "--verify", *map(str, paths)],
