@@ -189,10 +189,21 @@ def signal_words(status: int) -> str:
     return f"killed by signal {number}" + (f" ({name})" if name else "")
 
 
+def _crash(path: Path) -> str | None:
+    """The crash in native code that a step's log reports (:func:`twin.core.crash.crash_line`), or ``None``."""
+    from twin.core.crash import crash_line
+
+    try:
+        return crash_line(path.read_text(errors="replace"))
+    except OSError:
+        return None
+
+
 def _last_line(path: Path) -> str:
-    """The line of a failed task's stderr that says why: twin's own ``model failed:`` / ``error:`` line, else the
-    last line of a Python traceback, else the headline of a launcher's banner (Open MPI frames its messages in lines
-    of dashes, whose last line says nothing), else the last line."""
+    """The line of a failed task's stderr that says why: twin's own ``model failed:`` / ``error:`` line, else where
+    a crash in native code happened (Python's fault report, which PETSc's banner and abort follow), else the last line
+    of a Python traceback, else the headline of a launcher's banner (Open MPI frames its messages in lines of dashes,
+    whose last line says nothing), else the last line."""
     try:
         lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
@@ -203,6 +214,9 @@ def _last_line(path: Path) -> str:
     for ln in reversed(lines):
         if ln.startswith(("model failed:", "error:")):
             return ln
+    crash = _crash(path)
+    if crash:
+        return f"the process crashed: {crash}"
     for ln in lines:  # a launcher saying a rank died of a signal (the node's name left out: sensitive runs)
         if m := _OMPI_SIGNAL.search(ln):
             return f"rank {m.group('rank')} killed by signal {m.group('signal')}"
@@ -402,8 +416,10 @@ class CampaignWorkflow:
             elif isinstance(exc, AppTimeout):  # Parsl's walltime: the campaign's experiments.task_timeout
                 error = (f"it ran longer than experiments.task_timeout ({self.policy.task_timeout:g} s) and was "
                          "ended: raise experiments.task_timeout")
-            elif _is_worker_lost(exc):  # a warm worker died under its task (a signal, the OOM killer)
-                error = f"the Parsl worker running it died (worker {exc.worker_id} lost: killed or crashed)"
+            elif _is_worker_lost(exc):  # a warm worker died under its task (a signal, the OOM killer, a crash)
+                crash = _crash(Path(str(base) + ".err"))
+                error = (f"the Parsl worker running it crashed: {crash}" if crash else
+                         f"the Parsl worker running it died (worker {exc.worker_id} lost: killed or crashed)")
             else:
                 error = _last_line(Path(str(base) + ".err"))
                 if isinstance(code, int) and code > 128 and not error.startswith(("model failed:", "error:", "rank ",

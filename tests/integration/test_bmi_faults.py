@@ -109,3 +109,35 @@ def test_a_bmi_that_keeps_the_array_set_value_gives_it_runs_alike_on_1_and_2_ran
         out = _run(campaign, tmp_path / f"run{ranks}", ranks)
         assert out.returncode == 0, out.stdout + out.stderr
         np.testing.assert_array_equal(_posterior(tmp_path / f"run{ranks}", "keeps")[0], expected)
+
+
+#: where FaultyBmi's crash is: its update method in tests/unit/test_bmi.py
+CRASH = f"Segmentation fault in update ({ROOT / 'tests' / 'unit' / 'test_bmi.py'}, line "
+
+
+def _crashing(tmp_path: Path, resources: str = "") -> Path:
+    """The campaign with a model whose update crashes in native code (SIGSEGV) from its second update on."""
+    path = _campaign(tmp_path, "crash", crash_after=1.0)
+    path.write_text(path.read_text() + resources)
+    return path
+
+
+def test_a_crash_in_the_models_native_code_says_where_online(tmp_path):
+    """The online driver dies of the crash (nothing can run after it), but says where first: Python's fault report
+    with the model's method, before PETSc's banner (which alone named neither the model nor the line)."""
+    from twin.core.crash import crash_line
+
+    out = _run(_crashing(tmp_path), tmp_path / "run")
+    assert out.returncode != 0
+    assert "Fatal Python error: Segmentation fault" in out.stderr, out.stderr[-3000:]
+    assert crash_line(out.stderr).startswith(CRASH), crash_line(out.stderr)
+
+
+@pytest.mark.parametrize("launcher", ["worker", "mpiexec"])
+def test_a_crash_in_the_models_native_code_fails_the_experiment_saying_where(tmp_path, launcher):
+    """In a workflow the crash kills the warm worker (Parsl's WorkerLost) or the task's process (PETSc's abort after
+    the report): the experiment fails with the line that says where, not with 'worker lost' or PETSc's banner."""
+    resources = (f"resources: {{type: local, ranks: 1, workers: 2, launcher: {launcher}}}\n"
+                 "experiments: {retries: 0}\n")
+    line = _error_line(_run(_crashing(tmp_path, resources), tmp_path / "run"))
+    assert "FAILED" in line and CRASH in line, line

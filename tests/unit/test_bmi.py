@@ -175,7 +175,8 @@ class FaultyBmi(ToyBmi):
     (``value_none``: get_value returns None and fills nothing; ``value_int``: returns int32 values; ``value_str``;
     ``type_real``: get_var_type says 'real'; ``step_none``: get_time_step returns None; ``names_str``: the input names
     are one string; ``keep_src``: set_value keeps the array it is given, which update changes in place;
-    ``exit_after``: update calls sys.exit(3) after that time) and ``units`` (variable -> what get_var_units says)."""
+    ``exit_after``: update calls sys.exit(3) after that time; ``crash_after``: update reads address 0 through ctypes
+    after that time, a segmentation fault as a compiled model's) and ``units`` (variable -> what get_var_units says)."""
 
     def __getattribute__(self, name):
         cfg = object.__getattribute__(self, "__dict__").get("cfg", {})
@@ -195,6 +196,10 @@ class FaultyBmi(ToyBmi):
             import sys
 
             sys.exit(3)  # a wrapped legacy code that exits on an error
+        if self.t >= self.cfg.get("crash_after", np.inf):
+            import ctypes
+
+            ctypes.string_at(0)  # a compiled model that reads memory it does not have: SIGSEGV
         self.cfg["rate"] = float(self.rate[0])
         super().update()
 

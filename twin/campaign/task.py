@@ -397,6 +397,7 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
     args = _parser().parse_args(words)
     if args.step not in WORKER_STEPS:
         raise TaskFailed(EXIT_TWIN_ERROR, f"error: step {args.step!r} does not run in a worker")
+    from twin.core.crash import report_crashes
     from twin.core.errors import TwinError
     from twin.core.petsc import init_petsc
 
@@ -412,6 +413,7 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
         handler = logging.FileHandler(log_path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
+        report_crashes(handler.stream)  # a crash in native code kills the worker: its report is the step's to read
     logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     logger.propagate = False
     old_umask = os.umask(0o077) if private else None
@@ -436,6 +438,7 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
         if old_umask is not None:
             os.umask(old_umask)
         if handler is not None:
+            report_crashes()
             logger.removeHandler(handler)
             handler.close()
     return time.perf_counter() - t0

@@ -161,6 +161,9 @@ def init_petsc(options: list[str] | None = None) -> Any:
     if first:
         _FROM_OUTSIDE.update(name for name in PETSc.Options().getAll() if name not in _COMMAND_LINE)
         _python_sigpipe()  # PETSc's start installed its signal handlers after the import's own hook had run
+        from twin.core.crash import report_crashes
+
+        report_crashes(anew=True)  # a crash in native code says where, in Python's frames, before PETSc's banner
     return PETSc
 
 
