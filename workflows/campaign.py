@@ -199,11 +199,23 @@ def _crash(path: Path) -> str | None:
         return None
 
 
+def _exception_line(lines: list[str]) -> str | None:
+    """The last line of the last Python traceback in ``lines`` (``RuntimeError: boom``): the line before the banner of
+    dashes a launcher prints after it (Open MPI), or the last line; ``None`` without a traceback."""
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")]
+    if not starts:
+        return None
+    after = lines[starts[-1] + 1:]
+    end = next((i for i, ln in enumerate(after) if set(ln) <= set("-=*_ ")), len(after))
+    return after[end - 1] if end else None
+
+
 def _last_line(path: Path) -> str:
     """The line of a failed task's stderr that says why: twin's own ``model failed:`` / ``error:`` line, else where
     a crash in native code happened (Python's fault report, which PETSc's banner and abort follow), else the last line
-    of a Python traceback, else the headline of a launcher's banner (Open MPI frames its messages in lines of dashes,
-    whose last line says nothing), else the last line."""
+    of a Python traceback (before the launcher's banner, which said only "exited with status 1"), else a launcher's
+    line about a rank's signal or status, else the headline of its banner (Open MPI frames its messages in lines of
+    dashes, whose last line says nothing), else the last line."""
     try:
         lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
@@ -217,6 +229,9 @@ def _last_line(path: Path) -> str:
     crash = _crash(path)
     if crash:
         return f"the process crashed: {crash}"
+    raised = _exception_line(lines)
+    if raised:  # an exception in the model's (or twin's) code: what it said, not the launcher's "exited with status 1"
+        return raised
     for ln in lines:  # a launcher saying a rank died of a signal (the node's name left out: sensitive runs)
         if m := _OMPI_SIGNAL.search(ln):
             return f"rank {m.group('rank')} killed by signal {m.group('signal')}"
@@ -226,8 +241,6 @@ def _last_line(path: Path) -> str:
         rank, status = m.group("rank"), int(m.group("code"))
         return f"rank {rank} exited with status {status}" + (f", as one {signal_words(status)}" if status > 128
                                                                else "")
-    if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
-        return lines[-1]
     text = [ln for ln in lines if not set(ln) <= set("-=*_ ")]
     if len(text) < len(lines) and text:
         return text[0]

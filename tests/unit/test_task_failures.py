@@ -4,6 +4,8 @@ why it failed."""
 
 from __future__ import annotations
 
+import sysconfig
+
 from parsl.app.errors import BashExitFailure
 
 from twin.campaign.task import EXIT_MODEL_FAILED
@@ -47,6 +49,21 @@ TRACEBACK = """Traceback (most recent call last):
 OSError: [Errno 28] No space left on device
 """
 
+#: Python's fault report (twin.core.crash) of a crash in a model's native code, then PETSc's signal handler
+FAULT_REPORT = f"""Fatal Python error: Segmentation fault
+
+Current thread 0x00007f8a31549040 (most recent call first):
+  File "{sysconfig.get_paths()['stdlib']}/ctypes/__init__.py", line 519 in string_at
+  File "/home/me/model.py", line 42 in update
+  File "/work/twin/campaign/steps.py", line 393 in advance_member
+
+Extension modules: mpi4py.MPI, numpy.core._multiarray_umath (total: 2)
+"""
+PETSC_BANNER = """[0]PETSC ERROR: ------------------------------------------------------------------------
+[0]PETSC ERROR: Caught signal number 11 SEGV: Segmentation Violation, probably memory access out of range
+[0]PETSC ERROR: configure using --with-debugging=yes, recompile, link, and run
+"""
+
 
 def test_only_the_model_exit_status_is_a_model_failure():
     assert model_failure(BashExitFailure("forecast", EXIT_MODEL_FAILED))
@@ -67,6 +84,13 @@ def test_the_line_that_says_why(tmp_path):
         MARKERS + OPEN_MPI_STATUS.replace("CODE", "137"): "rank 1 exited with status 137, as one killed by signal 9 "
                                                           "(Killed)",
         MARKERS + OPEN_MPI_STATUS.replace("CODE", "4"): "rank 1 exited with status 4",
+        # an exception in the model's code under mpiexec: what it raised, not the launcher's status (a probe's
+        # RuntimeError read "rank 0 exited with status 1")
+        MARKERS + TRACEBACK.replace("OSError: [Errno 28] No space left on device", "RuntimeError: probe boom")
+        + OPEN_MPI_STATUS.replace("CODE", "1"): "RuntimeError: probe boom",
+        # a crash in native code: where, from Python's fault report, not PETSc's banner after it
+        MARKERS + FAULT_REPORT + PETSC_BANNER: "the process crashed: Segmentation fault in update (/home/me/model.py, "
+                                               "line 42)",
     }
     for text, expected in cases.items():
         err.write_text(text)
