@@ -187,7 +187,7 @@ def cmd_status(args) -> int:
     """Print the status; the exit status says whether the campaign is complete and verified (0), needs the
     operator (1: failed, damaged, interrupted, driver lost or crashed) or is still to come (3: running, queued);
     2 for a path that is not a run directory (:mod:`twin.campaign.status`)."""
-    from twin.campaign.status import status, summary
+    from twin.campaign.status import NEEDS_ACTION, status, summary
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -206,7 +206,7 @@ def cmd_status(args) -> int:
         return st.exit_status
     print("\n".join(st.lines()))
     for e in st.experiments:
-        if e.state in ("failed", "damaged", "interrupted", "unverified"):
+        if e.state in NEEDS_ACTION:
             print(f"error: experiment {e.name} {e.state}" + (f": {e.message}" if e.message else
                   " (no live driver: run the campaign again to resume it)"), file=sys.stderr)
     for line in st.problems():

@@ -89,14 +89,15 @@ def test_stop_policy_stops_only_that_experiment(loaded, tmp_path):
     run_online(loaded, MPI.COMM_SELF, run, experiments=ExperimentsConfig(matrix=MATRIX, retries=0,
                                                                          on_member_failure="stop"))
     st = {e.name: e for e in status(run).experiments}
-    assert st[WIDE].state == "failed" and st[WIDE].cycles_done == 0
+    assert st[WIDE].state == "stopped" and st[WIDE].cycles_done == 0
     stopped = layout.read_json(layout.stopped_marker(layout.experiment_dir(run, WIDE)))
     assert stopped["cycle"] == 0
     # the member and its own failure are named (found by a probe: 'a member forecast failed in cycle 0' alone), and
     # what to do to run it again
     assert stopped["reason"].startswith("member(s) ") and stopped["reason"].endswith(
         " failed in cycle 0 (policy: stop)") and "model 'l96'" in stopped["reason"], stopped
-    assert st[WIDE].line().endswith("; remove stopped.json to run it again"), st[WIDE].line()
+    assert st[WIDE].line().endswith(f"; remove {layout.stopped_marker(layout.experiment_dir(run, WIDE))} to run "
+                                    "it again (after changing what stopped it)"), st[WIDE].line()
     assert st[NARROW].state == "done" and st[NARROW].cycles_done == 2
     # resuming a stopped experiment does not run it again (and does not hang)
     run_online(loaded, MPI.COMM_SELF, run, experiments=ExperimentsConfig(matrix=MATRIX, on_member_failure="stop"))
@@ -113,7 +114,7 @@ def test_min_members_stops_with_the_dropped_member_named(loaded, tmp_path):
     run_online(loaded, MPI.COMM_SELF, run, experiments=ExperimentsConfig(matrix={"models.l96.forcing.prior.sigma": [1.2]},
                                                                          min_members=5))
     (e,) = status(run).experiments
-    assert e.state == "failed"
+    assert e.state == "stopped"
     exp = layout.experiment_dir(run, WIDE)
     stopped = layout.read_json(layout.stopped_marker(exp))
     assert "only 4 live member(s)" in stopped["reason"] and "dropped: [2]" in stopped["reason"]
@@ -124,6 +125,7 @@ def test_min_members_stops_with_the_dropped_member_named(loaded, tmp_path):
     assert hint == (f"remove {layout.stopped_marker(exp)} and the markers of the members dropped in cycle "
                     f"{stopped['cycle']} ({marker.parent}/member_*.failed, to forecast them again) to run it again "
                     "(after changing what stopped it)"), hint
+    assert e.line().endswith(f"; {hint}"), e.line()  # twin status says it too
     layout.stopped_marker(exp).unlink()
     marker.unlink()
     run_online(loaded, MPI.COMM_SELF, run, experiments=ExperimentsConfig(matrix={"models.l96.forcing.prior.sigma": [1.2]},
@@ -208,7 +210,7 @@ def test_an_online_experiment_stopped_by_the_policy_keeps_its_cycles_and_resumes
     monkeypatch.setenv("FAIL_AT", "0.3")  # cycle 3 starts at t = 0.3
     run_online(loaded, MPI.COMM_SELF, run)
     (e,) = status(run).experiments
-    assert e.state == "failed" and e.cycles_done == 3, e.line()
+    assert e.state == "stopped" and e.cycles_done == 3, e.line()
     exp = layout.experiment_dir(run, "lorenz63_etkf")
     assert layout.checkpoint_cycles(exp) == [0, 3]
     assert layout.read_json(layout.stopped_marker(exp))["cycle"] == 3

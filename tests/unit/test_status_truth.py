@@ -177,7 +177,8 @@ def test_failed(finished, tmp_path, capsys):
     layout.error_marker(exp).unlink()
     layout.write_json(layout.stopped_marker(exp), {"reason": "finalize failed: error: no decision"})
     code, lines, _ = _status(run, capsys)
-    assert code == EXIT_ATTENTION and "failed" in _line(lines) and "stopped: finalize failed" in _line(lines)
+    assert code == EXIT_ATTENTION and _line(lines).startswith(f"{NAME}: stopped, 4/4 cycles; finalize failed: error: "
+                                                              "no decision; remove "), _line(lines)
 
 
 def _flip_a_data_byte(path: Path) -> None:

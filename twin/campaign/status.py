@@ -28,8 +28,9 @@ States of an experiment
                  minutes from elsewhere); an online driver's heartbeat carries the cycles it has done (about
                  a second behind), shown with the last checkpoint's cycle when it is ahead of it;
 ``interrupted``  not done, some progress, no live driver (resume it with ``twin run``/``twin submit`` again);
-``failed``       the experiment raised (``failed.json``: a resume tries it again) or was stopped by the failure policy
-                 (``stopped.json``); the message says why;
+``failed``       the experiment raised (``failed.json``: a resume tries it again); the message says why;
+``stopped``      its failure policy stopped it (``stopped.json``: a resume skips it until the file is removed); the
+                 message says why and what to remove (also the markers of members dropped in that cycle);
 ``pending``      nothing written yet.
 
 The driver's state is ``running``, ``finished``, ``crashed`` (an error escaped the driver), ``lost`` (its process is
@@ -103,9 +104,9 @@ class ExperimentStatus:
 
 #: exit status of ``twin status``: complete and verified / the operator must act / still to come
 EXIT_COMPLETE, EXIT_ATTENTION, EXIT_IN_PROGRESS = 0, 1, 3
-#: experiment states that need the operator (``failed``, ``damaged``, ``unverified``, or ``interrupted`` with no
-#: live driver)
-NEEDS_ACTION = ("failed", "damaged", "unverified", "interrupted")
+#: experiment states that need the operator (``failed``, ``stopped``, ``damaged``, ``unverified``, or ``interrupted``
+#: with no live driver)
+NEEDS_ACTION = ("failed", "stopped", "damaged", "unverified", "interrupted")
 #: the "state" of a batch script ``twin submit`` wrote but ``sbatch`` did not accept (no job was recorded)
 NOT_SUBMITTED = "not submitted"
 #: Slurm job states of a job that will not start the driver any more
@@ -513,8 +514,8 @@ def experiment_status(exp_dir, driver_alive: bool = False, verified: dict[str, s
     found = layout.failure(exp_dir)
     promised = None if found else _finished_claim(exp_dir, n_cycles, decision, cks)
     if found:
-        state, message = "failed", (found[1] if found[0] == "failed" else
-                                    f"stopped: {found[1]}; remove stopped.json to run it again")
+        state, message = found[0], (found[1] if found[0] == "failed" else
+                                     f"{found[1]}; {layout.to_run_again(exp_dir)}")
     elif promised is not None:
         problems, unsure = _damage(exp_dir, n_cycles, cks, promised, verified or {})
         unreadable = read_done(exp_dir)[1]

@@ -26,8 +26,8 @@ _FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func
 
 
 def report_crashes(file=None, *, anew: bool = False) -> None:
-    """Python's fault report on, to ``file`` (an open file; standard error by default), on top of the signal
-    handlers installed before it (PETSc's); called again, the report goes to the new file from then on.
+    """Python's fault report on, to ``file`` (an open file; the process's standard error by default), on top of the
+    signal handlers installed before it (PETSc's); called again, the report goes to the new file from then on.
 
     ``anew`` (right after PETSc's start): a report turned on before (``PYTHONFAULTHANDLER``, ``-X faulthandler``) had
     its handlers replaced by PETSc's, which pass nothing on; it is turned off first (which puts back the handlers it
@@ -38,9 +38,9 @@ def report_crashes(file=None, *, anew: bool = False) -> None:
     try:
         if anew and faulthandler.is_enabled():
             faulthandler.disable()
-        faulthandler.enable(file=file if file is not None else sys.stderr, all_threads=True)
-    except (ValueError, OSError, AttributeError, RuntimeError):  # no usable stderr (a closed or captured stream)
-        pass
+        faulthandler.enable(file=file if file is not None else sys.__stderr__, all_threads=True)
+    except (ValueError, OSError, AttributeError, RuntimeError):  # no usable file (a closed or captured stream)
+        faulthandler.disable()  # never a report into a file descriptor that another file may have by then
 
 
 def _stdlib_dirs() -> tuple[str, ...]:
