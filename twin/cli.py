@@ -206,8 +206,10 @@ def cmd_run(args, petsc_options: list[str]) -> int:
         for name, reason in result.unfinished:
             print(f"error: experiment {name} {reason}", file=sys.stderr)
         if result.unfinished:
-            print(f"error: {len(result.unfinished)} experiment(s) did not finish (twin status {result.run_dir}); "
-                  "the others are complete", file=sys.stderr)
+            others = result.experiments - len(result.unfinished)
+            print(f"error: {len(result.unfinished)} experiment(s) did not finish (twin status {result.run_dir})"
+                  + (f"; the other {others} are complete" if others > 1 else
+                     "; the other one is complete" if others == 1 else ""), file=sys.stderr)
     return EXIT_UNFINISHED if result.unfinished else 0
 
 

@@ -47,6 +47,8 @@ class RunResult:
     qoi: dict[str, np.ndarray] = field(default_factory=dict)
     #: ``(experiment, reason)`` of every experiment that failed or was stopped: the command then exits non-zero
     unfinished: list[tuple[str, str]] = field(default_factory=list)
+    #: experiments of the run (of a campaign; 0 for a forecast run)
+    experiments: int = 0
 
 
 def run_directory(loaded: LoadedCampaign, override: str | None = None) -> Path:
@@ -161,7 +163,7 @@ def _run_in(loaded: LoadedCampaign, comm, out: Path, verbose: bool, quiet: bool)
 
         dirs = run_online(loaded, comm, out, verbose=verbose, quiet=quiet)
         result = RunResult(out, sorted(p for p in out.rglob("*.nc")) + [out / "twin.log"],
-                           unfinished=unfinished(dirs))
+                           unfinished=unfinished(dirs), experiments=len(dirs))
     else:
         result = _forecast(loaded, comm, out, prov)
     # a misspelt PETSc option changes nothing, silently, unless told; judged when every experiment ran to its end (an

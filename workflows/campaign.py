@@ -470,7 +470,8 @@ class CampaignWorkflow:
             e.stage = "analyse"
         elif error is not None:
             if layout.stopped_marker(e.dir).exists():  # the analysis stopped it (too few members left), as online
-                log.error("experiment %s stopped in cycle %d: %s; %s", e.name, e.cycle, error,
+                said = layout.read_json(layout.stopped_marker(e.dir)).get("reason") or error  # not the task's "error:"
+                log.error("experiment %s stopped in cycle %d: %s; %s", e.name, e.cycle, said,
                           layout.to_run_again(e.dir))
                 e.stage = "failed"
             else:

@@ -539,9 +539,12 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
         if missing:
             raise WorkflowError(f"experiment {s.name}: cycle {cycle} cannot be analysed: the forecasts of members "
                                 f"{missing} are missing (run them first, or mark them failed)")
-        if len(live) < min_members:
-            raise WorkflowError(f"experiment {s.name}: only {len(live)} live member(s) left in cycle {cycle} (at least "
-                                f"{min_members} needed); dropped: {sorted(int(k) for k in dropped)}")
+        if len(live) < min_members:  # said without the experiment's name: the lines that stop it name it
+            causes = "; ".join(f"{int(m)} in cycle {info.get('cycle')} ({info.get('reason', 'no reason recorded')})"
+                               if isinstance(info, dict) else f"{int(m)}"
+                               for m, info in sorted(dropped.items(), key=lambda item: int(item[0])))
+            raise WorkflowError(f"only {len(live)} live member(s) left in cycle {cycle} (at least {min_members} "
+                                f"needed); dropped: {causes}")
         states, params = [], []
         for m in live:
             if forecasts is not None:  # a forecast leaves the parameters as they were
