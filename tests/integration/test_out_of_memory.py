@@ -95,6 +95,41 @@ def test_a_small_virtual_memory_limit_is_named_with_what_to_raise(tmp_path):
     assert f"virtual-memory limit of {limit // 1024} MiB (ulimit -v {limit}, or the batch system's)" in failed[0], failed
 
 
+def test_a_limit_too_small_for_petscs_libraries_is_out_of_memory_not_bad_input(tmp_path):
+    """Found by a probe: under ``ulimit -v 200000`` the loader cannot map one of PETSc's libraries while PETSc starts,
+    which read "PETSc could not start: libtrilinos_triutils.so.13.2: failed to map segment from shared object; check
+    PETSC_OPTIONS and the PETSc options on the command line", exit status 2 (bad input). It is out of memory: the
+    limit is named with what to raise, exit status 1."""
+    limit = 200_000  # KiB: Python, NumPy and twin's configuration load; PETSc's libraries do not all map
+
+    def bounded() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit * 1024, limit * 1024))
+
+    (tmp_path / "q.yaml").write_text((ROOT / "configs" / "quickstart.yaml").read_text())
+    out = subprocess.run([sys.executable, "-m", "twin.cli", "run", "q.yaml", "-o", "out"], capture_output=True,
+                         text=True, env=ENV, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL, preexec_fn=bounded)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("error: PETSc could not start: out of memory while loading "), errors
+    assert f"raise this process's virtual-memory limit of {limit // 1024} MiB (ulimit -v {limit}" in errors[0], errors
+    assert "PETSC_OPTIONS" not in errors[0]
+
+
+def test_a_workflow_step_that_cannot_map_a_library_says_out_of_memory():
+    """A step in a warm worker or a task process whose import met the limit (a probe's analysis task: "ImportError:
+    libscipy_openblas...so: failed to map segment from shared object") gives the out-of-memory line, retried."""
+    from twin.campaign.task import EXIT_UNEXPECTED, _failure
+
+    code, line = _failure(ImportError("libscipy_openblas-6cdc3b4a.so: failed to map segment from shared object"))
+    assert code == EXIT_UNEXPECTED
+    assert line.startswith("error: out of memory while loading libscipy_openblas-6cdc3b4a.so (the dynamic loader "
+                           "could not map it): "), line
+    code, line = _failure(ImportError("No module named 'nothing'"))
+    assert line == "ImportError: No module named 'nothing'"
+
+
 @pytest.mark.parametrize("given, expect", [({"OPENBLAS_NUM_THREADS": ""}, "1 None"),  # empty: none given
                                            ({"OMP_NUM_THREADS": "2"}, "None 2"), ({}, "1 None")])
 def test_blas_threads_under_a_memory_limit(given, expect):

@@ -224,35 +224,17 @@ def _arrive(arrival, name: str, reason: str) -> None:
         time.sleep(0.02)
 
 
-def _memory_limit_words() -> str | None:
-    """The process's virtual-memory limit (``ulimit -v``, a batch system's vmem limit) in words, ``None`` without one."""
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY:
-        return None
-    return f"this process's virtual-memory limit of {soft // 2**20} MiB (ulimit -v {soft // 1024}, or the batch system's)"
-
-
 def failure_reason(exc: BaseException) -> str:
     """One line naming the error: twin's own message, or the type and PETSc's last stack line for anything else."""
     from twin.core.errors import TwinError
+    from twin.core.memory import out_of_memory
 
     if isinstance(exc, TwinError):
         text = str(exc)
     elif isinstance(exc, SystemExit):  # a model's own code called sys.exit: not the end of the campaign
         text = f"sys.exit({exc.code!r}) was called inside the experiment (by the model's code?)"
-    elif isinstance(exc, MemoryError):  # NumPy's allocations say nothing (a model's building names its grid)
-        limit = _memory_limit_words()
-        text = (f"out of memory ({str(exc) or 'an allocation failed'}): the experiment needs more memory than the "
-                "process could get; lower assimilation.N or the grid, run it on more ranks or nodes"
-                + (f", or raise {limit}" if limit else ""))
-    elif isinstance(exc, ImportError) and "failed to map segment" in str(exc):  # the loader's words for no memory
-        library = str(exc).split(":", 1)[0].rsplit("/", 1)[-1]
-        limit = _memory_limit_words()
-        text = (f"out of memory while loading {library} (the dynamic loader could not map it): "
-                + (f"raise {limit}, too small for twin's libraries and the experiment" if limit else
-                   "the machine had no memory left for it; run it where more memory is free"))
+    elif out_of_memory(exc):  # an allocation or a library the loader could not map: the limit to raise
+        text = out_of_memory(exc)
     else:
         text = f"{type(exc).__name__}: {exc}"
         stack = getattr(type(exc), "_traceback_", None)

@@ -183,13 +183,18 @@ def _judge_options(args) -> None:
 
 
 def _failure(exc: BaseException) -> tuple[int, str]:
-    """Exit status and stderr line of a step that raised ``exc`` (twin errors only; others are unexpected)."""
+    """Exit status and stderr line of a step that raised ``exc`` (twin errors; running out of memory, said with the
+    limit to raise and tried again as Parsl's retries say; anything else is unexpected)."""
     from twin.core.errors import ModelError, SolverError, TwinError
+    from twin.core.memory import out_of_memory
 
     if isinstance(exc, (SolverError, ModelError)):
         return EXIT_MODEL_FAILED, f"model failed: {exc}"
     if isinstance(exc, TwinError):
         return EXIT_TWIN_ERROR, f"error: {exc}"
+    said = out_of_memory(exc)
+    if said:
+        return EXIT_UNEXPECTED, f"error: {said}"
     return EXIT_UNEXPECTED, f"{type(exc).__name__}: {exc}"
 
 
@@ -199,9 +204,9 @@ def run(args, petsc_options: list[str] | None = None) -> int:
 
     try:
         init_petsc(petsc_options or [])
-    except TwinError as exc:  # PETSc refused to start (an options file): one line, no retry would help
+    except TwinError as exc:  # PETSc refused to start (an options file: no retry would help; out of memory: 1)
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_TWIN_ERROR
+        return int(getattr(exc, "exit_status", EXIT_TWIN_ERROR))
     from mpi4py import MPI
 
     from twin.core.log import setup_logging
@@ -219,6 +224,12 @@ def run(args, petsc_options: list[str] | None = None) -> int:
             _judge_options(args)
     except TwinError as exc:
         code, line = _failure(exc)
+        print(line, file=sys.stderr, flush=True)
+        return code
+    except (MemoryError, ImportError) as exc:  # out of memory (an allocation, a library the loader could not map)
+        code, line = _failure(exc)
+        if not line.startswith("error: "):
+            raise
         print(line, file=sys.stderr, flush=True)
         return code
     return 0
@@ -403,8 +414,8 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
 
     try:
         init_petsc(petsc_options)
-    except TwinError as exc:  # PETSc refused to start (an options file): the same line a task process gives
-        raise TaskFailed(EXIT_TWIN_ERROR, f"error: {exc}") from None
+    except TwinError as exc:  # PETSc refused to start: the same line and status a task process gives
+        raise TaskFailed(int(getattr(exc, "exit_status", EXIT_TWIN_ERROR)), f"error: {exc}") from None
     from mpi4py import MPI
 
     logger = logging.getLogger("twin")

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
-from twin.core.errors import ConfigError
+from twin.core.errors import ConfigError, TwinError
 
 #: PETSc option names given on the command line (without the leading dash); these win over YAML options.
 _COMMAND_LINE: set[str] = set()
@@ -135,6 +135,14 @@ def keep_broken_pipes_quiet() -> None:
 class PetscStartError(ConfigError):
     """PETSc refused to start: an options file it reads at start-up (``-options_file``, ``PETSC_OPTIONS``, a
     ``.petscrc``) cannot be opened or parsed. Bad input: exit status 2."""
+
+
+class PetscStartOutOfMemory(TwinError):
+    """PETSc could not start for want of memory: the dynamic loader could not map one of its libraries under the
+    process's virtual-memory limit (it read as a bad options file, exit status 2: found by a probe). Exit status 1,
+    as every out-of-memory failure."""
+
+    exit_status = 1
 
 
 def init_petsc(options: list[str] | None = None) -> Any:
@@ -263,6 +271,12 @@ def _start(args: list[str]) -> None:
         return
     sys.modules.pop("petsc4py.PETSc", None)
     reason = start_failure(text) or str(error)
+    from twin.core.memory import library_out_of_memory
+
+    said = library_out_of_memory(reason)
+    if said:
+        _START_FAILED.append(PetscStartOutOfMemory(f"PETSc could not start: {said}"))
+        raise _START_FAILED[0] from None
     hint = ("fix or remove that options file (given by -options_file, named in PETSC_OPTIONS, or .petscrc / petscrc "
             "in the working directory or ~/.petscrc)" if "options file" in reason else
             "check PETSC_OPTIONS and the PETSc options on the command line")
