@@ -170,7 +170,7 @@ def cmd_run(args, petsc_options: list[str]) -> int:
             for name, state in bad.items():  # as online mode says them: why, and for a stopped one what to do
                 exp = layout.experiment_dir(result.run_dir, name)
                 found = layout.failure(exp)
-                line = (f"FAILED: {found[1]}" if found and found[0] == "failed" else
+                line = (f"FAILED: {layout.to_try_again(found[1])}" if found and found[0] == "failed" else
                         f"stopped: {found[1]}; {layout.to_run_again(exp)}" if found else
                         f"{state} (twin status {result.run_dir} says why)")
                 print(f"error: experiment {name} {line}", file=sys.stderr)

@@ -67,7 +67,8 @@ def test_a_failing_experiment_is_contained_reported_and_retried(tmp_path):
     assert "TAO lmvm did not converge: DIVERGED_MAXITS after 2 iterations" in reason
     # one line per unfinished experiment, then the count
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert errors[0] == f"error: experiment on-failure-raise FAILED: {reason}"
+    assert errors[0] == (f"error: experiment on-failure-raise FAILED: {reason}; run the same command again to try it "
+                         "again from its files (after fixing the cause)")
     assert errors[-1].startswith("error: 1 experiment(s) did not finish")
     log = (tmp_path / "run" / "twin.log").read_text()
     assert f"experiment on-failure-raise FAILED: {reason}" in log

@@ -20,6 +20,8 @@ pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = ROOT / "examples" / "lorenz63-plugin" / "campaign.yaml"
 TWIN = [sys.executable, "-m", "twin.cli"]
+#: what a failed experiment's final line adds (twin.campaign.layout.to_try_again)
+AGAIN = "run the same command again to try it again from its files (after fixing the cause)"
 
 BADMODS = '''
 import numpy as np
@@ -178,14 +180,15 @@ def test_twin_run_names_component_method_and_contract(tmp_path, modules, cls):
     run = _twin(modules, "run", str(_campaign(tmp_path, cls)), "-o", "out", cwd=tmp_path)
     assert run.returncode == 1, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
-    assert _errors(run.stderr)[0] == f"error: experiment lorenz63_etkf FAILED: {RUN_CASES[cls]}", run.stderr[-3000:]
+    assert _errors(run.stderr)[0] == (f"error: experiment lorenz63_etkf FAILED: {RUN_CASES[cls]}; {AGAIN}"), \
+        run.stderr[-3000:]
 
 
 def test_a_member_forecast_keeps_the_drivers_line(tmp_path, modules):
     run = _twin(modules, "run", str(_campaign(tmp_path, "MemberOnly")), "-o", "out", cwd=tmp_path)
     assert run.returncode == 1, run.stderr[-3000:]
     assert _errors(run.stderr)[0] == ("error: experiment lorenz63_etkf FAILED: member 0's forecast in cycle 0 raised "
-                                      "KeyError: 'missing'"), run.stderr[-3000:]
+                                      f"KeyError: 'missing'; {AGAIN}"), run.stderr[-3000:]
 
 
 def test_a_member_forecast_that_turns_non_finite_fails_that_member(tmp_path, modules):

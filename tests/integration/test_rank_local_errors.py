@@ -88,7 +88,8 @@ def test_a_plugin_error_in_one_ranks_member_fails_the_experiment_on_both(tmp_pat
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert errors[0].startswith("error: experiment lorenz63_etkf FAILED: member "), errors
-    assert errors[0].endswith("'s forecast in cycle 2 raised ValueError: math domain error"), errors
+    assert errors[0].endswith("'s forecast in cycle 2 raised ValueError: math domain error; run the same command "
+                              "again to try it again from its files (after fixing the cause)"), errors
     assert seconds < 60, seconds  # agreed after the forecasts, not by the timeout
     failed = [ln for ln in out.stderr.splitlines() if "ERROR twin.campaign.online: experiment lorenz63_etkf FAILED" in ln]
     assert len(failed) == 1 and failed[0].split()[1] == "[0/2]", failed  # said once, by rank 0 (was once per rank)

@@ -101,6 +101,15 @@ def to_run_again(exp_dir: str | os.PathLike) -> str:
     return f"remove {stopped_marker(exp_dir)}{markers} to run it again (after changing what stopped it)"
 
 
+def to_try_again(reason: str) -> str:
+    """``reason`` of a failed experiment (``failed.json``) with what its final line adds: a rerun tries it again
+    from its files (a probe found online mode's line without it, while the workflow's said it); nothing is added
+    to a reason that says it already."""
+    if "rerun" in reason or "run the same command again" in reason:
+        return reason
+    return f"{reason}; run the same command again to try it again from its files (after fixing the cause)"
+
+
 def done_marker(exp_dir: str | os.PathLike) -> Path:
     """Written last, when every step of the experiment (outputs and decision) is complete: a resume skips it."""
     return Path(exp_dir) / "done.json"

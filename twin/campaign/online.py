@@ -183,7 +183,7 @@ def unfinished(dirs) -> list[tuple[str, str]]:
     for d in map(Path, dirs):
         found = layout.failure(d)
         if found:
-            out.append((d.name, f"FAILED: {found[1]}" if found[0] == "failed" else
+            out.append((d.name, f"FAILED: {layout.to_try_again(found[1])}" if found[0] == "failed" else
                         f"stopped: {found[1]}; {layout.to_run_again(d)}"))
         elif not layout.done_marker(d).exists():  # its marker could not be written (a full disk)
             said = _UNMARKED.get(str(d))
