@@ -60,6 +60,7 @@ from twin.campaign.experiments import experiments_section, prepare_experiments
 from twin.campaign.heartbeat import process_record, stop_left_behind, sweep_on_resume, write_heartbeat
 from twin.campaign.status import damaged_outputs, mark_done, promised_outputs, set_aside_outputs, status
 from twin.campaign.task import TaskFailed, run_in_worker
+from twin.core.crash import crash_line
 from twin.core.errors import ConfigError, WorkflowError
 from twin.core.log import get_logger, setup_logging
 from twin.core.progress import Progress
@@ -190,9 +191,8 @@ def signal_words(status: int) -> str:
 
 
 def _crash(path: Path) -> str | None:
-    """The crash in native code that a step's log reports (:func:`twin.core.crash.crash_line`), or ``None``."""
-    from twin.core.crash import crash_line
-
+    """The crash in native code that a warm step's log reports (:func:`twin.core.crash.crash_line`; the log holds
+    the last attempt only), or ``None``."""
     try:
         return crash_line(path.read_text(errors="replace"))
     except OSError:
@@ -226,7 +226,7 @@ def _last_line(path: Path) -> str:
     for ln in reversed(lines):
         if ln.startswith(("model failed:", "error:")):
             return ln
-    crash = _crash(path)
+    crash = crash_line("\n".join(lines))  # of this attempt: the text after Parsl's markers
     if crash:
         return f"the process crashed: {crash}"
     raised = _exception_line(lines)

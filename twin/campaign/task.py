@@ -421,7 +421,7 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
     logger = logging.getLogger("twin")
     handler = None
     if log_path is not None:
-        handler = logging.FileHandler(log_path, encoding="utf-8")
+        handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")  # this attempt's (a crash read from it)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         report_crashes(handler.stream)  # a crash in native code kills the worker: its report is the step's to read
