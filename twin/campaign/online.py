@@ -233,8 +233,8 @@ def failure_reason(exc: BaseException) -> str:
         text = str(exc)
     elif isinstance(exc, SystemExit):  # a model's own code called sys.exit: not the end of the campaign
         text = f"sys.exit({exc.code!r}) was called inside the experiment (by the model's code?)"
-    elif out_of_memory(exc):  # an allocation or a library the loader could not map: the limit to raise
-        text = out_of_memory(exc)
+    elif said := out_of_memory(exc):  # an allocation or a library the loader could not map: the limit to raise
+        text = said
     else:
         text = f"{type(exc).__name__}: {exc}"
         stack = getattr(type(exc), "_traceback_", None)

@@ -226,10 +226,12 @@ def run(args, petsc_options: list[str] | None = None) -> int:
         code, line = _failure(exc)
         print(line, file=sys.stderr, flush=True)
         return code
-    except (MemoryError, ImportError) as exc:  # out of memory (an allocation, a library the loader could not map)
-        code, line = _failure(exc)
-        if not line.startswith("error: "):
+    except (MemoryError, ImportError) as exc:
+        from twin.core.memory import out_of_memory
+
+        if out_of_memory(exc) is None:  # not memory (an import that is missing): the traceback says it
             raise
+        code, line = _failure(exc)  # out of memory: an allocation, a library the loader could not map
         print(line, file=sys.stderr, flush=True)
         return code
     return 0
