@@ -384,10 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     head -1``) ends the command quietly with status 141, as a shell reports a process that SIGPIPE ended."""
     import signal
 
+    from twin.core.arenas import few_malloc_arenas_under_a_memory_limit
     from twin.core.blas import one_blas_thread_under_a_memory_limit
     from twin.core.launcher import bind_to_launcher
     from twin.core.petsc import keep_broken_pipes_quiet, keep_signal_handlers, leave_after_failed_start
 
+    few_malloc_arenas_under_a_memory_limit()  # before threads start allocating
     said = one_blas_thread_under_a_memory_limit()  # before NumPy is imported
     if said:
         print(f"warning: {said}", file=sys.stderr)
@@ -404,6 +406,7 @@ def _guarded(argv: list[str] | None) -> int:
     import signal
 
     from twin.core.errors import TwinError
+    from twin.core.memory import out_of_memory  # imported now: under a tiny memory limit an import may fail later
 
     try:
         status = _main(argv)
@@ -433,6 +436,12 @@ def _guarded(argv: list[str] | None) -> int:
         print(f"error: out of memory ({str(exc) or 'an allocation failed'}): this run needs more memory than the "
               "process could get; run it on more ranks or nodes, or make grids or ensembles smaller; every file "
               "written so far is complete, and the same command resumes", file=sys.stderr)
+        return EXIT_UNFINISHED
+    except (RuntimeError, SystemError) as exc:  # a thread that could not start, an import under a tiny limit
+        line = out_of_memory(exc)
+        if line is None:
+            raise
+        print(f"error: {line}; every file written so far is complete, and the same command resumes", file=sys.stderr)
         return EXIT_UNFINISHED
 
 

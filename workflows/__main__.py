@@ -12,6 +12,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from twin.core.arenas import few_malloc_arenas_under_a_memory_limit
+
+    few_malloc_arenas_under_a_memory_limit()  # this driver's threads, and Parsl's processes (twin.core.arenas)
     p = argparse.ArgumentParser(prog="python -m workflows", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run or resume a campaign as a Parsl workflow")

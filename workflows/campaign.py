@@ -68,6 +68,7 @@ from workflows.executors import (
     LOCAL_LABEL,
     Launcher,
     build_config,
+    check_address_space,
     launcher_for,
     load_parsl,
     scrubbed_environ,
@@ -665,6 +666,7 @@ def run_workflow(loaded, run_dir, *, experiments=None, address: str | None = Non
     problems = command_line_problems(petsc_options)
     if problems:
         raise ConfigError(problems)
+    check_address_space(loaded.config.resources)  # before a run directory is made or a process started
     with private_umask(loaded.config.campaign.sensitive):
         return _run_workflow(loaded, run_dir, experiments, address, verbose, interactive, petsc_options)
 

@@ -107,6 +107,34 @@ STRATEGY_PERIOD = {"local": 0.25, "slurm": 2.0}
 STRATEGY_FIRST_PERIOD = 0.01
 
 
+#: Address space (MiB) every process of a workflow on ``local`` resources needs under a virtual-memory limit: its
+#: driver, interchange, worker pool and workers, each with twin's libraries, PETSc and MPI. Measured on the 2-core test
+#: machine (Debian's PETSc 3.18, Open MPI 4) with the Lorenz-96 campaign of ``benchmarks/bench_workflow.py`` and two
+#: malloc arenas per process (:mod:`twin.core.arenas`): it runs under ``ulimit -v 500000`` (488 MiB); below, a task
+#: fails out of memory at 450000, a worker dies at 350000, the run hangs at 420000 (a thread of the worker pool that
+#: could not start leaves the pool alive but deaf, :mod:`twin.core.arenas`), the driver fails at 200000. Below this
+#: floor :func:`check_address_space` refuses the run before any process starts.
+MEMORY_FLOOR_MIB = 512
+
+
+def check_address_space(resources) -> None:
+    """Refuse a workflow on ``local`` resources whose processes could not all start under this process's
+    virtual-memory limit (:data:`MEMORY_FLOOR_MIB`), which the interchange, the pool and its workers inherit; one
+    line says the limit, the floor and what to do. A Slurm block's processes run under the limits of its node."""
+    import resource as _resource
+
+    from twin.core.errors import TooLittleAddressSpace
+    from twin.core.memory import memory_limit_words
+
+    soft, _ = _resource.getrlimit(_resource.RLIMIT_AS)
+    if resources.type != "local" or soft == _resource.RLIM_INFINITY or soft >= MEMORY_FLOOR_MIB * 2**20:
+        return
+    raise TooLittleAddressSpace(f"{memory_limit_words()} is below the {MEMORY_FLOOR_MIB} MiB that each process of a "
+                                "workflow on local resources needs (its driver, worker pool and workers, with twin's "
+                                "libraries): raise it, or run the campaign online (resources.workers: 1, without "
+                                "--workflow)")
+
+
 def scrubbed_environ(environ=None) -> dict:
     """A copy of ``environ`` without MPI runtime variables (see :data:`SCRUB_MPI_ENV`), for subprocesses."""
     env = dict(os.environ if environ is None else environ)

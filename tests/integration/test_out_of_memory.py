@@ -150,3 +150,100 @@ def test_blas_threads_under_a_memory_limit(given, expect):
                                      "may hang for good"), out.stderr
     else:
         assert out.stderr.strip() == ""
+
+
+#: the Lorenz-96 workflow of benchmarks/bench_workflow.py (8 members, 6 cycles) in two warm workers
+WORKFLOW = "resources: {type: local, ranks: 1, workers: 2, launcher: worker}\n"
+
+
+def _workflow_under(tmp_path, limit_kib: int, env=None) -> subprocess.CompletedProcess:
+    from campaign_case import l96_campaign
+
+    (tmp_path / "wf.yaml").write_text(l96_campaign("bench", N=8, cycles=6, extra=WORKFLOW))
+
+    def bounded() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_kib * 1024, limit_kib * 1024))
+
+    return subprocess.run([sys.executable, "-m", "twin.cli", "run", "-q", "wf.yaml", "-o", "out"], capture_output=True,
+                          text=True, env=env or ENV, cwd=tmp_path, timeout=180, stdin=subprocess.DEVNULL,
+                          preexec_fn=bounded)
+
+
+def test_a_workflow_under_a_limit_below_its_floor_is_refused_before_anything_starts(tmp_path):
+    """Found by a probe: a workflow on local resources under ``ulimit -v`` 300000-550000 aborted inside ZeroMQ
+    (status 134, no line of twin's), ended with a traceback (``RuntimeError: can't start new thread``), lost a worker
+    after a minute, or hung until it was killed (a worker pool whose thread could not start). Below the floor its
+    processes need (:data:`workflows.executors.MEMORY_FLOOR_MIB`) the run is refused at once, in one line that names
+    the limit and what to do, with exit status 1 (out of memory, not bad input), before any Parsl process starts."""
+    from workflows.executors import MEMORY_FLOOR_MIB
+
+    out = _workflow_under(tmp_path, 420_000)  # it hung here
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines() == [
+        f"error: this process's virtual-memory limit of 410 MiB (ulimit -v 420000, or the batch system's) is below the "
+        f"{MEMORY_FLOOR_MIB} MiB that each process of a workflow on local resources needs (its driver, worker pool and "
+        "workers, with twin's libraries): raise it, or run the campaign online (resources.workers: 1, without "
+        "--workflow)"], out.stderr
+    assert not (tmp_path / "out" / "runinfo").exists()  # no interchange, pool or worker was started
+
+
+def test_a_workflow_just_above_its_floor_runs_with_few_malloc_arenas(tmp_path):
+    """Under ``ulimit -v 530000``, 18 MiB above the floor, the workflow's driver could not start its threads with
+    glibc's default arenas (8 per core, 64 MiB of address space reserved each); with two per process
+    (:mod:`twin.core.arenas`) it runs to the end. ``MALLOC_ARENA_MAX`` set by the user is kept: with 16, as glibc
+    would have on this machine, the driver's thread cannot start, said in one line as out of memory."""
+    out = _workflow_under(tmp_path, 530_000)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("done: 56 task(s)"), out.stdout
+
+    out = _workflow_under(tmp_path / "out", 530_000, env=dict(ENV, MALLOC_ARENA_MAX="16"))
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: out of memory: "), out.stderr[-3000:]
+    assert "raise this process's virtual-memory limit of 517 MiB (ulimit -v 530000" in errors[0], errors
+
+
+def test_malloc_arenas_under_a_memory_limit():
+    """Under a limit an unset ``MALLOC_ARENA_MAX`` becomes 2 for the processes started from here (and this one, through
+    ``mallopt``); a user's value is kept; without a limit nothing changes."""
+    code = ("import os; from twin.core.arenas import few_malloc_arenas_under_a_memory_limit as f; did = f(); "
+            "print(did, os.environ.get('MALLOC_ARENA_MAX'))")
+    env = {k: v for k, v in ENV.items() if k != "MALLOC_ARENA_MAX"}
+    runs = [({}, _bounded, "True 2"), ({"MALLOC_ARENA_MAX": "4"}, _bounded, "False 4"), ({}, None, "False None")]
+    for given, limit, expect in runs:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, **given},
+                             timeout=60, preexec_fn=limit)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == expect, (given, out.stdout)
+
+
+def test_a_thread_or_the_interpreter_out_of_memory_is_said_so():
+    """A thread that could not start is out of memory under a limit, and names the other limits without one; the
+    interpreter's ``SystemError`` is out of memory only under a limit; an error that carries an out-of-memory cause
+    on (twin.io.atomic.root_call's ``Type: message``) is said by its cause."""
+    code = ("from twin.core.memory import out_of_memory as f, out_of_memory_carried as g; "
+            "from twin.core.errors import OutputError; "
+            "print(f(RuntimeError(\"can't start new thread\"))); print(f(SystemError('error return without exception "
+            "set'))); print(f(RuntimeError('other')));\n"
+            "cause = ImportError('/x/libz.so.1: failed to map segment from shared object')\n"
+            "try:\n    raise OutputError(f'ImportError: {cause}') from cause\nexcept OutputError as e:\n    print(g(e))\n"
+            "try:\n    raise OutputError(f'could not write x: {cause}') from cause\nexcept OutputError as e:\n"
+            "    print(g(e))\n")
+    env = {k: v for k, v in ENV.items() if k != "MALLOC_ARENA_MAX"}
+    bounded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+                             preexec_fn=_bounded)
+    free = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert bounded.returncode == 0 and free.returncode == 0, bounded.stderr + free.stderr
+    limit = "raise this process's virtual-memory limit of 4096 MiB (ulimit -v 4194304, or the batch system's)"
+    assert bounded.stdout.splitlines() == [
+        f"out of memory: a thread could not start; {limit}",
+        f"out of memory: the interpreter could not get memory (error return without exception set); {limit}",
+        "None",
+        "out of memory while loading libz.so.1 (the dynamic loader could not map it): "
+        f"{limit}, too small for twin's libraries and the experiment",
+        "None"], bounded.stdout
+    assert free.stdout.splitlines()[:3] == [
+        "out of memory: a thread could not start (the machine's memory, or the limit on processes and threads: ulimit "
+        "-u, or the batch system's)", "None", "None"], free.stdout

@@ -227,14 +227,15 @@ def _arrive(arrival, name: str, reason: str) -> None:
 def failure_reason(exc: BaseException) -> str:
     """One line naming the error: twin's own message, or the type and PETSc's last stack line for anything else."""
     from twin.core.errors import TwinError
-    from twin.core.memory import out_of_memory
+    from twin.core.memory import out_of_memory_carried
 
-    if isinstance(exc, TwinError):
+    said = out_of_memory_carried(exc)
+    if said:  # an allocation, a thread or a library the loader could not map: the limit to raise
+        text = said
+    elif isinstance(exc, TwinError):
         text = str(exc)
     elif isinstance(exc, SystemExit):  # a model's own code called sys.exit: not the end of the campaign
         text = f"sys.exit({exc.code!r}) was called inside the experiment (by the model's code?)"
-    elif said := out_of_memory(exc):  # an allocation or a library the loader could not map: the limit to raise
-        text = said
     else:
         text = f"{type(exc).__name__}: {exc}"
         stack = getattr(type(exc), "_traceback_", None)

@@ -186,15 +186,15 @@ def _failure(exc: BaseException) -> tuple[int, str]:
     """Exit status and stderr line of a step that raised ``exc`` (twin errors; running out of memory, said with the
     limit to raise and tried again as Parsl's retries say; anything else is unexpected)."""
     from twin.core.errors import ModelError, SolverError, TwinError
-    from twin.core.memory import out_of_memory
+    from twin.core.memory import out_of_memory_carried
 
     if isinstance(exc, (SolverError, ModelError)):
         return EXIT_MODEL_FAILED, f"model failed: {exc}"
-    if isinstance(exc, TwinError):
-        return EXIT_TWIN_ERROR, f"error: {exc}"
-    said = out_of_memory(exc)
+    said = out_of_memory_carried(exc)
     if said:
         return EXIT_UNEXPECTED, f"error: {said}"
+    if isinstance(exc, TwinError):
+        return EXIT_TWIN_ERROR, f"error: {exc}"
     return EXIT_UNEXPECTED, f"{type(exc).__name__}: {exc}"
 
 
@@ -226,12 +226,12 @@ def run(args, petsc_options: list[str] | None = None) -> int:
         code, line = _failure(exc)
         print(line, file=sys.stderr, flush=True)
         return code
-    except (MemoryError, ImportError) as exc:
+    except (MemoryError, ImportError, RuntimeError, SystemError) as exc:
         from twin.core.memory import out_of_memory
 
         if out_of_memory(exc) is None:  # not memory (an import that is missing): the traceback says it
             raise
-        code, line = _failure(exc)  # out of memory: an allocation, a library the loader could not map
+        code, line = _failure(exc)  # out of memory: an allocation, a thread, a library the loader could not map
         print(line, file=sys.stderr, flush=True)
         return code
     return 0
@@ -458,9 +458,11 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from twin.core.arenas import few_malloc_arenas_under_a_memory_limit
     from twin.core.blas import one_blas_thread_under_a_memory_limit
     from twin.core.launcher import bind_to_launcher
 
+    few_malloc_arenas_under_a_memory_limit()  # before threads start allocating
     said = one_blas_thread_under_a_memory_limit()  # before NumPy is imported
     if said:
         print(f"warning: {said}", file=sys.stderr)

@@ -132,3 +132,11 @@ class FileBusy(OutputError):
 
 class WorkflowError(TwinError):
     """A campaign workflow failed (task failures beyond the retry policy, bad resources)."""
+
+
+class TooLittleAddressSpace(WorkflowError):
+    """The process's virtual-memory limit is below what a local workflow's processes need, found before any of them
+    starts (:func:`workflows.executors.check_address_space`): exit status 1, as every out-of-memory failure (the same
+    file runs where the limit is higher)."""
+
+    exit_status = 1

@@ -37,7 +37,9 @@ def library_out_of_memory(message: str) -> str | None:
 
 
 def out_of_memory(exc: BaseException) -> str | None:
-    """The out-of-memory line for ``exc`` (a ``MemoryError``, or an ``ImportError`` of the loader's), else ``None``."""
+    """The out-of-memory line for ``exc`` (a ``MemoryError``, an ``ImportError`` of the loader's, a thread that could
+    not start, or under a limit the interpreter's ``SystemError`` of an allocation that failed without an exception),
+    else ``None``."""
     if isinstance(exc, MemoryError):  # NumPy's allocations say nothing (a model's building names its grid)
         limit = memory_limit_words()
         return (f"out of memory ({str(exc) or 'an allocation failed'}): the experiment needs more memory than the "
@@ -45,4 +47,21 @@ def out_of_memory(exc: BaseException) -> str | None:
                 + (f", or raise {limit}" if limit else ""))
     if isinstance(exc, ImportError):
         return library_out_of_memory(str(exc))
+    limit = memory_limit_words()
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):  # its stack found no address space
+        return ("out of memory: a thread could not start" + (f"; raise {limit}" if limit else
+                " (the machine's memory, or the limit on processes and threads: ulimit -u, or the batch system's)"))
+    if isinstance(exc, SystemError) and limit:  # the interpreter's own allocation failed without saying so
+        return f"out of memory: the interpreter could not get memory ({exc}); raise {limit}"
     return None
+
+
+def out_of_memory_carried(exc: BaseException) -> str | None:
+    """:func:`out_of_memory` of ``exc``, or of its cause when ``exc`` only carries that cause on (its message is the
+    cause's ``Type: message``, as :func:`twin.io.atomic.root_call` says a failure on rank 0 on every rank: an import
+    of the outputs' libraries that could not map one of them read ``ImportError: ...: failed to map segment``)."""
+    said = out_of_memory(exc)
+    cause = exc.__cause__
+    if said is None and cause is not None and str(exc) == f"{type(cause).__name__}: {cause}":
+        said = out_of_memory(cause)
+    return said
