@@ -21,7 +21,6 @@ DEB_PKGS  := python3-petsc4py python3-mpi4py python3-h5py-mpi python3-netcdf4 py
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
-export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup system browser test test-serial test-mpi demo bench clean
 
