@@ -29,6 +29,7 @@ idle (which Parsl's task queue may not survive: :mod:`workflows.warm`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -62,7 +63,9 @@ class TaskFailed(Exception):
         return self.reason
 
 
+@functools.lru_cache(maxsize=1)
 def _parser() -> argparse.ArgumentParser:
+    """The task's command line (built once per process: a warm worker parses every step's words with it)."""
     p = argparse.ArgumentParser(prog="python -m twin.campaign.task", description=__doc__.split("\n\n")[0])
     p.add_argument("step", choices=("init", "forecast", "analyse", "finalize", "scan", "online"))
     p.add_argument("exp_dir", type=Path, help="experiment directory (run directory for 'online')")
@@ -266,6 +269,7 @@ class _WarmSetups:
             entry = None
         if entry is None:
             entry = (stamp, setup(exp_dir, comm))
+            entry[1].defer_records = True  # kept between tasks: diagnostics.nc appended every few seconds
         self.entries[exp_dir] = entry  # most recently used last
         while len(self.entries) > self.size:
             oldest = next(iter(self.entries))
