@@ -338,8 +338,12 @@ def campaign(tmp: Path, text: str, label: str, modes: list[str], ctx: dict) -> d
 def as_users_run(tmp: Path, repeats: int = 3) -> dict[str, float]:
     """The Lorenz-96 benchmark campaign through the ``twin run`` command, as a user runs it: a new process each time
     (the interpreter, the imports, MPI's and PETSc's start, the run, the outputs), online (``workers: 1``) and as a
-    warm workflow (``workers: 2, launcher: worker``), interleaved ``repeats`` times; the medians and their ratio. The
-    in-process comparison of :func:`campaign` leaves out what both commands pay before their first step."""
+    warm workflow (``workers: 2, launcher: worker``), interleaved ``repeats`` times; the medians, and the ratio as the
+    median of each pair's (a drift of the machine's speed moves both runs of a pair). The in-process comparison of
+    :func:`campaign` leaves out what both commands pay before their first step. :func:`main` runs this first: after
+    the in-process runs (PETSc and Parsl started and stopped in the benchmark's process) the same ``twin run`` online
+    took 1.4-1.8 s instead of 1.1-1.3 s on the 2-core test machine, for no cause found, which flattered the ratio
+    (1.85x against 2.55x measured alone, 2026-12-07)."""
     import statistics
 
     walls: dict[str, list[float]] = {"online": [], "workflow": []}
@@ -360,7 +364,8 @@ def as_users_run(tmp: Path, repeats: int = 3) -> dict[str, float]:
          walls=" ".join(f"{w:.2f}" for w in walls["online"]), **ctx)
     emit("workflow", "Lorenz-96 n=40 as users run it: twin run, warm workflow (median)", median["workflow"], "s",
          walls=" ".join(f"{w:.2f}" for w in walls["workflow"]), **ctx)
-    emit("workflow", "Lorenz-96 n=40 as users run it: workflow / online", median["workflow"] / median["online"], "x",
+    median["ratio"] = statistics.median(w / o for o, w in zip(walls["online"], walls["workflow"]))
+    emit("workflow", "Lorenz-96 n=40 as users run it: workflow / online (median of the pairs)", median["ratio"], "x",
          **ctx)
     # what the workflow adds, whatever online mode costs: 2x holds only while online mode takes at least this long
     emit("workflow", "Lorenz-96 n=40 as users run it: workflow - online", median["workflow"] - median["online"], "s",
@@ -372,19 +377,19 @@ def main() -> None:
     emit("workflow", "machine load at the start", os.getloadavg()[0], "1", detail=_load(), cores=os.cpu_count())
     with tempfile.TemporaryDirectory(prefix="twin-bench-wf-") as tmp:
         tmp = Path(tmp)
+        users = as_users_run(tmp, repeats=10)  # first, from a process that has started neither PETSc nor Parsl
         parsl_overhead(tmp / "parsl")
         ctx = dict(experiments=1, members=8, cycles=6, workers=2, cores=os.cpu_count())
         small = campaign(tmp, CAMPAIGN, "Lorenz-96 n=40", ["warm", "warm-before", "mpiexec"], ctx)
         task_parts(tmp / "Lorenz-96_n40-online" / "experiments" / "bench")
         slow = dict(experiments=1, members=4, cycles=2, n=20000, steps_per_cycle=5000, cores=os.cpu_count())
         large = campaign(tmp, SLOW, "Lorenz-96 n=20000, >= 1 s members", ["warm", "warm-1"], slow)
-        users = as_users_run(tmp, repeats=5)
     # the goals, with the default launcher of local resources (auto: one-rank members in the warm workers)
     for what, walls, goal in (("Lorenz-96 n=40", small, 2.0), ("Lorenz-96 n=20000, >= 1 s members", large, 1.2)):
         ratio = walls["warm"] / walls["online"]  # the campaign as configured: 2 workers
         emit("workflow", f"goal 2: {what}, default workflow / online (goal <= {goal:g})", ratio, "x",
              met=ratio <= goal, missed_by=None if ratio <= goal else round(ratio / goal, 2))
-    ratio = users["workflow"] / users["online"]
+    ratio = users["ratio"]
     emit("workflow", "goal 2: Lorenz-96 n=40 as users run it, twin run workflow / twin run online (goal <= 2)", ratio,
          "x", met=ratio <= 2.0, missed_by=None if ratio <= 2.0 else round(ratio / 2.0, 2))
     emit("workflow", "machine load at the end", os.getloadavg()[0], "1", detail=_load(), cores=os.cpu_count())
