@@ -240,3 +240,37 @@ def test_warm_analyses_append_the_diagnostics_every_few_seconds_and_give_the_onl
         assert sorted(a.data_vars) == sorted(b.data_vars) and a.sizes == b.sizes
         for name in a.data_vars:
             assert a[name].values.tobytes() == b[name].values.tobytes(), name
+
+
+def test_an_experiment_its_policy_stops_leaves_every_earlier_record_in_the_diagnostics(tmp_path):
+    """A warm worker's analysis that stops its experiment (too few members left) first brings ``diagnostics.nc`` up to
+    the cycle before, as online mode does when it stops: the file does not stay behind the checkpoints of an
+    experiment that no later analysis will append to."""
+    from mpi4py import MPI
+
+    from twin.campaign import steps
+    from twin.campaign.experiment import setup
+    from twin.campaign.outputs import diagnostics_count
+    from twin.campaign.task import run_in_worker
+    from twin.core.errors import WorkflowError
+
+    path = tmp_path / "c.yaml"
+    path.write_text(l96_campaign("stops", N=4, cycles=5, extra=WARM))
+    exp = prepare_experiments(load_campaign(path), tmp_path / "run")[0]
+    run_in_worker(["init", str(exp)])
+    s = setup(exp, MPI.COMM_SELF)
+    s.defer_records = True
+    try:
+        for k in range(3):
+            for m in range(4):
+                steps.forecast_member(exp, k, m, MPI.COMM_SELF, s)
+            steps.analyse(exp, k, MPI.COMM_SELF, s)
+        assert diagnostics_count(exp / "diagnostics.nc", None) == -1  # nothing due yet
+        for m in range(1, 4):
+            steps.forecast_member(exp, 3, m, MPI.COMM_SELF, s)
+        layout.write_json(layout.failed_marker(exp, 3, 0), {"cycle": 3, "member": 0, "reason": "diverged"})
+        with pytest.raises(WorkflowError, match="only 3 live member"):
+            steps.analyse(exp, 3, MPI.COMM_SELF, s, min_members=4)
+    finally:
+        s.destroy()
+    assert diagnostics_count(exp / "diagnostics.nc", None) == 3

@@ -540,6 +540,12 @@ def analyse(exp_dir, cycle: int, comm, s: Setup | None = None, *, min_members: i
             raise WorkflowError(f"experiment {s.name}: cycle {cycle} cannot be analysed: the forecasts of members "
                                 f"{missing} are missing (run them first, or mark them failed)")
         if len(live) < min_members:  # said without the experiment's name: the lines that stop it name it
+            if s.defer_records and write:  # the experiment ends here: diagnostics.nc holds every cycle before it
+                from twin.campaign.outputs import append_cycle_records, cycle_record
+
+                last = cycle_record(meta)  # checkpoint ``cycle`` holds the record of cycle - 1, the newest there is
+                if last is not None:
+                    append_cycle_records(s, [last])
             causes = "; ".join(f"{int(m)} in cycle {info.get('cycle')} ({info.get('reason', 'no reason recorded')})"
                                if isinstance(info, dict) else f"{int(m)}"
                                for m, info in sorted(dropped.items(), key=lambda item: int(item[0])))
