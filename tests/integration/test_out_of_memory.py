@@ -197,7 +197,8 @@ def test_a_workflow_just_above_its_floor_runs_with_few_malloc_arenas(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("done: 56 task(s)"), out.stdout
 
-    out = _workflow_under(tmp_path / "out", 530_000, env=dict(ENV, MALLOC_ARENA_MAX="16"))
+    (tmp_path / "arenas-16").mkdir()  # a campaign of its own, not inside the first run's directory
+    out = _workflow_under(tmp_path / "arenas-16", 530_000, env=dict(ENV, MALLOC_ARENA_MAX="16"))
     assert out.returncode == 1, out.stderr[-3000:]
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
