@@ -75,7 +75,9 @@ from workflows.executors import (
     started_processes,
     waiting_blocks,
 )
-from workflows.warm import WarmPool
+from workflows.early_interchange import EarlyInterchange
+from workflows.lean import import_parsl_api
+from workflows.warm import STEP_PRIORITY, WarmPool
 
 log = get_logger("twin.workflows")
 
@@ -366,17 +368,18 @@ class CampaignWorkflow:
             f"_m{member:04d}" if member is not None else "")
         base = self.logs / e.name / tag
         base.parent.mkdir(parents=True, exist_ok=True)
+        # launcher parsl-mpi: the whole nodes Parsl's MPI mode gives the task (none for the other launchers); with
+        # warm workers, the priority that puts it before their warm-ups for the outputs (workflows.warm)
+        spec = {**self.launcher.resource_spec(ranks), **({} if self.pool is None else {"priority": STEP_PRIORITY})}
         if self.launcher.in_worker(ranks):
             fut = self.warm_app([step, str(e.dir), *[str(a) for a in args], *self.petsc_tail], str(base) + ".err",
                                 self.launcher.private, walltime=self.policy.task_timeout,
-                                registry=str(self.pool.registry.path))
+                                registry=str(self.pool.registry.path), parsl_resource_specification=spec)
         else:
             cmd = self.launcher.command(ranks, [step, e.dir, *args, *self.petsc_tail],
                                         registry=None if self.pool is None else str(self.pool.registry.path))
-            # launcher parsl-mpi: the whole nodes Parsl's MPI mode gives the task (none for the other launchers)
             fut = self.app(cmd, stdout=str(base) + ".out", stderr=str(base) + ".err",
-                           walltime=self.policy.task_timeout,
-                           parsl_resource_specification=self.launcher.resource_spec(ranks))
+                           walltime=self.policy.task_timeout, parsl_resource_specification=spec)
         e.pending[fut] = (step, member, base)
         self.tasks_run += 1
 
@@ -520,6 +523,8 @@ class CampaignWorkflow:
                                  now - last_done, "; ".join(blocks))
                 if self.pool is not None:
                     self.pool.check(waiting=sum(len(e.pending) for e in self.exps))
+                    self.pool.warm_outputs(needed=any(e.stage not in ("finalize", "done", "failed")
+                                                      for e in self.exps))
                 if time.time() - last_beat > 5.0:
                     write_heartbeat(self.run_dir, children=self.children())
                     last_beat = time.time()
@@ -668,10 +673,22 @@ def run_workflow(loaded, run_dir, *, experiments=None, address: str | None = Non
         raise ConfigError(problems)
     check_address_space(loaded.config.resources)  # before a run directory is made or a process started
     with private_umask(loaded.config.campaign.sensitive):
-        return _run_workflow(loaded, run_dir, experiments, address, verbose, interactive, petsc_options)
+        # starts and imports while this process imports Parsl and prepares (workflows.early_interchange)
+        early = _early_interchange(loaded.config.resources)
+        try:
+            return _run_workflow(loaded, run_dir, experiments, address, verbose, interactive, petsc_options, early)
+        finally:
+            if early is not None:
+                early.discard()  # unless Parsl took it
 
 
-def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive, petsc_options) -> WorkflowResult:
+def _early_interchange(resources) -> EarlyInterchange | None:
+    """The interchange of a run on local resources, started now (:mod:`workflows.early_interchange`)."""
+    return EarlyInterchange() if resources.type == "local" else None
+
+
+def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive, petsc_options,
+                  early=None) -> WorkflowResult:
     import contextlib
 
     from twin.campaign.rundir import guard
@@ -679,11 +696,12 @@ def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive, p
     with contextlib.ExitStack() as stack:
         # the campaign's own run directory, and this driver's alone while it runs
         run_dir = guard(stack, Path(run_dir).resolve(), loaded)
-        return _run_guarded(loaded, run_dir, experiments, address, verbose, interactive, petsc_options)
+        return _run_guarded(loaded, run_dir, experiments, address, verbose, interactive, petsc_options, early)
 
 
-def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interactive, petsc_options) -> WorkflowResult:
-    import parsl
+def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interactive, petsc_options,
+                 early=None) -> WorkflowResult:
+    parsl = import_parsl_api()
 
     t0 = time.perf_counter()
     cfg = loaded.config
@@ -699,7 +717,7 @@ def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interacti
     write_heartbeat(run_dir)
     log.info("campaign '%s': %d experiment(s) as a Parsl workflow (%s resources) in %s", cfg.campaign.name,
              len(dirs), cfg.resources.type, run_dir)
-    pconfig = build_config(cfg.resources, run_dir, retries=policy.retries, address=address)
+    pconfig = build_config(cfg.resources, run_dir, retries=policy.retries, address=address, early=early)
     pconfig.retry_handler = _retry_handler
     state = "crashed"
     scanning = _Scans(dirs)  # while Parsl starts its interchange

@@ -326,24 +326,34 @@ def parsl_commands(python: str | None = None) -> dict:
 
     python = python or sys.executable
     pool = f"{shlex.quote(python)} -m {POOL_COMMAND_MODULE}"
-    return {"interchange_launch_cmd": [python, "-m", INTERCHANGE_COMMAND_MODULE],
+    return {"interchange_launch_cmd": interchange_command(python),
             "launch_cmd": DEFAULT_LAUNCH_CMD.replace("process_worker_pool.py", pool, 1)}
 
 
-def _local_executor(resources, run_dir: Path, label: str):
-    from parsl.executors import HighThroughputExecutor
+def interchange_command(python: str | None = None) -> list[str]:
+    """The interchange command of a workflow whose driver runs the interpreter ``python`` (default: this one)."""
+    return [python or sys.executable, "-m", INTERCHANGE_COMMAND_MODULE]
+
+
+def _local_executor(resources, run_dir: Path, label: str, early=None):
+    """A local block's executor; its interchange is ``early`` (a :class:`workflows.early_interchange
+    .EarlyInterchange`) when one is given."""
     from parsl.launchers import SimpleLauncher
     from parsl.providers import LocalProvider
+
+    from workflows.early_interchange import executor_class
 
     # the workers run warm tasks (launcher: auto or worker) themselves: no MPI runtime variables of the driver's
     # environment, the local MPI settings, no bytecode files in the tree (as in every task's own environment)
     init = SCRUB_MPI_ENV + " ".join(f"export {k}={v};" for k, v in sorted({**TASK_ENV, **LOCAL_MPI_ENV}.items()))
     provider = LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, launcher=SimpleLauncher(), cmd_timeout=60,
                              worker_init=init)
-    return HighThroughputExecutor(label=label, address="127.0.0.1", max_workers_per_node=resources.workers,
-                                  cores_per_worker=1e-6, provider=provider, encrypted=False,
-                                  worker_logdir_root=str(run_dir), heartbeat_period=5, heartbeat_threshold=60,
-                                  poll_period=10, **parsl_commands())
+    executor = executor_class()(label=label, address="127.0.0.1", max_workers_per_node=resources.workers,
+                                cores_per_worker=1e-6, provider=provider, encrypted=False,
+                                worker_logdir_root=str(run_dir), heartbeat_period=5, heartbeat_threshold=60,
+                                poll_period=10, **parsl_commands())
+    executor.early_interchange = early
+    return executor
 
 
 def slurm_worker_init(resources, python: str | None = None) -> str:
@@ -391,7 +401,7 @@ def _slurm_executor(resources, run_dir: Path, label: str, address: str | None):
                                   **parsl_commands())
 
 
-def build_config(resources, run_dir, *, retries: int = 0, address: str | None = None):
+def build_config(resources, run_dir, *, retries: int = 0, address: str | None = None, early=None):
     """The Parsl configuration for ``resources``; Parsl's run directory is ``<run_dir>/runinfo``.
 
     Parameters
@@ -403,13 +413,15 @@ def build_config(resources, run_dir, *, retries: int = 0, address: str | None = 
         Parsl retries of a failed task.
     address : str, optional
         Address workers connect back to (Slurm); default: this host's name. Local runs use 127.0.0.1.
+    early : workflows.early_interchange.EarlyInterchange, optional
+        The interchange process of local resources, started already.
     """
     from parsl.config import Config
 
     runinfo = Path(run_dir) / "runinfo"
     runinfo.mkdir(parents=True, exist_ok=True)
     if resources.type == "local":
-        executor = _local_executor(resources, runinfo, LOCAL_LABEL)
+        executor = _local_executor(resources, runinfo, LOCAL_LABEL, early)
     elif resources.type == "slurm":
         executor = _slurm_executor(resources, runinfo, "twin_slurm", address)
     else:

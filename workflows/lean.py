@@ -18,7 +18,14 @@ imports the module the usual way (the slower start, same behaviour).
 
 Only the processes that run nothing but one of Parsl's programs do this (:mod:`workflows.pool`,
 :mod:`workflows.interchange`, and the processes a pool spawns, which import the pool's main module first): the
-driver, which uses Parsl's API, imports Parsl whole.
+driver, which uses Parsl's API, imports Parsl whole, through :func:`import_parsl_api`. Parsl decorates its API
+(``Config``, the DataFlowKernel's methods ...) with typeguard's ``@typechecked``, which at import time parses the
+source of each decorated function's module again, rewrites the function with type checks and compiles it: 0.2 s of
+the driver's 0.45 s ``import parsl`` on the 2-core test machine, before the interchange can start, on the critical
+path of every workflow run (and a check of every argument on each call of them after). :func:`import_parsl_api`
+imports Parsl with that decorator leaving functions as written (as typeguard itself does under ``python -O``) and
+gives typeguard its decorator back after; what Parsl is given is built by :mod:`workflows.executors` from validated
+settings, and the workflow tests run it.
 """
 
 from __future__ import annotations
@@ -119,3 +126,24 @@ def parsl_modules() -> list[str]:
     """The Parsl modules this process has imported (a lean process has no ``parsl.dataflow``: the tests and
     ``benchmarks/bench_workflow.py`` ask a worker)."""
     return sorted(m for m in sys.modules if m == "parsl" or m.startswith("parsl."))
+
+
+def import_parsl_api() -> types.ModuleType:
+    """``import parsl`` for a workflow's driver, Parsl's ``@typechecked`` functions as written (see the module
+    docstring); Parsl as it is when it is imported already, or when typeguard is not installed."""
+    if "parsl" in sys.modules:
+        return importlib.import_module("parsl")
+    try:
+        import typeguard
+    except ImportError:
+        return importlib.import_module("parsl")
+
+    def as_written(target=None, **options):  # @typechecked and @typechecked(...) alike
+        return as_written if target is None else target
+
+    decorator = typeguard.typechecked
+    typeguard.typechecked = as_written
+    try:
+        return importlib.import_module("parsl")
+    finally:
+        typeguard.typechecked = decorator

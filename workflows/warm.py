@@ -6,7 +6,12 @@ makes the workers warm (PETSc, the imports of the steps, the first experiment's 
 it a worker paid for them in the middle of the campaign, where everything waits for it: on the 2-core test machine
 the first forecast of the worker that had not run ``init`` started 1.2 s late and took 0.5 s, and the first analysis
 of each worker took about 1 s more than the others (scipy.stats, imported by the guardrail check), measured in
-``benchmarks/bench_workflow.py``.
+``benchmarks/bench_workflow.py``. What only ``finalize`` needs (xarray, 0.3 s) comes after, from warm-ups for the
+outputs (:meth:`WarmPool.warm_outputs`) that Parsl runs behind every task of the campaign: every task of a pool
+with warm workers has Parsl's priority :data:`STEP_PRIORITY` and these :data:`OUTPUTS_PRIORITY` (HighThroughput-
+Executor: lower values first), so a worker takes one only when no step waits, while the others analyse. They are
+asked one at a time until every worker seen has one (at most :data:`OUTPUT_WARM_UPS_PER_WORKER` per worker: one
+may land on a worker that has one already). In the steps' warm-up, xarray held the first forecasts back by 0.3 s.
 
 Watch. A worker pool of Parsl's HighThroughputExecutor is a manager process with worker processes that all read one
 ``multiprocessing.Queue``; the worker that waits for a task holds the queue's lock (the others wait for the lock).
@@ -39,6 +44,14 @@ from twin.core.log import get_logger
 from workflows.executors import POOL_COMMAND_MODULE
 
 log = get_logger("twin.workflows")
+
+#: Parsl's priority of every task of a run with warm workers (HighThroughputExecutor: lower values first; a task
+#: without one comes after every task with one) ...
+STEP_PRIORITY = 0
+#: ... and of a warm-up for the outputs, which waits behind them.
+OUTPUTS_PRIORITY = 1
+#: Warm-ups for the outputs asked for at most, per worker of the pool.
+OUTPUT_WARM_UPS_PER_WORKER = 2
 
 #: Seconds that tasks may wait for a worker, none starting, after a process of the pool died outside a task, before
 #: the run is taken for stuck. Parsl replaces a dead worker within its heartbeat period (5 s on local resources) and
@@ -110,6 +123,10 @@ class WarmPool:
         self.logdir = f"--logdir={logdir}"
         self.app = parsl.python_app(warm_up)
         self.futures: list = []
+        #: the warm-ups for the outputs asked for, and the workers (pids) that have had one
+        self.output_futures: list = []
+        self.outputs_warm: set[int] = set()
+        self._warm_args: tuple = ()
         self.managers: set[int] = set()
         #: ``{pid: start time}`` of the pool's processes seen alive
         self.watched: dict[int, int] = {}
@@ -125,7 +142,25 @@ class WarmPool:
         line's ``petsc_options``, as the run's steps are)."""
         dirs = [str(d) for d in exp_dirs]
         opts = list(petsc_options or [])
-        self.futures = [self.app(dirs, str(self.registry.path), opts) for _ in range(self.workers)]
+        self._warm_args = (dirs, str(self.registry.path), opts)
+        self.futures = [self.app(*self._warm_args, parsl_resource_specification={"priority": STEP_PRIORITY})
+                        for _ in range(self.workers)]
+
+    def warm_outputs(self, needed: bool = True) -> None:
+        """Once the steps' warm-ups have ended, ask for a warm-up for the outputs (see the module docstring) when
+        it is ``needed`` (a finalize step is still to come), none is waiting, a worker seen (by a warm-up or in the
+        registry) has not had one, and fewer than :data:`OUTPUT_WARM_UPS_PER_WORKER` per worker were asked for;
+        cheap, for every turn of the driver's loop."""
+        if not needed or not self._warm_args or not all(f.done() for f in self.futures + self.output_futures):
+            return
+        seen = set(self.registry.states())
+        for fut in self.futures + self.output_futures:
+            if fut.exception() is None:
+                seen.add(fut.result())
+        self.outputs_warm = {f.result() for f in self.output_futures if f.exception() is None}
+        if seen - self.outputs_warm and len(self.output_futures) < OUTPUT_WARM_UPS_PER_WORKER * self.workers:
+            self.output_futures.append(self.app(*self._warm_args, for_finalize=True,
+                                                parsl_resource_specification={"priority": OUTPUTS_PRIORITY}))
 
     def _find_managers(self) -> None:
         """The pool managers of this run, by their command line (a look at every process: once a second at most)."""
@@ -168,7 +203,7 @@ class WarmPool:
             del self.watched[pid]
             state = marks.pop(pid, (None, 0.0))[0]
             self.registry.forget(pid)
-            if state == WorkerRegistry.BUSY:
+            if state in WorkerRegistry.RUNNING:
                 log.warning("Parsl worker process %d died under its task (killed?): Parsl retries the task or "
                             "reports it lost", pid)
                 continue
@@ -180,13 +215,13 @@ class WarmPool:
                 self.watched[pid] = st[2]
         if not self.suspects:
             return
-        if any(state == WorkerRegistry.BUSY and at > min(self.suspects.values()) for state, at in marks.values()):
+        if any(state in WorkerRegistry.RUNNING and at > min(self.suspects.values()) for state, at in marks.values()):
             log.info("a task started after process(es) %s of the worker pool died: the pool goes on",
                      ", ".join(map(str, sorted(self.suspects))))
             self.suspects.clear()
             self._waiting_since = None
             return
-        busy = sum(state == WorkerRegistry.BUSY for state, _ in marks.values())
+        busy = sum(state in WorkerRegistry.RUNNING for state, _ in marks.values())
         if waiting <= busy:
             self._waiting_since = None
             return

@@ -65,7 +65,9 @@ def test_warm_workers_give_the_online_analysis_and_drop_the_diverging_member(tmp
 
 
 # -- a warm worker killed with SIGKILL ---------------------------------------------------------------------------------
-KILLED = l96_campaign("l96kill", N=4, every=2, cycles=6, extra=WARM)
+#: 12 short cycles: the workers' warm-ups for the outputs take the idle moments of the first ones (workflows.warm), and
+#: the kills while a worker waits for a task (during analyses 7-10) leave cycles to run after them
+KILLED = l96_campaign("l96kill", N=4, every=1, cycles=12, extra=WARM)
 
 
 def _open_files(pid: int) -> set[str]:
@@ -225,7 +227,7 @@ def test_a_warm_worker_killed_holding_the_task_queue_ends_the_run_with_an_error_
     from workflows.campaign import run_workflow
     from workflows.warm import STUCK_AFTER
 
-    analyses = [f"analyse_c{k:04d}" for k in range(2, 6)]  # by then the warm-ups are over, even on a loaded machine
+    analyses = [f"analyse_c{k:04d}" for k in range(7, 11)]  # by then the warm-ups are over, even on a loaded machine
     loaded, policy, run, result, after = _run_with_kill(tmp_path, analyses, "holder", retries=1)
     assert isinstance(result, WorkflowError), result
     assert "of Parsl's worker pool died while not running a task" in str(result)
@@ -253,7 +255,7 @@ def test_a_warm_worker_killed_waiting_for_the_task_queue_harms_nothing(tmp_path)
     from twin.campaign.online import run_online
 
     three = KILLED.replace("workers: 2", "workers: 3")
-    analyses = [f"analyse_c{k:04d}" for k in range(2, 6)]
+    analyses = [f"analyse_c{k:04d}" for k in range(7, 11)]
     loaded, policy, run, result, _ = _run_with_kill(tmp_path, analyses, "waiter", retries=0, campaign=three)
     assert not isinstance(result, Exception) and result.ok, result
     log_text = (run / "twin.log").read_text()
@@ -295,7 +297,7 @@ def test_the_default_launcher_runs_one_rank_tasks_warm_and_mpi_tasks_under_mpiex
     assert log_text.count("launcher: tasks of one rank run in warm Parsl workers, tasks of more ranks under mpiexec "
                           "(launcher: auto); set resources.launcher: mpiexec for a process per task") == 1
     workers = WorkerRegistry(run / "runinfo" / "workers").states()
-    assert 1 <= len(workers) <= 2 and set(workers.values()) == {WorkerRegistry.IDLE}
+    assert 1 <= len(workers) <= 2 and set(workers.values()) <= {WorkerRegistry.IDLE, WorkerRegistry.WARMING}
     one, two = sorted(result.states)
     assert [loaded.config.ensemble.ranks_per_member, one, two] == [1, "ranks-per-member-1", "ranks-per-member-2"]
     tasks = run / "runinfo" / "tasks"

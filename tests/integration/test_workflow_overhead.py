@@ -49,9 +49,10 @@ def test_a_warm_run_warms_every_worker_and_gives_the_online_analysis(tmp_path):
     result = run_workflow(loaded, tmp_path / "wf", interactive=False)
     assert result.ok, result
     assert result.tasks_run == 1 + 4 * (6 + 1) + 1  # the warm-ups are not campaign tasks
-    # both workers recorded themselves (warm-up or step) and are idle at the end
+    # both workers recorded themselves (warm-up or step) and no step left one busy (a warm-up for the outputs, which
+    # runs while nothing else waits, may be cut short by the end of the run: workflows.warm)
     states = WorkerRegistry(tmp_path / "wf" / "runinfo" / "workers").states()
-    assert len(states) == 2 and set(states.values()) == {WorkerRegistry.IDLE}
+    assert len(states) == 2 and set(states.values()) <= {WorkerRegistry.IDLE, WorkerRegistry.WARMING}
     exp = layout.experiment_dir(tmp_path / "wf", "warmup")
     assert {r["pid"] for r in layout.read_task_log(exp)} <= set(states)
 
@@ -125,6 +126,39 @@ def test_a_lean_import_that_fails_is_done_the_usual_way():
     out = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["parsl.no_such_module", "False", "True"]
+
+
+TYPECHECK_PROBE = """
+import sys, typeguard
+decorator = typeguard.typechecked
+if sys.argv[1] == "api":
+    from workflows.lean import import_parsl_api
+    parsl = import_parsl_api()
+else:
+    import parsl
+from parsl.config import Config
+from parsl.dataflow.dflow import DataFlowKernel
+checked = [f.__code__.co_names.count("check_argument_types_internal") > 0 for f in (Config.__init__, DataFlowKernel.__init__)]
+print(checked, typeguard.typechecked is decorator, callable(parsl.python_app))
+"""
+
+
+def test_the_driver_imports_parsl_without_typeguards_instrumentation():
+    """``import_parsl_api`` gives Parsl's API with its ``@typechecked`` functions as written and typeguard its
+    decorator back; a plain ``import parsl`` instruments them (what the probe tells apart)."""
+    import ast
+    import subprocess
+    import sys
+
+    seen = {}
+    for way in ("api", "plain"):
+        out = subprocess.run([sys.executable, "-P", "-c", TYPECHECK_PROBE, way], capture_output=True, text=True,
+                             timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        seen[way] = out.stdout.split("]")[0] + "]", out.stdout.split("]")[1].split()
+    assert ast.literal_eval(seen["plain"][0]) == [True, True]
+    assert ast.literal_eval(seen["api"][0]) == [False, False]
+    assert seen["api"][1] == seen["plain"][1] == ["True", "True"]
 
 
 def test_parsl_is_loaded_with_its_first_block_submitted_and_the_strategy_slowed(tmp_path):
@@ -274,3 +308,59 @@ def test_an_experiment_its_policy_stops_leaves_every_earlier_record_in_the_diagn
     finally:
         s.destroy()
     assert diagnostics_count(exp / "diagnostics.nc", None) == 3
+
+
+def test_the_steps_warm_up_leaves_xarray_to_the_warm_up_for_the_outputs(tmp_path):
+    """A worker's warm-up for the steps builds the setup without xarray (0.3 s that held the first forecasts back);
+    the warm-up for the outputs imports it; both record the worker warming, then idle."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yaml"
+    path.write_text(l96_campaign("warmth", N=3, cycles=1, extra=WARM))
+    exp, = prepare_experiments(load_campaign(path), tmp_path / "run")
+    probe = ("import json, sys\nfrom twin.campaign.task import WorkerRegistry, warm_up\n"
+             "warm_up([sys.argv[1]], sys.argv[2], [])\nsteps = 'xarray' in sys.modules\n"
+             "warm_up([sys.argv[1]], sys.argv[2], [], for_finalize=True)\n"
+             "print(json.dumps([steps, 'xarray' in sys.modules, WorkerRegistry(sys.argv[2]).states()]))\n")
+    out = subprocess.run([sys.executable, "-c", probe, str(exp), str(tmp_path / "reg")], capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    steps, outputs, states = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (steps, outputs, list(states.values())) == (False, True, [WorkerRegistry.IDLE])
+
+
+def test_parsl_runs_a_task_of_a_higher_priority_number_after_the_others(tmp_path):
+    """What the warm-ups for the outputs rely on (workflows.warm): with the one worker busy, tasks queued with
+    Parsl's priority 1 run after those with priority 0, whatever the order they were submitted in (the campaign's
+    own bash app, each task writing when it ran)."""
+    import time
+
+    import parsl
+
+    from twin.config.schema import LocalResources
+    from workflows.campaign import _task
+    from workflows.executors import build_config, load_parsl
+
+    resources = LocalResources(type="local", workers=1)
+    dfk = load_parsl(build_config(resources, tmp_path), resources)
+    app = parsl.bash_app(_task)
+
+    def stamp(name: str, seconds: float, priority: int):
+        return app(f"sleep {seconds}; date +%s.%N", stdout=str(tmp_path / f"{name}.out"),
+                   parsl_resource_specification={"priority": priority})
+
+    try:
+        stamp("up", 0, 0).result(timeout=120)  # the worker is up
+        first = stamp("first", 1, 0)  # holds the worker while the rest queue
+        time.sleep(0.3)
+        futures = [stamp(f"later{i}", 0, 1) for i in range(2)] + [stamp(f"sooner{i}", 0, 0) for i in range(2)]
+        for fut in [first, *futures]:
+            fut.result(timeout=120)
+    finally:
+        dfk.cleanup()
+        parsl.clear()
+    ran = {p.stem: float(p.read_text()) for p in tmp_path.glob("*.out")}
+    assert ran["first"] < min(ran["sooner0"], ran["sooner1"])
+    assert max(ran["sooner0"], ran["sooner1"]) < min(ran["later0"], ran["later1"])

@@ -43,11 +43,15 @@ EXIT_UNEXPECTED = 1
 WORKER_STEPS = ("init", "forecast", "analyse", "finalize")
 #: Modules :func:`warm_up` imports besides those of the experiments' setups: the steps, and what the first analysis
 #: of a process imports on first use (the guardrail check, 0.15 s since it no longer imports scipy.stats, 1 s before
-#: on the 2-core test machine, measured in ``benchmarks/bench_workflow.py``), and xarray, which only the finalize
-#: step's outputs import (0.3 s with pandas; init, forecasts and analyses leave it out). A name missing here costs
-#: time, never a result.
+#: on the 2-core test machine, measured in ``benchmarks/bench_workflow.py``). A name missing here costs time, never a
+#: result.
 WARM_MODULES = ("twin.campaign.steps", "twin.campaign.finalize", "twin.campaign.guarded", "twin.decision.guardrails",
-                "twin.decision.records", "twin.io.netcdf", "twin.io.checkpoint", "xarray")
+                "twin.decision.records", "twin.io.netcdf", "twin.io.checkpoint")
+#: What :func:`warm_up` imports with ``for_finalize=True``: xarray, which only the finalize step's outputs import (0.3 s
+#: with pandas; init, forecasts and analyses leave it out). The driver asks for it apart, after the steps' warm-up and
+#: behind every task of the campaign (:mod:`workflows.warm`): in the steps' warm-up it held the first forecasts back
+#: by 0.3 s on the 2-core test machine.
+OUTPUT_MODULES = ("xarray",)
 
 
 class TaskFailed(Exception):
@@ -288,17 +292,21 @@ _WARM = _WarmSetups()
 
 class WorkerRegistry:
     """What the warm workers of a workflow run are doing, one file per worker process in the directory ``path``:
-    ``<pid>`` holds ``busy`` while the worker runs a step of the campaign (or its warm-up) and ``idle`` otherwise,
-    replaced atomically (a reader never sees half a word). The workflow driver reads it to tell how a worker it saw
-    die died (:mod:`workflows.warm`); a worker without a file has run nothing of the campaign yet."""
+    ``<pid>`` holds ``busy`` while the worker runs a step of the campaign, ``warming`` while it runs a warm-up
+    (:func:`warm_up`, which the end of a run may cut short: a warm-up for the outputs runs while nothing else waits)
+    and ``idle`` otherwise, replaced atomically (a reader never sees half a word). The workflow driver reads it to
+    tell how a worker it saw die died (:mod:`workflows.warm`: busy and warming alike were running a Parsl task); a
+    worker without a file has run nothing of the campaign yet."""
 
-    BUSY, IDLE = "busy", "idle"
+    BUSY, WARMING, IDLE = "busy", "warming", "idle"
+    #: the states of a worker that runs a Parsl task
+    RUNNING = (BUSY, WARMING)
 
     def __init__(self, path):
         self.path = Path(path)
 
     def mark(self, state: str) -> None:
-        """Record this process's state (:attr:`BUSY` or :attr:`IDLE`)."""
+        """Record this process's state (:attr:`BUSY`, :attr:`WARMING` or :attr:`IDLE`)."""
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.path / f".{os.getpid()}.new"
         tmp.write_text(state)
@@ -332,14 +340,16 @@ class WorkerRegistry:
             pass
 
 
-def warm_up(exp_dirs: list, registry: str | None = None, petsc_options: list | None = None) -> int:
-    """Make this Parsl worker warm before its first step: PETSc and MPI initialised, :data:`WARM_MODULES` imported,
-    the ``Setup`` and model of the experiments ``exp_dirs`` built (at most as many as the worker keeps), recorded
-    in ``registry`` as a :class:`WorkerRegistry` does for a step, PETSc with the run's ``petsc_options`` (the
-    command line's; a step that comes first does the same). Nearly free in a worker that is warm already.
+def warm_up(exp_dirs: list, registry: str | None = None, petsc_options: list | None = None,
+            for_finalize: bool = False, parsl_resource_specification=None) -> int:
+    """Make this Parsl worker warm before its first step: PETSc and MPI initialised, :data:`WARM_MODULES` imported
+    (and :data:`OUTPUT_MODULES` with ``for_finalize``), the ``Setup`` and model of the experiments ``exp_dirs``
+    built (at most as many as the worker keeps), recorded in ``registry`` (warming, then idle: :class:`WorkerRegistry`),
+    PETSc with the run's ``petsc_options`` (the command line's; a step that comes first does the same). Nearly free
+    in a worker that is warm already.
 
     Returns the worker's process id. A setup that fails is left for the step that needs it to report (the warm-up
-    only saves time).
+    only saves time). ``parsl_resource_specification`` is Parsl's (the task's priority), unused here.
     """
     import importlib
 
@@ -347,12 +357,12 @@ def warm_up(exp_dirs: list, registry: str | None = None, petsc_options: list | N
 
     reg = WorkerRegistry(registry) if registry is not None else None
     if reg is not None:
-        reg.mark(WorkerRegistry.BUSY)
+        reg.mark(WorkerRegistry.WARMING)
     try:
         init_petsc([str(o) for o in petsc_options or []])
         from mpi4py import MPI
 
-        for name in WARM_MODULES:
+        for name in WARM_MODULES + (OUTPUT_MODULES if for_finalize else ()):
             importlib.import_module(name)
         for d in list(exp_dirs)[:_WARM.size]:
             try:
@@ -366,7 +376,7 @@ def warm_up(exp_dirs: list, registry: str | None = None, petsc_options: list | N
 
 
 def run_in_worker(argv: list, log_path: str | None = None, private: bool = False, walltime=None,
-                  registry: str | None = None) -> float:
+                  registry: str | None = None, parsl_resource_specification=None) -> float:
     """Run one campaign step in this (warm, one-rank) Parsl worker, as ``python -m twin.campaign.task ARGV`` would.
 
     Parameters
@@ -384,6 +394,8 @@ def run_in_worker(argv: list, log_path: str | None = None, private: bool = False
         Consumed by Parsl's python app (its time limit); unused here.
     registry : str, optional
         The run's :class:`WorkerRegistry` directory: this worker is recorded busy for the step, idle after it.
+    parsl_resource_specification : dict, optional
+        Parsl's (the task's priority, :mod:`workflows.warm`); unused here.
 
     Returns
     -------
