@@ -123,9 +123,8 @@ class WarmPool:
         self.logdir = f"--logdir={logdir}"
         self.app = parsl.python_app(warm_up)
         self.futures: list = []
-        #: the warm-ups for the outputs asked for, and the workers (pids) that have had one
+        #: the warm-ups for the outputs asked for
         self.output_futures: list = []
-        self.outputs_warm: set[int] = set()
         self._warm_args: tuple = ()
         self.managers: set[int] = set()
         #: ``{pid: start time}`` of the pool's processes seen alive
@@ -151,14 +150,12 @@ class WarmPool:
         it is ``needed`` (a finalize step is still to come), none is waiting, a worker seen (by a warm-up or in the
         registry) has not had one, and fewer than :data:`OUTPUT_WARM_UPS_PER_WORKER` per worker were asked for;
         cheap, for every turn of the driver's loop."""
-        if not needed or not self._warm_args or not all(f.done() for f in self.futures + self.output_futures):
+        if (not needed or not self._warm_args or len(self.output_futures) >= OUTPUT_WARM_UPS_PER_WORKER * self.workers
+                or not all(f.done() for f in self.futures + self.output_futures)):
             return
-        seen = set(self.registry.states())
-        for fut in self.futures + self.output_futures:
-            if fut.exception() is None:
-                seen.add(fut.result())
-        self.outputs_warm = {f.result() for f in self.output_futures if f.exception() is None}
-        if seen - self.outputs_warm and len(self.output_futures) < OUTPUT_WARM_UPS_PER_WORKER * self.workers:
+        warmed = {f.result() for f in self.output_futures if f.exception() is None}  # pids
+        seen = set(self.registry.states()) | {f.result() for f in self.futures if f.exception() is None}
+        if seen - warmed:
             self.output_futures.append(self.app(*self._warm_args, for_finalize=True,
                                                 parsl_resource_specification={"priority": OUTPUTS_PRIORITY}))
 

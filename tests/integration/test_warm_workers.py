@@ -65,9 +65,10 @@ def test_warm_workers_give_the_online_analysis_and_drop_the_diverging_member(tmp
 
 
 # -- a warm worker killed with SIGKILL ---------------------------------------------------------------------------------
-#: 12 short cycles: the workers' warm-ups for the outputs take the idle moments of the first ones (workflows.warm), and
-#: the kills while a worker waits for a task (during analyses 7-10) leave cycles to run after them
-KILLED = l96_campaign("l96kill", N=4, every=1, cycles=12, extra=WARM)
+#: 18 short cycles: the workers' warm-ups for the outputs take the idle moments of the first ones (workflows.warm; one
+#: at a time, up to 0.3 s each, three workers' worth ran into analysis 10 once), and the kills while a worker waits
+#: for a task (during analyses 12-16) leave cycles to run after them
+KILLED = l96_campaign("l96kill", N=4, every=1, cycles=18, extra=WARM)
 
 
 def _open_files(pid: int) -> set[str]:
@@ -227,7 +228,7 @@ def test_a_warm_worker_killed_holding_the_task_queue_ends_the_run_with_an_error_
     from workflows.campaign import run_workflow
     from workflows.warm import STUCK_AFTER
 
-    analyses = [f"analyse_c{k:04d}" for k in range(7, 11)]  # by then the warm-ups are over, even on a loaded machine
+    analyses = [f"analyse_c{k:04d}" for k in range(12, 17)]  # by then the warm-ups are over, even on a loaded machine
     loaded, policy, run, result, after = _run_with_kill(tmp_path, analyses, "holder", retries=1)
     assert isinstance(result, WorkflowError), result
     assert "of Parsl's worker pool died while not running a task" in str(result)
@@ -255,7 +256,7 @@ def test_a_warm_worker_killed_waiting_for_the_task_queue_harms_nothing(tmp_path)
     from twin.campaign.online import run_online
 
     three = KILLED.replace("workers: 2", "workers: 3")
-    analyses = [f"analyse_c{k:04d}" for k in range(7, 11)]
+    analyses = [f"analyse_c{k:04d}" for k in range(12, 17)]
     loaded, policy, run, result, _ = _run_with_kill(tmp_path, analyses, "waiter", retries=0, campaign=three)
     assert not isinstance(result, Exception) and result.ok, result
     log_text = (run / "twin.log").read_text()
