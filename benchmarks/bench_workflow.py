@@ -154,7 +154,8 @@ class _FixedCostAsBefore:
     process of its own before Parsl starts, Parsl's strategy every 2 s (also before the first block), no warm-up
     tasks, the final status verifying the last checkpoint in a process of its own, Parsl's pool module as the
     pool's main module (its spawned helpers import Parsl again), and the interchange, the pool and its workers
-    importing Parsl whole (2026-12-07), the interchange started by Parsl, not before (2026-12-07, session 22; the
+    importing Parsl whole (2026-12-07), the interchange and the first worker pool started by Parsl, not before
+    (2026-12-07, sessions 22 and 23; the
     driver's import of Parsl without typeguard's instrumentation shows only in :func:`as_users_run`: this process
     has imported Parsl once)."""
 
@@ -177,10 +178,12 @@ class _FixedCostAsBefore:
             def results(self):
                 return self.done
 
-        self.saved = (wc._Scans, ex.STRATEGY_PERIOD["local"], ww.WarmPool.warm_up, wc.status, wc._early_interchange)
+        self.saved = (wc._Scans, ex.STRATEGY_PERIOD["local"], ww.WarmPool.warm_up, wc.status, wc._early_interchange,
+                      wc._early_block)
         status = wc.status
         wc._Scans = ScanAll
         wc._early_interchange = lambda resources: None
+        wc._early_block = lambda resources, run_dir: None
         ex.STRATEGY_PERIOD["local"] = 2.0
         ww.WarmPool.warm_up = lambda self, dirs, petsc_options=None: None
         wc.status = lambda run_dir, verify=True: status(run_dir, verify=True)
@@ -191,7 +194,8 @@ class _FixedCostAsBefore:
         import workflows.executors as ex
         import workflows.warm as ww
 
-        wc._Scans, ex.STRATEGY_PERIOD["local"], ww.WarmPool.warm_up, wc.status, wc._early_interchange = self.saved
+        (wc._Scans, ex.STRATEGY_PERIOD["local"], ww.WarmPool.warm_up, wc.status, wc._early_interchange,
+         wc._early_block) = self.saved
         (ex.POOL_COMMAND_MODULE, ww.POOL_COMMAND_MODULE, ex.STRATEGY_FIRST_PERIOD,
          ex.INTERCHANGE_COMMAND_MODULE) = self.pool
 

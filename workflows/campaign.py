@@ -75,6 +75,7 @@ from workflows.executors import (
     started_processes,
     waiting_blocks,
 )
+from workflows.early_block import EarlyBlock
 from workflows.early_interchange import EarlyInterchange
 from workflows.lean import import_parsl_api
 from workflows.warm import STEP_PRIORITY, WarmPool
@@ -298,7 +299,9 @@ class CampaignWorkflow:
         self.pool = None
         if launcher.in_worker(1):
             executor = parsl.dfk().executors[LOCAL_LABEL]  # warm workers are local (the schema's launchers)
-            self.pool = WarmPool(run_dir / "runinfo", resources.workers, executor.worker_logdir)
+            self.pool = WarmPool(run_dir / "runinfo", resources.workers, executor.worker_logdir,
+                                 blocks=lambda: [job.get("remote_pid") for job in
+                                                 list(getattr(executor.provider, "resources", {}).values())])
         self.exps: list[_Experiment] = []
         self.tasks_run = self.tasks_failed = 0
         for d in dirs:
@@ -508,8 +511,11 @@ class CampaignWorkflow:
                 owner = {f: e for e in self.exps for f in e.pending}
                 if not owner:
                     break
-                done, _ = cf.wait(list(owner), timeout=2.0 if self.pool is None else 0.5,
+                # a warm-up's end wakes the loop too: the warm-ups for the outputs are asked for from here
+                warming = [] if self.pool is None else self.pool.unfinished()
+                done, _ = cf.wait(list(owner) + warming, timeout=2.0 if self.pool is None else 0.5,
                                   return_when=cf.FIRST_COMPLETED)
+                done = [fut for fut in done if fut in owner]
                 for fut in done:
                     bar.advance(status=self._finished(owner[fut], fut))
                 now = time.time()
@@ -687,6 +693,18 @@ def _early_interchange(resources) -> EarlyInterchange | None:
     return EarlyInterchange() if resources.type == "local" else None
 
 
+def _early_block(resources, run_dir: Path) -> EarlyBlock | None:
+    """The first worker pool of a run on local resources, started now (:mod:`workflows.early_block`); ``None`` (Parsl
+    starts it) when ``bash`` could not start it."""
+    if resources.type != "local":
+        return None
+    try:
+        return EarlyBlock(run_dir / "runinfo" / "early_block", f"parsl.{LOCAL_LABEL}.block-0.early")
+    except (OSError, ValueError, StopIteration, subprocess.SubprocessError) as exc:
+        log.debug("the first worker pool is left to Parsl to start: %s", exc)
+        return None
+
+
 def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive, petsc_options,
                   early=None) -> WorkflowResult:
     import contextlib
@@ -696,11 +714,16 @@ def _run_workflow(loaded, run_dir, experiments, address, verbose, interactive, p
     with contextlib.ExitStack() as stack:
         # the campaign's own run directory, and this driver's alone while it runs
         run_dir = guard(stack, Path(run_dir).resolve(), loaded)
-        return _run_guarded(loaded, run_dir, experiments, address, verbose, interactive, petsc_options, early)
+        # starts and imports while this process imports Parsl and starts it (workflows.early_block)
+        block = _early_block(loaded.config.resources, run_dir)
+        if block is not None:
+            stack.callback(block.discard)  # unless Parsl took it
+        return _run_guarded(loaded, run_dir, experiments, address, verbose, interactive, petsc_options, early,
+                            block)
 
 
 def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interactive, petsc_options,
-                 early=None) -> WorkflowResult:
+                 early=None, block=None) -> WorkflowResult:
     parsl = import_parsl_api()
 
     t0 = time.perf_counter()
@@ -717,7 +740,8 @@ def _run_guarded(loaded, run_dir: Path, experiments, address, verbose, interacti
     write_heartbeat(run_dir)
     log.info("campaign '%s': %d experiment(s) as a Parsl workflow (%s resources) in %s", cfg.campaign.name,
              len(dirs), cfg.resources.type, run_dir)
-    pconfig = build_config(cfg.resources, run_dir, retries=policy.retries, address=address, early=early)
+    pconfig = build_config(cfg.resources, run_dir, retries=policy.retries, address=address, early=early,
+                           early_block=block)
     pconfig.retry_handler = _retry_handler
     state = "crashed"
     scanning = _Scans(dirs)  # while Parsl starts its interchange

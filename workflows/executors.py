@@ -324,10 +324,14 @@ def parsl_commands(python: str | None = None) -> dict:
     each)."""
     from parsl.executors.high_throughput.executor import DEFAULT_LAUNCH_CMD
 
-    python = python or sys.executable
-    pool = f"{shlex.quote(python)} -m {POOL_COMMAND_MODULE}"
     return {"interchange_launch_cmd": interchange_command(python),
-            "launch_cmd": DEFAULT_LAUNCH_CMD.replace("process_worker_pool.py", pool, 1)}
+            "launch_cmd": DEFAULT_LAUNCH_CMD.replace("process_worker_pool.py", pool_command(python), 1)}
+
+
+def pool_command(python: str | None = None) -> str:
+    """The worker pool's command, before its arguments, of a workflow whose driver runs ``python`` (default: this
+    interpreter)."""
+    return f"{shlex.quote(python or sys.executable)} -m {POOL_COMMAND_MODULE}"
 
 
 def interchange_command(python: str | None = None) -> list[str]:
@@ -335,19 +339,25 @@ def interchange_command(python: str | None = None) -> list[str]:
     return [python or sys.executable, "-m", INTERCHANGE_COMMAND_MODULE]
 
 
-def _local_executor(resources, run_dir: Path, label: str, early=None):
-    """A local block's executor; its interchange is ``early`` (a :class:`workflows.early_interchange
-    .EarlyInterchange`) when one is given."""
-    from parsl.launchers import SimpleLauncher
-    from parsl.providers import LocalProvider
+def local_worker_init() -> str:
+    """The lines a local block runs before its worker pool: the workers run warm tasks (launcher: auto or worker)
+    themselves, so no MPI runtime variables of the driver's environment, the local MPI settings, no bytecode files
+    in the tree (as in every task's own environment)."""
+    return SCRUB_MPI_ENV + " ".join(f"export {k}={v};" for k, v in sorted({**TASK_ENV, **LOCAL_MPI_ENV}.items()))
 
+
+def _local_executor(resources, run_dir: Path, label: str, early=None, early_block=None):
+    """A local block's executor; its interchange is ``early`` (a :class:`workflows.early_interchange
+    .EarlyInterchange`) and its first block ``early_block`` (a :class:`workflows.early_block.EarlyBlock`) when they
+    are given."""
+    from parsl.launchers import SimpleLauncher
+
+    from workflows.early_block import provider_class
     from workflows.early_interchange import executor_class
 
-    # the workers run warm tasks (launcher: auto or worker) themselves: no MPI runtime variables of the driver's
-    # environment, the local MPI settings, no bytecode files in the tree (as in every task's own environment)
-    init = SCRUB_MPI_ENV + " ".join(f"export {k}={v};" for k, v in sorted({**TASK_ENV, **LOCAL_MPI_ENV}.items()))
-    provider = LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1, launcher=SimpleLauncher(), cmd_timeout=60,
-                             worker_init=init)
+    provider = provider_class()(init_blocks=1, min_blocks=1, max_blocks=1, launcher=SimpleLauncher(),
+                                cmd_timeout=60, worker_init=local_worker_init())
+    provider.early_block = early_block
     executor = executor_class()(label=label, address="127.0.0.1", max_workers_per_node=resources.workers,
                                 cores_per_worker=1e-6, provider=provider, encrypted=False,
                                 worker_logdir_root=str(run_dir), heartbeat_period=5, heartbeat_threshold=60,
@@ -401,7 +411,8 @@ def _slurm_executor(resources, run_dir: Path, label: str, address: str | None):
                                   **parsl_commands())
 
 
-def build_config(resources, run_dir, *, retries: int = 0, address: str | None = None, early=None):
+def build_config(resources, run_dir, *, retries: int = 0, address: str | None = None, early=None,
+                 early_block=None):
     """The Parsl configuration for ``resources``; Parsl's run directory is ``<run_dir>/runinfo``.
 
     Parameters
@@ -415,13 +426,15 @@ def build_config(resources, run_dir, *, retries: int = 0, address: str | None = 
         Address workers connect back to (Slurm); default: this host's name. Local runs use 127.0.0.1.
     early : workflows.early_interchange.EarlyInterchange, optional
         The interchange process of local resources, started already.
+    early_block : workflows.early_block.EarlyBlock, optional
+        The first worker pool of local resources, started already.
     """
     from parsl.config import Config
 
     runinfo = Path(run_dir) / "runinfo"
     runinfo.mkdir(parents=True, exist_ok=True)
     if resources.type == "local":
-        executor = _local_executor(resources, runinfo, LOCAL_LABEL, early)
+        executor = _local_executor(resources, runinfo, LOCAL_LABEL, early, early_block)
     elif resources.type == "slurm":
         executor = _slurm_executor(resources, runinfo, "twin_slurm", address)
     else:

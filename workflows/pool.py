@@ -14,6 +14,11 @@ does, with two differences that matter on the critical path of every workflow ru
   (:mod:`workflows.lean`): 0.15 s instead of 0.36 s in each of them.
 
 ``benchmarks/bench_workflow.py`` measures both. The pool's program is Parsl's own (:func:`workflows.lean.run_main`).
+
+With the single argument :data:`ARGS_ON_STDIN` the pool imports Parsl's pool module, then reads its arguments from
+standard input (a JSON list of words, one line) and runs with them; it ends quietly (status 0) when standard input
+closes with none: a local run starts its first block before Parsl knows the pool's arguments
+(:mod:`workflows.early_block`).
 """
 
 from __future__ import annotations
@@ -22,9 +27,23 @@ from workflows.lean import lean_parsl, run_main
 
 #: The module of Parsl's worker pool (HighThroughputExecutor).
 POOL_MODULE = "parsl.executors.high_throughput.process_worker_pool"
+#: The pool's only argument when it is to read its arguments from standard input.
+ARGS_ON_STDIN = "--args-on-stdin"
 
 if __name__ == "__mp_main__":  # a process the pool spawned: its worker function's module comes next
     lean_parsl()
 
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == [ARGS_ON_STDIN]:
+        import json
+
+        from workflows.lean import import_main_module
+
+        import_main_module(POOL_MODULE)  # while the driver starts Parsl
+        given = sys.stdin.readline()
+        if not given.strip():
+            sys.exit(0)
+        sys.argv[1:] = json.loads(given)
     run_main(POOL_MODULE)

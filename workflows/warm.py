@@ -77,6 +77,18 @@ def _alive(pid: int, start: int | None = None) -> bool:
     return st is not None and st[0] not in ("Z", "X") and (start is None or st[2] == start)
 
 
+def _descends(pid: int, ancestors: set[int], depth: int = 8) -> bool:
+    """Whether one of ``ancestors`` is a parent of ``pid``, or its parent's parent ..., ``depth`` generations up."""
+    for _ in range(depth):
+        st = _stat(pid)
+        if st is None or st[1] <= 1:
+            return False
+        pid = st[1]
+        if pid in ancestors:
+            return True
+    return False
+
+
 def _cmdline(pid: int) -> list[str]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -111,9 +123,12 @@ class WarmPool:
         Workers of the pool (``resources.workers``).
     logdir : str
         The pool managers' ``--logdir`` (``<runinfo>/<executor label>``), by which the watch finds them.
+    blocks : callable, optional
+        The process ids of the run's local blocks (each a pool's parent or grandparent), by which the watch finds a
+        pool whose command line does not hold its ``--logdir``.
     """
 
-    def __init__(self, runinfo, workers: int, logdir: str):
+    def __init__(self, runinfo, workers: int, logdir: str, blocks=None):
         import parsl
 
         self.registry = WorkerRegistry(Path(runinfo) / "workers")
@@ -121,6 +136,7 @@ class WarmPool:
         self.registry.path.mkdir(parents=True, exist_ok=True)
         self.workers = int(workers)
         self.logdir = f"--logdir={logdir}"
+        self.blocks = blocks or (lambda: [])
         self.app = parsl.python_app(warm_up)
         self.futures: list = []
         #: the warm-ups for the outputs asked for
@@ -145,6 +161,10 @@ class WarmPool:
         self.futures = [self.app(*self._warm_args, parsl_resource_specification={"priority": STEP_PRIORITY})
                         for _ in range(self.workers)]
 
+    def unfinished(self) -> list:
+        """The warm-up tasks asked for that have not ended (the driver's loop wakes when one does)."""
+        return [f for f in self.futures + self.output_futures if not f.done()]
+
     def warm_outputs(self, needed: bool = True) -> None:
         """Once the steps' warm-ups have ended, ask for a warm-up for the outputs (see the module docstring) when
         it is ``needed`` (a finalize step is still to come), none is waiting, a worker seen (by a warm-up or in the
@@ -160,14 +180,17 @@ class WarmPool:
                                                 parsl_resource_specification={"priority": OUTPUTS_PRIORITY}))
 
     def _find_managers(self) -> None:
-        """The pool managers of this run, by their command line (a look at every process: once a second at most)."""
+        """The pool managers of this run, by their command line (its ``--logdir``, or, for a pool that read its
+        arguments from standard input, a block of this run among its parents: :mod:`workflows.early_block`): a look
+        at every process, once a second at most."""
         if time.monotonic() - self._looked < 1.0:
             return
         self._looked = time.monotonic()
+        blocks = set(self.blocks())
         for entry in os.scandir("/proc"):
             if entry.name.isdigit():
                 words = _cmdline(int(entry.name))
-                if POOL_COMMAND_MODULE in words and self.logdir in words:
+                if POOL_COMMAND_MODULE in words and (self.logdir in words or _descends(int(entry.name), blocks)):
                     self.managers.add(int(entry.name))
 
     def check(self, waiting: int = 0) -> None:

@@ -143,7 +143,7 @@ def stop_left_behind(run_dir, grace: float = 5.0) -> list[int]:
     return [int(c["pid"]) for c in left]
 
 
-def _alive(pid) -> bool:
+def process_alive(pid) -> bool:
     """Whether process ``pid`` runs here: it exists and is not a zombie (a killed MPI rank stays one until its
     launcher reaps it, seconds after ``mpiexec`` returned; Linux's ``/proc`` says so, elsewhere it counts as alive)."""
     try:
@@ -173,7 +173,7 @@ def driver_state(run_dir) -> str:
         return str(hb.get("state"))
     here = (hb.get("boot") and hb.get("boot") == _boot()) or hb.get("host") == socket.gethostname()
     if here:
-        if not _alive(hb.get("pid")):
+        if not process_alive(hb.get("pid")):
             return "lost"
         # the same process, not a later one that got its id (process ids are reused; found by a probe: a killed
         # driver's id taken by another process blocked the run directory for good)
