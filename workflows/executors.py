@@ -33,7 +33,9 @@ Pitfalls handled, and why the default is not Parsl's ``MPIExecutor``:
 * Start-up (issue 23): a pool is Parsl's own, run as :mod:`workflows.pool` so that its spawned helper processes do
   not import Parsl again (0.3-0.4 s), the interchange, the pool and its workers import only the Parsl modules they
   use (:mod:`workflows.lean`, 0.2 s each), and :func:`load_parsl` has the strategy submit the first block as soon as the
-  executor exists (0.2 s); ``benchmarks/bench_workflow.py`` measures both.
+  executor exists (0.2 s); on local resources the interchange and the first block start with the run, before the
+  driver imports Parsl, and Parsl is given them (:mod:`workflows.early_interchange`, :mod:`workflows.early_block`);
+  ``benchmarks/bench_workflow.py`` measures them.
 
 Parsl's MPI mode (``MPIExecutor``, the HighThroughputExecutor with ``enable_mpi_mode`` on, Parsl 2026.10) composes
 the launch prefix (``$PARSL_MPI_PREFIX``) from a task's ``parsl_resource_specification``. It is not the default: its
