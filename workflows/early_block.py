@@ -123,7 +123,9 @@ class EarlyBlock:
             time.sleep(0.01)
         if process_alive(self.pid):
             try:
-                os.killpg(self.pid, signal.SIGKILL)
+                group = os.getpgid(self.pid)  # the group the launching shell made (process_group=0)
+                if group != os.getpgrp():  # never this process's own
+                    os.killpg(group, signal.SIGKILL)
             except OSError:
                 pass
 

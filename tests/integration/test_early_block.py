@@ -94,6 +94,22 @@ def test_a_discarded_block_ends_quietly(tmp_path):
     assert Path(f"{block.script}.err").read_text() == ""
 
 
+def test_a_block_that_does_not_end_is_killed_with_its_group(tmp_path, monkeypatch):
+    import workflows.early_block as eb
+    from twin.campaign.heartbeat import process_alive
+
+    monkeypatch.setattr(eb, "DISCARD_WAIT", 0.0)  # no time to read the closed pipe: the group is killed
+    block = eb.EarlyBlock(tmp_path, "parsl.test.block-0.early")
+    assert os.getpgid(block.pid) != os.getpgrp()
+    block.discard()
+    deadline = time.monotonic() + 10
+    while (process_alive(block.pid) or _early_pools()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not process_alive(block.pid)
+    assert _early_pools() == []
+    assert Path(f"{block.script}.ec").read_text().strip() == "-"  # killed: no exit status was written
+
+
 def test_a_run_that_ends_before_parsl_starts_leaves_no_pool(tmp_path, monkeypatch):
     import workflows.campaign as wc
     from twin.core.errors import ConfigError
