@@ -298,10 +298,10 @@ class CampaignWorkflow:
         self.warm_app = parsl.python_app(run_in_worker)
         self.pool = None
         if launcher.in_worker(1):
-            executor = parsl.dfk().executors[LOCAL_LABEL]  # warm workers are local (the schema's launchers)
+            dfk = parsl.dfk()
+            executor = dfk.executors[LOCAL_LABEL]  # warm workers are local (the schema's launchers)
             self.pool = WarmPool(run_dir / "runinfo", resources.workers, executor.worker_logdir,
-                                 blocks=lambda: [job.get("remote_pid") for job in
-                                                 list(getattr(executor.provider, "resources", {}).values())])
+                                 blocks=lambda: [pid for pid, group in started_processes(dfk) if group])
         self.exps: list[_Experiment] = []
         self.tasks_run = self.tasks_failed = 0
         for d in dirs:
