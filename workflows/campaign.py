@@ -22,6 +22,12 @@ limit stops Python code, not a long C call. So ``launcher: auto`` runs every tas
 ``mpiexec`` when the campaign sets ``experiments.task_timeout`` (a campaign whose members may hang inside PETSc sets
 one), and ``launcher: mpiexec`` always does; :func:`workflows.executors.launcher_for` decides, and the run's log says
 which launcher it uses and why.
+What a task runs is ``resources.task`` (:mod:`workflows.granularity`): the boxes above (``member``), or one box per
+experiment (``experiment``: ``python -m twin.campaign.task experiment EXP_DIR``, its cycles from its last checkpoint
+and its outputs as online mode runs them, :func:`twin.campaign.online.contained`, on ``resources.ranks``), or, by
+default (``auto``), the boxes up to an experiment's first analysis and then the rest of it as one box when its members
+were cheaper one after the other than as tasks of their own. An experiment's box ends as online mode's experiments
+do, in its markers (``done.json``, ``failed.json``, ``stopped.json``), which the driver reads and reports.
 State passes between tasks only through the experiment's files (HDF5 checkpoints and forecast files), so this
 process never imports mpi4py, petsc4py or h5py, and experiments advance independently (one experiment's analysis
 does not wait for another's forecasts).
@@ -77,6 +83,7 @@ from workflows.executors import (
 )
 from workflows.early_block import EarlyBlock
 from workflows.early_interchange import EarlyInterchange
+from workflows.granularity import whole_experiment
 from workflows.lean import import_parsl_api
 from workflows.warm import STEP_PRIORITY, WarmPool
 
@@ -115,7 +122,7 @@ class _Experiment:
     n_members: int
     ranks_per_member: int
     cycle: int = 0
-    stage: str = "init"  # init -> forecast -> analyse -> finalize -> done | failed
+    stage: str = "init"  # init -> forecast -> analyse -> finalize -> done | failed; or experiment -> done | failed
     #: finalize writes the outputs again (a finished run's outputs were damaged)
     rewrite: bool = False
     alive: set = field(default_factory=set)
@@ -123,6 +130,8 @@ class _Experiment:
     failures: dict = field(default_factory=dict)  # member -> reason, this cycle: the model failed
     infrastructure: dict = field(default_factory=dict)  # member -> reason, this cycle: killed, lost, no disk ...
     skip_members: set = field(default_factory=set)
+    #: resources.task auto: whether this run has measured its members and chosen (workflows.granularity)
+    chosen: bool = False
 
 
 def _sizes(exp_dir: Path) -> tuple[int, int, int]:
@@ -302,6 +311,10 @@ class CampaignWorkflow:
             executor = dfk.executors[LOCAL_LABEL]  # warm workers are local (the schema's launchers)
             self.pool = WarmPool(run_dir / "runinfo", resources.workers, executor.worker_logdir,
                                  blocks=lambda: [pid for pid, group in started_processes(dfk) if group])
+        #: what one task runs (resources.task: auto, member or experiment; workflows.granularity)
+        self.unit = getattr(resources, "task", "member")
+        #: tasks that will not come after all: experiments whose rest became one task (auto)
+        self.tasks_saved = 0
         self.exps: list[_Experiment] = []
         self.tasks_run = self.tasks_failed = 0
         for d in dirs:
@@ -320,6 +333,12 @@ class CampaignWorkflow:
                 self.launcher.resource_spec(ranks)
             except ValueError as exc:
                 raise WorkflowError(f"experiment {name}: {key} ({ranks}): {exc}") from None
+        ranks = self.resources.ranks
+        if self.unit == "experiment" and ranks > ranks_per_member and ranks % ranks_per_member:
+            # the experiment's task splits its ranks into members' groups, as online mode does
+            raise WorkflowError(f"experiment {name}: resources.task: experiment runs it on resources.ranks ({ranks}) "
+                                f"ranks, in groups of ensemble.ranks_per_member ({ranks_per_member}): make "
+                                f"resources.ranks a multiple of {ranks_per_member}")
 
     # -- resume ------------------------------------------------------------------------------------------------------
     def _resume(self, e: _Experiment, scan: dict) -> None:
@@ -351,19 +370,25 @@ class CampaignWorkflow:
         else:
             e.stage, e.cycle = "forecast", k
             e.skip_members = set(scan["members_done"])
+        if self.unit == "experiment" and e.stage not in ("done", "failed"):
+            e.stage = "experiment"  # its task resumes from its files as online mode does
         if k >= 0:
             log.info("experiment %s: resuming at %s (cycle %d of %d; %d member forecasts of it already done)", e.name,
                      e.stage, e.cycle, e.n_cycles, len(e.skip_members))
 
     @property
     def total_tasks(self) -> int:
-        total = 0
-        for e in self.exps:
-            if e.stage in ("done", "failed"):
-                continue
-            cycles = e.n_cycles - e.cycle
-            total += (e.stage == "init") + cycles * (len(e.alive) + 1) - len(e.skip_members) + 1
-        return total
+        return sum(map(self._tasks_left, self.exps))
+
+    @staticmethod
+    def _tasks_left(e: _Experiment) -> int:
+        """The tasks ``e`` has from its current stage on (those running included)."""
+        if e.stage in ("done", "failed"):
+            return 0
+        if e.stage == "experiment":
+            return 1
+        cycles = e.n_cycles - e.cycle
+        return (e.stage == "init") + cycles * (len(e.alive) + 1) - len(e.skip_members) + 1
 
     # -- submission --------------------------------------------------------------------------------------------------
     def _submit(self, e: _Experiment, step: str, ranks: int, args: list, member: int | None = None) -> None:
@@ -404,6 +429,10 @@ class CampaignWorkflow:
                          ["--cycle", e.cycle, "--min-members", self.policy.min_members])
         elif e.stage == "finalize":
             self._submit(e, "finalize", self.resources.ranks, ["--rewrite"] if e.rewrite else [])
+        elif e.stage == "experiment":
+            self._submit(e, "experiment", self.resources.ranks,
+                         ["--retries", self.policy.retries, "--on-member-failure", self.policy.on_member_failure,
+                          "--min-members", self.policy.min_members])
 
     def _stop(self, e: _Experiment, reason: str) -> None:
         """Its failure policy stopped ``e`` (``stopped.json``): a rerun skips it until the file is removed."""
@@ -489,6 +518,10 @@ class CampaignWorkflow:
         elif step == "analyse":
             e.cycle += 1
             e.stage = "forecast" if e.cycle < e.n_cycles else "finalize"
+            if e.stage == "forecast" and not e.chosen:
+                self._choose(e)
+        elif step == "experiment":
+            return self._experiment_ended(e)
         elif step == "finalize":
             mark_done(e.dir)
             e.stage = "done"
@@ -496,6 +529,35 @@ class CampaignWorkflow:
         if e.stage not in ("done", "failed"):
             self._start_stage(e)
         return f"{e.name} {step} c{e.cycle}"
+
+    def _choose(self, e: _Experiment) -> None:
+        """``resources.task: auto``, after ``e``'s first analysis of this run: the rest of ``e`` as one task when its
+        members are too small for tasks of their own (:func:`workflows.granularity.whole_experiment`)."""
+        e.chosen = True
+        why = whole_experiment(self.resources, self.policy, e.ranks_per_member, self.launcher.in_worker(1), e.dir,
+                               e.cycle - 1, len(e.alive))
+        if why:
+            before = self._tasks_left(e)
+            e.stage = "experiment"
+            self.tasks_saved += before - self._tasks_left(e)
+            log.info("experiment %s: %s", e.name, why)
+
+    def _experiment_ended(self, e: _Experiment) -> str:
+        """An experiment's task ended: how it ended is in its markers, as online mode leaves them."""
+        found = layout.failure(e.dir)
+        e.stage = "failed"
+        if found and found[0] == "stopped":
+            log.error("experiment %s stopped: %s; %s", e.name, found[1], layout.to_run_again(e.dir))
+            return f"{e.name} stopped"
+        if found:
+            log.error("experiment %s FAILED: %s", e.name, found[1])
+            return f"{e.name} failed"
+        if not layout.done_marker(e.dir).exists():  # its marker could not be written (a full disk): its log says why
+            log.error("experiment %s did not finish and left no marker (%s says why); a rerun resumes it", e.name,
+                      self.logs / e.name / "experiment.err")
+            return f"{e.name} failed"
+        e.stage = "done"
+        return f"{e.name} done"
 
     def run(self, interactive: bool | None = None) -> None:
         for e in self.exps:
@@ -517,7 +579,11 @@ class CampaignWorkflow:
                                   return_when=cf.FIRST_COMPLETED)
                 done = [fut for fut in done if fut in owner]
                 for fut in done:
-                    bar.advance(status=self._finished(owner[fut], fut))
+                    note = self._finished(owner[fut], fut)
+                    if self.tasks_saved:  # an experiment's rest became one task (resources.task: auto)
+                        bar.resize(bar.total - self.tasks_saved)
+                        self.tasks_saved = 0
+                    bar.advance(status=note)
                 now = time.time()
                 if done:
                     last_done = next_note = now

@@ -151,7 +151,7 @@ def test_a_file_campaign_as_a_workflow_equals_it_online(twin_run):
     network = "observations: [{type: file, file: wf.nc, variables: {x: {name: x_obs, units: '1'}}}]"
     small = (text.replace(NETWORK, network).replace("cycles: 20", "cycles: 4").replace("N: 20", "N: 8")
              .replace("resources: {type: local, ranks: 1, workers: 1}",
-                      "resources: {type: local, ranks: 1, workers: 2, launcher: worker}"))
+                      "resources: {type: local, ranks: 1, workers: 2, launcher: worker, task: member}"))
     assert "cycles: 4" in small and "launcher: worker" in small
     (d / "wf.yaml").write_text(small.replace("name: lorenz96_etkf", "name: wf"))
     _run(d, "run", "wf.yaml", "-o", "wf_workflow", "--workflow", "--quiet")

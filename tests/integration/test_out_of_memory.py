@@ -152,8 +152,8 @@ def test_blas_threads_under_a_memory_limit(given, expect):
         assert out.stderr.strip() == ""
 
 
-#: the Lorenz-96 workflow of benchmarks/bench_workflow.py (8 members, 6 cycles) in two warm workers
-WORKFLOW = "resources: {type: local, ranks: 1, workers: 2, launcher: worker}\n"
+#: the Lorenz-96 workflow of benchmarks/bench_workflow.py (8 members, 6 cycles) in two warm workers, a task per member
+WORKFLOW = "resources: {type: local, ranks: 1, workers: 2, launcher: worker, task: member}\n"
 
 
 def _workflow_under(tmp_path, limit_kib: int, env=None) -> subprocess.CompletedProcess:

@@ -58,7 +58,8 @@ def test_killed_campaign_resumes_without_recomputing(tmp_path):
 
     campaign = write_campaign(tmp_path / "c.yaml")
     # members on one rank here (test_campaign_local covers 2-rank members): half the processes, same logic
-    campaign.write_text(campaign.read_text().replace("ranks_per_member: 2", "ranks_per_member: 1"))
+    campaign.write_text(campaign.read_text().replace("ranks_per_member: 2", "ranks_per_member: 1")
+                        .replace("workers: 2}", "workers: 2, task: member}"))
     run = tmp_path / "run"
     exp = layout.experiment_dir(run, "l96camp")
     proc = _driver(campaign, run)

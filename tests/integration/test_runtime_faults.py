@@ -142,7 +142,7 @@ def test_a_member_task_killed_by_a_signal_stops_the_experiment_with_the_real_rea
     the experiment stops, naming the member and the signal, ``twin run`` and ``twin status`` exit 1, and a rerun
     resumes and finishes it. (A warm worker killed under its task: tests/integration/test_warm_workers.py.)"""
     campaign = _campaign(tmp_path / "c.yaml", cycles=3, extra="""\
-        resources: {type: local, ranks: 1, workers: 2, launcher: mpiexec}
+        resources: {type: local, ranks: 1, workers: 2, launcher: mpiexec, task: member}
         experiments: {retries: 0, on_member_failure: drop}
         """.replace("        ", ""))
     run = tmp_path / "run"
@@ -223,7 +223,7 @@ def test_sigterm_stops_the_workflow_driver_and_everything_it_started(tmp_path):
     ``twin status`` then says interrupted and exits 1. With a process per task (``launcher: mpiexec``), so that the
     running tasks are processes of their own that must end too."""
     campaign = _campaign(tmp_path / "c.yaml", cycles=6,
-                         extra="resources: {type: local, ranks: 1, workers: 2, launcher: mpiexec}\n")
+                         extra="resources: {type: local, ranks: 1, workers: 2, launcher: mpiexec, task: member}\n")
     run = tmp_path / "run"
     exp = layout.experiment_dir(run, "kill")
     proc = _start(["run", campaign, "-o", run, "--workflow"])
@@ -262,7 +262,7 @@ def test_a_workflow_driver_ends_when_its_group_is_signalled_or_its_interchange_d
     never came back and the run directory stayed "running" (exit 3) until the driver was SIGKILLed. The interchange
     now leaves the driver's group, and an interchange that died anyway (``scancel`` signals every process of a job)
     is cleaned up without it: status 130 or 143, one line, nothing left running, and the rerun finishes."""
-    campaign = _campaign(tmp_path / "c.yaml", cycles=40, extra="resources: {type: local, ranks: 1, workers: 2}\n")
+    campaign = _campaign(tmp_path / "c.yaml", cycles=40, extra="resources: {type: local, ranks: 1, workers: 2, task: member}\n")
     run = tmp_path / "run"
     exp = layout.experiment_dir(run, "kill")
     proc = _start(["run", campaign, "-o", run, "--workflow"])
@@ -554,7 +554,7 @@ def test_a_workflow_driver_killed_with_sigkill_leaves_nothing_running_after_the_
     from twin.campaign.heartbeat import _process_start
 
     campaign = _campaign(tmp_path / "c.yaml", cycles=8,
-                         extra="resources: {type: local, ranks: 1, workers: 2}\n")
+                         extra="resources: {type: local, ranks: 1, workers: 2, task: member}\n")
     run = tmp_path / "run"
     exp = layout.experiment_dir(run, "kill")
     proc = _start(["run", campaign, "-o", run, "--workflow"])

@@ -24,8 +24,9 @@ from twin.config.loader import load_campaign
 
 pytestmark = pytest.mark.timeout(400)
 
-#: online runs of these campaigns checkpoint every cycle as the workflow does, so every checkpoint is compared
-WARM = "resources: {type: local, ranks: 1, workers: 2, launcher: worker}\noutputs: {checkpoint_every: 1}\n"
+#: online runs of these campaigns checkpoint every cycle as the workflow does, so every checkpoint is compared; a task
+#: per member in every cycle (their members would otherwise run as one task after the first cycle: test_task_granularity)
+WARM = "resources: {type: local, ranks: 1, workers: 2, launcher: worker, task: member}\noutputs: {checkpoint_every: 1}\n"
 #: the divergence of tests/integration/test_campaign_failures.py: member 2 of the wide prior draws F = 244
 FAILING = l96_campaign("l96fail", seed=8675, forcing="{value: 8.0, prior: {dist: lognormal, median: 8.0, sigma: 1.2}, "
                        "estimable: true}", N=5, inflation=None, every=8, cycles=2, extra=WARM)
@@ -286,7 +287,7 @@ def test_the_default_launcher_runs_one_rank_tasks_warm_and_mpi_tasks_under_mpiex
 
     path = tmp_path / "auto.yaml"
     path.write_text(l96_campaign("l96auto", N=3, cycles=2,
-                                 extra="resources: {type: local, ranks: 1, workers: 2}\n"))
+                                 extra="resources: {type: local, ranks: 1, workers: 2, task: member}\n"))
     loaded = load_campaign(path)
     assert loaded.config.resources.launcher == "auto"
     policy = ExperimentsConfig(matrix={"ensemble.ranks_per_member": [1, 2]})

@@ -15,7 +15,8 @@ from twin.config.loader import load_campaign
 pytestmark = pytest.mark.timeout(300)
 
 #: online runs of these campaigns checkpoint every cycle as the workflow does, so every checkpoint is compared
-WARM = "resources: {type: local, ranks: 1, workers: 2, launcher: worker}\noutputs: {checkpoint_every: 1}\n"
+#: a task per member in every cycle (resources.task auto would run the rest of these tiny experiments as one task)
+WARM = "resources: {type: local, ranks: 1, workers: 2, launcher: worker, task: member}\noutputs: {checkpoint_every: 1}\n"
 
 
 def test_only_experiments_with_a_checkpoint_are_scanned(tmp_path):

@@ -3,6 +3,7 @@
     mpiexec -n R python -m twin.campaign.task forecast EXP_DIR --cycle K --member M
     mpiexec -n R python -m twin.campaign.task analyse  EXP_DIR --cycle K [--min-members 2]
     mpiexec -n R python -m twin.campaign.task online   RUN_DIR --campaign FILE [--experiment NAME]
+    mpiexec -n R python -m twin.campaign.task experiment EXP_DIR [--retries 1 --on-member-failure drop ...]
     python -m twin.campaign.task init     EXP_DIR
     python -m twin.campaign.task finalize EXP_DIR
     python -m twin.campaign.task scan     EXP_DIR          # JSON: what is complete and verified (for resume)
@@ -40,7 +41,7 @@ EXIT_TWIN_ERROR = 2
 EXIT_UNEXPECTED = 1
 
 #: Steps a warm worker runs (``scan`` and ``online`` are processes of their own).
-WORKER_STEPS = ("init", "forecast", "analyse", "finalize")
+WORKER_STEPS = ("init", "forecast", "analyse", "finalize", "experiment")
 #: Modules :func:`warm_up` imports besides those of the experiments' setups: the steps, and what the first analysis
 #: of a process imports on first use (the guardrail check, 0.15 s since it no longer imports scipy.stats, 1 s before
 #: on the 2-core test machine, measured in ``benchmarks/bench_workflow.py``). A name missing here costs time, never a
@@ -71,13 +72,16 @@ class TaskFailed(Exception):
 def _parser() -> argparse.ArgumentParser:
     """The task's command line (built once per process: a warm worker parses every step's words with it)."""
     p = argparse.ArgumentParser(prog="python -m twin.campaign.task", description=__doc__.split("\n\n")[0])
-    p.add_argument("step", choices=("init", "forecast", "analyse", "finalize", "scan", "online"))
+    p.add_argument("step", choices=("init", "forecast", "analyse", "finalize", "scan", "online", "experiment"))
     p.add_argument("exp_dir", type=Path, help="experiment directory (run directory for 'online')")
     p.add_argument("--campaign", type=Path, help="campaign file ('online')")
     p.add_argument("--experiment", help="run only this experiment ('online')")
     p.add_argument("--cycle", type=int, default=None)
     p.add_argument("--member", type=int, default=None)
     p.add_argument("--min-members", type=int, default=2)
+    p.add_argument("--retries", type=int, default=1, help="'experiment': a failed member forecast's retries")
+    p.add_argument("--on-member-failure", choices=("drop", "stop"), default="drop",
+                   help="'experiment': what a member that keeps failing does to the experiment")
     p.add_argument("--rewrite", action="store_true",
                    help="'finalize': write the outputs again (a finished run's outputs were damaged)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -131,6 +135,8 @@ def _step(args, comm, s=None) -> None:
         from twin.config.loader import load_campaign
 
         run_online(load_campaign(args.campaign), comm, args.exp_dir, only=args.experiment, verbose=args.verbose)
+    elif args.step == "experiment":
+        _experiment(args, comm)
     elif args.step == "init":
         steps.init_experiment(args.exp_dir, comm, s)
     elif args.step == "forecast":
@@ -162,15 +168,30 @@ def _step(args, comm, s=None) -> None:
             fin.finalize(args.exp_dir, comm, s)
 
 
+def _experiment(args, comm) -> None:
+    """The ``experiment`` step: the rest of the experiment (its cycles from its last checkpoint, then its outputs), as
+    online mode runs it (:func:`twin.campaign.online.contained`: members forecast in memory, at once through the
+    model's batched forecast where it has one; checkpoints every ``outputs.checkpoint_seconds``), with the failure
+    policy of the command line. The experiment's own failures end as online mode's do, in its markers
+    (``done.json``, ``failed.json``, ``stopped.json``), which the workflow reads after the task; the step itself fails
+    only for what online mode would not contain (a file held by another process)."""
+    from twin.campaign.online import contained
+    from twin.config.experiments import ExperimentsConfig
+
+    policy = ExperimentsConfig(retries=args.retries, on_member_failure=args.on_member_failure,
+                               min_members=args.min_members)
+    contained(args.exp_dir, comm, policy)
+
+
 #: Experiments whose PETSc options this process has judged (:func:`_judge_options`).
 _JUDGED: set[Path] = set()
 
 
 def _judge_options(args) -> None:
-    """After this process's first member forecast of an experiment (its solvers set up): the PETSc options the user
-    gave that no solver read (:func:`twin.core.petsc.unread_options`) go into the experiment's task log, from which
-    the workflow driver warns once per run, as online mode does at its end; after an ``online`` step (a batch job's
-    whole campaign), into its log."""
+    """After this process's first member forecast of an experiment, or its ``experiment`` step (its solvers set up):
+    the PETSc options the user gave that no solver read (:func:`twin.core.petsc.unread_options`) go into the
+    experiment's task log, from which the workflow driver warns once per run, as online mode does at its end; after
+    an ``online`` step (a batch job's whole campaign), into its log."""
     from twin.campaign import layout
     from twin.core.petsc import unread_options
 
@@ -181,7 +202,7 @@ def _judge_options(args) -> None:
             get_logger("twin.campaign.task").warning(line)
         return
     key = Path(args.exp_dir).resolve()
-    if args.step != "forecast" or key in _JUDGED:
+    if args.step not in ("forecast", "experiment") or key in _JUDGED:
         return
     _JUDGED.add(key)
     lines = unread_options()
@@ -448,10 +469,14 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
     old_umask = os.umask(0o077) if private else None
     try:
         _check(args)
-        s = _WARM.get(args.exp_dir, MPI.COMM_SELF)
+        if args.step == "experiment":  # builds its own setups, as online mode does: the worker's kept one goes
+            _WARM.drop(args.exp_dir)
+            s = None
+        else:
+            s = _WARM.get(args.exp_dir, MPI.COMM_SELF)
         _step(args, MPI.COMM_SELF, s)
         _judge_options(args)
-        if args.step == "finalize":
+        if args.step in ("finalize", "experiment"):
             _WARM.drop(args.exp_dir)  # the experiment is finished: nothing of it is needed again
     except Exception as exc:  # every failure becomes the exit status a task process would give
         _WARM.drop(args.exp_dir)

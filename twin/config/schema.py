@@ -218,6 +218,11 @@ class LocalResources(Strict):
     #: experiments.task_timeout is set (a warm worker cannot be stopped in a long C call); workflows.executors
     #: .launcher_for resolves it
     launcher: Literal["auto", "mpiexec", "srun", "none", "worker"] = "auto"
+    #: what one task of a workflow runs: member (a task per member forecast, analysis, init and outputs: members in
+    #: parallel over the workers), experiment (a task per experiment: its cycles as online mode runs them, on ``ranks``
+    #: ranks; experiments in parallel), or auto, the default: member tasks, until an experiment's first analysis shows
+    #: members too small for a task of their own (workflows.granularity)
+    task: Literal["auto", "member", "experiment"] = "auto"
 
     @field_validator("workers")
     @classmethod
@@ -260,6 +265,8 @@ class SlurmResources(Strict):
     #: srun prefix for them, for members that fill whole nodes. Its cost: a task smaller than a node still takes a
     #: node, so a one-node block runs its tasks one at a time (workers is not used). workflows/executors.py says more
     launcher: Literal["srun", "mpiexec", "parsl-mpi"] = "srun"
+    #: what one task runs: member, experiment or auto (as for local resources)
+    task: Literal["auto", "member", "experiment"] = "auto"
 
     @field_validator("launcher")
     @classmethod

@@ -330,6 +330,12 @@ class Progress:
             log.info("%s: %d/%d %s(%.1f s)", self.description, self.done, self.total,
                      f"{status} " if status else "", self._last_log - self._start)
 
+    def resize(self, total: int) -> None:
+        """The number of steps changed (a workflow's experiment became one task instead of a task per member)."""
+        self.total = int(total)
+        if self._bar is not None:
+            self._bar.update(self._task, total=self.total)
+
     def members(self, total: int) -> None:
         """The members of the current step start (``total`` of them on this rank's group)."""
         if self._campaign is not None:
