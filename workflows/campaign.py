@@ -312,7 +312,7 @@ class CampaignWorkflow:
             self.pool = WarmPool(run_dir / "runinfo", resources.workers, executor.worker_logdir,
                                  blocks=lambda: [pid for pid, group in started_processes(dfk) if group])
         #: what one task runs (resources.task: auto, member or experiment; workflows.granularity)
-        self.unit = getattr(resources, "task", "member")
+        self.unit = resources.task
         #: tasks that will not come after all: experiments whose rest became one task (auto)
         self.tasks_saved = 0
         self.exps: list[_Experiment] = []
@@ -334,7 +334,7 @@ class CampaignWorkflow:
             except ValueError as exc:
                 raise WorkflowError(f"experiment {name}: {key} ({ranks}): {exc}") from None
         ranks = self.resources.ranks
-        if self.unit == "experiment" and ranks > ranks_per_member and ranks % ranks_per_member:
+        if self.resources.task == "experiment" and ranks > ranks_per_member and ranks % ranks_per_member:
             # the experiment's task splits its ranks into members' groups, as online mode does
             raise WorkflowError(f"experiment {name}: resources.task: experiment runs it on resources.ranks ({ranks}) "
                                 f"ranks, in groups of ensemble.ranks_per_member ({ranks_per_member}): make "

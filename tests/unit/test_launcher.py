@@ -240,7 +240,7 @@ def test_the_workflow_refuses_members_larger_than_a_block_before_it_submits_anyt
     from twin.core.errors import WorkflowError
     from workflows.campaign import CampaignWorkflow
 
-    wf = SimpleNamespace(launcher=_mpi_mode(ranks_per_node=2, nodes=1), resources=SimpleNamespace(ranks=1))
+    wf = SimpleNamespace(launcher=_mpi_mode(ranks_per_node=2, nodes=1), resources=SimpleNamespace(ranks=1, task="auto"))
     CampaignWorkflow._check_launch(wf, "exp-1", 2)
     with pytest.raises(WorkflowError, match=r"experiment exp-1: ensemble.ranks_per_member \(4\): a task of 4 ranks "
                                             r"needs 2 whole nodes"):
