@@ -559,6 +559,14 @@ class CampaignWorkflow:
         e.stage = "done"
         return f"{e.name} done"
 
+    def _say_experiments(self, bar: Progress) -> None:
+        """Where the experiments running as one task each are (the cycles of their newest checkpoint, which they
+        write every ``outputs.checkpoint_seconds``), on the progress display: such a task is one step of it."""
+        said = [f"{e.name} cycle {max(layout.checkpoint_cycles(e.dir), default=0)}/{e.n_cycles}"
+                for e in self.exps if e.stage == "experiment" and e.pending]
+        if said:
+            bar.advance(0, status="; ".join(said))
+
     def run(self, interactive: bool | None = None) -> None:
         for e in self.exps:
             if e.stage not in ("done", "failed"):
@@ -600,6 +608,7 @@ class CampaignWorkflow:
                 if time.time() - last_beat > 5.0:
                     write_heartbeat(self.run_dir, children=self.children())
                     last_beat = time.time()
+                    self._say_experiments(bar)
         finally:
             bar.close()
 

@@ -162,3 +162,21 @@ def test_experiment_tasks_need_ranks_that_split_into_members(tmp_path):
     with pytest.raises(WorkflowError, match=r"resources.ranks \(3\) ranks, in groups of ensemble.ranks_per_member "
                                             r"\(2\): make resources.ranks a multiple of 2"):
         run_workflow(load_campaign(tmp_path / "c.yaml"), tmp_path / "wf", interactive=False)
+
+
+def test_the_progress_display_says_the_cycle_of_an_experiment_running_as_one_task(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from twin.core.progress import Progress
+    from workflows.campaign import CampaignWorkflow, _Experiment
+
+    exp = tmp_path / "exp"
+    (exp / "checkpoint").mkdir(parents=True)
+    for k in (0, 3, 4):  # the newest checkpoint says how far its task is
+        layout.checkpoint_file(exp, k).write_bytes(b"")
+    running = _Experiment("exp", exp, 40, 4, 1, stage="experiment", pending={"future": ("experiment", None, None)})
+    waiting = _Experiment("other", tmp_path / "other", 40, 4, 1, stage="forecast")
+    bar = Progress("campaign tasks", 3, interactive=False, log_every=0.0)
+    with caplog.at_level("INFO", logger="twin"):
+        CampaignWorkflow._say_experiments(SimpleNamespace(exps=[running, waiting]), bar)
+    assert "campaign tasks: 0/3 exp cycle 4/40" in caplog.text and "other" not in caplog.text

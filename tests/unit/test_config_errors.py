@@ -78,6 +78,9 @@ CASES = [
     ("solver-option-chars", "ts_type: beuler}", "ts_type: 'beuler`id`'}", 16, ["characters PETSc options never use"]),
     ("walltime-format", "resources: {type: local, ranks: 1}",
      "resources: {type: slurm, partition: debug, walltime: 1 hour}", 27, ["walltime", "hours:minutes:seconds"]),
+    ("task-unit", "resources: {type: local, ranks: 1}", "resources: {type: local, ranks: 1, task: experiments}", 27,
+     ["resources.task: 'experiments' is not allowed here; did you mean 'experiment'?", "'auto', 'member' or "
+      "'experiment'"]),
     ("observation-extra-key", "    error_std: 0.1", "    error_std: 0.1\n    eror: 2", 24, ["unknown key 'eror'"]),
     ("negative-obs-error", "error_std: 0.1", "error_std: -0.1", 23, ["greater than 0"]),
     ("top-level-list", None, "- 1\n- 2\n", 1, ["mapping of sections"]),
