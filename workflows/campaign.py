@@ -603,7 +603,8 @@ class CampaignWorkflow:
                                  now - last_done, "; ".join(blocks))
                 if self.pool is not None:
                     self.pool.check(waiting=sum(len(e.pending) for e in self.exps))
-                    self.pool.warm_outputs(needed=any(e.stage not in ("finalize", "done", "failed")
+                    # a finalize step to come (an experiment running as one task writes its outputs itself)
+                    self.pool.warm_outputs(needed=any(e.stage not in ("finalize", "done", "failed", "experiment")
                                                       for e in self.exps))
                 if time.time() - last_beat > 5.0:
                     write_heartbeat(self.run_dir, children=self.children())

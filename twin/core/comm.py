@@ -25,8 +25,12 @@ def self_comm() -> MPI.Comm:
 def abort_job(comm, line: str, status: int = 1) -> None:
     """End the whole MPI job from this rank alone: ``line`` (``error: ...``) straight to stderr, then ``MPI_Abort``.
     For an error on one rank while the others may wait for it inside a collective call, which would never return.
-    Printed, not logged: the rank may not be rank 0, whose log alone is written, and the process ends here."""
-    print(line, file=sys.stderr, flush=True)
+    Printed, not logged: the rank may not be rank 0, whose log alone is written, and the process ends here. The
+    line and its newline go in one write: ``print`` gave them in two, between which ``mpiexec`` once put the first
+    line of its abort banner (the line ended in dashes; a CI run, 2026-12-07)."""
+    sys.stderr.flush()
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
     comm.Abort(status)
 
 
