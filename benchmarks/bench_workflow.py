@@ -404,11 +404,16 @@ def main() -> None:
         task_parts(tmp / "Lorenz-96_n40-online" / "experiments" / "bench")
         slow = dict(experiments=1, members=4, cycles=2, n=20000, steps_per_cycle=5000, cores=os.cpu_count())
         large = campaign(tmp, SLOW, "Lorenz-96 n=20000, >= 1 s members", ["warm-auto", "warm", "warm-1"], slow)
-    # the goals, with the defaults of local resources (launcher auto: one-rank members in the warm workers; task auto)
-    for what, walls, goal in (("Lorenz-96 n=40", small, 2.0), ("Lorenz-96 n=20000, >= 1 s members", large, 1.2)):
-        ratio = walls["warm-auto"] / walls["online"]  # the campaign as configured: 2 workers
-        emit("workflow", f"goal 2: {what}, default workflow / online (goal <= {goal:g})", ratio, "x",
-             met=ratio <= goal, missed_by=None if ratio <= goal else round(ratio / goal, 2))
+    # with the defaults of local resources (launcher auto: one-rank members in the warm workers; task auto). The small
+    # campaign's goal is measured as users run it (below): in this process online mode's imports, PETSc and Parsl are
+    # done before its run while the workflow's workers are new processes that import twin and start PETSc again
+    # (0.4-0.7 s, longer than online's whole run of 0.6 s), so its in-process ratio is no goal's measure
+    ratio = small["warm-auto"] / small["online"]
+    emit("workflow", "Lorenz-96 n=40 in this process (online's imports done, the workers' not), default workflow / "
+         "online", ratio, "x")
+    ratio = large["warm-auto"] / large["online"]  # the campaign as configured: 2 workers
+    emit("workflow", "goal 2: Lorenz-96 n=20000, >= 1 s members, default workflow / online (goal <= 1.2)", ratio, "x",
+         met=ratio <= 1.2, missed_by=None if ratio <= 1.2 else round(ratio / 1.2, 2))
     ratio = users["ratio"]
     emit("workflow", "goal 2: Lorenz-96 n=40 as users run it, twin run workflow / twin run online (goal <= 2)", ratio,
          "x", met=ratio <= 2.0, missed_by=None if ratio <= 2.0 else round(ratio / 2.0, 2))
