@@ -311,8 +311,6 @@ class CampaignWorkflow:
             executor = dfk.executors[LOCAL_LABEL]  # warm workers are local (the schema's launchers)
             self.pool = WarmPool(run_dir / "runinfo", resources.workers, executor.worker_logdir,
                                  blocks=lambda: [pid for pid, group in started_processes(dfk) if group])
-        #: what one task runs (resources.task: auto, member or experiment; workflows.granularity)
-        self.unit = resources.task
         #: tasks that will not come after all: experiments whose rest became one task (auto)
         self.tasks_saved = 0
         self.exps: list[_Experiment] = []
@@ -370,7 +368,7 @@ class CampaignWorkflow:
         else:
             e.stage, e.cycle = "forecast", k
             e.skip_members = set(scan["members_done"])
-        if self.unit == "experiment" and e.stage not in ("done", "failed"):
+        if self.resources.task == "experiment" and e.stage not in ("done", "failed"):
             e.stage = "experiment"  # its task resumes from its files as online mode does
         if k >= 0:
             log.info("experiment %s: resuming at %s (cycle %d of %d; %d member forecasts of it already done)", e.name,

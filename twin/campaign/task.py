@@ -476,7 +476,7 @@ def _run_in_worker(argv: list, log_path: str | None, private: bool) -> float:
             s = _WARM.get(args.exp_dir, MPI.COMM_SELF)
         _step(args, MPI.COMM_SELF, s)
         _judge_options(args)
-        if args.step in ("finalize", "experiment"):
+        if args.step == "finalize":
             _WARM.drop(args.exp_dir)  # the experiment is finished: nothing of it is needed again
     except Exception as exc:  # every failure becomes the exit status a task process would give
         _WARM.drop(args.exp_dir)
